@@ -1,0 +1,31 @@
+"""Settings from NEARFAB_* environment variables. Read only by bootstrap and entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("nearfab", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEARFAB_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    demo_password: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # simulated seconds per real second for the demo's machines and clock
+    time_scale: float = 60.0
+    session_secret: str | None = None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'nearfab.db'}"

@@ -1,0 +1,30 @@
+"""Identity: users and roles, login, the audit trail and electronic signatures."""
+
+from nearfab.identity.enums import AuditAction, Role
+from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
+from nearfab.identity.models import ApiToken, AuditEntry, Signature, User
+from nearfab.identity.services import (
+    SignatureService,
+    UserService,
+    actor_of,
+    audit,
+    audit_trail,
+)
+
+__all__ = [
+    "Actor",
+    "ApiToken",
+    "AuditAction",
+    "AuditEntry",
+    "Role",
+    "Signature",
+    "SignatureService",
+    "User",
+    "UserService",
+    "actor_of",
+    "audit",
+    "audit_trail",
+    "record_hash",
+    "require_role",
+    "system_actor",
+]

@@ -1,0 +1,223 @@
+"""Identity use cases: users, login and tokens, the audit trail, electronic signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+
+from nearfab.common.canonical import sha256_hex, to_jsonable
+from nearfab.common.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from nearfab.common.ids import new_id, new_token
+from nearfab.identity.enums import AuditAction, Role
+from nearfab.identity.logic import Actor, record_hash, require_role
+from nearfab.identity.models import ApiToken, AuditEntry, Signature, User
+from nearfab.uow import UnitOfWork
+
+_hasher = PasswordHasher()
+TOKEN_LIFETIME = timedelta(hours=12)
+
+
+def audit(
+    uow: UnitOfWork,
+    actor: Actor,
+    action: AuditAction | str,
+    entity_type: str,
+    entity_id: str,
+    *,
+    old: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+    reason: str | None = None,
+    site_id: str | None = None,
+) -> AuditEntry:
+    """Add an audit row to the current transaction: it commits or rolls back with the change."""
+    entry = AuditEntry(
+        at=uow.clock.now(),
+        actor_id=actor.user_id,
+        actor_name=actor.full_name,
+        action=str(action),
+        entity_type=entity_type,
+        entity_id=entity_id,
+        old=to_jsonable(old) if old is not None else None,
+        new=to_jsonable(new) if new is not None else None,
+        reason=reason,
+        site_id=site_id,
+    )
+    uow.session.add(entry)
+    return entry
+
+
+def audit_trail(uow: UnitOfWork, entity_type: str, entity_id: str) -> list[AuditEntry]:
+    stmt = (
+        select(AuditEntry)
+        .where(AuditEntry.entity_type == entity_type, AuditEntry.entity_id == entity_id)
+        .order_by(AuditEntry.id)
+    )
+    return list(uow.session.scalars(stmt))
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        full_name=user.full_name,
+        roles=tuple(user.roles),
+        site_id=user.home_site_id,
+    )
+
+
+class UserService:
+    """Accounts, password login and bearer tokens."""
+
+    def create_user(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        username: str,
+        full_name: str,
+        roles: Iterable[str],
+        password: str,
+        home_site_id: str | None = None,
+    ) -> User:
+        require_role(actor, Role.ADMIN, action="creating a user")
+        role_list = sorted({str(r) for r in roles})
+        known = {r.value for r in Role}
+        for role in role_list:
+            if role not in known:
+                raise ValidationFailed(f"unknown role {role!r}", field="roles")
+        if not username.strip():
+            raise ValidationFailed("username is empty", field="username")
+        if len(password) < 8:
+            raise ValidationFailed("password must have at least 8 characters", field="password")
+        if uow.session.scalar(select(User).where(User.username == username)):
+            raise Conflict(f"username {username!r} is taken", field="username")
+        user = User(
+            id=new_id("usr"),
+            username=username,
+            full_name=full_name,
+            roles=role_list,
+            home_site_id=home_site_id,
+            password_hash=_hasher.hash(password),
+            active=True,
+            created_at=uow.clock.now(),
+        )
+        uow.session.add(user)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "user",
+            user.id,
+            new={"username": username, "full_name": full_name, "roles": role_list,
+                 "home_site_id": home_site_id},
+            site_id=home_site_id,
+        )
+        uow.commit()
+        return user
+
+    def get(self, uow: UnitOfWork, user_id: str) -> User:
+        user = uow.session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}", field="user_id")
+        return user
+
+    def by_username(self, uow: UnitOfWork, username: str) -> User | None:
+        return uow.session.scalar(select(User).where(User.username == username))
+
+    def check_password(self, user: User, password: str) -> bool:
+        try:
+            return _hasher.verify(user.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def authenticate(self, uow: UnitOfWork, username: str, password: str) -> User:
+        """Check a username and password; failures are audited and say nothing about which was wrong."""
+        user = self.by_username(uow, username)
+        if user is None or not user.active or not self.check_password(user, password):
+            anon = Actor(user_id=f"unknown:{username}", username=username, full_name=username)
+            audit(uow, anon, AuditAction.LOGIN_FAILED, "user", user.id if user else username)
+            uow.commit()
+            raise Unauthenticated("wrong username or password")
+        audit(uow, actor_of(user), AuditAction.LOGIN, "user", user.id)
+        uow.commit()
+        return user
+
+    def issue_token(self, uow: UnitOfWork, username: str, password: str) -> tuple[str, User]:
+        user = self.authenticate(uow, username, password)
+        token = new_token()
+        now = uow.clock.now()
+        with_token = ApiToken(
+            token_hash=sha256_hex(token), user_id=user.id, created_at=now,
+            expires_at=now + TOKEN_LIFETIME,
+        )
+        uow.session.add(with_token)
+        uow.session.commit()  # the login above already committed its audit row
+        return token, user
+
+    def actor_for_token(self, uow: UnitOfWork, token: str) -> Actor:
+        row = uow.session.get(ApiToken, sha256_hex(token))
+        if row is None or row.expires_at <= uow.clock.now():
+            raise Unauthenticated("bearer token unknown or expired")
+        user = uow.session.get(User, row.user_id)
+        if user is None or not user.active:
+            raise Unauthenticated("the token's user is not active")
+        return actor_of(user)
+
+
+class SignatureService:
+    """Electronic signatures: password re-entry plus a stated meaning, bound to the record's hash."""
+
+    def __init__(self, users: UserService) -> None:
+        self._users = users
+
+    def sign(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        password: str,
+        meaning: str,
+        record_type: str,
+        record_id: str,
+        content: dict[str, Any],
+    ) -> Signature:
+        """Add a signature to the current transaction; the caller commits it with the signed change."""
+        if not meaning or not meaning.strip():
+            raise ValidationFailed("a signature needs its meaning", field="meaning")
+        user = uow.session.get(User, actor.user_id)
+        if user is None or not user.active or not self._users.check_password(user, password):
+            raise Unauthenticated("signature refused: the password does not match the signer")
+        sig = Signature(
+            id=new_id("sig"),
+            signer_id=user.id,
+            signer_name=user.full_name,
+            meaning=meaning.strip(),
+            signed_at=uow.clock.now(),
+            record_type=record_type,
+            record_id=record_id,
+            record_hash=record_hash(content),
+        )
+        uow.session.add(sig)
+        audit(
+            uow, actor, AuditAction.SIGN, record_type, record_id,
+            new={"signature_id": sig.id, "meaning": sig.meaning, "record_hash": sig.record_hash},
+        )
+        return sig
+
+    def signatures_for(self, uow: UnitOfWork, record_type: str, record_id: str) -> list[Signature]:
+        stmt = (
+            select(Signature)
+            .where(Signature.record_type == record_type, Signature.record_id == record_id)
+            .order_by(Signature.signed_at)
+        )
+        return list(uow.session.scalars(stmt))
+
+    @staticmethod
+    def is_valid(sig: Signature, content: dict[str, Any]) -> bool:
+        """True while the record still hashes to what was signed."""
+        return sig.record_hash == record_hash(content)

@@ -1,0 +1,55 @@
+"""Unit of work: one use case = one transaction, audit rows included; events go out after commit."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from nearfab.bus import EventBus
+from nearfab.common.clock import Clock
+
+
+class UnitOfWork:
+    def __init__(self, session_factory: sessionmaker[Any], clock: Clock, bus: EventBus) -> None:
+        self._session_factory = session_factory
+        self.clock = clock
+        self.bus = bus
+        self._events: list[Any] = []
+        self._committed = False
+
+    def __enter__(self) -> UnitOfWork:
+        self.session: Session = self._session_factory()
+        self._events = []
+        self._committed = False
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                self.session.rollback()
+        finally:
+            self.session.close()
+        if exc_type is None and self._committed:
+            events, self._events = self._events, []
+            for event in events:
+                self.bus.publish(event)
+
+    def emit(self, event: Any) -> None:
+        """Queue a domain event, published only if this transaction commits."""
+        self._events.append(event)
+
+    def commit(self) -> None:
+        if self._committed:
+            raise RuntimeError("a unit of work commits once")
+        self.session.commit()
+        self._committed = True
+
+    def flush(self) -> None:
+        self.session.flush()
