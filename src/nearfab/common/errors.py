@@ -20,7 +20,9 @@ class DomainError(Exception):
         return {"code": self.code, "field": self.field, "message": self.message}
 
 
-class ValidationFailed(DomainError):
+class ValidationFailed(DomainError, ValueError):
+    """Bad input. Also a ValueError, so pydantic validators report it against their field."""
+
     code = "validation_failed"
     http_status = 422
 

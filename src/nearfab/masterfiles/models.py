@@ -1,0 +1,54 @@
+"""Master files: one versioned, QP-approved definition per product."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nearfab.db import Base
+
+
+class MasterFile(Base):
+    __tablename__ = "master_files"
+    __table_args__ = (UniqueConstraint("code", "version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]
+    title: Mapped[str] = mapped_column(String(200))
+    product_family: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    accepted_codes: Mapped[list[Any]]
+    design_envelope: Mapped[dict[str, Any]]
+    process_parameters: Mapped[dict[str, Any]]
+    cqa_specs: Mapped[dict[str, Any]]
+    release_rule: Mapped[dict[str, Any]]
+    material_code: Mapped[str] = mapped_column(String(64))
+    shelf_life_days: Mapped[int]
+    storage: Mapped[str] = mapped_column(Text)
+    gtin: Mapped[str] = mapped_column(String(14))
+    units_per_pack: Mapped[int]
+    allowed_site_ids: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
+    approval_signature_id: Mapped[str | None] = mapped_column(String(32))
+    effective_from: Mapped[datetime | None]
+
+    def content(self) -> dict[str, Any]:
+        """The approved content: what a QP's signature is bound to."""
+        return {
+            "code": self.code, "version": self.version, "title": self.title,
+            "product_family": self.product_family, "accepted_codes": self.accepted_codes,
+            "design_envelope": self.design_envelope,
+            "process_parameters": self.process_parameters, "cqa_specs": self.cqa_specs,
+            "release_rule": self.release_rule, "material_code": self.material_code,
+            "shelf_life_days": self.shelf_life_days, "storage": self.storage, "gtin": self.gtin,
+            "units_per_pack": self.units_per_pack, "allowed_site_ids": self.allowed_site_ids,
+        }
+
+    def accepts(self, system: str, code: str) -> bool:
+        return any(c["system"] == system and c["code"] == code for c in self.accepted_codes)

@@ -1,0 +1,156 @@
+"""Master-file use cases: draft, QP approval by e-signature, effectiveness, look-ups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.common.states import check_transition
+from nearfab.identity import Actor, AuditAction, Role, SignatureService, audit, require_role
+from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
+from nearfab.masterfiles.models import MasterFile
+from nearfab.masterfiles.schemas import MasterFileIn
+from nearfab.network import NetworkService
+from nearfab.uow import UnitOfWork
+
+# A family plug-in checks its own part of a draft (e.g. the design envelope's keys).
+EnvelopeCheck = Callable[[str, Mapping[str, Any]], None]
+
+
+def pydantic_to_domain(exc: ValidationError, prefix: str) -> ValidationFailed:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    field = f"{prefix}.{loc}" if loc else prefix
+    return ValidationFailed(f"{field}: {first['msg']}", field=field)
+
+
+class MasterFileService:
+    def __init__(
+        self, signatures: SignatureService, network: NetworkService,
+        envelope_check: EnvelopeCheck | None = None,
+    ) -> None:
+        self._signatures = signatures
+        self._network = network
+        self._envelope_check = envelope_check
+
+    def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
+        """Create the next version of a master file as a draft."""
+        require_role(actor, Role.QP, Role.ADMIN, action="drafting a master file")
+        try:
+            spec = MasterFileIn.model_validate(data)
+        except ValidationError as exc:
+            raise pydantic_to_domain(exc, "master_file") from None
+        if self._envelope_check is not None:
+            self._envelope_check(spec.product_family, spec.design_envelope)
+        for site_id in spec.allowed_site_ids:
+            self._network.get_site(uow, site_id)  # NotFound names the site
+        latest = uow.session.scalar(
+            select(func.max(MasterFile.version)).where(MasterFile.code == spec.code)
+        )
+        dumped = spec.model_dump()
+        mf = MasterFile(
+            id=new_id("mf"),
+            version=(latest or 0) + 1,
+            status=MasterFileStatus.DRAFT.value,
+            created_at=uow.clock.now(),
+            created_by=actor.user_id,
+            approved_at=None,
+            approval_signature_id=None,
+            effective_from=None,
+            **dumped,
+        )
+        uow.session.add(mf)
+        uow.flush()
+        audit(uow, actor, AuditAction.CREATE, "master_file", mf.id, new=mf.content())
+        uow.commit()
+        return mf
+
+    def approve(
+        self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, password: str,
+        meaning: str = "QP approval of master file",
+    ) -> MasterFile:
+        """QP approval: an e-signature bound to the hash of the master file's content."""
+        require_role(actor, Role.QP, action="approving a master file")
+        mf = self.get(uow, master_file_id)
+        self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
+        sig = self._signatures.sign(
+            uow, actor, password=password, meaning=meaning, record_type="master_file",
+            record_id=mf.id, content=mf.content(),
+        )
+        mf.approved_at = uow.clock.now()
+        mf.approval_signature_id = sig.id
+        uow.commit()
+        return mf
+
+    def make_effective(self, uow: UnitOfWork, actor: Actor, master_file_id: str) -> MasterFile:
+        """Make an approved version effective; the previous effective version is superseded."""
+        require_role(actor, Role.QP, Role.ADMIN, action="making a master file effective")
+        mf = self.get(uow, master_file_id)
+        for prev in uow.session.scalars(select(MasterFile).where(
+                MasterFile.code == mf.code,
+                MasterFile.status == MasterFileStatus.EFFECTIVE.value)):
+            self._transition(uow, actor, prev, MasterFileStatus.SUPERSEDED,
+                             reason=f"superseded by version {mf.version}")
+        self._transition(uow, actor, mf, MasterFileStatus.EFFECTIVE, reason="made effective")
+        mf.effective_from = uow.clock.now()
+        uow.commit()
+        return mf
+
+    def withdraw(self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str) -> MasterFile:
+        require_role(actor, Role.QP, action="withdrawing a master file")
+        if not reason.strip():
+            raise ValidationFailed("withdrawing a master file needs a reason", field="reason")
+        mf = self.get(uow, master_file_id)
+        self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
+        uow.commit()
+        return mf
+
+    def _transition(
+        self, uow: UnitOfWork, actor: Actor, mf: MasterFile, target: MasterFileStatus, *,
+        reason: str,
+    ) -> None:
+        current = MasterFileStatus(mf.status)
+        check_transition(f"master file {mf.code} v{mf.version}", current, target,
+                         MASTER_FILE_TRANSITIONS)
+        mf.status = target.value
+        audit(uow, actor, AuditAction.TRANSITION, "master_file", mf.id,
+              old={"status": current.value}, new={"status": target.value}, reason=reason)
+
+    def get(self, uow: UnitOfWork, master_file_id: str) -> MasterFile:
+        mf = uow.session.get(MasterFile, master_file_id)
+        if mf is None:
+            raise NotFound(f"no master file {master_file_id!r}", field="master_file_id")
+        return mf
+
+    def list(self, uow: UnitOfWork) -> list[MasterFile]:
+        return list(uow.session.scalars(select(MasterFile).order_by(MasterFile.code,
+                                                                     MasterFile.version)))
+
+    def effective(self, uow: UnitOfWork) -> list[MasterFile]:
+        return list(uow.session.scalars(select(MasterFile).where(
+            MasterFile.status == MasterFileStatus.EFFECTIVE.value).order_by(MasterFile.code)))
+
+    def effective_for_code(self, uow: UnitOfWork, code: str) -> MasterFile:
+        mf = uow.session.scalar(select(MasterFile).where(
+            MasterFile.code == code, MasterFile.status == MasterFileStatus.EFFECTIVE.value))
+        if mf is None:
+            raise Refused(f"master file {code} has no approved, effective version",
+                          field="master_file", code="no_effective_master_file")
+        return mf
+
+    def accepting(self, uow: UnitOfWork, codings: list[tuple[str, str]]) -> list[MasterFile]:
+        """Effective master files accepting any of the (system, code) pairs."""
+        return [mf for mf in self.effective(uow) if any(mf.accepts(s, c) for s, c in codings)]
+
+    def approval_is_valid(self, uow: UnitOfWork, mf: MasterFile) -> bool:
+        """True while the approved content still hashes to what the QP signed."""
+        if not mf.approval_signature_id:
+            return False
+        sigs = self._signatures.signatures_for(uow, "master_file", mf.id)
+        sig = next((s for s in sigs if s.id == mf.approval_signature_id), None)
+        return sig is not None and self._signatures.is_valid(sig, mf.content())

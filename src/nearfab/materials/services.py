@@ -1,0 +1,115 @@
+"""Material-lot use cases: receive, release from quarantine, consume, find usable lots."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+
+from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.common.states import check_transition
+from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.materials.enums import LOT_TRANSITIONS, LotStatus
+from nearfab.materials.models import MaterialLot
+from nearfab.network import NetworkService
+from nearfab.uow import UnitOfWork
+
+
+class MaterialService:
+    def __init__(self, network: NetworkService) -> None:
+        self._network = network
+
+    def receive_lot(
+        self, uow: UnitOfWork, actor: Actor, *, lot_number: str, material_code: str,
+        description: str, site_id: str, supplier: str, expiry: date, quantity_g: float,
+        drug_loading: float, assay_pct: float = 100.0,
+    ) -> MaterialLot:
+        require_role(actor, Role.OPERATOR, Role.PHARMACIST, Role.ADMIN, action="receiving a lot")
+        site = self._network.get_site(uow, site_id)
+        if quantity_g <= 0:
+            raise ValidationFailed("quantity must be positive", field="quantity_g")
+        if not 0 < drug_loading <= 1:
+            raise ValidationFailed("drug loading is a mass fraction in (0, 1]",
+                                   field="drug_loading")
+        if not 80 <= assay_pct <= 120:
+            raise ValidationFailed("assay must be between 80 and 120 % of label claim",
+                                   field="assay_pct")
+        if uow.session.scalar(select(MaterialLot).where(MaterialLot.lot_number == lot_number)):
+            raise Conflict(f"lot {lot_number!r} already received", field="lot_number")
+        lot = MaterialLot(
+            id=new_id("lot"), lot_number=lot_number, material_code=material_code,
+            description=description, site_id=site.id, supplier=supplier, expiry=expiry,
+            status=LotStatus.QUARANTINE.value, quantity_g=quantity_g, drug_loading=drug_loading,
+            assay_pct=assay_pct, received_at=uow.clock.now(),
+        )
+        uow.session.add(lot)
+        uow.flush()
+        audit(uow, actor, AuditAction.CREATE, "material_lot", lot.id,
+              new={"lot_number": lot_number, "material_code": material_code, "site_id": site.id,
+                   "expiry": expiry, "quantity_g": quantity_g, "drug_loading": drug_loading,
+                   "assay_pct": assay_pct, "status": lot.status}, site_id=site.id)
+        uow.commit()
+        return lot
+
+    def set_status(
+        self, uow: UnitOfWork, actor: Actor, lot_id: str, target: LotStatus | str, *, reason: str
+    ) -> MaterialLot:
+        require_role(actor, Role.QP, Role.PHARMACIST, action="changing a lot's status")
+        lot = self.get(uow, lot_id)
+        target = LotStatus(target)
+        current = LotStatus(lot.status)
+        check_transition(f"lot {lot.lot_number}", current, target, LOT_TRANSITIONS)
+        lot.status = target.value
+        audit(uow, actor, AuditAction.TRANSITION, "material_lot", lot.id,
+              old={"status": current.value}, new={"status": target.value}, reason=reason,
+              site_id=lot.site_id)
+        uow.commit()
+        return lot
+
+    def get(self, uow: UnitOfWork, lot_id: str) -> MaterialLot:
+        lot = uow.session.get(MaterialLot, lot_id)
+        if lot is None:
+            raise NotFound(f"no material lot {lot_id!r}", field="material_lot_id")
+        return lot
+
+    def list(self, uow: UnitOfWork, site_id: str | None = None) -> list[MaterialLot]:
+        stmt = select(MaterialLot).order_by(MaterialLot.lot_number)
+        if site_id:
+            stmt = stmt.where(MaterialLot.site_id == site_id)
+        return list(uow.session.scalars(stmt))
+
+    def usable_lot(
+        self, uow: UnitOfWork, *, site_id: str, material_code: str, needed_g: float
+    ) -> MaterialLot | None:
+        """The approved, unexpired lot at a site with enough material, earliest expiry first."""
+        today = uow.clock.now().date()
+        stmt = select(MaterialLot).where(
+            MaterialLot.site_id == site_id,
+            MaterialLot.material_code == material_code,
+            MaterialLot.status == LotStatus.APPROVED.value,
+            MaterialLot.expiry > today,
+            MaterialLot.quantity_g >= needed_g,
+        ).order_by(MaterialLot.expiry, MaterialLot.lot_number)
+        return uow.session.scalars(stmt).first()
+
+    def consume(
+        self, uow: UnitOfWork, actor: Actor, lot_id: str, grams: float, *, batch_id: str
+    ) -> MaterialLot:
+        """Draw material for a batch, inside the batch's transaction (no commit here)."""
+        lot = self.get(uow, lot_id)
+        if lot.status != LotStatus.APPROVED.value:
+            raise Refused(f"lot {lot.lot_number} is {lot.status}, not approved",
+                          field="material_lot", code="lot_not_usable")
+        if lot.expiry <= uow.clock.now().date():
+            raise Refused(f"lot {lot.lot_number} expired on {lot.expiry}",
+                          field="material_lot", code="lot_not_usable")
+        if lot.quantity_g < grams:
+            raise Refused(f"lot {lot.lot_number} holds {lot.quantity_g:.2f} g; {grams:.2f} g needed",
+                          field="material_lot", code="lot_not_usable")
+        old = lot.quantity_g
+        lot.quantity_g = round(old - grams, 6)
+        audit(uow, actor, AuditAction.UPDATE, "material_lot", lot.id,
+              old={"quantity_g": old}, new={"quantity_g": lot.quantity_g},
+              reason=f"consumed by batch {batch_id}", site_id=lot.site_id)
+        return lot
