@@ -268,9 +268,7 @@ class SimulatedTabletPrinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        verify_ticket(
-            ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now()
-        )
+        verify_ticket(ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now())
         target_mass, n_units = _design(ticket.payload)
         setpoints = _setpoints(ticket.payload)
 

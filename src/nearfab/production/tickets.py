@@ -150,7 +150,7 @@ def verify_ticket(
     machine_id: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Raise TicketRejected unless `ticket` is signed by the control site, for this machine, live."""
+    """Raise TicketRejected unless `ticket` is the control site's, for this machine, unexpired."""
     if not ticket.signature:
         raise TicketRejected("unsigned ticket: it carries no signature", field="signature")
     try:

@@ -1,0 +1,80 @@
+"""Patients (pseudonymised, identity kept apart and encrypted), prescriptions and orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nearfab.db import Base
+
+
+class Patient(Base):
+    """The pseudonymous patient every other record points at."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    # keyed hash of the source identifiers: finds the same patient again without storing them
+    lookup_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+class PatientIdentity(Base):
+    """Identifying data (name, NHS number, birth date), encrypted, in a table of its own."""
+
+    __tablename__ = "patient_identities"
+
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
+
+
+class Prescription(Base):
+    __tablename__ = "prescriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source_id: Mapped[str | None] = mapped_column(String(128))
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
+    received_at: Mapped[datetime]
+    received_by: Mapped[str] = mapped_column(String(64))
+    prescriber_reference: Mapped[str | None] = mapped_column(String(200))
+    prescriber_display: Mapped[str | None] = mapped_column(String(200))
+    authored_on: Mapped[datetime | None]
+    medication_codes: Mapped[list[Any]]
+    medication_text: Mapped[str | None] = mapped_column(Text)
+    dose_value: Mapped[float]
+    dose_unit: Mapped[str] = mapped_column(String(32))
+    doses_per_day: Mapped[float | None]
+    quantity_value: Mapped[float | None]
+    quantity_unit: Mapped[str | None] = mapped_column(String(32))
+    supply_days: Mapped[float | None]
+    # the FHIR resource as received holds identifying data: kept encrypted, with its hash
+    raw_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    prescription_id: Mapped[str] = mapped_column(ForeignKey("prescriptions.id"))
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
+    master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))
+    master_file_code: Mapped[str] = mapped_column(String(64))
+    master_file_version: Mapped[int]
+    product_family: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    medication: Mapped[str] = mapped_column(String(200))
+    dose_mg: Mapped[float]
+    doses_per_day: Mapped[float | None]
+    units: Mapped[int]
+    patient_group: Mapped[str | None] = mapped_column(String(32))
+    design: Mapped[dict[str, Any] | None]
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    need_by: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

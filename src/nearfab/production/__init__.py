@@ -1,0 +1,36 @@
+"""Production: the production gate, signed job tickets, machines, electronic batch records."""
+
+from nearfab.production.enums import BatchStatus
+from nearfab.production.events import BatchCompleted, BatchFailed
+from nearfab.production.fleet import MachineFleet
+from nearfab.production.machines import (
+    Fault,
+    MachineAdapter,
+    RunResult,
+    SimulatedTabletPrinter,
+    TelemetryReading,
+    UnitMeasurement,
+)
+from nearfab.production.models import BatchRecord, BatchStep
+from nearfab.production.services import ProductionService
+from nearfab.production.tickets import SignedTicket, TicketRejected, TicketSigner, verify_ticket
+
+__all__ = [
+    "BatchCompleted",
+    "BatchFailed",
+    "BatchRecord",
+    "BatchStatus",
+    "BatchStep",
+    "Fault",
+    "MachineAdapter",
+    "MachineFleet",
+    "ProductionService",
+    "RunResult",
+    "SignedTicket",
+    "SimulatedTabletPrinter",
+    "TelemetryReading",
+    "TicketRejected",
+    "TicketSigner",
+    "UnitMeasurement",
+    "verify_ticket",
+]

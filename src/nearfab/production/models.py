@@ -1,0 +1,70 @@
+"""Electronic batch records and their steps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nearfab.db import Base
+
+
+class BatchRecord(Base):
+    """The electronic batch record of one job: who, what, with which material, machine evidence."""
+
+    __tablename__ = "batch_records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_number: Mapped[str] = mapped_column(String(20), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))
+    master_file_code: Mapped[str] = mapped_column(String(64))
+    master_file_version: Mapped[int]
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"))
+    machine_firmware: Mapped[str] = mapped_column(String(64))
+    material_lot_id: Mapped[str] = mapped_column(ForeignKey("material_lots.id"))
+    material_lot_number: Mapped[str] = mapped_column(String(64))
+    material_used_g: Mapped[float]
+    operator_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    ticket_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    design: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    unit_masses_mg: Mapped[list[Any] | None]
+    telemetry_summary: Mapped[dict[str, Any] | None]
+    telemetry: Mapped[list[Any] | None]
+    cpp_excursions: Mapped[list[Any] | None]
+    machine_events: Mapped[list[Any] | None]
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    def content(self) -> dict[str, Any]:
+        """What a QP's release signature is bound to: the record's evidence."""
+        return {
+            "id": self.id, "batch_number": self.batch_number, "order_id": self.order_id,
+            "master_file": f"{self.master_file_code} v{self.master_file_version}",
+            "site_id": self.site_id, "machine_id": self.machine_id,
+            "machine_firmware": self.machine_firmware,
+            "material_lot_number": self.material_lot_number, "operator_id": self.operator_id,
+            "ticket_hash": self.ticket_hash, "design": self.design,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "unit_masses_mg": self.unit_masses_mg, "telemetry_summary": self.telemetry_summary,
+            "cpp_excursions": self.cpp_excursions,
+        }
+
+
+class BatchStep(Base):
+    __tablename__ = "batch_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    seq: Mapped[int]
+    name: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any] | None]

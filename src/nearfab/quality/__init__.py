@@ -1,0 +1,16 @@
+"""Quality: real-time release testing, deviations and QP release decisions."""
+
+from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
+from nearfab.quality.events import BatchDispositioned
+from nearfab.quality.models import Deviation, ReleaseReview
+from nearfab.quality.services import QualityService
+
+__all__ = [
+    "BatchDispositioned",
+    "Decision",
+    "Deviation",
+    "DeviationStatus",
+    "QualityService",
+    "ReleaseReview",
+    "ReviewStatus",
+]

@@ -1,0 +1,44 @@
+"""Release reviews (RTRT proposal + QP decision) and deviations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nearfab.db import Base
+
+
+class ReleaseReview(Base):
+    __tablename__ = "release_reviews"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), unique=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    proposed_decision: Mapped[str] = mapped_column(String(32))
+    proposal: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime]
+    decision: Mapped[str | None] = mapped_column(String(32))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    signature_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class Deviation(Base):
+    __tablename__ = "deviations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    opened_at: Mapped[datetime]
+    opened_by: Mapped[str] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    closure_note: Mapped[str | None] = mapped_column(Text)
