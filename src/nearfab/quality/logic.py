@@ -81,7 +81,7 @@ def contents_from_masses(
     assay = _positive(assay_pct, "assay_pct")
     masses = _numbers(masses_mg, "masses_mg", allow_negative=False)
     # mass × loading × (assay / 100) / dose × 100: the two factors of 100 cancel.
-    return [mass * assay / dose for mass in masses]
+    return [mass * loading * assay / dose for mass in masses]
 
 
 @dataclass(frozen=True)

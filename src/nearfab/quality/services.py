@@ -22,8 +22,12 @@ from nearfab.uow import UnitOfWork
 
 class QualityService:
     def __init__(
-        self, production: ProductionService, master_files: MasterFileService,
-        materials: MaterialService, orders: OrderService, signatures: SignatureService,
+        self,
+        production: ProductionService,
+        master_files: MasterFileService,
+        materials: MaterialService,
+        orders: OrderService,
+        signatures: SignatureService,
     ) -> None:
         self._production = production
         self._master_files = master_files
@@ -35,16 +39,21 @@ class QualityService:
         """Run the master file's release rule on a made batch and queue it for the QP."""
         batch = self._production.get(uow, batch_id)
         if batch.status != BatchStatus.COMPLETED.value:
-            raise Refused(f"batch {batch.batch_number} is {batch.status}; only made batches are "
-                          "evaluated", field="batch_id", code="batch_not_completed")
+            raise Refused(
+                f"batch {batch.batch_number} is {batch.status}; only made batches are evaluated",
+                field="batch_id",
+                code="batch_not_completed",
+            )
         existing = self.review_for(uow, batch.id)
         if existing is not None:
             return existing
         mf = self._master_files.get(uow, batch.master_file_id)
         lot = self._materials.get(uow, batch.material_lot_id)
         spec = mf.cqa_specs.get("unit_mass", {})
-        deviations = [self._open_deviation(uow, actor, batch, "cpp_excursion", text)
-                      for text in (batch.cpp_excursions or [])]
+        deviations = [
+            self._open_deviation(uow, actor, batch, "cpp_excursion", text)
+            for text in (batch.cpp_excursions or [])
+        ]
         evidence = ReleaseEvidence(
             unit_masses_mg=tuple(batch.unit_masses_mg or ()),
             target_mass_mg=float(batch.design["target_mass_mg"]),
@@ -57,90 +66,176 @@ class QualityService:
         )
         proposal = propose_release(evidence, mf.release_rule)
         review = ReleaseReview(
-            id=new_id("rev"), batch_id=batch.id, order_id=batch.order_id, site_id=batch.site_id,
-            proposed_decision=proposal.decision, proposal=proposal.to_dict(),
-            status=ReviewStatus.PENDING.value, created_at=uow.clock.now(), decision=None,
-            decided_by=None, decided_at=None, reason=None, signature_id=None,
+            id=new_id("rev"),
+            batch_id=batch.id,
+            order_id=batch.order_id,
+            site_id=batch.site_id,
+            proposed_decision=proposal.decision,
+            proposal=proposal.to_dict(),
+            status=ReviewStatus.PENDING.value,
+            created_at=uow.clock.now(),
+            decision=None,
+            decided_by=None,
+            decided_at=None,
+            reason=None,
+            signature_id=None,
         )
         uow.session.add(review)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "release_review", review.id,
-              new={"batch_id": batch.id, "proposed_decision": proposal.decision,
-                   "reasons": list(proposal.reasons)}, site_id=batch.site_id)
-        self._production.add_step(uow, actor, batch, "rtrt_evaluated",
-                                  {"proposal": proposal.decision,
-                                   "reasons": list(proposal.reasons)})
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "release_review",
+            review.id,
+            new={
+                "batch_id": batch.id,
+                "proposed_decision": proposal.decision,
+                "reasons": list(proposal.reasons),
+            },
+            site_id=batch.site_id,
+        )
+        self._production.add_step(
+            uow,
+            actor,
+            batch,
+            "rtrt_evaluated",
+            {"proposal": proposal.decision, "reasons": list(proposal.reasons)},
+        )
         uow.commit()
         return review
 
     def _open_deviation(
         self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, kind: str, text: str
     ) -> Deviation:
-        dev = Deviation(id=new_id("dev"), batch_id=batch.id, kind=kind, description=text,
-                        status=DeviationStatus.OPEN.value, opened_at=uow.clock.now(),
-                        opened_by=actor.user_id, closed_at=None, closed_by=None,
-                        closure_note=None)
+        dev = Deviation(
+            id=new_id("dev"),
+            batch_id=batch.id,
+            kind=kind,
+            description=text,
+            status=DeviationStatus.OPEN.value,
+            opened_at=uow.clock.now(),
+            opened_by=actor.user_id,
+            closed_at=None,
+            closed_by=None,
+            closure_note=None,
+        )
         uow.session.add(dev)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "deviation", dev.id,
-              new={"batch_id": batch.id, "kind": kind, "description": text},
-              site_id=batch.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "deviation",
+            dev.id,
+            new={"batch_id": batch.id, "kind": kind, "description": text},
+            site_id=batch.site_id,
+        )
         return dev
 
     def decide(
-        self, uow: UnitOfWork, actor: Actor, batch_id: str, *, decision: Decision | str,
-        password: str, meaning: str, reason: str | None = None,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch_id: str,
+        *,
+        decision: Decision | str,
+        password: str,
+        meaning: str,
+        reason: str | None = None,
     ) -> ReleaseReview:
         """A QP releases or rejects a batch with an e-signature bound to the batch record."""
         require_role(actor, Role.QP, action="releasing or rejecting a batch")
         try:
             decision = Decision(decision)
         except ValueError:
-            raise ValidationFailed(f"decision must be release or reject, not {decision!r}",
-                                   field="decision") from None
+            raise ValidationFailed(
+                f"decision must be release or reject, not {decision!r}", field="decision"
+            ) from None
         batch = self._production.get(uow, batch_id)
         review = self.review_for(uow, batch.id)
         if review is None or review.status != ReviewStatus.PENDING.value:
-            raise Refused(f"batch {batch.batch_number} is not waiting for a QP decision",
-                          field="batch_id", code="not_pending")
+            raise Refused(
+                f"batch {batch.batch_number} is not waiting for a QP decision",
+                field="batch_id",
+                code="not_pending",
+            )
         reason = (reason or "").strip() or None
         if decision is Decision.REJECT and not reason:
             raise ValidationFailed("a rejection needs a reason", field="reason")
         if decision is Decision.RELEASE and review.proposed_decision != "release" and not reason:
             raise ValidationFailed(
                 f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
-                field="reason")
-        content: dict[str, Any] = {"batch": batch.content(), "proposal": review.proposal,
-                                   "decision": decision.value, "reason": reason}
-        sig = self._signatures.sign(uow, actor, password=password, meaning=meaning,
-                                    record_type="batch", record_id=batch.id, content=content)
+                field="reason",
+            )
+        content: dict[str, Any] = {
+            "batch": batch.content(),
+            "proposal": review.proposal,
+            "decision": decision.value,
+            "reason": reason,
+        }
+        sig = self._signatures.sign(
+            uow,
+            actor,
+            password=password,
+            meaning=meaning,
+            record_type="batch",
+            record_id=batch.id,
+            content=content,
+        )
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
-        self._production.transition(uow, actor, batch, target,
-                                    reason=reason or f"QP {decision.value}")
+        self._production.transition(
+            uow, actor, batch, target, reason=reason or f"QP {decision.value}"
+        )
         order = self._orders.get(uow, batch.order_id)
         self._orders.transition(
-            uow, actor, order,
+            uow,
+            actor,
+            order,
             OrderStatus.RELEASED if decision is Decision.RELEASE else OrderStatus.REJECTED,
-            reason=reason or f"QP {decision.value}", extra={"signature_id": sig.id})
+            reason=reason or f"QP {decision.value}",
+            extra={"signature_id": sig.id},
+        )
         old = {"status": review.status}
-        review.status = (ReviewStatus.RELEASED if decision is Decision.RELEASE
-                         else ReviewStatus.REJECTED).value
+        review.status = (
+            ReviewStatus.RELEASED if decision is Decision.RELEASE else ReviewStatus.REJECTED
+        ).value
         review.decision, review.reason, review.signature_id = decision.value, reason, sig.id
         review.decided_by, review.decided_at = actor.user_id, uow.clock.now()
-        audit(uow, actor, AuditAction.TRANSITION, "release_review", review.id, old=old,
-              new={"status": review.status, "signature_id": sig.id}, reason=reason,
-              site_id=review.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "release_review",
+            review.id,
+            old=old,
+            new={"status": review.status, "signature_id": sig.id},
+            reason=reason,
+            site_id=review.site_id,
+        )
         for dev in self.deviations(uow, batch.id):
             if dev.status == DeviationStatus.OPEN.value:
                 dev.status = DeviationStatus.CLOSED.value
                 dev.closed_at, dev.closed_by = uow.clock.now(), actor.user_id
                 dev.closure_note = f"dispositioned with batch ({decision.value}): {reason or ''}"
-                audit(uow, actor, AuditAction.TRANSITION, "deviation", dev.id,
-                      old={"status": "open"}, new={"status": "closed"}, reason=dev.closure_note,
-                      site_id=batch.site_id)
-        self._production.add_step(uow, actor, batch, f"qp_{decision.value}",
-                                  {"signature_id": sig.id, "meaning": sig.meaning,
-                                   "reason": reason})
+                audit(
+                    uow,
+                    actor,
+                    AuditAction.TRANSITION,
+                    "deviation",
+                    dev.id,
+                    old={"status": "open"},
+                    new={"status": "closed"},
+                    reason=dev.closure_note,
+                    site_id=batch.site_id,
+                )
+        self._production.add_step(
+            uow,
+            actor,
+            batch,
+            f"qp_{decision.value}",
+            {"signature_id": sig.id, "meaning": sig.meaning, "reason": reason},
+        )
         uow.emit(BatchDispositioned(batch.id, decision.value))
         uow.commit()
         return review
@@ -150,12 +245,22 @@ class QualityService:
         if not review.signature_id:
             return None
         batch = self._production.get(uow, review.batch_id)
-        sig = next((s for s in self._signatures.signatures_for(uow, "batch", batch.id)
-                    if s.id == review.signature_id), None)
+        sig = next(
+            (
+                s
+                for s in self._signatures.signatures_for(uow, "batch", batch.id)
+                if s.id == review.signature_id
+            ),
+            None,
+        )
         if sig is None:
             return False
-        content = {"batch": batch.content(), "proposal": review.proposal,
-                   "decision": review.decision, "reason": review.reason}
+        content = {
+            "batch": batch.content(),
+            "proposal": review.proposal,
+            "decision": review.decision,
+            "reason": review.reason,
+        }
         return self._signatures.is_valid(sig, content)
 
     def review_for(self, uow: UnitOfWork, batch_id: str) -> ReleaseReview | None:
@@ -168,10 +273,19 @@ class QualityService:
         return review
 
     def pending(self, uow: UnitOfWork) -> list[ReleaseReview]:
-        return list(uow.session.scalars(select(ReleaseReview).where(
-            ReleaseReview.status == ReviewStatus.PENDING.value).order_by(
-            ReleaseReview.created_at)))
+        return list(
+            uow.session.scalars(
+                select(ReleaseReview)
+                .where(ReleaseReview.status == ReviewStatus.PENDING.value)
+                .order_by(ReleaseReview.created_at)
+            )
+        )
 
     def deviations(self, uow: UnitOfWork, batch_id: str) -> list[Deviation]:
-        return list(uow.session.scalars(select(Deviation).where(
-            Deviation.batch_id == batch_id).order_by(Deviation.opened_at)))
+        return list(
+            uow.session.scalars(
+                select(Deviation)
+                .where(Deviation.batch_id == batch_id)
+                .order_by(Deviation.opened_at)
+            )
+        )

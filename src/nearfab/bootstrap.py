@@ -1,0 +1,125 @@
+"""Composition root: settings -> engine, clock, keys, services and event wiring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from nearfab.bus import EventBus
+from nearfab.common.clock import Clock, SystemClock
+from nearfab.config import Settings
+from nearfab.custody import CustodyService
+from nearfab.db import make_engine, make_session_factory
+from nearfab.designs import DesignService, FamilyRegistry
+from nearfab.families.solid_dose import SolidDoseFamily
+from nearfab.identity import SignatureService, UserService, system_actor
+from nearfab.masterfiles import MasterFileService
+from nearfab.materials import MaterialService
+from nearfab.network import NetworkService
+from nearfab.orders import IdentityVault, OrderService
+from nearfab.production import (
+    BatchCompleted,
+    MachineFleet,
+    ProductionService,
+    TicketSigner,
+)
+from nearfab.production.runner import NetworkRunner
+from nearfab.quality import BatchDispositioned, QualityService
+from nearfab.scheduling import SchedulingService
+from nearfab.uow import UnitOfWork
+
+
+@dataclass
+class App:
+    """Every service, built once per process (or per test)."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Any]
+    clock: Clock
+    bus: EventBus
+    signer: TicketSigner
+    fleet: MachineFleet
+    families: FamilyRegistry
+    users: UserService
+    signatures: SignatureService
+    network: NetworkService
+    master_files: MasterFileService
+    materials: MaterialService
+    orders: OrderService
+    designs: DesignService
+    scheduling: SchedulingService
+    production: ProductionService
+    quality: QualityService
+    custody: CustodyService
+    runner: NetworkRunner
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, self.clock, self.bus)
+
+
+def build_app(
+    settings: Settings | None = None, *, clock: Clock | None = None,
+    machine_clock: Clock | None = None, migrate: bool = True,
+) -> App:
+    """Wire the application. `machine_clock` drives simulated machines (accelerated in demos)."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    if migrate:
+        from nearfab.migrations import upgrade
+
+        upgrade(url)
+    engine = make_engine(url)
+    session_factory = make_session_factory(engine)
+    clock = clock or SystemClock()
+    bus = EventBus()
+    keys = Path(settings.data_dir) / "keys"
+    signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
+    vault = IdentityVault.load_or_create(keys / "patient_identity.key")
+    fleet = MachineFleet(machine_clock or clock, signer.public_key_pem)
+
+    families = FamilyRegistry()
+    families.register(SolidDoseFamily())
+    users = UserService()
+    signatures = SignatureService(users)
+    network = NetworkService()
+    designs = DesignService(families)
+    master_files = MasterFileService(signatures, network, designs.check_envelope)
+    materials = MaterialService(network)
+    orders = OrderService(master_files, vault, designs)
+    scheduling = SchedulingService(network, master_files, materials, orders, families)
+    production = ProductionService(network, master_files, materials, orders, scheduling,
+                                   families, signer, fleet)
+    quality = QualityService(production, master_files, materials, orders, signatures)
+    custody = CustodyService(production, master_files, orders)
+
+    def uow() -> UnitOfWork:
+        return UnitOfWork(session_factory, clock, bus)
+
+    runner = NetworkRunner(uow, network, master_files, orders, scheduling, production)
+
+    rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
+
+    def on_batch_completed(event: BatchCompleted) -> None:
+        with uow() as u:
+            custody.commission(u, serialiser, event.batch_id)
+        with uow() as u:
+            quality.evaluate(u, rtrt, event.batch_id)
+
+    def on_dispositioned(event: BatchDispositioned) -> None:
+        with uow() as u:
+            custody.apply_disposition(u, serialiser, event.batch_id, event.decision)
+
+    bus.subscribe(BatchCompleted, on_batch_completed)
+    bus.subscribe(BatchDispositioned, on_dispositioned)
+
+    return App(settings=settings, engine=engine, session_factory=session_factory, clock=clock,
+               bus=bus, signer=signer, fleet=fleet, families=families, users=users,
+               signatures=signatures, network=network, master_files=master_files,
+               materials=materials, orders=orders, designs=designs, scheduling=scheduling,
+               production=production, quality=quality, custody=custody, runner=runner)

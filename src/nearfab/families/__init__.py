@@ -1,0 +1,1 @@
+"""Product-family plug-ins; bootstrap registers them with the core's registry."""

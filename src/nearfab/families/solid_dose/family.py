@@ -1,0 +1,35 @@
+"""The solid_dose product family: 3D-printed tablets ("printlets") made at hospital pharmacies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nearfab.families.solid_dose.logic import Envelope, design_tablet, patient_group
+from nearfab.orders import DesignRequest
+
+# material drawn per tablet beyond its own mass: purge line, skirt and first-layer waste
+WASTE_FACTOR = 1.15
+SECONDS_PER_UNIT = 60.0
+
+
+class SolidDoseFamily:
+    name = "solid_dose"
+    machine_types = ("tablet_printer",)
+
+    def check_envelope(self, envelope: Mapping[str, Any]) -> None:
+        Envelope.from_dict(envelope)
+
+    def design(self, request: DesignRequest) -> tuple[dict[str, Any], str | None]:
+        envelope = Envelope.from_dict(request.master_file.design_envelope)
+        group = patient_group(request.birth_date, request.on)
+        design = design_tablet(dose_mg=request.dose_mg, units=request.units, group=group,
+                               envelope=envelope)
+        return design.to_dict(), group
+
+    def material_needed_g(self, design: Mapping[str, Any]) -> float:
+        mass_mg = float(design.get("target_mass_mg", 0.0)) * int(design.get("units", 0))
+        return round(mass_mg * WASTE_FACTOR / 1000.0, 4)
+
+    def duration_s(self, design: Mapping[str, Any]) -> float:
+        return SECONDS_PER_UNIT * int(design.get("units", 0))

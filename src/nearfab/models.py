@@ -1,0 +1,15 @@
+"""Import every domain's models so Base.metadata knows all tables (Alembic, tests)."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    import nearfab.custody.models
+    import nearfab.identity.models
+    import nearfab.masterfiles.models
+    import nearfab.materials.models
+    import nearfab.network.models
+    import nearfab.orders.models
+    import nearfab.production.models
+    import nearfab.quality.models
+    import nearfab.scheduling.models  # noqa: F401

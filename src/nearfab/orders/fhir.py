@@ -1,0 +1,964 @@
+"""Read FHIR R4 prescriptions (MedicationRequest, alone or in a Bundle) into `PrescriptionIn`.
+
+Pure parsing and mapping: no database, no clock. Every refusal is a `FhirInputError` whose
+`field` is a FHIR path (`MedicationRequest.dosageInstruction[0]...`, or inside a Bundle
+`Bundle.entry[2].resource.dosageInstruction[0]...`) and whose message names that field and the
+reason. Structure is checked with the `fhir.resources.R4B` models; the code sets those models do
+not check (status, intent, Bundle.type, time units, quantity comparators) are checked here.
+
+Choices made where FHIR leaves room (callers rely on them):
+- one dose per prescription: a MedicationRequest with several dosageInstruction entries (a taper,
+  a sliding scale, day-1 loading dose...) is refused rather than read from its first entry;
+- a dose must be an absolute amount per administration: mass, volume, countable dose units
+  (tablets, capsules, patches, drops, "1", "ea"...) or activity/substance units (U, [iU], mEq,
+  mmol). Ratios such as mg/kg, mg/m2 or mg/h are refused; a dose range is refused;
+- months and years are UCUM's mean Julian ones (30.4375 d, 365.25 d);
+- supply_days: expectedSupplyDuration, else the dosing bounds (boundsPeriod, then
+  boundsDuration), else dispenseRequest.validityPeriod (a dispensing window, so the last resort).
+  A date-only period end counts its whole day (FHIR Period semantics);
+- doses_per_day is None when the schedule is not a fixed daily rate (only on some weekdays, a
+  bare count, events) or the timing code is unknown;
+- units_for_course: the dispensed quantity when it counts units, else
+  ceil(doses_per_day × supply_days), else timing.repeat.count (the total number of doses).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+
+from nearfab.common.errors import ValidationFailed
+
+__all__ = [
+    "RXNORM",
+    "SNOMED",
+    "FhirInputError",
+    "MedicationCode",
+    "PrescriptionIn",
+    "parse_prescriptions",
+]
+
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+ORDERABLE_DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
+GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+
+MAKEABLE_STATUSES = ("active", "draft", "on-hold")
+ORDER_INTENTS = ("order", "original-order", "instance-order", "filler-order")
+BUNDLE_TYPES = frozenset(
+    {
+        "document",
+        "message",
+        "transaction",
+        "transaction-response",
+        "batch",
+        "batch-response",
+        "history",
+        "searchset",
+        "collection",
+    }
+)
+
+
+class FhirInputError(ValidationFailed):
+    """A FHIR document nearfab cannot take as a prescription; `field` is a FHIR path."""
+
+    code = "fhir_invalid"
+
+
+@dataclass(frozen=True)
+class MedicationCode:
+    system: str
+    code: str
+    display: str | None
+
+
+@dataclass(frozen=True)
+class PrescriptionIn:
+    source_id: str | None
+    identifiers: tuple[str, ...]
+    status: str
+    intent: str
+    medication_codes: tuple[MedicationCode, ...]
+    medication_text: str | None
+    patient_reference: str
+    patient_display: str | None
+    patient_birth_date: date | None
+    patient_identifiers: tuple[str, ...]
+    patient_name: str | None
+    prescriber_reference: str | None
+    prescriber_display: str | None
+    authored_on: datetime | None
+    dose_value: float
+    dose_unit: str
+    dose_mg: float | None
+    doses_per_day: float | None
+    quantity_value: float | None
+    quantity_unit: str | None
+    supply_days: float | None
+    units_for_course: int | None
+    note: str | None
+    raw: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# units
+
+_SECONDS = {
+    "s": 1.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "wk": 7 * 86400.0,
+    "mo": 30.4375 * 86400.0,
+    "a": 365.25 * 86400.0,
+}
+_TIME_WORDS = {
+    "sec": "s",
+    "second": "s",
+    "seconds": "s",
+    "minute": "min",
+    "minutes": "min",
+    "mins": "min",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "day": "d",
+    "days": "d",
+    "week": "wk",
+    "weeks": "wk",
+    "month": "mo",
+    "months": "mo",
+    "year": "a",
+    "years": "a",
+    "yr": "a",
+}
+_MG_PER = {
+    "kg": 1_000_000.0,
+    "g": 1000.0,
+    "gram": 1000.0,
+    "grams": 1000.0,
+    "mg": 1.0,
+    "milligram": 1.0,
+    "milligrams": 1.0,
+    "ug": 1e-3,
+    "mcg": 1e-3,
+    "µg": 1e-3,
+    "μg": 1e-3,
+    "microgram": 1e-3,
+    "micrograms": 1e-3,
+    "ng": 1e-6,
+    "nanogram": 1e-6,
+    "nanograms": 1e-6,
+}
+_VOLUME = frozenset(
+    {
+        "l",
+        "dl",
+        "cl",
+        "ml",
+        "ul",
+        "µl",
+        "μl",
+        "cc",
+        "litre",
+        "liter",
+        "litres",
+        "liters",
+        "millilitre",
+        "milliliter",
+        "millilitres",
+        "milliliters",
+    }
+)
+_ACTIVITY = frozenset(
+    {"u", "iu", "i'u", "ui", "unit", "units", "meq", "mmol", "umol", "µmol", "mol", "kiu", "miu"}
+)
+_COUNT_EXACT = frozenset(
+    {"1", "ea", "each", "dose", "doses", "unit of presentation", "piece", "pieces", "item"}
+)
+# Dose forms (free text, UCUM annotations such as {tbl}, v3-orderableDrugForm codes such as
+# TAB, CAP, VAGTAB, RECSUPP, OPDROP, TPATCH): all counted one by one.
+_COUNT_TOKENS = (
+    "tab",
+    "tbl",
+    "cap",
+    "supp",
+    "pessar",
+    "patch",
+    "tpath",
+    "drop",
+    "drp",
+    "pill",
+    "troche",
+    "lozenge",
+    "pastille",
+    "puff",
+    "actuat",
+    "spray",
+    "spry",
+    "sachet",
+    "vial",
+    "ampoule",
+    "ampule",
+    "insert",
+    "insrt",
+    "wafer",
+    "film",
+    "gum",
+)
+
+
+def _norm_unit(text: str) -> str:
+    text = text.strip()
+    if len(text) > 2 and text[0] in "{[" and text[-1] in "}]":
+        text = text[1:-1]
+    return text.strip().lower()
+
+
+def _unit_kind(text: str) -> str | None:
+    """mass, volume, activity, count, ratio, or None when unknown."""
+    unit = _norm_unit(text)
+    if not unit:
+        return None
+    if "/" in unit:
+        return "ratio"
+    if unit in _MG_PER:
+        return "mass"
+    if unit in _VOLUME:
+        return "volume"
+    if unit in _ACTIVITY:
+        return "activity"
+    if unit in _COUNT_EXACT or any(token in unit for token in _COUNT_TOKENS):
+        return "count"
+    return None
+
+
+def _quantity_candidates(quantity: Mapping[str, Any]) -> list[str]:
+    """Unit texts of a Quantity, the coded one first when its system is one we can read."""
+    out: list[str] = []
+    code, system, unit = quantity.get("code"), quantity.get("system"), quantity.get("unit")
+    if isinstance(code, str) and code.strip() and system in (None, UCUM, ORDERABLE_DRUG_FORM):
+        out.append(code)
+    if isinstance(unit, str) and unit.strip():
+        out.append(unit)
+    return out
+
+
+def _quantity_kind(quantity: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(kind, the unit text that gave it). Ratio only when nothing gives a plain kind."""
+    ratio: str | None = None
+    for text in _quantity_candidates(quantity):
+        kind = _unit_kind(text)
+        if kind == "ratio":
+            ratio = ratio or text
+        elif kind is not None:
+            return kind, text
+    return ("ratio", ratio) if ratio else (None, None)
+
+
+def _quantity_unit_label(quantity: Mapping[str, Any]) -> str | None:
+    for key in ("unit", "code"):
+        value = quantity.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _duration_seconds_per_unit(quantity: Mapping[str, Any]) -> float | None:
+    for key in ("code", "unit"):
+        value = quantity.get(key)
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if text in _SECONDS:
+            return _SECONDS[text]
+        word = _TIME_WORDS.get(text.lower())
+        if word:
+            return _SECONDS[word]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# dates
+
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+
+def _instant(value: Any, *, end: bool) -> datetime | None:
+    """A FHIR date/dateTime as an aware datetime; a date-only (or partial) `end` is exclusive."""
+    if not isinstance(value, str) or not value:
+        return None
+    match = _PARTIAL_DATE.match(value)
+    if match:
+        year, month, day = int(match[1]), match[2], match[3]
+        start = datetime(year, int(month or 1), int(day or 1), tzinfo=UTC)
+        if not end:
+            return start
+        if day:
+            return start + timedelta(days=1)
+        if month:
+            return datetime(year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
+        return datetime(year + 1, 1, 1, tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _full_date(value: Any) -> date | None:
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# loading and model validation
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _load(doc: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(doc, Mapping):
+        data: Any = _plain(doc)
+    elif isinstance(doc, str | bytes | bytearray):
+        try:
+            text = bytes(doc).decode("utf-8-sig") if not isinstance(doc, str) else doc
+            data = json.loads(
+                text.lstrip("\ufeff"),
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+            )
+        except (ValueError, RecursionError) as exc:
+            raise FhirInputError(f"$: not valid JSON: {exc}", field="$") from None
+    else:
+        raise FhirInputError(
+            f"$: expected JSON text or a mapping, got {type(doc).__name__}", field="$"
+        )
+    if not isinstance(data, dict):
+        raise FhirInputError(
+            f"$: expected a JSON object (a FHIR resource), got {type(data).__name__}", field="$"
+        )
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _resource_class(resource_type: Any) -> type[Resource] | None:
+    if not isinstance(resource_type, str) or not re.fullmatch(r"[A-Z][A-Za-z]+", resource_type):
+        return None
+    try:
+        cls = get_fhir_model_class(resource_type)
+    except Exception:
+        return None
+    if isinstance(cls, type) and issubclass(cls, Resource):
+        return cls
+    return None
+
+
+def _check_resource_types(resource: Any, path: str) -> None:
+    """Unknown resourceTypes (top, contained, entries) before the models see them."""
+    if not isinstance(resource, dict):
+        return
+    if _resource_class(resource.get("resourceType")) is None:
+        raise FhirInputError(
+            f"{path}.resourceType: {resource.get('resourceType')!r} is not an R4 resource type",
+            field=f"{path}.resourceType",
+        )
+    contained = resource.get("contained")
+    if isinstance(contained, list):
+        for i, item in enumerate(contained):
+            _check_resource_types(item, f"{path}.contained[{i}]")
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if isinstance(entries, list):
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                _check_resource_types(entry.get("resource"), f"{path}.entry[{i}].resource")
+
+
+_PY_NAMES = {"resource_type": "resourceType"}
+_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _loc_to_path(root: str, loc: tuple[Any, ...]) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        name = str(part)
+        if name == "root" or not _NAME.match(name):
+            continue
+        name = _PY_NAMES.get(name, name)
+        if name.endswith("__ext"):
+            name = "_" + name[: -len("__ext")]
+        elif name.endswith("_fhir"):
+            name = name[: -len("_fhir")]
+        path += f".{name}"
+    return path
+
+
+def _validate(resource: dict[str, Any], root: str) -> dict[str, Any]:
+    """Validate with the R4B model; return the model's normalised JSON (numbers as numbers)."""
+    _check_resource_types(resource, root)
+    cls = _resource_class(resource.get("resourceType"))
+    assert cls is not None  # checked just above
+    try:
+        model = cls.model_validate(resource)
+        normalised = json.loads(model.model_dump_json())
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        field = _loc_to_path(root, tuple(first.get("loc", ())))
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise FhirInputError(
+            f"{field}: not valid FHIR R4: {first.get('msg', 'invalid')}{more}", field=field
+        ) from None
+    except Exception as exc:  # the models raise a few non-pydantic errors on odd input
+        raise FhirInputError(
+            f"{root}: cannot be read as FHIR R4: {type(exc).__name__}: {exc}", field=root
+        ) from None
+    if not isinstance(normalised, dict):  # pragma: no cover - the models always dump objects
+        raise FhirInputError(f"{root}: cannot be read as FHIR R4", field=root)
+    return normalised
+
+
+# --------------------------------------------------------------------------------------------
+# references
+
+
+_REFERENCE = re.compile(
+    r"^(?:(?P<base>https?://\S+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+
+
+@dataclass(frozen=True)
+class _Found:
+    resource: dict[str, Any]
+    contained: bool
+
+
+@dataclass
+class _Context:
+    """Where a MedicationRequest sits: its FHIR path, its contained resources, its Bundle."""
+
+    path: str
+    contained: dict[str, dict[str, Any]]
+    by_full_url: dict[str, dict[str, Any]]
+    by_type_id: dict[tuple[str, str], dict[str, Any]]
+
+    def resolve(self, reference: str) -> _Found | None:
+        if reference.startswith("#"):
+            found = self.contained.get(reference[1:])
+            return _Found(found, True) if found is not None else None
+        if reference in self.by_full_url:
+            return _Found(self.by_full_url[reference], False)
+        match = _REFERENCE.match(reference)
+        if match:
+            found = self.by_type_id.get((match["type"], match["id"]))
+            if found is not None:
+                return _Found(found, False)
+        return None
+
+
+def _bundle_index(
+    entries: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    by_url: dict[str, dict[str, Any]] = {}
+    by_type_id: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in entries:
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        url = entry.get("fullUrl")
+        if isinstance(url, str) and url:
+            by_url.setdefault(url, resource)
+            match = _REFERENCE.match(url)
+            if match:
+                by_type_id.setdefault((match["type"], match["id"]), resource)
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            by_type_id.setdefault((str(resource.get("resourceType")), rid), resource)
+    return by_url, by_type_id
+
+
+# --------------------------------------------------------------------------------------------
+# small readers
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _identifiers(values: Any) -> tuple[str, ...]:
+    out: list[str] = []
+    for ident in values if isinstance(values, list) else []:
+        if isinstance(ident, dict) and _str(ident.get("value")):
+            out.append(f"{ident.get('system') or ''}|{ident['value']}")
+    return tuple(out)
+
+
+def _codes(concept: Any) -> tuple[MedicationCode, ...]:
+    out: list[MedicationCode] = []
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or []:
+            system, code = _str(coding.get("system")), _str(coding.get("code"))
+            if system and code:
+                out.append(MedicationCode(system, code, _str(coding.get("display"))))
+    return tuple(out)
+
+
+def _human_name(names: Any) -> str | None:
+    if not isinstance(names, list) or not names:
+        return None
+    ranked = sorted(
+        (n for n in names if isinstance(n, dict)),
+        key=lambda n: {"official": 0, "usual": 1}.get(n.get("use", ""), 2),
+    )
+    for name in ranked:
+        if _str(name.get("text")):
+            return str(name["text"]).strip()
+        parts = [*(name.get("given") or []), name.get("family") or ""]
+        text = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+        if text:
+            return text
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _positive_quantity(quantity: Any, field: str, what: str) -> float:
+    """The finite positive value of a Quantity (comparators refused)."""
+    comparator = quantity.get("comparator")
+    if comparator:
+        raise FhirInputError(
+            f"{field}: a {what} with comparator {comparator!r} is not an exact amount",
+            field=field,
+        )
+    value = _number(quantity.get("value"))
+    if value is None:
+        raise FhirInputError(f"{field}: the {what} has no numeric value", field=field)
+    if value <= 0:
+        raise FhirInputError(f"{field}: the {what} must be positive, got {value:g}", field=field)
+    return value
+
+
+def _duration_days(quantity: Any, field: str, what: str) -> float:
+    value = _positive_quantity(quantity, field, what)
+    seconds = _duration_seconds_per_unit(quantity)
+    if seconds is None:
+        unit = _quantity_unit_label(quantity)
+        raise FhirInputError(
+            f"{field}: the {what} unit {unit!r} is not a time unit (s, min, h, d, wk, mo, a)",
+            field=field,
+        )
+    return value * seconds / 86400.0
+
+
+def _period_days(period: Any, field: str) -> float | None:
+    if not isinstance(period, dict):
+        return None
+    start = _instant(period.get("start"), end=False)
+    end = _instant(period.get("end"), end=True)
+    if start is None or end is None:
+        return None
+    days = (end - start).total_seconds() / 86400.0
+    if days < 0:
+        raise FhirInputError(
+            f"{field}: the period ends ({period.get('end')}) before it starts "
+            f"({period.get('start')})",
+            field=field,
+        )
+    return days or None
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - 1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def _code_per_day(code: str) -> float | None:
+    fixed = {
+        "QD": 1.0,
+        "BID": 2.0,
+        "TID": 3.0,
+        "QID": 4.0,
+        "QOD": 0.5,
+        "AM": 1.0,
+        "PM": 1.0,
+        "BED": 1.0,
+        "WK": 86400.0 / _SECONDS["wk"],
+        "MO": 86400.0 / _SECONDS["mo"],
+    }
+    if code in fixed:
+        return fixed[code]
+    match = re.fullmatch(r"Q(\d{1,2})H", code)
+    if match and int(match[1]) > 0:
+        return 24.0 / int(match[1])
+    return None
+
+
+def _doses_per_day(timing: Any, field: str) -> float | None:
+    if not isinstance(timing, dict):
+        return None
+    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    rfield = f"{field}.repeat"
+    for key in ("periodUnit", "durationUnit"):
+        unit = repeat.get(key)
+        if unit is not None and unit not in _SECONDS:
+            raise FhirInputError(
+                f"{rfield}.{key}: {unit!r} is not a UCUM time unit (s, min, h, d, wk, mo, a)",
+                field=f"{rfield}.{key}",
+            )
+    period = _number(repeat.get("period"))
+    if repeat.get("period") is not None and (period is None or period <= 0):
+        raise FhirInputError(
+            f"{rfield}.period: must be positive, got {repeat.get('period')!r}",
+            field=f"{rfield}.period",
+        )
+    if period is not None and repeat.get("periodUnit") is None:
+        raise FhirInputError(
+            f"{rfield}.periodUnit: a period needs its unit", field=f"{rfield}.periodUnit"
+        )
+    frequency = _number(repeat.get("frequency"))
+    if repeat.get("frequency") is not None and (frequency is None or frequency <= 0):
+        raise FhirInputError(
+            f"{rfield}.frequency: must be positive, got {repeat.get('frequency')!r}",
+            field=f"{rfield}.frequency",
+        )
+    if repeat.get("dayOfWeek"):
+        return None  # only on some weekdays: not a fixed daily rate
+    if period is not None:
+        seconds = period * _SECONDS[repeat["periodUnit"]]
+        return (frequency or 1.0) * 86400.0 / seconds
+    times = repeat.get("timeOfDay")
+    if isinstance(times, list) and times and frequency is None:
+        return float(len(set(times)))
+    code = timing.get("code")
+    if isinstance(code, dict):
+        for coding in code.get("coding") or []:
+            if coding.get("system") in (None, GTS_ABBREVIATION) and _str(coding.get("code")):
+                per_day = _code_per_day(str(coding["code"]).strip().upper())
+                if per_day is not None:
+                    return per_day
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# mapping one MedicationRequest
+
+
+def _refuse(field: str, reason: str) -> FhirInputError:
+    return FhirInputError(f"{field}: {reason}", field=field)
+
+
+def _medication(mr: dict[str, Any], ctx: _Context) -> tuple[tuple[MedicationCode, ...], str | None]:
+    concept = mr.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        return _codes(concept), _str(concept.get("text"))
+    reference = mr.get("medicationReference")
+    field = f"{ctx.path}.medicationReference"
+    if not isinstance(reference, dict):
+        raise _refuse(f"{ctx.path}.medication[x]", "no medication (code or reference) is given")
+    display = _str(reference.get("display"))
+    ref = _str(reference.get("reference"))
+    if ref is None:
+        return (), display
+    found = ctx.resolve(ref)
+    if found is None:
+        if ref.startswith("#"):
+            raise _refuse(f"{field}.reference", f"{ref!r} matches no contained resource")
+        return (), display
+    medication = found.resource
+    if medication.get("resourceType") != "Medication":
+        raise _refuse(
+            f"{field}.reference",
+            f"{ref!r} refers to a {medication.get('resourceType')}, not a Medication",
+        )
+    code = medication.get("code")
+    text = _str(code.get("text")) if isinstance(code, dict) else None
+    return _codes(code), text or display
+
+
+def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> PrescriptionIn:
+    path = ctx.path
+
+    status = str(mr.get("status"))
+    if status not in MAKEABLE_STATUSES:
+        raise _refuse(
+            f"{path}.status",
+            f"status {status!r} cannot be made: only {', '.join(MAKEABLE_STATUSES)} "
+            "prescriptions are accepted",
+        )
+    intent = str(mr.get("intent"))
+    if intent not in ORDER_INTENTS:
+        raise _refuse(
+            f"{path}.intent",
+            f"intent {intent!r} is not an order: accepted intents are {', '.join(ORDER_INTENTS)}",
+        )
+
+    codes, medication_text = _medication(mr, ctx)
+    if not codes and medication_text is None:
+        raise _refuse(f"{path}.medication[x]", "the medication has no code and no text")
+
+    # --- subject: a Patient
+    subject = mr.get("subject")
+    if not isinstance(subject, dict):
+        raise _refuse(f"{path}.subject", "the subject (a Patient reference) is required")
+    ref = _str(subject.get("reference"))
+    if ref is None:
+        raise _refuse(f"{path}.subject.reference", "the subject has no reference to a Patient")
+    if subject.get("type") not in (None, "Patient"):
+        raise _refuse(f"{path}.subject.type", f"the subject is a {subject['type']}, not a Patient")
+    found = ctx.resolve(ref)
+    match = _REFERENCE.match(ref)
+    patient: dict[str, Any] | None = None
+    if found is not None:
+        if found.resource.get("resourceType") != "Patient":
+            raise _refuse(
+                f"{path}.subject.reference",
+                f"{ref!r} refers to a {found.resource.get('resourceType')}, not a Patient",
+            )
+        patient = found.resource
+        if found.contained:
+            patient_reference = ref
+        elif _str(patient.get("id")):
+            patient_reference = f"Patient/{patient['id']}"
+        else:
+            patient_reference = ref
+    elif ref.startswith("#"):
+        raise _refuse(f"{path}.subject.reference", f"{ref!r} matches no contained resource")
+    elif match is None or match["type"] != "Patient":
+        kind = f"a {match['type']}" if match else "not a resource reference"
+        raise _refuse(
+            f"{path}.subject.reference", f"{ref!r} is {kind}: the subject must be a Patient"
+        )
+    else:
+        patient_reference = f"Patient/{match['id']}"
+
+    # --- dose
+    dosage = mr.get("dosageInstruction")
+    if not isinstance(dosage, list) or not dosage:
+        raise _refuse(f"{path}.dosageInstruction", "no dosageInstruction: a dose is required")
+    if len(dosage) > 1:
+        raise _refuse(
+            f"{path}.dosageInstruction[1]",
+            f"{len(dosage)} dosage instructions (a taper, a sliding scale, a loading dose...) "
+            "cannot be made as one dose; send one dose per MedicationRequest",
+        )
+    dosage0 = dosage[0]
+    dfield = f"{path}.dosageInstruction[0].doseAndRate[0]"
+    dose_and_rate = dosage0.get("doseAndRate") or []
+    first = dose_and_rate[0] if dose_and_rate else {}
+    dose_quantity = first.get("doseQuantity")
+    if not isinstance(dose_quantity, dict):
+        if first.get("doseRange"):
+            reason = "a dose range is not an exact dose: a doseQuantity is required"
+        else:
+            reason = "no doseQuantity: an exact dose is required"
+        raise _refuse(f"{dfield}.doseQuantity", reason)
+    qfield = f"{dfield}.doseQuantity"
+    dose_value = _positive_quantity(dose_quantity, qfield, "dose")
+    dose_unit = _quantity_unit_label(dose_quantity)
+    if dose_unit is None:
+        raise _refuse(qfield, "the dose has no unit")
+    kind, unit_text = _quantity_kind(dose_quantity)
+    if kind == "ratio":
+        raise _refuse(
+            qfield,
+            f"dose unit {unit_text!r} is a ratio (per body weight, area or time): "
+            "an absolute dose per administration is required",
+        )
+    if kind is None:
+        raise _refuse(
+            qfield,
+            f"dose unit {dose_unit!r} is not a mass, volume, countable or activity unit",
+        )
+    dose_mg = dose_value * _MG_PER[_norm_unit(unit_text or "")] if kind == "mass" else None
+
+    # --- schedule
+    timing = dosage0.get("timing")
+    tfield = f"{path}.dosageInstruction[0].timing"
+    doses_per_day = _doses_per_day(timing, tfield)
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    repeat = repeat if isinstance(repeat, dict) else {}
+
+    # --- dispense request
+    dispense = mr.get("dispenseRequest") if isinstance(mr.get("dispenseRequest"), dict) else {}
+    dpath = f"{path}.dispenseRequest"
+    quantity_value: float | None = None
+    quantity_unit: str | None = None
+    quantity_counts = False
+    if isinstance(dispense.get("quantity"), dict):
+        quantity = dispense["quantity"]
+        quantity_value = _positive_quantity(quantity, f"{dpath}.quantity", "quantity")
+        quantity_unit = _quantity_unit_label(quantity)
+        quantity_counts = _quantity_kind(quantity)[0] == "count"
+
+    supply_days: float | None = None
+    if isinstance(dispense.get("expectedSupplyDuration"), dict):
+        supply_days = _duration_days(
+            dispense["expectedSupplyDuration"],
+            f"{dpath}.expectedSupplyDuration",
+            "expected supply duration",
+        )
+    bounds_period = _period_days(repeat.get("boundsPeriod"), f"{tfield}.repeat.boundsPeriod")
+    bounds_duration = (
+        _duration_days(
+            repeat["boundsDuration"], f"{tfield}.repeat.boundsDuration", "bounds duration"
+        )
+        if isinstance(repeat.get("boundsDuration"), dict)
+        else None
+    )
+    validity = _period_days(dispense.get("validityPeriod"), f"{dpath}.validityPeriod")
+    for candidate in (bounds_period, bounds_duration, validity):
+        if supply_days is None:
+            supply_days = candidate
+
+    units_for_course: int | None = None
+    count = repeat.get("count")
+    if quantity_counts and quantity_value is not None:
+        units_for_course = _ceil(quantity_value)
+    elif doses_per_day is not None and supply_days is not None:
+        units_for_course = _ceil(doses_per_day * supply_days)
+    elif isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        units_for_course = count
+
+    # --- people
+    requester = mr.get("requester") if isinstance(mr.get("requester"), dict) else {}
+    prescriber_reference = _str(requester.get("reference"))
+    prescriber_display = _str(requester.get("display"))
+    if prescriber_display is None and prescriber_reference:
+        prescriber = ctx.resolve(prescriber_reference)
+        if prescriber is not None:
+            prescriber_display = _human_name(prescriber.resource.get("name"))
+
+    notes = [n["text"].strip() for n in mr.get("note") or [] if _str(n.get("text"))]
+    authored = _instant(mr.get("authoredOn"), end=False)
+
+    return PrescriptionIn(
+        source_id=_str(mr.get("id")),
+        identifiers=_identifiers(mr.get("identifier")),
+        status=status,
+        intent=intent,
+        medication_codes=codes,
+        medication_text=medication_text,
+        patient_reference=patient_reference,
+        patient_display=_str(subject.get("display")),
+        patient_birth_date=_full_date(patient.get("birthDate")) if patient else None,
+        patient_identifiers=_identifiers(patient.get("identifier")) if patient else (),
+        patient_name=_human_name(patient.get("name")) if patient else None,
+        prescriber_reference=prescriber_reference,
+        prescriber_display=prescriber_display,
+        authored_on=authored,
+        dose_value=dose_value,
+        dose_unit=dose_unit,
+        dose_mg=dose_mg,
+        doses_per_day=doses_per_day,
+        quantity_value=quantity_value,
+        quantity_unit=quantity_unit,
+        supply_days=supply_days,
+        units_for_course=units_for_course,
+        note="\n".join(notes) or None,
+        raw=raw,
+    )
+
+
+def _contained(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in resource.get("contained") or []:
+        if isinstance(item, dict) and _str(item.get("id")):
+            out.setdefault(item["id"], item)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def parse_prescriptions(doc: str | bytes | Mapping[str, Any]) -> list[PrescriptionIn]:
+    """Every MedicationRequest of `doc` (one resource, or a Bundle of any type), mapped.
+
+    Raises FhirInputError (field = FHIR path, message = field and reason) on anything that
+    cannot be made as given; one bad MedicationRequest in a Bundle refuses the whole Bundle.
+    """
+    data = _load(doc)
+    resource_type = data.get("resourceType")
+
+    if resource_type == "MedicationRequest":
+        normalised = _validate(data, "MedicationRequest")
+        ctx = _Context("MedicationRequest", _contained(normalised), {}, {})
+        return [_map(normalised, data, ctx)]
+
+    if resource_type != "Bundle":
+        shown = "missing" if resource_type is None else repr(resource_type)
+        raise FhirInputError(
+            f"resourceType: {shown}; expected a MedicationRequest or a Bundle",
+            field="resourceType",
+        )
+
+    bundle = _validate(data, "Bundle")
+    if bundle.get("type") not in BUNDLE_TYPES:
+        raise _refuse("Bundle.type", f"{bundle.get('type')!r} is not a Bundle type")
+    # The normalised Bundle keeps the entries' order and count; the raw entries are kept for
+    # `raw`, so both lists are read by the same index.
+    raw_entries = data.get("entry") or []
+    entries = bundle.get("entry") or []
+    if len(raw_entries) != len(entries):  # pragma: no cover - defensive
+        raise _refuse("Bundle.entry", "entries could not be read one by one")
+    by_url, by_type_id = _bundle_index(entries)
+
+    out: list[PrescriptionIn] = []
+    for i, (entry, raw_entry) in enumerate(zip(entries, raw_entries, strict=True)):
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
+            continue
+        path = f"Bundle.entry[{i}].resource"
+        ctx = _Context(path, _contained(resource), by_url, by_type_id)
+        out.append(_map(resource, raw_entry["resource"], ctx))
+    if not out:
+        raise _refuse("Bundle.entry", "the Bundle holds no MedicationRequest")
+    return out

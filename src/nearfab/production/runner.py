@@ -1,0 +1,155 @@
+"""Drive the network: plan designed orders, ticket jobs, run machines, until a person is needed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from nearfab.common.errors import DomainError, Refused
+from nearfab.identity import Actor, actor_of, system_actor
+from nearfab.masterfiles import MasterFileService
+from nearfab.network import MachineStatus, NetworkService
+from nearfab.orders import OrderService, OrderStatus
+from nearfab.production.machines import RunResult
+from nearfab.production.services import ProductionService
+from nearfab.scheduling import JobStatus, SchedulingService
+from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    scheduled: list[str] = field(default_factory=list)
+    tickets: list[str] = field(default_factory=list)
+    batches_completed: list[str] = field(default_factory=list)
+    batches_failed: list[str] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)  # what waits, and why
+    rounds: int = 0
+
+    def progressed(self) -> bool:
+        return bool(self.scheduled or self.tickets or self.batches_completed
+                    or self.batches_failed)
+
+    def merge(self, other: RunSummary) -> None:
+        self.scheduled += other.scheduled
+        self.tickets += other.tickets
+        self.batches_completed += other.batches_completed
+        self.batches_failed += other.batches_failed
+        self.blocked = other.blocked
+        self.rounds += 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rounds": self.rounds, "scheduled": self.scheduled, "tickets": self.tickets,
+                "batches_completed": self.batches_completed,
+                "batches_failed": self.batches_failed, "blocked": self.blocked}
+
+
+class NetworkRunner:
+    """Moves every order as far as machines and rules allow; stops where a person must act."""
+
+    def __init__(
+        self, uow_factory: Callable[[], UnitOfWork], network: NetworkService,
+        master_files: MasterFileService, orders: OrderService, scheduling: SchedulingService,
+        production: ProductionService, *, parallel_machines: int = 4,
+    ) -> None:
+        self._uow = uow_factory
+        self._network = network
+        self._master_files = master_files
+        self._orders = orders
+        self._scheduling = scheduling
+        self._production = production
+        self._parallel = max(1, parallel_machines)
+        self._planner = system_actor("planner")
+        self._control = system_actor("control-site")
+
+    def run_until_idle(self, max_rounds: int = 1000) -> RunSummary:
+        total = RunSummary()
+        for _ in range(max_rounds):
+            step = self.step()
+            total.merge(step)
+            if not step.progressed():
+                break
+        return total
+
+    def step(self) -> RunSummary:
+        summary = RunSummary()
+        self._schedule(summary)
+        self._ticket(summary)
+        self._run(summary)
+        return summary
+
+    def _schedule(self, summary: RunSummary) -> None:
+        with self._uow() as uow:
+            designed = [o.id for o in self._orders.by_status(uow, OrderStatus.DESIGNED)]
+        for order_id in designed:
+            try:
+                with self._uow() as uow:
+                    job = self._scheduling.schedule(uow, self._planner, order_id)
+                summary.scheduled.append(job.id)
+            except DomainError as exc:
+                summary.blocked[order_id] = exc.message
+
+    def _ticket(self, summary: RunSummary) -> None:
+        with self._uow() as uow:
+            planned = [j.id for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
+        for job_id in planned:
+            try:
+                with self._uow() as uow:
+                    self._production.issue_ticket(uow, self._control, job_id)
+                summary.tickets.append(job_id)
+            except DomainError as exc:
+                summary.blocked[job_id] = exc.message
+
+    def _operator_for(self, uow: UnitOfWork, site_id: str, master_file_code: str) -> Actor | None:
+        for user in self._network.operators_at(uow, site_id):
+            if self._network.is_trained(uow, user.id, master_file_code):
+                return actor_of(user)
+        return None
+
+    def _run(self, summary: RunSummary) -> None:
+        started: list[tuple[str, Actor]] = []
+        busy: set[str] = set()
+        with self._uow() as uow:
+            ready = [(j.id, j.machine_id, j.site_id, j.order_id)
+                     for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)]
+        for job_id, machine_id, site_id, order_id in ready:
+            if machine_id in busy or len(started) >= self._parallel:
+                continue
+            with self._uow() as uow:
+                machine = self._network.get_machine(uow, machine_id)
+                if machine.status != MachineStatus.AVAILABLE.value:
+                    summary.blocked[job_id] = f"machine {machine.name} is {machine.status}"
+                    continue
+                order = self._orders.get(uow, order_id)
+                operator = self._operator_for(uow, site_id, order.master_file_code)
+            if operator is None:
+                summary.blocked[job_id] = (f"no operator at the site is trained on "
+                                           f"{order.master_file_code}")
+                continue
+            try:
+                with self._uow() as uow:
+                    batch = self._production.start_batch(uow, operator, job_id)
+            except Refused as exc:
+                summary.blocked[job_id] = exc.message
+                continue
+            busy.add(machine_id)
+            started.append((batch.id, operator))
+        if not started:
+            return
+
+        def execute(batch_id: str) -> RunResult | DomainError:
+            with self._uow() as uow:
+                return self._production.execute(uow, batch_id)
+
+        with ThreadPoolExecutor(max_workers=self._parallel) as pool:
+            outcomes = list(pool.map(execute, [b for b, _ in started]))
+        for (batch_id, operator), outcome in zip(started, outcomes, strict=True):
+            with self._uow() as uow:
+                batch = self._production.record_run(uow, operator, batch_id, outcome)
+            if isinstance(outcome, DomainError):
+                summary.batches_failed.append(batch.id)
+            else:
+                summary.batches_completed.append(batch.id)
