@@ -135,8 +135,8 @@ class UserService:
         except (VerificationError, InvalidHashError):
             return False
 
-    def authenticate(self, uow: UnitOfWork, username: str, password: str) -> User:
-        """Check a username and password; failures are audited and say nothing about which was wrong."""
+    def _login(self, uow: UnitOfWork, username: str, password: str) -> User:
+        """Check credentials and add the audit row; a failure is committed, then raised."""
         user = self.by_username(uow, username)
         if user is None or not user.active or not self.check_password(user, password):
             anon = Actor(user_id=f"unknown:{username}", username=username, full_name=username)
@@ -144,19 +144,22 @@ class UserService:
             uow.commit()
             raise Unauthenticated("wrong username or password")
         audit(uow, actor_of(user), AuditAction.LOGIN, "user", user.id)
+        return user
+
+    def authenticate(self, uow: UnitOfWork, username: str, password: str) -> User:
+        """Check a username and password; failures are audited and say nothing about which was wrong."""
+        user = self._login(uow, username, password)
         uow.commit()
         return user
 
     def issue_token(self, uow: UnitOfWork, username: str, password: str) -> tuple[str, User]:
-        user = self.authenticate(uow, username, password)
+        """Log in and hand out a bearer token (only its hash is stored)."""
+        user = self._login(uow, username, password)
         token = new_token()
         now = uow.clock.now()
-        with_token = ApiToken(
-            token_hash=sha256_hex(token), user_id=user.id, created_at=now,
-            expires_at=now + TOKEN_LIFETIME,
-        )
-        uow.session.add(with_token)
-        uow.session.commit()  # the login above already committed its audit row
+        uow.session.add(ApiToken(token_hash=sha256_hex(token), user_id=user.id, created_at=now,
+                                 expires_at=now + TOKEN_LIFETIME))
+        uow.commit()
         return token, user
 
     def actor_for_token(self, uow: UnitOfWork, token: str) -> Actor:

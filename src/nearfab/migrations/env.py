@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from nearfab.db import Base, make_engine
 from nearfab.models import load_all
@@ -25,7 +24,6 @@ def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is None:
         engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-        engine.pool = pool.NullPool(engine.pool._creator)  # type: ignore[attr-defined]
         with engine.connect() as connection:
             _run(connection)
         engine.dispose()

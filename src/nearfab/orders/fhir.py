@@ -19,7 +19,9 @@ Choices made where FHIR leaves room (callers rely on them):
 - doses_per_day is None when the schedule is not a fixed daily rate (only on some weekdays, a
   bare count, events) or the timing code is unknown;
 - units_for_course: the dispensed quantity when it counts units, else
-  ceil(doses_per_day × supply_days), else timing.repeat.count (the total number of doses).
+  ceil(doses_per_day × supply_days), else timing.repeat.count (the total number of doses);
+- patient_reference is "Patient/<id>" (absolute URLs, _history and Bundle fullUrls reduced to it),
+  or "#<id>" for a contained Patient; a partial birthDate (year or year-month) gives None.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 MAKEABLE_STATUSES = ("active", "draft", "on-hold")
 ORDER_INTENTS = ("order", "original-order", "instance-order", "filler-order")
 BUNDLE_TYPES = frozenset(
-    {
+    [
         "document",
         "message",
         "transaction",
@@ -67,7 +69,7 @@ BUNDLE_TYPES = frozenset(
         "history",
         "searchset",
         "collection",
-    }
+    ]
 )
 
 
@@ -125,46 +127,24 @@ _SECONDS = {
     "a": 365.25 * 86400.0,
 }
 _TIME_WORDS = {
-    "sec": "s",
-    "second": "s",
-    "seconds": "s",
-    "minute": "min",
-    "minutes": "min",
-    "mins": "min",
-    "hr": "h",
-    "hrs": "h",
-    "hour": "h",
-    "hours": "h",
-    "day": "d",
-    "days": "d",
-    "week": "wk",
-    "weeks": "wk",
-    "month": "mo",
-    "months": "mo",
-    "year": "a",
-    "years": "a",
-    "yr": "a",
+    **dict.fromkeys(("sec", "second", "seconds"), "s"),
+    **dict.fromkeys(("minute", "minutes", "mins"), "min"),
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("day", "days"), "d"),
+    **dict.fromkeys(("week", "weeks"), "wk"),
+    **dict.fromkeys(("month", "months"), "mo"),
+    **dict.fromkeys(("yr", "year", "years"), "a"),
 }
-_MG_PER = {
-    "kg": 1_000_000.0,
-    "g": 1000.0,
-    "gram": 1000.0,
-    "grams": 1000.0,
-    "mg": 1.0,
-    "milligram": 1.0,
-    "milligrams": 1.0,
-    "ug": 1e-3,
-    "mcg": 1e-3,
-    "µg": 1e-3,
-    "μg": 1e-3,
-    "microgram": 1e-3,
-    "micrograms": 1e-3,
-    "ng": 1e-6,
-    "nanogram": 1e-6,
-    "nanograms": 1e-6,
+# mass units → (multiply by, divide by) to get milligrams; division keeps 75 ug == 0.075 mg
+_MG: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("kg", "kilogram", "kilograms"), (1_000_000.0, 1.0)),
+    **dict.fromkeys(("g", "gram", "grams"), (1000.0, 1.0)),
+    **dict.fromkeys(("mg", "milligram", "milligrams"), (1.0, 1.0)),
+    **dict.fromkeys(("ug", "mcg", "µg", "μg", "microgram", "micrograms"), (1.0, 1000.0)),
+    **dict.fromkeys(("ng", "nanogram", "nanograms"), (1.0, 1_000_000.0)),
 }
 _VOLUME = frozenset(
-    {
+    [
         "l",
         "dl",
         "cl",
@@ -181,43 +161,43 @@ _VOLUME = frozenset(
         "milliliter",
         "millilitres",
         "milliliters",
-    }
+    ]
 )
 _ACTIVITY = frozenset(
-    {"u", "iu", "i'u", "ui", "unit", "units", "meq", "mmol", "umol", "µmol", "mol", "kiu", "miu"}
+    ["u", "iu", "i'u", "ui", "unit", "units", "meq", "mmol", "umol", "µmol", "mol", "kiu", "miu"]
 )
-_COUNT_EXACT = frozenset(
-    {"1", "ea", "each", "dose", "doses", "unit of presentation", "piece", "pieces", "item"}
-)
+_COUNT_EXACT = frozenset({"1", "ea", "each", "dose", "doses", "piece", "pieces", "item"})
 # Dose forms (free text, UCUM annotations such as {tbl}, v3-orderableDrugForm codes such as
 # TAB, CAP, VAGTAB, RECSUPP, OPDROP, TPATCH): all counted one by one.
-_COUNT_TOKENS = (
-    "tab",
-    "tbl",
-    "cap",
-    "supp",
-    "pessar",
-    "patch",
-    "tpath",
-    "drop",
-    "drp",
-    "pill",
-    "troche",
-    "lozenge",
-    "pastille",
-    "puff",
-    "actuat",
-    "spray",
-    "spry",
-    "sachet",
-    "vial",
-    "ampoule",
-    "ampule",
-    "insert",
-    "insrt",
-    "wafer",
-    "film",
-    "gum",
+_COUNT_TOKENS = tuple(
+    [
+        "tab",
+        "tbl",
+        "cap",
+        "supp",
+        "pessar",
+        "patch",
+        "tpath",
+        "drop",
+        "drp",
+        "pill",
+        "troche",
+        "lozenge",
+        "pastille",
+        "puff",
+        "actuat",
+        "spray",
+        "spry",
+        "sachet",
+        "vial",
+        "ampoule",
+        "ampule",
+        "insert",
+        "insrt",
+        "wafer",
+        "film",
+        "gum",
+    ]
 )
 
 
@@ -235,7 +215,7 @@ def _unit_kind(text: str) -> str | None:
         return None
     if "/" in unit:
         return "ratio"
-    if unit in _MG_PER:
+    if unit in _MG:
         return "mass"
     if unit in _VOLUME:
         return "volume"
@@ -348,7 +328,10 @@ def _finite_float(text: str) -> float:
 
 def _load(doc: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(doc, Mapping):
-        data: Any = _plain(doc)
+        try:
+            data: Any = _plain(doc)
+        except RecursionError:
+            raise FhirInputError("$: the document is nested too deeply", field="$") from None
     elif isinstance(doc, str | bytes | bytearray):
         try:
             text = bytes(doc).decode("utf-8-sig") if not isinstance(doc, str) else doc
@@ -644,7 +627,7 @@ def _code_per_day(code: str) -> float | None:
 def _doses_per_day(timing: Any, field: str) -> float | None:
     if not isinstance(timing, dict):
         return None
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    repeat: dict[str, Any] = timing["repeat"] if isinstance(timing.get("repeat"), dict) else {}
     rfield = f"{field}.repeat"
     for key in ("periodUnit", "durationUnit"):
         unit = repeat.get(key)
@@ -680,7 +663,10 @@ def _doses_per_day(timing: Any, field: str) -> float | None:
     code = timing.get("code")
     if isinstance(code, dict):
         for coding in code.get("coding") or []:
-            if coding.get("system") in (None, GTS_ABBREVIATION) and _str(coding.get("code")):
+            system = coding.get("system")
+            # the R4 system, or the older http://hl7.org/fhir/v3/GTSAbbreviation
+            gts = system in (None, GTS_ABBREVIATION) or str(system).endswith("/GTSAbbreviation")
+            if gts and _str(coding.get("code")):
                 per_day = _code_per_day(str(coding["code"]).strip().upper())
                 if per_day is not None:
                     return per_day
@@ -772,9 +758,9 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
     elif ref.startswith("#"):
         raise _refuse(f"{path}.subject.reference", f"{ref!r} matches no contained resource")
     elif match is None or match["type"] != "Patient":
-        kind = f"a {match['type']}" if match else "not a resource reference"
+        what = f"a {match['type']}" if match else "not a resource reference"
         raise _refuse(
-            f"{path}.subject.reference", f"{ref!r} is {kind}: the subject must be a Patient"
+            f"{path}.subject.reference", f"{ref!r} is {what}: the subject must be a Patient"
         )
     else:
         patient_reference = f"Patient/{match['id']}"
@@ -817,17 +803,23 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
             qfield,
             f"dose unit {dose_unit!r} is not a mass, volume, countable or activity unit",
         )
-    dose_mg = dose_value * _MG_PER[_norm_unit(unit_text or "")] if kind == "mass" else None
+    dose_mg: float | None = None
+    if kind == "mass":
+        multiply, divide = _MG[_norm_unit(unit_text or "")]
+        dose_mg = dose_value * multiply / divide
 
     # --- schedule
     timing = dosage0.get("timing")
     tfield = f"{path}.dosageInstruction[0].timing"
     doses_per_day = _doses_per_day(timing, tfield)
-    repeat = timing.get("repeat") if isinstance(timing, dict) else None
-    repeat = repeat if isinstance(repeat, dict) else {}
+    repeat: dict[str, Any] = {}
+    if isinstance(timing, dict) and isinstance(timing.get("repeat"), dict):
+        repeat = timing["repeat"]
 
     # --- dispense request
-    dispense = mr.get("dispenseRequest") if isinstance(mr.get("dispenseRequest"), dict) else {}
+    dispense: dict[str, Any] = (
+        mr["dispenseRequest"] if isinstance(mr.get("dispenseRequest"), dict) else {}
+    )
     dpath = f"{path}.dispenseRequest"
     quantity_value: float | None = None
     quantity_unit: str | None = None
@@ -868,12 +860,16 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         units_for_course = count
 
     # --- people
-    requester = mr.get("requester") if isinstance(mr.get("requester"), dict) else {}
+    requester: dict[str, Any] = mr["requester"] if isinstance(mr.get("requester"), dict) else {}
     prescriber_reference = _str(requester.get("reference"))
     prescriber_display = _str(requester.get("display"))
-    if prescriber_display is None and prescriber_reference:
-        prescriber = ctx.resolve(prescriber_reference)
-        if prescriber is not None:
+    prescriber = ctx.resolve(prescriber_reference) if prescriber_reference else None
+    if prescriber is not None:
+        if not prescriber.contained and _str(prescriber.resource.get("id")):
+            # urn:uuid / absolute fullUrl in a Bundle → the usual "Type/id" form
+            found_type, found_id = prescriber.resource["resourceType"], prescriber.resource["id"]
+            prescriber_reference = f"{found_type}/{found_id}"
+        if prescriber_display is None:
             prescriber_display = _human_name(prescriber.resource.get("name"))
 
     notes = [n["text"].strip() for n in mr.get("note") or [] if _str(n.get("text"))]

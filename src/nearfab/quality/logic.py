@@ -335,6 +335,8 @@ class ReleaseEvidence:
     cpp_excursions: tuple[str, ...] = ()
     open_deviations: tuple[str, ...] = ()
     open_alarms: tuple[str, ...] = ()
+    # assay of the material lot (% of label claim), for the mass-variation estimate of content
+    assay_pct: float = 100.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -416,7 +418,10 @@ def propose_release(evidence: ReleaseEvidence, rule: Mapping[str, Any]) -> Relea
     target = _positive(evidence.target_mass_mg, "target_mass_mg")
     tolerance = _positive(evidence.mass_tolerance_pct, "mass_tolerance_pct")
     contents = contents_from_masses(
-        masses, dose_mg=evidence.dose_mg, drug_loading=evidence.drug_loading
+        masses,
+        dose_mg=evidence.dose_mg,
+        drug_loading=evidence.drug_loading,
+        assay_pct=evidence.assay_pct,
     )
     cu = content_uniformity(contents)
     mu = mass_uniformity(masses)

@@ -1,0 +1,53 @@
+"""FastAPI dependencies: the App, the unit of work, the authenticated actor; error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError, Unauthenticated
+from nearfab.identity import Actor
+from nearfab.uow import UnitOfWork
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def get_app(request: Request) -> App:
+    application: App = request.app.state.nearfab
+    return application
+
+
+AppDep = Annotated[App, Depends(get_app)]
+
+
+def get_uow(application: AppDep) -> Iterator[UnitOfWork]:
+    with application.uow() as uow:
+        yield uow
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+def get_actor(
+    application: AppDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Actor:
+    if credentials is None:
+        raise Unauthenticated("a bearer token is required (POST /api/v1/auth/token)")
+    with application.uow() as uow:
+        return application.users.actor_for_token(uow, credentials.credentials)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+    return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()},
+                        headers=headers)

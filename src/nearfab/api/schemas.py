@@ -1,0 +1,98 @@
+"""Request bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class TokenIn(BaseModel):
+    username: str
+    password: str
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    user_id: str
+    roles: list[str]
+
+
+class SiteIn(BaseModel):
+    code: str
+    name: str
+    kind: str
+
+
+class SiteStatusIn(BaseModel):
+    status: str
+    reason: str
+    regulatory_reference: str | None = None
+
+
+class MachineIn(BaseModel):
+    site_id: str
+    name: str
+    machine_type: str = "tablet_printer"
+    firmware: str
+    serial_number: str
+    adapter: str = "simulated"
+
+
+class QualificationIn(BaseModel):
+    master_file_code: str
+    valid_until: datetime | None = None
+
+
+class TrainingIn(BaseModel):
+    master_file_code: str
+    valid_until: datetime | None = None
+
+
+class FaultIn(BaseModel):
+    kind: Literal["nozzle_clog", "temperature_drift", "humidity_excursion"]
+    severity: float = Field(default=0.3, ge=0)
+    from_unit: int = Field(default=0, ge=0)
+
+
+class SignIn(BaseModel):
+    password: str
+    meaning: str
+
+
+class LotIn(BaseModel):
+    lot_number: str
+    material_code: str
+    description: str
+    site_id: str
+    supplier: str
+    expiry: date
+    quantity_g: float
+    drug_loading: float
+    assay_pct: float = 100.0
+
+
+class LotStatusIn(BaseModel):
+    status: str
+    reason: str
+
+
+class DecisionIn(BaseModel):
+    decision: Literal["release", "reject"]
+    password: str
+    meaning: str
+    reason: str | None = None
+
+
+class DispenseIn(BaseModel):
+    scan: str
+    patient_ref: str
+
+
+class RunIn(BaseModel):
+    until_idle: bool = True
+
+
+Json = dict[str, Any]

@@ -1,0 +1,1 @@
+"""Command-line interface (Typer): a thin shell over the services."""

@@ -1,0 +1,67 @@
+"""Per-invocation state: settings from --data-dir / NEARFAB_*, the app, output helpers."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from nearfab.bootstrap import App, build_app
+from nearfab.common.errors import DomainError
+from nearfab.config import Settings
+from nearfab.identity import Actor, actor_of
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    data_dir: Path | None = None
+    _app: App | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir) if self.data_dir else Settings()
+
+    def app(self, **kwargs: Any) -> App:
+        if self._app is None:
+            self._app = build_app(self.settings(), **kwargs)
+        return self._app
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj
+
+
+def local_actor() -> Actor:
+    """Who runs a CLI command without credentials: the operating-system user holding the data
+    folder, recorded as such in the audit trail (like a database owner's console)."""
+    who = getpass.getuser()
+    return Actor(user_id=f"system:cli:{who}", username=f"cli:{who}",
+                 full_name=f"nearfab CLI ({who})", roles=("system",))
+
+
+def login(app: App, username: str, password: str) -> Actor:
+    with app.uow() as uow:
+        return actor_of(app.users.authenticate(uow, username, password))
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def fail(exc: DomainError, as_json: bool = False) -> NoReturn:
+    if as_json:
+        emit_json({"error": exc.to_dict()})
+    else:
+        where = f" [{exc.field}]" if exc.field else ""
+        err_console.print(f"[bold red]refused[/] ({exc.code}){where}: {exc.message}")
+    raise typer.Exit(code=2)

@@ -1,0 +1,391 @@
+"""`nearfab` command line. Command names and options are a contract other checks rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nearfab.cli.context import (
+    CliState,
+    console,
+    emit_json,
+    fail,
+    local_actor,
+    login,
+    state,
+)
+from nearfab.common.errors import DomainError, ValidationFailed
+
+app = typer.Typer(no_args_is_help=True, help="nearfab: point-of-care manufacturing network.")
+order_app = typer.Typer(no_args_is_help=True, help="Prescriptions and orders.")
+network_app = typer.Typer(no_args_is_help=True, help="Sites, machines, and running the network.")
+release_app = typer.Typer(no_args_is_help=True, help="QP release queue and decisions.")
+batch_app = typer.Typer(no_args_is_help=True, help="Electronic batch records.")
+app.add_typer(order_app, name="order")
+app.add_typer(network_app, name="network")
+app.add_typer(release_app, name="release")
+app.add_typer(batch_app, name="batch")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="NEARFAB_DATA_DIR",
+                 help="Folder for the SQLite database and keys (default: per-user data folder)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.callback()
+def main(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    ctx.obj = CliState(data_dir=data_dir)
+
+
+# --- set-up ----------------------------------------------------------------------------------
+@app.command()
+def init(
+    ctx: typer.Context,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo network.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create (or upgrade) the database; with --demo, seed sites, printers and users."""
+    st = state(ctx)
+    st.data_dir = data_dir or st.data_dir
+    application = st.app()
+    console.print(f"database ready: {application.settings.resolved_database_url()}")
+    if demo:
+        from nearfab.demo import is_seeded, seed
+
+        if is_seeded(application):
+            console.print("demo network already present; nothing seeded")
+            return
+        result = seed(application, application.settings.demo_password)
+        console.print(f"demo network seeded; users: {', '.join(result.usernames)}")
+        if result.generated:
+            console.print(f"generated password for every demo user: [bold]{result.password}[/]")
+        else:
+            console.print("password for every demo user: the value of NEARFAB_DEMO_PASSWORD")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000 or $PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Seed the demo network if needed and serve it with simulated machines and prescriptions."""
+    from nearfab.web.server import serve_demo
+
+    st = state(ctx)
+    st.data_dir = data_dir or st.data_dir
+    port = port or int(os.environ.get("PORT", "8000"))
+    serve_demo(st.settings(), host=host, port=port, speed=speed)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000 or $PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the web pages and the API without the demo's prescription stream."""
+    from nearfab.web.server import serve
+
+    st = state(ctx)
+    st.data_dir = data_dir or st.data_dir
+    serve(st.settings(), host=host, port=port or int(os.environ.get("PORT", "8000")))
+
+
+# --- orders ----------------------------------------------------------------------------------
+@order_app.command("submit")
+def order_submit(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="FHIR R4 MedicationRequest or Bundle (JSON).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a prescription in: validated, mapped, designed; all or nothing."""
+    application = state(ctx).app()
+    try:
+        document = file.read_bytes()
+    except OSError as exc:
+        fail(ValidationFailed(f"cannot read {file}: {exc.strerror}", field="FILE"), as_json)
+    try:
+        with application.uow() as uow:
+            orders = application.orders.submit(uow, local_actor(), document)
+    except DomainError as exc:
+        fail(exc, as_json)
+    rows = [{"id": o.id, "status": o.status, "medication": o.medication, "dose_mg": o.dose_mg,
+             "units": o.units, "stop_reason": o.stop_reason} for o in orders]
+    if as_json:
+        emit_json({"orders": rows})
+        return
+    for r in rows:
+        extra = f" — stopped: {r['stop_reason']}" if r["stop_reason"] else ""
+        console.print(f"order {r['id']}: {r['status']} ({r['medication']} {r['dose_mg']:g} mg "
+                      f"× {r['units']}){extra}")
+
+
+@order_app.command("show")
+def order_show(
+    ctx: typer.Context, order_id: str, as_json: JsonOpt = False,
+) -> None:
+    """An order with its jobs, batches, release, packs and timeline."""
+    from nearfab.readmodels import order_view
+
+    application = state(ctx).app()
+    try:
+        with application.uow() as uow:
+            view = order_view(application, uow, order_id)
+    except DomainError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json(view)
+        return
+    console.print(f"[bold]{view['id']}[/] {view['status']} — {view['medication']} "
+                  f"{view['dose_mg']:g} mg × {view['units']} for {view['patient_ref']}")
+    for entry in view["timeline"]:
+        console.print(f"  {entry['at']}  {entry['actor']}: {entry['action']} "
+                      f"{entry['entity_type']} {entry['new'] or ''} {entry['reason'] or ''}")
+
+
+@order_app.command("list")
+def order_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    application = state(ctx).app()
+    with application.uow() as uow:
+        rows = [{"id": o.id, "status": o.status, "medication": o.medication,
+                 "dose_mg": o.dose_mg, "units": o.units} for o in application.orders.list(uow)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("order", "status", "medication", "dose mg", "units")
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["medication"], f"{r['dose_mg']:g}", str(r["units"]))
+    console.print(table)
+
+
+# --- network ---------------------------------------------------------------------------------
+def _parse_fault(text: str) -> tuple[str, Any]:
+    from nearfab.production import Fault
+
+    parts = text.split(":")
+    if len(parts) < 2:
+        raise ValidationFailed("--fault is MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]]",
+                               field="--fault")
+    try:
+        severity = float(parts[2]) if len(parts) > 2 else 0.3
+        from_unit = int(parts[3]) if len(parts) > 3 else 0
+    except ValueError:
+        raise ValidationFailed("fault severity is a number and FROM_UNIT an integer",
+                               field="--fault") from None
+    return parts[0], Fault(kind=parts[1], severity=severity, from_unit=from_unit)  # type: ignore[arg-type]
+
+
+@network_app.command("run")
+def network_run(
+    ctx: typer.Context,
+    until_idle: Annotated[bool, typer.Option("--until-idle",
+                                             help="Run until only people can move things on.")]
+    = False,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 3600.0,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="Inject a fault: MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]] (nozzle_clog, "
+             "temperature_drift, humidity_excursion).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Advance the simulated machines in accelerated time."""
+    from nearfab.common.clock import ScaledClock
+
+    application = state(ctx).app(machine_clock=ScaledClock(speed))
+    try:
+        for spec in fault or []:
+            machine_id, f = _parse_fault(spec)
+            with application.uow() as uow:
+                machine = application.network.get_machine(uow, machine_id)
+            application.fleet.inject_fault(machine, f)
+        if until_idle:
+            summary = application.runner.run_until_idle()
+        else:
+            summary = application.runner.step()
+            summary.rounds = 1
+    except DomainError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json(summary.to_dict())
+        return
+    console.print(f"rounds {summary.rounds}: {len(summary.scheduled)} scheduled, "
+                  f"{len(summary.tickets)} tickets, {len(summary.batches_completed)} batches "
+                  f"made, {len(summary.batches_failed)} failed")
+    for what, why in summary.blocked.items():
+        console.print(f"  waiting: {what}: {why}")
+
+
+@network_app.command("show")
+def network_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Sites and machines with their states."""
+    from nearfab.readmodels import network_view
+
+    application = state(ctx).app()
+    with application.uow() as uow:
+        view = network_view(application, uow)
+    if as_json:
+        emit_json(view)
+        return
+    for site in view:
+        console.print(f"[bold]{site['code']}[/] {site['name']} ({site['kind']}, {site['status']})")
+        for m in site["machines"]:
+            console.print(f"  {m['id']} {m['name']} {m['status']} "
+                          f"qualified: {', '.join(m['qualified_for']) or '-'}")
+
+
+# --- release ---------------------------------------------------------------------------------
+@release_app.command("pending")
+def release_pending(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Batches waiting for a QP decision, with the RTRT proposal and its reasons."""
+    from nearfab.readmodels import pending_view
+
+    application = state(ctx).app()
+    with application.uow() as uow:
+        rows = pending_view(application, uow)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("batch", "number", "site", "medication", "proposal", "reasons")
+    for r in rows:
+        table.add_row(r["batch_id"], r["batch_number"], r["site"],
+                      f"{r['medication']} {r['dose_mg']:g} mg", r["proposed_decision"],
+                      "; ".join(r["reasons"]))
+    console.print(table)
+
+
+@release_app.command("sign")
+def release_sign(
+    ctx: typer.Context,
+    batch_id: str,
+    decision: Annotated[str, typer.Option(help="release or reject")],
+    user: Annotated[str, typer.Option(help="The QP's username.")],
+    password: Annotated[str, typer.Option(help="The QP's password (signature component).")],
+    meaning: Annotated[str, typer.Option(help='What the signature means, e.g. "QP release".')],
+    reason: Annotated[str | None, typer.Option(help="Required to reject.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release or reject a batch with the QP's e-signature."""
+    from nearfab.readmodels import review_dict
+
+    application = state(ctx).app()
+    try:
+        actor = login(application, user, password)
+        with application.uow() as uow:
+            review = application.quality.decide(uow, actor, batch_id, decision=decision,
+                                                password=password, meaning=meaning,
+                                                reason=reason)
+        with application.uow() as uow:
+            out = review_dict(application, uow, review)
+    except DomainError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"batch {batch_id}: {out['status']} (signature {out['signature_id']})")
+
+
+# --- batch -----------------------------------------------------------------------------------
+@batch_app.command("show")
+def batch_show(ctx: typer.Context, batch_id: str, as_json: JsonOpt = False) -> None:
+    """The electronic batch record."""
+    from nearfab.readmodels import batch_view
+
+    application = state(ctx).app()
+    try:
+        with application.uow() as uow:
+            view = batch_view(application, uow, batch_id)
+    except DomainError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json(view)
+        return
+    console.print_json(json.dumps(view, default=str))
+
+
+# --- labels and dispense ---------------------------------------------------------------------
+@app.command()
+def label(
+    ctx: typer.Context,
+    unit_or_batch_id: str,
+    out: Annotated[Path, typer.Option("--out", help="FILE.png or FILE.pdf")],
+) -> None:
+    """Print the GS1 DataMatrix label of a released pack (or of every pack of a batch)."""
+    from nearfab.custody import render_label
+
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in ("png", "pdf"):
+        fail(ValidationFailed("--out must end in .png or .pdf", field="--out"))
+    application = state(ctx).app()
+    try:
+        with application.uow() as uow:
+            contents = application.custody.labels(uow, unit_or_batch_id)
+    except DomainError as exc:
+        fail(exc)
+    paths = []
+    for i, content in enumerate(contents):
+        target = out if len(contents) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+        target.write_bytes(render_label(content, suffix))  # type: ignore[arg-type]
+        paths.append(target)
+    for p in paths:
+        console.print(f"label written: {p}")
+
+
+@app.command()
+def dispense(
+    ctx: typer.Context,
+    scan: Annotated[str, typer.Option(help="Scanned DataMatrix data, element string or "
+                                           "GS1 Digital Link.")],
+    patient: Annotated[str, typer.Option(help="The patient reference on the prescription.")],
+    user: Annotated[str, typer.Option(help="The dispensing pharmacist.")],
+    password: Annotated[str, typer.Option(help="Their password.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a pack against the patient and record the hand-over."""
+    application = state(ctx).app()
+    try:
+        actor = login(application, user, password)
+        with application.uow() as uow:
+            result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient)
+    except DomainError as exc:
+        fail(exc, as_json)
+    out = {"dispense_id": result.dispense.id, "unit_id": result.unit.id,
+           "serial": result.unit.serial, "status": result.unit.status,
+           "order_complete": result.order_complete}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"dispensed pack {out['serial']} ({out['dispense_id']})"
+                      + ("; order complete" if out["order_complete"] else ""))
+
+
+@app.command("audit")
+def audit_show(
+    ctx: typer.Context, entity_type: str, entity_id: str, as_json: JsonOpt = False
+) -> None:
+    """The audit trail of one record."""
+    from nearfab.identity import audit_trail
+    from nearfab.readmodels import audit_dict
+
+    application = state(ctx).app()
+    with application.uow() as uow:
+        rows = [audit_dict(r) for r in audit_trail(uow, entity_type, entity_id)]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        console.print(f"{r['at']} {r['actor']}: {r['action']} {r['old']} -> {r['new']} "
+                      f"{r['reason'] or ''}")
+
+
+if __name__ == "__main__":
+    app()

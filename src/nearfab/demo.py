@@ -1,0 +1,247 @@
+"""Demo network: sites, printers, lots, approved master files, one user per role, and a
+generator of synthetic FHIR prescriptions. Used by `nearfab init --demo` and `nearfab demo`."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from nearfab.bootstrap import App
+from nearfab.identity import Role, User, actor_of, system_actor
+from nearfab.network import SiteStatus
+
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
+
+HYDROCORTISONE = "MF-HC-PRINTLET"
+PROPRANOLOL = "MF-PROP-PRINTLET"
+
+PROCESS_PARAMETERS = {
+    "nozzle_temperature_c": {"target": 180.0, "low": 175.0, "high": 185.0, "unit": "°C"},
+    "extrusion_pressure_kpa": {"target": 450.0, "low": 390.0, "high": 510.0, "unit": "kPa"},
+    "print_speed_mm_s": {"target": 20.0, "low": 18.0, "high": 22.0, "unit": "mm/s"},
+    "chamber_humidity_pct": {"target": 35.0, "low": 20.0, "high": 50.0, "unit": "%RH"},
+}
+RELEASE_RULE = {"mode": "rtrt", "tests": ["ph_eur_2_9_40", "ph_eur_2_9_5", "unit_mass"],
+                "max_units_outside_tolerance": 0}
+CQA_SPECS = {
+    "unit_mass": {"tolerance_pct": 7.5, "method": "in-line balance, every unit"},
+    "content_uniformity": {"method": "Ph. Eur. 2.9.40 by mass variation", "l1": 15.0},
+    "mass_uniformity": {"method": "Ph. Eur. 2.9.5"},
+}
+
+USERS = [
+    ("admin", "Ada Admin", [Role.ADMIN], None),
+    ("qp", "Quentin Parr (QP)", [Role.QP], "CTRL"),
+    ("planner", "Priya Planner", [Role.PLANNER], "CTRL"),
+    ("auditor", "Aud Itor", [Role.AUDITOR], "CTRL"),
+    ("pharmacist", "Phil Harmon", [Role.PHARMACIST], "GSTT-PH"),
+    ("clinician", "Dr Clare Nice", [Role.CLINICIAN], "GSTT-PH"),
+    ("operator", "Olu Operator", [Role.OPERATOR], "GSTT-PH"),
+    ("operator-man", "Mani Operator", [Role.OPERATOR], "MAN-PH"),
+    ("operator-mob", "Mo Operator", [Role.OPERATOR], "MOB-1"),
+]
+SITES = [
+    ("CTRL", "nearfab Control Site (licence holder)", "control"),
+    ("GSTT-PH", "St Thomas' Hospital Pharmacy", "hospital_pharmacy"),
+    ("MAN-PH", "Manchester Children's Hospital Pharmacy", "hospital_pharmacy"),
+    ("MOB-1", "Mobile Unit 1", "mobile"),
+]
+MACHINES = [
+    ("GSTT-PH", "GSTT printer A", "PR-0001"),
+    ("GSTT-PH", "GSTT printer B", "PR-0002"),
+    ("MAN-PH", "MAN printer A", "PR-0003"),
+    ("MOB-1", "Mobile printer", "PR-0004"),
+]
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    password: str
+    generated: bool
+    usernames: list[str]
+
+
+def is_seeded(app: App) -> bool:
+    with app.uow() as uow:
+        return uow.session.scalar(select(User).limit(1)) is not None
+
+
+def seed(app: App, password: str | None = None) -> DemoSeed:
+    """Create the demo network. Refuses to run twice on the same database."""
+    if is_seeded(app):
+        raise RuntimeError("this database already holds a network; use a new --data-dir")
+    generated = password is None
+    password = password or secrets.token_urlsafe(12)
+    boot = system_actor("demo-seed")
+    site_ids: dict[str, str] = {}
+    for code, name, kind in SITES:
+        with app.uow() as uow:
+            site = app.network.create_site(uow, boot, code=code, name=name, kind=kind)
+        site_ids[code] = site.id
+        for target, why in ((SiteStatus.APPROVED, "site approval inspection passed"),
+                            (SiteStatus.ACTIVE, "site opened")):
+            with app.uow() as uow:
+                app.network.transition_site(uow, boot, site.id, target, reason=why)
+    users: dict[str, User] = {}
+    for username, full_name, roles, home in USERS:
+        with app.uow() as uow:
+            users[username] = app.users.create_user(
+                uow, boot, username=username, full_name=full_name, roles=roles,
+                password=password, home_site_id=site_ids.get(home) if home else None)
+    qp = actor_of(users["qp"])
+    admin = actor_of(users["admin"])
+    producing = [site_ids["GSTT-PH"], site_ids["MAN-PH"], site_ids["MOB-1"]]
+    master_files = [hydrocortisone_master_file(producing), propranolol_master_file(producing[:2])]
+    for data in master_files:
+        with app.uow() as uow:
+            mf = app.master_files.draft(uow, qp, data)
+        with app.uow() as uow:
+            app.master_files.approve(uow, qp, mf.id, password=password,
+                                     meaning="QP approval of master file")
+        with app.uow() as uow:
+            app.master_files.make_effective(uow, qp, mf.id)
+    for site_code, name, serial in MACHINES:
+        with app.uow() as uow:
+            machine = app.network.register_machine(
+                uow, admin, site_id=site_ids[site_code], name=name,
+                machine_type="tablet_printer", firmware="fw 2.4.1", serial_number=serial)
+        for data in master_files:
+            if site_ids[site_code] in data["allowed_site_ids"]:
+                with app.uow() as uow:
+                    app.network.qualify_machine(uow, qp, machine.id, data["code"])
+    for username in ("operator", "operator-man", "operator-mob"):
+        for data in master_files:
+            with app.uow() as uow:
+                app.network.record_training(uow, qp, users[username].id, data["code"])
+    today = app.clock.now().date()
+    pharmacist = actor_of(users["pharmacist"])
+    for site_code in ("GSTT-PH", "MAN-PH", "MOB-1"):
+        for material, loading, desc in (("HC-FIL-2.5", 0.025, "Hydrocortisone 2.5 % w/w HPMC filament"),
+                                        ("PROP-FIL-10", 0.10, "Propranolol 10 % w/w filament")):
+            with app.uow() as uow:
+                lot = app.materials.receive_lot(
+                    uow, pharmacist, lot_number=f"{material}-{site_code}-001",
+                    material_code=material, description=desc, site_id=site_ids[site_code],
+                    supplier="Filament Pharma Ltd", expiry=today + timedelta(days=365),
+                    quantity_g=500.0, drug_loading=loading, assay_pct=99.6)
+            with app.uow() as uow:
+                app.materials.set_status(uow, qp, lot.id, "approved",
+                                         reason="certificate of analysis reviewed")
+    return DemoSeed(password=password, generated=generated, usernames=list(users))
+
+
+def hydrocortisone_master_file(site_ids: list[str]) -> dict[str, Any]:
+    return {
+        "code": HYDROCORTISONE,
+        "title": "Hydrocortisone printlets for children",
+        "product_family": "solid_dose",
+        "accepted_codes": [
+            {"system": SNOMED, "code": "396458002", "display": "Hydrocortisone"},
+            {"system": RXNORM, "code": "5492", "display": "hydrocortisone"},
+        ],
+        "design_envelope": {
+            "dose_mg": {"min": 0.5, "max": 10.0}, "drug_loading": 0.025,
+            "density_mg_per_mm3": 1.25, "diameters_mm": [4, 5, 6, 8, 10, 12],
+            "height_mm": {"min": 1.0, "max": 7.0},
+            "patient_groups": ["infant", "child", "adolescent", "adult"],
+            "max_diameter_mm_by_group": {"infant": 6, "child": 8},
+            "units": {"min": 1, "max": 200},
+        },
+        "process_parameters": PROCESS_PARAMETERS,
+        "cqa_specs": CQA_SPECS,
+        "release_rule": RELEASE_RULE,
+        "material_code": "HC-FIL-2.5",
+        "shelf_life_days": 90,
+        "storage": "Store below 25 °C in the original container. Keep dry.",
+        "gtin": "09506000134352",
+        "units_per_pack": 30,
+        "allowed_site_ids": site_ids,
+    }
+
+
+def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
+    return {
+        "code": PROPRANOLOL,
+        "title": "Propranolol printlets",
+        "product_family": "solid_dose",
+        "accepted_codes": [
+            {"system": SNOMED, "code": "372772003", "display": "Propranolol"},
+            {"system": RXNORM, "code": "8787", "display": "propranolol"},
+        ],
+        "design_envelope": {
+            "dose_mg": {"min": 1.0, "max": 40.0}, "drug_loading": 0.10,
+            "density_mg_per_mm3": 1.25, "diameters_mm": [4, 5, 6, 8, 10, 12],
+            "height_mm": {"min": 1.0, "max": 7.0},
+            "patient_groups": ["child", "adolescent", "adult"],
+            "max_diameter_mm_by_group": {"child": 8},
+            "units": {"min": 1, "max": 200},
+        },
+        "process_parameters": PROCESS_PARAMETERS,
+        "cqa_specs": CQA_SPECS,
+        "release_rule": RELEASE_RULE,
+        "material_code": "PROP-FIL-10",
+        "shelf_life_days": 60,
+        "storage": "Store below 25 °C. Protect from light.",
+        "gtin": "09506000134369",
+        "units_per_pack": 28,
+        "allowed_site_ids": site_ids,
+    }
+
+
+def prescription_bundle(
+    rng: random.Random, *, today: date, medication: str = "hydrocortisone",
+    dose_mg: float | None = None, days: int | None = None, birth_date: date | None = None,
+) -> dict[str, Any]:
+    """A synthetic FHIR R4 Bundle: a Patient (with birth date) and one MedicationRequest."""
+    n = rng.randrange(10**8, 10**9)
+    patient_id = f"pat-{n}"
+    if medication == "hydrocortisone":
+        codings = [{"system": SNOMED, "code": "396458002", "display": "Hydrocortisone"},
+                   {"system": RXNORM, "code": "5492", "display": "hydrocortisone"}]
+        dose = dose_mg if dose_mg is not None else rng.choice([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0])
+        per_day = 3
+    else:
+        codings = [{"system": SNOMED, "code": "372772003", "display": "Propranolol"},
+                   {"system": RXNORM, "code": "8787", "display": "propranolol"}]
+        dose = dose_mg if dose_mg is not None else rng.choice([2.0, 5.0, 10.0, 20.0])
+        per_day = 2
+    days = days if days is not None else rng.choice([3, 5, 7])
+    age_days = rng.randrange(3 * 365, 11 * 365)
+    born = birth_date or (today - timedelta(days=age_days))
+    return {
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{patient_id}",
+             "resource": {"resourceType": "Patient", "id": patient_id,
+                          "identifier": [{"system": NHS_NUMBER, "value": f"9{n}"}],
+                          "name": [{"family": f"Testpatient{n % 1000}", "given": ["Demo"]}],
+                          "birthDate": born.isoformat()}},
+            {"fullUrl": f"urn:uuid:rx-{n}",
+             "resource": {
+                 "resourceType": "MedicationRequest", "id": f"rx-{n}", "status": "active",
+                 "intent": "order",
+                 "medicationCodeableConcept": {"coding": codings},
+                 "subject": {"reference": f"Patient/{patient_id}"},
+                 "requester": {"reference": "Practitioner/demo-prescriber",
+                               "display": "Dr Clare Nice"},
+                 "authoredOn": today.isoformat(),
+                 "dosageInstruction": [{
+                     "text": f"{dose:g} mg {per_day} times a day",
+                     "timing": {"repeat": {"frequency": per_day, "period": 1,
+                                           "periodUnit": "d"}},
+                     "doseAndRate": [{"doseQuantity": {
+                         "value": dose, "unit": "mg", "system": "http://unitsofmeasure.org",
+                         "code": "mg"}}]}],
+                 "dispenseRequest": {"expectedSupplyDuration": {
+                     "value": days, "unit": "days", "system": "http://unitsofmeasure.org",
+                     "code": "d"}},
+             }},
+        ],
+    }

@@ -1,0 +1,105 @@
+"""The demo's background activity: a stream of prescriptions, machines advancing, an injected
+fault, and a QP autopilot that signs only batches the RTRT rule proposed for release."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError
+from nearfab.demo import prescription_bundle
+from nearfab.identity import actor_of, system_actor
+from nearfab.production import Fault
+
+log = logging.getLogger(__name__)
+
+
+class DemoLoop:
+    def __init__(
+        self, app: App, *, qp_password: str, tick_s: float = 2.0, prescription_every_s: float = 8.0,
+        fault_machine: str = "MAN printer A", seed: int = 7, max_orders: int = 60,
+    ) -> None:
+        self.app = app
+        self._password = qp_password
+        self._tick = tick_s
+        self._rx_every = prescription_every_s
+        self._fault_machine = fault_machine
+        self._rng = random.Random(seed)
+        self._max_orders = max_orders
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nearfab-demo", daemon=True)
+        self._submitted = 0
+        self._fault_pending = True
+
+    def start(self) -> None:
+        self._inject_fault()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _inject_fault(self) -> None:
+        with self.app.uow() as uow:
+            machines = [m for m in self.app.network.list_machines(uow)
+                        if m.name == self._fault_machine]
+        if machines:
+            self.app.fleet.inject_fault(machines[0], Fault("nozzle_clog", 0.3, from_unit=4))
+
+    def _run(self) -> None:
+        last_rx = 0.0
+        while not self._stop.is_set():
+            try:
+                now = time.monotonic()
+                if now - last_rx >= self._rx_every and self._submitted < self._max_orders:
+                    self.submit_one()
+                    last_rx = now
+                self.app.runner.step()
+                self._clear_fault_after_first_hit()
+                self.autopilot()
+            except Exception:  # keep the demo alive; the error is in the log
+                log.exception("demo loop step failed")
+            self._stop.wait(self._tick)
+
+    def submit_one(self) -> None:
+        medication = "hydrocortisone" if self._rng.random() < 0.75 else "propranolol"
+        bundle = prescription_bundle(self._rng, today=self.app.clock.now().date(),
+                                     medication=medication)
+        try:
+            with self.app.uow() as uow:
+                self.app.orders.submit(uow, system_actor("demo-prescriber"), bundle)
+            self._submitted += 1
+        except DomainError as exc:
+            log.warning("demo prescription refused: %s", exc.message)
+
+    def _clear_fault_after_first_hit(self) -> None:
+        if not self._fault_pending:
+            return
+        with self.app.uow() as uow:
+            for review in self.app.quality.pending(uow):
+                batch = self.app.production.get(uow, review.batch_id)
+                machine = self.app.network.get_machine(uow, batch.machine_id)
+                if machine.name == self._fault_machine and review.proposed_decision != "release":
+                    self.app.fleet.clear_faults(machine)
+                    self._fault_pending = False
+
+    def autopilot(self) -> None:
+        """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person."""
+        with self.app.uow() as uow:
+            qp_user = self.app.users.by_username(uow, "qp")
+            batch_ids = [r.batch_id for r in self.app.quality.pending(uow)
+                         if r.proposed_decision == "release"]
+        if qp_user is None:
+            return
+        qp = actor_of(qp_user)
+        for batch_id in batch_ids:
+            try:
+                with self.app.uow() as uow:
+                    self.app.quality.decide(
+                        uow, qp, batch_id, decision="release", password=self._password,
+                        meaning="QP release (demo autopilot: RTRT proposal accepted)")
+            except DomainError as exc:
+                log.warning("autopilot could not sign %s: %s", batch_id, exc.message)

@@ -1,0 +1,1 @@
+"""Web pages (server-rendered, every asset served locally) and the HTTP server."""

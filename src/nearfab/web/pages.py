@@ -1,0 +1,220 @@
+"""Server-rendered pages: network, orders, batch records, the QP release queue, dispense."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError, Forbidden, Unauthenticated
+from nearfab.identity import Actor, User, actor_of
+from nearfab.readmodels import batch_view, network_view, order_view, pending_view
+from nearfab.web.charts import mass_chart_svg
+
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+def _app(request: Request) -> App:
+    application: App = request.app.state.nearfab
+    return application
+
+
+class LoginRequired(Exception):
+    pass
+
+
+def web_actor(request: Request) -> Actor | None:
+    user_id = request.session.get("user_id")
+    if not user_id:
+        return None
+    application = _app(request)
+    with application.uow() as uow:
+        user = uow.session.get(User, user_id)
+        if user is None or not user.active:
+            request.session.clear()
+            return None
+        return actor_of(user)
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(24)
+        request.session["csrf"] = token
+    return str(token)
+
+
+def _check_csrf(request: Request, token: str) -> None:
+    if not token or not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
+        raise Forbidden("the form expired or came from elsewhere; reload the page",
+                        field="csrf_token")
+
+
+def render(request: Request, name: str, actor: Actor | None, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, name, {"actor": actor, "csrf_token": _csrf(request), **ctx})
+
+
+ActorOpt = Annotated[Actor | None, Depends(web_actor)]
+
+
+def _need_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, actor: ActorOpt, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", actor, next=next, error=None)
+
+
+@router.post("/login")
+def login_submit(
+    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/",
+) -> Response:
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            user = application.users.authenticate(uow, username, password)
+    except DomainError as exc:
+        return render(request, "login.html", None, next=next, error=exc.message)
+    request.session.clear()
+    request.session["user_id"] = user.id
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, actor: ActorOpt) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    with application.uow() as uow:
+        sites = network_view(application, uow)
+        orders = application.orders.list(uow, limit=15)
+        counts: dict[str, int] = {}
+        for o in application.orders.list(uow, limit=10_000):
+            counts[o.status] = counts.get(o.status, 0) + 1
+        pending = len(application.quality.pending(uow))
+    return render(request, "overview.html", actor, sites=sites, orders=orders, counts=counts,
+                  pending=pending, refresh=5)
+
+
+@router.get("/orders", response_class=HTMLResponse)
+def orders_page(request: Request, actor: ActorOpt, status: str | None = None) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    with application.uow() as uow:
+        orders = application.orders.list(uow, status=status or None)
+    return render(request, "orders.html", actor, orders=orders, status=status, refresh=5)
+
+
+@router.get("/orders/{order_id}", response_class=HTMLResponse)
+def order_page(request: Request, order_id: str, actor: ActorOpt) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    with application.uow() as uow:
+        view = order_view(application, uow, order_id)
+    return render(request, "order.html", actor, order=view)
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    with application.uow() as uow:
+        view = batch_view(application, uow, batch_id)
+    tolerance = 7.5
+    chart = mass_chart_svg(view["unit_masses_mg"] or [],
+                           float(view["design"].get("target_mass_mg", 0)), tolerance)
+    return render(request, "batch.html", actor, batch=view, chart=chart)
+
+
+@router.get("/release", response_class=HTMLResponse)
+def release_page(request: Request, actor: ActorOpt, message: str | None = None) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    with application.uow() as uow:
+        queue = pending_view(application, uow)
+    return render(request, "release.html", actor, queue=queue, message=message, error=None)
+
+
+@router.post("/release/{batch_id}")
+def release_sign(
+    request: Request, batch_id: str, actor: ActorOpt,
+    decision: Annotated[str, Form()], meaning: Annotated[str, Form()],
+    password: Annotated[str, Form()], reason: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            review = application.quality.decide(uow, actor, batch_id, decision=decision,
+                                                password=password, meaning=meaning,
+                                                reason=reason or None)
+    except DomainError as exc:
+        with application.uow() as uow:
+            queue = pending_view(application, uow)
+        return render(request, "release.html", actor, queue=queue, message=None,
+                      error=f"{exc.message}", status_code=exc.http_status)
+    return RedirectResponse(
+        f"/release?message=Batch {batch_id} {review.status} (signature {review.signature_id})",
+        status_code=303)
+
+
+@router.get("/dispense", response_class=HTMLResponse)
+def dispense_page(request: Request, actor: ActorOpt) -> Response:
+    if actor is None:
+        return _need_login(request)
+    return render(request, "dispense.html", actor, result=None, error=None)
+
+
+@router.post("/dispense", response_class=HTMLResponse)
+def dispense_submit(
+    request: Request, actor: ActorOpt, scan: Annotated[str, Form()],
+    patient_ref: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
+    except DomainError as exc:
+        return render(request, "dispense.html", actor, result=None, error=exc.message)
+    return render(request, "dispense.html", actor, error=None,
+                  result={"serial": result.unit.serial, "order_id": result.unit.order_id,
+                          "order_complete": result.order_complete})
+
+
+@router.get("/packs/{unit_id}/label.png")
+def pack_label(request: Request, unit_id: str, actor: ActorOpt) -> Response:
+    if actor is None:
+        raise Unauthenticated("log in to see labels")
+    from nearfab.custody import render_label
+
+    application = _app(request)
+    with application.uow() as uow:
+        contents = application.custody.labels(uow, unit_id)
+    return Response(render_label(contents[0], "png"), media_type="image/png")

@@ -1,0 +1,86 @@
+"""The FastAPI application: API, web pages, local static files; and the serve commands."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from nearfab import __version__
+from nearfab.api.deps import domain_error_handler
+from nearfab.api.routes import router as api_router
+from nearfab.bootstrap import App, build_app
+from nearfab.common.clock import ScaledClock
+from nearfab.common.errors import DomainError
+from nearfab.config import Settings
+from nearfab.web.pages import router as pages_router
+
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger(__name__)
+
+
+def _session_secret(application: App) -> str:
+    if application.settings.session_secret:
+        return application.settings.session_secret
+    path = Path(application.settings.data_dir) / "keys" / "session.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_web_app(application: App) -> FastAPI:
+    web = FastAPI(title="nearfab", version=__version__,
+                  description="Point-of-care manufacturing network: prescription to patient.",
+                  docs_url="/api/docs", openapi_url="/api/v1/openapi.json", redoc_url=None)
+    web.state.nearfab = application
+    web.add_middleware(SessionMiddleware, secret_key=_session_secret(application),
+                       session_cookie="nearfab_session", same_site="strict", https_only=False,
+                       max_age=8 * 3600)
+    web.add_exception_handler(DomainError, domain_error_handler)
+    web.include_router(api_router)
+    web.include_router(pages_router)
+    web.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return web
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    import uvicorn
+
+    application = build_app(settings)
+    uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
+
+
+def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> None:
+    """Seed when the database is new, then serve with machines and prescriptions flowing."""
+    import uvicorn
+
+    from nearfab.demo import is_seeded, seed
+    from nearfab.demo_loop import DemoLoop
+
+    application = build_app(settings, machine_clock=ScaledClock(speed))
+    password = settings.demo_password
+    if not is_seeded(application):
+        result = seed(application, password)
+        password = result.password
+        print(f"demo network seeded in {settings.data_dir}")
+        print(f"users: {', '.join(result.usernames)}")
+        if result.generated:
+            print(f"generated password for every demo user: {result.password}")
+    loop = None
+    if password:
+        loop = DemoLoop(application, qp_password=password)
+        loop.start()
+    else:
+        print("QP autopilot off: set NEARFAB_DEMO_PASSWORD to the demo users' password")
+    print(f"nearfab demo on http://{host}:{port}/ (API docs: /api/docs)")
+    try:
+        uvicorn.run(create_web_app(application), host=host, port=port, log_level="warning")
+    finally:
+        if loop is not None:
+            loop.stop()
