@@ -136,13 +136,16 @@ class OrderService:
                    "doses_per_day": rx.doses_per_day, "units": rx.units_for_course,
                    "raw_sha256": prescription.raw_sha256})
         assert rx.dose_mg is not None and rx.units_for_course is not None  # checked before
-        medication = rx.medication_text or next(
-            (c.display for c in rx.medication_codes if c.display), mf.title)
+        # name the medicine by the coding the master file accepted, not by free text
+        medication = next((c.display for c in rx.medication_codes
+                           if c.display and mf.accepts(c.system, c.code)), None)
+        medication = (medication or rx.medication_text or mf.title).strip()
+        medication = medication[:1].upper() + medication[1:]
         order = Order(
             id=new_id("ord"), prescription_id=prescription.id, patient_id=patient.id,
             master_file_id=mf.id, master_file_code=mf.code, master_file_version=mf.version,
             product_family=mf.product_family, status=OrderStatus.RECEIVED.value,
-            medication=medication or mf.title, dose_mg=rx.dose_mg,
+            medication=medication, dose_mg=rx.dose_mg,
             doses_per_day=rx.doses_per_day, units=rx.units_for_course, patient_group=None,
             design=None, stop_reason=None, need_by=now + DEFAULT_LEAD_TIME, created_at=now,
             updated_at=now,
