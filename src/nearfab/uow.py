@@ -33,6 +33,9 @@ class UnitOfWork:
     ) -> None:
         try:
             if not self._committed:
+                if exc_type is None:
+                    # a read-only use: keep what was loaded readable after the session closes
+                    self.session.expunge_all()
                 self.session.rollback()
         finally:
             self.session.close()

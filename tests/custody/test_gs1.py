@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 
 import pytest
@@ -24,7 +25,7 @@ GTIN = "09506000134352"
 UNIT = make_identifier(GTIN, "ABC123", "B123", date(2026, 12, 31))
 
 
-def _refusal(call, *args, field: str) -> str:
+def _refusal(call: Callable[..., object], *args: object, field: str) -> str:
     with pytest.raises(ValidationFailed) as caught:
         call(*args)
     assert caught.value.field == field

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from typing import Any, cast
 
 import pytest
 import zxingcpp
@@ -138,7 +139,7 @@ def test_long_text_wraps_and_still_decodes() -> None:
         patient_ref="P" * 60,
     )
     for fmt in ("png", "pdf"):
-        assert render_label(content, fmt)  # type: ignore[arg-type]
+        assert render_label(content, fmt)
     assert parse_scan(decode_datamatrix(render_label(content, "png"))) == unit
 
 
@@ -146,7 +147,7 @@ def test_text_that_cannot_fit_is_refused() -> None:
     content = _content(IDENTIFIERS[0], dose_text="one tablet daily " * 150)
     for fmt in ("png", "pdf"):
         with pytest.raises(ValidationFailed) as caught:
-            render_label(content, fmt)  # type: ignore[arg-type]
+            render_label(content, fmt)
         assert caught.value.field == "content"
 
 
@@ -192,7 +193,7 @@ def _plain_datamatrix(text: str) -> Image.Image:
     barcode = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.DataMatrix)
     bitmap = zxingcpp.write_barcode_to_image(barcode, scale=6)
     height, width = bitmap.shape
-    return Image.frombytes("L", (width, height), bytes(memoryview(bitmap)))
+    return Image.frombytes("L", (width, height), bytes(memoryview(cast(Any, bitmap))))
 
 
 def test_decode_reads_a_digital_link_in_a_plain_datamatrix() -> None:
@@ -200,6 +201,14 @@ def test_decode_reads_a_digital_link_in_a_plain_datamatrix() -> None:
     scanned = decode_datamatrix(_png(_plain_datamatrix(unit.digital_link())))
     assert scanned == unit.digital_link()
     assert parse_scan(scanned) == unit
+
+
+def test_decode_reads_a_transparent_png() -> None:
+    unit = IDENTIFIERS[0]
+    symbol = datamatrix_image(unit.datamatrix_data())
+    rgba = Image.new("RGBA", symbol.size, (0, 0, 0, 0))  # transparent black background
+    rgba.putalpha(symbol.point(lambda v: 255 - v))  # dark modules opaque
+    assert parse_scan(decode_datamatrix(_png(rgba))) == unit
 
 
 def test_decode_reads_jpeg_and_rotated_symbols() -> None:
@@ -218,6 +227,7 @@ def test_decode_reads_jpeg_and_rotated_symbols() -> None:
         (_png(Image.new("L", (200, 200), 255)), "no DataMatrix"),
         (_png(_plain_datamatrix("just text")), "not carry GS1"),
         (_png(_plain_datamatrix("(01)09506000134352(21)ABC")), "not carry GS1"),
+        (_png(_plain_datamatrix("]d20109506000134352")), "not carry GS1"),
     ],
 )
 def test_decode_refusals(image_bytes: bytes, reason: str) -> None:

@@ -71,6 +71,28 @@ _REQUIRES = {
     "17": ("01", "02", "03", "255", "8006", "8026"),
     "21": ("01", "03", "8006"),
 }
+# Keys with a GS1 check digit inside the value: AI -> (start, end) of the digits it closes.
+_EMBEDDED_CSUM = {
+    "00": (0, 18),
+    "01": (0, 14),
+    "02": (0, 14),
+    "03": (0, 14),
+    "253": (0, 13),
+    "255": (0, 13),
+    "402": (0, 17),
+    "410": (0, 13),
+    "411": (0, 13),
+    "412": (0, 13),
+    "413": (0, 13),
+    "414": (0, 13),
+    "415": (0, 13),
+    "416": (0, 13),
+    "417": (0, 13),
+    "8003": (1, 14),
+    "8006": (0, 14),
+    "8017": (0, 18),
+    "8018": (0, 18),
+}
 _URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 _HOST = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
@@ -94,7 +116,11 @@ def gtin_check_digit(body: str) -> str:
         raise _fail("gtin", f"GTIN body {body!r} must contain only digits 0-9.")
     if len(body) not in (7, 11, 12, 13):
         raise _fail("gtin", f"GTIN body must have 7, 11, 12 or 13 digits, not {len(body)}.")
-    # Weights 3,1,3,1... from the rightmost body digit.
+    return _mod10(body)
+
+
+def _mod10(body: str) -> str:
+    """GS1 mod-10: weights 3,1,3,1... from the rightmost body digit."""
     total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
     return str((10 - total % 10) % 10)
 
@@ -187,7 +213,7 @@ def dl_percent_encode(value: str) -> str:
 
 
 def join_elements(elements: Elements, separator: str = GS) -> str:
-    """Unbracketed element data: `separator` (FNC1) after each variable-length value but the last."""
+    """Unbracketed element data, `separator` (FNC1) after variable-length values but the last."""
     parts: list[str] = []
     for index, (ai, value) in enumerate(elements):
         parts.append(ai + value)
@@ -317,7 +343,14 @@ def _element(ai: str, value: str) -> GS1ElementString:
 
 
 def _check_embedded(element: GS1ElementString) -> None:
+    """Check digits inside keys (GTIN, SSCC, GLN, GDTI, GRAI, ...), which biip partly skips."""
     error = element.gtin_error or element.sscc_error or element.gln_error
+    span = _EMBEDDED_CSUM.get(element.ai.ai)
+    if not error and span:
+        digits = element.value[span[0] : span[1]]
+        complete = len(digits) == span[1] - span[0] and digits.isdigit()
+        if complete and _mod10(digits[:-1]) != digits[-1]:
+            error = f"check digit {digits[-1]} of {digits} should be {_mod10(digits[:-1])}"
     if error:
         raise _fail("scan", f"AI ({element.ai.ai}) value {element.value!r} is not valid: {error}")
 
@@ -334,17 +367,17 @@ def _bracketed(text: str) -> Elements:
         if close < 0 or not ai.isdigit() or not ai.isascii() or not 2 <= len(ai) <= 4:
             raise _fail("scan", f"malformed AI near {text[i : i + 6]!r}: expected (NN) to (NNNN).")
         i = close + 1
-        value: list[str] = []
+        chars: list[str] = []
         while i < len(text) and text[i] != "(":
             if text.startswith("\\(", i):
-                value.append("(")
+                chars.append("(")
                 i += 2
             else:
-                value.append(text[i])
+                chars.append(text[i])
                 i += 1
-        if not value:
+        if not chars:
             raise _fail("scan", f"AI ({ai}) has no value.")
-        out.append((ai, "".join(value)))
+        out.append((ai, "".join(chars)))
     for ai, value in out:
         _element(ai, value)
     return tuple(out)
@@ -358,17 +391,17 @@ def _element_data(data: str) -> Elements:
     result = biip_parse("]d2" + data, config=_CONFIG)
     message = result.gs1_message
     if message is None:
-        reason = _diagnose(data) or result.gs1_message_error or "unreadable"
-        raise _fail("scan", f"not valid GS1 element data: {reason}")
+        why = _diagnose(data) or result.gs1_message_error or "unreadable"
+        raise _fail("scan", f"not valid GS1 element data: {why}")
     # biip stops a variable-length value at 20/30/... characters even when no GS follows;
     # GS1 requires a GS (FNC1) after every variable-length value that is not last.
     position = 0
     out: list[tuple[str, str]] = []
     for element in message.element_strings:
         position += len(element)
-        reason = _explain(element.ai.ai, element.value)
-        if reason:
-            raise _fail("scan", reason)
+        problem = _explain(element.ai.ai, element.value)
+        if problem:
+            raise _fail("scan", problem)
         _check_embedded(element)
         following = data[position : position + 1]
         if element.ai.separator_required and following not in ("", GS):
@@ -476,7 +509,9 @@ def _digital_link(uri: str) -> Elements:
     result = biip_parse(canonical, config=_CONFIG)
     link = result.gs1_digital_link_uri
     if link is None:
-        raise _fail("scan", f"not a valid GS1 Digital Link URI: {result.gs1_digital_link_uri_error}")
+        raise _fail(
+            "scan", f"not a valid GS1 Digital Link URI: {result.gs1_digital_link_uri_error}"
+        )
     out: list[tuple[str, str]] = []
     for element in link.element_strings:
         reason = _explain(element.ai.ai, element.value)
@@ -534,13 +569,13 @@ def scan_elements(payload: str, *, associations: bool = True) -> Elements:
                 f"symbology identifier {symbology!r} does not mark GS1 data "
                 "(expected ]d2 GS1 DataMatrix, ]Q3 GS1 QR, ]C1 GS1-128 or a Digital Link).",
             )
-    elif "://" in text:
-        elements = _digital_link(text)
     elif text.startswith("("):
         # People type spaces between element strings; a space inside a value stays and fails.
         elements = _bracketed(re.sub(r"\s+(?=\()|(?<=\))\s+", "", text))
     elif text[:2].isascii() and text[:2].isdigit():
         elements = _element_data(text)
+    elif "://" in text:
+        elements = _digital_link(text)
     else:
         raise _fail(
             "scan",

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, cast
 
 import zxingcpp
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -94,7 +94,8 @@ def datamatrix_image(data: str, *, module_px: int = 6) -> Image.Image:
         raise ValidationFailed("encoder did not produce a GS1 DataMatrix.", field="data")
     bitmap = zxingcpp.write_barcode_to_image(barcode, scale=module_px, add_quiet_zones=False)
     height, width = bitmap.shape
-    image = Image.frombytes("L", (width, height), bytes(memoryview(bitmap)))
+    # zxingcpp.Image exposes the 8-bit grey pixels through the buffer protocol.
+    image = Image.frombytes("L", (width, height), bytes(memoryview(cast(Any, bitmap))))
     return ImageOps.expand(image, border=QUIET_MODULES * module_px, fill=255)
 
 
@@ -109,29 +110,43 @@ def decode_datamatrix(image_bytes: bytes) -> str:
             with Image.open(io.BytesIO(image_bytes)) as opened:
                 if opened.width * opened.height > _MAX_UPLOAD_PIXELS:
                     raise ValidationFailed("image is too large.", field="image")
-                image = opened.convert("L")
+                if "A" in opened.getbands():  # transparent background: put it on white
+                    flat = Image.new("RGBA", opened.size, (255, 255, 255, 255))
+                    flat.alpha_composite(opened.convert("RGBA"))
+                    image = flat.convert("L")
+                else:
+                    image = opened.convert("L")
     except ValidationFailed:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ):
         raise ValidationFailed("not a readable image.", field="image") from None
     found = zxingcpp.read_barcodes(
         image,
-        formats=zxingcpp.BarcodeFormat.DataMatrix,
+        formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix),
         text_mode=zxingcpp.TextMode.Plain,
     )
-    contents = {
-        (b.symbology_identifier + b.text)
-        if b.content_type == zxingcpp.ContentType.GS1
-        else b.text
-        for b in found
-        if b.valid
-    }
+    contents: set[str] = set()
+    for barcode in found:
+        if not barcode.valid:
+            continue
+        if barcode.content_type == zxingcpp.ContentType.GS1:
+            contents.add(barcode.symbology_identifier + barcode.text)
+        elif barcode.text.lower().startswith(("http://", "https://")):
+            contents.add(barcode.text)
+        else:
+            contents.add("")  # a DataMatrix without GS1 data
     if not contents:
         raise ValidationFailed("no DataMatrix found in the image.", field="image")
     if len(contents) > 1:
         raise ValidationFailed("the image holds more than one DataMatrix.", field="image")
     content = contents.pop()
-    if not (content.startswith("]d2") or content.lower().startswith(("http://", "https://"))):
+    if not content:
         raise ValidationFailed("the DataMatrix does not carry GS1 data.", field="image")
     return content
 
@@ -190,7 +205,9 @@ def _layout(
         placed: list[tuple[str, float, bool]] = []
         for text, product in _lines(content):
             line_size = size * _PRODUCT_SCALE if product else size
-            placed += [(t, line_size, product) for t in _wrap(text, line_size, product, width, measure)]
+            placed += [
+                (t, line_size, product) for t in _wrap(text, line_size, product, width, measure)
+            ]
         if sum(s * _LEADING for _, s, _ in placed) <= height:
             return size, placed
     raise ValidationFailed(
@@ -274,9 +291,7 @@ def _render_pdf(content: LabelContent, symbol: Image.Image, modules: int) -> byt
     pdf.setCreator("nearfab")
     side = modules * MODULE_MM * mm
     margin = _MARGIN_MM * mm
-    pdf.drawImage(
-        ImageReader(symbol), margin, (height_mm * mm - side) / 2, width=side, height=side
-    )
+    pdf.drawImage(ImageReader(symbol), margin, (height_mm * mm - side) / 2, width=side, height=side)
     text_x = margin + side + (_GAP_MM - QUIET_MODULES * MODULE_MM) * mm
     text_width = width_mm * mm - margin - text_x
     text_height = height_mm * mm - 2 * margin

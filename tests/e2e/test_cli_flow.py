@@ -1,0 +1,145 @@
+"""The CLI contract, driven as a user would: real `nearfab` processes on a data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nearfab.custody import decode_datamatrix
+
+PASSWORD = "cli-demo-password-1"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
+
+
+def nearfab(data_dir: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NEARFAB_DEMO_PASSWORD": PASSWORD}
+    env.pop("NEARFAB_DATABASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nearfab", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    if ok:
+        assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(proc.stdout)
+
+
+def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
+    data = tmp_path / "site"
+    out = nearfab(data, "init", "--demo").stdout
+    assert "demo network seeded" in out
+
+    submitted = as_json(nearfab(data, "order", "submit",
+                                str(FIXTURE / "hydrocortisone-paediatric-bundle.json"), "--json"))
+    (order,) = submitted["orders"]
+    assert order["status"] == "designed" and order["units"] == 84
+
+    run = as_json(nearfab(data, "network", "run", "--until-idle", "--json"))
+    assert len(run["batches_completed"]) == 1
+
+    pending = as_json(nearfab(data, "release", "pending", "--json"))
+    (item,) = pending
+    assert item["proposed_decision"] == "release"
+    batch_id = item["batch_id"]
+
+    # a rejection needs a reason; a wrong password signs nothing
+    refused = nearfab(data, "release", "sign", batch_id, "--decision", "reject", "--user", "qp",
+                      "--password", PASSWORD, "--meaning", "QP rejection", "--json", ok=False)
+    assert refused.returncode == 2 and as_json(refused)["error"]["field"] == "reason"
+    refused = nearfab(data, "release", "sign", batch_id, "--decision", "release", "--user", "qp",
+                      "--password", "nope-nope", "--meaning", "QP release", "--json", ok=False)
+    assert refused.returncode == 2 and as_json(refused)["error"]["code"] == "unauthenticated"
+
+    signed = as_json(nearfab(data, "release", "sign", batch_id, "--decision", "release",
+                             "--user", "qp", "--password", PASSWORD, "--meaning", "QP release",
+                             "--json"))
+    assert signed["status"] == "released" and signed["signature_valid"] is True
+    assert as_json(nearfab(data, "release", "pending", "--json")) == []
+
+    shown = as_json(nearfab(data, "order", "show", order["id"], "--json"))
+    assert shown["status"] == "released"
+    packs = shown["packs"]
+    assert len(packs) == 3  # 84 tablets, 30 a pack
+
+    label = tmp_path / "pack.png"
+    nearfab(data, "label", packs[0]["id"], "--out", str(label))
+    scanned = decode_datamatrix(label.read_bytes())
+    pdf = tmp_path / "pack.pdf"
+    nearfab(data, "label", packs[0]["id"], "--out", str(pdf))
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+    wrong = nearfab(data, "dispense", "--scan", scanned, "--patient", "PT-NOBODY", "--user",
+                    "pharmacist", "--password", PASSWORD, "--json", ok=False)
+    assert wrong.returncode == 2 and as_json(wrong)["error"]["code"] == "wrong_patient"
+    for pack in packs:
+        done = as_json(nearfab(data, "dispense", "--scan", pack["element_string"], "--patient",
+                               shown["patient_ref"], "--user", "pharmacist", "--password",
+                               PASSWORD, "--json"))
+    assert done["order_complete"] is True
+    final = as_json(nearfab(data, "order", "show", order["id"], "--json"))
+    assert final["status"] == "dispensed"
+
+
+def test_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
+    data = tmp_path / "site"
+    nearfab(data, "init", "--demo")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = nearfab(data, "order", "submit", str(bad), "--json", ok=False)
+    assert proc.returncode == 2
+    assert as_json(proc)["error"]["field"] == "$"
+    proc = nearfab(data, "order", "show", "ord_NOPE", "--json", ok=False)
+    assert proc.returncode == 2 and as_json(proc)["error"]["code"] == "not_found"
+    proc = nearfab(data, "label", "nothing", "--out", str(tmp_path / "x.gif"), ok=False)
+    assert proc.returncode == 2 and "--out" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
+    """`nearfab demo` seeds a new data folder and serves the pages and API on the port given."""
+    port = _free_port()
+    env = {**os.environ, "NEARFAB_DEMO_PASSWORD": PASSWORD}
+    env.pop("NEARFAB_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nearfab", "--data-dir", str(tmp_path / "demo"), "demo",
+         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        body = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as r:
+                    body = r.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert "Log in" in body, "the demo did not serve its login page"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json",
+                                    timeout=5) as r:
+            assert "/api/v1/orders" in json.loads(r.read())["paths"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if proc.returncode not in (0, -15):
+        pytest.fail(f"demo exited with {proc.returncode}")

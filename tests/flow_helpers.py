@@ -1,0 +1,258 @@
+"""Shared steps for service-level flow tests: prescription in, job, batch, release, dispense.
+
+Every helper opens its own unit of work, as an entry point would, and returns ids (never ORM
+objects bound to a closed session). The `seeded` fixture's demo network is assumed.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from nearfab.bootstrap import App
+from nearfab.identity import Actor, AuditEntry, actor_of
+from nearfab.network import Machine, Site
+from nearfab.production import BatchRecord, RunResult
+from nearfab.scheduling import Job
+
+TEST_PASSWORD = "correct-horse-42"  # every demo user's password (see tests/conftest.py)
+
+# the demo operator trained at each producing site
+OPERATOR_AT = {"GSTT-PH": "operator", "MAN-PH": "operator-man", "MOB-1": "operator-mob"}
+
+_rng = random.Random(20260105)
+
+
+def actor(app: App, username: str) -> Actor:
+    with app.uow() as uow:
+        user = app.users.by_username(uow, username)
+        assert user is not None, f"no demo user {username!r}"
+        return actor_of(user)
+
+
+def create_user(app: App, username: str, roles: list[str], site_code: str | None) -> Actor:
+    """A new account made by the demo admin (no training records, no qualifications)."""
+    admin = actor(app, "admin")
+    with app.uow() as uow:
+        site_id = app.network.get_site(uow, site_code).id if site_code else None
+    with app.uow() as uow:
+        user = app.users.create_user(uow, admin, username=username, full_name=username.title(),
+                                     roles=roles, password=TEST_PASSWORD, home_site_id=site_id)
+        return actor_of(user)
+
+
+def site_id(app: App, code: str) -> str:
+    with app.uow() as uow:
+        return app.network.get_site(uow, code).id
+
+
+def machine_id(app: App, name: str) -> str:
+    with app.uow() as uow:
+        return next(m.id for m in app.network.list_machines(uow) if m.name == name)
+
+
+def machine(app: App, machine_id_: str) -> Machine:
+    """A detached machine row (for `app.fleet`, which only reads its plain columns)."""
+    with app.uow() as uow:
+        row = app.network.get_machine(uow, machine_id_)
+        uow.session.expunge(row)
+        return row
+
+
+def bundle(app: App, *, dose_mg: float = 2.0, days: int = 7, birth_date: date | None = None,
+           medication: str = "hydrocortisone") -> dict[str, Any]:
+    from nearfab.demo import prescription_bundle
+
+    today = app.clock.now().date()
+    born = birth_date or today - timedelta(days=8 * 365)
+    return prescription_bundle(_rng, today=today, medication=medication, dose_mg=dose_mg,
+                               days=days, birth_date=born)
+
+
+def submit(app: App, dose_mg: float = 2.0, days: int = 7, birth_date: date | None = None,
+           medication: str = "hydrocortisone") -> str:
+    """A clinician sends one prescription; returns the (designed) order's id.
+
+    Hydrocortisone is 3 doses a day: 7 days give 21 units, enough for Ph. Eur. 2.9.5 (20).
+    """
+    clinician = actor(app, "clinician")
+    with app.uow() as uow:
+        orders = app.orders.submit(uow, clinician, bundle(
+            app, dose_mg=dose_mg, days=days, birth_date=birth_date, medication=medication))
+        assert len(orders) == 1
+        assert orders[0].status == "designed", orders[0].stop_reason
+        return orders[0].id
+
+
+def schedule(app: App, order_id: str) -> str:
+    with app.uow() as uow:
+        return app.scheduling.schedule(uow, actor(app, "planner"), order_id).id
+
+
+def issue_ticket(app: App, job_id: str) -> None:
+    with app.uow() as uow:
+        app.production.issue_ticket(uow, actor(app, "planner"), job_id)
+
+
+def job(app: App, job_id: str) -> Job:
+    with app.uow() as uow:
+        row = app.scheduling.get(uow, job_id)
+        uow.session.expunge(row)
+        return row
+
+
+def operator_for_job(app: App, job_id: str) -> Actor:
+    with app.uow() as uow:
+        site = app.network.get_site(uow, app.scheduling.get(uow, job_id).site_id)
+        code = site.code
+    return actor(app, OPERATOR_AT[code])
+
+
+def start(app: App, job_id: str, operator: Actor | None = None) -> str:
+    """The site's trained operator starts the ticketed job; returns the batch id."""
+    operator = operator or operator_for_job(app, job_id)
+    with app.uow() as uow:
+        return app.production.start_batch(uow, operator, job_id).id
+
+
+def execute(app: App, batch_id: str) -> RunResult | Exception:
+    with app.uow() as uow:
+        return app.production.execute(uow, batch_id)
+
+
+def record(app: App, batch_id: str, outcome: RunResult | Exception) -> None:
+    with app.uow() as uow:
+        operator_id = app.production.get(uow, batch_id).operator_id
+        operator = actor_of(app.users.get(uow, operator_id))
+    with app.uow() as uow:
+        app.production.record_run(uow, operator, batch_id, outcome)  # type: ignore[arg-type]
+
+
+def finish(app: App, batch_id: str) -> None:
+    """Run the machine and write its evidence (serialisation and RTRT follow by event)."""
+    record(app, batch_id, execute(app, batch_id))
+
+
+def ticketed_job(app: App, order_id: str | None = None, **order: Any) -> str:
+    order_id = order_id or submit(app, **order)
+    job_id = schedule(app, order_id)
+    issue_ticket(app, job_id)
+    return job_id
+
+
+def make_batch(app: App, **order: Any) -> str:
+    """Prescription to a made batch awaiting release (order awaiting_release); the batch id."""
+    batch_id = start(app, ticketed_job(app, **order))
+    finish(app, batch_id)
+    return batch_id
+
+
+def run(app: App) -> Any:
+    """Let the network runner move everything it can."""
+    return app.runner.run_until_idle()
+
+
+def release(app: App, batch_id: str, *, reason: str | None = None) -> None:
+    qp = actor(app, "qp")
+    with app.uow() as uow:
+        app.quality.decide(uow, qp, batch_id, decision="release", password=TEST_PASSWORD,
+                           meaning="QP certification: batch released", reason=reason)
+
+
+def reject(app: App, batch_id: str, reason: str = "unit masses out of specification") -> None:
+    qp = actor(app, "qp")
+    with app.uow() as uow:
+        app.quality.decide(uow, qp, batch_id, decision="reject", password=TEST_PASSWORD,
+                           meaning="QP rejection of batch", reason=reason)
+
+
+def batch(app: App, batch_id: str) -> BatchRecord:
+    with app.uow() as uow:
+        row = app.production.get(uow, batch_id)
+        uow.session.expunge(row)
+        return row
+
+
+def status_of(app: App, model: type[Any], row_id: str) -> str:
+    with app.uow() as uow:
+        row = uow.session.get(model, row_id)
+        assert row is not None, f"no {model.__name__} {row_id}"
+        return str(row.status)
+
+
+def order_status(app: App, order_id: str) -> str:
+    with app.uow() as uow:
+        return str(app.orders.get(uow, order_id).status)
+
+
+def count(app: App, model: type[Any]) -> int:
+    from sqlalchemy import func
+
+    with app.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def refusals(app: App, entity_type: str, entity_id: str | None = None) -> list[AuditEntry]:
+    """Committed audit rows with action "refuse" for an entity (or every one of its type)."""
+    with app.uow() as uow:
+        stmt = select(AuditEntry).where(AuditEntry.action == "refuse",
+                                        AuditEntry.entity_type == entity_type)
+        if entity_id is not None:
+            stmt = stmt.where(AuditEntry.entity_id == entity_id)
+        rows = list(uow.session.scalars(stmt.order_by(AuditEntry.id)))
+        for row in rows:
+            uow.session.expunge(row)
+        return rows
+
+
+def site_row(app: App, code: str) -> Site:
+    with app.uow() as uow:
+        row = app.network.get_site(uow, code)
+        uow.session.expunge(row)
+        return row
+
+
+def master_file_id(app: App, code: str) -> str:
+    with app.uow() as uow:
+        return app.master_files.effective_for_code(uow, code).id
+
+
+def new_version(app: App, code: str, **changes: Any) -> str:
+    """Draft, QP-approve and make effective the next version of `code` (the old one is
+    superseded); returns the new version's id."""
+    qp = actor(app, "qp")
+    with app.uow() as uow:
+        data = app.master_files.effective_for_code(uow, code).content()
+    data.pop("version")
+    data.update(changes)
+    with app.uow() as uow:
+        mf_id = app.master_files.draft(uow, qp, data).id
+    with app.uow() as uow:
+        app.master_files.approve(uow, qp, mf_id, password=TEST_PASSWORD)
+    with app.uow() as uow:
+        app.master_files.make_effective(uow, qp, mf_id)
+    return mf_id
+
+
+def edit(app: App, model: type[Any], row_id: Any, **values: Any) -> None:
+    """Change a row behind the services' back (a tampered or corrupted database)."""
+    with app.uow() as uow:
+        row = uow.session.get(model, row_id)
+        assert row is not None, f"no {model.__name__} {row_id}"
+        for key, value in values.items():
+            setattr(row, key, value)
+        uow.commit()
+
+
+def assert_refusal_audited(app: App, exc: Any, entity_type: str, entity_id: str) -> AuditEntry:
+    """The refusal `exc` left a committed audit row (action "refuse") naming its code."""
+    rows = [r for r in refusals(app, entity_type, entity_id) if r.reason == exc.message]
+    assert rows, f"no 'refuse' audit row for {entity_type} {entity_id} saying {exc.message!r}"
+    row = rows[-1]
+    assert row.new is not None
+    assert row.new["code"] == exc.code
+    assert row.new["field"] == exc.field
+    return row
