@@ -1,18 +1,31 @@
 """Shared steps for service-level flow tests: prescription in, job, batch, release, dispense.
 
-Every helper opens its own unit of work, as an entry point would, and returns ids (never ORM
-objects bound to a closed session). The `seeded` fixture's demo network is assumed.
+Every helper opens its own unit of work, as an entry point would, and returns ids or detached
+rows. The demo network (`nearfab.demo.seed`) is assumed.
+
+`seeded` is the conftest fixture of the same name made cheaper: the demo network is seeded once
+per test module and database kind, and each test gets its own copy (a file copy on SQLite, a
+`CREATE DATABASE ... TEMPLATE` clone on PostgreSQL). A test module opts in with
+`seeded = flow_helpers.seeded`.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
+import sqlite3
+import secrets
+from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
-from nearfab.bootstrap import App
+from nearfab.bootstrap import App, build_app
+from nearfab.common.clock import ManualClock
+from nearfab.config import Settings
 from nearfab.identity import Actor, AuditEntry, actor_of
 from nearfab.network import Machine, Site
 from nearfab.production import BatchRecord, RunResult
@@ -24,6 +37,84 @@ TEST_PASSWORD = "correct-horse-42"  # every demo user's password (see tests/conf
 OPERATOR_AT = {"GSTT-PH": "operator", "MAN-PH": "operator-man", "MOB-1": "operator-mob"}
 
 _rng = random.Random(20260105)
+
+
+# --- a seeded database per test, seeded once --------------------------------------------------
+
+
+def _build(url: str, data_dir: Path, clock: ManualClock) -> App:
+    settings = Settings(data_dir=data_dir, database_url=url)
+    return build_app(settings, clock=clock, machine_clock=clock, migrate=False)
+
+
+def _seed_into(url: str, data_dir: Path) -> None:
+    from nearfab.demo import seed
+
+    app = _build(url, data_dir, ManualClock())
+    try:
+        seed(app, TEST_PASSWORD)
+    finally:
+        app.engine.dispose()
+
+
+def _seeded_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    factory = request.getfixturevalue("tmp_path_factory")
+    migrated: Path = request.getfixturevalue("sqlite_template")
+    cache = request.config.cache if False else None  # noqa: SIM108 - no cross-run cache wanted
+    del cache
+    template = _TEMPLATES.get(("sqlite", str(migrated)))
+    if template is None:
+        folder = factory.mktemp("seeded")
+        template = str(folder / "nearfab.db")
+        shutil.copyfile(migrated, template)
+        _seed_into(f"sqlite:///{template}", folder / "data")
+        with sqlite3.connect(template) as conn:  # fold the WAL into the file before copying
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _TEMPLATES[("sqlite", str(migrated))] = template
+    target = tmp_path / "nearfab.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+def _seeded_pg(request: pytest.FixtureRequest) -> tuple[str, str]:
+    from tests.conftest import PG_ADMIN_URL, _pg_clone, _pg_drop
+
+    migrated: str = request.getfixturevalue("pg_template")
+    template = _TEMPLATES.get(("postgresql", migrated))
+    if template is None:
+        import psycopg
+
+        template = f"nearfab_seeded_{secrets.token_hex(4)}"
+        with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{template}" TEMPLATE "{migrated}"')
+        request.config.add_cleanup(lambda name=template: _pg_drop(name))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{template}"
+        factory = request.getfixturevalue("tmp_path_factory")
+        _seed_into(url, factory.mktemp("seeded-pg") / "data")
+        _TEMPLATES[("postgresql", migrated)] = template
+    return _pg_clone(template)
+
+
+_TEMPLATES: dict[tuple[str, str], str] = {}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
+    """A fresh App on a copy of the seeded demo network (password TEST_PASSWORD)."""
+    from tests.conftest import _pg_drop
+
+    clone = None
+    if request.param == "sqlite":
+        url = _seeded_sqlite(request, tmp_path)
+    else:
+        clone, url = _seeded_pg(request)
+    application = _build(url, tmp_path / "data", clock)
+    try:
+        yield application
+    finally:
+        application.engine.dispose()
+        if clone is not None:
+            _pg_drop(clone)
 
 
 def actor(app: App, username: str) -> Actor:

@@ -63,8 +63,11 @@ class App:
 
 
 def build_app(
-    settings: Settings | None = None, *, clock: Clock | None = None,
-    machine_clock: Clock | None = None, migrate: bool = True,
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    machine_clock: Clock | None = None,
+    migrate: bool = True,
 ) -> App:
     """Wire the application. `machine_clock` drives simulated machines (accelerated in demos)."""
     settings = settings or Settings()
@@ -93,8 +96,9 @@ def build_app(
     materials = MaterialService(network)
     orders = OrderService(master_files, vault, designs)
     scheduling = SchedulingService(network, master_files, materials, orders, families)
-    production = ProductionService(network, master_files, materials, orders, scheduling,
-                                   families, signer, fleet)
+    production = ProductionService(
+        network, master_files, materials, orders, scheduling, families, signer, fleet
+    )
     quality = QualityService(production, master_files, materials, orders, signatures)
     custody = CustodyService(production, master_files, orders)
 
@@ -118,8 +122,25 @@ def build_app(
     bus.subscribe(BatchCompleted, on_batch_completed)
     bus.subscribe(BatchDispositioned, on_dispositioned)
 
-    return App(settings=settings, engine=engine, session_factory=session_factory, clock=clock,
-               bus=bus, signer=signer, fleet=fleet, families=families, users=users,
-               signatures=signatures, network=network, master_files=master_files,
-               materials=materials, orders=orders, designs=designs, scheduling=scheduling,
-               production=production, quality=quality, custody=custody, runner=runner)
+    return App(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        clock=clock,
+        bus=bus,
+        signer=signer,
+        fleet=fleet,
+        families=families,
+        users=users,
+        signatures=signatures,
+        network=network,
+        master_files=master_files,
+        materials=materials,
+        orders=orders,
+        designs=designs,
+        scheduling=scheduling,
+        production=production,
+        quality=quality,
+        custody=custody,
+        runner=runner,
+    )

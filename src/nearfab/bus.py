@@ -20,6 +20,6 @@ class EventBus:
         self._handlers[event_type].append(handler)
 
     def publish(self, event: Any) -> None:
-        """Deliver after the producing transaction committed; handlers run their own transactions."""
+        """Deliver after the producing transaction committed; handlers open their own."""
         for handler in self._handlers.get(type(event), []):
             handler(event)

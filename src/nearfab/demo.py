@@ -28,8 +28,11 @@ PROCESS_PARAMETERS = {
     "print_speed_mm_s": {"target": 20.0, "low": 18.0, "high": 22.0, "unit": "mm/s"},
     "chamber_humidity_pct": {"target": 35.0, "low": 20.0, "high": 50.0, "unit": "%RH"},
 }
-RELEASE_RULE = {"mode": "rtrt", "tests": ["ph_eur_2_9_40", "ph_eur_2_9_5", "unit_mass"],
-                "max_units_outside_tolerance": 0}
+RELEASE_RULE = {
+    "mode": "rtrt",
+    "tests": ["ph_eur_2_9_40", "ph_eur_2_9_5", "unit_mass"],
+    "max_units_outside_tolerance": 0,
+}
 CQA_SPECS = {
     "unit_mass": {"tolerance_pct": 7.5, "method": "in-line balance, every unit"},
     "content_uniformity": {"method": "Ph. Eur. 2.9.40 by mass variation", "l1": 15.0},
@@ -85,16 +88,24 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
         with app.uow() as uow:
             site = app.network.create_site(uow, boot, code=code, name=name, kind=kind)
         site_ids[code] = site.id
-        for target, why in ((SiteStatus.APPROVED, "site approval inspection passed"),
-                            (SiteStatus.ACTIVE, "site opened")):
+        for target, why in (
+            (SiteStatus.APPROVED, "site approval inspection passed"),
+            (SiteStatus.ACTIVE, "site opened"),
+        ):
             with app.uow() as uow:
                 app.network.transition_site(uow, boot, site.id, target, reason=why)
     users: dict[str, User] = {}
     for username, full_name, roles, home in USERS:
         with app.uow() as uow:
             users[username] = app.users.create_user(
-                uow, boot, username=username, full_name=full_name, roles=roles,
-                password=password, home_site_id=site_ids.get(home) if home else None)
+                uow,
+                boot,
+                username=username,
+                full_name=full_name,
+                roles=roles,
+                password=password,
+                home_site_id=site_ids.get(home) if home else None,
+            )
     qp = actor_of(users["qp"])
     admin = actor_of(users["admin"])
     producing = [site_ids["GSTT-PH"], site_ids["MAN-PH"], site_ids["MOB-1"]]
@@ -103,15 +114,22 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
         with app.uow() as uow:
             mf = app.master_files.draft(uow, qp, data)
         with app.uow() as uow:
-            app.master_files.approve(uow, qp, mf.id, password=password,
-                                     meaning="QP approval of master file")
+            app.master_files.approve(
+                uow, qp, mf.id, password=password, meaning="QP approval of master file"
+            )
         with app.uow() as uow:
             app.master_files.make_effective(uow, qp, mf.id)
     for site_code, name, serial in MACHINES:
         with app.uow() as uow:
             machine = app.network.register_machine(
-                uow, admin, site_id=site_ids[site_code], name=name,
-                machine_type="tablet_printer", firmware="fw 2.4.1", serial_number=serial)
+                uow,
+                admin,
+                site_id=site_ids[site_code],
+                name=name,
+                machine_type="tablet_printer",
+                firmware="fw 2.4.1",
+                serial_number=serial,
+            )
         for data in master_files:
             if site_ids[site_code] in data["allowed_site_ids"]:
                 with app.uow() as uow:
@@ -123,17 +141,28 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
     today = app.clock.now().date()
     pharmacist = actor_of(users["pharmacist"])
     for site_code in ("GSTT-PH", "MAN-PH", "MOB-1"):
-        for material, loading, desc in (("HC-FIL-2.5", 0.025, "Hydrocortisone 2.5 % w/w HPMC filament"),
-                                        ("PROP-FIL-10", 0.10, "Propranolol 10 % w/w filament")):
+        for material, loading, desc in (
+            ("HC-FIL-2.5", 0.025, "Hydrocortisone 2.5 % w/w HPMC filament"),
+            ("PROP-FIL-10", 0.10, "Propranolol 10 % w/w filament"),
+        ):
             with app.uow() as uow:
                 lot = app.materials.receive_lot(
-                    uow, pharmacist, lot_number=f"{material}-{site_code}-001",
-                    material_code=material, description=desc, site_id=site_ids[site_code],
-                    supplier="Filament Pharma Ltd", expiry=today + timedelta(days=365),
-                    quantity_g=500.0, drug_loading=loading, assay_pct=99.6)
+                    uow,
+                    pharmacist,
+                    lot_number=f"{material}-{site_code}-001",
+                    material_code=material,
+                    description=desc,
+                    site_id=site_ids[site_code],
+                    supplier="Filament Pharma Ltd",
+                    expiry=today + timedelta(days=365),
+                    quantity_g=500.0,
+                    drug_loading=loading,
+                    assay_pct=99.6,
+                )
             with app.uow() as uow:
-                app.materials.set_status(uow, qp, lot.id, "approved",
-                                         reason="certificate of analysis reviewed")
+                app.materials.set_status(
+                    uow, qp, lot.id, "approved", reason="certificate of analysis reviewed"
+                )
     return DemoSeed(password=password, generated=generated, usernames=list(users))
 
 
@@ -147,8 +176,10 @@ def hydrocortisone_master_file(site_ids: list[str]) -> dict[str, Any]:
             {"system": RXNORM, "code": "5492", "display": "hydrocortisone"},
         ],
         "design_envelope": {
-            "dose_mg": {"min": 0.5, "max": 10.0}, "drug_loading": 0.025,
-            "density_mg_per_mm3": 1.25, "diameters_mm": [4, 5, 6, 8, 10, 12],
+            "dose_mg": {"min": 0.5, "max": 10.0},
+            "drug_loading": 0.025,
+            "density_mg_per_mm3": 1.25,
+            "diameters_mm": [4, 5, 6, 8, 10, 12],
             "height_mm": {"min": 1.0, "max": 7.0},
             "patient_groups": ["infant", "child", "adolescent", "adult"],
             "max_diameter_mm_by_group": {"infant": 6, "child": 8},
@@ -176,8 +207,10 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
             {"system": RXNORM, "code": "8787", "display": "propranolol"},
         ],
         "design_envelope": {
-            "dose_mg": {"min": 1.0, "max": 40.0}, "drug_loading": 0.10,
-            "density_mg_per_mm3": 1.25, "diameters_mm": [4, 5, 6, 8, 10, 12],
+            "dose_mg": {"min": 1.0, "max": 40.0},
+            "drug_loading": 0.10,
+            "density_mg_per_mm3": 1.25,
+            "diameters_mm": [4, 5, 6, 8, 10, 12],
             "height_mm": {"min": 1.0, "max": 7.0},
             "patient_groups": ["child", "adolescent", "adult"],
             "max_diameter_mm_by_group": {"child": 8},
@@ -196,52 +229,89 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
 
 
 def prescription_bundle(
-    rng: random.Random, *, today: date, medication: str = "hydrocortisone",
-    dose_mg: float | None = None, days: int | None = None, birth_date: date | None = None,
+    rng: random.Random,
+    *,
+    today: date,
+    medication: str = "hydrocortisone",
+    dose_mg: float | None = None,
+    days: int | None = None,
+    birth_date: date | None = None,
 ) -> dict[str, Any]:
     """A synthetic FHIR R4 Bundle: a Patient (with birth date) and one MedicationRequest."""
     n = rng.randrange(10**8, 10**9)
     patient_id = f"pat-{n}"
     if medication == "hydrocortisone":
-        codings = [{"system": SNOMED, "code": "396458002", "display": "Hydrocortisone"},
-                   {"system": RXNORM, "code": "5492", "display": "hydrocortisone"}]
+        codings = [
+            {"system": SNOMED, "code": "396458002", "display": "Hydrocortisone"},
+            {"system": RXNORM, "code": "5492", "display": "hydrocortisone"},
+        ]
         dose = dose_mg if dose_mg is not None else rng.choice([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0])
         per_day = 3
     else:
-        codings = [{"system": SNOMED, "code": "372772003", "display": "Propranolol"},
-                   {"system": RXNORM, "code": "8787", "display": "propranolol"}]
+        codings = [
+            {"system": SNOMED, "code": "372772003", "display": "Propranolol"},
+            {"system": RXNORM, "code": "8787", "display": "propranolol"},
+        ]
         dose = dose_mg if dose_mg is not None else rng.choice([2.0, 5.0, 10.0, 20.0])
         per_day = 2
     days = days if days is not None else rng.choice([3, 5, 7])
     age_days = rng.randrange(3 * 365, 11 * 365)
     born = birth_date or (today - timedelta(days=age_days))
     return {
-        "resourceType": "Bundle", "type": "collection",
+        "resourceType": "Bundle",
+        "type": "collection",
         "entry": [
-            {"fullUrl": f"urn:uuid:{patient_id}",
-             "resource": {"resourceType": "Patient", "id": patient_id,
-                          "identifier": [{"system": NHS_NUMBER, "value": f"9{n}"}],
-                          "name": [{"family": f"Testpatient{n % 1000}", "given": ["Demo"]}],
-                          "birthDate": born.isoformat()}},
-            {"fullUrl": f"urn:uuid:rx-{n}",
-             "resource": {
-                 "resourceType": "MedicationRequest", "id": f"rx-{n}", "status": "active",
-                 "intent": "order",
-                 "medicationCodeableConcept": {"coding": codings},
-                 "subject": {"reference": f"Patient/{patient_id}"},
-                 "requester": {"reference": "Practitioner/demo-prescriber",
-                               "display": "Dr Clare Nice"},
-                 "authoredOn": today.isoformat(),
-                 "dosageInstruction": [{
-                     "text": f"{dose:g} mg {per_day} times a day",
-                     "timing": {"repeat": {"frequency": per_day, "period": 1,
-                                           "periodUnit": "d"}},
-                     "doseAndRate": [{"doseQuantity": {
-                         "value": dose, "unit": "mg", "system": "http://unitsofmeasure.org",
-                         "code": "mg"}}]}],
-                 "dispenseRequest": {"expectedSupplyDuration": {
-                     "value": days, "unit": "days", "system": "http://unitsofmeasure.org",
-                     "code": "d"}},
-             }},
+            {
+                "fullUrl": f"urn:uuid:{patient_id}",
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": patient_id,
+                    "identifier": [{"system": NHS_NUMBER, "value": f"9{n}"}],
+                    "name": [{"family": f"Testpatient{n % 1000}", "given": ["Demo"]}],
+                    "birthDate": born.isoformat(),
+                },
+            },
+            {
+                "fullUrl": f"urn:uuid:rx-{n}",
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": f"rx-{n}",
+                    "status": "active",
+                    "intent": "order",
+                    "medicationCodeableConcept": {"coding": codings},
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                    "requester": {
+                        "reference": "Practitioner/demo-prescriber",
+                        "display": "Dr Clare Nice",
+                    },
+                    "authoredOn": today.isoformat(),
+                    "dosageInstruction": [
+                        {
+                            "text": f"{dose:g} mg {per_day} times a day",
+                            "timing": {
+                                "repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}
+                            },
+                            "doseAndRate": [
+                                {
+                                    "doseQuantity": {
+                                        "value": dose,
+                                        "unit": "mg",
+                                        "system": "http://unitsofmeasure.org",
+                                        "code": "mg",
+                                    }
+                                }
+                            ],
+                        }
+                    ],
+                    "dispenseRequest": {
+                        "expectedSupplyDuration": {
+                            "value": days,
+                            "unit": "days",
+                            "system": "http://unitsofmeasure.org",
+                            "code": "d",
+                        }
+                    },
+                },
+            },
         ],
     }

@@ -19,8 +19,15 @@ log = logging.getLogger(__name__)
 
 class DemoLoop:
     def __init__(
-        self, app: App, *, qp_password: str, tick_s: float = 2.0, prescription_every_s: float = 8.0,
-        fault_machine: str = "MAN printer A", seed: int = 7, max_orders: int = 60,
+        self,
+        app: App,
+        *,
+        qp_password: str,
+        tick_s: float = 2.0,
+        prescription_every_s: float = 8.0,
+        fault_machine: str = "MAN printer A",
+        seed: int = 7,
+        max_orders: int = 60,
     ) -> None:
         self.app = app
         self._password = qp_password
@@ -44,8 +51,9 @@ class DemoLoop:
 
     def _inject_fault(self) -> None:
         with self.app.uow() as uow:
-            machines = [m for m in self.app.network.list_machines(uow)
-                        if m.name == self._fault_machine]
+            machines = [
+                m for m in self.app.network.list_machines(uow) if m.name == self._fault_machine
+            ]
         if machines:
             self.app.fleet.inject_fault(machines[0], Fault("nozzle_clog", 0.3, from_unit=4))
 
@@ -66,8 +74,9 @@ class DemoLoop:
 
     def submit_one(self) -> None:
         medication = "hydrocortisone" if self._rng.random() < 0.75 else "propranolol"
-        bundle = prescription_bundle(self._rng, today=self.app.clock.now().date(),
-                                     medication=medication)
+        bundle = prescription_bundle(
+            self._rng, today=self.app.clock.now().date(), medication=medication
+        )
         try:
             with self.app.uow() as uow:
                 self.app.orders.submit(uow, system_actor("demo-prescriber"), bundle)
@@ -90,8 +99,11 @@ class DemoLoop:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person."""
         with self.app.uow() as uow:
             qp_user = self.app.users.by_username(uow, "qp")
-            batch_ids = [r.batch_id for r in self.app.quality.pending(uow)
-                         if r.proposed_decision == "release"]
+            batch_ids = [
+                r.batch_id
+                for r in self.app.quality.pending(uow)
+                if r.proposed_decision == "release"
+            ]
         if qp_user is None:
             return
         qp = actor_of(qp_user)
@@ -99,7 +111,12 @@ class DemoLoop:
             try:
                 with self.app.uow() as uow:
                     self.app.quality.decide(
-                        uow, qp, batch_id, decision="release", password=self._password,
-                        meaning="QP release (demo autopilot: RTRT proposal accepted)")
+                        uow,
+                        qp,
+                        batch_id,
+                        decision="release",
+                        password=self._password,
+                        meaning="QP release (demo autopilot: RTRT proposal accepted)",
+                    )
             except DomainError as exc:
                 log.warning("autopilot could not sign %s: %s", batch_id, exc.message)

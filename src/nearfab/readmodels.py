@@ -3,7 +3,7 @@ the API, the CLI and the web pages so all three show the same thing."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import or_, select
 
@@ -22,32 +22,55 @@ def _audit_rows(uow: UnitOfWork, pairs: list[tuple[str, str]]) -> list[dict[str,
 
 
 def audit_dict(r: AuditEntry) -> dict[str, Any]:
-    return {"id": r.id, "at": r.at.isoformat(), "actor_id": r.actor_id, "actor": r.actor_name,
-            "action": r.action, "entity_type": r.entity_type, "entity_id": r.entity_id,
-            "old": r.old, "new": r.new, "reason": r.reason}
+    return {
+        "id": r.id,
+        "at": r.at.isoformat(),
+        "actor_id": r.actor_id,
+        "actor": r.actor_name,
+        "action": r.action,
+        "entity_type": r.entity_type,
+        "entity_id": r.entity_id,
+        "old": r.old,
+        "new": r.new,
+        "reason": r.reason,
+    }
 
 
 def unit_dict(app: App, unit: Any) -> dict[str, Any]:
     from nearfab.custody import make_identifier
 
     ident = make_identifier(unit.gtin, unit.serial, unit.batch_number, unit.expiry)
-    return {"id": unit.id, "pack_index": unit.pack_index, "tablets": unit.tablets,
-            "status": unit.status, "gtin": unit.gtin, "serial": unit.serial,
-            "batch_number": unit.batch_number, "expiry": unit.expiry.isoformat(),
-            "element_string": ident.element_string(),
-            "digital_link": ident.digital_link(), "batch_id": unit.batch_id}
+    return {
+        "id": unit.id,
+        "pack_index": unit.pack_index,
+        "tablets": unit.tablets,
+        "status": unit.status,
+        "gtin": unit.gtin,
+        "serial": unit.serial,
+        "batch_number": unit.batch_number,
+        "expiry": unit.expiry.isoformat(),
+        "element_string": ident.element_string(),
+        "digital_link": ident.digital_link(),
+        "batch_id": unit.batch_id,
+    }
 
 
 def review_dict(app: App, uow: UnitOfWork, review: Any) -> dict[str, Any]:
-    return {"id": review.id, "batch_id": review.batch_id, "order_id": review.order_id,
-            "status": review.status, "proposed_decision": review.proposed_decision,
-            "reasons": review.proposal.get("reasons", []),
-            "checks": review.proposal.get("checks", []),
-            "decision": review.decision, "reason": review.reason,
-            "decided_by": review.decided_by,
-            "decided_at": review.decided_at.isoformat() if review.decided_at else None,
-            "signature_id": review.signature_id,
-            "signature_valid": app.quality.signature_valid(uow, review)}
+    return {
+        "id": review.id,
+        "batch_id": review.batch_id,
+        "order_id": review.order_id,
+        "status": review.status,
+        "proposed_decision": review.proposed_decision,
+        "reasons": review.proposal.get("reasons", []),
+        "checks": review.proposal.get("checks", []),
+        "decision": review.decision,
+        "reason": review.reason,
+        "decided_by": review.decided_by,
+        "decided_at": review.decided_at.isoformat() if review.decided_at else None,
+        "signature_id": review.signature_id,
+        "signature_valid": app.quality.signature_valid(uow, review),
+    }
 
 
 def order_view(app: App, uow: UnitOfWork, order_id: str) -> dict[str, Any]:
@@ -60,27 +83,58 @@ def order_view(app: App, uow: UnitOfWork, order_id: str) -> dict[str, Any]:
     pairs = [("order", order.id), ("prescription", order.prescription_id)]
     pairs += [("job", j.id) for j in jobs] + [("batch", b.id) for b in batches]
     pairs += [("release_review", r.id) for r in reviews] + [("unit", u.id) for u in units]
-    return to_jsonable({
-        "id": order.id, "status": order.status, "medication": order.medication,
-        "dose_mg": order.dose_mg, "doses_per_day": order.doses_per_day, "units": order.units,
-        "patient_ref": patient.ref, "patient_group": order.patient_group,
-        "master_file": {"id": order.master_file_id, "code": order.master_file_code,
-                        "version": order.master_file_version},
-        "design": order.design, "stop_reason": order.stop_reason,
-        "need_by": order.need_by, "created_at": order.created_at,
-        "prescription_id": order.prescription_id,
-        "jobs": [{"id": j.id, "machine_id": j.machine_id, "site_id": j.site_id,
-                  "status": j.status, "planned_start": j.planned_start,
-                  "planned_finish": j.planned_finish, "ticket_hash": j.ticket_hash}
-                 for j in jobs],
-        "batches": [{"id": b.id, "batch_number": b.batch_number, "status": b.status,
-                     "machine_id": b.machine_id, "site_id": b.site_id,
-                     "started_at": b.started_at, "finished_at": b.finished_at}
-                    for b in batches],
-        "reviews": [review_dict(app, uow, r) for r in reviews],
-        "packs": [unit_dict(app, u) for u in units],
-        "timeline": _audit_rows(uow, pairs),
-    })
+    return cast(
+        dict[str, Any],
+        to_jsonable(
+            {
+                "id": order.id,
+                "status": order.status,
+                "medication": order.medication,
+                "dose_mg": order.dose_mg,
+                "doses_per_day": order.doses_per_day,
+                "units": order.units,
+                "patient_ref": patient.ref,
+                "patient_group": order.patient_group,
+                "master_file": {
+                    "id": order.master_file_id,
+                    "code": order.master_file_code,
+                    "version": order.master_file_version,
+                },
+                "design": order.design,
+                "stop_reason": order.stop_reason,
+                "need_by": order.need_by,
+                "created_at": order.created_at,
+                "prescription_id": order.prescription_id,
+                "jobs": [
+                    {
+                        "id": j.id,
+                        "machine_id": j.machine_id,
+                        "site_id": j.site_id,
+                        "status": j.status,
+                        "planned_start": j.planned_start,
+                        "planned_finish": j.planned_finish,
+                        "ticket_hash": j.ticket_hash,
+                    }
+                    for j in jobs
+                ],
+                "batches": [
+                    {
+                        "id": b.id,
+                        "batch_number": b.batch_number,
+                        "status": b.status,
+                        "machine_id": b.machine_id,
+                        "site_id": b.site_id,
+                        "started_at": b.started_at,
+                        "finished_at": b.finished_at,
+                    }
+                    for b in batches
+                ],
+                "reviews": [review_dict(app, uow, r) for r in reviews],
+                "packs": [unit_dict(app, u) for u in units],
+                "timeline": _audit_rows(uow, pairs),
+            }
+        ),
+    )
 
 
 def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
@@ -89,32 +143,77 @@ def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
     sigs = app.signatures.signatures_for(uow, "batch", batch.id)
     machine = app.network.get_machine(uow, batch.machine_id)
     site = app.network.get_site(uow, batch.site_id)
-    return to_jsonable({
-        "id": batch.id, "batch_number": batch.batch_number, "status": batch.status,
-        "order_id": batch.order_id, "job_id": batch.job_id,
-        "master_file": {"id": batch.master_file_id, "code": batch.master_file_code,
-                        "version": batch.master_file_version},
-        "site": {"id": site.id, "code": site.code, "name": site.name},
-        "machine": {"id": machine.id, "name": machine.name, "firmware": batch.machine_firmware},
-        "material_lot": {"id": batch.material_lot_id, "lot_number": batch.material_lot_number,
-                         "used_g": batch.material_used_g},
-        "operator_id": batch.operator_id, "ticket_hash": batch.ticket_hash,
-        "design": batch.design, "started_at": batch.started_at,
-        "finished_at": batch.finished_at, "unit_masses_mg": batch.unit_masses_mg,
-        "telemetry_summary": batch.telemetry_summary, "cpp_excursions": batch.cpp_excursions,
-        "machine_events": batch.machine_events, "failure_reason": batch.failure_reason,
-        "steps": [{"seq": s.seq, "name": s.name, "at": s.at, "actor": s.actor_name,
-                   "detail": s.detail} for s in app.production.steps(uow, batch.id)],
-        "deviations": [{"id": d.id, "kind": d.kind, "description": d.description,
-                        "status": d.status, "closure_note": d.closure_note}
-                       for d in app.quality.deviations(uow, batch.id)],
-        "review": review_dict(app, uow, review) if review else None,
-        "signatures": [{"id": s.id, "signer": s.signer_name, "meaning": s.meaning,
-                        "signed_at": s.signed_at, "record_hash": s.record_hash}
-                       for s in sigs],
-        "packs": [unit_dict(app, u) for u in app.custody.units_of_batch(uow, batch.id)],
-        "audit": _audit_rows(uow, [("batch", batch.id)]),
-    })
+    return cast(
+        dict[str, Any],
+        to_jsonable(
+            {
+                "id": batch.id,
+                "batch_number": batch.batch_number,
+                "status": batch.status,
+                "order_id": batch.order_id,
+                "job_id": batch.job_id,
+                "master_file": {
+                    "id": batch.master_file_id,
+                    "code": batch.master_file_code,
+                    "version": batch.master_file_version,
+                },
+                "site": {"id": site.id, "code": site.code, "name": site.name},
+                "machine": {
+                    "id": machine.id,
+                    "name": machine.name,
+                    "firmware": batch.machine_firmware,
+                },
+                "material_lot": {
+                    "id": batch.material_lot_id,
+                    "lot_number": batch.material_lot_number,
+                    "used_g": batch.material_used_g,
+                },
+                "operator_id": batch.operator_id,
+                "ticket_hash": batch.ticket_hash,
+                "design": batch.design,
+                "started_at": batch.started_at,
+                "finished_at": batch.finished_at,
+                "unit_masses_mg": batch.unit_masses_mg,
+                "telemetry_summary": batch.telemetry_summary,
+                "cpp_excursions": batch.cpp_excursions,
+                "machine_events": batch.machine_events,
+                "failure_reason": batch.failure_reason,
+                "steps": [
+                    {
+                        "seq": s.seq,
+                        "name": s.name,
+                        "at": s.at,
+                        "actor": s.actor_name,
+                        "detail": s.detail,
+                    }
+                    for s in app.production.steps(uow, batch.id)
+                ],
+                "deviations": [
+                    {
+                        "id": d.id,
+                        "kind": d.kind,
+                        "description": d.description,
+                        "status": d.status,
+                        "closure_note": d.closure_note,
+                    }
+                    for d in app.quality.deviations(uow, batch.id)
+                ],
+                "review": review_dict(app, uow, review) if review else None,
+                "signatures": [
+                    {
+                        "id": s.id,
+                        "signer": s.signer_name,
+                        "meaning": s.meaning,
+                        "signed_at": s.signed_at,
+                        "record_hash": s.record_hash,
+                    }
+                    for s in sigs
+                ],
+                "packs": [unit_dict(app, u) for u in app.custody.units_of_batch(uow, batch.id)],
+                "audit": _audit_rows(uow, [("batch", batch.id)]),
+            }
+        ),
+    )
 
 
 def pending_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
@@ -123,20 +222,44 @@ def pending_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
         batch = app.production.get(uow, review.batch_id)
         order = app.orders.get(uow, review.order_id)
         site = app.network.get_site(uow, batch.site_id)
-        out.append(to_jsonable({
-            **review_dict(app, uow, review), "batch_number": batch.batch_number,
-            "site": site.code, "medication": order.medication, "dose_mg": order.dose_mg,
-            "units": len(batch.unit_masses_mg or []), "created_at": review.created_at}))
+        out.append(
+            to_jsonable(
+                {
+                    **review_dict(app, uow, review),
+                    "batch_number": batch.batch_number,
+                    "site": site.code,
+                    "medication": order.medication,
+                    "dose_mg": order.dose_mg,
+                    "units": len(batch.unit_masses_mg or []),
+                    "created_at": review.created_at,
+                }
+            )
+        )
     return out
 
 
 def network_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
     out = []
     for site in app.network.list_sites(uow):
-        machines = [{"id": m.id, "name": m.name, "machine_type": m.machine_type,
-                     "firmware": m.firmware, "status": m.status,
-                     "qualified_for": app.network.qualified_codes(uow, m.id)}
-                    for m in app.network.list_machines(uow, site.id)]
-        out.append({"id": site.id, "code": site.code, "name": site.name, "kind": site.kind,
-                    "status": site.status, "machines": machines})
+        machines = [
+            {
+                "id": m.id,
+                "name": m.name,
+                "machine_type": m.machine_type,
+                "firmware": m.firmware,
+                "status": m.status,
+                "qualified_for": app.network.qualified_codes(uow, m.id),
+            }
+            for m in app.network.list_machines(uow, site.id)
+        ]
+        out.append(
+            {
+                "id": site.id,
+                "code": site.code,
+                "name": site.name,
+                "kind": site.kind,
+                "status": site.status,
+                "machines": machines,
+            }
+        )
     return out

@@ -1,35 +1,250 @@
-import math
-from datetime import timedelta
+"""Identity services on both databases: accounts, login, tokens, e-signatures, the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import func, select
+
+import nearfab.identity.services as identity_services
 from nearfab.bootstrap import App
-from nearfab.identity import system_actor, audit_trail
-from nearfab.common.errors import DomainError
+from nearfab.common.clock import ManualClock
+from nearfab.common.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Unauthenticated,
+    ValidationFailed,
+)
+from nearfab.identity import (
+    Actor,
+    ApiToken,
+    AuditEntry,
+    Signature,
+    User,
+    actor_of,
+    audit,
+    audit_trail,
+    record_hash,
+    system_actor,
+)
+from nearfab.uow import UnitOfWork
 
-def test_probe_long_username(app: App) -> None:
-    name = "x" * 70
-    try:
-        with app.uow() as uow:
-            app.users.authenticate(uow, name, "whatever-pw")
-    except Exception as exc:
-        print("LOGIN", type(exc).__name__, str(exc)[:100])
-    with app.uow() as uow:
-        print("TRAIL", [(e.action, e.entity_id[:10]) for e in audit_trail(uow, "user", name)])
-    try:
-        with app.uow() as uow:
-            app.users.create_user(uow, system_actor("t"), username=name, full_name="X", roles=["qp"], password="abcdefghij")
-    except Exception as exc:
-        print("CREATE", type(exc).__name__, str(exc)[:100])
+ADMIN = system_actor("test-admin")
+PASSWORD = "a-long-secret-42"
+CONTENT = {"batch": "B-001", "decision": "released", "units": 21}
+PRODUCTION_HASHER = identity_services._hasher
 
-def test_probe_nan_lot(app: App) -> None:
-    boot = system_actor("t")
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Low-cost argon2id for speed; the hash-format test puts the production hasher back."""
+    monkeypatch.setattr(identity_services, "_hasher",
+                        PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+
+
+def make_user(app: App, username: str = "quentin", roles: tuple[str, ...] = ("qp",)) -> User:
     with app.uow() as uow:
-        site = app.network.create_site(uow, boot, code="S1", name="s", kind="clinic")
-    from datetime import date
-    try:
-        with app.uow() as uow:
-            lot = app.materials.receive_lot(uow, boot, lot_number="L1", material_code="M", description="d", site_id=site.id, supplier="s", expiry=date(2027,1,1), quantity_g=math.nan, drug_loading=0.5)
-        print("NAN accepted", lot.quantity_g)
-        with app.uow() as uow:
-            print("NAN read", app.materials.get(uow, lot.id).quantity_g)
-    except Exception as exc:
-        print("NAN", type(exc).__name__, str(exc)[:100])
+        return app.users.create_user(uow, ADMIN, username=username, full_name=f"{username} Full",
+                                     roles=list(roles), password=PASSWORD)
+
+
+def refused(app: App, error: type[DomainError], use_case: Callable[[UnitOfWork], Any]) -> Any:
+    """Run a use case in its own unit of work, expect `error`, return it."""
+    with pytest.raises(error) as info, app.uow() as uow:
+        use_case(uow)
+    return info.value
+
+
+def trail(app: App, entity_type: str, entity_id: str) -> list[AuditEntry]:
+    with app.uow() as uow:
+        return audit_trail(uow, entity_type, entity_id)
+
+
+def count(app: App, model: type[Any]) -> int:
+    with app.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def is_postgres(app: App) -> bool:
+    return app.engine.dialect.name == "postgresql"
+
+
+# --- accounts --------------------------------------------------------------------------------
+def test_create_user_stores_an_argon2_hash_and_audits_without_the_password(
+    app: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(identity_services, "_hasher", PRODUCTION_HASHER)
+    user = make_user(app, roles=("qp", "auditor", "qp"))
+    with app.uow() as uow:
+        stored = app.users.get(uow, user.id)
+        assert stored.roles == ["auditor", "qp"]
+        assert stored.password_hash.startswith("$argon2id$")
+        assert PASSWORD not in stored.password_hash
+        assert app.users.check_password(stored, PASSWORD)
+        assert not app.users.check_password(stored, PASSWORD + "x")
+    [entry] = trail(app, "user", user.id)
+    assert (entry.action, entry.actor_id, entry.actor_name) == (
+        "create", ADMIN.user_id, ADMIN.full_name)
+    assert entry.at == clock.now() and entry.at.utcoffset() == timedelta(0)
+    assert entry.old is None and entry.new is not None
+    assert entry.new["username"] == "quentin" and entry.new["roles"] == ["auditor", "qp"]
+    assert PASSWORD not in str(entry.new)
+
+
+def test_create_user_refuses_bad_input_naming_the_field(app: App) -> None:
+    cases = [({"roles": ["qp", "wizard"]}, "roles"), ({"password": "short12"}, "password"),
+             ({"username": "   "}, "username")]
+    for changes, field in cases:
+        args = {"username": "newbie", "full_name": "New Bie", "roles": ["operator"],
+                "password": PASSWORD, **changes}
+        error = refused(app, ValidationFailed,
+                        lambda uow, args=args: app.users.create_user(uow, ADMIN, **args))
+        assert error.field == field, changes
+    assert count(app, User) == 0 and count(app, AuditEntry) == 0
+
+
+def test_duplicate_username_conflicts_and_only_admins_create_users(app: App) -> None:
+    qp = make_user(app)
+    error = refused(app, Conflict, lambda uow: app.users.create_user(
+        uow, ADMIN, username="quentin", full_name="Other", roles=["qp"], password=PASSWORD))
+    assert error.field == "username"
+    refused(app, Forbidden, lambda uow: app.users.create_user(
+        uow, actor_of(qp), username="mallory", full_name="M", roles=["admin"], password=PASSWORD))
+    assert count(app, User) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="bug: create_user does not check username length "
+                   "(users.username is String(64)): SQLite stores it, PostgreSQL raises DataError")
+def test_overlong_username_is_a_validation_error(app: App) -> None:
+    error = refused(app, ValidationFailed, lambda uow: app.users.create_user(
+        uow, ADMIN, username="u" * 65, full_name="Long", roles=["qp"], password=PASSWORD))
+    assert error.field == "username"
+
+
+# --- login and tokens ------------------------------------------------------------------------
+def test_failed_logins_are_refused_alike_and_their_audit_rows_survive(app: App) -> None:
+    user = make_user(app)
+    wrong = refused(app, Unauthenticated,
+                    lambda uow: app.users.authenticate(uow, "quentin", "not-the-password"))
+    unknown = refused(app, Unauthenticated,
+                      lambda uow: app.users.authenticate(uow, "ghost", PASSWORD))
+    assert wrong.message == unknown.message  # says nothing about which part was wrong
+    refused(app, Unauthenticated, lambda uow: app.users.issue_token(uow, "quentin", "nope-nope"))
+    # the refusing transactions ended with an exception; the failures are still on record
+    actions = [e.action for e in trail(app, "user", user.id)]
+    assert actions == ["create", "login_failed", "login_failed"]
+    [ghost] = trail(app, "user", "ghost")
+    assert ghost.action == "login_failed" and ghost.actor_id == "unknown:ghost"
+    assert count(app, ApiToken) == 0
+    with app.uow() as uow:
+        assert app.users.authenticate(uow, "quentin", PASSWORD).id == user.id
+    assert trail(app, "user", user.id)[-1].action == "login"
+
+
+def test_failed_login_with_long_username_is_refused_and_audited(
+    app: App, request: pytest.FixtureRequest
+) -> None:
+    if is_postgres(app):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "bug: UserService._login writes actor_id='unknown:'+username and entity_id=username "
+            "into String(64) columns; on PostgreSQL a 60-character username raises DataError "
+            "instead of Unauthenticated and the failed attempt is not audited")))
+    name = "a" * 60
+    refused(app, Unauthenticated, lambda uow: app.users.authenticate(uow, name, PASSWORD))
+    assert [e.action for e in trail(app, "user", name)] == ["login_failed"]
+
+
+def test_token_maps_to_its_actor_until_it_expires(app: App, clock: ManualClock) -> None:
+    make_user(app, roles=("pharmacist",))
+    with app.uow() as uow:
+        token, user = app.users.issue_token(uow, "quentin", PASSWORD)
+    with app.uow() as uow:
+        assert uow.session.get(ApiToken, token) is None  # only the hash is stored
+        actor = app.users.actor_for_token(uow, token)
+    assert (actor.user_id, actor.username, actor.roles) == (user.id, "quentin", ("pharmacist",))
+    refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token + "x"))
+    clock.advance(11 * 3600)
+    with app.uow() as uow:
+        app.users.actor_for_token(uow, token)
+    clock.advance(2 * 3600)  # 13 h after issue: past the 12 h lifetime
+    refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token))
+
+
+def test_deactivated_user_cannot_log_in_use_a_token_or_sign(app: App) -> None:
+    make_user(app)
+    with app.uow() as uow:
+        token, user = app.users.issue_token(uow, "quentin", PASSWORD)
+    with app.uow() as uow:
+        app.users.get(uow, user.id).active = False
+        uow.commit()
+    refused(app, Unauthenticated, lambda uow: app.users.authenticate(uow, "quentin", PASSWORD))
+    refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token))
+    refused(app, Unauthenticated, lambda uow: app.signatures.sign(
+        uow, actor_of(user), password=PASSWORD, meaning="release", record_type="batch",
+        record_id="B-001", content=CONTENT))
+
+
+# --- electronic signatures -------------------------------------------------------------------
+def sign(app: App, actor: Actor, *, password: str = PASSWORD, meaning: str = "QP release",
+         commit: bool = True) -> Signature:
+    with app.uow() as uow:
+        sig = app.signatures.sign(uow, actor, password=password, meaning=meaning,
+                                  record_type="batch", record_id="B-001", content=CONTENT)
+        if commit:
+            uow.commit()
+    return sig
+
+
+def test_signature_refuses_wrong_password_and_empty_meaning(app: App) -> None:
+    actor = actor_of(make_user(app))
+    with pytest.raises(Unauthenticated):
+        sign(app, actor, password="guessing-1234")
+    with pytest.raises(ValidationFailed) as info:
+        sign(app, actor, meaning="   ")
+    assert info.value.field == "meaning"
+    sign(app, actor, commit=False)  # the signer's use case did not commit: nothing is kept
+    assert count(app, Signature) == 0
+    assert trail(app, "batch", "B-001") == []
+
+
+def test_signature_is_bound_to_the_content_hash(app: App, clock: ManualClock) -> None:
+    user = make_user(app)
+    sig = sign(app, actor_of(user), meaning="  QP release  ")
+    with app.uow() as uow:
+        [stored] = app.signatures.signatures_for(uow, "batch", "B-001")
+    assert (stored.signer_id, stored.signer_name, stored.meaning) == (
+        user.id, "quentin Full", "QP release")
+    assert stored.signed_at == clock.now() and stored.signed_at.tzinfo is not None
+    assert stored.record_hash == record_hash(CONTENT) == sig.record_hash
+    assert app.signatures.is_valid(stored, dict(CONTENT))
+    assert not app.signatures.is_valid(stored, {**CONTENT, "units": 22})
+    assert not app.signatures.is_valid(stored, {**CONTENT, "note": "added later"})
+    [entry] = trail(app, "batch", "B-001")
+    assert entry.action == "sign" and entry.actor_id == user.id
+    assert entry.new == {"signature_id": stored.id, "meaning": "QP release",
+                         "record_hash": stored.record_hash}
+
+
+# --- the audit trail -------------------------------------------------------------------------
+def test_audit_rows_keep_utc_time_actor_old_new_and_reason(app: App) -> None:
+    paris = ManualClock(datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=2))))
+    actor = Actor(user_id="usr_1", username="qp", full_name="Quentin Parr", roles=("qp",))
+    with UnitOfWork(app.session_factory, paris, app.bus) as uow:
+        audit(uow, actor, "update", "thing", "T-1", old={"limit": 5},
+              new={"limit": 7, "due": datetime(2026, 3, 2, tzinfo=UTC)},
+              reason="spec change CC-12", site_id="site_A")
+        uow.commit()
+    with UnitOfWork(app.session_factory, paris, app.bus) as uow:
+        audit(uow, actor, "update", "thing", "T-1", new={"limit": 9})  # rolled back
+    [entry] = trail(app, "thing", "T-1")
+    assert entry.at == datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
+    assert entry.at.tzinfo is not None and entry.at.utcoffset() == timedelta(0)
+    assert (entry.actor_id, entry.actor_name, entry.action) == ("usr_1", "Quentin Parr", "update")
+    assert entry.old == {"limit": 5}
+    assert entry.new == {"limit": 7, "due": "2026-03-02T00:00:00+00:00"}
+    assert (entry.reason, entry.site_id) == ("spec change CC-12", "site_A")

@@ -49,5 +49,6 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-    return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()},
-                        headers=headers)
+    return JSONResponse(
+        status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers
+    )

@@ -40,7 +40,8 @@ router = APIRouter(prefix="/api/v1")
 
 
 def _row(obj: Any, *fields: str) -> dict[str, Any]:
-    return to_jsonable({f: getattr(obj, f) for f in fields})
+    row: dict[str, Any] = to_jsonable({f: getattr(obj, f) for f in fields})
+    return row
 
 
 # --- identity --------------------------------------------------------------------------------
@@ -53,8 +54,13 @@ def token(body: TokenIn, application: AppDep, uow: UowDep) -> TokenOut:
 
 @router.get("/me", tags=["identity"])
 def me(actor: ActorDep) -> dict[str, Any]:
-    return {"user_id": actor.user_id, "username": actor.username, "name": actor.full_name,
-            "roles": list(actor.roles), "site_id": actor.site_id}
+    return {
+        "user_id": actor.user_id,
+        "username": actor.username,
+        "name": actor.full_name,
+        "roles": list(actor.roles),
+        "site_id": actor.site_id,
+    }
 
 
 @router.get("/audit", tags=["identity"])
@@ -73,40 +79,50 @@ def network(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str,
 
 
 @router.post("/sites", status_code=201, tags=["network"])
-def create_site(body: SiteIn, actor: ActorDep, application: AppDep,
-                uow: UowDep) -> dict[str, Any]:
-    site = application.network.create_site(uow, actor, code=body.code, name=body.name,
-                                           kind=body.kind)
+def create_site(body: SiteIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+    site = application.network.create_site(
+        uow, actor, code=body.code, name=body.name, kind=body.kind
+    )
     return _row(site, "id", "code", "name", "kind", "status")
 
 
 @router.post("/sites/{site_id}/status", tags=["network"])
-def site_status(site_id: str, body: SiteStatusIn, actor: ActorDep, application: AppDep,
-                uow: UowDep) -> dict[str, Any]:
+def site_status(
+    site_id: str, body: SiteStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     site = application.network.transition_site(
-        uow, actor, site_id, body.status, reason=body.reason,
-        regulatory_reference=body.regulatory_reference)
+        uow,
+        actor,
+        site_id,
+        body.status,
+        reason=body.reason,
+        regulatory_reference=body.regulatory_reference,
+    )
     return _row(site, "id", "code", "status", "regulatory_reference")
 
 
 @router.post("/machines", status_code=201, tags=["network"])
-def create_machine(body: MachineIn, actor: ActorDep, application: AppDep,
-                   uow: UowDep) -> dict[str, Any]:
+def create_machine(
+    body: MachineIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     m = application.network.register_machine(uow, actor, **body.model_dump())
     return _row(m, "id", "site_id", "name", "machine_type", "firmware", "status")
 
 
 @router.post("/machines/{machine_id}/qualifications", status_code=201, tags=["network"])
-def qualify(machine_id: str, body: QualificationIn, actor: ActorDep, application: AppDep,
-            uow: UowDep) -> dict[str, Any]:
-    q = application.network.qualify_machine(uow, actor, machine_id, body.master_file_code,
-                                            valid_until=body.valid_until)
+def qualify(
+    machine_id: str, body: QualificationIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    q = application.network.qualify_machine(
+        uow, actor, machine_id, body.master_file_code, valid_until=body.valid_until
+    )
     return _row(q, "machine_id", "master_file_code", "qualified_at", "valid_until")
 
 
 @router.post("/machines/{machine_id}/faults", status_code=202, tags=["network"])
-def inject_fault(machine_id: str, body: FaultIn, actor: ActorDep, application: AppDep,
-                 uow: UowDep) -> dict[str, Any]:
+def inject_fault(
+    machine_id: str, body: FaultIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     """Simulated machines only: inject a fault into the digital twin."""
     from nearfab.identity import Role, require_role
 
@@ -118,10 +134,12 @@ def inject_fault(machine_id: str, body: FaultIn, actor: ActorDep, application: A
 
 
 @router.post("/users/{user_id}/training", status_code=201, tags=["network"])
-def training(user_id: str, body: TrainingIn, actor: ActorDep, application: AppDep,
-             uow: UowDep) -> dict[str, Any]:
-    t = application.network.record_training(uow, actor, user_id, body.master_file_code,
-                                            valid_until=body.valid_until)
+def training(
+    user_id: str, body: TrainingIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    t = application.network.record_training(
+        uow, actor, user_id, body.master_file_code, valid_until=body.valid_until
+    )
     return _row(t, "user_id", "master_file_code", "trained_at", "valid_until")
 
 
@@ -136,90 +154,152 @@ def run(body: RunIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
 
 
 # --- master files and materials --------------------------------------------------------------
-MF_FIELDS = ("id", "code", "version", "title", "product_family", "status", "accepted_codes",
-             "design_envelope", "process_parameters", "cqa_specs", "release_rule",
-             "material_code", "shelf_life_days", "storage", "gtin", "units_per_pack",
-             "allowed_site_ids", "approved_at", "approval_signature_id", "effective_from")
+MF_FIELDS = (
+    "id",
+    "code",
+    "version",
+    "title",
+    "product_family",
+    "status",
+    "accepted_codes",
+    "design_envelope",
+    "process_parameters",
+    "cqa_specs",
+    "release_rule",
+    "material_code",
+    "shelf_life_days",
+    "storage",
+    "gtin",
+    "units_per_pack",
+    "allowed_site_ids",
+    "approved_at",
+    "approval_signature_id",
+    "effective_from",
+)
 
 
 @router.get("/master-files", tags=["master files"])
 def master_files(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
-    return [_row(mf, *MF_FIELDS) for mf in application.master_files.list(uow)]
+    return [_row(mf, *MF_FIELDS) for mf in application.master_files.list_all(uow)]
 
 
 @router.post("/master-files", status_code=201, tags=["master files"])
-def draft_master_file(actor: ActorDep, application: AppDep, uow: UowDep,
-                      body: dict[str, Any] = Body()) -> dict[str, Any]:
+def draft_master_file(
+    actor: ActorDep, application: AppDep, uow: UowDep, body: dict[str, Any] = Body()
+) -> dict[str, Any]:
     return _row(application.master_files.draft(uow, actor, body), *MF_FIELDS)
 
 
 @router.post("/master-files/{mf_id}/approve", tags=["master files"])
-def approve_master_file(mf_id: str, body: SignIn, actor: ActorDep, application: AppDep,
-                        uow: UowDep) -> dict[str, Any]:
-    mf = application.master_files.approve(uow, actor, mf_id, password=body.password,
-                                          meaning=body.meaning)
+def approve_master_file(
+    mf_id: str, body: SignIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    mf = application.master_files.approve(
+        uow, actor, mf_id, password=body.password, meaning=body.meaning
+    )
     return _row(mf, *MF_FIELDS)
 
 
 @router.post("/master-files/{mf_id}/effective", tags=["master files"])
-def effective_master_file(mf_id: str, actor: ActorDep, application: AppDep,
-                          uow: UowDep) -> dict[str, Any]:
+def effective_master_file(
+    mf_id: str, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     return _row(application.master_files.make_effective(uow, actor, mf_id), *MF_FIELDS)
 
 
-LOT_FIELDS = ("id", "lot_number", "material_code", "description", "site_id", "supplier",
-              "expiry", "status", "quantity_g", "drug_loading", "assay_pct")
+LOT_FIELDS = (
+    "id",
+    "lot_number",
+    "material_code",
+    "description",
+    "site_id",
+    "supplier",
+    "expiry",
+    "status",
+    "quantity_g",
+    "drug_loading",
+    "assay_pct",
+)
 
 
 @router.get("/material-lots", tags=["materials"])
 def lots(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
-    return [_row(lot, *LOT_FIELDS) for lot in application.materials.list(uow)]
+    return [_row(lot, *LOT_FIELDS) for lot in application.materials.list_lots(uow)]
 
 
 @router.post("/material-lots", status_code=201, tags=["materials"])
-def receive_lot(body: LotIn, actor: ActorDep, application: AppDep,
-                uow: UowDep) -> dict[str, Any]:
+def receive_lot(body: LotIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     return _row(application.materials.receive_lot(uow, actor, **body.model_dump()), *LOT_FIELDS)
 
 
 @router.post("/material-lots/{lot_id}/status", tags=["materials"])
-def lot_status(lot_id: str, body: LotStatusIn, actor: ActorDep, application: AppDep,
-               uow: UowDep) -> dict[str, Any]:
+def lot_status(
+    lot_id: str, body: LotStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     lot = application.materials.set_status(uow, actor, lot_id, body.status, reason=body.reason)
     return _row(lot, *LOT_FIELDS)
 
 
 # --- orders and production -------------------------------------------------------------------
 @router.post("/orders", status_code=201, tags=["orders"])
-def submit_order(actor: ActorDep, application: AppDep, uow: UowDep,
-                 body: dict[str, Any] = Body(description="FHIR R4 MedicationRequest or Bundle")
-                 ) -> dict[str, Any]:
+def submit_order(
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    body: dict[str, Any] = Body(description="FHIR R4 MedicationRequest or Bundle"),
+) -> dict[str, Any]:
     """Take a FHIR prescription in: all of its MedicationRequests or none."""
     orders = application.orders.submit(uow, actor, body)
-    return {"orders": [_row(o, "id", "status", "medication", "dose_mg", "units",
-                            "patient_group", "design", "stop_reason") for o in orders]}
+    return {
+        "orders": [
+            _row(
+                o,
+                "id",
+                "status",
+                "medication",
+                "dose_mg",
+                "units",
+                "patient_group",
+                "design",
+                "stop_reason",
+            )
+            for o in orders
+        ]
+    }
 
 
 @router.get("/orders", tags=["orders"])
-def list_orders(actor: ActorDep, application: AppDep, uow: UowDep,
-                status: str | None = None) -> list[dict[str, Any]]:
-    return [_row(o, "id", "status", "medication", "dose_mg", "units", "master_file_code",
-                 "created_at", "need_by") for o in application.orders.list(uow, status)]
+def list_orders(
+    actor: ActorDep, application: AppDep, uow: UowDep, status: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        _row(
+            o,
+            "id",
+            "status",
+            "medication",
+            "dose_mg",
+            "units",
+            "master_file_code",
+            "created_at",
+            "need_by",
+        )
+        for o in application.orders.list_orders(uow, status)
+    ]
 
 
 @router.get("/orders/{order_id}", tags=["orders"])
-def get_order(order_id: str, actor: ActorDep, application: AppDep,
-              uow: UowDep) -> dict[str, Any]:
+def get_order(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     """The order with its jobs, batches, release, packs and timeline."""
     return order_view(application, uow, order_id)
 
 
 @router.post("/orders/{order_id}/schedule", status_code=201, tags=["orders"])
-def schedule(order_id: str, actor: ActorDep, application: AppDep,
-             uow: UowDep) -> dict[str, Any]:
+def schedule(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     job = application.scheduling.schedule(uow, actor, order_id)
-    return _row(job, "id", "order_id", "machine_id", "site_id", "planned_start",
-                "planned_finish", "status")
+    return _row(
+        job, "id", "order_id", "machine_id", "site_id", "planned_start", "planned_finish", "status"
+    )
 
 
 @router.post("/jobs/{job_id}/ticket", tags=["production"])
@@ -236,8 +316,7 @@ def start(job_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dic
 
 
 @router.get("/batches/{batch_id}", tags=["production"])
-def get_batch(batch_id: str, actor: ActorDep, application: AppDep,
-              uow: UowDep) -> dict[str, Any]:
+def get_batch(batch_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     """The electronic batch record."""
     return batch_view(application, uow, batch_id)
 
@@ -249,20 +328,35 @@ def pending(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str,
 
 
 @router.post("/batches/{batch_id}/decision", tags=["quality"])
-def decide(batch_id: str, body: DecisionIn, actor: ActorDep, application: AppDep,
-           uow: UowDep) -> dict[str, Any]:
+def decide(
+    batch_id: str, body: DecisionIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
     """QP release or rejection, signed with the QP's password and the stated meaning."""
-    review = application.quality.decide(uow, actor, batch_id, decision=body.decision,
-                                        password=body.password, meaning=body.meaning,
-                                        reason=body.reason)
+    review = application.quality.decide(
+        uow,
+        actor,
+        batch_id,
+        decision=body.decision,
+        password=body.password,
+        meaning=body.meaning,
+        reason=body.reason,
+    )
     with application.uow() as fresh:
         return review_dict(application, fresh, review)
 
 
-@router.get("/packs/{unit_id}/label", tags=["custody"],
-            responses={200: {"content": {"image/png": {}, "application/pdf": {}}}})
-def pack_label(unit_id: str, actor: ActorDep, application: AppDep, uow: UowDep,
-               format: Literal["png", "pdf"] = "png") -> Response:
+@router.get(
+    "/packs/{unit_id}/label",
+    tags=["custody"],
+    responses={200: {"content": {"image/png": {}, "application/pdf": {}}}},
+)
+def pack_label(
+    unit_id: str,
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    format: Literal["png", "pdf"] = "png",
+) -> Response:
     from nearfab.custody import render_label
 
     application.custody.get_unit(uow, unit_id)
@@ -274,11 +368,13 @@ def pack_label(unit_id: str, actor: ActorDep, application: AppDep, uow: UowDep,
 
 
 @router.post("/dispense", tags=["custody"])
-def dispense(body: DispenseIn, actor: ActorDep, application: AppDep,
-             uow: UowDep) -> dict[str, Any]:
+def dispense(body: DispenseIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     """Check a scanned pack against the patient; record the hand-over or refuse with why."""
-    result = application.custody.dispense(uow, actor, scan=body.scan,
-                                          patient_ref=body.patient_ref)
-    return {"dispense_id": result.dispense.id, "unit_id": result.unit.id,
-            "serial": result.unit.serial, "status": result.unit.status,
-            "order_complete": result.order_complete}
+    result = application.custody.dispense(uow, actor, scan=body.scan, patient_ref=body.patient_ref)
+    return {
+        "dispense_id": result.dispense.id,
+        "unit_id": result.unit.id,
+        "serial": result.unit.serial,
+        "status": result.unit.status,
+        "order_complete": result.order_complete,
+    }

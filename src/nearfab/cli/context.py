@@ -45,8 +45,12 @@ def local_actor() -> Actor:
     """Who runs a CLI command without credentials: the operating-system user holding the data
     folder, recorded as such in the audit trail (like a database owner's console)."""
     who = getpass.getuser()
-    return Actor(user_id=f"system:cli:{who}", username=f"cli:{who}",
-                 full_name=f"nearfab CLI ({who})", roles=("system",))
+    return Actor(
+        user_id=f"system:cli:{who}",
+        username=f"cli:{who}",
+        full_name=f"nearfab CLI ({who})",
+        roles=("system",),
+    )
 
 
 def login(app: App, username: str, password: str) -> Actor:

@@ -33,8 +33,11 @@ app.add_typer(batch_app, name="batch")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="NEARFAB_DATA_DIR",
-                 help="Folder for the SQLite database and keys (default: per-user data folder)."),
+    typer.Option(
+        "--data-dir",
+        envvar="NEARFAB_DATA_DIR",
+        help="Folder for the SQLite database and keys (default: per-user data folder).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -120,20 +123,33 @@ def order_submit(
             orders = application.orders.submit(uow, local_actor(), document)
     except DomainError as exc:
         fail(exc, as_json)
-    rows = [{"id": o.id, "status": o.status, "medication": o.medication, "dose_mg": o.dose_mg,
-             "units": o.units, "stop_reason": o.stop_reason} for o in orders]
+    rows = [
+        {
+            "id": o.id,
+            "status": o.status,
+            "medication": o.medication,
+            "dose_mg": o.dose_mg,
+            "units": o.units,
+            "stop_reason": o.stop_reason,
+        }
+        for o in orders
+    ]
     if as_json:
         emit_json({"orders": rows})
         return
     for r in rows:
         extra = f" — stopped: {r['stop_reason']}" if r["stop_reason"] else ""
-        console.print(f"order {r['id']}: {r['status']} ({r['medication']} {r['dose_mg']:g} mg "
-                      f"× {r['units']}){extra}")
+        console.print(
+            f"order {r['id']}: {r['status']} ({r['medication']} {r['dose_mg']:g} mg "
+            f"× {r['units']}){extra}"
+        )
 
 
 @order_app.command("show")
 def order_show(
-    ctx: typer.Context, order_id: str, as_json: JsonOpt = False,
+    ctx: typer.Context,
+    order_id: str,
+    as_json: JsonOpt = False,
 ) -> None:
     """An order with its jobs, batches, release, packs and timeline."""
     from nearfab.readmodels import order_view
@@ -147,25 +163,43 @@ def order_show(
     if as_json:
         emit_json(view)
         return
-    console.print(f"[bold]{view['id']}[/] {view['status']} — {view['medication']} "
-                  f"{view['dose_mg']:g} mg × {view['units']} for {view['patient_ref']}")
+    console.print(
+        f"[bold]{view['id']}[/] {view['status']} — {view['medication']} "
+        f"{view['dose_mg']:g} mg × {view['units']} for {view['patient_ref']}"
+    )
     for entry in view["timeline"]:
-        console.print(f"  {entry['at']}  {entry['actor']}: {entry['action']} "
-                      f"{entry['entity_type']} {entry['new'] or ''} {entry['reason'] or ''}")
+        console.print(
+            f"  {entry['at']}  {entry['actor']}: {entry['action']} "
+            f"{entry['entity_type']} {entry['new'] or ''} {entry['reason'] or ''}"
+        )
 
 
 @order_app.command("list")
 def order_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     application = state(ctx).app()
     with application.uow() as uow:
-        rows = [{"id": o.id, "status": o.status, "medication": o.medication,
-                 "dose_mg": o.dose_mg, "units": o.units} for o in application.orders.list(uow)]
+        rows = [
+            {
+                "id": o.id,
+                "status": o.status,
+                "medication": o.medication,
+                "dose_mg": o.dose_mg,
+                "units": o.units,
+            }
+            for o in application.orders.list_orders(uow)
+        ]
     if as_json:
         emit_json(rows)
         return
     table = Table("order", "status", "medication", "dose mg", "units")
     for r in rows:
-        table.add_row(r["id"], r["status"], r["medication"], f"{r['dose_mg']:g}", str(r["units"]))
+        table.add_row(
+            str(r["id"]),
+            str(r["status"]),
+            str(r["medication"]),
+            f"{r['dose_mg']:g}",
+            str(r["units"]),
+        )
     console.print(table)
 
 
@@ -175,27 +209,31 @@ def _parse_fault(text: str) -> tuple[str, Any]:
 
     parts = text.split(":")
     if len(parts) < 2:
-        raise ValidationFailed("--fault is MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]]",
-                               field="--fault")
+        raise ValidationFailed("--fault is MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]]", field="--fault")
     try:
         severity = float(parts[2]) if len(parts) > 2 else 0.3
         from_unit = int(parts[3]) if len(parts) > 3 else 0
     except ValueError:
-        raise ValidationFailed("fault severity is a number and FROM_UNIT an integer",
-                               field="--fault") from None
+        raise ValidationFailed(
+            "fault severity is a number and FROM_UNIT an integer", field="--fault"
+        ) from None
     return parts[0], Fault(kind=parts[1], severity=severity, from_unit=from_unit)  # type: ignore[arg-type]
 
 
 @network_app.command("run")
 def network_run(
     ctx: typer.Context,
-    until_idle: Annotated[bool, typer.Option("--until-idle",
-                                             help="Run until only people can move things on.")]
-    = False,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Run until only people can move things on.")
+    ] = False,
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 3600.0,
-    fault: Annotated[list[str] | None, typer.Option(
-        help="Inject a fault: MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]] (nozzle_clog, "
-             "temperature_drift, humidity_excursion).")] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Inject a fault: MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]] (nozzle_clog, "
+            "temperature_drift, humidity_excursion)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Advance the simulated machines in accelerated time."""
@@ -218,9 +256,11 @@ def network_run(
     if as_json:
         emit_json(summary.to_dict())
         return
-    console.print(f"rounds {summary.rounds}: {len(summary.scheduled)} scheduled, "
-                  f"{len(summary.tickets)} tickets, {len(summary.batches_completed)} batches "
-                  f"made, {len(summary.batches_failed)} failed")
+    console.print(
+        f"rounds {summary.rounds}: {len(summary.scheduled)} scheduled, "
+        f"{len(summary.tickets)} tickets, {len(summary.batches_completed)} batches "
+        f"made, {len(summary.batches_failed)} failed"
+    )
     for what, why in summary.blocked.items():
         console.print(f"  waiting: {what}: {why}")
 
@@ -239,8 +279,10 @@ def network_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for site in view:
         console.print(f"[bold]{site['code']}[/] {site['name']} ({site['kind']}, {site['status']})")
         for m in site["machines"]:
-            console.print(f"  {m['id']} {m['name']} {m['status']} "
-                          f"qualified: {', '.join(m['qualified_for']) or '-'}")
+            console.print(
+                f"  {m['id']} {m['name']} {m['status']} "
+                f"qualified: {', '.join(m['qualified_for']) or '-'}"
+            )
 
 
 # --- release ---------------------------------------------------------------------------------
@@ -257,9 +299,14 @@ def release_pending(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     table = Table("batch", "number", "site", "medication", "proposal", "reasons")
     for r in rows:
-        table.add_row(r["batch_id"], r["batch_number"], r["site"],
-                      f"{r['medication']} {r['dose_mg']:g} mg", r["proposed_decision"],
-                      "; ".join(r["reasons"]))
+        table.add_row(
+            r["batch_id"],
+            r["batch_number"],
+            r["site"],
+            f"{r['medication']} {r['dose_mg']:g} mg",
+            r["proposed_decision"],
+            "; ".join(r["reasons"]),
+        )
     console.print(table)
 
 
@@ -281,9 +328,15 @@ def release_sign(
     try:
         actor = login(application, user, password)
         with application.uow() as uow:
-            review = application.quality.decide(uow, actor, batch_id, decision=decision,
-                                                password=password, meaning=meaning,
-                                                reason=reason)
+            review = application.quality.decide(
+                uow,
+                actor,
+                batch_id,
+                decision=decision,
+                password=password,
+                meaning=meaning,
+                reason=reason,
+            )
         with application.uow() as uow:
             out = review_dict(application, uow, review)
     except DomainError as exc:
@@ -343,8 +396,9 @@ def label(
 @app.command()
 def dispense(
     ctx: typer.Context,
-    scan: Annotated[str, typer.Option(help="Scanned DataMatrix data, element string or "
-                                           "GS1 Digital Link.")],
+    scan: Annotated[
+        str, typer.Option(help="Scanned DataMatrix data, element string or GS1 Digital Link.")
+    ],
     patient: Annotated[str, typer.Option(help="The patient reference on the prescription.")],
     user: Annotated[str, typer.Option(help="The dispensing pharmacist.")],
     password: Annotated[str, typer.Option(help="Their password.")],
@@ -358,14 +412,20 @@ def dispense(
             result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient)
     except DomainError as exc:
         fail(exc, as_json)
-    out = {"dispense_id": result.dispense.id, "unit_id": result.unit.id,
-           "serial": result.unit.serial, "status": result.unit.status,
-           "order_complete": result.order_complete}
+    out = {
+        "dispense_id": result.dispense.id,
+        "unit_id": result.unit.id,
+        "serial": result.unit.serial,
+        "status": result.unit.status,
+        "order_complete": result.order_complete,
+    }
     if as_json:
         emit_json(out)
     else:
-        console.print(f"dispensed pack {out['serial']} ({out['dispense_id']})"
-                      + ("; order complete" if out["order_complete"] else ""))
+        console.print(
+            f"dispensed pack {out['serial']} ({out['dispense_id']})"
+            + ("; order complete" if out["order_complete"] else "")
+        )
 
 
 @app.command("audit")
@@ -383,8 +443,9 @@ def audit_show(
         emit_json(rows)
         return
     for r in rows:
-        console.print(f"{r['at']} {r['actor']}: {r['action']} {r['old']} -> {r['new']} "
-                      f"{r['reason'] or ''}")
+        console.print(
+            f"{r['at']} {r['actor']}: {r['action']} {r['old']} -> {r['new']} {r['reason'] or ''}"
+        )
 
 
 if __name__ == "__main__":

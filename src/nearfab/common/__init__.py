@@ -1,5 +1,6 @@
 """Shared building blocks: ids, clocks, errors, JSON canonicalisation. Imports no domain."""
 
+from nearfab.common.canonical import canonical_json, sha256_hex, to_jsonable
 from nearfab.common.clock import Clock, ManualClock, ScaledClock, SystemClock, utcnow
 from nearfab.common.errors import (
     Conflict,
@@ -12,7 +13,6 @@ from nearfab.common.errors import (
     ValidationFailed,
 )
 from nearfab.common.ids import new_id, new_token
-from nearfab.common.canonical import canonical_json, sha256_hex, to_jsonable
 
 __all__ = [
     "Clock",

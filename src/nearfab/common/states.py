@@ -11,9 +11,7 @@ from nearfab.common.errors import InvalidTransition
 S = TypeVar("S", bound=StrEnum)
 
 
-def check_transition(
-    what: str, current: S, target: S, allowed: Mapping[S, frozenset[S]]
-) -> None:
+def check_transition(what: str, current: S, target: S, allowed: Mapping[S, frozenset[S]]) -> None:
     """Raise InvalidTransition unless `current -> target` is listed in `allowed`."""
     if target not in allowed.get(current, frozenset()):
         options = ", ".join(sorted(s.value for s in allowed.get(current, frozenset()))) or "none"

@@ -32,7 +32,9 @@ class DispenseResult:
 
 class CustodyService:
     def __init__(
-        self, production: ProductionService, master_files: MasterFileService,
+        self,
+        production: ProductionService,
+        master_files: MasterFileService,
         orders: OrderService,
     ) -> None:
         self._production = production
@@ -56,19 +58,39 @@ class CustodyService:
             tablets = min(mf.units_per_pack, made - index * mf.units_per_pack)
             ident = make_identifier(mf.gtin, new_serial(), batch.batch_number, expiry)
             unit = SerialUnit(
-                id=new_id("unit"), batch_id=batch.id, order_id=order.id,
-                patient_id=order.patient_id, pack_index=index + 1, tablets=tablets,
-                gtin=ident.gtin, serial=ident.serial, batch_number=ident.batch,
-                expiry=ident.expiry, status=UnitStatus.QUARANTINE.value,
-                created_at=uow.clock.now())
+                id=new_id("unit"),
+                batch_id=batch.id,
+                order_id=order.id,
+                patient_id=order.patient_id,
+                pack_index=index + 1,
+                tablets=tablets,
+                gtin=ident.gtin,
+                serial=ident.serial,
+                batch_number=ident.batch,
+                expiry=ident.expiry,
+                status=UnitStatus.QUARANTINE.value,
+                created_at=uow.clock.now(),
+            )
             uow.session.add(unit)
             uow.flush()
-            audit(uow, actor, AuditAction.CREATE, "unit", unit.id,
-                  new={"element_string": ident.element_string(), "batch_id": batch.id,
-                       "tablets": tablets, "status": unit.status}, site_id=batch.site_id)
+            audit(
+                uow,
+                actor,
+                AuditAction.CREATE,
+                "unit",
+                unit.id,
+                new={
+                    "element_string": ident.element_string(),
+                    "batch_id": batch.id,
+                    "tablets": tablets,
+                    "status": unit.status,
+                },
+                site_id=batch.site_id,
+            )
             units.append(unit)
-        self._production.add_step(uow, actor, batch, "serialised",
-                                  {"packs": packs, "expiry": expiry.isoformat()})
+        self._production.add_step(
+            uow, actor, batch, "serialised", {"packs": packs, "expiry": expiry.isoformat()}
+        )
         uow.commit()
         return units
 
@@ -89,8 +111,16 @@ class CustodyService:
         current = UnitStatus(unit.status)
         check_transition(f"pack {unit.serial}", current, target, UNIT_TRANSITIONS)
         unit.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "unit", unit.id, old={"status": current.value},
-              new={"status": target.value}, reason=reason)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "unit",
+            unit.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+        )
 
     # --- labels ------------------------------------------------------------------------------
     def labels(self, uow: UnitOfWork, unit_or_batch_id: str) -> list[LabelContent]:
@@ -102,16 +132,23 @@ class CustodyService:
             try:
                 batch = self._production.get(uow, unit_or_batch_id)
             except NotFound:
-                raise NotFound(f"no pack or batch {unit_or_batch_id!r}",
-                               field="unit_or_batch_id") from None
+                raise NotFound(
+                    f"no pack or batch {unit_or_batch_id!r}", field="unit_or_batch_id"
+                ) from None
             units = self.units_of_batch(uow, batch.id)
             if not units:
-                raise Refused(f"batch {batch.batch_number} has no serialised packs",
-                              field="unit_or_batch_id", code="not_serialised")
+                raise Refused(
+                    f"batch {batch.batch_number} has no serialised packs",
+                    field="unit_or_batch_id",
+                    code="not_serialised",
+                )
         for u in units:
             if u.status not in (UnitStatus.RELEASED.value, UnitStatus.DISPENSED.value):
-                raise Refused(f"pack {u.serial} is {u.status}; labels are printed only for "
-                              "released packs", field="unit_or_batch_id", code="not_released")
+                raise Refused(
+                    f"pack {u.serial} is {u.status}; labels are printed only for released packs",
+                    field="unit_or_batch_id",
+                    code="not_released",
+                )
         return [self._label(uow, u) for u in units]
 
     def _label(self, uow: UnitOfWork, unit: SerialUnit) -> LabelContent:
@@ -124,7 +161,7 @@ class CustodyService:
             identifier=make_identifier(unit.gtin, unit.serial, unit.batch_number, unit.expiry),
             product_name=f"{order.medication} {order.dose_mg:g} mg printlet",
             dose_text=f"{order.dose_mg:g} mg per tablet{how}; pack {unit.pack_index}, "
-                      f"{unit.tablets} tablets",
+            f"{unit.tablets} tablets",
             patient_ref=patient.ref,
             storage=mf.storage,
         )
@@ -144,72 +181,122 @@ class CustodyService:
         self, uow: UnitOfWork, actor: Actor, scan: str, patient_ref: str
     ) -> DispenseResult:
         ident = parse_scan(scan)
-        unit = uow.session.scalar(select(SerialUnit).where(
-            SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial))
+        unit = uow.session.scalar(
+            select(SerialUnit).where(
+                SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
+            )
+        )
         if unit is None:
-            raise Refused(f"unknown pack: GTIN {ident.gtin} serial {ident.serial} was never "
-                          "made in this network", field="scan", code="unknown_unit")
+            raise Refused(
+                f"unknown pack: GTIN {ident.gtin} serial {ident.serial} was never "
+                "made in this network",
+                field="scan",
+                code="unknown_unit",
+            )
         if unit.batch_number != ident.batch or unit.expiry != ident.expiry:
-            raise Refused("the label's batch or expiry does not match the pack's record",
-                          field="scan", code="label_mismatch")
+            raise Refused(
+                "the label's batch or expiry does not match the pack's record",
+                field="scan",
+                code="label_mismatch",
+            )
         if unit.status == UnitStatus.DISPENSED.value:
-            when = uow.session.scalar(select(Dispense.dispensed_at).where(
-                Dispense.unit_id == unit.id))
-            raise Refused(f"pack {unit.serial} was already dispensed"
-                          + (f" on {when:%Y-%m-%d %H:%M %Z}" if when else ""),
-                          field="scan", code="already_dispensed")
+            when = uow.session.scalar(
+                select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
+            )
+            raise Refused(
+                f"pack {unit.serial} was already dispensed"
+                + (f" on {when:%Y-%m-%d %H:%M %Z}" if when else ""),
+                field="scan",
+                code="already_dispensed",
+            )
         if unit.status == UnitStatus.REJECTED.value:
-            raise Refused(f"pack {unit.serial} belongs to a rejected batch", field="scan",
-                          code="rejected")
+            raise Refused(
+                f"pack {unit.serial} belongs to a rejected batch", field="scan", code="rejected"
+            )
         if unit.status == UnitStatus.RECALLED.value:
             raise Refused(f"pack {unit.serial} is recalled", field="scan", code="recalled")
         if unit.status != UnitStatus.RELEASED.value:
-            raise Refused(f"pack {unit.serial} is {unit.status}, not released by a QP",
-                          field="scan", code="not_released")
+            raise Refused(
+                f"pack {unit.serial} is {unit.status}, not released by a QP",
+                field="scan",
+                code="not_released",
+            )
         today = uow.clock.now().date()
         if unit.expiry < today:
-            raise Refused(f"pack {unit.serial} expired on {unit.expiry}", field="scan",
-                          code="expired")
+            raise Refused(
+                f"pack {unit.serial} expired on {unit.expiry}", field="scan", code="expired"
+            )
         patient = self._orders.patient(uow, unit.patient_id)
         if patient.ref != patient_ref.strip():
-            raise Refused(f"pack {unit.serial} is for another patient, not {patient_ref}",
-                          field="patient", code="wrong_patient")
+            raise Refused(
+                f"pack {unit.serial} is for another patient, not {patient_ref}",
+                field="patient",
+                code="wrong_patient",
+            )
         self._transition(uow, actor, unit, UnitStatus.DISPENSED, reason="dispensed")
-        record = Dispense(id=new_id("dsp"), unit_id=unit.id, patient_id=patient.id,
-                          dispensed_at=uow.clock.now(), dispensed_by=actor.user_id,
-                          site_id=actor.site_id)
+        record = Dispense(
+            id=new_id("dsp"),
+            unit_id=unit.id,
+            patient_id=patient.id,
+            dispensed_at=uow.clock.now(),
+            dispensed_by=actor.user_id,
+            site_id=actor.site_id,
+        )
         uow.session.add(record)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "dispense", record.id,
-              new={"unit_id": unit.id, "serial": unit.serial, "patient_ref": patient.ref},
-              site_id=actor.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "dispense",
+            record.id,
+            new={"unit_id": unit.id, "serial": unit.serial, "patient_ref": patient.ref},
+            site_id=actor.site_id,
+        )
         siblings = self.units_of_order(uow, unit.order_id)
         complete = all(u.status == UnitStatus.DISPENSED.value for u in siblings)
         if complete:
             order = self._orders.get(uow, unit.order_id)
-            self._orders.transition(uow, actor, order, OrderStatus.DISPENSED,
-                                    reason="every pack dispensed")
+            self._orders.transition(
+                uow, actor, order, OrderStatus.DISPENSED, reason="every pack dispensed"
+            )
         uow.commit()
         return DispenseResult(unit=unit, dispense=record, order_complete=complete)
 
     @staticmethod
     def _refuse(uow: UnitOfWork, actor: Actor, exc: DomainError, scan: str) -> NoReturn:
         uow.session.rollback()
-        audit(uow, actor, AuditAction.REFUSE, "dispense", scan[:64] or "(empty)",
-              new={"code": exc.code, "field": exc.field}, reason=exc.message,
-              site_id=actor.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.REFUSE,
+            "dispense",
+            scan[:64] or "(empty)",
+            new={"code": exc.code, "field": exc.field},
+            reason=exc.message,
+            site_id=actor.site_id,
+        )
         uow.commit()
         raise exc
 
     # --- queries -----------------------------------------------------------------------------
     def units_of_batch(self, uow: UnitOfWork, batch_id: str) -> list[SerialUnit]:
-        return list(uow.session.scalars(select(SerialUnit).where(
-            SerialUnit.batch_id == batch_id).order_by(SerialUnit.pack_index)))
+        return list(
+            uow.session.scalars(
+                select(SerialUnit)
+                .where(SerialUnit.batch_id == batch_id)
+                .order_by(SerialUnit.pack_index)
+            )
+        )
 
     def units_of_order(self, uow: UnitOfWork, order_id: str) -> list[SerialUnit]:
-        return list(uow.session.scalars(select(SerialUnit).where(
-            SerialUnit.order_id == order_id).order_by(SerialUnit.created_at,
-                                                      SerialUnit.pack_index)))
+        return list(
+            uow.session.scalars(
+                select(SerialUnit)
+                .where(SerialUnit.order_id == order_id)
+                .order_by(SerialUnit.created_at, SerialUnit.pack_index)
+            )
+        )
 
     def get_unit(self, uow: UnitOfWork, unit_id: str) -> SerialUnit:
         unit = uow.session.get(SerialUnit, unit_id)

@@ -113,8 +113,12 @@ class UserService:
             AuditAction.CREATE,
             "user",
             user.id,
-            new={"username": username, "full_name": full_name, "roles": role_list,
-                 "home_site_id": home_site_id},
+            new={
+                "username": username,
+                "full_name": full_name,
+                "roles": role_list,
+                "home_site_id": home_site_id,
+            },
             site_id=home_site_id,
         )
         uow.commit()
@@ -147,7 +151,7 @@ class UserService:
         return user
 
     def authenticate(self, uow: UnitOfWork, username: str, password: str) -> User:
-        """Check a username and password; failures are audited and say nothing about which was wrong."""
+        """Check a username and password; a failure is audited and does not say which was wrong."""
         user = self._login(uow, username, password)
         uow.commit()
         return user
@@ -157,8 +161,14 @@ class UserService:
         user = self._login(uow, username, password)
         token = new_token()
         now = uow.clock.now()
-        uow.session.add(ApiToken(token_hash=sha256_hex(token), user_id=user.id, created_at=now,
-                                 expires_at=now + TOKEN_LIFETIME))
+        uow.session.add(
+            ApiToken(
+                token_hash=sha256_hex(token),
+                user_id=user.id,
+                created_at=now,
+                expires_at=now + TOKEN_LIFETIME,
+            )
+        )
         uow.commit()
         return token, user
 
@@ -173,7 +183,7 @@ class UserService:
 
 
 class SignatureService:
-    """Electronic signatures: password re-entry plus a stated meaning, bound to the record's hash."""
+    """E-signatures: password re-entry plus a stated meaning, bound to the record's hash."""
 
     def __init__(self, users: UserService) -> None:
         self._users = users
@@ -189,7 +199,7 @@ class SignatureService:
         record_id: str,
         content: dict[str, Any],
     ) -> Signature:
-        """Add a signature to the current transaction; the caller commits it with the signed change."""
+        """Add a signature to the current transaction; the caller commits it with the change."""
         if not meaning or not meaning.strip():
             raise ValidationFailed("a signature needs its meaning", field="meaning")
         user = uow.session.get(User, actor.user_id)
@@ -207,7 +217,11 @@ class SignatureService:
         )
         uow.session.add(sig)
         audit(
-            uow, actor, AuditAction.SIGN, record_type, record_id,
+            uow,
+            actor,
+            AuditAction.SIGN,
+            record_type,
+            record_id,
             new={"signature_id": sig.id, "meaning": sig.meaning, "record_hash": sig.record_hash},
         )
         return sig

@@ -14,7 +14,9 @@ class MasterFileStatus(StrEnum):
 MASTER_FILE_TRANSITIONS: dict[MasterFileStatus, frozenset[MasterFileStatus]] = {
     MasterFileStatus.DRAFT: frozenset({MasterFileStatus.APPROVED, MasterFileStatus.WITHDRAWN}),
     MasterFileStatus.APPROVED: frozenset({MasterFileStatus.EFFECTIVE, MasterFileStatus.WITHDRAWN}),
-    MasterFileStatus.EFFECTIVE: frozenset({MasterFileStatus.SUPERSEDED, MasterFileStatus.WITHDRAWN}),
+    MasterFileStatus.EFFECTIVE: frozenset(
+        {MasterFileStatus.SUPERSEDED, MasterFileStatus.WITHDRAWN}
+    ),
     MasterFileStatus.SUPERSEDED: frozenset(),
     MasterFileStatus.WITHDRAWN: frozenset(),
 }

@@ -41,13 +41,21 @@ class MasterFile(Base):
     def content(self) -> dict[str, Any]:
         """The approved content: what a QP's signature is bound to."""
         return {
-            "code": self.code, "version": self.version, "title": self.title,
-            "product_family": self.product_family, "accepted_codes": self.accepted_codes,
+            "code": self.code,
+            "version": self.version,
+            "title": self.title,
+            "product_family": self.product_family,
+            "accepted_codes": self.accepted_codes,
             "design_envelope": self.design_envelope,
-            "process_parameters": self.process_parameters, "cqa_specs": self.cqa_specs,
-            "release_rule": self.release_rule, "material_code": self.material_code,
-            "shelf_life_days": self.shelf_life_days, "storage": self.storage, "gtin": self.gtin,
-            "units_per_pack": self.units_per_pack, "allowed_site_ids": self.allowed_site_ids,
+            "process_parameters": self.process_parameters,
+            "cqa_specs": self.cqa_specs,
+            "release_rule": self.release_rule,
+            "material_code": self.material_code,
+            "shelf_life_days": self.shelf_life_days,
+            "storage": self.storage,
+            "gtin": self.gtin,
+            "units_per_pack": self.units_per_pack,
+            "allowed_site_ids": self.allowed_site_ids,
         }
 
     def accepts(self, system: str, code: str) -> bool:

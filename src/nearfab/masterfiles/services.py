@@ -31,7 +31,9 @@ def pydantic_to_domain(exc: ValidationError, prefix: str) -> ValidationFailed:
 
 class MasterFileService:
     def __init__(
-        self, signatures: SignatureService, network: NetworkService,
+        self,
+        signatures: SignatureService,
+        network: NetworkService,
         envelope_check: EnvelopeCheck | None = None,
     ) -> None:
         self._signatures = signatures
@@ -71,7 +73,12 @@ class MasterFileService:
         return mf
 
     def approve(
-        self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, password: str,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        master_file_id: str,
+        *,
+        password: str,
         meaning: str = "QP approval of master file",
     ) -> MasterFile:
         """QP approval: an e-signature bound to the hash of the master file's content."""
@@ -79,8 +86,13 @@ class MasterFileService:
         mf = self.get(uow, master_file_id)
         self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
         sig = self._signatures.sign(
-            uow, actor, password=password, meaning=meaning, record_type="master_file",
-            record_id=mf.id, content=mf.content(),
+            uow,
+            actor,
+            password=password,
+            meaning=meaning,
+            record_type="master_file",
+            record_id=mf.id,
+            content=mf.content(),
         )
         mf.approved_at = uow.clock.now()
         mf.approval_signature_id = sig.id
@@ -91,17 +103,26 @@ class MasterFileService:
         """Make an approved version effective; the previous effective version is superseded."""
         require_role(actor, Role.QP, Role.ADMIN, action="making a master file effective")
         mf = self.get(uow, master_file_id)
-        for prev in uow.session.scalars(select(MasterFile).where(
-                MasterFile.code == mf.code,
-                MasterFile.status == MasterFileStatus.EFFECTIVE.value)):
-            self._transition(uow, actor, prev, MasterFileStatus.SUPERSEDED,
-                             reason=f"superseded by version {mf.version}")
+        for prev in uow.session.scalars(
+            select(MasterFile).where(
+                MasterFile.code == mf.code, MasterFile.status == MasterFileStatus.EFFECTIVE.value
+            )
+        ):
+            self._transition(
+                uow,
+                actor,
+                prev,
+                MasterFileStatus.SUPERSEDED,
+                reason=f"superseded by version {mf.version}",
+            )
         self._transition(uow, actor, mf, MasterFileStatus.EFFECTIVE, reason="made effective")
         mf.effective_from = uow.clock.now()
         uow.commit()
         return mf
 
-    def withdraw(self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str) -> MasterFile:
+    def withdraw(
+        self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
+    ) -> MasterFile:
         require_role(actor, Role.QP, action="withdrawing a master file")
         if not reason.strip():
             raise ValidationFailed("withdrawing a master file needs a reason", field="reason")
@@ -111,15 +132,29 @@ class MasterFileService:
         return mf
 
     def _transition(
-        self, uow: UnitOfWork, actor: Actor, mf: MasterFile, target: MasterFileStatus, *,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        mf: MasterFile,
+        target: MasterFileStatus,
+        *,
         reason: str,
     ) -> None:
         current = MasterFileStatus(mf.status)
-        check_transition(f"master file {mf.code} v{mf.version}", current, target,
-                         MASTER_FILE_TRANSITIONS)
+        check_transition(
+            f"master file {mf.code} v{mf.version}", current, target, MASTER_FILE_TRANSITIONS
+        )
         mf.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "master_file", mf.id,
-              old={"status": current.value}, new={"status": target.value}, reason=reason)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "master_file",
+            mf.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+        )
 
     def get(self, uow: UnitOfWork, master_file_id: str) -> MasterFile:
         mf = uow.session.get(MasterFile, master_file_id)
@@ -127,20 +162,32 @@ class MasterFileService:
             raise NotFound(f"no master file {master_file_id!r}", field="master_file_id")
         return mf
 
-    def list(self, uow: UnitOfWork) -> list[MasterFile]:
-        return list(uow.session.scalars(select(MasterFile).order_by(MasterFile.code,
-                                                                     MasterFile.version)))
+    def list_all(self, uow: UnitOfWork) -> list[MasterFile]:
+        return list(
+            uow.session.scalars(select(MasterFile).order_by(MasterFile.code, MasterFile.version))
+        )
 
     def effective(self, uow: UnitOfWork) -> list[MasterFile]:
-        return list(uow.session.scalars(select(MasterFile).where(
-            MasterFile.status == MasterFileStatus.EFFECTIVE.value).order_by(MasterFile.code)))
+        return list(
+            uow.session.scalars(
+                select(MasterFile)
+                .where(MasterFile.status == MasterFileStatus.EFFECTIVE.value)
+                .order_by(MasterFile.code)
+            )
+        )
 
     def effective_for_code(self, uow: UnitOfWork, code: str) -> MasterFile:
-        mf = uow.session.scalar(select(MasterFile).where(
-            MasterFile.code == code, MasterFile.status == MasterFileStatus.EFFECTIVE.value))
+        mf = uow.session.scalar(
+            select(MasterFile).where(
+                MasterFile.code == code, MasterFile.status == MasterFileStatus.EFFECTIVE.value
+            )
+        )
         if mf is None:
-            raise Refused(f"master file {code} has no approved, effective version",
-                          field="master_file", code="no_effective_master_file")
+            raise Refused(
+                f"master file {code} has no approved, effective version",
+                field="master_file",
+                code="no_effective_master_file",
+            )
         return mf
 
     def accepting(self, uow: UnitOfWork, codings: list[tuple[str, str]]) -> list[MasterFile]:

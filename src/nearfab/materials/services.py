@@ -21,34 +21,68 @@ class MaterialService:
         self._network = network
 
     def receive_lot(
-        self, uow: UnitOfWork, actor: Actor, *, lot_number: str, material_code: str,
-        description: str, site_id: str, supplier: str, expiry: date, quantity_g: float,
-        drug_loading: float, assay_pct: float = 100.0,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        lot_number: str,
+        material_code: str,
+        description: str,
+        site_id: str,
+        supplier: str,
+        expiry: date,
+        quantity_g: float,
+        drug_loading: float,
+        assay_pct: float = 100.0,
     ) -> MaterialLot:
         require_role(actor, Role.OPERATOR, Role.PHARMACIST, Role.ADMIN, action="receiving a lot")
         site = self._network.get_site(uow, site_id)
         if quantity_g <= 0:
             raise ValidationFailed("quantity must be positive", field="quantity_g")
         if not 0 < drug_loading <= 1:
-            raise ValidationFailed("drug loading is a mass fraction in (0, 1]",
-                                   field="drug_loading")
+            raise ValidationFailed(
+                "drug loading is a mass fraction in (0, 1]", field="drug_loading"
+            )
         if not 80 <= assay_pct <= 120:
-            raise ValidationFailed("assay must be between 80 and 120 % of label claim",
-                                   field="assay_pct")
+            raise ValidationFailed(
+                "assay must be between 80 and 120 % of label claim", field="assay_pct"
+            )
         if uow.session.scalar(select(MaterialLot).where(MaterialLot.lot_number == lot_number)):
             raise Conflict(f"lot {lot_number!r} already received", field="lot_number")
         lot = MaterialLot(
-            id=new_id("lot"), lot_number=lot_number, material_code=material_code,
-            description=description, site_id=site.id, supplier=supplier, expiry=expiry,
-            status=LotStatus.QUARANTINE.value, quantity_g=quantity_g, drug_loading=drug_loading,
-            assay_pct=assay_pct, received_at=uow.clock.now(),
+            id=new_id("lot"),
+            lot_number=lot_number,
+            material_code=material_code,
+            description=description,
+            site_id=site.id,
+            supplier=supplier,
+            expiry=expiry,
+            status=LotStatus.QUARANTINE.value,
+            quantity_g=quantity_g,
+            drug_loading=drug_loading,
+            assay_pct=assay_pct,
+            received_at=uow.clock.now(),
         )
         uow.session.add(lot)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "material_lot", lot.id,
-              new={"lot_number": lot_number, "material_code": material_code, "site_id": site.id,
-                   "expiry": expiry, "quantity_g": quantity_g, "drug_loading": drug_loading,
-                   "assay_pct": assay_pct, "status": lot.status}, site_id=site.id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "material_lot",
+            lot.id,
+            new={
+                "lot_number": lot_number,
+                "material_code": material_code,
+                "site_id": site.id,
+                "expiry": expiry,
+                "quantity_g": quantity_g,
+                "drug_loading": drug_loading,
+                "assay_pct": assay_pct,
+                "status": lot.status,
+            },
+            site_id=site.id,
+        )
         uow.commit()
         return lot
 
@@ -61,9 +95,17 @@ class MaterialService:
         current = LotStatus(lot.status)
         check_transition(f"lot {lot.lot_number}", current, target, LOT_TRANSITIONS)
         lot.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "material_lot", lot.id,
-              old={"status": current.value}, new={"status": target.value}, reason=reason,
-              site_id=lot.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "material_lot",
+            lot.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+            site_id=lot.site_id,
+        )
         uow.commit()
         return lot
 
@@ -73,7 +115,7 @@ class MaterialService:
             raise NotFound(f"no material lot {lot_id!r}", field="material_lot_id")
         return lot
 
-    def list(self, uow: UnitOfWork, site_id: str | None = None) -> list[MaterialLot]:
+    def list_lots(self, uow: UnitOfWork, site_id: str | None = None) -> list[MaterialLot]:
         stmt = select(MaterialLot).order_by(MaterialLot.lot_number)
         if site_id:
             stmt = stmt.where(MaterialLot.site_id == site_id)
@@ -84,13 +126,17 @@ class MaterialService:
     ) -> MaterialLot | None:
         """The approved, unexpired lot at a site with enough material, earliest expiry first."""
         today = uow.clock.now().date()
-        stmt = select(MaterialLot).where(
-            MaterialLot.site_id == site_id,
-            MaterialLot.material_code == material_code,
-            MaterialLot.status == LotStatus.APPROVED.value,
-            MaterialLot.expiry > today,
-            MaterialLot.quantity_g >= needed_g,
-        ).order_by(MaterialLot.expiry, MaterialLot.lot_number)
+        stmt = (
+            select(MaterialLot)
+            .where(
+                MaterialLot.site_id == site_id,
+                MaterialLot.material_code == material_code,
+                MaterialLot.status == LotStatus.APPROVED.value,
+                MaterialLot.expiry > today,
+                MaterialLot.quantity_g >= needed_g,
+            )
+            .order_by(MaterialLot.expiry, MaterialLot.lot_number)
+        )
         return uow.session.scalars(stmt).first()
 
     def consume(
@@ -99,17 +145,34 @@ class MaterialService:
         """Draw material for a batch, inside the batch's transaction (no commit here)."""
         lot = self.get(uow, lot_id)
         if lot.status != LotStatus.APPROVED.value:
-            raise Refused(f"lot {lot.lot_number} is {lot.status}, not approved",
-                          field="material_lot", code="lot_not_usable")
+            raise Refused(
+                f"lot {lot.lot_number} is {lot.status}, not approved",
+                field="material_lot",
+                code="lot_not_usable",
+            )
         if lot.expiry <= uow.clock.now().date():
-            raise Refused(f"lot {lot.lot_number} expired on {lot.expiry}",
-                          field="material_lot", code="lot_not_usable")
+            raise Refused(
+                f"lot {lot.lot_number} expired on {lot.expiry}",
+                field="material_lot",
+                code="lot_not_usable",
+            )
         if lot.quantity_g < grams:
-            raise Refused(f"lot {lot.lot_number} holds {lot.quantity_g:.2f} g; {grams:.2f} g needed",
-                          field="material_lot", code="lot_not_usable")
+            raise Refused(
+                f"lot {lot.lot_number} holds {lot.quantity_g:.2f} g; {grams:.2f} g needed",
+                field="material_lot",
+                code="lot_not_usable",
+            )
         old = lot.quantity_g
         lot.quantity_g = round(old - grams, 6)
-        audit(uow, actor, AuditAction.UPDATE, "material_lot", lot.id,
-              old={"quantity_g": old}, new={"quantity_g": lot.quantity_g},
-              reason=f"consumed by batch {batch_id}", site_id=lot.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "material_lot",
+            lot.id,
+            old={"quantity_g": old},
+            new={"quantity_g": lot.quantity_g},
+            reason=f"consumed by batch {batch_id}",
+            site_id=lot.site_id,
+        )
         return lot

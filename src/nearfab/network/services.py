@@ -30,7 +30,13 @@ class NetworkService:
 
     # --- sites -------------------------------------------------------------------------------
     def create_site(
-        self, uow: UnitOfWork, actor: Actor, *, code: str, name: str, kind: str,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        code: str,
+        name: str,
+        kind: str,
         status: SiteStatus = SiteStatus.PROPOSED,
     ) -> Site:
         require_role(actor, Role.ADMIN, action="creating a site")
@@ -45,20 +51,37 @@ class NetworkService:
         if uow.session.scalar(select(Site).where(Site.code == code)):
             raise Conflict(f"site code {code!r} exists", field="code")
         site = Site(
-            id=new_id("site"), code=code, name=name, kind=kind_v.value, status=status.value,
-            regulatory_reference=None, created_at=uow.clock.now(),
+            id=new_id("site"),
+            code=code,
+            name=name,
+            kind=kind_v.value,
+            status=status.value,
+            regulatory_reference=None,
+            created_at=uow.clock.now(),
         )
         uow.session.add(site)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "site", site.id,
-              new={"code": code, "name": name, "kind": kind_v.value, "status": status.value},
-              site_id=site.id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "site",
+            site.id,
+            new={"code": code, "name": name, "kind": kind_v.value, "status": status.value},
+            site_id=site.id,
+        )
         uow.commit()
         return site
 
     def transition_site(
-        self, uow: UnitOfWork, actor: Actor, site_id: str, target: SiteStatus | str, *,
-        reason: str, regulatory_reference: str | None = None,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        site_id: str,
+        target: SiteStatus | str,
+        *,
+        reason: str,
+        regulatory_reference: str | None = None,
     ) -> Site:
         require_role(actor, Role.ADMIN, Role.QP, action="changing a site's status")
         site = self.get_site(uow, site_id)
@@ -80,10 +103,17 @@ class NetworkService:
         site.status = target.value
         if regulatory_reference:
             site.regulatory_reference = regulatory_reference
-        audit(uow, actor, AuditAction.TRANSITION, "site", site.id,
-              old={"status": current.value}, new={"status": target.value,
-                                                  "regulatory_reference": regulatory_reference},
-              reason=reason, site_id=site.id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "site",
+            site.id,
+            old={"status": current.value},
+            new={"status": target.value, "regulatory_reference": regulatory_reference},
+            reason=reason,
+            site_id=site.id,
+        )
         uow.commit()
         return site
 
@@ -103,24 +133,50 @@ class NetworkService:
 
     # --- machines ----------------------------------------------------------------------------
     def register_machine(
-        self, uow: UnitOfWork, actor: Actor, *, site_id: str, name: str, machine_type: str,
-        firmware: str, serial_number: str, adapter: str = "simulated",
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        site_id: str,
+        name: str,
+        machine_type: str,
+        firmware: str,
+        serial_number: str,
+        adapter: str = "simulated",
     ) -> Machine:
         require_role(actor, Role.ADMIN, action="registering a machine")
         site = self.get_site(uow, site_id)
         if not firmware.strip():
             raise ValidationFailed("firmware version is empty", field="firmware")
         machine = Machine(
-            id=new_id("mch"), site_id=site.id, name=name, machine_type=machine_type,
-            firmware=firmware, serial_number=serial_number, adapter=adapter,
-            status=MachineStatus.AVAILABLE.value, created_at=uow.clock.now(),
+            id=new_id("mch"),
+            site_id=site.id,
+            name=name,
+            machine_type=machine_type,
+            firmware=firmware,
+            serial_number=serial_number,
+            adapter=adapter,
+            status=MachineStatus.AVAILABLE.value,
+            created_at=uow.clock.now(),
         )
         uow.session.add(machine)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "machine", machine.id,
-              new={"site_id": site.id, "name": name, "machine_type": machine_type,
-                   "firmware": firmware, "serial_number": serial_number, "adapter": adapter},
-              site_id=site.id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "machine",
+            machine.id,
+            new={
+                "site_id": site.id,
+                "name": name,
+                "machine_type": machine_type,
+                "firmware": firmware,
+                "serial_number": serial_number,
+                "adapter": adapter,
+            },
+            site_id=site.id,
+        )
         uow.commit()
         return machine
 
@@ -137,8 +193,14 @@ class NetworkService:
         return list(uow.session.scalars(stmt))
 
     def set_machine_status(
-        self, uow: UnitOfWork, actor: Actor, machine_id: str, target: MachineStatus | str, *,
-        reason: str, commit: bool = True,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        machine_id: str,
+        target: MachineStatus | str,
+        *,
+        reason: str,
+        commit: bool = True,
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
         machine = self.get_machine(uow, machine_id)
@@ -146,80 +208,138 @@ class NetworkService:
         current = MachineStatus(machine.status)
         check_transition(f"machine {machine.name}", current, target, MACHINE_TRANSITIONS)
         machine.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "machine", machine.id,
-              old={"status": current.value}, new={"status": target.value}, reason=reason,
-              site_id=machine.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "machine",
+            machine.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+            site_id=machine.site_id,
+        )
         if commit:
             uow.commit()
         return machine
 
     def qualify_machine(
-        self, uow: UnitOfWork, actor: Actor, machine_id: str, master_file_code: str, *,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        machine_id: str,
+        master_file_code: str,
+        *,
         valid_until: datetime | None = None,
     ) -> Qualification:
         require_role(actor, Role.QP, Role.ADMIN, action="qualifying a machine")
         machine = self.get_machine(uow, machine_id)
-        row = uow.session.scalar(select(Qualification).where(
-            Qualification.machine_id == machine.id,
-            Qualification.master_file_code == master_file_code))
+        row = uow.session.scalar(
+            select(Qualification).where(
+                Qualification.machine_id == machine.id,
+                Qualification.master_file_code == master_file_code,
+            )
+        )
         old = None
         if row is None:
-            row = Qualification(machine_id=machine.id, master_file_code=master_file_code,
-                                qualified_at=uow.clock.now(), qualified_by=actor.user_id,
-                                valid_until=valid_until, revoked=False)
+            row = Qualification(
+                machine_id=machine.id,
+                master_file_code=master_file_code,
+                qualified_at=uow.clock.now(),
+                qualified_by=actor.user_id,
+                valid_until=valid_until,
+                revoked=False,
+            )
             uow.session.add(row)
         else:
             old = {"valid_until": row.valid_until, "revoked": row.revoked}
             row.qualified_at, row.qualified_by = uow.clock.now(), actor.user_id
             row.valid_until, row.revoked = valid_until, False
-        audit(uow, actor, AuditAction.UPDATE if old else AuditAction.CREATE, "machine", machine.id,
-              old=old, new={"qualified_for": master_file_code, "valid_until": valid_until},
-              site_id=machine.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE if old else AuditAction.CREATE,
+            "machine",
+            machine.id,
+            old=old,
+            new={"qualified_for": master_file_code, "valid_until": valid_until},
+            site_id=machine.site_id,
+        )
         uow.commit()
         return row
 
     def is_qualified(self, uow: UnitOfWork, machine_id: str, master_file_code: str) -> bool:
-        row = uow.session.scalar(select(Qualification).where(
-            Qualification.machine_id == machine_id,
-            Qualification.master_file_code == master_file_code))
+        row = uow.session.scalar(
+            select(Qualification).where(
+                Qualification.machine_id == machine_id,
+                Qualification.master_file_code == master_file_code,
+            )
+        )
         return row is not None and not row.revoked and _valid(row.valid_until, uow.clock.now())
 
     def qualified_codes(self, uow: UnitOfWork, machine_id: str) -> list[str]:
-        rows = uow.session.scalars(select(Qualification).where(
-            Qualification.machine_id == machine_id, Qualification.revoked.is_(False)))
+        rows = uow.session.scalars(
+            select(Qualification).where(
+                Qualification.machine_id == machine_id, Qualification.revoked.is_(False)
+            )
+        )
         now = uow.clock.now()
         return sorted(r.master_file_code for r in rows if _valid(r.valid_until, now))
 
     # --- training ----------------------------------------------------------------------------
     def record_training(
-        self, uow: UnitOfWork, actor: Actor, user_id: str, master_file_code: str, *,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        user_id: str,
+        master_file_code: str,
+        *,
         valid_until: datetime | None = None,
     ) -> Training:
         require_role(actor, Role.QP, Role.ADMIN, action="recording training")
         user = uow.session.get(User, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")
-        row = uow.session.scalar(select(Training).where(
-            Training.user_id == user_id, Training.master_file_code == master_file_code))
+        row = uow.session.scalar(
+            select(Training).where(
+                Training.user_id == user_id, Training.master_file_code == master_file_code
+            )
+        )
         if row is None:
-            row = Training(user_id=user_id, master_file_code=master_file_code,
-                           trained_at=uow.clock.now(), recorded_by=actor.user_id,
-                           valid_until=valid_until)
+            row = Training(
+                user_id=user_id,
+                master_file_code=master_file_code,
+                trained_at=uow.clock.now(),
+                recorded_by=actor.user_id,
+                valid_until=valid_until,
+            )
             uow.session.add(row)
         else:
             row.trained_at, row.valid_until = uow.clock.now(), valid_until
-        audit(uow, actor, AuditAction.CREATE, "user", user_id,
-              new={"trained_on": master_file_code, "valid_until": valid_until},
-              site_id=user.home_site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "user",
+            user_id,
+            new={"trained_on": master_file_code, "valid_until": valid_until},
+            site_id=user.home_site_id,
+        )
         uow.commit()
         return row
 
     def is_trained(self, uow: UnitOfWork, user_id: str, master_file_code: str) -> bool:
-        row = uow.session.scalar(select(Training).where(
-            Training.user_id == user_id, Training.master_file_code == master_file_code))
+        row = uow.session.scalar(
+            select(Training).where(
+                Training.user_id == user_id, Training.master_file_code == master_file_code
+            )
+        )
         return row is not None and _valid(row.valid_until, uow.clock.now())
 
     def operators_at(self, uow: UnitOfWork, site_id: str) -> list[User]:
-        users = uow.session.scalars(select(User).where(
-            User.home_site_id == site_id, User.active.is_(True)).order_by(User.username))
+        users = uow.session.scalars(
+            select(User)
+            .where(User.home_site_id == site_id, User.active.is_(True))
+            .order_by(User.username)
+        )
         return [u for u in users if Role.OPERATOR.value in u.roles]

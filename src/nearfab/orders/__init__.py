@@ -3,7 +3,7 @@
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
-from nearfab.orders.services import DesignRequest, Designer, OrderService
+from nearfab.orders.services import Designer, DesignRequest, OrderService
 from nearfab.orders.vault import IdentityVault
 
 __all__ = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
@@ -54,8 +54,9 @@ class OrderService:
         self, uow: UnitOfWork, actor: Actor, document: str | bytes | Mapping[str, Any]
     ) -> list[Order]:
         """Accept a FHIR MedicationRequest or Bundle: all its prescriptions or none of them."""
-        require_role(actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN,
-                     action="submitting a prescription")
+        require_role(
+            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="submitting a prescription"
+        )
         prescriptions = parse_prescriptions(document)
         # check every prescription before storing anything
         plans = [(rx, self._master_file_for(uow, rx)) for rx in prescriptions]
@@ -70,15 +71,20 @@ class OrderService:
         matches = self._master_files.accepting(uow, codings)
         if not matches:
             named = rx.medication_text or ", ".join(
-                f"{c.display or c.code} ({c.system} {c.code})" for c in rx.medication_codes)
+                f"{c.display or c.code} ({c.system} {c.code})" for c in rx.medication_codes
+            )
             raise Refused(
                 f"no effective master file accepts the medication {named}",
-                field="MedicationRequest.medication", code="medication_not_accepted",
+                field="MedicationRequest.medication",
+                code="medication_not_accepted",
             )
         if len(matches) > 1:
             names = ", ".join(f"{m.code} v{m.version}" for m in matches)
-            raise Refused(f"more than one master file accepts this medication ({names})",
-                          field="MedicationRequest.medication", code="ambiguous_master_file")
+            raise Refused(
+                f"more than one master file accepts this medication ({names})",
+                field="MedicationRequest.medication",
+                code="ambiguous_master_file",
+            )
         return matches[0]
 
     @staticmethod
@@ -87,29 +93,41 @@ class OrderService:
         if rx.dose_mg is None:
             raise ValidationFailed(
                 f"dose unit {rx.dose_unit!r} is not a mass; tablets are dosed in mg",
-                field=f"{where}.dosageInstruction[0].doseAndRate[0].doseQuantity.unit")
+                field=f"{where}.dosageInstruction[0].doseAndRate[0].doseQuantity.unit",
+            )
         if rx.units_for_course is None:
             raise ValidationFailed(
                 "the number of tablets cannot be worked out: give dispenseRequest.quantity, or "
                 "expectedSupplyDuration with a dosage timing",
-                field=f"{where}.dispenseRequest")
+                field=f"{where}.dispenseRequest",
+            )
 
     def _patient(self, uow: UnitOfWork, rx: PrescriptionIn) -> Patient:
         key = "|".join(sorted(rx.patient_identifiers)) or rx.patient_reference
         lookup = self._vault.lookup_hash(key)
         patient = uow.session.scalar(select(Patient).where(Patient.lookup_hash == lookup))
         now = uow.clock.now()
-        identity = {"name": rx.patient_name, "identifiers": list(rx.patient_identifiers),
-                    "birth_date": rx.patient_birth_date, "reference": rx.patient_reference,
-                    "display": rx.patient_display}
+        identity = {
+            "name": rx.patient_name,
+            "identifiers": list(rx.patient_identifiers),
+            "birth_date": rx.patient_birth_date,
+            "reference": rx.patient_reference,
+            "display": rx.patient_display,
+        }
         if patient is None:
-            patient = Patient(id=new_id("pat"), ref=new_id("PT", 8).replace("_", "-"),
-                              lookup_hash=lookup, created_at=now)
+            patient = Patient(
+                id=new_id("pat"),
+                ref=new_id("PT", 8).replace("_", "-"),
+                lookup_hash=lookup,
+                created_at=now,
+            )
             uow.session.add(patient)
             uow.flush()
-            uow.session.add(PatientIdentity(patient_id=patient.id,
-                                            ciphertext=self._vault.encrypt(identity),
-                                            updated_at=now))
+            uow.session.add(
+                PatientIdentity(
+                    patient_id=patient.id, ciphertext=self._vault.encrypt(identity), updated_at=now
+                )
+            )
         return patient
 
     def _store(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn, mf: MasterFile) -> Order:
@@ -117,46 +135,97 @@ class OrderService:
         patient = self._patient(uow, rx)
         raw = canonical_json(rx.raw)
         prescription = Prescription(
-            id=new_id("rx"), source_id=rx.source_id, patient_id=patient.id, received_at=now,
-            received_by=actor.user_id, prescriber_reference=rx.prescriber_reference,
-            prescriber_display=rx.prescriber_display, authored_on=rx.authored_on,
-            medication_codes=[{"system": c.system, "code": c.code, "display": c.display}
-                              for c in rx.medication_codes],
-            medication_text=rx.medication_text, dose_value=rx.dose_value,
-            dose_unit=rx.dose_unit, doses_per_day=rx.doses_per_day,
-            quantity_value=rx.quantity_value, quantity_unit=rx.quantity_unit,
-            supply_days=rx.supply_days, raw_ciphertext=self._vault.encrypt(rx.raw),
+            id=new_id("rx"),
+            source_id=rx.source_id,
+            patient_id=patient.id,
+            received_at=now,
+            received_by=actor.user_id,
+            prescriber_reference=rx.prescriber_reference,
+            prescriber_display=rx.prescriber_display,
+            authored_on=rx.authored_on,
+            medication_codes=[
+                {"system": c.system, "code": c.code, "display": c.display}
+                for c in rx.medication_codes
+            ],
+            medication_text=rx.medication_text,
+            dose_value=rx.dose_value,
+            dose_unit=rx.dose_unit,
+            doses_per_day=rx.doses_per_day,
+            quantity_value=rx.quantity_value,
+            quantity_unit=rx.quantity_unit,
+            supply_days=rx.supply_days,
+            raw_ciphertext=self._vault.encrypt(rx.raw),
             raw_sha256=sha256_hex(raw),
         )
         uow.session.add(prescription)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "prescription", prescription.id,
-              new={"source_id": rx.source_id, "patient_ref": patient.ref,
-                   "medication_codes": prescription.medication_codes, "dose_mg": rx.dose_mg,
-                   "doses_per_day": rx.doses_per_day, "units": rx.units_for_course,
-                   "raw_sha256": prescription.raw_sha256})
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "prescription",
+            prescription.id,
+            new={
+                "source_id": rx.source_id,
+                "patient_ref": patient.ref,
+                "medication_codes": prescription.medication_codes,
+                "dose_mg": rx.dose_mg,
+                "doses_per_day": rx.doses_per_day,
+                "units": rx.units_for_course,
+                "raw_sha256": prescription.raw_sha256,
+            },
+        )
         assert rx.dose_mg is not None and rx.units_for_course is not None  # checked before
         # name the medicine by the coding the master file accepted, not by free text
-        medication = next((c.display for c in rx.medication_codes
-                           if c.display and mf.accepts(c.system, c.code)), None)
+        medication = next(
+            (c.display for c in rx.medication_codes if c.display and mf.accepts(c.system, c.code)),
+            None,
+        )
         medication = (medication or rx.medication_text or mf.title).strip()
         medication = medication[:1].upper() + medication[1:]
         order = Order(
-            id=new_id("ord"), prescription_id=prescription.id, patient_id=patient.id,
-            master_file_id=mf.id, master_file_code=mf.code, master_file_version=mf.version,
-            product_family=mf.product_family, status=OrderStatus.RECEIVED.value,
-            medication=medication, dose_mg=rx.dose_mg,
-            doses_per_day=rx.doses_per_day, units=rx.units_for_course, patient_group=None,
-            design=None, stop_reason=None, need_by=now + DEFAULT_LEAD_TIME, created_at=now,
+            id=new_id("ord"),
+            prescription_id=prescription.id,
+            patient_id=patient.id,
+            master_file_id=mf.id,
+            master_file_code=mf.code,
+            master_file_version=mf.version,
+            product_family=mf.product_family,
+            status=OrderStatus.RECEIVED.value,
+            medication=medication,
+            dose_mg=rx.dose_mg,
+            doses_per_day=rx.doses_per_day,
+            units=rx.units_for_course,
+            patient_group=None,
+            design=None,
+            stop_reason=None,
+            need_by=now + DEFAULT_LEAD_TIME,
+            created_at=now,
             updated_at=now,
         )
         uow.session.add(order)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "order", order.id,
-              new={"status": order.status, "master_file": f"{mf.code} v{mf.version}",
-                   "dose_mg": order.dose_mg, "units": order.units, "patient_ref": patient.ref})
-        request = DesignRequest(master_file=mf, dose_mg=rx.dose_mg, units=rx.units_for_course,
-                                birth_date=rx.patient_birth_date, on=now.date())
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "order",
+            order.id,
+            new={
+                "status": order.status,
+                "master_file": f"{mf.code} v{mf.version}",
+                "dose_mg": order.dose_mg,
+                "units": order.units,
+                "patient_ref": patient.ref,
+            },
+        )
+        request = DesignRequest(
+            master_file=mf,
+            dose_mg=rx.dose_mg,
+            units=rx.units_for_course,
+            birth_date=rx.patient_birth_date,
+            on=now.date(),
+        )
         try:
             design, group = self._designer(request)
         except DomainError as exc:
@@ -164,14 +233,25 @@ class OrderService:
             self.transition(uow, actor, order, OrderStatus.STOPPED, reason=exc.message)
         else:
             order.design, order.patient_group = design, group
-            self.transition(uow, actor, order, OrderStatus.DESIGNED,
-                            reason="design within the master file's envelope",
-                            extra={"design": design, "patient_group": group})
+            self.transition(
+                uow,
+                actor,
+                order,
+                OrderStatus.DESIGNED,
+                reason="design within the master file's envelope",
+                extra={"design": design, "patient_group": group},
+            )
         return order
 
     # --- lifecycle ---------------------------------------------------------------------------
     def transition(
-        self, uow: UnitOfWork, actor: Actor, order: Order, target: OrderStatus, *, reason: str,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order,
+        target: OrderStatus,
+        *,
+        reason: str,
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Move an order on, audited in the caller's transaction (the caller commits)."""
@@ -179,13 +259,21 @@ class OrderService:
         check_transition(f"order {order.id}", current, target, ORDER_TRANSITIONS)
         order.status = target.value
         order.updated_at = uow.clock.now()
-        audit(uow, actor, AuditAction.TRANSITION, "order", order.id,
-              old={"status": current.value}, new={"status": target.value, **(extra or {})},
-              reason=reason)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "order",
+            order.id,
+            old={"status": current.value},
+            new={"status": target.value, **(extra or {})},
+            reason=reason,
+        )
 
     def cancel(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
-        require_role(actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN,
-                     action="cancelling an order")
+        require_role(
+            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
+        )
         if not reason.strip():
             raise ValidationFailed("cancelling an order needs a reason", field="reason")
         order = self.get(uow, order_id)
@@ -200,11 +288,17 @@ class OrderService:
             raise NotFound(f"no order {order_id!r}", field="order_id")
         return order
 
-    def list(self, uow: UnitOfWork, status: str | None = None, limit: int = 200) -> list[Order]:
+    def list_orders(
+        self, uow: UnitOfWork, status: str | None = None, limit: int = 200
+    ) -> list[Order]:
         stmt = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
         if status:
             stmt = stmt.where(Order.status == status)
         return list(uow.session.scalars(stmt))
+
+    def count_by_status(self, uow: UnitOfWork) -> dict[str, int]:
+        rows = uow.session.execute(select(Order.status, func.count()).group_by(Order.status))
+        return {status: int(n) for status, n in rows}
 
     def by_status(self, uow: UnitOfWork, status: OrderStatus) -> list[Order]:
         stmt = select(Order).where(Order.status == status.value).order_by(Order.need_by, Order.id)

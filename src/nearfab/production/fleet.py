@@ -12,7 +12,11 @@ from nearfab.production.machines import Fault, MachineAdapter, SimulatedTabletPr
 
 class MachineFleet:
     def __init__(
-        self, clock: Clock, control_public_key_pem: str, *, seconds_per_unit: float = 60.0,
+        self,
+        clock: Clock,
+        control_public_key_pem: str,
+        *,
+        seconds_per_unit: float = 60.0,
         sample_every_s: float = 10.0,
     ) -> None:
         self._clock = clock
@@ -30,12 +34,19 @@ class MachineFleet:
         if adapter is not None:
             return adapter
         if machine.adapter != "simulated" or machine.machine_type != "tablet_printer":
-            raise Refused(f"no adapter is connected for machine {machine.name}",
-                          field="machine", code="machine_offline")
+            raise Refused(
+                f"no adapter is connected for machine {machine.name}",
+                field="machine",
+                code="machine_offline",
+            )
         twin = SimulatedTabletPrinter(
-            machine.id, firmware=machine.firmware, control_public_key_pem=self._public_key,
-            clock=self._clock, seed=zlib.crc32(machine.id.encode()),
-            seconds_per_unit=self._seconds_per_unit, sample_every_s=self._sample_every_s,
+            machine.id,
+            firmware=machine.firmware,
+            control_public_key_pem=self._public_key,
+            clock=self._clock,
+            seed=zlib.crc32(machine.id.encode()),
+            seconds_per_unit=self._seconds_per_unit,
+            sample_every_s=self._sample_every_s,
         )
         self._adapters[machine.id] = twin
         return twin
@@ -43,8 +54,11 @@ class MachineFleet:
     def inject_fault(self, machine: Machine, fault: Fault) -> None:
         adapter = self.adapter_for(machine)
         if not isinstance(adapter, SimulatedTabletPrinter):
-            raise Refused("faults can only be injected into simulated machines",
-                          field="machine", code="not_simulated")
+            raise Refused(
+                "faults can only be injected into simulated machines",
+                field="machine",
+                code="not_simulated",
+            )
         adapter.inject_fault(fault)
 
     def clear_faults(self, machine: Machine) -> None:

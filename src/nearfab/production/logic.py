@@ -21,8 +21,11 @@ def summarise_telemetry(
         mean = sum(vals) / n
         sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
         entry: dict[str, float | int] = {
-            "n": n, "mean": round(mean, 4), "sd": round(sd, 4),
-            "min": round(min(vals), 4), "max": round(max(vals), 4),
+            "n": n,
+            "mean": round(mean, 4),
+            "sd": round(sd, 4),
+            "min": round(min(vals), 4),
+            "max": round(max(vals), 4),
         }
         limit = limits.get(metric)
         if limit is not None:

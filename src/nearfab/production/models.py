@@ -45,14 +45,21 @@ class BatchRecord(Base):
     def content(self) -> dict[str, Any]:
         """What a QP's release signature is bound to: the record's evidence."""
         return {
-            "id": self.id, "batch_number": self.batch_number, "order_id": self.order_id,
+            "id": self.id,
+            "batch_number": self.batch_number,
+            "order_id": self.order_id,
             "master_file": f"{self.master_file_code} v{self.master_file_version}",
-            "site_id": self.site_id, "machine_id": self.machine_id,
+            "site_id": self.site_id,
+            "machine_id": self.machine_id,
             "machine_firmware": self.machine_firmware,
-            "material_lot_number": self.material_lot_number, "operator_id": self.operator_id,
-            "ticket_hash": self.ticket_hash, "design": self.design,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "unit_masses_mg": self.unit_masses_mg, "telemetry_summary": self.telemetry_summary,
+            "material_lot_number": self.material_lot_number,
+            "operator_id": self.operator_id,
+            "ticket_hash": self.ticket_hash,
+            "design": self.design,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "unit_masses_mg": self.unit_masses_mg,
+            "telemetry_summary": self.telemetry_summary,
             "cpp_excursions": self.cpp_excursions,
         }
 

@@ -30,8 +30,7 @@ class RunSummary:
     rounds: int = 0
 
     def progressed(self) -> bool:
-        return bool(self.scheduled or self.tickets or self.batches_completed
-                    or self.batches_failed)
+        return bool(self.scheduled or self.tickets or self.batches_completed or self.batches_failed)
 
     def merge(self, other: RunSummary) -> None:
         self.scheduled += other.scheduled
@@ -42,18 +41,29 @@ class RunSummary:
         self.rounds += 1
 
     def to_dict(self) -> dict[str, object]:
-        return {"rounds": self.rounds, "scheduled": self.scheduled, "tickets": self.tickets,
-                "batches_completed": self.batches_completed,
-                "batches_failed": self.batches_failed, "blocked": self.blocked}
+        return {
+            "rounds": self.rounds,
+            "scheduled": self.scheduled,
+            "tickets": self.tickets,
+            "batches_completed": self.batches_completed,
+            "batches_failed": self.batches_failed,
+            "blocked": self.blocked,
+        }
 
 
 class NetworkRunner:
     """Moves every order as far as machines and rules allow; stops where a person must act."""
 
     def __init__(
-        self, uow_factory: Callable[[], UnitOfWork], network: NetworkService,
-        master_files: MasterFileService, orders: OrderService, scheduling: SchedulingService,
-        production: ProductionService, *, parallel_machines: int = 4,
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        network: NetworkService,
+        master_files: MasterFileService,
+        orders: OrderService,
+        scheduling: SchedulingService,
+        production: ProductionService,
+        *,
+        parallel_machines: int = 4,
     ) -> None:
         self._uow = uow_factory
         self._network = network
@@ -113,8 +123,10 @@ class NetworkRunner:
         started: list[tuple[str, Actor]] = []
         busy: set[str] = set()
         with self._uow() as uow:
-            ready = [(j.id, j.machine_id, j.site_id, j.order_id)
-                     for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)]
+            ready = [
+                (j.id, j.machine_id, j.site_id, j.order_id)
+                for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)
+            ]
         for job_id, machine_id, site_id, order_id in ready:
             if machine_id in busy or len(started) >= self._parallel:
                 continue
@@ -126,8 +138,9 @@ class NetworkRunner:
                 order = self._orders.get(uow, order_id)
                 operator = self._operator_for(uow, site_id, order.master_file_code)
             if operator is None:
-                summary.blocked[job_id] = (f"no operator at the site is trained on "
-                                           f"{order.master_file_code}")
+                summary.blocked[job_id] = (
+                    f"no operator at the site is trained on {order.master_file_code}"
+                )
                 continue
             try:
                 with self._uow() as uow:

@@ -31,9 +31,15 @@ TICKET_LIFETIME = timedelta(hours=24)
 
 class ProductionService:
     def __init__(
-        self, network: NetworkService, master_files: MasterFileService,
-        materials: MaterialService, orders: OrderService, scheduling: SchedulingService,
-        families: FamilyRegistry, signer: TicketSigner, fleet: MachineFleet,
+        self,
+        network: NetworkService,
+        master_files: MasterFileService,
+        materials: MaterialService,
+        orders: OrderService,
+        scheduling: SchedulingService,
+        families: FamilyRegistry,
+        signer: TicketSigner,
+        fleet: MachineFleet,
     ) -> None:
         self._network = network
         self._master_files = master_files
@@ -46,51 +52,90 @@ class ProductionService:
 
     # --- the gate ----------------------------------------------------------------------------
     def check_production_allowed(
-        self, uow: UnitOfWork, mf: MasterFile, site: Site, machine: Machine,
+        self,
+        uow: UnitOfWork,
+        mf: MasterFile,
+        site: Site,
+        machine: Machine,
         operator_id: str | None = None,
     ) -> None:
         """Raise Refused (each with its own code) unless this product may be made here, now."""
         if mf.status != MasterFileStatus.EFFECTIVE.value:
             raise Refused(
                 f"master file {mf.code} v{mf.version} is {mf.status}; production needs an "
-                "approved, effective master file", field="master_file",
-                code="no_effective_master_file")
+                "approved, effective master file",
+                field="master_file",
+                code="no_effective_master_file",
+            )
         if not self._master_files.approval_is_valid(uow, mf):
             raise Refused(
-                f"master file {mf.code} v{mf.version} no longer matches its QP approval "
-                "signature", field="master_file", code="no_effective_master_file")
+                f"master file {mf.code} v{mf.version} no longer matches its QP approval signature",
+                field="master_file",
+                code="no_effective_master_file",
+            )
         if site.id not in mf.allowed_site_ids:
-            raise Refused(f"site {site.code} is not listed in master file {mf.code}",
-                          field="site", code="site_not_listed")
+            raise Refused(
+                f"site {site.code} is not listed in master file {mf.code}",
+                field="site",
+                code="site_not_listed",
+            )
         if site.status != SiteStatus.ACTIVE.value:
-            raise Refused(f"site {site.code} is {site.status}, not active",
-                          field="site", code="site_not_active")
+            raise Refused(
+                f"site {site.code} is {site.status}, not active",
+                field="site",
+                code="site_not_active",
+            )
         if machine.site_id != site.id:
-            raise Refused(f"machine {machine.name} is not at site {site.code}",
-                          field="machine", code="machine_not_at_site")
+            raise Refused(
+                f"machine {machine.name} is not at site {site.code}",
+                field="machine",
+                code="machine_not_at_site",
+            )
         if not self._network.is_qualified(uow, machine.id, mf.code):
-            raise Refused(f"machine {machine.name} is not qualified for {mf.code}",
-                          field="machine", code="machine_not_qualified")
+            raise Refused(
+                f"machine {machine.name} is not qualified for {mf.code}",
+                field="machine",
+                code="machine_not_qualified",
+            )
         if operator_id is not None and not self._network.is_trained(uow, operator_id, mf.code):
-            raise Refused(f"operator {operator_id} is not trained on {mf.code}",
-                          field="operator", code="operator_not_trained")
+            raise Refused(
+                f"operator {operator_id} is not trained on {mf.code}",
+                field="operator",
+                code="operator_not_trained",
+            )
 
     def _refuse(
-        self, uow: UnitOfWork, actor: Actor, exc: DomainError, entity_type: str, entity_id: str,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        exc: DomainError,
+        entity_type: str,
+        entity_id: str,
         site_id: str | None,
     ) -> NoReturn:
         """Undo the attempt but keep a record of the refusal, then raise it."""
         uow.session.rollback()
-        audit(uow, actor, AuditAction.REFUSE, entity_type, entity_id,
-              new={"code": exc.code, "field": exc.field}, reason=exc.message, site_id=site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.REFUSE,
+            entity_type,
+            entity_id,
+            new={"code": exc.code, "field": exc.field},
+            reason=exc.message,
+            site_id=site_id,
+        )
         uow.commit()
         raise exc
 
     def _context(self, uow: UnitOfWork, job: Job) -> tuple[MasterFile, Site, Machine]:
         order = self._orders.get(uow, job.order_id)
         mf = self._master_files.get(uow, order.master_file_id)
-        return mf, self._network.get_site(uow, job.site_id), self._network.get_machine(
-            uow, job.machine_id)
+        return (
+            mf,
+            self._network.get_site(uow, job.site_id),
+            self._network.get_machine(uow, job.machine_id),
+        )
 
     # --- tickets -----------------------------------------------------------------------------
     def issue_ticket(self, uow: UnitOfWork, actor: Actor, job_id: str) -> SignedTicket:
@@ -105,35 +150,49 @@ class ProductionService:
         order = self._orders.get(uow, job.order_id)
         now = uow.clock.now()
         payload: dict[str, Any] = {
-            "ticket_id": f"tkt_{job.id}", "job_id": job.id, "order_id": order.id,
-            "machine_id": machine.id, "site_id": site.id,
+            "ticket_id": f"tkt_{job.id}",
+            "job_id": job.id,
+            "order_id": order.id,
+            "machine_id": machine.id,
+            "site_id": site.id,
             "master_file": {"id": mf.id, "code": mf.code, "version": mf.version},
-            "design": order.design, "process_parameters": mf.process_parameters,
+            "design": order.design,
+            "process_parameters": mf.process_parameters,
             "material_lot_id": job.material_lot_id,
-            "issued_at": now.isoformat(), "expires_at": (now + TICKET_LIFETIME).isoformat(),
+            "issued_at": now.isoformat(),
+            "expires_at": (now + TICKET_LIFETIME).isoformat(),
         }
         ticket = self._signer.sign(payload)
         job.ticket = ticket.to_dict()
         job.ticket_hash = ticket.ticket_hash
-        self._scheduling.transition(uow, actor, job, JobStatus.TICKET_ISSUED,
-                                    reason=f"ticket {ticket.ticket_hash[:16]} signed")
+        self._scheduling.transition(
+            uow,
+            actor,
+            job,
+            JobStatus.TICKET_ISSUED,
+            reason=f"ticket {ticket.ticket_hash[:16]} signed",
+        )
         uow.commit()
         return ticket
 
     # --- runs --------------------------------------------------------------------------------
     def start_batch(self, uow: UnitOfWork, operator: Actor, job_id: str) -> BatchRecord:
-        """An operator starts a ticketed job: the gate again, material drawn, batch record opened."""
+        """An operator starts a ticketed job: gate checked again, material drawn, record opened."""
         require_role(operator, Role.OPERATOR, action="starting a batch")
         job = self._scheduling.get(uow, job_id)
         mf, site, machine = self._context(uow, job)
         try:
             if job.status != JobStatus.TICKET_ISSUED.value or not job.ticket:
-                raise Refused(f"job {job.id} has no signed ticket", field="ticket",
-                              code="no_ticket")
+                raise Refused(
+                    f"job {job.id} has no signed ticket", field="ticket", code="no_ticket"
+                )
             self.check_production_allowed(uow, mf, site, machine, operator.user_id)
             if machine.status != MachineStatus.AVAILABLE.value:
-                raise Refused(f"machine {machine.name} is {machine.status}", field="machine",
-                              code="machine_unavailable")
+                raise Refused(
+                    f"machine {machine.name} is {machine.status}",
+                    field="machine",
+                    code="machine_unavailable",
+                )
         except Refused as exc:
             self._refuse(uow, operator, exc, "job", job.id, site.id)
         order = self._orders.get(uow, job.order_id)
@@ -143,42 +202,91 @@ class ProductionService:
         now = uow.clock.now()
         batch = BatchRecord(
             id=f"bat_{job.id.removeprefix('job_')}",
-            batch_number=batch_number(mf.code.removeprefix("MF-"), now.strftime("%y%m%d"),
-                                      secrets.token_hex(3).upper()),
-            job_id=job.id, order_id=order.id, master_file_id=mf.id, master_file_code=mf.code,
-            master_file_version=mf.version, site_id=site.id, machine_id=machine.id,
-            machine_firmware=machine.firmware, material_lot_id=job.material_lot_id,
-            material_lot_number="", material_used_g=needed, operator_id=operator.user_id,
-            ticket_hash=job.ticket_hash or "", status=BatchStatus.IN_PROGRESS.value,
-            design=design, started_at=now, finished_at=None, unit_masses_mg=None,
-            telemetry_summary=None, telemetry=None, cpp_excursions=None, machine_events=None,
+            batch_number=batch_number(
+                mf.code.removeprefix("MF-"), now.strftime("%y%m%d"), secrets.token_hex(3).upper()
+            ),
+            job_id=job.id,
+            order_id=order.id,
+            master_file_id=mf.id,
+            master_file_code=mf.code,
+            master_file_version=mf.version,
+            site_id=site.id,
+            machine_id=machine.id,
+            machine_firmware=machine.firmware,
+            material_lot_id=job.material_lot_id,
+            material_lot_number="",
+            material_used_g=needed,
+            operator_id=operator.user_id,
+            ticket_hash=job.ticket_hash or "",
+            status=BatchStatus.IN_PROGRESS.value,
+            design=design,
+            started_at=now,
+            finished_at=None,
+            unit_masses_mg=None,
+            telemetry_summary=None,
+            telemetry=None,
+            cpp_excursions=None,
+            machine_events=None,
             failure_reason=None,
         )
         uow.session.add(batch)
         uow.flush()
         try:
-            lot = self._materials.consume(uow, operator, job.material_lot_id, needed,
-                                          batch_id=batch.id)
+            lot = self._materials.consume(
+                uow, operator, job.material_lot_id, needed, batch_id=batch.id
+            )
         except Refused as exc:
             self._refuse(uow, operator, exc, "job", job.id, site.id)
         batch.material_lot_number = lot.lot_number
-        audit(uow, operator, AuditAction.CREATE, "batch", batch.id,
-              new={"batch_number": batch.batch_number, "job_id": job.id, "order_id": order.id,
-                   "master_file": f"{mf.code} v{mf.version}", "machine_id": machine.id,
-                   "firmware": machine.firmware, "material_lot": lot.lot_number,
-                   "ticket_hash": batch.ticket_hash}, site_id=site.id)
-        self.add_step(uow, operator, batch, "material_dispensed",
-                      {"lot": lot.lot_number, "grams": needed})
-        self.add_step(uow, operator, batch, "run_started",
-                      {"machine": machine.name, "firmware": machine.firmware,
-                       "ticket_hash": batch.ticket_hash})
+        audit(
+            uow,
+            operator,
+            AuditAction.CREATE,
+            "batch",
+            batch.id,
+            new={
+                "batch_number": batch.batch_number,
+                "job_id": job.id,
+                "order_id": order.id,
+                "master_file": f"{mf.code} v{mf.version}",
+                "machine_id": machine.id,
+                "firmware": machine.firmware,
+                "material_lot": lot.lot_number,
+                "ticket_hash": batch.ticket_hash,
+            },
+            site_id=site.id,
+        )
+        self.add_step(
+            uow, operator, batch, "material_dispensed", {"lot": lot.lot_number, "grams": needed}
+        )
+        self.add_step(
+            uow,
+            operator,
+            batch,
+            "run_started",
+            {
+                "machine": machine.name,
+                "firmware": machine.firmware,
+                "ticket_hash": batch.ticket_hash,
+            },
+        )
         self._scheduling.transition(uow, operator, job, JobStatus.RUNNING, reason="batch started")
-        self._orders.transition(uow, operator, order, OrderStatus.IN_PRODUCTION,
-                                reason=f"batch {batch.batch_number} started",
-                                extra={"batch_id": batch.id})
-        self._network.set_machine_status(uow, operator, machine.id, MachineStatus.BUSY,
-                                         reason=f"running batch {batch.batch_number}",
-                                         commit=False)
+        self._orders.transition(
+            uow,
+            operator,
+            order,
+            OrderStatus.IN_PRODUCTION,
+            reason=f"batch {batch.batch_number} started",
+            extra={"batch_id": batch.id},
+        )
+        self._network.set_machine_status(
+            uow,
+            operator,
+            machine.id,
+            MachineStatus.BUSY,
+            reason=f"running batch {batch.batch_number}",
+            commit=False,
+        )
         uow.commit()
         return batch
 
@@ -204,85 +312,150 @@ class ProductionService:
         if isinstance(outcome, DomainError):
             batch.failure_reason = outcome.message
             batch.finished_at = uow.clock.now()
-            self.add_step(uow, actor, batch, "machine_refused",
-                          {"code": outcome.code, "reason": outcome.message})
+            self.add_step(
+                uow,
+                actor,
+                batch,
+                "machine_refused",
+                {"code": outcome.code, "reason": outcome.message},
+            )
             self._transition(uow, actor, batch, BatchStatus.FAILED, reason=outcome.message)
             self._scheduling.transition(uow, actor, job, JobStatus.FAILED, reason=outcome.message)
             self._orders.transition(uow, actor, order, OrderStatus.FAILED, reason=outcome.message)
             uow.emit(BatchFailed(batch.id, outcome.message))
         else:
             summary, excursions = summarise_telemetry(
-                ((r.metric, r.value) for r in outcome.telemetry), mf.process_parameters)
+                ((r.metric, r.value) for r in outcome.telemetry), mf.process_parameters
+            )
             batch.unit_masses_mg = [round(u.mass_mg, 4) for u in outcome.units]
             batch.telemetry_summary = summary
-            batch.telemetry = [[r.at.isoformat(), r.metric, round(r.value, 3)]
-                               for r in outcome.telemetry]
+            batch.telemetry = [
+                [r.at.isoformat(), r.metric, round(r.value, 3)] for r in outcome.telemetry
+            ]
             batch.cpp_excursions = excursions
             batch.machine_events = list(outcome.events)
             batch.machine_firmware = outcome.firmware
             batch.finished_at = outcome.finished_at
             if outcome.ticket_hash != batch.ticket_hash:
                 excursions.append("machine reported a different ticket hash than was issued")
-            self.add_step(uow, actor, batch, "run_finished",
-                          {"units": len(outcome.units), "excursions": len(excursions),
-                           "machine_events": list(outcome.events)})
-            self._transition(uow, actor, batch, BatchStatus.COMPLETED,
-                             reason="machine run finished")
-            self._scheduling.transition(uow, actor, job, JobStatus.COMPLETED,
-                                        reason="machine run finished")
-            self._orders.transition(uow, actor, order, OrderStatus.AWAITING_RELEASE,
-                                    reason=f"batch {batch.batch_number} made")
+            self.add_step(
+                uow,
+                actor,
+                batch,
+                "run_finished",
+                {
+                    "units": len(outcome.units),
+                    "excursions": len(excursions),
+                    "machine_events": list(outcome.events),
+                },
+            )
+            self._transition(
+                uow, actor, batch, BatchStatus.COMPLETED, reason="machine run finished"
+            )
+            self._scheduling.transition(
+                uow, actor, job, JobStatus.COMPLETED, reason="machine run finished"
+            )
+            self._orders.transition(
+                uow,
+                actor,
+                order,
+                OrderStatus.AWAITING_RELEASE,
+                reason=f"batch {batch.batch_number} made",
+            )
             uow.emit(BatchCompleted(batch.id))
-        self._network.set_machine_status(uow, actor, batch.machine_id, MachineStatus.AVAILABLE,
-                                         reason=f"batch {batch.batch_number} ended",
-                                         commit=False)
+        self._network.set_machine_status(
+            uow,
+            actor,
+            batch.machine_id,
+            MachineStatus.AVAILABLE,
+            reason=f"batch {batch.batch_number} ended",
+            commit=False,
+        )
         uow.commit()
         return batch
 
     # --- batch record ------------------------------------------------------------------------
     def add_step(
-        self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, name: str,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch: BatchRecord,
+        name: str,
         detail: dict[str, Any] | None = None,
     ) -> BatchStep:
-        seq = (uow.session.scalar(select(func.max(BatchStep.seq)).where(
-            BatchStep.batch_id == batch.id)) or 0) + 1
-        step = BatchStep(batch_id=batch.id, seq=seq, name=name, at=uow.clock.now(),
-                         actor_id=actor.user_id, actor_name=actor.full_name, detail=detail)
+        seq = (
+            uow.session.scalar(
+                select(func.max(BatchStep.seq)).where(BatchStep.batch_id == batch.id)
+            )
+            or 0
+        ) + 1
+        step = BatchStep(
+            batch_id=batch.id,
+            seq=seq,
+            name=name,
+            at=uow.clock.now(),
+            actor_id=actor.user_id,
+            actor_name=actor.full_name,
+            detail=detail,
+        )
         uow.session.add(step)
         uow.flush()
         return step
 
     def transition(
-        self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, target: BatchStatus, *,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch: BatchRecord,
+        target: BatchStatus,
+        *,
         reason: str,
     ) -> None:
         """Disposition a batch (quality calls this inside its own transaction)."""
         self._transition(uow, actor, batch, target, reason=reason)
 
     def _transition(
-        self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, target: BatchStatus, *,
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch: BatchRecord,
+        target: BatchStatus,
+        *,
         reason: str,
     ) -> None:
         current = BatchStatus(batch.status)
         check_transition(f"batch {batch.batch_number}", current, target, BATCH_TRANSITIONS)
         batch.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "batch", batch.id,
-              old={"status": current.value}, new={"status": target.value}, reason=reason,
-              site_id=batch.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "batch",
+            batch.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+            site_id=batch.site_id,
+        )
 
     def get(self, uow: UnitOfWork, batch_id: str) -> BatchRecord:
         batch = uow.session.get(BatchRecord, batch_id) or uow.session.scalar(
-            select(BatchRecord).where(BatchRecord.batch_number == batch_id))
+            select(BatchRecord).where(BatchRecord.batch_number == batch_id)
+        )
         if batch is None:
             raise NotFound(f"no batch {batch_id!r}", field="batch_id")
         return batch
 
     def steps(self, uow: UnitOfWork, batch_id: str) -> list[BatchStep]:
-        return list(uow.session.scalars(select(BatchStep).where(
-            BatchStep.batch_id == batch_id).order_by(BatchStep.seq)))
+        return list(
+            uow.session.scalars(
+                select(BatchStep).where(BatchStep.batch_id == batch_id).order_by(BatchStep.seq)
+            )
+        )
 
-    def batches(self, uow: UnitOfWork, *, order_id: str | None = None,
-                status: str | None = None) -> list[BatchRecord]:
+    def batches(
+        self, uow: UnitOfWork, *, order_id: str | None = None, status: str | None = None
+    ) -> list[BatchRecord]:
         stmt = select(BatchRecord).order_by(BatchRecord.started_at.desc())
         if order_id:
             stmt = stmt.where(BatchRecord.order_id == order_id)

@@ -34,8 +34,12 @@ class Eligibility:
 
 class SchedulingService:
     def __init__(
-        self, network: NetworkService, master_files: MasterFileService,
-        materials: MaterialService, orders: OrderService, families: FamilyRegistry,
+        self,
+        network: NetworkService,
+        master_files: MasterFileService,
+        materials: MaterialService,
+        orders: OrderService,
+        families: FamilyRegistry,
         planner: Planner = earliest_finish,
     ) -> None:
         self._network = network
@@ -60,17 +64,23 @@ class SchedulingService:
             lot = None
             if why is None:
                 lot = self._materials.usable_lot(
-                    uow, site_id=machine.site_id, material_code=mf.material_code,
-                    needed_g=needed_g)
+                    uow, site_id=machine.site_id, material_code=mf.material_code, needed_g=needed_g
+                )
                 if lot is None:
                     why = f"no approved lot of {mf.material_code} with {needed_g:.2f} g at its site"
             if why is not None or lot is None:
                 excluded[machine.name] = why or "unavailable"
                 continue
-            candidates.append(Candidate(
-                machine_id=machine.id, machine_name=machine.name, site_id=machine.site_id,
-                material_lot_id=lot.id, available_from=max(now, self._busy_until(uow, machine.id)),
-                duration_s=duration))
+            candidates.append(
+                Candidate(
+                    machine_id=machine.id,
+                    machine_name=machine.name,
+                    site_id=machine.site_id,
+                    material_lot_id=lot.id,
+                    available_from=max(now, self._busy_until(uow, machine.id)),
+                    duration_s=duration,
+                )
+            )
         return Eligibility(candidates, excluded)
 
     def _why_not(
@@ -90,9 +100,11 @@ class SchedulingService:
         return None
 
     def _busy_until(self, uow: UnitOfWork, machine_id: str) -> datetime:
-        latest = uow.session.scalar(select(func.max(Job.planned_finish)).where(
-            Job.machine_id == machine_id,
-            Job.status.in_([s.value for s in OPEN_JOB_STATUSES])))
+        latest = uow.session.scalar(
+            select(func.max(Job.planned_finish)).where(
+                Job.machine_id == machine_id, Job.status.in_([s.value for s in OPEN_JOB_STATUSES])
+            )
+        )
         return latest or uow.clock.now()
 
     def schedule(self, uow: UnitOfWork, actor: Actor, order_id: str) -> Job:
@@ -100,35 +112,66 @@ class SchedulingService:
         require_role(actor, Role.PLANNER, Role.PHARMACIST, action="scheduling an order")
         order = self._orders.get(uow, order_id)
         if order.status != OrderStatus.DESIGNED.value:
-            raise Refused(f"order {order.id} is {order.status}; only designed orders are planned",
-                          field="order_id", code="order_not_designed")
+            raise Refused(
+                f"order {order.id} is {order.status}; only designed orders are planned",
+                field="order_id",
+                code="order_not_designed",
+            )
         mf = self._master_files.get(uow, order.master_file_id)
         if mf.status != "effective":
             raise Refused(
                 f"master file {mf.code} v{mf.version} is {mf.status}, not effective",
-                field="master_file", code="no_effective_master_file")
+                field="master_file",
+                code="no_effective_master_file",
+            )
         elig = self.eligibility(uow, order)
         choice = self._planner(elig.candidates)
         if choice is None:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(elig.excluded.items()))
-            raise Refused(f"no eligible machine for order {order.id} ({reasons or 'no machines'})",
-                          field="machine", code="no_eligible_machine")
+            raise Refused(
+                f"no eligible machine for order {order.id} ({reasons or 'no machines'})",
+                field="machine",
+                code="no_eligible_machine",
+            )
         job = Job(
-            id=new_id("job"), order_id=order.id, machine_id=choice.machine_id,
-            site_id=choice.site_id, material_lot_id=choice.material_lot_id,
-            planned_start=choice.available_from, planned_finish=choice.finish,
-            status=JobStatus.PLANNED.value, ticket=None, ticket_hash=None,
+            id=new_id("job"),
+            order_id=order.id,
+            machine_id=choice.machine_id,
+            site_id=choice.site_id,
+            material_lot_id=choice.material_lot_id,
+            planned_start=choice.available_from,
+            planned_finish=choice.finish,
+            status=JobStatus.PLANNED.value,
+            ticket=None,
+            ticket_hash=None,
             created_at=uow.clock.now(),
         )
         uow.session.add(job)
         uow.flush()
-        audit(uow, actor, AuditAction.CREATE, "job", job.id,
-              new={"order_id": order.id, "machine_id": job.machine_id, "site_id": job.site_id,
-                   "material_lot_id": job.material_lot_id, "planned_start": job.planned_start,
-                   "planned_finish": job.planned_finish}, site_id=job.site_id)
-        self._orders.transition(uow, actor, order, OrderStatus.SCHEDULED,
-                                reason=f"planned on {choice.machine_name}",
-                                extra={"job_id": job.id})
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "job",
+            job.id,
+            new={
+                "order_id": order.id,
+                "machine_id": job.machine_id,
+                "site_id": job.site_id,
+                "material_lot_id": job.material_lot_id,
+                "planned_start": job.planned_start,
+                "planned_finish": job.planned_finish,
+            },
+            site_id=job.site_id,
+        )
+        self._orders.transition(
+            uow,
+            actor,
+            order,
+            OrderStatus.SCHEDULED,
+            reason=f"planned on {choice.machine_name}",
+            extra={"job_id": job.id},
+        )
         uow.commit()
         return job
 
@@ -139,8 +182,17 @@ class SchedulingService:
         current = JobStatus(job.status)
         check_transition(f"job {job.id}", current, target, JOB_TRANSITIONS)
         job.status = target.value
-        audit(uow, actor, AuditAction.TRANSITION, "job", job.id, old={"status": current.value},
-              new={"status": target.value}, reason=reason, site_id=job.site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "job",
+            job.id,
+            old={"status": current.value},
+            new={"status": target.value},
+            reason=reason,
+            site_id=job.site_id,
+        )
 
     def get(self, uow: UnitOfWork, job_id: str) -> Job:
         job = uow.session.get(Job, job_id)

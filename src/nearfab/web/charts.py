@@ -5,32 +5,63 @@ from __future__ import annotations
 from html import escape
 
 
+def _tick(v: float) -> str:
+    return f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}"
+
+
 def mass_chart_svg(masses: list[float], target: float, tolerance_pct: float) -> str:
-    """Per-unit masses against the target and the ±tolerance band."""
+    """Per-unit masses against the target and the ±tolerance band, with labelled axes."""
     if not masses or target <= 0:
         return ""
-    w, h, pad = 640, 200, 30
+    w, h = 720, 240
+    left, right, top, bottom = 64, 16, 28, 34
     low, high = target * (1 - tolerance_pct / 100), target * (1 + tolerance_pct / 100)
-    lo = min(min(masses), low) * 0.97
-    hi = max(max(masses), high) * 1.03
+    lo = min(min(masses), low)
+    hi = max(max(masses), high)
+    span = hi - lo or target * 0.1
+    lo, hi = lo - span * 0.08, hi + span * 0.08
+    n = len(masses)
+    outside = sum(1 for v in masses if not low <= v <= high)
 
     def x(i: int) -> float:
-        return pad + (w - 2 * pad) * (i / max(1, len(masses) - 1))
+        if n == 1:
+            return (left + w - right) / 2
+        return left + (w - left - right) * (i / (n - 1))
 
     def y(v: float) -> float:
-        return h - pad - (h - 2 * pad) * ((v - lo) / (hi - lo))
+        return top + (h - top - bottom) * (1 - (v - lo) / (hi - lo))
 
-    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(masses))
-    dots = "".join(
-        f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" class="{"bad" if not low <= v <= high else "ok"}">'
-        f"<title>unit {i + 1}: {v:.2f} mg</title></circle>" for i, v in enumerate(masses))
-    return (
+    parts = [
         f'<svg viewBox="0 0 {w} {h}" class="chart" role="img" '
-        f'aria-label="{escape(f"unit masses against target {target:.1f} mg")}">'
-        f'<rect x="{pad}" y="{y(high):.1f}" width="{w - 2 * pad}" '
-        f'height="{y(low) - y(high):.1f}" class="band"/>'
-        f'<line x1="{pad}" x2="{w - pad}" y1="{y(target):.1f}" y2="{y(target):.1f}" class="target"/>'
-        f'<polyline points="{points}" class="series"/>{dots}'
-        f'<text x="{pad}" y="{pad - 10}">mg (target {target:.1f}, ±{tolerance_pct:g} %)</text>'
-        "</svg>"
-    )
+        f'aria-label="{escape(f"{n} unit masses against target {target:.1f} mg; {outside} outside ±{tolerance_pct:g} %")}">',
+        f'<rect x="{left}" y="{y(high):.1f}" width="{w - left - right}" '
+        f'height="{y(low) - y(high):.1f}" class="band"/>',
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{h - bottom}" class="axis"/>',
+        f'<line x1="{left}" x2="{w - right}" y1="{h - bottom}" y2="{h - bottom}" class="axis"/>',
+    ]
+    for value, label, cls in ((high, f"+{tolerance_pct:g} %", "limit"),
+                              (target, "target", "target"),
+                              (low, f"−{tolerance_pct:g} %", "limit")):
+        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(value):.1f}" '
+                     f'y2="{y(value):.1f}" class="{cls}"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
+                     f"{_tick(value)}</text>")
+        parts.append(f'<text x="{w - right - 4}" y="{y(value) - 4:.1f}" text-anchor="end" '
+                     f'class="note">{escape(label)}</text>')
+    step = max(1, round(n / 12))
+    for i in range(0, n, step):
+        parts.append(f'<text x="{x(i):.1f}" y="{h - bottom + 16}" text-anchor="middle">'
+                     f"{i + 1}</text>")
+    if n > 1:
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(masses))
+        parts.append(f'<polyline points="{points}" class="series"/>')
+    for i, v in enumerate(masses):
+        cls = "ok" if low <= v <= high else "bad"
+        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{4 if cls == "bad" else 3}" '
+                     f'class="{cls}"><title>unit {i + 1}: {v:.2f} mg</title></circle>')
+    parts.append(f'<text x="{left}" y="{top - 10}" class="title">mass (mg) per unit — target '
+                 f"{target:.1f} mg ± {tolerance_pct:g} %; {outside} of {n} outside</text>")
+    parts.append(f'<text x="{(left + w - right) / 2:.1f}" y="{h - 4}" text-anchor="middle" '
+                 'class="note">unit</text>')
+    parts.append("</svg>")
+    return "".join(parts)

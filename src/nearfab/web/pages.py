@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,11 +14,51 @@ from fastapi.templating import Jinja2Templates
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, Unauthenticated
 from nearfab.identity import Actor, User, actor_of
+from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
+from nearfab.scheduling import JobStatus
 from nearfab.web.charts import mass_chart_svg
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
+
+# --- template filters: readable times and words ---------------------------------------------
+_ACRONYMS = {"qp": "QP", "rtrt": "RTRT", "cpp": "CPP", "cpps": "CPPs", "gs1": "GS1",
+             "fhir": "FHIR", "mf": "MF", "sd": "SD"}
+_CHECK_NAMES = {"ph_eur_2_9_40": "Ph. Eur. 2.9.40 content uniformity",
+                "ph_eur_2_9_5": "Ph. Eur. 2.9.5 mass uniformity",
+                "unit_mass": "Unit mass", "cpp": "Process parameters (CPPs)",
+                "deviations": "Deviations", "alarms": "Alarms"}
+
+
+def human(value: object) -> str:
+    """`needs_qp_review` -> `needs QP review`: a code as words for people."""
+    words = str(value or "").replace("_", " ").split(" ")
+    return " ".join(_ACRONYMS.get(w, w) for w in words)
+
+
+def when(value: object, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    """An ISO timestamp or datetime shown in UTC, without the `T` and the offset noise."""
+    if value in (None, ""):
+        return "—"
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(moment, datetime):
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(fmt)
+
+
+def check_name(name: object) -> str:
+    return _CHECK_NAMES.get(str(name), human(name))
+
+
+templates.env.filters.update(human=human, when=when, check_name=check_name)
 
 
 def _app(request: Request) -> App:
@@ -56,9 +97,12 @@ def _check_csrf(request: Request, token: str) -> None:
                         field="csrf_token")
 
 
-def render(request: Request, name: str, actor: Actor | None, **ctx: Any) -> HTMLResponse:
+def render(
+    request: Request, name: str, actor: Actor | None, *, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
     return templates.TemplateResponse(
-        request, name, {"actor": actor, "csrf_token": _csrf(request), **ctx})
+        request, name, {"actor": actor, "csrf_token": _csrf(request), **ctx},
+        status_code=status_code)
 
 
 ActorOpt = Annotated[Actor | None, Depends(web_actor)]
@@ -84,7 +128,8 @@ def login_submit(
         with application.uow() as uow:
             user = application.users.authenticate(uow, username, password)
     except DomainError as exc:
-        return render(request, "login.html", None, next=next, error=exc.message)
+        return render(request, "login.html", None, next=next, error=exc.message,
+                      status_code=exc.http_status)
     request.session.clear()
     request.session["user_id"] = user.id
     target = next if next.startswith("/") and not next.startswith("//") else "/"
@@ -104,10 +149,8 @@ def overview(request: Request, actor: ActorOpt) -> Response:
     application = _app(request)
     with application.uow() as uow:
         sites = network_view(application, uow)
-        orders = application.orders.list(uow, limit=15)
-        counts: dict[str, int] = {}
-        for o in application.orders.list(uow, limit=10_000):
-            counts[o.status] = counts.get(o.status, 0) + 1
+        orders = application.orders.list_orders(uow, limit=15)
+        counts = application.orders.count_by_status(uow)
         pending = len(application.quality.pending(uow))
     return render(request, "overview.html", actor, sites=sites, orders=orders, counts=counts,
                   pending=pending, refresh=5)
@@ -119,7 +162,7 @@ def orders_page(request: Request, actor: ActorOpt, status: str | None = None) ->
         return _need_login(request)
     application = _app(request)
     with application.uow() as uow:
-        orders = application.orders.list(uow, status=status or None)
+        orders = application.orders.list_orders(uow, status=status or None)
     return render(request, "orders.html", actor, orders=orders, status=status, refresh=5)
 
 
@@ -140,17 +183,22 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
     application = _app(request)
     with application.uow() as uow:
         view = batch_view(application, uow, batch_id)
-    tolerance = 7.5
+        master_file = application.master_files.get(uow, view["master_file"]["id"])
+        cqa_specs = dict(master_file.cqa_specs or {})
+        parameters = dict(master_file.process_parameters or {})
+    tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
     chart = mass_chart_svg(view["unit_masses_mg"] or [],
-                           float(view["design"].get("target_mass_mg", 0)), tolerance)
-    return render(request, "batch.html", actor, batch=view, chart=chart)
+                           float((view["design"] or {}).get("target_mass_mg", 0)), tolerance)
+    return render(request, "batch.html", actor, batch=view, chart=chart, tolerance=tolerance,
+                  parameters=parameters)
 
 
 @router.get("/release", response_class=HTMLResponse)
-def release_page(request: Request, actor: ActorOpt, message: str | None = None) -> Response:
+def release_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
     application = _app(request)
+    message = request.session.pop("flash", None)
     with application.uow() as uow:
         queue = pending_view(application, uow)
     return render(request, "release.html", actor, queue=queue, message=message, error=None)
@@ -175,11 +223,15 @@ def release_sign(
     except DomainError as exc:
         with application.uow() as uow:
             queue = pending_view(application, uow)
+        number = next((r["batch_number"] for r in queue if r["batch_id"] == batch_id), batch_id)
         return render(request, "release.html", actor, queue=queue, message=None,
-                      error=f"{exc.message}", status_code=exc.http_status)
-    return RedirectResponse(
-        f"/release?message=Batch {batch_id} {review.status} (signature {review.signature_id})",
-        status_code=303)
+                      error=f"Batch {number} not signed: {exc.message}",
+                      failed_batch=batch_id, status_code=exc.http_status)
+    with application.uow() as uow:
+        number = application.production.get(uow, batch_id).batch_number
+    request.session["flash"] = (f"Batch {number} {review.status} "
+                                f"(signature {review.signature_id}).")
+    return RedirectResponse("/release", status_code=303)
 
 
 @router.get("/dispense", response_class=HTMLResponse)
@@ -202,7 +254,8 @@ def dispense_submit(
         with application.uow() as uow:
             result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
     except DomainError as exc:
-        return render(request, "dispense.html", actor, result=None, error=exc.message)
+        return render(request, "dispense.html", actor, result=None, error=exc.message,
+                      status_code=exc.http_status)
     return render(request, "dispense.html", actor, error=None,
                   result={"serial": result.unit.serial, "order_id": result.unit.order_id,
                           "order_complete": result.order_complete})

@@ -14,8 +14,8 @@ SECONDS_PER_UNIT = 60.0
 
 
 class SolidDoseFamily:
-    name = "solid_dose"
-    machine_types = ("tablet_printer",)
+    name: str = "solid_dose"
+    machine_types: tuple[str, ...] = ("tablet_printer",)
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         Envelope.from_dict(envelope)
@@ -23,8 +23,9 @@ class SolidDoseFamily:
     def design(self, request: DesignRequest) -> tuple[dict[str, Any], str | None]:
         envelope = Envelope.from_dict(request.master_file.design_envelope)
         group = patient_group(request.birth_date, request.on)
-        design = design_tablet(dose_mg=request.dose_mg, units=request.units, group=group,
-                               envelope=envelope)
+        design = design_tablet(
+            dose_mg=request.dose_mg, units=request.units, group=group, envelope=envelope
+        )
         return design.to_dict(), group
 
     def material_needed_g(self, design: Mapping[str, Any]) -> float:

@@ -1,0 +1,403 @@
+"""Production use cases on a database (SQLite and PostgreSQL): the production gate, signed job
+tickets, machine runs and the electronic batch record.
+
+Spec point 5: production is refused, each with its own clear error and an audit entry, when there
+is no approved effective master file, the site is not listed or not active, the machine is not
+qualified or the operator not trained; a batch keeps the master-file version it started with.
+Spec point 9: machines act only on signed, unaltered job tickets; the batch record holds the
+evidence.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
+from nearfab.common.errors import Forbidden, Refused
+from nearfab.custody import SerialUnit
+from nearfab.identity import Actor
+from nearfab.masterfiles import MasterFile
+from nearfab.network import Qualification
+from nearfab.production import (
+    BatchRecord,
+    Fault,
+    SignedTicket,
+    TicketRejected,
+    TicketSigner,
+    verify_ticket,
+)
+from nearfab.quality import ReleaseReview
+from nearfab.scheduling import Job
+from tests import flow_helpers as fh
+
+HC = "MF-HC-PRINTLET"
+PROP = "MF-PROP-PRINTLET"
+
+
+def _issue(app: App, job_id: str) -> None:
+    with app.uow() as uow:
+        app.production.issue_ticket(uow, fh.actor(app, "planner"), job_id)
+
+
+def _refused_ticket(app: App, job_id: str) -> Refused:
+    with pytest.raises(Refused) as caught:
+        _issue(app, job_id)
+    return caught.value
+
+
+def _refused_start(app: App, job_id: str, operator: Actor | None = None) -> Refused:
+    with pytest.raises(Refused) as caught:
+        fh.start(app, job_id, operator)
+    return caught.value
+
+
+def _assert_nothing_made(app: App, job_id: str, job_status: str, order_status: str) -> None:
+    job = fh.job(app, job_id)
+    assert job.status == job_status
+    assert fh.order_status(app, job.order_id) == order_status
+    with app.uow() as uow:
+        assert uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == job_id)) is None
+
+
+def _two_jobs(app: App) -> tuple[str, str]:
+    """A ticketed job (GSTT printer A) and a planned one (GSTT printer B), both at GSTT-PH."""
+    ticketed = fh.ticketed_job(app)
+    planned = fh.schedule(app, fh.submit(app))
+    assert fh.job(app, planned).ticket is None
+    return ticketed, planned
+
+
+def _qualification(app: App, machine_name: str, code: str) -> int:
+    with app.uow() as uow:
+        row = uow.session.scalar(select(Qualification).where(
+            Qualification.machine_id == fh.machine_id(app, machine_name),
+            Qualification.master_file_code == code))
+        assert row is not None
+        return row.id
+
+
+# --- point 5: the production gate --------------------------------------------------------------
+
+
+def test_superseded_master_file_refuses_ticket_and_start(seeded: App) -> None:
+    ticketed, planned = _two_jobs(seeded)
+    fh.new_version(seeded, HC, shelf_life_days=60)
+
+    exc = _refused_ticket(seeded, planned)
+    assert exc.code == "no_effective_master_file"
+    assert exc.field == "master_file"
+    assert f"master file {HC} v1 is superseded" in exc.message
+    assert "approved, effective master file" in exc.message
+    fh.assert_refusal_audited(seeded, exc, "job", planned)
+    _assert_nothing_made(seeded, planned, "planned", "scheduled")
+    assert fh.job(seeded, planned).ticket is None
+
+    exc = _refused_start(seeded, ticketed)
+    assert exc.code == "no_effective_master_file"
+    assert f"{HC} v1 is superseded" in exc.message
+    fh.assert_refusal_audited(seeded, exc, "job", ticketed)
+    _assert_nothing_made(seeded, ticketed, "ticket_issued", "scheduled")
+
+
+def test_withdrawn_master_file_refuses_ticket(seeded: App) -> None:
+    job_id = fh.schedule(seeded, fh.submit(seeded))
+    with seeded.uow() as uow:
+        seeded.master_files.withdraw(uow, fh.actor(seeded, "qp"), fh.master_file_id(seeded, HC),
+                                     reason="stability data withdrawn")
+    exc = _refused_ticket(seeded, job_id)
+    assert exc.code == "no_effective_master_file"
+    assert f"master file {HC} v1 is withdrawn" in exc.message
+    row = fh.assert_refusal_audited(seeded, exc, "job", job_id)
+    assert row.actor_name == "Priya Planner"
+    _assert_nothing_made(seeded, job_id, "planned", "scheduled")
+
+
+def test_master_file_changed_after_qp_approval_refuses_ticket(seeded: App) -> None:
+    job_id = fh.schedule(seeded, fh.submit(seeded))
+    # the approved content is altered in the database: the QP's signature no longer matches
+    fh.edit(seeded, MasterFile, fh.master_file_id(seeded, HC), shelf_life_days=365)
+    with seeded.uow() as uow:
+        mf = seeded.master_files.get(uow, fh.master_file_id(seeded, HC))
+        assert mf.status == "effective"
+        assert seeded.master_files.approval_is_valid(uow, mf) is False
+
+    exc = _refused_ticket(seeded, job_id)
+    assert exc.code == "no_effective_master_file"
+    assert "no longer matches its QP approval signature" in exc.message
+    fh.assert_refusal_audited(seeded, exc, "job", job_id)
+    _assert_nothing_made(seeded, job_id, "planned", "scheduled")
+
+
+def test_site_not_listed_in_master_file_refuses_ticket(seeded: App) -> None:
+    # propranolol may be made at GSTT-PH and MAN-PH, not at the mobile unit MOB-1
+    job_id = fh.schedule(seeded, fh.submit(seeded, medication="propranolol", dose_mg=5.0))
+    assert fh.job(seeded, job_id).site_id != fh.site_id(seeded, "MOB-1")
+    fh.edit(seeded, Job, job_id, machine_id=fh.machine_id(seeded, "Mobile printer"),
+            site_id=fh.site_id(seeded, "MOB-1"))
+
+    exc = _refused_ticket(seeded, job_id)
+    assert exc.code == "site_not_listed"
+    assert exc.field == "site"
+    assert exc.message == f"site MOB-1 is not listed in master file {PROP}"
+    row = fh.assert_refusal_audited(seeded, exc, "job", job_id)
+    assert row.site_id == fh.site_id(seeded, "MOB-1")
+    _assert_nothing_made(seeded, job_id, "planned", "scheduled")
+
+
+def test_paused_site_refuses_ticket_and_start(seeded: App) -> None:
+    ticketed, planned = _two_jobs(seeded)
+    with seeded.uow() as uow:
+        seeded.network.transition_site(uow, fh.actor(seeded, "admin"),
+                                       fh.site_id(seeded, "GSTT-PH"), "paused",
+                                       reason="air handling failure in the clean room")
+
+    exc = _refused_ticket(seeded, planned)
+    assert exc.code == "site_not_active"
+    assert exc.field == "site"
+    assert exc.message == "site GSTT-PH is paused, not active"
+    fh.assert_refusal_audited(seeded, exc, "job", planned)
+    _assert_nothing_made(seeded, planned, "planned", "scheduled")
+
+    exc = _refused_start(seeded, ticketed)
+    assert exc.code == "site_not_active"
+    fh.assert_refusal_audited(seeded, exc, "job", ticketed)
+    _assert_nothing_made(seeded, ticketed, "ticket_issued", "scheduled")
+
+    with seeded.uow() as uow:
+        seeded.network.transition_site(uow, fh.actor(seeded, "admin"),
+                                       fh.site_id(seeded, "GSTT-PH"), "active",
+                                       reason="air handling repaired and requalified")
+    fh.start(seeded, ticketed)  # the gate opens again once the site is active
+    assert fh.job(seeded, ticketed).status == "running"
+
+
+def test_unqualified_machine_refuses_ticket_and_start(
+    seeded: App, clock: ManualClock
+) -> None:
+    ticketed, planned = _two_jobs(seeded)
+    assert fh.job(seeded, planned).machine_id == fh.machine_id(seeded, "GSTT printer B")
+    # B's qualification is revoked; A's is renewed only for the next hour, which then passes
+    fh.edit(seeded, Qualification, _qualification(seeded, "GSTT printer B", HC), revoked=True)
+    with seeded.uow() as uow:
+        seeded.network.qualify_machine(uow, fh.actor(seeded, "qp"),
+                                       fh.machine_id(seeded, "GSTT printer A"), HC,
+                                       valid_until=clock.now() + timedelta(hours=1))
+
+    exc = _refused_ticket(seeded, planned)
+    assert exc.code == "machine_not_qualified"
+    assert exc.field == "machine"
+    assert exc.message == f"machine GSTT printer B is not qualified for {HC}"
+    fh.assert_refusal_audited(seeded, exc, "job", planned)
+    _assert_nothing_made(seeded, planned, "planned", "scheduled")
+
+    fh.start(seeded, fh.ticketed_job(seeded))  # still qualified: a batch may start on A
+    clock.advance(2 * 3600)
+    exc = _refused_start(seeded, ticketed)
+    assert exc.code == "machine_not_qualified"
+    assert exc.message == f"machine GSTT printer A is not qualified for {HC}"
+    fh.assert_refusal_audited(seeded, exc, "job", ticketed)
+    _assert_nothing_made(seeded, ticketed, "ticket_issued", "scheduled")
+
+
+def test_untrained_operator_refused_and_trained_one_may_start(seeded: App) -> None:
+    job_id = fh.ticketed_job(seeded)
+    newcomer = fh.create_user(seeded, "operator-new", ["operator"], "GSTT-PH")
+
+    exc = _refused_start(seeded, job_id, newcomer)
+    assert exc.code == "operator_not_trained"
+    assert exc.field == "operator"
+    assert newcomer.user_id in exc.message
+    assert exc.message.endswith(f"is not trained on {HC}")
+    row = fh.assert_refusal_audited(seeded, exc, "job", job_id)
+    assert row.actor_id == newcomer.user_id
+    _assert_nothing_made(seeded, job_id, "ticket_issued", "scheduled")
+
+    with pytest.raises(Forbidden):
+        fh.start(seeded, job_id, fh.actor(seeded, "planner"))  # not an operator at all
+
+    batch_id = fh.start(seeded, job_id)  # the trained operator
+    assert fh.batch(seeded, batch_id).operator_id == fh.actor(seeded, "operator").user_id
+
+
+def test_batch_keeps_the_master_file_version_it_started_with(seeded: App) -> None:
+    v1 = fh.master_file_id(seeded, HC)
+    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+    v2 = fh.new_version(seeded, HC, shelf_life_days=30,
+                        storage="Store below 8 °C in the original container.")
+    fh.finish(seeded, batch_id)
+
+    batch = fh.batch(seeded, batch_id)
+    assert batch.status == "completed"
+    assert (batch.master_file_id, batch.master_file_code, batch.master_file_version) == (
+        v1, HC, 1)
+    assert batch.content()["master_file"] == f"{HC} v1"
+    with seeded.uow() as uow:
+        assert seeded.master_files.get(uow, v2).version == 2
+        assert seeded.quality.get_review(uow, batch_id).proposed_decision == "release"
+    fh.release(seeded, batch_id)
+    assert fh.batch(seeded, batch_id).status == "released"
+    assert fh.order_status(seeded, batch.order_id) == "released"
+    with seeded.uow() as uow:
+        units = seeded.custody.units_of_batch(uow, batch_id)
+        labels = seeded.custody.labels(uow, batch_id)
+    assert batch.finished_at is not None
+    # v1's 90-day shelf life and storage text, not v2's
+    assert {u.expiry for u in units} == {(batch.finished_at + timedelta(days=90)).date()}
+    assert {label.storage for label in labels} == {
+        "Store below 25 °C in the original container. Keep dry."}
+
+
+# --- point 9: signed tickets and the batch record ------------------------------------------------
+
+
+def test_ticket_is_signed_by_the_control_site(seeded: App, clock: ManualClock) -> None:
+    order_id = fh.submit(seeded)
+    job_id = fh.ticketed_job(seeded, order_id)
+    job = fh.job(seeded, job_id)
+    assert job.status == "ticket_issued"
+    ticket = SignedTicket.from_dict(job.ticket or {})
+    verify_ticket(ticket, seeded.signer.public_key_pem, machine_id=job.machine_id,
+                  now=clock.now())
+    assert ticket.key_id == seeded.signer.key_id
+    assert ticket.ticket_hash == job.ticket_hash
+    with seeded.uow() as uow:
+        order = seeded.orders.get(uow, order_id)
+        mf = seeded.master_files.get(uow, order.master_file_id)
+        assert ticket.payload["design"] == order.design
+        assert ticket.payload["process_parameters"] == mf.process_parameters
+    assert ticket.payload["master_file"] == {"id": mf.id, "code": HC, "version": 1}
+    assert ticket.payload["machine_id"] == job.machine_id
+    assert ticket.payload["material_lot_id"] == job.material_lot_id
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    foreign = TicketSigner(Ed25519PrivateKey.generate())
+    with pytest.raises(TicketRejected):  # not the control site's key
+        verify_ticket(ticket, foreign.public_key_pem, now=clock.now())
+    with pytest.raises(TicketRejected, match="for machine"):
+        verify_ticket(ticket, seeded.signer.public_key_pem, machine_id="mch_other",
+                      now=clock.now())
+
+
+@pytest.mark.parametrize("tamper", ["altered", "unsigned"])
+def test_machine_refuses_a_ticket_not_as_signed(seeded: App, tamper: str) -> None:
+    job_id = fh.ticketed_job(seeded)
+    batch_id = fh.start(seeded, job_id)
+    job = fh.job(seeded, job_id)
+    ticket = copy.deepcopy(job.ticket or {})
+    if tamper == "altered":
+        ticket["payload"]["design"]["units"] = 60  # more tablets than prescribed
+        expected = "ticket signature does not match: altered or not signed by the control site"
+    else:
+        ticket["signature"] = ""
+        expected = "unsigned ticket: it carries no signature"
+    fh.edit(seeded, Job, job_id, ticket=ticket)
+
+    outcome = fh.execute(seeded, batch_id)
+    assert isinstance(outcome, TicketRejected)
+    fh.record(seeded, batch_id, outcome)
+
+    batch = fh.batch(seeded, batch_id)
+    assert batch.status == "failed"
+    assert batch.failure_reason == expected
+    assert batch.unit_masses_mg is None
+    with seeded.uow() as uow:
+        steps = seeded.production.steps(uow, batch_id)
+        refused = [s for s in steps if s.name == "machine_refused"]
+        assert len(refused) == 1
+        assert refused[0].detail == {"code": "ticket_rejected", "reason": expected}
+        assert refused[0].actor_name == "Olu Operator"
+        assert seeded.network.get_machine(uow, batch.machine_id).status == "available"
+        assert seeded.quality.review_for(uow, batch_id) is None
+        assert seeded.custody.units_of_batch(uow, batch_id) == []
+    assert fh.job(seeded, job_id).status == "failed"
+    assert fh.order_status(seeded, batch.order_id) == "failed"
+    assert fh.count(seeded, ReleaseReview) == 0
+
+
+def test_batch_record_holds_the_evidence_of_the_run(seeded: App, clock: ManualClock) -> None:
+    job_id = fh.ticketed_job(seeded)
+    job = fh.job(seeded, job_id)
+    with seeded.uow() as uow:
+        lot = seeded.materials.get(uow, job.material_lot_id)
+        grams_before = lot.quantity_g
+    started = clock.now()
+    batch_id = fh.start(seeded, job_id)
+    fh.finish(seeded, batch_id)
+
+    batch = fh.batch(seeded, batch_id)
+    operator = fh.actor(seeded, "operator")
+    assert batch.status == "completed"
+    assert batch.operator_id == operator.user_id
+    assert batch.material_lot_number == "HC-FIL-2.5-GSTT-PH-001"
+    assert batch.material_used_g > 0
+    assert batch.machine_firmware == "fw 2.4.1"
+    assert batch.ticket_hash == job.ticket_hash
+    assert len(batch.ticket_hash) == 64
+    assert batch.started_at == started
+    assert batch.finished_at == started + timedelta(minutes=21)  # 21 units at 60 s each
+    assert len(batch.unit_masses_mg or []) == batch.design["units"] == 21
+    target = batch.design["target_mass_mg"]
+    assert all(abs(m - target) / target < 0.075 for m in batch.unit_masses_mg or [])
+    summary = batch.telemetry_summary or {}
+    assert set(summary) == {"nozzle_temperature_c", "extrusion_pressure_kpa",
+                            "print_speed_mm_s", "chamber_humidity_pct"}
+    for metric in summary.values():
+        assert {"n", "mean", "sd", "min", "max", "low", "high", "outside"} <= set(metric)
+        assert metric["n"] == 21 * 6 and metric["outside"] == 0
+        assert metric["low"] <= metric["min"] <= metric["mean"] <= metric["max"] <= metric["high"]
+    assert batch.cpp_excursions == []
+    assert "ticket verified" in (batch.machine_events or [])
+    with seeded.uow() as uow:
+        assert seeded.materials.get(uow, lot.id).quantity_g == pytest.approx(
+            grams_before - batch.material_used_g)
+        steps = seeded.production.steps(uow, batch_id)
+    assert [s.name for s in steps] == ["material_dispensed", "run_started", "run_finished",
+                                       "serialised", "rtrt_evaluated"]
+    assert [s.seq for s in steps] == [1, 2, 3, 4, 5]
+    by_name = {s.name: s for s in steps}
+    for name in ("material_dispensed", "run_started", "run_finished"):
+        assert by_name[name].actor_id == operator.user_id
+        assert by_name[name].actor_name == "Olu Operator"
+    assert by_name["material_dispensed"].at == started
+    assert by_name["material_dispensed"].detail == {"lot": "HC-FIL-2.5-GSTT-PH-001",
+                                                    "grams": batch.material_used_g}
+    assert by_name["run_started"].detail == {"machine": "GSTT printer A",
+                                             "firmware": "fw 2.4.1",
+                                             "ticket_hash": job.ticket_hash}
+    assert by_name["run_finished"].at == batch.finished_at
+    assert by_name["serialised"].actor_name == "nearfab serialiser"
+    assert by_name["rtrt_evaluated"].actor_name == "nearfab rtrt"
+    assert fh.job(seeded, job_id).status == "completed"
+    assert fh.order_status(seeded, batch.order_id) == "awaiting_release"
+
+
+def test_nozzle_clog_underfills_units_and_rtrt_proposes_reject(seeded: App) -> None:
+    job_id = fh.ticketed_job(seeded)
+    printer = fh.machine(seeded, fh.job(seeded, job_id).machine_id)
+    seeded.fleet.inject_fault(printer, Fault("nozzle_clog", 0.3, from_unit=4))
+    batch_id = fh.start(seeded, job_id)
+    fh.finish(seeded, batch_id)
+
+    batch = fh.batch(seeded, batch_id)
+    masses = batch.unit_masses_mg or []
+    target = batch.design["target_mass_mg"]
+    assert all(abs(m - target) / target < 0.075 for m in masses[:4])
+    assert all(m < target * 0.85 for m in masses[4:])  # about 30 % of the flow is lost
+    assert any("nozzle_clog" in e for e in batch.machine_events or [])
+    assert any(e.startswith("extrusion_pressure_kpa") for e in batch.cpp_excursions or [])
+    with seeded.uow() as uow:
+        review = seeded.quality.get_review(uow, batch_id)
+    assert review.proposed_decision == "reject"
+    assert review.status == "pending"
+    checks = {c["name"]: c for c in review.proposal["checks"]}
+    assert checks["unit_mass"]["passed"] is False
+    assert any("17 of 21 units outside ±7.5 %" in r for r in review.proposal["reasons"])
+    assert any("CPP excursion" in r for r in review.proposal["reasons"])
+    with seeded.uow() as uow:
+        assert {u.status for u in uow.session.scalars(select(SerialUnit))} == {"quarantine"}
