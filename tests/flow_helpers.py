@@ -60,8 +60,6 @@ def _seed_into(url: str, data_dir: Path) -> None:
 def _seeded_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     factory = request.getfixturevalue("tmp_path_factory")
     migrated: Path = request.getfixturevalue("sqlite_template")
-    cache = request.config.cache if False else None  # noqa: SIM108 - no cross-run cache wanted
-    del cache
     template = _TEMPLATES.get(("sqlite", str(migrated)))
     if template is None:
         folder = factory.mktemp("seeded")
@@ -100,7 +98,7 @@ _TEMPLATES: dict[tuple[str, str], str] = {}
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
-    """A fresh App on a copy of the seeded demo network (password TEST_PASSWORD)."""
+    """A fresh App, with the test's manual clock, on a copy of the seeded demo network."""
     from tests.conftest import _pg_drop
 
     clone = None

@@ -35,6 +35,8 @@ from nearfab.quality import ReleaseReview
 from nearfab.scheduling import Job
 from tests import flow_helpers as fh
 
+seeded = fh.seeded  # the demo network, seeded once and copied for each test
+
 HC = "MF-HC-PRINTLET"
 PROP = "MF-PROP-PRINTLET"
 
