@@ -152,7 +152,21 @@ def overview(request: Request, actor: ActorOpt) -> Response:
         orders = application.orders.list_orders(uow, limit=15)
         counts = application.orders.count_by_status(uow)
         pending = len(application.quality.pending(uow))
-    return render(request, "overview.html", actor, sites=sites, orders=orders, counts=counts,
+        work: dict[str, list[dict[str, Any]]] = {}
+        for job in application.scheduling.jobs(
+                uow, JobStatus.RUNNING, JobStatus.TICKET_ISSUED, JobStatus.PLANNED):
+            work.setdefault(job.machine_id, []).append(
+                {"order_id": job.order_id, "status": job.status,
+                 "planned_finish": job.planned_finish})
+    for site in sites:
+        for machine in site["machines"]:
+            jobs = work.get(machine["id"], [])
+            machine["current"] = next((j for j in jobs if j["status"] == "running"), None)
+            machine["queued"] = sum(1 for j in jobs if j["status"] != "running")
+    lifecycle = [s.value for s in OrderStatus]
+    ordered = sorted(counts.items(),
+                     key=lambda kv: lifecycle.index(kv[0]) if kv[0] in lifecycle else 99)
+    return render(request, "overview.html", actor, sites=sites, orders=orders, counts=ordered,
                   pending=pending, refresh=5)
 
 

@@ -1,0 +1,86 @@
+"""How fast the embedded default takes prescriptions in and makes batches.
+
+Prints JSON: prescriptions/s through `OrderService.submit` (FHIR parse + validation + design +
+pseudonymisation + audit, one transaction each), a raw baseline measured in the same run
+(json parse + one plain INSERT per prescription into a table of the same width), their ratio,
+and batches/s through the runner with machines on a manual clock (no waiting on the printer).
+
+    .venv/bin/python benchmarks/flow_throughput.py [--orders 200] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from nearfab.bootstrap import build_app
+from nearfab.common.clock import ManualClock
+from nearfab.config import Settings
+from nearfab.demo import prescription_bundle, seed
+from nearfab.identity import system_actor
+
+
+def raw_baseline(bundles: list[dict[str, object]], path: Path) -> float:
+    """json round trip + one INSERT and COMMIT per prescription: the floor for one-by-one intake."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE o (id TEXT, status TEXT, medication TEXT, dose REAL, units INT,"
+                 " design TEXT, raw TEXT)")
+    texts = [json.dumps(b) for b in bundles]
+    start = time.perf_counter()
+    for i, text in enumerate(texts):
+        doc = json.loads(text)
+        conn.execute("INSERT INTO o VALUES (?,?,?,?,?,?,?)",
+                     (str(i), "designed", "x", 2.5, 21, json.dumps(doc["entry"]), text))
+        conn.commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(bundles) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = ManualClock()
+        app = build_app(Settings(data_dir=Path(tmp) / "data"), clock=clock, machine_clock=clock)
+        seed(app, "bench-password-1")
+        rng = random.Random(1)
+        today = clock.now().date()
+        bundles = [prescription_bundle(rng, today=today, days=3) for _ in range(args.orders)]
+        actor = system_actor("bench")
+        start = time.perf_counter()
+        for bundle in bundles:
+            with app.uow() as uow:
+                app.orders.submit(uow, actor, bundle)
+        intake = args.orders / (time.perf_counter() - start)
+        raw = raw_baseline(bundles, Path(tmp) / "raw.db")
+        start = time.perf_counter()
+        summary = app.runner.run_until_idle()
+        made = len(summary.batches_completed)
+        run_s = time.perf_counter() - start
+        result = {
+            "orders": args.orders,
+            "prescriptions_per_s": round(intake, 1),
+            "raw_prescriptions_per_s": round(raw, 1),
+            "ratio": round(intake / raw, 3),
+            "batches": made,
+            "batches_per_s": round(made / run_s, 2),
+            "tablets_per_batch": 9,
+        }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>26}: {value}")
+
+
+if __name__ == "__main__":
+    main()
