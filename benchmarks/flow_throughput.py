@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clock = ManualClock()
-        app = build_app(Settings(data_dir=Path(tmp) / "data"), clock=clock, machine_clock=clock)
+        app = build_app(Settings(data_dir=Path(tmp) / "data"), clock=clock)
         seed(app, "bench-password-1")
         rng = random.Random(1)
         today = clock.now().date()

@@ -124,7 +124,7 @@ def clock() -> ManualClock:
 def app(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
     """A fresh application on a migrated database, with a manual clock for platform and machines."""
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
-    application = build_app(settings, clock=clock, machine_clock=clock, migrate=False)
+    application = build_app(settings, clock=clock, migrate=False)
     yield application
     application.engine.dispose()
 

@@ -4,31 +4,35 @@ Every helper opens its own unit of work, as an entry point would, and returns id
 rows. The demo network (`nearfab.demo.seed`) is assumed.
 
 `seeded` is the conftest fixture of the same name made cheaper: the demo network is seeded once
-per test module and database kind, and each test gets its own copy (a file copy on SQLite, a
-`CREATE DATABASE ... TEMPLATE` clone on PostgreSQL). A test module opts in with
-`seeded = flow_helpers.seeded`.
+per session and database kind (with a ManualClock at the same default start as the `clock`
+fixture's), and each test gets its own copy (a file copy on SQLite, a `CREATE DATABASE ...
+TEMPLATE` clone on PostgreSQL). Seeding costs about 1.5 s; a copy, a few tens of milliseconds.
+A test module opts in with `seeded = flow_helpers.seeded`.
 """
 
 from __future__ import annotations
 
+import functools
 import random
+import secrets
 import shutil
 import sqlite3
-import secrets
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
+from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.identity import Actor, AuditEntry, actor_of
-from nearfab.network import Machine, Site
+from nearfab.network import Machine
 from nearfab.production import BatchRecord, RunResult
+from nearfab.production.runner import RunSummary
 from nearfab.scheduling import Job
 
 TEST_PASSWORD = "correct-horse-42"  # every demo user's password (see tests/conftest.py)
@@ -44,7 +48,7 @@ _rng = random.Random(20260105)
 
 def _build(url: str, data_dir: Path, clock: ManualClock) -> App:
     settings = Settings(data_dir=data_dir, database_url=url)
-    return build_app(settings, clock=clock, machine_clock=clock, migrate=False)
+    return build_app(settings, clock=clock, migrate=False)
 
 
 def _seed_into(url: str, data_dir: Path) -> None:
@@ -85,7 +89,7 @@ def _seeded_pg(request: pytest.FixtureRequest) -> tuple[str, str]:
         template = f"nearfab_seeded_{secrets.token_hex(4)}"
         with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{template}" TEMPLATE "{migrated}"')
-        request.config.add_cleanup(lambda name=template: _pg_drop(name))
+        request.config.add_cleanup(functools.partial(_pg_drop, template))
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{template}"
         factory = request.getfixturevalue("tmp_path_factory")
         _seed_into(url, factory.mktemp("seeded-pg") / "data")
@@ -126,10 +130,17 @@ def create_user(app: App, username: str, roles: list[str], site_code: str | None
     """A new account made by the demo admin (no training records, no qualifications)."""
     admin = actor(app, "admin")
     with app.uow() as uow:
-        site_id = app.network.get_site(uow, site_code).id if site_code else None
+        home = app.network.get_site(uow, site_code).id if site_code else None
     with app.uow() as uow:
-        user = app.users.create_user(uow, admin, username=username, full_name=username.title(),
-                                     roles=roles, password=TEST_PASSWORD, home_site_id=site_id)
+        user = app.users.create_user(
+            uow,
+            admin,
+            username=username,
+            full_name=username.title(),
+            roles=roles,
+            password=TEST_PASSWORD,
+            home_site_id=home,
+        )
         return actor_of(user)
 
 
@@ -151,26 +162,41 @@ def machine(app: App, machine_id_: str) -> Machine:
         return row
 
 
-def bundle(app: App, *, dose_mg: float = 2.0, days: int = 7, birth_date: date | None = None,
-           medication: str = "hydrocortisone") -> dict[str, Any]:
+def bundle(
+    app: App,
+    *,
+    dose_mg: float = 2.0,
+    days: int = 7,
+    birth_date: date | None = None,
+    medication: str = "hydrocortisone",
+) -> dict[str, Any]:
     from nearfab.demo import prescription_bundle
 
     today = app.clock.now().date()
     born = birth_date or today - timedelta(days=8 * 365)
-    return prescription_bundle(_rng, today=today, medication=medication, dose_mg=dose_mg,
-                               days=days, birth_date=born)
+    return prescription_bundle(
+        _rng, today=today, medication=medication, dose_mg=dose_mg, days=days, birth_date=born
+    )
 
 
-def submit(app: App, dose_mg: float = 2.0, days: int = 7, birth_date: date | None = None,
-           medication: str = "hydrocortisone") -> str:
+def submit(
+    app: App,
+    dose_mg: float = 2.0,
+    days: int = 7,
+    birth_date: date | None = None,
+    medication: str = "hydrocortisone",
+) -> str:
     """A clinician sends one prescription; returns the (designed) order's id.
 
     Hydrocortisone is 3 doses a day: 7 days give 21 units, enough for Ph. Eur. 2.9.5 (20).
     """
     clinician = actor(app, "clinician")
     with app.uow() as uow:
-        orders = app.orders.submit(uow, clinician, bundle(
-            app, dose_mg=dose_mg, days=days, birth_date=birth_date, medication=medication))
+        orders = app.orders.submit(
+            uow,
+            clinician,
+            bundle(app, dose_mg=dose_mg, days=days, birth_date=birth_date, medication=medication),
+        )
         assert len(orders) == 1
         assert orders[0].status == "designed", orders[0].stop_reason
         return orders[0].id
@@ -207,17 +233,17 @@ def start(app: App, job_id: str, operator: Actor | None = None) -> str:
         return app.production.start_batch(uow, operator, job_id).id
 
 
-def execute(app: App, batch_id: str) -> RunResult | Exception:
+def execute(app: App, batch_id: str) -> RunResult | DomainError:
     with app.uow() as uow:
         return app.production.execute(uow, batch_id)
 
 
-def record(app: App, batch_id: str, outcome: RunResult | Exception) -> None:
+def record(app: App, batch_id: str, outcome: RunResult | DomainError) -> None:
     with app.uow() as uow:
         operator_id = app.production.get(uow, batch_id).operator_id
         operator = actor_of(app.users.get(uow, operator_id))
     with app.uow() as uow:
-        app.production.record_run(uow, operator, batch_id, outcome)  # type: ignore[arg-type]
+        app.production.record_run(uow, operator, batch_id, outcome)
 
 
 def finish(app: App, batch_id: str) -> None:
@@ -239,7 +265,7 @@ def make_batch(app: App, **order: Any) -> str:
     return batch_id
 
 
-def run(app: App) -> Any:
+def run(app: App) -> RunSummary:
     """Let the network runner move everything it can."""
     return app.runner.run_until_idle()
 
@@ -247,15 +273,29 @@ def run(app: App) -> Any:
 def release(app: App, batch_id: str, *, reason: str | None = None) -> None:
     qp = actor(app, "qp")
     with app.uow() as uow:
-        app.quality.decide(uow, qp, batch_id, decision="release", password=TEST_PASSWORD,
-                           meaning="QP certification: batch released", reason=reason)
+        app.quality.decide(
+            uow,
+            qp,
+            batch_id,
+            decision="release",
+            password=TEST_PASSWORD,
+            meaning="QP certification: batch released",
+            reason=reason,
+        )
 
 
 def reject(app: App, batch_id: str, reason: str = "unit masses out of specification") -> None:
     qp = actor(app, "qp")
     with app.uow() as uow:
-        app.quality.decide(uow, qp, batch_id, decision="reject", password=TEST_PASSWORD,
-                           meaning="QP rejection of batch", reason=reason)
+        app.quality.decide(
+            uow,
+            qp,
+            batch_id,
+            decision="reject",
+            password=TEST_PASSWORD,
+            meaning="QP rejection of batch",
+            reason=reason,
+        )
 
 
 def batch(app: App, batch_id: str) -> BatchRecord:
@@ -265,21 +305,12 @@ def batch(app: App, batch_id: str) -> BatchRecord:
         return row
 
 
-def status_of(app: App, model: type[Any], row_id: str) -> str:
-    with app.uow() as uow:
-        row = uow.session.get(model, row_id)
-        assert row is not None, f"no {model.__name__} {row_id}"
-        return str(row.status)
-
-
 def order_status(app: App, order_id: str) -> str:
     with app.uow() as uow:
         return str(app.orders.get(uow, order_id).status)
 
 
 def count(app: App, model: type[Any]) -> int:
-    from sqlalchemy import func
-
     with app.uow() as uow:
         return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -287,21 +318,15 @@ def count(app: App, model: type[Any]) -> int:
 def refusals(app: App, entity_type: str, entity_id: str | None = None) -> list[AuditEntry]:
     """Committed audit rows with action "refuse" for an entity (or every one of its type)."""
     with app.uow() as uow:
-        stmt = select(AuditEntry).where(AuditEntry.action == "refuse",
-                                        AuditEntry.entity_type == entity_type)
+        stmt = select(AuditEntry).where(
+            AuditEntry.action == "refuse", AuditEntry.entity_type == entity_type
+        )
         if entity_id is not None:
             stmt = stmt.where(AuditEntry.entity_id == entity_id)
         rows = list(uow.session.scalars(stmt.order_by(AuditEntry.id)))
         for row in rows:
             uow.session.expunge(row)
         return rows
-
-
-def site_row(app: App, code: str) -> Site:
-    with app.uow() as uow:
-        row = app.network.get_site(uow, code)
-        uow.session.expunge(row)
-        return row
 
 
 def master_file_id(app: App, code: str) -> str:

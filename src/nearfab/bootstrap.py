@@ -66,10 +66,11 @@ def build_app(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
-    machine_clock: Clock | None = None,
+    machine_speed: float = 1.0,
     migrate: bool = True,
 ) -> App:
-    """Wire the application. `machine_clock` drives simulated machines (accelerated in demos)."""
+    """Wire the application. `machine_speed` > 1 makes simulated printers faster than real ones
+    (demo, `network run`); they share the platform clock, so timestamps and expiries agree."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
@@ -84,7 +85,7 @@ def build_app(
     keys = Path(settings.data_dir) / "keys"
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
-    fleet = MachineFleet(machine_clock or clock, signer.public_key_pem)
+    fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
 
     families = FamilyRegistry()
     families.register(SolidDoseFamily())

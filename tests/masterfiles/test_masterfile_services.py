@@ -23,12 +23,19 @@ from nearfab.common.errors import (
     ValidationFailed,
 )
 from nearfab.demo import SNOMED, hydrocortisone_master_file
-from nearfab.identity import Actor, AuditEntry, Signature, actor_of, audit_trail, record_hash
-from nearfab.identity import system_actor as system
+from nearfab.identity import (
+    Actor,
+    AuditEntry,
+    Signature,
+    actor_of,
+    audit_trail,
+    record_hash,
+    system_actor,
+)
 from nearfab.masterfiles import MasterFile
 from nearfab.uow import UnitOfWork
 
-BOOT = system("test-admin")
+BOOT = system_actor("test-admin")
 PASSWORD = "a-long-secret-42"
 HC_SNOMED = (SNOMED, "396458002")
 
@@ -49,9 +56,17 @@ def world(app: App, monkeypatch: pytest.MonkeyPatch) -> World:
     people = {}
     for username, role in (("qp", "qp"), ("pharmacist", "pharmacist")):
         with app.uow() as uow:
-            people[username] = actor_of(app.users.create_user(
-                uow, BOOT, username=username, full_name=f"{username.title()} Person",
-                roles=[role], password=PASSWORD, home_site_id=site.id))
+            people[username] = actor_of(
+                app.users.create_user(
+                    uow,
+                    BOOT,
+                    username=username,
+                    full_name=f"{username.title()} Person",
+                    roles=[role],
+                    password=PASSWORD,
+                    home_site_id=site.id,
+                )
+            )
     return World(site.id, people["qp"], people["pharmacist"])
 
 
@@ -114,30 +129,42 @@ def test_draft_validation_errors_name_the_field(app: App, world: World) -> None:
         (lambda d: d.update(gtin="0950600013435"), ValidationFailed, "master_file.gtin"),
         (lambda d: d.update(accepted_codes=[]), ValidationFailed, "master_file.accepted_codes"),
         (set_param, ValidationFailed, "master_file.process_parameters.nozzle_temperature_c.high"),
-        (lambda d: d.update(process_parameters={}), ValidationFailed,
-         "master_file.process_parameters"),
+        (
+            lambda d: d.update(process_parameters={}),
+            ValidationFailed,
+            "master_file.process_parameters",
+        ),
         (lambda d: d.update(shelf_life_days=0), ValidationFailed, "master_file.shelf_life_days"),
-        (lambda d: d.update(allowed_site_ids=[]), ValidationFailed,
-         "master_file.allowed_site_ids"),
+        (lambda d: d.update(allowed_site_ids=[]), ValidationFailed, "master_file.allowed_site_ids"),
         (lambda d: d.update(allowed_site_ids=["NOWHERE"]), NotFound, "site_id"),
         (lambda d: d.update(product_family="gummy"), ValidationFailed, "product_family"),
         (_without("dose_mg"), ValidationFailed, "design_envelope.dose_mg"),
         (_without("drug_loading"), ValidationFailed, "design_envelope.drug_loading"),
         (_without("units"), ValidationFailed, "design_envelope.units"),
-        (lambda d: d["design_envelope"].update(drug_loading=1.5), ValidationFailed,
-         "design_envelope.drug_loading"),
+        (
+            lambda d: d["design_envelope"].update(drug_loading=1.5),
+            ValidationFailed,
+            "design_envelope.drug_loading",
+        ),
     ]
     for index, (change, error_type, field) in enumerate(cases):
         data = spec(world)
         change(data)
-        error = refused(app, error_type,
-                        lambda uow, d=data: app.master_files.draft(uow, world.qp, d))
+        error = refused(
+            app, error_type, lambda uow, d=data: app.master_files.draft(uow, world.qp, d)
+        )
         assert error.field == field, index
         assert error.message, index
     assert count(app, MasterFile) == 0
     with app.uow() as uow:
-        assert uow.session.scalar(select(func.count()).where(
-            AuditEntry.entity_type == "master_file").select_from(AuditEntry)) == 0
+        assert (
+            uow.session.scalar(
+                select(func.count())
+                .where(AuditEntry.entity_type == "master_file")
+                .select_from(AuditEntry)
+            )
+            == 0
+        )
     refused(app, Forbidden, lambda uow: app.master_files.draft(uow, world.pharmacist, spec(world)))
 
 
@@ -145,7 +172,10 @@ def test_drafts_are_versioned_per_code_and_audited(app: App, world: World) -> No
     first, second = draft(app, world), draft(app, world)
     other = draft(app, world, spec(world, code="MF-OTHER"))
     assert [(m.code, m.version, m.status) for m in (first, second, other)] == [
-        ("MF-TEST", 1, "draft"), ("MF-TEST", 2, "draft"), ("MF-OTHER", 1, "draft")]
+        ("MF-TEST", 1, "draft"),
+        ("MF-TEST", 2, "draft"),
+        ("MF-OTHER", 1, "draft"),
+    ]
     assert second.created_by == world.qp.user_id and second.gtin == "09506000134352"
     [entry] = trail(app, second)
     assert entry.action == "create" and entry.new == reload(app, second).content()
@@ -156,10 +186,16 @@ def test_approval_needs_a_qp_and_their_password_and_signs_the_content(
     app: App, world: World
 ) -> None:
     mf = draft(app, world)
-    refused(app, Forbidden, lambda uow: app.master_files.approve(
-        uow, world.pharmacist, mf.id, password=PASSWORD))
-    refused(app, Unauthenticated, lambda uow: app.master_files.approve(
-        uow, world.qp, mf.id, password="not-my-password"))
+    refused(
+        app,
+        Forbidden,
+        lambda uow: app.master_files.approve(uow, world.pharmacist, mf.id, password=PASSWORD),
+    )
+    refused(
+        app,
+        Unauthenticated,
+        lambda uow: app.master_files.approve(uow, world.qp, mf.id, password="not-my-password"),
+    )
     assert reload(app, mf).status == "draft" and count(app, Signature) == 0
     assert [e.action for e in trail(app, mf)] == ["create"]
 
@@ -170,21 +206,30 @@ def test_approval_needs_a_qp_and_their_password_and_signs_the_content(
     assert sig.id == approved.approval_signature_id and sig.signer_id == world.qp.user_id
     assert sig.meaning == "QP approval of master file"
     assert sig.record_hash == record_hash(reload(app, mf).content())
-    create, transition, signed = trail(app, mf)
+    _create, transition, signed = trail(app, mf)
     assert (transition.action, transition.old, transition.new) == (
-        "transition", {"status": "draft"}, {"status": "approved"})
+        "transition",
+        {"status": "draft"},
+        {"status": "approved"},
+    )
     assert signed.action == "sign" and signed.new is not None
     assert signed.new["record_hash"] == sig.record_hash
     assert approval_valid(app, mf)
-    refused(app, InvalidTransition, lambda uow: app.master_files.approve(
-        uow, world.qp, mf.id, password=PASSWORD))
+    refused(
+        app,
+        InvalidTransition,
+        lambda uow: app.master_files.approve(uow, world.qp, mf.id, password=PASSWORD),
+    )
 
 
-@pytest.mark.parametrize("alteration", [
-    {"shelf_life_days": 365},
-    {"storage": "Store anywhere."},
-    {"allowed_site_ids": ["site_ELSEWHERE"]},
-])
+@pytest.mark.parametrize(
+    "alteration",
+    [
+        {"shelf_life_days": 365},
+        {"storage": "Store anywhere."},
+        {"allowed_site_ids": ["site_ELSEWHERE"]},
+    ],
+)
 def test_content_altered_in_the_database_voids_the_approval(
     app: App, world: World, alteration: dict[str, Any]
 ) -> None:
@@ -212,40 +257,57 @@ def test_make_effective_supersedes_the_previous_version(app: App, world: World) 
     with app.uow() as uow:
         assert app.master_files.effective_for_code(uow, "MF-TEST").id == v1.id
     v3 = draft(app, world)
-    refused(app, InvalidTransition, lambda uow: app.master_files.make_effective(
-        uow, world.qp, v3.id))  # an unapproved draft: the effective version stays
+    refused(
+        app, InvalidTransition, lambda uow: app.master_files.make_effective(uow, world.qp, v3.id)
+    )  # an unapproved draft: the effective version stays
     assert reload(app, v1).status == "effective"
     v2 = make_effective(app, world, v2)
     assert v2.status == "effective" and v2.effective_from is not None
     assert reload(app, v1).status == "superseded"
     last = trail(app, v1)[-1]
     assert (last.old, last.new, last.reason) == (
-        {"status": "effective"}, {"status": "superseded"}, "superseded by version 2")
+        {"status": "effective"},
+        {"status": "superseded"},
+        "superseded by version 2",
+    )
     with app.uow() as uow:
         assert app.master_files.effective_for_code(uow, "MF-TEST").id == v2.id
         assert [m.id for m in app.master_files.accepting(uow, [HC_SNOMED])] == [v2.id]
         assert [m.version for m in app.master_files.effective(uow)] == [2]
-    refused(app, InvalidTransition, lambda uow: app.master_files.make_effective(
-        uow, world.qp, v1.id))
+    refused(
+        app, InvalidTransition, lambda uow: app.master_files.make_effective(uow, world.qp, v1.id)
+    )
 
 
 def test_withdraw_needs_a_qp_and_a_reason(app: App, world: World) -> None:
     mf = make_effective(app, world, approve(app, world, draft(app, world)))
     for reason in ("", "   "):
-        error = refused(app, ValidationFailed, lambda uow, r=reason: app.master_files.withdraw(
-            uow, world.qp, mf.id, reason=r))
+        error = refused(
+            app,
+            ValidationFailed,
+            lambda uow, r=reason: app.master_files.withdraw(uow, world.qp, mf.id, reason=r),
+        )
         assert error.field == "reason"
-    refused(app, Forbidden, lambda uow: app.master_files.withdraw(
-        uow, world.pharmacist, mf.id, reason="not mine to withdraw"))
+    refused(
+        app,
+        Forbidden,
+        lambda uow: app.master_files.withdraw(
+            uow, world.pharmacist, mf.id, reason="not mine to withdraw"
+        ),
+    )
     assert reload(app, mf).status == "effective"
     with app.uow() as uow:
         app.master_files.withdraw(uow, world.qp, mf.id, reason="stability failure CAPA-7")
     last = trail(app, mf)[-1]
     assert (last.old, last.new, last.reason) == (
-        {"status": "effective"}, {"status": "withdrawn"}, "stability failure CAPA-7")
+        {"status": "effective"},
+        {"status": "withdrawn"},
+        "stability failure CAPA-7",
+    )
     error = refused(app, Refused, lambda uow: app.master_files.effective_for_code(uow, "MF-TEST"))
     assert error.code == "no_effective_master_file"
     with app.uow() as uow:
         assert app.master_files.accepting(uow, [HC_SNOMED]) == []
-    refused(app, InvalidTransition, lambda uow: app.master_files.make_effective(
-        uow, world.qp, mf.id))
+    refused(
+        app, InvalidTransition, lambda uow: app.master_files.make_effective(uow, world.qp, mf.id)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Forbidden, Refused, Unauthenticated, ValidationFailed
@@ -12,19 +13,32 @@ from nearfab.custody import SerialUnit
 from nearfab.identity import Signature
 from nearfab.production import BatchRecord, Fault
 from nearfab.quality import Deviation
-from tests import flow_helpers as fh
 
 seeded = fh.seeded  # the demo network, seeded once and copied for each test
 
 RELEASE_MEANING = "QP certification: batch released"
 
 
-def _decide(app: App, batch_id: str, *, username: str = "qp", decision: str = "release",
-            password: str = fh.TEST_PASSWORD, reason: str | None = None,
-            meaning: str = RELEASE_MEANING) -> None:
+def _decide(
+    app: App,
+    batch_id: str,
+    *,
+    username: str = "qp",
+    decision: str = "release",
+    password: str = fh.TEST_PASSWORD,
+    reason: str | None = None,
+    meaning: str = RELEASE_MEANING,
+) -> None:
     with app.uow() as uow:
-        app.quality.decide(uow, fh.actor(app, username), batch_id, decision=decision,
-                           password=password, meaning=meaning, reason=reason)
+        app.quality.decide(
+            uow,
+            fh.actor(app, username),
+            batch_id,
+            decision=decision,
+            password=password,
+            meaning=meaning,
+            reason=reason,
+        )
 
 
 def _state(app: App, batch_id: str) -> dict[str, object]:
@@ -62,8 +76,14 @@ def test_healthy_run_is_proposed_for_release_and_released_by_qp(seeded: App) -> 
     assert review.proposed_decision == "release"
     assert review.status == "pending"
     checks = {c["name"]: c["passed"] for c in review.proposal["checks"]}
-    assert checks == {"ph_eur_2_9_40": True, "ph_eur_2_9_5": True, "unit_mass": True,
-                      "cpp": True, "deviations": True, "alarms": True}
+    assert checks == {
+        "ph_eur_2_9_40": True,
+        "ph_eur_2_9_5": True,
+        "unit_mass": True,
+        "cpp": True,
+        "deviations": True,
+        "alarms": True,
+    }
     assert review.proposal["content_uniformity"]["stage"] == 1
     assert review.proposal["mass_uniformity"]["n"] == 20
 
@@ -75,14 +95,21 @@ def test_healthy_run_is_proposed_for_release_and_released_by_qp(seeded: App) -> 
     assert fh.order_status(seeded, batch.order_id) == "released"
     with seeded.uow() as uow:
         review = seeded.quality.get_review(uow, batch_id)
-        assert (review.status, review.decision, review.decided_by) == ("released", "release", qp.user_id)
+        assert (review.status, review.decision, review.decided_by) == (
+            "released",
+            "release",
+            qp.user_id,
+        )
         assert review.decided_at is not None
         assert {u.status for u in seeded.custody.units_of_batch(uow, batch_id)} == {"released"}
         signatures = seeded.signatures.signatures_for(uow, "batch", batch_id)
         assert [s.id for s in signatures] == [review.signature_id]
         sig = signatures[0]
         assert (sig.meaning, sig.signer_id, sig.signer_name) == (
-            RELEASE_MEANING, qp.user_id, "Quentin Parr (QP)")
+            RELEASE_MEANING,
+            qp.user_id,
+            "Quentin Parr (QP)",
+        )
         assert len(sig.record_hash) == 64
         assert seeded.quality.signature_valid(uow, review) is True
         last = seeded.production.steps(uow, batch_id)[-1]
@@ -159,9 +186,9 @@ def test_nozzle_clog_batch_cannot_be_released_without_reason(seeded: App) -> Non
 
 def test_qp_decision_is_refused_for_the_wrong_person_password_or_reason(seeded: App) -> None:
     running = fh.start(seeded, fh.ticketed_job(seeded))
-    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+    with seeded.uow() as uow, pytest.raises(Refused) as not_made:
         seeded.quality.evaluate(uow, fh.actor(seeded, "qp"), running)
-    assert caught.value.code == "batch_not_completed"
+    assert not_made.value.code == "batch_not_completed"
 
     batch_id = fh.make_batch(seeded)
     before = _state(seeded, batch_id)
@@ -178,16 +205,19 @@ def test_qp_decision_is_refused_for_the_wrong_person_password_or_reason(seeded: 
     assert caught.value.field == "decision"
     for reason in (None, "", "  \t"):
         with pytest.raises(ValidationFailed) as caught:
-            _decide(seeded, batch_id, decision="reject", reason=reason,
-                    meaning="QP rejection of batch")
+            _decide(
+                seeded, batch_id, decision="reject", reason=reason, meaning="QP rejection of batch"
+            )
         assert caught.value.field == "reason"
     with pytest.raises(ValidationFailed) as caught:
         _decide(seeded, batch_id, meaning="  ")
     assert caught.value.field == "meaning"
     assert _state(seeded, batch_id) == before
     with seeded.uow() as uow:
-        assert uow.session.scalars(select(Signature).where(
-            Signature.record_type == "batch")).all() == []
+        assert (
+            uow.session.scalars(select(Signature).where(Signature.record_type == "batch")).all()
+            == []
+        )
 
     fh.reject(seeded, batch_id, reason="visual inspection: layer delamination")
     batch = fh.batch(seeded, batch_id)
@@ -196,17 +226,25 @@ def test_qp_decision_is_refused_for_the_wrong_person_password_or_reason(seeded: 
     with seeded.uow() as uow:
         review = seeded.quality.get_review(uow, batch_id)
         assert (review.status, review.reason) == (
-            "rejected", "visual inspection: layer delamination")
+            "rejected",
+            "visual inspection: layer delamination",
+        )
         assert seeded.quality.signature_valid(uow, review) is True
-        assert {u.status for u in uow.session.scalars(select(SerialUnit).where(
-            SerialUnit.batch_id == batch_id))} == {"rejected"}
+        assert {
+            u.status
+            for u in uow.session.scalars(select(SerialUnit).where(SerialUnit.batch_id == batch_id))
+        } == {"rejected"}
         assert uow.session.scalars(select(Deviation)).all() == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: BatchRecord.content() (src/nearfab/production/models.py), which the QP's release "
-    "signature is bound to, leaves out the raw telemetry, the machine event log and the "
-    "material quantity, so they can be changed after release without the signature noticing"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: BatchRecord.content() (src/nearfab/production/models.py), which the QP's release "
+        "signature is bound to, leaves out the raw telemetry readings and the machine event log "
+        "(faults, alarms), so either can be changed after release without the signature noticing"
+    ),
+)
 def test_release_signature_covers_machine_events_and_raw_telemetry(seeded: App) -> None:
     batch_id = fh.make_batch(seeded)
     _decide(seeded, batch_id)

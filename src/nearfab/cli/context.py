@@ -35,9 +35,12 @@ class CliState:
         return self._app
 
 
-def state(ctx: typer.Context) -> CliState:
+def state(ctx: typer.Context, data_dir: Path | None = None) -> CliState:
+    """The invocation's state; a command's own --data-dir wins over the global one."""
     obj = ctx.find_root().obj
     assert isinstance(obj, CliState)
+    if data_dir is not None:
+        obj.data_dir = data_dir
     return obj
 
 

@@ -40,6 +40,9 @@ DataDir = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+SpeedOpt = Annotated[
+    float, typer.Option(help="How many times faster than a real printer the simulated ones work.")
+]
 
 
 @app.callback()
@@ -55,8 +58,7 @@ def init(
     data_dir: DataDir = None,
 ) -> None:
     """Create (or upgrade) the database; with --demo, seed sites, printers and users."""
-    st = state(ctx)
-    st.data_dir = data_dir or st.data_dir
+    st = state(ctx, data_dir)
     application = st.app()
     console.print(f"database ready: {application.settings.resolved_database_url()}")
     if demo:
@@ -78,14 +80,13 @@ def demo(
     ctx: typer.Context,
     port: Annotated[int | None, typer.Option(help="Port (default 8000 or $PORT).")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    speed: SpeedOpt = 60.0,
     data_dir: DataDir = None,
 ) -> None:
     """Seed the demo network if needed and serve it with simulated machines and prescriptions."""
     from nearfab.web.server import serve_demo
 
-    st = state(ctx)
-    st.data_dir = data_dir or st.data_dir
+    st = state(ctx, data_dir)
     port = port or int(os.environ.get("PORT", "8000"))
     serve_demo(st.settings(), host=host, port=port, speed=speed)
 
@@ -100,8 +101,7 @@ def serve(
     """Serve the web pages and the API without the demo's prescription stream."""
     from nearfab.web.server import serve
 
-    st = state(ctx)
-    st.data_dir = data_dir or st.data_dir
+    st = state(ctx, data_dir)
     serve(st.settings(), host=host, port=port or int(os.environ.get("PORT", "8000")))
 
 
@@ -111,9 +111,10 @@ def order_submit(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="FHIR R4 MedicationRequest or Bundle (JSON).")],
     as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Take a prescription in: validated, mapped, designed; all or nothing."""
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         document = file.read_bytes()
     except OSError as exc:
@@ -150,11 +151,12 @@ def order_show(
     ctx: typer.Context,
     order_id: str,
     as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """An order with its jobs, batches, release, packs and timeline."""
     from nearfab.readmodels import order_view
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         with application.uow() as uow:
             view = order_view(application, uow, order_id)
@@ -175,8 +177,8 @@ def order_show(
 
 
 @order_app.command("list")
-def order_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    application = state(ctx).app()
+def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = [
             {
@@ -226,7 +228,7 @@ def network_run(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Run until only people can move things on.")
     ] = False,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 3600.0,
+    speed: SpeedOpt = 3600.0,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -235,11 +237,10 @@ def network_run(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Advance the simulated machines in accelerated time."""
-    from nearfab.common.clock import ScaledClock
-
-    application = state(ctx).app(machine_clock=ScaledClock(speed))
+    application = state(ctx, data_dir).app(machine_speed=speed)
     try:
         for spec in fault or []:
             machine_id, f = _parse_fault(spec)
@@ -266,11 +267,11 @@ def network_run(
 
 
 @network_app.command("show")
-def network_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def network_show(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
     """Sites and machines with their states."""
     from nearfab.readmodels import network_view
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     with application.uow() as uow:
         view = network_view(application, uow)
     if as_json:
@@ -287,11 +288,11 @@ def network_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 # --- release ---------------------------------------------------------------------------------
 @release_app.command("pending")
-def release_pending(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def release_pending(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
     """Batches waiting for a QP decision, with the RTRT proposal and its reasons."""
     from nearfab.readmodels import pending_view
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = pending_view(application, uow)
     if as_json:
@@ -320,11 +321,12 @@ def release_sign(
     meaning: Annotated[str, typer.Option(help='What the signature means, e.g. "QP release".')],
     reason: Annotated[str | None, typer.Option(help="Required to reject.")] = None,
     as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Release or reject a batch with the QP's e-signature."""
     from nearfab.readmodels import review_dict
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         actor = login(application, user, password)
         with application.uow() as uow:
@@ -349,11 +351,13 @@ def release_sign(
 
 # --- batch -----------------------------------------------------------------------------------
 @batch_app.command("show")
-def batch_show(ctx: typer.Context, batch_id: str, as_json: JsonOpt = False) -> None:
+def batch_show(
+    ctx: typer.Context, batch_id: str, as_json: JsonOpt = False, data_dir: DataDir = None
+) -> None:
     """The electronic batch record."""
     from nearfab.readmodels import batch_view
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         with application.uow() as uow:
             view = batch_view(application, uow, batch_id)
@@ -371,6 +375,7 @@ def label(
     ctx: typer.Context,
     unit_or_batch_id: str,
     out: Annotated[Path, typer.Option("--out", help="FILE.png or FILE.pdf")],
+    data_dir: DataDir = None,
 ) -> None:
     """Print the GS1 DataMatrix label of a released pack (or of every pack of a batch)."""
     from nearfab.custody import render_label
@@ -378,7 +383,7 @@ def label(
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in ("png", "pdf"):
         fail(ValidationFailed("--out must end in .png or .pdf", field="--out"))
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         with application.uow() as uow:
             contents = application.custody.labels(uow, unit_or_batch_id)
@@ -403,9 +408,10 @@ def dispense(
     user: Annotated[str, typer.Option(help="The dispensing pharmacist.")],
     password: Annotated[str, typer.Option(help="Their password.")],
     as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Check a pack against the patient and record the hand-over."""
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     try:
         actor = login(application, user, password)
         with application.uow() as uow:
@@ -430,13 +436,17 @@ def dispense(
 
 @app.command("audit")
 def audit_show(
-    ctx: typer.Context, entity_type: str, entity_id: str, as_json: JsonOpt = False
+    ctx: typer.Context,
+    entity_type: str,
+    entity_id: str,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
 ) -> None:
     """The audit trail of one record."""
     from nearfab.identity import audit_trail
     from nearfab.readmodels import audit_dict
 
-    application = state(ctx).app()
+    application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = [audit_dict(r) for r in audit_trail(uow, entity_type, entity_id)]
     if as_json:

@@ -24,6 +24,11 @@ from biip.gs1_element_strings import GS1ElementString
 
 from nearfab.common.errors import ValidationFailed
 
+# GTIN rules live in common (master files need them too); re-exported here
+from nearfab.common.gs1 import gtin_check_digit as gtin_check_digit
+from nearfab.common.gs1 import mod10 as _mod10
+from nearfab.common.gs1 import validate_gtin as validate_gtin
+
 GS = "\x1d"
 """ASCII group separator: how scanners transmit FNC1 between GS1 element strings."""
 
@@ -108,35 +113,6 @@ def _fail(field: str, message: str) -> ValidationFailed:
 
 
 # --- GTIN -------------------------------------------------------------------------------
-
-
-def gtin_check_digit(body: str) -> str:
-    """The GS1 mod-10 check digit for a 7, 11, 12 or 13 digit GTIN body."""
-    if not body.isascii() or not body.isdigit():
-        raise _fail("gtin", f"GTIN body {body!r} must contain only digits 0-9.")
-    if len(body) not in (7, 11, 12, 13):
-        raise _fail("gtin", f"GTIN body must have 7, 11, 12 or 13 digits, not {len(body)}.")
-    return _mod10(body)
-
-
-def _mod10(body: str) -> str:
-    """GS1 mod-10: weights 3,1,3,1... from the rightmost body digit."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return str((10 - total % 10) % 10)
-
-
-def validate_gtin(gtin: str) -> str:
-    """Check a GTIN-8/12/13/14 and return it as 14 digits (GTIN-14 form, zero-padded)."""
-    if not isinstance(gtin, str) or not gtin.isascii() or not gtin.isdigit():
-        raise _fail("gtin", f"GTIN {gtin!r} must contain only digits 0-9.")
-    if len(gtin) not in (8, 12, 13, 14):
-        raise _fail("gtin", f"GTIN must have 8, 12, 13 or 14 digits, not {len(gtin)}.")
-    expected = gtin_check_digit(gtin[:-1])
-    if gtin[-1] != expected:
-        raise _fail(
-            "gtin", f"GTIN {gtin} has a wrong check digit: {gtin[-1]}, expected {expected}."
-        )
-    return gtin.zfill(14)
 
 
 # --- serials, batches, dates ----------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
 
 from sqlalchemy import select
 
@@ -16,7 +15,7 @@ from nearfab.custody.enums import UNIT_TRANSITIONS, UnitStatus
 from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.models import Dispense, SerialUnit
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Role, audit, refuse, require_role
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, ProductionService
@@ -175,7 +174,7 @@ class CustodyService:
         try:
             return self._dispense(uow, actor, scan, patient_ref)
         except DomainError as exc:
-            self._refuse(uow, actor, exc, scan)
+            refuse(uow, actor, exc, "dispense", scan or "(empty)", site_id=actor.site_id)
 
     def _dispense(
         self, uow: UnitOfWork, actor: Actor, scan: str, patient_ref: str
@@ -262,22 +261,6 @@ class CustodyService:
             )
         uow.commit()
         return DispenseResult(unit=unit, dispense=record, order_complete=complete)
-
-    @staticmethod
-    def _refuse(uow: UnitOfWork, actor: Actor, exc: DomainError, scan: str) -> NoReturn:
-        uow.session.rollback()
-        audit(
-            uow,
-            actor,
-            AuditAction.REFUSE,
-            "dispense",
-            scan[:64] or "(empty)",
-            new={"code": exc.code, "field": exc.field},
-            reason=exc.message,
-            site_id=actor.site_id,
-        )
-        uow.commit()
-        raise exc
 
     # --- queries -----------------------------------------------------------------------------
     def units_of_batch(self, uow: UnitOfWork, batch_id: str) -> list[SerialUnit]:

@@ -9,6 +9,7 @@ from nearfab.identity.services import (
     actor_of,
     audit,
     audit_trail,
+    refuse,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "audit",
     "audit_trail",
     "record_hash",
+    "refuse",
     "require_role",
     "system_actor",
 ]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from nearfab.common.canonical import sha256_hex, to_jsonable
-from nearfab.common.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from nearfab.common.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 from nearfab.common.ids import new_id, new_token
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role
@@ -49,6 +55,31 @@ def audit(
     )
     uow.session.add(entry)
     return entry
+
+
+def refuse(
+    uow: UnitOfWork,
+    actor: Actor,
+    exc: DomainError,
+    entity_type: str,
+    entity_id: str,
+    *,
+    site_id: str | None = None,
+) -> NoReturn:
+    """Undo the attempted change but keep a committed record of the refusal, then raise it."""
+    uow.session.rollback()
+    audit(
+        uow,
+        actor,
+        AuditAction.REFUSE,
+        entity_type,
+        entity_id[:64],
+        new={"code": exc.code, "field": exc.field},
+        reason=exc.message,
+        site_id=site_id,
+    )
+    uow.commit()
+    raise exc
 
 
 def audit_trail(uow: UnitOfWork, entity_type: str, entity_id: str) -> list[AuditEntry]:
@@ -92,6 +123,8 @@ class UserService:
                 raise ValidationFailed(f"unknown role {role!r}", field="roles")
         if not username.strip():
             raise ValidationFailed("username is empty", field="username")
+        if len(username) > 64:
+            raise ValidationFailed("username has more than 64 characters", field="username")
         if len(password) < 8:
             raise ValidationFailed("password must have at least 8 characters", field="password")
         if uow.session.scalar(select(User).where(User.username == username)):
@@ -143,8 +176,9 @@ class UserService:
         """Check credentials and add the audit row; a failure is committed, then raised."""
         user = self.by_username(uow, username)
         if user is None or not user.active or not self.check_password(user, password):
-            anon = Actor(user_id=f"unknown:{username}", username=username, full_name=username)
-            audit(uow, anon, AuditAction.LOGIN_FAILED, "user", user.id if user else username)
+            shown = username[:48]  # whatever was typed, cut to fit the audit columns
+            anon = Actor(user_id=f"unknown:{shown}", username=shown, full_name=shown)
+            audit(uow, anon, AuditAction.LOGIN_FAILED, "user", user.id if user else shown)
             uow.commit()
             raise Unauthenticated("wrong username or password")
         audit(uow, actor_of(user), AuditAction.LOGIN, "user", user.id)

@@ -103,6 +103,16 @@ class MasterFileService:
         """Make an approved version effective; the previous effective version is superseded."""
         require_role(actor, Role.QP, Role.ADMIN, action="making a master file effective")
         mf = self.get(uow, master_file_id)
+        check_transition(
+            f"master file {mf.code} v{mf.version}",
+            MasterFileStatus(mf.status),
+            MasterFileStatus.EFFECTIVE,
+            MASTER_FILE_TRANSITIONS,
+        )
+        if not self.approval_is_valid(uow, mf):
+            raise Refused(
+                f"master file {mf.code} v{mf.version} does not match its QP approval signature",
+                field="master_file", code="approval_invalid")
         for prev in uow.session.scalars(
             select(MasterFile).where(
                 MasterFile.code == mf.code, MasterFile.status == MasterFileStatus.EFFECTIVE.value

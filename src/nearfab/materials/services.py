@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 from sqlalchemy import select
@@ -37,13 +38,13 @@ class MaterialService:
     ) -> MaterialLot:
         require_role(actor, Role.OPERATOR, Role.PHARMACIST, Role.ADMIN, action="receiving a lot")
         site = self._network.get_site(uow, site_id)
-        if quantity_g <= 0:
+        if not math.isfinite(quantity_g) or quantity_g <= 0:
             raise ValidationFailed("quantity must be positive", field="quantity_g")
-        if not 0 < drug_loading <= 1:
+        if not math.isfinite(drug_loading) or not 0 < drug_loading <= 1:
             raise ValidationFailed(
                 "drug loading is a mass fraction in (0, 1]", field="drug_loading"
             )
-        if not 80 <= assay_pct <= 120:
+        if not math.isfinite(assay_pct) or not 80 <= assay_pct <= 120:
             raise ValidationFailed(
                 "assay must be between 80 and 120 % of label claim", field="assay_pct"
             )

@@ -21,7 +21,8 @@ class SiteStatus(StrEnum):
     REGULATOR_SUSPENDED = "regulator_suspended"
 
 
-_ANY = frozenset(SiteStatus) - {SiteStatus.REGULATOR_SUSPENDED}
+# a ceased site stays ceased: suspension applies to every other state
+_ANY = frozenset(SiteStatus) - {SiteStatus.REGULATOR_SUSPENDED, SiteStatus.CEASED}
 SITE_TRANSITIONS: dict[SiteStatus, frozenset[SiteStatus]] = {
     SiteStatus.PROPOSED: frozenset({SiteStatus.APPROVED, SiteStatus.CEASED}),
     SiteStatus.APPROVED: frozenset({SiteStatus.ACTIVE, SiteStatus.CEASED}),

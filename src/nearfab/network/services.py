@@ -37,9 +37,10 @@ class NetworkService:
         code: str,
         name: str,
         kind: str,
-        status: SiteStatus = SiteStatus.PROPOSED,
     ) -> Site:
+        """A new site starts as proposed; it becomes active only through its lifecycle."""
         require_role(actor, Role.ADMIN, action="creating a site")
+        status = SiteStatus.PROPOSED
         try:
             kind_v = SiteKind(kind)
         except ValueError:
@@ -146,6 +147,8 @@ class NetworkService:
     ) -> Machine:
         require_role(actor, Role.ADMIN, action="registering a machine")
         site = self.get_site(uow, site_id)
+        if site.status == SiteStatus.CEASED.value:
+            raise ValidationFailed(f"site {site.code} has ceased", field="site_id")
         if not firmware.strip():
             raise ValidationFailed("firmware version is empty", field="firmware")
         machine = Machine(

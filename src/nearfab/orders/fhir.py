@@ -112,6 +112,8 @@ class PrescriptionIn:
     units_for_course: int | None
     note: str | None
     raw: dict[str, Any]
+    # where the MedicationRequest sits, e.g. "Bundle.entry[2].resource": errors name it
+    fhir_path: str = "MedicationRequest"
 
 
 # --------------------------------------------------------------------------------------------
@@ -900,6 +902,7 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         units_for_course=units_for_course,
         note="\n".join(notes) or None,
         raw=raw,
+        fhir_path=ctx.path,
     )
 
 

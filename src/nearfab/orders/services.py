@@ -60,8 +60,8 @@ class OrderService:
         prescriptions = parse_prescriptions(document)
         # check every prescription before storing anything
         plans = [(rx, self._master_file_for(uow, rx)) for rx in prescriptions]
-        for index, (rx, _) in enumerate(plans):
-            self._check_quantities(rx, index)
+        for rx, _ in plans:
+            self._check_quantities(rx)
         orders = [self._store(uow, actor, rx, mf) for rx, mf in plans]
         uow.commit()
         return orders
@@ -88,8 +88,8 @@ class OrderService:
         return matches[0]
 
     @staticmethod
-    def _check_quantities(rx: PrescriptionIn, index: int) -> None:
-        where = f"MedicationRequest[{index}]"
+    def _check_quantities(rx: PrescriptionIn) -> None:
+        where = rx.fhir_path
         if rx.dose_mg is None:
             raise ValidationFailed(
                 f"dose unit {rx.dose_unit!r} is not a mass; tablets are dosed in mg",
@@ -103,7 +103,9 @@ class OrderService:
             )
 
     def _patient(self, uow: UnitOfWork, rx: PrescriptionIn) -> Patient:
-        key = "|".join(sorted(rx.patient_identifiers)) or rx.patient_reference
+        # match only on business identifiers (NHS number...): a sender's "Patient/1" is not
+        # unique across hospitals, so without identifiers each prescription gets its own patient
+        key = "|".join(sorted(rx.patient_identifiers)) or f"unmatched:{new_id('x', 16)}"
         lookup = self._vault.lookup_hash(key)
         patient = uow.session.scalar(select(Patient).where(Patient.lookup_hash == lookup))
         now = uow.clock.now()

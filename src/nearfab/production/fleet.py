@@ -18,11 +18,16 @@ class MachineFleet:
         *,
         seconds_per_unit: float = 60.0,
         sample_every_s: float = 10.0,
+        time_scale: float = 1.0,
     ) -> None:
+        """`time_scale` > 1 makes simulated printers work that many times faster than a real
+        one, on the platform's own clock, so every timestamp stays true (demo: 60)."""
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
         self._clock = clock
         self._public_key = control_public_key_pem
-        self._seconds_per_unit = seconds_per_unit
-        self._sample_every_s = sample_every_s
+        self._seconds_per_unit = seconds_per_unit / time_scale
+        self._sample_every_s = sample_every_s / time_scale
         self._adapters: dict[str, MachineAdapter] = {}
 
     def register(self, machine_id: str, adapter: MachineAdapter) -> None:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nearfab.common.errors import DomainError, Refused
-from nearfab.identity import Actor, actor_of, system_actor
+from nearfab.identity import system_actor
 from nearfab.masterfiles import MasterFileService
 from nearfab.network import MachineStatus, NetworkService
 from nearfab.orders import OrderService, OrderStatus
@@ -74,6 +74,7 @@ class NetworkRunner:
         self._parallel = max(1, parallel_machines)
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
+        self._agent = system_actor("site-agent")
 
     def run_until_idle(self, max_rounds: int = 1000) -> RunSummary:
         total = RunSummary()
@@ -113,14 +114,16 @@ class NetworkRunner:
             except DomainError as exc:
                 summary.blocked[job_id] = exc.message
 
-    def _operator_for(self, uow: UnitOfWork, site_id: str, master_file_code: str) -> Actor | None:
+    def _operator_on_duty(self, uow: UnitOfWork, site_id: str, code: str) -> str | None:
+        """The site's first operator trained on the product: responsible for the batch, while
+        the audit trail records the site agent (not the person) as the one who pressed start."""
         for user in self._network.operators_at(uow, site_id):
-            if self._network.is_trained(uow, user.id, master_file_code):
-                return actor_of(user)
+            if self._network.is_trained(uow, user.id, code):
+                return user.id
         return None
 
     def _run(self, summary: RunSummary) -> None:
-        started: list[tuple[str, Actor]] = []
+        started: list[str] = []
         busy: set[str] = set()
         with self._uow() as uow:
             ready = [
@@ -136,20 +139,22 @@ class NetworkRunner:
                     summary.blocked[job_id] = f"machine {machine.name} is {machine.status}"
                     continue
                 order = self._orders.get(uow, order_id)
-                operator = self._operator_for(uow, site_id, order.master_file_code)
-            if operator is None:
+                operator_id = self._operator_on_duty(uow, site_id, order.master_file_code)
+            if operator_id is None:
                 summary.blocked[job_id] = (
                     f"no operator at the site is trained on {order.master_file_code}"
                 )
                 continue
             try:
                 with self._uow() as uow:
-                    batch = self._production.start_batch(uow, operator, job_id)
+                    batch = self._production.start_batch(
+                        uow, self._agent, job_id, operator_id=operator_id
+                    )
             except Refused as exc:
                 summary.blocked[job_id] = exc.message
                 continue
             busy.add(machine_id)
-            started.append((batch.id, operator))
+            started.append(batch.id)
         if not started:
             return
 
@@ -158,10 +163,10 @@ class NetworkRunner:
                 return self._production.execute(uow, batch_id)
 
         with ThreadPoolExecutor(max_workers=self._parallel) as pool:
-            outcomes = list(pool.map(execute, [b for b, _ in started]))
-        for (batch_id, operator), outcome in zip(started, outcomes, strict=True):
+            outcomes = list(pool.map(execute, started))
+        for batch_id, outcome in zip(started, outcomes, strict=True):
             with self._uow() as uow:
-                batch = self._production.record_run(uow, operator, batch_id, outcome)
+                batch = self._production.record_run(uow, self._agent, batch_id, outcome)
             if isinstance(outcome, DomainError):
                 summary.batches_failed.append(batch.id)
             else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.states import check_transition
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Role, audit, refuse, require_role
 from nearfab.masterfiles import MasterFile, MasterFileService, MasterFileStatus
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, Site, SiteStatus
@@ -22,7 +22,7 @@ from nearfab.production.fleet import MachineFleet
 from nearfab.production.logic import batch_number, summarise_telemetry
 from nearfab.production.machines import RunResult
 from nearfab.production.models import BatchRecord, BatchStep
-from nearfab.production.tickets import SignedTicket, TicketSigner
+from nearfab.production.tickets import SignedTicket, TicketSigner, verify_ticket
 from nearfab.scheduling import Job, JobStatus, SchedulingService
 from nearfab.uow import UnitOfWork
 
@@ -104,30 +104,6 @@ class ProductionService:
                 code="operator_not_trained",
             )
 
-    def _refuse(
-        self,
-        uow: UnitOfWork,
-        actor: Actor,
-        exc: DomainError,
-        entity_type: str,
-        entity_id: str,
-        site_id: str | None,
-    ) -> NoReturn:
-        """Undo the attempt but keep a record of the refusal, then raise it."""
-        uow.session.rollback()
-        audit(
-            uow,
-            actor,
-            AuditAction.REFUSE,
-            entity_type,
-            entity_id,
-            new={"code": exc.code, "field": exc.field},
-            reason=exc.message,
-            site_id=site_id,
-        )
-        uow.commit()
-        raise exc
-
     def _context(self, uow: UnitOfWork, job: Job) -> tuple[MasterFile, Site, Machine]:
         order = self._orders.get(uow, job.order_id)
         mf = self._master_files.get(uow, order.master_file_id)
@@ -146,7 +122,7 @@ class ProductionService:
         try:
             self.check_production_allowed(uow, mf, site, machine)
         except Refused as exc:
-            self._refuse(uow, actor, exc, "job", job.id, site.id)
+            refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         order = self._orders.get(uow, job.order_id)
         now = uow.clock.now()
         payload: dict[str, Any] = {
@@ -176,9 +152,23 @@ class ProductionService:
         return ticket
 
     # --- runs --------------------------------------------------------------------------------
-    def start_batch(self, uow: UnitOfWork, operator: Actor, job_id: str) -> BatchRecord:
-        """An operator starts a ticketed job: gate checked again, material drawn, record opened."""
-        require_role(operator, Role.OPERATOR, action="starting a batch")
+    def start_batch(
+        self, uow: UnitOfWork, actor: Actor, job_id: str, *, operator_id: str | None = None
+    ) -> BatchRecord:
+        """Start a ticketed job: gate checked again, ticket verified, material drawn, record
+        opened. `actor` is an operator starting it by hand, or the site agent (a system actor)
+        naming the operator on duty in `operator_id`; that operator must be trained."""
+        require_role(actor, Role.OPERATOR, action="starting a batch")
+        if operator_id is None:
+            if "system" in actor.roles:
+                raise ValidationFailed(
+                    "a site agent must name the operator on duty", field="operator_id"
+                )
+            operator_id = actor.user_id
+        elif "system" not in actor.roles and operator_id != actor.user_id:
+            raise ValidationFailed(
+                "an operator starts batches only in their own name", field="operator_id"
+            )
         job = self._scheduling.get(uow, job_id)
         mf, site, machine = self._context(uow, job)
         try:
@@ -186,7 +176,14 @@ class ProductionService:
                 raise Refused(
                     f"job {job.id} has no signed ticket", field="ticket", code="no_ticket"
                 )
-            self.check_production_allowed(uow, mf, site, machine, operator.user_id)
+            # the machine checks again; refusing here keeps material in the lot
+            verify_ticket(
+                SignedTicket.from_dict(job.ticket),
+                self._signer.public_key_pem,
+                machine_id=machine.id,
+                now=uow.clock.now(),
+            )
+            self.check_production_allowed(uow, mf, site, machine, operator_id)
             if machine.status != MachineStatus.AVAILABLE.value:
                 raise Refused(
                     f"machine {machine.name} is {machine.status}",
@@ -194,7 +191,7 @@ class ProductionService:
                     code="machine_unavailable",
                 )
         except Refused as exc:
-            self._refuse(uow, operator, exc, "job", job.id, site.id)
+            refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         order = self._orders.get(uow, job.order_id)
         family = self._families.get(mf.product_family)
         design = order.design or {}
@@ -216,7 +213,7 @@ class ProductionService:
             material_lot_id=job.material_lot_id,
             material_lot_number="",
             material_used_g=needed,
-            operator_id=operator.user_id,
+            operator_id=operator_id,
             ticket_hash=job.ticket_hash or "",
             status=BatchStatus.IN_PROGRESS.value,
             design=design,
@@ -233,14 +230,14 @@ class ProductionService:
         uow.flush()
         try:
             lot = self._materials.consume(
-                uow, operator, job.material_lot_id, needed, batch_id=batch.id
+                uow, actor, job.material_lot_id, needed, batch_id=batch.id
             )
         except Refused as exc:
-            self._refuse(uow, operator, exc, "job", job.id, site.id)
+            refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         batch.material_lot_number = lot.lot_number
         audit(
             uow,
-            operator,
+            actor,
             AuditAction.CREATE,
             "batch",
             batch.id,
@@ -257,11 +254,15 @@ class ProductionService:
             site_id=site.id,
         )
         self.add_step(
-            uow, operator, batch, "material_dispensed", {"lot": lot.lot_number, "grams": needed}
+            uow,
+            actor,
+            batch,
+            "material_dispensed",
+            {"lot": lot.lot_number, "grams": needed, "operator_id": operator_id},
         )
         self.add_step(
             uow,
-            operator,
+            actor,
             batch,
             "run_started",
             {
@@ -270,10 +271,10 @@ class ProductionService:
                 "ticket_hash": batch.ticket_hash,
             },
         )
-        self._scheduling.transition(uow, operator, job, JobStatus.RUNNING, reason="batch started")
+        self._scheduling.transition(uow, actor, job, JobStatus.RUNNING, reason="batch started")
         self._orders.transition(
             uow,
-            operator,
+            actor,
             order,
             OrderStatus.IN_PRODUCTION,
             reason=f"batch {batch.batch_number} started",
@@ -281,7 +282,7 @@ class ProductionService:
         )
         self._network.set_machine_status(
             uow,
-            operator,
+            actor,
             machine.id,
             MachineStatus.BUSY,
             reason=f"running batch {batch.batch_number}",

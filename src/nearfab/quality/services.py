@@ -6,9 +6,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.identity import Actor, AuditAction, Role, SignatureService, audit, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Role,
+    Signature,
+    SignatureService,
+    audit,
+    refuse,
+    require_role,
+)
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.orders import OrderService, OrderStatus
@@ -154,35 +163,14 @@ class QualityService:
             ) from None
         batch = self._production.get(uow, batch_id)
         review = self.review_for(uow, batch.id)
-        if review is None or review.status != ReviewStatus.PENDING.value:
-            raise Refused(
-                f"batch {batch.batch_number} is not waiting for a QP decision",
-                field="batch_id",
-                code="not_pending",
+        try:
+            sig, reason = self._check_and_sign(
+                uow, actor, batch, review, decision, password, meaning, reason
             )
-        reason = (reason or "").strip() or None
-        if decision is Decision.REJECT and not reason:
-            raise ValidationFailed("a rejection needs a reason", field="reason")
-        if decision is Decision.RELEASE and review.proposed_decision != "release" and not reason:
-            raise ValidationFailed(
-                f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
-                field="reason",
-            )
-        content: dict[str, Any] = {
-            "batch": batch.content(),
-            "proposal": review.proposal,
-            "decision": decision.value,
-            "reason": reason,
-        }
-        sig = self._signatures.sign(
-            uow,
-            actor,
-            password=password,
-            meaning=meaning,
-            record_type="batch",
-            record_id=batch.id,
-            content=content,
-        )
+        except DomainError as exc:
+            # a refused or failed signing attempt is itself a record (Part 11 §11.300)
+            refuse(uow, actor, exc, "batch", batch.id, site_id=batch.site_id)
+        assert review is not None
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
         self._production.transition(
             uow, actor, batch, target, reason=reason or f"QP {decision.value}"
@@ -239,6 +227,48 @@ class QualityService:
         uow.emit(BatchDispositioned(batch.id, decision.value))
         uow.commit()
         return review
+
+    def _check_and_sign(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch: BatchRecord,
+        review: ReleaseReview | None,
+        decision: Decision,
+        password: str,
+        meaning: str,
+        reason: str | None,
+    ) -> tuple[Signature, str | None]:
+        if review is None or review.status != ReviewStatus.PENDING.value:
+            raise Refused(
+                f"batch {batch.batch_number} is not waiting for a QP decision",
+                field="batch_id",
+                code="not_pending",
+            )
+        reason = (reason or "").strip() or None
+        if decision is Decision.REJECT and not reason:
+            raise ValidationFailed("a rejection needs a reason", field="reason")
+        if decision is Decision.RELEASE and review.proposed_decision != "release" and not reason:
+            raise ValidationFailed(
+                f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
+                field="reason",
+            )
+        content: dict[str, Any] = {
+            "batch": batch.content(),
+            "proposal": review.proposal,
+            "decision": decision.value,
+            "reason": reason,
+        }
+        sig = self._signatures.sign(
+            uow,
+            actor,
+            password=password,
+            meaning=meaning,
+            record_type="batch",
+            record_id=batch.id,
+            content=content,
+        )
+        return sig, reason
 
     def signature_valid(self, uow: UnitOfWork, review: ReleaseReview) -> bool | None:
         """Whether the QP's signature still matches the batch record (None before a decision)."""

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from nearfab.bootstrap import App
-from nearfab.common.errors import DomainError, Forbidden, Unauthenticated
+from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from nearfab.identity import Actor, User, actor_of
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
@@ -23,12 +23,24 @@ templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "tem
 router = APIRouter(include_in_schema=False)
 
 # --- template filters: readable times and words ---------------------------------------------
-_ACRONYMS = {"qp": "QP", "rtrt": "RTRT", "cpp": "CPP", "cpps": "CPPs", "gs1": "GS1",
-             "fhir": "FHIR", "mf": "MF", "sd": "SD"}
-_CHECK_NAMES = {"ph_eur_2_9_40": "Ph. Eur. 2.9.40 content uniformity",
-                "ph_eur_2_9_5": "Ph. Eur. 2.9.5 mass uniformity",
-                "unit_mass": "Unit mass", "cpp": "Process parameters (CPPs)",
-                "deviations": "Deviations", "alarms": "Alarms"}
+_ACRONYMS = {
+    "qp": "QP",
+    "rtrt": "RTRT",
+    "cpp": "CPP",
+    "cpps": "CPPs",
+    "gs1": "GS1",
+    "fhir": "FHIR",
+    "mf": "MF",
+    "sd": "SD",
+}
+_CHECK_NAMES = {
+    "ph_eur_2_9_40": "Ph. Eur. 2.9.40 content uniformity",
+    "ph_eur_2_9_5": "Ph. Eur. 2.9.5 mass uniformity",
+    "unit_mass": "Unit mass",
+    "cpp": "Process parameters (CPPs)",
+    "deviations": "Deviations",
+    "alarms": "Alarms",
+}
 
 
 def human(value: object) -> str:
@@ -93,16 +105,20 @@ def _csrf(request: Request) -> str:
 
 def _check_csrf(request: Request, token: str) -> None:
     if not token or not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
-        raise Forbidden("the form expired or came from elsewhere; reload the page",
-                        field="csrf_token")
+        raise Forbidden(
+            "the form expired or came from elsewhere; reload the page", field="csrf_token"
+        )
 
 
 def render(
     request: Request, name: str, actor: Actor | None, *, status_code: int = 200, **ctx: Any
 ) -> HTMLResponse:
     return templates.TemplateResponse(
-        request, name, {"actor": actor, "csrf_token": _csrf(request), **ctx},
-        status_code=status_code)
+        request,
+        name,
+        {"actor": actor, "csrf_token": _csrf(request), **ctx},
+        status_code=status_code,
+    )
 
 
 ActorOpt = Annotated[Actor | None, Depends(web_actor)]
@@ -112,6 +128,11 @@ def _need_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
 
+def _not_found(request: Request, actor: Actor, exc: NotFound) -> HTMLResponse:
+    """A page, not the API's JSON, when a link points at a record that does not exist."""
+    return render(request, "not_found.html", actor, error=exc.message, status_code=404)
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, actor: ActorOpt, next: str = "/") -> HTMLResponse:
     return render(request, "login.html", actor, next=next, error=None)
@@ -119,8 +140,11 @@ def login_page(request: Request, actor: ActorOpt, next: str = "/") -> HTMLRespon
 
 @router.post("/login")
 def login_submit(
-    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
-    csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/",
+    request: Request,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
 ) -> Response:
     application = _app(request)
     try:
@@ -128,8 +152,9 @@ def login_submit(
         with application.uow() as uow:
             user = application.users.authenticate(uow, username, password)
     except DomainError as exc:
-        return render(request, "login.html", None, next=next, error=exc.message,
-                      status_code=exc.http_status)
+        return render(
+            request, "login.html", None, next=next, error=exc.message, status_code=exc.http_status
+        )
     request.session.clear()
     request.session["user_id"] = user.id
     target = next if next.startswith("/") and not next.startswith("//") else "/"
@@ -154,20 +179,34 @@ def overview(request: Request, actor: ActorOpt) -> Response:
         pending = len(application.quality.pending(uow))
         work: dict[str, list[dict[str, Any]]] = {}
         for job in application.scheduling.jobs(
-                uow, JobStatus.RUNNING, JobStatus.TICKET_ISSUED, JobStatus.PLANNED):
+            uow, JobStatus.RUNNING, JobStatus.TICKET_ISSUED, JobStatus.PLANNED
+        ):
             work.setdefault(job.machine_id, []).append(
-                {"order_id": job.order_id, "status": job.status,
-                 "planned_finish": job.planned_finish})
+                {
+                    "order_id": job.order_id,
+                    "status": job.status,
+                    "planned_finish": job.planned_finish,
+                }
+            )
     for site in sites:
         for machine in site["machines"]:
             jobs = work.get(machine["id"], [])
             machine["current"] = next((j for j in jobs if j["status"] == "running"), None)
             machine["queued"] = sum(1 for j in jobs if j["status"] != "running")
     lifecycle = [s.value for s in OrderStatus]
-    ordered = sorted(counts.items(),
-                     key=lambda kv: lifecycle.index(kv[0]) if kv[0] in lifecycle else 99)
-    return render(request, "overview.html", actor, sites=sites, orders=orders, counts=ordered,
-                  pending=pending, refresh=5)
+    ordered = sorted(
+        counts.items(), key=lambda kv: lifecycle.index(kv[0]) if kv[0] in lifecycle else 99
+    )
+    return render(
+        request,
+        "overview.html",
+        actor,
+        sites=sites,
+        orders=orders,
+        counts=ordered,
+        pending=pending,
+        refresh=5,
+    )
 
 
 @router.get("/orders", response_class=HTMLResponse)
@@ -185,8 +224,11 @@ def order_page(request: Request, order_id: str, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
     application = _app(request)
-    with application.uow() as uow:
-        view = order_view(application, uow, order_id)
+    try:
+        with application.uow() as uow:
+            view = order_view(application, uow, order_id)
+    except NotFound as exc:
+        return _not_found(request, actor, exc)
     return render(request, "order.html", actor, order=view)
 
 
@@ -195,16 +237,29 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
     application = _app(request)
-    with application.uow() as uow:
-        view = batch_view(application, uow, batch_id)
-        master_file = application.master_files.get(uow, view["master_file"]["id"])
-        cqa_specs = dict(master_file.cqa_specs or {})
-        parameters = dict(master_file.process_parameters or {})
+    try:
+        with application.uow() as uow:
+            view = batch_view(application, uow, batch_id)
+            master_file = application.master_files.get(uow, view["master_file"]["id"])
+            cqa_specs = dict(master_file.cqa_specs or {})
+            parameters = dict(master_file.process_parameters or {})
+    except NotFound as exc:
+        return _not_found(request, actor, exc)
     tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
-    chart = mass_chart_svg(view["unit_masses_mg"] or [],
-                           float((view["design"] or {}).get("target_mass_mg", 0)), tolerance)
-    return render(request, "batch.html", actor, batch=view, chart=chart, tolerance=tolerance,
-                  parameters=parameters)
+    chart = mass_chart_svg(
+        view["unit_masses_mg"] or [],
+        float((view["design"] or {}).get("target_mass_mg", 0)),
+        tolerance,
+    )
+    return render(
+        request,
+        "batch.html",
+        actor,
+        batch=view,
+        chart=chart,
+        tolerance=tolerance,
+        parameters=parameters,
+    )
 
 
 @router.get("/release", response_class=HTMLResponse)
@@ -220,9 +275,13 @@ def release_page(request: Request, actor: ActorOpt) -> Response:
 
 @router.post("/release/{batch_id}")
 def release_sign(
-    request: Request, batch_id: str, actor: ActorOpt,
-    decision: Annotated[str, Form()], meaning: Annotated[str, Form()],
-    password: Annotated[str, Form()], reason: Annotated[str, Form()] = "",
+    request: Request,
+    batch_id: str,
+    actor: ActorOpt,
+    decision: Annotated[str, Form()],
+    meaning: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    reason: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     if actor is None:
@@ -231,20 +290,32 @@ def release_sign(
     try:
         _check_csrf(request, csrf_token)
         with application.uow() as uow:
-            review = application.quality.decide(uow, actor, batch_id, decision=decision,
-                                                password=password, meaning=meaning,
-                                                reason=reason or None)
+            review = application.quality.decide(
+                uow,
+                actor,
+                batch_id,
+                decision=decision,
+                password=password,
+                meaning=meaning,
+                reason=reason or None,
+            )
     except DomainError as exc:
         with application.uow() as uow:
             queue = pending_view(application, uow)
         number = next((r["batch_number"] for r in queue if r["batch_id"] == batch_id), batch_id)
-        return render(request, "release.html", actor, queue=queue, message=None,
-                      error=f"Batch {number} not signed: {exc.message}",
-                      failed_batch=batch_id, status_code=exc.http_status)
+        return render(
+            request,
+            "release.html",
+            actor,
+            queue=queue,
+            message=None,
+            error=f"Batch {number} not signed: {exc.message}",
+            failed_batch=batch_id,
+            status_code=exc.http_status,
+        )
     with application.uow() as uow:
         number = application.production.get(uow, batch_id).batch_number
-    request.session["flash"] = (f"Batch {number} {review.status} "
-                                f"(signature {review.signature_id}).")
+    request.session["flash"] = f"Batch {number} {review.status} (signature {review.signature_id})."
     return RedirectResponse("/release", status_code=303)
 
 
@@ -257,8 +328,11 @@ def dispense_page(request: Request, actor: ActorOpt) -> Response:
 
 @router.post("/dispense", response_class=HTMLResponse)
 def dispense_submit(
-    request: Request, actor: ActorOpt, scan: Annotated[str, Form()],
-    patient_ref: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = "",
+    request: Request,
+    actor: ActorOpt,
+    scan: Annotated[str, Form()],
+    patient_ref: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     if actor is None:
         return _need_login(request)
@@ -268,11 +342,25 @@ def dispense_submit(
         with application.uow() as uow:
             result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
     except DomainError as exc:
-        return render(request, "dispense.html", actor, result=None, error=exc.message,
-                      status_code=exc.http_status)
-    return render(request, "dispense.html", actor, error=None,
-                  result={"serial": result.unit.serial, "order_id": result.unit.order_id,
-                          "order_complete": result.order_complete})
+        return render(
+            request,
+            "dispense.html",
+            actor,
+            result=None,
+            error=exc.message,
+            status_code=exc.http_status,
+        )
+    return render(
+        request,
+        "dispense.html",
+        actor,
+        error=None,
+        result={
+            "serial": result.unit.serial,
+            "order_id": result.unit.order_id,
+            "order_complete": result.order_complete,
+        },
+    )
 
 
 @router.get("/packs/{unit_id}/label.png")

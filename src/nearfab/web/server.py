@@ -14,7 +14,6 @@ from nearfab import __version__
 from nearfab.api.deps import domain_error_handler
 from nearfab.api.routes import router as api_router
 from nearfab.bootstrap import App, build_app
-from nearfab.common.clock import ScaledClock
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.web.pages import router as pages_router
@@ -63,7 +62,7 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
     from nearfab.demo import is_seeded, seed
     from nearfab.demo_loop import DemoLoop
 
-    application = build_app(settings, machine_clock=ScaledClock(speed))
+    application = build_app(settings, machine_speed=speed)
     password = settings.demo_password
     if not is_seeded(application):
         result = seed(application, password)

@@ -1,0 +1,132 @@
+"""The network runner on a database (SQLite and PostgreSQL): it plans, tickets and runs what it
+can, and stops where a person (the QP) must act or a rule says no."""
+
+from __future__ import annotations
+
+import copy
+
+from sqlalchemy import select
+from tests import flow_helpers as fh
+
+from nearfab.bootstrap import App
+from nearfab.network import Qualification
+from nearfab.scheduling import Job
+
+seeded = fh.seeded  # the demo network, seeded once and copied for each test
+
+PROP = "MF-PROP-PRINTLET"
+
+
+def test_run_until_idle_makes_two_orders_and_stops_for_the_qp(seeded: App) -> None:
+    orders = [fh.submit(seeded, dose_mg=2.0), fh.submit(seeded, dose_mg=5.0)]
+
+    summary = fh.run(seeded)
+
+    assert len(summary.scheduled) == 2
+    assert sorted(summary.tickets) == sorted(summary.scheduled)
+    assert len(summary.batches_completed) == 2
+    assert summary.batches_failed == []
+    assert summary.blocked == {}
+    assert summary.rounds == 2  # one round of work, one that found nothing left to do
+    assert [fh.order_status(seeded, o) for o in orders] == ["awaiting_release"] * 2
+    with seeded.uow() as uow:
+        batches = [seeded.production.get(uow, b) for b in summary.batches_completed]
+        assert {b.order_id for b in batches} == set(orders)
+        assert {seeded.network.get_machine(uow, b.machine_id).name for b in batches} == {
+            "GSTT printer A",
+            "GSTT printer B",
+        }
+        assert {b.operator_id for b in batches} == {fh.actor(seeded, "operator").user_id}
+        assert {m.status for m in seeded.network.list_machines(uow)} == {"available"}
+        pending = seeded.quality.pending(uow)
+        assert sorted(r.batch_id for r in pending) == sorted(summary.batches_completed)
+        assert {r.proposed_decision for r in pending} == {"release"}
+        for batch in batches:
+            assert batch.status == "completed"  # made, waiting for the QP
+            assert seeded.signatures.signatures_for(uow, "batch", batch.id) == []
+            assert {u.status for u in seeded.custody.units_of_batch(uow, batch.id)} == {
+                "quarantine"
+            }
+
+    again = fh.run(seeded)
+    assert not again.progressed()
+    assert again.rounds == 1
+
+
+def test_order_without_a_qualified_machine_stays_designed_and_says_why(seeded: App) -> None:
+    for name in ("GSTT printer A", "GSTT printer B", "MAN printer A"):
+        with seeded.uow() as uow:
+            row = uow.session.scalar(
+                select(Qualification).where(
+                    Qualification.machine_id == fh.machine_id(seeded, name),
+                    Qualification.master_file_code == PROP,
+                )
+            )
+            assert row is not None
+            row.revoked = True
+            uow.commit()
+    stuck = fh.submit(seeded, medication="propranolol", dose_mg=5.0)
+    other = fh.submit(seeded)  # hydrocortisone is unaffected
+
+    summary = fh.run(seeded)
+
+    assert fh.order_status(seeded, stuck) == "designed"
+    assert fh.order_status(seeded, other) == "awaiting_release"
+    why = summary.blocked[stuck]
+    assert why.startswith(f"no eligible machine for order {stuck}")
+    for name in ("GSTT printer A", "GSTT printer B", "MAN printer A"):
+        assert f"{name}: not qualified for {PROP}" in why
+    assert f"Mobile printer: site MOB-1 is not listed in master file {PROP}" in why
+    with seeded.uow() as uow:
+        assert seeded.scheduling.jobs(uow, order_id=stuck) == []
+
+    # once a machine is qualified again the order flows
+    with seeded.uow() as uow:
+        seeded.network.qualify_machine(
+            uow, fh.actor(seeded, "qp"), fh.machine_id(seeded, "MAN printer A"), PROP
+        )
+    summary = fh.run(seeded)
+    assert summary.blocked == {}
+    assert fh.order_status(seeded, stuck) == "awaiting_release"
+    (batch_id,) = summary.batches_completed
+    batch = fh.batch(seeded, batch_id)
+    assert batch.machine_id == fh.machine_id(seeded, "MAN printer A")
+    assert batch.operator_id == fh.actor(seeded, "operator-man").user_id
+
+
+def test_runner_fails_the_batch_of_an_altered_ticket_and_carries_on(seeded: App) -> None:
+    tampered = fh.ticketed_job(seeded)
+    ticket = copy.deepcopy(fh.job(seeded, tampered).ticket or {})
+    ticket["payload"]["design"]["target_mass_mg"] *= 2  # a double dose
+    fh.edit(seeded, Job, tampered, ticket=ticket)
+    healthy = fh.submit(seeded)
+
+    summary = fh.run(seeded)
+
+    (failed,) = summary.batches_failed
+    batch = fh.batch(seeded, failed)
+    assert batch.job_id == tampered
+    assert batch.status == "failed"
+    assert batch.failure_reason == (
+        "ticket signature does not match: altered or not signed by the control site"
+    )
+    assert fh.order_status(seeded, batch.order_id) == "failed"
+    assert fh.job(seeded, tampered).status == "failed"
+    assert len(summary.batches_completed) == 1
+    assert fh.order_status(seeded, healthy) == "awaiting_release"
+    with seeded.uow() as uow:
+        assert [r.batch_id for r in seeded.quality.pending(uow)] == summary.batches_completed
+
+
+def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
+    job_id = fh.schedule(seeded, fh.submit(seeded))
+    fh.new_version(seeded, "MF-HC-PRINTLET", shelf_life_days=60)
+
+    summary = fh.run(seeded)
+
+    assert not summary.progressed()
+    assert "MF-HC-PRINTLET v1 is superseded" in summary.blocked[job_id]
+    assert fh.job(seeded, job_id).status == "planned"
+    (row,) = fh.refusals(seeded, "job", job_id)
+    assert row.reason == summary.blocked[job_id]
+    assert row.actor_id == "system:control-site"
