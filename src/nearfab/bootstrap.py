@@ -28,7 +28,7 @@ from nearfab.production import (
     TicketSigner,
 )
 from nearfab.production.runner import NetworkRunner
-from nearfab.quality import BatchDispositioned, QualityService
+from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
 from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
 
@@ -93,7 +93,14 @@ def build_app(
     signatures = SignatureService(users)
     network = NetworkService()
     designs = DesignService(families)
-    master_files = MasterFileService(signatures, network, designs.check_envelope)
+    master_files = MasterFileService(
+        signatures,
+        network,
+        checks=(
+            lambda spec: designs.check_envelope(spec.product_family, spec.design_envelope),
+            lambda spec: validate_release_rule(spec.release_rule),
+        ),
+    )
     materials = MaterialService(network)
     orders = OrderService(master_files, vault, designs)
     scheduling = SchedulingService(network, master_files, materials, orders, families)
@@ -106,13 +113,13 @@ def build_app(
     def uow() -> UnitOfWork:
         return UnitOfWork(session_factory, clock, bus)
 
-    runner = NetworkRunner(uow, network, master_files, orders, scheduling, production)
-
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
 
-    def on_batch_completed(event: BatchCompleted) -> None:
+    def serialise(event: BatchCompleted) -> None:
         with uow() as u:
             custody.commission(u, serialiser, event.batch_id)
+
+    def evaluate(event: BatchCompleted) -> None:
         with uow() as u:
             quality.evaluate(u, rtrt, event.batch_id)
 
@@ -120,7 +127,22 @@ def build_app(
         with uow() as u:
             custody.apply_disposition(u, serialiser, event.batch_id, event.decision)
 
-    bus.subscribe(BatchCompleted, on_batch_completed)
+    def sweep() -> None:
+        """Retry what a failed reaction left undone for made batches (runs each runner step)."""
+        with uow() as u:
+            made = production.batches(u, status="completed")
+            unserialised = [b.id for b in made if not custody.units_of_batch(u, b.id)]
+            unevaluated = [b.id for b in made if quality.review_for(u, b.id) is None]
+        for batch_id in unserialised:
+            serialise(BatchCompleted(batch_id))
+        for batch_id in unevaluated:
+            evaluate(BatchCompleted(batch_id))
+
+    runner = NetworkRunner(uow, network, master_files, orders, scheduling, production, sweep=sweep)
+
+    # each reaction on its own, so one failing leaves the others done (sweep retries it)
+    bus.subscribe(BatchCompleted, serialise)
+    bus.subscribe(BatchCompleted, evaluate)
     bus.subscribe(BatchDispositioned, on_dispositioned)
 
     return App(

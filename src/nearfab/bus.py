@@ -22,4 +22,10 @@ class EventBus:
     def publish(self, event: Any) -> None:
         """Deliver after the producing transaction committed; handlers open their own."""
         for handler in self._handlers.get(type(event), []):
-            handler(event)
+            try:
+                handler(event)
+            except Exception:  # the producer's change is committed; one reaction failing
+                # must not hide it or stop the others (the runner's sweep retries)
+                log.exception(
+                    "handler %s failed on %r", getattr(handler, "__name__", handler), event
+                )

@@ -19,11 +19,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     demo_password: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # simulated seconds per real second for the demo's machines and clock
-    time_scale: float = 60.0
     session_secret: str | None = None
+    # set true behind TLS: the session cookie is then sent over HTTPS only
+    secure_cookies: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -254,7 +254,7 @@ def prescription_bundle(
         ]
         dose = dose_mg if dose_mg is not None else rng.choice([2.0, 5.0, 10.0, 20.0])
         per_day = 2
-    days = days if days is not None else rng.choice([3, 5, 7])
+    days = days if days is not None else rng.choice([5, 7, 10, 14])
     age_days = rng.randrange(3 * 365, 11 * 365)
     born = birth_date or (today - timedelta(days=age_days))
     return {

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -51,4 +52,17 @@ async def domain_error_handler(_request: Request, exc: Exception) -> JSONRespons
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
     return JSONResponse(
         status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers
+    )
+
+
+async def request_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """Malformed request bodies answer in the same shape as every other error."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    return JSONResponse(
+        status_code=422,
+        content={"error": {"code": "validation_failed", "field": field, "message": message}},
     )

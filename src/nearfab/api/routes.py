@@ -14,7 +14,9 @@ from nearfab.api.schemas import (
     LotIn,
     LotStatusIn,
     MachineIn,
+    MachineStatusIn,
     QualificationIn,
+    ReasonIn,
     RunIn,
     SignIn,
     SiteIn,
@@ -117,6 +119,30 @@ def qualify(
         uow, actor, machine_id, body.master_file_code, valid_until=body.valid_until
     )
     return _row(q, "machine_id", "master_file_code", "qualified_at", "valid_until")
+
+
+@router.post("/machines/{machine_id}/status", tags=["network"])
+def machine_status(
+    machine_id: str, body: MachineStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """Maintenance, back to available, or retired; with the reason."""
+    m = application.network.set_machine_status(
+        uow, actor, machine_id, body.status, reason=body.reason
+    )
+    return _row(m, "id", "name", "status")
+
+
+@router.post("/machines/{machine_id}/qualifications/{code}/revoke", tags=["network"])
+def revoke_qualification(
+    machine_id: str,
+    code: str,
+    body: ReasonIn,
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    q = application.network.revoke_qualification(uow, actor, machine_id, code, reason=body.reason)
+    return _row(q, "machine_id", "master_file_code", "revoked")
 
 
 @router.post("/machines/{machine_id}/faults", status_code=202, tags=["network"])
@@ -222,6 +248,15 @@ LOT_FIELDS = (
 )
 
 
+@router.post("/master-files/{mf_id}/withdraw", tags=["master files"])
+def withdraw_master_file(
+    mf_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    return _row(
+        application.master_files.withdraw(uow, actor, mf_id, reason=body.reason), *MF_FIELDS
+    )
+
+
 @router.get("/material-lots", tags=["materials"])
 def lots(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
     return [_row(lot, *LOT_FIELDS) for lot in application.materials.list_lots(uow)]
@@ -300,6 +335,21 @@ def schedule(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -
     return _row(
         job, "id", "order_id", "machine_id", "site_id", "planned_start", "planned_finish", "status"
     )
+
+
+@router.post("/orders/{order_id}/cancel", tags=["orders"])
+def cancel_order(
+    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    return _row(application.orders.cancel(uow, actor, order_id, reason=body.reason), "id", "status")
+
+
+@router.post("/orders/{order_id}/replan", tags=["orders"])
+def replan_order(
+    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """A failed order goes back to planning (a new batch is made from scratch)."""
+    return _row(application.orders.replan(uow, actor, order_id, reason=body.reason), "id", "status")
 
 
 @router.post("/jobs/{job_id}/ticket", tags=["production"])

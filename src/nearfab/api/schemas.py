@@ -96,3 +96,12 @@ class RunIn(BaseModel):
 
 
 Json = dict[str, Any]
+
+
+class ReasonIn(BaseModel):
+    reason: str
+
+
+class MachineStatusIn(BaseModel):
+    status: str
+    reason: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -203,6 +204,55 @@ def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir =
             str(r["units"]),
         )
     console.print(table)
+
+
+@order_app.command("cancel")
+def order_cancel(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="Why the order is cancelled.")],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Cancel an order that is not yet scheduled."""
+    _order_change(
+        ctx,
+        data_dir,
+        as_json,
+        lambda app, uow: app.orders.cancel(uow, local_actor(), order_id, reason=reason),
+    )
+
+
+@order_app.command("replan")
+def order_replan(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="Why the failed order is planned again.")],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Send a failed order back to planning."""
+    _order_change(
+        ctx,
+        data_dir,
+        as_json,
+        lambda app, uow: app.orders.replan(uow, local_actor(), order_id, reason=reason),
+    )
+
+
+def _order_change(
+    ctx: typer.Context, data_dir: Path | None, as_json: bool, change: Callable[[Any, Any], Any]
+) -> None:
+    application = state(ctx, data_dir).app()
+    try:
+        with application.uow() as uow:
+            order = change(application, uow)
+    except DomainError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json({"id": order.id, "status": order.status})
+    else:
+        console.print(f"order {order.id}: {order.status}")
 
 
 # --- network ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,8 +18,9 @@ from nearfab.masterfiles.schemas import MasterFileIn
 from nearfab.network import NetworkService
 from nearfab.uow import UnitOfWork
 
-# A family plug-in checks its own part of a draft (e.g. the design envelope's keys).
-EnvelopeCheck = Callable[[str, Mapping[str, Any]], None]
+# Checks owned by other parts (the family's design envelope, quality's release rule), wired in
+# bootstrap so a bad draft is refused when it is written, not when a batch needs it.
+DraftCheck = Callable[[MasterFileIn], None]
 
 
 def pydantic_to_domain(exc: ValidationError, prefix: str) -> ValidationFailed:
@@ -34,11 +35,11 @@ class MasterFileService:
         self,
         signatures: SignatureService,
         network: NetworkService,
-        envelope_check: EnvelopeCheck | None = None,
+        checks: Sequence[DraftCheck] = (),
     ) -> None:
         self._signatures = signatures
         self._network = network
-        self._envelope_check = envelope_check
+        self._checks = tuple(checks)
 
     def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
         """Create the next version of a master file as a draft."""
@@ -47,10 +48,10 @@ class MasterFileService:
             spec = MasterFileIn.model_validate(data)
         except ValidationError as exc:
             raise pydantic_to_domain(exc, "master_file") from None
-        if self._envelope_check is not None:
-            self._envelope_check(spec.product_family, spec.design_envelope)
-        for site_id in spec.allowed_site_ids:
-            self._network.get_site(uow, site_id)  # NotFound names the site
+        for check in self._checks:
+            check(spec)
+        # sites may be named by id or code; the master file stores ids
+        spec.allowed_site_ids = [self._network.get_site(uow, s).id for s in spec.allowed_site_ids]
         latest = uow.session.scalar(
             select(func.max(MasterFile.version)).where(MasterFile.code == spec.code)
         )
@@ -112,7 +113,9 @@ class MasterFileService:
         if not self.approval_is_valid(uow, mf):
             raise Refused(
                 f"master file {mf.code} v{mf.version} does not match its QP approval signature",
-                field="master_file", code="approval_invalid")
+                field="master_file",
+                code="approval_invalid",
+            )
         for prev in uow.session.scalars(
             select(MasterFile).where(
                 MasterFile.code == mf.code, MasterFile.status == MasterFileStatus.EFFECTIVE.value

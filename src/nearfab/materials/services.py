@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition
+from nearfab.common.states import check_transition, parse_state
 from nearfab.identity import Actor, AuditAction, Role, audit, require_role
 from nearfab.materials.enums import LOT_TRANSITIONS, LotStatus
 from nearfab.materials.models import MaterialLot
@@ -92,7 +92,7 @@ class MaterialService:
     ) -> MaterialLot:
         require_role(actor, Role.QP, Role.PHARMACIST, action="changing a lot's status")
         lot = self.get(uow, lot_id)
-        target = LotStatus(target)
+        target = parse_state(LotStatus, target)
         current = LotStatus(lot.status)
         check_transition(f"lot {lot.lot_number}", current, target, LOT_TRANSITIONS)
         lot.status = target.value

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import Conflict, NotFound, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition
+from nearfab.common.states import check_transition, parse_state
 from nearfab.identity import Actor, AuditAction, Role, User, audit, require_role
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
@@ -86,7 +86,7 @@ class NetworkService:
     ) -> Site:
         require_role(actor, Role.ADMIN, Role.QP, action="changing a site's status")
         site = self.get_site(uow, site_id)
-        target = SiteStatus(target)
+        target = parse_state(SiteStatus, target)
         current = SiteStatus(site.status)
         check_transition(f"site {site.code}", current, target, SITE_TRANSITIONS)
         if not reason.strip():
@@ -206,8 +206,9 @@ class NetworkService:
         commit: bool = True,
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
+        require_role(actor, Role.OPERATOR, Role.ADMIN, Role.QP, action="changing a machine's state")
         machine = self.get_machine(uow, machine_id)
-        target = MachineStatus(target)
+        target = parse_state(MachineStatus, target)
         current = MachineStatus(machine.status)
         check_transition(f"machine {machine.name}", current, target, MACHINE_TRANSITIONS)
         machine.status = target.value
@@ -266,6 +267,45 @@ class NetworkService:
             machine.id,
             old=old,
             new={"qualified_for": master_file_code, "valid_until": valid_until},
+            site_id=machine.site_id,
+        )
+        uow.commit()
+        return row
+
+    def revoke_qualification(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        machine_id: str,
+        master_file_code: str,
+        *,
+        reason: str,
+    ) -> Qualification:
+        require_role(actor, Role.QP, action="revoking a machine's qualification")
+        if not reason.strip():
+            raise ValidationFailed("revoking a qualification needs a reason", field="reason")
+        machine = self.get_machine(uow, machine_id)
+        row = uow.session.scalar(
+            select(Qualification).where(
+                Qualification.machine_id == machine.id,
+                Qualification.master_file_code == master_file_code,
+            )
+        )
+        if row is None or row.revoked:
+            raise NotFound(
+                f"{machine.name} holds no qualification for {master_file_code}",
+                field="master_file_code",
+            )
+        row.revoked = True
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "machine",
+            machine.id,
+            old={"qualified_for": master_file_code},
+            new={"revoked": master_file_code},
+            reason=reason,
             site_id=machine.site_id,
         )
         uow.commit()

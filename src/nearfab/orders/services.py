@@ -283,6 +283,16 @@ class OrderService:
         uow.commit()
         return order
 
+    def replan(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
+        """Send a failed order back to planning; a new batch will be made from scratch."""
+        require_role(actor, Role.PLANNER, Role.PHARMACIST, action="re-planning an order")
+        if not reason.strip():
+            raise ValidationFailed("re-planning an order needs a reason", field="reason")
+        order = self.get(uow, order_id)
+        self.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
+        uow.commit()
+        return order
+
     # --- queries -----------------------------------------------------------------------------
     def get(self, uow: UnitOfWork, order_id: str) -> Order:
         order = uow.session.get(Order, order_id)

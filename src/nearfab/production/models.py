@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.db import Base
 
 
@@ -61,6 +62,10 @@ class BatchRecord(Base):
             "unit_masses_mg": self.unit_masses_mg,
             "telemetry_summary": self.telemetry_summary,
             "cpp_excursions": self.cpp_excursions,
+            "machine_events": self.machine_events,
+            "material_used_g": self.material_used_g,
+            # the raw readings are bound through their hash (thousands of points)
+            "telemetry_sha256": sha256_hex(canonical_json(self.telemetry or [])),
         }
 
 

@@ -64,6 +64,7 @@ class NetworkRunner:
         production: ProductionService,
         *,
         parallel_machines: int = 4,
+        sweep: Callable[[], None] | None = None,
     ) -> None:
         self._uow = uow_factory
         self._network = network
@@ -72,6 +73,7 @@ class NetworkRunner:
         self._scheduling = scheduling
         self._production = production
         self._parallel = max(1, parallel_machines)
+        self._sweep = sweep
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
         self._agent = system_actor("site-agent")
@@ -87,6 +89,8 @@ class NetworkRunner:
 
     def step(self) -> RunSummary:
         summary = RunSummary()
+        if self._sweep is not None:
+            self._sweep()
         self._schedule(summary)
         self._ticket(summary)
         self._run(summary)

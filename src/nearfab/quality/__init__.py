@@ -2,6 +2,7 @@
 
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
+from nearfab.quality.logic import validate_release_rule
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.quality.services import QualityService
 
@@ -13,4 +14,5 @@ __all__ = [
     "QualityService",
     "ReleaseReview",
     "ReviewStatus",
+    "validate_release_rule",
 ]

@@ -399,6 +399,11 @@ def _parse_rule(rule: Mapping[str, Any]) -> tuple[str, tuple[str, ...], int]:
     return str(mode), listed, max_outside
 
 
+def validate_release_rule(rule: Mapping[str, Any]) -> None:
+    """Raise ValidationFailed naming the bad `release_rule.*` field (checked at draft time)."""
+    _parse_rule(rule)
+
+
 def _open_items(name: str, items: Sequence[str], singular: str, plural: str) -> Check:
     if not items:
         return Check(name=name, passed=True, detail=f"no {plural}")

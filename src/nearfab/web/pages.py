@@ -373,3 +373,37 @@ def pack_label(request: Request, unit_id: str, actor: ActorOpt) -> Response:
     with application.uow() as uow:
         contents = application.custody.labels(uow, unit_id)
     return Response(render_label(contents[0], "png"), media_type="image/png")
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+def api_docs(request: Request, actor: ActorOpt) -> Response:
+    """The API reference, rendered here from the OpenAPI schema (no CDN: works offline)."""
+    spec = request.app.openapi()
+    operations = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            params = [
+                p["name"] + (" (required)" if p.get("required") else "")
+                for p in op.get("parameters", [])
+            ]
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            ref = body.get("schema", {}).get("$ref", "")
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "tag": (op.get("tags") or ["-"])[0],
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "params": params,
+                    "body": ref.rsplit("/", 1)[-1] if ref else ("JSON" if body else ""),
+                }
+            )
+    operations.sort(key=lambda o: (o["tag"], o["path"], o["method"]))
+    return render(
+        request,
+        "api_docs.html",
+        actor,
+        operations=operations,
+        title=spec.get("info", {}).get("title", "nearfab"),
+    )

@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from nearfab import __version__
-from nearfab.api.deps import domain_error_handler
+from nearfab.api.deps import domain_error_handler, request_error_handler
 from nearfab.api.routes import router as api_router
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
@@ -34,14 +35,26 @@ def _session_secret(application: App) -> str:
 
 
 def create_web_app(application: App) -> FastAPI:
-    web = FastAPI(title="nearfab", version=__version__,
-                  description="Point-of-care manufacturing network: prescription to patient.",
-                  docs_url="/api/docs", openapi_url="/api/v1/openapi.json", redoc_url=None)
+    web = FastAPI(
+        title="nearfab",
+        version=__version__,
+        description="Point-of-care manufacturing network: prescription to patient.",
+        # Swagger UI would load from a CDN; hospitals run offline, so /api/docs is our own page
+        docs_url=None,
+        openapi_url="/api/v1/openapi.json",
+        redoc_url=None,
+    )
     web.state.nearfab = application
-    web.add_middleware(SessionMiddleware, secret_key=_session_secret(application),
-                       session_cookie="nearfab_session", same_site="strict", https_only=False,
-                       max_age=8 * 3600)
+    web.add_middleware(
+        SessionMiddleware,
+        secret_key=_session_secret(application),
+        session_cookie="nearfab_session",
+        same_site="strict",
+        https_only=application.settings.secure_cookies,
+        max_age=8 * 3600,
+    )
     web.add_exception_handler(DomainError, domain_error_handler)
+    web.add_exception_handler(RequestValidationError, request_error_handler)
     web.include_router(api_router)
     web.include_router(pages_router)
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
