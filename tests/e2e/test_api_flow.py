@@ -82,8 +82,11 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     assert record["material_lot"]["lot_number"].startswith("HC-FIL-2.5-")
     assert len(record["unit_masses_mg"]) == 21
     assert set(record["telemetry_summary"]) == {
-        "chamber_humidity_pct", "extrusion_pressure_kpa", "nozzle_temperature_c",
-        "print_speed_mm_s"}
+        "chamber_humidity_pct",
+        "extrusion_pressure_kpa",
+        "nozzle_temperature_c",
+        "print_speed_mm_s",
+    }
     steps = [s["name"] for s in record["steps"]]
     assert steps[:3] == ["material_dispensed", "run_started", "run_finished"]
     assert {"serialised", "rtrt_evaluated"} <= set(steps)
@@ -107,8 +110,9 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     # a pharmacist may not certify
     ph = _login(client, "pharmacist")
     ok = {"decision": "release", "password": TEST_PASSWORD, "meaning": "QP release"}
-    assert client.post(f"/api/v1/batches/{batch_id}/decision", json=ok,
-                       headers=ph).status_code == 403
+    assert (
+        client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=ph).status_code == 403
+    )
 
     # 6. the QP releases with an e-signature bound to the batch record
     r = client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=qp)
@@ -119,7 +123,9 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     (sig,) = record["signatures"]
     assert sig["meaning"] == "QP release" and sig["signer"] == "Quentin Parr (QP)"
     assert [e["new"]["status"] for e in record["audit"] if e["action"] == "transition"] == [
-        "completed", "released"]
+        "completed",
+        "released",
+    ]
     assert record["packs"][0]["status"] == "released"
 
     # 7. the label: PNG with a GS1 DataMatrix that decodes to the pack, and a PDF
@@ -134,26 +140,42 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
 
     # 8. dispense: the wrong patient is refused (and audited), the right one accepted
     patient_ref = view["patient_ref"]
-    r = client.post("/api/v1/dispense", json={"scan": scanned, "patient_ref": "PT-OTHER"},
-                    headers=ph)
+    r = client.post(
+        "/api/v1/dispense", json={"scan": scanned, "patient_ref": "PT-OTHER"}, headers=ph
+    )
     assert r.status_code == 409 and r.json()["error"]["code"] == "wrong_patient"
-    r = client.post("/api/v1/dispense", json={"scan": scanned, "patient_ref": patient_ref},
-                    headers=ph)
+    r = client.post(
+        "/api/v1/dispense", json={"scan": scanned, "patient_ref": patient_ref}, headers=ph
+    )
     assert r.status_code == 200, r.text
     assert r.json()["order_complete"] is True
     final = client.get(f"/api/v1/orders/{order_id}", headers=ph).json()
     assert final["status"] == "dispensed"
-    statuses = [e["new"]["status"] for e in final["timeline"]
-                if e["entity_type"] == "order" and e["action"] == "transition"]
-    assert statuses == ["designed", "scheduled", "in_production", "awaiting_release",
-                        "released", "dispensed"]
-    refusals = [e for e in final["timeline"] if e["action"] == "refuse"]
-    assert refusals == []  # refusals at dispense are kept under the scan, not the order
+    statuses = [
+        e["new"]["status"]
+        for e in final["timeline"]
+        if e["entity_type"] == "order" and e["action"] == "transition"
+    ]
+    assert statuses == [
+        "designed",
+        "scheduled",
+        "in_production",
+        "awaiting_release",
+        "released",
+        "dispensed",
+    ]
+    # the QP's failed signing attempt is on the batch's record; the dispense refusal is
+    # kept under the scan
+    refusals = [
+        (e["entity_type"], e["actor"]) for e in final["timeline"] if e["action"] == "refuse"
+    ]
+    assert refusals == [("batch", "Quentin Parr (QP)")]
     with seeded.uow() as uow:
         from nearfab.identity import AuditEntry
 
-        refused = uow.session.query(AuditEntry).filter_by(action="refuse",
-                                                          entity_type="dispense").all()
+        refused = (
+            uow.session.query(AuditEntry).filter_by(action="refuse", entity_type="dispense").all()
+        )
     assert len(refused) == 1 and "another patient" in (refused[0].reason or "")
 
 
@@ -168,6 +190,10 @@ def test_api_errors_name_the_field(client: TestClient) -> None:
 def test_openapi_lists_the_api(client: TestClient) -> None:
     spec = client.get("/api/v1/openapi.json").json()
     paths = spec["paths"]
-    for path in ("/api/v1/orders", "/api/v1/release/pending", "/api/v1/dispense",
-                 "/api/v1/batches/{batch_id}/decision"):
+    for path in (
+        "/api/v1/orders",
+        "/api/v1/release/pending",
+        "/api/v1/dispense",
+        "/api/v1/batches/{batch_id}/decision",
+    ):
         assert path in paths

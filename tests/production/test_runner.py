@@ -94,7 +94,7 @@ def test_order_without_a_qualified_machine_stays_designed_and_says_why(seeded: A
     assert batch.operator_id == fh.actor(seeded, "operator-man").user_id
 
 
-def test_runner_fails_the_batch_of_an_altered_ticket_and_carries_on(seeded: App) -> None:
+def test_runner_does_not_start_an_altered_ticket_and_carries_on(seeded: App) -> None:
     tampered = fh.ticketed_job(seeded)
     ticket = copy.deepcopy(fh.job(seeded, tampered).ticket or {})
     ticket["payload"]["design"]["target_mass_mg"] *= 2  # a double dose
@@ -103,19 +103,17 @@ def test_runner_fails_the_batch_of_an_altered_ticket_and_carries_on(seeded: App)
 
     summary = fh.run(seeded)
 
-    (failed,) = summary.batches_failed
-    batch = fh.batch(seeded, failed)
-    assert batch.job_id == tampered
-    assert batch.status == "failed"
-    assert batch.failure_reason == (
-        "ticket signature does not match: altered or not signed by the control site"
-    )
-    assert fh.order_status(seeded, batch.order_id) == "failed"
-    assert fh.job(seeded, tampered).status == "failed"
-    assert len(summary.batches_completed) == 1
+    why = "ticket signature does not match: altered or not signed by the control site"
+    assert summary.blocked == {tampered: why}
+    assert summary.batches_failed == []
+    assert fh.job(seeded, tampered).status == "ticket_issued"
+    assert fh.order_status(seeded, fh.job(seeded, tampered).order_id) == "scheduled"
+    assert [r.reason for r in fh.refusals(seeded, "job", tampered)] == [why] * summary.rounds
+    (made,) = summary.batches_completed
+    assert fh.batch(seeded, made).order_id == healthy
     assert fh.order_status(seeded, healthy) == "awaiting_release"
     with seeded.uow() as uow:
-        assert [r.batch_id for r in seeded.quality.pending(uow)] == summary.batches_completed
+        assert [r.batch_id for r in seeded.quality.pending(uow)] == [made]
 
 
 def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
@@ -130,3 +128,7 @@ def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
     (row,) = fh.refusals(seeded, "job", job_id)
     assert row.reason == summary.blocked[job_id]
     assert row.actor_id == "system:control-site"
+    # running again reports it again but does not add the same refusal to the audit trail
+    again = fh.run(seeded)
+    assert again.blocked[job_id] == summary.blocked[job_id]
+    assert len(fh.refusals(seeded, "job", job_id)) == 1

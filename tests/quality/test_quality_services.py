@@ -237,22 +237,26 @@ def test_qp_decision_is_refused_for_the_wrong_person_password_or_reason(seeded: 
         assert uow.session.scalars(select(Deviation)).all() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: BatchRecord.content() (src/nearfab/production/models.py), which the QP's release "
-        "signature is bound to, leaves out the raw telemetry readings and the machine event log "
-        "(faults, alarms), so either can be changed after release without the signature noticing"
-    ),
-)
-def test_release_signature_covers_machine_events_and_raw_telemetry(seeded: App) -> None:
+def test_release_signature_covers_machine_events_telemetry_and_material(seeded: App) -> None:
     batch_id = fh.make_batch(seeded)
     _decide(seeded, batch_id)
     batch = fh.batch(seeded, batch_id)
-    events = [e for e in batch.machine_events or [] if e != "ticket verified"]
     telemetry = [list(r) for r in batch.telemetry or []]
     telemetry[0][2] = 999.0
-    fh.edit(seeded, BatchRecord, batch_id, machine_events=events, telemetry=telemetry)
-    with seeded.uow() as uow:
-        review = seeded.quality.get_review(uow, batch_id)
-        assert seeded.quality.signature_valid(uow, review) is False
+    tampered = {
+        "machine_events": [e for e in batch.machine_events or [] if e != "ticket verified"],
+        "telemetry": telemetry,
+        "material_used_g": batch.material_used_g / 2,
+        "material_lot_number": "HC-FIL-2.5-OTHER-001",
+        "operator_id": fh.actor(seeded, "operator-man").user_id,
+    }
+    for column, value in tampered.items():
+        original = getattr(batch, column)
+        fh.edit(seeded, BatchRecord, batch_id, **{column: value})
+        with seeded.uow() as uow:
+            review = seeded.quality.get_review(uow, batch_id)
+            assert seeded.quality.signature_valid(uow, review) is False, column
+        fh.edit(seeded, BatchRecord, batch_id, **{column: original})
+        with seeded.uow() as uow:
+            review = seeded.quality.get_review(uow, batch_id)
+            assert seeded.quality.signature_valid(uow, review) is True, column

@@ -379,6 +379,10 @@ class NetworkService:
         )
         return row is not None and _valid(row.valid_until, uow.clock.now())
 
+    def home_site_of(self, uow: UnitOfWork, user_id: str) -> str | None:
+        user = uow.session.get(User, user_id)
+        return user.home_site_id if user else None
+
     def operators_at(self, uow: UnitOfWork, site_id: str) -> list[User]:
         users = uow.session.scalars(
             select(User)

@@ -74,6 +74,9 @@ class NetworkRunner:
         self._production = production
         self._parallel = max(1, parallel_machines)
         self._sweep = sweep
+        # jobs the gate refused at ticketing, with why: not retried by this runner (each retry
+        # would add the same refusal to the audit trail); a person must act on them
+        self._refused: dict[str, str] = {}
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
         self._agent = system_actor("site-agent")
@@ -111,11 +114,15 @@ class NetworkRunner:
         with self._uow() as uow:
             planned = [j.id for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
         for job_id in planned:
+            if job_id in self._refused:
+                summary.blocked[job_id] = self._refused[job_id]
+                continue
             try:
                 with self._uow() as uow:
                     self._production.issue_ticket(uow, self._control, job_id)
                 summary.tickets.append(job_id)
             except DomainError as exc:
+                self._refused[job_id] = exc.message
                 summary.blocked[job_id] = exc.message
 
     def _operator_on_duty(self, uow: UnitOfWork, site_id: str, code: str) -> str | None:

@@ -97,6 +97,12 @@ class ProductionService:
                 field="machine",
                 code="machine_not_qualified",
             )
+        if operator_id is not None and self._network.home_site_of(uow, operator_id) != site.id:
+            raise Refused(
+                f"operator {operator_id} does not work at site {site.code}",
+                field="operator",
+                code="operator_not_at_site",
+            )
         if operator_id is not None and not self._network.is_trained(uow, operator_id, mf.code):
             raise Refused(
                 f"operator {operator_id} is not trained on {mf.code}",
@@ -364,14 +370,16 @@ class ProductionService:
                 reason=f"batch {batch.batch_number} made",
             )
             uow.emit(BatchCompleted(batch.id))
-        self._network.set_machine_status(
-            uow,
-            actor,
-            batch.machine_id,
-            MachineStatus.AVAILABLE,
-            reason=f"batch {batch.batch_number} ended",
-            commit=False,
-        )
+        machine = self._network.get_machine(uow, batch.machine_id)
+        if machine.status == MachineStatus.BUSY.value:  # not if put into maintenance meanwhile
+            self._network.set_machine_status(
+                uow,
+                actor,
+                machine.id,
+                MachineStatus.AVAILABLE,
+                reason=f"batch {batch.batch_number} ended",
+                commit=False,
+            )
         uow.commit()
         return batch
 
