@@ -29,14 +29,18 @@ def raw_baseline(bundles: list[dict[str, object]], path: Path) -> float:
     """json round trip + one INSERT and COMMIT per prescription: the floor for one-by-one intake."""
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE o (id TEXT, status TEXT, medication TEXT, dose REAL, units INT,"
-                 " design TEXT, raw TEXT)")
+    conn.execute(
+        "CREATE TABLE o (id TEXT, status TEXT, medication TEXT, dose REAL, units INT,"
+        " design TEXT, raw TEXT)"
+    )
     texts = [json.dumps(b) for b in bundles]
     start = time.perf_counter()
     for i, text in enumerate(texts):
         doc = json.loads(text)
-        conn.execute("INSERT INTO o VALUES (?,?,?,?,?,?,?)",
-                     (str(i), "designed", "x", 2.5, 21, json.dumps(doc["entry"]), text))
+        conn.execute(
+            "INSERT INTO o VALUES (?,?,?,?,?,?,?)",
+            (str(i), "designed", "x", 2.5, 21, json.dumps(doc["entry"]), text),
+        )
         conn.commit()
     elapsed = time.perf_counter() - start
     conn.close()

@@ -25,7 +25,12 @@ def nearfab(data_dir: Path, *args: str, ok: bool = True) -> subprocess.Completed
     env.pop("NEARFAB_DATABASE_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "nearfab", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, env=env, timeout=300, check=False)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     if ok:
         assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -40,8 +45,15 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     out = nearfab(data, "init", "--demo").stdout
     assert "demo network seeded" in out
 
-    submitted = as_json(nearfab(data, "order", "submit",
-                                str(FIXTURE / "hydrocortisone-paediatric-bundle.json"), "--json"))
+    submitted = as_json(
+        nearfab(
+            data,
+            "order",
+            "submit",
+            str(FIXTURE / "hydrocortisone-paediatric-bundle.json"),
+            "--json",
+        )
+    )
     (order,) = submitted["orders"]
     assert order["status"] == "designed" and order["units"] == 84
 
@@ -54,16 +66,58 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     batch_id = item["batch_id"]
 
     # a rejection needs a reason; a wrong password signs nothing
-    refused = nearfab(data, "release", "sign", batch_id, "--decision", "reject", "--user", "qp",
-                      "--password", PASSWORD, "--meaning", "QP rejection", "--json", ok=False)
+    refused = nearfab(
+        data,
+        "release",
+        "sign",
+        batch_id,
+        "--decision",
+        "reject",
+        "--user",
+        "qp",
+        "--password",
+        PASSWORD,
+        "--meaning",
+        "QP rejection",
+        "--json",
+        ok=False,
+    )
     assert refused.returncode == 2 and as_json(refused)["error"]["field"] == "reason"
-    refused = nearfab(data, "release", "sign", batch_id, "--decision", "release", "--user", "qp",
-                      "--password", "nope-nope", "--meaning", "QP release", "--json", ok=False)
+    refused = nearfab(
+        data,
+        "release",
+        "sign",
+        batch_id,
+        "--decision",
+        "release",
+        "--user",
+        "qp",
+        "--password",
+        "nope-nope",
+        "--meaning",
+        "QP release",
+        "--json",
+        ok=False,
+    )
     assert refused.returncode == 2 and as_json(refused)["error"]["code"] == "unauthenticated"
 
-    signed = as_json(nearfab(data, "release", "sign", batch_id, "--decision", "release",
-                             "--user", "qp", "--password", PASSWORD, "--meaning", "QP release",
-                             "--json"))
+    signed = as_json(
+        nearfab(
+            data,
+            "release",
+            "sign",
+            batch_id,
+            "--decision",
+            "release",
+            "--user",
+            "qp",
+            "--password",
+            PASSWORD,
+            "--meaning",
+            "QP release",
+            "--json",
+        )
+    )
     assert signed["status"] == "released" and signed["signature_valid"] is True
     assert as_json(nearfab(data, "release", "pending", "--json")) == []
 
@@ -79,13 +133,37 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     nearfab(data, "label", packs[0]["id"], "--out", str(pdf))
     assert pdf.read_bytes().startswith(b"%PDF")
 
-    wrong = nearfab(data, "dispense", "--scan", scanned, "--patient", "PT-NOBODY", "--user",
-                    "pharmacist", "--password", PASSWORD, "--json", ok=False)
+    wrong = nearfab(
+        data,
+        "dispense",
+        "--scan",
+        scanned,
+        "--patient",
+        "PT-NOBODY",
+        "--user",
+        "pharmacist",
+        "--password",
+        PASSWORD,
+        "--json",
+        ok=False,
+    )
     assert wrong.returncode == 2 and as_json(wrong)["error"]["code"] == "wrong_patient"
     for pack in packs:
-        done = as_json(nearfab(data, "dispense", "--scan", pack["element_string"], "--patient",
-                               shown["patient_ref"], "--user", "pharmacist", "--password",
-                               PASSWORD, "--json"))
+        done = as_json(
+            nearfab(
+                data,
+                "dispense",
+                "--scan",
+                pack["element_string"],
+                "--patient",
+                shown["patient_ref"],
+                "--user",
+                "pharmacist",
+                "--password",
+                PASSWORD,
+                "--json",
+            )
+        )
     assert done["order_complete"] is True
     final = as_json(nearfab(data, "order", "show", order["id"], "--json"))
     assert final["status"] == "dispensed"
@@ -117,8 +195,20 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
     env = {**os.environ, "NEARFAB_DEMO_PASSWORD": PASSWORD}
     env.pop("NEARFAB_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nearfab", "--data-dir", str(tmp_path / "demo"), "demo",
-         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "nearfab",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "demo",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 90
         body = ""
@@ -132,8 +222,7 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
         assert "Log in" in body, "the demo did not serve its login page"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css", timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json",
-                                    timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=5) as r:
             assert "/api/v1/orders" in json.loads(r.read())["paths"]
     finally:
         proc.terminate()
