@@ -25,7 +25,7 @@ class DemoLoop:
         qp_password: str,
         tick_s: float = 2.0,
         prescription_every_s: float = 8.0,
-        fault_machine: str = "MAN printer A",
+        fault_machine: str = "GSTT printer A",
         seed: int = 7,
         max_orders: int = 60,
     ) -> None:
@@ -42,14 +42,15 @@ class DemoLoop:
         self._fault_pending = True
 
     def start(self) -> None:
-        self._inject_fault()
+        self.inject_fault()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
 
-    def _inject_fault(self) -> None:
+    def inject_fault(self) -> None:
+        """A partial nozzle clog on the demo's fault machine, from the fifth tablet on."""
         with self.app.uow() as uow:
             machines = [
                 m for m in self.app.network.list_machines(uow) if m.name == self._fault_machine
@@ -60,17 +61,23 @@ class DemoLoop:
     def _run(self) -> None:
         last_rx = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            due = now - last_rx >= self._rx_every and self._submitted < self._max_orders
             try:
-                now = time.monotonic()
-                if now - last_rx >= self._rx_every and self._submitted < self._max_orders:
-                    self.submit_one()
-                    last_rx = now
-                self.app.runner.step()
-                self._clear_fault_after_first_hit()
-                self.autopilot()
+                self.tick(submit=due)
             except Exception:  # keep the demo alive; the error is in the log
                 log.exception("demo loop step failed")
+            if due:
+                last_rx = now
             self._stop.wait(self._tick)
+
+    def tick(self, *, submit: bool) -> None:
+        """One round: maybe a new prescription, the machines, the fault's end, the autopilot."""
+        if submit:
+            self.submit_one()
+        self.app.runner.step()
+        self._clear_fault_after_first_hit()
+        self.autopilot()
 
     def submit_one(self) -> None:
         medication = "hydrocortisone" if self._rng.random() < 0.75 else "propranolol"

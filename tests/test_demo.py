@@ -1,0 +1,38 @@
+"""The demo does what the README promises: orders flow, the RTRT 'release' proposals are signed
+by the QP autopilot, and the batch spoiled by the injected fault waits for a person."""
+
+from __future__ import annotations
+
+from nearfab.bootstrap import App
+from nearfab.demo_loop import DemoLoop
+from nearfab.quality import ReleaseReview
+
+from .conftest import TEST_PASSWORD
+
+
+def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -> None:
+    loop = DemoLoop(seeded, qp_password=TEST_PASSWORD, seed=11)
+    loop.inject_fault()
+    for _ in range(6):
+        loop.tick(submit=True)
+    loop.tick(submit=False)
+
+    with seeded.uow() as uow:
+        reviews = list(uow.session.query(ReleaseReview).all())
+        faulty = []
+        for review in reviews:
+            batch = seeded.production.get(uow, review.batch_id)
+            machine = seeded.network.get_machine(uow, batch.machine_id)
+            if machine.name == "GSTT printer A" and review.proposed_decision == "reject":
+                faulty.append(review)
+        auto = [r for r in reviews if r.status == "released"]
+        sigs = [s for r in auto for s in seeded.signatures.signatures_for(uow, "batch", r.batch_id)]
+    assert len(reviews) == 6
+    # the clog under-fills tablets from the fifth on: rejected by the rule, left for the QP
+    assert len(faulty) == 1 and faulty[0].status == "pending"
+    # the fault is cleared after its first victim
+    assert not [r for r in reviews if r.proposed_decision == "reject" and r is not faulty[0]]
+    # RTRT 'release' proposals were signed by the autopilot QP, and nothing else was
+    assert auto and all(r.proposed_decision == "release" for r in auto)
+    assert all("autopilot" in s.meaning for s in sigs)
+    assert all(r.status == "pending" for r in reviews if r.proposed_decision != "release")
