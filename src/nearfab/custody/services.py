@@ -10,12 +10,19 @@ from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, NotFound, Refused
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition
 from nearfab.custody.enums import UNIT_TRANSITIONS, UnitStatus
 from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.models import Dispense, SerialUnit
-from nearfab.identity import Actor, AuditAction, Role, audit, refuse, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Role,
+    audit,
+    audited_transition,
+    refuse,
+    require_role,
+)
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, ProductionService
@@ -107,17 +114,14 @@ class CustodyService:
     def _transition(
         self, uow: UnitOfWork, actor: Actor, unit: SerialUnit, target: UnitStatus, *, reason: str
     ) -> None:
-        current = UnitStatus(unit.status)
-        check_transition(f"pack {unit.serial}", current, target, UNIT_TRANSITIONS)
-        unit.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "unit",
-            unit.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            unit,
+            target,
+            UNIT_TRANSITIONS,
+            entity_type="unit",
+            label=f"pack {unit.serial}",
             reason=reason,
         )
 

@@ -9,6 +9,7 @@ from nearfab.identity.services import (
     actor_of,
     audit,
     audit_trail,
+    audited_transition,
     refuse,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "actor_of",
     "audit",
     "audit_trail",
+    "audited_transition",
     "record_hash",
     "refuse",
     "require_role",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -19,6 +19,7 @@ from nearfab.common.errors import (
     ValidationFailed,
 )
 from nearfab.common.ids import new_id, new_token
+from nearfab.common.states import S, check_transition
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role
 from nearfab.identity.models import ApiToken, AuditEntry, Signature, User
@@ -55,6 +56,39 @@ def audit(
     )
     uow.session.add(entry)
     return entry
+
+
+def audited_transition(
+    uow: UnitOfWork,
+    actor: Actor,
+    record: Any,
+    target: S,
+    allowed: Mapping[S, frozenset[S]],
+    *,
+    entity_type: str,
+    label: str,
+    reason: str | None,
+    site_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> S:
+    """Move `record.status` to `target` if `allowed` says so, with its audit row in the same
+    transaction; an illegal move raises InvalidTransition and writes nothing. Returns the old
+    state."""
+    current = type(target)(record.status)
+    check_transition(label, current, target, allowed)
+    record.status = target.value
+    audit(
+        uow,
+        actor,
+        AuditAction.TRANSITION,
+        entity_type,
+        record.id,
+        old={"status": current.value},
+        new={"status": target.value, **(extra or {})},
+        reason=reason,
+        site_id=site_id,
+    )
+    return current
 
 
 def refuse(

@@ -11,7 +11,15 @@ from sqlalchemy import func, select
 from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition
-from nearfab.identity import Actor, AuditAction, Role, SignatureService, audit, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Role,
+    SignatureService,
+    audit,
+    audited_transition,
+    require_role,
+)
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
 from nearfab.masterfiles.models import MasterFile
 from nearfab.masterfiles.schemas import MasterFileIn
@@ -153,19 +161,14 @@ class MasterFileService:
         *,
         reason: str,
     ) -> None:
-        current = MasterFileStatus(mf.status)
-        check_transition(
-            f"master file {mf.code} v{mf.version}", current, target, MASTER_FILE_TRANSITIONS
-        )
-        mf.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "master_file",
-            mf.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            mf,
+            target,
+            MASTER_FILE_TRANSITIONS,
+            entity_type="master_file",
+            label=f"master file {mf.code} v{mf.version}",
             reason=reason,
         )
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition, parse_state
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.common.states import parse_state
+from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
 from nearfab.materials.enums import LOT_TRANSITIONS, LotStatus
 from nearfab.materials.models import MaterialLot
 from nearfab.network import NetworkService
@@ -93,17 +93,14 @@ class MaterialService:
         require_role(actor, Role.QP, Role.PHARMACIST, action="changing a lot's status")
         lot = self.get(uow, lot_id)
         target = parse_state(LotStatus, target)
-        current = LotStatus(lot.status)
-        check_transition(f"lot {lot.lot_number}", current, target, LOT_TRANSITIONS)
-        lot.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "material_lot",
-            lot.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            lot,
+            target,
+            LOT_TRANSITIONS,
+            entity_type="material_lot",
+            label=f"lot {lot.lot_number}",
             reason=reason,
             site_id=lot.site_id,
         )

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from nearfab.common.errors import Conflict, NotFound, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition, parse_state
-from nearfab.identity import Actor, AuditAction, Role, User, audit, require_role
+from nearfab.identity import Actor, AuditAction, Role, User, audit, audited_transition, require_role
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
     SITE_TRANSITIONS,
@@ -101,20 +101,20 @@ class NetworkService:
                 "a regulator suspension needs the regulator's reference",
                 field="regulatory_reference",
             )
-        site.status = target.value
-        if regulatory_reference:
-            site.regulatory_reference = regulatory_reference
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "site",
-            site.id,
-            old={"status": current.value},
-            new={"status": target.value, "regulatory_reference": regulatory_reference},
+            site,
+            target,
+            SITE_TRANSITIONS,
+            entity_type="site",
+            label=f"site {site.code}",
             reason=reason,
             site_id=site.id,
+            extra={"regulatory_reference": regulatory_reference},
         )
+        if regulatory_reference:
+            site.regulatory_reference = regulatory_reference
         uow.commit()
         return site
 
@@ -209,17 +209,14 @@ class NetworkService:
         require_role(actor, Role.OPERATOR, Role.ADMIN, Role.QP, action="changing a machine's state")
         machine = self.get_machine(uow, machine_id)
         target = parse_state(MachineStatus, target)
-        current = MachineStatus(machine.status)
-        check_transition(f"machine {machine.name}", current, target, MACHINE_TRANSITIONS)
-        machine.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "machine",
-            machine.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            machine,
+            target,
+            MACHINE_TRANSITIONS,
+            entity_type="machine",
+            label=f"machine {machine.name}",
             reason=reason,
             site_id=machine.site_id,
         )

@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
 from nearfab.orders.fhir import PrescriptionIn, parse_prescriptions
@@ -257,20 +256,18 @@ class OrderService:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Move an order on, audited in the caller's transaction (the caller commits)."""
-        current = OrderStatus(order.status)
-        check_transition(f"order {order.id}", current, target, ORDER_TRANSITIONS)
-        order.status = target.value
-        order.updated_at = uow.clock.now()
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "order",
-            order.id,
-            old={"status": current.value},
-            new={"status": target.value, **(extra or {})},
+            order,
+            target,
+            ORDER_TRANSITIONS,
+            entity_type="order",
+            label=f"order {order.id}",
             reason=reason,
+            extra=extra,
         )
+        order.updated_at = uow.clock.now()
 
     def cancel(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         require_role(

@@ -9,9 +9,16 @@ from typing import Any
 from sqlalchemy import func, select
 
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
-from nearfab.common.states import check_transition
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, AuditAction, Role, audit, refuse, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Role,
+    audit,
+    audited_transition,
+    refuse,
+    require_role,
+)
 from nearfab.masterfiles import MasterFile, MasterFileService, MasterFileStatus
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, Site, SiteStatus
@@ -432,17 +439,14 @@ class ProductionService:
         *,
         reason: str,
     ) -> None:
-        current = BatchStatus(batch.status)
-        check_transition(f"batch {batch.batch_number}", current, target, BATCH_TRANSITIONS)
-        batch.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "batch",
-            batch.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            batch,
+            target,
+            BATCH_TRANSITIONS,
+            entity_type="batch",
+            label=f"batch {batch.batch_number}",
             reason=reason,
             site_id=batch.site_id,
         )

@@ -10,9 +10,8 @@ from sqlalchemy import func, select
 
 from nearfab.common.errors import NotFound, Refused
 from nearfab.common.ids import new_id
-from nearfab.common.states import check_transition
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, SiteStatus
@@ -179,17 +178,14 @@ class SchedulingService:
         self, uow: UnitOfWork, actor: Actor, job: Job, target: JobStatus, *, reason: str
     ) -> None:
         """Move a job on, audited in the caller's transaction."""
-        current = JobStatus(job.status)
-        check_transition(f"job {job.id}", current, target, JOB_TRANSITIONS)
-        job.status = target.value
-        audit(
+        audited_transition(
             uow,
             actor,
-            AuditAction.TRANSITION,
-            "job",
-            job.id,
-            old={"status": current.value},
-            new={"status": target.value},
+            job,
+            target,
+            JOB_TRANSITIONS,
+            entity_type="job",
+            label=f"job {job.id}",
             reason=reason,
             site_id=job.site_id,
         )
