@@ -22,7 +22,7 @@ class DemoLoop:
         self,
         app: App,
         *,
-        qp_password: str,
+        qp_password: str | None,
         tick_s: float = 2.0,
         prescription_every_s: float = 8.0,
         fault_machine: str = "GSTT printer A",
@@ -103,7 +103,10 @@ class DemoLoop:
                     self._fault_pending = False
 
     def autopilot(self) -> None:
-        """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person."""
+        """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.
+        Off when the demo users' password is not known (an existing demo database)."""
+        if self._password is None:
+            return
         with self.app.uow() as uow:
             qp_user = self.app.users.by_username(uow, "qp")
             batch_ids = [

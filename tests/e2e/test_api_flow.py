@@ -197,3 +197,29 @@ def test_openapi_lists_the_api(client: TestClient) -> None:
         "/api/v1/batches/{batch_id}/decision",
     ):
         assert path in paths
+
+
+def test_malformed_requests_answer_in_the_error_shape(client: TestClient) -> None:
+    admin = _login(client, "admin")
+    r = client.post(
+        "/api/v1/orders",
+        content=b"{not json",
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == "$"
+    r = client.get("/api/v1/network", headers=admin)
+    site_id = next(s["id"] for s in r.json() if s["code"] == "MOB-1")
+    r = client.post(
+        f"/api/v1/sites/{site_id}/status",
+        json={"status": "closed-ish", "reason": "x"},
+        headers=admin,
+    )
+    assert r.status_code == 422
+    assert r.json()["error"] == {
+        "code": "validation_failed",
+        "field": "status",
+        "message": "unknown status 'closed-ish'; use one of: proposed, approved, active, paused, "
+        "ceased, regulator_suspended",
+    }
+    r = client.post("/api/v1/auth/token", json={"username": "qp"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "password"

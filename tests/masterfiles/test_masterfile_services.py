@@ -197,7 +197,9 @@ def test_approval_needs_a_qp_and_their_password_and_signs_the_content(
         lambda uow: app.master_files.approve(uow, world.qp, mf.id, password="not-my-password"),
     )
     assert reload(app, mf).status == "draft" and count(app, Signature) == 0
-    assert [e.action for e in trail(app, mf)] == ["create"]
+    # the failed signing attempt is on record (the forbidden one never reached the record)
+    assert [e.action for e in trail(app, mf)] == ["create", "refuse"]
+    assert "password" in (trail(app, mf)[-1].reason or "")
 
     approved = approve(app, world, mf)
     assert approved.status == "approved" and approved.approved_at is not None
@@ -206,7 +208,7 @@ def test_approval_needs_a_qp_and_their_password_and_signs_the_content(
     assert sig.id == approved.approval_signature_id and sig.signer_id == world.qp.user_id
     assert sig.meaning == "QP approval of master file"
     assert sig.record_hash == record_hash(reload(app, mf).content())
-    _create, transition, signed = trail(app, mf)
+    _create, _refused, transition, signed = trail(app, mf)
     assert (transition.action, transition.old, transition.new) == (
         "transition",
         {"status": "draft"},

@@ -306,3 +306,37 @@ def test_two_master_files_accepting_one_medication_is_refused(seeded: App) -> No
         seeded.master_files.make_effective(uow, qp, copy_mf.id)
     error = rejected(seeded, bundle(), Refused)
     assert error.code == "ambiguous_master_file" and "MF-HC-COPY" in error.message
+
+
+def test_only_a_failed_order_is_planned_again(seeded: App) -> None:
+    from nearfab.common.errors import Refused
+    from nearfab.identity import system_actor
+    from nearfab.orders import Order
+
+    planner = system_actor("test-planner")
+    with seeded.uow() as uow:
+        (order,) = seeded.orders.submit(uow, planner, _bundle_for_replan(seeded))
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+        seeded.orders.replan(uow, planner, order.id, reason="try again")
+    assert caught.value.code == "not_failed"
+    with seeded.uow() as uow:  # as if its batch had failed at the machine
+        uow.session.get(Order, order.id).status = "failed"
+        uow.commit()
+    with seeded.uow() as uow:
+        again = seeded.orders.replan(uow, planner, order.id, reason="machine refused the ticket")
+    assert again.status == "designed"
+    with seeded.uow() as uow:
+        last = audit_trail(uow, "order", order.id)[-1]
+    assert (last.old, last.new["status"], last.reason) == (
+        {"status": "failed"},
+        "designed",
+        "machine refused the ticket",
+    )
+
+
+def _bundle_for_replan(app: App) -> dict[str, object]:
+    import random
+
+    from nearfab.demo import prescription_bundle
+
+    return prescription_bundle(random.Random(5), today=app.clock.now().date(), days=7)

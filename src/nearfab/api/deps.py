@@ -59,6 +59,17 @@ async def request_error_handler(_request: Request, exc: Exception) -> JSONRespon
     """Malformed request bodies answer in the same shape as every other error."""
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": {
+                    "code": "validation_failed",
+                    "field": "$",
+                    "message": f"the request body is not valid JSON ({first.get('msg')})",
+                }
+            },
+        )
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     field = ".".join(loc) or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))

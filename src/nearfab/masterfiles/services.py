@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition
 from nearfab.identity import (
@@ -18,6 +18,7 @@ from nearfab.identity import (
     SignatureService,
     audit,
     audited_transition,
+    refuse,
     require_role,
 )
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
@@ -93,16 +94,19 @@ class MasterFileService:
         """QP approval: an e-signature bound to the hash of the master file's content."""
         require_role(actor, Role.QP, action="approving a master file")
         mf = self.get(uow, master_file_id)
-        self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
-        sig = self._signatures.sign(
-            uow,
-            actor,
-            password=password,
-            meaning=meaning,
-            record_type="master_file",
-            record_id=mf.id,
-            content=mf.content(),
-        )
+        try:
+            self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
+            sig = self._signatures.sign(
+                uow,
+                actor,
+                password=password,
+                meaning=meaning,
+                record_type="master_file",
+                record_id=mf.id,
+                content=mf.content(),
+            )
+        except DomainError as exc:  # a failed signing attempt is on record too
+            refuse(uow, actor, exc, "master_file", mf.id)
         mf.approved_at = uow.clock.now()
         mf.approval_signature_id = sig.id
         uow.commit()

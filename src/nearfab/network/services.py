@@ -207,6 +207,8 @@ class NetworkService:
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
         require_role(actor, Role.OPERATOR, Role.ADMIN, Role.QP, action="changing a machine's state")
+        if not reason.strip():
+            raise ValidationFailed("a machine state change needs a reason", field="reason")
         machine = self.get_machine(uow, machine_id)
         target = parse_state(MachineStatus, target)
         audited_transition(

@@ -286,6 +286,12 @@ class OrderService:
         if not reason.strip():
             raise ValidationFailed("re-planning an order needs a reason", field="reason")
         order = self.get(uow, order_id)
+        if order.status != OrderStatus.FAILED.value:
+            raise Refused(
+                f"order {order.id} is {order.status}; only failed orders are re-planned",
+                field="order_id",
+                code="not_failed",
+            )
         self.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
         uow.commit()
         return order

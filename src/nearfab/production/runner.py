@@ -74,8 +74,8 @@ class NetworkRunner:
         self._production = production
         self._parallel = max(1, parallel_machines)
         self._sweep = sweep
-        # jobs the gate refused at ticketing, with why: not retried by this runner (each retry
-        # would add the same refusal to the audit trail); a person must act on them
+        # jobs the gate refused (at ticketing or start), with why: not retried by this runner,
+        # since each retry would add the same refusal to the audit trail; a person must act
         self._refused: dict[str, str] = {}
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
@@ -142,6 +142,9 @@ class NetworkRunner:
                 for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)
             ]
         for job_id, machine_id, site_id, order_id in ready:
+            if job_id in self._refused:
+                summary.blocked[job_id] = self._refused[job_id]
+                continue
             if machine_id in busy or len(started) >= self._parallel:
                 continue
             with self._uow() as uow:
@@ -162,6 +165,8 @@ class NetworkRunner:
                         uow, self._agent, job_id, operator_id=operator_id
                     )
             except Refused as exc:
+                if exc.code != "machine_unavailable":  # that one passes by itself
+                    self._refused[job_id] = exc.message
                 summary.blocked[job_id] = exc.message
                 continue
             busy.add(machine_id)

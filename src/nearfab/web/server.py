@@ -84,15 +84,12 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
         print(f"users: {', '.join(result.usernames)}")
         if result.generated:
             print(f"generated password for every demo user: {result.password}")
-    loop = None
-    if password:
-        loop = DemoLoop(application, qp_password=password)
-        loop.start()
-    else:
+    loop = DemoLoop(application, qp_password=password)
+    loop.start()
+    if not password:
         print("QP autopilot off: set NEARFAB_DEMO_PASSWORD to the demo users' password")
     print(f"nearfab demo on http://{host}:{port}/ (API docs: /api/docs)")
     try:
         uvicorn.run(create_web_app(application), host=host, port=port, log_level="warning")
     finally:
-        if loop is not None:
-            loop.stop()
+        loop.stop()
