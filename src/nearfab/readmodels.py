@@ -169,6 +169,10 @@ def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
                     "used_g": batch.material_used_g,
                 },
                 "operator_id": batch.operator_id,
+                "operator": {
+                    "id": batch.operator_id,
+                    "name": app.users.get(uow, batch.operator_id).full_name,
+                },
                 "ticket_hash": batch.ticket_hash,
                 "design": batch.design,
                 "started_at": batch.started_at,
