@@ -108,7 +108,9 @@ def test_runner_does_not_start_an_altered_ticket_and_carries_on(seeded: App) -> 
     assert summary.batches_failed == []
     assert fh.job(seeded, tampered).status == "ticket_issued"
     assert fh.order_status(seeded, fh.job(seeded, tampered).order_id) == "scheduled"
-    assert [r.reason for r in fh.refusals(seeded, "job", tampered)] == [why] * summary.rounds
+    # refused once, on record once: the runner does not retry it every round
+    assert summary.rounds >= 2
+    assert [r.reason for r in fh.refusals(seeded, "job", tampered)] == [why]
     (made,) = summary.batches_completed
     assert fh.batch(seeded, made).order_id == healthy
     assert fh.order_status(seeded, healthy) == "awaiting_release"
