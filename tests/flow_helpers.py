@@ -70,6 +70,7 @@ def _seeded_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         template = str(folder / "nearfab.db")
         shutil.copyfile(migrated, template)
         _seed_into(f"sqlite:///{template}", folder / "data")
+        _KEYS[template] = folder / "data" / "keys"
         with sqlite3.connect(template) as conn:  # fold the WAL into the file before copying
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         _TEMPLATES[("sqlite", str(migrated))] = template
@@ -92,12 +93,17 @@ def _seeded_pg(request: pytest.FixtureRequest) -> tuple[str, str]:
         request.config.add_cleanup(functools.partial(_pg_drop, template))
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{template}"
         factory = request.getfixturevalue("tmp_path_factory")
-        _seed_into(url, factory.mktemp("seeded-pg") / "data")
+        data = factory.mktemp("seeded-pg") / "data"
+        _seed_into(url, data)
+        _KEYS[template] = data / "keys"
         _TEMPLATES[("postgresql", migrated)] = template
     return _pg_clone(template)
 
 
 _TEMPLATES: dict[tuple[str, str], str] = {}
+# the keys a seeded template was made with: a copy of its database needs them (the platform
+# refuses to start on a database with other keys)
+_KEYS: dict[str, Path] = {}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -108,8 +114,11 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -
     clone = None
     if request.param == "sqlite":
         url = _seeded_sqlite(request, tmp_path)
+        template = _TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
     else:
         clone, url = _seeded_pg(request)
+        template = _TEMPLATES[("postgresql", request.getfixturevalue("pg_template"))]
+    shutil.copytree(_KEYS[template], tmp_path / "data" / "keys")
     application = _build(url, tmp_path / "data", clock)
     try:
         yield application

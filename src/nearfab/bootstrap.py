@@ -16,7 +16,7 @@ from nearfab.custody import CustodyService
 from nearfab.db import make_engine, make_session_factory
 from nearfab.designs import DesignService, FamilyRegistry
 from nearfab.families.solid_dose import SolidDoseFamily
-from nearfab.identity import SignatureService, UserService, system_actor
+from nearfab.identity import SignatureService, UserService, check_platform_keys, system_actor
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import NetworkService
@@ -85,6 +85,11 @@ def build_app(
     keys = Path(settings.data_dir) / "keys"
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
+    check_platform_keys(
+        session_factory,
+        clock,
+        {"control_site_ed25519": signer.key_id, "patient_identity": vault.fingerprint},
+    )
     fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
 
     families = FamilyRegistry()
@@ -107,8 +112,18 @@ def build_app(
     production = ProductionService(
         network, master_files, materials, orders, scheduling, families, signer, fleet
     )
-    quality = QualityService(production, master_files, materials, orders, signatures)
-    custody = CustodyService(production, master_files, orders)
+    custody_ref: list[CustodyService] = []
+
+    def packs_ready(u: UnitOfWork, batch_id: str) -> str | None:
+        if custody_ref and not custody_ref[0].units_of_batch(u, batch_id):
+            return "the batch's packs are not serialised yet; try again in a moment"
+        return None
+
+    quality = QualityService(
+        production, master_files, materials, orders, signatures, release_check=packs_ready
+    )
+    custody = CustodyService(production, master_files, orders, quality)
+    custody_ref.append(custody)
 
     def uow() -> UnitOfWork:
         return UnitOfWork(session_factory, clock, bus)

@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import AuditEntry
+from nearfab.identity import AuditEntry, record_hash
 from nearfab.uow import UnitOfWork
 
 
@@ -70,6 +70,7 @@ def review_dict(app: App, uow: UnitOfWork, review: Any) -> dict[str, Any]:
         "decided_at": review.decided_at.isoformat() if review.decided_at else None,
         "signature_id": review.signature_id,
         "signature_valid": app.quality.signature_valid(uow, review),
+        "evaluated_record_hash": review.record_hash,
     }
 
 
@@ -236,6 +237,8 @@ def pending_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
                     "dose_mg": order.dose_mg,
                     "units": len(batch.unit_masses_mg or []),
                     "created_at": review.created_at,
+                    # what the QP is shown; a decision sent back with it signs only this record
+                    "record_hash": record_hash(batch.content()),
                 }
             )
         )

@@ -5,10 +5,23 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from nearfab.bus import EventBus
 from nearfab.common.clock import Clock
+from nearfab.common.errors import Conflict
+
+
+def _lost_race(exc: BaseException) -> bool:
+    """An optimistic-lock miss, or a unique key taken by a concurrent transaction."""
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, IntegrityError):
+        text = str(exc.orig).lower()
+        return "unique" in text or "duplicate key" in text
+    return False
 
 
 class UnitOfWork:
@@ -39,6 +52,12 @@ class UnitOfWork:
                 self.session.rollback()
         finally:
             self.session.close()
+        if exc is not None and _lost_race(exc):
+            raise Conflict(
+                "someone else changed this record at the same moment; nothing was saved, "
+                "look again and retry",
+                code="concurrent_change",
+            ) from exc
         if exc_type is None and self._committed:
             events, self._events = self._events, []
             for event in events:

@@ -134,3 +134,15 @@ def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
     again = fh.run(seeded)
     assert again.blocked[job_id] == summary.blocked[job_id]
     assert len(fh.refusals(seeded, "job", job_id)) == 1
+
+
+def test_the_runner_runs_a_batch_an_operator_started_by_hand(seeded: App) -> None:
+    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+    assert fh.batch(seeded, batch_id).status == "in_progress"
+
+    summary = fh.run(seeded)
+
+    assert summary.batches_completed == [batch_id]
+    record = fh.batch(seeded, batch_id)
+    assert record.status == "completed" and record.unit_masses_mg
+    assert record.operator_id == fh.actor(seeded, "operator").user_id

@@ -390,6 +390,7 @@ def decide(
         password=body.password,
         meaning=body.meaning,
         reason=body.reason,
+        record_hash=body.record_hash,
     )
     with application.uow() as fresh:
         return review_dict(application, fresh, review)

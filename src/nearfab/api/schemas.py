@@ -84,6 +84,8 @@ class DecisionIn(BaseModel):
     password: str
     meaning: str
     reason: str | None = None
+    # the record hash the client showed the QP (from GET /release/pending): signs only that
+    record_hash: str | None = None
 
 
 class DispenseIn(BaseModel):

@@ -26,6 +26,7 @@ from nearfab.identity import (
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, ProductionService
+from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
 
 
@@ -42,10 +43,23 @@ class CustodyService:
         production: ProductionService,
         master_files: MasterFileService,
         orders: OrderService,
+        quality: QualityService,
     ) -> None:
         self._production = production
         self._master_files = master_files
         self._orders = orders
+        self._quality = quality
+
+    def _check_release_signature(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
+        """A pack leaves quarantine only while its batch record matches the QP's signature."""
+        review = self._quality.review_for(uow, unit.batch_id)
+        if review is None or self._quality.signature_valid(uow, review) is not True:
+            raise Refused(
+                f"pack {unit.serial}: its batch record no longer matches the QP's release "
+                "signature; hold it and investigate",
+                field=field,
+                code="record_changed",
+            )
 
     def commission(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> list[SerialUnit]:
         """Give every pack of a made batch its GS1 identity (quarantined until release)."""
@@ -152,6 +166,7 @@ class CustodyService:
                     field="unit_or_batch_id",
                     code="not_released",
                 )
+            self._check_release_signature(uow, u, "unit_or_batch_id")
         return [self._label(uow, u) for u in units]
 
     def _label(self, uow: UnitOfWork, unit: SerialUnit) -> LabelContent:
@@ -224,6 +239,7 @@ class CustodyService:
                 field="scan",
                 code="not_released",
             )
+        self._check_release_signature(uow, unit, "scan")
         today = uow.clock.now().date()
         if unit.expiry < today:
             raise Refused(
@@ -256,10 +272,11 @@ class CustodyService:
             new={"unit_id": unit.id, "serial": unit.serial, "patient_ref": patient.ref},
             site_id=actor.site_id,
         )
+        order = self._orders.get(uow, unit.order_id)
+        order.updated_at = uow.clock.now()  # two last packs at once: one of them must conflict
         siblings = self.units_of_order(uow, unit.order_id)
         complete = all(u.status == UnitStatus.DISPENSED.value for u in siblings)
         if complete:
-            order = self._orders.get(uow, unit.order_id)
             self._orders.transition(
                 uow, actor, order, OrderStatus.DISPENSED, reason="every pack dispensed"
             )

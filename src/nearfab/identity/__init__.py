@@ -2,7 +2,7 @@
 
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
-from nearfab.identity.models import ApiToken, AuditEntry, Signature, User
+from nearfab.identity.models import ApiToken, AuditEntry, PlatformKey, Signature, User
 from nearfab.identity.services import (
     SignatureService,
     UserService,
@@ -10,6 +10,7 @@ from nearfab.identity.services import (
     audit,
     audit_trail,
     audited_transition,
+    check_platform_keys,
     refuse,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "ApiToken",
     "AuditAction",
     "AuditEntry",
+    "PlatformKey",
     "Role",
     "Signature",
     "SignatureService",
@@ -27,6 +29,7 @@ __all__ = [
     "audit",
     "audit_trail",
     "audited_transition",
+    "check_platform_keys",
     "record_hash",
     "refuse",
     "require_role",

@@ -69,3 +69,13 @@ class Signature(Base):
     record_type: Mapped[str] = mapped_column(String(64))
     record_id: Mapped[str] = mapped_column(String(64))
     record_hash: Mapped[str] = mapped_column(String(64))
+
+
+class PlatformKey(Base):
+    """Fingerprints of the keys every worker must share (ticket signing, patient identity)."""
+
+    __tablename__ = "platform_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]

@@ -9,8 +9,10 @@ from typing import Any, NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from nearfab.common.canonical import sha256_hex, to_jsonable
+from nearfab.common.clock import Clock
 from nearfab.common.errors import (
     Conflict,
     DomainError,
@@ -22,7 +24,7 @@ from nearfab.common.ids import new_id, new_token
 from nearfab.common.states import S, check_transition
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role
-from nearfab.identity.models import ApiToken, AuditEntry, Signature, User
+from nearfab.identity.models import ApiToken, AuditEntry, PlatformKey, Signature, User
 from nearfab.uow import UnitOfWork
 
 _hasher = PasswordHasher()
@@ -306,3 +308,22 @@ class SignatureService:
     def is_valid(sig: Signature, content: dict[str, Any]) -> bool:
         """True while the record still hashes to what was signed."""
         return sig.record_hash == record_hash(content)
+
+
+def check_platform_keys(
+    session_factory: sessionmaker[Any], clock: Clock, fingerprints: Mapping[str, str]
+) -> None:
+    """Every worker on one database must hold the same keys: the first start records their
+    fingerprints; a later start with other keys is refused before it signs or encrypts."""
+    with session_factory() as session:
+        for name, fingerprint in fingerprints.items():
+            row = session.get(PlatformKey, name)
+            if row is None:
+                session.add(PlatformKey(name=name, fingerprint=fingerprint, created_at=clock.now()))
+            elif row.fingerprint != fingerprint:
+                raise RuntimeError(
+                    f"key {name!r} in this data folder ({fingerprint}) is not the one this "
+                    f"database was started with ({row.fingerprint}); copy the keys/ folder "
+                    "from the first installation"
+                )
+        session.commit()

@@ -16,6 +16,9 @@ class MasterFile(Base):
     __table_args__ = (UniqueConstraint("code", "version"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     code: Mapped[str] = mapped_column(String(64))
     version: Mapped[int]
     title: Mapped[str] = mapped_column(String(200))

@@ -14,6 +14,9 @@ class MaterialLot(Base):
     __tablename__ = "material_lots"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     lot_number: Mapped[str] = mapped_column(String(64), unique=True)
     material_code: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(200))

@@ -14,6 +14,9 @@ class Site(Base):
     __tablename__ = "sites"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
@@ -26,6 +29,9 @@ class Machine(Base):
     __tablename__ = "machines"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
     name: Mapped[str] = mapped_column(String(200))
     machine_type: Mapped[str] = mapped_column(String(64))

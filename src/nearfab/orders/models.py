@@ -61,6 +61,9 @@ class Order(Base):
     __tablename__ = "orders"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     prescription_id: Mapped[str] = mapped_column(ForeignKey("prescriptions.id"))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))

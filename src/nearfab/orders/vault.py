@@ -15,6 +15,8 @@ from cryptography.fernet import Fernet
 class IdentityVault:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        # names the key without revealing it (checked against the database at start)
+        self.fingerprint = hashlib.sha256(b"nearfab-fingerprint" + key).hexdigest()[:16]
         self._mac_key = hashlib.sha256(b"nearfab-lookup" + key).digest()
 
     @classmethod

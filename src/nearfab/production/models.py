@@ -18,6 +18,9 @@ class BatchRecord(Base):
     __tablename__ = "batch_records"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     batch_number: Mapped[str] = mapped_column(String(20), unique=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from nearfab.common.errors import DomainError, Refused
+from nearfab.common.errors import DomainError
 from nearfab.identity import system_actor
 from nearfab.masterfiles import MasterFileService
 from nearfab.network import MachineStatus, NetworkService
@@ -18,6 +20,9 @@ from nearfab.scheduling import JobStatus, SchedulingService
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+# how long a job the gate refused waits before this runner tries it again
+REFUSAL_HOLD_S = 300.0
 
 
 @dataclass
@@ -74,9 +79,11 @@ class NetworkRunner:
         self._production = production
         self._parallel = max(1, parallel_machines)
         self._sweep = sweep
-        # jobs the gate refused (at ticketing or start), with why: not retried by this runner,
-        # since each retry would add the same refusal to the audit trail; a person must act
-        self._refused: dict[str, str] = {}
+        # jobs the gate refused (at ticketing or start), with why and when: not retried for a
+        # while, since each retry adds the same refusal to the audit trail; a person must act
+        self._refused: dict[str, tuple[str, float]] = {}
+        # one step at a time in this process (the demo thread and API calls share the runner)
+        self._lock = threading.Lock()
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
         self._agent = system_actor("site-agent")
@@ -91,13 +98,25 @@ class NetworkRunner:
         return total
 
     def step(self) -> RunSummary:
-        summary = RunSummary()
-        if self._sweep is not None:
-            self._sweep()
-        self._schedule(summary)
-        self._ticket(summary)
-        self._run(summary)
-        return summary
+        with self._lock:
+            summary = RunSummary()
+            if self._sweep is not None:
+                self._sweep()
+            self._schedule(summary)
+            self._ticket(summary)
+            self._run(summary)
+            return summary
+
+    def _held(self, job_id: str, summary: RunSummary) -> bool:
+        held = self._refused.get(job_id)
+        if held is None:
+            return False
+        why, when = held
+        if time.monotonic() - when > REFUSAL_HOLD_S:
+            del self._refused[job_id]
+            return False
+        summary.blocked[job_id] = why
+        return True
 
     def _schedule(self, summary: RunSummary) -> None:
         with self._uow() as uow:
@@ -114,15 +133,14 @@ class NetworkRunner:
         with self._uow() as uow:
             planned = [j.id for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
         for job_id in planned:
-            if job_id in self._refused:
-                summary.blocked[job_id] = self._refused[job_id]
+            if self._held(job_id, summary):
                 continue
             try:
                 with self._uow() as uow:
                     self._production.issue_ticket(uow, self._control, job_id)
                 summary.tickets.append(job_id)
             except DomainError as exc:
-                self._refused[job_id] = exc.message
+                self._refused[job_id] = (exc.message, time.monotonic())
                 summary.blocked[job_id] = exc.message
 
     def _operator_on_duty(self, uow: UnitOfWork, site_id: str, code: str) -> str | None:
@@ -134,16 +152,19 @@ class NetworkRunner:
         return None
 
     def _run(self, summary: RunSummary) -> None:
-        started: list[str] = []
-        busy: set[str] = set()
+        # batches already open (an operator pressed start, or a stopped process left them):
+        # their machines run them now; steps never overlap in this process, so none is running
+        with self._uow() as uow:
+            open_batches = self._production.batches(uow, status="in_progress")
+        started: list[str] = [b.id for b in open_batches]
+        busy: set[str] = {b.machine_id for b in open_batches}
         with self._uow() as uow:
             ready = [
                 (j.id, j.machine_id, j.site_id, j.order_id)
                 for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)
             ]
         for job_id, machine_id, site_id, order_id in ready:
-            if job_id in self._refused:
-                summary.blocked[job_id] = self._refused[job_id]
+            if self._held(job_id, summary):
                 continue
             if machine_id in busy or len(started) >= self._parallel:
                 continue
@@ -164,9 +185,9 @@ class NetworkRunner:
                     batch = self._production.start_batch(
                         uow, self._agent, job_id, operator_id=operator_id
                     )
-            except Refused as exc:
-                if exc.code != "machine_unavailable":  # that one passes by itself
-                    self._refused[job_id] = exc.message
+            except DomainError as exc:
+                if exc.code not in ("machine_unavailable", "concurrent_change"):  # pass by
+                    self._refused[job_id] = (exc.message, time.monotonic())
                 summary.blocked[job_id] = exc.message
                 continue
             busy.add(machine_id)
@@ -181,8 +202,12 @@ class NetworkRunner:
         with ThreadPoolExecutor(max_workers=self._parallel) as pool:
             outcomes = list(pool.map(execute, started))
         for batch_id, outcome in zip(started, outcomes, strict=True):
-            with self._uow() as uow:
-                batch = self._production.record_run(uow, self._agent, batch_id, outcome)
+            try:  # each machine's evidence on its own: one failure must not lose the others
+                with self._uow() as uow:
+                    batch = self._production.record_run(uow, self._agent, batch_id, outcome)
+            except Exception:
+                log.exception("recording batch %s failed; it stays in progress", batch_id)
+                continue
             if isinstance(outcome, DomainError):
                 summary.batches_failed.append(batch.id)
             else:

@@ -15,11 +15,16 @@ class ReleaseReview(Base):
     __tablename__ = "release_reviews"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), unique=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
     proposed_decision: Mapped[str] = mapped_column(String(32))
     proposal: Mapped[dict[str, Any]]
+    # hash of the batch record the RTRT rule evaluated: a QP decision on anything else is refused
+    record_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime]
     decision: Mapped[str | None] = mapped_column(String(32))

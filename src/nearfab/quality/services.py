@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from nearfab.identity import (
     refuse,
     require_role,
 )
+from nearfab.identity import record_hash as hash_of_record
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.orders import OrderService, OrderStatus
@@ -28,6 +30,8 @@ from nearfab.quality.logic import ReleaseEvidence, propose_release
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.uow import UnitOfWork
 
+ReleaseCheck = Callable[[UnitOfWork, str], str | None]
+
 
 class QualityService:
     def __init__(
@@ -37,7 +41,11 @@ class QualityService:
         materials: MaterialService,
         orders: OrderService,
         signatures: SignatureService,
+        release_check: ReleaseCheck | None = None,
     ) -> None:
+        """`release_check` (wired in bootstrap) says why a batch cannot be released yet, e.g.
+        its packs are not serialised; None when it can."""
+        self._release_check = release_check
         self._production = production
         self._master_files = master_files
         self._materials = materials
@@ -81,6 +89,7 @@ class QualityService:
             site_id=batch.site_id,
             proposed_decision=proposal.decision,
             proposal=proposal.to_dict(),
+            record_hash=hash_of_record(batch.content()),
             status=ReviewStatus.PENDING.value,
             created_at=uow.clock.now(),
             decision=None,
@@ -152,8 +161,11 @@ class QualityService:
         password: str,
         meaning: str,
         reason: str | None = None,
+        record_hash: str | None = None,
     ) -> ReleaseReview:
-        """A QP releases or rejects a batch with an e-signature bound to the batch record."""
+        """A QP releases or rejects a batch with an e-signature bound to the batch record.
+        `record_hash` is the hash of the record the QP was shown: if the record has changed
+        since, or since the RTRT evaluation, nothing is signed."""
         require_role(actor, Role.QP, action="releasing or rejecting a batch")
         try:
             decision = Decision(decision)
@@ -165,7 +177,7 @@ class QualityService:
         review = self.review_for(uow, batch.id)
         try:
             sig, reason = self._check_and_sign(
-                uow, actor, batch, review, decision, password, meaning, reason
+                uow, actor, batch, review, decision, password, meaning, reason, record_hash
             )
         except DomainError as exc:
             # a refused or failed signing attempt is itself a record (Part 11 §11.300)
@@ -238,6 +250,7 @@ class QualityService:
         password: str,
         meaning: str,
         reason: str | None,
+        shown_hash: str | None,
     ) -> tuple[Signature, str | None]:
         if review is None or review.status != ReviewStatus.PENDING.value:
             raise Refused(
@@ -245,6 +258,25 @@ class QualityService:
                 field="batch_id",
                 code="not_pending",
             )
+        current = hash_of_record(batch.content())
+        if review.record_hash and current != review.record_hash:
+            raise Refused(
+                f"the record of batch {batch.batch_number} changed after the RTRT evaluation; "
+                "nothing was signed",
+                field="batch_id",
+                code="record_changed",
+            )
+        if shown_hash and shown_hash != current:
+            raise Refused(
+                f"the record of batch {batch.batch_number} changed since it was shown to you; "
+                "nothing was signed, look again",
+                field="record_hash",
+                code="record_changed",
+            )
+        if decision is Decision.RELEASE and self._release_check is not None:
+            why_not = self._release_check(uow, batch.id)
+            if why_not:
+                raise Refused(why_not, field="batch_id", code="not_ready")
         reason = (reason or "").strip() or None
         if decision is Decision.REJECT and not reason:
             raise ValidationFailed("a rejection needs a reason", field="reason")
@@ -253,12 +285,7 @@ class QualityService:
                 f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
                 field="reason",
             )
-        content: dict[str, Any] = {
-            "batch": batch.content(),
-            "proposal": review.proposal,
-            "decision": decision.value,
-            "reason": reason,
-        }
+        content = self._signed_content(uow, batch, review, decision.value, reason)
         sig = self._signatures.sign(
             uow,
             actor,
@@ -285,13 +312,29 @@ class QualityService:
         )
         if sig is None:
             return False
-        content = {
+        content = self._signed_content(uow, batch, review, review.decision, review.reason)
+        return self._signatures.is_valid(sig, content)
+
+    def _signed_content(
+        self,
+        uow: UnitOfWork,
+        batch: BatchRecord,
+        review: ReleaseReview,
+        decision: str | None,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
+        raised on it, the decision and its reason."""
+        return {
             "batch": batch.content(),
             "proposal": review.proposal,
-            "decision": review.decision,
-            "reason": review.reason,
+            "deviations": [
+                {"id": d.id, "kind": d.kind, "description": d.description}
+                for d in self.deviations(uow, batch.id)
+            ],
+            "decision": decision,
+            "reason": reason,
         }
-        return self._signatures.is_valid(sig, content)
 
     def review_for(self, uow: UnitOfWork, batch_id: str) -> ReleaseReview | None:
         return uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch_id))

@@ -15,6 +15,9 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: an update that lost a race raises instead of overwriting
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
     machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))

@@ -283,6 +283,7 @@ def release_sign(
     password: Annotated[str, Form()],
     reason: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
+    record_hash: Annotated[str, Form()] = "",
 ) -> Response:
     if actor is None:
         return _need_login(request)
@@ -298,6 +299,7 @@ def release_sign(
                 password=password,
                 meaning=meaning,
                 reason=reason or None,
+                record_hash=record_hash or None,
             )
     except DomainError as exc:
         with application.uow() as uow:
