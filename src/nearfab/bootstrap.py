@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from nearfab.production.runner import NetworkRunner
 from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
 from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,10 +152,18 @@ def build_app(
             made = production.batches(u, status="completed")
             unserialised = [b.id for b in made if not custody.units_of_batch(u, b.id)]
             unevaluated = [b.id for b in made if quality.review_for(u, b.id) is None]
-        for batch_id in unserialised:
-            serialise(BatchCompleted(batch_id))
-        for batch_id in unevaluated:
-            evaluate(BatchCompleted(batch_id))
+        with uow() as u:
+            lagging = custody.lagging_dispositions(u)
+        retries: list[tuple[Callable[[Any], None], object]] = [
+            *((serialise, BatchCompleted(b)) for b in unserialised),
+            *((evaluate, BatchCompleted(b)) for b in unevaluated),
+            *((on_dispositioned, BatchDispositioned(b, d)) for b, d in lagging),
+        ]
+        for reaction, event in retries:
+            try:
+                reaction(event)
+            except Exception:  # still failing: logged, tried again next step
+                log.exception("retrying %s for %r failed", reaction.__name__, event)
 
     runner = NetworkRunner(uow, network, master_files, orders, scheduling, production, sweep=sweep)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from sqlalchemy import select
 from tests import flow_helpers as fh
 
@@ -146,3 +147,26 @@ def test_the_runner_runs_a_batch_an_operator_started_by_hand(seeded: App) -> Non
     record = fh.batch(seeded, batch_id)
     assert record.status == "completed" and record.unit_masses_mg
     assert record.operator_id == fh.actor(seeded, "operator").user_id
+
+
+def test_the_sweep_finishes_what_a_failed_reaction_left_undone(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = fh.make_batch(seeded, days=10)
+    calls = {"n": 0}
+    real = type(seeded.custody).apply_disposition
+
+    def flaky(self: object, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("label printer service down")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(seeded.custody), "apply_disposition", flaky)
+    fh.release(seeded, batch_id)  # the QP's decision stands though its reaction failed
+    with seeded.uow() as uow:
+        assert [u.status for u in seeded.custody.units_of_batch(uow, batch_id)] == ["quarantine"]
+    fh.run(seeded)
+    with seeded.uow() as uow:
+        assert [u.status for u in seeded.custody.units_of_batch(uow, batch_id)] == ["released"]
+    assert calls["n"] == 2

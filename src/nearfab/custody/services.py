@@ -284,6 +284,20 @@ class CustodyService:
         return DispenseResult(unit=unit, dispense=record, order_complete=complete)
 
     # --- queries -----------------------------------------------------------------------------
+    def lagging_dispositions(self, uow: UnitOfWork) -> list[tuple[str, str]]:
+        """(batch id, QP decision) of dispositioned batches whose packs are still quarantined,
+        e.g. because the reaction to the decision failed; the runner's sweep completes them."""
+        rows = uow.session.execute(
+            select(BatchRecord.id, BatchRecord.status)
+            .join(SerialUnit, SerialUnit.batch_id == BatchRecord.id)
+            .where(
+                SerialUnit.status == UnitStatus.QUARANTINE.value,
+                BatchRecord.status.in_(("released", "rejected")),
+            )
+            .distinct()
+        )
+        return [(b, "release" if s == "released" else "reject") for b, s in rows]
+
     def units_of_batch(self, uow: UnitOfWork, batch_id: str) -> list[SerialUnit]:
         return list(
             uow.session.scalars(
