@@ -35,4 +35,5 @@ def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -
     # RTRT 'release' proposals were signed by the autopilot QP, and nothing else was
     assert auto and all(r.proposed_decision == "release" for r in auto)
     assert all("autopilot" in s.meaning for s in sigs)
+    assert {s.signer_name for s in sigs} == {"QP autopilot (demo only, not a person)"}
     assert all(r.status == "pending" for r in reviews if r.proposed_decision != "release")

@@ -76,7 +76,8 @@ def build_app(
     """Wire the application. `machine_speed` > 1 makes simulated printers faster than real ones
     (demo, `network run`); they share the platform clock, so timestamps and expiries agree."""
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # the folder holds the database, keys and patient data: its owner only
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     if migrate:
         from nearfab.migrations import upgrade
@@ -87,6 +88,7 @@ def build_app(
     clock = clock or SystemClock()
     bus = EventBus()
     keys = Path(settings.data_dir) / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
     check_platform_keys(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.bootstrap import App
-from nearfab.identity import Role, User, actor_of, system_actor
+from nearfab.identity import AuditAction, AuditEntry, Role, User, actor_of, audit, system_actor
 from nearfab.network import SiteStatus
 
 SNOMED = "http://snomed.info/sct"
@@ -20,6 +20,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 
 HYDROCORTISONE = "MF-HC-PRINTLET"
+AUTOPILOT = "qp-autopilot"
 PROPRANOLOL = "MF-PROP-PRINTLET"
 
 PROCESS_PARAMETERS = {
@@ -42,6 +43,9 @@ CQA_SPECS = {
 USERS = [
     ("admin", "Ada Admin", [Role.ADMIN], None),
     ("qp", "Quentin Parr (QP)", [Role.QP], "CTRL"),
+    # the demo's automatic signer: its own account, so no person's signature is ever applied
+    # by software (21 CFR 11.200); never create it outside a demo
+    (AUTOPILOT, "QP autopilot (demo only, not a person)", [Role.QP], "CTRL"),
     ("planner", "Priya Planner", [Role.PLANNER], "CTRL"),
     ("auditor", "Aud Itor", [Role.AUDITOR], "CTRL"),
     ("pharmacist", "Phil Harmon", [Role.PHARMACIST], "GSTT-PH"),
@@ -72,14 +76,24 @@ class DemoSeed:
 
 
 def is_seeded(app: App) -> bool:
+    """True once a demo seed ran to its end (its last act is an audit row saying so)."""
     with app.uow() as uow:
-        return uow.session.scalar(select(User).limit(1)) is not None
+        marker = select(AuditEntry).where(
+            AuditEntry.entity_type == "platform", AuditEntry.entity_id == "demo-seed"
+        )
+        return uow.session.scalar(marker.limit(1)) is not None
 
 
 def seed(app: App, password: str | None = None) -> DemoSeed:
-    """Create the demo network. Refuses to run twice on the same database."""
+    """Create the demo network. Refuses to run twice, or on a database that holds anything."""
     if is_seeded(app):
-        raise RuntimeError("this database already holds a network; use a new --data-dir")
+        raise RuntimeError("this database already holds the demo network")
+    with app.uow() as uow:
+        if uow.session.scalar(select(User).limit(1)) is not None:
+            raise RuntimeError(
+                "this database already holds users (perhaps a demo seed that stopped half-way);"
+                " use a new --data-dir"
+            )
     generated = password is None
     password = password or secrets.token_urlsafe(12)
     boot = system_actor("demo-seed")
@@ -163,6 +177,16 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
                 app.materials.set_status(
                     uow, qp, lot.id, "approved", reason="certificate of analysis reviewed"
                 )
+    with app.uow() as uow:  # the marker that the whole network is there
+        audit(
+            uow,
+            boot,
+            AuditAction.CREATE,
+            "platform",
+            "demo-seed",
+            new={"sites": len(SITES), "machines": len(MACHINES), "users": len(users)},
+        )
+        uow.commit()
     return DemoSeed(password=password, generated=generated, usernames=list(users))
 
 

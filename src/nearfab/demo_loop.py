@@ -10,7 +10,7 @@ import time
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
-from nearfab.demo import prescription_bundle
+from nearfab.demo import AUTOPILOT, prescription_bundle
 from nearfab.identity import actor_of, system_actor
 from nearfab.production import Fault
 
@@ -108,7 +108,7 @@ class DemoLoop:
         if self._password is None:
             return
         with self.app.uow() as uow:
-            qp_user = self.app.users.by_username(uow, "qp")
+            qp_user = self.app.users.by_username(uow, AUTOPILOT)
             batch_ids = [
                 r.batch_id
                 for r in self.app.quality.pending(uow)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
+from nearfab.common.errors import Refused
 from nearfab.network import Qualification
 from nearfab.scheduling import Job
 
@@ -170,3 +171,19 @@ def test_the_sweep_finishes_what_a_failed_reaction_left_undone(
     with seeded.uow() as uow:
         assert [u.status for u in seeded.custody.units_of_batch(uow, batch_id)] == ["released"]
     assert calls["n"] == 2
+
+
+def test_a_stuck_scheduled_order_can_be_taken_off_and_cancelled(seeded: App) -> None:
+    job_id = fh.schedule(seeded, fh.submit(seeded))
+    order_id = fh.job(seeded, job_id).order_id
+    planner, clinician = fh.actor(seeded, "planner"), fh.actor(seeded, "clinician")
+    with seeded.uow() as uow:
+        seeded.scheduling.unschedule(uow, planner, order_id, reason="site closing early")
+    assert fh.job(seeded, job_id).status == "cancelled"
+    assert fh.order_status(seeded, order_id) == "designed"
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+        seeded.scheduling.unschedule(uow, planner, order_id, reason="again")
+    assert caught.value.code == "not_scheduled"
+    with seeded.uow() as uow:
+        seeded.orders.cancel(uow, clinician, order_id, reason="patient moved hospital")
+    assert fh.order_status(seeded, order_id) == "cancelled"

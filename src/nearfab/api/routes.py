@@ -344,6 +344,15 @@ def cancel_order(
     return _row(application.orders.cancel(uow, actor, order_id, reason=body.reason), "id", "status")
 
 
+@router.post("/orders/{order_id}/unschedule", tags=["orders"])
+def unschedule_order(
+    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """Take a scheduled order off its machine before it starts (the job is cancelled)."""
+    job = application.scheduling.unschedule(uow, actor, order_id, reason=body.reason)
+    return _row(job, "id", "order_id", "status")
+
+
 @router.post("/orders/{order_id}/replan", tags=["orders"])
 def replan_order(
     order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep

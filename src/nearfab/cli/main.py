@@ -15,6 +15,7 @@ from nearfab.cli.context import (
     CliState,
     console,
     emit_json,
+    err_console,
     fail,
     local_actor,
     login,
@@ -68,7 +69,11 @@ def init(
         if is_seeded(application):
             console.print("demo network already present; nothing seeded")
             return
-        result = seed(application, application.settings.demo_password)
+        try:
+            result = seed(application, application.settings.demo_password)
+        except RuntimeError as exc:
+            err_console.print(f"[bold red]not seeded[/]: {exc}")
+            raise typer.Exit(code=2) from None
         console.print(f"demo network seeded; users: {', '.join(result.usernames)}")
         if result.generated:
             console.print(f"generated password for every demo user: [bold]{result.password}[/]")
@@ -220,6 +225,23 @@ def order_cancel(
         data_dir,
         as_json,
         lambda app, uow: app.orders.cancel(uow, local_actor(), order_id, reason=reason),
+    )
+
+
+@order_app.command("unschedule")
+def order_unschedule(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="Why the order comes off its machine.")],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Take a scheduled order off its machine before it starts (prints the cancelled job)."""
+    _order_change(
+        ctx,
+        data_dir,
+        as_json,
+        lambda app, uow: app.scheduling.unschedule(uow, local_actor(), order_id, reason=reason),
     )
 
 

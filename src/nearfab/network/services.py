@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from nearfab.common.errors import Conflict, NotFound, ValidationFailed
+from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition, parse_state
 from nearfab.identity import Actor, AuditAction, Role, User, audit, audited_transition, require_role
@@ -211,6 +211,16 @@ class NetworkService:
             raise ValidationFailed("a machine state change needs a reason", field="reason")
         machine = self.get_machine(uow, machine_id)
         target = parse_state(MachineStatus, target)
+        if (
+            machine.status == MachineStatus.BUSY.value
+            and target is MachineStatus.AVAILABLE
+            and "system" not in actor.roles
+        ):
+            raise Refused(
+                f"machine {machine.name} is running a batch; it frees itself when the run ends",
+                field="status",
+                code="machine_busy",
+            )
         audited_transition(
             uow,
             actor,

@@ -101,7 +101,7 @@ class OrderService:
                 field=f"{where}.dispenseRequest",
             )
 
-    def _patient(self, uow: UnitOfWork, rx: PrescriptionIn) -> Patient:
+    def _patient(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn) -> Patient:
         # match only on business identifiers (NHS number...): a sender's "Patient/1" is not
         # unique across hospitals, so without identifiers each prescription gets its own patient
         key = "|".join(sorted(rx.patient_identifiers)) or f"unmatched:{new_id('x', 16)}"
@@ -129,11 +129,20 @@ class OrderService:
                     patient_id=patient.id, ciphertext=self._vault.encrypt(identity), updated_at=now
                 )
             )
+            # the audit names the pseudonym only; identifying data stays encrypted apart
+            audit(
+                uow,
+                actor,
+                AuditAction.CREATE,
+                "patient",
+                patient.id,
+                new={"ref": patient.ref, "identity": "encrypted"},
+            )
         return patient
 
     def _store(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn, mf: MasterFile) -> Order:
         now = uow.clock.now()
-        patient = self._patient(uow, rx)
+        patient = self._patient(uow, actor, rx)
         raw = canonical_json(rx.raw)
         prescription = Prescription(
             id=new_id("rx"),

@@ -18,6 +18,7 @@ from nearfab.identity import (
     audited_transition,
     refuse,
     require_role,
+    system_actor,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService, MasterFileStatus
 from nearfab.materials import MaterialService
@@ -381,7 +382,7 @@ class ProductionService:
         if machine.status == MachineStatus.BUSY.value:  # not if put into maintenance meanwhile
             self._network.set_machine_status(
                 uow,
-                actor,
+                system_actor("machine-adapter"),  # the machine reports its run over
                 machine.id,
                 MachineStatus.AVAILABLE,
                 reason=f"batch {batch.batch_number} ended",

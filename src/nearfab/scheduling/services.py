@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import NotFound, Refused
+from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
@@ -171,6 +171,27 @@ class SchedulingService:
             reason=f"planned on {choice.machine_name}",
             extra={"job_id": job.id},
         )
+        uow.commit()
+        return job
+
+    def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Job:
+        """Take a scheduled order off its machine before it starts: the job is cancelled and the
+        order is designed again (to be planned anew, or cancelled)."""
+        require_role(actor, Role.PLANNER, Role.PHARMACIST, action="unscheduling an order")
+        if not reason.strip():
+            raise ValidationFailed("unscheduling needs a reason", field="reason")
+        order = self._orders.get(uow, order_id)
+        waiting = self.jobs(uow, JobStatus.PLANNED, JobStatus.TICKET_ISSUED, order_id=order.id)
+        if order.status != OrderStatus.SCHEDULED.value or not waiting:
+            raise Refused(
+                f"order {order.id} is {order.status}; only a scheduled order whose job "
+                "has not started can be unscheduled",
+                field="order_id",
+                code="not_scheduled",
+            )
+        (job,) = waiting
+        self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
+        self._orders.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
         uow.commit()
         return job
 

@@ -157,12 +157,14 @@ def login_submit(
         )
     request.session.clear()
     request.session["user_id"] = user.id
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    # only paths on this site: "//host" and "/\\host" would leave it
+    target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> RedirectResponse:
+    _check_csrf(request, csrf_token)  # another site must not log people out
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

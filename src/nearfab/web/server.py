@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from pathlib import Path
 
@@ -28,9 +29,10 @@ def _session_secret(application: App) -> str:
         return application.settings.session_secret
     path = Path(application.settings.data_dir) / "keys" / "session.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never world-readable
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 
@@ -78,7 +80,10 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
     application = build_app(settings, machine_speed=speed)
     password = settings.demo_password
     if not is_seeded(application):
-        result = seed(application, password)
+        try:
+            result = seed(application, password)
+        except RuntimeError as exc:
+            raise SystemExit(f"nearfab demo: {exc}") from None
         password = result.password
         print(f"demo network seeded in {settings.data_dir}")
         print(f"users: {', '.join(result.usernames)}")
