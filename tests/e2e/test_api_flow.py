@@ -166,12 +166,12 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
         "released",
         "dispensed",
     ]
-    # the QP's failed signing attempt is on the batch's record; the dispense refusal is
-    # kept under the scan
+    # the QP's wrong password and the pharmacist's attempt to certify are on the batch's
+    # record; the dispense refusal is kept under the scan
     refusals = [
         (e["entity_type"], e["actor"]) for e in final["timeline"] if e["action"] == "refuse"
     ]
-    assert refusals == [("batch", "Quentin Parr (QP)")]
+    assert refusals == [("batch", "Quentin Parr (QP)"), ("batch", "Phil Harmon")]
     with seeded.uow() as uow:
         from nearfab.identity import AuditEntry
 

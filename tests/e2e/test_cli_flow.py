@@ -56,6 +56,12 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     )
     (order,) = submitted["orders"]
     assert order["status"] == "designed" and order["units"] == 84
+    trail = as_json(nearfab(data, "audit", "order", order["id"], "--json"))
+    assert [(e["action"], (e["new"] or {}).get("status")) for e in trail] == [
+        ("create", "received"),
+        ("transition", "designed"),
+    ]
+    assert trail[0]["actor_id"].startswith("system:cli:")
 
     run = as_json(nearfab(data, "network", "run", "--until-idle", "--json"))
     assert len(run["batches_completed"]) == 1
@@ -64,6 +70,15 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     (item,) = pending
     assert item["proposed_decision"] == "release"
     batch_id = item["batch_id"]
+    record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
+    assert record["status"] == "completed" and len(record["unit_masses_mg"]) == 84
+    assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]
+    assert [s["name"] for s in record["steps"]][:3] == [
+        "material_dispensed",
+        "run_started",
+        "run_finished",
+    ]
+    assert record["signatures"] == []
 
     # a rejection needs a reason; a wrong password signs nothing
     refused = nearfab(
@@ -120,6 +135,15 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     )
     assert signed["status"] == "released" and signed["signature_valid"] is True
     assert as_json(nearfab(data, "release", "pending", "--json")) == []
+    record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
+    (signature,) = record["signatures"]
+    assert signature["meaning"] == "QP release" and signature["signer"] == "Quentin Parr (QP)"
+    assert record["status"] == "released" and record["review"]["signature_valid"] is True
+    # the refused rejection (no reason) is on the batch's trail; the wrong password never got
+    # past the login, which the user's trail keeps as login_failed
+    batch_trail = as_json(nearfab(data, "audit", "batch", batch_id, "--json"))
+    (refused_row,) = [e for e in batch_trail if e["action"] == "refuse"]
+    assert "rejection needs a reason" in refused_row["reason"]
 
     shown = as_json(nearfab(data, "order", "show", order["id"], "--json"))
     assert shown["status"] == "released"
@@ -148,23 +172,29 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
         ok=False,
     )
     assert wrong.returncode == 2 and as_json(wrong)["error"]["code"] == "wrong_patient"
-    for pack in packs:
-        done = as_json(
-            nearfab(
-                data,
-                "dispense",
-                "--scan",
-                pack["element_string"],
-                "--patient",
-                shown["patient_ref"],
-                "--user",
-                "pharmacist",
-                "--password",
-                PASSWORD,
-                "--json",
+
+    def dispense(pack: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            as_json(
+                nearfab(
+                    data,
+                    "dispense",
+                    "--scan",
+                    pack["element_string"],
+                    "--patient",
+                    shown["patient_ref"],
+                    "--user",
+                    "pharmacist",
+                    "--password",
+                    PASSWORD,
+                    "--json",
+                )
             )
         )
-    assert done["order_complete"] is True
+
+    done = [dispense(pack) for pack in packs]
+    assert [d["order_complete"] for d in done] == [False, False, True]
+    assert {d["serial"] for d in done} == {p["serial"] for p in packs}
     final = as_json(nearfab(data, "order", "show", order["id"], "--json"))
     assert final["status"] == "dispensed"
 

@@ -166,21 +166,22 @@ class QualityService:
         """A QP releases or rejects a batch with an e-signature bound to the batch record.
         `record_hash` is the hash of the record the QP was shown: if the record has changed
         since, or since the RTRT evaluation, nothing is signed."""
-        require_role(actor, Role.QP, action="releasing or rejecting a batch")
-        try:
-            decision = Decision(decision)
-        except ValueError:
-            raise ValidationFailed(
-                f"decision must be release or reject, not {decision!r}", field="decision"
-            ) from None
         batch = self._production.get(uow, batch_id)
         review = self.review_for(uow, batch.id)
         try:
+            # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
+            # whoever made it and whatever was wrong
+            require_role(actor, Role.QP, action="releasing or rejecting a batch")
+            try:
+                decision = Decision(decision)
+            except ValueError:
+                raise ValidationFailed(
+                    f"decision must be release or reject, not {decision!r}", field="decision"
+                ) from None
             sig, reason = self._check_and_sign(
                 uow, actor, batch, review, decision, password, meaning, reason, record_hash
             )
         except DomainError as exc:
-            # a refused or failed signing attempt is itself a record (Part 11 §11.300)
             refuse(uow, actor, exc, "batch", batch.id, site_id=batch.site_id)
         assert review is not None
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
