@@ -70,6 +70,11 @@ def main() -> None:
         summary = app.runner.run_until_idle()
         made = len(summary.batches_completed)
         run_s = time.perf_counter() - start
+        with app.uow() as uow:
+            tablets = [
+                len(app.production.get(uow, b).unit_masses_mg or [])
+                for b in summary.batches_completed
+            ]
         result = {
             "orders": args.orders,
             "prescriptions_per_s": round(intake, 1),
@@ -77,7 +82,7 @@ def main() -> None:
             "ratio": round(intake / raw, 3),
             "batches": made,
             "batches_per_s": round(made / run_s, 2),
-            "tablets_per_batch": 9,
+            "tablets_per_batch": round(sum(tablets) / max(1, len(tablets)), 1),
         }
     if args.json:
         print(json.dumps(result))
