@@ -234,6 +234,7 @@ def test_pages_ask_no_other_host(
         ("batch", f"/batches/{batch_id}"),
         ("release", "/release"),
         ("dispense", "/dispense"),
+        ("api reference", "/api/docs"),
     ]:
         page.goto(path)
         page.wait_for_load_state("networkidle")
