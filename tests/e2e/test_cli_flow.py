@@ -262,3 +262,24 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
             proc.kill()
     if proc.returncode not in (0, -15):
         pytest.fail(f"demo exited with {proc.returncode}")
+
+
+def test_cli_order_changes_need_a_reason_and_follow_the_lifecycle(tmp_path: Path) -> None:
+    data = tmp_path / "site"
+    nearfab(data, "init", "--demo")
+    submitted = as_json(
+        nearfab(
+            data,
+            "order",
+            "submit",
+            str(FIXTURE / "hydrocortisone-paediatric-bundle.json"),
+            "--json",
+        )
+    )
+    order_id = submitted["orders"][0]["id"]
+    refused = nearfab(data, "order", "replan", order_id, "--reason", "retry", "--json", ok=False)
+    assert refused.returncode == 2 and as_json(refused)["error"]["code"] == "not_failed"
+    done = as_json(nearfab(data, "order", "cancel", order_id, "--reason", "duplicate", "--json"))
+    assert done == {"id": order_id, "status": "cancelled"}
+    trail = as_json(nearfab(data, "audit", "order", order_id, "--json"))
+    assert trail[-1]["reason"] == "duplicate" and trail[-1]["new"]["status"] == "cancelled"

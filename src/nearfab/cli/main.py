@@ -211,70 +211,53 @@ def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir =
     console.print(table)
 
 
-@order_app.command("cancel")
-def order_cancel(
-    ctx: typer.Context,
-    order_id: str,
-    reason: Annotated[str, typer.Option(help="Why the order is cancelled.")],
-    as_json: JsonOpt = False,
-    data_dir: DataDir = None,
-) -> None:
-    """Cancel an order that is not yet scheduled."""
-    _order_change(
-        ctx,
-        data_dir,
-        as_json,
-        lambda app, uow: app.orders.cancel(uow, local_actor(), order_id, reason=reason),
-    )
+# order changes that take only a reason: (command, what it does, the service call)
+_ORDER_CHANGES: list[tuple[str, str, Callable[[Any, Any, str, str], Any]]] = [
+    (
+        "cancel",
+        "Cancel an order that is not yet scheduled.",
+        lambda app, uow, oid, why: app.orders.cancel(uow, local_actor(), oid, reason=why),
+    ),
+    (
+        "unschedule",
+        "Take a scheduled order off its machine before it starts (prints the job).",
+        lambda app, uow, oid, why: app.scheduling.unschedule(uow, local_actor(), oid, reason=why),
+    ),
+    (
+        "replan",
+        "Send a failed order back to planning.",
+        lambda app, uow, oid, why: app.orders.replan(uow, local_actor(), oid, reason=why),
+    ),
+]
 
 
-@order_app.command("unschedule")
-def order_unschedule(
-    ctx: typer.Context,
-    order_id: str,
-    reason: Annotated[str, typer.Option(help="Why the order comes off its machine.")],
-    as_json: JsonOpt = False,
-    data_dir: DataDir = None,
-) -> None:
-    """Take a scheduled order off its machine before it starts (prints the cancelled job)."""
-    _order_change(
-        ctx,
-        data_dir,
-        as_json,
-        lambda app, uow: app.scheduling.unschedule(uow, local_actor(), order_id, reason=reason),
-    )
+def _order_change_command(
+    doc: str, change: Callable[[Any, Any, str, str], Any]
+) -> Callable[..., None]:
+    def command(
+        ctx: typer.Context,
+        order_id: str,
+        reason: Annotated[str, typer.Option(help="Why; kept in the audit trail.")],
+        as_json: JsonOpt = False,
+        data_dir: DataDir = None,
+    ) -> None:
+        application = state(ctx, data_dir).app()
+        try:
+            with application.uow() as uow:
+                changed = change(application, uow, order_id, reason)
+        except DomainError as exc:
+            fail(exc, as_json)
+        if as_json:
+            emit_json({"id": changed.id, "status": changed.status})
+        else:
+            console.print(f"{changed.id}: {changed.status}")
+
+    command.__doc__ = doc
+    return command
 
 
-@order_app.command("replan")
-def order_replan(
-    ctx: typer.Context,
-    order_id: str,
-    reason: Annotated[str, typer.Option(help="Why the failed order is planned again.")],
-    as_json: JsonOpt = False,
-    data_dir: DataDir = None,
-) -> None:
-    """Send a failed order back to planning."""
-    _order_change(
-        ctx,
-        data_dir,
-        as_json,
-        lambda app, uow: app.orders.replan(uow, local_actor(), order_id, reason=reason),
-    )
-
-
-def _order_change(
-    ctx: typer.Context, data_dir: Path | None, as_json: bool, change: Callable[[Any, Any], Any]
-) -> None:
-    application = state(ctx, data_dir).app()
-    try:
-        with application.uow() as uow:
-            order = change(application, uow)
-    except DomainError as exc:
-        fail(exc, as_json)
-    if as_json:
-        emit_json({"id": order.id, "status": order.status})
-    else:
-        console.print(f"order {order.id}: {order.status}")
+for _name, _doc, _change in _ORDER_CHANGES:
+    order_app.command(_name)(_order_change_command(_doc, _change))
 
 
 # --- network ---------------------------------------------------------------------------------
