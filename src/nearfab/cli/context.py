@@ -5,9 +5,10 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -72,3 +73,23 @@ def fail(exc: DomainError, as_json: bool = False) -> NoReturn:
         where = f" [{exc.field}]" if exc.field else ""
         err_console.print(f"[bold red]refused[/] ({exc.code}){where}: {exc.message}")
     raise typer.Exit(code=2)
+
+
+T = TypeVar("T")
+
+
+def use_case(application: App, as_json: bool, step: Callable[[Any], T]) -> T:
+    """Run one use case in its own unit of work; a refusal is printed and exits with code 2."""
+    try:
+        with application.uow() as uow:
+            return step(uow)
+    except DomainError as exc:
+        fail(exc, as_json)
+
+
+def signed_in(application: App, username: str, password: str, as_json: bool) -> Actor:
+    """The person behind --user/--password, or a refusal and exit code 2."""
+    try:
+        return login(application, username, password)
+    except DomainError as exc:
+        fail(exc, as_json)

@@ -18,8 +18,9 @@ from nearfab.cli.context import (
     err_console,
     fail,
     local_actor,
-    login,
+    signed_in,
     state,
+    use_case,
 )
 from nearfab.common.errors import DomainError, ValidationFailed
 
@@ -125,11 +126,9 @@ def order_submit(
         document = file.read_bytes()
     except OSError as exc:
         fail(ValidationFailed(f"cannot read {file}: {exc.strerror}", field="FILE"), as_json)
-    try:
-        with application.uow() as uow:
-            orders = application.orders.submit(uow, local_actor(), document)
-    except DomainError as exc:
-        fail(exc, as_json)
+    orders = use_case(
+        application, as_json, lambda uow: application.orders.submit(uow, local_actor(), document)
+    )
     rows = [
         {
             "id": o.id,
@@ -163,11 +162,7 @@ def order_show(
     from nearfab.readmodels import order_view
 
     application = state(ctx, data_dir).app()
-    try:
-        with application.uow() as uow:
-            view = order_view(application, uow, order_id)
-    except DomainError as exc:
-        fail(exc, as_json)
+    view = use_case(application, as_json, lambda uow: order_view(application, uow, order_id))
     if as_json:
         emit_json(view)
         return
@@ -242,11 +237,9 @@ def _order_change_command(
         data_dir: DataDir = None,
     ) -> None:
         application = state(ctx, data_dir).app()
-        try:
-            with application.uow() as uow:
-                changed = change(application, uow, order_id, reason)
-        except DomainError as exc:
-            fail(exc, as_json)
+        changed = use_case(
+            application, as_json, lambda uow: change(application, uow, order_id, reason)
+        )
         if as_json:
             emit_json({"id": changed.id, "status": changed.status})
         else:
@@ -382,22 +375,21 @@ def release_sign(
     from nearfab.readmodels import review_dict
 
     application = state(ctx, data_dir).app()
-    try:
-        actor = login(application, user, password)
-        with application.uow() as uow:
-            review = application.quality.decide(
-                uow,
-                actor,
-                batch_id,
-                decision=decision,
-                password=password,
-                meaning=meaning,
-                reason=reason,
-            )
-        with application.uow() as uow:
-            out = review_dict(application, uow, review)
-    except DomainError as exc:
-        fail(exc, as_json)
+    actor = signed_in(application, user, password, as_json)
+    review = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.decide(
+            uow,
+            actor,
+            batch_id,
+            decision=decision,
+            password=password,
+            meaning=meaning,
+            reason=reason,
+        ),
+    )
+    out = use_case(application, as_json, lambda uow: review_dict(application, uow, review))
     if as_json:
         emit_json(out)
     else:
@@ -413,11 +405,7 @@ def batch_show(
     from nearfab.readmodels import batch_view
 
     application = state(ctx, data_dir).app()
-    try:
-        with application.uow() as uow:
-            view = batch_view(application, uow, batch_id)
-    except DomainError as exc:
-        fail(exc, as_json)
+    view = use_case(application, as_json, lambda uow: batch_view(application, uow, batch_id))
     if as_json:
         emit_json(view)
         return
@@ -439,11 +427,9 @@ def label(
     if suffix not in ("png", "pdf"):
         fail(ValidationFailed("--out must end in .png or .pdf", field="--out"))
     application = state(ctx, data_dir).app()
-    try:
-        with application.uow() as uow:
-            contents = application.custody.labels(uow, unit_or_batch_id)
-    except DomainError as exc:
-        fail(exc)
+    contents = use_case(
+        application, False, lambda uow: application.custody.labels(uow, unit_or_batch_id)
+    )
     paths = []
     for i, content in enumerate(contents):
         target = out if len(contents) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
@@ -467,12 +453,12 @@ def dispense(
 ) -> None:
     """Check a pack against the patient and record the hand-over."""
     application = state(ctx, data_dir).app()
-    try:
-        actor = login(application, user, password)
-        with application.uow() as uow:
-            result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient)
-    except DomainError as exc:
-        fail(exc, as_json)
+    actor = signed_in(application, user, password, as_json)
+    result = use_case(
+        application,
+        as_json,
+        lambda uow: application.custody.dispense(uow, actor, scan=scan, patient_ref=patient),
+    )
     out = {
         "dispense_id": result.dispense.id,
         "unit_id": result.unit.id,
