@@ -257,7 +257,7 @@ def test_injected_fault_equals_constructor_fault() -> None:
     assert printer.faults == (fault,)
     assert printer.execute(make_ticket()) == a
     printer.clear_faults()
-    healthy = printer.execute(make_ticket())
+    healthy = printer.execute(make_ticket(ticket_id="T-0002"))  # a ticket runs once
     assert all(0.925 <= u.mass_mg / TARGET_MG <= 1.075 for u in healthy.units)
 
 
@@ -302,3 +302,16 @@ def test_faults_are_validated() -> None:
         Fault("gremlins")  # type: ignore[arg-type]
     with pytest.raises(ValidationFailed):
         Fault("nozzle_clog", from_unit=-1)
+
+
+def test_a_ticket_is_good_for_one_run_only() -> None:
+    clock = ManualClock()
+    signer = TicketSigner(Ed25519PrivateKey.generate())
+    printer = SimulatedTabletPrinter(
+        "mch_1", firmware="fw 1", clock=clock, control_public_key_pem=signer.public_key_pem, seed=1
+    )
+    ticket = signer.sign({"machine_id": "mch_1", "design": {"target_mass_mg": 50.0, "units": 2}})
+    assert len(printer.execute(ticket).units) == 2
+    with pytest.raises(TicketRejected) as caught:
+        printer.execute(ticket)
+    assert caught.value.code == "ticket_replayed"

@@ -215,6 +215,8 @@ class SimulatedTabletPrinter:
         self._clock = clock
         self._rng = np.random.default_rng(seed)
         self._faults: list[Fault] = list(faults)
+        # tickets this machine has run: a ticket authorises one run, never a replay
+        self._executed: set[str] = set()
         self.seconds_per_unit = float(seconds_per_unit)
         self.sample_every_s = float(sample_every_s)
 
@@ -269,7 +271,14 @@ class SimulatedTabletPrinter:
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
         verify_ticket(ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now())
+        if ticket.ticket_hash in self._executed:
+            raise TicketRejected(
+                "ticket already executed on this machine: a ticket is good for one run",
+                field="ticket",
+                code="ticket_replayed",
+            )
         target_mass, n_units = _design(ticket.payload)
+        self._executed.add(ticket.ticket_hash)
         setpoints = _setpoints(ticket.payload)
 
         events: list[str] = [
