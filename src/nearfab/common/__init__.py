@@ -1,7 +1,7 @@
 """Shared building blocks: ids, clocks, errors, JSON canonicalisation. Imports no domain."""
 
 from nearfab.common.canonical import canonical_json, sha256_hex, to_jsonable
-from nearfab.common.clock import Clock, ManualClock, ScaledClock, SystemClock, utcnow
+from nearfab.common.clock import Clock, ManualClock, SystemClock, utcnow
 from nearfab.common.errors import (
     Conflict,
     DomainError,
@@ -23,7 +23,6 @@ __all__ = [
     "ManualClock",
     "NotFound",
     "Refused",
-    "ScaledClock",
     "SystemClock",
     "Unauthenticated",
     "ValidationFailed",

@@ -1,4 +1,5 @@
-"""Injected clocks, so the same code runs in real time, in tests and in accelerated simulation."""
+"""Injected clocks, so the same code runs in real time and in tests (simulated printers are
+accelerated by compressing their runs, not by bending the clock: see production.fleet)."""
 
 from __future__ import annotations
 
@@ -43,21 +44,3 @@ class ManualClock:
 
     def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
-
-
-class ScaledClock:
-    """Wall-clock time running `factor` times faster than real time (accelerated demo)."""
-
-    def __init__(self, factor: float, start: datetime | None = None) -> None:
-        if factor <= 0:
-            raise ValueError("factor must be positive")
-        self.factor = factor
-        self._origin_sim = start or utcnow()
-        self._origin_real = time.monotonic()
-
-    def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._origin_real) * self.factor
-        return self._origin_sim + timedelta(seconds=elapsed)
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds) / self.factor)
