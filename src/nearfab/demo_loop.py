@@ -40,6 +40,7 @@ class DemoLoop:
         self._thread = threading.Thread(target=self._run, name="nearfab-demo", daemon=True)
         self._submitted = 0
         self._fault_pending = True
+        self._not_signed: set[str] = set()  # refused once: left for a person, not retried
 
     def start(self) -> None:
         self.inject_fault()
@@ -112,7 +113,7 @@ class DemoLoop:
             batch_ids = [
                 r.batch_id
                 for r in self.app.quality.pending(uow)
-                if r.proposed_decision == "release"
+                if r.proposed_decision == "release" and r.batch_id not in self._not_signed
             ]
         if qp_user is None:
             return
@@ -129,4 +130,5 @@ class DemoLoop:
                         meaning="QP release (demo autopilot: RTRT proposal accepted)",
                     )
             except DomainError as exc:
+                self._not_signed.add(batch_id)
                 log.warning("autopilot could not sign %s: %s", batch_id, exc.message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -19,8 +19,15 @@ def _lost_race(exc: BaseException) -> bool:
     if isinstance(exc, StaleDataError):
         return True
     if isinstance(exc, IntegrityError):
-        text = str(exc.orig).lower()
-        return "unique" in text or "duplicate key" in text
+        code = getattr(exc.orig, "sqlstate", None)
+        if code is not None:
+            return bool(code == "23505")  # unique_violation
+        return "unique constraint failed" in str(exc.orig).lower()
+    if isinstance(exc, OperationalError):
+        code = getattr(exc.orig, "sqlstate", None)
+        if code is not None:
+            return code in ("40001", "40P01")  # serialization failure, deadlock
+        return "database is locked" in str(exc.orig).lower()
     return False
 
 

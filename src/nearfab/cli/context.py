@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
@@ -71,7 +72,10 @@ def fail(exc: DomainError, as_json: bool = False) -> NoReturn:
         emit_json({"error": exc.to_dict()})
     else:
         where = f" [{exc.field}]" if exc.field else ""
-        err_console.print(f"[bold red]refused[/] ({exc.code}){where}: {exc.message}")
+        # escape: "[field]" and user text must not be read as rich markup
+        err_console.print(
+            f"[bold red]refused[/] ({exc.code}){escape(where)}: {escape(exc.message)}"
+        )
     raise typer.Exit(code=2)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.errors import DomainError, NotFound, Refused
 from nearfab.common.ids import new_id
@@ -273,7 +274,10 @@ class CustodyService:
             site_id=actor.site_id,
         )
         order = self._orders.get(uow, unit.order_id)
-        order.updated_at = uow.clock.now()  # two last packs at once: one of them must conflict
+        # two last packs at once: each bumps the order's version, so one of them must conflict
+        # (flag_modified: the UPDATE happens even when the time has not moved)
+        order.updated_at = uow.clock.now()
+        flag_modified(order, "updated_at")
         siblings = self.units_of_order(uow, unit.order_id)
         complete = all(u.status == UnitStatus.DISPENSED.value for u in siblings)
         if complete:

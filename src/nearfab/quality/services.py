@@ -360,6 +360,6 @@ class QualityService:
             uow.session.scalars(
                 select(Deviation)
                 .where(Deviation.batch_id == batch_id)
-                .order_by(Deviation.opened_at)
+                .order_by(Deviation.opened_at, Deviation.id)
             )
         )
