@@ -187,3 +187,17 @@ def test_a_stuck_scheduled_order_can_be_taken_off_and_cancelled(seeded: App) -> 
     with seeded.uow() as uow:
         seeded.orders.cancel(uow, clinician, order_id, reason="patient moved hospital")
     assert fh.order_status(seeded, order_id) == "cancelled"
+
+
+def test_a_scheduled_order_is_cancelled_with_its_job_in_one_step(seeded: App) -> None:
+    job_id = fh.schedule(seeded, fh.submit(seeded))
+    order_id = fh.job(seeded, job_id).order_id
+    clinician = fh.actor(seeded, "clinician")
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:  # not behind the job's back
+        seeded.orders.cancel(uow, clinician, order_id, reason="x")
+    assert caught.value.code == "scheduled"
+    with seeded.uow() as uow:
+        seeded.scheduling.cancel_order(uow, clinician, order_id, reason="patient discharged")
+    assert fh.order_status(seeded, order_id) == "cancelled"
+    assert fh.job(seeded, job_id).status == "cancelled"
+    assert fh.run(seeded).scheduled == []  # nothing left for the runner to plan

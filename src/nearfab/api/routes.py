@@ -341,7 +341,9 @@ def schedule(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -
 def cancel_order(
     order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
-    return _row(application.orders.cancel(uow, actor, order_id, reason=body.reason), "id", "status")
+    """Cancel an order that has not started (a scheduled one together with its job)."""
+    order = application.scheduling.cancel_order(uow, actor, order_id, reason=body.reason)
+    return _row(order, "id", "status")
 
 
 @router.post("/orders/{order_id}/unschedule", tags=["orders"])
@@ -349,8 +351,8 @@ def unschedule_order(
     order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
     """Take a scheduled order off its machine before it starts (the job is cancelled)."""
-    job = application.scheduling.unschedule(uow, actor, order_id, reason=body.reason)
-    return _row(job, "id", "order_id", "status")
+    order = application.scheduling.unschedule(uow, actor, order_id, reason=body.reason)
+    return _row(order, "id", "status")
 
 
 @router.post("/orders/{order_id}/replan", tags=["orders"])

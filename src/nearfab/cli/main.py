@@ -210,12 +210,12 @@ def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir =
 _ORDER_CHANGES: list[tuple[str, str, Callable[[Any, Any, str, str], Any]]] = [
     (
         "cancel",
-        "Cancel an order that is not yet scheduled.",
-        lambda app, uow, oid, why: app.orders.cancel(uow, local_actor(), oid, reason=why),
+        "Cancel an order that has not started (a scheduled one together with its job).",
+        lambda app, uow, oid, why: app.scheduling.cancel_order(uow, local_actor(), oid, reason=why),
     ),
     (
         "unschedule",
-        "Take a scheduled order off its machine before it starts (prints the job).",
+        "Take a scheduled order off its machine before it starts.",
         lambda app, uow, oid, why: app.scheduling.unschedule(uow, local_actor(), oid, reason=why),
     ),
     (

@@ -24,7 +24,9 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.DESIGNED: frozenset(
         {OrderStatus.SCHEDULED, OrderStatus.STOPPED, OrderStatus.CANCELLED}
     ),
-    OrderStatus.SCHEDULED: frozenset({OrderStatus.IN_PRODUCTION, OrderStatus.DESIGNED}),
+    OrderStatus.SCHEDULED: frozenset(
+        {OrderStatus.IN_PRODUCTION, OrderStatus.DESIGNED, OrderStatus.CANCELLED}
+    ),
     OrderStatus.IN_PRODUCTION: frozenset({OrderStatus.AWAITING_RELEASE, OrderStatus.FAILED}),
     # a failed run goes back to planning: a new batch is made from scratch
     OrderStatus.FAILED: frozenset({OrderStatus.DESIGNED, OrderStatus.CANCELLED}),

@@ -285,6 +285,13 @@ class OrderService:
         if not reason.strip():
             raise ValidationFailed("cancelling an order needs a reason", field="reason")
         order = self.get(uow, order_id)
+        if order.status == OrderStatus.SCHEDULED.value:
+            # its job must go with it: SchedulingService.cancel_order does both
+            raise Refused(
+                f"order {order.id} is scheduled; cancel it with its job",
+                field="order_id",
+                code="scheduled",
+            )
         self.transition(uow, actor, order, OrderStatus.CANCELLED, reason=reason)
         uow.commit()
         return order

@@ -174,26 +174,50 @@ class SchedulingService:
         uow.commit()
         return job
 
-    def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Job:
+    def _waiting_job(self, uow: UnitOfWork, order: Order) -> Job:
+        waiting = self.jobs(uow, JobStatus.PLANNED, JobStatus.TICKET_ISSUED, order_id=order.id)
+        if order.status != OrderStatus.SCHEDULED.value or len(waiting) != 1:
+            raise Refused(
+                f"order {order.id} is {order.status}; only a scheduled order whose job has not "
+                "started can be taken off its machine",
+                field="order_id",
+                code="not_scheduled",
+            )
+        return waiting[0]
+
+    def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Take a scheduled order off its machine before it starts: the job is cancelled and the
-        order is designed again (to be planned anew, or cancelled)."""
+        order is designed again (the runner will plan it anew)."""
         require_role(actor, Role.PLANNER, Role.PHARMACIST, action="unscheduling an order")
         if not reason.strip():
             raise ValidationFailed("unscheduling needs a reason", field="reason")
         order = self._orders.get(uow, order_id)
-        waiting = self.jobs(uow, JobStatus.PLANNED, JobStatus.TICKET_ISSUED, order_id=order.id)
-        if order.status != OrderStatus.SCHEDULED.value or not waiting:
-            raise Refused(
-                f"order {order.id} is {order.status}; only a scheduled order whose job "
-                "has not started can be unscheduled",
-                field="order_id",
-                code="not_scheduled",
-            )
-        (job,) = waiting
+        job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
-        self._orders.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
+        self._orders.transition(
+            uow, actor, order, OrderStatus.DESIGNED, reason=reason, extra={"cancelled_job": job.id}
+        )
         uow.commit()
-        return job
+        return order
+
+    def cancel_order(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
+        """Cancel an order that has not started; a scheduled one takes its job with it, in one
+        transaction, so the runner cannot plan it again in between."""
+        order = self._orders.get(uow, order_id)
+        if order.status != OrderStatus.SCHEDULED.value:
+            return self._orders.cancel(uow, actor, order_id, reason=reason)
+        require_role(
+            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
+        )
+        if not reason.strip():
+            raise ValidationFailed("cancelling an order needs a reason", field="reason")
+        job = self._waiting_job(uow, order)
+        self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
+        self._orders.transition(
+            uow, actor, order, OrderStatus.CANCELLED, reason=reason, extra={"cancelled_job": job.id}
+        )
+        uow.commit()
+        return order
 
     def transition(
         self, uow: UnitOfWork, actor: Actor, job: Job, target: JobStatus, *, reason: str
