@@ -14,6 +14,14 @@ from nearfab.common.clock import Clock
 from nearfab.common.errors import Conflict
 
 
+def _conflict() -> Conflict:
+    return Conflict(
+        "someone else changed this record at the same moment; nothing was saved, look again "
+        "and retry",
+        code="concurrent_change",
+    )
+
+
 def _lost_race(exc: BaseException) -> bool:
     """An optimistic-lock miss, or a unique key taken by a concurrent transaction."""
     if isinstance(exc, StaleDataError):
@@ -60,11 +68,7 @@ class UnitOfWork:
         finally:
             self.session.close()
         if exc is not None and _lost_race(exc):
-            raise Conflict(
-                "someone else changed this record at the same moment; nothing was saved, "
-                "look again and retry",
-                code="concurrent_change",
-            ) from exc
+            raise _conflict() from exc
         if exc_type is None and self._committed:
             events, self._events = self._events, []
             for event in events:
@@ -81,4 +85,16 @@ class UnitOfWork:
         self._committed = True
 
     def flush(self) -> None:
-        self.session.flush()
+        """Write pending changes now; a lost race surfaces here as a Conflict the use case can
+        still handle (e.g. audit the failed attempt)."""
+        try:
+            self.session.flush()
+        except Exception as exc:
+            if _lost_race(exc):
+                raise _conflict() from exc
+            raise
+
+    @staticmethod
+    def as_conflict(exc: BaseException) -> Conflict | None:
+        """The Conflict a database error means, if it is a lost race (else None)."""
+        return _conflict() if _lost_race(exc) else None

@@ -139,11 +139,12 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     (signature,) = record["signatures"]
     assert signature["meaning"] == "QP release" and signature["signer"] == "Quentin Parr (QP)"
     assert record["status"] == "released" and record["review"]["signature_valid"] is True
-    # the refused rejection (no reason) is on the batch's trail; the wrong password never got
-    # past the login, which the user's trail keeps as login_failed
+    # both refused attempts (no reason to reject, wrong password) are on the batch's trail
     batch_trail = as_json(nearfab(data, "audit", "batch", batch_id, "--json"))
-    (refused_row,) = [e for e in batch_trail if e["action"] == "refuse"]
-    assert "rejection needs a reason" in refused_row["reason"]
+    refused_rows = [e["reason"] for e in batch_trail if e["action"] == "refuse"]
+    assert len(refused_rows) == 2
+    assert "rejection needs a reason" in refused_rows[0]
+    assert "password does not match" in refused_rows[1]
 
     shown = as_json(nearfab(data, "order", "show", order["id"], "--json"))
     assert shown["status"] == "released"

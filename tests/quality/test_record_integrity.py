@@ -121,3 +121,29 @@ def test_another_data_folders_keys_are_refused(seeded: App, tmp_path: Path) -> N
     url = seeded.settings.resolved_database_url()
     with pytest.raises(RuntimeError, match="copy the keys/ folder"):
         build_app(Settings(data_dir=tmp_path / "elsewhere", database_url=url), migrate=False)
+
+
+def test_two_qps_deciding_at_once_one_wins_and_the_other_is_on_record(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = fh.make_batch(seeded, days=10)
+    signatures = type(seeded.signatures)
+    real_sign = signatures.sign
+    raced = {"done": False}
+
+    def sign_while_another_qp_decides(self: object, uow: object, actor: object, **kw: object):
+        if not raced["done"]:  # the other QP's whole decision lands first
+            raced["done"] = True
+            fh.reject(seeded, batch_id, reason="unit masses out of specification")
+        return real_sign(self, uow, actor, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signatures, "sign", sign_while_another_qp_decides)
+    with pytest.raises(Conflict) as caught:
+        _decide(seeded, batch_id)
+    assert caught.value.code == "concurrent_change"
+    assert fh.batch(seeded, batch_id).status == "rejected"  # the first decision stands
+    (row,) = fh.refusals(seeded, "batch", batch_id)
+    assert row.new == {"code": "concurrent_change", "field": None}
+    with seeded.uow() as uow:
+        sigs = seeded.signatures.signatures_for(uow, "batch", batch_id)
+    assert len(sigs) == 1  # the loser's signature went with its decision

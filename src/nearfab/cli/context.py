@@ -97,3 +97,13 @@ def signed_in(application: App, username: str, password: str, as_json: bool) -> 
         return login(application, username, password)
     except DomainError as exc:
         fail(exc, as_json)
+
+
+def signer(application: App, username: str, password: str, as_json: bool) -> Actor:
+    """Who means to sign: the password is checked by the signature itself, inside the use case,
+    so a wrong one is refused and audited on the record being signed, not only as a login."""
+    with application.uow() as uow:
+        user = application.users.by_username(uow, username)
+    if user is None or not user.active:
+        return signed_in(application, username, password, as_json)  # refused, audited
+    return actor_of(user)

@@ -19,6 +19,7 @@ from nearfab.cli.context import (
     fail,
     local_actor,
     signed_in,
+    signer,
     state,
     use_case,
 )
@@ -375,7 +376,7 @@ def release_sign(
     from nearfab.readmodels import review_dict
 
     application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    actor = signer(application, user, password, as_json)
     review = use_case(
         application,
         as_json,

@@ -168,6 +168,8 @@ class QualityService:
         since, or since the RTRT evaluation, nothing is signed."""
         batch = self._production.get(uow, batch_id)
         review = self.review_for(uow, batch.id)
+        # read now: after a failed flush the session cannot load them again until rolled back
+        batch_key, site_id = batch.id, batch.site_id
         try:
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
@@ -181,9 +183,30 @@ class QualityService:
             sig, reason = self._check_and_sign(
                 uow, actor, batch, review, decision, password, meaning, reason, record_hash
             )
+            assert review is not None
+            self._record_decision(uow, actor, batch, review, decision, reason, sig)
+            uow.flush()  # a decision that lost a race to another QP fails here, audited
         except DomainError as exc:
-            refuse(uow, actor, exc, "batch", batch.id, site_id=batch.site_id)
-        assert review is not None
+            refuse(uow, actor, exc, "batch", batch_key, site_id=site_id)
+        except Exception as exc:  # a lost race met during an autoflush is a refusal too
+            conflict = uow.as_conflict(exc)
+            if conflict is None:
+                raise
+            refuse(uow, actor, conflict, "batch", batch_key, site_id=site_id)
+        uow.emit(BatchDispositioned(batch.id, decision.value))
+        uow.commit()
+        return review
+
+    def _record_decision(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch: BatchRecord,
+        review: ReleaseReview,
+        decision: Decision,
+        reason: str | None,
+        sig: Signature,
+    ) -> None:
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
         self._production.transition(
             uow, actor, batch, target, reason=reason or f"QP {decision.value}"
@@ -237,9 +260,6 @@ class QualityService:
             f"qp_{decision.value}",
             {"signature_id": sig.id, "meaning": sig.meaning, "reason": reason},
         )
-        uow.emit(BatchDispositioned(batch.id, decision.value))
-        uow.commit()
-        return review
 
     def _check_and_sign(
         self,
