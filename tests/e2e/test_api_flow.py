@@ -88,7 +88,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
         "print_speed_mm_s",
     }
     steps = [s["name"] for s in record["steps"]]
-    assert steps[:3] == ["material_dispensed", "run_started", "run_finished"]
+    assert steps[:4] == ["material_dispensed", "run_started", "handed_to_machine", "run_finished"]
     assert {"serialised", "rtrt_evaluated"} <= set(steps)
     # the operator on duty answers for the batch; the steps say the site agent pressed start
     assert record["operator"]["name"] == "Olu Operator"

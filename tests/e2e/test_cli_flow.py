@@ -73,9 +73,10 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
     assert record["status"] == "completed" and len(record["unit_masses_mg"]) == 84
     assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]
-    assert [s["name"] for s in record["steps"]][:3] == [
+    assert [s["name"] for s in record["steps"]][:4] == [
         "material_dispensed",
         "run_started",
+        "handed_to_machine",
         "run_finished",
     ]
     assert record["signatures"] == []

@@ -201,3 +201,53 @@ def test_a_scheduled_order_is_cancelled_with_its_job_in_one_step(seeded: App) ->
     assert fh.order_status(seeded, order_id) == "cancelled"
     assert fh.job(seeded, job_id).status == "cancelled"
     assert fh.run(seeded).scheduled == []  # nothing left for the runner to plan
+
+
+def test_a_result_that_could_not_be_recorded_is_recorded_later_not_rerun(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fh.submit(seeded, days=10)
+    production = type(seeded.production)
+    real_record, real_execute = production.record_run, production.execute
+    calls = {"record": 0, "execute": 0}
+
+    def flaky_record(self: object, *args: object, **kwargs: object) -> object:
+        calls["record"] += 1
+        if calls["record"] == 1:
+            raise RuntimeError("database went away for a moment")
+        return real_record(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_execute(self: object, *args: object, **kwargs: object) -> object:
+        calls["execute"] += 1
+        return real_execute(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(production, "record_run", flaky_record)
+    monkeypatch.setattr(production, "execute", counted_execute)
+    summary = fh.run(seeded)
+    (batch_id,) = summary.batches_completed
+    assert calls == {"record": 2, "execute": 1}  # the machine printed once
+    assert fh.batch(seeded, batch_id).status == "completed"
+
+
+def test_a_batch_is_handed_to_its_machine_once(seeded: App) -> None:
+    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+    agent = fh.actor(seeded, "operator")
+    with seeded.uow() as uow:
+        seeded.production.hand_over(uow, agent, batch_id)
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:  # a second worker
+        seeded.production.hand_over(uow, agent, batch_id)
+    assert caught.value.code == "already_handed_over"
+    # a runner that did not hand it over waits for the machine's report
+    summary = fh.run(seeded)
+    assert "waiting for the machine's report" in summary.blocked[batch_id]
+    assert fh.batch(seeded, batch_id).status == "in_progress"
+    # its machine will never report: a QP closes it, and its order can be planned again
+    with seeded.uow() as uow:
+        seeded.production.abandon(
+            uow, fh.actor(seeded, "qp"), batch_id, reason="site agent crashed mid-run"
+        )
+    record = fh.batch(seeded, batch_id)
+    assert record.status == "failed" and record.failure_reason == (
+        "abandoned: site agent crashed mid-run"
+    )
+    assert fh.order_status(seeded, record.order_id) == "failed"

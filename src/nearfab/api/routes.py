@@ -376,6 +376,15 @@ def start(job_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dic
     return _row(batch, "id", "batch_number", "status", "machine_id", "material_lot_number")
 
 
+@router.post("/batches/{batch_id}/abandon", tags=["production"])
+def abandon(
+    batch_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """Close a batch whose machine will never report: failed, with the reason on record."""
+    batch = application.production.abandon(uow, actor, batch_id, reason=body.reason)
+    return _row(batch, "id", "batch_number", "status", "failure_reason")
+
+
 @router.get("/batches/{batch_id}", tags=["production"])
 def get_batch(batch_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     """The electronic batch record."""

@@ -38,6 +38,8 @@ class BatchRecord(Base):
     status: Mapped[str] = mapped_column(String(32), index=True)
     design: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
+    # when the signed ticket went to the machine: a batch is handed over once, by one worker
+    handed_over_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     unit_masses_mg: Mapped[list[Any] | None]
     telemetry_summary: Mapped[dict[str, Any] | None]

@@ -84,6 +84,9 @@ class NetworkRunner:
         self._refused: dict[str, tuple[str, float]] = {}
         # one step at a time in this process (the demo thread and API calls share the runner)
         self._lock = threading.Lock()
+        # machine results not yet written to their batch record (a failed write is retried with
+        # the same evidence; the machine is never asked to run a ticket twice)
+        self._outcomes: dict[str, RunResult | DomainError] = {}
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
         self._agent = system_actor("site-agent")
@@ -152,11 +155,20 @@ class NetworkRunner:
         return None
 
     def _run(self, summary: RunSummary) -> None:
-        # batches already open (an operator pressed start, or a stopped process left them):
-        # their machines run them now; steps never overlap in this process, so none is running
+        # batches already open: an operator pressed start (not yet handed to the machine), or
+        # this runner holds a result it could not record yet, or another process handed it over
         with self._uow() as uow:
             open_batches = self._production.batches(uow, status="in_progress")
-        started: list[str] = [b.id for b in open_batches]
+        to_hand_over: list[str] = []
+        for b in open_batches:
+            if b.id in self._outcomes:
+                continue  # recorded again below
+            if b.handed_over_at is None:
+                to_hand_over.append(b.id)
+            else:
+                summary.blocked[b.id] = (
+                    f"waiting for the machine's report (handed over {b.handed_over_at:%H:%M} UTC)"
+                )
         busy: set[str] = {b.machine_id for b in open_batches}
         with self._uow() as uow:
             ready = [
@@ -166,7 +178,7 @@ class NetworkRunner:
         for job_id, machine_id, site_id, order_id in ready:
             if self._held(job_id, summary):
                 continue
-            if machine_id in busy or len(started) >= self._parallel:
+            if machine_id in busy or len(to_hand_over) >= self._parallel:
                 continue
             with self._uow() as uow:
                 machine = self._network.get_machine(uow, machine_id)
@@ -191,23 +203,34 @@ class NetworkRunner:
                 summary.blocked[job_id] = exc.message
                 continue
             busy.add(machine_id)
-            started.append(batch.id)
-        if not started:
-            return
+            to_hand_over.append(batch.id)
+        # claim each batch in the database before its machine gets the ticket: two processes
+        # never hand the same batch over twice
+        claimed: list[str] = []
+        for batch_id in to_hand_over:
+            try:
+                with self._uow() as uow:
+                    self._production.hand_over(uow, self._agent, batch_id)
+                claimed.append(batch_id)
+            except DomainError as exc:
+                summary.blocked[batch_id] = exc.message
 
         def execute(batch_id: str) -> RunResult | DomainError:
             with self._uow() as uow:
                 return self._production.execute(uow, batch_id)
 
-        with ThreadPoolExecutor(max_workers=self._parallel) as pool:
-            outcomes = list(pool.map(execute, started))
-        for batch_id, outcome in zip(started, outcomes, strict=True):
+        if claimed:
+            with ThreadPoolExecutor(max_workers=self._parallel) as pool:
+                for batch_id, outcome in zip(claimed, pool.map(execute, claimed), strict=True):
+                    self._outcomes[batch_id] = outcome  # kept until recorded
+        for batch_id, outcome in list(self._outcomes.items()):
             try:  # each machine's evidence on its own: one failure must not lose the others
                 with self._uow() as uow:
                     batch = self._production.record_run(uow, self._agent, batch_id, outcome)
             except Exception:
-                log.exception("recording batch %s failed; it stays in progress", batch_id)
+                log.exception("recording batch %s failed; retried next step", batch_id)
                 continue
+            del self._outcomes[batch_id]
             if isinstance(outcome, DomainError):
                 summary.batches_failed.append(batch.id)
             else:

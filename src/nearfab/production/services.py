@@ -232,6 +232,7 @@ class ProductionService:
             status=BatchStatus.IN_PROGRESS.value,
             design=design,
             started_at=now,
+            handed_over_at=None,
             finished_at=None,
             unit_masses_mg=None,
             telemetry_summary=None,
@@ -304,6 +305,38 @@ class ProductionService:
         )
         uow.commit()
         return batch
+
+    def hand_over(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> BatchRecord:
+        """Claim a started batch for its machine. Only one worker wins (row version); the
+        others get a Conflict, or a refusal once it has been handed over."""
+        batch = self.get(uow, batch_id)
+        if batch.status != BatchStatus.IN_PROGRESS.value or batch.handed_over_at is not None:
+            raise Refused(
+                f"batch {batch.batch_number} was already handed to its machine",
+                field="batch_id",
+                code="already_handed_over",
+            )
+        batch.handed_over_at = uow.clock.now()
+        self.add_step(uow, actor, batch, "handed_to_machine", {"machine_id": batch.machine_id})
+        uow.commit()
+        return batch
+
+    def abandon(self, uow: UnitOfWork, actor: Actor, batch_id: str, *, reason: str) -> BatchRecord:
+        """Close a batch whose machine will never report (a stopped worker, a dead machine):
+        failed, with the reason on its record, its machine freed, its order re-plannable."""
+        require_role(actor, Role.QP, Role.ADMIN, action="abandoning a batch")
+        if not reason.strip():
+            raise ValidationFailed("abandoning a batch needs a reason", field="reason")
+        batch = self.get(uow, batch_id)
+        if batch.status != BatchStatus.IN_PROGRESS.value:
+            raise Refused(
+                f"batch {batch.batch_number} is {batch.status}, not in progress",
+                field="batch_id",
+                code="not_in_progress",
+            )
+        return self.record_run(
+            uow, actor, batch.id, DomainError(f"abandoned: {reason}", code="abandoned")
+        )
 
     def execute(self, uow: UnitOfWork, batch_id: str) -> RunResult | DomainError:
         """Hand the signed ticket to the machine; runs outside any transaction."""
