@@ -285,3 +285,28 @@ def test_cli_order_changes_need_a_reason_and_follow_the_lifecycle(tmp_path: Path
     assert done == {"id": order_id, "status": "cancelled"}
     trail = as_json(nearfab(data, "audit", "order", order_id, "--json"))
     assert trail[-1]["reason"] == "duplicate" and trail[-1]["new"]["status"] == "cancelled"
+
+
+def test_cli_refuses_a_data_folder_with_other_keys(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    nearfab(first, "init")
+    env = {**os.environ, "NEARFAB_DATABASE_URL": f"sqlite:///{first / 'nearfab.db'}"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nearfab",
+            "--data-dir",
+            str(tmp_path / "second"),
+            "order",
+            "list",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "copy the keys/ folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,7 +11,7 @@ from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import Conflict, Refused
 from nearfab.config import Settings
 from nearfab.custody import SerialUnit
-from nearfab.identity import AuditEntry, record_hash
+from nearfab.identity import AuditEntry, KeyMismatch, record_hash
 from nearfab.orders import Order
 from nearfab.production import BatchRecord
 
@@ -119,7 +119,7 @@ def test_a_batch_is_serialised_once_even_if_two_workers_try(
 
 def test_another_data_folders_keys_are_refused(seeded: App, tmp_path: Path) -> None:
     url = seeded.settings.resolved_database_url()
-    with pytest.raises(RuntimeError, match="copy the keys/ folder"):
+    with pytest.raises(KeyMismatch, match="copy the keys/ folder"):
         build_app(Settings(data_dir=tmp_path / "elsewhere", database_url=url), migrate=False)
 
 

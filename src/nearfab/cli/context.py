@@ -17,7 +17,7 @@ from rich.markup import escape
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
-from nearfab.identity import Actor, actor_of
+from nearfab.identity import Actor, KeyMismatch, actor_of
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,7 +33,11 @@ class CliState:
 
     def app(self, **kwargs: Any) -> App:
         if self._app is None:
-            self._app = build_app(self.settings(), **kwargs)
+            try:
+                self._app = build_app(self.settings(), **kwargs)
+            except KeyMismatch as exc:
+                err_console.print(f"[bold red]cannot start[/]: {escape(str(exc))}")
+                raise typer.Exit(code=2) from None
         return self._app
 
 

@@ -4,6 +4,7 @@ from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
 from nearfab.identity.models import ApiToken, AuditEntry, PlatformKey, Signature, User
 from nearfab.identity.services import (
+    KeyMismatch,
     SignatureService,
     UserService,
     actor_of,
@@ -19,6 +20,7 @@ __all__ = [
     "ApiToken",
     "AuditAction",
     "AuditEntry",
+    "KeyMismatch",
     "PlatformKey",
     "Role",
     "Signature",
