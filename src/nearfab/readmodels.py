@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import AuditEntry, record_hash
+from nearfab.identity import AuditEntry
 from nearfab.uow import UnitOfWork
 
 
@@ -238,7 +238,7 @@ def pending_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
                     "units": len(batch.unit_masses_mg or []),
                     "created_at": review.created_at,
                     # what the QP is shown; a decision sent back with it signs only this record
-                    "record_hash": record_hash(batch.content()),
+                    "record_hash": app.quality.shown_hash(uow, batch, review),
                 }
             )
         )

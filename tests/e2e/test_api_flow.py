@@ -105,13 +105,27 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     qp = _login(client, "qp")
     pending = client.get("/api/v1/release/pending", headers=qp).json()
     assert [p["batch_id"] for p in pending] == [batch_id]
+    shown = pending[0]["record_hash"]
+    stale = {
+        "decision": "release",
+        "password": TEST_PASSWORD,
+        "meaning": "QP release",
+        "record_hash": "f" * 64,
+    }
+    r = client.post(f"/api/v1/batches/{batch_id}/decision", json=stale, headers=qp)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "record_changed"
     bad = {"decision": "release", "password": "wrong-password", "meaning": "QP release"}
     r = client.post(f"/api/v1/batches/{batch_id}/decision", json=bad, headers=qp)
     assert r.status_code == 401
     assert client.get(f"/api/v1/batches/{batch_id}", headers=qp).json()["status"] == "completed"
     # a pharmacist may not certify
     ph = _login(client, "pharmacist")
-    ok = {"decision": "release", "password": TEST_PASSWORD, "meaning": "QP release"}
+    ok = {
+        "decision": "release",
+        "password": TEST_PASSWORD,
+        "meaning": "QP release",
+        "record_hash": shown,
+    }
     assert (
         client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=ph).status_code == 403
     )
@@ -171,7 +185,11 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     refusals = [
         (e["entity_type"], e["actor"]) for e in final["timeline"] if e["action"] == "refuse"
     ]
-    assert refusals == [("batch", "Quentin Parr (QP)"), ("batch", "Phil Harmon")]
+    assert refusals == [
+        ("batch", "Quentin Parr (QP)"),
+        ("batch", "Quentin Parr (QP)"),
+        ("batch", "Phil Harmon"),
+    ]
     with seeded.uow() as uow:
         from nearfab.identity import AuditEntry
 

@@ -125,6 +125,13 @@ def test_qp_signs_a_release_in_the_browser(
     dialog.get_by_label("Meaning").fill("QP release: batch record reviewed")
     dialog.get_by_label("Reason").fill("9-unit batch: 2.9.40 not applicable, every mass in spec")
     dialog.get_by_label("Password").fill(TEST_PASSWORD)
+    # the form carries the hash of what the QP sees; the signature binds only to that
+    with seeded.uow() as uow:
+        batch = seeded.production.get(uow, batch_id)
+        review = seeded.quality.review_for(uow, batch_id)
+        assert review is not None
+        shown = seeded.quality.shown_hash(uow, batch, review)
+    expect(dialog.locator('input[name="record_hash"]')).to_have_value(shown)
     _shot(page, tmp_path, "release-sign-dialog")
     dialog.get_by_role("button", name="Sign", exact=True).click()
 

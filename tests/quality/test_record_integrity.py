@@ -11,7 +11,7 @@ from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import Conflict, Refused
 from nearfab.config import Settings
 from nearfab.custody import SerialUnit
-from nearfab.identity import AuditEntry, KeyMismatch, record_hash
+from nearfab.identity import AuditEntry, KeyMismatch
 from nearfab.orders import Order
 from nearfab.production import BatchRecord
 
@@ -55,7 +55,11 @@ def test_the_qp_signs_only_the_record_they_were_shown(seeded: App) -> None:
     with pytest.raises(Refused) as caught:
         _decide(seeded, batch_id, record_hash="0" * 64)
     assert caught.value.code == "record_changed" and caught.value.field == "record_hash"
-    shown = record_hash(fh.batch(seeded, batch_id).content())
+    with seeded.uow() as uow:
+        batch = seeded.production.get(uow, batch_id)
+        review = seeded.quality.review_for(uow, batch_id)
+        assert review is not None
+        shown = seeded.quality.shown_hash(uow, batch, review)
     _decide(seeded, batch_id, record_hash=shown)
     assert fh.batch(seeded, batch_id).status == "released"
 
@@ -147,3 +151,16 @@ def test_two_qps_deciding_at_once_one_wins_and_the_other_is_on_record(
     with seeded.uow() as uow:
         sigs = seeded.signatures.signatures_for(uow, "batch", batch_id)
     assert len(sigs) == 1  # the loser's signature went with its decision
+
+
+def test_a_batch_from_a_recalled_lot_cannot_be_released(seeded: App) -> None:
+    batch_id = fh.make_batch(seeded, days=10)
+    lot_id = fh.batch(seeded, batch_id).material_lot_id
+    with seeded.uow() as uow:
+        seeded.materials.set_status(
+            uow, fh.actor(seeded, "qp"), lot_id, "recalled", reason="supplier recall"
+        )
+    with pytest.raises(Refused) as caught:
+        _decide(seeded, batch_id)
+    assert caught.value.code == "lot_not_releasable"
+    assert fh.batch(seeded, batch_id).status == "completed"

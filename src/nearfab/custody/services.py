@@ -121,6 +121,11 @@ class CustodyService:
         """Follow the QP's decision: packs become released or rejected."""
         target = UnitStatus.RELEASED if decision == "release" else UnitStatus.REJECTED
         units = self.units_of_batch(uow, batch_id)
+        if decision == "release":
+            review = self._quality.review_for(uow, batch_id)
+            if review is None or self._quality.signature_valid(uow, review) is not True:
+                # the record changed after the QP signed: the packs stay in quarantine
+                return units
         for unit in units:
             self._transition(uow, actor, unit, target, reason=f"batch {decision}d by QP")
         uow.commit()

@@ -287,13 +287,22 @@ class QualityService:
                 field="batch_id",
                 code="record_changed",
             )
-        if shown_hash and shown_hash != current:
+        if shown_hash and shown_hash != self.shown_hash(uow, batch, review):
             raise Refused(
                 f"the record of batch {batch.batch_number} changed since it was shown to you; "
                 "nothing was signed, look again",
                 field="record_hash",
                 code="record_changed",
             )
+        if decision is Decision.RELEASE:
+            lot = self._materials.get(uow, batch.material_lot_id)
+            if lot.status in ("recalled", "rejected", "on_hold"):
+                raise Refused(
+                    f"material lot {lot.lot_number} is {lot.status}; its batches cannot be "
+                    "released",
+                    field="material_lot",
+                    code="lot_not_releasable",
+                )
         if decision is Decision.RELEASE and self._release_check is not None:
             why_not = self._release_check(uow, batch.id)
             if why_not:
@@ -335,6 +344,11 @@ class QualityService:
             return False
         content = self._signed_content(uow, batch, review, review.decision, review.reason)
         return self._signatures.is_valid(sig, content)
+
+    def shown_hash(self, uow: UnitOfWork, batch: BatchRecord, review: ReleaseReview) -> str:
+        """Hash of what a QP is shown before deciding (record, proposal, deviations): a decision
+        sent back with it signs only that."""
+        return hash_of_record(self._signed_content(uow, batch, review, None, None))
 
     def _signed_content(
         self,
