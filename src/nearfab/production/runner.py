@@ -228,6 +228,12 @@ class NetworkRunner:
                 with self._uow() as uow:
                     batch = self._production.record_run(uow, self._agent, batch_id, outcome)
             except Exception:
+                with self._uow() as uow:
+                    still_open = self._production.get(uow, batch_id).status == "in_progress"
+                if not still_open:  # closed meanwhile (e.g. abandoned): nothing left to record
+                    log.warning("batch %s was closed before its result could be recorded", batch_id)
+                    del self._outcomes[batch_id]
+                    continue
                 log.exception("recording batch %s failed; retried next step", batch_id)
                 continue
             del self._outcomes[batch_id]

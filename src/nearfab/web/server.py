@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from nearfab.api.routes import router as api_router
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
+from nearfab.identity import KeyMismatch
 from nearfab.web.pages import router as pages_router
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -63,10 +65,17 @@ def create_web_app(application: App) -> FastAPI:
     return web
 
 
+def _start(settings: Settings, **kwargs: Any) -> App:
+    try:
+        return build_app(settings, **kwargs)
+    except KeyMismatch as exc:
+        raise SystemExit(f"nearfab: cannot start: {exc}") from None
+
+
 def serve(settings: Settings, *, host: str, port: int) -> None:
     import uvicorn
 
-    application = build_app(settings)
+    application = _start(settings)
     uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
 
 
@@ -77,7 +86,7 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
     from nearfab.demo import is_seeded, seed
     from nearfab.demo_loop import DemoLoop
 
-    application = build_app(settings, machine_speed=speed)
+    application = _start(settings, machine_speed=speed)
     password = settings.demo_password
     if not is_seeded(application):
         try:
