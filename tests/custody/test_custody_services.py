@@ -206,3 +206,12 @@ def test_dispense_refuses_rejected_and_expired_packs(seeded: App, clock: ManualC
     assert f"expired on {second.expiry}" in exc.message
     assert [u.status for u in _units(seeded, released)] == ["dispensed", "released"]
     assert fh.order_status(seeded, first.order_id) == "released"
+
+
+def test_dispense_refuses_a_recalled_pack(seeded: App) -> None:
+    released = fh.make_batch(seeded, days=10)
+    fh.release(seeded, released)
+    (pack,) = _units(seeded, released)
+    fh.edit(seeded, SerialUnit, pack.id, status="recalled")  # recall itself comes with issue 4
+    exc = _refused(seeded, _scan(pack), _patient_ref(seeded, pack.order_id), "recalled")
+    assert "recalled" in exc.message

@@ -23,7 +23,7 @@ from nearfab.common.errors import Forbidden, Refused
 from nearfab.custody import SerialUnit
 from nearfab.identity import Actor
 from nearfab.masterfiles import MasterFile
-from nearfab.network import Qualification
+from nearfab.network import Machine, Qualification
 from nearfab.production import (
     BatchRecord,
     Fault,
@@ -516,3 +516,23 @@ def test_machine_put_into_maintenance_during_a_run_stays_in_maintenance(seeded: 
     fh.finish(seeded, batch_id)
     assert fh.batch(seeded, batch_id).status == "completed"
     assert fh.machine(seeded, printer).status == "maintenance"
+
+
+def test_production_refuses_an_operator_from_another_site(seeded: App) -> None:
+    job_id = fh.ticketed_job(seeded)  # at GSTT-PH
+    other = fh.actor(seeded, "operator-man")  # trained, but works at MAN-PH
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+        seeded.production.start_batch(uow, other, job_id)
+    assert caught.value.code == "operator_not_at_site"
+    fh.assert_refusal_audited(seeded, caught.value, "job", job_id)
+    assert fh.job(seeded, job_id).status == "ticket_issued"
+
+
+def test_production_refuses_a_machine_moved_to_another_site(seeded: App) -> None:
+    job_id = fh.ticketed_job(seeded)
+    machine_id = fh.job(seeded, job_id).machine_id
+    fh.edit(seeded, Machine, machine_id, site_id=fh.site_id(seeded, "MAN-PH"))
+    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+        seeded.production.start_batch(uow, fh.actor(seeded, "operator"), job_id)
+    assert caught.value.code == "machine_not_at_site"
+    fh.assert_refusal_audited(seeded, caught.value, "job", job_id)
