@@ -57,3 +57,10 @@ class Unauthenticated(DomainError):
 class Forbidden(DomainError):
     code = "forbidden"
     http_status = 403
+
+
+def require_reason(reason: str | None, action: str) -> str:
+    """The stated reason for a change a QP relies on, or ValidationFailed naming `reason`."""
+    if not reason or not reason.strip():
+        raise ValidationFailed(f"{action} needs a reason", field="reason")
+    return reason.strip()

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition
 from nearfab.identity import (
@@ -149,8 +149,7 @@ class MasterFileService:
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> MasterFile:
         require_role(actor, Role.QP, action="withdrawing a master file")
-        if not reason.strip():
-            raise ValidationFailed("withdrawing a master file needs a reason", field="reason")
+        require_reason(reason, "withdrawing a master file")
         mf = self.get(uow, master_file_id)
         self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
         uow.commit()

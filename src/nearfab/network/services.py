@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition, parse_state
 from nearfab.identity import Actor, AuditAction, Role, User, audit, audited_transition, require_role
@@ -89,8 +89,7 @@ class NetworkService:
         target = parse_state(SiteStatus, target)
         current = SiteStatus(site.status)
         check_transition(f"site {site.code}", current, target, SITE_TRANSITIONS)
-        if not reason.strip():
-            raise ValidationFailed("a site status change needs a reason", field="reason")
+        require_reason(reason, "a site status change")
         if current is SiteStatus.REGULATOR_SUSPENDED and not (regulatory_reference or "").strip():
             raise ValidationFailed(
                 "leaving regulator suspension needs the regulator's reference",
@@ -207,8 +206,7 @@ class NetworkService:
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
         require_role(actor, Role.OPERATOR, Role.ADMIN, Role.QP, action="changing a machine's state")
-        if not reason.strip():
-            raise ValidationFailed("a machine state change needs a reason", field="reason")
+        require_reason(reason, "a machine state change")
         machine = self.get_machine(uow, machine_id)
         target = parse_state(MachineStatus, target)
         if (
@@ -291,8 +289,7 @@ class NetworkService:
         reason: str,
     ) -> Qualification:
         require_role(actor, Role.QP, action="revoking a machine's qualification")
-        if not reason.strip():
-            raise ValidationFailed("revoking a qualification needs a reason", field="reason")
+        require_reason(reason, "revoking a qualification")
         machine = self.get_machine(uow, machine_id)
         row = uow.session.scalar(
             select(Qualification).where(

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from nearfab.common.canonical import canonical_json, sha256_hex
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
 from nearfab.masterfiles import MasterFile, MasterFileService
@@ -282,8 +282,7 @@ class OrderService:
         require_role(
             actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
         )
-        if not reason.strip():
-            raise ValidationFailed("cancelling an order needs a reason", field="reason")
+        require_reason(reason, "cancelling an order")
         order = self.get(uow, order_id)
         if order.status == OrderStatus.SCHEDULED.value:
             # its job must go with it: SchedulingService.cancel_order does both
@@ -299,8 +298,7 @@ class OrderService:
     def replan(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Send a failed order back to planning; a new batch will be made from scratch."""
         require_role(actor, Role.PLANNER, Role.PHARMACIST, action="re-planning an order")
-        if not reason.strip():
-            raise ValidationFailed("re-planning an order needs a reason", field="reason")
+        require_reason(reason, "re-planning an order")
         order = self.get(uow, order_id)
         if order.status != OrderStatus.FAILED.value:
             raise Refused(

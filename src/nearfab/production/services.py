@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
@@ -325,8 +325,7 @@ class ProductionService:
         """Close a batch whose machine will never report (a stopped worker, a dead machine):
         failed, with the reason on its record, its machine freed, its order re-plannable."""
         require_role(actor, Role.QP, Role.ADMIN, action="abandoning a batch")
-        if not reason.strip():
-            raise ValidationFailed("abandoning a batch needs a reason", field="reason")
+        require_reason(reason, "abandoning a batch")
         batch = self.get(uow, batch_id)
         if batch.status != BatchStatus.IN_PROGRESS.value:
             raise Refused(

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.errors import NotFound, Refused, require_reason
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
@@ -189,8 +189,7 @@ class SchedulingService:
         """Take a scheduled order off its machine before it starts: the job is cancelled and the
         order is designed again (the runner will plan it anew)."""
         require_role(actor, Role.PLANNER, Role.PHARMACIST, action="unscheduling an order")
-        if not reason.strip():
-            raise ValidationFailed("unscheduling needs a reason", field="reason")
+        require_reason(reason, "unscheduling")
         order = self._orders.get(uow, order_id)
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
@@ -209,8 +208,7 @@ class SchedulingService:
         require_role(
             actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
         )
-        if not reason.strip():
-            raise ValidationFailed("cancelling an order needs a reason", field="reason")
+        require_reason(reason, "cancelling an order")
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
         self._orders.transition(
