@@ -1,0 +1,1 @@
+"""Process monitoring: SPC / MSPC models and alarms."""
