@@ -21,7 +21,8 @@ from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import SignatureService, UserService, check_platform_keys, system_actor
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
-from nearfab.network import NetworkService
+from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
+from nearfab.network import Machine, NetworkService
 from nearfab.orders import IdentityVault, OrderService
 from nearfab.production import (
     BatchCompleted,
@@ -32,6 +33,16 @@ from nearfab.production import (
 from nearfab.production.runner import NetworkRunner
 from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
 from nearfab.scheduling import SchedulingService
+from nearfab.telemetry import (
+    BrokerAddress,
+    LocalPublisher,
+    MachineGateway,
+    MqttPublisher,
+    MqttSubscriber,
+    Publisher,
+    TelemetryIngestor,
+    TelemetryService,
+)
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -61,9 +72,29 @@ class App:
     quality: QualityService
     custody: CustodyService
     runner: NetworkRunner
+    telemetry: TelemetryService
+    ingestor: TelemetryIngestor
+    monitor: Monitor
+    monitoring: MonitoringService
+    charts: RunCharts
+    subscriber: MqttSubscriber | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.clock, self.bus)
+
+    def start_telemetry(self) -> None:
+        """Networked mode: subscribe to the broker (persistent QoS 1 session). A no-op in the
+        embedded default, where machines deliver in-process."""
+        url = self.settings.mqtt_url
+        if url and self.subscriber is None:
+            self.subscriber = MqttSubscriber(BrokerAddress.parse(url), self.ingestor.ingest)
+            self.subscriber.start()
+
+    def stop_telemetry(self) -> None:
+        if self.subscriber is not None:
+            self.subscriber.stop()
+            self.subscriber = None
+        self.ingestor.flush()
 
 
 def build_app(
@@ -98,11 +129,17 @@ def build_app(
     )
     fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
 
+    def uow() -> UnitOfWork:
+        return UnitOfWork(session_factory, clock, bus)
+
     families = FamilyRegistry()
     families.register(SolidDoseFamily())
     users = UserService()
     signatures = SignatureService(users)
     network = NetworkService()
+    telemetry = TelemetryService()
+    ingestor = TelemetryIngestor(uow, network)
+    fleet.telemetry = _gateways(settings, clock, ingestor)
     designs = DesignService(families)
     master_files = MasterFileService(
         signatures,
@@ -125,16 +162,24 @@ def build_app(
             return "the batch's packs are not serialised yet; try again in a moment"
         return None
 
+    monitoring = MonitoringService(telemetry, production, network, signatures)
+    monitor = Monitor(network, telemetry)
+    ingestor.on_points(monitor.on_points)
+    ingestor.on_run_end(monitor.on_run_end)
     quality = QualityService(
-        production, master_files, materials, orders, signatures, release_check=packs_ready
+        production,
+        master_files,
+        materials,
+        orders,
+        signatures,
+        release_check=packs_ready,
+        open_alarms=monitoring.release_blockers,
     )
     custody = CustodyService(production, master_files, orders, quality)
     custody_ref.append(custody)
 
-    def uow() -> UnitOfWork:
-        return UnitOfWork(session_factory, clock, bus)
-
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
+    planner = system_actor("planner")
 
     def serialise(event: BatchCompleted) -> None:
         with uow() as u:
@@ -166,6 +211,11 @@ def build_app(
                 reaction(event)
             except Exception:  # still failing: logged, tried again next step
                 log.exception("retrying %s for %r failed", reaction.__name__, event)
+        try:  # replan when a machine failed, a lot was recalled, a site paused (no-op otherwise)
+            with uow() as u:
+                scheduling.refresh(u, planner)
+        except Exception:
+            log.exception("replanning failed")
 
     runner = NetworkRunner(uow, network, master_files, orders, scheduling, production, sweep=sweep)
 
@@ -173,6 +223,7 @@ def build_app(
     bus.subscribe(BatchCompleted, serialise)
     bus.subscribe(BatchCompleted, evaluate)
     bus.subscribe(BatchDispositioned, on_dispositioned)
+    bus.subscribe(MonitoringModelsChanged, monitor.models_changed)
 
     return App(
         settings=settings,
@@ -195,4 +246,33 @@ def build_app(
         quality=quality,
         custody=custody,
         runner=runner,
+        telemetry=telemetry,
+        ingestor=ingestor,
+        monitor=monitor,
+        monitoring=monitoring,
+        charts=RunCharts(telemetry, network),
     )
+
+
+def _gateways(
+    settings: Settings, clock: Clock, ingestor: TelemetryIngestor
+) -> Callable[[Machine], MachineGateway]:
+    """How simulated machines publish: in-process by default, over MQTT in networked mode
+    (each machine its own connection, its death certificate registered as the will)."""
+
+    def gateway(machine: Machine) -> MachineGateway:
+        bd_seq = round(clock.now().timestamp() * 1000)
+        publisher: Publisher
+        if settings.mqtt_url:
+            publisher = MqttPublisher(
+                BrokerAddress.parse(settings.mqtt_url),
+                f"nearfab-machine-{machine.id}",
+                will=MachineGateway.death_certificate(machine.site_id, machine.id, bd_seq),
+            )
+        else:
+            publisher = LocalPublisher(ingestor.submit)
+        return MachineGateway(
+            machine.site_id, machine.id, publisher, clock, bd_seq=bd_seq, firmware=machine.firmware
+        )
+
+    return gateway

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     session_secret: str | None = None
     # set true behind TLS: the session cookie is then sent over HTTPS only
     secure_cookies: bool = False
+    # networked mode: machines publish telemetry to this broker (mqtt://host:1883); unset, the
+    # embedded default carries the same messages in-process
+    mqtt_url: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -8,8 +8,10 @@ def load_all() -> None:
     import nearfab.identity.models
     import nearfab.masterfiles.models
     import nearfab.materials.models
+    import nearfab.monitoring.models
     import nearfab.network.models
     import nearfab.orders.models
     import nearfab.production.models
     import nearfab.quality.models
-    import nearfab.scheduling.models  # noqa: F401
+    import nearfab.scheduling.models
+    import nearfab.telemetry.models  # noqa: F401

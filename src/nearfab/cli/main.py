@@ -23,6 +23,9 @@ from nearfab.cli.context import (
     state,
     use_case,
 )
+from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
+from nearfab.cli.mspc import app as mspc_app
+from nearfab.cli.plan import plan as plan_command
 from nearfab.common.errors import DomainError, ValidationFailed
 
 app = typer.Typer(no_args_is_help=True, help="nearfab: point-of-care manufacturing network.")
@@ -34,6 +37,11 @@ app.add_typer(order_app, name="order")
 app.add_typer(network_app, name="network")
 app.add_typer(release_app, name="release")
 app.add_typer(batch_app, name="batch")
+app.add_typer(mspc_app, name="mspc")
+app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(models_app, name="models")
+app.add_typer(alarms_app, name="alarms")
+app.command("plan")(plan_command)
 
 DataDir = Annotated[
     Path | None,

@@ -9,6 +9,7 @@ from nearfab.production.machines import (
     RunResult,
     SimulatedTabletPrinter,
     TelemetryReading,
+    TelemetrySink,
     UnitMeasurement,
 )
 from nearfab.production.models import BatchRecord, BatchStep
@@ -29,6 +30,7 @@ __all__ = [
     "SignedTicket",
     "SimulatedTabletPrinter",
     "TelemetryReading",
+    "TelemetrySink",
     "TicketRejected",
     "TicketSigner",
     "UnitMeasurement",

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 from nearfab.common.clock import Clock
 from nearfab.common.errors import Refused
 from nearfab.network import Machine
-from nearfab.production.machines import Fault, MachineAdapter, SimulatedTabletPrinter
+from nearfab.production.machines import (
+    Fault,
+    MachineAdapter,
+    SimulatedTabletPrinter,
+    TelemetrySink,
+)
+
+# builds the telemetry connection of a simulated machine (wired in bootstrap: production cannot
+# see the telemetry domain, which sits above it)
+SinkFactory = Callable[[Machine], TelemetrySink | None]
 
 
 class MachineFleet:
@@ -19,6 +29,7 @@ class MachineFleet:
         seconds_per_unit: float = 60.0,
         sample_every_s: float = 10.0,
         time_scale: float = 1.0,
+        telemetry: SinkFactory | None = None,
     ) -> None:
         """`time_scale` > 1 makes simulated printers work that many times faster than a real
         one, on the platform's own clock, so every timestamp stays true (demo: 60)."""
@@ -29,6 +40,7 @@ class MachineFleet:
         self._seconds_per_unit = seconds_per_unit / time_scale
         self._sample_every_s = sample_every_s / time_scale
         self._adapters: dict[str, MachineAdapter] = {}
+        self.telemetry = telemetry
 
     def register(self, machine_id: str, adapter: MachineAdapter) -> None:
         """Attach a real machine's adapter (e.g. an MQTT gateway client)."""
@@ -49,9 +61,11 @@ class MachineFleet:
             firmware=machine.firmware,
             control_public_key_pem=self._public_key,
             clock=self._clock,
-            seed=zlib.crc32(machine.id.encode()),
+            # from the serial number: the same twin behaves the same in every database
+            seed=zlib.crc32((machine.serial_number or machine.id).encode()),
             seconds_per_unit=self._seconds_per_unit,
             sample_every_s=self._sample_every_s,
+            telemetry=self.telemetry(machine) if self.telemetry else None,
         )
         self._adapters[machine.id] = twin
         return twin

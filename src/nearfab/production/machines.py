@@ -107,6 +107,17 @@ class RunResult:
     events: tuple[str, ...]
 
 
+class TelemetrySink(Protocol):
+    """Where a machine's live telemetry goes as it runs (the telemetry domain's gateway); the
+    RunResult still carries every reading for the batch record."""
+
+    def run_started(self, run: str) -> None: ...
+
+    def readings(self, run: str | None, batch: Sequence[TelemetryReading]) -> None: ...
+
+    def run_ended(self, run: str, ok: bool) -> None: ...
+
+
 class MachineAdapter(Protocol):
     """What the platform needs from any machine, real or simulated."""
 
@@ -204,6 +215,7 @@ class SimulatedTabletPrinter:
         faults: Sequence[Fault] = (),
         seconds_per_unit: float = 60.0,
         sample_every_s: float = 10.0,
+        telemetry: TelemetrySink | None = None,
     ) -> None:
         if not seconds_per_unit > 0:
             raise ValidationFailed("seconds_per_unit must be positive", field="seconds_per_unit")
@@ -219,6 +231,7 @@ class SimulatedTabletPrinter:
         self._executed: set[str] = set()
         self.seconds_per_unit = float(seconds_per_unit)
         self.sample_every_s = float(sample_every_s)
+        self.telemetry = telemetry
 
     @property
     def faults(self) -> tuple[Fault, ...]:
@@ -287,6 +300,10 @@ class SimulatedTabletPrinter:
         ]
         events.extend(f"fault injected: {fault.describe()}" for fault in self._faults)
         started_at = clock.now()
+        run = str(ticket.payload.get("job_id") or ticket.ticket_hash[:32])
+        sink = self.telemetry
+        if sink is not None:
+            sink.run_started(run)
 
         rng = self._rng
         ar_state = dict.fromkeys(setpoints, 0.0)
@@ -300,6 +317,7 @@ class SimulatedTabletPrinter:
                 if fault.from_unit == index:
                     events.append(f"unit {index}: {fault.kind} takes effect")
             elapsed = 0.0
+            first_reading = len(telemetry)
             for k in range(1, n_samples + 1):
                 mark = min(k * self.sample_every_s, self.seconds_per_unit)
                 clock.sleep(mark - elapsed)
@@ -315,12 +333,16 @@ class SimulatedTabletPrinter:
                     telemetry.append(
                         TelemetryReading(at, metric, round(value + noise, 3), setpoint.unit)
                     )
+            if sink is not None:  # live, a unit's worth at a time, as a real printer streams
+                sink.readings(run, telemetry[first_reading:])
             factor, sd = self._mass_factor(index)
             mass = target_mass * factor * (1.0 + float(rng.normal(0.0, sd)))
             units.append(UnitMeasurement(index, clock.now(), round(max(mass, 0.0), 4)))
 
         finished_at = clock.now()
         events.append(f"run finished: {n_units} units")
+        if sink is not None:
+            sink.run_ended(run, True)
         return RunResult(
             machine_id=self.machine_id,
             firmware=self.firmware,

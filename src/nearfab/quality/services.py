@@ -31,6 +31,8 @@ from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.uow import UnitOfWork
 
 ReleaseCheck = Callable[[UnitOfWork, str], str | None]
+# the batch's alarms not yet dispositioned (monitoring, wired in bootstrap)
+OpenAlarms = Callable[[UnitOfWork, str], list[str]]
 
 
 class QualityService:
@@ -42,10 +44,13 @@ class QualityService:
         orders: OrderService,
         signatures: SignatureService,
         release_check: ReleaseCheck | None = None,
+        open_alarms: OpenAlarms | None = None,
     ) -> None:
         """`release_check` (wired in bootstrap) says why a batch cannot be released yet, e.g.
-        its packs are not serialised; None when it can."""
+        its packs are not serialised; None when it can. `open_alarms` lists the batch's process
+        alarms that nobody has dispositioned: they block an automatic proposal and release."""
         self._release_check = release_check
+        self._open_alarms = open_alarms
         self._production = production
         self._master_files = master_files
         self._materials = materials
@@ -80,6 +85,7 @@ class QualityService:
             mass_tolerance_pct=float(spec.get("tolerance_pct", 7.5)),
             cpp_excursions=tuple(batch.cpp_excursions or ()),
             open_deviations=tuple(d.description for d in deviations),
+            open_alarms=tuple(self._open_alarms(uow, batch.id) if self._open_alarms else ()),
         )
         proposal = propose_release(evidence, mf.release_rule)
         review = ReleaseReview(
@@ -302,6 +308,15 @@ class QualityService:
                     "released",
                     field="material_lot",
                     code="lot_not_releasable",
+                )
+        if decision is Decision.RELEASE and self._open_alarms is not None:
+            alarms = self._open_alarms(uow, batch.id)
+            if alarms:
+                raise Refused(
+                    f"batch {batch.batch_number} has {len(alarms)} alarm(s) without a documented "
+                    f"disposition: {'; '.join(alarms)}",
+                    field="alarms",
+                    code="open_alarms",
                 )
         if decision is Decision.RELEASE and self._release_check is not None:
             why_not = self._release_check(uow, batch.id)

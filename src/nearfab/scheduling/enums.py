@@ -22,3 +22,20 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 OPEN_JOB_STATUSES = (JobStatus.PLANNED, JobStatus.TICKET_ISSUED, JobStatus.RUNNING)
+
+
+class Priority(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+
+
+class PlanTrigger(StrEnum):
+    """Why a plan version was made."""
+
+    MANUAL = "manual"
+    NEW_ORDER = "new_order"
+    URGENT_ORDER = "urgent_order"
+    MACHINE_FAILURE = "machine_failure"
+    MATERIAL_RECALL = "material_recall"
+    SITE_PAUSE = "site_pause"
+    INPUTS_CHANGED = "inputs_changed"

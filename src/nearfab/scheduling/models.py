@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -28,3 +28,76 @@ class Job(Base):
     ticket: Mapped[dict[str, Any] | None]
     ticket_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class PlanVersion(Base):
+    """One stored network plan: every assignment, why late orders are late, what changed."""
+
+    __tablename__ = "plan_versions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    number: Mapped[int] = mapped_column(unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    solver: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    objective: Mapped[int]
+    weighted_tardiness: Mapped[int]
+    bound: Mapped[int]
+    gap: Mapped[float]
+    solve_s: Mapped[float]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    assignments: Mapped[list[Any]]
+    explanations: Mapped[list[Any]]
+    changes: Mapped[list[Any]]
+    inputs: Mapped[dict[str, Any]]
+
+
+class MachineDowntime(Base):
+    """A period a machine cannot run (maintenance window, calibration): its calendar."""
+
+    __tablename__ = "machine_downtimes"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class OperatorShift(Base):
+    """An operator on shift at a site. A site with no shifts recorded is staffed at all times."""
+
+    __tablename__ = "operator_shifts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+
+
+class TransportTime(Base):
+    """Minutes from a site to a delivery location (a site code or a named place)."""
+
+    __tablename__ = "transport_times"
+    __table_args__ = (UniqueConstraint("site_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    destination: Mapped[str] = mapped_column(String(64))
+    minutes: Mapped[int]
+
+
+class OrderPlanning(Base):
+    """An order's planning attributes: priority and where the patient takes delivery."""
+
+    __tablename__ = "order_planning"
+
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    priority: Mapped[str] = mapped_column(String(16))
+    deliver_to: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]

@@ -1,4 +1,4 @@
-"""Pure planning rules: pick the candidate that finishes first."""
+"""The foundation's single-order rule: pick the candidate that finishes first."""
 
 from __future__ import annotations
 

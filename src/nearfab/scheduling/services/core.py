@@ -1,10 +1,10 @@
-"""Scheduling use cases: find eligible machines for an order and plan its job."""
+"""Scheduling use cases: eligible machines, a job per order, and the network plan behind them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -16,9 +16,11 @@ from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, SiteStatus
 from nearfab.orders import Order, OrderService, OrderStatus
-from nearfab.scheduling.enums import JOB_TRANSITIONS, OPEN_JOB_STATUSES, JobStatus
+from nearfab.scheduling.enums import JOB_TRANSITIONS, OPEN_JOB_STATUSES, JobStatus, PlanTrigger
 from nearfab.scheduling.logic import Candidate, earliest_finish
-from nearfab.scheduling.models import Job
+from nearfab.scheduling.models import Job, PlanVersion
+from nearfab.scheduling.services.instance import InstanceBuilder, PlanningSettings, fingerprint
+from nearfab.scheduling.services.planning import NetworkPlanning, infer_trigger
 from nearfab.uow import UnitOfWork
 
 # The planning rule behind a small interface, so an optimising planner can replace it.
@@ -40,13 +42,18 @@ class SchedulingService:
         orders: OrderService,
         families: FamilyRegistry,
         planner: Planner = earliest_finish,
+        planning: PlanningSettings | None = PlanningSettings(),
     ) -> None:
+        """`planning` None: each order alone by `planner` (the foundation's rule). Otherwise
+        orders take their place in the network plan (EDD + CP-SAT, `services/planning.py`)."""
         self._network = network
         self._master_files = master_files
         self._materials = materials
         self._orders = orders
         self._families = families
         self._planner = planner
+        builder = InstanceBuilder(network, master_files, materials, orders, families)
+        self.planning = NetworkPlanning(builder, orders, planning) if planning is not None else None
 
     def eligibility(self, uow: UnitOfWork, order: Order) -> Eligibility:
         """Every machine that could make this order now, and why each other one cannot."""
@@ -124,22 +131,87 @@ class SchedulingService:
                 code="no_effective_master_file",
             )
         elig = self.eligibility(uow, order)
-        choice = self._planner(elig.candidates)
-        if choice is None:
+        if not elig.candidates:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(elig.excluded.items()))
             raise Refused(
                 f"no eligible machine for order {order.id} ({reasons or 'no machines'})",
                 field="machine",
                 code="no_eligible_machine",
             )
+        if self.planning is None:
+            choice = self._planner(elig.candidates)
+            assert choice is not None
+            start, why = choice.available_from, f"planned on {choice.machine_name}"
+        else:
+            choice, start, why = self._from_plan(uow, actor, order, elig)
+        job = self.create_job(
+            uow,
+            actor,
+            order,
+            choice.machine_id,
+            choice.site_id,
+            choice.material_lot_id,
+            start,
+            choice.duration_s,
+            reason=why,
+        )
+        uow.commit()
+        return job
+
+    def _from_plan(
+        self, uow: UnitOfWork, actor: Actor, order: Order, elig: Eligibility
+    ) -> tuple[Candidate, datetime, str]:
+        """The order's place in the current plan; the plan is made again first when its inputs
+        changed or the order is not in it yet. No place: refused, with the plan's reason."""
+        assert self.planning is not None
+        plan = self.planning.current(uow)
+        if not self.planning.is_fresh(uow, plan):
+            trigger, reason = infer_trigger(
+                plan.inputs if plan else {}, fingerprint(uow, self._orders)[1]
+            )
+            plan = self.planning.plan(uow, actor, self, trigger=trigger, reason=reason)
+        assert plan is not None
+        entry = next((a for a in plan.assignments if a["order_id"] == order.id), None)
+        choice = next(
+            (c for c in elig.candidates if entry and c.machine_id == entry["machine_id"]), None
+        )
+        if entry is None or choice is None:
+            why = next(
+                (e["message"] for e in plan.explanations if e["order_id"] == order.id),
+                "its machine in the plan is no longer eligible",
+            )
+            if uow.session.new or uow.session.dirty:
+                uow.commit()  # the new plan stands; this order waits for a person or a change
+            raise Refused(
+                f"no place for order {order.id} in plan v{plan.number}: {why}",
+                field="machine",
+                code="no_place_in_plan",
+            )
+        start = max(datetime.fromisoformat(entry["start"]), uow.clock.now())
+        return choice, start, f"planned on {choice.machine_name} (plan v{plan.number})"
+
+    def create_job(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order,
+        machine_id: str,
+        site_id: str,
+        lot_id: str,
+        start: datetime,
+        duration_s: float,
+        *,
+        reason: str,
+    ) -> Job:
+        """A planned job for a designed order; the order moves to scheduled. No commit."""
         job = Job(
             id=new_id("job"),
             order_id=order.id,
-            machine_id=choice.machine_id,
-            site_id=choice.site_id,
-            material_lot_id=choice.material_lot_id,
-            planned_start=choice.available_from,
-            planned_finish=choice.finish,
+            machine_id=machine_id,
+            site_id=site_id,
+            material_lot_id=lot_id,
+            planned_start=start,
+            planned_finish=start + timedelta(seconds=duration_s),
             status=JobStatus.PLANNED.value,
             ticket=None,
             ticket_hash=None,
@@ -164,15 +236,69 @@ class SchedulingService:
             site_id=job.site_id,
         )
         self._orders.transition(
+            uow, actor, order, OrderStatus.SCHEDULED, reason=reason, extra={"job_id": job.id}
+        )
+        return job
+
+    # --- the network plan -----------------------------------------------------------------------
+    def _network_planning(self) -> NetworkPlanning:
+        if self.planning is None:
+            raise Refused("network planning is off", field="planning", code="planning_off")
+        return self.planning
+
+    def plan(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        trigger: PlanTrigger | str = PlanTrigger.MANUAL,
+        reason: str = "planned on request",
+        horizon_h: float | None = None,
+        time_limit_s: float | None = None,
+    ) -> PlanVersion:
+        """Make, apply and store a new plan version (audited), and commit."""
+        version = self._network_planning().plan(
             uow,
             actor,
-            order,
-            OrderStatus.SCHEDULED,
-            reason=f"planned on {choice.machine_name}",
-            extra={"job_id": job.id},
+            self,
+            trigger=trigger,
+            reason=reason,
+            horizon_h=horizon_h,
+            time_limit_s=time_limit_s,
         )
         uow.commit()
-        return job
+        return version
+
+    def replan(
+        self, uow: UnitOfWork, actor: Actor, reason: str, trigger: PlanTrigger | str
+    ) -> PlanVersion:
+        """Replan after an event: started jobs stay, others move only where it pays."""
+        require_reason(reason, "replanning")
+        return self.plan(uow, actor, trigger=trigger, reason=reason)
+
+    def refresh(
+        self, uow: UnitOfWork, actor: Actor, *, reason: str | None = None
+    ) -> PlanVersion | None:
+        """Replan if the plan's inputs changed (machine failure, recall, site pause, urgent or
+        new order), naming the trigger; otherwise do nothing. Safe to call often."""
+        planning = self._network_planning()
+        plan = planning.current(uow)
+        _, inputs = fingerprint(uow, self._orders)
+        if plan is None and not inputs["orders"]:
+            return None
+        if planning.is_fresh(uow, plan):
+            return None
+        trigger, why = infer_trigger(plan.inputs if plan else {}, inputs)
+        return self.plan(uow, actor, trigger=trigger, reason=f"{why} ({reason})" if reason else why)
+
+    def current_plan(self, uow: UnitOfWork) -> PlanVersion | None:
+        return self._network_planning().current(uow)
+
+    def plan_version(self, uow: UnitOfWork, number: int) -> PlanVersion:
+        return self._network_planning().version(uow, number)
+
+    def plan_history(self, uow: UnitOfWork, limit: int = 50) -> list[PlanVersion]:
+        return self._network_planning().history(uow, limit)
 
     def _waiting_job(self, uow: UnitOfWork, order: Order) -> Job:
         waiting = self.jobs(uow, JobStatus.PLANNED, JobStatus.TICKET_ISSUED, order_id=order.id)

@@ -1,0 +1,62 @@
+"""REST endpoints of the network plan: the current plan, its history, and a new plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from nearfab.api.deps import ActorDep, AppDep
+from nearfab.common.errors import NotFound
+from nearfab.identity import Role, require_role
+from nearfab.scheduling.schemas import plan_dict, plan_summary
+
+router = APIRouter(prefix="/api/v1", tags=["planning"])
+
+READERS = (Role.PLANNER, Role.PHARMACIST, Role.ADMIN, Role.QP, Role.AUDITOR, Role.OPERATOR)
+
+
+class PlanIn(BaseModel):
+    reason: str = Field(default="planned on request", min_length=1, max_length=500)
+    horizon_h: float | None = Field(default=None, gt=0)
+    time_limit_s: float | None = Field(default=None, ge=0, le=600)
+
+
+@router.get("/plan")
+def current_plan(actor: ActorDep, application: AppDep) -> dict[str, Any]:
+    """The current plan version: assignments, why orders are late or unplaced, what changed."""
+    require_role(actor, *READERS, action="reading the plan")
+    with application.uow() as uow:
+        version = application.scheduling.current_plan(uow)
+        if version is None:
+            raise NotFound("no plan yet", field="plan")
+        return plan_dict(version)
+
+
+@router.get("/plan/history")
+def plan_history(actor: ActorDep, application: AppDep, limit: int = 50) -> list[dict[str, Any]]:
+    require_role(actor, *READERS, action="reading the plan")
+    with application.uow() as uow:
+        return [plan_summary(v) for v in application.scheduling.plan_history(uow, limit)]
+
+
+@router.get("/plan/{number}")
+def plan_version(number: int, actor: ActorDep, application: AppDep) -> dict[str, Any]:
+    require_role(actor, *READERS, action="reading the plan")
+    with application.uow() as uow:
+        return plan_dict(application.scheduling.plan_version(uow, number))
+
+
+@router.post("/plan", status_code=201)
+def make_plan(body: PlanIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
+    """Plan again now (planner, pharmacist or admin); the new version is audited."""
+    with application.uow() as uow:
+        version = application.scheduling.plan(
+            uow,
+            actor,
+            reason=body.reason,
+            horizon_h=body.horizon_h,
+            time_limit_s=body.time_limit_s,
+        )
+        return plan_dict(version)

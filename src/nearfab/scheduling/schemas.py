@@ -1,0 +1,37 @@
+"""Plan versions as plain dicts: the one shape the API, the CLI and the web page show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nearfab.scheduling.models import PlanVersion
+
+
+def plan_summary(version: PlanVersion) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "number": version.number,
+        "created_at": version.created_at.isoformat(),
+        "created_by": version.created_by,
+        "trigger": version.trigger,
+        "reason": version.reason,
+        "solver": version.solver,
+        "status": version.status,
+        "objective": version.objective,
+        "weighted_tardiness": version.weighted_tardiness,
+        "bound": version.bound,
+        "gap": version.gap,
+        "solve_s": version.solve_s,
+        "late": sum(1 for e in version.explanations if e["status"] == "late"),
+        "unplaced": sum(1 for e in version.explanations if e["status"] == "unplaced"),
+        "changes": len(version.changes),
+    }
+
+
+def plan_dict(version: PlanVersion) -> dict[str, Any]:
+    return {
+        **plan_summary(version),
+        "assignments": version.assignments,
+        "explanations": version.explanations,
+        "changes": version.changes,
+    }
