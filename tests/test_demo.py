@@ -37,3 +37,20 @@ def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -
     assert all("autopilot" in s.meaning for s in sigs)
     assert {s.signer_name for s in sigs} == {"QP autopilot (demo only, not a person)"}
     assert all(r.status == "pending" for r in reviews if r.proposed_decision != "release")
+
+
+def test_demo_qualifies_monitoring_models_from_released_runs(seeded: App) -> None:
+    loop = DemoLoop(seeded, qp_password=TEST_PASSWORD, seed=5)
+    for _ in range(10):
+        loop.tick(submit=True)
+    loop.tick(submit=False)
+
+    with seeded.uow() as uow:
+        models = seeded.monitoring.active_models(uow)
+        valid = [seeded.monitoring.approval_valid(uow, m) for m in models]
+        approvers = {m.approved_by for m in models}
+        trainers = {m.created_by for m in models}
+    hydro = {m.kind for m in models if m.master_file_code == "MF-HC-PRINTLET"}
+    assert hydro == {"spc", "mspc"}  # 3+ released hydrocortisone runs: both models in force
+    assert all(valid) and approvers.isdisjoint(trainers)  # four eyes, signature intact
+    assert all(len(m.training["runs"]) >= 3 for m in models)

@@ -41,6 +41,7 @@ class DemoLoop:
         self._submitted = 0
         self._fault_pending = True
         self._not_signed: set[str] = set()  # refused once: left for a person, not retried
+        self._qualified = False
 
     def start(self) -> None:
         self.inject_fault()
@@ -79,6 +80,7 @@ class DemoLoop:
         self.app.runner.step()
         self._clear_fault_after_first_hit()
         self.autopilot()
+        self.qualify_monitoring()
 
     def submit_one(self) -> None:
         medication = "hydrocortisone" if self._rng.random() < 0.75 else "propranolol"
@@ -102,6 +104,55 @@ class DemoLoop:
                 if machine.name == self._fault_machine and review.proposed_decision != "release":
                     self.app.fleet.clear_faults(machine)
                     self._fault_pending = False
+
+    def qualify_monitoring(self) -> None:
+        """Once a product has three released runs on a machine type, fit its SPC and MSPC models
+        (as the demo admin) and approve them (as the demo QP): from then on its telemetry is
+        scored live. A real site does this from its performance-qualification runs."""
+        if self._password is None or self._qualified:
+            return
+        with self.app.uow() as uow:
+            admin_user = self.app.users.by_username(uow, "admin")
+            qp_user = self.app.users.by_username(uow, "qp")
+            in_force = {
+                (m.kind, m.master_file_code, m.machine_type)
+                for m in self.app.monitoring.active_models(uow)
+            }
+            products = {mf.code for mf in self.app.master_files.effective(uow)}
+        if admin_user is None or qp_user is None:
+            return
+        admin, qp = actor_of(admin_user), actor_of(qp_user)
+        done = True
+        for code in sorted(products):
+            for kind in ("spc", "mspc"):
+                if (kind, code, "tablet_printer") in in_force:
+                    continue
+                with self.app.uow() as uow:
+                    runs = self.app.monitoring.qualified_runs(uow, code, "tablet_printer")
+                if len(runs) < 3:
+                    done = False
+                    continue
+                try:
+                    with self.app.uow() as uow:
+                        model = self.app.monitoring.train(
+                            uow,
+                            admin,
+                            kind=kind,
+                            master_file_code=code,
+                            machine_type="tablet_printer",
+                            runs=runs[:5],
+                        )
+                    with self.app.uow() as uow:
+                        self.app.monitoring.approve(
+                            uow,
+                            qp,
+                            model.id,
+                            password=self._password,
+                            meaning="QP approval of monitoring model (demo set-up)",
+                        )
+                except DomainError as exc:
+                    log.warning("demo could not qualify %s %s: %s", kind, code, exc.message)
+        self._qualified = done
 
     def autopilot(self) -> None:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.

@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.identity import AuditEntry
+from nearfab.monitoring import alarm_dict
 from nearfab.uow import UnitOfWork
 
 
@@ -193,6 +194,8 @@ def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
                     }
                     for s in app.production.steps(uow, batch.id)
                 ],
+                # process alarms of the run, with their dispositions (open ones block release)
+                "alarms": [alarm_dict(a) for a in app.monitoring.alarms(uow, batch_id=batch.id)],
                 "deviations": [
                     {
                         "id": d.id,

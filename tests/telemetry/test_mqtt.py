@@ -172,3 +172,26 @@ def test_death_certificate_marks_the_machine_offline(seeded: App, broker: Broker
     publisher._client._sock.close()  # type: ignore[attr-defined]
     assert wait_for(lambda: online() is False, 20), "the death certificate never arrived"
     subscriber.stop()
+
+
+def test_networked_mode_carries_a_batch_run_through_the_broker(seeded: App, broker: Broker) -> None:
+    """With NEARFAB_MQTT_URL set, simulated machines publish over MQTT like real ones and the
+    platform's persistent subscription stores their run."""
+    seeded.settings.mqtt_url = f"mqtt://127.0.0.1:{broker.port}"
+    seeded.start_telemetry()
+    try:
+        batch = fh.batch(seeded, fh.make_batch(seeded))
+
+        def complete() -> bool:
+            with seeded.uow() as uow:
+                run = seeded.telemetry.run(uow, batch.job_id)
+            return run is not None and run.end_state == "COMPLETE"
+
+        assert wait_for(complete, 30), "the run never completed over MQTT"
+        with seeded.uow() as uow:
+            run = seeded.telemetry.run(uow, batch.job_id)
+            dead = seeded.telemetry.dead_letters(uow)
+        assert run is not None and run.points == len(batch.telemetry or [])
+        assert dead == []
+    finally:
+        seeded.stop_telemetry()

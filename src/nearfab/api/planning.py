@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from nearfab.api.deps import ActorDep, AppDep
@@ -35,10 +35,19 @@ def current_plan(actor: ActorDep, application: AppDep) -> dict[str, Any]:
 
 
 @router.get("/plan/history")
-def plan_history(actor: ActorDep, application: AppDep, limit: int = 50) -> list[dict[str, Any]]:
+def plan_history(
+    actor: ActorDep,
+    application: AppDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
+    """Plan versions, newest first: each with its trigger and reason (why) and its changes
+    (what changed: each order added, moved, retimed or taken off, with from and to)."""
     require_role(actor, *READERS, action="reading the plan")
     with application.uow() as uow:
-        return [plan_summary(v) for v in application.scheduling.plan_history(uow, limit)]
+        return [
+            {**plan_summary(v), "changes": v.changes}
+            for v in application.scheduling.plan_history(uow, limit)
+        ]
 
 
 @router.get("/plan/{number}")
@@ -51,7 +60,7 @@ def plan_version(number: int, actor: ActorDep, application: AppDep) -> dict[str,
 @router.post("/plan", status_code=201)
 def make_plan(body: PlanIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
     """Plan again now (planner, pharmacist or admin); the new version is audited."""
-    with application.uow() as uow:
+    with application.uow() as uow:  # the service refuses other roles (403)
         version = application.scheduling.plan(
             uow,
             actor,

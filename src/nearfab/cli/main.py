@@ -298,6 +298,7 @@ def network_run(
 ) -> None:
     """Advance the simulated machines in accelerated time."""
     application = state(ctx, data_dir).app(machine_speed=speed)
+    application.start_telemetry()  # networked mode only (NEARFAB_MQTT_URL)
     try:
         for spec in fault or []:
             machine_id, f = _parse_fault(spec)
@@ -311,6 +312,8 @@ def network_run(
             summary.rounds = 1
     except DomainError as exc:
         fail(exc, as_json)
+    finally:
+        application.stop_telemetry()
     if as_json:
         emit_json(summary.to_dict())
         return

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from nearfab.cli.context import console, emit_json, local_actor, state, use_case
+from nearfab.common.errors import ValidationFailed
+from nearfab.scheduling.models import PlanVersion
 from nearfab.scheduling.schemas import plan_dict
+
+# the service names its fields; a person at the shell typed these options
+OPTIONS = {"horizon": "--horizon", "time_limit": "--time-limit"}
+
+
+def value_of(field: str | None, horizon: float, time_limit: float) -> str:
+    return f"{horizon:g}" if field == "horizon" else f"{time_limit:g}"
 
 
 def plan(
@@ -24,13 +33,22 @@ def plan(
 ) -> None:
     """Plan every designed order and every job not started yet across the network."""
     application = state(ctx, data_dir).app()
-    version = use_case(
-        application,
-        as_json,
-        lambda uow: application.scheduling.plan(
-            uow, local_actor(), reason=reason, horizon_h=horizon, time_limit_s=time_limit
-        ),
-    )
+
+    def make(uow: Any) -> PlanVersion:
+        try:
+            return application.scheduling.plan(
+                uow, local_actor(), reason=reason, horizon_h=horizon, time_limit_s=time_limit
+            )
+        except ValidationFailed as exc:
+            option = OPTIONS.get(exc.field or "")
+            if option is None:
+                raise
+            raise ValidationFailed(
+                f"{option} {value_of(exc.field, horizon, time_limit)}: {exc.message}",
+                field=exc.field,
+            ) from None
+
+    version = use_case(application, as_json, make)
     data = plan_dict(version)
     if as_json:
         emit_json(data)
@@ -38,14 +56,24 @@ def plan(
     console.print(
         f"plan v{data['number']} ({escape(data['trigger'])}, {data['solver']}, {data['status']}):"
         f" weighted tardiness {data['weighted_tardiness']}, gap {data['gap']:.1%},"
-        f" {len(data['changes'])} change(s), {data['solve_s']} s"
+        f" {len(data['changes'])} change(s), {data['solve_s']} s",
+        soft_wrap=True,
     )
-    for a in sorted(data["assignments"], key=lambda a: (a["machine"], a["start"])):
+    for a in sorted(data["assignments"], key=lambda a: (a["site"], a["machine"], a["start"])):
         late = f" [red]late {a['late_min']} min[/]" if a["late_min"] else ""
         frozen = " (running)" if a["frozen"] else ""
         console.print(
-            f"  {escape(a['machine'])}: {a['order_id']} {a['start'][11:16]}–{a['end'][11:16]}"
-            f"{frozen}{late}"
+            f"  {escape(a['site'])} · {escape(a['machine'])}: {a['order_id']}"
+            f" {_when(a['start'])} – {_when(a['end'])} UTC{frozen}{late}",
+            soft_wrap=True,
         )
     for e in data["explanations"]:
-        console.print(f"  [yellow]{e['order_id']} {e['status']}[/]: {escape(e['message'])}")
+        console.print(
+            f"  [yellow]{e['order_id']} {e['status']}[/] ({e['reason']}): {escape(e['message'])}",
+            soft_wrap=True,
+        )
+
+
+def _when(iso: str) -> str:
+    """'2026-01-05T08:00:00+00:00' as '01-05 08:00' (a plan spans days)."""
+    return f"{iso[5:10]} {iso[11:16]}"

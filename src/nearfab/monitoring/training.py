@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.monitoring.logic.mspc import PcaModel
@@ -46,6 +45,8 @@ class TrainingData:
 
 def _sidak_z(alpha: float, tests: int) -> float:
     """Two-sided z for one test when `tests` of them together keep coverage `alpha`."""
+    from scipy.stats import norm  # lazy: scipy takes a second to import
+
     per_test = 1.0 - alpha ** (1.0 / max(1, tests))
     return float(norm.ppf(1.0 - per_test / 2.0))
 

@@ -12,6 +12,9 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nearfab.api.planning import READERS
+from nearfab.common.errors import Forbidden
+from nearfab.identity import require_role
 from nearfab.scheduling.schemas import plan_dict
 from nearfab.web.pages import ActorOpt, _app, render
 
@@ -75,11 +78,35 @@ def gantt(assignments: list[dict[str, Any]]) -> str:
 def plan_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return RedirectResponse("/login?next=/plan", status_code=303)
+    try:
+        require_role(actor, *READERS, action="reading the plan")
+    except Forbidden as exc:
+        return render(
+            request,
+            "plan.html",
+            actor,
+            status_code=exc.http_status,
+            error=exc.message,
+            plan=None,
+            figure=None,
+            versions=[],
+            machines={},
+        )
     application = _app(request)
     with application.uow() as uow:
         version = application.scheduling.current_plan(uow)
         history = application.scheduling.plan_history(uow, 10)
         data = plan_dict(version) if version is not None else None
         versions = [(v.number, v.created_at, v.trigger, v.reason, len(v.changes)) for v in history]
+        machines = {m.id: m.name for m in application.network.list_machines(uow)}
     figure = gantt(data["assignments"]) if data else None
-    return render(request, "plan.html", actor, plan=data, figure=figure, versions=versions)
+    return render(
+        request,
+        "plan.html",
+        actor,
+        error=None,
+        plan=data,
+        figure=figure,
+        versions=versions,
+        machines=machines,
+    )

@@ -75,16 +75,24 @@ def create_web_app(application: App) -> FastAPI:
 
 def _start(settings: Settings, **kwargs: Any) -> App:
     try:
-        return build_app(settings, **kwargs)
+        application = build_app(settings, **kwargs)
     except KeyMismatch as exc:
         raise SystemExit(f"nearfab: cannot start: {exc}") from None
+    try:
+        application.start_telemetry()  # networked mode only (NEARFAB_MQTT_URL)
+    except ConnectionError as exc:
+        raise SystemExit(f"nearfab: cannot start: {exc}") from None
+    return application
 
 
 def serve(settings: Settings, *, host: str, port: int) -> None:
     import uvicorn
 
     application = _start(settings)
-    uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
+    finally:
+        application.stop_telemetry()
 
 
 def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> None:
@@ -115,3 +123,4 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
         uvicorn.run(create_web_app(application), host=host, port=port, log_level="warning")
     finally:
         loop.stop()
+        application.stop_telemetry()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.monitoring.logic.spc import (
@@ -121,6 +120,8 @@ def cp_interval(cp: float, dof: float, confidence: float = 0.95) -> Interval:
 
     Ĉp sqrt(χ²_{α/2, ν} / ν) ≤ Cp ≤ Ĉp sqrt(χ²_{1-α/2, ν} / ν), ν the degrees of freedom of σ̂.
     """
+    from scipy import stats  # lazy: scipy takes a second to import
+
     value = require_positive(cp, "cp")
     nu = require_positive(dof, "dof")
     level = _confidence(confidence)
@@ -137,6 +138,8 @@ def cpk_interval(cpk: float, n: int, confidence: float = 0.95) -> Interval:
 
     equivalently Ĉpk [1 ± z sqrt(1/(9 n Ĉpk²) + 1/(2(n-1)))] (Montgomery eq. 8.21).
     """
+    from scipy import stats  # lazy: scipy takes a second to import
+
     value = require_finite(cpk, "cpk")
     if isinstance(n, bool) or int(n) != n or n < 2:
         raise ValidationFailed(f"n must be an integer of at least 2, got {n!r}", field="n")

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
-from scipy.signal import lfilter
 
 from nearfab.common.errors import ValidationFailed
 
@@ -58,12 +56,16 @@ __all__ = [
 # --- limits ------------------------------------------------------------------------------------
 def t2_limit(components: int, n: int, alpha: float) -> float:
     """Phase-II Hotelling T² limit for a new sample: a(n²−1)/(n(n−a)) · F_alpha(a, n−a)."""
+    from scipy import stats  # lazy: scipy takes a second to import
+
     a = components
     return float(a * (n * n - 1) / (n * (n - a)) * stats.f.ppf(alpha, a, n - a))
 
 
 def q_limit(residual_eigenvalues: FloatArray, alpha: float) -> float:
     """SPE limit of Jackson & Mudholkar (1979); Box's g·χ²_h when h0 ≤ 0."""
+    from scipy import stats  # lazy: scipy takes a second to import
+
     lam = np.asarray(residual_eigenvalues, dtype=np.float64)
     th1, th2, th3 = (float(np.sum(lam**k)) for k in (1, 2, 3))
     if th1 <= 0.0 or th2 <= 0.0:
@@ -81,6 +83,8 @@ def q_limit(residual_eigenvalues: FloatArray, alpha: float) -> float:
 
 def _box_limit(values: FloatArray, level: float) -> float:
     """Quantile `level` of g·χ²_h matched to the mean and variance of `values` (Box 1954)."""
+    from scipy import stats  # lazy: scipy takes a second to import
+
     mean = float(np.mean(values))
     var = float(np.var(values, ddof=1))
     if mean <= 0.0 or var <= 0.0:
@@ -126,6 +130,8 @@ def _not_finite(name: str, row: int) -> ValidationFailed:
 
 def ewma(values: FloatArray, lam: float, start: float) -> FloatArray:
     """z_t = λ·x_t + (1−λ)·z_{t−1}, z_{−1} = start."""
+    from scipy.signal import lfilter  # lazy: scipy takes a second to import
+
     out, _ = lfilter([lam], [1.0, -(1.0 - lam)], values, zi=[(1.0 - lam) * start])
     return np.asarray(out, dtype=np.float64)
 

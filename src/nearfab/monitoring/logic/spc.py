@@ -18,8 +18,6 @@ from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import integrate
-from scipy.special import gammaln
 
 from nearfab.common.errors import ValidationFailed
 
@@ -143,6 +141,8 @@ def _phi_cdf(x: float) -> float:
 
 @cache
 def _d2(n: int) -> float:
+    from scipy import integrate  # lazy: scipy takes a second to import
+
     # E[range] = ∫ 1 - Φ(x)^n - (1 - Φ(x))^n dx (Tippett 1925).
     def integrand(x: float) -> float:
         return 1.0 - _phi_cdf(x) ** n - _phi_cdf(-x) ** n
@@ -153,6 +153,8 @@ def _d2(n: int) -> float:
 
 @cache
 def _d3(n: int) -> float:
+    from scipy import integrate  # lazy: scipy takes a second to import
+
     # E[W²] = 2 ∫₀^∞ w P(W > w) dw with P(W ≤ w) = n ∫ φ(x) [Φ(x+w) - Φ(x)]^(n-1) dx.
     def range_tail(w: float) -> float:
         def density(x: float) -> float:
@@ -181,6 +183,8 @@ def d3(n: int) -> float:
 
 def c4(n: int) -> float:
     """E[s]/σ for samples of n ≥ 2 normal values: sqrt(2/(n-1)) Γ(n/2) / Γ((n-1)/2)."""
+    from scipy.special import gammaln  # lazy: scipy takes a second to import
+
     size = _check_size(n, bounded=False)
     return math.sqrt(2.0 / (size - 1)) * math.exp(gammaln(size / 2) - gammaln((size - 1) / 2))
 
