@@ -160,5 +160,3 @@ def test_approving_a_new_version_retires_the_old_one(monitored: App) -> None:
         spc = [m for m in monitored.monitoring.models(uow) if m.kind == "spc"]
     assert [(m.version, m.status) for m in spc] == [(1, "retired"), (2, "approved")]
     assert spc[1].id == new_id
-
-
