@@ -198,7 +198,7 @@ def test_score_refusals_name_the_option_and_reason(tmp_path: Path, files: dict[s
 
 
 def test_as_a_subprocess(files: dict[str, Path]) -> None:
-    cmd = [sys.executable, "-c", "from nearfab.cli.mspc import app; app()"]
+    cmd = [sys.executable, "-m", "nearfab", "mspc"]  # the installed entry point, as users call it
     fitted = subprocess.run(
         [*cmd, "fit", "--train", str(files["train_t"]), "--transpose", "--components", "2",
          "--out", str(files["model"])],
@@ -218,3 +218,26 @@ def test_as_a_subprocess(files: dict[str, Path]) -> None:
     )  # fmt: skip
     assert missing.returncode == 2
     assert "--data" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_the_contract_on_tennessee_eastman(tmp_path: Path, shared_data: Path) -> None:
+    """`nearfab mspc fit` on d00.dat (stored transposed) and `score` on d01_te.dat: 960 samples,
+    the fault (from row 160) mostly alarmed, the normal stretch mostly not."""
+    tep = shared_data / "tep"
+    model = tmp_path / "tep.json"
+    cmd = [sys.executable, "-m", "nearfab", "mspc"]
+    fitted = subprocess.run(
+        [*cmd, "fit", "--train", str(tep / "d00.dat"), "--transpose", "--components", "9",
+         "--alpha", "0.99", "--out", str(model)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    scored = subprocess.run(
+        [*cmd, "score", "--model", str(model), "--data", str(tep / "d01_te.dat"), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    out = json.loads(scored.stdout)
+    assert len(out["t2"]) == len(out["spe"]) == len(out["alarm"]) == 960
+    assert sum(out["alarm"][160:]) / 800 > 0.95  # fault 1 is a step: PCA finds it
+    assert sum(out["alarm"][:160]) / 160 < 0.15
