@@ -1,4 +1,6 @@
-"""Serialised unit states."""
+"""Serialised unit states, verification answers, EPCIS vocabulary and ledger entry kinds."""
+
+from __future__ import annotations
 
 from enum import StrEnum
 
@@ -12,9 +14,68 @@ class UnitStatus(StrEnum):
 
 
 UNIT_TRANSITIONS: dict[UnitStatus, frozenset[UnitStatus]] = {
-    UnitStatus.QUARANTINE: frozenset({UnitStatus.RELEASED, UnitStatus.REJECTED}),
+    # a recall reaches packs still in quarantine too (they must never be released)
+    UnitStatus.QUARANTINE: frozenset(
+        {UnitStatus.RELEASED, UnitStatus.REJECTED, UnitStatus.RECALLED}
+    ),
     UnitStatus.RELEASED: frozenset({UnitStatus.DISPENSED, UnitStatus.RECALLED}),
-    UnitStatus.DISPENSED: frozenset({UnitStatus.RECALLED}),
+    # dispensed -> released: undo of a decommission (within 10 days, never expired/recalled)
+    UnitStatus.DISPENSED: frozenset({UnitStatus.RECALLED, UnitStatus.RELEASED}),
     UnitStatus.REJECTED: frozenset(),
     UnitStatus.RECALLED: frozenset(),
 }
+
+
+class VerifyStatus(StrEnum):
+    """The one answer of a verification at dispense (EU 2016/161 style)."""
+
+    OK = "ok"
+    WRONG_PATIENT = "wrong_patient"
+    EXPIRED = "expired"
+    RECALLED = "recalled"
+    NOT_RELEASED = "not_released"
+    REJECTED = "rejected"
+    ALREADY_DISPENSED = "already_dispensed"
+    UNKNOWN = "unknown"  # never made in this network, or the label does not match: falsified?
+
+
+class LedgerKind(StrEnum):
+    EPCIS = "epcis"  # a custody event (its canonical JSON-LD)
+    RELEASE = "release"  # a QP release decision
+    ANCHOR = "anchor"  # the control site recording a site's chain head
+    KEY = "key"  # a site key introduced (rotation)
+
+
+class AlertKind(StrEnum):
+    SECOND_DISPENSE = "second_dispense"
+    SUSPECTED_FALSIFIED = "suspected_falsified"
+
+
+class RecallStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# CBV 2.0 business steps and dispositions nearfab emits
+class BizStep(StrEnum):
+    COMMISSIONING = "commissioning"
+    CREATING_CLASS_INSTANCE = "creating_class_instance"
+    INSPECTING = "inspecting"
+    SHIPPING = "shipping"
+    RECEIVING = "receiving"
+    DISPENSING = "dispensing"
+    DESTROYING = "destroying"
+    HOLDING = "holding"
+    SENSOR_REPORTING = "sensor_reporting"
+
+
+class Disposition(StrEnum):
+    ACTIVE = "active"
+    SELLABLE_NOT_ACCESSIBLE = "sellable_not_accessible"
+    SELLABLE_ACCESSIBLE = "sellable_accessible"
+    NON_SELLABLE_OTHER = "non_sellable_other"
+    IN_TRANSIT = "in_transit"
+    IN_PROGRESS = "in_progress"
+    DISPENSED = "dispensed"
+    DESTROYED = "destroyed"
+    RECALLED = "recalled"

@@ -1,10 +1,12 @@
-"""Serialised units (one patient pack each) and dispense records."""
+"""Serialised units (one patient pack each), dispense records, EPCIS events, the custody
+ledger, site keys and locations, recalls and alerts."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -46,3 +48,124 @@ class Dispense(Base):
     dispensed_at: Mapped[datetime]
     dispensed_by: Mapped[str] = mapped_column(String(64))
     site_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class SiteLocation(Base):
+    """A site's GS1 Global Location Number (its SGLN is readPoint / bizLocation)."""
+
+    __tablename__ = "custody_site_locations"
+
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    gln: Mapped[str] = mapped_column(String(13), unique=True)
+    company_prefix_length: Mapped[int]
+    assigned_at: Mapped[datetime]
+
+
+class EpcisEvent(Base):
+    """One EPCIS 2.0 event, made here or captured from a partner; id = its event hash."""
+
+    __tablename__ = "custody_epcis_events"
+    __table_args__ = (
+        Index("ix_custody_epcis_time", "event_time"),
+        Index("ix_custody_epcis_biz_step", "biz_step"),
+    )
+
+    event_hash: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text)  # the event's own eventID (or its hash)
+    event_type: Mapped[str] = mapped_column(String(32))
+    event_time: Mapped[datetime]
+    record_time: Mapped[datetime]
+    action: Mapped[str | None] = mapped_column(String(16))
+    biz_step: Mapped[str | None] = mapped_column(String(200))
+    disposition: Mapped[str | None] = mapped_column(String(200))
+    read_point: Mapped[str | None] = mapped_column(String(300), index=True)
+    biz_location: Mapped[str | None] = mapped_column(String(300), index=True)
+    site_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))  # nearfab | capture
+    body: Mapped[dict[str, Any]]  # the event as JSON-LD, with "@context" when captured
+
+
+class EpcisEpc(Base):
+    """Every identifier an event names (EPCs, parent, inputs, outputs, quantity classes),
+    canonical Digital Link form, for queries and trace."""
+
+    __tablename__ = "custody_epcis_epcs"
+    __table_args__ = (Index("ix_custody_epc", "epc"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    event_hash: Mapped[str] = mapped_column(
+        ForeignKey("custody_epcis_events.event_hash"), index=True
+    )
+    epc: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class SiteKey(Base):
+    """A site's Ed25519 ledger key; the private half encrypted with the data folder's key.
+    Retired keys stay for verification of what they signed."""
+
+    __tablename__ = "custody_site_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+
+class LedgerEntry(Base):
+    """One link of a site's hash chain: hash(prev_hash, canonical payload), signed."""
+
+    __tablename__ = "custody_ledger"
+    __table_args__ = (UniqueConstraint("site_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(100), index=True)
+    recorded_at: Mapped[datetime]
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON, exactly as hashed
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(ForeignKey("custody_site_keys.key_id"))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class Recall(Base):
+    __tablename__ = "custody_recalls"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32))  # lot | batch | master_file | machine
+    scope_ref: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class RecallUnit(Base):
+    __tablename__ = "custody_recall_units"
+    __table_args__ = (UniqueConstraint("recall_id", "unit_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    recall_id: Mapped[str] = mapped_column(ForeignKey("custody_recalls.id"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)
+    status_before: Mapped[str] = mapped_column(String(32))
+
+
+class CustodyAlert(Base):
+    """Something a pharmacist or QA must look at: a second dispense, a suspected falsified
+    pack."""
+
+    __tablename__ = "custody_alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    unit_id: Mapped[str | None] = mapped_column(String(32))
+    scan: Mapped[str] = mapped_column(String(200))
+    raised_at: Mapped[datetime]
+    raised_by: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]]

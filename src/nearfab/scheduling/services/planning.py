@@ -104,8 +104,8 @@ class NetworkPlanning:
         why = {e.job_id: e for e in explain(instance, result.schedule)}
         number = (current.number if current else 0) + 1
         label = f"plan v{number} ({trigger}): {reason}"
-        self._apply(uow, actor, scheduling, ctx, result.schedule.placements, label)
-        assignments = self._assignments(ctx, result.schedule.placements, why)
+        job_ids = self._apply(uow, actor, scheduling, ctx, result.schedule.placements, label)
+        assignments = self._assignments(ctx, result.schedule.placements, why, job_ids)
         new_map = {a["order_id"]: _key(a) for a in assignments if not a.get("frozen")}
         old_map = {k: _key(a) for k, a in old.items() if not a.get("frozen")}
         version = PlanVersion(
@@ -158,8 +158,9 @@ class NetworkPlanning:
         ctx: Context,
         placements: dict[str, Any],
         label: str,
-    ) -> None:
-        """Bring the jobs not started yet in line with the plan."""
+    ) -> dict[str, str]:
+        """Bring the jobs not started yet in line with the plan; the job of each placed order."""
+        job_ids: dict[str, str] = {}
         for order_id, job in sorted(ctx.jobs.items()):
             p = placements.get(order_id)
             order = ctx.orders[order_id]
@@ -183,6 +184,7 @@ class NetworkPlanning:
                         reason=label,
                         site_id=job.site_id,
                     )
+                job_ids[order_id] = job.id
                 continue
             # another machine or lot (a signed ticket names both), or no place: a new job
             scheduling.transition(uow, actor, job, JobStatus.CANCELLED, reason=label)
@@ -196,7 +198,7 @@ class NetworkPlanning:
             )
             if p is not None:
                 machine = ctx.machines[p.machine_id]
-                scheduling.create_job(
+                job_ids[order_id] = scheduling.create_job(
                     uow,
                     actor,
                     order,
@@ -206,10 +208,15 @@ class NetworkPlanning:
                     ctx.at(p.start),
                     ctx.durations_s[order_id],
                     reason=f"{label}; moved to {machine.name}",
-                )
+                ).id
+        return job_ids
 
     def _assignments(
-        self, ctx: Context, placements: dict[str, Any], why: dict[str, Any]
+        self,
+        ctx: Context,
+        placements: dict[str, Any],
+        why: dict[str, Any],
+        job_ids: dict[str, str],
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for job in ctx.running:
@@ -244,7 +251,7 @@ class NetworkPlanning:
             out.append(
                 {
                     "order_id": order_id,
-                    "job_id": None,
+                    "job_id": job_ids.get(order_id),  # None until the order's job exists
                     "machine_id": machine.id,
                     "machine": machine.name,
                     "site_id": machine.site_id,
