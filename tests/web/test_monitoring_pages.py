@@ -312,3 +312,27 @@ def test_an_operator_sees_no_forms_and_cannot_close(faulty: Faulty) -> None:
     clinician = login(faulty.app, "clinician")
     denied = clinician.get("/monitoring")
     assert denied.status_code == 403 and "Not allowed" in denied.text
+
+
+def test_machine_page_shows_live_charts_across_runs_with_the_model_limits(faulty: Faulty) -> None:
+    client = login(faulty.app, "pharmacist")
+    overview = client.get("/monitoring").text
+    machine_id = fh.machine_id(faulty.app, PRINTER)
+    assert f'href="/monitoring/machines/{machine_id}"' in overview
+
+    page = client.get(f"/monitoring/machines/{machine_id}?hours=24")
+    assert page.status_code == 200, page.text
+    figs = figures(page.text)
+    pressure = figs["chart-extrusion_pressure_kpa"]
+    ucl = trace(pressure, "upper control limit")["y"][0]
+    assert ucl == pytest.approx(faulty.alarm("spc", "we1")["limit"])
+    beyond = trace(pressure, "beyond a limit")
+    assert beyond["marker"]["color"] == RED and max(beyond["y"]) > ucl
+    assert 'http-equiv="refresh" content="15"' in page.text
+    assert f'href="/monitoring/runs/{faulty.run}"' in page.text  # the faulty run is listed
+    # the window reaches back over the earlier, healthy runs too
+    readings = sum(len(t["x"]) for t in pressure["data"] if t["name"] == "reading")
+    assert readings == 4 * 126  # three healthy runs and the faulty one, 126 readings each
+
+    assert client.get(f"/monitoring/machines/{machine_id}?hours=0").status_code == 422
+    assert client.get("/monitoring/machines/mch_NOPE").status_code == 404

@@ -4,6 +4,7 @@ the stored telemetry with the model in force for the run's product (read-only)."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -209,3 +210,81 @@ class RunCharts:
             "t2_contributions": [float(v) for v in c.t2],
             "spe_contributions": [float(v) for v in c.spe],
         }
+
+    def machine_charts(
+        self, uow: UnitOfWork, machine_id: str, *, hours: float, max_points: int = 600
+    ) -> dict[str, Any]:
+        """A machine's recent readings per metric (bucketed for long windows: mean, min, max),
+        with the individuals limits of the SPC model in force for the product it made last; a
+        reading or bucket beyond them is flagged."""
+        if not 0 < hours <= 24 * 31:
+            raise ValidationFailed("hours must be between 0 and 744", field="hours")
+        machine = self._network.get_machine(uow, machine_id)
+        telemetry = self._telemetry
+        model, product = _machine_model(uow, machine.id, machine.machine_type)
+        end = uow.clock.now()
+        start = end - timedelta(hours=hours)
+        metrics = sorted({s.metric for s in telemetry.series(uow, machine_id=machine.id)})
+        out: list[dict[str, Any]] = []
+        for metric in metrics:
+            data = telemetry.query(
+                uow,
+                metric=metric,
+                machine_id=machine.id,
+                start=start,
+                end=end,
+                max_points=max_points,
+            )
+            chart: dict[str, Any] = {
+                "metric": metric,
+                "unit": data.unit,
+                "times": [p.at.isoformat() for p in data.points],
+                "values": [p.value for p in data.points],
+                "low": [p.low for p in data.points],
+                "high": [p.high for p in data.points],
+                "downsampled": data.downsampled,
+            }
+            params = model.params["charts"].get(metric) if model else None
+            if params is not None:
+                z = float(params["L_individuals"])
+                lcl = params["center"] - z * params["sigma"]
+                ucl = params["center"] + z * params["sigma"]
+                chart.update(
+                    center=params["center"],
+                    lcl=lcl,
+                    ucl=ucl,
+                    flagged=[i for i, p in enumerate(data.points) if p.high > ucl or p.low < lcl],
+                )
+            out.append(chart)
+        return {
+            "machine_id": machine.id,
+            "machine": machine.name,
+            "hours": hours,
+            "product": product,
+            "model_id": model.id if model else None,
+            "model_version": model.version if model else None,
+            "charts": out,
+        }
+
+
+def _machine_model(
+    uow: UnitOfWork, machine_id: str, machine_type: str
+) -> tuple[MonitoringModel | None, str | None]:
+    """The SPC model in force for the product the machine made last (and that product)."""
+    last = uow.session.scalar(
+        select(BatchRecord)
+        .where(BatchRecord.machine_id == machine_id)
+        .order_by(BatchRecord.started_at.desc())
+        .limit(1)
+    )
+    if last is None:
+        return None, None
+    model = uow.session.scalar(
+        select(MonitoringModel).where(
+            MonitoringModel.kind == ModelKind.SPC.value,
+            MonitoringModel.master_file_code == last.master_file_code,
+            MonitoringModel.machine_type == machine_type,
+            MonitoringModel.status == ModelStatus.APPROVED.value,
+        )
+    )
+    return model, last.master_file_code

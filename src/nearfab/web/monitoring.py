@@ -249,6 +249,55 @@ def control_chart_figure(chart: dict[str, Any]) -> str:
     return str(fig.to_json())
 
 
+def machine_chart_figure(chart: dict[str, Any]) -> str:
+    """A machine's recent readings of one metric: the line (with a min–max band when bucketed),
+    the limits of the model in force, and readings beyond them in red."""
+    fig = go.Figure()
+    x, values = chart["times"], chart["values"]
+    if chart.get("downsampled") and x:
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=chart["high"] + chart["low"][::-1],
+                fill="toself",
+                fillcolor="rgba(31, 95, 139, 0.15)",
+                line={"width": 0},
+                name="min–max per bucket",
+                hoverinfo="skip",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=values,
+            mode="lines",
+            name="mean per bucket" if chart.get("downsampled") else "reading",
+            line={"color": BRAND, "width": 1.2},
+            hovertemplate="%{x} UTC<br>%{y:.4g}<extra></extra>",
+        )
+    )
+    if x and chart.get("center") is not None:
+        _level(fig, x, chart["center"], "centre line", color=GREEN, dash="dash", width=1)
+        _level(fig, x, chart["ucl"], "upper control limit", color=RED, dash="dash", width=1)
+        _level(fig, x, chart["lcl"], "lower control limit", color=RED, dash="dash", width=1)
+        flagged = chart.get("flagged") or []
+        if flagged:
+            fig.add_trace(
+                go.Scatter(
+                    x=[x[i] for i in flagged],
+                    y=[values[i] for i in flagged],
+                    mode="markers",
+                    name="beyond a limit",
+                    marker={"color": RED, "size": 7},
+                    hovertemplate="%{x} UTC<br>%{y:.4g}<extra>beyond a limit</extra>",
+                )
+            )
+    _layout(
+        fig, title=metric_label(chart["metric"], chart.get("unit")), y_title=chart.get("unit") or ""
+    )
+    return str(fig.to_json())
+
+
 def mspc_figure(mspc: dict[str, Any], stat: str) -> str:
     """T² or SPE per sample with its limit; samples over a limit red. A click on a sample asks
     for its contributions (monitoring.js reads the sample index from customdata)."""
@@ -495,6 +544,41 @@ def run_page(
         chosen=chosen,
         alarms=alarms,
         refresh=20 if running else None,
+    )
+
+
+@router.get("/monitoring/machines/{machine_id}", response_class=HTMLResponse)
+def machine_page(
+    request: Request,
+    machine_id: str,
+    actor: ActorOpt,
+    hours: Annotated[float, Query(gt=0, le=744)] = 8.0,
+) -> Response:
+    """Live control charts of one machine over the last hours, across its runs."""
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    try:
+        require_role(actor, *READERS, action="reading control charts")
+        with application.uow() as uow:
+            data = application.charts.machine_charts(uow, machine_id, hours=hours)
+            session = next(
+                (t for t in application.telemetry.machines(uow) if t.machine_id == machine_id),
+                None,
+            )
+            runs = application.telemetry.runs(uow, machine_id=machine_id)[:10]
+    except (NotFound, Forbidden) as exc:
+        return _refused(request, actor, exc)
+    for chart in data["charts"]:
+        chart["figure"] = machine_chart_figure(chart)
+    return render(
+        request,
+        "monitoring_machine.html",
+        actor,
+        data=data,
+        session=session,
+        runs=runs,
+        refresh=15,
     )
 
 

@@ -1,0 +1,341 @@
+"""The tamper-evident custody ledger: per-site hash chains signed with each site's Ed25519 key,
+the control site anchoring every site's head in its own chain, key rotation, verification."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from sqlalchemy import select
+
+from nearfab.common.errors import NotFound, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.custody.enums import LedgerKind
+from nearfab.custody.logic.epcis import epcis_time
+from nearfab.custody.logic.ledger import (
+    GENESIS,
+    Problem,
+    Row,
+    entry_hash,
+    payload_of,
+    verify_anchors,
+    verify_chain,
+)
+from nearfab.custody.models import EpcisEvent, LedgerEntry, SiteKey
+from nearfab.identity import Actor, AuditAction, audit
+from nearfab.network import Site, SiteKind
+from nearfab.uow import UnitOfWork
+
+
+class KeyRing:
+    """Encrypts site private keys with the data folder's ledger key (keys/custody_ledger.key,
+    mode 0600, like the patient-identity key): the database alone cannot sign."""
+
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+        self.fingerprint = hashlib.sha256(b"nearfab-fingerprint" + key).hexdigest()[:16]
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        return cls(Fernet.generate_key())
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> KeyRing:
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(Fernet.generate_key())
+        return cls(path.read_bytes().strip())
+
+    def seal(self, private: Ed25519PrivateKey) -> bytes:
+        raw = private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return self._fernet.encrypt(raw)
+
+    def open(self, sealed: bytes) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self._fernet.decrypt(sealed))
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass
+class LedgerReport:
+    entries: int
+    sites: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "sites": self.sites,
+            "first_bad": (
+                None
+                if self.first_bad is None
+                else {
+                    "site_id": self.first_bad.site_id,
+                    "seq": self.first_bad.seq,
+                    "entry_id": self.first_bad.entry_id,
+                    "reason": self.first_bad.reason,
+                    "text": self.first_bad.describe(),
+                }
+            ),
+            "problems": [p.describe() for p in self.problems],
+        }
+
+
+class CustodyLedger:
+    def __init__(self, keyring: KeyRing) -> None:
+        self._keyring = keyring
+        self._private: dict[str, Ed25519PrivateKey] = {}
+        self._public: dict[str, tuple[str, Ed25519PublicKey]] = {}
+
+    # --- keys --------------------------------------------------------------------------------
+    def _current_key(self, uow: UnitOfWork, site_id: str) -> SiteKey | None:
+        # FOR UPDATE: appends to one site's chain queue behind each other (PostgreSQL)
+        return uow.session.scalar(
+            select(SiteKey)
+            .where(SiteKey.site_id == site_id, SiteKey.retired_at.is_(None))
+            .with_for_update()
+        )
+
+    def _new_key(self, uow: UnitOfWork, site_id: str) -> tuple[SiteKey, Ed25519PrivateKey]:
+        private = Ed25519PrivateKey.generate()
+        key = SiteKey(
+            key_id=new_id("lk"),
+            site_id=site_id,
+            public_key=_raw_public(private),
+            private_key_encrypted=self._keyring.seal(private),
+            created_at=uow.clock.now(),
+            retired_at=None,
+        )
+        uow.session.add(key)
+        self._private[key.key_id] = private
+        return key, private
+
+    def _signing_key(self, uow: UnitOfWork, site_id: str) -> tuple[SiteKey, Ed25519PrivateKey]:
+        key = self._current_key(uow, site_id)
+        if key is None:
+            return self._new_key(uow, site_id)
+        private = self._private.get(key.key_id)
+        if private is None:
+            private = self._keyring.open(key.private_key_encrypted)
+            self._private[key.key_id] = private
+        return key, private
+
+    def rotate(self, uow: UnitOfWork, actor: Actor, site_id: str, *, reason: str) -> SiteKey:
+        """A new signing key for the site; the old one is retired but kept for verification.
+        The change is itself a ledger entry signed with the old key."""
+        if uow.session.get(Site, site_id) is None:
+            raise NotFound(f"no site {site_id!r}", field="site_id")
+        if not reason.strip():
+            raise ValidationFailed("give the reason for rotating the key", field="reason")
+        old = self._current_key(uow, site_id)
+        new, _ = self._new_key(uow, site_id)
+        uow.flush()
+        if old is not None:
+            self.append(
+                uow,
+                site_id,
+                LedgerKind.KEY,
+                new.key_id,
+                {"new_key_id": new.key_id, "public_key": new.public_key.hex(), "reason": reason},
+                key=old,
+            )
+            old.retired_at = uow.clock.now()
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "ledger_key",
+            new.key_id,
+            new={"site_id": site_id, "retired": old.key_id if old else None},
+            reason=reason,
+            site_id=site_id,
+        )
+        uow.commit()
+        return new
+
+    # --- appending ---------------------------------------------------------------------------
+    def head(self, uow: UnitOfWork, site_id: str) -> tuple[int, str]:
+        row = uow.session.execute(
+            select(LedgerEntry.seq, LedgerEntry.entry_hash)
+            .where(LedgerEntry.site_id == site_id)
+            .order_by(LedgerEntry.seq.desc())
+            .limit(1)
+        ).first()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def append(
+        self,
+        uow: UnitOfWork,
+        site_id: str,
+        kind: LedgerKind,
+        ref: str,
+        body: dict[str, Any],
+        *,
+        key: SiteKey | None = None,
+    ) -> LedgerEntry:
+        """Add one entry to the site's chain in the caller's transaction."""
+        if key is None:
+            key, private = self._signing_key(uow, site_id)
+        else:
+            private = self._private.get(key.key_id) or self._keyring.open(key.private_key_encrypted)
+        seq, prev = self.head(uow, site_id)
+        recorded = uow.clock.now()
+        payload = payload_of(
+            site_id=site_id,
+            seq=seq + 1,
+            kind=kind.value,
+            ref=ref,
+            recorded_at=epcis_time(recorded),
+            body=body,
+        )
+        digest = entry_hash(prev, payload)
+        entry = LedgerEntry(
+            site_id=site_id,
+            seq=seq + 1,
+            kind=kind.value,
+            ref=ref[:100],
+            recorded_at=recorded,
+            payload=payload,
+            prev_hash=prev,
+            entry_hash=digest,
+            key_id=key.key_id,
+            signature=private.sign(bytes.fromhex(digest)).hex(),
+        )
+        uow.session.add(entry)
+        uow.flush()
+        return entry
+
+    def anchor(self, uow: UnitOfWork, actor: Actor) -> list[LedgerEntry]:
+        """The control site records every other site's current head in its own chain (only heads
+        that moved since the last anchor). Run periodically (the runner's sweep)."""
+        control = uow.session.scalar(select(Site).where(Site.kind == SiteKind.CONTROL.value))
+        if control is None:
+            raise NotFound("the network has no control site", field="site_id")
+        anchored: dict[str, int] = {}
+        for row in uow.session.scalars(
+            select(LedgerEntry.payload).where(
+                LedgerEntry.site_id == control.id, LedgerEntry.kind == LedgerKind.ANCHOR.value
+            )
+        ):
+            import json
+
+            body = json.loads(row)["body"]
+            anchored[body["site_id"]] = max(anchored.get(body["site_id"], 0), body["seq"])
+        site_ids = uow.session.scalars(
+            select(LedgerEntry.site_id).where(LedgerEntry.site_id != control.id).distinct()
+        ).all()
+        made = []
+        for site_id in sorted(site_ids):
+            seq, head = self.head(uow, site_id)
+            if seq and anchored.get(site_id, 0) < seq:
+                made.append(
+                    self.append(
+                        uow,
+                        control.id,
+                        LedgerKind.ANCHOR,
+                        f"{site_id}:{seq}",
+                        {"site_id": site_id, "seq": seq, "head": head},
+                    )
+                )
+        if made:
+            audit(
+                uow,
+                actor,
+                AuditAction.CREATE,
+                "ledger_anchor",
+                control.id,
+                new={"anchored": [e.ref for e in made]},
+                site_id=control.id,
+            )
+        uow.commit()
+        return made
+
+    # --- verification ------------------------------------------------------------------------
+    def _check_signature(self, uow: UnitOfWork) -> Any:
+        keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        for key in uow.session.scalars(select(SiteKey)):
+            keys[key.key_id] = (key.site_id, Ed25519PublicKey.from_public_bytes(key.public_key))
+
+        def check(key_id: str, site_id: str, digest: str, signature: str) -> bool:
+            found = keys.get(key_id)
+            if found is None or found[0] != site_id:
+                return False
+            try:
+                found[1].verify(bytes.fromhex(signature), bytes.fromhex(digest))
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+
+        return check
+
+    def verify(self, uow: UnitOfWork) -> LedgerReport:
+        """Check every chain, every signature, every anchor, and that every custody event made
+        here has its entry. Problems come first-bad-first (by site, then seq)."""
+        check = self._check_signature(uow)
+        chains: dict[str, list[Row]] = defaultdict(list)
+        for r in uow.session.execute(
+            select(
+                LedgerEntry.id,
+                LedgerEntry.site_id,
+                LedgerEntry.seq,
+                LedgerEntry.kind,
+                LedgerEntry.ref,
+                LedgerEntry.payload,
+                LedgerEntry.prev_hash,
+                LedgerEntry.entry_hash,
+                LedgerEntry.key_id,
+                LedgerEntry.signature,
+            ).order_by(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.id)
+        ):
+            chains[r[1]].append(Row(*r))
+        problems: list[Problem] = []
+        heads: dict[str, dict[int, str]] = {}
+        refs: set[str] = set()
+        anchors: list[Row] = []
+        count = 0
+        for site_id in sorted(chains):
+            rows = chains[site_id]
+            count += len(rows)
+            problems.extend(verify_chain(rows, check))
+            heads[site_id] = {r.seq: r.entry_hash for r in rows}
+            refs.update(r.ref for r in rows)
+            anchors.extend(r for r in rows if r.kind == LedgerKind.ANCHOR.value)
+        problems.extend(verify_anchors(anchors, heads))
+        for event_hash in uow.session.scalars(
+            select(EpcisEvent.event_hash).where(EpcisEvent.source == "nearfab")
+        ):
+            if event_hash[:100] not in refs:
+                problems.append(
+                    Problem("?", 0, None, f"custody event {event_hash} has no ledger entry")
+                )
+        if chains:
+            problems.sort(key=lambda p: (p.site_id, p.seq))
+        return LedgerReport(entries=count, sites=len(chains), problems=problems)

@@ -1,0 +1,575 @@
+"""The discrete-event engine (SimPy): orders flow from demand to patient through the network.
+
+One order: created in a region (Poisson demand with trend, seasonality and surges, or a fixed
+schedule) → pre-processing (prescription check; leukapheresis for cell therapy) → inbound leg
+(patient material to the site, if any) → a slot at the site (setup + cycle, stretched by shifts;
+QC inside the slot when it occupies the machine) → QC and QP release → outbound leg → patient.
+A failed batch (Bernoulli, found at QC), a breakdown or an outage in mid-batch scraps the batch
+and the order is made again; a dose older than its shelf life on arrival is wasted and remade.
+
+Time is SimPy's clock, in days from the start of the run; the engine never reads a wall clock.
+Everything random comes from per-purpose streams keyed by (seed, replication, stream), so the
+same seed gives the same result on any executor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from nearfab.simulation.logic.costs import CostLedger
+from nearfab.simulation.logic.distributions import Sampler, Uniforms, stream
+from nearfab.simulation.logic.spec import DAYS_PER_YEAR, Disruption, Product, ScenarioSpec, Site
+
+JOB, BREAKDOWN, OUTAGE = 1, 0, -1  # slot priorities (lower wins; outages preempt everything)
+
+Proc = Generator[simpy.Event, Any, Any]
+
+
+class Level:
+    """An integer level (orders at a site, busy slots, orders in transit) and its time integral
+    over the measured window [start, ∞); optional per-bucket integrals for charts."""
+
+    __slots__ = ("area", "area2", "bucket_days", "buckets", "last", "level", "start", "watchers")
+
+    def __init__(self, start: float, buckets: int = 0, bucket_days: float = 1.0) -> None:
+        self.level = 0
+        self.last = 0.0
+        self.area = 0.0
+        self.area2 = 0.0
+        self.start = start
+        self.buckets = [0.0] * buckets
+        self.bucket_days = bucket_days
+        # (threshold level, callback-id) pairs: recovery watchers fire when level <= threshold
+        self.watchers: list[tuple[int, int]] = []
+
+    def change(self, now: float, delta: int, recovered: list[tuple[int, float]] | None = None) -> None:
+        level = self.level
+        last = self.last
+        if level and now > last:
+            if now > self.start:
+                t0 = last if last > self.start else self.start
+                dt = now - t0
+                self.area += level * dt
+                self.area2 += level * level * dt
+            if self.buckets:
+                self._bucket(last, now, level)
+        self.last = now
+        self.level = level = level + delta
+        if delta < 0 and self.watchers and recovered is not None:
+            keep = []
+            for threshold, ident in self.watchers:
+                if level <= threshold:
+                    recovered.append((ident, now))
+                else:
+                    keep.append((threshold, ident))
+            self.watchers = keep
+
+    def _bucket(self, t0: float, t1: float, level: int) -> None:
+        width = self.bucket_days
+        buckets = self.buckets
+        n = len(buckets)
+        i = int(t0 / width)
+        while t0 < t1 and i < n:
+            edge = (i + 1) * width
+            end = t1 if t1 < edge else edge
+            buckets[i] += level * (end - t0)
+            t0 = end
+            i += 1
+
+    def close(self, now: float) -> None:
+        self.change(now, 0)
+
+
+@dataclass
+class DisruptionImpact:
+    name: str
+    kind: str
+    target: str
+    start: float
+    end: float
+    affected_orders: int = 0
+    late_orders: int = 0
+    excess_late: float = 0.0
+    time_to_recover_days: float | None = None
+    backlog_at_end: int = 0
+
+
+@dataclass
+class ReplicationResult:
+    """Everything one replication measured; plain Python values (picklable, comparable)."""
+
+    scenario: str
+    replication: int
+    seed: int
+    window_days: float
+    orders: int = 0
+    delivered: int = 0
+    open_orders: int = 0
+    blocked: int = 0
+    lead_time_mean: float = math.nan
+    lead_time_p50: float = math.nan
+    lead_time_p90: float = math.nan
+    lead_time_p95: float = math.nan
+    within_target_share: float = math.nan
+    wait_mean: float = math.nan  # waiting for a slot (first attempt)
+    wip_mean: float = 0.0  # orders in the system, time average (Little's L)
+    in_transit_mean: float = 0.0
+    in_transit_var: float = 0.0
+    arrival_rate: float = 0.0  # measured orders per day in the window
+    waste: dict[str, int] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    cost_per_dose: dict[str, float] = field(default_factory=dict)
+    utilisation: dict[str, float] = field(default_factory=dict)
+    utilisation_over_time: dict[str, list[float]] = field(default_factory=dict)
+    wip_by_site: dict[str, float] = field(default_factory=dict)
+    by_product: dict[str, dict[str, float]] = field(default_factory=dict)
+    disruptions: list[DisruptionImpact] = field(default_factory=list)
+    lead_times: list[float] = field(default_factory=list)  # a sample, for charts
+    events: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class _SiteState:
+    __slots__ = (
+        "busy",
+        "closed",
+        "deliveries",
+        "index",
+        "occupancy",
+        "preemptive",
+        "resource",
+        "shortage_until",
+        "spec",
+        "stretch",
+    )
+
+    def __init__(self, env: simpy.Environment, spec: Site, index: int, preemptive: bool,
+                 start: float, buckets: int, bucket_days: float) -> None:
+        self.spec = spec
+        self.index = index
+        self.preemptive = preemptive
+        self.resource: simpy.Resource = (
+            simpy.PreemptiveResource(env, spec.slots) if preemptive
+            else simpy.Resource(env, spec.slots)
+        )
+        self.occupancy = Level(start)
+        self.busy = Level(start, buckets, bucket_days)
+        self.closed = False
+        self.shortage_until = 0.0
+        self.stretch = 24.0 / spec.hours_per_day
+        self.deliveries: list[tuple[float, int, int]] = []  # (time, region, product)
+
+
+class _LegState:
+    __slots__ = ("cost", "down_until", "spec", "time")
+
+    def __init__(self, cost: float, time: Sampler, spec_name: str) -> None:
+        self.cost = cost
+        self.time = time
+        self.down_until = 0.0
+        self.spec = spec_name
+
+
+class Engine:
+    """One replication of one scenario. Use `simulate(spec, replication)`."""
+
+    def __init__(self, spec: ScenarioSpec, replication: int) -> None:
+        self.spec = spec
+        self.replication = replication
+        self.env = simpy.Environment()
+        seed = spec.seed
+        self.start = spec.warmup_days
+        self.horizon = spec.horizon_days
+        n_buckets = max(1, math.ceil(spec.horizon_days / spec.bucket_days))
+        self.products = {p.name: i for i, p in enumerate(spec.products)}
+        site_kinds = {d.target for d in spec.disruptions if d.kind == "site_outage"}
+        self.sites: list[_SiteState] = []
+        self.site_index: dict[str, int] = {}
+        for i, s in enumerate(spec.sites):
+            preemptive = s.mtbf_days is not None or s.name in site_kinds
+            self.sites.append(
+                _SiteState(self.env, s, i, preemptive, self.start, n_buckets, spec.bucket_days)
+            )
+            self.site_index[s.name] = i
+        key = 0
+
+        def next_stream() -> np.random.Generator:
+            nonlocal key
+            key += 1
+            return stream(seed, replication, key)
+
+        # streams are keyed by declaration order in the scenario, never by run order
+        self.legs: dict[str, _LegState] = {
+            leg.name: _LegState(leg.cost_per_shipment, Sampler(leg.time, next_stream()), leg.name)
+            for leg in spec.legs
+        }
+        self.site_setup = [Sampler(s.setup, next_stream()) for s in spec.sites]
+        self.site_mttr = [Sampler(s.mttr, next_stream()) for s in spec.sites]
+        self.site_cycle = [
+            [Sampler(s.cycle_for(p), next_stream()) for p in spec.products] for s in spec.sites
+        ]
+        self.site_fail_u = [Uniforms(next_stream()) for _ in spec.sites]
+        self.site_ttf = [next_stream() for _ in spec.sites]
+        self.pre = [Sampler(p.pre_process, next_stream()) for p in spec.products]
+        self.qc = [Sampler(p.qc, next_stream()) for p in spec.products]
+        self.qp = [Sampler(p.qp_release, next_stream()) for p in spec.products]
+        self.region_rng = [next_stream() for _ in spec.regions]
+        self.region_u = [Uniforms(next_stream()) for _ in spec.regions]
+
+        self.costs = CostLedger(spec, self.start)
+        self.wip = Level(self.start)
+        self.in_transit = Level(self.start)
+        self.recovered: list[tuple[int, float]] = []
+        self.impacts: list[DisruptionImpact] = []
+        self.recall_open: dict[int, int] = {}
+        self.waste = {"failed_batch": 0, "scrapped_in_process": 0, "expired": 0, "recalled": 0}
+        self.blocked = 0
+        self.arrivals_in_window = 0
+        # per-order records (measured orders only)
+        self.o_created: list[float] = []
+        self.o_lead: list[float] = []
+        self.o_product: list[int] = []
+        self.o_region: list[int] = []
+        self.o_site: list[int] = []
+        self.o_wait: list[float] = []
+        self.open_created: list[tuple[float, int, int, int]] = []
+        self._open: set[int] = set()
+        self._open_info: dict[int, tuple[float, int, int, int]] = {}
+        self._next_order = 0
+
+    # -- demand -------------------------------------------------------------------------------
+
+    def _surge(self, region: str, t: float) -> float:
+        factor = 1.0
+        for d in self.spec.disruptions:
+            if d.kind == "demand_surge" and d.target in ("*", region):
+                for s, e in occurrences(d, self.horizon):
+                    if s <= t < e:
+                        factor *= d.factor
+        return factor
+
+    def _arrivals(self, r: int) -> Proc:
+        spec = self.spec
+        region = spec.regions[r]
+        env = self.env
+        mix = region.mix or ((spec.products[0].name, 1.0),)
+        names = [self.products[n] for n, _ in mix]
+        total = sum(w for _, w in mix)
+        cumulative = list(np.cumsum([w / total for _, w in mix]))
+        u = self.region_u[r]
+        if region.schedule:
+            for t in sorted(region.schedule):
+                if t >= self.horizon:
+                    break
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                env.process(self._order(r, self._pick(names, cumulative, u), None))
+            return
+        base = region.rate_per_day
+        if base <= 0:
+            return
+        trend = region.trend_per_year
+        amp = region.seasonality_amplitude
+        surges = [
+            d for d in spec.disruptions
+            if d.kind == "demand_surge" and d.target in ("*", region.name)
+        ]
+        growth_max = max(1.0, (1.0 + trend) ** (self.horizon / DAYS_PER_YEAR))
+        surge_max = math.prod(max(1.0, d.factor) for d in surges)
+        homogeneous = trend == 0 and amp == 0 and not surges
+        lam_max = base * growth_max * (1.0 + abs(amp)) * surge_max
+        gaps = self.region_rng[r]
+        buffer: list[float] = []
+        i = 0
+        t = 0.0
+        while True:
+            if i >= len(buffer):
+                buffer = gaps.exponential(1.0 / lam_max, 512).tolist()
+                i = 0
+            t += buffer[i]
+            i += 1
+            if t >= self.horizon:
+                return
+            if not homogeneous:
+                rate = base * (1.0 + trend) ** (t / DAYS_PER_YEAR)
+                if amp:
+                    rate *= 1.0 + amp * math.cos(
+                        2 * math.pi * (t - region.seasonality_peak_day) / DAYS_PER_YEAR
+                    )
+                if surges:
+                    rate *= self._surge(region.name, t)
+                if u() * lam_max > rate:
+                    continue
+            yield env.timeout(t - env.now)
+            product = names[0] if len(names) == 1 else self._pick(names, cumulative, u)
+            env.process(self._order(r, product, None))
+
+    @staticmethod
+    def _pick(names: list[int], cumulative: list[float], u: Uniforms) -> int:
+        if len(names) == 1:
+            return names[0]
+        x = u()
+        for name, c in zip(names, cumulative, strict=True):
+            if x < c:
+                return name
+        return names[-1]
+
+    # -- one order ----------------------------------------------------------------------------
+
+    def _route(self, r: int) -> _SiteState | None:
+        site = self.sites[self.site_index[self.spec.regions[r].site]]
+        for _ in range(len(self.sites)):
+            s = site.spec
+            full = s.max_queue is not None and site.occupancy.level >= s.slots + s.max_queue
+            if not (site.closed or full):
+                return site
+            if s.backup is None:
+                return None if full else site  # closed without a backup: wait for it
+            site = self.sites[self.site_index[s.backup]]
+        return site
+
+    def _ship(self, leg_name: str | None) -> Proc:
+        if leg_name is None:
+            return
+        leg = self.legs[leg_name]
+        env = self.env
+        if leg.down_until > env.now:
+            yield env.timeout(leg.down_until - env.now)
+        self.costs.transport(env.now, leg.cost)
+        self.in_transit.change(env.now, 1)
+        yield env.timeout(leg.time())
+        self.in_transit.change(env.now, -1)
+
+    def _order(self, r: int, p: int, recall: int | None) -> Proc:
+        env = self.env
+        spec = self.spec
+        region = spec.regions[r]
+        product = spec.products[p]
+        created = env.now
+        measured = created >= self.start
+        ident = self._next_order
+        self._next_order += 1
+        if measured:
+            self.arrivals_in_window += 1
+        self.wip.change(created, 1)
+        pre = self.pre[p]
+        if pre.constant != 0.0:
+            yield env.timeout(pre())
+        yield from self._ship(region.inbound)
+        site = self._route(r)
+        if site is None:
+            self.blocked += measured
+            self.wip.change(env.now, -1, self.recovered)
+            return
+        site.occupancy.change(env.now, 1)
+        if measured:
+            self._open.add(ident)
+            self._open_info[ident] = (created, p, r, site.index)
+        wait = -1.0
+        while True:
+            first_wait = yield from self._manufacture(site, product, p)
+            if wait < 0:
+                wait = first_wait
+            site.occupancy.change(env.now, -1, self.recovered)
+            made = env.now
+            yield from self._ship(region.outbound)
+            if product.shelf_life_days is not None and env.now - made > product.shelf_life_days:
+                self.waste["expired"] += 1
+                site.occupancy.change(env.now, 1)
+                continue
+            break
+        now = env.now
+        self.wip.change(now, -1, self.recovered)
+        site.deliveries.append((now, r, p))
+        if recall is not None:
+            left = self.recall_open[recall] - 1
+            self.recall_open[recall] = left
+            if left == 0:
+                self.recovered.append((recall, now))
+        if measured:
+            self._open.discard(ident)
+            del self._open_info[ident]
+            self.o_created.append(created)
+            self.o_lead.append(now - created)
+            self.o_product.append(p)
+            self.o_region.append(r)
+            self.o_site.append(site.index)
+            self.o_wait.append(wait)
+
+    def _manufacture(self, site: _SiteState, product: Product, p: int) -> Proc:
+        """Make one batch at `site` until one passes QC; return the first wait for a slot."""
+        env = self.env
+        i = site.index
+        first_wait = -1.0
+        fail_p = site.spec.batch_failure_probability
+        if fail_p is None:
+            fail_p = product.batch_failure_probability
+        cycle = self.site_cycle[i][p]
+        setup = self.site_setup[i]
+        costs = self.costs
+        while True:
+            if site.shortage_until > env.now:
+                yield env.timeout(site.shortage_until - env.now)
+            asked = env.now
+            if site.preemptive:
+                req = site.resource.request(priority=JOB)  # type: ignore[call-arg]
+            else:
+                req = site.resource.request()
+            yield req
+            if first_wait < 0:
+                first_wait = env.now - asked
+            site.busy.change(env.now, 1)
+            duration = (setup() + cycle()) * site.stretch
+            costs.batch(env.now, site.spec, product)
+            qc_time = self.qc[p]() if product.qc.kind != "fixed" or product.qc.mean else 0.0
+            if product.qc_occupies_machine:
+                duration += qc_time
+            if site.preemptive:
+                try:
+                    yield env.timeout(duration)
+                except simpy.Interrupt:
+                    site.busy.change(env.now, -1)
+                    self.waste["scrapped_in_process"] += 1
+                    continue
+            else:
+                yield env.timeout(duration)
+            site.resource.release(req)
+            site.busy.change(env.now, -1)
+            if not product.qc_occupies_machine and qc_time > 0:
+                yield env.timeout(qc_time)
+            costs.qc(env.now, product)
+            qp = self.qp[p]
+            if qp.constant != 0.0:
+                yield env.timeout(qp())
+            if fail_p > 0 and self.site_fail_u[i]() < fail_p:
+                self.waste["failed_batch"] += 1
+                continue
+            return first_wait
+
+    # -- machines and disruptions ---------------------------------------------------------------
+
+    def _breakdowns(self, site: _SiteState) -> Proc:
+        env = self.env
+        mtbf = site.spec.mtbf_days
+        assert mtbf is not None
+        rng = self.site_ttf[site.index]
+        mttr = self.site_mttr[site.index]
+        # one failure process per slot: superposed, a slot fails at rate slots / mtbf
+        rate_mean = mtbf / site.spec.slots
+        while True:
+            yield env.timeout(float(rng.exponential(rate_mean)))
+            req = site.resource.request(priority=BREAKDOWN, preempt=True)  # type: ignore[call-arg]
+            try:
+                yield req
+                yield env.timeout(mttr())
+            except simpy.Interrupt:
+                pass
+            site.resource.release(req)
+
+    def _disruption(self, d: Disruption) -> Proc:
+        env = self.env
+        for s, e in occurrences(d, self.horizon):
+            if s > env.now:
+                yield env.timeout(s - env.now)
+            impact = DisruptionImpact(
+                name=d.name or f"{d.kind}:{d.target}", kind=d.kind, target=d.target, start=s, end=e
+            )
+            ident = len(self.impacts)
+            self.impacts.append(impact)
+            if d.kind == "site_outage":
+                site = self.sites[self.site_index[d.target]]
+                before = site.occupancy.level
+                site.closed = True
+                reqs = []
+                for _ in range(site.spec.slots):
+                    req = site.resource.request(priority=OUTAGE, preempt=True)  # type: ignore[call-arg]
+                    reqs.append(req)
+                yield env.timeout(e - s)
+                for req in reqs:
+                    site.resource.release(req)
+                site.closed = False
+                self._watch(site.occupancy, before, ident, impact)
+            elif d.kind == "material_shortage":
+                site = self.sites[self.site_index[d.target]]
+                before = site.occupancy.level
+                site.shortage_until = e
+                yield env.timeout(e - s)
+                self._watch(site.occupancy, before, ident, impact)
+            elif d.kind == "transport_failure":
+                before = self.wip.level
+                targets = [leg for leg in self.legs.values() if d.target in ("*", leg.spec)]
+                for leg in targets:
+                    leg.down_until = max(leg.down_until, e)
+                yield env.timeout(e - s)
+                self._watch(self.wip, before, ident, impact)
+            elif d.kind == "demand_surge":
+                before = self.wip.level
+                yield env.timeout(e - s)
+                self._watch(self.wip, before, ident, impact)
+            elif d.kind == "recall":
+                site = self.sites[self.site_index[d.target]]
+                hits = [x for x in site.deliveries if s - d.lookback_days <= x[0] <= s]
+                site.deliveries = [x for x in site.deliveries if x[0] > s or x[0] < s - d.lookback_days]
+                self.waste["recalled"] += len(hits)
+                impact.affected_orders = len(hits)
+                impact.late_orders = len(hits)
+                impact.excess_late = float(len(hits))
+                if hits:
+                    self.recall_open[ident] = len(hits)
+                    for _, r, p in hits:
+                        env.process(self._order(r, p, ident))
+                else:
+                    impact.time_to_recover_days = 0.0
+
+    def _watch(self, level: Level, before: int, ident: int, impact: DisruptionImpact) -> None:
+        impact.backlog_at_end = level.level
+        if level.level <= before:
+            impact.time_to_recover_days = 0.0
+        else:
+            level.watchers.append((before, ident))
+
+    # -- run ----------------------------------------------------------------------------------
+
+    def run(self) -> ReplicationResult:
+        env = self.env
+        for r in range(len(self.spec.regions)):
+            env.process(self._arrivals(r))
+        for site in self.sites:
+            if site.spec.mtbf_days is not None:
+                env.process(self._breakdowns(site))
+        for d in self.spec.disruptions:
+            env.process(self._disruption(d))
+        env.run(until=self.horizon)
+        return self._result()
+
+    def _result(self) -> ReplicationResult:
+        from nearfab.simulation.logic.results import collect
+
+        return collect(self)
+
+
+def occurrences(d: Disruption, horizon: float) -> list[tuple[float, float]]:
+    """The [start, end) windows of a disruption within the horizon (repeats every `every`)."""
+    out: list[tuple[float, float]] = []
+    s = d.start
+    while s < horizon:
+        out.append((s, s + d.duration))
+        if not d.every:
+            break
+        s += d.every
+    return out
+
+
+def simulate(spec: ScenarioSpec, replication: int = 0) -> ReplicationResult:
+    """Run replication `replication` of `spec`: a pure function of (spec, replication)."""
+    return Engine(spec, replication).run()

@@ -1,0 +1,143 @@
+"""The engine's own, validated-elsewhere view of a scenario: frozen dataclasses, times in days.
+
+`nearfab.simulation.schemas` parses and checks the YAML (pydantic) and builds these; the engine
+and the planner depend only on this module, so they stay pure and typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAYS_PER_YEAR = 365.0
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A duration distribution in days (or any positive quantity).
+
+    kind: fixed (value in `mean`), exponential (mean), normal (mean, sd; truncated at 0),
+    lognormal (mean, sd of the variable itself), gamma (mean, sd), uniform (low, high),
+    triangular (low, mode, high), empirical (resampled `values`).
+    """
+
+    kind: str = "fixed"
+    mean: float = 0.0
+    sd: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    mode: float = 0.0
+    values: tuple[float, ...] = ()
+
+    def expected(self) -> float:
+        if self.kind in ("uniform",):
+            return (self.low + self.high) / 2.0
+        if self.kind == "triangular":
+            return (self.low + self.mode + self.high) / 3.0
+        if self.kind == "empirical":
+            return sum(self.values) / len(self.values) if self.values else 0.0
+        return self.mean
+
+    @property
+    def is_zero(self) -> bool:
+        return self.kind == "fixed" and self.mean == 0.0
+
+
+ZERO = Dist()
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    family: str = "solid_dose"
+    target_lead_time_days: float = 7.0
+    pre_process: Dist = ZERO  # e.g. prescription check, or leukapheresis for cell therapy
+    cycle: Dist = ZERO  # default machine time per batch (a site may override)
+    qc: Dist = ZERO
+    qc_occupies_machine: bool = False
+    qp_release: Dist = ZERO  # waiting for a QP decision after QC
+    shelf_life_days: float | None = None
+    batch_failure_probability: float = 0.0
+    materials_per_batch: float = 0.0
+    qc_per_batch: float = 0.0
+    labour_hours_per_batch: float = 0.0
+    material_shortage_wait: bool = True
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    kind: str = "hospital_pharmacy"
+    slots: int = 1
+    products: tuple[str, ...] = ()  # empty: every product
+    setup: Dist = ZERO
+    cycle: tuple[tuple[str, Dist], ...] = ()  # per-product override of Product.cycle
+    mtbf_days: float | None = None  # per slot
+    mttr: Dist = ZERO
+    batch_failure_probability: float | None = None  # overrides the product's
+    hours_per_day: float = 24.0  # shifts: work stretches by 24 / hours_per_day
+    max_queue: int | None = None  # orders waiting beyond the slots; None = unlimited
+    backup: str | None = None  # where new orders go when this site is out or full
+    capital_per_day: float = 0.0
+    fixed_per_day: float = 0.0
+    labour_rate_per_hour: float = 0.0
+
+    def cycle_for(self, product: Product) -> Dist:
+        for name, dist in self.cycle:
+            if name == product.name:
+                return dist
+        return product.cycle
+
+
+@dataclass(frozen=True)
+class Leg:
+    name: str
+    mode: str = "courier"
+    time: Dist = ZERO
+    cost_per_shipment: float = 0.0
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    site: str
+    rate_per_day: float = 0.0
+    trend_per_year: float = 0.0  # 0.1: demand grows 10 % a year (compounded)
+    seasonality_amplitude: float = 0.0  # 0.2: +-20 % over the year
+    seasonality_peak_day: float = 0.0
+    schedule: tuple[float, ...] = ()  # fixed arrival times (days) instead of Poisson
+    mix: tuple[tuple[str, float], ...] = ()  # product shares; empty: the first product
+    inbound: str | None = None  # leg bringing the patient's material to the site
+    outbound: str | None = None  # leg bringing the dose to the patient
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """kind: site_outage (target site), transport_failure (target leg), demand_surge (target
+    region or "*", factor), material_shortage (target site), recall (target site, lookback)."""
+
+    kind: str
+    target: str = "*"
+    start: float = 0.0
+    duration: float = 0.0
+    every: float | None = None  # repeat period (days)
+    factor: float = 1.0
+    lookback_days: float = 0.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    horizon_days: float
+    products: tuple[Product, ...]
+    sites: tuple[Site, ...]
+    regions: tuple[Region, ...]
+    legs: tuple[Leg, ...] = ()
+    disruptions: tuple[Disruption, ...] = ()
+    warmup_days: float = 0.0
+    seed: int = 12345
+    replications: int = 10
+    bucket_days: float = 7.0
+    lead_time_sample: int = 4000  # lead times kept per replication for charts
+    description: str = ""
+    extra: tuple[tuple[str, str], ...] = field(default=())
