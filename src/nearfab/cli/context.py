@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,17 @@ from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.identity import Actor, KeyMismatch, actor_of
+
+# options every command takes
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="NEARFAB_DATA_DIR",
+        help="Folder for the SQLite database and keys (default: per-user data folder).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 console = Console()
 err_console = Console(stderr=True)

@@ -11,8 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from nearfab.cli import simulate
 from nearfab.cli.context import (
     CliState,
+    DataDir,
+    JsonOpt,
     console,
     emit_json,
     err_console,
@@ -42,16 +45,8 @@ app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(models_app, name="models")
 app.add_typer(alarms_app, name="alarms")
 app.command("plan")(plan_command)
+app.add_typer(simulate.app, name="simulate")
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="NEARFAB_DATA_DIR",
-        help="Folder for the SQLite database and keys (default: per-user data folder).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")
 ]

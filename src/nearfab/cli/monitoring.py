@@ -9,17 +9,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nearfab.cli.context import console, emit_json, signed_in, signer, state, use_case
+from nearfab.cli.context import (
+    DataDir,
+    JsonOpt,
+    console,
+    emit_json,
+    signed_in,
+    signer,
+    state,
+    use_case,
+)
 from nearfab.monitoring import alarm_dict, model_dict
 
 telemetry_app = typer.Typer(no_args_is_help=True, help="Machine telemetry: export and upkeep.")
 models_app = typer.Typer(no_args_is_help=True, help="SPC / MSPC models: train, approve, retire.")
 alarms_app = typer.Typer(no_args_is_help=True, help="Process alarms: list and disposition.")
 
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data folder (default: NEARFAB_DATA_DIR).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 User = Annotated[str, typer.Option(help="Your username.")]
 Password = Annotated[str, typer.Option(help="Your password.", prompt=True, hide_input=True)]
 

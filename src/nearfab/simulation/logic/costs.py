@@ -21,7 +21,7 @@ def annualised(capital: float, life_years: float, rate: float) -> float:
         raise ValueError("life_years must be positive")
     if rate == 0:
         return capital / life_years
-    return capital * rate / (1.0 - (1.0 + rate) ** -life_years)
+    return float(capital * rate / (1.0 - (1.0 + rate) ** -life_years))
 
 
 def per_day(annual: float) -> float:

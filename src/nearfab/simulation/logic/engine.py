@@ -48,7 +48,9 @@ class Level:
         # (threshold level, callback-id) pairs: recovery watchers fire when level <= threshold
         self.watchers: list[tuple[int, int]] = []
 
-    def change(self, now: float, delta: int, recovered: list[tuple[int, float]] | None = None) -> None:
+    def change(
+        self, now: float, delta: int, recovered: list[tuple[int, float]] | None = None
+    ) -> None:
         level = self.level
         last = self.last
         if level and now > last:
@@ -153,13 +155,22 @@ class _SiteState:
         "stretch",
     )
 
-    def __init__(self, env: simpy.Environment, spec: Site, index: int, preemptive: bool,
-                 start: float, buckets: int, bucket_days: float) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        spec: Site,
+        index: int,
+        preemptive: bool,
+        start: float,
+        buckets: int,
+        bucket_days: float,
+    ) -> None:
         self.spec = spec
         self.index = index
         self.preemptive = preemptive
         self.resource: simpy.Resource = (
-            simpy.PreemptiveResource(env, spec.slots) if preemptive
+            simpy.PreemptiveResource(env, spec.slots)
+            if preemptive
             else simpy.Resource(env, spec.slots)
         )
         self.occupancy = Level(start)
@@ -281,7 +292,8 @@ class Engine:
         trend = region.trend_per_year
         amp = region.seasonality_amplitude
         surges = [
-            d for d in spec.disruptions
+            d
+            for d in spec.disruptions
             if d.kind == "demand_surge" and d.target in ("*", region.name)
         ]
         growth_max = max(1.0, (1.0 + trend) ** (self.horizon / DAYS_PER_YEAR))
@@ -519,7 +531,9 @@ class Engine:
             elif d.kind == "recall":
                 site = self.sites[self.site_index[d.target]]
                 hits = [x for x in site.deliveries if s - d.lookback_days <= x[0] <= s]
-                site.deliveries = [x for x in site.deliveries if x[0] > s or x[0] < s - d.lookback_days]
+                site.deliveries = [
+                    x for x in site.deliveries if x[0] > s or x[0] < s - d.lookback_days
+                ]
                 self.waste["recalled"] += len(hits)
                 impact.affected_orders = len(hits)
                 impact.late_orders = len(hits)

@@ -1,0 +1,1 @@
+"""Pure simulation logic: the SimPy engine, distributions, costs, queueing theory, planner."""
