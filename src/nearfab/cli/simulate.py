@@ -215,3 +215,57 @@ def export_cmd(
         console.print(
             f"wrote {out}: {len(scenario.sites)} sites, {len(scenario.products)} products"
         )
+
+
+@app.command("scale-out")
+def scale_out_cmd(
+    forecast: Annotated[Path, typer.Argument(help="Forecast YAML (see docs/simulation.md).")],
+    as_json: AsJson = False,
+) -> None:
+    """The least-cost set and timing of units that meets the service level every year (NPV)."""
+    from nearfab.simulation import UnitType, plan_scale_out
+    from nearfab.simulation.schemas import load_scale_out
+
+    try:
+        spec = load_scale_out(forecast)
+    except DomainError as exc:
+        fail(exc, as_json)
+    plan = plan_scale_out(
+        spec.demand_per_day,
+        [UnitType(u.name, u.slots, u.capital, u.fixed_per_year) for u in spec.unit_types],
+        cycle_days=spec.cycle_days,
+        slack_days=spec.slack_days,
+        service_level=spec.service_level,
+        discount_rate=spec.discount_rate,
+    )
+    years = [
+        {
+            "year": y.year,
+            "demand_per_day": y.demand_per_day,
+            "slots_needed": y.slots_needed,
+            "slots": y.slots,
+            "units": y.units,
+            "added": y.added,
+            "service_level": round(y.service_level, 4),
+            "cost": round(y.cost, 2),
+            "discounted": round(y.discounted, 2),
+        }
+        for y in plan.years
+    ]
+    if as_json:
+        emit_json({"name": spec.name, "npv": round(plan.npv, 2), "years": years})
+        return
+    table = Table("year", "demand/day", "slots needed", "slots", "add", "service level", "cost")
+    for y in plan.years:
+        added = ", ".join(f"{n} × {name}" for name, n in y.added.items()) or "—"
+        table.add_row(
+            str(y.year),
+            f"{y.demand_per_day:g}",
+            str(y.slots_needed),
+            str(y.slots),
+            escape(added),
+            f"{y.service_level:.1%}",
+            f"{y.cost:,.0f}",
+        )
+    console.print(table)
+    console.print(f"NPV at {spec.discount_rate:.1%}: {plan.npv:,.0f}")

@@ -358,3 +358,53 @@ def dump_scenario(scenario: ScenarioIn) -> str:
     data = scenario.model_dump(mode="json", exclude_defaults=True)
     data = {"name": scenario.name, "horizon_days": scenario.horizon_days, **data}
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+class UnitTypeIn(BaseModel):
+    """A kind of manufacturing unit the planner may add (e.g. a 4-slot micro-factory)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    slots: int = Field(ge=1)
+    capital: float = Field(ge=0, description="paid in the year the unit is added")
+    fixed_per_year: float = Field(ge=0)
+
+
+class ScaleOutIn(BaseModel):
+    """A multi-year demand forecast and the units that can meet it (`simulate scale-out`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "scale-out"
+    demand_per_day: list[float] = Field(min_length=1, description="forecast, one value a year")
+    unit_types: list[UnitTypeIn] = Field(min_length=1)
+    cycle_days: float = Field(gt=0, description="days a dose occupies a slot")
+    slack_days: float = Field(ge=0, description="longest acceptable wait for a slot")
+    service_level: float = Field(default=0.95, gt=0, lt=1)
+    discount_rate: float = Field(default=0.035, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _demand_not_negative(self) -> ScaleOutIn:
+        for i, value in enumerate(self.demand_per_day):
+            if value < 0:
+                raise ValueError(f"demand_per_day.{i} must be 0 or more")
+        return self
+
+
+def load_scale_out(path: str | Path) -> ScaleOutIn:
+    """Read and check a scale-out forecast file; errors name the field."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioInvalid(f"{p}: cannot read ({exc.strerror})", field="forecast") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioInvalid(f"{p}: not valid YAML ({exc})", field="forecast") from None
+    if not isinstance(data, dict):
+        raise ScenarioInvalid(f"{p}: a forecast must be a mapping", field="forecast")
+    try:
+        return ScaleOutIn.model_validate(data)
+    except ValidationError as exc:
+        first = _first_error(exc.errors())
+        path = _field_path(tuple(first["loc"]))
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ScenarioInvalid(f"{p}: {path}: {reason}", field=path) from None
