@@ -14,7 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from nearfab.bus import EventBus
 from nearfab.common.clock import Clock, SystemClock
 from nearfab.config import Settings
-from nearfab.custody import CustodyService
+from nearfab.custody import CustodyChain, CustodyService, KeyRing
 from nearfab.db import make_engine, make_session_factory
 from nearfab.designs import DesignService, FamilyRegistry
 from nearfab.families.solid_dose import SolidDoseFamily
@@ -71,6 +71,7 @@ class App:
     production: ProductionService
     quality: QualityService
     custody: CustodyService
+    custody_chain: CustodyChain
     runner: NetworkRunner
     telemetry: TelemetryService
     ingestor: TelemetryIngestor
@@ -125,7 +126,12 @@ def build_app(
     check_platform_keys(
         session_factory,
         clock,
-        {"control_site_ed25519": signer.key_id, "patient_identity": vault.fingerprint},
+        {
+            "control_site_ed25519": signer.key_id,
+            "patient_identity": vault.fingerprint,
+            # seals the sites' ledger signing keys; every worker must share it
+            "custody_ledger": KeyRing.load_or_create(keys / "custody_ledger.key").fingerprint,
+        },
     )
     fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
 
@@ -176,6 +182,7 @@ def build_app(
         open_alarms=monitoring.release_blockers,
     )
     custody = CustodyService(production, master_files, orders, quality)
+    custody_chain = CustodyChain.build(custody, keys)
     custody_ref.append(custody)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
@@ -216,6 +223,11 @@ def build_app(
                 scheduling.refresh(u, planner)
         except Exception:
             log.exception("replanning failed")
+        try:  # the control site anchors every site's ledger head in its own chain
+            with uow() as u:
+                custody_chain.ledger.anchor(u, system_actor("ledger"))
+        except Exception:
+            log.exception("anchoring the custody ledger failed")
 
     runner = NetworkRunner(uow, network, master_files, orders, scheduling, production, sweep=sweep)
 
@@ -245,6 +257,7 @@ def build_app(
         production=production,
         quality=quality,
         custody=custody,
+        custody_chain=custody_chain,
         runner=runner,
         telemetry=telemetry,
         ingestor=ingestor,

@@ -26,6 +26,7 @@ from nearfab.cli.context import (
     state,
     use_case,
 )
+from nearfab.cli.custody import custody_app, recall_app, trace_app
 from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import plan as plan_command
@@ -46,6 +47,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(alarms_app, name="alarms")
 app.command("plan")(plan_command)
 app.add_typer(simulate.app, name="simulate")
+app.add_typer(custody_app, name="custody")
+app.add_typer(trace_app, name="trace")
+app.add_typer(recall_app, name="recall")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")

@@ -1,20 +1,70 @@
-"""Custody: GS1 serialisation, labels, and verification at dispense."""
+"""Custody: GS1 serialisation, labels, EPCIS events, the signed custody ledger, verification at
+dispense, trace and recall."""
 
-from nearfab.custody.enums import UnitStatus
+from nearfab.custody.enums import AlertKind, LedgerKind, UnitStatus, VerifyStatus
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent, decode_datamatrix, render_label
-from nearfab.custody.models import Dispense, SerialUnit
-from nearfab.custody.services import CustodyService, DispenseResult
+from nearfab.custody.models import (
+    CustodyAlert,
+    Dispense,
+    EpcisEvent,
+    LedgerEntry,
+    Recall,
+    RecallUnit,
+    SerialUnit,
+    SiteKey,
+    SiteLocation,
+)
+from nearfab.custody.services import (
+    UNDO_WINDOW,
+    CaptureResult,
+    CustodyChain,
+    CustodyLedger,
+    CustodyService,
+    DispenseResult,
+    EpcisInvalid,
+    EpcisStore,
+    KeyRing,
+    LedgerReport,
+    RecallService,
+    SchemaMissing,
+    TraceService,
+    Verification,
+    find_schema,
+)
 
 __all__ = [
+    "UNDO_WINDOW",
+    "AlertKind",
+    "CaptureResult",
+    "CustodyAlert",
+    "CustodyChain",
+    "CustodyLedger",
     "CustodyService",
     "Dispense",
     "DispenseResult",
+    "EpcisEvent",
+    "EpcisInvalid",
+    "EpcisStore",
+    "KeyRing",
     "LabelContent",
+    "LedgerEntry",
+    "LedgerKind",
+    "LedgerReport",
+    "Recall",
+    "RecallService",
+    "RecallUnit",
+    "SchemaMissing",
     "SerialUnit",
+    "SiteKey",
+    "SiteLocation",
+    "TraceService",
     "UnitIdentifier",
     "UnitStatus",
+    "Verification",
+    "VerifyStatus",
     "decode_datamatrix",
+    "find_schema",
     "make_identifier",
     "new_serial",
     "parse_scan",

@@ -337,12 +337,34 @@ def dispense_submit(
     scan: Annotated[str, Form()],
     patient_ref: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form()] = "dispense",
 ) -> Response:
+    """Check only (the verification status) or check and dispense; a refusal shows the same
+    status words as POST /api/v1/verify."""
     if actor is None:
         return _need_login(request)
     application = _app(request)
+    # refusal codes of a dispense -> the verification status the pharmacist sees
+    status_of = {
+        "unknown_unit": "unknown",
+        "label_mismatch": "unknown",
+        "record_changed": "not_released",
+    }
     try:
         _check_csrf(request, csrf_token)
+        if action == "verify":
+            with application.uow() as uow:
+                checked = application.custody.verify(
+                    uow, actor, scan=scan, patient_ref=patient_ref or None
+                )
+            return render(
+                request,
+                "dispense.html",
+                actor,
+                result=None,
+                error=None,
+                verification=checked.to_dict(),
+            )
         with application.uow() as uow:
             result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
     except DomainError as exc:
@@ -352,6 +374,7 @@ def dispense_submit(
             actor,
             result=None,
             error=exc.message,
+            status=status_of.get(exc.code or "", exc.code),
             status_code=exc.http_status,
         )
     return render(

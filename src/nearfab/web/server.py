@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from nearfab import __version__
+from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, request_error_handler
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
@@ -65,6 +66,7 @@ def create_web_app(application: App) -> FastAPI:
     web.add_exception_handler(RequestValidationError, request_error_handler)
     web.include_router(api_router)
     web.include_router(monitoring_api)
+    web.include_router(custody_api)
     web.include_router(planning_api)
     web.include_router(pages_router)
     web.include_router(planning_pages)  # before the /static mount: it serves vendor plotly.js

@@ -1,20 +1,35 @@
-"""Custody use cases: serialise packs, labels, and the check at dispense."""
+"""Custody use cases on packs: serialise, follow the QP, labels, verify and dispense, undo a
+dispense, ship / receive / destroy, cold-chain readings. Each step is an EPCIS event chained
+in the site's ledger in the same transaction as the change."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
-from nearfab.common.errors import DomainError, NotFound, Refused
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.custody.enums import UNIT_TRANSITIONS, UnitStatus
+from nearfab.custody.enums import (
+    UNIT_TRANSITIONS,
+    AlertKind,
+    BizStep,
+    Disposition,
+    LedgerKind,
+    UnitStatus,
+    VerifyStatus,
+)
 from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent
-from nearfab.custody.models import Dispense, SerialUnit
+from nearfab.custody.logic import epcis as ev
+from nearfab.custody.logic.verify import PackFacts, decide
+from nearfab.custody.models import CustodyAlert, Dispense, EpcisEvent, SerialUnit
+from nearfab.custody.services.epcis import EpcisStore
+from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -30,12 +45,51 @@ from nearfab.production import BatchRecord, ProductionService
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
 
+UNDO_WINDOW = timedelta(days=10)
+
+# refusal code -> alert (FMD: a second decommission, a suspected falsified pack)
+_ALERTING = {
+    "already_dispensed": AlertKind.SECOND_DISPENSE,
+    "unknown_unit": AlertKind.SUSPECTED_FALSIFIED,
+    "label_mismatch": AlertKind.SUSPECTED_FALSIFIED,
+}
+
 
 @dataclass(frozen=True)
 class DispenseResult:
     unit: SerialUnit
     dispense: Dispense
     order_complete: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One answer to a scan: `status` (VerifyStatus) and what the pharmacist needs to know."""
+
+    status: VerifyStatus
+    message: str
+    unit_id: str | None = None
+    gtin: str | None = None
+    serial: str | None = None
+    batch: str | None = None
+    expiry: date | None = None
+    unit_status: str | None = None
+    dispensed_at: datetime | None = None
+    alert_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "message": self.message,
+            "unit_id": self.unit_id,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "batch": self.batch,
+            "expiry": self.expiry.isoformat() if self.expiry else None,
+            "unit_status": self.unit_status,
+            "dispensed_at": self.dispensed_at.isoformat() if self.dispensed_at else None,
+            "alert_id": self.alert_id,
+        }
 
 
 class CustodyService:
@@ -45,11 +99,28 @@ class CustodyService:
         master_files: MasterFileService,
         orders: OrderService,
         quality: QualityService,
+        *,
+        epcis: EpcisStore | None = None,
     ) -> None:
         self._production = production
         self._master_files = master_files
         self._orders = orders
         self._quality = quality
+        # without a ledger, events are still recorded; the composition root gives one
+        self.epcis = epcis or EpcisStore()
+
+    def use_ledger(self, ledger: CustodyLedger) -> None:
+        """Chain every custody event from now on (composition roots that build the ledger
+        after this service)."""
+        self.epcis.ledger = ledger
+
+    @property
+    def ledger(self) -> CustodyLedger | None:
+        return self.epcis.ledger
+
+    @property
+    def quality(self) -> QualityService:
+        return self._quality
 
     def _check_release_signature(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
         """A pack leaves quarantine only while its batch record matches the QP's signature."""
@@ -109,6 +180,7 @@ class CustodyService:
                 site_id=batch.site_id,
             )
             units.append(unit)
+        self._record_commissioning(uow, batch, units, expiry)
         self._production.add_step(
             uow, actor, batch, "serialised", {"packs": packs, "expiry": expiry.isoformat()}
         )
@@ -126,10 +198,115 @@ class CustodyService:
             if review is None or self._quality.signature_valid(uow, review) is not True:
                 # the record changed after the QP signed: the packs stay in quarantine
                 return units
-        for unit in units:
+        moved = [u for u in units if u.status == UnitStatus.QUARANTINE.value]
+        for unit in moved:
             self._transition(uow, actor, unit, target, reason=f"batch {decision}d by QP")
+        if moved:
+            self._record_disposition(uow, batch_id, decision, moved)
         uow.commit()
         return units
+
+    # --- EPCIS events of the pack's life --------------------------------------------------------
+    def _record_commissioning(
+        self, uow: UnitOfWork, batch: BatchRecord, units: list[SerialUnit], expiry: date
+    ) -> None:
+        when = batch.finished_at or uow.clock.now()
+        where = self.epcis.sgln(uow, batch.site_id)
+        epcs = [ev.sgtin_dl(u.gtin, u.serial) for u in units]
+        ilmd = {
+            "cbvmda:lotNumber": batch.batch_number,
+            "cbvmda:itemExpirationDate": expiry.isoformat(),
+        }
+        batch_ref = [("prodorder", ev.batch_uri(batch.batch_number))]
+        made = ev.transformation_event(
+            when=when,
+            inputs=[
+                (ev.lot_uri(batch.material_lot_number), round(batch.material_used_g, 6), "GRM")
+            ],
+            outputs=epcs,
+            transformation_id=ev.batch_uri(batch.batch_number),
+            biz_step=BizStep.CREATING_CLASS_INSTANCE,
+            disposition=Disposition.ACTIVE,
+            read_point=where,
+            biz_location=where,
+            ilmd=ilmd,
+            biz_transactions=batch_ref,
+        )
+        commissioned = ev.object_event(
+            when=when,
+            epcs=epcs,
+            action="ADD",
+            biz_step=BizStep.COMMISSIONING,
+            disposition=Disposition.ACTIVE,
+            read_point=where,
+            biz_location=where,
+            ilmd=ilmd,
+            biz_transactions=batch_ref,
+        )
+        self.epcis.record(uow, made, site_id=batch.site_id)
+        self.epcis.record(uow, commissioned, site_id=batch.site_id)
+
+    def _record_disposition(
+        self, uow: UnitOfWork, batch_id: str, decision: str, units: list[SerialUnit]
+    ) -> None:
+        batch = self._production.get(uow, batch_id)
+        review = self._quality.review_for(uow, batch_id)
+        where = self.epcis.sgln(uow, batch.site_id)
+        event = ev.object_event(
+            when=uow.clock.now(),
+            epcs=[ev.sgtin_dl(u.gtin, u.serial) for u in units],
+            action="OBSERVE",
+            biz_step=BizStep.INSPECTING,
+            disposition=(
+                Disposition.SELLABLE_ACCESSIBLE
+                if decision == "release"
+                else Disposition.NON_SELLABLE_OTHER
+            ),
+            read_point=where,
+            biz_location=where,
+            biz_transactions=[("prodorder", ev.batch_uri(batch.batch_number))],
+        )
+        self.epcis.record(uow, event, site_id=batch.site_id)
+        if self.ledger is not None:
+            self.ledger.append(
+                uow,
+                batch.site_id,
+                LedgerKind.RELEASE,
+                f"release:{batch.id}",
+                {
+                    "batch_id": batch.id,
+                    "batch_number": batch.batch_number,
+                    "decision": decision,
+                    "decided_by": review.decided_by if review else None,
+                    "signature_id": review.signature_id if review else None,
+                    "record_hash": review.record_hash if review else None,
+                    "units": [u.serial for u in units],
+                },
+            )
+
+    def _unit_event(
+        self,
+        uow: UnitOfWork,
+        units: list[SerialUnit],
+        site_id: str,
+        *,
+        action: str,
+        biz_step: BizStep,
+        disposition: Disposition | None,
+        **extra: Any,
+    ) -> EpcisEvent:
+        where = self.epcis.sgln(uow, site_id)
+        event = ev.object_event(
+            when=uow.clock.now(),
+            epcs=[ev.sgtin_dl(u.gtin, u.serial) for u in units],
+            action=action,
+            biz_step=biz_step,
+            disposition=disposition,
+            read_point=where,
+            biz_location=where,
+            **extra,
+        )
+        return self.epcis.record(uow, event, site_id=site_id)
 
     def _transition(
         self, uow: UnitOfWork, actor: Actor, unit: SerialUnit, target: UnitStatus, *, reason: str
@@ -199,7 +376,126 @@ class CustodyService:
         try:
             return self._dispense(uow, actor, scan, patient_ref)
         except DomainError as exc:
+            self._refuse_dispense(uow, actor, exc, scan)
+
+    def _refuse_dispense(
+        self, uow: UnitOfWork, actor: Actor, exc: DomainError, scan: str
+    ) -> NoReturn:
+        """Like `identity.refuse`, plus an alert row in the same commit when the refusal means
+        a second hand-over of one identifier or a pack this network never made."""
+        kind = _ALERTING.get(exc.code or "")
+        if kind is None:
             refuse(uow, actor, exc, "dispense", scan or "(empty)", site_id=actor.site_id)
+        uow.session.rollback()
+        self._raise_alert(uow, actor, kind, scan, exc.message)
+        audit(
+            uow,
+            actor,
+            AuditAction.REFUSE,
+            "dispense",
+            (scan or "(empty)")[:64],
+            new={"code": exc.code, "field": exc.field},
+            reason=exc.message,
+            site_id=actor.site_id,
+        )
+        uow.commit()
+        raise exc
+
+    def _raise_alert(
+        self, uow: UnitOfWork, actor: Actor, kind: AlertKind, scan: str, message: str
+    ) -> CustodyAlert:
+        unit = None
+        try:
+            ident = parse_scan(scan)
+            unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
+        except DomainError:
+            pass
+        alert = CustodyAlert(
+            id=new_id("alert"),
+            kind=kind.value,
+            unit_id=unit.id if unit else None,
+            scan=(scan or "(empty)")[:200],
+            raised_at=uow.clock.now(),
+            raised_by=actor.user_id,
+            site_id=actor.site_id,
+            detail={"message": message},
+        )
+        uow.session.add(alert)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "custody_alert",
+            alert.id,
+            new={"kind": kind.value, "unit_id": alert.unit_id, "message": message},
+            site_id=actor.site_id,
+        )
+        return alert
+
+    def _unit_by_identity(self, uow: UnitOfWork, gtin: str, serial: str) -> SerialUnit | None:
+        return uow.session.scalar(
+            select(SerialUnit).where(SerialUnit.gtin == gtin, SerialUnit.serial == serial)
+        )
+
+    # --- verification ------------------------------------------------------------------------
+    def verify(
+        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str | None = None
+    ) -> Verification:
+        """One status for a scanned pack (and, if given, the patient it is for). A scan that is
+        not GS1 data is refused (`validation_failed`, field `scan`). An unknown pack raises a
+        suspected-falsification alert. Every verification is audited."""
+        require_role(actor, Role.PHARMACIST, Role.QP, Role.ADMIN, action="verifying a pack")
+        ident = parse_scan(scan)
+        unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
+        facts = None
+        patient = None
+        if unit is not None:
+            patient = self._orders.patient(uow, unit.patient_id)
+            record_ok = True
+            if unit.status == UnitStatus.RELEASED.value:
+                review = self._quality.review_for(uow, unit.batch_id)
+                record_ok = review is not None and (
+                    self._quality.signature_valid(uow, review) is True
+                )
+            facts = PackFacts(
+                status=unit.status,
+                expiry=unit.expiry,
+                record_matches_signature=record_ok,
+                patient_ref=patient.ref,
+                batch_matches=unit.batch_number == ident.batch and unit.expiry == ident.expiry,
+            )
+        status = decide(facts, uow.clock.now().date(), patient_ref)
+        dispensed_at = None
+        if unit is not None and status == VerifyStatus.ALREADY_DISPENSED:
+            dispensed_at = uow.session.scalar(
+                select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
+            )
+        message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref)
+        alert = None
+        if status == VerifyStatus.UNKNOWN:
+            alert = self._raise_alert(uow, actor, AlertKind.SUSPECTED_FALSIFIED, scan, message)
+        audit(
+            uow,
+            actor,
+            "verify",
+            "unit",
+            unit.id if unit else ident.serial[:64],
+            new={"status": status.value, "gtin": ident.gtin, "serial": ident.serial},
+            site_id=actor.site_id,
+        )
+        uow.commit()
+        return Verification(
+            status=status,
+            message=message,
+            unit_id=unit.id if unit else None,
+            gtin=ident.gtin,
+            serial=ident.serial,
+            batch=ident.batch,
+            expiry=ident.expiry,
+            unit_status=unit.status if unit else None,
+            dispensed_at=dispensed_at,
+            alert_id=alert.id if alert else None,
+        )
 
     def _dispense(
         self, uow: UnitOfWork, actor: Actor, scan: str, patient_ref: str
@@ -269,6 +565,14 @@ class CustodyService:
         )
         uow.session.add(record)
         uow.flush()
+        self._unit_event(
+            uow,
+            [unit],
+            actor.site_id or self._production.get(uow, unit.batch_id).site_id,
+            action="OBSERVE",
+            biz_step=BizStep.DISPENSING,
+            disposition=Disposition.DISPENSED,
+        )
         audit(
             uow,
             actor,
@@ -285,12 +589,270 @@ class CustodyService:
         flag_modified(order, "updated_at")
         siblings = self.units_of_order(uow, unit.order_id)
         complete = all(u.status == UnitStatus.DISPENSED.value for u in siblings)
-        if complete:
+        # (an order already dispensed stays so when a pack is handed over again after an undo)
+        if complete and order.status != OrderStatus.DISPENSED.value:
             self._orders.transition(
                 uow, actor, order, OrderStatus.DISPENSED, reason="every pack dispensed"
             )
         uow.commit()
         return DispenseResult(unit=unit, dispense=record, order_complete=complete)
+
+    # --- undo of a dispense ------------------------------------------------------------------
+    def undo_dispense(
+        self, uow: UnitOfWork, actor: Actor, *, unit_id: str, reason: str
+    ) -> SerialUnit:
+        """Re-commission a dispensed pack (handed back unopened, or dispensed in error): only
+        within 10 days of the dispense, never for an expired or recalled pack. The dispensing
+        event gets an EPCIS error declaration and a corrective event."""
+        require_role(actor, Role.PHARMACIST, action="undoing a dispense")
+        try:
+            return self._undo(uow, actor, unit_id, reason)
+        except DomainError as exc:
+            refuse(uow, actor, exc, "dispense", unit_id or "(empty)", site_id=actor.site_id)
+
+    def _undo(self, uow: UnitOfWork, actor: Actor, unit_id: str, reason: str) -> SerialUnit:
+        if not reason.strip():
+            raise ValidationFailed("give the reason for undoing the dispense", field="reason")
+        unit = self.get_unit(uow, unit_id)
+        if unit.status == UnitStatus.RECALLED.value:
+            raise Refused(
+                f"pack {unit.serial} is recalled: a recalled pack is never put back",
+                field="unit_id",
+                code="recalled",
+            )
+        if unit.status != UnitStatus.DISPENSED.value:
+            raise Refused(
+                f"pack {unit.serial} is {unit.status}, not dispensed",
+                field="unit_id",
+                code="not_dispensed",
+            )
+        now = uow.clock.now()
+        if unit.expiry < now.date():
+            raise Refused(
+                f"pack {unit.serial} expired on {unit.expiry}: an expired pack is never put back",
+                field="unit_id",
+                code="expired",
+            )
+        record = uow.session.scalar(select(Dispense).where(Dispense.unit_id == unit.id))
+        if record is None or now - record.dispensed_at > UNDO_WINDOW:
+            raise Refused(
+                f"pack {unit.serial} was dispensed more than 10 days ago; it cannot be put back",
+                field="unit_id",
+                code="undo_window_passed",
+            )
+        site_id = (
+            actor.site_id or record.site_id or self._production.get(uow, unit.batch_id).site_id
+        )
+        dispensed = self._dispensing_event(uow, unit)
+        self._transition(uow, actor, unit, UnitStatus.RELEASED, reason=f"dispense undone: {reason}")
+        audit(
+            uow,
+            actor,
+            "delete",
+            "dispense",
+            record.id,
+            old={
+                "unit_id": record.unit_id,
+                "patient_id": record.patient_id,
+                "dispensed_at": record.dispensed_at,
+                "dispensed_by": record.dispensed_by,
+                "site_id": record.site_id,
+            },
+            reason=reason,
+            site_id=actor.site_id,
+        )
+        uow.session.delete(record)
+        corrective = self._unit_event(
+            uow,
+            [unit],
+            site_id,
+            action="OBSERVE",
+            biz_step=BizStep.INSPECTING,
+            disposition=Disposition.SELLABLE_ACCESSIBLE,
+        )
+        if dispensed is not None:
+            self.epcis.declare_error(
+                uow,
+                dispensed,
+                reason="incorrect_data",
+                corrective=[corrective.event_hash],
+                site_id=site_id,
+            )
+        uow.commit()
+        return unit
+
+    def _dispensing_event(self, uow: UnitOfWork, unit: SerialUnit) -> str | None:
+        from nearfab.custody.models import EpcisEpc
+
+        return uow.session.scalar(
+            select(EpcisEvent.event_hash)
+            .join(EpcisEpc, EpcisEpc.event_hash == EpcisEvent.event_hash)
+            .where(
+                EpcisEpc.epc == ev.sgtin_dl(unit.gtin, unit.serial),
+                EpcisEvent.biz_step == BizStep.DISPENSING.value,
+            )
+            .order_by(EpcisEvent.event_time.desc())
+            .limit(1)
+        )
+
+    # --- movements between sites, destruction, cold chain -------------------------------------
+    def _units(self, uow: UnitOfWork, unit_ids: list[str]) -> list[SerialUnit]:
+        if not unit_ids:
+            raise ValidationFailed("give at least one pack", field="unit_ids")
+        return [self.get_unit(uow, u) for u in unit_ids]
+
+    def ship(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        unit_ids: list[str],
+        from_site_id: str,
+        to_site_id: str,
+    ) -> EpcisEvent:
+        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="shipping packs")
+        units = self._units(uow, unit_ids)
+        event = self._unit_event(
+            uow,
+            units,
+            from_site_id,
+            action="OBSERVE",
+            biz_step=BizStep.SHIPPING,
+            disposition=Disposition.IN_TRANSIT,
+            sources=[("location", self.epcis.sgln(uow, from_site_id))],
+            destinations=[("location", self.epcis.sgln(uow, to_site_id))],
+        )
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "shipment",
+            event.event_hash[:64],
+            new={"units": unit_ids, "from": from_site_id, "to": to_site_id},
+            site_id=from_site_id,
+        )
+        uow.commit()
+        return event
+
+    def receive(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        unit_ids: list[str],
+        from_site_id: str,
+        at_site_id: str,
+    ) -> EpcisEvent:
+        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="receiving packs")
+        units = self._units(uow, unit_ids)
+        event = self._unit_event(
+            uow,
+            units,
+            at_site_id,
+            action="OBSERVE",
+            biz_step=BizStep.RECEIVING,
+            disposition=Disposition.IN_PROGRESS,
+            sources=[("location", self.epcis.sgln(uow, from_site_id))],
+            destinations=[("location", self.epcis.sgln(uow, at_site_id))],
+        )
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "receipt",
+            event.event_hash[:64],
+            new={"units": unit_ids, "from": from_site_id, "at": at_site_id},
+            site_id=at_site_id,
+        )
+        uow.commit()
+        return event
+
+    def destroy(
+        self, uow: UnitOfWork, actor: Actor, *, unit_ids: list[str], site_id: str, reason: str
+    ) -> EpcisEvent:
+        """Destruction of packs that may never be used (rejected, recalled or expired)."""
+        require_role(actor, Role.PHARMACIST, Role.QP, action="destroying packs")
+        if not reason.strip():
+            raise ValidationFailed("give the reason for the destruction", field="reason")
+        units = self._units(uow, unit_ids)
+        today = uow.clock.now().date()
+        for u in units:
+            if u.status not in (UnitStatus.REJECTED.value, UnitStatus.RECALLED.value) and (
+                u.expiry >= today
+            ):
+                raise Refused(
+                    f"pack {u.serial} is {u.status} and in date; only rejected, recalled or "
+                    "expired packs are destroyed",
+                    field="unit_ids",
+                    code="not_destroyable",
+                )
+        event = self._unit_event(
+            uow,
+            units,
+            site_id,
+            action="DELETE",
+            biz_step=BizStep.DESTROYING,
+            disposition=Disposition.DESTROYED,
+        )
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "destruction",
+            event.event_hash[:64],
+            new={"units": unit_ids},
+            reason=reason,
+            site_id=site_id,
+        )
+        uow.commit()
+        return event
+
+    def record_temperature(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        unit_ids: list[str],
+        site_id: str,
+        readings: list[tuple[datetime, float]],
+        device: str | None = None,
+    ) -> EpcisEvent:
+        """Cold-chain readings (°C) of packs held at a site, as EPCIS sensor data."""
+        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="recording readings")
+        if not readings:
+            raise ValidationFailed("give at least one reading", field="readings")
+        units = self._units(uow, unit_ids)
+        elements = []
+        for when, celsius in readings:
+            meta: dict[str, Any] = {"time": ev.epcis_time(when)}
+            if device:
+                meta["deviceID"] = device
+            elements.append(
+                {
+                    "sensorMetadata": meta,
+                    "sensorReport": [{"type": "Temperature", "value": celsius, "uom": "CEL"}],
+                }
+            )
+        event = self._unit_event(
+            uow,
+            units,
+            site_id,
+            action="OBSERVE",
+            biz_step=BizStep.SENSOR_REPORTING,
+            disposition=None,
+            sensor_elements=elements,
+        )
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "cold_chain",
+            event.event_hash[:64],
+            new={"units": unit_ids, "readings": len(readings)},
+            site_id=site_id,
+        )
+        uow.commit()
+        return event
 
     # --- queries -----------------------------------------------------------------------------
     def lagging_dispositions(self, uow: UnitOfWork) -> list[tuple[str, str]]:
@@ -333,3 +895,41 @@ class CustodyService:
 
     def batch_of(self, uow: UnitOfWork, unit: SerialUnit) -> BatchRecord:
         return self._production.get(uow, unit.batch_id)
+
+
+def _verify_message(
+    status: VerifyStatus,
+    serial: str,
+    unit: SerialUnit | None,
+    dispensed_at: datetime | None,
+    patient_ref: str | None,
+) -> str:
+    if status == VerifyStatus.OK:
+        return f"pack {serial} may be handed over"
+    if status == VerifyStatus.UNKNOWN:
+        if unit is None:
+            return (
+                f"pack {serial} was never made in this network: suspected falsified, "
+                "do not hand over"
+            )
+        return (
+            f"pack {serial}: the label's batch or expiry does not match the record: "
+            "suspected falsified, do not hand over"
+        )
+    if status == VerifyStatus.ALREADY_DISPENSED:
+        when = f" on {dispensed_at:%Y-%m-%d %H:%M %Z}" if dispensed_at else ""
+        return f"pack {serial} was already dispensed{when}"
+    if status == VerifyStatus.WRONG_PATIENT:
+        return f"pack {serial} is for another patient, not {patient_ref}"
+    if status == VerifyStatus.EXPIRED and unit is not None:
+        return f"pack {serial} expired on {unit.expiry}"
+    if status == VerifyStatus.NOT_RELEASED and unit is not None:
+        if unit.status == UnitStatus.RELEASED.value:
+            return (
+                f"pack {serial}: its batch record no longer matches the QP's release "
+                "signature; hold it and investigate"
+            )
+        return f"pack {serial} is {unit.status}, not released by a QP"
+    if status == VerifyStatus.REJECTED:
+        return f"pack {serial} belongs to a rejected batch"
+    return f"pack {serial} is {status.value}"

@@ -54,9 +54,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_custody_epcis_time", "custody_epcis_events", ["event_time"])
     op.create_index("ix_custody_epcis_biz_step", "custody_epcis_events", ["biz_step"])
-    op.create_index(
-        "ix_custody_epcis_events_read_point", "custody_epcis_events", ["read_point"]
-    )
+    op.create_index("ix_custody_epcis_events_read_point", "custody_epcis_events", ["read_point"])
     op.create_index(
         "ix_custody_epcis_events_biz_location", "custody_epcis_events", ["biz_location"]
     )
@@ -83,7 +81,9 @@ def upgrade() -> None:
         sa.Column("private_key_encrypted", sa.LargeBinary(), nullable=False),
         _time("created_at"),
         _time("retired_at", nullable=True),
-        sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name="fk_custody_site_keys_site_id_sites"),
+        sa.ForeignKeyConstraint(
+            ["site_id"], ["sites.id"], name="fk_custody_site_keys_site_id_sites"
+        ),
         sa.PrimaryKeyConstraint("key_id", name="pk_custody_site_keys"),
     )
     op.create_index("ix_custody_site_keys_site_id", "custody_site_keys", ["site_id"])
@@ -102,7 +102,9 @@ def upgrade() -> None:
         sa.Column("signature", sa.String(length=128), nullable=False),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name="fk_custody_ledger_site_id_sites"),
         sa.ForeignKeyConstraint(
-            ["key_id"], ["custody_site_keys.key_id"], name="fk_custody_ledger_key_id_custody_site_keys"
+            ["key_id"],
+            ["custody_site_keys.key_id"],
+            name="fk_custody_ledger_key_id_custody_site_keys",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_custody_ledger"),
         sa.UniqueConstraint("site_id", "seq", name="uq_custody_ledger_site_id"),
@@ -126,7 +128,8 @@ def upgrade() -> None:
         sa.Column("unit_id", sa.String(length=32), nullable=False),
         sa.Column("status_before", sa.String(length=32), nullable=False),
         sa.ForeignKeyConstraint(
-            ["recall_id"], ["custody_recalls.id"],
+            ["recall_id"],
+            ["custody_recalls.id"],
             name="fk_custody_recall_units_recall_id_custody_recalls",
         ),
         sa.ForeignKeyConstraint(

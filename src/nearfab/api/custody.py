@@ -1,0 +1,169 @@
+"""/api/v1 routes for the chain of custody: EPCIS capture and query, verification at dispense,
+undo of a dispense, trace, recall, and the ledger check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from nearfab.api.deps import ActorDep, AppDep, UowDep
+from nearfab.bootstrap import App
+from nearfab.custody import CustodyChain, EpcisInvalid
+from nearfab.identity import Role, require_role
+
+router = APIRouter(prefix="/api/v1")
+
+AUDITORS = (Role.QP, Role.ADMIN, Role.AUDITOR)
+
+
+def chain_of(application: App) -> CustodyChain:
+    """The app's custody chain (built in bootstrap)."""
+    return application.custody_chain
+
+
+class VerifyIn(BaseModel):
+    scan: str = Field(min_length=1, max_length=400, description="scanner output or element string")
+    patient_ref: str | None = Field(default=None, max_length=64)
+
+
+class UndoIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RecallIn(BaseModel):
+    lot: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+# --- EPCIS -----------------------------------------------------------------------------------
+@router.post("/epcis/capture", tags=["custody"], status_code=201)
+def epcis_capture(
+    document: Annotated[Any, Body()], actor: ActorDep, application: AppDep, uow: UowDep
+) -> Any:
+    """Store an EPCIS 2.0 JSON-LD document's events, all or none. 400 with every schema error
+    when invalid; events already held (same event hash) are reported as duplicates."""
+    try:
+        result = chain_of(application).epcis.capture(uow, actor, document)
+    except EpcisInvalid as exc:
+        return JSONResponse(status_code=400, content={"error": exc.to_dict(), "errors": exc.errors})
+    return result.to_dict()
+
+
+@router.get("/epcis/events", tags=["custody"])
+def epcis_events(
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    epc: Annotated[str | None, Query(description="EPC URN or Digital Link")] = None,
+    biz_step: Annotated[str | None, Query(alias="bizStep")] = None,
+    disposition: str | None = None,
+    ge_event_time: Annotated[datetime | None, Query(alias="GE_eventTime")] = None,
+    lt_event_time: Annotated[datetime | None, Query(alias="LT_eventTime")] = None,
+    location: Annotated[str | None, Query(description="readPoint or bizLocation")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """EPCISQueryDocument of the events matching every filter given."""
+    require_role(actor, *AUDITORS, Role.PHARMACIST, action="querying custody events")
+    return chain_of(application).epcis.query_document(
+        uow,
+        epc=epc,
+        biz_step=biz_step,
+        disposition=disposition,
+        ge_time=ge_event_time,
+        lt_time=lt_event_time,
+        location=location,
+        limit=limit,
+    )
+
+
+# --- verification at dispense ----------------------------------------------------------------
+@router.post("/verify", tags=["custody"])
+def verify(body: VerifyIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+    """One status for a scanned pack: ok, wrong_patient, expired, recalled, not_released,
+    rejected, already_dispensed or unknown (suspected falsified), with details."""
+    result = chain_of(application).custody.verify(
+        uow, actor, scan=body.scan, patient_ref=body.patient_ref
+    )
+    return result.to_dict()
+
+
+@router.post("/packs/{unit_id}/undo-dispense", tags=["custody"])
+def undo_dispense(
+    unit_id: str, body: UndoIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    unit = chain_of(application).custody.undo_dispense(
+        uow, actor, unit_id=unit_id, reason=body.reason
+    )
+    return {"unit_id": unit.id, "serial": unit.serial, "status": unit.status}
+
+
+# --- trace and recall ------------------------------------------------------------------------
+@router.get("/trace/units/{unit_id}", tags=["custody"])
+def trace_unit(unit_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+    return chain_of(application).trace.unit(uow, actor, unit_id)
+
+
+@router.get("/trace/lots/{lot}", tags=["custody"])
+def trace_lot(lot: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+    return chain_of(application).trace.lot(uow, actor, lot)
+
+
+@router.get("/trace/machines/{machine_id}", tags=["custody"])
+def trace_machine(
+    machine_id: str,
+    start: datetime,
+    end: datetime,
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    return chain_of(application).trace.machine(uow, actor, machine_id, start, end)
+
+
+@router.get("/trace/master-files/{code}/{version}", tags=["custody"])
+def trace_master_file(
+    code: str, version: int, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    return chain_of(application).trace.master_file(uow, actor, code, version)
+
+
+@router.post("/recalls", tags=["custody"], status_code=201)
+def recall_create(
+    body: RecallIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    chain = chain_of(application)
+    recall = chain.recalls.create(uow, actor, lot=body.lot, reason=body.reason)
+    with application.uow() as fresh:
+        rows = chain.recalls.report_rows(fresh, recall.id)
+    return {"recall_id": recall.id, "lot": recall.scope_ref, "units": len(rows), "rows": rows}
+
+
+@router.get(
+    "/recalls/{recall_id}/report",
+    tags=["custody"],
+    responses={200: {"content": {"text/csv": {}, "application/pdf": {}}}},
+)
+def recall_report(
+    recall_id: str,
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    format: Literal["csv", "pdf"] = "csv",
+) -> Response:
+    require_role(actor, *AUDITORS, action="reading a recall report")
+    recalls = chain_of(application).recalls
+    if format == "pdf":
+        return Response(recalls.report_pdf(uow, recall_id), media_type="application/pdf")
+    return Response(recalls.report_csv(uow, recall_id), media_type="text/csv")
+
+
+@router.get("/custody/ledger/verify", tags=["custody"])
+def ledger_verify(
+    actor: ActorDep, application: AppDep, uow: UowDep, all_signatures: bool = False
+) -> dict[str, Any]:
+    require_role(actor, *AUDITORS, action="checking the custody ledger")
+    return chain_of(application).ledger.verify(uow, all_signatures=all_signatures).to_dict()

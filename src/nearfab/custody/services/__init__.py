@@ -1,0 +1,74 @@
+"""Custody use cases: packs (serialise, release, verify, dispense, undo, movements), EPCIS
+events (record, capture, query), the signed ledger, trace and recall."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nearfab.custody.services.epcis import (
+    CaptureResult,
+    EpcisInvalid,
+    EpcisStore,
+    SchemaMissing,
+    find_schema,
+)
+from nearfab.custody.services.ledger import CustodyLedger, KeyRing, LedgerReport
+from nearfab.custody.services.trace import RecallService, TracedUnit, TraceService
+from nearfab.custody.services.units import (
+    UNDO_WINDOW,
+    CustodyService,
+    DispenseResult,
+    Verification,
+)
+
+LEDGER_KEY_FILE = "custody_ledger.key"
+
+
+@dataclass
+class CustodyChain:
+    """The chain-of-custody services around one CustodyService (built in the composition
+    root, or on demand by an entry point)."""
+
+    custody: CustodyService
+    epcis: EpcisStore
+    ledger: CustodyLedger
+    keyring: KeyRing
+    trace: TraceService
+    recalls: RecallService
+
+    @classmethod
+    def build(cls, custody: CustodyService, keys_dir: Path) -> CustodyChain:
+        """Ledger keys sealed with `<keys_dir>/custody_ledger.key` (made on first use)."""
+        keyring = KeyRing.load_or_create(keys_dir / LEDGER_KEY_FILE)
+        ledger = CustodyLedger(keyring)
+        custody.use_ledger(ledger)
+        trace = TraceService(custody.epcis, custody.quality)
+        return cls(
+            custody=custody,
+            epcis=custody.epcis,
+            ledger=ledger,
+            keyring=keyring,
+            trace=trace,
+            recalls=RecallService(trace, custody.epcis),
+        )
+
+
+__all__ = [
+    "UNDO_WINDOW",
+    "CaptureResult",
+    "CustodyChain",
+    "CustodyLedger",
+    "CustodyService",
+    "DispenseResult",
+    "EpcisInvalid",
+    "EpcisStore",
+    "KeyRing",
+    "LedgerReport",
+    "RecallService",
+    "SchemaMissing",
+    "TraceService",
+    "TracedUnit",
+    "Verification",
+    "find_schema",
+]

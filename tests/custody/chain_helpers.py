@@ -1,0 +1,48 @@
+"""Shared steps for chain-of-custody tests: the custody chain wired onto a seeded app (as the
+composition root will), a released batch's packs, scans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests import flow_helpers as fh
+
+from nearfab.bootstrap import App
+from nearfab.custody import CustodyChain, SerialUnit, make_identifier
+
+
+def chain(app: App) -> CustodyChain:
+    built = CustodyChain.build(app.custody, app.settings.data_dir / "keys")
+    app.custody_chain = built  # type: ignore[attr-defined]
+    return built
+
+
+def units(app: App, batch_id: str) -> list[SerialUnit]:
+    with app.uow() as uow:
+        found = app.custody.units_of_batch(uow, batch_id)
+        for unit in found:
+            uow.session.expunge(unit)
+        return found
+
+
+def scan(unit: SerialUnit, *, batch: str | None = None) -> str:
+    ident = make_identifier(unit.gtin, unit.serial, batch or unit.batch_number, unit.expiry)
+    return "]d2" + ident.datamatrix_data()
+
+
+def patient_ref(app: App, unit: SerialUnit) -> str:
+    with app.uow() as uow:
+        return app.orders.patient(uow, unit.patient_id).ref
+
+
+def released_batch(app: App, **order: Any) -> tuple[str, list[SerialUnit]]:
+    batch_id = fh.make_batch(app, **order)
+    fh.release(app, batch_id)
+    return batch_id, units(app, batch_id)
+
+
+def dispense(app: App, unit: SerialUnit, username: str = "pharmacist") -> Any:
+    with app.uow() as uow:
+        return app.custody.dispense(
+            uow, fh.actor(app, username), scan=scan(unit), patient_ref=patient_ref(app, unit)
+        )

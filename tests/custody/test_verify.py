@@ -1,0 +1,213 @@
+"""Verification at dispense (one status per scan, every status), alerts on a second dispense and
+on unknown packs, and undo of a dispense (10 days, never expired or recalled), on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
+
+from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
+from nearfab.common.errors import Forbidden, Refused, ValidationFailed
+from nearfab.custody import (
+    CustodyAlert,
+    CustodyChain,
+    Dispense,
+    EpcisEvent,
+    SerialUnit,
+    Verification,
+    VerifyStatus,
+    make_identifier,
+)
+from nearfab.identity import AuditEntry
+
+seeded = fh.seeded
+DAY = 86_400
+
+
+@pytest.fixture
+def chain(seeded: App) -> CustodyChain:
+    return ch.chain(seeded)
+
+
+def _verify(app: App, scan: str, patient_ref: str | None = None) -> Verification:
+    with app.uow() as uow:
+        return app.custody.verify(
+            uow, fh.actor(app, "pharmacist"), scan=scan, patient_ref=patient_ref
+        )
+
+
+def _alerts(app: App) -> list[CustodyAlert]:
+    with app.uow() as uow:
+        rows = list(uow.session.scalars(select(CustodyAlert).order_by(CustodyAlert.raised_at)))
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def test_ok_and_wrong_patient(seeded: App, chain: CustodyChain) -> None:
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    ok = _verify(seeded, ch.scan(unit), ch.patient_ref(seeded, unit))
+    assert ok.status == VerifyStatus.OK
+    assert (ok.unit_id, ok.serial, ok.unit_status) == (unit.id, unit.serial, "released")
+    assert _verify(seeded, ch.scan(unit)).status == VerifyStatus.OK  # no patient given
+    wrong = _verify(seeded, ch.scan(unit), "PT-SOMEONE-ELSE")
+    assert wrong.status == VerifyStatus.WRONG_PATIENT
+    assert "PT-SOMEONE-ELSE" in wrong.message
+    with seeded.uow() as uow:
+        audited = uow.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "verify", AuditEntry.entity_id == unit.id)
+        ).all()
+    assert [a.new["status"] for a in audited] == ["ok", "ok", "wrong_patient"]  # type: ignore[index]
+
+
+def test_not_released_rejected_and_record_changed(seeded: App, chain: CustodyChain) -> None:
+    quarantined = ch.units(seeded, fh.make_batch(seeded))[0]
+    assert _verify(seeded, ch.scan(quarantined)).status == VerifyStatus.NOT_RELEASED
+    rejected_batch = fh.make_batch(seeded)
+    fh.reject(seeded, rejected_batch)
+    rejected = ch.units(seeded, rejected_batch)[0]
+    assert _verify(seeded, ch.scan(rejected)).status == VerifyStatus.REJECTED
+    batch_id, packs = ch.released_batch(seeded)
+    fh.edit(seeded, fh.BatchRecord, batch_id, material_used_g=99.0)  # the record moved
+    changed = _verify(seeded, ch.scan(packs[0]))
+    assert changed.status == VerifyStatus.NOT_RELEASED
+    assert "signature" in changed.message
+
+
+def test_expired(seeded: App, chain: CustodyChain, clock: ManualClock) -> None:
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    days = (unit.expiry - clock.now().date()).days
+    clock.advance(days * DAY)  # on the expiry date: still fine
+    assert _verify(seeded, ch.scan(unit), ch.patient_ref(seeded, unit)).status == VerifyStatus.OK
+    clock.advance(DAY)
+    assert _verify(seeded, ch.scan(unit)).status == VerifyStatus.EXPIRED
+
+
+def test_already_dispensed_and_a_second_dispense_raises_an_alert(
+    seeded: App, chain: CustodyChain
+) -> None:
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    result = ch.dispense(seeded, unit)
+    assert result.unit.status == "dispensed"
+    again = _verify(seeded, ch.scan(unit), ch.patient_ref(seeded, unit))
+    assert again.status == VerifyStatus.ALREADY_DISPENSED
+    assert again.dispensed_at is not None
+    assert _alerts(seeded) == []  # verifying is not dispensing
+    with pytest.raises(Refused) as exc:
+        ch.dispense(seeded, unit)
+    assert exc.value.code == "already_dispensed"
+    alerts = _alerts(seeded)
+    assert [(a.kind, a.unit_id) for a in alerts] == [("second_dispense", unit.id)]
+    fh.assert_refusal_audited(seeded, exc.value, "dispense", ch.scan(unit)[:64])
+    # the dispense was decommissioned in EPCIS: a dispensing event for the pack
+    with seeded.uow() as uow:
+        steps = chain.epcis.query(uow, epc=f"https://id.gs1.org/01/{unit.gtin}/21/{unit.serial}")
+    by_step = {e["bizStep"]: e for e in steps}
+    assert set(by_step) == {
+        "creating_class_instance",
+        "commissioning",
+        "inspecting",
+        "dispensing",
+    }
+    assert by_step["dispensing"]["disposition"] == "dispensed"
+    assert by_step["commissioning"]["action"] == "ADD"
+
+
+def test_unknown_packs_are_suspected_falsified(seeded: App, chain: CustodyChain) -> None:
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    never = make_identifier(unit.gtin, "ZZZZZZZZZZZZ", unit.batch_number, unit.expiry)
+    answer = _verify(seeded, "]d2" + never.datamatrix_data())
+    assert answer.status == VerifyStatus.UNKNOWN
+    assert "falsified" in answer.message and answer.alert_id
+    mismatch = _verify(seeded, ch.scan(unit, batch="OTHERBATCH1"))
+    assert mismatch.status == VerifyStatus.UNKNOWN
+    kinds = [(a.kind, a.unit_id) for a in _alerts(seeded)]
+    assert kinds == [("suspected_falsified", None), ("suspected_falsified", unit.id)]
+    with pytest.raises(ValidationFailed) as bad:
+        _verify(seeded, "not a GS1 scan")
+    assert bad.value.field == "scan"
+    with seeded.uow() as uow, pytest.raises(Forbidden):
+        seeded.custody.verify(uow, fh.actor(seeded, "operator"), scan=ch.scan(unit))
+
+
+def test_recalled(seeded: App, chain: CustodyChain) -> None:
+    batch_id, packs = ch.released_batch(seeded)
+    lot = fh.batch(seeded, batch_id).material_lot_number
+    with seeded.uow() as uow:
+        chain.recalls.create(uow, fh.actor(seeded, "qp"), lot=lot, reason="assay out of spec")
+    assert _verify(seeded, ch.scan(packs[0])).status == VerifyStatus.RECALLED
+    with pytest.raises(Refused) as exc:
+        ch.dispense(seeded, packs[0])
+    assert exc.value.code == "recalled"
+
+
+def _undo(app: App, unit: SerialUnit, reason: str = "handed back unopened") -> SerialUnit:
+    with app.uow() as uow:
+        return app.custody.undo_dispense(
+            uow, fh.actor(app, "pharmacist"), unit_id=unit.id, reason=reason
+        )
+
+
+def test_undo_within_ten_days_recommissions_with_an_error_declaration(
+    seeded: App, chain: CustodyChain, clock: ManualClock
+) -> None:
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    ch.dispense(seeded, unit)
+    clock.advance(9 * DAY)
+    with pytest.raises(ValidationFailed):
+        _undo(seeded, unit, reason="  ")
+    assert _undo(seeded, unit).status == "released"
+    assert fh.count(seeded, Dispense) == 0
+    assert _verify(seeded, ch.scan(unit), ch.patient_ref(seeded, unit)).status == VerifyStatus.OK
+    with seeded.uow() as uow:
+        dispensing = uow.session.scalars(
+            select(EpcisEvent).where(EpcisEvent.biz_step == "dispensing")
+        ).one()
+        declared = dispensing.body["errorDeclaration"]
+        assert declared["reason"] == "incorrect_data"
+        corrective = uow.session.get(EpcisEvent, declared["correctiveEventIDs"][0])
+        assert corrective is not None and corrective.disposition == "sellable_accessible"
+        assert chain.ledger.verify(uow).ok
+    ch.dispense(seeded, unit)  # and it can be handed over again
+
+
+def test_undo_is_refused_after_ten_days_for_expired_and_for_recalled_packs(
+    seeded: App, chain: CustodyChain, clock: ManualClock
+) -> None:
+    batch_id, packs = ch.released_batch(seeded)
+    late, expired, recalled = packs[0], packs[1] if len(packs) > 1 else None, None
+    ch.dispense(seeded, late)
+    clock.advance(10 * DAY + 60)
+    with pytest.raises(Refused) as exc:
+        _undo(seeded, late)
+    assert exc.value.code == "undo_window_passed"
+    fh.assert_refusal_audited(seeded, exc.value, "dispense", late.id)
+    # expired: dispensed on its expiry date, undone the next day
+    _, more = ch.released_batch(seeded)
+    expired = more[0]
+    clock.advance((expired.expiry - clock.now().date()).days * DAY)
+    ch.dispense(seeded, expired)
+    clock.advance(DAY)
+    with pytest.raises(Refused) as exc:
+        _undo(seeded, expired)
+    assert exc.value.code == "expired"
+    # recalled after the dispense
+    _, fresh = ch.released_batch(seeded)
+    recalled = fresh[0]
+    ch.dispense(seeded, recalled)
+    lot = fh.batch(seeded, recalled.batch_id).material_lot_number
+    with seeded.uow() as uow:
+        chain.recalls.create(uow, fh.actor(seeded, "qp"), lot=lot, reason="contamination")
+    with pytest.raises(Refused) as exc:
+        _undo(seeded, recalled)
+    assert exc.value.code == "recalled"
+    del batch_id
