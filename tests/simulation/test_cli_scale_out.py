@@ -15,7 +15,7 @@ runner = CliRunner()
 
 def test_the_example_forecast_gets_a_plan_that_meets_every_year(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["simulate", "scale-out", str(REPO / "docs/scenarios/scale-out.yaml"), "--json"]
+        app, ["simulate", "scale-out", str(REPO / "docs/forecasts/scale-out.yaml"), "--json"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
