@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nearfab.api.security import LoginThrottle
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Unauthenticated
 from nearfab.identity import Actor
@@ -77,3 +78,15 @@ async def request_error_handler(_request: Request, exc: Exception) -> JSONRespon
         status_code=422,
         content={"error": {"code": "validation_failed", "field": field, "message": message}},
     )
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    """The app's throttle on password guessing (a fresh one if the app was built without)."""
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = request.app.state.login_throttle = LoginThrottle()
+    return throttle
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

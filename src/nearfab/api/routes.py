@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
-from nearfab.api.deps import ActorDep, AppDep, UowDep
+from nearfab.api.deps import ActorDep, AppDep, UowDep, client_of, login_throttle
 from nearfab.api.schemas import (
     DecisionIn,
     DispenseIn,
@@ -26,7 +26,7 @@ from nearfab.api.schemas import (
     TrainingIn,
 )
 from nearfab.common.canonical import to_jsonable
-from nearfab.common.errors import NotFound
+from nearfab.common.errors import NotFound, Unauthenticated
 from nearfab.identity import audit_trail
 from nearfab.production import Fault
 from nearfab.readmodels import (
@@ -48,9 +48,17 @@ def _row(obj: Any, *fields: str) -> dict[str, Any]:
 
 # --- identity --------------------------------------------------------------------------------
 @router.post("/auth/token", response_model=TokenOut, tags=["identity"])
-def token(body: TokenIn, application: AppDep, uow: UowDep) -> TokenOut:
-    """Exchange a username and password for a bearer token (12 h)."""
-    value, user = application.users.issue_token(uow, body.username, body.password)
+def token(body: TokenIn, request: Request, application: AppDep, uow: UowDep) -> TokenOut:
+    """Exchange a username and password for a bearer token (12 h). Five failures for one
+    username from one client within 5 minutes hold further attempts back (429)."""
+    throttle, client = login_throttle(request), client_of(request)
+    throttle.check(body.username, client)
+    try:
+        value, user = application.users.issue_token(uow, body.username, body.password)
+    except Unauthenticated:
+        throttle.failed(body.username, client)
+        raise
+    throttle.succeeded(body.username, client)
     return TokenOut(access_token=value, user_id=user.id, roles=list(user.roles))
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from nearfab.api.deps import client_of, login_throttle
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from nearfab.identity import Actor, User, actor_of
@@ -147,10 +148,17 @@ def login_submit(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     application = _app(request)
+    throttle, client = login_throttle(request), client_of(request)
     try:
         _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            user = application.users.authenticate(uow, username, password)
+        throttle.check(username, client)
+        try:
+            with application.uow() as uow:
+                user = application.users.authenticate(uow, username, password)
+        except Unauthenticated:
+            throttle.failed(username, client)
+            raise
+        throttle.succeeded(username, client)
     except DomainError as exc:
         return render(
             request, "login.html", None, next=next, error=exc.message, status_code=exc.http_status

@@ -19,6 +19,7 @@ from nearfab.api.deps import domain_error_handler, request_error_handler
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
 from nearfab.api.routes import router as api_router
+from nearfab.api.security import LoginThrottle, SecurityHeaders
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
@@ -62,6 +63,8 @@ def create_web_app(application: App) -> FastAPI:
         https_only=application.settings.secure_cookies,
         max_age=8 * 3600,
     )
+    web.add_middleware(SecurityHeaders)
+    web.state.login_throttle = LoginThrottle()
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(RequestValidationError, request_error_handler)
     web.include_router(api_router)

@@ -1,0 +1,92 @@
+"""HTTP hardening for the web pages and the API: security headers on every response, and a
+throttle on password guessing at login and token issue.
+
+The Content-Security-Policy allows scripts, styles, images and connections from this site
+only: nothing can load from a CDN or leak to another host, even if a template were wrong.
+Plotly sets inline styles on the chart elements, hence `style-src 'unsafe-inline'`; scripts
+have no such exception (no inline `<script>` in any template)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nearfab.common.errors import DomainError
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            # pages and API answers carry patient and batch data: never keep them in a cache
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+class TooManyAttempts(DomainError):
+    code = "too_many_attempts"
+    http_status = 429
+
+
+class LoginThrottle:
+    """At most `limit` failed password checks per username and client in `window_s` seconds;
+    more are refused before the password is even checked. In memory, per process: it slows a
+    guesser down, it is not the account lockout of the identity service."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def check(self, username: str, client: str) -> None:
+        key = (username.strip().lower(), client)
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(key, now)
+            if len(times) >= self.limit:
+                wait = int(self.window_s - (now - times[0])) + 1
+                raise TooManyAttempts(
+                    f"too many failed log-ins for {username!r}; try again in {wait} s",
+                    field="username",
+                )
+
+    def failed(self, username: str, client: str) -> None:
+        with self._lock:
+            self._recent((username.strip().lower(), client), time.monotonic()).append(
+                time.monotonic()
+            )
+
+    def succeeded(self, username: str, client: str) -> None:
+        with self._lock:
+            self._failures.pop((username.strip().lower(), client), None)

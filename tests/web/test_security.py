@@ -1,0 +1,87 @@
+"""Security headers on every answer, and the throttle on password guessing (web and API)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi.testclient import TestClient
+from tests import flow_helpers as fh
+
+from nearfab.api.security import CSP, LoginThrottle
+from nearfab.bootstrap import App
+from nearfab.web.server import create_web_app
+
+seeded = fh.seeded
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found
+    return found.group(1)
+
+
+def test_every_answer_carries_the_security_headers(seeded: App) -> None:
+    client = TestClient(create_web_app(seeded))
+    for path in ("/login", "/api/v1/openapi.json", "/api/v1/me", "/static/app.css"):
+        response = client.get(path)
+        assert response.headers["content-security-policy"] == CSP, path
+        assert "script-src 'self';" in CSP and "connect-src 'self'" in CSP  # nothing off-site
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert client.get("/login").headers["cache-control"] == "no-store"
+    assert client.get("/static/app.css").headers.get("cache-control") != "no-store"
+
+
+def test_templates_have_no_inline_scripts() -> None:
+    """The CSP forbids inline scripts; a template that had one would break in the browser."""
+    from pathlib import Path
+
+    import nearfab.web
+
+    folder = Path(nearfab.web.__file__).parent / "templates"
+    for template in folder.glob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template.name
+        assert not re.search(r"\son[a-z]+=", text), template.name
+
+
+def login(client: TestClient, password: str) -> int:
+    token = csrf_of(client.get("/login").text)
+    return client.post(
+        "/login",
+        data={"username": "qp", "password": password, "csrf_token": token},
+        follow_redirects=False,
+    ).status_code
+
+
+def test_repeated_failed_logins_are_held_back_then_allowed_again(seeded: App) -> None:
+    web = create_web_app(seeded)
+    web.state.login_throttle = LoginThrottle(limit=3, window_s=0.5)
+    client = TestClient(web)
+    assert [login(client, "wrong") for _ in range(3)] == [401, 401, 401]
+    assert login(client, fh.TEST_PASSWORD) == 429  # even the right password waits
+    page = client.get("/login")  # the page says why (rendered on the refused post)
+    assert page.status_code == 200
+    time.sleep(0.6)
+    assert login(client, fh.TEST_PASSWORD) == 303
+
+
+def test_api_tokens_are_throttled_the_same_way(seeded: App) -> None:
+    web = create_web_app(seeded)
+    web.state.login_throttle = LoginThrottle(limit=2, window_s=60)
+    client = TestClient(web)
+    bad = {"username": "pharmacist", "password": "nope"}
+    assert [client.post("/api/v1/auth/token", json=bad).status_code for _ in range(2)] == [
+        401,
+        401,
+    ]
+    refused = client.post(
+        "/api/v1/auth/token", json={"username": "pharmacist", "password": fh.TEST_PASSWORD}
+    )
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_attempts"
+    # another user is not held back by someone else's failures
+    other = client.post("/api/v1/auth/token", json={"username": "qp", "password": fh.TEST_PASSWORD})
+    assert other.status_code == 200
