@@ -181,3 +181,42 @@ def test_nearfab_documents_are_valid_with_hash_ids(
     for event in events:
         assert event["eventID"] == event_hash(event)
         assert event["readPoint"]["id"].startswith("urn:epc:id:sgln:")
+
+
+def test_packing_unpacking_and_destroying_documents_are_valid(
+    seeded: App, validator: jsonschema.Draft7Validator
+) -> None:
+    """AggregationEvents (SSCC parent, ADD packing / DELETE unpacking) and the destroying
+    ObjectEvent DELETE, as nearfab exports them, pass GS1's schema with formats enforced."""
+    chain = ch.chain(seeded)
+    _, packs = ch.released_batch(seeded)
+    pharmacist = fh.actor(seeded, "pharmacist")
+    with seeded.uow() as uow:
+        container = seeded.custody.pack(
+            uow, pharmacist, unit_ids=[u.id for u in packs], to_site_id=fh.site_id(seeded, "MAN-PH")
+        )
+    with seeded.uow() as uow:
+        seeded.custody.unpack(uow, pharmacist, sscc=container.sscc)
+    rejected = fh.make_batch(seeded)
+    fh.reject(seeded, rejected)
+    with seeded.uow() as uow:
+        seeded.custody.destroy(
+            uow,
+            fh.actor(seeded, "qp"),
+            unit_ids=[u.id for u in ch.units(seeded, rejected)],
+            site_id=fh.site_id(seeded, "GSTT-PH"),
+            reason="rejected batch",
+        )
+    with seeded.uow() as uow:
+        doc = chain.epcis.export(uow)
+    assert [e.message for e in validator.iter_errors(doc)] == []
+    events = doc["epcisBody"]["eventList"]
+    kinds = {(e["type"], e.get("action"), e["bizStep"], e.get("disposition")) for e in events}
+    assert ("AggregationEvent", "ADD", "packing", "container_closed") in kinds
+    assert ("AggregationEvent", "DELETE", "unpacking", "in_progress") in kinds
+    assert ("ObjectEvent", "DELETE", "destroying", "destroyed") in kinds
+    for event in events:
+        assert event["eventID"] == event_hash(event)
+        if event["type"] == "AggregationEvent":
+            assert event["parentID"] == f"https://id.gs1.org/00/{container.sscc}"
+            assert canonical_dl(event["parentID"]) == event["parentID"]

@@ -3,8 +3,10 @@ composition root will), a released batch's packs, scans."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
@@ -46,3 +48,11 @@ def dispense(app: App, unit: SerialUnit, username: str = "pharmacist") -> Any:
         return app.custody.dispense(
             uow, fh.actor(app, username), scan=scan(unit), patient_ref=patient_ref(app, unit)
         )
+
+
+@pytest.fixture(autouse=True)
+def flushed_verification_log(seeded: App) -> Iterator[None]:
+    """Commit the queued verification log rows before the test's database goes away (use as
+    `flushed_verification_log = ch.flushed_verification_log` in a module)."""
+    yield
+    seeded.custody.flush_verification_log()

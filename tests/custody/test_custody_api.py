@@ -17,6 +17,7 @@ from nearfab.bootstrap import App
 from nearfab.web.server import create_web_app
 
 seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from nearfab.bootstrap import App
 from nearfab.web.server import create_web_app
 
 seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
 
 
 def _login(client: TestClient) -> None:

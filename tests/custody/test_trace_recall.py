@@ -16,6 +16,7 @@ from nearfab.common.errors import Forbidden, NotFound, ValidationFailed
 from nearfab.custody import CustodyChain, RecallUnit
 
 seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from nearfab.custody import (
 from nearfab.identity import AuditEntry
 
 seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
 DAY = 86_400
 
 
@@ -58,6 +59,7 @@ def test_ok_and_wrong_patient(seeded: App, chain: CustodyChain) -> None:
     wrong = _verify(seeded, ch.scan(unit), "PT-SOMEONE-ELSE")
     assert wrong.status == VerifyStatus.WRONG_PATIENT
     assert "PT-SOMEONE-ELSE" in wrong.message
+    seeded.custody.flush_verification_log()  # the log rows go through the group-commit writer
     with seeded.uow() as uow:
         audited = uow.session.scalars(
             select(AuditEntry).where(AuditEntry.action == "verify", AuditEntry.entity_id == unit.id)
@@ -77,6 +79,117 @@ def test_not_released_rejected_and_record_changed(seeded: App, chain: CustodyCha
     changed = _verify(seeded, ch.scan(packs[0]))
     assert changed.status == VerifyStatus.NOT_RELEASED
     assert "signature" in changed.message
+
+
+def _verify_log(app: App) -> list[tuple[str, str, str]]:
+    with app.uow() as uow:
+        rows = uow.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "verify").order_by(AuditEntry.id)
+        ).all()
+        return [(r.entity_id, r.actor_id, r.new["status"]) for r in rows]  # type: ignore[index]
+
+
+def test_every_verification_is_logged_by_the_group_commit_writer(
+    seeded: App, chain: CustodyChain
+) -> None:
+    """Concurrent verifications are read-only; their log rows are committed in batches by one
+    writer, and `flush()` commits every row submitted before it: none is lost."""
+    import threading
+
+    _, packs = ch.released_batch(seeded)
+    vlog = seeded.custody.verification_log
+    vlog.interval_s = 30.0  # the writer thread would wait long: only flush() writes them
+    scans = [ch.scan(u) for u in packs]
+    errors: list[BaseException] = []
+
+    def verify_many(n: int) -> None:
+        try:
+            for i in range(n):
+                _verify(seeded, scans[i % len(scans)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=verify_many, args=(10,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _verify_log(seeded) == []  # nothing committed yet: no commit per verification
+    assert vlog.queued == 40
+    assert seeded.custody.flush_verification_log() == 40
+    logged = _verify_log(seeded)
+    assert len(logged) == 40 and vlog.queued == 0
+    pharmacist = fh.actor(seeded, "pharmacist").user_id
+    assert {(actor, status) for _, actor, status in logged} == {(pharmacist, "ok")}
+    assert sorted({e for e, _, _ in logged}) == sorted({u.id for u in packs})
+    assert seeded.custody.flush_verification_log() == 0  # nothing is written twice
+
+
+def test_the_writer_commits_on_its_own_and_keeps_rows_it_could_not_write(
+    seeded: App, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    _, packs = ch.released_batch(seeded)
+    vlog = seeded.custody.verification_log
+    vlog.interval_s = 0.001
+    _verify(seeded, ch.scan(packs[0]))
+    deadline = time.monotonic() + 10
+    while not _verify_log(seeded) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [s for _, _, s in _verify_log(seeded)] == ["ok"]  # without any flush
+    # a failing database: the rows stay queued and flush() says so
+    vlog.interval_s = 30.0
+    _verify(seeded, ch.scan(packs[0]))
+    engine = vlog._engine
+    assert engine is not None
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(engine, "begin", broken)
+    with pytest.raises(RuntimeError):
+        seeded.custody.flush_verification_log()
+    assert vlog.queued == 1
+    monkeypatch.undo()
+    assert seeded.custody.flush_verification_log() == 1
+    assert len(_verify_log(seeded)) == 2
+
+
+def test_unknown_packs_are_alerted_and_logged_at_once(seeded: App, chain: CustodyChain) -> None:
+    _, packs = ch.released_batch(seeded)
+    seeded.custody.verification_log.interval_s = 30.0
+    never = make_identifier(packs[0].gtin, "ZZZZZZZZZZZZ", packs[0].batch_number, packs[0].expiry)
+    answer = _verify(seeded, "]d2" + never.datamatrix_data())
+    # no flush: the alert and its log row were committed by the verification itself
+    assert [a.id for a in _alerts(seeded)] == [answer.alert_id]
+    assert [s for _, _, s in _verify_log(seeded)] == ["unknown"]
+
+
+def test_the_signature_check_is_remembered_per_record_version(
+    seeded: App, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id, packs = ch.released_batch(seeded)
+    calls: list[str] = []
+    real = seeded.quality.signature_valid
+
+    def counting(uow: object, review: object) -> bool | None:
+        calls.append("check")
+        return real(uow, review)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(seeded.quality, "signature_valid", counting)
+    for _ in range(3):
+        assert _verify(seeded, ch.scan(packs[0])).status == VerifyStatus.OK
+    assert calls == ["check"]  # the batch record was canonicalised once
+    # a change through the application bumps the record's row_version: checked again
+    fh.edit(seeded, fh.BatchRecord, batch_id, material_used_g=99.0)
+    changed = _verify(seeded, ch.scan(packs[0]))
+    assert changed.status == VerifyStatus.NOT_RELEASED and "signature" in changed.message
+    assert calls == ["check", "check"]
+    with pytest.raises(Refused) as exc:
+        ch.dispense(seeded, packs[0])
+    assert exc.value.code == "record_changed"
 
 
 def test_expired(seeded: App, chain: CustodyChain, clock: ManualClock) -> None:

@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 
 from nearfab.api.deps import ActorDep, AppDep, UowDep
 from nearfab.bootstrap import App
-from nearfab.custody import CustodyChain, EpcisInvalid
+from nearfab.custody import Container, CustodyChain, EpcisInvalid
 from nearfab.identity import Role, require_role
+from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
@@ -32,6 +33,21 @@ class VerifyIn(BaseModel):
 
 class UndoIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
+
+
+class PackIn(BaseModel):
+    unit_ids: list[str] = Field(min_length=1, max_length=1000)
+    to_site_id: str = Field(min_length=1, max_length=64, description="site id or code")
+
+
+class UnpackIn(BaseModel):
+    at_site_id: str | None = Field(default=None, max_length=64, description="site id or code")
+
+
+class DestroyIn(BaseModel):
+    unit_ids: list[str] = Field(min_length=1, max_length=1000)
+    site_id: str = Field(min_length=1, max_length=64, description="site id or code")
+    reason: str = Field(min_length=1, max_length=1000)
 
 
 class RecallIn(BaseModel):
@@ -99,6 +115,60 @@ def undo_dispense(
         uow, actor, unit_id=unit_id, reason=body.reason
     )
     return {"unit_id": unit.id, "serial": unit.serial, "status": unit.status}
+
+
+# --- containers and destruction ------------------------------------------------------------
+def _container(application: App, uow: UnitOfWork, container: Container) -> dict[str, Any]:
+    units = chain_of(application).custody.units_in_container(uow, container.sscc)
+    return {
+        "sscc": container.sscc,
+        "digital_link": f"https://id.gs1.org/00/{container.sscc}",
+        "status": container.status,
+        "from_site_id": container.from_site_id,
+        "to_site_id": container.to_site_id,
+        "units": [{"unit_id": u.id, "serial": u.serial} for u in units],
+    }
+
+
+def _site_id(application: App, uow: UnitOfWork, site: str) -> str:
+    return application.network.get_site(uow, site).id
+
+
+@router.post("/containers", tags=["custody"], status_code=201)
+def container_pack(
+    body: PackIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """Pack released packs into a new shipping container (SSCC) for a site: EPCIS
+    AggregationEvent ADD, bizStep packing."""
+    to_site = _site_id(application, uow, body.to_site_id)
+    container = chain_of(application).custody.pack(
+        uow, actor, unit_ids=body.unit_ids, to_site_id=to_site
+    )
+    with application.uow() as fresh:
+        return _container(application, fresh, container)
+
+
+@router.post("/containers/{sscc}/unpack", tags=["custody"])
+def container_unpack(
+    sscc: str, body: UnpackIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """On receipt: take the packs out of the container (AggregationEvent DELETE, unpacking)."""
+    at_site = _site_id(application, uow, body.at_site_id) if body.at_site_id else None
+    container = chain_of(application).custody.unpack(uow, actor, sscc=sscc, at_site_id=at_site)
+    with application.uow() as fresh:
+        return _container(application, fresh, container)
+
+
+@router.post("/packs/destroy", tags=["custody"])
+def packs_destroy(
+    body: DestroyIn, actor: ActorDep, application: AppDep, uow: UowDep
+) -> dict[str, Any]:
+    """Destroy rejected, recalled or expired packs (QP or pharmacist, reason required)."""
+    site = _site_id(application, uow, body.site_id)
+    event = chain_of(application).custody.destroy(
+        uow, actor, unit_ids=body.unit_ids, site_id=site, reason=body.reason
+    )
+    return {"event_id": event.event_hash, "unit_ids": body.unit_ids, "status": "destroyed"}
 
 
 # --- trace and recall ------------------------------------------------------------------------

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from nearfab.bootstrap import App
-from nearfab.cli.context import console, emit_json, err_console, local_actor, state, use_case
-from nearfab.custody import CustodyChain
+from nearfab.cli.context import (
+    console,
+    emit_json,
+    err_console,
+    local_actor,
+    signed_in,
+    state,
+    use_case,
+)
+from nearfab.custody import Container, CustodyChain
+from nearfab.uow import UnitOfWork
 
 custody_app = typer.Typer(no_args_is_help=True, help="Chain of custody: ledger and EPCIS.")
 trace_app = typer.Typer(no_args_is_help=True, help="Trace packs backward and forward.")
@@ -20,6 +29,8 @@ DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data folder (default: NEARFAB_DATA_DIR).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+UserOpt = Annotated[str, typer.Option(help="Who does it (username).")]
+PasswordOpt = Annotated[str, typer.Option(help="Their password.")]
 
 
 def _chain(application: App) -> CustodyChain:
@@ -82,6 +93,113 @@ def export_epcis(
     doc = use_case(application, False, lambda uow: chain.epcis.export(uow))
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     console.print(f"{len(doc['epcisBody']['eventList'])} events written to {out}")
+
+
+def _container_out(application: App, sscc: str) -> dict[str, Any]:
+    chain = _chain(application)
+    with application.uow() as uow:
+        units = chain.custody.units_in_container(uow, sscc)
+        found = uow.session.get(Container, sscc)
+        assert found is not None
+        return {
+            "sscc": sscc,
+            "digital_link": f"https://id.gs1.org/00/{sscc}",
+            "status": found.status,
+            "from_site_id": found.from_site_id,
+            "to_site_id": found.to_site_id,
+            "units": [{"unit_id": u.id, "serial": u.serial} for u in units],
+        }
+
+
+@custody_app.command("pack")
+def pack(
+    ctx: typer.Context,
+    unit_ids: Annotated[list[str], typer.Argument(help="Pack ids (released packs).")],
+    to: Annotated[str, typer.Option("--to", help="Destination site (code or id).")],
+    user: UserOpt,
+    password: PasswordOpt,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Pack released packs into a new shipping container (SSCC) for a site (EPCIS
+    AggregationEvent ADD, packing)."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+    chain = _chain(application)
+
+    def step(uow: UnitOfWork) -> str:
+        site = application.network.get_site(uow, to).id
+        made = chain.custody.pack(uow, actor, unit_ids=unit_ids, to_site_id=site)
+        return made.sscc
+
+    sscc = use_case(application, as_json, step)
+    out = _container_out(application, sscc)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"container {sscc}: {len(unit_ids)} packs packed for {to}")
+
+
+@custody_app.command("unpack")
+def unpack(
+    ctx: typer.Context,
+    sscc: Annotated[str, typer.Argument(help="The container's SSCC (18 digits).")],
+    user: UserOpt,
+    password: PasswordOpt,
+    at: Annotated[str | None, typer.Option("--at", help="Receiving site (code or id).")] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """On receipt: take the packs out of a container (EPCIS AggregationEvent DELETE)."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+    chain = _chain(application)
+
+    def step(uow: UnitOfWork) -> str:
+        site = application.network.get_site(uow, at).id if at else None
+        done = chain.custody.unpack(uow, actor, sscc=sscc, at_site_id=site)
+        return done.sscc
+
+    use_case(application, as_json, step)
+    out = _container_out(application, sscc)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"container {sscc} unpacked: {len(out['units'])} packs")
+
+
+@custody_app.command("destroy")
+def destroy(
+    ctx: typer.Context,
+    unit_ids: Annotated[list[str], typer.Argument(help="Pack ids.")],
+    site: Annotated[str, typer.Option(help="Where they are destroyed (site code or id).")],
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+    user: UserOpt,
+    password: PasswordOpt,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Destroy rejected, recalled or expired packs (QP or pharmacist)."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+    chain = _chain(application)
+
+    def step(uow: UnitOfWork) -> str:
+        where = application.network.get_site(uow, site).id
+        event = chain.custody.destroy(
+            uow,
+            actor,
+            unit_ids=unit_ids,
+            site_id=where,
+            reason=reason,
+        )
+        return event.event_hash
+
+    event_id = use_case(application, as_json, step)
+    if as_json:
+        emit_json({"event_id": event_id, "unit_ids": unit_ids, "status": "destroyed"})
+    else:
+        console.print(f"{len(unit_ids)} packs destroyed ({event_id})")
 
 
 @trace_app.command("unit")

@@ -1,10 +1,18 @@
 """Custody: GS1 serialisation, labels, EPCIS events, the signed custody ledger, verification at
 dispense, trace and recall."""
 
-from nearfab.custody.enums import AlertKind, LedgerKind, UnitStatus, VerifyStatus
+from nearfab.custody.enums import (
+    AlertKind,
+    ContainerStatus,
+    LedgerKind,
+    UnitStatus,
+    VerifyStatus,
+)
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent, decode_datamatrix, render_label
 from nearfab.custody.models import (
+    Container,
+    ContainerUnit,
     CustodyAlert,
     Dispense,
     EpcisEvent,
@@ -37,6 +45,9 @@ __all__ = [
     "UNDO_WINDOW",
     "AlertKind",
     "CaptureResult",
+    "Container",
+    "ContainerStatus",
+    "ContainerUnit",
     "CustodyAlert",
     "CustodyChain",
     "CustodyLedger",

@@ -11,18 +11,25 @@ class UnitStatus(StrEnum):
     REJECTED = "rejected"
     DISPENSED = "dispensed"
     RECALLED = "recalled"
+    # physically destroyed (rejected, recalled or expired packs only); final
+    DESTROYED = "destroyed"
 
 
 UNIT_TRANSITIONS: dict[UnitStatus, frozenset[UnitStatus]] = {
     # a recall reaches packs still in quarantine too (they must never be released)
+    # quarantine -> destroyed: only once past its expiry (checked by the service)
     UnitStatus.QUARANTINE: frozenset(
-        {UnitStatus.RELEASED, UnitStatus.REJECTED, UnitStatus.RECALLED}
+        {UnitStatus.RELEASED, UnitStatus.REJECTED, UnitStatus.RECALLED, UnitStatus.DESTROYED}
     ),
-    UnitStatus.RELEASED: frozenset({UnitStatus.DISPENSED, UnitStatus.RECALLED}),
+    # released -> destroyed: only once the pack is past its expiry (checked by the service)
+    UnitStatus.RELEASED: frozenset(
+        {UnitStatus.DISPENSED, UnitStatus.RECALLED, UnitStatus.DESTROYED}
+    ),
     # dispensed -> released: undo of a decommission (within 10 days, never expired/recalled)
     UnitStatus.DISPENSED: frozenset({UnitStatus.RECALLED, UnitStatus.RELEASED}),
-    UnitStatus.REJECTED: frozenset(),
-    UnitStatus.RECALLED: frozenset(),
+    UnitStatus.REJECTED: frozenset({UnitStatus.DESTROYED}),
+    UnitStatus.RECALLED: frozenset({UnitStatus.DESTROYED}),
+    UnitStatus.DESTROYED: frozenset(),
 }
 
 
@@ -51,6 +58,11 @@ class AlertKind(StrEnum):
     SUSPECTED_FALSIFIED = "suspected_falsified"
 
 
+class ContainerStatus(StrEnum):
+    PACKED = "packed"
+    UNPACKED = "unpacked"
+
+
 class RecallStatus(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -63,6 +75,8 @@ class BizStep(StrEnum):
     INSPECTING = "inspecting"
     SHIPPING = "shipping"
     RECEIVING = "receiving"
+    PACKING = "packing"
+    UNPACKING = "unpacking"
     DISPENSING = "dispensing"
     DESTROYING = "destroying"
     HOLDING = "holding"
@@ -79,3 +93,4 @@ class Disposition(StrEnum):
     DISPENSED = "dispensed"
     DESTROYED = "destroyed"
     RECALLED = "recalled"
+    CONTAINER_CLOSED = "container_closed"

@@ -169,3 +169,30 @@ class CustodyAlert(Base):
     raised_by: Mapped[str] = mapped_column(String(64))
     site_id: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]]
+
+
+class Container(Base):
+    """A shipping container (logistic unit) with its SSCC: packs of released batches packed at
+    the making site for one destination site, unpacked on receipt there."""
+
+    __tablename__ = "custody_containers"
+
+    sscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    from_site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    to_site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # packed | unpacked
+    packed_at: Mapped[datetime]
+    packed_by: Mapped[str] = mapped_column(String(64))
+    unpacked_at: Mapped[datetime | None]
+    unpacked_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ContainerUnit(Base):
+    """A pack in a container (kept after unpacking, as history)."""
+
+    __tablename__ = "custody_container_units"
+    __table_args__ = (UniqueConstraint("sscc", "unit_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    sscc: Mapped[str] = mapped_column(ForeignKey("custody_containers.sscc"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)

@@ -37,6 +37,28 @@ def sgtin_dl(gtin: str, serial: str) -> str:
     return f"{DL_HOST}/01/{gtin}/21/{quote(serial, safe='')}"
 
 
+def make_sscc(company_prefix: str, serial_ref: int, extension: int = 0) -> str:
+    """An 18-digit SSCC: extension digit + company prefix + serial reference + check digit."""
+    if not company_prefix.isdigit() or not 6 <= len(company_prefix) <= 11:
+        raise ValueError(f"company prefix {company_prefix!r}: 6 to 11 digits")
+    if not 0 <= extension <= 9:
+        raise ValueError(f"extension digit {extension}: 0 to 9")
+    width = 16 - len(company_prefix)
+    if not 0 <= serial_ref < 10**width:
+        raise ValueError(f"serial reference {serial_ref} does not fit {width} digits")
+    body = f"{extension}{company_prefix}{str(serial_ref).zfill(width)}"
+    return body + gs1_check_digit(body)
+
+
+def valid_sscc(sscc: str) -> bool:
+    return len(sscc) == 18 and sscc.isdigit() and gs1_check_digit(sscc[:17]) == sscc[17]
+
+
+def sscc_dl(sscc: str) -> str:
+    """A container's EPC as a GS1 Digital Link URI (AI 00)."""
+    return f"{DL_HOST}/00/{sscc}"
+
+
 def lot_uri(lot_number: str) -> str:
     return f"{NEARFAB_URN}material-lot:{quote(lot_number, safe='')}"
 
@@ -109,6 +131,37 @@ def object_event(
         event["ilmd"] = dict(ilmd)
     if error_declaration:
         event["errorDeclaration"] = dict(error_declaration)
+    return with_event_id(event)
+
+
+def aggregation_event(
+    *,
+    when: datetime,
+    parent: str,
+    children: Sequence[str],
+    action: str,
+    biz_step: str,
+    disposition: str | None,
+    read_point: str | None,
+    biz_location: str | None = None,
+    sources: Sequence[tuple[str, str]] = (),
+    destinations: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """Children put into (ADD), seen in (OBSERVE) or taken out of (DELETE) a parent."""
+    if action not in ("ADD", "OBSERVE", "DELETE"):
+        raise ValueError(f"action {action!r}: ADD, OBSERVE or DELETE")
+    event = _base("AggregationEvent", when)
+    event["parentID"] = parent
+    event["childEPCs"] = list(children)
+    event["action"] = action
+    event["bizStep"] = biz_step
+    if disposition:
+        event["disposition"] = disposition
+    _where(event, read_point, biz_location)
+    if sources:
+        event["sourceList"] = [{"type": t, "source": ref} for t, ref in sources]
+    if destinations:
+        event["destinationList"] = [{"type": t, "destination": ref} for t, ref in destinations]
     return with_event_id(event)
 
 

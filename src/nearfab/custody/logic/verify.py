@@ -22,6 +22,10 @@ def decide(facts: PackFacts | None, today: date, patient_ref: str | None) -> Ver
     A pack whose label does not match its record is treated as unknown (suspected falsified)."""
     if facts is None or not facts.batch_matches:
         return VerifyStatus.UNKNOWN
+    # a destroyed pack should not exist: one being scanned is a copy or was diverted from
+    # destruction, so it answers as a suspected falsification (and raises its alert)
+    if facts.status == UnitStatus.DESTROYED.value:
+        return VerifyStatus.UNKNOWN
     if facts.status == UnitStatus.DISPENSED.value:
         return VerifyStatus.ALREADY_DISPENSED
     if facts.status == UnitStatus.REJECTED.value:

@@ -26,9 +26,18 @@ from nearfab.custody.models import (
     SerialUnit,
 )
 from nearfab.custody.services.epcis import EpcisStore
-from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
-from nearfab.materials import MaterialLot
-from nearfab.network import Machine, Site
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Role,
+    audit,
+    audited_transition,
+    require_role,
+    system_actor,
+)
+from nearfab.materials import LotStatus, MaterialLot, MaterialService
+from nearfab.materials.enums import LOT_TRANSITIONS
+from nearfab.network import Machine, NetworkService, Site
 from nearfab.orders import Patient
 from nearfab.production import BatchRecord
 from nearfab.quality import QualityService
@@ -304,23 +313,36 @@ def _forward(scope: str, ref: str, units: list[TracedUnit]) -> dict[str, Any]:
 
 
 class RecallService:
-    def __init__(self, trace: TraceService, epcis: EpcisStore) -> None:
+    def __init__(
+        self,
+        trace: TraceService,
+        epcis: EpcisStore,
+        materials: MaterialService | None = None,
+    ) -> None:
         self._trace = trace
         self._epcis = epcis
+        # marks the recalled lot itself (its status change is the materials domain's own)
+        self._materials = materials or MaterialService(NetworkService())
 
     def create(self, uow: UnitOfWork, actor: Actor, *, lot: str, reason: str) -> Recall:
         """Recall every pack made from a material lot: each pack -> `recalled` (so
         verification answers `recalled` and dispensing refuses it), with the EPCIS event
-        (holding / recalled) per making site, in one transaction."""
+        (holding / recalled) per making site, and the material lot itself -> `recalled` (so no
+        new batch uses it and no batch made from it is released), in one transaction."""
         require_role(actor, Role.QP, Role.ADMIN, action="recalling")
         if not reason.strip():
             raise ValidationFailed("give the reason for the recall", field="reason")
         if not lot.strip():
             raise ValidationFailed("give the material lot number", field="lot")
         traced = self._trace.lot_units(uow, lot)
-        exists = uow.session.scalar(select(MaterialLot.id).where(MaterialLot.lot_number == lot))
-        if exists is None and not traced:
+        material = uow.session.scalar(select(MaterialLot).where(MaterialLot.lot_number == lot))
+        if material is None and not traced:
             raise NotFound(f"no material lot {lot!r}", field="lot")
+        # the lot moves to recalled when its state allows (approved, on hold); a lot already
+        # recalled, rejected or expired is unusable already and keeps its state
+        mark_lot = material is not None and LotStatus.RECALLED in LOT_TRANSITIONS.get(
+            LotStatus(material.status), frozenset()
+        )
         recall = Recall(
             id=new_id("rcl"),
             scope="lot",
@@ -376,11 +398,28 @@ class RecallService:
                 "lot": lot,
                 "units": len(traced),
                 "recalled": sum(len(v) for v in by_site.values()),
+                "lot_status": LotStatus.RECALLED.value
+                if mark_lot
+                else (material.status if material is not None else None),
             },
             reason=reason,
             site_id=actor.site_id,
         )
-        uow.commit()
+        if mark_lot:
+            assert material is not None
+            # MaterialService.set_status commits, and so commits the whole recall at once.
+            # Lot status changes are for QPs and pharmacists; an admin's recall marks the lot
+            # as the recall component, naming the admin in the reason.
+            by = actor if actor.has_any((Role.QP, Role.PHARMACIST)) else system_actor("recall")
+            self._materials.set_status(
+                uow,
+                by,
+                material.id,
+                LotStatus.RECALLED,
+                reason=f"recall {recall.id} by {actor.username}: {reason}",
+            )
+        else:
+            uow.commit()
         return recall
 
     def get(self, uow: UnitOfWork, recall_id: str) -> Recall:

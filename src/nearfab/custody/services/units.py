@@ -5,6 +5,9 @@ in the site's ledger in the same transaction as the change."""
 from __future__ import annotations
 
 import math
+import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, NoReturn
@@ -12,12 +15,13 @@ from typing import Any, NoReturn
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import Conflict, DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.custody.enums import (
     UNIT_TRANSITIONS,
     AlertKind,
     BizStep,
+    ContainerStatus,
     Disposition,
     LedgerKind,
     UnitStatus,
@@ -27,9 +31,17 @@ from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.logic import epcis as ev
 from nearfab.custody.logic.verify import PackFacts, decide
-from nearfab.custody.models import CustodyAlert, Dispense, EpcisEvent, SerialUnit
+from nearfab.custody.models import (
+    Container,
+    ContainerUnit,
+    CustodyAlert,
+    Dispense,
+    EpcisEvent,
+    SerialUnit,
+)
 from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
+from nearfab.custody.services.verifylog import VerificationLog
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -40,18 +52,21 @@ from nearfab.identity import (
     require_role,
 )
 from nearfab.masterfiles import MasterFileService
-from nearfab.orders import OrderService, OrderStatus
+from nearfab.network import Site
+from nearfab.orders import OrderService, OrderStatus, Patient
 from nearfab.production import BatchRecord, ProductionService
-from nearfab.quality import QualityService
+from nearfab.quality import QualityService, ReleaseReview
 from nearfab.uow import UnitOfWork
 
 UNDO_WINDOW = timedelta(days=10)
+_SIGNATURE_CACHE_SIZE = 10_000
 
 # refusal code -> alert (FMD: a second decommission, a suspected falsified pack)
 _ALERTING = {
     "already_dispensed": AlertKind.SECOND_DISPENSE,
     "unknown_unit": AlertKind.SUSPECTED_FALSIFIED,
     "label_mismatch": AlertKind.SUSPECTED_FALSIFIED,
+    "destroyed": AlertKind.SUSPECTED_FALSIFIED,
 }
 
 
@@ -108,6 +123,48 @@ class CustodyService:
         self._quality = quality
         # without a ledger, events are still recorded; the composition root gives one
         self.epcis = epcis or EpcisStore()
+        self.verification_log = VerificationLog()
+        # (review id, signature id, review version, batch id, batch version) whose signature
+        # was found valid: neither row changes through the application without a new version
+        self._valid_signatures: OrderedDict[tuple[str, str, int, str, int], bool] = OrderedDict()
+        self._signatures_lock = threading.Lock()
+
+    def flush_verification_log(self) -> int:
+        """Commit every queued verification log row (tests, shutdown); the number written."""
+        return self.verification_log.flush()
+
+    def _signature_known(self, key: tuple[Any, ...]) -> bool:
+        with self._signatures_lock:
+            if key in self._valid_signatures:
+                self._valid_signatures.move_to_end(key)
+                return True
+        return False
+
+    def release_signature_ok(self, uow: UnitOfWork, batch_id: str) -> bool:
+        """Whether the batch record still matches the QP's release signature. A positive answer
+        is remembered per (review, signature, review row_version, batch row_version): the
+        signed content (batch record, proposal, deviations raised at review) cannot change
+        through the application without bumping one of those versions, so only the versions
+        are read again. Direct-SQL tampering that keeps the versions is the ledger's and the
+        audit check's to find (docs/custody.md)."""
+        review = self._quality.review_for(uow, batch_id)
+        if review is None or not review.signature_id:
+            return False
+        version = uow.session.scalar(
+            select(BatchRecord.row_version).where(BatchRecord.id == batch_id)
+        )
+        if version is None:
+            return False
+        key = (review.id, review.signature_id, review.row_version, batch_id, version)
+        if self._signature_known(key):
+            return True
+        if self._quality.signature_valid(uow, review) is not True:
+            return False
+        with self._signatures_lock:
+            self._valid_signatures[key] = True
+            while len(self._valid_signatures) > _SIGNATURE_CACHE_SIZE:
+                self._valid_signatures.popitem(last=False)
+        return True
 
     def use_ledger(self, ledger: CustodyLedger) -> None:
         """Chain every custody event from now on (composition roots that build the ledger
@@ -124,8 +181,7 @@ class CustodyService:
 
     def _check_release_signature(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
         """A pack leaves quarantine only while its batch record matches the QP's signature."""
-        review = self._quality.review_for(uow, unit.batch_id)
-        if review is None or self._quality.signature_valid(uow, review) is not True:
+        if not self.release_signature_ok(uow, unit.batch_id):
             raise Refused(
                 f"pack {unit.serial}: its batch record no longer matches the QP's release "
                 "signature; hold it and investigate",
@@ -443,25 +499,46 @@ class CustodyService:
     ) -> Verification:
         """One status for a scanned pack (and, if given, the patient it is for). A scan that is
         not GS1 data is refused (`validation_failed`, field `scan`). An unknown pack raises a
-        suspected-falsification alert. Every verification is audited."""
+        suspected-falsification alert, committed at once. Every verification is logged (audit
+        action `verify`); apart from that alert the check is read-only and its log row is
+        written by the group-commit `verification_log` (`flush_verification_log`)."""
         require_role(actor, Role.PHARMACIST, Role.QP, Role.ADMIN, action="verifying a pack")
         ident = parse_scan(scan)
-        unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
+        # one round trip: the pack, its patient reference, and the versions that key the
+        # signature check (a verification answers while others wait for the GIL)
+        row = uow.session.execute(
+            select(
+                SerialUnit,
+                Patient.ref,
+                ReleaseReview.id,
+                ReleaseReview.signature_id,
+                ReleaseReview.row_version,
+                BatchRecord.row_version,
+            )
+            .join(Patient, Patient.id == SerialUnit.patient_id)
+            .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+            .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
+            .where(SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial)
+        ).first()
+        unit: SerialUnit | None = None
         facts = None
-        patient = None
-        if unit is not None:
-            patient = self._orders.patient(uow, unit.patient_id)
+        if row is not None:
+            unit, ref, review_id, signature_id, review_version, batch_version = row
             record_ok = True
             if unit.status == UnitStatus.RELEASED.value:
-                review = self._quality.review_for(uow, unit.batch_id)
-                record_ok = review is not None and (
-                    self._quality.signature_valid(uow, review) is True
+                key = (review_id, signature_id, review_version, unit.batch_id, batch_version)
+                record_ok = (
+                    review_id is not None
+                    and signature_id is not None
+                    and (
+                        self._signature_known(key) or self.release_signature_ok(uow, unit.batch_id)
+                    )
                 )
             facts = PackFacts(
                 status=unit.status,
                 expiry=unit.expiry,
                 record_matches_signature=record_ok,
-                patient_ref=patient.ref,
+                patient_ref=ref,
                 batch_matches=unit.batch_number == ident.batch and unit.expiry == ident.expiry,
             )
         status = decide(facts, uow.clock.now().date(), patient_ref)
@@ -471,19 +548,31 @@ class CustodyService:
                 select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
             )
         message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref)
+        entity_id = unit.id if unit else ident.serial[:64]
+        logged = {"status": status.value, "gtin": ident.gtin, "serial": ident.serial}
         alert = None
         if status == VerifyStatus.UNKNOWN:
+            # a suspected falsified pack: the alert and its log row are committed now
             alert = self._raise_alert(uow, actor, AlertKind.SUSPECTED_FALSIFIED, scan, message)
-        audit(
-            uow,
-            actor,
-            "verify",
-            "unit",
-            unit.id if unit else ident.serial[:64],
-            new={"status": status.value, "gtin": ident.gtin, "serial": ident.serial},
-            site_id=actor.site_id,
-        )
-        uow.commit()
+            audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
+            uow.commit()
+        else:
+            # read-only: the log row goes through the group-commit writer
+            self.verification_log.submit(
+                uow.session.get_bind(),  # type: ignore[arg-type]
+                {
+                    "at": uow.clock.now(),
+                    "actor_id": actor.user_id,
+                    "actor_name": actor.full_name,
+                    "action": "verify",
+                    "entity_type": "unit",
+                    "entity_id": entity_id,
+                    "old": None,
+                    "new": logged,
+                    "reason": None,
+                    "site_id": actor.site_id,
+                },
+            )
         return Verification(
             status=status,
             message=message,
@@ -528,6 +617,13 @@ class CustodyService:
                 + (f" on {when:%Y-%m-%d %H:%M %Z}" if when else ""),
                 field="scan",
                 code="already_dispensed",
+            )
+        if unit.status == UnitStatus.DESTROYED.value:
+            raise Refused(
+                f"pack {unit.serial} was destroyed: this pack should not exist; suspected "
+                "falsified or diverted, do not hand over",
+                field="scan",
+                code="destroyed",
             )
         if unit.status == UnitStatus.REJECTED.value:
             raise Refused(
@@ -770,13 +866,36 @@ class CustodyService:
     def destroy(
         self, uow: UnitOfWork, actor: Actor, *, unit_ids: list[str], site_id: str, reason: str
     ) -> EpcisEvent:
-        """Destruction of packs that may never be used (rejected, recalled or expired)."""
+        """Destruction of packs that may never be used: rejected, recalled, or past their
+        expiry (a released pack in date, and any dispensed pack, never). Each pack ->
+        `destroyed` (audited), one EPCIS ObjectEvent DELETE destroying / destroyed, chained in
+        the site's ledger, in one transaction."""
         require_role(actor, Role.PHARMACIST, Role.QP, action="destroying packs")
+        try:
+            return self._destroy(uow, actor, unit_ids, site_id, reason)
+        except DomainError as exc:
+            ref = ",".join(unit_ids)[:64] or "(empty)"
+            refuse(uow, actor, exc, "destruction", ref, site_id=actor.site_id)
+
+    def _destroy(
+        self, uow: UnitOfWork, actor: Actor, unit_ids: list[str], site_id: str, reason: str
+    ) -> EpcisEvent:
         if not reason.strip():
             raise ValidationFailed("give the reason for the destruction", field="reason")
+        self._site(uow, site_id, "site_id")
         units = self._units(uow, unit_ids)
         today = uow.clock.now().date()
         for u in units:
+            if u.status == UnitStatus.DESTROYED.value:
+                raise Refused(
+                    f"pack {u.serial} was destroyed already", field="unit_ids", code="destroyed"
+                )
+            if u.status == UnitStatus.DISPENSED.value:
+                raise Refused(
+                    f"pack {u.serial} is dispensed: a pack with a patient is not destroyed here",
+                    field="unit_ids",
+                    code="not_destroyable",
+                )
             if u.status not in (UnitStatus.REJECTED.value, UnitStatus.RECALLED.value) and (
                 u.expiry >= today
             ):
@@ -786,6 +905,8 @@ class CustodyService:
                     field="unit_ids",
                     code="not_destroyable",
                 )
+        for u in units:
+            self._transition(uow, actor, u, UnitStatus.DESTROYED, reason=f"destroyed: {reason}")
         event = self._unit_event(
             uow,
             units,
@@ -800,12 +921,188 @@ class CustodyService:
             AuditAction.CREATE,
             "destruction",
             event.event_hash[:64],
-            new={"units": unit_ids},
+            new={"units": unit_ids, "site_id": site_id},
             reason=reason,
             site_id=site_id,
         )
         uow.commit()
         return event
+
+    def _site(self, uow: UnitOfWork, site_id: str, field: str) -> Site:
+        site = uow.session.get(Site, site_id) if site_id else None
+        if site is None:
+            raise NotFound(f"no site {site_id!r}", field=field)
+        return site
+
+    # --- packing into shipping containers (SSCC) ---------------------------------------------
+    def pack(
+        self, uow: UnitOfWork, actor: Actor, *, unit_ids: list[str], to_site_id: str
+    ) -> Container:
+        """Put released packs, made at one site, into a new shipping container for the site
+        that will hand them over: a new SSCC (the network's company prefix, a random serial
+        reference, its check digit), an EPCIS AggregationEvent ADD packing /
+        container_closed with the destination, chained in the making site's ledger."""
+        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="packing packs")
+        try:
+            return self._pack(uow, actor, unit_ids, to_site_id)
+        except DomainError as exc:
+            ref = ",".join(unit_ids)[:64] or "(empty)"
+            refuse(uow, actor, exc, "container", ref, site_id=actor.site_id)
+
+    def _pack(
+        self, uow: UnitOfWork, actor: Actor, unit_ids: list[str], to_site_id: str
+    ) -> Container:
+        self._site(uow, to_site_id, "to_site_id")
+        if len(set(unit_ids)) != len(unit_ids):
+            raise ValidationFailed("a pack is named twice", field="unit_ids")
+        units = self._units(uow, unit_ids)
+        for u in units:
+            if u.status != UnitStatus.RELEASED.value:
+                raise Refused(
+                    f"pack {u.serial} is {u.status}; only released packs are shipped",
+                    field="unit_ids",
+                    code="not_released",
+                )
+            self._check_release_signature(uow, u, "unit_ids")
+        packed = uow.session.scalars(
+            select(ContainerUnit.unit_id)
+            .join(Container, Container.sscc == ContainerUnit.sscc)
+            .where(
+                ContainerUnit.unit_id.in_(unit_ids),
+                Container.status == ContainerStatus.PACKED.value,
+            )
+        ).all()
+        if packed:
+            raise Refused(
+                f"{len(packed)} of these packs are in a container already",
+                field="unit_ids",
+                code="already_packed",
+            )
+        sites = {self._production.get(uow, u.batch_id).site_id for u in units}
+        if len(sites) != 1:
+            raise Refused(
+                "the packs were made at different sites; pack each site's own",
+                field="unit_ids",
+                code="mixed_sites",
+            )
+        from_site_id = sites.pop()
+        sscc = self._new_sscc(uow)
+        now = uow.clock.now()
+        container = Container(
+            sscc=sscc,
+            from_site_id=from_site_id,
+            to_site_id=to_site_id,
+            status=ContainerStatus.PACKED.value,
+            packed_at=now,
+            packed_by=actor.user_id,
+        )
+        uow.session.add(container)
+        uow.flush()
+        for u in units:
+            uow.session.add(ContainerUnit(sscc=sscc, unit_id=u.id))
+        where = self.epcis.sgln(uow, from_site_id)
+        event = ev.aggregation_event(
+            when=now,
+            parent=ev.sscc_dl(sscc),
+            children=[ev.sgtin_dl(u.gtin, u.serial) for u in units],
+            action="ADD",
+            biz_step=BizStep.PACKING,
+            disposition=Disposition.CONTAINER_CLOSED,
+            read_point=where,
+            biz_location=where,
+            destinations=[("location", self.epcis.sgln(uow, to_site_id))],
+        )
+        self.epcis.record(uow, event, site_id=from_site_id)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "container",
+            sscc,
+            new={"units": unit_ids, "from": from_site_id, "to": to_site_id, "status": "packed"},
+            site_id=from_site_id,
+        )
+        uow.commit()
+        return container
+
+    def _new_sscc(self, uow: UnitOfWork) -> str:
+        prefix = self.epcis.company_prefix
+        for _ in range(20):
+            sscc = ev.make_sscc(prefix, secrets.randbelow(10 ** (16 - len(prefix))))
+            if uow.session.get(Container, sscc) is None:
+                return sscc
+        raise Conflict("no free SSCC found; retry", code="concurrent_change")  # pragma: no cover
+
+    def unpack(
+        self, uow: UnitOfWork, actor: Actor, *, sscc: str, at_site_id: str | None = None
+    ) -> Container:
+        """On receipt at its destination: take the packs out of the container (EPCIS
+        AggregationEvent DELETE unpacking / in_progress, chained in the receiving site's
+        ledger). A container is unpacked once, at the site it was packed for."""
+        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="unpacking packs")
+        try:
+            return self._unpack(uow, actor, sscc.strip(), at_site_id)
+        except DomainError as exc:
+            refuse(uow, actor, exc, "container", sscc[:64] or "(empty)", site_id=actor.site_id)
+
+    def _unpack(
+        self, uow: UnitOfWork, actor: Actor, sscc: str, at_site_id: str | None
+    ) -> Container:
+        if not ev.valid_sscc(sscc):
+            raise ValidationFailed(
+                f"{sscc!r} is not an SSCC (18 digits, check digit)", field="sscc"
+            )
+        container = uow.session.get(Container, sscc)
+        if container is None:
+            raise NotFound(f"no container {sscc}", field="sscc")
+        if container.status != ContainerStatus.PACKED.value:
+            raise Refused(f"container {sscc} was unpacked already", field="sscc", code="not_packed")
+        site_id = at_site_id or container.to_site_id
+        if site_id != container.to_site_id:
+            raise Refused(
+                f"container {sscc} was packed for another site",
+                field="at_site_id",
+                code="wrong_site",
+            )
+        units = self.units_in_container(uow, sscc)
+        where = self.epcis.sgln(uow, site_id)
+        event = ev.aggregation_event(
+            when=uow.clock.now(),
+            parent=ev.sscc_dl(sscc),
+            children=[ev.sgtin_dl(u.gtin, u.serial) for u in units],
+            action="DELETE",
+            biz_step=BizStep.UNPACKING,
+            disposition=Disposition.IN_PROGRESS,
+            read_point=where,
+            biz_location=where,
+            sources=[("location", self.epcis.sgln(uow, container.from_site_id))],
+        )
+        self.epcis.record(uow, event, site_id=site_id)
+        container.status = ContainerStatus.UNPACKED.value
+        container.unpacked_at = uow.clock.now()
+        container.unpacked_by = actor.user_id
+        audit(
+            uow,
+            actor,
+            AuditAction.TRANSITION,
+            "container",
+            sscc,
+            old={"status": ContainerStatus.PACKED.value},
+            new={"status": ContainerStatus.UNPACKED.value, "at": site_id},
+            site_id=site_id,
+        )
+        uow.commit()
+        return container
+
+    def units_in_container(self, uow: UnitOfWork, sscc: str) -> list[SerialUnit]:
+        return list(
+            uow.session.scalars(
+                select(SerialUnit)
+                .join(ContainerUnit, ContainerUnit.unit_id == SerialUnit.id)
+                .where(ContainerUnit.sscc == sscc)
+                .order_by(SerialUnit.batch_id, SerialUnit.pack_index)
+            )
+        )
 
     def record_temperature(
         self,
@@ -907,6 +1204,11 @@ def _verify_message(
     if status == VerifyStatus.OK:
         return f"pack {serial} may be handed over"
     if status == VerifyStatus.UNKNOWN:
+        if unit is not None and unit.status == UnitStatus.DESTROYED.value:
+            return (
+                f"pack {serial} was destroyed: this pack should not exist; suspected "
+                "falsified or diverted, do not hand over"
+            )
         if unit is None:
             return (
                 f"pack {serial} was never made in this network: suspected falsified, "
