@@ -21,6 +21,7 @@ from nearfab.simulation.logic.spec import (
     Dist,
     Leg,
     Product,
+    QpTeam,
     Region,
     ScenarioSpec,
     Site,
@@ -164,6 +165,22 @@ class DisruptionIn(_Strict):
     name: str = ""
 
 
+class QpTeamIn(_Strict):
+    """Qualified Persons certifying batches (replaces the products' `qp_release` delays)."""
+
+    count: int = Field(1, ge=1)
+    review: Duration = 0.0
+    day_start_h: float = Field(8.0, ge=0, lt=24)
+    day_end_h: float = Field(18.0, gt=0, le=24)
+    days_per_week: int = Field(5, ge=1, le=7)
+
+    @model_validator(mode="after")
+    def _hours(self) -> QpTeamIn:
+        if self.day_end_h <= self.day_start_h:
+            raise ValueError("day_end_h must be after day_start_h")
+        return self
+
+
 class ScenarioIn(_Strict):
     name: str
     description: str = ""
@@ -177,6 +194,7 @@ class ScenarioIn(_Strict):
     legs: list[LegIn] = Field(default_factory=list)
     regions: list[RegionIn] = Field(min_length=1)
     disruptions: list[DisruptionIn] = Field(default_factory=list)
+    qp_team: QpTeamIn | None = None
 
     @model_validator(mode="after")
     def _references(self) -> ScenarioIn:
@@ -305,6 +323,17 @@ class ScenarioIn(_Strict):
                     d.name,
                 )
                 for d in self.disruptions
+            ),
+            qp_team=(
+                QpTeam(
+                    count=self.qp_team.count,
+                    review=_dist(self.qp_team.review),
+                    day_start_h=self.qp_team.day_start_h,
+                    day_end_h=self.qp_team.day_end_h,
+                    days_per_week=self.qp_team.days_per_week,
+                )
+                if self.qp_team is not None
+                else None
             ),
         )
 

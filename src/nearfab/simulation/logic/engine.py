@@ -236,6 +236,10 @@ class Engine:
         self.qp = [Sampler(p.qp_release, next_stream()) for p in spec.products]
         self.region_rng = [next_stream() for _ in spec.regions]
         self.region_u = [Uniforms(next_stream()) for _ in spec.regions]
+        # last, so adding a QP team leaves every other stream (and result) as it was
+        team = spec.qp_team
+        self.qp_team = simpy.Resource(self.env, capacity=team.count) if team else None
+        self.qp_review = Sampler(team.review, next_stream()) if team else None
 
         self.costs = CostLedger(spec, self.start)
         self.wip = Level(self.start)
@@ -460,13 +464,27 @@ class Engine:
             if not product.qc_occupies_machine and qc_time > 0:
                 yield env.timeout(qc_time)
             costs.qc(env.now, product)
-            qp = self.qp[p]
-            if qp.constant != 0.0:
-                yield env.timeout(qp())
+            if self.qp_team is not None:
+                yield from self._certify()
+            else:
+                qp = self.qp[p]
+                if qp.constant != 0.0:
+                    yield env.timeout(qp())
             if fail_p > 0 and self.site_fail_u[i]() < fail_p:
                 self.waste["failed_batch"] += 1
                 continue
             return first_wait
+
+    def _certify(self) -> Proc:
+        """Wait for a QP of the team to be free and on duty, then for the certification."""
+        team, review = self.spec.qp_team, self.qp_review
+        assert team is not None and review is not None and self.qp_team is not None
+        with self.qp_team.request() as req:
+            yield req
+            wait = team.until_open(self.env.now)
+            if wait > 0:
+                yield self.env.timeout(wait)
+            yield self.env.timeout(review())
 
     # -- machines and disruptions ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ and the planner depend only on this module, so they stay pure and typed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 DAYS_PER_YEAR = 365.0
@@ -126,6 +127,36 @@ class Disruption:
 
 
 @dataclass(frozen=True)
+class QpTeam:
+    """The Qualified Persons who certify every batch: one shared resource for the network,
+    working `day_start_h`–`day_end_h` on the first `days_per_week` days of each week (day 0 of
+    the horizon is a Monday). A certification started before closing time is finished."""
+
+    count: int = 1
+    review: Dist = ZERO  # the time one certification takes
+    day_start_h: float = 8.0
+    day_end_h: float = 18.0
+    days_per_week: int = 5
+
+    def until_open(self, t: float) -> float:
+        """Days from time `t` (in days) until a QP is on duty (0 when one is)."""
+        if self.days_per_week >= 7 and self.day_start_h <= 0 and self.day_end_h >= 24:
+            return 0.0
+        day = math.floor(t)
+        hour = (t - day) * 24.0
+        for ahead in range(8):
+            d = day + ahead
+            if d % 7 >= self.days_per_week:
+                continue
+            start = d + self.day_start_h / 24.0
+            end = d + self.day_end_h / 24.0
+            if ahead == 0 and hour >= self.day_end_h:
+                continue
+            return max(0.0, start - t) if t < end else 0.0
+        raise ValueError("a QP team needs at least one working day a week")
+
+
+@dataclass(frozen=True)
 class ScenarioSpec:
     name: str
     horizon_days: float
@@ -141,3 +172,4 @@ class ScenarioSpec:
     lead_time_sample: int = 4000  # lead times kept per replication for charts
     description: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())
+    qp_team: QpTeam | None = None  # None: each product's `qp_release` delay instead
