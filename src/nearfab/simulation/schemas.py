@@ -20,6 +20,7 @@ from nearfab.simulation.logic.spec import (
     Disruption,
     Dist,
     Leg,
+    Material,
     Product,
     QpTeam,
     Region,
@@ -104,6 +105,7 @@ class ProductIn(_Strict):
     materials_per_batch: float = Field(0.0, ge=0)
     qc_per_batch: float = Field(0.0, ge=0)
     labour_hours_per_batch: float = Field(0.0, ge=0)
+    material: str | None = None  # a name from `materials`, one unit drawn per batch
 
 
 class SiteIn(_Strict):
@@ -165,6 +167,18 @@ class DisruptionIn(_Strict):
     name: str = ""
 
 
+class MaterialIn(_Strict):
+    """A consumable kept in stock at each site using it: one unit per batch, reordered at the
+    reorder point, arriving after the lead time, discarded after its shelf life."""
+
+    name: str
+    lead_time: Duration = 0.0
+    order_quantity: int = Field(10, ge=1)
+    reorder_point: int = Field(2, ge=0)
+    initial: int = Field(10, ge=0)
+    shelf_life_days: float | None = Field(None, gt=0)
+
+
 class QpTeamIn(_Strict):
     """Qualified Persons certifying batches (replaces the products' `qp_release` delays)."""
 
@@ -195,6 +209,7 @@ class ScenarioIn(_Strict):
     regions: list[RegionIn] = Field(min_length=1)
     disruptions: list[DisruptionIn] = Field(default_factory=list)
     qp_team: QpTeamIn | None = None
+    materials: list[MaterialIn] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> ScenarioIn:
@@ -212,6 +227,12 @@ class ScenarioIn(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+        materials = {m.name for m in self.materials}
+        for product in self.products:
+            if product.material is not None and product.material not in materials:
+                raise ValueError(
+                    f"product {product.name!r} names unknown material {product.material!r}"
+                )
         for s in self.sites:
             for p in [*s.products, *s.cycle]:
                 if p not in products:
@@ -289,6 +310,7 @@ class ScenarioIn(_Strict):
                     materials_per_batch=p.materials_per_batch,
                     qc_per_batch=p.qc_per_batch,
                     labour_hours_per_batch=p.labour_hours_per_batch,
+                    material=p.material,
                 )
                 for p in self.products
             ),
@@ -334,6 +356,17 @@ class ScenarioIn(_Strict):
                 )
                 if self.qp_team is not None
                 else None
+            ),
+            materials=tuple(
+                Material(
+                    name=m.name,
+                    lead_time=_dist(m.lead_time),
+                    order_quantity=m.order_quantity,
+                    reorder_point=m.reorder_point,
+                    initial=m.initial,
+                    shelf_life_days=m.shelf_life_days,
+                )
+                for m in self.materials
             ),
         )
 

@@ -15,6 +15,7 @@ same seed gives the same result on any executor.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,14 @@ import simpy
 
 from nearfab.simulation.logic.costs import CostLedger
 from nearfab.simulation.logic.distributions import Sampler, Uniforms, stream
-from nearfab.simulation.logic.spec import DAYS_PER_YEAR, Disruption, Product, ScenarioSpec, Site
+from nearfab.simulation.logic.spec import (
+    DAYS_PER_YEAR,
+    Disruption,
+    Material,
+    Product,
+    ScenarioSpec,
+    Site,
+)
 
 JOB, BREAKDOWN, OUTAGE = 1, 0, -1  # slot priorities (lower wins; outages preempt everything)
 
@@ -181,6 +189,15 @@ class _SiteState:
         self.deliveries: list[tuple[float, int, int]] = []  # (time, region, product)
 
 
+class _Stock:
+    __slots__ = ("lots", "on_order", "waiting")
+
+    def __init__(self) -> None:
+        self.lots: deque[list[float]] = deque()  # [expiry, quantity], oldest first
+        self.on_order = 0
+        self.waiting: list[simpy.Event] = []
+
+
 class _LegState:
     __slots__ = ("cost", "down_until", "spec", "time")
 
@@ -240,6 +257,10 @@ class Engine:
         team = spec.qp_team
         self.qp_team = simpy.Resource(self.env, capacity=team.count) if team else None
         self.qp_review = Sampler(team.review, next_stream()) if team else None
+        self.material_lead = {m.name: Sampler(m.lead_time, next_stream()) for m in spec.materials}
+        self.materials = {m.name: m for m in spec.materials}
+        # (site, material) -> FIFO lots [expiry, quantity], units on order, waiters
+        self.stock: dict[tuple[int, str], _Stock] = {}
 
         self.costs = CostLedger(spec, self.start)
         self.wip = Level(self.start)
@@ -247,7 +268,13 @@ class Engine:
         self.recovered: list[tuple[int, float]] = []
         self.impacts: list[DisruptionImpact] = []
         self.recall_open: dict[int, int] = {}
-        self.waste = {"failed_batch": 0, "scrapped_in_process": 0, "expired": 0, "recalled": 0}
+        self.waste = {
+            "failed_batch": 0,
+            "scrapped_in_process": 0,
+            "expired": 0,
+            "recalled": 0,
+            "expired_material": 0,
+        }
         self.blocked = 0
         self.arrivals_in_window = 0
         # per-order records (measured orders only)
@@ -436,6 +463,8 @@ class Engine:
         while True:
             if site.shortage_until > env.now:
                 yield env.timeout(site.shortage_until - env.now)
+            if product.material is not None:
+                yield from self._draw(site.index, product.material)
             asked = env.now
             if site.preemptive:
                 req = site.resource.request(priority=JOB)  # type: ignore[call-arg]
@@ -474,6 +503,53 @@ class Engine:
                 self.waste["failed_batch"] += 1
                 continue
             return first_wait
+
+    def _stock_of(self, site: int, name: str) -> _Stock:
+        found = self.stock.get((site, name))
+        if found is None:
+            m = self.materials[name]
+            found = self.stock[(site, name)] = _Stock()
+            if m.initial:
+                found.lots.append([self._expiry(m), m.initial])
+        return found
+
+    def _expiry(self, m: Material) -> float:
+        return self.env.now + m.shelf_life_days if m.shelf_life_days else math.inf
+
+    def _draw(self, site: int, name: str) -> Proc:
+        """Take one unit of material for a batch: discard expired lots, wait for a delivery
+        when none is left, and reorder at the reorder point."""
+        m = self.materials[name]
+        stock = self._stock_of(site, name)
+        while True:
+            while stock.lots and stock.lots[0][0] <= self.env.now:
+                if self.env.now >= self.start:
+                    self.waste["expired_material"] += int(stock.lots[0][1])
+                stock.lots.popleft()
+            if stock.lots:
+                stock.lots[0][1] -= 1
+                if stock.lots[0][1] <= 0:
+                    stock.lots.popleft()
+                break
+            self._reorder(site, m, stock)
+            arrived = self.env.event()
+            stock.waiting.append(arrived)
+            yield arrived
+        self._reorder(site, m, stock)
+
+    def _reorder(self, site: int, m: Material, stock: _Stock) -> None:
+        on_hand = sum(int(q) for _, q in stock.lots)
+        if on_hand + stock.on_order <= m.reorder_point:
+            stock.on_order += m.order_quantity
+            self.env.process(self._deliver(site, m, stock))
+
+    def _deliver(self, site: int, m: Material, stock: _Stock) -> Proc:
+        yield self.env.timeout(self.material_lead[m.name]())
+        stock.on_order -= m.order_quantity
+        stock.lots.append([self._expiry(m), m.order_quantity])
+        waiting, stock.waiting = stock.waiting, []
+        for event in waiting:
+            event.succeed()
 
     def _certify(self) -> Proc:
         """Wait for a QP of the team to be free and on duty, then for the certification."""

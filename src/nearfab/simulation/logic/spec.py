@@ -62,6 +62,7 @@ class Product:
     qc_per_batch: float = 0.0
     labour_hours_per_batch: float = 0.0
     material_shortage_wait: bool = True
+    material: str | None = None  # a `Material` drawn per batch (None: not modelled)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,21 @@ class Disruption:
 
 
 @dataclass(frozen=True)
+class Material:
+    """A consumable kept in stock at every site that uses it (e.g. drug-loaded filament): one
+    unit per batch, reordered (`order_quantity`) when stock plus open orders fall to
+    `reorder_point`, arriving after `lead_time`; a lot older than `shelf_life_days` is
+    discarded (waste)."""
+
+    name: str
+    lead_time: Dist = ZERO
+    order_quantity: int = 10
+    reorder_point: int = 2
+    initial: int = 10
+    shelf_life_days: float | None = None
+
+
+@dataclass(frozen=True)
 class QpTeam:
     """The Qualified Persons who certify every batch: one shared resource for the network,
     working `day_start_h`–`day_end_h` on the first `days_per_week` days of each week (day 0 of
@@ -173,3 +189,4 @@ class ScenarioSpec:
     description: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())
     qp_team: QpTeam | None = None  # None: each product's `qp_release` delay instead
+    materials: tuple[Material, ...] = ()
