@@ -168,7 +168,7 @@ def build_app(
             return "the batch's packs are not serialised yet; try again in a moment"
         return None
 
-    monitoring = MonitoringService(telemetry, production, network, signatures)
+    monitoring = MonitoringService(telemetry, production, network, signatures, master_files)
     monitor = Monitor(network, telemetry)
     ingestor.on_points(monitor.on_points)
     ingestor.on_run_end(monitor.on_run_end)

@@ -160,3 +160,22 @@ def test_approving_a_new_version_retires_the_old_one(monitored: App) -> None:
         spc = [m for m in monitored.monitoring.models(uow) if m.kind == "spc"]
     assert [(m.version, m.status) for m in spc] == [(1, "retired"), (2, "approved")]
     assert spc[1].id == new_id
+
+
+def test_capability_of_each_parameter_against_the_master_file_limits(seeded: App) -> None:
+    runs = released_runs(seeded, 3)
+    with seeded.uow() as uow:
+        rows = seeded.monitoring.capability(
+            uow, master_file_code=HYDRO, machine_type="tablet_printer", runs=runs
+        )
+        mf = seeded.master_files.effective_for_code(uow, HYDRO)
+    by_metric = {r["metric"]: r for r in rows}
+    pressure = by_metric["extrusion_pressure_kpa"]
+    limits = mf.process_parameters["extrusion_pressure_kpa"]
+    assert (pressure["lsl"], pressure["usl"]) == (limits["low"], limits["high"])
+    # the twin's noise sd is a sixth of the half-band, so Pp = 2·half / (6·half/6) = 2
+    assert pressure["pp"] == pytest.approx(2.0, rel=0.2)
+    assert pressure["ppk"] <= pressure["pp"]
+    low, high = pressure["ppk_interval"]["lower"], pressure["ppk_interval"]["upper"]
+    assert low < pressure["ppk"] < high
+    assert pressure["runs"] == 3 and pressure["n"] == 3 * 126

@@ -265,6 +265,28 @@ def retire(
     return model_dict(application.monitoring.retire(uow, actor, model_id, reason=body.note))
 
 
+@router.get("/monitoring/capability", tags=["monitoring"])
+def capability(
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    master_file_code: str = Query(min_length=1),
+    machine_type: str = Query(min_length=1),
+    run: list[str] | None = Query(default=None, description="qualified runs; all when omitted"),
+    confidence: float = Query(0.95, gt=0.5, lt=1),
+) -> list[dict[str, Any]]:
+    """Cp, Cpk, Pp, Ppk with confidence intervals per process parameter over qualified runs,
+    against the effective master file's limits."""
+    require_role(actor, *READERS, action="reading process capability")
+    return application.monitoring.capability(
+        uow,
+        master_file_code=master_file_code,
+        machine_type=machine_type,
+        runs=run,
+        confidence=confidence,
+    )
+
+
 # --- charts ----------------------------------------------------------------------------------
 @router.get("/monitoring/runs/{run}/charts", tags=["monitoring"])
 def run_charts(

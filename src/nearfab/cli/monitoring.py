@@ -170,6 +170,47 @@ def models_train(
     )
 
 
+@models_app.command("capability")
+def models_capability(
+    ctx: typer.Context,
+    product: Annotated[str, typer.Option(help="Master-file code, e.g. MF-HC-PRINTLET.")],
+    machine_type: Annotated[str, typer.Option(help="e.g. tablet_printer")],
+    run: Annotated[list[str] | None, typer.Option(help="A qualified run (repeat).")] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Cp, Cpk, Pp, Ppk (95 % intervals) of each process parameter over qualified runs."""
+    application = state(ctx, data_dir).app()
+    rows = use_case(
+        application,
+        as_json,
+        lambda uow: application.monitoring.capability(
+            uow, master_file_code=product, machine_type=machine_type, runs=run or None
+        ),
+    )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("parameter", "n", "LSL", "USL", "Cp", "Cpk", "Pp", "Ppk (95 % CI)")
+
+    def fmt(value: object) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else "—"
+
+    for r in rows:
+        ci = r["ppk_interval"]
+        table.add_row(
+            r["metric"],
+            str(r["n"]),
+            fmt(r["lsl"]),
+            fmt(r["usl"]),
+            fmt(r["cp"]),
+            fmt(r["cpk"]),
+            fmt(r["pp"]),
+            f"{fmt(r['ppk'])} ({fmt(ci['lower'])}–{fmt(ci['upper'])})",
+        )
+    console.print(table)
+
+
 @models_app.command("approve")
 def models_approve(
     ctx: typer.Context,

@@ -8,12 +8,14 @@ that is not closed keeps its batch from an automatic release proposal and from r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
+from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.identity import (
@@ -25,6 +27,7 @@ from nearfab.identity import (
     audited_transition,
     require_role,
 )
+from nearfab.masterfiles import MasterFileService
 from nearfab.monitoring.enums import (
     ALARM_TRANSITIONS,
     MODEL_TRANSITIONS,
@@ -34,6 +37,7 @@ from nearfab.monitoring.enums import (
     ModelStatus,
 )
 from nearfab.monitoring.events import MonitoringModelsChanged
+from nearfab.monitoring.logic.capability import capability
 from nearfab.monitoring.models import Alarm, MonitoringModel
 from nearfab.monitoring.training import TrainingData, fit_mspc, fit_spc
 from nearfab.network import NetworkService
@@ -52,7 +56,9 @@ class MonitoringService:
         production: ProductionService,
         network: NetworkService,
         signatures: SignatureService,
+        master_files: MasterFileService | None = None,
     ) -> None:
+        self._master_files = master_files
         self._telemetry = telemetry
         self._production = production
         self._network = network
@@ -338,6 +344,54 @@ class MonitoringService:
         sigs = self._signatures.signatures_for(uow, "monitoring_model", model.id)
         sig = next((s for s in sigs if s.id == model.approval_signature_id), None)
         return sig is not None and self._signatures.is_valid(sig, model.content())
+
+    def capability(
+        self,
+        uow: UnitOfWork,
+        *,
+        master_file_code: str,
+        machine_type: str,
+        runs: Sequence[str] | None = None,
+        confidence: float = 0.95,
+    ) -> list[dict[str, Any]]:
+        """Cp, Cpk, Pp, Ppk with confidence intervals of every process parameter over qualified
+        runs, against the limits of the effective master file. Within-run sigma comes from the
+        moving range; on autocorrelated telemetry it underestimates, so Pp/Ppk (overall sigma)
+        are the figures to judge a process by."""
+        if self._master_files is None:
+            raise ValidationFailed("capability needs the master files", field="master_file_code")
+        mf = self._master_files.effective_for_code(uow, master_file_code)
+        chosen = (
+            list(runs)
+            if runs is not None
+            else self.qualified_runs(uow, master_file_code, machine_type)
+        )
+        if len(chosen) < 1:
+            raise Refused(
+                f"no qualified run of {master_file_code} on {machine_type}",
+                field="runs",
+                code="too_few_runs",
+            )
+        for run in chosen:
+            self._check_training_run(uow, run, master_file_code, machine_type)
+        data = self._training_data(uow, chosen)
+        out: list[dict[str, Any]] = []
+        for metric in data.metrics:
+            spec = (mf.process_parameters or {}).get(metric) or {}
+            values = [v for r in chosen for v in data.per_run[r][metric]]
+            report = capability(
+                values, lsl=spec.get("low"), usl=spec.get("high"), confidence=confidence
+            )
+            out.append(
+                {
+                    "metric": metric,
+                    "unit": spec.get("unit"),
+                    "target": spec.get("target"),
+                    "runs": len(chosen),
+                    **to_jsonable(dataclasses.asdict(report)),
+                }
+            )
+        return out
 
     # --- alarms -----------------------------------------------------------------------------
 
