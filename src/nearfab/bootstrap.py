@@ -97,6 +97,11 @@ class App:
             self.subscriber = None
         self.ingestor.flush()
 
+    def shutdown(self) -> None:
+        """Write what is still buffered (telemetry, the verification log) before exit."""
+        self.stop_telemetry()
+        self.custody.flush_verification_log()
+
 
 def build_app(
     settings: Settings | None = None,
@@ -182,7 +187,7 @@ def build_app(
         open_alarms=monitoring.release_blockers,
     )
     custody = CustodyService(production, master_files, orders, quality)
-    custody_chain = CustodyChain.build(custody, keys)
+    custody_chain = CustodyChain.build(custody, keys, materials)
     custody_ref.append(custody)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")

@@ -312,7 +312,7 @@ def network_run(
     except DomainError as exc:
         fail(exc, as_json)
     finally:
-        application.stop_telemetry()
+        application.shutdown()
     if as_json:
         emit_json(summary.to_dict())
         return

@@ -97,7 +97,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     try:
         uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
     finally:
-        application.stop_telemetry()
+        application.shutdown()
 
 
 def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> None:
@@ -128,4 +128,4 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
         uvicorn.run(create_web_app(application), host=host, port=port, log_level="warning")
     finally:
         loop.stop()
-        application.stop_telemetry()
+        application.shutdown()

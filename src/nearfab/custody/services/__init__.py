@@ -21,6 +21,7 @@ from nearfab.custody.services.units import (
     DispenseResult,
     Verification,
 )
+from nearfab.materials import MaterialService
 
 LEDGER_KEY_FILE = "custody_ledger.key"
 
@@ -38,8 +39,11 @@ class CustodyChain:
     recalls: RecallService
 
     @classmethod
-    def build(cls, custody: CustodyService, keys_dir: Path) -> CustodyChain:
-        """Ledger keys sealed with `<keys_dir>/custody_ledger.key` (made on first use)."""
+    def build(
+        cls, custody: CustodyService, keys_dir: Path, materials: MaterialService | None = None
+    ) -> CustodyChain:
+        """Ledger keys sealed with `<keys_dir>/custody_ledger.key` (made on first use);
+        `materials` is the app's own service, which recalls mark lots through."""
         keyring = KeyRing.load_or_create(keys_dir / LEDGER_KEY_FILE)
         ledger = CustodyLedger(keyring)
         custody.use_ledger(ledger)
@@ -50,7 +54,7 @@ class CustodyChain:
             ledger=ledger,
             keyring=keyring,
             trace=trace,
-            recalls=RecallService(trace, custody.epcis),
+            recalls=RecallService(trace, custody.epcis, materials),
         )
 
 
