@@ -384,7 +384,8 @@ def test_plan_page_draws_the_gantt_and_says_why(seeded: App) -> None:
     assert r.status_code == 200
     page = r.text
     assert "Version 1" in page and "ward round" in page
-    assert '<script src="/static/vendor/plotly.min.js"></script>' in page
+    assert '<script src="/static/vendor/plotly.min.js" defer></script>' in page
+    assert '<script src="/static/monitoring.js" defer></script>' in page  # draws it
 
     figure = gantt_figure(page)
     bars = {t["name"]: t for t in figure["data"]}
