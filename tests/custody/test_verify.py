@@ -62,7 +62,9 @@ def test_ok_and_wrong_patient(seeded: App, chain: CustodyChain) -> None:
     seeded.custody.flush_verification_log()  # the log rows go through the group-commit writer
     with seeded.uow() as uow:
         audited = uow.session.scalars(
-            select(AuditEntry).where(AuditEntry.action == "verify", AuditEntry.entity_id == unit.id)
+            select(AuditEntry)
+            .where(AuditEntry.action == "verify", AuditEntry.entity_id == unit.id)
+            .order_by(AuditEntry.id)
         ).all()
     assert [a.new["status"] for a in audited] == ["ok", "ok", "wrong_patient"]  # type: ignore[index]
 
