@@ -417,3 +417,15 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
     res = runner.invoke(cli, [*base, "recall", "create", "--lot", lot.lot_number, "--reason", "x"])
     assert res.exit_code == 0, res.output
     assert _lot(seeded, batch_id).status == "recalled"
+
+
+def test_a_pack_still_in_a_container_is_not_dispensed_until_received(
+    seeded: App, chain: CustodyChain
+) -> None:
+    _, packs = ch.released_batch(seeded)
+    sscc = _pack(seeded, [u.id for u in packs]).sscc
+    with pytest.raises(Refused) as exc:
+        ch.dispense(seeded, packs[0])
+    assert exc.value.code == "in_container" and sscc in exc.value.message
+    _unpack(seeded, sscc, at="MAN-PH")
+    assert ch.dispense(seeded, packs[0]) is not None

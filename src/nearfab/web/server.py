@@ -24,6 +24,7 @@ from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.identity import KeyMismatch
+from nearfab.web.custody import router as custody_pages
 from nearfab.web.monitoring import router as monitoring_pages
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
@@ -74,6 +75,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(pages_router)
     web.include_router(planning_pages)  # before the /static mount: it serves vendor plotly.js
     web.include_router(monitoring_pages)
+    web.include_router(custody_pages)
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
     return web
 

@@ -643,6 +643,19 @@ class CustodyService:
             raise Refused(
                 f"pack {unit.serial} expired on {unit.expiry}", field="scan", code="expired"
             )
+        sealed = uow.session.scalar(
+            select(Container.sscc)
+            .join(ContainerUnit, ContainerUnit.sscc == Container.sscc)
+            .where(ContainerUnit.unit_id == unit.id, Container.status == "packed")
+        )
+        if sealed is not None:
+            # its custody says it is still on the way: receive (unpack) the container first
+            raise Refused(
+                f"pack {unit.serial} is still in shipping container {sealed}, which has not "
+                "been received; unpack the container at this site first",
+                field="scan",
+                code="in_container",
+            )
         patient = self._orders.patient(uow, unit.patient_id)
         if patient.ref != patient_ref.strip():
             raise Refused(
