@@ -92,3 +92,17 @@ def test_capture_and_query_over_http(client: TestClient, seeded: App, shared_dat
     by_step = client.get("/api/v1/epcis/events", params={"bizStep": "shipping"}, headers=qp).json()
     listed = by_step["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     assert listed and {e["bizStep"] for e in listed} == {"shipping"}
+
+
+def test_the_datamatrix_symbol_as_svg_and_png(client: TestClient, seeded: App) -> None:
+    from nearfab.custody import decode_datamatrix
+
+    _, packs = ch.released_batch(seeded)
+    headers = _auth(client, "pharmacist")
+    svg = client.get(f"/api/v1/packs/{packs[0].id}/datamatrix", headers=headers)
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert svg.text.lstrip().startswith("<?xml") and "<svg" in svg.text
+    png = client.get(f"/api/v1/packs/{packs[0].id}/datamatrix?format=png", headers=headers)
+    assert png.status_code == 200
+    assert decode_datamatrix(png.content) == ch.scan(packs[0])  # an independent decoder
+    assert client.get("/api/v1/packs/nope/datamatrix", headers=headers).status_code == 404

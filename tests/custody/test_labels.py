@@ -15,6 +15,7 @@ from nearfab.custody.gs1 import GS, UnitIdentifier, make_identifier, new_serial,
 from nearfab.custody.labels import (
     LabelContent,
     datamatrix_image,
+    datamatrix_svg,
     decode_datamatrix,
     render_label,
 )
@@ -253,3 +254,35 @@ def test_decoded_data_uses_gs_not_brackets() -> None:
     scanned = decode_datamatrix(render_label(_content(unit), "png"))
     assert GS in scanned
     assert parse_scan(scanned) == unit
+
+
+def _svg_modules(svg: str) -> tuple[int, set[tuple[int, int]]]:
+    """Dark modules of zint's SVG (rectangles of modules drawn as `Mx yhWvHh-WZ`), and the
+    symbol's width in modules."""
+    import re
+
+    width = int(re.search(r'<svg width="(\d+)"', svg).group(1))  # type: ignore[union-attr]
+    dark = {
+        (int(x) + i, int(y) + j)
+        for x, y, w, h in re.findall(r"M(\d+) (\d+)h(\d+)v(\d+)h-\d+Z", svg)
+        for i in range(int(w))
+        for j in range(int(h))
+    }
+    return width, dark
+
+
+@pytest.mark.parametrize("unit", IDENTIFIERS, ids=lambda u: u.serial)
+def test_svg_symbol_has_the_same_modules_as_the_png(unit: UnitIdentifier) -> None:
+    data = unit.datamatrix_data()
+    width, dark = _svg_modules(datamatrix_svg(data))
+    image = datamatrix_image(data, module_px=1)
+    quiet = 2  # datamatrix_image's quiet zone, in modules
+    size = image.size[0] - 2 * quiet
+    assert width == size + 2  # zint's SVG keeps a quiet zone of one module
+    png_dark = {
+        (x - quiet + 1, y - quiet + 1)
+        for y in range(image.size[1])
+        for x in range(image.size[0])
+        if image.getpixel((x, y)) < 128
+    }
+    assert dark and dark == png_dark

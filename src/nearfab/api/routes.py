@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -444,6 +445,34 @@ def pack_label(
         raise NotFound(f"no label for {unit_id!r}", field="unit_id")
     media = "image/png" if format == "png" else "application/pdf"
     return Response(render_label(contents[0], format), media_type=media)
+
+
+@router.get(
+    "/packs/{unit_id}/datamatrix",
+    tags=["custody"],
+    responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}},
+)
+def pack_datamatrix(
+    unit_id: str,
+    actor: ActorDep,
+    application: AppDep,
+    uow: UowDep,
+    format: Literal["svg", "png"] = "svg",
+) -> Response:
+    """The pack's GS1 DataMatrix symbol alone (ECC 200, FNC1), as SVG or PNG, for label
+    printers driven by other software."""
+    from nearfab.custody import datamatrix_image, datamatrix_svg
+
+    application.custody.get_unit(uow, unit_id)
+    contents = application.custody.labels(uow, unit_id)
+    if not contents:
+        raise NotFound(f"no label for {unit_id!r}", field="unit_id")
+    data = contents[0].identifier.datamatrix_data()
+    if format == "svg":
+        return Response(datamatrix_svg(data), media_type="image/svg+xml")
+    out = io.BytesIO()
+    datamatrix_image(data).save(out, format="PNG")
+    return Response(out.getvalue(), media_type="image/png")
 
 
 @router.post("/dispense", tags=["custody"])

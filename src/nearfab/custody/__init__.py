@@ -9,7 +9,13 @@ from nearfab.custody.enums import (
     VerifyStatus,
 )
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, parse_scan
-from nearfab.custody.labels import LabelContent, decode_datamatrix, render_label
+from nearfab.custody.labels import (
+    LabelContent,
+    datamatrix_image,
+    datamatrix_svg,
+    decode_datamatrix,
+    render_label,
+)
 from nearfab.custody.models import (
     Container,
     ContainerUnit,
@@ -74,6 +80,8 @@ __all__ = [
     "UnitStatus",
     "Verification",
     "VerifyStatus",
+    "datamatrix_image",
+    "datamatrix_svg",
     "decode_datamatrix",
     "find_schema",
     "make_identifier",

@@ -70,13 +70,8 @@ class LabelContent:
 # --- DataMatrix ---------------------------------------------------------------------------
 
 
-def datamatrix_image(data: str, *, module_px: int = 6) -> Image.Image:
-    """A GS1 DataMatrix (FNC1 first, square) of element data in `datamatrix_data()` form.
-
-    Returns an "L" image with a quiet zone of two modules on every side.
-    """
-    if isinstance(module_px, bool) or not isinstance(module_px, int) or not 1 <= module_px <= 50:
-        raise ValidationFailed("module_px must be an integer from 1 to 50.", field="module_px")
+def _gs1_datamatrix(data: str) -> Any:
+    """The zxing-cpp barcode object of a GS1 DataMatrix (FNC1 first, square, ECC 200)."""
     try:
         elements = scan_elements("]d2" + data)
     except ValidationFailed as exc:
@@ -92,11 +87,28 @@ def datamatrix_image(data: str, *, module_px: int = 6) -> Image.Image:
         raise ValidationFailed(f"DataMatrix cannot encode the data: {exc}", field="data") from exc
     if barcode.content_type != zxingcpp.ContentType.GS1 or barcode.symbology_identifier != "]d2":
         raise ValidationFailed("encoder did not produce a GS1 DataMatrix.", field="data")
+    return barcode
+
+
+def datamatrix_image(data: str, *, module_px: int = 6) -> Image.Image:
+    """A GS1 DataMatrix (FNC1 first, square) of element data in `datamatrix_data()` form.
+
+    Returns an "L" image with a quiet zone of two modules on every side.
+    """
+    if isinstance(module_px, bool) or not isinstance(module_px, int) or not 1 <= module_px <= 50:
+        raise ValidationFailed("module_px must be an integer from 1 to 50.", field="module_px")
+    barcode = _gs1_datamatrix(data)
     bitmap = zxingcpp.write_barcode_to_image(barcode, scale=module_px, add_quiet_zones=False)
     height, width = bitmap.shape
     # zxingcpp.Image exposes the 8-bit grey pixels through the buffer protocol.
     image = Image.frombytes("L", (width, height), bytes(memoryview(cast(Any, bitmap))))
     return ImageOps.expand(image, border=QUIET_MODULES * module_px, fill=255)
+
+
+def datamatrix_svg(data: str) -> str:
+    """The same GS1 DataMatrix as scalable vector graphics (one unit per module, with the
+    quiet zone), for labels printed by other software at any size."""
+    return str(zxingcpp.write_barcode_to_svg(_gs1_datamatrix(data)))
 
 
 def decode_datamatrix(image_bytes: bytes) -> str:
