@@ -819,29 +819,19 @@ class CustodyService:
         from_site_id: str,
         to_site_id: str,
     ) -> EpcisEvent:
+        """Packs leave a site (EPCIS OBSERVE shipping / in_transit at the sending site)."""
         require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="shipping packs")
-        units = self._units(uow, unit_ids)
-        event = self._unit_event(
-            uow,
-            units,
-            from_site_id,
-            action="OBSERVE",
-            biz_step=BizStep.SHIPPING,
-            disposition=Disposition.IN_TRANSIT,
-            sources=[("location", self.epcis.sgln(uow, from_site_id))],
-            destinations=[("location", self.epcis.sgln(uow, to_site_id))],
-        )
-        audit(
+        return self._move(
             uow,
             actor,
-            AuditAction.CREATE,
-            "shipment",
-            event.event_hash[:64],
-            new={"units": unit_ids, "from": from_site_id, "to": to_site_id},
-            site_id=from_site_id,
+            unit_ids,
+            from_site_id,
+            to_site_id,
+            at_site_id=from_site_id,
+            biz_step=BizStep.SHIPPING,
+            disposition=Disposition.IN_TRANSIT,
+            record=("shipment", {"from": from_site_id, "to": to_site_id}),
         )
-        uow.commit()
-        return event
 
     def receive(
         self,
@@ -852,25 +842,53 @@ class CustodyService:
         from_site_id: str,
         at_site_id: str,
     ) -> EpcisEvent:
+        """Packs arrive at a site (EPCIS OBSERVE receiving / in_progress there)."""
         require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="receiving packs")
+        return self._move(
+            uow,
+            actor,
+            unit_ids,
+            from_site_id,
+            at_site_id,
+            at_site_id=at_site_id,
+            biz_step=BizStep.RECEIVING,
+            disposition=Disposition.IN_PROGRESS,
+            record=("receipt", {"from": from_site_id, "at": at_site_id}),
+        )
+
+    def _move(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        unit_ids: list[str],
+        source_site_id: str,
+        destination_site_id: str,
+        *,
+        at_site_id: str,
+        biz_step: BizStep,
+        disposition: Disposition,
+        record: tuple[str, dict[str, str]],
+    ) -> EpcisEvent:
+        """One movement of packs between sites: its EPCIS event and audit row, one commit."""
         units = self._units(uow, unit_ids)
         event = self._unit_event(
             uow,
             units,
             at_site_id,
             action="OBSERVE",
-            biz_step=BizStep.RECEIVING,
-            disposition=Disposition.IN_PROGRESS,
-            sources=[("location", self.epcis.sgln(uow, from_site_id))],
-            destinations=[("location", self.epcis.sgln(uow, at_site_id))],
+            biz_step=biz_step,
+            disposition=disposition,
+            sources=[("location", self.epcis.sgln(uow, source_site_id))],
+            destinations=[("location", self.epcis.sgln(uow, destination_site_id))],
         )
+        entity, sites = record
         audit(
             uow,
             actor,
             AuditAction.CREATE,
-            "receipt",
+            entity,
             event.event_hash[:64],
-            new={"units": unit_ids, "from": from_site_id, "at": at_site_id},
+            new={"units": unit_ids, **sites},
             site_id=at_site_id,
         )
         uow.commit()
