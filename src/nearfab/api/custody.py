@@ -12,18 +12,13 @@ from pydantic import BaseModel, Field
 
 from nearfab.api.deps import ActorDep, AppDep, UowDep
 from nearfab.bootstrap import App
-from nearfab.custody import Container, CustodyChain, EpcisInvalid
+from nearfab.custody import Container, EpcisInvalid
 from nearfab.identity import Role, require_role
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
 AUDITORS = (Role.QP, Role.ADMIN, Role.AUDITOR)
-
-
-def chain_of(application: App) -> CustodyChain:
-    """The app's custody chain (built in bootstrap)."""
-    return application.custody_chain
 
 
 class VerifyIn(BaseModel):
@@ -63,7 +58,7 @@ def epcis_capture(
     """Store an EPCIS 2.0 JSON-LD document's events, all or none. 400 with every schema error
     when invalid; events already held (same event hash) are reported as duplicates."""
     try:
-        result = chain_of(application).epcis.capture(uow, actor, document)
+        result = application.custody_chain.epcis.capture(uow, actor, document)
     except EpcisInvalid as exc:
         return JSONResponse(status_code=400, content={"error": exc.to_dict(), "errors": exc.errors})
     return result.to_dict()
@@ -84,7 +79,7 @@ def epcis_events(
 ) -> dict[str, Any]:
     """EPCISQueryDocument of the events matching every filter given."""
     require_role(actor, *AUDITORS, Role.PHARMACIST, action="querying custody events")
-    return chain_of(application).epcis.query_document(
+    return application.custody_chain.epcis.query_document(
         uow,
         epc=epc,
         biz_step=biz_step,
@@ -101,7 +96,7 @@ def epcis_events(
 def verify(body: VerifyIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
     """One status for a scanned pack: ok, wrong_patient, expired, recalled, not_released,
     rejected, already_dispensed or unknown (suspected falsified), with details."""
-    result = chain_of(application).custody.verify(
+    result = application.custody_chain.custody.verify(
         uow, actor, scan=body.scan, patient_ref=body.patient_ref
     )
     return result.to_dict()
@@ -111,7 +106,7 @@ def verify(body: VerifyIn, actor: ActorDep, application: AppDep, uow: UowDep) ->
 def undo_dispense(
     unit_id: str, body: UndoIn, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
-    unit = chain_of(application).custody.undo_dispense(
+    unit = application.custody_chain.custody.undo_dispense(
         uow, actor, unit_id=unit_id, reason=body.reason
     )
     return {"unit_id": unit.id, "serial": unit.serial, "status": unit.status}
@@ -119,7 +114,7 @@ def undo_dispense(
 
 # --- containers and destruction ------------------------------------------------------------
 def _container(application: App, uow: UnitOfWork, container: Container) -> dict[str, Any]:
-    units = chain_of(application).custody.units_in_container(uow, container.sscc)
+    units = application.custody_chain.custody.units_in_container(uow, container.sscc)
     return {
         "sscc": container.sscc,
         "digital_link": f"https://id.gs1.org/00/{container.sscc}",
@@ -141,7 +136,7 @@ def container_pack(
     """Pack released packs into a new shipping container (SSCC) for a site: EPCIS
     AggregationEvent ADD, bizStep packing."""
     to_site = _site_id(application, uow, body.to_site_id)
-    container = chain_of(application).custody.pack(
+    container = application.custody_chain.custody.pack(
         uow, actor, unit_ids=body.unit_ids, to_site_id=to_site
     )
     with application.uow() as fresh:
@@ -154,7 +149,7 @@ def container_unpack(
 ) -> dict[str, Any]:
     """On receipt: take the packs out of the container (AggregationEvent DELETE, unpacking)."""
     at_site = _site_id(application, uow, body.at_site_id) if body.at_site_id else None
-    container = chain_of(application).custody.unpack(uow, actor, sscc=sscc, at_site_id=at_site)
+    container = application.custody_chain.custody.unpack(uow, actor, sscc=sscc, at_site_id=at_site)
     with application.uow() as fresh:
         return _container(application, fresh, container)
 
@@ -165,7 +160,7 @@ def packs_destroy(
 ) -> dict[str, Any]:
     """Destroy rejected, recalled or expired packs (QP or pharmacist, reason required)."""
     site = _site_id(application, uow, body.site_id)
-    event = chain_of(application).custody.destroy(
+    event = application.custody_chain.custody.destroy(
         uow, actor, unit_ids=body.unit_ids, site_id=site, reason=body.reason
     )
     return {"event_id": event.event_hash, "unit_ids": body.unit_ids, "status": "destroyed"}
@@ -174,12 +169,12 @@ def packs_destroy(
 # --- trace and recall ------------------------------------------------------------------------
 @router.get("/trace/units/{unit_id}", tags=["custody"])
 def trace_unit(unit_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    return chain_of(application).trace.unit(uow, actor, unit_id)
+    return application.custody_chain.trace.unit(uow, actor, unit_id)
 
 
 @router.get("/trace/lots/{lot}", tags=["custody"])
 def trace_lot(lot: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    return chain_of(application).trace.lot(uow, actor, lot)
+    return application.custody_chain.trace.lot(uow, actor, lot)
 
 
 @router.get("/trace/machines/{machine_id}", tags=["custody"])
@@ -191,21 +186,21 @@ def trace_machine(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    return chain_of(application).trace.machine(uow, actor, machine_id, start, end)
+    return application.custody_chain.trace.machine(uow, actor, machine_id, start, end)
 
 
 @router.get("/trace/master-files/{code}/{version}", tags=["custody"])
 def trace_master_file(
     code: str, version: int, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
-    return chain_of(application).trace.master_file(uow, actor, code, version)
+    return application.custody_chain.trace.master_file(uow, actor, code, version)
 
 
 @router.post("/recalls", tags=["custody"], status_code=201)
 def recall_create(
     body: RecallIn, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
-    chain = chain_of(application)
+    chain = application.custody_chain
     recall = chain.recalls.create(uow, actor, lot=body.lot, reason=body.reason)
     with application.uow() as fresh:
         rows = chain.recalls.report_rows(fresh, recall.id)
@@ -225,7 +220,7 @@ def recall_report(
     format: Literal["csv", "pdf"] = "csv",
 ) -> Response:
     require_role(actor, *AUDITORS, action="reading a recall report")
-    recalls = chain_of(application).recalls
+    recalls = application.custody_chain.recalls
     if format == "pdf":
         return Response(recalls.report_pdf(uow, recall_id), media_type="application/pdf")
     return Response(recalls.report_csv(uow, recall_id), media_type="text/csv")
@@ -236,4 +231,4 @@ def ledger_verify(
     actor: ActorDep, application: AppDep, uow: UowDep, all_signatures: bool = False
 ) -> dict[str, Any]:
     require_role(actor, *AUDITORS, action="checking the custody ledger")
-    return chain_of(application).ledger.verify(uow, all_signatures=all_signatures).to_dict()
+    return application.custody_chain.ledger.verify(uow, all_signatures=all_signatures).to_dict()

@@ -18,7 +18,7 @@ from nearfab.cli.context import (
     state,
     use_case,
 )
-from nearfab.custody import Container, CustodyChain
+from nearfab.custody import Container
 from nearfab.uow import UnitOfWork
 
 custody_app = typer.Typer(no_args_is_help=True, help="Chain of custody: ledger and EPCIS.")
@@ -33,10 +33,6 @@ UserOpt = Annotated[str, typer.Option(help="Who does it (username).")]
 PasswordOpt = Annotated[str, typer.Option(help="Their password.")]
 
 
-def _chain(application: App) -> CustodyChain:
-    return application.custody_chain
-
-
 @custody_app.command("verify-ledger")
 def verify_ledger(
     ctx: typer.Context,
@@ -49,7 +45,7 @@ def verify_ledger(
     """Check every site's hash chain, signatures and anchors. Exit 1 naming the first bad
     entry if a row was edited, deleted, inserted or reordered."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     report = use_case(
         application, as_json, lambda uow: chain.ledger.verify(uow, all_signatures=all_signatures)
     )
@@ -72,7 +68,7 @@ def verify_ledger(
 def anchor(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
     """The control site records every site's chain head in its own chain."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     made = use_case(application, as_json, lambda uow: chain.ledger.anchor(uow, local_actor()))
     refs = [e.ref for e in made]
     if as_json:
@@ -89,14 +85,14 @@ def export_epcis(
 ) -> None:
     """Every custody event nearfab made, as one EPCIS 2.0 JSON-LD document."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     doc = use_case(application, False, lambda uow: chain.epcis.export(uow))
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     console.print(f"{len(doc['epcisBody']['eventList'])} events written to {out}")
 
 
 def _container_out(application: App, sscc: str) -> dict[str, Any]:
-    chain = _chain(application)
+    chain = application.custody_chain
     with application.uow() as uow:
         units = chain.custody.units_in_container(uow, sscc)
         found = uow.session.get(Container, sscc)
@@ -125,7 +121,7 @@ def pack(
     AggregationEvent ADD, packing)."""
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
-    chain = _chain(application)
+    chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
         site = application.network.get_site(uow, to).id
@@ -153,7 +149,7 @@ def unpack(
     """On receipt: take the packs out of a container (EPCIS AggregationEvent DELETE)."""
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
-    chain = _chain(application)
+    chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
         site = application.network.get_site(uow, at).id if at else None
@@ -182,7 +178,7 @@ def destroy(
     """Destroy rejected, recalled or expired packs (QP or pharmacist)."""
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
-    chain = _chain(application)
+    chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
         where = application.network.get_site(uow, site).id
@@ -211,7 +207,7 @@ def trace_unit(
 ) -> None:
     """Backward trace: what a pack was made from, where, on what, by whom, released how."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     found = use_case(application, as_json, lambda uow: chain.trace.unit(uow, local_actor(), unit))
     if as_json:
         emit_json(found)
@@ -235,7 +231,7 @@ def trace_lot(
 ) -> None:
     """Forward trace: every pack and patient made from a material lot."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     found = use_case(application, as_json, lambda uow: chain.trace.lot(uow, local_actor(), lot))
     if as_json:
         emit_json(found)
@@ -260,7 +256,7 @@ def recall_create(
 ) -> None:
     """Recall every pack made from a lot; print (or write) the affected patients by site."""
     application = state(ctx, data_dir).app()
-    chain = _chain(application)
+    chain = application.custody_chain
     recall = use_case(
         application,
         as_json,

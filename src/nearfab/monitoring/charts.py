@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, ValidationFailed
@@ -17,7 +18,7 @@ from nearfab.monitoring.logic.online import OnlineMonitor, Signal
 from nearfab.monitoring.models import MonitoringModel
 from nearfab.network import NetworkService
 from nearfab.production import BatchRecord
-from nearfab.telemetry import TelemetryService, from_us
+from nearfab.telemetry import TelemetryService, complete_samples, from_us
 from nearfab.uow import UnitOfWork
 
 
@@ -70,17 +71,13 @@ class RunCharts:
             )
         )
 
-    def _samples(
+    def _complete(
         self, uow: UnitOfWork, run: str, metrics: list[str]
-    ) -> tuple[list[int], dict[str, list[float]], dict[int, dict[str, float]]]:
-        series: dict[str, list[float]] = {m: [] for m in metrics}
-        stamps: dict[str, list[int]] = {m: [] for m in metrics}
-        by_time: dict[int, dict[str, float]] = {}
-        for metric, ts, value in self._telemetry.iter_points(uow, run, metrics):
-            series[metric].append(value)
-            stamps[metric].append(ts)
-            by_time.setdefault(ts, {})[metric] = value
-        return sorted(by_time), series, by_time
+    ) -> tuple[list[int], npt.NDArray[np.float64]]:
+        """Times and values (rows) of the run's complete samples."""
+        samples = complete_samples(self._telemetry.run_points(uow, run, metrics), metrics)
+        X = np.asarray([v for _, v in samples], dtype=float).reshape(-1, len(metrics))
+        return [t for t, _ in samples], X
 
     def control_charts(
         self, uow: UnitOfWork, run: str, *, model_id: str | None = None
@@ -89,16 +86,15 @@ class RunCharts:
         indexes the model's enabled signals flag (the same rules the online scorer applies)."""
         ctx = self.context(uow, run)
         model = self._model(uow, ModelKind.SPC, ctx, model_id)
-        metrics = sorted({s.metric for s in self._telemetry.series(uow, run=run)})
+        units = {s.metric: s.unit for s in self._telemetry.series(uow, run=run)}
+        metrics = sorted(units)
+        by_metric = self._telemetry.run_points(uow, run, metrics)
         charts: list[dict[str, Any]] = []
         for metric in metrics:
-            points = [(ts, v) for m, ts, v in self._telemetry.iter_points(uow, run, [metric]) if m]
+            points = by_metric[metric]
             chart: dict[str, Any] = {
                 "metric": metric,
-                "unit": next(
-                    (s.unit for s in self._telemetry.series(uow, run=run) if s.metric == metric),
-                    "",
-                ),
+                "unit": units[metric],
                 "times": [from_us(ts).isoformat() for ts, _ in points],
                 "values": [v for _, v in points],
             }
@@ -157,11 +153,7 @@ class RunCharts:
                 field="model_id",
             )
         pca = PcaModel.from_dict(model.params["pca"])
-        times, _, by_time = self._samples(uow, run, list(model.metrics))
-        complete = [t for t in times if len(by_time[t]) == len(model.metrics)]
-        X = np.asarray(
-            [[by_time[t][m] for m in model.metrics] for t in complete], dtype=float
-        ).reshape(-1, len(model.metrics))
+        complete, X = self._complete(uow, run, list(model.metrics))
         t2, spe = pca.score(X) if len(X) else (np.zeros(0), np.zeros(0))
         return {
             "run": run,
@@ -188,13 +180,12 @@ class RunCharts:
         if model is None:
             raise NotFound("no approved MSPC model for this run", field="model_id")
         pca = PcaModel.from_dict(model.params["pca"])
-        times, _, by_time = self._samples(uow, run, list(model.metrics))
-        complete = [t for t in times if len(by_time[t]) == len(model.metrics)]
+        complete, X = self._complete(uow, run, list(model.metrics))
         if not 0 <= index < len(complete):
             raise ValidationFailed(
                 f"sample index {index} is outside 0..{len(complete) - 1}", field="index"
             )
-        x = np.asarray([by_time[complete[index]][m] for m in model.metrics], dtype=float)
+        x = X[index]
         c = pca.contributions(x)
         t2, spe = pca.score_one(x)
         return {

@@ -42,7 +42,7 @@ from nearfab.monitoring.models import Alarm, MonitoringModel
 from nearfab.monitoring.training import TrainingData, fit_mspc, fit_spc
 from nearfab.network import NetworkService
 from nearfab.production import BatchRecord, ProductionService
-from nearfab.telemetry import TelemetryService
+from nearfab.telemetry import TelemetryService, complete_samples
 from nearfab.uow import UnitOfWork
 
 OPEN_STATUSES = (AlarmStatus.OPEN.value, AlarmStatus.ACKNOWLEDGED.value)
@@ -126,28 +126,19 @@ class MonitoringService:
             {s.metric for r in runs for s in self._telemetry.series(uow, run=r)}
         )
         per_run: dict[str, dict[str, list[float]]] = {}
-        samples: dict[str, dict[int, dict[str, float]]] = {}
+        rows: list[list[float]] = []
+        samples_per_run: list[int] = []
         for run in runs:
-            series: dict[str, list[float]] = {m: [] for m in metrics}
-            by_time: dict[int, dict[str, float]] = {}
-            for metric, ts, value in self._telemetry.iter_points(uow, run, metrics):
-                series[metric].append(value)
-                by_time.setdefault(ts, {})[metric] = value
-            per_run[run] = series
-            samples[run] = by_time
-        rows = [
-            [vec[m] for m in metrics]
-            for run in runs
-            for _, vec in sorted(samples[run].items())
-            if len(vec) == len(metrics)
-        ]
+            points = self._telemetry.run_points(uow, run, metrics)
+            per_run[run] = {m: [v for _, v in points[m]] for m in metrics}
+            samples = complete_samples(points, metrics)
+            rows.extend(vector for _, vector in samples)
+            samples_per_run.append(len(samples))
         return TrainingData(
             metrics=metrics,
             per_run=per_run,
             matrix=np.asarray(rows, dtype=float).reshape(-1, len(metrics)),
-            samples_per_run=[
-                sum(1 for v in samples[r].values() if len(v) == len(metrics)) for r in runs
-            ],
+            samples_per_run=samples_per_run,
         )
 
     def train(

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.monitoring.logic.mspc import PcaModel
+from nearfab.monitoring.logic.mspc import PcaModel, components_for
 from nearfab.monitoring.logic.online import Signal
 
 EWMA_LAMBDA = 0.2
@@ -136,17 +136,13 @@ def fit_mspc(data: TrainingData, *, alpha: float, components: int | None = None)
     per_run = int(median(data.samples_per_run)) if data.samples_per_run else 1
     sample_alpha = alpha ** (1.0 / max(1, 2 * per_run))
     if components is None:
-        model = PcaModel.fit(
-            X, alpha=sample_alpha, cumulative_variance=0.75, variable_names=data.metrics
+        # a PCA model needs a residual space: at most one component fewer than metrics
+        components = min(p - 1, components_for(X, 0.75))
+    elif not 0 < components < p:
+        raise ValidationFailed(
+            f"components must be between 1 and {p - 1} for {p} metrics", field="components"
         )
-        if model.components >= p:
-            model = PcaModel.fit(X, p - 1, alpha=sample_alpha, variable_names=data.metrics)
-    else:
-        if not 0 < components < p:
-            raise ValidationFailed(
-                f"components must be between 1 and {p - 1} for {p} metrics", field="components"
-            )
-        model = PcaModel.fit(X, components, alpha=sample_alpha, variable_names=data.metrics)
+    model = PcaModel.fit(X, components, alpha=sample_alpha, variable_names=data.metrics)
     return {
         "pca": model.to_dict(),
         "alpha": alpha,

@@ -12,7 +12,14 @@ from nearfab.telemetry.logic import (
     topic_for,
 )
 from nearfab.telemetry.models import DeadLetter, TelemetryGap, TelemetryMachine, TelemetryRun
-from nearfab.telemetry.services import SeriesData, SeriesPoint, TelemetryService, from_us, to_us
+from nearfab.telemetry.services import (
+    SeriesData,
+    SeriesPoint,
+    TelemetryService,
+    complete_samples,
+    from_us,
+    to_us,
+)
 from nearfab.telemetry.transport import (
     BrokerAddress,
     LocalPublisher,
@@ -43,6 +50,7 @@ __all__ = [
     "TelemetryMachine",
     "TelemetryRun",
     "TelemetryService",
+    "complete_samples",
     "epoch_ms",
     "from_us",
     "parse_message",

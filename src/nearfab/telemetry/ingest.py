@@ -99,7 +99,7 @@ class TelemetryIngestor:
         self._pending_points = 0
         self._batch_points = batch_points
         self._cursors: dict[str, _Cursor] = {}
-        self._series: dict[tuple[str, str, str], int] = {}
+        # (machine, run) -> metric -> series id, dropped when the run ends
         self._series_by_run: dict[tuple[str, str], dict[str, int]] = {}
         self.totals = IngestReport()
 
@@ -136,7 +136,6 @@ class TelemetryIngestor:
             except Exception:
                 # the caches may hold what was rolled back: start again from the database
                 self._cursors.clear()
-                self._series.clear()
                 self._series_by_run.clear()
                 raise
             self.totals.add(report)
@@ -227,7 +226,7 @@ class TelemetryIngestor:
             touched[machine_id] = msg
             if msg.topic.kind is MessageKind.DATA and msg.points:
                 run = msg.run or ""
-                ids = self._series_of(uow, machine_id, run, cursor)
+                ids = self._series_by_run.setdefault((machine_id, run), {})
                 seen_here = observed.setdefault((machine_id, run), [])
                 for metric, ts_ms, value in msg.points:
                     series_id = ids.get(metric)
@@ -372,23 +371,10 @@ class TelemetryIngestor:
             if not missing:
                 gap.closed_at = now
 
-    def _series_of(
-        self, uow: UnitOfWork, machine_id: str, run: str, cursor: _Cursor
-    ) -> dict[str, int]:
-        """metric -> series id of one machine and run (the per-point look-up is one dict get)."""
-        key = (machine_id, run)
-        found = self._series_by_run.get(key)
-        if found is None:
-            found = self._series_by_run[key] = {}
-        return found
-
     def _series_id(
         self, uow: UnitOfWork, machine_id: str, metric: str, run: str, cursor: _Cursor
     ) -> int:
-        key = (machine_id, metric, run)
-        found = self._series.get(key)
-        if found is not None:
-            return found
+        """The series of one metric of one machine's run, created at its first reading."""
         series = uow.session.scalar(
             select(TelemetrySeries).where(
                 TelemetrySeries.machine_id == machine_id,
@@ -403,7 +389,6 @@ class TelemetryIngestor:
             )
             uow.session.add(series)
             uow.session.flush()
-        self._series[key] = series.id
         return series.id
 
     def _save_cursors(self, uow: UnitOfWork, touched: dict[str, Message], now: datetime) -> None:

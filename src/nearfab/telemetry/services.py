@@ -317,3 +317,28 @@ class TelemetryService:
         )
         for sid, ts, value in uow.session.execute(stmt):
             yield series[sid], ts, value
+
+    def run_points(
+        self, uow: UnitOfWork, run: str, metrics: list[str]
+    ) -> dict[str, list[tuple[int, float]]]:
+        """(ts_us, value) of each metric of a run, in time order, read in one query."""
+        out: dict[str, list[tuple[int, float]]] = {m: [] for m in metrics}
+        for metric, ts, value in self.iter_points(uow, run, metrics):
+            out[metric].append((ts, value))
+        return out
+
+
+def complete_samples(
+    points: dict[str, list[tuple[int, float]]], metrics: list[str]
+) -> list[tuple[int, list[float]]]:
+    """The times at which every metric has a reading, with the values in `metrics` order:
+    the samples a multivariate model scores."""
+    by_time: dict[int, dict[str, float]] = {}
+    for metric in metrics:
+        for ts, value in points.get(metric, []):
+            by_time.setdefault(ts, {})[metric] = value
+    return [
+        (ts, [sample[m] for m in metrics])
+        for ts, sample in sorted(by_time.items())
+        if len(sample) == len(metrics)
+    ]

@@ -540,6 +540,11 @@ def _content_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def components_for(X: npt.ArrayLike, cumulative_variance: float, lags: int = 0) -> int:
+    """The fewest components explaining `cumulative_variance` of the autoscaled variance."""
+    return _choose(_matrix(X, "X"), lags, None, cumulative_variance)
+
+
 def _choose(X: FloatArray, lags: int, components: int | None, share: float | None) -> int:
     if (components is None) == (share is None):
         raise ValidationFailed("give either components or cumulative_variance", field="components")
