@@ -132,7 +132,7 @@ def actor(app: App, username: str) -> Actor:
     with app.uow() as uow:
         user = app.users.by_username(uow, username)
         assert user is not None, f"no demo user {username!r}"
-        return actor_of(user)
+        return actor_of(user, uow.session)
 
 
 def create_user(app: App, username: str, roles: list[str], site_code: str | None) -> Actor:
@@ -150,7 +150,7 @@ def create_user(app: App, username: str, roles: list[str], site_code: str | None
             password=TEST_PASSWORD,
             home_site_id=home,
         )
-        return actor_of(user)
+        return actor_of(user, uow.session)
 
 
 def site_id(app: App, code: str) -> str:
@@ -250,7 +250,7 @@ def execute(app: App, batch_id: str) -> RunResult | DomainError:
 def record(app: App, batch_id: str, outcome: RunResult | DomainError) -> None:
     with app.uow() as uow:
         operator_id = app.production.get(uow, batch_id).operator_id
-        operator = actor_of(app.users.get(uow, operator_id))
+        operator = actor_of(app.users.get(uow, operator_id), uow.session)
     with app.uow() as uow:
         app.production.record_run(uow, operator, batch_id, outcome)
 

@@ -120,8 +120,9 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
                 password=password,
                 home_site_id=site_ids.get(home) if home else None,
             )
-    qp = actor_of(users["qp"])
-    admin = actor_of(users["admin"])
+    with app.uow() as uow:
+        qp = actor_of(users["qp"], uow.session)
+        admin = actor_of(users["admin"], uow.session)
     producing = [site_ids["GSTT-PH"], site_ids["MAN-PH"], site_ids["MOB-1"]]
     master_files = [hydrocortisone_master_file(producing), propranolol_master_file(producing[:2])]
     for data in master_files:
@@ -153,7 +154,8 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             with app.uow() as uow:
                 app.network.record_training(uow, qp, users[username].id, data["code"])
     today = app.clock.now().date()
-    pharmacist = actor_of(users["pharmacist"])
+    with app.uow() as uow:
+        pharmacist = actor_of(users["pharmacist"], uow.session)
     for site_code in ("GSTT-PH", "MAN-PH", "MOB-1"):
         for material, loading, desc in (
             ("HC-FIL-2.5", 0.025, "Hydrocortisone 2.5 % w/w HPMC filament"),

@@ -119,9 +119,9 @@ class DemoLoop:
                 for m in self.app.monitoring.active_models(uow)
             }
             products = {mf.code for mf in self.app.master_files.effective(uow)}
-        if admin_user is None or qp_user is None:
-            return
-        admin, qp = actor_of(admin_user), actor_of(qp_user)
+            if admin_user is None or qp_user is None:
+                return
+            admin, qp = actor_of(admin_user, uow.session), actor_of(qp_user, uow.session)
         done = True
         for code in sorted(products):
             for kind in ("spc", "mspc"):
@@ -166,9 +166,9 @@ class DemoLoop:
                 for r in self.app.quality.pending(uow)
                 if r.proposed_decision == "release" and r.batch_id not in self._not_signed
             ]
-        if qp_user is None:
-            return
-        qp = actor_of(qp_user)
+            if qp_user is None:
+                return
+            qp = actor_of(qp_user, uow.session)
         for batch_id in batch_ids:
             try:
                 with self.app.uow() as uow:

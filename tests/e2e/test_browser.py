@@ -61,7 +61,7 @@ def _actor(app: App, username: str) -> Any:
     with app.uow() as uow:
         user = uow.session.scalar(select(User).where(User.username == username))
         assert user is not None
-        return actor_of(user)
+        return actor_of(user, uow.session)
 
 
 def _released_batch(app: App, clock: ManualClock) -> tuple[str, str]:

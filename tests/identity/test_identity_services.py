@@ -48,6 +48,11 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def act(app: App, user: User) -> Actor:
+    with app.uow() as uow:
+        return actor_of(user, uow.session)
+
+
 def make_user(app: App, username: str = "quentin", *, actor: Actor = ADMIN, **changes: Any) -> User:
     data = {"full_name": f"{username} Full", "roles": ["qp"], "password": PASSWORD, **changes}
     with app.uow() as uow:
@@ -124,7 +129,7 @@ def test_create_user_refuses_bad_input_naming_the_field(app: App) -> None:
 def test_duplicate_username_conflicts_and_only_admins_create_users(app: App) -> None:
     qp = make_user(app)
     assert fails(Conflict, lambda: make_user(app, full_name="Other")).field == "username"
-    fails(Forbidden, lambda: make_user(app, "mallory", actor=actor_of(qp), roles=["admin"]))
+    fails(Forbidden, lambda: make_user(app, "mallory", actor=act(app, qp), roles=["admin"]))
     assert count(app, User) == 1
 
 
@@ -180,7 +185,7 @@ def test_deactivated_user_cannot_log_in_use_a_token_or_sign(app: App) -> None:
         uow.commit()
     fails(Unauthenticated, lambda: login(app))
     refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token))
-    fails(Unauthenticated, lambda: sign(app, actor_of(user)))
+    fails(Unauthenticated, lambda: sign(app, act(app, user)))
 
 
 # --- electronic signatures -------------------------------------------------------------------
@@ -208,7 +213,7 @@ def sign(
 
 
 def test_signature_refuses_wrong_password_and_empty_meaning(app: App) -> None:
-    actor = actor_of(make_user(app))
+    actor = act(app, make_user(app))
     with pytest.raises(Unauthenticated):
         sign(app, actor, password="guessing-1234")
     with pytest.raises(ValidationFailed) as info:
@@ -221,7 +226,7 @@ def test_signature_refuses_wrong_password_and_empty_meaning(app: App) -> None:
 
 def test_signature_is_bound_to_the_content_hash(app: App, clock: ManualClock) -> None:
     user = make_user(app)
-    sig = sign(app, actor_of(user), meaning="  QP release  ")
+    sig = sign(app, act(app, user), meaning="  QP release  ")
     with app.uow() as uow:
         [stored] = app.signatures.signatures_for(uow, "batch", "B-001")
     assert (stored.signer_id, stored.signer_name, stored.meaning) == (

@@ -65,7 +65,8 @@ def world(app: App, monkeypatch: pytest.MonkeyPatch) -> World:
                     roles=[role],
                     password=PASSWORD,
                     home_site_id=site.id,
-                )
+                ),
+                uow.session,
             )
     return World(site.id, people["qp"], people["pharmacist"])
 

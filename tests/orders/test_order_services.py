@@ -92,7 +92,7 @@ def actor(app: App, username: str) -> Actor:
     with app.uow() as uow:
         user = app.users.by_username(uow, username)
         assert user is not None
-        return actor_of(user)
+        return actor_of(user, uow.session)
 
 
 def submit(app: App, doc: Any, username: str = "clinician") -> list[Order]:

@@ -13,12 +13,11 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import ActorDep, AppDep, UowDep
 from nearfab.bootstrap import App
 from nearfab.custody import Container, EpcisInvalid
-from nearfab.identity import Role, require_role
+from nearfab.identity import Permission, authorize
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
-AUDITORS = (Role.QP, Role.ADMIN, Role.AUDITOR)
 
 
 class VerifyIn(BaseModel):
@@ -78,7 +77,7 @@ def epcis_events(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """EPCISQueryDocument of the events matching every filter given."""
-    require_role(actor, *AUDITORS, Role.PHARMACIST, action="querying custody events")
+    authorize(actor, Permission.EPCIS_QUERY)
     return application.custody_chain.epcis.query_document(
         uow,
         epc=epc,
@@ -219,7 +218,7 @@ def recall_report(
     uow: UowDep,
     format: Literal["csv", "pdf"] = "csv",
 ) -> Response:
-    require_role(actor, *AUDITORS, action="reading a recall report")
+    authorize(actor, Permission.RECALL_REPORT_READ)
     recalls = application.custody_chain.recalls
     if format == "pdf":
         return Response(recalls.report_pdf(uow, recall_id), media_type="application/pdf")
@@ -230,5 +229,5 @@ def recall_report(
 def ledger_verify(
     actor: ActorDep, application: AppDep, uow: UowDep, all_signatures: bool = False
 ) -> dict[str, Any]:
-    require_role(actor, *AUDITORS, action="checking the custody ledger")
+    authorize(actor, Permission.LEDGER_VERIFY)
     return application.custody_chain.ledger.verify(uow, all_signatures=all_signatures).to_dict()

@@ -12,12 +12,11 @@ from pydantic import BaseModel, Field
 
 from nearfab.api.deps import ActorDep, AppDep, UowDep
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Role, require_role
+from nearfab.identity import Permission, authorize
 from nearfab.monitoring import alarm_dict, model_dict
 
 router = APIRouter(prefix="/api/v1")
 
-READERS = (Role.QP, Role.ADMIN, Role.AUDITOR, Role.PHARMACIST, Role.OPERATOR, Role.PLANNER)
 
 
 class TrainIn(BaseModel):
@@ -55,7 +54,7 @@ class RetentionIn(BaseModel):
 @router.get("/telemetry/machines", tags=["telemetry"])
 def telemetry_machines(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
     """Each machine's telemetry session: online, PackML state, current run, last message."""
-    require_role(actor, *READERS, action="reading telemetry")
+    authorize(actor, Permission.TELEMETRY_READ)
     return [
         to_jsonable(
             {
@@ -84,7 +83,7 @@ def telemetry_series(
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
-    require_role(actor, *READERS, action="reading telemetry")
+    authorize(actor, Permission.TELEMETRY_READ)
     return [
         {"machine_id": s.machine_id, "run": s.run, "metric": s.metric, "unit": s.unit}
         for s in application.telemetry.series(uow, machine_id=machine_id, run=run)
@@ -104,7 +103,7 @@ def telemetry_readings(
     max_points: int | None = Query(default=None, ge=2, le=100_000),
 ) -> dict[str, Any]:
     """One metric over time; with `max_points` the answer is bucketed (mean, min, max)."""
-    require_role(actor, *READERS, action="reading telemetry")
+    authorize(actor, Permission.TELEMETRY_READ)
     data = application.telemetry.query(
         uow,
         metric=metric,
@@ -137,7 +136,7 @@ def telemetry_csv(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Response:
-    require_role(actor, *READERS, action="exporting telemetry")
+    authorize(actor, Permission.TELEMETRY_READ)
     out = io.StringIO()
     application.telemetry.export_csv(uow, out, machine_id=machine_id, run=run, start=start, end=end)
     name = run or machine_id or "telemetry"
@@ -153,7 +152,7 @@ def dead_letters(
     actor: ActorDep, application: AppDep, uow: UowDep, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
     """Messages that could not be stored, newest first, with the reason."""
-    require_role(actor, Role.QP, Role.ADMIN, Role.AUDITOR, action="reading dead letters")
+    authorize(actor, Permission.DEAD_LETTERS_READ)
     return [
         to_jsonable(
             {
@@ -178,7 +177,7 @@ def gaps(
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
-    require_role(actor, *READERS, action="reading telemetry")
+    authorize(actor, Permission.TELEMETRY_READ)
     return [
         to_jsonable(
             {
@@ -215,7 +214,7 @@ def retention(
 def models(
     actor: ActorDep, application: AppDep, uow: UowDep, status: str | None = None
 ) -> list[dict[str, Any]]:
-    require_role(actor, *READERS, action="reading monitoring models")
+    authorize(actor, Permission.MONITORING_READ)
     return [model_dict(m) for m in application.monitoring.models(uow, status=status)]
 
 
@@ -237,7 +236,7 @@ def train(body: TrainIn, actor: ActorDep, application: AppDep, uow: UowDep) -> d
 
 @router.get("/monitoring/models/{model_id}", tags=["monitoring"])
 def model(model_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    require_role(actor, *READERS, action="reading monitoring models")
+    authorize(actor, Permission.MONITORING_READ)
     found = application.monitoring.get_model(uow, model_id)
     return {
         **model_dict(found),
@@ -277,7 +276,7 @@ def capability(
 ) -> list[dict[str, Any]]:
     """Cp, Cpk, Pp, Ppk with confidence intervals per process parameter over qualified runs,
     against the effective master file's limits."""
-    require_role(actor, *READERS, action="reading process capability")
+    authorize(actor, Permission.MONITORING_READ)
     return application.monitoring.capability(
         uow,
         master_file_code=master_file_code,
@@ -293,7 +292,7 @@ def run_charts(
     run: str, actor: ActorDep, application: AppDep, uow: UowDep, model_id: str | None = None
 ) -> dict[str, Any]:
     """Control-chart data per metric of a run: values, limits, EWMA, flagged points."""
-    require_role(actor, *READERS, action="reading control charts")
+    authorize(actor, Permission.MONITORING_READ)
     return application.charts.control_charts(uow, run, model_id=model_id)
 
 
@@ -302,7 +301,7 @@ def run_mspc(
     run: str, actor: ActorDep, application: AppDep, uow: UowDep, model_id: str | None = None
 ) -> dict[str, Any]:
     """Hotelling T² and SPE per sample of a run, with the model's limits."""
-    require_role(actor, *READERS, action="reading control charts")
+    authorize(actor, Permission.MONITORING_READ)
     return application.charts.mspc_chart(uow, run, model_id=model_id)
 
 
@@ -316,7 +315,7 @@ def run_contributions(
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Each variable's contribution to T² and SPE for one sample of a run."""
-    require_role(actor, *READERS, action="reading control charts")
+    authorize(actor, Permission.MONITORING_READ)
     return application.charts.contributions(uow, run, index, model_id=model_id)
 
 
@@ -334,7 +333,7 @@ def alarms(
     site_id: str | None = None,
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    require_role(actor, *READERS, action="reading alarms")
+    authorize(actor, Permission.MONITORING_READ)
     return [
         alarm_dict(a)
         for a in application.monitoring.alarms(
@@ -352,7 +351,7 @@ def alarms(
 
 @router.get("/alarms/{alarm_id}", tags=["monitoring"])
 def alarm(alarm_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    require_role(actor, *READERS, action="reading alarms")
+    authorize(actor, Permission.MONITORING_READ)
     return alarm_dict(application.monitoring.get_alarm(uow, alarm_id))
 
 

@@ -9,12 +9,11 @@ from pydantic import BaseModel, Field
 
 from nearfab.api.deps import ActorDep, AppDep
 from nearfab.common.errors import NotFound
-from nearfab.identity import Role, require_role
+from nearfab.identity import Permission, authorize
 from nearfab.scheduling.schemas import plan_dict, plan_summary
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
 
-READERS = (Role.PLANNER, Role.PHARMACIST, Role.ADMIN, Role.QP, Role.AUDITOR, Role.OPERATOR)
 
 
 class PlanIn(BaseModel):
@@ -26,7 +25,7 @@ class PlanIn(BaseModel):
 @router.get("/plan")
 def current_plan(actor: ActorDep, application: AppDep) -> dict[str, Any]:
     """The current plan version: assignments, why orders are late or unplaced, what changed."""
-    require_role(actor, *READERS, action="reading the plan")
+    authorize(actor, Permission.PLAN_READ)
     with application.uow() as uow:
         version = application.scheduling.current_plan(uow)
         if version is None:
@@ -42,7 +41,7 @@ def plan_history(
 ) -> list[dict[str, Any]]:
     """Plan versions, newest first: each with its trigger and reason (why) and its changes
     (what changed: each order added, moved, retimed or taken off, with from and to)."""
-    require_role(actor, *READERS, action="reading the plan")
+    authorize(actor, Permission.PLAN_READ)
     with application.uow() as uow:
         return [
             {**plan_summary(v), "changes": v.changes}
@@ -52,7 +51,7 @@ def plan_history(
 
 @router.get("/plan/{number}")
 def plan_version(number: int, actor: ActorDep, application: AppDep) -> dict[str, Any]:
-    require_role(actor, *READERS, action="reading the plan")
+    authorize(actor, Permission.PLAN_READ)
     with application.uow() as uow:
         return plan_dict(application.scheduling.plan_version(uow, number))
 

@@ -159,9 +159,9 @@ def inject_fault(
     machine_id: str, body: FaultIn, actor: ActorDep, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
     """Simulated machines only: inject a fault into the digital twin."""
-    from nearfab.identity import Role, require_role
+    from nearfab.identity import Permission, authorize
 
-    require_role(actor, Role.ADMIN, Role.PLANNER, action="injecting a simulated fault")
+    authorize(actor, Permission.FAULT_INJECT)
     machine = application.network.get_machine(uow, machine_id)
     fault = Fault(kind=body.kind, severity=body.severity, from_unit=body.from_unit)
     application.fleet.inject_fault(machine, fault)
@@ -181,9 +181,9 @@ def training(
 @router.post("/network/run", tags=["network"])
 def run(body: RunIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
     """Advance the simulated machines until only people can move things on."""
-    from nearfab.identity import Role, require_role
+    from nearfab.identity import Permission, authorize
 
-    require_role(actor, Role.ADMIN, Role.PLANNER, action="running the network")
+    authorize(actor, Permission.NETWORK_RUN)
     summary = application.runner.run_until_idle() if body.until_idle else application.runner.step()
     return summary.to_dict()
 

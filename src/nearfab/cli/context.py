@@ -75,7 +75,7 @@ def local_actor() -> Actor:
 
 def login(app: App, username: str, password: str) -> Actor:
     with app.uow() as uow:
-        return actor_of(app.users.authenticate(uow, username, password))
+        return actor_of(app.users.authenticate(uow, username, password), uow.session)
 
 
 def emit_json(data: Any) -> None:
@@ -119,6 +119,7 @@ def signer(application: App, username: str, password: str, as_json: bool) -> Act
     so a wrong one is refused and audited on the record being signed, not only as a login."""
     with application.uow() as uow:
         user = application.users.by_username(uow, username)
-    if user is None or not user.active:
+        actor = actor_of(user, uow.session) if user is not None and user.active else None
+    if actor is None:
         return signed_in(application, username, password, as_json)  # refused, audited
-    return actor_of(user)
+    return actor

@@ -3,6 +3,14 @@
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
 from nearfab.identity.models import ApiToken, AuditEntry, PlatformKey, Signature, User
+from nearfab.identity.permissions import (
+    MATRIX,
+    Permission,
+    authorize,
+    can,
+    is_network_wide,
+    visible_sites,
+)
 from nearfab.identity.services import (
     KeyMismatch,
     SignatureService,
@@ -16,11 +24,13 @@ from nearfab.identity.services import (
 )
 
 __all__ = [
+    "MATRIX",
     "Actor",
     "ApiToken",
     "AuditAction",
     "AuditEntry",
     "KeyMismatch",
+    "Permission",
     "PlatformKey",
     "Role",
     "Signature",
@@ -31,9 +41,13 @@ __all__ = [
     "audit",
     "audit_trail",
     "audited_transition",
+    "authorize",
+    "can",
     "check_platform_keys",
+    "is_network_wide",
     "record_hash",
     "refuse",
     "require_role",
     "system_actor",
+    "visible_sites",
 ]

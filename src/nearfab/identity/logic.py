@@ -20,6 +20,8 @@ class Actor:
     full_name: str
     roles: tuple[str, ...] = field(default_factory=tuple)
     site_id: str | None = None
+    # sees every site: control-site staff and users without a home site (see permissions)
+    network: bool = False
 
     def has_any(self, roles: Iterable[Role | str]) -> bool:
         return any(str(r) in self.roles for r in roles)

@@ -14,12 +14,12 @@ from nearfab.common.states import check_transition
 from nearfab.identity import (
     Actor,
     AuditAction,
-    Role,
+    Permission,
     SignatureService,
     audit,
     audited_transition,
+    authorize,
     refuse,
-    require_role,
 )
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
 from nearfab.masterfiles.models import MasterFile
@@ -52,7 +52,7 @@ class MasterFileService:
 
     def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
         """Create the next version of a master file as a draft."""
-        require_role(actor, Role.QP, Role.ADMIN, action="drafting a master file")
+        authorize(actor, Permission.MASTER_FILE_DRAFT)
         try:
             spec = MasterFileIn.model_validate(data)
         except ValidationError as exc:
@@ -92,7 +92,7 @@ class MasterFileService:
         meaning: str = "QP approval of master file",
     ) -> MasterFile:
         """QP approval: an e-signature bound to the hash of the master file's content."""
-        require_role(actor, Role.QP, action="approving a master file")
+        authorize(actor, Permission.MASTER_FILE_APPROVE)
         mf = self.get(uow, master_file_id)
         try:
             self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
@@ -114,7 +114,7 @@ class MasterFileService:
 
     def make_effective(self, uow: UnitOfWork, actor: Actor, master_file_id: str) -> MasterFile:
         """Make an approved version effective; the previous effective version is superseded."""
-        require_role(actor, Role.QP, Role.ADMIN, action="making a master file effective")
+        authorize(actor, Permission.MASTER_FILE_EFFECTIVE)
         mf = self.get(uow, master_file_id)
         check_transition(
             f"master file {mf.code} v{mf.version}",
@@ -148,7 +148,7 @@ class MasterFileService:
     def withdraw(
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> MasterFile:
-        require_role(actor, Role.QP, action="withdrawing a master file")
+        authorize(actor, Permission.MASTER_FILE_WITHDRAW)
         require_reason(reason, "withdrawing a master file")
         mf = self.get(uow, master_file_id)
         self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)

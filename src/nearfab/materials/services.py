@@ -10,7 +10,14 @@ from sqlalchemy import select
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.states import parse_state
-from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    audited_transition,
+    authorize,
+)
 from nearfab.materials.enums import LOT_TRANSITIONS, LotStatus
 from nearfab.materials.models import MaterialLot
 from nearfab.network import NetworkService
@@ -36,7 +43,7 @@ class MaterialService:
         drug_loading: float,
         assay_pct: float = 100.0,
     ) -> MaterialLot:
-        require_role(actor, Role.OPERATOR, Role.PHARMACIST, Role.ADMIN, action="receiving a lot")
+        authorize(actor, Permission.LOT_RECEIVE)
         site = self._network.get_site(uow, site_id)
         if not math.isfinite(quantity_g) or quantity_g <= 0:
             raise ValidationFailed("quantity must be positive", field="quantity_g")
@@ -90,7 +97,7 @@ class MaterialService:
     def set_status(
         self, uow: UnitOfWork, actor: Actor, lot_id: str, target: LotStatus | str, *, reason: str
     ) -> MaterialLot:
-        require_role(actor, Role.QP, Role.PHARMACIST, action="changing a lot's status")
+        authorize(actor, Permission.LOT_STATUS)
         lot = self.get(uow, lot_id)
         target = parse_state(LotStatus, target)
         audited_transition(

@@ -21,11 +21,11 @@ from nearfab.common.ids import new_id
 from nearfab.identity import (
     Actor,
     AuditAction,
-    Role,
+    Permission,
     SignatureService,
     audit,
     audited_transition,
-    require_role,
+    authorize,
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.monitoring.enums import (
@@ -154,7 +154,7 @@ class MonitoringService:
         components: int | None = None,
     ) -> MonitoringModel:
         """Fit a draft model from qualified runs (all of them when `runs` is None)."""
-        require_role(actor, Role.QP, Role.ADMIN, action="training a monitoring model")
+        authorize(actor, Permission.MODEL_TRAIN)
         try:
             kind = ModelKind(kind)
         except ValueError:
@@ -255,7 +255,7 @@ class MonitoringService:
         self, uow: UnitOfWork, actor: Actor, model_id: str, *, password: str, meaning: str
     ) -> MonitoringModel:
         """QP approval by e-signature; the previous approved version is retired with it."""
-        require_role(actor, Role.QP, action="approving a monitoring model")
+        authorize(actor, Permission.MODEL_APPROVE)
         model = self.get_model(uow, model_id)
         if model.created_by == actor.user_id:
             raise Refused(
@@ -311,7 +311,7 @@ class MonitoringService:
     def retire(
         self, uow: UnitOfWork, actor: Actor, model_id: str, *, reason: str
     ) -> MonitoringModel:
-        require_role(actor, Role.QP, action="retiring a monitoring model")
+        authorize(actor, Permission.MODEL_RETIRE)
         require_reason(reason, "retiring a monitoring model")
         model = self.get_model(uow, model_id)
         audited_transition(
@@ -421,14 +421,7 @@ class MonitoringService:
 
     def acknowledge(self, uow: UnitOfWork, actor: Actor, alarm_id: str, *, note: str) -> Alarm:
         """Someone is looking into it; the alarm still blocks release."""
-        require_role(
-            actor,
-            Role.OPERATOR,
-            Role.PHARMACIST,
-            Role.QP,
-            Role.ADMIN,
-            action="acknowledging an alarm",
-        )
+        authorize(actor, Permission.ALARM_ACKNOWLEDGE)
         require_reason(note, "acknowledging an alarm")
         alarm = self.get_alarm(uow, alarm_id)
         audited_transition(
@@ -455,7 +448,7 @@ class MonitoringService:
         note: str,
     ) -> Alarm:
         """Close an alarm with a documented disposition (what was found, what was done)."""
-        require_role(actor, Role.QP, Role.PHARMACIST, action="dispositioning an alarm")
+        authorize(actor, Permission.ALARM_CLOSE)
         try:
             disposition = AlarmDisposition(disposition)
         except ValueError:

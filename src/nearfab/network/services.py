@@ -9,7 +9,16 @@ from sqlalchemy import select
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition, parse_state
-from nearfab.identity import Actor, AuditAction, Role, User, audit, audited_transition, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    Role,
+    User,
+    audit,
+    audited_transition,
+    authorize,
+)
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
     SITE_TRANSITIONS,
@@ -39,7 +48,7 @@ class NetworkService:
         kind: str,
     ) -> Site:
         """A new site starts as proposed; it becomes active only through its lifecycle."""
-        require_role(actor, Role.ADMIN, action="creating a site")
+        authorize(actor, Permission.SITE_CREATE)
         status = SiteStatus.PROPOSED
         try:
             kind_v = SiteKind(kind)
@@ -84,7 +93,7 @@ class NetworkService:
         reason: str,
         regulatory_reference: str | None = None,
     ) -> Site:
-        require_role(actor, Role.ADMIN, Role.QP, action="changing a site's status")
+        authorize(actor, Permission.SITE_STATUS)
         site = self.get_site(uow, site_id)
         target = parse_state(SiteStatus, target)
         current = SiteStatus(site.status)
@@ -144,7 +153,7 @@ class NetworkService:
         serial_number: str,
         adapter: str = "simulated",
     ) -> Machine:
-        require_role(actor, Role.ADMIN, action="registering a machine")
+        authorize(actor, Permission.MACHINE_REGISTER)
         site = self.get_site(uow, site_id)
         if site.status == SiteStatus.CEASED.value:
             raise ValidationFailed(f"site {site.code} has ceased", field="site_id")
@@ -205,7 +214,7 @@ class NetworkService:
         commit: bool = True,
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
-        require_role(actor, Role.OPERATOR, Role.ADMIN, Role.QP, action="changing a machine's state")
+        authorize(actor, Permission.MACHINE_STATE)
         require_reason(reason, "a machine state change")
         machine = self.get_machine(uow, machine_id)
         target = parse_state(MachineStatus, target)
@@ -243,7 +252,7 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Qualification:
-        require_role(actor, Role.QP, Role.ADMIN, action="qualifying a machine")
+        authorize(actor, Permission.MACHINE_QUALIFY)
         machine = self.get_machine(uow, machine_id)
         row = uow.session.scalar(
             select(Qualification).where(
@@ -288,7 +297,7 @@ class NetworkService:
         *,
         reason: str,
     ) -> Qualification:
-        require_role(actor, Role.QP, action="revoking a machine's qualification")
+        authorize(actor, Permission.MACHINE_QUALIFICATION_REVOKE)
         require_reason(reason, "revoking a qualification")
         machine = self.get_machine(uow, machine_id)
         row = uow.session.scalar(
@@ -345,7 +354,7 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Training:
-        require_role(actor, Role.QP, Role.ADMIN, action="recording training")
+        authorize(actor, Permission.TRAINING_RECORD)
         user = uow.session.get(User, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")

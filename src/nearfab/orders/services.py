@@ -12,7 +12,14 @@ from sqlalchemy import func, select
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
-from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    audited_transition,
+    authorize,
+)
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
 from nearfab.orders.fhir import PrescriptionIn, parse_prescriptions
@@ -53,9 +60,7 @@ class OrderService:
         self, uow: UnitOfWork, actor: Actor, document: str | bytes | Mapping[str, Any]
     ) -> list[Order]:
         """Accept a FHIR MedicationRequest or Bundle: all its prescriptions or none of them."""
-        require_role(
-            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="submitting a prescription"
-        )
+        authorize(actor, Permission.ORDER_SUBMIT)
         prescriptions = parse_prescriptions(document)
         # check every prescription before storing anything
         plans = [(rx, self._master_file_for(uow, rx)) for rx in prescriptions]
@@ -279,9 +284,7 @@ class OrderService:
         order.updated_at = uow.clock.now()
 
     def cancel(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
-        require_role(
-            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
-        )
+        authorize(actor, Permission.ORDER_CANCEL)
         require_reason(reason, "cancelling an order")
         order = self.get(uow, order_id)
         if order.status == OrderStatus.SCHEDULED.value:
@@ -297,7 +300,7 @@ class OrderService:
 
     def replan(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Send a failed order back to planning; a new batch will be made from scratch."""
-        require_role(actor, Role.PLANNER, Role.PHARMACIST, action="re-planning an order")
+        authorize(actor, Permission.ORDER_REPLAN)
         require_reason(reason, "re-planning an order")
         order = self.get(uow, order_id)
         if order.status != OrderStatus.FAILED.value:
@@ -344,7 +347,7 @@ class OrderService:
 
     def patient_identity(self, uow: UnitOfWork, actor: Actor, patient_id: str) -> dict[str, Any]:
         """Identifying data, for roles that need it; the read itself is audited."""
-        require_role(actor, Role.PHARMACIST, Role.CLINICIAN, action="reading patient identity")
+        authorize(actor, Permission.PATIENT_IDENTITY_READ)
         row = uow.session.get(PatientIdentity, patient_id)
         if row is None:
             raise NotFound(f"no identity held for patient {patient_id!r}", field="patient_id")

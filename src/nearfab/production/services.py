@@ -13,11 +13,11 @@ from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
     AuditAction,
-    Role,
+    Permission,
     audit,
     audited_transition,
+    authorize,
     refuse,
-    require_role,
     system_actor,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService, MasterFileStatus
@@ -130,7 +130,7 @@ class ProductionService:
     # --- tickets -----------------------------------------------------------------------------
     def issue_ticket(self, uow: UnitOfWork, actor: Actor, job_id: str) -> SignedTicket:
         """The control site signs what the machine is authorised to make."""
-        require_role(actor, Role.PLANNER, Role.QP, Role.PHARMACIST, action="issuing a job ticket")
+        authorize(actor, Permission.TICKET_ISSUE)
         job = self._scheduling.get(uow, job_id)
         mf, site, machine = self._context(uow, job)
         try:
@@ -172,7 +172,7 @@ class ProductionService:
         """Start a ticketed job: gate checked again, ticket verified, material drawn, record
         opened. `actor` is an operator starting it by hand, or the site agent (a system actor)
         naming the operator on duty in `operator_id`; that operator must be trained."""
-        require_role(actor, Role.OPERATOR, action="starting a batch")
+        authorize(actor, Permission.BATCH_START)
         if operator_id is None:
             if "system" in actor.roles:
                 raise ValidationFailed(
@@ -324,7 +324,7 @@ class ProductionService:
     def abandon(self, uow: UnitOfWork, actor: Actor, batch_id: str, *, reason: str) -> BatchRecord:
         """Close a batch whose machine will never report (a stopped worker, a dead machine):
         failed, with the reason on its record, its machine freed, its order re-plannable."""
-        require_role(actor, Role.QP, Role.ADMIN, action="abandoning a batch")
+        authorize(actor, Permission.BATCH_ABANDON)
         require_reason(reason, "abandoning a batch")
         batch = self.get(uow, batch_id)
         if batch.status != BatchStatus.IN_PROGRESS.value:

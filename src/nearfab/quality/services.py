@@ -12,12 +12,12 @@ from nearfab.common.ids import new_id
 from nearfab.identity import (
     Actor,
     AuditAction,
-    Role,
+    Permission,
     Signature,
     SignatureService,
     audit,
+    authorize,
     refuse,
-    require_role,
 )
 from nearfab.identity import record_hash as hash_of_record
 from nearfab.masterfiles import MasterFileService
@@ -179,7 +179,7 @@ class QualityService:
         try:
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
-            require_role(actor, Role.QP, action="releasing or rejecting a batch")
+            authorize(actor, Permission.RELEASE_DECIDE)
             try:
                 decision = Decision(decision)
             except ValueError:

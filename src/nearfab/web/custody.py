@@ -11,11 +11,10 @@ from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.custody import Recall
-from nearfab.identity import Role, require_role
+from nearfab.identity import Permission, Role, authorize
 from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, render
 
 router = APIRouter(include_in_schema=False)
-REPORT_READERS = (Role.QP, Role.ADMIN, Role.AUDITOR)
 RECALLERS = (Role.QP, Role.ADMIN)
 
 
@@ -103,7 +102,7 @@ def recall_page(request: Request, recall_id: str, actor: ActorOpt) -> Response:
         return _need_login(request)
     application = _app(request)
     try:
-        require_role(actor, *REPORT_READERS, action="reading a recall report")
+        authorize(actor, Permission.RECALL_REPORT_READ)
         with application.uow() as uow:
             recall = application.custody_chain.recalls.get(uow, recall_id)
             rows = application.custody_chain.recalls.report_rows(uow, recall_id)
@@ -135,7 +134,7 @@ def recall_report(request: Request, recall_id: str, fmt: str, actor: ActorOpt) -
     if fmt not in ("csv", "pdf"):
         return Response("report formats: csv, pdf", status_code=404)
     try:
-        require_role(actor, *REPORT_READERS, action="reading a recall report")
+        authorize(actor, Permission.RECALL_REPORT_READ)
         with application.uow() as uow:
             recalls = application.custody_chain.recalls
             if fmt == "pdf":

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
-from nearfab.identity import Actor, Role, audit_trail, require_role
+from nearfab.identity import Actor, Permission, Role, audit_trail, authorize
 from nearfab.monitoring import Alarm, AlarmDisposition, AlarmStatus, alarm_dict
 from nearfab.production import BatchRecord
 from nearfab.readmodels import audit_dict
@@ -25,7 +25,6 @@ from nearfab.web.pages import ActorOpt, _app, _check_csrf, human, render, templa
 
 router = APIRouter(include_in_schema=False)
 
-READERS = (Role.QP, Role.ADMIN, Role.AUDITOR, Role.PHARMACIST, Role.OPERATOR, Role.PLANNER)
 DISPOSERS = (Role.QP, Role.PHARMACIST)  # who may acknowledge and close an alarm here
 
 RED, BRAND, GREY, GREEN, AMBER = "#b3261e", "#0f3b57", "#5b6b7c", "#1f7a44", "#8a5a00"
@@ -391,7 +390,7 @@ def monitoring_page(request: Request, actor: ActorOpt) -> Response:
         return _need_login(request)
     application = _app(request)
     try:
-        require_role(actor, *READERS, action="reading process monitoring")
+        authorize(actor, Permission.MONITORING_READ)
     except Forbidden as exc:
         return _refused(request, actor, exc)
     with application.uow() as uow:
@@ -487,7 +486,7 @@ def run_page(
         return _need_login(request)
     application = _app(request)
     try:
-        require_role(actor, *READERS, action="reading control charts")
+        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
             names = _Names(application, uow)
             ctx = application.charts.context(uow, run)
@@ -559,7 +558,7 @@ def machine_page(
         return _need_login(request)
     application = _app(request)
     try:
-        require_role(actor, *READERS, action="reading control charts")
+        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
             data = application.charts.machine_charts(uow, machine_id, hours=hours)
             session = next(
@@ -590,7 +589,7 @@ def run_contributions(
     bar-chart figure ready to draw."""
     if actor is None:
         raise Unauthenticated("log in to see control charts")
-    require_role(actor, *READERS, action="reading control charts")
+    authorize(actor, Permission.MONITORING_READ)
     application = _app(request)
     with application.uow() as uow:
         data = application.charts.contributions(uow, run, index)
@@ -612,7 +611,7 @@ def _alarm_page(
 ) -> HTMLResponse:
     application = _app(request)
     try:
-        require_role(actor, *READERS, action="reading alarms")
+        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
             names = _Names(application, uow)
             alarm = _alarm_view(application.monitoring.get_alarm(uow, alarm_id), names)

@@ -93,7 +93,7 @@ def web_actor(request: Request) -> Actor | None:
         if user is None or not user.active:
             request.session.clear()
             return None
-        return actor_of(user)
+        return actor_of(user, uow.session)
 
 
 def _csrf(request: Request) -> str:

@@ -12,9 +12,8 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nearfab.api.planning import READERS
 from nearfab.common.errors import Forbidden
-from nearfab.identity import require_role
+from nearfab.identity import Permission, authorize
 from nearfab.scheduling.schemas import plan_dict
 from nearfab.web.pages import ActorOpt, _app, render
 
@@ -79,7 +78,7 @@ def plan_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return RedirectResponse("/login?next=/plan", status_code=303)
     try:
-        require_role(actor, *READERS, action="reading the plan")
+        authorize(actor, Permission.PLAN_READ)
     except Forbidden as exc:
         return render(
             request,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 GENESIS = "0" * 64
 
@@ -37,9 +37,9 @@ def payload_of(
     )
 
 
-@dataclass(frozen=True)
-class Row:
-    """A ledger row as read from the database (nothing trusted yet)."""
+class Row(NamedTuple):
+    """A ledger row as read from the database (nothing trusted yet). A tuple, so rows stream
+    from the driver without an object per row."""
 
     id: int
     site_id: str
@@ -69,6 +69,171 @@ SignatureCheck = Callable[[str, str, str, str], bool]
 """(key_id, site_id, entry_hash, signature hex) -> signature valid for that site's key."""
 
 
+def row_problems(row: Sequence[Any], prev: str, expected_seq: int) -> list[Problem]:
+    """Every problem of one row but its signature, the slow and exact way (parses the
+    payload). `prev`: the previous row's hash (GENESIS first); `expected_seq`: its seq + 1."""
+    id_, site_id, seq, kind, ref, payload, prev_hash, digest = row[:8]
+    problems: list[Problem] = []
+    if seq != expected_seq:
+        if seq > expected_seq:
+            reason = (
+                f"entries {expected_seq}..{seq - 1} are missing (deleted?)"
+                if seq - 1 > expected_seq
+                else f"entry {expected_seq} is missing (deleted?)"
+            )
+        else:
+            reason = f"sequence number out of order (expected {expected_seq})"
+        problems.append(Problem(site_id, seq, id_, reason))
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        problems.append(Problem(site_id, seq, id_, "payload is not JSON"))
+        body = {}
+    if isinstance(body, dict) and (
+        body.get("seq") != seq
+        or body.get("site_id") != site_id
+        or body.get("kind") != kind
+        or body.get("ref") != ref
+    ):
+        problems.append(Problem(site_id, seq, id_, "columns differ from the hashed payload"))
+    if prev_hash != prev:
+        problems.append(
+            Problem(
+                site_id,
+                seq,
+                id_,
+                "does not follow the previous entry (inserted, deleted or reordered)",
+            )
+        )
+    try:
+        same = entry_hash(prev_hash, payload) == digest
+    except (UnicodeError, AttributeError):
+        same = False
+    if not same:
+        problems.append(Problem(site_id, seq, id_, "content changed after it was recorded"))
+    return problems
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode  # one value, as `canonical` writes it
+
+
+def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) -> bool:
+    """True only if the canonical payload's top-level kind, ref, seq and site_id are these
+    columns, read off its end without parsing it: sorted keys put them last, in this order,
+    after recorded_at. False means "not sure" (the caller parses the payload)."""
+    tail = ',"ref":' + _json_text(ref) + ',"seq":' + str(seq) + site_tail
+    if not payload.endswith(tail):
+        return False
+    cut = len(payload) - len(tail)
+    if payload[cut - 1 : cut] != '"':
+        return False
+    at = payload.rfind(',"recorded_at":"', 0, cut)
+    if at < 0 or payload.find('"', at + 16, cut - 1) != -1:
+        return False
+    kind_part = ',"kind":' + _json_text(kind)
+    return at >= len(kind_part) and payload.startswith(kind_part, at - len(kind_part))
+
+
+@dataclass
+class ChainSummary:
+    """One site's chain as checked: how many entries, its head, and its problems."""
+
+    site_id: str
+    entries: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    problems: list[Problem] = field(default_factory=list)
+
+
+class ChainChecker:
+    """Checks rows streamed in (site, seq) order, one site's chain after another, with the
+    same findings as `row_problems` plus signatures, in the same order.
+
+    Fast path: a row whose seq follows, whose prev_hash is the previous row's hash, whose
+    SHA-256 matches, and whose columns match the end of its payload is fine without parsing
+    its JSON; any other row gets the exact, slow check. (A payload that is not JSON can only
+    pass the fast path with a recomputed hash, which the site's signature then refuses.)
+    Signatures: every one with `all_signatures`, else the last entry of each key in a chain,
+    whose signature covers the hash that covers every entry before it.
+    `keep`: (site, seq) pairs whose hashes to remember in `kept` (the anchored entries)."""
+
+    def __init__(
+        self,
+        check_signature: SignatureCheck,
+        *,
+        all_signatures: bool = False,
+        keep: Mapping[str, set[int]] | None = None,
+    ) -> None:
+        self._check = check_signature
+        self._all = all_signatures
+        self._keep = keep or {}
+        self.chains: list[ChainSummary] = []
+        self.kept: dict[str, dict[int, str]] = {}
+        self.entries = 0
+        self._summary: ChainSummary | None = None
+        self._last: Sequence[Any] | None = None
+
+    def _signature(self, row: Sequence[Any]) -> None:
+        if not self._check(row[8], row[1], row[7], row[9]):
+            assert self._summary is not None
+            self._summary.problems.append(Problem(row[1], row[2], row[0], "signature is not valid"))
+
+    def _end_chain(self) -> None:
+        summary, last = self._summary, self._last
+        if summary is None or last is None:
+            return
+        if not self._all:
+            self._signature(last)
+        summary.head_seq, summary.head_hash = int(last[2]), str(last[7])
+        self._summary = self._last = None
+
+    def feed(self, rows: Iterable[Sequence[Any]]) -> None:
+        sha256 = hashlib.sha256
+        check_all = self._all
+        summary = self._summary
+        last = self._last
+        prev = GENESIS if last is None else last[7]
+        expected = 1 if last is None else last[2] + 1
+        site_tail = "" if summary is None else ',"site_id":' + _json_text(summary.site_id) + "}"
+        keep: set[int] = set() if summary is None else self._keep.get(summary.site_id, set())
+        kept: dict[int, str] = {} if summary is None else self.kept.get(summary.site_id, {})
+        count = 0
+        for row in rows:
+            _id, site_id, seq, kind, ref, payload, prev_hash, digest, key_id, _sig = row
+            count += 1
+            if summary is None or site_id != summary.site_id:
+                self._last = last
+                self._end_chain()
+                summary = ChainSummary(site_id)
+                self.chains.append(summary)
+                self._summary = summary
+                last, prev, expected = None, GENESIS, 1
+                site_tail = ',"site_id":' + _json_text(site_id) + "}"
+                keep = self._keep.get(site_id, set())
+                kept = self.kept.setdefault(site_id, {}) if keep else {}
+            elif not check_all and last is not None and last[8] != key_id:
+                self._signature(last)  # the last entry of the previous key
+            summary.entries += 1
+            if not (
+                seq == expected
+                and prev_hash == prev
+                and sha256((prev_hash + "\n" + payload).encode()).hexdigest() == digest
+                and _columns_match(payload, kind, ref, seq, site_tail)
+            ):
+                summary.problems.extend(row_problems(row, prev, expected))
+            if check_all:
+                self._signature(row)
+            if seq in keep:
+                kept[seq] = digest
+            last, prev, expected = row, digest, seq + 1
+        self._last = last
+        self.entries += count
+
+    def close(self) -> list[ChainSummary]:
+        self._end_chain()
+        return self.chains
+
+
 def verify_chain(
     rows: Sequence[Row], check_signature: SignatureCheck, *, all_signatures: bool = True
 ) -> list[Problem]:
@@ -77,55 +242,9 @@ def verify_chain(
     Without `all_signatures`, only the last entry signed by each key is checked: its signature
     covers its hash, which covers every entry before it, so a rewritten chain still fails
     there (and an edited or removed entry breaks the hash links at once)."""
-    problems: list[Problem] = []
-    prev = GENESIS
-    expected_seq = 1
-    for index, row in enumerate(rows):
-        last_of_key = index + 1 == len(rows) or rows[index + 1].key_id != row.key_id
-        if row.seq != expected_seq:
-            if row.seq > expected_seq:
-                reason = (
-                    f"entries {expected_seq}..{row.seq - 1} are missing (deleted?)"
-                    if row.seq - 1 > expected_seq
-                    else f"entry {expected_seq} is missing (deleted?)"
-                )
-            else:
-                reason = f"sequence number out of order (expected {expected_seq})"
-            problems.append(Problem(row.site_id, row.seq, row.id, reason))
-        try:
-            body = json.loads(row.payload)
-        except ValueError:
-            problems.append(Problem(row.site_id, row.seq, row.id, "payload is not JSON"))
-            body = {}
-        if isinstance(body, dict) and (
-            body.get("seq") != row.seq
-            or body.get("site_id") != row.site_id
-            or body.get("kind") != row.kind
-            or body.get("ref") != row.ref
-        ):
-            problems.append(
-                Problem(row.site_id, row.seq, row.id, "columns differ from the hashed payload")
-            )
-        if row.prev_hash != prev:
-            problems.append(
-                Problem(
-                    row.site_id,
-                    row.seq,
-                    row.id,
-                    "does not follow the previous entry (inserted, deleted or reordered)",
-                )
-            )
-        if entry_hash(row.prev_hash, row.payload) != row.entry_hash:
-            problems.append(
-                Problem(row.site_id, row.seq, row.id, "content changed after it was recorded")
-            )
-        if (all_signatures or last_of_key) and not check_signature(
-            row.key_id, row.site_id, row.entry_hash, row.signature
-        ):
-            problems.append(Problem(row.site_id, row.seq, row.id, "signature is not valid"))
-        prev = row.entry_hash
-        expected_seq = row.seq + 1
-    return problems
+    checker = ChainChecker(check_signature, all_signatures=all_signatures)
+    checker.feed(rows)
+    return [p for chain in checker.close() for p in chain.problems]
 
 
 def verify_anchors(anchors: Iterable[Row], heads: Mapping[str, Mapping[int, str]]) -> list[Problem]:

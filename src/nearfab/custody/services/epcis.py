@@ -28,7 +28,7 @@ from nearfab.custody.logic.epcis import (
 from nearfab.custody.logic.eventhash import context_prefixes, document_events, event_hash
 from nearfab.custody.models import EpcisEpc, EpcisEvent, SiteLocation
 from nearfab.custody.services.ledger import CustodyLedger
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
 from nearfab.network import Site, SiteKind
 from nearfab.uow import UnitOfWork
 
@@ -133,7 +133,7 @@ class EpcisStore:
     def set_gln(
         self, uow: UnitOfWork, actor: Actor, site_id: str, gln: str, company_prefix_length: int
     ) -> SiteLocation:
-        require_role(actor, Role.ADMIN, action="setting a site's GLN")
+        authorize(actor, Permission.SITE_GLN)
         if len(gln) != 13 or not gln.isdigit() or gs1_check_digit(gln[:12]) != gln[12]:
             raise ValidationFailed(f"gln {gln!r}: 13 digits with a valid check digit", field="gln")
         if not 6 <= company_prefix_length <= 12:
@@ -261,7 +261,7 @@ class EpcisStore:
     def capture(self, uow: UnitOfWork, actor: Actor, doc: Any) -> CaptureResult:
         """Store every event of a partner's document, or none: invalid documents are refused
         with the schema's errors; events already held (same event hash) are duplicates."""
-        require_role(actor, Role.QP, Role.ADMIN, Role.PHARMACIST, action="capturing EPCIS events")
+        authorize(actor, Permission.EPCIS_CAPTURE)
         errors = self.validate(doc)
         if errors:
             raise EpcisInvalid(

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
@@ -26,12 +26,12 @@ from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.epcis import epcis_time
 from nearfab.custody.logic.ledger import (
     GENESIS,
+    ChainChecker,
     Problem,
     Row,
     entry_hash,
     payload_of,
     verify_anchors,
-    verify_chain,
 )
 from nearfab.custody.models import EpcisEvent, LedgerEntry, SiteKey
 from nearfab.identity import Actor, AuditAction, audit
@@ -76,10 +76,37 @@ def _raw_public(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+@dataclass(frozen=True)
+class AnchorSeen:
+    """The control site's latest anchor of one site: where it is (`site_id`, `anchor_seq`
+    in the control chain) and what it names (`seq`, `head`)."""
+
+    site_id: str
+    anchor_seq: int
+    seq: int
+    head: str
+    recorded_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "control_site_id": self.site_id,
+            "anchor_seq": self.anchor_seq,
+            "seq": self.seq,
+            "head": self.head,
+            "recorded_at": self.recorded_at,
+        }
+
+
 @dataclass
-class LedgerReport:
+class SiteChain:
+    """One site's chain as checked, for people: entries, head, last anchor, its problems."""
+
+    site_id: str
     entries: int
-    sites: int
+    head_seq: int
+    head_hash: str
+    last_anchor: AnchorSeen | None = None
+    last_anchor_ok: bool | None = None  # None: never anchored
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -92,21 +119,56 @@ class LedgerReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "site_id": self.site_id,
+            "ok": self.ok,
+            "entries": self.entries,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "last_anchor": None if self.last_anchor is None else self.last_anchor.to_dict(),
+            "last_anchor_ok": self.last_anchor_ok,
+            "first_bad": None if self.first_bad is None else _problem_dict(self.first_bad),
+        }
+
+
+def _problem_dict(problem: Problem) -> dict[str, Any]:
+    return {
+        "site_id": problem.site_id,
+        "seq": problem.seq,
+        "entry_id": problem.entry_id,
+        "reason": problem.reason,
+        "text": problem.describe(),
+    }
+
+
+@dataclass
+class LedgerReport:
+    entries: int
+    sites: int
+    problems: list[Problem] = field(default_factory=list)
+    chains: list[SiteChain] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    @property
+    def unchained(self) -> list[Problem]:
+        """Problems that belong to no site's chain (custody events without an entry)."""
+        ids = {c.site_id for c in self.chains}
+        return [p for p in self.problems if p.site_id not in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
             "ok": self.ok,
             "entries": self.entries,
             "sites": self.sites,
-            "first_bad": (
-                None
-                if self.first_bad is None
-                else {
-                    "site_id": self.first_bad.site_id,
-                    "seq": self.first_bad.seq,
-                    "entry_id": self.first_bad.entry_id,
-                    "reason": self.first_bad.reason,
-                    "text": self.first_bad.describe(),
-                }
-            ),
+            "first_bad": None if self.first_bad is None else _problem_dict(self.first_bad),
             "problems": [p.describe() for p in self.problems],
+            "chains": [c.to_dict() for c in self.chains],
         }
 
 
@@ -297,42 +359,98 @@ class CustodyLedger:
 
     def verify(self, uow: UnitOfWork, *, all_signatures: bool = True) -> LedgerReport:
         """Check every chain, every signature, every anchor, and that every custody event made
-        here has its entry. Problems come first-bad-first (by site, then seq)."""
+        here has its entry. Problems come first-bad-first (by site, then seq).
+
+        Rows stream from the database in (site, seq) order, `yield_per` at a time, through
+        `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that fails the
+        fast check); only the hashes of anchored entries are kept."""
         check = self._check_signature(uow)
-        chains: dict[str, list[Row]] = defaultdict(list)
-        for r in uow.session.execute(
-            select(
-                LedgerEntry.id,
-                LedgerEntry.site_id,
-                LedgerEntry.seq,
-                LedgerEntry.kind,
-                LedgerEntry.ref,
-                LedgerEntry.payload,
-                LedgerEntry.prev_hash,
-                LedgerEntry.entry_hash,
-                LedgerEntry.key_id,
-                LedgerEntry.signature,
-            ).order_by(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.id)
-        ):
-            chains[r[1]].append(Row(*r))  # type: ignore[call-arg]
-        problems: list[Problem] = []
-        heads: dict[str, dict[int, str]] = {}
-        refs: set[str] = set()
-        anchors: list[Row] = []
-        count = 0
-        for site_id in sorted(chains):
-            rows = chains[site_id]
-            count += len(rows)
-            problems.extend(verify_chain(rows, check, all_signatures=all_signatures))
-            heads[site_id] = {r.seq: r.entry_hash for r in rows}
-            refs.update(r.ref for r in rows)
-            anchors.extend(r for r in rows if r.kind == LedgerKind.ANCHOR.value)
-        problems.extend(verify_anchors(anchors, heads))
-        for event_hash in uow.session.scalars(
-            select(EpcisEvent.event_hash).where(EpcisEvent.source == "nearfab")
-        ):
-            if event_hash[:100] not in refs:
-                problems.append(
-                    Problem("?", 0, None, f"custody event {event_hash} has no ledger entry")
+        anchors = [
+            Row(*r)
+            for r in uow.session.execute(
+                select(*_ROW_COLUMNS)
+                .where(LedgerEntry.kind == LedgerKind.ANCHOR.value)
+                .order_by(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.id)
+            )
+        ]
+        keep: dict[str, set[int]] = defaultdict(set)
+        last_anchor: dict[str, AnchorSeen] = {}
+        for anchor in anchors:
+            body = _anchor_body(anchor)
+            site, seq = body.get("site_id"), body.get("seq")
+            if isinstance(site, str) and isinstance(seq, int):
+                keep[site].add(seq)
+                seen = last_anchor.get(site)
+                if seen is None or (anchor.site_id, anchor.seq) > (seen.site_id, seen.anchor_seq):
+                    last_anchor[site] = AnchorSeen(
+                        site_id=anchor.site_id,
+                        anchor_seq=anchor.seq,
+                        seq=seq,
+                        head=str(body.get("head")),
+                        recorded_at=str(json.loads(anchor.payload).get("recorded_at", "")),
+                    )
+        checker = ChainChecker(check, all_signatures=all_signatures, keep=keep)
+        stream = uow.session.execute(
+            select(*_ROW_COLUMNS)
+            .order_by(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.id)
+            .execution_options(yield_per=5000)
+        )
+        for part in stream.partitions():
+            checker.feed(part)
+        chains = sorted(checker.close(), key=lambda c: c.site_id)
+        problems = [p for c in chains for p in c.problems]
+        problems.extend(verify_anchors(anchors, checker.kept))
+        unchained = (
+            select(EpcisEvent.event_hash)
+            .where(EpcisEvent.source == "nearfab")
+            .where(
+                ~select(LedgerEntry.id)
+                .where(LedgerEntry.ref == func.substr(EpcisEvent.event_hash, 1, 100))
+                .exists()
+            )
+        )
+        for event_hash in uow.session.scalars(unchained):
+            problems.append(Problem("?", 0, None, f"custody event {event_hash} has no ledger entry"))
+        sites = []
+        for chain in chains:
+            seen = last_anchor.get(chain.site_id)
+            anchor_ok = None
+            if seen is not None:
+                anchor_ok = checker.kept.get(chain.site_id, {}).get(seen.seq) == seen.head
+            own = [p for p in problems if p.site_id == chain.site_id]
+            sites.append(
+                SiteChain(
+                    site_id=chain.site_id,
+                    entries=chain.entries,
+                    head_seq=chain.head_seq,
+                    head_hash=chain.head_hash,
+                    last_anchor=seen,
+                    last_anchor_ok=anchor_ok,
+                    problems=own,
                 )
-        return LedgerReport(entries=count, sites=len(chains), problems=problems)
+            )
+        return LedgerReport(
+            entries=checker.entries, sites=len(chains), problems=problems, chains=sites
+        )
+
+
+_ROW_COLUMNS = (
+    LedgerEntry.id,
+    LedgerEntry.site_id,
+    LedgerEntry.seq,
+    LedgerEntry.kind,
+    LedgerEntry.ref,
+    LedgerEntry.payload,
+    LedgerEntry.prev_hash,
+    LedgerEntry.entry_hash,
+    LedgerEntry.key_id,
+    LedgerEntry.signature,
+)
+
+
+def _anchor_body(anchor: Row) -> dict[str, Any]:
+    try:
+        body = json.loads(anchor.payload).get("body", {})
+    except (ValueError, AttributeError):
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -29,10 +29,11 @@ from nearfab.custody.services.epcis import EpcisStore
 from nearfab.identity import (
     Actor,
     AuditAction,
+    Permission,
     Role,
     audit,
     audited_transition,
-    require_role,
+    authorize,
     system_actor,
 )
 from nearfab.materials import LotStatus, MaterialLot, MaterialService
@@ -42,8 +43,6 @@ from nearfab.orders import Patient
 from nearfab.production import BatchRecord
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
-
-READERS = (Role.QP, Role.ADMIN, Role.AUDITOR, Role.PHARMACIST)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class TraceService:
     def unit(self, uow: UnitOfWork, actor: Actor, unit_or_scan: str) -> dict[str, Any]:
         """Everything one pack came from: material lot, machine and firmware, job ticket, batch
         record, operator, site, master-file version, release, dispense and its EPCIS events."""
-        require_role(actor, *READERS, action="tracing a pack")
+        authorize(actor, Permission.TRACE_READ)
         unit = uow.session.get(SerialUnit, unit_or_scan)
         if unit is None and unit_or_scan.strip():
             try:
@@ -254,14 +253,14 @@ class TraceService:
         return units + self._units_of_batches(uow, legacy)
 
     def lot(self, uow: UnitOfWork, actor: Actor, lot_number: str) -> dict[str, Any]:
-        require_role(actor, *READERS, action="tracing a lot")
+        authorize(actor, Permission.TRACE_READ)
         units = self.lot_units(uow, lot_number)
         return _forward("lot", lot_number, units)
 
     def machine(
         self, uow: UnitOfWork, actor: Actor, machine_id: str, start: datetime, end: datetime
     ) -> dict[str, Any]:
-        require_role(actor, *READERS, action="tracing a machine's output")
+        authorize(actor, Permission.TRACE_READ)
         if end <= start:
             raise ValidationFailed("the window's end must be after its start", field="end")
         if uow.session.get(Machine, machine_id) is None:
@@ -277,7 +276,7 @@ class TraceService:
         return _forward("machine", f"{machine_id} {start.isoformat()}..{end.isoformat()}", units)
 
     def master_file(self, uow: UnitOfWork, actor: Actor, code: str, version: int) -> dict[str, Any]:
-        require_role(actor, *READERS, action="tracing a master-file version")
+        authorize(actor, Permission.TRACE_READ)
         batches = uow.session.scalars(
             select(BatchRecord.id).where(
                 BatchRecord.master_file_code == code, BatchRecord.master_file_version == version
@@ -329,7 +328,7 @@ class RecallService:
         verification answers `recalled` and dispensing refuses it), with the EPCIS event
         (holding / recalled) per making site, and the material lot itself -> `recalled` (so no
         new batch uses it and no batch made from it is released), in one transaction."""
-        require_role(actor, Role.QP, Role.ADMIN, action="recalling")
+        authorize(actor, Permission.RECALL_CREATE)
         if not reason.strip():
             raise ValidationFailed("give the reason for the recall", field="reason")
         if not lot.strip():

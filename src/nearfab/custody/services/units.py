@@ -45,11 +45,11 @@ from nearfab.custody.services.verifylog import VerificationLog
 from nearfab.identity import (
     Actor,
     AuditAction,
-    Role,
+    Permission,
     audit,
     audited_transition,
+    authorize,
     refuse,
-    require_role,
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.network import Site
@@ -428,7 +428,7 @@ class CustodyService:
         self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str
     ) -> DispenseResult:
         """Check a scanned pack against the patient and its record, then record the hand-over."""
-        require_role(actor, Role.PHARMACIST, action="dispensing")
+        authorize(actor, Permission.DISPENSE)
         try:
             return self._dispense(uow, actor, scan, patient_ref)
         except DomainError as exc:
@@ -502,7 +502,7 @@ class CustodyService:
         suspected-falsification alert, committed at once. Every verification is logged (audit
         action `verify`); apart from that alert the check is read-only and its log row is
         written by the group-commit `verification_log` (`flush_verification_log`)."""
-        require_role(actor, Role.PHARMACIST, Role.QP, Role.ADMIN, action="verifying a pack")
+        authorize(actor, Permission.PACK_VERIFY)
         ident = parse_scan(scan)
         # one round trip: the pack, its patient reference, and the versions that key the
         # signature check (a verification answers while others wait for the GIL)
@@ -713,7 +713,7 @@ class CustodyService:
         """Re-commission a dispensed pack (handed back unopened, or dispensed in error): only
         within 10 days of the dispense, never for an expired or recalled pack. The dispensing
         event gets an EPCIS error declaration and a corrective event."""
-        require_role(actor, Role.PHARMACIST, action="undoing a dispense")
+        authorize(actor, Permission.DISPENSE_UNDO)
         try:
             return self._undo(uow, actor, unit_id, reason)
         except DomainError as exc:
@@ -820,7 +820,7 @@ class CustodyService:
         to_site_id: str,
     ) -> EpcisEvent:
         """Packs leave a site (EPCIS OBSERVE shipping / in_transit at the sending site)."""
-        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="shipping packs")
+        authorize(actor, Permission.PACKS_MOVE)
         return self._move(
             uow,
             actor,
@@ -843,7 +843,7 @@ class CustodyService:
         at_site_id: str,
     ) -> EpcisEvent:
         """Packs arrive at a site (EPCIS OBSERVE receiving / in_progress there)."""
-        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="receiving packs")
+        authorize(actor, Permission.PACKS_MOVE)
         return self._move(
             uow,
             actor,
@@ -901,7 +901,7 @@ class CustodyService:
         expiry (a released pack in date, and any dispensed pack, never). Each pack ->
         `destroyed` (audited), one EPCIS ObjectEvent DELETE destroying / destroyed, chained in
         the site's ledger, in one transaction."""
-        require_role(actor, Role.PHARMACIST, Role.QP, action="destroying packs")
+        authorize(actor, Permission.PACKS_DESTROY)
         try:
             return self._destroy(uow, actor, unit_ids, site_id, reason)
         except DomainError as exc:
@@ -973,7 +973,7 @@ class CustodyService:
         that will hand them over: a new SSCC (the network's company prefix, a random serial
         reference, its check digit), an EPCIS AggregationEvent ADD packing /
         container_closed with the destination, chained in the making site's ledger."""
-        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="packing packs")
+        authorize(actor, Permission.PACKS_MOVE)
         try:
             return self._pack(uow, actor, unit_ids, to_site_id)
         except DomainError as exc:
@@ -1070,7 +1070,7 @@ class CustodyService:
         """On receipt at its destination: take the packs out of the container (EPCIS
         AggregationEvent DELETE unpacking / in_progress, chained in the receiving site's
         ledger). A container is unpacked once, at the site it was packed for."""
-        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="unpacking packs")
+        authorize(actor, Permission.PACKS_MOVE)
         try:
             return self._unpack(uow, actor, sscc.strip(), at_site_id)
         except DomainError as exc:
@@ -1146,7 +1146,7 @@ class CustodyService:
         device: str | None = None,
     ) -> EpcisEvent:
         """Cold-chain readings (°C) of packs held at a site, as EPCIS sensor data."""
-        require_role(actor, Role.PHARMACIST, Role.OPERATOR, Role.QP, action="recording readings")
+        authorize(actor, Permission.READINGS_RECORD)
         if not readings:
             raise ValidationFailed("give at least one reading", field="readings")
         units = self._units(uow, unit_ids)

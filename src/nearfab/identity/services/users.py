@@ -7,14 +7,16 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from nearfab.common.canonical import sha256_hex
 from nearfab.common.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from nearfab.common.ids import new_id, new_token
 from nearfab.identity.enums import AuditAction, Role
-from nearfab.identity.logic import Actor, require_role
+from nearfab.identity.logic import Actor
 from nearfab.identity.models import ApiToken, User
+from nearfab.identity.permissions import Permission, authorize
 from nearfab.identity.services.audit import audit
 from nearfab.uow import UnitOfWork
 
@@ -22,14 +24,27 @@ _hasher = PasswordHasher()
 TOKEN_LIFETIME = timedelta(hours=12)
 
 
-def actor_of(user: User) -> Actor:
+def actor_of(user: User, session: Session) -> Actor:
+    """The actor a user acts as. A user with no home site, or based at the control site,
+    sees the network; anyone else sees their own site (identity/permissions.py)."""
     return Actor(
         user_id=user.id,
         username=user.username,
         full_name=user.full_name,
         roles=tuple(user.roles),
         site_id=user.home_site_id,
+        network=_is_control_site(session, user.home_site_id),
     )
+
+
+def _is_control_site(session: Session, site_id: str | None) -> bool:
+    if site_id is None:
+        return True
+    # identity sits below network in the layers, so it reads the site's kind by name only
+    kind = session.execute(
+        text("SELECT kind FROM sites WHERE id = :id"), {"id": site_id}
+    ).scalar_one_or_none()
+    return kind == "control"
 
 
 class UserService:
@@ -46,7 +61,7 @@ class UserService:
         password: str,
         home_site_id: str | None = None,
     ) -> User:
-        require_role(actor, Role.ADMIN, action="creating a user")
+        authorize(actor, Permission.USERS_MANAGE)
         role_list = sorted({str(r) for r in roles})
         known = {r.value for r in Role}
         for role in role_list:
@@ -112,7 +127,7 @@ class UserService:
             audit(uow, anon, AuditAction.LOGIN_FAILED, "user", user.id if user else shown)
             uow.commit()
             raise Unauthenticated("wrong username or password")
-        audit(uow, actor_of(user), AuditAction.LOGIN, "user", user.id)
+        audit(uow, actor_of(user, uow.session), AuditAction.LOGIN, "user", user.id)
         return user
 
     def authenticate(self, uow: UnitOfWork, username: str, password: str) -> User:
@@ -144,4 +159,4 @@ class UserService:
         user = uow.session.get(User, row.user_id)
         if user is None or not user.active:
             raise Unauthenticated("the token's user is not active")
-        return actor_of(user)
+        return actor_of(user, uow.session)

@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 from nearfab.common.errors import NotFound, Refused, require_reason
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, AuditAction, Role, audit, audited_transition, require_role
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    audited_transition,
+    authorize,
+)
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, SiteStatus
@@ -115,7 +122,7 @@ class SchedulingService:
 
     def schedule(self, uow: UnitOfWork, actor: Actor, order_id: str) -> Job:
         """Plan a designed order on the eligible machine with the earliest finish."""
-        require_role(actor, Role.PLANNER, Role.PHARMACIST, action="scheduling an order")
+        authorize(actor, Permission.ORDER_SCHEDULE)
         order = self._orders.get(uow, order_id)
         if order.status != OrderStatus.DESIGNED.value:
             raise Refused(
@@ -314,7 +321,7 @@ class SchedulingService:
     def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Take a scheduled order off its machine before it starts: the job is cancelled and the
         order is designed again (the runner will plan it anew)."""
-        require_role(actor, Role.PLANNER, Role.PHARMACIST, action="unscheduling an order")
+        authorize(actor, Permission.ORDER_SCHEDULE)
         require_reason(reason, "unscheduling")
         order = self._orders.get(uow, order_id)
         job = self._waiting_job(uow, order)
@@ -331,9 +338,7 @@ class SchedulingService:
         order = self._orders.get(uow, order_id)
         if order.status != OrderStatus.SCHEDULED.value:
             return self._orders.cancel(uow, actor, order_id, reason=reason)
-        require_role(
-            actor, Role.CLINICIAN, Role.PHARMACIST, Role.ADMIN, action="cancelling an order"
-        )
+        authorize(actor, Permission.ORDER_CANCEL)
         require_reason(reason, "cancelling an order")
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
-from nearfab.identity import Actor, AuditAction, Role, audit, require_role
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.scheduling.enums import JobStatus, PlanTrigger, Priority
 from nearfab.scheduling.events import PlanChanged
@@ -29,8 +29,6 @@ from nearfab.scheduling.services.instance import (
     fingerprint,
 )
 from nearfab.uow import UnitOfWork
-
-PLANNERS = (Role.PLANNER, Role.PHARMACIST, Role.ADMIN)
 
 
 def _key(a: dict[str, Any]) -> tuple[str, str]:
@@ -86,7 +84,7 @@ class NetworkPlanning:
     ) -> PlanVersion:
         """Plan every designed order and every job not started yet; move, retime or take off
         jobs as the plan says (audited); store the plan version. Does not commit."""
-        require_role(actor, *PLANNERS, action="planning the network")
+        authorize(actor, Permission.PLAN_RUN)
         settings = self.settings
         if horizon_h is not None:
             if not 1 <= horizon_h <= 24 * 60:
@@ -278,14 +276,7 @@ class NetworkPlanning:
         priority: str,
         deliver_to: str | None = None,
     ) -> OrderPlanning:
-        require_role(
-            actor,
-            Role.PLANNER,
-            Role.PHARMACIST,
-            Role.CLINICIAN,
-            Role.ADMIN,
-            action="setting an order's priority",
-        )
+        authorize(actor, Permission.ORDER_PRIORITY)
         if priority not in {p.value for p in Priority}:
             raise ValidationFailed(
                 f"priority must be routine or urgent, not {priority!r}", field="priority"
@@ -325,7 +316,7 @@ class NetworkPlanning:
         *,
         reason: str,
     ) -> MachineDowntime:
-        require_role(actor, Role.PLANNER, Role.ADMIN, Role.QP, action="booking machine downtime")
+        authorize(actor, Permission.DOWNTIME_BOOK)
         require_reason(reason, "machine downtime")
         if ends_at <= starts_at:
             raise ValidationFailed("downtime must end after it starts", field="ends_at")
@@ -358,7 +349,7 @@ class NetworkPlanning:
         starts_at: datetime,
         ends_at: datetime,
     ) -> OperatorShift:
-        require_role(actor, Role.PLANNER, Role.ADMIN, action="recording a shift")
+        authorize(actor, Permission.SHIFT_RECORD)
         if ends_at <= starts_at:
             raise ValidationFailed("a shift must end after it starts", field="ends_at")
         row = OperatorShift(user_id=user_id, site_id=site_id, starts_at=starts_at, ends_at=ends_at)
@@ -382,7 +373,7 @@ class NetworkPlanning:
     def set_transport(
         self, uow: UnitOfWork, actor: Actor, site_id: str, destination: str, minutes: int
     ) -> TransportTime:
-        require_role(actor, Role.PLANNER, Role.ADMIN, action="recording a transport time")
+        authorize(actor, Permission.TRANSPORT_RECORD)
         if minutes < 0:
             raise ValidationFailed("minutes must be 0 or more", field="minutes")
         row = uow.session.scalar(

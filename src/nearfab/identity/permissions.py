@@ -1,0 +1,240 @@
+"""The one permission matrix (role x action) and site scoping.
+
+Every use case that reads or changes GMP data calls `authorize` with its `Permission` and,
+when the record belongs to a site, that site: staff of a site act on their own site only;
+control-site staff (and users with no home site, such as the platform administrator) and
+auditors see the whole network. Auditors hold no permission that changes anything.
+The API declares the same permission on each route (`api.deps.allowed`), and a test calls
+every route as every role from its own site and from another one against this matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+
+from nearfab.common.errors import Forbidden
+from nearfab.identity.enums import Role
+from nearfab.identity.logic import Actor
+
+Q, A, AU, PH, OP, PL, CL = (
+    Role.QP,
+    Role.ADMIN,
+    Role.AUDITOR,
+    Role.PHARMACIST,
+    Role.OPERATOR,
+    Role.PLANNER,
+    Role.CLINICIAN,
+)
+ALL_ROLES = frozenset(Role)
+STAFF = frozenset({Q, A, AU, PH, OP, PL})  # everyone but prescribers
+
+
+class Permission(StrEnum):
+    """What a use case does, in words an inspector reads in the matrix (docs/security.md)."""
+
+    # identity and audit
+    PROFILE_READ = "profile.read"
+    USERS_READ = "users.read"
+    USERS_MANAGE = "users.manage"
+    AUDIT_READ = "audit.read"
+    AUDIT_VERIFY = "audit.verify"
+    RECORD_EXPORT = "record.export"
+    # network
+    NETWORK_READ = "network.read"
+    SITE_CREATE = "site.create"
+    SITE_STATUS = "site.status"
+    SITE_GLN = "site.gln"
+    MACHINE_REGISTER = "machine.register"
+    MACHINE_STATE = "machine.state"
+    MACHINE_QUALIFY = "machine.qualify"
+    MACHINE_QUALIFICATION_REVOKE = "machine.qualification_revoke"
+    TRAINING_RECORD = "training.record"
+    FAULT_INJECT = "machine.fault_inject"
+    NETWORK_RUN = "network.run"
+    # master files and materials
+    MASTER_FILE_READ = "master_file.read"
+    MASTER_FILE_DRAFT = "master_file.draft"
+    MASTER_FILE_APPROVE = "master_file.approve"
+    MASTER_FILE_EFFECTIVE = "master_file.effective"
+    MASTER_FILE_WITHDRAW = "master_file.withdraw"
+    LOT_READ = "lot.read"
+    LOT_RECEIVE = "lot.receive"
+    LOT_STATUS = "lot.status"
+    # orders and planning
+    ORDER_SUBMIT = "order.submit"
+    ORDER_READ = "order.read"
+    ORDER_CANCEL = "order.cancel"
+    ORDER_SCHEDULE = "order.schedule"
+    ORDER_REPLAN = "order.replan"
+    ORDER_PRIORITY = "order.priority"
+    PATIENT_IDENTITY_READ = "patient_identity.read"
+    PLAN_READ = "plan.read"
+    PLAN_RUN = "plan.run"
+    DOWNTIME_BOOK = "plan.downtime"
+    SHIFT_RECORD = "plan.shift"
+    TRANSPORT_RECORD = "plan.transport"
+    # production and quality
+    TICKET_ISSUE = "job.ticket"
+    BATCH_START = "batch.start"
+    BATCH_READ = "batch.read"
+    BATCH_ABANDON = "batch.abandon"
+    BATCH_STEP_SIGN = "batch.step_sign"
+    BATCH_ENTRY_VERIFY = "batch.entry_verify"
+    AUDIT_TRAIL_REVIEW = "batch.audit_trail_review"
+    RELEASE_QUEUE_READ = "release.queue"
+    RELEASE_DECIDE = "release.decide"
+    # telemetry and monitoring
+    TELEMETRY_READ = "telemetry.read"
+    DEAD_LETTERS_READ = "telemetry.dead_letters"
+    TELEMETRY_RETENTION = "telemetry.retention"
+    MONITORING_READ = "monitoring.read"
+    MODEL_TRAIN = "model.train"
+    MODEL_APPROVE = "model.approve"
+    MODEL_RETIRE = "model.retire"
+    ALARM_ACKNOWLEDGE = "alarm.acknowledge"
+    ALARM_CLOSE = "alarm.close"
+    # custody
+    EPCIS_QUERY = "epcis.query"
+    EPCIS_CAPTURE = "epcis.capture"
+    TRACE_READ = "trace.read"
+    RECALL_CREATE = "recall.create"
+    RECALL_REPORT_READ = "recall.report"
+    LEDGER_VERIFY = "ledger.verify"
+    PACK_VERIFY = "pack.verify"
+    DISPENSE = "pack.dispense"
+    DISPENSE_UNDO = "pack.dispense_undo"
+    PACKS_MOVE = "pack.move"
+    PACKS_DESTROY = "pack.destroy"
+    READINGS_RECORD = "pack.readings"
+
+
+MATRIX: Mapping[Permission, frozenset[Role]] = {
+    Permission.PROFILE_READ: ALL_ROLES,
+    Permission.USERS_READ: frozenset({A, AU, Q}),
+    Permission.USERS_MANAGE: frozenset({A}),
+    Permission.AUDIT_READ: frozenset({Q, A, AU, PH}),
+    Permission.AUDIT_VERIFY: frozenset({Q, A, AU}),
+    Permission.RECORD_EXPORT: frozenset({Q, A, AU, PH}),
+    Permission.NETWORK_READ: ALL_ROLES,
+    Permission.SITE_CREATE: frozenset({A}),
+    Permission.SITE_STATUS: frozenset({A, Q}),
+    Permission.SITE_GLN: frozenset({A}),
+    Permission.MACHINE_REGISTER: frozenset({A}),
+    Permission.MACHINE_STATE: frozenset({OP, A, Q}),
+    Permission.MACHINE_QUALIFY: frozenset({Q, A}),
+    Permission.MACHINE_QUALIFICATION_REVOKE: frozenset({Q}),
+    Permission.TRAINING_RECORD: frozenset({Q, A}),
+    Permission.FAULT_INJECT: frozenset({A, PL}),
+    Permission.NETWORK_RUN: frozenset({A, PL}),
+    Permission.MASTER_FILE_READ: ALL_ROLES,
+    Permission.MASTER_FILE_DRAFT: frozenset({Q, A}),
+    Permission.MASTER_FILE_APPROVE: frozenset({Q}),
+    Permission.MASTER_FILE_EFFECTIVE: frozenset({Q, A}),
+    Permission.MASTER_FILE_WITHDRAW: frozenset({Q}),
+    Permission.LOT_READ: STAFF,
+    Permission.LOT_RECEIVE: frozenset({OP, PH, A}),
+    Permission.LOT_STATUS: frozenset({Q, PH}),
+    Permission.ORDER_SUBMIT: frozenset({CL, PH, A}),
+    Permission.ORDER_READ: ALL_ROLES,
+    Permission.ORDER_CANCEL: frozenset({CL, PH, A}),
+    Permission.ORDER_SCHEDULE: frozenset({PL, PH}),
+    Permission.ORDER_REPLAN: frozenset({PL, PH}),
+    Permission.ORDER_PRIORITY: frozenset({PL, PH, CL, A}),
+    Permission.PATIENT_IDENTITY_READ: frozenset({PH, CL}),
+    Permission.PLAN_READ: frozenset({PL, PH, A, Q, AU, OP}),
+    Permission.PLAN_RUN: frozenset({PL, PH, A}),
+    Permission.DOWNTIME_BOOK: frozenset({PL, A, Q}),
+    Permission.SHIFT_RECORD: frozenset({PL, A}),
+    Permission.TRANSPORT_RECORD: frozenset({PL, A}),
+    Permission.TICKET_ISSUE: frozenset({PL, Q, PH}),
+    Permission.BATCH_START: frozenset({OP}),
+    Permission.BATCH_READ: STAFF,
+    Permission.BATCH_ABANDON: frozenset({Q, A}),
+    Permission.BATCH_STEP_SIGN: frozenset({OP, PH}),
+    Permission.BATCH_ENTRY_VERIFY: frozenset({OP, PH, Q}),
+    Permission.AUDIT_TRAIL_REVIEW: frozenset({Q}),
+    Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH}),
+    Permission.RELEASE_DECIDE: frozenset({Q}),
+    Permission.TELEMETRY_READ: STAFF,
+    Permission.DEAD_LETTERS_READ: frozenset({Q, A, AU}),
+    Permission.TELEMETRY_RETENTION: frozenset({A, Q}),
+    Permission.MONITORING_READ: STAFF,
+    Permission.MODEL_TRAIN: frozenset({Q, A}),
+    Permission.MODEL_APPROVE: frozenset({Q}),
+    Permission.MODEL_RETIRE: frozenset({Q}),
+    Permission.ALARM_ACKNOWLEDGE: frozenset({OP, PH, Q, A}),
+    Permission.ALARM_CLOSE: frozenset({Q, PH}),
+    Permission.EPCIS_QUERY: frozenset({Q, A, AU, PH}),
+    Permission.EPCIS_CAPTURE: frozenset({Q, A, PH}),
+    Permission.TRACE_READ: frozenset({Q, A, AU, PH}),
+    Permission.RECALL_CREATE: frozenset({Q, A}),
+    Permission.RECALL_REPORT_READ: frozenset({Q, A, AU}),
+    Permission.LEDGER_VERIFY: frozenset({Q, A, AU}),
+    Permission.PACK_VERIFY: frozenset({PH, Q, A}),
+    Permission.DISPENSE: frozenset({PH}),
+    Permission.DISPENSE_UNDO: frozenset({PH}),
+    Permission.PACKS_MOVE: frozenset({PH, OP, Q}),
+    Permission.PACKS_DESTROY: frozenset({PH, Q}),
+    Permission.READINGS_RECORD: frozenset({PH, OP, Q}),
+}
+
+# what each permission is for, in the refusal message
+_WORDS: Mapping[Permission, str] = {
+    p: p.value.replace(".", ": ").replace("_", " ") for p in Permission
+}
+
+
+def roles_for(permission: Permission) -> frozenset[Role]:
+    return MATRIX[permission]
+
+
+def is_network_wide(actor: Actor) -> bool:
+    """Control-site staff, users without a home site, auditors and system components see
+    every site; everyone else sees their own site."""
+    return "system" in actor.roles or actor.network or Role.AUDITOR.value in actor.roles
+
+
+def visible_sites(actor: Actor) -> frozenset[str] | None:
+    """The sites whose records the actor may see: None means every site."""
+    if is_network_wide(actor):
+        return None
+    return frozenset({actor.site_id}) if actor.site_id else frozenset()
+
+
+def can(actor: Actor, permission: Permission, *, site_id: str | None = None) -> bool:
+    if "system" in actor.roles:
+        return True
+    if not actor.has_any(MATRIX[permission]):
+        return False
+    return site_id is None or is_network_wide(actor) or actor.site_id == site_id
+
+
+def authorize(
+    actor: Actor,
+    permission: Permission,
+    *,
+    site_id: str | None = None,
+    sites: Iterable[str | None] = (),
+) -> None:
+    """Raise Forbidden unless the matrix gives one of the actor's roles `permission` and,
+    for a site's record, the actor may act on that site."""
+    if "system" in actor.roles:
+        return
+    allowed = MATRIX[permission]
+    if not actor.has_any(allowed):
+        wanted = ", ".join(sorted(r.value for r in allowed))
+        raise Forbidden(
+            f"{_WORDS[permission]} needs one of the roles: {wanted}; {actor.username} has none",
+            code="forbidden",
+        )
+    if is_network_wide(actor):
+        return
+    for site in (site_id, *sites):
+        if site is not None and site != actor.site_id:
+            raise Forbidden(
+                f"this record belongs to another site; {actor.username} acts for site "
+                f"{actor.site_id or '(none)'} only",
+                field="site_id",
+                code="other_site",
+            )
