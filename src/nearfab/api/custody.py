@@ -10,14 +10,13 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import ActorDep, AppDep, UowDep
+from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.custody import Container, EpcisInvalid
-from nearfab.identity import Permission, authorize
+from nearfab.identity import Actor, Permission
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
-
 
 
 class VerifyIn(BaseModel):
@@ -52,7 +51,10 @@ class RecallIn(BaseModel):
 # --- EPCIS -----------------------------------------------------------------------------------
 @router.post("/epcis/capture", tags=["custody"], status_code=201)
 def epcis_capture(
-    document: Annotated[Any, Body()], actor: ActorDep, application: AppDep, uow: UowDep
+    document: Annotated[Any, Body()],
+    actor: Annotated[Actor, allowed(Permission.EPCIS_CAPTURE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> Any:
     """Store an EPCIS 2.0 JSON-LD document's events, all or none. 400 with every schema error
     when invalid; events already held (same event hash) are reported as duplicates."""
@@ -65,7 +67,7 @@ def epcis_capture(
 
 @router.get("/epcis/events", tags=["custody"])
 def epcis_events(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.EPCIS_QUERY)],
     application: AppDep,
     uow: UowDep,
     epc: Annotated[str | None, Query(description="EPC URN or Digital Link")] = None,
@@ -77,7 +79,6 @@ def epcis_events(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """EPCISQueryDocument of the events matching every filter given."""
-    authorize(actor, Permission.EPCIS_QUERY)
     return application.custody_chain.epcis.query_document(
         uow,
         epc=epc,
@@ -92,7 +93,12 @@ def epcis_events(
 
 # --- verification at dispense ----------------------------------------------------------------
 @router.post("/verify", tags=["custody"])
-def verify(body: VerifyIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def verify(
+    body: VerifyIn,
+    actor: Annotated[Actor, allowed(Permission.PACK_VERIFY)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """One status for a scanned pack: ok, wrong_patient, expired, recalled, not_released,
     rejected, already_dispensed or unknown (suspected falsified), with details."""
     result = application.custody_chain.custody.verify(
@@ -103,7 +109,11 @@ def verify(body: VerifyIn, actor: ActorDep, application: AppDep, uow: UowDep) ->
 
 @router.post("/packs/{unit_id}/undo-dispense", tags=["custody"])
 def undo_dispense(
-    unit_id: str, body: UndoIn, actor: ActorDep, application: AppDep, uow: UowDep
+    unit_id: str,
+    body: UndoIn,
+    actor: Annotated[Actor, allowed(Permission.DISPENSE_UNDO)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     unit = application.custody_chain.custody.undo_dispense(
         uow, actor, unit_id=unit_id, reason=body.reason
@@ -130,7 +140,10 @@ def _site_id(application: App, uow: UnitOfWork, site: str) -> str:
 
 @router.post("/containers", tags=["custody"], status_code=201)
 def container_pack(
-    body: PackIn, actor: ActorDep, application: AppDep, uow: UowDep
+    body: PackIn,
+    actor: Annotated[Actor, allowed(Permission.PACKS_MOVE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Pack released packs into a new shipping container (SSCC) for a site: EPCIS
     AggregationEvent ADD, bizStep packing."""
@@ -144,7 +157,11 @@ def container_pack(
 
 @router.post("/containers/{sscc}/unpack", tags=["custody"])
 def container_unpack(
-    sscc: str, body: UnpackIn, actor: ActorDep, application: AppDep, uow: UowDep
+    sscc: str,
+    body: UnpackIn,
+    actor: Annotated[Actor, allowed(Permission.PACKS_MOVE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """On receipt: take the packs out of the container (AggregationEvent DELETE, unpacking)."""
     at_site = _site_id(application, uow, body.at_site_id) if body.at_site_id else None
@@ -155,7 +172,10 @@ def container_unpack(
 
 @router.post("/packs/destroy", tags=["custody"])
 def packs_destroy(
-    body: DestroyIn, actor: ActorDep, application: AppDep, uow: UowDep
+    body: DestroyIn,
+    actor: Annotated[Actor, allowed(Permission.PACKS_DESTROY)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Destroy rejected, recalled or expired packs (QP or pharmacist, reason required)."""
     site = _site_id(application, uow, body.site_id)
@@ -167,12 +187,22 @@ def packs_destroy(
 
 # --- trace and recall ------------------------------------------------------------------------
 @router.get("/trace/units/{unit_id}", tags=["custody"])
-def trace_unit(unit_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def trace_unit(
+    unit_id: str,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     return application.custody_chain.trace.unit(uow, actor, unit_id)
 
 
 @router.get("/trace/lots/{lot}", tags=["custody"])
-def trace_lot(lot: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def trace_lot(
+    lot: str,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     return application.custody_chain.trace.lot(uow, actor, lot)
 
 
@@ -181,7 +211,7 @@ def trace_machine(
     machine_id: str,
     start: datetime,
     end: datetime,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
@@ -190,14 +220,21 @@ def trace_machine(
 
 @router.get("/trace/master-files/{code}/{version}", tags=["custody"])
 def trace_master_file(
-    code: str, version: int, actor: ActorDep, application: AppDep, uow: UowDep
+    code: str,
+    version: int,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     return application.custody_chain.trace.master_file(uow, actor, code, version)
 
 
 @router.post("/recalls", tags=["custody"], status_code=201)
 def recall_create(
-    body: RecallIn, actor: ActorDep, application: AppDep, uow: UowDep
+    body: RecallIn,
+    actor: Annotated[Actor, allowed(Permission.RECALL_CREATE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     chain = application.custody_chain
     recall = chain.recalls.create(uow, actor, lot=body.lot, reason=body.reason)
@@ -213,12 +250,11 @@ def recall_create(
 )
 def recall_report(
     recall_id: str,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.RECALL_REPORT_READ)],
     application: AppDep,
     uow: UowDep,
     format: Literal["csv", "pdf"] = "csv",
 ) -> Response:
-    authorize(actor, Permission.RECALL_REPORT_READ)
     recalls = application.custody_chain.recalls
     if format == "pdf":
         return Response(recalls.report_pdf(uow, recall_id), media_type="application/pdf")
@@ -227,7 +263,9 @@ def recall_report(
 
 @router.get("/custody/ledger/verify", tags=["custody"])
 def ledger_verify(
-    actor: ActorDep, application: AppDep, uow: UowDep, all_signatures: bool = False
+    actor: Annotated[Actor, allowed(Permission.LEDGER_VERIFY)],
+    application: AppDep,
+    uow: UowDep,
+    all_signatures: bool = False,
 ) -> dict[str, Any]:
-    authorize(actor, Permission.LEDGER_VERIFY)
     return application.custody_chain.ledger.verify(uow, all_signatures=all_signatures).to_dict()

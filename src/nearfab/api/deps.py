@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nearfab.api.security import LoginThrottle
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Unauthenticated
-from nearfab.identity import Actor
+from nearfab.identity import Actor, Permission, authorize
 from nearfab.uow import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
@@ -46,6 +46,24 @@ def get_actor(
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def allowed(permission: Permission) -> Any:
+    """A route's declared permission: refuses a role the matrix does not allow before the
+    request body is even read. The service checks again, with the record's site; the
+    route-matrix test (tests/identity/test_route_matrix.py) reads this declaration."""
+
+    def dependency(actor: ActorDep) -> Actor:
+        authorize(actor, permission)
+        return actor
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+def declared_permission(call: Any) -> Permission | None:
+    found: Permission | None = getattr(call, "permission", None)
+    return found
 
 
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:

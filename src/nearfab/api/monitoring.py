@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import ActorDep, AppDep, UowDep
+from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Permission, authorize
+from nearfab.identity import Actor, Permission
 from nearfab.monitoring import alarm_dict, model_dict
 
 router = APIRouter(prefix="/api/v1")
-
 
 
 class TrainIn(BaseModel):
@@ -52,9 +51,10 @@ class RetentionIn(BaseModel):
 
 # --- telemetry -------------------------------------------------------------------------------
 @router.get("/telemetry/machines", tags=["telemetry"])
-def telemetry_machines(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
+def telemetry_machines(
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)], application: AppDep, uow: UowDep
+) -> list[dict[str, Any]]:
     """Each machine's telemetry session: online, PackML state, current run, last message."""
-    authorize(actor, Permission.TELEMETRY_READ)
     return [
         to_jsonable(
             {
@@ -77,13 +77,12 @@ def telemetry_machines(actor: ActorDep, application: AppDep, uow: UowDep) -> lis
 
 @router.get("/telemetry/series", tags=["telemetry"])
 def telemetry_series(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
     uow: UowDep,
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
-    authorize(actor, Permission.TELEMETRY_READ)
     return [
         {"machine_id": s.machine_id, "run": s.run, "metric": s.metric, "unit": s.unit}
         for s in application.telemetry.series(uow, machine_id=machine_id, run=run)
@@ -92,7 +91,7 @@ def telemetry_series(
 
 @router.get("/telemetry/readings", tags=["telemetry"])
 def telemetry_readings(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
     uow: UowDep,
     metric: str = Query(),
@@ -103,7 +102,6 @@ def telemetry_readings(
     max_points: int | None = Query(default=None, ge=2, le=100_000),
 ) -> dict[str, Any]:
     """One metric over time; with `max_points` the answer is bucketed (mean, min, max)."""
-    authorize(actor, Permission.TELEMETRY_READ)
     data = application.telemetry.query(
         uow,
         metric=metric,
@@ -128,7 +126,7 @@ def telemetry_readings(
 
 @router.get("/telemetry/export.csv", tags=["telemetry"], response_class=Response)
 def telemetry_csv(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
     uow: UowDep,
     machine_id: str | None = None,
@@ -136,7 +134,6 @@ def telemetry_csv(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Response:
-    authorize(actor, Permission.TELEMETRY_READ)
     out = io.StringIO()
     application.telemetry.export_csv(uow, out, machine_id=machine_id, run=run, start=start, end=end)
     name = run or machine_id or "telemetry"
@@ -149,10 +146,12 @@ def telemetry_csv(
 
 @router.get("/telemetry/dead-letters", tags=["telemetry"])
 def dead_letters(
-    actor: ActorDep, application: AppDep, uow: UowDep, limit: int = Query(100, ge=1, le=1000)
+    actor: Annotated[Actor, allowed(Permission.DEAD_LETTERS_READ)],
+    application: AppDep,
+    uow: UowDep,
+    limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Messages that could not be stored, newest first, with the reason."""
-    authorize(actor, Permission.DEAD_LETTERS_READ)
     return [
         to_jsonable(
             {
@@ -171,13 +170,12 @@ def dead_letters(
 
 @router.get("/telemetry/gaps", tags=["telemetry"])
 def gaps(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
     uow: UowDep,
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
-    authorize(actor, Permission.TELEMETRY_READ)
     return [
         to_jsonable(
             {
@@ -197,7 +195,10 @@ def gaps(
 
 @router.post("/telemetry/retention", tags=["telemetry"])
 def retention(
-    body: RetentionIn, actor: ActorDep, application: AppDep, uow: UowDep
+    body: RetentionIn,
+    actor: Annotated[Actor, allowed(Permission.TELEMETRY_RETENTION)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, int]:
     """Thin raw readings older than N days (≥ 30) into per-bucket mean/min/max; audited."""
     return application.telemetry.apply_retention(
@@ -212,14 +213,21 @@ def retention(
 # --- models ----------------------------------------------------------------------------------
 @router.get("/monitoring/models", tags=["monitoring"])
 def models(
-    actor: ActorDep, application: AppDep, uow: UowDep, status: str | None = None
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
+    application: AppDep,
+    uow: UowDep,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
-    authorize(actor, Permission.MONITORING_READ)
     return [model_dict(m) for m in application.monitoring.models(uow, status=status)]
 
 
 @router.post("/monitoring/models", status_code=201, tags=["monitoring"])
-def train(body: TrainIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def train(
+    body: TrainIn,
+    actor: Annotated[Actor, allowed(Permission.MODEL_TRAIN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """Fit a draft SPC or MSPC model from qualified runs (released batches)."""
     model = application.monitoring.train(
         uow,
@@ -235,8 +243,12 @@ def train(body: TrainIn, actor: ActorDep, application: AppDep, uow: UowDep) -> d
 
 
 @router.get("/monitoring/models/{model_id}", tags=["monitoring"])
-def model(model_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    authorize(actor, Permission.MONITORING_READ)
+def model(
+    model_id: str,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     found = application.monitoring.get_model(uow, model_id)
     return {
         **model_dict(found),
@@ -247,7 +259,11 @@ def model(model_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> d
 
 @router.post("/monitoring/models/{model_id}/approve", tags=["monitoring"])
 def approve(
-    model_id: str, body: ApproveIn, actor: ActorDep, application: AppDep, uow: UowDep
+    model_id: str,
+    body: ApproveIn,
+    actor: Annotated[Actor, allowed(Permission.MODEL_APPROVE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """QP approval by e-signature (password again, and the meaning); retires the old version."""
     return model_dict(
@@ -259,14 +275,18 @@ def approve(
 
 @router.post("/monitoring/models/{model_id}/retire", tags=["monitoring"])
 def retire(
-    model_id: str, body: NoteIn, actor: ActorDep, application: AppDep, uow: UowDep
+    model_id: str,
+    body: NoteIn,
+    actor: Annotated[Actor, allowed(Permission.MODEL_RETIRE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     return model_dict(application.monitoring.retire(uow, actor, model_id, reason=body.note))
 
 
 @router.get("/monitoring/capability", tags=["monitoring"])
 def capability(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
     uow: UowDep,
     master_file_code: str = Query(min_length=1),
@@ -276,7 +296,6 @@ def capability(
 ) -> list[dict[str, Any]]:
     """Cp, Cpk, Pp, Ppk with confidence intervals per process parameter over qualified runs,
     against the effective master file's limits."""
-    authorize(actor, Permission.MONITORING_READ)
     return application.monitoring.capability(
         uow,
         master_file_code=master_file_code,
@@ -289,40 +308,45 @@ def capability(
 # --- charts ----------------------------------------------------------------------------------
 @router.get("/monitoring/runs/{run}/charts", tags=["monitoring"])
 def run_charts(
-    run: str, actor: ActorDep, application: AppDep, uow: UowDep, model_id: str | None = None
+    run: str,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
+    application: AppDep,
+    uow: UowDep,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
     """Control-chart data per metric of a run: values, limits, EWMA, flagged points."""
-    authorize(actor, Permission.MONITORING_READ)
     return application.charts.control_charts(uow, run, model_id=model_id)
 
 
 @router.get("/monitoring/runs/{run}/mspc", tags=["monitoring"])
 def run_mspc(
-    run: str, actor: ActorDep, application: AppDep, uow: UowDep, model_id: str | None = None
+    run: str,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
+    application: AppDep,
+    uow: UowDep,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
     """Hotelling T² and SPE per sample of a run, with the model's limits."""
-    authorize(actor, Permission.MONITORING_READ)
     return application.charts.mspc_chart(uow, run, model_id=model_id)
 
 
 @router.get("/monitoring/runs/{run}/contributions", tags=["monitoring"])
 def run_contributions(
     run: str,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
     uow: UowDep,
     index: int = Query(ge=0),
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Each variable's contribution to T² and SPE for one sample of a run."""
-    authorize(actor, Permission.MONITORING_READ)
     return application.charts.contributions(uow, run, index, model_id=model_id)
 
 
 # --- alarms ----------------------------------------------------------------------------------
 @router.get("/alarms", tags=["monitoring"])
 def alarms(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
     uow: UowDep,
     status: Literal["open", "acknowledged", "closed"] | None = None,
@@ -333,7 +357,6 @@ def alarms(
     site_id: str | None = None,
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    authorize(actor, Permission.MONITORING_READ)
     return [
         alarm_dict(a)
         for a in application.monitoring.alarms(
@@ -350,21 +373,33 @@ def alarms(
 
 
 @router.get("/alarms/{alarm_id}", tags=["monitoring"])
-def alarm(alarm_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
-    authorize(actor, Permission.MONITORING_READ)
+def alarm(
+    alarm_id: str,
+    actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     return alarm_dict(application.monitoring.get_alarm(uow, alarm_id))
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", tags=["monitoring"])
 def acknowledge(
-    alarm_id: str, body: NoteIn, actor: ActorDep, application: AppDep, uow: UowDep
+    alarm_id: str,
+    body: NoteIn,
+    actor: Annotated[Actor, allowed(Permission.ALARM_ACKNOWLEDGE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     return alarm_dict(application.monitoring.acknowledge(uow, actor, alarm_id, note=body.note))
 
 
 @router.post("/alarms/{alarm_id}/close", tags=["monitoring"])
 def close(
-    alarm_id: str, body: CloseIn, actor: ActorDep, application: AppDep, uow: UowDep
+    alarm_id: str,
+    body: CloseIn,
+    actor: Annotated[Actor, allowed(Permission.ALARM_CLOSE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Close with a documented disposition; the batch can then be released by the QP."""
     return alarm_dict(

@@ -7,13 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import ActorDep, AppDep
+from nearfab.api.deps import AppDep, allowed
 from nearfab.common.errors import NotFound
-from nearfab.identity import Permission, authorize
+from nearfab.identity import Actor, Permission
 from nearfab.scheduling.schemas import plan_dict, plan_summary
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
-
 
 
 class PlanIn(BaseModel):
@@ -23,9 +22,10 @@ class PlanIn(BaseModel):
 
 
 @router.get("/plan")
-def current_plan(actor: ActorDep, application: AppDep) -> dict[str, Any]:
+def current_plan(
+    actor: Annotated[Actor, allowed(Permission.PLAN_READ)], application: AppDep
+) -> dict[str, Any]:
     """The current plan version: assignments, why orders are late or unplaced, what changed."""
-    authorize(actor, Permission.PLAN_READ)
     with application.uow() as uow:
         version = application.scheduling.current_plan(uow)
         if version is None:
@@ -35,13 +35,12 @@ def current_plan(actor: ActorDep, application: AppDep) -> dict[str, Any]:
 
 @router.get("/plan/history")
 def plan_history(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.PLAN_READ)],
     application: AppDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
     """Plan versions, newest first: each with its trigger and reason (why) and its changes
     (what changed: each order added, moved, retimed or taken off, with from and to)."""
-    authorize(actor, Permission.PLAN_READ)
     with application.uow() as uow:
         return [
             {**plan_summary(v), "changes": v.changes}
@@ -50,14 +49,17 @@ def plan_history(
 
 
 @router.get("/plan/{number}")
-def plan_version(number: int, actor: ActorDep, application: AppDep) -> dict[str, Any]:
-    authorize(actor, Permission.PLAN_READ)
+def plan_version(
+    number: int, actor: Annotated[Actor, allowed(Permission.PLAN_READ)], application: AppDep
+) -> dict[str, Any]:
     with application.uow() as uow:
         return plan_dict(application.scheduling.plan_version(uow, number))
 
 
 @router.post("/plan", status_code=201)
-def make_plan(body: PlanIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
+def make_plan(
+    body: PlanIn, actor: Annotated[Actor, allowed(Permission.PLAN_RUN)], application: AppDep
+) -> dict[str, Any]:
     """Plan again now (planner, pharmacist or admin); the new version is audited."""
     with application.uow() as uow:  # the service refuses other roles (403)
         version = application.scheduling.plan(

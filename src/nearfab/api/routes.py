@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from nearfab.api.deps import ActorDep, AppDep, UowDep, client_of, login_throttle
+from nearfab.api.deps import ActorDep, AppDep, UowDep, allowed, client_of, login_throttle
 from nearfab.api.schemas import (
     DecisionIn,
     DispenseIn,
@@ -28,7 +28,7 @@ from nearfab.api.schemas import (
 )
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound, Unauthenticated
-from nearfab.identity import audit_trail
+from nearfab.identity import Actor, Permission, audit_trail
 from nearfab.production import Fault
 from nearfab.readmodels import (
     audit_dict,
@@ -64,7 +64,7 @@ def token(body: TokenIn, request: Request, application: AppDep, uow: UowDep) -> 
 
 
 @router.get("/me", tags=["identity"])
-def me(actor: ActorDep) -> dict[str, Any]:
+def me(actor: Annotated[Actor, allowed(Permission.PROFILE_READ)]) -> dict[str, Any]:
     return {
         "user_id": actor.user_id,
         "username": actor.username,
@@ -84,13 +84,20 @@ def audit(
 
 # --- network ---------------------------------------------------------------------------------
 @router.get("/network", tags=["network"])
-def network(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
+def network(
+    actor: Annotated[Actor, allowed(Permission.NETWORK_READ)], application: AppDep, uow: UowDep
+) -> list[dict[str, Any]]:
     """Sites with their machines and states."""
     return network_view(application, uow)
 
 
 @router.post("/sites", status_code=201, tags=["network"])
-def create_site(body: SiteIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def create_site(
+    body: SiteIn,
+    actor: Annotated[Actor, allowed(Permission.SITE_CREATE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     site = application.network.create_site(
         uow, actor, code=body.code, name=body.name, kind=body.kind
     )
@@ -99,7 +106,11 @@ def create_site(body: SiteIn, actor: ActorDep, application: AppDep, uow: UowDep)
 
 @router.post("/sites/{site_id}/status", tags=["network"])
 def site_status(
-    site_id: str, body: SiteStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+    site_id: str,
+    body: SiteStatusIn,
+    actor: Annotated[Actor, allowed(Permission.SITE_STATUS)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     site = application.network.transition_site(
         uow,
@@ -114,7 +125,10 @@ def site_status(
 
 @router.post("/machines", status_code=201, tags=["network"])
 def create_machine(
-    body: MachineIn, actor: ActorDep, application: AppDep, uow: UowDep
+    body: MachineIn,
+    actor: Annotated[Actor, allowed(Permission.MACHINE_REGISTER)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     m = application.network.register_machine(uow, actor, **body.model_dump())
     return _row(m, "id", "site_id", "name", "machine_type", "firmware", "status")
@@ -122,7 +136,11 @@ def create_machine(
 
 @router.post("/machines/{machine_id}/qualifications", status_code=201, tags=["network"])
 def qualify(
-    machine_id: str, body: QualificationIn, actor: ActorDep, application: AppDep, uow: UowDep
+    machine_id: str,
+    body: QualificationIn,
+    actor: Annotated[Actor, allowed(Permission.MACHINE_QUALIFY)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     q = application.network.qualify_machine(
         uow, actor, machine_id, body.master_file_code, valid_until=body.valid_until
@@ -132,7 +150,11 @@ def qualify(
 
 @router.post("/machines/{machine_id}/status", tags=["network"])
 def machine_status(
-    machine_id: str, body: MachineStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+    machine_id: str,
+    body: MachineStatusIn,
+    actor: Annotated[Actor, allowed(Permission.MACHINE_STATE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Maintenance, back to available, or retired; with the reason."""
     m = application.network.set_machine_status(
@@ -146,7 +168,7 @@ def revoke_qualification(
     machine_id: str,
     code: str,
     body: ReasonIn,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.MACHINE_QUALIFICATION_REVOKE)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
@@ -156,12 +178,14 @@ def revoke_qualification(
 
 @router.post("/machines/{machine_id}/faults", status_code=202, tags=["network"])
 def inject_fault(
-    machine_id: str, body: FaultIn, actor: ActorDep, application: AppDep, uow: UowDep
+    machine_id: str,
+    body: FaultIn,
+    actor: Annotated[Actor, allowed(Permission.FAULT_INJECT)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Simulated machines only: inject a fault into the digital twin."""
-    from nearfab.identity import Permission, authorize
 
-    authorize(actor, Permission.FAULT_INJECT)
     machine = application.network.get_machine(uow, machine_id)
     fault = Fault(kind=body.kind, severity=body.severity, from_unit=body.from_unit)
     application.fleet.inject_fault(machine, fault)
@@ -170,7 +194,11 @@ def inject_fault(
 
 @router.post("/users/{user_id}/training", status_code=201, tags=["network"])
 def training(
-    user_id: str, body: TrainingIn, actor: ActorDep, application: AppDep, uow: UowDep
+    user_id: str,
+    body: TrainingIn,
+    actor: Annotated[Actor, allowed(Permission.TRAINING_RECORD)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     t = application.network.record_training(
         uow, actor, user_id, body.master_file_code, valid_until=body.valid_until
@@ -179,11 +207,11 @@ def training(
 
 
 @router.post("/network/run", tags=["network"])
-def run(body: RunIn, actor: ActorDep, application: AppDep) -> dict[str, Any]:
+def run(
+    body: RunIn, actor: Annotated[Actor, allowed(Permission.NETWORK_RUN)], application: AppDep
+) -> dict[str, Any]:
     """Advance the simulated machines until only people can move things on."""
-    from nearfab.identity import Permission, authorize
 
-    authorize(actor, Permission.NETWORK_RUN)
     summary = application.runner.run_until_idle() if body.until_idle else application.runner.step()
     return summary.to_dict()
 
@@ -214,20 +242,29 @@ MF_FIELDS = (
 
 
 @router.get("/master-files", tags=["master files"])
-def master_files(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
+def master_files(
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_READ)], application: AppDep, uow: UowDep
+) -> list[dict[str, Any]]:
     return [_row(mf, *MF_FIELDS) for mf in application.master_files.list_all(uow)]
 
 
 @router.post("/master-files", status_code=201, tags=["master files"])
 def draft_master_file(
-    actor: ActorDep, application: AppDep, uow: UowDep, body: dict[str, Any] = Body()
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_DRAFT)],
+    application: AppDep,
+    uow: UowDep,
+    body: dict[str, Any] = Body(),
 ) -> dict[str, Any]:
     return _row(application.master_files.draft(uow, actor, body), *MF_FIELDS)
 
 
 @router.post("/master-files/{mf_id}/approve", tags=["master files"])
 def approve_master_file(
-    mf_id: str, body: SignIn, actor: ActorDep, application: AppDep, uow: UowDep
+    mf_id: str,
+    body: SignIn,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_APPROVE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     mf = application.master_files.approve(
         uow, actor, mf_id, password=body.password, meaning=body.meaning
@@ -237,7 +274,10 @@ def approve_master_file(
 
 @router.post("/master-files/{mf_id}/effective", tags=["master files"])
 def effective_master_file(
-    mf_id: str, actor: ActorDep, application: AppDep, uow: UowDep
+    mf_id: str,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_EFFECTIVE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     return _row(application.master_files.make_effective(uow, actor, mf_id), *MF_FIELDS)
 
@@ -259,7 +299,11 @@ LOT_FIELDS = (
 
 @router.post("/master-files/{mf_id}/withdraw", tags=["master files"])
 def withdraw_master_file(
-    mf_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+    mf_id: str,
+    body: ReasonIn,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_WITHDRAW)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     return _row(
         application.master_files.withdraw(uow, actor, mf_id, reason=body.reason), *MF_FIELDS
@@ -267,18 +311,29 @@ def withdraw_master_file(
 
 
 @router.get("/material-lots", tags=["materials"])
-def lots(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
+def lots(
+    actor: Annotated[Actor, allowed(Permission.LOT_READ)], application: AppDep, uow: UowDep
+) -> list[dict[str, Any]]:
     return [_row(lot, *LOT_FIELDS) for lot in application.materials.list_lots(uow)]
 
 
 @router.post("/material-lots", status_code=201, tags=["materials"])
-def receive_lot(body: LotIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def receive_lot(
+    body: LotIn,
+    actor: Annotated[Actor, allowed(Permission.LOT_RECEIVE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     return _row(application.materials.receive_lot(uow, actor, **body.model_dump()), *LOT_FIELDS)
 
 
 @router.post("/material-lots/{lot_id}/status", tags=["materials"])
 def lot_status(
-    lot_id: str, body: LotStatusIn, actor: ActorDep, application: AppDep, uow: UowDep
+    lot_id: str,
+    body: LotStatusIn,
+    actor: Annotated[Actor, allowed(Permission.LOT_STATUS)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     lot = application.materials.set_status(uow, actor, lot_id, body.status, reason=body.reason)
     return _row(lot, *LOT_FIELDS)
@@ -287,7 +342,7 @@ def lot_status(
 # --- orders and production -------------------------------------------------------------------
 @router.post("/orders", status_code=201, tags=["orders"])
 def submit_order(
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.ORDER_SUBMIT)],
     application: AppDep,
     uow: UowDep,
     body: dict[str, Any] = Body(description="FHIR R4 MedicationRequest or Bundle"),
@@ -314,7 +369,10 @@ def submit_order(
 
 @router.get("/orders", tags=["orders"])
 def list_orders(
-    actor: ActorDep, application: AppDep, uow: UowDep, status: str | None = None
+    actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
+    application: AppDep,
+    uow: UowDep,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
     return [
         _row(
@@ -333,13 +391,23 @@ def list_orders(
 
 
 @router.get("/orders/{order_id}", tags=["orders"])
-def get_order(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def get_order(
+    order_id: str,
+    actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """The order with its jobs, batches, release, packs and timeline."""
     return order_view(application, uow, order_id)
 
 
 @router.post("/orders/{order_id}/schedule", status_code=201, tags=["orders"])
-def schedule(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def schedule(
+    order_id: str,
+    actor: Annotated[Actor, allowed(Permission.ORDER_SCHEDULE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     job = application.scheduling.schedule(uow, actor, order_id)
     return _row(
         job, "id", "order_id", "machine_id", "site_id", "planned_start", "planned_finish", "status"
@@ -348,7 +416,11 @@ def schedule(order_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -
 
 @router.post("/orders/{order_id}/cancel", tags=["orders"])
 def cancel_order(
-    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+    order_id: str,
+    body: ReasonIn,
+    actor: Annotated[Actor, allowed(Permission.ORDER_CANCEL)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Cancel an order that has not started (a scheduled one together with its job)."""
     order = application.scheduling.cancel_order(uow, actor, order_id, reason=body.reason)
@@ -357,7 +429,11 @@ def cancel_order(
 
 @router.post("/orders/{order_id}/unschedule", tags=["orders"])
 def unschedule_order(
-    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+    order_id: str,
+    body: ReasonIn,
+    actor: Annotated[Actor, allowed(Permission.ORDER_SCHEDULE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Take a scheduled order off its machine before it starts (the job is cancelled)."""
     order = application.scheduling.unschedule(uow, actor, order_id, reason=body.reason)
@@ -366,20 +442,34 @@ def unschedule_order(
 
 @router.post("/orders/{order_id}/replan", tags=["orders"])
 def replan_order(
-    order_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+    order_id: str,
+    body: ReasonIn,
+    actor: Annotated[Actor, allowed(Permission.ORDER_REPLAN)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """A failed order goes back to planning (a new batch is made from scratch)."""
     return _row(application.orders.replan(uow, actor, order_id, reason=body.reason), "id", "status")
 
 
 @router.post("/jobs/{job_id}/ticket", tags=["production"])
-def ticket(job_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def ticket(
+    job_id: str,
+    actor: Annotated[Actor, allowed(Permission.TICKET_ISSUE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """The control site signs the job ticket (Ed25519)."""
     return application.production.issue_ticket(uow, actor, job_id).to_dict()
 
 
 @router.post("/jobs/{job_id}/start", tags=["production"])
-def start(job_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def start(
+    job_id: str,
+    actor: Annotated[Actor, allowed(Permission.BATCH_START)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """An operator starts a ticketed job: gate checks, material drawn, batch record opened."""
     batch = application.production.start_batch(uow, actor, job_id)
     return _row(batch, "id", "batch_number", "status", "machine_id", "material_lot_number")
@@ -387,7 +477,11 @@ def start(job_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dic
 
 @router.post("/batches/{batch_id}/abandon", tags=["production"])
 def abandon(
-    batch_id: str, body: ReasonIn, actor: ActorDep, application: AppDep, uow: UowDep
+    batch_id: str,
+    body: ReasonIn,
+    actor: Annotated[Actor, allowed(Permission.BATCH_ABANDON)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """Close a batch whose machine will never report: failed, with the reason on record."""
     batch = application.production.abandon(uow, actor, batch_id, reason=body.reason)
@@ -395,20 +489,33 @@ def abandon(
 
 
 @router.get("/batches/{batch_id}", tags=["production"])
-def get_batch(batch_id: str, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def get_batch(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """The electronic batch record."""
     return batch_view(application, uow, batch_id)
 
 
 # --- release, labels, dispense ---------------------------------------------------------------
 @router.get("/release/pending", tags=["quality"])
-def pending(actor: ActorDep, application: AppDep, uow: UowDep) -> list[dict[str, Any]]:
+def pending(
+    actor: Annotated[Actor, allowed(Permission.RELEASE_QUEUE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> list[dict[str, Any]]:
     return pending_view(application, uow)
 
 
 @router.post("/batches/{batch_id}/decision", tags=["quality"])
 def decide(
-    batch_id: str, body: DecisionIn, actor: ActorDep, application: AppDep, uow: UowDep
+    batch_id: str,
+    body: DecisionIn,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_DECIDE)],
+    application: AppDep,
+    uow: UowDep,
 ) -> dict[str, Any]:
     """QP release or rejection, signed with the QP's password and the stated meaning."""
     review = application.quality.decide(
@@ -432,7 +539,7 @@ def decide(
 )
 def pack_label(
     unit_id: str,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
     application: AppDep,
     uow: UowDep,
     format: Literal["png", "pdf"] = "png",
@@ -454,7 +561,7 @@ def pack_label(
 )
 def pack_datamatrix(
     unit_id: str,
-    actor: ActorDep,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
     application: AppDep,
     uow: UowDep,
     format: Literal["svg", "png"] = "svg",
@@ -476,7 +583,12 @@ def pack_datamatrix(
 
 
 @router.post("/dispense", tags=["custody"])
-def dispense(body: DispenseIn, actor: ActorDep, application: AppDep, uow: UowDep) -> dict[str, Any]:
+def dispense(
+    body: DispenseIn,
+    actor: Annotated[Actor, allowed(Permission.DISPENSE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
     """Check a scanned pack against the patient; record the hand-over or refuse with why."""
     result = application.custody.dispense(uow, actor, scan=body.scan, patient_ref=body.patient_ref)
     return {

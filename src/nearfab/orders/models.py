@@ -66,6 +66,8 @@ class Order(Base):
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     prescription_id: Mapped[str] = mapped_column(ForeignKey("prescriptions.id"))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
+    # the site that ordered it (its patient's site): site staff see their own site's orders
+    site_id: Mapped[str | None] = mapped_column(String(32), index=True)
     master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))
     master_file_code: Mapped[str] = mapped_column(String(64))
     master_file_version: Mapped[int]

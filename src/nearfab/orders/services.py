@@ -19,6 +19,8 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    is_network_wide,
+    visible_sites,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
@@ -57,16 +59,25 @@ class OrderService:
 
     # --- intake ------------------------------------------------------------------------------
     def submit(
-        self, uow: UnitOfWork, actor: Actor, document: str | bytes | Mapping[str, Any]
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        document: str | bytes | Mapping[str, Any],
+        *,
+        site_id: str | None = None,
     ) -> list[Order]:
-        """Accept a FHIR MedicationRequest or Bundle: all its prescriptions or none of them."""
-        authorize(actor, Permission.ORDER_SUBMIT)
+        """Accept a FHIR MedicationRequest or Bundle: all its prescriptions or none of them.
+        The orders belong to `site_id` (the ordering site); site staff order for their own
+        site only, and without `site_id` their orders are their site's."""
+        authorize(actor, Permission.ORDER_SUBMIT, site_id=site_id)
+        if site_id is None and not is_network_wide(actor):
+            site_id = actor.site_id
         prescriptions = parse_prescriptions(document)
         # check every prescription before storing anything
         plans = [(rx, self._master_file_for(uow, rx)) for rx in prescriptions]
         for rx, _ in plans:
             self._check_quantities(rx)
-        orders = [self._store(uow, actor, rx, mf) for rx, mf in plans]
+        orders = [self._store(uow, actor, rx, mf, site_id) for rx, mf in plans]
         uow.commit()
         return orders
 
@@ -145,7 +156,14 @@ class OrderService:
             )
         return patient
 
-    def _store(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn, mf: MasterFile) -> Order:
+    def _store(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        rx: PrescriptionIn,
+        mf: MasterFile,
+        site_id: str | None,
+    ) -> Order:
         now = uow.clock.now()
         patient = self._patient(uow, actor, rx)
         raw = canonical_json(rx.raw)
@@ -202,6 +220,7 @@ class OrderService:
             id=new_id("ord"),
             prescription_id=prescription.id,
             patient_id=patient.id,
+            site_id=site_id,
             master_file_id=mf.id,
             master_file_code=mf.code,
             master_file_version=mf.version,
@@ -284,9 +303,9 @@ class OrderService:
         order.updated_at = uow.clock.now()
 
     def cancel(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
-        authorize(actor, Permission.ORDER_CANCEL)
         require_reason(reason, "cancelling an order")
         order = self.get(uow, order_id)
+        authorize(actor, Permission.ORDER_CANCEL, site_id=order.site_id)
         if order.status == OrderStatus.SCHEDULED.value:
             # its job must go with it: SchedulingService.cancel_order does both
             raise Refused(
@@ -300,9 +319,9 @@ class OrderService:
 
     def replan(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Send a failed order back to planning; a new batch will be made from scratch."""
-        authorize(actor, Permission.ORDER_REPLAN)
         require_reason(reason, "re-planning an order")
         order = self.get(uow, order_id)
+        authorize(actor, Permission.ORDER_REPLAN, site_id=order.site_id)
         if order.status != OrderStatus.FAILED.value:
             raise Refused(
                 f"order {order.id} is {order.status}; only failed orders are re-planned",
@@ -320,10 +339,27 @@ class OrderService:
             raise NotFound(f"no order {order_id!r}", field="order_id")
         return order
 
+    def visible(self, uow: UnitOfWork, actor: Actor, order_id: str) -> Order:
+        """An order the actor may read (its site's staff, or the network's)."""
+        order = self.get(uow, order_id)
+        authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
+        return order
+
     def list_orders(
-        self, uow: UnitOfWork, status: str | None = None, limit: int = 200
+        self,
+        uow: UnitOfWork,
+        status: str | None = None,
+        limit: int = 200,
+        *,
+        actor: Actor | None = None,
     ) -> list[Order]:
+        """Newest first; for an `actor`, only the orders of the sites they may see."""
         stmt = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
+        if actor is not None:
+            authorize(actor, Permission.ORDER_READ)
+            sites = visible_sites(actor)
+            if sites is not None:
+                stmt = stmt.where(Order.site_id.in_(sites))
         if status:
             stmt = stmt.where(Order.status == status)
         return list(uow.session.scalars(stmt))
@@ -347,7 +383,11 @@ class OrderService:
 
     def patient_identity(self, uow: UnitOfWork, actor: Actor, patient_id: str) -> dict[str, Any]:
         """Identifying data, for roles that need it; the read itself is audited."""
-        authorize(actor, Permission.PATIENT_IDENTITY_READ)
+        sites = {
+            o.site_id
+            for o in uow.session.scalars(select(Order).where(Order.patient_id == patient_id))
+        }
+        authorize(actor, Permission.PATIENT_IDENTITY_READ, sites=sites)
         row = uow.session.get(PatientIdentity, patient_id)
         if row is None:
             raise NotFound(f"no identity held for patient {patient_id!r}", field="patient_id")
