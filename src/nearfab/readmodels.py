@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import AuditEntry
+from nearfab.identity import Actor, AuditEntry, Permission, authorize, can
 from nearfab.monitoring import alarm_dict
 from nearfab.uow import UnitOfWork
 
@@ -75,8 +75,11 @@ def review_dict(app: App, uow: UnitOfWork, review: Any) -> dict[str, Any]:
     }
 
 
-def order_view(app: App, uow: UnitOfWork, order_id: str) -> dict[str, Any]:
+def order_view(app: App, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:
+    """An order for its site's staff (and the network's): also for the sites making it."""
     order = app.orders.get(uow, order_id)
+    making = {j.site_id for j in app.scheduling.jobs(uow, order_id=order.id)}
+    authorize(actor, Permission.ORDER_READ, one_of={order.site_id, *making})
     patient = app.orders.patient(uow, order.patient_id)
     jobs = app.scheduling.jobs(uow, order_id=order.id)
     batches = app.production.batches(uow, order_id=order.id)
@@ -139,8 +142,10 @@ def order_view(app: App, uow: UnitOfWork, order_id: str) -> dict[str, Any]:
     )
 
 
-def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
+def batch_view(app: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> dict[str, Any]:
+    """A batch record for the making site's staff and the network's."""
     batch = app.production.get(uow, batch_id)
+    authorize(actor, Permission.BATCH_READ, site_id=batch.site_id)
     review = app.quality.review_for(uow, batch.id)
     sigs = app.signatures.signatures_for(uow, "batch", batch.id)
     machine = app.network.get_machine(uow, batch.machine_id)
@@ -224,10 +229,14 @@ def batch_view(app: App, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
     )
 
 
-def pending_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
+def pending_view(app: App, uow: UnitOfWork, actor: Actor) -> list[dict[str, Any]]:
+    """Batches waiting for a QP, of the sites the actor sees."""
+    authorize(actor, Permission.RELEASE_QUEUE_READ)
     out = []
     for review in app.quality.pending(uow):
         batch = app.production.get(uow, review.batch_id)
+        if not can(actor, Permission.RELEASE_QUEUE_READ, site_id=batch.site_id):
+            continue
         order = app.orders.get(uow, review.order_id)
         site = app.network.get_site(uow, batch.site_id)
         out.append(

@@ -11,9 +11,19 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor, Permission
+from nearfab.common.errors import Forbidden
+from nearfab.identity import (
+    Actor,
+    Permission,
+    authorize,
+    can,
+    is_network_wide,
+    site_filter,
+)
 from nearfab.monitoring import alarm_dict, model_dict
+from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
@@ -49,6 +59,32 @@ class RetentionIn(BaseModel):
     reason: str
 
 
+def _in_scope(
+    application: App,
+    uow: UnitOfWork,
+    actor: Actor,
+    permission: Permission,
+    *,
+    machine_id: str | None = None,
+    run: str | None = None,
+) -> None:
+    """Telemetry and charts are a site's records: site staff name a machine or run of their
+    own site; control-site staff and auditors see every site."""
+    if is_network_wide(actor):
+        return
+    if machine_id is None and run is None:
+        raise Forbidden(
+            "staff of a site read telemetry by machine or run of their own site",
+            field="machine_id",
+            code="other_site",
+        )
+    if machine_id is not None:
+        machine = application.network.get_machine(uow, machine_id)
+        authorize(actor, permission, site_id=machine.site_id)
+    if run is not None:
+        authorize(actor, permission, site_id=application.scheduling.get(uow, run).site_id)
+
+
 # --- telemetry -------------------------------------------------------------------------------
 @router.get("/telemetry/machines", tags=["telemetry"])
 def telemetry_machines(
@@ -72,6 +108,7 @@ def telemetry_machines(
             }
         )
         for m in application.telemetry.machines(uow)
+        if can(actor, Permission.TELEMETRY_READ, site_id=m.site_id)
     ]
 
 
@@ -83,6 +120,7 @@ def telemetry_series(
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
+    _in_scope(application, uow, actor, Permission.TELEMETRY_READ, machine_id=machine_id, run=run)
     return [
         {"machine_id": s.machine_id, "run": s.run, "metric": s.metric, "unit": s.unit}
         for s in application.telemetry.series(uow, machine_id=machine_id, run=run)
@@ -102,6 +140,7 @@ def telemetry_readings(
     max_points: int | None = Query(default=None, ge=2, le=100_000),
 ) -> dict[str, Any]:
     """One metric over time; with `max_points` the answer is bucketed (mean, min, max)."""
+    _in_scope(application, uow, actor, Permission.TELEMETRY_READ, machine_id=machine_id, run=run)
     data = application.telemetry.query(
         uow,
         metric=metric,
@@ -134,6 +173,7 @@ def telemetry_csv(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Response:
+    _in_scope(application, uow, actor, Permission.TELEMETRY_READ, machine_id=machine_id, run=run)
     out = io.StringIO()
     application.telemetry.export_csv(uow, out, machine_id=machine_id, run=run, start=start, end=end)
     name = run or machine_id or "telemetry"
@@ -176,6 +216,7 @@ def gaps(
     machine_id: str | None = None,
     run: str | None = None,
 ) -> list[dict[str, Any]]:
+    _in_scope(application, uow, actor, Permission.TELEMETRY_READ, machine_id=machine_id, run=run)
     return [
         to_jsonable(
             {
@@ -315,6 +356,7 @@ def run_charts(
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Control-chart data per metric of a run: values, limits, EWMA, flagged points."""
+    _in_scope(application, uow, actor, Permission.MONITORING_READ, run=run)
     return application.charts.control_charts(uow, run, model_id=model_id)
 
 
@@ -327,6 +369,7 @@ def run_mspc(
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Hotelling T² and SPE per sample of a run, with the model's limits."""
+    _in_scope(application, uow, actor, Permission.MONITORING_READ, run=run)
     return application.charts.mspc_chart(uow, run, model_id=model_id)
 
 
@@ -340,6 +383,7 @@ def run_contributions(
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Each variable's contribution to T² and SPE for one sample of a run."""
+    _in_scope(application, uow, actor, Permission.MONITORING_READ, run=run)
     return application.charts.contributions(uow, run, index, model_id=model_id)
 
 
@@ -366,7 +410,7 @@ def alarms(
             batch_id=batch_id,
             run=run,
             machine_id=machine_id,
-            site_id=site_id,
+            site_id=site_filter(actor, Permission.MONITORING_READ, site_id),
             limit=limit,
         )
     ]
@@ -379,7 +423,9 @@ def alarm(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    return alarm_dict(application.monitoring.get_alarm(uow, alarm_id))
+    found = application.monitoring.get_alarm(uow, alarm_id)
+    authorize(actor, Permission.MONITORING_READ, site_id=found.site_id)
+    return alarm_dict(found)
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", tags=["monitoring"])

@@ -28,7 +28,7 @@ from nearfab.api.schemas import (
 )
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound, Unauthenticated
-from nearfab.identity import Actor, Permission, audit_trail
+from nearfab.identity import Actor, Permission, audit_trail, site_filter
 from nearfab.production import Fault
 from nearfab.readmodels import (
     audit_dict,
@@ -314,7 +314,10 @@ def withdraw_master_file(
 def lots(
     actor: Annotated[Actor, allowed(Permission.LOT_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
-    return [_row(lot, *LOT_FIELDS) for lot in application.materials.list_lots(uow)]
+    return [
+        _row(lot, *LOT_FIELDS)
+        for lot in application.materials.list_lots(uow, site_filter(actor, Permission.LOT_READ))
+    ]
 
 
 @router.post("/material-lots", status_code=201, tags=["materials"])
@@ -386,7 +389,7 @@ def list_orders(
             "created_at",
             "need_by",
         )
-        for o in application.orders.list_orders(uow, status)
+        for o in application.orders.list_orders(uow, status, actor=actor)
     ]
 
 
@@ -398,7 +401,7 @@ def get_order(
     uow: UowDep,
 ) -> dict[str, Any]:
     """The order with its jobs, batches, release, packs and timeline."""
-    return order_view(application, uow, order_id)
+    return order_view(application, uow, actor, order_id)
 
 
 @router.post("/orders/{order_id}/schedule", status_code=201, tags=["orders"])
@@ -496,7 +499,7 @@ def get_batch(
     uow: UowDep,
 ) -> dict[str, Any]:
     """The electronic batch record."""
-    return batch_view(application, uow, batch_id)
+    return batch_view(application, uow, actor, batch_id)
 
 
 # --- release, labels, dispense ---------------------------------------------------------------
@@ -506,7 +509,7 @@ def pending(
     application: AppDep,
     uow: UowDep,
 ) -> list[dict[str, Any]]:
-    return pending_view(application, uow)
+    return pending_view(application, uow, actor)
 
 
 @router.post("/batches/{batch_id}/decision", tags=["quality"])

@@ -170,7 +170,9 @@ def order_show(
     from nearfab.readmodels import order_view
 
     application = state(ctx, data_dir).app()
-    view = use_case(application, as_json, lambda uow: order_view(application, uow, order_id))
+    view = use_case(
+        application, as_json, lambda uow: order_view(application, uow, local_actor(), order_id)
+    )
     if as_json:
         emit_json(view)
         return
@@ -353,7 +355,7 @@ def release_pending(ctx: typer.Context, as_json: JsonOpt = False, data_dir: Data
 
     application = state(ctx, data_dir).app()
     with application.uow() as uow:
-        rows = pending_view(application, uow)
+        rows = pending_view(application, uow, local_actor())
     if as_json:
         emit_json(rows)
         return
@@ -416,7 +418,9 @@ def batch_show(
     from nearfab.readmodels import batch_view
 
     application = state(ctx, data_dir).app()
-    view = use_case(application, as_json, lambda uow: batch_view(application, uow, batch_id))
+    view = use_case(
+        application, as_json, lambda uow: batch_view(application, uow, local_actor(), batch_id)
+    )
     if as_json:
         emit_json(view)
         return

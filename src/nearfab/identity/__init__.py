@@ -2,13 +2,22 @@
 
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
-from nearfab.identity.models import ApiToken, AuditEntry, PlatformKey, Signature, User
+from nearfab.identity.models import (
+    AuditEntry,
+    PasswordHistory,
+    PlatformKey,
+    SecurityAlert,
+    Signature,
+    User,
+    UserSession,
+)
 from nearfab.identity.permissions import (
     MATRIX,
     Permission,
     authorize,
     can,
     is_network_wide,
+    site_filter,
     visible_sites,
 )
 from nearfab.identity.services import (
@@ -26,17 +35,19 @@ from nearfab.identity.services import (
 __all__ = [
     "MATRIX",
     "Actor",
-    "ApiToken",
     "AuditAction",
     "AuditEntry",
     "KeyMismatch",
     "Permission",
+    "PasswordHistory",
     "PlatformKey",
     "Role",
+    "SecurityAlert",
     "Signature",
     "SignatureService",
     "User",
     "UserService",
+    "UserSession",
     "actor_of",
     "audit",
     "audit_trail",
@@ -45,6 +56,7 @@ __all__ = [
     "can",
     "check_platform_keys",
     "is_network_wide",
+    "site_filter",
     "record_hash",
     "refuse",
     "require_role",

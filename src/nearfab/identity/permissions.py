@@ -58,6 +58,7 @@ class Permission(StrEnum):
     MASTER_FILE_APPROVE = "master_file.approve"
     MASTER_FILE_EFFECTIVE = "master_file.effective"
     MASTER_FILE_WITHDRAW = "master_file.withdraw"
+    MASTER_FILE_QP_ASSIGN = "master_file.qp_assign"
     LOT_READ = "lot.read"
     LOT_RECEIVE = "lot.receive"
     LOT_STATUS = "lot.status"
@@ -82,6 +83,7 @@ class Permission(StrEnum):
     BATCH_STEP_SIGN = "batch.step_sign"
     BATCH_ENTRY_VERIFY = "batch.entry_verify"
     AUDIT_TRAIL_REVIEW = "batch.audit_trail_review"
+    DEVIATION_OPEN = "batch.deviation_open"
     RELEASE_QUEUE_READ = "release.queue"
     RELEASE_DECIDE = "release.decide"
     # telemetry and monitoring
@@ -132,6 +134,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.MASTER_FILE_APPROVE: frozenset({Q}),
     Permission.MASTER_FILE_EFFECTIVE: frozenset({Q, A}),
     Permission.MASTER_FILE_WITHDRAW: frozenset({Q}),
+    Permission.MASTER_FILE_QP_ASSIGN: frozenset({A}),
     Permission.LOT_READ: STAFF,
     Permission.LOT_RECEIVE: frozenset({OP, PH, A}),
     Permission.LOT_STATUS: frozenset({Q, PH}),
@@ -154,6 +157,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.BATCH_STEP_SIGN: frozenset({OP, PH}),
     Permission.BATCH_ENTRY_VERIFY: frozenset({OP, PH, Q}),
     Permission.AUDIT_TRAIL_REVIEW: frozenset({Q}),
+    Permission.DEVIATION_OPEN: frozenset({OP, PH, Q}),
     Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH}),
     Permission.RELEASE_DECIDE: frozenset({Q}),
     Permission.TELEMETRY_READ: STAFF,
@@ -202,6 +206,13 @@ def visible_sites(actor: Actor) -> frozenset[str] | None:
     return frozenset({actor.site_id}) if actor.site_id else frozenset()
 
 
+def site_filter(actor: Actor, permission: Permission, requested: str | None = None) -> str | None:
+    """The site a list is limited to: what was asked for by someone who sees the network, the
+    actor's own site for site staff (asking for another site is refused)."""
+    authorize(actor, permission, site_id=requested)
+    return requested if is_network_wide(actor) else actor.site_id or "-"
+
+
 def can(actor: Actor, permission: Permission, *, site_id: str | None = None) -> bool:
     if "system" in actor.roles:
         return True
@@ -215,10 +226,11 @@ def authorize(
     permission: Permission,
     *,
     site_id: str | None = None,
-    sites: Iterable[str | None] = (),
+    one_of: Iterable[str | None] | None = None,
 ) -> None:
     """Raise Forbidden unless the matrix gives one of the actor's roles `permission` and,
-    for a site's record, the actor may act on that site."""
+    for a site's record, the actor may act on that site (`site_id`), or on at least one of
+    the sites a record is shared by (`one_of`: e.g. the ordering and the making site)."""
     if "system" in actor.roles:
         return
     allowed = MATRIX[permission]
@@ -230,11 +242,13 @@ def authorize(
         )
     if is_network_wide(actor):
         return
-    for site in (site_id, *sites):
-        if site is not None and site != actor.site_id:
-            raise Forbidden(
-                f"this record belongs to another site; {actor.username} acts for site "
-                f"{actor.site_id or '(none)'} only",
-                field="site_id",
-                code="other_site",
-            )
+    shared = None if one_of is None else set(one_of)
+    if (site_id is not None and site_id != actor.site_id) or (
+        shared is not None and None not in shared and actor.site_id not in shared
+    ):
+        raise Forbidden(
+            f"this record belongs to another site; {actor.username} acts for site "
+            f"{actor.site_id or '(none)'} only",
+            field="site_id",
+            code="other_site",
+        )

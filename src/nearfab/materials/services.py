@@ -43,8 +43,8 @@ class MaterialService:
         drug_loading: float,
         assay_pct: float = 100.0,
     ) -> MaterialLot:
-        authorize(actor, Permission.LOT_RECEIVE)
         site = self._network.get_site(uow, site_id)
+        authorize(actor, Permission.LOT_RECEIVE, site_id=site.id)
         if not math.isfinite(quantity_g) or quantity_g <= 0:
             raise ValidationFailed("quantity must be positive", field="quantity_g")
         if not math.isfinite(drug_loading) or not 0 < drug_loading <= 1:
@@ -97,8 +97,8 @@ class MaterialService:
     def set_status(
         self, uow: UnitOfWork, actor: Actor, lot_id: str, target: LotStatus | str, *, reason: str
     ) -> MaterialLot:
-        authorize(actor, Permission.LOT_STATUS)
         lot = self.get(uow, lot_id)
+        authorize(actor, Permission.LOT_STATUS, site_id=lot.site_id)
         target = parse_state(LotStatus, target)
         audited_transition(
             uow,

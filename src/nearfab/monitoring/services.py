@@ -421,9 +421,9 @@ class MonitoringService:
 
     def acknowledge(self, uow: UnitOfWork, actor: Actor, alarm_id: str, *, note: str) -> Alarm:
         """Someone is looking into it; the alarm still blocks release."""
-        authorize(actor, Permission.ALARM_ACKNOWLEDGE)
         require_reason(note, "acknowledging an alarm")
         alarm = self.get_alarm(uow, alarm_id)
+        authorize(actor, Permission.ALARM_ACKNOWLEDGE, site_id=alarm.site_id)
         audited_transition(
             uow,
             actor,
@@ -448,7 +448,7 @@ class MonitoringService:
         note: str,
     ) -> Alarm:
         """Close an alarm with a documented disposition (what was found, what was done)."""
-        authorize(actor, Permission.ALARM_CLOSE)
+        authorize(actor, Permission.ALARM_CLOSE)  # the role first: no hints to others
         try:
             disposition = AlarmDisposition(disposition)
         except ValueError:
@@ -458,6 +458,7 @@ class MonitoringService:
             ) from None
         require_reason(note, "closing an alarm")
         alarm = self.get_alarm(uow, alarm_id)
+        authorize(actor, Permission.ALARM_CLOSE, site_id=alarm.site_id)
         audited_transition(
             uow,
             actor,

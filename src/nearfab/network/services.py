@@ -93,8 +93,8 @@ class NetworkService:
         reason: str,
         regulatory_reference: str | None = None,
     ) -> Site:
-        authorize(actor, Permission.SITE_STATUS)
         site = self.get_site(uow, site_id)
+        authorize(actor, Permission.SITE_STATUS, site_id=site.id)
         target = parse_state(SiteStatus, target)
         current = SiteStatus(site.status)
         check_transition(f"site {site.code}", current, target, SITE_TRANSITIONS)
@@ -153,8 +153,8 @@ class NetworkService:
         serial_number: str,
         adapter: str = "simulated",
     ) -> Machine:
-        authorize(actor, Permission.MACHINE_REGISTER)
         site = self.get_site(uow, site_id)
+        authorize(actor, Permission.MACHINE_REGISTER, site_id=site.id)
         if site.status == SiteStatus.CEASED.value:
             raise ValidationFailed(f"site {site.code} has ceased", field="site_id")
         if not firmware.strip():
@@ -214,9 +214,9 @@ class NetworkService:
         commit: bool = True,
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
-        authorize(actor, Permission.MACHINE_STATE)
         require_reason(reason, "a machine state change")
         machine = self.get_machine(uow, machine_id)
+        authorize(actor, Permission.MACHINE_STATE, site_id=machine.site_id)
         target = parse_state(MachineStatus, target)
         if (
             machine.status == MachineStatus.BUSY.value
@@ -252,8 +252,8 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Qualification:
-        authorize(actor, Permission.MACHINE_QUALIFY)
         machine = self.get_machine(uow, machine_id)
+        authorize(actor, Permission.MACHINE_QUALIFY, site_id=machine.site_id)
         row = uow.session.scalar(
             select(Qualification).where(
                 Qualification.machine_id == machine.id,
@@ -297,9 +297,9 @@ class NetworkService:
         *,
         reason: str,
     ) -> Qualification:
-        authorize(actor, Permission.MACHINE_QUALIFICATION_REVOKE)
         require_reason(reason, "revoking a qualification")
         machine = self.get_machine(uow, machine_id)
+        authorize(actor, Permission.MACHINE_QUALIFICATION_REVOKE, site_id=machine.site_id)
         row = uow.session.scalar(
             select(Qualification).where(
                 Qualification.machine_id == machine.id,
@@ -354,10 +354,10 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Training:
-        authorize(actor, Permission.TRAINING_RECORD)
         user = uow.session.get(User, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")
+        authorize(actor, Permission.TRAINING_RECORD, site_id=user.home_site_id)
         row = uow.session.scalar(
             select(Training).where(
                 Training.user_id == user_id, Training.master_file_code == master_file_code

@@ -383,11 +383,11 @@ class OrderService:
 
     def patient_identity(self, uow: UnitOfWork, actor: Actor, patient_id: str) -> dict[str, Any]:
         """Identifying data, for roles that need it; the read itself is audited."""
-        sites = {
-            o.site_id
-            for o in uow.session.scalars(select(Order).where(Order.patient_id == patient_id))
-        }
-        authorize(actor, Permission.PATIENT_IDENTITY_READ, sites=sites)
+        # a patient may be treated at several sites: staff of any one of them may read it
+        sites = set(
+            uow.session.scalars(select(Order.site_id).where(Order.patient_id == patient_id))
+        )
+        authorize(actor, Permission.PATIENT_IDENTITY_READ, one_of=sites)
         row = uow.session.get(PatientIdentity, patient_id)
         if row is None:
             raise NotFound(f"no identity held for patient {patient_id!r}", field="patient_id")

@@ -130,8 +130,8 @@ class ProductionService:
     # --- tickets -----------------------------------------------------------------------------
     def issue_ticket(self, uow: UnitOfWork, actor: Actor, job_id: str) -> SignedTicket:
         """The control site signs what the machine is authorised to make."""
-        authorize(actor, Permission.TICKET_ISSUE)
         job = self._scheduling.get(uow, job_id)
+        authorize(actor, Permission.TICKET_ISSUE, site_id=job.site_id)
         mf, site, machine = self._context(uow, job)
         try:
             self.check_production_allowed(uow, mf, site, machine)
@@ -184,6 +184,7 @@ class ProductionService:
                 "an operator starts batches only in their own name", field="operator_id"
             )
         job = self._scheduling.get(uow, job_id)
+        authorize(actor, Permission.BATCH_START, site_id=job.site_id)
         mf, site, machine = self._context(uow, job)
         try:
             if job.status != JobStatus.TICKET_ISSUED.value or not job.ticket:
@@ -324,9 +325,9 @@ class ProductionService:
     def abandon(self, uow: UnitOfWork, actor: Actor, batch_id: str, *, reason: str) -> BatchRecord:
         """Close a batch whose machine will never report (a stopped worker, a dead machine):
         failed, with the reason on its record, its machine freed, its order re-plannable."""
-        authorize(actor, Permission.BATCH_ABANDON)
         require_reason(reason, "abandoning a batch")
         batch = self.get(uow, batch_id)
+        authorize(actor, Permission.BATCH_ABANDON, site_id=batch.site_id)
         if batch.status != BatchStatus.IN_PROGRESS.value:
             raise Refused(
                 f"batch {batch.batch_number} is {batch.status}, not in progress",

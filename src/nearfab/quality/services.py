@@ -179,7 +179,7 @@ class QualityService:
         try:
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
-            authorize(actor, Permission.RELEASE_DECIDE)
+            authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
             try:
                 decision = Decision(decision)
             except ValueError:

@@ -129,9 +129,10 @@ def _need_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
 
-def _not_found(request: Request, actor: Actor, exc: NotFound) -> HTMLResponse:
-    """A page, not the API's JSON, when a link points at a record that does not exist."""
-    return render(request, "not_found.html", actor, error=exc.message, status_code=404)
+def _not_found(request: Request, actor: Actor, exc: NotFound | Forbidden) -> HTMLResponse:
+    """A page, not the API's JSON, when a link points at a record that does not exist or
+    belongs to a site the user does not see."""
+    return render(request, "not_found.html", actor, error=exc.message, status_code=exc.http_status)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -236,8 +237,8 @@ def order_page(request: Request, order_id: str, actor: ActorOpt) -> Response:
     application = _app(request)
     try:
         with application.uow() as uow:
-            view = order_view(application, uow, order_id)
-    except NotFound as exc:
+            view = order_view(application, uow, actor, order_id)
+    except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc)
     return render(request, "order.html", actor, order=view)
 
@@ -249,11 +250,11 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
     application = _app(request)
     try:
         with application.uow() as uow:
-            view = batch_view(application, uow, batch_id)
+            view = batch_view(application, uow, actor, batch_id)
             master_file = application.master_files.get(uow, view["master_file"]["id"])
             cqa_specs = dict(master_file.cqa_specs or {})
             parameters = dict(master_file.process_parameters or {})
-    except NotFound as exc:
+    except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc)
     tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
     chart = mass_chart_svg(
@@ -279,7 +280,7 @@ def release_page(request: Request, actor: ActorOpt) -> Response:
     application = _app(request)
     message = request.session.pop("flash", None)
     with application.uow() as uow:
-        queue = pending_view(application, uow)
+        queue = pending_view(application, uow, actor)
     return render(request, "release.html", actor, queue=queue, message=message, error=None)
 
 
@@ -313,7 +314,7 @@ def release_sign(
             )
     except DomainError as exc:
         with application.uow() as uow:
-            queue = pending_view(application, uow)
+            queue = pending_view(application, uow, actor)
         number = next((r["batch_number"] for r in queue if r["batch_id"] == batch_id), batch_id)
         return render(
             request,

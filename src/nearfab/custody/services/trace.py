@@ -34,12 +34,13 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    is_network_wide,
     system_actor,
 )
 from nearfab.materials import LotStatus, MaterialLot, MaterialService
 from nearfab.materials.enums import LOT_TRANSITIONS
 from nearfab.network import Machine, NetworkService, Site
-from nearfab.orders import Patient
+from nearfab.orders import Order, Patient
 from nearfab.production import BatchRecord
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
@@ -89,6 +90,11 @@ class TraceService:
             raise NotFound(f"no pack {unit_or_scan!r}", field="unit")
         batch = uow.session.get(BatchRecord, unit.batch_id)
         assert batch is not None
+        order = uow.session.get(Order, unit.order_id)
+        # the making site and the ordering site both see the pack's history
+        authorize(
+            actor, Permission.TRACE_READ, one_of={batch.site_id, order.site_id if order else None}
+        )
         lot = uow.session.get(MaterialLot, batch.material_lot_id)
         machine = uow.session.get(Machine, batch.machine_id)
         site = uow.session.get(Site, batch.site_id)
@@ -217,6 +223,21 @@ class TraceService:
             )
         return out
 
+    @staticmethod
+    def _visible(uow: UnitOfWork, actor: Actor, units: list[TracedUnit]) -> list[TracedUnit]:
+        """Site staff see the packs their site made or handed over; the network sees all."""
+        if is_network_wide(actor):
+            return units
+        ids = {u.batch_id for u in units}
+        made_here = set(
+            uow.session.scalars(
+                select(BatchRecord.id).where(
+                    BatchRecord.id.in_(ids), BatchRecord.site_id == actor.site_id
+                )
+            )
+        )
+        return [u for u in units if u.batch_id in made_here or u.dispensed_at_site == actor.site_id]
+
     def lot_units(self, uow: UnitOfWork, lot_number: str) -> list[TracedUnit]:
         """Packs made from a material lot: through the lot's TransformationEvents (indexed
         EPCIS identifiers), and the batch records for packs made before events existed."""
@@ -254,7 +275,7 @@ class TraceService:
 
     def lot(self, uow: UnitOfWork, actor: Actor, lot_number: str) -> dict[str, Any]:
         authorize(actor, Permission.TRACE_READ)
-        units = self.lot_units(uow, lot_number)
+        units = self._visible(uow, actor, self.lot_units(uow, lot_number))
         return _forward("lot", lot_number, units)
 
     def machine(
@@ -272,7 +293,7 @@ class TraceService:
                 BatchRecord.started_at < end,
             )
         ).all()
-        units = self._units_of_batches(uow, batches)
+        units = self._visible(uow, actor, self._units_of_batches(uow, batches))
         return _forward("machine", f"{machine_id} {start.isoformat()}..{end.isoformat()}", units)
 
     def master_file(self, uow: UnitOfWork, actor: Actor, code: str, version: int) -> dict[str, Any]:
@@ -282,7 +303,8 @@ class TraceService:
                 BatchRecord.master_file_code == code, BatchRecord.master_file_version == version
             )
         ).all()
-        return _forward("master_file", f"{code} v{version}", self._units_of_batches(uow, batches))
+        units = self._visible(uow, actor, self._units_of_batches(uow, batches))
+        return _forward("master_file", f"{code} v{version}", units)
 
 
 def _gtin_serial(epc: str) -> tuple[str, str]:

@@ -602,6 +602,8 @@ class CustodyService:
                 field="scan",
                 code="unknown_unit",
             )
+        # a pharmacy hands over its own patients' packs: the ordering site's
+        authorize(actor, Permission.DISPENSE, site_id=self._orders.get(uow, unit.order_id).site_id)
         if unit.batch_number != ident.batch or unit.expiry != ident.expiry:
             raise Refused(
                 "the label's batch or expiry does not match the pack's record",
@@ -723,6 +725,9 @@ class CustodyService:
         if not reason.strip():
             raise ValidationFailed("give the reason for undoing the dispense", field="reason")
         unit = self.get_unit(uow, unit_id)
+        authorize(
+            actor, Permission.DISPENSE_UNDO, site_id=self._orders.get(uow, unit.order_id).site_id
+        )
         if unit.status == UnitStatus.RECALLED.value:
             raise Refused(
                 f"pack {unit.serial} is recalled: a recalled pack is never put back",
@@ -820,7 +825,7 @@ class CustodyService:
         to_site_id: str,
     ) -> EpcisEvent:
         """Packs leave a site (EPCIS OBSERVE shipping / in_transit at the sending site)."""
-        authorize(actor, Permission.PACKS_MOVE)
+        authorize(actor, Permission.PACKS_MOVE, site_id=from_site_id)
         return self._move(
             uow,
             actor,
@@ -843,7 +848,7 @@ class CustodyService:
         at_site_id: str,
     ) -> EpcisEvent:
         """Packs arrive at a site (EPCIS OBSERVE receiving / in_progress there)."""
-        authorize(actor, Permission.PACKS_MOVE)
+        authorize(actor, Permission.PACKS_MOVE, site_id=at_site_id)
         return self._move(
             uow,
             actor,
@@ -914,6 +919,7 @@ class CustodyService:
         if not reason.strip():
             raise ValidationFailed("give the reason for the destruction", field="reason")
         self._site(uow, site_id, "site_id")
+        authorize(actor, Permission.PACKS_DESTROY, site_id=site_id)
         units = self._units(uow, unit_ids)
         today = uow.clock.now().date()
         for u in units:
@@ -987,6 +993,10 @@ class CustodyService:
         if len(set(unit_ids)) != len(unit_ids):
             raise ValidationFailed("a pack is named twice", field="unit_ids")
         units = self._units(uow, unit_ids)
+        for u in units:  # packed where they were made
+            authorize(
+                actor, Permission.PACKS_MOVE, site_id=self._production.get(uow, u.batch_id).site_id
+            )
         for u in units:
             if u.status != UnitStatus.RELEASED.value:
                 raise Refused(
@@ -1088,6 +1098,7 @@ class CustodyService:
             raise NotFound(f"no container {sscc}", field="sscc")
         if container.status != ContainerStatus.PACKED.value:
             raise Refused(f"container {sscc} was unpacked already", field="sscc", code="not_packed")
+        authorize(actor, Permission.PACKS_MOVE, site_id=container.to_site_id)
         site_id = at_site_id or container.to_site_id
         if site_id != container.to_site_id:
             raise Refused(

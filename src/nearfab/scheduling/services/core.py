@@ -122,8 +122,8 @@ class SchedulingService:
 
     def schedule(self, uow: UnitOfWork, actor: Actor, order_id: str) -> Job:
         """Plan a designed order on the eligible machine with the earliest finish."""
-        authorize(actor, Permission.ORDER_SCHEDULE)
         order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_SCHEDULE, site_id=order.site_id)
         if order.status != OrderStatus.DESIGNED.value:
             raise Refused(
                 f"order {order.id} is {order.status}; only designed orders are planned",
@@ -321,9 +321,9 @@ class SchedulingService:
     def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Take a scheduled order off its machine before it starts: the job is cancelled and the
         order is designed again (the runner will plan it anew)."""
-        authorize(actor, Permission.ORDER_SCHEDULE)
         require_reason(reason, "unscheduling")
         order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_SCHEDULE, site_id=order.site_id)
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
         self._orders.transition(
@@ -338,7 +338,7 @@ class SchedulingService:
         order = self._orders.get(uow, order_id)
         if order.status != OrderStatus.SCHEDULED.value:
             return self._orders.cancel(uow, actor, order_id, reason=reason)
-        authorize(actor, Permission.ORDER_CANCEL)
+        authorize(actor, Permission.ORDER_CANCEL, site_id=order.site_id)
         require_reason(reason, "cancelling an order")
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)

@@ -276,12 +276,12 @@ class NetworkPlanning:
         priority: str,
         deliver_to: str | None = None,
     ) -> OrderPlanning:
-        authorize(actor, Permission.ORDER_PRIORITY)
         if priority not in {p.value for p in Priority}:
             raise ValidationFailed(
                 f"priority must be routine or urgent, not {priority!r}", field="priority"
             )
         order = self.orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_PRIORITY, site_id=order.site_id)
         row = uow.session.get(OrderPlanning, order.id)
         old = {"priority": row.priority, "deliver_to": row.deliver_to} if row else None
         if row is None:
@@ -349,7 +349,7 @@ class NetworkPlanning:
         starts_at: datetime,
         ends_at: datetime,
     ) -> OperatorShift:
-        authorize(actor, Permission.SHIFT_RECORD)
+        authorize(actor, Permission.SHIFT_RECORD, site_id=site_id)
         if ends_at <= starts_at:
             raise ValidationFailed("a shift must end after it starts", field="ends_at")
         row = OperatorShift(user_id=user_id, site_id=site_id, starts_at=starts_at, ends_at=ends_at)
