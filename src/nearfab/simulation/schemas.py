@@ -14,13 +14,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nearfab.common.errors import DomainError
 from nearfab.simulation.errors import ScenarioInvalid
 from nearfab.simulation.logic.costs import annualised, per_day
+from nearfab.simulation.logic.machine_models import NoMachineModel, job_model
 from nearfab.simulation.logic.spec import (
+    Design,
     Disruption,
     Dist,
     Leg,
     Material,
+    Prescription,
     Product,
     QpTeam,
     Region,
@@ -91,6 +95,32 @@ class CapitalIn(_Strict):
     rate: float = Field(0.035, ge=0)
 
 
+class PrescriptionIn(_Strict):
+    """One kind of prescription in the product's demand (drawn per order by `weight`)."""
+
+    dose_mg: float = Field(gt=0)
+    units: int = Field(1, ge=1)
+    patient_group: str | None = None
+    weight: float = Field(1.0, gt=0)
+
+
+class DesignIn(_Strict):
+    """Personalised designs made by the product family's machine model (nearfab.families):
+    the master file's design envelope and the prescription mix."""
+
+    envelope: dict[str, Any]
+    prescriptions: list[PrescriptionIn] = Field(min_length=1)
+
+    def spec(self) -> Design:
+        return Design(
+            envelope=self.envelope,
+            prescriptions=tuple(
+                Prescription(rx.dose_mg, rx.units, rx.patient_group, rx.weight)
+                for rx in self.prescriptions
+            ),
+        )
+
+
 class ProductIn(_Strict):
     name: str
     family: str = "solid_dose"
@@ -106,6 +136,7 @@ class ProductIn(_Strict):
     qc_per_batch: float = Field(0.0, ge=0)
     labour_hours_per_batch: float = Field(0.0, ge=0)
     material: str | None = None  # a name from `materials`, one unit drawn per batch
+    design: DesignIn | None = None  # machine time from the family's model (then `cycle` is extra)
 
 
 class SiteIn(_Strict):
@@ -119,6 +150,9 @@ class SiteIn(_Strict):
     mttr: Duration = 0.0
     batch_failure_probability: float | None = Field(None, ge=0, lt=1)
     hours_per_day: float = Field(24.0, gt=0, le=24)
+    shift_start_h: float = Field(8.0, ge=0, lt=24)
+    days_per_week: int = Field(7, ge=1, le=7)
+    shift_end: Literal["pause", "finish"] = "pause"
     max_queue: int | None = Field(None, ge=0)
     backup: str | None = None
     capital_per_day: float | None = Field(None, ge=0)
@@ -280,6 +314,9 @@ class ScenarioIn(_Strict):
                 mttr=_dist(s.mttr),
                 batch_failure_probability=s.batch_failure_probability,
                 hours_per_day=s.hours_per_day,
+                shift_start_h=s.shift_start_h,
+                days_per_week=s.days_per_week,
+                shift_end=s.shift_end,
                 max_queue=s.max_queue,
                 backup=s.backup,
                 capital_per_day=capital,
@@ -311,6 +348,7 @@ class ScenarioIn(_Strict):
                     qc_per_batch=p.qc_per_batch,
                     labour_hours_per_batch=p.labour_hours_per_batch,
                     material=p.material,
+                    design=p.design.spec() if p.design is not None else None,
                 )
                 for p in self.products
             ),
@@ -389,18 +427,49 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "scenario"
 
 
+def check_designs(scenario: ScenarioIn, source: str = "scenario") -> None:
+    """Every product design through its family's model, as the platform would make it: a
+    family without a machine model, a bad envelope or a prescription the family refuses raises
+    ScenarioInvalid naming the field (e.g. `products.0.design.prescriptions.2.dose_mg`)."""
+    for i, product in enumerate(scenario.products):
+        if product.design is None:
+            continue
+        at = f"products.{i}.design"
+        envelope = product.design.envelope
+        for k, rx in enumerate(product.design.prescriptions):
+            where = f"{at}.prescriptions.{k}"
+            try:
+                job_model(
+                    product.family,
+                    envelope,
+                    Prescription(rx.dose_mg, rx.units, rx.patient_group, rx.weight),
+                )
+            except NoMachineModel as exc:
+                path = f"products.{i}.family"
+                raise ScenarioInvalid(f"{source}: {path}: {exc}", field=path) from None
+            except DomainError as exc:
+                name = exc.field or ""
+                if name.startswith("design_envelope"):
+                    path = f"{at}.envelope" + name.removeprefix("design_envelope")
+                else:
+                    path = f"{where}.{name}" if name else where
+                raise ScenarioInvalid(f"{source}: {path}: {exc.message}", field=path) from None
+
+
 def parse_scenario(data: Any, source: str = "scenario") -> ScenarioIn:
     """Check a scenario mapping; a bad one raises ScenarioInvalid naming the field and reason."""
     if not isinstance(data, dict):
         raise ScenarioInvalid(f"{source}: a scenario must be a mapping", field="scenario")
     try:
-        return ScenarioIn.model_validate(data)
+        scenario = ScenarioIn.model_validate(data)
     except ValidationError as exc:
         first = _first_error(exc.errors())
         path = _field_path(tuple(first["loc"]))
         reason = first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ScenarioInvalid(f"{source}: {path}: {reason}{more}", field=path) from None
+    check_designs(scenario, source)
+    return scenario
 
 
 def load_scenario(path: str | Path) -> ScenarioIn:

@@ -17,10 +17,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime
 from typing import Any
 
+from nearfab.common.errors import DomainError
 from nearfab.simulation.errors import ScenarioInvalid
 from nearfab.simulation.logic.costs import CATEGORIES
 from nearfab.simulation.logic.engine import ReplicationResult, simulate
-from nearfab.simulation.logic.spec import ScenarioSpec
+from nearfab.simulation.logic.machine_models import family_models, job_model
+from nearfab.simulation.logic.spec import Prescription, ScenarioSpec
 from nearfab.simulation.logic.stats import estimate
 from nearfab.simulation.logic.validation import Check, run_validation
 from nearfab.simulation.schemas import ScenarioIn, parse_scenario
@@ -245,7 +247,10 @@ def export_scenario(
     costs: dict[str, float] | None = None,
 ) -> ScenarioIn:
     """Today's network as a scenario: active sites and their machines, effective master files,
-    cycle times and failure rates measured from batch records, demand from orders."""
+    cycle times and failure rates measured from batch records, demand from orders. A product
+    whose family has a machine model (solid_dose) is exported with its design envelope and the
+    prescription mix of its orders, so the simulator times each batch with the family's model
+    (measured batch times are then not used for it)."""
     from sqlalchemy import select
 
     from nearfab.masterfiles import MasterFile, MasterFileStatus
@@ -301,14 +306,19 @@ def export_scenario(
     )
 
     products = []
+    designed: set[str] = set()
     for code, mf in products_by_code.items():
         fails = outcomes.get(code, [])
+        design = _design(mf, [o for o in orders if o.master_file_code == code])
+        if design is not None:
+            designed.add(code)
         products.append(
             {
                 "name": code,
                 "family": mf.product_family,
+                **({"design": design} if design is not None else {}),
                 "target_lead_time_days": c["target_lead_time_days"],
-                "cycle": c["default_cycle_days"],
+                "cycle": 0.0 if design is not None else c["default_cycle_days"],
                 "qc": 0.0,  # RTRT: the release test is done in-line
                 "qp_release": {"kind": "exponential", "mean": 2.0 / 24.0},
                 "shelf_life_days": float(mf.shelf_life_days),
@@ -334,7 +344,7 @@ def export_scenario(
         measured = {
             code: {"kind": "empirical", "values": [round(x, 6) for x in cycle[(s.id, code)]]}
             for code in codes
-            if cycle.get((s.id, code))
+            if cycle.get((s.id, code)) and code not in designed
         }
         site_rows.append(
             {
@@ -384,6 +394,34 @@ def export_scenario(
         "regions": regions,
     }
     return parse_scenario(data, "exported scenario")
+
+
+def _design(master_file: Any, orders: Sequence[Any]) -> dict[str, Any] | None:
+    """The design section of an exported product: the master file's envelope and its orders'
+    prescriptions (dose, units, patient group; weight = how many orders), keeping those the
+    family accepts. None when the family has no machine model or there is no usable order."""
+    family = master_file.product_family
+    if family not in family_models():
+        return None
+    envelope = dict(master_file.design_envelope or {})
+    counts: dict[tuple[float, int, str | None], int] = defaultdict(int)
+    for o in orders:
+        counts[(float(o.dose_mg), int(o.units), o.patient_group)] += 1
+    prescriptions = []
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2])))
+    for (dose, units, group), n in ordered:
+        rx = Prescription(dose, units, group, float(n))
+        try:
+            job_model(family, envelope, rx)
+        except DomainError:  # refused (e.g. made under an older envelope): not in the mix
+            continue
+        row: dict[str, Any] = {"dose_mg": dose, "units": units, "weight": float(n)}
+        if group is not None:
+            row["patient_group"] = group
+        prescriptions.append(row)
+    if not prescriptions:
+        return None
+    return {"envelope": envelope, "prescriptions": prescriptions}
 
 
 def _span_days(times: list[datetime]) -> float:

@@ -2,8 +2,9 @@
 
 One order: created in a region (Poisson demand with trend, seasonality and surges, or a fixed
 schedule) → pre-processing (prescription check; leukapheresis for cell therapy) → inbound leg
-(patient material to the site, if any) → a slot at the site (setup + cycle, stretched by shifts;
-QC inside the slot when it occupies the machine) → QC and QP release → outbound leg → patient.
+(patient material to the site, if any) → a slot at the site (setup + cycle, or the product
+family's machine time for the order's design; QC inside the slot when it occupies the machine;
+started only on shift, paused outside it) → QC and QP release → outbound leg → patient.
 A failed batch (Bernoulli, found at QC), a breakdown or an outage in mid-batch scraps the batch
 and the order is made again; a dose older than its shelf life on arrival is wasted and remade.
 
@@ -25,8 +26,10 @@ import simpy
 
 from nearfab.simulation.logic.costs import CostLedger
 from nearfab.simulation.logic.distributions import Sampler, Uniforms, stream
+from nearfab.simulation.logic.machine_models import JobModel, job_models
 from nearfab.simulation.logic.spec import (
     DAYS_PER_YEAR,
+    WINDOW_EPS,
     Disruption,
     Material,
     Product,
@@ -158,9 +161,9 @@ class _SiteState:
         "occupancy",
         "preemptive",
         "resource",
+        "shifted",
         "shortage_until",
         "spec",
-        "stretch",
     )
 
     def __init__(
@@ -185,7 +188,7 @@ class _SiteState:
         self.busy = Level(start, buckets, bucket_days)
         self.closed = False
         self.shortage_until = 0.0
-        self.stretch = 24.0 / spec.hours_per_day
+        self.shifted = not spec.always_open
         self.deliveries: list[tuple[float, int, int]] = []  # (time, region, product)
 
 
@@ -211,7 +214,7 @@ class _LegState:
 class Engine:
     """One replication of one scenario. Use `simulate(spec, replication)`."""
 
-    def __init__(self, spec: ScenarioSpec, replication: int) -> None:
+    def __init__(self, spec: ScenarioSpec, replication: int, *, trace: bool = False) -> None:
         self.spec = spec
         self.replication = replication
         self.env = simpy.Environment()
@@ -259,6 +262,19 @@ class Engine:
         self.qp_review = Sampler(team.review, next_stream()) if team else None
         self.material_lead = {m.name: Sampler(m.lead_time, next_stream()) for m in spec.materials}
         self.materials = {m.name: m for m in spec.materials}
+        # products with a design: the family's machine model per prescription, one stream each
+        # (after every other stream, so scenarios without designs draw exactly as before)
+        self.jobs: list[tuple[JobModel, ...]] = [job_models(p) for p in spec.products]
+        self.rx_u: list[Uniforms | None] = [
+            Uniforms(next_stream()) if jobs else None for jobs in self.jobs
+        ]
+        self.rx_cumulative: list[list[float]] = []
+        for p in spec.products:
+            weights = [rx.weight for rx in p.design.prescriptions] if p.design else []
+            total = sum(weights)
+            self.rx_cumulative.append([w / total for w in np.cumsum(weights)] if weights else [])
+        # (site, start, end, product, prescription or -1) of every stretch of machine work
+        self.trace: list[tuple[int, float, float, int, int]] | None = [] if trace else None
         # (site, material) -> FIFO lots [expiry, quantity], units on order, waiters
         self.stock: dict[tuple[int, str], _Stock] = {}
 
@@ -418,9 +434,10 @@ class Engine:
         if measured:
             self._open.add(ident)
             self._open_info[ident] = (created, p, r, site.index)
+        rx = self._prescription(p)
         wait = -1.0
         while True:
-            first_wait = yield from self._manufacture(site, product, p)
+            first_wait = yield from self._manufacture(site, product, p, rx)
             if wait < 0:
                 wait = first_wait
             site.occupancy.change(env.now, -1, self.recovered)
@@ -449,45 +466,89 @@ class Engine:
             self.o_site.append(site.index)
             self.o_wait.append(wait)
 
-    def _manufacture(self, site: _SiteState, product: Product, p: int) -> Proc:
-        """Make one batch at `site` until one passes QC; return the first wait for a slot."""
+    def _prescription(self, p: int) -> int:
+        """The prescription (index into the product's mix) of a new order; -1 without a design."""
+        jobs = self.jobs[p]
+        if not jobs:
+            return -1
+        if len(jobs) == 1:
+            return 0
+        u = self.rx_u[p]
+        assert u is not None
+        x = u()
+        for k, c in enumerate(self.rx_cumulative[p]):
+            if x < c:
+                return k
+        return len(jobs) - 1
+
+    def _manufacture(self, site: _SiteState, product: Product, p: int, rx: int = -1) -> Proc:
+        """Make one batch at `site` until one passes QC; return the first wait for a slot
+        (until the batch starts: a slot free outside the shift waits for the shift)."""
         env = self.env
         i = site.index
         first_wait = -1.0
+        job = self.jobs[p][rx] if rx >= 0 else None
         fail_p = site.spec.batch_failure_probability
         if fail_p is None:
-            fail_p = product.batch_failure_probability
+            if job is not None and job.failure_probability is not None:
+                fail_p = job.failure_probability
+            else:
+                fail_p = product.batch_failure_probability
+        machine_days = job.machine_days if job is not None else 0.0
         cycle = self.site_cycle[i][p]
         setup = self.site_setup[i]
         costs = self.costs
+        trace = self.trace
         while True:
             if site.shortage_until > env.now:
                 yield env.timeout(site.shortage_until - env.now)
             if product.material is not None:
                 yield from self._draw(site.index, product.material)
             asked = env.now
-            if site.preemptive:
-                req = site.resource.request(priority=JOB)  # type: ignore[call-arg]
-            else:
-                req = site.resource.request()
-            yield req
+            while True:
+                if site.preemptive:
+                    req = site.resource.request(priority=JOB)  # type: ignore[call-arg]
+                else:
+                    req = site.resource.request()
+                yield req
+                if not site.shifted:
+                    break
+                closed = site.spec.until_open(env.now)
+                if closed <= 0:
+                    break
+                try:  # holding the slot until the shift starts: nothing started yet
+                    yield env.timeout(closed)
+                    break
+                except simpy.Interrupt:
+                    continue  # preempted before starting: nothing lost, queue again
             if first_wait < 0:
                 first_wait = env.now - asked
             site.busy.change(env.now, 1)
-            duration = (setup() + cycle()) * site.stretch
+            duration = setup() + cycle() + machine_days
             costs.batch(env.now, site.spec, product)
             qc_time = self.qc[p]() if product.qc.kind != "fixed" or product.qc.mean else 0.0
             if product.qc_occupies_machine:
                 duration += qc_time
+            started = env.now
+            pausing = site.shifted and site.spec.shift_end == "pause"
             if site.preemptive:
                 try:
-                    yield env.timeout(duration)
+                    if pausing:
+                        yield from self._work(site, duration, p, rx)
+                    else:
+                        yield env.timeout(duration)
                 except simpy.Interrupt:
                     site.busy.change(env.now, -1)
                     self.waste["scrapped_in_process"] += 1
+                    if trace is not None and not pausing:
+                        trace.append((i, started, env.now, p, rx))
                     continue
+            elif pausing:
+                yield from self._work(site, duration, p, rx)
             else:
                 yield env.timeout(duration)
+            if trace is not None and not pausing:
+                trace.append((i, started, env.now, p, rx))
             site.resource.release(req)
             site.busy.change(env.now, -1)
             if not product.qc_occupies_machine and qc_time > 0:
@@ -503,6 +564,43 @@ class Engine:
                 self.waste["failed_batch"] += 1
                 continue
             return first_wait
+
+    def _work(self, site: _SiteState, duration: float, p: int, rx: int) -> Proc:
+        """`duration` of machine time inside the site's shifts: work stops at a shift's end and
+        resumes when the next one starts, holding the slot; `busy` counts working time only.
+        On an interrupt the slot is left counted busy, for the caller to release."""
+        env = self.env
+        spec = site.spec
+        trace = self.trace
+        left = duration
+        paused = False
+        t0 = env.now
+        try:
+            while True:
+                start, end = spec.window(env.now)
+                if start - env.now > WINDOW_EPS:
+                    site.busy.change(env.now, -1)
+                    paused = True
+                    yield env.timeout(start - env.now)
+                    site.busy.change(env.now, 1)
+                    paused = False
+                t0 = env.now
+                step = end - t0
+                if left <= step + WINDOW_EPS:
+                    yield env.timeout(left)
+                    if trace is not None:
+                        trace.append((site.index, t0, env.now, p, rx))
+                    return
+                yield env.timeout(step)
+                left -= step
+                if trace is not None:
+                    trace.append((site.index, t0, env.now, p, rx))
+        except simpy.Interrupt:
+            if paused:
+                site.busy.change(env.now, 1)
+            elif trace is not None and env.now > t0:
+                trace.append((site.index, t0, env.now, p, rx))
+            raise
 
     def _stock_of(self, site: int, name: str) -> _Stock:
         found = self.stock.get((site, name))
@@ -681,3 +779,14 @@ def occurrences(d: Disruption, horizon: float) -> list[tuple[float, float]]:
 def simulate(spec: ScenarioSpec, replication: int = 0) -> ReplicationResult:
     """Run replication `replication` of `spec`: a pure function of (spec, replication)."""
     return Engine(spec, replication).run()
+
+
+def simulate_traced(
+    spec: ScenarioSpec, replication: int = 0
+) -> tuple[ReplicationResult, list[tuple[int, float, float, int, int]]]:
+    """`simulate`, plus every stretch of machine work as (site index, start, end, product
+    index, prescription index or -1): to check shifts and family machine times."""
+    engine = Engine(spec, replication, trace=True)
+    result = engine.run()
+    assert engine.trace is not None
+    return result, engine.trace

@@ -53,15 +53,27 @@ def collect(engine: Engine) -> ReplicationResult:
     res.costs = dict(engine.costs.totals)
     res.cost_per_dose = engine.costs.per_dose(res.delivered)
     for site in engine.sites:
-        name = site.spec.name
-        slots = site.spec.slots
-        res.utilisation[name] = site.busy.area / (slots * window)
-        res.wip_by_site[name] = site.occupancy.area / window
+        s = site.spec
+        name = s.name
+        slots = s.slots
         width = site.busy.bucket_days
-        res.utilisation_over_time[name] = [
-            round(b / (slots * min(width, max(engine.horizon - i * width, 1e-12))), 6)
-            for i, b in enumerate(site.busy.buckets)
-        ]
+        res.wip_by_site[name] = site.occupancy.area / window
+        if s.always_open:
+            res.utilisation[name] = site.busy.area / (slots * window)
+            res.utilisation_over_time[name] = [
+                round(b / (slots * min(width, max(engine.horizon - i * width, 1e-12))), 6)
+                for i, b in enumerate(site.busy.buckets)
+            ]
+            continue
+        # with shifts: the share of the machine time the shifts offer (working time only)
+        offered = s.open_time(engine.start, now)
+        res.utilisation[name] = site.busy.area / (slots * offered) if offered > 0 else 0.0
+        res.utilisation_over_time[name] = []
+        for i, b in enumerate(site.busy.buckets):
+            on_shift = s.open_time(i * width, min((i + 1) * width, now))
+            res.utilisation_over_time[name].append(
+                round(b / (slots * on_shift), 6) if on_shift > 0 else 0.0
+            )
     for i, p in enumerate(spec.products):
         mask = product == i
         n = int(mask.sum())

@@ -7,9 +7,13 @@ and the planner depend only on this module, so they stay pure and typed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DAYS_PER_YEAR = 365.0
+WINDOW_EPS = 1e-9  # days (86 µs): a shift window ending within this of now is over
+SHIFT_END_POLICIES: tuple[str, ...] = ("pause", "finish")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,28 @@ ZERO = Dist()
 
 
 @dataclass(frozen=True)
+class Prescription:
+    """One kind of prescription in a product's demand: dose per unit, units per course and the
+    patient group; each order draws one by `weight`."""
+
+    dose_mg: float
+    units: int = 1
+    patient_group: str | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Design:
+    """What the product family's machine model needs to make each order's design, exactly as
+    the platform makes it: the master file's design envelope and the prescription mix. With it,
+    a batch's machine time (and failure probability, if the family gives one) comes from the
+    family's model in `nearfab.families`, not from a distribution."""
+
+    envelope: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    prescriptions: tuple[Prescription, ...] = ()
+
+
+@dataclass(frozen=True)
 class Product:
     name: str
     family: str = "solid_dose"
@@ -63,6 +89,9 @@ class Product:
     labour_hours_per_batch: float = 0.0
     material_shortage_wait: bool = True
     material: str | None = None  # a `Material` drawn per batch (None: not modelled)
+    # with a design, the family's machine model gives each batch's machine time; `cycle` is
+    # then extra machine time on top of it (loading, post-processing), 0 by default
+    design: Design | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +105,11 @@ class Site:
     mtbf_days: float | None = None  # per slot
     mttr: Dist = ZERO
     batch_failure_probability: float | None = None  # overrides the product's
-    hours_per_day: float = 24.0  # shifts: work stretches by 24 / hours_per_day
+    hours_per_day: float = 24.0  # length of the daily shift (24: always staffed)
+    shift_start_h: float = 8.0  # the shift runs shift_start_h .. shift_start_h + hours_per_day
+    days_per_week: int = 7  # working days; day 0 of the horizon is a Monday
+    shift_end: str = "pause"  # a batch running at the shift end: "pause" (resume next shift)
+    # or "finish" (runs on unattended); either way, no batch starts outside a shift
     max_queue: int | None = None  # orders waiting beyond the slots; None = unlimited
     backup: str | None = None  # where new orders go when this site is out or full
     capital_per_day: float = 0.0
@@ -88,6 +121,56 @@ class Site:
             if name == product.name:
                 return dist
         return product.cycle
+
+    # -- shifts ----------------------------------------------------------------------------
+
+    @property
+    def always_open(self) -> bool:
+        return self.hours_per_day >= 24.0 and self.days_per_week >= 7
+
+    def _shift(self, day: int) -> tuple[float, float] | None:
+        """The shift starting on `day` (days from the start, day 0 a Monday), if it works."""
+        if day % 7 >= self.days_per_week:
+            return None
+        start = day + self.shift_start_h / 24.0
+        return start, start + self.hours_per_day / 24.0
+
+    def window(self, t: float) -> tuple[float, float]:
+        """The shift window [start, end) in progress at time `t`, or the next one; shifts that
+        touch are merged. `start` <= t while a shift is on (the machine may work now)."""
+        if self.always_open:
+            return t, math.inf
+        day = math.floor(t) - 1  # a shift that began yesterday may still be on
+        for d in range(day, day + 9):
+            shift = self._shift(d)
+            if shift is None or shift[1] - t <= WINDOW_EPS:
+                continue
+            start, end = shift
+            nxt = d + 1
+            while nxt < d + 8:
+                follow = self._shift(nxt)
+                if follow is None or abs(follow[0] - end) > WINDOW_EPS:
+                    break
+                end = follow[1]
+                nxt += 1
+            return start, end
+        raise ValueError("a site needs at least one working day a week")
+
+    def until_open(self, t: float) -> float:
+        """Days from `t` until the site is on shift (0 when it is)."""
+        start, _ = self.window(t)
+        return start - t if start - t > WINDOW_EPS else 0.0
+
+    def open_time(self, t0: float, t1: float) -> float:
+        """Shift time (days) within [t0, t1]: the machine time a slot can give in it."""
+        if self.always_open:
+            return max(0.0, t1 - t0)
+        total = 0.0
+        for d in range(math.floor(t0) - 1, math.ceil(t1) + 1):
+            shift = self._shift(d)
+            if shift is not None:
+                total += max(0.0, min(shift[1], t1) - max(shift[0], t0))
+        return total
 
 
 @dataclass(frozen=True)
