@@ -7,6 +7,7 @@ where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -40,7 +41,14 @@ def _skip_or_fail(why: str) -> None:
 
 @pytest.fixture
 def live_server(seeded: App) -> Iterator[str]:
-    """`create_web_app(seeded)` served by uvicorn in a background thread; yields the base URL.
+    """`create_web_app(seeded)` served by uvicorn in a background thread; yields the base URL."""
+    with running(seeded) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(application: App) -> Iterator[str]:
+    """Serve `create_web_app(application)` with uvicorn in a background thread.
 
     The socket is bound before the server starts (port 0, so the OS picks a free port) and
     handed to uvicorn, so no other process can take the port in between.
@@ -54,7 +62,7 @@ def live_server(seeded: App) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_web_app(seeded), log_level="warning", lifespan="off", access_log=False
+        create_web_app(application), log_level="warning", lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
     errors: list[BaseException] = []
