@@ -66,11 +66,12 @@ def _pack(app: App, unit_ids: list[str], to: str = "MAN-PH", who: str = "pharmac
         )
 
 
-def _unpack(app: App, sscc: str, at: str | None = None) -> Container:
+def _unpack(app: App, sscc: str, at: str | None = None, who: str = "operator-man") -> Container:
+    """Unpacking is done by the staff of the site the container was packed for (MAN-PH)."""
     with app.uow() as uow:
         return app.custody.unpack(
             uow,
-            fh.actor(app, "pharmacist"),
+            fh.actor(app, who),
             sscc=sscc,
             at_site_id=fh.site_id(app, at) if at else None,
         )
@@ -165,6 +166,9 @@ def test_packing_refuses_what_may_not_be_shipped(seeded: App, chain: CustodyChai
 def test_unpacking_on_receipt(seeded: App, chain: CustodyChain) -> None:
     _, packs = ch.released_batch(seeded)
     sscc = _pack(seeded, [u.id for u in packs]).sscc
+    with pytest.raises(Forbidden) as refused:  # another site's staff cannot receive it
+        _unpack(seeded, sscc, who="pharmacist")
+    assert refused.value.code == "other_site"
     with pytest.raises(Refused) as exc:
         _unpack(seeded, sscc, at="GSTT-PH")
     assert exc.value.code == "wrong_site"
@@ -364,7 +368,9 @@ def test_pack_unpack_and_destroy_over_http(seeded: App) -> None:
     again = client.post("/api/v1/containers", json=body, headers=ph)
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_packed"
     done = client.post(
-        f"/api/v1/containers/{sscc}/unpack", json={"at_site_id": "MAN-PH"}, headers=ph
+        f"/api/v1/containers/{sscc}/unpack",
+        json={"at_site_id": "MAN-PH"},
+        headers=_auth(client, "operator-man"),  # the receiving site's staff
     )
     assert done.status_code == 200 and done.json()["status"] == "unpacked"
     rejected_batch = fh.make_batch(seeded)
@@ -401,7 +407,10 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
     assert res.exit_code == 0, res.output
     sscc = json.loads(res.stdout)["sscc"]
     assert sscc[17] == _check_digit(sscc[:17])
-    res = runner.invoke(cli, [*base, "custody", "unpack", sscc, "--at", "MAN-PH", *who, "--json"])
+    receiver = ["--user", "operator-man", "--password", fh.TEST_PASSWORD]  # at MAN-PH
+    res = runner.invoke(
+        cli, [*base, "custody", "unpack", sscc, "--at", "MAN-PH", *receiver, "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["status"] == "unpacked"
     rejected_batch = fh.make_batch(seeded)

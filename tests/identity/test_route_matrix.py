@@ -39,7 +39,11 @@ SITE_A, SITE_B, CONTROL = "GSTT-PH", "MAN-PH", "CTRL"
 WHERE = {"a": SITE_A, "b": SITE_B, "net": CONTROL}
 ME = "{me}"  # in a request body: the calling user's username
 # the only doors without a token: logging in, and the API's own documentation page
-PUBLIC = {("POST", "/api/v1/auth/token"), ("GET", "/api/docs")}
+PUBLIC = {
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/password"),  # the way out of an expired password: no token then
+    ("GET", "/api/docs"),
+}
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Call:
     scoped: bool = False
     body: Callable[[World], Any] | None = None
     query: Callable[[World], dict[str, Any]] | None = None
+    fresh_token: bool = False  # the call ends the session it runs in (logout)
+    victim: bool = False  # {user_id} is a bystander at site A, not one of the callers
 
 
 def _reason(_w: World) -> dict[str, str]:
@@ -75,6 +81,40 @@ def _window(w: World) -> dict[str, str]:
 ROUTES: dict[tuple[str, str], Call] = {
     # identity
     ("GET", "/api/v1/me"): Call(P.PROFILE_READ),
+    ("POST", "/api/v1/auth/logout"): Call(P.PROFILE_READ, fresh_token=True),
+    # bodies left out on purpose: a wrong current password or code would count toward lockout
+    ("POST", "/api/v1/me/password"): Call(P.PROFILE_READ, body=lambda w: {}),
+    ("GET", "/api/v1/me/account"): Call(P.PROFILE_READ),
+    ("POST", "/api/v1/me/totp"): Call(P.PROFILE_READ, fresh_token=True),
+    ("POST", "/api/v1/me/totp/confirm"): Call(P.PROFILE_READ, body=lambda w: {}),
+    ("GET", "/api/v1/users"): Call(P.USERS_READ),
+    ("POST", "/api/v1/users"): Call(P.USERS_MANAGE, body=lambda w: {}),
+    ("GET", "/api/v1/users/{user_id}"): Call(P.USERS_READ),
+    ("POST", "/api/v1/users/{user_id}/deactivate"): Call(
+        P.USERS_MANAGE, True, body=_reason, victim=True
+    ),
+    ("POST", "/api/v1/users/{user_id}/reactivate"): Call(
+        P.USERS_MANAGE, True, body=_reason, victim=True
+    ),
+    ("POST", "/api/v1/users/{user_id}/unlock"): Call(
+        P.USERS_MANAGE, True, body=_reason, victim=True
+    ),
+    ("POST", "/api/v1/users/{user_id}/roles"): Call(
+        P.USERS_MANAGE,
+        True,
+        body=lambda w: {"grant": ["operator"], "reason": "matrix"},
+        victim=True,
+    ),
+    ("POST", "/api/v1/users/{user_id}/password"): Call(
+        P.USERS_MANAGE,
+        True,
+        body=lambda w: {"password": "Temporary-matrix-pass-9", "reason": "matrix"},
+        victim=True,
+    ),
+    ("POST", "/api/v1/users/{user_id}/totp/reset"): Call(
+        P.USERS_MANAGE, True, body=_reason, victim=True
+    ),
+    ("GET", "/api/v1/security/alerts"): Call(P.USERS_READ),
     ("GET", "/api/v1/audit"): Call(
         P.AUDIT_READ, query=lambda w: {"entity_type": "order", "entity_id": w.ids["order_id"]}
     ),
@@ -360,6 +400,15 @@ def _world(tmp: Path, sqlite_template: Path) -> World:
         lot = app.materials.get(uow, fh.batch(app, released).material_lot_id)
         user = app.users.by_username(uow, "operator")
         assert user is not None
+        victim = app.users.create_user(
+            uow,
+            boot,
+            username="matrix-victim",
+            full_name="Victim of the matrix test",
+            roles=["operator"],
+            password=fh.TEST_PASSWORD,
+            home_site_id=sites[SITE_A],
+        )
         shipped = app.custody.units_of_order(uow, fh.batch(app, trained[0]).order_id)
     assert alarms, "the fault should have raised an alarm at site A"
     # a container packed at site A for site A, waiting to be unpacked
@@ -385,6 +434,7 @@ def _world(tmp: Path, sqlite_template: Path) -> World:
         sscc=container.sscc,
         alarm_id=alarms[0].id,
         user_id=user.id,
+        victim_id=victim.id,
         number="1",
         entity_type="order",
         entity_id=order.id,
@@ -430,7 +480,7 @@ def _expect(call: Call, role: str, where: str) -> str:
 
 
 def _request(w: World, method: str, path: str, call: Call, token: str, username: str) -> Any:
-    url = path.format(**w.ids)
+    url = path.format(**(w.ids | ({"user_id": w.ids["victim_id"]} if call.victim else {})))
     headers = {"Authorization": f"Bearer {token}"}
     params = call.query(w) if call.query else None
     body = call.body(w) if call.body else None
@@ -446,7 +496,11 @@ def test_route_allows_and_denies_as_the_matrix_says(world: World, route: tuple[s
     wrong = []
     for (role, where), token in sorted(world.tokens.items()):
         expected = _expect(call, role, where)
-        r = _request(world, method, path, call, token, f"{role}-{where}")
+        username = f"{role}-{where}"
+        if call.fresh_token:
+            with world.app.uow() as uow:
+                token, _ = world.app.users.issue_token(uow, username, fh.TEST_PASSWORD)
+        r = _request(world, method, path, call, token, username)
         code = (
             (r.json().get("error") or {}).get("code")
             if r.headers.get("content-type", "").startswith("application/json")
@@ -523,3 +577,12 @@ def test_a_scanned_pack_is_the_one_the_world_made(world: World) -> None:
     with world.app.uow() as uow:
         unit = world.app.custody.get_unit(uow, world.ids["unit_id"])
     assert (ident.gtin, ident.serial) == (unit.gtin, unit.serial)
+
+
+def test_the_matrix_in_docs_security_md_is_the_code() -> None:
+    from nearfab.identity.permissions import matrix_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    table = doc.split("<!-- matrix:start -->")[1].split("<!-- matrix:end -->")[0].strip()
+    assert table == matrix_markdown(), "regenerate the table with matrix_markdown()"
+    assert set(MATRIX) == set(Permission)

@@ -196,21 +196,26 @@ def roles_for(permission: Permission) -> frozenset[Role]:
 def is_network_wide(actor: Actor) -> bool:
     """Control-site staff, users without a home site, auditors and system components see
     every site; everyone else sees their own site."""
-    return "system" in actor.roles or actor.network or Role.AUDITOR.value in actor.roles
+    return (
+        actor.site_id is None
+        or actor.network
+        or "system" in actor.roles
+        or Role.AUDITOR.value in actor.roles
+    )
 
 
 def visible_sites(actor: Actor) -> frozenset[str] | None:
     """The sites whose records the actor may see: None means every site."""
     if is_network_wide(actor):
         return None
-    return frozenset({actor.site_id}) if actor.site_id else frozenset()
+    return frozenset({actor.site_id} if actor.site_id else ())
 
 
 def site_filter(actor: Actor, permission: Permission, requested: str | None = None) -> str | None:
     """The site a list is limited to: what was asked for by someone who sees the network, the
     actor's own site for site staff (asking for another site is refused)."""
     authorize(actor, permission, site_id=requested)
-    return requested if is_network_wide(actor) else actor.site_id or "-"
+    return requested if is_network_wide(actor) else actor.site_id
 
 
 def can(actor: Actor, permission: Permission, *, site_id: str | None = None) -> bool:
@@ -252,3 +257,15 @@ def authorize(
             field="site_id",
             code="other_site",
         )
+
+
+def matrix_markdown() -> str:
+    """The matrix as the table in docs/security.md (a test keeps the two the same)."""
+    roles = list(Role)
+    head = "| permission | " + " | ".join(r.value for r in roles) + " |"
+    rule = "|---|" + "|".join(":-:" for _ in roles) + "|"
+    rows = [
+        f"| `{p.value}` | " + " | ".join("✓" if r in MATRIX[p] else "" for r in roles) + " |"
+        for p in Permission
+    ]
+    return "\n".join([head, rule, *rows])

@@ -1,21 +1,25 @@
-"""Trace and recall pages: backward trace of a pack, forward trace of a material lot, recalls
-with their report of affected patients by site (CSV and PDF)."""
+"""Custody pages: backward trace of a pack, forward trace of a material lot, recalls with their
+report of affected patients by site (CSV and PDF), EPCIS capture and query, and the check of
+the signed custody ledger."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from nearfab.common.errors import DomainError, Forbidden, NotFound
-from nearfab.custody import Recall
-from nearfab.identity import Permission, Role, authorize
-from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, render
+from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from nearfab.custody import EpcisInvalid, Recall
+from nearfab.identity import Actor, Permission, Role, authorize, can, require_role
+from nearfab.network import Site, SiteKind
+from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, render, templates
 
 router = APIRouter(include_in_schema=False)
-RECALLERS = (Role.QP, Role.ADMIN)
 
 
 @router.get("/trace", response_class=HTMLResponse)
@@ -60,7 +64,7 @@ def recalls_page(request: Request, actor: ActorOpt) -> Response:
         "recalls.html",
         actor,
         recalls=recalls,
-        can_recall=actor.has_any(RECALLERS),
+        can_recall=can(actor, Permission.RECALL_CREATE),
         error=None,
     )
 
@@ -89,7 +93,7 @@ def recall_create(
             "recalls.html",
             actor,
             recalls=recalls,
-            can_recall=actor.has_any(RECALLERS),
+            can_recall=can(actor, Permission.RECALL_CREATE),
             error=exc.message,
             status_code=exc.http_status,
         )
@@ -147,4 +151,253 @@ def recall_report(request: Request, recall_id: str, fmt: str, actor: ActorOpt) -
     name = f"recall-{recall_id}.{fmt}"
     return Response(
         body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+# --- EPCIS: capture a partner's document, query events ---------------------------------------
+EPCIS_READERS = (Role.QP, Role.ADMIN, Role.AUDITOR, Role.PHARMACIST)
+EPCIS_CAPTURERS = (Role.QP, Role.ADMIN, Role.PHARMACIST)
+LEDGER_READERS = (Role.QP, Role.ADMIN, Role.AUDITOR)
+MAX_DOCUMENT = 10 * 1024 * 1024
+_EPC_KEYS = ("parentID", "epcList", "childEPCs", "inputEPCList", "outputEPCList")
+_QTY_KEYS = ("quantityList", "childQuantityList", "inputQuantityList", "outputQuantityList")
+_FILTERS = ("epc", "bizStep", "disposition", "location", "GE_eventTime", "LT_eventTime")
+
+
+def _epcs(event: Any, most: int = 6) -> list[str]:
+    """The identifiers an event names, as written in it (at most `most`, then a count)."""
+    if not isinstance(event, dict):
+        return []
+    out: list[str] = []
+    for key in _EPC_KEYS:
+        value = event.get(key)
+        for epc in [value] if isinstance(value, str) else value or []:
+            if isinstance(epc, str):
+                out.append(epc)
+    for key in _QTY_KEYS:
+        for q in event.get(key) or []:
+            if isinstance(q, dict) and isinstance(q.get("epcClass"), str):
+                out.append(f"{q['epcClass']} × {q.get('quantity', '?')} {q.get('uom', '')}".strip())
+    return out if len(out) <= most else [*out[: most - 1], f"… and {len(out) - most + 1} more"]
+
+
+_VOCAB_PREFIXES = (
+    "urn:epcglobal:cbv:bizstep:",
+    "urn:epcglobal:cbv:disp:",
+    "https://ref.gs1.org/cbv/BizStep-",
+    "https://ref.gs1.org/cbv/Disp-",
+    "cbv:BizStep-",
+    "cbv:Disp-",
+)
+
+
+def _vocab(value: Any) -> str:
+    """A CBV bizStep or disposition in its bare form, for people."""
+    if not isinstance(value, str) or not value:
+        return "—"
+    for prefix in _VOCAB_PREFIXES:
+        if value.startswith(prefix):
+            return value[len(prefix) :]
+    return value
+
+
+templates.env.filters.update(epcs=_epcs, vocab=_vocab)
+
+
+def _time_filter(name: str, text: str) -> datetime | None:
+    """A time from the form (`datetime-local` gives no zone: UTC), or None when empty."""
+    if not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {text!r} is not a date and time (YYYY-MM-DDTHH:MM[:SS])", field=name
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _epcis_page(
+    request: Request,
+    actor: Actor,
+    *,
+    filters: dict[str, str] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    status_code: int = 200,
+    **ctx: Any,
+) -> Response:
+    shown = {k: "" for k in _FILTERS} | {"limit": "100"} | (filters or {})
+    ctx.setdefault("error", None)
+    ctx.setdefault("schema_errors", None)
+    ctx.setdefault("captured", None)
+    ctx.setdefault("pasted", "")
+    return render(
+        request,
+        "epcis.html",
+        actor,
+        filters=shown,
+        events=events,
+        can_capture=actor.has_any(EPCIS_CAPTURERS),
+        status_code=status_code,
+        **ctx,
+    )
+
+
+@router.get("/epcis", response_class=HTMLResponse)
+def epcis_page(
+    request: Request,
+    actor: ActorOpt,
+    epc: str = "",
+    biz_step: Annotated[str, Query(alias="bizStep")] = "",
+    disposition: str = "",
+    location: str = "",
+    ge_event_time: Annotated[str, Query(alias="GE_eventTime")] = "",
+    lt_event_time: Annotated[str, Query(alias="LT_eventTime")] = "",
+    limit: str = "100",
+    run: str = "",
+) -> Response:
+    """Query EPCIS events by EPC, bizStep, disposition, time range and location; the capture
+    form for QPs, admins and pharmacists."""
+    if actor is None:
+        return _need_login(request)
+    filters = {
+        "epc": epc,
+        "bizStep": biz_step,
+        "disposition": disposition,
+        "location": location,
+        "GE_eventTime": ge_event_time,
+        "LT_eventTime": lt_event_time,
+        "limit": limit,
+    }
+    if not run and not any(v.strip() for k, v in filters.items() if k != "limit"):
+        return _epcis_page(request, actor, filters=filters)
+    application = _app(request)
+    try:
+        require_role(actor, *EPCIS_READERS, action="querying custody events")
+        try:
+            most = int(limit or "100")
+        except ValueError:
+            raise ValidationFailed("limit: a whole number, 1 to 10000", field="limit") from None
+        ge_time = _time_filter("GE_eventTime", ge_event_time)
+        lt_time = _time_filter("LT_eventTime", lt_event_time)
+        with application.uow() as uow:
+            events = application.custody_chain.epcis.query(
+                uow,
+                epc=epc.strip() or None,
+                biz_step=biz_step.strip() or None,
+                disposition=disposition.strip() or None,
+                ge_time=ge_time,
+                lt_time=lt_time,
+                location=location.strip() or None,
+                limit=most,
+            )
+    except DomainError as exc:
+        return _epcis_page(
+            request, actor, filters=filters, error=exc.message, status_code=exc.http_status
+        )
+    return _epcis_page(request, actor, filters=filters, events=events)
+
+
+@router.post("/epcis/capture")
+async def epcis_capture(
+    request: Request,
+    actor: ActorOpt,
+    document: Annotated[str, Form()] = "",
+    file: Annotated[UploadFile | None, File()] = None,
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Capture an uploaded or pasted EPCIS 2.0 JSON-LD document: all events or none."""
+    if actor is None:
+        return _need_login(request)
+    text = document
+    if file is not None and file.filename:
+        raw = await file.read(MAX_DOCUMENT + 1)
+        text = raw.decode("utf-8", errors="replace") if raw.strip() else document
+    # the JSON work and the database run off the event loop
+    return await run_in_threadpool(_capture, request, actor, text, csrf_token)
+
+
+def _capture(request: Request, actor: Actor, text: str, csrf_token: str) -> Response:
+    application = _app(request)
+    pasted = text if len(text) <= 200_000 else ""
+    try:
+        _check_csrf(request, csrf_token)
+        require_role(actor, *EPCIS_CAPTURERS, action="capturing EPCIS events")
+        if len(text.encode("utf-8")) > MAX_DOCUMENT:
+            raise ValidationFailed("the document is larger than 10 MB", field="document")
+        if not text.strip():
+            raise ValidationFailed("upload or paste an EPCIS document", field="document")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise ValidationFailed(f"the document is not JSON: {exc}", field="document") from None
+        with application.uow() as uow:
+            result = application.custody_chain.epcis.capture(uow, actor, doc)
+    except EpcisInvalid as exc:
+        return _epcis_page(
+            request,
+            actor,
+            error=exc.message,
+            schema_errors=exc.errors,
+            pasted=pasted,
+            status_code=exc.http_status,
+        )
+    except DomainError as exc:
+        return _epcis_page(
+            request, actor, error=exc.message, pasted=pasted, status_code=exc.http_status
+        )
+    return _epcis_page(request, actor, captured=result.to_dict())
+
+
+@router.get("/epcis/event")
+def epcis_event(request: Request, actor: ActorOpt, id: str = "") -> Response:
+    """One event as JSON-LD, by its event hash (or the eventID its document gave it)."""
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    try:
+        require_role(actor, *EPCIS_READERS, action="reading custody events")
+        with application.uow() as uow:
+            event = application.custody_chain.epcis.event(uow, id)
+    except DomainError as exc:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+    return JSONResponse(event, media_type="application/ld+json")
+
+
+# --- the custody ledger check ----------------------------------------------------------------
+@router.get("/ledger", response_class=HTMLResponse)
+def ledger_page(request: Request, actor: ActorOpt, all_signatures: str = "") -> Response:
+    """Every site's custody chain and the control site's anchors, checked now (the same check
+    as `nearfab custody verify-ledger`)."""
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+    every = all_signatures.lower() in ("1", "true", "on", "yes")
+    try:
+        require_role(actor, *LEDGER_READERS, action="checking the custody ledger")
+        with application.uow() as uow:
+            report = application.custody_chain.ledger.verify(uow, all_signatures=every)
+            sites = {s.id: s for s in uow.session.scalars(select(Site))}
+    except DomainError as exc:
+        return render(
+            request,
+            "ledger.html",
+            actor,
+            report=None,
+            sites={},
+            control_id=None,
+            all_signatures=every,
+            error=exc.message,
+            status_code=exc.http_status,
+        )
+    control_id = next((s.id for s in sites.values() if s.kind == SiteKind.CONTROL.value), None)
+    return render(
+        request,
+        "ledger.html",
+        actor,
+        report=report,
+        sites=sites,
+        control_id=control_id,
+        all_signatures=every,
+        error=None,
     )

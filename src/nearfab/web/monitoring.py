@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
-from nearfab.identity import Actor, Permission, Role, audit_trail, authorize
+from nearfab.identity import Actor, Permission, audit_trail, authorize, can
 from nearfab.monitoring import Alarm, AlarmDisposition, AlarmStatus, alarm_dict
 from nearfab.production import BatchRecord
 from nearfab.readmodels import audit_dict
@@ -25,7 +25,6 @@ from nearfab.web.pages import ActorOpt, _app, _check_csrf, human, render, templa
 
 router = APIRouter(include_in_schema=False)
 
-DISPOSERS = (Role.QP, Role.PHARMACIST)  # who may acknowledge and close an alarm here
 
 RED, BRAND, GREY, GREEN, AMBER = "#b3261e", "#0f3b57", "#5b6b7c", "#1f7a44", "#8a5a00"
 PLOT_FONT = {"family": "system-ui, sans-serif", "size": 12, "color": "#1d2733"}
@@ -637,7 +636,7 @@ def _alarm_page(
         figure=figure,
         contributions=sorted((contributions or {}).items(), key=lambda kv: -kv[1]),
         sample=(alarm["details"] or {}).get("sample"),
-        can_dispose=actor.has_any(DISPOSERS),
+        can_dispose=can(actor, Permission.ALARM_CLOSE),
         dispositions=DISPOSITIONS,
         error=error,
         message=message,

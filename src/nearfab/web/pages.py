@@ -12,9 +12,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from nearfab.api.deps import client_of, login_throttle
+from nearfab.api.records import batch_trail_view, record_controls_view
+from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
-from nearfab.identity import Actor, User, actor_of
+from nearfab.identity import Actor, Permission, can
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
@@ -84,16 +86,22 @@ class LoginRequired(Exception):
 
 
 def web_actor(request: Request) -> Actor | None:
-    user_id = request.session.get("user_id")
-    if not user_id:
+    """The person behind the signed cookie's server-side session (`user_sessions`, kind web):
+    None when there is none, or it ended, expired (idle or absolute) or was revoked."""
+    secret = request.session.get("sid")
+    if not secret:
         return None
     application = _app(request)
-    with application.uow() as uow:
-        user = uow.session.get(User, user_id)
-        if user is None or not user.active:
-            request.session.clear()
-            return None
-        return actor_of(user, uow.session)
+    try:
+        with application.uow() as uow:
+            return application.users.actor_for_token(uow, str(secret), kind="web")
+    except Unauthenticated as exc:
+        if exc.code == "totp_required":
+            return None  # half logged in: the TOTP step (/login/totp) may still finish it
+        request.session.clear()
+        if exc.code == "session_expired":
+            request.session["login_message"] = exc.message
+        return None
 
 
 def _csrf(request: Request) -> str:
@@ -137,7 +145,13 @@ def _not_found(request: Request, actor: Actor, exc: NotFound | Forbidden) -> HTM
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, actor: ActorOpt, next: str = "/") -> HTMLResponse:
-    return render(request, "login.html", actor, next=next, error=None)
+    message = request.session.pop("login_message", None)
+    return render(request, "login.html", actor, next=next, error=None, message=message)
+
+
+def _safe_next(next: str) -> str:
+    # only paths on this site: "//host" and "/\\host" would leave it
+    return next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
 
 
 @router.post("/login")
@@ -152,28 +166,35 @@ def login_submit(
     throttle, client = login_throttle(request), client_of(request)
     try:
         _check_csrf(request, csrf_token)
-        throttle.check(username, client)
-        try:
-            with application.uow() as uow:
-                user = application.users.authenticate(uow, username, password)
-        except Unauthenticated:
-            throttle.failed(username, client)
-            raise
-        throttle.succeeded(username, client)
+        with throttled(throttle, username, client), application.uow() as uow:
+            secret, _user, row = application.users.start_session(
+                uow, username, password, kind="web", client=client
+            )
     except DomainError as exc:
+        if exc.code == "password_expired":  # expired or temporary: choose a new one first
+            request.session.clear()
+            request.session["password_user"] = username
+            request.session["login_message"] = exc.message
+            return RedirectResponse("/password/change", status_code=303)
         return render(
             request, "login.html", None, next=next, error=exc.message, status_code=exc.http_status
         )
     request.session.clear()
-    request.session["user_id"] = user.id
-    # only paths on this site: "//host" and "/\\host" would leave it
-    target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
-    return RedirectResponse(target, status_code=303)
+    request.session["sid"] = secret  # the cookie holds the session's secret, the server its hash
+    if row.pending == "totp":
+        request.session["next"] = _safe_next(next)
+        return RedirectResponse("/login/totp", status_code=303)
+    return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> RedirectResponse:
     _check_csrf(request, csrf_token)  # another site must not log people out
+    secret = request.session.get("sid")
+    if secret:
+        application = _app(request)
+        with application.uow() as uow:
+            application.users.logout(uow, str(secret))  # the server-side session ends too
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -185,7 +206,7 @@ def overview(request: Request, actor: ActorOpt) -> Response:
     application = _app(request)
     with application.uow() as uow:
         sites = network_view(application, uow)
-        orders = application.orders.list_orders(uow, limit=15)
+        orders = application.orders.list_orders(uow, limit=15, actor=actor)
         counts = application.orders.count_by_status(uow)
         pending = len(application.quality.pending(uow))
         work: dict[str, list[dict[str, Any]]] = {}
@@ -226,7 +247,7 @@ def orders_page(request: Request, actor: ActorOpt, status: str | None = None) ->
         return _need_login(request)
     application = _app(request)
     with application.uow() as uow:
-        orders = application.orders.list_orders(uow, status=status or None)
+        orders = application.orders.list_orders(uow, status=status or None, actor=actor)
     return render(request, "orders.html", actor, orders=orders, status=status, refresh=5)
 
 
@@ -254,6 +275,8 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
             master_file = application.master_files.get(uow, view["master_file"]["id"])
             cqa_specs = dict(master_file.cqa_specs or {})
             parameters = dict(master_file.process_parameters or {})
+            # the master-file steps, the audit-trail review and what blocks release
+            controls, trail, may = _record_controls(application, uow, actor, view)
     except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc)
     tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
@@ -270,7 +293,28 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
         chart=chart,
         tolerance=tolerance,
         parameters=parameters,
+        controls=controls,
+        trail=trail,
+        may=may,
+        message=request.session.pop("batch_flash", None),
+        error=request.session.pop("batch_error", None),
     )
+
+
+def _record_controls(
+    application: App, uow: Any, actor: Actor, view: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, bool]]:
+    site = view["site"]["id"]
+    may = {
+        "sign": can(actor, Permission.BATCH_STEP_SIGN, site_id=site),
+        "verify": can(actor, Permission.BATCH_ENTRY_VERIFY, site_id=site),
+        "deviate": can(actor, Permission.DEVIATION_OPEN, site_id=site),
+        "review": can(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=site),
+        "trail": can(actor, Permission.AUDIT_READ, site_id=site),
+    }
+    controls = record_controls_view(application, uow, actor, view["id"])
+    trail = batch_trail_view(application, uow, actor, view["id"]) if may["trail"] else None
+    return controls, trail, may
 
 
 @router.get("/release", response_class=HTMLResponse)
@@ -280,8 +324,40 @@ def release_page(request: Request, actor: ActorOpt) -> Response:
     application = _app(request)
     message = request.session.pop("flash", None)
     with application.uow() as uow:
-        queue = pending_view(application, uow, actor)
-    return render(request, "release.html", actor, queue=queue, message=message, error=None)
+        queue = _with_blockers(application, uow, actor, pending_view(application, uow, actor))
+    return render(
+        request,
+        "release.html",
+        actor,
+        queue=queue,
+        message=message,
+        error=None,
+        session_signed=session_has_signed(application, actor),
+    )
+
+
+def _with_blockers(
+    application: App, uow: Any, actor: Actor, queue: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each queued batch with why its release is blocked now (steps, audit-trail review, and
+    for a QP whether they are assigned to its master file)."""
+    who = actor if "qp" in actor.roles else None
+    for row in queue:
+        batch = application.production.get(uow, row["batch_id"])
+        row["blockers"] = [
+            b.to_dict() for b in application.quality.records.release_blockers(uow, who, batch)
+        ]
+    return queue
+
+
+def session_has_signed(application: App, actor: Actor) -> bool:
+    """Whether this web session has signed before: then the password alone signs again
+    (21 CFR 11.200(a)(1)); the first signing needs the user ID too."""
+    if actor.session_id is None:
+        return False
+    with application.uow() as uow:
+        row = application.users.session_for(uow, actor.session_id)
+        return row is not None and row.first_signed_at is not None
 
 
 @router.post("/release/{batch_id}")
@@ -295,13 +371,16 @@ def release_sign(
     reason: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
     record_hash: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "",
+    totp: Annotated[str, Form()] = "",
 ) -> Response:
     if actor is None:
         return _need_login(request)
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
-        with application.uow() as uow:
+        throttle = login_throttle(request)
+        with throttled(throttle, actor.username, client_of(request)), application.uow() as uow:
             review = application.quality.decide(
                 uow,
                 actor,
@@ -311,10 +390,12 @@ def release_sign(
                 meaning=meaning,
                 reason=reason or None,
                 record_hash=record_hash or None,
+                username=username or None,
+                totp=totp or None,
             )
     except DomainError as exc:
         with application.uow() as uow:
-            queue = pending_view(application, uow, actor)
+            queue = _with_blockers(application, uow, actor, pending_view(application, uow, actor))
         number = next((r["batch_number"] for r in queue if r["batch_id"] == batch_id), batch_id)
         return render(
             request,
@@ -325,6 +406,7 @@ def release_sign(
             error=f"Batch {number} not signed: {exc.message}",
             failed_batch=batch_id,
             status_code=exc.http_status,
+            session_signed=session_has_signed(application, actor),
         )
     with application.uow() as uow:
         number = application.production.get(uow, batch_id).batch_number
