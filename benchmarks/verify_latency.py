@@ -1,14 +1,31 @@
 """Verification at dispense under load: POST /api/v1/verify over HTTP from a second process,
 against a database holding --units serialised packs (default 100,000; the issue's full run is
---units 1000000). Prints p50_ms, p99_ms, rps per concurrency, and baseline_rps of a bare
-endpoint on the same server in the same run.
+--units 1000000), with a bare endpoint (`GET /bench/ping`, same server, same auth-free
+stack) measured the same way in the same run as the baseline.
+
+Two measurements per concurrency:
+
+- *saturation* (closed loop): `clients` keep-alive connections, each sending its next request
+  as soon as the previous answer arrives; gives `rps` (the most the server does) and its
+  p50/p99, which at saturation are queueing time (p99 ≈ clients / rps).
+- *latency at a given load* (open loop): requests sent at a fixed rate (`--load` × the
+  verify saturation rps of the same run) over the same connections, each timed from when it
+  was due, not when a connection came free (no coordinated omission); gives `p50_ms`/`p99_ms`
+  at that load, for verify and for the bare endpoint at the same rate.
+
+The load generator is one asyncio process with pre-built request bytes (HTTP/1.1 keep-alive),
+so it takes little of the two cores from the server. The server is uvicorn (h11; httptools
+and uvloop when installed) with `--workers` processes sharing one socket.
 
     python benchmarks/verify_latency.py --json [--units 1000000] [--clients 16 64]
+        [--workers 1 2] [--seconds 5] [--load 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import json
 import multiprocessing
 import random
@@ -24,50 +41,157 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+START = datetime.fromisoformat("2026-01-05T08:00:00+00:00")  # the ManualClock's start
 
-def _load(url: str, token: str, scans: list[str], clients: int, seconds: float, out: Any) -> None:
-    """The load generator (runs in its own process): `clients` threads, each one connection."""
-    import httpx
 
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+# --- the server ----------------------------------------------------------------------------
+def _web(data_dir: Path) -> Any:
+    from nearfab.bootstrap import build_app
+    from nearfab.common.clock import ManualClock
+    from nearfab.config import Settings
+    from nearfab.web.server import create_web_app
 
-    def worker(seed: int) -> None:
-        rng = random.Random(seed)
-        local = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
-            while time.perf_counter() < stop:
-                body = {"scan": rng.choice(scans)} if scans else None
-                t = time.perf_counter()
-                r = c.post("/api/v1/verify", json=body) if scans else c.get("/bench/ping")
-                local.append(time.perf_counter() - t)
-                assert r.status_code == 200, r.text
-        with lock:
-            latencies.extend(local)
+    app = build_app(Settings(data_dir=data_dir), clock=ManualClock(START))
+    web = create_web_app(app)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    out.put(
-        {
-            "requests": len(latencies),
-            "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        }
+    @web.get("/bench/ping")
+    def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app, web
+
+
+def _uvicorn_config(web: Any) -> Any:
+    import uvicorn
+
+    extra: dict[str, Any] = {}
+    if importlib.util.find_spec("httptools"):
+        extra["http"] = "httptools"
+    if importlib.util.find_spec("uvloop"):
+        extra["loop"] = "uvloop"
+    return uvicorn.Config(
+        web, log_level="warning", access_log=False, lifespan="off", backlog=4096, **extra
     )
 
 
-def _run_load(url: str, token: str, scans: list[str], clients: int, seconds: float) -> Any:
+def _serve(data_dir: Path, sock: socket.socket, ready: Any) -> None:
+    """One server worker process (spawned), serving on the shared socket."""
+    import uvicorn
+
+    app, web = _web(data_dir)
+    server = uvicorn.Server(_uvicorn_config(web))
+    threading.Thread(target=lambda: (time.sleep(0.5), ready.put(True)), daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.custody.flush_verification_log()
+
+
+# --- the load generator (its own process, asyncio) -----------------------------------------
+def _request(method: str, path: str, token: str, body: bytes | None) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Authorization: Bearer {token}",
+    ]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
+    }
+
+
+async def _closed(port: int, requests: list[bytes], clients: int, seconds: float) -> Any:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                status = await _exchange(reader, writer, rng.choice(requests))
+                latencies.append(time.perf_counter() - t)
+                assert status == 200, status
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return _summary(latencies, time.perf_counter() - start)
+
+
+async def _open(port: int, requests: list[bytes], clients: int, seconds: float, rate: float) -> Any:
+    """Requests due at a fixed rate; each waits for a free connection, timed from when due."""
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(clients):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    rng = random.Random(7)
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    async def one(due: float, request: bytes) -> None:
+        conn = await pool.get()
+        try:
+            statuses.append(await _exchange(*conn, request))
+        finally:
+            pool.put_nowait(conn)
+        latencies.append(time.perf_counter() - due)
+
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, rng.choice(requests))))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    assert all(s == 200 for s in statuses), set(statuses)
+    result = _summary(latencies, elapsed)
+    result["offered_rps"] = round(rate, 1)
+    return result
+
+
+def _load(port: int, requests: list[bytes], plan: list[tuple[Any, ...]], out: Any) -> None:
+    results = []
+    for mode, *args in plan:
+        runner = _closed if mode == "closed" else _open
+        results.append(asyncio.run(runner(port, requests, *args)))
+    out.put(results)
+
+
+def _run_load(port: int, requests: list[bytes], plan: list[tuple[Any, ...]]) -> Any:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_load, args=(url, token, scans, clients, seconds, queue))
+    proc = ctx.Process(target=_load, args=(port, requests, plan, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -78,24 +202,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=100_000)
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--load", type=float, default=0.5, help="open-loop rate / saturation")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    import uvicorn
-    from sqlalchemy import insert, text
+    from sqlalchemy import func, insert, select, text
     from tests import flow_helpers as fh
 
-    from nearfab.api.custody import router
-    from nearfab.bootstrap import build_app
-    from nearfab.common.clock import ManualClock
-    from nearfab.config import Settings
     from nearfab.custody import SerialUnit, make_identifier
     from nearfab.demo import seed
-    from nearfab.web.server import create_web_app
+    from nearfab.identity import AuditEntry
 
     tmp = Path(tempfile.mkdtemp(prefix="nearfab-verify-"))
-    app = build_app(Settings(data_dir=tmp / "data"), clock=ManualClock())
+    data_dir = tmp / "data"
+    app, _ = _web(data_dir)
     seed(app, fh.TEST_PASSWORD)
     batch_id = fh.make_batch(app)
     fh.release(app, batch_id)
@@ -106,7 +228,7 @@ def main() -> None:
     alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
     scans: list[str] = []
     t0 = time.perf_counter()
-    now = datetime.now().astimezone()
+    now = app.clock.now()
     with app.engine.begin() as conn:
         chunk = []
         for i in range(args.units):
@@ -132,58 +254,76 @@ def main() -> None:
         with app.engine.begin() as conn:
             conn.execute(text("ANALYZE"))
     load_s = time.perf_counter() - t0
-
-    web = create_web_app(app)
-    web.include_router(router)
-
-    @web.get("/bench/ping")
-    def ping() -> dict[str, bool]:
-        return {"ok": True}
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(web, log_level="warning", access_log=False, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    token = httpx.post(
-        f"{url}/api/v1/auth/token",
-        json={"username": "pharmacist", "password": fh.TEST_PASSWORD},
-    ).json()["access_token"]
-    results: dict[str, Any] = {"units": args.units, "load_s": round(load_s, 1), "runs": []}
-    for clients in args.clients:
-        baseline = _run_load(url, token, [], clients, args.seconds)
-        verify = _run_load(url, token, scans, clients, args.seconds)
-        results["runs"].append(
-            {
-                "clients": clients,
-                **verify,
-                "baseline_rps": baseline["rps"],
-                "baseline_p99_ms": baseline["p99_ms"],
-                "rps_vs_baseline": round(verify["rps"] / baseline["rps"], 3),
-            }
+    with app.uow() as uow:
+        before = uow.session.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "verify")
         )
-    server.should_exit = True
-    thread.join(timeout=10)
-    # every verification is logged: the group-commit writer loses nothing once flushed
-    from sqlalchemy import func, select
 
-    from nearfab.identity import AuditEntry
+    results: dict[str, Any] = {"units": args.units, "load_s": round(load_s, 1), "runs": []}
+    ctx = multiprocessing.get_context("spawn")
+    for workers in args.workers:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4096)
+        port = sock.getsockname()[1]
+        ready = ctx.Queue()
+        procs = [ctx.Process(target=_serve, args=(data_dir, sock, ready)) for _ in range(workers)]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.get(timeout=120)
+        import httpx
 
-    app.custody.flush_verification_log()
+        for _ in range(100):
+            try:
+                token = httpx.post(
+                    f"http://127.0.0.1:{port}/api/v1/auth/token",
+                    json={"username": "pharmacist", "password": fh.TEST_PASSWORD},
+                ).json()["access_token"]
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        verify = [
+            _request("POST", "/api/v1/verify", token, json.dumps({"scan": s}).encode())
+            for s in scans
+        ]
+        ping = [_request("GET", "/bench/ping", token, None)]
+        for clients in args.clients:
+            (base_sat,) = _run_load(port, ping, [("closed", clients, args.seconds)])
+            (sat,) = _run_load(port, verify, [("closed", clients, args.seconds)])
+            rate = max(1.0, sat["rps"] * args.load)
+            (base_open,) = _run_load(port, ping, [("open", clients, args.seconds, rate)])
+            (at_load,) = _run_load(port, verify, [("open", clients, args.seconds, rate)])
+            results["runs"].append(
+                {
+                    "workers": workers,
+                    "clients": clients,
+                    "rps": sat["rps"],
+                    "saturated_p50_ms": sat["p50_ms"],
+                    "saturated_p99_ms": sat["p99_ms"],
+                    "baseline_rps": base_sat["rps"],
+                    "baseline_saturated_p99_ms": base_sat["p99_ms"],
+                    "rps_vs_baseline": round(sat["rps"] / base_sat["rps"], 3),
+                    "open_loop_rps": at_load["offered_rps"],
+                    "p50_ms": at_load["p50_ms"],
+                    "p99_ms": at_load["p99_ms"],
+                    "baseline_open_loop_p99_ms": base_open["p99_ms"],
+                    "requests": sat["requests"] + at_load["requests"],
+                }
+            )
+        for proc in procs:
+            proc.terminate()  # SIGTERM: uvicorn shuts down, the worker flushes its log
+        for proc in procs:
+            proc.join(timeout=30)
+        sock.close()
+    # every verification is logged: the group-commit writers lose nothing once flushed
     with app.uow() as uow:
         logged = uow.session.scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "verify")
         )
     results["verifications"] = sum(r["requests"] for r in results["runs"])
-    results["verifications_logged"] = logged
+    results["verifications_logged"] = int(logged or 0) - int(before or 0)
     print(json.dumps(results, indent=None if args.json else 2))
 
 

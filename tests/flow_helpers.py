@@ -267,10 +267,14 @@ def ticketed_job(app: App, order_id: str | None = None, **order: Any) -> str:
     return job_id
 
 
-def make_batch(app: App, **order: Any) -> str:
-    """Prescription to a made batch awaiting release (order awaiting_release); the batch id."""
+def make_batch(app: App, *, ready: bool = True, **order: Any) -> str:
+    """Prescription to a made batch awaiting release (order awaiting_release); the batch id.
+    `ready`: also its manual steps signed (critical entries verified) and its audit trail
+    reviewed by the QP, so a QP decision meets only the rule a test is about."""
     batch_id = start(app, ticketed_job(app, **order))
     finish(app, batch_id)
+    if ready:
+        prepare_release(app, batch_id)
     return batch_id
 
 
@@ -279,7 +283,34 @@ def run(app: App) -> RunSummary:
     return app.runner.run_until_idle()
 
 
+def complete_record(app: App, batch_id: str) -> None:
+    """Sign the batch's manual master-file steps as its operator, each critical entry verified
+    by a second person (nearfab.demo.complete_record)."""
+    from nearfab.demo import complete_record as sign_steps
+
+    sign_steps(app, batch_id, TEST_PASSWORD)
+
+
+def review_audit_trail(app: App, batch_id: str, username: str = "qp") -> None:
+    """A QP signs that the batch's audit trail was reviewed, as it is now."""
+    qp = actor(app, username)
+    with app.uow() as uow:
+        app.quality.records.review_audit_trail(uow, qp, batch_id, password=TEST_PASSWORD)
+
+
+def prepare_release(app: App, batch_id: str) -> None:
+    """What a QP needs before certifying: the record complete, its audit trail reviewed (again
+    only if rows were added since the last review)."""
+    complete_record(app, batch_id)
+    with app.uow() as uow:
+        batch = app.production.get(uow, batch_id)
+        current = app.quality.records.review_state(uow, batch).current
+    if not current:
+        review_audit_trail(app, batch_id)
+
+
 def release(app: App, batch_id: str, *, reason: str | None = None) -> None:
+    prepare_release(app, batch_id)
     qp = actor(app, "qp")
     with app.uow() as uow:
         app.quality.decide(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ from nearfab.custody import CustodyChain, CustodyService, KeyRing
 from nearfab.db import make_engine, make_session_factory
 from nearfab.designs import DesignService, FamilyRegistry
 from nearfab.families.solid_dose import SolidDoseFamily
-from nearfab.identity import SignatureService, UserService, check_platform_keys, system_actor
+from nearfab.identity import (
+    AccountPolicy,
+    SecretBox,
+    SignatureService,
+    UserService,
+    check_platform_keys,
+    system_actor,
+)
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
@@ -103,6 +111,19 @@ class App:
         self.custody.flush_verification_log()
 
 
+def account_policy(settings: Settings) -> AccountPolicy:
+    """The account rules from the settings (docs/accounts-and-signatures.md)."""
+    return AccountPolicy(
+        min_length=settings.password_min_length,
+        history=settings.password_history,
+        max_age=timedelta(days=settings.password_max_age_days),
+        lockout_after=settings.lockout_after_failures,
+        idle_timeout=timedelta(minutes=settings.session_idle_minutes),
+        lifetime=timedelta(hours=settings.session_lifetime_hours),
+        totp_issuer=settings.totp_issuer,
+    )
+
+
 def build_app(
     settings: Settings | None = None,
     *,
@@ -128,6 +149,7 @@ def build_app(
     keys.mkdir(mode=0o700, exist_ok=True)
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
+    totp_box = SecretBox.load_or_create(keys / "totp_secrets.key")
     check_platform_keys(
         session_factory,
         clock,
@@ -136,6 +158,8 @@ def build_app(
             "patient_identity": vault.fingerprint,
             # seals the sites' ledger signing keys; every worker must share it
             "custody_ledger": KeyRing.load_or_create(keys / "custody_ledger.key").fingerprint,
+            # encrypts users' TOTP secrets at rest
+            "totp_secrets": totp_box.fingerprint,
         },
     )
     fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
@@ -145,7 +169,7 @@ def build_app(
 
     families = FamilyRegistry()
     families.register(SolidDoseFamily())
-    users = UserService()
+    users = UserService(account_policy(settings), totp_box)
     signatures = SignatureService(users)
     network = NetworkService()
     telemetry = TelemetryService()

@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     # networked mode: machines publish telemetry to this broker (mqtt://host:1883); unset, the
     # embedded default carries the same messages in-process
     mqtt_url: str | None = None
+    # accounts and sessions (docs/accounts-and-signatures.md)
+    password_min_length: int = Field(default=12, ge=8)
+    password_max_age_days: int = Field(default=90, ge=1)
+    password_history: int = Field(default=5, ge=1)
+    lockout_after_failures: int = Field(default=5, ge=1)
+    session_idle_minutes: int = Field(default=15, ge=1)
+    session_lifetime_hours: int = Field(default=12, ge=1)
+    totp_issuer: str = "nearfab"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -40,6 +40,40 @@ CQA_SPECS = {
     "mass_uniformity": {"method": "Ph. Eur. 2.9.5"},
 }
 
+# the batch-record steps of the demo products, in order: a line clearance and the filament
+# loaded (a critical entry a second person verifies) before the machine prints, then a visual
+# inspection of the made printlets
+RECORD_STEPS = [
+    {
+        "code": "line_clearance",
+        "title": "Line clearance: printer, bench and balance free of the previous product",
+        "manual": True,
+        "critical": False,
+        "entry": {},
+    },
+    {
+        "code": "filament_loaded",
+        "title": "Filament lot and mass loaded on the printer",
+        "manual": True,
+        "critical": True,
+        "entry": {"filament_lot": "text", "mass_loaded_g": "g"},
+    },
+    {
+        "code": "run_finished",
+        "title": "Printing with in-line weighing of every unit (machine)",
+        "manual": False,
+        "critical": False,
+        "entry": {},
+    },
+    {
+        "code": "visual_inspection",
+        "title": "Visual inspection of the printlets (shape, colour, defects)",
+        "manual": True,
+        "critical": False,
+        "entry": {"units_rejected": "count"},
+    },
+]
+
 USERS = [
     ("admin", "Ada Admin", [Role.ADMIN], None),
     ("qp", "Quentin Parr (QP)", [Role.QP], "CTRL"),
@@ -134,6 +168,15 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             )
         with app.uow() as uow:
             app.master_files.make_effective(uow, qp, mf.id)
+        for certifier in ("qp", AUTOPILOT):  # who may certify its batches
+            with app.uow() as uow:
+                app.master_files.assign_qp(
+                    uow,
+                    admin,
+                    data["code"],
+                    users[certifier].id,
+                    reason="QP named on the manufacturing licence for this product",
+                )
     for site_code, name, serial in MACHINES:
         with app.uow() as uow:
             machine = app.network.register_machine(
@@ -154,9 +197,11 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             with app.uow() as uow:
                 app.network.record_training(uow, qp, users[username].id, data["code"])
     today = app.clock.now().date()
-    with app.uow() as uow:
-        pharmacist = actor_of(users["pharmacist"], uow.session)
+    # each site receives its own lots (site scoping): the pharmacist, or the site's operator
+    receivers = {"GSTT-PH": "pharmacist", "MAN-PH": "operator-man", "MOB-1": "operator-mob"}
     for site_code in ("GSTT-PH", "MAN-PH", "MOB-1"):
+        with app.uow() as uow:
+            receiver = actor_of(users[receivers[site_code]], uow.session)
         for material, loading, desc in (
             ("HC-FIL-2.5", 0.025, "Hydrocortisone 2.5 % w/w HPMC filament"),
             ("PROP-FIL-10", 0.10, "Propranolol 10 % w/w filament"),
@@ -164,7 +209,7 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             with app.uow() as uow:
                 lot = app.materials.receive_lot(
                     uow,
-                    pharmacist,
+                    receiver,
                     lot_number=f"{material}-{site_code}-001",
                     material_code=material,
                     description=desc,
@@ -220,6 +265,7 @@ def hydrocortisone_master_file(site_ids: list[str]) -> dict[str, Any]:
         "gtin": "09506000134352",
         "units_per_pack": 30,
         "allowed_site_ids": site_ids,
+        "record_steps": RECORD_STEPS,
     }
 
 
@@ -251,7 +297,67 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
         "gtin": "09506000134369",
         "units_per_pack": 28,
         "allowed_site_ids": site_ids,
+        "record_steps": RECORD_STEPS,
     }
+
+
+def complete_record(
+    app: App, batch_id: str, password: str, *, verifier: str | None = None
+) -> list[str]:
+    """Sign the batch's pending manual steps in order as its operator on duty, with plausible
+    entries, and verify each critical entry as a second person (`verifier`, or the site's
+    pharmacist, or the QP autopilot). For the demo and tests only: in use, each person signs
+    for themselves. Returns the codes signed or verified; stops at the first refusal (raised)."""
+    with app.uow() as uow:
+        batch = app.production.get(uow, batch_id)
+        operator = actor_of(app.users.get(uow, batch.operator_id), uow.session)
+        second = _second_person(app, uow, batch.site_id, verifier)
+        lot, used_g = batch.material_lot_number, batch.material_used_g
+        states = app.production.step_states(uow, batch)
+    done: list[str] = []
+    for state in states:
+        if not state.manual:
+            continue
+        if state.signoff is None:
+            values = {
+                name: _entry_value(name, kind, lot, used_g)
+                for name, kind in state.entry_fields.items()
+            }
+            with app.uow() as uow:
+                app.quality.records.sign_step(
+                    uow, operator, batch_id, state.code, entry=values, password=password
+                )
+            done.append(state.code)
+        if state.critical and (state.signoff is None or state.signoff.verified_by is None):
+            with app.uow() as uow:
+                app.quality.records.verify_step(
+                    uow, second, batch_id, state.code, password=password
+                )
+            done.append(f"{state.code}:verified")
+    return done
+
+
+def _second_person(app: App, uow: Any, site_id: str, username: str | None) -> Any:
+    if username is None:
+        pharmacists = [
+            u
+            for u in uow.session.scalars(select(User).where(User.home_site_id == site_id))
+            if Role.PHARMACIST.value in u.roles and u.active
+        ]
+        user = pharmacists[0] if pharmacists else app.users.by_username(uow, AUTOPILOT)
+    else:
+        user = app.users.by_username(uow, username)
+    if user is None:
+        raise RuntimeError("no second person to verify the batch's critical entries")
+    return actor_of(user, uow.session)
+
+
+def _entry_value(name: str, kind: str, lot: str, used_g: float) -> object:
+    if name == "filament_lot":
+        return lot
+    if name == "mass_loaded_g":
+        return round(used_g + 5.0, 1)  # what was drawn for the batch, plus the purge
+    return "checked" if kind == "text" else 0
 
 
 def prescription_bundle(

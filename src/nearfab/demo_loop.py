@@ -10,7 +10,7 @@ import time
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
-from nearfab.demo import AUTOPILOT, prescription_bundle
+from nearfab.demo import AUTOPILOT, complete_record, prescription_bundle
 from nearfab.identity import actor_of, system_actor
 from nearfab.production import Fault
 
@@ -156,6 +156,8 @@ class DemoLoop:
 
     def autopilot(self) -> None:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.
+        Before that, the batch's manual steps are signed as its operator on duty (the critical
+        entry verified by a second person) and the autopilot signs its audit-trail review.
         Off when the demo users' password is not known (an existing demo database)."""
         if self._password is None:
             return
@@ -171,6 +173,15 @@ class DemoLoop:
             qp = actor_of(qp_user, uow.session)
         for batch_id in batch_ids:
             try:
+                complete_record(self.app, batch_id, self._password)
+                with self.app.uow() as uow:
+                    self.app.quality.records.review_audit_trail(
+                        uow,
+                        qp,
+                        batch_id,
+                        password=self._password,
+                        meaning="audit trail reviewed (demo autopilot)",
+                    )
                 with self.app.uow() as uow:
                     self.app.quality.decide(
                         uow,

@@ -247,3 +247,186 @@ def test_keys_are_sealed_and_rotate_keeping_old_signatures_valid(
     assert _verify(app, chain, all_signatures=True).ok
     with app.uow() as uow, pytest.raises(Exception, match="reason"):
         chain.ledger.rotate(uow, fh.actor(app, "admin"), site_id, reason=" ")
+
+
+def test_columns_changed_beside_an_intact_payload_are_named(
+    made: tuple[App, CustodyChain],
+) -> None:
+    """The payload and its hash untouched, but the row's columns say something else: read
+    off the payload's end in the fast check, so it must still be caught there."""
+    app, chain = made
+    rows = _site_chain(app)
+    for column, value in (("ref", "release:someone-else"), ("kind", "anchor")):
+        victim = rows[2]
+        _sql(app, update(LedgerEntry).where(LedgerEntry.id == victim.id).values({column: value}))
+        report = _verify(app, chain)
+        assert report.first_bad is not None
+        assert (report.first_bad.seq, report.first_bad.entry_id) == (victim.seq, victim.id)
+        assert "columns differ" in report.first_bad.reason
+        _sql(
+            app,
+            update(LedgerEntry)
+            .where(LedgerEntry.id == victim.id)
+            .values({column: getattr(victim, column)}),
+        )
+    assert _verify(app, chain, all_signatures=True).ok
+
+
+def test_the_report_gives_each_site_its_entries_head_and_last_anchor(
+    made: tuple[App, CustodyChain],
+) -> None:
+    app, chain = made
+    with app.uow() as uow:
+        chain.ledger.anchor(uow, fh.actor(app, "qp"))
+    report = _verify(app, chain)
+    rows = _site_chain(app)
+    site = next(c for c in report.chains if c.site_id == rows[0].site_id)
+    assert (site.entries, site.head_seq, site.head_hash) == (
+        len(rows),
+        rows[-1].seq,
+        rows[-1].entry_hash,
+    )
+    assert site.last_anchor is not None and site.last_anchor.seq == rows[-1].seq
+    assert site.last_anchor.head == rows[-1].entry_hash and site.last_anchor_ok is True
+    assert sum(c.entries for c in report.chains) == report.entries
+    as_json = report.to_dict()
+    assert {c["site_id"] for c in as_json["chains"]} == {c.site_id for c in report.chains}
+    victim = rows[1]
+    _sql(
+        app,
+        update(LedgerEntry)
+        .where(LedgerEntry.id == victim.id)
+        .values(payload=_tampered(victim.payload)),
+    )
+    broken = next(c for c in _verify(app, chain).chains if c.site_id == victim.site_id)
+    assert broken.first_bad is not None and broken.first_bad.entry_id == victim.id
+    assert all(c.ok for c in _verify(app, chain).chains if c.site_id != victim.site_id)
+
+
+def test_entries_appended_in_a_batch_are_each_chained_and_signed(seeded: App) -> None:
+    """`append_many` (capture, benchmarks): one INSERT, signatures made in two threads for
+    long batches; each entry must still be exactly what `append` would have made."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from nearfab.custody.enums import LedgerKind
+
+    chain = ch.chain(seeded)
+    site_id = _any_site(seeded)
+    items = [(LedgerKind.EPCIS, f"bulk-{i}", {"n": i, "text": 'é\u2028"x'}) for i in range(300)]
+    with seeded.uow() as uow:
+        chain.ledger.append(uow, site_id, LedgerKind.EPCIS, "single-1", {"n": -1})
+        made = chain.ledger.append_many(uow, site_id, items)
+        chain.ledger.append(uow, site_id, LedgerKind.EPCIS, "single-2", {"n": -2})
+        uow.commit()
+    assert [m.seq for m in made] == list(range(2, 302))
+    rows = _entries(seeded, site_id)
+    assert [r.seq for r in rows] == list(range(1, 303))
+    with seeded.uow() as uow:
+        key = uow.session.scalars(select(SiteKey).where(SiteKey.site_id == site_id)).one()
+        public = Ed25519PublicKey.from_public_bytes(key.public_key)
+    for prev, row in itertools.pairwise(rows):
+        assert row.prev_hash == prev.entry_hash
+        assert entry_hash(row.prev_hash, row.payload) == row.entry_hash
+        public.verify(bytes.fromhex(row.signature), bytes.fromhex(row.entry_hash))
+        body = json.loads(row.payload)
+        assert (body["seq"], body["ref"], body["site_id"]) == (row.seq, row.ref, site_id)
+        assert row.recorded_at.tzinfo is not None
+    assert json.loads(rows[5].payload)["body"] == {"n": 4, "text": 'é\u2028"x'}
+    assert _verify(seeded, chain, all_signatures=True).ok
+
+
+def _any_site(app: App) -> str:
+    from nearfab.network import Site, SiteKind
+
+    with app.uow() as uow:
+        return next(
+            s.id
+            for s in uow.session.scalars(select(Site).order_by(Site.code))
+            if s.kind != SiteKind.CONTROL.value
+        )
+
+
+def _reference_problems(rows, check, *, all_signatures):  # type: ignore[no-untyped-def]
+    """The check as it was before the fast path: parse every payload."""
+    from nearfab.custody.logic.ledger import GENESIS, Problem, row_problems
+
+    problems, prev, expected = [], GENESIS, 1
+    for index, row in enumerate(rows):
+        problems += row_problems(row, prev, expected)
+        last_of_key = index + 1 == len(rows) or rows[index + 1].key_id != row.key_id
+        if (all_signatures or last_of_key) and not check(
+            row.key_id, row.site_id, row.entry_hash, row.signature
+        ):
+            problems.append(Problem(row.site_id, row.seq, row.id, "signature is not valid"))
+        prev, expected = row.entry_hash, row.seq + 1
+    return problems
+
+
+def test_the_fast_check_finds_what_parsing_every_payload_finds() -> None:
+    """Random edits of a chain (payload text, columns, links, order): the streaming check
+    with its no-parse fast path reports exactly the problems of the full check."""
+    import random
+
+    from nearfab.custody.logic.ledger import GENESIS, Row, payload_of, verify_chain
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+
+    def check(key_id: str, site_id: str, digest: str, signature: str) -> bool:
+        try:
+            public.verify(bytes.fromhex(signature), bytes.fromhex(digest))
+        except Exception:
+            return False
+        return key_id.startswith("k")
+
+    rows, prev = [], GENESIS
+    for i in range(1, 41):
+        kind = ("epcis", "release", "anchor")[i % 3]
+        ref = f'r{i}"\\é' if i % 7 == 0 else f"r{i}"
+        body = {"kind": "x", "ref": "r1", "seq": 1, "site_id": "s", "i": i}  # decoys inside
+        payload = payload_of(
+            site_id="site_1", seq=i, kind=kind, ref=ref, recorded_at="2026-01-01T00:00:00.000Z",
+            body=body,
+        )  # fmt: skip
+        digest = entry_hash(prev, payload)
+        key_id = "k1" if i <= 20 else "k2"
+        rows.append(
+            Row(i, "site_1", i, kind, ref, payload, prev, digest, key_id,
+                key.sign(bytes.fromhex(digest)).hex())
+        )  # fmt: skip
+        prev = digest
+    rng = random.Random(4)
+    edits = [
+        lambda r: r._replace(payload=r.payload.replace('"seq":', '"seq": ', 1)),
+        lambda r: r._replace(payload=r.payload[:-1]),
+        lambda r: r._replace(payload=r.payload.replace(f',"seq":{r.seq},', ',"seq":99,')),
+        lambda r: r._replace(ref=r.ref + "x"),
+        lambda r: r._replace(kind="key"),
+        lambda r: r._replace(seq=r.seq + 1),
+        lambda r: r._replace(prev_hash=GENESIS),
+        lambda r: r._replace(signature="00" * 64),
+        lambda r: r._replace(key_id="x9"),
+        lambda r: r._replace(site_id="site_2"),
+    ]
+    for _ in range(300):
+        chain = list(rows)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(chain))
+            chain[at] = rng.choice(edits)(chain[at])
+        if rng.random() < 0.2:
+            del chain[rng.randrange(len(chain))]
+        # recompute some hashes after an edit, as someone covering their tracks would
+        if rng.random() < 0.3:
+            start = rng.randrange(len(chain))
+            p = chain[start - 1].entry_hash if start else GENESIS
+            for j in range(start, len(chain)):
+                chain[j] = chain[j]._replace(
+                    prev_hash=p, entry_hash=entry_hash(p, chain[j].payload)
+                )
+                p = chain[j].entry_hash
+        for every in (False, True):
+            if len({r.site_id for r in chain}) > 1:
+                continue  # one chain per call, as the reference expects
+            assert verify_chain(chain, check, all_signatures=every) == _reference_problems(
+                chain, check, all_signatures=every
+            )

@@ -16,6 +16,7 @@ from nearfab.demo import prescription_bundle
 from nearfab.production import SignedTicket, verify_ticket
 from nearfab.web.server import create_web_app
 
+from .. import flow_helpers as fh
 from ..conftest import TEST_PASSWORD
 
 
@@ -26,9 +27,11 @@ def _login(client: TestClient, username: str) -> dict[str, str]:
 
 
 def _audit(client: TestClient, h: dict[str, str], kind: str, ident: str) -> list[dict[str, Any]]:
-    r = client.get("/api/v1/audit", params={"entity_type": kind, "entity_id": ident}, headers=h)
-    assert r.status_code == 200
-    return list(r.json())
+    """One record's trail, oldest first, read by the auditor: `h` (who acts at that step of the
+    flow) may not hold Permission.AUDIT_READ."""
+    r = client.get(f"/api/v1/records/{kind}/{ident}/audit", headers=_login(client, "auditor"))
+    assert r.status_code == 200, r.text
+    return list(r.json()["audit_trail"])
 
 
 @pytest.fixture
@@ -101,7 +104,10 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     r = client.get(f"/api/v1/packs/{unit_id}/label", headers=clin)
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_released"
 
-    # 5. the QP's queue shows it; a wrong password signs nothing
+    # 5. the QP's queue shows it; a wrong password signs nothing (the operator signed the
+    # manual steps, a second person verified the critical entry, the QP reviewed the audit trail:
+    # tests/production/test_step_sequence.py and tests/quality/test_certification_controls.py)
+    fh.prepare_release(seeded, batch_id)
     qp = _login(client, "qp")
     pending = client.get("/api/v1/release/pending", headers=qp).json()
     assert [p["batch_id"] for p in pending] == [batch_id]
@@ -125,6 +131,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
         "password": TEST_PASSWORD,
         "meaning": "QP release",
         "record_hash": shown,
+        "username": "qp",  # the first signing of this token's session: both components
     }
     assert (
         client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=ph).status_code == 403

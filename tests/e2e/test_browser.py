@@ -124,6 +124,7 @@ def test_qp_signs_a_release_in_the_browser(
     dialog.get_by_label("Decision").select_option("release")
     dialog.get_by_label("Meaning").fill("QP release: batch record reviewed")
     dialog.get_by_label("Reason").fill("9-unit batch: 2.9.40 not applicable, every mass in spec")
+    dialog.get_by_label("User ID").fill("qp")  # first signature of the session: both components
     dialog.get_by_label("Password").fill(TEST_PASSWORD)
     # the form carries the hash of what the QP sees; the signature binds only to that
     with seeded.uow() as uow:
@@ -169,6 +170,7 @@ def test_wrong_signature_password_is_refused_and_the_batch_stays_pending(
     dialog = page.locator(f"#sign-{batch_id}")
     dialog.get_by_label("Meaning").fill("QP release")
     dialog.get_by_label("Reason").fill("masses reviewed")
+    dialog.get_by_label("User ID").fill("qp")
     dialog.get_by_label("Password").fill("not-my-password")
     dialog.get_by_role("button", name="Sign", exact=True).click()
 

@@ -10,7 +10,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
-import nearfab.identity.services as identity_services
+import nearfab.identity.services.users as identity_services
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import (
@@ -22,10 +22,10 @@ from nearfab.common.errors import (
 )
 from nearfab.identity import (
     Actor,
-    ApiToken,
     AuditEntry,
     Signature,
     User,
+    UserSession,
     actor_of,
     audit,
     audit_trail,
@@ -149,7 +149,7 @@ def test_failed_logins_are_refused_alike_and_their_audit_rows_survive(app: App) 
     assert actions == ["create", "login_failed", "login_failed"]
     [ghost] = trail(app, "user", "ghost")
     assert ghost.action == "login_failed" and ghost.actor_id == "unknown:ghost"
-    assert count(app, ApiToken) == 0
+    assert count(app, UserSession) == 0
     assert login(app).id == user.id
     assert trail(app, "user", user.id)[-1].action == "login"
 
@@ -165,15 +165,18 @@ def test_token_maps_to_its_actor_until_it_expires(app: App, clock: ManualClock) 
     with app.uow() as uow:
         token, user = app.users.issue_token(uow, "quentin", PASSWORD)
     with app.uow() as uow:
-        assert uow.session.get(ApiToken, token) is None  # only the hash is stored
+        stored = uow.session.scalars(select(UserSession.token_hash)).all()
+        assert token not in stored and len(stored) == 1  # only the hash is stored
         actor = app.users.actor_for_token(uow, token)
     assert (actor.user_id, actor.username, actor.roles) == (user.id, "quentin", ("pharmacist",))
     refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token + "x"))
-    clock.advance(11 * 3600)
-    with app.uow() as uow:
-        app.users.actor_for_token(uow, token)
-    clock.advance(2 * 3600)  # 13 h after issue: past the 12 h lifetime
-    refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token))
+    for _ in range(11 * 6):  # used every 10 minutes: never idle for 15
+        clock.advance(600)
+        with app.uow() as uow:
+            app.users.actor_for_token(uow, token)
+    clock.advance(3600)  # 12 h after issue: past the absolute lifetime
+    error = refused(app, Unauthenticated, lambda uow: app.users.actor_for_token(uow, token))
+    assert error.code == "session_expired"
 
 
 def test_deactivated_user_cannot_log_in_use_a_token_or_sign(app: App) -> None:
@@ -222,6 +225,8 @@ def test_signature_refuses_wrong_password_and_empty_meaning(app: App) -> None:
     sign(app, actor, commit=False)  # the signer's use case did not commit: nothing is kept
     assert count(app, Signature) == 0
     assert trail(app, "batch", "B-001") == []
+    # the failed attempt is on the signer's account (committed on its own)
+    assert "sign_failed" in [e.action for e in trail(app, "user", actor.user_id)]
 
 
 def test_signature_is_bound_to_the_content_hash(app: App, clock: ManualClock) -> None:
@@ -245,6 +250,9 @@ def test_signature_is_bound_to_the_content_hash(app: App, clock: ManualClock) ->
         "signature_id": stored.id,
         "meaning": "QP release",
         "record_hash": stored.record_hash,
+        "signature_hash": stored.signature_hash,
+        "components": "password",
+        "session_id": None,
     }
 
 

@@ -62,6 +62,7 @@ def _faulty_batch(app: App, fault: Fault) -> str:
     app.fleet.inject_fault(fh.machine(app, fh.job(app, job_id).machine_id), fault)
     batch_id = fh.start(app, job_id)
     fh.finish(app, batch_id)
+    fh.prepare_release(app, batch_id)  # manual steps signed, audit trail reviewed
     return batch_id
 
 

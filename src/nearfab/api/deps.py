@@ -42,7 +42,7 @@ def get_actor(
     if credentials is None:
         raise Unauthenticated("a bearer token is required (POST /api/v1/auth/token)")
     with application.uow() as uow:
-        return application.users.actor_for_token(uow, credentials.credentials)
+        return application.users.actor_for_token(uow, credentials.credentials, kind="api")
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]

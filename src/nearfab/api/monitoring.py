@@ -6,11 +6,12 @@ import io
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import Forbidden
@@ -42,6 +43,8 @@ class TrainIn(BaseModel):
 class ApproveIn(BaseModel):
     password: str
     meaning: str = "QP approval of monitoring model"
+    username: str | None = None  # the first signing of a session needs it
+    totp: str | None = None
 
 
 class NoteIn(BaseModel):
@@ -302,16 +305,23 @@ def model(
 def approve(
     model_id: str,
     body: ApproveIn,
+    request: Request,
     actor: Annotated[Actor, allowed(Permission.MODEL_APPROVE)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
     """QP approval by e-signature (password again, and the meaning); retires the old version."""
-    return model_dict(
-        application.monitoring.approve(
-            uow, actor, model_id, password=body.password, meaning=body.meaning
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        model = application.monitoring.approve(
+            uow,
+            actor,
+            model_id,
+            password=body.password,
+            meaning=body.meaning,
+            username=body.username,
+            totp=body.totp,
         )
-    )
+    return model_dict(model)
 
 
 @router.post("/monitoring/models/{model_id}/retire", tags=["monitoring"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 
-from nearfab.api.deps import ActorDep, AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
 from nearfab.api.schemas import (
     DecisionIn,
     DispenseIn,
@@ -26,18 +26,20 @@ from nearfab.api.schemas import (
     TokenOut,
     TrainingIn,
 )
+from nearfab.api.security import throttled
+from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.common.errors import NotFound, Unauthenticated
-from nearfab.identity import Actor, Permission, audit_trail, site_filter
+from nearfab.common.errors import NotFound
+from nearfab.identity import Actor, Permission, authorize, site_filter
 from nearfab.production import Fault
 from nearfab.readmodels import (
-    audit_dict,
     batch_view,
     network_view,
     order_view,
     pending_view,
     review_dict,
 )
+from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
@@ -50,16 +52,16 @@ def _row(obj: Any, *fields: str) -> dict[str, Any]:
 # --- identity --------------------------------------------------------------------------------
 @router.post("/auth/token", response_model=TokenOut, tags=["identity"])
 def token(body: TokenIn, request: Request, application: AppDep, uow: UowDep) -> TokenOut:
-    """Exchange a username and password for a bearer token (12 h). Five failures for one
-    username from one client within 5 minutes hold further attempts back (429)."""
+    """Exchange a username and password (and the TOTP code, when enrolled) for a bearer token:
+    an API session with an idle timeout and an absolute lifetime. Five failures for one
+    username from one client within 5 minutes hold further attempts back (429); five in a row
+    from anywhere lock the account (`account_locked`). An expired or temporary password answers
+    403 `password_expired` (POST /api/v1/auth/password)."""
     throttle, client = login_throttle(request), client_of(request)
-    throttle.check(body.username, client)
-    try:
-        value, user = application.users.issue_token(uow, body.username, body.password)
-    except Unauthenticated:
-        throttle.failed(body.username, client)
-        raise
-    throttle.succeeded(body.username, client)
+    with throttled(throttle, body.username, client):
+        value, user = application.users.issue_token(
+            uow, body.username, body.password, totp=body.totp, client=client
+        )
     return TokenOut(access_token=value, user_id=user.id, roles=list(user.roles))
 
 
@@ -74,12 +76,7 @@ def me(actor: Annotated[Actor, allowed(Permission.PROFILE_READ)]) -> dict[str, A
     }
 
 
-@router.get("/audit", tags=["identity"])
-def audit(
-    actor: ActorDep, uow: UowDep, entity_type: str = Query(), entity_id: str = Query()
-) -> list[dict[str, Any]]:
-    """The audit trail of one record."""
-    return [audit_dict(r) for r in audit_trail(uow, entity_type, entity_id)]
+# GET /audit (review, filters, pagination) lives in api/audit.py
 
 
 # --- network ---------------------------------------------------------------------------------
@@ -187,6 +184,7 @@ def inject_fault(
     """Simulated machines only: inject a fault into the digital twin."""
 
     machine = application.network.get_machine(uow, machine_id)
+    authorize(actor, Permission.FAULT_INJECT, site_id=machine.site_id)
     fault = Fault(kind=body.kind, severity=body.severity, from_unit=body.from_unit)
     application.fleet.inject_fault(machine, fault)
     return {"machine_id": machine.id, "fault": fault.describe()}
@@ -241,6 +239,18 @@ MF_FIELDS = (
 )
 
 
+@router.get("/patients/{patient_id}/identity", tags=["orders"])
+def patient_identity(
+    patient_id: str,
+    actor: Annotated[Actor, allowed(Permission.PATIENT_IDENTITY_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Identifying data (name, NHS number, birth date) for a patient of the actor's site, for
+    the roles that need it (pharmacist, clinician); every read is itself audited."""
+    return application.orders.patient_identity(uow, actor, patient_id)
+
+
 @router.get("/master-files", tags=["master files"])
 def master_files(
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_READ)], application: AppDep, uow: UowDep
@@ -262,13 +272,21 @@ def draft_master_file(
 def approve_master_file(
     mf_id: str,
     body: SignIn,
+    request: Request,
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_APPROVE)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    mf = application.master_files.approve(
-        uow, actor, mf_id, password=body.password, meaning=body.meaning
-    )
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        mf = application.master_files.approve(
+            uow,
+            actor,
+            mf_id,
+            password=body.password,
+            meaning=body.meaning,
+            username=body.username,
+            totp=body.totp,
+        )
     return _row(mf, *MF_FIELDS)
 
 
@@ -516,23 +534,36 @@ def pending(
 def decide(
     batch_id: str,
     body: DecisionIn,
+    request: Request,
     actor: Annotated[Actor, allowed(Permission.RELEASE_DECIDE)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    """QP release or rejection, signed with the QP's password and the stated meaning."""
-    review = application.quality.decide(
-        uow,
-        actor,
-        batch_id,
-        decision=body.decision,
-        password=body.password,
-        meaning=body.meaning,
-        reason=body.reason,
-        record_hash=body.record_hash,
-    )
+    """QP release or rejection, signed with the QP's password and the stated meaning; the
+    first signing of a session also needs `username`, and `totp` when the site demands it."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        review = application.quality.decide(
+            uow,
+            actor,
+            batch_id,
+            decision=body.decision,
+            password=body.password,
+            meaning=body.meaning,
+            reason=body.reason,
+            record_hash=body.record_hash,
+            username=body.username,
+            totp=body.totp,
+        )
     with application.uow() as fresh:
         return review_dict(application, fresh, review)
+
+
+def _pack_in_scope(application: App, uow: UnitOfWork, actor: Actor, unit_id: str) -> None:
+    """A pack's label is shown to the making site's and the ordering site's staff."""
+    unit = application.custody.get_unit(uow, unit_id)
+    batch = application.production.get(uow, unit.batch_id)
+    order = application.orders.get(uow, unit.order_id)
+    authorize(actor, Permission.TRACE_READ, one_of={batch.site_id, order.site_id})
 
 
 @router.get(
@@ -549,7 +580,7 @@ def pack_label(
 ) -> Response:
     from nearfab.custody import render_label
 
-    application.custody.get_unit(uow, unit_id)
+    _pack_in_scope(application, uow, actor, unit_id)
     contents = application.custody.labels(uow, unit_id)
     if not contents:
         raise NotFound(f"no label for {unit_id!r}", field="unit_id")
@@ -573,7 +604,7 @@ def pack_datamatrix(
     printers driven by other software."""
     from nearfab.custody import datamatrix_image, datamatrix_svg
 
-    application.custody.get_unit(uow, unit_id)
+    _pack_in_scope(application, uow, actor, unit_id)
     contents = application.custody.labels(uow, unit_id)
     if not contents:
         raise NotFound(f"no label for {unit_id!r}", field="unit_id")

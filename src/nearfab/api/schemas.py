@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 class TokenIn(BaseModel):
     username: str
     password: str
+    # the authenticator code, for accounts with TOTP enabled
+    totp: str | None = None
 
 
 class TokenOut(BaseModel):
@@ -60,6 +62,10 @@ class FaultIn(BaseModel):
 class SignIn(BaseModel):
     password: str
     meaning: str
+    # the signer's user ID: needed at the first signing of a session (21 CFR 11.200(a)(1))
+    username: str | None = None
+    # the authenticator code, when the site or master file demands it
+    totp: str | None = None
 
 
 class LotIn(BaseModel):
@@ -86,6 +92,9 @@ class DecisionIn(BaseModel):
     reason: str | None = None
     # the record hash the client showed the QP (from GET /release/pending): signs only that
     record_hash: str | None = None
+    # the signer's user ID (first signing of a session) and TOTP code (when demanded)
+    username: str | None = None
+    totp: str | None = None
 
 
 class DispenseIn(BaseModel):

@@ -1,5 +1,5 @@
 """HTTP hardening for the web pages and the API: security headers on every response, and a
-throttle on password guessing at login and token issue.
+throttle on password guessing at login, token issue and e-signatures (`throttled`).
 
 The Content-Security-Policy allows scripts, styles, images and connections from this site
 only: nothing can load from a CDN or leak to another host, even if a template were wrong.
@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nearfab.common.errors import DomainError
+from nearfab.common.errors import DomainError, Unauthenticated
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -90,3 +91,22 @@ class LoginThrottle:
     def succeeded(self, username: str, client: str) -> None:
         with self._lock:
             self._failures.pop((username.strip().lower(), client), None)
+
+
+@contextmanager
+def throttled(throttle: LoginThrottle, username: str, client: str) -> Iterator[None]:
+    """Wrap a password check (a login or an e-signature): refused with 429 while the username
+    has `limit` recent failures from this client; an Unauthenticated failure counts, a success
+    clears the count. The account lockout (identity) counts failures from every client."""
+    throttle.check(username, client)
+    try:
+        yield
+    except Unauthenticated as exc:
+        if exc.code not in _NOT_GUESSES:
+            throttle.failed(username, client)
+        raise
+    throttle.succeeded(username, client)
+
+
+# refusals that do not test a secret: a missing component is not a guess
+_NOT_GUESSES = frozenset({"username_required", "totp_required"})

@@ -12,6 +12,8 @@ import typer
 from rich.table import Table
 
 from nearfab.cli import simulate
+from nearfab.cli.audit import audit_app
+from nearfab.cli.batches import app as batches_app
 from nearfab.cli.context import (
     CliState,
     DataDir,
@@ -30,6 +32,7 @@ from nearfab.cli.custody import custody_app, recall_app, trace_app
 from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import plan as plan_command
+from nearfab.cli.users import app as users_app
 from nearfab.common.errors import DomainError, ValidationFailed
 
 app = typer.Typer(no_args_is_help=True, help="nearfab: point-of-care manufacturing network.")
@@ -41,6 +44,7 @@ app.add_typer(order_app, name="order")
 app.add_typer(network_app, name="network")
 app.add_typer(release_app, name="release")
 app.add_typer(batch_app, name="batch")
+app.add_typer(batches_app, name="batches")
 app.add_typer(mspc_app, name="mspc")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(models_app, name="models")
@@ -50,6 +54,8 @@ app.add_typer(simulate.app, name="simulate")
 app.add_typer(custody_app, name="custody")
 app.add_typer(trace_app, name="trace")
 app.add_typer(recall_app, name="recall")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")
@@ -487,30 +493,6 @@ def dispense(
         console.print(
             f"dispensed pack {out['serial']} ({out['dispense_id']})"
             + ("; order complete" if out["order_complete"] else "")
-        )
-
-
-@app.command("audit")
-def audit_show(
-    ctx: typer.Context,
-    entity_type: str,
-    entity_id: str,
-    as_json: JsonOpt = False,
-    data_dir: DataDir = None,
-) -> None:
-    """The audit trail of one record."""
-    from nearfab.identity import audit_trail
-    from nearfab.readmodels import audit_dict
-
-    application = state(ctx, data_dir).app()
-    with application.uow() as uow:
-        rows = [audit_dict(r) for r in audit_trail(uow, entity_type, entity_id)]
-    if as_json:
-        emit_json(rows)
-        return
-    for r in rows:
-        console.print(
-            f"{r['at']} {r['actor']}: {r['action']} {r['old']} -> {r['new']} {r['reason'] or ''}"
         )
 
 

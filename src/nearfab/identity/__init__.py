@@ -3,6 +3,7 @@
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
 from nearfab.identity.models import (
+    AuditChainHead,
     AuditEntry,
     PasswordHistory,
     PlatformKey,
@@ -21,27 +22,37 @@ from nearfab.identity.permissions import (
     visible_sites,
 )
 from nearfab.identity.services import (
+    ChainReport,
     KeyMismatch,
     SignatureService,
     UserService,
     actor_of,
+    append_audit_rows,
     audit,
     audit_trail,
     audited_transition,
     check_platform_keys,
     refuse,
+    search_audit,
+    signatures_on,
+    verify_audit_chain,
 )
+from nearfab.identity.services.credentials import AccountPolicy, SecretBox
 
 __all__ = [
     "MATRIX",
+    "AccountPolicy",
     "Actor",
     "AuditAction",
+    "AuditChainHead",
     "AuditEntry",
+    "ChainReport",
     "KeyMismatch",
-    "Permission",
     "PasswordHistory",
+    "Permission",
     "PlatformKey",
     "Role",
+    "SecretBox",
     "SecurityAlert",
     "Signature",
     "SignatureService",
@@ -49,6 +60,7 @@ __all__ = [
     "UserService",
     "UserSession",
     "actor_of",
+    "append_audit_rows",
     "audit",
     "audit_trail",
     "audited_transition",
@@ -56,10 +68,13 @@ __all__ = [
     "can",
     "check_platform_keys",
     "is_network_wide",
-    "site_filter",
     "record_hash",
     "refuse",
     "require_role",
+    "search_audit",
+    "signatures_on",
+    "site_filter",
     "system_actor",
+    "verify_audit_chain",
     "visible_sites",
 ]

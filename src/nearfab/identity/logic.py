@@ -22,6 +22,9 @@ class Actor:
     site_id: str | None = None
     # sees every site: control-site staff and users without a home site (see permissions)
     network: bool = False
+    # the web session or API token the actor came through (None: a direct service call, the
+    # CLI): e-signatures use it for the continuous-session rule of 21 CFR 11.200(a)(1)
+    session_id: str | None = None
 
     def has_any(self, roles: Iterable[Role | str]) -> bool:
         return any(str(r) in self.roles for r in roles)

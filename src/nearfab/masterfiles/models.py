@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -40,6 +40,10 @@ class MasterFile(Base):
     approved_at: Mapped[datetime | None]
     approval_signature_id: Mapped[str | None] = mapped_column(String(32))
     effective_from: Mapped[datetime | None]
+    # e-signatures on this master file need a TOTP code as well (not part of content())
+    totp_for_signing: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # the ordered batch-record steps (manual ones are signed by a person; see production.md)
+    record_steps: Mapped[list[Any] | None]
 
     def content(self) -> dict[str, Any]:
         """The approved content: what a QP's signature is bound to."""
@@ -59,7 +63,27 @@ class MasterFile(Base):
             "gtin": self.gtin,
             "units_per_pack": self.units_per_pack,
             "allowed_site_ids": self.allowed_site_ids,
+            # only when listed: versions approved before steps existed keep their hash
+            **({"record_steps": self.record_steps} if self.record_steps else {}),
         }
 
     def accepts(self, system: str, code: str) -> bool:
         return any(c["system"] == system and c["code"] == code for c in self.accepted_codes)
+
+
+class MasterFileQP(Base):
+    """A Qualified Person assigned to certify the batches of one master file (every version of
+    its code). Unassigning keeps the row, inactive; the audit trail keeps the history."""
+
+    __tablename__ = "master_file_qps"
+    __table_args__ = (UniqueConstraint("master_file_code", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    master_file_code: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    active: Mapped[bool]
+    assigned_at: Mapped[datetime]
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    unassigned_at: Mapped[datetime | None]
+    unassigned_by: Mapped[str | None] = mapped_column(String(64))

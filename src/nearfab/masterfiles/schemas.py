@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nearfab.common.gs1 import validate_gtin
 
@@ -31,6 +31,48 @@ class ParameterLimit(BaseModel):
         return high
 
 
+# steps the platform records itself (production and quality write them in the batch record):
+# a master file may list them among its steps, as machine steps, to fix their place
+MACHINE_STEPS = frozenset(
+    {"material_dispensed", "run_started", "handed_to_machine", "run_finished", "rtrt_evaluated"}
+)
+# what an entry field holds: free text, or a number in one of these units
+ENTRY_KINDS = frozenset({"text", "g", "mg", "count", "%", "°C", "mm", "min"})
+
+
+class RecordStepIn(BaseModel):
+    """One step of the batch record, in master-file order. A manual step is performed and
+    e-signed by a person, with the values of its `entry` fields; a critical one is verified
+    and e-signed by a second person. A machine step is recorded by the platform."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    title: str = Field(min_length=1, max_length=200)
+    manual: bool = True
+    critical: bool = False
+    # field name -> "text" or a unit ("g", "count", ...)
+    entry: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RecordStepIn:
+        if not self.manual and self.code not in MACHINE_STEPS:
+            raise ValueError(
+                f"machine step {self.code!r} is not one the platform records "
+                f"({', '.join(sorted(MACHINE_STEPS))})"
+            )
+        if not self.manual and (self.critical or self.entry):
+            raise ValueError("a machine step has no critical entry: the platform records it")
+        if self.critical and not self.entry:
+            raise ValueError("a critical step needs entry fields for the second person to verify")
+        for name, kind in self.entry.items():
+            if not name or len(name) > 48:
+                raise ValueError("entry field names have 1 to 48 characters")
+            if kind not in ENTRY_KINDS:
+                raise ValueError(
+                    f"entry field {name!r}: {kind!r} is not one of {', '.join(sorted(ENTRY_KINDS))}"
+                )
+        return self
+
+
 class MasterFileIn(BaseModel):
     code: str = Field(min_length=1, max_length=64)
     title: str = Field(min_length=1, max_length=200)
@@ -46,6 +88,16 @@ class MasterFileIn(BaseModel):
     gtin: str
     units_per_pack: int = Field(gt=0, le=1000)
     allowed_site_ids: list[str] = Field(min_length=1)
+    record_steps: list[RecordStepIn] = Field(default_factory=list, max_length=50)
+
+    @field_validator("record_steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[RecordStepIn]) -> list[RecordStepIn]:
+        codes = [s.code for s in steps]
+        repeated = sorted({c for c in codes if codes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"step codes must be unique: {', '.join(repeated)} repeated")
+        return steps
 
     @field_validator("gtin")
     @classmethod

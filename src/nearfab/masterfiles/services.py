@@ -8,21 +8,30 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
+from nearfab.common.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    Refused,
+    ValidationFailed,
+    require_reason,
+)
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition
 from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
+    Role,
     SignatureService,
+    User,
     audit,
     audited_transition,
     authorize,
     refuse,
 )
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
-from nearfab.masterfiles.models import MasterFile
+from nearfab.masterfiles.models import MasterFile, MasterFileQP
 from nearfab.masterfiles.schemas import MasterFileIn
 from nearfab.network import NetworkService
 from nearfab.uow import UnitOfWork
@@ -65,6 +74,7 @@ class MasterFileService:
             select(func.max(MasterFile.version)).where(MasterFile.code == spec.code)
         )
         dumped = spec.model_dump()
+        dumped["record_steps"] = dumped.get("record_steps") or None  # none: content unchanged
         mf = MasterFile(
             id=new_id("mf"),
             version=(latest or 0) + 1,
@@ -90,6 +100,8 @@ class MasterFileService:
         *,
         password: str,
         meaning: str = "QP approval of master file",
+        username: str | None = None,
+        totp: str | None = None,
     ) -> MasterFile:
         """QP approval: an e-signature bound to the hash of the master file's content."""
         authorize(actor, Permission.MASTER_FILE_APPROVE)
@@ -104,6 +116,9 @@ class MasterFileService:
                 record_type="master_file",
                 record_id=mf.id,
                 content=mf.content(),
+                username=username,
+                totp=totp,
+                require_totp=mf.totp_for_signing,
             )
         except DomainError as exc:  # a failed signing attempt is on record too
             refuse(uow, actor, exc, "master_file", mf.id)
@@ -220,3 +235,123 @@ class MasterFileService:
         sigs = self._signatures.signatures_for(uow, "master_file", mf.id)
         sig = next((s for s in sigs if s.id == mf.approval_signature_id), None)
         return sig is not None and self._signatures.is_valid(sig, mf.content())
+
+    # --- the QPs who certify a master file's batches -------------------------------------------
+    def assign_qp(
+        self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
+    ) -> MasterFileQP:
+        """Assign a QP (user id or username) to certify the batches of master file `code`."""
+        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN)
+        require_reason(reason, "assigning a QP to a master file")
+        self._code_exists(uow, code)
+        person = self._user(uow, user)
+        if not person.active:
+            raise ValidationFailed(f"user {person.username} is not active", field="user")
+        if Role.QP.value not in person.roles:
+            raise ValidationFailed(
+                f"user {person.username} does not hold the QP role", field="user"
+            )
+        row = self._assignment(uow, code, person.id)
+        now = uow.clock.now()
+        if row is not None and row.active:
+            raise Conflict(
+                f"{person.username} is already a QP for {code}",
+                field="user",
+                code="already_assigned",
+            )
+        old = None if row is None else {"active": False}
+        if row is None:
+            row = MasterFileQP(
+                master_file_code=code,
+                user_id=person.id,
+                active=True,
+                assigned_at=now,
+                assigned_by=actor.user_id,
+                reason=reason.strip(),
+                unassigned_at=None,
+                unassigned_by=None,
+            )
+            uow.session.add(row)
+        else:
+            row.active, row.assigned_at, row.assigned_by = True, now, actor.user_id
+            row.reason, row.unassigned_at, row.unassigned_by = reason.strip(), None, None
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE if old is None else AuditAction.UPDATE,
+            "master_file_qp",
+            f"{code}:{person.id}"[:64],
+            old=old,
+            new={"master_file_code": code, "user_id": person.id, "active": True},
+            reason=reason.strip(),
+        )
+        uow.commit()
+        return row
+
+    def unassign_qp(
+        self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
+    ) -> MasterFileQP:
+        """End a QP's assignment to a master file; they can no longer certify its batches."""
+        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN)
+        require_reason(reason, "unassigning a QP from a master file")
+        person = self._user(uow, user)
+        row = self._assignment(uow, code, person.id)
+        if row is None or not row.active:
+            raise NotFound(f"{person.username} is not a QP for {code}", field="user")
+        row.active, row.unassigned_at, row.unassigned_by = False, uow.clock.now(), actor.user_id
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "master_file_qp",
+            f"{code}:{person.id}"[:64],
+            old={"active": True},
+            new={"master_file_code": code, "user_id": person.id, "active": False},
+            reason=reason.strip(),
+        )
+        uow.commit()
+        return row
+
+    def qps(self, uow: UnitOfWork, code: str) -> list[MasterFileQP]:
+        """Every assignment to `code`, active or not."""
+        return list(
+            uow.session.scalars(
+                select(MasterFileQP)
+                .where(MasterFileQP.master_file_code == code)
+                .order_by(MasterFileQP.assigned_at, MasterFileQP.id)
+            )
+        )
+
+    def is_assigned_qp(self, uow: UnitOfWork, code: str, user_id: str) -> bool:
+        """True when the user is active, holds the QP role and is assigned to `code` now."""
+        row = self._assignment(uow, code, user_id)
+        person = uow.session.get(User, user_id)
+        return (
+            row is not None
+            and row.active
+            and person is not None
+            and person.active
+            and Role.QP.value in person.roles
+        )
+
+    def _assignment(self, uow: UnitOfWork, code: str, user_id: str) -> MasterFileQP | None:
+        return uow.session.scalar(
+            select(MasterFileQP).where(
+                MasterFileQP.master_file_code == code, MasterFileQP.user_id == user_id
+            )
+        )
+
+    def _code_exists(self, uow: UnitOfWork, code: str) -> None:
+        if (
+            uow.session.scalar(select(MasterFile.id).where(MasterFile.code == code).limit(1))
+            is None
+        ):
+            raise NotFound(f"no master file {code!r}", field="master_file_code")
+
+    def _user(self, uow: UnitOfWork, user: str) -> User:
+        person = uow.session.get(User, user) or uow.session.scalar(
+            select(User).where(User.username == user)
+        )
+        if person is None:
+            raise NotFound(f"no user {user!r}", field="user")
+        return person

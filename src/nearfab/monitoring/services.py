@@ -252,7 +252,15 @@ class MonitoringService:
         return self.models(uow, status=ModelStatus.APPROVED.value)
 
     def approve(
-        self, uow: UnitOfWork, actor: Actor, model_id: str, *, password: str, meaning: str
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        model_id: str,
+        *,
+        password: str,
+        meaning: str,
+        username: str | None = None,
+        totp: str | None = None,
     ) -> MonitoringModel:
         """QP approval by e-signature; the previous approved version is retired with it."""
         authorize(actor, Permission.MODEL_APPROVE)
@@ -271,6 +279,8 @@ class MonitoringService:
             record_type="monitoring_model",
             record_id=model.id,
             content=model.content(),
+            username=username,
+            totp=totp,
         )
         for old in uow.session.scalars(
             select(MonitoringModel).where(
@@ -421,9 +431,9 @@ class MonitoringService:
 
     def acknowledge(self, uow: UnitOfWork, actor: Actor, alarm_id: str, *, note: str) -> Alarm:
         """Someone is looking into it; the alarm still blocks release."""
-        require_reason(note, "acknowledging an alarm")
         alarm = self.get_alarm(uow, alarm_id)
         authorize(actor, Permission.ALARM_ACKNOWLEDGE, site_id=alarm.site_id)
+        require_reason(note, "acknowledging an alarm")
         audited_transition(
             uow,
             actor,
@@ -456,9 +466,9 @@ class MonitoringService:
             raise ValidationFailed(
                 f"disposition {disposition!r} is not one of {known}", field="disposition"
             ) from None
-        require_reason(note, "closing an alarm")
         alarm = self.get_alarm(uow, alarm_id)
         authorize(actor, Permission.ALARM_CLOSE, site_id=alarm.site_id)
+        require_reason(note, "closing an alarm")
         audited_transition(
             uow,
             actor,

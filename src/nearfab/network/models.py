@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -23,6 +23,8 @@ class Site(Base):
     status: Mapped[str] = mapped_column(String(32))
     regulatory_reference: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    # e-signatures on this site's records need a TOTP code as well (accounts-and-signatures.md)
+    totp_for_signing: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Machine(Base):

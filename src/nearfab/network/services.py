@@ -214,9 +214,9 @@ class NetworkService:
         commit: bool = True,
     ) -> Machine:
         """Move a machine between states. `commit=False` lets a larger use case own the commit."""
-        require_reason(reason, "a machine state change")
         machine = self.get_machine(uow, machine_id)
         authorize(actor, Permission.MACHINE_STATE, site_id=machine.site_id)
+        require_reason(reason, "a machine state change")
         target = parse_state(MachineStatus, target)
         if (
             machine.status == MachineStatus.BUSY.value
@@ -283,6 +283,8 @@ class NetworkService:
             machine.id,
             old=old,
             new={"qualified_for": master_file_code, "valid_until": valid_until},
+            reason=f"qualified for {master_file_code}"
+            + ("" if old is None else " again (qualification renewed)"),
             site_id=machine.site_id,
         )
         uow.commit()
@@ -297,9 +299,9 @@ class NetworkService:
         *,
         reason: str,
     ) -> Qualification:
-        require_reason(reason, "revoking a qualification")
         machine = self.get_machine(uow, machine_id)
         authorize(actor, Permission.MACHINE_QUALIFICATION_REVOKE, site_id=machine.site_id)
+        require_reason(reason, "revoking a qualification")
         row = uow.session.scalar(
             select(Qualification).where(
                 Qualification.machine_id == machine.id,

@@ -303,9 +303,9 @@ class OrderService:
         order.updated_at = uow.clock.now()
 
     def cancel(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
-        require_reason(reason, "cancelling an order")
         order = self.get(uow, order_id)
         authorize(actor, Permission.ORDER_CANCEL, site_id=order.site_id)
+        require_reason(reason, "cancelling an order")
         if order.status == OrderStatus.SCHEDULED.value:
             # its job must go with it: SchedulingService.cancel_order does both
             raise Refused(
@@ -319,9 +319,9 @@ class OrderService:
 
     def replan(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Send a failed order back to planning; a new batch will be made from scratch."""
-        require_reason(reason, "re-planning an order")
         order = self.get(uow, order_id)
         authorize(actor, Permission.ORDER_REPLAN, site_id=order.site_id)
+        require_reason(reason, "re-planning an order")
         if order.status != OrderStatus.FAILED.value:
             raise Refused(
                 f"order {order.id} is {order.status}; only failed orders are re-planned",

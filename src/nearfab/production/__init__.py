@@ -12,8 +12,8 @@ from nearfab.production.machines import (
     TelemetrySink,
     UnitMeasurement,
 )
-from nearfab.production.models import BatchRecord, BatchStep
-from nearfab.production.services import ProductionService
+from nearfab.production.models import BatchRecord, BatchStep, StepSignoff
+from nearfab.production.services import ProductionService, StepState, check_entry
 from nearfab.production.tickets import SignedTicket, TicketRejected, TicketSigner, verify_ticket
 
 __all__ = [
@@ -29,10 +29,13 @@ __all__ = [
     "RunResult",
     "SignedTicket",
     "SimulatedTabletPrinter",
+    "StepSignoff",
+    "StepState",
     "TelemetryReading",
     "TelemetrySink",
     "TicketRejected",
     "TicketSigner",
     "UnitMeasurement",
+    "check_entry",
     "verify_ticket",
 ]

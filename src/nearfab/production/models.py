@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.common.canonical import canonical_json, sha256_hex
@@ -85,3 +85,49 @@ class BatchStep(Base):
     actor_id: Mapped[str] = mapped_column(String(64))
     actor_name: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any] | None]
+
+
+class StepSignoff(Base):
+    """A manual batch-record step of the master file, performed and e-signed by a person
+    ("performed by"), and for a critical entry verified and e-signed by a second person
+    ("verified by"). One row per step and batch."""
+
+    __tablename__ = "batch_step_signoffs"
+    __table_args__ = (UniqueConstraint("batch_id", "code"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: two verifiers at once cannot both sign
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    code: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int]  # 1-based place in the master file's list
+    title: Mapped[str] = mapped_column(String(200))
+    critical: Mapped[bool]
+    entry: Mapped[dict[str, Any] | None]
+    performed_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    performed_by_name: Mapped[str] = mapped_column(String(200))
+    performed_at: Mapped[datetime]
+    performed_meaning: Mapped[str] = mapped_column(String(200))
+    signature_id: Mapped[str] = mapped_column(String(32))
+    # the open deviation that allowed signing it before an earlier step was done
+    deviation_id: Mapped[str | None] = mapped_column(String(32))
+    verified_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    verified_by_name: Mapped[str | None] = mapped_column(String(200))
+    verified_at: Mapped[datetime | None]
+    verified_meaning: Mapped[str | None] = mapped_column(String(200))
+    verify_signature_id: Mapped[str | None] = mapped_column(String(32))
+
+    def content(self) -> dict[str, Any]:
+        """What the performer signs (and, with the performer named, the verifier)."""
+        return {
+            "batch_id": self.batch_id,
+            "code": self.code,
+            "position": self.position,
+            "title": self.title,
+            "critical": self.critical,
+            "entry": self.entry,
+            "performed_by": self.performed_by,
+            "performed_at": self.performed_at,
+            "deviation_id": self.deviation_id,
+        }

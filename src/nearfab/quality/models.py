@@ -47,3 +47,24 @@ class Deviation(Base):
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(64))
     closure_note: Mapped[str | None] = mapped_column(Text)
+    # the master-file step this deviation lets be skipped (signed out of sequence), if any
+    step_code: Mapped[str | None] = mapped_column(String(32))
+
+
+class AuditTrailReview(Base):
+    """A QP's signed "audit trail reviewed" for one batch, bound to the hash of the batch's
+    audit rows (the batch, its job, order, release review, steps and deviations) up to
+    `last_audit_id`. A later change to those rows makes it stale (quality-and-release.md)."""
+
+    __tablename__ = "audit_trail_reviews"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    reviewed_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    reviewed_by_name: Mapped[str] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime]
+    last_audit_id: Mapped[int]
+    row_count: Mapped[int]
+    trail_hash: Mapped[str] = mapped_column(String(64))
+    signature_id: Mapped[str] = mapped_column(String(32))

@@ -28,6 +28,7 @@ from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.logic import ReleaseEvidence, propose_release
 from nearfab.quality.models import Deviation, ReleaseReview
+from nearfab.quality.records import RecordControls
 from nearfab.uow import UnitOfWork
 
 ReleaseCheck = Callable[[UnitOfWork, str], str | None]
@@ -56,6 +57,8 @@ class QualityService:
         self._materials = materials
         self._orders = orders
         self._signatures = signatures
+        # manual steps, second-person verification, audit-trail review (quality/records.py)
+        self.records = RecordControls(production, master_files, signatures)
 
     def evaluate(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> ReleaseReview:
         """Run the master file's release rule on a made batch and queue it for the QP."""
@@ -168,6 +171,8 @@ class QualityService:
         meaning: str,
         reason: str | None = None,
         record_hash: str | None = None,
+        username: str | None = None,
+        totp: str | None = None,
     ) -> ReleaseReview:
         """A QP releases or rejects a batch with an e-signature bound to the batch record.
         `record_hash` is the hash of the record the QP was shown: if the record has changed
@@ -187,7 +192,17 @@ class QualityService:
                     f"decision must be release or reject, not {decision!r}", field="decision"
                 ) from None
             sig, reason = self._check_and_sign(
-                uow, actor, batch, review, decision, password, meaning, reason, record_hash
+                uow,
+                actor,
+                batch,
+                review,
+                decision,
+                password,
+                meaning,
+                reason,
+                record_hash,
+                username=username,
+                totp=totp,
             )
             assert review is not None
             self._record_decision(uow, actor, batch, review, decision, reason, sig)
@@ -240,7 +255,7 @@ class QualityService:
             review.id,
             old=old,
             new={"status": review.status, "signature_id": sig.id},
-            reason=reason,
+            reason=reason or f"QP {decision.value}",
             site_id=review.site_id,
         )
         for dev in self.deviations(uow, batch.id):
@@ -278,6 +293,9 @@ class QualityService:
         meaning: str,
         reason: str | None,
         shown_hash: str | None,
+        *,
+        username: str | None = None,
+        totp: str | None = None,
     ) -> tuple[Signature, str | None]:
         if review is None or review.status != ReviewStatus.PENDING.value:
             raise Refused(
@@ -322,6 +340,11 @@ class QualityService:
             why_not = self._release_check(uow, batch.id)
             if why_not:
                 raise Refused(why_not, field="batch_id", code="not_ready")
+        if decision is Decision.RELEASE:
+            # only an assigned QP certifies; a complete record; its audit trail reviewed
+            blockers = self.records.release_blockers(uow, actor, batch)
+            if blockers:
+                raise blockers[0]
         reason = (reason or "").strip() or None
         if decision is Decision.REJECT and not reason:
             raise ValidationFailed("a rejection needs a reason", field="reason")
@@ -339,6 +362,9 @@ class QualityService:
             record_type="batch",
             record_id=batch.id,
             content=content,
+            username=username,
+            totp=totp,
+            site_id=batch.site_id,  # the site's totp_for_signing applies
         )
         return sig, reason
 
@@ -375,11 +401,19 @@ class QualityService:
     ) -> dict[str, Any]:
         """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
         raised on it, the decision and its reason."""
+        steps = self.records.signed_steps(uow, batch.id)
         return {
             "batch": batch.content(),
+            # the manual steps and their signatures, for master files that list any
+            **({"record_steps": steps} if steps else {}),
             "proposal": review.proposal,
             "deviations": [
-                {"id": d.id, "kind": d.kind, "description": d.description}
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "description": d.description,
+                    **({"step": d.step_code} if d.step_code else {}),
+                }
                 for d in self.deviations(uow, batch.id)
             ],
             "decision": decision,

@@ -14,20 +14,26 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from nearfab import __version__
+from nearfab.api.accounts import router as accounts_api
+from nearfab.api.audit import router as audit_api
 from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, request_error_handler
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
+from nearfab.api.records import router as records_api
 from nearfab.api.routes import router as api_router
 from nearfab.api.security import LoginThrottle, SecurityHeaders
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.identity import KeyMismatch
+from nearfab.web.accounts import router as account_pages
+from nearfab.web.audit import router as audit_pages
 from nearfab.web.custody import router as custody_pages
 from nearfab.web.monitoring import router as monitoring_pages
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
+from nearfab.web.records import router as records_pages
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -69,13 +75,19 @@ def create_web_app(application: App) -> FastAPI:
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(RequestValidationError, request_error_handler)
     web.include_router(api_router)
+    web.include_router(accounts_api)
+    web.include_router(audit_api)
     web.include_router(monitoring_api)
     web.include_router(custody_api)
     web.include_router(planning_api)
+    web.include_router(records_api)
     web.include_router(pages_router)
+    web.include_router(records_pages)
+    web.include_router(account_pages)
     web.include_router(planning_pages)  # before the /static mount: it serves vendor plotly.js
     web.include_router(monitoring_pages)
     web.include_router(custody_pages)
+    web.include_router(audit_pages)
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
     return web
 

@@ -12,9 +12,14 @@ from typing import Any, NamedTuple
 GENESIS = "0" * 64
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> str:
-    """Sorted keys, no spaces, UTF-8 as is: the exact text that is hashed and stored."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, UTF-8 as is: the exact text that is hashed and stored (the
+    same text as `json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`, from one encoder made once)."""
+    return _CANONICAL.encode(value)
 
 
 def entry_hash(prev_hash: str, payload: str) -> str:
@@ -114,7 +119,9 @@ def row_problems(row: Sequence[Any], prev: str, expected_seq: int) -> list[Probl
     return problems
 
 
-_json_text = json.JSONEncoder(ensure_ascii=False).encode  # one value, as `canonical` writes it
+# one string as `canonical` writes it (ensure_ascii=False): the C encoder, no encoder object
+_json_text: Callable[[str], str] = json.encoder.encode_basestring
+_KIND_PARTS: dict[str, str] = {}
 
 
 def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) -> bool:
@@ -127,10 +134,16 @@ def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) 
     cut = len(payload) - len(tail)
     if payload[cut - 1 : cut] != '"':
         return False
-    at = payload.rfind(',"recorded_at":"', 0, cut)
+    at = cut - 41  # where it starts when recorded_at has epcis_time's 24 characters
+    if not payload.startswith(',"recorded_at":"', at):
+        at = payload.rfind(',"recorded_at":"', 0, cut)
     if at < 0 or payload.find('"', at + 16, cut - 1) != -1:
         return False
-    kind_part = ',"kind":' + _json_text(kind)
+    kind_part = _KIND_PARTS.get(kind)
+    if kind_part is None:
+        kind_part = ',"kind":' + _json_text(kind)
+        if len(_KIND_PARTS) < 64:
+            _KIND_PARTS[kind] = kind_part
     return at >= len(kind_part) and payload.startswith(kind_part, at - len(kind_part))
 
 
@@ -155,7 +168,9 @@ class ChainChecker:
     pass the fast path with a recomputed hash, which the site's signature then refuses.)
     Signatures: every one with `all_signatures`, else the last entry of each key in a chain,
     whose signature covers the hash that covers every entry before it.
-    `keep`: (site, seq) pairs whose hashes to remember in `kept` (the anchored entries)."""
+    `keep`: (site, seq) pairs whose hashes to remember in `kept` (the anchored entries).
+    `fetch_signature(row id)`: for rows streamed with signature None (reading the signature
+    column of every row costs as much as the rest of the row; only a few are checked)."""
 
     def __init__(
         self,
@@ -163,8 +178,10 @@ class ChainChecker:
         *,
         all_signatures: bool = False,
         keep: Mapping[str, set[int]] | None = None,
+        fetch_signature: Callable[[int], str] | None = None,
     ) -> None:
         self._check = check_signature
+        self._fetch = fetch_signature
         self._all = all_signatures
         self._keep = keep or {}
         self.chains: list[ChainSummary] = []
@@ -174,7 +191,10 @@ class ChainChecker:
         self._last: Sequence[Any] | None = None
 
     def _signature(self, row: Sequence[Any]) -> None:
-        if not self._check(row[8], row[1], row[7], row[9]):
+        signature = row[9]
+        if signature is None and self._fetch is not None:  # rows streamed without it
+            signature = self._fetch(row[0])
+        if not self._check(row[8], row[1], row[7], signature):
             assert self._summary is not None
             self._summary.problems.append(Problem(row[1], row[2], row[0], "signature is not valid"))
 

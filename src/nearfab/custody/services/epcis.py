@@ -290,8 +290,11 @@ class EpcisStore:
             result.stored.append(hashed)
         uow.flush()
         if self.ledger is not None and control is not None:
-            for hashed in result.stored:
-                self.ledger.append(uow, control.id, LedgerKind.EPCIS, hashed, {"captured": hashed})
+            self.ledger.append_many(
+                uow,
+                control.id,
+                [(LedgerKind.EPCIS, hashed, {"captured": hashed}) for hashed in result.stored],
+            )
         audit(
             uow,
             actor,
@@ -345,6 +348,24 @@ class EpcisStore:
             )
         stmt = stmt.order_by(EpcisEvent.event_time, EpcisEvent.event_hash).limit(limit)
         return [_public(row) for row in uow.session.scalars(stmt)]
+
+    def event(self, uow: UnitOfWork, event_id: str) -> dict[str, Any]:
+        """One held event as JSON-LD (with the `@context` it was captured with), by its event
+        hash or, for a captured event, the eventID its document gave it."""
+        row = uow.session.get(EpcisEvent, event_id) if event_id else None
+        if row is None and event_id:
+            row = uow.session.scalars(
+                select(EpcisEvent)
+                .where(EpcisEvent.event_id == event_id)
+                .order_by(EpcisEvent.record_time)
+                .limit(1)
+            ).first()
+        if row is None:
+            raise NotFound(f"no EPCIS event {event_id!r}", field="event_id")
+        body = _public(row)
+        if "@context" in row.body:
+            body = {"@context": row.body["@context"], **body}
+        return body
 
     def query_document(self, uow: UnitOfWork, **filters: Any) -> dict[str, Any]:
         return query_document(self.query(uow, **filters), uow.clock.now())

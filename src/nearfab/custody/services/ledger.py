@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.fernet import Fernet
@@ -18,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, null, select
 
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
@@ -172,6 +175,95 @@ class LedgerReport:
         }
 
 
+class Appended(NamedTuple):
+    """An entry `append_many` added."""
+
+    site_id: str
+    seq: int
+    kind: str
+    ref: str
+    entry_hash: str
+
+
+_SIGNERS: ThreadPoolExecutor | None = None
+_SIGNERS_LOCK = threading.Lock()
+_PARALLEL_FROM = 256  # below this, one thread signs faster than handing work over
+_CHUNK = 64  # digests handed to a signing thread at a time
+
+
+def _signers() -> ThreadPoolExecutor | None:
+    global _SIGNERS
+    workers = min(os.cpu_count() or 1, 4) - 1
+    if workers < 1:
+        return None
+    with _SIGNERS_LOCK:
+        if _SIGNERS is None:
+            _SIGNERS = ThreadPoolExecutor(workers, thread_name_prefix="nearfab-ledger-sign")
+    return _SIGNERS
+
+
+def _sign_chunk(sign: Any, chunk: Sequence[bytes]) -> list[str]:
+    return [sign(d).hex() for d in chunk]
+
+
+class Signer:
+    """Ed25519 signatures of digests, in order, made while the caller goes on hashing: every
+    `_CHUNK` digests go to a signing thread (the signer releases the interpreter lock);
+    `finish` signs the rest in the calling thread, taking back chunks no thread started."""
+
+    def __init__(self, private: Ed25519PrivateKey, *, parallel: bool) -> None:
+        self._sign = private.sign
+        self._pool = _signers() if parallel else None
+        self._parts: list[tuple[list[bytes], Future[list[str]] | None]] = []
+        self._pending: list[bytes] = []
+
+    def add(self, digest: bytes) -> None:
+        self._pending.append(digest)
+        if len(self._pending) >= _CHUNK:
+            chunk, self._pending = self._pending, []
+            job = self._pool.submit(_sign_chunk, self._sign, chunk) if self._pool else None
+            self._parts.append((chunk, job))
+
+    def finish(self) -> list[str]:
+        parts = [*self._parts, (self._pending, None)]
+        self._parts, self._pending = [], []
+        # chunks no thread has started are signed here, so both cores work to the end
+        mine = {i for i, (_, job) in enumerate(parts) if job is None or job.cancel()}
+        done = {i: _sign_chunk(self._sign, parts[i][0]) for i in sorted(mine, reverse=True)}
+        out: list[str] = []
+        for index, (_, job) in enumerate(parts):
+            out.extend(done[index] if index in mine else job.result())  # type: ignore[union-attr]
+        return out
+
+
+_INSERT_COLUMNS = (
+    "site_id",
+    "seq",
+    "kind",
+    "ref",
+    "recorded_at",
+    "payload",
+    "prev_hash",
+    "entry_hash",
+    "key_id",
+    "signature",
+)
+
+
+def _insert_sql(dialect: Any) -> str:
+    marks = {"qmark": "?", "numeric": ":{}", "named": ":p{}"}.get(dialect.paramstyle, "%s")
+    values = ", ".join(marks.format(i + 1) for i in range(len(_INSERT_COLUMNS)))
+    table = LedgerEntry.__tablename__
+    return f"INSERT INTO {table} ({', '.join(_INSERT_COLUMNS)}) VALUES ({values})"
+
+
+def _bind_value(uow: UnitOfWork, column: Any, value: Any) -> Any:
+    """`value` as the driver receives it for `column` (the type's bind processing, once)."""
+    dialect = uow.session.get_bind().dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process is not None else value
+
+
 class CustodyLedger:
     def __init__(self, keyring: KeyRing) -> None:
         self._keyring = keyring
@@ -296,6 +388,49 @@ class CustodyLedger:
         uow.flush()
         return entry
 
+    def append_many(
+        self,
+        uow: UnitOfWork,
+        site_id: str,
+        items: Sequence[tuple[LedgerKind, str, dict[str, Any]]],
+    ) -> list[Appended]:
+        """Add entries (kind, ref, body) to the site's chain in the caller's transaction, in
+        order: the same entries `append` would make one by one, but with one key look-up,
+        one head look-up and one multi-row INSERT; each entry is still hashed over the one
+        before it and signed on its own (in parallel threads for long batches: the Ed25519
+        signer releases the interpreter lock)."""
+        if not items:
+            return []
+        key, private = self._signing_key(uow, site_id)
+        uow.flush()  # a new key row before the entries that name it
+        seq, prev = self.head(uow, site_id)
+        recorded = uow.clock.now()
+        stamp = epcis_time(recorded)
+        rows: list[list[Any]] = []
+        made: list[Appended] = []
+        when = _bind_value(uow, LedgerEntry.__table__.c.recorded_at, recorded)
+        signer = Signer(private, parallel=len(items) >= _PARALLEL_FROM)
+        for kind, ref, body in items:
+            seq += 1
+            payload = payload_of(
+                site_id=site_id, seq=seq, kind=kind.value, ref=ref, recorded_at=stamp, body=body
+            )
+            raw = hashlib.sha256(prev.encode("ascii") + b"\n" + payload.encode("utf-8")).digest()
+            digest = raw.hex()
+            signer.add(raw)
+            rows.append(
+                [site_id, seq, kind.value, ref[:100], when, payload, prev, digest, key.key_id]
+            )
+            made.append(Appended(site_id, seq, kind.value, ref[:100], digest))
+            prev = digest
+        for row, signature in zip(rows, signer.finish(), strict=True):
+            row.append(signature)
+        # one driver-level executemany of ready-made tuples (the ORM's bulk insert builds
+        # and processes a parameter dict per row: half the time of an append)
+        connection = uow.session.connection()
+        connection.exec_driver_sql(_insert_sql(connection.dialect), [tuple(r) for r in rows])
+        return made
+
     def anchor(self, uow: UnitOfWork, actor: Actor) -> list[LedgerEntry]:
         """The control site records every other site's current head in its own chain (only heads
         that moved since the last anchor). Run periodically (the runner's sweep)."""
@@ -366,7 +501,7 @@ class CustodyLedger:
         fast check); only the hashes of anchored entries are kept."""
         check = self._check_signature(uow)
         anchors = [
-            Row(*r)
+            Row._make(r)
             for r in uow.session.execute(
                 select(*_ROW_COLUMNS)
                 .where(LedgerEntry.kind == LedgerKind.ANCHOR.value)
@@ -389,10 +524,23 @@ class CustodyLedger:
                         head=str(body.get("head")),
                         recorded_at=str(json.loads(anchor.payload).get("recorded_at", "")),
                     )
-        checker = ChainChecker(check, all_signatures=all_signatures, keep=keep)
-        stream = uow.session.execute(
-            select(*_ROW_COLUMNS)
-            .order_by(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.id)
+        connection = uow.session.connection()
+
+        def fetch_signature(entry_id: int) -> str:
+            found = connection.execute(
+                select(LedgerEntry.signature).where(LedgerEntry.id == entry_id)
+            ).scalar()
+            return "" if found is None else str(found)
+
+        checker = ChainChecker(
+            check, all_signatures=all_signatures, keep=keep, fetch_signature=fetch_signature
+        )
+        # Core rows (no ORM loading), streamed; the signature column only when every
+        # signature is checked (otherwise fetched for the few rows that are)
+        columns = _ROW_COLUMNS if all_signatures else (*_ROW_COLUMNS[:9], null())
+        stream = connection.execute(
+            select(*columns)
+            .order_by(LedgerEntry.site_id, LedgerEntry.seq)
             .execution_options(yield_per=5000)
         )
         for part in stream.partitions():
@@ -410,7 +558,9 @@ class CustodyLedger:
             )
         )
         for event_hash in uow.session.scalars(unchained):
-            problems.append(Problem("?", 0, None, f"custody event {event_hash} has no ledger entry"))
+            problems.append(
+                Problem("?", 0, None, f"custody event {event_hash} has no ledger entry")
+            )
         sites = []
         for chain in chains:
             seen = last_anchor.get(chain.site_id)

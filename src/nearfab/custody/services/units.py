@@ -1096,9 +1096,9 @@ class CustodyService:
         container = uow.session.get(Container, sscc)
         if container is None:
             raise NotFound(f"no container {sscc}", field="sscc")
+        authorize(actor, Permission.PACKS_MOVE, site_id=container.to_site_id)
         if container.status != ContainerStatus.PACKED.value:
             raise Refused(f"container {sscc} was unpacked already", field="sscc", code="not_packed")
-        authorize(actor, Permission.PACKS_MOVE, site_id=container.to_site_id)
         site_id = at_site_id or container.to_site_id
         if site_id != container.to_site_id:
             raise Refused(
@@ -1131,6 +1131,7 @@ class CustodyService:
             sscc,
             old={"status": ContainerStatus.PACKED.value},
             new={"status": ContainerStatus.UNPACKED.value, "at": site_id},
+            reason="received and unpacked at the destination site",
             site_id=site_id,
         )
         uow.commit()

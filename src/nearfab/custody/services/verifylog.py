@@ -18,10 +18,9 @@ import weakref
 from collections import deque
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from nearfab.identity import AuditEntry
+from nearfab.identity import append_audit_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class VerificationLog:
         assert self._engine is not None
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(AuditEntry), batch)
+                append_audit_rows(conn, batch)  # numbered and hash-chained like every row
         except Exception:
             self._failures += 1
             self._pending.extendleft(reversed(batch))

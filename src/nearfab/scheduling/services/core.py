@@ -321,9 +321,9 @@ class SchedulingService:
     def unschedule(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Order:
         """Take a scheduled order off its machine before it starts: the job is cancelled and the
         order is designed again (the runner will plan it anew)."""
-        require_reason(reason, "unscheduling")
         order = self._orders.get(uow, order_id)
         authorize(actor, Permission.ORDER_SCHEDULE, site_id=order.site_id)
+        require_reason(reason, "unscheduling")
         job = self._waiting_job(uow, order)
         self.transition(uow, actor, job, JobStatus.CANCELLED, reason=reason)
         self._orders.transition(

@@ -1,0 +1,93 @@
+"""/api/v1 audit trail: review (per site, per record), chain verification, record export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.identity import Actor, Permission, search_audit, verify_audit_chain
+from nearfab.recordexport import entry_dict, export_record, record_view
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+@router.get("/audit")
+def audit_rows(
+    actor: Annotated[Actor, allowed(Permission.AUDIT_READ)],
+    uow: UowDep,
+    site_id: str | None = None,
+    since: Annotated[datetime | None, Query(description="From (inclusive), with zone")] = None,
+    until: Annotated[datetime | None, Query(description="To (exclusive), with zone")] = None,
+    actor_filter: Annotated[
+        str | None, Query(alias="actor", description="User id, or part of the name")
+    ] = None,
+    action: str | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Audit rows, newest first, filtered by site, time range, actor, action and record;
+    site staff see their own site's rows only."""
+    rows, total = search_audit(
+        uow,
+        actor,
+        site_id=site_id,
+        since=since,
+        until=until,
+        who=actor_filter,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        limit=limit,
+        offset=offset,
+    )
+    return {
+        "items": [entry_dict(r) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/audit/verify")
+def audit_verify(
+    actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
+) -> dict[str, Any]:
+    """Walk the whole hash chain: `ok`, rows checked, the head, and the first bad row (edited,
+    deleted before it, inserted, reordered) if any."""
+    return verify_audit_chain(uow, actor).to_dict()
+
+
+@router.get("/records/{entity_type}/{entity_id}/audit")
+def record_audit(
+    entity_type: str,
+    entity_id: str,
+    actor: Annotated[Actor, allowed(Permission.AUDIT_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """One record: its current content, whole audit trail, changed fields and signatures."""
+    return record_view(application, uow, actor, entity_type, entity_id)
+
+
+@router.get("/records/{entity_type}/{entity_id}/export")
+def record_export(
+    entity_type: str,
+    entity_id: str,
+    actor: Annotated[Actor, allowed(Permission.RECORD_EXPORT)],
+    application: AppDep,
+    uow: UowDep,
+    format: Literal["json", "pdf"] = "json",
+) -> Response:
+    """The record with its audit trail and signatures as a file: JSON (electronic copy) or
+    PDF (human-readable)."""
+    body, media_type, name = export_record(application, uow, actor, entity_type, entity_id, format)
+    return Response(
+        content=body,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

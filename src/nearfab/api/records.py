@@ -1,0 +1,393 @@
+"""/api/v1 routes of the batch-record controls: master-file steps signed in order, critical
+entries verified by a second person, deviations, the QP's audit-trail review, and the QPs
+assigned to certify a master file's batches (quality-and-release.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.bootstrap import App
+from nearfab.common.canonical import to_jsonable
+from nearfab.identity import Actor, Permission, Role, authorize
+from nearfab.uow import UnitOfWork
+
+router = APIRouter(prefix="/api/v1")
+
+
+class SignatureIn(BaseModel):
+    password: str
+    # the user ID, typed again (the first signature of a session needs it); TOTP if demanded
+    username: str | None = None
+    totp: str | None = None
+
+
+class StepSignIn(SignatureIn):
+    entry: dict[str, Any] = Field(default_factory=dict)
+    meaning: str = "performed by"
+
+
+class VerifyIn(SignatureIn):
+    meaning: str = "verified by"
+
+
+class ReviewIn(SignatureIn):
+    meaning: str = "audit trail reviewed"
+
+
+class DeviationIn(BaseModel):
+    description: str
+    # the master-file step this deviation lets be skipped, if any
+    step: str | None = None
+
+
+class AssignIn(BaseModel):
+    user: str  # user id or username
+    reason: str
+
+
+class UnassignIn(BaseModel):
+    reason: str
+
+
+# --- the view shared by the API, the CLI and the batch page --------------------------------------
+def record_controls_view(
+    application: App, uow: UnitOfWork, actor: Actor, batch_id: str
+) -> dict[str, Any]:
+    """The batch's master-file steps with their status and signatures, the open deviations
+    naming a step, the latest audit-trail review, and why a release is blocked now (for a QP:
+    also whether they may certify this master file)."""
+    records = application.quality.records
+    batch = application.production.get(uow, batch_id)
+    authorize(actor, Permission.BATCH_READ, site_id=batch.site_id)
+    valid = records.signature_checks(uow, batch.id)
+    excused = records.excused_steps(uow, batch.id)
+    steps = []
+    for s in application.production.step_states(uow, batch):
+        signoff = s.signoff
+        steps.append(
+            {
+                "position": s.position,
+                "code": s.code,
+                "title": s.title,
+                "manual": s.manual,
+                "critical": s.critical,
+                "entry_fields": s.entry_fields,
+                "status": s.status,
+                "recorded_at": s.recorded_at,
+                "excused_by_deviation": excused.get(s.code),
+                "performed": None
+                if signoff is None
+                else {
+                    "by_id": signoff.performed_by,
+                    "by": signoff.performed_by_name,
+                    "at": signoff.performed_at,
+                    "meaning": signoff.performed_meaning,
+                    "entry": signoff.entry,
+                    "signature_id": signoff.signature_id,
+                    "signature_valid": valid.get(signoff.signature_id),
+                    "deviation_id": signoff.deviation_id,
+                },
+                "verified": None
+                if signoff is None or signoff.verified_by is None
+                else {
+                    "by_id": signoff.verified_by,
+                    "by": signoff.verified_by_name,
+                    "at": signoff.verified_at,
+                    "meaning": signoff.verified_meaning,
+                    "signature_id": signoff.verify_signature_id,
+                    "signature_valid": valid.get(signoff.verify_signature_id or ""),
+                },
+            }
+        )
+    state = records.review_state(uow, batch)
+    review = state.review
+    is_qp = Role.QP.value in actor.roles
+    blockers = records.release_blockers(uow, actor if is_qp else None, batch)
+    out: dict[str, Any] = to_jsonable(
+        {
+            "batch_id": batch.id,
+            "batch_number": batch.batch_number,
+            "status": batch.status,
+            "master_file": f"{batch.master_file_code} v{batch.master_file_version}",
+            "steps": steps,
+            "deviations": [
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "step": d.step_code,
+                    "status": d.status,
+                    "description": d.description,
+                    "opened_at": d.opened_at,
+                    "opened_by": d.opened_by,
+                }
+                for d in application.quality.deviations(uow, batch.id)
+            ],
+            "audit_trail_review": None
+            if review is None
+            else {
+                "id": review.id,
+                "reviewed_by_id": review.reviewed_by,
+                "reviewed_by": review.reviewed_by_name,
+                "reviewed_at": review.reviewed_at,
+                "rows": review.row_count,
+                "last_audit_id": review.last_audit_id,
+                "trail_hash": review.trail_hash,
+                "signature_id": review.signature_id,
+                "current": state.current,
+                "rows_since": state.rows_since,
+            },
+            "release_blockers": [b.to_dict() for b in blockers],
+            "may_certify": is_qp
+            and application.master_files.is_assigned_qp(uow, batch.master_file_code, actor.user_id),
+        }
+    )
+    return out
+
+
+def signoff_dict(signoff: Any) -> dict[str, Any]:
+    out: dict[str, Any] = to_jsonable(
+        {
+            "id": signoff.id,
+            "batch_id": signoff.batch_id,
+            "code": signoff.code,
+            "position": signoff.position,
+            "entry": signoff.entry,
+            "performed_by": signoff.performed_by_name,
+            "performed_at": signoff.performed_at,
+            "signature_id": signoff.signature_id,
+            "deviation_id": signoff.deviation_id,
+            "verified_by": signoff.verified_by_name,
+            "verified_at": signoff.verified_at,
+            "verify_signature_id": signoff.verify_signature_id,
+        }
+    )
+    return out
+
+
+def qp_dict(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = to_jsonable(
+        {
+            "master_file_code": row.master_file_code,
+            "user_id": row.user_id,
+            "active": row.active,
+            "assigned_at": row.assigned_at,
+            "assigned_by": row.assigned_by,
+            "reason": row.reason,
+            "unassigned_at": row.unassigned_at,
+            "unassigned_by": row.unassigned_by,
+        }
+    )
+    return out
+
+
+# --- routes ------------------------------------------------------------------------------------
+@router.get("/batches/{batch_id}/steps", tags=["production"])
+def steps(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The master-file steps of the batch with who performed and verified each, the audit-trail
+    review, and what blocks release now."""
+    return record_controls_view(application, uow, actor, batch_id)
+
+
+@router.post("/batches/{batch_id}/steps/{code}/sign", tags=["production"])
+def sign_step(
+    batch_id: str,
+    code: str,
+    body: StepSignIn,
+    actor: Annotated[Actor, allowed(Permission.BATCH_STEP_SIGN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Perform a manual step: its entry values and the signer's e-signature ("performed by").
+    409 `out_of_sequence` before an earlier step (unless an open deviation names it), 409
+    `unverified_entry` while an earlier critical entry waits for its second person."""
+    signoff = application.quality.records.sign_step(
+        uow,
+        actor,
+        batch_id,
+        code,
+        entry=body.entry,
+        password=body.password,
+        meaning=body.meaning,
+        username=body.username,
+        totp=body.totp,
+    )
+    return signoff_dict(signoff)
+
+
+@router.post("/batches/{batch_id}/steps/{code}/verify", tags=["production"])
+def verify_step(
+    batch_id: str,
+    code: str,
+    body: VerifyIn,
+    actor: Annotated[Actor, allowed(Permission.BATCH_ENTRY_VERIFY)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A second person verifies a critical entry ("verified by"); 409 `same_person` for its
+    performer."""
+    signoff = application.quality.records.verify_step(
+        uow,
+        actor,
+        batch_id,
+        code,
+        password=body.password,
+        meaning=body.meaning,
+        username=body.username,
+        totp=body.totp,
+    )
+    return signoff_dict(signoff)
+
+
+@router.post("/batches/{batch_id}/deviations", status_code=201, tags=["quality"])
+def open_deviation(
+    batch_id: str,
+    body: DeviationIn,
+    actor: Annotated[Actor, allowed(Permission.DEVIATION_OPEN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Open a deviation on a batch; naming a step lets later steps be signed before it."""
+    dev = application.quality.records.open_deviation(
+        uow, actor, batch_id, description=body.description, step=body.step
+    )
+    out: dict[str, Any] = to_jsonable(
+        {
+            "id": dev.id,
+            "batch_id": dev.batch_id,
+            "kind": dev.kind,
+            "step": dev.step_code,
+            "description": dev.description,
+            "status": dev.status,
+            "opened_at": dev.opened_at,
+        }
+    )
+    return out
+
+
+@router.post("/batches/{batch_id}/audit-trail-review", status_code=201, tags=["quality"])
+def review_audit_trail(
+    batch_id: str,
+    body: ReviewIn,
+    actor: Annotated[Actor, allowed(Permission.AUDIT_TRAIL_REVIEW)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A QP signs that the batch's audit trail was reviewed, bound to the hash of its rows."""
+    review = application.quality.records.review_audit_trail(
+        uow,
+        actor,
+        batch_id,
+        password=body.password,
+        meaning=body.meaning,
+        username=body.username,
+        totp=body.totp,
+    )
+    out: dict[str, Any] = to_jsonable(
+        {
+            "id": review.id,
+            "batch_id": review.batch_id,
+            "reviewed_by": review.reviewed_by_name,
+            "reviewed_at": review.reviewed_at,
+            "rows": review.row_count,
+            "last_audit_id": review.last_audit_id,
+            "trail_hash": review.trail_hash,
+            "signature_id": review.signature_id,
+        }
+    )
+    return out
+
+
+@router.get("/batches/{batch_id}/audit-trail", tags=["quality"])
+def batch_audit_trail(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.AUDIT_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Every audit row about the batch (batch, job, order, release review, steps, deviations),
+    their hash, and the latest review."""
+    return batch_trail_view(application, uow, actor, batch_id)
+
+
+def batch_trail_view(
+    application: App, uow: UnitOfWork, actor: Actor, batch_id: str
+) -> dict[str, Any]:
+    records = application.quality.records
+    batch = application.production.get(uow, batch_id)
+    authorize(actor, Permission.AUDIT_READ, site_id=batch.site_id)
+    rows = records.trail(uow, batch)
+    state = records.review_state(uow, batch)
+    out: dict[str, Any] = to_jsonable(
+        {
+            "batch_id": batch.id,
+            "batch_number": batch.batch_number,
+            "trail_hash": records.trail_hash(batch.id, rows),
+            "rows": [
+                {
+                    "id": r.id,
+                    "at": r.at,
+                    "actor_id": r.actor_id,
+                    "actor": r.actor_name,
+                    "action": r.action,
+                    "entity_type": r.entity_type,
+                    "entity_id": r.entity_id,
+                    "old": r.old,
+                    "new": r.new,
+                    "reason": r.reason,
+                }
+                for r in rows
+            ],
+            "reviewed_through": state.review.last_audit_id if state.review else None,
+            "review_current": state.current,
+        }
+    )
+    return out
+
+
+@router.get("/master-files/{code}/qps", tags=["master files"])
+def master_file_qps(
+    code: str,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_READ)],
+    application: AppDep,
+    uow: UowDep,
+    active: bool | None = Query(default=None),
+) -> list[dict[str, Any]]:
+    """The QPs assigned to certify the master file's batches (with past assignments)."""
+    rows = application.master_files.qps(uow, code)
+    return [qp_dict(r) for r in rows if active is None or r.active == active]
+
+
+@router.post("/master-files/{code}/qps", status_code=201, tags=["master files"])
+def assign_qp(
+    code: str,
+    body: AssignIn,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_QP_ASSIGN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Assign a QP to certify the master file's batches (admin; a reason is required)."""
+    return qp_dict(
+        application.master_files.assign_qp(uow, actor, code, body.user, reason=body.reason)
+    )
+
+
+@router.post("/master-files/{code}/qps/{user}/unassign", tags=["master files"])
+def unassign_qp(
+    code: str,
+    user: str,
+    body: UnassignIn,
+    actor: Annotated[Actor, allowed(Permission.MASTER_FILE_QP_ASSIGN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """End a QP's assignment; they can no longer certify the master file's batches."""
+    return qp_dict(application.master_files.unassign_qp(uow, actor, code, user, reason=body.reason))

@@ -1,0 +1,323 @@
+"""`nearfab batches`: the batch-record controls from the command line: the master-file steps of
+a batch, signing a step, a second person's verification, the QP's audit-trail review, and the
+QPs assigned to certify a master file (quality-and-release.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nearfab.cli.context import (
+    DataDir,
+    JsonOpt,
+    console,
+    emit_json,
+    fail,
+    local_actor,
+    signed_in,
+    signer,
+    state,
+    use_case,
+)
+from nearfab.common.errors import ValidationFailed
+
+app = typer.Typer(no_args_is_help=True, help="Batch-record steps, verification, audit review.")
+
+User = Annotated[str, typer.Option("--user", help="Your username (typed as the user ID).")]
+Password = Annotated[str, typer.Option("--password", help="Your password (signature component).")]
+Totp = Annotated[
+    str | None, typer.Option("--totp", help="Authenticator code, where signing demands it.")
+]
+
+
+def _when(value: Any) -> str:
+    return str(value or "—").replace("T", " ").replace("+00:00", " UTC")
+
+
+@app.command("steps")
+def steps(
+    ctx: typer.Context,
+    batch_id: str,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The batch's master-file steps: status, who performed and verified each (printed name,
+    time, meaning), the audit-trail review and what blocks release."""
+    from nearfab.api.records import record_controls_view
+
+    application = state(ctx, data_dir).app()
+    view = use_case(
+        application,
+        as_json,
+        lambda uow: record_controls_view(application, uow, local_actor(), batch_id),
+    )
+    if as_json:
+        emit_json(view)
+        return
+    table = Table("#", "step", "kind", "status", "performed by", "entry", "verified by")
+    for s in view["steps"]:
+        done = s["performed"]
+        checked = s["verified"]
+        table.add_row(
+            str(s["position"]),
+            escape(f"{s['code']}: {s['title']}"),
+            ("manual" if s["manual"] else "machine") + (", critical" if s["critical"] else ""),
+            s["status"],
+            escape(f"{done['by']}, {_when(done['at'])}, “{done['meaning']}”") if done else "—",
+            escape(", ".join(f"{k}={v}" for k, v in (done["entry"] or {}).items())) if done else "",
+            escape(f"{checked['by']}, {_when(checked['at'])}, “{checked['meaning']}”")
+            if checked
+            else "—",
+        )
+    console.print(table)
+    review = view["audit_trail_review"]
+    if review:
+        state_text = "current" if review["current"] else f"{review['rows_since']} row(s) since"
+        console.print(
+            f"audit trail reviewed by {escape(review['reviewed_by'])} at "
+            f"{_when(review['reviewed_at'])} ({review['rows']} rows, {state_text})"
+        )
+    else:
+        console.print("audit trail not reviewed")
+    for b in view["release_blockers"]:
+        console.print(f"[yellow]release blocked[/] ({b['code']}): {escape(b['message'])}")
+
+
+def _entries(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValidationFailed(f"--entry takes name=value, not {item!r}", field="entry")
+        out[name.strip()] = value
+    return out
+
+
+@app.command("sign-step")
+def sign_step(
+    ctx: typer.Context,
+    batch_id: str,
+    code: str,
+    user: User,
+    password: Password,
+    entry: Annotated[
+        list[str] | None,
+        typer.Option("--entry", help="An entry value, name=value (repeat for each field)."),
+    ] = None,
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = "performed by",
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Perform a manual step: its entry values and your e-signature ("performed by")."""
+    from nearfab.api.records import signoff_dict
+
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    try:
+        values = _entries(entry or [])
+    except ValidationFailed as exc:
+        fail(exc, as_json)
+    signoff = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.records.sign_step(
+            uow,
+            actor,
+            batch_id,
+            code,
+            entry=values,
+            password=password,
+            meaning=meaning,
+            username=user,
+            totp=totp,
+        ),
+    )
+    out = signoff_dict(signoff)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"step {code} of batch {batch_id} signed by {escape(out['performed_by'])}")
+
+
+@app.command("verify-step")
+def verify_step(
+    ctx: typer.Context,
+    batch_id: str,
+    code: str,
+    user: User,
+    password: Password,
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = "verified by",
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Verify a critical entry as a second person ("verified by")."""
+    from nearfab.api.records import signoff_dict
+
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    signoff = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.records.verify_step(
+            uow,
+            actor,
+            batch_id,
+            code,
+            password=password,
+            meaning=meaning,
+            username=user,
+            totp=totp,
+        ),
+    )
+    out = signoff_dict(signoff)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"step {code} of batch {batch_id} verified by {escape(out['verified_by'])}")
+
+
+@app.command("open-deviation")
+def open_deviation(
+    ctx: typer.Context,
+    batch_id: str,
+    description: Annotated[str, typer.Option(help="What happened.")],
+    user: User,
+    password: Password,
+    step: Annotated[
+        str | None, typer.Option(help="The master-file step it lets be skipped.")
+    ] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Open a deviation on a batch (naming a step lets later steps be signed before it)."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+    dev = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.records.open_deviation(
+            uow, actor, batch_id, description=description, step=step
+        ),
+    )
+    out = {"id": dev.id, "batch_id": dev.batch_id, "step": dev.step_code, "status": dev.status}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"deviation {dev.id} opened on batch {batch_id}")
+
+
+@app.command("review-audit-trail")
+def review_audit_trail(
+    ctx: typer.Context,
+    batch_id: str,
+    user: User,
+    password: Password,
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = (
+        "audit trail reviewed"
+    ),
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """As a QP, sign that the batch's audit trail was reviewed (bound to its rows now)."""
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    review = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.records.review_audit_trail(
+            uow,
+            actor,
+            batch_id,
+            password=password,
+            meaning=meaning,
+            username=user,
+            totp=totp,
+        ),
+    )
+    out = {
+        "id": review.id,
+        "batch_id": review.batch_id,
+        "reviewed_by": review.reviewed_by_name,
+        "reviewed_at": review.reviewed_at.isoformat(),
+        "rows": review.row_count,
+        "trail_hash": review.trail_hash,
+        "signature_id": review.signature_id,
+    }
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(
+            f"audit trail of batch {batch_id} reviewed: {review.row_count} rows, "
+            f"hash {review.trail_hash[:16]}… (signature {review.signature_id})"
+        )
+
+
+@app.command("assign-qp")
+def assign_qp(
+    ctx: typer.Context,
+    master_file_code: str,
+    qp: Annotated[str, typer.Argument(help="The QP's username or user id.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+    unassign: Annotated[bool, typer.Option("--unassign", help="End the assignment.")] = False,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Administrator's username (else the local user).")
+    ] = None,
+    password: Annotated[str | None, typer.Option("--password")] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Assign (or --unassign) a QP to certify the batches of a master file."""
+    from nearfab.api.records import qp_dict
+
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password or "", as_json) if user else local_actor()
+    service = application.master_files
+    change = service.unassign_qp if unassign else service.assign_qp
+    row = use_case(
+        application,
+        as_json,
+        lambda uow: change(uow, actor, master_file_code, qp, reason=reason),
+    )
+    out = qp_dict(row)
+    if as_json:
+        emit_json(out)
+    else:
+        what = "active" if out["active"] else "no longer assigned"
+        console.print(f"{escape(qp)} for {escape(master_file_code)}: {what}")
+
+
+@app.command("qps")
+def qps(
+    ctx: typer.Context,
+    master_file_code: str,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The QPs assigned to a master file (past assignments too)."""
+    from nearfab.api.records import qp_dict
+
+    application = state(ctx, data_dir).app()
+    rows = use_case(
+        application,
+        as_json,
+        lambda uow: [qp_dict(r) for r in application.master_files.qps(uow, master_file_code)],
+    )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("user", "active", "assigned", "by", "reason")
+    for r in rows:
+        table.add_row(
+            r["user_id"],
+            "yes" if r["active"] else "no",
+            _when(r["assigned_at"]),
+            r["assigned_by"],
+            escape(r["reason"]),
+        )
+    console.print(table)

@@ -1,0 +1,241 @@
+"""`nearfab users`: list, create, deactivate, reactivate, grant, revoke, unlock, set-password.
+
+Without `--user`, a command acts as the local operating-system user (`system:cli:<name>`),
+recorded as such in the audit trail; with `--user`/`--password` it acts as that person and
+the permission matrix applies (only administrators manage accounts, at their own site)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nearfab.bootstrap import App
+from nearfab.cli.context import (
+    DataDir,
+    JsonOpt,
+    console,
+    emit_json,
+    local_actor,
+    signed_in,
+    state,
+    use_case,
+)
+from nearfab.common.canonical import to_jsonable
+from nearfab.identity import Actor
+
+app = typer.Typer(no_args_is_help=True, help="User accounts: never deleted, only deactivated.")
+
+UserOpt = Annotated[
+    str | None, typer.Option("--user", help="Act as this person (their password is asked).")
+]
+PasswordOpt = Annotated[
+    str | None, typer.Option("--password", help="That person's password.", envvar=None)
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")]
+
+
+def _actor(application: App, user: str | None, password: str | None, as_json: bool) -> Actor:
+    if user is None:
+        return local_actor()
+    secret = password if password is not None else getpass.getpass(f"password for {user}: ")
+    return signed_in(application, user, secret, as_json)
+
+
+def _show(application: App, user_id: str, as_json: bool, done: str) -> None:
+    with application.uow() as uow:
+        data = to_jsonable(
+            application.users.describe(application.users.get(uow, user_id), uow.clock.now())
+        )
+    if as_json:
+        emit_json(data)
+    else:
+        roles = ", ".join(data["roles"]) or "-"
+        console.print(f"{done}: {escape(data['username'])} ({data['id']}), roles {roles}")
+
+
+def _user_id(application: App, who: str, as_json: bool) -> str:
+    """A username or a user id."""
+    with application.uow() as uow:
+        found = application.users.by_username(uow, who)
+        if found is not None:
+            return found.id
+    return who
+
+
+@app.command("list")
+def list_users(
+    ctx: typer.Context,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Every account you may see (active, deactivated, locked)."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+
+    def rows(uow: Any) -> list[dict[str, Any]]:
+        now = uow.clock.now()
+        return [
+            to_jsonable(application.users.describe(u, now))
+            for u in application.users.list_users(uow, actor)
+        ]
+
+    data = use_case(application, as_json, rows)
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("username", "name", "roles", "site", "state", "password expires", "TOTP")
+    for u in data:
+        state_ = "deactivated" if not u["active"] else ("locked" if u["locked"] else "active")
+        table.add_row(
+            escape(u["username"]),
+            escape(u["full_name"]),
+            ", ".join(u["roles"]),
+            u["home_site_id"] or "network",
+            state_ + (" (temporary password)" if u["must_change_password"] else ""),
+            str(u["password_expires_at"])[:10],
+            "yes" if u["totp_enabled"] else "no",
+        )
+    console.print(table)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Login name (never reused).")],
+    full_name: Annotated[str, typer.Option("--name", help="Full (printed) name.")],
+    role: Annotated[list[str], typer.Option("--role", help="A role; repeat for several.")],
+    new_password: Annotated[
+        str | None,
+        typer.Option("--new-password", help="Temporary password (asked if omitted)."),
+    ] = None,
+    site: Annotated[str | None, typer.Option("--site", help="Home site id.")] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an account; a password set by an administrator is changed at first login."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+    secret = new_password or getpass.getpass(f"temporary password for {username}: ")
+    made = use_case(
+        application,
+        as_json,
+        lambda uow: application.users.create_user(
+            uow,
+            actor,
+            username=username,
+            full_name=full_name,
+            roles=role,
+            password=secret,
+            home_site_id=site,
+            temporary=True,
+        ),
+    )
+    _show(application, made.id, as_json, "created")
+
+
+def _simple(action: str) -> Any:
+    def command(
+        ctx: typer.Context,
+        who: Annotated[str, typer.Argument(help="Username or user id.")],
+        reason: ReasonOpt,
+        user: UserOpt = None,
+        password: PasswordOpt = None,
+        as_json: JsonOpt = False,
+        data_dir: DataDir = None,
+    ) -> None:
+        application = state(ctx, data_dir).app()
+        actor = _actor(application, user, password, as_json)
+        user_id = _user_id(application, who, as_json)
+        step = getattr(application.users, action)
+        use_case(application, as_json, lambda uow: step(uow, actor, user_id, reason=reason))
+        _show(
+            application, user_id, as_json, f"{action}d" if action.endswith("e") else f"{action}ed"
+        )
+
+    command.__doc__ = {
+        "deactivate": "Deactivate an account: no login, token or signature; nothing is deleted.",
+        "reactivate": "Reactivate a deactivated account.",
+        "unlock": "Unlock an account locked after failed attempts.",
+    }[action]
+    return command
+
+
+app.command("deactivate")(_simple("deactivate"))
+app.command("reactivate")(_simple("reactivate"))
+app.command("unlock")(_simple("unlock"))
+
+
+def _roles(grant: bool) -> Any:
+    def command(
+        ctx: typer.Context,
+        who: Annotated[str, typer.Argument(help="Username or user id.")],
+        role: Annotated[list[str], typer.Option("--role", help="A role; repeat for several.")],
+        reason: ReasonOpt,
+        user: UserOpt = None,
+        password: PasswordOpt = None,
+        as_json: JsonOpt = False,
+        data_dir: DataDir = None,
+    ) -> None:
+        application = state(ctx, data_dir).app()
+        actor = _actor(application, user, password, as_json)
+        user_id = _user_id(application, who, as_json)
+        use_case(
+            application,
+            as_json,
+            lambda uow: application.users.change_roles(
+                uow,
+                actor,
+                user_id,
+                grant=role if grant else (),
+                revoke=() if grant else role,
+                reason=reason,
+            ),
+        )
+        _show(application, user_id, as_json, "granted" if grant else "revoked")
+
+    command.__doc__ = (
+        "Grant roles (audited with the old and new role lists)."
+        if grant
+        else "Revoke roles (audited with the old and new role lists)."
+    )
+    return command
+
+
+app.command("grant")(_roles(True))
+app.command("revoke")(_roles(False))
+
+
+@app.command("set-password")
+def set_password(
+    ctx: typer.Context,
+    who: Annotated[str, typer.Argument(help="Username or user id.")],
+    reason: ReasonOpt,
+    new_password: Annotated[
+        str | None, typer.Option("--new-password", help="Temporary password (asked if omitted).")
+    ] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set a temporary password (changed at the next login); the user's sessions end."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+    user_id = _user_id(application, who, as_json)
+    secret = new_password or getpass.getpass(f"temporary password for {who}: ")
+    use_case(
+        application,
+        as_json,
+        lambda uow: application.users.reset_password(
+            uow, actor, user_id, password=secret, reason=reason
+        ),
+    )
+    _show(application, user_id, as_json, "password set")

@@ -1,0 +1,495 @@
+"""Batch-record controls a QP relies on before certifying: manual steps signed in master-file
+order (or past a deviation naming the skipped step), critical entries verified by a second
+person, and a signed "audit trail reviewed" bound to the batch's audit rows at that moment.
+
+`QualityService.records` is the one instance; `QualityService.decide` asks it why a release is
+blocked (quality-and-release.md, "Batch-record controls")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from nearfab.common.errors import DomainError, Refused, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    AuditEntry,
+    Permission,
+    SignatureService,
+    audit,
+    authorize,
+    record_hash,
+    refuse,
+)
+from nearfab.masterfiles import MasterFileService
+from nearfab.production import BatchRecord, ProductionService, StepState, check_entry
+from nearfab.quality.enums import DeviationStatus, ReviewStatus
+from nearfab.quality.models import AuditTrailReview, Deviation, ReleaseReview
+from nearfab.uow import UnitOfWork
+
+PERFORMED = "performed by"
+VERIFIED = "verified by"
+REVIEWED = "audit trail reviewed"
+# audit actions that record an attempt, not a change to the record: they stay in the trail
+# the next review covers, but do not make a review stale
+ATTEMPTS = frozenset({"refuse", "sign_failed", "login_failed"})
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """The latest audit-trail review of a batch and whether it still covers the trail."""
+
+    review: AuditTrailReview | None
+    rows_since: int  # audit rows about the batch added after it (refusals not counted)
+
+    @property
+    def current(self) -> bool:
+        return self.review is not None and self.rows_since == 0
+
+
+class RecordControls:
+    def __init__(
+        self,
+        production: ProductionService,
+        master_files: MasterFileService,
+        signatures: SignatureService,
+    ) -> None:
+        self._production = production
+        self._master_files = master_files
+        self._signatures = signatures
+
+    # --- steps -------------------------------------------------------------------------------
+    def steps(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> list[StepState]:
+        batch = self._production.get(uow, batch_id)
+        authorize(actor, Permission.BATCH_READ, site_id=batch.site_id)
+        return self._production.step_states(uow, batch)
+
+    def sign_step(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch_id: str,
+        code: str,
+        *,
+        entry: dict[str, Any] | None = None,
+        password: str,
+        meaning: str = PERFORMED,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> Any:
+        """A person performs manual step `code` and e-signs it ("performed by") with the values
+        of its entry fields. Refused (and audited) out of master-file order, unless an open
+        deviation names the skipped step, and while an earlier critical entry is unverified."""
+        batch = self._production.get(uow, batch_id)
+        key, site_id = batch.id, batch.site_id
+        try:
+            authorize(actor, Permission.BATCH_STEP_SIGN, site_id=site_id)
+            state, deviation_id = self._production.check_step_signable(
+                uow, batch, code, self.excused_steps(uow, batch.id)
+            )
+            values = check_entry(state.entry_fields, entry or {})
+            signoff = self._production.new_signoff(
+                uow, actor, batch, state, values, meaning or "", deviation_id
+            )
+            sig = self._signatures.sign(
+                uow,
+                actor,
+                password=password,
+                meaning=meaning,
+                record_type="batch_step",
+                record_id=signoff.id,
+                content=signoff.content(),
+                username=username,
+                totp=totp,
+                site_id=site_id,
+            )
+            self._production.record_signoff(uow, actor, batch, state, signoff, sig)
+            uow.flush()
+        except DomainError as exc:
+            refuse(uow, actor, exc, "batch", key, site_id=site_id)
+        except Exception as exc:  # two people signing the same step at once
+            conflict = uow.as_conflict(exc)
+            if conflict is None:
+                raise
+            refuse(uow, actor, conflict, "batch", key, site_id=site_id)
+        uow.commit()
+        return signoff
+
+    def verify_step(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch_id: str,
+        code: str,
+        *,
+        password: str,
+        meaning: str = VERIFIED,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> Any:
+        """A second person verifies the critical entry of step `code` and e-signs it
+        ("verified by"); the performer cannot (same_person)."""
+        batch = self._production.get(uow, batch_id)
+        key, site_id = batch.id, batch.site_id
+        try:
+            authorize(actor, Permission.BATCH_ENTRY_VERIFY, site_id=site_id)
+            signoff = self._production.check_step_verifiable(uow, actor, batch, code)
+            sig = self._signatures.sign(
+                uow,
+                actor,
+                password=password,
+                meaning=meaning,
+                record_type="batch_step",
+                record_id=signoff.id,
+                content=self.verified_content(signoff, actor.user_id),
+                username=username,
+                totp=totp,
+                site_id=site_id,
+            )
+            self._production.record_verification(uow, actor, batch, signoff, sig)
+            uow.flush()
+        except DomainError as exc:
+            refuse(uow, actor, exc, "batch", key, site_id=site_id)
+        except Exception as exc:
+            conflict = uow.as_conflict(exc)
+            if conflict is None:
+                raise
+            refuse(uow, actor, conflict, "batch", key, site_id=site_id)
+        uow.commit()
+        return signoff
+
+    @staticmethod
+    def verified_content(signoff: Any, verifier_id: str | None) -> dict[str, Any]:
+        """What the verifier signs: the performed entry, its performer, and the verifier."""
+        return {**signoff.content(), "verified_by": verifier_id}
+
+    def signature_checks(self, uow: UnitOfWork, batch_id: str) -> dict[str, bool]:
+        """For each step signature of the batch: does the step still hash to what was signed."""
+        out: dict[str, bool] = {}
+        for signoff in self._production.signoffs(uow, batch_id):
+            for sig in self._signatures.signatures_for(uow, "batch_step", signoff.id):
+                content = (
+                    self.verified_content(signoff, signoff.verified_by)
+                    if sig.id == signoff.verify_signature_id
+                    else signoff.content()
+                )
+                out[sig.id] = self._signatures.is_valid(sig, content)
+        return out
+
+    # --- deviations ----------------------------------------------------------------------------
+    def open_deviation(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch_id: str,
+        *,
+        description: str,
+        step: str | None = None,
+    ) -> Deviation:
+        """Record a deviation on a batch; naming a master-file step (`step`) lets later steps
+        be signed before it. The QP closes it with the batch's disposition."""
+        batch = self._production.get(uow, batch_id)
+        authorize(actor, Permission.DEVIATION_OPEN, site_id=batch.site_id)
+        text = (description or "").strip()
+        if not text:
+            raise ValidationFailed("a deviation needs a description", field="description")
+        if len(text) > 2000:
+            raise ValidationFailed("description has more than 2000 characters", field="description")
+        step = (step or "").strip() or None
+        if step is not None and step not in {
+            s.code for s in self._production.step_states(uow, batch)
+        }:
+            raise ValidationFailed(
+                f"master file {batch.master_file_code} has no step {step!r}", field="step"
+            )
+        if batch.status not in ("in_progress", "completed"):
+            raise Refused(
+                f"batch {batch.batch_number} is {batch.status}; deviations are opened before "
+                "its disposition",
+                field="batch_id",
+                code="batch_closed",
+            )
+        dev = Deviation(
+            id=new_id("dev"),
+            batch_id=batch.id,
+            kind="step_sequence" if step else "reported",
+            description=text,
+            status=DeviationStatus.OPEN.value,
+            opened_at=uow.clock.now(),
+            opened_by=actor.user_id,
+            closed_at=None,
+            closed_by=None,
+            closure_note=None,
+            step_code=step,
+        )
+        uow.session.add(dev)
+        uow.flush()
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "deviation",
+            dev.id,
+            new={"batch_id": batch.id, "kind": dev.kind, "description": text, "step": step},
+            site_id=batch.site_id,
+        )
+        uow.commit()
+        return dev
+
+    def excused_steps(self, uow: UnitOfWork, batch_id: str) -> dict[str, str]:
+        """Steps named by an open deviation of the batch: step code -> deviation id."""
+        rows = uow.session.scalars(
+            select(Deviation)
+            .where(
+                Deviation.batch_id == batch_id,
+                Deviation.status == DeviationStatus.OPEN.value,
+                Deviation.step_code.is_not(None),
+            )
+            .order_by(Deviation.opened_at, Deviation.id)
+        )
+        out: dict[str, str] = {}
+        for dev in rows:
+            assert dev.step_code is not None
+            out.setdefault(dev.step_code, dev.id)
+        return out
+
+    # --- audit-trail review --------------------------------------------------------------------
+    def trail(self, uow: UnitOfWork, batch: BatchRecord) -> list[AuditEntry]:
+        """Every audit row about the batch: the batch, its job and order, its release review,
+        its manual steps and its deviations; in order."""
+        conds = [
+            and_(AuditEntry.entity_type == "batch", AuditEntry.entity_id == batch.id),
+            and_(AuditEntry.entity_type == "job", AuditEntry.entity_id == batch.job_id),
+            and_(AuditEntry.entity_type == "order", AuditEntry.entity_id == batch.order_id),
+        ]
+        review = uow.session.scalar(
+            select(ReleaseReview.id).where(ReleaseReview.batch_id == batch.id)
+        )
+        if review:
+            conds.append(
+                and_(AuditEntry.entity_type == "release_review", AuditEntry.entity_id == review)
+            )
+        steps = [s.id for s in self._production.signoffs(uow, batch.id)]
+        if steps:
+            conds.append(
+                and_(AuditEntry.entity_type == "batch_step", AuditEntry.entity_id.in_(steps))
+            )
+        devs = list(uow.session.scalars(select(Deviation.id).where(Deviation.batch_id == batch.id)))
+        if devs:
+            conds.append(
+                and_(AuditEntry.entity_type == "deviation", AuditEntry.entity_id.in_(devs))
+            )
+        return list(
+            uow.session.scalars(select(AuditEntry).where(or_(*conds)).order_by(AuditEntry.id))
+        )
+
+    @staticmethod
+    def trail_hash(batch_id: str, rows: list[AuditEntry]) -> str:
+        return record_hash(
+            {
+                "batch_id": batch_id,
+                "rows": [
+                    {
+                        "id": r.id,
+                        "at": r.at,
+                        "actor_id": r.actor_id,
+                        "action": r.action,
+                        "entity_type": r.entity_type,
+                        "entity_id": r.entity_id,
+                        "old": r.old,
+                        "new": r.new,
+                        "reason": r.reason,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+    def review_audit_trail(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        batch_id: str,
+        *,
+        password: str,
+        meaning: str = REVIEWED,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> AuditTrailReview:
+        """A QP signs that they reviewed the batch's audit trail as it is now: the signature
+        is bound to the hash of its rows. Needed before release (audit_trail_not_reviewed);
+        a later row about the batch makes it stale (audit_trail_changed)."""
+        batch = self._production.get(uow, batch_id)
+        key, site_id = batch.id, batch.site_id
+        try:
+            authorize(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=site_id)
+            pending = uow.session.scalar(
+                select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)
+            )
+            if pending is None or pending.status != ReviewStatus.PENDING.value:
+                raise Refused(
+                    f"batch {batch.batch_number} is not waiting for a QP decision; its audit "
+                    "trail is reviewed before certification",
+                    field="batch_id",
+                    code="not_pending",
+                )
+            rows = self.trail(uow, batch)
+            review = AuditTrailReview(
+                id=new_id("atr"),
+                batch_id=batch.id,
+                site_id=batch.site_id,
+                reviewed_by=actor.user_id,
+                reviewed_by_name=actor.full_name,
+                reviewed_at=uow.clock.now(),
+                last_audit_id=rows[-1].id if rows else 0,
+                row_count=len(rows),
+                trail_hash=self.trail_hash(batch.id, rows),
+                signature_id="",
+            )
+            sig = self._signatures.sign(
+                uow,
+                actor,
+                password=password,
+                meaning=meaning,
+                record_type="audit_trail_review",
+                record_id=review.id,
+                content=self.review_content(review),
+                username=username,
+                totp=totp,
+                site_id=site_id,
+            )
+            review.signature_id = sig.id
+            review.reviewed_by_name = sig.signer_name
+            uow.session.add(review)
+            uow.flush()
+            audit(
+                uow,
+                actor,
+                AuditAction.CREATE,
+                "audit_trail_review",
+                review.id,
+                new={
+                    "batch_id": batch.id,
+                    "rows": review.row_count,
+                    "last_audit_id": review.last_audit_id,
+                    "trail_hash": review.trail_hash,
+                    "signature_id": sig.id,
+                },
+                site_id=site_id,
+            )
+            self._production.add_step(
+                uow,
+                actor,
+                batch,
+                "audit_trail_reviewed",
+                {"review_id": review.id, "signature_id": sig.id, "rows": review.row_count},
+            )
+        except DomainError as exc:
+            refuse(uow, actor, exc, "batch", key, site_id=site_id)
+        uow.commit()
+        return review
+
+    @staticmethod
+    def review_content(review: AuditTrailReview) -> dict[str, Any]:
+        return {
+            "batch_id": review.batch_id,
+            "last_audit_id": review.last_audit_id,
+            "rows": review.row_count,
+            "trail_hash": review.trail_hash,
+        }
+
+    def review_state(self, uow: UnitOfWork, batch: BatchRecord) -> ReviewState:
+        """The latest review and how many rows about the batch came after it. A refused or
+        failed attempt (ATTEMPTS) changes nothing in the record, so it does not make a review
+        stale (it is in the trail the next review covers)."""
+        review = uow.session.scalar(
+            select(AuditTrailReview)
+            .where(AuditTrailReview.batch_id == batch.id)
+            .order_by(AuditTrailReview.reviewed_at.desc(), AuditTrailReview.last_audit_id.desc())
+            .limit(1)
+        )
+        if review is None:
+            return ReviewState(None, 0)
+        since = [
+            r
+            for r in self.trail(uow, batch)
+            if r.id > review.last_audit_id and r.action not in ATTEMPTS
+        ]
+        return ReviewState(review, len(since))
+
+    def reviews(self, uow: UnitOfWork, batch_id: str) -> list[AuditTrailReview]:
+        return list(
+            uow.session.scalars(
+                select(AuditTrailReview)
+                .where(AuditTrailReview.batch_id == batch_id)
+                .order_by(AuditTrailReview.reviewed_at, AuditTrailReview.id)
+            )
+        )
+
+    # --- what blocks certification -------------------------------------------------------------
+    def release_blockers(
+        self, uow: UnitOfWork, actor: Actor | None, batch: BatchRecord
+    ) -> list[DomainError]:
+        """Every reason a release of `batch` by `actor` would be refused by these controls, in
+        the order `decide` checks them (empty: none)."""
+        out: list[DomainError] = []
+        if actor is not None and not self._master_files.is_assigned_qp(
+            uow, batch.master_file_code, actor.user_id
+        ):
+            out.append(
+                Refused(
+                    f"{actor.full_name} is not an active QP assigned to master file "
+                    f"{batch.master_file_code}; only an assigned QP certifies its batches",
+                    field="signer",
+                    code="not_qp_for_master_file",
+                )
+            )
+        gaps = self._production.record_gaps(uow, batch, self.excused_steps(uow, batch.id))
+        if gaps:
+            out.append(
+                Refused(
+                    f"the batch record of {batch.batch_number} is not complete: {'; '.join(gaps)}",
+                    field="record_steps",
+                    code="not_ready",
+                )
+            )
+        state = self.review_state(uow, batch)
+        if state.review is None:
+            out.append(
+                Refused(
+                    f"nobody has signed that the audit trail of batch {batch.batch_number} was "
+                    "reviewed; a QP reviews it before certifying",
+                    field="audit_trail",
+                    code="audit_trail_not_reviewed",
+                )
+            )
+        elif not state.current:
+            out.append(
+                Refused(
+                    f"{state.rows_since} audit row(s) about batch {batch.batch_number} were added "
+                    f"after the audit-trail review of {state.review.reviewed_at:%Y-%m-%d %H:%M} "
+                    "UTC; review it again",
+                    field="audit_trail",
+                    code="audit_trail_changed",
+                )
+            )
+        return out
+
+    def signed_steps(self, uow: UnitOfWork, batch_id: str) -> list[dict[str, Any]]:
+        """The manual steps as a QP's release signature binds them."""
+        return [
+            {
+                "code": s.code,
+                "entry": s.entry,
+                "performed_by": s.performed_by,
+                "signature_id": s.signature_id,
+                "deviation_id": s.deviation_id,
+                "verified_by": s.verified_by,
+                "verify_signature_id": s.verify_signature_id,
+            }
+            for s in self._production.signoffs(uow, batch_id)
+        ]

@@ -1,0 +1,119 @@
+"""Batch-page forms of the batch-record controls: sign a step, verify a critical entry, open a
+deviation, mark the audit trail reviewed. Each posts, runs one use case, and goes back to the
+batch page with what happened (the page is `pages.batch_page`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError
+from nearfab.identity import Actor
+from nearfab.uow import UnitOfWork
+from nearfab.web.pages import _app, _check_csrf, _need_login, web_actor
+
+router = APIRouter(include_in_schema=False)
+
+ENTRY_PREFIX = "entry."
+
+
+async def _post(
+    request: Request,
+    batch_id: str,
+    done: str,
+    step: Callable[[App, UnitOfWork, Actor, dict[str, Any]], object],
+) -> Response:
+    """Read the form, check its CSRF token, run the use case in a worker thread, and go back to
+    the batch page with a message (or the refusal)."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    actor = await run_in_threadpool(web_actor, request)
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+
+    def run() -> None:
+        _check_csrf(request, form.get("csrf_token", ""))
+        with application.uow() as uow:
+            step(application, uow, actor, form)
+
+    try:
+        await run_in_threadpool(run)
+    except DomainError as exc:
+        what = done.split(":")[0]
+        request.session["batch_error"] = f"{what}: refused ({exc.code}): {exc.message}"
+    else:
+        request.session["batch_flash"] = done
+    return RedirectResponse(f"/batches/{batch_id}#record-steps", status_code=303)
+
+
+@router.post("/batches/{batch_id}/steps/{code}/sign")
+async def sign_step(request: Request, batch_id: str, code: str) -> Response:
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        entry = {
+            k.removeprefix(ENTRY_PREFIX): v for k, v in form.items() if k.startswith(ENTRY_PREFIX)
+        }
+        return app.quality.records.sign_step(
+            uow,
+            actor,
+            batch_id,
+            code,
+            entry=entry,
+            password=form.get("password", ""),
+            meaning=form.get("meaning", "performed by"),
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+        )
+
+    return await _post(request, batch_id, f"Step {code}: signed (performed by)", step)
+
+
+@router.post("/batches/{batch_id}/steps/{code}/verify")
+async def verify_step(request: Request, batch_id: str, code: str) -> Response:
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        return app.quality.records.verify_step(
+            uow,
+            actor,
+            batch_id,
+            code,
+            password=form.get("password", ""),
+            meaning=form.get("meaning", "verified by"),
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+        )
+
+    return await _post(request, batch_id, f"Step {code}: entry verified (verified by)", step)
+
+
+@router.post("/batches/{batch_id}/deviations")
+async def open_deviation(request: Request, batch_id: str) -> Response:
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        return app.quality.records.open_deviation(
+            uow,
+            actor,
+            batch_id,
+            description=form.get("description", ""),
+            step=form.get("step") or None,
+        )
+
+    return await _post(request, batch_id, "Deviation: opened", step)
+
+
+@router.post("/batches/{batch_id}/audit-trail-review")
+async def review_audit_trail(request: Request, batch_id: str) -> Response:
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        return app.quality.records.review_audit_trail(
+            uow,
+            actor,
+            batch_id,
+            password=form.get("password", ""),
+            meaning=form.get("meaning", "audit trail reviewed"),
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+        )
+
+    return await _post(request, batch_id, "Audit trail: marked reviewed", step)
