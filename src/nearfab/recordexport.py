@@ -31,7 +31,6 @@ from nearfab.identity import (
     Signature,
     User,
     authorize,
-    record_hash,
 )
 from nearfab.masterfiles import MasterFile
 from nearfab.materials import MaterialLot
@@ -158,7 +157,8 @@ def _signature_valid(application: App, uow: UnitOfWork, sig: Signature) -> bool 
     content = getattr(signed, "content", None)
     if signed is None or not callable(content):
         return None
-    return bool(sig.record_hash == record_hash(content()))
+    # the record's hash, and the signature row's own binding (not moved, not edited)
+    return bool(application.signatures.is_valid(sig, content()))
 
 
 def signature_dict(application: App, uow: UnitOfWork, sig: Signature) -> dict[str, Any]:
@@ -172,6 +172,7 @@ def signature_dict(application: App, uow: UnitOfWork, sig: Signature) -> dict[st
         "record_type": sig.record_type,
         "record_id": sig.record_id,
         "record_hash": sig.record_hash,
+        "signature_hash": getattr(sig, "signature_hash", None),
         "valid_for_current_content": _signature_valid(application, uow, sig),
     }
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
@@ -54,7 +55,10 @@ def _pending_batch(app: App, clock: ManualClock, seed: int = 1) -> tuple[str, st
     with app.uow() as uow:
         (review,) = app.quality.pending(uow)
         assert review.order_id == order_id
-        return order_id, review.batch_id
+        batch_id = review.batch_id
+    # manual steps signed, critical entry verified, audit trail reviewed (test_browser_batch_steps)
+    fh.prepare_release(app, batch_id)
+    return order_id, batch_id
 
 
 def _actor(app: App, username: str) -> Any:

@@ -81,6 +81,67 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     ]
     assert record["signatures"] == []
 
+    # the manual steps, signed in order by the operator on duty, the critical entry verified
+    # by a second person, and the QP's audit-trail review (quality-and-release.md)
+    operator = {"Olu Operator": "operator", "Mani Operator": "operator-man"}.get(
+        record["operator"]["name"], "operator-mob"
+    )
+    lot = record["material_lot"]["lot_number"]
+    for code, values in (
+        ("line_clearance", []),
+        ("filament_loaded", [f"filament_lot={lot}", "mass_loaded_g=30.5"]),
+    ):
+        entries = [arg for value in values for arg in ("--entry", value)]
+        signer = ["--user", operator, "--password", PASSWORD]
+        nearfab(data, "batches", "sign-step", batch_id, code, *signer, *entries, "--json")
+    nearfab(
+        data,
+        "batches",
+        "verify-step",
+        batch_id,
+        "filament_loaded",
+        "--user",
+        "qp",
+        "--password",
+        PASSWORD,
+        "--json",
+    )
+    nearfab(
+        data,
+        "batches",
+        "sign-step",
+        batch_id,
+        "visual_inspection",
+        "--user",
+        operator,
+        "--password",
+        PASSWORD,
+        "--entry",
+        "units_rejected=0",
+        "--json",
+    )
+    steps = as_json(nearfab(data, "batches", "steps", batch_id, "--json"))
+    assert [s["status"] for s in steps["steps"]] == [
+        "performed",
+        "verified",
+        "recorded",
+        "performed",
+    ]
+    reviewed = as_json(
+        nearfab(
+            data,
+            "batches",
+            "review-audit-trail",
+            batch_id,
+            "--user",
+            "qp",
+            "--password",
+            PASSWORD,
+            "--json",
+        )
+    )
+    assert reviewed["rows"] > 5 and len(reviewed["trail_hash"]) == 64
+
     # a rejection needs a reason; a wrong password signs nothing
     refused = nearfab(
         data,

@@ -566,3 +566,19 @@ def test_migration_0008_numbers_and_hashes_the_rows_already_there(database_url: 
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+
+
+def test_annex11_s9_verify_reads_in_chunks_and_keeps_the_links_across_them(seeded: App) -> None:
+    all_rows = rows(seeded)
+    with seeded.engine.connect() as conn:
+        report = verify_chain(conn, chunk=7)
+    assert report.ok and report.rows_checked == len(all_rows)
+    target = all_rows[14]  # the first row of the third chunk
+    lift_triggers(seeded)
+    sql(
+        seeded, "UPDATE audit_entries SET actor_name = 'someone else' WHERE id = :i", i=target["id"]
+    )
+    with seeded.engine.connect() as conn:
+        report = verify_chain(conn, chunk=7)
+    assert not report.ok and report.first_bad is not None
+    assert (report.first_bad.seq, report.first_bad.problem) == (target["seq"], "edited")

@@ -36,7 +36,8 @@ class _ShowByDefault(TyperGroup):
 audit_app = typer.Typer(
     cls=_ShowByDefault,
     no_args_is_help=True,
-    help="Audit trail: show a record's trail, list rows, verify the chain, export a record.",
+    help="Audit trail: show a record's trail (`nearfab audit TYPE ID` is short for `show`), "
+    "list rows, verify the hash chain, export a record with its signatures.",
 )
 
 DataDir = Annotated[

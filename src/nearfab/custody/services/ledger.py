@@ -8,7 +8,7 @@ import json
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import func, null, select
+from sqlalchemy import Connection, func, null, select
 
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
@@ -535,15 +535,11 @@ class CustodyLedger:
         checker = ChainChecker(
             check, all_signatures=all_signatures, keep=keep, fetch_signature=fetch_signature
         )
-        # Core rows (no ORM loading), streamed; the signature column only when every
-        # signature is checked (otherwise fetched for the few rows that are)
+        # the signature column only when every signature is checked (otherwise fetched for
+        # the few rows that are)
         columns = _ROW_COLUMNS if all_signatures else (*_ROW_COLUMNS[:9], null())
-        stream = connection.execute(
-            select(*columns)
-            .order_by(LedgerEntry.site_id, LedgerEntry.seq)
-            .execution_options(yield_per=5000)
-        )
-        for part in stream.partitions():
+        query = select(*columns).order_by(LedgerEntry.site_id, LedgerEntry.seq)
+        for part in _stream(connection, query):
             checker.feed(part)
         chains = sorted(checker.close(), key=lambda c: c.site_id)
         problems = [p for c in chains for p in c.problems]
@@ -596,6 +592,24 @@ _ROW_COLUMNS = (
     LedgerEntry.key_id,
     LedgerEntry.signature,
 )
+
+
+def _stream(connection: Connection, query: Any, size: int = 5000) -> Iterator[Sequence[Any]]:
+    """The rows of a parameterless query, `size` at a time, as the driver's own tuples, in
+    the connection's transaction: SQLAlchemy's row objects cost twice the driver's fetch.
+    PostgreSQL streams through a server-side cursor; SQLite's cursor streams as it is."""
+    sql = str(query.compile(dialect=connection.dialect))
+    dbapi = connection.connection.dbapi_connection
+    if dbapi is None:  # pragma: no cover - a detached connection
+        raise RuntimeError("no database connection")
+    postgres = connection.dialect.name == "postgresql"
+    cursor = dbapi.cursor(name="nearfab_ledger_verify") if postgres else dbapi.cursor()
+    try:
+        cursor.execute(sql)
+        while part := cursor.fetchmany(size):
+            yield part
+    finally:
+        cursor.close()
 
 
 def _anchor_body(anchor: Row) -> dict[str, Any]:
