@@ -203,6 +203,28 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/batches/{batch_id}/abandon"): Call(P.BATCH_ABANDON, True, body=_reason),
     ("GET", "/api/v1/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/api/v1/release/pending"): Call(P.RELEASE_QUEUE_READ),
+    # batch-record controls (api/records.py); {code} is the master file's, no step of it: 404
+    ("GET", "/api/v1/batches/{batch_id}/steps"): Call(P.BATCH_READ, True),
+    ("POST", "/api/v1/batches/{batch_id}/steps/{code}/sign"): Call(
+        P.BATCH_STEP_SIGN, True, body=_sign
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/steps/{code}/verify"): Call(
+        P.BATCH_ENTRY_VERIFY, True, body=_sign
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/deviations"): Call(
+        P.DEVIATION_OPEN, True, body=lambda w: {"description": "route matrix test"}
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/audit-trail-review"): Call(
+        P.AUDIT_TRAIL_REVIEW, True, body=_sign
+    ),
+    ("GET", "/api/v1/batches/{batch_id}/audit-trail"): Call(P.AUDIT_READ, True),
+    ("GET", "/api/v1/master-files/{code}/qps"): Call(P.MASTER_FILE_READ),
+    ("POST", "/api/v1/master-files/{code}/qps"): Call(
+        P.MASTER_FILE_QP_ASSIGN, body=lambda w: {"user": ME, "reason": "route matrix test"}
+    ),
+    ("POST", "/api/v1/master-files/{code}/qps/{user_id}/unassign"): Call(
+        P.MASTER_FILE_QP_ASSIGN, body=_reason, victim=True
+    ),
     ("POST", "/api/v1/batches/{batch_id}/decision"): Call(
         P.RELEASE_DECIDE,
         True,

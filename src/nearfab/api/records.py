@@ -380,14 +380,14 @@ def assign_qp(
     )
 
 
-@router.post("/master-files/{code}/qps/{user}/unassign", tags=["master files"])
+@router.post("/master-files/{code}/qps/{user_id}/unassign", tags=["master files"])
 def unassign_qp(
     code: str,
-    user: str,
+    user_id: str,
     body: UnassignIn,
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_QP_ASSIGN)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
     """End a QP's assignment; they can no longer certify the master file's batches."""
-    return qp_dict(application.master_files.unassign_qp(uow, actor, code, user, reason=body.reason))
+    return qp_dict(application.master_files.unassign_qp(uow, actor, code, user_id, reason=body.reason))

@@ -496,9 +496,9 @@ class CustodyLedger:
         """Check every chain, every signature, every anchor, and that every custody event made
         here has its entry. Problems come first-bad-first (by site, then seq).
 
-        Rows stream from the database in (site, seq) order, `yield_per` at a time, through
-        `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that fails the
-        fast check); only the hashes of anchored entries are kept."""
+        Rows stream from the database in (site, seq) order (`_stream`: the driver's tuples)
+        through `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that
+        fails the fast check); only the hashes of anchored entries are kept."""
         check = self._check_signature(uow)
         anchors = [
             Row._make(r)
