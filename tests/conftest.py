@@ -115,6 +115,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         _pg_drop(name)
 
 
+# Tests move their manual clock by hours and months between steps: with the product's session
+# idle timeout (15 min) and password age (90 days) every jump would log everyone out. The
+# policies themselves are tested with the product defaults (tests/identity/test_accounts.py
+# builds its own `app`).
+CLOCK_JUMPS = {
+    "session_idle_minutes": 7 * 24 * 60,
+    "session_lifetime_hours": 24 * 365,
+    "password_max_age_days": 3650,
+}
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
@@ -123,7 +134,7 @@ def clock() -> ManualClock:
 @pytest.fixture
 def app(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
     """A fresh application on a migrated database, with a manual clock for platform and machines."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, **CLOCK_JUMPS)
     application = build_app(settings, clock=clock, migrate=False)
     yield application
     application.engine.dispose()

@@ -47,16 +47,9 @@ _rng = random.Random(20260105)
 
 
 def _build(url: str, data_dir: Path, clock: ManualClock) -> App:
-    # the seeded world's manual clock jumps hours and months between steps: sessions and
-    # password age would lapse on every jump. Their policies are tested with the defaults
-    # (tests/identity/test_accounts.py uses the plain `app` fixture).
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=url,
-        session_idle_minutes=7 * 24 * 60,
-        session_lifetime_hours=24 * 365,
-        password_max_age_days=3650,
-    )
+    from tests.conftest import CLOCK_JUMPS  # sessions survive the test clock's jumps
+
+    settings = Settings(data_dir=data_dir, database_url=url, **CLOCK_JUMPS)
     return build_app(settings, clock=clock, migrate=False)
 
 

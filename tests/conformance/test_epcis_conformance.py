@@ -196,7 +196,8 @@ def test_packing_unpacking_and_destroying_documents_are_valid(
             uow, pharmacist, unit_ids=[u.id for u in packs], to_site_id=fh.site_id(seeded, "MAN-PH")
         )
     with seeded.uow() as uow:
-        seeded.custody.unpack(uow, pharmacist, sscc=container.sscc)
+        # received by the staff of the site it was packed for
+        seeded.custody.unpack(uow, fh.actor(seeded, "operator-man"), sscc=container.sscc)
     rejected = fh.make_batch(seeded)
     fh.reject(seeded, rejected)
     with seeded.uow() as uow:

@@ -397,6 +397,8 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
     monkeypatch.setenv(
         "NEARFAB_DATABASE_URL", str(seeded.engine.url.render_as_string(hide_password=False))
     )
+    # the CLI runs on the real clock; the seeded world set its passwords on the test's clock
+    monkeypatch.setenv("NEARFAB_PASSWORD_MAX_AGE_DAYS", "3650")
     runner = CliRunner()
     base = ["--data-dir", str(seeded.settings.data_dir)]
     who = ["--user", "pharmacist", "--password", fh.TEST_PASSWORD]

@@ -66,7 +66,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     assert r.status_code == 200, r.text
     assert len(r.json()["batches_completed"]) == 1
     view = client.get(f"/api/v1/orders/{order_id}", headers=clin).json()
-    assert view["status"] == "awaiting_release"
+    assert view.get("status") == "awaiting_release", view
     (job,) = view["jobs"]
     (batch_ref,) = view["batches"]
     batch_id = batch_ref["id"]
@@ -78,7 +78,9 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     assert job["ticket_hash"] == sha256_hex(canonical_json(ticket.payload))
 
     # 3. the batch record holds the machine's evidence
-    record = client.get(f"/api/v1/batches/{batch_id}", headers=clin).json()
+    # batch records are for the making site's staff and the control site, not prescribers
+    assert client.get(f"/api/v1/batches/{batch_id}", headers=clin).status_code == 403
+    record = client.get(f"/api/v1/batches/{batch_id}", headers=_login(client, "qp")).json()
     assert record["status"] == "completed"
     assert record["ticket_hash"] == job["ticket_hash"]
     assert record["machine"]["firmware"] == "fw 2.4.1"
@@ -101,7 +103,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
 
     # 4. no label before release
     unit_id = record["packs"][0]["id"]
-    r = client.get(f"/api/v1/packs/{unit_id}/label", headers=clin)
+    r = client.get(f"/api/v1/packs/{unit_id}/label", headers=_login(client, "pharmacist"))
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_released"
 
     # 5. the QP's queue shows it; a wrong password signs nothing (the operator signed the

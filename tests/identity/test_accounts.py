@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 
 import nearfab.identity.services.users as users_module
 from nearfab.api.security import LoginThrottle
-from nearfab.bootstrap import App
+from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import (
     Conflict,
@@ -27,6 +28,7 @@ from nearfab.common.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from nearfab.config import Settings
 from nearfab.identity import (
     Actor,
     AuditEntry,
@@ -51,6 +53,17 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         users_module, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
     )
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
+    """The product's own session and password policies (the shared `app` fixture lengthens
+    them because other tests jump their clocks by days)."""
+    application = build_app(
+        Settings(data_dir=tmp_path / "data", database_url=database_url), clock=clock, migrate=False
+    )
+    yield application
+    application.engine.dispose()
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -521,9 +521,9 @@ def test_machine_put_into_maintenance_during_a_run_stays_in_maintenance(seeded: 
 def test_production_refuses_an_operator_from_another_site(seeded: App) -> None:
     job_id = fh.ticketed_job(seeded)  # at GSTT-PH
     other = fh.actor(seeded, "operator-man")  # trained, but works at MAN-PH
-    with seeded.uow() as uow, pytest.raises(Refused) as caught:
+    with seeded.uow() as uow, pytest.raises(Forbidden) as caught:
         seeded.production.start_batch(uow, other, job_id)
-    assert caught.value.code == "operator_not_at_site"
+    assert caught.value.code == "other_site"  # the permission matrix's site scoping
     fh.assert_refusal_audited(seeded, caught.value, "job", job_id)
     assert fh.job(seeded, job_id).status == "ticket_issued"
 

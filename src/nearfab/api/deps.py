@@ -48,13 +48,16 @@ def get_actor(
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def allowed(permission: Permission) -> Any:
+def allowed(permission: Permission, *, gate: bool = True) -> Any:
     """A route's declared permission: refuses a role the matrix does not allow before the
     request body is even read. The service checks again, with the record's site; the
-    route-matrix test (tests/identity/test_route_matrix.py) reads this declaration."""
+    route-matrix test (tests/identity/test_route_matrix.py) reads this declaration.
+    `gate=False` leaves the refusal to the service, for use cases whose refused attempts are
+    themselves records (a QP decision: 21 CFR 11.300)."""
 
     def dependency(actor: ActorDep) -> Actor:
-        authorize(actor, permission)
+        if gate:
+            authorize(actor, permission)
         return actor
 
     dependency.permission = permission  # type: ignore[attr-defined]

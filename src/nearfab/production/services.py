@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from nearfab.common.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     NotFound,
     Refused,
     ValidationFailed,
@@ -221,7 +222,7 @@ class ProductionService:
         mf, site, machine = self._context(uow, job)
         try:
             self.check_production_allowed(uow, mf, site, machine)
-        except Refused as exc:
+        except (Refused, Forbidden) as exc:
             refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         order = self._orders.get(uow, job.order_id)
         now = uow.clock.now()
@@ -270,9 +271,10 @@ class ProductionService:
                 "an operator starts batches only in their own name", field="operator_id"
             )
         job = self._scheduling.get(uow, job_id)
-        authorize(actor, Permission.BATCH_START, site_id=job.site_id)
         mf, site, machine = self._context(uow, job)
         try:
+            # staff of another site are refused, and the attempt is on record
+            authorize(actor, Permission.BATCH_START, site_id=job.site_id)
             if job.status != JobStatus.TICKET_ISSUED.value or not job.ticket:
                 raise Refused(
                     f"job {job.id} has no signed ticket", field="ticket", code="no_ticket"
@@ -291,7 +293,7 @@ class ProductionService:
                     field="machine",
                     code="machine_unavailable",
                 )
-        except Refused as exc:
+        except (Refused, Forbidden) as exc:
             refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         order = self._orders.get(uow, job.order_id)
         family = self._families.get(mf.product_family)
