@@ -105,7 +105,7 @@ def _declared(web: Any) -> dict[tuple[str, str], str]:
     return out
 
 
-def test_no_generated_request_gets_a_server_error(
+def test_annex11_s4_no_generated_request_gets_a_server_error(
     server: tuple[str, dict[str, str], dict[tuple[str, str], str]],
 ) -> None:
     url, tokens, declared = server

@@ -353,7 +353,7 @@ def _walk(dependant: Any) -> Iterator[Any]:
         yield from _walk(sub)
 
 
-def test_every_route_is_in_the_matrix(app: App) -> None:
+def test_11_10_g_every_route_is_in_the_matrix(app: App) -> None:
     routes = _api_routes(app)
     missing = [f"{m} {p}" for m, p, _ in routes if (m, p) not in ROUTES and (m, p) not in PUBLIC]
     assert not missing, f"routes not in the permission matrix test: {missing}"
@@ -369,7 +369,7 @@ def test_every_route_is_in_the_matrix(app: App) -> None:
     assert not gone, f"listed here but no longer served: {gone}"
 
 
-def test_auditors_change_nothing_and_read_everything() -> None:
+def test_annex11_s12_auditors_change_nothing_and_read_everything() -> None:
     for (method, path), call in ROUTES.items():
         auditor_may = Role.AUDITOR in MATRIX[call.permission]
         # their own session and account (log out, change their password) are not GMP data
@@ -518,7 +518,9 @@ def _request(w: World, method: str, path: str, call: Call, token: str, username:
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
-def test_route_allows_and_denies_as_the_matrix_says(world: World, route: tuple[str, str]) -> None:
+def test_11_10_g_every_route_allows_and_denies_as_the_matrix_says(
+    world: World, route: tuple[str, str]
+) -> None:
     method, path = route
     call = ROUTES[route]
     wrong = []
@@ -544,7 +546,7 @@ def test_route_allows_and_denies_as_the_matrix_says(world: World, route: tuple[s
     assert not wrong, f"{method} {path}: " + "; ".join(wrong)
 
 
-def test_lists_show_site_staff_only_their_own_site(world: World) -> None:
+def test_annex11_s12_lists_show_site_staff_only_their_own_site(world: World) -> None:
     def get(role: str, where: str, url: str) -> Any:
         r = world.client.get(
             url, headers={"Authorization": f"Bearer {world.tokens[(role, where)]}"}
@@ -580,7 +582,9 @@ def test_lists_show_site_staff_only_their_own_site(world: World) -> None:
     assert r.status_code == 403 and r.json()["error"]["code"] == "other_site"
 
 
-def test_patient_identity_only_for_the_roles_and_site_that_need_it(world: World) -> None:
+def test_annex11_s12_patient_identity_only_for_the_roles_and_sites_that_need_it(
+    world: World,
+) -> None:
     url = f"/api/v1/patients/{world.ids['patient_id']}/identity"
     for (role, where), token in world.tokens.items():
         r = world.client.get(url, headers={"Authorization": f"Bearer {token}"})

@@ -19,7 +19,7 @@ from nearfab.web.server import create_web_app
 seeded = fh.seeded
 
 
-def test_no_secret_in_any_log_record_or_audit_row(
+def test_11_300_no_secret_in_any_log_record_or_audit_row(
     seeded: App, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "Wrong-Password-Secret-77"
