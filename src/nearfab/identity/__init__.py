@@ -1,7 +1,7 @@
 """Identity: users and roles, login, the audit trail and electronic signatures."""
 
 from nearfab.identity.enums import AuditAction, Role
-from nearfab.identity.logic import Actor, record_hash, require_role, system_actor
+from nearfab.identity.logic import Actor, record_hash, system_actor
 from nearfab.identity.models import (
     AuditChainHead,
     AuditEntry,
@@ -70,7 +70,6 @@ __all__ = [
     "is_network_wide",
     "record_hash",
     "refuse",
-    "require_role",
     "search_audit",
     "signatures_on",
     "site_filter",

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearfab.common.canonical import canonical_json, sha256_hex
-from nearfab.common.errors import Forbidden
 from nearfab.identity.enums import Role
 
 
@@ -38,13 +37,6 @@ def system_actor(component: str) -> Actor:
         full_name=f"nearfab {component}",
         roles=("system",),
     )
-
-
-def require_role(actor: Actor, *roles: Role, action: str) -> None:
-    if "system" in actor.roles or actor.has_any(roles):
-        return
-    wanted = ", ".join(r.value for r in roles)
-    raise Forbidden(f"{action} needs one of the roles: {wanted}; {actor.username} has none")
 
 
 def record_hash(content: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.identity import Actor, Permission, Role, authorize, can, require_role
+from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.network import Site, SiteKind
 from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, render, templates
 
@@ -155,9 +155,6 @@ def recall_report(request: Request, recall_id: str, fmt: str, actor: ActorOpt) -
 
 
 # --- EPCIS: capture a partner's document, query events ---------------------------------------
-EPCIS_READERS = (Role.QP, Role.ADMIN, Role.AUDITOR, Role.PHARMACIST)
-EPCIS_CAPTURERS = (Role.QP, Role.ADMIN, Role.PHARMACIST)
-LEDGER_READERS = (Role.QP, Role.ADMIN, Role.AUDITOR)
 MAX_DOCUMENT = 10 * 1024 * 1024
 _EPC_KEYS = ("parentID", "epcList", "childEPCs", "inputEPCList", "outputEPCList")
 _QTY_KEYS = ("quantityList", "childQuantityList", "inputQuantityList", "outputQuantityList")
@@ -237,7 +234,7 @@ def _epcis_page(
         actor,
         filters=shown,
         events=events,
-        can_capture=actor.has_any(EPCIS_CAPTURERS),
+        can_capture=can(actor, Permission.EPCIS_CAPTURE),
         status_code=status_code,
         **ctx,
     )
@@ -273,7 +270,7 @@ def epcis_page(
         return _epcis_page(request, actor, filters=filters)
     application = _app(request)
     try:
-        require_role(actor, *EPCIS_READERS, action="querying custody events")
+        authorize(actor, Permission.EPCIS_QUERY)
         try:
             most = int(limit or "100")
         except ValueError:
@@ -322,7 +319,7 @@ def _capture(request: Request, actor: Actor, text: str, csrf_token: str) -> Resp
     pasted = text if len(text) <= 200_000 else ""
     try:
         _check_csrf(request, csrf_token)
-        require_role(actor, *EPCIS_CAPTURERS, action="capturing EPCIS events")
+        authorize(actor, Permission.EPCIS_CAPTURE)
         if len(text.encode("utf-8")) > MAX_DOCUMENT:
             raise ValidationFailed("the document is larger than 10 MB", field="document")
         if not text.strip():
@@ -356,7 +353,7 @@ def epcis_event(request: Request, actor: ActorOpt, id: str = "") -> Response:
         return _need_login(request)
     application = _app(request)
     try:
-        require_role(actor, *EPCIS_READERS, action="reading custody events")
+        authorize(actor, Permission.EPCIS_QUERY)
         with application.uow() as uow:
             event = application.custody_chain.epcis.event(uow, id)
     except DomainError as exc:
@@ -374,7 +371,7 @@ def ledger_page(request: Request, actor: ActorOpt, all_signatures: str = "") -> 
     application = _app(request)
     every = all_signatures.lower() in ("1", "true", "on", "yes")
     try:
-        require_role(actor, *LEDGER_READERS, action="checking the custody ledger")
+        authorize(actor, Permission.LEDGER_VERIFY)
         with application.uow() as uow:
             report = application.custody_chain.ledger.verify(uow, all_signatures=every)
             sites = {s.id: s for s in uow.session.scalars(select(Site))}
