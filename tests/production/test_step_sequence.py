@@ -206,11 +206,11 @@ def test_annex11_s6_critical_entry_needs_second_person(seeded: App) -> None:
     assert not_ready.value.code == "not_ready" and "not verified" in not_ready.value.message
     assert fh.batch(seeded, batch_id).status == "completed"
 
-    with pytest.raises(Unauthenticated):  # a verification is an e-signature: password again
-        with seeded.uow() as uow:
-            seeded.quality.records.verify_step(
-                uow, fh.actor(seeded, "pharmacist"), batch_id, "filament_loaded", password="no"
-            )
+    # a verification is an e-signature: the password again
+    with seeded.uow() as uow, pytest.raises(Unauthenticated):
+        seeded.quality.records.verify_step(
+            uow, fh.actor(seeded, "pharmacist"), batch_id, "filament_loaded", password="no"
+        )
     verified = _verify(seeded, batch_id, "filament_loaded")
     assert verified.verified_by == fh.actor(seeded, "pharmacist").user_id
     assert verified.verified_meaning == "verified by"

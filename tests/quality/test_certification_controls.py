@@ -266,3 +266,46 @@ def test_certification_controls_through_the_http_api(seeded: App) -> None:
     answer = client.post(f"{url}/decision", json={**decision, "username": "qp-two"}, headers=qp_two)
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "released"
+
+
+def test_qp_assignment_and_review_from_the_cli(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from nearfab.cli.main import app as cli
+
+    monkeypatch.setenv(
+        "NEARFAB_DATABASE_URL", str(seeded.engine.url.render_as_string(hide_password=False))
+    )
+    # the CLI runs on the real clock; the seeded world set its passwords on the test's clock
+    monkeypatch.setenv("NEARFAB_PASSWORD_MAX_AGE_DAYS", "3650")
+    runner = CliRunner()
+    base = ["--data-dir", str(seeded.settings.data_dir)]
+    fh.create_user(seeded, "qp-two", ["qp"], "CTRL")
+    batch_id = fh.make_batch(seeded, ready=False)
+    fh.complete_record(seeded, batch_id)
+
+    admin = ["--user", "admin", "--password", fh.TEST_PASSWORD]
+    args = [*base, "batches", "assign-qp", HYDROCORTISONE, "qp-two"]
+    refused = runner.invoke(cli, [*args, "--reason", " ", *admin, "--json"])
+    assert refused.exit_code == 2
+    assert json.loads(refused.stdout)["error"]["field"] == "reason"
+    done = runner.invoke(cli, [*args, "--reason", "second QP", *admin, "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["active"] is True
+    listed = runner.invoke(cli, [*base, "batches", "qps", HYDROCORTISONE, "--json"])
+    assert fh.actor(seeded, "qp-two").user_id in {r["user_id"] for r in json.loads(listed.stdout)}
+
+    steps = runner.invoke(cli, [*base, "batches", "steps", batch_id, "--json"])
+    assert steps.exit_code == 0, steps.output
+    blockers = {b["code"] for b in json.loads(steps.stdout)["release_blockers"]}
+    assert blockers == {"audit_trail_not_reviewed"}
+    qp = ["--user", "qp", "--password", fh.TEST_PASSWORD]
+    review = runner.invoke(cli, [*base, "batches", "review-audit-trail", batch_id, *qp, "--json"])
+    assert review.exit_code == 0, review.output
+    assert json.loads(review.stdout)["rows"] > 5
+    steps = runner.invoke(cli, [*base, "batches", "steps", batch_id])
+    assert "audit trail reviewed by Quentin Parr (QP)" in steps.stdout

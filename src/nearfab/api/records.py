@@ -390,4 +390,6 @@ def unassign_qp(
     uow: UowDep,
 ) -> dict[str, Any]:
     """End a QP's assignment; they can no longer certify the master file's batches."""
-    return qp_dict(application.master_files.unassign_qp(uow, actor, code, user_id, reason=body.reason))
+    return qp_dict(
+        application.master_files.unassign_qp(uow, actor, code, user_id, reason=body.reason)
+    )
