@@ -133,6 +133,12 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/sites/{site_id}/status"): Call(
         P.SITE_STATUS, True, body=lambda w: {"status": "approved", "reason": "matrix"}
     ),
+    ("POST", "/api/v1/sites/{site_id}/signing-policy"): Call(
+        P.SIGNING_POLICY, True, body=lambda w: {"totp_for_signing": False, "reason": "matrix"}
+    ),
+    ("POST", "/api/v1/master-files/{mf_id}/signing-policy"): Call(
+        P.SIGNING_POLICY, body=lambda w: {"totp_for_signing": False, "reason": "matrix"}
+    ),
     ("POST", "/api/v1/machines"): Call(
         P.MACHINE_REGISTER,
         True,

@@ -20,6 +20,7 @@ from nearfab.api.schemas import (
     ReasonIn,
     RunIn,
     SignIn,
+    SigningPolicyIn,
     SiteIn,
     SiteStatusIn,
     TokenIn,
@@ -118,6 +119,21 @@ def site_status(
         regulatory_reference=body.regulatory_reference,
     )
     return _row(site, "id", "code", "status", "regulatory_reference")
+
+
+@router.post("/sites/{site_id}/signing-policy", tags=["network"])
+def site_signing_policy(
+    site_id: str,
+    body: SigningPolicyIn,
+    actor: Annotated[Actor, allowed(Permission.SIGNING_POLICY)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Whether signatures on this site's records need a TOTP code (admin or QP; audited)."""
+    site = application.network.set_signing_policy(
+        uow, actor, site_id, totp_for_signing=body.totp_for_signing, reason=body.reason
+    )
+    return _row(site, "id", "code", "totp_for_signing")
 
 
 @router.post("/machines", status_code=201, tags=["network"])
@@ -313,6 +329,21 @@ LOT_FIELDS = (
     "drug_loading",
     "assay_pct",
 )
+
+
+@router.post("/master-files/{mf_id}/signing-policy", tags=["master files"])
+def master_file_signing_policy(
+    mf_id: str,
+    body: SigningPolicyIn,
+    actor: Annotated[Actor, allowed(Permission.SIGNING_POLICY)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Whether signatures on this product's records need a TOTP code (admin or QP; audited)."""
+    mf = application.master_files.set_signing_policy(
+        uow, actor, mf_id, totp_for_signing=body.totp_for_signing, reason=body.reason
+    )
+    return _row(mf, "id", "code", "version", "totp_for_signing")
 
 
 @router.post("/master-files/{mf_id}/withdraw", tags=["master files"])

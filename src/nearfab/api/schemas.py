@@ -109,6 +109,11 @@ class RunIn(BaseModel):
 Json = dict[str, Any]
 
 
+class SigningPolicyIn(BaseModel):
+    totp_for_signing: bool
+    reason: str
+
+
 class ReasonIn(BaseModel):
     reason: str
 

@@ -239,3 +239,50 @@ def set_password(
         ),
     )
     _show(application, user_id, as_json, "password set")
+
+
+@app.command("signing-policy")
+def signing_policy(
+    ctx: typer.Context,
+    reason: ReasonOpt,
+    totp: Annotated[
+        bool, typer.Option("--totp/--no-totp", help="Require a TOTP code when signing.")
+    ],
+    site: Annotated[str | None, typer.Option("--site", help="Site id or code.")] = None,
+    master_file: Annotated[
+        str | None, typer.Option("--master-file", help="Master-file code (its effective version).")
+    ] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Whether signatures on a site's or a product's records need a TOTP code (21 CFR 11.200);
+    audited with the reason."""
+    if (site is None) == (master_file is None):
+        raise typer.BadParameter("give exactly one of --site and --master-file")
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+
+    def step(uow: Any) -> dict[str, Any]:
+        if site is not None:
+            row = application.network.set_signing_policy(
+                uow,
+                actor,
+                application.network.get_site(uow, site).id,
+                totp_for_signing=totp,
+                reason=reason,
+            )
+            return {"site_id": row.id, "code": row.code, "totp_for_signing": row.totp_for_signing}
+        assert master_file is not None
+        mf = application.master_files.effective_for_code(uow, master_file)
+        mf = application.master_files.set_signing_policy(
+            uow, actor, mf.id, totp_for_signing=totp, reason=reason
+        )
+        return {"master_file_id": mf.id, "code": mf.code, "totp_for_signing": mf.totp_for_signing}
+
+    result = use_case(application, as_json, step)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"{result['code']}: TOTP for signing {'on' if totp else 'off'}")

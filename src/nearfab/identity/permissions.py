@@ -45,6 +45,7 @@ class Permission(StrEnum):
     SITE_CREATE = "site.create"
     SITE_STATUS = "site.status"
     SITE_GLN = "site.gln"
+    SIGNING_POLICY = "signing_policy.set"
     MACHINE_REGISTER = "machine.register"
     MACHINE_STATE = "machine.state"
     MACHINE_QUALIFY = "machine.qualify"
@@ -122,6 +123,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.SITE_CREATE: frozenset({A}),
     Permission.SITE_STATUS: frozenset({A, Q}),
     Permission.SITE_GLN: frozenset({A}),
+    Permission.SIGNING_POLICY: frozenset({A, Q}),
     Permission.MACHINE_REGISTER: frozenset({A}),
     Permission.MACHINE_STATE: frozenset({OP, A, Q}),
     Permission.MACHINE_QUALIFY: frozenset({Q, A}),

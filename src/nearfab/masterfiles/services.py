@@ -160,6 +160,36 @@ class MasterFileService:
         uow.commit()
         return mf
 
+    def set_signing_policy(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        master_file_id: str,
+        *,
+        totp_for_signing: bool,
+        reason: str,
+    ) -> MasterFile:
+        """Whether signatures on this product's records (approval, steps, review, release)
+        need a TOTP code as a third component; audited with the reason. The setting is not
+        part of the approved content, so it can change without a new version."""
+        authorize(actor, Permission.SIGNING_POLICY)
+        require_reason(reason, "changing a master file's signing policy")
+        mf = self.get(uow, master_file_id)
+        old = mf.totp_for_signing
+        mf.totp_for_signing = bool(totp_for_signing)
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "master_file",
+            mf.id,
+            old={"totp_for_signing": old},
+            new={"totp_for_signing": mf.totp_for_signing},
+            reason=reason,
+        )
+        uow.commit()
+        return mf
+
     def withdraw(
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> MasterFile:

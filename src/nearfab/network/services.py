@@ -83,6 +83,30 @@ class NetworkService:
         uow.commit()
         return site
 
+    def set_signing_policy(
+        self, uow: UnitOfWork, actor: Actor, site_id: str, *, totp_for_signing: bool, reason: str
+    ) -> Site:
+        """Whether signatures on this site's records need a TOTP code as a third component
+        (21 CFR 11.200); audited with the old and new setting and the reason."""
+        site = self.get_site(uow, site_id)
+        authorize(actor, Permission.SIGNING_POLICY, site_id=site.id)
+        require_reason(reason, "changing a site's signing policy")
+        old = site.totp_for_signing
+        site.totp_for_signing = bool(totp_for_signing)
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "site",
+            site.id,
+            old={"totp_for_signing": old},
+            new={"totp_for_signing": site.totp_for_signing},
+            reason=reason,
+            site_id=site.id,
+        )
+        uow.commit()
+        return site
+
     def transition_site(
         self,
         uow: UnitOfWork,

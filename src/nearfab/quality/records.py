@@ -105,6 +105,8 @@ class RecordControls:
                 content=signoff.content(),
                 username=username,
                 totp=totp,
+                # the master file can ask for TOTP as a third component too
+                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
                 site_id=site_id,
             )
             self._production.record_signoff(uow, actor, batch, state, signoff, sig)
@@ -148,6 +150,8 @@ class RecordControls:
                 content=self.verified_content(signoff, actor.user_id),
                 username=username,
                 totp=totp,
+                # the master file can ask for TOTP as a third component too
+                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
                 site_id=site_id,
             )
             self._production.record_verification(uow, actor, batch, signoff, sig)
@@ -360,6 +364,8 @@ class RecordControls:
                 content=self.review_content(review),
                 username=username,
                 totp=totp,
+                # the master file can ask for TOTP as a third component too
+                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
                 site_id=site_id,
             )
             review.signature_id = sig.id

@@ -364,6 +364,8 @@ class QualityService:
             content=content,
             username=username,
             totp=totp,
+            # the master file can ask for TOTP as a third component too
+            require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
             site_id=batch.site_id,  # the site's totp_for_signing applies
         )
         return sig, reason
