@@ -387,10 +387,14 @@ def release_sign(
     password: Annotated[str, typer.Option(help="The QP's password (signature component).")],
     meaning: Annotated[str, typer.Option(help='What the signature means, e.g. "QP release".')],
     reason: Annotated[str | None, typer.Option(help="Required to reject.")] = None,
+    totp: Annotated[
+        str | None, typer.Option(help="Authenticator code, where the site or product asks.")
+    ] = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Release or reject a batch with the QP's e-signature."""
+    """Release or reject a batch with the QP's e-signature (user ID and password, and the
+    TOTP code where the site or master file demands it)."""
     from nearfab.readmodels import review_dict
 
     application = state(ctx, data_dir).app()
@@ -406,6 +410,8 @@ def release_sign(
             password=password,
             meaning=meaning,
             reason=reason,
+            username=user,
+            totp=totp,
         ),
     )
     out = use_case(application, as_json, lambda uow: review_dict(application, uow, review))
