@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
@@ -115,6 +116,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         _pg_drop(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_argon2() -> Iterator[None]:
+    """argon2id at its lowest cost in tests: hundreds of logins and signatures, and the demo
+    users of every seeded template. The production parameters are checked on their own
+    (tests/identity/test_identity_services.py uses PRODUCTION_HASHER)."""
+    import nearfab.identity.services.users as users
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+        yield
+
+
 # Tests move their manual clock by hours and months between steps: with the product's session
 # idle timeout (15 min) and password age (90 days) every jump would log everyone out. The
 # policies themselves are tested with the product defaults (tests/identity/test_accounts.py
@@ -135,6 +148,18 @@ def clock() -> ManualClock:
 def app(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
     """A fresh application on a migrated database, with a manual clock for platform and machines."""
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url, **CLOCK_JUMPS)
+    application = build_app(settings, clock=clock, migrate=False)
+    yield application
+    application.engine.dispose()
+
+
+@pytest.fixture
+def app_with_product_policies(
+    database_url: str, tmp_path: Path, clock: ManualClock
+) -> Iterator[App]:
+    """Like `app`, with the product's own session timeouts and password age (for the tests
+    of those policies)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     application = build_app(settings, clock=clock, migrate=False)
     yield application
     application.engine.dispose()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 
 import nearfab.identity.services.users as users_module
 from nearfab.api.security import LoginThrottle
-from nearfab.bootstrap import App, build_app
+from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import (
     Conflict,
@@ -28,7 +27,6 @@ from nearfab.common.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from nearfab.config import Settings
 from nearfab.identity import (
     Actor,
     AuditEntry,
@@ -56,14 +54,10 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
+def app(app_with_product_policies: App) -> App:
     """The product's own session and password policies (the shared `app` fixture lengthens
     them because other tests jump their clocks by days)."""
-    application = build_app(
-        Settings(data_dir=tmp_path / "data", database_url=database_url), clock=clock, migrate=False
-    )
-    yield application
-    application.engine.dispose()
+    return app_with_product_policies
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -37,15 +37,15 @@ from nearfab.uow import UnitOfWork
 ADMIN = system_actor("test-admin")
 PASSWORD = "a-long-secret-42"
 CONTENT = {"batch": "B-001", "decision": "released", "units": 21}
-PRODUCTION_HASHER = identity_services._hasher
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Low-cost argon2id for speed; the hash-format test puts the production hasher back."""
-    monkeypatch.setattr(
-        identity_services, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    )
+@pytest.fixture
+def app(app_with_product_policies: App) -> App:
+    """Token lifetimes here are the product's, not the long ones of clock-jumping tests."""
+    return app_with_product_policies
+
+
+PRODUCTION_HASHER = PasswordHasher()  # users.py builds its hasher with argon2's defaults
 
 
 def act(app: App, user: User) -> Actor:
@@ -91,7 +91,7 @@ def count(app: App, model: type[Any]) -> int:
 def test_create_user_stores_an_argon2_hash_and_audits_without_the_password(
     app: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(identity_services, "_hasher", PRODUCTION_HASHER)
+    monkeypatch.setattr(identity_services, "_hasher", PRODUCTION_HASHER)  # the production cost
     user = make_user(app, roles=["qp", "auditor", "qp"])
     with app.uow() as uow:
         stored = app.users.get(uow, user.id)

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
-import nearfab.identity.services as identity_services
 from nearfab.bootstrap import App
 from nearfab.common.errors import (
     DomainError,
@@ -50,7 +48,6 @@ class World:
 @pytest.fixture
 def world(app: App, monkeypatch: pytest.MonkeyPatch) -> World:
     """One site, a QP and a pharmacist (cheap argon2: only the speed differs)."""
-    monkeypatch.setattr(identity_services, "_hasher", PasswordHasher(time_cost=1, memory_cost=64))
     with app.uow() as uow:
         site = app.network.create_site(uow, BOOT, code="GSTT", name="GSTT", kind="clinic")
     people = {}

@@ -7,9 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
-import nearfab.identity.services as identity_services
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import (
@@ -258,7 +256,6 @@ def test_qualification_is_per_master_file_code_and_lapses(app: App, clock: Manua
 def test_training_is_per_master_file_code_and_lapses(
     app: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(identity_services, "_hasher", PasswordHasher(time_cost=1, memory_cost=64))
     site = new_site(app, status=AC)
     with app.uow() as uow:
         user = app.users.create_user(

@@ -10,10 +10,8 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select, text
 
-import nearfab.identity.services as identity_services
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, Refused, ValidationFailed
 from nearfab.demo import HYDROCORTISONE, NHS_NUMBER, SNOMED, prescription_bundle
@@ -27,12 +25,6 @@ NHS, GIVEN, FAMILY = "9434765919", "Zebadiah", "Quillfeather"
 CHILD = 5 * 365 + 2  # age in days
 MODELS = (Patient, PatientIdentity, Prescription, Order, AuditEntry)
 DOSE_UNIT = "dosageInstruction[0].doseAndRate[0].doseQuantity"
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo seed hashes nine passwords; low-cost argon2id keeps the suite fast."""
-    monkeypatch.setattr(identity_services, "_hasher", PasswordHasher(time_cost=1, memory_cost=64))
 
 
 def bundle(
