@@ -85,3 +85,20 @@ def test_api_tokens_are_throttled_the_same_way(seeded: App) -> None:
     # another user is not held back by someone else's failures
     other = client.post("/api/v1/auth/token", json={"username": "qp", "password": fh.TEST_PASSWORD})
     assert other.status_code == 200
+
+
+def test_nul_characters_in_path_or_query_are_bad_input_not_a_server_error(seeded: App) -> None:
+    """Found by Schemathesis: PostgreSQL text cannot hold NUL, and a huge offset overflowed
+    SQLite's integers; both now answer 422 naming the field."""
+    client = TestClient(create_web_app(seeded))
+    token = client.post(
+        "/api/v1/auth/token", json={"username": "auditor", "password": fh.TEST_PASSWORD}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    for url in ("/api/v1/audit?site_id=%00x", "/api/v1/orders/ord%00x", "/login?next=%00"):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 422, (url, r.status_code)
+        assert r.json()["error"]["code"] == "validation_failed"
+    r = client.get("/api/v1/audit", params={"offset": 10**30}, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "offset"
+    assert client.get("/api/v1/audit", params={"offset": 5}, headers=headers).status_code == 200

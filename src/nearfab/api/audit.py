@@ -28,7 +28,7 @@ def audit_rows(
     entity_type: str | None = None,
     entity_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
     """Audit rows, newest first, filtered by site, time range, actor, action and record;
     site staff see their own site's rows only."""

@@ -4,7 +4,7 @@ assigned to certify a master file's batches (quality-and-release.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -36,6 +36,24 @@ class VerifyIn(SignatureIn):
 
 class ReviewIn(SignatureIn):
     meaning: str = "audit trail reviewed"
+
+
+class Signing(TypedDict):
+    """The e-signature components a batch-record control takes, as keyword arguments."""
+
+    password: str
+    meaning: str
+    username: str | None
+    totp: str | None
+
+
+def _signing(body: StepSignIn | VerifyIn | ReviewIn) -> Signing:
+    return {
+        "password": body.password,
+        "meaning": body.meaning,
+        "username": body.username,
+        "totp": body.totp,
+    }
 
 
 class DeviationIn(BaseModel):
@@ -210,15 +228,7 @@ def sign_step(
     409 `out_of_sequence` before an earlier step (unless an open deviation names it), 409
     `unverified_entry` while an earlier critical entry waits for its second person."""
     signoff = application.quality.records.sign_step(
-        uow,
-        actor,
-        batch_id,
-        code,
-        entry=body.entry,
-        password=body.password,
-        meaning=body.meaning,
-        username=body.username,
-        totp=body.totp,
+        uow, actor, batch_id, code, entry=body.entry, **_signing(body)
     )
     return signoff_dict(signoff)
 
@@ -234,16 +244,7 @@ def verify_step(
 ) -> dict[str, Any]:
     """A second person verifies a critical entry ("verified by"); 409 `same_person` for its
     performer."""
-    signoff = application.quality.records.verify_step(
-        uow,
-        actor,
-        batch_id,
-        code,
-        password=body.password,
-        meaning=body.meaning,
-        username=body.username,
-        totp=body.totp,
-    )
+    signoff = application.quality.records.verify_step(uow, actor, batch_id, code, **_signing(body))
     return signoff_dict(signoff)
 
 
@@ -282,15 +283,7 @@ def review_audit_trail(
     uow: UowDep,
 ) -> dict[str, Any]:
     """A QP signs that the batch's audit trail was reviewed, bound to the hash of its rows."""
-    review = application.quality.records.review_audit_trail(
-        uow,
-        actor,
-        batch_id,
-        password=body.password,
-        meaning=body.meaning,
-        username=body.username,
-        totp=body.totp,
-    )
+    review = application.quality.records.review_audit_trail(uow, actor, batch_id, **_signing(body))
     out: dict[str, Any] = to_jsonable(
         {
             "id": review.id,

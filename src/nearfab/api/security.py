@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from nearfab.common.errors import DomainError, Unauthenticated
 
@@ -39,13 +39,31 @@ class SecurityHeaders(BaseHTTPMiddleware):
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
+        if _has_nul(request):
+            # PostgreSQL text cannot hold NUL: refuse it here as bad input, not as a 500 later
+            response: Response = JSONResponse(
+                status_code=422,
+                content={
+                    "error": {
+                        "code": "validation_failed",
+                        "field": "$",
+                        "message": "the request's path or query holds a NUL character",
+                    }
+                },
+            )
+        else:
+            response = await call_next(request)
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         if not request.url.path.startswith("/static/"):
             # pages and API answers carry patient and batch data: never keep them in a cache
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _has_nul(request: Request) -> bool:
+    raw = request.scope.get("query_string", b"") + request.scope.get("raw_path", b"")
+    return b"%00" in raw or b"\x00" in raw or "\x00" in request.url.path
 
 
 class TooManyAttempts(DomainError):

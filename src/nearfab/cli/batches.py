@@ -4,7 +4,7 @@ QPs assigned to certify a master file (quality-and-release.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,9 @@ from nearfab.cli.context import (
 )
 from nearfab.common.errors import ValidationFailed
 
+if TYPE_CHECKING:
+    from nearfab.api.records import Signing
+
 app = typer.Typer(no_args_is_help=True, help="Batch-record steps, verification, audit review.")
 
 User = Annotated[str, typer.Option("--user", help="Your username (typed as the user ID).")]
@@ -35,6 +38,18 @@ Totp = Annotated[
 
 def _when(value: Any) -> str:
     return str(value or "—").replace("T", " ").replace("+00:00", " UTC")
+
+
+def _signing(user: str, password: str, meaning: str, totp: str | None) -> Signing:
+    # the user ID is typed again as the first signature component
+    return {"password": password, "meaning": meaning, "username": user, "totp": totp}
+
+
+def _done(out: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(text)
 
 
 @app.command("steps")
@@ -125,22 +140,11 @@ def sign_step(
         application,
         as_json,
         lambda uow: application.quality.records.sign_step(
-            uow,
-            actor,
-            batch_id,
-            code,
-            entry=values,
-            password=password,
-            meaning=meaning,
-            username=user,
-            totp=totp,
+            uow, actor, batch_id, code, entry=values, **_signing(user, password, meaning, totp)
         ),
     )
     out = signoff_dict(signoff)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"step {code} of batch {batch_id} signed by {escape(out['performed_by'])}")
+    _done(out, as_json, f"step {code} of batch {batch_id} signed by {escape(out['performed_by'])}")
 
 
 @app.command("verify-step")
@@ -164,21 +168,11 @@ def verify_step(
         application,
         as_json,
         lambda uow: application.quality.records.verify_step(
-            uow,
-            actor,
-            batch_id,
-            code,
-            password=password,
-            meaning=meaning,
-            username=user,
-            totp=totp,
+            uow, actor, batch_id, code, **_signing(user, password, meaning, totp)
         ),
     )
     out = signoff_dict(signoff)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"step {code} of batch {batch_id} verified by {escape(out['verified_by'])}")
+    _done(out, as_json, f"step {code} of batch {batch_id} verified by {escape(out['verified_by'])}")
 
 
 @app.command("open-deviation")
@@ -205,10 +199,7 @@ def open_deviation(
         ),
     )
     out = {"id": dev.id, "batch_id": dev.batch_id, "step": dev.step_code, "status": dev.status}
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"deviation {dev.id} opened on batch {batch_id}")
+    _done(out, as_json, f"deviation {dev.id} opened on batch {batch_id}")
 
 
 @app.command("review-audit-trail")
@@ -231,13 +222,7 @@ def review_audit_trail(
         application,
         as_json,
         lambda uow: application.quality.records.review_audit_trail(
-            uow,
-            actor,
-            batch_id,
-            password=password,
-            meaning=meaning,
-            username=user,
-            totp=totp,
+            uow, actor, batch_id, **_signing(user, password, meaning, totp)
         ),
     )
     out = {
@@ -249,13 +234,12 @@ def review_audit_trail(
         "trail_hash": review.trail_hash,
         "signature_id": review.signature_id,
     }
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(
-            f"audit trail of batch {batch_id} reviewed: {review.row_count} rows, "
-            f"hash {review.trail_hash[:16]}… (signature {review.signature_id})"
-        )
+    _done(
+        out,
+        as_json,
+        f"audit trail of batch {batch_id} reviewed: {review.row_count} rows, "
+        f"hash {review.trail_hash[:16]}… (signature {review.signature_id})",
+    )
 
 
 @app.command("assign-qp")
@@ -285,11 +269,8 @@ def assign_qp(
         lambda uow: change(uow, actor, master_file_code, qp, reason=reason),
     )
     out = qp_dict(row)
-    if as_json:
-        emit_json(out)
-    else:
-        what = "active" if out["active"] else "no longer assigned"
-        console.print(f"{escape(qp)} for {escape(master_file_code)}: {what}")
+    what = "active" if out["active"] else "no longer assigned"
+    _done(out, as_json, f"{escape(qp)} for {escape(master_file_code)}: {what}")
 
 
 @app.command("qps")

@@ -7,6 +7,7 @@ the permission matrix applies (only administrators manage accounts, at their own
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -64,6 +65,20 @@ def _user_id(application: App, who: str, as_json: bool) -> str:
         if found is not None:
             return found.id
     return who
+
+
+def _acting_on(
+    ctx: typer.Context,
+    data_dir: Path | None,
+    user: str | None,
+    password: str | None,
+    who: str,
+    as_json: bool,
+) -> tuple[App, Actor, str]:
+    """The application, who acts (signed in or the local user) and the account they act on."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+    return application, actor, _user_id(application, who, as_json)
 
 
 @app.command("list")
@@ -151,9 +166,7 @@ def _simple(action: str) -> Any:
         as_json: JsonOpt = False,
         data_dir: DataDir = None,
     ) -> None:
-        application = state(ctx, data_dir).app()
-        actor = _actor(application, user, password, as_json)
-        user_id = _user_id(application, who, as_json)
+        application, actor, user_id = _acting_on(ctx, data_dir, user, password, who, as_json)
         step = getattr(application.users, action)
         use_case(application, as_json, lambda uow: step(uow, actor, user_id, reason=reason))
         _show(
@@ -184,9 +197,7 @@ def _roles(grant: bool) -> Any:
         as_json: JsonOpt = False,
         data_dir: DataDir = None,
     ) -> None:
-        application = state(ctx, data_dir).app()
-        actor = _actor(application, user, password, as_json)
-        user_id = _user_id(application, who, as_json)
+        application, actor, user_id = _acting_on(ctx, data_dir, user, password, who, as_json)
         use_case(
             application,
             as_json,
@@ -227,9 +238,7 @@ def set_password(
     data_dir: DataDir = None,
 ) -> None:
     """Set a temporary password (changed at the next login); the user's sessions end."""
-    application = state(ctx, data_dir).app()
-    actor = _actor(application, user, password, as_json)
-    user_id = _user_id(application, who, as_json)
+    application, actor, user_id = _acting_on(ctx, data_dir, user, password, who, as_json)
     secret = new_password or getpass.getpass(f"temporary password for {who}: ")
     use_case(
         application,

@@ -7,6 +7,8 @@ blocked (quality-and-release.md, "Batch-record controls")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from nearfab.identity import (
     AuditAction,
     AuditEntry,
     Permission,
+    Signature,
     SignatureService,
     audit,
     authorize,
@@ -37,6 +40,97 @@ REVIEWED = "audit trail reviewed"
 # audit actions that record an attempt, not a change to the record: they stay in the trail
 # the next review covers, but do not make a review stale
 ATTEMPTS = frozenset({"refuse", "sign_failed", "login_failed"})
+
+
+@contextmanager
+def refused_on_batch(
+    uow: UnitOfWork, actor: Actor, batch_key: str, site_id: str | None
+) -> Iterator[None]:
+    """Around a signed change to a batch: a refusal is rolled back, audited against the batch
+    and raised. So is a conflict (two people signing the same step at once, a QP decision that
+    lost a race to another QP), met at the flush or during an autoflush. `batch_key` and
+    `site_id` are read before: after a failed flush the session cannot load them again until
+    rolled back."""
+    try:
+        yield
+    except DomainError as exc:
+        refuse(uow, actor, exc, "batch", batch_key, site_id=site_id)
+    except Exception as exc:
+        conflict = uow.as_conflict(exc)
+        if conflict is None:
+            raise
+        refuse(uow, actor, conflict, "batch", batch_key, site_id=site_id)
+
+
+def sign_for_batch(
+    signatures: SignatureService,
+    master_files: MasterFileService,
+    uow: UnitOfWork,
+    actor: Actor,
+    batch: BatchRecord,
+    *,
+    password: str,
+    meaning: str,
+    record_type: str,
+    record_id: str,
+    content: dict[str, Any],
+    username: str | None,
+    totp: str | None,
+) -> Signature:
+    """E-sign a record of `batch` under its signing policy: the batch's site and its master
+    file can each ask for TOTP as a third component."""
+    return signatures.sign(
+        uow,
+        actor,
+        password=password,
+        meaning=meaning,
+        record_type=record_type,
+        record_id=record_id,
+        content=content,
+        username=username,
+        totp=totp,
+        require_totp=master_files.get(uow, batch.master_file_id).totp_for_signing,
+        site_id=batch.site_id,
+    )
+
+
+def add_deviation(
+    uow: UnitOfWork,
+    actor: Actor,
+    batch: BatchRecord,
+    *,
+    kind: str,
+    description: str,
+    step: str | None = None,
+    audited: dict[str, Any] | None = None,
+) -> Deviation:
+    """Add an open deviation to `batch` and audit it; `audited` is what else its audit row
+    records."""
+    dev = Deviation(
+        id=new_id("dev"),
+        batch_id=batch.id,
+        kind=kind,
+        description=description,
+        status=DeviationStatus.OPEN.value,
+        opened_at=uow.clock.now(),
+        opened_by=actor.user_id,
+        closed_at=None,
+        closed_by=None,
+        closure_note=None,
+        step_code=step,
+    )
+    uow.session.add(dev)
+    uow.flush()
+    audit(
+        uow,
+        actor,
+        AuditAction.CREATE,
+        "deviation",
+        dev.id,
+        new={"batch_id": batch.id, "kind": kind, "description": description, **(audited or {})},
+        site_id=batch.site_id,
+    )
+    return dev
 
 
 @dataclass(frozen=True)
@@ -85,8 +179,8 @@ class RecordControls:
         of its entry fields. Refused (and audited) out of master-file order, unless an open
         deviation names the skipped step, and while an earlier critical entry is unverified."""
         batch = self._production.get(uow, batch_id)
-        key, site_id = batch.id, batch.site_id
-        try:
+        site_id = batch.site_id
+        with refused_on_batch(uow, actor, batch.id, site_id):
             authorize(actor, Permission.BATCH_STEP_SIGN, site_id=site_id)
             state, deviation_id = self._production.check_step_signable(
                 uow, batch, code, self.excused_steps(uow, batch.id)
@@ -95,9 +189,12 @@ class RecordControls:
             signoff = self._production.new_signoff(
                 uow, actor, batch, state, values, meaning or "", deviation_id
             )
-            sig = self._signatures.sign(
+            sig = sign_for_batch(
+                self._signatures,
+                self._master_files,
                 uow,
                 actor,
+                batch,
                 password=password,
                 meaning=meaning,
                 record_type="batch_step",
@@ -105,19 +202,9 @@ class RecordControls:
                 content=signoff.content(),
                 username=username,
                 totp=totp,
-                # the master file can ask for TOTP as a third component too
-                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
-                site_id=site_id,
             )
             self._production.record_signoff(uow, actor, batch, state, signoff, sig)
             uow.flush()
-        except DomainError as exc:
-            refuse(uow, actor, exc, "batch", key, site_id=site_id)
-        except Exception as exc:  # two people signing the same step at once
-            conflict = uow.as_conflict(exc)
-            if conflict is None:
-                raise
-            refuse(uow, actor, conflict, "batch", key, site_id=site_id)
         uow.commit()
         return signoff
 
@@ -136,13 +223,16 @@ class RecordControls:
         """A second person verifies the critical entry of step `code` and e-signs it
         ("verified by"); the performer cannot (same_person)."""
         batch = self._production.get(uow, batch_id)
-        key, site_id = batch.id, batch.site_id
-        try:
+        site_id = batch.site_id
+        with refused_on_batch(uow, actor, batch.id, site_id):
             authorize(actor, Permission.BATCH_ENTRY_VERIFY, site_id=site_id)
             signoff = self._production.check_step_verifiable(uow, actor, batch, code)
-            sig = self._signatures.sign(
+            sig = sign_for_batch(
+                self._signatures,
+                self._master_files,
                 uow,
                 actor,
+                batch,
                 password=password,
                 meaning=meaning,
                 record_type="batch_step",
@@ -150,19 +240,9 @@ class RecordControls:
                 content=self.verified_content(signoff, actor.user_id),
                 username=username,
                 totp=totp,
-                # the master file can ask for TOTP as a third component too
-                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
-                site_id=site_id,
             )
             self._production.record_verification(uow, actor, batch, signoff, sig)
             uow.flush()
-        except DomainError as exc:
-            refuse(uow, actor, exc, "batch", key, site_id=site_id)
-        except Exception as exc:
-            conflict = uow.as_conflict(exc)
-            if conflict is None:
-                raise
-            refuse(uow, actor, conflict, "batch", key, site_id=site_id)
         uow.commit()
         return signoff
 
@@ -217,29 +297,14 @@ class RecordControls:
                 field="batch_id",
                 code="batch_closed",
             )
-        dev = Deviation(
-            id=new_id("dev"),
-            batch_id=batch.id,
-            kind="step_sequence" if step else "reported",
-            description=text,
-            status=DeviationStatus.OPEN.value,
-            opened_at=uow.clock.now(),
-            opened_by=actor.user_id,
-            closed_at=None,
-            closed_by=None,
-            closure_note=None,
-            step_code=step,
-        )
-        uow.session.add(dev)
-        uow.flush()
-        audit(
+        dev = add_deviation(
             uow,
             actor,
-            AuditAction.CREATE,
-            "deviation",
-            dev.id,
-            new={"batch_id": batch.id, "kind": dev.kind, "description": text, "step": step},
-            site_id=batch.site_id,
+            batch,
+            kind="step_sequence" if step else "reported",
+            description=text,
+            step=step,
+            audited={"step": step},
         )
         uow.commit()
         return dev
@@ -354,9 +419,12 @@ class RecordControls:
                 trail_hash=self.trail_hash(batch.id, rows),
                 signature_id="",
             )
-            sig = self._signatures.sign(
+            sig = sign_for_batch(
+                self._signatures,
+                self._master_files,
                 uow,
                 actor,
+                batch,
                 password=password,
                 meaning=meaning,
                 record_type="audit_trail_review",
@@ -364,9 +432,6 @@ class RecordControls:
                 content=self.review_content(review),
                 username=username,
                 totp=totp,
-                # the master file can ask for TOTP as a third component too
-                require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
-                site_id=site_id,
             )
             review.signature_id = sig.id
             review.reviewed_by_name = sig.signer_name

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.identity import (
     Actor,
@@ -17,7 +17,6 @@ from nearfab.identity import (
     SignatureService,
     audit,
     authorize,
-    refuse,
 )
 from nearfab.identity import record_hash as hash_of_record
 from nearfab.masterfiles import MasterFileService
@@ -28,7 +27,12 @@ from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.logic import ReleaseEvidence, propose_release
 from nearfab.quality.models import Deviation, ReleaseReview
-from nearfab.quality.records import RecordControls
+from nearfab.quality.records import (
+    RecordControls,
+    add_deviation,
+    refused_on_batch,
+    sign_for_batch,
+)
 from nearfab.uow import UnitOfWork
 
 ReleaseCheck = Callable[[UnitOfWork, str], str | None]
@@ -135,30 +139,7 @@ class QualityService:
     def _open_deviation(
         self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, kind: str, text: str
     ) -> Deviation:
-        dev = Deviation(
-            id=new_id("dev"),
-            batch_id=batch.id,
-            kind=kind,
-            description=text,
-            status=DeviationStatus.OPEN.value,
-            opened_at=uow.clock.now(),
-            opened_by=actor.user_id,
-            closed_at=None,
-            closed_by=None,
-            closure_note=None,
-        )
-        uow.session.add(dev)
-        uow.flush()
-        audit(
-            uow,
-            actor,
-            AuditAction.CREATE,
-            "deviation",
-            dev.id,
-            new={"batch_id": batch.id, "kind": kind, "description": text},
-            site_id=batch.site_id,
-        )
-        return dev
+        return add_deviation(uow, actor, batch, kind=kind, description=text)
 
     def decide(
         self,
@@ -181,7 +162,8 @@ class QualityService:
         review = self.review_for(uow, batch.id)
         # read now: after a failed flush the session cannot load them again until rolled back
         batch_key, site_id = batch.id, batch.site_id
-        try:
+        # a lost race met during an autoflush is a refusal too
+        with refused_on_batch(uow, actor, batch_key, site_id):
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
             authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
@@ -207,13 +189,6 @@ class QualityService:
             assert review is not None
             self._record_decision(uow, actor, batch, review, decision, reason, sig)
             uow.flush()  # a decision that lost a race to another QP fails here, audited
-        except DomainError as exc:
-            refuse(uow, actor, exc, "batch", batch_key, site_id=site_id)
-        except Exception as exc:  # a lost race met during an autoflush is a refusal too
-            conflict = uow.as_conflict(exc)
-            if conflict is None:
-                raise
-            refuse(uow, actor, conflict, "batch", batch_key, site_id=site_id)
         uow.emit(BatchDispositioned(batch.id, decision.value))
         uow.commit()
         return review
@@ -354,9 +329,12 @@ class QualityService:
                 field="reason",
             )
         content = self._signed_content(uow, batch, review, decision.value, reason)
-        sig = self._signatures.sign(
+        sig = sign_for_batch(
+            self._signatures,
+            self._master_files,
             uow,
             actor,
+            batch,
             password=password,
             meaning=meaning,
             record_type="batch",
@@ -364,9 +342,6 @@ class QualityService:
             content=content,
             username=username,
             totp=totp,
-            # the master file can ask for TOTP as a third component too
-            require_totp=self._master_files.get(uow, batch.master_file_id).totp_for_signing,
-            site_id=batch.site_id,  # the site's totp_for_signing applies
         )
         return sig, reason
 

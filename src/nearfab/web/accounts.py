@@ -60,6 +60,29 @@ def login_totp_submit(
 
 
 # --- password change without a session (expired or temporary password) -----------------------
+def _change_password(
+    request: Request,
+    username: str,
+    current_password: str,
+    new_password: str,
+    confirm_password: str,
+    csrf_token: str,
+    *,
+    keep_session: str | None = None,
+) -> None:
+    """The password form, checked and applied; a wrong current password counts as a failed
+    login, so it is throttled like one."""
+    application = _app(request)
+    _check_csrf(request, csrf_token)
+    if new_password != confirm_password:
+        raise ValidationFailed("the two new passwords differ", field="confirm_password")
+    throttle = login_throttle(request)
+    with throttled(throttle, username, client_of(request)), application.uow() as uow:
+        application.users.change_password(
+            uow, username, current_password, new_password, keep_session=keep_session
+        )
+
+
 @router.get("/password/change", response_class=HTMLResponse)
 def password_change_page(request: Request, actor: ActorOpt) -> Response:
     return render(
@@ -82,14 +105,10 @@ def password_change_submit(
     confirm_password: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    application = _app(request)
     try:
-        _check_csrf(request, csrf_token)
-        if new_password != confirm_password:
-            raise ValidationFailed("the two new passwords differ", field="confirm_password")
-        throttle = login_throttle(request)
-        with throttled(throttle, username, client_of(request)), application.uow() as uow:
-            application.users.change_password(uow, username, current_password, new_password)
+        _change_password(
+            request, username, current_password, new_password, confirm_password, csrf_token
+        )
     except DomainError as exc:
         return render(
             request,
@@ -141,20 +160,16 @@ def account_password(
 ) -> Response:
     if actor is None:
         return _need_login(request)
-    application = _app(request)
     try:
-        _check_csrf(request, csrf_token)
-        if new_password != confirm_password:
-            raise ValidationFailed("the two new passwords differ", field="confirm_password")
-        throttle = login_throttle(request)
-        with throttled(throttle, actor.username, client_of(request)), application.uow() as uow:
-            application.users.change_password(
-                uow,
-                actor.username,
-                current_password,
-                new_password,
-                keep_session=actor.session_id,
-            )
+        _change_password(
+            request,
+            actor.username,
+            current_password,
+            new_password,
+            confirm_password,
+            csrf_token,
+            keep_session=actor.session_id,  # this session stays; the others end
+        )
     except DomainError as exc:
         if isinstance(exc, Unauthenticated) and exc.code == "account_locked":
             request.session.clear()
@@ -213,6 +228,23 @@ def _forbidden(request: Request, actor: Actor, exc: DomainError) -> HTMLResponse
     return render(request, "not_found.html", actor, error=exc.message, status_code=exc.http_status)
 
 
+def _admin_page(
+    request: Request, name: str, actor: Actor, *, can_manage: bool, **ctx: Any
+) -> HTMLResponse:
+    """A user-administration page: the roles to pick from, whether the actor may change
+    anything here, and the flash message left by the last action."""
+    return render(
+        request,
+        name,
+        actor,
+        roles=[r.value for r in Role],
+        can_manage=can_manage,
+        message=request.session.pop("flash", None),
+        error=None,
+        **ctx,
+    )
+
+
 @router.get("/users", response_class=HTMLResponse)
 def users_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
@@ -226,15 +258,12 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
             ]
     except DomainError as exc:
         return _forbidden(request, actor, exc)
-    return render(
+    return _admin_page(
         request,
         "users.html",
         actor,
-        users=users,
-        roles=[r.value for r in Role],
         can_manage=can(actor, Permission.USERS_MANAGE),
-        message=request.session.pop("flash", None),
-        error=None,
+        users=users,
     )
 
 
@@ -297,16 +326,13 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
             ]
     except (NotFound, DomainError) as exc:
         return _forbidden(request, actor, exc)
-    return render(
+    return _admin_page(
         request,
         "user.html",
         actor,
+        can_manage=can(actor, Permission.USERS_MANAGE, site_id=account["home_site_id"]),
         account=account,
         sessions=sessions,
-        roles=[r.value for r in Role],
-        can_manage=can(actor, Permission.USERS_MANAGE, site_id=account["home_site_id"]),
-        message=request.session.pop("flash", None),
-        error=None,
     )
 
 
