@@ -102,3 +102,21 @@ def test_nul_characters_in_path_or_query_are_bad_input_not_a_server_error(seeded
     r = client.get("/api/v1/audit", params={"offset": 10**30}, headers=headers)
     assert r.status_code == 422 and r.json()["error"]["field"] == "offset"
     assert client.get("/api/v1/audit", params={"offset": 5}, headers=headers).status_code == 200
+
+
+def test_download_names_from_the_request_are_made_safe(seeded: App) -> None:
+    """Found by Schemathesis: a machine id outside latin-1 went into the CSV's file name and
+    the header could not be encoded (500). Names are now reduced to safe characters."""
+    client = TestClient(create_web_app(seeded))
+    token = client.post(
+        "/api/v1/auth/token", json={"username": "qp", "password": fh.TEST_PASSWORD}
+    ).json()["access_token"]
+    r = client.get(
+        "/api/v1/telemetry/export.csv",
+        params={"machine_id": 'H\U00062285"\r\nX-Evil: 1'},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code < 500
+    disposition = r.headers.get("content-disposition", "")
+    assert "x-evil" not in {k.lower() for k in r.headers}
+    assert re.fullmatch(r'attachment; filename="[A-Za-z0-9._-]+"', disposition) or not disposition

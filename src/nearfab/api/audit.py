@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.api.deps import AppDep, UowDep, allowed, attachment
 from nearfab.identity import Actor, Permission, search_audit, verify_audit_chain
 from nearfab.recordexport import entry_dict, export_record, record_view
 
@@ -89,5 +89,5 @@ def record_export(
     return Response(
         content=body,
         media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers=attachment(name),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -111,3 +112,11 @@ def login_throttle(request: Request) -> LoginThrottle:
 
 def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def attachment(name: str) -> dict[str, str]:
+    """A download's Content-Disposition header. The name may come from a path or query
+    parameter: only letters, digits, dot, dash and underscore survive (a header is latin-1,
+    and quotes or line breaks must never reach it)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:120].strip("._") or "download"
+    return {"Content-Disposition": f'attachment; filename="{safe}"'}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.deps import AppDep, UowDep, allowed, attachment, client_of, login_throttle
 from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
@@ -183,7 +183,7 @@ def telemetry_csv(
     return Response(
         out.getvalue(),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        headers=attachment(f"{name}.csv"),
     )
 
 

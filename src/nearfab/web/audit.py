@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
+from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.identity import Permission, can, search_audit, verify_audit_chain, visible_sites
 from nearfab.network import Site
@@ -164,5 +165,5 @@ def audit_record_export(
     return Response(
         content=body,
         media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers=attachment(name),
     )

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
+from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
 from nearfab.identity import Actor, Permission, authorize, can
@@ -149,9 +150,7 @@ def recall_report(request: Request, recall_id: str, fmt: str, actor: ActorOpt) -
         return Response(exc.message, status_code=exc.http_status)
     media = "application/pdf" if fmt == "pdf" else "text/csv"
     name = f"recall-{recall_id}.{fmt}"
-    return Response(
-        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    return Response(body, media_type=media, headers=attachment(name))
 
 
 # --- EPCIS: capture a partner's document, query events ---------------------------------------
