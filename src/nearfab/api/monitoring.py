@@ -37,7 +37,7 @@ class TrainIn(BaseModel):
         default=None, description="qualified runs (job ids); all released runs when omitted"
     )
     alpha: float = Field(default=0.99, gt=0.5, lt=1)
-    components: int | None = Field(default=None, ge=1)
+    components: int | None = Field(default=None, ge=1, le=1000)
 
 
 class ApproveIn(BaseModel):
@@ -57,7 +57,9 @@ class CloseIn(BaseModel):
 
 
 class RetentionIn(BaseModel):
-    older_than_days: int = Field(ge=30, description="raw readings older than this are thinned")
+    older_than_days: int = Field(
+        ge=30, le=36_500, description="raw readings older than this are thinned"
+    )
     bucket_s: int = Field(default=60, ge=1, le=86_400)
     reason: str
 
@@ -389,7 +391,7 @@ def run_contributions(
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
     uow: UowDep,
-    index: int = Query(ge=0),
+    index: int = Query(ge=0, le=10_000_000),
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """Each variable's contribution to T² and SPE for one sample of a run."""

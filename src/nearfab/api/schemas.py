@@ -55,8 +55,8 @@ class TrainingIn(BaseModel):
 
 class FaultIn(BaseModel):
     kind: Literal["nozzle_clog", "temperature_drift", "humidity_excursion"]
-    severity: float = Field(default=0.3, ge=0)
-    from_unit: int = Field(default=0, ge=0)
+    severity: float = Field(default=0.3, ge=0, le=100)
+    from_unit: int = Field(default=0, ge=0, le=100_000)
 
 
 class SignIn(BaseModel):

@@ -479,7 +479,7 @@ def run_page(
     request: Request,
     run: str,
     actor: ActorOpt,
-    sample: Annotated[int | None, Query(ge=0)] = None,
+    sample: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
 ) -> Response:
     if actor is None:
         return _need_login(request)
@@ -582,7 +582,7 @@ def machine_page(
 
 @router.get("/monitoring/runs/{run}/contributions.json")
 def run_contributions(
-    request: Request, run: str, actor: ActorOpt, index: Annotated[int, Query(ge=0)]
+    request: Request, run: str, actor: ActorOpt, index: Annotated[int, Query(ge=0, le=10_000_000)]
 ) -> JSONResponse:
     """The API's contributions for one sample, for the session-authenticated pages, with the
     bar-chart figure ready to draw."""
