@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -221,7 +221,7 @@ def trace_machine(
 @router.get("/trace/master-files/{code}/{version}", tags=["custody"])
 def trace_master_file(
     code: str,
-    version: int,
+    version: Annotated[int, Path(ge=1, le=2**31)],
     actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
     application: AppDep,
     uow: UowDep,

@@ -102,6 +102,21 @@ async def request_error_handler(_request: Request, exc: Exception) -> JSONRespon
     )
 
 
+async def overflow_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A number too large for the database (or a C integer) is the caller's error: 422, not
+    a server error. Bounds on each field catch it first; this is the net under them."""
+    return JSONResponse(
+        status_code=422,
+        content={
+            "error": {
+                "code": "validation_failed",
+                "field": None,
+                "message": f"a number in the request is out of range ({exc})",
+            }
+        },
+    )
+
+
 def login_throttle(request: Request) -> LoginThrottle:
     """The app's throttle on password guessing (a fresh one if the app was built without)."""
     throttle = getattr(request.app.state, "login_throttle", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from nearfab.api.deps import AppDep, allowed
@@ -50,7 +50,9 @@ def plan_history(
 
 @router.get("/plan/{number}")
 def plan_version(
-    number: int, actor: Annotated[Actor, allowed(Permission.PLAN_READ)], application: AppDep
+    number: Annotated[int, Path(ge=1, le=2**31)],
+    actor: Annotated[Actor, allowed(Permission.PLAN_READ)],
+    application: AppDep,
 ) -> dict[str, Any]:
     with application.uow() as uow:
         return plan_dict(application.scheduling.plan_version(uow, number))

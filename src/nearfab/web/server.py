@@ -17,7 +17,7 @@ from nearfab import __version__
 from nearfab.api.accounts import router as accounts_api
 from nearfab.api.audit import router as audit_api
 from nearfab.api.custody import router as custody_api
-from nearfab.api.deps import domain_error_handler, request_error_handler
+from nearfab.api.deps import domain_error_handler, overflow_handler, request_error_handler
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
 from nearfab.api.records import router as records_api
@@ -74,6 +74,7 @@ def create_web_app(application: App) -> FastAPI:
     web.state.login_throttle = LoginThrottle()
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(RequestValidationError, request_error_handler)
+    web.add_exception_handler(OverflowError, overflow_handler)
     web.include_router(api_router)
     web.include_router(accounts_api)
     web.include_router(audit_api)
