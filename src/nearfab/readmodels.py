@@ -78,10 +78,9 @@ def review_dict(app: App, uow: UnitOfWork, review: Any) -> dict[str, Any]:
 def order_view(app: App, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:
     """An order for its site's staff (and the network's): also for the sites making it."""
     order = app.orders.get(uow, order_id)
-    making = {j.site_id for j in app.scheduling.jobs(uow, order_id=order.id)}
-    authorize(actor, Permission.ORDER_READ, one_of={order.site_id, *making})
-    patient = app.orders.patient(uow, order.patient_id)
     jobs = app.scheduling.jobs(uow, order_id=order.id)
+    authorize(actor, Permission.ORDER_READ, one_of={order.site_id, *(j.site_id for j in jobs)})
+    patient = app.orders.patient(uow, order.patient_id)
     batches = app.production.batches(uow, order_id=order.id)
     reviews = [r for b in batches if (r := app.quality.review_for(uow, b.id))]
     units = app.custody.units_of_order(uow, order.id)

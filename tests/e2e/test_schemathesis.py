@@ -80,29 +80,9 @@ def server(
 
 def _declared(web: Any) -> dict[tuple[str, str], str]:
     """(method, path) -> declared permission, read from the routes themselves."""
-    from fastapi.routing import APIRoute
+    from nearfab.api.deps import declared_permissions
 
-    from nearfab.api.deps import declared_permission
-
-    def flat(routes: list[Any]) -> Iterator[Any]:
-        for r in routes:
-            inner = getattr(r, "original_router", None)
-            yield from flat(inner.routes) if inner is not None else [r]
-
-    def walk(dep: Any) -> Iterator[Any]:
-        for sub in dep.dependencies:
-            yield sub
-            yield from walk(sub)
-
-    out = {}
-    for route in flat(web.routes):
-        if isinstance(route, APIRoute):
-            found = [declared_permission(d.call) for d in walk(route.dependant)]
-            perm = next((p for p in found if p is not None), None)
-            for method in route.methods:
-                if perm is not None:
-                    out[(method, route.path)] = perm.value
-    return out
+    return {(m, p): d.value for m, p, d in declared_permissions(web) if d is not None}
 
 
 def test_annex11_s4_no_generated_request_gets_a_server_error(

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from tests import flow_helpers as fh
 from tests.conftest import CLOCK_JUMPS
 
-from nearfab.api.deps import declared_permission
+from nearfab.api.deps import declared_permissions
 from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
@@ -329,38 +328,8 @@ ROUTES: dict[tuple[str, str], Call] = {
 }
 
 
-def _api_routes(app: App) -> list[tuple[str, str, Permission | None]]:
-    """(method, path, declared permission) of every /api/v1 route of the real app."""
-    found = []
-    for route in _flat(create_web_app(app).routes):
-        if not isinstance(route, APIRoute) or not route.path.startswith("/api/"):
-            continue
-        perms = [declared_permission(d.call) for d in _walk(route.dependant)]
-        declared = next((p for p in perms if p is not None), None)
-        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
-            found.append((method, route.path, declared))
-    return found
-
-
-def _flat(routes: list[Any]) -> Iterator[Any]:
-    """Routes, including those of routers FastAPI keeps as included-router objects (0.16x).
-    Our routers carry their prefix themselves and are included without one."""
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from _flat(inner.routes)
-        else:
-            yield route
-
-
-def _walk(dependant: Any) -> Iterator[Any]:
-    for sub in dependant.dependencies:
-        yield sub
-        yield from _walk(sub)
-
-
 def test_11_10_g_every_route_is_in_the_matrix(app: App) -> None:
-    routes = _api_routes(app)
+    routes = declared_permissions(create_web_app(app))
     missing = [f"{m} {p}" for m, p, _ in routes if (m, p) not in ROUTES and (m, p) not in PUBLIC]
     assert not missing, f"routes not in the permission matrix test: {missing}"
     undeclared = [f"{m} {p}" for m, p, d in routes if d is None and (m, p) not in PUBLIC]

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nearfab.api.security import LoginThrottle
@@ -65,8 +66,31 @@ def allowed(permission: Permission, *, gate: bool = True) -> Any:
     return Depends(dependency)
 
 
-def declared_permission(call: Any) -> Permission | None:
-    found: Permission | None = getattr(call, "permission", None)
+def declared_permissions(web: Any) -> list[tuple[str, str, Permission | None]]:
+    """(method, path, declared permission) of every /api route of a FastAPI app: what the
+    route-matrix test and the Schemathesis run read. FastAPI 0.16x keeps included routers as
+    objects of their own; ours carry their prefix and are included without one."""
+
+    def flat(routes: list[Any]) -> Iterator[Any]:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            yield from flat(inner.routes) if inner is not None else [route]
+
+    def walk(dependant: Any) -> Iterator[Any]:
+        for sub in dependant.dependencies:
+            yield sub
+            yield from walk(sub)
+
+    found = []
+    for route in flat(web.routes):
+        if not isinstance(route, APIRoute) or not route.path.startswith("/api/"):
+            continue
+        declared = next(
+            (p for d in walk(route.dependant) if (p := getattr(d.call, "permission", None))),
+            None,
+        )
+        for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}):
+            found.append((method, route.path, declared))
     return found
 
 

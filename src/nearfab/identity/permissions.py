@@ -191,10 +191,6 @@ _WORDS: Mapping[Permission, str] = {
 }
 
 
-def roles_for(permission: Permission) -> frozenset[Role]:
-    return MATRIX[permission]
-
-
 def is_network_wide(actor: Actor) -> bool:
     """Control-site staff, users without a home site, auditors and system components see
     every site; everyone else sees their own site."""

@@ -339,12 +339,6 @@ class OrderService:
             raise NotFound(f"no order {order_id!r}", field="order_id")
         return order
 
-    def visible(self, uow: UnitOfWork, actor: Actor, order_id: str) -> Order:
-        """An order the actor may read (its site's staff, or the network's)."""
-        order = self.get(uow, order_id)
-        authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
-        return order
-
     def list_orders(
         self,
         uow: UnitOfWork,

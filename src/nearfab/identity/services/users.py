@@ -64,13 +64,23 @@ def actor_of(user: User, session: Session, session_id: str | None = None) -> Act
     )
 
 
+# site id -> is it the control site; a site's kind is fixed when it is created and ids are
+# never reused, so every request after the first skips the query
+_CONTROL_SITES: dict[str, bool] = {}
+
+
 def _is_control_site(session: Session, site_id: str | None) -> bool:
     if site_id is None:
         return True
+    known = _CONTROL_SITES.get(site_id)
+    if known is not None:
+        return known
     # identity sits below network in the layers, so it reads the site's kind by name only
     kind = session.execute(
         text("SELECT kind FROM sites WHERE id = :id"), {"id": site_id}
     ).scalar_one_or_none()
+    if kind is not None:
+        _CONTROL_SITES[site_id] = kind == "control"
     return kind == "control"
 
 
