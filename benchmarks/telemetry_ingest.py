@@ -52,9 +52,10 @@ def one_batch(app: App) -> BatchRecord:
     with app.uow() as uow:
         user = app.users.by_username(uow, "clinician")
         assert user is not None
+        actor = actor_of(user, uow.session)
     bundle = prescription_bundle(random.Random(1), today=app.clock.now().date(), dose_mg=2.0)
     with app.uow() as uow:
-        app.orders.submit(uow, actor_of(user), bundle)
+        app.orders.submit(uow, actor, bundle)
     app.runner.run_until_idle()
     with app.uow() as uow:
         batch = uow.session.scalars(select(BatchRecord)).first()
