@@ -3,6 +3,14 @@ against a database holding --units serialised packs (default 100,000; the issue'
 --units 1000000), with a bare endpoint (`GET /bench/ping`, same server, same auth-free
 stack) measured the same way in the same run as the baseline.
 
+The packs are spread as a real network holds them: over --batches released batches (default
+5,000) made at every site that has a machine of the product's type, each with its own QP
+release signature; every request scans a pack of a batch picked at random, so the
+per-process signature cache (units.py, 10,000 entries) misses on the first scan of each
+batch in each server process, as after a restart. `batches_scanned` says how many distinct
+batches a run touched. The copies are built by bulk inserts from one batch made and released
+through the product (`spread_batches`), their signatures recomputed over their own records.
+
 Two measurements per concurrency:
 
 - *saturation* (closed loop): `clients` keep-alive connections, each sending its next request
@@ -17,8 +25,8 @@ The load generator is one asyncio process with pre-built request bytes (HTTP/1.1
 so it takes little of the two cores from the server. The server is uvicorn (h11; httptools
 and uvloop when installed) with `--workers` processes sharing one socket.
 
-    python benchmarks/verify_latency.py --json [--units 1000000] [--clients 16 64]
-        [--workers 1 2] [--seconds 5] [--load 0.5]
+    python benchmarks/verify_latency.py --json [--units 1000000] [--batches 5000]
+        [--clients 16 64] [--workers 1 2] [--seconds 5] [--load 0.5] [--smoke]
 """
 
 from __future__ import annotations
@@ -87,6 +95,85 @@ def _serve(data_dir: Path, sock: socket.socket, ready: Any) -> None:
         app.custody.flush_verification_log()
 
 
+# --- the data: packs spread over thousands of released batches at several sites --------------
+def _site_machines(app: Any, batch_id: str) -> list[tuple[str, str]]:
+    """(site, machine) of every machine of the template batch's machine type: the sites that
+    can make this product."""
+    from sqlalchemy import select
+
+    from nearfab.network.models import Machine
+    from nearfab.production import BatchRecord
+
+    with app.uow() as uow:
+        template = uow.session.get(BatchRecord, batch_id)
+        kind = uow.session.get(Machine, template.machine_id).machine_type
+        return sorted(
+            (site, machine)
+            for machine, site in uow.session.execute(
+                select(Machine.id, Machine.site_id).where(Machine.machine_type == kind)
+            )
+        )
+
+
+def spread_batches(app: Any, batch_id: str, n: int) -> list[tuple[str, str]]:
+    """`n` released batches built from one made and released through the product, by bulk
+    inserts (jobs, batch records, release reviews, QP signatures), spread round-robin over
+    the sites and machines of its type. Each copy's QP signature is bound to its own record
+    (record hash recomputed, signature hash recomputed), so verifying its packs checks a real
+    signature; a sample is checked with the product's own signature check. The template's
+    manual steps and deviations are not copied, so the copies' signed content has none.
+    Returns (batch id, batch number) pairs, the template first."""
+    from sqlalchemy import insert, select
+
+    from nearfab.identity import Signature
+    from nearfab.identity.logic import record_hash
+    from nearfab.identity.services.signatures import hash_of
+    from nearfab.production import BatchRecord
+    from nearfab.quality.models import ReleaseReview
+    from nearfab.scheduling.models import Job
+
+    places = _site_machines(app, batch_id)
+    with app.uow() as uow:
+        batch = uow.session.get(BatchRecord, batch_id)
+        review = app.quality.review_for(uow, batch_id)
+        signed = app.quality._signed_content(uow, batch, review, review.decision, review.reason)
+
+        def row(obj: Any) -> dict[str, Any]:
+            return {c.key: getattr(obj, c.key) for c in obj.__mapper__.column_attrs}
+
+        job_row = row(uow.session.get(Job, batch.job_id))
+        batch_row, review_row = row(batch), row(review)
+        sig_row = row(uow.session.get(Signature, review.signature_id))
+    out = [(batch_id, batch_row["batch_number"])]
+    content = {k: v for k, v in signed.items() if k != "record_steps"}
+    content["deviations"] = []
+    jobs, records, reviews, sigs = [], [], [], []
+    for i in range(1, n):
+        site, machine = places[i % len(places)]
+        b_id, number = f"bat_s{i:08d}", f"S{i:08d}"
+        jobs.append({**job_row, "id": f"job_s{i:08d}", "site_id": site, "machine_id": machine})
+        record = {**batch_row, "id": b_id, "batch_number": number, "job_id": jobs[-1]["id"],
+                  "site_id": site, "machine_id": machine}  # fmt: skip
+        records.append(record)
+        sig = Signature(**{**sig_row, "id": f"sig_s{i:08d}", "record_id": b_id})
+        sig.record_hash = record_hash({**content, "batch": BatchRecord(**record).content()})
+        sig.signature_hash = hash_of(sig)
+        sigs.append(row(sig))
+        reviews.append({**review_row, "id": f"rev_s{i:08d}", "batch_id": b_id,
+                        "site_id": site, "signature_id": sig.id})  # fmt: skip
+        out.append((b_id, number))
+    with app.engine.begin() as conn:
+        for model, rows in ((Job, jobs), (BatchRecord, records), (Signature, sigs),
+                            (ReleaseReview, reviews)):  # fmt: skip
+            for k in range(0, len(rows), 2000):
+                conn.execute(insert(model), rows[k : k + 2000])
+    with app.uow() as uow:  # the product's own check accepts the copies
+        for b_id, _ in out[1 :: max(1, n // 10)]:
+            review = uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == b_id))
+            assert app.quality.signature_valid(uow, review) is True, b_id
+    return out
+
+
 # --- the load generator (its own process, asyncio) -----------------------------------------
 def _request(method: str, path: str, token: str, body: bytes | None) -> bytes:
     lines = [
@@ -113,10 +200,12 @@ async def _exchange(
     return status
 
 
-def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
+def _summary(latencies: list[float], elapsed: float, sent: set[bytes]) -> dict[str, Any]:
     latencies.sort()
     return {
         "requests": len(latencies),
+        # distinct requests (for verify: distinct batches, one pack of each)
+        "distinct": len(sent),
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
@@ -125,6 +214,7 @@ def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
 
 async def _closed(port: int, requests: list[bytes], clients: int, seconds: float) -> Any:
     latencies: list[float] = []
+    sent: set[bytes] = set()
     stop = time.perf_counter() + seconds
 
     async def client(seed: int) -> None:
@@ -132,8 +222,10 @@ async def _closed(port: int, requests: list[bytes], clients: int, seconds: float
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.perf_counter() < stop:
+                request = rng.choice(requests)
+                sent.add(request)
                 t = time.perf_counter()
-                status = await _exchange(reader, writer, rng.choice(requests))
+                status = await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - t)
                 assert status == 200, status
         finally:
@@ -141,7 +233,7 @@ async def _closed(port: int, requests: list[bytes], clients: int, seconds: float
 
     start = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return _summary(latencies, time.perf_counter() - start)
+    return _summary(latencies, time.perf_counter() - start, sent)
 
 
 async def _open(port: int, requests: list[bytes], clients: int, seconds: float, rate: float) -> Any:
@@ -152,6 +244,7 @@ async def _open(port: int, requests: list[bytes], clients: int, seconds: float, 
     rng = random.Random(7)
     latencies: list[float] = []
     statuses: list[int] = []
+    sent: set[bytes] = set()
 
     async def one(due: float, request: bytes) -> None:
         conn = await pool.get()
@@ -169,13 +262,15 @@ async def _open(port: int, requests: list[bytes], clients: int, seconds: float, 
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due, rng.choice(requests))))
+        request = rng.choice(requests)
+        sent.add(request)
+        tasks.append(asyncio.create_task(one(due, request)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     while not pool.empty():
         pool.get_nowait()[1].close()
     assert all(s == 200 for s in statuses), set(statuses)
-    result = _summary(latencies, elapsed)
+    result = _summary(latencies, elapsed, sent)
     result["offered_rps"] = round(rate, 1)
     return result
 
@@ -201,17 +296,25 @@ def _run_load(port: int, requests: list[bytes], plan: list[tuple[Any, ...]]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=100_000)
+    parser.add_argument(
+        "--batches", type=int, default=5_000, help="released batches the packs spread over"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--load", type=float, default=0.5, help="open-loop rate / saturation")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.units, args.batches, args.clients, args.workers = 60, 6, [2], [1]
+        args.seconds = 0.3
 
     from sqlalchemy import func, insert, select, text
     from tests import flow_helpers as fh
 
     from nearfab.custody import SerialUnit, make_identifier
+    from nearfab.custody.services.units import _SIGNATURE_CACHE_SIZE
     from nearfab.demo import seed
     from nearfab.identity import AuditEntry
 
@@ -221,29 +324,31 @@ def main() -> None:
     seed(app, fh.TEST_PASSWORD)
     batch_id = fh.make_batch(app)
     fh.release(app, batch_id)
-    with app.uow() as uow:
-        template = app.custody.units_of_batch(uow, batch_id)[0]
-        uow.session.expunge(template)
+    t0 = time.perf_counter()
+    batches = spread_batches(app, batch_id, args.batches)
+    units_per_batch = max(1, args.units // len(batches))
     rng = random.Random(1)
     alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
     scans: list[str] = []
-    t0 = time.perf_counter()
+    with app.uow() as uow:
+        template = app.custody.units_of_batch(uow, batch_id)[0]
+        uow.session.expunge(template)
     now = app.clock.now()
     with app.engine.begin() as conn:
         chunk = []
         for i in range(args.units):
+            b_id, b_number = batches[i % len(batches)]
             serial = "".join(rng.choice(alphabet) for _ in range(12))
             chunk.append(
-                {"id": f"unit_b{i:09d}", "row_version": 1, "batch_id": template.batch_id,
+                {"id": f"unit_b{i:09d}", "row_version": 1, "batch_id": b_id,
                  "order_id": template.order_id, "patient_id": template.patient_id,
                  "pack_index": 1000 + i, "tablets": 30, "gtin": template.gtin, "serial": serial,
-                 "batch_number": template.batch_number, "expiry": template.expiry,
+                 "batch_number": b_number, "expiry": template.expiry,
                  "status": "released", "created_at": now}
             )  # fmt: skip
-            if i % 997 == 0:
-                ident = make_identifier(
-                    template.gtin, serial, template.batch_number, template.expiry
-                )
+            # one scan per batch (the first pack of each), so requests spread over them all
+            if i < len(batches):
+                ident = make_identifier(template.gtin, serial, b_number, template.expiry)
                 scans.append("]d2" + ident.datamatrix_data())
             if len(chunk) == 5000:
                 conn.execute(insert(SerialUnit), chunk)
@@ -254,12 +359,21 @@ def main() -> None:
         with app.engine.begin() as conn:
             conn.execute(text("ANALYZE"))
     load_s = time.perf_counter() - t0
+    sites = len({site for site, _ in _site_machines(app, batch_id)})
     with app.uow() as uow:
         before = uow.session.scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "verify")
         )
 
-    results: dict[str, Any] = {"units": args.units, "load_s": round(load_s, 1), "runs": []}
+    results: dict[str, Any] = {
+        "units": args.units,
+        "batches": len(batches),
+        "sites": sites,
+        "units_per_batch": units_per_batch,
+        "signature_cache_size": _SIGNATURE_CACHE_SIZE,
+        "load_s": round(load_s, 1),
+        "runs": [],
+    }
     ctx = multiprocessing.get_context("spawn")
     for workers in args.workers:
         sock = socket.socket()
@@ -310,6 +424,8 @@ def main() -> None:
                     "p99_ms": at_load["p99_ms"],
                     "baseline_open_loop_p99_ms": base_open["p99_ms"],
                     "requests": sat["requests"] + at_load["requests"],
+                    "batches_scanned": sat["distinct"],
+                    "batches_scanned_open_loop": at_load["distinct"],
                 }
             )
         for proc in procs:
