@@ -1,4 +1,4 @@
-"""Tennessee Eastman per-fault table for docs/monitoring.md (prints markdown).
+"""Tennessee Eastman per-fault table for docs/monitoring.md (markdown, or JSON with --json).
 
 Both models are fitted on d00.dat only (stored transposed); the `_te` files are only scored.
 Detection: share of alarms on rows 160..959 of dXX_te (the fault starts at 0-based row 160).
@@ -6,14 +6,17 @@ Delay: first alarm at or after row 160, minus 160, in samples (× 3 min). False 
 of d00_te, and rows 0..159 of each fault file (before the fault). The dynamic model cannot score
 its first `lags` rows (they are left out of its denominators).
 
-    .venv/bin/python benchmarks/tep_table.py [--data ../shared/data/tep] [--sensitivity]
+    .venv/bin/python benchmarks/tep_table.py [--data ../shared/data/tep] [--sensitivity] [--json]
+        [--faults 1 2 ...] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,49 +98,103 @@ def delay(d: int | None) -> str:
     return "–" if d is None else f"{d} / {d * MINUTES}"
 
 
-def table(data: dict[str, np.ndarray]) -> str:
+def _row_dict(r: Row) -> dict[str, object]:
+    return {
+        "t2_detection": r.t2,
+        "spe_detection": r.spe,
+        "either_detection": r.either,
+        "delay_samples": r.delay,
+        "delay_min": None if r.delay is None else r.delay * MINUTES,
+        "false_alarms_rows_0_159": r.before,
+    }
+
+
+def figures(data: dict[str, np.ndarray], faults: tuple[int, ...]) -> dict[str, object]:
+    """Both models' per-fault figures (rates as fractions), their means over the detectable
+    faults among `faults` and their false-alarm rate on d00_te: what the table prints."""
     plain = PcaModel.fit(data["train"], **PLAIN)  # type: ignore[arg-type]
     better = PcaModel.fit(data["train"], **IMPROVED)  # type: ignore[arg-type]
-    rows = {i: (row(plain, data[f"{i:02d}"]), row(better, data[f"{i:02d}"])) for i in range(1, 22)}
+    detectable = [i for i in faults if i in DETECTABLE]
+    out: dict[str, object] = {"faults": list(faults), "detectable": detectable}
+    for name, model, params in (("pca", plain, PLAIN), ("dpca_ewma", better, IMPROVED)):
+        rows = {i: row(model, data[f"{i:02d}"]) for i in faults}
+        found = [rows[i].delay for i in detectable if rows[i].delay is not None]
+        out[name] = {
+            "params": params,
+            "per_fault": {
+                str(i): {"disturbance": KINDS[i], "excluded": i in HARD, **_row_dict(rows[i])}
+                for i in faults
+            },
+            "mean_of_detectable": {
+                "faults": len(detectable),
+                **{
+                    key: (
+                        float(np.mean([getattr(rows[i], attr) for i in detectable]))
+                        if detectable
+                        else None
+                    )
+                    for key, attr in (
+                        ("t2_detection", "t2"),
+                        ("spe_detection", "spe"),
+                        ("either_detection", "either"),
+                        ("false_alarms_rows_0_159", "before"),
+                    )
+                },
+                "delay_samples": float(np.mean(found)) if found else None,
+            },
+            "d00_te_false_alarms": far(model, data["00"]),
+        }
+    return out
+
+
+def table(fig: dict[str, object]) -> str:
     lines = [
         "| fault | disturbance | PCA T² | PCA SPE | PCA T² or SPE | PCA delay (samples / min) "
         "| PCA FA rows 0–159 | DPCA-EWMA T² | DPCA-EWMA SPE | DPCA-EWMA either "
         "| DPCA-EWMA delay (samples / min) | DPCA-EWMA FA rows 0–159 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for i in (*DETECTABLE, *HARD):
-        p, b = rows[i]
-        mark = f"{i}" if i in DETECTABLE else f"{i} (excluded)"
-        lines.append(
-            f"| {mark} | {KINDS[i]} | {pct(p.t2)} | {pct(p.spe)} | {pct(p.either)} "
-            f"| {delay(p.delay)} | {pct(p.before)} | {pct(b.t2)} | {pct(b.spe)} "
-            f"| {pct(b.either)} | {delay(b.delay)} | {pct(b.before)} |"
+    plain: Any = fig["pca"]
+    better: Any = fig["dpca_ewma"]
+    faults: Any = fig["faults"]
+    order = [i for i in faults if i not in HARD] + [i for i in faults if i in HARD]
+
+    def cells(r: dict[str, Any]) -> str:
+        return (
+            f"{pct(r['t2_detection'])} | {pct(r['spe_detection'])} "
+            f"| {pct(r['either_detection'])} | {delay(r['delay_samples'])} "
+            f"| {pct(r['false_alarms_rows_0_159'])}"
         )
 
-    def mean(k: int, attr: str) -> float:
-        return float(np.mean([getattr(rows[i][k], attr) for i in DETECTABLE]))
+    for i in order:
+        p, b = plain["per_fault"][str(i)], better["per_fault"][str(i)]
+        mark = f"{i}" if i in DETECTABLE else f"{i} (excluded)"
+        lines.append(f"| {mark} | {KINDS[i]} | {cells(p)} | {cells(b)} |")
 
-    def mean_delay(k: int) -> str:
-        values = [rows[i][k].delay for i in DETECTABLE]
-        found = [v for v in values if v is not None]
-        return f"{np.mean(found):.1f} / {np.mean(found) * MINUTES:.0f}"
+    def mean_cells(m: dict[str, Any]) -> str:
+        d = m["delay_samples"]
+        shown = "–" if d is None else f"{d:.1f} / {d * MINUTES:.0f}"
+        return (
+            f"{pct(m['t2_detection'])} | {pct(m['spe_detection'])} "
+            f"| **{pct(m['either_detection'])}** | {shown} "
+            f"| {pct(m['false_alarms_rows_0_159'])}"
+        )
 
+    n = plain["mean_of_detectable"]["faults"]
+    if n:
+        lines.append(
+            f"| **mean of the {n}** | | {mean_cells(plain['mean_of_detectable'])} "
+            f"| {mean_cells(better['mean_of_detectable'])} |"
+        )
     lines.append(
-        f"| **mean of the 18** | | {pct(mean(0, 't2'))} | {pct(mean(0, 'spe'))} "
-        f"| **{pct(mean(0, 'either'))}** | {mean_delay(0)} | {pct(mean(0, 'before'))} "
-        f"| {pct(mean(1, 't2'))} | {pct(mean(1, 'spe'))} | **{pct(mean(1, 'either'))}** "
-        f"| {mean_delay(1)} | {pct(mean(1, 'before'))} |"
-    )
-    lines.append(
-        f"| **d00_te false alarms** | all rows | | | **{pct(far(plain, data['00']))}** | | "
-        f"| | | **{pct(far(better, data['00']))}** | | |"
+        f"| **d00_te false alarms** | all rows | | | **{pct(plain['d00_te_false_alarms'])}** "
+        f"| | | | | **{pct(better['d00_te_false_alarms'])}** | | |"
     )
     return "\n".join(lines)
 
 
-def sensitivity(data: dict[str, np.ndarray]) -> str:
+def sensitivity(data: dict[str, np.ndarray]) -> list[dict[str, object]]:
     """How the result moves with the choices fixed in advance (NOT used to choose them)."""
-    lines = ["| model | mean detection (18) | d00_te false alarms |", "|---|---|---|"]
     options: list[tuple[str, dict[str, object]]] = [
         (f"PCA a={a}", {"components": a}) for a in (9, 11, 12)
     ]
@@ -146,10 +203,26 @@ def sensitivity(data: dict[str, np.ndarray]) -> str:
         for lam in (0.1, 0.15, 0.2, 0.25, 0.3)
     ]
     options += [("DPCA h=2 a=29, no EWMA", {"components": 29, "lags": 2})]
+    out: list[dict[str, object]] = []
     for name, kwargs in options:
         model = PcaModel.fit(data["train"], **kwargs)  # type: ignore[arg-type]
         det = np.mean([np.mean(model.monitor(data[f"{i:02d}"]).alarm[ONSET:]) for i in DETECTABLE])
-        lines.append(f"| {name} | {pct(float(det))} | {pct(far(model, data['00']))} |")
+        out.append(
+            {
+                "model": name,
+                "mean_detection_18": float(det),
+                "d00_te_false_alarms": far(model, data["00"]),
+            }
+        )
+    return out
+
+
+def sensitivity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | mean detection (18) | d00_te false alarms |", "|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {pct(r['mean_detection_18'])} | {pct(r['d00_te_false_alarms'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -158,19 +231,42 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=here.parent / "shared" / "data" / "tep")
     parser.add_argument("--sensitivity", action="store_true")
-    args = parser.parse_args()
-    data = {"train": read_matrix(args.data / "d00.dat", transpose=True)}
-    for i in range(22):
-        data[f"{i:02d}"] = read_matrix(args.data / f"d{i:02d}_te.dat")
-    print(table(data))
-    print()
-    print(
-        f"Parallel analysis on d00.dat: {parallel_analysis(data['train'])} components static, "
-        f"{parallel_analysis(data['train'], lags=2)} with 2 lags."
+    parser.add_argument("--json", action="store_true", help="the figures as JSON")
+    parser.add_argument(
+        "--faults", type=int, nargs="+", default=list(range(1, 22)), help="fault numbers"
     )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny run (tests): faults 1, 3; no parallel analysis"
+    )
+    args = parser.parse_args()
+    faults = (1, 3) if args.smoke else tuple(args.faults)
+    data = {"train": read_matrix(args.data / "d00.dat", transpose=True)}
+    for i in (0, *faults):
+        data[f"{i:02d}"] = read_matrix(args.data / f"d{i:02d}_te.dat")
+    fig = figures(data, faults)
+    if not args.smoke:
+        fig["parallel_analysis"] = {
+            "static": parallel_analysis(data["train"]),
+            "lags_2": parallel_analysis(data["train"], lags=2),
+        }
+    if args.sensitivity:
+        for i in DETECTABLE:
+            data.setdefault(f"{i:02d}", read_matrix(args.data / f"d{i:02d}_te.dat"))
+        fig["sensitivity"] = sensitivity(data)
+    if args.json:
+        print(json.dumps(fig, indent=2, ensure_ascii=False))
+        return
+    print(table(fig))
+    pa: Any = fig.get("parallel_analysis")
+    if pa:
+        print()
+        print(
+            f"Parallel analysis on d00.dat: {pa['static']} components static, "
+            f"{pa['lags_2']} with 2 lags."
+        )
     if args.sensitivity:
         print()
-        print(sensitivity(data))
+        print(sensitivity_table(fig["sensitivity"]))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
