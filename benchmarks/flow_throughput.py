@@ -5,7 +5,7 @@ pseudonymisation + audit, one transaction each), a raw baseline measured in the 
 (json parse + one plain INSERT per prescription into a table of the same width), their ratio,
 and batches/s through the runner with machines on a manual clock (no waiting on the printer).
 
-    .venv/bin/python benchmarks/flow_throughput.py [--orders 200] [--json]
+    .venv/bin/python benchmarks/flow_throughput.py [--orders 200] [--json] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from nearfab.bootstrap import build_app
 from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 from nearfab.demo import prescription_bundle, seed
-from nearfab.identity import system_actor
+from nearfab.identity import actor_of
 
 
 def raw_baseline(bundles: list[dict[str, object]], path: Path) -> float:
@@ -51,7 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.orders = 3
     with tempfile.TemporaryDirectory() as tmp:
         clock = ManualClock()
         app = build_app(Settings(data_dir=Path(tmp) / "data"), clock=clock)
@@ -59,7 +62,11 @@ def main() -> None:
         rng = random.Random(1)
         today = clock.now().date()
         bundles = [prescription_bundle(rng, today=today, days=3) for _ in range(args.orders)]
-        actor = system_actor("bench")
+        # the demo clinician: every order belongs to a point-of-care site, here the user's own
+        with app.uow() as uow:
+            user = app.users.by_username(uow, "clinician")
+            assert user is not None
+            actor = actor_of(user, uow.session)
         start = time.perf_counter()
         for bundle in bundles:
             with app.uow() as uow:
