@@ -1,0 +1,1 @@
+"""Pure rules of the cell_therapy family (no I/O)."""
