@@ -7,7 +7,7 @@ squares, in one piece), their ratio, and the single-sample latency of `score_one
 Also the same for the dynamic model with EWMA (lags 2, 29 components: 156 lagged columns),
 batched through `monitor` and one sample at a time through `OnlineMonitor.update`.
 
-    .venv/bin/python benchmarks/mspc_score.py [--rows 200000] [--repeats 5] [--json]
+    .venv/bin/python benchmarks/mspc_score.py [--rows 200000] [--repeats 5] [--json] [--smoke]
 """
 
 from __future__ import annotations
@@ -58,10 +58,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--train", type=int, default=2000, help="training samples")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.repeats, args.calls, args.train = 1000, 1, 300, 400
 
-    train = synthetic(2000, seed=1)
+    train = synthetic(args.train, seed=1)
     X = synthetic(args.rows, seed=2)
     model = PcaModel.fit(train, 9)
     rate = best_rate(args.rows, args.repeats, lambda: model.score(X))

@@ -1,7 +1,7 @@
 """Simulation speed: one year of a national network (200+ sites) on one core, in simulated
 events per second, against a bare SimPy timeout loop of the same size in the same run.
 
-    .venv/bin/python benchmarks/simulation.py [--sites 200] [--days 365] [--json]
+    .venv/bin/python benchmarks/simulation.py [--sites 200] [--days 365] [--json] [--smoke]
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=200)
     parser.add_argument("--days", type=float, default=365.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.sites, args.days = 3, 5.0
     spec = national(args.sites, args.days)
     start = time.perf_counter()
     result = simulate(spec, 0)

@@ -9,6 +9,7 @@ each. With `--mqtt`, the same messages also go through the Mosquitto broker (QoS
 acknowledged only after commit).
 
     .venv/bin/python benchmarks/telemetry_ingest.py [--points 200000] [--mqtt URL] [--json]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -233,7 +234,10 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--mqtt", default=None, help="e.g. mqtt://127.0.0.1:1883")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.points = 400
     with tempfile.TemporaryDirectory() as tmp:
         app = build_app(Settings(data_dir=Path(tmp) / "data"), clock=ManualClock())
         seed(app, PASSWORD)

@@ -2,7 +2,7 @@
 `TraceService.lot_units` (lot -> its TransformationEvents -> output packs -> patients), with the
 bare indexed lookup of the lot's events as `baseline_p99_ms` in the same run.
 
-    python benchmarks/trace.py --json [--events 1000000] [--lots 20000]
+    python benchmarks/trace.py --json [--events 1000000] [--lots 20000] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--lots", type=int, default=2_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.lots, args.queries = 600, 20, 10
 
     from sqlalchemy import insert, select, text
     from tests import flow_helpers as fh

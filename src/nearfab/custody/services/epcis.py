@@ -34,6 +34,7 @@ from nearfab.uow import UnitOfWork
 
 DEFAULT_COMPANY_PREFIX = "9506000"
 SCHEMA_NAME = "EPCIS-JSON-Schema.json"
+PACKAGED_STANDARDS = Path(__file__).resolve().parents[1] / "standards"
 
 
 class EpcisInvalid(DomainError):
@@ -68,20 +69,14 @@ class CaptureResult:
 
 def find_schema(data_dir: Path | None = None) -> Path | None:
     """The official EPCIS JSON schema: NEARFAB_EPCIS_SCHEMA, <data>/standards/epcis/, or the
-    shared test material beside the clone. GS1's file is not redistributed with nearfab."""
+    copy shipped in the package (nearfab/custody/standards/, source and licence in its README;
+    refreshed by scripts/vendor_standards.py). Nothing outside the package is looked up."""
     candidates = []
     if os.environ.get("NEARFAB_EPCIS_SCHEMA"):
         candidates.append(Path(os.environ["NEARFAB_EPCIS_SCHEMA"]))
     if data_dir is not None:
         candidates.append(data_dir / "standards" / "epcis" / SCHEMA_NAME)
-    candidates.append(
-        Path(__file__).resolve().parents[5]
-        / "shared"
-        / "data"
-        / "standards"
-        / "epcis"
-        / SCHEMA_NAME
-    )
+    candidates.append(PACKAGED_STANDARDS / "epcis" / SCHEMA_NAME)
     return next((p for p in candidates if p.is_file()), None)
 
 
