@@ -1,10 +1,26 @@
-"""Shared fixtures: external test material, databases (SQLite always, PostgreSQL when reachable)."""
+"""Shared fixtures: external test material, databases (SQLite always; PostgreSQL in a private
+cluster this session starts itself), the seeded demo network.
+
+PostgreSQL: each test session (each xdist worker) runs its own throw-away cluster, made with
+Debian's `initdb` into a temporary folder, on a free port of 127.0.0.1, with fsync,
+synchronous_commit and full_page_writes off (a test database need not survive a power cut).
+Nothing depends on how the machine's own PostgreSQL service is set up. NEARFAB_TEST_PG=<admin
+URL> uses an existing server instead. Without PostgreSQL binaries the PostgreSQL half of the
+suite skips with the reason, except under CI=true, where it fails; likewise for the shared test
+material (`../shared/data`). docs/testing.md has the whole story.
+"""
 
 from __future__ import annotations
 
+import atexit
+import glob
 import os
+import pwd
 import secrets
 import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +32,8 @@ from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+UNDER_CI = os.environ.get("CI", "").lower() == "true"
+TEST_PASSWORD = "correct-horse-42"
 
 
 def shared_data_dir() -> Path | None:
@@ -25,33 +43,166 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+SHARED_ABSENT = (
+    "external test material ../shared/data is absent (set NEARFAB_SHARED_DATA to its folder; "
+    "only CI and developers have it)"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI a missing ../shared/data is an error before collection: the tests that are
+    parametrised over its files would otherwise vanish without a word."""
+    if UNDER_CI and shared_data_dir() is None:
+        raise pytest.UsageError(f"CI=true but {SHARED_ABSENT}")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    if shared_data_dir() is None:
+        lines.append(f"WARNING: {SHARED_ABSENT}; the tests over its files are skipped")
+    lines.append(f"PostgreSQL: {_pg_describe()}")
+    return lines
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
     if path is None:
-        pytest.skip(
-            "external test material ../shared/data is absent (only CI and developers have it)"
-        )
+        if UNDER_CI:
+            pytest.fail(f"CI=true but {SHARED_ABSENT}")
+        pytest.skip(SHARED_ABSENT)
     return path
 
 
-# --- databases -------------------------------------------------------------------------------
-PG_ADMIN_URL = os.environ.get(
-    "NEARFAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-UNDER_CI = os.environ.get("CI", "").lower() == "true"
-TEST_PASSWORD = "correct-horse-42"
+# --- PostgreSQL: a private cluster per test session -------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _pg_available() -> str | None:
-    """None when PostgreSQL answers, else why not."""
+def _private_port() -> int:
+    """The private cluster's port, fixed per process at import (so PG_ADMIN_URL is a constant
+    that test modules may import) and kept in the environment under this process's id, so a
+    second import of this module (as tests.conftest) agrees and xdist workers each get their own."""
+    key = f"NEARFAB_TEST_PG_PORT_{os.getpid()}"
+    if key not in os.environ:
+        os.environ[key] = str(_free_port())
+    return int(os.environ[key])
+
+
+PG_EXTERNAL = os.environ.get("NEARFAB_TEST_PG")
+PG_ADMIN_URL = PG_EXTERNAL or f"postgresql+psycopg://postgres@127.0.0.1:{_private_port()}/postgres"
+PG_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "64MB",
+    "log_min_messages": "warning",
+}
+
+
+def pg_bindir() -> Path | None:
+    """Debian's /usr/lib/postgresql/<newest>/bin, else wherever `initdb` is on PATH
+    (NEARFAB_PG_BIN overrides)."""
+    if os.environ.get("NEARFAB_PG_BIN"):
+        return Path(os.environ["NEARFAB_PG_BIN"])
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parts[-3].split(".")],
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _pg_describe() -> str:
+    if PG_EXTERNAL:
+        return f"external server {PG_EXTERNAL} (NEARFAB_TEST_PG)"
+    bindir = pg_bindir()
+    if bindir is None:
+        return "no initdb found: PostgreSQL tests " + ("FAIL (CI=true)" if UNDER_CI else "skip")
+    return f"private cluster from {bindir} on 127.0.0.1 (fsync off), started on first use"
+
+
+class PrivateCluster:
+    """initdb + pg_ctl in a temporary folder; as root, run as the `postgres` user."""
+
+    def __init__(self, bindir: Path, port: int) -> None:
+        self.bindir, self.port = bindir, port
+        self.root = Path(tempfile.mkdtemp(prefix="nearfab-pg-"))
+        self.data, self.log = self.root / "data", self.root / "server.log"
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "running as root, but there is no `postgres` user to run initdb as "
+                    "(apt-get install postgresql creates it)"
+                ) from None
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+            self.prefix = [runuser, "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        proc = subprocess.run(
+            [*self.prefix, *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        if proc.returncode != 0:
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{' '.join(args)} failed: {proc.stdout}{proc.stderr}{log}")
+
+    def start(self) -> None:
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C.UTF-8",
+        )  # fmt: skip
+        options = {**PG_SETTINGS, "port": str(self.port), "unix_socket_directories": str(self.root)}
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+            "-t", "60", "-o", opts, "start",
+        )  # fmt: skip
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run(
+                [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
+                 "immediate", "-w", "stop"],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> str:
+    """The admin URL of the PostgreSQL the tests use: the private cluster, started here and
+    stopped (its folder removed) when the session ends, after every other clean-up."""
+    if PG_EXTERNAL:
+        return PG_EXTERNAL
+    bindir = pg_bindir()
+    if bindir is None:
+        why = (
+            "PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH; "
+            "apt-get install postgresql)"
+        )
+        if UNDER_CI:
+            pytest.fail(f"CI=true but {why}")
+        pytest.skip(why)
+    cluster = PrivateCluster(bindir, _private_port())
     try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means: no server to test against
-        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({type(exc).__name__})"
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        pytest.fail(f"could not start the private PostgreSQL cluster: {exc}")
+    # config clean-ups run last-in first-out: the templates' drops (registered later) run first
+    request.config.add_cleanup(cluster.stop)
+    return PG_ADMIN_URL
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +216,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
+def pg_template(pg_server: str) -> Iterator[str]:
     """A migrated PostgreSQL template database; each test clones it."""
-    why = _pg_available()
-    if why is not None:
-        if UNDER_CI:
-            pytest.fail(f"CI=true but {why}")
-        pytest.skip(why)
     import psycopg
 
     from nearfab.migrations import upgrade
@@ -91,7 +237,7 @@ def _pg_clone(template: str) -> tuple[str, str]:
 
     name = f"nearfab_t_{secrets.token_hex(5)}"
     with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     return name, PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
@@ -166,9 +312,27 @@ def app_with_product_policies(
 
 
 @pytest.fixture
-def seeded(app: App) -> App:
-    """The demo network (sites, printers, lots, approved master files, users)."""
-    from nearfab.demo import seed
+def seeded(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path, clock: ManualClock
+) -> Iterator[App]:
+    """The demo network (sites, printers, lots, approved master files, users) on the test's
+    backend: a copy of a template seeded once per session and backend (tests/flow_helpers.py),
+    with the test's manual clock; what `nearfab.demo.seed` on a fresh `app` would give, for a
+    few tens of milliseconds instead of seconds (the templates run the real seed each session)."""
+    from tests import flow_helpers as fh
 
-    seed(app, TEST_PASSWORD)
-    return app
+    clone = None
+    if database_url.startswith("sqlite"):
+        url = fh._seeded_sqlite(request, tmp_path)  # overwrites this test's migrated copy
+        template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
+    else:
+        clone, url = fh._seeded_pg(request)
+        template = fh._TEMPLATES[("postgresql", request.getfixturevalue("pg_template"))]
+    shutil.copytree(fh._KEYS[template], tmp_path / "data" / "keys")
+    application = fh._build(url, tmp_path / "data", clock)
+    try:
+        yield application
+    finally:
+        application.engine.dispose()
+        if clone is not None:
+            _pg_drop(clone)

@@ -1,4 +1,10 @@
-"""The CLI contract, driven as a user would: real `nearfab` processes on a data folder."""
+"""The CLI contract, driven as a user would: `nearfab` commands on a data folder.
+
+The commands run in the test process through Typer's runner (tests/cli_helpers.py: same
+entry point, arguments, environment and output, without importing the whole stack again for
+each command); two tests start real `nearfab` processes, as smoke tests of the entry point
+itself: `test_demo_serves_the_dashboard` and `test_cli_refuses_a_data_folder_with_other_keys`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests import cli_helpers
 
 from nearfab.custody import decode_datamatrix
 
@@ -21,16 +28,9 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
 
 
 def nearfab(data_dir: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NEARFAB_DEMO_PASSWORD": PASSWORD}
-    env.pop("NEARFAB_DATABASE_URL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "nearfab", "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    """`nearfab --data-dir DATA ARGS...`, in process (see the module's docstring)."""
+    env = {"NEARFAB_DEMO_PASSWORD": PASSWORD, "NEARFAB_DATABASE_URL": None}
+    proc = cli_helpers.run(list(args), env=env, data_dir=data_dir)
     if ok:
         assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc
