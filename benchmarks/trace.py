@@ -8,8 +8,10 @@ bare indexed lookup of the lot's events as `baseline_p99_ms` in the same run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +49,7 @@ def main() -> None:
     from nearfab.demo import seed
 
     tmp = Path(tempfile.mkdtemp(prefix="nearfab-trace-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # no database left behind
     app = build_app(Settings(data_dir=tmp / "data"), clock=ManualClock())
     seed(app, fh.TEST_PASSWORD)
     chain = CustodyChain.build(app.custody, tmp / "data" / "keys")

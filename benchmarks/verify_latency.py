@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib.util
 import json
 import multiprocessing
 import random
+import shutil
 import socket
 import statistics
 import sys
@@ -319,6 +321,7 @@ def main() -> None:
     from nearfab.identity import AuditEntry
 
     tmp = Path(tempfile.mkdtemp(prefix="nearfab-verify-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # no database left behind
     data_dir = tmp / "data"
     app, _ = _web(data_dir)
     seed(app, fh.TEST_PASSWORD)
