@@ -1,5 +1,5 @@
-"""The network plan through its three entry points: `nearfab plan` (a real process on a seeded
-data folder), the REST API and the /plan page (FastAPI's TestClient).
+"""The network plan through its three entry points: `nearfab plan` (in process, through Typer's
+runner, on a seeded data folder), the REST API and the /plan page (FastAPI's TestClient).
 
 One arrangement serves every test: on the demo network, two hydrocortisone prescriptions and a
 propranolol one; the printers that may make propranolol (GSTT A and B, MAN A) go into
@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests import cli_helpers
 from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App, build_app
@@ -80,7 +80,7 @@ def check_plan(plan: dict[str, Any], orders: dict[str, str]) -> None:
     assert plan["late"] == 1 and plan["unplaced"] == 1
 
 
-# --- the CLI: a real `nearfab` process ------------------------------------------------------
+# --- the CLI: `nearfab plan`, in process ------------------------------------------------------
 @pytest.fixture(scope="module")
 def seeded_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with the demo network (system clock, as the CLI has), seeded once."""
@@ -109,15 +109,10 @@ def site(seeded_folder: Path, tmp_path: Path) -> Iterator[tuple[Path, dict[str, 
 
 
 def nearfab(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEARFAB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nearfab", "--data-dir", str(folder), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    """`nearfab --data-dir FOLDER ARGS...` with no NEARFAB_* setting, in process
+    (tests/cli_helpers.py; tests/e2e/test_cli_flow.py keeps the real-process smoke tests)."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("NEARFAB_")}
+    return cli_helpers.run(list(args), env=env, data_dir=folder)
 
 
 def test_cli_plan_json_shows_assignments_and_why(site: tuple[Path, dict[str, str]]) -> None:
