@@ -131,7 +131,32 @@ def test_any_change_to_the_payload_is_rejected(
 
 
 def test_original_is_untouched_by_tamper_test(signer: TicketSigner, ticket: SignedTicket) -> None:
-    verify_ticket(ticket, signer.public_key_pem, machine_id="printer-01", now=NOW)
+    """The tamper test above edits a deep copy: the signed ticket keeps the payload it was
+    signed with (checked against a literal, not against the code's own output)."""
+    snapshot = json.dumps(ticket.payload, sort_keys=True)
+    for change in ("units", "ticket_id"):
+        altered_payload = json.loads(json.dumps(ticket.payload))
+        if change == "units":
+            altered_payload["design"]["units"] = 11
+        else:
+            altered_payload["ticket_id"] = "T-0002"
+        altered = dataclasses.replace(ticket, payload=altered_payload)
+        with pytest.raises(TicketRejected):
+            verify_ticket(altered, signer.public_key_pem, machine_id="printer-01", now=NOW)
+    assert json.dumps(ticket.payload, sort_keys=True) == snapshot
+    assert ticket.payload == {
+        "ticket_id": "T-0001",
+        "machine_id": "printer-01",
+        "expires_at": "2026-01-05T12:00:00+00:00",
+        "design": {"target_mass_mg": 50.0, "units": 10, "dose_mg": 2.5},
+    }
+    # the signature still covers exactly that payload: checked with the RFC 8032 public key
+    message = json.dumps(ticket.payload, sort_keys=True, separators=(",", ":")).encode()
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(RFC_PUBLIC)).verify(
+        base64.b64decode(ticket.signature), message
+    )
+    # and the product accepts it: verify_ticket returns normally (it raises on any refusal)
+    assert verify_ticket(ticket, signer.public_key_pem, machine_id="printer-01", now=NOW) is None
 
 
 def test_dropped_signature_is_unsigned(signer: TicketSigner, ticket: SignedTicket) -> None:
