@@ -27,6 +27,8 @@ from nearfab.identity import (
     check_platform_keys,
     system_actor,
 )
+from nearfab.identity.services.audit import AuditKeys, checkpoint_if_due, install_audit_keys
+from nearfab.identity.services.keys import AuditChainKey
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
@@ -150,6 +152,15 @@ def build_app(
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
     totp_box = SecretBox.load_or_create(keys / "totp_secrets.key")
+    # the audit rows' HMAC key and the control site's checkpoint signature (docs/audit-trail.md)
+    audit_key = AuditChainKey.load_or_create(keys / "audit_chain.key")
+    audit_keys = AuditKeys(
+        mac_key=audit_key.key,
+        key_id=signer.key_id,
+        public_key_pem=signer.public_key_pem,
+        sign=lambda body: signer.sign(body).signature,
+    )
+    install_audit_keys(engine, audit_keys)
     check_platform_keys(
         session_factory,
         clock,
@@ -160,6 +171,8 @@ def build_app(
             "custody_ledger": KeyRing.load_or_create(keys / "custody_ledger.key").fingerprint,
             # encrypts users' TOTP secrets at rest
             "totp_secrets": totp_box.fingerprint,
+            # the audit rows' MAC key
+            "audit_chain": audit_key.fingerprint,
         },
     )
     fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
@@ -212,6 +225,9 @@ def build_app(
     )
     custody = CustodyService(production, master_files, orders, quality)
     custody_chain = CustodyChain.build(custody, keys, materials)
+    # every checkpoint carries the ledger heads and is itself an entry of the control chain
+    audit_keys.ledger_heads = custody_chain.ledger.heads
+    audit_keys.on_checkpoint = custody_chain.ledger.record_audit_checkpoint
     custody_ref.append(custody)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
@@ -257,6 +273,11 @@ def build_app(
                 custody_chain.ledger.anchor(u, system_actor("ledger"))
         except Exception:
             log.exception("anchoring the custody ledger failed")
+        try:  # a signed checkpoint of the audit and ledger heads when due (docs/audit-trail.md)
+            with uow() as u:
+                checkpoint_if_due(u)
+        except Exception:
+            log.exception("the audit checkpoint failed")
 
     runner = NetworkRunner(uow, network, master_files, orders, scheduling, production, sweep=sweep)
 

@@ -51,6 +51,7 @@ class LedgerKind(StrEnum):
     RELEASE = "release"  # a QP release decision
     ANCHOR = "anchor"  # the control site recording a site's chain head
     KEY = "key"  # a site key introduced (rotation)
+    AUDIT_CHECKPOINT = "audit_checkpoint"  # a signed checkpoint of the audit and ledger heads
 
 
 class AlertKind(StrEnum):

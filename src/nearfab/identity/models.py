@@ -116,6 +116,9 @@ class AuditEntry(Base):
     site_id: Mapped[str | None] = mapped_column(String(32))
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC-SHA256 of the row's content with the data folder's audit key (keys/audit_chain.key,
+    # never in the database): plain SQL access cannot write a row that verifies (0014)
+    row_mac: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AuditChainHead(Base):
@@ -129,6 +132,22 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the audit chain's head (and of every custody ledger head): the
+    canonical JSON `body` signed with the control site's Ed25519 key; append-only (0014,
+    docs/audit-trail.md)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    body: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
 
 
 class Signature(Base):

@@ -38,6 +38,7 @@ from nearfab.custody.logic.ledger import (
 )
 from nearfab.custody.models import EpcisEvent, LedgerEntry, SiteKey
 from nearfab.identity import Actor, AuditAction, audit
+from nearfab.identity.services.audit import audit_keys, read_checkpoint_file, stored_checkpoints
 from nearfab.network import Site, SiteKind
 from nearfab.uow import UnitOfWork
 
@@ -474,6 +475,37 @@ class CustodyLedger:
         uow.commit()
         return made
 
+    # --- audit checkpoints (docs/audit-trail.md) ---------------------------------------------
+    def heads(self, connection: Connection) -> dict[str, list[Any]]:
+        """Every site's chain head, site -> [seq, entry_hash]: what each audit checkpoint signs,
+        so a tail cut off after it is named by `verify` (and by an exported checkpoint file)."""
+        last = (
+            select(LedgerEntry.site_id, func.max(LedgerEntry.seq).label("seq"))
+            .group_by(LedgerEntry.site_id)
+            .subquery()
+        )
+        rows = connection.execute(
+            select(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.entry_hash).join(
+                last, (LedgerEntry.site_id == last.c.site_id) & (LedgerEntry.seq == last.c.seq)
+            )
+        )
+        return {str(r[0]): [int(r[1]), str(r[2])] for r in rows}
+
+    def record_audit_checkpoint(
+        self, uow: UnitOfWork, body: dict[str, Any], signature: str
+    ) -> None:
+        """The checkpoint as an entry of the control site's chain (no control site yet: none)."""
+        control = uow.session.scalar(select(Site.id).where(Site.kind == SiteKind.CONTROL.value))
+        if control is None:
+            return
+        self.append(
+            uow,
+            control,
+            LedgerKind.AUDIT_CHECKPOINT,
+            f"audit:{body['seq']}",
+            {"checkpoint": body, "signature": signature},
+        )
+
     # --- verification ------------------------------------------------------------------------
     def _check_signature(self, uow: UnitOfWork) -> Any:
         keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
@@ -492,9 +524,17 @@ class CustodyLedger:
 
         return check
 
-    def verify(self, uow: UnitOfWork, *, all_signatures: bool = True) -> LedgerReport:
+    def verify(
+        self,
+        uow: UnitOfWork,
+        *,
+        all_signatures: bool = True,
+        against: dict[str, Any] | None = None,
+    ) -> LedgerReport:
         """Check every chain, every signature, every anchor, and that every custody event made
-        here has its entry. Problems come first-bad-first (by site, then seq).
+        here has its entry; every site's head as the last signed audit checkpoint recorded it
+        (and as the exported checkpoint file `against` recorded it) must still be there with
+        that hash: a cut-off tail is named. Problems come first-bad-first (by site, then seq).
 
         Rows stream from the database in (site, seq) order (`_stream`: the driver's tuples)
         through `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that
@@ -525,6 +565,21 @@ class CustodyLedger:
                         recorded_at=str(json.loads(anchor.payload).get("recorded_at", "")),
                     )
         connection = uow.session.connection()
+        # the ledger heads the last signed checkpoint (and the exported file) recorded
+        recorded: list[tuple[str, dict[str, list[Any]]]] = []
+        keys = audit_keys(connection)
+        signed, _bad = stored_checkpoints(connection, keys)
+        if signed:
+            last = max(signed, key=lambda c: (c.seq, c.id or 0))
+            recorded.append((f"audit checkpoint #{last.id} of {last.at}", last.ledger))
+        if against is not None:
+            exported = read_checkpoint_file(against, keys)
+            recorded.append(
+                (f"exported checkpoint of {exported.checkpoint.at}", exported.checkpoint.ledger)
+            )
+        for _source, heads in recorded:
+            for site, (seq, _hash) in heads.items():
+                keep[site].add(int(seq))
 
         def fetch_signature(entry_id: int) -> str:
             found = connection.execute(
@@ -544,6 +599,7 @@ class CustodyLedger:
         chains = sorted(checker.close(), key=lambda c: c.site_id)
         problems = [p for c in chains for p in c.problems]
         problems.extend(verify_anchors(anchors, checker.kept))
+        problems.extend(_against_recorded_heads(recorded, chains, checker.kept))
         unchained = (
             select(EpcisEvent.event_hash)
             .where(EpcisEvent.source == "nearfab")
@@ -618,3 +674,35 @@ def _anchor_body(anchor: Row) -> dict[str, Any]:
     except (ValueError, AttributeError):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _against_recorded_heads(
+    recorded: Sequence[tuple[str, dict[str, list[Any]]]],
+    chains: Sequence[Any],
+    kept: dict[str, dict[int, str]],
+) -> list[Problem]:
+    """Each site head a signed checkpoint (or an exported file) recorded must still be there
+    with its hash: a missing one means the chain's tail was cut off after it."""
+    problems: list[Problem] = []
+    last_seq = {c.site_id: c.head_seq for c in chains}
+    for source, heads in recorded:
+        for site, (seq, digest) in sorted(heads.items()):
+            seq = int(seq)
+            found = kept.get(site, {}).get(seq)
+            if found is None:
+                have = last_seq.get(site, 0)
+                missing = f"entry {seq}" if seq == have + 1 else f"entries {have + 1}..{seq}"
+                problems.append(
+                    Problem(
+                        site,
+                        seq,
+                        None,
+                        f"{missing} missing: the tail after seq {have} was cut off (the {source} "
+                        f"recorded this chain up to seq {seq})",
+                    )
+                )
+            elif found != digest:
+                problems.append(
+                    Problem(site, seq, None, f"differs from the hash the {source} recorded for it")
+                )
+    return problems
