@@ -421,10 +421,23 @@ def test_annex11_s9_a_status_change_without_a_reason_changes_nothing(seeded: App
 
 
 def test_creation_and_non_gmp_rows_need_no_reason(seeded: App) -> None:
+    """Annex 11 §9 asks a reason for a change to GMP data: a creation (of a GMP record) and a
+    change to a planning row (not GMP data) are written without one, and nothing else."""
+    before = rows(seeded)
     with seeded.uow() as uow:
         audit(uow, SYSTEM, "create", "batch", "b-1", new={"a": 1})
         audit(uow, SYSTEM, "update", "order_planning", "o-1", old={"p": 1}, new={"p": 2})
         uow.commit()
+    after = rows(seeded)
+    assert len(after) == len(before) + 2
+    written = [
+        (r["action"], r["entity_type"], r["entity_id"], r["reason"]) for r in after[len(before) :]
+    ]
+    assert written == [
+        ("create", "batch", "b-1", None),
+        ("update", "order_planning", "o-1", None),
+    ]
+    assert [r["seq"] for r in after[-2:]] == [before[-1]["seq"] + 1, before[-1]["seq"] + 2]
 
 
 # --- review: site scoping and filters -----------------------------------------------------------

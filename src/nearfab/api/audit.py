@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from nearfab.api.deps import AppDep, UowDep, allowed, attachment
 from nearfab.identity import Actor, Permission, search_audit, verify_audit_chain
+from nearfab.identity.services.audit import create_checkpoint, export_checkpoint
 from nearfab.recordexport import entry_dict, export_record, record_view
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -60,6 +62,40 @@ def audit_verify(
     """Walk the whole hash chain: `ok`, rows checked, the head, and the first bad row (edited,
     deleted before it, inserted, reordered) if any."""
     return verify_audit_chain(uow, actor).to_dict()
+
+
+@router.post("/audit/verify")
+def audit_verify_against(
+    actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)],
+    uow: UowDep,
+    checkpoint_file: Annotated[
+        dict[str, Any], Body(description="An exported checkpoint file, as JSON")
+    ],
+) -> dict[str, Any]:
+    """Like GET /audit/verify, and compare the rows with an exported checkpoint file kept
+    outside the database (the rows it signed must still be there, unchanged)."""
+    return verify_audit_chain(uow, actor, against=checkpoint_file).to_dict()
+
+
+@router.post("/audit/checkpoints")
+def audit_checkpoint(
+    actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
+) -> dict[str, Any]:
+    """Sign the audit head and every ledger head with the control site's key now."""
+    return create_checkpoint(uow, actor).to_dict()
+
+
+@router.post("/audit/checkpoints/export")
+def audit_checkpoint_export(
+    actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
+) -> Response:
+    """A fresh checkpoint as a signed JSON file to keep outside the database."""
+    doc = export_checkpoint(uow, actor)
+    return Response(
+        content=json.dumps(doc, indent=2, sort_keys=True),
+        media_type="application/json",
+        headers=attachment(f"audit-checkpoint-{doc['checkpoint']['seq']}.json"),
+    )
 
 
 @router.get("/records/{entity_type}/{entity_id}/audit")

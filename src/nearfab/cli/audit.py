@@ -3,6 +3,7 @@ check and record export. `nearfab audit TYPE ID` is short for `nearfab audit sho
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,12 +16,15 @@ from nearfab.cli.context import (
     console,
     emit_json,
     err_console,
+    fail,
     local_actor,
     signed_in,
     state,
     use_case,
 )
+from nearfab.common.errors import ValidationFailed
 from nearfab.identity import Actor, search_audit, verify_audit_chain
+from nearfab.identity.services.audit import create_checkpoint, export_checkpoint
 from nearfab.recordexport import FORMATS, entry_dict, export_record, record_view
 
 
@@ -146,25 +150,59 @@ def list_rows(
     console.print(f"{len(items)} of {total} rows")
 
 
+def read_against(path: Path | None, as_json: bool) -> dict[str, Any] | None:
+    """The exported checkpoint file given with --against, as JSON (exit 2 naming it if not)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(
+            ValidationFailed(
+                f"--against {path}: not a readable JSON file ({exc})", field="against"
+            ),
+            as_json,
+        )
+    if not isinstance(data, dict):
+        fail(ValidationFailed(f"--against {path}: not a checkpoint file", field="against"), as_json)
+    return data
+
+
+AgainstOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--against",
+        help="An exported checkpoint file (`nearfab audit checkpoint export`) kept outside the "
+        "database: the rows it signed must still be there, unchanged.",
+    ),
+]
+
+
 @audit_app.command("verify")
 def verify(
     ctx: typer.Context,
+    against: AgainstOpt = None,
     as_json: JsonOpt = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Walk the whole hash chain. Exit 0 with a summary, or 1 naming the first bad row (edited,
-    deleted before it, inserted, reordered)."""
+    """Walk the whole hash chain (hashes, keyed MACs, links) and compare it with every signed
+    checkpoint (and the file given with --against). Exit 0 with a summary, or 1 naming what
+    changed (edited, deleted, inserted, reordered); rows after the last checkpoint are
+    reported as unanchored."""
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
-    report = use_case(application, as_json, lambda uow: verify_audit_chain(uow, who))
+    file = read_against(against, as_json)
+    report = use_case(application, as_json, lambda uow: verify_audit_chain(uow, who, against=file))
     if as_json:
         emit_json(report.to_dict())
     elif report.ok:
         console.print(
             f"audit chain ok: {report.rows_checked} rows checked; head {report.head_seq} "
-            f"{report.head_hash}",
+            f"{report.head_hash}; MACs {'checked' if report.keyed else 'NOT checked (no key)'}; "
+            f"anchored up to seq {report.anchored_seq}, {report.unanchored_rows} unanchored "
+            "row(s) after the last signed checkpoint",
             markup=False,
         )
     else:
@@ -172,8 +210,69 @@ def verify(
         err_console.print(
             f"audit chain broken: first bad row: {report.first_bad.describe()}", markup=False
         )
+        for problem in report.problems[1:20]:
+            err_console.print(f"  also: {problem.describe()}", markup=False)
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+checkpoint_app = typer.Typer(
+    invoke_without_command=True,
+    help="Sign the audit head and every custody ledger head with the control site's key now "
+    "(`export --out FILE`: and write it to a file to keep outside the database).",
+)
+audit_app.add_typer(checkpoint_app, name="checkpoint")
+
+
+@checkpoint_app.callback()
+def checkpoint(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Take a signed checkpoint now (also written to the control site's ledger chain)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    application = state(ctx, data_dir).app()
+    who = _who(application, user, password, as_json)
+    made = use_case(application, as_json, lambda uow: create_checkpoint(uow, who))
+    if as_json:
+        emit_json(made.to_dict())
+    else:
+        console.print(
+            f"checkpoint #{made.id}: audit seq {made.seq} {made.head_hash} at {made.at}, "
+            f"{len(made.ledger)} ledger heads, signed by key {made.key_id}",
+            markup=False,
+        )
+
+
+@checkpoint_app.command("export")
+def checkpoint_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="JSON file to write (keep it elsewhere).")],
+    as_json: JsonOpt = False,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Take a checkpoint and write it, with every earlier checkpoint's head, signed, to a file:
+    `audit verify --against FILE` and `custody verify-ledger --against FILE` later prove what
+    existed then."""
+    application = state(ctx, data_dir).app()
+    who = _who(application, user, password, as_json)
+    doc = use_case(application, as_json, lambda uow: export_checkpoint(uow, who))
+    out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    body = doc["checkpoint"]
+    if as_json:
+        emit_json({"file": str(out), "seq": body["seq"], "head_hash": body["head_hash"]})
+    else:
+        console.print(
+            f"wrote {out}: audit seq {body['seq']} {body['head_hash']}, "
+            f"{len(body['ledger'])} ledger heads",
+            markup=False,
+        )
 
 
 @audit_app.command("export")

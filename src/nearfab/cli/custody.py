@@ -40,14 +40,28 @@ def verify_ledger(
     all_signatures: Annotated[
         bool, typer.Option("--all-signatures", help="Check every entry's signature.")
     ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="An exported checkpoint file (`nearfab audit checkpoint export`): every "
+            "ledger head it recorded must still be there (a cut-off tail is named).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Check every site's hash chain, signatures and anchors. Exit 1 naming the first bad
-    entry if a row was edited, deleted, inserted or reordered."""
+    """Check every site's hash chain, signatures and anchors, and the ledger heads the last
+    signed audit checkpoint (and --against FILE) recorded. Exit 1 naming the first bad entry if
+    a row was edited, deleted, inserted or reordered, or a chain's tail was cut off."""
+    from nearfab.cli.audit import read_against
+
     application = state(ctx, data_dir).app()
     chain = application.custody_chain
+    file = read_against(against, as_json)
     report = use_case(
-        application, as_json, lambda uow: chain.ledger.verify(uow, all_signatures=all_signatures)
+        application,
+        as_json,
+        lambda uow: chain.ledger.verify(uow, all_signatures=all_signatures, against=file),
     )
     if as_json:
         emit_json(report.to_dict())

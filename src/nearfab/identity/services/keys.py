@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -56,3 +60,27 @@ def check_platform_keys(
             except IntegrityError:
                 session.rollback()
     raise KeyMismatch("the platform keys could not be registered; try again")
+
+
+class AuditChainKey:
+    """The audit trail's HMAC key (keys/audit_chain.key, 32 random bytes, mode 0600): kept in
+    the data folder's key store, never in the database, so plain SQL access cannot compute a
+    row's MAC (docs/audit-trail.md)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the audit chain key must be at least 32 bytes")
+        self.key = key
+        self.fingerprint = hashlib.sha256(b"nearfab-audit-chain" + key).hexdigest()[:16]
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> AuditChainKey:
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another worker made it first
+                return cls(path.read_bytes())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+        return cls(path.read_bytes())
