@@ -202,9 +202,18 @@ async def _exchange(
     return status
 
 
-def _summary(latencies: list[float], elapsed: float, sent: set[bytes]) -> dict[str, Any]:
+def _summary(
+    latencies: list[float], elapsed: float, sent: set[bytes], statuses: list[int]
+) -> dict[str, Any]:
+    """`rps` counts answered requests; `errors` the answers that were not 200 (by status):
+    a run with errors is reported, not hidden."""
     latencies.sort()
+    errors: dict[str, int] = {}
+    for status in statuses:
+        if status != 200:
+            errors[str(status)] = errors.get(str(status), 0) + 1
     return {
+        "errors": errors,
         "requests": len(latencies),
         # distinct requests (for verify: distinct batches, one pack of each)
         "distinct": len(sent),
@@ -217,6 +226,7 @@ def _summary(latencies: list[float], elapsed: float, sent: set[bytes]) -> dict[s
 async def _closed(port: int, requests: list[bytes], clients: int, seconds: float) -> Any:
     latencies: list[float] = []
     sent: set[bytes] = set()
+    statuses: list[int] = []
     stop = time.perf_counter() + seconds
 
     async def client(seed: int) -> None:
@@ -229,13 +239,13 @@ async def _closed(port: int, requests: list[bytes], clients: int, seconds: float
                 t = time.perf_counter()
                 status = await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - t)
-                assert status == 200, status
+                statuses.append(status)
         finally:
             writer.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return _summary(latencies, time.perf_counter() - start, sent)
+    return _summary(latencies, time.perf_counter() - start, sent, statuses)
 
 
 async def _open(port: int, requests: list[bytes], clients: int, seconds: float, rate: float) -> Any:
@@ -271,8 +281,7 @@ async def _open(port: int, requests: list[bytes], clients: int, seconds: float, 
     elapsed = time.perf_counter() - start
     while not pool.empty():
         pool.get_nowait()[1].close()
-    assert all(s == 200 for s in statuses), set(statuses)
-    result = _summary(latencies, elapsed, sent)
+    result = _summary(latencies, elapsed, sent, statuses)
     result["offered_rps"] = round(rate, 1)
     return result
 
@@ -290,7 +299,13 @@ def _run_load(port: int, requests: list[bytes], plan: list[tuple[Any, ...]]) -> 
     queue = ctx.Queue()
     proc = ctx.Process(target=_load, args=(port, requests, plan, queue))
     proc.start()
-    result = queue.get()
+    while True:  # a load process that dies must not leave the benchmark waiting for ever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:
+            if not proc.is_alive():
+                raise RuntimeError(f"load generator exited with {proc.exitcode}") from None
     proc.join()
     return result
 
@@ -427,6 +442,9 @@ def main() -> None:
                     "p99_ms": at_load["p99_ms"],
                     "baseline_open_loop_p99_ms": base_open["p99_ms"],
                     "requests": sat["requests"] + at_load["requests"],
+                    "errors": sat["errors"],
+                    "errors_open_loop": at_load["errors"],
+                    "baseline_errors": {**base_sat["errors"], **base_open["errors"]},
                     "batches_scanned": sat["distinct"],
                     "batches_scanned_open_loop": at_load["distinct"],
                 }
@@ -441,7 +459,10 @@ def main() -> None:
         logged = uow.session.scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "verify")
         )
-    results["verifications"] = sum(r["requests"] for r in results["runs"])
+    results["verifications"] = sum(
+        r["requests"] - sum(r["errors"].values()) - sum(r["errors_open_loop"].values())
+        for r in results["runs"]
+    )
     results["verifications_logged"] = int(logged or 0) - int(before or 0)
     print(json.dumps(results, indent=None if args.json else 2))
 

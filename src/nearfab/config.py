@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=15, ge=1)
     session_lifetime_hours: int = Field(default=12, ge=1)
     totp_issuer: str = "nearfab"
+    # reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDR networks,
+    # e.g. "127.0.0.1,10.0.0.0/8"); empty (the default): the header is ignored and the login
+    # throttle counts per TCP peer (docs/accounts-and-signatures.md)
+    trusted_proxies: str = ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

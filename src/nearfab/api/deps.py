@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from nearfab.api.security import LoginThrottle
+from nearfab.api.security import LoginThrottle, client_address, parse_proxies
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Unauthenticated
 from nearfab.identity import Actor, Permission, authorize
@@ -150,7 +150,15 @@ def login_throttle(request: Request) -> LoginThrottle:
 
 
 def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client address the login throttle counts: X-Forwarded-For is believed only from a
+    proxy named in NEARFAB_TRUSTED_PROXIES (api.security.client_address)."""
+    proxies = getattr(request.app.state, "trusted_proxies", None)
+    if proxies is None:
+        application = getattr(request.app.state, "nearfab", None)
+        setting = application.settings.trusted_proxies if application is not None else ""
+        proxies = request.app.state.trusted_proxies = parse_proxies(setting)
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
 
 
 def attachment(name: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from nearfab.cli.context import (
     state,
     use_case,
 )
+from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import ValidationFailed
 
 if TYPE_CHECKING:
@@ -268,9 +269,19 @@ def assign_qp(
         as_json,
         lambda uow: change(uow, actor, master_file_code, qp, reason=reason),
     )
+    if not unassign:  # a request: applies when another control-site admin approves it
+        from nearfab.identity import approval_dict
+
+        asked = to_jsonable(approval_dict(row))
+        _done(
+            asked,
+            as_json,
+            f"{escape(qp)} for {escape(master_file_code)}: requested ({asked['id']}); another "
+            "administrator of the control site approves with `nearfab users approve`",
+        )
+        return
     out = qp_dict(row)
-    what = "active" if out["active"] else "no longer assigned"
-    _done(out, as_json, f"{escape(qp)} for {escape(master_file_code)}: {what}")
+    _done(out, as_json, f"{escape(qp)} for {escape(master_file_code)}: no longer assigned")
 
 
 @app.command("qps")

@@ -110,7 +110,14 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
 
     application = _start(settings)
     try:
-        uvicorn.run(create_web_app(application), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_web_app(application),
+            host=host,
+            port=port,
+            log_level="info",
+            # X-Forwarded-For is read by api.deps.client_of, from NEARFAB_TRUSTED_PROXIES only
+            proxy_headers=False,
+        )
     finally:
         application.shutdown()
 
@@ -140,7 +147,14 @@ def serve_demo(settings: Settings, *, host: str, port: int, speed: float) -> Non
         print("QP autopilot off: set NEARFAB_DEMO_PASSWORD to the demo users' password")
     print(f"nearfab demo on http://{host}:{port}/ (API docs: /api/docs)")
     try:
-        uvicorn.run(create_web_app(application), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_web_app(application),
+            host=host,
+            port=port,
+            log_level="warning",
+            # X-Forwarded-For is read by api.deps.client_of, from NEARFAB_TRUSTED_PROXIES only
+            proxy_headers=False,
+        )
     finally:
         loop.stop()
         application.shutdown()
