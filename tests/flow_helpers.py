@@ -152,7 +152,20 @@ def create_user(app: App, username: str, roles: list[str], site_code: str | None
             password=TEST_PASSWORD,
             home_site_id=home,
         )
-        return actor_of(user, uow.session)
+    approve_pending(app, user.id)  # qp and admin wait for a second administrator
+    with app.uow() as uow:
+        return actor_of(app.users.get(uow, user.id), uow.session)
+
+
+def approve_pending(app: App, user_id: str) -> None:
+    """The demo's second network administrator approves the account's pending qp/admin
+    grants (separation of duties: the demo admin requested them)."""
+    approver = actor(app, "admin-two")
+    with app.uow() as uow:
+        pending = app.users.pending_for(uow, user_id)
+    for request in pending:
+        with app.uow() as uow:
+            app.users.decide_request(uow, approver, request.id, approve=True, reason="approved")
 
 
 def site_id(app: App, code: str) -> str:

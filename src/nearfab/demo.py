@@ -76,6 +76,9 @@ RECORD_STEPS = [
 
 USERS = [
     ("admin", "Ada Admin", [Role.ADMIN], None),
+    # the second network administrator: qp and admin grants need one to request and another
+    # to approve (separation of duties, docs/accounts-and-signatures.md)
+    ("admin-two", "Bea Second-Admin", [Role.ADMIN], "CTRL"),
     ("qp", "Quentin Parr (QP)", [Role.QP], "CTRL"),
     # the demo's automatic signer: its own account, so no person's signature is ever applied
     # by software (21 CFR 11.200); never create it outside a demo
@@ -142,21 +145,11 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
         ):
             with app.uow() as uow:
                 app.network.transition_site(uow, boot, site.id, target, reason=why)
-    users: dict[str, User] = {}
-    for username, full_name, roles, home in USERS:
-        with app.uow() as uow:
-            users[username] = app.users.create_user(
-                uow,
-                boot,
-                username=username,
-                full_name=full_name,
-                roles=roles,
-                password=password,
-                home_site_id=site_ids.get(home) if home else None,
-            )
+    users = _seed_users(app, boot, password, site_ids)
     with app.uow() as uow:
         qp = actor_of(users["qp"], uow.session)
         admin = actor_of(users["admin"], uow.session)
+        approver = actor_of(users["admin-two"], uow.session)
     producing = [site_ids["GSTT-PH"], site_ids["MAN-PH"], site_ids["MOB-1"]]
     master_files = [hydrocortisone_master_file(producing), propranolol_master_file(producing[:2])]
     for data in master_files:
@@ -170,12 +163,16 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             app.master_files.make_effective(uow, qp, mf.id)
         for certifier in ("qp", AUTOPILOT):  # who may certify its batches
             with app.uow() as uow:
-                app.master_files.assign_qp(
+                request = app.master_files.assign_qp(
                     uow,
                     admin,
                     data["code"],
                     users[certifier].id,
                     reason="QP named on the manufacturing licence for this product",
+                )
+            with app.uow() as uow:  # a second administrator approves (separation of duties)
+                app.users.decide_request(
+                    uow, approver, request.id, approve=True, reason="licence checked"
                 )
     for site_code, name, serial in MACHINES:
         with app.uow() as uow:
@@ -235,6 +232,44 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
         )
         uow.commit()
     return DemoSeed(password=password, generated=generated, usernames=list(users))
+
+
+def _seed_users(app: App, boot: Any, password: str, site_ids: dict[str, str]) -> dict[str, User]:
+    """The demo's accounts. The two network administrators come first, through the audited
+    bootstrap path (a system component may grant admin only while the network has fewer than
+    two); every other qp or admin grant is then requested by one administrator and approved by
+    the other, as in production."""
+    users: dict[str, User] = {}
+    admin_names = {u[0] for u in USERS if Role.ADMIN in u[2]}
+    ordered = [u for u in USERS if u[0] in admin_names] + [
+        u for u in USERS if u[0] not in admin_names
+    ]
+    for username, full_name, roles, home in ordered:
+        needs_approval = username not in admin_names and Role.QP in roles
+        with app.uow() as uow:
+            creator = actor_of(users["admin"], uow.session) if needs_approval else boot
+            users[username] = app.users.create_user(
+                uow,
+                creator,
+                username=username,
+                full_name=full_name,
+                roles=roles,
+                password=password,
+                home_site_id=site_ids.get(home) if home else None,
+                temporary=False,
+            )
+        if needs_approval:
+            with app.uow() as uow:
+                approver = actor_of(users["admin-two"], uow.session)
+                pending = app.users.pending_for(uow, users[username].id)
+            for request in pending:
+                with app.uow() as uow:
+                    app.users.decide_request(
+                        uow, approver, request.id, approve=True, reason="demo QP appointed"
+                    )
+            with app.uow() as uow:
+                users[username] = app.users.get(uow, users[username].id)
+    return {u[0]: users[u[0]] for u in USERS}
 
 
 def hydrocortisone_master_file(site_ids: list[str]) -> dict[str, Any]:

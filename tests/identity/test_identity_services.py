@@ -92,10 +92,10 @@ def test_create_user_stores_an_argon2_hash_and_audits_without_the_password(
     app: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(identity_services, "_hasher", PRODUCTION_HASHER)  # the production cost
-    user = make_user(app, roles=["qp", "auditor", "qp"])
+    user = make_user(app, roles=["qp", "planner", "qp"])
     with app.uow() as uow:
         stored = app.users.get(uow, user.id)
-        assert stored.roles == ["auditor", "qp"]
+        assert stored.roles == ["planner", "qp"]
         assert stored.password_hash.startswith("$argon2id$")
         assert PASSWORD not in stored.password_hash
         assert app.users.check_password(stored, PASSWORD)
@@ -108,7 +108,8 @@ def test_create_user_stores_an_argon2_hash_and_audits_without_the_password(
     )
     assert entry.at == clock.now() and entry.at.utcoffset() == timedelta(0)
     assert entry.old is None and entry.new is not None
-    assert entry.new["username"] == "quentin" and entry.new["roles"] == ["auditor", "qp"]
+    assert entry.new["username"] == "quentin" and entry.new["roles"] == ["planner", "qp"]
+    assert entry.new["bootstrap"] is True  # a system component granted qp (no admins yet)
     assert PASSWORD not in str(entry.new)
 
 

@@ -451,16 +451,20 @@ def _world(tmp: Path, sqlite_template: Path) -> World:
     for role in Role:
         for where, code in WHERE.items():
             username = f"{role.value}-{where}"
+            # qp and admin: requested by the demo admin, approved by a second one
+            privileged = role.value in ("qp", "admin")
             with app.uow() as uow:
-                app.users.create_user(
+                made = app.users.create_user(
                     uow,
-                    boot,
+                    fh.actor(app, "admin") if privileged else boot,
                     username=username,
                     full_name=f"{role.value} at {code}",
                     roles=[role.value],
                     password=fh.TEST_PASSWORD,
                     home_site_id=sites[code],
+                    temporary=False,
                 )
+            fh.approve_pending(app, made.id)
             with app.uow() as uow:
                 token, _ = app.users.issue_token(uow, username, fh.TEST_PASSWORD)
             world.tokens[(role.value, where)] = token

@@ -46,13 +46,18 @@ def _assign(app: App, username: str, *, unassign: bool = False, by: str = "admin
     with app.uow() as uow:
         service = app.master_files
         change = service.unassign_qp if unassign else service.assign_qp
-        change(
+        done = change(
             uow,
             fh.actor(app, by),
             HYDROCORTISONE,
             username,
             reason="named on the licence" if not unassign else "left the company",
         )
+    if not unassign:  # naming a QP is requested, then approved by a second administrator
+        with app.uow() as uow:
+            app.users.decide_request(
+                uow, fh.actor(app, "admin-two"), done.id, approve=True, reason="licence checked"
+            )
 
 
 def _code(app: App, batch_id: str) -> str:
@@ -81,11 +86,15 @@ def test_11_10_g_only_assigned_active_qp_certifies(seeded: App) -> None:
             .order_by(AuditEntry.id)
         ).all()
         assert rows[-1].reason == "named on the licence"
-        assert rows[-1].new == {
+        assert rows[-1].new is not None
+        assert {k: rows[-1].new[k] for k in ("master_file_code", "user_id", "active")} == {
             "master_file_code": HYDROCORTISONE,
             "user_id": fh.actor(seeded, "qp-two").user_id,
             "active": True,
         }
+        # requested by one administrator, approved by another (separation of duties)
+        assert rows[-1].new["requested_by"] == fh.actor(seeded, "admin").user_id
+        assert rows[-1].new["approved_by"] == fh.actor(seeded, "admin-two").user_id
     _decide(seeded, batch_id, username="qp-two")
     assert fh.batch(seeded, batch_id).status == "released"
 
@@ -258,6 +267,13 @@ def test_certification_controls_through_the_http_api(seeded: App) -> None:
         headers=admin,
     )
     assert answer.status_code == 201, answer.text
+    # pending until a second administrator of the control site approves
+    answer = client.post(
+        f"/api/v1/approvals/{answer.json()['id']}/approve",
+        json={"reason": "licence checked"},
+        headers=auth("admin-two"),
+    )
+    assert answer.status_code == 200, answer.text
     listed = client.get(f"/api/v1/master-files/{code}/qps?active=true", headers=qp).json()
     assert fh.actor(seeded, "qp-two").user_id in {r["user_id"] for r in listed}
 
@@ -295,7 +311,13 @@ def test_qp_assignment_and_review_from_the_cli(
     assert json.loads(refused.stdout)["error"]["field"] == "reason"
     done = runner.invoke(cli, [*args, "--reason", "second QP", *admin, "--json"])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout)["active"] is True
+    asked = json.loads(done.stdout)
+    assert asked["status"] == "pending"  # applies when a second administrator approves
+    second = ["--user", "admin-two", "--password", fh.TEST_PASSWORD]
+    approve = [*base, "users", "approve", asked["id"], "--reason", "licence checked", *second]
+    done = runner.invoke(cli, [*approve, "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["status"] == "approved"
     listed = runner.invoke(cli, [*base, "batches", "qps", HYDROCORTISONE, "--json"])
     assert fh.actor(seeded, "qp-two").user_id in {r["user_id"] for r in json.loads(listed.stdout)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
@@ -13,7 +13,7 @@ from nearfab.api.deps import AppDep, UowDep, allowed, bearer, client_of, login_t
 from nearfab.api.security import throttled
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import Unauthenticated
-from nearfab.identity import Actor, Permission, SecurityAlert
+from nearfab.identity import Actor, Permission, SecurityAlert, approval_dict
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -56,9 +56,23 @@ class CodeIn(BaseModel):
     code: str
 
 
+class GrantRequestIn(BaseModel):
+    role: str = Field(description="qp or admin: granted when another network admin approves")
+    reason: str
+
+
 def _user(application: Any, uow: Any, user: Any) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(application.users.describe(user, uow.clock.now()))
+    # qp/admin grants waiting for a second administrator (separation of duties)
+    data["pending_approvals"] = [
+        to_jsonable(approval_dict(r)) for r in application.users.pending_for(uow, user.id)
+    ]
     return data
+
+
+def approval_out(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = to_jsonable(approval_dict(row))
+    return out
 
 
 def alert_dict(alert: SecurityAlert) -> dict[str, Any]:
@@ -311,3 +325,65 @@ def security_alerts(
 ) -> list[dict[str, Any]]:
     """Security alerts (accounts locked after failed attempts), newest first."""
     return [alert_dict(a) for a in application.users.alerts(uow, actor)]
+
+
+# --- separation of duties: requests a second administrator approves ---------------------------
+@router.post("/users/{user_id}/grant-requests", status_code=201)
+def request_grant(
+    user_id: str,
+    body: GrantRequestIn,
+    actor: Annotated[Actor, allowed(Permission.USERS_MANAGE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Ask for qp or admin to be granted; it applies when another administrator of the
+    control site approves (POST /approvals/{id}/approve)."""
+    row = application.users.request_grant(uow, actor, user_id, role=body.role, reason=body.reason)
+    with application.uow() as fresh:
+        return approval_out(application.users.requests_get(fresh, row.id))
+
+
+@router.get("/approvals")
+def list_approvals(
+    actor: Annotated[Actor, allowed(Permission.USERS_READ)],
+    application: AppDep,
+    uow: UowDep,
+    status: Annotated[str, Query(max_length=16)] = "pending",
+) -> list[dict[str, Any]]:
+    """Approval requests (qp/admin grants, QPs named to master files), newest first;
+    `status`: pending (default), approved, refused or all."""
+    wanted = None if status == "all" else status
+    return [approval_out(r) for r in application.users.requests(uow, actor, wanted)]
+
+
+def _decide(
+    application: Any, uow: Any, actor: Actor, request_id: str, approve: bool, reason: str
+) -> dict[str, Any]:
+    row = application.users.decide_request(uow, actor, request_id, approve=approve, reason=reason)
+    with application.uow() as fresh:
+        return approval_out(application.users.requests_get(fresh, row.id))
+
+
+@router.post("/approvals/{request_id}/approve")
+def approve_request(
+    request_id: str,
+    body: ReasonBody,
+    actor: Annotated[Actor, allowed(Permission.USERS_MANAGE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A second administrator of the control site approves: the change applies now, in the
+    same transaction (audited). Refused for the requester and the account it is about."""
+    return _decide(application, uow, actor, request_id, True, body.reason)
+
+
+@router.post("/approvals/{request_id}/refuse")
+def refuse_request(
+    request_id: str,
+    body: ReasonBody,
+    actor: Annotated[Actor, allowed(Permission.USERS_MANAGE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A second administrator of the control site refuses; nothing changes (audited)."""
+    return _decide(application, uow, actor, request_id, False, body.reason)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor, Permission, Role, authorize
+from nearfab.identity import Actor, Permission, Role, approval_dict, authorize
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -367,10 +367,11 @@ def assign_qp(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    """Assign a QP to certify the master file's batches (admin; a reason is required)."""
-    return qp_dict(
-        application.master_files.assign_qp(uow, actor, code, body.user, reason=body.reason)
-    )
+    """Ask for a QP to certify the master file's batches (admin; a reason is required): a
+    pending approval request, applied when another control-site administrator approves it
+    (POST /api/v1/approvals/{id}/approve)."""
+    request = application.master_files.assign_qp(uow, actor, code, body.user, reason=body.reason)
+    return dict(to_jsonable(approval_dict(request)))
 
 
 @router.post("/master-files/{code}/qps/{user_id}/unassign", tags=["master files"])

@@ -1,5 +1,6 @@
 """HTTP hardening for the web pages and the API: security headers on every response, and a
-throttle on password guessing at login, token issue and e-signatures (`throttled`).
+throttle on password guessing at login, token issue and e-signatures (`throttled`), keyed by
+the client address (`client_address`: X-Forwarded-For only from NEARFAB_TRUSTED_PROXIES).
 
 The Content-Security-Policy allows scripts, styles, images and connections from this site
 only: nothing can load from a CDN or leak to another host, even if a template were wrong.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -74,41 +76,108 @@ class TooManyAttempts(DomainError):
 class LoginThrottle:
     """At most `limit` failed password checks per username and client in `window_s` seconds;
     more are refused before the password is even checked. In memory, per process: it slows a
-    guesser down, it is not the account lockout of the identity service."""
+    guesser down, it is not the account lockout of the identity service.
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+    Memory is bounded: keys whose failures are all older than the window are dropped as new
+    failures come in, and past `max_keys` the key whose last failure is oldest goes first."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0, max_keys: int = 10_000) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self.max_keys = max_keys
+        # key -> failure times; ordered by last failure (least recent first)
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._failures)
+
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
         while times and now - times[0] > self.window_s:
             times.popleft()
+        if not times:
+            del self._failures[key]
         return times
 
+    def _evict(self, now: float) -> None:
+        # least recently failed first: stop at the first key still inside the window
+        while self._failures:
+            key, times = next(iter(self._failures.items()))
+            if times and now - times[-1] <= self.window_s and len(self._failures) < self.max_keys:
+                break
+            del self._failures[key]
+
     def check(self, username: str, client: str) -> None:
-        key = (username.strip().lower(), client)
+        key = (username.strip().lower()[:200], client)
         now = time.monotonic()
         with self._lock:
             times = self._recent(key, now)
             if len(times) >= self.limit:
                 wait = int(self.window_s - (now - times[0])) + 1
                 raise TooManyAttempts(
-                    f"too many failed log-ins for {username!r}; try again in {wait} s",
+                    f"too many failed log-ins for {username[:64]!r}; try again in {wait} s",
                     field="username",
                 )
 
     def failed(self, username: str, client: str) -> None:
+        key = (username.strip().lower()[:200], client)
+        now = time.monotonic()
         with self._lock:
-            self._recent((username.strip().lower(), client), time.monotonic()).append(
-                time.monotonic()
-            )
+            times = self._recent(key, now)
+            times.append(now)
+            self._failures[key] = times
+            self._failures.move_to_end(key)
+            self._evict(now)
 
     def succeeded(self, username: str, client: str) -> None:
         with self._lock:
-            self._failures.pop((username.strip().lower(), client), None)
+            self._failures.pop((username.strip().lower()[:200], client), None)
+
+
+def parse_proxies(value: str | Iterable[str] | None) -> tuple[IPv4Network | IPv6Network, ...]:
+    """NEARFAB_TRUSTED_PROXIES: comma-separated addresses or CIDR networks (empty: none)."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    nets = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        try:
+            nets.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
+    return tuple(nets)
+
+
+def _trusted(host: str, proxies: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in proxies)
+
+
+def client_address(
+    peer: str | None,
+    forwarded_for: str | None,
+    proxies: Sequence[IPv4Network | IPv6Network],
+) -> str:
+    """The client a request counts as (for the login throttle). X-Forwarded-For is believed
+    only when the TCP peer is a trusted proxy; then the client is the right-most address in
+    it that is not itself a trusted proxy (what a proxy appended, not what a client typed)."""
+    host = peer or "unknown"
+    if not proxies or not forwarded_for or not _trusted(host, proxies):
+        return host
+    hops = [h.strip() for h in forwarded_for.split(",")[-20:] if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            try:
+                return str(ip_address(hop))
+            except ValueError:
+                return host  # a hop that is no address: keep the peer
+    return hops[0] if hops else host
 
 
 @contextmanager

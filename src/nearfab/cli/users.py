@@ -1,4 +1,5 @@
-"""`nearfab users`: list, create, deactivate, reactivate, grant, revoke, unlock, set-password.
+"""`nearfab users`: list, create, deactivate, reactivate, grant, revoke, unlock, set-password,
+request-grant, requests, approve, refuse (qp/admin grants and QP naming need a second admin).
 
 Without `--user`, a command acts as the local operating-system user (`system:cli:<name>`),
 recorded as such in the audit trail; with `--user`/`--password` it acts as that person and
@@ -26,7 +27,7 @@ from nearfab.cli.context import (
     use_case,
 )
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor
+from nearfab.identity import Actor, approval_dict
 
 app = typer.Typer(no_args_is_help=True, help="User accounts: never deleted, only deactivated.")
 
@@ -295,3 +296,107 @@ def signing_policy(
         emit_json(result)
     else:
         console.print(f"{result['code']}: TOTP for signing {'on' if totp else 'off'}")
+
+
+# --- separation of duties: qp/admin grants and QP naming wait for a second administrator -----
+@app.command("request-grant")
+def request_grant(
+    ctx: typer.Context,
+    who: Annotated[str, typer.Argument(help="Username or user id.")],
+    role: Annotated[str, typer.Option("--role", help="qp or admin.")],
+    reason: ReasonOpt,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Ask for qp or admin to be granted; another control-site administrator approves."""
+    application, actor, user_id = _acting_on(ctx, data_dir, user, password, who, as_json)
+    row = use_case(
+        application,
+        as_json,
+        lambda uow: application.users.request_grant(uow, actor, user_id, role=role, reason=reason),
+    )
+    _show_request(application, row.id, as_json, "requested")
+
+
+def _show_request(application: App, request_id: str, as_json: bool, done: str) -> None:
+    with application.uow() as uow:
+        data = to_jsonable(approval_dict(application.users.requests_get(uow, request_id)))
+    if as_json:
+        emit_json(data)
+        return
+    what = data["role"] or f"QP for {data['master_file_code']}"
+    console.print(f"{done}: {data['id']} ({data['kind']}: {escape(what)}), {data['status']}")
+
+
+@app.command("requests")
+def requests(
+    ctx: typer.Context,
+    status: Annotated[
+        str, typer.Option("--status", help="pending, approved, refused or all.")
+    ] = "pending",
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Approval requests (qp/admin grants, QPs named to master files), newest first."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+    wanted = None if status == "all" else status
+    data = use_case(
+        application,
+        as_json,
+        lambda uow: [
+            to_jsonable(approval_dict(r)) for r in application.users.requests(uow, actor, wanted)
+        ],
+    )
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("id", "kind", "about", "what", "status", "requested by", "reason")
+    for r in data:
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["subject_user_id"],
+            escape(r["role"] or f"QP for {r['master_file_code']}"),
+            r["status"],
+            escape(r["requested_by_name"]),
+            escape(r["reason"]),
+        )
+    console.print(table)
+
+
+def _decision(approve: bool) -> Any:
+    def command(
+        ctx: typer.Context,
+        request_id: Annotated[str, typer.Argument(help="The request's id (apr_...).")],
+        reason: ReasonOpt,
+        user: UserOpt = None,
+        password: PasswordOpt = None,
+        as_json: JsonOpt = False,
+        data_dir: DataDir = None,
+    ) -> None:
+        application = state(ctx, data_dir).app()
+        actor = _actor(application, user, password, as_json)
+        use_case(
+            application,
+            as_json,
+            lambda uow: application.users.decide_request(
+                uow, actor, request_id, approve=approve, reason=reason
+            ),
+        )
+        _show_request(application, request_id, as_json, "approved" if approve else "refused")
+
+    command.__doc__ = (
+        "Approve a request as a second control-site administrator (it applies now, audited)."
+        if approve
+        else "Refuse a request as a second control-site administrator (audited)."
+    )
+    return command
+
+
+app.command("approve")(_decision(True))
+app.command("refuse")(_decision(False))

@@ -3,6 +3,7 @@
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor, record_hash, system_actor
 from nearfab.identity.models import (
+    ApprovalRequest,
     AuditChainHead,
     AuditEntry,
     PasswordHistory,
@@ -37,12 +38,17 @@ from nearfab.identity.services import (
     signatures_on,
     verify_audit_chain,
 )
+from nearfab.identity.services.approvals import MASTER_FILE_QP as APPROVAL_MASTER_FILE_QP
+from nearfab.identity.services.approvals import describe as approval_dict
+from nearfab.identity.services.approvals import file_request as request_approval
 from nearfab.identity.services.credentials import AccountPolicy, SecretBox
 
 __all__ = [
+    "APPROVAL_MASTER_FILE_QP",
     "MATRIX",
     "AccountPolicy",
     "Actor",
+    "ApprovalRequest",
     "AuditAction",
     "AuditChainHead",
     "AuditEntry",
@@ -61,6 +67,7 @@ __all__ = [
     "UserSession",
     "actor_of",
     "append_audit_rows",
+    "approval_dict",
     "audit",
     "audit_trail",
     "audited_transition",
@@ -70,6 +77,7 @@ __all__ = [
     "is_network_wide",
     "record_hash",
     "refuse",
+    "request_approval",
     "search_audit",
     "signatures_on",
     "site_filter",

@@ -179,3 +179,32 @@ class PlatformKey(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class ApprovalRequest(Base):
+    """A change that needs a second person (separation of duties): granting `qp` or `admin`
+    to an account, or naming a QP to certify a master file's batches. Requested by one
+    administrator, approved or refused by another administrator of the control site (never
+    the requester, never the account it is about); each step is audited in its transaction."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (
+        Index("ix_approval_requests_status", "status"),
+        Index("ix_approval_requests_subject", "subject_user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "role_grant" | "master_file_qp"
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | refused
+    subject_user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    role: Mapped[str | None] = mapped_column(String(32))
+    master_file_code: Mapped[str | None] = mapped_column(String(64))
+    site_id: Mapped[str | None] = mapped_column(String(32))  # the subject's home site
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_by_name: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_by_name: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None]
+    decision_reason: Mapped[str | None] = mapped_column(Text)

@@ -2,8 +2,9 @@
 
 Every use case that reads or changes GMP data calls `authorize` with its `Permission` and,
 when the record belongs to a site, that site: staff of a site act on their own site only;
-control-site staff (and users with no home site, such as the platform administrator) and
-auditors see the whole network. Auditors hold no permission that changes anything.
+control-site staff (and users with no home site, such as the platform administrator) act
+on the whole network. Scope is per role grant: the auditor grant reads the network, any other
+role acts at its holder's site only. Auditors hold no permission that changes anything.
 The API declares the same permission on each route (`api.deps.allowed`), and a test calls
 every route as every role from its own site and from another one against this matrix.
 """
@@ -11,7 +12,7 @@ every route as every role from its own site and from another one against this ma
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from nearfab.common.errors import Forbidden
 from nearfab.identity.enums import Role
@@ -191,51 +192,119 @@ _WORDS: Mapping[Permission, str] = {
 }
 
 
-def is_network_wide(actor: Actor) -> bool:
-    """Control-site staff, users without a home site, auditors and system components see
-    every site; everyone else sees their own site."""
-    return (
-        actor.site_id is None
-        or actor.network
-        or "system" in actor.roles
-        or Role.AUDITOR.value in actor.roles
-    )
+class _Unset(Enum):
+    UNSET = 0
 
 
-def visible_sites(actor: Actor) -> frozenset[str] | None:
-    """The sites whose records the actor may see: None means every site."""
-    if is_network_wide(actor):
+_UNSET = _Unset.UNSET
+
+
+def _network_account(actor: Actor) -> bool:
+    """Control-site staff and accounts with no home site (only a network administrator may
+    create those, identity/services/users.py) act for the network."""
+    return actor.network or actor.site_id is None
+
+
+def _grant_reaches_network(actor: Actor, role: str) -> bool:
+    """Scope is per role grant: the auditor grant reads the network; any other role acts at
+    the account's home site only, unless that home is the control site (or none)."""
+    return role == Role.AUDITOR.value or _network_account(actor)
+
+
+def is_network_wide(actor: Actor, permission: Permission | None = None) -> bool:
+    """True when the actor may act on (or read) every site's records under `permission`: a
+    system component; or one of the actor's roles that the matrix gives `permission` reaches
+    the network (the auditor grant, or any grant of control-site / home-less staff).
+
+    Without a permission: control-site / home-less staff, and accounts that hold nothing but
+    the auditor role. An auditor grant never widens another role's reach."""
+    if "system" in actor.roles:
+        return True
+    if permission is None:
+        return _network_account(actor) or set(actor.roles) == {Role.AUDITOR.value}
+    allowed = MATRIX[permission]
+    return any(_grant_reaches_network(actor, role) for role in actor.roles if role in allowed)
+
+
+def visible_sites(actor: Actor, permission: Permission | None = None) -> frozenset[str] | None:
+    """The sites whose records the actor may see: None means every site (see
+    `is_network_wide`); an actor with no site of its own and no network reach sees none."""
+    if is_network_wide(actor, permission):
         return None
     return frozenset({actor.site_id} if actor.site_id else ())
 
 
 def site_filter(actor: Actor, permission: Permission, requested: str | None = None) -> str | None:
-    """The site a list is limited to: what was asked for by someone who sees the network, the
-    actor's own site for site staff (asking for another site is refused)."""
-    authorize(actor, permission, site_id=requested)
-    return requested if is_network_wide(actor) else actor.site_id
+    """The site a list is limited to: what was asked for (None: every site) by someone whose
+    grant reaches the network, the actor's own site for site staff (asking for another site
+    is refused)."""
+    if requested is None:
+        authorize(actor, permission)
+    else:
+        authorize(actor, permission, site_id=requested)
+    if is_network_wide(actor, permission):
+        return requested
+    if actor.site_id is None:  # pragma: no cover - an account with no site is network-wide
+        raise Forbidden(f"{actor.username} acts for no site", field="site_id", code="other_site")
+    return actor.site_id
 
 
-def can(actor: Actor, permission: Permission, *, site_id: str | None = None) -> bool:
+def _site_reached(
+    actor: Actor,
+    permission: Permission,
+    site_id: str | _Unset | None,
+    one_of: Iterable[str | None] | None,
+) -> bool:
+    if "system" in actor.roles:
+        return True
+    if site_id is _UNSET and one_of is None:
+        return True  # a role check only: the caller limits what it returns (site_filter)
+    if is_network_wide(actor, permission):
+        return True
+    if site_id is not _UNSET and (site_id is None or site_id != actor.site_id):
+        # a record of no site belongs to the network: only a network-wide grant reaches it
+        return False
+    if one_of is not None:
+        # a site named by none of the sharers (None) opens nothing
+        shared = {s for s in one_of if s is not None}
+        if actor.site_id not in shared:
+            return False
+    return True
+
+
+def can(
+    actor: Actor,
+    permission: Permission,
+    *,
+    site_id: str | _Unset | None = _UNSET,
+    one_of: Iterable[str | None] | None = None,
+) -> bool:
+    """`authorize` as a yes/no (for showing a button)."""
     if "system" in actor.roles:
         return True
     if not actor.has_any(MATRIX[permission]):
         return False
-    return site_id is None or is_network_wide(actor) or actor.site_id == site_id
+    return _site_reached(actor, permission, site_id, None if one_of is None else list(one_of))
 
 
 def authorize(
     actor: Actor,
     permission: Permission,
     *,
-    site_id: str | None = None,
+    site_id: str | _Unset | None = _UNSET,
     one_of: Iterable[str | None] | None = None,
 ) -> None:
     """Raise Forbidden unless the matrix gives one of the actor's roles `permission` and,
-    for a site's record, the actor may act on that site (`site_id`), or on at least one of
-    the sites a record is shared by (`one_of`: e.g. the ordering and the making site)."""
+    for a site's record, that role's grant reaches the site (`site_id`), or at least one of
+    the sites a record is shared by (`one_of`: e.g. the ordering and the making site).
+
+    `site_id=None` is a record of no site: it belongs to the network, and only a grant that
+    reaches the network may act on it (never "allowed everywhere"). `None` in `one_of` names
+    no site and opens nothing. With neither argument this is a role check only, for a use
+    case that then limits what it returns (`site_filter`, `visible_sites`)."""
     if "system" in actor.roles:
         return
+    shared = None if one_of is None else list(one_of)
     allowed = MATRIX[permission]
     if not actor.has_any(allowed):
         wanted = ", ".join(sorted(r.value for r in allowed))
@@ -243,15 +312,15 @@ def authorize(
             f"{_WORDS[permission]} needs one of the roles: {wanted}; {actor.username} has none",
             code="forbidden",
         )
-    if is_network_wide(actor):
-        return
-    shared = None if one_of is None else set(one_of)
-    if (site_id is not None and site_id != actor.site_id) or (
-        shared is not None and None not in shared and actor.site_id not in shared
-    ):
+    if not _site_reached(actor, permission, site_id, shared):
         raise Forbidden(
-            f"this record belongs to another site; {actor.username} acts for site "
-            f"{actor.site_id or '(none)'} only",
+            (
+                f"this record belongs to the whole network; {actor.username} acts for site "
+                f"{actor.site_id or '(none)'} only"
+                if site_id is None or (shared is not None and not any(shared))
+                else f"this record belongs to another site; {actor.username} acts for site "
+                f"{actor.site_id or '(none)'} only"
+            ),
             field="site_id",
             code="other_site",
         )

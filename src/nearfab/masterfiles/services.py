@@ -19,7 +19,9 @@ from nearfab.common.errors import (
 from nearfab.common.ids import new_id
 from nearfab.common.states import check_transition
 from nearfab.identity import (
+    APPROVAL_MASTER_FILE_QP,
     Actor,
+    ApprovalRequest,
     AuditAction,
     Permission,
     Role,
@@ -29,6 +31,7 @@ from nearfab.identity import (
     audited_transition,
     authorize,
     refuse,
+    request_approval,
 )
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
 from nearfab.masterfiles.models import MasterFile, MasterFileQP
@@ -58,6 +61,8 @@ class MasterFileService:
         self._signatures = signatures
         self._network = network
         self._checks = tuple(checks)
+        # naming a QP takes effect when a second administrator approves (separation of duties)
+        signatures.users.register_applier(APPROVAL_MASTER_FILE_QP, self._apply_qp_request)
 
     def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
         """Create the next version of a master file as a draft."""
@@ -269,12 +274,22 @@ class MasterFileService:
     # --- the QPs who certify a master file's batches -------------------------------------------
     def assign_qp(
         self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
-    ) -> MasterFileQP:
-        """Assign a QP (user id or username) to certify the batches of master file `code`."""
+    ) -> ApprovalRequest:
+        """Ask for a QP (user id or username) to certify the batches of master file `code`.
+        Separation of duties: the assignment takes effect only when another administrator of
+        the control site approves the request (`UserService.decide_request`)."""
         authorize(actor, Permission.MASTER_FILE_QP_ASSIGN)
-        require_reason(reason, "assigning a QP to a master file")
+        why = require_reason(reason, "assigning a QP to a master file")
         self._code_exists(uow, code)
         person = self._user(uow, user)
+        self._check_assignable(uow, code, person)
+        request = request_approval(
+            uow, actor, APPROVAL_MASTER_FILE_QP, person, master_file_code=code, reason=why
+        )
+        uow.commit()
+        return request
+
+    def _check_assignable(self, uow: UnitOfWork, code: str, person: User) -> None:
         if not person.active:
             raise ValidationFailed(f"user {person.username} is not active", field="user")
         if Role.QP.value not in person.roles:
@@ -282,13 +297,21 @@ class MasterFileService:
                 f"user {person.username} does not hold the QP role", field="user"
             )
         row = self._assignment(uow, code, person.id)
-        now = uow.clock.now()
         if row is not None and row.active:
             raise Conflict(
                 f"{person.username} is already a QP for {code}",
                 field="user",
                 code="already_assigned",
             )
+
+    def _apply_qp_request(self, uow: UnitOfWork, actor: Actor, request: ApprovalRequest) -> None:
+        """An approved request names the QP (in the approval's transaction, audited)."""
+        code = request.master_file_code or ""
+        self._code_exists(uow, code)
+        person = self._user(uow, request.subject_user_id)
+        self._check_assignable(uow, code, person)
+        row = self._assignment(uow, code, person.id)
+        now = uow.clock.now()
         old = None if row is None else {"active": False}
         if row is None:
             row = MasterFileQP(
@@ -296,15 +319,15 @@ class MasterFileService:
                 user_id=person.id,
                 active=True,
                 assigned_at=now,
-                assigned_by=actor.user_id,
-                reason=reason.strip(),
+                assigned_by=request.requested_by,
+                reason=request.reason,
                 unassigned_at=None,
                 unassigned_by=None,
             )
             uow.session.add(row)
         else:
-            row.active, row.assigned_at, row.assigned_by = True, now, actor.user_id
-            row.reason, row.unassigned_at, row.unassigned_by = reason.strip(), None, None
+            row.active, row.assigned_at, row.assigned_by = True, now, request.requested_by
+            row.reason, row.unassigned_at, row.unassigned_by = request.reason, None, None
         audit(
             uow,
             actor,
@@ -312,11 +335,16 @@ class MasterFileService:
             "master_file_qp",
             f"{code}:{person.id}"[:64],
             old=old,
-            new={"master_file_code": code, "user_id": person.id, "active": True},
-            reason=reason.strip(),
+            new={
+                "master_file_code": code,
+                "user_id": person.id,
+                "active": True,
+                "requested_by": request.requested_by,
+                "approved_by": actor.user_id,
+                "approval_request": request.id,
+            },
+            reason=request.reason,
         )
-        uow.commit()
-        return row
 
     def unassign_qp(
         self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str

@@ -15,7 +15,8 @@ from nearfab.api.deps import client_of, login_throttle
 from nearfab.api.security import throttled
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import DomainError, NotFound, Unauthenticated, ValidationFailed
-from nearfab.identity import Actor, Permission, Role, can
+from nearfab.identity import Actor, Permission, Role, approval_dict, can
+from nearfab.identity.services.approvals import is_network_admin
 from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, _safe_next, render
 
 router = APIRouter(include_in_schema=False)
@@ -253,8 +254,12 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
     try:
         with application.uow() as uow:
             now = uow.clock.now()
-            users = [
-                application.users.describe(u, now) for u in application.users.list_users(uow, actor)
+            found = application.users.list_users(uow, actor)
+            users = [application.users.describe(u, now) for u in found]
+            names = {u.id: u.username for u in found}
+            requests = [
+                {**approval_dict(r), "subject": names.get(r.subject_user_id, r.subject_user_id)}
+                for r in application.users.requests(uow, actor, "pending")
             ]
     except DomainError as exc:
         return _forbidden(request, actor, exc)
@@ -263,7 +268,9 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
         "users.html",
         actor,
         can_manage=can(actor, Permission.USERS_MANAGE),
+        can_approve=is_network_admin(actor),
         users=users,
+        requests=requests,
     )
 
 
@@ -296,8 +303,15 @@ def users_create(
     except DomainError as exc:
         request.session["flash"] = f"Not created: {exc.message}"
         return RedirectResponse("/users", status_code=303)
+    with application.uow() as uow:
+        waiting = [r.role for r in application.users.pending_for(uow, user.id)]
     request.session["flash"] = (
         f"Account {user.username} created; the password is temporary (changed at first login)."
+        + (
+            f" Waiting for a second administrator's approval: {', '.join(map(str, waiting))}."
+            if waiting
+            else ""
+        )
     )
     return RedirectResponse(f"/users/{user.id}", status_code=303)
 
@@ -324,6 +338,10 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
                 )
                 for s in application.users.sessions(uow, actor, user_id)[:20]
             ]
+            requests = [
+                {**approval_dict(r), "subject": user.username}
+                for r in application.users.pending_for(uow, user.id)
+            ]
     except (NotFound, DomainError) as exc:
         return _forbidden(request, actor, exc)
     return _admin_page(
@@ -331,9 +349,39 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
         "user.html",
         actor,
         can_manage=can(actor, Permission.USERS_MANAGE, site_id=account["home_site_id"]),
+        can_approve=is_network_admin(actor),
         account=account,
         sessions=sessions,
+        requests=requests,
     )
+
+
+@router.post("/users/approvals/{request_id}/{decision}")
+def approval_decision(
+    request: Request,
+    request_id: str,
+    decision: str,
+    actor: ActorOpt,
+    reason: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """A second administrator of the control site approves or refuses a request."""
+    if actor is None:
+        return _need_login(request)
+    if decision not in ("approve", "refuse"):
+        return _forbidden(request, actor, NotFound(f"no decision {decision!r}", field="decision"))
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            row = application.users.decide_request(
+                uow, actor, request_id, approve=decision == "approve", reason=reason
+            )
+    except DomainError as exc:
+        request.session["flash"] = f"Refused: {exc.message}"
+        return RedirectResponse("/users", status_code=303)
+    request.session["flash"] = f"Request {row.id} {row.status}."
+    return RedirectResponse("/users", status_code=303)
 
 
 _ACTIONS = {"deactivate", "reactivate", "unlock", "roles", "password", "totp-reset"}
@@ -377,7 +425,13 @@ def user_action(
     except DomainError as exc:
         request.session["flash"] = f"Refused: {exc.message}"
         return RedirectResponse(f"/users/{user_id}", status_code=303)
-    request.session["flash"] = f"Done: {action.replace('-', ' ')}."
+    with application.uow() as uow:
+        waiting = [str(r.role) for r in users.pending_for(uow, user_id) if r.role]
+    request.session["flash"] = f"Done: {action.replace('-', ' ')}." + (
+        f" Waiting for a second administrator's approval: {', '.join(waiting)}."
+        if action == "roles" and waiting
+        else ""
+    )
     return RedirectResponse(f"/users/{user_id}", status_code=303)
 
 

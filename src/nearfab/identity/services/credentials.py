@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,50 +14,31 @@ from cryptography.fernet import Fernet, InvalidToken
 from nearfab.common.canonical import sha256_hex
 from nearfab.common.errors import ValidationFailed
 
-# a short list of passwords every guesser tries first (compared case-insensitively, and with
-# the digits and punctuation at the end taken off: "Password2024!" is "password")
-COMMON_PASSWORDS = frozenset(
-    {
-        "password",
-        "passw0rd",
-        "p@ssw0rd",
-        "password1",
-        "passwordpassword",
-        "123456789012",
-        "1234567890",
-        "qwertyuiop",
-        "qwertyuiopas",
-        "qwerty",
-        "qwerty123456",
-        "asdfghjkl",
-        "iloveyou",
-        "letmein",
-        "welcome",
-        "welcome123",
-        "changeme",
-        "administrator",
-        "admin",
-        "monkey",
-        "dragon",
-        "football",
-        "baseball",
-        "sunshine",
-        "princess",
-        "trustno1",
-        "superman",
-        "starwars",
-        "whatever",
-        "abcdefghijkl",
-        "abc123",
-        "000000000000",
-        "111111111111",
-        "aaaaaaaaaaaa",
-        "nearfab",
-        "hospital",
-        "pharmacy",
-        "correcthorsebatterystaple",
-    }
-)
+# The most common passwords found in breaches: the 30,000 of the "passwords" frequency list
+# that zxcvbn (MIT licence, PyPI "zxcvbn") ships, built from leaked password corpora. Loaded
+# once, on first use; compared case-insensitively, and also with the digits and punctuation at
+# the end taken off ("Password2024!" is "password").
+_BREACHED: frozenset[str] | None = None
+# words of this product that every guesser of a nearfab site tries (beside the username)
+CONTEXT_WORDS = ("nearfab",)
+PASSWORD_MAX_LENGTH = 256
+
+
+def breached_passwords() -> frozenset[str]:
+    global _BREACHED
+    if _BREACHED is None:
+        from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+        raw = FREQUENCY_LISTS["passwords"]
+        words = raw.split(",") if isinstance(raw, str) else list(raw)
+        _BREACHED = frozenset(w.strip().lower() for w in words if w.strip())
+    return _BREACHED
+
+
+def normalise_password(password: str) -> str:
+    """The form a password is hashed and compared in: Unicode NFKC, so that the same
+    characters typed on two keyboards (composed or not, full-width or not) are one password."""
+    return unicodedata.normalize("NFKC", password)
 
 
 @dataclass(frozen=True)
@@ -64,6 +46,7 @@ class AccountPolicy:
     """Settings of the account rules (NEARFAB_* in config.Settings)."""
 
     min_length: int = 12
+    max_length: int = PASSWORD_MAX_LENGTH
     history: int = 5
     max_age: timedelta = timedelta(days=90)
     lockout_after: int = 5
@@ -74,26 +57,63 @@ class AccountPolicy:
     totp_step_timeout: timedelta = timedelta(minutes=5)
 
 
-def check_password_rules(policy: AccountPolicy, username: str, password: str) -> None:
-    """Length, not the username, not a common password. History is checked by the service."""
-    if len(password) < policy.min_length:
+def check_password_rules(policy: AccountPolicy, username: str, password: str) -> str:
+    """Normalise (NFKC) and check a new password; returns the normalised form (the one to
+    hash). Refused, naming the field and the reason: longer than `max_length` characters,
+    control or invisible (format) characters, only whitespace, shorter than `min_length`,
+    containing the username or the product's name, or one of the breached passwords.
+    History is checked by the service."""
+    if len(password) > policy.max_length:  # before any work on a huge input
+        raise ValidationFailed(
+            f"password must have at most {policy.max_length} characters",
+            field="password",
+            code="password_too_long",
+        )
+    pw = normalise_password(password)
+    if len(pw) > policy.max_length:
+        raise ValidationFailed(
+            f"password must have at most {policy.max_length} characters",
+            field="password",
+            code="password_too_long",
+        )
+    for char in pw:
+        category = unicodedata.category(char)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            name = unicodedata.name(char, f"U+{ord(char):04X}")
+            raise ValidationFailed(
+                f"password must not contain control or invisible characters (found {name})",
+                field="password",
+                code="password_bad_character",
+            )
+    if not pw.strip():
+        raise ValidationFailed(
+            "password must not be only spaces", field="password", code="password_blank"
+        )
+    if len(pw) < policy.min_length:
         raise ValidationFailed(
             f"password must have at least {policy.min_length} characters",
             field="password",
             code="password_too_short",
         )
-    if username and username.strip().lower() in password.lower():
+    lowered = pw.casefold()
+    if username and username.strip().casefold() in lowered:
         raise ValidationFailed(
             "password must not contain the username", field="password", code="password_has_username"
         )
-    lowered = password.lower()
+    for word in CONTEXT_WORDS:
+        if word in lowered:
+            raise ValidationFailed(
+                f"password must not contain {word!r}", field="password", code="password_common"
+            )
     core = lowered.rstrip("0123456789!@#$%^&*?.,-_ ")
-    if lowered in COMMON_PASSWORDS or core in COMMON_PASSWORDS:
+    breached = breached_passwords()
+    if lowered in breached or core in breached or lowered.replace(" ", "") in breached:
         raise ValidationFailed(
-            "password is one of the commonly used passwords; choose another",
+            "password is one of the most common passwords found in breaches; choose another",
             field="password",
             code="password_common",
         )
+    return pw
 
 
 class SecretBox:

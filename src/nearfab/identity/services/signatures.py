@@ -97,6 +97,10 @@ class SignatureService:
     def __init__(self, users: UserService) -> None:
         self._users = users
 
+    @property
+    def users(self) -> UserService:
+        return self._users
+
     def sign(
         self,
         uow: UnitOfWork,

@@ -31,14 +31,22 @@ from nearfab.common.errors import (
 from nearfab.common.ids import new_id, new_token
 from nearfab.identity.enums import AuditAction, Role
 from nearfab.identity.logic import Actor
-from nearfab.identity.models import PasswordHistory, SecurityAlert, User, UserSession
-from nearfab.identity.permissions import Permission, authorize, visible_sites
+from nearfab.identity.models import (
+    ApprovalRequest,
+    PasswordHistory,
+    SecurityAlert,
+    User,
+    UserSession,
+)
+from nearfab.identity.permissions import Permission, authorize, is_network_wide, visible_sites
+from nearfab.identity.services import approvals
 from nearfab.identity.services.audit import audit
 from nearfab.identity.services.credentials import (
     AccountPolicy,
     SecretBox,
     check_password_rules,
     new_totp_secret,
+    normalise_password,
     totp_step,
     totp_uri,
 )
@@ -116,23 +124,38 @@ class UserService:
     def __init__(self, policy: AccountPolicy | None = None, box: SecretBox | None = None) -> None:
         self.policy = policy or AccountPolicy()
         self._box = box or SecretBox.ephemeral()
+        # what an approved request applies, by kind (masterfiles registers "master_file_qp")
+        self.appliers: dict[str, approvals.Applier] = {approvals.ROLE_GRANT: self._apply_grant}
+
+    def register_applier(self, kind: str, applier: approvals.Applier) -> None:
+        self.appliers[kind] = applier
 
     # --- passwords ------------------------------------------------------------------------
     def hash_password(self, password: str) -> str:
-        return _hasher.hash(password)
+        return _hasher.hash(normalise_password(password))
 
     def check_password(self, user: User, password: str) -> bool:
-        try:
-            return _hasher.verify(user.password_hash, password)
-        except (VerificationError, InvalidHashError):
+        """The password (NFKC-normalised, as it was hashed) matches. A password longer than
+        the policy allows is wrong without being hashed (no work for a 1 MB guess)."""
+        if len(password) > self.policy.max_length:
             return False
+        normal = normalise_password(password)
+        # hashes made before normalisation was introduced hold the password as typed
+        for candidate in dict.fromkeys((normal, password)):
+            try:
+                if _hasher.verify(user.password_hash, candidate):
+                    return True
+            except (VerificationError, InvalidHashError):
+                continue
+        return False
 
     def _check_new_password(
-        self, uow: UnitOfWork, user: User | None, username: str, pw: str
-    ) -> None:
-        check_password_rules(self.policy, username, pw)
+        self, uow: UnitOfWork, user: User | None, username: str, password: str
+    ) -> str:
+        """The normalised new password, once it passes the rules and the history."""
+        pw = check_password_rules(self.policy, username, password)
         if user is None:
-            return
+            return pw
         recent = uow.session.scalars(
             select(PasswordHistory.password_hash)
             .where(PasswordHistory.user_id == user.id)
@@ -149,6 +172,7 @@ class UserService:
                     )
             except (VerificationError, InvalidHashError):
                 continue
+        return pw
 
     def _set_password(self, uow: UnitOfWork, user: User, password: str, *, temporary: bool) -> None:
         now = uow.clock.now()
@@ -178,8 +202,12 @@ class UserService:
     ) -> User:
         """A new account. A password set by a person (an administrator) is temporary: it must
         be changed at the first login. Usernames are unique forever, ignoring case."""
+        # an account of no site is a network account: only a network administrator makes one
         authorize(actor, Permission.USERS_MANAGE, site_id=home_site_id)
         role_list = self._roles(roles)
+        approvals.check_role_mix(role_list)
+        self._check_reach(actor, role_list, field="roles")
+        held, requested = self._split_grants(uow, actor, role_list)
         if not username.strip():
             raise ValidationFailed("username is empty", field="username")
         if len(username) > 64:
@@ -194,12 +222,12 @@ class UserService:
         if taken:
             # accounts are never deleted, so a username (even a deactivated one's) is never reused
             raise Conflict(f"username {username!r} is taken", field="username")
-        self._check_new_password(uow, None, username, password)
+        password = self._check_new_password(uow, None, username, password)
         user = User(
             id=new_id("usr"),
             username=username,
             full_name=full_name.strip(),
-            roles=role_list,
+            roles=held,
             home_site_id=home_site_id,
             password_hash="",
             active=True,
@@ -219,14 +247,138 @@ class UserService:
             new={
                 "username": username,
                 "full_name": user.full_name,
-                "roles": role_list,
+                "roles": held,
                 "home_site_id": home_site_id,
                 "temporary_password": temp,
+                **self._bootstrap_note(actor, held),
             },
             site_id=home_site_id,
         )
+        for role in requested:
+            approvals.file_request(
+                uow,
+                actor,
+                approvals.ROLE_GRANT,
+                user,
+                role=role,
+                reason=f"new account {username} to hold {role}",
+            )
         uow.commit()
         return user
+
+    # --- separation of duties ----------------------------------------------------------------
+    @staticmethod
+    def _check_reach(actor: Actor, roles: list[str], *, field: str) -> None:
+        """The auditor grant reads the whole network: only a network administrator gives it."""
+        if Role.AUDITOR.value in roles and not is_network_wide(actor, Permission.USERS_MANAGE):
+            raise Forbidden(
+                "the auditor role reads every site: only an administrator of the control site "
+                "grants it",
+                field=field,
+                code="other_site",
+            )
+
+    @staticmethod
+    def _bootstrap_note(actor: Actor, roles: list[str]) -> dict[str, Any]:
+        if "system" in actor.roles and set(roles) & approvals.APPROVED_ROLES:
+            return {"bootstrap": True}
+        return {}
+
+    def _split_grants(
+        self, uow: UnitOfWork, actor: Actor, roles: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """(roles given now, roles that wait for a second person's approval). A system
+        component gives qp/admin directly only while the network has fewer than two network
+        administrators (bootstrap); afterwards it is refused."""
+        privileged = sorted(set(roles) & approvals.APPROVED_ROLES)
+        plain = sorted(set(roles) - approvals.APPROVED_ROLES)
+        if not privileged:
+            return plain, []
+        if "system" in actor.roles:
+            if approvals.bootstrap_open(uow.session):
+                return sorted(roles), []
+            raise Refused(
+                f"granting {', '.join(privileged)} needs a second person: the network has its "
+                "administrators, so an administrator requests it (as themselves) and another "
+                "administrator of the control site approves",
+                field="roles",
+                code="approval_required",
+            )
+        return plain, privileged
+
+    def _apply_grant(self, uow: UnitOfWork, actor: Actor, request: ApprovalRequest) -> None:
+        user = self.get(uow, request.subject_user_id)
+        role = request.role or ""
+        if not user.active:
+            raise Refused(f"{user.username} is deactivated", field="request_id", code="inactive")
+        if role in user.roles:
+            raise Conflict(f"{user.username} already holds {role}", field="request_id")
+        new = sorted({*user.roles, role})
+        approvals.check_role_mix(new, field="request_id")
+        old = sorted(user.roles)
+        user.roles = new
+        audit(
+            uow,
+            actor,
+            AuditAction.ROLES_CHANGE,
+            "user",
+            user.id,
+            old={"roles": old},
+            new={"roles": new, "granted": [role], "revoked": [], "approval_request": request.id},
+            reason=request.decision_reason,
+            site_id=user.home_site_id,
+        )
+
+    def request_grant(
+        self, uow: UnitOfWork, actor: Actor, user_id: str, *, role: str, reason: str
+    ) -> ApprovalRequest:
+        """Ask for `role` (qp or admin) to be granted; another network administrator approves."""
+        user = self._managed(uow, actor, user_id)
+        (role,) = self._roles([role])
+        if role not in approvals.APPROVED_ROLES:
+            raise ValidationFailed(
+                f"{role} is granted directly (only qp and admin need approval)", field="role"
+            )
+        if user.id == actor.user_id:
+            raise Refused("you cannot ask for roles for yourself", field="user_id", code="self")
+        if role in user.roles:
+            raise Conflict(f"{user.username} already holds {role}", field="role")
+        approvals.check_role_mix(sorted({*user.roles, role}))
+        row = approvals.file_request(
+            uow, actor, approvals.ROLE_GRANT, user, role=role, reason=reason
+        )
+        uow.commit()
+        return row
+
+    def decide_request(
+        self, uow: UnitOfWork, actor: Actor, request_id: str, *, approve: bool, reason: str
+    ) -> ApprovalRequest:
+        """Approve (the change applies in the same transaction) or refuse; audited."""
+        row = approvals.decide(
+            uow, actor, request_id, approve=approve, reason=reason, appliers=self.appliers
+        )
+        uow.commit()
+        return row
+
+    def requests(
+        self, uow: UnitOfWork, actor: Actor, status: str | None = "pending"
+    ) -> list[ApprovalRequest]:
+        return approvals.list_requests(uow, actor, status)
+
+    def requests_get(self, uow: UnitOfWork, request_id: str) -> ApprovalRequest:
+        return approvals.get_request(uow, request_id)
+
+    def pending_for(self, uow: UnitOfWork, user_id: str) -> list[ApprovalRequest]:
+        return list(
+            uow.session.scalars(
+                select(ApprovalRequest)
+                .where(
+                    ApprovalRequest.subject_user_id == user_id,
+                    ApprovalRequest.status == "pending",
+                )
+                .order_by(ApprovalRequest.requested_at, ApprovalRequest.id)
+            )
+        )
 
     @staticmethod
     def _roles(roles: Iterable[str]) -> list[str]:
@@ -362,21 +514,32 @@ class UserService:
                 code="self",
             )
         old = sorted(user.roles)
-        new = sorted((set(old) | set(granted)) - set(revoked))
-        if new == old:
+        approvals.check_role_mix(sorted((set(old) | set(granted)) - set(revoked)), field="grant")
+        self._check_reach(actor, [r for r in granted if r not in old], field="grant")
+        now_given, requested = self._split_grants(uow, actor, [r for r in granted if r not in old])
+        new = sorted((set(old) | set(now_given)) - set(revoked))
+        if new == old and not requested:
             raise Conflict(f"{user.username} already has exactly these roles", field="grant")
-        user.roles = new
-        audit(
-            uow,
-            actor,
-            AuditAction.ROLES_CHANGE,
-            "user",
-            user.id,
-            old={"roles": old},
-            new={"roles": new, "granted": granted, "revoked": revoked},
-            reason=why,
-            site_id=user.home_site_id,
-        )
+        if new != old:
+            user.roles = new
+            audit(
+                uow,
+                actor,
+                AuditAction.ROLES_CHANGE,
+                "user",
+                user.id,
+                old={"roles": old},
+                new={
+                    "roles": new,
+                    "granted": now_given,
+                    "revoked": revoked,
+                    **self._bootstrap_note(actor, now_given),
+                },
+                reason=why,
+                site_id=user.home_site_id,
+            )
+        for role in requested:
+            approvals.file_request(uow, actor, approvals.ROLE_GRANT, user, role=role, reason=why)
         uow.commit()
         return user
 
@@ -387,7 +550,7 @@ class UserService:
         sessions end."""
         user = self._managed(uow, actor, user_id)
         why = require_reason(reason, "setting a password")
-        self._check_new_password(uow, user, user.username, password)
+        password = self._check_new_password(uow, user, user.username, password)
         self._set_password(uow, user, password, temporary=True)
         self._end_sessions(uow, user.id, "password_reset")
         audit(
@@ -416,7 +579,7 @@ class UserService:
         expired or is temporary). A wrong current password counts as a failed login. Every
         other session of the user ends."""
         user = self._verify_password(uow, username, current)
-        self._check_new_password(uow, user, user.username, new)
+        new = self._check_new_password(uow, user, user.username, new)
         self._set_password(uow, user, new, temporary=False)
         self._end_sessions(uow, user.id, "password_changed", keep=keep_session)
         audit(
