@@ -78,9 +78,12 @@ def epcis_events(
     location: Annotated[str | None, Query(description="readPoint or bizLocation")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
-    """EPCISQueryDocument of the events matching every filter given."""
-    return application.custody_chain.epcis.query_document(
+    """EPCISQueryDocument of the events matching every filter given, among those the caller
+    may read: their sites' events; partners' captured events for the control site and
+    auditors only."""
+    return application.custody_chain.epcis.search_document(
         uow,
+        actor,
         epc=epc,
         biz_step=biz_step,
         disposition=disposition,

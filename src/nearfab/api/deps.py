@@ -66,10 +66,11 @@ def allowed(permission: Permission, *, gate: bool = True) -> Any:
     return Depends(dependency)
 
 
-def declared_permissions(web: Any) -> list[tuple[str, str, Permission | None]]:
-    """(method, path, declared permission) of every /api route of a FastAPI app: what the
-    route-matrix test and the Schemathesis run read. FastAPI 0.16x keeps included routers as
-    objects of their own; ours carry their prefix and are included without one."""
+def _declared(web: Any, *, api: bool) -> list[tuple[str, str, Permission | None]]:
+    """(method, path, declared permission) of the app's /api routes (`api`) or of its other
+    routes, the web pages. FastAPI 0.16x keeps included routers as objects of their own; ours
+    carry their prefix and are included without one. A permission is declared by a dependency
+    that carries it: `allowed` for the API, `web.pages.page` for the pages."""
 
     def flat(routes: list[Any]) -> Iterator[Any]:
         for route in routes:
@@ -83,7 +84,7 @@ def declared_permissions(web: Any) -> list[tuple[str, str, Permission | None]]:
 
     found = []
     for route in flat(web.routes):
-        if not isinstance(route, APIRoute) or not route.path.startswith("/api/"):
+        if not isinstance(route, APIRoute) or route.path.startswith("/api/") is not api:
             continue
         declared = next(
             (p for d in walk(route.dependant) if (p := getattr(d.call, "permission", None))),
@@ -92,6 +93,18 @@ def declared_permissions(web: Any) -> list[tuple[str, str, Permission | None]]:
         for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}):
             found.append((method, route.path, declared))
     return found
+
+
+def declared_permissions(web: Any) -> list[tuple[str, str, Permission | None]]:
+    """(method, path, declared permission) of every /api route of a FastAPI app: what the
+    route-matrix test and the Schemathesis run read."""
+    return _declared(web, api=True)
+
+
+def declared_pages(web: Any) -> list[tuple[str, str, Permission | None]]:
+    """(method, path, declared permission) of every web page and form route (everything
+    outside /api): what the route-matrix test reads for the pages."""
+    return _declared(web, api=False)
 
 
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:

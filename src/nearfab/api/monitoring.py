@@ -18,10 +18,8 @@ from nearfab.common.errors import Forbidden
 from nearfab.identity import (
     Actor,
     Permission,
-    authorize,
     can,
     is_network_wide,
-    site_filter,
 )
 from nearfab.monitoring import alarm_dict, model_dict
 from nearfab.uow import UnitOfWork
@@ -83,11 +81,11 @@ def _in_scope(
             field="machine_id",
             code="other_site",
         )
+    # the same service-level checks the monitoring pages make
     if machine_id is not None:
-        machine = application.network.get_machine(uow, machine_id)
-        authorize(actor, permission, site_id=machine.site_id)
+        application.monitoring.authorize_machine(uow, actor, machine_id, permission)
     if run is not None:
-        authorize(actor, permission, site_id=application.scheduling.get(uow, run).site_id)
+        application.monitoring.authorize_run(uow, actor, run, permission)
 
 
 # --- telemetry -------------------------------------------------------------------------------
@@ -415,14 +413,15 @@ def alarms(
 ) -> list[dict[str, Any]]:
     return [
         alarm_dict(a)
-        for a in application.monitoring.alarms(
+        for a in application.monitoring.visible_alarms(
             uow,
+            actor,
             status=status,
             open_only=open_only,
             batch_id=batch_id,
             run=run,
             machine_id=machine_id,
-            site_id=site_filter(actor, Permission.MONITORING_READ, site_id),
+            site_id=site_id,
             limit=limit,
         )
     ]
@@ -435,9 +434,7 @@ def alarm(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    found = application.monitoring.get_alarm(uow, alarm_id)
-    authorize(actor, Permission.MONITORING_READ, site_id=found.site_id)
-    return alarm_dict(found)
+    return alarm_dict(application.monitoring.read_alarm(uow, actor, alarm_id))
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", tags=["monitoring"])

@@ -31,6 +31,7 @@ from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound
+from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, authorize, site_filter
 from nearfab.production import Fault
 from nearfab.readmodels import (
@@ -590,11 +591,9 @@ def decide(
 
 
 def _pack_in_scope(application: App, uow: UnitOfWork, actor: Actor, unit_id: str) -> None:
-    """A pack's label is shown to the making site's and the ordering site's staff."""
-    unit = application.custody.get_unit(uow, unit_id)
-    batch = application.production.get(uow, unit.batch_id)
-    order = application.orders.get(uow, unit.order_id)
-    authorize(actor, Permission.TRACE_READ, one_of={batch.site_id, order.site_id})
+    """A pack's label is shown to the making site's and the ordering site's staff (the check
+    the web label page makes too)."""
+    authorize_pack(uow, actor, unit_id, Permission.TRACE_READ)
 
 
 @router.get(

@@ -26,6 +26,7 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    site_filter,
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.monitoring.enums import (
@@ -428,6 +429,60 @@ class MonitoringService:
         if alarm is None:
             raise NotFound(f"no alarm {alarm_id!r}", field="alarm_id")
         return alarm
+
+    # --- scoping: the one check the API and the pages make before showing a site's record ---
+
+    def read_alarm(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        alarm_id: str,
+        permission: Permission = Permission.MONITORING_READ,
+    ) -> Alarm:
+        """One alarm, for someone who may read it at the alarm's site."""
+        authorize(actor, permission)  # the role first: no hints to others
+        alarm = self.get_alarm(uow, alarm_id)
+        authorize(actor, permission, site_id=alarm.site_id)
+        return alarm
+
+    def visible_alarms(
+        self, uow: UnitOfWork, actor: Actor, *, site_id: str | None = None, **filters: Any
+    ) -> list[Alarm]:
+        """Alarms of the sites the actor sees (asking for another site by name is refused)."""
+        scope = site_filter(actor, Permission.MONITORING_READ, site_id)
+        return self.alarms(uow, site_id=scope, **filters)
+
+    def run_site(self, uow: UnitOfWork, run: str) -> str:
+        """The site a run (job id) was made at: its batch record's, else its telemetry's."""
+        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        if batch is not None:
+            return batch.site_id
+        found = self._telemetry.run(uow, run)
+        if found is None:
+            raise NotFound(f"no run {run!r}", field="run")
+        return found.site_id
+
+    def authorize_run(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        run: str,
+        permission: Permission = Permission.MONITORING_READ,
+    ) -> None:
+        """A run's charts, MSPC and telemetry are records of the site that made it."""
+        authorize(actor, permission)
+        authorize(actor, permission, site_id=self.run_site(uow, run))
+
+    def authorize_machine(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        machine_id: str,
+        permission: Permission = Permission.MONITORING_READ,
+    ) -> None:
+        """A machine's charts and telemetry are records of the machine's site."""
+        authorize(actor, permission)
+        authorize(actor, permission, site_id=self._network.get_machine(uow, machine_id).site_id)
 
     def acknowledge(self, uow: UnitOfWork, actor: Actor, alarm_id: str, *, note: str) -> Alarm:
         """Someone is looking into it; the alarm still blocks release."""

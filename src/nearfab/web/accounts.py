@@ -17,7 +17,15 @@ from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import DomainError, NotFound, Unauthenticated, ValidationFailed
 from nearfab.identity import Actor, Permission, Role, approval_dict, can
 from nearfab.identity.services.approvals import is_network_admin
-from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, _safe_next, render
+from nearfab.web.pages import (
+    ActorOpt,
+    _app,
+    _check_csrf,
+    _need_login,
+    _safe_next,
+    page,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -143,14 +151,14 @@ def _account(request: Request, actor: Actor, **ctx: Any) -> HTMLResponse:
     )
 
 
-@router.get("/account", response_class=HTMLResponse)
+@router.get("/account", response_class=HTMLResponse, dependencies=[page(Permission.PROFILE_READ)])
 def account_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
     return _account(request, actor)
 
 
-@router.post("/account/password")
+@router.post("/account/password", dependencies=[page(Permission.PROFILE_READ)])
 def account_password(
     request: Request,
     actor: ActorOpt,
@@ -180,7 +188,7 @@ def account_password(
     return RedirectResponse("/account", status_code=303)
 
 
-@router.post("/account/totp")
+@router.post("/account/totp", dependencies=[page(Permission.PROFILE_READ)])
 def account_totp_enrol(
     request: Request, actor: ActorOpt, csrf_token: Annotated[str, Form()] = ""
 ) -> Response:
@@ -199,7 +207,7 @@ def account_totp_enrol(
     return _account(request, actor, enrolment={"secret": grouped, "uri": uri, "qr": _qr_svg(uri)})
 
 
-@router.post("/account/totp/confirm")
+@router.post("/account/totp/confirm", dependencies=[page(Permission.PROFILE_READ)])
 def account_totp_confirm(
     request: Request,
     actor: ActorOpt,
@@ -246,7 +254,7 @@ def _admin_page(
     )
 
 
-@router.get("/users", response_class=HTMLResponse)
+@router.get("/users", response_class=HTMLResponse, dependencies=[page(Permission.USERS_READ)])
 def users_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
@@ -274,7 +282,7 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
     )
 
 
-@router.post("/users")
+@router.post("/users", dependencies=[page(Permission.USERS_MANAGE)])
 def users_create(
     request: Request,
     actor: ActorOpt,
@@ -316,7 +324,9 @@ def users_create(
     return RedirectResponse(f"/users/{user.id}", status_code=303)
 
 
-@router.get("/users/{user_id}", response_class=HTMLResponse)
+@router.get(
+    "/users/{user_id}", response_class=HTMLResponse, dependencies=[page(Permission.USERS_READ)]
+)
 def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)
@@ -387,7 +397,7 @@ def approval_decision(
 _ACTIONS = {"deactivate", "reactivate", "unlock", "roles", "password", "totp-reset"}
 
 
-@router.post("/users/{user_id}/{action}")
+@router.post("/users/{user_id}/{action}", dependencies=[page(Permission.USERS_MANAGE)])
 def user_action(
     request: Request,
     user_id: str,
@@ -435,7 +445,9 @@ def user_action(
     return RedirectResponse(f"/users/{user_id}", status_code=303)
 
 
-@router.get("/security/alerts", response_class=HTMLResponse)
+@router.get(
+    "/security/alerts", response_class=HTMLResponse, dependencies=[page(Permission.USERS_READ)]
+)
 def alerts_page(request: Request, actor: ActorOpt) -> Response:
     if actor is None:
         return _need_login(request)

@@ -4,7 +4,7 @@ signatures and exports, and the hash-chain check."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, ValidationFailed
-from nearfab.identity import Permission, can, search_audit, verify_audit_chain, visible_sites
+from nearfab.identity import Actor, Permission, can, search_audit, verify_audit_chain, visible_sites
 from nearfab.network import Site
 from nearfab.recordexport import entry_dict, export_record, record_view
-from nearfab.web.pages import ActorOpt, _app, _need_login, render
+from nearfab.web.pages import _app, hidden, page, render
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
@@ -36,7 +36,7 @@ def _moment(value: str, field: str) -> datetime | None:
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(
     request: Request,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.AUDIT_READ)],
     site_id: str = "",
     since: str = "",
     until: str = "",
@@ -46,8 +46,6 @@ def audit_page(
     entity_id: str = "",
     page: int = 1,
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     rows: list[dict[str, Any]] = []
     total, error, status = 0, None, 200
@@ -109,33 +107,36 @@ def audit_page(
 
 
 @router.get("/audit/verify", response_class=HTMLResponse)
-def audit_verify_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def audit_verify_page(
+    request: Request, actor: Annotated[Actor, page(Permission.AUDIT_VERIFY)]
+) -> Response:
     application = _app(request)
     try:
         with application.uow() as uow:
             report = verify_audit_chain(uow, actor)
     except DomainError as exc:
+        shown = hidden(exc)  # another site's record is answered as an unknown one
         return render(
-            request, "not_found.html", actor, error=exc.message, status_code=exc.http_status
+            request, "not_found.html", actor, error=shown.message, status_code=shown.http_status
         )
     return render(request, "audit_verify.html", actor, report=report)
 
 
 @router.get("/audit/records/{entity_type}/{entity_id}", response_class=HTMLResponse)
 def audit_record_page(
-    request: Request, entity_type: str, entity_id: str, actor: ActorOpt
+    request: Request,
+    entity_type: str,
+    entity_id: str,
+    actor: Annotated[Actor, page(Permission.AUDIT_READ)],
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         with application.uow() as uow:
             view = record_view(application, uow, actor, entity_type, entity_id)
     except DomainError as exc:
+        shown = hidden(exc)  # another site's record is answered as an unknown one
         return render(
-            request, "not_found.html", actor, error=exc.message, status_code=exc.http_status
+            request, "not_found.html", actor, error=shown.message, status_code=shown.http_status
         )
     return render(
         request,
@@ -148,10 +149,12 @@ def audit_record_page(
 
 @router.get("/audit/records/{entity_type}/{entity_id}/export")
 def audit_record_export(
-    request: Request, entity_type: str, entity_id: str, actor: ActorOpt, format: str = "pdf"
+    request: Request,
+    entity_type: str,
+    entity_id: str,
+    actor: Annotated[Actor, page(Permission.RECORD_EXPORT)],
+    format: str = "pdf",
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         with application.uow() as uow:
@@ -159,8 +162,9 @@ def audit_record_export(
                 application, uow, actor, entity_type, entity_id, format
             )
     except DomainError as exc:
+        shown = hidden(exc)  # another site's record is answered as an unknown one
         return render(
-            request, "not_found.html", actor, error=exc.message, status_code=exc.http_status
+            request, "not_found.html", actor, error=shown.message, status_code=shown.http_status
         )
     return Response(
         content=body,

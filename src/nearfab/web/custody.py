@@ -16,18 +16,21 @@ from sqlalchemy import select
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.identity import Actor, Permission, authorize, can
+from nearfab.identity import Actor, Permission, can
 from nearfab.network import Site, SiteKind
-from nearfab.web.pages import ActorOpt, _app, _check_csrf, _need_login, render, templates
+from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/trace", response_class=HTMLResponse)
-def trace_page(request: Request, actor: ActorOpt, q: str = "", kind: str = "pack") -> Response:
+def trace_page(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.TRACE_READ)],
+    q: str = "",
+    kind: str = "pack",
+) -> Response:
     """Search a pack (id, or its scanned GS1 data) backward, or a material lot forward."""
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -40,7 +43,8 @@ def trace_page(request: Request, actor: ActorOpt, q: str = "", kind: str = "pack
                 else:
                     result = application.custody_chain.trace.unit(uow, actor, q.strip())
         except DomainError as exc:
-            error, status = exc.message, exc.http_status
+            shown = hidden(exc)  # another site's pack is answered as an unknown one
+            error, status = shown.message, shown.http_status
     return render(
         request,
         "trace.html",
@@ -54,9 +58,9 @@ def trace_page(request: Request, actor: ActorOpt, q: str = "", kind: str = "pack
 
 
 @router.get("/recalls", response_class=HTMLResponse)
-def recalls_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def recalls_page(
+    request: Request, actor: Annotated[Actor, page(Permission.RECALL_REPORT_READ)]
+) -> Response:
     application = _app(request)
     with application.uow() as uow:
         recalls = list(uow.session.scalars(select(Recall).order_by(Recall.created_at.desc())))
@@ -73,14 +77,12 @@ def recalls_page(request: Request, actor: ActorOpt) -> Response:
 @router.post("/recalls")
 def recall_create(
     request: Request,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.RECALL_CREATE)],
     lot: Annotated[str, Form()] = "",
     reason: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """Recall every pack made from a material lot (QP or admin; reason required)."""
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
@@ -102,12 +104,11 @@ def recall_create(
 
 
 @router.get("/recalls/{recall_id}", response_class=HTMLResponse)
-def recall_page(request: Request, recall_id: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def recall_page(
+    request: Request, recall_id: str, actor: Annotated[Actor, page(Permission.RECALL_REPORT_READ)]
+) -> Response:
     application = _app(request)
     try:
-        authorize(actor, Permission.RECALL_REPORT_READ)
         with application.uow() as uow:
             recall = application.custody_chain.recalls.get(uow, recall_id)
             rows = application.custody_chain.recalls.report_rows(uow, recall_id)
@@ -132,14 +133,16 @@ def recall_page(request: Request, recall_id: str, actor: ActorOpt) -> Response:
 
 
 @router.get("/recalls/{recall_id}/report.{fmt}")
-def recall_report(request: Request, recall_id: str, fmt: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def recall_report(
+    request: Request,
+    recall_id: str,
+    fmt: str,
+    actor: Annotated[Actor, page(Permission.RECALL_REPORT_READ, file=True)],
+) -> Response:
     application = _app(request)
     if fmt not in ("csv", "pdf"):
         return Response("report formats: csv, pdf", status_code=404)
     try:
-        authorize(actor, Permission.RECALL_REPORT_READ)
         with application.uow() as uow:
             recalls = application.custody_chain.recalls
             if fmt == "pdf":
@@ -242,7 +245,7 @@ def _epcis_page(
 @router.get("/epcis", response_class=HTMLResponse)
 def epcis_page(
     request: Request,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.EPCIS_QUERY)],
     epc: str = "",
     biz_step: Annotated[str, Query(alias="bizStep")] = "",
     disposition: str = "",
@@ -253,9 +256,8 @@ def epcis_page(
     run: str = "",
 ) -> Response:
     """Query EPCIS events by EPC, bizStep, disposition, time range and location; the capture
-    form for QPs, admins and pharmacists."""
-    if actor is None:
-        return _need_login(request)
+    form for QPs, admins and pharmacists. Only events the person may read are shown (their
+    sites'; partners' captured events for the control site and auditors)."""
     filters = {
         "epc": epc,
         "bizStep": biz_step,
@@ -269,7 +271,6 @@ def epcis_page(
         return _epcis_page(request, actor, filters=filters)
     application = _app(request)
     try:
-        authorize(actor, Permission.EPCIS_QUERY)
         try:
             most = int(limit or "100")
         except ValueError:
@@ -277,8 +278,9 @@ def epcis_page(
         ge_time = _time_filter("GE_eventTime", ge_event_time)
         lt_time = _time_filter("LT_eventTime", lt_event_time)
         with application.uow() as uow:
-            events = application.custody_chain.epcis.query(
+            events = application.custody_chain.epcis.search(
                 uow,
+                actor,
                 epc=epc.strip() or None,
                 biz_step=biz_step.strip() or None,
                 disposition=disposition.strip() or None,
@@ -297,14 +299,12 @@ def epcis_page(
 @router.post("/epcis/capture")
 async def epcis_capture(
     request: Request,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.EPCIS_CAPTURE)],
     document: Annotated[str, Form()] = "",
     file: Annotated[UploadFile | None, File()] = None,
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """Capture an uploaded or pasted EPCIS 2.0 JSON-LD document: all events or none."""
-    if actor is None:
-        return _need_login(request)
     text = document
     if file is not None and file.filename:
         raw = await file.read(MAX_DOCUMENT + 1)
@@ -318,7 +318,6 @@ def _capture(request: Request, actor: Actor, text: str, csrf_token: str) -> Resp
     pasted = text if len(text) <= 200_000 else ""
     try:
         _check_csrf(request, csrf_token)
-        authorize(actor, Permission.EPCIS_CAPTURE)
         if len(text.encode("utf-8")) > MAX_DOCUMENT:
             raise ValidationFailed("the document is larger than 10 MB", field="document")
         if not text.strip():
@@ -346,15 +345,17 @@ def _capture(request: Request, actor: Actor, text: str, csrf_token: str) -> Resp
 
 
 @router.get("/epcis/event")
-def epcis_event(request: Request, actor: ActorOpt, id: str = "") -> Response:
-    """One event as JSON-LD, by its event hash (or the eventID its document gave it)."""
-    if actor is None:
-        return _need_login(request)
+def epcis_event(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.EPCIS_QUERY, file=True)],
+    id: str = "",
+) -> Response:
+    """One event as JSON-LD, by its event hash (or the eventID its document gave it), if the
+    person may read it (else answered as unknown)."""
     application = _app(request)
     try:
-        authorize(actor, Permission.EPCIS_QUERY)
         with application.uow() as uow:
-            event = application.custody_chain.epcis.event(uow, id)
+            event = application.custody_chain.epcis.event(uow, actor, id)
     except DomainError as exc:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
     return JSONResponse(event, media_type="application/ld+json")
@@ -362,15 +363,16 @@ def epcis_event(request: Request, actor: ActorOpt, id: str = "") -> Response:
 
 # --- the custody ledger check ----------------------------------------------------------------
 @router.get("/ledger", response_class=HTMLResponse)
-def ledger_page(request: Request, actor: ActorOpt, all_signatures: str = "") -> Response:
+def ledger_page(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.LEDGER_VERIFY)],
+    all_signatures: str = "",
+) -> Response:
     """Every site's custody chain and the control site's anchors, checked now (the same check
     as `nearfab custody verify-ledger`)."""
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     every = all_signatures.lower() in ("1", "true", "on", "yes")
     try:
-        authorize(actor, Permission.LEDGER_VERIFY)
         with application.uow() as uow:
             report = application.custody_chain.ledger.verify(uow, all_signatures=every)
             sites = {s.id: s for s in uow.session.scalars(select(Site))}

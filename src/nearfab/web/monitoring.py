@@ -14,16 +14,23 @@ from plotly.subplots import make_subplots
 from sqlalchemy import func, select
 
 from nearfab.bootstrap import App
-from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
-from nearfab.identity import Actor, Permission, audit_trail, authorize, can
+from nearfab.common.errors import DomainError, Forbidden, NotFound
+from nearfab.identity import Actor, Permission, audit_trail, can
 from nearfab.monitoring import Alarm, AlarmDisposition, AlarmStatus, alarm_dict
 from nearfab.production import BatchRecord
 from nearfab.readmodels import audit_dict
 from nearfab.telemetry import DeadLetter
 from nearfab.uow import UnitOfWork
-from nearfab.web.pages import ActorOpt, _app, _check_csrf, human, render, templates
+from nearfab.web.pages import _app, _check_csrf, hidden, human, page, render, templates
 
 router = APIRouter(include_in_schema=False)
+Reader = Annotated[Actor, page(Permission.MONITORING_READ)]
+
+
+def _sees(actor: Actor, site_id: str | None) -> bool:
+    """Whether a monitoring row of a site may be listed for the actor (never a row of no site
+    for site staff)."""
+    return site_id is not None and can(actor, Permission.MONITORING_READ, site_id=site_id)
 
 
 RED, BRAND, GREY, GREEN, AMBER = "#b3261e", "#0f3b57", "#5b6b7c", "#1f7a44", "#8a5a00"
@@ -88,13 +95,12 @@ def metric_label(metric: object, unit: str | None = None) -> str:
 templates.env.filters.update(rule_words=rule_words, metric_label=metric_label)
 
 
-def _need_login(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?next={target}", status_code=303)
-
-
-def _refused(request: Request, actor: Actor, exc: DomainError) -> HTMLResponse:
-    """A readable page for a stale link (404) or a role that may not read monitoring (403)."""
+def _refused(
+    request: Request, actor: Actor, exc: DomainError, ref: str | None = None
+) -> HTMLResponse:
+    """A readable page for a stale link or another site's record (both 404, alike: `hidden`)
+    or a role that may not read monitoring (403)."""
+    exc = hidden(exc, ref)
     return render(
         request,
         "monitoring_error.html",
@@ -384,27 +390,26 @@ def alarm_contribution_figure(contributions: dict[str, float], rule: str) -> str
 
 # --- pages -----------------------------------------------------------------------------------
 @router.get("/monitoring", response_class=HTMLResponse)
-def monitoring_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def monitoring_page(request: Request, actor: Reader) -> Response:
+    """Alarms, machines and runs of the sites the person sees; the models in force."""
     application = _app(request)
-    try:
-        authorize(actor, Permission.MONITORING_READ)
-    except Forbidden as exc:
-        return _refused(request, actor, exc)
     with application.uow() as uow:
         names = _Names(application, uow)
+        monitoring = application.monitoring
         open_alarms = [
-            _alarm_view(a, names) for a in application.monitoring.alarms(uow, open_only=True)
+            _alarm_view(a, names) for a in monitoring.visible_alarms(uow, actor, open_only=True)
         ]
         open_alarms.sort(key=_most_severe_first)
         closed = [
             _alarm_view(a, names)
-            for a in application.monitoring.alarms(uow, status=AlarmStatus.CLOSED.value, limit=15)
+            for a in monitoring.visible_alarms(
+                uow, actor, status=AlarmStatus.CLOSED.value, limit=15
+            )
         ]
         sessions = {t.machine_id: t for t in application.telemetry.machines(uow)}
+        seen = [m for m in names.machines.values() if _sees(actor, m.site_id)]
         machines = []
-        for m in sorted(names.machines.values(), key=lambda m: (names.site(m.site_id), m.name)):
+        for m in sorted(seen, key=lambda m: (names.site(m.site_id), m.name)):
             t = sessions.get(m.id)
             machines.append(
                 {
@@ -433,7 +438,7 @@ def monitoring_page(request: Request, actor: ActorOpt) -> Response:
             }
             for m in application.monitoring.active_models(uow)
         ]
-        tel_runs = application.telemetry.runs(uow)[:20]
+        tel_runs = [r for r in application.telemetry.runs(uow) if _sees(actor, r.site_id)][:20]
         batches = {
             b.job_id: b
             for b in uow.session.scalars(
@@ -478,15 +483,13 @@ def monitoring_page(request: Request, actor: ActorOpt) -> Response:
 def run_page(
     request: Request,
     run: str,
-    actor: ActorOpt,
+    actor: Reader,
     sample: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
-        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
+            application.monitoring.authorize_run(uow, actor, run)  # the API's check
             names = _Names(application, uow)
             ctx = application.charts.context(uow, run)
             found = application.telemetry.run(uow, run)
@@ -518,7 +521,7 @@ def run_page(
             alarms = [_alarm_view(a, names) for a in application.monitoring.alarms(uow, run=run)]
             alarms.sort(key=lambda a: (not a["is_open"], *_most_severe_first(a)))
     except (NotFound, Forbidden) as exc:
-        return _refused(request, actor, exc)
+        return _refused(request, actor, exc, run)
     for chart in charts["charts"]:
         chart["figure"] = control_chart_figure(chart)
         chart["n_flagged"] = len(chart.get("flagged") or [])
@@ -549,16 +552,14 @@ def run_page(
 def machine_page(
     request: Request,
     machine_id: str,
-    actor: ActorOpt,
+    actor: Reader,
     hours: Annotated[float, Query(gt=0, le=744)] = 8.0,
 ) -> Response:
     """Live control charts of one machine over the last hours, across its runs."""
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
-        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
+            application.monitoring.authorize_machine(uow, actor, machine_id)  # the API's check
             data = application.charts.machine_charts(uow, machine_id, hours=hours)
             session = next(
                 (t for t in application.telemetry.machines(uow) if t.machine_id == machine_id),
@@ -566,7 +567,7 @@ def machine_page(
             )
             runs = application.telemetry.runs(uow, machine_id=machine_id)[:10]
     except (NotFound, Forbidden) as exc:
-        return _refused(request, actor, exc)
+        return _refused(request, actor, exc, machine_id)
     for chart in data["charts"]:
         chart["figure"] = machine_chart_figure(chart)
     return render(
@@ -582,16 +583,21 @@ def machine_page(
 
 @router.get("/monitoring/runs/{run}/contributions.json")
 def run_contributions(
-    request: Request, run: str, actor: ActorOpt, index: Annotated[int, Query(ge=0, le=10_000_000)]
+    request: Request,
+    run: str,
+    actor: Annotated[Actor, page(Permission.MONITORING_READ, file=True)],
+    index: Annotated[int, Query(ge=0, le=10_000_000)],
 ) -> JSONResponse:
     """The API's contributions for one sample, for the session-authenticated pages, with the
     bar-chart figure ready to draw."""
-    if actor is None:
-        raise Unauthenticated("log in to see control charts")
-    authorize(actor, Permission.MONITORING_READ)
     application = _app(request)
-    with application.uow() as uow:
-        data = application.charts.contributions(uow, run, index)
+    try:
+        with application.uow() as uow:
+            application.monitoring.authorize_run(uow, actor, run)  # the API's check
+            data = application.charts.contributions(uow, run, index)
+    except (NotFound, Forbidden) as exc:
+        shown = hidden(exc, run)  # another site's run is answered as an unknown one
+        return JSONResponse({"error": shown.to_dict()}, status_code=shown.http_status)
     data["figure"] = contribution_figure(
         data["metrics"], data["t2_contributions"], data["spe_contributions"]
     )
@@ -610,10 +616,10 @@ def _alarm_page(
 ) -> HTMLResponse:
     application = _app(request)
     try:
-        authorize(actor, Permission.MONITORING_READ)
         with application.uow() as uow:
             names = _Names(application, uow)
-            alarm = _alarm_view(application.monitoring.get_alarm(uow, alarm_id), names)
+            record = application.monitoring.read_alarm(uow, actor, alarm_id)  # the API's check
+            alarm = _alarm_view(record, names)
             trail = [audit_dict(r) for r in audit_trail(uow, "alarm", alarm_id)]
             model = None
             if alarm["model_id"]:
@@ -623,7 +629,7 @@ def _alarm_page(
                 except NotFound:
                     model = None
     except (NotFound, Forbidden) as exc:
-        return _refused(request, actor, exc)
+        return _refused(request, actor, exc, alarm_id)
     contributions = (alarm["details"] or {}).get("contributions")
     figure = alarm_contribution_figure(contributions, alarm["rule"]) if contributions else None
     return render(
@@ -636,7 +642,7 @@ def _alarm_page(
         figure=figure,
         contributions=sorted((contributions or {}).items(), key=lambda kv: -kv[1]),
         sample=(alarm["details"] or {}).get("sample"),
-        can_dispose=can(actor, Permission.ALARM_CLOSE),
+        can_dispose=can(actor, Permission.ALARM_CLOSE, site_id=record.site_id),
         dispositions=DISPOSITIONS,
         error=error,
         message=message,
@@ -646,9 +652,7 @@ def _alarm_page(
 
 
 @router.get("/alarms/{alarm_id}", response_class=HTMLResponse)
-def alarm_page(request: Request, alarm_id: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def alarm_page(request: Request, alarm_id: str, actor: Reader) -> Response:
     return _alarm_page(request, actor, alarm_id, message=request.session.pop("flash", None))
 
 
@@ -656,12 +660,10 @@ def alarm_page(request: Request, alarm_id: str, actor: ActorOpt) -> Response:
 def alarm_acknowledge(
     request: Request,
     alarm_id: str,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.ALARM_ACKNOWLEDGE)],
     note: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
@@ -684,13 +686,11 @@ def alarm_acknowledge(
 def alarm_close(
     request: Request,
     alarm_id: str,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.ALARM_CLOSE)],
     disposition: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)

@@ -6,9 +6,10 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from nearfab.api.deps import client_of, login_throttle
@@ -16,7 +17,8 @@ from nearfab.api.records import batch_trail_view, record_controls_view
 from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
-from nearfab.identity import Actor, Permission, can
+from nearfab.custody.services.scope import authorize_pack
+from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
@@ -82,7 +84,19 @@ def _app(request: Request) -> App:
 
 
 class LoginRequired(Exception):
-    pass
+    """Nobody is logged in: a page sends them to the login form, a file answers 401."""
+
+    def __init__(self, *, file: bool) -> None:
+        super().__init__("log in first")
+        self.file = file
+
+
+class PageRefused(Exception):
+    """The matrix refuses the logged-in person the route's declared permission."""
+
+    def __init__(self, actor: Actor, error: DomainError, *, file: bool) -> None:
+        super().__init__(error.message)
+        self.actor, self.error, self.file = actor, error, file
 
 
 def web_actor(request: Request) -> Actor | None:
@@ -133,14 +147,78 @@ def render(
 ActorOpt = Annotated[Actor | None, Depends(web_actor)]
 
 
+def page(permission: Permission, *, file: bool = False, gate: bool = True) -> Any:
+    """A web route's declared permission, the pages' `api.deps.allowed`: the logged-in person
+    or a login redirect (401 for a `file` such as an image or a JSON fragment), refused before
+    the route runs when the matrix does not give their role `permission`. The record's site is
+    checked after it is loaded, by the same service-level `authorize` the API calls (a record
+    of a site the person does not see is answered as not found: see `hidden`).
+    `api.deps.declared_pages` reads this declaration for the route-matrix test; `gate=False`
+    leaves the refusal to the service, whose refused attempts are records (a QP decision)."""
+
+    def dependency(request: Request) -> Actor:
+        actor = web_actor(request)
+        if actor is None:
+            raise LoginRequired(file=file)
+        try:
+            if gate:
+                authorize(actor, permission)
+        except Forbidden as exc:
+            raise PageRefused(actor, exc, file=file) from None
+        return actor
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+NOT_SEEN = "no such record, or it belongs to a site you do not see"
+
+
+def hidden(exc: DomainError, ref: str | None = None) -> DomainError:
+    """What a page says about a record it may not show: a record of another site is answered
+    exactly as a record that does not exist (404), so a page never confirms that an id exists
+    elsewhere; a refusal by role stays 403. `ref` is what the person asked for."""
+    if isinstance(exc, NotFound) or exc.code == "other_site":
+        return NotFound(f"{ref!r}: {NOT_SEEN}" if ref else NOT_SEEN, field=exc.field)
+    return exc
+
+
 def _need_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
 
-def _not_found(request: Request, actor: Actor, exc: NotFound | Forbidden) -> HTMLResponse:
+def _not_found(
+    request: Request, actor: Actor, exc: DomainError, ref: str | None = None
+) -> HTMLResponse:
     """A page, not the API's JSON, when a link points at a record that does not exist or
-    belongs to a site the user does not see."""
-    return render(request, "not_found.html", actor, error=exc.message, status_code=exc.http_status)
+    belongs to a site the user does not see (the two answered alike: `hidden`)."""
+    shown = hidden(exc, ref)
+    return render(
+        request, "not_found.html", actor, error=shown.message, status_code=shown.http_status
+    )
+
+
+def refused_page(request: Request, exc: PageRefused) -> Response:
+    """The answer to a role the route's declared permission refuses (server.py wires it)."""
+    if exc.file:
+        return JSONResponse({"error": exc.error.to_dict()}, status_code=exc.error.http_status)
+    return render(
+        request,
+        "not_found.html",
+        exc.actor,
+        title="Not allowed",
+        error=exc.error.message,
+        status_code=exc.error.http_status,
+    )
+
+
+def login_first(request: Request, exc: LoginRequired) -> Response:
+    """Nobody logged in: pages go to the login form and come back; files answer 401."""
+    if exc.file:
+        error = Unauthenticated("log in first (a web session is required)")
+        return JSONResponse({"error": error.to_dict()}, status_code=401)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -200,9 +278,7 @@ def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Redirec
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def overview(request: Request, actor: Annotated[Actor, page(Permission.NETWORK_READ)]) -> Response:
     application = _app(request)
     with application.uow() as uow:
         sites = network_view(application, uow)
@@ -242,9 +318,11 @@ def overview(request: Request, actor: ActorOpt) -> Response:
 
 
 @router.get("/orders", response_class=HTMLResponse)
-def orders_page(request: Request, actor: ActorOpt, status: str | None = None) -> Response:
-    if actor is None:
-        return _need_login(request)
+def orders_page(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.ORDER_READ)],
+    status: str | None = None,
+) -> Response:
     application = _app(request)
     with application.uow() as uow:
         orders = application.orders.list_orders(uow, status=status or None, actor=actor)
@@ -252,22 +330,22 @@ def orders_page(request: Request, actor: ActorOpt, status: str | None = None) ->
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse)
-def order_page(request: Request, order_id: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def order_page(
+    request: Request, order_id: str, actor: Annotated[Actor, page(Permission.ORDER_READ)]
+) -> Response:
     application = _app(request)
     try:
         with application.uow() as uow:
             view = order_view(application, uow, actor, order_id)
     except (NotFound, Forbidden) as exc:
-        return _not_found(request, actor, exc)
+        return _not_found(request, actor, exc, order_id)
     return render(request, "order.html", actor, order=view)
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
-def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def batch_page(
+    request: Request, batch_id: str, actor: Annotated[Actor, page(Permission.BATCH_READ)]
+) -> Response:
     application = _app(request)
     try:
         with application.uow() as uow:
@@ -278,7 +356,7 @@ def batch_page(request: Request, batch_id: str, actor: ActorOpt) -> Response:
             # the master-file steps, the audit-trail review and what blocks release
             controls, trail, may = _record_controls(application, uow, actor, view)
     except (NotFound, Forbidden) as exc:
-        return _not_found(request, actor, exc)
+        return _not_found(request, actor, exc, batch_id)
     tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
     chart = mass_chart_svg(
         view["unit_masses_mg"] or [],
@@ -318,9 +396,9 @@ def _record_controls(
 
 
 @router.get("/release", response_class=HTMLResponse)
-def release_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def release_page(
+    request: Request, actor: Annotated[Actor, page(Permission.RELEASE_QUEUE_READ)]
+) -> Response:
     application = _app(request)
     message = request.session.pop("flash", None)
     with application.uow() as uow:
@@ -364,7 +442,7 @@ def session_has_signed(application: App, actor: Actor) -> bool:
 def release_sign(
     request: Request,
     batch_id: str,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.RELEASE_DECIDE, gate=False)],
     decision: Annotated[str, Form()],
     meaning: Annotated[str, Form()],
     password: Annotated[str, Form()],
@@ -374,8 +452,6 @@ def release_sign(
     username: Annotated[str, Form()] = "",
     totp: Annotated[str, Form()] = "",
 ) -> Response:
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
@@ -415,16 +491,16 @@ def release_sign(
 
 
 @router.get("/dispense", response_class=HTMLResponse)
-def dispense_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return _need_login(request)
+def dispense_page(
+    request: Request, actor: Annotated[Actor, page(Permission.PACK_VERIFY)]
+) -> Response:
     return render(request, "dispense.html", actor, result=None, error=None)
 
 
 @router.post("/dispense", response_class=HTMLResponse)
 def dispense_submit(
     request: Request,
-    actor: ActorOpt,
+    actor: Annotated[Actor, page(Permission.PACK_VERIFY)],
     scan: Annotated[str, Form()],
     patient_ref: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
@@ -432,8 +508,6 @@ def dispense_submit(
 ) -> Response:
     """Check only (the verification status) or check and dispense; a refusal shows the same
     status words as POST /api/v1/verify."""
-    if actor is None:
-        return _need_login(request)
     application = _app(request)
     # refusal codes of a dispense -> the verification status the pharmacist sees
     status_of = {
@@ -482,14 +556,19 @@ def dispense_submit(
 
 
 @router.get("/packs/{unit_id}/label.png")
-def pack_label(request: Request, unit_id: str, actor: ActorOpt) -> Response:
-    if actor is None:
-        raise Unauthenticated("log in to see labels")
+def pack_label(
+    request: Request, unit_id: str, actor: Annotated[Actor, page(Permission.TRACE_READ, file=True)]
+) -> Response:
     from nearfab.custody import render_label
 
     application = _app(request)
-    with application.uow() as uow:
-        contents = application.custody.labels(uow, unit_id)
+    try:
+        with application.uow() as uow:
+            authorize_pack(uow, actor, unit_id)  # the API's check: making or ordering site
+            contents = application.custody.labels(uow, unit_id)
+    except (NotFound, Forbidden) as exc:
+        shown = hidden(exc, unit_id)  # another site's pack is answered as an unknown one
+        return JSONResponse({"error": shown.to_dict()}, status_code=shown.http_status)
     return Response(render_label(contents[0], "png"), media_type="image/png")
 
 

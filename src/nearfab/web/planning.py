@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import plotly.graph_objects as go
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from nearfab.common.errors import Forbidden
-from nearfab.identity import Permission, authorize
+from nearfab.identity import Actor, Permission
 from nearfab.scheduling.schemas import plan_dict
-from nearfab.web.pages import ActorOpt, _app, render
+from nearfab.web.pages import _app, page, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -74,23 +73,7 @@ def gantt(assignments: list[dict[str, Any]]) -> str:
 
 
 @router.get("/plan", response_class=HTMLResponse)
-def plan_page(request: Request, actor: ActorOpt) -> Response:
-    if actor is None:
-        return RedirectResponse("/login?next=/plan", status_code=303)
-    try:
-        authorize(actor, Permission.PLAN_READ)
-    except Forbidden as exc:
-        return render(
-            request,
-            "plan.html",
-            actor,
-            status_code=exc.http_status,
-            error=exc.message,
-            plan=None,
-            figure=None,
-            versions=[],
-            machines={},
-        )
+def plan_page(request: Request, actor: Annotated[Actor, page(Permission.PLAN_READ)]) -> Response:
     application = _app(request)
     with application.uow() as uow:
         version = application.scheduling.current_plan(uow)

@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
-from nearfab.identity import Actor
+from nearfab.identity import Actor, Permission
 from nearfab.uow import UnitOfWork
-from nearfab.web.pages import _app, _check_csrf, _need_login, web_actor
+from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,7 +51,9 @@ async def _post(
     return RedirectResponse(f"/batches/{batch_id}#record-steps", status_code=303)
 
 
-@router.post("/batches/{batch_id}/steps/{code}/sign")
+@router.post(
+    "/batches/{batch_id}/steps/{code}/sign", dependencies=[page(Permission.BATCH_STEP_SIGN)]
+)
 async def sign_step(request: Request, batch_id: str, code: str) -> Response:
     def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
         entry = {
@@ -72,7 +74,9 @@ async def sign_step(request: Request, batch_id: str, code: str) -> Response:
     return await _post(request, batch_id, f"Step {code}: signed (performed by)", step)
 
 
-@router.post("/batches/{batch_id}/steps/{code}/verify")
+@router.post(
+    "/batches/{batch_id}/steps/{code}/verify", dependencies=[page(Permission.BATCH_ENTRY_VERIFY)]
+)
 async def verify_step(request: Request, batch_id: str, code: str) -> Response:
     def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
         return app.quality.records.verify_step(
@@ -89,7 +93,7 @@ async def verify_step(request: Request, batch_id: str, code: str) -> Response:
     return await _post(request, batch_id, f"Step {code}: entry verified (verified by)", step)
 
 
-@router.post("/batches/{batch_id}/deviations")
+@router.post("/batches/{batch_id}/deviations", dependencies=[page(Permission.DEVIATION_OPEN)])
 async def open_deviation(request: Request, batch_id: str) -> Response:
     def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
         return app.quality.records.open_deviation(
@@ -103,7 +107,9 @@ async def open_deviation(request: Request, batch_id: str) -> Response:
     return await _post(request, batch_id, "Deviation: opened", step)
 
 
-@router.post("/batches/{batch_id}/audit-trail-review")
+@router.post(
+    "/batches/{batch_id}/audit-trail-review", dependencies=[page(Permission.AUDIT_TRAIL_REVIEW)]
+)
 async def review_audit_trail(request: Request, batch_id: str) -> Response:
     def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
         return app.quality.records.review_audit_trail(

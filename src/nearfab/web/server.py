@@ -31,6 +31,7 @@ from nearfab.web.accounts import router as account_pages
 from nearfab.web.audit import router as audit_pages
 from nearfab.web.custody import router as custody_pages
 from nearfab.web.monitoring import router as monitoring_pages
+from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
 from nearfab.web.records import router as records_pages
@@ -75,6 +76,8 @@ def create_web_app(application: App) -> FastAPI:
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(RequestValidationError, request_error_handler)
     web.add_exception_handler(OverflowError, overflow_handler)
+    web.add_exception_handler(LoginRequired, login_first)  # type: ignore[arg-type]
+    web.add_exception_handler(PageRefused, refused_page)  # type: ignore[arg-type]
     web.include_router(api_router)
     web.include_router(accounts_api)
     web.include_router(audit_api)

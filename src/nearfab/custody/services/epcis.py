@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, false, func, or_, select
 
 from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.custody.enums import LedgerKind
@@ -28,7 +28,7 @@ from nearfab.custody.logic.epcis import (
 from nearfab.custody.logic.eventhash import context_prefixes, document_events, event_hash
 from nearfab.custody.models import EpcisEpc, EpcisEvent, SiteLocation
 from nearfab.custody.services.ledger import CustodyLedger
-from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, can
 from nearfab.network import Site, SiteKind
 from nearfab.uow import UnitOfWork
 
@@ -303,10 +303,30 @@ class EpcisStore:
         return result
 
     # --- query -------------------------------------------------------------------------------
+    def visible(self, uow: UnitOfWork, actor: Actor) -> ColumnElement[bool]:
+        """The events an actor may read: those of every site where the matrix lets them query
+        EPCIS; events captured from partners (no site) only for those who may query at the
+        control site (its staff, auditors). Nothing is visible because it has no site."""
+        authorize(actor, Permission.EPCIS_QUERY)
+        sites = list(uow.session.scalars(select(Site)))
+        seen = [s.id for s in sites if can(actor, Permission.EPCIS_QUERY, site_id=s.id)]
+        control = any(s.kind == SiteKind.CONTROL.value and s.id in seen for s in sites)
+        own = EpcisEvent.site_id.in_(seen) if seen else false()
+        return or_(own, EpcisEvent.site_id.is_(None)) if control else own
+
+    def search(self, uow: UnitOfWork, actor: Actor, **filters: Any) -> list[dict[str, Any]]:
+        """`query` limited to the events the actor may read (`visible`): the API's and the
+        web page's EPCIS query."""
+        return self.query(uow, scope=self.visible(uow, actor), **filters)
+
+    def search_document(self, uow: UnitOfWork, actor: Actor, **filters: Any) -> dict[str, Any]:
+        return query_document(self.search(uow, actor, **filters), uow.clock.now())
+
     def query(
         self,
         uow: UnitOfWork,
         *,
+        scope: ColumnElement[bool] | None = None,
         epc: str | None = None,
         biz_step: str | None = None,
         disposition: str | None = None,
@@ -316,10 +336,14 @@ class EpcisStore:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Events matching every filter given, oldest first. EPC and location match in any
-        spelling (EPC URN or Digital Link); vocabulary in bare, URN or Web URI form."""
+        spelling (EPC URN or Digital Link); vocabulary in bare, URN or Web URI form.
+        Not scoped to a reader: for use cases that authorized the record first (a pack's
+        trace); entry points call `search`."""
         if limit < 1 or limit > 10_000:
             raise ValidationFailed("limit: 1 to 10000", field="limit")
         stmt = select(EpcisEvent)
+        if scope is not None:
+            stmt = stmt.where(scope)
         if epc:
             key = canonical_dl(epc) or epc
             stmt = stmt.where(
@@ -344,14 +368,22 @@ class EpcisStore:
         stmt = stmt.order_by(EpcisEvent.event_time, EpcisEvent.event_hash).limit(limit)
         return [_public(row) for row in uow.session.scalars(stmt)]
 
-    def event(self, uow: UnitOfWork, event_id: str) -> dict[str, Any]:
+    def event(self, uow: UnitOfWork, actor: Actor, event_id: str) -> dict[str, Any]:
         """One held event as JSON-LD (with the `@context` it was captured with), by its event
-        hash or, for a captured event, the eventID its document gave it."""
-        row = uow.session.get(EpcisEvent, event_id) if event_id else None
+        hash or, for a captured event, the eventID its document gave it; an event the actor
+        may not read (`visible`) is answered as one that does not exist."""
+        seen = self.visible(uow, actor)
+        row = (
+            uow.session.scalars(
+                select(EpcisEvent).where(EpcisEvent.event_hash == event_id, seen)
+            ).first()
+            if event_id
+            else None
+        )
         if row is None and event_id:
             row = uow.session.scalars(
                 select(EpcisEvent)
-                .where(EpcisEvent.event_id == event_id)
+                .where(EpcisEvent.event_id == event_id, seen)
                 .order_by(EpcisEvent.record_time)
                 .limit(1)
             ).first()
@@ -361,9 +393,6 @@ class EpcisStore:
         if "@context" in row.body:
             body = {"@context": row.body["@context"], **body}
         return body
-
-    def query_document(self, uow: UnitOfWork, **filters: Any) -> dict[str, Any]:
-        return query_document(self.query(uow, **filters), uow.clock.now())
 
     def export(self, uow: UnitOfWork, *, source: str | None = "nearfab") -> dict[str, Any]:
         """Every event (nearfab's own by default) as one EPCISDocument."""
