@@ -430,3 +430,114 @@ def test_the_fast_check_finds_what_parsing_every_payload_finds() -> None:
             assert verify_chain(chain, check, all_signatures=every) == _reference_problems(
                 chain, check, all_signatures=every
             )
+
+
+# --- a cut-off tail (issue 12 item 9) -----------------------------------------------------------
+def _control_chain(app: App) -> list[LedgerEntry]:
+    rows = _entries(app)
+    anchors = [r for r in rows if r.kind in ("anchor", "audit_checkpoint")]
+    assert anchors, "the control site anchors"
+    control_id = anchors[0].site_id
+    return [r for r in rows if r.site_id == control_id]
+
+
+def _verify_ledger_cli(app: App, *extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    from typer.testing import CliRunner
+
+    from nearfab.cli.main import app as cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["--data-dir", str(app.settings.data_dir), "custody", "verify-ledger", "--json", *extra],
+        env={"NEARFAB_DATABASE_URL": app.settings.resolved_database_url()},
+    )
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_cut_off_tail_of_the_control_chain_is_named_from_the_signed_checkpoint(
+    made: tuple[App, CustodyChain],
+) -> None:
+    """Nobody anchors the control site's own chain: its tail could be deleted unnoticed. Each
+    signed audit checkpoint records every chain's head, so verify-ledger names the cut."""
+    from nearfab.identity.services.audit import create_checkpoint
+
+    app, chain = made
+    with app.uow() as uow:
+        chain.ledger.anchor(uow, fh.actor(app, "qp"))
+    with app.uow() as uow:
+        made_cp = create_checkpoint(uow, fh.actor(app, "auditor"))
+    control = _control_chain(app)
+    recorded_seq, recorded_hash = made_cp.ledger[control[0].site_id]
+    assert (recorded_seq, recorded_hash) == (control[-2].seq, control[-2].entry_hash)
+    code, report = _verify_ledger_cli(app)
+    assert code == 0, report
+    # the attacker deletes the last two entries of the control chain (no trigger guards it)
+    cut = control[-2:]
+    _sql(app, LedgerEntry.__table__.delete().where(LedgerEntry.id.in_([r.id for r in cut])))
+    code, report = _verify_ledger_cli(app)
+    assert code == 1
+    bad = report["first_bad"]
+    keep = control[-3].seq if len(control) > 2 else 0
+    assert (bad["site_id"], bad["seq"]) == (control[0].site_id, recorded_seq)
+    missing = (
+        f"entry {recorded_seq}"
+        if keep + 1 == recorded_seq
+        else f"entries {keep + 1}..{recorded_seq}"
+    )
+    assert f"{missing} missing" in bad["reason"]
+    assert "cut off" in bad["reason"]
+
+
+def test_a_cut_off_unanchored_tail_is_named_against_an_exported_file(
+    made: tuple[App, CustodyChain], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The window, stated in docs/audit-trail.md: entries after the last checkpoint inside the
+    database can be removed with it; a checkpoint file kept outside names the cut."""
+    from typer.testing import CliRunner
+
+    from nearfab.cli.main import app as cli
+
+    app, chain = made
+    with app.uow() as uow:
+        chain.ledger.anchor(uow, fh.actor(app, "qp"))
+    file = tmp_path / "outside.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--data-dir",
+            str(app.settings.data_dir),
+            "audit",
+            "checkpoint",
+            "export",
+            "--out",
+            str(file),
+        ],
+        env={"NEARFAB_DATABASE_URL": app.settings.resolved_database_url()},
+    )
+    assert result.exit_code == 0, result.stdout
+    recorded = json.loads(file.read_text())["checkpoint"]["ledger"]
+    control = _control_chain(app)
+    control_id = control[0].site_id
+    recorded_seq = recorded[control_id][0]
+    # remove every checkpoint from the database (triggers lifted) and the control chain's tail
+    with app.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_checkpoints_no_delete")
+        conn.exec_driver_sql("DELETE FROM audit_checkpoints")
+    tail = [r for r in control if r.seq >= recorded_seq]  # its recorded head and after
+    _sql(app, LedgerEntry.__table__.delete().where(LedgerEntry.id.in_([r.id for r in tail])))
+    code, report = _verify_ledger_cli(app)
+    assert code == 0, report  # nothing inside the database shows it
+    code, report = _verify_ledger_cli(app, "--against", str(file))
+    assert code == 1
+    bad = report["first_bad"]
+    assert (bad["site_id"], bad["seq"]) == (control_id, recorded_seq)
+    assert f"entry {recorded_seq} missing" in bad["reason"]
+    # an altered file is refused, naming the option
+    doc = json.loads(file.read_text())
+    doc["checkpoint"]["ledger"][control_id][0] += 7
+    file.write_text(json.dumps(doc))
+    code, report = _verify_ledger_cli(app, "--against", str(file))
+    assert code == 2 and report["error"]["field"] == "against"
