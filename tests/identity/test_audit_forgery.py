@@ -431,3 +431,61 @@ def test_the_checkpoint_is_signed_with_the_control_site_key_and_ledgered(
             .all()
         )
     assert any(json.loads(p)["body"]["checkpoint"] == body for p in payloads)
+
+
+# --- the same finding through the API and the web page ------------------------------------------
+def test_api_and_web_page_name_a_forged_row_and_the_unanchored_rows(seeded: App) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from nearfab.web.server import create_web_app
+
+    client = TestClient(create_web_app(seeded))
+    r = client.post("/api/v1/auth/token", json={"username": AUDITOR, "password": fh.TEST_PASSWORD})
+    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    page = client.get("/login").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    client.post(
+        "/login",
+        data={"username": AUDITOR, "password": fh.TEST_PASSWORD, "csrf_token": csrf.group(1)},
+    )
+    checkpoint(seeded)
+    add_rows(seeded, 2)
+    report = client.get("/api/v1/audit/verify", headers=headers).json()
+    assert report["ok"] and report["keyed"] and report["unanchored_rows"] == 2, report
+    html = client.get("/audit/verify").text
+    assert "intact" in html and "<b>2</b> row(s) after it are unanchored" in html
+    # a forged row with a correct SHA-256, head moved (the triggers allow both)
+    last = rows(seeded)[-1]
+    forged = {**last, "seq": last["seq"] + 1, "entity_id": "B-FORGED", "old": None}
+    row_hash = expected_hash(forged, last["row_hash"])
+    with seeded.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_entries (seq, at, actor_id, actor_name, action, entity_type, "
+                "entity_id, old, new, reason, site_id, prev_hash, row_hash) VALUES (:seq, :at, "
+                ":actor_id, :actor_name, :action, :entity_type, :entity_id, NULL, :new, "
+                ":reason, :site_id, :prev_hash, :row_hash)"
+            ),
+            {
+                **{k: forged[k] for k in ("seq", "at", "actor_id", "actor_name", "action")},
+                **{k: forged[k] for k in ("entity_type", "entity_id", "reason", "site_id")},
+                "new": _json(forged["new"]),
+                "prev_hash": last["row_hash"],
+                "row_hash": row_hash,
+            },
+        )
+        conn.execute(
+            text("UPDATE audit_chain_head SET seq = :s, hash = :h"),
+            {"s": forged["seq"], "h": row_hash},
+        )
+    report = client.get("/api/v1/audit/verify", headers=headers).json()
+    assert not report["ok"]
+    assert (report["first_bad"]["seq"], report["first_bad"]["problem"]) == (
+        forged["seq"],
+        "inserted",
+    )
+    html = client.get("/audit/verify").text
+    assert "broken" in html and "B-FORGED" in html and "inserted" in html

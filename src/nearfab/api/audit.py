@@ -59,8 +59,11 @@ def audit_rows(
 def audit_verify(
     actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
 ) -> dict[str, Any]:
-    """Walk the whole hash chain: `ok`, rows checked, the head, and the first bad row (edited,
-    deleted before it, inserted, reordered) if any."""
+    """Walk the whole hash chain (hashes, keyed MACs, links) and compare it with every signed
+    checkpoint: `ok`, rows checked, the head, the first bad row (edited, deleted before it,
+    inserted, reordered) and every problem, the last checkpoint, and how many rows are
+    unanchored (after it). Checkpoints are taken by the runner and `nearfab audit checkpoint`;
+    an exported file is compared with `nearfab audit verify --against FILE`."""
     return verify_audit_chain(uow, actor).to_dict()
 
 
