@@ -4,6 +4,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 from tests import flow_helpers as fh
@@ -22,7 +24,7 @@ from nearfab.custody import (
     VerifyStatus,
     make_identifier,
 )
-from nearfab.identity import AuditEntry
+from nearfab.identity import AuditEntry, User
 
 seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
@@ -326,3 +328,108 @@ def test_undo_is_refused_after_ten_days_for_expired_and_for_recalled_packs(
         _undo(seeded, recalled)
     assert exc.value.code == "recalled"
     del batch_id
+
+
+# --- issue 12 item 6: /verify is no oracle for other sites' patients ---------------------------
+def _probe_site(app: App, unit: SerialUnit) -> str:
+    """A site that neither made the pack nor ordered it."""
+    with app.uow() as uow:
+        served = {
+            app.production.get(uow, unit.batch_id).site_id,
+            app.orders.get(uow, unit.order_id).site_id,
+        }
+        others = [
+            s.code
+            for s in app.network.list_sites(uow)
+            if s.id not in served and s.kind != "control"
+        ]
+    assert others, "the demo network has a site that neither made nor ordered the pack"
+    return others[0]
+
+
+def test_a_pharmacist_of_another_site_learns_nothing_about_the_patient(
+    seeded: App, chain: CustodyChain
+) -> None:
+    """A pharmacist at site A probes packs of site B with the right and a wrong patient
+    reference: both answers are the answer for an unknown pack (same status and message), the
+    pack's own details are not returned, and every probe is on the audit trail."""
+    from fastapi.testclient import TestClient
+
+    from nearfab.web.server import create_web_app
+
+    _, packs = ch.released_batch(seeded)
+    unit = packs[0]
+    code = _probe_site(seeded, unit)
+    prober = fh.create_user(seeded, "probe-pharmacist", ["pharmacist"], code)
+    fh.edit(seeded, User, prober.user_id, must_change_password=False)  # chose their own
+    right, wrong = ch.patient_ref(seeded, unit), "PT-SOMEONE-ELSE"
+    with seeded.uow() as uow:
+        a = seeded.custody.verify(uow, prober, scan=ch.scan(unit), patient_ref=right)
+    with seeded.uow() as uow:
+        b = seeded.custody.verify(uow, prober, scan=ch.scan(unit), patient_ref=wrong)
+    never = make_identifier(unit.gtin, "ZZZZZZZZZZZZ", unit.batch_number, unit.expiry)
+    with seeded.uow() as uow:
+        c = seeded.custody.verify(
+            uow, prober, scan="]d2" + never.datamatrix_data(), patient_ref=right
+        )
+    assert a.status == b.status == c.status == VerifyStatus.UNKNOWN
+
+    def shown(v: Verification) -> dict[str, object]:
+        return {k: x for k, x in v.to_dict().items() if k not in ("alert_id", "serial")}
+
+    assert shown(a) == shown(b)
+    assert a.unit_id is None and a.unit_status is None
+    assert a.message.replace(unit.serial, "S") == c.message.replace("ZZZZZZZZZZZZ", "S")
+    # the site's own pharmacist still gets the real answers
+    assert _verify(seeded, ch.scan(unit), wrong).status == VerifyStatus.WRONG_PATIENT
+    assert _verify(seeded, ch.scan(unit), right).status == VerifyStatus.OK
+    # through the API and the web dispense check too
+    client = TestClient(create_web_app(seeded))
+    got = client.post(
+        "/api/v1/auth/token",
+        json={"username": "probe-pharmacist", "password": fh.TEST_PASSWORD},
+    )
+    assert got.status_code == 200, got.text
+    token = got.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    answers = [
+        client.post(
+            "/api/v1/verify", json={"scan": ch.scan(unit), "patient_ref": ref}, headers=headers
+        ).json()
+        for ref in (right, wrong)
+    ]
+    assert [x["status"] for x in answers] == ["unknown", "unknown"]
+    assert answers[0]["message"] == answers[1]["message"]
+    assert answers[0]["unit_id"] is None
+    web = TestClient(create_web_app(seeded))
+    page = web.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    login = {"username": "probe-pharmacist", "password": fh.TEST_PASSWORD}
+    web.post("/login", data=login | ({"csrf_token": csrf.group(1)} if csrf else {}))
+    form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/dispense").text)
+    assert form_csrf
+    pages = [
+        web.post(
+            "/dispense",
+            data={
+                "scan": ch.scan(unit),
+                "patient_ref": ref,
+                "csrf_token": form_csrf.group(1),
+                "action": "verify",
+            },
+        ).text
+        for ref in (right, wrong)
+    ]
+    for text in pages:
+        assert '<b id="status">unknown</b>' in text
+    # every probe is audited, marked as out of scope
+    seeded.custody.flush_verification_log()
+    with seeded.uow() as uow:
+        probes = uow.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "verify", AuditEntry.actor_id == prober.user_id
+            )
+        ).all()
+    assert len(probes) == 7  # 3 service calls, 2 API calls, 2 page checks
+    assert all(p.new["status"] == "unknown" for p in probes)  # type: ignore[index]
+    assert sum(bool(p.new.get("out_of_scope")) for p in probes) == 6  # type: ignore[union-attr]

@@ -44,6 +44,8 @@ class VerifyStatus(StrEnum):
     REJECTED = "rejected"
     ALREADY_DISPENSED = "already_dispensed"
     UNKNOWN = "unknown"  # never made in this network, or the label does not match: falsified?
+    # the pack's row says released but its signed facts (ledgered QP release) disagree
+    INTEGRITY_FAILURE = "integrity_failure"
 
 
 class LedgerKind(StrEnum):
@@ -57,6 +59,8 @@ class LedgerKind(StrEnum):
 class AlertKind(StrEnum):
     SECOND_DISPENSE = "second_dispense"
     SUSPECTED_FALSIFIED = "suspected_falsified"
+    # a pack's record differs from what was signed at release: the database was tampered with
+    INTEGRITY_FAILURE = "integrity_failure"
 
 
 class ContainerStatus(StrEnum):

@@ -271,6 +271,12 @@ class CustodyLedger:
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._public: dict[str, tuple[str, Ed25519PublicKey]] = {}
 
+    @property
+    def keyring(self) -> KeyRing:
+        """The data folder's key that seals the site keys (a public key is trusted only when
+        the sealed private half opens with it: custody/services/signedfacts.py)."""
+        return self._keyring
+
     # --- keys --------------------------------------------------------------------------------
     def _current_key(self, uow: UnitOfWork, site_id: str) -> SiteKey | None:
         # FOR UPDATE: appends to one site's chain queue behind each other (PostgreSQL)

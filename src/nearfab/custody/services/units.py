@@ -15,7 +15,14 @@ from typing import Any, NoReturn
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
-from nearfab.common.errors import Conflict, DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Refused,
+    ValidationFailed,
+)
 from nearfab.common.ids import new_id
 from nearfab.custody.enums import (
     UNIT_TRANSITIONS,
@@ -27,10 +34,10 @@ from nearfab.custody.enums import (
     UnitStatus,
     VerifyStatus,
 )
-from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan
+from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan, validate_gtin
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.logic import epcis as ev
-from nearfab.custody.logic.verify import PackFacts, decide
+from nearfab.custody.logic.verify import PackFacts, SignatureFacts, decide
 from nearfab.custody.models import (
     Container,
     ContainerUnit,
@@ -41,19 +48,22 @@ from nearfab.custody.models import (
 )
 from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
+from nearfab.custody.services.signedfacts import SignedFacts, pack_facts, release_ref
 from nearfab.custody.services.verifylog import VerificationLog
 from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
+    Signature,
     audit,
     audited_transition,
     authorize,
     refuse,
 )
+from nearfab.identity.services.signatures import hash_of as signature_hash_of
 from nearfab.masterfiles import MasterFileService
 from nearfab.network import Site
-from nearfab.orders import OrderService, OrderStatus, Patient
+from nearfab.orders import Order, OrderService, OrderStatus, Patient
 from nearfab.production import BatchRecord, ProductionService
 from nearfab.quality import QualityService, ReleaseReview
 from nearfab.uow import UnitOfWork
@@ -67,6 +77,7 @@ _ALERTING = {
     "unknown_unit": AlertKind.SUSPECTED_FALSIFIED,
     "label_mismatch": AlertKind.SUSPECTED_FALSIFIED,
     "destroyed": AlertKind.SUSPECTED_FALSIFIED,
+    "integrity_failure": AlertKind.INTEGRITY_FAILURE,
 }
 
 
@@ -128,6 +139,8 @@ class CustodyService:
         # was found valid: neither row changes through the application without a new version
         self._valid_signatures: OrderedDict[tuple[str, str, int, str, int], bool] = OrderedDict()
         self._signatures_lock = threading.Lock()
+        # the packs' facts as the QP's release ledgered them (signed, verified, cached)
+        self.signed_facts = SignedFacts()
 
     def flush_verification_log(self) -> int:
         """Commit every queued verification log row (tests, shutdown); the number written."""
@@ -179,8 +192,30 @@ class CustodyService:
     def quality(self) -> QualityService:
         return self._quality
 
+    def integrity_problem(self, uow: UnitOfWork, unit: SerialUnit) -> str | None:
+        """None when the pack's row (patient, GTIN, lot, serial, expiry, order) and the QP's
+        decision match what the release signed into the custody ledger; else what differs."""
+        row = uow.session.execute(
+            select(ReleaseReview.decision, ReleaseReview.signature_id, Signature)
+            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+            .where(ReleaseReview.batch_id == unit.batch_id)
+        ).first()
+        decision, signature_id, sig = row if row is not None else (None, None, None)
+        return self.signed_facts.check(
+            uow, self.ledger, unit, _signature_facts(decision, signature_id, sig)
+        )
+
     def _check_release_signature(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
-        """A pack leaves quarantine only while its batch record matches the QP's signature."""
+        """A pack leaves quarantine only while its row matches what the QP's release signed
+        (else an integrity failure) and its batch record matches the QP's signature."""
+        problem = self.integrity_problem(uow, unit)
+        if problem is not None:
+            raise Refused(
+                f"{problem}: the record was tampered with; do not hand the pack over, hold it "
+                "and tell QA",
+                field=field,
+                code="integrity_failure",
+            )
         if not self.release_signature_ok(uow, unit.batch_id):
             raise Refused(
                 f"pack {unit.serial}: its batch record no longer matches the QP's release "
@@ -251,16 +286,67 @@ class CustodyService:
         units = self.units_of_batch(uow, batch_id)
         if decision == "release":
             review = self._quality.review_for(uow, batch_id)
-            if review is None or self._quality.signature_valid(uow, review) is not True:
+            if (
+                review is None
+                or review.decision != "release"
+                or self._quality.signature_valid(uow, review) is not True
+            ):
                 # the record changed after the QP signed: the packs stay in quarantine
                 return units
         moved = [u for u in units if u.status == UnitStatus.QUARANTINE.value]
+        if decision == "release":
+            # a pack whose row no longer agrees with the signed batch record is not released:
+            # it stays in quarantine with an integrity alert for QA
+            unsound = self._unsound_packs(uow, batch_id, moved)
+            for unit in moved:
+                if unit.serial in unsound:
+                    why = f"pack {unit.serial}: {unsound[unit.serial]}; not released"
+                    self._raise_alert(
+                        uow,
+                        actor,
+                        AlertKind.INTEGRITY_FAILURE,
+                        f"(01){unit.gtin}(21){unit.serial}",
+                        why,
+                        unit=unit,
+                    )
+            moved = [u for u in moved if u.serial not in unsound]
         for unit in moved:
             self._transition(uow, actor, unit, target, reason=f"batch {decision}d by QP")
         if moved:
             self._record_disposition(uow, batch_id, decision, moved)
         uow.commit()
         return units
+
+    def _unsound_packs(
+        self, uow: UnitOfWork, batch_id: str, units: list[SerialUnit]
+    ) -> dict[str, str]:
+        """serial -> what differs between a pack's row and the facts it was made from: the
+        QP-signed batch record (order, lot, finish time), the order's patient and the master
+        file's GTIN and shelf life."""
+        batch = self._production.get(uow, batch_id)
+        order = self._orders.get(uow, batch.order_id)
+        mf = self._master_files.get(uow, batch.master_file_id)
+        expiry = (
+            (batch.finished_at + timedelta(days=mf.shelf_life_days)).date()
+            if batch.finished_at is not None
+            else None
+        )
+        out: dict[str, str] = {}
+        for u in units:
+            wrong = [
+                name
+                for name, ok in (
+                    ("gtin", u.gtin == validate_gtin(mf.gtin)),
+                    ("lot", u.batch_number == batch.batch_number),
+                    ("expiry", expiry is None or u.expiry == expiry),
+                    ("patient_id", u.patient_id == order.patient_id),
+                    ("order_id", u.order_id == batch.order_id),
+                )
+                if not ok
+            ]
+            if wrong:
+                out[u.serial] = f"{', '.join(wrong)} differ from the batch record"
+        return out
 
     # --- EPCIS events of the pack's life --------------------------------------------------------
     def _record_commissioning(
@@ -324,19 +410,29 @@ class CustodyService:
         )
         self.epcis.record(uow, event, site_id=batch.site_id)
         if self.ledger is not None:
+            sig = (
+                uow.session.get(Signature, review.signature_id)
+                if review is not None and review.signature_id
+                else None
+            )
+            # the signed facts a dispense is checked against (custody/services/signedfacts.py):
+            # the decision, the QP signature's own hashes, and every pack's identity and patient
             self.ledger.append(
                 uow,
                 batch.site_id,
                 LedgerKind.RELEASE,
-                f"release:{batch.id}",
+                release_ref(batch.id),
                 {
                     "batch_id": batch.id,
                     "batch_number": batch.batch_number,
                     "decision": decision,
                     "decided_by": review.decided_by if review else None,
                     "signature_id": review.signature_id if review else None,
+                    "signature_hash": sig.signature_hash if sig is not None else None,
+                    "signed_record_hash": sig.record_hash if sig is not None else None,
                     "record_hash": review.record_hash if review else None,
                     "units": [u.serial for u in units],
+                    "packs": [pack_facts(u) for u in units],
                 },
             )
 
@@ -458,14 +554,21 @@ class CustodyService:
         raise exc
 
     def _raise_alert(
-        self, uow: UnitOfWork, actor: Actor, kind: AlertKind, scan: str, message: str
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        kind: AlertKind,
+        scan: str,
+        message: str,
+        *,
+        unit: SerialUnit | None = None,
     ) -> CustodyAlert:
-        unit = None
-        try:
-            ident = parse_scan(scan)
-            unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
-        except DomainError:
-            pass
+        if unit is None:
+            try:
+                ident = parse_scan(scan)
+                unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
+            except DomainError:
+                pass
         alert = CustodyAlert(
             id=new_id("alert"),
             kind=kind.value,
@@ -488,6 +591,16 @@ class CustodyService:
         )
         return alert
 
+    @staticmethod
+    def _serves(actor: Actor, *site_ids: str | None) -> bool:
+        """Whether the actor may verify at one of these sites (a pack's making and ordering
+        site). No site named means no site-bound verifier serves it."""
+        try:
+            authorize(actor, Permission.PACK_VERIFY, one_of=[s for s in site_ids if s])
+        except Forbidden:
+            return False
+        return True
+
     def _unit_by_identity(self, uow: UnitOfWork, gtin: str, serial: str) -> SerialUnit | None:
         return uow.session.scalar(
             select(SerialUnit).where(SerialUnit.gtin == gtin, SerialUnit.serial == serial)
@@ -504,8 +617,9 @@ class CustodyService:
         written by the group-commit `verification_log` (`flush_verification_log`)."""
         authorize(actor, Permission.PACK_VERIFY)
         ident = parse_scan(scan)
-        # one round trip: the pack, its patient reference, and the versions that key the
-        # signature check (a verification answers while others wait for the GIL)
+        # one round trip: the pack, its patient reference, the sites it belongs to, the QP's
+        # decision and signature, and the versions that key the signature check (a
+        # verification answers while others wait for the GIL)
         row = uow.session.execute(
             select(
                 SerialUnit,
@@ -514,18 +628,34 @@ class CustodyService:
                 ReleaseReview.signature_id,
                 ReleaseReview.row_version,
                 BatchRecord.row_version,
+                BatchRecord.site_id,
+                Order.site_id,
+                ReleaseReview.decision,
+                Signature,
             )
             .join(Patient, Patient.id == SerialUnit.patient_id)
             .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+            .join(Order, Order.id == SerialUnit.order_id)
             .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
+            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
             .where(SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial)
         ).first()
         unit: SerialUnit | None = None
         facts = None
+        problem: str | None = None
+        in_scope = True
         if row is not None:
-            unit, ref, review_id, signature_id, review_version, batch_version = row
+            unit, ref, review_id, signature_id, review_version, batch_version = row[:6]
+            making_site, ordering_site, decision, sig = row[6:]
+            # a verifier answers only for packs of the sites they serve (making or ordering
+            # site): for any other pack the answer is the one for an unknown pack, so nobody
+            # learns from it whether a pack is for some patient of another site
+            in_scope = self._serves(actor, making_site, ordering_site)
             record_ok = True
-            if unit.status == UnitStatus.RELEASED.value:
+            if in_scope and unit.status == UnitStatus.RELEASED.value:
+                problem = self.signed_facts.check(
+                    uow, self.ledger, unit, _signature_facts(decision, signature_id, sig)
+                )
                 key = (review_id, signature_id, review_version, unit.batch_id, batch_version)
                 record_ok = (
                     review_id is not None
@@ -540,18 +670,35 @@ class CustodyService:
                 record_matches_signature=record_ok,
                 patient_ref=ref,
                 batch_matches=unit.batch_number == ident.batch and unit.expiry == ident.expiry,
+                integrity_problem=problem,
+                in_scope=in_scope,
             )
         status = decide(facts, uow.clock.now().date(), patient_ref)
+        if not in_scope:
+            unit = None  # nothing about another site's pack leaves this call
         dispensed_at = None
         if unit is not None and status == VerifyStatus.ALREADY_DISPENSED:
             dispensed_at = uow.session.scalar(
                 select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
             )
-        message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref)
+        message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref, problem)
         entity_id = unit.id if unit else ident.serial[:64]
-        logged = {"status": status.value, "gtin": ident.gtin, "serial": ident.serial}
+        logged: dict[str, Any] = {
+            "status": status.value,
+            "gtin": ident.gtin,
+            "serial": ident.serial,
+        }
+        if not in_scope:
+            logged["out_of_scope"] = True  # a probe of another site's pack, for QA to see
+        if problem is not None:
+            logged["integrity_problem"] = problem
         alert = None
-        if status == VerifyStatus.UNKNOWN:
+        if status == VerifyStatus.INTEGRITY_FAILURE:
+            # the pack's record was tampered with: an alert for QA, committed now
+            alert = self._raise_alert(uow, actor, AlertKind.INTEGRITY_FAILURE, scan, message)
+            audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
+            uow.commit()
+        elif status == VerifyStatus.UNKNOWN:
             # a suspected falsified pack: the alert and its log row are committed now
             alert = self._raise_alert(uow, actor, AlertKind.SUSPECTED_FALSIFIED, scan, message)
             audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
@@ -602,8 +749,10 @@ class CustodyService:
                 field="scan",
                 code="unknown_unit",
             )
-        # a pharmacy hands over its own patients' packs: the ordering site's
-        authorize(actor, Permission.DISPENSE, site_id=self._orders.get(uow, unit.order_id).site_id)
+        # a pharmacy hands over its own patients' packs: the ordering site's (an order
+        # without one is no site's to hand over)
+        ordering = self._orders.get(uow, unit.order_id).site_id
+        authorize(actor, Permission.DISPENSE, one_of=[ordering] if ordering else [])
         if unit.batch_number != ident.batch or unit.expiry != ident.expiry:
             raise Refused(
                 "the label's batch or expiry does not match the pack's record",
@@ -1243,19 +1392,25 @@ def _verify_message(
     unit: SerialUnit | None,
     dispensed_at: datetime | None,
     patient_ref: str | None,
+    problem: str | None = None,
 ) -> str:
     if status == VerifyStatus.OK:
         return f"pack {serial} may be handed over"
+    if status == VerifyStatus.INTEGRITY_FAILURE:
+        return (
+            f"{problem or f'pack {serial}: its record differs from the signed release'}: the "
+            "record was tampered with; do not hand over, hold it and tell QA"
+        )
     if status == VerifyStatus.UNKNOWN:
         if unit is not None and unit.status == UnitStatus.DESTROYED.value:
             return (
                 f"pack {serial} was destroyed: this pack should not exist; suspected "
                 "falsified or diverted, do not hand over"
             )
-        if unit is None:
+        if unit is None:  # never made, or not a pack of a site the verifier serves
             return (
-                f"pack {serial} was never made in this network: suspected falsified, "
-                "do not hand over"
+                f"pack {serial} is not known at your sites (never made in this network, or "
+                "not yours to check): suspected falsified, do not hand over"
             )
         return (
             f"pack {serial}: the label's batch or expiry does not match the record: "
@@ -1278,3 +1433,15 @@ def _verify_message(
     if status == VerifyStatus.REJECTED:
         return f"pack {serial} belongs to a rejected batch"
     return f"pack {serial} is {status.value}"
+
+
+def _signature_facts(
+    decision: str | None, signature_id: str | None, sig: Signature | None
+) -> SignatureFacts:
+    return SignatureFacts(
+        review_decision=decision,
+        review_signature_id=signature_id,
+        signature_hash=sig.signature_hash if sig is not None else None,
+        signature_hash_recomputed=signature_hash_of(sig) if sig is not None else None,
+        signed_record_hash=sig.record_hash if sig is not None else None,
+    )

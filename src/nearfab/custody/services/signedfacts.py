@@ -1,0 +1,208 @@
+"""The signed facts of a pack: what the QP's release put in the custody ledger.
+
+A pack's row (`serial_units`: status, patient, GTIN, lot, expiry) can be changed by anyone who
+can write to the database. What cannot be changed unnoticed is a ledger entry: its payload is
+hashed into the entry hash and the hash is signed with the making site's Ed25519 key, whose
+private half is sealed with the data folder's key (keys/custody_ledger.key), never stored in
+the database in the clear. A public key in `custody_site_keys` is trusted only when its sealed
+private half opens with that key and gives the same public key: a key row swapped in by SQL is
+not trusted.
+
+At release (`CustodyService.apply_disposition`) every pack's facts, the QP's decision and the
+QP signature's own hashes go into one `release` entry per batch. At verification and dispense
+`SignedFacts.check` compares the pack's row with that entry; any difference is an integrity
+failure (docs/custody.md, docs/security.md).
+
+Verified entries are cached by their recomputed entry hash together with the signature and
+the key row (the content that was checked), so a scan costs one query, one SHA-256 of the
+payload and a dictionary look-up; the Ed25519 check runs once per entry and process."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+
+from nearfab.custody.enums import LedgerKind
+from nearfab.custody.logic.ledger import entry_hash
+from nearfab.custody.logic.verify import FACT_FIELDS, SignatureFacts, SignedRelease, mismatch
+from nearfab.custody.models import LedgerEntry, SerialUnit, SiteKey
+from nearfab.custody.services.ledger import CustodyLedger
+from nearfab.uow import UnitOfWork
+
+_CACHE_SIZE = 20_000
+
+
+def release_ref(batch_id: str) -> str:
+    return f"release:{batch_id}"
+
+
+def pack_facts(unit: SerialUnit) -> dict[str, str]:
+    """The facts of a pack that a release binds (what a pharmacist relies on)."""
+    return {
+        "serial": unit.serial,
+        "gtin": unit.gtin,
+        "lot": unit.batch_number,
+        "expiry": unit.expiry.isoformat(),
+        "patient_id": unit.patient_id,
+        "order_id": unit.order_id,
+    }
+
+
+class SignedFacts:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (key_id, site_id, public key, sealed private key) -> the trusted public key
+        self._keys: dict[tuple[str, str, bytes, bytes], Ed25519PublicKey | None] = {}
+        # (entry hash, signature, key_id, entry site) -> the verified entry
+        self._entries: OrderedDict[tuple[str, str, str, str], SignedRelease] = OrderedDict()
+
+    # --- keys and entries ----------------------------------------------------------------------
+    def _trusted_key(
+        self, ledger: CustodyLedger, key_id: str, site_id: str, public: bytes, sealed: bytes
+    ) -> Ed25519PublicKey | None:
+        cache_key = (key_id, site_id, public, sealed)
+        with self._lock:
+            if cache_key in self._keys:
+                return self._keys[cache_key]
+        trusted: Ed25519PublicKey | None = None
+        try:
+            private = ledger.keyring.open(sealed)
+            raw = private.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            if raw == public:
+                trusted = Ed25519PublicKey.from_public_bytes(public)
+        except Exception:  # a key the data folder's key does not open is not ours
+            trusted = None
+        with self._lock:
+            self._keys[cache_key] = trusted
+        return trusted
+
+    def releases(
+        self, uow: UnitOfWork, ledger: CustodyLedger | None, batch_id: str
+    ) -> tuple[list[SignedRelease], list[str]]:
+        """The batch's release entries that verify, and why the others do not."""
+        if ledger is None:
+            return [], ["no custody ledger is configured: nothing was signed"]
+        ref = release_ref(batch_id)
+        rows = uow.session.execute(
+            select(
+                LedgerEntry.site_id,
+                LedgerEntry.kind,
+                LedgerEntry.ref,
+                LedgerEntry.payload,
+                LedgerEntry.prev_hash,
+                LedgerEntry.entry_hash,
+                LedgerEntry.key_id,
+                LedgerEntry.signature,
+                SiteKey.site_id,
+                SiteKey.public_key,
+                SiteKey.private_key_encrypted,
+            )
+            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
+            .where(LedgerEntry.ref == ref)
+        ).all()
+        good: list[SignedRelease] = []
+        bad: list[str] = []
+        for row in rows:
+            found = self._verified(ledger, ref, row)
+            if isinstance(found, str):
+                bad.append(found)
+            else:
+                good.append(found)
+        return good, bad
+
+    def _verified(self, ledger: CustodyLedger, ref: str, row: Any) -> SignedRelease | str:
+        (site_id, kind, row_ref, payload, prev, digest, key_id, signature) = row[:8]
+        try:
+            recomputed = entry_hash(str(prev), str(payload))
+        except (UnicodeError, AttributeError):
+            recomputed = ""
+        if recomputed != digest:
+            return f"ledger entry {ref} was changed after it was recorded"
+        cache_key = (recomputed, str(signature), str(key_id), str(site_id))
+        with self._lock:
+            if cache_key in self._entries:
+                self._entries.move_to_end(cache_key)
+                return self._entries[cache_key]
+        result = self._check_entry(
+            ledger, ref, site_id, kind, row_ref, payload, recomputed, key_id, signature, row[8:]
+        )
+        if isinstance(result, SignedRelease):  # only what verified is remembered
+            with self._lock:
+                self._entries[cache_key] = result
+                while len(self._entries) > _CACHE_SIZE:
+                    self._entries.popitem(last=False)
+        return result
+
+    def _check_entry(
+        self,
+        ledger: CustodyLedger,
+        ref: str,
+        site_id: str,
+        kind: str,
+        row_ref: str,
+        payload: str,
+        digest: str,
+        key_id: str,
+        signature: str,
+        key_row: tuple[Any, Any, Any],
+    ) -> SignedRelease | str:
+        key_site, public, sealed = key_row
+        if key_site is None or key_site != site_id or public is None or sealed is None:
+            return f"ledger entry {ref} names no key of its site"
+        key = self._trusted_key(ledger, str(key_id), str(key_site), bytes(public), bytes(sealed))
+        if key is None:
+            return f"ledger entry {ref}: its site key is not one this installation sealed"
+        try:
+            key.verify(bytes.fromhex(str(signature)), bytes.fromhex(digest))
+        except (InvalidSignature, ValueError):
+            return f"ledger entry {ref} is not signed by its site's key"
+        try:
+            whole = json.loads(payload)
+            body = whole["body"]
+        except (ValueError, KeyError, TypeError):
+            return f"ledger entry {ref} is not a release record"
+        if (
+            whole.get("kind") != LedgerKind.RELEASE.value
+            or kind != LedgerKind.RELEASE.value
+            or whole.get("ref") != ref
+            or row_ref != ref
+            or whole.get("site_id") != site_id
+            or not isinstance(body, dict)
+        ):
+            return f"ledger entry {ref} is not a release record"
+        packs: dict[str, dict[str, str]] = {}
+        for item in body.get("packs") or []:
+            if isinstance(item, dict) and isinstance(item.get("serial"), str):
+                packs[item["serial"]] = {k: str(item.get(k)) for k in FACT_FIELDS}
+        return SignedRelease(
+            entry_hash=digest,
+            site_id=site_id,
+            batch_id=str(body.get("batch_id")),
+            decision=str(body.get("decision")),
+            signature_id=body.get("signature_id"),
+            signature_hash=body.get("signature_hash"),
+            signed_record_hash=body.get("signed_record_hash"),
+            packs=packs,
+        )
+
+    # --- the check at verification and dispense --------------------------------------------------
+    def check(
+        self,
+        uow: UnitOfWork,
+        ledger: CustodyLedger | None,
+        unit: SerialUnit,
+        signature: SignatureFacts,
+    ) -> str | None:
+        """None when the pack's row and the QP's decision match the signed release; else what
+        differs (an integrity failure: never hand the pack over)."""
+        releases, problems = self.releases(uow, ledger, unit.batch_id)
+        return mismatch(releases, problems, unit.batch_id, pack_facts(unit), signature)
