@@ -1,5 +1,7 @@
-"""Schemathesis against the OpenAPI schema of a running nearfab server: no generated request,
-valid or not, gets a server error (5xx) or breaks the schema's declared response codes.
+"""Schemathesis against the OpenAPI schema of a running nearfab server, on SQLite and on
+PostgreSQL: no generated request, valid or not, gets a server error (5xx), and every answer
+conforms to the schema: a declared status code, the declared content type, and a body that
+validates against the declared response schema (errors: `ErrorOut`, api/errors.py).
 
 Each operation is called with the token of a demo user whose role the permission matrix
 allows for it, so the generated data reaches the services, not only the 403 gate. The run is
@@ -10,22 +12,22 @@ gives the longer run and its figures.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from tests import flow_helpers as fh
-from tests.conftest import CLOCK_JUMPS
 
-from nearfab.bootstrap import App, build_app
-from nearfab.common.clock import ManualClock
-from nearfab.config import Settings
+from nearfab.bootstrap import App
 from nearfab.identity import MATRIX, Permission, Role
 
 from .conftest import running
@@ -51,31 +53,20 @@ SKIPPED = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
-) -> Iterator[tuple[str, dict[str, str], dict[tuple[str, str], str]]]:
-    from nearfab.demo import seed
+@pytest.fixture
+def server(seeded: App) -> Iterator[tuple[str, dict[str, str], dict[tuple[str, str], str]]]:
+    """The demo network on the test's backend (SQLite and PostgreSQL: `seeded` follows the
+    `database_url` parameter), one released batch, a token per role, served over HTTP."""
     from nearfab.web.server import create_web_app
 
-    folder = tmp_path_factory.mktemp("schemathesis")
-    shutil.copyfile(sqlite_template, folder / "nearfab.db")
-    settings_ = Settings(
-        data_dir=folder / "data",
-        database_url=f"sqlite:///{folder}/nearfab.db",
-        **CLOCK_JUMPS,  # the runner moves the manual clock by hours
-    )
-    app: App = build_app(settings_, clock=ManualClock(), migrate=False)
-    seed(app, fh.TEST_PASSWORD)
-    fh.release(app, fh.make_batch(app))
+    fh.release(seeded, fh.make_batch(seeded))
     tokens = {}
     for role, username in USER_FOR.items():
-        with app.uow() as uow:
-            tokens[role.value], _ = app.users.issue_token(uow, username, fh.TEST_PASSWORD)
-    declared = _declared(create_web_app(app))
-    with running(app) as url:
+        with seeded.uow() as uow:
+            tokens[role.value], _ = seeded.users.issue_token(uow, username, fh.TEST_PASSWORD)
+    declared = _declared(create_web_app(seeded))
+    with running(seeded) as url:
         yield url, tokens, declared
-    app.engine.dispose()
 
 
 def _declared(web: Any) -> dict[tuple[str, str], str]:
@@ -107,7 +98,9 @@ def test_annex11_s4_no_generated_request_gets_a_server_error(
 
         try:
             _exercise(operation, url, headers, statuses)()
-        except Exception as exc:  # every operation runs; all failures are reported together
+        # every operation runs; all failures are reported together (Schemathesis raises a
+        # FailureGroup, a BaseExceptionGroup)
+        except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{key[0]} {key[1]}: {str(exc)[:600]}")
     assert operations > 80  # the schema really lists the API
     # the tokens work: generated requests reach the services, not only the 401/403 gates
@@ -117,6 +110,45 @@ def test_annex11_s4_no_generated_request_gets_a_server_error(
     assert sum(n for c, n in seen.items() if 200 <= c < 300) >= 30, seen
     assert seen[401] < len(statuses) / 4, seen
     assert not failures, "\n\n".join(failures)
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_the_response_checks_catch_what_the_schema_does_not_declare(
+    server: tuple[str, dict[str, str], dict[tuple[str, str], str]],
+) -> None:
+    """The checks above are live: a real answer passes them, and the same answer with an
+    undeclared status, a wrong content type or a body off the declared error schema fails."""
+    import requests
+
+    url, _, _ = server
+    api = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
+    operation = api["/api/v1/auth/token"]["POST"]
+    case = operation.Case(body={"username": "nobody", "password": "wrong-password-1"})
+    response = case.call(base_url=url, timeout=60)
+    assert response.status_code == 401
+    case.validate_response(response, checks=CHECKS)  # declared: 401 with ErrorOut
+
+    def forged(status: int, content_type: str, body: bytes) -> Any:
+        raw = requests.Response()
+        raw.status_code, raw._content = status, body
+        raw.headers["Content-Type"] = content_type
+        raw.request = response.request  # type: ignore[assignment]
+        return type(response).from_requests(raw, verify=True)
+
+    for status, content_type, body in [
+        (418, "application/json", response.content),  # undeclared status
+        (401, "text/html", b"<p>no</p>"),  # undeclared content type
+        (401, "application/json", b'{"detail": "wrong"}'),  # not ErrorOut
+    ]:
+        with pytest.raises(BaseExceptionGroup):
+            case.validate_response(forged(status, content_type, body), checks=CHECKS)
 
 
 def _exercise(operation: Any, url: str, headers: dict[str, str], statuses: list[int]) -> Any:
@@ -133,6 +165,6 @@ def _exercise(operation: Any, url: str, headers: dict[str, str], statuses: list[
     def exercise(case: Any) -> None:
         response = case.call(base_url=url, headers=headers, timeout=60)
         statuses.append(response.status_code)
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=CHECKS)
 
     return exercise
