@@ -1,6 +1,7 @@
 """`nearfab batches`: the batch-record controls from the command line: the master-file steps of
-a batch, signing a step, a second person's verification, the QP's audit-trail review, and the
-QPs assigned to certify a master file (quality-and-release.md)."""
+a batch, signing a step, a second person's verification, the QP's audit-trail review, the
+QPs assigned to certify a master file (quality-and-release.md), and abandoning a batch whose
+machine will never report."""
 
 from __future__ import annotations
 
@@ -313,3 +314,37 @@ def qps(
             escape(r["reason"]),
         )
     console.print(table)
+
+
+@app.command("abandon")
+def abandon(
+    ctx: typer.Context,
+    batch_id: str,
+    reason: Annotated[
+        str, typer.Option(help="Why the batch is abandoned (required; in the audit trail).")
+    ],
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Your username (else the local user holding the data)."),
+    ] = None,
+    password: Annotated[str | None, typer.Option("--password")] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Close a batch whose machine will never report (a crashed worker, a dead machine):
+    failed with the reason on its record, a deviation opened, the machine freed, audited."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password or "", as_json) if user else local_actor()
+    batch = use_case(
+        application,
+        as_json,
+        lambda uow: application.production.abandon(uow, actor, batch_id, reason=reason),
+    )
+    out = {
+        "batch_id": batch.id,
+        "batch_number": batch.batch_number,
+        "status": batch.status,
+        "failure_reason": batch.failure_reason,
+        "machine_id": batch.machine_id,
+    }
+    _done(out, as_json, f"batch {batch.batch_number} abandoned: {escape(reason)}")

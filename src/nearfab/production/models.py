@@ -40,6 +40,9 @@ class BatchRecord(Base):
     started_at: Mapped[datetime]
     # when the signed ticket went to the machine: a batch is handed over once, by one worker
     handed_over_at: Mapped[datetime | None]
+    # until when the machine's run counts as alive: set at hand-over, renewed by each machine
+    # report; once past with no report, the runner's sweep abandons the batch as orphaned
+    lease_expires_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     unit_masses_mg: Mapped[list[Any] | None]
     telemetry_summary: Mapped[dict[str, Any] | None]

@@ -31,17 +31,27 @@ class RunSummary:
     tickets: list[str] = field(default_factory=list)
     batches_completed: list[str] = field(default_factory=list)
     batches_failed: list[str] = field(default_factory=list)
+    # handed-over batches whose machine never reported within the lease: closed, deviation
+    # opened for a person, machine freed
+    batches_orphaned: list[str] = field(default_factory=list)
     blocked: dict[str, str] = field(default_factory=dict)  # what waits, and why
     rounds: int = 0
 
     def progressed(self) -> bool:
-        return bool(self.scheduled or self.tickets or self.batches_completed or self.batches_failed)
+        return bool(
+            self.scheduled
+            or self.tickets
+            or self.batches_completed
+            or self.batches_failed
+            or self.batches_orphaned
+        )
 
     def merge(self, other: RunSummary) -> None:
         self.scheduled += other.scheduled
         self.tickets += other.tickets
         self.batches_completed += other.batches_completed
         self.batches_failed += other.batches_failed
+        self.batches_orphaned += other.batches_orphaned
         self.blocked = other.blocked
         self.rounds += 1
 
@@ -52,6 +62,7 @@ class RunSummary:
             "tickets": self.tickets,
             "batches_completed": self.batches_completed,
             "batches_failed": self.batches_failed,
+            "batches_orphaned": self.batches_orphaned,
             "blocked": self.blocked,
         }
 
@@ -90,6 +101,7 @@ class NetworkRunner:
         self._planner = system_actor("planner")
         self._control = system_actor("control-site")
         self._agent = system_actor("site-agent")
+        self._sweeper = system_actor("runner")
 
     def run_until_idle(self, max_rounds: int = 1000) -> RunSummary:
         total = RunSummary()
@@ -105,10 +117,29 @@ class NetworkRunner:
             summary = RunSummary()
             if self._sweep is not None:
                 self._sweep()
+            self._close_orphans(summary)
             self._schedule(summary)
             self._ticket(summary)
             self._run(summary)
             return summary
+
+    def _close_orphans(self, summary: RunSummary) -> None:
+        """Batches handed to a machine that has not reported within the lease (a worker
+        killed mid-run, a dead machine or link) would hold their machine for ever: each is
+        closed with a deviation for a person (ProductionService.abandon_orphan, one audited
+        transaction) and its machine freed. A result this runner still holds is recorded
+        instead (never abandoned)."""
+        with self._uow() as uow:
+            orphans = [b.id for b in self._production.orphans(uow) if b.id not in self._outcomes]
+        for batch_id in orphans:
+            try:
+                with self._uow() as uow:
+                    self._production.abandon_orphan(uow, self._sweeper, batch_id)
+            except DomainError as exc:  # reported meanwhile, or closed by another worker
+                summary.blocked[batch_id] = exc.message
+                continue
+            log.warning("batch %s was orphaned (no machine report in its lease); closed", batch_id)
+            summary.batches_orphaned.append(batch_id)
 
     def _held(self, job_id: str, summary: RunSummary) -> bool:
         held = self._refused.get(job_id)

@@ -63,6 +63,20 @@ class QualityService:
         self._signatures = signatures
         # manual steps, second-person verification, audit-trail review (quality/records.py)
         self.records = RecordControls(production, master_files, signatures)
+        # an abandoned or orphaned batch opens a deviation, in the abandonment's transaction
+        production.on_abandon(self._abandoned)
+
+    def _abandoned(
+        self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, kind: str, reason: str
+    ) -> None:
+        add_deviation(
+            uow,
+            actor,
+            batch,
+            kind=f"{kind}_batch",
+            description=reason,
+            audited={"machine_id": batch.machine_id},
+        )
 
     def evaluate(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> ReleaseReview:
         """Run the master file's release rule on a made batch and queue it for the QP."""
