@@ -225,7 +225,10 @@ def record_view(
     if entity_type == "unit" and row is not None:
         batch = uow.session.get(BatchRecord, row.batch_id)
         site_id = batch.site_id if batch is not None else None
-    authorize(actor, permission, site_id=site_id)
+    if entity_type == "master_file":
+        authorize(actor, permission)  # a network record every site works from
+    else:
+        authorize(actor, permission, site_id=site_id)  # None: a network record
     sigs = _signatures(uow, entity_type, entity_id, trail, row)
     return {
         "entity_type": entity_type,

@@ -271,8 +271,9 @@ def assign_qp(
         lambda uow: change(uow, actor, master_file_code, qp, reason=reason),
     )
     if not unassign:  # a request: applies when another control-site admin approves it
-        from nearfab.identity import approval_dict
+        from nearfab.identity import ApprovalRequest, approval_dict
 
+        assert isinstance(row, ApprovalRequest)
         asked = to_jsonable(approval_dict(row))
         _done(
             asked,
