@@ -5,12 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: install demo serve test test-fast lint typecheck imports check bench clean
+# pytest-xdist workers for `make test` (auto: one per CPU); WORKERS=0 runs in one process
+WORKERS ?= auto
 
-$(STAMP): pyproject.toml
+.PHONY: install demo serve test test-fast lint typecheck imports check bench clean constraints
+
+# Versions come from constraints.txt (every package pinned, so two installs are the same);
+# `make constraints` refreshes it from a working .venv (docs/testing.md).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,11 +26,11 @@ demo: install  ## seed (first time) and serve the demo network on http://127.0.0
 serve: install
 	$(BIN)/nearfab serve --port $(PORT)
 
-test: install  ## the whole suite (PostgreSQL and browser tests skip with a reason when absent)
-	$(BIN)/pytest
+test: install  ## the whole suite, in parallel (PostgreSQL and browser tests skip with a reason when absent)
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 
 test-fast: install
-	$(BIN)/pytest -m "not postgres and not browser"
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal -m "not postgres and not browser"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -41,6 +46,12 @@ check: lint typecheck imports test
 
 bench: install
 	$(BIN)/python benchmarks/flow_throughput.py
+
+constraints: install  ## re-pin constraints.txt to what .venv has now (after a deliberate upgrade)
+	{ echo "# Every installed package, pinned: make install uses it (pip install -c constraints.txt)."; \
+	  echo "# Regenerate with 'make constraints' after upgrading .venv on purpose; see docs/testing.md."; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v -E '^(setuptools|wheel)=='; \
+	} > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

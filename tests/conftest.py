@@ -49,18 +49,32 @@ SHARED_ABSENT = (
 )
 
 
+def _temporary_files_in_memory() -> None:
+    """Test folders, SQLite files and PostgreSQL clusters in /dev/shm (tmpfs) unless TMPDIR
+    says where: on a journalled disk every commit's fsync and every file a `CREATE DATABASE`
+    copies cost milliseconds (a PostgreSQL clone took 1.1 s on ext4, 0.07 s on tmpfs)."""
+    if os.environ.get("TMPDIR"):
+        return
+    shm = Path("/dev/shm")
+    usable = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    if usable and shutil.disk_usage(shm).free > 2 * 2**30:
+        os.environ["TMPDIR"] = str(shm)
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under CI a missing ../shared/data is an error before collection: the tests that are
     parametrised over its files would otherwise vanish without a word."""
     if UNDER_CI and shared_data_dir() is None:
         raise pytest.UsageError(f"CI=true but {SHARED_ABSENT}")
+    _temporary_files_in_memory()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = []
     if shared_data_dir() is None:
         lines.append(f"WARNING: {SHARED_ABSENT}; the tests over its files are skipped")
-    lines.append(f"PostgreSQL: {_pg_describe()}")
+    lines.append(f"PostgreSQL: {_pg_describe()}; temporary files in {tempfile.gettempdir()}")
     return lines
 
 
