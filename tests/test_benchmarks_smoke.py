@@ -1,0 +1,154 @@
+"""Every script in benchmarks/ runs at a tiny size and prints its figures (a benchmark that no
+test runs rots: telemetry_ingest.py crashed for weeks). Each script gets its own smoke
+arguments below; a new script without an entry fails `test_every_benchmark_has_a_smoke_run`.
+
+The scripts run in this process (runpy, as `__main__`, sharing the imports already made),
+except verify_latency.py, whose server and load generator are spawned processes and need the
+script as a real `__main__` (a subprocess). The figures are read from the JSON each prints.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# script -> (arguments for a tiny run, the figures its JSON must carry as positive numbers)
+SMOKE: dict[str, tuple[list[str], list[str]]] = {
+    # no size flag yet (owned with the audit chain): runs its default, a few seconds
+    "audit_chain.py": (["--json"], []),
+    "flow_throughput.py": (
+        ["--smoke", "--json"],
+        ["prescriptions_per_s", "raw_prescriptions_per_s", "batches_per_s"],
+    ),
+    "ledger.py": (
+        ["--entries", "200", "--single", "20", "--json"],
+        ["append_per_s", "baseline_sign_per_s", "verify_per_s", "baseline_read_per_s"],
+    ),
+    "mspc_score.py": (
+        ["--smoke", "--json"],
+        ["samples_per_s", "raw_samples_per_s", "ratio", "p99_us", "dynamic_online_p99_us"],
+    ),
+    "scheduling.py": (["--smoke", "--json"], []),  # nested: checked below
+    "simulation.py": (
+        ["--smoke", "--json"],
+        ["events", "events_per_s", "raw_simpy_events_per_s", "ratio"],
+    ),
+    "telemetry_ingest.py": (
+        ["--smoke", "--json"],
+        ["points", "points_per_s", "raw_points_per_s", "ratio"],
+    ),
+    "tep_table.py": (["--smoke", "--json"], []),  # nested: checked below
+    "trace.py": (["--smoke", "--json"], ["events", "p50_ms", "p99_ms", "baseline_p99_ms"]),
+    "verify_latency.py": (["--smoke", "--json"], ["units", "batches", "sites"]),
+}
+# a known breakage in a script this suite does not own is shown, not hidden: XFAIL while it
+# fails, XPASS once it is fixed (then remove the entry)
+KNOWN_BROKEN = {
+    "audit_chain.py": (
+        AttributeError,
+        "audit_chain.py replaces a flush hook the audit chain no longer has "
+        "(chain._number_new_entries); owned with the audit chain",
+    ),
+}
+
+
+def _scripts() -> list[str]:
+    return sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+
+
+def test_every_benchmark_has_a_smoke_run() -> None:
+    assert _scripts(), "no benchmarks found"
+    assert set(_scripts()) == set(SMOKE), set(_scripts()) ^ set(SMOKE)
+
+
+def _run_in_process(
+    script: str, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> str:
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *args])
+    capsys.readouterr()  # drop anything printed before
+    try:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    except SystemExit as exc:  # argparse errors, or a script that exits itself
+        assert exc.code in (None, 0), f"{script} exited with {exc.code}"
+    return capsys.readouterr().out
+
+
+def _run_subprocess(script: str, args: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCHMARKS.parent,
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _positive(figures: dict[str, Any], key: str, script: str) -> None:
+    value = figures.get(key)
+    assert isinstance(value, int | float) and not isinstance(value, bool), (script, key, value)
+    assert value > 0, (script, key, value)
+
+
+def _params() -> list[Any]:
+    out = []
+    for script in _scripts():
+        broken = KNOWN_BROKEN.get(script)
+        marks = (
+            [pytest.mark.xfail(raises=broken[0], reason=broken[1], strict=False)] if broken else []
+        )
+        out.append(pytest.param(script, marks=marks, id=script.removesuffix(".py")))
+    return out
+
+
+@pytest.mark.parametrize("script", _params())
+def test_benchmark_runs_at_a_tiny_size_and_prints_its_figures(
+    script: str,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args, keys = SMOKE[script]
+    if script == "tep_table.py":  # the Tennessee Eastman files are external test material
+        shared: Path = request.getfixturevalue("shared_data")
+        args = [*args, "--data", str(shared / "tep")]
+    if script == "verify_latency.py":
+        out = _run_subprocess(script, args)
+    else:
+        out = _run_in_process(script, args, capsys, monkeypatch)
+    figures = json.loads(out)
+    assert isinstance(figures, dict) and figures, out[:500]
+    for key in keys:
+        _positive(figures, key, script)
+
+    if script == "scheduling.py":
+        [run] = figures["runs"]
+        for block in ("edd", "cp_sat", "planner", "replan_after_machine_failure"):
+            assert block in run, block
+        _positive(run["edd"], "first_feasible_s", script)
+        assert run["planner"]["weighted_tardiness"] <= run["edd"]["weighted_tardiness"]
+        assert figures["summary"]["seeds"] == [7]
+    elif script == "tep_table.py":
+        assert figures["faults"] == [1, 3]
+        for model in ("pca", "dpca_ewma"):
+            fault1 = figures[model]["per_fault"]["1"]
+            assert 0 <= fault1["either_detection"] <= 1
+            assert 0 <= figures[model]["d00_te_false_alarms"] <= 1
+    elif script == "verify_latency.py":
+        [run] = figures["runs"]
+        for key in ("rps", "baseline_rps", "p99_ms", "saturated_p99_ms"):
+            _positive(run, key, script)
+        assert run["errors"] == {} and run["errors_open_loop"] == {}
+        # every verification answered is logged once the writers are flushed
+        assert figures["verifications"] == figures["verifications_logged"] > 0
+    elif script == "audit_chain.py":
+        assert figures
