@@ -233,6 +233,7 @@ def build_app(
     # every checkpoint carries the ledger heads and is itself an entry of the control chain
     audit_keys.ledger_heads = custody_chain.ledger.heads
     audit_keys.on_checkpoint = custody_chain.ledger.record_audit_checkpoint
+    audit_keys.ledger_checkpoints = custody_chain.ledger.audit_checkpoints
     custody_ref.append(custody)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")

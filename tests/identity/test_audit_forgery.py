@@ -162,6 +162,16 @@ def expected_mac(key: bytes, row: dict[str, Any]) -> str:
     return hmac.new(key, b"nearfab-audit-row-mac-v1\n" + data.encode(), hashlib.sha256).hexdigest()
 
 
+def drop_ledgered_checkpoints(app: App, *, above: int) -> None:
+    """The copies of the checkpoints in the control site's ledger chain (no trigger there)."""
+    with app.engine.begin() as conn:
+        for entry_id, payload in conn.execute(
+            text("SELECT id, payload FROM custody_ledger WHERE kind = 'audit_checkpoint'")
+        ).all():
+            if json.loads(payload)["body"]["checkpoint"]["seq"] > above:
+                conn.execute(text("DELETE FROM custody_ledger WHERE id = :i"), {"i": entry_id})
+
+
 def key_file(app: App) -> bytes:
     return (Path(app.settings.data_dir) / "keys" / "audit_chain.key").read_bytes()
 
@@ -318,6 +328,7 @@ def test_truncation_of_unanchored_rows_is_found_only_with_an_exported_file(
     lift_triggers(seeded)
     lift_checkpoint_triggers(seeded)
     sql(seeded, "DELETE FROM audit_checkpoints WHERE seq > :s", s=anchored)
+    drop_ledgered_checkpoints(seeded, above=anchored)
     rechain(seeded, anchored, [])
     code, report = verify(seeded)
     assert code == 0, report  # nothing inside the database shows it
@@ -351,6 +362,7 @@ def test_with_the_key_files_a_rewrite_is_found_only_against_an_exported_file(
     lift_checkpoint_triggers(seeded)
     rechain(seeded, i, changed, mac_key=key_file(seeded))
     sql(seeded, "DELETE FROM audit_checkpoints")  # they could sign new ones too
+    drop_ledgered_checkpoints(seeded, above=0)
     code, report = verify(seeded)
     assert code == 0, report
     code, report = verify(seeded, "--against", str(file))
@@ -489,3 +501,17 @@ def test_api_and_web_page_name_a_forged_row_and_the_unanchored_rows(seeded: App)
     )
     html = client.get("/audit/verify").text
     assert "broken" in html and "B-FORGED" in html and "inserted" in html
+
+
+def test_checkpoints_deleted_from_their_table_still_count_from_the_ledger(seeded: App) -> None:
+    checkpoint(seeded)
+    anchored = rows(seeded)[-1]["seq"]
+    lift_triggers(seeded)
+    lift_checkpoint_triggers(seeded)
+    sql(seeded, "DELETE FROM audit_checkpoints")
+    rechain(seeded, anchored - 2, [])
+    code, report = verify(seeded)
+    assert code == 1
+    bad = report["first_bad"]
+    assert bad["problem"] == "deleted" and bad["seq"] == anchored
+    assert "ledger checkpoint" in bad["detail"]

@@ -497,6 +497,19 @@ class CustodyLedger:
         )
         return {str(r[0]): [int(r[1]), str(r[2])] for r in rows}
 
+    def audit_checkpoints(self, connection: Connection) -> list[tuple[dict[str, Any], str]]:
+        """The audit checkpoints recorded in the control site's chain: (body, signature)."""
+        found: list[tuple[dict[str, Any], str]] = []
+        for payload in connection.execute(
+            select(LedgerEntry.payload).where(LedgerEntry.kind == LedgerKind.AUDIT_CHECKPOINT.value)
+        ).scalars():
+            try:
+                body = json.loads(payload)["body"]
+                found.append((dict(body["checkpoint"]), str(body["signature"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged entry: named by verify-ledger
+        return found
+
     def record_audit_checkpoint(
         self, uow: UnitOfWork, body: dict[str, Any], signature: str
     ) -> None:

@@ -86,6 +86,8 @@ class AuditKeys:
     public_key_pem: str = ""
     sign: Callable[[dict[str, Any]], str] | None = None  # base64 Ed25519 over canonical JSON
     ledger_heads: Callable[[Connection], dict[str, list[Any]]] | None = None
+    # the checkpoints as recorded in the control site's ledger chain: (body, signature) pairs
+    ledger_checkpoints: Callable[[Connection], list[tuple[dict[str, Any], str]]] | None = None
     on_checkpoint: Callable[[UnitOfWork, dict[str, Any], str], None] | None = None
 
 
@@ -453,7 +455,22 @@ def stored_checkpoints(
     and a problem for each one that is not (forged or altered)."""
     good: list[Checkpoint] = []
     bad: list[BadRow] = []
-    rows = conn.execute(select(_CHECKPOINTS).order_by(_CHECKPOINTS.c.id)).mappings()
+    rows = conn.execute(select(_CHECKPOINTS).order_by(_CHECKPOINTS.c.id)).mappings().all()
+    if keys is not None and keys.ledger_checkpoints is not None:
+        # a checkpoint deleted from its table still counts where the ledger keeps it (only a
+        # valid signature makes it count: a forged ledger entry is named by verify-ledger)
+        known = {(r["seq"], r["head_hash"], r["at"]) for r in rows}
+        for body, signature in keys.ledger_checkpoints(conn):
+            try:
+                copy = _checkpoint_of(body, signature, source="ledger")
+            except (KeyError, TypeError, ValueError, IndexError):
+                continue
+            if (
+                body == copy.body()
+                and signature_ok(keys.public_key_pem, body, signature)
+                and not any(k[0] == copy.seq and k[1] == copy.head_hash for k in known)
+            ):
+                good.append(copy)
     for row in rows:
         try:
             body = json_loads(row["body"])
