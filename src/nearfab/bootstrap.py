@@ -198,7 +198,9 @@ def build_app(
         ),
     )
     materials = MaterialService(network)
-    orders = OrderService(master_files, vault, designs)
+    orders = OrderService(
+        master_files, vault, designs, max_bundle_entries=settings.bundle_max_entries
+    )
     scheduling = SchedulingService(network, master_files, materials, orders, families)
     production = ProductionService(
         network, master_files, materials, orders, scheduling, families, signer, fleet

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # e.g. "127.0.0.1,10.0.0.0/8"); empty (the default): the header is ignored and the login
     # throttle counts per TCP peer (docs/accounts-and-signatures.md)
     trusted_proxies: str = ""
+    # request bodies (docs/prescriptions.md): refused with 413 before anything parses them
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    prescription_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    credentials_max_body_bytes: int = Field(default=8 * 1024, ge=1024)
+    bulk_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # one FHIR Bundle may hold at most this many entries (all of them, any resource type)
+    bundle_max_entries: int = Field(default=50, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

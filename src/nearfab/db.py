@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -48,8 +50,33 @@ class Base(DeclarativeBase):
     }
 
 
+def _private_sqlite_file(url: str) -> None:
+    """The SQLite file holds patient pseudonyms, ciphertexts and the audit trail: create it
+    0600 (owner only), like the keys, before SQLite would create it 0644 under a usual umask;
+    an existing file readable by others is narrowed. SQLite gives its -wal and -shm files the
+    database file's own mode, so they follow."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = os.path.abspath(database)
+    if os.path.isdir(os.path.dirname(path)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")

@@ -12,6 +12,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
 from nearfab.demo import AUTOPILOT, complete_record, prescription_bundle
 from nearfab.identity import actor_of, system_actor
+from nearfab.network import SiteKind, SiteStatus
 from nearfab.production import Fault
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,17 @@ class DemoLoop:
         )
         try:
             with self.app.uow() as uow:
-                self.app.orders.submit(uow, system_actor("demo-prescriber"), bundle)
+                # every order belongs to a site: the demo's point-of-care sites take turns
+                sites = sorted(
+                    s.code
+                    for s in self.app.network.list_sites(uow)
+                    if s.kind != SiteKind.CONTROL.value and s.status == SiteStatus.ACTIVE.value
+                )
+                if not sites:
+                    log.warning("demo prescription not sent: no active point-of-care site")
+                    return
+                site = sites[self._submitted % len(sites)]
+                self.app.orders.submit(uow, system_actor("demo-prescriber"), bundle, site_id=site)
             self._submitted += 1
         except DomainError as exc:
             log.warning("demo prescription refused: %s", exc.message)

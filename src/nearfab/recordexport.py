@@ -89,10 +89,18 @@ def entry_dict(r: AuditEntry) -> dict[str, Any]:
     }
 
 
+def _shown(value: Any) -> Any:
+    """A binary column (a ciphertext: the prescription as received, which names the patient)
+    is never exported: its size stands in for it; its plain-text hash is a column of its own."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"(encrypted, {len(bytes(value))} bytes; not exported)"
+    return value
+
+
 def _content_of(row: Any) -> dict[str, Any]:
     mapper = sa_inspect(type(row))
     out = {
-        attr.key: getattr(row, attr.key)
+        attr.key: _shown(getattr(row, attr.key))
         for attr in mapper.column_attrs
         if attr.key not in SECRET_COLUMNS
     }
@@ -225,6 +233,14 @@ def record_view(
     if entity_type == "unit" and row is not None:
         batch = uow.session.get(BatchRecord, row.batch_id)
         site_id = batch.site_id if batch is not None else None
+    if entity_type == "prescription" and row is not None:
+        # a prescription belongs to the site of the order made from it
+        site_id = (
+            uow.session.scalar(
+                select(Order.site_id).where(Order.prescription_id == row.id).limit(1)
+            )
+            or site_id
+        )
     if entity_type == "master_file":
         authorize(actor, permission)  # a network record every site works from
     else:

@@ -48,7 +48,7 @@ def _pending_batch(app: App, clock: ManualClock, seed: int = 1) -> tuple[str, st
     # 3 days at 3 a day: 9 tablets, too few for 2.9.40, so the QP must review and give a reason
     bundle = prescription_bundle(random.Random(seed), today=clock.now().date(), days=3)
     with app.uow() as uow:
-        (order,) = app.orders.submit(uow, system_actor("test"), bundle)
+        (order,) = app.orders.submit(uow, system_actor("test"), bundle, site_id="GSTT-PH")
         order_id = order.id
     summary = app.runner.run_until_idle()
     assert len(summary.batches_completed) == 1, summary.to_dict()

@@ -51,6 +51,8 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
             "order",
             "submit",
             str(FIXTURE / "hydrocortisone-paediatric-bundle.json"),
+            "--site",
+            "GSTT-PH",
             "--json",
         )
     )
@@ -336,6 +338,8 @@ def test_cli_order_changes_need_a_reason_and_follow_the_lifecycle(tmp_path: Path
             "order",
             "submit",
             str(FIXTURE / "hydrocortisone-paediatric-bundle.json"),
+            "--site",
+            "GSTT-PH",
             "--json",
         )
     )

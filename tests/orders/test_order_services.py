@@ -87,10 +87,10 @@ def actor(app: App, username: str) -> Actor:
         return actor_of(user, uow.session)
 
 
-def submit(app: App, doc: Any, username: str = "clinician") -> list[Order]:
+def submit(app: App, doc: Any, username: str = "clinician", site: str | None = None) -> list[Order]:
     who = actor(app, username)
     with app.uow() as uow:
-        return app.orders.submit(uow, who, doc)
+        return app.orders.submit(uow, who, doc, site_id=site)
 
 
 def refused(app: App, error: type[DomainError], use_case: Callable[[UnitOfWork], Any]) -> Any:
@@ -278,7 +278,9 @@ def test_clinicians_pharmacists_and_admins_submit_others_are_forbidden(seeded: A
     for username in ("operator", "qp", "planner", "auditor"):
         rejected(seeded, bundle(), Forbidden, username)
     for index, username in enumerate(("clinician", "pharmacist", "admin")):
-        [order] = submit(seeded, bundle(seed=index), username)
+        # the admin has no home site: names the ordering site (tests/orders/test_intake_attacks)
+        site = "GSTT-PH" if username == "admin" else None
+        [order] = submit(seeded, bundle(seed=index), username, site)
         assert order.status == "designed"
         assert trail(seeded, "order", order.id)[0].actor_id == actor(seeded, username).user_id
 
@@ -307,7 +309,7 @@ def test_only_a_failed_order_is_planned_again(seeded: App) -> None:
 
     planner = system_actor("test-planner")
     with seeded.uow() as uow:
-        (order,) = seeded.orders.submit(uow, planner, _bundle_for_replan(seeded))
+        (order,) = seeded.orders.submit(uow, planner, _bundle_for_replan(seeded), site_id="GSTT-PH")
     with seeded.uow() as uow, pytest.raises(Refused) as caught:
         seeded.orders.replan(uow, planner, order.id, reason="try again")
     assert caught.value.code == "not_failed"

@@ -73,9 +73,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         # the whole body is wrong: usually not JSON at all
         if not _is_json(request) and request.url.path.startswith("/api/"):
             shown = request.headers.get("content-type") or "none"
-            message = (
-                f"the request body must be JSON (Content-Type: application/json), not {shown}"
-            )
+            message = f"the request body must be JSON (Content-Type: application/json), not {shown}"
             return JSONResponse(
                 status_code=422, content=error_body("validation_failed", "$", message)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
 from nearfab.api.schemas import (
@@ -393,21 +393,48 @@ def lot_status(
 
 
 # --- orders and production -------------------------------------------------------------------
-@router.post("/orders", status_code=201, tags=["orders"])
+@router.post(
+    "/orders",
+    status_code=201,
+    tags=["orders"],
+    responses={
+        409: {"description": "the prescription was already received (names its order)"},
+        413: {"description": "the body is larger than a prescription may be"},
+    },
+)
 def submit_order(
     actor: Annotated[Actor, allowed(Permission.ORDER_SUBMIT)],
     application: AppDep,
     uow: UowDep,
     body: dict[str, Any] = Body(description="FHIR R4 MedicationRequest or Bundle"),
+    site: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="the ordering site (id or code); else the prescriber's organisation, "
+            "else the submitting user's own point-of-care site",
+        ),
+    ] = None,
+    resubmit_of: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="the cancelled order this prescription is submitted again for",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    """Take a FHIR prescription in: all of its MedicationRequests or none."""
-    orders = application.orders.submit(uow, actor, body)
+    """Take a FHIR prescription in: all of its MedicationRequests or none. Every order belongs
+    to a site; the same prescription (identifier and patient) is taken once
+    (docs/prescriptions.md)."""
+    orders = application.orders.submit(uow, actor, body, site_id=site, resubmit_of=resubmit_of)
     return {
         "orders": [
             _row(
                 o,
                 "id",
                 "status",
+                "site_id",
+                "resubmit_of",
                 "medication",
                 "dose_mg",
                 "units",

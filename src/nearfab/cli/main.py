@@ -131,22 +131,49 @@ def serve(
 def order_submit(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="FHIR R4 MedicationRequest or Bundle (JSON).")],
+    site: Annotated[
+        str | None,
+        typer.Option(
+            help="The ordering site (id or code); else the prescriber's organisation in the "
+            "FHIR resource. Required when the resource names none."
+        ),
+    ] = None,
+    resubmit_of: Annotated[
+        str | None,
+        typer.Option(help="The cancelled order this prescription is submitted again for."),
+    ] = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Take a prescription in: validated, mapped, designed; all or nothing."""
+    """Take a prescription in: validated, mapped, designed; all or nothing. Every order belongs
+    to a site; the same prescription (identifier and patient) is taken once."""
     application = state(ctx, data_dir).app()
+    limit = application.settings.prescription_max_body_bytes
     try:
-        document = file.read_bytes()
+        with file.open("rb") as fh:
+            document = fh.read(limit + 1)  # never more than the limit into memory
     except OSError as exc:
         fail(ValidationFailed(f"cannot read {file}: {exc.strerror}", field="FILE"), as_json)
+    if len(document) > limit:
+        fail(
+            ValidationFailed(
+                f"{file}: a prescription may hold at most {limit} bytes; this one is larger",
+                field="FILE",
+            ),
+            as_json,
+        )
     orders = use_case(
-        application, as_json, lambda uow: application.orders.submit(uow, local_actor(), document)
+        application,
+        as_json,
+        lambda uow: application.orders.submit(
+            uow, local_actor(), document, site_id=site, resubmit_of=resubmit_of
+        ),
     )
     rows = [
         {
             "id": o.id,
             "status": o.status,
+            "site_id": o.site_id,
             "medication": o.medication,
             "dose_mg": o.dose_mg,
             "units": o.units,

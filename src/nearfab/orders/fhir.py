@@ -55,6 +55,13 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 ORDERABLE_DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+# an Organization identifier in this system names a nearfab site by its code: the prescriber's
+# organisation (requester Organization, or PractitionerRole.organization) becomes the ordering
+# site (docs/prescriptions.md)
+SITE_SYSTEM = "https://nearfab.org/fhir/sid/site"
+# a Bundle with more entries than this is refused before it is validated (settings can lower
+# or raise it: NEARFAB_BUNDLE_MAX_ENTRIES)
+DEFAULT_MAX_ENTRIES = 50
 
 MAKEABLE_STATUSES = ("active", "draft", "on-hold")
 ORDER_INTENTS = ("order", "original-order", "instance-order", "filler-order")
@@ -112,6 +119,8 @@ class PrescriptionIn:
     units_for_course: int | None
     note: str | None
     raw: dict[str, Any]
+    # the site codes the prescriber's organisation names (Organization.identifier in SITE_SYSTEM)
+    prescriber_site_codes: tuple[str, ...] = ()
     # where the MedicationRequest sits, e.g. "Bundle.entry[2].resource": errors name it
     fhir_path: str = "MedicationRequest"
 
@@ -874,6 +883,8 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         if prescriber_display is None:
             prescriber_display = _human_name(prescriber.resource.get("name"))
 
+    org_sites = _organisation_sites(requester, prescriber, ctx)
+
     notes = [n["text"].strip() for n in mr.get("note") or [] if _str(n.get("text"))]
     authored = _instant(mr.get("authoredOn"), end=False)
 
@@ -902,8 +913,41 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         units_for_course=units_for_course,
         note="\n".join(notes) or None,
         raw=raw,
+        prescriber_site_codes=org_sites,
         fhir_path=ctx.path,
     )
+
+
+def _site_codes(identifiers: Any) -> list[str]:
+    values = identifiers if isinstance(identifiers, list) else [identifiers]
+    return [
+        i["value"].strip()
+        for i in values
+        if isinstance(i, dict) and i.get("system") == SITE_SYSTEM and _str(i.get("value"))
+    ]
+
+
+def _organisation_sites(
+    requester: dict[str, Any], prescriber: _Found | None, ctx: _Context
+) -> tuple[str, ...]:
+    """The site codes of the prescriber's organisation: a requester Organization (resolved, or
+    a logical reference by identifier), or the organization of a requester PractitionerRole."""
+    codes: list[str] = []
+    if requester.get("type") == "Organization" or str(requester.get("reference", "")).startswith(
+        "Organization/"
+    ):
+        codes += _site_codes(requester.get("identifier"))
+    resource = prescriber.resource if prescriber is not None else {}
+    if resource.get("resourceType") == "Organization":
+        codes += _site_codes(resource.get("identifier"))
+    elif resource.get("resourceType") == "PractitionerRole":
+        org = resource.get("organization") if isinstance(resource.get("organization"), dict) else {}
+        codes += _site_codes(org.get("identifier"))
+        ref = _str(org.get("reference"))
+        found = ctx.resolve(ref) if ref else None
+        if found is not None and found.resource.get("resourceType") == "Organization":
+            codes += _site_codes(found.resource.get("identifier"))
+    return tuple(dict.fromkeys(codes))
 
 
 def _contained(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -918,13 +962,24 @@ def _contained(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # entry point
 
 
-def parse_prescriptions(doc: str | bytes | Mapping[str, Any]) -> list[PrescriptionIn]:
+def parse_prescriptions(
+    doc: str | bytes | Mapping[str, Any], *, max_entries: int = DEFAULT_MAX_ENTRIES
+) -> list[PrescriptionIn]:
     """Every MedicationRequest of `doc` (one resource, or a Bundle of any type), mapped.
 
     Raises FhirInputError (field = FHIR path, message = field and reason) on anything that
-    cannot be made as given; one bad MedicationRequest in a Bundle refuses the whole Bundle.
+    cannot be made as given; one bad MedicationRequest in a Bundle refuses the whole Bundle,
+    and so does a Bundle of more than `max_entries` entries (counted before any validation).
     """
     data = _load(doc)
+    if data.get("resourceType") == "Bundle":
+        count = len(data["entry"]) if isinstance(data.get("entry"), list) else 0
+        if count > max_entries:
+            raise _refuse(
+                "Bundle.entry",
+                f"{count} entries; a Bundle may hold at most {max_entries} "
+                "(send the prescriptions in several Bundles)",
+            )
     resource_type = data.get("resourceType")
 
     if resource_type == "MedicationRequest":

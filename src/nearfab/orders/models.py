@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -35,9 +35,25 @@ class PatientIdentity(Base):
 
 class Prescription(Base):
     __tablename__ = "prescriptions"
+    # the same prescription (identifier system + value) for the same patient is taken once;
+    # a resubmission after its order was cancelled is the next `resubmission` (0013)
+    __table_args__ = (
+        Index(
+            "uq_prescriptions_identifier",
+            "patient_id",
+            "identifier_system",
+            "identifier_value",
+            "resubmission",
+            unique=True,
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     source_id: Mapped[str | None] = mapped_column(String(128))
+    # the MedicationRequest's business identifier (its first identifier with a system)
+    identifier_system: Mapped[str | None] = mapped_column(String(255))
+    identifier_value: Mapped[str | None] = mapped_column(String(255))
+    resubmission: Mapped[int] = mapped_column(default=0, server_default="0")
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     received_at: Mapped[datetime]
     received_by: Mapped[str] = mapped_column(String(64))
@@ -66,8 +82,10 @@ class Order(Base):
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     prescription_id: Mapped[str] = mapped_column(ForeignKey("prescriptions.id"))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
-    # the site that ordered it (its patient's site): site staff see their own site's orders
-    site_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # the site that ordered it: every order has one (0013); site staff see their own site's
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    # the cancelled order this one submits again (an explicit, audited resubmission)
+    resubmit_of: Mapped[str | None] = mapped_column(String(32))
     master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))
     master_file_code: Mapped[str] = mapped_column(String(64))
     master_file_version: Mapped[int]

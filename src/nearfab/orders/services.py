@@ -10,7 +10,14 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from nearfab.common.canonical import canonical_json, sha256_hex
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
+from nearfab.common.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    Refused,
+    ValidationFailed,
+    require_reason,
+)
 from nearfab.common.ids import new_id
 from nearfab.identity import (
     Actor,
@@ -19,17 +26,35 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
-    is_network_wide,
     visible_sites,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService
+from nearfab.network import Site, SiteKind
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
-from nearfab.orders.fhir import PrescriptionIn, parse_prescriptions
+from nearfab.orders.fhir import (
+    DEFAULT_MAX_ENTRIES,
+    SITE_SYSTEM,
+    PrescriptionIn,
+    parse_prescriptions,
+)
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
 
 DEFAULT_LEAD_TIME = timedelta(days=3)
+IDENTIFIER_MAX = 255  # identifier system and value columns
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One prescription of a submission, checked and ready to store."""
+
+    rx: PrescriptionIn
+    master_file: MasterFile
+    site_id: str
+    identifier: tuple[str, str] | None
+    resubmission: int = 0
+    replaces: Order | None = None
 
 
 @dataclass(frozen=True)
@@ -49,13 +74,36 @@ class Designer(Protocol):
         ...
 
 
+def _identifier_of(rx: PrescriptionIn) -> tuple[str, str] | None:
+    """The MedicationRequest's business identifier: its first identifier with a system."""
+    for joined in rx.identifiers:
+        system, _, value = joined.partition("|")
+        if not system or not value.strip():
+            continue
+        index = rx.identifiers.index(joined)
+        for part, text in (("system", system), ("value", value)):
+            if len(text) > IDENTIFIER_MAX:
+                where = f"{rx.fhir_path}.identifier[{index}].{part}"
+                raise ValidationFailed(
+                    f"{where}: {len(text)} characters; at most {IDENTIFIER_MAX}", field=where
+                )
+        return system, value
+    return None
+
+
 class OrderService:
     def __init__(
-        self, master_files: MasterFileService, vault: IdentityVault, designer: Designer
+        self,
+        master_files: MasterFileService,
+        vault: IdentityVault,
+        designer: Designer,
+        *,
+        max_bundle_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self._master_files = master_files
         self._vault = vault
         self._designer = designer
+        self._max_entries = max_bundle_entries
 
     # --- intake ------------------------------------------------------------------------------
     def submit(
@@ -65,21 +113,186 @@ class OrderService:
         document: str | bytes | Mapping[str, Any],
         *,
         site_id: str | None = None,
+        resubmit_of: str | None = None,
     ) -> list[Order]:
         """Accept a FHIR MedicationRequest or Bundle: all its prescriptions or none of them.
-        The orders belong to `site_id` (the ordering site); site staff order for their own
-        site only, and without `site_id` their orders are their site's."""
-        authorize(actor, Permission.ORDER_SUBMIT, site_id=site_id)
-        if site_id is None and not is_network_wide(actor):
-            site_id = actor.site_id
-        prescriptions = parse_prescriptions(document)
+
+        Every order belongs to a site (docs/prescriptions.md): the site named here (`site_id`,
+        an id or a code), else the prescriber's organisation (an Organization identifier in
+        SITE_SYSTEM), else the submitting user's own point-of-care site; with none of them the
+        submission is refused (field `site`). Site staff order for their own site only.
+
+        The same prescription (identifier system + value) for the same patient is taken once:
+        a second submission is refused naming the existing order (409), unless that order was
+        cancelled and `resubmit_of` names it (audited on both orders)."""
+        authorize(actor, Permission.ORDER_SUBMIT)  # the role; the site once it is known
+        named = self._named_site(uow, site_id) if site_id is not None else None
+        prescriptions = parse_prescriptions(document, max_entries=self._max_entries)
         # check every prescription before storing anything
-        plans = [(rx, self._master_file_for(uow, rx)) for rx in prescriptions]
-        for rx, _ in plans:
+        plans: list[_Plan] = []
+        for rx in prescriptions:
+            ordering = self._ordering_site(uow, actor, rx, named)
+            authorize(actor, Permission.ORDER_SUBMIT, site_id=ordering)
+            mf = self._master_file_for(uow, rx)
             self._check_quantities(rx)
-        orders = [self._store(uow, actor, rx, mf, site_id) for rx, mf in plans]
-        uow.commit()
+            plans.append(_Plan(rx, mf, ordering, _identifier_of(rx)))
+        plans = self._check_duplicates(uow, plans, resubmit_of)
+        try:
+            orders = [self._store(uow, actor, plan) for plan in plans]
+            uow.commit()
+        except Conflict:
+            # a concurrent submission of the same prescription won the unique key: name it
+            uow.session.rollback()
+            self._check_duplicates(uow, plans, resubmit_of)
+            raise
         return orders
+
+    # --- the ordering site --------------------------------------------------------------------
+    @staticmethod
+    def _named_site(uow: UnitOfWork, ref: str) -> Site:
+        """The site named at intake, by id or by code; a point-of-care site."""
+        site = uow.session.get(Site, ref)
+        site = site or uow.session.scalar(select(Site).where(Site.code == ref))
+        if site is None:
+            raise ValidationFailed(f"site: no site {ref!r} (give a site id or code)", field="site")
+        if site.kind == SiteKind.CONTROL.value:
+            raise ValidationFailed(
+                f"site: {site.code} is the control site; an order belongs to the point-of-care "
+                "site that orders it",
+                field="site",
+            )
+        return site
+
+    def _ordering_site(
+        self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn, named: Site | None
+    ) -> str:
+        where = f"{rx.fhir_path}.requester"
+        from_org: Site | None = None
+        if len(rx.prescriber_site_codes) > 1:
+            raise ValidationFailed(
+                f"{where}: the prescriber's organisation names several sites "
+                f"({', '.join(rx.prescriber_site_codes)}); it must name one",
+                field=where,
+            )
+        if rx.prescriber_site_codes:
+            code = rx.prescriber_site_codes[0]
+            from_org = uow.session.scalar(select(Site).where(Site.code == code))
+            if from_org is None or from_org.kind == SiteKind.CONTROL.value:
+                raise ValidationFailed(
+                    f"{where}: the prescriber's organisation names site {code!r} "
+                    f"({SITE_SYSTEM}), which is not a point-of-care site of this network",
+                    field=where,
+                )
+        if named is not None and from_org is not None and named.id != from_org.id:
+            raise ValidationFailed(
+                f"site: {named.code} was named, but the prescriber's organisation is site "
+                f"{from_org.code}; an order belongs to one site",
+                field="site",
+            )
+        if named is not None:
+            return named.id
+        if from_org is not None:
+            return from_org.id
+        home = uow.session.get(Site, actor.site_id) if actor.site_id else None
+        if home is not None and home.kind != SiteKind.CONTROL.value:
+            return home.id
+        raise ValidationFailed(
+            "site: every order belongs to a point-of-care site; name it (site=<id or code>), "
+            f"or send the prescriber's organisation as an Organization identifier in "
+            f"{SITE_SYSTEM}",
+            field="site",
+        )
+
+    # --- duplicates -----------------------------------------------------------------------------
+    def _check_duplicates(
+        self, uow: UnitOfWork, plans: list[_Plan], resubmit_of: str | None
+    ) -> list[_Plan]:
+        """Refuse a prescription already taken (naming its order); number an explicit
+        resubmission of a cancelled order. Returns the plans with that numbering."""
+        seen: dict[tuple[str, str, str], str] = {}
+        out: list[_Plan] = []
+        used = False
+        for plan in plans:
+            rx, ident = plan.rx, plan.identifier
+            key = self._patient_key(rx)
+            if ident is None or key is None:
+                out.append(plan)
+                continue
+            field = f"{rx.fhir_path}.identifier"
+            lookup = self._vault.lookup_hash(key)
+            seen_key = (lookup, *ident)
+            if seen_key in seen:
+                raise ValidationFailed(
+                    f"{field}: prescription {ident[0]}|{ident[1]} appears twice in this "
+                    f"submission (also at {seen[seen_key]})",
+                    field=field,
+                )
+            seen[seen_key] = rx.fhir_path
+            patient = uow.session.scalar(select(Patient).where(Patient.lookup_hash == lookup))
+            latest = (
+                None
+                if patient is None
+                else uow.session.scalar(
+                    select(Prescription)
+                    .where(
+                        Prescription.patient_id == patient.id,
+                        Prescription.identifier_system == ident[0],
+                        Prescription.identifier_value == ident[1],
+                    )
+                    .order_by(Prescription.resubmission.desc())
+                    .limit(1)
+                )
+            )
+            if latest is None:
+                out.append(plan)
+                continue
+            existing = uow.session.scalar(
+                select(Order).where(Order.prescription_id == latest.id).limit(1)
+            )
+            existing_id = existing.id if existing is not None else "(none)"
+            status = existing.status if existing is not None else "unknown"
+            if resubmit_of is None or resubmit_of != existing_id:
+                hint = (
+                    f"; to make it again, resubmit with resubmit_of={existing_id}"
+                    if status == OrderStatus.CANCELLED.value
+                    else "; cancel that order first to submit it again"
+                )
+                raise Conflict(
+                    f"{field}: prescription {ident[0]}|{ident[1]} for this patient was already "
+                    f"received: order {existing_id} ({status}){hint}",
+                    field=field,
+                    code="duplicate_prescription",
+                )
+            if existing is None or status != OrderStatus.CANCELLED.value:
+                raise Refused(
+                    f"resubmit_of: order {existing_id} is {status}; only a cancelled order is "
+                    "submitted again",
+                    field="resubmit_of",
+                    code="not_cancelled",
+                )
+            used = True
+            out.append(
+                _Plan(
+                    rx,
+                    plan.master_file,
+                    plan.site_id,
+                    ident,
+                    resubmission=latest.resubmission + 1,
+                    replaces=existing,
+                )
+            )
+        if resubmit_of is not None and not used:
+            raise ValidationFailed(
+                f"resubmit_of: order {resubmit_of} is not an earlier order of this prescription "
+                "(same identifier, same patient)",
+                field="resubmit_of",
+            )
+        return out
+
+    @staticmethod
+    def _patient_key(rx: PrescriptionIn) -> str | None:
+        """What finds the same patient again (business identifiers); None: a new patient."""
+        return "|".join(sorted(rx.patient_identifiers)) or None
 
     def _master_file_for(self, uow: UnitOfWork, rx: PrescriptionIn) -> MasterFile:
         codings = [(c.system, c.code) for c in rx.medication_codes]
@@ -120,7 +333,7 @@ class OrderService:
     def _patient(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn) -> Patient:
         # match only on business identifiers (NHS number...): a sender's "Patient/1" is not
         # unique across hospitals, so without identifiers each prescription gets its own patient
-        key = "|".join(sorted(rx.patient_identifiers)) or f"unmatched:{new_id('x', 16)}"
+        key = self._patient_key(rx) or f"unmatched:{new_id('x', 16)}"
         lookup = self._vault.lookup_hash(key)
         patient = uow.session.scalar(select(Patient).where(Patient.lookup_hash == lookup))
         now = uow.clock.now()
@@ -156,20 +369,17 @@ class OrderService:
             )
         return patient
 
-    def _store(
-        self,
-        uow: UnitOfWork,
-        actor: Actor,
-        rx: PrescriptionIn,
-        mf: MasterFile,
-        site_id: str | None,
-    ) -> Order:
+    def _store(self, uow: UnitOfWork, actor: Actor, plan: _Plan) -> Order:
+        rx, mf, site_id = plan.rx, plan.master_file, plan.site_id
         now = uow.clock.now()
         patient = self._patient(uow, actor, rx)
         raw = canonical_json(rx.raw)
         prescription = Prescription(
             id=new_id("rx"),
             source_id=rx.source_id,
+            identifier_system=plan.identifier[0] if plan.identifier else None,
+            identifier_value=plan.identifier[1] if plan.identifier else None,
+            resubmission=plan.resubmission,
             patient_id=patient.id,
             received_at=now,
             received_by=actor.user_id,
@@ -200,6 +410,8 @@ class OrderService:
             prescription.id,
             new={
                 "source_id": rx.source_id,
+                "identifier": "|".join(plan.identifier) if plan.identifier else None,
+                "resubmission": plan.resubmission,
                 "patient_ref": patient.ref,
                 "medication_codes": prescription.medication_codes,
                 "dose_mg": rx.dose_mg,
@@ -207,6 +419,7 @@ class OrderService:
                 "units": rx.units_for_course,
                 "raw_sha256": prescription.raw_sha256,
             },
+            site_id=site_id,
         )
         assert rx.dose_mg is not None and rx.units_for_course is not None  # checked before
         # name the medicine by the coding the master file accepted, not by free text
@@ -221,6 +434,7 @@ class OrderService:
             prescription_id=prescription.id,
             patient_id=patient.id,
             site_id=site_id,
+            resubmit_of=plan.replaces.id if plan.replaces is not None else None,
             master_file_id=mf.id,
             master_file_code=mf.code,
             master_file_version=mf.version,
@@ -251,8 +465,23 @@ class OrderService:
                 "dose_mg": order.dose_mg,
                 "units": order.units,
                 "patient_ref": patient.ref,
+                "site_id": site_id,
+                "resubmit_of": order.resubmit_of,
             },
+            site_id=site_id,
         )
+        if plan.replaces is not None:
+            # the cancelled order's own trail says what took its place, and who decided
+            audit(
+                uow,
+                actor,
+                "resubmitted",
+                "order",
+                plan.replaces.id,
+                new={"resubmitted_as": order.id, "prescription_id": prescription.id},
+                reason=f"prescription submitted again after cancellation, as order {order.id}",
+                site_id=plan.replaces.site_id,
+            )
         request = DesignRequest(
             master_file=mf,
             dose_mg=rx.dose_mg,

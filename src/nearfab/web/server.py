@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -17,7 +16,9 @@ from nearfab import __version__
 from nearfab.api.accounts import router as accounts_api
 from nearfab.api.audit import router as audit_api
 from nearfab.api.custody import router as custody_api
-from nearfab.api.deps import domain_error_handler, overflow_handler, request_error_handler
+from nearfab.api.deps import domain_error_handler, overflow_handler
+from nearfab.api.errors import install_error_handlers
+from nearfab.api.limits import BodyLimitMiddleware, body_limits
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
 from nearfab.api.records import router as records_api
@@ -63,6 +64,13 @@ def create_web_app(application: App) -> FastAPI:
         redoc_url=None,
     )
     web.state.nearfab = application
+    # a body over its path's limit is refused (413) before anything reads or parses it; the
+    # session and security-header middlewares wrap it, so the refusal carries their headers
+    web.add_middleware(
+        BodyLimitMiddleware,
+        limits=body_limits(application.settings),
+        default=application.settings.max_body_bytes,
+    )
     web.add_middleware(
         SessionMiddleware,
         secret_key=_session_secret(application),
@@ -73,8 +81,9 @@ def create_web_app(application: App) -> FastAPI:
     )
     web.add_middleware(SecurityHeaders)
     web.state.login_throttle = LoginThrottle()
+    # one error shape everywhere: {"error": {"code", "field", "message"}}
+    install_error_handlers(web)
     web.add_exception_handler(DomainError, domain_error_handler)
-    web.add_exception_handler(RequestValidationError, request_error_handler)
     web.add_exception_handler(OverflowError, overflow_handler)
     web.add_exception_handler(LoginRequired, login_first)  # type: ignore[arg-type]
     web.add_exception_handler(PageRefused, refused_page)  # type: ignore[arg-type]
