@@ -302,3 +302,30 @@ def test_a_forged_release_entry_is_not_trusted(seeded: App) -> None:
         )
     assert answer.status == "integrity_failure"
     assert "signed" in answer.message
+
+
+def test_a_pack_tampered_before_release_is_not_released(seeded: App) -> None:
+    """A pack re-pointed to another patient while quarantined: the QP's release does not
+    release it (its row differs from the signed batch record and the order), it stays in
+    quarantine with an integrity alert, and its siblings are released."""
+    _, others = ch.released_batch(seeded)
+    batch_id = fh.make_batch(seeded)
+    packs = ch.units(seeded, batch_id)
+    victim = packs[0]
+    _sql(
+        seeded,
+        "UPDATE serial_units SET patient_id = :p WHERE id = :u",
+        p=others[0].patient_id,
+        u=victim.id,
+    )
+    fh.release(seeded, batch_id)
+    after = {u.id: u.status for u in ch.units(seeded, batch_id)}
+    assert after[victim.id] == "quarantine"
+    assert all(after[u.id] == "released" for u in packs[1:])
+    assert _integrity_alerts(seeded, victim.id) == 1
+    tampered = _unit(seeded, victim.id)
+    client = TestClient(create_web_app(seeded))
+    body = {"scan": _scan(tampered), "patient_ref": ch.patient_ref(seeded, others[0])}
+    done = client.post("/api/v1/dispense", json=body, headers=_token(client))
+    assert done.status_code == 409
+    _assert_not_dispensed(seeded, victim.id)

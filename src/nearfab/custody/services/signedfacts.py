@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 
 from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.ledger import entry_hash
@@ -37,6 +38,25 @@ from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.uow import UnitOfWork
 
 _CACHE_SIZE = 20_000
+# a release entry and its site key, as `SignedFacts.verify_rows` reads them
+ENTRY_COLUMNS = (
+    LedgerEntry.site_id,
+    LedgerEntry.kind,
+    LedgerEntry.ref,
+    LedgerEntry.payload,
+    LedgerEntry.prev_hash,
+    LedgerEntry.entry_hash,
+    LedgerEntry.key_id,
+    LedgerEntry.signature,
+    SiteKey.site_id,
+    SiteKey.public_key,
+    SiteKey.private_key_encrypted,
+)
+
+
+def release_entries_of(batch_id_column: Any) -> Any:
+    """The join condition of a batch's release entries, for a query that has its batch id."""
+    return LedgerEntry.ref == literal_column("'release:'").concat(batch_id_column)
 
 
 def release_ref(batch_id: str) -> str:
@@ -89,26 +109,22 @@ class SignedFacts:
         self, uow: UnitOfWork, ledger: CustodyLedger | None, batch_id: str
     ) -> tuple[list[SignedRelease], list[str]]:
         """The batch's release entries that verify, and why the others do not."""
-        if ledger is None:
-            return [], ["no custody ledger is configured: nothing was signed"]
         ref = release_ref(batch_id)
         rows = uow.session.execute(
-            select(
-                LedgerEntry.site_id,
-                LedgerEntry.kind,
-                LedgerEntry.ref,
-                LedgerEntry.payload,
-                LedgerEntry.prev_hash,
-                LedgerEntry.entry_hash,
-                LedgerEntry.key_id,
-                LedgerEntry.signature,
-                SiteKey.site_id,
-                SiteKey.public_key,
-                SiteKey.private_key_encrypted,
-            )
+            select(*ENTRY_COLUMNS)
             .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
             .where(LedgerEntry.ref == ref)
         ).all()
+        return self.verify_rows(ledger, batch_id, rows)
+
+    def verify_rows(
+        self, ledger: CustodyLedger | None, batch_id: str, rows: Sequence[Sequence[Any]]
+    ) -> tuple[list[SignedRelease], list[str]]:
+        """Like `releases`, on rows (`ENTRY_COLUMNS`) the caller read itself (verification
+        reads them in the same query as the pack)."""
+        if ledger is None:
+            return [], ["no custody ledger is configured: nothing was signed"]
+        ref = release_ref(batch_id)
         good: list[SignedRelease] = []
         bad: list[str] = []
         for row in rows:
@@ -201,8 +217,13 @@ class SignedFacts:
         ledger: CustodyLedger | None,
         unit: SerialUnit,
         signature: SignatureFacts,
+        rows: Sequence[Sequence[Any]] | None = None,
     ) -> str | None:
         """None when the pack's row and the QP's decision match the signed release; else what
-        differs (an integrity failure: never hand the pack over)."""
-        releases, problems = self.releases(uow, ledger, unit.batch_id)
+        differs (an integrity failure: never hand the pack over). `rows`: the batch's release
+        entries (`ENTRY_COLUMNS`) when the caller read them already."""
+        if rows is None:
+            releases, problems = self.releases(uow, ledger, unit.batch_id)
+        else:
+            releases, problems = self.verify_rows(ledger, unit.batch_id, rows)
         return mismatch(releases, problems, unit.batch_id, pack_facts(unit), signature)

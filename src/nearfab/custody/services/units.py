@@ -44,11 +44,19 @@ from nearfab.custody.models import (
     CustodyAlert,
     Dispense,
     EpcisEvent,
+    LedgerEntry,
     SerialUnit,
+    SiteKey,
 )
 from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
-from nearfab.custody.services.signedfacts import SignedFacts, pack_facts, release_ref
+from nearfab.custody.services.signedfacts import (
+    ENTRY_COLUMNS,
+    SignedFacts,
+    pack_facts,
+    release_entries_of,
+    release_ref,
+)
 from nearfab.custody.services.verifylog import VerificationLog
 from nearfab.identity import (
     Actor,
@@ -618,9 +626,10 @@ class CustodyService:
         authorize(actor, Permission.PACK_VERIFY)
         ident = parse_scan(scan)
         # one round trip: the pack, its patient reference, the sites it belongs to, the QP's
-        # decision and signature, and the versions that key the signature check (a
-        # verification answers while others wait for the GIL)
-        row = uow.session.execute(
+        # decision and signature, the versions that key the signature check, and the signed
+        # release entries of its batch with their keys (a verification answers while others
+        # wait for the GIL); one row per release entry (usually one)
+        rows = uow.session.execute(
             select(
                 SerialUnit,
                 Patient.ref,
@@ -632,21 +641,26 @@ class CustodyService:
                 Order.site_id,
                 ReleaseReview.decision,
                 Signature,
+                *ENTRY_COLUMNS,
             )
             .join(Patient, Patient.id == SerialUnit.patient_id)
             .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
             .join(Order, Order.id == SerialUnit.order_id)
             .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
             .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+            .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
+            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
             .where(SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial)
-        ).first()
+        ).all()
+        row = rows[0] if rows else None
         unit: SerialUnit | None = None
         facts = None
         problem: str | None = None
         in_scope = True
         if row is not None:
             unit, ref, review_id, signature_id, review_version, batch_version = row[:6]
-            making_site, ordering_site, decision, sig = row[6:]
+            making_site, ordering_site, decision, sig = row[6:10]
+            entries = [r[10:] for r in rows if r[10] is not None]
             # a verifier answers only for packs of the sites they serve (making or ordering
             # site): for any other pack the answer is the one for an unknown pack, so nobody
             # learns from it whether a pack is for some patient of another site
@@ -654,7 +668,11 @@ class CustodyService:
             record_ok = True
             if in_scope and unit.status == UnitStatus.RELEASED.value:
                 problem = self.signed_facts.check(
-                    uow, self.ledger, unit, _signature_facts(decision, signature_id, sig)
+                    uow,
+                    self.ledger,
+                    unit,
+                    _signature_facts(decision, signature_id, sig),
+                    rows=entries,
                 )
                 key = (review_id, signature_id, review_version, unit.batch_id, batch_version)
                 record_ok = (
