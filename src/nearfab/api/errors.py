@@ -47,9 +47,13 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
         detail = f"no such path: {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
+    field = None
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's own answer when reading the body fails (e.g. JSON nested too deeply)
+        field, detail = "$", "the request body could not be read (malformed or nested too deeply)"
     return JSONResponse(
         status_code=exc.status_code,
-        content=error_body(code, None, detail),
+        content=error_body(code, field, detail),
         headers=getattr(exc, "headers", None),
     )
 
