@@ -562,3 +562,21 @@ def test_refusals_are_forbidden_not_server_errors_for_other_roles(seeded: App) -
     """Roles without ORDER_SUBMIT are refused before the site is asked for."""
     with pytest.raises(Forbidden), seeded.uow() as uow:
         seeded.orders.submit(uow, fh.actor(seeded, "operator"), prescription(seeded))
+
+
+def test_a_practitioner_roles_organisation_is_the_ordering_site(seeded: App) -> None:
+    doc = from_organisation(prescription(seeded), "MOB-1")
+    doc["entry"].append(
+        {
+            "fullUrl": "urn:uuid:role-1",
+            "resource": {
+                "resourceType": "PractitionerRole",
+                "id": "role-1",
+                "organization": {"reference": "urn:uuid:org-1"},
+            },
+        }
+    )
+    _medication_request(doc)["requester"] = {"reference": "urn:uuid:role-1"}
+    with seeded.uow() as uow:
+        (order,) = seeded.orders.submit(uow, system_actor("feed"), doc)
+    assert order.site_id == fh.site_id(seeded, "MOB-1")

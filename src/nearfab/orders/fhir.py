@@ -941,7 +941,8 @@ def _organisation_sites(
     if resource.get("resourceType") == "Organization":
         codes += _site_codes(resource.get("identifier"))
     elif resource.get("resourceType") == "PractitionerRole":
-        org = resource.get("organization") if isinstance(resource.get("organization"), dict) else {}
+        named = resource.get("organization")
+        org: dict[str, Any] = named if isinstance(named, dict) else {}
         codes += _site_codes(org.get("identifier"))
         ref = _str(org.get("reference"))
         found = ctx.resolve(ref) if ref else None

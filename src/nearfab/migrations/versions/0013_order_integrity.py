@@ -30,6 +30,32 @@ depends_on: str | Sequence[str] | None = None
 log = logging.getLogger("alembic.runtime.migration")
 
 
+def _derived_site(
+    conn: sa.Connection, order_id: str, patient_id: str, point_of_care: set[str]
+) -> tuple[str, str] | None:
+    """(site id, where it came from), or None when the record does not tell."""
+    siblings = {
+        row[0]
+        for row in conn.execute(
+            sa.text(
+                "SELECT DISTINCT site_id FROM orders WHERE patient_id = :p AND site_id IS NOT NULL"
+            ),
+            {"p": patient_id},
+        )
+    } & point_of_care
+    if len(siblings) == 1:
+        return next(iter(siblings)), "the patient's other orders"
+    made_at = {
+        row[0]
+        for row in conn.execute(
+            sa.text("SELECT DISTINCT site_id FROM jobs WHERE order_id = :o"), {"o": order_id}
+        )
+    } & point_of_care
+    if len(made_at) == 1:
+        return next(iter(made_at)), "the site whose job made it"
+    return None
+
+
 def _derive_sites() -> None:
     conn = op.get_bind()
     missing = [
@@ -43,37 +69,30 @@ def _derive_sites() -> None:
     point_of_care = {
         row[0] for row in conn.execute(sa.text("SELECT id FROM sites WHERE kind <> 'control'"))
     }
-    unresolved = []
-    for order_id, patient_id in missing:
-        siblings = {
-            row[0]
-            for row in conn.execute(
-                sa.text(
-                    "SELECT DISTINCT site_id FROM orders "
-                    "WHERE patient_id = :p AND site_id IS NOT NULL"
-                ),
-                {"p": patient_id},
+    # rounds until nothing more can be told: an order resolved in one round (from its job) can
+    # give its site to the same patient's other orders in the next
+    unresolved = list(missing)
+    progress = True
+    while unresolved and progress:
+        progress, left = False, []
+        for order_id, patient_id in unresolved:
+            found = _derived_site(conn, order_id, patient_id, point_of_care)
+            if found is None:
+                left.append((order_id, patient_id))
+                continue
+            site, source = found
+            conn.execute(
+                sa.text("UPDATE orders SET site_id = :s WHERE id = :o"),
+                {"s": site, "o": order_id},
             )
-        } & point_of_care
-        made_at = {
-            row[0]
-            for row in conn.execute(
-                sa.text("SELECT DISTINCT site_id FROM jobs WHERE order_id = :o"), {"o": order_id}
+            log.warning(
+                "0013: order %s had no ordering site; set to %s (%s)", order_id, site, source
             )
-        } & point_of_care
-        if len(siblings) == 1:
-            site, source = next(iter(siblings)), "the patient's other orders"
-        elif len(made_at) == 1:
-            site, source = next(iter(made_at)), "the site that made it"
-        else:
-            unresolved.append(order_id)
-            continue
-        conn.execute(
-            sa.text("UPDATE orders SET site_id = :s WHERE id = :o"), {"s": site, "o": order_id}
-        )
-        log.warning("0013: order %s had no ordering site; set to %s (%s)", order_id, site, source)
+            progress = True
+        unresolved = left
     if unresolved:
-        shown = ", ".join(unresolved[:20]) + (" ..." if len(unresolved) > 20 else "")
+        names = [order_id for order_id, _ in unresolved]
+        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
         raise RuntimeError(
             f"0013: {len(unresolved)} order(s) have no ordering site and none can be derived "
             f"(no other order of the patient, no job at a point-of-care site): {shown}. "
