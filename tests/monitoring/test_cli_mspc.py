@@ -222,19 +222,19 @@ def test_as_a_subprocess(files: dict[str, Path]) -> None:
 
 def test_the_contract_on_tennessee_eastman(tmp_path: Path, shared_data: Path) -> None:
     """`nearfab mspc fit` on d00.dat (stored transposed) and `score` on d01_te.dat: 960 samples,
-    the fault (from row 160) mostly alarmed, the normal stretch mostly not."""
+    the fault (from row 160) mostly alarmed, the normal stretch mostly not. The `nearfab` app
+    in process (tests/cli_helpers.py); `test_as_a_subprocess` runs the real entry point."""
+    from tests import cli_helpers
+
     tep = shared_data / "tep"
     model = tmp_path / "tep.json"
-    cmd = [sys.executable, "-m", "nearfab", "mspc"]
-    fitted = subprocess.run(
-        [*cmd, "fit", "--train", str(tep / "d00.dat"), "--transpose", "--components", "9",
+    fitted = cli_helpers.run(
+        ["mspc", "fit", "--train", str(tep / "d00.dat"), "--transpose", "--components", "9",
          "--alpha", "0.99", "--out", str(model)],
-        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr
-    scored = subprocess.run(
-        [*cmd, "score", "--model", str(model), "--data", str(tep / "d01_te.dat"), "--json"],
-        capture_output=True, text=True, timeout=120,
+    scored = cli_helpers.run(
+        ["mspc", "score", "--model", str(model), "--data", str(tep / "d01_te.dat"), "--json"],
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     out = json.loads(scored.stdout)
