@@ -241,7 +241,11 @@ def record_view(
             )
             or site_id
         )
-    if entity_type == "master_file":
+    if entity_type == "patient":
+        # a patient's trail belongs to the sites that ordered for them, not to everyone
+        sites = set(uow.session.scalars(select(Order.site_id).where(Order.patient_id == entity_id)))
+        authorize(actor, permission, one_of=sites)
+    elif entity_type == "master_file":
         authorize(actor, permission)  # a network record every site works from
     else:
         authorize(actor, permission, site_id=site_id)  # None: a network record

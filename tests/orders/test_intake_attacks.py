@@ -580,3 +580,34 @@ def test_a_practitioner_roles_organisation_is_the_ordering_site(seeded: App) -> 
     with seeded.uow() as uow:
         (order,) = seeded.orders.submit(uow, system_actor("feed"), doc)
     assert order.site_id == fh.site_id(seeded, "MOB-1")
+
+
+def test_another_sites_pharmacist_cannot_read_the_prescription_or_patient_trail(
+    seeded: App, client: TestClient
+) -> None:
+    """A prescription and a patient have no site column: their trails used to be open to
+    every holder of audit.read (a pharmacist at any site)."""
+    r = client.post(
+        "/api/v1/orders?site=MAN-PH",
+        json=prescription(seeded, "RX-MAN"),
+        headers=login(client, "admin"),
+    )
+    assert r.status_code == 201, r.text
+    with seeded.uow() as uow:
+        order = uow.session.get(Order, r.json()["orders"][0]["id"])
+        assert order is not None
+        rx_id, patient_id = order.prescription_id, order.patient_id
+    gstt_pharmacist = login(client, "pharmacist")
+    for path in (
+        f"/api/v1/records/prescription/{rx_id}/audit",
+        f"/api/v1/records/prescription/{rx_id}/export?format=json",
+        f"/api/v1/records/patient/{patient_id}/audit",
+    ):
+        r = client.get(path, headers=gstt_pharmacist)
+        assert r.status_code in (403, 404), (path, r.text)
+        assert "RX-MAN" not in r.text
+    auditor = login(client, "auditor")  # reads the network
+    assert client.get(f"/api/v1/records/patient/{patient_id}/audit", headers=auditor).is_success
+    web = web_login(seeded, "pharmacist")
+    page = web.get(f"/audit/records/prescription/{rx_id}")
+    assert page.status_code in (403, 404) and "RX-MAN" not in page.text
