@@ -278,7 +278,8 @@ class MasterFileService:
         """Ask for a QP (user id or username) to certify the batches of master file `code`.
         Separation of duties: the assignment takes effect only when another administrator of
         the control site approves the request (`UserService.decide_request`)."""
-        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN)
+        # master files belong to the network: only a network administrator names their QPs
+        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN, site_id=None)
         why = require_reason(reason, "assigning a QP to a master file")
         self._code_exists(uow, code)
         person = self._user(uow, user)
@@ -350,7 +351,7 @@ class MasterFileService:
         self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
     ) -> MasterFileQP:
         """End a QP's assignment to a master file; they can no longer certify its batches."""
-        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN)
+        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN, site_id=None)  # a network record
         require_reason(reason, "unassigning a QP from a master file")
         person = self._user(uow, user)
         row = self._assignment(uow, code, person.id)
