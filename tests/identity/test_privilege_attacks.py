@@ -507,3 +507,55 @@ def test_3_approval_through_the_web_pages(seeded: App) -> None:
     r = _form(second, f"/users/approvals/{pending.id}/approve", "/users", {"reason": "checked"})
     assert "approved" in r.text
     assert _roles(seeded, "qp-web") == ["qp"]
+
+
+def test_3_cli_requests_and_second_admin_approves(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nearfab users`: the host's operator (no --user) cannot make a QP once two network
+    administrators exist; an admin requests, another approves, from the CLI."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from nearfab.cli.main import app as cli
+
+    monkeypatch.setenv(
+        "NEARFAB_DATABASE_URL", str(seeded.engine.url.render_as_string(hide_password=False))
+    )
+    monkeypatch.setenv("NEARFAB_PASSWORD_MAX_AGE_DAYS", "3650")  # the CLI runs on the real clock
+    runner = CliRunner()
+    base = ["--data-dir", str(seeded.settings.data_dir), "users"]
+    made = runner.invoke(
+        cli,
+        [
+            *base,
+            "create",
+            "qp-cli",
+            "--name",
+            "Q Cli",
+            "--role",
+            "qp",
+            "--new-password",
+            PASSWORD,
+            "--json",
+        ],
+    )
+    assert made.exit_code != 0
+    assert json.loads(made.stdout)["error"]["code"] == "approval_required"
+    _account(seeded, "qp-cli", ["planner"], "CTRL")
+    admin = ["--user", "admin", "--password", PASSWORD]
+    asked = runner.invoke(
+        cli,
+        [*base, "request-grant", "qp-cli", "--role", "qp", "--reason", "new QP", *admin, "--json"],
+    )
+    assert asked.exit_code == 0, asked.output
+    request_id = json.loads(asked.stdout)["id"]
+    own = runner.invoke(cli, [*base, "approve", request_id, "--reason", "ok", *admin, "--json"])
+    assert own.exit_code != 0 and json.loads(own.stdout)["error"]["code"] == "own_request"
+    listed = runner.invoke(cli, [*base, "requests", *admin, "--json"])
+    assert request_id in {r["id"] for r in json.loads(listed.stdout)}
+    second = ["--user", "admin-two", "--password", PASSWORD]
+    done = runner.invoke(cli, [*base, "approve", request_id, "--reason", "ok", *second, "--json"])
+    assert done.exit_code == 0, done.output
+    assert _roles(seeded, "qp-cli") == ["planner", "qp"]

@@ -410,7 +410,7 @@ class UserService:
     def list_users(self, uow: UnitOfWork, actor: Actor) -> list[User]:
         authorize(actor, Permission.USERS_READ)
         stmt = select(User).order_by(User.username)
-        sites = visible_sites(actor)
+        sites = visible_sites(actor, Permission.USERS_READ)
         if sites is not None:
             stmt = stmt.where(User.home_site_id.in_(sites))
         return list(uow.session.scalars(stmt))
@@ -668,7 +668,7 @@ class UserService:
     def alerts(self, uow: UnitOfWork, actor: Actor, limit: int = 200) -> list[SecurityAlert]:
         authorize(actor, Permission.USERS_READ)
         stmt = select(SecurityAlert).order_by(SecurityAlert.id.desc()).limit(limit)
-        sites = visible_sites(actor)
+        sites = visible_sites(actor, Permission.USERS_READ)
         if sites is not None:
             stmt = stmt.where(SecurityAlert.site_id.in_(sites))
         return list(uow.session.scalars(stmt))
