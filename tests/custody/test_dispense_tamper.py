@@ -329,3 +329,30 @@ def test_a_pack_tampered_before_release_is_not_released(seeded: App) -> None:
     done = client.post("/api/v1/dispense", json=body, headers=_token(client))
     assert done.status_code == 409
     _assert_not_dispensed(seeded, victim.id)
+
+
+def test_a_release_entry_signed_as_part_of_a_block_is_trusted_once_covered(seeded: App) -> None:
+    """An entry appended in a block carries no signature of its own; the next signed entry
+    of its chain covers it. Without one (the covering entry deleted, or never made) the
+    release is not trusted; with one, the pack verifies again."""
+    from nearfab.custody import LedgerEntry
+    from nearfab.custody.enums import LedgerKind
+
+    batch_id, packs = ch.released_batch(seeded)
+    ref = f"release:{batch_id}"
+    with seeded.uow() as uow:
+        site_id = uow.session.scalar(select(LedgerEntry.site_id).where(LedgerEntry.ref == ref))
+    assert site_id is not None
+    _sql(seeded, "UPDATE custody_ledger SET signature = '' WHERE ref = :r", r=ref)
+
+    def status() -> str:
+        with seeded.uow() as uow:
+            return seeded.custody.verify(
+                uow, fh.actor(seeded, "pharmacist"), scan=ch.scan(packs[0])
+            ).status.value
+
+    assert status() == "integrity_failure"  # the last entry of its chain: nothing covers it
+    with seeded.uow() as uow:
+        seeded.custody_chain.ledger.append(uow, site_id, LedgerKind.EPCIS, "next", {"n": 1})
+        uow.commit()
+    assert status() == "ok"

@@ -51,7 +51,11 @@ ENTRY_COLUMNS = (
     SiteKey.site_id,
     SiteKey.public_key,
     SiteKey.private_key_encrypted,
+    LedgerEntry.seq,
 )
+# an entry appended in a block carries no signature of its own: the next signed entry of its
+# chain covers it (its hash covers every entry before it); this many entries are followed
+_COVER_WALK = 4096
 
 
 def release_entries_of(batch_id_column: Any) -> Any:
@@ -115,10 +119,14 @@ class SignedFacts:
             .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
             .where(LedgerEntry.ref == ref)
         ).all()
-        return self.verify_rows(ledger, batch_id, rows)
+        return self.verify_rows(uow, ledger, batch_id, rows)
 
     def verify_rows(
-        self, ledger: CustodyLedger | None, batch_id: str, rows: Sequence[Sequence[Any]]
+        self,
+        uow: UnitOfWork,
+        ledger: CustodyLedger | None,
+        batch_id: str,
+        rows: Sequence[Sequence[Any]],
     ) -> tuple[list[SignedRelease], list[str]]:
         """Like `releases`, on rows (`ENTRY_COLUMNS`) the caller read itself (verification
         reads them in the same query as the pack)."""
@@ -128,14 +136,16 @@ class SignedFacts:
         good: list[SignedRelease] = []
         bad: list[str] = []
         for row in rows:
-            found = self._verified(ledger, ref, row)
+            found = self._verified(uow, ledger, ref, row)
             if isinstance(found, str):
                 bad.append(found)
             else:
                 good.append(found)
         return good, bad
 
-    def _verified(self, ledger: CustodyLedger, ref: str, row: Any) -> SignedRelease | str:
+    def _verified(
+        self, uow: UnitOfWork, ledger: CustodyLedger, ref: str, row: Any
+    ) -> SignedRelease | str:
         (site_id, kind, row_ref, payload, prev, digest, key_id, signature) = row[:8]
         try:
             recomputed = entry_hash(str(prev), str(payload))
@@ -148,8 +158,25 @@ class SignedFacts:
             if cache_key in self._entries:
                 self._entries.move_to_end(cache_key)
                 return self._entries[cache_key]
+        key_row: tuple[Any, Any, Any] = (row[8], row[9], row[10])
+        signed_digest = recomputed
+        if not signature:  # appended in a block: the next signed entry of the chain covers it
+            cover = self._covering(uow, str(site_id), int(row[11]), recomputed)
+            if cover is None:
+                return f"ledger entry {ref}: no signed entry of its chain covers it"
+            key_id, signature, signed_digest, key_row = cover
         result = self._check_entry(
-            ledger, ref, site_id, kind, row_ref, payload, recomputed, key_id, signature, row[8:]
+            ledger,
+            ref,
+            site_id,
+            kind,
+            row_ref,
+            payload,
+            signed_digest,
+            key_id,
+            signature,
+            key_row,
+            recomputed,
         )
         if isinstance(result, SignedRelease):  # only what verified is remembered
             with self._lock:
@@ -170,6 +197,7 @@ class SignedFacts:
         key_id: str,
         signature: str,
         key_row: tuple[Any, Any, Any],
+        digest_of_entry: str,
     ) -> SignedRelease | str:
         key_site, public, sealed = key_row
         if key_site is None or key_site != site_id or public is None or sealed is None:
@@ -200,7 +228,7 @@ class SignedFacts:
             if isinstance(item, dict) and isinstance(item.get("serial"), str):
                 packs[item["serial"]] = {k: str(item.get(k)) for k in FACT_FIELDS}
         return SignedRelease(
-            entry_hash=digest,
+            entry_hash=digest_of_entry,
             site_id=site_id,
             batch_id=str(body.get("batch_id")),
             decision=str(body.get("decision")),
@@ -209,6 +237,43 @@ class SignedFacts:
             signed_record_hash=body.get("signed_record_hash"),
             packs=packs,
         )
+
+    def _covering(
+        self, uow: UnitOfWork, site_id: str, seq: int, digest: str
+    ) -> tuple[str, str, str, tuple[Any, Any, Any]] | None:
+        """The signed entry that covers an unsigned one (seq, digest) of a site's chain: the
+        next signed entry, every link in between checked (seq, previous hash, own hash).
+        (key_id, signature, its hash, its key row), or None."""
+        rows = uow.session.execute(
+            select(
+                LedgerEntry.seq,
+                LedgerEntry.prev_hash,
+                LedgerEntry.payload,
+                LedgerEntry.entry_hash,
+                LedgerEntry.key_id,
+                LedgerEntry.signature,
+                SiteKey.site_id,
+                SiteKey.public_key,
+                SiteKey.private_key_encrypted,
+            )
+            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
+            .where(LedgerEntry.site_id == site_id, LedgerEntry.seq > seq)
+            .order_by(LedgerEntry.seq)
+            .limit(_COVER_WALK)
+        ).all()
+        prev, expected = digest, seq + 1
+        for r in rows:
+            if r[0] != expected or r[1] != prev:
+                return None
+            try:
+                if entry_hash(str(r[1]), str(r[2])) != r[3]:
+                    return None
+            except (UnicodeError, AttributeError):
+                return None
+            if r[5]:
+                return str(r[4]), str(r[5]), str(r[3]), (r[6], r[7], r[8])
+            prev, expected = str(r[3]), expected + 1
+        return None
 
     # --- the check at verification and dispense --------------------------------------------------
     def check(
@@ -225,5 +290,5 @@ class SignedFacts:
         if rows is None:
             releases, problems = self.releases(uow, ledger, unit.batch_id)
         else:
-            releases, problems = self.verify_rows(ledger, unit.batch_id, rows)
+            releases, problems = self.verify_rows(uow, ledger, unit.batch_id, rows)
         return mismatch(releases, problems, unit.batch_id, pack_facts(unit), signature)
