@@ -23,6 +23,7 @@ from nearfab.web.pages import (
     _check_csrf,
     _need_login,
     _safe_next,
+    hidden,
     page,
     render,
 )
@@ -234,6 +235,7 @@ def account_totp_confirm(
 
 # --- user administration ---------------------------------------------------------------------
 def _forbidden(request: Request, actor: Actor, exc: DomainError) -> HTMLResponse:
+    exc = hidden(exc)  # another site's account is answered as an unknown one
     return render(request, "not_found.html", actor, error=exc.message, status_code=exc.http_status)
 
 
@@ -366,7 +368,9 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
     )
 
 
-@router.post("/users/approvals/{request_id}/{decision}")
+@router.post(
+    "/users/approvals/{request_id}/{decision}", dependencies=[page(Permission.USERS_MANAGE)]
+)
 def approval_decision(
     request: Request,
     request_id: str,

@@ -591,13 +591,13 @@ def run_contributions(
     """The API's contributions for one sample, for the session-authenticated pages, with the
     bar-chart figure ready to draw."""
     application = _app(request)
-    try:
-        with application.uow() as uow:
+    with application.uow() as uow:
+        try:
             application.monitoring.authorize_run(uow, actor, run)  # the API's check
-            data = application.charts.contributions(uow, run, index)
-    except (NotFound, Forbidden) as exc:
-        shown = hidden(exc, run)  # another site's run is answered as an unknown one
-        return JSONResponse({"error": shown.to_dict()}, status_code=shown.http_status)
+        except (NotFound, Forbidden) as exc:
+            shown = hidden(exc, run)  # another site's run is answered as an unknown one
+            return JSONResponse({"error": shown.to_dict()}, status_code=shown.http_status)
+        data = application.charts.contributions(uow, run, index)
     data["figure"] = contribution_figure(
         data["metrics"], data["t2_contributions"], data["spe_contributions"]
     )

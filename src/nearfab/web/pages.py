@@ -179,7 +179,7 @@ def hidden(exc: DomainError, ref: str | None = None) -> DomainError:
     exactly as a record that does not exist (404), so a page never confirms that an id exists
     elsewhere; a refusal by role stays 403. `ref` is what the person asked for."""
     if isinstance(exc, NotFound) or exc.code == "other_site":
-        return NotFound(f"{ref!r}: {NOT_SEEN}" if ref else NOT_SEEN, field=exc.field)
+        return NotFound(f"{ref!r}: {NOT_SEEN}" if ref else NOT_SEEN)
     return exc
 
 
@@ -470,6 +470,7 @@ def release_sign(
                 totp=totp or None,
             )
     except DomainError as exc:
+        shown = hidden(exc, batch_id)  # another site's batch is answered as an unknown one
         with application.uow() as uow:
             queue = _with_blockers(application, uow, actor, pending_view(application, uow, actor))
         number = next((r["batch_number"] for r in queue if r["batch_id"] == batch_id), batch_id)
@@ -479,9 +480,9 @@ def release_sign(
             actor,
             queue=queue,
             message=None,
-            error=f"Batch {number} not signed: {exc.message}",
+            error=f"Batch {number} not signed: {shown.message}",
             failed_batch=batch_id,
-            status_code=exc.http_status,
+            status_code=shown.http_status,
             session_signed=session_has_signed(application, actor),
         )
     with application.uow() as uow:
