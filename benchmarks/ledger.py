@@ -2,7 +2,9 @@
 real service (`CustodyLedger.append_many`, `CustodyLedger.verify`) on a SQLite file.
 
 Prints JSON. `append_per_s`: entries canonicalised, hashed, signed (Ed25519, one signature per
-entry) and inserted, one transaction (and commit) per 1,000 entries; `append_single_per_s`:
+block of 256 entries and per call: `append_many`) and inserted, one transaction (and commit)
+per 1,000 entries; `baseline_append_each_signed_per_s`: the same with every entry signed
+(`block=1`, the format before issue 18 item 8); `append_single_per_s`:
 the one-entry-per-call `append` used by most custody steps; `verify_per_s`: the full
 `verify-ledger` check from the database (hash links, columns against the payload, the
 signature at each key segment's end, anchors, every custody event has its entry);
@@ -69,9 +71,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nearfab-ledger-"))
     app = build_app(Settings(data_dir=tmp / "data"), clock=ManualClock())
     ledger = app.custody_chain.ledger
-    site_id, other_id = "site_bench", "site_other"
+    site_id, other_id, third_id = "site_bench", "site_other", "site_third"
     with app.engine.begin() as conn:  # two sites, nothing else: the ledger alone is measured
-        for sid, code in ((site_id, "B1"), (other_id, "B2")):
+        for sid, code in ((site_id, "B1"), (other_id, "B2"), (third_id, "B3")):
             conn.execute(
                 text(
                     "INSERT INTO sites (id, row_version, code, name, kind, status, created_at) "
@@ -88,6 +90,17 @@ def main() -> None:
             ledger.append_many(uow, site_id, items[start : start + batch])
             uow.commit()
     append = n / (time.perf_counter() - t)
+
+    # same-run baseline: the same batches with every entry signed (block=1, the old format),
+    # on a third site's chain
+    t = time.perf_counter()
+    for start in range(0, n, batch):
+        with app.uow() as uow:
+            ledger.append_many(uow, third_id, items[start : start + batch], block=1)
+            uow.commit()
+    append_each_signed = n / (time.perf_counter() - t)
+    with app.engine.begin() as conn:  # verification below reads the block-signed format
+        conn.execute(delete(LedgerEntry).where(LedgerEntry.site_id == third_id))
 
     # one entry per call (the custody steps' path), on another site's chain
     single = min(args.single, n)
@@ -152,6 +165,8 @@ def main() -> None:
         "verified_entries": report.entries,
         "append_per_s": round(append),
         "append_single_per_s": round(append_single),
+        "baseline_append_each_signed_per_s": round(append_each_signed),
+        "append_vs_each_signed": round(append / append_each_signed, 3),
         "baseline_sign_per_s": round(baseline_sign),
         "baseline_insert_per_s": round(baseline_insert),
         "append_vs_sign": round(append / baseline_sign, 3),

@@ -303,9 +303,11 @@ def test_the_report_gives_each_site_its_entries_head_and_last_anchor(
     assert all(c.ok for c in _verify(app, chain).chains if c.site_id != victim.site_id)
 
 
-def test_entries_appended_in_a_batch_are_each_chained_and_signed(seeded: App) -> None:
-    """`append_many` (capture, benchmarks): one INSERT, signatures made in two threads for
-    long batches; each entry must still be exactly what `append` would have made."""
+def test_entries_appended_in_a_batch_are_each_chained_and_signed_per_block(seeded: App) -> None:
+    """`append_many` (capture, benchmarks): one INSERT; each entry exactly what `append` would
+    have made (hashed over the one before), and one Ed25519 signature per block of 256
+    entries: the entry whose seq is a multiple of 256, and the batch's last; the others carry
+    none (their hash is covered by that signed entry's through the chain)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from nearfab.custody.enums import LedgerKind
@@ -324,15 +326,48 @@ def test_entries_appended_in_a_batch_are_each_chained_and_signed(seeded: App) ->
     with seeded.uow() as uow:
         key = uow.session.scalars(select(SiteKey).where(SiteKey.site_id == site_id)).one()
         public = Ed25519PublicKey.from_public_bytes(key.public_key)
+    # single appends (1, 302), the block end (256) and the batch's last (301)
+    signed = {1, 256, 301, 302}
+    assert {r.seq for r in rows if r.signature} == signed
+    for row in rows:
+        if row.seq in signed:
+            public.verify(bytes.fromhex(row.signature), bytes.fromhex(row.entry_hash))
     for prev, row in itertools.pairwise(rows):
         assert row.prev_hash == prev.entry_hash
         assert entry_hash(row.prev_hash, row.payload) == row.entry_hash
-        public.verify(bytes.fromhex(row.signature), bytes.fromhex(row.entry_hash))
         body = json.loads(row.payload)
         assert (body["seq"], body["ref"], body["site_id"]) == (row.seq, row.ref, site_id)
         assert row.recorded_at.tzinfo is not None
     assert json.loads(rows[5].payload)["body"] == {"n": 4, "text": 'é\u2028"x'}
     assert _verify(seeded, chain, all_signatures=True).ok
+
+
+@pytest.mark.parametrize("all_signatures", [False, True])
+def test_a_block_whose_signed_end_was_deleted_is_named(seeded: App, all_signatures: bool) -> None:
+    """Delete the signed last entry of a block (raw SQL): the entries before it are covered by
+    no signature any more, and verify names the first of them that must be."""
+    from nearfab.custody.enums import LedgerKind
+
+    chain = ch.chain(seeded)
+    site_id = _any_site(seeded)
+    before = len(_entries(seeded, site_id))
+    items = [(LedgerKind.EPCIS, f"blk-{i}", {"n": i}) for i in range(10)]
+    with seeded.uow() as uow:
+        chain.ledger.append_many(uow, site_id, items)
+        uow.commit()
+    assert _verify(seeded, chain, all_signatures=all_signatures).ok
+    rows = _entries(seeded, site_id)
+    assert len(rows) == before + 10 and rows[-1].signature and not rows[-2].signature
+    _sql(seeded, LedgerEntry.__table__.delete().where(LedgerEntry.id == rows[-1].id))
+    report = _verify(seeded, chain, all_signatures=all_signatures)
+    assert not report.ok
+    mine = [p for p in report.problems if p.site_id == site_id]
+    # every earlier write ended with a signed entry: the unsigned run is the batch's first nine
+    assert before == 0 or rows[before - 1].signature
+    # checking every signature: the run's first entry is named; otherwise the chain's last
+    expected = rows[before].seq if all_signatures else rows[-2].seq
+    named = [p.seq for p in mine if "no signature covers it" in p.reason]
+    assert named == [expected], report.problems
 
 
 def _any_site(app: App) -> str:

@@ -122,6 +122,7 @@ def row_problems(row: Sequence[Any], prev: str, expected_seq: int) -> list[Probl
 # one string as `canonical` writes it (ensure_ascii=False): the C encoder, no encoder object
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
 _KIND_PARTS: dict[str, str] = {}
+_HEADS: dict[str, str] = {}  # kind -> ',"kind":<kind>,"recorded_at":"'
 
 
 def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) -> bool:
@@ -189,14 +190,49 @@ class ChainChecker:
         self.entries = 0
         self._summary: ChainSummary | None = None
         self._last: Sequence[Any] | None = None
+        self._unsigned: Sequence[Any] | None = None  # first row waiting for a block signature
 
     def _signature(self, row: Sequence[Any]) -> None:
+        """Check one row's signature. An entry appended in a block carries none ("") and is
+        covered by the next signed entry of its key (whose hash covers it through the chain):
+        checking every signature, an unsigned row waits for that entry; a row that must be
+        signed (the end of a key's run) and is not means the block's signed end is gone."""
         signature = row[9]
         if signature is None and self._fetch is not None:  # rows streamed without it
             signature = self._fetch(row[0])
-        if not self._check(row[8], row[1], row[7], signature):
-            assert self._summary is not None
+        assert self._summary is not None
+        if signature == "" and self._all:
+            if self._unsigned is None:
+                self._unsigned = row
+            return
+        if signature == "":
+            self._summary.problems.append(
+                Problem(
+                    row[1],
+                    row[2],
+                    row[0],
+                    "no signature covers it: the signed entry ending its block is missing "
+                    "(entries after it deleted?)",
+                )
+            )
+        elif not self._check(row[8], row[1], row[7], signature):
             self._summary.problems.append(Problem(row[1], row[2], row[0], "signature is not valid"))
+        self._unsigned = None
+
+    def _uncovered(self) -> None:
+        """Unsigned rows that no signed row of their key followed (checking every one)."""
+        first = self._unsigned
+        if first is not None and self._summary is not None:
+            self._summary.problems.append(
+                Problem(
+                    first[1],
+                    first[2],
+                    first[0],
+                    "no signature covers it: the signed entry ending its block is missing "
+                    "(entries after it deleted?)",
+                )
+            )
+        self._unsigned = None
 
     def _end_chain(self) -> None:
         summary, last = self._summary, self._last
@@ -204,41 +240,74 @@ class ChainChecker:
             return
         if not self._all:
             self._signature(last)
+        else:
+            self._uncovered()
         summary.head_seq, summary.head_hash = int(last[2]), str(last[7])
         self._summary = self._last = None
 
     def feed(self, rows: Iterable[Sequence[Any]]) -> None:
         sha256 = hashlib.sha256
+        json_text = _json_text
+        heads = _HEADS
         check_all = self._all
         summary = self._summary
         last = self._last
         prev = GENESIS if last is None else last[7]
         expected = 1 if last is None else last[2] + 1
-        site_tail = "" if summary is None else ',"site_id":' + _json_text(summary.site_id) + "}"
-        keep: set[int] = set() if summary is None else self._keep.get(summary.site_id, set())
-        kept: dict[int, str] = {} if summary is None else self.kept.get(summary.site_id, {})
-        count = 0
+        site = None if summary is None else summary.site_id
+        key = None if last is None else last[8]
+        site_tail = "" if site is None else ',"site_id":' + json_text(site) + "}"
+        keep: set[int] = set() if site is None else self._keep.get(site, set())
+        kept: dict[int, str] = {} if site is None else self.kept.get(site, {})
+        count = entries = 0
         for row in rows:
             _id, site_id, seq, kind, ref, payload, prev_hash, digest, key_id, _sig = row
             count += 1
-            if summary is None or site_id != summary.site_id:
+            if site_id != site or summary is None:
+                if summary is not None:
+                    summary.entries += entries
+                entries = 0
                 self._last = last
                 self._end_chain()
                 summary = ChainSummary(site_id)
                 self.chains.append(summary)
                 self._summary = summary
+                site, key = site_id, key_id
                 last, prev, expected = None, GENESIS, 1
-                site_tail = ',"site_id":' + _json_text(site_id) + "}"
+                site_tail = ',"site_id":' + json_text(site_id) + "}"
                 keep = self._keep.get(site_id, set())
                 kept = self.kept.setdefault(site_id, {}) if keep else {}
-            elif not check_all and last is not None and last[8] != key_id:
-                self._signature(last)  # the last entry of the previous key
-            summary.entries += 1
+            elif key_id != key:
+                key = key_id
+                if check_all:
+                    self._uncovered()  # a key's run ended with unsigned rows
+                else:
+                    assert last is not None
+                    self._signature(last)  # the last entry of the previous key
+            entries += 1
+            # the columns read off the payload's end (sorted keys: kind, recorded_at, ref,
+            # seq, site_id last; recorded_at of epcis_time's 24 characters): one endswith and
+            # one startswith; anything else takes `_columns_match`, then the exact check
+            tail = ',"ref":' + json_text(ref) + ',"seq":' + str(seq) + site_tail
+            cut = len(payload) - len(tail)
+            head = heads.get(kind)
+            if head is None:
+                head = ',"kind":' + json_text(kind) + ',"recorded_at":"'
+                if len(heads) < 64:
+                    heads[kind] = head
             if not (
                 seq == expected
                 and prev_hash == prev
                 and sha256((prev_hash + "\n" + payload).encode()).hexdigest() == digest
-                and _columns_match(payload, kind, ref, seq, site_tail)
+                and (
+                    (
+                        payload.endswith(tail)
+                        and payload.startswith(head, cut - 25 - len(head))
+                        and payload[cut - 1 : cut] == '"'
+                        and payload.find('"', cut - 25, cut - 1) < 0
+                    )
+                    or _columns_match(payload, kind, ref, seq, site_tail)
+                )
             ):
                 summary.problems.extend(row_problems(row, prev, expected))
             if check_all:
@@ -246,6 +315,8 @@ class ChainChecker:
             if seq in keep:
                 kept[seq] = digest
             last, prev, expected = row, digest, seq + 1
+        if summary is not None:
+            summary.entries += entries
         self._last = last
         self.entries += count
 

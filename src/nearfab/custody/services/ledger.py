@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -186,55 +184,7 @@ class Appended(NamedTuple):
     entry_hash: str
 
 
-_SIGNERS: ThreadPoolExecutor | None = None
-_SIGNERS_LOCK = threading.Lock()
-_PARALLEL_FROM = 256  # below this, one thread signs faster than handing work over
-_CHUNK = 64  # digests handed to a signing thread at a time
-
-
-def _signers() -> ThreadPoolExecutor | None:
-    global _SIGNERS
-    workers = min(os.cpu_count() or 1, 4) - 1
-    if workers < 1:
-        return None
-    with _SIGNERS_LOCK:
-        if _SIGNERS is None:
-            _SIGNERS = ThreadPoolExecutor(workers, thread_name_prefix="nearfab-ledger-sign")
-    return _SIGNERS
-
-
-def _sign_chunk(sign: Any, chunk: Sequence[bytes]) -> list[str]:
-    return [sign(d).hex() for d in chunk]
-
-
-class Signer:
-    """Ed25519 signatures of digests, in order, made while the caller goes on hashing: every
-    `_CHUNK` digests go to a signing thread (the signer releases the interpreter lock);
-    `finish` signs the rest in the calling thread, taking back chunks no thread started."""
-
-    def __init__(self, private: Ed25519PrivateKey, *, parallel: bool) -> None:
-        self._sign = private.sign
-        self._pool = _signers() if parallel else None
-        self._parts: list[tuple[list[bytes], Future[list[str]] | None]] = []
-        self._pending: list[bytes] = []
-
-    def add(self, digest: bytes) -> None:
-        self._pending.append(digest)
-        if len(self._pending) >= _CHUNK:
-            chunk, self._pending = self._pending, []
-            job = self._pool.submit(_sign_chunk, self._sign, chunk) if self._pool else None
-            self._parts.append((chunk, job))
-
-    def finish(self) -> list[str]:
-        parts = [*self._parts, (self._pending, None)]
-        self._parts, self._pending = [], []
-        # chunks no thread has started are signed here, so both cores work to the end
-        mine = {i for i, (_, job) in enumerate(parts) if job is None or job.cancel()}
-        done = {i: _sign_chunk(self._sign, parts[i][0]) for i in sorted(mine, reverse=True)}
-        out: list[str] = []
-        for index, (_, job) in enumerate(parts):
-            out.extend(done[index] if index in mine else job.result())  # type: ignore[union-attr]
-        return out
+BLOCK = 256  # append_many signs the last entry of every block of this many (and the last)
 
 
 _INSERT_COLUMNS = (
@@ -400,12 +350,17 @@ class CustodyLedger:
         uow: UnitOfWork,
         site_id: str,
         items: Sequence[tuple[LedgerKind, str, dict[str, Any]]],
+        *,
+        block: int = BLOCK,
     ) -> list[Appended]:
         """Add entries (kind, ref, body) to the site's chain in the caller's transaction, in
-        order: the same entries `append` would make one by one, but with one key look-up,
-        one head look-up and one multi-row INSERT; each entry is still hashed over the one
-        before it and signed on its own (in parallel threads for long batches: the Ed25519
-        signer releases the interpreter lock)."""
+        order: the same entries `append` would make one by one (each hashed over the one before
+        it), with one key look-up, one head look-up and one multi-row INSERT, and one Ed25519
+        signature per block: the last entry of every `block` entries (and the last of the
+        call) is signed (`block=1`: every entry); its hash covers every entry before it through
+        the chain, so the block is signed as a whole. The others carry an empty signature,
+        "covered by the next signed entry"; `verify` names an entry that no signed entry of its
+        key covers (docs/audit-trail.md, the ledger's tail)."""
         if not items:
             return []
         key, private = self._signing_key(uow, site_id)
@@ -413,29 +368,31 @@ class CustodyLedger:
         seq, prev = self.head(uow, site_id)
         recorded = uow.clock.now()
         stamp = epcis_time(recorded)
-        rows: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
         made: list[Appended] = []
         when = _bind_value(uow, LedgerEntry.__table__.c.recorded_at, recorded)
-        signer = Signer(private, parallel=len(items) >= _PARALLEL_FROM)
-        for kind, ref, body in items:
+        sha256 = hashlib.sha256
+        key_id, last = key.key_id, len(items) - 1
+        for index, (kind, ref, body) in enumerate(items):
             seq += 1
             payload = payload_of(
                 site_id=site_id, seq=seq, kind=kind.value, ref=ref, recorded_at=stamp, body=body
             )
-            raw = hashlib.sha256(prev.encode("ascii") + b"\n" + payload.encode("utf-8")).digest()
+            raw = sha256((prev + "\n" + payload).encode("utf-8")).digest()
             digest = raw.hex()
-            signer.add(raw)
+            # the block's last entry signs the block (its hash covers the entries before it)
+            signed = index == last or seq % block == 0
+            signature = private.sign(raw).hex() if signed else ""
+            short = ref[:100]
             rows.append(
-                [site_id, seq, kind.value, ref[:100], when, payload, prev, digest, key.key_id]
+                (site_id, seq, kind.value, short, when, payload, prev, digest, key_id, signature)
             )
-            made.append(Appended(site_id, seq, kind.value, ref[:100], digest))
+            made.append(Appended(site_id, seq, kind.value, short, digest))
             prev = digest
-        for row, signature in zip(rows, signer.finish(), strict=True):
-            row.append(signature)
         # one driver-level executemany of ready-made tuples (the ORM's bulk insert builds
         # and processes a parameter dict per row: half the time of an append)
         connection = uow.session.connection()
-        connection.exec_driver_sql(_insert_sql(connection.dialect), [tuple(r) for r in rows])
+        connection.exec_driver_sql(_insert_sql(connection.dialect), rows)
         return made
 
     def anchor(self, uow: UnitOfWork, actor: Actor) -> list[LedgerEntry]:
@@ -501,7 +458,12 @@ class CustodyLedger:
         """The audit checkpoints recorded in the control site's chain: (body, signature)."""
         found: list[tuple[dict[str, Any], str]] = []
         for payload in connection.execute(
-            select(LedgerEntry.payload).where(LedgerEntry.kind == LedgerKind.AUDIT_CHECKPOINT.value)
+            # ref "audit:<seq>": a range on the ref index, not a scan of the ledger
+            select(LedgerEntry.payload).where(
+                LedgerEntry.ref >= "audit:",
+                LedgerEntry.ref < "audit;",
+                LedgerEntry.kind == LedgerKind.AUDIT_CHECKPOINT.value,
+            )
         ).scalars():
             try:
                 body = json.loads(payload)["body"]
