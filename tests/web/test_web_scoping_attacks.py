@@ -384,3 +384,34 @@ def test_12_6_no_site_events_are_never_everyones(world: World) -> None:
         sees = may and (where == "net" or role == Role.AUDITOR.value)
         expected = 200 if sees else (404 if may else 403)
         assert got.status_code == expected, (role, where, got.status_code)
+
+
+def test_12_5_overview_counts_only_the_orders_the_reader_sees(world: World) -> None:
+    """The network page's order counts: site staff count their own site's orders only."""
+    from collections import Counter
+
+    from nearfab.orders import Order
+
+    app = world.app
+    with app.uow() as uow:  # a prescription for site B, so the sites' counts differ
+        app.orders.submit(
+            uow, fh.actor(app, "clinician-b"), fh.bundle(app, dose_mg=3.0), site_id=SITE_B
+        )
+    with app.uow() as uow:
+        orders = [(o.site_id, o.status) for o in uow.session.scalars(select(Order))]
+    expected = {
+        "a": Counter(st for site, st in orders if site == world.ids["site_a"]),
+        "b": Counter(st for site, st in orders if site == world.ids["site_b"]),
+        "net": Counter(st for _site, st in orders),
+    }
+    assert expected["a"] and expected["b"] and expected["a"] != expected["net"]
+    for where, counts in expected.items():
+        page = world.web[("pharmacist", where)].get("/")
+        assert page.status_code == 200
+        shown = {
+            status: int(n)
+            for n, status in re.findall(
+                r'<b>(\d+)</b> <span class="badge status-(\w+)">', page.text
+            )
+        }
+        assert shown == dict(counts), where

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from nearfab.custody.services.scope import authorize_pack
-from nearfab.identity import Actor, Permission, authorize, can
+from nearfab.identity import Actor, Permission, authorize, can, is_network_wide
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
@@ -283,12 +284,24 @@ def overview(request: Request, actor: Annotated[Actor, page(Permission.NETWORK_R
     with application.uow() as uow:
         sites = network_view(application, uow)
         orders = application.orders.list_orders(uow, limit=15, actor=actor)
-        counts = application.orders.count_by_status(uow)
-        pending = len(application.quality.pending(uow))
+        # counts, queue and machines' work of the sites the person sees only
+        if is_network_wide(actor, Permission.ORDER_READ):
+            counts = application.orders.count_by_status(uow)
+        else:
+            mine = application.orders.list_orders(uow, limit=100_000, actor=actor)
+            counts = dict(Counter(o.status for o in mine))
+        if is_network_wide(actor, Permission.RELEASE_QUEUE_READ):
+            pending = len(application.quality.pending(uow))
+        elif can(actor, Permission.RELEASE_QUEUE_READ):
+            pending = len(pending_view(application, uow, actor))
+        else:
+            pending = 0
         work: dict[str, list[dict[str, Any]]] = {}
         for job in application.scheduling.jobs(
             uow, JobStatus.RUNNING, JobStatus.TICKET_ISSUED, JobStatus.PLANNED
         ):
+            if not can(actor, Permission.ORDER_READ, site_id=job.site_id):
+                continue
             work.setdefault(job.machine_id, []).append(
                 {
                     "order_id": job.order_id,
