@@ -515,3 +515,30 @@ def test_checkpoints_deleted_from_their_table_still_count_from_the_ledger(seeded
     bad = report["first_bad"]
     assert bad["problem"] == "deleted" and bad["seq"] == anchored
     assert "ledger checkpoint" in bad["detail"]
+
+
+def test_the_runner_takes_a_checkpoint_every_500_rows_or_5_minutes_of_change(
+    seeded: App,
+) -> None:
+    """The documented rule (docs/audit-trail.md): after 500 new rows at once; otherwise once
+    5 minutes have passed and the audit head or a ledger head moved; never when nothing did."""
+    from nearfab.identity.services.audit import checkpoint_if_due
+
+    def due() -> int | None:
+        with seeded.uow() as uow:
+            made = checkpoint_if_due(uow)
+        return None if made is None else made.seq
+
+    first = due()  # none yet: the first is taken at once
+    assert first == rows(seeded)[-1]["seq"]
+    assert due() is None  # nothing moved
+    seeded.clock.advance(3600)  # type: ignore[attr-defined]
+    assert due() is None  # an hour, but nothing moved (its own ledger entry is no change)
+    add_rows(seeded, 3)
+    assert due() == first + 3  # moved, and more than 5 minutes since the last
+    add_rows(seeded, 3)
+    assert due() is None  # moved, but less than 5 minutes and 500 rows
+    seeded.clock.advance(5 * 60)  # type: ignore[attr-defined]
+    assert due() == first + 6
+    add_rows(seeded, 500)
+    assert due() == first + 506  # 500 rows: at once

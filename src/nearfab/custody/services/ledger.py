@@ -440,19 +440,20 @@ class CustodyLedger:
 
     # --- audit checkpoints (docs/audit-trail.md) ---------------------------------------------
     def heads(self, connection: Connection) -> dict[str, list[Any]]:
-        """Every site's chain head, site -> [seq, entry_hash]: what each audit checkpoint signs,
-        so a tail cut off after it is named by `verify` (and by an exported checkpoint file)."""
+        """Every site's chain head, site -> [seq, entry_hash, kind]: what each audit checkpoint
+        signs (seq and hash), so a tail cut off after it is named by `verify` (and by an
+        exported checkpoint file)."""
         last = (
             select(LedgerEntry.site_id, func.max(LedgerEntry.seq).label("seq"))
             .group_by(LedgerEntry.site_id)
             .subquery()
         )
         rows = connection.execute(
-            select(LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.entry_hash).join(
-                last, (LedgerEntry.site_id == last.c.site_id) & (LedgerEntry.seq == last.c.seq)
-            )
+            select(
+                LedgerEntry.site_id, LedgerEntry.seq, LedgerEntry.entry_hash, LedgerEntry.kind
+            ).join(last, (LedgerEntry.site_id == last.c.site_id) & (LedgerEntry.seq == last.c.seq))
         )
-        return {str(r[0]): [int(r[1]), str(r[2])] for r in rows}
+        return {str(r[0]): [int(r[1]), str(r[2]), str(r[3])] for r in rows}
 
     def audit_checkpoints(self, connection: Connection) -> list[tuple[dict[str, Any], str]]:
         """The audit checkpoints recorded in the control site's chain: (body, signature)."""

@@ -85,6 +85,7 @@ class AuditKeys:
     key_id: str = ""
     public_key_pem: str = ""
     sign: Callable[[dict[str, Any]], str] | None = None  # base64 Ed25519 over canonical JSON
+    # site -> [seq, entry_hash, kind] of each ledger chain's last entry
     ledger_heads: Callable[[Connection], dict[str, list[Any]]] | None = None
     # the checkpoints as recorded in the control site's ledger chain: (body, signature) pairs
     ledger_checkpoints: Callable[[Connection], list[tuple[dict[str, Any], str]]] | None = None
@@ -931,11 +932,13 @@ def _signing_keys(conn: Connection) -> AuditKeys:
 def take_checkpoint(uow: UnitOfWork) -> Checkpoint:
     """Sign the audit head and every custody ledger head with the control site's key, store
     it (append-only) and record it in the control site's ledger chain, in the caller's
-    transaction. Holds the chain's write lock, so the head cannot move meanwhile."""
+    transaction. The head is read as committed (any committed head is a state of the chain;
+    taking the chain's write lock here would order it before the control site's ledger key,
+    the reverse of a custody step's order)."""
     conn = uow.session.connection()
     keys = _signing_keys(conn)
     assert keys.sign is not None
-    seq, head = _lock_head(conn)
+    seq, head = _read_head(conn) or (0, GENESIS)
     keyed_from = conn.execute(
         select(func.min(_TABLE.c.seq)).where(_TABLE.c.row_mac.is_not(None))
     ).scalar()
@@ -997,18 +1000,34 @@ def checkpoint_if_due(
     head = _read_head(conn) or (0, GENESIS)
     if last is not None:
         moved = head[0] - int(last[0])
-        ledger = keys.ledger_heads(conn) if keys.ledger_heads is not None else {}
-        ledger_moved = json_loads(last[2]).get("ledger") != {
-            k: [int(v[0]), str(v[1])] for k, v in ledger.items()
-        }
-        late = uow.clock.now() - last[1] >= every
-        if moved < every_rows and not (late and (moved > 0 or ledger_moved)):
-            return None
+        if moved < every_rows:
+            if uow.clock.now() - last[1] < every:
+                return None  # the common case: no query of the ledger
+            if moved == 0:
+                ledger = keys.ledger_heads(conn) if keys.ledger_heads is not None else {}
+                recorded = json_loads(last[2]).get("ledger") or {}
+                if not _ledger_moved(recorded, ledger):
+                    return None
     elif head[0] == 0:
         return None
     checkpoint = take_checkpoint(uow)
     uow.commit()
     return checkpoint
+
+
+def _ledger_moved(recorded: Mapping[str, Any], now: Mapping[str, Sequence[Any]]) -> bool:
+    """Whether any ledger chain moved since a checkpoint recorded `recorded`, not counting
+    that checkpoint's own entry in the control chain (a head [seq, hash, kind] that is an
+    audit checkpoint right after the recorded one)."""
+    for site, head in now.items():
+        was = recorded.get(site)
+        if was is not None and int(head[0]) == int(was[0]) and str(head[1]) == str(was[1]):
+            continue
+        own = len(head) > 2 and head[2] == "audit_checkpoint"
+        if own and int(head[0]) == (0 if was is None else int(was[0])) + 1:
+            continue
+        return True
+    return False
 
 
 def export_checkpoint(uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
