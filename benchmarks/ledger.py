@@ -8,7 +8,8 @@ per 1,000 entries; `baseline_append_each_signed_per_s`: the same with every entr
 the one-entry-per-call `append` used by most custody steps; `verify_per_s`: the full
 `verify-ledger` check from the database (hash links, columns against the payload, the
 signature at each key segment's end, anchors, every custody event has its entry);
-`verify_all_signatures_per_s`: the same with every signature checked.
+`verify_all_signatures_per_s`: the same with every signature checked; `check_in_memory_per_s`:
+the chain check alone over the same rows already read (no database).
 
 Raw baselines in the same run: a bare Ed25519 sign loop (`baseline_sign_per_s`), a bare
 SHA-256 over the same payloads (`baseline_hash_per_s`), plain inserts of the same rows without
@@ -148,6 +149,24 @@ def main() -> None:
         cursor.close()
     baseline_read = total / (time.perf_counter() - t)
 
+    # the chain check alone (ChainChecker over the same rows held in memory, no database)
+    from nearfab.custody.logic.ledger import ChainChecker
+
+    with app.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(
+            "SELECT id, site_id, seq, kind, ref, payload, prev_hash, entry_hash, key_id,"
+            " NULL FROM custody_ledger ORDER BY site_id, seq"
+        )
+        held = cursor.fetchall()
+        cursor.close()
+    checker = ChainChecker(lambda *_: True, fetch_signature=lambda _id: "")
+    t = time.perf_counter()
+    for start in range(0, len(held), 5000):
+        checker.feed(held[start : start + 5000])
+    checker.close()
+    check_only = len(held) / (time.perf_counter() - t)
+
     t = time.perf_counter()
     with app.uow() as uow:
         report = ledger.verify(uow, all_signatures=False)
@@ -174,6 +193,7 @@ def main() -> None:
         "verify_per_s": round(verify),
         "verify_all_signatures_per_s": round(verify_all),
         "baseline_read_per_s": round(baseline_read),
+        "check_in_memory_per_s": round(check_only),
         "baseline_hash_per_s": round(baseline_hash),
         "verify_vs_read": round(verify / baseline_read, 3),
     }
