@@ -520,7 +520,12 @@ def test_11_10_e_a_schema_made_from_the_models_is_protected_too(tmp_path: Path) 
         guarded = conn.execute(
             text("SELECT DISTINCT tbl_name FROM sqlite_master WHERE type = 'trigger'")
         ).scalars()
-        assert set(guarded) == {"audit_entries", "signatures", "audit_chain_head"}
+        assert set(guarded) == {
+            "audit_entries",
+            "signatures",
+            "audit_chain_head",
+            "audit_checkpoints",
+        }
         report = verify_chain(conn)
     assert report.ok and report.rows_checked == 2 and report.head_seq == 2
     engine.dispose()

@@ -1247,3 +1247,6 @@ event.listen(
     Signature.__table__, "after_create", _on_create(lambda d: append_only_ddl(d, "signatures"))
 )
 event.listen(_HEAD, "after_create", _head_created)
+event.listen(
+    _CHECKPOINTS, "after_create", _on_create(lambda d: append_only_ddl(d, "audit_checkpoints"))
+)

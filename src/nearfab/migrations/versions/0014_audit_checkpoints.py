@@ -49,8 +49,6 @@ def downgrade() -> None:
     for statement in drop_append_only_ddl(dialect, "audit_checkpoints"):
         op.execute(sa.text(statement))
     op.drop_table("audit_checkpoints")
-    with op.batch_alter_table("audit_entries") as batch:
-        batch.drop_column("row_mac")
-    if dialect == "sqlite":  # "move and copy" dropped the append-only triggers with the table
-        for statement in append_only_ddl(dialect, "audit_entries"):
-            op.execute(sa.text(statement))
+    # a plain ALTER TABLE … DROP COLUMN (SQLite 3.35+): batch "move and copy" would drop the
+    # triggers with the table, and the head's trigger names audit_entries
+    op.drop_column("audit_entries", "row_mac")
