@@ -42,7 +42,7 @@ from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 from nearfab.custody import EpcisEvent, parse_scan
-from nearfab.identity import MATRIX, Permission, Role, system_actor
+from nearfab.identity import MATRIX, NETWORK_LEVEL, Permission, Role, system_actor
 from nearfab.production import Fault
 from nearfab.web.server import create_web_app
 
@@ -74,7 +74,7 @@ class Call:
     query: Callable[[World], dict[str, Any]] | None = None
     fresh_token: bool = False  # the call ends the session it runs in (logout)
     victim: bool = False  # {user_id} is a bystander at site A, not one of the callers
-    network_only: bool = False  # only control-site holders of the role may (approvals)
+    network_only: bool = False  # only control-site holders of the role may (network-level)
     path_ids: Callable[[World], dict[str, str]] | None = None  # path values besides w.ids
 
 
@@ -156,16 +156,26 @@ ROUTES: dict[tuple[str, str], Call] = {
     # network
     ("GET", "/api/v1/network"): Call(P.NETWORK_READ),
     ("POST", "/api/v1/sites"): Call(
-        P.SITE_CREATE, body=lambda w: {"code": "", "name": "x", "kind": "clinic"}
+        P.SITE_CREATE,
+        body=lambda w: {"code": "", "name": "x", "kind": "clinic"},
+        network_only=True,
     ),
     ("POST", "/api/v1/sites/{site_id}/status"): Call(
-        P.SITE_STATUS, True, body=lambda w: {"status": "approved", "reason": "matrix"}
+        P.SITE_STATUS,
+        True,
+        body=lambda w: {"status": "approved", "reason": "matrix"},
+        network_only=True,
     ),
     ("POST", "/api/v1/sites/{site_id}/signing-policy"): Call(
-        P.SIGNING_POLICY, True, body=lambda w: {"totp_for_signing": False, "reason": "matrix"}
+        P.SIGNING_POLICY,
+        True,
+        body=lambda w: {"totp_for_signing": False, "reason": "matrix"},
+        network_only=True,
     ),
     ("POST", "/api/v1/master-files/{mf_id}/signing-policy"): Call(
-        P.SIGNING_POLICY, body=lambda w: {"totp_for_signing": False, "reason": "matrix"}
+        P.SIGNING_POLICY,
+        body=lambda w: {"totp_for_signing": False, "reason": "matrix"},
+        network_only=True,
     ),
     ("POST", "/api/v1/machines"): Call(
         P.MACHINE_REGISTER,
@@ -187,19 +197,31 @@ ROUTES: dict[tuple[str, str], Call] = {
         P.MACHINE_QUALIFICATION_REVOKE, True, body=lambda w: {"reason": ""}
     ),
     ("POST", "/api/v1/machines/{machine_id}/faults"): Call(
-        P.FAULT_INJECT, True, body=lambda w: {"kind": "nozzle_clog", "severity": 0.0}
+        P.FAULT_INJECT,
+        True,
+        body=lambda w: {"kind": "nozzle_clog", "severity": 0.0},
+        network_only=True,
     ),
     ("POST", "/api/v1/users/{user_id}/training"): Call(
         P.TRAINING_RECORD, True, body=lambda w: {"master_file_code": "NO-SUCH-CODE"}
     ),
-    ("POST", "/api/v1/network/run"): Call(P.NETWORK_RUN, body=lambda w: {"until_idle": False}),
+    ("POST", "/api/v1/network/run"): Call(
+        P.NETWORK_RUN, body=lambda w: {"until_idle": False}, network_only=True
+    ),
     # master files and materials
     ("GET", "/api/v1/master-files"): Call(P.MASTER_FILE_READ),
-    ("POST", "/api/v1/master-files"): Call(P.MASTER_FILE_DRAFT, body=lambda w: {}),
-    ("POST", "/api/v1/master-files/{mf_id}/approve"): Call(P.MASTER_FILE_APPROVE, body=_sign),
-    ("POST", "/api/v1/master-files/{mf_id}/effective"): Call(P.MASTER_FILE_EFFECTIVE),
+    # master files are network records: only control-site holders of the role change them
+    ("POST", "/api/v1/master-files"): Call(
+        P.MASTER_FILE_DRAFT, body=lambda w: {}, network_only=True
+    ),
+    ("POST", "/api/v1/master-files/{mf_id}/approve"): Call(
+        P.MASTER_FILE_APPROVE, body=_sign, network_only=True
+    ),
+    ("POST", "/api/v1/master-files/{mf_id}/effective"): Call(
+        P.MASTER_FILE_EFFECTIVE, network_only=True
+    ),
     ("POST", "/api/v1/master-files/{mf_id}/withdraw"): Call(
-        P.MASTER_FILE_WITHDRAW, body=lambda w: {"reason": ""}
+        P.MASTER_FILE_WITHDRAW, body=lambda w: {"reason": ""}, network_only=True
     ),
     ("GET", "/api/v1/material-lots"): Call(P.LOT_READ),
     ("POST", "/api/v1/material-lots"): Call(
@@ -299,7 +321,9 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/trace/machines/{machine_id}"): Call(P.TRACE_READ, query=_window),
     ("GET", "/api/v1/trace/master-files/{code}/{version}"): Call(P.TRACE_READ),
     ("POST", "/api/v1/recalls"): Call(
-        P.RECALL_CREATE, body=lambda w: {"lot": "NO-SUCH-LOT", "reason": "matrix"}
+        P.RECALL_CREATE,
+        body=lambda w: {"lot": "NO-SUCH-LOT", "reason": "matrix"},
+        network_only=True,
     ),
     ("GET", "/api/v1/recalls/{recall_id}/report"): Call(P.RECALL_REPORT_READ),
     ("GET", "/api/v1/custody/ledger/verify"): Call(P.LEDGER_VERIFY),
@@ -321,19 +345,24 @@ ROUTES: dict[tuple[str, str], Call] = {
         P.TELEMETRY_READ, True, query=lambda w: {"machine_id": w.ids["machine_id"]}
     ),
     ("POST", "/api/v1/telemetry/retention"): Call(
-        P.TELEMETRY_RETENTION, body=lambda w: {"older_than_days": 3650, "reason": "matrix"}
+        P.TELEMETRY_RETENTION,
+        body=lambda w: {"older_than_days": 3650, "reason": "matrix"},
+        network_only=True,
     ),
     ("GET", "/api/v1/monitoring/models"): Call(P.MONITORING_READ),
     ("POST", "/api/v1/monitoring/models"): Call(
         P.MODEL_TRAIN,
         body=lambda w: {"kind": "spc", "master_file_code": "NO-SUCH", "machine_type": "x"},
+        network_only=True,
     ),
     ("GET", "/api/v1/monitoring/models/{model_id}"): Call(P.MONITORING_READ),
     ("POST", "/api/v1/monitoring/models/{model_id}/approve"): Call(
-        P.MODEL_APPROVE, body=lambda w: {"username": ME, "password": fh.TEST_PASSWORD}
+        P.MODEL_APPROVE,
+        body=lambda w: {"username": ME, "password": fh.TEST_PASSWORD},
+        network_only=True,
     ),
     ("POST", "/api/v1/monitoring/models/{model_id}/retire"): Call(
-        P.MODEL_RETIRE, body=lambda w: {"note": ""}
+        P.MODEL_RETIRE, body=lambda w: {"note": ""}, network_only=True
     ),
     ("GET", "/api/v1/monitoring/capability"): Call(
         P.MONITORING_READ,
@@ -451,7 +480,9 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/trace"): Call(P.TRACE_READ, True, query=lambda w: {"q": w.ids["unit_id"]}),
     ("GET", "/recalls"): Call(P.RECALL_REPORT_READ),
-    ("POST", "/recalls"): Call(P.RECALL_CREATE, body=lambda w: {"lot": "", "reason": ""}),
+    ("POST", "/recalls"): Call(
+        P.RECALL_CREATE, body=lambda w: {"lot": "", "reason": ""}, network_only=True
+    ),
     ("GET", "/recalls/{recall_id}"): Call(P.RECALL_REPORT_READ),
     ("GET", "/recalls/{recall_id}/report.{fmt}"): Call(
         P.RECALL_REPORT_READ, path_ids=lambda w: {"fmt": "csv"}
@@ -509,6 +540,17 @@ READS_BY_POST = {
     ("POST", "/api/v1/audit/checkpoints"),
     ("POST", "/api/v1/audit/checkpoints/export"),
 }
+
+
+def test_network_level_permissions_are_network_only_on_every_route() -> None:
+    """A route acting under a network-level permission (identity/permissions.NETWORK_LEVEL)
+    is checked here as refused to every site's holders of the role."""
+    loose = [
+        f"{m} {p}"
+        for (m, p), c in ROUTES.items() | WEB_ROUTES.items()
+        if c.permission in NETWORK_LEVEL and not c.network_only
+    ]
+    assert not loose, f"network-level routes not marked network_only: {loose}"
 
 
 def test_annex11_s12_auditors_change_nothing_and_read_everything() -> None:

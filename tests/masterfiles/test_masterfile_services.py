@@ -47,9 +47,11 @@ class World:
 
 @pytest.fixture
 def world(app: App, monkeypatch: pytest.MonkeyPatch) -> World:
-    """One site, a QP and a pharmacist (cheap argon2: only the speed differs)."""
+    """One site, a QP and a pharmacist (cheap argon2: only the speed differs). The control
+    site: master files are network records, changed by its staff only (a site QP is refused,
+    tests/identity/test_network_level_attacks.py)."""
     with app.uow() as uow:
-        site = app.network.create_site(uow, BOOT, code="GSTT", name="GSTT", kind="clinic")
+        site = app.network.create_site(uow, BOOT, code="GSTT", name="GSTT", kind="control")
     people = {}
     for username, role in (("qp", "qp"), ("pharmacist", "pharmacist")):
         with app.uow() as uow:

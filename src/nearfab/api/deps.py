@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nearfab.api.security import LoginThrottle, client_address, parse_proxies
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Unauthenticated
-from nearfab.identity import Actor, Permission, authorize
+from nearfab.identity import NETWORK_LEVEL, Actor, Permission, authorize, authorize_network
 from nearfab.uow import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
@@ -51,14 +51,17 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
 def allowed(permission: Permission, *, gate: bool = True) -> Any:
-    """A route's declared permission: refuses a role the matrix does not allow before the
-    request body is even read. The service checks again, with the record's site; the
+    """A route's declared permission: refuses a role the matrix does not allow (and, for a
+    network-level permission, a grant that does not reach the network) before the request
+    body is even read. The service checks again, with the record's site; the
     route-matrix test (tests/identity/test_route_matrix.py) reads this declaration.
     `gate=False` leaves the refusal to the service, for use cases whose refused attempts are
     themselves records (a QP decision: 21 CFR 11.300)."""
 
     def dependency(actor: ActorDep) -> Actor:
-        if gate:
+        if gate and permission in NETWORK_LEVEL:
+            authorize_network(actor, permission)  # a site's holder of the role: other_site
+        elif gate:
             authorize(actor, permission)
         return actor
 

@@ -32,7 +32,7 @@ from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound
 from nearfab.custody.services.scope import authorize_pack
-from nearfab.identity import Actor, Permission, authorize, site_filter
+from nearfab.identity import Actor, Permission, authorize_network, site_filter
 from nearfab.production import Fault
 from nearfab.readmodels import (
     batch_view,
@@ -200,8 +200,9 @@ def inject_fault(
 ) -> dict[str, Any]:
     """Simulated machines only: inject a fault into the digital twin."""
 
+    # a test of the whole network's reactions (alarms, replanning), never a site's own tool
+    authorize_network(actor, Permission.FAULT_INJECT)
     machine = application.network.get_machine(uow, machine_id)
-    authorize(actor, Permission.FAULT_INJECT, site_id=machine.site_id)
     fault = Fault(kind=body.kind, severity=body.severity, from_unit=body.from_unit)
     application.fleet.inject_fault(machine, fault)
     return {"machine_id": machine.id, "fault": fault.describe()}
@@ -226,7 +227,7 @@ def run(
     body: RunIn, actor: Annotated[Actor, allowed(Permission.NETWORK_RUN)], application: AppDep
 ) -> dict[str, Any]:
     """Advance the simulated machines until only people can move things on."""
-
+    authorize_network(actor, Permission.NETWORK_RUN)  # every site's machines move
     summary = application.runner.run_until_idle() if body.until_idle else application.runner.step()
     return summary.to_dict()
 

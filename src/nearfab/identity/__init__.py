@@ -15,9 +15,12 @@ from nearfab.identity.models import (
 )
 from nearfab.identity.permissions import (
     MATRIX,
+    NETWORK_LEVEL,
     Permission,
     authorize,
+    authorize_network,
     can,
+    can_network,
     is_network_wide,
     site_filter,
     visible_sites,
@@ -46,6 +49,7 @@ from nearfab.identity.services.credentials import AccountPolicy, SecretBox
 __all__ = [
     "APPROVAL_MASTER_FILE_QP",
     "MATRIX",
+    "NETWORK_LEVEL",
     "AccountPolicy",
     "Actor",
     "ApprovalRequest",
@@ -72,7 +76,9 @@ __all__ = [
     "audit_trail",
     "audited_transition",
     "authorize",
+    "authorize_network",
     "can",
+    "can_network",
     "check_platform_keys",
     "is_network_wide",
     "record_hash",

@@ -186,6 +186,33 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.READINGS_RECORD: frozenset({PH, OP, Q}),
 }
 
+# Network-level actions: they change records of the whole network (sites, their lifecycle,
+# GS1 identity and signing policy; master files; recalls across sites; monitoring models
+# approved for every site; platform-wide telemetry retention; the simulated network itself).
+# Their use cases call `authorize_network`: only a grant reaching the network passes (staff
+# of the control site, home-less accounts); a site's administrator, QP or planner is refused
+# `other_site` even at their own site.
+NETWORK_LEVEL: frozenset[Permission] = frozenset(
+    {
+        Permission.SITE_CREATE,
+        Permission.SITE_STATUS,
+        Permission.SITE_GLN,
+        Permission.SIGNING_POLICY,
+        Permission.FAULT_INJECT,
+        Permission.NETWORK_RUN,
+        Permission.MASTER_FILE_DRAFT,
+        Permission.MASTER_FILE_APPROVE,
+        Permission.MASTER_FILE_EFFECTIVE,
+        Permission.MASTER_FILE_WITHDRAW,
+        Permission.MASTER_FILE_QP_ASSIGN,
+        Permission.RECALL_CREATE,
+        Permission.MODEL_TRAIN,
+        Permission.MODEL_APPROVE,
+        Permission.MODEL_RETIRE,
+        Permission.TELEMETRY_RETENTION,
+    }
+)
+
 # what each permission is for, in the refusal message
 _WORDS: Mapping[Permission, str] = {
     p: p.value.replace(".", ": ").replace("_", " ") for p in Permission
@@ -324,6 +351,19 @@ def authorize(
             field="site_id",
             code="other_site",
         )
+
+
+def authorize_network(actor: Actor, permission: Permission) -> None:
+    """`authorize` for a network-level action (`NETWORK_LEVEL`): the record is the whole
+    network's (`site_id=None`), so only a grant that reaches the network passes."""
+    if permission not in NETWORK_LEVEL:  # pragma: no cover - a programming error
+        raise ValueError(f"{permission} is not a network-level permission")
+    authorize(actor, permission, site_id=None)
+
+
+def can_network(actor: Actor, permission: Permission) -> bool:
+    """`authorize_network` as a yes/no (for showing a button)."""
+    return can(actor, permission, site_id=None)
 
 
 def matrix_markdown() -> str:

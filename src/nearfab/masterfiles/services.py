@@ -29,7 +29,7 @@ from nearfab.identity import (
     User,
     audit,
     audited_transition,
-    authorize,
+    authorize_network,
     refuse,
     request_approval,
 )
@@ -66,7 +66,7 @@ class MasterFileService:
 
     def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
         """Create the next version of a master file as a draft."""
-        authorize(actor, Permission.MASTER_FILE_DRAFT)
+        authorize_network(actor, Permission.MASTER_FILE_DRAFT)  # master files: network records
         try:
             spec = MasterFileIn.model_validate(data)
         except ValidationError as exc:
@@ -109,7 +109,7 @@ class MasterFileService:
         totp: str | None = None,
     ) -> MasterFile:
         """QP approval: an e-signature bound to the hash of the master file's content."""
-        authorize(actor, Permission.MASTER_FILE_APPROVE)
+        authorize_network(actor, Permission.MASTER_FILE_APPROVE)
         mf = self.get(uow, master_file_id)
         try:
             self._transition(uow, actor, mf, MasterFileStatus.APPROVED, reason=meaning)
@@ -134,7 +134,7 @@ class MasterFileService:
 
     def make_effective(self, uow: UnitOfWork, actor: Actor, master_file_id: str) -> MasterFile:
         """Make an approved version effective; the previous effective version is superseded."""
-        authorize(actor, Permission.MASTER_FILE_EFFECTIVE)
+        authorize_network(actor, Permission.MASTER_FILE_EFFECTIVE)
         mf = self.get(uow, master_file_id)
         check_transition(
             f"master file {mf.code} v{mf.version}",
@@ -177,7 +177,7 @@ class MasterFileService:
         """Whether signatures on this product's records (approval, steps, review, release)
         need a TOTP code as a third component; audited with the reason. The setting is not
         part of the approved content, so it can change without a new version."""
-        authorize(actor, Permission.SIGNING_POLICY)
+        authorize_network(actor, Permission.SIGNING_POLICY)
         require_reason(reason, "changing a master file's signing policy")
         mf = self.get(uow, master_file_id)
         old = mf.totp_for_signing
@@ -198,7 +198,7 @@ class MasterFileService:
     def withdraw(
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> MasterFile:
-        authorize(actor, Permission.MASTER_FILE_WITHDRAW)
+        authorize_network(actor, Permission.MASTER_FILE_WITHDRAW)
         require_reason(reason, "withdrawing a master file")
         mf = self.get(uow, master_file_id)
         self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
@@ -279,7 +279,7 @@ class MasterFileService:
         Separation of duties: the assignment takes effect only when another administrator of
         the control site approves the request (`UserService.decide_request`)."""
         # master files belong to the network: only a network administrator names their QPs
-        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN, site_id=None)
+        authorize_network(actor, Permission.MASTER_FILE_QP_ASSIGN)
         why = require_reason(reason, "assigning a QP to a master file")
         self._code_exists(uow, code)
         person = self._user(uow, user)
@@ -351,7 +351,7 @@ class MasterFileService:
         self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
     ) -> MasterFileQP:
         """End a QP's assignment to a master file; they can no longer certify its batches."""
-        authorize(actor, Permission.MASTER_FILE_QP_ASSIGN, site_id=None)  # a network record
+        authorize_network(actor, Permission.MASTER_FILE_QP_ASSIGN)  # a network record
         require_reason(reason, "unassigning a QP from a master file")
         person = self._user(uow, user)
         row = self._assignment(uow, code, person.id)

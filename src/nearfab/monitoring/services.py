@@ -26,6 +26,7 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    authorize_network,
     site_filter,
 )
 from nearfab.masterfiles import MasterFileService
@@ -155,7 +156,8 @@ class MonitoringService:
         components: int | None = None,
     ) -> MonitoringModel:
         """Fit a draft model from qualified runs (all of them when `runs` is None)."""
-        authorize(actor, Permission.MODEL_TRAIN)
+        # a model is fitted on runs of every site and then judges every site's runs
+        authorize_network(actor, Permission.MODEL_TRAIN)
         try:
             kind = ModelKind(kind)
         except ValueError:
@@ -264,7 +266,7 @@ class MonitoringService:
         totp: str | None = None,
     ) -> MonitoringModel:
         """QP approval by e-signature; the previous approved version is retired with it."""
-        authorize(actor, Permission.MODEL_APPROVE)
+        authorize_network(actor, Permission.MODEL_APPROVE)
         model = self.get_model(uow, model_id)
         if model.created_by == actor.user_id:
             raise Refused(
@@ -322,7 +324,7 @@ class MonitoringService:
     def retire(
         self, uow: UnitOfWork, actor: Actor, model_id: str, *, reason: str
     ) -> MonitoringModel:
-        authorize(actor, Permission.MODEL_RETIRE)
+        authorize_network(actor, Permission.MODEL_RETIRE)
         require_reason(reason, "retiring a monitoring model")
         model = self.get_model(uow, model_id)
         audited_transition(

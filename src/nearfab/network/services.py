@@ -18,6 +18,7 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    authorize_network,
 )
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
@@ -48,7 +49,7 @@ class NetworkService:
         kind: str,
     ) -> Site:
         """A new site starts as proposed; it becomes active only through its lifecycle."""
-        authorize(actor, Permission.SITE_CREATE)
+        authorize_network(actor, Permission.SITE_CREATE)  # a new member of the network
         status = SiteStatus.PROPOSED
         try:
             kind_v = SiteKind(kind)
@@ -89,7 +90,8 @@ class NetworkService:
         """Whether signatures on this site's records need a TOTP code as a third component
         (21 CFR 11.200); audited with the old and new setting and the reason."""
         site = self.get_site(uow, site_id)
-        authorize(actor, Permission.SIGNING_POLICY, site_id=site.id)
+        # a site never relaxes its own signing rules: the network sets them
+        authorize_network(actor, Permission.SIGNING_POLICY)
         require_reason(reason, "changing a site's signing policy")
         old = site.totp_for_signing
         site.totp_for_signing = bool(totp_for_signing)
@@ -118,7 +120,8 @@ class NetworkService:
         regulatory_reference: str | None = None,
     ) -> Site:
         site = self.get_site(uow, site_id)
-        authorize(actor, Permission.SITE_STATUS, site_id=site.id)
+        # a site never lifts its own suspension: its licence holder (the network) decides
+        authorize_network(actor, Permission.SITE_STATUS)
         target = parse_state(SiteStatus, target)
         current = SiteStatus(site.status)
         check_transition(f"site {site.code}", current, target, SITE_TRANSITIONS)

@@ -11,7 +11,7 @@ from typing import TextIO
 from sqlalchemy import ColumnElement, and_, delete, func, insert, select
 
 from nearfab.common.errors import NotFound, ValidationFailed, require_reason
-from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize_network
 from nearfab.telemetry.models import (
     DeadLetter,
     TelemetryGap,
@@ -219,7 +219,7 @@ class TelemetryService:
     ) -> dict[str, int]:
         """Replace raw readings older than `older_than` by per-minute (or `bucket_s`) mean, min
         and max, in one audited transaction. Raw data younger than 30 days is never thinned."""
-        authorize(actor, Permission.TELEMETRY_RETENTION)
+        authorize_network(actor, Permission.TELEMETRY_RETENTION)  # every site's raw data
         require_reason(reason, "thinning raw telemetry")
         if older_than < MIN_RETENTION:
             raise ValidationFailed(

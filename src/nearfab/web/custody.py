@@ -16,7 +16,7 @@ from sqlalchemy import select
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.identity import Actor, Permission, can
+from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.network import Site, SiteKind
 from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
 
@@ -69,7 +69,7 @@ def recalls_page(
         "recalls.html",
         actor,
         recalls=recalls,
-        can_recall=can(actor, Permission.RECALL_CREATE),
+        can_recall=can_network(actor, Permission.RECALL_CREATE),
         error=None,
     )
 
@@ -96,7 +96,7 @@ def recall_create(
             "recalls.html",
             actor,
             recalls=recalls,
-            can_recall=can(actor, Permission.RECALL_CREATE),
+            can_recall=can_network(actor, Permission.RECALL_CREATE),
             error=exc.message,
             status_code=exc.http_status,
         )

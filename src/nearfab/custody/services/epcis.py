@@ -28,7 +28,15 @@ from nearfab.custody.logic.epcis import (
 from nearfab.custody.logic.eventhash import context_prefixes, document_events, event_hash
 from nearfab.custody.models import EpcisEpc, EpcisEvent, SiteLocation
 from nearfab.custody.services.ledger import CustodyLedger
-from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, can
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    authorize,
+    authorize_network,
+    can,
+)
 from nearfab.network import Site, SiteKind
 from nearfab.uow import UnitOfWork
 
@@ -128,7 +136,7 @@ class EpcisStore:
     def set_gln(
         self, uow: UnitOfWork, actor: Actor, site_id: str, gln: str, company_prefix_length: int
     ) -> SiteLocation:
-        authorize(actor, Permission.SITE_GLN)
+        authorize_network(actor, Permission.SITE_GLN)  # a site's GS1 identity: the network's
         if len(gln) != 13 or not gln.isdigit() or gs1_check_digit(gln[:12]) != gln[12]:
             raise ValidationFailed(f"gln {gln!r}: 13 digits with a valid check digit", field="gln")
         if not 6 <= company_prefix_length <= 12:

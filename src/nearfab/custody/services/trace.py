@@ -34,6 +34,7 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    authorize_network,
     is_network_wide,
     system_actor,
 )
@@ -350,7 +351,8 @@ class RecallService:
         verification answers `recalled` and dispensing refuses it), with the EPCIS event
         (holding / recalled) per making site, and the material lot itself -> `recalled` (so no
         new batch uses it and no batch made from it is released), in one transaction."""
-        authorize(actor, Permission.RECALL_CREATE)
+        # a recall reaches every site that made or holds packs of the lot: the network's call
+        authorize_network(actor, Permission.RECALL_CREATE)
         if not reason.strip():
             raise ValidationFailed("give the reason for the recall", field="reason")
         if not lot.strip():

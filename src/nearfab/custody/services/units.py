@@ -1325,7 +1325,7 @@ class CustodyService:
         device: str | None = None,
     ) -> EpcisEvent:
         """Cold-chain readings (°C) of packs held at a site, as EPCIS sensor data."""
-        authorize(actor, Permission.READINGS_RECORD)
+        authorize(actor, Permission.READINGS_RECORD, site_id=site_id)  # the holding site's
         if not readings:
             raise ValidationFailed("give at least one reading", field="readings")
         units = self._units(uow, unit_ids)

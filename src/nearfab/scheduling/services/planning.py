@@ -11,6 +11,7 @@ from sqlalchemy import select
 from nearfab.common.errors import NotFound, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
+from nearfab.network import Machine
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.scheduling.enums import JobStatus, PlanTrigger, Priority
 from nearfab.scheduling.events import PlanChanged
@@ -316,7 +317,11 @@ class NetworkPlanning:
         *,
         reason: str,
     ) -> MachineDowntime:
-        authorize(actor, Permission.DOWNTIME_BOOK)
+        authorize(actor, Permission.DOWNTIME_BOOK)  # the role first: no hints to others
+        machine = uow.session.get(Machine, machine_id)
+        if machine is None:
+            raise NotFound(f"no machine {machine_id!r}", field="machine_id")
+        authorize(actor, Permission.DOWNTIME_BOOK, site_id=machine.site_id)  # the machine's site
         require_reason(reason, "machine downtime")
         if ends_at <= starts_at:
             raise ValidationFailed("downtime must end after it starts", field="ends_at")
@@ -373,7 +378,7 @@ class NetworkPlanning:
     def set_transport(
         self, uow: UnitOfWork, actor: Actor, site_id: str, destination: str, minutes: int
     ) -> TransportTime:
-        authorize(actor, Permission.TRANSPORT_RECORD)
+        authorize(actor, Permission.TRANSPORT_RECORD, site_id=site_id)  # the sending site's
         if minutes < 0:
             raise ValidationFailed("minutes must be 0 or more", field="minutes")
         row = uow.session.scalar(
