@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,11 @@ from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+# The CLI's rich consoles wrap at the terminal width, 80 columns when output is captured: a
+# message naming a long temporary path (pytest-xdist workers' are longer) would be cut inside
+# the file name. Set before any test module imports nearfab.cli (the consoles read it once).
+_COLUMNS_SET_HERE = "COLUMNS" not in os.environ
+os.environ.setdefault("COLUMNS", "250")
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
 TEST_PASSWORD = "correct-horse-42"
 
@@ -62,12 +68,19 @@ def _temporary_files_in_memory() -> None:
         tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal reporter exists
 def pytest_configure(config: pytest.Config) -> None:
     """Under CI a missing ../shared/data is an error before collection: the tests that are
     parametrised over its files would otherwise vanish without a word."""
     if UNDER_CI and shared_data_dir() is None:
         raise pytest.UsageError(f"CI=true but {SHARED_ABSENT}")
     _temporary_files_in_memory()
+    if _COLUMNS_SET_HERE:  # pytest's own report keeps the real terminal's width
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            width = 80
+        config.get_terminal_writer().fullwidth = width
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
