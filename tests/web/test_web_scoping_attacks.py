@@ -65,11 +65,23 @@ PARTNER_DOC = {
 class World:
     app: App
     ids: dict[str, str]
-    web: dict[tuple[str, str], TestClient] = field(default_factory=dict)
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], TestClient] = field(default_factory=dict)
+    api_client: TestClient | None = None
+
+    def web(self, role: str, where: str) -> TestClient:
+        """The user's browser session (logged in on first use)."""
+        if (role, where) not in self.sessions:
+            self.sessions[(role, where)] = _login(self.app, f"{role}-{where}")
+        return self.sessions[(role, where)]
+
+    def everyone(self) -> list[tuple[tuple[str, str], TestClient]]:
+        return [(key, self.web(*key)) for key in sorted(self.tokens)]
 
     def api(self, role: str, where: str, url: str, **params: Any) -> Any:
-        client = TestClient(create_web_app(self.app))
+        if self.api_client is None:  # one client, without cookies, for every token
+            self.api_client = TestClient(create_web_app(self.app))
+        client = self.api_client
         headers = {"Authorization": f"Bearer {self.tokens[(role, where)]}"}
         return client.get(url, headers=headers, params=params or None)
 
@@ -188,7 +200,6 @@ def world(seeded: App) -> World:
                 w.tokens[(role.value, where)] = app.users.issue_token(
                     uow, username, fh.TEST_PASSWORD
                 )[0]
-            w.web[(role.value, where)] = _login(app, username)
     return w
 
 
@@ -227,7 +238,7 @@ def test_12_5_web_pages_refuse_another_sites_records_as_if_unknown(world: World)
     wrong = []
     for url, ref, permission, kind in _pages(world.ids):
         unknown = url.replace(ref, "zz_no_such_record")
-        for (role, where), client in sorted(world.web.items()):
+        for (role, where), client in world.everyone():
             expected = _expected(permission, role, where)
             got = client.get(url, follow_redirects=False)
             what = f"{role}@{WHERE[where]} GET {url}: expected {expected}, got {got.status_code}"
@@ -251,14 +262,14 @@ def test_12_5_web_pages_refuse_another_sites_records_as_if_unknown(world: World)
                 wrong.append(what)
     assert not wrong, "\n".join(wrong)
     # the alarm page shows the alarm to its own site
-    own = world.web[("operator", "a")].get(f"/alarms/{world.ids['alarm']}")
+    own = world.web("operator", "a").get(f"/alarms/{world.ids['alarm']}")
     assert own.status_code == 200 and "SECRET-A" in own.text
 
 
 def test_12_5_monitoring_overview_lists_only_the_sites_the_reader_sees(world: World) -> None:
     alarm = world.ids["alarm"]
     for where, sees in (("a", True), ("b", False), ("net", True)):
-        page = world.web[("operator", where)].get("/monitoring")
+        page = world.web("operator", where).get("/monitoring")
         assert page.status_code == 200
         assert (alarm in page.text) is sees, where
         assert (f"/monitoring/runs/{world.ids['run']}" in page.text) is sees, where
@@ -355,7 +366,7 @@ def test_12_6_epcis_events_only_of_the_sites_the_reader_sees(world: World) -> No
     # the web page: the same events, never site A's pack for site B
     serial = epc.rsplit("/", 1)[-1]
     for where, sees in (("a", True), ("b", False), ("net", True)):
-        page = world.web[("pharmacist", where)].get("/epcis", params={"epc": epc})
+        page = world.web("pharmacist", where).get("/epcis", params={"epc": epc})
         assert page.status_code == 200
         assert (serial in _results(page.text)) is sees, where
     partner = "urn:epc:id:sgtin:0614141.107346.9001"
@@ -365,7 +376,7 @@ def test_12_6_epcis_events_only_of_the_sites_the_reader_sees(world: World) -> No
         ("qp", "net"): True,
         ("auditor", "b"): True,
     }.items():
-        page = world.web[(role, where)].get("/epcis", params={"epc": partner})
+        page = world.web(role, where).get("/epcis", params={"epc": partner})
         assert page.status_code == 200
         assert ("0614141.107346.9001" in _results(page.text)) is sees, (role, where)
 
@@ -378,7 +389,7 @@ def test_12_6_no_site_events_are_never_everyones(world: World) -> None:
         ).first()
     assert captured is not None
     url = f"/epcis/event?id={captured.event_hash}"
-    for (role, where), client in world.web.items():
+    for (role, where), client in world.everyone():
         got = client.get(url)
         may = _expected(Permission.EPCIS_QUERY, role, "a") != "forbidden"
         sees = may and (where == "net" or role == Role.AUDITOR.value)
@@ -406,7 +417,7 @@ def test_12_5_overview_counts_only_the_orders_the_reader_sees(world: World) -> N
     }
     assert expected["a"] and expected["b"] and expected["a"] != expected["net"]
     for where, counts in expected.items():
-        page = world.web[("pharmacist", where)].get("/")
+        page = world.web("pharmacist", where).get("/")
         assert page.status_code == 200
         shown = {
             status: int(n)
