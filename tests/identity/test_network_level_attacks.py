@@ -11,6 +11,7 @@ succeeds. Through the API (and the web page where there is one), on SQLite and P
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -219,6 +220,34 @@ def _audit_of(action: str) -> Callable[[Net], int]:
     return count
 
 
+# a partner's EPCIS document (a wholesaler's receiving event)
+PARTNER_DOC = {
+    "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+    "type": "EPCISDocument",
+    "schemaVersion": "2.0",
+    "creationDate": "2026-01-05T08:00:00.000Z",
+    "epcisBody": {
+        "eventList": [
+            {
+                "type": "ObjectEvent",
+                "eventTime": "2026-01-05T08:00:00.000Z",
+                "eventTimeZoneOffset": "+00:00",
+                "epcList": ["urn:epc:id:sgtin:0614141.107346.4242"],
+                "action": "OBSERVE",
+                "bizStep": "receiving",
+                "disposition": "in_progress",
+            }
+        ]
+    },
+}
+
+
+def _events(n: Net) -> int:
+    from nearfab.custody import EpcisEvent
+
+    return _count(n.app, EpcisEvent)
+
+
 ATTACKS: dict[str, Attack] = {
     "create a site": Attack(
         P.SITE_CREATE,
@@ -317,6 +346,14 @@ ATTACKS: dict[str, Attack] = {
         body=lambda n, who: {"lot": LOT, "reason": "suspected contamination"},
         state=_lot,
         expected=lambda b, a: (b, a) == (("approved", 0), ("recalled", 1)),
+        ok=201,
+    ),
+    "capture a partner's EPCIS events into the network's store": Attack(
+        P.EPCIS_CAPTURE,
+        url=lambda n: "/api/v1/epcis/capture",
+        body=lambda n, who: PARTNER_DOC,
+        state=_events,
+        expected=lambda b, a: a == b + 1,
         ok=201,
     ),
     "thin every site's raw telemetry": Attack(
@@ -428,6 +465,28 @@ def _browser(app: App, username: str) -> TestClient:
     )
     assert r.status_code == 303, r.text
     return browser
+
+
+def test_the_epcis_capture_form_is_the_networks(net: Net) -> None:
+    document = json.dumps(PARTNER_DOC)
+    before = _events(net)
+    for who in _attackers(P.EPCIS_CAPTURE):
+        browser = _browser(net.app, who)
+        page = browser.get("/epcis")
+        assert page.status_code == 200 and 'action="/epcis/capture"' not in page.text, who
+        r = browser.post(
+            "/epcis/capture",
+            data={"document": document, "csrf_token": _csrf(page.text)},
+            follow_redirects=True,
+        )
+        assert r.status_code == 403, f"{who}: {r.status_code}"
+        assert _events(net) == before, who
+    browser = _browser(net.app, _controller(P.EPCIS_CAPTURE))
+    page = browser.get("/epcis")
+    assert 'action="/epcis/capture"' in page.text
+    r = browser.post("/epcis/capture", data={"document": document, "csrf_token": _csrf(page.text)})
+    assert r.status_code == 200, r.text
+    assert _events(net) == before + 1
 
 
 def test_the_recall_form_is_the_networks(net: Net) -> None:

@@ -314,7 +314,7 @@ ROUTES: dict[tuple[str, str], Call] = {
         True,
         body=lambda w: {"unit_ids": ["no-such-pack"], "site_id": w.ids["site_id"], "reason": "m"},
     ),
-    ("POST", "/api/v1/epcis/capture"): Call(P.EPCIS_CAPTURE, body=lambda w: {}),
+    ("POST", "/api/v1/epcis/capture"): Call(P.EPCIS_CAPTURE, body=lambda w: {}, network_only=True),
     ("GET", "/api/v1/epcis/events"): Call(P.EPCIS_QUERY),
     ("GET", "/api/v1/trace/units/{unit_id}"): Call(P.TRACE_READ, True),
     ("GET", "/api/v1/trace/lots/{lot}"): Call(P.TRACE_READ),
@@ -488,7 +488,9 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
         P.RECALL_REPORT_READ, path_ids=lambda w: {"fmt": "csv"}
     ),
     ("GET", "/epcis"): Call(P.EPCIS_QUERY, query=lambda w: {"bizStep": "commissioning"}),
-    ("POST", "/epcis/capture"): Call(P.EPCIS_CAPTURE, body=lambda w: {"document": ""}),
+    ("POST", "/epcis/capture"): Call(
+        P.EPCIS_CAPTURE, body=lambda w: {"document": ""}, network_only=True
+    ),
     ("GET", "/epcis/event"): Call(P.EPCIS_QUERY, True, query=lambda w: {"id": w.ids["event_a"]}),
     ("GET", "/ledger"): Call(P.LEDGER_VERIFY),
     ("GET", "/audit"): Call(P.AUDIT_READ),

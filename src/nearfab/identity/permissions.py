@@ -187,7 +187,8 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
 }
 
 # Network-level actions: they change records of the whole network (sites, their lifecycle,
-# GS1 identity and signing policy; master files; recalls across sites; monitoring models
+# GS1 identity and signing policy; master files; recalls across sites; partners' EPCIS
+# events; monitoring models
 # approved for every site; platform-wide telemetry retention; the simulated network itself).
 # Their use cases call `authorize_network`: only a grant reaching the network passes (staff
 # of the control site, home-less accounts); a site's administrator, QP or planner is refused
@@ -206,6 +207,9 @@ NETWORK_LEVEL: frozenset[Permission] = frozenset(
         Permission.MASTER_FILE_WITHDRAW,
         Permission.MASTER_FILE_QP_ASSIGN,
         Permission.RECALL_CREATE,
+        # captured events belong to no site (the network's store, ledgered by the control
+        # site), and a captured errorDeclaration rewrites an event already held, of any site
+        Permission.EPCIS_CAPTURE,
         Permission.MODEL_TRAIN,
         Permission.MODEL_APPROVE,
         Permission.MODEL_RETIRE,

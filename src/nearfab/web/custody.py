@@ -16,7 +16,7 @@ from sqlalchemy import select
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.identity import Actor, Permission, can, can_network
+from nearfab.identity import Actor, Permission, can_network
 from nearfab.network import Site, SiteKind
 from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
 
@@ -236,7 +236,7 @@ def _epcis_page(
         actor,
         filters=shown,
         events=events,
-        can_capture=can(actor, Permission.EPCIS_CAPTURE),
+        can_capture=can_network(actor, Permission.EPCIS_CAPTURE),
         status_code=status_code,
         **ctx,
     )

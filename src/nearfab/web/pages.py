@@ -19,7 +19,15 @@ from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from nearfab.custody.services.scope import authorize_pack
-from nearfab.identity import Actor, Permission, authorize, can, is_network_wide
+from nearfab.identity import (
+    NETWORK_LEVEL,
+    Actor,
+    Permission,
+    authorize,
+    authorize_network,
+    can,
+    is_network_wide,
+)
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
@@ -162,7 +170,9 @@ def page(permission: Permission, *, file: bool = False, gate: bool = True) -> An
         if actor is None:
             raise LoginRequired(file=file)
         try:
-            if gate:
+            if gate and permission in NETWORK_LEVEL:
+                authorize_network(actor, permission)  # a site's holder of the role: refused
+            elif gate:
                 authorize(actor, permission)
         except Forbidden as exc:
             raise PageRefused(actor, exc, file=file) from None

@@ -264,7 +264,7 @@ class EpcisStore:
     def capture(self, uow: UnitOfWork, actor: Actor, doc: Any) -> CaptureResult:
         """Store every event of a partner's document, or none: invalid documents are refused
         with the schema's errors; events already held (same event hash) are duplicates."""
-        authorize(actor, Permission.EPCIS_CAPTURE)
+        authorize_network(actor, Permission.EPCIS_CAPTURE)  # stored for the network (no site)
         errors = self.validate(doc)
         if errors:
             raise EpcisInvalid(
