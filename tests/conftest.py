@@ -176,9 +176,12 @@ class PrivateCluster:
             self.prefix = [runuser, "-u", "postgres", "--"]
 
     def _run(self, *args: str) -> None:
+        # cwd: the `postgres` user may not be allowed into the clone's folder, and initdb and
+        # pg_ctl look up the current directory first
         proc = subprocess.run(
-            [*self.prefix, *args], capture_output=True, text=True, timeout=120, check=False
-        )
+            [*self.prefix, *args],
+            capture_output=True, text=True, timeout=120, check=False, cwd=self.root,
+        )  # fmt: skip
         if proc.returncode != 0:
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise RuntimeError(f"{' '.join(args)} failed: {proc.stdout}{proc.stderr}{log}")
@@ -201,7 +204,7 @@ class PrivateCluster:
             subprocess.run(
                 [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
                  "immediate", "-w", "stop"],
-                capture_output=True, timeout=60, check=False,
+                capture_output=True, timeout=60, check=False, cwd=self.root,
             )  # fmt: skip
         shutil.rmtree(self.root, ignore_errors=True)
 
