@@ -100,8 +100,8 @@ def test_recall_marks_packs_and_reports_patients_by_site(seeded: App, chain: Cus
     assert all(u.status == "recalled" for u in ch.units(seeded, batch_id))
     assert fh.count(seeded, RecallUnit) >= len(packs)
     with seeded.uow() as uow:
-        rows = list(csv.DictReader(io.StringIO(chain.recalls.report_csv(uow, recall.id))))
-        pdf = chain.recalls.report_pdf(uow, recall.id)
+        rows = list(csv.DictReader(io.StringIO(chain.recalls.report_csv(uow, qp, recall.id))))
+        pdf = chain.recalls.report_pdf(uow, qp, recall.id)
         events = chain.epcis.query(uow, disposition="recalled")
         assert chain.ledger.verify(uow).ok
     mine = [r for r in rows if r["batch"] == packs[0].batch_number]

@@ -245,7 +245,7 @@ def recall_create(
     chain = application.custody_chain
     recall = chain.recalls.create(uow, actor, lot=body.lot, reason=body.reason)
     with application.uow() as fresh:
-        rows = chain.recalls.report_rows(fresh, recall.id)
+        rows = chain.recalls.report_rows(fresh, actor, recall.id)
     return {"recall_id": recall.id, "lot": recall.scope_ref, "units": len(rows), "rows": rows}
 
 
@@ -263,8 +263,8 @@ def recall_report(
 ) -> Response:
     recalls = application.custody_chain.recalls
     if format == "pdf":
-        return Response(recalls.report_pdf(uow, recall_id), media_type="application/pdf")
-    return Response(recalls.report_csv(uow, recall_id), media_type="text/csv")
+        return Response(recalls.report_pdf(uow, actor, recall_id), media_type="application/pdf")
+    return Response(recalls.report_csv(uow, actor, recall_id), media_type="text/csv")
 
 
 @router.get("/custody/ledger/verify", tags=["custody"])

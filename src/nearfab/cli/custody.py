@@ -276,16 +276,22 @@ def recall_create(
         as_json,
         lambda uow: chain.recalls.create(uow, local_actor(), lot=lot, reason=reason),
     )
-    rows = use_case(application, as_json, lambda uow: chain.recalls.report_rows(uow, recall.id))
+    rows = use_case(
+        application, as_json, lambda uow: chain.recalls.report_rows(uow, local_actor(), recall.id)
+    )
     if report is not None:
         if report.suffix.lower() == ".pdf":
             data = use_case(
-                application, as_json, lambda uow: chain.recalls.report_pdf(uow, recall.id)
+                application,
+                as_json,
+                lambda uow: chain.recalls.report_pdf(uow, local_actor(), recall.id),
             )
             report.write_bytes(data)
         else:
             text = use_case(
-                application, as_json, lambda uow: chain.recalls.report_csv(uow, recall.id)
+                application,
+                as_json,
+                lambda uow: chain.recalls.report_csv(uow, local_actor(), recall.id),
             )
             report.write_text(text, encoding="utf-8")
     if as_json:

@@ -110,8 +110,10 @@ def recall_page(
     application = _app(request)
     try:
         with application.uow() as uow:
+            # the reader's rows only: the packs of the sites they serve (network totals)
+            report = application.custody_chain.recalls.report(uow, actor, recall_id)
             recall = application.custody_chain.recalls.get(uow, recall_id)
-            rows = application.custody_chain.recalls.report_rows(uow, recall_id)
+            rows = report["rows"]
     except (NotFound, Forbidden) as exc:
         return render(
             request,
@@ -129,6 +131,8 @@ def recall_page(
         rows=rows,
         sites=sites,
         dispensed=sum(1 for r in rows if r["dispensed"] == "yes"),
+        totals=report["totals"],
+        scoped=report["scoped"],
     )
 
 
@@ -146,9 +150,9 @@ def recall_report(
         with application.uow() as uow:
             recalls = application.custody_chain.recalls
             if fmt == "pdf":
-                body: bytes | str = recalls.report_pdf(uow, recall_id)
+                body: bytes | str = recalls.report_pdf(uow, actor, recall_id)
             else:
-                body = recalls.report_csv(uow, recall_id)
+                body = recalls.report_csv(uow, actor, recall_id)
     except (NotFound, Forbidden) as exc:
         return Response(exc.message, status_code=exc.http_status)
     media = "application/pdf" if fmt == "pdf" else "text/csv"

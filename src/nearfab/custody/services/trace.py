@@ -37,6 +37,7 @@ from nearfab.identity import (
     authorize_network,
     is_network_wide,
     system_actor,
+    visible_sites,
 )
 from nearfab.materials import LotStatus, MaterialLot, MaterialService
 from nearfab.materials.enums import LOT_TRANSITIONS
@@ -451,22 +452,46 @@ class RecallService:
             raise NotFound(f"no recall {recall_id!r}", field="recall_id")
         return recall
 
-    def report_rows(self, uow: UnitOfWork, recall_id: str) -> list[dict[str, Any]]:
-        """Affected patients by site (where each pack is now: dispensing site, else making site),
-        with dispense status."""
+    def report_rows(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> list[dict[str, Any]]:
+        """Affected patients by site (where each pack is now: dispensing site, else making
+        site), with dispense status: the rows the reader may see (`report`)."""
+        return self.report(uow, actor, recall_id)["rows"]
+
+    def report(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> dict[str, Any]:
+        """The recall report as `actor` may read it: `rows` holds only the packs of the sites
+        the reader's grant serves (the pack's making, ordering or dispensing site); a grant
+        that reaches the network (control-site staff, the auditor grant) sees every row.
+        `totals` counts the whole recall (packs, patients, sites, dispensed) without naming
+        any other site's patient or serial; `scoped` says whether rows were left out."""
+        authorize(actor, Permission.RECALL_REPORT_READ)
         self.get(uow, recall_id)
+        sites_seen = visible_sites(actor, Permission.RECALL_REPORT_READ)
         rows = []
+        refs: set[str] = set()
+        where: set[str] = set()
+        dispensed = 0
         stmt = (
-            select(RecallUnit, SerialUnit, Patient.ref, Dispense, BatchRecord.site_id)
+            select(
+                RecallUnit, SerialUnit, Patient.ref, Dispense, BatchRecord.site_id, Order.site_id
+            )
             .join(SerialUnit, SerialUnit.id == RecallUnit.unit_id)
             .join(Patient, Patient.id == SerialUnit.patient_id)
             .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+            .outerjoin(Order, Order.id == SerialUnit.order_id)
             .outerjoin(Dispense, Dispense.unit_id == SerialUnit.id)
             .where(RecallUnit.recall_id == recall_id)
         )
         sites = {s.id: s for s in uow.session.scalars(select(Site))}
-        for ru, unit, ref, dispense, made_site in uow.session.execute(stmt):
+        total = 0
+        for ru, unit, ref, dispense, made_site, ordering_site in uow.session.execute(stmt):
             site_id = dispense.site_id if dispense and dispense.site_id else made_site
+            total += 1
+            refs.add(ref)
+            where.add(site_id)
+            dispensed += 1 if dispense else 0
+            served = {made_site, ordering_site, dispense.site_id if dispense else None}
+            if sites_seen is not None and not (served - {None}) & sites_seen:
+                continue  # another site's pack: counted above, never named
             site = sites.get(site_id)
             rows.append(
                 {
@@ -483,10 +508,20 @@ class RecallService:
                 }
             )
         rows.sort(key=lambda r: (r["site"], r["patient_ref"], r["serial"]))
-        return rows
+        return {
+            "rows": rows,
+            "scoped": sites_seen is not None,
+            "totals": {
+                "units": total,
+                "patients": len(refs),
+                "sites": len(where),
+                "dispensed": dispensed,
+            },
+        }
 
-    def report_csv(self, uow: UnitOfWork, recall_id: str) -> str:
-        rows = self.report_rows(uow, recall_id)
+    def report_csv(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> str:
+        """The reader's rows (`report`) as CSV."""
+        rows = self.report_rows(uow, actor, recall_id)
         out = io.StringIO()
         fields = [
             "site", "site_name", "patient_ref", "serial", "gtin", "batch", "expiry",
@@ -497,14 +532,16 @@ class RecallService:
         writer.writerows(rows)
         return out.getvalue()
 
-    def report_pdf(self, uow: UnitOfWork, recall_id: str) -> bytes:
+    def report_pdf(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> bytes:
+        """The reader's rows (`report`) as PDF, with the recall's network totals."""
         from reportlab.lib import colors
         from reportlab.lib.pagesizes import A4
         from reportlab.lib.styles import getSampleStyleSheet
         from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+        report = self.report(uow, actor, recall_id)
         recall = self.get(uow, recall_id)
-        rows = self.report_rows(uow, recall_id)
+        rows, totals = report["rows"], report["totals"]
         buffer = io.BytesIO()
         styles = getSampleStyleSheet()
         story: list[Any] = [
@@ -515,8 +552,14 @@ class RecallService:
                 styles["Normal"],
             ),
             Paragraph(
-                f"{len(rows)} packs, {len({r['patient_ref'] for r in rows})} patients, "
-                f"{sum(1 for r in rows if r['dispensed'] == 'yes')} already dispensed",
+                f"{totals['units']} packs, {totals['patients']} patients at "
+                f"{totals['sites']} site(s) in the network, {totals['dispensed']} already "
+                "dispensed"
+                + (
+                    f"; listed here: the {len(rows)} pack(s) of the sites you serve"
+                    if report["scoped"]
+                    else ""
+                ),
                 styles["Normal"],
             ),
             Spacer(1, 8),
@@ -548,7 +591,12 @@ class RecallService:
             )
             story.append(t)
         if not rows:
-            story.append(Paragraph("No packs were made from this lot.", styles["Normal"]))
+            none = (
+                "None of these packs is at a site you serve."
+                if totals["units"]
+                else "No packs were made from this lot."
+            )
+            story.append(Paragraph(none, styles["Normal"]))
         SimpleDocTemplate(buffer, pagesize=A4, title=f"Recall {recall.id}").build(story)
         return buffer.getvalue()
 
