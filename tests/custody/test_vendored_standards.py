@@ -49,7 +49,6 @@ def test_a_document_is_validated_with_no_file_outside_the_package(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("NEARFAB_EPCIS_SCHEMA", raising=False)
-    monkeypatch.setenv("NEARFAB_SHARED_DATA", "/nonexistent")
     store = EpcisStore()
     bad = {"type": "EPCISDocument", "schemaVersion": "2.0"}  # no creationDate, no epcisBody
     assert {e["path"] for e in store.validate(bad)} == {"$"}
