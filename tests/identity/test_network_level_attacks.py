@@ -382,6 +382,47 @@ def test_site_holders_of_the_role_are_refused_network_level_actions(net: Net, na
     assert attack.expected(before, after), f"{name} as {boss}: {before} -> {after}"
 
 
+# reports on the whole network: (method, url, permission)
+REPORTS = [
+    ("GET", "/api/v1/audit/verify", P.AUDIT_VERIFY),
+    ("POST", "/api/v1/audit/checkpoints", P.AUDIT_VERIFY),  # signed with the control's key
+    ("POST", "/api/v1/audit/checkpoints/export", P.AUDIT_VERIFY),
+    ("GET", "/api/v1/custody/ledger/verify", P.LEDGER_VERIFY),
+    ("GET", "/api/v1/telemetry/dead-letters", P.DEAD_LETTERS_READ),
+]
+
+
+def test_network_reports_are_for_the_network_and_its_auditors(net: Net) -> None:
+    """A site's QP or admin does not read (or sign a checkpoint of) the whole network's audit
+    chain, ledgers or unreadable telemetry; the auditor grant does, even at a site."""
+    with net.app.uow() as uow:
+        net.app.users.create_user(
+            uow,
+            fh.actor(net.app, "admin"),  # a network administrator grants auditor
+            username="poc-auditor",
+            full_name="Auditor of the point-of-care site",
+            roles=["auditor"],
+            password=fh.TEST_PASSWORD,
+            home_site_id=fh.site_id(net.app, POC),
+            temporary=False,
+        )
+    net.headers["poc-auditor"] = _token(net.client, "poc-auditor")
+    for method, url, permission in REPORTS:
+        for who in _attackers(permission):
+            r = net.client.request(method, url, headers=net.headers[who])
+            _refused_other_site(r, f"{method} {url} as {who}")
+        for who in ("poc-auditor", _controller(permission)):
+            r = net.client.request(method, url, headers=net.headers[who])
+            assert r.status_code == 200, f"{method} {url} as {who}: {r.status_code} {r.text}"
+    for page in ("/audit/verify", "/ledger"):
+        for who in _attackers(P.AUDIT_VERIFY):
+            assert _browser(net.app, who).get(page).status_code == 403, f"{page} as {who}"
+        assert _browser(net.app, "qp").get(page).status_code == 200, page
+    site_qp, control_qp = _browser(net.app, SITE_USERS["qp"]), _browser(net.app, "qp")
+    assert 'id="verify-link"' not in site_qp.get("/audit").text
+    assert 'id="verify-link"' in control_qp.get("/audit").text
+
+
 def test_every_network_level_permission_with_a_route_is_attacked_here() -> None:
     from nearfab.identity import NETWORK_LEVEL
 
@@ -391,6 +432,7 @@ def test_every_network_level_permission_with_a_route_is_attacked_here() -> None:
         P.MODEL_RETIRE,
         P.SITE_GLN,  # no route: the service test below
         P.MASTER_FILE_QP_ASSIGN,  # tests/identity/test_privilege_attacks.py
+        *(p for _, _, p in REPORTS),
     }
     assert attacked >= NETWORK_LEVEL, sorted(NETWORK_LEVEL - attacked)
 

@@ -186,13 +186,14 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.READINGS_RECORD: frozenset({PH, OP, Q}),
 }
 
-# Network-level actions: they change records of the whole network (sites, their lifecycle,
-# GS1 identity and signing policy; master files; recalls across sites; partners' EPCIS
-# events; monitoring models
-# approved for every site; platform-wide telemetry retention; the simulated network itself).
-# Their use cases call `authorize_network`: only a grant reaching the network passes (staff
-# of the control site, home-less accounts); a site's administrator, QP or planner is refused
-# `other_site` even at their own site.
+# Network-level permissions: they change records of the whole network (sites, their
+# lifecycle, GS1 identity and signing policy; master files; recalls across sites; partners'
+# EPCIS events; monitoring models approved for every site; platform-wide telemetry retention;
+# the simulated network itself) or report on the whole network. Their use cases call
+# `authorize_network`, and `api.deps.allowed` / `web.pages.page` before the request is read:
+# only a grant reaching the network passes (staff of the control site, home-less accounts,
+# the auditor grant for the reports); a site's administrator, QP or planner is refused
+# `other_site` even for their own site's entry.
 NETWORK_LEVEL: frozenset[Permission] = frozenset(
     {
         Permission.SITE_CREATE,
@@ -214,6 +215,12 @@ NETWORK_LEVEL: frozenset[Permission] = frozenset(
         Permission.MODEL_APPROVE,
         Permission.MODEL_RETIRE,
         Permission.TELEMETRY_RETENTION,
+        # reports on the whole network (the auditor grant reaches them too): the audit chain
+        # and its checkpoints signed with the control site's key, every site's ledger, and
+        # telemetry no site could be read from
+        Permission.AUDIT_VERIFY,
+        Permission.LEDGER_VERIFY,
+        Permission.DEAD_LETTERS_READ,
     }
 )
 

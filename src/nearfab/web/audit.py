@@ -13,7 +13,15 @@ from sqlalchemy import select
 
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, ValidationFailed
-from nearfab.identity import Actor, Permission, can, search_audit, verify_audit_chain, visible_sites
+from nearfab.identity import (
+    Actor,
+    Permission,
+    can,
+    can_network,
+    search_audit,
+    verify_audit_chain,
+    visible_sites,
+)
 from nearfab.network import Site
 from nearfab.recordexport import entry_dict, export_record, record_view
 from nearfab.web.pages import _app, hidden, page, render
@@ -100,7 +108,7 @@ def audit_page(
         f=query,
         sites=sites,
         site_names={s.id: s.code for s in sites},
-        can_verify=can(actor, Permission.AUDIT_VERIFY),
+        can_verify=can_network(actor, Permission.AUDIT_VERIFY),
         error=error,
         status_code=status,
     )
