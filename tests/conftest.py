@@ -174,6 +174,26 @@ class PrivateCluster:
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
             runuser = shutil.which("runuser") or "/usr/sbin/runuser"
             self.prefix = [runuser, "-u", "postgres", "--"]
+        (self.root / "owner.pid").write_text(str(os.getpid()))
+
+    def reap_abandoned(self) -> None:
+        """Stop and remove the clusters of test sessions that died without cleaning up (killed
+        by a timeout, say): those whose owner.pid names no living process."""
+        for root in self.root.parent.glob("nearfab-pg-*"):
+            try:
+                owner = int((root / "owner.pid").read_text())
+                os.kill(owner, 0)
+                continue  # its session is still running
+            except ProcessLookupError:
+                pass
+            except (OSError, ValueError):
+                continue  # not ours to judge (no owner.pid, or someone else's process)
+            subprocess.run(
+                [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(root / "data"), "-m",
+                 "immediate", "-w", "stop"],
+                capture_output=True, timeout=60, check=False, cwd=self.root,
+            )  # fmt: skip
+            shutil.rmtree(root, ignore_errors=True)
 
     def _run(self, *args: str) -> None:
         # cwd: the `postgres` user may not be allowed into the clone's folder, and initdb and
@@ -187,6 +207,7 @@ class PrivateCluster:
             raise RuntimeError(f"{' '.join(args)} failed: {proc.stdout}{proc.stderr}{log}")
 
     def start(self) -> None:
+        self.reap_abandoned()
         self._run(
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
             "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C.UTF-8",
