@@ -455,7 +455,8 @@ class RecallService:
     def report_rows(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> list[dict[str, Any]]:
         """Affected patients by site (where each pack is now: dispensing site, else making
         site), with dispense status: the rows the reader may see (`report`)."""
-        return self.report(uow, actor, recall_id)["rows"]
+        rows: list[dict[str, Any]] = self.report(uow, actor, recall_id)["rows"]
+        return rows
 
     def report(self, uow: UnitOfWork, actor: Actor, recall_id: str) -> dict[str, Any]:
         """The recall report as `actor` may read it: `rows` holds only the packs of the sites
