@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, allowed
 from nearfab.common.errors import NotFound
 from nearfab.identity import Actor, Permission
-from nearfab.scheduling.schemas import plan_dict, plan_summary
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
 
@@ -26,11 +25,11 @@ def current_plan(
     actor: Annotated[Actor, allowed(Permission.PLAN_READ)], application: AppDep
 ) -> dict[str, Any]:
     """The current plan version: assignments, why orders are late or unplaced, what changed."""
-    with application.uow() as uow:
-        version = application.scheduling.current_plan(uow)
-        if version is None:
+    with application.uow() as uow:  # site staff: their own site's part of the plan
+        data = application.scheduling.plan_view(uow, actor)
+        if data is None:
             raise NotFound("no plan yet", field="plan")
-        return plan_dict(version)
+        return data
 
 
 @router.get("/plan/history")
@@ -42,10 +41,7 @@ def plan_history(
     """Plan versions, newest first: each with its trigger and reason (why) and its changes
     (what changed: each order added, moved, retimed or taken off, with from and to)."""
     with application.uow() as uow:
-        return [
-            {**plan_summary(v), "changes": v.changes}
-            for v in application.scheduling.plan_history(uow, limit)
-        ]
+        return application.scheduling.plan_history_view(uow, actor, limit)
 
 
 @router.get("/plan/{number}")
@@ -55,7 +51,9 @@ def plan_version(
     application: AppDep,
 ) -> dict[str, Any]:
     with application.uow() as uow:
-        return plan_dict(application.scheduling.plan_version(uow, number))
+        data = application.scheduling.plan_view(uow, actor, number)
+        assert data is not None  # plan_version raises NotFound
+        return data
 
 
 @router.post("/plan", status_code=201)
@@ -71,4 +69,5 @@ def make_plan(
             horizon_h=body.horizon_h,
             time_limit_s=body.time_limit_s,
         )
-        return plan_dict(version)
+        # the plan is the network's; its maker sees their own part of it, as on reading
+        return application.scheduling.plan_scope(uow, actor).plan(version)

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from nearfab.identity import Actor, Permission
-from nearfab.scheduling.schemas import plan_dict
 from nearfab.web.pages import _app, page, render
 
 router = APIRouter(include_in_schema=False)
@@ -76,11 +75,16 @@ def gantt(assignments: list[dict[str, Any]]) -> str:
 def plan_page(request: Request, actor: Annotated[Actor, page(Permission.PLAN_READ)]) -> Response:
     application = _app(request)
     with application.uow() as uow:
+        # site staff see their own site's machines and jobs (the scheduling service's views)
+        scope = application.scheduling.plan_scope(uow, actor)
         version = application.scheduling.current_plan(uow)
         history = application.scheduling.plan_history(uow, 10)
-        data = plan_dict(version) if version is not None else None
-        versions = [(v.number, v.created_at, v.trigger, v.reason, len(v.changes)) for v in history]
-        machines = {m.id: m.name for m in application.network.list_machines(uow)}
+        data = scope.plan(version) if version is not None else None
+        versions = [
+            (v.number, v.created_at, v.trigger, v.reason, len(scope.changes(v.changes)))
+            for v in history
+        ]
+        machines = scope.machine_names()
     figure = gantt(data["assignments"]) if data else None
     return render(
         request,

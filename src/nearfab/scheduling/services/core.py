@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -28,6 +29,7 @@ from nearfab.scheduling.logic import Candidate, earliest_finish
 from nearfab.scheduling.models import Job, PlanVersion
 from nearfab.scheduling.services.instance import InstanceBuilder, PlanningSettings, fingerprint
 from nearfab.scheduling.services.planning import NetworkPlanning, infer_trigger
+from nearfab.scheduling.services.views import PlanScope
 from nearfab.uow import UnitOfWork
 
 # The planning rule behind a small interface, so an optimising planner can replace it.
@@ -306,6 +308,26 @@ class SchedulingService:
 
     def plan_history(self, uow: UnitOfWork, limit: int = 50) -> list[PlanVersion]:
         return self._network_planning().history(uow, limit)
+
+    # --- the plan as a reader sees it (site staff: their own site's part, views.py) ---------
+    def plan_scope(self, uow: UnitOfWork, actor: Actor) -> PlanScope:
+        """What `actor` may see of plan versions (refuses a reader without `plan.read`)."""
+        return PlanScope(uow, actor)
+
+    def plan_view(
+        self, uow: UnitOfWork, actor: Actor, number: int | None = None
+    ) -> dict[str, Any] | None:
+        """The current plan (or version `number`) as `actor` may see it; None: no plan yet."""
+        scope = self.plan_scope(uow, actor)
+        version = self.current_plan(uow) if number is None else self.plan_version(uow, number)
+        return None if version is None else scope.plan(version)
+
+    def plan_history_view(
+        self, uow: UnitOfWork, actor: Actor, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Plan versions, newest first, each with the changes `actor` may see."""
+        scope = self.plan_scope(uow, actor)
+        return [scope.summary(v) for v in self.plan_history(uow, limit)]
 
     def _waiting_job(self, uow: UnitOfWork, order: Order) -> Job:
         waiting = self.jobs(uow, JobStatus.PLANNED, JobStatus.TICKET_ISSUED, order_id=order.id)
