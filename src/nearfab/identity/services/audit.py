@@ -36,7 +36,12 @@ from nearfab.common.states import S, check_transition
 from nearfab.identity.enums import AuditAction
 from nearfab.identity.logic import Actor
 from nearfab.identity.models import AuditChainHead, AuditCheckpoint, AuditEntry, Signature
-from nearfab.identity.permissions import Permission, authorize, site_filter, visible_sites
+from nearfab.identity.permissions import (
+    Permission,
+    authorize_network,
+    site_filter,
+    visible_sites,
+)
 from nearfab.uow import UnitOfWork
 
 GENESIS = "0" * 64  # the `prev_hash` of the first row
@@ -907,7 +912,7 @@ def verify_audit_chain(
 ) -> ChainReport:
     """`nearfab audit verify [--against FILE]`, GET /api/v1/audit/verify:
     Permission.AUDIT_VERIFY. `against`: an exported checkpoint file's JSON."""
-    authorize(actor, Permission.AUDIT_VERIFY)
+    authorize_network(actor, Permission.AUDIT_VERIFY)
     conn = uow.session.connection()
     checked = None if against is None else read_checkpoint_file(dict(against), audit_keys(conn))
     return verify_chain(conn, against=checked)
@@ -973,7 +978,7 @@ def take_checkpoint(uow: UnitOfWork) -> Checkpoint:
 def create_checkpoint(uow: UnitOfWork, actor: Actor) -> Checkpoint:
     """On demand: `nearfab audit checkpoint`, POST /api/v1/audit/checkpoints
     (Permission.AUDIT_VERIFY). Committed."""
-    authorize(actor, Permission.AUDIT_VERIFY)
+    authorize_network(actor, Permission.AUDIT_VERIFY)
     checkpoint = take_checkpoint(uow)
     uow.commit()
     return checkpoint
@@ -1035,7 +1040,7 @@ def export_checkpoint(uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
     keep outside the database: the checkpoint and its signature, the marks (seq, head hash)
     of every earlier signed checkpoint, the control site's public key, all signed again as one
     document. Permission.AUDIT_VERIFY."""
-    authorize(actor, Permission.AUDIT_VERIFY)
+    authorize_network(actor, Permission.AUDIT_VERIFY)
     checkpoint = take_checkpoint(uow)
     uow.commit()
     conn = uow.session.connection()
