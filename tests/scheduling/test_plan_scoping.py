@@ -9,7 +9,9 @@ makes) and the web page `/plan`, on SQLite and PostgreSQL.
 
 The plan below places one order at GSTT-PH and one at MAN-PH (delivered near MAN-PH: the
 transport time sends it there), both ordered by GSTT-PH's clinician; a third order, made for
-MAN-PH (its ordering site), is placed at MAN-PH too.
+MAN-PH (its ordering site), is placed at MAN-PH too; a fourth, GSTT-PH's, has no place, and
+its explanation names the machines of both sites in the network's plan: a GSTT-PH reader
+reads it with MAN-PH's machines left unnamed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
+from nearfab.materials import MaterialLot
 from nearfab.orders import Order
 from nearfab.web.server import create_web_app
 
@@ -47,6 +51,7 @@ class Planned:
     only: dict[str, set[str]] = field(default_factory=dict)  # site -> orders no other sees
     machine_ids: dict[str, set[str]] = field(default_factory=dict)
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    unplaced: str = ""  # GSTT-PH's order with no place (explained)
 
     def get(self, username: str, url: str) -> Any:
         if username not in self.headers:
@@ -76,6 +81,18 @@ def planned(seeded: App) -> Iterator[Planned]:
                     temporary=False,
                 )
     here, near_b, for_b = fh.submit(seeded), fh.submit(seeded), fh.submit(seeded)
+    # GSTT-PH's propranolol order has no place: the material is on hold at both sites that may
+    # make it; why names every machine it was weighed for, GSTT-PH's and MAN-PH's
+    unplaced = fh.submit(seeded, medication="propranolol")
+    with seeded.uow() as uow:
+        held = [
+            lot.id for lot in uow.session.scalars(select(MaterialLot)) if "PROP" in lot.lot_number
+        ]
+    for lot_id in held:
+        with seeded.uow() as uow:
+            seeded.materials.set_status(
+                uow, fh.actor(seeded, "qp"), lot_id, "on_hold", reason="out of specification"
+            )
     fh.edit(seeded, Order, for_b, site_id=fh.site_id(seeded, SITE_B))  # MAN-PH's own order
     planner = fh.actor(seeded, "planner")
     with seeded.uow() as uow:
@@ -89,12 +106,15 @@ def planned(seeded: App) -> Iterator[Planned]:
     with seeded.uow() as uow:
         version = seeded.scheduling.plan(uow, planner, time_limit_s=1)
         placed = {a["order_id"]: a["site"] for a in version.assignments}
+        why = {e["order_id"]: e["message"] for e in version.explanations}
     assert placed == {here: SITE_A, near_b: SITE_B, for_b: SITE_B}, placed
+    assert MACHINES[SITE_B][0] in why[unplaced] and MACHINES[SITE_A][0] in why[unplaced], why
     with TestClient(create_web_app(seeded)) as client:
         world = Planned(seeded, client)
         world.orders = {SITE_A: {here}, SITE_B: {near_b, for_b}}
+        world.unplaced = unplaced
         # GSTT-PH ordered `near_b` (its change shows, with MAN-PH's machine left unnamed)
-        world.only = {SITE_A: {here}, SITE_B: {for_b}}
+        world.only = {SITE_A: {here, unplaced}, SITE_B: {for_b}}
         world.machine_ids = {
             site: {fh.machine_id(seeded, name) for name in names}
             for site, names in MACHINES.items()
@@ -136,6 +156,8 @@ def test_site_staff_see_only_their_sites_machines_and_jobs_through_the_api(
     assert {a["site"] for a in plan["assignments"]} == {site}
     assert {a["order_id"] for a in plan["assignments"]} == planned.orders[site]
     assert {a["machine_id"] for a in plan["assignments"]} <= planned.machine_ids[site]
+    explained = {e["order_id"] for e in plan["explanations"]}
+    assert explained == ({planned.unplaced} if site == SITE_A else set()), explained
     for url in ("/api/v1/plan", f"/api/v1/plan/{plan['number']}", "/api/v1/plan/history"):
         _nothing_of(planned, _other(site), planned.get(username, url).text, f"{username} {url}")
 

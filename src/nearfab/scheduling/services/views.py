@@ -32,9 +32,12 @@ class PlanScope:
         self._uow = uow
         self.sites = visible_sites(actor, Permission.PLAN_READ)  # None: the whole network
         self.machines: frozenset[str] | None = None
+        self._hidden_names: list[str] = []  # other sites' machine names, longest first
         if self.sites is not None:
-            self.machines = frozenset(
-                uow.session.scalars(select(Machine.id).where(Machine.site_id.in_(self.sites)))
+            rows = list(uow.session.execute(select(Machine.id, Machine.name, Machine.site_id)))
+            self.machines = frozenset(str(i) for i, _, site in rows if site in self.sites)
+            self._hidden_names = sorted(
+                {str(n) for _, n, site in rows if site not in self.sites}, key=len, reverse=True
             )
 
     @property
@@ -81,6 +84,12 @@ class PlanScope:
             out.append(shown)
         return out
 
+    def _unnamed(self, message: str) -> str:
+        """An explanation's words with another site's machines left unnamed."""
+        for name in self._hidden_names:
+            message = message.replace(name, "a machine of another site")
+        return message
+
     def plan(self, version: PlanVersion) -> dict[str, Any]:
         """`plan_dict` of the version, limited to the reader's sites."""
         data = plan_dict(version)
@@ -93,7 +102,7 @@ class PlanScope:
         ordered_by = self._ordering_sites(e["order_id"] for e in version.explanations)
         data["assignments"] = assignments
         data["explanations"] = [
-            e
+            {**e, "message": self._unnamed(str(e.get("message") or ""))}
             for e in version.explanations
             if ordered_by.get(e["order_id"]) in sites or e["order_id"] in placed_here
         ]
