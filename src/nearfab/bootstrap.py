@@ -215,6 +215,7 @@ def build_app(
     monitoring = MonitoringService(telemetry, production, network, signatures, master_files)
     monitor = Monitor(network, telemetry)
     ingestor.on_points(monitor.on_points)
+
     # a machine that reports is alive: its running batch's lease is renewed (issue 12 item 10)
     def machine_reported(u: UnitOfWork, machine_id: str, _run: str, _points: Any) -> None:
         production.machine_report(u, machine_id)
