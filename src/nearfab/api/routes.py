@@ -31,9 +31,27 @@ from nearfab.api.security import throttled
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound
+from nearfab.custody.schemas import DispenseOut
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, authorize_network, site_filter
+from nearfab.masterfiles.schemas import MasterFileOut, MasterFileSigningPolicyOut
+from nearfab.materials.schemas import LotOut
+from nearfab.network.schemas import (
+    FaultOut,
+    MachineOut,
+    MachineStatusOut,
+    NetworkSiteOut,
+    QualificationOut,
+    QualificationRevokedOut,
+    SiteOut,
+    SiteSigningPolicyOut,
+    SiteStatusOut,
+    TrainingOut,
+)
+from nearfab.orders.schemas import OrderOut, OrderRowOut, OrderStatusOut, SubmittedOrdersOut
 from nearfab.production import Fault
+from nearfab.production.schemas import BatchAbandonedOut, BatchOut, BatchStartedOut
+from nearfab.quality.schemas import PendingReviewOut, ReviewOut
 from nearfab.readmodels import (
     batch_view,
     network_view,
@@ -41,6 +59,7 @@ from nearfab.readmodels import (
     pending_view,
     review_dict,
 )
+from nearfab.scheduling.schemas import JobOut
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -82,7 +101,7 @@ def me(actor: Annotated[Actor, allowed(Permission.PROFILE_READ)]) -> dict[str, A
 
 
 # --- network ---------------------------------------------------------------------------------
-@router.get("/network", tags=["network"])
+@router.get("/network", tags=["network"], response_model=list[NetworkSiteOut])
 def network(
     actor: Annotated[Actor, allowed(Permission.NETWORK_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
@@ -90,7 +109,7 @@ def network(
     return network_view(application, uow)
 
 
-@router.post("/sites", status_code=201, tags=["network"])
+@router.post("/sites", status_code=201, tags=["network"], response_model=SiteOut)
 def create_site(
     body: SiteIn,
     actor: Annotated[Actor, allowed(Permission.SITE_CREATE)],
@@ -103,7 +122,7 @@ def create_site(
     return _row(site, "id", "code", "name", "kind", "status")
 
 
-@router.post("/sites/{site_id}/status", tags=["network"])
+@router.post("/sites/{site_id}/status", tags=["network"], response_model=SiteStatusOut)
 def site_status(
     site_id: str,
     body: SiteStatusIn,
@@ -122,7 +141,9 @@ def site_status(
     return _row(site, "id", "code", "status", "regulatory_reference")
 
 
-@router.post("/sites/{site_id}/signing-policy", tags=["network"])
+@router.post(
+    "/sites/{site_id}/signing-policy", tags=["network"], response_model=SiteSigningPolicyOut
+)
 def site_signing_policy(
     site_id: str,
     body: SigningPolicyIn,
@@ -137,7 +158,7 @@ def site_signing_policy(
     return _row(site, "id", "code", "totp_for_signing")
 
 
-@router.post("/machines", status_code=201, tags=["network"])
+@router.post("/machines", status_code=201, tags=["network"], response_model=MachineOut)
 def create_machine(
     body: MachineIn,
     actor: Annotated[Actor, allowed(Permission.MACHINE_REGISTER)],
@@ -148,7 +169,12 @@ def create_machine(
     return _row(m, "id", "site_id", "name", "machine_type", "firmware", "status")
 
 
-@router.post("/machines/{machine_id}/qualifications", status_code=201, tags=["network"])
+@router.post(
+    "/machines/{machine_id}/qualifications",
+    status_code=201,
+    tags=["network"],
+    response_model=QualificationOut,
+)
 def qualify(
     machine_id: str,
     body: QualificationIn,
@@ -162,7 +188,7 @@ def qualify(
     return _row(q, "machine_id", "master_file_code", "qualified_at", "valid_until")
 
 
-@router.post("/machines/{machine_id}/status", tags=["network"])
+@router.post("/machines/{machine_id}/status", tags=["network"], response_model=MachineStatusOut)
 def machine_status(
     machine_id: str,
     body: MachineStatusIn,
@@ -177,7 +203,11 @@ def machine_status(
     return _row(m, "id", "name", "status")
 
 
-@router.post("/machines/{machine_id}/qualifications/{code}/revoke", tags=["network"])
+@router.post(
+    "/machines/{machine_id}/qualifications/{code}/revoke",
+    tags=["network"],
+    response_model=QualificationRevokedOut,
+)
 def revoke_qualification(
     machine_id: str,
     code: str,
@@ -190,7 +220,9 @@ def revoke_qualification(
     return _row(q, "machine_id", "master_file_code", "revoked")
 
 
-@router.post("/machines/{machine_id}/faults", status_code=202, tags=["network"])
+@router.post(
+    "/machines/{machine_id}/faults", status_code=202, tags=["network"], response_model=FaultOut
+)
 def inject_fault(
     machine_id: str,
     body: FaultIn,
@@ -208,7 +240,9 @@ def inject_fault(
     return {"machine_id": machine.id, "fault": fault.describe()}
 
 
-@router.post("/users/{user_id}/training", status_code=201, tags=["network"])
+@router.post(
+    "/users/{user_id}/training", status_code=201, tags=["network"], response_model=TrainingOut
+)
 def training(
     user_id: str,
     body: TrainingIn,
@@ -269,14 +303,14 @@ def patient_identity(
     return application.orders.patient_identity(uow, actor, patient_id)
 
 
-@router.get("/master-files", tags=["master files"])
+@router.get("/master-files", tags=["master files"], response_model=list[MasterFileOut])
 def master_files(
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
     return [_row(mf, *MF_FIELDS) for mf in application.master_files.list_all(uow)]
 
 
-@router.post("/master-files", status_code=201, tags=["master files"])
+@router.post("/master-files", status_code=201, tags=["master files"], response_model=MasterFileOut)
 def draft_master_file(
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_DRAFT)],
     application: AppDep,
@@ -286,7 +320,7 @@ def draft_master_file(
     return _row(application.master_files.draft(uow, actor, body), *MF_FIELDS)
 
 
-@router.post("/master-files/{mf_id}/approve", tags=["master files"])
+@router.post("/master-files/{mf_id}/approve", tags=["master files"], response_model=MasterFileOut)
 def approve_master_file(
     mf_id: str,
     body: SignIn,
@@ -308,7 +342,7 @@ def approve_master_file(
     return _row(mf, *MF_FIELDS)
 
 
-@router.post("/master-files/{mf_id}/effective", tags=["master files"])
+@router.post("/master-files/{mf_id}/effective", tags=["master files"], response_model=MasterFileOut)
 def effective_master_file(
     mf_id: str,
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_EFFECTIVE)],
@@ -333,7 +367,11 @@ LOT_FIELDS = (
 )
 
 
-@router.post("/master-files/{mf_id}/signing-policy", tags=["master files"])
+@router.post(
+    "/master-files/{mf_id}/signing-policy",
+    tags=["master files"],
+    response_model=MasterFileSigningPolicyOut,
+)
 def master_file_signing_policy(
     mf_id: str,
     body: SigningPolicyIn,
@@ -348,7 +386,7 @@ def master_file_signing_policy(
     return _row(mf, "id", "code", "version", "totp_for_signing")
 
 
-@router.post("/master-files/{mf_id}/withdraw", tags=["master files"])
+@router.post("/master-files/{mf_id}/withdraw", tags=["master files"], response_model=MasterFileOut)
 def withdraw_master_file(
     mf_id: str,
     body: ReasonIn,
@@ -361,7 +399,7 @@ def withdraw_master_file(
     )
 
 
-@router.get("/material-lots", tags=["materials"])
+@router.get("/material-lots", tags=["materials"], response_model=list[LotOut])
 def lots(
     actor: Annotated[Actor, allowed(Permission.LOT_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
@@ -371,7 +409,7 @@ def lots(
     ]
 
 
-@router.post("/material-lots", status_code=201, tags=["materials"])
+@router.post("/material-lots", status_code=201, tags=["materials"], response_model=LotOut)
 def receive_lot(
     body: LotIn,
     actor: Annotated[Actor, allowed(Permission.LOT_RECEIVE)],
@@ -381,7 +419,7 @@ def receive_lot(
     return _row(application.materials.receive_lot(uow, actor, **body.model_dump()), *LOT_FIELDS)
 
 
-@router.post("/material-lots/{lot_id}/status", tags=["materials"])
+@router.post("/material-lots/{lot_id}/status", tags=["materials"], response_model=LotOut)
 def lot_status(
     lot_id: str,
     body: LotStatusIn,
@@ -398,6 +436,7 @@ def lot_status(
     "/orders",
     status_code=201,
     tags=["orders"],
+    response_model=SubmittedOrdersOut,
     responses={
         409: {"description": "the prescription was already received (names its order)"},
         413: {"description": "the body is larger than a prescription may be"},
@@ -448,7 +487,7 @@ def submit_order(
     }
 
 
-@router.get("/orders", tags=["orders"])
+@router.get("/orders", tags=["orders"], response_model=list[OrderRowOut])
 def list_orders(
     actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
     application: AppDep,
@@ -471,7 +510,7 @@ def list_orders(
     ]
 
 
-@router.get("/orders/{order_id}", tags=["orders"])
+@router.get("/orders/{order_id}", tags=["orders"], response_model=OrderOut)
 def get_order(
     order_id: str,
     actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
@@ -482,7 +521,7 @@ def get_order(
     return order_view(application, uow, actor, order_id)
 
 
-@router.post("/orders/{order_id}/schedule", status_code=201, tags=["orders"])
+@router.post("/orders/{order_id}/schedule", status_code=201, tags=["orders"], response_model=JobOut)
 def schedule(
     order_id: str,
     actor: Annotated[Actor, allowed(Permission.ORDER_SCHEDULE)],
@@ -495,7 +534,7 @@ def schedule(
     )
 
 
-@router.post("/orders/{order_id}/cancel", tags=["orders"])
+@router.post("/orders/{order_id}/cancel", tags=["orders"], response_model=OrderStatusOut)
 def cancel_order(
     order_id: str,
     body: ReasonIn,
@@ -508,7 +547,7 @@ def cancel_order(
     return _row(order, "id", "status")
 
 
-@router.post("/orders/{order_id}/unschedule", tags=["orders"])
+@router.post("/orders/{order_id}/unschedule", tags=["orders"], response_model=OrderStatusOut)
 def unschedule_order(
     order_id: str,
     body: ReasonIn,
@@ -521,7 +560,7 @@ def unschedule_order(
     return _row(order, "id", "status")
 
 
-@router.post("/orders/{order_id}/replan", tags=["orders"])
+@router.post("/orders/{order_id}/replan", tags=["orders"], response_model=OrderStatusOut)
 def replan_order(
     order_id: str,
     body: ReasonIn,
@@ -544,7 +583,7 @@ def ticket(
     return application.production.issue_ticket(uow, actor, job_id).to_dict()
 
 
-@router.post("/jobs/{job_id}/start", tags=["production"])
+@router.post("/jobs/{job_id}/start", tags=["production"], response_model=BatchStartedOut)
 def start(
     job_id: str,
     actor: Annotated[Actor, allowed(Permission.BATCH_START)],
@@ -556,7 +595,7 @@ def start(
     return _row(batch, "id", "batch_number", "status", "machine_id", "material_lot_number")
 
 
-@router.post("/batches/{batch_id}/abandon", tags=["production"])
+@router.post("/batches/{batch_id}/abandon", tags=["production"], response_model=BatchAbandonedOut)
 def abandon(
     batch_id: str,
     body: ReasonIn,
@@ -569,7 +608,7 @@ def abandon(
     return _row(batch, "id", "batch_number", "status", "failure_reason")
 
 
-@router.get("/batches/{batch_id}", tags=["production"])
+@router.get("/batches/{batch_id}", tags=["production"], response_model=BatchOut)
 def get_batch(
     batch_id: str,
     actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
@@ -581,7 +620,7 @@ def get_batch(
 
 
 # --- release, labels, dispense ---------------------------------------------------------------
-@router.get("/release/pending", tags=["quality"])
+@router.get("/release/pending", tags=["quality"], response_model=list[PendingReviewOut])
 def pending(
     actor: Annotated[Actor, allowed(Permission.RELEASE_QUEUE_READ)],
     application: AppDep,
@@ -590,7 +629,7 @@ def pending(
     return pending_view(application, uow, actor)
 
 
-@router.post("/batches/{batch_id}/decision", tags=["quality"])
+@router.post("/batches/{batch_id}/decision", tags=["quality"], response_model=ReviewOut)
 def decide(
     batch_id: str,
     body: DecisionIn,
@@ -674,7 +713,7 @@ def pack_datamatrix(
     return Response(out.getvalue(), media_type="image/png")
 
 
-@router.post("/dispense", tags=["custody"])
+@router.post("/dispense", tags=["custody"], response_model=DispenseOut)
 def dispense(
     body: DispenseIn,
     actor: Annotated[Actor, allowed(Permission.DISPENSE)],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nearfab.common.gs1 import validate_gtin
+from nearfab.common.schemas import Out, Timestamp
 
 
 class CodeIn(BaseModel):
@@ -103,3 +104,37 @@ class MasterFileIn(BaseModel):
     @classmethod
     def _gtin(cls, value: str) -> str:
         return validate_gtin(value)
+
+
+class MasterFileOut(Out):
+    """A master file version as the API shows it (draft, approved, effective or withdrawn)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    code: str
+    version: int
+    title: str
+    product_family: str
+    status: str
+    accepted_codes: list[Any]
+    design_envelope: dict[str, Any]
+    process_parameters: dict[str, Any]
+    cqa_specs: dict[str, Any]
+    release_rule: dict[str, Any]
+    material_code: str
+    shelf_life_days: int
+    storage: str
+    gtin: str
+    units_per_pack: int
+    allowed_site_ids: list[str]
+    approved_at: Timestamp | None
+    approval_signature_id: str | None
+    effective_from: Timestamp | None
+
+
+class MasterFileSigningPolicyOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    code: str
+    version: int
+    totp_for_signing: bool

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict
+
+from nearfab.common.schemas import Out, Timestamp
 from nearfab.scheduling.models import PlanVersion
 
 
@@ -35,3 +38,16 @@ def plan_dict(version: PlanVersion) -> dict[str, Any]:
         "explanations": version.explanations,
         "changes": version.changes,
     }
+
+
+class JobOut(Out):
+    """A scheduled job: the order on a machine, with its planned window."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    order_id: str
+    machine_id: str
+    site_id: str
+    planned_start: Timestamp
+    planned_finish: Timestamp
+    status: str

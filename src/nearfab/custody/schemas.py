@@ -1,0 +1,91 @@
+"""Response schemas of the chain of custody: packs, dispense, verification, containers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict
+
+from nearfab.common.schemas import Day, Out, Timestamp
+
+
+class UnitOut(Out):
+    """A pack (serialised unit) with its GS1 identity."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    pack_index: int
+    tablets: int
+    status: str
+    gtin: str
+    serial: str
+    batch_number: str
+    expiry: Day
+    element_string: str
+    digital_link: str
+    batch_id: str
+
+
+class DispenseOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    dispense_id: str
+    unit_id: str
+    serial: str
+    status: str
+    order_complete: bool
+
+
+class VerifyOut(Out):
+    """One answer to a scan (`status` is one of the verification statuses)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str
+    message: str
+    unit_id: str | None
+    gtin: str | None
+    serial: str | None
+    batch: str | None
+    expiry: Day | None
+    unit_status: str | None
+    dispensed_at: Timestamp | None
+    alert_id: str | None
+
+
+class UndoDispenseOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    unit_id: str
+    serial: str
+    status: str
+
+
+class ContainerUnitOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    unit_id: str
+    serial: str
+
+
+class ContainerOut(Out):
+    """A shipping container (SSCC) and the packs in it."""
+
+    model_config = ConfigDict(extra="forbid")
+    sscc: str
+    digital_link: str
+    status: str
+    from_site_id: str
+    to_site_id: str
+    units: list[ContainerUnitOut]
+
+
+class DestroyOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str
+    unit_ids: list[str]
+    status: str
+
+
+class RecallCreatedOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    recall_id: str
+    lot: str
+    units: int
+    rows: list[dict[str, Any]]

@@ -1,0 +1,24 @@
+"""Response schemas of materials: lots of starting material."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict
+
+from nearfab.common.schemas import Day, Out
+
+
+class LotOut(Out):
+    """A lot of starting material: where it is, its state and what is left of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    lot_number: str
+    material_code: str
+    description: str
+    site_id: str
+    supplier: str
+    expiry: Day
+    status: str
+    quantity_g: float
+    drug_loading: float
+    assay_pct: float

@@ -1,0 +1,55 @@
+"""Response schemas of monitoring: alarms and monitoring models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict
+
+from nearfab.common.schemas import Out, Timestamp
+
+
+class AlarmOut(Out):
+    """A process or telemetry alarm with its disposition (open ones block release)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    source: str
+    rule: str
+    severity: str
+    status: str
+    site_id: str
+    machine_id: str
+    run: str | None
+    batch_id: str | None
+    metric: str | None
+    model_id: str | None
+    message: str
+    value: float | None
+    limit: float | None
+    first_at: Timestamp
+    last_at: Timestamp
+    count: int
+    details: dict[str, Any]
+    disposition: str | None
+    disposition_note: str | None
+    closed_by: str | None
+    closed_at: Timestamp | None
+
+
+class ModelOut(Out):
+    """A monitoring model (SPC limits or an MSPC model) and its approval."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    kind: str
+    master_file_code: str
+    machine_type: str
+    version: int
+    status: str
+    metrics: list[str]
+    training: dict[str, Any]
+    created_at: Timestamp
+    created_by: str
+    approved_at: Timestamp | None
+    approved_by: str | None

@@ -1,0 +1,108 @@
+"""Response schemas of orders: the order view (jobs, batches, reviews, packs, timeline), the
+order list and the answers of the order routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict
+
+from nearfab.common.schemas import Out, Timestamp
+from nearfab.custody.schemas import UnitOut
+from nearfab.quality.schemas import ReviewOut
+
+
+class MasterFileRefOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    code: str
+    version: int
+
+
+class OrderJobOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    machine_id: str
+    site_id: str
+    status: str
+    planned_start: Timestamp
+    planned_finish: Timestamp
+    ticket_hash: str | None
+
+
+class OrderBatchOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    batch_number: str
+    status: str
+    machine_id: str
+    site_id: str
+    started_at: Timestamp
+    finished_at: Timestamp | None
+
+
+class OrderOut(Out):
+    """An order with its jobs, batches, release reviews, packs and audit timeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    status: str
+    medication: str
+    dose_mg: float
+    doses_per_day: float | None
+    units: int
+    patient_ref: str
+    patient_group: str | None
+    master_file: MasterFileRefOut
+    design: dict[str, Any] | None
+    stop_reason: str | None
+    need_by: Timestamp
+    created_at: Timestamp
+    prescription_id: str
+    jobs: list[OrderJobOut]
+    batches: list[OrderBatchOut]
+    reviews: list[ReviewOut]
+    packs: list[UnitOut]
+    # audit rows: their shape is the identity domain's (identity/schemas.py)
+    timeline: list[dict[str, Any]]
+
+
+class OrderRowOut(Out):
+    """An order in the order list."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    status: str
+    medication: str
+    dose_mg: float
+    units: int
+    master_file_code: str
+    created_at: Timestamp
+    need_by: Timestamp
+
+
+class SubmittedOrderOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    status: str
+    site_id: str
+    resubmit_of: str | None
+    medication: str
+    dose_mg: float
+    units: int
+    patient_group: str | None
+    design: dict[str, Any] | None
+    stop_reason: str | None
+
+
+class SubmittedOrdersOut(Out):
+    """The orders one prescription became (all of its MedicationRequests, or none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    orders: list[SubmittedOrderOut]
+
+
+class OrderStatusOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    status: str
