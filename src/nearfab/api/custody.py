@@ -13,6 +13,13 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.custody import Container, EpcisInvalid
+from nearfab.custody.schemas import (
+    ContainerOut,
+    DestroyOut,
+    RecallCreatedOut,
+    UndoDispenseOut,
+    VerifyOut,
+)
 from nearfab.identity import Actor, Permission
 from nearfab.uow import UnitOfWork
 
@@ -95,7 +102,7 @@ def epcis_events(
 
 
 # --- verification at dispense ----------------------------------------------------------------
-@router.post("/verify", tags=["custody"])
+@router.post("/verify", tags=["custody"], response_model=VerifyOut)
 def verify(
     body: VerifyIn,
     actor: Annotated[Actor, allowed(Permission.PACK_VERIFY)],
@@ -113,7 +120,7 @@ def verify(
     return result.to_dict()
 
 
-@router.post("/packs/{unit_id}/undo-dispense", tags=["custody"])
+@router.post("/packs/{unit_id}/undo-dispense", tags=["custody"], response_model=UndoDispenseOut)
 def undo_dispense(
     unit_id: str,
     body: UndoIn,
@@ -144,7 +151,7 @@ def _site_id(application: App, uow: UnitOfWork, site: str) -> str:
     return application.network.get_site(uow, site).id
 
 
-@router.post("/containers", tags=["custody"], status_code=201)
+@router.post("/containers", tags=["custody"], status_code=201, response_model=ContainerOut)
 def container_pack(
     body: PackIn,
     actor: Annotated[Actor, allowed(Permission.PACKS_MOVE)],
@@ -161,7 +168,7 @@ def container_pack(
         return _container(application, fresh, container)
 
 
-@router.post("/containers/{sscc}/unpack", tags=["custody"])
+@router.post("/containers/{sscc}/unpack", tags=["custody"], response_model=ContainerOut)
 def container_unpack(
     sscc: str,
     body: UnpackIn,
@@ -176,7 +183,7 @@ def container_unpack(
         return _container(application, fresh, container)
 
 
-@router.post("/packs/destroy", tags=["custody"])
+@router.post("/packs/destroy", tags=["custody"], response_model=DestroyOut)
 def packs_destroy(
     body: DestroyIn,
     actor: Annotated[Actor, allowed(Permission.PACKS_DESTROY)],
@@ -235,7 +242,7 @@ def trace_master_file(
     return application.custody_chain.trace.master_file(uow, actor, code, version)
 
 
-@router.post("/recalls", tags=["custody"], status_code=201)
+@router.post("/recalls", tags=["custody"], status_code=201, response_model=RecallCreatedOut)
 def recall_create(
     body: RecallIn,
     actor: Annotated[Actor, allowed(Permission.RECALL_CREATE)],
