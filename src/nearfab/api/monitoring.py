@@ -22,6 +22,7 @@ from nearfab.identity import (
     is_network_wide,
 )
 from nearfab.monitoring import alarm_dict, model_dict
+from nearfab.monitoring.schemas import AlarmOut, ModelDetailOut, ModelOut
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -255,7 +256,7 @@ def retention(
 
 
 # --- models ----------------------------------------------------------------------------------
-@router.get("/monitoring/models", tags=["monitoring"])
+@router.get("/monitoring/models", tags=["monitoring"], response_model=list[ModelOut])
 def models(
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
@@ -265,7 +266,7 @@ def models(
     return [model_dict(m) for m in application.monitoring.models(uow, status=status)]
 
 
-@router.post("/monitoring/models", status_code=201, tags=["monitoring"])
+@router.post("/monitoring/models", status_code=201, tags=["monitoring"], response_model=ModelOut)
 def train(
     body: TrainIn,
     actor: Annotated[Actor, allowed(Permission.MODEL_TRAIN)],
@@ -286,7 +287,7 @@ def train(
     return model_dict(model)
 
 
-@router.get("/monitoring/models/{model_id}", tags=["monitoring"])
+@router.get("/monitoring/models/{model_id}", tags=["monitoring"], response_model=ModelDetailOut)
 def model(
     model_id: str,
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
@@ -301,7 +302,7 @@ def model(
     }
 
 
-@router.post("/monitoring/models/{model_id}/approve", tags=["monitoring"])
+@router.post("/monitoring/models/{model_id}/approve", tags=["monitoring"], response_model=ModelOut)
 def approve(
     model_id: str,
     body: ApproveIn,
@@ -324,7 +325,7 @@ def approve(
     return model_dict(model)
 
 
-@router.post("/monitoring/models/{model_id}/retire", tags=["monitoring"])
+@router.post("/monitoring/models/{model_id}/retire", tags=["monitoring"], response_model=ModelOut)
 def retire(
     model_id: str,
     body: NoteIn,
@@ -398,7 +399,7 @@ def run_contributions(
 
 
 # --- alarms ----------------------------------------------------------------------------------
-@router.get("/alarms", tags=["monitoring"])
+@router.get("/alarms", tags=["monitoring"], response_model=list[AlarmOut])
 def alarms(
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,
@@ -427,7 +428,7 @@ def alarms(
     ]
 
 
-@router.get("/alarms/{alarm_id}", tags=["monitoring"])
+@router.get("/alarms/{alarm_id}", tags=["monitoring"], response_model=AlarmOut)
 def alarm(
     alarm_id: str,
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
@@ -437,7 +438,7 @@ def alarm(
     return alarm_dict(application.monitoring.read_alarm(uow, actor, alarm_id))
 
 
-@router.post("/alarms/{alarm_id}/acknowledge", tags=["monitoring"])
+@router.post("/alarms/{alarm_id}/acknowledge", tags=["monitoring"], response_model=AlarmOut)
 def acknowledge(
     alarm_id: str,
     body: NoteIn,
@@ -448,7 +449,7 @@ def acknowledge(
     return alarm_dict(application.monitoring.acknowledge(uow, actor, alarm_id, note=body.note))
 
 
-@router.post("/alarms/{alarm_id}/close", tags=["monitoring"])
+@router.post("/alarms/{alarm_id}/close", tags=["monitoring"], response_model=AlarmOut)
 def close(
     alarm_id: str,
     body: CloseIn,

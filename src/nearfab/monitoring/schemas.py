@@ -53,3 +53,11 @@ class ModelOut(Out):
     created_by: str
     approved_at: Timestamp | None
     approved_by: str | None
+
+
+class ModelDetailOut(ModelOut):
+    """A monitoring model with its fitted parameters and whether its approval still holds."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, Any]
+    approval_valid: bool | None
