@@ -14,6 +14,13 @@ from nearfab.api.security import throttled
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import Unauthenticated
 from nearfab.identity import Actor, Permission, SecurityAlert, approval_dict
+from nearfab.identity.account_schemas import (
+    ApprovalOut,
+    LogoutOut,
+    SecurityAlertOut,
+    TotpEnrolmentOut,
+    UserOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -91,7 +98,7 @@ def alert_dict(alert: SecurityAlert) -> dict[str, Any]:
 
 
 # --- sessions and own account ---------------------------------------------------------------
-@router.post("/auth/logout")
+@router.post("/auth/logout", response_model=LogoutOut)
 def logout(
     actor: Annotated[Actor, allowed(Permission.PROFILE_READ)],
     application: AppDep,
@@ -107,7 +114,7 @@ def logout(
     return {"session_id": row.id, "ended_at": to_jsonable(row.ended_at)}
 
 
-@router.post("/auth/password")
+@router.post("/auth/password", response_model=UserOut)
 def change_password(
     body: ChangePasswordIn, request: Request, application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
@@ -122,7 +129,7 @@ def change_password(
         return _user(application, fresh, application.users.get(fresh, user.id))
 
 
-@router.post("/me/password")
+@router.post("/me/password", response_model=UserOut)
 def change_my_password(
     body: MyPasswordIn,
     request: Request,
@@ -143,14 +150,14 @@ def change_my_password(
         return _user(application, fresh, application.users.get(fresh, user.id))
 
 
-@router.get("/me/account")
+@router.get("/me/account", response_model=UserOut)
 def my_account(
     actor: Annotated[Actor, allowed(Permission.PROFILE_READ)], application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
     return _user(application, uow, application.users.read_user(uow, actor, actor.user_id))
 
 
-@router.post("/me/totp")
+@router.post("/me/totp", response_model=TotpEnrolmentOut)
 def enrol_totp(
     actor: Annotated[Actor, allowed(Permission.PROFILE_READ)], application: AppDep, uow: UowDep
 ) -> dict[str, Any]:
@@ -160,7 +167,7 @@ def enrol_totp(
     return {"secret": secret, "otpauth_uri": uri}
 
 
-@router.post("/me/totp/confirm")
+@router.post("/me/totp/confirm", response_model=UserOut)
 def confirm_totp(
     body: CodeIn,
     actor: Annotated[Actor, allowed(Permission.PROFILE_READ)],
@@ -173,14 +180,14 @@ def confirm_totp(
 
 
 # --- user administration --------------------------------------------------------------------
-@router.get("/users")
+@router.get("/users", response_model=list[UserOut])
 def list_users(
     actor: Annotated[Actor, allowed(Permission.USERS_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
     return [_user(application, uow, u) for u in application.users.list_users(uow, actor)]
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=UserOut)
 def create_user(
     body: UserIn,
     actor: Annotated[Actor, allowed(Permission.USERS_MANAGE)],
@@ -200,7 +207,7 @@ def create_user(
         return _user(application, fresh, application.users.get(fresh, user.id))
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", response_model=UserOut)
 def get_user(
     user_id: str,
     actor: Annotated[Actor, allowed(Permission.USERS_READ)],
@@ -216,7 +223,7 @@ def _manage(application: Any, uow: Any, user_id: str, step: Any) -> dict[str, An
         return _user(application, fresh, application.users.get(fresh, user_id))
 
 
-@router.post("/users/{user_id}/deactivate")
+@router.post("/users/{user_id}/deactivate", response_model=UserOut)
 def deactivate(
     user_id: str,
     body: ReasonBody,
@@ -233,7 +240,7 @@ def deactivate(
     )
 
 
-@router.post("/users/{user_id}/reactivate")
+@router.post("/users/{user_id}/reactivate", response_model=UserOut)
 def reactivate(
     user_id: str,
     body: ReasonBody,
@@ -249,7 +256,7 @@ def reactivate(
     )
 
 
-@router.post("/users/{user_id}/unlock")
+@router.post("/users/{user_id}/unlock", response_model=UserOut)
 def unlock(
     user_id: str,
     body: ReasonBody,
@@ -265,7 +272,7 @@ def unlock(
     )
 
 
-@router.post("/users/{user_id}/roles")
+@router.post("/users/{user_id}/roles", response_model=UserOut)
 def change_roles(
     user_id: str,
     body: RolesIn,
@@ -284,7 +291,7 @@ def change_roles(
     )
 
 
-@router.post("/users/{user_id}/password")
+@router.post("/users/{user_id}/password", response_model=UserOut)
 def reset_password(
     user_id: str,
     body: ResetPasswordIn,
@@ -303,7 +310,7 @@ def reset_password(
     )
 
 
-@router.post("/users/{user_id}/totp/reset")
+@router.post("/users/{user_id}/totp/reset", response_model=UserOut)
 def reset_totp(
     user_id: str,
     body: ReasonBody,
@@ -319,7 +326,7 @@ def reset_totp(
     )
 
 
-@router.get("/security/alerts")
+@router.get("/security/alerts", response_model=list[SecurityAlertOut])
 def security_alerts(
     actor: Annotated[Actor, allowed(Permission.USERS_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
@@ -328,7 +335,7 @@ def security_alerts(
 
 
 # --- separation of duties: requests a second administrator approves ---------------------------
-@router.post("/users/{user_id}/grant-requests", status_code=201)
+@router.post("/users/{user_id}/grant-requests", status_code=201, response_model=ApprovalOut)
 def request_grant(
     user_id: str,
     body: GrantRequestIn,
@@ -343,7 +350,7 @@ def request_grant(
         return approval_out(application.users.requests_get(fresh, row.id))
 
 
-@router.get("/approvals")
+@router.get("/approvals", response_model=list[ApprovalOut])
 def list_approvals(
     actor: Annotated[Actor, allowed(Permission.USERS_READ)],
     application: AppDep,
@@ -364,7 +371,7 @@ def _decide(
         return approval_out(application.users.requests_get(fresh, row.id))
 
 
-@router.post("/approvals/{request_id}/approve")
+@router.post("/approvals/{request_id}/approve", response_model=ApprovalOut)
 def approve_request(
     request_id: str,
     body: ReasonBody,
@@ -377,7 +384,7 @@ def approve_request(
     return _decide(application, uow, actor, request_id, True, body.reason)
 
 
-@router.post("/approvals/{request_id}/refuse")
+@router.post("/approvals/{request_id}/refuse", response_model=ApprovalOut)
 def refuse_request(
     request_id: str,
     body: ReasonBody,

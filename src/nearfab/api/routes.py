@@ -34,6 +34,7 @@ from nearfab.common.errors import NotFound
 from nearfab.custody.schemas import DispenseOut
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, authorize_network, site_filter
+from nearfab.identity.account_schemas import MeOut
 from nearfab.masterfiles.schemas import MasterFileOut, MasterFileSigningPolicyOut
 from nearfab.materials.schemas import LotOut
 from nearfab.network.schemas import (
@@ -86,7 +87,7 @@ def token(body: TokenIn, request: Request, application: AppDep, uow: UowDep) -> 
     return TokenOut(access_token=value, user_id=user.id, roles=list(user.roles))
 
 
-@router.get("/me", tags=["identity"])
+@router.get("/me", tags=["identity"], response_model=MeOut)
 def me(actor: Annotated[Actor, allowed(Permission.PROFILE_READ)]) -> dict[str, Any]:
     return {
         "user_id": actor.user_id,
