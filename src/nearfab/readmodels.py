@@ -9,8 +9,9 @@ from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor, AuditEntry, Permission, authorize, can
+from nearfab.identity import Actor, AuditEntry, Permission, audit_entry_out, authorize, can
 from nearfab.monitoring import alarm_dict
+from nearfab.recordexport import signature_dict
 from nearfab.uow import UnitOfWork
 
 
@@ -23,18 +24,8 @@ def _audit_rows(uow: UnitOfWork, pairs: list[tuple[str, str]]) -> list[dict[str,
 
 
 def audit_dict(r: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "at": r.at.isoformat(),
-        "actor_id": r.actor_id,
-        "actor": r.actor_name,
-        "action": r.action,
-        "entity_type": r.entity_type,
-        "entity_id": r.entity_id,
-        "old": r.old,
-        "new": r.new,
-        "reason": r.reason,
-    }
+    """An audit row: the one shape, `AuditEntryOut` (as the record review and exports)."""
+    return audit_entry_out(r)
 
 
 def unit_dict(app: App, unit: Any) -> dict[str, Any]:
@@ -211,16 +202,8 @@ def batch_view(app: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> dict[s
                     for d in app.quality.deviations(uow, batch.id)
                 ],
                 "review": review_dict(app, uow, review) if review else None,
-                "signatures": [
-                    {
-                        "id": s.id,
-                        "signer": s.signer_name,
-                        "meaning": s.meaning,
-                        "signed_at": s.signed_at,
-                        "record_hash": s.record_hash,
-                    }
-                    for s in sigs
-                ],
+                # the one signature shape (`SignatureOut`), validity as in the record export
+                "signatures": [signature_dict(app, uow, s) for s in sigs],
                 "packs": [unit_dict(app, u) for u in app.custody.units_of_batch(uow, batch.id)],
                 "audit": _audit_rows(uow, [("batch", batch.id)]),
             }

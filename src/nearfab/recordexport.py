@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
+from pydantic import BaseModel, Field
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import or_, select
 
@@ -27,10 +28,14 @@ from nearfab.custody import Container, Recall, SerialUnit
 from nearfab.identity import (
     Actor,
     AuditEntry,
+    AuditEntryOut,
     Permission,
     Signature,
+    SignatureOut,
     User,
+    audit_entry_out,
     authorize,
+    signature_out,
 )
 from nearfab.masterfiles import MasterFile
 from nearfab.materials import MaterialLot
@@ -70,23 +75,9 @@ FORMATS = ("json", "pdf")
 
 # --- rows as dicts --------------------------------------------------------------------------
 def entry_dict(r: AuditEntry) -> dict[str, Any]:
-    """One audit row as the review screens and exports show it (times in UTC, with zone)."""
-    return {
-        "id": r.id,
-        "seq": r.seq,
-        "at": r.at.astimezone(UTC).isoformat(),
-        "actor_id": r.actor_id,
-        "actor": r.actor_name,
-        "action": r.action,
-        "entity_type": r.entity_type,
-        "entity_id": r.entity_id,
-        "old": r.old,
-        "new": r.new,
-        "reason": r.reason,
-        "site_id": r.site_id,
-        "prev_hash": r.prev_hash,
-        "row_hash": r.row_hash,
-    }
+    """One audit row as the review screens and exports show it (times in UTC, with zone): the
+    one shape, `AuditEntryOut`."""
+    return audit_entry_out(r)
 
 
 def _shown(value: Any) -> Any:
@@ -170,19 +161,34 @@ def _signature_valid(application: App, uow: UnitOfWork, sig: Signature) -> bool 
 
 
 def signature_dict(application: App, uow: UnitOfWork, sig: Signature) -> dict[str, Any]:
-    """The signature's manifestation (21 CFR 11.50): printed name, date and time, meaning."""
-    return {
-        "id": sig.id,
-        "signer_id": sig.signer_id,
-        "printed_name": sig.signer_name,
-        "meaning": sig.meaning,
-        "signed_at": sig.signed_at.astimezone(UTC).isoformat(),
-        "record_type": sig.record_type,
-        "record_id": sig.record_id,
-        "record_hash": sig.record_hash,
-        "signature_hash": getattr(sig, "signature_hash", None),
-        "valid_for_current_content": _signature_valid(application, uow, sig),
-    }
+    """The signature's manifestation (21 CFR 11.50): printed name, date and time, meaning, and
+    whether it is still valid for the record's current content: the one shape, `SignatureOut`."""
+    return signature_out(sig, valid=_signature_valid(application, uow, sig))
+
+
+class FieldChangeOut(BaseModel):
+    """A field changed after its first entry (EU GMP Annex 11 §8.2)."""
+
+    seq: int
+    old: Any = None
+    new: Any = None
+    by: str
+    by_id: str
+    at: str = Field(description="ISO 8601, UTC, with zone")
+    reason: str | None = None
+
+
+class RecordOut(BaseModel):
+    """A record for review: its current content, the fields changed after first entry, its
+    whole audit trail and its signatures."""
+
+    entity_type: str
+    entity_id: str
+    site_id: str | None
+    content: dict[str, Any] | None
+    changed_fields: dict[str, list[FieldChangeOut]]
+    audit_trail: list[AuditEntryOut]
+    signatures: list[SignatureOut]
 
 
 def field_changes(trail: list[AuditEntry]) -> dict[str, list[dict[str, Any]]]:
@@ -250,15 +256,20 @@ def record_view(
     else:
         authorize(actor, permission, site_id=site_id)  # None: a network record
     sigs = _signatures(uow, entity_type, entity_id, trail, row)
-    return {
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-        "site_id": site_id,
-        "content": _content_of(row) if row is not None else None,
-        "changed_fields": field_changes(trail),
-        "audit_trail": [entry_dict(e) for e in trail],
-        "signatures": [signature_dict(application, uow, s) for s in sigs],
-    }
+    view = RecordOut.model_validate(
+        {
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "site_id": site_id,
+            "content": _content_of(row) if row is not None else None,
+            "changed_fields": field_changes(trail),
+            "audit_trail": [entry_dict(e) for e in trail],
+            "signatures": [signature_dict(application, uow, s) for s in sigs],
+        }
+    )
+    # the same dict the API's `RecordOut` response, the pages, the CLI and the exports show
+    out: dict[str, Any] = view.model_dump(mode="json")
+    return out
 
 
 def export_record(
@@ -370,7 +381,7 @@ def record_pdf(view: Mapping[str, Any]) -> bytes:
             valid = {True: "yes", False: "NO: record changed after signing", None: "not checked"}
             rows.append(
                 [
-                    p(s["printed_name"]),
+                    p(f"{s['printed_name']} ({s['signer_id']})"),
                     p(s["meaning"]),
                     p(_when(s["signed_at"])),
                     p(f"{s['record_type']} {s['record_id']} sha256 {s['record_hash']}"),

@@ -278,7 +278,7 @@ def test_11_50_signature_shows_printed_name_time_zone_and_meaning(
     headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
     record = client.get(f"/api/v1/batches/{batch_id}", headers=headers).json()
     [api_sig] = record["signatures"]
-    assert api_sig["signer"] == "Quentin Parr (QP)" and api_sig["meaning"] == sig.meaning
+    assert api_sig["printed_name"] == "Quentin Parr (QP)" and api_sig["meaning"] == sig.meaning
     assert str(api_sig["signed_at"]).startswith(sig.signed_at.strftime("%Y-%m-%dT%H:%M:%S"))
     page = client.get("/login").text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)

@@ -7,16 +7,26 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel
 
 from nearfab.api.deps import AppDep, UowDep, allowed, attachment
-from nearfab.identity import Actor, Permission, search_audit, verify_audit_chain
+from nearfab.identity import Actor, AuditEntryOut, Permission, search_audit, verify_audit_chain
 from nearfab.identity.services.audit import create_checkpoint, export_checkpoint
-from nearfab.recordexport import entry_dict, export_record, record_view
+from nearfab.recordexport import RecordOut, entry_dict, export_record, record_view
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 
-@router.get("/audit")
+class AuditPageOut(BaseModel):
+    """A page of audit rows, newest first."""
+
+    items: list[AuditEntryOut]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("/audit", response_model=AuditPageOut)
 def audit_rows(
     actor: Annotated[Actor, allowed(Permission.AUDIT_READ)],
     uow: UowDep,
@@ -101,7 +111,7 @@ def audit_checkpoint_export(
     )
 
 
-@router.get("/records/{entity_type}/{entity_id}/audit")
+@router.get("/records/{entity_type}/{entity_id}/audit", response_model=RecordOut)
 def record_audit(
     entity_type: str,
     entity_id: str,

@@ -17,6 +17,7 @@ from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import Forbidden
 from nearfab.identity import (
     Actor,
+    ESignatureIn,
     Permission,
     can,
     is_network_wide,
@@ -39,11 +40,8 @@ class TrainIn(BaseModel):
     components: int | None = Field(default=None, ge=1, le=1000)
 
 
-class ApproveIn(BaseModel):
-    password: str
+class ApproveIn(ESignatureIn):  # the one e-signature input; only the meaning has a default
     meaning: str = "QP approval of monitoring model"
-    username: str | None = None  # the first signing of a session needs it
-    totp: str | None = None
 
 
 class NoteIn(BaseModel):

@@ -4,7 +4,7 @@ assigned to certify a master file's batches (quality-and-release.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -12,29 +12,33 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor, Permission, Role, approval_dict, authorize
+from nearfab.identity import (
+    Actor,
+    AuditEntryOut,
+    ESignatureIn,
+    Permission,
+    Role,
+    approval_dict,
+    audit_entry_out,
+    authorize,
+)
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
 
 
-class SignatureIn(BaseModel):
-    password: str
-    # the user ID, typed again (the first signature of a session needs it); TOTP if demanded
-    username: str | None = None
-    totp: str | None = None
-
-
-class StepSignIn(SignatureIn):
+# the e-signature components are `ESignatureIn`'s (password, meaning, username, totp); each
+# control only gives the meaning a default, and a step its entry values
+class StepSignIn(ESignatureIn):
     entry: dict[str, Any] = Field(default_factory=dict)
     meaning: str = "performed by"
 
 
-class VerifyIn(SignatureIn):
+class VerifyIn(ESignatureIn):
     meaning: str = "verified by"
 
 
-class ReviewIn(SignatureIn):
+class ReviewIn(ESignatureIn):
     meaning: str = "audit trail reviewed"
 
 
@@ -47,13 +51,8 @@ class Signing(TypedDict):
     totp: str | None
 
 
-def _signing(body: StepSignIn | VerifyIn | ReviewIn) -> Signing:
-    return {
-        "password": body.password,
-        "meaning": body.meaning,
-        "username": body.username,
-        "totp": body.totp,
-    }
+def _signing(body: ESignatureIn) -> Signing:
+    return cast(Signing, body.signing())
 
 
 class DeviationIn(BaseModel):
@@ -69,6 +68,17 @@ class AssignIn(BaseModel):
 
 class UnassignIn(BaseModel):
     reason: str
+
+
+class BatchTrailOut(BaseModel):
+    """Every audit row about a batch, the hash of those rows, and how far a QP reviewed them."""
+
+    batch_id: str
+    batch_number: str
+    trail_hash: str
+    rows: list[AuditEntryOut]
+    reviewed_through: int | None
+    review_current: bool
 
 
 # --- the view shared by the API, the CLI and the batch page --------------------------------------
@@ -299,7 +309,7 @@ def review_audit_trail(
     return out
 
 
-@router.get("/batches/{batch_id}/audit-trail", tags=["quality"])
+@router.get("/batches/{batch_id}/audit-trail", tags=["quality"], response_model=BatchTrailOut)
 def batch_audit_trail(
     batch_id: str,
     actor: Annotated[Actor, allowed(Permission.AUDIT_READ)],
@@ -324,21 +334,7 @@ def batch_trail_view(
             "batch_id": batch.id,
             "batch_number": batch.batch_number,
             "trail_hash": records.trail_hash(batch.id, rows),
-            "rows": [
-                {
-                    "id": r.id,
-                    "at": r.at,
-                    "actor_id": r.actor_id,
-                    "actor": r.actor_name,
-                    "action": r.action,
-                    "entity_type": r.entity_type,
-                    "entity_id": r.entity_id,
-                    "old": r.old,
-                    "new": r.new,
-                    "reason": r.reason,
-                }
-                for r in rows
-            ],
+            "rows": [audit_entry_out(r) for r in rows],
             "reviewed_through": state.review.last_audit_id if state.review else None,
             "review_current": state.current,
         }

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from nearfab.identity.schemas import ESignatureIn
+
 
 class TokenIn(BaseModel):
     username: str
@@ -59,13 +61,8 @@ class FaultIn(BaseModel):
     from_unit: int = Field(default=0, ge=0, le=100_000)
 
 
-class SignIn(BaseModel):
-    password: str
-    meaning: str
-    # the signer's user ID: needed at the first signing of a session (21 CFR 11.200(a)(1))
-    username: str | None = None
-    # the authenticator code, when the site or master file demands it
-    totp: str | None = None
+# the one e-signature input (password, meaning, username, totp); kept under its old name here
+SignIn = ESignatureIn
 
 
 class LotIn(BaseModel):
@@ -85,16 +82,13 @@ class LotStatusIn(BaseModel):
     reason: str
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(ESignatureIn):
+    """A QP's release or rejection: the decision, and the e-signature (`ESignatureIn`)."""
+
     decision: Literal["release", "reject"]
-    password: str
-    meaning: str
     reason: str | None = None
     # the record hash the client showed the QP (from GET /release/pending): signs only that
     record_hash: str | None = None
-    # the signer's user ID (first signing of a session) and TOTP code (when demanded)
-    username: str | None = None
-    totp: str | None = None
 
 
 class DispenseIn(BaseModel):

@@ -66,11 +66,19 @@ def show(
     entity_type: str,
     entity_id: str,
     as_json: JsonOpt = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="With --json: the whole record as the API and the export give it (content, "
+            "changed fields, audit trail, signatures), not only the trail.",
+        ),
+    ] = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     data_dir: DataDir = None,
 ) -> None:
-    """The audit trail of one record, oldest first."""
+    """The audit trail of one record, oldest first, and its signatures."""
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
     view = use_case(
@@ -80,7 +88,7 @@ def show(
     )
     rows: list[dict[str, Any]] = view["audit_trail"]
     if as_json:
-        emit_json(rows)
+        emit_json(view if full else rows)
         return
     for r in rows:
         console.print(
@@ -90,7 +98,8 @@ def show(
         )
     for s in view["signatures"]:
         console.print(
-            f"signed by {s['printed_name']} at {s['signed_at']}: {s['meaning']} "
+            f"signed by {s['printed_name']} ({s['signer_id']}) at {s['signed_at']}: "
+            f"{s['meaning']} on {s['record_type']} {s['record_id']} "
             f"(valid now: {s['valid_for_current_content']})",
             markup=False,
         )

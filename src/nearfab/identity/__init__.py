@@ -25,6 +25,13 @@ from nearfab.identity.permissions import (
     site_filter,
     visible_sites,
 )
+from nearfab.identity.schemas import (
+    AuditEntryOut,
+    ESignatureIn,
+    SignatureOut,
+    audit_entry_out,
+    signature_out,
+)
 from nearfab.identity.services import (
     ChainReport,
     KeyMismatch,
@@ -56,7 +63,9 @@ __all__ = [
     "AuditAction",
     "AuditChainHead",
     "AuditEntry",
+    "AuditEntryOut",
     "ChainReport",
+    "ESignatureIn",
     "KeyMismatch",
     "PasswordHistory",
     "Permission",
@@ -65,6 +74,7 @@ __all__ = [
     "SecretBox",
     "SecurityAlert",
     "Signature",
+    "SignatureOut",
     "SignatureService",
     "User",
     "UserService",
@@ -73,6 +83,7 @@ __all__ = [
     "append_audit_rows",
     "approval_dict",
     "audit",
+    "audit_entry_out",
     "audit_trail",
     "audited_transition",
     "authorize",
@@ -85,6 +96,7 @@ __all__ = [
     "refuse",
     "request_approval",
     "search_audit",
+    "signature_out",
     "signatures_on",
     "site_filter",
     "system_actor",

@@ -26,6 +26,7 @@ from nearfab.common.ids import new_id
 from nearfab.identity.enums import AuditAction
 from nearfab.identity.logic import Actor, record_hash
 from nearfab.identity.models import Signature, User, UserSession
+from nearfab.identity.schemas import signature_out
 from nearfab.identity.services.audit import audit
 from nearfab.identity.services.users import UserService
 from nearfab.uow import UnitOfWork
@@ -72,22 +73,8 @@ def hash_of(sig: Signature) -> str:
 
 def signature_dict(sig: Signature) -> dict[str, Any]:
     """A signature as shown on screen and in exports: printed name, date and time with its
-    zone, meaning (21 CFR 11.50)."""
-    at = sig.signed_at.astimezone(UTC)
-    return {
-        "id": sig.id,
-        "signer_id": sig.signer_id,
-        "printed_name": sig.signer_name,
-        "meaning": sig.meaning,
-        "signed_at": at.isoformat(),
-        "signed_at_display": at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "time_zone": "UTC",
-        "record_type": sig.record_type,
-        "record_id": sig.record_id,
-        "record_hash": sig.record_hash,
-        "signature_hash": sig.signature_hash,
-        "components": sig.components,
-    }
+    zone, meaning (21 CFR 11.50); the one shape, `SignatureOut`."""
+    return signature_out(sig)
 
 
 class SignatureService:
