@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, allowed
 from nearfab.common.errors import NotFound
 from nearfab.identity import Actor, Permission
+from nearfab.scheduling.schemas import PlanHistoryEntryOut, PlanOut
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
 
@@ -20,7 +21,7 @@ class PlanIn(BaseModel):
     time_limit_s: float | None = Field(default=None, ge=0, le=600)
 
 
-@router.get("/plan")
+@router.get("/plan", response_model=PlanOut)
 def current_plan(
     actor: Annotated[Actor, allowed(Permission.PLAN_READ)], application: AppDep
 ) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def current_plan(
         return data
 
 
-@router.get("/plan/history")
+@router.get("/plan/history", response_model=list[PlanHistoryEntryOut])
 def plan_history(
     actor: Annotated[Actor, allowed(Permission.PLAN_READ)],
     application: AppDep,
@@ -44,7 +45,7 @@ def plan_history(
         return application.scheduling.plan_history_view(uow, actor, limit)
 
 
-@router.get("/plan/{number}")
+@router.get("/plan/{number}", response_model=PlanOut)
 def plan_version(
     number: Annotated[int, Path(ge=1, le=2**31)],
     actor: Annotated[Actor, allowed(Permission.PLAN_READ)],
@@ -56,7 +57,7 @@ def plan_version(
         return data
 
 
-@router.post("/plan", status_code=201)
+@router.post("/plan", status_code=201, response_model=PlanOut)
 def make_plan(
     body: PlanIn, actor: Annotated[Actor, allowed(Permission.PLAN_RUN)], application: AppDep
 ) -> dict[str, Any]:

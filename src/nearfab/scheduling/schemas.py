@@ -51,3 +51,41 @@ class JobOut(Out):
     planned_start: Timestamp
     planned_finish: Timestamp
     status: str
+
+
+class _PlanFiguresOut(Out):
+    """A plan version's own figures (the network's, shown to every plan reader)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    number: int
+    created_at: Timestamp
+    created_by: str
+    trigger: str
+    reason: str
+    solver: str
+    status: str
+    objective: int
+    weighted_tardiness: int
+    bound: int
+    gap: float
+    solve_s: float
+    late: int
+    unplaced: int
+
+
+class PlanHistoryEntryOut(_PlanFiguresOut):
+    """A plan version in the history: why it was made and what changed (for this reader)."""
+
+    model_config = ConfigDict(extra="forbid")
+    changes: list[dict[str, Any]]
+
+
+class PlanOut(_PlanFiguresOut):
+    """A plan version as the reader may see it (`scoped`: limited to the reader's sites)."""
+
+    model_config = ConfigDict(extra="forbid")
+    assignments: list[dict[str, Any]]
+    explanations: list[dict[str, Any]]
+    changes: list[dict[str, Any]]
+    scoped: bool
