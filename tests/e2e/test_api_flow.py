@@ -146,7 +146,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     record = client.get(f"/api/v1/batches/{batch_id}", headers=qp).json()
     assert record["status"] == "released"
     (sig,) = record["signatures"]
-    assert sig["meaning"] == "QP release" and sig["signer"] == "Quentin Parr (QP)"
+    assert sig["meaning"] == "QP release" and sig["printed_name"] == "Quentin Parr (QP)"
     assert [e["new"]["status"] for e in record["audit"] if e["action"] == "transition"] == [
         "completed",
         "released",

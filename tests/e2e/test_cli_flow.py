@@ -201,7 +201,7 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     assert as_json(nearfab(data, "release", "pending", "--json")) == []
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
     (signature,) = record["signatures"]
-    assert signature["meaning"] == "QP release" and signature["signer"] == "Quentin Parr (QP)"
+    assert signature["meaning"] == "QP release" and signature["printed_name"] == "Quentin Parr (QP)"
     assert record["status"] == "released" and record["review"]["signature_valid"] is True
     # both refused attempts (no reason to reject, wrong password) are on the batch's trail
     batch_trail = as_json(nearfab(data, "audit", "batch", batch_id, "--json"))
