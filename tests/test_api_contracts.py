@@ -42,8 +42,6 @@ LEFT_FOR_LATER = {
     ("POST", "/api/v1/master-files/{code}/qps"),
     ("POST", "/api/v1/master-files/{code}/qps/{user_id}/unassign"),
     # production and patients
-    ("POST", "/api/v1/jobs/{job_id}/ticket"),
-    ("POST", "/api/v1/network/run"),
     ("GET", "/api/v1/patients/{patient_id}/identity"),
     # telemetry and charts
     ("GET", "/api/v1/telemetry/machines"),
@@ -63,7 +61,6 @@ LEFT_FOR_LATER = {
     ("GET", "/api/v1/trace/lots/{lot}"),
     ("GET", "/api/v1/trace/machines/{machine_id}"),
     ("GET", "/api/v1/trace/master-files/{code}/{version}"),
-    ("GET", "/api/v1/custody/ledger/verify"),
 }
 
 

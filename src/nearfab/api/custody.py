@@ -16,6 +16,7 @@ from nearfab.custody import Container, EpcisInvalid
 from nearfab.custody.schemas import (
     ContainerOut,
     DestroyOut,
+    LedgerReportOut,
     RecallCreatedOut,
     UndoDispenseOut,
     VerifyOut,
@@ -274,7 +275,7 @@ def recall_report(
     return Response(recalls.report_csv(uow, actor, recall_id), media_type="text/csv")
 
 
-@router.get("/custody/ledger/verify", tags=["custody"])
+@router.get("/custody/ledger/verify", tags=["custody"], response_model=LedgerReportOut)
 def ledger_verify(
     actor: Annotated[Actor, allowed(Permission.LEDGER_VERIFY)],
     application: AppDep,

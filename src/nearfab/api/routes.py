@@ -51,7 +51,13 @@ from nearfab.network.schemas import (
 )
 from nearfab.orders.schemas import OrderOut, OrderRowOut, OrderStatusOut, SubmittedOrdersOut
 from nearfab.production import Fault
-from nearfab.production.schemas import BatchAbandonedOut, BatchOut, BatchStartedOut
+from nearfab.production.schemas import (
+    BatchAbandonedOut,
+    BatchOut,
+    BatchStartedOut,
+    RunSummaryOut,
+    SignedTicketOut,
+)
 from nearfab.quality.schemas import PendingReviewOut, ReviewOut
 from nearfab.readmodels import (
     batch_view,
@@ -257,7 +263,7 @@ def training(
     return _row(t, "user_id", "master_file_code", "trained_at", "valid_until")
 
 
-@router.post("/network/run", tags=["network"])
+@router.post("/network/run", tags=["network"], response_model=RunSummaryOut)
 def run(
     body: RunIn, actor: Annotated[Actor, allowed(Permission.NETWORK_RUN)], application: AppDep
 ) -> dict[str, Any]:
@@ -573,7 +579,7 @@ def replan_order(
     return _row(application.orders.replan(uow, actor, order_id, reason=body.reason), "id", "status")
 
 
-@router.post("/jobs/{job_id}/ticket", tags=["production"])
+@router.post("/jobs/{job_id}/ticket", tags=["production"], response_model=SignedTicketOut)
 def ticket(
     job_id: str,
     actor: Annotated[Actor, allowed(Permission.TICKET_ISSUE)],

@@ -89,3 +89,49 @@ class RecallCreatedOut(Out):
     lot: str
     units: int
     rows: list[dict[str, Any]]
+
+
+class LedgerProblemOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    site_id: str
+    seq: int
+    entry_id: int | None
+    reason: str
+    text: str
+
+
+class LedgerAnchorOut(Out):
+    """The control site's latest anchor of one site's chain."""
+
+    model_config = ConfigDict(extra="forbid")
+    control_site_id: str
+    anchor_seq: int
+    seq: int
+    head: str
+    recorded_at: Timestamp
+
+
+class LedgerChainOut(Out):
+    """One site's chain as checked."""
+
+    model_config = ConfigDict(extra="forbid")
+    site_id: str
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    last_anchor: LedgerAnchorOut | None
+    last_anchor_ok: bool | None
+    first_bad: LedgerProblemOut | None
+
+
+class LedgerReportOut(Out):
+    """The custody ledger check: every site's hash chain, signatures and anchors."""
+
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    entries: int
+    sites: int
+    first_bad: LedgerProblemOut | None
+    problems: list[str]
+    chains: list[LedgerChainOut]

@@ -108,3 +108,25 @@ class BatchAbandonedOut(Out):
     batch_number: str
     status: str
     failure_reason: str | None
+
+
+class SignedTicketOut(Out):
+    """A job ticket signed by the control site (Ed25519 over the canonical JSON payload)."""
+
+    model_config = ConfigDict(extra="forbid")
+    payload: dict[str, Any]
+    signature: str
+    key_id: str
+
+
+class RunSummaryOut(Out):
+    """What one run of the simulated network moved on, and what waits for people (and why)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rounds: int
+    scheduled: list[str]
+    tickets: list[str]
+    batches_completed: list[str]
+    batches_failed: list[str]
+    batches_orphaned: list[str]
+    blocked: dict[str, str]
