@@ -12,13 +12,14 @@ A test module opts in with `seeded = flow_helpers.seeded`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Iterator
-from datetime import date, timedelta
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,99 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -
         application.engine.dispose()
         if clone is not None:
             _pg_drop(clone)
+
+
+# --- a built world per test, built once -------------------------------------------------------
+#
+# `world_fixture(builder)` generalises `seeded`: `builder(app)` runs once per session, backend
+# and xdist worker on a copy of the seeded demo network (with a ManualClock at the default
+# start), and returns plain data (ids, tokens: no ORM rows). The database it leaves becomes a
+# template; each test then gets its own copy (file copy / `CREATE DATABASE ... TEMPLATE`), a copy
+# of the whole data folder the builder used (keys included: the platform refuses a database with
+# other keys), the test's `clock` moved to the time the builder finished at, and a deep copy of
+# the builder's data. Ids are random (`nearfab.common.ids`), so every copy has the same ids; the
+# templates never change after they are built, so no test sees another's writes.
+
+
+class Built:
+    """A test's own copy of a built world: the App on it and the builder's data."""
+
+    def __init__(self, app: App, data: Any) -> None:
+        self.app = app
+        self.data = data
+
+
+# (builder, backend, migrated template) -> (database template, data folder, clock time, data)
+_WORLDS: dict[tuple[str, str, str], tuple[str, Path, datetime, Any]] = {}
+
+
+def _world_template(
+    request: pytest.FixtureRequest, backend: str, builder: Callable[[App], Any]
+) -> tuple[str, Path, datetime, Any]:
+    migrated = (
+        str(request.getfixturevalue("sqlite_template"))
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_template")
+    )
+    key = (f"{builder.__module__}.{builder.__qualname__}", backend, migrated)
+    if key in _WORLDS:
+        return _WORLDS[key]
+    folder: Path = request.getfixturevalue("tmp_path_factory").mktemp("world")
+    if backend == "sqlite":
+        url = _seeded_sqlite(request, folder)  # the seeded demo network, copied to folder
+        template = url.removeprefix("sqlite:///")
+        seed_template = _TEMPLATES[("sqlite", migrated)]
+    else:
+        from tests.conftest import _pg_drop
+
+        template, url = _seeded_pg(request)
+        request.config.add_cleanup(functools.partial(_pg_drop, template))
+        seed_template = _TEMPLATES[("postgresql", migrated)]
+    shutil.copytree(_KEYS[seed_template], folder / "data" / "keys")
+    clock = ManualClock()
+    app = _build(url, folder / "data", clock)
+    try:
+        data = builder(app)
+        app.shutdown()  # nothing buffered (verification log, telemetry) is left behind
+    finally:
+        app.engine.dispose()  # a PostgreSQL template takes no open connection
+    if backend == "sqlite":
+        with sqlite3.connect(template) as conn:  # fold the WAL into the file before copying
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _WORLDS[key] = (template, folder / "data", clock.now(), data)
+    return _WORLDS[key]
+
+
+def world_fixture(builder: Callable[[App], Any]) -> Any:
+    """A function-scoped fixture, on SQLite and PostgreSQL, giving each test a `Built` copy of
+    the world `builder` makes on the seeded demo network (built once per backend and worker).
+    A module opts in with `world = fh.world_fixture(_build_world)`."""
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+    def fixture(
+        request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+    ) -> Iterator[Built]:
+        from tests.conftest import _pg_clone, _pg_drop
+
+        template, data_dir, at, data = _world_template(request, request.param, builder)
+        clone = None
+        if request.param == "sqlite":
+            target = tmp_path / "nearfab.db"
+            shutil.copyfile(template, target)
+            url = f"sqlite:///{target}"
+        else:
+            clone, url = _pg_clone(template)
+        shutil.copytree(data_dir, tmp_path / "data")
+        clock.advance((at - clock.now()).total_seconds())  # back to where the builder stopped
+        application = _build(url, tmp_path / "data", clock)
+        try:
+            yield Built(application, copy.deepcopy(data))
+        finally:
+            application.engine.dispose()
+            if clone is not None:
+                _pg_drop(clone)
+
+    return fixture
 
 
 def actor(app: App, username: str) -> Actor:

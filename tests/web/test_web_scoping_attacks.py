@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
@@ -35,7 +36,6 @@ from nearfab.identity import MATRIX, Permission, Role, system_actor
 from nearfab.monitoring import Alarm
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 SITE_A, SITE_B, CONTROL = "GSTT-PH", "MAN-PH", "CTRL"
 WHERE = {"a": SITE_A, "b": SITE_B, "net": CONTROL}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -68,11 +68,15 @@ class World:
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     sessions: dict[tuple[str, str], TestClient] = field(default_factory=dict)
     api_client: TestClient | None = None
+    web_app: FastAPI | None = None
 
     def web(self, role: str, where: str) -> TestClient:
-        """The user's browser session (logged in on first use)."""
+        """The user's browser session (logged in on first use), each with its own cookies, on
+        one web application (building one per user costs more than the requests)."""
+        if self.web_app is None:
+            self.web_app = create_web_app(self.app)
         if (role, where) not in self.sessions:
-            self.sessions[(role, where)] = _login(self.app, f"{role}-{where}")
+            self.sessions[(role, where)] = _login(self.web_app, f"{role}-{where}")
         return self.sessions[(role, where)]
 
     def everyone(self) -> list[tuple[tuple[str, str], TestClient]]:
@@ -80,7 +84,7 @@ class World:
 
     def api(self, role: str, where: str, url: str, **params: Any) -> Any:
         if self.api_client is None:  # one client, without cookies, for every token
-            self.api_client = TestClient(create_web_app(self.app))
+            self.api_client = TestClient(self.web_app or create_web_app(self.app))
         client = self.api_client
         headers = {"Authorization": f"Bearer {self.tokens[(role, where)]}"}
         return client.get(url, headers=headers, params=params or None)
@@ -92,8 +96,8 @@ def _csrf(text: str) -> str:
     return found.group(1)
 
 
-def _login(app: App, username: str) -> TestClient:
-    client = TestClient(create_web_app(app))
+def _login(web_app: FastAPI, username: str) -> TestClient:
+    client = TestClient(web_app)
     token = _csrf(client.get("/login").text)
     answer = client.post(
         "/login",
@@ -104,9 +108,10 @@ def _login(app: App, username: str) -> TestClient:
     return client
 
 
-@pytest.fixture
-def world(seeded: App) -> World:
-    app = seeded
+def _build_world(app: App) -> dict[str, Any]:
+    """Site A makes and releases a batch, raises an alarm; EPCIS events at A, B and of no site;
+    a user of every role at A, B and the control site, each with an API token. Built once per
+    backend (tests/flow_helpers.py `world_fixture`); each test gets its own copy."""
     boot = system_actor("scoping-attacks")
     with app.uow() as uow:
         sites = {s.code: s.id for s in app.network.list_sites(uow)}
@@ -200,7 +205,15 @@ def world(seeded: App) -> World:
                 w.tokens[(role.value, where)] = app.users.issue_token(
                     uow, username, fh.TEST_PASSWORD
                 )[0]
-    return w
+    return {"ids": w.ids, "tokens": w.tokens}
+
+
+built_world = fh.world_fixture(_build_world)
+
+
+@pytest.fixture
+def world(built_world: fh.Built) -> World:
+    return World(built_world.app, built_world.data["ids"], built_world.data["tokens"])
 
 
 def _expected(permission: Permission, role: str, where: str) -> str:
