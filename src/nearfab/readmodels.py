@@ -9,8 +9,14 @@ from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
+from nearfab.common.schemas import shaped
+from nearfab.custody.schemas import UnitOut
 from nearfab.identity import Actor, AuditEntry, Permission, audit_entry_out, authorize, can
 from nearfab.monitoring import alarm_dict
+from nearfab.network.schemas import NetworkSiteOut
+from nearfab.orders.schemas import OrderOut
+from nearfab.production.schemas import BatchOut
+from nearfab.quality.schemas import PendingReviewOut
 from nearfab.recordexport import signature_dict
 from nearfab.uow import UnitOfWork
 
@@ -28,6 +34,7 @@ def audit_dict(r: AuditEntry) -> dict[str, Any]:
     return audit_entry_out(r)
 
 
+@shaped(UnitOut)
 def unit_dict(app: App, unit: Any) -> dict[str, Any]:
     from nearfab.custody import make_identifier
 
@@ -66,6 +73,7 @@ def review_dict(app: App, uow: UnitOfWork, review: Any) -> dict[str, Any]:
     }
 
 
+@shaped(OrderOut)
 def order_view(app: App, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:
     """An order for its site's staff (and the network's): also for the sites making it."""
     order = app.orders.get(uow, order_id)
@@ -132,6 +140,7 @@ def order_view(app: App, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[s
     )
 
 
+@shaped(BatchOut)
 def batch_view(app: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> dict[str, Any]:
     """A batch record for the making site's staff and the network's."""
     batch = app.production.get(uow, batch_id)
@@ -211,6 +220,7 @@ def batch_view(app: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> dict[s
     )
 
 
+@shaped(list[PendingReviewOut])
 def pending_view(app: App, uow: UnitOfWork, actor: Actor) -> list[dict[str, Any]]:
     """Batches waiting for a QP, of the sites the actor sees."""
     authorize(actor, Permission.RELEASE_QUEUE_READ)
@@ -239,6 +249,7 @@ def pending_view(app: App, uow: UnitOfWork, actor: Actor) -> list[dict[str, Any]
     return out
 
 
+@shaped(list[NetworkSiteOut])
 def network_view(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
     out = []
     for site in app.network.list_sites(uow):
