@@ -7,6 +7,7 @@ Runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,20 @@ def test_signature_and_audit_rows_are_the_same_everywhere(seeded: App, tmp_path:
     assert r.status_code == 200
     shown_pdf = pdf_text(r.content)
     assert "Quentin Parr (QP)" in shown_pdf and qp_sig["signer_id"] in shown_pdf
+
+    # the record review page renders the same dicts: every signature and every row of the trail
+    web = TestClient(create_web_app(app))
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text)
+    assert csrf is not None
+    form = {"username": "auditor", "password": fh.TEST_PASSWORD, "csrf_token": csrf.group(1)}
+    web.post("/login", data=form)
+    html = web.get(f"/audit/records/batch/{batch_id}").text
+    section = re.search(r'<section class="card" id="signatures">(.*?)</section>', html, re.S)
+    assert section is not None
+    for s in sigs:
+        for key in ("printed_name", "signer_id", "meaning", "record_id", "record_hash"):
+            assert s[key] in section.group(1), key
+    assert all(e["row_hash"] in html for e in trail)
 
 
 # every route that takes an e-signature: the same four components, documented once
