@@ -26,7 +26,32 @@ from nearfab.custody import (
 )
 from nearfab.identity import AuditEntry, User
 
-seeded = fh.seeded
+Released = tuple[str, list[SerialUnit]]
+
+
+def _one_released_batch(app: App) -> str:
+    """The demo network with one made and released batch: most tests here start from one.
+    Built once per backend; each test gets its own copy (tests/flow_helpers.py)."""
+    batch_id, _ = ch.released_batch(app)
+    return batch_id
+
+
+world = fh.world_fixture(_one_released_batch)
+
+
+@pytest.fixture
+def seeded(world: fh.Built) -> App:
+    """The test's copy of the demo network with `released`'s batch in it."""
+    app: App = world.app
+    return app
+
+
+@pytest.fixture
+def released(world: fh.Built) -> Released:
+    """The released batch's id and its packs (what `ch.released_batch` returns)."""
+    return world.data, ch.units(world.app, world.data)
+
+
 flushed_verification_log = ch.flushed_verification_log
 DAY = 86_400
 
@@ -51,8 +76,8 @@ def _alerts(app: App) -> list[CustodyAlert]:
         return rows
 
 
-def test_ok_and_wrong_patient(seeded: App, chain: CustodyChain) -> None:
-    _, packs = ch.released_batch(seeded)
+def test_ok_and_wrong_patient(seeded: App, released: Released, chain: CustodyChain) -> None:
+    _, packs = released
     unit = packs[0]
     ok = _verify(seeded, ch.scan(unit), ch.patient_ref(seeded, unit))
     assert ok.status == VerifyStatus.OK
@@ -71,14 +96,16 @@ def test_ok_and_wrong_patient(seeded: App, chain: CustodyChain) -> None:
     assert [a.new["status"] for a in audited] == ["ok", "ok", "wrong_patient"]  # type: ignore[index]
 
 
-def test_not_released_rejected_and_record_changed(seeded: App, chain: CustodyChain) -> None:
+def test_not_released_rejected_and_record_changed(
+    seeded: App, released: Released, chain: CustodyChain
+) -> None:
     quarantined = ch.units(seeded, fh.make_batch(seeded))[0]
     assert _verify(seeded, ch.scan(quarantined)).status == VerifyStatus.NOT_RELEASED
     rejected_batch = fh.make_batch(seeded)
     fh.reject(seeded, rejected_batch)
     rejected = ch.units(seeded, rejected_batch)[0]
     assert _verify(seeded, ch.scan(rejected)).status == VerifyStatus.REJECTED
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = released
     fh.edit(seeded, fh.BatchRecord, batch_id, material_used_g=99.0)  # the record moved
     changed = _verify(seeded, ch.scan(packs[0]))
     assert changed.status == VerifyStatus.NOT_RELEASED
@@ -94,13 +121,13 @@ def _verify_log(app: App) -> list[tuple[str, str, str]]:
 
 
 def test_every_verification_is_logged_by_the_group_commit_writer(
-    seeded: App, chain: CustodyChain
+    seeded: App, released: Released, chain: CustodyChain
 ) -> None:
     """Concurrent verifications are read-only; their log rows are committed in batches by one
     writer, and `flush()` commits every row submitted before it: none is lost."""
     import threading
 
-    _, packs = ch.released_batch(seeded)
+    _, packs = released
     vlog = seeded.custody.verification_log
     vlog.interval_s = 30.0  # the writer thread would wait long: only flush() writes them
     scans = [ch.scan(u) for u in packs]
@@ -131,11 +158,11 @@ def test_every_verification_is_logged_by_the_group_commit_writer(
 
 
 def test_the_writer_commits_on_its_own_and_keeps_rows_it_could_not_write(
-    seeded: App, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
+    seeded: App, released: Released, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import time
 
-    _, packs = ch.released_batch(seeded)
+    _, packs = released
     vlog = seeded.custody.verification_log
     vlog.interval_s = 0.001
     _verify(seeded, ch.scan(packs[0]))
@@ -161,8 +188,10 @@ def test_the_writer_commits_on_its_own_and_keeps_rows_it_could_not_write(
     assert len(_verify_log(seeded)) == 2
 
 
-def test_unknown_packs_are_alerted_and_logged_at_once(seeded: App, chain: CustodyChain) -> None:
-    _, packs = ch.released_batch(seeded)
+def test_unknown_packs_are_alerted_and_logged_at_once(
+    seeded: App, released: Released, chain: CustodyChain
+) -> None:
+    _, packs = released
     seeded.custody.verification_log.interval_s = 30.0
     never = make_identifier(packs[0].gtin, "ZZZZZZZZZZZZ", packs[0].batch_number, packs[0].expiry)
     answer = _verify(seeded, "]d2" + never.datamatrix_data())
@@ -172,9 +201,9 @@ def test_unknown_packs_are_alerted_and_logged_at_once(seeded: App, chain: Custod
 
 
 def test_the_signature_check_is_remembered_per_record_version(
-    seeded: App, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
+    seeded: App, released: Released, chain: CustodyChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = released
     calls: list[str] = []
     real = seeded.quality.signature_valid
 
@@ -196,8 +225,8 @@ def test_the_signature_check_is_remembered_per_record_version(
     assert exc.value.code == "record_changed"
 
 
-def test_expired(seeded: App, chain: CustodyChain, clock: ManualClock) -> None:
-    _, packs = ch.released_batch(seeded)
+def test_expired(seeded: App, released: Released, chain: CustodyChain, clock: ManualClock) -> None:
+    _, packs = released
     unit = packs[0]
     days = (unit.expiry - clock.now().date()).days
     clock.advance(days * DAY)  # on the expiry date: still fine
@@ -207,9 +236,9 @@ def test_expired(seeded: App, chain: CustodyChain, clock: ManualClock) -> None:
 
 
 def test_already_dispensed_and_a_second_dispense_raises_an_alert(
-    seeded: App, chain: CustodyChain
+    seeded: App, released: Released, chain: CustodyChain
 ) -> None:
-    _, packs = ch.released_batch(seeded)
+    _, packs = released
     unit = packs[0]
     result = ch.dispense(seeded, unit)
     assert result.unit.status == "dispensed"
@@ -237,8 +266,10 @@ def test_already_dispensed_and_a_second_dispense_raises_an_alert(
     assert by_step["commissioning"]["action"] == "ADD"
 
 
-def test_unknown_packs_are_suspected_falsified(seeded: App, chain: CustodyChain) -> None:
-    _, packs = ch.released_batch(seeded)
+def test_unknown_packs_are_suspected_falsified(
+    seeded: App, released: Released, chain: CustodyChain
+) -> None:
+    _, packs = released
     unit = packs[0]
     never = make_identifier(unit.gtin, "ZZZZZZZZZZZZ", unit.batch_number, unit.expiry)
     answer = _verify(seeded, "]d2" + never.datamatrix_data())
@@ -255,8 +286,8 @@ def test_unknown_packs_are_suspected_falsified(seeded: App, chain: CustodyChain)
         seeded.custody.verify(uow, fh.actor(seeded, "operator"), scan=ch.scan(unit))
 
 
-def test_recalled(seeded: App, chain: CustodyChain) -> None:
-    batch_id, packs = ch.released_batch(seeded)
+def test_recalled(seeded: App, released: Released, chain: CustodyChain) -> None:
+    batch_id, packs = released
     lot = fh.batch(seeded, batch_id).material_lot_number
     with seeded.uow() as uow:
         chain.recalls.create(uow, fh.actor(seeded, "qp"), lot=lot, reason="assay out of spec")
@@ -274,9 +305,9 @@ def _undo(app: App, unit: SerialUnit, reason: str = "handed back unopened") -> S
 
 
 def test_undo_within_ten_days_recommissions_with_an_error_declaration(
-    seeded: App, chain: CustodyChain, clock: ManualClock
+    seeded: App, released: Released, chain: CustodyChain, clock: ManualClock
 ) -> None:
-    _, packs = ch.released_batch(seeded)
+    _, packs = released
     unit = packs[0]
     ch.dispense(seeded, unit)
     clock.advance(9 * DAY)
@@ -298,9 +329,9 @@ def test_undo_within_ten_days_recommissions_with_an_error_declaration(
 
 
 def test_undo_is_refused_after_ten_days_for_expired_and_for_recalled_packs(
-    seeded: App, chain: CustodyChain, clock: ManualClock
+    seeded: App, released: Released, chain: CustodyChain, clock: ManualClock
 ) -> None:
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = released
     late, expired, recalled = packs[0], packs[1] if len(packs) > 1 else None, None
     ch.dispense(seeded, late)
     clock.advance(10 * DAY + 60)
@@ -348,7 +379,7 @@ def _probe_site(app: App, unit: SerialUnit) -> str:
 
 
 def test_a_pharmacist_of_another_site_learns_nothing_about_the_patient(
-    seeded: App, chain: CustodyChain
+    seeded: App, released: Released, chain: CustodyChain
 ) -> None:
     """A pharmacist at site A probes packs of site B with the right and a wrong patient
     reference: both answers are the answer for an unknown pack (same status and message), the
@@ -357,7 +388,7 @@ def test_a_pharmacist_of_another_site_learns_nothing_about_the_patient(
 
     from nearfab.web.server import create_web_app
 
-    _, packs = ch.released_batch(seeded)
+    _, packs = released
     unit = packs[0]
     code = _probe_site(seeded, unit)
     prober = fh.create_user(seeded, "probe-pharmacist", ["pharmacist"], code)
