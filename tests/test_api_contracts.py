@@ -44,11 +44,6 @@ LEFT_FOR_LATER = {
     # production and patients
     ("GET", "/api/v1/patients/{patient_id}/identity"),
     # telemetry and charts
-    ("GET", "/api/v1/telemetry/machines"),
-    ("GET", "/api/v1/telemetry/series"),
-    ("GET", "/api/v1/telemetry/readings"),
-    ("GET", "/api/v1/telemetry/dead-letters"),
-    ("GET", "/api/v1/telemetry/gaps"),
     ("POST", "/api/v1/telemetry/retention"),
     ("GET", "/api/v1/monitoring/capability"),
     ("GET", "/api/v1/monitoring/runs/{run}/charts"),

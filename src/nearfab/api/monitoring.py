@@ -24,6 +24,13 @@ from nearfab.identity import (
 )
 from nearfab.monitoring import alarm_dict, model_dict
 from nearfab.monitoring.schemas import AlarmOut, ModelDetailOut, ModelOut
+from nearfab.telemetry.schemas import (
+    DeadLetterOut,
+    GapOut,
+    ReadingsOut,
+    SeriesOut,
+    TelemetryMachineOut,
+)
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -88,7 +95,7 @@ def _in_scope(
 
 
 # --- telemetry -------------------------------------------------------------------------------
-@router.get("/telemetry/machines", tags=["telemetry"])
+@router.get("/telemetry/machines", tags=["telemetry"], response_model=list[TelemetryMachineOut])
 def telemetry_machines(
     actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)], application: AppDep, uow: UowDep
 ) -> list[dict[str, Any]]:
@@ -114,7 +121,7 @@ def telemetry_machines(
     ]
 
 
-@router.get("/telemetry/series", tags=["telemetry"])
+@router.get("/telemetry/series", tags=["telemetry"], response_model=list[SeriesOut])
 def telemetry_series(
     actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
@@ -129,7 +136,7 @@ def telemetry_series(
     ]
 
 
-@router.get("/telemetry/readings", tags=["telemetry"])
+@router.get("/telemetry/readings", tags=["telemetry"], response_model=ReadingsOut)
 def telemetry_readings(
     actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
@@ -186,7 +193,7 @@ def telemetry_csv(
     )
 
 
-@router.get("/telemetry/dead-letters", tags=["telemetry"])
+@router.get("/telemetry/dead-letters", tags=["telemetry"], response_model=list[DeadLetterOut])
 def dead_letters(
     actor: Annotated[Actor, allowed(Permission.DEAD_LETTERS_READ)],
     application: AppDep,
@@ -210,7 +217,7 @@ def dead_letters(
     ]
 
 
-@router.get("/telemetry/gaps", tags=["telemetry"])
+@router.get("/telemetry/gaps", tags=["telemetry"], response_model=list[GapOut])
 def gaps(
     actor: Annotated[Actor, allowed(Permission.TELEMETRY_READ)],
     application: AppDep,
