@@ -26,7 +26,36 @@ from nearfab.custody import CustodyAlert, Dispense, SerialUnit, make_identifier
 from nearfab.identity import AuditEntry
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
+
+def _build_world(app: App) -> dict[str, str]:
+    """The demo network with a made batch awaiting its QP (`made`), a rejected batch, and two
+    released batches (`second` last, so its release is the last entry of its ledger chain).
+    Built once per backend; each test gets its own copy (tests/flow_helpers.py)."""
+    made = fh.make_batch(app)
+    rejected = fh.make_batch(app)
+    fh.reject(app, rejected)
+    first, _ = ch.released_batch(app)
+    second, _ = ch.released_batch(app)
+    return {"made": made, "rejected": rejected, "first": first, "second": second}
+
+
+world = fh.world_fixture(_build_world)
+
+
+@pytest.fixture
+def seeded(world: fh.Built) -> App:
+    """The test's copy of `_build_world`'s network."""
+    app: App = world.app
+    return app
+
+
+@pytest.fixture
+def batches(world: fh.Built) -> dict[str, str]:
+    """`_build_world`'s batch ids by name."""
+    ids: dict[str, str] = world.data
+    return ids
+
+
 flushed_verification_log = ch.flushed_verification_log
 DAY = 86_400
 
@@ -59,9 +88,8 @@ class Tampered:
     patient_ref: str  # the patient it would be handed to
 
 
-def _rejected_flipped_to_released(app: App, clock: ManualClock) -> Tampered:
-    batch_id = fh.make_batch(app)
-    fh.reject(app, batch_id)
+def _rejected_flipped_to_released(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
+    batch_id = b["rejected"]
     unit = ch.units(app, batch_id)[0]
     assert unit.status == "rejected"
     _sql(app, "UPDATE serial_units SET status = 'released' WHERE batch_id = :b", b=batch_id)
@@ -70,9 +98,9 @@ def _rejected_flipped_to_released(app: App, clock: ManualClock) -> Tampered:
     return Tampered(_unit(app, unit.id), ch.patient_ref(app, unit))
 
 
-def _rejected_and_review_flipped(app: App, clock: ManualClock) -> Tampered:
+def _rejected_and_review_flipped(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
     """The fuller attack: the release review's decision is flipped too."""
-    tampered = _rejected_flipped_to_released(app, clock)
+    tampered = _rejected_flipped_to_released(app, clock, b)
     _sql(
         app,
         "UPDATE release_reviews SET decision = 'release', status = 'released' WHERE batch_id = :b",
@@ -81,9 +109,8 @@ def _rejected_and_review_flipped(app: App, clock: ManualClock) -> Tampered:
     return tampered
 
 
-def _patient_repointed(app: App, clock: ManualClock) -> Tampered:
-    _, packs = ch.released_batch(app)
-    _, others = ch.released_batch(app)
+def _patient_repointed(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
+    packs, others = ch.units(app, b["first"]), ch.units(app, b["second"])
     victim, other = packs[0], others[0]
     assert victim.patient_id != other.patient_id
     _sql(
@@ -95,8 +122,8 @@ def _patient_repointed(app: App, clock: ManualClock) -> Tampered:
     return Tampered(_unit(app, victim.id), ch.patient_ref(app, other))
 
 
-def _expiry_extended(app: App, clock: ManualClock) -> Tampered:
-    _, packs = ch.released_batch(app)
+def _expiry_extended(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
+    packs = ch.units(app, b["first"])
     unit = packs[0]
     clock.advance(((unit.expiry - clock.now().date()).days + 2) * DAY)  # expired now
     _sql(
@@ -108,14 +135,14 @@ def _expiry_extended(app: App, clock: ManualClock) -> Tampered:
     return Tampered(_unit(app, unit.id), ch.patient_ref(app, unit))
 
 
-def _lot_changed(app: App, clock: ManualClock) -> Tampered:
-    _, packs = ch.released_batch(app)
+def _lot_changed(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
+    packs = ch.units(app, b["first"])
     _sql(app, "UPDATE serial_units SET batch_number = 'TAMPERED1' WHERE id = :u", u=packs[0].id)
     return Tampered(_unit(app, packs[0].id), ch.patient_ref(app, packs[0]))
 
 
-def _gtin_changed(app: App, clock: ManualClock) -> Tampered:
-    _, packs = ch.released_batch(app)
+def _gtin_changed(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
+    packs = ch.units(app, b["first"])
     _sql(
         app,
         "UPDATE serial_units SET gtin = :g WHERE id = :u",
@@ -125,15 +152,15 @@ def _gtin_changed(app: App, clock: ManualClock) -> Tampered:
     return Tampered(_unit(app, packs[0].id), ch.patient_ref(app, packs[0]))
 
 
-def _quarantined_flipped_to_released(app: App, clock: ManualClock) -> Tampered:
+def _quarantined_flipped_to_released(app: App, clock: ManualClock, b: dict[str, str]) -> Tampered:
     """A pack never decided on by a QP, its status set to released."""
-    batch_id = fh.make_batch(app)
+    batch_id = b["made"]
     unit = ch.units(app, batch_id)[0]
     _sql(app, "UPDATE serial_units SET status = 'released' WHERE id = :u", u=unit.id)
     return Tampered(_unit(app, unit.id), ch.patient_ref(app, unit))
 
 
-ATTACKS: dict[str, Callable[[App, ManualClock], Tampered]] = {
+ATTACKS: dict[str, Callable[[App, ManualClock, dict[str, str]], Tampered]] = {
     "rejected_status_flipped": _rejected_flipped_to_released,
     "rejected_review_flipped": _rejected_and_review_flipped,
     "quarantined_status_flipped": _quarantined_flipped_to_released,
@@ -189,9 +216,9 @@ def _integrity_alerts(app: App, unit_id: str) -> int:
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_a_tampered_pack_is_refused_through_the_api(
-    seeded: App, clock: ManualClock, attack: str
+    seeded: App, clock: ManualClock, batches: dict[str, str], attack: str
 ) -> None:
-    tampered = ATTACKS[attack](seeded, clock)
+    tampered = ATTACKS[attack](seeded, clock, batches)
     unit = tampered.unit
     client = TestClient(create_web_app(seeded))
     headers = _token(client)
@@ -217,9 +244,9 @@ def test_a_tampered_pack_is_refused_through_the_api(
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_a_tampered_pack_is_refused_on_the_web_dispense_page(
-    seeded: App, clock: ManualClock, attack: str
+    seeded: App, clock: ManualClock, batches: dict[str, str], attack: str
 ) -> None:
-    tampered = ATTACKS[attack](seeded, clock)
+    tampered = ATTACKS[attack](seeded, clock, batches)
     unit = tampered.unit
     client = TestClient(create_web_app(seeded))
     csrf = _web_login(client)
@@ -233,14 +260,15 @@ def test_a_tampered_pack_is_refused_on_the_web_dispense_page(
 
 
 def test_an_untampered_pack_is_still_dispensed_and_the_release_is_ledgered(
-    seeded: App,
+    seeded: App, batches: dict[str, str]
 ) -> None:
     """The control: the same path dispenses a pack nobody touched; its facts are ledgered."""
     import json
 
     from nearfab.custody import LedgerEntry
 
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id = batches["first"]
+    packs = ch.units(seeded, batch_id)
     with seeded.uow() as uow:
         payload = uow.session.scalar(
             select(LedgerEntry.payload).where(LedgerEntry.ref == f"release:{batch_id}")
@@ -258,7 +286,7 @@ def test_an_untampered_pack_is_still_dispensed_and_the_release_is_ledgered(
     assert _unit(seeded, packs[0].id).status == "dispensed"
 
 
-def test_a_forged_release_entry_is_not_trusted(seeded: App) -> None:
+def test_a_forged_release_entry_is_not_trusted(seeded: App, batches: dict[str, str]) -> None:
     """Editing the ledger's release entry (the facts) breaks its hash; re-hashing it breaks
     its Ed25519 signature; a key row swapped in is not sealed with this installation's key."""
     import hashlib
@@ -266,8 +294,7 @@ def test_a_forged_release_entry_is_not_trusted(seeded: App) -> None:
 
     from nearfab.custody import LedgerEntry
 
-    _, packs = ch.released_batch(seeded)
-    _, others = ch.released_batch(seeded)
+    packs, others = ch.units(seeded, batches["first"]), ch.units(seeded, batches["second"])
     victim, other = packs[0], others[0]
     _sql(
         seeded,
@@ -304,12 +331,14 @@ def test_a_forged_release_entry_is_not_trusted(seeded: App) -> None:
     assert "signed" in answer.message
 
 
-def test_a_pack_tampered_before_release_is_not_released(seeded: App) -> None:
+def test_a_pack_tampered_before_release_is_not_released(
+    seeded: App, batches: dict[str, str]
+) -> None:
     """A pack re-pointed to another patient while quarantined: the QP's release does not
     release it (its row differs from the signed batch record and the order), it stays in
     quarantine with an integrity alert, and its siblings are released."""
-    _, others = ch.released_batch(seeded)
-    batch_id = fh.make_batch(seeded)
+    others = ch.units(seeded, batches["first"])
+    batch_id = batches["made"]
     packs = ch.units(seeded, batch_id)
     victim = packs[0]
     _sql(
@@ -331,14 +360,17 @@ def test_a_pack_tampered_before_release_is_not_released(seeded: App) -> None:
     _assert_not_dispensed(seeded, victim.id)
 
 
-def test_a_release_entry_signed_as_part_of_a_block_is_trusted_once_covered(seeded: App) -> None:
+def test_a_release_entry_signed_as_part_of_a_block_is_trusted_once_covered(
+    seeded: App, batches: dict[str, str]
+) -> None:
     """An entry appended in a block carries no signature of its own; the next signed entry
     of its chain covers it. Without one (the covering entry deleted, or never made) the
     release is not trusted; with one, the pack verifies again."""
     from nearfab.custody import LedgerEntry
     from nearfab.custody.enums import LedgerKind
 
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id = batches["second"]  # the last release of the world: nothing after it
+    packs = ch.units(seeded, batch_id)
     ref = f"release:{batch_id}"
     with seeded.uow() as uow:
         site_id = uow.session.scalar(select(LedgerEntry.site_id).where(LedgerEntry.ref == ref))
