@@ -44,8 +44,6 @@ LEFT_FOR_LATER = {
     # production and patients
     ("GET", "/api/v1/patients/{patient_id}/identity"),
     # telemetry and charts
-    ("POST", "/api/v1/telemetry/retention"),
-    ("GET", "/api/v1/monitoring/capability"),
     ("GET", "/api/v1/monitoring/runs/{run}/charts"),
     ("GET", "/api/v1/monitoring/runs/{run}/mspc"),
     ("GET", "/api/v1/monitoring/runs/{run}/contributions"),

@@ -23,11 +23,12 @@ from nearfab.identity import (
     is_network_wide,
 )
 from nearfab.monitoring import alarm_dict, model_dict
-from nearfab.monitoring.schemas import AlarmOut, ModelDetailOut, ModelOut
+from nearfab.monitoring.schemas import AlarmOut, CapabilityOut, ModelDetailOut, ModelOut
 from nearfab.telemetry.schemas import (
     DeadLetterOut,
     GapOut,
     ReadingsOut,
+    RetentionOut,
     SeriesOut,
     TelemetryMachineOut,
 )
@@ -243,7 +244,7 @@ def gaps(
     ]
 
 
-@router.post("/telemetry/retention", tags=["telemetry"])
+@router.post("/telemetry/retention", tags=["telemetry"], response_model=RetentionOut)
 def retention(
     body: RetentionIn,
     actor: Annotated[Actor, allowed(Permission.TELEMETRY_RETENTION)],
@@ -341,7 +342,7 @@ def retire(
     return model_dict(application.monitoring.retire(uow, actor, model_id, reason=body.note))
 
 
-@router.get("/monitoring/capability", tags=["monitoring"])
+@router.get("/monitoring/capability", tags=["monitoring"], response_model=list[CapabilityOut])
 def capability(
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
     application: AppDep,

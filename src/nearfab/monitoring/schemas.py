@@ -61,3 +61,42 @@ class ModelDetailOut(ModelOut):
     model_config = ConfigDict(extra="forbid")
     params: dict[str, Any]
     approval_valid: bool | None
+
+
+class IntervalOut(Out):
+    """A two-sided confidence interval."""
+
+    model_config = ConfigDict(extra="forbid")
+    lower: float | None
+    upper: float | None
+    confidence: float
+
+
+class CapabilityOut(Out):
+    """Cp, Cpk, Pp, Ppk with confidence intervals of one process parameter over qualified
+    runs, against the master file's specification."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    unit: str | None
+    target: int | float | None
+    runs: int
+    n: int
+    mean: float
+    sigma_within: float
+    sigma_overall: float
+    within_method: str
+    lsl: int | float | None
+    usl: int | float | None
+    cp: float | None
+    cpu: float | None
+    cpl: float | None
+    cpk: float | None
+    pp: float | None
+    ppu: float | None
+    ppl: float | None
+    ppk: float | None
+    cp_interval: IntervalOut | None
+    cpk_interval: IntervalOut | None
+    pp_interval: IntervalOut | None
+    ppk_interval: IntervalOut | None

@@ -82,3 +82,11 @@ class GapOut(Out):
     run: str | None
     opened_at: Timestamp
     closed_at: Timestamp | None
+
+
+class RetentionOut(Out):
+    """What thinning old raw readings did (audited)."""
+
+    model_config = ConfigDict(extra="forbid")
+    readings_thinned: int
+    buckets_written: int
