@@ -35,7 +35,6 @@ from nearfab.orders import Order
 from nearfab.production import BatchRecord
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 SITE_A, SITE_B = "GSTT-PH", "MAN-PH"
 # readers holding the recall-report grant at one site only (made legitimately below)
@@ -67,8 +66,10 @@ def pdf_text(pdf: bytes) -> str:
     return "\n".join(out)
 
 
-@pytest.fixture
-def recalled(seeded: App) -> Recalled:
+def _build_recalled(seeded: App) -> dict[str, object]:
+    """Two released batches of one lot, the second (and its order) MAN-PH's; the lot recalled;
+    readers at one site. Built once per backend; each test gets its own copy
+    (tests/flow_helpers.py)."""
     chain: CustodyChain = ch.chain(seeded)
     batch_a, packs_a = ch.released_batch(seeded)
     batch_b, packs_b = ch.released_batch(seeded)
@@ -103,7 +104,24 @@ def recalled(seeded: App) -> Recalled:
                 temporary=False,
             )
         fh.approve_pending(seeded, user.id)  # qp and admin: a second administrator approves
-    return world
+    return {"recall_id": world.recall_id, "refs": world.refs, "serials": world.serials}
+
+
+built_recalled = fh.world_fixture(_build_recalled)
+
+
+@pytest.fixture
+def seeded(built_recalled: fh.Built) -> App:
+    """The test's copy of `_build_recalled`'s network."""
+    app: App = built_recalled.app
+    ch.chain(app)
+    return app
+
+
+@pytest.fixture
+def recalled(seeded: App, built_recalled: fh.Built) -> Recalled:
+    data = built_recalled.data
+    return Recalled(seeded, data["recall_id"], data["refs"], data["serials"])
 
 
 @pytest.fixture
