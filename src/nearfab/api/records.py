@@ -176,6 +176,42 @@ def record_controls_view(
     return out
 
 
+class SignoffOut(BaseModel):
+    """A master-file step as signed: who performed it (printed name and user id), when, the
+    meaning and the signature; the second person's verification of a critical entry."""
+
+    id: str
+    batch_id: str
+    code: str
+    position: int
+    entry: dict[str, Any] | None
+    performed_by: str
+    performed_by_id: str
+    performed_at: str
+    performed_meaning: str
+    signature_id: str
+    deviation_id: str | None
+    verified_by: str | None
+    verified_by_id: str | None
+    verified_at: str | None
+    verified_meaning: str | None
+    verify_signature_id: str | None
+
+
+class AuditTrailReviewOut(BaseModel):
+    """A QP's signed review of a batch's audit trail, bound to the hash of its rows."""
+
+    id: str
+    batch_id: str
+    reviewed_by: str
+    reviewed_by_id: str
+    reviewed_at: str
+    rows: int
+    last_audit_id: int
+    trail_hash: str
+    signature_id: str
+
+
 def signoff_dict(signoff: Any) -> dict[str, Any]:
     out: dict[str, Any] = to_jsonable(
         {
@@ -185,11 +221,15 @@ def signoff_dict(signoff: Any) -> dict[str, Any]:
             "position": signoff.position,
             "entry": signoff.entry,
             "performed_by": signoff.performed_by_name,
+            "performed_by_id": signoff.performed_by,
             "performed_at": signoff.performed_at,
+            "performed_meaning": signoff.performed_meaning,
             "signature_id": signoff.signature_id,
             "deviation_id": signoff.deviation_id,
             "verified_by": signoff.verified_by_name,
+            "verified_by_id": signoff.verified_by,
             "verified_at": signoff.verified_at,
+            "verified_meaning": signoff.verified_meaning,
             "verify_signature_id": signoff.verify_signature_id,
         }
     )
@@ -225,7 +265,9 @@ def steps(
     return record_controls_view(application, uow, actor, batch_id)
 
 
-@router.post("/batches/{batch_id}/steps/{code}/sign", tags=["production"])
+@router.post(
+    "/batches/{batch_id}/steps/{code}/sign", tags=["production"], response_model=SignoffOut
+)
 def sign_step(
     batch_id: str,
     code: str,
@@ -243,7 +285,9 @@ def sign_step(
     return signoff_dict(signoff)
 
 
-@router.post("/batches/{batch_id}/steps/{code}/verify", tags=["production"])
+@router.post(
+    "/batches/{batch_id}/steps/{code}/verify", tags=["production"], response_model=SignoffOut
+)
 def verify_step(
     batch_id: str,
     code: str,
@@ -284,7 +328,12 @@ def open_deviation(
     return out
 
 
-@router.post("/batches/{batch_id}/audit-trail-review", status_code=201, tags=["quality"])
+@router.post(
+    "/batches/{batch_id}/audit-trail-review",
+    status_code=201,
+    tags=["quality"],
+    response_model=AuditTrailReviewOut,
+)
 def review_audit_trail(
     batch_id: str,
     body: ReviewIn,
@@ -299,6 +348,7 @@ def review_audit_trail(
             "id": review.id,
             "batch_id": review.batch_id,
             "reviewed_by": review.reviewed_by_name,
+            "reviewed_by_id": review.reviewed_by,
             "reviewed_at": review.reviewed_at,
             "rows": review.row_count,
             "last_audit_id": review.last_audit_id,
