@@ -31,7 +31,6 @@ from nearfab.materials import MaterialLot
 from nearfab.orders import Order
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 SITE_A, SITE_B = "GSTT-PH", "MAN-PH"
 MACHINES = {SITE_A: ("GSTT printer A", "GSTT printer B"), SITE_B: ("MAN printer A",)}
 SITE_READERS = {  # username -> (role, site): staff holding plan.read at one site
@@ -65,8 +64,9 @@ class Planned:
         return r
 
 
-@pytest.fixture
-def planned(seeded: App) -> Iterator[Planned]:
+def _build_plan(seeded: App) -> dict[str, Any]:
+    """The readers, four orders and the network plan described above. Built once per backend;
+    each test gets its own copy (tests/flow_helpers.py)."""
     for username, (role, site) in SITE_READERS.items():
         if username.endswith("-planner"):
             with seeded.uow() as uow:
@@ -109,16 +109,30 @@ def planned(seeded: App) -> Iterator[Planned]:
         why = {e["order_id"]: e["message"] for e in version.explanations}
     assert placed == {here: SITE_A, near_b: SITE_B, for_b: SITE_B}, placed
     assert MACHINES[SITE_B][0] in why[unplaced] and MACHINES[SITE_A][0] in why[unplaced], why
-    with TestClient(create_web_app(seeded)) as client:
-        world = Planned(seeded, client)
-        world.orders = {SITE_A: {here}, SITE_B: {near_b, for_b}}
-        world.unplaced = unplaced
+    return {
+        "orders": {SITE_A: {here}, SITE_B: {near_b, for_b}},
+        "unplaced": unplaced,
         # GSTT-PH ordered `near_b` (its change shows, with MAN-PH's machine left unnamed)
-        world.only = {SITE_A: {here, unplaced}, SITE_B: {for_b}}
-        world.machine_ids = {
+        "only": {SITE_A: {here, unplaced}, SITE_B: {for_b}},
+        "machine_ids": {
             site: {fh.machine_id(seeded, name) for name in names}
             for site, names in MACHINES.items()
-        }
+        },
+    }
+
+
+built_plan = fh.world_fixture(_build_plan)
+
+
+@pytest.fixture
+def planned(built_plan: fh.Built) -> Iterator[Planned]:
+    data = built_plan.data
+    with TestClient(create_web_app(built_plan.app)) as client:
+        world = Planned(built_plan.app, client)
+        world.orders = data["orders"]
+        world.unplaced = data["unplaced"]
+        world.only = data["only"]
+        world.machine_ids = data["machine_ids"]
         yield world
 
 
