@@ -16,6 +16,7 @@ from nearfab.custody import Container, EpcisInvalid
 from nearfab.custody.schemas import (
     ContainerOut,
     DestroyOut,
+    ForwardTraceOut,
     LedgerReportOut,
     RecallCreatedOut,
     UndoDispenseOut,
@@ -210,7 +211,7 @@ def trace_unit(
     return application.custody_chain.trace.unit(uow, actor, unit_id)
 
 
-@router.get("/trace/lots/{lot}", tags=["custody"])
+@router.get("/trace/lots/{lot}", tags=["custody"], response_model=ForwardTraceOut)
 def trace_lot(
     lot: str,
     actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
@@ -220,7 +221,7 @@ def trace_lot(
     return application.custody_chain.trace.lot(uow, actor, lot)
 
 
-@router.get("/trace/machines/{machine_id}", tags=["custody"])
+@router.get("/trace/machines/{machine_id}", tags=["custody"], response_model=ForwardTraceOut)
 def trace_machine(
     machine_id: str,
     start: datetime,
@@ -232,7 +233,9 @@ def trace_machine(
     return application.custody_chain.trace.machine(uow, actor, machine_id, start, end)
 
 
-@router.get("/trace/master-files/{code}/{version}", tags=["custody"])
+@router.get(
+    "/trace/master-files/{code}/{version}", tags=["custody"], response_model=ForwardTraceOut
+)
 def trace_master_file(
     code: str,
     version: Annotated[int, Path(ge=1, le=2**31)],

@@ -135,3 +135,40 @@ class LedgerReportOut(Out):
     first_bad: LedgerProblemOut | None
     problems: list[str]
     chains: list[LedgerChainOut]
+
+
+class TracedUnitOut(Out):
+    """A pack found by a forward trace: where it was made and where it went."""
+
+    model_config = ConfigDict(extra="forbid")
+    unit_id: str
+    gtin: str
+    serial: str
+    batch_id: str
+    batch_number: str
+    expiry: Day
+    status: str
+    patient_ref: str
+    made_at_site: str
+    dispensed_at: Timestamp | None
+    dispensed_at_site: str | None
+
+
+class TraceCountsOut(Out):
+    model_config = ConfigDict(extra="forbid")
+    units: int
+    patients: int
+    dispensed: int
+
+
+class ForwardTraceOut(Out):
+    """Every pack made from a lot, on a machine in a window, or to a master-file version (of
+    the sites the reader sees), with their patients and batches."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: str
+    ref: str
+    units: list[TracedUnitOut]
+    patients: list[str]
+    batches: list[str]
+    counts: TraceCountsOut
