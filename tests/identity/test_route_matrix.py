@@ -574,18 +574,17 @@ def test_annex11_s12_auditors_change_nothing_and_read_everything() -> None:
 
 
 # --- the world: records at site A, users of every role at sites A, B and the control site ---
-def _world(tmp: Path, sqlite_template: Path) -> World:
-    db = tmp / "nearfab.db"
-    shutil.copyfile(sqlite_template, db)
+def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
+    # the demo network: a copy of the session's seeded template and its keys (flow_helpers)
+    url = fh._seeded_sqlite(request, tmp)
+    template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
+    shutil.copytree(fh._KEYS[template], tmp / "data" / "keys")
     settings = Settings(
         data_dir=tmp / "data",
-        database_url=f"sqlite:///{db}",
+        database_url=url,
         **CLOCK_JUMPS,  # the runner moves the manual clock by hours
     )
     app = build_app(settings, clock=ManualClock(), migrate=False)
-    from nearfab.demo import seed
-
-    seed(app, fh.TEST_PASSWORD)
     boot = system_actor("route-matrix")
     ids: dict[str, str] = {}
     with app.uow() as uow:
@@ -708,8 +707,10 @@ def _world(tmp: Path, sqlite_template: Path) -> World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[World]:
-    w = _world(tmp_path_factory.mktemp("matrix"), sqlite_template)
+def world(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    w = _world(tmp_path_factory.mktemp("matrix"), request)
     yield w
     w.app.engine.dispose()
 
@@ -777,8 +778,9 @@ def _csrf(text: str) -> str:
 
 
 def _web_login(w: World, username: str) -> tuple[TestClient, str]:
-    """A browser session of `username` and its form token."""
-    client = TestClient(create_web_app(w.app))
+    """A browser session of `username` and its form token: its own cookies, on the world's one
+    web application (building one per login costs more than the requests)."""
+    client = TestClient(w.client.app)
     answer = client.post(
         "/login",
         data={
