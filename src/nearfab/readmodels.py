@@ -14,9 +14,8 @@ from nearfab.custody.schemas import UnitOut
 from nearfab.identity import Actor, AuditEntry, Permission, audit_entry_out, authorize, can
 from nearfab.monitoring import alarm_dict
 from nearfab.network.schemas import NetworkSiteOut
-from nearfab.orders.schemas import OrderOut
-from nearfab.production.schemas import BatchOut
 from nearfab.quality.schemas import PendingReviewOut
+from nearfab.readschemas import BatchOut, OrderOut
 from nearfab.recordexport import signature_dict
 from nearfab.uow import UnitOfWork
 

@@ -49,11 +49,10 @@ from nearfab.network.schemas import (
     SiteStatusOut,
     TrainingOut,
 )
-from nearfab.orders.schemas import OrderOut, OrderRowOut, OrderStatusOut, SubmittedOrdersOut
+from nearfab.orders.schemas import OrderRowOut, OrderStatusOut, SubmittedOrdersOut
 from nearfab.production import Fault
 from nearfab.production.schemas import (
     BatchAbandonedOut,
-    BatchOut,
     BatchStartedOut,
     RunSummaryOut,
     SignedTicketOut,
@@ -66,6 +65,7 @@ from nearfab.readmodels import (
     pending_view,
     review_dict,
 )
+from nearfab.readschemas import BatchOut, OrderOut
 from nearfab.scheduling.schemas import JobOut
 from nearfab.uow import UnitOfWork
 

@@ -8,8 +8,6 @@ from typing import Any
 from pydantic import ConfigDict
 
 from nearfab.common.schemas import Out, Timestamp
-from nearfab.custody.schemas import UnitOut
-from nearfab.quality.schemas import ReviewOut
 
 
 class MasterFileRefOut(Out):
@@ -39,32 +37,6 @@ class OrderBatchOut(Out):
     site_id: str
     started_at: Timestamp
     finished_at: Timestamp | None
-
-
-class OrderOut(Out):
-    """An order with its jobs, batches, release reviews, packs and audit timeline."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    status: str
-    medication: str
-    dose_mg: float
-    doses_per_day: float | None
-    units: int
-    patient_ref: str
-    patient_group: str | None
-    master_file: MasterFileRefOut
-    design: dict[str, Any] | None
-    stop_reason: str | None
-    need_by: Timestamp
-    created_at: Timestamp
-    prescription_id: str
-    jobs: list[OrderJobOut]
-    batches: list[OrderBatchOut]
-    reviews: list[ReviewOut]
-    packs: list[UnitOut]
-    # audit rows: their shape is the identity domain's (identity/schemas.py)
-    timeline: list[dict[str, Any]]
 
 
 class OrderRowOut(Out):

@@ -7,10 +7,6 @@ from typing import Any
 from pydantic import ConfigDict
 
 from nearfab.common.schemas import Out, Timestamp
-from nearfab.custody.schemas import UnitOut
-from nearfab.monitoring.schemas import AlarmOut
-from nearfab.orders.schemas import MasterFileRefOut
-from nearfab.quality.schemas import ReviewOut
 
 
 class BatchSiteOut(Out):
@@ -56,41 +52,6 @@ class DeviationOut(Out):
     description: str
     status: str
     closure_note: str | None
-
-
-class BatchOut(Out):
-    """The electronic batch record: what was made, where, from what, by whom, how it ran,
-    its alarms, deviations, release review, signatures, packs and audit trail."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    batch_number: str
-    status: str
-    order_id: str
-    job_id: str
-    master_file: MasterFileRefOut
-    site: BatchSiteOut
-    machine: BatchMachineOut
-    material_lot: BatchLotOut
-    operator_id: str
-    operator: BatchOperatorOut
-    ticket_hash: str
-    design: dict[str, Any]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    unit_masses_mg: list[float] | None
-    telemetry_summary: dict[str, Any] | None
-    cpp_excursions: list[Any] | None
-    machine_events: list[Any] | None
-    failure_reason: str | None
-    steps: list[BatchStepOut]
-    alarms: list[AlarmOut]
-    deviations: list[DeviationOut]
-    review: ReviewOut | None
-    # signature and audit rows: their shapes are the identity domain's (identity/schemas.py)
-    signatures: list[dict[str, Any]]
-    packs: list[UnitOut]
-    audit: list[dict[str, Any]]
 
 
 class BatchStartedOut(Out):
