@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import random
+import re
 import secrets
 import shutil
 import sqlite3
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nearfab.bootstrap import App, build_app
@@ -222,6 +225,36 @@ def world_fixture(builder: Callable[[App], Any]) -> Any:
                 _pg_drop(clone)
 
     return fixture
+
+
+# --- the web pages ------------------------------------------------------------------------------
+
+
+def csrf(page: str) -> str:
+    """The CSRF token of a page's form."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def web_login(app: App | FastAPI, username: str) -> TestClient:
+    """A browser logged in to the web app (of `app`, or the web app given) as `username`."""
+    if isinstance(app, App):
+        from nearfab.web.server import create_web_app
+
+        app = create_web_app(app)
+    browser = TestClient(app)
+    answer = browser.post(
+        "/login",
+        data={
+            "username": username,
+            "password": TEST_PASSWORD,
+            "csrf_token": csrf(browser.get("/login").text),
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and "/login" not in answer.headers["location"], answer.text
+    return browser
 
 
 def actor(app: App, username: str) -> Actor:

@@ -136,20 +136,6 @@ def _token(client: TestClient, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def _browser(app: App, username: str) -> TestClient:
-    browser = TestClient(create_web_app(app))
-    login = browser.get("/login").text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login)
-    assert token, "no CSRF token on the login page"
-    r = browser.post(
-        "/login",
-        data={"username": username, "password": fh.TEST_PASSWORD, "csrf_token": token.group(1)},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return browser
-
-
 def _reports(world: Recalled, api: TestClient, username: str) -> dict[str, str]:
     """Every way the reader gets the report, as text: API CSV and PDF, web page, CSV, PDF."""
     headers = _token(api, username)
@@ -161,7 +147,7 @@ def _reports(world: Recalled, api: TestClient, username: str) -> dict[str, str]:
     r = api.get(url, params={"format": "pdf"}, headers=headers)
     assert r.status_code == 200, r.text
     got["api pdf"] = pdf_text(r.content)
-    with _browser(world.app, username) as browser:
+    with fh.web_login(world.app, username) as browser:
         r = browser.get(f"/recalls/{world.recall_id}")
         assert r.status_code == 200, r.text
         got["web page"] = r.text
@@ -238,7 +224,7 @@ def test_a_pharmacist_holds_no_recall_report_grant(recalled: Recalled, api: Test
         assert not {*recalled.refs[SITE_A], *recalled.refs[SITE_B]} & set(
             re.findall(r"PT-\w+", r.text)
         )
-    with _browser(recalled.app, "pharmacist") as browser:
+    with fh.web_login(recalled.app, "pharmacist") as browser:
         for url in ("", "/report.csv", "/report.pdf"):
             r = browser.get(f"/recalls/{recalled.recall_id}{url}")
             assert r.status_code == 403, (url, r.status_code)

@@ -12,7 +12,6 @@ succeeds. Through the API (and the web page where there is one), on SQLite and P
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -416,9 +415,9 @@ def test_network_reports_are_for_the_network_and_its_auditors(net: Net) -> None:
             assert r.status_code == 200, f"{method} {url} as {who}: {r.status_code} {r.text}"
     for page in ("/audit/verify", "/ledger"):
         for who in _attackers(P.AUDIT_VERIFY):
-            assert _browser(net.app, who).get(page).status_code == 403, f"{page} as {who}"
-        assert _browser(net.app, "qp").get(page).status_code == 200, page
-    site_qp, control_qp = _browser(net.app, SITE_USERS["qp"]), _browser(net.app, "qp")
+            assert fh.web_login(net.app, who).get(page).status_code == 403, f"{page} as {who}"
+        assert fh.web_login(net.app, "qp").get(page).status_code == 200, page
+    site_qp, control_qp = fh.web_login(net.app, SITE_USERS["qp"]), fh.web_login(net.app, "qp")
     assert 'id="verify-link"' not in site_qp.get("/audit").text
     assert 'id="verify-link"' in control_qp.get("/audit").text
 
@@ -488,68 +487,53 @@ def test_a_sites_gln_is_set_by_the_network(net: Net) -> None:
 
 
 # --- the web page: the recall form -----------------------------------------------------------
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
-
-
-def _browser(app: App, username: str) -> TestClient:
-    browser = TestClient(create_web_app(app))
-    r = browser.post(
-        "/login",
-        data={
-            "username": username,
-            "password": fh.TEST_PASSWORD,
-            "csrf_token": _csrf(browser.get("/login").text),
-        },
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return browser
-
-
 def test_the_epcis_capture_form_is_the_networks(net: Net) -> None:
     document = json.dumps(PARTNER_DOC)
     before = _events(net)
     for who in _attackers(P.EPCIS_CAPTURE):
-        browser = _browser(net.app, who)
+        browser = fh.web_login(net.app, who)
         page = browser.get("/epcis")
         assert page.status_code == 200 and 'action="/epcis/capture"' not in page.text, who
         r = browser.post(
             "/epcis/capture",
-            data={"document": document, "csrf_token": _csrf(page.text)},
+            data={"document": document, "csrf_token": fh.csrf(page.text)},
             follow_redirects=True,
         )
         assert r.status_code == 403, f"{who}: {r.status_code}"
         assert _events(net) == before, who
-    browser = _browser(net.app, _controller(P.EPCIS_CAPTURE))
+    browser = fh.web_login(net.app, _controller(P.EPCIS_CAPTURE))
     page = browser.get("/epcis")
     assert 'action="/epcis/capture"' in page.text
-    r = browser.post("/epcis/capture", data={"document": document, "csrf_token": _csrf(page.text)})
+    r = browser.post(
+        "/epcis/capture", data={"document": document, "csrf_token": fh.csrf(page.text)}
+    )
     assert r.status_code == 200, r.text
     assert _events(net) == before + 1
 
 
 def test_the_recall_form_is_the_networks(net: Net) -> None:
     for who in _attackers(P.RECALL_CREATE):
-        browser = _browser(net.app, who)
+        browser = fh.web_login(net.app, who)
         page = browser.get("/recalls")
         assert page.status_code == 200 and 'id="recall-form"' not in page.text, who
         r = browser.post(
             "/recalls",
-            data={"lot": LOT, "reason": "suspected contamination", "csrf_token": _csrf(page.text)},
+            data={
+                "lot": LOT,
+                "reason": "suspected contamination",
+                "csrf_token": fh.csrf(page.text),
+            },
             follow_redirects=True,
         )
         assert r.status_code == 403, f"{who}: {r.status_code}"
         assert _lot(net) == ("approved", 0), who
     boss = _controller(P.RECALL_CREATE)
-    browser = _browser(net.app, boss)
+    browser = fh.web_login(net.app, boss)
     page = browser.get("/recalls")
     assert 'id="recall-form"' in page.text
     r = browser.post(
         "/recalls",
-        data={"lot": LOT, "reason": "suspected contamination", "csrf_token": _csrf(page.text)},
+        data={"lot": LOT, "reason": "suspected contamination", "csrf_token": fh.csrf(page.text)},
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"].startswith("/recalls/"), r.text

@@ -16,7 +16,6 @@ reads it with MAN-PH's machines left unnamed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,20 +139,6 @@ def _other(site: str) -> str:
     return SITE_B if site == SITE_A else SITE_A
 
 
-def _browser(app: App, username: str) -> TestClient:
-    browser = TestClient(create_web_app(app))
-    login = browser.get("/login").text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login)
-    assert token, "no CSRF token on the login page"
-    r = browser.post(
-        "/login",
-        data={"username": username, "password": fh.TEST_PASSWORD, "csrf_token": token.group(1)},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return browser
-
-
 def _nothing_of(world: Planned, site: str, text: str, who: str) -> None:
     """No machine (id or name) of `site`, and no order only `site` may see, is in `text`."""
     for secret in world.machine_ids[site] | set(MACHINES[site]) | world.only[site]:
@@ -181,7 +166,7 @@ def test_site_staff_see_only_their_sites_machines_and_jobs_on_the_page(
     planned: Planned, username: str
 ) -> None:
     site = SITE_READERS[username][1]
-    with _browser(planned.app, username) as browser:
+    with fh.web_login(planned.app, username) as browser:
         r = browser.get("/plan")
     assert r.status_code == 200, r.text
     _nothing_of(planned, _other(site), r.text, f"{username} /plan")
@@ -222,7 +207,7 @@ def test_control_site_staff_and_auditors_see_the_whole_plan(
     assert {a["order_id"] for a in plan["assignments"]} == planned.orders[SITE_A] | (
         planned.orders[SITE_B]
     )
-    with _browser(planned.app, username) as browser:
+    with fh.web_login(planned.app, username) as browser:
         page = browser.get("/plan").text
     for site in (SITE_A, SITE_B):
         for order in planned.orders[site]:

@@ -76,7 +76,7 @@ class World:
         if self.web_app is None:
             self.web_app = create_web_app(self.app)
         if (role, where) not in self.sessions:
-            self.sessions[(role, where)] = _login(self.web_app, f"{role}-{where}")
+            self.sessions[(role, where)] = fh.web_login(self.web_app, f"{role}-{where}")
         return self.sessions[(role, where)]
 
     def everyone(self) -> list[tuple[tuple[str, str], TestClient]]:
@@ -88,24 +88,6 @@ class World:
         client = self.api_client
         headers = {"Authorization": f"Bearer {self.tokens[(role, where)]}"}
         return client.get(url, headers=headers, params=params or None)
-
-
-def _csrf(text: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', text)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
-
-
-def _login(web_app: FastAPI, username: str) -> TestClient:
-    client = TestClient(web_app)
-    token = _csrf(client.get("/login").text)
-    answer = client.post(
-        "/login",
-        data={"username": username, "password": fh.TEST_PASSWORD, "csrf_token": token},
-        follow_redirects=False,
-    )
-    assert answer.status_code == 303 and "/login" not in answer.headers["location"], answer.text
-    return client
 
 
 def _build_world(app: App) -> dict[str, Any]:
