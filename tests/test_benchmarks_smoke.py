@@ -98,7 +98,7 @@ def _params() -> list[Any]:
     for script in _scripts():
         broken = KNOWN_BROKEN.get(script)
         marks = (
-            [pytest.mark.xfail(raises=broken[0], reason=broken[1], strict=False)] if broken else []
+            [pytest.mark.xfail(raises=broken[0], reason=broken[1], strict=True)] if broken else []
         )
         out.append(pytest.param(script, marks=marks, id=script.removesuffix(".py")))
     return out

@@ -168,6 +168,7 @@ def test_signature_and_audit_rows_are_the_same_everywhere(seeded: App, tmp_path:
     assert [(e["actor_id"], e["actor"], e["action"], e["reason"]) for e in trail] == [
         (d["actor_id"], d["actor_name"], d["action"], d["reason"]) for d in db
     ]
+    assert trail, "the released batch has no audit trail"
     assert all(set(e) == AUDIT_KEYS and e["at"].endswith("+00:00") for e in trail)
     for rows in (
         exported["audit_trail"],
