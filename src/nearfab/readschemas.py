@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 from nearfab.custody.schemas import UnitOut
 from nearfab.monitoring.schemas import AlarmOut
@@ -27,7 +25,6 @@ from nearfab.quality.schemas import ReviewOut
 class OrderOut(Out):
     """An order with its jobs, batches, release reviews, packs and audit timeline."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     status: str
     medication: str
@@ -54,7 +51,6 @@ class BatchOut(Out):
     """The electronic batch record: what was made, where, from what, by whom, how it ran,
     its alarms, deviations, release review, signatures, packs and audit trail."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     batch_number: str
     status: str

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Day, Out, Timestamp
 
 
 class UnitOut(Out):
     """A pack (serialised unit) with its GS1 identity."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     pack_index: int
     tablets: int
@@ -27,7 +24,6 @@ class UnitOut(Out):
 
 
 class DispenseOut(Out):
-    model_config = ConfigDict(extra="forbid")
     dispense_id: str
     unit_id: str
     serial: str
@@ -38,7 +34,6 @@ class DispenseOut(Out):
 class VerifyOut(Out):
     """One answer to a scan (`status` is one of the verification statuses)."""
 
-    model_config = ConfigDict(extra="forbid")
     status: str
     message: str
     unit_id: str | None
@@ -52,14 +47,12 @@ class VerifyOut(Out):
 
 
 class UndoDispenseOut(Out):
-    model_config = ConfigDict(extra="forbid")
     unit_id: str
     serial: str
     status: str
 
 
 class ContainerUnitOut(Out):
-    model_config = ConfigDict(extra="forbid")
     unit_id: str
     serial: str
 
@@ -67,7 +60,6 @@ class ContainerUnitOut(Out):
 class ContainerOut(Out):
     """A shipping container (SSCC) and the packs in it."""
 
-    model_config = ConfigDict(extra="forbid")
     sscc: str
     digital_link: str
     status: str
@@ -77,14 +69,12 @@ class ContainerOut(Out):
 
 
 class DestroyOut(Out):
-    model_config = ConfigDict(extra="forbid")
     event_id: str
     unit_ids: list[str]
     status: str
 
 
 class RecallCreatedOut(Out):
-    model_config = ConfigDict(extra="forbid")
     recall_id: str
     lot: str
     units: int
@@ -92,7 +82,6 @@ class RecallCreatedOut(Out):
 
 
 class LedgerProblemOut(Out):
-    model_config = ConfigDict(extra="forbid")
     site_id: str
     seq: int
     entry_id: int | None
@@ -103,7 +92,6 @@ class LedgerProblemOut(Out):
 class LedgerAnchorOut(Out):
     """The control site's latest anchor of one site's chain."""
 
-    model_config = ConfigDict(extra="forbid")
     control_site_id: str
     anchor_seq: int
     seq: int
@@ -114,7 +102,6 @@ class LedgerAnchorOut(Out):
 class LedgerChainOut(Out):
     """One site's chain as checked."""
 
-    model_config = ConfigDict(extra="forbid")
     site_id: str
     ok: bool
     entries: int
@@ -128,7 +115,6 @@ class LedgerChainOut(Out):
 class LedgerReportOut(Out):
     """The custody ledger check: every site's hash chain, signatures and anchors."""
 
-    model_config = ConfigDict(extra="forbid")
     ok: bool
     entries: int
     sites: int
@@ -140,7 +126,6 @@ class LedgerReportOut(Out):
 class TracedUnitOut(Out):
     """A pack found by a forward trace: where it was made and where it went."""
 
-    model_config = ConfigDict(extra="forbid")
     unit_id: str
     gtin: str
     serial: str
@@ -155,7 +140,6 @@ class TracedUnitOut(Out):
 
 
 class TraceCountsOut(Out):
-    model_config = ConfigDict(extra="forbid")
     units: int
     patients: int
     dispensed: int
@@ -165,7 +149,6 @@ class ForwardTraceOut(Out):
     """Every pack made from a lot, on a machine in a window, or to a master-file version (of
     the sites the reader sees), with their patients and batches."""
 
-    model_config = ConfigDict(extra="forbid")
     scope: str
     ref: str
     units: list[TracedUnitOut]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nearfab.common.gs1 import validate_gtin
 from nearfab.common.schemas import Out, Timestamp
@@ -109,7 +109,6 @@ class MasterFileIn(BaseModel):
 class MasterFileOut(Out):
     """A master file version as the API shows it (draft, approved, effective or withdrawn)."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     version: int
@@ -133,7 +132,6 @@ class MasterFileOut(Out):
 
 
 class MasterFileSigningPolicyOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     version: int

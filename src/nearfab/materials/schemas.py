@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Day, Out
 
 
 class LotOut(Out):
     """A lot of starting material: where it is, its state and what is left of it."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     lot_number: str
     material_code: str

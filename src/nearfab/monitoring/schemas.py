@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class AlarmOut(Out):
     """A process or telemetry alarm with its disposition (open ones block release)."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     source: str
     rule: str
@@ -40,7 +37,6 @@ class AlarmOut(Out):
 class ModelOut(Out):
     """A monitoring model (SPC limits or an MSPC model) and its approval."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     kind: str
     master_file_code: str
@@ -58,7 +54,6 @@ class ModelOut(Out):
 class ModelDetailOut(ModelOut):
     """A monitoring model with its fitted parameters and whether its approval still holds."""
 
-    model_config = ConfigDict(extra="forbid")
     params: dict[str, Any]
     approval_valid: bool | None
 
@@ -66,7 +61,6 @@ class ModelDetailOut(ModelOut):
 class IntervalOut(Out):
     """A two-sided confidence interval."""
 
-    model_config = ConfigDict(extra="forbid")
     lower: float | None
     upper: float | None
     confidence: float
@@ -76,7 +70,6 @@ class CapabilityOut(Out):
     """Cp, Cpk, Pp, Ppk with confidence intervals of one process parameter over qualified
     runs, against the master file's specification."""
 
-    model_config = ConfigDict(extra="forbid")
     metric: str
     unit: str | None
     target: int | float | None

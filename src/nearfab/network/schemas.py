@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class NetworkMachineOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     name: str
     machine_type: str
@@ -17,29 +14,21 @@ class NetworkMachineOut(Out):
     qualified_for: list[str]
 
 
-class NetworkSiteOut(Out):
-    """A site with its machines and their states."""
-
-    model_config = ConfigDict(extra="forbid")
+class SiteOut(Out):
     id: str
     code: str
     name: str
     kind: str
     status: str
+
+
+class NetworkSiteOut(SiteOut):
+    """A site with its machines and their states."""
+
     machines: list[NetworkMachineOut]
 
 
-class SiteOut(Out):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    code: str
-    name: str
-    kind: str
-    status: str
-
-
 class SiteStatusOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     status: str
@@ -47,14 +36,12 @@ class SiteStatusOut(Out):
 
 
 class SiteSigningPolicyOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     totp_for_signing: bool
 
 
 class MachineOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     site_id: str
     name: str
@@ -64,14 +51,12 @@ class MachineOut(Out):
 
 
 class MachineStatusOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     name: str
     status: str
 
 
 class QualificationOut(Out):
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     master_file_code: str
     qualified_at: Timestamp
@@ -79,20 +64,17 @@ class QualificationOut(Out):
 
 
 class QualificationRevokedOut(Out):
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     master_file_code: str
     revoked: bool
 
 
 class FaultOut(Out):
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     fault: str
 
 
 class TrainingOut(Out):
-    model_config = ConfigDict(extra="forbid")
     user_id: str
     master_file_code: str
     trained_at: Timestamp

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class MasterFileRefOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     version: int
 
 
 class OrderJobOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     machine_id: str
     site_id: str
@@ -29,7 +25,6 @@ class OrderJobOut(Out):
 
 
 class OrderBatchOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     batch_number: str
     status: str
@@ -42,7 +37,6 @@ class OrderBatchOut(Out):
 class OrderRowOut(Out):
     """An order in the order list."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     status: str
     medication: str
@@ -54,7 +48,6 @@ class OrderRowOut(Out):
 
 
 class SubmittedOrderOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     status: str
     site_id: str
@@ -70,11 +63,9 @@ class SubmittedOrderOut(Out):
 class SubmittedOrdersOut(Out):
     """The orders one prescription became (all of its MedicationRequests, or none)."""
 
-    model_config = ConfigDict(extra="forbid")
     orders: list[SubmittedOrderOut]
 
 
 class OrderStatusOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     status: str

@@ -4,40 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class BatchSiteOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     code: str
     name: str
 
 
 class BatchMachineOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     name: str
     firmware: str
 
 
 class BatchLotOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     lot_number: str
     used_g: float
 
 
 class BatchOperatorOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     name: str
 
 
 class BatchStepOut(Out):
-    model_config = ConfigDict(extra="forbid")
     seq: int
     name: str
     at: Timestamp
@@ -46,7 +39,6 @@ class BatchStepOut(Out):
 
 
 class DeviationOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     kind: str
     description: str
@@ -55,7 +47,6 @@ class DeviationOut(Out):
 
 
 class BatchStartedOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     batch_number: str
     status: str
@@ -64,7 +55,6 @@ class BatchStartedOut(Out):
 
 
 class BatchAbandonedOut(Out):
-    model_config = ConfigDict(extra="forbid")
     id: str
     batch_number: str
     status: str
@@ -74,7 +64,6 @@ class BatchAbandonedOut(Out):
 class SignedTicketOut(Out):
     """A job ticket signed by the control site (Ed25519 over the canonical JSON payload)."""
 
-    model_config = ConfigDict(extra="forbid")
     payload: dict[str, Any]
     signature: str
     key_id: str
@@ -83,7 +72,6 @@ class SignedTicketOut(Out):
 class RunSummaryOut(Out):
     """What one run of the simulated network moved on, and what waits for people (and why)."""
 
-    model_config = ConfigDict(extra="forbid")
     rounds: int
     scheduled: list[str]
     tickets: list[str]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class ReviewOut(Out):
     """A release review: the system's proposal and the QP's signed decision."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     batch_id: str
     order_id: str
@@ -32,7 +29,6 @@ class ReviewOut(Out):
 class PendingReviewOut(ReviewOut):
     """A batch waiting for a QP, as the release queue shows it."""
 
-    model_config = ConfigDict(extra="forbid")
     batch_number: str
     site: str
     medication: str

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 from nearfab.scheduling.models import PlanVersion
 
@@ -43,7 +41,6 @@ def plan_dict(version: PlanVersion) -> dict[str, Any]:
 class JobOut(Out):
     """A scheduled job: the order on a machine, with its planned window."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     order_id: str
     machine_id: str
@@ -56,7 +53,6 @@ class JobOut(Out):
 class _PlanFiguresOut(Out):
     """A plan version's own figures (the network's, shown to every plan reader)."""
 
-    model_config = ConfigDict(extra="forbid")
     id: str
     number: int
     created_at: Timestamp
@@ -77,14 +73,12 @@ class _PlanFiguresOut(Out):
 class PlanHistoryEntryOut(_PlanFiguresOut):
     """A plan version in the history: why it was made and what changed (for this reader)."""
 
-    model_config = ConfigDict(extra="forbid")
     changes: list[dict[str, Any]]
 
 
 class PlanOut(_PlanFiguresOut):
     """A plan version as the reader may see it (`scoped`: limited to the reader's sites)."""
 
-    model_config = ConfigDict(extra="forbid")
     assignments: list[dict[str, Any]]
     explanations: list[dict[str, Any]]
     changes: list[dict[str, Any]]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
-
 from nearfab.common.schemas import Out, Timestamp
 
 
 class TelemetryMachineOut(Out):
     """A machine's telemetry session: online, PackML state, current run, last message."""
 
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     site_id: str
     online: bool
@@ -27,7 +24,6 @@ class TelemetryMachineOut(Out):
 
 
 class SeriesOut(Out):
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     run: str
     metric: str
@@ -37,7 +33,6 @@ class SeriesOut(Out):
 class ReadingPointOut(Out):
     """A raw reading (n = 1) or a bucket's mean with its min and max."""
 
-    model_config = ConfigDict(extra="forbid")
     at: Timestamp
     value: float
     min: float
@@ -48,7 +43,6 @@ class ReadingPointOut(Out):
 class ReadingsOut(Out):
     """One metric over time."""
 
-    model_config = ConfigDict(extra="forbid")
     machine_id: str | None
     run: str | None
     metric: str
@@ -60,7 +54,6 @@ class ReadingsOut(Out):
 class DeadLetterOut(Out):
     """A message that could not be stored, with the reason."""
 
-    model_config = ConfigDict(extra="forbid")
     id: int
     received_at: Timestamp
     topic: str
@@ -73,7 +66,6 @@ class DeadLetterOut(Out):
 class GapOut(Out):
     """Sequence numbers missing from a machine's session."""
 
-    model_config = ConfigDict(extra="forbid")
     machine_id: str
     session: int
     from_seq: int
@@ -87,6 +79,5 @@ class GapOut(Out):
 class RetentionOut(Out):
     """What thinning old raw readings did (audited)."""
 
-    model_config = ConfigDict(extra="forbid")
     readings_thinned: int
     buckets_written: int
