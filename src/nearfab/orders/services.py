@@ -76,11 +76,10 @@ class Designer(Protocol):
 
 def _identifier_of(rx: PrescriptionIn) -> tuple[str, str] | None:
     """The MedicationRequest's business identifier: its first identifier with a system."""
-    for joined in rx.identifiers:
+    for index, joined in enumerate(rx.identifiers):
         system, _, value = joined.partition("|")
         if not system or not value.strip():
             continue
-        index = rx.identifiers.index(joined)
         for part, text in (("system", system), ("value", value)):
             if len(text) > IDENTIFIER_MAX:
                 where = f"{rx.fhir_path}.identifier[{index}].{part}"
