@@ -26,6 +26,7 @@ from nearfab.custody.models import (
     SerialUnit,
 )
 from nearfab.custody.services.epcis import EpcisStore
+from nearfab.custody.services.scope import pack_sites
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -90,13 +91,10 @@ class TraceService:
                 )
         if unit is None:
             raise NotFound(f"no pack {unit_or_scan!r}", field="unit")
+        # the making site and the ordering site both see the pack's history (the API's check)
+        authorize(actor, Permission.TRACE_READ, one_of=pack_sites(uow, unit))
         batch = uow.session.get(BatchRecord, unit.batch_id)
         assert batch is not None
-        order = uow.session.get(Order, unit.order_id)
-        # the making site and the ordering site both see the pack's history
-        authorize(
-            actor, Permission.TRACE_READ, one_of={batch.site_id, order.site_id if order else None}
-        )
         lot = uow.session.get(MaterialLot, batch.material_lot_id)
         machine = uow.session.get(Machine, batch.machine_id)
         site = uow.session.get(Site, batch.site_id)

@@ -755,11 +755,7 @@ class CustodyService:
         self, uow: UnitOfWork, actor: Actor, scan: str, patient_ref: str
     ) -> DispenseResult:
         ident = parse_scan(scan)
-        unit = uow.session.scalar(
-            select(SerialUnit).where(
-                SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
-            )
-        )
+        unit = self._unit_by_identity(uow, ident.gtin, ident.serial)
         if unit is None:
             raise Refused(
                 f"unknown pack: GTIN {ident.gtin} serial {ident.serial} was never "
@@ -1399,9 +1395,6 @@ class CustodyService:
         if unit is None:
             raise NotFound(f"no pack {unit_id!r}", field="unit_id")
         return unit
-
-    def batch_of(self, uow: UnitOfWork, unit: SerialUnit) -> BatchRecord:
-        return self._production.get(uow, unit.batch_id)
 
 
 def _verify_message(
