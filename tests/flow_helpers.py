@@ -227,6 +227,29 @@ def world_fixture(builder: Callable[[App], Any]) -> Any:
     return fixture
 
 
+def epcis_receiving_document(epc: str) -> dict[str, Any]:
+    """A partner's EPCIS 2.0 document: one wholesaler's receiving event of the pack `epc`."""
+    return {
+        "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": "2026-01-05T08:00:00.000Z",
+        "epcisBody": {
+            "eventList": [
+                {
+                    "type": "ObjectEvent",
+                    "eventTime": "2026-01-05T08:00:00.000Z",
+                    "eventTimeZoneOffset": "+00:00",
+                    "epcList": [epc],
+                    "action": "OBSERVE",
+                    "bizStep": "receiving",
+                    "disposition": "in_progress",
+                }
+            ]
+        },
+    }
+
+
 # --- the web pages ------------------------------------------------------------------------------
 
 

@@ -15,25 +15,7 @@ from nearfab.custody import EpcisEvent
 
 seeded = fh.seeded
 
-DOC = {
-    "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
-    "type": "EPCISDocument",
-    "schemaVersion": "2.0",
-    "creationDate": "2026-01-05T08:00:00.000Z",
-    "epcisBody": {
-        "eventList": [
-            {
-                "type": "ObjectEvent",
-                "eventTime": "2026-01-05T08:00:00.000Z",
-                "eventTimeZoneOffset": "+00:00",
-                "epcList": ["urn:epc:id:sgtin:0614141.107346.9001"],
-                "action": "OBSERVE",
-                "bizStep": "receiving",
-                "disposition": "in_progress",
-            }
-        ]
-    },
-}
+DOC = fh.epcis_receiving_document("urn:epc:id:sgtin:0614141.107346.9001")
 
 
 def test_an_empty_ledger_and_odd_queries_answer_without_errors(seeded: App) -> None:

@@ -220,25 +220,7 @@ def _audit_of(action: str) -> Callable[[Net], int]:
 
 
 # a partner's EPCIS document (a wholesaler's receiving event)
-PARTNER_DOC = {
-    "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
-    "type": "EPCISDocument",
-    "schemaVersion": "2.0",
-    "creationDate": "2026-01-05T08:00:00.000Z",
-    "epcisBody": {
-        "eventList": [
-            {
-                "type": "ObjectEvent",
-                "eventTime": "2026-01-05T08:00:00.000Z",
-                "eventTimeZoneOffset": "+00:00",
-                "epcList": ["urn:epc:id:sgtin:0614141.107346.4242"],
-                "action": "OBSERVE",
-                "bizStep": "receiving",
-                "disposition": "in_progress",
-            }
-        ]
-    },
-}
+PARTNER_DOC = fh.epcis_receiving_document("urn:epc:id:sgtin:0614141.107346.4242")
 
 
 def _events(n: Net) -> int:

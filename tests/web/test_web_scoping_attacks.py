@@ -40,25 +40,7 @@ SITE_A, SITE_B, CONTROL = "GSTT-PH", "MAN-PH", "CTRL"
 WHERE = {"a": SITE_A, "b": SITE_B, "net": CONTROL}
 PNG = b"\x89PNG\r\n\x1a\n"
 
-PARTNER_DOC = {
-    "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
-    "type": "EPCISDocument",
-    "schemaVersion": "2.0",
-    "creationDate": "2026-01-05T08:00:00.000Z",
-    "epcisBody": {
-        "eventList": [
-            {
-                "type": "ObjectEvent",
-                "eventTime": "2026-01-05T08:00:00.000Z",
-                "eventTimeZoneOffset": "+00:00",
-                "epcList": ["urn:epc:id:sgtin:0614141.107346.9001"],
-                "action": "OBSERVE",
-                "bizStep": "receiving",
-                "disposition": "in_progress",
-            }
-        ]
-    },
-}
+PARTNER_DOC = fh.epcis_receiving_document("urn:epc:id:sgtin:0614141.107346.9001")
 
 
 @dataclass
