@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nearfab.api.errors import error_body
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -48,13 +50,9 @@ def body_limits(settings: Any) -> list[BodyLimit]:
 
 
 def too_large(limit: int, what: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": "body_too_large",
-            "field": "$",
-            "message": f"{what} may hold at most {limit} bytes; this one is larger",
-        }
-    }
+    return error_body(
+        "body_too_large", "$", f"{what} may hold at most {limit} bytes; this one is larger"
+    )
 
 
 class BodyLimitMiddleware:
