@@ -191,11 +191,7 @@ def test_signature_and_audit_rows_are_the_same_everywhere(seeded: App, tmp_path:
     assert "Quentin Parr (QP)" in shown_pdf and qp_sig["signer_id"] in shown_pdf
 
     # the record review page renders the same dicts: every signature and every row of the trail
-    web = TestClient(create_web_app(app))
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text)
-    assert csrf is not None
-    form = {"username": "auditor", "password": fh.TEST_PASSWORD, "csrf_token": csrf.group(1)}
-    web.post("/login", data=form)
+    web = fh.web_login(app, "auditor")
     html = web.get(f"/audit/records/batch/{batch_id}").text
     section = re.search(r'<section class="card" id="signatures">(.*?)</section>', html, re.S)
     assert section is not None
