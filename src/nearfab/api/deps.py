@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nearfab.api.security import LoginThrottle, client_address, parse_proxies
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Unauthenticated
-from nearfab.identity import NETWORK_LEVEL, Actor, Permission, authorize, authorize_network
+from nearfab.identity import Actor, Permission, authorize_declared
 from nearfab.uow import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
@@ -59,10 +59,8 @@ def allowed(permission: Permission, *, gate: bool = True) -> Any:
     themselves records (a QP decision: 21 CFR 11.300)."""
 
     def dependency(actor: ActorDep) -> Actor:
-        if gate and permission in NETWORK_LEVEL:
-            authorize_network(actor, permission)  # a site's holder of the role: other_site
-        elif gate:
-            authorize(actor, permission)
+        if gate:
+            authorize_declared(actor, permission)
         return actor
 
     dependency.permission = permission  # type: ignore[attr-defined]

@@ -372,6 +372,16 @@ def authorize_network(actor: Actor, permission: Permission) -> None:
     authorize(actor, permission, site_id=None)
 
 
+def authorize_declared(actor: Actor, permission: Permission) -> None:
+    """The check a route's declared permission makes before the route runs (`api.deps.allowed`,
+    `web.pages.page`): `authorize_network` for a network-level permission (a site's holder of
+    the role is refused: other_site), else the role check of `authorize`."""
+    if permission in NETWORK_LEVEL:
+        authorize_network(actor, permission)
+    else:
+        authorize(actor, permission)
+
+
 def can_network(actor: Actor, permission: Permission) -> bool:
     """`authorize_network` as a yes/no (for showing a button)."""
     return can(actor, permission, site_id=None)

@@ -20,11 +20,9 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import (
-    NETWORK_LEVEL,
     Actor,
     Permission,
-    authorize,
-    authorize_network,
+    authorize_declared,
     can,
     is_network_wide,
 )
@@ -170,10 +168,8 @@ def page(permission: Permission, *, file: bool = False, gate: bool = True) -> An
         if actor is None:
             raise LoginRequired(file=file)
         try:
-            if gate and permission in NETWORK_LEVEL:
-                authorize_network(actor, permission)  # a site's holder of the role: refused
-            elif gate:
-                authorize(actor, permission)
+            if gate:
+                authorize_declared(actor, permission)
         except Forbidden as exc:
             raise PageRefused(actor, exc, file=file) from None
         return actor
