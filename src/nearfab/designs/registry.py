@@ -1,8 +1,24 @@
-"""Product-family plug-ins: the core finds them here; bootstrap registers them."""
+"""Product-family plug-ins: the core finds them here; bootstrap registers them.
+
+A family (one package under `nearfab.families`) is the only place its product knowledge lives.
+The core calls it through the parts below, each typed by the Protocol of the domain that calls
+it (the domain owns the question it asks; see docs/families.md):
+
+- `prescription`  orders.kit.PrescriptionKit   what a prescription must say; the dose it takes
+- design / check_envelope (here)                the personalised design in the validated envelope
+- `machines`      production.kit.MachineKit     twins and real adapters, metrics, CPPs, faults,
+                                                the batch record's measurement document
+- `release`       quality.kit.ReleaseKit        release tests and the RTRT rule; material lots
+- `labels`        custody.kit.LabelKit          identity and label text, pack contents
+- `simulation`    simulation.kit.SimulationKit  the network simulator's model
+
+The parts are typed `Any` here because their Protocols live in domains above this one (the
+dependency rule); bootstrap checks each part against its Protocol when it registers a family.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from nearfab.common.errors import ValidationFailed
@@ -10,10 +26,15 @@ from nearfab.orders import DesignRequest
 
 
 class ProductFamily(Protocol):
-    """What the core needs from one kind of product (solid_dose, device, ...)."""
+    """What the core needs from one kind of product (solid_dose, cell_therapy, ...)."""
 
     name: str
     machine_types: tuple[str, ...]
+    prescription: Any
+    machines: Any
+    release: Any
+    labels: Any
+    simulation: Any
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         """Raise ValidationFailed naming the bad key of a master file's design envelope."""
@@ -46,3 +67,6 @@ class FamilyRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._families)
+
+    def __iter__(self) -> Iterator[ProductFamily]:
+        return iter(self._families[name] for name in sorted(self._families))

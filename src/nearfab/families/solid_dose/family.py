@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nearfab.families.solid_dose.labels import SolidDoseLabels
 from nearfab.families.solid_dose.logic import Envelope, design_tablet, patient_group
+from nearfab.families.solid_dose.machines import SolidDoseMachines
+from nearfab.families.solid_dose.prescription import SolidDosePrescription
+from nearfab.families.solid_dose.release import SolidDoseRelease
+from nearfab.families.solid_dose.simulation import SolidDoseSimulation
 from nearfab.orders import DesignRequest
 
 # material drawn per tablet beyond its own mass: purge line, skirt and first-layer waste
@@ -16,6 +21,14 @@ SECONDS_PER_UNIT = 60.0
 class SolidDoseFamily:
     name: str = "solid_dose"
     machine_types: tuple[str, ...] = ("tablet_printer",)
+
+    def __init__(self) -> None:
+        # one object per part of the kit; each implements the Protocol in <domain>/kit.py
+        self.prescription = SolidDosePrescription()
+        self.machines = SolidDoseMachines()
+        self.release = SolidDoseRelease()
+        self.labels = SolidDoseLabels()
+        self.simulation = SolidDoseSimulation()
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         Envelope.from_dict(envelope)

@@ -1,0 +1,7 @@
+"""What the custody domain asks of a product family: `LabelKit`.
+
+The domain owns the question; families under nearfab.families answer it, and the domain reaches
+them only through the registry bootstrap wires in (DESIGN.md, "The family kit").
+"""
+
+from __future__ import annotations
