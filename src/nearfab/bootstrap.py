@@ -113,6 +113,14 @@ class App:
         self.custody.flush_verification_log()
 
 
+def product_families() -> FamilyRegistry:
+    """The product families this platform makes, registered once: the app's services and the
+    network simulator (`nearfab simulate`, no database needed) reach them only through it."""
+    families = FamilyRegistry()
+    families.register(SolidDoseFamily())
+    return families
+
+
 def account_policy(settings: Settings) -> AccountPolicy:
     """The account rules from the settings (docs/accounts-and-signatures.md)."""
     return AccountPolicy(
@@ -180,8 +188,7 @@ def build_app(
     def uow() -> UnitOfWork:
         return UnitOfWork(session_factory, clock, bus)
 
-    families = FamilyRegistry()
-    families.register(SolidDoseFamily())
+    families = product_families()
     users = UserService(account_policy(settings), totp_box)
     signatures = SignatureService(users)
     network = NetworkService()

@@ -214,7 +214,7 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
                     supplier="Filament Pharma Ltd",
                     expiry=today + timedelta(days=365),
                     quantity_g=500.0,
-                    drug_loading=loading,
+                    attributes={"drug_loading": loading},
                     assay_pct=99.6,
                 )
             with app.uow() as uow:

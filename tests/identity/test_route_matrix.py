@@ -236,7 +236,7 @@ ROUTES: dict[tuple[str, str], Call] = {
             "supplier": "x",
             "expiry": "2020-01-01",
             "quantity_g": -1,
-            "drug_loading": 0.025,
+            "attributes": {"drug_loading": 0.025},
         },
     ),
     ("POST", "/api/v1/material-lots/{lot_id}/status"): Call(

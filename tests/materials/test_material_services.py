@@ -66,7 +66,7 @@ def receive(
             supplier="Filament Pharma Ltd",
             expiry=today(app) + timedelta(days=expiry_days),
             quantity_g=grams,
-            drug_loading=extra.pop("drug_loading", 0.025),
+            attributes=extra.pop("attributes", {"drug_loading": 0.025}),
             **extra,
         )
     if approve:
@@ -110,8 +110,8 @@ def test_receive_lot_refuses_bad_input_naming_the_field(app: App, site: Site) ->
     cases = [
         ({"grams": 0.0}, "quantity_g"),
         ({"grams": -5.0}, "quantity_g"),
-        ({"drug_loading": 1.2}, "drug_loading"),
-        ({"drug_loading": 0.0}, "drug_loading"),
+        ({"attributes": {"drug_loading": 1.2}}, "attributes.drug_loading"),
+        ({"attributes": {"drug_loading": 0.0}}, "attributes.drug_loading"),
         ({"assay_pct": 79.9}, "assay_pct"),
         ({"assay_pct": 120.5}, "assay_pct"),
     ]
@@ -129,7 +129,7 @@ def test_receive_lot_refuses_bad_input_naming_the_field(app: App, site: Site) ->
             )
             == 0
         )
-    receive(app, site, approve=False, assay_pct=80.0, drug_loading=1.0)  # limits included
+    receive(app, site, approve=False, assay_pct=80.0, attributes={"drug_loading": 1.0})  # limits
     with pytest.raises(Conflict):
         receive(app, site, approve=False)
 

@@ -1,4 +1,5 @@
-"""Worked examples for the quality rules; every expected number is derived by hand in a comment.
+"""Worked examples for the release rules: the solid_dose family's Ph. Eur. tests and quality's
+release proposal over them; every expected number is derived by hand in a comment.
 
 Data sets are built from deviations around a round mean so the arithmetic stays checkable:
 s = sqrt(SS / (n - 1)) with SS the sum of squared deviations from the mean.
@@ -12,15 +13,17 @@ import math
 import pytest
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.quality.logic import (
-    Check,
-    ReleaseEvidence,
+from nearfab.families.solid_dose.release import (
+    SolidDoseRelease,
     check_unit_masses,
     content_uniformity,
     contents_from_masses,
     mass_uniformity,
-    propose_release,
 )
+from nearfab.quality.kit import ReleaseKit
+from nearfab.quality.logic import Check, ReleaseEvidence, ReleaseProposal, propose_release
+
+KIT: ReleaseKit = SolidDoseRelease()
 
 # Deviations +3, -3, +3, -3, 0 × 6 around 100: X̄ = 100, SS = 4 × 9 = 36, s = sqrt(36 / 9) = 2.
 S2_AROUND_100 = [103.0, 97.0, 103.0, 97.0] + [100.0] * 6
@@ -390,16 +393,25 @@ ALL_TESTS = {
 }
 
 
-def evidence(masses: list[float], **extra: tuple[str, ...]) -> ReleaseEvidence:
+def evidence(
+    masses: list[float],
+    *,
+    design: dict[str, object] | None = None,
+    tolerance_pct: object = 5.0,
+    **extra: tuple[str, ...],
+) -> ReleaseEvidence:
     # dose 50 mg, loading 0.5: content % = mass × 0.5 / 50 × 100 = mass, numerically.
     return ReleaseEvidence(
-        unit_masses_mg=tuple(masses),
-        target_mass_mg=100.0,
-        dose_mg=50.0,
-        drug_loading=0.5,
-        mass_tolerance_pct=5.0,
+        measurements={"unit_masses_mg": list(masses)},
+        design={"target_mass_mg": 100.0, "dose_mg": 50.0, **(design or {})},
+        material={"drug_loading": 0.5},
+        specs={"unit_mass": {"tolerance_pct": tolerance_pct}},
         **extra,
     )
+
+
+def propose(evidence: ReleaseEvidence, rule: dict[str, object]) -> ReleaseProposal:
+    return propose_release(KIT, evidence, rule)
 
 
 # 20 units: 2.9.40 AV 4.8 (S2_AROUND_100); 2.9.5 average 100, largest deviation 3 % ≤ 7.5;
@@ -412,7 +424,7 @@ def check(proposal_checks: tuple[Check, ...], name: str) -> Check:
 
 
 def test_release_when_everything_passes() -> None:
-    proposal = propose_release(evidence(GOOD), ALL_TESTS)
+    proposal = propose(evidence(GOOD), ALL_TESTS)
     assert proposal.decision == "release"
     assert proposal.reasons == (
         "2.9.40 stage 1: AV 4.8 ≤ L1 15.0",
@@ -429,13 +441,13 @@ def test_release_when_everything_passes() -> None:
         "alarms",
     ]
     assert all(c.passed for c in proposal.checks)
-    assert proposal.content_uniformity.acceptance_value == pytest.approx(4.8)
-    assert proposal.mass_uniformity.limit_pct == 7.5
+    assert proposal.results["content_uniformity"].acceptance_value == pytest.approx(4.8)
+    assert proposal.results["mass_uniformity"].limit_pct == 7.5
 
 
 def test_reject_when_2_9_40_fails() -> None:
     # Contents = masses: AV 19.2 > 15 on the first 10, 20 units < 30 for stage 2.
-    proposal = propose_release(
+    proposal = propose(
         evidence([*S8_AROUND_100] + [100.0] * 10), {"mode": "rtrt", "tests": ["ph_eur_2_9_40"]}
     )
     assert proposal.decision == "reject"
@@ -448,7 +460,7 @@ def test_reject_when_2_9_40_fails() -> None:
 def test_reject_when_2_9_5_fails() -> None:
     # Three units deviate 8 % > 7.5 % from the average 100 (see the 2.9.5 three-outside case).
     masses = [108.0, 108.0, 92.0] + [99.0] * 8 + [100.0] * 9
-    proposal = propose_release(evidence(masses), {"mode": "rtrt", "tests": ["ph_eur_2_9_5"]})
+    proposal = propose(evidence(masses), {"mode": "rtrt", "tests": ["ph_eur_2_9_5"]})
     assert proposal.decision == "reject"
     assert check(proposal.checks, "ph_eur_2_9_5").passed is False
     assert "3 of 20 units deviate more than 7.5 %" in proposal.reasons[0]
@@ -457,7 +469,7 @@ def test_reject_when_2_9_5_fails() -> None:
 def test_reject_when_more_units_outside_tolerance_than_allowed() -> None:
     # 106 mg is +6 % of 100 mg, outside ±5 %: 1 unit outside, 0 allowed.
     masses = [106.0] + [100.0] * 19
-    proposal = propose_release(evidence(masses), {"mode": "rtrt", "tests": ["unit_mass"]})
+    proposal = propose(evidence(masses), {"mode": "rtrt", "tests": ["unit_mass"]})
     assert proposal.decision == "reject"
     assert proposal.reasons == ("1 of 20 units outside ±5 % of 100.0 mg (0 allowed)",)
 
@@ -465,7 +477,7 @@ def test_reject_when_more_units_outside_tolerance_than_allowed() -> None:
 def test_units_outside_tolerance_within_allowance_release() -> None:
     masses = [106.0] + [100.0] * 19
     rule = {"mode": "rtrt", "tests": ["unit_mass"], "max_units_outside_tolerance": 1}
-    proposal = propose_release(evidence(masses), rule)
+    proposal = propose(evidence(masses), rule)
     assert proposal.decision == "release"
     assert proposal.reasons == ("1 of 20 units outside ±5 % of 100.0 mg (1 allowed)",)
 
@@ -475,15 +487,15 @@ def test_unlisted_test_does_not_decide() -> None:
     # 12 % from 100 mg, so 4 of 20 units are outside ±5 %, and 4 are allowed.
     masses = [*S8_AROUND_100] + [100.0] * 10
     rule = {"mode": "rtrt", "tests": ["unit_mass"], "max_units_outside_tolerance": 4}
-    proposal = propose_release(evidence(masses), rule)
+    proposal = propose(evidence(masses), rule)
     assert proposal.decision == "release"
-    assert proposal.content_uniformity.passed is False
+    assert proposal.results["content_uniformity"].passed is False
     assert "ph_eur_2_9_40" not in [c.name for c in proposal.checks]
 
 
 def test_needs_qp_review_when_too_few_units() -> None:
     # 9 units: 2.9.40 (needs 10) and 2.9.5 (needs 20) cannot be evaluated; unit mass passes.
-    proposal = propose_release(evidence([100.0] * 9), ALL_TESTS)
+    proposal = propose(evidence([100.0] * 9), ALL_TESTS)
     assert proposal.decision == "needs_qp_review"
     assert check(proposal.checks, "ph_eur_2_9_40").passed is None
     assert check(proposal.checks, "ph_eur_2_9_5").passed is None
@@ -493,7 +505,7 @@ def test_needs_qp_review_when_too_few_units() -> None:
 
 
 def test_needs_qp_review_without_any_unit() -> None:
-    proposal = propose_release(evidence([]), ALL_TESTS)
+    proposal = propose(evidence([]), ALL_TESTS)
     assert proposal.decision == "needs_qp_review"
     assert [c.passed for c in proposal.checks[:3]] == [None, None, None]
 
@@ -509,7 +521,7 @@ def test_needs_qp_review_without_any_unit() -> None:
 def test_needs_qp_review_for_excursions_deviations_alarms(
     extra: dict[str, tuple[str, ...]], name: str, reason: str
 ) -> None:
-    proposal = propose_release(evidence(GOOD, **extra), ALL_TESTS)
+    proposal = propose(evidence(GOOD, **extra), ALL_TESTS)
     assert proposal.decision == "needs_qp_review"
     assert check(proposal.checks, name).passed is False
     assert proposal.reasons[-1] == reason
@@ -517,33 +529,33 @@ def test_needs_qp_review_for_excursions_deviations_alarms(
 
 def test_each_open_item_adds_its_reason() -> None:
     extra = {"cpp_excursions": ("a",), "open_deviations": ("b",), "open_alarms": ("c",)}
-    proposal = propose_release(evidence(GOOD, **extra), ALL_TESTS)
+    proposal = propose(evidence(GOOD, **extra), ALL_TESTS)
     assert proposal.decision == "needs_qp_review"
     assert proposal.reasons[-3:] == ("1 CPP excursion: a", "1 open deviation: b", "1 open alarm: c")
 
 
 def test_reject_wins_over_needs_qp_review() -> None:
     masses = [106.0] + [100.0] * 19
-    proposal = propose_release(evidence(masses, open_alarms=("door open",)), ALL_TESTS)
+    proposal = propose(evidence(masses, open_alarms=("door open",)), ALL_TESTS)
     assert proposal.decision == "reject"
     assert "1 open alarm: door open" in proposal.reasons
 
 
 def test_manual_mode_always_needs_qp_review() -> None:
     rule = {**ALL_TESTS, "mode": "manual"}
-    good = propose_release(evidence(GOOD), rule)
+    good = propose(evidence(GOOD), rule)
     assert good.decision == "needs_qp_review"
     assert good.reasons[0] == "release rule mode is manual: the QP decides"
     assert "2.9.40 stage 1: AV 4.8 ≤ L1 15.0" in good.reasons
 
-    bad = propose_release(evidence([106.0] + [100.0] * 19), rule)
+    bad = propose(evidence([106.0] + [100.0] * 19), rule)
     assert bad.decision == "needs_qp_review"
     assert check(bad.checks, "unit_mass").passed is False
     assert "1 of 20 units outside ±5 % of 100.0 mg (0 allowed)" in bad.reasons
 
 
 def test_manual_mode_may_list_no_tests() -> None:
-    proposal = propose_release(evidence(GOOD), {"mode": "manual", "tests": []})
+    proposal = propose(evidence(GOOD), {"mode": "manual", "tests": []})
     assert proposal.decision == "needs_qp_review"
     assert [c.name for c in proposal.checks] == ["cpp", "deviations", "alarms"]
 
@@ -568,29 +580,27 @@ def test_manual_mode_may_list_no_tests() -> None:
 )
 def test_bad_rule_is_refused(rule: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        propose_release(evidence(GOOD), rule)
+        propose(evidence(GOOD), rule)
     assert err.value.field == field
 
 
 @pytest.mark.parametrize(
-    ("changes", "field"),
+    ("bad", "field"),
     [
-        ({"unit_masses_mg": (100.0, -1.0)}, "unit_masses_mg"),
-        ({"dose_mg": 0.0}, "dose_mg"),
-        ({"target_mass_mg": 0.0}, "target_mass_mg"),
-        ({"mass_tolerance_pct": 0.0}, "mass_tolerance_pct"),
+        (evidence([100.0, -1.0]), "unit_masses_mg"),
+        (evidence(GOOD, design={"dose_mg": 0.0}), "dose_mg"),
+        (evidence(GOOD, design={"target_mass_mg": 0.0}), "target_mass_mg"),
+        (evidence(GOOD, tolerance_pct=0.0), "mass_tolerance_pct"),
     ],
 )
-def test_bad_evidence_is_refused(changes: dict[str, object], field: str) -> None:
-    base = evidence(GOOD)
-    bad = ReleaseEvidence(**{**base.__dict__, **changes})
+def test_bad_evidence_is_refused(bad: ReleaseEvidence, field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        propose_release(bad, ALL_TESTS)
+        propose(bad, ALL_TESTS)
     assert err.value.field == field
 
 
 def test_to_dict_is_json_ready() -> None:
-    proposal = propose_release(evidence(GOOD, open_alarms=("door open",)), ALL_TESTS)
+    proposal = propose(evidence(GOOD, open_alarms=("door open",)), ALL_TESTS)
     data = proposal.to_dict()
     assert json.loads(json.dumps(data)) == data
     assert data["decision"] == "needs_qp_review"

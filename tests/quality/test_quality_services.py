@@ -118,9 +118,9 @@ def test_healthy_run_is_proposed_for_release_and_released_by_qp(seeded: App) -> 
         assert last.detail == {"signature_id": sig.id, "meaning": RELEASE_MEANING, "reason": None}
 
     # the record's evidence is changed in the database after signing: the signature says so
-    masses = list(batch.unit_masses_mg or [])
+    masses = list((batch.measurements or {})["unit_masses_mg"])
     masses[0] = round(masses[0] + 0.5, 4)
-    fh.edit(seeded, BatchRecord, batch_id, unit_masses_mg=masses)
+    fh.edit(seeded, BatchRecord, batch_id, measurements={"unit_masses_mg": masses})
     with seeded.uow() as uow:
         review = seeded.quality.get_review(uow, batch_id)
         assert seeded.quality.signature_valid(uow, review) is False

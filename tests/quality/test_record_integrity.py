@@ -35,8 +35,9 @@ def _decide(app: App, batch_id: str, **kw: object) -> None:
 
 
 def _halve_some_masses(app: App, batch_id: str) -> None:
-    masses = list(fh.batch(app, batch_id).unit_masses_mg or [])
-    fh.edit(app, BatchRecord, batch_id, unit_masses_mg=[m * 0.6 for m in masses[:5]] + masses[5:])
+    masses = list((fh.batch(app, batch_id).measurements or {})["unit_masses_mg"])
+    changed = [m * 0.6 for m in masses[:5]] + masses[5:]
+    fh.edit(app, BatchRecord, batch_id, measurements={"unit_masses_mg": changed})
 
 
 def test_a_record_changed_after_evaluation_cannot_be_released(seeded: App) -> None:

@@ -369,7 +369,7 @@ LOT_FIELDS = (
     "expiry",
     "status",
     "quantity_g",
-    "drug_loading",
+    "attributes",
     "assay_pct",
 )
 

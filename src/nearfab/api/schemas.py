@@ -73,8 +73,11 @@ class LotIn(BaseModel):
     supplier: str
     expiry: date
     quantity_g: float
-    drug_loading: float
+    # the lot's properties, in the schema of the family of its products (422 names the key)
+    attributes: dict[str, Any]
     assay_pct: float = 100.0
+    # the family the lot is for, when no master file names its material (materials.services)
+    product_family: str | None = None
 
 
 class LotStatusIn(BaseModel):

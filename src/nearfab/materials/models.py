@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -25,6 +26,7 @@ class MaterialLot(Base):
     expiry: Mapped[date]
     status: Mapped[str] = mapped_column(String(32))
     quantity_g: Mapped[float]
-    drug_loading: Mapped[float]
+    # the lot's properties as its product family defines and checks them (materials.services)
+    attributes: Mapped[dict[str, Any]]
     assay_pct: Mapped[float]
     received_at: Mapped[datetime]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nearfab.common.schemas import Day, Out
 
 
@@ -17,5 +19,5 @@ class LotOut(Out):
     expiry: Day
     status: str
     quantity_g: float
-    drug_loading: float
+    attributes: dict[str, Any]
     assay_pct: float

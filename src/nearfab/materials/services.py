@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import date
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -18,15 +20,97 @@ from nearfab.identity import (
     audited_transition,
     authorize,
 )
+from nearfab.masterfiles import MasterFileService
 from nearfab.materials.enums import LOT_TRANSITIONS, LotStatus
 from nearfab.materials.models import MaterialLot
 from nearfab.network import NetworkService
 from nearfab.uow import UnitOfWork
 
 
+class LotAttributeRules(Protocol):
+    """The product families' schemas of a material lot's attributes. Bootstrap wires
+    nearfab.quality.kit.FamilyLotRules: each family's `release` part owns its lots' schema."""
+
+    def names(self) -> list[str]:
+        """The registered families."""
+        ...
+
+    def lot_attributes(self, family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes as stored, or ValidationFailed naming `attributes.<key>`."""
+        ...
+
+
 class MaterialService:
-    def __init__(self, network: NetworkService) -> None:
+    def __init__(
+        self,
+        network: NetworkService,
+        master_files: MasterFileService | None = None,
+        lot_rules: LotAttributeRules | None = None,
+    ) -> None:
+        """`master_files` and `lot_rules` are needed to receive lots (their attributes are
+        checked by a family); without them the service only reads and updates lots."""
         self._network = network
+        self._master_files = master_files
+        self._lot_rules = lot_rules
+
+    def family_for(
+        self, uow: UnitOfWork, material_code: str, product_family: str | None = None
+    ) -> str:
+        """The product family whose schema checks the attributes of a lot of `material_code`.
+
+        The family of the products the lot is for, in this order:
+        1. `product_family` when the receipt names it (it must be registered, and agree with
+           the master files that name the material, if any);
+        2. the family of the master files that name the material code, whatever their version
+           or status (a lot may arrive before its product is approved); refused when they
+           belong to more than one family (the receipt must then name it);
+        3. the only registered family, when the material is in no master file yet and one
+           family is registered;
+        otherwise refused (field `product_family`): nobody could say what the attributes mean.
+        """
+        if self._lot_rules is None or self._master_files is None:
+            raise Refused(
+                "no product family is wired in to check a lot's attributes",
+                field="product_family",
+                code="no_families",
+            )
+        registered = self._lot_rules.names()
+        named = sorted(
+            {
+                mf.product_family
+                for mf in self._master_files.list_all(uow)
+                if mf.material_code == material_code
+            }
+        )
+        if product_family is not None:
+            if product_family not in registered:
+                raise ValidationFailed(
+                    f"unknown product family {product_family!r}"
+                    f" (registered: {', '.join(registered) or 'none'})",
+                    field="product_family",
+                )
+            if named and product_family not in named:
+                raise ValidationFailed(
+                    f"material {material_code} is used by {', '.join(named)} products,"
+                    f" not {product_family}",
+                    field="product_family",
+                )
+            return product_family
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise ValidationFailed(
+                f"material {material_code} is used by products of {', '.join(named)};"
+                " name the product family the lot is for",
+                field="product_family",
+            )
+        if len(registered) == 1:
+            return registered[0]
+        raise ValidationFailed(
+            f"no master file uses material {material_code}; name the product family the lot"
+            f" is for (registered: {', '.join(registered) or 'none'})",
+            field="product_family",
+        )
 
     def receive_lot(
         self,
@@ -40,17 +124,19 @@ class MaterialService:
         supplier: str,
         expiry: date,
         quantity_g: float,
-        drug_loading: float,
+        attributes: Mapping[str, Any],
         assay_pct: float = 100.0,
+        product_family: str | None = None,
     ) -> MaterialLot:
+        """Receive a lot into quarantine. `attributes` are the lot's family-defined properties,
+        checked and stored as the family of the products it is for says (`family_for`)."""
         site = self._network.get_site(uow, site_id)
         authorize(actor, Permission.LOT_RECEIVE, site_id=site.id)
         if not math.isfinite(quantity_g) or quantity_g <= 0:
             raise ValidationFailed("quantity must be positive", field="quantity_g")
-        if not math.isfinite(drug_loading) or not 0 < drug_loading <= 1:
-            raise ValidationFailed(
-                "drug loading is a mass fraction in (0, 1]", field="drug_loading"
-            )
+        family = self.family_for(uow, material_code, product_family)
+        assert self._lot_rules is not None  # family_for refuses without them
+        checked = self._lot_rules.lot_attributes(family, attributes)
         if not math.isfinite(assay_pct) or not 80 <= assay_pct <= 120:
             raise ValidationFailed(
                 "assay must be between 80 and 120 % of label claim", field="assay_pct"
@@ -67,7 +153,7 @@ class MaterialService:
             expiry=expiry,
             status=LotStatus.QUARANTINE.value,
             quantity_g=quantity_g,
-            drug_loading=drug_loading,
+            attributes=checked,
             assay_pct=assay_pct,
             received_at=uow.clock.now(),
         )
@@ -85,7 +171,7 @@ class MaterialService:
                 "site_id": site.id,
                 "expiry": expiry,
                 "quantity_g": quantity_g,
-                "drug_loading": drug_loading,
+                "attributes": checked,
                 "assay_pct": assay_pct,
                 "status": lot.status,
             },

@@ -2,16 +2,22 @@
 
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
+from nearfab.quality.kit import Check, FamilyLotRules, ReleaseEvidence, ReleaseKit, ReleaseResults
 from nearfab.quality.logic import validate_release_rule
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.quality.services import QualityService
 
 __all__ = [
     "BatchDispositioned",
+    "Check",
     "Decision",
     "Deviation",
     "DeviationStatus",
+    "FamilyLotRules",
     "QualityService",
+    "ReleaseEvidence",
+    "ReleaseKit",
+    "ReleaseResults",
     "ReleaseReview",
     "ReviewStatus",
     "validate_release_rule",

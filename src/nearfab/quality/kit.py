@@ -2,6 +2,105 @@
 
 The domain owns the question; families under nearfab.families answer it, and the domain reaches
 them only through the registry bootstrap wires in (DESIGN.md, "The family kit").
+
+Quality keeps the generic machinery: the release rule's mode and test list, the order in which
+checks are evaluated and shown, the open-item checks (CPP excursions, deviations, alarms), the
+decision rule and the records. A family's `release` part (a `ReleaseKit`) says which release
+tests it has, validates its own settings of the master file's release rule, runs the tests on a
+batch's evidence (the batch record's measurement document and design, the material lot's
+attributes, the master file's CQA specifications) and owns the attribute schema of the material
+lots its products are made from.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nearfab.designs import FamilyRegistry
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the release proposal: a family's release test or one of quality's own."""
+
+    name: str  # a family's test name, or "cpp", "deviations", "alarms"
+    passed: bool | None  # None = could not be evaluated
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReleaseEvidence:
+    """What the batch record holds for one batch at the time release is proposed.
+
+    The first four are the family's documents, read only by its release part; the open items are
+    quality's own checks."""
+
+    measurements: Mapping[str, Any]  # the batch record's measurement document (family schema)
+    design: Mapping[str, Any]  # the batch's personalised design
+    material: Mapping[str, Any]  # the material lot's attributes (family schema)
+    specs: Mapping[str, Any] = field(default_factory=dict)  # the master file's CQA specs
+    # assay of the material lot (% of label claim)
+    assay_pct: float = 100.0
+    cpp_excursions: tuple[str, ...] = ()
+    open_deviations: tuple[str, ...] = ()
+    open_alarms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseResults:
+    """A family's answer for one batch: one check per test it was asked to run, and the result
+    documents it keeps with the proposal (each a dataclass or plain JSON; stored under its key
+    in the proposal the QP signs)."""
+
+    checks: tuple[Check, ...]
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ReleaseKit(Protocol):
+    """A family's release tests, RTRT evaluation and material-lot attribute schema."""
+
+    @property
+    def tests(self) -> Mapping[str, str]:
+        """Test name -> title shown to people, in the order the tests are evaluated and shown
+        (the names a master file's `release_rule.tests` may list)."""
+        ...
+
+    def check_rule(self, rule: Mapping[str, Any]) -> None:
+        """Validate the family's own settings in a release rule (quality has checked `mode` and
+        `tests`): ValidationFailed naming the `release_rule.<key>` field."""
+        ...
+
+    def evaluate(
+        self, tests: Sequence[str], evidence: ReleaseEvidence, rule: Mapping[str, Any]
+    ) -> ReleaseResults:
+        """Run `tests` (names from `tests`, in that order) on one batch's evidence against the
+        master file's CQA specifications (`evidence.specs`) and the rule's settings.
+        ValidationFailed naming the field of evidence that cannot be evaluated."""
+        ...
+
+    def lot_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated attributes of a material lot (as stored), or ValidationFailed naming
+        the bad field as `attributes.<key>`."""
+        ...
+
+
+def release_kit(families: FamilyRegistry, family: str) -> ReleaseKit:
+    """The release part of a registered family (ValidationFailed naming product_family if none)."""
+    kit: ReleaseKit = families.get(family).release
+    return kit
+
+
+class FamilyLotRules:
+    """The material lots' attribute schemas from the registered families' release parts (what
+    nearfab.materials.LotAttributeRules asks for; bootstrap hands it to the material service)."""
+
+    def __init__(self, families: FamilyRegistry) -> None:
+        self._families = families
+
+    def names(self) -> list[str]:
+        return self._families.names()
+
+    def lot_attributes(self, family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        return release_kit(self._families, family).lot_attributes(attributes)

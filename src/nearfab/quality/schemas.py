@@ -32,7 +32,8 @@ class PendingReviewOut(ReviewOut):
     batch_number: str
     site: str
     medication: str
-    dose_mg: float
+    dose_value: float
+    dose_unit: str
     units: int
     created_at: Timestamp
     record_hash: str | None

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
+from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -25,7 +26,8 @@ from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, BatchStatus, ProductionService
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
-from nearfab.quality.logic import ReleaseEvidence, propose_release
+from nearfab.quality.kit import ReleaseEvidence, release_kit
+from nearfab.quality.logic import STATUS_CHECKS, propose_release
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
@@ -48,12 +50,16 @@ class QualityService:
         materials: MaterialService,
         orders: OrderService,
         signatures: SignatureService,
+        families: FamilyRegistry,
         release_check: ReleaseCheck | None = None,
         open_alarms: OpenAlarms | None = None,
     ) -> None:
-        """`release_check` (wired in bootstrap) says why a batch cannot be released yet, e.g.
-        its packs are not serialised; None when it can. `open_alarms` lists the batch's process
-        alarms that nobody has dispositioned: they block an automatic proposal and release."""
+        """`families` (wired in bootstrap): each product family's release tests, run through
+        its `release` part (quality.kit.ReleaseKit). `release_check` says why a batch cannot be
+        released yet, e.g. its packs are not serialised; None when it can. `open_alarms` lists
+        the batch's process alarms that nobody has dispositioned: they block an automatic
+        proposal and release."""
+        self._families = families
         self._release_check = release_check
         self._open_alarms = open_alarms
         self._production = production
@@ -92,23 +98,22 @@ class QualityService:
             return existing
         mf = self._master_files.get(uow, batch.master_file_id)
         lot = self._materials.get(uow, batch.material_lot_id)
-        spec = mf.cqa_specs.get("unit_mass", {})
+        kit = release_kit(self._families, mf.product_family)
         deviations = [
             self._open_deviation(uow, actor, batch, "cpp_excursion", text)
             for text in (batch.cpp_excursions or [])
         ]
         evidence = ReleaseEvidence(
-            unit_masses_mg=tuple(batch.unit_masses_mg or ()),
-            target_mass_mg=float(batch.design["target_mass_mg"]),
-            dose_mg=float(batch.design["dose_mg"]),
-            drug_loading=lot.drug_loading,
+            measurements=batch.measurements or {},
+            design=batch.design or {},
+            material=lot.attributes or {},
+            specs=mf.cqa_specs or {},
             assay_pct=lot.assay_pct,
-            mass_tolerance_pct=float(spec.get("tolerance_pct", 7.5)),
             cpp_excursions=tuple(batch.cpp_excursions or ()),
             open_deviations=tuple(d.description for d in deviations),
             open_alarms=tuple(self._open_alarms(uow, batch.id) if self._open_alarms else ()),
         )
-        proposal = propose_release(evidence, mf.release_rule)
+        proposal = propose_release(kit, evidence, mf.release_rule)
         review = ReleaseReview(
             id=new_id("rev"),
             batch_id=batch.id,
@@ -410,6 +415,14 @@ class QualityService:
             "decision": decision,
             "reason": reason,
         }
+
+    def check_titles(self) -> dict[str, str]:
+        """Check name -> title shown to people: every registered family's release tests, then
+        quality's own checks."""
+        titles: dict[str, str] = {}
+        for family in self._families:
+            titles.update(release_kit(self._families, family.name).tests)
+        return {**titles, **STATUS_CHECKS}
 
     def review_for(self, uow: UnitOfWork, batch_id: str) -> ReleaseReview | None:
         return uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch_id))

@@ -12,6 +12,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 
 from nearfab.api.deps import client_of, login_throttle
 from nearfab.api.records import batch_trail_view, record_controls_view
@@ -45,14 +47,6 @@ _ACRONYMS = {
     "mf": "MF",
     "sd": "SD",
 }
-_CHECK_NAMES = {
-    "ph_eur_2_9_40": "Ph. Eur. 2.9.40 content uniformity",
-    "ph_eur_2_9_5": "Ph. Eur. 2.9.5 mass uniformity",
-    "unit_mass": "Unit mass",
-    "cpp": "Process parameters (CPPs)",
-    "deviations": "Deviations",
-    "alarms": "Alarms",
-}
 
 
 def human(value: object) -> str:
@@ -78,8 +72,13 @@ def when(value: object, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     return moment.strftime(fmt)
 
 
-def check_name(name: object) -> str:
-    return _CHECK_NAMES.get(str(name), human(name))
+@pass_context
+def check_name(context: Context, name: object) -> str:
+    """A release check's title: the product families' release tests and quality's own checks
+    (QualityService.check_titles); a name nobody titles is shown as words."""
+    request = context.get("request")
+    titles = _app(request).quality.check_titles() if request is not None else {}
+    return titles.get(str(name), human(name))
 
 
 templates.env.filters.update(human=human, when=when, check_name=check_name)
