@@ -42,6 +42,7 @@ from nearfab.production import (
 )
 from nearfab.production.runner import NetworkRunner
 from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
+from nearfab.quality.kit import FamilyLotRules, release_kit
 from nearfab.scheduling import SchedulingService
 from nearfab.telemetry import (
     BrokerAddress,
@@ -201,10 +202,12 @@ def build_app(
         network,
         checks=(
             lambda spec: designs.check_envelope(spec.product_family, spec.design_envelope),
-            lambda spec: validate_release_rule(spec.release_rule),
+            lambda spec: validate_release_rule(
+                spec.release_rule, release_kit(families, spec.product_family)
+            ),
         ),
     )
-    materials = MaterialService(network)
+    materials = MaterialService(network, master_files, FamilyLotRules(families))
     orders = OrderService(
         master_files, vault, designs, max_bundle_entries=settings.bundle_max_entries
     )
@@ -235,6 +238,7 @@ def build_app(
         materials,
         orders,
         signatures,
+        families,
         release_check=packs_ready,
         open_alarms=monitoring.release_blockers,
     )
