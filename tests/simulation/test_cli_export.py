@@ -77,7 +77,7 @@ def test_demo_network_exports_and_simulates(seeded: Any) -> None:
     from nearfab.simulation import dump_scenario, export_scenario, load_scenario, simulate
 
     with seeded.uow() as uow:
-        scenario = export_scenario(uow, horizon_days=60)
+        scenario = export_scenario(uow, seeded.families, horizon_days=60)
     names = {s.name for s in scenario.sites}
     assert names == {"GSTT-PH", "MAN-PH", "MOB-1"}
     gstt = next(s for s in scenario.sites if s.name == "GSTT-PH")
@@ -87,5 +87,5 @@ def test_demo_network_exports_and_simulates(seeded: Any) -> None:
     if path is None:
         pytest.skip("no data folder")
     path.write_text(text)
-    r = simulate(load_scenario(path).to_spec(), 0)
+    r = simulate(load_scenario(path, seeded.families).to_spec(seeded.families), 0)
     assert r.delivered > 0

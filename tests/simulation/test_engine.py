@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from nearfab.bootstrap import product_families
 from nearfab.simulation import ScenarioInvalid, load_scenario, parse_scenario, simulate
 from nearfab.simulation.logic.spec import (
     Disruption,
@@ -18,6 +19,7 @@ from nearfab.simulation.logic.spec import (
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "scenarios"
+FAMILIES = product_families()
 
 
 def small(**kw: object) -> ScenarioSpec:
@@ -35,7 +37,7 @@ def small(**kw: object) -> ScenarioSpec:
 
 
 def test_same_seed_same_result_and_another_seed_differs() -> None:
-    spec = load_scenario(DOCS / "redistributed.yaml").to_spec()
+    spec = load_scenario(DOCS / "redistributed.yaml", FAMILIES).to_spec(FAMILIES)
     a, b = simulate(spec, 3), simulate(spec, 3)
     assert a == b
     assert simulate(spec, 4).lead_times != a.lead_times
@@ -143,4 +145,4 @@ def test_a_wrong_field_is_named_with_its_path() -> None:
 
 def test_every_example_scenario_loads() -> None:
     for path in DOCS.glob("*.yaml"):
-        assert load_scenario(path).to_spec().sites
+        assert load_scenario(path, FAMILIES).to_spec(FAMILIES).sites

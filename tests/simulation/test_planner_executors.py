@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nearfab.bootstrap import product_families
 from nearfab.simulation import UnitType, load_scenario, plan_scale_out, run_replications
 from nearfab.simulation.logic.planner import slots_needed
 from nearfab.simulation.logic.queueing import mmc_wait_within
@@ -90,7 +91,8 @@ def test_planner_finds_the_brute_force_optimum() -> None:
 def test_local_pool_and_dask_give_identical_results() -> None:
     from distributed import Client, LocalCluster
 
-    spec = load_scenario(DOCS / "hub-and-spoke.yaml").to_spec()
+    families = product_families()
+    spec = load_scenario(DOCS / "hub-and-spoke.yaml", families).to_spec(families)
     spec = type(spec)(**{**spec.__dict__, "horizon_days": 120.0})
     serial = run_replications(spec, 3, "serial")
     local = run_replications(spec, 3, "local")

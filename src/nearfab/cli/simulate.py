@@ -59,17 +59,20 @@ def _updater(bar: Progress, task: Any) -> Any:
 
 
 def _run(paths: list[Path], replications: int | None, executor: str, as_json: bool) -> list[Any]:
+    from nearfab.bootstrap import product_families
     from nearfab.simulation import load_scenario, run_scenario
 
-    scenarios = [load_scenario(p) for p in paths]
+    families = product_families()  # the platform's own families make each product's design
+    scenarios = [load_scenario(p, families) for p in paths]
     runs = []
     bar, _ = _progress(not as_json)
     if bar is None:
-        return [run_scenario(s, replications, executor) for s in scenarios]
+        return [run_scenario(s, replications, executor, families=families) for s in scenarios]
     with bar:
         for s in scenarios:
             task = bar.add_task(escape(s.name), total=replications or s.replications)
-            runs.append(run_scenario(s, replications, executor, progress=_updater(bar, task)))
+            update = _updater(bar, task)
+            runs.append(run_scenario(s, replications, executor, update, families))
     return runs
 
 
@@ -203,7 +206,7 @@ def export_cmd(
     application = state(ctx, data_dir).app()
     try:
         with application.uow() as uow:
-            scenario = export_scenario(uow, horizon_days=horizon)
+            scenario = export_scenario(uow, application.families, horizon_days=horizon)
     except DomainError as exc:
         fail(exc, as_json)
     out.write_text(dump_scenario(scenario), encoding="utf-8")

@@ -15,16 +15,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nearfab.common.errors import DomainError
+from nearfab.designs import FamilyRegistry
 from nearfab.simulation.errors import ScenarioInvalid
 from nearfab.simulation.logic.costs import annualised, per_day
-from nearfab.simulation.logic.machine_models import NoMachineModel, job_model
+from nearfab.simulation.logic.machine_models import modelled_prescription
 from nearfab.simulation.logic.spec import (
     Design,
     Disruption,
     Dist,
     Leg,
     Material,
-    Prescription,
     Product,
     QpTeam,
     Region,
@@ -95,35 +95,30 @@ class CapitalIn(_Strict):
     rate: float = Field(0.035, ge=0)
 
 
-class PrescriptionIn(_Strict):
-    """One kind of prescription in the product's demand (drawn per order by `weight`)."""
+class PrescriptionIn(BaseModel):
+    """One kind of prescription in the product's mix: what it says is the product family's own
+    mapping (checked by the family's model, `SimulationKit.design`); the core reads only
+    `weight`, how often an order draws it."""
 
-    dose_mg: float = Field(gt=0)
-    units: int = Field(1, ge=1)
-    patient_group: str | None = None
+    model_config = ConfigDict(extra="allow")
     weight: float = Field(1.0, gt=0)
+
+    def says(self) -> dict[str, Any]:
+        """The prescription in the family's words (everything but `weight`)."""
+        return dict(self.model_extra or {})
 
 
 class DesignIn(_Strict):
-    """Personalised designs made by the product family's machine model (nearfab.families):
-    the master file's design envelope and the prescription mix."""
+    """Personalised designs made by the product family's model (the FamilyRegistry): the
+    master file's design envelope and the prescription mix."""
 
     envelope: dict[str, Any]
     prescriptions: list[PrescriptionIn] = Field(min_length=1)
 
-    def spec(self) -> Design:
-        return Design(
-            envelope=self.envelope,
-            prescriptions=tuple(
-                Prescription(rx.dose_mg, rx.units, rx.patient_group, rx.weight)
-                for rx in self.prescriptions
-            ),
-        )
-
 
 class ProductIn(_Strict):
     name: str
-    family: str = "solid_dose"
+    family: str | None = None  # the product family (registry name); a `design` needs one
     target_lead_time_days: float = Field(7.0, gt=0)
     pre_process: Duration = 0.0
     cycle: Duration = 0.0
@@ -136,7 +131,7 @@ class ProductIn(_Strict):
     qc_per_batch: float = Field(0.0, ge=0)
     labour_hours_per_batch: float = Field(0.0, ge=0)
     material: str | None = None  # a name from `materials`, one unit drawn per batch
-    design: DesignIn | None = None  # machine time from the family's model (then `cycle` is extra)
+    design: DesignIn | None = None  # machine time from the family's model (`cycle` is extra)
 
 
 class SiteIn(_Strict):
@@ -294,7 +289,11 @@ class ScenarioIn(_Strict):
                 raise ValueError(f"{d.kind} has unknown target {d.target!r}")
         return self
 
-    def to_spec(self) -> ScenarioSpec:
+    def to_spec(self, families: FamilyRegistry | None = None) -> ScenarioSpec:
+        """The engine's view; a product's design is worked out by its family in `families`
+        (needed only when a product has a design)."""
+        designs = modelled_designs(self, families)
+
         def site(s: SiteIn) -> Site:
             if s.capital is not None:
                 capital = per_day(annualised(s.capital.cost, s.capital.life_years, s.capital.rate))
@@ -348,9 +347,9 @@ class ScenarioIn(_Strict):
                     qc_per_batch=p.qc_per_batch,
                     labour_hours_per_batch=p.labour_hours_per_batch,
                     material=p.material,
-                    design=p.design.spec() if p.design is not None else None,
+                    design=designs.get(i),
                 )
-                for p in self.products
+                for i, p in enumerate(self.products)
             ),
             sites=tuple(site(s) for s in self.sites),
             legs=tuple(
@@ -427,37 +426,56 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "scenario"
 
 
-def check_designs(scenario: ScenarioIn, source: str = "scenario") -> None:
-    """Every product design through its family's model, as the platform would make it: a
-    family without a machine model, a bad envelope or a prescription the family refuses raises
-    ScenarioInvalid naming the field (e.g. `products.0.design.prescriptions.2.dose_mg`)."""
+def modelled_designs(
+    scenario: ScenarioIn, families: FamilyRegistry | None, source: str = "scenario"
+) -> dict[int, Design]:
+    """Every product design (by product index) through its family's model, as the platform
+    would make it. A design without a family, a family not in `families`, a bad envelope or a
+    prescription the family refuses raises ScenarioInvalid naming the field (e.g.
+    `products.0.design.prescriptions.2.units`)."""
+    out: dict[int, Design] = {}
     for i, product in enumerate(scenario.products):
         if product.design is None:
             continue
+        path = f"products.{i}.family"
+        if product.family is None:
+            raise ScenarioInvalid(
+                f"{source}: {path}: a product with a design names the product family that makes it",
+                field=path,
+            )
+        if families is None:
+            raise ScenarioInvalid(
+                f"{source}: {path}: no product families were given to make the design of "
+                f"{product.family!r} (bootstrap.product_families())",
+                field=path,
+            )
+        try:
+            family = families.get(product.family)
+        except DomainError as exc:
+            raise ScenarioInvalid(f"{source}: {path}: {exc.message}", field=path) from None
         at = f"products.{i}.design"
         envelope = product.design.envelope
+        mix = []
         for k, rx in enumerate(product.design.prescriptions):
-            where = f"{at}.prescriptions.{k}"
             try:
-                job_model(
-                    product.family,
-                    envelope,
-                    Prescription(rx.dose_mg, rx.units, rx.patient_group, rx.weight),
-                )
-            except NoMachineModel as exc:
-                path = f"products.{i}.family"
-                raise ScenarioInvalid(f"{source}: {path}: {exc}", field=path) from None
+                mix.append(modelled_prescription(family, envelope, rx.says(), rx.weight))
             except DomainError as exc:
                 name = exc.field or ""
                 if name.startswith("design_envelope"):
-                    path = f"{at}.envelope" + name.removeprefix("design_envelope")
+                    where = f"{at}.envelope" + name.removeprefix("design_envelope")
                 else:
-                    path = f"{where}.{name}" if name else where
-                raise ScenarioInvalid(f"{source}: {path}: {exc.message}", field=path) from None
+                    where = f"{at}.prescriptions.{k}" + (f".{name}" if name else "")
+                raise ScenarioInvalid(f"{source}: {where}: {exc.message}", field=where) from None
+        out[i] = Design(envelope=dict(envelope), prescriptions=tuple(mix))
+    return out
 
 
-def parse_scenario(data: Any, source: str = "scenario") -> ScenarioIn:
-    """Check a scenario mapping; a bad one raises ScenarioInvalid naming the field and reason."""
+def parse_scenario(
+    data: Any, source: str = "scenario", *, families: FamilyRegistry | None = None
+) -> ScenarioIn:
+    """Check a scenario mapping; a bad one raises ScenarioInvalid naming the field and reason.
+    Product designs are checked by their families in `families` (required when a product has
+    a design)."""
     if not isinstance(data, dict):
         raise ScenarioInvalid(f"{source}: a scenario must be a mapping", field="scenario")
     try:
@@ -468,12 +486,12 @@ def parse_scenario(data: Any, source: str = "scenario") -> ScenarioIn:
         reason = first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ScenarioInvalid(f"{source}: {path}: {reason}{more}", field=path) from None
-    check_designs(scenario, source)
+    modelled_designs(scenario, families, source)
     return scenario
 
 
-def load_scenario(path: str | Path) -> ScenarioIn:
-    """Read and check a scenario YAML file."""
+def load_scenario(path: str | Path, families: FamilyRegistry | None = None) -> ScenarioIn:
+    """Read and check a scenario YAML file (designs by their families in `families`)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -481,7 +499,7 @@ def load_scenario(path: str | Path) -> ScenarioIn:
         raise ScenarioInvalid(f"{p}: cannot read ({exc.strerror})", field="scenario") from None
     except yaml.YAMLError as exc:
         raise ScenarioInvalid(f"{p}: not valid YAML ({exc})", field="scenario") from None
-    return parse_scenario(data, str(p))
+    return parse_scenario(data, str(p), families=families)
 
 
 def dump_scenario(scenario: ScenarioIn) -> str:

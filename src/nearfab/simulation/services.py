@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from nearfab.common.errors import DomainError
+from nearfab.designs import FamilyRegistry
 from nearfab.simulation.errors import ScenarioInvalid
 from nearfab.simulation.logic.costs import CATEGORIES
 from nearfab.simulation.logic.engine import ReplicationResult, simulate
-from nearfab.simulation.logic.machine_models import family_models, job_model
-from nearfab.simulation.logic.spec import Prescription, ScenarioSpec
+from nearfab.simulation.logic.machine_models import modelled_prescription, simulation_kit
+from nearfab.simulation.logic.spec import ScenarioSpec
 from nearfab.simulation.logic.stats import estimate
 from nearfab.simulation.logic.validation import Check, run_validation
 from nearfab.simulation.schemas import ScenarioIn, parse_scenario
@@ -173,9 +174,11 @@ def run_scenario(
     replications: int | None = None,
     executor: Any = "local",
     progress: Progress | None = None,
+    families: FamilyRegistry | None = None,
 ) -> tuple[ScenarioSpec, list[ReplicationResult], dict[str, Any]]:
-    """Simulate a scenario; returns its spec, the raw replications and the summary."""
-    spec = scenario.to_spec() if isinstance(scenario, ScenarioIn) else scenario
+    """Simulate a scenario (its designs made by their families in `families`); returns its
+    spec, the raw replications and the summary."""
+    spec = scenario.to_spec(families) if isinstance(scenario, ScenarioIn) else scenario
     results = run_replications(spec, replications, executor, progress)
     return spec, results, summarise(spec, results)
 
@@ -241,6 +244,7 @@ DEFAULT_COSTS: dict[str, float] = {
 
 def export_scenario(
     uow: Any,
+    families: FamilyRegistry,
     *,
     name: str = "today",
     horizon_days: float = 365.0,
@@ -248,9 +252,10 @@ def export_scenario(
 ) -> ScenarioIn:
     """Today's network as a scenario: active sites and their machines, effective master files,
     cycle times and failure rates measured from batch records, demand from orders. A product
-    whose family has a machine model (solid_dose) is exported with its design envelope and the
-    prescription mix of its orders, so the simulator times each batch with the family's model
-    (measured batch times are then not used for it)."""
+    whose family is in `families` is exported with its design envelope and the prescription
+    mix of its orders (each order in the family's words, `SimulationKit.prescription_of`), so
+    the simulator times each batch with the family's model (measured batch times are then not
+    used for it)."""
     from sqlalchemy import select
 
     from nearfab.masterfiles import MasterFile, MasterFileStatus
@@ -309,7 +314,7 @@ def export_scenario(
     designed: set[str] = set()
     for code, mf in products_by_code.items():
         fails = outcomes.get(code, [])
-        design = _design(mf, [o for o in orders if o.master_file_code == code])
+        design = _design(mf, [o for o in orders if o.master_file_code == code], families)
         if design is not None:
             designed.add(code)
         products.append(
@@ -393,35 +398,45 @@ def export_scenario(
         "legs": legs,
         "regions": regions,
     }
-    return parse_scenario(data, "exported scenario")
+    return parse_scenario(data, "exported scenario", families=families)
 
 
-def _design(master_file: Any, orders: Sequence[Any]) -> dict[str, Any] | None:
+def _design(
+    master_file: Any, orders: Sequence[Any], families: FamilyRegistry
+) -> dict[str, Any] | None:
     """The design section of an exported product: the master file's envelope and its orders'
-    prescriptions (dose, units, patient group; weight = how many orders), keeping those the
-    family accepts. None when the family has no machine model or there is no usable order."""
-    family = master_file.product_family
-    if family not in family_models():
+    prescriptions in the family's words (weight = how many orders said the same), keeping
+    those the family accepts. None when the family is not registered or no order is usable."""
+    if master_file.product_family not in families.names():
         return None
+    family = families.get(master_file.product_family)
+    kit = simulation_kit(family)
     envelope = dict(master_file.design_envelope or {})
-    counts: dict[tuple[float, int, str | None], int] = defaultdict(int)
+    counts: dict[tuple[tuple[str, Any], ...], int] = defaultdict(int)
     for o in orders:
-        counts[(float(o.dose_mg), int(o.units), o.patient_group)] += 1
+        says = kit.prescription_of(o)
+        if says is not None:
+            counts[tuple(says.items())] += 1
     prescriptions = []
-    ordered = sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2])))
-    for (dose, units, group), n in ordered:
-        rx = Prescription(dose, units, group, float(n))
+    for key, n in sorted(counts.items(), key=lambda kv: _order_key(kv[0])):
+        says = dict(key)
         try:
-            job_model(family, envelope, rx)
+            modelled_prescription(family, envelope, says)
         except DomainError:  # refused (e.g. made under an older envelope): not in the mix
             continue
-        row: dict[str, Any] = {"dose_mg": dose, "units": units, "weight": float(n)}
-        if group is not None:
-            row["patient_group"] = group
-        prescriptions.append(row)
+        prescriptions.append({**says, "weight": float(n)})
     if not prescriptions:
         return None
     return {"envelope": envelope, "prescriptions": prescriptions}
+
+
+def _order_key(items: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, Any], ...]:
+    """Prescriptions in the order of their values as the family lists them (numbers before
+    words), so the mix, and the draws from it, come out the same on every export."""
+    return tuple(
+        (0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
+        for _, v in items
+    )
 
 
 def _span_days(times: list[datetime]) -> float:

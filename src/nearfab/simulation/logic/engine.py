@@ -1,7 +1,7 @@
 """The discrete-event engine (SimPy): orders flow from demand to patient through the network.
 
 One order: created in a region (Poisson demand with trend, seasonality and surges, or a fixed
-schedule) → pre-processing (prescription check; leukapheresis for cell therapy) → inbound leg
+schedule) → pre-processing (prescription check; collecting the patient's cells) → inbound leg
 (patient material to the site, if any) → a slot at the site (setup + cycle, or the product
 family's machine time for the order's design; QC inside the slot when it occupies the machine;
 started only on shift, paused outside it) → QC and QP release → outbound leg → patient.
@@ -26,12 +26,12 @@ import simpy
 
 from nearfab.simulation.logic.costs import CostLedger
 from nearfab.simulation.logic.distributions import Sampler, Uniforms, stream
-from nearfab.simulation.logic.machine_models import JobModel, job_models
 from nearfab.simulation.logic.spec import (
     DAYS_PER_YEAR,
     WINDOW_EPS,
     Disruption,
     Material,
+    Prescription,
     Product,
     ScenarioSpec,
     Site,
@@ -262,9 +262,12 @@ class Engine:
         self.qp_review = Sampler(team.review, next_stream()) if team else None
         self.material_lead = {m.name: Sampler(m.lead_time, next_stream()) for m in spec.materials}
         self.materials = {m.name: m for m in spec.materials}
-        # products with a design: the family's machine model per prescription, one stream each
-        # (after every other stream, so scenarios without designs draw exactly as before)
-        self.jobs: list[tuple[JobModel, ...]] = [job_models(p) for p in spec.products]
+        # products with a design: the family's model per prescription (worked out when the
+        # scenario became a spec), one stream each (after every other stream, so scenarios
+        # without designs draw exactly as before)
+        self.jobs: list[tuple[Prescription, ...]] = [
+            p.design.prescriptions if p.design is not None else () for p in spec.products
+        ]
         self.rx_u: list[Uniforms | None] = [
             Uniforms(next_stream()) if jobs else None for jobs in self.jobs
         ]

@@ -1,106 +1,66 @@
 """Product-family machine models: the simulator times a batch with the platform's own code.
 
-For a product with a `Design`, each prescription of its mix becomes the design the platform
-would make (`design_from`, the rules of `nearfab.families.<family>`), and the batch's machine
-time is the family's `duration_s(design)` — the figure the scheduler plans with and the time a
-simulated machine of the platform runs for. If the family also has a `failure_probability(design)`
-it gives the batch failure probability; none does today, so the scenario's figure is used.
+For a product with a `design`, each prescription of its mix (the family's own mapping) becomes
+the design the platform would make (`family.simulation.design`, the family's rules), and the
+batch's machine time is the family's `duration_s(design)`: the figure the scheduler plans with
+and the time a simulated machine of the platform runs for. The family's
+`simulation.failure_probability(design)` gives the batch failure probability; when it says
+None, the scenario's figure is used.
 
-A prescription the family refuses (outside the design envelope, no validated geometry) is an
-error of the scenario, reported before anything is simulated. The families are imported on
-first use, so a scenario without designs needs nothing from the rest of the platform.
+The family comes from the one FamilyRegistry bootstrap builds (`nearfab.designs`); this module
+never imports a family. The figures are worked out once, when a scenario becomes a spec
+(`modelled_design`), so each replication (in any process) runs without the registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from nearfab.simulation.logic.spec import Design, Prescription, Product
+from nearfab.designs import ProductFamily
+from nearfab.simulation.kit import SimulationKit
+from nearfab.simulation.logic.spec import Design, Prescription
 
 SECONDS_PER_DAY = 86_400.0
+WEIGHT = "weight"  # the core's key in a prescription of the mix: how often it is drawn
 
 
-class FamilyModel(Protocol):
-    """What the simulator needs from a product family (`nearfab.families`)."""
-
-    name: str
-
-    def design_from(
-        self,
-        envelope: Mapping[str, Any],
-        *,
-        dose_mg: float,
-        units: int,
-        patient_group: str | None,
-    ) -> dict[str, Any]: ...
-
-    def duration_s(self, design: Mapping[str, Any]) -> float: ...
-
-    def material_needed_g(self, design: Mapping[str, Any]) -> float: ...
+def simulation_kit(family: ProductFamily) -> SimulationKit:
+    kit: SimulationKit = family.simulation
+    return kit
 
 
-_MODELS: dict[str, FamilyModel] = {}
-
-
-def family_models() -> dict[str, FamilyModel]:
-    """The families that have a machine model, by the name master files and scenarios use."""
-    if not _MODELS:
-        from nearfab.families.solid_dose import SolidDoseFamily
-
-        _MODELS[SolidDoseFamily.name] = SolidDoseFamily()
-    return _MODELS
-
-
-class NoMachineModel(ValueError):
-    """The product's family has no machine model in `nearfab.families`."""
-
-
-@dataclass(frozen=True)
-class JobModel:
-    """One prescription as the family makes it: its design, machine time (days), material (g)
-    and batch failure probability (None: the family has no failure model)."""
-
-    prescription: Prescription
-    design: Mapping[str, Any]
-    machine_days: float
-    material_g: float
-    failure_probability: float | None
-
-
-def family_model(name: str) -> FamilyModel:
-    models = family_models()
-    try:
-        return models[name]
-    except KeyError:
-        known = ", ".join(sorted(models))
-        raise NoMachineModel(
-            f"product family {name!r} has no machine model (families with one: {known})"
-        ) from None
-
-
-def job_model(family: str, envelope: Mapping[str, Any], rx: Prescription) -> JobModel:
-    """The design, machine time and failure probability of `rx` under `family`'s model; the
-    family's ValidationFailed / Refused (naming the field) when it would refuse it."""
-    model = family_model(family)
-    design = model.design_from(
-        envelope, dose_mg=rx.dose_mg, units=rx.units, patient_group=rx.patient_group
-    )
-    seconds = float(model.duration_s(design))
-    failure = getattr(model, "failure_probability", None)
-    return JobModel(
-        prescription=rx,
+def modelled_prescription(
+    family: ProductFamily,
+    envelope: Mapping[str, Any],
+    says: Mapping[str, Any],
+    weight: float = 1.0,
+) -> Prescription:
+    """One prescription of the mix (`says`, the family's mapping) as `family` makes it: its
+    design, machine time (days), material and failure probability. The family's
+    ValidationFailed / Refused (naming the field) when the platform would refuse it."""
+    kit = simulation_kit(family)
+    design = kit.design(envelope, says)
+    failure = kit.failure_probability(design)
+    return Prescription(
+        says=dict(says),
+        machine_days=float(family.duration_s(design)) / SECONDS_PER_DAY,
+        weight=weight,
+        failure_probability=None if failure is None else float(failure),
+        material_g=float(family.material_needed_g(design)),
         design=design,
-        machine_days=seconds / SECONDS_PER_DAY,
-        material_g=float(model.material_needed_g(design)),
-        failure_probability=float(failure(design)) if callable(failure) else None,
     )
 
 
-def job_models(product: Product) -> tuple[JobModel, ...]:
-    """A product's prescription mix under its family's model (empty without a design)."""
-    design: Design | None = product.design
-    if design is None:
-        return ()
-    return tuple(job_model(product.family, design.envelope, rx) for rx in design.prescriptions)
+def modelled_design(
+    family: ProductFamily,
+    envelope: Mapping[str, Any],
+    prescriptions: Sequence[Mapping[str, Any]],
+) -> Design:
+    """A product's design section under its family's model. Each prescription is the family's
+    mapping plus an optional `weight` (how often an order draws it; 1 by default)."""
+    mix = []
+    for rx in prescriptions:
+        says = {k: v for k, v in rx.items() if k != WEIGHT}
+        mix.append(modelled_prescription(family, envelope, says, float(rx.get(WEIGHT, 1.0))))
+    return Design(envelope=dict(envelope), prescriptions=tuple(mix))

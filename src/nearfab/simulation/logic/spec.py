@@ -52,21 +52,26 @@ ZERO = Dist()
 
 @dataclass(frozen=True)
 class Prescription:
-    """One kind of prescription in a product's demand: dose per unit, units per course and the
-    patient group; each order draws one by `weight`."""
+    """One kind of prescription in a product's mix, as its family makes it
+    (`logic.machine_models.modelled_prescription`): what it says, in the family's words; the
+    design the platform would make; the machine time (days) and material (g) the family gives
+    that design, and its batch failure probability (None: the family has no failure model).
+    Each order draws one by `weight`."""
 
-    dose_mg: float
-    units: int = 1
-    patient_group: str | None = None
+    says: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    machine_days: float = 0.0
     weight: float = 1.0
+    failure_probability: float | None = None
+    material_g: float = 0.0
+    design: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
 class Design:
-    """What the product family's machine model needs to make each order's design, exactly as
-    the platform makes it: the master file's design envelope and the prescription mix. With it,
-    a batch's machine time (and failure probability, if the family gives one) comes from the
-    family's model in `nearfab.families`, not from a distribution."""
+    """A product made to each order's design, exactly as the platform makes it: the master
+    file's design envelope and the prescription mix, each already worked out by the product
+    family's model (`nearfab.designs` registry). A batch's machine time (and failure
+    probability, if the family gives one) comes from there, not from a distribution."""
 
     envelope: Mapping[str, Any] = field(default_factory=dict, hash=False)
     prescriptions: tuple[Prescription, ...] = ()
@@ -75,9 +80,9 @@ class Design:
 @dataclass(frozen=True)
 class Product:
     name: str
-    family: str = "solid_dose"
+    family: str | None = None  # the product family (registry name); needed for a `design`
     target_lead_time_days: float = 7.0
-    pre_process: Dist = ZERO  # e.g. prescription check, or leukapheresis for cell therapy
+    pre_process: Dist = ZERO  # e.g. the prescription check, or collecting the patient's cells
     cycle: Dist = ZERO  # default machine time per batch (a site may override)
     qc: Dist = ZERO
     qc_occupies_machine: bool = False
@@ -212,8 +217,8 @@ class Disruption:
 
 @dataclass(frozen=True)
 class Material:
-    """A consumable kept in stock at every site that uses it (e.g. drug-loaded filament): one
-    unit per batch, reordered (`order_quantity`) when stock plus open orders fall to
+    """A consumable kept in stock at every site that uses it (e.g. a printing ink or a culture
+    medium): one unit per batch, reordered (`order_quantity`) when stock plus open orders fall to
     `reorder_point`, arriving after `lead_time`; a lot older than `shelf_life_days` is
     discarded (waste)."""
 
