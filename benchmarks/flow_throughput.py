@@ -79,8 +79,7 @@ def main() -> None:
         run_s = time.perf_counter() - start
         with app.uow() as uow:
             tablets = [
-                len(app.production.get(uow, b).unit_masses_mg or [])
-                for b in summary.batches_completed
+                app.production.get(uow, b).units_made or 0 for b in summary.batches_completed
             ]
         result = {
             "orders": args.orders,

@@ -31,11 +31,11 @@ from nearfab.common.clock import ManualClock
 from nearfab.common.ids import new_id
 from nearfab.config import Settings
 from nearfab.demo import prescription_bundle, seed
+from nearfab.families.solid_dose.machines import DEFAULT_PROCESS_PARAMETERS, METRICS
 from nearfab.identity import actor_of
 from nearfab.monitoring import ModelStatus, MonitoringModel
 from nearfab.monitoring.training import TrainingData, fit_mspc, fit_spc
 from nearfab.production import BatchRecord, TelemetryReading
-from nearfab.production.machines import DEFAULT_PROCESS_PARAMETERS, METRICS
 from nearfab.telemetry import (
     BrokerAddress,
     MachineGateway,

@@ -184,12 +184,12 @@ def build_app(
             "audit_chain": audit_key.fingerprint,
         },
     )
-    fleet = MachineFleet(clock, signer.public_key_pem, time_scale=machine_speed)
+    families = product_families()
+    fleet = MachineFleet(clock, signer.public_key_pem, families, time_scale=machine_speed)
 
     def uow() -> UnitOfWork:
         return UnitOfWork(session_factory, clock, bus)
 
-    families = product_families()
     users = UserService(account_policy(settings), totp_box)
     signatures = SignatureService(users)
     network = NetworkService()

@@ -182,7 +182,8 @@ def batch_view(app: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> dict[s
                 "design": batch.design,
                 "started_at": batch.started_at,
                 "finished_at": batch.finished_at,
-                "unit_masses_mg": batch.unit_masses_mg,
+                "measurements": batch.measurements,
+                "units_made": batch.units_made,
                 "telemetry_summary": batch.telemetry_summary,
                 "cpp_excursions": batch.cpp_excursions,
                 "machine_events": batch.machine_events,
@@ -238,7 +239,7 @@ def pending_view(app: App, uow: UnitOfWork, actor: Actor) -> list[dict[str, Any]
                     "site": site.code,
                     "medication": order.medication,
                     "dose_mg": order.dose_mg,
-                    "units": len(batch.unit_masses_mg or []),
+                    "units": batch.units_made or 0,
                     "created_at": review.created_at,
                     # what the QP is shown; a decision sent back with it signs only this record
                     "record_hash": app.quality.shown_hash(uow, batch, review),

@@ -66,7 +66,9 @@ class BatchOut(Out):
     design: dict[str, Any]
     started_at: Timestamp
     finished_at: Timestamp | None
-    unit_masses_mg: list[float] | None
+    # the family's measurement document of the run, and the units the machine made
+    measurements: dict[str, Any] | None
+    units_made: int | None
     telemetry_summary: dict[str, Any] | None
     cpp_excursions: list[Any] | None
     machine_events: list[Any] | None

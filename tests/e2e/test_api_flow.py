@@ -85,7 +85,7 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     assert record["ticket_hash"] == job["ticket_hash"]
     assert record["machine"]["firmware"] == "fw 2.4.1"
     assert record["material_lot"]["lot_number"].startswith("HC-FIL-2.5-")
-    assert len(record["unit_masses_mg"]) == 21
+    assert len(record["measurements"]["unit_masses_mg"]) == record["units_made"] == 21
     assert set(record["telemetry_summary"]) == {
         "chamber_humidity_pct",
         "extrusion_pressure_kpa",

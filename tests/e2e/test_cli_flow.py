@@ -73,7 +73,7 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     assert item["proposed_decision"] == "release"
     batch_id = item["batch_id"]
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
-    assert record["status"] == "completed" and len(record["unit_masses_mg"]) == 84
+    assert record["status"] == "completed" and len(record["measurements"]["unit_masses_mg"]) == 84
     assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]
     assert [s["name"] for s in record["steps"]][:4] == [
         "material_dispensed",

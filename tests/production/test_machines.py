@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.solid_dose.machines import SimulatedTabletPrinter, SolidDoseMachines
 from nearfab.production.machines import (
     Fault,
     MachineAdapter,
     RunResult,
-    SimulatedTabletPrinter,
 )
 from nearfab.production.tickets import SignedTicket, TicketRejected, TicketSigner
 
@@ -158,7 +158,7 @@ def test_same_seed_same_run_and_different_seed_different_run() -> None:
     b = make_printer(seed=7).execute(make_ticket())
     c = make_printer(seed=8).execute(make_ticket())
     assert a == b
-    assert [u.mass_mg for u in a.units] != [u.mass_mg for u in c.units]
+    assert [u.values["mass_mg"] for u in a.units] != [u.values["mass_mg"] for u in c.units]
 
 
 def test_result_identifies_machine_firmware_and_ticket() -> None:
@@ -177,7 +177,7 @@ def test_result_identifies_machine_firmware_and_ticket() -> None:
 def test_healthy_run_units_within_7_5_percent_and_telemetry_in_range(seed: int) -> None:
     ticket = make_ticket(design={"target_mass_mg": TARGET_MG, "units": 30})
     result = make_printer(seed=seed).execute(ticket)
-    masses = [u.mass_mg for u in result.units]
+    masses = [u.values["mass_mg"] for u in result.units]
     assert len(masses) == 30
     # ±7.5 % of 50 mg: 46.25–53.75 mg
     assert all(46.25 <= m <= 53.75 for m in masses), masses
@@ -236,7 +236,7 @@ def test_nozzle_clog_from_unit_5_underfills_and_raises_pressure() -> None:
     printer = make_printer(faults=[Fault("nozzle_clog", severity=0.3, from_unit=5)])
     result = printer.execute(make_ticket())
     assert "fault injected: nozzle_clog severity 0.30 from unit 5" in result.events
-    ratios = [u.mass_mg / TARGET_MG for u in result.units]
+    ratios = [u.values["mass_mg"] / TARGET_MG for u in result.units]
     # units 0–4 healthy (within ±7.5 %); units 5–9 ≈ 1 − 0.3 = 70 % of target
     assert all(0.925 <= r <= 1.075 for r in ratios[:5]), ratios
     assert all(0.62 <= r <= 0.78 for r in ratios[5:]), ratios
@@ -258,7 +258,7 @@ def test_injected_fault_equals_constructor_fault() -> None:
     assert printer.execute(make_ticket()) == a
     printer.clear_faults()
     healthy = printer.execute(make_ticket(ticket_id="T-0002"))  # a ticket runs once
-    assert all(0.925 <= u.mass_mg / TARGET_MG <= 1.075 for u in healthy.units)
+    assert all(0.925 <= u.values["mass_mg"] / TARGET_MG <= 1.075 for u in healthy.units)
 
 
 def test_same_seed_fault_changes_only_what_it_affects() -> None:
@@ -280,7 +280,7 @@ def test_temperature_drift_rises_per_unit_and_barely_moves_mass() -> None:
     assert last - 180 == pytest.approx(7.58, abs=1.5)
     assert max(values(result, "nozzle_temperature_c")) > 185  # out of the validated range
     # mass: +0.2 %/°C → at most +1.6 % — still within ±7.5 %
-    assert all(0.925 <= u.mass_mg / TARGET_MG <= 1.075 for u in result.units)
+    assert all(0.925 <= u.values["mass_mg"] / TARGET_MG <= 1.075 for u in result.units)
 
 
 def test_humidity_excursion_adds_relative_humidity() -> None:
@@ -295,11 +295,11 @@ def test_humidity_excursion_adds_relative_humidity() -> None:
 
 def test_faults_are_validated() -> None:
     with pytest.raises(ValidationFailed):
-        Fault("nozzle_clog", severity=1.0)
+        SolidDoseMachines().check_fault(Fault("nozzle_clog", severity=1.0))
     with pytest.raises(ValidationFailed):
         Fault("temperature_drift", severity=-1.0)
     with pytest.raises(ValidationFailed):
-        Fault("gremlins")  # type: ignore[arg-type]
+        SolidDoseMachines().check_fault(Fault("gremlins"))
     with pytest.raises(ValidationFailed):
         Fault("nozzle_clog", from_unit=-1)
 

@@ -371,7 +371,7 @@ def test_machine_refuses_a_ticket_not_as_signed(seeded: App, tamper: str) -> Non
     batch = fh.batch(seeded, batch_id)
     assert batch.status == "failed"
     assert batch.failure_reason == expected
-    assert batch.unit_masses_mg is None
+    assert batch.measurements is None and batch.units_made is None
     with seeded.uow() as uow:
         steps = seeded.production.steps(uow, batch_id)
         refused = [s for s in steps if s.name == "machine_refused"]
@@ -428,9 +428,10 @@ def test_batch_record_holds_the_evidence_of_the_run(seeded: App, clock: ManualCl
     assert len(batch.ticket_hash) == 64
     assert batch.started_at == started
     assert batch.finished_at == started + timedelta(minutes=21)  # 21 units at 60 s each
-    assert len(batch.unit_masses_mg or []) == batch.design["units"] == 21
+    masses = (batch.measurements or {}).get("unit_masses_mg") or []
+    assert len(masses) == batch.units_made == batch.design["units"] == 21
     target = batch.design["target_mass_mg"]
-    assert all(abs(m - target) / target < 0.075 for m in batch.unit_masses_mg or [])
+    assert all(abs(m - target) / target < 0.075 for m in masses)
     summary = batch.telemetry_summary or {}
     assert set(summary) == {
         "nozzle_temperature_c",
@@ -487,7 +488,7 @@ def test_nozzle_clog_underfills_units_and_rtrt_proposes_reject(seeded: App) -> N
     fh.finish(seeded, batch_id)
 
     batch = fh.batch(seeded, batch_id)
-    masses = batch.unit_masses_mg or []
+    masses = (batch.measurements or {}).get("unit_masses_mg") or []
     target = batch.design["target_mass_mg"]
     assert all(abs(m - target) / target < 0.075 for m in masses[:4])
     assert all(m < target * 0.85 for m in masses[4:])  # about 30 % of the flow is lost

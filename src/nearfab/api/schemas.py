@@ -39,7 +39,8 @@ class SiteStatusIn(BaseModel):
 class MachineIn(BaseModel):
     site_id: str
     name: str
-    machine_type: str = "tablet_printer"
+    # one of the machine types a registered product family runs (its `machines` part)
+    machine_type: str = Field(min_length=1, max_length=64)
     firmware: str
     serial_number: str
     adapter: str = "simulated"
@@ -56,7 +57,8 @@ class TrainingIn(BaseModel):
 
 
 class FaultIn(BaseModel):
-    kind: Literal["nozzle_clog", "temperature_drift", "humidity_excursion"]
+    # one of the fault kinds of the machine's product family (checked by the family)
+    kind: str = Field(min_length=1, max_length=64)
     severity: float = Field(default=0.3, ge=0, le=100)
     from_unit: int = Field(default=0, ge=0, le=100_000)
 

@@ -310,7 +310,7 @@ def _parse_fault(text: str) -> tuple[str, Any]:
         raise ValidationFailed(
             "fault severity is a number and FROM_UNIT an integer", field="--fault"
         ) from None
-    return parts[0], Fault(kind=parts[1], severity=severity, from_unit=from_unit)  # type: ignore[arg-type]
+    return parts[0], Fault(kind=parts[1], severity=severity, from_unit=from_unit)
 
 
 @network_app.command("run")
@@ -323,8 +323,8 @@ def network_run(
     fault: Annotated[
         list[str] | None,
         typer.Option(
-            help="Inject a fault: MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]] (nozzle_clog, "
-            "temperature_drift, humidity_excursion)."
+            help="Inject a fault: MACHINE_ID:KIND[:SEVERITY[:FROM_UNIT]] (KIND: one of the "
+            "fault kinds of the machine's product family)."
         ),
     ] = None,
     as_json: JsonOpt = False,

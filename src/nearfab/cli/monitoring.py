@@ -137,8 +137,8 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir 
 def models_train(
     ctx: typer.Context,
     kind: Annotated[str, typer.Option(help="spc or mspc")],
-    product: Annotated[str, typer.Option(help="Master-file code, e.g. MF-HC-PRINTLET.")],
-    machine_type: Annotated[str, typer.Option(help="e.g. tablet_printer")],
+    product: Annotated[str, typer.Option(help="Master-file code of the product.")],
+    machine_type: Annotated[str, typer.Option(help="Machine type (one its product family runs).")],
     user: User,
     password: Password,
     run: Annotated[
@@ -173,8 +173,8 @@ def models_train(
 @models_app.command("capability")
 def models_capability(
     ctx: typer.Context,
-    product: Annotated[str, typer.Option(help="Master-file code, e.g. MF-HC-PRINTLET.")],
-    machine_type: Annotated[str, typer.Option(help="e.g. tablet_printer")],
+    product: Annotated[str, typer.Option(help="Master-file code of the product.")],
+    machine_type: Annotated[str, typer.Option(help="Machine type (one its product family runs).")],
     run: Annotated[list[str] | None, typer.Option(help="A qualified run (repeat).")] = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,

@@ -3,11 +3,13 @@
 from nearfab.production.enums import BatchStatus
 from nearfab.production.events import BatchCompleted, BatchFailed
 from nearfab.production.fleet import MachineFleet
+from nearfab.production.kit import MachineKit, MeasurementSeries, MetricSpec, TwinSetup
 from nearfab.production.machines import (
     Fault,
     MachineAdapter,
     RunResult,
-    SimulatedTabletPrinter,
+    Setpoint,
+    SimulatedMachine,
     TelemetryReading,
     TelemetrySink,
     UnitMeasurement,
@@ -25,16 +27,21 @@ __all__ = [
     "Fault",
     "MachineAdapter",
     "MachineFleet",
+    "MachineKit",
+    "MeasurementSeries",
+    "MetricSpec",
     "ProductionService",
     "RunResult",
+    "Setpoint",
     "SignedTicket",
-    "SimulatedTabletPrinter",
+    "SimulatedMachine",
     "StepSignoff",
     "StepState",
     "TelemetryReading",
     "TelemetrySink",
     "TicketRejected",
     "TicketSigner",
+    "TwinSetup",
     "UnitMeasurement",
     "check_entry",
     "verify_ticket",

@@ -1,7 +1,144 @@
 """What the production domain asks of a product family: `MachineKit`.
 
 The domain owns the question; families under nearfab.families answer it, and the domain reaches
-them only through the registry bootstrap wires in (DESIGN.md, "The family kit").
+them only through the registry bootstrap wires in (DESIGN.md, "The family kit"):
+`kit: MachineKit = families.get(name).machines`.
+
+A family's machines part says which machine types it runs, their telemetry metrics with limits
+(the critical process parameters among them), the faults its twins can suffer, how to build a
+digital twin (or connect a real machine) for a machine row, and what the batch record keeps of a
+run: the family's measurement document (validated by the family, stored as it is) and the count
+of units made.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nearfab.common.clock import Clock
+from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.network import Machine
+from nearfab.production.machines import (
+    Fault,
+    MachineAdapter,
+    RunResult,
+    SimulatedMachine,
+    TelemetrySink,
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A telemetry metric of a family's machines with its default limits. `cpp`: a critical
+    process parameter (its excursions go on the batch record)."""
+
+    name: str
+    unit: str
+    target: float
+    low: float
+    high: float
+    cpp: bool = True
+
+    def parameter(self) -> dict[str, Any]:
+        """The metric as a master file's process parameter (target, low, high, unit)."""
+        return {"target": self.target, "low": self.low, "high": self.high, "unit": self.unit}
+
+
+@dataclass(frozen=True)
+class TwinSetup:
+    """What the platform gives a family to build one digital twin."""
+
+    control_public_key_pem: str
+    clock: Clock
+    seed: int  # the same machine row gives the same twin in every database
+    seconds_per_unit: float
+    sample_every_s: float
+    telemetry: TelemetrySink | None = None
+
+
+@dataclass(frozen=True)
+class MeasurementSeries:
+    """One per-unit measurement of a batch as a page charts it: the values against a target
+    and a ±tolerance band, with the axis label and unit the family names."""
+
+    values: tuple[float, ...]
+    target: float
+    tolerance_pct: float
+    label: str  # what was measured, e.g. the quantity's name
+    unit: str  # its unit, as people write it
+    specification: str = ""  # the master file's specification it is judged against
+
+
+class MachineKit(Protocol):
+    """The `machines` part of a product family."""
+
+    machine_types: tuple[str, ...]
+    fault_kinds: tuple[str, ...]
+
+    @property
+    def metrics(self) -> Mapping[str, MetricSpec]:
+        """The telemetry metrics of the family's machines, by name, with default limits."""
+        ...
+
+    def check_fault(self, fault: Fault) -> None:
+        """Raise ValidationFailed (field `fault.kind`, listing the family's kinds, or
+        `fault.severity`) unless the family's twins can suffer `fault`."""
+        ...
+
+    def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedMachine:
+        """A digital twin of `machine`; Refused (field `machine_type`) for a type the family
+        does not run."""
+        ...
+
+    def connect(self, machine: Machine) -> MachineAdapter | None:
+        """The adapter of a real machine (not simulated), or None when the family connects none
+        itself (a site gateway registers it with the fleet)."""
+        ...
+
+    def design_summary(self, design: Mapping[str, Any]) -> str:
+        """What a ticket's design tells the machine to make, in a line for people."""
+        ...
+
+    def measurement_document(self, outcome: RunResult) -> dict[str, Any]:
+        """What the batch record keeps of a finished run's unit measurements."""
+        ...
+
+    def check_measurements(self, document: Any) -> dict[str, Any]:
+        """The stored document, validated; ValidationFailed naming the bad key."""
+        ...
+
+    def units_made(self, document: Mapping[str, Any]) -> int:
+        """How many units the run the document describes made."""
+        ...
+
+    def measurement_series(
+        self,
+        document: Mapping[str, Any] | None,
+        design: Mapping[str, Any],
+        cqa_specs: Mapping[str, Any],
+    ) -> MeasurementSeries | None:
+        """The per-unit measurement a batch page charts, or None when there is nothing to show."""
+        ...
+
+
+def check_fault_kind(family: str, kinds: tuple[str, ...], fault: Fault) -> None:
+    """The common part of `MachineKit.check_fault`: the kind must be one of the family's."""
+    if fault.kind not in kinds:
+        raise ValidationFailed(
+            f"unknown fault kind {fault.kind!r} for {family} machines "
+            f"(kinds: {', '.join(kinds) or 'none'})",
+            field="fault.kind",
+        )
+
+
+def check_machine_type(family: str, types: tuple[str, ...], machine: Machine) -> None:
+    """The common part of `MachineKit.twin`: the machine must be of a type the family runs."""
+    if machine.machine_type not in types:
+        raise Refused(
+            f"{family} has no twin for machine type {machine.machine_type!r} of machine "
+            f"{machine.name} (types: {', '.join(types) or 'none'})",
+            field="machine_type",
+            code="unknown_machine_type",
+        )

@@ -44,7 +44,10 @@ class BatchRecord(Base):
     # report; once past with no report, the runner's sweep abandons the batch as orphaned
     lease_expires_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    unit_masses_mg: Mapped[list[Any] | None]
+    # the family's measurement document of the run (validated by the family's machines part:
+    # production.kit.MachineKit), and how many units the machine made
+    measurements: Mapped[dict[str, Any] | None]
+    units_made: Mapped[int | None]
     telemetry_summary: Mapped[dict[str, Any] | None]
     telemetry: Mapped[list[Any] | None]
     cpp_excursions: Mapped[list[Any] | None]
@@ -52,8 +55,12 @@ class BatchRecord(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
 
     def content(self) -> dict[str, Any]:
-        """What a QP's release signature is bound to: the record's evidence."""
+        """What a QP's release signature is bound to: the record's evidence. The measurement
+        document's keys sit at the top level, as the per-unit evidence did before the document
+        existed, so a signature made then still verifies (production refuses a document whose
+        keys would collide with the record's own)."""
         return {
+            **(self.measurements or {}),
             "id": self.id,
             "batch_number": self.batch_number,
             "order_id": self.order_id,
@@ -67,7 +74,6 @@ class BatchRecord(Base):
             "design": self.design,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "unit_masses_mg": self.unit_masses_mg,
             "telemetry_summary": self.telemetry_summary,
             "cpp_excursions": self.cpp_excursions,
             "machine_events": self.machine_events,

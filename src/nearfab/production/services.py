@@ -39,6 +39,7 @@ from nearfab.orders import OrderService, OrderStatus
 from nearfab.production.enums import BATCH_TRANSITIONS, BatchStatus
 from nearfab.production.events import BatchCompleted, BatchFailed
 from nearfab.production.fleet import MachineFleet
+from nearfab.production.kit import MachineKit
 from nearfab.production.logic import batch_number, summarise_telemetry
 from nearfab.production.machines import RunResult
 from nearfab.production.models import BatchRecord, BatchStep, StepSignoff
@@ -335,7 +336,8 @@ class ProductionService:
             started_at=now,
             handed_over_at=None,
             finished_at=None,
-            unit_masses_mg=None,
+            measurements=None,
+            units_made=None,
             telemetry_summary=None,
             telemetry=None,
             cpp_excursions=None,
@@ -530,7 +532,7 @@ class ProductionService:
             summary, excursions = summarise_telemetry(
                 ((r.metric, r.value) for r in outcome.telemetry), mf.process_parameters
             )
-            batch.unit_masses_mg = [round(u.mass_mg, 4) for u in outcome.units]
+            batch.measurements, batch.units_made = self._measurements(batch, mf, outcome)
             batch.telemetry_summary = summary
             batch.telemetry = [
                 [r.at.isoformat(), r.metric, round(r.value, 3)] for r in outcome.telemetry
@@ -578,6 +580,23 @@ class ProductionService:
             )
         uow.commit()
         return batch
+
+    def _measurements(
+        self, batch: BatchRecord, mf: MasterFile, outcome: RunResult
+    ) -> tuple[dict[str, Any], int]:
+        """The run's measurement document, made and validated by the product's family, and the
+        units made. The document's keys join the record's signed content: none may be one of
+        the record's own."""
+        kit: MachineKit = self._families.get(mf.product_family).machines
+        document = kit.check_measurements(kit.measurement_document(outcome))
+        clash = sorted(set(document) & set(batch.content()))
+        if clash:
+            raise ValidationFailed(
+                f"the {mf.product_family} measurement document uses the batch record's own key "
+                f"{clash[0]!r}",
+                field=f"measurements.{clash[0]}",
+            )
+        return document, kit.units_made(document)
 
     # --- batch record ------------------------------------------------------------------------
     def add_step(

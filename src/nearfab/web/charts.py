@@ -9,19 +9,27 @@ def _tick(v: float) -> str:
     return f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}"
 
 
-def mass_chart_svg(masses: list[float], target: float, tolerance_pct: float) -> str:
-    """Per-unit masses against the target and the ±tolerance band, with labelled axes."""
-    if not masses or target <= 0:
+def measurement_chart_svg(
+    values: list[float],
+    target: float,
+    tolerance_pct: float,
+    *,
+    label: str,
+    unit: str,
+) -> str:
+    """A per-unit measurement (`label` in `unit`, both as the product family names them)
+    against the target and the ±tolerance band, with labelled axes."""
+    if not values or target <= 0:
         return ""
     w, h = 720, 240
     left, right, top, bottom = 64, 60, 28, 34
     low, high = target * (1 - tolerance_pct / 100), target * (1 + tolerance_pct / 100)
-    lo = min(min(masses), low)
-    hi = max(max(masses), high)
+    lo = min(min(values), low)
+    hi = max(max(values), high)
     span = hi - lo or target * 0.1
     lo, hi = lo - span * 0.08, hi + span * 0.08
-    n = len(masses)
-    outside = sum(1 for v in masses if not low <= v <= high)
+    n = len(values)
+    outside = sum(1 for v in values if not low <= v <= high)
 
     def x(i: int) -> float:
         if n == 1:
@@ -33,7 +41,8 @@ def mass_chart_svg(masses: list[float], target: float, tolerance_pct: float) -> 
         return top + (h - top - bottom) * (1 - (v - lo) / (hi - lo))
 
     summary = (
-        f"{n} unit masses against target {target:.1f} mg; {outside} outside ±{tolerance_pct:g} %"
+        f"{n} units' {label} against target {target:.1f} {unit}; "
+        f"{outside} outside ±{tolerance_pct:g} %"
     )
     parts = [
         f'<svg viewBox="0 0 {w} {h}" class="chart" role="img" aria-label="{escape(summary)}">',
@@ -63,17 +72,18 @@ def mass_chart_svg(masses: list[float], target: float, tolerance_pct: float) -> 
             f'<text x="{x(i):.1f}" y="{h - bottom + 16}" text-anchor="middle">{i + 1}</text>'
         )
     if n > 1:
-        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(masses))
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(f'<polyline points="{points}" class="series"/>')
-    for i, v in enumerate(masses):
+    for i, v in enumerate(values):
         cls = "ok" if low <= v <= high else "bad"
         parts.append(
             f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{4 if cls == "bad" else 3}" '
-            f'class="{cls}"><title>unit {i + 1}: {v:.2f} mg</title></circle>'
+            f'class="{cls}"><title>unit {i + 1}: {v:.2f} {escape(unit)}</title></circle>'
         )
     parts.append(
-        f'<text x="{left}" y="{top - 10}" class="title">mass (mg) per unit — target '
-        f"{target:.1f} mg ± {tolerance_pct:g} %; {outside} of {n} outside</text>"
+        f'<text x="{left}" y="{top - 10}" class="title">{escape(label)} ({escape(unit)}) per '
+        f"unit — target {target:.1f} {escape(unit)} ± {tolerance_pct:g} %; {outside} of {n} "
+        "outside</text>"
     )
     parts.append(
         f'<text x="{(left + w - right) / 2:.1f}" y="{h - 4}" text-anchor="middle" '

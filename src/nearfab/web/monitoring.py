@@ -63,7 +63,7 @@ def rule_words(rule: object) -> str:
     return RULES.get(str(rule), human(rule))
 
 
-# unit suffixes of telemetry metric names (`print_speed_mm_s`) and how people write them
+# unit suffixes of telemetry metric names (`flow_rate_mm_s`) and how people write them
 _UNIT_SUFFIXES = {
     ("mm", "s"): "mm/s",
     ("kpa",): "kPa",
@@ -79,7 +79,7 @@ _UNIT_SUFFIXES = {
 
 
 def metric_label(metric: object, unit: str | None = None) -> str:
-    """`extrusion_pressure_kpa` -> `Extrusion pressure (kPa)`."""
+    """`chamber_pressure_kpa` -> `Chamber pressure (kPa)`."""
     words = str(metric or "").split("_")
     suffix_unit = None
     for suffix, written in _UNIT_SUFFIXES.items():

@@ -31,7 +31,7 @@ from nearfab.identity import (
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
-from nearfab.web.charts import mass_chart_svg
+from nearfab.web.charts import measurement_chart_svg
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -369,17 +369,27 @@ def batch_page(
         with application.uow() as uow:
             view = batch_view(application, uow, actor, batch_id)
             master_file = application.master_files.get(uow, view["master_file"]["id"])
-            cqa_specs = dict(master_file.cqa_specs or {})
+            # the per-unit measurement to chart, as the product's family reads its document
+            kit = application.families.get(master_file.product_family).machines
+            series = kit.measurement_series(
+                view["measurements"], view["design"] or {}, dict(master_file.cqa_specs or {})
+            )
+            design = kit.design_summary(view["design"] or {})
             parameters = dict(master_file.process_parameters or {})
             # the master-file steps, the audit-trail review and what blocks release
             controls, trail, may = _record_controls(application, uow, actor, view)
     except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc, batch_id)
-    tolerance = float(cqa_specs.get("unit_mass", {}).get("tolerance_pct", 7.5))
-    chart = mass_chart_svg(
-        view["unit_masses_mg"] or [],
-        float((view["design"] or {}).get("target_mass_mg", 0)),
-        tolerance,
+    chart = (
+        measurement_chart_svg(
+            list(series.values),
+            series.target,
+            series.tolerance_pct,
+            label=series.label,
+            unit=series.unit,
+        )
+        if series
+        else ""
     )
     return render(
         request,
@@ -387,7 +397,8 @@ def batch_page(
         actor,
         batch=view,
         chart=chart,
-        tolerance=tolerance,
+        series=series,
+        design=design,
         parameters=parameters,
         controls=controls,
         trail=trail,
