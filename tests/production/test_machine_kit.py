@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from nearfab.bootstrap import App
@@ -36,8 +37,10 @@ from nearfab.production import (
     UnitMeasurement,
 )
 from nearfab.production.kit import check_fault_kind, check_machine_type
+from nearfab.web.server import create_web_app
 
 from .. import flow_helpers as fh
+from ..conftest import TEST_PASSWORD
 
 # -- a second family, a few lines, only in this test ----------------------------------------
 
@@ -264,3 +267,21 @@ def test_migration_0017_downgrade_stops_at_another_family_s_document(seeded: App
         command.downgrade(alembic_config(url), "0016")
     upgrade(url)  # still at head (or back to it): the document is where it was
     assert fh.batch(seeded, batch_id).measurements == {"viable_cells": [1.0e8]}
+
+
+def test_the_api_checks_a_fault_kind_against_the_machine_s_family(seeded: App) -> None:
+    client = TestClient(create_web_app(seeded))
+    token = client.post(
+        "/api/v1/auth/token", json={"username": "admin", "password": TEST_PASSWORD}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/machines/{fh.machine_id(seeded, 'GSTT printer A')}/faults"
+    r = client.post(url, json={"kind": "jam", "severity": 0.5}, headers=headers)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == "fault.kind"
+    assert "'jam'" in error["message"]
+    assert "nozzle_clog, temperature_drift, humidity_excursion" in error["message"]
+    r = client.post(url, json={"kind": "nozzle_clog", "severity": 0.5}, headers=headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["fault"] == "nozzle_clog severity 0.50 from unit 0"
