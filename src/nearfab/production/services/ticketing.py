@@ -1,0 +1,67 @@
+"""Job tickets: the control site signs what a machine is authorised to make (the gate passed)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from nearfab.common.errors import Forbidden, Refused
+from nearfab.identity import Actor, Permission, authorize, refuse
+from nearfab.orders import OrderService
+from nearfab.production.services.gate import ProductionGate
+from nearfab.production.tickets import SignedTicket, TicketSigner
+from nearfab.scheduling import JobStatus, SchedulingService
+from nearfab.uow import UnitOfWork
+
+TICKET_LIFETIME = timedelta(hours=24)
+
+
+class TicketDesk:
+    def __init__(
+        self,
+        gate: ProductionGate,
+        orders: OrderService,
+        scheduling: SchedulingService,
+        signer: TicketSigner,
+    ) -> None:
+        self._gate = gate
+        self._orders = orders
+        self._scheduling = scheduling
+        self._signer = signer
+
+    def issue(self, uow: UnitOfWork, actor: Actor, job_id: str) -> SignedTicket:
+        """The control site signs what the machine is authorised to make."""
+        job = self._scheduling.get(uow, job_id)
+        authorize(actor, Permission.TICKET_ISSUE, site_id=job.site_id)
+        mf, site, machine = self._gate.context(uow, job)
+        try:
+            self._gate.check(uow, mf, site, machine)
+        except (Refused, Forbidden) as exc:
+            refuse(uow, actor, exc, "job", job.id, site_id=site.id)
+        order = self._orders.get(uow, job.order_id)
+        now = uow.clock.now()
+        payload: dict[str, Any] = {
+            "ticket_id": f"tkt_{job.id}",
+            "job_id": job.id,
+            "order_id": order.id,
+            "machine_id": machine.id,
+            "site_id": site.id,
+            "master_file": {"id": mf.id, "code": mf.code, "version": mf.version},
+            "design": order.design,
+            "process_parameters": mf.process_parameters,
+            "material_lot_id": job.material_lot_id,
+            "issued_at": now.isoformat(),
+            "expires_at": (now + TICKET_LIFETIME).isoformat(),
+        }
+        ticket = self._signer.sign(payload)
+        job.ticket = ticket.to_dict()
+        job.ticket_hash = ticket.ticket_hash
+        self._scheduling.transition(
+            uow,
+            actor,
+            job,
+            JobStatus.TICKET_ISSUED,
+            reason=f"ticket {ticket.ticket_hash[:16]} signed",
+        )
+        uow.commit()
+        return ticket
