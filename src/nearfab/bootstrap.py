@@ -242,7 +242,7 @@ def build_app(
         release_check=packs_ready,
         open_alarms=monitoring.release_blockers,
     )
-    custody = CustodyService(production, master_files, orders, quality)
+    custody = CustodyService(production, master_files, orders, quality, families=families)
     custody_chain = CustodyChain.build(custody, keys, materials)
     # every checkpoint carries the ledger heads and is itself an entry of the control chain
     audit_keys.ledger_heads = custody_chain.ledger.heads

@@ -41,7 +41,7 @@ def unit_dict(app: App, unit: Any) -> dict[str, Any]:
     return {
         "id": unit.id,
         "pack_index": unit.pack_index,
-        "tablets": unit.tablets,
+        "quantity": unit.quantity,
         "status": unit.status,
         "gtin": unit.gtin,
         "serial": unit.serial,

@@ -80,7 +80,7 @@ def test_packs_get_a_gs1_identity_and_labels_that_scan_back(seeded: App) -> None
     batch_id = fh.make_batch(seeded, dose_mg=2.5, days=11)
     batch = fh.batch(seeded, batch_id)
     units = _units(seeded, batch_id)
-    assert [(u.pack_index, u.tablets) for u in units] == [(1, 30), (2, 3)]
+    assert [(u.pack_index, u.quantity) for u in units] == [(1, 30), (2, 3)]
     assert batch.finished_at is not None
     expiry = (batch.finished_at + timedelta(days=90)).date()  # the master file's shelf life
     with seeded.uow() as uow:
@@ -135,6 +135,11 @@ def test_packs_get_a_gs1_identity_and_labels_that_scan_back(seeded: App) -> None
         assert scanned.startswith("]d2")
         assert parse_scan(scanned) == label.identifier
     assert render_label(labels[0], "pdf").startswith(b"%PDF")
+    # docs/custody.md, Labels: "<dose> mg per tablet, <n> a day; pack <i>, <n> tablets"
+    assert [lbl.dose_text for lbl in labels] == [
+        "2.5 mg per tablet, 3 a day; pack 1, 30 tablets",
+        "2.5 mg per tablet, 3 a day; pack 2, 3 tablets",
+    ]
 
 
 def test_dispense_checks_every_pack_and_completes_the_order(seeded: App) -> None:

@@ -2,6 +2,49 @@
 
 The domain owns the question; families under nearfab.families answer it, and the domain reaches
 them only through the registry bootstrap wires in (DESIGN.md, "The family kit").
+
+Custody serialises packs, prints their labels and checks them at hand-over. What a pack is
+called, what its label says about the dose and how its contents are counted are the family's
+words; so is the identity rule its packs carry (the scheme, how a new identity is made and
+which product codes are valid). The core keeps the pack's quantity as a plain count of units.
 """
 
 from __future__ import annotations
+
+from datetime import date
+from typing import Protocol, runtime_checkable
+
+from nearfab.common.quantity import Quantity
+from nearfab.custody.gs1 import UnitIdentifier
+
+
+@runtime_checkable
+class LabelKit(Protocol):
+    """A family's identity and label rules (the `labels` part of a ProductFamily)."""
+
+    # the identity standard the family's packs carry: "gs1" (GTIN + serial, batch, expiry;
+    # what custody's EPCIS events, scans and DataMatrix labels speak today)
+    identity_scheme: str
+
+    def product_code(self, code: str) -> str:
+        """The master file's product code in canonical form (GS1: a GTIN-14 with a valid
+        check digit); ValidationFailed naming `gtin` when it is not one."""
+        ...
+
+    def new_identity(self, product_code: str, lot: str, expiry: date) -> UnitIdentifier:
+        """A fresh identity for one pack of `lot` (a new random serial under the scheme)."""
+        ...
+
+    def product_name(self, medication: str, dose: Quantity) -> str:
+        """The label's first (bold) line: what the pack holds, e.g. the medication and dose."""
+        ...
+
+    def dose_text(
+        self, dose: Quantity, doses_per_day: float | None, pack_index: int, quantity: int
+    ) -> str:
+        """The label's dose line: the dose per unit, how often, and this pack's contents."""
+        ...
+
+    def pack_contents(self, quantity: int) -> str:
+        """A pack's contents in the family's words, for pages and records (`quantity` units)."""
+        ...

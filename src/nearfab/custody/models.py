@@ -30,7 +30,7 @@ class SerialUnit(Base):
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
     pack_index: Mapped[int]
-    tablets: Mapped[int]
+    quantity: Mapped[int]  # units in the pack, counted as the product's family counts them
     gtin: Mapped[str] = mapped_column(String(14))
     serial: Mapped[str] = mapped_column(String(20))
     batch_number: Mapped[str] = mapped_column(String(20))

@@ -12,7 +12,7 @@ class UnitOut(Out):
 
     id: str
     pack_index: int
-    tablets: int
+    quantity: int
     status: str
     gtin: str
     serial: str

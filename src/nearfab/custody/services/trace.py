@@ -115,7 +115,7 @@ class TraceService:
                 "expiry": unit.expiry.isoformat(),
                 "status": unit.status,
                 "pack_index": unit.pack_index,
-                "tablets": unit.tablets,
+                "quantity": unit.quantity,
                 "epc": ev.sgtin_dl(unit.gtin, unit.serial),
             },
             "patient_ref": patient.ref if patient else None,

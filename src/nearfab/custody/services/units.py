@@ -24,6 +24,7 @@ from nearfab.common.errors import (
     ValidationFailed,
 )
 from nearfab.common.ids import new_id
+from nearfab.common.quantity import Quantity
 from nearfab.custody.enums import (
     UNIT_TRANSITIONS,
     AlertKind,
@@ -34,7 +35,8 @@ from nearfab.custody.enums import (
     UnitStatus,
     VerifyStatus,
 )
-from nearfab.custody.gs1 import make_identifier, new_serial, parse_scan, validate_gtin
+from nearfab.custody.gs1 import make_identifier, parse_scan
+from nearfab.custody.kit import LabelKit
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.logic import epcis as ev
 from nearfab.custody.logic.verify import PackFacts, SignatureFacts, decide
@@ -58,6 +60,7 @@ from nearfab.custody.services.signedfacts import (
     release_ref,
 )
 from nearfab.custody.services.verifylog import VerificationLog
+from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -69,7 +72,7 @@ from nearfab.identity import (
     refuse,
 )
 from nearfab.identity.services.signatures import hash_of as signature_hash_of
-from nearfab.masterfiles import MasterFileService
+from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.network import Site
 from nearfab.orders import Order, OrderService, OrderStatus, Patient
 from nearfab.production import BatchRecord, ProductionService
@@ -134,9 +137,11 @@ class CustodyService:
         orders: OrderService,
         quality: QualityService,
         *,
+        families: FamilyRegistry,
         epcis: EpcisStore | None = None,
     ) -> None:
         self._production = production
+        self._families = families
         self._master_files = master_files
         self._orders = orders
         self._quality = quality
@@ -149,6 +154,11 @@ class CustodyService:
         self._signatures_lock = threading.Lock()
         # the packs' facts as the QP's release ledgered them (signed, verified, cached)
         self.signed_facts = SignedFacts()
+
+    def _labels_kit(self, mf: MasterFile) -> LabelKit:
+        """The identity and label rules of the master file's product family."""
+        kit: LabelKit = self._families.get(mf.product_family).labels
+        return kit
 
     def flush_verification_log(self) -> int:
         """Commit every queued verification log row (tests, shutdown); the number written."""
@@ -240,21 +250,22 @@ class CustodyService:
             return existing
         mf = self._master_files.get(uow, batch.master_file_id)
         order = self._orders.get(uow, batch.order_id)
-        made = len(batch.unit_masses_mg or [])
+        kit = self._labels_kit(mf)
+        made = batch.units_made or 0
         packs = max(1, math.ceil(made / mf.units_per_pack))
         finished = batch.finished_at or uow.clock.now()
         expiry = (finished + timedelta(days=mf.shelf_life_days)).date()
         units = []
         for index in range(packs):
-            tablets = min(mf.units_per_pack, made - index * mf.units_per_pack)
-            ident = make_identifier(mf.gtin, new_serial(), batch.batch_number, expiry)
+            quantity = min(mf.units_per_pack, made - index * mf.units_per_pack)
+            ident = kit.new_identity(mf.gtin, batch.batch_number, expiry)
             unit = SerialUnit(
                 id=new_id("unit"),
                 batch_id=batch.id,
                 order_id=order.id,
                 patient_id=order.patient_id,
                 pack_index=index + 1,
-                tablets=tablets,
+                quantity=quantity,
                 gtin=ident.gtin,
                 serial=ident.serial,
                 batch_number=ident.batch,
@@ -273,7 +284,7 @@ class CustodyService:
                 new={
                     "element_string": ident.element_string(),
                     "batch_id": batch.id,
-                    "tablets": tablets,
+                    "quantity": quantity,
                     "status": unit.status,
                 },
                 site_id=batch.site_id,
@@ -334,6 +345,7 @@ class CustodyService:
         batch = self._production.get(uow, batch_id)
         order = self._orders.get(uow, batch.order_id)
         mf = self._master_files.get(uow, batch.master_file_id)
+        product_code = self._labels_kit(mf).product_code(mf.gtin)
         expiry = (
             (batch.finished_at + timedelta(days=mf.shelf_life_days)).date()
             if batch.finished_at is not None
@@ -344,7 +356,7 @@ class CustodyService:
             wrong = [
                 name
                 for name, ok in (
-                    ("gtin", u.gtin == validate_gtin(mf.gtin)),
+                    ("gtin", u.gtin == product_code),
                     ("lot", u.batch_number == batch.batch_number),
                     ("expiry", expiry is None or u.expiry == expiry),
                     ("patient_id", u.patient_id == order.patient_id),
@@ -516,13 +528,12 @@ class CustodyService:
         order = self._orders.get(uow, unit.order_id)
         mf = self._master_files.get(uow, order.master_file_id)
         patient = self._orders.patient(uow, unit.patient_id)
-        per_day = order.doses_per_day
-        how = f", {per_day:g} a day" if per_day else ""
+        kit = self._labels_kit(mf)
+        dose = _dose_of(order)
         return LabelContent(
             identifier=make_identifier(unit.gtin, unit.serial, unit.batch_number, unit.expiry),
-            product_name=f"{order.medication} {order.dose_mg:g} mg printlet",
-            dose_text=f"{order.dose_mg:g} mg per tablet{how}; pack {unit.pack_index}, "
-            f"{unit.tablets} tablets",
+            product_name=kit.product_name(order.medication, dose),
+            dose_text=kit.dose_text(dose, order.doses_per_day, unit.pack_index, unit.quantity),
             patient_ref=patient.ref,
             storage=mf.storage,
         )
@@ -1444,6 +1455,11 @@ def _verify_message(
     if status == VerifyStatus.REJECTED:
         return f"pack {serial} belongs to a rejected batch"
     return f"pack {serial} is {status.value}"
+
+
+def _dose_of(order: Order) -> Quantity:
+    """The order's dose as the family accepted it (value and unit)."""
+    return Quantity(order.dose_mg, "mg")
 
 
 def _signature_facts(
