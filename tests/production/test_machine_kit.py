@@ -285,3 +285,19 @@ def test_the_api_checks_a_fault_kind_against_the_machine_s_family(seeded: App) -
     r = client.post(url, json={"kind": "nozzle_clog", "severity": 0.5}, headers=headers)
     assert r.status_code == 202, r.text
     assert r.json()["fault"] == "nozzle_clog severity 0.50 from unit 0"
+
+
+def test_the_batch_page_charts_the_family_s_measurement(seeded: App) -> None:
+    batch_id = fh.start(seeded, fh.ticketed_job(seeded))  # 2 mg hydrocortisone, 21 units
+    fh.finish(seeded, batch_id)
+    masses = (fh.batch(seeded, batch_id).measurements or {})["unit_masses_mg"]
+    page = fh.web_login(seeded, "qp").get(f"/batches/{batch_id}").text
+    # 2 mg at 2.5 % w/w drug loading: 2 / 0.025 = 80 mg a unit; the demo's unit-mass
+    # specification is ±7.5 %
+    assert "21 × 2 mg, target 80.00 mg (cylinder Ø" in page
+    assert "Unit measurements: mass (mg)</h2>" in page
+    assert "mass (mg) per unit — target 80.0 mg ± 7.5 %" in page
+    assert "21 units measured in line; green band: target ±7.5 % (unit-mass specification)" in page
+    # one dot per unit, each titled with its mass
+    assert page.count("<circle ") == 21
+    assert f"<title>unit 1: {masses[0]:.2f} mg</title>" in page

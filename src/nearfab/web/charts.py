@@ -51,7 +51,7 @@ def measurement_chart_svg(
         f'<line x1="{left}" x2="{left}" y1="{top}" y2="{h - bottom}" class="axis"/>',
         f'<line x1="{left}" x2="{w - right}" y1="{h - bottom}" y2="{h - bottom}" class="axis"/>',
     ]
-    for value, label, cls in (
+    for value, note, cls in (
         (high, f"+{tolerance_pct:g} %", "limit"),
         (target, "target", "target"),
         (low, f"−{tolerance_pct:g} %", "limit"),
@@ -64,7 +64,7 @@ def measurement_chart_svg(
             f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{_tick(value)}</text>'
         )
         parts.append(
-            f'<text x="{w - right + 4}" y="{y(value) + 4:.1f}" class="note">{escape(label)}</text>'
+            f'<text x="{w - right + 4}" y="{y(value) + 4:.1f}" class="note">{escape(note)}</text>'
         )
     step = max(1, round(n / 12))
     for i in range(0, n, step):
