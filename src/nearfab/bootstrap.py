@@ -209,7 +209,11 @@ def build_app(
     )
     materials = MaterialService(network, master_files, FamilyLotRules(families))
     orders = OrderService(
-        master_files, vault, designs, max_bundle_entries=settings.bundle_max_entries
+        master_files,
+        vault,
+        designs,
+        prescriptions=designs,
+        max_bundle_entries=settings.bundle_max_entries,
     )
     scheduling = SchedulingService(network, master_files, materials, orders, families)
     production = ProductionService(

@@ -28,7 +28,8 @@ class OrderOut(Out):
     id: str
     status: str
     medication: str
-    dose_mg: float
+    dose_value: float
+    dose_unit: str
     doses_per_day: float | None
     units: int
     patient_ref: str

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.common.quantity import Quantity
+from nearfab.families.solid_dose.prescription import SolidDosePrescription
 from nearfab.orders.fhir import (
     RXNORM,
     SNOMED,
@@ -45,6 +47,17 @@ def hydrocortisone_request() -> dict[str, Any]:
     mr["subject"] = {"reference": "Patient/pt-hc-1", "display": "Robin Testchild"}
     mr["requester"] = {"reference": "Practitioner/pr-hc-1", "display": "Dr Jo Synthetic"}
     return mr
+
+
+def in_mg(rx: PrescriptionIn) -> float | None:
+    """The dose in mg as solid_dose takes it (its prescription part converts masses), or None
+    when it does not take the dose as a mass."""
+    try:
+        dose = SolidDosePrescription().accept_dose(rx.dose)
+    except ValidationFailed:
+        return None
+    assert dose.unit == "mg"
+    return dose.value
 
 
 def refused(doc: Any) -> FhirInputError:
@@ -83,7 +96,7 @@ def test_hydrocortisone_paediatric_bundle_maps_every_field() -> None:
     assert rx.prescriber_display == "Jo Synthetic"  # from the Practitioner in the Bundle
     assert rx.authored_on == datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
     assert rx.authored_on.tzinfo is not None
-    assert (rx.dose_value, rx.dose_unit, rx.dose_mg) == (2.5, "mg", 2.5)
+    assert (rx.dose_value, rx.dose_unit, in_mg(rx)) == (2.5, "mg", 2.5)
     assert rx.doses_per_day == 3.0
     assert (rx.quantity_value, rx.quantity_unit) == (None, None)
     assert rx.supply_days == 28.0
@@ -121,7 +134,7 @@ def test_single_resource_with_contained_medication_bid_and_tablets() -> None:
         "Dr Lee Synthetic",
     )
     assert rx.authored_on == datetime(2024, 6, 1, tzinfo=UTC)  # date only → midnight UTC
-    assert (rx.dose_value, rx.dose_unit, rx.dose_mg) == (1.0, "tablet", None)
+    assert (rx.dose_value, rx.dose_unit, in_mg(rx)) == (1.0, "tablet", None)
     assert rx.doses_per_day == 2.0  # timing.code BID
     assert (rx.quantity_value, rx.quantity_unit) == (56.0, "tablet")
     assert rx.supply_days == 28.0  # 4 wk
@@ -138,7 +151,7 @@ def test_contained_patient_text_only_medication_and_micrograms() -> None:
     assert rx.patient_identifiers == ("https://fhir.nhs.uk/Id/nhs-number|9990000026",)
     assert rx.patient_name == "Charlie Testinfant"
     assert rx.authored_on == datetime(2024, 7, 15, 16, 45, tzinfo=UTC)
-    assert (rx.dose_value, rx.dose_unit, rx.dose_mg) == (25.0, "microgram", 0.025)
+    assert (rx.dose_value, rx.dose_unit, in_mg(rx)) == (25.0, "microgram", 0.025)
     assert rx.doses_per_day == 1.0
     assert rx.supply_days == 84.0  # boundsDuration 12 wk
     assert rx.units_for_course == 84
@@ -167,7 +180,7 @@ def test_mass_units_convert_to_mg(
     [rx] = parse_prescriptions(mr)
     assert rx.dose_value == float(value)
     assert rx.dose_unit == unit
-    assert rx.dose_mg == expected_mg
+    assert in_mg(rx) == expected_mg
 
 
 @pytest.mark.parametrize(
@@ -186,7 +199,7 @@ def test_non_mass_doses_parse_without_mg(quantity: dict[str, Any], unit: str) ->
     [rx] = parse_prescriptions(mr)
     assert rx.dose_unit == unit
     assert rx.dose_value == float(quantity["value"])
-    assert rx.dose_mg is None
+    assert in_mg(rx) is None
 
 
 @pytest.mark.parametrize(
@@ -549,7 +562,7 @@ def test_no_dose_quantity() -> None:
         ({"unit": "mg"}, "no numeric value"),
         ({"value": 2.5}, "no unit"),
         ({"value": 2.5, "unit": "mg", "comparator": "<"}, "comparator"),
-        ({"value": 1, "unit": "mg/kg", "system": UCUM, "code": "mg/kg"}, "ratio"),
+        ({"value": 1, "unit": "mg/h", "system": UCUM, "code": "mg/h"}, "ratio"),
         ({"value": 60, "unit": "mg/m2"}, "ratio"),
         ({"value": 2, "unit": "banana"}, "not a mass"),
         ({"value": 2, "unit": "cm"}, "not a mass"),
@@ -561,6 +574,130 @@ def test_bad_doses(quantity: dict[str, Any], word: str) -> None:
     err = refused(mr)
     assert err.field == f"{MR}.{DOSE}"
     assert word in err.message
+
+
+# --------------------------------------------------------------------------------------------
+# a dose per kg of body weight: read for the product family, with the patient's weight
+
+PATIENT_URL = "urn:uuid:6f1d2c1e-0b6a-4c1e-9a57-3e2f0c9b1a01"  # the Bundle's Patient entry
+MR_IN_BUNDLE = "Bundle.entry[2].resource"
+
+
+def weight(value: float, unit: str = "kg", **extra: Any) -> dict[str, Any]:
+    """A body weight Observation (LOINC 29463-7) of the Bundle's patient."""
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "subject": {"reference": PATIENT_URL},
+        "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
+        **extra,
+    }
+
+
+def per_kg_bundle(*observations: dict[str, Any]) -> dict[str, Any]:
+    doc = hydrocortisone_bundle()
+    doc["entry"][2]["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
+        "value": 0.25,
+        "unit": "mg/kg",
+        "system": UCUM,
+        "code": "mg/kg",
+    }
+    for i, obs in enumerate(observations):
+        doc["entry"].append({"fullUrl": f"urn:uuid:obs-{i}", "resource": {"id": f"w{i}", **obs}})
+    return doc
+
+
+def test_a_dose_per_kg_is_read_not_refused_and_solid_dose_refuses_it() -> None:
+    [rx] = parse_prescriptions(per_kg_bundle(weight(18.0)))
+    dose = rx.dose
+    assert (dose.value, dose.unit, dose.read_as) == (0.25, "mg/kg", "mg/kg")
+    assert (dose.per_kg, dose.kind, dose.ucum) == (True, "mass", "mg")
+    assert dose.weight == Quantity(18.0, "kg")
+    assert dose.field == f"{MR_IN_BUNDLE}.{DOSE}"
+    # the family decides: solid_dose refuses it as the reader did before (same words, field)
+    with pytest.raises(FhirInputError) as info:
+        SolidDosePrescription().accept_dose(dose)
+    assert info.value.field == f"{MR_IN_BUNDLE}.{DOSE}"
+    assert info.value.message == (
+        f"{MR_IN_BUNDLE}.{DOSE}: dose unit 'mg/kg' is a ratio (per body weight, area or "
+        "time): an absolute dose per administration is required"
+    )
+
+
+def test_a_dose_per_kg_with_an_unknown_amount_is_left_to_the_family() -> None:
+    doc = per_kg_bundle()
+    quantity = {"value": 2, "unit": "10*6.{cells}/kg", "system": UCUM, "code": "10*6.{cells}/kg"}
+    doc["entry"][2]["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = quantity
+    [rx] = parse_prescriptions(doc)
+    assert (rx.dose.per_kg, rx.dose.kind, rx.dose.ucum, rx.dose.weight) == (True, None, None, None)
+    assert in_mg(rx) is None  # solid_dose does not take it
+
+
+@pytest.mark.parametrize(
+    ("observations", "kg"),
+    [
+        ([], None),
+        ([weight(18.0)], 18.0),
+        ([weight(18000, "g")], 18.0),
+        ([weight(44, "[lb_av]")], 44 * 0.45359237),  # the international avoirdupois pound
+        # the latest one counts; an undated one is the oldest
+        (
+            [
+                weight(17.0, effectiveDateTime="2024-03-01"),
+                weight(18.5, effectiveDateTime="2024-05-01T09:00:00Z"),
+                weight(16.0),
+            ],
+            18.5,
+        ),
+        # not final, or another patient's, or not a body weight: not read
+        (
+            [
+                weight(30.0, status="preliminary"),
+                weight(31.0, subject={"reference": "Patient/someone-else"}),
+                {
+                    **weight(32.0),
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+                },
+            ],
+            None,
+        ),
+    ],
+)
+def test_the_patients_weight_for_a_dose_per_kg(
+    observations: list[dict[str, Any]], kg: float | None
+) -> None:
+    [rx] = parse_prescriptions(per_kg_bundle(*observations))
+    assert rx.patient_weight_kg == (pytest.approx(kg) if kg is not None else None)
+
+
+def test_the_weight_supporting_information_names_comes_first() -> None:
+    doc = per_kg_bundle(weight(18.0, effectiveDateTime="2024-05-01"), weight(12.0))
+    doc["entry"][2]["resource"]["supportingInformation"] = [{"reference": "urn:uuid:obs-1"}]
+    [rx] = parse_prescriptions(doc)
+    assert rx.patient_weight_kg == 12.0
+    # a contained one, named by "#id", on a MedicationRequest alone
+    mr = hydrocortisone_request()
+    mr["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {"value": 1, "unit": "mg/kg"}
+    mr["contained"] = [{**weight(9.5), "id": "bw", "subject": {"reference": "Patient/pt-hc-1"}}]
+    mr["supportingInformation"] = [{"reference": "#bw"}]
+    [rx] = parse_prescriptions(mr)
+    assert rx.patient_weight_kg == 9.5
+
+
+def test_a_weight_that_cannot_be_read_is_refused_naming_it() -> None:
+    err = refused(per_kg_bundle(weight(18.0, "stone")))
+    assert err.field == "Bundle.entry[3].resource.valueQuantity" and "stone" in err.message
+    err = refused(per_kg_bundle(weight(-1.0)))
+    assert err.field == "Bundle.entry[3].resource.valueQuantity" and "positive" in err.message
+    # a dose in mg does not need the weight: an unreadable one is not looked at
+    doc = per_kg_bundle(weight(18.0, "stone"))
+    doc["entry"][2]["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
+        "value": 2.5,
+        "unit": "mg",
+    }
+    [rx] = parse_prescriptions(doc)
+    assert (rx.patient_weight_kg, in_mg(rx)) == (None, 2.5)
 
 
 def test_negative_or_zero_dispense_quantity() -> None:

@@ -9,9 +9,11 @@ import random
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, create_engine, text
+from alembic import command
+from sqlalchemy import MetaData, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from nearfab.bootstrap import build_app
@@ -19,7 +21,7 @@ from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 from nearfab.demo import prescription_bundle, seed
 from nearfab.identity import system_actor
-from nearfab.migrations import upgrade
+from nearfab.migrations import alembic_config, upgrade
 
 from ..conftest import PG_ADMIN_URL, TEST_PASSWORD
 
@@ -45,10 +47,12 @@ def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _orders_without_site(source: str, target: str, tmp_path: Path) -> dict[str, str]:
-    """Three orders made at head, copied into a database at 0012 with their site erased:
-    one scheduled at GSTT-PH, one more of the same patient (not scheduled), one of another
-    patient with nothing to derive a site from. Returns label -> order id."""
+def _orders_without_site(
+    source: str, target: str, tmp_path: Path, at: str = "0012"
+) -> dict[str, str]:
+    """Three orders made at head, copied into a database at `at` (0012: with their site
+    erased): one scheduled at GSTT-PH, one more of the same patient (not scheduled), one of
+    another patient with nothing to derive a site from. Returns label -> order id."""
     upgrade(source)
     settings = Settings(data_dir=tmp_path / "data", database_url=source)
     app = build_app(settings, migrate=False, clock=ManualClock())
@@ -74,7 +78,7 @@ def _orders_without_site(source: str, target: str, tmp_path: Path) -> dict[str, 
     finally:
         app.engine.dispose()
 
-    upgrade(target, "0012")
+    upgrade(target, at)
     source_engine, target_engine = create_engine(source), create_engine(target)
     src, dst = MetaData(), MetaData()
     src.reflect(source_engine)
@@ -94,7 +98,21 @@ def _orders_without_site(source: str, target: str, tmp_path: Path) -> dict[str, 
                 dict(r._mapping)
                 for r in read.execute(source_table.select().with_only_columns(*columns))
             ]
-            if table.name == "orders":
+            # a column the older schema requires and head no longer has (a later migration
+            # moved it): orders' dose_mg from the dose (all in mg); any other gets a
+            # placeholder of its type, which these tests do not read
+            gone = [
+                c
+                for c in table.columns
+                if c.name not in source_table.c and not c.nullable and c.server_default is None
+            ]
+            id_column = source_table.c.get("id")
+            if gone and id_column is not None:
+                kept = {r.id: r._mapping for r in read.execute(source_table.select())}
+                for row in rows:
+                    for column in gone:
+                        row[column.name] = _moved(table.name, column, kept[row["id"]])
+            if table.name == "orders" and at == "0012":
                 for row in rows:
                     row["site_id"] = None  # as an intake before 0013 could leave it
             if rows:
@@ -102,6 +120,17 @@ def _orders_without_site(source: str, target: str, tmp_path: Path) -> dict[str, 
     source_engine.dispose()
     target_engine.dispose()
     return {"scheduled": scheduled.id, "sibling": sibling.id, "alone": alone.id}
+
+
+def _moved(table: str, column: Any, head_row: Any) -> Any:
+    if (table, column.name) == ("orders", "dose_mg"):
+        assert head_row["dose_unit"] == "mg"
+        return head_row["dose_value"]
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        return None
+    return {int: 0, float: 0.0, str: ""}.get(kind)
 
 
 def _sites(url: str) -> dict[str, str | None]:
@@ -153,3 +182,59 @@ def test_0013_derives_each_orders_site_or_stops_naming_it(
                 {"s": value, "o": ids["alone"]},
             )
     engine.dispose()
+
+
+def _doses(url: str) -> dict[str, tuple[float, str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, dose_value, dose_unit FROM orders")).all()
+    engine.dispose()
+    return {order: (value, unit) for order, value, unit in rows}
+
+
+def test_0016_keeps_each_orders_dose_with_its_unit_and_goes_back(
+    two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    """dose_mg becomes dose_value + dose_unit 'mg' (every order before 0016 was dosed in mg);
+    the downgrade restores dose_mg, and refuses, changing nothing, when a dose is not in mg."""
+    source, target = two_databases
+    ids = _orders_without_site(source, target, tmp_path, at="0015")
+    engine = create_engine(target)
+    with engine.connect() as conn:
+        before = dict(conn.execute(text("SELECT id, dose_mg FROM orders")).all())
+    engine.dispose()
+    # the bundles above: prescription_bundle(Random(1)) twice (the second at 1.0 mg), Random(2)
+    assert before[ids["sibling"]] == 1.0 and len(before) == 3
+
+    upgrade(target, "0016")
+    assert _doses(target) == {order: (mg, "mg") for order, mg in before.items()}
+    # the database itself refuses an order without its dose or unit (SQLite: triggers)
+    engine = create_engine(target)
+    for column in ("dose_value", "dose_unit"):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE orders SET {column} = NULL WHERE id = :o"), {"o": ids["alone"]}
+            )
+    engine.dispose()
+
+    config = alembic_config(target)
+    command.downgrade(config, "0015")
+    engine = create_engine(target)
+    with engine.connect() as conn:
+        assert dict(conn.execute(text("SELECT id, dose_mg FROM orders")).all()) == before
+        assert "dose_unit" not in {c["name"] for c in inspect(conn).get_columns("orders")}
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET dose_mg = NULL WHERE id = :o"), {"o": ids["alone"]})
+    engine.dispose()
+
+    upgrade(target, "0016")
+    engine = create_engine(target)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE orders SET dose_unit = '10*6/kg' WHERE id = :o"), {"o": ids["alone"]}
+        )
+    engine.dispose()
+    with pytest.raises(RuntimeError) as caught:
+        command.downgrade(config, "0015")
+    assert ids["alone"] in str(caught.value) and "10*6/kg" in str(caught.value)
+    assert _doses(target)[ids["alone"]] == (before[ids["alone"]], "10*6/kg")

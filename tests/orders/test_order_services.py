@@ -129,12 +129,8 @@ def test_valid_bundle_becomes_a_designed_order_with_its_audit_trail(seeded: App)
         HYDROCORTISONE,
         1,
     )
-    assert (order.medication, order.dose_mg, order.doses_per_day, order.units) == (
-        "Hydrocortisone",
-        2.5,
-        3.0,
-        21,
-    )
+    assert (order.medication, order.dose_value, order.dose_unit) == ("Hydrocortisone", 2.5, "mg")
+    assert (order.doses_per_day, order.units) == (3.0, 21)
     assert order.patient_group == "child" and order.stop_reason is None
     assert order.design is not None
     assert order.design["target_mass_mg"] == pytest.approx(2.5 / 0.025)
@@ -150,7 +146,7 @@ def test_valid_bundle_becomes_a_designed_order_with_its_audit_trail(seeded: App)
         assert rx.received_by == clinician.user_id and rx.patient_id == order.patient_id
     [rx_created] = trail(seeded, "prescription", order.prescription_id)
     assert rx_created.action == "create" and rx_created.new is not None
-    assert rx_created.new["dose_mg"] == 2.5 and rx_created.new["units"] == 21
+    assert rx_created.new["dose"] == "2.5 mg" and rx_created.new["units"] == 21
     created, designed = trail(seeded, "order", order.id)
     assert created.action == "create" and created.new is not None
     assert created.new["status"] == "received"

@@ -34,6 +34,7 @@ from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.users import app as users_app
 from nearfab.common.errors import DomainError, ValidationFailed
+from nearfab.common.quantity import Quantity
 
 app = typer.Typer(no_args_is_help=True, help="nearfab: point-of-care manufacturing network.")
 order_app = typer.Typer(no_args_is_help=True, help="Prescriptions and orders.")
@@ -175,7 +176,8 @@ def order_submit(
             "status": o.status,
             "site_id": o.site_id,
             "medication": o.medication,
-            "dose_mg": o.dose_mg,
+            "dose_value": o.dose_value,
+            "dose_unit": o.dose_unit,
             "units": o.units,
             "stop_reason": o.stop_reason,
         }
@@ -187,8 +189,7 @@ def order_submit(
     for r in rows:
         extra = f" — stopped: {r['stop_reason']}" if r["stop_reason"] else ""
         console.print(
-            f"order {r['id']}: {r['status']} ({r['medication']} {r['dose_mg']:g} mg "
-            f"× {r['units']}){extra}"
+            f"order {r['id']}: {r['status']} ({r['medication']} {_dose(r)} × {r['units']}){extra}"
         )
 
 
@@ -211,7 +212,7 @@ def order_show(
         return
     console.print(
         f"[bold]{view['id']}[/] {view['status']} — {view['medication']} "
-        f"{view['dose_mg']:g} mg × {view['units']} for {view['patient_ref']}"
+        f"{_dose(view)} × {view['units']} for {view['patient_ref']}"
     )
     for entry in view["timeline"]:
         console.print(
@@ -229,7 +230,8 @@ def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir =
                 "id": o.id,
                 "status": o.status,
                 "medication": o.medication,
-                "dose_mg": o.dose_mg,
+                "dose_value": o.dose_value,
+                "dose_unit": o.dose_unit,
                 "units": o.units,
             }
             for o in application.orders.list_orders(uow)
@@ -237,16 +239,21 @@ def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir =
     if as_json:
         emit_json(rows)
         return
-    table = Table("order", "status", "medication", "dose mg", "units")
+    table = Table("order", "status", "medication", "dose", "units")
     for r in rows:
         table.add_row(
             str(r["id"]),
             str(r["status"]),
             str(r["medication"]),
-            f"{r['dose_mg']:g}",
+            _dose(r),
             str(r["units"]),
         )
     console.print(table)
+
+
+def _dose(row: dict[str, Any]) -> str:
+    """An order's dose as printed: its value and the unit it is dosed in ("5 mg")."""
+    return str(Quantity(float(row["dose_value"]), str(row["dose_unit"])))
 
 
 # order changes that take only a reason: (command, what it does, the service call)
@@ -398,7 +405,7 @@ def release_pending(ctx: typer.Context, as_json: JsonOpt = False, data_dir: Data
             r["batch_id"],
             r["batch_number"],
             r["site"],
-            f"{r['medication']} {r['dose_mg']:g} mg",
+            f"{r['medication']} {_dose(r)}",
             r["proposed_decision"],
             "; ".join(r["reasons"]),
         )

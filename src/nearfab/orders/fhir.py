@@ -9,9 +9,15 @@ not check (status, intent, Bundle.type, time units, quantity comparators) are ch
 Choices made where FHIR leaves room (callers rely on them):
 - one dose per prescription: a MedicationRequest with several dosageInstruction entries (a taper,
   a sliding scale, day-1 loading dose...) is refused rather than read from its first entry;
-- a dose must be an absolute amount per administration: mass, volume, countable dose units
-  (tablets, capsules, patches, drops, "1", "ea"...) or activity/substance units (U, [iU], mEq,
-  mmol). Ratios such as mg/kg, mg/m2 or mg/h are refused; a dose range is refused;
+- a dose is read, not judged: its value and unit as written, the unit as a UCUM code where one
+  is known (masses), and whether it is a ratio per body weight (".../kg"). Which doses a product
+  takes is its family's decision (orders/kit.py, PrescriptionKit), not the reader's. The reader
+  refuses only what is no dose per administration at all: a unit that is not a mass, volume,
+  countable dose unit (capsules, patches, drops, "1", "ea"...) or activity/substance unit (U,
+  [iU], mEq, mmol); a ratio other than per body weight (mg/m2, mg/h); a dose range;
+- the patient's body weight (for a dose per kg): the body-weight Observation (LOINC 29463-7 or
+  3141-9, status final, amended or corrected) that supportingInformation names, else the latest
+  one for the same patient in the Bundle or contained; kg, g or [lb_av], reported in kg;
 - months and years are UCUM's mean Julian ones (30.4375 d, 365.25 d);
 - supply_days: expectedSupplyDuration, else the dosing bounds (boundsPeriod, then
   boundsDuration), else dispenseRequest.validityPeriod (a dispensing window, so the last resort).
@@ -19,7 +25,8 @@ Choices made where FHIR leaves room (callers rely on them):
 - doses_per_day is None when the schedule is not a fixed daily rate (only on some weekdays, a
   bare count, events) or the timing code is unknown;
 - units_for_course: the dispensed quantity when it counts units, else
-  ceil(doses_per_day × supply_days), else timing.repeat.count (the total number of doses);
+  ceil(doses_per_day × supply_days), else timing.repeat.count (the total number of doses); None
+  when the prescription says none of these (the family then decides, or refuses);
 - patient_reference is "Patient/<id>" (absolute URLs, _history and Bundle fullUrls reduced to it),
   or "#<id>" for a contained Patient; a partial birthDate (year or year-month) gives None.
 """
@@ -40,6 +47,8 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.common.quantity import Quantity
+from nearfab.orders.kit import DoseIn
 
 __all__ = [
     "RXNORM",
@@ -53,6 +62,10 @@ __all__ = [
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
+LOINC = "http://loinc.org"
+# LOINC body weight, and body weight measured: what a dose per kg is multiplied by
+BODY_WEIGHT_CODES = frozenset({"29463-7", "3141-9"})
+OBSERVATION_USABLE = ("final", "amended", "corrected")
 ORDERABLE_DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 # an Organization identifier in this system names a nearfab site by its code: the prescriber's
@@ -111,7 +124,11 @@ class PrescriptionIn:
     authored_on: datetime | None
     dose_value: float
     dose_unit: str
-    dose_mg: float | None
+    # how the reader understood the dose unit (DoseIn documents each)
+    dose_read_as: str
+    dose_kind: str | None
+    dose_ucum: str | None
+    dose_per_kg: bool
     doses_per_day: float | None
     quantity_value: float | None
     quantity_unit: str | None
@@ -123,6 +140,27 @@ class PrescriptionIn:
     prescriber_site_codes: tuple[str, ...] = ()
     # where the MedicationRequest sits, e.g. "Bundle.entry[2].resource": errors name it
     fhir_path: str = "MedicationRequest"
+    # the patient's body weight, in kg, when the prescription carries it (module docstring)
+    patient_weight_kg: float | None = None
+
+    @property
+    def dose_field(self) -> str:
+        return f"{self.fhir_path}.dosageInstruction[0].doseAndRate[0].doseQuantity"
+
+    @property
+    def dose(self) -> DoseIn:
+        """The dose as read, for the product family to judge (orders/kit.py)."""
+        weight = self.patient_weight_kg
+        return DoseIn(
+            value=self.dose_value,
+            unit=self.dose_unit,
+            read_as=self.dose_read_as,
+            kind=self.dose_kind,
+            ucum=self.dose_ucum,
+            per_kg=self.dose_per_kg,
+            weight=Quantity(weight, "kg") if weight is not None else None,
+            field=self.dose_field,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,14 +184,16 @@ _TIME_WORDS = {
     **dict.fromkeys(("month", "months"), "mo"),
     **dict.fromkeys(("yr", "year", "years"), "a"),
 }
-# mass units → (multiply by, divide by) to get milligrams; division keeps 75 ug == 0.075 mg
-_MG: dict[str, tuple[float, float]] = {
-    **dict.fromkeys(("kg", "kilogram", "kilograms"), (1_000_000.0, 1.0)),
-    **dict.fromkeys(("g", "gram", "grams"), (1000.0, 1.0)),
-    **dict.fromkeys(("mg", "milligram", "milligrams"), (1.0, 1.0)),
-    **dict.fromkeys(("ug", "mcg", "µg", "μg", "microgram", "micrograms"), (1.0, 1000.0)),
-    **dict.fromkeys(("ng", "nanogram", "nanograms"), (1.0, 1_000_000.0)),
+# mass units, as written → their UCUM code (a family converts between them if it wants to)
+_MASS: dict[str, str] = {
+    **dict.fromkeys(("kg", "kilogram", "kilograms"), "kg"),
+    **dict.fromkeys(("g", "gram", "grams"), "g"),
+    **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
+    **dict.fromkeys(("ug", "mcg", "µg", "μg", "microgram", "micrograms"), "ug"),
+    **dict.fromkeys(("ng", "nanogram", "nanograms"), "ng"),
 }
+# body weight units (UCUM) → kg
+_BODY_WEIGHT_KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237}
 _VOLUME = frozenset(
     [
         "l",
@@ -226,7 +266,7 @@ def _unit_kind(text: str) -> str | None:
         return None
     if "/" in unit:
         return "ratio"
-    if unit in _MG:
+    if unit in _MASS:
         return "mass"
     if unit in _VOLUME:
         return "volume"
@@ -258,6 +298,18 @@ def _quantity_kind(quantity: Mapping[str, Any]) -> tuple[str | None, str | None]
         elif kind is not None:
             return kind, text
     return ("ratio", ratio) if ratio else (None, None)
+
+
+def _per_kg_numerator(text: str) -> str | None:
+    """The numerator of a ratio per kilogram of body weight ("mg/kg", "{cells}/kg{body
+    weight}"), or None when `text` is no such ratio."""
+    numerator, slash, denominator = text.strip().rpartition("/")
+    denominator = denominator.strip().lower()
+    if not slash or not numerator.strip():
+        return None
+    if denominator == "kg" or (denominator.startswith("kg{") and denominator.endswith("}")):
+        return numerator.strip()
+    return None
 
 
 def _quantity_unit_label(quantity: Mapping[str, Any]) -> str | None:
@@ -475,6 +527,8 @@ class _Context:
     contained: dict[str, dict[str, Any]]
     by_full_url: dict[str, dict[str, Any]]
     by_type_id: dict[tuple[str, str], dict[str, Any]]
+    # the Observations it can see (its Bundle's entries, its contained ones), with their paths
+    observations: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def resolve(self, reference: str) -> _Found | None:
         if reference.startswith("#"):
@@ -803,21 +857,25 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
     if dose_unit is None:
         raise _refuse(qfield, "the dose has no unit")
     kind, unit_text = _quantity_kind(dose_quantity)
+    read_as = unit_text or dose_unit
+    per_kg = False
     if kind == "ratio":
-        raise _refuse(
-            qfield,
-            f"dose unit {unit_text!r} is a ratio (per body weight, area or time): "
-            "an absolute dose per administration is required",
-        )
-    if kind is None:
+        numerator = _per_kg_numerator(read_as)
+        kind = _unit_kind(numerator) if numerator is not None else "ratio"
+        if kind == "ratio":
+            raise _refuse(
+                qfield,
+                f"dose unit {read_as!r} is a ratio (per body surface or time): "
+                "a dose per administration, or per kg of body weight, is required",
+            )
+        per_kg, unit_text = True, numerator
+    elif kind is None:
         raise _refuse(
             qfield,
             f"dose unit {dose_unit!r} is not a mass, volume, countable or activity unit",
         )
-    dose_mg: float | None = None
-    if kind == "mass":
-        multiply, divide = _MG[_norm_unit(unit_text or "")]
-        dose_mg = dose_value * multiply / divide
+    dose_ucum = _MASS[_norm_unit(unit_text or "")] if kind == "mass" else None
+    weight_kg = _body_weight_kg(mr, ctx, patient, patient_reference) if per_kg else None
 
     # --- schedule
     timing = dosage0.get("timing")
@@ -905,7 +963,10 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         authored_on=authored,
         dose_value=dose_value,
         dose_unit=dose_unit,
-        dose_mg=dose_mg,
+        dose_read_as=read_as,
+        dose_kind=kind,
+        dose_ucum=dose_ucum,
+        dose_per_kg=per_kg,
         doses_per_day=doses_per_day,
         quantity_value=quantity_value,
         quantity_unit=quantity_unit,
@@ -915,7 +976,94 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         raw=raw,
         prescriber_site_codes=org_sites,
         fhir_path=ctx.path,
+        patient_weight_kg=weight_kg,
     )
+
+
+def _is_body_weight(resource: dict[str, Any]) -> bool:
+    if resource.get("resourceType") != "Observation":
+        return False
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    return any(
+        isinstance(c, dict)
+        and c.get("system") in (None, LOINC)
+        and c.get("code") in BODY_WEIGHT_CODES
+        for c in codings or []
+    )
+
+
+def _same_patient(
+    observation: dict[str, Any], ctx: _Context, patient: dict[str, Any] | None, reference: str
+) -> bool:
+    subject = observation.get("subject")
+    ref = _str(subject.get("reference")) if isinstance(subject, dict) else None
+    if ref is None:
+        return False
+    found = ctx.resolve(ref)
+    if found is not None:
+        return patient is not None and found.resource is patient
+    match = _REFERENCE.match(ref)
+    return ref == reference or (match is not None and f"Patient/{match['id']}" == reference)
+
+
+def _weight_of(observation: dict[str, Any], path: str) -> float:
+    """The Observation's body weight in kg; refused naming its valueQuantity when unreadable."""
+    field = f"{path}.valueQuantity"
+    quantity = observation.get("valueQuantity")
+    if not isinstance(quantity, dict):
+        raise _refuse(field, "the body weight Observation has no valueQuantity")
+    value = _positive_quantity(quantity, field, "body weight")
+    for text in _quantity_candidates(quantity):
+        factor = _BODY_WEIGHT_KG.get(text.strip())
+        if factor is not None:
+            return value * factor
+    raise _refuse(
+        field,
+        f"body weight unit {_quantity_unit_label(quantity)!r} is not kg, g or [lb_av]",
+    )
+
+
+def _body_weight_kg(
+    mr: dict[str, Any], ctx: _Context, patient: dict[str, Any] | None, reference: str
+) -> float | None:
+    """The patient's body weight (module docstring): the Observation supportingInformation
+    names, else the latest one of the same patient the document holds; None without one."""
+    paths = {id(resource): path for path, resource in ctx.observations}
+    for i, ref in enumerate(mr.get("supportingInformation") or []):
+        text = _str(ref.get("reference")) if isinstance(ref, dict) else None
+        found = ctx.resolve(text) if text else None
+        usable = found is not None and found.resource.get("status") in OBSERVATION_USABLE
+        if found is not None and usable and _is_body_weight(found.resource):
+            where = paths.get(id(found.resource), f"{ctx.path}.supportingInformation[{i}]")
+            return _weight_of(found.resource, where)
+    candidates = [
+        (path, obs)
+        for path, obs in ctx.observations
+        if _is_body_weight(obs)
+        and obs.get("status") in OBSERVATION_USABLE
+        and _same_patient(obs, ctx, patient, reference)
+    ]
+    if not candidates:
+        return None
+    earliest = datetime.min.replace(tzinfo=UTC)
+
+    def taken_at(item: tuple[str, dict[str, Any]]) -> datetime:
+        obs = item[1]
+        named = obs.get("effectivePeriod")
+        period: dict[str, Any] = named if isinstance(named, dict) else {}
+        for value in (
+            obs.get("effectiveDateTime"),
+            obs.get("effectiveInstant"),
+            period.get("start"),
+        ):
+            when = _instant(value, end=False)
+            if when is not None:
+                return when
+        return earliest
+
+    path, latest = max(candidates, key=taken_at)
+    return _weight_of(latest, path)
 
 
 def _site_codes(identifiers: Any) -> list[str]:
@@ -959,6 +1107,16 @@ def _contained(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _contained_observations(
+    resource: dict[str, Any], path: str
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    return tuple(
+        (f"{path}.contained[{i}]", item)
+        for i, item in enumerate(resource.get("contained") or [])
+        if isinstance(item, dict) and item.get("resourceType") == "Observation"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 
@@ -985,7 +1143,13 @@ def parse_prescriptions(
 
     if resource_type == "MedicationRequest":
         normalised = _validate(data, "MedicationRequest")
-        ctx = _Context("MedicationRequest", _contained(normalised), {}, {})
+        ctx = _Context(
+            "MedicationRequest",
+            _contained(normalised),
+            {},
+            {},
+            _contained_observations(normalised, "MedicationRequest"),
+        )
         return [_map(normalised, data, ctx)]
 
     if resource_type != "Bundle":
@@ -1005,6 +1169,12 @@ def parse_prescriptions(
     if len(raw_entries) != len(entries):  # pragma: no cover - defensive
         raise _refuse("Bundle.entry", "entries could not be read one by one")
     by_url, by_type_id = _bundle_index(entries)
+    observations = tuple(
+        (f"Bundle.entry[{i}].resource", entry["resource"])
+        for i, entry in enumerate(entries)
+        if isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "Observation"
+    )
 
     out: list[PrescriptionIn] = []
     for i, (entry, raw_entry) in enumerate(zip(entries, raw_entries, strict=True)):
@@ -1012,7 +1182,13 @@ def parse_prescriptions(
         if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
             continue
         path = f"Bundle.entry[{i}].resource"
-        ctx = _Context(path, _contained(resource), by_url, by_type_id)
+        ctx = _Context(
+            path,
+            _contained(resource),
+            by_url,
+            by_type_id,
+            observations + _contained_observations(resource, path),
+        )
         out.append(_map(resource, raw_entry["resource"], ctx))
     if not out:
         raise _refuse("Bundle.entry", "the Bundle holds no MedicationRequest")

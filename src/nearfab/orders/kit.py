@@ -2,6 +2,75 @@
 
 The domain owns the question; families under nearfab.families answer it, and the domain reaches
 them only through the registry bootstrap wires in (DESIGN.md, "The family kit").
+
+The FHIR reader (orders/fhir.py) reports what a prescription says about the dose, without
+judging it against any product: the value and unit as written, the unit as a UCUM code where it
+knows one, whether the dose is a ratio per body weight (per kg), and the patient's body weight
+when the prescription carries it (an Observation). The family of the master file that accepts
+the medication then decides what it takes: it returns the dose as it will be made (a `Quantity`,
+stored on the order as `dose_value` + `dose_unit`) or refuses, naming the FHIR field and the
+reason. It also decides the number of units the course needs when the prescription does not
+give one.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from nearfab.common.quantity import Quantity
+
+__all__ = ["DoseIn", "PrescriptionKit", "PrescriptionKits"]
+
+
+@dataclass(frozen=True)
+class DoseIn:
+    """One prescription's dose as the FHIR reader found it (doseQuantity), not yet judged.
+
+    - `value`, `unit`: as written (the Quantity's `unit`, else its `code`);
+    - `read_as`: the unit text the reader classified (the coded unit when its system is UCUM or
+      the orderable drug forms, else the written unit); refusals quote it;
+    - `kind`: "mass", "volume", "activity" or "count" for an amount the reader knows; for a
+      ratio per body weight the kind of its numerator, or None when the reader does not know it;
+    - `ucum`: the amount's unit as a UCUM code when the reader knows one (masses: kg, g, mg, ug,
+      ng); for a ratio per body weight, its numerator's;
+    - `per_kg`: the dose is a ratio per kilogram of body weight (UCUM ".../kg");
+    - `weight`: the patient's body weight in kg when the prescription carries it;
+    - `field`: the FHIR path of the doseQuantity; a refusal names it (or one of its elements).
+    """
+
+    value: float
+    unit: str
+    read_as: str
+    kind: str | None
+    ucum: str | None
+    per_kg: bool
+    weight: Quantity | None
+    field: str
+
+
+@runtime_checkable
+class PrescriptionKit(Protocol):
+    """A family's prescription rules (the `prescription` part of a ProductFamily)."""
+
+    def accept_dose(self, dose: DoseIn) -> Quantity:
+        """The dose the family makes for this prescription, with its unit (the order keeps it);
+        ValidationFailed (FhirInputError for the FHIR document itself) naming `dose.field`, or
+        an element of it, and the reason when the family does not take it."""
+        ...
+
+    def units_for_course(self, stated: int | None, *, field: str) -> int:
+        """The number of units the course needs. `stated` is what the prescription gives or
+        implies (the dispensed count, else doses a day × supply days, else the number of
+        doses), None when it says nothing; `field` is the FHIR path a refusal names (its
+        dispenseRequest). ValidationFailed naming it when the number cannot be worked out."""
+        ...
+
+
+class PrescriptionKits(Protocol):
+    """Finds a product family's prescription part (bootstrap passes the family registry's
+    design service; tests may pass anything with this method)."""
+
+    def prescription(self, family: str) -> PrescriptionKit:
+        """ValidationFailed naming `product_family` when no such family is registered."""
+        ...

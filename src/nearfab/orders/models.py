@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nearfab.common.quantity import Quantity
 from nearfab.db import Base
 
 
@@ -92,7 +93,9 @@ class Order(Base):
     product_family: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32), index=True)
     medication: Mapped[str] = mapped_column(String(200))
-    dose_mg: Mapped[float]
+    # the dose as the product family accepted it (0016): a value with its unit
+    dose_value: Mapped[float]
+    dose_unit: Mapped[str] = mapped_column(String(32))
     doses_per_day: Mapped[float | None]
     units: Mapped[int]
     patient_group: Mapped[str | None] = mapped_column(String(32))
@@ -101,3 +104,8 @@ class Order(Base):
     need_by: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    @property
+    def dose(self) -> Quantity:
+        """The dose per unit, with its unit, as the product family accepted it."""
+        return Quantity(self.dose_value, self.dose_unit)

@@ -40,7 +40,8 @@ class OrderRowOut(Out):
     id: str
     status: str
     medication: str
-    dose_mg: float
+    dose_value: float
+    dose_unit: str
     units: int
     master_file_code: str
     created_at: Timestamp
@@ -53,7 +54,8 @@ class SubmittedOrderOut(Out):
     site_id: str
     resubmit_of: str | None
     medication: str
-    dose_mg: float
+    dose_value: float
+    dose_unit: str
     units: int
     patient_group: str | None
     design: dict[str, Any] | None

@@ -19,6 +19,7 @@ from nearfab.common.errors import (
     require_reason,
 )
 from nearfab.common.ids import new_id
+from nearfab.common.quantity import Quantity
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -37,12 +38,14 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
+from nearfab.orders.kit import PrescriptionKits
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
 
 DEFAULT_LEAD_TIME = timedelta(days=3)
 IDENTIFIER_MAX = 255  # identifier system and value columns
+UNIT_MAX = 32  # the order's dose_unit column
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class _Plan:
     master_file: MasterFile
     site_id: str
     identifier: tuple[str, str] | None
+    # the dose and course size as the master file's product family accepted them
+    dose: Quantity
+    units: int
     resubmission: int = 0
     replaces: Order | None = None
 
@@ -60,7 +66,8 @@ class _Plan:
 @dataclass(frozen=True)
 class DesignRequest:
     master_file: MasterFile
-    dose_mg: float
+    # the dose as the family's prescription part accepted it (value and unit)
+    dose: Quantity
     units: int
     birth_date: date | None
     on: date
@@ -72,6 +79,13 @@ class Designer(Protocol):
     def __call__(self, request: DesignRequest) -> tuple[dict[str, Any], str | None]:
         """Return (design, patient_group)."""
         ...
+
+
+def dose_text(dose: Quantity) -> str:
+    """A dose for the audit trail, exact (no rounding): "5 mg", "0.075 mg"."""
+    value = dose.value
+    number = str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return f"{number} {dose.unit}"
 
 
 def _identifier_of(rx: PrescriptionIn) -> tuple[str, str] | None:
@@ -97,11 +111,14 @@ class OrderService:
         vault: IdentityVault,
         designer: Designer,
         *,
+        prescriptions: PrescriptionKits,
         max_bundle_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self._master_files = master_files
         self._vault = vault
         self._designer = designer
+        # each product family's prescription part, found by the master file's family
+        self._prescriptions = prescriptions
         self._max_entries = max_bundle_entries
 
     # --- intake ------------------------------------------------------------------------------
@@ -133,8 +150,8 @@ class OrderService:
             ordering = self._ordering_site(uow, actor, rx, named)
             authorize(actor, Permission.ORDER_SUBMIT, site_id=ordering)
             mf = self._master_file_for(uow, rx)
-            self._check_quantities(rx)
-            plans.append(_Plan(rx, mf, ordering, _identifier_of(rx)))
+            dose, units = self._accepted(rx, mf)
+            plans.append(_Plan(rx, mf, ordering, _identifier_of(rx), dose, units))
         plans = self._check_duplicates(uow, plans, resubmit_of)
         try:
             orders = [self._store(uow, actor, plan) for plan in plans]
@@ -276,6 +293,8 @@ class OrderService:
                     plan.master_file,
                     plan.site_id,
                     ident,
+                    plan.dose,
+                    plan.units,
                     resubmission=latest.resubmission + 1,
                     replaces=existing,
                 )
@@ -314,20 +333,27 @@ class OrderService:
             )
         return matches[0]
 
-    @staticmethod
-    def _check_quantities(rx: PrescriptionIn) -> None:
-        where = rx.fhir_path
-        if rx.dose_mg is None:
+    def _accepted(self, rx: PrescriptionIn, mf: MasterFile) -> tuple[Quantity, int]:
+        """The dose and the number of units, as the master file's product family takes them
+        from this prescription (orders/kit.py); its refusal names the FHIR field."""
+        kit = self._prescriptions.prescription(mf.product_family)
+        dose = kit.accept_dose(rx.dose)
+        units = kit.units_for_course(rx.units_for_course, field=f"{rx.fhir_path}.dispenseRequest")
+        # what the order's columns hold: a family that answers otherwise is refused, not stored
+        if not dose.value > 0 or len(dose.unit) > UNIT_MAX:
             raise ValidationFailed(
-                f"dose unit {rx.dose_unit!r} is not a mass; tablets are dosed in mg",
-                field=f"{where}.dosageInstruction[0].doseAndRate[0].doseQuantity.unit",
+                f"{rx.dose_field}: product family {mf.product_family} accepted the dose as "
+                f"{dose.value!r} {dose.unit!r}: a positive value with a unit of at most "
+                f"{UNIT_MAX} characters is required",
+                field=rx.dose_field,
             )
-        if rx.units_for_course is None:
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ValidationFailed(
-                "the number of tablets cannot be worked out: give dispenseRequest.quantity, or "
-                "expectedSupplyDuration with a dosage timing",
-                field=f"{where}.dispenseRequest",
+                f"{rx.fhir_path}.dispenseRequest: product family {mf.product_family} worked out "
+                f"{units!r} units for the course: at least 1 is required",
+                field=f"{rx.fhir_path}.dispenseRequest",
             )
+        return dose, units
 
     def _patient(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn) -> Patient:
         # match only on business identifiers (NHS number...): a sender's "Patient/1" is not
@@ -413,14 +439,13 @@ class OrderService:
                 "resubmission": plan.resubmission,
                 "patient_ref": patient.ref,
                 "medication_codes": prescription.medication_codes,
-                "dose_mg": rx.dose_mg,
+                "dose": dose_text(plan.dose),
                 "doses_per_day": rx.doses_per_day,
-                "units": rx.units_for_course,
+                "units": plan.units,
                 "raw_sha256": prescription.raw_sha256,
             },
             site_id=site_id,
         )
-        assert rx.dose_mg is not None and rx.units_for_course is not None  # checked before
         # name the medicine by the coding the master file accepted, not by free text
         medication = next(
             (c.display for c in rx.medication_codes if c.display and mf.accepts(c.system, c.code)),
@@ -440,9 +465,10 @@ class OrderService:
             product_family=mf.product_family,
             status=OrderStatus.RECEIVED.value,
             medication=medication,
-            dose_mg=rx.dose_mg,
+            dose_value=plan.dose.value,
+            dose_unit=plan.dose.unit,
             doses_per_day=rx.doses_per_day,
-            units=rx.units_for_course,
+            units=plan.units,
             patient_group=None,
             design=None,
             stop_reason=None,
@@ -461,7 +487,7 @@ class OrderService:
             new={
                 "status": order.status,
                 "master_file": f"{mf.code} v{mf.version}",
-                "dose_mg": order.dose_mg,
+                "dose": dose_text(order.dose),
                 "units": order.units,
                 "patient_ref": patient.ref,
                 "site_id": site_id,
@@ -483,8 +509,8 @@ class OrderService:
             )
         request = DesignRequest(
             master_file=mf,
-            dose_mg=rx.dose_mg,
-            units=rx.units_for_course,
+            dose=plan.dose,
+            units=plan.units,
             birth_date=rx.patient_birth_date,
             on=now.date(),
         )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nearfab.common.errors import Refused
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 from nearfab.families.solid_dose.logic import Envelope, design_tablet, patient_group
 from nearfab.families.solid_dose.machines import SolidDoseMachines
-from nearfab.families.solid_dose.prescription import SolidDosePrescription
+from nearfab.families.solid_dose.prescription import MG, SolidDosePrescription
 from nearfab.families.solid_dose.release import SolidDoseRelease
 from nearfab.families.solid_dose.simulation import SolidDoseSimulation
 from nearfab.orders import DesignRequest
@@ -34,10 +35,17 @@ class SolidDoseFamily:
         Envelope.from_dict(envelope)
 
     def design(self, request: DesignRequest) -> tuple[dict[str, Any], str | None]:
+        if request.dose.unit != MG:
+            # the prescription part accepts doses in mg only: anything else is a caller's error
+            raise Refused(
+                f"dose {request.dose}: a tablet is designed from a dose in {MG}",
+                field="dose",
+                code="dose_unit",
+            )
         envelope = Envelope.from_dict(request.master_file.design_envelope)
         group = patient_group(request.birth_date, request.on)
         design = design_tablet(
-            dose_mg=request.dose_mg, units=request.units, group=group, envelope=envelope
+            dose_mg=request.dose.value, units=request.units, group=group, envelope=envelope
         )
         return design.to_dict(), group
 
