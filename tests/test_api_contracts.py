@@ -1,58 +1,32 @@
 """API contracts (issue 18 item 10): every JSON route of /api/v1 declares a typed response
 model (`<Thing>Out`, pydantic) that forbids undeclared keys, so its OpenAPI schema is real
 and a drift between what a read model returns and what is declared answers 500 instead of
-passing silently. Routes answering CSV, PDF or images are exempt; the routes still without a
-model are listed in LEFT_FOR_LATER, which may only shrink."""
+passing silently. Routes answering CSV, PDF or images (or a file of their own) are exempt.
+There is no allow-list: a new JSON route without a model fails here."""
 
 from __future__ import annotations
 
+import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from nearfab.bootstrap import App
+from nearfab.common.schemas import Out
 
 from .conftest import TEST_PASSWORD
 
-# the audit trail, records and signature routes take their contracts from identity/schemas.py
-# (another piece of issue 18): only "typed or allow-listed" is checked for them here
-IDENTITY_CONTRACTS = {"nearfab.api.audit", "nearfab.api.records"}
-
-# JSON routes whose answer is not typed yet: (method, path). Remove a route once it is.
-LEFT_FOR_LATER = {
-    # audit trail, records and signatures: the identity contracts (identity/schemas.py)
-    ("GET", "/api/v1/audit"),
-    ("GET", "/api/v1/audit/verify"),
-    ("POST", "/api/v1/audit/verify"),
-    ("POST", "/api/v1/audit/checkpoints"),
-    ("GET", "/api/v1/records/{entity_type}/{entity_id}/audit"),
-    ("GET", "/api/v1/batches/{batch_id}/steps"),
-    ("POST", "/api/v1/batches/{batch_id}/steps/{code}/sign"),
-    ("POST", "/api/v1/batches/{batch_id}/steps/{code}/verify"),
-    ("POST", "/api/v1/batches/{batch_id}/deviations"),
-    ("POST", "/api/v1/batches/{batch_id}/audit-trail-review"),
-    ("GET", "/api/v1/batches/{batch_id}/audit-trail"),
-    ("GET", "/api/v1/master-files/{code}/qps"),
-    ("POST", "/api/v1/master-files/{code}/qps"),
-    ("POST", "/api/v1/master-files/{code}/qps/{user_id}/unassign"),
-    # production and patients
-    # decrypted identity as each prescription stored it (older records may differ)
-    ("GET", "/api/v1/patients/{patient_id}/identity"),
-    # telemetry and charts
-    ("GET", "/api/v1/monitoring/runs/{run}/charts"),
-    ("GET", "/api/v1/monitoring/runs/{run}/mspc"),
-    ("GET", "/api/v1/monitoring/runs/{run}/contributions"),
-    # EPCIS documents, trace and the ledger check
-    ("POST", "/api/v1/epcis/capture"),
-    ("GET", "/api/v1/epcis/events"),
-    ("GET", "/api/v1/trace/units/{unit_id}"),
-}
+# the token answer predates the contracts (api/schemas.py, not a read model): it is typed, but
+# its model does not forbid undeclared keys
+NOT_FORBIDDING = {"TokenOut"}
 
 
 def _api_routes() -> list[APIRoute]:
@@ -87,8 +61,8 @@ def _model_of(route: APIRoute) -> type[BaseModel] | None:
     return None
 
 
-def _json_routes() -> Iterator[tuple[tuple[str, str], APIRoute]]:
-    for route in _api_routes():
+def _json_routes(routes: Iterable[APIRoute]) -> Iterator[tuple[tuple[str, str], APIRoute]]:
+    for route in routes:
         if _binary(route):
             continue
         for method in sorted(route.methods):
@@ -113,64 +87,152 @@ def _nested_models(model: type[BaseModel]) -> Iterator[type[BaseModel]]:
                 stack.extend(typing.get_args(t))
 
 
-def test_every_json_route_declares_a_typed_response_model() -> None:
-    untyped = sorted(key for key, route in _json_routes() if _model_of(route) is None)
-    added = [key for key in untyped if key not in LEFT_FOR_LATER]
-    assert not added, f"JSON routes without a response model (declare a <Thing>Out): {added}"
+def _untyped(routes: Iterable[APIRoute]) -> list[tuple[str, str]]:
+    """JSON routes that declare no pydantic model."""
+    return sorted(key for key, route in _json_routes(routes) if _model_of(route) is None)
 
 
-def _identity_contract(route: APIRoute) -> bool:
-    return route.endpoint.__module__ in IDENTITY_CONTRACTS
-
-
-def test_the_allow_list_only_shrinks() -> None:
-    routes = dict(_json_routes())
-    stale = sorted(
-        k
-        for k in LEFT_FOR_LATER
-        if k not in routes or (_model_of(routes[k]) and not _identity_contract(routes[k]))
+def _loose(routes: Iterable[APIRoute]) -> list[str]:
+    """`(method, path): Model` for every declared model, nested ones included, that accepts
+    undeclared keys."""
+    return sorted(
+        {
+            f"{key}: {m.__name__}"
+            for key, route in _json_routes(routes)
+            if (model := _model_of(route)) is not None
+            for m in _nested_models(model)
+            if m.model_config.get("extra") != "forbid" and m.__name__ not in NOT_FORBIDDING
+        }
     )
-    assert not stale, f"typed or gone: remove from LEFT_FOR_LATER: {stale}"
 
 
-def test_most_json_routes_are_typed() -> None:
-    keys = [key for key, _ in _json_routes()]
-    typed = [key for key, route in _json_routes() if _model_of(route) is not None]
-    # 1 of 106 at the start of issue 18 item 10
-    assert len(typed) >= 72 and len(keys) >= 106
+def test_every_json_route_declares_a_typed_response_model() -> None:
+    untyped = _untyped(_api_routes())
+    assert not untyped, f"JSON routes without a response model (declare a <Thing>Out): {untyped}"
 
 
 def test_every_response_model_forbids_undeclared_keys() -> None:
     """A key the read model adds without declaring it fails (500), it does not slip through."""
-    loose = sorted(
-        {
-            f"{key}: {m.__name__}"
-            for key, route in _json_routes()
-            if (model := _model_of(route)) is not None and not _identity_contract(route)
-            for m in _nested_models(model)
-            if m.model_config.get("extra") != "forbid"
-            # the token answer predates the contracts (api/schemas.py, not a read model)
-            and m.__name__ != "TokenOut"
-        }
-    )
+    loose = _loose(_api_routes())
     assert not loose, f"response models that accept undeclared keys: {loose}"
 
 
+def test_all_json_routes_are_typed() -> None:
+    keys = [key for key, _ in _json_routes(_api_routes())]
+    typed = [key for key, route in _json_routes(_api_routes()) if _model_of(route) is not None]
+    # 1 of 106 at the start of issue 18 item 10; every one of them (and those added since) now
+    assert len(keys) >= 106 and len(typed) == len(keys)
+
+
+# --- the checks above can fail: a throwaway router with each kind of route --------------------
+class _PlainOut(BaseModel):  # a BaseModel that lets undeclared keys through
+    x: int
+
+
+class _InnerPlainOut(BaseModel):
+    y: int
+
+
+class _StrictOut(Out):
+    x: int
+
+
+class _WrapsPlainOut(Out):  # forbids, but a model nested in it does not
+    inner: list[_InnerPlainOut | _StrictOut] | None
+
+
+def _throwaway_routes() -> list[APIRoute]:
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/untyped")
+    def untyped() -> dict[str, Any]:
+        return {}
+
+    @router.post("/any", response_model=Any)
+    def any_answer() -> Any:
+        return {}
+
+    @router.get("/list-of-dicts")
+    def list_of_dicts() -> list[dict[str, Any]]:
+        return []
+
+    @router.get("/plain", response_model=_PlainOut)
+    def plain() -> dict[str, Any]:
+        return {"x": 1}
+
+    @router.get("/nested", response_model=list[_WrapsPlainOut])
+    def nested() -> list[dict[str, Any]]:
+        return []
+
+    @router.get("/strict", response_model=_StrictOut)
+    def strict() -> dict[str, Any]:
+        return {"x": 1}
+
+    @router.get("/strict-list", response_model=list[_StrictOut])
+    def strict_list() -> list[dict[str, Any]]:
+        return []
+
+    @router.get("/export.csv")
+    def csv_file() -> Response:  # a file: exempt
+        return Response("a,b\n", media_type="text/csv")
+
+    @router.get("/note", response_class=PlainTextResponse)
+    def note() -> str:  # text: exempt
+        return "x"
+
+    return [r for r in router.routes if isinstance(r, APIRoute)]
+
+
+def test_the_contract_checks_fail_on_an_untyped_or_loose_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same checks, on a throwaway router: the untyped routes and the loose models (the
+    nested one included) are named, typed strict ones and files are not; and the tests above
+    fail once such routes are among the API's."""
+    routes = _throwaway_routes()
+    assert _untyped(routes) == [
+        ("GET", "/api/v1/list-of-dicts"),
+        ("GET", "/api/v1/untyped"),
+        ("POST", "/api/v1/any"),
+    ]
+    assert _loose(routes) == [
+        "('GET', '/api/v1/nested'): _InnerPlainOut",
+        "('GET', '/api/v1/plain'): _PlainOut",
+    ]
+    real = _api_routes()
+    monkeypatch.setattr(sys.modules[__name__], "_api_routes", lambda: real + routes)
+    with pytest.raises(AssertionError, match=r"without a response model.*/api/v1/untyped"):
+        test_every_json_route_declares_a_typed_response_model()
+    with pytest.raises(AssertionError, match=r"accept undeclared keys.*_InnerPlainOut"):
+        test_every_response_model_forbids_undeclared_keys()
+    with pytest.raises(AssertionError):
+        test_all_json_routes_are_typed()
+
+
 def test_the_openapi_document_names_each_typed_answer(app: App) -> None:
+    from nearfab.api.deps import declared_permissions
     from nearfab.web.server import create_web_app
 
-    doc = create_web_app(app).openapi()
-    for (method, path), route in _json_routes():
+    web = create_web_app(app)
+    # the routers checked here are all the API the server mounts (/api/docs is an HTML page)
+    served = {
+        (method, path)
+        for method, path, _ in declared_permissions(web)
+        if path.startswith("/api/v1/")
+    }
+    checked = {(m, r.path) for r in _api_routes() for m in r.methods}
+    assert len(served) >= 106 and served == checked, served ^ checked
+    doc = web.openapi()
+    for (method, path), route in _json_routes(_api_routes()):
         model = _model_of(route)
-        if model is None:
-            continue
+        assert model is not None, (method, path)
         status = str(route.status_code or 200)
         schema = doc["paths"][path][method.lower()]["responses"][status]["content"][
             "application/json"
         ]["schema"]
         ref = schema.get("$ref") or schema.get("items", {}).get("$ref", "")
         assert ref.endswith(f"/{model.__name__}"), (method, path, schema)
-        if not _identity_contract(route) and model.__name__ != "TokenOut":
+        if model.__name__ not in NOT_FORBIDDING:
             component = doc["components"]["schemas"][model.__name__]
             assert component.get("additionalProperties") is False, (method, path)
 

@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import or_, select
 
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound
+from nearfab.common.schemas import Out
 from nearfab.custody import Container, Recall, SerialUnit
 from nearfab.identity import (
     Actor,
@@ -166,7 +167,7 @@ def signature_dict(application: App, uow: UnitOfWork, sig: Signature) -> dict[st
     return signature_out(sig, valid=_signature_valid(application, uow, sig))
 
 
-class FieldChangeOut(BaseModel):
+class FieldChangeOut(Out):
     """A field changed after its first entry (EU GMP Annex 11 §8.2)."""
 
     seq: int
@@ -178,7 +179,7 @@ class FieldChangeOut(BaseModel):
     reason: str | None = None
 
 
-class RecordOut(BaseModel):
+class RecordOut(Out):
     """A record for review: its current content, the fields changed after first entry, its
     whole audit trail and its signatures."""
 

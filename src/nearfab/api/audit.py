@@ -7,17 +7,18 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
-from pydantic import BaseModel
 
 from nearfab.api.deps import AppDep, UowDep, allowed, attachment
+from nearfab.common.schemas import Out
 from nearfab.identity import Actor, AuditEntryOut, Permission, search_audit, verify_audit_chain
+from nearfab.identity.schemas import AuditChainReportOut, AuditCheckpointOut
 from nearfab.identity.services.audit import create_checkpoint, export_checkpoint
 from nearfab.recordexport import RecordOut, entry_dict, export_record, record_view
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 
-class AuditPageOut(BaseModel):
+class AuditPageOut(Out):
     """A page of audit rows, newest first."""
 
     items: list[AuditEntryOut]
@@ -65,7 +66,7 @@ def audit_rows(
     }
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", response_model=AuditChainReportOut)
 def audit_verify(
     actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
 ) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def audit_verify(
     return verify_audit_chain(uow, actor).to_dict()
 
 
-@router.post("/audit/verify")
+@router.post("/audit/verify", response_model=AuditChainReportOut)
 def audit_verify_against(
     actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)],
     uow: UowDep,
@@ -90,7 +91,7 @@ def audit_verify_against(
     return verify_audit_chain(uow, actor, against=checkpoint_file).to_dict()
 
 
-@router.post("/audit/checkpoints")
+@router.post("/audit/checkpoints", response_model=AuditCheckpointOut)
 def audit_checkpoint(
     actor: Annotated[Actor, allowed(Permission.AUDIT_VERIFY)], uow: UowDep
 ) -> dict[str, Any]:

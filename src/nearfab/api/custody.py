@@ -14,8 +14,11 @@ from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.custody import Container, EpcisInvalid
 from nearfab.custody.schemas import (
+    BackwardTraceOut,
     ContainerOut,
     DestroyOut,
+    EpcisCaptureOut,
+    EpcisQueryDocumentOut,
     ForwardTraceOut,
     LedgerReportOut,
     RecallCreatedOut,
@@ -58,7 +61,7 @@ class RecallIn(BaseModel):
 
 
 # --- EPCIS -----------------------------------------------------------------------------------
-@router.post("/epcis/capture", tags=["custody"], status_code=201)
+@router.post("/epcis/capture", tags=["custody"], status_code=201, response_model=EpcisCaptureOut)
 def epcis_capture(
     document: Annotated[Any, Body()],
     actor: Annotated[Actor, allowed(Permission.EPCIS_CAPTURE)],
@@ -74,7 +77,7 @@ def epcis_capture(
     return result.to_dict()
 
 
-@router.get("/epcis/events", tags=["custody"])
+@router.get("/epcis/events", tags=["custody"], response_model=EpcisQueryDocumentOut)
 def epcis_events(
     actor: Annotated[Actor, allowed(Permission.EPCIS_QUERY)],
     application: AppDep,
@@ -201,7 +204,7 @@ def packs_destroy(
 
 
 # --- trace and recall ------------------------------------------------------------------------
-@router.get("/trace/units/{unit_id}", tags=["custody"])
+@router.get("/trace/units/{unit_id}", tags=["custody"], response_model=BackwardTraceOut)
 def trace_unit(
     unit_id: str,
     actor: Annotated[Actor, allowed(Permission.TRACE_READ)],

@@ -23,7 +23,15 @@ from nearfab.identity import (
     is_network_wide,
 )
 from nearfab.monitoring import alarm_dict, model_dict
-from nearfab.monitoring.schemas import AlarmOut, CapabilityOut, ModelDetailOut, ModelOut
+from nearfab.monitoring.schemas import (
+    AlarmOut,
+    CapabilityOut,
+    ContributionsOut,
+    ModelDetailOut,
+    ModelOut,
+    MspcChartOut,
+    RunChartsOut,
+)
 from nearfab.telemetry.schemas import (
     DeadLetterOut,
     GapOut,
@@ -364,7 +372,7 @@ def capability(
 
 
 # --- charts ----------------------------------------------------------------------------------
-@router.get("/monitoring/runs/{run}/charts", tags=["monitoring"])
+@router.get("/monitoring/runs/{run}/charts", tags=["monitoring"], response_model=RunChartsOut)
 def run_charts(
     run: str,
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
@@ -377,7 +385,7 @@ def run_charts(
     return application.charts.control_charts(uow, run, model_id=model_id)
 
 
-@router.get("/monitoring/runs/{run}/mspc", tags=["monitoring"])
+@router.get("/monitoring/runs/{run}/mspc", tags=["monitoring"], response_model=MspcChartOut)
 def run_mspc(
     run: str,
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],
@@ -390,7 +398,9 @@ def run_mspc(
     return application.charts.mspc_chart(uow, run, model_id=model_id)
 
 
-@router.get("/monitoring/runs/{run}/contributions", tags=["monitoring"])
+@router.get(
+    "/monitoring/runs/{run}/contributions", tags=["monitoring"], response_model=ContributionsOut
+)
 def run_contributions(
     run: str,
     actor: Annotated[Actor, allowed(Permission.MONITORING_READ)],

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
+from nearfab.common.schemas import Out, Timestamp, shaped
 from nearfab.identity import (
     Actor,
     AuditEntryOut,
@@ -22,6 +23,7 @@ from nearfab.identity import (
     audit_entry_out,
     authorize,
 )
+from nearfab.identity.account_schemas import ApprovalOut
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -70,7 +72,7 @@ class UnassignIn(BaseModel):
     reason: str
 
 
-class BatchTrailOut(BaseModel):
+class BatchTrailOut(Out):
     """Every audit row about a batch, the hash of those rows, and how far a QP reviewed them."""
 
     batch_id: str
@@ -81,7 +83,124 @@ class BatchTrailOut(BaseModel):
     review_current: bool
 
 
+class StepPerformedOut(Out):
+    """Who performed a manual step (printed name and user id), when, the meaning, the entry
+    values and whether the signature still holds."""
+
+    by_id: str
+    by: str
+    at: Timestamp
+    meaning: str
+    entry: dict[str, Any] | None
+    signature_id: str
+    signature_valid: bool | None
+    deviation_id: str | None
+
+
+class StepVerifiedOut(Out):
+    """The second person's verification of a critical entry."""
+
+    by_id: str
+    by: str | None
+    at: Timestamp | None
+    meaning: str | None
+    signature_id: str | None
+    signature_valid: bool | None
+
+
+class StepOut(Out):
+    """A master-file step of a batch and what has happened to it."""
+
+    position: int
+    code: str
+    title: str
+    manual: bool
+    critical: bool
+    entry_fields: dict[str, str]
+    status: str = Field(
+        description="pending | recorded | performed | awaiting_verification | verified"
+    )
+    recorded_at: Timestamp | None = Field(description="A machine step: when it was recorded")
+    excused_by_deviation: str | None = Field(description="The open deviation naming the step")
+    performed: StepPerformedOut | None
+    verified: StepVerifiedOut | None
+
+
+class BatchDeviationOut(Out):
+    id: str
+    kind: str
+    step: str | None
+    status: str
+    description: str
+    opened_at: Timestamp
+    opened_by: str
+
+
+class ReviewStateOut(Out):
+    """The latest audit-trail review of the batch, and whether rows were added since."""
+
+    id: str
+    reviewed_by_id: str
+    reviewed_by: str
+    reviewed_at: Timestamp
+    rows: int
+    last_audit_id: int
+    trail_hash: str
+    signature_id: str
+    current: bool
+    rows_since: int
+
+
+class ReleaseBlockerOut(Out):
+    """A reason a release would be refused now (the error it would be refused with)."""
+
+    code: str
+    field: str | None
+    message: str
+
+
+class RecordControlsOut(Out):
+    """The batch-record controls of a batch: its steps, open deviations naming a step, the
+    audit-trail review and what blocks release now."""
+
+    batch_id: str
+    batch_number: str
+    status: str
+    master_file: str = Field(description="code and version, e.g. 'PARA500 v2'")
+    steps: list[StepOut]
+    deviations: list[BatchDeviationOut]
+    audit_trail_review: ReviewStateOut | None
+    release_blockers: list[ReleaseBlockerOut]
+    may_certify: bool
+
+
+class DeviationOpenedOut(Out):
+    """A deviation as opened."""
+
+    id: str
+    batch_id: str
+    kind: str
+    step: str | None
+    description: str
+    status: str
+    opened_at: Timestamp
+
+
+class QpAssignmentOut(Out):
+    """A QP assigned (or once assigned) to certify a master file's batches."""
+
+    master_file_code: str
+    user_id: str
+    active: bool
+    assigned_at: Timestamp
+    assigned_by: str
+    reason: str
+    unassigned_at: Timestamp | None
+    unassigned_by: str | None
+
+
 # --- the view shared by the API, the CLI and the batch page --------------------------------------
+@shaped(RecordControlsOut)
 def record_controls_view(
     application: App, uow: UnitOfWork, actor: Actor, batch_id: str
 ) -> dict[str, Any]:
@@ -176,7 +295,7 @@ def record_controls_view(
     return out
 
 
-class SignoffOut(BaseModel):
+class SignoffOut(Out):
     """A master-file step as signed: who performed it (printed name and user id), when, the
     meaning and the signature; the second person's verification of a critical entry."""
 
@@ -187,31 +306,32 @@ class SignoffOut(BaseModel):
     entry: dict[str, Any] | None
     performed_by: str
     performed_by_id: str
-    performed_at: str
+    performed_at: Timestamp
     performed_meaning: str
     signature_id: str
     deviation_id: str | None
     verified_by: str | None
     verified_by_id: str | None
-    verified_at: str | None
+    verified_at: Timestamp | None
     verified_meaning: str | None
     verify_signature_id: str | None
 
 
-class AuditTrailReviewOut(BaseModel):
+class AuditTrailReviewOut(Out):
     """A QP's signed review of a batch's audit trail, bound to the hash of its rows."""
 
     id: str
     batch_id: str
     reviewed_by: str
     reviewed_by_id: str
-    reviewed_at: str
+    reviewed_at: Timestamp
     rows: int
     last_audit_id: int
     trail_hash: str
     signature_id: str
 
 
+@shaped(SignoffOut)
 def signoff_dict(signoff: Any) -> dict[str, Any]:
     out: dict[str, Any] = to_jsonable(
         {
@@ -236,6 +356,7 @@ def signoff_dict(signoff: Any) -> dict[str, Any]:
     return out
 
 
+@shaped(QpAssignmentOut)
 def qp_dict(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = to_jsonable(
         {
@@ -253,7 +374,7 @@ def qp_dict(row: Any) -> dict[str, Any]:
 
 
 # --- routes ------------------------------------------------------------------------------------
-@router.get("/batches/{batch_id}/steps", tags=["production"])
+@router.get("/batches/{batch_id}/steps", tags=["production"], response_model=RecordControlsOut)
 def steps(
     batch_id: str,
     actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
@@ -302,7 +423,12 @@ def verify_step(
     return signoff_dict(signoff)
 
 
-@router.post("/batches/{batch_id}/deviations", status_code=201, tags=["quality"])
+@router.post(
+    "/batches/{batch_id}/deviations",
+    status_code=201,
+    tags=["quality"],
+    response_model=DeviationOpenedOut,
+)
 def open_deviation(
     batch_id: str,
     body: DeviationIn,
@@ -371,6 +497,7 @@ def batch_audit_trail(
     return batch_trail_view(application, uow, actor, batch_id)
 
 
+@shaped(BatchTrailOut)
 def batch_trail_view(
     application: App, uow: UnitOfWork, actor: Actor, batch_id: str
 ) -> dict[str, Any]:
@@ -392,7 +519,7 @@ def batch_trail_view(
     return out
 
 
-@router.get("/master-files/{code}/qps", tags=["master files"])
+@router.get("/master-files/{code}/qps", tags=["master files"], response_model=list[QpAssignmentOut])
 def master_file_qps(
     code: str,
     actor: Annotated[Actor, allowed(Permission.MASTER_FILE_READ)],
@@ -405,7 +532,12 @@ def master_file_qps(
     return [qp_dict(r) for r in rows if active is None or r.active == active]
 
 
-@router.post("/master-files/{code}/qps", status_code=201, tags=["master files"])
+@router.post(
+    "/master-files/{code}/qps",
+    status_code=201,
+    tags=["master files"],
+    response_model=ApprovalOut,
+)
 def assign_qp(
     code: str,
     body: AssignIn,
@@ -420,7 +552,11 @@ def assign_qp(
     return dict(to_jsonable(approval_dict(request)))
 
 
-@router.post("/master-files/{code}/qps/{user_id}/unassign", tags=["master files"])
+@router.post(
+    "/master-files/{code}/qps/{user_id}/unassign",
+    tags=["master files"],
+    response_model=QpAssignmentOut,
+)
 def unassign_qp(
     code: str,
     user_id: str,

@@ -35,6 +35,7 @@ from nearfab.custody.schemas import DispenseOut
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, authorize_network, site_filter
 from nearfab.identity.account_schemas import MeOut
+from nearfab.identity.schemas import PatientIdentityOut
 from nearfab.masterfiles.schemas import MasterFileOut, MasterFileSigningPolicyOut
 from nearfab.materials.schemas import LotOut
 from nearfab.network.schemas import (
@@ -298,7 +299,9 @@ MF_FIELDS = (
 )
 
 
-@router.get("/patients/{patient_id}/identity", tags=["orders"])
+@router.get(
+    "/patients/{patient_id}/identity", tags=["orders"], response_model=PatientIdentityOut
+)
 def patient_identity(
     patient_id: str,
     actor: Annotated[Actor, allowed(Permission.PATIENT_IDENTITY_READ)],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from nearfab.common.schemas import Day, Out, Timestamp
 
@@ -155,3 +157,136 @@ class ForwardTraceOut(Out):
     patients: list[str]
     batches: list[str]
     counts: TraceCountsOut
+
+
+class TracePackOut(Out):
+    """The traced pack with its GS1 identity (`epc`: its SGTIN as a GS1 Digital Link)."""
+
+    id: str
+    gtin: str
+    serial: str
+    batch_number: str
+    expiry: Day
+    status: str
+    pack_index: int
+    quantity: int
+    epc: str
+
+
+class TraceBatchRecordOut(Out):
+    id: str
+    batch_number: str
+    status: str
+    started_at: Timestamp
+    finished_at: Timestamp | None
+
+
+class TraceMaterialLotOut(Out):
+    id: str
+    lot_number: str
+    material_code: str | None
+    supplier: str | None
+    expiry: Day | None
+    used_g: float
+
+
+class TraceMachineOut(Out):
+    id: str
+    name: str | None
+    type: str | None
+    serial_number: str | None
+    firmware: str
+
+
+class TraceJobTicketOut(Out):
+    job_id: str
+    ticket_hash: str
+
+
+class TraceOperatorOut(Out):
+    id: str
+    name: str | None
+
+
+class TraceSiteOut(Out):
+    id: str
+    code: str | None
+    name: str | None
+    gln: str
+
+
+class TraceMasterFileOut(Out):
+    id: str
+    code: str
+    version: int
+
+
+class TraceReleaseOut(Out):
+    decision: str | None
+    decided_by: str | None
+    decided_at: Timestamp | None
+    signature_id: str | None
+
+
+class TraceDispenseOut(Out):
+    at: Timestamp
+    by: str
+    site_id: str | None
+
+
+class BackwardTraceOut(Out):
+    """Everything one pack came from: material lot, machine and firmware, job ticket, batch
+    record, operator, site, master-file version, release, dispense and its EPCIS events (as
+    held, JSON-LD without `@context`; they were validated against the EPCIS schema when
+    captured or made)."""
+
+    unit: TracePackOut
+    patient_ref: str | None
+    order_id: str
+    batch_record: TraceBatchRecordOut
+    material_lots: list[TraceMaterialLotOut]
+    machine: TraceMachineOut
+    job_ticket: TraceJobTicketOut
+    operator: TraceOperatorOut
+    site: TraceSiteOut
+    master_file: TraceMasterFileOut
+    release: TraceReleaseOut | None
+    dispense: TraceDispenseOut | None
+    events: list[dict[str, Any]]
+
+
+class EpcisCaptureOut(Out):
+    """The answer to an EPCIS capture: how many events were stored, already held (same event
+    hash) or corrected (an error declaration on a held event), and their event hashes."""
+
+    stored: int
+    duplicates: int
+    corrections: int
+    event_ids: list[str]
+    duplicate_ids: list[str]
+
+
+class EpcisResultsBodyOut(Out):
+    # the events are EPCIS 2.0 JSON-LD as held (validated against the EPCIS JSON schema when
+    # captured or made); their inside is the standard's, not declared again here
+    event_list: list[dict[str, Any]] = Field(alias="eventList")
+
+
+class EpcisQueryResultsOut(Out):
+    query_name: Literal["SimpleEventQuery"] = Field(alias="queryName")
+    results_body: EpcisResultsBodyOut = Field(alias="resultsBody")
+
+
+class EpcisQueryBodyOut(Out):
+    query_results: EpcisQueryResultsOut = Field(alias="queryResults")
+
+
+class EpcisQueryDocumentOut(Out):
+    """An EPCIS 2.0 EPCISQueryDocument answering a SimpleEventQuery (JSON-LD; the envelope
+    is typed here, the events inside follow the EPCIS 2.0 JSON schema)."""
+
+    context: list[str | dict[str, Any]] = Field(alias="@context")
+    type: Literal["EPCISQueryDocument"]
+    schema_version: Literal["2.0"] = Field(alias="schemaVersion")
+    creation_date: Timestamp = Field(alias="creationDate")
+    epcis_body: EpcisQueryBodyOut = Field(alias="epcisBody")

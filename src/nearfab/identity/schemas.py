@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from nearfab.common.schemas import Day, Out, Timestamp
+
 if TYPE_CHECKING:
     from nearfab.identity.models import AuditEntry, Signature
 
@@ -47,7 +49,7 @@ class ESignatureIn(BaseModel):
         }
 
 
-class SignatureOut(BaseModel):
+class SignatureOut(Out):
     """A signature's manifestation (21 CFR 11.50): printed name, date and time with its zone,
     meaning, and what it binds (11.70)."""
 
@@ -91,7 +93,7 @@ class SignatureOut(BaseModel):
         )
 
 
-class AuditEntryOut(BaseModel):
+class AuditEntryOut(Out):
     """One audit-trail row: who (id and name), what, when (UTC, with zone), the record, the
     values before and after, why, and its place in the hash chain."""
 
@@ -128,6 +130,69 @@ class AuditEntryOut(BaseModel):
             prev_hash=r.prev_hash,
             row_hash=r.row_hash,
         )
+
+
+class AuditBadRowOut(Out):
+    """A row (or a checkpoint) where the audit chain is broken, and why."""
+
+    seq: int | None
+    id: int | None
+    entity_type: str | None
+    entity_id: str | None
+    problem: str = Field(
+        description="edited | deleted | deleted before it | inserted | reordered | ..."
+    )
+    detail: str
+
+
+class AuditCheckpointOut(Out):
+    """A signed checkpoint of the audit head (the ledger heads it also signs are in its
+    exported file, not here)."""
+
+    id: int | None = Field(description="null: not a checkpoint held in the database")
+    source: str = Field(description="database | file | file mark")
+    seq: int
+    head_hash: str
+    at: Timestamp
+    keyed_from: int | None
+    key_id: str
+
+
+class AuditCheckpointFileOut(AuditCheckpointOut):
+    """The exported checkpoint file a verification was compared with."""
+
+    same_key: bool = Field(description="Signed with this installation's audit key")
+    marks: int = Field(description="How many exported (seq, hash) marks the file holds")
+
+
+class AuditChainReportOut(Out):
+    """The audit-chain check: hashes, keyed MACs and links of every row, compared with every
+    signed checkpoint (and an exported file, when one was given)."""
+
+    ok: bool
+    rows_checked: int
+    head_seq: int
+    head_hash: str
+    first_bad: AuditBadRowOut | None
+    problems: list[AuditBadRowOut]
+    keyed: bool = Field(description="Every row's MAC was checked with the audit key")
+    checkpoint: AuditCheckpointOut | None = Field(description="The last signed checkpoint")
+    anchored_seq: int = Field(description="Rows up to here match a signed checkpoint")
+    unanchored_rows: int = Field(description="Rows after it: no checkpoint covers them yet")
+    against: AuditCheckpointFileOut | None
+
+
+class PatientIdentityOut(Out):
+    """A patient's identifying data as the first prescription naming them gave it, decrypted
+    from the orders' identity vault (read by the roles that need it; every read is audited)."""
+
+    name: str | None
+    identifiers: list[str] = Field(
+        description="Business identifiers as system|value (e.g. an NHS number)"
+    )
+    birth_date: Day | None
+    reference: str = Field(description="The sender's reference, e.g. Patient/123")
+    display: str | None
 
 
 def signature_out(sig: Signature, *, valid: bool | None = None) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from nearfab.common.schemas import Out, Timestamp
 
 
@@ -93,3 +95,77 @@ class CapabilityOut(Out):
     cpk_interval: IntervalOut | None
     pp_interval: IntervalOut | None
     ppk_interval: IntervalOut | None
+
+
+class FlaggedPointOut(Out):
+    """A point of a control chart that the model's enabled run rules flag."""
+
+    index: int
+    signals: list[str] = Field(description="The rules that fired, e.g. we1, ewma, cusum_upper")
+
+
+class ControlChartOut(Out):
+    """One metric of a run with no SPC limits for it: times (UTC, with zone) and values."""
+
+    metric: str
+    unit: str
+    times: list[Timestamp]
+    values: list[float]
+
+
+class ControlChartLimitsOut(ControlChartOut):
+    """One metric of a run with the SPC model's limits: centre and individuals limits, the
+    EWMA with its limits, and the points the model's enabled signals flag."""
+
+    center: float
+    lcl: float
+    ucl: float
+    ewma: list[float]
+    ewma_lcl: list[float]
+    ewma_ucl: list[float]
+    flagged: list[FlaggedPointOut]
+
+
+class RunChartsOut(Out):
+    """Control-chart data per metric of a run, with the SPC model in force (if any)."""
+
+    run: str
+    machine_id: str
+    batch_id: str | None
+    batch_number: str | None
+    model_id: str | None
+    model_version: int | None
+    # a metric the model has limits for carries them; any other is values only
+    charts: list[ControlChartLimitsOut | ControlChartOut]
+
+
+class MspcChartOut(Out):
+    """Hotelling T² and SPE of every complete sample of a run, with the MSPC model's limits."""
+
+    run: str
+    batch_id: str | None
+    model_id: str
+    model_version: int
+    metrics: list[str]
+    times: list[Timestamp]
+    t2: list[float]
+    spe: list[float]
+    t2_limit: float
+    spe_limit: float
+    alarm: list[bool] = Field(description="Per sample: T² or SPE beyond its limit")
+
+
+class ContributionsOut(Out):
+    """Each variable's contribution to T² and SPE for one sample of a run."""
+
+    run: str
+    index: int
+    time: Timestamp
+    metrics: list[str]
+    values: list[float]
+    t2: float
+    spe: float
+    t2_limit: float
+    spe_limit: float
+    t2_contributions: list[float]
+    spe_contributions: list[float]
