@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from nearfab.identity.schemas import ESignatureIn
 
@@ -80,6 +80,16 @@ class LotIn(BaseModel):
     assay_pct: float = 100.0
     # the family the lot is for, when no master file names its material (materials.services)
     product_family: str | None = None
+
+    @field_validator(
+        "lot_number", "material_code", "description", "site_id", "supplier", "product_family"
+    )
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL: refused as bad input naming the field, not a 500
+        if value is not None and "\x00" in value:
+            raise ValueError("text cannot hold a NUL character")
+        return value
 
 
 class LotStatusIn(BaseModel):
