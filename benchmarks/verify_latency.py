@@ -392,7 +392,7 @@ def main() -> None:
     from tests import flow_helpers as fh
 
     from nearfab.custody.services.signedfacts import _CACHE_SIZE as _FACTS_CACHE_SIZE
-    from nearfab.custody.services.units import _SIGNATURE_CACHE_SIZE
+    from nearfab.custody.services.releasecheck import SIGNATURE_CACHE_SIZE
     from nearfab.demo import seed
     from nearfab.identity import AuditEntry
 
@@ -422,7 +422,7 @@ def main() -> None:
         "batches": batches,
         "sites": sites,
         "units_per_batch": round(units_per_batch, 1),
-        "signature_cache_size": _SIGNATURE_CACHE_SIZE,
+        "signature_cache_size": SIGNATURE_CACHE_SIZE,
         "signed_facts_cache_size": _FACTS_CACHE_SIZE,
         "load_s": round(load_s, 1),
         "runs": [],

@@ -1,0 +1,114 @@
+"""Whether a released pack may leave: its row matches what the QP's release signed into the
+custody ledger (else an integrity failure), and its batch record still matches the QP's
+release signature (else the record changed after the QP signed). Labels, dispense, packing
+and verification ask this before a pack is handed on."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import select
+
+from nearfab.common.errors import Refused
+from nearfab.custody.logic.verify import SignatureFacts
+from nearfab.custody.models import SerialUnit
+from nearfab.custody.services.packs import Packs
+from nearfab.custody.services.signedfacts import SignedFacts
+from nearfab.identity import Signature
+from nearfab.identity.services.signatures import hash_of as signature_hash_of
+from nearfab.production import BatchRecord
+from nearfab.quality import ReleaseReview
+from nearfab.uow import UnitOfWork
+
+SIGNATURE_CACHE_SIZE = 10_000
+
+
+class ReleaseCheck:
+    def __init__(self, packs: Packs) -> None:
+        self._packs = packs
+        # (review id, signature id, review version, batch id, batch version) whose signature
+        # was found valid: neither row changes through the application without a new version
+        self._valid_signatures: OrderedDict[tuple[str, str, int, str, int], bool] = OrderedDict()
+        self._signatures_lock = threading.Lock()
+        # the packs' facts as the QP's release ledgered them (signed, verified, cached)
+        self.signed_facts = SignedFacts()
+
+    def signature_known(self, key: tuple[Any, ...]) -> bool:
+        with self._signatures_lock:
+            if key in self._valid_signatures:
+                self._valid_signatures.move_to_end(key)
+                return True
+        return False
+
+    def release_signature_ok(self, uow: UnitOfWork, batch_id: str) -> bool:
+        """Whether the batch record still matches the QP's release signature. A positive answer
+        is remembered per (review, signature, review row_version, batch row_version): the
+        signed content (batch record, proposal, deviations raised at review) cannot change
+        through the application without bumping one of those versions, so only the versions
+        are read again. Direct-SQL tampering that keeps the versions is the ledger's and the
+        audit check's to find (docs/custody.md)."""
+        quality = self._packs.quality
+        review = quality.review_for(uow, batch_id)
+        if review is None or not review.signature_id:
+            return False
+        version = uow.session.scalar(
+            select(BatchRecord.row_version).where(BatchRecord.id == batch_id)
+        )
+        if version is None:
+            return False
+        key = (review.id, review.signature_id, review.row_version, batch_id, version)
+        if self.signature_known(key):
+            return True
+        if quality.signature_valid(uow, review) is not True:
+            return False
+        with self._signatures_lock:
+            self._valid_signatures[key] = True
+            while len(self._valid_signatures) > SIGNATURE_CACHE_SIZE:
+                self._valid_signatures.popitem(last=False)
+        return True
+
+    def integrity_problem(self, uow: UnitOfWork, unit: SerialUnit) -> str | None:
+        """None when the pack's row (patient, GTIN, lot, serial, expiry, order) and the QP's
+        decision match what the release signed into the custody ledger; else what differs."""
+        row = uow.session.execute(
+            select(ReleaseReview.decision, ReleaseReview.signature_id, Signature)
+            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+            .where(ReleaseReview.batch_id == unit.batch_id)
+        ).first()
+        decision, signature_id, sig = row if row is not None else (None, None, None)
+        return self.signed_facts.check(
+            uow, self._packs.ledger, unit, signature_facts(decision, signature_id, sig)
+        )
+
+    def require(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
+        """A pack leaves quarantine only while its row matches what the QP's release signed
+        (else an integrity failure) and its batch record matches the QP's signature."""
+        problem = self.integrity_problem(uow, unit)
+        if problem is not None:
+            raise Refused(
+                f"{problem}: the record was tampered with; do not hand the pack over, hold it "
+                "and tell QA",
+                field=field,
+                code="integrity_failure",
+            )
+        if not self.release_signature_ok(uow, unit.batch_id):
+            raise Refused(
+                f"pack {unit.serial}: its batch record no longer matches the QP's release "
+                "signature; hold it and investigate",
+                field=field,
+                code="record_changed",
+            )
+
+
+def signature_facts(
+    decision: str | None, signature_id: str | None, sig: Signature | None
+) -> SignatureFacts:
+    return SignatureFacts(
+        review_decision=decision,
+        review_signature_id=signature_id,
+        signature_hash=sig.signature_hash if sig is not None else None,
+        signature_hash_recomputed=signature_hash_of(sig) if sig is not None else None,
+        signed_record_hash=sig.record_hash if sig is not None else None,
+    )

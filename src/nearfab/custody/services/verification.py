@@ -1,0 +1,260 @@
+"""Verification at dispense: one status for a scanned pack (and the patient it is for), read-only
+apart from the alert a suspected falsification raises; every answer is logged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from nearfab.common.errors import Forbidden
+from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
+from nearfab.custody.gs1 import parse_scan
+from nearfab.custody.logic.verify import PackFacts, decide
+from nearfab.custody.models import Dispense, LedgerEntry, SerialUnit, SiteKey
+from nearfab.custody.services.packs import Packs
+from nearfab.custody.services.releasecheck import ReleaseCheck, signature_facts
+from nearfab.custody.services.signedfacts import ENTRY_COLUMNS, release_entries_of
+from nearfab.custody.services.verifylog import VerificationLog
+from nearfab.identity import Actor, Permission, Signature, audit, authorize
+from nearfab.orders import Order, Patient
+from nearfab.production import BatchRecord
+from nearfab.quality import ReleaseReview
+from nearfab.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One answer to a scan: `status` (VerifyStatus) and what the pharmacist needs to know."""
+
+    status: VerifyStatus
+    message: str
+    unit_id: str | None = None
+    gtin: str | None = None
+    serial: str | None = None
+    batch: str | None = None
+    expiry: date | None = None
+    unit_status: str | None = None
+    dispensed_at: datetime | None = None
+    alert_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "message": self.message,
+            "unit_id": self.unit_id,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "batch": self.batch,
+            "expiry": self.expiry.isoformat() if self.expiry else None,
+            "unit_status": self.unit_status,
+            "dispensed_at": self.dispensed_at.isoformat() if self.dispensed_at else None,
+            "alert_id": self.alert_id,
+        }
+
+
+class Verifier:
+    def __init__(self, packs: Packs, release: ReleaseCheck) -> None:
+        self._packs = packs
+        self._release = release
+        self.verification_log = VerificationLog()
+
+    def verify(
+        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str | None = None
+    ) -> Verification:
+        """One status for a scanned pack (and, if given, the patient it is for). A scan that is
+        not GS1 data is refused (`validation_failed`, field `scan`). An unknown pack raises a
+        suspected-falsification alert, committed at once. Every verification is logged (audit
+        action `verify`); apart from that alert the check is read-only and its log row is
+        written by the group-commit `verification_log` (`flush_verification_log`)."""
+        authorize(actor, Permission.PACK_VERIFY)
+        ident = parse_scan(scan)
+        # one round trip: the pack, its patient reference, the sites it belongs to, the QP's
+        # decision and signature, the versions that key the signature check, and the signed
+        # release entries of its batch with their keys (a verification answers while others
+        # wait for the GIL); one row per release entry (usually one)
+        rows = uow.session.execute(
+            select(
+                SerialUnit,
+                Patient.ref,
+                ReleaseReview.id,
+                ReleaseReview.signature_id,
+                ReleaseReview.row_version,
+                BatchRecord.row_version,
+                BatchRecord.site_id,
+                Order.site_id,
+                ReleaseReview.decision,
+                Signature,
+                *ENTRY_COLUMNS,
+            )
+            .join(Patient, Patient.id == SerialUnit.patient_id)
+            .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+            .join(Order, Order.id == SerialUnit.order_id)
+            .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
+            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+            .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
+            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
+            .where(SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial)
+        ).all()
+        row = rows[0] if rows else None
+        unit: SerialUnit | None = None
+        facts = None
+        problem: str | None = None
+        in_scope = True
+        if row is not None:
+            unit, ref, review_id, signature_id, review_version, batch_version = row[:6]
+            making_site, ordering_site, decision, sig = row[6:10]
+            entries = [r[10:] for r in rows if r[10] is not None]
+            # a verifier answers only for packs of the sites they serve (making or ordering
+            # site): for any other pack the answer is the one for an unknown pack, so nobody
+            # learns from it whether a pack is for some patient of another site
+            in_scope = self._serves(actor, making_site, ordering_site)
+            record_ok = True
+            if in_scope and unit.status == UnitStatus.RELEASED.value:
+                problem = self._release.signed_facts.check(
+                    uow,
+                    self._packs.ledger,
+                    unit,
+                    signature_facts(decision, signature_id, sig),
+                    rows=entries,
+                )
+                key = (review_id, signature_id, review_version, unit.batch_id, batch_version)
+                record_ok = (
+                    review_id is not None
+                    and signature_id is not None
+                    and (
+                        self._release.signature_known(key)
+                        or self._release.release_signature_ok(uow, unit.batch_id)
+                    )
+                )
+            facts = PackFacts(
+                status=unit.status,
+                expiry=unit.expiry,
+                record_matches_signature=record_ok,
+                patient_ref=ref,
+                batch_matches=unit.batch_number == ident.batch and unit.expiry == ident.expiry,
+                integrity_problem=problem,
+                in_scope=in_scope,
+            )
+        status = decide(facts, uow.clock.now().date(), patient_ref)
+        if not in_scope:
+            unit = None  # nothing about another site's pack leaves this call
+        dispensed_at = None
+        if unit is not None and status == VerifyStatus.ALREADY_DISPENSED:
+            dispensed_at = uow.session.scalar(
+                select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
+            )
+        message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref, problem)
+        entity_id = unit.id if unit else ident.serial[:64]
+        logged: dict[str, Any] = {
+            "status": status.value,
+            "gtin": ident.gtin,
+            "serial": ident.serial,
+        }
+        if not in_scope:
+            logged["out_of_scope"] = True  # a probe of another site's pack, for QA to see
+        if problem is not None:
+            logged["integrity_problem"] = problem
+        alert = None
+        if status == VerifyStatus.INTEGRITY_FAILURE:
+            # the pack's record was tampered with: an alert for QA, committed now
+            alert = self._packs.raise_alert(uow, actor, AlertKind.INTEGRITY_FAILURE, scan, message)
+            audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
+            uow.commit()
+        elif status == VerifyStatus.UNKNOWN:
+            # a suspected falsified pack: the alert and its log row are committed now
+            alert = self._packs.raise_alert(
+                uow, actor, AlertKind.SUSPECTED_FALSIFIED, scan, message
+            )
+            audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
+            uow.commit()
+        else:
+            # read-only: the log row goes through the group-commit writer
+            self.verification_log.submit(
+                uow.session.get_bind(),  # type: ignore[arg-type]
+                {
+                    "at": uow.clock.now(),
+                    "actor_id": actor.user_id,
+                    "actor_name": actor.full_name,
+                    "action": "verify",
+                    "entity_type": "unit",
+                    "entity_id": entity_id,
+                    "old": None,
+                    "new": logged,
+                    "reason": None,
+                    "site_id": actor.site_id,
+                },
+            )
+        return Verification(
+            status=status,
+            message=message,
+            unit_id=unit.id if unit else None,
+            gtin=ident.gtin,
+            serial=ident.serial,
+            batch=ident.batch,
+            expiry=ident.expiry,
+            unit_status=unit.status if unit else None,
+            dispensed_at=dispensed_at,
+            alert_id=alert.id if alert else None,
+        )
+
+    @staticmethod
+    def _serves(actor: Actor, *site_ids: str | None) -> bool:
+        """Whether the actor may verify at one of these sites (a pack's making and ordering
+        site). No site named means no site-bound verifier serves it."""
+        try:
+            authorize(actor, Permission.PACK_VERIFY, one_of=[s for s in site_ids if s])
+        except Forbidden:
+            return False
+        return True
+
+
+def _verify_message(
+    status: VerifyStatus,
+    serial: str,
+    unit: SerialUnit | None,
+    dispensed_at: datetime | None,
+    patient_ref: str | None,
+    problem: str | None = None,
+) -> str:
+    if status == VerifyStatus.OK:
+        return f"pack {serial} may be handed over"
+    if status == VerifyStatus.INTEGRITY_FAILURE:
+        return (
+            f"{problem or f'pack {serial}: its record differs from the signed release'}: the "
+            "record was tampered with; do not hand over, hold it and tell QA"
+        )
+    if status == VerifyStatus.UNKNOWN:
+        if unit is not None and unit.status == UnitStatus.DESTROYED.value:
+            return (
+                f"pack {serial} was destroyed: this pack should not exist; suspected "
+                "falsified or diverted, do not hand over"
+            )
+        if unit is None:  # never made, or not a pack of a site the verifier serves
+            return (
+                f"pack {serial} is not known at your sites (never made in this network, or "
+                "not yours to check): suspected falsified, do not hand over"
+            )
+        return (
+            f"pack {serial}: the label's batch or expiry does not match the record: "
+            "suspected falsified, do not hand over"
+        )
+    if status == VerifyStatus.ALREADY_DISPENSED:
+        when = f" on {dispensed_at:%Y-%m-%d %H:%M %Z}" if dispensed_at else ""
+        return f"pack {serial} was already dispensed{when}"
+    if status == VerifyStatus.WRONG_PATIENT:
+        return f"pack {serial} is for another patient, not {patient_ref}"
+    if status == VerifyStatus.EXPIRED and unit is not None:
+        return f"pack {serial} expired on {unit.expiry}"
+    if status == VerifyStatus.NOT_RELEASED and unit is not None:
+        if unit.status == UnitStatus.RELEASED.value:
+            return (
+                f"pack {serial}: its batch record no longer matches the QP's release "
+                "signature; hold it and investigate"
+            )
+        return f"pack {serial} is {unit.status}, not released by a QP"
+    if status == VerifyStatus.REJECTED:
+        return f"pack {serial} belongs to a rejected batch"
+    return f"pack {serial} is {status.value}"
