@@ -105,6 +105,14 @@ class MixingFamily:
         self.machines = MixerMachines()
 
 
+class PaperworkFamily:
+    """A family that runs no machines (its machines part is None)."""
+
+    name = "paperwork"
+    machine_types: tuple[str, ...] = ()
+    prescription = machines = release = labels = simulation = None
+
+
 def _machine(machine_type: str, name: str, adapter: str = "simulated") -> Machine:
     return Machine(
         id=f"mch_{name}",
@@ -122,6 +130,7 @@ def _machine(machine_type: str, name: str, adapter: str = "simulated") -> Machin
 def fleet() -> MachineFleet:
     families = FamilyRegistry()
     families.register(SolidDoseFamily())
+    families.register(PaperworkFamily())  # type: ignore[arg-type]
     families.register(MixingFamily())  # type: ignore[arg-type]
     signer = TicketSigner(Ed25519PrivateKey.from_private_bytes(bytes.fromhex("22" * 32)))
     return MachineFleet(ManualClock(), signer.public_key_pem, families)

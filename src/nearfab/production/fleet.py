@@ -56,8 +56,8 @@ class MachineFleet:
     def kit_for(self, machine: Machine) -> MachineKit | None:
         """The machines part of the family that runs `machine`'s type (None: no family does)."""
         for family in self._families:
-            kit: MachineKit = family.machines
-            if machine.machine_type in kit.machine_types:
+            kit: MachineKit | None = family.machines  # None: a family that runs no machines
+            if kit is not None and machine.machine_type in kit.machine_types:
                 return kit
         return None
 
