@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
+# one BLAS thread per process: xdist runs a worker per core already (docs/testing.md)
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+
 # pytest-xdist workers for `make test` (auto: one per CPU); WORKERS=0 runs in one process
 WORKERS ?= auto
 

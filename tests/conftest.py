@@ -25,12 +25,18 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from argon2 import PasswordHasher
+# One BLAS thread per test process: xdist already runs a worker per core, and OpenBLAS threads
+# on top of that spin against each other (a 1 s parallel analysis took 10 s). Set before numpy
+# loads OpenBLAS; the Makefile sets the same for processes started outside pytest.
+for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")
 
-from nearfab.bootstrap import App, build_app
-from nearfab.common.clock import ManualClock
-from nearfab.config import Settings
+import pytest  # noqa: E402
+from argon2 import PasswordHasher  # noqa: E402
+
+from nearfab.bootstrap import App, build_app  # noqa: E402
+from nearfab.common.clock import ManualClock  # noqa: E402
+from nearfab.config import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # The CLI's rich consoles wrap at the terminal width, 80 columns when output is captured: a
