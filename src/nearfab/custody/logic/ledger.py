@@ -4,6 +4,7 @@ chain. Pure: signatures are checked through a function the caller gives."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,15 @@ def row_problems(row: Sequence[Any], prev: str, expected_seq: int) -> list[Probl
 # one string as `canonical` writes it (ensure_ascii=False): the C encoder, no encoder object
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
 _KIND_PARTS: dict[str, str] = {}
-_HEADS: dict[str, str] = {}  # kind -> ',"kind":<kind>,"recorded_at":"'
+_HEADS: dict[str, tuple[str, int]] = {}  # kind -> (',"kind":<kind>,"recorded_at":"', length + 24)
+
+
+def _head(kind: str) -> tuple[str, int]:
+    head = ',"kind":' + _json_text(kind) + ',"recorded_at":"'
+    found = (head, len(head) + 24)
+    if len(_HEADS) < 64:
+        _HEADS[kind] = found
+    return found
 
 
 def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) -> bool:
@@ -148,6 +157,48 @@ def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) 
     return at >= len(kind_part) and payload.startswith(kind_part, at - len(kind_part))
 
 
+STREAM_COLUMNS = (
+    "id",
+    "seq",
+    "kind",
+    "key_id",
+    "ref",
+    "payload",
+    "prev_hash",
+    "entry_hash",
+    "signature",
+)
+"""One site's chain as `ChainChecker.feed` takes it: these columns of each row, in this order
+(the site is given once per chain, not read with every row)."""
+
+
+def as_row(site_id: str, streamed: Sequence[Any]) -> Row:
+    """A streamed tuple (`STREAM_COLUMNS`) of `site_id`'s chain as a `Row`."""
+    id_, seq, kind, key_id, ref, payload, prev_hash, digest, signature = streamed
+    return Row(id_, site_id, seq, kind, ref, payload, prev_hash, digest, key_id, signature)
+
+
+def as_streamed(row: Row) -> tuple[Any, ...]:
+    """A `Row` as `ChainChecker.feed` takes it (`STREAM_COLUMNS`)."""
+    return (
+        row.id,
+        row.seq,
+        row.kind,
+        row.key_id,
+        row.ref,
+        row.payload,
+        row.prev_hash,
+        row.entry_hash,
+        row.signature,
+    )
+
+
+_NO_SIGNATURE = (
+    "no signature covers it: the signed entry ending its block is missing "
+    "(entries after it deleted?)"
+)
+
+
 @dataclass
 class ChainSummary:
     """One site's chain as checked: how many entries, its head, and its problems."""
@@ -160,18 +211,21 @@ class ChainSummary:
 
 
 class ChainChecker:
-    """Checks rows streamed in (site, seq) order, one site's chain after another, with the
-    same findings as `row_problems` plus signatures, in the same order.
+    """Checks each site's chain, its rows streamed in seq order (`feed(site_id, rows)`, rows as
+    `STREAM_COLUMNS`), one chain after another, with the same findings as `row_problems` plus
+    signatures, in the same order.
 
     Fast path: a row whose seq follows, whose prev_hash is the previous row's hash, whose
     SHA-256 matches, and whose columns match the end of its payload is fine without parsing
     its JSON; any other row gets the exact, slow check. (A payload that is not JSON can only
     pass the fast path with a recomputed hash, which the site's signature then refuses.)
-    Signatures: every one with `all_signatures`, else the last entry of each key in a chain,
-    whose signature covers the hash that covers every entry before it.
+    Signatures: every one with `all_signatures` (the stream carries each row's signature, None
+    or "" for an entry covered by the next signed entry of its key), else the last entry of
+    each key in a chain, whose signature covers the hash that covers every entry before it.
     `keep`: (site, seq) pairs whose hashes to remember in `kept` (the anchored entries).
-    `fetch_signature(row id)`: for rows streamed with signature None (reading the signature
-    column of every row costs as much as the rest of the row; only a few are checked)."""
+    `fetch_signature(row id)`: for rows streamed with signature None when only the last entry
+    of each key is checked (reading the signature column of every row costs as much as the
+    rest of the row; only a few are checked)."""
 
     def __init__(
         self,
@@ -189,136 +243,115 @@ class ChainChecker:
         self.kept: dict[str, dict[int, str]] = {}
         self.entries = 0
         self._summary: ChainSummary | None = None
-        self._last: Sequence[Any] | None = None
+        self._site_tail = ""
+        self._last: Sequence[Any] | None = None  # the chain's last row so far
         self._unsigned: Sequence[Any] | None = None  # first row waiting for a block signature
 
     def _signature(self, row: Sequence[Any]) -> None:
-        """Check one row's signature. An entry appended in a block carries none ("") and is
-        covered by the next signed entry of its key (whose hash covers it through the chain):
-        checking every signature, an unsigned row waits for that entry; a row that must be
-        signed (the end of a key's run) and is not means the block's signed end is gone."""
-        signature = row[9]
+        """Check the signature of the last entry of a key's run (not checking every one): an
+        entry appended in a block carries none ("") and is covered by the next signed entry of
+        its key, so the end of a run must be signed."""
+        assert self._summary is not None
+        signature = row[8]
         if signature is None and self._fetch is not None:  # rows streamed without it
             signature = self._fetch(row[0])
-        assert self._summary is not None
-        if signature == "" and self._all:
-            if self._unsigned is None:
-                self._unsigned = row
-            return
-        if signature == "":
-            self._summary.problems.append(
-                Problem(
-                    row[1],
-                    row[2],
-                    row[0],
-                    "no signature covers it: the signed entry ending its block is missing "
-                    "(entries after it deleted?)",
-                )
-            )
-        elif not self._check(row[8], row[1], row[7], signature):
-            self._summary.problems.append(Problem(row[1], row[2], row[0], "signature is not valid"))
-        self._unsigned = None
+        site = self._summary.site_id
+        if not signature:
+            self._summary.problems.append(Problem(site, row[1], row[0], _NO_SIGNATURE))
+        elif not self._check(row[3], site, row[7], signature):
+            self._summary.problems.append(Problem(site, row[1], row[0], "signature is not valid"))
 
     def _uncovered(self) -> None:
         """Unsigned rows that no signed row of their key followed (checking every one)."""
         first = self._unsigned
         if first is not None and self._summary is not None:
             self._summary.problems.append(
-                Problem(
-                    first[1],
-                    first[2],
-                    first[0],
-                    "no signature covers it: the signed entry ending its block is missing "
-                    "(entries after it deleted?)",
-                )
+                Problem(self._summary.site_id, first[1], first[0], _NO_SIGNATURE)
             )
         self._unsigned = None
 
     def _end_chain(self) -> None:
         summary, last = self._summary, self._last
-        if summary is None or last is None:
-            return
-        if not self._all:
-            self._signature(last)
-        else:
-            self._uncovered()
-        summary.head_seq, summary.head_hash = int(last[2]), str(last[7])
-        self._summary = self._last = None
+        if summary is not None and last is not None:
+            if self._all:
+                self._uncovered()
+            else:
+                self._signature(last)
+            summary.head_seq, summary.head_hash = int(last[1]), str(last[7])
+        self._summary = self._last = self._unsigned = None
 
-    def feed(self, rows: Iterable[Sequence[Any]]) -> None:
+    def feed(self, site_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """The next rows of `site_id`'s chain (a new site ends the chain before it)."""
+        if not rows:
+            return
+        summary = self._summary
+        if summary is None or summary.site_id != site_id:
+            self._end_chain()
+            summary = self._summary = ChainSummary(site_id)
+            self.chains.append(summary)
+            self._site_tail = ',"site_id":' + _json_text(site_id) + "}"
+        problems = summary.problems
         sha256 = hashlib.sha256
         json_text = _json_text
         heads = _HEADS
+        check = self._check
         check_all = self._all
-        summary = self._summary
+        site_tail = self._site_tail
         last = self._last
-        prev = GENESIS if last is None else last[7]
-        expected = 1 if last is None else last[2] + 1
-        site = None if summary is None else summary.site_id
-        key = None if last is None else last[8]
-        site_tail = "" if site is None else ',"site_id":' + json_text(site) + "}"
-        keep: set[int] = set() if site is None else self._keep.get(site, set())
-        kept: dict[int, str] = {} if site is None else self.kept.get(site, {})
-        count = entries = 0
+        if last is None:
+            prev, expected, key = GENESIS, 1, rows[0][3]
+        else:
+            prev, expected, key = last[7], last[1] + 1, last[3]
         for row in rows:
-            _id, site_id, seq, kind, ref, payload, prev_hash, digest, key_id, _sig = row
-            count += 1
-            if site_id != site or summary is None:
-                if summary is not None:
-                    summary.entries += entries
-                entries = 0
-                self._last = last
-                self._end_chain()
-                summary = ChainSummary(site_id)
-                self.chains.append(summary)
-                self._summary = summary
-                site, key = site_id, key_id
-                last, prev, expected = None, GENESIS, 1
-                site_tail = ',"site_id":' + json_text(site_id) + "}"
-                keep = self._keep.get(site_id, set())
-                kept = self.kept.setdefault(site_id, {}) if keep else {}
-            elif key_id != key:
+            id_, seq, kind, key_id, ref, payload, prev_hash, digest, signature = row
+            if key_id != key:  # the previous key's run ended at `last`
                 key = key_id
                 if check_all:
-                    self._uncovered()  # a key's run ended with unsigned rows
+                    self._uncovered()  # it ended with unsigned rows
                 else:
                     assert last is not None
-                    self._signature(last)  # the last entry of the previous key
-            entries += 1
+                    self._signature(last)
             # the columns read off the payload's end (sorted keys: kind, recorded_at, ref,
-            # seq, site_id last; recorded_at of epcis_time's 24 characters): one endswith and
-            # one startswith; anything else takes `_columns_match`, then the exact check
-            tail = ',"ref":' + json_text(ref) + ',"seq":' + str(seq) + site_tail
+            # seq, site_id last; recorded_at of epcis_time's 24 characters): one endswith,
+            # one startswith and one find; anything else takes `_columns_match`, then the
+            # exact check
+            tail = f'","ref":{json_text(ref)},"seq":{seq}{site_tail}'
             cut = len(payload) - len(tail)
-            head = heads.get(kind)
-            if head is None:
-                head = ',"kind":' + json_text(kind) + ',"recorded_at":"'
-                if len(heads) < 64:
-                    heads[kind] = head
+            head = heads.get(kind) or _head(kind)
             if not (
                 seq == expected
                 and prev_hash == prev
-                and sha256((prev_hash + "\n" + payload).encode()).hexdigest() == digest
+                and sha256(f"{prev}\n{payload}".encode()).hexdigest() == digest
                 and (
                     (
                         payload.endswith(tail)
-                        and payload.startswith(head, cut - 25 - len(head))
-                        and payload[cut - 1 : cut] == '"'
-                        and payload.find('"', cut - 25, cut - 1) < 0
+                        and payload.startswith(head[0], cut - head[1])
+                        and payload.find('"', cut - 24, cut) < 0
                     )
                     or _columns_match(payload, kind, ref, seq, site_tail)
                 )
             ):
-                summary.problems.extend(row_problems(row, prev, expected))
+                problems.extend(row_problems(as_row(site_id, row), prev, expected))
             if check_all:
-                self._signature(row)
-            if seq in keep:
-                kept[seq] = digest
+                if not signature:  # covered by the next signed entry of its key
+                    if self._unsigned is None:
+                        self._unsigned = row
+                else:
+                    if not check(key_id, site_id, digest, signature):
+                        problems.append(Problem(site_id, seq, id_, "signature is not valid"))
+                    self._unsigned = None
             last, prev, expected = row, digest, seq + 1
-        if summary is not None:
-            summary.entries += entries
         self._last = last
-        self.entries += count
+        summary.entries += len(rows)
+        self.entries += len(rows)
+        keep = self._keep.get(site_id)
+        if keep:
+            hits = keep.intersection([row[1] for row in rows])
+            if hits:
+                kept = self.kept.setdefault(site_id, {})
+                for row in rows:
+                    if row[1] in hits:
+                        kept[row[1]] = row[7]
 
     def close(self) -> list[ChainSummary]:
         self._end_chain()
@@ -334,7 +367,8 @@ def verify_chain(
     covers its hash, which covers every entry before it, so a rewritten chain still fails
     there (and an edited or removed entry breaks the hash links at once)."""
     checker = ChainChecker(check_signature, all_signatures=all_signatures)
-    checker.feed(rows)
+    for site_id, run in itertools.groupby(rows, key=lambda r: r.site_id):
+        checker.feed(site_id, [as_streamed(r) for r in run])
     return [p for chain in checker.close() for p in chain.problems]
 
 

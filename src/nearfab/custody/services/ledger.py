@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import Connection, func, null, select
+from sqlalchemy import Connection, func, select
 
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
@@ -27,6 +27,7 @@ from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.epcis import epcis_time
 from nearfab.custody.logic.ledger import (
     GENESIS,
+    STREAM_COLUMNS,
     ChainChecker,
     Problem,
     Row,
@@ -518,9 +519,10 @@ class CustodyLedger:
         (and as the exported checkpoint file `against` recorded it) must still be there with
         that hash: a cut-off tail is named. Problems come first-bad-first (by site, then seq).
 
-        Rows stream from the database in (site, seq) order (`_stream`: the driver's tuples)
-        through `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that
-        fails the fast check); only the hashes of anchored entries are kept."""
+        Each site's chain streams from the database in seq order (`_stream`: the driver's own
+        tuples of the columns the check needs, the site given once per chain) through
+        `ChainChecker` (hashlib on each row; the JSON is parsed only for a row that fails the
+        fast check); only the hashes of anchored entries are kept."""
         check = self._check_signature(uow)
         anchors = [
             Row._make(r)
@@ -572,12 +574,10 @@ class CustodyLedger:
         checker = ChainChecker(
             check, all_signatures=all_signatures, keep=keep, fetch_signature=fetch_signature
         )
-        # the signature column only when every signature is checked (otherwise fetched for
-        # the few rows that are)
-        columns = _ROW_COLUMNS if all_signatures else (*_ROW_COLUMNS[:9], null())
-        query = select(*columns).order_by(LedgerEntry.site_id, LedgerEntry.seq)
-        for part in _stream(connection, query):
-            checker.feed(part)
+        sql = _chain_sql(connection, all_signatures=all_signatures)
+        for site_id in _ledger_sites(connection):
+            for part in _stream(connection, sql, site_id):
+                checker.feed(site_id, part)
         chains = sorted(checker.close(), key=lambda c: c.site_id)
         problems = [p for c in chains for p in c.problems]
         problems.extend(verify_anchors(anchors, checker.kept))
@@ -632,18 +632,53 @@ _ROW_COLUMNS = (
 )
 
 
-def _stream(connection: Connection, query: Any, size: int = 5000) -> Iterator[Sequence[Any]]:
-    """The rows of a parameterless query, `size` at a time, as the driver's own tuples, in
-    the connection's transaction: SQLAlchemy's row objects cost twice the driver's fetch.
+def _chain_sql(connection: Connection, *, all_signatures: bool) -> str:
+    """One site's chain in seq order, the columns `ChainChecker.feed` takes (STREAM_COLUMNS).
+    The signature of every row only when every signature is checked (NULLIF: an entry of a
+    block carries none, read as None, which costs nothing); otherwise NULL, and the few
+    signatures checked are fetched by id (reading the column for every row costs as much as
+    the rest of the row)."""
+    table = LedgerEntry.__table__
+    columns = [table.c[name].name for name in STREAM_COLUMNS[:-1]]
+    signature = "NULLIF(signature, '')" if all_signatures else "NULL"
+    mark = {"qmark": "?", "numeric": ":1", "named": ":site_id"}.get(
+        connection.dialect.paramstyle, "%s"
+    )
+    return (
+        f"SELECT {', '.join(columns)}, {signature} FROM {LedgerEntry.__tablename__} "
+        f"WHERE site_id = {mark} ORDER BY seq"
+    )
+
+
+def _ledger_sites(connection: Connection) -> Iterator[str]:
+    """The sites that have ledger entries, in order: one index seek each (the (site_id, seq)
+    unique index), not a scan of the ledger."""
+    after: str | None = None
+    while True:
+        query = select(LedgerEntry.site_id).order_by(LedgerEntry.site_id).limit(1)
+        if after is not None:
+            query = query.where(LedgerEntry.site_id > after)
+        found = connection.execute(query).scalar()
+        if found is None:
+            return
+        yield str(found)
+        after = str(found)
+
+
+def _stream(
+    connection: Connection, sql: str, site_id: str, size: int = 5000
+) -> Iterator[Sequence[Any]]:
+    """The rows of `sql` for one site, `size` at a time, as the driver's own tuples, in the
+    connection's transaction: SQLAlchemy's row objects cost twice the driver's fetch.
     PostgreSQL streams through a server-side cursor; SQLite's cursor streams as it is."""
-    sql = str(query.compile(dialect=connection.dialect))
     dbapi = connection.connection.dbapi_connection
     if dbapi is None:  # pragma: no cover - a detached connection
         raise RuntimeError("no database connection")
     postgres = connection.dialect.name == "postgresql"
     cursor = dbapi.cursor(name="nearfab_ledger_verify") if postgres else dbapi.cursor()
+    params: Any = {"site_id": site_id} if connection.dialect.paramstyle == "named" else (site_id,)
     try:
-        cursor.execute(sql)
+        cursor.execute(sql, params)
         while part := cursor.fetchmany(size):
             yield part
     finally:
