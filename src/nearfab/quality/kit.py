@@ -28,9 +28,6 @@ class Check:
     name: str  # a family's test name, or "cpp", "deviations", "alarms"
     passed: bool | None  # None = could not be evaluated
     detail: str
-    # the result is pending: the family allows this test's result to come after release (a
-    # follow-up records it later); passed is None until then. Never a pass.
-    pending: bool = False
 
 
 @dataclass(frozen=True)
