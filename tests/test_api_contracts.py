@@ -271,3 +271,85 @@ def test_a_read_model_that_drifts_from_its_contract_answers_500(
         r = client.get("/api/v1/network", headers=h)
         assert r.status_code == 500, (drifted.__name__, r.text)
         assert "secret_note" not in r.text
+
+
+def test_run_charts_answer_their_contracts_with_and_without_models(seeded: App) -> None:
+    """The chart routes of a run, before any model (values only) and with an approved SPC and
+    MSPC model (limits, EWMA, T² and SPE): each answers 200 through its declared model, with
+    the shape the model declares and the figures the methods define."""
+    from tests import flow_helpers as fh
+
+    from nearfab.web.server import create_web_app
+
+    batches = []
+    for _ in range(3):  # released runs on one printer: what models are trained from
+        batch_id = fh.make_batch(seeded)
+        fh.release(seeded, batch_id)
+        batches.append(fh.batch(seeded, batch_id))
+    runs = [b.job_id for b in batches]
+    client = TestClient(create_web_app(seeded), raise_server_exceptions=False)
+    h = _login(client, "qp")
+    base = f"/api/v1/monitoring/runs/{runs[0]}"
+
+    bare = client.get(f"{base}/charts", headers=h)
+    assert bare.status_code == 200, bare.text
+    assert bare.json()["model_id"] is None and bare.json()["charts"]
+    for chart in bare.json()["charts"]:
+        assert set(chart) == {"metric", "unit", "times", "values"}, chart
+        assert len(chart["times"]) == len(chart["values"]) > 0
+    assert client.get(f"{base}/mspc", headers=h).status_code == 404  # no MSPC model yet
+
+    models = {}
+    admin, qp = fh.actor(seeded, "admin"), fh.actor(seeded, "qp")
+    for kind in ("spc", "mspc"):
+        with seeded.uow() as uow:
+            model = seeded.monitoring.train(
+                uow,
+                admin,
+                kind=kind,
+                master_file_code=batches[0].master_file_code,
+                machine_type="tablet_printer",
+                runs=runs,
+            )
+        with seeded.uow() as uow:
+            seeded.monitoring.approve(
+                uow, qp, model.id, password=TEST_PASSWORD, meaning="QP approval of model"
+            )
+        models[kind] = model
+
+    charts = client.get(f"{base}/charts", headers=h)
+    assert charts.status_code == 200, charts.text
+    assert charts.json()["model_id"] == models["spc"].id
+    limits = models["spc"].params["charts"]
+    with_limits = [c for c in charts.json()["charts"] if "center" in c]
+    assert {c["metric"] for c in with_limits} == set(limits) & {
+        c["metric"] for c in charts.json()["charts"]
+    }
+    assert with_limits
+    for chart in with_limits:
+        p = limits[chart["metric"]]
+        # individuals chart: centre ± L·σ (Shewhart; L from the model)
+        assert chart["center"] == pytest.approx(p["center"])
+        assert chart["lcl"] == pytest.approx(p["center"] - p["L_individuals"] * p["sigma"])
+        assert chart["ucl"] == pytest.approx(p["center"] + p["L_individuals"] * p["sigma"])
+        n = len(chart["values"])
+        assert len(chart["ewma"]) == len(chart["ewma_lcl"]) == len(chart["ewma_ucl"]) == n
+        assert all(0 <= f["index"] < n and f["signals"] for f in chart["flagged"])
+
+    mspc = client.get(f"{base}/mspc", headers=h)
+    assert mspc.status_code == 200, mspc.text
+    m = mspc.json()
+    assert m["model_id"] == models["mspc"].id
+    assert len(m["times"]) == len(m["t2"]) == len(m["spe"]) == len(m["alarm"]) > 0
+    index = len(m["t2"]) // 2
+    c = client.get(f"{base}/contributions", params={"index": index}, headers=h)
+    assert c.status_code == 200, c.text
+    got = c.json()
+    assert got["t2"] == pytest.approx(m["t2"][index]) and got["spe"] == pytest.approx(
+        m["spe"][index]
+    )
+    # the per-variable contributions add up to the statistic (Westerhuis, Gurden & Smilde
+    # 2000 for T²; squared residuals for SPE, Miller, Swanson & Heckler 1998)
+    assert len(got["t2_contributions"]) == len(got["metrics"]) == len(got["values"])
+    assert sum(got["t2_contributions"]) == pytest.approx(got["t2"], rel=1e-6, abs=1e-9)
+    assert sum(got["spe_contributions"]) == pytest.approx(got["spe"], rel=1e-6, abs=1e-9)
