@@ -65,4 +65,4 @@ class Labelling:
 
 def _dose_of(order: Order) -> Quantity:
     """The order's dose as the family accepted it (value and unit)."""
-    return Quantity(order.dose_mg, "mg")
+    return order.dose
