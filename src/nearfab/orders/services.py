@@ -71,6 +71,9 @@ class DesignRequest:
     units: int
     birth_date: date | None
     on: date
+    # the patient's body weight (kg) when the prescription carries it: a family that takes a
+    # dose per kg of body weight checks it against its envelope and keeps it in the design
+    weight: Quantity | None = None
 
 
 class Designer(Protocol):
@@ -513,6 +516,7 @@ class OrderService:
             units=plan.units,
             birth_date=rx.patient_birth_date,
             on=now.date(),
+            weight=rx.dose.weight,
         )
         try:
             design, group = self._designer(request)
