@@ -11,6 +11,10 @@ from nearfab.custody.logic.dl import DL_HOST, gs1_check_digit
 from nearfab.custody.logic.eventhash import event_hash
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
+# declared inline too, with the standard context's own value: the reference event-hash generator
+# (RalphTro/epcis-event-hash-generator) expands only prefixes a document declares inline, so a
+# partner running it gets nearfab's event IDs for events with `cbvmda:` ILMD (issue 14)
+CONTEXT_PREFIXES = {"cbvmda": "urn:epcglobal:cbv:mda:"}
 # nearfab's own URIs (material lots, batches) live under this URN namespace
 NEARFAB_URN = "urn:nearfab:"
 
@@ -202,7 +206,7 @@ def transformation_event(
 def document(events: Sequence[Mapping[str, Any]], created: datetime) -> dict[str, Any]:
     """An EPCISDocument holding `events`."""
     return {
-        "@context": [EPCIS_CONTEXT],
+        "@context": [EPCIS_CONTEXT, dict(CONTEXT_PREFIXES)],
         "type": "EPCISDocument",
         "schemaVersion": "2.0",
         "creationDate": epcis_time(created),
@@ -213,7 +217,7 @@ def document(events: Sequence[Mapping[str, Any]], created: datetime) -> dict[str
 def query_document(events: Sequence[Mapping[str, Any]], created: datetime) -> dict[str, Any]:
     """An EPCISQueryDocument answering a SimpleEventQuery."""
     return {
-        "@context": [EPCIS_CONTEXT],
+        "@context": [EPCIS_CONTEXT, dict(CONTEXT_PREFIXES)],
         "type": "EPCISQueryDocument",
         "schemaVersion": "2.0",
         "creationDate": epcis_time(created),

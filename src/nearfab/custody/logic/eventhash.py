@@ -126,7 +126,7 @@ _DEFAULT_PREFIXES = {
     "gs1": GS1_VOC,
     "cbv": CBV,
     "epcis": EPCIS_NS,
-    "cbvmda": "urn:epcglobal:cbv:mda#",
+    "cbvmda": "urn:epcglobal:cbv:mda:",
 }
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})"
