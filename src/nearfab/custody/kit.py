@@ -11,8 +11,9 @@ which product codes are valid). The core keeps the pack's quantity as a plain co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from nearfab.common.quantity import Quantity
 from nearfab.custody.gs1 import UnitIdentifier
@@ -22,8 +23,10 @@ from nearfab.custody.gs1 import UnitIdentifier
 class LabelKit(Protocol):
     """A family's identity and label rules (the `labels` part of a ProductFamily)."""
 
-    # the identity standard the family's packs carry: "gs1" (GTIN + serial, batch, expiry;
-    # what custody's EPCIS events, scans and DataMatrix labels speak today)
+    # the identity standard of the family's chain of identity: "gs1" (GTIN + serial, batch,
+    # expiry), or another standard the family names. Custody's pack record, EPCIS
+    # events, scans and DataMatrix are GS1 for every family today: `new_identity` returns a GS1
+    # identifier, and a family with another scheme prints it through `label_details` below.
     identity_scheme: str
 
     def product_code(self, code: str) -> str:
@@ -48,3 +51,11 @@ class LabelKit(Protocol):
     def pack_contents(self, quantity: int) -> str:
         """A pack's contents in the family's words, for pages and records (`quantity` units)."""
         ...
+
+
+def label_details(kit: LabelKit, design: Mapping[str, Any]) -> tuple[str, ...]:
+    """The label's lines after the dose line, from the batch's design document: the family's
+    optional `label_details(design)` (e.g. a dose per kg of body weight, an identity under its
+    own scheme, storage and in-use rules); none when the family has no such method."""
+    details = getattr(kit, "label_details", None)
+    return tuple(str(line) for line in details(design)) if callable(details) else ()
