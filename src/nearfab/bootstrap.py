@@ -16,8 +16,9 @@ from nearfab.bus import EventBus
 from nearfab.common.clock import Clock, SystemClock
 from nearfab.config import Settings
 from nearfab.custody import CustodyChain, CustodyService, KeyRing
+from nearfab.custody.kit import LabelKit
 from nearfab.db import make_engine, make_session_factory
-from nearfab.designs import DesignService, FamilyRegistry
+from nearfab.designs import DesignService, FamilyRegistry, ProductFamily
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import (
     AccountPolicy,
@@ -34,16 +35,19 @@ from nearfab.materials import MaterialService
 from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
 from nearfab.network import Machine, NetworkService
 from nearfab.orders import IdentityVault, OrderService
+from nearfab.orders.kit import PrescriptionKit
 from nearfab.production import (
     BatchCompleted,
     MachineFleet,
     ProductionService,
     TicketSigner,
 )
+from nearfab.production.kit import MachineKit
 from nearfab.production.runner import NetworkRunner
 from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
-from nearfab.quality.kit import FamilyLotRules, release_kit
+from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.scheduling import SchedulingService
+from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
     BrokerAddress,
     LocalPublisher,
@@ -114,10 +118,43 @@ class App:
         self.custody.flush_verification_log()
 
 
+# each part of a product family, and the Protocol of the domain that calls it (docs/families.md)
+FAMILY_PARTS: dict[str, type] = {
+    "prescription": PrescriptionKit,
+    "machines": MachineKit,
+    "release": ReleaseKit,
+    "labels": LabelKit,
+    "simulation": SimulationKit,
+}
+
+
+def _members(protocol: type) -> set[str]:
+    names = {n for n in vars(protocol) if not n.startswith("_")}
+    return names | set(getattr(protocol, "__annotations__", {}))
+
+
+def check_family_parts(family: ProductFamily) -> None:
+    """Refuse to register a family that lacks a part, or a part that lacks a member its domain
+    calls (TypeError naming the family, the part and the members), before any batch needs it."""
+    own = _members(ProductFamily) - set(FAMILY_PARTS)
+    problems = [f"{name}" for name in sorted(own) if not hasattr(family, name)]
+    for part, protocol in FAMILY_PARTS.items():
+        found = getattr(family, part, None)
+        if found is None:
+            problems.append(f"part {part!r} ({protocol.__module__}.{protocol.__name__})")
+            continue
+        missing = sorted(n for n in _members(protocol) if not hasattr(found, n))
+        if missing:
+            problems.append(f"{part}: {', '.join(missing)} ({protocol.__name__})")
+    if problems:
+        name = getattr(family, "name", type(family).__name__)
+        raise TypeError(f"product family {name!r} is incomplete: " + "; ".join(problems))
+
+
 def product_families() -> FamilyRegistry:
     """The product families this platform makes, registered once: the app's services and the
     network simulator (`nearfab simulate`, no database needed) reach them only through it."""
-    families = FamilyRegistry()
+    families = FamilyRegistry(check=check_family_parts)
     families.register(SolidDoseFamily())
     return families
 

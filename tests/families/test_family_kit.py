@@ -345,3 +345,23 @@ def test_the_family_refuses_what_it_does_not_make(seeded: App) -> None:
             seeded.orders.submit(uow, fh.actor(seeded, "clinician"), bundle)
     assert "dosed in mL" in refused.value.message
     assert refused.value.field.endswith("doseQuantity")
+
+
+def test_an_incomplete_family_is_refused_when_registered(seeded: App) -> None:
+    class NoLabels(OralLiquid):
+        def __init__(self) -> None:
+            super().__init__()
+            del self.labels
+
+    class HalfRelease(OralLiquid):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = Prescription()  # the wrong part where release goes
+
+    with pytest.raises(TypeError, match=r"'oral_liquid' is incomplete: part 'labels'"):
+        seeded.families.register(NoLabels())
+    with pytest.raises(TypeError, match=r"release: check_rule, evaluate, lot_attributes, tests"):
+        seeded.families.register(HalfRelease())
+    assert FAMILY not in seeded.families.names()
+    seeded.families.register(OralLiquid())  # the whole family is taken
+    assert FAMILY in seeded.families.names()

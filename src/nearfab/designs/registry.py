@@ -13,12 +13,13 @@ it (the domain owns the question it asks; see docs/families.md):
 - `simulation`    simulation.kit.SimulationKit  the network simulator's model
 
 The parts are typed `Any` here because their Protocols live in domains above this one (the
-dependency rule); bootstrap checks each part against its Protocol when it registers a family.
+dependency rule); bootstrap's `check_family_parts` checks each part against its Protocol when a
+family is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from nearfab.common.errors import ValidationFailed
@@ -50,10 +51,17 @@ class ProductFamily(Protocol):
 
 
 class FamilyRegistry:
-    def __init__(self) -> None:
+    """The registered families by name. `check` (bootstrap's: each part against the Protocol
+    of the domain that calls it) runs on every family registered, so a family missing a part
+    fails when it is registered, not when a batch first needs it."""
+
+    def __init__(self, check: Callable[[ProductFamily], None] | None = None) -> None:
         self._families: dict[str, ProductFamily] = {}
+        self._check = check
 
     def register(self, family: ProductFamily) -> None:
+        if self._check is not None:
+            self._check(family)
         self._families[family.name] = family
 
     def get(self, name: str) -> ProductFamily:
