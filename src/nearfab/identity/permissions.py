@@ -88,6 +88,12 @@ class Permission(StrEnum):
     DEVIATION_OPEN = "batch.deviation_open"
     RELEASE_QUEUE_READ = "release.queue"
     RELEASE_DECIDE = "release.decide"
+    # results pending at release, entered later; exceptional release of an out-of-spec batch
+    RELEASE_FOLLOWUP_READ = "release.followup_read"
+    RELEASE_FOLLOWUP_ENTER = "release.followup_enter"
+    RELEASE_EXCEPTIONAL_REQUEST = "release.exceptional_request"
+    NOTICE_READ = "notice.read"
+    NOTICE_ACKNOWLEDGE = "notice.acknowledge"
     # telemetry and monitoring
     TELEMETRY_READ = "telemetry.read"
     DEAD_LETTERS_READ = "telemetry.dead_letters"
@@ -163,6 +169,14 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.DEVIATION_OPEN: frozenset({OP, PH, Q}),
     Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH}),
     Permission.RELEASE_DECIDE: frozenset({Q}),
+    Permission.RELEASE_FOLLOWUP_READ: frozenset({Q, A, AU, PH}),
+    # the result is entered by QA (the site's pharmacist) or a QP
+    Permission.RELEASE_FOLLOWUP_ENTER: frozenset({Q, PH}),
+    # the treating physician asks for it; the QP releases it (RELEASE_DECIDE)
+    Permission.RELEASE_EXCEPTIONAL_REQUEST: frozenset({CL}),
+    # notices to the treating prescriber (a result that failed after release)
+    Permission.NOTICE_READ: frozenset({CL, Q, PH, AU}),
+    Permission.NOTICE_ACKNOWLEDGE: frozenset({CL}),
     Permission.TELEMETRY_READ: STAFF,
     Permission.DEAD_LETTERS_READ: frozenset({Q, A, AU}),
     Permission.TELEMETRY_RETENTION: frozenset({A, Q}),

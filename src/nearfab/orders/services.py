@@ -630,6 +630,11 @@ class OrderService:
             raise NotFound(f"no patient {patient_id!r}", field="patient_id")
         return patient
 
+    def prescriber(self, uow: UnitOfWork, order: Order) -> tuple[str | None, str | None]:
+        """The order's prescriber as its prescription named them: (FHIR reference, name)."""
+        rx = uow.session.get(Prescription, order.prescription_id)
+        return (rx.prescriber_reference, rx.prescriber_display) if rx else (None, None)
+
     def patient_by_ref(self, uow: UnitOfWork, ref: str) -> Patient | None:
         return uow.session.scalar(select(Patient).where(Patient.ref == ref))
 

@@ -59,7 +59,12 @@ class ReleaseResults:
 
 
 class ReleaseKit(Protocol):
-    """A family's release tests, RTRT evaluation and material-lot attribute schema."""
+    """A family's release tests, RTRT evaluation and material-lot attribute schema.
+
+    Two optional attributes (read with `pending_tests` and `exceptional_only`):
+    `pending_at_release: frozenset[str]`, the tests whose result may be pending at release, and
+    `exceptional_release_only: bool`, an out-of-specification batch is released only
+    exceptionally (physician's request + QP)."""
 
     @property
     def tests(self) -> Mapping[str, str]:
@@ -84,6 +89,23 @@ class ReleaseKit(Protocol):
         """The validated attributes of a material lot (as stored), or ValidationFailed naming
         the bad field as `attributes.<key>`."""
         ...
+
+
+def pending_tests(kit: ReleaseKit) -> frozenset[str]:
+    """The tests whose result may still be pending when the QP certifies (e.g. a test whose
+    result comes days after use): the family's optional `pending_at_release` (names from its
+    `tests`). A family without it has none. For such a test, the family's `evaluate` answers
+    `Check(name, None, ...)` while the result is not in; quality then treats it as pending (a
+    follow-up after release), not as a test that could not be evaluated."""
+    names = getattr(kit, "pending_at_release", None) or ()
+    return frozenset(str(name) for name in names)
+
+
+def exceptional_only(kit: ReleaseKit) -> bool:
+    """Whether a batch that failed one of the family's release tests (out of specification) is
+    released only exceptionally: at the treating physician's signed request, with the QP's
+    signature (the family's optional `exceptional_release_only`; False without it)."""
+    return bool(getattr(kit, "exceptional_release_only", False))
 
 
 def release_kit(families: FamilyRegistry, family: str) -> ReleaseKit:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Literal
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseKit
+from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseKit, pending_tests
 
 __all__ = [
     "STATUS_CHECKS",
@@ -57,14 +57,18 @@ class ReleaseProposal:
     reasons: tuple[str, ...]
     checks: tuple[Check, ...]
     results: Mapping[str, Any] = field(default_factory=dict)
+    # tests the family declares may be pending at release whose result is not in yet
+    pending: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dicts, lists, strings, numbers, booleans and None."""
+        """Plain dicts, lists, strings, numbers, booleans and None ("pending" only when some
+        result is pending)."""
         return {
             "decision": self.decision,
             "reasons": _jsonable(self.reasons),
             "checks": _jsonable(self.checks),
             **{str(key): _jsonable(value) for key, value in self.results.items()},
+            **({"pending": list(self.pending)} if self.pending else {}),
         }
 
 
@@ -132,11 +136,15 @@ def propose_release(
     The family runs the tests the rule lists. Any failed listed test → "reject". Otherwise a
     listed test that cannot be evaluated, a CPP excursion, an open deviation or an open alarm →
     "needs_qp_review". Otherwise "release". In "manual" mode the proposal is always
-    "needs_qp_review".
+    "needs_qp_review". A test the family declares may be pending at release
+    (`kit.pending_tests`) and answers without a result is pending, not unevaluated: it is listed
+    in `pending` and followed up after release.
     """
     mode, tests = _parse_rule(rule, kit)
     outcome = kit.evaluate(tests, evidence, rule)
     test_checks = _listed_checks(kit, tests, outcome.checks)
+    may_pend = pending_tests(kit)
+    pending = tuple(c.name for c in test_checks if c.passed is None and c.name in may_pend)
 
     status_checks = [
         _open_items("cpp", evidence.cpp_excursions, "CPP excursion", "CPP excursions"),
@@ -151,7 +159,9 @@ def propose_release(
         reasons.insert(0, "release rule mode is manual: the QP decides")
     elif any(c.passed is False for c in test_checks):
         decision = "reject"
-    elif any(c.passed is None for c in test_checks) or any(not c.passed for c in status_checks):
+    elif any(c.passed is None and c.name not in pending for c in test_checks) or any(
+        not c.passed for c in status_checks
+    ):
         decision = "needs_qp_review"
     else:
         decision = "release"
@@ -161,4 +171,5 @@ def propose_release(
         reasons=tuple(reasons),
         checks=tuple(test_checks + status_checks),
         results=dict(outcome.results),
+        pending=pending,
     )

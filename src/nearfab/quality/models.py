@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -68,3 +68,117 @@ class AuditTrailReview(Base):
     row_count: Mapped[int]
     trail_hash: Mapped[str] = mapped_column(String(64))
     signature_id: Mapped[str] = mapped_column(String(32))
+
+
+class ReleaseFollowUp(Base):
+    """A release test whose result was pending when the QP certified the batch: followed up
+    until its result is entered (e-signed). A pass closes it; a fail opens an investigation
+    (a deviation) and notifies the prescriber of every patient who received the batch."""
+
+    __tablename__ = "release_followups"
+    __table_args__ = (UniqueConstraint("batch_id", "test", name="uq_release_followups_test"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: two results entered at once cannot both win
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    review_id: Mapped[str] = mapped_column(ForeignKey("release_reviews.id"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    test: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | passed | failed
+    opened_at: Mapped[datetime]
+    # the result now in force (the latest entry or correction), and the investigation a fail
+    # opened
+    result_id: Mapped[str | None] = mapped_column(String(32))
+    deviation_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class FollowUpResult(Base):
+    """One signed entry of a followed-up result: the first, or a correction of the one before
+    (with its reason). Never updated: a correction is a new row."""
+
+    __tablename__ = "release_followup_results"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    followup_id: Mapped[str] = mapped_column(ForeignKey("release_followups.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(8))  # pass | fail
+    detail: Mapped[str] = mapped_column(Text)
+    entered_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    entered_by_name: Mapped[str] = mapped_column(String(200))
+    entered_at: Mapped[datetime]
+    signature_id: Mapped[str] = mapped_column(String(32))
+    corrects_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    def content(self) -> dict[str, Any]:
+        """What the person entering the result signs."""
+        return {
+            "followup_id": self.followup_id,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "corrects_id": self.corrects_id,
+            "reason": self.reason,
+        }
+
+
+class PrescriberNotice(Base):
+    """A notice to the treating prescriber of a patient (the clinicians of the ordering site
+    read it on their dashboard and through the API, and acknowledge it)."""
+
+    __tablename__ = "prescriber_notices"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+    kind: Mapped[str] = mapped_column(String(32))
+    # the ordering site: its clinicians see the notice
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    patient_ref: Mapped[str] = mapped_column(String(32))
+    prescriber_reference: Mapped[str | None] = mapped_column(String(200))
+    prescriber_display: Mapped[str | None] = mapped_column(String(200))
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"))
+    batch_number: Mapped[str] = mapped_column(String(64))
+    followup_id: Mapped[str | None] = mapped_column(String(32))
+    deviation_id: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ExceptionalRelease(Base):
+    """The release of an out-of-specification batch at the treating physician's request under
+    exceptional circumstances: the physician's signed request, then the QP's signed release.
+    Without both, no release."""
+
+    __tablename__ = "exceptional_releases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), unique=True)
+    review_id: Mapped[str] = mapped_column(ForeignKey("release_reviews.id"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))  # the batch's
+    order_site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))  # the patient's
+    status: Mapped[str] = mapped_column(String(16))  # requested | released | closed
+    circumstances: Mapped[str] = mapped_column(Text)
+    out_of_specification: Mapped[list[Any]]  # the failed tests' names
+    requested_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    requested_by_name: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime]
+    physician_signature_id: Mapped[str] = mapped_column(String(32))
+    qp_signature_id: Mapped[str | None] = mapped_column(String(32))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+
+    def request_content(self) -> dict[str, Any]:
+        """What the physician signs: the batch, its failed tests and the circumstances."""
+        return {
+            "batch_id": self.batch_id,
+            "review_id": self.review_id,
+            "out_of_specification": list(self.out_of_specification),
+            "circumstances": self.circumstances,
+        }

@@ -26,9 +26,11 @@ from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, BatchStatus, ProductionService
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
-from nearfab.quality.kit import ReleaseEvidence, release_kit
+from nearfab.quality.exceptional import ExceptionalReleases, out_of_specification
+from nearfab.quality.followup import FAILED_KIND, FollowUps, followup_dict
+from nearfab.quality.kit import ReleaseEvidence, exceptional_only, release_kit
 from nearfab.quality.logic import STATUS_CHECKS, propose_release
-from nearfab.quality.models import Deviation, ReleaseReview
+from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
     add_deviation,
@@ -69,6 +71,10 @@ class QualityService:
         self._signatures = signatures
         # manual steps, second-person verification, audit-trail review (quality/records.py)
         self.records = RecordControls(production, master_files, signatures)
+        # results pending at release and their follow-up (quality/followup.py)
+        self.followups = FollowUps(production, master_files, orders, signatures)
+        # the physician's request for an exceptional release (quality/exceptional.py)
+        self.exceptional = ExceptionalReleases(production, master_files, orders, signatures)
         # an abandoned or orphaned batch opens a deviation, in the abandonment's transaction
         production.on_abandon(self._abandoned)
 
@@ -173,10 +179,16 @@ class QualityService:
         record_hash: str | None = None,
         username: str | None = None,
         totp: str | None = None,
+        exceptional: bool = False,
     ) -> ReleaseReview:
         """A QP releases or rejects a batch with an e-signature bound to the batch record.
         `record_hash` is the hash of the record the QP was shown: if the record has changed
-        since, or since the RTRT evaluation, nothing is signed."""
+        since, or since the RTRT evaluation, nothing is signed.
+
+        Results pending at release (the family's `pending_at_release`): the release names them
+        in the signature's meaning and opens their follow-up. `exceptional`: the release of an
+        out-of-specification batch at the treating physician's signed request (both signatures,
+        or no release)."""
         batch = self._production.get(uow, batch_id)
         review = self.review_for(uow, batch.id)
         # read now: after a failed flush the session cannot load them again until rolled back
@@ -204,9 +216,19 @@ class QualityService:
                 record_hash,
                 username=username,
                 totp=totp,
+                exceptional=exceptional,
             )
             assert review is not None
             self._record_decision(uow, actor, batch, review, decision, reason, sig)
+            request = self.exceptional.for_batch(uow, batch.id)
+            if exceptional and request is not None:
+                self.exceptional.released(uow, actor, request, sig.id)
+            elif request is not None and request.status == "requested":
+                self.exceptional.closed(
+                    uow, actor, request, f"QP {decision.value} without exceptional release"
+                )
+            if decision is Decision.RELEASE:
+                self.followups.open_for_release(uow, actor, batch, review, self.check_titles())
             uow.flush()  # a decision that lost a race to another QP fails here, audited
         uow.emit(BatchDispositioned(batch.id, decision.value))
         uow.commit()
@@ -253,7 +275,7 @@ class QualityService:
             site_id=review.site_id,
         )
         for dev in self.deviations(uow, batch.id):
-            if dev.status == DeviationStatus.OPEN.value:
+            if dev.status == DeviationStatus.OPEN.value and dev.kind != FAILED_KIND:
                 dev.status = DeviationStatus.CLOSED.value
                 dev.closed_at, dev.closed_by = uow.clock.now(), actor.user_id
                 dev.closure_note = f"dispositioned with batch ({decision.value}): {reason or ''}"
@@ -290,6 +312,7 @@ class QualityService:
         *,
         username: str | None = None,
         totp: str | None = None,
+        exceptional: bool = False,
     ) -> tuple[Signature, str | None]:
         if review is None or review.status != ReviewStatus.PENDING.value:
             raise Refused(
@@ -339,7 +362,10 @@ class QualityService:
             blockers = self.records.release_blockers(uow, actor, batch)
             if blockers:
                 raise blockers[0]
+        request = self._exceptional_check(uow, batch, review, decision, exceptional)
         reason = (reason or "").strip() or None
+        if request is not None and not reason:
+            raise ValidationFailed("an exceptional release needs the QP's reason", field="reason")
         if decision is Decision.REJECT and not reason:
             raise ValidationFailed("a rejection needs a reason", field="reason")
         if decision is Decision.RELEASE and review.proposed_decision != "release" and not reason:
@@ -347,7 +373,7 @@ class QualityService:
                 f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
                 field="reason",
             )
-        content = self._signed_content(uow, batch, review, decision.value, reason)
+        content = self._signed_content(uow, batch, review, decision.value, reason, request)
         sig = sign_for_batch(
             self._signatures,
             self._master_files,
@@ -355,7 +381,7 @@ class QualityService:
             actor,
             batch,
             password=password,
-            meaning=meaning,
+            meaning=self._manifest_meaning(meaning, review, decision, request),
             record_type="batch",
             record_id=batch.id,
             content=content,
@@ -363,6 +389,107 @@ class QualityService:
             totp=totp,
         )
         return sig, reason
+
+    def _exceptional_check(
+        self,
+        uow: UnitOfWork,
+        batch: BatchRecord,
+        review: ReleaseReview,
+        decision: Decision,
+        exceptional: bool,
+    ) -> ExceptionalRelease | None:
+        """The physician's request an exceptional release completes (None for any other
+        decision); refuses an exceptional release without it, and a plain release of an
+        out-of-specification batch whose family releases those only exceptionally."""
+        failed = out_of_specification(review)
+        if not exceptional:
+            if decision is Decision.RELEASE and failed:
+                kit = release_kit(
+                    self._families, self._master_files.get(uow, batch.master_file_id).product_family
+                )
+                if exceptional_only(kit):
+                    raise Refused(
+                        f"batch {batch.batch_number} is out of specification "
+                        f"({', '.join(failed)}); it is released only exceptionally, at the "
+                        "treating physician's signed request",
+                        field="exceptional",
+                        code="out_of_specification",
+                    )
+            return None
+        if decision is not Decision.RELEASE:
+            raise ValidationFailed("only a release is exceptional", field="exceptional")
+        if not failed:
+            raise Refused(
+                f"batch {batch.batch_number} failed no release test; an exceptional release is "
+                "for an out-of-specification batch",
+                field="exceptional",
+                code="not_out_of_specification",
+            )
+        request = self.exceptional.for_batch(uow, batch.id)
+        if request is None or request.status != "requested":
+            raise Refused(
+                f"no signed request from the treating physician for the exceptional release of "
+                f"batch {batch.batch_number}; without both signatures there is no release",
+                field="exceptional",
+                code="physician_request_missing",
+            )
+        if not self.exceptional.request_valid(uow, request):
+            raise Refused(
+                "the treating physician's signature no longer matches the request; nothing was "
+                "signed",
+                field="exceptional",
+                code="physician_signature_invalid",
+            )
+        return request
+
+    @staticmethod
+    def _manifest_meaning(
+        meaning: str,
+        review: ReleaseReview,
+        decision: Decision,
+        request: ExceptionalRelease | None,
+    ) -> str:
+        """The meaning the signature's manifestation shows: the QP's words, and what the
+        certification is besides (released with results pending; exceptional)."""
+        text = (meaning or "").strip()
+        if not text or decision is not Decision.RELEASE:
+            return meaning
+        pending = list(review.proposal.get("pending") or [])
+        if pending:
+            text += f"; released with results pending: {', '.join(pending)}"
+        if request is not None:
+            text += "; exceptional release at the treating physician's request"
+        if len(text) > 200:
+            raise ValidationFailed(
+                f"the meaning with its notes has {len(text)} characters; at most 200",
+                field="meaning",
+            )
+        return text
+
+    def pending_results(self, review: ReleaseReview) -> list[str]:
+        """The tests whose result was pending when the review was evaluated."""
+        return [str(t) for t in review.proposal.get("pending") or []]
+
+    def exceptional_for(self, uow: UnitOfWork, review: ReleaseReview) -> ExceptionalRelease | None:
+        """The exceptional release the review's signature completed (None if it did not)."""
+        row = self.exceptional.for_batch(uow, review.batch_id)
+        if row is None or not review.signature_id or row.qp_signature_id != review.signature_id:
+            return None
+        return row
+
+    def certificate(self, uow: UnitOfWork, review: ReleaseReview) -> dict[str, Any]:
+        """What the certificate says besides the decision: the results pending at release and
+        their follow-up, and the exceptional release (request and signatures) if any."""
+        batch_number = self._production.get(uow, review.batch_id).batch_number
+        request = self.exceptional.for_batch(uow, review.batch_id)
+        return {
+            "pending_results": self.pending_results(review),
+            "followups": [
+                followup_dict(self.followups, uow, fu, batch_number)
+                for fu in self.followups.for_batch(uow, review.batch_id)
+            ],
+            "exceptional_release": self.exceptional.view(uow, request) if request else None,
+        }
 
     def signature_valid(self, uow: UnitOfWork, review: ReleaseReview) -> bool | None:
         """Whether the QP's signature still matches the batch record (None before a decision)."""
@@ -379,13 +506,17 @@ class QualityService:
         )
         if sig is None:
             return False
-        content = self._signed_content(uow, batch, review, review.decision, review.reason)
+        content = self._signed_content(
+            uow, batch, review, review.decision, review.reason, self.exceptional_for(uow, review)
+        )
         return self._signatures.is_valid(sig, content)
 
     def shown_hash(self, uow: UnitOfWork, batch: BatchRecord, review: ReleaseReview) -> str:
         """Hash of what a QP is shown before deciding (record, proposal, deviations): a decision
         sent back with it signs only that."""
-        return hash_of_record(self._signed_content(uow, batch, review, None, None))
+        request = self.exceptional.for_batch(uow, batch.id)
+        shown = request if request is not None and request.status == "requested" else None
+        return hash_of_record(self._signed_content(uow, batch, review, None, None, shown))
 
     def _signed_content(
         self,
@@ -394,9 +525,11 @@ class QualityService:
         review: ReleaseReview,
         decision: str | None,
         reason: str | None,
+        exceptional: ExceptionalRelease | None = None,
     ) -> dict[str, Any]:
         """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
-        raised on it, the decision and its reason."""
+        raised on it (not the investigations a result failing after release opens), the
+        decision and its reason, and for an exceptional release the physician's request."""
         steps = self.records.signed_steps(uow, batch.id)
         return {
             "batch": batch.content(),
@@ -411,9 +544,15 @@ class QualityService:
                     **({"step": d.step_code} if d.step_code else {}),
                 }
                 for d in self.deviations(uow, batch.id)
+                if d.kind != FAILED_KIND
             ],
             "decision": decision,
             "reason": reason,
+            **(
+                {"exceptional": self.exceptional.signed_part(exceptional)}
+                if exceptional is not None
+                else {}
+            ),
         }
 
     def check_titles(self) -> dict[str, str]:
