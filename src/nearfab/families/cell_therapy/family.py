@@ -1,18 +1,34 @@
 """The cell_therapy product family: autologous cell therapy expanded in a closed automated
-micro-factory next to the patient (issue 15 part 2). Not registered until every part is real."""
+micro-factory next to the patient (issue 15 part 2).
+
+The design (logic/design.py) is made from the dose the prescription part accepted (viable cells
+for this patient: dose per kg × body weight) and the body weight order intake passes with it,
+inside the master file's design envelope. The machine time is the expected days of expansion
+(the growth model's, in whole days); the material is the culture medium the run draws (taken as
+1 g per mL).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from nearfab.common.errors import Refused
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
-from nearfab.families.cell_therapy.machines import CellTherapyMachines
-from nearfab.families.cell_therapy.prescription import CellTherapyPrescription
+from nearfab.families.cell_therapy.logic.design import Envelope, design_product
+from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, CellTherapyMachines
+from nearfab.families.cell_therapy.prescription import CELLS, KG, CellTherapyPrescription
 from nearfab.families.cell_therapy.release import CellTherapyRelease
 from nearfab.families.cell_therapy.simulation import CellTherapySimulation
+from nearfab.orders import DesignRequest
+
+SECONDS_PER_DAY = 86_400.0
+MEDIUM_G_PER_ML = 1.0  # culture medium is water-like: 1 mL weighs 1 g (1.00-1.01)
 
 
 class CellTherapyFamily:
     name: str = "cell_therapy"
-    machine_types: tuple[str, ...] = ("cell_micro_factory",)
+    machine_types: tuple[str, ...] = (CELL_MICRO_FACTORY,)
 
     def __init__(self) -> None:
         # one object per part of the kit; each implements the Protocol in <domain>/kit.py
@@ -22,4 +38,40 @@ class CellTherapyFamily:
         self.labels = CellTherapyLabels()
         self.simulation = CellTherapySimulation()
 
-    # check_envelope, design, material_needed_g, duration_s: the design part (issue 15)
+    def check_envelope(self, envelope: Mapping[str, Any]) -> None:
+        Envelope.from_dict(envelope)
+
+    def design(self, request: DesignRequest) -> tuple[dict[str, Any], str | None]:
+        if request.dose.unit != CELLS:
+            # the prescription part accepts viable cells only: anything else is a caller's error
+            raise Refused(
+                f"dose {request.dose}: a cell product is designed from a dose in viable cells "
+                f"({CELLS})",
+                field="dose",
+                code="dose_unit",
+            )
+        weight = request.weight
+        if weight is None or weight.unit != KG:
+            raise Refused(
+                "a cell product is designed for the patient's body weight in kg, and the "
+                f"prescription gives {'none' if weight is None else weight}",
+                field="body_weight_kg",
+                code="body_weight",
+            )
+        if request.units != 1:
+            raise Refused(
+                f"a cell product is made for one infusion, not {request.units}",
+                field="units",
+                code="outside_envelope",
+            )
+        envelope = Envelope.from_dict(request.master_file.design_envelope)
+        design = design_product(
+            target_cells=request.dose.value, body_weight_kg=weight.value, envelope=envelope
+        )
+        return design.to_dict(), None
+
+    def material_needed_g(self, design: Mapping[str, Any]) -> float:
+        return round(float(design.get("medium_ml", 0.0)) * MEDIUM_G_PER_ML, 4)
+
+    def duration_s(self, design: Mapping[str, Any]) -> float:
+        return SECONDS_PER_DAY * int(design.get("expansion_days", 0))
