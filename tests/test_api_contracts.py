@@ -36,9 +36,10 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.monitoring import router as monitoring
     from nearfab.api.planning import router as planning
     from nearfab.api.records import router as records
+    from nearfab.api.release import router as release
     from nearfab.api.routes import router as core
 
-    routers = (core, accounts, audit, monitoring, custody, planning, records)
+    routers = (core, accounts, audit, monitoring, custody, planning, records, release)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 

@@ -296,6 +296,22 @@ ROUTES: dict[tuple[str, str], Call] = {
             "meaning": "m",
         },
     ),
+    # results pending at release, notices to prescribers, exceptional release (api/release.py):
+    # no follow-up or notice exists here (404 after the role and the site); an exceptional
+    # request without circumstances, a QP's exceptional release of a batch with open alarms
+    ("GET", "/api/v1/release/followups"): Call(P.RELEASE_FOLLOWUP_READ),
+    ("GET", "/api/v1/batches/{batch_id}/followups"): Call(P.RELEASE_FOLLOWUP_READ, True),
+    ("POST", "/api/v1/batches/{batch_id}/followups/{test}/result"): Call(
+        P.RELEASE_FOLLOWUP_ENTER, True, body=lambda w: {"outcome": "pass", "detail": "m"} | _sign(w)
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/exceptional-release"): Call(
+        P.RELEASE_EXCEPTIONAL_REQUEST, True, body=lambda w: {"circumstances": ""} | _sign(w)
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/exceptional-release/certify"): Call(
+        P.RELEASE_DECIDE, True, body=lambda w: {"reason": ""} | _sign(w)
+    ),
+    ("GET", "/api/v1/notices"): Call(P.NOTICE_READ),
+    ("POST", "/api/v1/notices/{notice_id}/acknowledge"): Call(P.NOTICE_ACKNOWLEDGE),
     # custody
     ("GET", "/api/v1/packs/{unit_id}/label"): Call(P.TRACE_READ, True),
     ("GET", "/api/v1/packs/{unit_id}/datamatrix"): Call(P.TRACE_READ, True),
@@ -656,6 +672,8 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
         number="1",
         entity_type="order",
         entity_id=order.id,
+        test="no-such-test",  # a release test pending at release (none here)
+        notice_id="no-such-notice",
     )
     with app.uow() as uow:
         recall = app.custody_chain.recalls.create(
@@ -888,6 +906,10 @@ NOT_SITE_LISTS = {
     "/api/v1/plan/history": "the network plan's versions",
     "/api/v1/telemetry/dead-letters": "messages no site could be read from (control site only)",
     "/api/v1/security/alerts": "scoped by the identity service; no alert exists in this world",
+    "/api/v1/release/followups": "scoped by the quality service; none in this world "
+    "(tests/quality/test_followup.py lists them from each site)",
+    "/api/v1/notices": "scoped by the quality service; none in this world "
+    "(tests/quality/test_followup.py lists them from each site)",
     "/api/v1/audit/verify": "a report on the whole chain (control site and auditors)",
     "/api/v1/custody/ledger/verify": "a report on every ledger (control site and auditors)",
     "/api/v1/epcis/events": "an EPCIS document: tests/web/test_web_scoping_attacks.py",

@@ -244,6 +244,140 @@ def review_audit_trail(
     )
 
 
+@app.command("followup-result")
+def followup_result(
+    ctx: typer.Context,
+    batch_id: str,
+    test: Annotated[str, typer.Argument(help="The release test whose result was pending.")],
+    user: User,
+    password: Password,
+    outcome: Annotated[str, typer.Option(help="pass or fail.")],
+    detail: Annotated[str, typer.Option(help="The result as the laboratory reported it.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Makes this entry a correction of the one before.")
+    ] = None,
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = ("result entered by"),
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """As QA or a QP, enter (e-signed) a result that was pending at release; a fail opens an
+    investigation and notifies the treating prescriber. A second entry needs --reason."""
+    from nearfab.quality.followup import followup_dict
+
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    fu = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.followups.enter_result(
+            uow,
+            actor,
+            batch_id,
+            test,
+            outcome=outcome,
+            detail=detail,
+            reason=reason,
+            **_signing(user, password, meaning, totp),
+        ),
+    )
+    fu_id = fu.id
+    with application.uow() as uow:
+        row = next(
+            f for f in application.quality.followups.for_batch(uow, batch_id) if f.id == fu_id
+        )
+        number = application.production.get(uow, batch_id).batch_number
+        out = followup_dict(application.quality.followups, uow, row, number)
+    _done(
+        out,
+        as_json,
+        f"{escape(out['title'])} of batch {number}: {out['status']}"
+        + (f"; investigation {out['deviation_id']} open" if out["deviation_id"] else ""),
+    )
+
+
+@app.command("request-exceptional-release")
+def request_exceptional_release(
+    ctx: typer.Context,
+    batch_id: str,
+    user: User,
+    password: Password,
+    circumstances: Annotated[str, typer.Option(help="The exceptional circumstances.")],
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = (
+        "requested by the treating physician (exceptional release)"
+    ),
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """As the treating physician, ask (e-signed) for the exceptional release of an
+    out-of-specification batch; the QP then certifies it with `certify-exceptional`."""
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    row = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.exceptional.request(
+            uow,
+            actor,
+            batch_id,
+            circumstances=circumstances,
+            **_signing(user, password, meaning, totp),
+        ),
+    )
+    with application.uow() as uow:
+        found = application.quality.exceptional.for_batch(uow, row.batch_id)
+        assert found is not None
+        out = application.quality.exceptional.view(uow, found)
+    _done(
+        out,
+        as_json,
+        f"exceptional release of batch {batch_id} requested (signature "
+        f"{out['physician_signature_id']}); out of specification: "
+        f"{', '.join(out['out_of_specification'])}",
+    )
+
+
+@app.command("certify-exceptional")
+def certify_exceptional(
+    ctx: typer.Context,
+    batch_id: str,
+    user: User,
+    password: Password,
+    reason: Annotated[str, typer.Option(help="Why the QP releases it.")],
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = (
+        "QP certification: exceptional release"
+    ),
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """As the QP, release an out-of-specification batch exceptionally, after the treating
+    physician's signed request (refused without it)."""
+    from nearfab.readmodels import review_dict
+
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    review = use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.decide(
+            uow,
+            actor,
+            batch_id,
+            decision="release",
+            exceptional=True,
+            reason=reason,
+            **_signing(user, password, meaning, totp),
+        ),
+    )
+    with application.uow() as uow:
+        out = review_dict(application, uow, review)
+    _done(
+        out, as_json, f"batch {batch_id} released exceptionally (signature {out['signature_id']})"
+    )
+
+
 @app.command("assign-qp")
 def assign_qp(
     ctx: typer.Context,

@@ -22,6 +22,7 @@ from nearfab.api.limits import BodyLimitMiddleware, body_limits
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
 from nearfab.api.records import router as records_api
+from nearfab.api.release import router as release_api
 from nearfab.api.routes import router as api_router
 from nearfab.api.security import LoginThrottle, SecurityHeaders
 from nearfab.bootstrap import App, build_app
@@ -94,6 +95,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(custody_api)
     web.include_router(planning_api)
     web.include_router(records_api)
+    web.include_router(release_api)
     web.include_router(pages_router)
     web.include_router(records_pages)
     web.include_router(account_pages)

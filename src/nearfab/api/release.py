@@ -1,0 +1,188 @@
+"""/api/v1 routes of release follow-up and exceptional release: results pending at release
+entered later (e-signed; a correction needs its reason), the notices a failed result sends the
+treating prescriber, and the exceptional release of an out-of-specification batch (the
+treating physician's signed request, then the QP's signed release)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
+
+from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.security import throttled
+from nearfab.identity import Actor, ESignatureIn, Permission
+from nearfab.quality.exceptional import REQUESTED_BY
+from nearfab.quality.followup import followup_dict, notice_dict
+from nearfab.quality.schemas import ExceptionalOut, FollowUpOut, NoticeOut, ReviewOut
+from nearfab.readmodels import review_dict
+
+router = APIRouter(prefix="/api/v1", tags=["quality"])
+
+
+class ResultIn(ESignatureIn):
+    """The result of a test that was pending at release; `reason` makes it a correction of
+    the result entered before (without one, a second entry is refused)."""
+
+    outcome: Literal["pass", "fail"]
+    detail: str = Field(max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000)
+    meaning: str = "result entered by"
+
+
+class ExceptionalRequestIn(ESignatureIn):
+    """The treating physician's request: the exceptional circumstances, e-signed."""
+
+    circumstances: str = Field(max_length=2000)
+    meaning: str = REQUESTED_BY
+
+
+class ExceptionalCertifyIn(ESignatureIn):
+    """The QP's signature on an exceptional release, with the reason and the hash of the
+    record shown (from GET /release/pending)."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+    record_hash: str | None = Field(default=None, max_length=64)
+
+
+@router.get("/release/followups", response_model=list[FollowUpOut])
+def open_followups(
+    actor: Annotated[Actor, allowed(Permission.RELEASE_FOLLOWUP_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> list[dict[str, Any]]:
+    """Results still pending after release, of the sites the caller sees."""
+    fus = application.quality.followups.open_list(uow, actor)
+    numbers = {fu.batch_id: application.production.get(uow, fu.batch_id).batch_number for fu in fus}
+    return [
+        followup_dict(application.quality.followups, uow, fu, numbers[fu.batch_id]) for fu in fus
+    ]
+
+
+@router.get("/batches/{batch_id}/followups", response_model=list[FollowUpOut])
+def batch_followups(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_FOLLOWUP_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> list[dict[str, Any]]:
+    """The batch's results pending at release, with every signed entry."""
+    batch, fus = application.quality.followups.batch_followups(uow, actor, batch_id)
+    return [followup_dict(application.quality.followups, uow, fu, batch.batch_number) for fu in fus]
+
+
+@router.post("/batches/{batch_id}/followups/{test}/result", response_model=FollowUpOut)
+def enter_result(
+    batch_id: str,
+    test: str,
+    body: ResultIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_FOLLOWUP_ENTER, gate=False)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Enter a result pending at release (QA or QP, e-signed). 409 `result_already_entered`
+    for a second entry without a reason; a fail opens an investigation and notifies the
+    treating prescriber of every patient who received the batch."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        fu = application.quality.followups.enter_result(
+            uow,
+            actor,
+            batch_id,
+            test,
+            outcome=body.outcome,
+            detail=body.detail,
+            reason=body.reason,
+            password=body.password,
+            meaning=body.meaning,
+            username=body.username,
+            totp=body.totp,
+        )
+    with application.uow() as fresh:
+        fu_id = fu.id
+        (row,) = [
+            f for f in application.quality.followups.for_batch(fresh, batch_id) if f.id == fu_id
+        ]
+        number = application.production.get(fresh, batch_id).batch_number
+        return followup_dict(application.quality.followups, fresh, row, number)
+
+
+@router.post("/batches/{batch_id}/exceptional-release", response_model=ExceptionalOut)
+def request_exceptional(
+    batch_id: str,
+    body: ExceptionalRequestIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_EXCEPTIONAL_REQUEST, gate=False)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The treating physician (a clinician of the patient's site) asks, e-signed, for the
+    exceptional release of an out-of-specification batch."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        row = application.quality.exceptional.request(
+            uow,
+            actor,
+            batch_id,
+            circumstances=body.circumstances,
+            password=body.password,
+            meaning=body.meaning,
+            username=body.username,
+            totp=body.totp,
+        )
+    with application.uow() as fresh:
+        found = application.quality.exceptional.for_batch(fresh, row.batch_id)
+        assert found is not None
+        return application.quality.exceptional.view(fresh, found)
+
+
+@router.post("/batches/{batch_id}/exceptional-release/certify", response_model=ReviewOut)
+def certify_exceptional(
+    batch_id: str,
+    body: ExceptionalCertifyIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_DECIDE, gate=False)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The QP's signed exceptional release, after the treating physician's signed request
+    (409 `physician_request_missing` without it)."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        review = application.quality.decide(
+            uow,
+            actor,
+            batch_id,
+            decision="release",
+            exceptional=True,
+            password=body.password,
+            meaning=body.meaning,
+            reason=body.reason,
+            record_hash=body.record_hash,
+            username=body.username,
+            totp=body.totp,
+        )
+    with application.uow() as fresh:
+        return review_dict(application, fresh, review)
+
+
+@router.get("/notices", response_model=list[NoticeOut])
+def notices(
+    actor: Annotated[Actor, allowed(Permission.NOTICE_READ)],
+    application: AppDep,
+    uow: UowDep,
+    unacknowledged: Annotated[bool, Query()] = False,
+) -> list[dict[str, Any]]:
+    """Notices to the treating prescribers of the caller's site (newest first)."""
+    rows = application.quality.followups.notices(uow, actor, unacknowledged=unacknowledged)
+    return [notice_dict(n) for n in rows]
+
+
+@router.post("/notices/{notice_id}/acknowledge", response_model=NoticeOut)
+def acknowledge_notice(
+    notice_id: str,
+    actor: Annotated[Actor, allowed(Permission.NOTICE_ACKNOWLEDGE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A clinician of the ordering site has read the notice."""
+    return notice_dict(application.quality.followups.acknowledge(uow, actor, notice_id))
