@@ -325,14 +325,22 @@ class FollowUps:
         return uow.session.get(FollowUpResult, result_id)
 
     def results(self, uow: UnitOfWork, followup_id: str) -> list[FollowUpResult]:
-        """Every entry of a follow-up, first to last (corrections after what they correct)."""
-        return list(
+        """Every entry of a follow-up, first to last: each correction after the entry it
+        corrects (the chain, not the clock, orders them)."""
+        rows = list(
             uow.session.scalars(
                 select(FollowUpResult)
                 .where(FollowUpResult.followup_id == followup_id)
                 .order_by(FollowUpResult.entered_at, FollowUpResult.id)
             )
         )
+        after = {r.corrects_id: r for r in rows}
+        chain: list[FollowUpResult] = []
+        row = after.get(None)
+        while row is not None and len(chain) < len(rows):
+            chain.append(row)
+            row = after.get(row.id)
+        return chain + [r for r in rows if r not in chain]
 
     def result_valid(self, uow: UnitOfWork, result: FollowUpResult) -> bool:
         sig = next(

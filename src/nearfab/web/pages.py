@@ -301,6 +301,13 @@ def overview(request: Request, actor: Annotated[Actor, page(Permission.NETWORK_R
             pending = len(pending_view(application, uow, actor))
         else:
             pending = 0
+        # notices to the treating prescribers of the person's sites (a result failed after
+        # release), not yet acknowledged
+        notices = (
+            application.quality.followups.notices(uow, actor, unacknowledged=True)
+            if can(actor, Permission.NOTICE_READ)
+            else []
+        )
         work: dict[str, list[dict[str, Any]]] = {}
         for job in application.scheduling.jobs(
             uow, JobStatus.RUNNING, JobStatus.TICKET_ISSUED, JobStatus.PLANNED
@@ -331,6 +338,7 @@ def overview(request: Request, actor: Annotated[Actor, page(Permission.NETWORK_R
         orders=orders,
         counts=ordered,
         pending=pending,
+        notices=notices,
         refresh=5,
     )
 
