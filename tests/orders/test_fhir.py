@@ -550,8 +550,8 @@ def test_no_dose_quantity() -> None:
         "doseRange": {"low": {"value": 1, "unit": "mg"}, "high": {"value": 2, "unit": "mg"}}
     }
     err = refused(mr)
-    assert err.field == f"{MR}.{DOSE}"
-    assert "range" in err.message
+    assert err.field == f"{MR}.dosageInstruction[0].doseAndRate[0].doseRange"
+    assert "range" in err.message and "1 to 2" in err.message
 
 
 @pytest.mark.parametrize(

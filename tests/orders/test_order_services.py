@@ -205,8 +205,11 @@ def test_the_same_nhs_number_reuses_the_pseudonym(seeded: App) -> None:
 def test_unknown_medication_is_refused_naming_it_and_nothing_is_stored(seeded: App) -> None:
     doc = bundle()
     paracetamol(request_of(doc))
-    error = rejected(seeded, doc, Refused)
+    error = rejected(seeded, doc, ValidationFailed)
     assert error.code == "medication_not_accepted" and "Paracetamol" in error.message
+    # an invalid prescription like any other (422), naming the element inside the Bundle
+    assert error.http_status == 422
+    assert error.field == "Bundle.entry[1].resource.medicationCodeableConcept"
     assert counts(seeded)["orders"] == counts(seeded)["patients"] == 0
 
 
@@ -214,8 +217,7 @@ def test_unknown_medication_is_refused_naming_it_and_nothing_is_stored(seeded: A
     "second", [paracetamol, millilitres, no_dose, lambda mr: mr.update(status="cancelled")]
 )
 def test_a_bundle_is_stored_whole_or_not_at_all(seeded: App, second: Any) -> None:
-    error_type = Refused if second is paracetamol else ValidationFailed
-    rejected(seeded, add_request(bundle(), second), error_type)
+    rejected(seeded, add_request(bundle(), second), ValidationFailed)
     assert counts(seeded)["prescriptions"] == 0
     orders = submit(seeded, add_request(bundle(), lambda mr: None))
     assert [o.status for o in orders] == ["designed", "designed"]

@@ -14,7 +14,8 @@ Choices made where FHIR leaves room (callers rely on them):
   takes is its family's decision (orders/kit.py, PrescriptionKit), not the reader's. The reader
   refuses only what is no dose per administration at all: a unit that is not a mass, volume,
   countable dose unit (capsules, patches, drops, "1", "ea"...) or activity/substance unit (U,
-  [iU], mEq, mmol); a ratio other than per body weight (mg/m2, mg/h); a dose range;
+  [iU], mEq, mmol); a ratio other than per body weight (mg/m2, mg/h); a dose range, unless its
+  low and high are the same quantity (a range of one value is read as that dose);
 - the patient's body weight (for a dose per kg): the body-weight Observation (LOINC 29463-7 or
   3141-9, status final, amended or corrected) that supportingInformation names, else the latest
   one for the same patient in the Bundle or contained; kg, g or [lb_av], reported in kg;
@@ -142,10 +143,21 @@ class PrescriptionIn:
     fhir_path: str = "MedicationRequest"
     # the patient's body weight, in kg, when the prescription carries it (module docstring)
     patient_weight_kg: float | None = None
+    # where the medication is named: medicationCodeableConcept, or medicationReference (the
+    # referenced Medication's code); refusals about the medicine name it
+    medication_element: str = "medicationCodeableConcept"
+    # the element the dose was read from: doseQuantity, or doseRange.low for a range of one value
+    dose_element: str = "doseQuantity"
+    # units_for_course is the dispensed quantity, counted in units (tablets...), not in doses
+    units_dispensed: bool = False
+
+    @property
+    def medication_field(self) -> str:
+        return f"{self.fhir_path}.{self.medication_element}"
 
     @property
     def dose_field(self) -> str:
-        return f"{self.fhir_path}.dosageInstruction[0].doseAndRate[0].doseQuantity"
+        return f"{self.fhir_path}.dosageInstruction[0].doseAndRate[0].{self.dose_element}"
 
     @property
     def dose(self) -> DoseIn:
@@ -746,6 +758,33 @@ def _refuse(field: str, reason: str) -> FhirInputError:
     return FhirInputError(f"{field}: {reason}", field=field)
 
 
+def _same_unit(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(key) == b.get(key) for key in ("unit", "code", "system"))
+
+
+def _single_value_range(dose_range: Any, field: str) -> dict[str, Any]:
+    """The dose of a doseRange whose low and high are the same quantity (a range of one value,
+    as some systems send an exact dose); any other range is refused: it is no exact dose."""
+    low = dose_range.get("low") if isinstance(dose_range, dict) else None
+    high = dose_range.get("high") if isinstance(dose_range, dict) else None
+    if not isinstance(low, dict) or not isinstance(high, dict):
+        raise _refuse(
+            field,
+            "a dose range with only a lower or an upper bound is not an exact dose: a "
+            "doseQuantity (or a range whose low and high are the same) is required",
+        )
+    low_value, high_value = _number(low.get("value")), _number(high.get("value"))
+    if low_value is None or high_value is None or not _same_unit(low, high):
+        raise _refuse(field, "the range's low and high must both have a value, in the same unit")
+    if low_value != high_value:
+        raise _refuse(
+            field,
+            f"a dose range ({low_value:g} to {high_value:g}) is not an exact dose: the "
+            "prescriber must choose the dose (a doseQuantity, or low = high)",
+        )
+    return low
+
+
 def _medication(mr: dict[str, Any], ctx: _Context) -> tuple[tuple[MedicationCode, ...], str | None]:
     concept = mr.get("medicationCodeableConcept")
     if isinstance(concept, dict):
@@ -792,6 +831,11 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         )
 
     codes, medication_text = _medication(mr, ctx)
+    medication_element = (
+        "medicationCodeableConcept"
+        if isinstance(mr.get("medicationCodeableConcept"), dict)
+        else "medicationReference"
+    )
     if not codes and medication_text is None:
         raise _refuse(f"{path}.medication[x]", "the medication has no code and no text")
 
@@ -845,13 +889,13 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
     dose_and_rate = dosage0.get("doseAndRate") or []
     first = dose_and_rate[0] if dose_and_rate else {}
     dose_quantity = first.get("doseQuantity")
+    dose_element = "doseQuantity"
+    if not isinstance(dose_quantity, dict) and first.get("doseRange"):
+        dose_quantity = _single_value_range(first["doseRange"], f"{dfield}.doseRange")
+        dose_element = "doseRange.low"
     if not isinstance(dose_quantity, dict):
-        if first.get("doseRange"):
-            reason = "a dose range is not an exact dose: a doseQuantity is required"
-        else:
-            reason = "no doseQuantity: an exact dose is required"
-        raise _refuse(f"{dfield}.doseQuantity", reason)
-    qfield = f"{dfield}.doseQuantity"
+        raise _refuse(f"{dfield}.doseQuantity", "no doseQuantity: an exact dose is required")
+    qfield = f"{dfield}.{dose_element}"
     dose_value = _positive_quantity(dose_quantity, qfield, "dose")
     dose_unit = _quantity_unit_label(dose_quantity)
     if dose_unit is None:
@@ -977,6 +1021,9 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         prescriber_site_codes=org_sites,
         fhir_path=ctx.path,
         patient_weight_kg=weight_kg,
+        medication_element=medication_element,
+        dose_element=dose_element,
+        units_dispensed=quantity_counts and quantity_value is not None,
     )
 
 

@@ -1,0 +1,66 @@
+"""Product-level medication codes (RxNorm SCD/SBD, dm+d VMP/AMP, SNOMED CT clinical drugs) and the
+strength of one unit of each, as shipped in `products.py` (extracted from a maintained public
+source by scripts/extract_product_codes.py; see README.md here). Nothing here is typed by hand.
+
+A master file declares the products it makes by listing their codes among its accepted codes;
+intake (orders/services.py) then checks that the prescribed dose agrees with the strength.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nearfab.orders.codes.products import PRODUCTS, SOURCE
+
+__all__ = ["SOURCE", "ProductCode", "product_code", "product_codings"]
+
+
+@dataclass(frozen=True)
+class ProductCode:
+    """One product code: the strength of one unit (`per`: tablet, capsule) of its ingredient."""
+
+    system: str
+    code: str
+    display: str
+    kind: str
+    ingredient: str
+    strength_value: float
+    strength_unit: str
+    per: str
+
+    @property
+    def strength_text(self) -> str:
+        value = self.strength_value
+        number = str(int(value)) if value.is_integer() else repr(value)
+        return f"{number} {self.strength_unit} per {self.per}"
+
+
+_BY_CODE: dict[tuple[str, str], ProductCode] = {
+    (p["system"], p["code"]): ProductCode(
+        system=p["system"],
+        code=p["code"],
+        display=p["display"],
+        kind=p["kind"],
+        ingredient=p["ingredient"],
+        strength_value=float(p["strength_value"]),
+        strength_unit=p["strength_unit"],
+        per=p["per"],
+    )
+    for p in PRODUCTS
+}
+
+
+def product_code(system: str, code: str) -> ProductCode | None:
+    """The product a (system, code) names, or None when it is no product code nearfab ships."""
+    return _BY_CODE.get((system, code))
+
+
+def product_codings(ingredient: str) -> list[dict[str, str]]:
+    """The shipped product codes of one ingredient (as the source names it, e.g. "propranolol
+    hydrochloride"), as master-file accepted codes: how a master file declares, from the data
+    and not by hand, the products it makes."""
+    return [
+        {"system": p.system, "code": p.code, "display": p.display}
+        for p in _BY_CODE.values()
+        if p.ingredient == ingredient
+    ]
