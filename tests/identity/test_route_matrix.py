@@ -460,6 +460,9 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/batches/{batch_id}/audit-trail-review"): Call(
         P.AUDIT_TRAIL_REVIEW, True, body=lambda w: {}
     ),
+    ("POST", "/batches/{batch_id}/followups/{test}/result"): Call(
+        P.RELEASE_FOLLOWUP_ENTER, True, body=lambda w: {}, path_ids=lambda w: {"test": "none"}
+    ),
     ("GET", "/account"): Call(P.PROFILE_READ),
     ("POST", "/account/password"): Call(P.PROFILE_READ, body=lambda w: {}),
     ("POST", "/account/totp"): Call(P.PROFILE_READ, body=lambda w: {}, fresh_token=True),

@@ -357,3 +357,27 @@ def test_the_cli_enters_a_result_and_its_correction(
     )
     assert fixed.exit_code == 0, fixed.output
     assert "passed" in fixed.stdout
+
+
+def test_the_batch_page_form_enters_a_result_and_shows_it(seeded: App) -> None:
+    batch_id = _released_with_pending(seeded)
+    browser = fh.web_login(seeded, "qp")
+    page = browser.get(f"/batches/{batch_id}").text
+    assert "Late culture (test family)" in page and "Enter the result" in page
+    form = {
+        "csrf_token": fh.csrf(page),
+        "outcome": "fail",
+        "detail": "turbid on day 2",
+        "meaning": "result entered by",
+        "username": "qp",
+        "password": fh.TEST_PASSWORD,
+    }
+    r = browser.post(f"/batches/{batch_id}/followups/{LATE}/result", data=form)
+    assert r.status_code == 200 and f"Result of {LATE}: entered" in r.text
+    assert "turbid on day 2" in r.text and "Correct the result" in r.text
+    # the same form again, without a reason: refused, said on the page
+    again = browser.post(f"/batches/{batch_id}/followups/{LATE}/result", data=form)
+    assert "result_already_entered" in again.text
+    with seeded.uow() as uow:
+        (fu,) = seeded.quality.followups.for_batch(uow, batch_id)
+    assert fu.status == "failed"

@@ -426,6 +426,7 @@ def _record_controls(
         "deviate": can(actor, Permission.DEVIATION_OPEN, site_id=site),
         "review": can(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=site),
         "trail": can(actor, Permission.AUDIT_READ, site_id=site),
+        "followup": can(actor, Permission.RELEASE_FOLLOWUP_ENTER, site_id=site),
     }
     controls = record_controls_view(application, uow, actor, view["id"])
     trail = batch_trail_view(application, uow, actor, view["id"]) if may["trail"] else None

@@ -123,3 +123,29 @@ async def review_audit_trail(request: Request, batch_id: str) -> Response:
         )
 
     return await _post(request, batch_id, "Audit trail: marked reviewed", step)
+
+
+@router.post(
+    "/batches/{batch_id}/followups/{test}/result",
+    dependencies=[page(Permission.RELEASE_FOLLOWUP_ENTER)],
+)
+async def followup_result(request: Request, batch_id: str, test: str) -> Response:
+    """QA or a QP enters (e-signed) a result that was pending at release; a second entry is a
+    correction and needs its reason."""
+
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        return app.quality.followups.enter_result(
+            uow,
+            actor,
+            batch_id,
+            test,
+            outcome=form.get("outcome", ""),
+            detail=form.get("detail", ""),
+            reason=form.get("reason") or None,
+            password=form.get("password", ""),
+            meaning=form.get("meaning", "result entered by"),
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+        )
+
+    return await _post(request, batch_id, f"Result of {test}: entered", step)
