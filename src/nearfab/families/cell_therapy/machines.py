@@ -130,6 +130,9 @@ DOCUMENT_KEYS = (
     HARVESTED,
     STOP_REASON,
 )
+# optional: the QC laboratory's results, entered after the run; the release part reads and
+# validates them (docs/cell-therapy.md), this part only keeps them as an object
+QC = "qc"
 STOPPED = "culture stopped: "  # the event that says why a culture was stopped
 # the batch page's chart: each day's count against the growth model's expectation
 GROWTH_SPEC = "growth_trajectory"  # the master file's cqa_specs key giving its tolerance_pct
@@ -383,8 +386,8 @@ class _Run:
     # -- readings ---------------------------------------------------------------------------
 
     def _read(self, metric: str, value: float, unit: str) -> None:
-        # six significant digits: a density of 0.005 × 10^6 cells/mL keeps its precision
-        value = float(f"{value:.6g}")
+        # nine significant digits: a density of 0.005 × 10^6 cells/mL keeps its precision
+        value = float(f"{value:.9g}")
         self.telemetry.append(TelemetryReading(self.twin.clock.now(), metric, value, unit))
 
     def _sensor(self, metric: str, value: float) -> None:
@@ -699,10 +702,10 @@ class CellTherapyMachines:
     def check_measurements(self, document: Any) -> dict[str, Any]:
         if not isinstance(document, Mapping):
             raise ValidationFailed("measurements must be an object", field="measurements")
-        unknown = sorted(set(document) - set(DOCUMENT_KEYS))
+        unknown = sorted(set(document) - {*DOCUMENT_KEYS, QC})
         if unknown:
             raise ValidationFailed(
-                f"measurements has no key {unknown[0]!r} (keys: {', '.join(DOCUMENT_KEYS)})",
+                f"measurements has no key {unknown[0]!r} (keys: {', '.join(DOCUMENT_KEYS)}, {QC})",
                 field=f"measurements.{unknown[0]}",
             )
         missing = [key for key in DOCUMENT_KEYS if key not in document]
@@ -744,7 +747,15 @@ class CellTherapyMachines:
             raise ValidationFailed(
                 f"{at(BAGS)} must be 0 for a culture that was not harvested", field=at(BAGS)
             )
+        checked: dict[str, Any] = {}
+        if QC in document:
+            if not isinstance(document[QC], Mapping):
+                raise ValidationFailed(
+                    f"{at(QC)} must be an object (the QC laboratory's results)", field=at(QC)
+                )
+            checked[QC] = dict(document[QC])
         return {
+            **checked,
             VIABLE_CELLS: _number_at(document[VIABLE_CELLS], at(VIABLE_CELLS), "a count of cells"),
             VIABILITY: _number_at(document[VIABILITY], at(VIABILITY), "a fraction", high=1.0),
             FOLD_EXPANSION: _number_at(
