@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -123,15 +123,13 @@ def row_problems(row: Sequence[Any], prev: str, expected_seq: int) -> list[Probl
 # one string as `canonical` writes it (ensure_ascii=False): the C encoder, no encoder object
 _json_text: Callable[[str], str] = json.encoder.encode_basestring
 _KIND_PARTS: dict[str, str] = {}
-_HEADS: dict[str, tuple[str, int]] = {}  # kind -> (',"kind":<kind>,"recorded_at":"', length + 24)
 
 
 def _head(kind: str) -> tuple[str, int]:
+    """(',"kind":<kind>,"recorded_at":"', its length + 24): where a canonical payload's kind
+    starts, counted back from the start of its recorded_at's closing quote."""
     head = ',"kind":' + _json_text(kind) + ',"recorded_at":"'
-    found = (head, len(head) + 24)
-    if len(_HEADS) < 64:
-        _HEADS[kind] = found
-    return found
+    return head, len(head) + 24
 
 
 def _columns_match(payload: str, kind: str, ref: str, seq: int, site_tail: str) -> bool:
@@ -225,7 +223,9 @@ class ChainChecker:
     `keep`: (site, seq) pairs whose hashes to remember in `kept` (the anchored entries).
     `fetch_signature(row id)`: for rows streamed with signature None when only the last entry
     of each key is checked (reading the signature column of every row costs as much as the
-    rest of the row; only a few are checked)."""
+    rest of the row; only a few are checked). `collect`: kinds whose rows are kept, as `Row`s
+    in stream order, in `collected` (the anchors: found while checking, not by another pass
+    over the ledger), whatever their check finds."""
 
     def __init__(
         self,
@@ -234,6 +234,7 @@ class ChainChecker:
         all_signatures: bool = False,
         keep: Mapping[str, set[int]] | None = None,
         fetch_signature: Callable[[int], str] | None = None,
+        collect: Collection[str] = (),
     ) -> None:
         self._check = check_signature
         self._fetch = fetch_signature
@@ -242,6 +243,9 @@ class ChainChecker:
         self.chains: list[ChainSummary] = []
         self.kept: dict[str, dict[int, str]] = {}
         self.entries = 0
+        self.collected: list[Row] = []
+        self._collect = frozenset(collect)
+        self._heads: dict[str, tuple[str, int]] = {}  # kind -> `_head(kind)`, not collected
         self._summary: ChainSummary | None = None
         self._site_tail = ""
         self._last: Sequence[Any] | None = None  # the chain's last row so far
@@ -260,6 +264,16 @@ class ChainChecker:
             self._summary.problems.append(Problem(site, row[1], row[0], _NO_SIGNATURE))
         elif not self._check(row[3], site, row[7], signature):
             self._summary.problems.append(Problem(site, row[1], row[0], "signature is not valid"))
+
+    def _head_of(self, kind: str, site_id: str, row: Sequence[Any]) -> tuple[str, int]:
+        """`_head(kind)` for a kind not in `_heads` yet: cached, except a collected kind,
+        whose every row comes here and is kept."""
+        head = _head(kind)
+        if kind in self._collect:
+            self.collected.append(as_row(site_id, row))
+        elif len(self._heads) < 64:
+            self._heads[kind] = head
+        return head
 
     def _uncovered(self) -> None:
         """Unsigned rows that no signed row of their key followed (checking every one)."""
@@ -293,7 +307,7 @@ class ChainChecker:
         problems = summary.problems
         sha256 = hashlib.sha256
         json_text = _json_text
-        heads = _HEADS
+        heads = self._heads
         check = self._check
         check_all = self._all
         site_tail = self._site_tail
@@ -317,7 +331,7 @@ class ChainChecker:
             # exact check
             tail = f'","ref":{json_text(ref)},"seq":{seq}{site_tail}'
             cut = len(payload) - len(tail)
-            head = heads.get(kind) or _head(kind)
+            head = heads.get(kind) or self._head_of(kind, site_id, row)
             if not (
                 seq == expected
                 and prev_hash == prev
