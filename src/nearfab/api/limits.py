@@ -94,6 +94,13 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        nul = nul_field(body) if _is_text_body(scope) else None
+        if nul is not None:
+            # PostgreSQL text cannot hold NUL: refused as bad input naming where, not a 500 later
+            await _send_json(
+                send, 422, error_body("validation_failed", nul, "text cannot hold a NUL character")
+            )
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -104,6 +111,47 @@ class BodyLimitMiddleware:
             return await receive()  # after the body: only a disconnect can come
 
         await self.app(scope, replay, send)
+
+
+def nul_field(body: bytes) -> str | None:
+    """Where a request body holds a NUL character (raw, JSON-escaped or form-encoded), as the
+    field a refusal names (`body.site_id`, `body.items.2.name`, `body` when it cannot tell);
+    None when it holds none."""
+    lowered = body.lower()
+    if b"\x00" not in body and b"\\u0000" not in lowered and b"%00" not in body:
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "body"
+
+    def walk(value: Any, path: str) -> str | None:
+        if isinstance(value, str):
+            return path if "\x00" in value else None
+        items: Any = ()
+        if isinstance(value, dict):
+            for key in value:
+                if "\x00" in key:
+                    return f"{path}.{key.replace(chr(0), '')}"
+            items = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        for key, item in items:
+            found = walk(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+
+    return walk(document, "body")
+
+
+def _is_text_body(scope: Scope) -> bool:
+    """JSON and form bodies: what ends up in text columns (a file upload may hold any byte)."""
+    for name, value in scope.get("headers") or []:
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind in (b"application/json", b"application/x-www-form-urlencoded")
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -117,11 +165,15 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, limit: int, what: str) -> None:
-    payload = json.dumps(too_large(limit, what)).encode()
+    await _send_json(send, 413, too_large(limit, what))
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
