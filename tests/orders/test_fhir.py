@@ -554,6 +554,46 @@ def test_no_dose_quantity() -> None:
     assert "range" in err.message and "1 to 2" in err.message
 
 
+def test_a_dose_range_of_one_value_is_that_dose() -> None:
+    """doseRange low = high = 2.5 mg is an exact dose (some systems send every dose so)."""
+    mr = hydrocortisone_request()
+    mg = {"value": 2.5, "unit": "mg", "system": UCUM, "code": "mg"}
+    mr["dosageInstruction"][0]["doseAndRate"][0] = {"doseRange": {"low": mg, "high": dict(mg)}}
+    [rx] = parse_prescriptions(mr)
+    assert (rx.dose_value, rx.dose_unit, rx.dose_ucum) == (2.5, "mg", "mg")
+    assert rx.dose_field == f"{MR}.dosageInstruction[0].doseAndRate[0].doseRange.low"
+    assert in_mg(rx) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("dose_range", "word"),
+    [
+        ({"low": {"value": 2.5, "unit": "mg"}}, "only a lower or an upper bound"),
+        ({"high": {"value": 2.5, "unit": "mg"}}, "only a lower or an upper bound"),
+        ({"low": {"value": 2.5, "unit": "mg"}, "high": {"value": 2.5, "unit": "g"}}, "same unit"),
+        ({"low": {"value": 2, "unit": "mg"}, "high": {"value": 3, "unit": "mg"}}, "2 to 3"),
+    ],
+)
+def test_other_dose_ranges_are_refused(dose_range: dict[str, Any], word: str) -> None:
+    mr = hydrocortisone_request()
+    mr["dosageInstruction"][0]["doseAndRate"][0] = {"doseRange": dose_range}
+    err = refused(mr)
+    assert err.field == f"{MR}.dosageInstruction[0].doseAndRate[0].doseRange"
+    assert word in err.message
+
+
+def test_the_medication_field_names_where_the_medicine_is() -> None:
+    [coded] = parse_prescriptions(hydrocortisone_request())
+    assert coded.medication_field == f"{MR}.medicationCodeableConcept"
+    mr = hydrocortisone_request()
+    concept = mr.pop("medicationCodeableConcept")
+    mr["contained"] = [{"resourceType": "Medication", "id": "med", "code": concept}]
+    mr["medicationReference"] = {"reference": "#med"}
+    [referenced] = parse_prescriptions(mr)
+    assert referenced.medication_field == f"{MR}.medicationReference"
+    assert referenced.medication_codes == coded.medication_codes
+
+
 @pytest.mark.parametrize(
     ("quantity", "word"),
     [
