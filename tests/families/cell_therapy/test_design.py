@@ -13,9 +13,12 @@ from datetime import date
 from typing import Any
 
 import pytest
+from tests.conftest import TEST_PASSWORD
+from tests.orders.test_order_services import actor, bundle, request_of, submit
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
+from nearfab.demo import HYDROCORTISONE
 from nearfab.families.cell_therapy.family import CellTherapyFamily
 from nearfab.families.cell_therapy.logic.design import Envelope, OutsideEnvelope, design_product
 from nearfab.families.cell_therapy.logic.growth import (
@@ -259,3 +262,85 @@ def test_the_family_refuses_a_request_it_cannot_design() -> None:
     with pytest.raises(Refused) as caught:
         FAMILY.design(mg)
     assert (caught.value.field, caught.value.code) == ("dose", "dose_unit")
+
+
+# -- order intake, end to end (the family registered in this test's app) -----------------------
+
+
+CELLS_CODE = {
+    "system": "http://snomed.info/sct",
+    "code": "999000222",
+    "display": "Autologous T cells",
+}
+
+
+@pytest.fixture
+def cell_master_file(seeded: Any) -> Any:
+    """The family registered in the test's app, and an effective master file of it."""
+
+    seeded.families.register(CellTherapyFamily())
+    qp = actor(seeded, "qp")
+    with seeded.uow() as uow:
+        hc = seeded.master_files.effective_for_code(uow, HYDROCORTISONE)
+        data = {**hc.content(), "code": "MF-CT-DESIGN", "product_family": "cell_therapy"}
+    data.pop("version")
+    data.update(
+        accepted_codes=[CELLS_CODE],
+        design_envelope=ENVELOPE,
+        release_rule={"mode": "manual", "tests": ["viable_cell_dose", "viability"]},
+        cqa_specs={},
+    )
+    with seeded.uow() as uow:
+        mf = seeded.master_files.draft(uow, qp, data)
+    with seeded.uow() as uow:
+        seeded.master_files.approve(uow, qp, mf.id, password=TEST_PASSWORD)
+    with seeded.uow() as uow:
+        seeded.master_files.make_effective(uow, qp, mf.id)
+    return mf
+
+
+def cell_bundle(per_kg: float, weight_kg: float | None) -> dict[str, Any]:
+
+    doc = bundle()
+    mr = request_of(doc)
+    mr["medicationCodeableConcept"] = {"coding": [CELLS_CODE]}
+    mr.pop("dispenseRequest", None)
+    instruction = mr["dosageInstruction"][0]
+    instruction.pop("timing", None)
+    instruction["doseAndRate"][0]["doseQuantity"] = {
+        "value": per_kg,
+        "unit": "{cells}/kg",
+        "system": "http://unitsofmeasure.org",
+        "code": "{cells}/kg",
+    }
+    if weight_kg is not None:
+        doc["entry"].append(
+            {
+                "fullUrl": "urn:uuid:weight-ct",
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "weight-ct",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                    "subject": mr["subject"],
+                    "valueQuantity": {"value": weight_kg, "unit": "kg", "code": "kg"},
+                },
+            }
+        )
+    return doc
+
+
+def test_order_intake_designs_the_product_for_the_patients_weight(
+    seeded: Any, cell_master_file: Any
+) -> None:
+
+    [order] = submit(seeded, cell_bundle(2.0e6, 70.0))
+    # 2e6 cells/kg × 70 kg = 1.4e8 viable cells, one infusion; the design of the test above
+    assert (order.dose_value, order.dose_unit, order.units) == (1.4e8, "{cells}", 1)
+    assert order.status == "designed"
+    assert order.design == design(target_cells=1.4e8, body_weight_kg=70)
+    assert (order.design["body_weight_kg"], order.design["expansion_days"]) == (70.0, 7)
+    # outside the envelope (8e6 cells/kg): the order stops, saying why
+    [stopped] = submit(seeded, cell_bundle(8.0e6, 70.0))
+    assert stopped.status == "stopped"
+    assert stopped.stop_reason is not None and "8 × 10^6 viable cells/kg" in stopped.stop_reason
