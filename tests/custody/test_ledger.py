@@ -370,6 +370,46 @@ def test_a_block_whose_signed_end_was_deleted_is_named(seeded: App, all_signatur
     assert named == [expected], report.problems
 
 
+def test_a_chain_longer_than_one_fetch_is_checked_across_fetches(seeded: App) -> None:
+    """Verification fetches each chain a few hundred rows at a time (500 on SQLite, 2,000 on
+    PostgreSQL): an entry edited past the first fetch, and one deleted at a fetch boundary, are
+    each named; every other site's chain stays fine."""
+    from nearfab.custody.enums import LedgerKind
+
+    chain = ch.chain(seeded)
+    site_id = _any_site(seeded)
+    before = len(_entries(seeded, site_id))
+    items = [(LedgerKind.EPCIS, f"long-{i}", {"n": i}) for i in range(4200)]
+    with seeded.uow() as uow:
+        chain.ledger.append_many(uow, site_id, items)
+        uow.commit()
+    assert _verify(seeded, chain, all_signatures=False).ok
+    rows = _entries(seeded, site_id)
+    assert len(rows) == before + 4200
+    # past the first fetch of either database; once rows[4000] is gone, the row after it is
+    # the first of a fetch on both (500 and 2,000 rows a fetch)
+    edited, deleted = rows[2600], rows[4000]
+    _sql(
+        seeded,
+        update(LedgerEntry)
+        .where(LedgerEntry.id == edited.id)
+        .values(payload=_tampered(edited.payload)),
+    )
+    _sql(seeded, LedgerEntry.__table__.delete().where(LedgerEntry.id == deleted.id))
+    for every in (False, True):
+        report = _verify(seeded, chain, all_signatures=every)
+        mine = [p for p in report.problems if p.site_id == site_id]
+        assert mine[0].entry_id == edited.id and "changed" in mine[0].reason, mine
+        # the entry after the edited one still names the stored hash it follows: fine; the
+        # one after the deleted entry (the first row of a fetch now) follows nothing it should
+        assert {p.seq for p in mine[1:]} == {deleted.seq + 1}, mine
+        assert [p.reason for p in mine[1:]] == [
+            f"entry {deleted.seq} is missing (deleted?)",
+            "does not follow the previous entry (inserted, deleted or reordered)",
+        ]
+        assert all(c.ok for c in report.chains if c.site_id != site_id)
+
+
 def _any_site(app: App) -> str:
     from nearfab.network import Site, SiteKind
 
@@ -402,7 +442,14 @@ def test_the_fast_check_finds_what_parsing_every_payload_finds() -> None:
     with its no-parse fast path reports exactly the problems of the full check."""
     import random
 
-    from nearfab.custody.logic.ledger import GENESIS, Row, payload_of, verify_chain
+    from nearfab.custody.logic.ledger import (
+        GENESIS,
+        ChainChecker,
+        Row,
+        as_streamed,
+        payload_of,
+        verify_chain,
+    )
 
     key = Ed25519PrivateKey.generate()
     public = key.public_key()
@@ -462,9 +509,18 @@ def test_the_fast_check_finds_what_parsing_every_payload_finds() -> None:
         for every in (False, True):
             if len({r.site_id for r in chain}) > 1:
                 continue  # one chain per call, as the reference expects
-            assert verify_chain(chain, check, all_signatures=every) == _reference_problems(
-                chain, check, all_signatures=every
-            )
+            expected = _reference_problems(chain, check, all_signatures=every)
+            assert verify_chain(chain, check, all_signatures=every) == expected
+            # the same chain fed in pieces, as the database streams it: what a row's check
+            # carries over from the row before (hash, seq, key run, unsigned run) crosses
+            # every boundary
+            for size in (1, 3, 16):
+                checker = ChainChecker(check, all_signatures=every)
+                for start in range(0, len(chain), size):
+                    streamed = [as_streamed(r) for r in chain[start : start + size]]
+                    checker.feed("site_1", streamed)
+                pieces = [p for c in checker.close() for p in c.problems]
+                assert pieces == expected, (size, every)
 
 
 # --- a cut-off tail (issue 12 item 9) -----------------------------------------------------------
