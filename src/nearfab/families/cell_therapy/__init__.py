@@ -1,8 +1,10 @@
-"""cell_therapy: autologous cell therapy made in a closed micro-factory (issue 15).
+"""cell_therapy: autologous cell therapy made in a closed micro-factory (issue 15 part 2).
 
-Only the ISBT 128 chain-of-identity logic exists so far; the family itself is not registered.
+Registered by bootstrap.product_families(); its parts are one module each (docs/cell-therapy.md),
+its ISBT 128 chain-of-identity logic in logic/isbt128.py.
 """
 
+from nearfab.families.cell_therapy.family import CellTherapyFamily
 from nearfab.families.cell_therapy.logic.isbt128 import (
     DonationIdentificationNumber,
     FlagCharacters,
@@ -19,6 +21,7 @@ from nearfab.families.cell_therapy.logic.isbt128 import (
 )
 
 __all__ = [
+    "CellTherapyFamily",
     "DonationIdentificationNumber",
     "FlagCharacters",
     "FlagType",
