@@ -251,3 +251,42 @@ def test_lot_attributes_refused(attributes: Any, field: str) -> None:
     with pytest.raises(ValidationFailed) as exc:
         CellTherapyRelease().lot_attributes(attributes)
     assert exc.value.field == field
+
+
+def test_release_reads_the_design_and_the_documents_the_other_parts_make() -> None:
+    """The design part's design and the machines part's validated measurement document, as a
+    batch record keeps them, through quality's proposal (the keys the parts share)."""
+    from tests.families.cell_therapy.test_registration import ENVELOPE
+
+    from nearfab.families.cell_therapy.logic.design import Envelope, design_product
+    from nearfab.families.cell_therapy.machines import CellTherapyMachines
+
+    # 2.0e6 cells/kg for a 70 kg patient: 1.4e8 viable cells prescribed
+    design = design_product(
+        target_cells=1.4e8, body_weight_kg=70.0, envelope=Envelope.from_dict(ENVELOPE)
+    ).to_dict()
+    assert design["dose_per_kg"] == pytest.approx(2.0e6)
+    document = CellTherapyMachines().check_measurements(
+        {
+            "viable_cells": 1.47e8,  # 1.47e8 / 70 kg = 2.1e6 cells/kg = 105 % of 2.0e6
+            "viability": 0.88,
+            "fold_expansion": 4.0,
+            "culture_days": 2,
+            "cell_density_per_day": [5.0e4, 1.0e5, 2.0e5],
+            "viability_per_day": [0.95, 0.9, 0.88],
+            "bags": 2,
+            "harvested": True,
+            "stop_reason": None,
+            "qc": {"markers": {"CD3+": 0.95}, "endotoxin_eu_per_ml": 0.2, "mycoplasma": "negative"},
+        }
+    )
+    ev = ReleaseEvidence(measurements=document, design=design, material={})
+    rule = {"mode": "rtrt", "tests": ALL, "in_process": ["viable_cell_dose", "viability"]}
+    proposal = propose_release(CellTherapyRelease(), ev, rule)
+    checks = {c.name: c for c in proposal.checks}
+    assert "2.10 × 10^6 cells/kg, 105.0 % of the prescribed 2.00 × 10^6" in (
+        checks["viable_cell_dose"].detail
+    )
+    assert checks["viability"].passed  # 0.88 ≥ the envelope's 0.7
+    assert proposal.decision == "release"
+    assert proposal.pending == ("sterility",)
