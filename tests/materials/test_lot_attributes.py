@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.solid_dose import SolidDoseFamily
+from nearfab.families.solid_dose.release import SolidDoseRelease
 from nearfab.materials import MaterialLot
 from nearfab.web.server import create_web_app
 
@@ -41,10 +43,8 @@ def _lot(app: App, number: str, material: str = "HC-FIL-2.5", **extra: Any) -> d
     }
 
 
-class CellsRelease:
-    """A second family's lot schema: a viable-count attribute only (no drug loading)."""
-
-    tests: Mapping[str, str] = {}
+class CellsRelease(SolidDoseRelease):
+    """A second family's lot schema: a count attribute only (no drug loading)."""
 
     def lot_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
         count = attributes.get("count")
@@ -55,9 +55,14 @@ class CellsRelease:
         return {"count": count}
 
 
-class OtherFamily:
+class OtherFamily(SolidDoseFamily):
+    """solid_dose's parts (a whole family passes registration) with another lot schema."""
+
     name = "other_family"
-    release = CellsRelease()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = CellsRelease()
 
 
 def test_the_api_stores_the_family_checked_attributes_and_names_a_bad_one(seeded: App) -> None:
