@@ -403,6 +403,15 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/plan/history"): Call(P.PLAN_READ),
     ("GET", "/api/v1/plan/{number}"): Call(P.PLAN_READ),
     ("POST", "/api/v1/plan"): Call(P.PLAN_RUN, body=lambda w: {"time_limit_s": 0}),
+    ("GET", "/api/v1/plan/collections/{order_id}"): Call(P.ORDER_READ, True),
+    ("POST", "/api/v1/plan/collections/{order_id}"): Call(
+        P.ORDER_PRIORITY,
+        True,
+        body=lambda w: {"collection_at": "2030-01-06T08:00:00+00:00", "reason": "matrix"},
+    ),
+    ("POST", "/api/v1/plan/collections/{order_id}/rebook"): Call(
+        P.ORDER_REPLAN, True, body=_reason
+    ),
 }
 
 

@@ -301,3 +301,37 @@ def test_random_instances_cp_sat_is_never_worse_than_edd(seed: int) -> None:
     result = solve(instance, time_limit_s=2, workers=2, keep_current=False)
     assert result.score.objective <= base
     assert result.bound <= result.score.objective
+
+
+def test_runs_of_days_hold_their_machine_on_both_planners() -> None:
+    """Three 7-day runs (10,080 min), each startable 48 h (2,880 min) from now (its material is
+    collected first), on two machines with 5 min cleaning; all due when a run started at once
+    would end (2,880 + 10,080 = 12,960). The urgent one and one routine run start at 2,880; the
+    other routine run waits for a machine: 2,880 + 10,085 = 12,965, late by 10,085 min ->
+    weighted tardiness 10 × 10,085 = 100,850, for EDD and for CP-SAT alike (no plan does
+    better: two machines, three runs). The horizon is LONG_RUN_SLOTS runs past the release."""
+    week, release = 7 * H, 2 * H
+    horizon = release + 3 * (week + 5)
+
+    def run(id_: str, weight: int) -> PlanJob:
+        options = tuple(
+            opt(m, release=release, occupy=week + 5, processing=week, windows=[(0, horizon)])
+            for m in ("m1", "m2")
+        )
+        return job(id_, week, due=release + week, weight=weight, options=options, release=release)
+
+    instance = Instance(
+        jobs=(run("a", 10), run("b", 10), run("urgent", 50)),
+        machines=(M1, M2),
+        horizon=horizon,
+        cleaning=5,
+    )
+    greedy = edd(instance, keep_current=False)
+    result = solve(instance, time_limit_s=2, workers=2)
+    for schedule in (greedy, result.schedule):
+        assert evaluate(instance, schedule).weighted_tardiness == 10 * 10_085
+        starts = sorted((p.start, p.machine_id) for p in schedule.placements.values())
+        assert [s for s, _ in starts] == [release, release, release + week + 5]
+        assert schedule.placements["urgent"].start == release
+        # the waiting run is on a machine whose run ends (with cleaning) when it starts
+        assert starts[2][1] in {m for _, m in starts[:2]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -10,7 +11,12 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, allowed
 from nearfab.common.errors import NotFound
 from nearfab.identity import Actor, Permission
-from nearfab.scheduling.schemas import PlanHistoryEntryOut, PlanOut
+from nearfab.scheduling.schemas import (
+    CollectionOut,
+    CollectionsOut,
+    PlanHistoryEntryOut,
+    PlanOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
 
@@ -72,3 +78,70 @@ def make_plan(
         )
         # the plan is the network's; its maker sees their own part of it, as on reading
         return application.scheduling.plan_scope(uow, actor).plan(version)
+
+
+# --- collections: starting material from the patient for a run (docs/scheduling.md) ---------
+
+OrderId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class CollectionIn(BaseModel):
+    collection_at: datetime
+    reason: str = Field(max_length=500)
+
+
+class RebookIn(BaseModel):
+    reason: str = Field(max_length=500)
+    collection_at: datetime | None = None
+
+
+def _collections(application: Any, actor: Actor, order_id: str) -> dict[str, Any]:
+    with application.uow() as uow:
+        data: dict[str, Any] = application.scheduling.collection_view(uow, actor, order_id)
+        return data
+
+
+@router.get("/plan/collections/{order_id}", response_model=CollectionsOut)
+def order_collections(
+    order_id: OrderId,
+    actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """The order's collection (booked against its run's slot), its run, its administration
+    date and the hours from collection to administration; earlier appointments after it."""
+    return _collections(application, actor, order_id)
+
+
+@router.post("/plan/collections/{order_id}", response_model=CollectionOut)
+def record_collection(
+    order_id: OrderId,
+    body: CollectionIn,
+    actor: Annotated[Actor, allowed(Permission.ORDER_PRIORITY)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """Record the collection date (a planner or clinician, with a reason): the run and the
+    administration date move with it when the plan is made again (a planner's: now)."""
+    with application.uow() as uow:
+        application.scheduling.record_collection(
+            uow, actor, order_id, body.collection_at, reason=body.reason
+        )
+    current = _collections(application, actor, order_id)["current"]
+    assert current is not None
+    return dict(current)
+
+
+@router.post("/plan/collections/{order_id}/rebook", response_model=CollectionOut)
+def rebook_collection(
+    order_id: OrderId,
+    body: RebookIn,
+    actor: Annotated[Actor, allowed(Permission.ORDER_REPLAN)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """After a failed run: a new slot for a new collection (on `collection_at` if given)."""
+    with application.uow() as uow:
+        application.scheduling.rebook_after_failure(
+            uow, actor, order_id, reason=body.reason, collection_at=body.collection_at
+        )
+    current = _collections(application, actor, order_id)["current"]
+    assert current is not None
+    return dict(current)

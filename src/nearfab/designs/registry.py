@@ -20,14 +20,37 @@ family is registered.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.orders import DesignRequest
 
 
+@dataclass(frozen=True)
+class Collection:
+    """Starting material collected from the patient before the run (an autologous product):
+    the run may start `to_start_s` after the collection at the earliest (the material reaches
+    the machine), and the product may be administered `to_administration_s` after the run ends
+    at the earliest (release testing, transport)."""
+
+    to_start_s: float
+    to_administration_s: float
+
+
+def collection_of(family: Any, design: Mapping[str, Any]) -> Collection | None:
+    """The family's optional `collection(design)`: None when the product needs no starting
+    material from the patient (and for a family without the member)."""
+    ask = getattr(family, "collection", None)
+    return None if ask is None else ask(design)
+
+
 class ProductFamily(Protocol):
-    """What the core needs from one kind of product (solid_dose, cell_therapy, ...)."""
+    """What the core needs from one kind of product (solid_dose, cell_therapy, ...).
+
+    Optional member (read through `collection_of`): `collection(design) -> Collection | None`,
+    the starting material the product needs from the patient (scheduling books a collection
+    appointment against the machine slot)."""
 
     name: str
     machine_types: tuple[str, ...]

@@ -39,3 +39,17 @@ class PlanTrigger(StrEnum):
     MATERIAL_RECALL = "material_recall"
     SITE_PAUSE = "site_pause"
     INPUTS_CHANGED = "inputs_changed"
+    COLLECTION_CHANGED = "collection_changed"  # a collection date recorded (slipped)
+    RUN_FAILED = "run_failed"  # a failed run: a new slot for a new collection
+
+
+class CollectionStatus(StrEnum):
+    """A collection appointment (starting material from the patient for one run)."""
+
+    REQUESTED = "requested"  # a date is recorded, no machine slot booked yet
+    BOOKED = "booked"  # booked against a machine slot
+    RUN_FAILED = "run_failed"  # its run failed: a new collection is needed
+    CANCELLED = "cancelled"
+
+
+OPEN_COLLECTION_STATUSES = (CollectionStatus.REQUESTED, CollectionStatus.BOOKED)

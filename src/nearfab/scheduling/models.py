@@ -101,3 +101,30 @@ class OrderPlanning(Base):
     priority: Mapped[str] = mapped_column(String(16))
     deliver_to: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime]
+
+
+class CollectionAppointment(Base):
+    """Starting material collected from the patient for one run (a product whose family needs
+    a collection): booked against the machine slot, with the target administration date.
+    `booked`: the run is planned; `requested`: a collection date is recorded but no slot is
+    booked yet; `run_failed` / `cancelled`: closed (a failed run needs a new collection)."""
+
+    __tablename__ = "collection_appointments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    collection_at: Mapped[datetime]
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
+    machine_id: Mapped[str | None] = mapped_column(ForeignKey("machines.id"))
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"))
+    run_start: Mapped[datetime | None]
+    run_end: Mapped[datetime | None]
+    administration_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime | None]  # a person recorded the date (a slip): plan input
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]

@@ -83,3 +83,31 @@ class PlanOut(_PlanFiguresOut):
     explanations: list[dict[str, Any]]
     changes: list[dict[str, Any]]
     scoped: bool
+
+
+class CollectionOut(Out):
+    """A collection appointment: starting material from the patient, booked against the run's
+    machine slot, with the target administration date and the hours from one to the other."""
+
+    id: str
+    order_id: str
+    status: str
+    collection_at: Timestamp
+    machine_id: str | None
+    machine: str | None
+    site_id: str | None
+    job_id: str | None
+    run_start: Timestamp | None
+    run_end: Timestamp | None
+    administration_at: Timestamp | None
+    collection_to_administration_h: float | None
+    recorded_at: Timestamp | None
+    reason: str
+
+
+class CollectionsOut(Out):
+    """An order's collection appointments, newest first, and the open one (None: none)."""
+
+    order_id: str
+    current: CollectionOut | None
+    appointments: list[CollectionOut]

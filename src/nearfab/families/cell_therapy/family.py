@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nearfab.common.errors import Refused
+from nearfab.designs.registry import Collection
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
 from nearfab.families.cell_therapy.logic.design import Envelope, design_product
 from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, CellTherapyMachines
@@ -23,6 +24,8 @@ from nearfab.families.cell_therapy.simulation import CellTherapySimulation
 from nearfab.orders import DesignRequest
 
 SECONDS_PER_DAY = 86_400.0
+APHERESIS_TO_SEEDING_H = 24.0  # fresh apheresis product, shipped cold, seeded within 24 h
+HARVEST_TO_INFUSION_H = 48.0  # formulation, cryopreservation, QC release, shipment
 MEDIUM_G_PER_ML = 1.0  # culture medium is water-like: 1 mL weighs 1 g (1.00-1.01)
 
 
@@ -75,3 +78,13 @@ class CellTherapyFamily:
 
     def duration_s(self, design: Mapping[str, Any]) -> float:
         return SECONDS_PER_DAY * int(design.get("expansion_days", 0))
+
+    def collection(self, design: Mapping[str, Any]) -> Collection:
+        """Autologous: the patient's cells are collected (apheresis) before the run. The fresh
+        collection reaches the micro-factory and is seeded within a day; after harvest the
+        product is formulated, cryopreserved, QC-tested and shipped for infusion two days later
+        at the earliest (sterility may still be pending then: release follow-up)."""
+        return Collection(
+            to_start_s=APHERESIS_TO_SEEDING_H * 3600.0,
+            to_administration_s=HARVEST_TO_INFUSION_H * 3600.0,
+        )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nearfab.common.errors import Refused
+from nearfab.designs.registry import Collection
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 from nearfab.families.solid_dose.logic import Envelope, design_tablet, patient_group
 from nearfab.families.solid_dose.machines import SolidDoseMachines
@@ -72,3 +73,7 @@ class SolidDoseFamily:
 
     def duration_s(self, design: Mapping[str, Any]) -> float:
         return SECONDS_PER_UNIT * int(design.get("units", 0))
+
+    def collection(self, design: Mapping[str, Any]) -> Collection | None:
+        """Made from stock material: nothing is collected from the patient."""
+        return None

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import NotFound, Refused, require_reason
+from nearfab.common.errors import NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
+from nearfab.designs.registry import Collection, collection_of
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -19,18 +20,29 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    can,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import Machine, MachineStatus, NetworkService, SiteStatus
 from nearfab.orders import Order, OrderService, OrderStatus
-from nearfab.scheduling.enums import JOB_TRANSITIONS, OPEN_JOB_STATUSES, JobStatus, PlanTrigger
+from nearfab.scheduling.enums import (
+    JOB_TRANSITIONS,
+    OPEN_COLLECTION_STATUSES,
+    OPEN_JOB_STATUSES,
+    CollectionStatus,
+    JobStatus,
+    PlanTrigger,
+)
 from nearfab.scheduling.logic import Candidate, earliest_finish
-from nearfab.scheduling.models import Job, PlanVersion
+from nearfab.scheduling.models import CollectionAppointment, Job, PlanVersion
+from nearfab.scheduling.services.collections import Collections, appointment_dict
 from nearfab.scheduling.services.instance import InstanceBuilder, PlanningSettings, fingerprint
 from nearfab.scheduling.services.planning import NetworkPlanning, infer_trigger
 from nearfab.scheduling.services.views import PlanScope
 from nearfab.uow import UnitOfWork
+
+OPEN_STATUSES = {s.value for s in OPEN_COLLECTION_STATUSES}
 
 # The planning rule behind a small interface, so an optimising planner can replace it.
 Planner = Callable[[list[Candidate]], Candidate | None]
@@ -61,6 +73,7 @@ class SchedulingService:
         self._orders = orders
         self._families = families
         self._planner = planner
+        self.collections = Collections()
         builder = InstanceBuilder(network, master_files, materials, orders, families)
         self.planning = NetworkPlanning(builder, orders, planning) if planning is not None else None
 
@@ -247,7 +260,126 @@ class SchedulingService:
         self._orders.transition(
             uow, actor, order, OrderStatus.SCHEDULED, reason=reason, extra={"job_id": job.id}
         )
+        self.book_collection(uow, actor, order, job, reason=reason)
         return job
+
+    # --- collections (starting material from the patient: services/collections.py) ---------
+    def collection_need(self, uow: UnitOfWork, order: Order) -> Collection | None:
+        """What the order's family needs collected from the patient (None: nothing)."""
+        mf = self._master_files.get(uow, order.master_file_id)
+        return collection_of(self._families.get(mf.product_family), order.design or {})
+
+    def book_collection(
+        self, uow: UnitOfWork, actor: Actor, order: Order, job: Job, *, reason: str
+    ) -> CollectionAppointment | None:
+        """Book (or move with its run) the order's collection against the job's slot; nothing
+        for a product that needs no collection. Audited, no commit."""
+        need = self.collection_need(uow, order)
+        if need is None:
+            return None
+        return self.collections.book(uow, actor, order, job, need, reason=reason)
+
+    def _collection_order(self, uow: UnitOfWork, order_id: str) -> tuple[Order, Collection]:
+        order = self._orders.get(uow, order_id)
+        need = self.collection_need(uow, order)
+        if need is None:
+            raise Refused(
+                f"order {order.id} needs no starting material from the patient",
+                field="order_id",
+                code="no_collection",
+            )
+        return order, need
+
+    def record_collection(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order_id: str,
+        collection_at: datetime,
+        *,
+        reason: str,
+    ) -> CollectionAppointment:
+        """A planner or clinician records the collection date (it slipped, or was agreed with
+        the patient): the plan must respect it. The run moves to start no earlier than the
+        material reaches the machine; a planner's replan is made now, anyone else's at the next
+        refresh (the runner's), trigger `collection_changed`. Commits."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_PRIORITY, site_id=order.site_id)
+        require_reason(reason, "recording a collection date")
+        order, _ = self._collection_order(uow, order_id)
+        if order.status not in (OrderStatus.DESIGNED.value, OrderStatus.SCHEDULED.value):
+            raise Refused(
+                f"order {order.id} is {order.status}; a collection date is recorded only before "
+                "its run starts",
+                field="order_id",
+                code="collection_closed",
+            )
+        if collection_at.tzinfo is None:
+            raise ValidationFailed(
+                "give the collection time with its time zone", field="collection_at"
+            )
+        if collection_at < uow.clock.now():
+            raise ValidationFailed(
+                f"collection_at {collection_at.isoformat()} is in the past", field="collection_at"
+            )
+        row = self.collections.record(uow, actor, order, collection_at, reason=reason)
+        uow.commit()
+        if self.planning is not None and can(actor, Permission.PLAN_RUN):
+            self.plan(uow, actor, trigger=PlanTrigger.COLLECTION_CHANGED, reason=reason)
+        return row
+
+    def rebook_after_failure(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order_id: str,
+        *,
+        reason: str,
+        collection_at: datetime | None = None,
+    ) -> CollectionAppointment:
+        """A failed run: its collection is closed (`run_failed`), the order goes back to
+        planning and a new slot is booked for a new collection (on `collection_at` when given,
+        otherwise the plan's date), plan trigger `run_failed`. Audited; commits."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_REPLAN, site_id=order.site_id)
+        require_reason(reason, "re-booking after a failed run")
+        order, _ = self._collection_order(uow, order_id)
+        if order.status != OrderStatus.FAILED.value:
+            raise Refused(
+                f"order {order.id} is {order.status}; only an order whose run failed is re-booked",
+                field="order_id",
+                code="not_failed",
+            )
+        if collection_at is not None and (
+            collection_at.tzinfo is None or collection_at < uow.clock.now()
+        ):
+            raise ValidationFailed(
+                "the new collection must be a time with its zone, not in the past",
+                field="collection_at",
+            )
+        self.collections.close(uow, actor, order, CollectionStatus.RUN_FAILED, reason=reason)
+        self._orders.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
+        if collection_at is not None:
+            self.collections.record(uow, actor, order, collection_at, reason=reason)
+        if self.planning is not None:
+            self.planning.plan(uow, actor, self, trigger=PlanTrigger.RUN_FAILED, reason=reason)
+        self.schedule(uow, actor, order.id)  # commits; refused (no place) leaves the plan
+        row = self.collections.open_for(uow, order.id)
+        assert row is not None
+        return row
+
+    def collection_view(self, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:
+        """The order's collection appointments (newest first) and the current one."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
+        self._collection_order(uow, order_id)
+        names = {m.id: m.name for m in self._network.list_machines(uow)}
+        rows = [
+            appointment_dict(r, names.get(r.machine_id or ""))
+            for r in self.collections.of_order(uow, order.id)
+        ]
+        current = next((r for r in rows if r["status"] in OPEN_STATUSES), None)
+        return {"order_id": order.id, "current": current, "appointments": rows}
 
     # --- the network plan -----------------------------------------------------------------------
     def _network_planning(self) -> NetworkPlanning:
@@ -351,6 +483,7 @@ class SchedulingService:
         self._orders.transition(
             uow, actor, order, OrderStatus.DESIGNED, reason=reason, extra={"cancelled_job": job.id}
         )
+        self.collections.free_slot(uow, actor, order, reason=reason)
         uow.commit()
         return order
 
@@ -367,6 +500,7 @@ class SchedulingService:
         self._orders.transition(
             uow, actor, order, OrderStatus.CANCELLED, reason=reason, extra={"cancelled_job": job.id}
         )
+        self.collections.close(uow, actor, order, CollectionStatus.CANCELLED, reason=reason)
         uow.commit()
         return order
 

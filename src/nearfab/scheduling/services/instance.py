@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.designs import FamilyRegistry
+from nearfab.designs.registry import Collection, collection_of
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import LotStatus, MaterialLot, MaterialService
 from nearfab.network import (
@@ -24,7 +25,7 @@ from nearfab.network import (
     Training,
 )
 from nearfab.orders import Order, OrderService, OrderStatus
-from nearfab.scheduling.enums import JobStatus, Priority
+from nearfab.scheduling.enums import OPEN_COLLECTION_STATUSES, JobStatus, Priority
 from nearfab.scheduling.logic import (
     ROUTINE_WEIGHT,
     URGENT_WEIGHT,
@@ -45,6 +46,7 @@ from nearfab.scheduling.models import (
     OrderPlanning,
     TransportTime,
 )
+from nearfab.scheduling.services.collections import Collections
 from nearfab.uow import UnitOfWork
 
 
@@ -57,6 +59,14 @@ class PlanningSettings:
     cleaning_min: int = 5  # after every job
     move_penalty: int = 30
     max_plan_age_min: float = 30.0  # an older plan is made again before it is used
+    collection_notice_h: float = 24.0  # earliest a new collection appointment can be booked
+
+
+OPEN = {s.value for s in OPEN_COLLECTION_STATUSES}
+
+# A long run (days) gets a horizon of its own: room for it after its earliest start, and for
+# two more like it on the same machine (the 72 h default is for runs of minutes or hours).
+LONG_RUN_SLOTS = 3
 
 
 @dataclass
@@ -71,12 +81,17 @@ class Context:
     site_codes: dict[str, str] = field(default_factory=dict)
     durations_s: dict[str, float] = field(default_factory=dict)
     priorities: dict[str, str] = field(default_factory=dict)
+    collections: dict[str, Collection] = field(default_factory=dict)  # orders that need one
+    collection_at: dict[str, datetime] = field(default_factory=dict)  # open appointments' dates
 
     def at(self, minutes: int) -> datetime:
         return self.origin + timedelta(minutes=minutes)
 
     def minutes(self, when: datetime) -> int:
         return math.floor((when - self.origin).total_seconds() / 60)
+
+    def minutes_up(self, when: datetime) -> int:
+        return math.ceil((when - self.origin).total_seconds() / 60)
 
 
 def scope(uow: UnitOfWork, orders: OrderService) -> tuple[list[Order], dict[str, Job], list[Job]]:
@@ -117,6 +132,10 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
             r[0]: r[1] for r in rows(select(OrderPlanning.order_id, OrderPlanning.priority))
         },
         "orders": sorted(o.id for o in in_scope),
+        # collection dates a person recorded (order id -> "date @ when recorded")
+        "collections": {
+            r[0]: f"{r[1]} @ {r[2]}" for r in Collections().fingerprint_rows(uow) if r[3] in OPEN
+        },
     }
     spoilers = {
         **{k: v for k, v in inputs.items() if k != "orders"},
@@ -153,9 +172,22 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
             ).order_by(TransportTime.id)
         ),
         "deliver_to": rows(select(OrderPlanning.order_id, OrderPlanning.deliver_to)),
+        "collections": Collections().fingerprint_rows(uow),
     }
     digest = hashlib.sha256(json.dumps(spoilers, sort_keys=True, default=str).encode())
     return digest.hexdigest(), inputs
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    order: Order
+    mf: MasterFile
+    family: Any
+    grams: float
+    duration_s: float
+    processing: int
+    release: int  # minutes from now before which the run cannot start
+    due: int
 
 
 class InstanceBuilder:
@@ -181,8 +213,15 @@ class InstanceBuilder:
         """`previous`: order id -> machine id in the current plan (moves from it are penalised)."""
         now = uow.clock.now()
         ctx = Context(origin=now)
-        horizon = int(settings.horizon_h * 60)
         in_scope, ctx.jobs, ctx.running = scope(uow, self._orders)
+        prepared = [self._prepare(uow, ctx, settings, order) for order in in_scope]
+        horizon = max(
+            [int(settings.horizon_h * 60)]
+            + [
+                p.release + LONG_RUN_SLOTS * (p.processing + settings.cleaning_min)
+                for p in prepared
+            ]
+        )
         machines = self._network.list_machines(uow)
         ctx.machines = {m.id: m for m in machines}
         sites = {s.id: s for s in self._network.list_sites(uow)}
@@ -211,13 +250,9 @@ class InstanceBuilder:
                 budget[key] = budget.get(key, 0.0) + held.quantity_g
         trained_cache: dict[tuple[str, str], list[str]] = {}
         jobs: list[PlanJob] = []
-        for order in in_scope:
-            mf = self._master_files.get(uow, order.master_file_id)
-            family = self._families.get(mf.product_family)
-            design = order.design or {}
-            grams = family.material_needed_g(design)
-            duration_s = family.duration_s(design)
-            processing = max(1, math.ceil(duration_s / 60))
+        for prep in prepared:
+            order, mf, family, grams = prep.order, prep.mf, prep.family, prep.grams
+            duration_s, processing, release = prep.duration_s, prep.processing, prep.release
             occupy = processing + settings.cleaning_min
             plan_row = planning.get(order.id)
             priority = plan_row.priority if plan_row else Priority.ROUTINE.value
@@ -269,14 +304,14 @@ class InstanceBuilder:
                 expiry_at = datetime.combine(lot.expiry, time.min, tzinfo=UTC)
                 starts = allowed_starts(
                     available,
-                    release=0,
+                    release=release,
                     occupy=occupy,
                     processing=processing,
                     latest_end=ctx.minutes(expiry_at),
                 )
                 if not starts:
                     unexpiring = allowed_starts(
-                        available, release=0, occupy=occupy, processing=processing
+                        available, release=release, occupy=occupy, processing=processing
                     )
                     if unexpiring:
                         excluded.append(
@@ -308,8 +343,8 @@ class InstanceBuilder:
                     id=order.id,
                     product=mf.code,
                     processing=processing,
-                    release=0,
-                    due=ctx.minutes(order.need_by),
+                    release=release,
+                    due=prep.due,
                     weight=URGENT_WEIGHT if priority == Priority.URGENT.value else ROUTINE_WEIGHT,
                     options=tuple(options),
                     material=mf.material_code,
@@ -330,6 +365,43 @@ class InstanceBuilder:
             material_budget=budget,
         )
         return instance, ctx
+
+    def _prepare(
+        self, uow: UnitOfWork, ctx: Context, settings: PlanningSettings, order: Order
+    ) -> _Prepared:
+        """An order's figures from its family: material, machine time, and for a product made
+        from the patient's own material, the earliest start after the collection (the open
+        appointment's date, or the earliest a new one can be booked) and a due time that leaves
+        the time from the run's end to administration before the need-by time."""
+        mf = self._master_files.get(uow, order.master_file_id)
+        family = self._families.get(mf.product_family)
+        design = order.design or {}
+        duration_s = family.duration_s(design)
+        processing = max(1, math.ceil(duration_s / 60))
+        release, due = 0, ctx.minutes(order.need_by)
+        need = collection_of(family, design)
+        if need is not None:
+            ctx.collections[order.id] = need
+            booked = Collections().open_for(uow, order.id)
+            if booked is not None:
+                ctx.collection_at[order.id] = booked.collection_at
+            at = (
+                booked.collection_at
+                if booked is not None
+                else ctx.origin + timedelta(hours=settings.collection_notice_h)
+            )
+            release = max(0, ctx.minutes_up(at + timedelta(seconds=need.to_start_s)))
+            due -= math.ceil(need.to_administration_s / 60)
+        return _Prepared(
+            order,
+            mf,
+            family,
+            family.material_needed_g(design),
+            duration_s,
+            processing,
+            release,
+            due,
+        )
 
     @staticmethod
     def _staffed(

@@ -183,6 +183,7 @@ class NetworkPlanning:
                         reason=label,
                         site_id=job.site_id,
                     )
+                    scheduling.book_collection(uow, actor, order, job, reason=label)
                 job_ids[order_id] = job.id
                 continue
             # another machine or lot (a signed ticket names both), or no place: a new job
@@ -195,6 +196,8 @@ class NetworkPlanning:
                 reason=label,
                 extra={"cancelled_job": job.id},
             )
+            if p is None and order_id in ctx.collections:
+                scheduling.collections.free_slot(uow, actor, order, reason=label)
             if p is not None:
                 machine = ctx.machines[p.machine_id]
                 job_ids[order_id] = scheduling.create_job(
@@ -264,6 +267,7 @@ class NetworkPlanning:
                     "late_min": explanation.minutes_late if explanation else 0,
                     "priority": ctx.priorities[order_id],
                     "medication": order.medication,
+                    **_collection_keys(ctx, order_id, start, end),
                 }
             )
         return out
@@ -404,6 +408,24 @@ class NetworkPlanning:
         return row
 
 
+def _collection_keys(ctx: Context, order_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """For a product made from the patient's own material: the collection (the open
+    appointment's date, or the latest that feeds this run), the earliest administration, and
+    the hours between them. Nothing for other products (their assignments stay as they were)."""
+    need = ctx.collections.get(order_id)
+    if need is None:
+        return {}
+    collection = ctx.collection_at.get(order_id) or start - timedelta(seconds=need.to_start_s)
+    administration = end + timedelta(seconds=need.to_administration_s)
+    return {
+        "collection_at": collection.isoformat(),
+        "administration_at": administration.isoformat(),
+        "collection_to_administration_h": round(
+            (administration - collection).total_seconds() / 3600, 2
+        ),
+    }
+
+
 def infer_trigger(before: dict[str, Any], after: dict[str, Any]) -> tuple[PlanTrigger, str]:
     """Name what changed between two snapshots of the plan's inputs, most serious first."""
 
@@ -417,6 +439,9 @@ def infer_trigger(before: dict[str, Any], after: dict[str, Any]) -> tuple[PlanTr
         return PlanTrigger.SITE_PAUSE, f"site(s) not active: {', '.join(paused)}"
     if recalled := changed("lots", {"recalled", "on_hold", "expired", "rejected"}):
         return PlanTrigger.MATERIAL_RECALL, f"lot(s) no longer usable: {', '.join(recalled)}"
+    old_dates, new_dates = before.get("collections", {}), after.get("collections", {})
+    if moved := sorted(k for k, v in new_dates.items() if old_dates.get(k) != v):
+        return PlanTrigger.COLLECTION_CHANGED, f"collection date(s) recorded: {', '.join(moved)}"
     if urgent := changed("priorities", {"urgent"}):
         return PlanTrigger.URGENT_ORDER, f"urgent order(s): {', '.join(urgent)}"
     added = sorted(set(after.get("orders", [])) - set(before.get("orders", [])))
