@@ -469,6 +469,10 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/batches/{batch_id}/audit-trail-review"): Call(
         P.AUDIT_TRAIL_REVIEW, True, body=lambda w: {}
     ),
+    # a request without its circumstances: refused by the service after the role and the site
+    ("POST", "/batches/{batch_id}/exceptional-release"): Call(
+        P.RELEASE_EXCEPTIONAL_REQUEST, True, body=lambda w: {"circumstances": ""}
+    ),
     ("POST", "/batches/{batch_id}/followups/{test}/result"): Call(
         P.RELEASE_FOLLOWUP_ENTER, True, body=lambda w: {}, path_ids=lambda w: {"test": "none"}
     ),

@@ -281,3 +281,42 @@ def test_the_cli_asks_and_certifies(seeded: App, monkeypatch: pytest.MonkeyPatch
     )
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["exceptional_release"]["status"] == "released"
+
+
+def test_the_web_pages_ask_and_certify(seeded: App) -> None:
+    batch_id, site = _oos_batch(seeded)
+    user(seeded, "doc-here", ["clinician"], site)
+    order_id = fh.batch(seeded, batch_id).order_id
+    doctor = fh.web_login(seeded, "doc-here")
+    page = doctor.get(f"/orders/{order_id}").text
+    assert 'id="exceptional-form"' in page
+    form = {
+        "csrf_token": fh.csrf(page),
+        "circumstances": WHY,
+        "username": "doc-here",
+        "password": fh.TEST_PASSWORD,
+    }
+    r = doctor.post(f"/batches/{batch_id}/exceptional-release", data=form)
+    assert r.status_code == 200 and "Exceptional release: requested (signed)" in r.text
+    assert 'id="exceptional-form"' not in r.text and "requested by Doc-Here" in r.text
+
+    qp = fh.web_login(seeded, "qp")
+    queue = qp.get("/release").text
+    assert 'name="exceptional"' in queue and WHY in queue
+    sign = {
+        "csrf_token": fh.csrf(queue),
+        "decision": "release",
+        "meaning": "QP release",
+        "reason": "no alternative for this patient",
+        "username": "qp",
+        "password": fh.TEST_PASSWORD,
+    }
+    plain = qp.post(f"/release/{batch_id}", data=sign)
+    assert "out_of_specification" in plain.text or "out of specification" in plain.text
+    assert fh.batch(seeded, batch_id).status == "completed"
+    done = qp.post(f"/release/{batch_id}", data=sign | {"exceptional": "1"})
+    assert done.status_code in (200, 303)
+    assert fh.batch(seeded, batch_id).status == "released"
+    with seeded.uow() as uow:
+        row = seeded.quality.exceptional.for_batch(uow, batch_id)
+        assert row is not None and row.status == "released"

@@ -363,9 +363,19 @@ def order_page(
     try:
         with application.uow() as uow:
             view = order_view(application, uow, actor, order_id)
+            order_site = application.orders.get(uow, order_id).site_id
     except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc, order_id)
-    return render(request, "order.html", actor, order=view)
+    return render(
+        request,
+        "order.html",
+        actor,
+        order=view,
+        # the treating physician may ask for an exceptional release of its batch
+        may_request=can(actor, Permission.RELEASE_EXCEPTIONAL_REQUEST, site_id=order_site),
+        flash=request.session.pop("order_flash", None),
+        error=request.session.pop("order_error", None),
+    )
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -489,6 +499,7 @@ def release_sign(
     record_hash: Annotated[str, Form()] = "",
     username: Annotated[str, Form()] = "",
     totp: Annotated[str, Form()] = "",
+    exceptional: Annotated[str, Form()] = "",
 ) -> Response:
     application = _app(request)
     try:
@@ -506,6 +517,8 @@ def release_sign(
                 record_hash=record_hash or None,
                 username=username or None,
                 totp=totp or None,
+                # the release of an out-of-specification batch at the physician's request
+                exceptional=bool(exceptional),
             )
     except DomainError as exc:
         shown = hidden(exc, batch_id)  # another site's batch is answered as an unknown one

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission
+from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.uow import UnitOfWork
 from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
@@ -149,3 +150,47 @@ async def followup_result(request: Request, batch_id: str, test: str) -> Respons
         )
 
     return await _post(request, batch_id, f"Result of {test}: entered", step)
+
+
+@router.post(
+    "/batches/{batch_id}/exceptional-release",
+    dependencies=[page(Permission.RELEASE_EXCEPTIONAL_REQUEST)],
+)
+async def request_exceptional_release(request: Request, batch_id: str) -> Response:
+    """The treating physician asks (e-signed) for the exceptional release of an
+    out-of-specification batch; back to the order page with what happened."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    actor = await run_in_threadpool(web_actor, request)
+    if actor is None:
+        return _need_login(request)
+    application = _app(request)
+
+    def run() -> str:
+        with application.uow() as uow:
+            order_id = application.production.get(uow, batch_id).order_id
+        _check_csrf(request, form.get("csrf_token", ""))
+        with application.uow() as uow:
+            application.quality.exceptional.request(
+                uow,
+                actor,
+                batch_id,
+                circumstances=form.get("circumstances", ""),
+                password=form.get("password", ""),
+                meaning=form.get("meaning") or REQUESTED_BY,
+                username=form.get("username") or None,
+                totp=form.get("totp") or None,
+            )
+        return order_id
+
+    try:
+        order_id = await run_in_threadpool(run)
+    except DomainError as exc:
+        request.session["order_error"] = f"Exceptional release: refused ({exc.code}): {exc.message}"
+        with application.uow() as uow:
+            try:
+                order_id = application.production.get(uow, batch_id).order_id
+            except DomainError:
+                order_id = "unknown"
+    else:
+        request.session["order_flash"] = "Exceptional release: requested (signed)"
+    return RedirectResponse(f"/orders/{order_id}", status_code=303)
