@@ -31,6 +31,7 @@ from nearfab.cli.context import (
 from nearfab.cli.custody import custody_app, recall_app, trace_app
 from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
+from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.users import app as users_app
 from nearfab.common.errors import DomainError, ValidationFailed
@@ -51,6 +52,7 @@ app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(models_app, name="models")
 app.add_typer(alarms_app, name="alarms")
 app.command("plan")(plan_command)
+app.command("collection")(collection_command)
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(custody_app, name="custody")
 app.add_typer(trace_app, name="trace")

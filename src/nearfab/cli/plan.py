@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,3 +78,79 @@ def plan(
 def _when(iso: str) -> str:
     """'2026-01-05T08:00:00+00:00' as '01-05 08:00' (a plan spans days)."""
     return f"{iso[5:10]} {iso[11:16]}"
+
+
+def collection(
+    ctx: typer.Context,
+    order_id: str,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Record the collection date (ISO 8601 with zone): it slipped."),
+    ] = None,
+    rebook: Annotated[
+        bool, typer.Option("--rebook", help="The run failed: a new slot for a new collection.")
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit trail.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder.")] = None,
+) -> None:
+    """Show an order's collection of starting material from the patient: the collection date,
+    the run's machine and window, the administration date and the hours from collection to
+    administration. With --at: record a new collection date; with --rebook: after a failed run."""
+    application = state(ctx, data_dir).app()
+    actor = local_actor()
+
+    def when() -> datetime | None:
+        if at is None:
+            return None
+        try:
+            value = datetime.fromisoformat(at)
+        except ValueError:
+            raise ValidationFailed(
+                f"--at {at}: not an ISO 8601 date and time", field="collection_at"
+            ) from None
+        if value.tzinfo is None:
+            raise ValidationFailed(f"--at {at}: give the time zone", field="collection_at")
+        return value
+
+    def change(uow: Any) -> dict[str, Any]:
+        new_at = when()
+        if rebook:
+            application.scheduling.rebook_after_failure(
+                uow, actor, order_id, reason=reason, collection_at=new_at
+            )
+        elif new_at is not None:
+            application.scheduling.record_collection(uow, actor, order_id, new_at, reason=reason)
+        with application.uow() as fresh:
+            view: dict[str, Any] = application.scheduling.collection_view(fresh, actor, order_id)
+            return view
+
+    data = use_case(application, as_json, change)
+    if as_json:
+        emit_json(data)
+        return
+    current = data["current"]
+    if current is None:
+        console.print(f"{order_id}: no open collection", soft_wrap=True)
+    else:
+        machine = escape(current["machine"] or "no slot yet")
+        run = (
+            f"{_when(current['run_start'])} – {_when(current['run_end'])} UTC"
+            if current["run_start"]
+            else "not booked"
+        )
+        hours = current["collection_to_administration_h"]
+        given = current["administration_at"]
+        administration = f"{_when(given)} UTC" if given else "-"
+        console.print(
+            f"{order_id} ({current['status']}): collection {_when(current['collection_at'])} UTC;"
+            f" run on {machine} {run}; administration {administration};"
+            f" collection to administration {'-' if hours is None else f'{hours:g} h'}",
+            soft_wrap=True,
+        )
+    for row in data["appointments"]:
+        if current is None or row["id"] != current["id"]:
+            console.print(
+                f"  earlier: {row['status']}, collection {_when(row['collection_at'])} UTC",
+                soft_wrap=True,
+            )
