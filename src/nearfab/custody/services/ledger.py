@@ -657,8 +657,8 @@ def _stream(
     """The rows of `sql` for one site, `size` at a time, as the driver's own tuples, in the
     connection's transaction: SQLAlchemy's row objects cost twice the driver's fetch.
     PostgreSQL streams through a server-side cursor, 2,000 rows a round trip; SQLite's cursor
-    streams as it is, 500 at a time (rows checked while still in the CPU's cache: 15 % faster
-    than 5,000 at a time in benchmarks/ledger.py's ledger)."""
+    streams as it is, 500 at a time (rows checked while still in the CPU's cache: less CPU per
+    entry than 5,000 at a time)."""
     dbapi = connection.connection.dbapi_connection
     if dbapi is None:  # pragma: no cover - a detached connection
         raise RuntimeError("no database connection")
