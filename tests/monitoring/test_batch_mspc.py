@@ -8,9 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import chi2, f
+from tests import flow_helpers as fh
 
-from nearfab.common.errors import ValidationFailed
+from nearfab.bootstrap import App
+from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.monitoring.logic.batch_mspc import BatchModel, align_run, time_grid
+from nearfab.production import Fault
 
 K, J = 20, 4
 GRID = np.linspace(0.0, 96.0, K)  # e.g. hours of a four-day run
@@ -283,3 +286,88 @@ def test_a_model_survives_its_json_form(training: np.ndarray) -> None:
     for a, b in zip(model.score_many(run), again.score_many(run), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     assert again.fill.value == "current"
+
+
+# --- the service: a model of released runs, scoring a running batch, alarms that hold it ------
+
+seeded = fh.seeded
+PRODUCT = "MF-HC-PRINTLET"
+MACHINE_TYPE = "tablet_printer"
+
+
+def test_a_batch_model_from_released_runs_holds_a_batch_whose_trajectory_leaves_it(
+    seeded: App,
+) -> None:
+    """Six released runs of the demo printer train a batch model; with the scorer watching
+    telemetry as it arrives, a run whose nozzle clogs leaves the model's SPE limits, and the
+    alarm holds its batch until it is dispositioned."""
+    app = seeded
+    runs = []
+    for _ in range(6):
+        batch_id = fh.make_batch(app)
+        fh.release(app, batch_id)
+        runs.append(fh.batch(app, batch_id).job_id)
+    admin, qp = fh.actor(app, "admin"), fh.actor(app, "qp")
+    with app.uow() as uow, pytest.raises(ValidationFailed) as err:
+        app.monitoring.train(
+            uow,
+            admin,
+            kind="batch",
+            master_file_code=PRODUCT,
+            machine_type=MACHINE_TYPE,
+            runs=runs[:4],
+        )
+    assert err.value.field == "runs"  # fewer than 5 runs
+    with app.uow() as uow:
+        model = app.monitoring.train(
+            uow,
+            admin,
+            kind="batch",
+            master_file_code=PRODUCT,
+            machine_type=MACHINE_TYPE,
+            components=2,
+            grid_points=30,
+        )
+        model_id, params, metrics = model.id, model.params, list(model.metrics)
+    assert params["batch"]["batches"] == 6 and len(params["batch"]["grid"]) == 30
+    assert metrics == params["batch"]["variables"] and len(metrics) >= 2
+    with app.uow() as uow, pytest.raises(NotFound):  # a draft scores nothing
+        app.monitoring.batch_trajectory(uow, runs[0])
+    with app.uow() as uow:
+        app.monitoring.approve(uow, qp, model_id, password=fh.TEST_PASSWORD, meaning="QP approval")
+
+    # the scorer watches telemetry as it arrives (bootstrap wires the same two observers)
+    app.ingestor.on_points(app.monitoring.on_batch_points)
+    app.ingestor.on_run_end(app.monitoring.on_batch_run_end)
+    printer = fh.machine(app, fh.machine_id(app, "GSTT printer A"))
+    app.fleet.inject_fault(printer, Fault("nozzle_clog", severity=0.5, from_unit=2))
+    batch_id = fh.make_batch(app)
+    run = fh.batch(app, batch_id).job_id
+    with app.uow() as uow:
+        alarms = app.monitoring.alarms(uow, batch_id=batch_id)
+        _, scores, _ = app.monitoring.batch_trajectory(uow, run)
+    spe = next(a for a in alarms if a.source == "batch_mspc" and a.rule == "spe")
+    beyond = np.flatnonzero(scores.spe > scores.spe_limits)
+    assert spe.model_id == model_id and spe.run == run and spe.status == "open"
+    assert spe.count == beyond.size > 0
+    # the alarm shows the point furthest beyond its limit
+    assert spe.value / spe.limit == pytest.approx(float(np.max(scores.spe / scores.spe_limits)))
+    assert "extrusion_pressure_kpa" in spe.message  # the residual points at the clog
+    # scoring again updates the one alarm per statistic, it does not add another
+    with app.uow() as uow:
+        app.monitoring.check_batch_run(uow, run)
+    with app.uow() as uow:
+        again = app.monitoring.alarms(uow, batch_id=batch_id)
+        blockers = app.monitoring.release_blockers(uow, batch_id)
+    assert sorted(a.id for a in again) == sorted(a.id for a in alarms)
+    assert any("batch trajectory" in b for b in blockers)
+    with pytest.raises(Refused) as refused:
+        fh.release(app, batch_id, reason="QP judgement")
+    assert refused.value.code == "open_alarms"
+    for alarm in again:
+        with app.uow() as uow:
+            app.monitoring.close(
+                uow, qp, alarm.id, disposition="deviation_raised", note="clog; deviation opened"
+            )
+    fh.release(app, batch_id, reason="deviation closed, units within specification")
+    assert fh.batch(app, batch_id).status == "released"

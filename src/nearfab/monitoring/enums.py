@@ -6,6 +6,7 @@ from enum import StrEnum
 class ModelKind(StrEnum):
     SPC = "spc"  # one univariate chart per metric (I-MR, EWMA, CUSUM, run rules)
     MSPC = "mspc"  # one PCA model over all metrics (Hotelling T², SPE/Q)
+    BATCH = "batch"  # batch-evolution MSPC: multiway PCA of whole-run trajectories
 
 
 class ModelStatus(StrEnum):

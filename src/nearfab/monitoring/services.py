@@ -9,7 +9,9 @@ that is not closed keeps its batch from an automatic release proposal and from r
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from nearfab.identity import (
     authorize,
     authorize_network,
     site_filter,
+    system_actor,
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.monitoring.enums import (
@@ -37,18 +40,22 @@ from nearfab.monitoring.enums import (
     AlarmStatus,
     ModelKind,
     ModelStatus,
+    Severity,
 )
-from nearfab.monitoring.events import MonitoringModelsChanged
+from nearfab.monitoring.events import AlarmRaised, MonitoringModelsChanged
+from nearfab.monitoring.logic.batch_mspc import BatchModel, BatchScores, align_run, time_grid
 from nearfab.monitoring.logic.capability import capability
 from nearfab.monitoring.models import Alarm, MonitoringModel
 from nearfab.monitoring.training import TrainingData, fit_mspc, fit_spc
 from nearfab.network import NetworkService
 from nearfab.production import BatchRecord, ProductionService
-from nearfab.telemetry import TelemetryService, complete_samples
+from nearfab.telemetry import PointRow, TelemetryService, complete_samples
 from nearfab.uow import UnitOfWork
 
 OPEN_STATUSES = (AlarmStatus.OPEN.value, AlarmStatus.ACKNOWLEDGED.value)
 MIN_TRAINING_RUNS = 3
+BATCH_GRID_POINTS = 50  # default grid of a batch-evolution model
+BATCH_SOURCE = "batch_mspc"  # the source of its alarms
 
 
 class MonitoringService:
@@ -65,6 +72,9 @@ class MonitoringService:
         self._production = production
         self._network = network
         self._signatures = signatures
+        # batch-evolution scoring of running batches: run -> (model, next grid time in µs)
+        self._batch_runs: dict[str, tuple[MonitoringModel, BatchModel, int] | None] = {}
+        self._batch_lock = threading.RLock()
 
     # --- models -----------------------------------------------------------------------------
 
@@ -154,15 +164,20 @@ class MonitoringService:
         runs: Sequence[str] | None = None,
         alpha: float = 0.99,
         components: int | None = None,
+        grid_points: int = BATCH_GRID_POINTS,
+        fill: str = "zero",
     ) -> MonitoringModel:
-        """Fit a draft model from qualified runs (all of them when `runs` is None)."""
+        """Fit a draft model from qualified runs (all of them when `runs` is None). A batch
+        model (`kind="batch"`) aligns the runs on `grid_points` points of elapsed time and
+        fills a running batch's future with zero (or `fill="current"`) deviations."""
         # a model is fitted on runs of every site and then judges every site's runs
         authorize_network(actor, Permission.MODEL_TRAIN)
         try:
             kind = ModelKind(kind)
         except ValueError:
+            known = ", ".join(k.value for k in ModelKind)
             raise ValidationFailed(
-                f"kind must be spc or mspc, not {kind!r}", field="kind"
+                f"kind must be one of {known}, not {kind!r}", field="kind"
             ) from None
         if not 0.5 < alpha < 1:
             raise ValidationFailed("alpha must be between 0.5 and 1 (e.g. 0.99)", field="alpha")
@@ -185,8 +200,11 @@ class MonitoringService:
         data = self._training_data(uow, chosen)
         if kind is ModelKind.SPC:
             params = fit_spc(data, alpha=alpha)
-        else:
+        elif kind is ModelKind.MSPC:
             params = fit_mspc(data, alpha=alpha, components=components)
+        else:
+            params, used = self._fit_batch(uow, chosen, alpha, components, grid_points, fill)
+            data = dataclasses.replace(data, metrics=used)
         latest = uow.session.scalar(
             select(MonitoringModel.version)
             .where(
@@ -396,6 +414,259 @@ class MonitoringService:
                 }
             )
         return out
+
+    # --- batch evolution: whole-run trajectories against released runs ------------------------
+
+    def _run_trajectory(
+        self, uow: UnitOfWork, run: str, metrics: list[str]
+    ) -> tuple[int, dict[str, list[tuple[float, float]]]]:
+        """A run's readings as (seconds since its first reading, value) per metric, and the
+        time of that first reading (µs)."""
+        points = self._telemetry.run_points(uow, run, metrics)
+        firsts = [series[0][0] for series in points.values() if series]
+        start = min(firsts) if firsts else 0
+        return start, {
+            m: [((ts - start) / 1_000_000, value) for ts, value in series]
+            for m, series in points.items()
+        }
+
+    def _fit_batch(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[str],
+        alpha: float,
+        components: int | None,
+        grid_points: int,
+        fill: str,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Align the runs on a grid of elapsed time up to the shortest run, drop metrics that
+        are the same in every run (nothing to learn), fit the multiway PCA model."""
+        metrics = sorted({s.metric for r in runs for s in self._telemetry.series(uow, run=r)})
+        trajectories = {r: self._run_trajectory(uow, r, metrics)[1] for r in runs}
+        ends: list[float] = []
+        for run, series in trajectories.items():
+            missing = [m for m in metrics if not series[m]]
+            if missing:
+                raise Refused(
+                    f"run {run} has no readings of {', '.join(missing)}",
+                    field="runs",
+                    code="run_not_qualified",
+                )
+            ends.append(min(s[-1][0] for s in series.values()))
+        grid = time_grid(min(ends), grid_points)
+        X = np.stack([align_run(trajectories[r], metrics, grid) for r in runs])
+        spread = np.median(X.std(axis=0, ddof=1), axis=0)
+        used = [m for j, m in enumerate(metrics) if spread[j] > 0]
+        if len(used) < 1:
+            raise ValidationFailed("no metric varied between the training runs", field="runs")
+        keep = [metrics.index(m) for m in used]
+        model = BatchModel.fit(
+            X[:, :, keep], grid, used, components=components, alpha=alpha, fill=fill
+        )
+        params = {
+            "batch": model.to_dict(),
+            "alpha": alpha,
+            "duration_s": float(grid[-1]),
+            "constant_metrics": [m for m in metrics if m not in used],
+        }
+        return params, used
+
+    def _batch_model_for(self, uow: UnitOfWork, run: str) -> MonitoringModel | None:
+        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        if batch is None:
+            return None
+        machine = self._network.get_machine(uow, batch.machine_id)
+        return uow.session.scalar(
+            select(MonitoringModel).where(
+                MonitoringModel.kind == ModelKind.BATCH.value,
+                MonitoringModel.master_file_code == batch.master_file_code,
+                MonitoringModel.machine_type == machine.machine_type,
+                MonitoringModel.status == ModelStatus.APPROVED.value,
+            )
+        )
+
+    def batch_trajectory(
+        self, uow: UnitOfWork, run: str, *, model_id: str | None = None
+    ) -> tuple[MonitoringModel, BatchScores, int]:
+        """T² and SPE of a run at every grid point its telemetry has reached so far, by the
+        approved batch model of its product and machine type (or `model_id`), and the time of
+        the run's first reading (µs)."""
+        if model_id is not None:
+            model = self.get_model(uow, model_id)
+            if model.kind != ModelKind.BATCH.value:
+                raise ValidationFailed(
+                    f"model {model_id} is a {model.kind} model", field="model_id"
+                )
+        else:
+            found = self._batch_model_for(uow, run)
+            if found is None:
+                raise NotFound(f"no approved batch model for run {run!r}", field="run")
+            model = found
+        fitted = BatchModel.from_dict(model.params["batch"])
+        start, series = self._run_trajectory(uow, run, list(fitted.variables))
+        return model, fitted.monitor(fitted.align(series)), start
+
+    def check_batch_run(self, uow: UnitOfWork, run: str) -> list[Alarm]:
+        """Score a running batch's trajectory so far and raise (or update) its alarms; the
+        alarms hold the batch until someone dispositions them."""
+        alarms, _ = self._score_batch_run(uow, run)
+        uow.commit()
+        return alarms
+
+    def _score_batch_run(self, uow: UnitOfWork, run: str) -> tuple[list[Alarm], int]:
+        """The run's alarms, and the time (µs) its telemetry must reach for the next grid
+        point (2**62 when the grid is complete)."""
+        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        if batch is None:
+            raise NotFound(f"run {run!r} has no batch record", field="run")
+        model, scores, start = self.batch_trajectory(uow, run)
+        variables = BatchModel.from_dict(model.params["batch"]).variables
+        raised: list[Alarm] = []
+        for rule, values, limits, label in (
+            ("t2", scores.t2, np.full(scores.t2.shape, scores.t2_limit), "Hotelling T²"),
+            ("spe", scores.spe, scores.spe_limits, "SPE (Q)"),
+        ):
+            over = np.flatnonzero(values > limits)
+            if over.size == 0:
+                continue
+            worst = int(over[np.argmax(values[over] / limits[over])])
+            shares = scores.spe_contributions[worst]
+            ranked = sorted(
+                zip(variables, (float(v) for v in shares), strict=True), key=lambda x: -x[1]
+            )
+            hours = float(scores.times[worst]) / 3600
+            raised.append(
+                self._batch_alarm(
+                    uow,
+                    batch,
+                    model,
+                    rule=rule,
+                    message=f"batch trajectory: {label} {values[worst]:.2f} above its limit "
+                    f"{limits[worst]:.2f} at {hours:.2f} h of the run; largest residual "
+                    f"{ranked[0][0]}",
+                    value=float(values[worst]),
+                    limit=float(limits[worst]),
+                    first_us=start + int(scores.times[int(over[0])] * 1_000_000),
+                    last_us=start + int(scores.times[int(over[-1])] * 1_000_000),
+                    count=int(over.size),
+                    details={
+                        "grid_point": worst,
+                        "elapsed_s": float(scores.times[worst]),
+                        "points_beyond": over.tolist(),
+                        "points_reached": len(scores.times),
+                        "spe_contributions": dict(ranked),
+                    },
+                )
+            )
+        grid = model.params["batch"]["grid"]
+        reached = len(scores.times)
+        due = start + int(grid[reached] * 1_000_000) if reached < len(grid) else 2**62
+        return raised, due
+
+    def _batch_alarm(
+        self,
+        uow: UnitOfWork,
+        batch: BatchRecord,
+        model: MonitoringModel,
+        *,
+        rule: str,
+        message: str,
+        value: float,
+        limit: float,
+        first_us: int,
+        last_us: int,
+        count: int,
+        details: dict[str, Any],
+    ) -> Alarm:
+        """One alarm per run and statistic; scoring again updates it (points beyond, worst)."""
+        run = batch.job_id
+        alarm = uow.session.scalar(
+            select(Alarm).where(
+                Alarm.run == run,
+                Alarm.source == BATCH_SOURCE,
+                Alarm.rule == rule,
+                Alarm.status.in_(OPEN_STATUSES),
+            )
+        )
+        last = datetime.fromtimestamp(last_us / 1_000_000, UTC)
+        if alarm is not None:
+            alarm.count = count
+            alarm.last_at = max(alarm.last_at, last)
+            alarm.value, alarm.limit, alarm.message, alarm.details = value, limit, message, details
+            return alarm
+        alarm = Alarm(
+            id=new_id("alm"),
+            source=BATCH_SOURCE,
+            rule=rule,
+            severity=Severity.MAJOR.value,
+            status=AlarmStatus.OPEN.value,
+            site_id=batch.site_id,
+            machine_id=batch.machine_id,
+            run=run,
+            batch_id=batch.id,
+            metric=None,
+            model_id=model.id,
+            message=message,
+            value=value,
+            limit=limit,
+            first_at=datetime.fromtimestamp(first_us / 1_000_000, UTC),
+            last_at=last,
+            count=count,
+            details=details,
+            raised_at=uow.clock.now(),
+            disposition=None,
+            disposition_note=None,
+            closed_by=None,
+            closed_at=None,
+        )
+        uow.session.add(alarm)
+        uow.flush()
+        audit(
+            uow,
+            system_actor("monitoring"),
+            AuditAction.CREATE,
+            "alarm",
+            alarm.id,
+            new={
+                "source": BATCH_SOURCE,
+                "rule": rule,
+                "severity": alarm.severity,
+                "machine_id": batch.machine_id,
+                "run": run,
+                "batch_id": batch.id,
+                "message": message,
+            },
+            site_id=batch.site_id,
+        )
+        uow.emit(AlarmRaised(alarm.id, batch.id))
+        return alarm
+
+    def on_batch_points(
+        self, uow: UnitOfWork, machine_id: str, run: str, points: Sequence[PointRow]
+    ) -> None:
+        """Telemetry observer (`ingestor.on_points`): rescore a run against its approved batch
+        model each time its readings pass the next grid point; inside the ingest transaction,
+        so the readings and the alarms they raise commit together."""
+        if not run or not points:
+            return
+        with self._batch_lock:
+            if run not in self._batch_runs:
+                model = self._batch_model_for(uow, run)
+                fitted = BatchModel.from_dict(model.params["batch"]) if model else None
+                self._batch_runs[run] = (model, fitted, -1) if model and fitted else None
+            state = self._batch_runs[run]
+            if state is None:
+                return
+            model, fitted, due_us = state
+            if max(ts for _, ts, _ in points) < due_us:
+                return
+            _, due = self._score_batch_run(uow, run)  # 2**62 once the grid is complete
+            self._batch_runs[run] = (model, fitted, due)
+
+    def on_batch_run_end(self, uow: UnitOfWork, machine_id: str, run: str, end: str) -> None:
+        """Telemetry observer (`ingestor.on_run_end`): forget the run's scoring state."""
+        with self._batch_lock:
+            self._batch_runs.pop(run, None)
 
     # --- alarms -----------------------------------------------------------------------------
 
