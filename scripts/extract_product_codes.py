@@ -1,5 +1,5 @@
 """Extract the product codes nearfab's demo master files declare, with their strength, from a
-maintained public source, into `src/nearfab/orders/codes/products.py`.
+maintained public source, into `src/nearfab/families/solid_dose/codes/products.py`.
 
 Never type a product code or a strength by hand: add the code to WANTED (or pass it on the
 command line) and run this script on the source file.
@@ -29,7 +29,7 @@ from pprint import pformat
 from typing import Any
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-OUT = Path(__file__).resolve().parent.parent / "src/nearfab/orders/codes/products.py"
+OUT = Path(__file__).resolve().parent.parent / "src/nearfab/families/solid_dose/codes/products.py"
 # the product codes the demo master files declare (src/nearfab/demo.py)
 WANTED = ("856448", "856457", "856519")
 SOURCE = {
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
         "valueset_version": source.get("version"),
         "expansion_timestamp": source.get("expansion", {}).get("timestamp"),
     }
-    OUT.write_text(  # then: ruff format src/nearfab/orders/codes/products.py
+    OUT.write_text(  # then: ruff format src/nearfab/families/solid_dose/codes/products.py
         '"""Product codes with their strength, extracted by scripts/extract_product_codes.py\n'
         'from the source named in SOURCE (do not edit by hand: run the script)."""\n\n'
         "from typing import Any\n\n"

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.bootstrap import App
+from nearfab.families.solid_dose.codes import product_codings
 from nearfab.identity import AuditAction, AuditEntry, Role, User, actor_of, audit, system_actor
 from nearfab.network import SiteStatus
-from nearfab.orders.codes import product_codings
 
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -314,7 +314,8 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
             {"system": SNOMED, "code": "372772003", "display": "Propranolol"},
             {"system": RXNORM, "code": "8787", "display": "propranolol"},
             # the products it makes, by product code (RxNorm SCD), from the shipped code data
-            # (orders/codes; no dm+d or SNOMED CT product source was found: see its README)
+            # (families/solid_dose/codes; no dm+d or SNOMED CT product source was found: see
+            # its README)
             *product_codings("propranolol hydrochloride"),
         ],
         "design_envelope": {

@@ -26,7 +26,7 @@ from nearfab.common.quantity import Quantity
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, validate_gtin
 from nearfab.network import Machine
 from nearfab.orders import DesignRequest
-from nearfab.orders.kit import DoseIn
+from nearfab.orders.kit import DoseIn, NoProductCodes
 from nearfab.production.kit import MeasurementSeries, MetricSpec, TwinSetup, check_fault_kind
 from nearfab.production.machines import (
     Fault,
@@ -44,7 +44,7 @@ SNOMED = "http://snomed.info/sct"
 TOLERANCE_PCT = 5.0
 
 
-class Prescription:
+class Prescription(NoProductCodes):
     def accept_dose(self, dose: DoseIn) -> Quantity:
         if dose.kind != "volume" or dose.per_kg or dose.read_as != ML:
             raise ValidationFailed(f"an oral liquid is dosed in {ML}", field=dose.field)

@@ -19,7 +19,7 @@ from nearfab.demo import HYDROCORTISONE, SNOMED
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import audit_trail
 from nearfab.orders import DesignRequest, FhirInputError
-from nearfab.orders.kit import DoseIn
+from nearfab.orders.kit import DoseIn, NoProductCodes
 
 from .test_order_services import (
     DOSE_UNIT,
@@ -77,7 +77,7 @@ def test_solid_dose_refuses_a_dose_per_kg_with_the_readers_former_words(seeded: 
 # --- a family that takes a dose per kg (registered in this test only) ------------------------
 
 
-class PerKgPrescription:
+class PerKgPrescription(NoProductCodes):
     """Takes a dose per kg only with the patient's weight: dose × weight, in the numerator's
     unit; one unit (a single bag) per course, whatever the schedule."""
 

@@ -1,10 +1,11 @@
 """Prescriptions coded by product (RxNorm SCD), as US and NHS feeds send them (issue 14).
 
 The demo propranolol master file declares the products it makes: the RxNorm SCDs for
-propranolol hydrochloride 10, 20 and 40 MG Oral Tablet (src/nearfab/orders/codes, extracted
-from NLM VSAC's "Beta Blocker Therapy" value set). Expected outcomes come from what the code
-means: RxNorm 856448 is "propranolol hydrochloride 10 MG Oral Tablet", one tablet holds 10 mg,
-so a 10 mg or 20 mg dose (1 or 2 tablets) agrees with it and 25 mg (2.5 tablets) does not.
+propranolol hydrochloride 10, 20 and 40 MG Oral Tablet (src/nearfab/families/solid_dose/codes,
+extracted from NLM VSAC's "Beta Blocker Therapy" value set). Expected outcomes come from what
+the code means: RxNorm 856448 is "propranolol hydrochloride 10 MG Oral Tablet", one tablet
+holds 10 mg, so a 10 mg or 20 mg dose (1 or 2 tablets) agrees with it and 25 mg (2.5 tablets)
+does not.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 from nearfab.bootstrap import App
 from nearfab.common.errors import ValidationFailed
 from nearfab.demo import PROPRANOLOL, prescription_bundle
+from nearfab.families.solid_dose.codes import product_code
+from nearfab.families.solid_dose.codes.products import PRODUCTS, SOURCE
 from nearfab.identity import actor_of
 from nearfab.orders import Order
-from nearfab.orders.codes import product_code
-from nearfab.orders.codes.products import PRODUCTS, SOURCE
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 TODAY = date(2026, 1, 5)  # the ManualClock's date

@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.common.quantity import Quantity
-from nearfab.orders.kit import DoseIn
+from nearfab.orders.kit import DoseIn, MedicationCode
 
 __all__ = [
     "RXNORM",
@@ -101,13 +101,6 @@ class FhirInputError(ValidationFailed):
 
 
 @dataclass(frozen=True)
-class MedicationCode:
-    system: str
-    code: str
-    display: str | None
-
-
-@dataclass(frozen=True)
 class PrescriptionIn:
     source_id: str | None
     identifiers: tuple[str, ...]
@@ -148,7 +141,7 @@ class PrescriptionIn:
     medication_element: str = "medicationCodeableConcept"
     # the element the dose was read from: doseQuantity, or doseRange.low for a range of one value
     dose_element: str = "doseQuantity"
-    # units_for_course is the dispensed quantity, counted in units (tablets...), not in doses
+    # units_for_course is the dispensed quantity, counted in units of the product, not in doses
     units_dispensed: bool = False
 
     @property

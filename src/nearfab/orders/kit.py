@@ -11,16 +11,31 @@ the medication then decides what it takes: it returns the dose as it will be mad
 stored on the order as `dose_value` + `dose_unit`) or refuses, naming the FHIR field and the
 reason. It also decides the number of units the course needs when the prescription does not
 give one.
+
+A prescription may name a product rather than an ingredient: a product code whose data give
+the strength of one unit of the product. Which codes those are, and what a strength means, is
+the family's knowledge (its own code data), asked through `product_codes`, `product_dose` and
+`check_product`; a family that knows no product codes inherits `NoProductCodes`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from nearfab.common.quantity import Quantity
 
-__all__ = ["DoseIn", "PrescriptionKit", "PrescriptionKits"]
+__all__ = ["DoseIn", "MedicationCode", "NoProductCodes", "PrescriptionKit", "PrescriptionKits"]
+
+
+@dataclass(frozen=True)
+class MedicationCode:
+    """One coding of the prescribed medication (system, code, display as sent)."""
+
+    system: str
+    code: str
+    display: str | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,57 @@ class PrescriptionKit(Protocol):
         doses), None when it says nothing; `field` is the FHIR path a refusal names (its
         dispenseRequest). ValidationFailed naming it when the number cannot be worked out."""
         ...
+
+    def product_codes(self, codings: Sequence[MedicationCode]) -> list[MedicationCode]:
+        """The codings that name a product the family knows (a product code with the strength
+        of one unit of the product), each once, in order, with the family's display of it;
+        [] when none does. Intake refuses a master file that accepts the medication but does
+        not declare each of them among its accepted codes."""
+        ...
+
+    def product_dose(
+        self, dose: DoseIn, codings: Sequence[MedicationCode], *, medication_field: str
+    ) -> tuple[DoseIn, int]:
+        """The dose `accept_dose` is then asked to judge, and how many units of the product the
+        codings name one dose is: `(dose, 1)` unless the dose is counted in units of such a
+        product, which the family turns into an amount of its ingredient. ValidationFailed
+        naming `medication_field` or `dose.field` and the reason when it cannot."""
+        ...
+
+    def check_product(
+        self,
+        dose: Quantity,
+        codings: Sequence[MedicationCode],
+        *,
+        medication_field: str,
+        dose_field: str,
+    ) -> None:
+        """The dose as `accept_dose` returned it must agree with the strength of every product
+        the codings name; ValidationFailed naming `dose_field` and the reason otherwise."""
+        ...
+
+
+class NoProductCodes:
+    """The product-code members of `PrescriptionKit` for a family that knows no product codes:
+    no coding names a product, the dose is judged as written, one dose is one unit."""
+
+    def product_codes(self, codings: Sequence[MedicationCode]) -> list[MedicationCode]:
+        return []
+
+    def product_dose(
+        self, dose: DoseIn, codings: Sequence[MedicationCode], *, medication_field: str
+    ) -> tuple[DoseIn, int]:
+        return dose, 1
+
+    def check_product(
+        self,
+        dose: Quantity,
+        codings: Sequence[MedicationCode],
+        *,
+        medication_field: str,
+        dose_field: str,
+    ) -> None:
+        return None
 
 
 class PrescriptionKits(Protocol):

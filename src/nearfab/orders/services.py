@@ -31,7 +31,6 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.network import Site, SiteKind
-from nearfab.orders.codes import ProductCode, product_code
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
 from nearfab.orders.fhir import (
     DEFAULT_MAX_ENTRIES,
@@ -39,7 +38,7 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
-from nearfab.orders.kit import DoseIn, PrescriptionKits
+from nearfab.orders.kit import PrescriptionKits
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
@@ -47,10 +46,6 @@ from nearfab.uow import UnitOfWork
 DEFAULT_LEAD_TIME = timedelta(days=3)
 IDENTIFIER_MAX = 255  # identifier system and value columns
 UNIT_MAX = 32  # the order's dose_unit column
-# a mass's UCUM code -> mg (what a product code's strength is compared in)
-_MG = {"kg": 1e6, "g": 1e3, "mg": 1.0, "ug": 1e-3, "ng": 1e-6}
-# how close a dose must be to a whole number of units of the coded product (relative)
-_WHOLE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -322,9 +317,10 @@ class OrderService:
 
     def _master_file_for(self, uow: UnitOfWork, rx: PrescriptionIn) -> MasterFile:
         """The one effective master file that accepts one of the medication's codings: an
-        ingredient code, or a product code (RxNorm SCD/SBD, dm+d VMP/AMP, SNOMED CT clinical
-        drug) the master file declares it makes. A prescribed product it does not declare is
-        refused even when an ingredient coding matches: it may be another form or release."""
+        ingredient code, or a product code the master file declares it makes (which codings
+        name a product is its product family's knowledge: orders/kit.py). A prescribed product
+        it does not declare is refused even when an ingredient coding matches: it may be
+        another form or release."""
         field = rx.medication_field
         codings = [(c.system, c.code) for c in rx.medication_codes]
         matches = self._master_files.accepting(uow, codings)
@@ -345,7 +341,8 @@ class OrderService:
                 code="ambiguous_master_file",
             )
         mf = matches[0]
-        for product in self._products(rx):
+        kit = self._prescriptions.prescription(mf.product_family)
+        for product in kit.product_codes(rx.medication_codes):
             if not mf.accepts(product.system, product.code):
                 raise ValidationFailed(
                     f"{field}: the prescribed product {product.display} ({product.system} "
@@ -356,85 +353,26 @@ class OrderService:
                 )
         return mf
 
-    @staticmethod
-    def _products(rx: PrescriptionIn) -> list[ProductCode]:
-        """The product codes (with a known strength) among the medication's codings."""
-        found = (product_code(c.system, c.code) for c in rx.medication_codes)
-        return list({(p.system, p.code): p for p in found if p is not None}.values())
-
-    @staticmethod
-    def _dose_for_family(rx: PrescriptionIn, products: list[ProductCode]) -> tuple[DoseIn, int]:
-        """The dose the family is asked to judge, and how many units of the coded product one
-        dose is (1 unless the dose is counted in them). A dose in units of the coded product
-        ("2 tablets" of propranolol 10 mg tablets) is that many times the product's strength,
-        a mass (20 mg, made as one unit); a fraction of a unit is refused."""
-        dose = rx.dose
-        if not products or dose.kind != "count" or dose.per_kg:
-            return dose, 1
-        product = products[0]
-        strengths = {(p.strength_value, p.strength_unit) for p in products}
-        if len(strengths) > 1:
-            raise ValidationFailed(
-                f"{rx.medication_field}: the medication's product codings name different "
-                f"strengths ({', '.join(p.strength_text for p in products)})",
-                field=rx.medication_field,
-            )
-        units = dose.value
-        if abs(units - round(units)) > _WHOLE * max(1.0, units) or round(units) < 1:
-            raise ValidationFailed(
-                f"{dose.field}: {units:g} {dose.unit} is not a whole number of "
-                f"{product.display} ({product.strength_text}); prescribe the dose as a mass",
-                field=dose.field,
-            )
-        mass = round(units) * product.strength_value
-        made = DoseIn(
-            value=mass,
-            unit=product.strength_unit,
-            read_as=f"{units:g} {dose.unit} x {product.strength_text}",
-            kind="mass",
-            ucum=product.strength_unit,
-            per_kg=False,
-            weight=dose.weight,
-            field=dose.field,
-        )
-        return made, round(units)
-
-    @staticmethod
-    def _check_strength(rx: PrescriptionIn, dose: Quantity, products: list[ProductCode]) -> None:
-        """The dose, as the family accepted it, must be a whole number (at least one) of units
-        of every coded product's strength: 20 mg of a 10 mg tablet agrees, 25 mg does not."""
-        for product in products:
-            where = f"{rx.medication_field} ({product.system} {product.code})"
-            factor = _MG.get(dose.unit)
-            strength = product.strength_value * _MG[product.strength_unit]
-            if factor is None:
-                raise ValidationFailed(
-                    f"{rx.dose_field}: the dose {dose_text(dose)} cannot be compared with the "
-                    f"strength of {product.display}, {product.strength_text} ({where})",
-                    field=rx.dose_field,
-                )
-            units = dose.value * factor / strength
-            if round(units) < 1 or abs(units - round(units)) > _WHOLE * max(1.0, units):
-                raise ValidationFailed(
-                    f"{rx.dose_field}: the dose {dose_text(dose)} does not agree with the "
-                    f"strength of the prescribed product {product.display}, "
-                    f"{product.strength_text} ({where}): it is {units:g} {product.per}s, not "
-                    "a whole number",
-                    field=rx.dose_field,
-                )
-
     def _accepted(self, rx: PrescriptionIn, mf: MasterFile) -> tuple[Quantity, int]:
         """The dose and the number of units, as the master file's product family takes them
-        from this prescription (orders/kit.py); its refusal names the FHIR field. A product
-        code's strength must agree with the dose (`_check_strength`)."""
+        from this prescription (orders/kit.py); its refusal names the FHIR field. The dose
+        must agree with the strength of a product the medication's codings name
+        (`check_product`); a dose counted in units of that product is first turned into an
+        amount by the family (`product_dose`)."""
         kit = self._prescriptions.prescription(mf.product_family)
-        products = self._products(rx)
-        asked, per_dose = self._dose_for_family(rx, products)
+        codings = rx.medication_codes
+        asked, per_dose = kit.product_dose(rx.dose, codings, medication_field=rx.medication_field)
+        if isinstance(per_dose, bool) or not isinstance(per_dose, int) or per_dose < 1:
+            raise ValidationFailed(
+                f"{rx.medication_field}: product family {mf.product_family} counted one dose as "
+                f"{per_dose!r} units of the product: at least 1 is required",
+                field=rx.medication_field,
+            )
         dose = kit.accept_dose(asked)
         stated = rx.units_for_course
         if per_dose > 1 and stated is not None and rx.units_dispensed:
-            # the course counted in the product's units (60 tablets, 2 a dose): one made unit
-            # holds a whole dose, so it takes 30
+            # the course counted in units of the product (60 dispensed, 2 a dose): one made
+            # unit holds a whole dose, so it takes 30
             stated = -(-stated // per_dose)
         units = kit.units_for_course(stated, field=f"{rx.fhir_path}.dispenseRequest")
         # what the order's columns hold: a family that answers otherwise is refused, not stored
@@ -451,7 +389,9 @@ class OrderService:
                 f"{units!r} units for the course: at least 1 is required",
                 field=f"{rx.fhir_path}.dispenseRequest",
             )
-        self._check_strength(rx, dose, products)
+        kit.check_product(
+            dose, codings, medication_field=rx.medication_field, dose_field=rx.dose_field
+        )
         return dose, units
 
     def _patient(self, uow: UnitOfWork, actor: Actor, rx: PrescriptionIn) -> Patient:

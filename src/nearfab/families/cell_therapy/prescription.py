@@ -19,7 +19,7 @@ import re
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.common.quantity import Quantity
-from nearfab.orders.kit import DoseIn
+from nearfab.orders.kit import DoseIn, NoProductCodes
 
 CELLS = "{cells}"  # the unit of an accepted dose: a count of viable cells (UCUM annotation)
 KG = "kg"
@@ -53,8 +53,9 @@ def _numerator(read_as: str) -> str | None:
     return numerator
 
 
-class CellTherapyPrescription:
-    """What a cell therapy prescription must say: viable cells per kg, and the body weight."""
+class CellTherapyPrescription(NoProductCodes):
+    """What a cell therapy prescription must say: viable cells per kg, and the body weight.
+    It knows no product codes (`NoProductCodes`): the dose is judged as written."""
 
     def accept_dose(self, dose: DoseIn) -> Quantity:
         unit_field = f"{dose.field}.unit"

@@ -3,14 +3,16 @@ strength of one unit of each, as shipped in `products.py` (extracted from a main
 source by scripts/extract_product_codes.py; see README.md here). Nothing here is typed by hand.
 
 A master file declares the products it makes by listing their codes among its accepted codes;
-intake (orders/services.py) then checks that the prescribed dose agrees with the strength.
+solid_dose's prescription part (families/solid_dose/prescription.py), which order intake asks
+through orders.kit.PrescriptionKit, then checks that the prescribed dose agrees with the
+strength.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nearfab.orders.codes.products import PRODUCTS, SOURCE
+from nearfab.families.solid_dose.codes.products import PRODUCTS, SOURCE
 
 __all__ = ["SOURCE", "ProductCode", "product_code", "product_codings"]
 
