@@ -19,6 +19,7 @@ from nearfab.custody import CustodyChain, CustodyService, KeyRing
 from nearfab.custody.kit import LabelKit
 from nearfab.db import make_engine, make_session_factory
 from nearfab.designs import DesignService, FamilyRegistry, ProductFamily
+from nearfab.families.cell_therapy import CellTherapyFamily
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import (
     AccountPolicy,
@@ -156,6 +157,7 @@ def product_families() -> FamilyRegistry:
     network simulator (`nearfab simulate`, no database needed) reach them only through it."""
     families = FamilyRegistry(check=check_family_parts)
     families.register(SolidDoseFamily())
+    families.register(CellTherapyFamily())
     return families
 
 

@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import ValidationFailed
+from nearfab.designs import FamilyRegistry
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.families.solid_dose.release import SolidDoseRelease
 from nearfab.materials import MaterialLot
+from nearfab.quality.kit import FamilyLotRules
 from nearfab.web.server import create_web_app
 
 from .. import flow_helpers as fh
@@ -129,7 +131,13 @@ def test_the_family_is_the_master_files_else_the_one_named(seeded: App) -> None:
 
 
 @pytest.mark.parametrize("family", [None, "solid_dose"])
-def test_with_one_family_a_new_material_is_that_family(seeded: App, family: str | None) -> None:
+def test_with_one_family_a_new_material_is_that_family(
+    seeded: App, family: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a network that makes one family only (the platform registers more than one)
+    one = FamilyRegistry()
+    one.register(SolidDoseFamily())
+    monkeypatch.setattr(seeded.materials, "_lot_rules", FamilyLotRules(one))
     client = TestClient(create_web_app(seeded))
     extra = {"product_family": family} if family else {}
     r = client.post(

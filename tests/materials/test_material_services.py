@@ -55,6 +55,8 @@ def receive(
     approve: bool = True,
     **extra: Any,
 ) -> MaterialLot:
+    # a material no master file names: the receipt says which family's lot it is
+    extra.setdefault("product_family", "solid_dose")
     with app.uow() as uow:
         lot = app.materials.receive_lot(
             uow,
