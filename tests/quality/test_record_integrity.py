@@ -113,7 +113,7 @@ def test_a_batch_is_serialised_once_even_if_two_workers_try(
 ) -> None:
     batch_id = fh.make_batch(seeded, days=10)
     # a second worker that did not see the first one's packs
-    monkeypatch.setattr(type(seeded.custody), "units_of_batch", lambda self, uow, b: [])
+    monkeypatch.setattr(type(seeded.custody.packs), "units_of_batch", lambda self, uow, b: [])
     # the unit of work turns the unique-key clash into a Conflict as it closes
     with pytest.raises(Conflict), seeded.uow() as uow:
         seeded.custody.commission(uow, fh.actor(seeded, "admin"), batch_id)
