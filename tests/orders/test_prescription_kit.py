@@ -15,11 +15,11 @@ import pytest
 from nearfab.bootstrap import App
 from nearfab.common.errors import ValidationFailed
 from nearfab.common.quantity import Quantity
-from nearfab.demo import HYDROCORTISONE, SNOMED
+from nearfab.demo import HYDROCORTISONE, RXNORM, SNOMED
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import audit_trail
 from nearfab.orders import DesignRequest, FhirInputError
-from nearfab.orders.kit import DoseIn, NoProductCodes
+from nearfab.orders.kit import DoseIn, MedicationCode, NoProductCodes
 
 from .test_order_services import (
     DOSE_UNIT,
@@ -173,3 +173,24 @@ def test_the_family_refusal_names_the_field_and_stores_nothing(
     error = rejected_storing_nothing(seeded, doc, ValidationFailed)
     assert error.field == f"{MR}.{DOSE_UNIT}"
     assert per_kg_family.prescription.seen[0].weight is None
+
+
+def test_what_a_product_code_means_is_the_familys_knowledge() -> None:
+    # RxNorm 856448 is "propranolol hydrochloride 10 MG Oral Tablet": 10 mg in one unit
+    scd = MedicationCode(RXNORM, "856448", None)
+    ingredient = MedicationCode(SNOMED, "372772003", "Propranolol")
+    two = DoseIn(2.0, "tablet", "tablet", "count", None, False, None, "D")
+    solid = SolidDoseFamily().prescription
+    [known] = solid.product_codes([ingredient, scd, scd])
+    assert (known.code, known.display) == ("856448", "propranolol hydrochloride 10 MG Oral Tablet")
+    made, per_dose = solid.product_dose(two, [ingredient, scd], medication_field="M")
+    assert (made.value, made.unit, made.kind, per_dose) == (20.0, "mg", "mass", 2)  # 2 × 10 mg
+    solid.check_product(Quantity(30.0, "mg"), [scd], medication_field="M", dose_field="D")
+    with pytest.raises(ValidationFailed) as exc:
+        solid.check_product(Quantity(25.0, "mg"), [scd], medication_field="M", dose_field="D")
+    assert exc.value.field == "D" and "2.5 tablets" in exc.value.message
+    # a family that knows no product codes: none named, the dose as written, one dose a unit
+    other = PerKgPrescription()
+    assert other.product_codes([scd]) == []
+    assert other.product_dose(two, [scd], medication_field="M") == (two, 1)
+    other.check_product(Quantity(25.0, "mg"), [scd], medication_field="M", dose_field="D")
