@@ -388,3 +388,81 @@ def test_a_release_entry_signed_as_part_of_a_block_is_trusted_once_covered(
         seeded.custody_chain.ledger.append(uow, site_id, LedgerKind.EPCIS, "next", {"n": 1})
         uow.commit()
     assert status() == "ok"
+
+
+def test_a_forged_entry_of_a_block_another_scan_walked_is_still_caught(
+    seeded: App, batches: dict[str, str]
+) -> None:
+    """Verification remembers the entries a walk to a covering signature passed (one walk per
+    block, not per batch). That memory vouches only for the entry hashes it walked: a release
+    entry of the same block rewritten afterwards with its own hash recomputed, together with
+    the pack row it describes, is not covered by any signature (the next link still names the
+    old hash), and the pack is refused as an integrity failure."""
+    import json
+
+    from nearfab.custody import LedgerEntry
+    from nearfab.custody.enums import LedgerKind
+    from nearfab.custody.logic.ledger import entry_hash
+
+    first, second = batches["first"], batches["second"]
+    with seeded.uow() as uow:
+        (site_a, seq_a), (site_b, seq_b) = (
+            uow.session.execute(
+                select(LedgerEntry.site_id, LedgerEntry.seq).where(
+                    LedgerEntry.ref == f"release:{b}"
+                )
+            ).one()
+            for b in (first, second)
+        )
+    assert site_a == site_b and seq_a < seq_b  # one chain: `first` released before `second`
+    # the entries from the first release to the second become one unsigned block...
+    _sql(
+        seeded,
+        "UPDATE custody_ledger SET signature = '' WHERE site_id = :s AND seq BETWEEN :a AND :b",
+        s=site_a,
+        a=seq_a,
+        b=seq_b,
+    )
+    with seeded.uow() as uow:  # ...covered by the next signed entry of the chain
+        seeded.custody_chain.ledger.append(uow, site_a, LedgerKind.EPCIS, "next", {"n": 1})
+        uow.commit()
+
+    def status(unit: SerialUnit) -> str:
+        with seeded.uow() as uow:
+            return seeded.custody.verify(
+                uow, fh.actor(seeded, "pharmacist"), scan=ch.scan(unit)
+            ).status.value
+
+    # a pack of the first batch verifies: its walk to the cover passes the second's entry
+    assert status(ch.units(seeded, first)[0]) == "ok"
+
+    # the attacker gives a pack of the second batch to another patient, in its row and in
+    # the release entry, the entry's own hash recomputed so that it matches its payload
+    victim = ch.units(seeded, second)[0]
+    other_patient = ch.units(seeded, first)[0].patient_id
+    assert other_patient != victim.patient_id
+    with seeded.uow() as uow:
+        entry = uow.session.scalar(
+            select(LedgerEntry).where(LedgerEntry.ref == f"release:{second}")
+        )
+        assert entry is not None
+        whole = json.loads(entry.payload)
+        for pack in whole["body"]["packs"]:
+            if pack["serial"] == victim.serial:
+                pack["patient_id"] = other_patient
+        payload = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        forged = entry_hash(entry.prev_hash, payload)
+    _sql(
+        seeded,
+        "UPDATE custody_ledger SET payload = :p, entry_hash = :h WHERE ref = :r",
+        p=payload,
+        h=forged,
+        r=f"release:{second}",
+    )
+    _sql(
+        seeded,
+        "UPDATE serial_units SET patient_id = :p WHERE id = :u",
+        p=other_patient,
+        u=victim.id,
+    )
+    assert status(victim) == "integrity_failure"

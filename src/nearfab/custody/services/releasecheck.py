@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -17,7 +19,7 @@ from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.signedfacts import SignedFacts
 from nearfab.identity import Signature
-from nearfab.identity.services.signatures import hash_of as signature_hash_of
+from nearfab.identity.services.signatures import signature_hash
 from nearfab.production import BatchRecord
 from nearfab.quality import ReleaseReview
 from nearfab.uow import UnitOfWork
@@ -49,8 +51,7 @@ class ReleaseCheck:
         through the application without bumping one of those versions, so only the versions
         are read again. Direct-SQL tampering that keeps the versions is the ledger's and the
         audit check's to find (docs/custody.md)."""
-        quality = self._packs.quality
-        review = quality.review_for(uow, batch_id)
+        review = self._packs.quality.review_for(uow, batch_id)
         if review is None or not review.signature_id:
             return False
         version = uow.session.scalar(
@@ -58,10 +59,25 @@ class ReleaseCheck:
         )
         if version is None:
             return False
-        key = (review.id, review.signature_id, review.row_version, batch_id, version)
+        return self._signature_valid(uow, review, review.signature_id, version)
+
+    def loaded_signature_ok(
+        self, uow: UnitOfWork, review: ReleaseReview, batch: BatchRecord
+    ) -> bool:
+        """`release_signature_ok` for a caller that loaded the batch's review and record in
+        its own query (verification reads them with the pack); the QP signature check finds
+        the record in the session."""
+        if not review.signature_id or review.batch_id != batch.id:
+            return False
+        return self._signature_valid(uow, review, review.signature_id, batch.row_version)
+
+    def _signature_valid(
+        self, uow: UnitOfWork, review: ReleaseReview, signature_id: str, batch_version: int
+    ) -> bool:
+        key = (review.id, signature_id, review.row_version, review.batch_id, batch_version)
         if self.signature_known(key):
             return True
-        if quality.signature_valid(uow, review) is not True:
+        if self._packs.quality.signature_valid(uow, review) is not True:
             return False
         with self._signatures_lock:
             self._valid_signatures[key] = True
@@ -109,6 +125,39 @@ def signature_facts(
         review_decision=decision,
         review_signature_id=signature_id,
         signature_hash=sig.signature_hash if sig is not None else None,
-        signature_hash_recomputed=signature_hash_of(sig) if sig is not None else None,
+        signature_hash_recomputed=_recomputed_hash(
+            sig.signer_id,
+            sig.signer_name,
+            sig.meaning,
+            sig.signed_at,
+            sig.record_type,
+            sig.record_id,
+            sig.record_hash,
+        )
+        if sig is not None
+        else None,
         signed_record_hash=sig.record_hash if sig is not None else None,
+    )
+
+
+@lru_cache(maxsize=SIGNATURE_CACHE_SIZE)
+def _recomputed_hash(
+    signer_id: str,
+    signer_name: str,
+    meaning: str,
+    signed_at: datetime,
+    record_type: str,
+    record_id: str,
+    record_hash: str,
+) -> str:
+    """A signature row's hash recomputed from the fields it covers (identity's
+    `signature_hash`); remembered by those fields, so equal fields give the hash at once."""
+    return signature_hash(
+        signer_id=signer_id,
+        signer_name=signer_name,
+        meaning=meaning,
+        signed_at=signed_at,
+        record_type=record_type,
+        record_id=record_id,
+        record_hash=record_hash,
     )

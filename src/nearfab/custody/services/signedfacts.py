@@ -15,7 +15,14 @@ failure (docs/custody.md, docs/security.md).
 
 Verified entries are cached by their recomputed entry hash together with the signature and
 the key row (the content that was checked), so a scan costs one query, one SHA-256 of the
-payload and a dictionary look-up; the Ed25519 check runs once per entry and process."""
+payload and a dictionary look-up; the Ed25519 check runs once per entry and process.
+
+An entry appended in a block has no signature of its own: the next signed entry of its chain
+covers it through the hash links. Walking that far is done once per block: when a walk ends at
+a signature that verifies, every entry it passed is remembered as (site, seq, entry hash) ->
+its cover, a fact that later changes to the table cannot undo (the hashes commit to the
+content). An entry of the same block whose recomputed hash is the remembered one goes straight
+to its cover's signature check; any other hash walks again."""
 
 from __future__ import annotations
 
@@ -54,8 +61,15 @@ ENTRY_COLUMNS = (
     LedgerEntry.seq,
 )
 # an entry appended in a block carries no signature of its own: the next signed entry of its
-# chain covers it (its hash covers every entry before it); this many entries are followed
+# chain covers it (its hash covers every entry before it); this many entries are followed,
+# read this many at a time
 _COVER_WALK = 4096
+_COVER_PAGE = 300
+# (site, seq, entry hash) of entries a verified signature covers: remembered per process
+_COVERED_SIZE = 200_000
+
+# (key_id, signature, the signed entry's hash, its key row (site, public, sealed))
+Cover = tuple[str, str, str, tuple[Any, Any, Any]]
 
 
 def release_entries_of(batch_id_column: Any) -> Any:
@@ -86,6 +100,9 @@ class SignedFacts:
         self._keys: dict[tuple[str, str, bytes, bytes], Ed25519PublicKey | None] = {}
         # (entry hash, signature, key_id, entry site) -> the verified entry
         self._entries: OrderedDict[tuple[str, str, str, str], SignedRelease] = OrderedDict()
+        # (site, seq, entry hash) of an unsigned entry -> the signed entry that covers it, for
+        # entries passed by a walk that ended at a signature that verified
+        self._covered: OrderedDict[tuple[str, int, str], Cover] = OrderedDict()
 
     # --- keys and entries ----------------------------------------------------------------------
     def _trusted_key(
@@ -160,8 +177,13 @@ class SignedFacts:
                 return self._entries[cache_key]
         key_row: tuple[Any, Any, Any] = (row[8], row[9], row[10])
         signed_digest = recomputed
+        walked: list[tuple[str, int, str]] = []
         if not signature:  # appended in a block: the next signed entry of the chain covers it
-            cover = self._covering(uow, str(site_id), int(row[11]), recomputed)
+            at = (str(site_id), int(row[11]), recomputed)
+            with self._lock:
+                cover = self._covered.get(at)
+            if cover is None:
+                cover, walked = self._covering(uow, str(site_id), int(row[11]), recomputed)
             if cover is None:
                 return f"ledger entry {ref}: no signed entry of its chain covers it"
             key_id, signature, signed_digest, key_row = cover
@@ -183,6 +205,12 @@ class SignedFacts:
                 self._entries[cache_key] = result
                 while len(self._entries) > _CACHE_SIZE:
                     self._entries.popitem(last=False)
+                if walked:  # the cover's signature verified: so does every link walked to it
+                    assert cover is not None
+                    for at in walked:
+                        self._covered[at] = cover
+                    while len(self._covered) > _COVERED_SIZE:
+                        self._covered.popitem(last=False)
         return result
 
     def _check_entry(
@@ -240,40 +268,50 @@ class SignedFacts:
 
     def _covering(
         self, uow: UnitOfWork, site_id: str, seq: int, digest: str
-    ) -> tuple[str, str, str, tuple[Any, Any, Any]] | None:
+    ) -> tuple[Cover | None, list[tuple[str, int, str]]]:
         """The signed entry that covers an unsigned one (seq, digest) of a site's chain: the
-        next signed entry, every link in between checked (seq, previous hash, own hash).
-        (key_id, signature, its hash, its key row), or None."""
-        rows = uow.session.execute(
-            select(
-                LedgerEntry.seq,
-                LedgerEntry.prev_hash,
-                LedgerEntry.payload,
-                LedgerEntry.entry_hash,
-                LedgerEntry.key_id,
-                LedgerEntry.signature,
-                SiteKey.site_id,
-                SiteKey.public_key,
-                SiteKey.private_key_encrypted,
-            )
-            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
-            .where(LedgerEntry.site_id == site_id, LedgerEntry.seq > seq)
-            .order_by(LedgerEntry.seq)
-            .limit(_COVER_WALK)
-        ).all()
+        next signed entry, every link in between checked (seq, previous hash, own hash),
+        read a page at a time until it is found. ((key_id, signature, its hash, its key row),
+        the (site, seq, hash) of the unsigned entries passed), or (None, [])."""
         prev, expected = digest, seq + 1
-        for r in rows:
-            if r[0] != expected or r[1] != prev:
-                return None
-            try:
-                if entry_hash(str(r[1]), str(r[2])) != r[3]:
-                    return None
-            except (UnicodeError, AttributeError):
-                return None
-            if r[5]:
-                return str(r[4]), str(r[5]), str(r[3]), (r[6], r[7], r[8])
-            prev, expected = str(r[3]), expected + 1
-        return None
+        walked = [(site_id, seq, digest)]
+        while expected <= seq + _COVER_WALK:
+            rows = uow.session.execute(
+                select(
+                    LedgerEntry.seq,
+                    LedgerEntry.prev_hash,
+                    LedgerEntry.payload,
+                    LedgerEntry.entry_hash,
+                    LedgerEntry.key_id,
+                    LedgerEntry.signature,
+                    SiteKey.site_id,
+                    SiteKey.public_key,
+                    SiteKey.private_key_encrypted,
+                )
+                .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
+                .where(
+                    LedgerEntry.site_id == site_id,
+                    LedgerEntry.seq >= expected,
+                    LedgerEntry.seq <= seq + _COVER_WALK,
+                )
+                .order_by(LedgerEntry.seq)
+                .limit(_COVER_PAGE)
+            ).all()
+            if not rows:
+                return None, []
+            for r in rows:
+                if r[0] != expected or r[1] != prev:
+                    return None, []
+                try:
+                    if entry_hash(str(r[1]), str(r[2])) != r[3]:
+                        return None, []
+                except (UnicodeError, AttributeError):
+                    return None, []
+                if r[5]:
+                    return (str(r[4]), str(r[5]), str(r[3]), (r[6], r[7], r[8])), walked
+                prev, expected = str(r[3]), expected + 1
+                walked.append((site_id, int(r[0]), prev))
+        return None, []
 
     # --- the check at verification and dispense --------------------------------------------------
     def check(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from nearfab.common.errors import Forbidden
 from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
@@ -55,6 +55,28 @@ class Verification:
         }
 
 
+# what verification reads of a scanned pack, built once (the statement is immutable)
+_PACK_QUERY = (
+    select(
+        SerialUnit,
+        Patient.ref,
+        ReleaseReview,
+        BatchRecord,
+        Order.site_id,
+        Signature,
+        *ENTRY_COLUMNS,
+    )
+    .join(Patient, Patient.id == SerialUnit.patient_id)
+    .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+    .join(Order, Order.id == SerialUnit.order_id)
+    .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
+    .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+    .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
+    .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
+    .where(SerialUnit.gtin == bindparam("gtin"), SerialUnit.serial == bindparam("serial"))
+)
+
+
 class Verifier:
     def __init__(self, packs: Packs, release: ReleaseCheck) -> None:
         self._packs = packs
@@ -71,63 +93,39 @@ class Verifier:
         written by the group-commit `verification_log` (`flush_verification_log`)."""
         authorize(actor, Permission.PACK_VERIFY)
         ident = parse_scan(scan)
-        # one round trip: the pack, its patient reference, the sites it belongs to, the QP's
-        # decision and signature, the versions that key the signature check, and the signed
-        # release entries of its batch with their keys (a verification answers while others
-        # wait for the GIL); one row per release entry (usually one)
-        rows = uow.session.execute(
-            select(
-                SerialUnit,
-                Patient.ref,
-                ReleaseReview.id,
-                ReleaseReview.signature_id,
-                ReleaseReview.row_version,
-                BatchRecord.row_version,
-                BatchRecord.site_id,
-                Order.site_id,
-                ReleaseReview.decision,
-                Signature,
-                *ENTRY_COLUMNS,
-            )
-            .join(Patient, Patient.id == SerialUnit.patient_id)
-            .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
-            .join(Order, Order.id == SerialUnit.order_id)
-            .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
-            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
-            .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
-            .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
-            .where(SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial)
-        ).all()
+        # one round trip: the pack, its patient reference, its batch record and ordering site
+        # (the sites it belongs to), the QP's review and signature (the review's and record's
+        # versions key the signature check; a first check of the batch finds them loaded), and
+        # the signed release entries of its batch with their keys (a verification answers
+        # while others wait for the GIL); one row per release entry (usually one)
+        rows = uow.session.execute(_PACK_QUERY, {"gtin": ident.gtin, "serial": ident.serial}).all()
         row = rows[0] if rows else None
         unit: SerialUnit | None = None
         facts = None
         problem: str | None = None
         in_scope = True
         if row is not None:
-            unit, ref, review_id, signature_id, review_version, batch_version = row[:6]
-            making_site, ordering_site, decision, sig = row[6:10]
-            entries = [r[10:] for r in rows if r[10] is not None]
+            unit, ref, review, batch, ordering_site, sig = row[:6]
+            entries = [r[6:] for r in rows if r[6] is not None]
             # a verifier answers only for packs of the sites they serve (making or ordering
             # site): for any other pack the answer is the one for an unknown pack, so nobody
             # learns from it whether a pack is for some patient of another site
-            in_scope = self._serves(actor, making_site, ordering_site)
+            in_scope = self._serves(actor, batch.site_id, ordering_site)
             record_ok = True
             if in_scope and unit.status == UnitStatus.RELEASED.value:
                 problem = self._release.signed_facts.check(
                     uow,
                     self._packs.ledger,
                     unit,
-                    signature_facts(decision, signature_id, sig),
+                    signature_facts(
+                        review.decision if review is not None else None,
+                        review.signature_id if review is not None else None,
+                        sig,
+                    ),
                     rows=entries,
                 )
-                key = (review_id, signature_id, review_version, unit.batch_id, batch_version)
-                record_ok = (
-                    review_id is not None
-                    and signature_id is not None
-                    and (
-                        self._release.signature_known(key)
-                        or self._release.release_signature_ok(uow, unit.batch_id)
-                    )
+                record_ok = review is not None and self._release.loaded_signature_ok(
+                    uow, review, batch
                 )
             facts = PackFacts(
                 status=unit.status,
@@ -170,7 +168,8 @@ class Verifier:
             )
             audit(uow, actor, "verify", "unit", entity_id, new=logged, site_id=actor.site_id)
             uow.commit()
-        else:
+        read_only = alert is None
+        if read_only:
             # read-only: the log row goes through the group-commit writer
             self.verification_log.submit(
                 uow.session.get_bind(),  # type: ignore[arg-type]
@@ -187,7 +186,7 @@ class Verifier:
                     "site_id": actor.site_id,
                 },
             )
-        return Verification(
+        answer = Verification(
             status=status,
             message=message,
             unit_id=unit.id if unit else None,
@@ -199,6 +198,11 @@ class Verifier:
             dispensed_at=dispensed_at,
             alert_id=alert.id if alert else None,
         )
+        if read_only:
+            # the answer is complete: end the read transaction here, which hands the database
+            # connection back to the pool at once instead of when the caller tears down
+            uow.commit()
+        return answer
 
     @staticmethod
     def _serves(actor: Actor, *site_ids: str | None) -> bool:
