@@ -24,6 +24,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMOKE: dict[str, tuple[list[str], list[str]]] = {
     # owned with the audit chain; `--smoke` is added when the script has it (see below)
     "audit_chain.py": (["--smoke", "--json"], []),
+    "batch_mspc_score.py": (
+        ["--smoke", "--json"],
+        ["fit_s", "runs_per_s", "naive_runs_per_s", "ratio", "monitor_p50_us"],
+    ),
     "flow_throughput.py": (
         ["--smoke", "--json"],
         ["prescriptions_per_s", "raw_prescriptions_per_s", "batches_per_s"],
