@@ -10,19 +10,24 @@ The design used is the family's worked example: 2e6 cells/kg for 70 kg -> 7 days
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
 from tests.families.cell_therapy.test_design import ENVELOPE, cell_bundle
+from typer.testing import CliRunner
 
 from nearfab.bootstrap import App
+from nearfab.cli.main import app as cli
 from nearfab.common.errors import DomainError, Refused, ValidationFailed
 from nearfab.families.cell_therapy.family import CellTherapyFamily
 from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, DEFAULT_PROCESS_PARAMETERS
 from nearfab.identity import AuditEntry
+from nearfab.web.server import create_web_app
 
 seeded = fh.seeded
 PRODUCT = "MF-CT-SCHED"
@@ -249,3 +254,57 @@ def test_a_failed_run_books_a_new_slot_for_a_new_collection(seeded: App) -> None
             uow, fh.actor(seeded, "planner"), order, reason="again"
         )
     assert exc.value.code == "not_failed"
+
+
+def test_the_api_and_the_cli_show_and_record_the_collection(
+    seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _network(seeded, TWO_SITES)
+    now = seeded.clock.now()
+    order = _submit(seeded)
+    fh.schedule(seeded, order)
+    with TestClient(create_web_app(seeded)) as client:
+
+        def headers(username: str) -> dict[str, str]:
+            r = client.post(
+                "/api/v1/auth/token", json={"username": username, "password": fh.TEST_PASSWORD}
+            )
+            return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        planner = headers("planner")
+        shown = client.get(f"/api/v1/plan/collections/{order}", headers=planner)
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["current"]["collection_to_administration_h"] == 240.0
+        slipped = now + 2 * DAY
+        r = client.post(
+            f"/api/v1/plan/collections/{order}",
+            json={"collection_at": slipped.isoformat(), "reason": "apheresis unit closed"},
+            headers=planner,
+        )
+        assert r.status_code == 200, r.text
+        # a planner's record replans at once: the run starts 24 h after the new collection
+        assert _at(r.json()["run_start"]) == slipped + LEAD
+        assert _at(r.json()["administration_at"]) == slipped + LEAD + RUN + TO_ADMIN
+        naive = client.post(
+            f"/api/v1/plan/collections/{order}",
+            json={"collection_at": "2026-01-09T08:00:00", "reason": "no zone"},
+            headers=planner,
+        )
+        assert naive.status_code == 422 and "collection_at" in naive.text
+        # an operator may not record it (order.priority: planner, pharmacist, clinician, admin)
+        denied = client.post(
+            f"/api/v1/plan/collections/{order}",
+            json={"collection_at": slipped.isoformat(), "reason": "x"},
+            headers=headers("operator"),
+        )
+        assert denied.status_code == 403
+    monkeypatch.setenv(
+        "NEARFAB_DATABASE_URL", str(seeded.engine.url.render_as_string(hide_password=False))
+    )
+    res = CliRunner().invoke(
+        cli, ["collection", order, "--json", "--data-dir", str(seeded.settings.data_dir)]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert _at(data["current"]["collection_at"]) == slipped
+    assert data["current"]["collection_to_administration_h"] == 240.0

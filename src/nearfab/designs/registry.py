@@ -29,7 +29,7 @@ from nearfab.orders import DesignRequest
 
 @dataclass(frozen=True)
 class Collection:
-    """Starting material collected from the patient before the run (an autologous product):
+    """Starting material collected from the patient before the run (a patient-specific product):
     the run may start `to_start_s` after the collection at the earliest (the material reaches
     the machine), and the product may be administered `to_administration_s` after the run ends
     at the earliest (release testing, transport)."""

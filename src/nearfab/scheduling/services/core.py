@@ -323,9 +323,10 @@ class SchedulingService:
                 f"collection_at {collection_at.isoformat()} is in the past", field="collection_at"
             )
         row = self.collections.record(uow, actor, order, collection_at, reason=reason)
-        uow.commit()
         if self.planning is not None and can(actor, Permission.PLAN_RUN):
-            self.plan(uow, actor, trigger=PlanTrigger.COLLECTION_CHANGED, reason=reason)
+            self.plan(uow, actor, trigger=PlanTrigger.COLLECTION_CHANGED, reason=reason)  # commits
+        else:
+            uow.commit()
         return row
 
     def rebook_after_failure(
