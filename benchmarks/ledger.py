@@ -167,7 +167,8 @@ def main() -> None:
 
     def read_rows() -> int:
         """Raw baseline: the driver's own cursor reading every row, every column, in
-        (site, seq) order, no checks."""
+        (site, seq) order, no checks, 500 rows a fetch like verification on SQLite (fewer
+        rows a fetch read faster: they stay in the CPU's cache)."""
         with app.engine.connect() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             cursor.execute(
@@ -175,7 +176,7 @@ def main() -> None:
                 " signature FROM custody_ledger ORDER BY site_id, seq"
             )
             total = 0
-            while part := cursor.fetchmany(5000):
+            while part := cursor.fetchmany(500):
                 total += len(part)
             cursor.close()
         return total
