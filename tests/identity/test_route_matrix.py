@@ -184,6 +184,7 @@ ROUTES: dict[tuple[str, str], Call] = {
         body=lambda w: {
             "site_id": w.ids["site_id"],
             "name": "matrix printer",
+            "machine_type": "tablet_printer",
             "firmware": "",
             "serial_number": "PR-MATRIX",
         },
