@@ -275,6 +275,9 @@ def build_app(
 
     ingestor.on_points(machine_reported)
     ingestor.on_run_end(monitor.on_run_end)
+    # batch-evolution MSPC: a running batch's trajectory against released runs' (docs/monitoring.md)
+    ingestor.on_points(monitoring.on_batch_points)
+    ingestor.on_run_end(monitoring.on_batch_run_end)
     quality = QualityService(
         production,
         master_files,

@@ -46,7 +46,7 @@ router = APIRouter(prefix="/api/v1")
 
 
 class TrainIn(BaseModel):
-    kind: Literal["spc", "mspc"]
+    kind: Literal["spc", "mspc", "batch"]
     master_file_code: str = Field(min_length=1, max_length=64)
     machine_type: str = Field(min_length=1, max_length=64)
     runs: list[str] | None = Field(
@@ -54,6 +54,12 @@ class TrainIn(BaseModel):
     )
     alpha: float = Field(default=0.99, gt=0.5, lt=1)
     components: int | None = Field(default=None, ge=1, le=1000)
+    grid_points: int = Field(
+        default=50, ge=5, le=1000, description="batch models: points of elapsed time per run"
+    )
+    fill: Literal["zero", "current"] = Field(
+        default="zero", description="batch models: how a running batch's future is filled"
+    )
 
 
 class ApproveIn(ESignatureIn):  # the one e-signature input; only the meaning has a default
@@ -297,6 +303,8 @@ def train(
         runs=body.runs,
         alpha=body.alpha,
         components=body.components,
+        grid_points=body.grid_points,
+        fill=body.fill,
     )
     return model_dict(model)
 

@@ -136,7 +136,7 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir 
 @models_app.command("train")
 def models_train(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Option(help="spc or mspc")],
+    kind: Annotated[str, typer.Option(help="spc, mspc or batch (batch-evolution MSPC)")],
     product: Annotated[str, typer.Option(help="Master-file code of the product.")],
     machine_type: Annotated[str, typer.Option(help="Machine type (one its product family runs).")],
     user: User,
@@ -145,6 +145,9 @@ def models_train(
         list[str] | None, typer.Option(help="A qualified run (repeat); default all released.")
     ] = None,
     alpha: Annotated[float, typer.Option(help="Coverage of a healthy run.")] = 0.99,
+    grid_points: Annotated[
+        int, typer.Option(help="Batch models: points of elapsed time per run.")
+    ] = 50,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -162,6 +165,7 @@ def models_train(
             machine_type=machine_type,
             runs=run or None,
             alpha=alpha,
+            grid_points=grid_points,
         ),
     )
     emit_json(model_dict(model)) if as_json else console.print(
