@@ -80,7 +80,7 @@ def main() -> None:
                 units.append(
                     {"id": f"u{i:09d}{k}", "row_version": 1, "batch_id": t.batch_id,
                      "order_id": t.order_id, "patient_id": t.patient_id,
-                     "pack_index": 100 + i * packs_per_event + k, "tablets": 30,
+                     "pack_index": 100 + i * packs_per_event + k, "quantity": 30,
                      "gtin": t.gtin, "serial": serial, "batch_number": t.batch_number,
                      "expiry": t.expiry, "status": "released", "created_at": now}
                 )  # fmt: skip
