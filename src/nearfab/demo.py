@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.bootstrap import App
+from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, DEFAULT_PROCESS_PARAMETERS
 from nearfab.families.solid_dose.codes import product_codings
 from nearfab.identity import AuditAction, AuditEntry, Role, User, actor_of, audit, system_actor
 from nearfab.network import SiteStatus
@@ -21,6 +22,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 
 HYDROCORTISONE = "MF-HC-PRINTLET"
+CAR_T = "MF-CART-CMF"  # the demo's cell product, made in a micro-factory at GSTT-PH
 AUTOPILOT = "qp-autopilot"
 PROPRANOLOL = "MF-PROP-PRINTLET"
 
@@ -75,6 +77,83 @@ RECORD_STEPS = [
     },
 ]
 
+# -- the cell therapy product (family cell_therapy, docs/cell-therapy.md) -------------------------
+# a demo product code (not a real SNOMED CT concept: no cell product is in the demo's code data)
+CAR_T_CODE = {"system": SNOMED, "code": "999000301", "display": "Autologous CAR-T cells (demo)"}
+CELL_SITE, CELL_MACHINE, CELL_MEDIUM = "GSTT-PH", "GSTT micro-factory 1", "TCELL-MED-1"
+# the worked example of docs/cell-therapy.md: 2e6 viable cells/kg for 70 kg is 1.4e8 cells,
+# grown in 7 days from 1e7 seeded cells, one 70 mL bag, 900 mL of medium
+CELL_ENVELOPE: dict[str, Any] = {
+    "dose_per_kg": {"min": 1.0e6, "max": 5.0e6},
+    "body_weight_kg": {"min": 10, "max": 150},
+    "max_total_cells": 5.0e8,
+    "seed_cells": 1.0e7,
+    "culture_volume_ml": 200,
+    "max_density_cells_per_ml": 1.0e7,
+    "doubling_time_h": 36,
+    "doubling_time_cv": 0.25,
+    "process_yield": 0.8,
+    "expansion_days": {"min": 5, "max": 12},
+    "viability_min": 0.7,
+    "cells_per_ml_max": 2.0e6,
+    "bag_volume_ml": {"min": 10, "max": 100},
+    "medium_ml_per_day": 100,
+}
+# release from the micro-factory's in-process counts (dose per kg, viability) with sterility
+# pending at release (followed up); the QC laboratory's other tests have no entry path yet
+CELL_RELEASE_RULE: dict[str, Any] = {
+    "mode": "rtrt",
+    "tests": ["viable_cell_dose", "viability", "sterility"],
+    "in_process": ["viable_cell_dose", "viability"],
+}
+CELL_CQA_SPECS: dict[str, Any] = {
+    "dose": {"min_pct": 80, "max_pct": 120},
+    "viability": {"min": 0.7},
+    "growth_trajectory": {"tolerance_pct": 50},
+}
+CELL_RECORD_STEPS = [
+    {
+        "code": "line_clearance",
+        "title": "Line clearance: micro-factory, cabinet and kit free of any other patient's cells",
+        "manual": True,
+        "critical": False,
+        "entry": {},
+    },
+    {
+        "code": "collection_received",
+        "title": "Patient's collection received: its DIN checked against the order",
+        "manual": True,
+        "critical": True,
+        "entry": {"chain_of_identity": "text"},
+    },
+    {
+        "code": "run_finished",
+        "title": "Expansion, harvest and fill of the infusion bags (micro-factory)",
+        "manual": False,
+        "critical": False,
+        "entry": {},
+    },
+    {
+        "code": "bags_inspected",
+        "title": "Infusion bags inspected and placed in controlled-rate freezing",
+        "manual": True,
+        "critical": False,
+        "entry": {"bags_rejected": "count"},
+    },
+]
+CELL_LOTS = [  # (material, description, attributes)
+    (
+        CELL_MEDIUM,
+        "Serum-free T-cell expansion medium",
+        {"kind": "medium", "grade": "gmp", "sterility_certificate": "CoA-TCM-2041"},
+    ),
+    (
+        "TCELL-ACT-1",
+        "Anti-CD3/CD28 activation reagent",
+        {"kind": "activation_beads", "grade": "gmp", "sterility_certificate": "CoA-ACT-118"},
+    ),
+]
+
 USERS = [
     ("admin", "Ada Admin", [Role.ADMIN], None),
     # the second network administrator: qp and admin grants need one to request and another
@@ -104,6 +183,7 @@ MACHINES = [
     ("MAN-PH", "MAN printer A", "PR-0003"),
     ("MOB-1", "Mobile printer", "PR-0004"),
 ]
+CELL_MACHINES = [(CELL_SITE, CELL_MACHINE, "CMF-DEMO-01")]
 
 
 @dataclass(frozen=True)
@@ -222,6 +302,7 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
                 app.materials.set_status(
                     uow, qp, lot.id, "approved", reason="certificate of analysis reviewed"
                 )
+    _seed_cell_therapy(app, users, site_ids, password)
     with app.uow() as uow:  # the marker that the whole network is there
         audit(
             uow,
@@ -229,10 +310,75 @@ def seed(app: App, password: str | None = None) -> DemoSeed:
             AuditAction.CREATE,
             "platform",
             "demo-seed",
-            new={"sites": len(SITES), "machines": len(MACHINES), "users": len(users)},
+            new={
+                "sites": len(SITES),
+                "machines": len(MACHINES) + len(CELL_MACHINES),
+                "users": len(users),
+            },
         )
         uow.commit()
     return DemoSeed(password=password, generated=generated, usernames=list(users))
+
+
+def _seed_cell_therapy(
+    app: App, users: dict[str, User], site_ids: dict[str, str], password: str
+) -> None:
+    """The cell therapy product at GSTT-PH: its master file (the QP alone certifies its batches:
+    the demo autopilot never releases a cell product), a qualified micro-factory, the site's
+    operator trained, and approved lots of medium and activation reagent."""
+    with app.uow() as uow:
+        qp = actor_of(users["qp"], uow.session)
+        admin = actor_of(users["admin"], uow.session)
+        approver = actor_of(users["admin-two"], uow.session)
+        receiver = actor_of(users["pharmacist"], uow.session)
+    site = site_ids[CELL_SITE]
+    with app.uow() as uow:
+        mf = app.master_files.draft(uow, qp, car_t_master_file([site]))
+    with app.uow() as uow:
+        app.master_files.approve(uow, qp, mf.id, password=password, meaning="QP approval")
+    with app.uow() as uow:
+        app.master_files.make_effective(uow, qp, mf.id)
+    with app.uow() as uow:
+        request = app.master_files.assign_qp(
+            uow, admin, CAR_T, users["qp"].id, reason="QP named on the licence for this product"
+        )
+    with app.uow() as uow:
+        app.users.decide_request(uow, approver, request.id, approve=True, reason="licence checked")
+    for site_code, name, serial in CELL_MACHINES:
+        with app.uow() as uow:
+            machine = app.network.register_machine(
+                uow,
+                admin,
+                site_id=site_ids[site_code],
+                name=name,
+                machine_type=CELL_MICRO_FACTORY,
+                firmware="cmf 1.0",
+                serial_number=serial,
+            )
+        with app.uow() as uow:
+            app.network.qualify_machine(uow, qp, machine.id, CAR_T)
+    with app.uow() as uow:
+        app.network.record_training(uow, qp, users["operator"].id, CAR_T)
+    today = app.clock.now().date()
+    for material, desc, attributes in CELL_LOTS:
+        with app.uow() as uow:
+            lot = app.materials.receive_lot(
+                uow,
+                receiver,
+                lot_number=f"{material}-{CELL_SITE}-001",
+                material_code=material,
+                description=desc,
+                site_id=site,
+                supplier="Cell Media Ltd",
+                expiry=today + timedelta(days=180),
+                quantity_g=10_000.0,
+                attributes=attributes,
+                product_family="cell_therapy",
+            )
+        with app.uow() as uow:
+            app.materials.set_status(
+                uow, qp, lot.id, "approved", reason="certificate of analysis reviewed"
+            )
 
 
 def _seed_users(app: App, boot: Any, password: str, site_ids: dict[str, str]) -> dict[str, User]:
@@ -338,6 +484,27 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
         "units_per_pack": 28,
         "allowed_site_ids": site_ids,
         "record_steps": RECORD_STEPS,
+    }
+
+
+def car_t_master_file(site_ids: list[str]) -> dict[str, Any]:
+    """The demo's cell product: autologous CAR-T cells expanded in a closed micro-factory."""
+    return {
+        "code": CAR_T,
+        "title": "Autologous CAR-T cells, expanded in a closed micro-factory",
+        "product_family": "cell_therapy",
+        "accepted_codes": [CAR_T_CODE],
+        "design_envelope": CELL_ENVELOPE,
+        "process_parameters": DEFAULT_PROCESS_PARAMETERS,  # the micro-factory's CPPs
+        "cqa_specs": CELL_CQA_SPECS,
+        "release_rule": CELL_RELEASE_RULE,
+        "material_code": CELL_MEDIUM,
+        "shelf_life_days": 365,
+        "storage": "Store at or below -150 °C in the vapour phase of liquid nitrogen",
+        "gtin": "09506000134376",
+        "units_per_pack": 4,
+        "allowed_site_ids": site_ids,
+        "record_steps": CELL_RECORD_STEPS,
     }
 
 
@@ -487,3 +654,49 @@ def prescription_bundle(
             },
         ],
     }
+
+
+def cell_therapy_bundle(
+    rng: random.Random,
+    *,
+    today: date,
+    dose_per_kg: float = 2.0e6,
+    weight_kg: float = 70.0,
+    dose_unit: str = "{cells}/kg",
+) -> dict[str, Any]:
+    """A synthetic FHIR R4 Bundle for the demo's cell product: a Patient, a MedicationRequest
+    with a dose per kg of body weight (UCUM "{cells}/kg", one infusion) and the patient's body
+    weight as an Observation (LOINC 29463-7)."""
+    bundle = prescription_bundle(rng, today=today, birth_date=today - timedelta(days=40 * 365))
+    patient, request = (entry["resource"] for entry in bundle["entry"])
+    request["medicationCodeableConcept"] = {"coding": [CAR_T_CODE]}
+    request.pop("dispenseRequest")
+    instruction = request["dosageInstruction"][0]
+    instruction.pop("timing")
+    instruction["text"] = f"{dose_per_kg:g} viable CAR-T cells/kg, one infusion"
+    instruction["doseAndRate"][0]["doseQuantity"] = {
+        "value": dose_per_kg,
+        "unit": dose_unit,
+        "system": "http://unitsofmeasure.org",
+        "code": dose_unit,
+    }
+    weight_id = f"weight-{patient['id']}"
+    bundle["entry"].append(
+        {
+            "fullUrl": f"urn:uuid:{weight_id}",
+            "resource": {
+                "resourceType": "Observation",
+                "id": weight_id,
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                "subject": {"reference": f"Patient/{patient['id']}"},
+                "valueQuantity": {
+                    "value": weight_kg,
+                    "unit": "kg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "kg",
+                },
+            },
+        }
+    )
+    return bundle
