@@ -81,7 +81,8 @@ def test_demo_network_exports_and_simulates(seeded: Any) -> None:
     names = {s.name for s in scenario.sites}
     assert names == {"GSTT-PH", "MAN-PH", "MOB-1"}
     gstt = next(s for s in scenario.sites if s.name == "GSTT-PH")
-    assert gstt.slots == 2 and {p.name for p in scenario.products} >= {"MF-HC-PRINTLET"}
+    # two printers and the demo's cell micro-factory (demo.py: CELL_MACHINE at GSTT-PH)
+    assert gstt.slots == 3 and {p.name for p in scenario.products} >= {"MF-HC-PRINTLET"}
     path = Path(seeded.settings.data_dir) / "today.yaml" if hasattr(seeded, "settings") else None
     text = dump_scenario(scenario)
     if path is None:

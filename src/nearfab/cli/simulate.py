@@ -104,6 +104,7 @@ def _outputs(runs: list[Any], report: Path | None, csv: Path | None, as_json: bo
             f"{row['waste_units']:.1f}",
         )
     console.print(table)
+    _collection_table(summaries)
     for s in summaries:
         for name, d in s["disruptions"].items():
             console.print(
@@ -114,6 +115,38 @@ def _outputs(runs: list[Any], report: Path | None, csv: Path | None, as_json: bo
             )
     if report is not None:
         console.print(f"report: {report}")
+
+
+def _collection_table(summaries: list[dict[str, Any]]) -> None:
+    """For scenarios whose products are made from material collected from the patient: time
+    from collection to administration and cost per patient (one administration each)."""
+    from nearfab.simulation import compare
+    from nearfab.simulation.logic.costs import CATEGORIES
+
+    rows = [r for r in compare(summaries) if "collection_to_administration_mean_days" in r]
+    if not rows:
+        return
+    table = Table(
+        "scenario",
+        "collection to administration (d)",
+        "p90 (d)",
+        "new collections / patient",
+        "cost / patient",
+        *CATEGORIES,
+        title="Collection to administration and cost per patient",
+    )
+    for row in rows:
+        low, high = row["collection_to_administration_mean_ci"]
+        clo, chi = row["cost_per_dose_ci"]
+        table.add_row(
+            escape(row["scenario"]),
+            f"{row['collection_to_administration_mean_days']:.2f} [{low:.2f}, {high:.2f}]",
+            f"{row['collection_to_administration_p90_days']:.2f}",
+            f"{row['recollections_per_order']:.3f}",
+            f"{row['cost_per_dose']:,.0f} [{clo:,.0f}, {chi:,.0f}]",
+            *(f"{row[f'cost_{k}']:,.0f}" for k in CATEGORIES),
+        )
+    console.print(table)
 
 
 @app.command("run")

@@ -145,6 +145,22 @@ def summarise(
         },
         "events": sum(r.events for r in results),
     }
+    if results and results[0].collection_to_administration:
+        # products collected from the patient: collection to administration, and the new
+        # collections a failed batch needed, per order delivered
+        out["collection_to_administration"] = {
+            "mean_days": est([r.collection_to_administration["mean"] for r in results]),
+            "p90_days": est([r.collection_to_administration["p90"] for r in results]),
+            "recollections_per_order": est(
+                [
+                    r.collection_to_administration["recollections"]
+                    / r.collection_to_administration["orders"]
+                    if r.collection_to_administration["orders"]
+                    else math.nan
+                    for r in results
+                ]
+            ),
+        }
     groups: dict[str, list[Any]] = defaultdict(list)
     for r in results:
         for d in r.disruptions:
@@ -207,6 +223,15 @@ def compare(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for k in CATEGORIES:
             row[f"cost_{k}"] = c[k]["mean"]
+        collected = s.get("collection_to_administration")
+        if collected is not None:
+            row["collection_to_administration_mean_days"] = collected["mean_days"]["mean"]
+            row["collection_to_administration_mean_ci"] = [
+                collected["mean_days"]["ci_low"],
+                collected["mean_days"]["ci_high"],
+            ]
+            row["collection_to_administration_p90_days"] = collected["p90_days"]["mean"]
+            row["recollections_per_order"] = collected["recollections_per_order"]["mean"]
         rows.append(row)
     return rows
 

@@ -8,6 +8,14 @@ started only on shift, paused outside it) → QC and QP release → outbound leg
 A failed batch (Bernoulli, found at QC), a breakdown or an outage in mid-batch scraps the batch
 and the order is made again; a dose older than its shelf life on arrival is wasted and remade.
 
+A product whose family collects starting material from the patient (a prescription with a
+collection, `Prescription.collected`): the collection starts when the order does and ends
+with `pre_process`; the run starts no earlier than the family's `to_start_days` after it and
+the product is administered no earlier than `to_administration_days` after the run ends (or
+when QC, release and the outbound leg are done, if later). A failed batch needs a new
+collection: `pre_process` and the inbound leg again, then a new run. The time from the first
+collection to administration is measured per order.
+
 Time is SimPy's clock, in days from the start of the run; the engine never reads a wall clock.
 Everything random comes from per-purpose streams keyed by (seed, replication, stream), so the
 same seed gives the same result on any executor.
@@ -145,6 +153,9 @@ class ReplicationResult:
     disruptions: list[DisruptionImpact] = field(default_factory=list)
     lead_times: list[float] = field(default_factory=list)  # a sample, for charts
     events: int = 0
+    # orders of products collected from the patient: time from collection to administration
+    # (mean, p90, days), orders measured and new collections per order; empty without any
+    collection_to_administration: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -303,6 +314,9 @@ class Engine:
         self.o_region: list[int] = []
         self.o_site: list[int] = []
         self.o_wait: list[float] = []
+        self.o_collected: list[float] = []  # collection to administration, collected products
+        self.recollections = 0
+        self.collects = any(rx.collected for jobs in self.jobs for rx in jobs)
         self.open_created: list[tuple[float, int, int, int]] = []
         self._open: set[int] = set()
         self._open_info: dict[int, tuple[float, int, int, int]] = {}
@@ -427,6 +441,7 @@ class Engine:
         pre = self.pre[p]
         if pre.constant != 0.0:
             yield env.timeout(pre())
+        collected_at = env.now
         yield from self._ship(region.inbound)
         site = self._route(r)
         if site is None:
@@ -438,18 +453,34 @@ class Engine:
             self._open.add(ident)
             self._open_info[ident] = (created, p, r, site.index)
         rx = self._prescription(p)
+        job = self.jobs[p][rx] if rx >= 0 else None
+        collected = collected_at if job is not None and job.collected else None
         wait = -1.0
         while True:
-            first_wait = yield from self._manufacture(site, product, p, rx)
+            first_wait, passed, run_end = yield from self._manufacture(
+                site, product, p, rx, collected
+            )
             if wait < 0:
                 wait = first_wait
             site.occupancy.change(env.now, -1, self.recovered)
+            if not passed:  # a new collection from the patient, then a new run
+                self.recollections += measured
+                if pre.constant != 0.0:
+                    yield env.timeout(pre())
+                collected = env.now
+                yield from self._ship(region.inbound)
+                site.occupancy.change(env.now, 1)
+                continue
             made = env.now
             yield from self._ship(region.outbound)
             if product.shelf_life_days is not None and env.now - made > product.shelf_life_days:
                 self.waste["expired"] += 1
                 site.occupancy.change(env.now, 1)
                 continue
+            if job is not None and collected is not None:
+                ready = run_end + job.to_administration_days
+                if ready > env.now:
+                    yield env.timeout(ready - env.now)
             break
         now = env.now
         self.wip.change(now, -1, self.recovered)
@@ -468,6 +499,8 @@ class Engine:
             self.o_region.append(r)
             self.o_site.append(site.index)
             self.o_wait.append(wait)
+            if collected is not None:
+                self.o_collected.append(now - created)
 
     def _prescription(self, p: int) -> int:
         """The prescription (index into the product's mix) of a new order; -1 without a design."""
@@ -484,9 +517,20 @@ class Engine:
                 return k
         return len(jobs) - 1
 
-    def _manufacture(self, site: _SiteState, product: Product, p: int, rx: int = -1) -> Proc:
+    def _manufacture(
+        self,
+        site: _SiteState,
+        product: Product,
+        p: int,
+        rx: int = -1,
+        collected: float | None = None,
+    ) -> Proc:
         """Make one batch at `site` until one passes QC; return the first wait for a slot
-        (until the batch starts: a slot free outside the shift waits for the shift)."""
+        (until the batch starts: a slot free outside the shift waits for the shift), whether
+        the batch passed and when its run ended. With `collected` (the time the patient's
+        material was collected), the run starts no earlier than the prescription's
+        `to_start_days` after it, and a failed batch is returned (passed False): the material
+        is used up and the order needs a new collection."""
         env = self.env
         i = site.index
         first_wait = -1.0
@@ -502,7 +546,12 @@ class Engine:
         setup = self.site_setup[i]
         costs = self.costs
         trace = self.trace
+        earliest = -math.inf
+        if collected is not None and job is not None and job.to_start_days is not None:
+            earliest = collected + job.to_start_days
         while True:
+            if earliest > env.now:
+                yield env.timeout(earliest - env.now)
             if site.shortage_until > env.now:
                 yield env.timeout(site.shortage_until - env.now)
             if product.material is not None:
@@ -554,6 +603,7 @@ class Engine:
                 trace.append((i, started, env.now, p, rx))
             site.resource.release(req)
             site.busy.change(env.now, -1)
+            run_end = env.now
             if not product.qc_occupies_machine and qc_time > 0:
                 yield env.timeout(qc_time)
             costs.qc(env.now, product)
@@ -565,8 +615,10 @@ class Engine:
                     yield env.timeout(qp())
             if fail_p > 0 and self.site_fail_u[i]() < fail_p:
                 self.waste["failed_batch"] += 1
+                if collected is not None:
+                    return first_wait, False, run_end
                 continue
-            return first_wait
+            return first_wait, True, run_end
 
     def _work(self, site: _SiteState, duration: float, p: int, rx: int) -> Proc:
         """`duration` of machine time inside the site's shifts: work stops at a shift's end and

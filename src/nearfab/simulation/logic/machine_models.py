@@ -5,7 +5,10 @@ the design the platform would make (`family.simulation.design`, the family's rul
 batch's machine time is the family's `duration_s(design)`: the figure the scheduler plans with
 and the time a simulated machine of the platform runs for. The family's
 `simulation.failure_probability(design)` gives the batch failure probability; when it says
-None, the scenario's figure is used.
+None, the scenario's figure is used. A family that needs starting material from the patient
+(`collection(design)`, read through `nearfab.designs.collection_of`) gives the earliest times
+from the collection to the run's start and from the run's end to administration, the figures
+scheduling books with.
 
 The family comes from the one FamilyRegistry bootstrap builds (`nearfab.designs`); this module
 never imports a family. The figures are worked out once, when a scenario becomes a spec
@@ -18,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nearfab.designs import ProductFamily
+from nearfab.designs.registry import collection_of
 from nearfab.simulation.kit import SimulationKit
 from nearfab.simulation.logic.spec import Design, Prescription
 
@@ -42,6 +46,7 @@ def modelled_prescription(
     kit = simulation_kit(family)
     design = kit.design(envelope, says)
     failure = kit.failure_probability(design)
+    collection = collection_of(family, design)
     return Prescription(
         says=dict(says),
         machine_days=float(family.duration_s(design)) / SECONDS_PER_DAY,
@@ -49,6 +54,10 @@ def modelled_prescription(
         failure_probability=None if failure is None else float(failure),
         material_g=float(family.material_needed_g(design)),
         design=design,
+        to_start_days=None if collection is None else collection.to_start_s / SECONDS_PER_DAY,
+        to_administration_days=0.0
+        if collection is None
+        else collection.to_administration_s / SECONDS_PER_DAY,
     )
 
 

@@ -105,6 +105,14 @@ def collect(engine: Engine) -> ReplicationResult:
         impact.affected_orders = affected
         impact.late_orders = n_late
         impact.excess_late = max(0.0, n_late - baseline * affected)
+    if engine.collects:
+        collected = np.asarray(engine.o_collected, dtype=float)
+        res.collection_to_administration = {
+            "orders": float(collected.size),
+            "mean": float(collected.mean()) if collected.size else math.nan,
+            "p90": float(np.percentile(collected, 90)) if collected.size else math.nan,
+            "recollections": float(engine.recollections),
+        }
     res.disruptions = list(engine.impacts)
     res.events = next(engine.env._eid)  # events scheduled by SimPy in this run
     return res

@@ -64,6 +64,16 @@ class Prescription:
     failure_probability: float | None = None
     material_g: float = 0.0
     design: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # starting material collected from the patient (the family's `collection(design)`): the
+    # run starts `to_start_days` after the collection at the earliest, and the product is
+    # administered `to_administration_days` after the run ends at the earliest; None: no
+    # collection (a failed batch is then simply made again)
+    to_start_days: float | None = None
+    to_administration_days: float = 0.0
+
+    @property
+    def collected(self) -> bool:
+        return self.to_start_days is not None
 
 
 @dataclass(frozen=True)
