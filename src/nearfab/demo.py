@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.bootstrap import App
+from nearfab.families.cell_therapy.family import DIN_SYSTEM
 from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, DEFAULT_PROCESS_PARAMETERS
 from nearfab.families.solid_dose.codes import product_codings
 from nearfab.identity import AuditAction, AuditEntry, Role, User, actor_of, audit, system_actor
@@ -663,13 +664,17 @@ def cell_therapy_bundle(
     dose_per_kg: float = 2.0e6,
     weight_kg: float = 70.0,
     dose_unit: str = "{cells}/kg",
+    din: str | None = None,
 ) -> dict[str, Any]:
     """A synthetic FHIR R4 Bundle for the demo's cell product: a Patient, a MedicationRequest
     with a dose per kg of body weight (UCUM "{cells}/kg", one infusion) and the patient's body
-    weight as an Observation (LOINC 29463-7)."""
+    weight as an Observation (LOINC 29463-7); `din`: the ISBT 128 DIN of the patient's
+    collection, as a MedicationRequest identifier (the label prints it)."""
     bundle = prescription_bundle(rng, today=today, birth_date=today - timedelta(days=40 * 365))
     patient, request = (entry["resource"] for entry in bundle["entry"])
     request["medicationCodeableConcept"] = {"coding": [CAR_T_CODE]}
+    if din is not None:
+        request["identifier"] = [{"system": DIN_SYSTEM, "value": din}]
     request.pop("dispenseRequest")
     instruction = request["dosageInstruction"][0]
     instruction.pop("timing")

@@ -47,12 +47,27 @@ class LabelContent:
     patient_ref: str
     storage: str
     status_note: str = ""
+    # the family's lines after the dose line (custody.kit.label_details), e.g. an identity under
+    # the family's own scheme
+    details: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.identifier, UnitIdentifier):
             raise ValidationFailed("identifier must be a UnitIdentifier.", field="identifier")
+        if not isinstance(self.details, tuple):
+            raise ValidationFailed("details must be a tuple of lines.", field="details")
+        for index, line in enumerate(self.details):
+            field = f"details[{index}]"
+            if not isinstance(line, str) or not line.strip():
+                raise ValidationFailed(f"{field} must be text, not empty.", field=field)
+            for ch in line:
+                if not _printable(ch):
+                    raise ValidationFailed(
+                        f"{field} contains {ch!r}, which the label fonts cannot print.",
+                        field=field,
+                    )
         for f in fields(self):
-            if f.name == "identifier":
+            if f.name in ("identifier", "details"):
                 continue
             value = getattr(self, f.name)
             if not isinstance(value, str):
@@ -172,6 +187,7 @@ def _lines(content: LabelContent) -> list[tuple[str, bool]]:
     lines = [
         (content.product_name, True),
         (content.dose_text, False),
+        *((line, False) for line in content.details),
         (f"Patient: {content.patient_ref}", False),
         (f"GTIN: {ident.gtin}", False),
         (f"Batch: {ident.batch}", False),

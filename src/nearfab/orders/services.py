@@ -74,6 +74,9 @@ class DesignRequest:
     # the patient's body weight (kg) when the prescription carries it: a family that takes a
     # dose per kg of body weight checks it against its envelope and keeps it in the design
     weight: Quantity | None = None
+    # the MedicationRequest's identifiers ("system|value"): a family may read one it knows
+    # (e.g. the identity of starting material collected from the patient) into its design
+    identifiers: tuple[str, ...] = ()
 
 
 class Designer(Protocol):
@@ -553,6 +556,7 @@ class OrderService:
             birth_date=rx.patient_birth_date,
             on=now.date(),
             weight=rx.dose.weight,
+            identifiers=rx.identifiers,
         )
         try:
             design, group = self._designer(request)

@@ -6,6 +6,7 @@ from nearfab.common.errors import NotFound, Refused
 from nearfab.common.quantity import Quantity
 from nearfab.custody.enums import UnitStatus
 from nearfab.custody.gs1 import make_identifier
+from nearfab.custody.kit import label_details
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
@@ -60,6 +61,7 @@ class Labelling:
             dose_text=kit.dose_text(dose, order.doses_per_day, unit.pack_index, unit.quantity),
             patient_ref=patient.ref,
             storage=mf.storage,
+            details=label_details(kit, order.design or {}),
         )
 
 

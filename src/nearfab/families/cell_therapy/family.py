@@ -27,6 +27,10 @@ SECONDS_PER_DAY = 86_400.0
 APHERESIS_TO_SEEDING_H = 24.0  # fresh apheresis product, shipped cold, seeded within 24 h
 HARVEST_TO_INFUSION_H = 48.0  # formulation, cryopreservation, QC release, shipment
 MEDIUM_G_PER_ML = 1.0  # culture medium is water-like: 1 mL weighs 1 g (1.00-1.01)
+# the FHIR identifier system of an ISBT 128 DIN (HL7 extension device-din: "If the content is
+# from an ICCBBA-encoded UDI, the URI to use for the system is ..."): a MedicationRequest
+# identifier in this system names the patient's collection the product is made from
+DIN_SYSTEM = "http://hl7.org/fhir/NamingSystem/iccbba-din"
 
 
 class CellTherapyFamily:
@@ -70,8 +74,13 @@ class CellTherapyFamily:
         envelope = Envelope.from_dict(request.master_file.design_envelope)
         design = design_product(
             target_cells=request.dose.value, body_weight_kg=weight.value, envelope=envelope
-        )
-        return design.to_dict(), None
+        ).to_dict()
+        for joined in request.identifiers:
+            system, _, value = joined.partition("|")
+            if system == DIN_SYSTEM:  # the label prints it (labels.label_details)
+                design["din"] = self.labels.din(value).scanned()
+                break
+        return design, None
 
     def material_needed_g(self, design: Mapping[str, Any]) -> float:
         return round(float(design.get("medium_ml", 0.0)) * MEDIUM_G_PER_ML, 4)
