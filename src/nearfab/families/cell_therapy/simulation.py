@@ -14,6 +14,11 @@ The failure model is the growth model's: a batch fails when the run's doubling t
 around the envelope's median with its donor-to-donor CV) is too long to grow the harvest count
 within the longest validated culture (logic/growth.py, `growth_failure_probability`). Other
 failures (contamination, equipment) are the scenario's to add through its sites.
+
+The network simulator also reads the family's `collection(design)` (family.py: the fresh
+apheresis is seeded within 24 h, the product infused 48 h after harvest at the earliest), and a
+failed run there means a new apheresis and a new run (docs/simulation.md, "Autologous cell
+therapy").
 """
 
 from __future__ import annotations
