@@ -205,9 +205,11 @@ def test_the_simulator_runs_a_micro_factory_from_the_family_s_model() -> None:
     assert [rx.machine_days for rx in design.prescriptions] == [7.0, 10.0]
     result = simulate(spec, 0)
     # an order every 12 days, one slot, 7 days a batch: no queue; a batch fails with
-    # P = 0.0052, so nearly every lead time is the machine's 7 days (a failed one is remade)
+    # P = 0.0052, so nearly every lead time is the family's collection lead (24 h to the run's
+    # start) + the machine's 7 days + its administration lead (48 h after the run's end):
+    # 1 + 7 + 2 = 10 days (a failed one means a new collection and a new run)
     assert result.delivered == 30
-    assert sorted({round(x, 6) for x in result.lead_times})[0] == 7.0
+    assert sorted({round(x, 6) for x in result.lead_times})[0] == 10.0
 
 
 def test_a_prescription_the_family_refuses_is_named_with_its_path() -> None:
