@@ -23,12 +23,18 @@ Two measurements per concurrency:
   was due, not when a connection came free (no coordinated omission); gives `p50_ms`/`p99_ms`
   at that load, for verify and for the bare endpoint at the same rate.
 
+And first, without HTTP (`in_process`, `--in-process N`): N verifications called directly on
+a freshly built app, each of a pack of a different batch (`cold`: the caches empty), then the
+same N again (`warm`), with their SQL statements counted, against the pack's bare look-up by
+GTIN and serial (`lookup_p50_ms`): where the time of a first scan of a batch goes.
+
 The load generator is one asyncio process with pre-built request bytes (HTTP/1.1 keep-alive),
 so it takes little of the two cores from the server. The server is uvicorn (h11; httptools
 and uvloop when installed) with `--workers` processes sharing one socket.
 
     python benchmarks/verify_latency.py --json [--units 1000000] [--batches 5000]
-        [--clients 16 64] [--workers 1 2] [--seconds 5] [--load 0.5] [--smoke]
+        [--clients 16 64] [--workers 1 2] [--seconds 5] [--load 0.5] [--in-process 300]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -237,6 +243,66 @@ def spread_batches(app: Any, batch_id: str, n: int, units: int) -> list[str]:
     return scans
 
 
+# --- where the time goes: verifications in-process, cold and warm --------------------------
+def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
+    """`n` verifications called directly (no HTTP), each of a pack of a different batch, on a
+    freshly built app (the caches empty, as a server process after a restart): `cold`; then
+    the same `n` again: `warm`. SQL statements are counted per verification. The baseline is
+    the pack's own look-up by GTIN and serial in a unit of work (what any answer costs)."""
+    from sqlalchemy import event, select
+    from tests import flow_helpers as fh
+
+    from nearfab.custody import SerialUnit, parse_scan
+
+    app, _ = _web(data_dir)
+    actor = fh.actor(app, "pharmacist")
+    statements = [0]
+
+    def count(*_args: Any) -> None:
+        statements[0] += 1
+
+    event.listen(app.engine, "before_cursor_execute", count)
+    picked = random.Random(5).sample(scans, min(n, len(scans)))
+
+    def timed(scan: str) -> tuple[float, int]:
+        before, t = statements[0], time.perf_counter()
+        with app.uow() as uow:
+            answer = app.custody.verify(uow, actor, scan=scan)
+        elapsed = time.perf_counter() - t
+        assert answer.status.value == "ok", answer
+        return elapsed, statements[0] - before
+
+    def lookup(scan: str) -> float:
+        ident = parse_scan(scan)
+        t = time.perf_counter()
+        with app.uow() as uow:
+            uow.session.scalar(
+                select(SerialUnit).where(
+                    SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
+                )
+            )
+        return time.perf_counter() - t
+
+    cold = [timed(s) for s in picked]
+    warm = [timed(s) for s in picked]
+    base = [lookup(s) for s in picked]
+    app.custody.flush_verification_log()
+    app.engine.dispose()
+
+    def ms(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 2)
+
+    out: dict[str, Any] = {"verifications": 2 * len(picked)}
+    for name, runs in (("cold", cold), ("warm", warm)):
+        times = [t for t, _ in runs]
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = ms(times, 0.5), ms(times, 0.99)
+        out[f"{name}_statements"] = round(sum(c for _, c in runs) / len(runs), 2)
+    out["lookup_p50_ms"] = ms(base, 0.5)
+    out["cold_vs_lookup"] = round(out["cold_p50_ms"] / max(out["lookup_p50_ms"], 1e-6), 1)
+    return out
+
+
 # --- the load generator (its own process, asyncio) -----------------------------------------
 def _request(method: str, path: str, token: str, body: bytes | None) -> bytes:
     lines = [
@@ -382,17 +448,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--load", type=float, default=0.5, help="open-loop rate / saturation")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--in-process", type=int, default=300, help="verifications timed without HTTP (0: none)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
     args = parser.parse_args()
     if args.smoke:
         args.units, args.batches, args.clients, args.workers = 60, 6, [2], [1]
-        args.seconds = 0.3
+        args.seconds, args.in_process = 0.3, 3
 
     from sqlalchemy import func, select, text
     from tests import flow_helpers as fh
 
-    from nearfab.custody.services.signedfacts import _CACHE_SIZE as _FACTS_CACHE_SIZE
     from nearfab.custody.services.releasecheck import SIGNATURE_CACHE_SIZE
+    from nearfab.custody.services.signedfacts import _CACHE_SIZE as _FACTS_CACHE_SIZE
     from nearfab.demo import seed
     from nearfab.identity import AuditEntry
 
@@ -412,6 +481,7 @@ def main() -> None:
             conn.execute(text("ANALYZE"))
     load_s = time.perf_counter() - t0
     sites = len({site for site, _ in _site_machines(app, batch_id)})
+    measured = in_process(data_dir, scans, args.in_process) if args.in_process else None
     with app.uow() as uow:
         before = uow.session.scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "verify")
@@ -425,6 +495,7 @@ def main() -> None:
         "signature_cache_size": SIGNATURE_CACHE_SIZE,
         "signed_facts_cache_size": _FACTS_CACHE_SIZE,
         "load_s": round(load_s, 1),
+        "in_process": measured,
         "runs": [],
     }
     ctx = multiprocessing.get_context("spawn")
