@@ -339,3 +339,20 @@ def test_the_cli_submits_shows_and_releases_a_cell_product(seeded: App, tmp_path
     assert shown["status"] == "released"
     assert shown["design"]["din"] == DIN and shown["design"]["target_cells"] == 1.5e8
     assert [b["status"] for b in shown["batches"]] == ["released"]
+
+
+def test_the_web_pages_show_a_cell_batch_with_its_pending_result(seeded: App) -> None:
+    client = TestClient(create_web_app(seeded))
+    order = _submit(client, _bundle(seeded, 7, dose_per_kg=2.0e6, weight_kg=70.0, din=DIN))
+    batch_id = _made(seeded, order["id"])
+    number = fh.batch(seeded, batch_id).batch_number
+    qp = fh.web_login(seeded, "qp")
+    for path in ("/", "/release", f"/batches/{batch_id}", f"/orders/{order['id']}"):
+        page = qp.get(path)
+        assert page.status_code == 200, (path, page.text[:500])
+    queue = qp.get("/release").text
+    assert number in queue and "sterility" in queue.lower()
+    batch_page = qp.get(f"/batches/{batch_id}").text
+    assert "sterility" in batch_page.lower() and "viable cell dose" in batch_page.lower()
+    # the demo's first page, as the administrator sees it, with the cell product in the network
+    assert fh.web_login(seeded, "admin").get("/").status_code == 200
