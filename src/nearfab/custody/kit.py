@@ -12,7 +12,7 @@ which product codes are valid). The core keeps the pack's quantity as a plain co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from nearfab.common.quantity import Quantity
@@ -59,3 +59,50 @@ def label_details(kit: LabelKit, design: Mapping[str, Any]) -> tuple[str, ...]:
     own scheme, storage and in-use rules); none when the family has no such method."""
     details = getattr(kit, "label_details", None)
     return tuple(str(line) for line in details(design)) if callable(details) else ()
+
+
+@runtime_checkable
+class CustodyRuleKit(Protocol):
+    """A family's custody rules (optional methods of its `labels` part): the chain of
+    hand-overs its units pass, how a storage log reading is judged and the in-use period of a
+    prepared unit. A family without them has no rule: any hand-over whose two scans agree is
+    accepted, no reading is an excursion and a prepared unit has no in-use limit."""
+
+    def hand_over_steps(self) -> tuple[str, ...]:
+        """The steps of the chain in order (each hand-over goes from one to the next); empty
+        when the family has no chain."""
+        ...
+
+    def judge_storage(self, reading: Quantity) -> str | None:
+        """The excursion a storage log reading is (the reason, naming the limit), or None when
+        the reading is within the family's storage rule (or the family has none)."""
+        ...
+
+    def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
+        """How long a unit may be used after it is prepared, from the batch's design; None
+        when the family sets no limit."""
+        ...
+
+
+def hand_over_steps(kit: LabelKit) -> tuple[str, ...]:
+    """The family's chain of hand-over steps; () when it has no rule."""
+    steps = getattr(kit, "hand_over_steps", None)
+    return tuple(str(s) for s in steps()) if callable(steps) else ()
+
+
+def judge_storage(kit: LabelKit, reading: Quantity) -> str | None:
+    """The family's judgement of one storage log reading: the excursion's reason, or None."""
+    judge = getattr(kit, "judge_storage", None)
+    if not callable(judge):
+        return None
+    answer = judge(reading)
+    return None if answer is None else str(answer)
+
+
+def in_use_period(kit: LabelKit, design: Mapping[str, Any]) -> timedelta | None:
+    """The family's in-use period of a prepared unit of this design; None: no limit."""
+    period = getattr(kit, "in_use_period", None)
+    if not callable(period):
+        return None
+    answer = period(design)
+    return answer if isinstance(answer, timedelta) else None

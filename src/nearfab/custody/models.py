@@ -196,3 +196,69 @@ class ContainerUnit(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     sscc: Mapped[str] = mapped_column(ForeignKey("custody_containers.sscc"), index=True)
     unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)
+
+
+class HandOver(Base):
+    """One hand-over of a unit between two steps of its family's chain, with the identity the
+    giving and the receiving side each scanned; a refused one stops the chain (a hold)."""
+
+    __tablename__ = "custody_hand_overs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)
+    from_step: Mapped[str] = mapped_column(String(32))
+    to_step: Mapped[str] = mapped_column(String(32))
+    giver_scan: Mapped[str] = mapped_column(String(200))
+    receiver_scan: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))  # accepted | refused
+    reason: Mapped[str | None] = mapped_column(Text)
+    handed_at: Mapped[datetime]
+    handed_by: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class UnitHold(Base):
+    """A unit held (quarantined) by a refused hand-over or a storage excursion: nothing moves
+    it further (hand-over, administration) until a QP judges it (resume or reject)."""
+
+    __tablename__ = "custody_unit_holds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # hand_over | storage
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime]
+    held_by: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(String(16))  # resume | reject
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class StorageReading(Base):
+    """One storage log reading of a unit in storage or shipment, judged by its family."""
+
+    __tablename__ = "custody_storage_readings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), index=True)
+    value: Mapped[float]
+    unit: Mapped[str] = mapped_column(String(16))  # UCUM, e.g. Cel
+    read_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    excursion: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+    hold_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class InUsePeriod(Base):
+    """A unit prepared for use: its in-use period starts then and ends at `use_by` (None: the
+    family sets no limit). A unit is prepared once."""
+
+    __tablename__ = "custody_in_use_periods"
+
+    unit_id: Mapped[str] = mapped_column(ForeignKey("serial_units.id"), primary_key=True)
+    prepared_at: Mapped[datetime]
+    prepared_by: Mapped[str] = mapped_column(String(64))
+    use_by: Mapped[datetime | None]

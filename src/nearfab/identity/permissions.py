@@ -117,6 +117,8 @@ class Permission(StrEnum):
     PACKS_MOVE = "pack.move"
     PACKS_DESTROY = "pack.destroy"
     READINGS_RECORD = "pack.readings"
+    # a QP judges a unit held by a refused hand-over or a storage excursion
+    HOLD_DECIDE = "pack.hold_decide"
 
 
 MATRIX: Mapping[Permission, frozenset[Role]] = {
@@ -198,6 +200,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.PACKS_MOVE: frozenset({PH, OP, Q}),
     Permission.PACKS_DESTROY: frozenset({PH, Q}),
     Permission.READINGS_RECORD: frozenset({PH, OP, Q}),
+    Permission.HOLD_DECIDE: frozenset({Q}),
 }
 
 # Network-level permissions: they change records of the whole network (sites, their

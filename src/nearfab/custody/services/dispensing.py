@@ -3,6 +3,7 @@ order completes with its last pack); the undo of a dispense within its window.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn
@@ -49,9 +50,17 @@ class DispenseResult:
 
 
 class Dispensing:
-    def __init__(self, packs: Packs, release: ReleaseCheck) -> None:
+    def __init__(
+        self,
+        packs: Packs,
+        release: ReleaseCheck,
+        usable: Callable[[UnitOfWork, SerialUnit, str], None] | None = None,
+    ) -> None:
         self._packs = packs
         self._release = release
+        # the chain-of-identity check before administration (HandOvers.check_usable): a held
+        # unit, or one whose in-use period ended, is refused
+        self._usable = usable
 
     def dispense(
         self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str
@@ -138,6 +147,8 @@ class Dispensing:
                 code="not_released",
             )
         self._release.require(uow, unit, "scan")
+        if self._usable is not None:
+            self._usable(uow, unit, "scan")
         today = uow.clock.now().date()
         if unit.expiry < today:
             raise Refused(

@@ -11,6 +11,8 @@
 - `dispensing`     the hand-over to the patient, and its undo (Dispensing)
 - `movements`      ship, receive, destroy, cold-chain readings (Movements)
 - `containers`     shipping containers (SSCC): pack and unpack (Containers)
+- `handovers`      the chain of identity: hand-overs checked on both sides, the storage log,
+                   holds a QP judges, the in-use period of a prepared unit (HandOvers)
 
 Each step is an EPCIS event chained in the site's ledger in the same transaction as the
 change. `CustodyService` is what the other domains and the entry points hold: it builds the
@@ -22,12 +24,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from nearfab.custody.labels import LabelContent
-from nearfab.custody.models import Container, EpcisEvent, SerialUnit
+from nearfab.custody.models import (
+    Container,
+    EpcisEvent,
+    HandOver,
+    InUsePeriod,
+    SerialUnit,
+    UnitHold,
+)
 from nearfab.custody.services.commissioning import Commissioning
 from nearfab.custody.services.containers import Containers
 from nearfab.custody.services.dispensing import UNDO_WINDOW, DispenseResult, Dispensing
 from nearfab.custody.services.disposition import Dispositions
 from nearfab.custody.services.epcis import EpcisStore
+from nearfab.custody.services.handovers import HandOvers, StorageLogResult
 from nearfab.custody.services.labelling import Labelling
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.custody.services.movements import Movements
@@ -70,7 +80,8 @@ class CustodyService:
         self.dispositions = Dispositions(self.packs)
         self.labelling = Labelling(self.packs, self.release)
         self.verifier = Verifier(self.packs, self.release)
-        self.dispensing = Dispensing(self.packs, self.release)
+        self.hand_overs = HandOvers(self.packs)
+        self.dispensing = Dispensing(self.packs, self.release, self.hand_overs.check_usable)
         self.movements = Movements(self.packs)
         self.containers = Containers(self.packs, self.release)
         # the packs' facts as the QP's release ledgered them (signed, verified, cached)
@@ -191,6 +202,51 @@ class CustodyService:
 
     def units_in_container(self, uow: UnitOfWork, sscc: str) -> list[SerialUnit]:
         return self.containers.units_in_container(uow, sscc)
+
+    # --- the chain of identity ----------------------------------------------------------------
+    def hand_over(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        scan: str,
+        from_step: str,
+        to_step: str,
+        received_scan: str,
+    ) -> HandOver:
+        return self.hand_overs.hand_over(
+            uow,
+            actor,
+            scan=scan,
+            from_step=from_step,
+            to_step=to_step,
+            received_scan=received_scan,
+        )
+
+    def log_storage(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        unit_ids: list[str],
+        readings: list[tuple[datetime, float]],
+        unit: str = "Cel",
+    ) -> StorageLogResult:
+        return self.hand_overs.log_storage(
+            uow, actor, unit_ids=unit_ids, readings=readings, unit=unit
+        )
+
+    def judge_hold(
+        self, uow: UnitOfWork, actor: Actor, *, hold_id: str, decision: str, reason: str
+    ) -> UnitHold:
+        return self.hand_overs.judge_hold(
+            uow, actor, hold_id=hold_id, decision=decision, reason=reason
+        )
+
+    def prepare(
+        self, uow: UnitOfWork, actor: Actor, *, scan: str, unit_id: str | None = None
+    ) -> InUsePeriod:
+        return self.hand_overs.prepare(uow, actor, scan=scan, unit_id=unit_id)
 
     # --- queries -----------------------------------------------------------------------------
     def units_of_batch(self, uow: UnitOfWork, batch_id: str) -> list[SerialUnit]:

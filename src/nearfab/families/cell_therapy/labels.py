@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
-from nearfab.common.errors import ValidationFailed
+from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, validate_gtin
-from nearfab.families.cell_therapy.logic.cryo import STORAGE_TEXT, thaw_shelf_life
+from nearfab.families.cell_therapy.logic.cryo import (
+    CHAIN_STEPS,
+    STORAGE_TEXT,
+    check_storage_temperature,
+    thaw_shelf_life,
+)
 from nearfab.families.cell_therapy.logic.isbt128 import (
     DonationIdentificationNumber,
     Isbt128Invalid,
@@ -143,3 +148,28 @@ class CellTherapyLabels:
             f"Infuse within {shelf.total_seconds() / 60:g} min of thawing; do not refreeze"
         )
         return tuple(lines)
+
+    # --- custody.kit.CustodyRuleKit: the chain of identity and the cold chain ---
+
+    def hand_over_steps(self) -> tuple[str, ...]:
+        """collection -> micro_factory -> cryostore -> infusion: each hand-over checks the
+        unit's identity on both sides."""
+        return CHAIN_STEPS
+
+    def judge_storage(self, reading: Quantity) -> str | None:
+        """A storage log reading (°C, UCUM "Cel") above -150 °C is an excursion."""
+        if reading.unit != "Cel":
+            raise ValidationFailed(
+                f"a storage reading of a cell product is in Cel (°C), got {reading.unit!r}",
+                field="unit",
+            )
+        try:
+            check_storage_temperature(reading.value, field="value")
+        except Refused as exc:
+            return exc.message
+        return None
+
+    def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
+        """The shelf life after thaw (the design's minutes, else 180 min)."""
+        minutes = design.get("thaw_shelf_life_min")
+        return thaw_shelf_life(None if minutes is None else minutes)

@@ -9,7 +9,9 @@ label whose text names the medication and the dose per tablet in mg (docs/custod
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
 
 from nearfab.common.quantity import Quantity
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, validate_gtin
@@ -35,3 +37,15 @@ class SolidDoseLabels:
 
     def pack_contents(self, quantity: int) -> str:
         return f"{quantity} tablets"
+
+    # --- custody.kit.CustodyRuleKit: no rule (packs at room temperature, no hand-over chain,
+    # no in-use period after preparation) ---
+
+    def hand_over_steps(self) -> tuple[str, ...]:
+        return ()
+
+    def judge_storage(self, reading: Quantity) -> str | None:
+        return None
+
+    def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
+        return None

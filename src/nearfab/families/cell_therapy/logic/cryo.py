@@ -16,6 +16,9 @@ from datetime import datetime, timedelta
 from nearfab.common.errors import Refused, ValidationFailed
 
 STORAGE_MAX_C = -150.0
+# the chain of identity of an autologous product: every hand-over between these steps checks
+# the unit's identity on both sides (custody's hand-over)
+CHAIN_STEPS = ("collection", "micro_factory", "cryostore", "infusion")
 STORAGE_TEXT = "Store at or below -150 °C in the vapour phase of liquid nitrogen"
 DEFAULT_THAW_SHELF_LIFE_MIN = 180
 # a product that may wait longer than a day after thaw is not a cryopreserved cell product

@@ -1,0 +1,333 @@
+"""The chain of identity (issue 15 part 2), on SQLite and PostgreSQL: every hand-over checks the
+unit's identity on both sides and a mismatch stops the chain; the storage log is judged by the
+unit's family and an excursion holds the unit; a prepared unit's in-use period limits its
+administration; every refusal is audited.
+
+The packs are made by the demo's solid_dose flow; a test-only family (`chained`) gives them the
+cell_therapy family's custody rules (families/cell_therapy/labels.py): the chain collection ->
+micro_factory -> cryostore -> infusion, storage at or below -150 °C, 180 minutes after thaw.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
+
+from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
+from nearfab.common.errors import Forbidden, Refused, ValidationFailed
+from nearfab.common.quantity import Quantity
+from nearfab.custody import HandOver, SerialUnit, StorageReading, UnitHold
+from nearfab.designs import FamilyRegistry
+from nearfab.families.cell_therapy.labels import CellTherapyLabels
+from nearfab.families.solid_dose.labels import SolidDoseLabels
+from nearfab.identity import AuditEntry
+
+seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
+
+# the cell family's chain, written out here (not read from the code): the issue's four steps
+CHAIN = ("collection", "micro_factory", "cryostore", "infusion")
+
+
+class ChainLabels(SolidDoseLabels):
+    """solid_dose's label text with the cell_therapy family's custody rules."""
+
+    _cells = CellTherapyLabels()
+
+    def hand_over_steps(self) -> tuple[str, ...]:
+        return self._cells.hand_over_steps()
+
+    def judge_storage(self, reading: Quantity) -> str | None:
+        return self._cells.judge_storage(reading)
+
+    def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
+        return self._cells.in_use_period(design)
+
+
+class ChainFamily:
+    """A test-only family: solid_dose in every part but its labels."""
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+        self.labels = ChainLabels()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
+@pytest.fixture
+def chained(seeded: App) -> App:
+    registry = FamilyRegistry()
+    for family in seeded.custody.packs.families:
+        registry.register(ChainFamily(family) if family.name == "solid_dose" else family)
+    seeded.custody.packs.families = registry
+    return seeded
+
+
+def _packs(app: App) -> list[SerialUnit]:
+    # 11 days at 3 a day: 33 tablets, two packs of one batch (two units of one patient)
+    _, units = ch.released_batch(app, dose_mg=2.5, days=11)
+    assert len(units) == 2
+    return units
+
+
+def _hand_over(
+    app: App, unit: SerialUnit, src: str, dst: str, received: SerialUnit | None = None
+) -> HandOver:
+    with app.uow() as uow:
+        row = app.custody.hand_over(
+            uow,
+            fh.actor(app, "pharmacist"),
+            scan=ch.scan(unit),
+            from_step=src,
+            to_step=dst,
+            received_scan=ch.scan(received or unit),
+        )
+        uow.session.expunge(row)
+        return row
+
+
+def _refused_hand_over(
+    app: App,
+    unit: SerialUnit,
+    src: str,
+    dst: str,
+    code: str,
+    received: SerialUnit | None = None,
+) -> Refused:
+    with pytest.raises(Refused) as caught:
+        _hand_over(app, unit, src, dst, received)
+    assert caught.value.code == code, caught.value.message
+    fh.assert_refusal_audited(app, caught.value, "hand_over", ch.scan(unit)[:64])
+    return caught.value
+
+
+def _holds(app: App, unit: SerialUnit) -> list[UnitHold]:
+    with app.uow() as uow:
+        rows = list(uow.session.scalars(select(UnitHold).where(UnitHold.unit_id == unit.id)))
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def _dispense_refused(app: App, unit: SerialUnit, code: str) -> Refused:
+    with pytest.raises(Refused) as caught:
+        ch.dispense(app, unit)
+    assert caught.value.code == code, caught.value.message
+    fh.assert_refusal_audited(app, caught.value, "dispense", ch.scan(unit)[:64])
+    return caught.value
+
+
+def _judge(app: App, hold: UnitHold, decision: str, username: str = "qp") -> UnitHold:
+    with app.uow() as uow:
+        row = app.custody.judge_hold(
+            uow, fh.actor(app, username), hold_id=hold.id, decision=decision, reason="checked"
+        )
+        uow.session.expunge(row)
+        return row
+
+
+def test_the_cell_family_names_its_chain_and_solid_dose_has_no_rule() -> None:
+    cells, solid = CellTherapyLabels(), SolidDoseLabels()
+    assert cells.hand_over_steps() == CHAIN
+    # -150 °C is the limit: -150 is within it, -149.9 is an excursion
+    assert cells.judge_storage(Quantity(-150.0, "Cel")) is None
+    why = cells.judge_storage(Quantity(-149.9, "Cel"))
+    assert why is not None and "-150" in why
+    with pytest.raises(ValidationFailed) as caught:
+        cells.judge_storage(Quantity(-160.0, "K"))
+    assert caught.value.field == "unit"
+    assert cells.in_use_period({}) == timedelta(minutes=180)
+    assert cells.in_use_period({"thaw_shelf_life_min": 30}) == timedelta(minutes=30)
+    assert solid.hand_over_steps() == ()
+    assert solid.judge_storage(Quantity(40.0, "Cel")) is None
+    assert solid.in_use_period({}) is None
+
+
+def test_matching_hand_overs_pass_the_chain_in_order(chained: App) -> None:
+    unit, _ = _packs(chained)
+    for src, dst in itertools.pairwise(CHAIN):
+        row = _hand_over(chained, unit, src, dst)
+        assert (row.from_step, row.to_step, row.outcome) == (src, dst, "accepted")
+    with chained.uow() as uow:
+        created = list(
+            uow.session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.entity_type == "hand_over", AuditEntry.action == "create"
+                )
+            )
+        )
+    assert len(created) == 3
+    assert _holds(chained, unit) == []
+    # the chain is complete: no hand-over after its last step
+    exc = _refused_hand_over(chained, unit, "infusion", "collection", "wrong_step")
+    assert exc.field == "to_step"
+    assert len(_holds(chained, unit)) == 1
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_a_mismatch_at_any_hand_over_holds_the_unit_and_stops_the_chain(
+    chained: App, at: int
+) -> None:
+    unit, other = _packs(chained)
+    for i in range(at):
+        _hand_over(chained, unit, CHAIN[i], CHAIN[i + 1])
+    # the receiving side scans the patient's other bag: refused, the unit held
+    exc = _refused_hand_over(chained, unit, CHAIN[at], CHAIN[at + 1], "identity_mismatch", other)
+    assert exc.field == "received_scan"
+    assert other.serial in exc.message and unit.serial in exc.message
+    [hold] = _holds(chained, unit)
+    assert hold.source == "hand_over" and hold.decision is None
+    assert other.serial in hold.reason
+    with chained.uow() as uow:
+        rows = list(uow.session.scalars(select(HandOver).where(HandOver.unit_id == unit.id)))
+        audited = uow.session.scalar(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "unit_hold", AuditEntry.entity_id == hold.id
+            )
+        )
+    assert [r.outcome for r in rows] == ["accepted"] * at + ["refused"]
+    assert audited is not None
+    # the chain stops: the right hand-over now, and administration, are refused
+    _refused_hand_over(chained, unit, CHAIN[at], CHAIN[at + 1], "held")
+    _dispense_refused(chained, unit, "held")
+    # a QP's judgement resumes it
+    _judge(chained, hold, "resume")
+    assert _hand_over(chained, unit, CHAIN[at], CHAIN[at + 1]).outcome == "accepted"
+
+
+def test_a_wrong_step_or_a_label_that_disagrees_is_a_mismatch(chained: App) -> None:
+    unit, other = _packs(chained)
+    exc = _refused_hand_over(chained, unit, "micro_factory", "cryostore", "wrong_step")
+    assert exc.field == "from_step" and "collection" in exc.message
+    # a reject keeps the chain stopped for good
+    [hold] = _holds(chained, unit)
+    _judge(chained, hold, "reject")
+    _refused_hand_over(chained, unit, "collection", "micro_factory", "held")
+    # the other unit: its giving side's label names another batch
+    with pytest.raises(Refused) as caught, chained.uow() as uow:
+        chained.custody.hand_over(
+            uow,
+            fh.actor(chained, "pharmacist"),
+            scan=ch.scan(other, batch="WRONG1"),
+            from_step="collection",
+            to_step="micro_factory",
+            received_scan=ch.scan(other, batch="WRONG1"),
+        )
+    assert caught.value.code == "identity_mismatch" and caught.value.field == "scan"
+    assert len(_holds(chained, other)) == 1
+
+
+def test_only_a_qp_judges_a_hold(chained: App) -> None:
+    unit, other = _packs(chained)
+    _refused_hand_over(chained, unit, "collection", "micro_factory", "identity_mismatch", other)
+    [hold] = _holds(chained, unit)
+    with pytest.raises(Forbidden):
+        _judge(chained, hold, "resume", username="pharmacist")
+    with pytest.raises(ValidationFailed) as caught:
+        _judge(chained, hold, "maybe")
+    assert caught.value.field == "decision"
+    fh.assert_refusal_audited(chained, caught.value, "unit_hold", hold.id)
+    _judge(chained, hold, "resume")
+    with pytest.raises(Refused) as again:
+        _judge(chained, hold, "reject")
+    assert again.value.code == "already_judged"
+
+
+def test_a_storage_excursion_is_recorded_and_holds_the_unit(
+    chained: App, clock: ManualClock
+) -> None:
+    unit, other = _packs(chained)
+    now = clock.now()
+    with chained.uow() as uow:
+        result = chained.custody.log_storage(
+            uow,
+            fh.actor(chained, "pharmacist"),
+            unit_ids=[unit.id, other.id],
+            readings=[(now - timedelta(minutes=10), -180.0), (now, -150.0)],
+        )
+    assert len(result.readings) == 4 and result.excursions == [] and result.holds == []
+    # a reading above -150 °C on one unit's log
+    with chained.uow() as uow:
+        result = chained.custody.log_storage(
+            uow,
+            fh.actor(chained, "operator"),
+            unit_ids=[unit.id],
+            readings=[(now, -160.0), (now + timedelta(minutes=5), -120.0)],
+        )
+        [excursion] = result.excursions
+        assert excursion.value == -120.0 and "-150" in (excursion.reason or "")
+        [hold] = result.holds
+        assert excursion.hold_id == hold.id
+    with chained.uow() as uow:
+        logged = list(
+            uow.session.scalars(select(StorageReading).where(StorageReading.unit_id == unit.id))
+        )
+        audit_row = uow.session.scalar(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "storage_log",
+                AuditEntry.new["excursions"].as_integer() == 1,
+            )
+        )
+    assert sorted(r.excursion for r in logged) == [False, False, False, True]
+    assert audit_row is not None
+    [held] = _holds(chained, unit)
+    assert held.source == "storage" and "-120" in held.reason
+    _dispense_refused(chained, unit, "held")
+    _refused_hand_over(chained, unit, "collection", "micro_factory", "held")
+    assert _holds(chained, other) == []
+    # a reading without a time zone is bad input, named
+    with pytest.raises(ValidationFailed) as caught, chained.uow() as uow:
+        chained.custody.log_storage(
+            uow,
+            fh.actor(chained, "pharmacist"),
+            unit_ids=[other.id],
+            readings=[(now.replace(tzinfo=None), -170.0)],
+        )
+    assert caught.value.field == "read_at"
+
+
+def test_administration_after_the_in_use_period_is_refused(
+    chained: App, clock: ManualClock
+) -> None:
+    unit, other = _packs(chained)
+    for u in (unit, other):
+        with chained.uow() as uow:
+            period = chained.custody.prepare(uow, fh.actor(chained, "pharmacist"), scan=ch.scan(u))
+            # 180 minutes after preparation (the family's default shelf life after thaw)
+            assert period.use_by == period.prepared_at + timedelta(minutes=180)
+    with pytest.raises(Refused) as twice, chained.uow() as uow:
+        chained.custody.prepare(uow, fh.actor(chained, "pharmacist"), scan=ch.scan(unit))
+    assert twice.value.code == "already_prepared"
+    fh.assert_refusal_audited(chained, twice.value, "in_use", ch.scan(unit)[:64])
+    clock.advance(179 * 60)
+    assert ch.dispense(chained, other).unit.status == "dispensed"
+    clock.advance(2 * 60)  # 181 minutes after preparation
+    exc = _dispense_refused(chained, unit, "in_use_expired")
+    assert "in-use period" in exc.message
+
+
+def test_a_family_without_rules_checks_identity_only(seeded: App) -> None:
+    unit, other = _packs(seeded)
+    # solid_dose: no chain of steps, no storage rule, no in-use period
+    assert _hand_over(seeded, unit, "pharmacy", "ward").outcome == "accepted"
+    _refused_hand_over(seeded, unit, "ward", "bedside", "identity_mismatch", other)
+    with seeded.uow() as uow:
+        result = seeded.custody.log_storage(
+            uow,
+            fh.actor(seeded, "pharmacist"),
+            unit_ids=[other.id],
+            readings=[(seeded.clock.now(), 40.0)],
+        )
+        assert result.excursions == []
+    with seeded.uow() as uow:
+        period = seeded.custody.prepare(uow, fh.actor(seeded, "pharmacist"), scan=ch.scan(other))
+        assert period.use_by is None
