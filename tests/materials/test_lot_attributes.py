@@ -97,7 +97,8 @@ def test_the_api_stores_the_family_checked_attributes_and_names_a_bad_one(seeded
         "/api/v1/material-lots", json=_lot(seeded, "T-3", drug_loading=0.1), headers=pharmacist
     )
     assert r.status_code == 422 and "attributes" in r.text, r.text
-    assert fh.count(seeded, MaterialLot) == 6 + 1  # the demo's six lots and T-1
+    # the demo's six filament lots, its two cell-therapy lots and T-1
+    assert fh.count(seeded, MaterialLot) == 6 + 2 + 1
 
 
 def test_the_family_is_the_master_files_else_the_one_named(seeded: App) -> None:

@@ -14,7 +14,7 @@ import pytest
 from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
@@ -22,6 +22,7 @@ from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.designs import FamilyRegistry
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.families.solid_dose.machines import SimulatedTabletPrinter, SolidDoseMachines
+from nearfab.materials import MaterialLot
 from nearfab.migrations import alembic_config, upgrade
 from nearfab.network import Machine
 from nearfab.production import (
@@ -237,6 +238,17 @@ def _url(app: App) -> str:
     return app.engine.url.render_as_string(hide_password=False)
 
 
+def _without_lots_the_old_schema_cannot_hold(app: App) -> None:
+    """Before 0018 a lot kept a drug loading: the demo's cell-therapy lots (medium, reagent)
+    have none, and 0018's downgrade refuses them (tests/materials/test_material_migration.py).
+    Going below it, these tests leave them out."""
+    with app.uow() as uow:
+        for lot in uow.session.scalars(select(MaterialLot)):
+            if "drug_loading" not in (lot.attributes or {}):
+                uow.session.delete(lot)
+        uow.commit()
+
+
 def test_migration_0017_moves_unit_masses_into_the_document_and_back(seeded: App) -> None:
     masses = [49.5, 50.25, 51.0]  # a batch's in-line weights, as the machine reported them
     with_masses = fh.start(seeded, fh.ticketed_job(seeded))
@@ -245,6 +257,7 @@ def test_migration_0017_moves_unit_masses_into_the_document_and_back(seeded: App
     # the signed content keeps the key the per-unit evidence had before the document existed
     content = fh.batch(seeded, with_masses).content()
     assert content["unit_masses_mg"] == masses and "measurements" not in content
+    _without_lots_the_old_schema_cannot_hold(seeded)
     url = _url(seeded)
     seeded.engine.dispose()
 
@@ -270,6 +283,7 @@ def test_migration_0017_moves_unit_masses_into_the_document_and_back(seeded: App
 def test_migration_0017_downgrade_stops_at_another_family_s_document(seeded: App) -> None:
     batch_id = fh.start(seeded, fh.ticketed_job(seeded))
     fh.edit(seeded, BatchRecord, batch_id, measurements={"viable_cells": [1.0e8]}, units_made=1)
+    _without_lots_the_old_schema_cannot_hold(seeded)
     url = _url(seeded)
     seeded.engine.dispose()
     with pytest.raises(RuntimeError, match=batch_id):
