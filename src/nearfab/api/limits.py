@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from nearfab.api.errors import error_body
 
@@ -113,36 +114,43 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+# secrets are hashed or compared, never stored as text: the identity service judges them
+# itself (a NUL in a password is its `password_bad_character`, issue 12)
+SECRET_KEYS = frozenset({"password", "current_password", "new_password", "confirm_password"})
+
+
 def nul_field(body: bytes) -> str | None:
-    """Where a request body holds a NUL character (raw, JSON-escaped or form-encoded), as the
-    field a refusal names (`body.site_id`, `body.items.2.name`, `body` when it cannot tell);
-    None when it holds none."""
-    lowered = body.lower()
-    if b"\x00" not in body and b"\\u0000" not in lowered and b"%00" not in body:
+    """Where a JSON or form body holds a NUL character (raw, JSON-escaped or form-encoded), as
+    the field a refusal names (`site_id`, `items.2.name`; `$` when it cannot tell); None when
+    it holds none outside the secrets (`SECRET_KEYS`)."""
+    if b"\x00" not in body and b"\\u0000" not in body.lower() and b"%00" not in body:
         return None
     try:
-        document = json.loads(body)
+        document: Any = json.loads(body)
     except ValueError:
-        return "body"
+        try:
+            document = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except (UnicodeDecodeError, ValueError):
+            return "$"
 
     def walk(value: Any, path: str) -> str | None:
         if isinstance(value, str):
-            return path if "\x00" in value else None
+            return path or "$" if "\x00" in value else None
         items: Any = ()
         if isinstance(value, dict):
             for key in value:
                 if "\x00" in key:
-                    return f"{path}.{key.replace(chr(0), '')}"
-            items = value.items()
+                    return ".".join(filter(None, (path, key.replace(chr(0), ""))))
+            items = ((k, v) for k, v in value.items() if k not in SECRET_KEYS)
         elif isinstance(value, list):
             items = enumerate(value)
         for key, item in items:
-            found = walk(item, f"{path}.{key}")
+            found = walk(item, ".".join(filter(None, (path, str(key)))))
             if found is not None:
                 return found
         return None
 
-    return walk(document, "body")
+    return walk(document, "")
 
 
 def _is_text_body(scope: Scope) -> bool:
