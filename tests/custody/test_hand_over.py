@@ -331,3 +331,61 @@ def test_a_family_without_rules_checks_identity_only(seeded: App) -> None:
     with seeded.uow() as uow:
         period = seeded.custody.prepare(uow, fh.actor(seeded, "pharmacist"), scan=ch.scan(other))
         assert period.use_by is None
+
+
+def test_the_chain_over_http(chained: App) -> None:
+    from fastapi.testclient import TestClient
+
+    from nearfab.web.server import create_web_app
+
+    client = TestClient(create_web_app(chained))
+
+    def auth(username: str) -> dict[str, str]:
+        res = client.post(
+            "/api/v1/auth/token", json={"username": username, "password": fh.TEST_PASSWORD}
+        )
+        assert res.status_code == 200, res.text
+        return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+    ph, qp = auth("pharmacist"), auth("qp")
+    unit, other = _packs(chained)
+    body = {
+        "scan": ch.scan(unit),
+        "from_step": "collection",
+        "to_step": "micro_factory",
+        "received_scan": ch.scan(unit),
+    }
+    ok = client.post("/api/v1/hand-overs", json=body, headers=ph)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["outcome"] == "accepted" and ok.json()["to_step"] == "micro_factory"
+    wrong = body | {"from_step": "micro_factory", "to_step": "cryostore"}
+    wrong["received_scan"] = ch.scan(other)
+    refused = client.post("/api/v1/hand-overs", json=wrong, headers=ph)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("identity_mismatch", "received_scan")
+    chain = client.get(f"/api/v1/packs/{unit.id}/chain", headers=qp).json()
+    assert [h["outcome"] for h in chain["hand_overs"]] == ["accepted", "refused"]
+    [hold] = chain["holds"]
+    assert hold["decision"] is None
+    # a pharmacist may not judge it; a QP may
+    judge = {"decision": "resume", "reason": "the other bag was scanned by mistake"}
+    assert (
+        client.post(f"/api/v1/holds/{hold['id']}/judge", json=judge, headers=ph).status_code == 403
+    )
+    judged = client.post(f"/api/v1/holds/{hold['id']}/judge", json=judge, headers=qp)
+    assert judged.status_code == 200 and judged.json()["decision"] == "resume"
+    log = client.post(
+        f"/api/v1/packs/{unit.id}/storage-log",
+        json={"readings": [{"read_at": chained.clock.now().isoformat(), "value": -100.0}]},
+        headers=ph,
+    )
+    assert log.status_code == 201, log.text
+    assert log.json()["readings"][0]["excursion"] is True and len(log.json()["holds"]) == 1
+    bad = client.post(f"/api/v1/packs/{other.id}/prepare", json={"scan": ch.scan(unit)}, headers=ph)
+    assert bad.status_code == 409 and bad.json()["error"]["code"] == "identity_mismatch"
+    prepared = client.post(
+        f"/api/v1/packs/{other.id}/prepare", json={"scan": ch.scan(other)}, headers=ph
+    )
+    assert prepared.status_code == 201, prepared.text
+    assert prepared.json()["use_by"] is not None

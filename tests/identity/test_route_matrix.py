@@ -332,6 +332,28 @@ ROUTES: dict[tuple[str, str], Call] = {
         True,
         body=lambda w: {"unit_ids": ["no-such-pack"], "site_id": w.ids["site_id"], "reason": "m"},
     ),
+    # the chain of identity: the unit's sites answer first, then the empty step or scan (422)
+    ("POST", "/api/v1/hand-overs"): Call(
+        P.PACKS_MOVE,
+        True,
+        body=lambda w: {
+            "scan": w.ids["scan"],
+            "received_scan": w.ids["scan"],
+            "from_step": "",
+            "to_step": "",
+        },
+    ),
+    ("POST", "/api/v1/packs/{unit_id}/storage-log"): Call(
+        P.READINGS_RECORD, True, body=lambda w: {"readings": []}
+    ),
+    ("POST", "/api/v1/packs/{unit_id}/prepare"): Call(
+        P.PACKS_MOVE, True, body=lambda w: {"scan": ""}
+    ),
+    ("POST", "/api/v1/holds/{hold_id}/judge"): Call(
+        P.HOLD_DECIDE,
+        body=lambda w: {"decision": "resume", "reason": "m"},
+    ),
+    ("GET", "/api/v1/packs/{unit_id}/chain"): Call(P.TRACE_READ, True),
     ("POST", "/api/v1/epcis/capture"): Call(P.EPCIS_CAPTURE, body=lambda w: {}, network_only=True),
     ("GET", "/api/v1/epcis/events"): Call(P.EPCIS_QUERY),
     ("GET", "/api/v1/trace/units/{unit_id}"): Call(P.TRACE_READ, True),
@@ -691,6 +713,7 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
         entity_id=order.id,
         test="no-such-test",  # a release test pending at release (none here)
         notice_id="no-such-notice",
+        hold_id="no-such-hold",
     )
     with app.uow() as uow:
         recall = app.custody_chain.recalls.create(

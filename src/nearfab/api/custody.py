@@ -12,7 +12,14 @@ from pydantic import BaseModel, Field
 
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.bootstrap import App
-from nearfab.custody import Container, EpcisInvalid
+from nearfab.custody import (
+    Container,
+    EpcisInvalid,
+    HandOver,
+    InUsePeriod,
+    StorageReading,
+    UnitHold,
+)
 from nearfab.custody.schemas import (
     BackwardTraceOut,
     ContainerOut,
@@ -20,9 +27,14 @@ from nearfab.custody.schemas import (
     EpcisCaptureOut,
     EpcisQueryDocumentOut,
     ForwardTraceOut,
+    HandOverOut,
+    InUseOut,
     LedgerReportOut,
     RecallCreatedOut,
+    StorageLogOut,
     UndoDispenseOut,
+    UnitChainOut,
+    UnitHoldOut,
     VerifyOut,
 )
 from nearfab.identity import Actor, Permission
@@ -57,6 +69,32 @@ class DestroyIn(BaseModel):
 
 class RecallIn(BaseModel):
     lot: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class HandOverIn(BaseModel):
+    scan: str = Field(max_length=400, description="the giving side's scan of the unit")
+    from_step: str = Field(max_length=32, description="the step handing the unit over")
+    to_step: str = Field(max_length=32, description="the step receiving it")
+    received_scan: str = Field(max_length=400, description="the receiving side's scan")
+
+
+class ReadingIn(BaseModel):
+    read_at: datetime = Field(description="when it was read, with its time zone")
+    value: float
+
+
+class StorageLogIn(BaseModel):
+    readings: list[ReadingIn] = Field(max_length=10_000)
+    unit: str = Field(default="Cel", max_length=16, description="UCUM unit of the readings")
+
+
+class PrepareIn(BaseModel):
+    scan: str = Field(max_length=400, description="the scan of the unit being prepared")
+
+
+class JudgeIn(BaseModel):
+    decision: Literal["resume", "reject"]
     reason: str = Field(min_length=1, max_length=1000)
 
 
@@ -289,3 +327,151 @@ def ledger_verify(
     all_signatures: bool = False,
 ) -> dict[str, Any]:
     return application.custody_chain.ledger.verify(uow, all_signatures=all_signatures).to_dict()
+
+
+# --- the chain of identity: hand-overs, storage log, holds, in-use period ------------------
+def _at(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _hand_over(row: HandOver) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "unit_id": row.unit_id,
+        "from_step": row.from_step,
+        "to_step": row.to_step,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "handed_at": row.handed_at.isoformat(),
+        "handed_by": row.handed_by,
+    }
+
+
+def _hold(row: UnitHold) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "unit_id": row.unit_id,
+        "source": row.source,
+        "reason": row.reason,
+        "held_at": row.held_at.isoformat(),
+        "held_by": row.held_by,
+        "decision": row.decision,
+        "decided_at": _at(row.decided_at),
+        "decided_by": row.decided_by,
+        "decision_reason": row.decision_reason,
+    }
+
+
+def _reading(row: StorageReading) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "unit_id": row.unit_id,
+        "value": row.value,
+        "unit": row.unit,
+        "read_at": row.read_at.isoformat(),
+        "excursion": row.excursion,
+        "reason": row.reason,
+        "hold_id": row.hold_id,
+    }
+
+
+def _in_use(row: InUsePeriod) -> dict[str, Any]:
+    return {
+        "unit_id": row.unit_id,
+        "prepared_at": row.prepared_at.isoformat(),
+        "prepared_by": row.prepared_by,
+        "use_by": _at(row.use_by),
+    }
+
+
+@router.post("/hand-overs", tags=["custody"], status_code=201, response_model=HandOverOut)
+def hand_over(
+    body: HandOverIn,
+    actor: Annotated[Actor, allowed(Permission.PACKS_MOVE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Hand a unit from one step of its chain to the next, scanned by both sides. A mismatch
+    (another unit, a label that disagrees with the record, not the next step) is refused
+    (409), the unit held until a QP judges it; a held unit is refused (409 `held`)."""
+    row = application.custody.hand_over(
+        uow,
+        actor,
+        scan=body.scan,
+        from_step=body.from_step,
+        to_step=body.to_step,
+        received_scan=body.received_scan,
+    )
+    return _hand_over(row)
+
+
+@router.post(
+    "/packs/{unit_id}/storage-log", tags=["custody"], status_code=201, response_model=StorageLogOut
+)
+def storage_log(
+    unit_id: str,
+    body: StorageLogIn,
+    actor: Annotated[Actor, allowed(Permission.READINGS_RECORD)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Storage log readings of a unit in storage or shipment, each judged by its family; an
+    excursion is recorded and holds the unit until a QP judges it."""
+    result = application.custody.log_storage(
+        uow,
+        actor,
+        unit_ids=[unit_id],
+        readings=[(r.read_at, r.value) for r in body.readings],
+        unit=body.unit,
+    )
+    return {
+        "readings": [_reading(r) for r in result.readings],
+        "holds": [_hold(h) for h in result.holds],
+    }
+
+
+@router.post("/packs/{unit_id}/prepare", tags=["custody"], status_code=201, response_model=InUseOut)
+def prepare(
+    unit_id: str,
+    body: PrepareIn,
+    actor: Annotated[Actor, allowed(Permission.PACKS_MOVE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Record that the unit (scanned) was prepared for use: its in-use period starts."""
+    return _in_use(application.custody.prepare(uow, actor, scan=body.scan, unit_id=unit_id))
+
+
+@router.post("/holds/{hold_id}/judge", tags=["custody"], response_model=UnitHoldOut)
+def judge_hold(
+    hold_id: str,
+    body: JudgeIn,
+    actor: Annotated[Actor, allowed(Permission.HOLD_DECIDE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A QP's judgement of a hold: resume the unit's chain, or reject it for good."""
+    row = application.custody.judge_hold(
+        uow, actor, hold_id=hold_id, decision=body.decision, reason=body.reason
+    )
+    return _hold(row)
+
+
+@router.get("/packs/{unit_id}/chain", tags=["custody"], response_model=UnitChainOut)
+def unit_chain(
+    unit_id: str,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The unit's chain of identity: hand-overs, holds, storage log and in-use period."""
+    found = application.custody.unit_chain(uow, actor, unit_id)
+    return {
+        "unit_id": found.unit.id,
+        "serial": found.unit.serial,
+        "status": found.unit.status,
+        "hand_overs": [_hand_over(r) for r in found.hand_overs],
+        "holds": [_hold(h) for h in found.holds],
+        "storage_log": [_reading(r) for r in found.storage_log],
+        "in_use": _in_use(found.in_use) if found.in_use is not None else None,
+    }

@@ -290,3 +290,71 @@ class EpcisQueryDocumentOut(Out):
     schema_version: Literal["2.0"] = Field(alias="schemaVersion")
     creation_date: Timestamp = Field(alias="creationDate")
     epcis_body: EpcisQueryBodyOut = Field(alias="epcisBody")
+
+
+# --- the chain of identity: hand-overs, holds, the storage log, the in-use period -------------
+class HandOverOut(Out):
+    """One hand-over of a unit between two steps of its chain."""
+
+    id: str
+    unit_id: str
+    from_step: str
+    to_step: str
+    outcome: str  # accepted | refused
+    reason: str | None
+    handed_at: Timestamp
+    handed_by: str
+
+
+class UnitHoldOut(Out):
+    """A hold on a unit (a refused hand-over or a storage excursion) and its QP judgement."""
+
+    id: str
+    unit_id: str
+    source: str  # hand_over | storage
+    reason: str
+    held_at: Timestamp
+    held_by: str
+    decision: str | None  # resume | reject; None while it awaits a QP
+    decided_at: Timestamp | None
+    decided_by: str | None
+    decision_reason: str | None
+
+
+class StorageReadingOut(Out):
+    id: str
+    unit_id: str
+    value: float
+    unit: str
+    read_at: Timestamp
+    excursion: bool
+    reason: str | None
+    hold_id: str | None
+
+
+class StorageLogOut(Out):
+    """What a storage log call recorded: every reading, judged, and the holds it opened."""
+
+    readings: list[StorageReadingOut]
+    holds: list[UnitHoldOut]
+
+
+class InUseOut(Out):
+    """A prepared unit's in-use period (`use_by` None: its family sets no limit)."""
+
+    unit_id: str
+    prepared_at: Timestamp
+    prepared_by: str
+    use_by: Timestamp | None
+
+
+class UnitChainOut(Out):
+    """A unit's chain of identity: its hand-overs, holds, storage log and in-use period."""
+
+    unit_id: str
+    serial: str
+    status: str
+    hand_overs: list[HandOverOut]
+    holds: list[UnitHoldOut]
+    storage_log: list[StorageReadingOut]
+    in_use: InUseOut | None

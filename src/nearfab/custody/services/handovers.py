@@ -29,7 +29,7 @@ from nearfab.custody.gs1 import UnitIdentifier, parse_scan
 from nearfab.custody.kit import LabelKit, hand_over_steps, in_use_period, judge_storage
 from nearfab.custody.models import HandOver, InUsePeriod, SerialUnit, StorageReading, UnitHold
 from nearfab.custody.services.packs import Packs
-from nearfab.custody.services.scope import pack_sites
+from nearfab.custody.services.scope import authorize_pack, pack_sites
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, refuse
 from nearfab.uow import UnitOfWork
 
@@ -83,6 +83,17 @@ def _aware(value: datetime, field: str) -> datetime:
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValidationFailed(f"{field} must be a date and time with its zone", field=field)
     return value
+
+
+@dataclass(frozen=True)
+class UnitChain:
+    """A unit's chain of identity as recorded: hand-overs, holds, storage log, in-use."""
+
+    unit: SerialUnit
+    hand_overs: list[HandOver]
+    holds: list[UnitHold]
+    storage_log: list[StorageReading]
+    in_use: InUsePeriod | None
 
 
 class HandOvers:
@@ -547,6 +558,19 @@ class HandOvers:
         )
         uow.commit()
         return row
+
+    def chain(self, uow: UnitOfWork, actor: Actor, unit_id: str) -> UnitChain:
+        """The unit's chain of identity, for someone who may trace it at one of its sites."""
+        [unit] = authorize_pack(uow, actor, unit_id)[:1]
+        if unit.id != unit_id:
+            raise NotFound(f"no unit {unit_id!r}", field="unit_id")
+        return UnitChain(
+            unit=unit,
+            hand_overs=self.hand_overs(uow, unit.id),
+            holds=self.holds(uow, unit.id),
+            storage_log=self.storage_log(uow, unit.id),
+            in_use=uow.session.get(InUsePeriod, unit.id),
+        )
 
     # --- before administration -------------------------------------------------------------------
     def check_usable(self, uow: UnitOfWork, unit: SerialUnit, field: str = "scan") -> None:

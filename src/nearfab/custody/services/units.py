@@ -37,7 +37,7 @@ from nearfab.custody.services.containers import Containers
 from nearfab.custody.services.dispensing import UNDO_WINDOW, DispenseResult, Dispensing
 from nearfab.custody.services.disposition import Dispositions
 from nearfab.custody.services.epcis import EpcisStore
-from nearfab.custody.services.handovers import HandOvers, StorageLogResult
+from nearfab.custody.services.handovers import HandOvers, StorageLogResult, UnitChain
 from nearfab.custody.services.labelling import Labelling
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.custody.services.movements import Movements
@@ -247,6 +247,9 @@ class CustodyService:
         self, uow: UnitOfWork, actor: Actor, *, scan: str, unit_id: str | None = None
     ) -> InUsePeriod:
         return self.hand_overs.prepare(uow, actor, scan=scan, unit_id=unit_id)
+
+    def unit_chain(self, uow: UnitOfWork, actor: Actor, unit_id: str) -> UnitChain:
+        return self.hand_overs.chain(uow, actor, unit_id)
 
     # --- queries -----------------------------------------------------------------------------
     def units_of_batch(self, uow: UnitOfWork, batch_id: str) -> list[SerialUnit]:
