@@ -3,10 +3,14 @@ by the QP autopilot, and the batch spoiled by the injected fault waits for a per
 
 from __future__ import annotations
 
+import random
+
 from nearfab.bootstrap import App
+from nearfab.demo import CAR_T, cell_therapy_bundle
 from nearfab.demo_loop import DemoLoop
 from nearfab.quality import ReleaseReview
 
+from . import flow_helpers as fh
 from .conftest import TEST_PASSWORD
 
 
@@ -54,3 +58,26 @@ def test_demo_qualifies_monitoring_models_from_released_runs(seeded: App) -> Non
     assert hydro == {"spc", "mspc"}  # 3+ released hydrocortisone runs: both models in force
     assert all(valid) and approvers.isdisjoint(trainers)  # four eyes, signature intact
     assert all(len(m.training["runs"]) >= 3 for m in models)
+
+
+def test_the_autopilot_leaves_a_cell_product_to_the_qp(seeded: App) -> None:
+    """The demo's cell product (MF-CART-CMF) is proposed for release with sterility pending;
+    the autopilot signs nothing of it: not its steps, not its audit-trail review, not its
+    release."""
+    with seeded.uow() as uow:
+        bundle = cell_therapy_bundle(random.Random(1), today=seeded.clock.now().date())
+        [order] = seeded.orders.submit(uow, fh.actor(seeded, "clinician"), bundle)
+        order_id = order.id
+    batch_id = fh.start(seeded, fh.ticketed_job(seeded, order_id))
+    fh.finish(seeded, batch_id)
+    DemoLoop(seeded, qp_password=TEST_PASSWORD, seed=1).autopilot()
+
+    with seeded.uow() as uow:
+        batch = seeded.production.get(uow, batch_id)
+        assert batch.master_file_code == CAR_T
+        (review,) = [r for r in seeded.quality.pending(uow) if r.batch_id == batch_id]
+        assert review.proposed_decision == "release" and review.status == "pending"
+        manual = [s for s in seeded.production.step_states(uow, batch) if s.manual]
+        assert manual and all(s.signoff is None for s in manual)
+        assert not seeded.quality.records.review_state(uow, batch).current
+        assert seeded.signatures.signatures_for(uow, "batch", batch_id) == []

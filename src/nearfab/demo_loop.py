@@ -10,7 +10,13 @@ import time
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
-from nearfab.demo import AUTOPILOT, complete_record, prescription_bundle
+from nearfab.demo import (
+    AUTOPILOT,
+    HYDROCORTISONE,
+    PROPRANOLOL,
+    complete_record,
+    prescription_bundle,
+)
 from nearfab.identity import actor_of, system_actor
 from nearfab.network import SiteKind, SiteStatus
 from nearfab.production import Fault
@@ -129,7 +135,11 @@ class DemoLoop:
                 (m.kind, m.master_file_code, m.machine_type)
                 for m in self.app.monitoring.active_models(uow)
             }
-            products = {mf.code for mf in self.app.master_files.effective(uow)}
+            # the demo's RTRT stream: its printlet products (the cell product's runs are made
+            # only when a person prescribes one)
+            products = {HYDROCORTISONE, PROPRANOLOL} & {
+                mf.code for mf in self.app.master_files.effective(uow)
+            }
             if admin_user is None or qp_user is None:
                 return
             admin, qp = actor_of(admin_user, uow.session), actor_of(qp_user, uow.session)
@@ -174,10 +184,15 @@ class DemoLoop:
             return
         with self.app.uow() as uow:
             qp_user = self.app.users.by_username(uow, AUTOPILOT)
+            # only the printlet products the autopilot is named for: a cell product waits for
+            # the QP (its steps and audit-trail review are not signed by software either)
             batch_ids = [
                 r.batch_id
                 for r in self.app.quality.pending(uow)
-                if r.proposed_decision == "release" and r.batch_id not in self._not_signed
+                if r.proposed_decision == "release"
+                and r.batch_id not in self._not_signed
+                and self.app.production.get(uow, r.batch_id).master_file_code
+                in (HYDROCORTISONE, PROPRANOLOL)
             ]
             if qp_user is None:
                 return
