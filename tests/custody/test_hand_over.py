@@ -389,3 +389,44 @@ def test_the_chain_over_http(chained: App) -> None:
     )
     assert prepared.status_code == 201, prepared.text
     assert prepared.json()["use_by"] is not None
+
+
+def test_the_chain_from_the_command_line(seeded: App) -> None:
+    import json
+
+    from tests import cli_helpers
+
+    unit, other = _packs(seeded)
+    env = {
+        "NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False),
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "3650",  # the CLI runs on the real clock
+    }
+
+    def nearfab(*args: str, user: str = "pharmacist") -> Any:
+        login = ["--user", user, "--password", fh.TEST_PASSWORD, "--json"]
+        return cli_helpers.run(
+            ["custody", *args, *login], env=env, data_dir=seeded.settings.data_dir
+        )
+
+    ok = nearfab("hand-over", "--scan", ch.scan(unit), "--from", "pharmacy", "--to", "ward",
+                 "--received-scan", ch.scan(unit))  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["outcome"] == "accepted"
+    refused = nearfab("hand-over", "--scan", ch.scan(unit), "--from", "ward", "--to", "bedside",
+                      "--received-scan", ch.scan(other))  # fmt: skip
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"]["code"] == "identity_mismatch"
+    [hold] = _holds(seeded, unit)
+    bad = nearfab("storage-log", other.id, "--reading", "yesterday=cold")
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["field"] == "reading"
+    logged = nearfab("storage-log", other.id, "--reading", f"{seeded.clock.now().isoformat()}=21.5")
+    assert logged.returncode == 0, logged.stdout + logged.stderr
+    assert json.loads(logged.stdout) == {"readings": 1, "excursions": [], "holds": []}
+    not_qp = nearfab("judge-hold", hold.id, "--decision", "resume", "--reason", "x")
+    assert not_qp.returncode == 2
+    judged = nearfab("judge-hold", hold.id, "--decision", "resume", "--reason", "x", user="qp")
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    assert json.loads(judged.stdout)["decision"] == "resume"
+    prepared = nearfab("prepare", "--scan", ch.scan(other))
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert json.loads(prepared.stdout)["use_by"] is None  # solid_dose: no in-use limit

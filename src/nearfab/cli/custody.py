@@ -298,3 +298,153 @@ def recall_create(
         emit_json({"recall_id": recall.id, "lot": lot, "units": len(rows), "rows": rows})
     else:
         console.print(f"recall {recall.id}: {len(rows)} packs marked recalled")
+
+
+# --- the chain of identity: hand-overs, storage log, holds, in-use period ------------------
+@custody_app.command("hand-over")
+def hand_over(
+    ctx: typer.Context,
+    scan: Annotated[str, typer.Option(help="The giving side's scan of the unit.")],
+    from_step: Annotated[str, typer.Option("--from", help="The step handing it over.")],
+    to_step: Annotated[str, typer.Option("--to", help="The step receiving it.")],
+    received_scan: Annotated[str, typer.Option(help="The receiving side's scan.")],
+    user: UserOpt,
+    password: PasswordOpt,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Hand a unit to the next step of its chain, scanned on both sides. A mismatch is refused
+    (exit 2) and holds the unit until a QP judges it."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+
+    def step(uow: UnitOfWork) -> dict[str, Any]:
+        row = application.custody.hand_over(
+            uow,
+            actor,
+            scan=scan,
+            from_step=from_step,
+            to_step=to_step,
+            received_scan=received_scan,
+        )
+        return {
+            "id": row.id,
+            "unit_id": row.unit_id,
+            "from_step": row.from_step,
+            "to_step": row.to_step,
+            "outcome": row.outcome,
+        }
+
+    out = use_case(application, as_json, step)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"handed over {out['from_step']} -> {out['to_step']} ({out['id']})")
+
+
+@custody_app.command("storage-log")
+def storage_log(
+    ctx: typer.Context,
+    unit_ids: Annotated[list[str], typer.Argument(help="Unit ids (in storage or shipment).")],
+    reading: Annotated[
+        list[str], typer.Option(help="A reading: TIME=VALUE (ISO time with zone); repeat.")
+    ],
+    user: UserOpt,
+    password: PasswordOpt,
+    unit: Annotated[str, typer.Option(help="UCUM unit of the readings.")] = "Cel",
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Record storage log readings; the unit's family judges each, and an excursion holds the
+    unit until a QP judges it."""
+    from datetime import datetime
+
+    from nearfab.cli.context import fail
+    from nearfab.common.errors import ValidationFailed
+
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+    readings = []
+    for text in reading:
+        when, _, value = text.rpartition("=")
+        try:
+            readings.append((datetime.fromisoformat(when), float(value)))
+        except ValueError:
+            fail(ValidationFailed(f"reading {text!r} is not TIME=VALUE", field="reading"), as_json)
+
+    def step(uow: UnitOfWork) -> dict[str, Any]:
+        result = application.custody.log_storage(
+            uow, actor, unit_ids=unit_ids, readings=readings, unit=unit
+        )
+        return {
+            "readings": len(result.readings),
+            "excursions": [
+                {"unit_id": r.unit_id, "value": r.value, "reason": r.reason}
+                for r in result.excursions
+            ],
+            "holds": [h.id for h in result.holds],
+        }
+
+    out = use_case(application, as_json, step)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"{out['readings']} readings, {len(out['excursions'])} excursions")
+        for hold in out["holds"]:
+            console.print(f"  held: {hold}")
+
+
+@custody_app.command("prepare")
+def prepare(
+    ctx: typer.Context,
+    scan: Annotated[str, typer.Option(help="The scan of the unit being prepared.")],
+    user: UserOpt,
+    password: PasswordOpt,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Record that a unit was prepared for use: its in-use period starts."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+
+    def step(uow: UnitOfWork) -> dict[str, Any]:
+        row = application.custody.prepare(uow, actor, scan=scan)
+        return {
+            "unit_id": row.unit_id,
+            "prepared_at": row.prepared_at.isoformat(),
+            "use_by": row.use_by.isoformat() if row.use_by else None,
+        }
+
+    out = use_case(application, as_json, step)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"prepared {out['unit_id']}; use by {out['use_by'] or '(no limit)'}")
+
+
+@custody_app.command("judge-hold")
+def judge_hold(
+    ctx: typer.Context,
+    hold_id: Annotated[str, typer.Argument(help="The hold's id.")],
+    decision: Annotated[str, typer.Option(help="resume or reject.")],
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+    user: UserOpt,
+    password: PasswordOpt,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """A QP judges a held unit: resume its chain, or reject it for good."""
+    application = state(ctx, data_dir).app()
+    actor = signed_in(application, user, password, as_json)
+
+    def step(uow: UnitOfWork) -> dict[str, Any]:
+        row = application.custody.judge_hold(
+            uow, actor, hold_id=hold_id, decision=decision, reason=reason
+        )
+        return {"hold_id": row.id, "unit_id": row.unit_id, "decision": row.decision}
+
+    out = use_case(application, as_json, step)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"hold {out['hold_id']}: {out['decision']}")
