@@ -123,6 +123,38 @@ class MachineKit(Protocol):
         ...
 
 
+def metric_specs(
+    parameters: Mapping[str, Mapping[str, Any]], *, cpp: bool = True
+) -> dict[str, MetricSpec]:
+    """The part of `MachineKit.metrics` each family writes alike: a metric per process
+    parameter (`{name: {target, low, high, unit}}`), all critical unless `cpp` is False."""
+    return {
+        name: MetricSpec(
+            name=name,
+            unit=str(spec["unit"]),
+            target=float(spec["target"]),
+            low=float(spec["low"]),
+            high=float(spec["high"]),
+            cpp=cpp,
+        )
+        for name, spec in parameters.items()
+    }
+
+
+def check_document_keys(document: Any, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """The common start of `MachineKit.check_measurements`: the document is an object that has
+    no key but `keys`. ValidationFailed naming the first unknown key."""
+    if not isinstance(document, Mapping):
+        raise ValidationFailed("measurements must be an object", field="measurements")
+    unknown = sorted(set(document) - set(keys))
+    if unknown:
+        raise ValidationFailed(
+            f"measurements has no key {unknown[0]!r} (keys: {', '.join(keys)})",
+            field=f"measurements.{unknown[0]}",
+        )
+    return document
+
+
 def check_fault_kind(family: str, kinds: tuple[str, ...], fault: Fault) -> None:
     """The common part of `MachineKit.check_fault`: the kind must be one of the family's."""
     if fault.kind not in kinds:

@@ -60,8 +60,10 @@ from nearfab.production.kit import (
     MeasurementSeries,
     MetricSpec,
     TwinSetup,
+    check_document_keys,
     check_fault_kind,
     check_machine_type,
+    metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
@@ -618,26 +620,10 @@ class CellTherapyMachines:
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
-        specs = {
-            name: MetricSpec(
-                name=name,
-                unit=str(spec["unit"]),
-                target=float(spec["target"]),
-                low=float(spec["low"]),
-                high=float(spec["high"]),
-            )
-            for name, spec in DEFAULT_PROCESS_PARAMETERS.items()
+        return {
+            **metric_specs(DEFAULT_PROCESS_PARAMETERS),
+            **metric_specs(IN_PROCESS, cpp=False),
         }
-        for name, spec in IN_PROCESS.items():
-            specs[name] = MetricSpec(
-                name=name,
-                unit=str(spec["unit"]),
-                target=float(spec["target"]),
-                low=float(spec["low"]),
-                high=float(spec["high"]),
-                cpp=False,
-            )
-        return specs
 
     def check_fault(self, fault: Fault) -> None:
         check_fault(fault)
@@ -700,14 +686,7 @@ class CellTherapyMachines:
         }
 
     def check_measurements(self, document: Any) -> dict[str, Any]:
-        if not isinstance(document, Mapping):
-            raise ValidationFailed("measurements must be an object", field="measurements")
-        unknown = sorted(set(document) - {*DOCUMENT_KEYS, QC})
-        if unknown:
-            raise ValidationFailed(
-                f"measurements has no key {unknown[0]!r} (keys: {', '.join(DOCUMENT_KEYS)}, {QC})",
-                field=f"measurements.{unknown[0]}",
-            )
+        document = check_document_keys(document, (*DOCUMENT_KEYS, QC))
         missing = [key for key in DOCUMENT_KEYS if key not in document]
         if missing:
             raise ValidationFailed(

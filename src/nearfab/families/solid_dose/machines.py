@@ -23,8 +23,10 @@ from nearfab.production.kit import (
     MeasurementSeries,
     MetricSpec,
     TwinSetup,
+    check_document_keys,
     check_fault_kind,
     check_machine_type,
+    metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
@@ -268,16 +270,7 @@ class SolidDoseMachines:
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
-        return {
-            name: MetricSpec(
-                name=name,
-                unit=str(spec["unit"]),
-                target=float(spec["target"]),
-                low=float(spec["low"]),
-                high=float(spec["high"]),
-            )
-            for name, spec in DEFAULT_PROCESS_PARAMETERS.items()
-        }
+        return metric_specs(DEFAULT_PROCESS_PARAMETERS)
 
     def check_fault(self, fault: Fault) -> None:
         check_fault(fault)
@@ -312,14 +305,7 @@ class SolidDoseMachines:
         return {DOCUMENT_KEY: [round(float(u.values[MASS]), 4) for u in outcome.units]}
 
     def check_measurements(self, document: Any) -> dict[str, Any]:
-        if not isinstance(document, Mapping):
-            raise ValidationFailed("measurements must be an object", field="measurements")
-        unknown = sorted(set(document) - {DOCUMENT_KEY})
-        if unknown:
-            raise ValidationFailed(
-                f"measurements has no key {unknown[0]!r} (keys: {DOCUMENT_KEY})",
-                field=f"measurements.{unknown[0]}",
-            )
+        document = check_document_keys(document, (DOCUMENT_KEY,))
         masses = document.get(DOCUMENT_KEY)
         where = f"measurements.{DOCUMENT_KEY}"
         if not isinstance(masses, list):
