@@ -27,10 +27,9 @@ from nearfab.identity import (
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService
 from nearfab.production import ProductionService
-from nearfab.quality.enums import ReviewStatus
 from nearfab.quality.logic import STATUS_CHECKS
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
-from nearfab.quality.records import refused_on_batch, sign_for_batch
+from nearfab.quality.records import check_pending_review, refused_on_batch, sign_for_batch
 from nearfab.uow import UnitOfWork
 
 REQUESTED, RELEASED, CLOSED = "requested", "released", "closed"
@@ -90,15 +89,10 @@ class ExceptionalReleases:
                     field="signer",
                     code="not_treating_site",
                 )
-            review = uow.session.scalar(
-                select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)
+            review = check_pending_review(
+                uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)),
+                batch,
             )
-            if review is None or review.status != ReviewStatus.PENDING.value:
-                raise Refused(
-                    f"batch {batch.batch_number} is not waiting for a QP decision",
-                    field="batch_id",
-                    code="not_pending",
-                )
             failed = out_of_specification(review)
             if not failed:
                 raise Refused(

@@ -62,6 +62,20 @@ def refused_on_batch(
         refuse(uow, actor, conflict, "batch", batch_key, site_id=site_id)
 
 
+def check_pending_review(
+    review: ReleaseReview | None, batch: BatchRecord, why: str = ""
+) -> ReleaseReview:
+    """The batch's release review, which must be waiting for a QP decision; Refused
+    (`not_pending`, field `batch_id`) otherwise, `why` added to the message."""
+    if review is None or review.status != ReviewStatus.PENDING.value:
+        raise Refused(
+            f"batch {batch.batch_number} is not waiting for a QP decision{why}",
+            field="batch_id",
+            code="not_pending",
+        )
+    return review
+
+
 def sign_for_batch(
     signatures: SignatureService,
     master_files: MasterFileService,
@@ -399,13 +413,9 @@ class RecordControls:
             pending = uow.session.scalar(
                 select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)
             )
-            if pending is None or pending.status != ReviewStatus.PENDING.value:
-                raise Refused(
-                    f"batch {batch.batch_number} is not waiting for a QP decision; its audit "
-                    "trail is reviewed before certification",
-                    field="batch_id",
-                    code="not_pending",
-                )
+            check_pending_review(
+                pending, batch, "; its audit trail is reviewed before certification"
+            )
             rows = self.trail(uow, batch)
             review = AuditTrailReview(
                 id=new_id("atr"),

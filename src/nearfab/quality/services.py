@@ -34,6 +34,7 @@ from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
     add_deviation,
+    check_pending_review,
     refused_on_batch,
     sign_for_batch,
 )
@@ -314,12 +315,7 @@ class QualityService:
         totp: str | None = None,
         exceptional: bool = False,
     ) -> tuple[Signature, str | None]:
-        if review is None or review.status != ReviewStatus.PENDING.value:
-            raise Refused(
-                f"batch {batch.batch_number} is not waiting for a QP decision",
-                field="batch_id",
-                code="not_pending",
-            )
+        review = check_pending_review(review, batch)
         current = hash_of_record(batch.content())
         if review.record_hash and current != review.record_hash:
             raise Refused(
