@@ -11,12 +11,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
 from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.schemas import DecisionIn
 from nearfab.api.security import throttled
+from nearfab.bootstrap import App
 from nearfab.identity import Actor, ESignatureIn, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.followup import followup_dict, notice_dict
 from nearfab.quality.schemas import ExceptionalOut, FollowUpOut, NoticeOut, ReviewOut
 from nearfab.readmodels import review_dict
+from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["quality"])
 
@@ -44,6 +47,37 @@ class ExceptionalCertifyIn(ESignatureIn):
 
     reason: str | None = Field(default=None, max_length=2000)
     record_hash: str | None = Field(default=None, max_length=64)
+
+
+def qp_decision(
+    application: App,
+    uow: UnitOfWork,
+    actor: Actor,
+    request: Request,
+    batch_id: str,
+    body: DecisionIn | ExceptionalCertifyIn,
+    *,
+    decision: str,
+    exceptional: bool = False,
+) -> dict[str, Any]:
+    """The QP's e-signed decision on a batch (throttled like a login: it carries a password),
+    answered with the release review as a fresh session reads it."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        review = application.quality.decide(
+            uow,
+            actor,
+            batch_id,
+            decision=decision,
+            exceptional=exceptional,
+            password=body.password,
+            meaning=body.meaning,
+            reason=body.reason,
+            record_hash=body.record_hash,
+            username=body.username,
+            totp=body.totp,
+        )
+    with application.uow() as fresh:
+        return review_dict(application, fresh, review)
 
 
 @router.get("/release/followups", response_model=list[FollowUpOut])
@@ -147,22 +181,9 @@ def certify_exceptional(
 ) -> dict[str, Any]:
     """The QP's signed exceptional release, after the treating physician's signed request
     (409 `physician_request_missing` without it)."""
-    with throttled(login_throttle(request), actor.username, client_of(request)):
-        review = application.quality.decide(
-            uow,
-            actor,
-            batch_id,
-            decision="release",
-            exceptional=True,
-            password=body.password,
-            meaning=body.meaning,
-            reason=body.reason,
-            record_hash=body.record_hash,
-            username=body.username,
-            totp=body.totp,
-        )
-    with application.uow() as fresh:
-        return review_dict(application, fresh, review)
+    return qp_decision(
+        application, uow, actor, request, batch_id, body, decision="release", exceptional=True
+    )
 
 
 @router.get("/notices", response_model=list[NoticeOut])

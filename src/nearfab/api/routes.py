@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
+from nearfab.api.release import qp_decision
 from nearfab.api.schemas import (
     DecisionIn,
     DispenseIn,
@@ -64,7 +65,6 @@ from nearfab.readmodels import (
     network_view,
     order_view,
     pending_view,
-    review_dict,
 )
 from nearfab.readschemas import BatchOut, OrderOut
 from nearfab.scheduling.schemas import JobOut
@@ -299,9 +299,7 @@ MF_FIELDS = (
 )
 
 
-@router.get(
-    "/patients/{patient_id}/identity", tags=["orders"], response_model=PatientIdentityOut
-)
+@router.get("/patients/{patient_id}/identity", tags=["orders"], response_model=PatientIdentityOut)
 def patient_identity(
     patient_id: str,
     actor: Annotated[Actor, allowed(Permission.PATIENT_IDENTITY_READ)],
@@ -652,21 +650,7 @@ def decide(
 ) -> dict[str, Any]:
     """QP release or rejection, signed with the QP's password and the stated meaning; the
     first signing of a session also needs `username`, and `totp` when the site demands it."""
-    with throttled(login_throttle(request), actor.username, client_of(request)):
-        review = application.quality.decide(
-            uow,
-            actor,
-            batch_id,
-            decision=body.decision,
-            password=body.password,
-            meaning=body.meaning,
-            reason=body.reason,
-            record_hash=body.record_hash,
-            username=body.username,
-            totp=body.totp,
-        )
-    with application.uow() as fresh:
-        return review_dict(application, fresh, review)
+    return qp_decision(application, uow, actor, request, batch_id, body, decision=body.decision)
 
 
 def _pack_in_scope(application: App, uow: UnitOfWork, actor: Actor, unit_id: str) -> None:
