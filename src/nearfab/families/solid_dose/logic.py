@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, get_args
 
+from nearfab.common.envelope import ENVELOPE as _ENV
+from nearfab.common.envelope import min_max, positive_int, required
 from nearfab.common.errors import Refused, ValidationFailed
 
 PatientGroup = Literal["neonate", "infant", "child", "adolescent", "adult"]
 PATIENT_GROUPS: tuple[str, ...] = get_args(PatientGroup)
-
-_ENV = "design_envelope"
 
 
 def _years_between(birth: date, on: date) -> int:
@@ -70,34 +70,10 @@ def _positive(value: Any, key: str) -> float:
     return number
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationFailed(
-            f"{_ENV}.{key} must be a positive integer, not {value!r}", field=f"{_ENV}.{key}"
-        )
-    return value
-
-
-def _required(d: Mapping[str, Any], key: str) -> Any:
-    if key not in d or d[key] is None:
-        raise ValidationFailed(f"{_ENV}.{key} is missing", field=f"{_ENV}.{key}")
-    return d[key]
-
-
 def _range(d: Mapping[str, Any], key: str, *, integer: bool = False) -> tuple[Any, Any]:
-    value = _required(d, key)
-    if not isinstance(value, Mapping):
-        raise ValidationFailed(
-            f"{_ENV}.{key} must be an object with min and max", field=f"{_ENV}.{key}"
-        )
-    check = _positive_int if integer else _positive
-    low = check(value.get("min"), f"{key}.min")
-    high = check(value.get("max"), f"{key}.max")
-    if low > high:
-        raise ValidationFailed(
-            f"{_ENV}.{key}: min {low} is above max {high}", field=f"{_ENV}.{key}"
-        )
-    return low, high
+    if integer:
+        return min_max(d, key, positive_int)
+    return min_max(d, key, _positive)
 
 
 def _groups(value: Any, key: str) -> tuple[str, ...]:
@@ -137,14 +113,14 @@ class Envelope:
         if not isinstance(d, Mapping):
             raise ValidationFailed(f"{_ENV} must be an object", field=_ENV)
         dose_min, dose_max = _range(d, "dose_mg")
-        loading = _positive(_required(d, "drug_loading"), "drug_loading")
+        loading = _positive(required(d, "drug_loading"), "drug_loading")
         if loading > 1:
             raise ValidationFailed(
                 f"{_ENV}.drug_loading is a mass fraction and cannot exceed 1, not {loading}",
                 field=f"{_ENV}.drug_loading",
             )
-        density = _positive(_required(d, "density_mg_per_mm3"), "density_mg_per_mm3")
-        raw_diameters = _required(d, "diameters_mm")
+        density = _positive(required(d, "density_mg_per_mm3"), "density_mg_per_mm3")
+        raw_diameters = required(d, "diameters_mm")
         if not isinstance(raw_diameters, list | tuple) or not raw_diameters:
             raise ValidationFailed(
                 f"{_ENV}.diameters_mm must be a non-empty list", field=f"{_ENV}.diameters_mm"

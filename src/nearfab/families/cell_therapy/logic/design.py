@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nearfab.common.envelope import ENVELOPE as _ENV
+from nearfab.common.envelope import min_max, positive_int, required
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.families.cell_therapy.logic.growth import days_to_reach, growth_rate_per_day
 
-_ENV = "design_envelope"
 # a relative slack on the envelope's limits: a dose of 2.0e6/kg worked back from a total of
 # cells and a weight may differ from 2.0e6 in its last bit
 _SLACK = 1e-9
@@ -72,48 +73,8 @@ def _fraction(value: Any, key: str) -> float:
     return number
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationFailed(
-            f"{_ENV}.{key} must be a positive integer, not {value!r}", field=f"{_ENV}.{key}"
-        )
-    return value
-
-
-def _required(d: Mapping[str, Any], key: str) -> Any:
-    if key not in d or d[key] is None:
-        raise ValidationFailed(f"{_ENV}.{key} is missing", field=f"{_ENV}.{key}")
-    return d[key]
-
-
 def _range(d: Mapping[str, Any], key: str) -> tuple[float, float]:
-    value = _required(d, key)
-    if not isinstance(value, Mapping):
-        raise ValidationFailed(
-            f"{_ENV}.{key} must be an object with min and max", field=f"{_ENV}.{key}"
-        )
-    low = _positive(value.get("min"), f"{key}.min")
-    high = _positive(value.get("max"), f"{key}.max")
-    if low > high:
-        raise ValidationFailed(
-            f"{_ENV}.{key}: min {low:g} is above max {high:g}", field=f"{_ENV}.{key}"
-        )
-    return low, high
-
-
-def _int_range(d: Mapping[str, Any], key: str) -> tuple[int, int]:
-    value = _required(d, key)
-    if not isinstance(value, Mapping):
-        raise ValidationFailed(
-            f"{_ENV}.{key} must be an object with min and max", field=f"{_ENV}.{key}"
-        )
-    low = _positive_int(value.get("min"), f"{key}.min")
-    high = _positive_int(value.get("max"), f"{key}.max")
-    if low > high:
-        raise ValidationFailed(
-            f"{_ENV}.{key}: min {low} is above max {high}", field=f"{_ENV}.{key}"
-        )
-    return low, high
+    return min_max(d, key, _positive, lambda v: f"{v:g}")
 
 
 KEYS = (
@@ -175,25 +136,25 @@ class Envelope:
             )
         dose_min, dose_max = _range(d, "dose_per_kg")
         weight_min, weight_max = _range(d, "body_weight_kg")
-        seed = _positive(_required(d, "seed_cells"), "seed_cells")
-        volume = _positive(_required(d, "culture_volume_ml"), "culture_volume_ml")
-        density = _positive(_required(d, "max_density_cells_per_ml"), "max_density_cells_per_ml")
+        seed = _positive(required(d, "seed_cells"), "seed_cells")
+        volume = _positive(required(d, "culture_volume_ml"), "culture_volume_ml")
+        density = _positive(required(d, "max_density_cells_per_ml"), "max_density_cells_per_ml")
         if seed >= density * volume:
             raise ValidationFailed(
                 f"{_ENV}.seed_cells {sci(seed)} is not below the vessel's capacity "
                 f"{sci(density * volume)} (max_density_cells_per_ml × culture_volume_ml)",
                 field=f"{_ENV}.seed_cells",
             )
-        cv = _number(_required(d, "doubling_time_cv"), "doubling_time_cv")
+        cv = _number(required(d, "doubling_time_cv"), "doubling_time_cv")
         if cv < 0:
             raise ValidationFailed(
                 f"{_ENV}.doubling_time_cv must be 0 or more, not {cv:g}",
                 field=f"{_ENV}.doubling_time_cv",
             )
-        days_min, days_max = _int_range(d, "expansion_days")
-        viability = _fraction(_required(d, "viability_min"), "viability_min")
+        days_min, days_max = min_max(d, "expansion_days", positive_int)
+        viability = _fraction(required(d, "viability_min"), "viability_min")
         bag_min, bag_max = _range(d, "bag_volume_ml")
-        feed = _number(_required(d, "medium_ml_per_day"), "medium_ml_per_day")
+        feed = _number(required(d, "medium_ml_per_day"), "medium_ml_per_day")
         if feed < 0:
             raise ValidationFailed(
                 f"{_ENV}.medium_ml_per_day must be 0 or more, not {feed:g}",
@@ -204,17 +165,17 @@ class Envelope:
             dose_per_kg_max=dose_max,
             body_weight_kg_min=weight_min,
             body_weight_kg_max=weight_max,
-            max_total_cells=_positive(_required(d, "max_total_cells"), "max_total_cells"),
+            max_total_cells=_positive(required(d, "max_total_cells"), "max_total_cells"),
             seed_cells=seed,
             culture_volume_ml=volume,
             max_density_cells_per_ml=density,
-            doubling_time_h=_positive(_required(d, "doubling_time_h"), "doubling_time_h"),
+            doubling_time_h=_positive(required(d, "doubling_time_h"), "doubling_time_h"),
             doubling_time_cv=cv,
-            process_yield=_fraction(_required(d, "process_yield"), "process_yield"),
+            process_yield=_fraction(required(d, "process_yield"), "process_yield"),
             expansion_days_min=days_min,
             expansion_days_max=days_max,
             viability_min=viability,
-            cells_per_ml_max=_positive(_required(d, "cells_per_ml_max"), "cells_per_ml_max"),
+            cells_per_ml_max=_positive(required(d, "cells_per_ml_max"), "cells_per_ml_max"),
             bag_volume_ml_min=bag_min,
             bag_volume_ml_max=bag_max,
             medium_ml_per_day=feed,
