@@ -4,7 +4,8 @@ cell product (nearfab.demo: MF-CART-CMF, a cell_micro_factory at GSTT-PH).
 A FHIR MedicationRequest with a dose per kg of body weight and the patient's weight as an
 Observation goes through the REST API: designed, scheduled with a collection, made by the
 micro-factory's twin (a run of days), released by the QP with sterility pending, labelled with the
-patient's DIN, handed over for infusion; sterility then reads positive: a deviation and a notice
+patient's DIN, passed along the chain of identity (hand-overs scanned on both sides, the
+cryostore's log, thawed), handed over for infusion; sterility then reads positive: a deviation and a notice
 to the prescriber's site. The CLI (in process) submits, shows and releases. Each refusal is
 tested: a dose outside the envelope, a dose in mg, an out-of-specification batch released
 without the physician's request and the QP's signature, and a run whose culture failed.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +166,36 @@ def test_a_cell_product_from_prescription_to_infusion_and_a_late_sterility_failu
     assert r.status_code == 200, r.text
     scanned = decode_datamatrix(r.content)
 
-    # 6. handed over for infusion to the right patient
+    # 6. the chain of identity: each hand-over scans the bag on both sides, the cryostore's
+    # log stays below -150 °C, the bag is thawed (prepared: 180 min to infuse), then handed
+    # over for infusion to the right patient
+    for src, dst in (
+        ("collection", "micro_factory"),
+        ("micro_factory", "cryostore"),
+        ("cryostore", "infusion"),
+    ):
+        r = client.post(
+            "/api/v1/hand-overs",
+            json={"scan": scanned, "from_step": src, "to_step": dst, "received_scan": scanned},
+            headers=pharmacist,
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["outcome"] == "accepted"
+    reading = {"read_at": seeded.clock.now().isoformat(), "value": -180.0}
+    r = client.post(
+        f"/api/v1/packs/{pack['id']}/storage-log", json={"readings": [reading]}, headers=pharmacist
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["readings"][0]["excursion"] is False and r.json()["holds"] == []
+    r = client.post(
+        f"/api/v1/packs/{pack['id']}/prepare", json={"scan": scanned}, headers=pharmacist
+    )
+    assert r.status_code == 201, r.text
+    prepared = r.json()  # infuse within 180 min of thaw (the label's line, the family's default)
+    in_use = datetime.fromisoformat(prepared["use_by"]) - datetime.fromisoformat(
+        prepared["prepared_at"]
+    )
+    assert in_use == timedelta(minutes=180)
     view = client.get(f"/api/v1/orders/{order_id}", headers=pharmacist).json()
     r = client.post(
         "/api/v1/dispense",
