@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.production.tickets import SignedTicket, TicketRejected
+from nearfab.production.tickets import SignedTicket, TicketRejected, verify_ticket
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,27 @@ class Setpoint:
         if half_width <= 0:
             half_width = max(abs(self.target) * 0.01, 1e-3)
         return half_width / 6.0
+
+
+def admit_ticket(
+    ticket: SignedTicket,
+    public_key_pem: str,
+    *,
+    machine_id: str,
+    now: datetime,
+    executed: set[str],
+) -> None:
+    """What a twin checks before it runs `ticket`: the control site's signature, for this
+    machine, unexpired (`verify_ticket`), and not run here before (a ticket authorises one
+    run, never a replay: TicketRejected `ticket_replayed`). The twin adds the ticket's hash
+    to `executed` once it has read the ticket's design."""
+    verify_ticket(ticket, public_key_pem, machine_id=machine_id, now=now)
+    if ticket.ticket_hash in executed:
+        raise TicketRejected(
+            "ticket already executed on this machine: a ticket is good for one run",
+            field="ticket",
+            code="ticket_replayed",
+        )
 
 
 def ticket_number(value: Any, field: str) -> float:

@@ -36,10 +36,11 @@ from nearfab.production.machines import (
     TelemetryReading,
     TelemetrySink,
     UnitMeasurement,
+    admit_ticket,
     ticket_number,
     ticket_setpoints,
 )
-from nearfab.production.tickets import SignedTicket, TicketRejected, verify_ticket
+from nearfab.production.tickets import SignedTicket, TicketRejected
 
 FAMILY = "solid_dose"
 TABLET_PRINTER = "tablet_printer"
@@ -186,13 +187,13 @@ class SimulatedTabletPrinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        verify_ticket(ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now())
-        if ticket.ticket_hash in self._executed:
-            raise TicketRejected(
-                "ticket already executed on this machine: a ticket is good for one run",
-                field="ticket",
-                code="ticket_replayed",
-            )
+        admit_ticket(
+            ticket,
+            self._public_key_pem,
+            machine_id=self.machine_id,
+            now=clock.now(),
+            executed=self._executed,
+        )
         target_mass, n_units = _design(ticket.payload)
         self._executed.add(ticket.ticket_hash)
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
