@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import (
@@ -576,6 +577,12 @@ class OrderService:
         return order
 
     # --- lifecycle ---------------------------------------------------------------------------
+    def touch(self, uow: UnitOfWork, order: Order) -> None:
+        """Bump the order's version now, even if nothing else changes (two last packs dispensed
+        at once: each touches the order, so one of them must conflict)."""
+        order.updated_at = uow.clock.now()
+        flag_modified(order, "updated_at")
+
     def transition(
         self,
         uow: UnitOfWork,

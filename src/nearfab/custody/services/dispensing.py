@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import NoReturn
 
 from sqlalchemy import select
-from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.errors import DomainError, Refused, ValidationFailed
 from nearfab.common.ids import new_id
@@ -204,9 +203,7 @@ class Dispensing:
         )
         order = self._packs.orders.get(uow, unit.order_id)
         # two last packs at once: each bumps the order's version, so one of them must conflict
-        # (flag_modified: the UPDATE happens even when the time has not moved)
-        order.updated_at = uow.clock.now()
-        flag_modified(order, "updated_at")
+        self._packs.orders.touch(uow, order)
         siblings = self._packs.units_of_order(uow, unit.order_id)
         complete = all(u.status == UnitStatus.DISPENSED.value for u in siblings)
         # (an order already dispensed stays so when a pack is handed over again after an undo)

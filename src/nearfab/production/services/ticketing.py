@@ -10,7 +10,7 @@ from nearfab.identity import Actor, Permission, authorize, refuse
 from nearfab.orders import OrderService
 from nearfab.production.services.gate import ProductionGate
 from nearfab.production.tickets import SignedTicket, TicketSigner
-from nearfab.scheduling import JobStatus, SchedulingService
+from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
 
 TICKET_LIFETIME = timedelta(hours=24)
@@ -54,14 +54,6 @@ class TicketDesk:
             "expires_at": (now + TICKET_LIFETIME).isoformat(),
         }
         ticket = self._signer.sign(payload)
-        job.ticket = ticket.to_dict()
-        job.ticket_hash = ticket.ticket_hash
-        self._scheduling.transition(
-            uow,
-            actor,
-            job,
-            JobStatus.TICKET_ISSUED,
-            reason=f"ticket {ticket.ticket_hash[:16]} signed",
-        )
+        self._scheduling.attach_ticket(uow, actor, job, ticket.to_dict(), ticket.ticket_hash)
         uow.commit()
         return ticket

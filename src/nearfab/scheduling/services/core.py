@@ -521,6 +521,17 @@ class SchedulingService:
             site_id=job.site_id,
         )
 
+    def attach_ticket(
+        self, uow: UnitOfWork, actor: Actor, job: Job, ticket: dict[str, Any], ticket_hash: str
+    ) -> None:
+        """Keep the job's signed ticket and move it to ticket_issued, audited in the caller's
+        transaction: production signs tickets, scheduling owns the job row."""
+        job.ticket = ticket
+        job.ticket_hash = ticket_hash
+        self.transition(
+            uow, actor, job, JobStatus.TICKET_ISSUED, reason=f"ticket {ticket_hash[:16]} signed"
+        )
+
     def get(self, uow: UnitOfWork, job_id: str) -> Job:
         job = uow.session.get(Job, job_id)
         if job is None:
