@@ -5,10 +5,11 @@ A FHIR MedicationRequest with a dose per kg of body weight and the patient's wei
 Observation goes through the REST API: designed, scheduled with a collection, made by the
 micro-factory's twin (a run of days), released by the QP with sterility pending, labelled with the
 patient's DIN, passed along the chain of identity (hand-overs scanned on both sides, the
-cryostore's log, thawed), handed over for infusion; sterility then reads positive: a deviation and a notice
-to the prescriber's site. The CLI (in process) submits, shows and releases. Each refusal is
-tested: a dose outside the envelope, a dose in mg, an out-of-specification batch released
-without the physician's request and the QP's signature, and a run whose culture failed.
+cryostore's log, thawed), handed over for infusion; sterility then reads positive: a deviation
+and a notice to the prescriber's site. The CLI (in process) submits, shows and releases. Each
+refusal is tested: a dose outside the envelope, a dose in mg, an out-of-specification batch
+released without the physician's request and the QP's signature, and a run whose culture
+failed.
 
 Hand-worked design of the demo product (docs/cell-therapy.md, the envelope's worked example):
 2e6 viable cells/kg × 70 kg = 1.4e8 cells (the dose); ÷ process yield 0.8 = 1.75e8 to harvest;

@@ -13,8 +13,8 @@ from nearfab.common.schemas import Out, Timestamp
 class CodeIn(BaseModel):
     """A medication coding the master file accepts: an ingredient (SNOMED CT substance, RxNorm
     IN), or a product it makes (RxNorm SCD/SBD, dm+d VMP/AMP, SNOMED CT clinical drug). A
-    product code whose strength nearfab ships (families/solid_dose/codes) is checked against the dose at
-    intake (docs/prescriptions.md, "Product codes")."""
+    product code whose strength its family ships (families/solid_dose/codes) is checked
+    against the dose at intake (docs/prescriptions.md, "Product codes")."""
 
     system: str = Field(min_length=1)
     code: str = Field(min_length=1)
