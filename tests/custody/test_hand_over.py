@@ -198,6 +198,8 @@ def test_a_mismatch_at_any_hand_over_holds_the_unit_and_stops_the_chain(
     assert audited is not None
     # the chain stops: the right hand-over now, and administration, are refused
     _refused_hand_over(chained, unit, CHAIN[at], CHAIN[at + 1], "held")
+    answer = _verify(chained, unit)  # and "check only" says why, not "ok"
+    assert answer.status == "held" and "QP" in answer.message
     _dispense_refused(chained, unit, "held")
     # a QP's judgement resumes it
     _judge(chained, hold, "resume")
@@ -313,6 +315,18 @@ def test_administration_after_the_in_use_period_is_refused(
     clock.advance(2 * 60)  # 181 minutes after preparation
     exc = _dispense_refused(chained, unit, "in_use_expired")
     assert "in-use period" in exc.message
+    # "check only" answers what dispense would: not ok
+    assert _verify(chained, unit).status == "in_use_expired"
+
+
+def _verify(app: App, unit: SerialUnit) -> Any:
+    with app.uow() as uow:
+        return app.custody.verify(
+            uow,
+            fh.actor(app, "pharmacist"),
+            scan=ch.scan(unit),
+            patient_ref=ch.patient_ref(app, unit),
+        )
 
 
 def test_a_family_without_rules_checks_identity_only(seeded: App) -> None:

@@ -154,7 +154,9 @@ def verify(
 ) -> dict[str, Any]:
     """One status for a scanned pack: ok, wrong_patient, expired, recalled, not_released,
     rejected, already_dispensed, integrity_failure (its record differs from what the QP's
-    release signed: tampered with) or unknown (suspected falsified), with details. A pack of
+    release signed: tampered with), held (stopped in its chain of identity until a QP
+    decides), in_use_expired (prepared too long ago) or unknown (suspected falsified), with
+    details. A pack of
     a site the verifier does not serve (neither its making nor its ordering site) answers
     unknown, whatever the patient; every verification is audited."""
     result = application.custody_chain.custody.verify(

@@ -46,6 +46,9 @@ class VerifyStatus(StrEnum):
     UNKNOWN = "unknown"  # never made in this network, or the label does not match: falsified?
     # the pack's row says released but its signed facts (ledgered QP release) disagree
     INTEGRITY_FAILURE = "integrity_failure"
+    # held at a hand-over or by a storage excursion until a QP judges it (chain of identity)
+    HELD = "held"
+    IN_USE_EXPIRED = "in_use_expired"  # prepared too long ago: its in-use period has ended
 
 
 class LedgerKind(StrEnum):

@@ -3,13 +3,14 @@ apart from the alert a suspected falsification raises; every answer is logged.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from nearfab.common.errors import Forbidden
+from nearfab.common.errors import DomainError, Forbidden
 from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
 from nearfab.custody.gs1 import parse_scan
 from nearfab.custody.logic.verify import PackFacts, decide
@@ -78,9 +79,17 @@ _PACK_QUERY = (
 
 
 class Verifier:
-    def __init__(self, packs: Packs, release: ReleaseCheck) -> None:
+    def __init__(
+        self,
+        packs: Packs,
+        release: ReleaseCheck,
+        usable: Callable[[UnitOfWork, SerialUnit, str], None] | None = None,
+    ) -> None:
         self._packs = packs
         self._release = release
+        # the chain-of-identity check dispense makes (HandOvers.check_usable): verification
+        # answers what dispense would, so "check only" never says yes to a held unit
+        self._usable = usable
         self.verification_log = VerificationLog()
 
     def verify(
@@ -137,6 +146,13 @@ class Verifier:
                 in_scope=in_scope,
             )
         status = decide(facts, uow.clock.now().date(), patient_ref)
+        if status == VerifyStatus.OK and unit is not None and self._usable is not None:
+            try:
+                self._usable(uow, unit, "scan")
+            except DomainError as exc:
+                if exc.code not in (VerifyStatus.HELD.value, VerifyStatus.IN_USE_EXPIRED.value):
+                    raise
+                status, problem = VerifyStatus(exc.code), exc.message
         if not in_scope:
             unit = None  # nothing about another site's pack leaves this call
         dispensed_at = None
@@ -225,6 +241,10 @@ def _verify_message(
 ) -> str:
     if status == VerifyStatus.OK:
         return f"pack {serial} may be handed over"
+    if status == VerifyStatus.HELD:
+        return f"{problem or f'pack {serial} is held'}: do not hand over until a QP decides"
+    if status == VerifyStatus.IN_USE_EXPIRED:
+        return f"{problem or f'pack {serial}: its in-use period has ended'}: do not hand over"
     if status == VerifyStatus.INTEGRITY_FAILURE:
         return (
             f"{problem or f'pack {serial}: its record differs from the signed release'}: the "
