@@ -29,7 +29,7 @@ from nearfab.orders import OrderService
 from nearfab.production import ProductionService
 from nearfab.quality.logic import STATUS_CHECKS
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
-from nearfab.quality.records import check_pending_review, refused_on_batch, sign_for_batch
+from nearfab.quality.records import pending_review, refused_on_batch, sign_for_batch
 from nearfab.uow import UnitOfWork
 
 REQUESTED, RELEASED, CLOSED = "requested", "released", "closed"
@@ -89,10 +89,7 @@ class ExceptionalReleases:
                     field="signer",
                     code="not_treating_site",
                 )
-            review = check_pending_review(
-                uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)),
-                batch,
-            )
+            review = pending_review(uow, batch)
             failed = out_of_specification(review)
             if not failed:
                 raise Refused(

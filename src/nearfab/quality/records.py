@@ -76,6 +76,12 @@ def check_pending_review(
     return review
 
 
+def pending_review(uow: UnitOfWork, batch: BatchRecord, why: str = "") -> ReleaseReview:
+    """The batch's release review, read and checked by `check_pending_review`."""
+    review = uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch.id))
+    return check_pending_review(review, batch, why)
+
+
 def sign_for_batch(
     signatures: SignatureService,
     master_files: MasterFileService,
@@ -410,12 +416,7 @@ class RecordControls:
         key, site_id = batch.id, batch.site_id
         try:
             authorize(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=site_id)
-            pending = uow.session.scalar(
-                select(ReleaseReview).where(ReleaseReview.batch_id == batch.id)
-            )
-            check_pending_review(
-                pending, batch, "; its audit trail is reviewed before certification"
-            )
+            pending_review(uow, batch, "; its audit trail is reviewed before certification")
             rows = self.trail(uow, batch)
             review = AuditTrailReview(
                 id=new_id("atr"),
