@@ -50,23 +50,6 @@ class SolidDoseFamily:
         )
         return design.to_dict(), group
 
-    def design_from(
-        self,
-        envelope: Mapping[str, Any],
-        *,
-        dose_mg: float,
-        units: int,
-        patient_group: str | None,
-    ) -> dict[str, Any]:
-        """The design `design` makes, from the envelope and the patient group directly (no
-        master file or birth date): what the network simulator asks for each prescription."""
-        return design_tablet(
-            dose_mg=dose_mg,
-            units=units,
-            group=patient_group,
-            envelope=Envelope.from_dict(envelope),
-        ).to_dict()
-
     def material_needed_g(self, design: Mapping[str, Any]) -> float:
         mass_mg = float(design.get("target_mass_mg", 0.0)) * int(design.get("units", 0))
         return round(mass_mg * WASTE_FACTOR / 1000.0, 4)
