@@ -26,7 +26,7 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService
-from nearfab.production import ProductionService
+from nearfab.production import BatchRecord, ProductionService
 from nearfab.quality.logic import STATUS_CHECKS
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import pending_review, refused_on_batch, sign_for_batch
@@ -44,6 +44,22 @@ def out_of_specification(review: ReleaseReview) -> list[str]:
         for c in review.proposal.get("checks") or []
         if c.get("passed") is False and c.get("name") not in STATUS_CHECKS
     ]
+
+
+def require_out_of_specification(
+    review: ReleaseReview, batch: BatchRecord, field: str
+) -> list[str]:
+    """`out_of_specification(review)`; Refused (`not_out_of_specification`, naming `field`)
+    when the batch failed no release test: an exceptional release is for such a batch only."""
+    failed = out_of_specification(review)
+    if not failed:
+        raise Refused(
+            f"batch {batch.batch_number} failed no release test; an exceptional release is "
+            "for an out-of-specification batch",
+            field=field,
+            code="not_out_of_specification",
+        )
+    return failed
 
 
 class ExceptionalReleases:
@@ -90,14 +106,7 @@ class ExceptionalReleases:
                     code="not_treating_site",
                 )
             review = pending_review(uow, batch)
-            failed = out_of_specification(review)
-            if not failed:
-                raise Refused(
-                    f"batch {batch.batch_number} failed no release test; an exceptional "
-                    "release is for an out-of-specification batch",
-                    field="batch_id",
-                    code="not_out_of_specification",
-                )
+            failed = require_out_of_specification(review, batch, "batch_id")
             text = (circumstances or "").strip()
             if not text:
                 raise ValidationFailed(

@@ -26,7 +26,11 @@ from nearfab.orders import OrderService, OrderStatus
 from nearfab.production import BatchRecord, BatchStatus, ProductionService
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
-from nearfab.quality.exceptional import ExceptionalReleases, out_of_specification
+from nearfab.quality.exceptional import (
+    ExceptionalReleases,
+    out_of_specification,
+    require_out_of_specification,
+)
 from nearfab.quality.followup import FAILED_KIND, FollowUps, followup_dict
 from nearfab.quality.kit import ReleaseEvidence, exceptional_only, release_kit
 from nearfab.quality.logic import STATUS_CHECKS, propose_release
@@ -414,13 +418,7 @@ class QualityService:
             return None
         if decision is not Decision.RELEASE:
             raise ValidationFailed("only a release is exceptional", field="exceptional")
-        if not failed:
-            raise Refused(
-                f"batch {batch.batch_number} failed no release test; an exceptional release is "
-                "for an out-of-specification batch",
-                field="exceptional",
-                code="not_out_of_specification",
-            )
+        require_out_of_specification(review, batch, "exceptional")
         request = self.exceptional.for_batch(uow, batch.id)
         if request is None or request.status != "requested":
             raise Refused(
