@@ -39,7 +39,7 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
-from nearfab.orders.kit import PrescriptionKits
+from nearfab.orders.kit import PrescriptionKit, PrescriptionKits
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
@@ -156,8 +156,8 @@ class OrderService:
         for rx in prescriptions:
             ordering = self._ordering_site(uow, actor, rx, named)
             authorize(actor, Permission.ORDER_SUBMIT, site_id=ordering)
-            mf = self._master_file_for(uow, rx)
-            dose, units = self._accepted(rx, mf)
+            mf, kit = self._master_file_for(uow, rx)
+            dose, units = self._accepted(rx, mf, kit)
             plans.append(_Plan(rx, mf, ordering, _identifier_of(rx), dose, units))
         plans = self._check_duplicates(uow, plans, resubmit_of)
         try:
@@ -319,12 +319,15 @@ class OrderService:
         """What finds the same patient again (business identifiers); None: a new patient."""
         return "|".join(sorted(rx.patient_identifiers)) or None
 
-    def _master_file_for(self, uow: UnitOfWork, rx: PrescriptionIn) -> MasterFile:
+    def _master_file_for(
+        self, uow: UnitOfWork, rx: PrescriptionIn
+    ) -> tuple[MasterFile, PrescriptionKit]:
         """The one effective master file that accepts one of the medication's codings: an
         ingredient code, or a product code the master file declares it makes (which codings
         name a product is its product family's knowledge: orders/kit.py). A prescribed product
         it does not declare is refused even when an ingredient coding matches: it may be
-        another form or release."""
+        another form or release. Returned with its family's prescription part, looked up once
+        for the prescription."""
         field = rx.medication_field
         codings = [(c.system, c.code) for c in rx.medication_codes]
         matches = self._master_files.accepting(uow, codings)
@@ -355,15 +358,16 @@ class OrderService:
                     field=field,
                     code="medication_not_accepted",
                 )
-        return mf
+        return mf, kit
 
-    def _accepted(self, rx: PrescriptionIn, mf: MasterFile) -> tuple[Quantity, int]:
+    def _accepted(
+        self, rx: PrescriptionIn, mf: MasterFile, kit: PrescriptionKit
+    ) -> tuple[Quantity, int]:
         """The dose and the number of units, as the master file's product family takes them
         from this prescription (orders/kit.py); its refusal names the FHIR field. The dose
         must agree with the strength of a product the medication's codings name
         (`check_product`); a dose counted in units of that product is first turned into an
         amount by the family (`product_dose`)."""
-        kit = self._prescriptions.prescription(mf.product_family)
         codings = rx.medication_codes
         asked, per_dose = kit.product_dose(rx.dose, codings, medication_field=rx.medication_field)
         if isinstance(per_dose, bool) or not isinstance(per_dose, int) or per_dose < 1:
