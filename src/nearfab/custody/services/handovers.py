@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
@@ -83,6 +83,37 @@ def _aware(value: datetime, field: str) -> datetime:
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValidationFailed(f"{field} must be a date and time with its zone", field=field)
     return value
+
+
+def _refuse_held(unit: SerialUnit, hold: UnitHold | None, field: str) -> None:
+    """Refused (code held) when `hold` is the unit's open hold."""
+    if hold is not None:
+        judged = "rejected by a QP" if hold.decision == REJECT else "awaiting a QP"
+        raise Refused(
+            f"unit {unit.serial} is held ({judged}) since {hold.held_at:%Y-%m-%d %H:%M}:"
+            f" {hold.reason}; its chain stops until a QP judges the hold",
+            field=field,
+            code="held",
+        )
+
+
+# what `check_usable` reads of a unit, in one statement built once: its first open hold (one
+# not yet judged, or judged reject: as `open_hold`) and its in-use period (at most one a unit)
+_USABLE_QUERY = (
+    select(UnitHold, InUsePeriod)
+    .select_from(SerialUnit)
+    .outerjoin(
+        UnitHold,
+        and_(
+            UnitHold.unit_id == SerialUnit.id,
+            or_(UnitHold.decision.is_(None), UnitHold.decision == REJECT),
+        ),
+    )
+    .outerjoin(InUsePeriod, InUsePeriod.unit_id == SerialUnit.id)
+    .where(SerialUnit.id == bindparam("unit_id"))
+    .order_by(UnitHold.held_at)
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -163,15 +194,7 @@ class HandOvers:
         return hold
 
     def _held(self, uow: UnitOfWork, unit: SerialUnit, field: str) -> None:
-        hold = self.open_hold(uow, unit.id)
-        if hold is not None:
-            judged = "rejected by a QP" if hold.decision == REJECT else "awaiting a QP"
-            raise Refused(
-                f"unit {unit.serial} is held ({judged}) since {hold.held_at:%Y-%m-%d %H:%M}:"
-                f" {hold.reason}; its chain stops until a QP judges the hold",
-                field=field,
-                code="held",
-            )
+        _refuse_held(unit, self.open_hold(uow, unit.id), field)
 
     def judge_hold(
         self, uow: UnitOfWork, actor: Actor, *, hold_id: str, decision: str, reason: str
@@ -575,9 +598,12 @@ class HandOvers:
     # --- before administration -------------------------------------------------------------------
     def check_usable(self, uow: UnitOfWork, unit: SerialUnit, field: str = "scan") -> None:
         """Refused when the unit is held (code held) or its in-use period has ended (code
-        in_use_expired): called by dispensing before the unit is administered."""
-        self._held(uow, unit, field)
-        period = uow.session.get(InUsePeriod, unit.id)
+        in_use_expired): called by dispensing before the unit is administered, and by every
+        verification that would answer ok, so one round trip reads the open hold and the
+        in-use period together."""
+        row = uow.session.execute(_USABLE_QUERY, {"unit_id": unit.id}).one()
+        hold, period = row
+        _refuse_held(unit, hold, field)
         if period is not None and period.use_by is not None:
             now = uow.clock.now()
             if now > period.use_by:
