@@ -502,9 +502,15 @@ class MonitoringService:
             if found is None:
                 raise NotFound(f"no approved batch model for run {run!r}", field="run")
             model = found
-        fitted = BatchModel.from_dict(model.params["batch"])
+        scores, start = self._batch_scores(uow, run, BatchModel.from_dict(model.params["batch"]))
+        return model, scores, start
+
+    def _batch_scores(
+        self, uow: UnitOfWork, run: str, fitted: BatchModel
+    ) -> tuple[BatchScores, int]:
+        """The run's scores by `fitted` at the grid points reached, and its first reading (µs)."""
         start, series = self._run_trajectory(uow, run, list(fitted.variables))
-        return model, fitted.monitor(fitted.align(series)), start
+        return fitted.monitor(fitted.align(series)), start
 
     def check_batch_run(self, uow: UnitOfWork, run: str) -> list[Alarm]:
         """Score a running batch's trajectory so far and raise (or update) its alarms; the
@@ -513,14 +519,25 @@ class MonitoringService:
         uow.commit()
         return alarms
 
-    def _score_batch_run(self, uow: UnitOfWork, run: str) -> tuple[list[Alarm], int]:
+    def _score_batch_run(
+        self,
+        uow: UnitOfWork,
+        run: str,
+        cached: tuple[MonitoringModel, BatchModel] | None = None,
+    ) -> tuple[list[Alarm], int]:
         """The run's alarms, and the time (µs) its telemetry must reach for the next grid
-        point (2**62 when the grid is complete)."""
+        point (2**62 when the grid is complete). `cached`: the run's model as the telemetry
+        observer holds it (else it is looked up)."""
         batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
         if batch is None:
             raise NotFound(f"run {run!r} has no batch record", field="run")
-        model, scores, start = self.batch_trajectory(uow, run)
-        variables = BatchModel.from_dict(model.params["batch"]).variables
+        if cached is None:
+            model, scores, start = self.batch_trajectory(uow, run)
+            variables = BatchModel.from_dict(model.params["batch"]).variables
+        else:
+            model, fitted = cached
+            scores, start = self._batch_scores(uow, run, fitted)
+            variables = fitted.variables
         raised: list[Alarm] = []
         for rule, values, limits, label in (
             ("t2", scores.t2, np.full(scores.t2.shape, scores.t2_limit), "Hotelling T²"),
@@ -660,7 +677,8 @@ class MonitoringService:
             model, fitted, due_us = state
             if max(ts for _, ts, _ in points) < due_us:
                 return
-            _, due = self._score_batch_run(uow, run)  # 2**62 once the grid is complete
+            # 2**62 once the grid is complete
+            _, due = self._score_batch_run(uow, run, (model, fitted))
             self._batch_runs[run] = (model, fitted, due)
 
     def on_batch_run_end(self, uow: UnitOfWork, machine_id: str, run: str, end: str) -> None:
