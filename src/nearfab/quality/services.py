@@ -27,6 +27,7 @@ from nearfab.production import BatchRecord, BatchStatus, ProductionService
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.exceptional import (
+    REQUESTED,
     ExceptionalReleases,
     out_of_specification,
     require_out_of_specification,
@@ -228,7 +229,7 @@ class QualityService:
             request = self.exceptional.for_batch(uow, batch.id)
             if exceptional and request is not None:
                 self.exceptional.released(uow, actor, request, sig.id)
-            elif request is not None and request.status == "requested":
+            elif request is not None and request.status == REQUESTED:
                 self.exceptional.closed(
                     uow, actor, request, f"QP {decision.value} without exceptional release"
                 )
@@ -420,7 +421,7 @@ class QualityService:
             raise ValidationFailed("only a release is exceptional", field="exceptional")
         require_out_of_specification(review, batch, "exceptional")
         request = self.exceptional.for_batch(uow, batch.id)
-        if request is None or request.status != "requested":
+        if request is None or request.status != REQUESTED:
             raise Refused(
                 f"no signed request from the treating physician for the exceptional release of "
                 f"batch {batch.batch_number}; without both signatures there is no release",
@@ -509,7 +510,7 @@ class QualityService:
         """Hash of what a QP is shown before deciding (record, proposal, deviations): a decision
         sent back with it signs only that."""
         request = self.exceptional.for_batch(uow, batch.id)
-        shown = request if request is not None and request.status == "requested" else None
+        shown = request if request is not None and request.status == REQUESTED else None
         return hash_of_record(self._signed_content(uow, batch, review, None, None, shown))
 
     def _signed_content(
