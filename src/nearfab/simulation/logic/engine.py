@@ -426,6 +426,16 @@ class Engine:
         yield env.timeout(leg.time())
         self.in_transit.change(env.now, -1)
 
+    def _collect(self, p: int, inbound: str | None) -> Proc:
+        """Pre-processing (the prescription check, or collecting the patient's material),
+        then the inbound leg; returns when pre-processing ended (the collection's time)."""
+        pre = self.pre[p]
+        if pre.constant != 0.0:
+            yield self.env.timeout(pre())
+        collected_at = self.env.now
+        yield from self._ship(inbound)
+        return collected_at
+
     def _order(self, r: int, p: int, recall: int | None) -> Proc:
         env = self.env
         spec = self.spec
@@ -438,11 +448,7 @@ class Engine:
         if measured:
             self.arrivals_in_window += 1
         self.wip.change(created, 1)
-        pre = self.pre[p]
-        if pre.constant != 0.0:
-            yield env.timeout(pre())
-        collected_at = env.now
-        yield from self._ship(region.inbound)
+        collected_at = yield from self._collect(p, region.inbound)
         site = self._route(r)
         if site is None:
             self.blocked += measured
@@ -465,10 +471,7 @@ class Engine:
             site.occupancy.change(env.now, -1, self.recovered)
             if not passed:  # a new collection from the patient, then a new run
                 self.recollections += measured
-                if pre.constant != 0.0:
-                    yield env.timeout(pre())
-                collected = env.now
-                yield from self._ship(region.inbound)
+                collected = yield from self._collect(p, region.inbound)
                 site.occupancy.change(env.now, 1)
                 continue
             made = env.now
