@@ -124,6 +124,7 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
         r[0]: ("down" if r[1] in ("maintenance", "retired") else "up")
         for r in rows(select(Machine.id, Machine.status))
     }
+    recorded = Collections().fingerprint_rows(uow)
     inputs = {
         "machines": machines,
         "sites": {r[0]: r[1] for r in rows(select(Site.id, Site.status))},
@@ -133,9 +134,7 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
         },
         "orders": sorted(o.id for o in in_scope),
         # collection dates a person recorded (order id -> "date @ when recorded")
-        "collections": {
-            r[0]: f"{r[1]} @ {r[2]}" for r in Collections().fingerprint_rows(uow) if r[3] in OPEN
-        },
+        "collections": {r[0]: f"{r[1]} @ {r[2]}" for r in recorded if r[3] in OPEN},
     }
     spoilers = {
         **{k: v for k, v in inputs.items() if k != "orders"},
@@ -172,7 +171,7 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
             ).order_by(TransportTime.id)
         ),
         "deliver_to": rows(select(OrderPlanning.order_id, OrderPlanning.deliver_to)),
-        "collections": Collections().fingerprint_rows(uow),
+        "collections": recorded,
     }
     digest = hashlib.sha256(json.dumps(spoilers, sort_keys=True, default=str).encode())
     return digest.hexdigest(), inputs
