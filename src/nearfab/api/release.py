@@ -133,13 +133,9 @@ def enter_result(
             username=body.username,
             totp=body.totp,
         )
+    fu_id = fu.id
     with application.uow() as fresh:
-        fu_id = fu.id
-        (row,) = [
-            f for f in application.quality.followups.for_batch(fresh, batch_id) if f.id == fu_id
-        ]
-        number = application.production.get(fresh, batch_id).batch_number
-        return followup_dict(application.quality.followups, fresh, row, number)
+        return application.quality.followups.view(fresh, fu_id)
 
 
 @router.post("/batches/{batch_id}/exceptional-release", response_model=ExceptionalOut)

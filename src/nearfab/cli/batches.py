@@ -263,8 +263,6 @@ def followup_result(
 ) -> None:
     """As QA or a QP, enter (e-signed) a result that was pending at release; a fail opens an
     investigation and notifies the treating prescriber. A second entry needs --reason."""
-    from nearfab.quality.followup import followup_dict
-
     application = state(ctx, data_dir).app()
     actor = signer(application, user, password, as_json)
     fu = use_case(
@@ -283,15 +281,11 @@ def followup_result(
     )
     fu_id = fu.id
     with application.uow() as uow:
-        row = next(
-            f for f in application.quality.followups.for_batch(uow, batch_id) if f.id == fu_id
-        )
-        number = application.production.get(uow, batch_id).batch_number
-        out = followup_dict(application.quality.followups, uow, row, number)
+        out = application.quality.followups.view(uow, fu_id)
     _done(
         out,
         as_json,
-        f"{escape(out['title'])} of batch {number}: {out['status']}"
+        f"{escape(out['title'])} of batch {out['batch_number']}: {out['status']}"
         + (f"; investigation {out['deviation_id']} open" if out["deviation_id"] else ""),
     )
 

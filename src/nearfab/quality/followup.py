@@ -321,6 +321,14 @@ class FollowUps:
             stmt = stmt.where(ReleaseFollowUp.site_id.in_(sites))
         return list(uow.session.scalars(stmt))
 
+    def view(self, uow: UnitOfWork, followup_id: str) -> dict[str, Any]:
+        """One follow-up by id, as `followup_dict` shows it (e.g. after a result is entered)."""
+        fu = uow.session.get(ReleaseFollowUp, followup_id)
+        if fu is None:
+            raise NotFound(f"no release follow-up {followup_id!r}", field="followup_id")
+        number = self._production.get(uow, fu.batch_id).batch_number
+        return followup_dict(self, uow, fu, number)
+
     def result(self, uow: UnitOfWork, result_id: str) -> FollowUpResult | None:
         return uow.session.get(FollowUpResult, result_id)
 
