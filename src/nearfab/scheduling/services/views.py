@@ -33,6 +33,7 @@ class PlanScope:
         self.sites = visible_sites(actor, Permission.PLAN_READ)  # None: the whole network
         self.machines: frozenset[str] | None = None
         self._hidden_names: list[str] = []  # other sites' machine names, longest first
+        self._order_sites: dict[str, str] = {}  # order id -> ordering site, read once each
         if self.sites is not None:
             rows = list(uow.session.execute(select(Machine.id, Machine.name, Machine.site_id)))
             self.machines = frozenset(str(i) for i, _, site in rows if site in self.sites)
@@ -52,11 +53,15 @@ class PlanScope:
         return {str(i): str(n) for i, n in self._uow.session.execute(stmt)}
 
     def _ordering_sites(self, order_ids: Iterable[str]) -> dict[str, str]:
-        ids = sorted({str(i) for i in order_ids if i})
-        if not ids:
-            return {}
-        rows = self._uow.session.execute(select(Order.id, Order.site_id).where(Order.id.in_(ids)))
-        return {str(i): str(s) for i, s in rows}
+        """Order id -> the site that ordered it (each order read once per scope: a history
+        of plan versions names the same orders again and again)."""
+        ids = sorted({str(i) for i in order_ids if i} - set(self._order_sites))
+        if ids:
+            rows = self._uow.session.execute(
+                select(Order.id, Order.site_id).where(Order.id.in_(ids))
+            )
+            self._order_sites.update({str(i): str(s) for i, s in rows})
+        return self._order_sites
 
     def _machine_seen(self, machine_id: Any) -> bool:
         return self.machines is None or (machine_id is not None and machine_id in self.machines)
