@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from nearfab.common.errors import NotFound, Refused
-from nearfab.common.quantity import Quantity
 from nearfab.custody.enums import UnitStatus
 from nearfab.custody.gs1 import make_identifier
 from nearfab.custody.kit import label_details
@@ -11,7 +10,6 @@ from nearfab.custody.labels import LabelContent
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.releasecheck import ReleaseCheck
-from nearfab.orders import Order
 from nearfab.uow import UnitOfWork
 
 
@@ -54,7 +52,7 @@ class Labelling:
         mf = self._packs.master_files.get(uow, order.master_file_id)
         patient = self._packs.orders.patient(uow, unit.patient_id)
         kit = self._packs.labels_kit(mf)
-        dose = _dose_of(order)
+        dose = order.dose  # as the family accepted it (value and unit)
         return LabelContent(
             identifier=make_identifier(unit.gtin, unit.serial, unit.batch_number, unit.expiry),
             product_name=kit.product_name(order.medication, dose),
@@ -63,8 +61,3 @@ class Labelling:
             storage=mf.storage,
             details=label_details(kit, order.design or {}),
         )
-
-
-def _dose_of(order: Order) -> Quantity:
-    """The order's dose as the family accepted it (value and unit)."""
-    return order.dose
