@@ -25,6 +25,3 @@ class Quantity:
 
     def __str__(self) -> str:
         return f"{self.value:g} {self.unit}"
-
-    def as_dict(self) -> dict[str, float | str]:
-        return {"value": self.value, "unit": self.unit}
