@@ -19,6 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.quality.release_helpers import register_release, user
+from tests.quality.release_helpers import token as _token
 from typer.testing import CliRunner
 
 from nearfab.bootstrap import App
@@ -58,45 +60,14 @@ class OutOfSpecRelease:
         return dict(attributes)
 
 
-class TestFamily:
-    __test__ = False
-
-    def __init__(self, real: Any) -> None:
-        self._real, self.release = real, OutOfSpecRelease()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def user(app: App, username: str, roles: list[str], site_code: str) -> None:
-    with app.uow() as uow:
-        made = app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=roles,
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-    fh.approve_pending(app, made.id)
-
-
 def _oos_batch(app: App) -> tuple[str, str]:
     """An out-of-specification batch waiting for the QP; and the patient's (ordering) site."""
-    app.families.register(TestFamily(app.families.get("solid_dose")))
+    register_release(app, OutOfSpecRelease())
     batch_id = fh.make_batch(app)
     with app.uow() as uow:
         assert app.quality.get_review(uow, batch_id).proposed_decision == "reject"
         order = app.orders.get(uow, fh.batch(app, batch_id).order_id)
         return batch_id, app.network.get_site(uow, order.site_id).code
-
-
-def _token(app: App, username: str) -> dict[str, str]:
-    with app.uow() as uow:
-        token, _ = app.users.issue_token(uow, username, fh.TEST_PASSWORD)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _ask(app: App, username: str, batch_id: str, **kw: Any) -> ExceptionalRelease:

@@ -19,6 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.quality.release_helpers import register_release, user
+from tests.quality.release_helpers import token as _token
 from typer.testing import CliRunner
 
 from nearfab.bootstrap import App
@@ -65,21 +67,8 @@ class LateResultRelease:
         return dict(attributes)
 
 
-class TestFamily:
-    """The registered family with the release part above (its other parts are the real one's,
-    so a batch is made as usual)."""
-
-    __test__ = False
-
-    def __init__(self, real: Any) -> None:
-        self._real, self.release = real, LateResultRelease()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 def _released_with_pending(app: App) -> str:
-    app.families.register(TestFamily(app.families.get("solid_dose")))
+    register_release(app, LateResultRelease())
     batch_id = fh.make_batch(app)
     with app.uow() as uow:
         review = app.quality.get_review(uow, batch_id)
@@ -89,31 +78,9 @@ def _released_with_pending(app: App) -> str:
     return batch_id
 
 
-def user(app: App, username: str, roles: list[str], site_code: str) -> None:
-    """An account of `roles` at the site, with its own password (it may log in and sign)."""
-    with app.uow() as uow:
-        made = app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=roles,
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-    fh.approve_pending(app, made.id)
-
-
 def _site_code(app: App, batch_id: str) -> str:
     with app.uow() as uow:
         return app.network.get_site(uow, fh.batch(app, batch_id).site_id).code
-
-
-def _token(app: App, username: str) -> dict[str, str]:
-    with app.uow() as uow:
-        token, _ = app.users.issue_token(uow, username, fh.TEST_PASSWORD)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _enter(app: App, username: str, batch_id: str, **kw: Any) -> Any:
