@@ -460,6 +460,7 @@ class HandOvers:
         for u in units:
             kit, _ = self._rules(uow, u)
             first: str | None = None
+            excursions: list[StorageReading] = []
             for when, q in checked:
                 why = judge_storage(kit, q)
                 row = StorageReading(
@@ -475,14 +476,15 @@ class HandOvers:
                 )
                 uow.session.add(row)
                 out.append(row)
-                if why is not None and first is None:
-                    first = f"storage excursion at {when.isoformat()}: {why}"
+                if why is not None:
+                    excursions.append(row)
+                    if first is None:
+                        first = f"storage excursion at {when.isoformat()}: {why}"
             if first is not None:
                 hold = self._hold(uow, actor, u, "storage", first)
                 holds.append(hold)
-                for row in out:
-                    if row.unit_id == u.id and row.excursion:
-                        row.hold_id = hold.id
+                for row in excursions:
+                    row.hold_id = hold.id
         audit(
             uow,
             actor,
