@@ -108,7 +108,8 @@ class Dispensing:
             )
         # a pharmacy hands over its own patients' packs: the ordering site's (an order
         # without one is no site's to hand over)
-        ordering = self._packs.orders.get(uow, unit.order_id).site_id
+        order = self._packs.orders.get(uow, unit.order_id)
+        ordering = order.site_id
         authorize(actor, Permission.DISPENSE, one_of=[ordering] if ordering else [])
         if unit.batch_number != ident.batch or unit.expiry != ident.expiry:
             raise Refused(
@@ -201,7 +202,6 @@ class Dispensing:
             new={"unit_id": unit.id, "serial": unit.serial, "patient_ref": patient.ref},
             site_id=actor.site_id,
         )
-        order = self._packs.orders.get(uow, unit.order_id)
         # two last packs at once: each bumps the order's version, so one of them must conflict
         self._packs.orders.touch(uow, order)
         siblings = self._packs.units_of_order(uow, unit.order_id)
