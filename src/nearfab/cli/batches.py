@@ -15,6 +15,7 @@ from nearfab.cli.context import (
     DataDir,
     JsonOpt,
     console,
+    done,
     emit_json,
     fail,
     local_actor,
@@ -45,13 +46,6 @@ def _when(value: Any) -> str:
 def _signing(user: str, password: str, meaning: str, totp: str | None) -> Signing:
     # the user ID is typed again as the first signature component
     return {"password": password, "meaning": meaning, "username": user, "totp": totp}
-
-
-def _done(out: Any, as_json: bool, text: str) -> None:
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(text)
 
 
 @app.command("steps")
@@ -146,7 +140,7 @@ def sign_step(
         ),
     )
     out = signoff_dict(signoff)
-    _done(out, as_json, f"step {code} of batch {batch_id} signed by {escape(out['performed_by'])}")
+    done(out, as_json, f"step {code} of batch {batch_id} signed by {escape(out['performed_by'])}")
 
 
 @app.command("verify-step")
@@ -174,7 +168,7 @@ def verify_step(
         ),
     )
     out = signoff_dict(signoff)
-    _done(out, as_json, f"step {code} of batch {batch_id} verified by {escape(out['verified_by'])}")
+    done(out, as_json, f"step {code} of batch {batch_id} verified by {escape(out['verified_by'])}")
 
 
 @app.command("open-deviation")
@@ -201,7 +195,7 @@ def open_deviation(
         ),
     )
     out = {"id": dev.id, "batch_id": dev.batch_id, "step": dev.step_code, "status": dev.status}
-    _done(out, as_json, f"deviation {dev.id} opened on batch {batch_id}")
+    done(out, as_json, f"deviation {dev.id} opened on batch {batch_id}")
 
 
 @app.command("review-audit-trail")
@@ -236,7 +230,7 @@ def review_audit_trail(
         "trail_hash": review.trail_hash,
         "signature_id": review.signature_id,
     }
-    _done(
+    done(
         out,
         as_json,
         f"audit trail of batch {batch_id} reviewed: {review.row_count} rows, "
@@ -282,7 +276,7 @@ def followup_result(
     fu_id = fu.id
     with application.uow() as uow:
         out = application.quality.followups.view(uow, fu_id)
-    _done(
+    done(
         out,
         as_json,
         f"{escape(out['title'])} of batch {out['batch_number']}: {out['status']}"
@@ -323,7 +317,7 @@ def request_exceptional_release(
         found = application.quality.exceptional.for_batch(uow, row.batch_id)
         assert found is not None
         out = application.quality.exceptional.view(uow, found)
-    _done(
+    done(
         out,
         as_json,
         f"exceptional release of batch {batch_id} requested (signature "
@@ -367,9 +361,7 @@ def certify_exceptional(
     )
     with application.uow() as uow:
         out = review_dict(application, uow, review)
-    _done(
-        out, as_json, f"batch {batch_id} released exceptionally (signature {out['signature_id']})"
-    )
+    done(out, as_json, f"batch {batch_id} released exceptionally (signature {out['signature_id']})")
 
 
 @app.command("assign-qp")
@@ -403,7 +395,7 @@ def assign_qp(
 
         assert isinstance(row, ApprovalRequest)
         asked = to_jsonable(approval_dict(row))
-        _done(
+        done(
             asked,
             as_json,
             f"{escape(qp)} for {escape(master_file_code)}: requested ({asked['id']}); another "
@@ -411,7 +403,7 @@ def assign_qp(
         )
         return
     out = qp_dict(row)
-    _done(out, as_json, f"{escape(qp)} for {escape(master_file_code)}: no longer assigned")
+    done(out, as_json, f"{escape(qp)} for {escape(master_file_code)}: no longer assigned")
 
 
 @app.command("qps")
@@ -476,4 +468,4 @@ def abandon(
         "failure_reason": batch.failure_reason,
         "machine_id": batch.machine_id,
     }
-    _done(out, as_json, f"batch {batch.batch_number} abandoned: {escape(reason)}")
+    done(out, as_json, f"batch {batch.batch_number} abandoned: {escape(reason)}")

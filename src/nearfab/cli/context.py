@@ -82,6 +82,14 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
+def done(out: Any, as_json: bool, text: str) -> None:
+    """A command's answer: `out` as JSON with --json, else the line `text` for people."""
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(text)
+
+
 def fail(exc: DomainError, as_json: bool = False) -> NoReturn:
     if as_json:
         emit_json({"error": exc.to_dict()})

@@ -11,6 +11,7 @@ import typer
 from nearfab.bootstrap import App
 from nearfab.cli.context import (
     console,
+    done,
     emit_json,
     err_console,
     local_actor,
@@ -85,10 +86,7 @@ def anchor(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = Non
     chain = application.custody_chain
     made = use_case(application, as_json, lambda uow: chain.ledger.anchor(uow, local_actor()))
     refs = [e.ref for e in made]
-    if as_json:
-        emit_json({"anchored": refs})
-    else:
-        console.print(f"anchored {len(refs)} site heads")
+    done({"anchored": refs}, as_json, f"anchored {len(refs)} site heads")
 
 
 @custody_app.command("export-epcis")
@@ -144,10 +142,7 @@ def pack(
 
     sscc = use_case(application, as_json, step)
     out = _container_out(application, sscc)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"container {sscc}: {len(unit_ids)} packs packed for {to}")
+    done(out, as_json, f"container {sscc}: {len(unit_ids)} packs packed for {to}")
 
 
 @custody_app.command("unpack")
@@ -172,10 +167,7 @@ def unpack(
 
     use_case(application, as_json, step)
     out = _container_out(application, sscc)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"container {sscc} unpacked: {len(out['units'])} packs")
+    done(out, as_json, f"container {sscc} unpacked: {len(out['units'])} packs")
 
 
 @custody_app.command("destroy")
@@ -206,10 +198,11 @@ def destroy(
         return event.event_hash
 
     event_id = use_case(application, as_json, step)
-    if as_json:
-        emit_json({"event_id": event_id, "unit_ids": unit_ids, "status": "destroyed"})
-    else:
-        console.print(f"{len(unit_ids)} packs destroyed ({event_id})")
+    done(
+        {"event_id": event_id, "unit_ids": unit_ids, "status": "destroyed"},
+        as_json,
+        f"{len(unit_ids)} packs destroyed ({event_id})",
+    )
 
 
 @trace_app.command("unit")
@@ -294,10 +287,11 @@ def recall_create(
                 lambda uow: chain.recalls.report_csv(uow, local_actor(), recall.id),
             )
             report.write_text(text, encoding="utf-8")
-    if as_json:
-        emit_json({"recall_id": recall.id, "lot": lot, "units": len(rows), "rows": rows})
-    else:
-        console.print(f"recall {recall.id}: {len(rows)} packs marked recalled")
+    done(
+        {"recall_id": recall.id, "lot": lot, "units": len(rows), "rows": rows},
+        as_json,
+        f"recall {recall.id}: {len(rows)} packs marked recalled",
+    )
 
 
 # --- the chain of identity: hand-overs, storage log, holds, in-use period ------------------
@@ -336,10 +330,7 @@ def hand_over(
         }
 
     out = use_case(application, as_json, step)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"handed over {out['from_step']} -> {out['to_step']} ({out['id']})")
+    done(out, as_json, f"handed over {out['from_step']} -> {out['to_step']} ({out['id']})")
 
 
 @custody_app.command("storage-log")
@@ -416,10 +407,7 @@ def prepare(
         }
 
     out = use_case(application, as_json, step)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"prepared {out['unit_id']}; use by {out['use_by'] or '(no limit)'}")
+    done(out, as_json, f"prepared {out['unit_id']}; use by {out['use_by'] or '(no limit)'}")
 
 
 @custody_app.command("judge-hold")
@@ -444,7 +432,4 @@ def judge_hold(
         return {"hold_id": row.id, "unit_id": row.unit_id, "decision": row.decision}
 
     out = use_case(application, as_json, step)
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(f"hold {out['hold_id']}: {out['decision']}")
+    done(out, as_json, f"hold {out['hold_id']}: {out['decision']}")
