@@ -25,6 +25,11 @@ class Site(Base):
     created_at: Mapped[datetime]
     # e-signatures on this site's records need a TOTP code as well (accounts-and-signatures.md)
     totp_for_signing: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # positive patient identification (docs/patient-identification.md): the birth date must
+    # agree as well as the identifier at dispense and at the bedside; the FHIR identifier
+    # system of this site's hospital numbers (MRN), besides identifiers typed MR
+    birth_date_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    mrn_system: Mapped[str | None] = mapped_column(String(255))
 
 
 class Machine(Base):

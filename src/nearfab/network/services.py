@@ -109,6 +109,42 @@ class NetworkService:
         uow.commit()
         return site
 
+    def set_patient_identification(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        site_id: str,
+        *,
+        birth_date_required: bool,
+        mrn_system: str | None = None,
+        reason: str,
+    ) -> Site:
+        """How this site identifies patients at dispense and at the bedside
+        (docs/patient-identification.md): whether the birth date must agree too, and the FHIR
+        identifier system of its hospital numbers (MRN). Set by the network; audited."""
+        site = self.get_site(uow, site_id)
+        authorize_network(actor, Permission.SITE_CREATE)
+        require_reason(reason, "changing a site's patient identification rule")
+        system = (mrn_system or "").strip() or None
+        if system is not None and len(system) > 255:
+            raise ValidationFailed("mrn_system: at most 255 characters", field="mrn_system")
+        old = {"birth_date_required": site.birth_date_required, "mrn_system": site.mrn_system}
+        site.birth_date_required = bool(birth_date_required)
+        site.mrn_system = system
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "site",
+            site.id,
+            old=old,
+            new={"birth_date_required": site.birth_date_required, "mrn_system": system},
+            reason=reason,
+            site_id=site.id,
+        )
+        uow.commit()
+        return site
+
     def transition_site(
         self,
         uow: UnitOfWork,

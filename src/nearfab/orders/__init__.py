@@ -2,7 +2,15 @@
 
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
-from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
+from nearfab.orders.identification import PatientMatch, PresentedIdentifiers
+from nearfab.orders.identifiers import IdentifierKind
+from nearfab.orders.models import (
+    Order,
+    Patient,
+    PatientIdentifierHash,
+    PatientIdentity,
+    Prescription,
+)
 from nearfab.orders.services import Designer, DesignRequest, OrderService
 from nearfab.orders.vault import IdentityVault
 
@@ -10,13 +18,17 @@ __all__ = [
     "DesignRequest",
     "Designer",
     "FhirInputError",
+    "IdentifierKind",
     "IdentityVault",
     "Order",
     "OrderService",
     "OrderStatus",
     "Patient",
+    "PatientIdentifierHash",
     "PatientIdentity",
+    "PatientMatch",
     "Prescription",
     "PrescriptionIn",
+    "PresentedIdentifiers",
     "parse_prescriptions",
 ]

@@ -69,6 +69,7 @@ BODY_WEIGHT_CODES = frozenset({"29463-7", "3141-9"})
 OBSERVATION_USABLE = ("final", "amended", "corrected")
 ORDERABLE_DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+V2_IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # an Organization identifier in this system names a nearfab site by its code: the prescriber's
 # organisation (requester Organization, or PractitionerRole.organization) becomes the ordering
 # site (docs/prescriptions.md)
@@ -143,6 +144,9 @@ class PrescriptionIn:
     dose_element: str = "doseQuantity"
     # units_for_course is the dispensed quantity, counted in units of the product, not in doses
     units_dispensed: bool = False
+    # the Patient's identifiers typed MR (HL7 v2-0203: a hospital's medical record number),
+    # "system|value": the ordering site's MRN (docs/patient-identification.md)
+    patient_mrns: tuple[str, ...] = ()
 
     @property
     def medication_field(self) -> str:
@@ -586,6 +590,22 @@ def _identifiers(values: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _mrn_identifiers(values: Any) -> tuple[str, ...]:
+    """The identifiers typed MR (medical record number, HL7 v2 table 0203), "system|value"."""
+    out: list[str] = []
+    for ident in values if isinstance(values, list) else []:
+        if not isinstance(ident, dict) or not _str(ident.get("value")):
+            continue
+        kind = ident.get("type")
+        codings = kind.get("coding") if isinstance(kind, dict) else None
+        if any(
+            isinstance(c, dict) and c.get("system") == V2_IDENTIFIER_TYPE and c.get("code") == "MR"
+            for c in codings or []
+        ):
+            out.append(f"{ident.get('system') or ''}|{ident['value']}")
+    return tuple(out)
+
+
 def _codes(concept: Any) -> tuple[MedicationCode, ...]:
     out: list[MedicationCode] = []
     if isinstance(concept, dict):
@@ -1017,6 +1037,7 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         medication_element=medication_element,
         dose_element=dose_element,
         units_dispensed=quantity_counts and quantity_value is not None,
+        patient_mrns=_mrn_identifiers(patient.get("identifier")) if patient else (),
     )
 
 

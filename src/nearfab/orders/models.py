@@ -34,6 +34,27 @@ class PatientIdentity(Base):
     updated_at: Mapped[datetime]
 
 
+class PatientIdentifierHash(Base):
+    """A keyed hash of one identifier the hospital knows the patient by (NHS number, MRN of a
+    site, wristband GSRN, birth date, prescription ID): matched at dispense and at the
+    bedside without the identifier ever being stored in clear (docs/patient-identification.md).
+    """
+
+    __tablename__ = "patient_identifier_hashes"
+    __table_args__ = (Index("ix_patient_identifier_hashes_kind_hash", "kind", "hash"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    # nhs_number, mrn, wristband (GSRN), birth_date, prescription_id (IdentifierKind)
+    kind: Mapped[str] = mapped_column(String(16))
+    # the site whose hospital number it is (MRN only: an MRN means nothing at another site)
+    site_id: Mapped[str | None] = mapped_column(String(32))
+    # the prescription it identifies (prescription_id only)
+    prescription_id: Mapped[str | None] = mapped_column(String(32))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
 class Prescription(Base):
     __tablename__ = "prescriptions"
     # the same prescription (identifier system + value) for the same patient is taken once;

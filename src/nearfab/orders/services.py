@@ -39,6 +39,11 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
+from nearfab.orders.identification import (
+    PatientIdentification,
+    PatientMatch,
+    PresentedIdentifiers,
+)
 from nearfab.orders.kit import PrescriptionKit, PrescriptionKits
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
@@ -127,6 +132,7 @@ class OrderService:
         # each product family's prescription part, found by the master file's family
         self._prescriptions = prescriptions
         self._max_entries = max_bundle_entries
+        self._identification = PatientIdentification(vault)
 
     # --- intake ------------------------------------------------------------------------------
     def submit(
@@ -474,6 +480,8 @@ class OrderService:
         )
         uow.session.add(prescription)
         uow.flush()
+        # keyed hashes of the identifiers the hospital knows the patient by (never in clear)
+        self._identification.record(uow, patient, prescription, rx, site_id)
         audit(
             uow,
             actor,
@@ -640,6 +648,45 @@ class OrderService:
         self.transition(uow, actor, order, OrderStatus.DESIGNED, reason=reason)
         uow.commit()
         return order
+
+    # --- positive patient identification -----------------------------------------------------
+    def match_patient(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order | str,
+        presented: PresentedIdentifiers,
+        *,
+        purpose: str,
+        permission: Permission,
+        one_of: list[str | None] | None = None,
+    ) -> PatientMatch:
+        """Whether the identifiers presented at a hand-over are those of `order`'s patient
+        (docs/patient-identification.md). For dispense, collection, bedside checks.
+
+        `presented` may hold the NHS number (its modulus-11 check digit must hold), the
+        hospital number (MRN) of the order's site, a scanned wristband (GS1 AI 8018 GSRN, or a
+        plain NHS-number barcode), the prescription ID (the MedicationRequest identifier: it
+        must be this order's prescription), nearfab's pseudonym (PT-…), and the birth date.
+        Each one given must agree; at least one besides the birth date is required; where
+        the order's site requires it (`Site.birth_date_required`) the birth date must be given
+        and agree too. Matching compares keyed hashes stored at intake (a patient taken in
+        before them is matched from its encrypted identity, in memory).
+
+        Authorises `permission` for the order's site (or for one of `one_of`); raises
+        Forbidden otherwise, and ValidationFailed (field = the identifier) for an identifier
+        that cannot be one (a wrong check digit, an unreadable barcode, none given). A
+        mismatch does not raise: the answer says which identifier failed (`failed`,
+        `message`, never whose it is); `PatientMatch.require()` turns it into Refused
+        (code `wrong_patient`). On a match, a role that may read identity
+        (PATIENT_IDENTITY_READ at the order's site) gets the name and birth date to confirm
+        by eye (`identity`); others the result only. Writes one audit row (action
+        `identify_patient`, entity the order: the kinds presented and the outcome, never
+        the values) in the caller's transaction; the caller commits."""
+        row = order if isinstance(order, Order) else self.get(uow, order)
+        return self._identification.match(
+            uow, actor, row, presented, purpose=purpose, permission=permission, one_of=one_of
+        )
 
     # --- queries -----------------------------------------------------------------------------
     def get(self, uow: UnitOfWork, order_id: str) -> Order:

@@ -1,0 +1,177 @@
+"""OrderService.match_patient (issue 20): the identifiers a hospital knows a patient by, matched
+against an order's pseudonymous patient through keyed hashes stored at intake. SQLite and
+PostgreSQL (the `seeded` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import delete, select, text
+from tests import flow_helpers as fh
+from tests.patient_helpers import ALICE, BOB, MRN_SYSTEM, require_birth_date, submit_for
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import Forbidden, Refused, ValidationFailed
+from nearfab.identity import AuditEntry, Permission
+from nearfab.orders import PatientIdentifierHash, PatientMatch, PresentedIdentifiers
+
+seeded = fh.seeded
+
+
+def _match(
+    app: App, order_id: str, username: str = "pharmacist", **presented: object
+) -> PatientMatch:
+    with app.uow() as uow:
+        answer = app.orders.match_patient(
+            uow,
+            fh.actor(app, username),
+            order_id,
+            PresentedIdentifiers(**presented),  # type: ignore[arg-type]
+            purpose="dispense",
+            permission=Permission.PACK_VERIFY,
+        )
+        uow.commit()
+        return answer
+
+
+def test_each_identifier_finds_its_patient_and_not_another(seeded: App) -> None:
+    alice, bob = submit_for(seeded, ALICE), submit_for(seeded, BOB)
+    with seeded.uow() as uow:
+        ref = seeded.orders.patient(uow, seeded.orders.get(uow, alice).patient_id).ref
+    good = [
+        {"nhs_number": "943 476 5919"},
+        {"mrn": "k123456"},
+        {"wristband": f"]d28018{ALICE.gsrn}"},
+        {"wristband": "(8018)" + ALICE.gsrn},
+        {"wristband": "9434765919"},  # a plain NHS-number barcode
+        {"prescription_id": ALICE.prescription_id.lower()},
+        {"patient_ref": ref},
+        {"patient": "9434765919"},
+        {"patient": "K123456"},
+        {"patient": f"(8018){ALICE.gsrn}"},
+        {"nhs_number": ALICE.nhs_number, "birth_date": ALICE.birth_date.isoformat()},
+    ]
+    for presented in good:
+        answer = _match(seeded, alice, **presented)
+        assert answer.matched, (presented, answer.message)
+        # the pharmacist may read identity: name and birth date to confirm by eye
+        assert answer.identity == {
+            "name": ALICE.name,
+            "birth_date": ALICE.birth_date.isoformat(),
+        }
+    # Bob's identifiers against Alice's order: refused naming the identifier, never whose it is
+    for presented, field in [
+        ({"nhs_number": BOB.nhs_number}, "nhs_number"),
+        ({"mrn": BOB.mrn}, "mrn"),
+        ({"wristband": f"(8018){BOB.gsrn}"}, "wristband"),
+        ({"prescription_id": BOB.prescription_id}, "prescription_id"),
+        ({"nhs_number": ALICE.nhs_number, "birth_date": BOB.birth_date.isoformat()}, "birth_date"),
+        ({"mrn": ALICE.mrn, "nhs_number": BOB.nhs_number}, "nhs_number"),
+    ]:
+        answer = _match(seeded, alice, **presented)
+        assert (answer.matched, answer.failed, answer.identity) == (False, field, None)
+        for secret in (BOB.name, BOB.nhs_number, "Bob", bob):
+            assert secret not in answer.message
+        with pytest.raises(Refused) as caught:
+            answer.require()
+        assert (caught.value.code, caught.value.field) == ("wrong_patient", field)
+    assert _match(seeded, bob, nhs_number=BOB.nhs_number).matched
+
+
+def test_identifiers_that_cannot_be_one_are_refused_naming_the_field(seeded: App) -> None:
+    alice = submit_for(seeded, ALICE)
+    for presented, field in [
+        ({"nhs_number": "9434765918"}, "nhs_number"),  # check digit 8, modulus 11 gives 9
+        ({"wristband": f"(8018){ALICE.gsrn[:17]}3"}, "wristband"),  # mod-10 gives 4
+        ({"patient": "943 476 5918"}, "patient"),
+        ({"birth_date": "2017-02-30", "nhs_number": ALICE.nhs_number}, "birth_date"),
+        ({"birth_date": ALICE.birth_date.isoformat()}, "patient"),  # a second identifier only
+        ({}, "patient"),
+    ]:
+        with pytest.raises(ValidationFailed) as caught:
+            _match(seeded, alice, **presented)
+        assert caught.value.field == field, presented
+
+
+def test_site_requiring_the_birth_date(seeded: App) -> None:
+    alice = submit_for(seeded, ALICE)
+    require_birth_date(seeded, "GSTT-PH")
+    alone = _match(seeded, alice, nhs_number=ALICE.nhs_number)
+    assert (alone.matched, alone.failed) == (False, "birth_date")
+    assert "requires the date of birth" in alone.message
+    both = _match(seeded, alice, nhs_number=ALICE.nhs_number, birth_date=ALICE.birth_date)
+    assert both.matched
+    wrong = _match(seeded, alice, mrn=ALICE.mrn, birth_date=BOB.birth_date)
+    assert (wrong.matched, wrong.failed) == (False, "birth_date")
+
+
+def test_role_without_identity_sees_the_result_only_and_other_site_is_forbidden(
+    seeded: App,
+) -> None:
+    alice = submit_for(seeded, ALICE)
+    # the QP verifies packs network-wide but may not read identity: the result only
+    answer = _match(seeded, alice, "qp", nhs_number=ALICE.nhs_number)
+    assert answer.matched and answer.identity is None
+    fh.create_user(seeded, "pharm-man", ["pharmacist"], "MAN-PH")
+    with pytest.raises(Forbidden):
+        _match(seeded, alice, "pharm-man", nhs_number=ALICE.nhs_number)
+
+
+def test_mrn_belongs_to_its_site_and_a_site_may_name_its_mrn_system(seeded: App) -> None:
+    # an MRN not typed MR: taken as one only where the site names its system
+    untyped = submit_for(seeded, ALICE, typed_mrn=False)
+    assert _match(seeded, untyped, mrn=ALICE.mrn).failed == "mrn"
+    require_birth_date(seeded, "GSTT-PH", required=False, mrn_system=MRN_SYSTEM)
+    bob = submit_for(seeded, BOB, typed_mrn=False)
+    assert _match(seeded, bob, mrn=BOB.mrn).matched
+    # the same hospital number issued by another site is another patient's: hashed per site
+    with seeded.uow() as uow:
+        rows = list(
+            uow.session.scalars(
+                select(PatientIdentifierHash).where(PatientIdentifierHash.kind == "mrn")
+            )
+        )
+        sites = {r.site_id for r in rows}
+        assert sites == {seeded.orders.get(uow, bob).site_id}
+
+
+def test_nothing_in_clear_and_every_look_up_audited(seeded: App) -> None:
+    alice = submit_for(seeded, ALICE)
+    _match(seeded, alice, nhs_number=ALICE.nhs_number)
+    _match(seeded, alice, nhs_number=BOB.nhs_number)
+    with seeded.uow() as uow:
+        rows = list(uow.session.scalars(select(PatientIdentifierHash)))
+        kinds = sorted(r.kind for r in rows)
+        assert kinds == ["birth_date", "mrn", "nhs_number", "prescription_id", "wristband"]
+        dump = repr([(r.hash, r.kind, r.site_id) for r in rows])
+        audits = list(
+            uow.session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.action == "identify_patient", AuditEntry.entity_id == alice
+                )
+            )
+        )
+        assert [(a.new or {}).get("matched") for a in audits] == [True, False]
+        assert [(a.new or {}).get("presented") for a in audits] == [["nhs_number"]] * 2
+        everything = dump + repr([(a.new, a.reason) for a in audits])
+        # every table's text: no identifier in clear outside the vault's ciphertext
+        for table in ("patient_identifier_hashes", "audit_entries", "patients", "orders"):
+            everything += repr(uow.session.execute(text(f"SELECT * FROM {table}")).all())
+    for secret in (ALICE.nhs_number, ALICE.mrn, ALICE.gsrn, "2017-03-14", BOB.nhs_number):
+        assert secret not in everything
+
+
+def test_a_patient_taken_in_before_the_hashes_is_matched_from_its_identity(seeded: App) -> None:
+    alice = submit_for(seeded, ALICE)
+    with seeded.uow() as uow:
+        patient_id = seeded.orders.get(uow, alice).patient_id
+        uow.session.execute(
+            delete(PatientIdentifierHash).where(PatientIdentifierHash.patient_id == patient_id)
+        )
+        uow.commit()
+        ref = seeded.orders.patient(uow, patient_id).ref
+    assert _match(seeded, alice, patient_ref=ref).matched
+    assert _match(seeded, alice, nhs_number=ALICE.nhs_number).matched
+    assert _match(seeded, alice, prescription_id=ALICE.prescription_id).matched
+    assert _match(seeded, alice, nhs_number=BOB.nhs_number).failed == "nhs_number"
+    with seeded.uow() as uow:  # read in memory, never written back
+        assert uow.session.scalar(select(PatientIdentifierHash).limit(1)) is None
