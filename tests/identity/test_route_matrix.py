@@ -499,6 +499,29 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/batches/{batch_id}/followups/{test}/result"): Call(
         P.RELEASE_FOLLOWUP_ENTER, True, body=lambda w: {}, path_ids=lambda w: {"test": "none"}
     ),
+    # the chain of identity, the collection, the exceptional release and the notices pages
+    # (web/chain.py, web/appointments.py, web/exceptional.py): forms the services refuse after
+    # the role and the site (tests/web/test_chain_pages.py walks them on a cell product)
+    ("GET", "/packs/{unit_id}/chain"): Call(P.TRACE_READ, True),
+    ("POST", "/packs/{unit_id}/hand-overs"): Call(
+        P.PACKS_MOVE, True, body=lambda w: {"scan": w.ids["scan"], "received_scan": ""}
+    ),
+    ("POST", "/packs/{unit_id}/storage-log"): Call(
+        P.READINGS_RECORD, True, body=lambda w: {"value": ""}
+    ),
+    ("POST", "/packs/{unit_id}/prepare"): Call(P.PACKS_MOVE, True, body=lambda w: {"scan": ""}),
+    ("POST", "/packs/{unit_id}/holds/{hold_id}/judge"): Call(
+        P.HOLD_DECIDE, True, body=lambda w: {"decision": "resume", "reason": "m"}
+    ),
+    ("GET", "/orders/{order_id}/collection"): Call(P.ORDER_READ, True),
+    ("POST", "/orders/{order_id}/collection/date"): Call(P.ORDER_PRIORITY, True, body=_reason),
+    ("POST", "/orders/{order_id}/collection/rebook"): Call(P.ORDER_REPLAN, True, body=_reason),
+    ("GET", "/batches/{batch_id}/exceptional-release"): Call(P.ORDER_READ, True),
+    ("POST", "/batches/{batch_id}/exceptional-release/certify"): Call(
+        P.RELEASE_DECIDE, True, body=lambda w: {"reason": "", "password": "m"}
+    ),
+    ("GET", "/notices"): Call(P.NOTICE_READ),
+    ("POST", "/notices/{notice_id}/acknowledge"): Call(P.NOTICE_ACKNOWLEDGE, body=lambda w: {}),
     ("GET", "/account"): Call(P.PROFILE_READ),
     ("POST", "/account/password"): Call(P.PROFILE_READ, body=lambda w: {}),
     ("POST", "/account/totp"): Call(P.PROFILE_READ, body=lambda w: {}, fresh_token=True),

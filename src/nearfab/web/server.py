@@ -30,8 +30,11 @@ from nearfab.common.errors import DomainError
 from nearfab.config import Settings
 from nearfab.identity import KeyMismatch
 from nearfab.web.accounts import router as account_pages
+from nearfab.web.appointments import router as appointment_pages
 from nearfab.web.audit import router as audit_pages
+from nearfab.web.chain import router as chain_pages
 from nearfab.web.custody import router as custody_pages
+from nearfab.web.exceptional import router as exceptional_pages
 from nearfab.web.monitoring import router as monitoring_pages
 from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
@@ -103,6 +106,8 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(monitoring_pages)
     web.include_router(custody_pages)
     web.include_router(audit_pages)
+    for chain_router in (chain_pages, appointment_pages, exceptional_pages):
+        web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
     return web
 

@@ -1,0 +1,167 @@
+"""The collection appointment of an order whose product starts from the patient's own material:
+the booked collection against its run's slot, the run, the target administration and the hours
+from collection to administration, with earlier appointments; the forms to record an agreed
+collection date and to re-book after a failed run. The same scheduling use cases as
+`/api/v1/plan/collections/{order_id}` (+ `/rebook`); the order page shows the current
+appointment (`order_collection`, a template function)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from starlette.concurrency import run_in_threadpool
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError, ValidationFailed
+from nearfab.identity import Actor, Permission, authorize, can
+from nearfab.uow import UnitOfWork
+from nearfab.web.chain import refusal_words
+from nearfab.web.pages import _app, _check_csrf, _not_found, page, render, templates, when
+
+router = APIRouter(include_in_schema=False)
+
+FLASH, ERROR = "collection_flash", "collection_error"
+_MINUTE = "%Y-%m-%d %H:%M UTC"
+
+
+@pass_context
+def order_collection(context: Context, order_id: str) -> dict[str, Any] | None:
+    """The order's collection view for the order page, or None when the order needs none or
+    the reader may not see it (the scheduling service decides both)."""
+    request, actor = context.get("request"), context.get("actor")
+    if request is None or actor is None:
+        return None
+    application = _app(request)
+    try:
+        with application.uow() as uow:
+            view: dict[str, Any] = application.scheduling.collection_view(uow, actor, order_id)
+    except DomainError:
+        return None
+    return view
+
+
+templates.env.globals["order_collection"] = order_collection
+
+
+@router.get("/orders/{order_id}/collection", response_class=HTMLResponse)
+def collection_page(
+    request: Request, order_id: str, actor: Annotated[Actor, page(Permission.ORDER_READ)]
+) -> Response:
+    application = _app(request)
+    flash, error = request.session.pop(FLASH, None), request.session.pop(ERROR, None)
+    view: dict[str, Any] | None = None
+    note: str | None = None
+    try:
+        with application.uow() as uow:
+            order = application.orders.get(uow, order_id)
+            authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
+            status, site = order.status, order.site_id
+            try:
+                view = application.scheduling.collection_view(uow, actor, order_id)
+            except DomainError as exc:
+                if exc.code != "no_collection":
+                    raise
+                note = exc.message
+    except DomainError as exc:
+        return _not_found(request, actor, exc, order_id)
+    return render(
+        request,
+        "chain/collection.html",
+        actor,
+        order_id=order_id,
+        order_status=status,
+        view=view,
+        note=note,
+        flash=flash,
+        error=error,
+        may_record=can(actor, Permission.ORDER_PRIORITY, site_id=site),
+        may_rebook=can(actor, Permission.ORDER_REPLAN, site_id=site),
+    )
+
+
+def _when(name: str, text: str, *, required: bool) -> datetime | None:
+    """A time from the form (`datetime-local` gives no zone: UTC); None when empty and not
+    required."""
+    if not text.strip():
+        if required:
+            raise ValidationFailed(f"{name}: give the date and time", field=name)
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {text!r} is not a date and time (YYYY-MM-DDTHH:MM)", field=name
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _post(
+    request: Request,
+    actor: Actor,
+    order_id: str,
+    permission: Permission,
+    what: str,
+    step: Callable[[App, UnitOfWork, dict[str, str]], str],
+) -> Response:
+    """The order's site first (another site's order: 404), then the CSRF token and the use
+    case; back to the collection page with what happened or the refusal in words."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    application = _app(request)
+
+    def scope() -> None:
+        with application.uow() as uow:
+            authorize(actor, permission, site_id=application.orders.get(uow, order_id).site_id)
+
+    def run() -> str:
+        _check_csrf(request, form.get("csrf_token", ""))
+        with application.uow() as uow:
+            return step(application, uow, form)
+
+    try:
+        await run_in_threadpool(scope)
+    except DomainError as exc:
+        return _not_found(request, actor, exc, order_id)
+    try:
+        request.session[FLASH] = await run_in_threadpool(run)
+    except DomainError as exc:
+        request.session[ERROR] = refusal_words(what, exc)
+    return RedirectResponse(f"/orders/{order_id}/collection", status_code=303)
+
+
+@router.post("/orders/{order_id}/collection/date")
+async def record_collection(
+    request: Request, order_id: str, actor: Annotated[Actor, page(Permission.ORDER_PRIORITY)]
+) -> Response:
+    """Record the agreed (or slipped) collection date, with a reason: the run moves with it."""
+
+    def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> str:
+        at = _when("collection_at", form.get("collection_at", ""), required=True)
+        assert at is not None
+        row = app.scheduling.record_collection(
+            uow, actor, order_id, at, reason=form.get("reason", "")
+        )
+        return f"Collection date recorded: {when(row.collection_at, _MINUTE)}"
+
+    return await _post(request, actor, order_id, Permission.ORDER_PRIORITY, "Collection date", step)
+
+
+@router.post("/orders/{order_id}/collection/rebook")
+async def rebook_collection(
+    request: Request, order_id: str, actor: Annotated[Actor, page(Permission.ORDER_REPLAN)]
+) -> Response:
+    """After a failed run: a new slot for a new collection (on the date given, if any)."""
+
+    def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> str:
+        at = _when("collection_at", form.get("collection_at", ""), required=False)
+        row = app.scheduling.rebook_after_failure(
+            uow, actor, order_id, reason=form.get("reason", ""), collection_at=at
+        )
+        return f"Re-booked: a new collection on {when(row.collection_at, _MINUTE)}"
+
+    return await _post(request, actor, order_id, Permission.ORDER_REPLAN, "Re-booking", step)
