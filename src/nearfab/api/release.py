@@ -1,7 +1,8 @@
 """/api/v1 routes of release follow-up and exceptional release: results pending at release
 entered later (e-signed; a correction needs its reason), the notices a failed result sends the
 treating prescriber, and the exceptional release of an out-of-specification batch (the
-treating physician's signed request, then the QP's signed release)."""
+treating physician's signed request, then the QP's signed release). Also a batch's laboratory
+results, entered before the QP's decision (e-signed by the analyst)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from nearfab.bootstrap import App
 from nearfab.identity import Actor, ESignatureIn, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.followup import followup_dict, notice_dict
-from nearfab.quality.schemas import ExceptionalOut, FollowUpOut, NoticeOut, ReviewOut
+from nearfab.quality.labresults import ENTERED_BY, METHOD_MAX
+from nearfab.quality.schemas import (
+    ExceptionalOut,
+    FollowUpOut,
+    LabResultsOut,
+    NoticeOut,
+    ReviewOut,
+)
 from nearfab.readmodels import review_dict
 from nearfab.uow import UnitOfWork
 
@@ -32,6 +40,19 @@ class ResultIn(ESignatureIn):
     detail: str = Field(max_length=2000)
     reason: str | None = Field(default=None, max_length=2000)
     meaning: str = "result entered by"
+
+
+class LabResultsIn(ESignatureIn):
+    """One entry of the batch's laboratory results, e-signed by the analyst: test key -> value
+    (the keys and values the product's family takes; GET lists the keys), the method or
+    reference, and for a correction of a result already entered its reason."""
+
+    results: dict[str, Any] = Field(
+        description="test key -> value (the keys GET lists for the batch's product)"
+    )
+    method: str = Field(max_length=METHOD_MAX, description="the method or reference")
+    reason: str | None = Field(default=None, max_length=2000)
+    meaning: str = ENTERED_BY
 
 
 class ExceptionalRequestIn(ESignatureIn):
@@ -136,6 +157,54 @@ def enter_result(
     fu_id = fu.id
     with application.uow() as fresh:
         return application.quality.followups.view(fresh, fu_id)
+
+
+def lab_results_view(application: App, uow: UnitOfWork, actor: Actor, batch_id: str) -> Any:
+    """The batch's laboratory results with the release review they feed."""
+    out = application.quality.lab_results.batch_results(uow, actor, batch_id)
+    review = application.quality.review_for(uow, batch_id)
+    out["review"] = review_dict(application, uow, review) if review is not None else None
+    return out
+
+
+@router.get("/batches/{batch_id}/lab-results", response_model=LabResultsOut)
+def batch_lab_results(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> Any:
+    """The batch's laboratory results: the keys its product takes, the results in force, every
+    signed entry and correction, and the release review they feed."""
+    return lab_results_view(application, uow, actor, batch_id)
+
+
+@router.post("/batches/{batch_id}/lab-results", response_model=LabResultsOut)
+def enter_lab_results(
+    batch_id: str,
+    body: LabResultsIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.LAB_RESULT_ENTER, gate=False)],
+    application: AppDep,
+    uow: UowDep,
+) -> Any:
+    """Enter laboratory results of a batch (QA or a QP of its site, e-signed by the analyst).
+    422 naming `lab_results.<key>` for a key or value the product does not take; 409
+    `result_already_entered` for a second entry of a key without a reason, `batch_dispositioned`
+    once the QP has decided (a result pending at release goes through its follow-up). The
+    release proposal waiting for the QP is evaluated again with the results."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        application.quality.lab_results.enter(
+            uow,
+            actor,
+            batch_id,
+            results=body.results,
+            method=body.method,
+            reason=body.reason,
+            **body.signing(),
+        )
+    with application.uow() as fresh:
+        return lab_results_view(application, fresh, actor, batch_id)
 
 
 @router.post("/batches/{batch_id}/exceptional-release", response_model=ExceptionalOut)

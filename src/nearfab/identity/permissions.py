@@ -86,6 +86,8 @@ class Permission(StrEnum):
     BATCH_ENTRY_VERIFY = "batch.entry_verify"
     AUDIT_TRAIL_REVIEW = "batch.audit_trail_review"
     DEVIATION_OPEN = "batch.deviation_open"
+    # a batch's laboratory results, entered and e-signed by the analyst (QA or a QP)
+    LAB_RESULT_ENTER = "batch.lab_result_enter"
     RELEASE_QUEUE_READ = "release.queue"
     RELEASE_DECIDE = "release.decide"
     # results pending at release, entered later; exceptional release of an out-of-spec batch
@@ -169,6 +171,8 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.BATCH_ENTRY_VERIFY: frozenset({OP, PH, Q}),
     Permission.AUDIT_TRAIL_REVIEW: frozenset({Q}),
     Permission.DEVIATION_OPEN: frozenset({OP, PH, Q}),
+    # no laboratory role: QA (the site's pharmacist) or a QP enters the laboratory's results
+    Permission.LAB_RESULT_ENTER: frozenset({Q, PH}),
     Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH}),
     Permission.RELEASE_DECIDE: frozenset({Q}),
     Permission.RELEASE_FOLLOWUP_READ: frozenset({Q, A, AU, PH}),

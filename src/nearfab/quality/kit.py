@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from nearfab.designs import FamilyRegistry
 
@@ -106,6 +106,40 @@ def exceptional_only(kit: ReleaseKit) -> bool:
     released only exceptionally: at the treating physician's signed request, with the QP's
     signature (the family's optional `exceptional_release_only`; False without it)."""
     return bool(getattr(kit, "exceptional_release_only", False))
+
+
+class LabResultsKit(Protocol):
+    """The optional part of a `ReleaseKit` for a family whose release tests read results a
+    laboratory reports after the batch is made (quality.labresults): the keys it takes, their
+    validation and where they go in the evidence its `evaluate` reads. A family without it
+    takes no laboratory results."""
+
+    @property
+    def lab_result_keys(self) -> Mapping[str, str]:
+        """Result key -> what it holds, in words and units a laboratory analyst reads."""
+        ...
+
+    def check_lab_results(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated results (key -> value, as stored), or ValidationFailed naming the bad
+        field as `lab_results.<key>`."""
+        ...
+
+    def with_lab_results(
+        self, measurements: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The measurement document `evaluate` reads, with the laboratory's results in force
+        (validated by `check_lab_results`) put where the family's tests look for them."""
+        ...
+
+
+def lab_results_kit(kit: ReleaseKit) -> LabResultsKit | None:
+    """The family's laboratory-results part (the release part itself when it implements
+    `LabResultsKit`), or None when the family takes no laboratory results."""
+    if all(
+        hasattr(kit, name) for name in ("lab_result_keys", "check_lab_results", "with_lab_results")
+    ):
+        return cast(LabResultsKit, kit)
+    return None
 
 
 def release_kit(families: FamilyRegistry, family: str) -> ReleaseKit:

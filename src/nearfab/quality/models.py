@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -182,3 +182,31 @@ class ExceptionalRelease(Base):
             "out_of_specification": list(self.out_of_specification),
             "circumstances": self.circumstances,
         }
+
+
+class LabResult(Base):
+    """One result of a batch's laboratory testing (test key -> value, as the product's family
+    validated it), entered and e-signed by the analyst (one signature per entry, which may hold
+    several results: `entry_id`). Never updated: a correction is a new row naming the one it
+    supersedes, with its reason; the batch record's measurement document is never touched."""
+
+    __tablename__ = "lab_results"
+    __table_args__ = (
+        # one row per version of a key: two entries of the same key at once cannot both win
+        UniqueConstraint("batch_id", "key", "version", name="uq_lab_results_version"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(String(32), index=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch_records.id"), index=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]  # 1 for the first result of the key, +1 per correction
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)
+    method: Mapped[str] = mapped_column(Text)  # the method or reference the analyst names
+    entered_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    entered_by_name: Mapped[str] = mapped_column(String(200))
+    entered_at: Mapped[datetime]
+    signature_id: Mapped[str] = mapped_column(String(32))
+    supersedes_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)

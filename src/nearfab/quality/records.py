@@ -31,7 +31,7 @@ from nearfab.identity import (
 from nearfab.masterfiles import MasterFileService
 from nearfab.production import BatchRecord, ProductionService, StepState, check_entry
 from nearfab.quality.enums import DeviationStatus, ReviewStatus
-from nearfab.quality.models import AuditTrailReview, Deviation, ReleaseReview
+from nearfab.quality.models import AuditTrailReview, Deviation, LabResult, ReleaseReview
 from nearfab.uow import UnitOfWork
 
 PERFORMED = "performed by"
@@ -349,7 +349,7 @@ class RecordControls:
     # --- audit-trail review --------------------------------------------------------------------
     def trail(self, uow: UnitOfWork, batch: BatchRecord) -> list[AuditEntry]:
         """Every audit row about the batch: the batch, its job and order, its release review,
-        its manual steps and its deviations; in order."""
+        its manual steps, its deviations and its laboratory results; in order."""
         conds = [
             and_(AuditEntry.entity_type == "batch", AuditEntry.entity_id == batch.id),
             and_(AuditEntry.entity_type == "job", AuditEntry.entity_id == batch.job_id),
@@ -371,6 +371,11 @@ class RecordControls:
         if devs:
             conds.append(
                 and_(AuditEntry.entity_type == "deviation", AuditEntry.entity_id.in_(devs))
+            )
+        labs = list(uow.session.scalars(select(LabResult.id).where(LabResult.batch_id == batch.id)))
+        if labs:
+            conds.append(
+                and_(AuditEntry.entity_type == "lab_result", AuditEntry.entity_id.in_(labs))
             )
         return list(
             uow.session.scalars(select(AuditEntry).where(or_(*conds)).order_by(AuditEntry.id))

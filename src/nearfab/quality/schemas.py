@@ -111,3 +111,37 @@ class PendingReviewOut(ReviewOut):
     units: int
     created_at: Timestamp
     record_hash: str | None
+
+
+class LabResultOut(Out):
+    """One result of the batch's laboratory testing, as its analyst entered and e-signed it
+    (a correction names the result it supersedes and says why)."""
+
+    id: str
+    entry_id: str
+    key: str
+    version: int
+    value: Any
+    method: str
+    entered_by: str
+    entered_by_name: str
+    entered_at: Timestamp
+    signature_id: str
+    signature_valid: bool
+    supersedes_id: str | None
+    reason: str | None
+    in_force: bool
+
+
+class LabResultsOut(Out):
+    """A batch's laboratory results: the keys its product's family takes, the results in
+    force, every signed result (corrections too) and the release review they feed."""
+
+    batch_id: str
+    batch_number: str
+    site_id: str
+    status: str
+    keys: dict[str, str]
+    in_force: dict[str, Any]
+    results: list[LabResultOut]
+    review: ReviewOut | None

@@ -34,7 +34,8 @@ from nearfab.quality.exceptional import (
 )
 from nearfab.quality.followup import FAILED_KIND, FollowUps, followup_dict
 from nearfab.quality.kit import ReleaseEvidence, exceptional_only, release_kit
-from nearfab.quality.logic import STATUS_CHECKS, propose_release
+from nearfab.quality.labresults import LabResults
+from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, propose_release
 from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
@@ -81,6 +82,10 @@ class QualityService:
         self.followups = FollowUps(production, master_files, orders, signatures)
         # the physician's request for an exceptional release (quality/exceptional.py)
         self.exceptional = ExceptionalReleases(production, master_files, orders, signatures)
+        # the laboratory's results of a batch, merged into the evidence (quality/labresults.py)
+        self.lab_results = LabResults(
+            production, master_files, signatures, families, self.reevaluate
+        )
         # an abandoned or orphaned batch opens a deviation, in the abandonment's transaction
         production.on_abandon(self._abandoned)
 
@@ -108,24 +113,11 @@ class QualityService:
         existing = self.review_for(uow, batch.id)
         if existing is not None:
             return existing
-        mf = self._master_files.get(uow, batch.master_file_id)
-        lot = self._materials.get(uow, batch.material_lot_id)
-        kit = release_kit(self._families, mf.product_family)
         deviations = [
             self._open_deviation(uow, actor, batch, "cpp_excursion", text)
             for text in (batch.cpp_excursions or [])
         ]
-        evidence = ReleaseEvidence(
-            measurements=batch.measurements or {},
-            design=batch.design or {},
-            material=lot.attributes or {},
-            specs=mf.cqa_specs or {},
-            assay_pct=lot.assay_pct,
-            cpp_excursions=tuple(batch.cpp_excursions or ()),
-            open_deviations=tuple(d.description for d in deviations),
-            open_alarms=tuple(self._open_alarms(uow, batch.id) if self._open_alarms else ()),
-        )
-        proposal = propose_release(kit, evidence, mf.release_rule)
+        proposal = self._propose(uow, batch, [d.description for d in deviations])
         review = ReleaseReview(
             id=new_id("rev"),
             batch_id=batch.id,
@@ -165,6 +157,63 @@ class QualityService:
             {"proposal": proposal.decision, "reasons": list(proposal.reasons)},
         )
         uow.commit()
+        return review
+
+    def _propose(
+        self, uow: UnitOfWork, batch: BatchRecord, open_deviations: list[str]
+    ) -> ReleaseProposal:
+        """The master file's release rule run on the batch's evidence: its record, with the
+        laboratory's results in force (quality/labresults.py)."""
+        mf = self._master_files.get(uow, batch.master_file_id)
+        lot = self._materials.get(uow, batch.material_lot_id)
+        evidence = ReleaseEvidence(
+            measurements=self.lab_results.evidence(uow, batch),
+            design=batch.design or {},
+            material=lot.attributes or {},
+            specs=mf.cqa_specs or {},
+            assay_pct=lot.assay_pct,
+            cpp_excursions=tuple(batch.cpp_excursions or ()),
+            open_deviations=tuple(open_deviations),
+            open_alarms=tuple(self._open_alarms(uow, batch.id) if self._open_alarms else ()),
+        )
+        kit = release_kit(self._families, mf.product_family)
+        return propose_release(kit, evidence, mf.release_rule)
+
+    def reevaluate(
+        self, uow: UnitOfWork, actor: Actor, batch: BatchRecord, why: str
+    ) -> ReleaseReview | None:
+        """Evaluate the release rule again for a review still waiting for the QP (new evidence:
+        laboratory results), audited, in the caller's transaction. The record hash the review
+        was evaluated on stays: a changed batch record is still refused at the decision."""
+        review = self.review_for(uow, batch.id)
+        if review is None or review.status != ReviewStatus.PENDING.value:
+            return None
+        open_cpp = [
+            d.description
+            for d in self.deviations(uow, batch.id)
+            if d.kind == "cpp_excursion" and d.status == DeviationStatus.OPEN.value
+        ]
+        proposal = self._propose(uow, batch, open_cpp)
+        old = {"proposed_decision": review.proposed_decision, "reasons": review.proposal["reasons"]}
+        review.proposed_decision, review.proposal = proposal.decision, proposal.to_dict()
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE,
+            "release_review",
+            review.id,
+            old=old,
+            new={"proposed_decision": proposal.decision, "reasons": list(proposal.reasons)},
+            reason=why,
+            site_id=batch.site_id,
+        )
+        self._production.add_step(
+            uow,
+            actor,
+            batch,
+            "rtrt_reevaluated",
+            {"proposal": proposal.decision, "reasons": list(proposal.reasons), "why": why},
+        )
         return review
 
     def _open_deviation(
@@ -526,10 +575,13 @@ class QualityService:
         raised on it (not the investigations a result failing after release opens), the
         decision and its reason, and for an exceptional release the physician's request."""
         steps = self.records.signed_steps(uow, batch.id)
+        lab = self.lab_results.signed_part(uow, batch.id)
         return {
             "batch": batch.content(),
             # the manual steps and their signatures, for master files that list any
             **({"record_steps": steps} if steps else {}),
+            # the laboratory's results in force and the analysts' signatures, where entered
+            **({"lab_results": lab} if lab else {}),
             "proposal": review.proposal,
             "deviations": [
                 {

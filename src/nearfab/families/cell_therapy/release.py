@@ -69,6 +69,19 @@ DESIGN_VOLUME = "infusion_volume_ml"
 _NEGATIVE, _POSITIVE, _PENDING = "negative", "positive", "pending"
 _EPS = 1e-9
 
+# the results the QC laboratory enters (quality.labresults): the keys of the measurement
+# document's "qc" object, what each holds
+LAB_RESULT_KEYS: dict[str, str] = {
+    "viable_cells": "total viable cells in the product (all bags), a count",
+    "viability": "fraction of viable nucleated cells (0-1)",
+    "markers": "identity and purity by flow cytometry: {marker: fraction of viable cells}, e.g."
+    ' {"CD3+": 0.92}',
+    "endotoxin_eu_per_ml": "bacterial endotoxins (Ph. Eur. 2.6.14), EU/mL",
+    "mycoplasma": "mycoplasma (Ph. Eur. 2.6.7): negative or positive",
+    "sterility": "sterility (Ph. Eur. 2.6.27): negative or positive",
+}
+_MARKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9+/._ -]{0,31}")
+
 # --- the material lots' attributes -------------------------------------------------------------
 
 LOT_KINDS = ("medium", "reagent", "cytokine", "vector", "activation_beads", "cryoprotectant")
@@ -331,6 +344,73 @@ class CellTherapyRelease:
             # may be pending at release (PENDING_AT_RELEASE): quality follows it up
             return Check("sterility", None, "sterility: result pending (culture still reading)")
         return Check("sterility", result == _NEGATIVE, f"sterility: {result}")
+
+    # --- the QC laboratory's results (quality.kit.LabResultsKit) ---
+
+    lab_result_keys: Mapping[str, str] = LAB_RESULT_KEYS
+
+    def check_lab_results(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The keys of the "qc" object, each checked as `evaluate` reads it (a laboratory
+        reports a result: mycoplasma and sterility are negative or positive, never pending)."""
+        out: dict[str, Any] = {}
+        for key, value in results.items():
+            field = f"lab_results.{key}"
+            if key not in LAB_RESULT_KEYS:
+                raise ValidationFailed(
+                    f"{field} is not a result of this product's laboratory;"
+                    f" known: {', '.join(LAB_RESULT_KEYS)}",
+                    field=field,
+                )
+            one = {key: value}
+            if value is None:
+                raise ValidationFailed(f"{field} has no value", field=field)
+            if key == "viable_cells":
+                out[key] = _number(one, key, field)
+            elif key == "viability":
+                out[key] = _fraction(one, key, field)
+            elif key == "endotoxin_eu_per_ml":
+                out[key] = _number(one, key, field)
+            elif key == "markers":
+                out[key] = self._lab_markers(value, field)
+            elif value not in (_NEGATIVE, _POSITIVE):
+                raise ValidationFailed(
+                    f"{field} is {value!r}; a laboratory result is negative or positive",
+                    field=field,
+                )
+            else:
+                out[key] = value
+        return out
+
+    @staticmethod
+    def _lab_markers(value: Any, field: str) -> dict[str, float]:
+        if not isinstance(value, Mapping) or not value:
+            raise ValidationFailed(
+                f'{field} must map each marker to its fraction of viable cells, e.g. {{"CD3+":'
+                " 0.92}",
+                field=field,
+            )
+        markers: dict[str, float] = {}
+        for marker, fraction in value.items():
+            if not isinstance(marker, str) or not _MARKER.fullmatch(marker):
+                raise ValidationFailed(
+                    f"{field} names a marker {marker!r}; a marker is 1-32 letters, digits,"
+                    " + / . _ - or space",
+                    field=field,
+                )
+            checked = _fraction({marker: fraction}, marker, f"{field}.{marker}")
+            if checked is None:
+                raise ValidationFailed(f"{field}.{marker} has no value", field=f"{field}.{marker}")
+            markers[marker] = checked
+        return markers
+
+    def with_lab_results(
+        self, measurements: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The laboratory's results in force go into the measurement document's "qc" object
+        (over what the document held; a marker panel replaces the one before as a whole)."""
+        qc = dict(_section(measurements, QC))
+        qc.update(results)
+        return {**measurements, QC: qc}
 
     # --- material lots ---
 
