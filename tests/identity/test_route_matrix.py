@@ -308,6 +308,12 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/batches/{batch_id}/exceptional-release"): Call(
         P.RELEASE_EXCEPTIONAL_REQUEST, True, body=lambda w: {"circumstances": ""} | _sign(w)
     ),
+    # laboratory results (api/release.py): the world's product takes none (422 after the role
+    # and the site; tests/quality/test_lab_results_api.py enters them for a cell product)
+    ("GET", "/api/v1/batches/{batch_id}/lab-results"): Call(P.BATCH_READ, True),
+    ("POST", "/api/v1/batches/{batch_id}/lab-results"): Call(
+        P.LAB_RESULT_ENTER, True, body=lambda w: {"results": {"x": 1}, "method": "m"} | _sign(w)
+    ),
     ("POST", "/api/v1/batches/{batch_id}/exceptional-release/certify"): Call(
         P.RELEASE_DECIDE, True, body=lambda w: {"reason": ""} | _sign(w)
     ),
@@ -434,6 +440,16 @@ ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/api/v1/plan/collections/{order_id}/rebook"): Call(
         P.ORDER_REPLAN, True, body=_reason
+    ),
+    # before and at the collection: the order's site answers first, then the empty input (422)
+    ("GET", "/api/v1/plan/collections/{order_id}/pre-collection"): Call(P.ORDER_READ, True),
+    ("POST", "/api/v1/plan/collections/{order_id}/pre-collection"): Call(
+        P.COLLECTION_PRE_RECORD,
+        True,
+        body=lambda w: {"kind": "", "reference": "", "statement": "", "password": "x"},
+    ),
+    ("POST", "/api/v1/plan/collections/{order_id}/collected"): Call(
+        P.COLLECTION_RECORD, True, body=lambda w: {"patient": ""}
     ),
 }
 
