@@ -521,6 +521,7 @@ def complete_record(
         operator = actor_of(app.users.get(uow, batch.operator_id), uow.session)
         second = _second_person(app, uow, batch.site_id, verifier)
         lot, used_g = batch.material_lot_number, batch.material_used_g
+        din = (batch.design or {}).get("din")
         states = app.production.step_states(uow, batch)
     done: list[str] = []
     for state in states:
@@ -528,7 +529,7 @@ def complete_record(
             continue
         if state.signoff is None:
             values = {
-                name: _entry_value(name, kind, lot, used_g)
+                name: _entry_value(name, kind, lot, used_g, din)
                 for name, kind in state.entry_fields.items()
             }
             with app.uow() as uow:
@@ -560,9 +561,11 @@ def _second_person(app: App, uow: Any, site_id: str, username: str | None) -> An
     return actor_of(user, uow.session)
 
 
-def _entry_value(name: str, kind: str, lot: str, used_g: float) -> object:
+def _entry_value(name: str, kind: str, lot: str, used_g: float, din: str | None) -> object:
     if name == "filament_lot":
         return lot
+    if name == "chain_of_identity" and din:
+        return din  # the collection's DIN, read off its bag
     if name == "mass_loaded_g":
         return round(used_g + 5.0, 1)  # what was drawn for the batch, plus the purge
     return "checked" if kind == "text" else 0
