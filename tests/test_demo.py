@@ -12,6 +12,7 @@ from nearfab.quality import ReleaseReview
 
 from . import flow_helpers as fh
 from .conftest import TEST_PASSWORD
+from .families.cell_therapy.collect import record_collection
 
 
 def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -> None:
@@ -68,6 +69,7 @@ def test_the_autopilot_leaves_a_cell_product_to_the_qp(seeded: App) -> None:
         bundle = cell_therapy_bundle(random.Random(1), today=seeded.clock.now().date())
         [order] = seeded.orders.submit(uow, fh.actor(seeded, "clinician"), bundle)
         order_id = order.id
+    record_collection(seeded, order_id)  # consent, eligibility, the collection: then the run
     batch_id = fh.start(seeded, fh.ticketed_job(seeded, order_id))
     fh.finish(seeded, batch_id)
     DemoLoop(seeded, qp_password=TEST_PASSWORD, seed=1).autopilot()

@@ -254,7 +254,9 @@ def build_app(
         prescriptions=designs,
         max_bundle_entries=settings.bundle_max_entries,
     )
-    scheduling = SchedulingService(network, master_files, materials, orders, families)
+    scheduling = SchedulingService(
+        network, master_files, materials, orders, families, signatures=signatures
+    )
     production = ProductionService(
         network, master_files, materials, orders, scheduling, families, signer, fleet
     )
@@ -288,7 +290,9 @@ def build_app(
         release_check=packs_ready,
         open_alarms=monitoring.release_blockers,
     )
-    custody = CustodyService(production, master_files, orders, quality, families=families)
+    custody = CustodyService(
+        production, master_files, orders, quality, families=families, scheduling=scheduling
+    )
     custody_chain = CustodyChain.build(custody, keys, materials)
     # every checkpoint carries the ledger heads and is itself an entry of the control chain
     audit_keys.ledger_heads = custody_chain.ledger.heads

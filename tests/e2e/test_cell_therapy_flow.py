@@ -6,7 +6,12 @@ Observation goes through the REST API: designed, scheduled with a collection, ma
 micro-factory's twin (a run of days), released by the QP with sterility pending, labelled with the
 patient's DIN, passed along the chain of identity (hand-overs scanned on both sides, the
 cryostore's log, thawed), handed over for infusion; sterility then reads positive: a deviation
-and a notice to the prescriber's site. The CLI (in process) submits, shows and releases. Each
+and a notice to the prescriber's site. Before the run: the clinician signs the patient's
+eligibility and consent, and the collection is recorded with the patient's identifier and the
+DIN scanned off the bag; the run is refused until then. Every hand-over scans the DIN on both
+sides (either form: data structure 001 or the label text with its check character K) and the
+bedside hand-over the patient too; a wrong DIN, a wrong K or another patient holds the bag
+until a QP judges it. The CLI (in process) submits, shows and releases. Each
 refusal is tested: a dose outside the envelope, a dose in mg, an out-of-specification batch
 released without the physician's request and the QP's signature, and a run whose culture
 failed.
@@ -31,6 +36,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nearfab.bootstrap import App
+from nearfab.common.errors import Refused
 from nearfab.custody import decode_datamatrix
 from nearfab.demo import CELL_MACHINE, cell_therapy_bundle
 from nearfab.production.machines import Fault
@@ -39,12 +45,17 @@ from nearfab.web.server import create_web_app
 from .. import cli_helpers
 from .. import flow_helpers as fh
 from ..conftest import TEST_PASSWORD
+from ..families.cell_therapy.collect import record_collection
 
 CELLS = "{cells}"
 # ISBT 128 ST-001 Appendix A: the DIN G1234 17 654321 (flags 00) has keyboard entry check
 # character A; as scanned, data structure 001 is "=" + DIN + flags
 DIN = "=G12341765432100"
 DIN_ON_LABEL = "DIN G1234 17 654321 [A]"
+DIN_TYPED = "G1234 17 654321 [A]"  # the label's text, typed with its check character
+# ST-001 §7.5.1.1: A9998 18 123456 has K = N: another patient's collection
+OTHER_DIN = "A9998 18 123456 N"
+WRONG_K = "G1234 17 654321 [B]"  # a keyboard entry error: K of G1234 17 654321 is A
 
 
 def _login(client: TestClient, username: str) -> dict[str, str]:
@@ -77,6 +88,12 @@ def _submit(client: TestClient, bundle: dict[str, Any]) -> dict[str, Any]:
 def _made(app: App, order_id: str, fault: Fault | None = None) -> str:
     """Schedule the order, ticket it, and run the micro-factory (with `fault` injected)."""
     job_id = fh.schedule(app, order_id)
+    with app.uow() as uow:  # on the booked day: the collection, then the run
+        booked = app.scheduling.collections.open_for(uow, order_id)
+        assert booked is not None
+        wait = (booked.collection_at - app.clock.now()).total_seconds()
+    app.clock.advance(max(wait, 0.0))  # type: ignore[attr-defined]
+    record_collection(app, order_id)
     fh.issue_ticket(app, job_id)
     machine = fh.machine(app, fh.machine_id(app, CELL_MACHINE))
     app.fleet.clear_faults(machine)
@@ -115,8 +132,57 @@ def test_a_cell_product_from_prescription_to_infusion_and_a_late_sterility_failu
     assert booked["collection_to_administration_h"] == pytest.approx(240.0)
     assert booked["job_id"] == job_id
 
-    # 3. the micro-factory runs the ticket: 7 culture days, one bag
+    # 3. no run before the collection; no collection before eligibility and consent
     fh.issue_ticket(seeded, job_id)
+    with pytest.raises(Refused) as caught:
+        fh.start(seeded, job_id)
+    assert caught.value.code == "collection_not_recorded"
+    clinician = _login(client, "clinician")
+    view = client.get(f"/api/v1/orders/{order_id}", headers=clinician).json()
+    collected = {"patient": view["patient_ref"], "identifier": DIN_TYPED}
+    r = client.post(
+        f"/api/v1/plan/collections/{order_id}/collected", json=collected, headers=clinician
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "pre_collection_missing"
+    assert r.json()["error"]["field"] == "eligibility"
+    for kind, reference in (
+        ("eligibility", "apheresis eligibility assessment EA-2026-117"),
+        ("consent", "CAR-T consent form v3.1 (2026-09)"),
+    ):
+        r = client.post(
+            f"/api/v1/plan/collections/{order_id}/pre-collection",
+            json={
+                "kind": kind,
+                "reference": reference,
+                "statement": f"{kind} confirmed with the patient",
+                **_signed("clinician"),
+            },
+            headers=clinician,
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["signature_id"] and r.json()["recorded_by_name"] == "Dr Clare Nice"
+    r = client.get(f"/api/v1/plan/collections/{order_id}/pre-collection", headers=clinician)
+    assert r.json()["missing"] == [] and r.json()["required"] == ["eligibility", "consent"]
+    # another patient's pseudonym, another collection's DIN: refused, nothing recorded
+    for body, code, field in (
+        ({**collected, "patient": "PT-NOT-THIS-ONE"}, "wrong_patient", "patient"),
+        ({**collected, "identifier": OTHER_DIN}, "identity_mismatch", "identifier"),
+        ({**collected, "identifier": WRONG_K}, "isbt128_invalid", "identifier.check_character"),
+    ):
+        r = client.post(
+            f"/api/v1/plan/collections/{order_id}/collected", json=body, headers=clinician
+        )
+        assert r.status_code in (409, 422), r.text
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
+    r = client.post(
+        f"/api/v1/plan/collections/{order_id}/collected", json=collected, headers=clinician
+    )
+    assert r.status_code == 200, r.text
+    # the bag's DIN typed from its label binds as data structure 001, the prescription's DIN
+    assert r.json()["chain_identifier"] == DIN and r.json()["collected_at"]
+
+    # the micro-factory runs the ticket: 7 culture days, one bag
     batch_id = fh.start(seeded, job_id)
     fh.finish(seeded, batch_id)
     qp = _login(client, "qp")
@@ -167,21 +233,68 @@ def test_a_cell_product_from_prescription_to_infusion_and_a_late_sterility_failu
     assert r.status_code == 200, r.text
     scanned = decode_datamatrix(r.content)
 
-    # 6. the chain of identity: each hand-over scans the bag on both sides, the cryostore's
-    # log stays below -150 °C, the bag is thawed (prepared: 180 min to infuse), then handed
-    # over for infusion to the right patient
+    # 6. the chain of identity: each hand-over scans the bag and its DIN on both sides, the
+    # cryostore's log stays below -150 °C, the bag is thawed (prepared: 180 min to infuse),
+    # then handed over for infusion to the right patient. At each step a wrong reading first:
+    # refused, the bag held, and a QP judges the hold before the chain goes on
+    view = client.get(f"/api/v1/orders/{order_id}", headers=pharmacist).json()
+    patient = view["patient_ref"]
+    wrong = {
+        "micro_factory": ({"received_identifier": OTHER_DIN}, "received_identifier"),
+        "cryostore": ({"identifier": WRONG_K}, "identifier"),
+        "infusion": ({"patient": "PT-NOT-THIS-ONE"}, "patient"),
+    }
     for src, dst in (
         ("collection", "micro_factory"),
         ("micro_factory", "cryostore"),
         ("cryostore", "infusion"),
     ):
+        body = {
+            "scan": scanned,
+            "from_step": src,
+            "to_step": dst,
+            "received_scan": scanned,
+            "identifier": DIN,
+            "received_identifier": DIN_TYPED,
+        }
+        if dst == "infusion":
+            body["patient"] = patient
+        change, field = wrong[dst]
+        seeded.clock.advance(30 * 60)  # type: ignore[attr-defined]  # the bag moves on
+        r = client.post("/api/v1/hand-overs", json={**body, **change}, headers=pharmacist)
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        code = "wrong_patient" if field == "patient" else "identity_mismatch"
+        assert (error["code"], error["field"]) == (code, field), error
+        chain = client.get(f"/api/v1/packs/{pack['id']}/chain", headers=pharmacist).json()
+        hold = chain["holds"][-1]
+        assert hold["decision"] is None and dst in hold["reason"]
+        r = client.post("/api/v1/hand-overs", json=body, headers=pharmacist)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "held", r.text
         r = client.post(
-            "/api/v1/hand-overs",
-            json={"scan": scanned, "from_step": src, "to_step": dst, "received_scan": scanned},
-            headers=pharmacist,
+            f"/api/v1/holds/{hold['id']}/judge",
+            json={"decision": "resume", "reason": "the right bag, misread; checked again"},
+            headers=qp,
         )
+        assert r.status_code == 200, r.text
+        seeded.clock.advance(10 * 60)  # type: ignore[attr-defined]
+        r = client.post("/api/v1/hand-overs", json=body, headers=pharmacist)
         assert r.status_code == 201, r.text
-        assert r.json()["outcome"] == "accepted"
+        accepted = r.json()
+        assert accepted["outcome"] == "accepted"
+        assert accepted["patient_checked"] is (dst == "infusion")
+    # every hand-over is an EPCIS ObjectEvent of the bag: receiving, storing, picking (CBV),
+    # and each refused one a holding event
+    r = client.get(
+        "/api/v1/epcis/events",
+        params={"epc": f"https://id.gs1.org/01/{pack['gtin']}/21/{pack['serial']}"},
+        headers=qp,
+    )
+    assert r.status_code == 200, r.text
+    steps = [e["bizStep"].rsplit("/", 1)[-1] for e in r.json()["epcisBody"]["queryResults"]
+             ["resultsBody"]["eventList"]]  # fmt: skip
+    handed = [s for s in steps if s in ("receiving", "storing", "picking", "holding")]
+    assert handed == ["holding", "receiving", "holding", "storing", "holding", "picking"]
     reading = {"read_at": seeded.clock.now().isoformat(), "value": -180.0}
     r = client.post(
         f"/api/v1/packs/{pack['id']}/storage-log", json={"readings": [reading]}, headers=pharmacist
@@ -197,10 +310,9 @@ def test_a_cell_product_from_prescription_to_infusion_and_a_late_sterility_failu
         prepared["prepared_at"]
     )
     assert in_use == timedelta(minutes=180)
-    view = client.get(f"/api/v1/orders/{order_id}", headers=pharmacist).json()
     r = client.post(
         "/api/v1/dispense",
-        json={"scan": scanned, "patient_ref": view["patient_ref"]},
+        json={"scan": scanned, "patient_ref": patient},
         headers=pharmacist,
     )
     assert r.status_code == 200, r.text

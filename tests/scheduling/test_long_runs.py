@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.families.cell_therapy.collect import record_collection
 from tests.families.cell_therapy.test_design import ENVELOPE, cell_bundle
 from typer.testing import CliRunner
 
@@ -227,7 +228,9 @@ def test_a_failed_run_books_a_new_slot_for_a_new_collection(seeded: App) -> None
     now = seeded.clock.now()
     order = _submit(seeded)
     job_id = fh.schedule(seeded, order)
-    seeded.clock.advance((NOTICE + LEAD).total_seconds())  # the collection came: run starts
+    seeded.clock.advance(NOTICE.total_seconds())  # the collection, recorded
+    record_collection(seeded, order)
+    seeded.clock.advance(LEAD.total_seconds())  # the material reached the machine: run starts
     fh.issue_ticket(seeded, job_id)
     batch_id = fh.start(seeded, job_id)
     fh.record(seeded, batch_id, DomainError("equipment fault on day 2", code="machine_fault"))

@@ -77,6 +77,23 @@ class HandOverIn(BaseModel):
     from_step: str = Field(max_length=32, description="the step handing the unit over")
     to_step: str = Field(max_length=32, description="the step receiving it")
     received_scan: str = Field(max_length=400, description="the receiving side's scan")
+    identifier: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the family's chain identifier as the giving side scanned it (required"
+        " when the unit's family has one)",
+    )
+    received_identifier: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the chain identifier as the receiving side scanned it",
+    )
+    patient: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the patient's identifier as presented (the bedside check: the hand-over to"
+        " the chain's last step of a family with a chain identifier)",
+    )
 
 
 class ReadingIn(BaseModel):
@@ -346,6 +363,9 @@ def _hand_over(row: HandOver) -> dict[str, Any]:
         "reason": row.reason,
         "handed_at": row.handed_at.isoformat(),
         "handed_by": row.handed_by,
+        "giver_identifier": row.giver_identifier,
+        "receiver_identifier": row.receiver_identifier,
+        "patient_checked": row.patient_checked,
     }
 
 
@@ -393,9 +413,11 @@ def hand_over(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    """Hand a unit from one step of its chain to the next, scanned by both sides. A mismatch
-    (another unit, a label that disagrees with the record, not the next step) is refused
-    (409), the unit held until a QP judges it; a held unit is refused (409 `held`)."""
+    """Hand a unit from one step of its chain to the next, scanned by both sides (and the
+    family's chain identifier on both sides, the patient at the bedside, when the family has
+    one). A mismatch (another unit, a label that disagrees with the record, not the next step,
+    another chain identifier or patient) is refused (409), the unit held until a QP judges it;
+    a held unit is refused (409 `held`)."""
     row = application.custody.hand_over(
         uow,
         actor,
@@ -403,6 +425,9 @@ def hand_over(
         from_step=body.from_step,
         to_step=body.to_step,
         received_scan=body.received_scan,
+        identifier=body.identifier,
+        received_identifier=body.received_identifier,
+        patient=body.patient,
     )
     return _hand_over(row)
 

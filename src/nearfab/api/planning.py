@@ -16,7 +16,11 @@ from nearfab.scheduling.schemas import (
     CollectionsOut,
     PlanHistoryEntryOut,
     PlanOut,
+    PreCollectionOut,
+    PreCollectionsOut,
 )
+from nearfab.scheduling.services.collections import appointment_dict
+from nearfab.scheduling.services.consent import record_dict
 
 router = APIRouter(prefix="/api/v1", tags=["planning"])
 
@@ -145,3 +149,84 @@ def rebook_collection(
     current = _collections(application, actor, order_id)["current"]
     assert current is not None
     return dict(current)
+
+
+# --- before and at the collection: eligibility, consent, the collection's identity ----------
+
+
+class PreCollectionIn(BaseModel):
+    kind: str = Field(max_length=32, description="e.g. eligibility, consent (the family's)")
+    reference: str = Field(
+        max_length=200, description="the document it rests on: consent form and version"
+    )
+    statement: str = Field(max_length=2000, description="what the clinician confirms")
+    username: str | None = Field(default=None, max_length=64)
+    password: str = Field(max_length=200)
+    totp: str | None = Field(default=None, max_length=16)
+    meaning: str | None = Field(default=None, max_length=200)
+
+
+class CollectedIn(BaseModel):
+    patient: str | None = Field(
+        default=None, max_length=64, description="the patient's identifier as presented"
+    )
+    identifier: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the family's chain identifier scanned from the collection's label",
+    )
+    collected_at: datetime | None = Field(default=None, description="default: now")
+    reason: str = Field(default="collected", max_length=500)
+
+
+@router.get("/plan/collections/{order_id}/pre-collection", response_model=PreCollectionsOut)
+def pre_collection_records(
+    order_id: OrderId,
+    actor: Annotated[Actor, allowed(Permission.ORDER_READ)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """What the order's family requires before its collection, and what is on record."""
+    with application.uow() as uow:
+        data: dict[str, Any] = application.scheduling.pre_collection_view(uow, actor, order_id)
+        return data
+
+
+@router.post(
+    "/plan/collections/{order_id}/pre-collection",
+    status_code=201,
+    response_model=PreCollectionOut,
+)
+def record_pre_collection(
+    order_id: OrderId,
+    body: PreCollectionIn,
+    actor: Annotated[Actor, allowed(Permission.COLLECTION_PRE_RECORD)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """A clinician of the ordering site records, e-signed, one of the records the order's
+    family requires before the collection (eligibility, consent) with its document's
+    reference. Refused (audited) twice, for another kind, or by anyone else."""
+    with application.uow() as uow:
+        row = application.scheduling.record_pre_collection(
+            uow, actor, order_id, kind=body.kind, reference=body.reference,
+            statement=body.statement, password=body.password, username=body.username,
+            totp=body.totp, meaning=body.meaning,
+        )  # fmt: skip
+        return record_dict(row)
+
+
+@router.post("/plan/collections/{order_id}/collected", response_model=CollectionOut)
+def record_collected(
+    order_id: OrderId,
+    body: CollectedIn,
+    actor: Annotated[Actor, allowed(Permission.COLLECTION_RECORD)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """The collection happened: the patient's identifier and the family's chain identifier
+    scanned from the collection's label. Refused (409, audited, nothing kept) before the
+    pre-collection records, for another patient, another or a malformed chain identifier."""
+    with application.uow() as uow:
+        row = application.scheduling.record_collected(
+            uow, actor, order_id, identifier=body.identifier, patient=body.patient,
+            collected_at=body.collected_at, reason=body.reason,
+        )  # fmt: skip
+        return appointment_dict(row, None)

@@ -304,11 +304,21 @@ def hand_over(
     received_scan: Annotated[str, typer.Option(help="The receiving side's scan.")],
     user: UserOpt,
     password: PasswordOpt,
+    identifier: Annotated[
+        str | None, typer.Option(help="The family's chain identifier, giving side's scan.")
+    ] = None,
+    received_identifier: Annotated[
+        str | None, typer.Option(help="The chain identifier, receiving side's scan.")
+    ] = None,
+    patient: Annotated[
+        str | None, typer.Option(help="The patient's identifier (the bedside check).")
+    ] = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Hand a unit to the next step of its chain, scanned on both sides. A mismatch is refused
-    (exit 2) and holds the unit until a QP judges it."""
+    """Hand a unit to the next step of its chain, scanned on both sides (with the family's
+    chain identifier, and the patient at the bedside, when the family has one). A mismatch is
+    refused (exit 2) and holds the unit until a QP judges it."""
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
 
@@ -320,6 +330,9 @@ def hand_over(
             from_step=from_step,
             to_step=to_step,
             received_scan=received_scan,
+            identifier=identifier,
+            received_identifier=received_identifier,
+            patient=patient,
         )
         return {
             "id": row.id,
@@ -327,6 +340,7 @@ def hand_over(
             "from_step": row.from_step,
             "to_step": row.to_step,
             "outcome": row.outcome,
+            "patient_checked": row.patient_checked,
         }
 
     out = use_case(application, as_json, step)

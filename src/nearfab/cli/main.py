@@ -14,6 +14,8 @@ from rich.table import Table
 from nearfab.cli import simulate
 from nearfab.cli.audit import audit_app
 from nearfab.cli.batches import app as batches_app
+from nearfab.cli.collections import collected as collected_command
+from nearfab.cli.collections import pre_collection as pre_collection_command
 from nearfab.cli.context import (
     CliState,
     DataDir,
@@ -53,6 +55,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(alarms_app, name="alarms")
 app.command("plan")(plan_command)
 app.command("collection")(collection_command)
+app.command("pre-collection")(pre_collection_command)
+app.command("collected")(collected_command)
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(custody_app, name="custody")
 app.add_typer(trace_app, name="trace")

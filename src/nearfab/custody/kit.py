@@ -83,6 +83,32 @@ class CustodyRuleKit(Protocol):
         when the family sets no limit."""
         ...
 
+    def chain_identifier(self, design: Mapping[str, Any]) -> str | None:
+        """The family's chain identifier the order's design carries (the prescription named
+        it); None when it carries none (then the one bound at the collection is the chain's)."""
+        ...
+
+    def check_chain_identifier(self, expected: str, presented: str) -> str | None:
+        """Why the identifier scanned or typed at a hand-over is not the chain's `expected`
+        (another one, a wrong check character, not one at all); None when it is. A family
+        with this method requires the identifier on both sides of every hand-over, and the
+        patient's identifier at the hand-over to the chain's last step (the bedside)."""
+        ...
+
+    def hand_over_biz_step(self, from_step: str, to_step: str) -> str:
+        """The GS1 CBV business step of the hand-over's EPCIS event (default receiving)."""
+        ...
+
+
+# GS1 CBV 2.0 business steps (CBV §7.1) a hand-over's EPCIS event may carry
+CBV_BIZ_STEPS = frozenset(
+    {
+        "accepting", "arriving", "assembling", "collecting", "consigning", "departing",
+        "holding", "inspecting", "loading", "picking", "receiving", "shipping",
+        "staging_outbound", "stocking", "storing", "transporting", "unloading",
+    }
+)  # fmt: skip
+
 
 def hand_over_steps(kit: LabelKit) -> tuple[str, ...]:
     """The family's chain of hand-over steps; () when it has no rule."""
@@ -106,3 +132,35 @@ def in_use_period(kit: LabelKit, design: Mapping[str, Any]) -> timedelta | None:
         return None
     answer = period(design)
     return answer if isinstance(answer, timedelta) else None
+
+
+def declares_chain_identifier(kit: LabelKit) -> bool:
+    """Whether the family checks a chain identifier of its own at every hand-over."""
+    return callable(getattr(kit, "check_chain_identifier", None))
+
+
+def chain_identifier(kit: LabelKit, design: Mapping[str, Any]) -> str | None:
+    """The chain identifier the design carries; None when none (or the family has none)."""
+    ask = getattr(kit, "chain_identifier", None)
+    if not callable(ask):
+        return None
+    answer = ask(design)
+    return None if answer is None else str(answer)
+
+
+def check_chain_identifier(kit: LabelKit, expected: str, presented: str) -> str | None:
+    """The family's reason why `presented` is not the chain's identifier; None when it is
+    (and for a family without a chain identifier)."""
+    check = getattr(kit, "check_chain_identifier", None)
+    if not callable(check):
+        return None
+    answer = check(expected, presented)
+    return None if answer is None else str(answer)
+
+
+def hand_over_biz_step(kit: LabelKit, from_step: str, to_step: str) -> str:
+    """The CBV business step of a hand-over's EPCIS event: the family's, when it names one
+    of CBV's, else receiving (the receiving side accepted the unit)."""
+    ask = getattr(kit, "hand_over_biz_step", None)
+    answer = str(ask(from_step, to_step)) if callable(ask) else "receiving"
+    return answer if answer in CBV_BIZ_STEPS else "receiving"

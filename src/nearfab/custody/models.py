@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.db import Base
@@ -210,6 +210,11 @@ class HandOver(Base):
     to_step: Mapped[str] = mapped_column(String(32))
     giver_scan: Mapped[str] = mapped_column(String(200))
     receiver_scan: Mapped[str] = mapped_column(String(200))
+    # the family's chain identifier as each side scanned it, and whether the patient's
+    # identity was checked (the hand-over to the chain's last step, at the bedside): 0025
+    giver_identifier: Mapped[str | None] = mapped_column(String(64))
+    receiver_identifier: Mapped[str | None] = mapped_column(String(64))
+    patient_checked: Mapped[bool] = mapped_column(default=False, server_default=false())
     outcome: Mapped[str] = mapped_column(String(16))  # accepted | refused
     reason: Mapped[str | None] = mapped_column(Text)
     handed_at: Mapped[datetime]

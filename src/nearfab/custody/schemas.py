@@ -308,6 +308,9 @@ class HandOverOut(Out):
 
 class UnitHoldOut(Out):
     """A hold on a unit (a refused hand-over or a storage excursion) and its QP judgement."""
+    giver_identifier: str | None = None  # the family's chain identifier, each side's scan
+    receiver_identifier: str | None = None
+    patient_checked: bool = False  # the bedside check (the chain's last step)
 
     id: str
     unit_id: str

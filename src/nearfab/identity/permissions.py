@@ -72,6 +72,10 @@ class Permission(StrEnum):
     ORDER_REPLAN = "order.replan"
     ORDER_PRIORITY = "order.priority"
     PATIENT_IDENTITY_READ = "patient_identity.read"
+    # before a collection from the patient: eligibility and consent (e-signed), then the
+    # collection itself with the patient's and the chain's identifiers
+    COLLECTION_PRE_RECORD = "collection.pre_record"
+    COLLECTION_RECORD = "collection.record"
     PLAN_READ = "plan.read"
     PLAN_RUN = "plan.run"
     DOWNTIME_BOOK = "plan.downtime"
@@ -158,6 +162,8 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.ORDER_REPLAN: frozenset({PL, PH}),
     Permission.ORDER_PRIORITY: frozenset({PL, PH, CL, A}),
     Permission.PATIENT_IDENTITY_READ: frozenset({PH, CL}),
+    Permission.COLLECTION_PRE_RECORD: frozenset({CL}),
+    Permission.COLLECTION_RECORD: frozenset({CL, PH}),
     Permission.PLAN_READ: frozenset({PL, PH, A, Q, AU, OP}),
     Permission.PLAN_RUN: frozenset({PL, PH, A}),
     Permission.DOWNTIME_BOOK: frozenset({PL, A, Q}),

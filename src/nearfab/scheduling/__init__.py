@@ -12,6 +12,7 @@ from nearfab.scheduling.models import (
     TransportTime,
 )
 from nearfab.scheduling.services import Eligibility, Planner, PlanningSettings, SchedulingService
+from nearfab.scheduling.services.patients import require_patient
 
 __all__ = [
     "Candidate",
@@ -31,4 +32,5 @@ __all__ = [
     "TransportTime",
     "earliest_finish",
     "replan_handler",
+    "require_patient",
 ]

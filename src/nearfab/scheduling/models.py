@@ -128,3 +128,39 @@ class CollectionAppointment(Base):
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime]
+    # the collection happened (0025): when, who recorded it, and the family's chain
+    # identifier scanned from the collection's label (None: the family has none)
+    collected_at: Mapped[datetime | None]
+    collected_by: Mapped[str | None] = mapped_column(String(64))
+    chain_identifier: Mapped[str | None] = mapped_column(String(64))
+
+
+class PreCollectionRecord(Base):
+    """A record the order's family requires before its collection (e.g. the patient's
+    eligibility, the patient's informed consent), e-signed by a clinician of the ordering site
+    with a reference to the document it rests on (the consent form and its version)."""
+
+    __tablename__ = "pre_collection_records"
+    __table_args__ = (UniqueConstraint("order_id", "kind", name="uq_pre_collection_kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str] = mapped_column(String(200))
+    statement: Mapped[str] = mapped_column(Text)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_by_name: Mapped[str] = mapped_column(String(200))
+    signature_id: Mapped[str] = mapped_column(String(32))
+
+    def signed_content(self) -> dict[str, Any]:
+        """What the clinician's signature binds."""
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "kind": self.kind,
+            "reference": self.reference,
+            "statement": self.statement,
+            "recorded_by": self.recorded_by,
+        }

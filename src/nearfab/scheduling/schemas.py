@@ -103,6 +103,34 @@ class CollectionOut(Out):
     collection_to_administration_h: float | None
     recorded_at: Timestamp | None
     reason: str
+    # the collection happened: when, who recorded it, the family's chain identifier bound
+    collected_at: Timestamp | None = None
+    collected_by: str | None = None
+    chain_identifier: str | None = None
+
+
+class PreCollectionOut(Out):
+    """A record the order's family requires before its collection, e-signed by a clinician."""
+
+    id: str
+    order_id: str
+    kind: str
+    reference: str
+    statement: str
+    recorded_at: Timestamp
+    recorded_by: str
+    recorded_by_name: str
+    signature_id: str
+
+
+class PreCollectionsOut(Out):
+    """What the order's family requires before its collection, what is missing, what is on
+    record."""
+
+    order_id: str
+    required: list[str]
+    missing: list[str]
+    records: list[PreCollectionOut]
 
 
 class CollectionsOut(Out):

@@ -3,9 +3,14 @@ the unit's family, holds a QP judges, and the in-use period of a prepared unit.
 
 - A hand-over names the unit twice: the giving side's scan and the receiving side's scan. Both
   must name the same unit (and agree with its record), and the step must be the next one of the
-  family's chain (`custody.kit.hand_over_steps`). A mismatch refuses the hand-over, holds the
-  unit with the reason and audits both in the same transaction: the chain stops there (no later
-  hand-over or administration) until a QP judges the hold.
+  family's chain (`custody.kit.hand_over_steps`). A family with a chain identifier of its own
+  (`custody.kit.check_chain_identifier`) has it scanned on both sides too, checked against the
+  one its design names or the one bound at the collection (scheduling); the hand-over to the
+  chain's last step is the bedside check and needs the patient's identifier as well. A mismatch
+  refuses the hand-over, holds the unit with the reason and audits both in the same
+  transaction: the chain stops there (no later hand-over or administration) until a QP judges
+  the hold. Every hand-over is an EPCIS ObjectEvent of the unit (the family's CBV business
+  step when accepted, `holding` when refused), chained in the site's ledger.
 - A storage log reading is judged by the family (`custody.kit.judge_storage`); an excursion is
   recorded with its reason and holds the unit until a QP judges it.
 - A unit prepared for use starts its in-use period (`custody.kit.in_use_period`); administration
@@ -24,16 +29,28 @@ from sqlalchemy import and_, bindparam, or_, select
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.quantity import Quantity
-from nearfab.custody.enums import UnitStatus
+from nearfab.custody.enums import Disposition, UnitStatus
 from nearfab.custody.gs1 import UnitIdentifier, parse_scan
-from nearfab.custody.kit import LabelKit, hand_over_steps, in_use_period, judge_storage
+from nearfab.custody.kit import (
+    LabelKit,
+    chain_identifier,
+    check_chain_identifier,
+    declares_chain_identifier,
+    hand_over_biz_step,
+    hand_over_steps,
+    in_use_period,
+    judge_storage,
+)
+from nearfab.custody.logic import epcis as ev
 from nearfab.custody.models import HandOver, InUsePeriod, SerialUnit, StorageReading, UnitHold
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.scope import authorize_pack, pack_sites
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, refuse
+from nearfab.scheduling import SchedulingService, require_patient
 from nearfab.uow import UnitOfWork
 
 ACCEPTED, REFUSED = "accepted", "refused"
+IDENTIFIER_MAX = 64  # a chain identifier as scanned or typed (kept with the hand-over)
 RESUME, REJECT = "resume", "reject"
 # units that left the chain for good: no hand-over, reading or preparation
 _FINAL = {
@@ -127,9 +144,30 @@ class UnitChain:
     in_use: InUsePeriod | None
 
 
+@dataclass(frozen=True)
+class _Presented:
+    """What the two sides of a hand-over presented besides the unit's GS1 scan."""
+
+    identifier: str | None
+    received_identifier: str | None
+    patient: str | None
+
+
+def _optional(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value.strip()) > IDENTIFIER_MAX:
+        raise ValidationFailed(
+            f"{field} must be text of at most {IDENTIFIER_MAX} characters", field=field
+        )
+    return value.strip() or None
+
+
 class HandOvers:
-    def __init__(self, packs: Packs) -> None:
+    def __init__(self, packs: Packs, scheduling: SchedulingService | None = None) -> None:
         self._packs = packs
+        # the chain identifier bound at the collection, and the patient check
+        self._scheduling = scheduling
 
     # --- what the unit's family says -----------------------------------------------------------
     def _rules(self, uow: UnitOfWork, unit: SerialUnit) -> tuple[LabelKit, Mapping[str, Any]]:
@@ -255,14 +293,26 @@ class HandOvers:
         from_step: str,
         to_step: str,
         received_scan: str,
+        identifier: str | None = None,
+        received_identifier: str | None = None,
+        patient: str | None = None,
     ) -> HandOver:
         """Hand a unit from one step of its chain to the next: `scan` is the giving side's
-        scan, `received_scan` the receiving side's. Refused (and the unit held, the chain
-        stopped) when they name different units, the label disagrees with the unit's record
-        or the step is not the next one of the family's chain."""
+        scan, `received_scan` the receiving side's; `identifier` and `received_identifier`
+        the family's chain identifier as each side scanned it (required by a family that has
+        one), `patient` the patient's identifier as presented (required at the hand-over to
+        the chain's last step, the bedside, by such a family). Refused (and the unit held, the
+        chain stopped) when they name different units, the label disagrees with the unit's
+        record, the step is not the next one of the family's chain, a chain identifier is not
+        the chain's or the patient is not the unit's."""
         authorize(actor, Permission.PACKS_MOVE)
         try:
-            return self._hand_over(uow, actor, scan, from_step, to_step, received_scan)
+            shown = _Presented(
+                _optional(identifier, "identifier"),
+                _optional(received_identifier, "received_identifier"),
+                _optional(patient, "patient"),
+            )
+            return self._hand_over(uow, actor, scan, from_step, to_step, received_scan, shown)
         except _Stopped as stopped:  # refused, held and audited in one commit already
             raise stopped.refusal from None
         except DomainError as exc:
@@ -276,6 +326,7 @@ class HandOvers:
         from_step: str,
         to_step: str,
         received_scan: str,
+        shown: _Presented,
     ) -> HandOver:
         given = _ident(scan, "scan")
         unit = self._unit(uow, given, "scan")
@@ -290,10 +341,14 @@ class HandOvers:
                 code="not_in_chain",
             )
         self._held(uow, unit, "scan")
+        kit, design = self._rules(uow, unit)
+        bedside = self._required(kit, src, dst, shown)
         mismatch = self._mismatch(uow, unit, given, received, src, dst)
+        if mismatch is None:
+            mismatch = self._identity_mismatch(uow, actor, unit, kit, design, shown, bedside)
         if mismatch is not None:
             field, code, why = mismatch
-            self._stop(uow, actor, unit, scan, received_scan, src, dst, field, code, why)
+            self._stop(uow, actor, unit, scan, received_scan, src, dst, field, code, why, shown)
         record = HandOver(
             id=new_id("hov"),
             unit_id=unit.id,
@@ -301,6 +356,9 @@ class HandOvers:
             to_step=dst,
             giver_scan=scan[:200],
             receiver_scan=received_scan[:200],
+            giver_identifier=shown.identifier,
+            receiver_identifier=shown.received_identifier,
+            patient_checked=bedside,
             outcome=ACCEPTED,
             reason=None,
             handed_at=uow.clock.now(),
@@ -314,11 +372,121 @@ class HandOvers:
             AuditAction.CREATE,
             "hand_over",
             record.id,
-            new={"unit_id": unit.id, "serial": unit.serial, "from_step": src, "to_step": dst},
+            new={
+                "unit_id": unit.id,
+                "serial": unit.serial,
+                "from_step": src,
+                "to_step": dst,
+                "identifier": shown.identifier,
+                "patient_checked": bedside,
+            },
             site_id=actor.site_id,
         )
+        self._event(uow, actor, unit, hand_over_biz_step(kit, src, dst), Disposition.IN_PROGRESS)
         uow.commit()
         return record
+
+    @staticmethod
+    def _required(kit: LabelKit, src: str, dst: str, shown: _Presented) -> bool:
+        """Input a family with a chain identifier requires (ValidationFailed: nothing held):
+        the identifier on both sides, and the patient at the chain's last step. True when this
+        hand-over is the bedside check."""
+        if not declares_chain_identifier(kit):
+            return False
+        for field, value in (
+            ("identifier", shown.identifier),
+            ("received_identifier", shown.received_identifier),
+        ):
+            if value is None:
+                raise ValidationFailed(
+                    f"{field}: scan the unit's chain identifier on this side", field=field
+                )
+        steps = hand_over_steps(kit)
+        bedside = bool(steps) and dst == steps[-1]
+        if bedside and shown.patient is None:
+            raise ValidationFailed(
+                f"patient: the hand-over to {dst} is the bedside check; give the patient's"
+                " identifier as presented",
+                field="patient",
+            )
+        return bedside
+
+    def _expected_identifier(
+        self, uow: UnitOfWork, kit: LabelKit, design: Mapping[str, Any], unit: SerialUnit
+    ) -> str | None:
+        named = chain_identifier(kit, design)
+        if named is None and self._scheduling is not None:
+            named = self._scheduling.chain_identifier(uow, unit.order_id)
+        return named
+
+    def _identity_mismatch(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        unit: SerialUnit,
+        kit: LabelKit,
+        design: Mapping[str, Any],
+        shown: _Presented,
+        bedside: bool,
+    ) -> tuple[str, str, str] | None:
+        """(field, code, reason) when a chain identifier or the patient is not the unit's."""
+        if not declares_chain_identifier(kit):
+            return None
+        expected = self._expected_identifier(uow, kit, design, unit)
+        if expected is None:
+            return (
+                "identifier",
+                "identity_mismatch",
+                f"no chain identifier is bound to unit {unit.serial}'s order (its collection"
+                " was not recorded with one)",
+            )
+        for field, value, side in (
+            ("identifier", shown.identifier, "giving"),
+            ("received_identifier", shown.received_identifier, "receiving"),
+        ):
+            why = check_chain_identifier(kit, expected, value or "")
+            if why is not None:
+                return (field, "identity_mismatch", f"the {side} side's {field}: {why}")
+        if bedside:
+            order = self._packs.orders.get(uow, unit.order_id)
+            try:
+                require_patient(
+                    self._packs.orders,
+                    uow,
+                    actor,
+                    order,
+                    shown.patient,
+                    purpose="the bedside check",
+                    permission=Permission.PACKS_MOVE,
+                )
+            except Refused as exc:
+                return ("patient", "wrong_patient", exc.message)
+        return None
+
+    def _event(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        unit: SerialUnit,
+        biz_step: str,
+        disposition: Disposition,
+    ) -> None:
+        """The hand-over's EPCIS ObjectEvent (OBSERVE) of the unit, at the acting site when
+        the unit belongs to it, else at the site that made it; chained in that site's ledger."""
+        sites = pack_sites(uow, unit)
+        batch = self._packs.production.get(uow, unit.batch_id)
+        site_id = actor.site_id if actor.site_id in sites else batch.site_id
+        where = self._packs.epcis.sgln(uow, site_id)
+        event = ev.object_event(
+            when=uow.clock.now(),
+            epcs=[ev.sgtin_dl(unit.gtin, unit.serial)],
+            action="OBSERVE",
+            biz_step=biz_step,
+            disposition=disposition.value,
+            read_point=where,
+            biz_location=where,
+        )
+        self._packs.epcis.record(uow, event, site_id=site_id)
 
     def hand_overs(self, uow: UnitOfWork, unit_id: str) -> list[HandOver]:
         return list(
@@ -383,8 +551,10 @@ class HandOvers:
         field: str,
         code: str,
         why: str,
+        shown: _Presented,
     ) -> NoReturn:
-        """Refuse the hand-over and hold the unit, both recorded and audited in one commit."""
+        """Refuse the hand-over and hold the unit, both recorded (with its EPCIS holding
+        event) and audited in one commit."""
         uow.session.rollback()
         unit = self._packs.get_unit(uow, unit.id)
         reason = f"hand-over {src} -> {dst} refused: {why}"
@@ -396,6 +566,9 @@ class HandOvers:
                 to_step=dst,
                 giver_scan=scan[:200],
                 receiver_scan=received_scan[:200],
+                giver_identifier=shown.identifier,
+                receiver_identifier=shown.received_identifier,
+                patient_checked=False,
                 outcome=REFUSED,
                 reason=reason,
                 handed_at=uow.clock.now(),
@@ -404,6 +577,7 @@ class HandOvers:
             )
         )
         self._hold(uow, actor, unit, "hand_over", reason)
+        self._event(uow, actor, unit, "holding", Disposition.NON_SELLABLE_OTHER)
         exc = Refused(reason + "; the unit is held until a QP judges it", field=field, code=code)
         audit(
             uow,

@@ -50,6 +50,7 @@ from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService
 from nearfab.production import ProductionService
 from nearfab.quality import QualityService
+from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
 
 __all__ = [
@@ -71,6 +72,7 @@ class CustodyService:
         *,
         families: FamilyRegistry,
         epcis: EpcisStore | None = None,
+        scheduling: SchedulingService | None = None,
     ) -> None:
         # without a ledger, events are still recorded; the composition root gives one
         self.epcis = epcis or EpcisStore()
@@ -79,7 +81,7 @@ class CustodyService:
         self.commissioning = Commissioning(self.packs)
         self.dispositions = Dispositions(self.packs)
         self.labelling = Labelling(self.packs, self.release)
-        self.hand_overs = HandOvers(self.packs)
+        self.hand_overs = HandOvers(self.packs, scheduling)
         self.verifier = Verifier(self.packs, self.release, self.hand_overs.check_usable)
         self.dispensing = Dispensing(self.packs, self.release, self.hand_overs.check_usable)
         self.movements = Movements(self.packs)
@@ -227,6 +229,9 @@ class CustodyService:
         self,
         uow: UnitOfWork,
         actor: Actor,
+        identifier: str | None = None,
+        received_identifier: str | None = None,
+        patient: str | None = None,
         *,
         unit_ids: list[str],
         readings: list[tuple[datetime, float]],
@@ -235,6 +240,9 @@ class CustodyService:
         return self.hand_overs.log_storage(
             uow, actor, unit_ids=unit_ids, readings=readings, unit=unit
         )
+            identifier=identifier,
+            received_identifier=received_identifier,
+            patient=patient,
 
     def judge_hold(
         self, uow: UnitOfWork, actor: Actor, *, hold_id: str, decision: str, reason: str

@@ -16,6 +16,7 @@ from typing import Any
 from nearfab.common.errors import Refused
 from nearfab.designs.registry import Collection
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
+from nearfab.families.cell_therapy.logic.chain import PRE_COLLECTION_RECORDS, collection_din
 from nearfab.families.cell_therapy.logic.design import Envelope, design_product
 from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, CellTherapyMachines
 from nearfab.families.cell_therapy.prescription import CELLS, KG, CellTherapyPrescription
@@ -97,3 +98,15 @@ class CellTherapyFamily:
             to_start_s=APHERESIS_TO_SEEDING_H * 3600.0,
             to_administration_s=HARVEST_TO_INFUSION_H * 3600.0,
         )
+
+    # --- scheduling.kit.CollectionKit: what is recorded before and at the collection ---
+
+    def pre_collection_records(self, design: Mapping[str, Any]) -> tuple[str, ...]:
+        """Recorded (e-signed by the clinician) before the apheresis: the patient's
+        eligibility and informed consent."""
+        return PRE_COLLECTION_RECORDS
+
+    def collection_identifier(self, design: Mapping[str, Any], presented: str) -> str:
+        """The DIN of the collection bag (scanned, or typed with its check character): the
+        prescription's DIN when it named one (another is refused), else the DIN bound now."""
+        return collection_din(self.labels.chain_identifier(design), presented, field="identifier")

@@ -27,6 +27,7 @@ from typing import Any
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.custody.gs1 import UnitIdentifier, make_identifier, new_serial, validate_gtin
+from nearfab.families.cell_therapy.logic.chain import HAND_OVER_BIZ_STEPS, din_mismatch
 from nearfab.families.cell_therapy.logic.cryo import (
     CHAIN_STEPS,
     STORAGE_TEXT,
@@ -155,6 +156,21 @@ class CellTherapyLabels:
         """collection -> micro_factory -> cryostore -> infusion: each hand-over checks the
         unit's identity on both sides."""
         return CHAIN_STEPS
+
+    def chain_identifier(self, design: Mapping[str, Any]) -> str | None:
+        """The DIN the prescription named (design.din, data structure 001); None when it named
+        none (the collection binds one: scheduling keeps it)."""
+        value = design.get("din")
+        return self.din(str(value)).scanned() if value else None
+
+    def check_chain_identifier(self, expected: str, presented: str) -> str | None:
+        """Why the DIN scanned or typed at a hand-over is not the chain's (a wrong DIN, a
+        wrong check character, not a DIN at all); None when it names the same collection."""
+        return din_mismatch(expected, presented)
+
+    def hand_over_biz_step(self, from_step: str, to_step: str) -> str:
+        """The CBV business step of a hand-over into `to_step` (receiving, storing, picking)."""
+        return HAND_OVER_BIZ_STEPS.get(to_step, "receiving")
 
     def judge_storage(self, reading: Quantity) -> str | None:
         """A storage log reading (°C, UCUM "Cel") above -150 °C is an excursion."""

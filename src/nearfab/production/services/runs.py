@@ -85,6 +85,8 @@ class Runs:
                 now=uow.clock.now(),
             )
             self._gate.check(uow, mf, site, machine, operator_id)
+            # a product made from the patient's collection waits for it to be recorded
+            self._scheduling.require_collected(uow, self._orders.get(uow, job.order_id))
             if machine.status != MachineStatus.AVAILABLE.value:
                 raise Refused(
                     f"machine {machine.name} is {machine.status}",

@@ -35,6 +35,8 @@ def _snapshot(row: CollectionAppointment) -> dict[str, Any]:
         "run_start": row.run_start,
         "run_end": row.run_end,
         "administration_at": row.administration_at,
+        "collected_at": row.collected_at,
+        "chain_identifier": row.chain_identifier,
     }
 
 
@@ -233,6 +235,55 @@ class Collections:
             recorded_at=uow.clock.now(),
         )
 
+    def collected(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order,
+        collected_at: datetime,
+        chain_identifier: str | None,
+        *,
+        reason: str,
+    ) -> CollectionAppointment:
+        """The collection happened: its date is the recorded one from now on (the plan
+        respects it), with who recorded it and the chain identifier bound to it."""
+        row = self.open_for(uow, order.id)
+        if row is None:
+            row = self._create(
+                uow,
+                actor,
+                order,
+                collected_at,
+                status=CollectionStatus.REQUESTED,
+                reason=reason,
+                recorded=True,
+            )
+        row.collected_by = actor.user_id
+        return self._update(
+            uow,
+            actor,
+            row,
+            order.site_id,
+            reason,
+            collection_at=collected_at,
+            recorded_at=uow.clock.now(),
+            collected_at=collected_at,
+            chain_identifier=chain_identifier,
+        )
+
+    def collected_for(self, uow: UnitOfWork, order_id: str) -> CollectionAppointment | None:
+        """The order's latest collection that happened (a failed run's included: its product
+        may exist), newest first."""
+        return uow.session.scalar(
+            select(CollectionAppointment)
+            .where(
+                CollectionAppointment.order_id == order_id,
+                CollectionAppointment.collected_at.is_not(None),
+            )
+            .order_by(CollectionAppointment.collected_at.desc(), CollectionAppointment.id.desc())
+            .limit(1)
+        )
+
     def fingerprint_rows(self, uow: UnitOfWork) -> list[list[str]]:
         """Dates recorded by a person (a planner's own bookings are the plan's output)."""
         stmt = (
@@ -265,4 +316,7 @@ def appointment_dict(row: CollectionAppointment, machine: str | None) -> dict[st
         "collection_to_administration_h": collection_to_administration_h(row),
         "recorded_at": row.recorded_at.isoformat() if row.recorded_at else None,
         "reason": row.reason,
+        "collected_at": row.collected_at.isoformat() if row.collected_at else None,
+        "collected_by": row.collected_by,
+        "chain_identifier": row.chain_identifier,
     }

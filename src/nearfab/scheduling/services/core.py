@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import NotFound, Refused, ValidationFailed, require_reason
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
 from nearfab.designs.registry import Collection, collection_of
@@ -17,10 +17,12 @@ from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
+    SignatureService,
     audit,
     audited_transition,
     authorize,
     can,
+    refuse,
 )
 from nearfab.masterfiles import MasterFile, MasterFileService
 from nearfab.materials import MaterialService
@@ -34,10 +36,17 @@ from nearfab.scheduling.enums import (
     JobStatus,
     PlanTrigger,
 )
+from nearfab.scheduling.kit import (
+    collection_identifier,
+    declares_collection_identifier,
+    pre_collection_records,
+)
 from nearfab.scheduling.logic import Candidate, earliest_finish
-from nearfab.scheduling.models import CollectionAppointment, Job, PlanVersion
+from nearfab.scheduling.models import CollectionAppointment, Job, PlanVersion, PreCollectionRecord
 from nearfab.scheduling.services.collections import Collections, appointment_dict
+from nearfab.scheduling.services.consent import PreCollection, record_dict
 from nearfab.scheduling.services.instance import InstanceBuilder, PlanningSettings, fingerprint
+from nearfab.scheduling.services.patients import require_patient
 from nearfab.scheduling.services.planning import NetworkPlanning, infer_trigger
 from nearfab.scheduling.services.views import PlanScope
 from nearfab.uow import UnitOfWork
@@ -64,6 +73,7 @@ class SchedulingService:
         families: FamilyRegistry,
         planner: Planner = earliest_finish,
         planning: PlanningSettings | None = PlanningSettings(),
+        signatures: SignatureService | None = None,
     ) -> None:
         """`planning` None: each order alone by `planner` (the foundation's rule). Otherwise
         orders take their place in the network plan (EDD + CP-SAT, `services/planning.py`)."""
@@ -74,6 +84,7 @@ class SchedulingService:
         self._families = families
         self._planner = planner
         self.collections = Collections()
+        self.pre_collection = PreCollection(signatures)
         builder = InstanceBuilder(network, master_files, materials, orders, families)
         self.planning = NetworkPlanning(builder, orders, planning) if planning is not None else None
 
@@ -314,6 +325,14 @@ class SchedulingService:
                 field="order_id",
                 code="collection_closed",
             )
+        done = self.collections.open_for(uow, order.id)
+        if done is not None and done.collected_at is not None:
+            raise Refused(
+                f"order {order.id}'s collection was recorded at {done.collected_at.isoformat()};"
+                " its date no longer moves",
+                field="order_id",
+                code="already_collected",
+            )
         if collection_at.tzinfo is None:
             raise ValidationFailed(
                 "give the collection time with its time zone", field="collection_at"
@@ -328,6 +347,194 @@ class SchedulingService:
         else:
             uow.commit()
         return row
+
+    # --- the chain of identity from the collection (services/consent.py, scheduling.kit) ----
+    def _family_of(self, uow: UnitOfWork, order: Order) -> Any:
+        mf = self._master_files.get(uow, order.master_file_id)
+        return self._families.get(mf.product_family)
+
+    def required_before_collection(self, uow: UnitOfWork, order: Order) -> tuple[str, ...]:
+        """The records the order's family requires before its collection (() when none)."""
+        return pre_collection_records(self._family_of(uow, order), order.design or {})
+
+    def record_pre_collection(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order_id: str,
+        *,
+        kind: str,
+        reference: str,
+        statement: str,
+        password: str,
+        username: str | None = None,
+        totp: str | None = None,
+        meaning: str | None = None,
+    ) -> PreCollectionRecord:
+        """A clinician of the ordering site records (e-signed) one of the records the
+        order's family requires before the collection, e.g. eligibility or consent, with the
+        reference of its document (the consent form and version). Audited; commits."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.COLLECTION_PRE_RECORD, site_id=order.site_id)
+        required = self.required_before_collection(uow, order)
+        if order.status not in (OrderStatus.DESIGNED.value, OrderStatus.SCHEDULED.value):
+            refuse(
+                uow,
+                actor,
+                Refused(
+                    f"order {order.id} is {order.status}: records before the collection are"
+                    " made while it waits for its collection",
+                    field="order_id",
+                    code="collection_closed",
+                ),
+                "pre_collection",
+                order.id,
+                site_id=order.site_id,
+            )
+        return self.pre_collection.record(
+            uow, actor, order, required, kind=kind, reference=reference, statement=statement,
+            password=password, username=username, totp=totp, meaning=meaning,
+        )  # fmt: skip
+
+    def record_collected(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order_id: str,
+        *,
+        identifier: str | None,
+        patient: str | None,
+        collected_at: datetime | None = None,
+        reason: str = "collected",
+    ) -> CollectionAppointment:
+        """The collection happened: recorded by a clinician or pharmacist of the ordering site
+        with the patient's identifier as presented and the family's chain identifier scanned
+        from the collection's label. Refused (audited, nothing kept) before the family's
+        pre-collection records are all on record (`pre_collection_missing`), for another
+        patient (`wrong_patient`), for a chain identifier the family refuses (not one, or not
+        the one the prescription named: `identity_mismatch`), twice (`already_collected`) or
+        after the run started (`collection_closed`). Commits."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.COLLECTION_RECORD, site_id=order.site_id)
+        try:
+            row = self._collected(uow, actor, order, identifier, patient, collected_at, reason)
+        except DomainError as exc:
+            refuse(uow, actor, exc, "collection", order.id, site_id=order.site_id)
+        uow.commit()
+        return row
+
+    def _collected(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order,
+        identifier: str | None,
+        patient: str | None,
+        collected_at: datetime | None,
+        reason: str,
+    ) -> CollectionAppointment:
+        order, _ = self._collection_order(uow, order.id)
+        if order.status not in (OrderStatus.DESIGNED.value, OrderStatus.SCHEDULED.value):
+            raise Refused(
+                f"order {order.id} is {order.status}; a collection is recorded before its run",
+                field="order_id",
+                code="collection_closed",
+            )
+        now = uow.clock.now()
+        when = now if collected_at is None else collected_at
+        if when.tzinfo is None:
+            raise ValidationFailed("give the collection time with its zone", field="collected_at")
+        if when > now:
+            raise ValidationFailed(
+                f"collected_at {when.isoformat()} is in the future", field="collected_at"
+            )
+        require_reason(reason, "recording a collection")
+        missing = self.pre_collection.missing(
+            uow, order.id, self.required_before_collection(uow, order)
+        )
+        if missing:
+            raise Refused(
+                f"order {order.id}: record {' and '.join(missing)} before the collection",
+                field=missing[0],
+                code="pre_collection_missing",
+            )
+        require_patient(
+            self._orders,
+            uow,
+            actor,
+            order,
+            patient,
+            purpose="collection",
+            permission=Permission.COLLECTION_RECORD,
+        )
+        family = self._family_of(uow, order)
+        bound: str | None = None
+        if declares_collection_identifier(family):
+            if not isinstance(identifier, str) or not identifier.strip():
+                raise ValidationFailed(
+                    "scan the chain identifier on the collection's label", field="identifier"
+                )
+            bound = collection_identifier(family, order.design or {}, identifier.strip())
+        open_row = self.collections.open_for(uow, order.id)
+        if open_row is not None and open_row.collected_at is not None:
+            raise Refused(
+                f"order {order.id}'s collection was already recorded at"
+                f" {open_row.collected_at.isoformat()}",
+                field="order_id",
+                code="already_collected",
+            )
+        return self.collections.collected(uow, actor, order, when, bound, reason=reason)
+
+    def require_collected(self, uow: UnitOfWork, order: Order) -> None:
+        """Refused (code collection_not_recorded) when the order's product is made from a
+        collection from the patient and that collection has not been recorded: production
+        asks before it starts the run."""
+        if self.collection_need(uow, order) is None:
+            return
+        row = self.collections.open_for(uow, order.id)
+        if row is None or row.collected_at is None:
+            raise Refused(
+                f"order {order.id}'s product is made from material collected from the patient,"
+                " and the collection has not been recorded: record it before the run starts",
+                field="collection",
+                code="collection_not_recorded",
+            )
+
+    def chain_identifier(self, uow: UnitOfWork, order_id: str) -> str | None:
+        """The family's chain identifier bound to the order at its collection (None: none)."""
+        row = self.collections.collected_for(uow, order_id)
+        return None if row is None else row.chain_identifier
+
+    def require_patient(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: Order,
+        presented: str | None,
+        *,
+        purpose: str,
+        permission: Permission,
+        field: str = "patient",
+    ) -> None:
+        """Refused (wrong_patient) unless `presented` is the order's patient
+        (services/patients.py): the collection's check, and custody's at the bedside."""
+        require_patient(
+            self._orders, uow, actor, order, presented, purpose=purpose,
+            permission=permission, field=field,
+        )  # fmt: skip
+
+    def pre_collection_view(self, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:
+        """What the order's family requires before the collection, and what is on record."""
+        order = self._orders.get(uow, order_id)
+        authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
+        required = self.required_before_collection(uow, order)
+        rows = self.pre_collection.of_order(uow, order.id)
+        return {
+            "order_id": order.id,
+            "required": list(required),
+            "missing": self.pre_collection.missing(uow, order.id, required),
+            "records": [record_dict(r) for r in rows],
+        }
 
     def rebook_after_failure(
         self,

@@ -1,0 +1,48 @@
+"""What scheduling asks of a product family about the collection: `CollectionKit`.
+
+A family whose products are made from material collected from the patient (the optional
+`collection(design)` of designs.registry) may also say what must be on record before the
+collection (e.g. the patient's eligibility and consent) and how the collection names itself in
+the family's chain of identity (the family's chain identifier, scanned from the collection's
+label). The core keeps both generic: records are kinds named by the family, the identifier is
+text the family checks. Both members are optional (read through the functions below); a family
+without them requires nothing before the collection and binds no identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class CollectionKit(Protocol):
+    """Optional members of a ProductFamily that needs a collection."""
+
+    def pre_collection_records(self, design: Mapping[str, Any]) -> tuple[str, ...]:
+        """The kinds of record (e.g. "eligibility", "consent") a clinician signs for the order
+        before its collection may be recorded; () when none."""
+        ...
+
+    def collection_identifier(self, design: Mapping[str, Any], presented: str) -> str:
+        """The chain identifier scanned at collection, as the chain keeps it from then on.
+        ValidationFailed when it is not one; Refused (code identity_mismatch) when the design
+        already names another."""
+        ...
+
+
+def pre_collection_records(family: Any, design: Mapping[str, Any]) -> tuple[str, ...]:
+    """The records the family requires before the collection; () for a family without any."""
+    ask = getattr(family, "pre_collection_records", None)
+    return tuple(str(k) for k in ask(design)) if callable(ask) else ()
+
+
+def declares_collection_identifier(family: Any) -> bool:
+    """Whether the family's collection is named by a chain identifier."""
+    return callable(getattr(family, "collection_identifier", None))
+
+
+def collection_identifier(family: Any, design: Mapping[str, Any], presented: str) -> str | None:
+    """The family's check of the identifier scanned at collection (None: the family has none)."""
+    ask = getattr(family, "collection_identifier", None)
+    return str(ask(design, presented)) if callable(ask) else None
