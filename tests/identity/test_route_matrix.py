@@ -515,6 +515,7 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/batches/{batch_id}/followups/{test}/result"): Call(
         P.RELEASE_FOLLOWUP_ENTER, True, body=lambda w: {}, path_ids=lambda w: {"test": "none"}
     ),
+    ("POST", "/batches/{batch_id}/lab-results"): Call(P.LAB_RESULT_ENTER, True, body=lambda w: {}),
     # the chain of identity, the collection, the exceptional release and the notices pages
     # (web/chain.py, web/appointments.py, web/exceptional.py): forms the services refuse after
     # the role and the site (tests/web/test_chain_pages.py walks them on a cell product)

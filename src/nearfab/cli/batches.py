@@ -469,3 +469,106 @@ def abandon(
         "machine_id": batch.machine_id,
     }
     done(out, as_json, f"batch {batch.batch_number} abandoned: {escape(reason)}")
+
+
+def _results(values: list[str]) -> dict[str, Any]:
+    from nearfab.quality.labresults import typed_value
+
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationFailed(f"--result takes key=value, not {item!r}", field="lab_results")
+        out[key.strip()] = typed_value(value)
+    return out
+
+
+@app.command("lab-result")
+def lab_result(
+    ctx: typer.Context,
+    batch_id: str,
+    user: User,
+    password: Password,
+    result: Annotated[
+        list[str],
+        typer.Option(
+            "--result",
+            help='key=value, once per result; the value as JSON where it is (0.5, {"a": 0.9}),'
+            " else as text (negative). `nearfab batches lab-results` lists the keys.",
+        ),
+    ],
+    method: Annotated[str, typer.Option(help="The method or reference of the testing.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Makes this entry a correction of results entered before.")
+    ] = None,
+    meaning: Annotated[str, typer.Option(help="What the signature means.")] = "results entered by",
+    totp: Totp = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """As the analyst (QA or a QP), enter e-signed laboratory results of a batch before the
+    QP's decision; the release proposal is evaluated again with them. A result already entered
+    needs --reason (a correction)."""
+    application = state(ctx, data_dir).app()
+    actor = signer(application, user, password, as_json)
+    try:
+        results = _results(result)
+    except ValidationFailed as exc:
+        fail(exc, as_json)
+    use_case(
+        application,
+        as_json,
+        lambda uow: application.quality.lab_results.enter(
+            uow,
+            actor,
+            batch_id,
+            results=results,
+            method=method,
+            reason=reason,
+            **_signing(user, password, meaning, totp),
+        ),
+    )
+    _show_lab_results(application, actor, batch_id, as_json)
+
+
+@app.command("lab-results")
+def lab_results(
+    ctx: typer.Context, batch_id: str, as_json: JsonOpt = False, data_dir: DataDir = None
+) -> None:
+    """The batch's laboratory results: the keys its product takes, every signed result
+    (corrections too) and the release proposal they feed."""
+    application = state(ctx, data_dir).app()
+    _show_lab_results(application, local_actor(), batch_id, as_json)
+
+
+def _show_lab_results(application: Any, actor: Any, batch_id: str, as_json: bool) -> None:
+    from nearfab.api.release import lab_results_view
+
+    out = to_jsonable(
+        use_case(
+            application,
+            as_json,
+            lambda uow: lab_results_view(application, uow, actor, batch_id),
+        )
+    )
+    if as_json:
+        emit_json(out)
+        return
+    table = Table("key", "value", "method", "entered by", "signature", "in force")
+    for r in out["results"]:
+        table.add_row(
+            escape(r["key"]),
+            escape(str(r["value"])),
+            escape(r["method"]),
+            escape(f"{r['entered_by_name']}, {_when(r['entered_at'])}")
+            + (escape(f"; correction: {r['reason']}") if r["supersedes_id"] else ""),
+            "valid" if r["signature_valid"] else "INVALID",
+            "yes" if r["in_force"] else "superseded",
+        )
+    console.print(table)
+    review = out["review"]
+    if review:
+        console.print(f"release proposal: {review['proposed_decision']}")
+        for c in review["checks"]:
+            mark = {True: "pass", False: "FAIL", None: "—"}[c["passed"]]
+            console.print(f"  {mark} {escape(c['detail'])}")

@@ -17,6 +17,7 @@ the one source of it. A result entered before release is not pending at release.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -343,6 +344,16 @@ class LabResults:
             "in_force": self.in_force(uow, batch.id),
             "results": rows,
         }
+
+
+def typed_value(text: str) -> Any:
+    """A result typed on a form or a command line: JSON where it reads as JSON (a number, an
+    object such as {"a": 0.9}), else the text itself (e.g. a word such as negative)."""
+    stripped = text.strip()
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return stripped
 
 
 def entry_content(rows: list[LabResult]) -> dict[str, Any]:

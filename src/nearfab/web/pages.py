@@ -396,6 +396,8 @@ def batch_page(
             parameters = dict(master_file.process_parameters or {})
             # the master-file steps, the audit-trail review and what blocks release
             controls, trail, may = _record_controls(application, uow, actor, view)
+            batch_row = application.production.get(uow, view["id"])
+            lab = application.quality.lab_results.view(uow, batch_row)  # laboratory results
     except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc, batch_id)
     chart = (
@@ -421,6 +423,7 @@ def batch_page(
         controls=controls,
         trail=trail,
         may=may,
+        lab=lab,
         message=request.session.pop("batch_flash", None),
         error=request.session.pop("batch_error", None),
     )
@@ -437,6 +440,7 @@ def _record_controls(
         "review": can(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=site),
         "trail": can(actor, Permission.AUDIT_READ, site_id=site),
         "followup": can(actor, Permission.RELEASE_FOLLOWUP_ENTER, site_id=site),
+        "lab": can(actor, Permission.LAB_RESULT_ENTER, site_id=site),
     }
     controls = record_controls_view(application, uow, actor, view["id"])
     trail = batch_trail_view(application, uow, actor, view["id"]) if may["trail"] else None

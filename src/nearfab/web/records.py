@@ -15,6 +15,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
+from nearfab.quality.labresults import ENTERED_BY, typed_value
 from nearfab.uow import UnitOfWork
 from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
@@ -150,6 +151,37 @@ async def followup_result(request: Request, batch_id: str, test: str) -> Respons
         )
 
     return await _post(request, batch_id, f"Result of {test}: entered", step)
+
+
+RESULT_PREFIX = "result."
+
+
+@router.post("/batches/{batch_id}/lab-results", dependencies=[page(Permission.LAB_RESULT_ENTER)])
+async def lab_results(request: Request, batch_id: str) -> Response:
+    """QA or a QP enters (e-signed, as the analyst) the laboratory's results: one field per
+    key the product takes (`result.<key>`), those left empty not entered; a result already
+    entered needs the reason for its correction."""
+
+    def step(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, Any]) -> object:
+        results = {
+            k.removeprefix(RESULT_PREFIX): typed_value(v)
+            for k, v in form.items()
+            if k.startswith(RESULT_PREFIX) and v.strip()
+        }
+        return app.quality.lab_results.enter(
+            uow,
+            actor,
+            batch_id,
+            results=results,
+            method=form.get("method", ""),
+            reason=form.get("reason") or None,
+            password=form.get("password", ""),
+            meaning=form.get("meaning") or ENTERED_BY,
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+        )
+
+    return await _post(request, batch_id, "Laboratory results: entered (signed)", step)
 
 
 @router.post(
