@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.api.schemas import PatientIdentifiersIn
 from nearfab.bootstrap import App
 from nearfab.custody import (
     Container,
@@ -43,9 +44,8 @@ from nearfab.uow import UnitOfWork
 router = APIRouter(prefix="/api/v1")
 
 
-class VerifyIn(BaseModel):
+class VerifyIn(PatientIdentifiersIn):
     scan: str = Field(min_length=1, max_length=400, description="scanner output or element string")
-    patient_ref: str | None = Field(default=None, max_length=64)
 
 
 class UndoIn(BaseModel):
@@ -177,7 +177,7 @@ def verify(
     a site the verifier does not serve (neither its making nor its ordering site) answers
     unknown, whatever the patient; every verification is audited."""
     result = application.custody_chain.custody.verify(
-        uow, actor, scan=body.scan, patient_ref=body.patient_ref
+        uow, actor, scan=body.scan, patient=body.presented()
     )
     return result.to_dict()
 

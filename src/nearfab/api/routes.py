@@ -716,12 +716,17 @@ def dispense(
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
-    """Check a scanned pack against the patient; record the hand-over or refuse with why."""
-    result = application.custody.dispense(uow, actor, scan=body.scan, patient_ref=body.patient_ref)
+    """Check a scanned pack against the patient, identified by NHS number, hospital number
+    (MRN), wristband scan, prescription ID or pseudonym (and birth date where the site requires
+    it); record the hand-over or refuse with why. The answer's `patient` says how the patient
+    was identified, with name and birth date for a role that may read identity."""
+    result = application.custody.dispense(uow, actor, scan=body.scan, patient=body.presented())
+    match = result.patient_match
     return {
         "dispense_id": result.dispense.id,
         "unit_id": result.unit.id,
         "serial": result.unit.serial,
         "status": result.unit.status,
         "order_complete": result.order_complete,
+        "patient": match.to_dict() if match is not None else None,
     }

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from nearfab.identity.schemas import ESignatureIn
+from nearfab.orders import PresentedIdentifiers
 
 
 class TokenIn(BaseModel):
@@ -106,9 +107,52 @@ class DecisionIn(ESignatureIn):
     record_hash: str | None = None
 
 
-class DispenseIn(BaseModel):
+class PatientIdentifiersIn(BaseModel):
+    """The patient at the hand-over, as the hospital knows them (docs/patient-identification.md):
+    at least one of these besides `birth_date`; each one given must match. A refusal
+    (409 `wrong_patient`) names the identifier that did not match, never whose it is."""
+
+    patient_ref: str | None = Field(
+        default=None, max_length=64, description="nearfab's pseudonym (PT-…)"
+    )
+    patient: str | None = Field(
+        default=None,
+        max_length=200,
+        description="one identifier typed or scanned, told apart by its form: PT-… pseudonym, "
+        "wristband barcode, NHS number (10 digits), else the site's hospital number",
+    )
+    nhs_number: str | None = Field(
+        default=None, max_length=20, description="10 digits, modulus-11 check digit"
+    )
+    mrn: str | None = Field(
+        default=None, max_length=64, description="hospital number at the order's site"
+    )
+    wristband: str | None = Field(
+        default=None,
+        max_length=200,
+        description="scanned wristband: GS1 GSRN (AI 8018), or a plain NHS-number barcode",
+    )
+    birth_date: date | None = Field(
+        default=None, description="second identifier; required where the site says so"
+    )
+    prescription_id: str | None = Field(
+        default=None, max_length=255, description="MedicationRequest.identifier value"
+    )
+
+    def presented(self) -> PresentedIdentifiers:
+        return PresentedIdentifiers(
+            patient_ref=self.patient_ref,
+            patient=self.patient,
+            nhs_number=self.nhs_number,
+            mrn=self.mrn,
+            wristband=self.wristband,
+            birth_date=self.birth_date,
+            prescription_id=self.prescription_id,
+        )
+
+
+class DispenseIn(PatientIdentifiersIn):
     scan: str
-    patient_ref: str
 
 
 class RunIn(BaseModel):

@@ -512,33 +512,65 @@ def dispense(
     scan: Annotated[
         str, typer.Option(help="Scanned DataMatrix data, element string or GS1 Digital Link.")
     ],
-    patient: Annotated[str, typer.Option(help="The patient reference on the prescription.")],
     user: Annotated[str, typer.Option(help="The dispensing pharmacist.")],
     password: Annotated[str, typer.Option(help="Their password.")],
+    patient: Annotated[
+        str | None,
+        typer.Option(
+            help="One patient identifier, told apart by its form: NHS number, wristband scan, "
+            "nearfab pseudonym (PT-...), else the site's hospital number (MRN)."
+        ),
+    ] = None,
+    nhs_number: Annotated[str | None, typer.Option(help="NHS number (10 digits).")] = None,
+    mrn: Annotated[str | None, typer.Option(help="Hospital number at the order's site.")] = None,
+    wristband: Annotated[
+        str | None, typer.Option(help="Scanned wristband: GS1 GSRN (AI 8018) or NHS number.")
+    ] = None,
+    birth_date: Annotated[
+        str | None, typer.Option(help="Date of birth, YYYY-MM-DD (second identifier).")
+    ] = None,
+    prescription_id: Annotated[
+        str | None, typer.Option(help="The prescription ID (MedicationRequest identifier).")
+    ] = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Check a pack against the patient and record the hand-over."""
+    """Check a pack against the patient and record the hand-over; the patient is identified
+    as the hospital knows them (docs/patient-identification.md)."""
+    from nearfab.orders import PresentedIdentifiers
+
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
+    presented = PresentedIdentifiers(
+        patient=patient,
+        nhs_number=nhs_number,
+        mrn=mrn,
+        wristband=wristband,
+        birth_date=birth_date,
+        prescription_id=prescription_id,
+    )
     result = use_case(
         application,
         as_json,
-        lambda uow: application.custody.dispense(uow, actor, scan=scan, patient_ref=patient),
+        lambda uow: application.custody.dispense(uow, actor, scan=scan, patient=presented),
     )
+    match = result.patient_match
     out = {
         "dispense_id": result.dispense.id,
         "unit_id": result.unit.id,
         "serial": result.unit.serial,
         "status": result.unit.status,
         "order_complete": result.order_complete,
+        "patient": match.to_dict() if match is not None else None,
     }
     if as_json:
         emit_json(out)
     else:
+        shown = (match.identity or {}) if match is not None else {}
         console.print(
             f"dispensed pack {out['serial']} ({out['dispense_id']})"
             + ("; order complete" if out["order_complete"] else "")
+            + (f"; patient {shown.get('name')}, born {shown.get('birth_date')}" if shown else "")
         )
 
 

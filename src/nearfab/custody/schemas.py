@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearfab.common.schemas import Day, Out, Timestamp
+from nearfab.orders import PatientMatchOut
 
 
 class UnitOut(Out):
@@ -31,6 +32,8 @@ class DispenseOut(Out):
     serial: str
     status: str
     order_complete: bool
+    # how the patient was identified (name and birth date for roles that may see identity)
+    patient: PatientMatchOut | None = None
 
 
 class VerifyOut(Out):
@@ -46,6 +49,7 @@ class VerifyOut(Out):
     unit_status: str | None
     dispensed_at: Timestamp | None
     alert_id: str | None
+    patient: PatientMatchOut | None = None  # the patient check, when identifiers were given
 
 
 class UndoDispenseOut(Out):
@@ -304,13 +308,13 @@ class HandOverOut(Out):
     reason: str | None
     handed_at: Timestamp
     handed_by: str
+    giver_identifier: str | None = None  # the family's chain identifier, each side's scan
+    receiver_identifier: str | None = None
+    patient_checked: bool = False  # the bedside check (the chain's last step)
 
 
 class UnitHoldOut(Out):
     """A hold on a unit (a refused hand-over or a storage excursion) and its QP judgement."""
-    giver_identifier: str | None = None  # the family's chain identifier, each side's scan
-    receiver_identifier: str | None = None
-    patient_checked: bool = False  # the bedside check (the chain's last step)
 
     id: str
     unit_id: str

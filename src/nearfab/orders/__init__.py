@@ -11,6 +11,7 @@ from nearfab.orders.models import (
     PatientIdentity,
     Prescription,
 )
+from nearfab.orders.schemas import PatientMatchOut
 from nearfab.orders.services import Designer, DesignRequest, OrderService
 from nearfab.orders.vault import IdentityVault
 
@@ -27,6 +28,7 @@ __all__ = [
     "PatientIdentifierHash",
     "PatientIdentity",
     "PatientMatch",
+    "PatientMatchOut",
     "Prescription",
     "PrescriptionIn",
     "PresentedIdentifiers",

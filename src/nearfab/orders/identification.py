@@ -106,11 +106,16 @@ class PatientMatch:
     failed: str | None = None
     message: str = ""
     identity: dict[str, Any] | None = field(default=None)
+    # why not: `wrong_patient` (an identifier did not match) or `birth_date_required` (the
+    # site requires the birth date as a second identifier and none was given)
+    code: str | None = None
 
     def require(self) -> None:
-        """Raise Refused (code `wrong_patient`, field = the identifier) unless matched."""
+        """Raise Refused (`code`, field = the identifier) unless matched."""
         if not self.matched:
-            raise Refused(self.message, field=self.failed or "patient", code="wrong_patient")
+            raise Refused(
+                self.message, field=self.failed or "patient", code=self.code or "wrong_patient"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +124,7 @@ class PatientMatch:
             "failed": self.failed,
             "message": self.message,
             "identity": self.identity,
+            "code": self.code,
         }
 
 
@@ -341,6 +347,8 @@ class PatientIdentification:
                 data = self._vault.decrypt(row.ciphertext)
                 identity = {"name": data.get("name"), "birth_date": data.get("birth_date")}
         failed_field = failed.value if failed else (K.BIRTH_DATE.value if missing_birth else None)
+        if failed == K.PSEUDONYM:
+            failed_field = "patient"  # the pseudonym's field at dispense, as before
         # the identifiers' kinds and the outcome: never their values
         audit(
             uow,
@@ -364,6 +372,7 @@ class PatientIdentification:
             failed=failed_field,
             message=message,
             identity=identity,
+            code=None if matched else ("birth_date_required" if missing_birth else "wrong_patient"),
         )
 
     def _agrees(

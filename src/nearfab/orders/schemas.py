@@ -71,3 +71,22 @@ class SubmittedOrdersOut(Out):
 class OrderStatusOut(Out):
     id: str
     status: str
+
+
+class PatientIdentityShownOut(Out):
+    """Name and birth date, to confirm by eye (roles that may read identity only)."""
+
+    name: str | None
+    birth_date: str | None
+
+
+class PatientMatchOut(Out):
+    """How a patient was identified at a hand-over (docs/patient-identification.md): the kinds
+    of identifier compared, the first that did not match (`failed`) and why, never whose."""
+
+    matched: bool
+    checked: list[str]
+    failed: str | None
+    message: str
+    identity: PatientIdentityShownOut | None
+    code: str | None

@@ -558,13 +558,26 @@ def dispense_submit(
     request: Request,
     actor: Annotated[Actor, page(Permission.PACK_VERIFY)],
     scan: Annotated[str, Form()],
-    patient_ref: Annotated[str, Form()],
+    patient_ref: Annotated[str, Form()] = "",
+    patient: Annotated[str, Form()] = "",
+    birth_date: Annotated[str, Form()] = "",
+    prescription_id: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
     action: Annotated[str, Form()] = "dispense",
 ) -> Response:
     """Check only (the verification status) or check and dispense; a refusal shows the same
-    status words as POST /api/v1/verify."""
+    status words as POST /api/v1/verify. The patient is identified as the hospital knows them
+    (`patient`: NHS number, hospital number, wristband scan or PT-… pseudonym; the birth date
+    where the site requires it; the prescription ID): docs/patient-identification.md."""
+    from nearfab.orders import PresentedIdentifiers
+
     application = _app(request)
+    presented = PresentedIdentifiers(
+        patient_ref=patient_ref or None,
+        patient=patient or None,
+        birth_date=birth_date or None,
+        prescription_id=prescription_id or None,
+    )
     # refusal codes of a dispense -> the verification status the pharmacist sees
     status_of = {
         "unknown_unit": "unknown",
@@ -575,9 +588,7 @@ def dispense_submit(
         _check_csrf(request, csrf_token)
         if action == "verify":
             with application.uow() as uow:
-                checked = application.custody.verify(
-                    uow, actor, scan=scan, patient_ref=patient_ref or None
-                )
+                checked = application.custody.verify(uow, actor, scan=scan, patient=presented)
             return render(
                 request,
                 "dispense.html",
@@ -587,7 +598,7 @@ def dispense_submit(
                 verification=checked.to_dict(),
             )
         with application.uow() as uow:
-            result = application.custody.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
+            result = application.custody.dispense(uow, actor, scan=scan, patient=presented)
     except DomainError as exc:
         return render(
             request,
@@ -607,6 +618,7 @@ def dispense_submit(
             "serial": result.unit.serial,
             "order_id": result.unit.order_id,
             "order_complete": result.order_complete,
+            "patient": result.patient_match.to_dict() if result.patient_match else None,
         },
     )
 

@@ -4,7 +4,7 @@ order completes with its last pack); the undo of a dispense within its window.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NoReturn
 
@@ -26,7 +26,7 @@ from nearfab.custody.models import (
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.releasecheck import ReleaseCheck
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, refuse
-from nearfab.orders import OrderStatus
+from nearfab.orders import OrderStatus, PatientMatch, PresentedIdentifiers
 from nearfab.uow import UnitOfWork
 
 UNDO_WINDOW = timedelta(days=10)
@@ -46,6 +46,8 @@ class DispenseResult:
     unit: SerialUnit
     dispense: Dispense
     order_complete: bool
+    # how the patient was identified; name and birth date for a role that may see identity
+    patient_match: PatientMatch | None = None
 
 
 class Dispensing:
@@ -62,12 +64,26 @@ class Dispensing:
         self._usable = usable
 
     def dispense(
-        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        scan: str,
+        patient_ref: str | None = None,
+        patient: PresentedIdentifiers | None = None,
     ) -> DispenseResult:
-        """Check a scanned pack against the patient and its record, then record the hand-over."""
+        """Check a scanned pack against the patient and its record, then record the hand-over.
+
+        The patient is identified as the hospital knows them (`patient`: NHS number, MRN,
+        wristband, prescription ID, birth date; docs/patient-identification.md) or by
+        nearfab's pseudonym (`patient_ref`); a refusal names the identifier that did not
+        match (field), never whose it is."""
         authorize(actor, Permission.DISPENSE)
+        presented = patient or PresentedIdentifiers()
+        if patient_ref is not None and patient_ref.strip() and not presented.patient_ref:
+            presented = replace(presented, patient_ref=patient_ref)
         try:
-            return self._dispense(uow, actor, scan, patient_ref)
+            return self._dispense(uow, actor, scan, presented)
         except DomainError as exc:
             self._refuse_dispense(uow, actor, exc, scan)
 
@@ -95,7 +111,7 @@ class Dispensing:
         raise exc
 
     def _dispense(
-        self, uow: UnitOfWork, actor: Actor, scan: str, patient_ref: str
+        self, uow: UnitOfWork, actor: Actor, scan: str, presented: PresentedIdentifiers
     ) -> DispenseResult:
         ident = parse_scan(scan)
         unit = self._packs.unit_by_identity(uow, ident.gtin, ident.serial)
@@ -168,11 +184,16 @@ class Dispensing:
                 code="in_container",
             )
         patient = self._packs.orders.patient(uow, unit.patient_id)
-        if patient.ref != patient_ref.strip():
+        match = self._packs.orders.match_patient(
+            uow, actor, order, presented, purpose="dispense", permission=Permission.DISPENSE
+        )
+        if not match.matched or unit.patient_id != order.patient_id:
             raise Refused(
-                f"pack {unit.serial} is for another patient, not {patient_ref}",
-                field="patient",
-                code="wrong_patient",
+                f"pack {unit.serial}: {match.message}"
+                if match.code == "birth_date_required"
+                else f"pack {unit.serial} is for another patient: {match.message}",
+                field=match.failed or "patient",
+                code=match.code or "wrong_patient",
             )
         self._packs.transition(uow, actor, unit, UnitStatus.DISPENSED, reason="dispensed")
         record = Dispense(
@@ -199,7 +220,12 @@ class Dispensing:
             AuditAction.CREATE,
             "dispense",
             record.id,
-            new={"unit_id": unit.id, "serial": unit.serial, "patient_ref": patient.ref},
+            new={
+                "unit_id": unit.id,
+                "serial": unit.serial,
+                "patient_ref": patient.ref,
+                "identified_by": list(match.checked),
+            },
             site_id=actor.site_id,
         )
         # two last packs at once: each bumps the order's version, so one of them must conflict
@@ -212,7 +238,9 @@ class Dispensing:
                 uow, actor, order, OrderStatus.DISPENSED, reason="every pack dispensed"
             )
         uow.commit()
-        return DispenseResult(unit=unit, dispense=record, order_complete=complete)
+        return DispenseResult(
+            unit=unit, dispense=record, order_complete=complete, patient_match=match
+        )
 
     def undo_dispense(
         self, uow: UnitOfWork, actor: Actor, *, unit_id: str, reason: str

@@ -47,7 +47,7 @@ from nearfab.custody.services.verification import Verification, Verifier
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor
 from nearfab.masterfiles import MasterFileService
-from nearfab.orders import OrderService
+from nearfab.orders import OrderService, PresentedIdentifiers
 from nearfab.production import ProductionService
 from nearfab.quality import QualityService
 from nearfab.scheduling import SchedulingService
@@ -132,14 +132,28 @@ class CustodyService:
 
     # --- at the pharmacy ---------------------------------------------------------------------
     def verify(
-        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str | None = None
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        scan: str,
+        patient_ref: str | None = None,
+        patient: PresentedIdentifiers | None = None,
     ) -> Verification:
-        return self.verifier.verify(uow, actor, scan=scan, patient_ref=patient_ref)
+        return self.verifier.verify(uow, actor, scan=scan, patient_ref=patient_ref, patient=patient)
 
     def dispense(
-        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        scan: str,
+        patient_ref: str | None = None,
+        patient: PresentedIdentifiers | None = None,
     ) -> DispenseResult:
-        return self.dispensing.dispense(uow, actor, scan=scan, patient_ref=patient_ref)
+        return self.dispensing.dispense(
+            uow, actor, scan=scan, patient_ref=patient_ref, patient=patient
+        )
 
     def undo_dispense(
         self, uow: UnitOfWork, actor: Actor, *, unit_id: str, reason: str
@@ -215,6 +229,9 @@ class CustodyService:
         from_step: str,
         to_step: str,
         received_scan: str,
+        identifier: str | None = None,
+        received_identifier: str | None = None,
+        patient: str | None = None,
     ) -> HandOver:
         return self.hand_overs.hand_over(
             uow,
@@ -223,15 +240,15 @@ class CustodyService:
             from_step=from_step,
             to_step=to_step,
             received_scan=received_scan,
+            identifier=identifier,
+            received_identifier=received_identifier,
+            patient=patient,
         )
 
     def log_storage(
         self,
         uow: UnitOfWork,
         actor: Actor,
-        identifier: str | None = None,
-        received_identifier: str | None = None,
-        patient: str | None = None,
         *,
         unit_ids: list[str],
         readings: list[tuple[datetime, float]],
@@ -240,9 +257,6 @@ class CustodyService:
         return self.hand_overs.log_storage(
             uow, actor, unit_ids=unit_ids, readings=readings, unit=unit
         )
-            identifier=identifier,
-            received_identifier=received_identifier,
-            patient=patient,
 
     def judge_hold(
         self, uow: UnitOfWork, actor: Actor, *, hold_id: str, decision: str, reason: str

@@ -4,7 +4,7 @@ apart from the alert a suspected falsification raises; every answer is logged.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from nearfab.custody.services.releasecheck import ReleaseCheck, signature_facts
 from nearfab.custody.services.signedfacts import ENTRY_COLUMNS, release_entries_of
 from nearfab.custody.services.verifylog import VerificationLog
 from nearfab.identity import Actor, Permission, Signature, audit, authorize
-from nearfab.orders import Order, Patient
+from nearfab.orders import Order, Patient, PresentedIdentifiers
 from nearfab.production import BatchRecord
 from nearfab.quality import ReleaseReview
 from nearfab.uow import UnitOfWork
@@ -40,6 +40,9 @@ class Verification:
     unit_status: str | None = None
     dispensed_at: datetime | None = None
     alert_id: str | None = None
+    # the patient check when identifiers were presented (PatientMatch.to_dict): its result,
+    # and name and birth date for a role that may see identity
+    patient: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Verification:
             "unit_status": self.unit_status,
             "dispensed_at": self.dispensed_at.isoformat() if self.dispensed_at else None,
             "alert_id": self.alert_id,
+            "patient": self.patient,
         }
 
 
@@ -93,14 +97,31 @@ class Verifier:
         self.verification_log = VerificationLog()
 
     def verify(
-        self, uow: UnitOfWork, actor: Actor, *, scan: str, patient_ref: str | None = None
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        scan: str,
+        patient_ref: str | None = None,
+        patient: PresentedIdentifiers | None = None,
     ) -> Verification:
         """One status for a scanned pack (and, if given, the patient it is for). A scan that is
         not GS1 data is refused (`validation_failed`, field `scan`). An unknown pack raises a
         suspected-falsification alert, committed at once. Every verification is logged (audit
         action `verify`); apart from that alert the check is read-only and its log row is
-        written by the group-commit `verification_log` (`flush_verification_log`)."""
+        written by the group-commit `verification_log` (`flush_verification_log`).
+
+        `patient`: the identifiers the hospital knows the patient by (NHS number, MRN,
+        wristband, prescription ID, birth date): matched once the pack itself is fine, through
+        the orders service (its look-up audited, and committed with the answer); a mismatch
+        answers `wrong_patient` naming the identifier."""
         authorize(actor, Permission.PACK_VERIFY)
+        if patient is not None and patient.given():
+            if patient_ref and not patient.patient_ref:
+                patient = replace(patient, patient_ref=patient_ref)
+            patient_ref = None  # compared by the orders service, with the rest
+        else:
+            patient = None
         ident = parse_scan(scan)
         # one round trip: the pack, its patient reference, its batch record and ordering site
         # (the sites it belongs to), the QP's review and signature (the review's and record's
@@ -146,6 +167,19 @@ class Verifier:
                 in_scope=in_scope,
             )
         status = decide(facts, uow.clock.now().date(), patient_ref)
+        match = None
+        if status == VerifyStatus.OK and unit is not None and patient is not None:
+            match = self._packs.orders.match_patient(
+                uow,
+                actor,
+                unit.order_id,
+                patient,
+                purpose="verify",
+                permission=Permission.PACK_VERIFY,
+                one_of=[batch.site_id, ordering_site],
+            )
+            if not match.matched:
+                status = VerifyStatus.WRONG_PATIENT
         if status == VerifyStatus.OK and unit is not None and self._usable is not None:
             try:
                 self._usable(uow, unit, "scan")
@@ -161,6 +195,12 @@ class Verifier:
                 select(Dispense.dispensed_at).where(Dispense.unit_id == unit.id)
             )
         message = _verify_message(status, ident.serial, unit, dispensed_at, patient_ref, problem)
+        if match is not None and not match.matched:  # names the identifier, not the patient
+            message = (
+                f"pack {ident.serial}: {match.message}"
+                if match.code == "birth_date_required"
+                else f"pack {ident.serial} is for another patient: {match.message}"
+            )
         entity_id = unit.id if unit else ident.serial[:64]
         logged: dict[str, Any] = {
             "status": status.value,
@@ -171,6 +211,9 @@ class Verifier:
             logged["out_of_scope"] = True  # a probe of another site's pack, for QA to see
         if problem is not None:
             logged["integrity_problem"] = problem
+        if match is not None:  # the kinds of identifier compared, never their values
+            logged["patient_checked"] = list(match.checked)
+            logged["patient_failed"] = match.failed
         alert = None
         if status == VerifyStatus.INTEGRITY_FAILURE:
             # the pack's record was tampered with: an alert for QA, committed now
@@ -213,6 +256,7 @@ class Verifier:
             unit_status=unit.status if unit else None,
             dispensed_at=dispensed_at,
             alert_id=alert.id if alert else None,
+            patient=match.to_dict() if match is not None else None,
         )
         if read_only:
             # the answer is complete: end the read transaction here, which hands the database
