@@ -38,6 +38,7 @@ from tests import flow_helpers as fh
 from tests.e2e.test_cell_therapy_flow import _made
 
 from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
 from nearfab.demo import cell_therapy_bundle
 from nearfab.production.machines import Fault
 from nearfab.web.server import create_web_app
@@ -88,7 +89,7 @@ def _nav(page: Page) -> Any:
 
 
 def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
-    page: Page, seeded: App, tmp_path: Path
+    page: Page, seeded: App, clock: ManualClock, tmp_path: Path
 ) -> None:
     order_id = _prescribed(seeded, 21)
     batch_id = _made(seeded, order_id)
@@ -181,7 +182,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     expect(page.locator("#order-status")).to_have_text("dispensed")
 
     # days later the QP enters the failing sterility result on the batch page
-    seeded.clock.advance(4 * 24 * 3600)
+    clock.advance(4 * 24 * 3600)
     _login(page, "qp")
     page.goto(f"/batches/{batch_id}")
     followup = page.locator('[data-followup="sterility"] form.followup-form')
