@@ -1,0 +1,367 @@
+"""Dispense and check-only verification with the patient identified as the hospital knows them
+(issue 20): NHS number, hospital number (MRN), wristband GSRN (AI 8018) or plain NHS-number
+barcode, prescription ID, and the birth date where the site requires it. The right pack is
+handed over; another patient's pack is refused naming the identifier, never the patient; every
+look-up is audited. Service, HTTP and command line, on SQLite and PostgreSQL.
+
+Two patients, each with a released pack (built once per backend): Alice (NHS 943 476 5919) and
+Bob (NHS 943 476 5870), both valid under the modulus-11 rule (tests/orders/
+test_patient_identifiers.py works them by hand)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
+from tests.patient_helpers import ALICE, BOB, Person, require_birth_date, submit_for
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import DomainError, Forbidden, Refused, ValidationFailed
+from nearfab.custody import SerialUnit, VerifyStatus
+from nearfab.identity import AuditEntry
+from nearfab.orders import PresentedIdentifiers
+from nearfab.web.server import create_web_app
+
+
+def _build(app: App) -> dict[str, dict[str, str]]:
+    out = {}
+    for name, person in (("alice", ALICE), ("bob", BOB)):
+        order_id = submit_for(app, person)
+        batch_id = fh.start(app, fh.ticketed_job(app, order_id=order_id))
+        fh.finish(app, batch_id)
+        fh.prepare_release(app, batch_id)
+        fh.release(app, batch_id)
+        out[name] = {"order": order_id, "batch": batch_id}
+    return out
+
+
+world = fh.world_fixture(_build)
+
+
+@pytest.fixture
+def seeded(world: fh.Built) -> App:
+    app: App = world.app
+    return app
+
+
+flushed_verification_log = ch.flushed_verification_log
+
+
+def _pack(world: fh.Built, name: str) -> SerialUnit:
+    return ch.units(world.app, world.data[name]["batch"])[0]
+
+
+def _dispense(app: App, unit: SerialUnit, username: str = "pharmacist", **presented: Any) -> Any:
+    with app.uow() as uow:
+        return app.custody.dispense(
+            uow,
+            fh.actor(app, username),
+            scan=ch.scan(unit),
+            patient=PresentedIdentifiers(**presented),
+        )
+
+
+def _refused(app: App, unit: SerialUnit, kind: type[DomainError] = Refused, **kw: Any) -> Any:
+    with pytest.raises(kind) as caught:
+        _dispense(app, unit, **kw)
+    return caught.value
+
+
+def _undo(app: App, unit: SerialUnit) -> None:
+    with app.uow() as uow:
+        app.custody.undo_dispense(
+            uow, fh.actor(app, "pharmacist"), unit_id=unit.id, reason="handed back unopened"
+        )
+
+
+def _audits(app: App, after: int = 0) -> list[AuditEntry]:
+    with app.uow() as uow:
+        rows = list(
+            uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+            )
+        )
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def _last_seq(app: App) -> int:
+    rows = _audits(app)
+    return rows[-1].seq if rows else 0
+
+
+def _no_identifier_in(rows: list[AuditEntry], *people: Person) -> None:
+    text = repr([(r.new, r.old, r.reason, r.entity_id) for r in rows])
+    for p in people:
+        for secret in (p.nhs_number, p.mrn, p.gsrn, p.birth_date.isoformat(), p.name):
+            assert secret not in text
+
+
+# --- service ---------------------------------------------------------------------------------
+
+
+def test_right_pack_by_each_identifier_and_other_patients_pack_refused(
+    world: fh.Built,
+) -> None:
+    app = world.app
+    alice, bob = _pack(world, "alice"), _pack(world, "bob")
+    start = _last_seq(app)
+    # Bob's pack, presented with each of Alice's identifiers: refused, naming the identifier
+    for presented, field in [
+        ({"nhs_number": ALICE.nhs_number}, "nhs_number"),
+        ({"mrn": ALICE.mrn}, "mrn"),
+        ({"wristband": f"]d28018{ALICE.gsrn}"}, "wristband"),
+        ({"wristband": ALICE.nhs_number}, "wristband"),  # a plain NHS-number barcode
+        ({"prescription_id": ALICE.prescription_id}, "prescription_id"),
+        ({"patient": "943 476 5919"}, "nhs_number"),
+    ]:
+        exc = _refused(app, bob, **presented)
+        assert (exc.code, exc.field) == ("wrong_patient", field), presented
+        assert "another patient" in exc.message
+        for secret in (BOB.name, BOB.nhs_number, ALICE.name):
+            assert secret not in exc.message
+    refusals = [a for a in _audits(app, start) if a.entity_type == "dispense"]
+    assert [(a.action, (a.new or {})["field"]) for a in refusals] == [
+        ("refuse", f)
+        for f in ("nhs_number", "mrn", "wristband", "wristband", "prescription_id", "nhs_number")
+    ]
+    # an NHS number that fails its check digit (9434765918: modulus 11 gives 9) is refused as
+    # unreadable, before any look-up
+    exc = _refused(app, alice, ValidationFailed, nhs_number="9434765918")
+    assert exc.field == "nhs_number" and "modulus-11" in exc.message
+
+    # Alice's pack with each of her identifiers: handed over (undone between, to try the next)
+    for presented in [
+        {"nhs_number": "943 476 5919"},
+        {"mrn": "k123456"},
+        {"wristband": f"(8018){ALICE.gsrn}"},
+        {"wristband": f"]C0{ALICE.nhs_number}"},
+        {"prescription_id": ALICE.prescription_id},
+        {"patient": f"]d28018{ALICE.gsrn}"},
+    ]:
+        done = _dispense(app, alice, **presented)
+        assert done.unit.status == "dispensed"
+        match = done.patient_match
+        assert match.matched and match.identity == {
+            "name": ALICE.name,
+            "birth_date": ALICE.birth_date.isoformat(),
+        }
+        _undo(app, alice)
+    looked_up = [a for a in _audits(app, start) if a.action == "identify_patient"]
+    # the refusals' look-ups were rolled back with them (their refusal rows stand for them);
+    # each dispense's look-up is committed with it
+    assert [(a.new or {})["matched"] for a in looked_up] == [True] * 6
+    assert {a.entity_id for a in looked_up} == {world.data["alice"]["order"]}
+    _no_identifier_in(_audits(app, start), ALICE, BOB)
+
+
+def test_site_requiring_the_birth_date_at_dispense(world: fh.Built) -> None:
+    app = world.app
+    alice = _pack(world, "alice")
+    require_birth_date(app, "GSTT-PH")
+    exc = _refused(app, alice, nhs_number=ALICE.nhs_number)
+    assert (exc.code, exc.field) == ("birth_date_required", "birth_date")
+    exc = _refused(app, alice, nhs_number=ALICE.nhs_number, birth_date=BOB.birth_date)
+    assert (exc.code, exc.field) == ("wrong_patient", "birth_date")
+    # the pseudonym alone is not enough either where the site requires the birth date
+    ref = ch.patient_ref(app, alice)
+    assert _refused(app, alice, patient_ref=ref).code == "birth_date_required"
+    done = _dispense(app, alice, mrn=ALICE.mrn, birth_date=ALICE.birth_date)
+    assert done.patient_match.checked == ("mrn", "birth_date")
+
+
+def test_other_sites_pharmacist_and_the_old_pseudonym(world: fh.Built) -> None:
+    app = world.app
+    alice = _pack(world, "alice")
+    fh.create_user(app, "pharm-man", ["pharmacist"], "MAN-PH")
+    with pytest.raises(Forbidden):
+        _dispense(app, alice, "pharm-man", nhs_number=ALICE.nhs_number)
+    # nearfab's pseudonym still works, alone (as `patient_ref`, and typed in `patient`)
+    assert _refused(app, alice, patient_ref="PT-NOTTHEM").field == "patient"
+    with app.uow() as uow:
+        done = app.custody.dispense(
+            uow,
+            fh.actor(app, "pharmacist"),
+            scan=ch.scan(alice),
+            patient_ref=ch.patient_ref(app, alice),
+        )
+    assert done.patient_match.checked == ("patient_ref",)
+
+
+def test_check_only_with_identifiers(world: fh.Built) -> None:
+    app = world.app
+    alice = _pack(world, "alice")
+    pharmacist = fh.actor(app, "pharmacist")
+
+    def verify(**presented: Any) -> Any:
+        with app.uow() as uow:
+            return app.custody.verify(
+                uow, pharmacist, scan=ch.scan(alice), patient=PresentedIdentifiers(**presented)
+            )
+
+    ok = verify(nhs_number=ALICE.nhs_number)
+    assert ok.status == VerifyStatus.OK and ok.patient["identity"]["name"] == ALICE.name
+    wrong = verify(wristband=f"(8018){BOB.gsrn}")
+    assert wrong.status == VerifyStatus.WRONG_PATIENT and wrong.patient["failed"] == "wristband"
+    assert "the wristband does not match" in wrong.message and BOB.name not in wrong.message
+    app.custody.flush_verification_log()
+    looked_up = [a for a in _audits(app) if a.action == "identify_patient"]
+    assert [(a.new or {})["matched"] for a in looked_up] == [True, False]
+    logged = [a for a in _audits(app) if a.action == "verify"]
+    assert [(a.new or {}).get("patient_failed") for a in logged[-2:]] == [None, "wristband"]
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(seeded: App) -> Iterator[TestClient]:
+    ch.chain(seeded)
+    with TestClient(create_web_app(seeded)) as test_client:
+        yield test_client
+
+
+OWN_PASSWORD = "manchester-pharmacy-77"
+
+
+def _auth(client: TestClient, username: str, password: str = fh.TEST_PASSWORD) -> dict[str, str]:
+    res = client.post("/api/v1/auth/token", json={"username": username, "password": password})
+    assert res.status_code == 200, res.text
+    return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+def test_dispense_over_http_attacked(world: fh.Built, client: TestClient) -> None:
+    app = world.app
+    alice, bob = _pack(world, "alice"), _pack(world, "bob")
+    ph = _auth(client, "pharmacist")
+    fh.create_user(app, "pharm-man", ["pharmacist"], "MAN-PH")
+    with app.uow() as uow:  # an administrator's password is temporary: the user sets their own
+        app.users.change_password(uow, "pharm-man", fh.TEST_PASSWORD, OWN_PASSWORD)
+    other_site = _auth(client, "pharm-man", OWN_PASSWORD)
+    start = _last_seq(app)
+
+    def post(unit: SerialUnit, headers: dict[str, str], **body: Any) -> Any:
+        return client.post(
+            "/api/v1/dispense", json={"scan": ch.scan(unit), **body}, headers=headers
+        )
+
+    # another site's pharmacist: refused before any look-up of the patient
+    res = post(alice, other_site, nhs_number=ALICE.nhs_number)
+    assert res.status_code == 403, res.text
+    # the wrong patient: Bob's pack for Alice's identifiers
+    for body, field in [
+        ({"nhs_number": ALICE.nhs_number}, "nhs_number"),
+        ({"mrn": ALICE.mrn}, "mrn"),
+        ({"wristband": f"(8018){ALICE.gsrn}"}, "wristband"),
+        ({"prescription_id": ALICE.prescription_id}, "prescription_id"),
+    ]:
+        res = post(bob, ph, **body)
+        assert res.status_code == 409, res.text
+        error = res.json()["error"]
+        assert (error["code"], error["field"]) == ("wrong_patient", field)
+        assert BOB.name not in res.text and BOB.nhs_number not in res.text
+    # not an NHS number at all (check digit 8; modulus 11 gives 9)
+    res = post(alice, ph, nhs_number="943 476 5918")
+    assert res.status_code == 422 and res.json()["error"]["field"] == "nhs_number"
+    # the wrong birth date where the site requires it, then none
+    require_birth_date(app, "GSTT-PH")
+    res = post(alice, ph, nhs_number=ALICE.nhs_number, birth_date=BOB.birth_date.isoformat())
+    assert res.status_code == 409 and res.json()["error"]["field"] == "birth_date"
+    res = post(alice, ph, nhs_number=ALICE.nhs_number)
+    assert res.status_code == 409 and res.json()["error"]["code"] == "birth_date_required"
+    # the right patient
+    res = post(alice, ph, wristband=f"]d28018{ALICE.gsrn}", birth_date="2017-03-14")
+    assert res.status_code == 200, res.text
+    answer = res.json()
+    assert answer["status"] == "dispensed"
+    assert answer["patient"]["checked"] == ["wristband", "birth_date"]
+    assert answer["patient"]["identity"] == {"name": ALICE.name, "birth_date": "2017-03-14"}
+    # an audit row for each look-up: the refusals' (field and code) and the dispense's
+    rows = _audits(app, start)
+    refused = [r for r in rows if r.entity_type == "dispense" and r.action == "refuse"]
+    assert [(r.new or {})["field"] for r in refused] == [
+        "site_id",  # the other site's pharmacist (code forbidden)
+        "nhs_number",
+        "mrn",
+        "wristband",
+        "prescription_id",
+        "nhs_number",
+        "birth_date",
+        "birth_date",
+    ]
+    identified = [r for r in rows if r.action == "identify_patient"]
+    assert len(identified) == 1 and (identified[0].new or {})["matched"] is True
+    # the other site's attempt is on the trail too, under its own name
+    assert refused[0].actor_id == fh.actor(app, "pharm-man").user_id
+    _no_identifier_in(rows, ALICE, BOB)
+
+
+def test_verify_over_http_shows_identity_only_to_roles_that_may_read_it(
+    world: fh.Built, client: TestClient
+) -> None:
+    alice = _pack(world, "alice")
+    body = {"scan": ch.scan(alice), "nhs_number": ALICE.nhs_number}
+    as_pharmacist = client.post("/api/v1/verify", json=body, headers=_auth(client, "pharmacist"))
+    assert as_pharmacist.json()["patient"]["identity"]["name"] == ALICE.name
+    as_qp = client.post("/api/v1/verify", json=body, headers=_auth(client, "qp"))
+    assert as_qp.status_code == 200 and as_qp.json()["status"] == "ok"
+    assert as_qp.json()["patient"]["identity"] is None and ALICE.name not in as_qp.text
+    wrong = client.post(
+        "/api/v1/verify",
+        json={"scan": ch.scan(alice), "mrn": BOB.mrn},
+        headers=_auth(client, "pharmacist"),
+    )
+    assert wrong.json()["status"] == "wrong_patient" and wrong.json()["patient"]["failed"] == "mrn"
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def test_dispense_from_the_command_line(world: fh.Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import cli_helpers
+
+    import nearfab.cli.context as cli_context
+
+    app = world.app
+    alice, bob = _pack(world, "alice"), _pack(world, "bob")
+    real_build = cli_context.build_app
+    # the command runs on the test's clock (time is injected: DESIGN.md §4), so the packs made
+    # on it are in date
+    monkeypatch.setattr(
+        cli_context,
+        "build_app",
+        lambda *a, **kw: real_build(*a, **{**kw, "clock": app.clock}),
+    )
+    env = {"NEARFAB_DATABASE_URL": app.engine.url.render_as_string(hide_password=False)}
+
+    def nearfab(unit: SerialUnit, *args: str) -> Any:
+        login = ["--user", "pharmacist", "--password", fh.TEST_PASSWORD, "--json"]
+        done = cli_helpers.run(
+            ["dispense", "--scan", ch.scan(unit), *args, *login],
+            env=env,
+            data_dir=app.settings.data_dir,
+        )
+        return done.returncode, json.loads(done.stdout)
+
+    code, out = nearfab(bob, "--nhs-number", ALICE.nhs_number)
+    assert code == 2 and out["error"]["code"] == "wrong_patient"
+    assert out["error"]["field"] == "nhs_number"
+    code, out = nearfab(bob, "--patient", ALICE.mrn)
+    assert code == 2 and out["error"]["field"] == "mrn"
+    code, out = nearfab(alice, "--nhs-number", "9434765918")
+    assert code == 2 and out["error"]["field"] == "nhs_number"
+    code, out = nearfab(alice, "--prescription-id", BOB.prescription_id)
+    assert code == 2 and out["error"]["field"] == "prescription_id"
+    code, out = nearfab(alice, "--wristband", f"(8018){ALICE.gsrn}")
+    assert code == 0, out
+    assert out["status"] == "dispensed" and out["patient"]["identity"]["name"] == ALICE.name
+    code, out = nearfab(bob, "--prescription-id", BOB.prescription_id, "--birth-date", "2016-11-02")
+    assert code == 0, out
+    assert out["patient"]["checked"] == ["prescription_id", "birth_date"]
