@@ -458,9 +458,10 @@ class HandOvers:
                     shown.patient,
                     purpose="the bedside check",
                     permission=Permission.PACKS_MOVE,
+                    one_of=list(pack_sites(uow, unit)),
                 )
             except Refused as exc:
-                return ("patient", "wrong_patient", exc.message)
+                return ("patient", exc.code, exc.message)
         return None
 
     def _event(

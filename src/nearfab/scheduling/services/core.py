@@ -514,13 +514,13 @@ class SchedulingService:
         *,
         purpose: str,
         permission: Permission,
-        field: str = "patient",
+        one_of: list[str | None] | None = None,
     ) -> None:
         """Refused (wrong_patient) unless `presented` is the order's patient
-        (services/patients.py): the collection's check, and custody's at the bedside."""
+        (services/patients.py, through orders' patient identification)."""
         require_patient(
             self._orders, uow, actor, order, presented, purpose=purpose,
-            permission=permission, field=field,
+            permission=permission, one_of=one_of,
         )  # fmt: skip
 
     def pre_collection_view(self, uow: UnitOfWork, actor: Actor, order_id: str) -> dict[str, Any]:

@@ -1,18 +1,20 @@
 """Is the patient presented the order's patient? One function, used at the collection
 (scheduling) and at the bedside hand-over (custody).
 
-The patient is identified by the pseudonymous reference every record carries (`Patient.ref`,
-e.g. PT-…), compared exactly after trimming. This is the seam for the hospital identifiers of
-issue 20 (NHS number, MRN, wristband GSRN, matched through keyed hashes in the orders domain):
-when nearfab.orders exports its matcher (`OrderService.match_patient` with the presented
-identifier), this function's body calls it and no caller changes.
+The identifier is one text as presented (typed or scanned) and goes to the orders domain's
+positive patient identification (`OrderService.match_patient`, issue 20;
+docs/patient-identification.md), which tells it apart by its form: nearfab's pseudonym
+(PT-…), a wristband barcode (GS1 GSRN, AI 8018), a 10-digit NHS number (modulus 11), else the
+order site's hospital number (MRN); it is matched through the keyed hashes kept at intake, and
+the site's rule (birth date required) applies. The match is audited by orders (kinds and
+outcome, never the values) in the caller's transaction.
 """
 
 from __future__ import annotations
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.identity import Actor, Permission
-from nearfab.orders import Order, OrderService
+from nearfab.orders import Order, OrderService, PresentedIdentifiers
 from nearfab.uow import UnitOfWork
 
 
@@ -25,17 +27,29 @@ def require_patient(
     *,
     purpose: str,
     permission: Permission,
+    one_of: list[str | None] | None = None,
     field: str = "patient",
 ) -> None:
-    """ValidationFailed (`field`) when nothing is presented; Refused (code wrong_patient,
-    `field`) when `presented` does not identify the order's patient (the message never says
-    whose identifier it is). `actor`, `purpose` and `permission` are what the orders domain's
-    matcher audits."""
+    """ValidationFailed (`field`) when nothing is presented, or what is presented cannot be an
+    identifier (a wrong NHS check digit, an unreadable wristband); Refused (code
+    wrong_patient, `field`) when it does not identify the order's patient (the message names
+    the identifier, never whose it is). `permission` is authorised at the order's site (or one
+    of `one_of`)."""
     if not isinstance(presented, str) or not presented.strip():
         raise ValidationFailed(f"{field}: give the patient's identifier as presented", field=field)
-    if orders.patient(uow, order.patient_id).ref != presented.strip():
-        raise Refused(
-            f"{field}: the patient presented for {purpose} is not order {order.id}'s patient",
-            field=field,
-            code="wrong_patient",
+    try:
+        match = orders.match_patient(
+            uow,
+            actor,
+            order,
+            PresentedIdentifiers(patient=presented.strip()),
+            purpose=purpose,
+            permission=permission,
+            one_of=one_of,
         )
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{field}: {exc.message}", field=field) from exc
+    try:
+        match.require()  # Refused wrong_patient (or birth_date_required) naming the kind
+    except Refused as exc:
+        raise Refused(f"{field}: {exc.message} ({purpose})", field=field, code=exc.code) from exc

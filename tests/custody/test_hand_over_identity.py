@@ -1,0 +1,275 @@
+"""Hand-overs check the family's chain identifier on both sides and the patient at the bedside
+(issue 15, the cell family's ISBT 128 DIN), on SQLite and PostgreSQL; every hand-over is an
+EPCIS ObjectEvent of the unit.
+
+The packs are made by the demo's solid_dose flow (fast); a test-only family (`dinned`) gives
+them the cell_therapy family's custody rules *and* its chain identifier rules
+(families/cell_therapy/labels.py: `check_chain_identifier`, `hand_over_biz_step`). The design
+names no DIN unless the test says so; the DIN bound to the order at its collection is what the
+chain carries then.
+
+DINs from ICCBBA ST-001 v6.2.2: G1234 17 654321 has K = A (Appendix A.1); A9998 18 123456 has
+K = N (§7.5.1.1). CBV 2.0 business steps: receiving, storing, picking, holding.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.common.quantity import Quantity
+from nearfab.custody import HandOver, SerialUnit, UnitHold
+from nearfab.designs import FamilyRegistry
+from nearfab.families.cell_therapy.labels import CellTherapyLabels
+from nearfab.families.solid_dose.labels import SolidDoseLabels
+
+seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
+
+CHAIN = ("collection", "micro_factory", "cryostore", "infusion")
+DIN = "=G12341765432100"
+DIN_TYPED = "G1234 17 654321 [A]"
+OTHER_DIN = "A9998 18 123456 N"  # another patient's collection
+WRONG_K = "G1234 17 654321 [B]"  # K of G1234 17 654321 is A
+
+
+class DinLabels(SolidDoseLabels):
+    """solid_dose's label text with the cell_therapy family's custody and identity rules; the
+    design's DIN is `named` (None: the one bound at the collection)."""
+
+    _cells = CellTherapyLabels()
+    named: str | None = None
+
+    def hand_over_steps(self) -> tuple[str, ...]:
+        return self._cells.hand_over_steps()
+
+    def judge_storage(self, reading: Quantity) -> str | None:
+        return self._cells.judge_storage(reading)
+
+    def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
+        return self._cells.in_use_period(design)
+
+    def chain_identifier(self, design: Mapping[str, Any]) -> str | None:
+        return self._cells.chain_identifier({"din": self.named} if self.named else {})
+
+    def check_chain_identifier(self, expected: str, presented: str) -> str | None:
+        return self._cells.check_chain_identifier(expected, presented)
+
+    def hand_over_biz_step(self, from_step: str, to_step: str) -> str:
+        return self._cells.hand_over_biz_step(from_step, to_step)
+
+
+class DinFamily:
+    def __init__(self, base: Any) -> None:
+        self._base = base
+        self.labels = DinLabels()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
+@pytest.fixture
+def dinned(seeded: App) -> App:
+    registry = FamilyRegistry()
+    for family in seeded.custody.packs.families:
+        registry.register(DinFamily(family) if family.name == "solid_dose" else family)
+    seeded.custody.packs.families = registry
+    DinLabels.named = DIN
+    return seeded
+
+
+def _unit(app: App) -> SerialUnit:
+    _, units = ch.released_batch(app, dose_mg=2.5, days=11)
+    return units[0]
+
+
+def _hand_over(
+    app: App,
+    unit: SerialUnit,
+    src: str,
+    dst: str,
+    *,
+    identifier: str | None = DIN,
+    received_identifier: str | None = DIN_TYPED,
+    patient: str | None = None,
+) -> HandOver:
+    app.clock.advance(600)  # type: ignore[attr-defined]  # each hand-over takes its time
+    with app.uow() as uow:
+        row = app.custody.hand_over(
+            uow,
+            fh.actor(app, "pharmacist"),
+            scan=ch.scan(unit),
+            from_step=src,
+            to_step=dst,
+            received_scan=ch.scan(unit),
+            identifier=identifier,
+            received_identifier=received_identifier,
+            patient=patient,
+        )
+        uow.session.expunge(row)
+        return row
+
+
+def _refused(
+    app: App, unit: SerialUnit, src: str, dst: str, code: str, field: str, **kw: Any
+) -> Refused:
+    with pytest.raises(Refused) as caught:
+        _hand_over(app, unit, src, dst, **kw)
+    assert (caught.value.code, caught.value.field) == (code, field), caught.value.message
+    fh.assert_refusal_audited(app, caught.value, "hand_over", ch.scan(unit)[:64])
+    return caught.value
+
+
+def _holds(app: App, unit: SerialUnit) -> list[UnitHold]:
+    with app.uow() as uow:
+        rows = list(uow.session.scalars(select(UnitHold).where(UnitHold.unit_id == unit.id)))
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def _resume(app: App, unit: SerialUnit) -> None:
+    [hold] = [h for h in _holds(app, unit) if h.decision is None]
+    with app.uow() as uow:
+        app.custody.judge_hold(
+            uow, fh.actor(app, "qp"), hold_id=hold.id, decision="resume", reason="checked again"
+        )
+
+
+def _to(app: App, unit: SerialUnit, at: int) -> None:
+    """Hand the unit along the chain up to step `at`, right each time."""
+    for i in range(at):
+        patient = ch.patient_ref(app, unit) if CHAIN[i + 1] == "infusion" else None
+        _hand_over(app, unit, CHAIN[i], CHAIN[i + 1], patient=patient)
+
+
+def _biz_steps(app: App, unit: SerialUnit) -> list[str]:
+    with app.uow() as uow:
+        events = app.custody.epcis.query(
+            uow, epc=f"https://id.gs1.org/01/{unit.gtin}/21/{unit.serial}"
+        )
+    return [str(e["bizStep"]).rsplit("/", 1)[-1] for e in events]
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+@pytest.mark.parametrize(
+    ("wrong", "field"),
+    [
+        ({"identifier": OTHER_DIN}, "identifier"),
+        ({"received_identifier": OTHER_DIN}, "received_identifier"),
+        ({"received_identifier": WRONG_K}, "received_identifier"),
+        ({"identifier": "=G12341765432171"}, "identifier"),  # Type 3 flags 71: 70 is right
+    ],
+)
+def test_a_wrong_din_or_check_character_at_any_hand_over_holds_the_unit(
+    dinned: App, at: int, wrong: dict[str, str], field: str
+) -> None:
+    unit = _unit(dinned)
+    _to(dinned, unit, at)
+    patient = ch.patient_ref(dinned, unit) if CHAIN[at + 1] == "infusion" else None
+    exc = _refused(
+        dinned, unit, CHAIN[at], CHAIN[at + 1], "identity_mismatch", field,
+        patient=patient, **wrong,
+    )  # fmt: skip
+    assert "G1234 17 654321 [A]" in exc.message or "not a valid DIN" in exc.message
+    [hold] = _holds(dinned, unit)
+    assert hold.source == "hand_over" and hold.decision is None and field in hold.reason
+    # the chain stops: the right hand-over is refused while held, then goes on when judged
+    _refused(dinned, unit, CHAIN[at], CHAIN[at + 1], "held", "scan", patient=patient)
+    _resume(dinned, unit)
+    row = _hand_over(dinned, unit, CHAIN[at], CHAIN[at + 1], patient=patient)
+    assert row.outcome == "accepted" and row.giver_identifier == DIN
+    assert row.receiver_identifier == DIN_TYPED
+
+
+def test_the_bedside_hand_over_checks_the_patient(dinned: App) -> None:
+    unit = _unit(dinned)
+    _to(dinned, unit, 2)
+    # no patient: bad input, nothing held
+    with pytest.raises(ValidationFailed) as missing:
+        _hand_over(dinned, unit, "cryostore", "infusion")
+    assert missing.value.field == "patient"
+    assert _holds(dinned, unit) == []
+    # another patient: refused, held
+    _refused(dinned, unit, "cryostore", "infusion", "wrong_patient", "patient", patient="PT-NOPE")
+    assert len(_holds(dinned, unit)) == 1
+    _resume(dinned, unit)
+    row = _hand_over(dinned, unit, "cryostore", "infusion", patient=ch.patient_ref(dinned, unit))
+    assert row.outcome == "accepted" and row.patient_checked is True
+
+
+def test_the_identifier_is_required_on_both_sides(dinned: App) -> None:
+    unit = _unit(dinned)
+    for kw, field in (
+        ({"identifier": None}, "identifier"),
+        ({"received_identifier": ""}, "received_identifier"),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            _hand_over(dinned, unit, "collection", "micro_factory", **kw)
+        assert caught.value.field == field
+    assert _holds(dinned, unit) == []
+
+
+def test_the_din_bound_at_the_collection_is_the_chain_s(dinned: App) -> None:
+    DinLabels.named = None  # the prescription named no DIN
+    unit = _unit(dinned)
+    # nothing bound: the chain has no identity to check against, and stops
+    exc = _refused(dinned, unit, "collection", "micro_factory", "identity_mismatch", "identifier")
+    assert "no chain identifier is bound" in exc.message
+    _resume(dinned, unit)
+    # bound at the collection (scheduling keeps it): A9998 18 123456
+    with dinned.uow() as uow:
+        order = dinned.orders.get(uow, unit.order_id)
+        dinned.scheduling.collections.collected(
+            uow, fh.actor(dinned, "clinician"), order, dinned.clock.now(), "=A99981812345600",
+            reason="collected",
+        )  # fmt: skip
+        uow.commit()
+    _refused(dinned, unit, "collection", "micro_factory", "identity_mismatch", "identifier")
+    _resume(dinned, unit)
+    row = _hand_over(
+        dinned, unit, "collection", "micro_factory", identifier=OTHER_DIN,
+        received_identifier="=A99981812345600",
+    )  # fmt: skip
+    assert row.outcome == "accepted"
+
+
+def test_every_hand_over_is_an_epcis_object_event(dinned: App) -> None:
+    unit = _unit(dinned)
+    before = _biz_steps(dinned, unit)
+    _refused(
+        dinned, unit, "collection", "micro_factory", "identity_mismatch", "identifier",
+        identifier=OTHER_DIN,
+    )  # fmt: skip
+    _resume(dinned, unit)
+    _to(dinned, unit, 3)
+    after = _biz_steps(dinned, unit)
+    assert after[: len(before)] == before
+    assert after[len(before) :] == ["holding", "receiving", "storing", "picking"]
+    with dinned.uow() as uow:
+        [event] = dinned.custody.epcis.query(uow, biz_step="picking")
+    assert event["type"] == "ObjectEvent" and event["action"] == "OBSERVE"
+    assert event["epcList"] == [f"https://id.gs1.org/01/{unit.gtin}/21/{unit.serial}"]
+    assert str(event["disposition"]).endswith("in_progress")
+    assert str(event["readPoint"]["id"]).startswith("urn:epc:id:sgln:")
+    # the events are chained in the site's ledger: it still verifies
+    with dinned.uow() as uow:
+        assert dinned.custody.ledger is not None
+        report = dinned.custody.ledger.verify(uow)
+    assert report.ok, report
+
+
+def test_a_family_without_a_chain_identifier_hands_over_as_before(seeded: App) -> None:
+    unit = _unit(seeded)  # solid_dose: no chain, no identifier, no patient asked
+    for src, dst in itertools.pairwise(CHAIN):
+        row = _hand_over(seeded, unit, src, dst, identifier=None, received_identifier=None)
+        assert row.outcome == "accepted" and row.patient_checked is False
