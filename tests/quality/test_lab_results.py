@@ -17,6 +17,8 @@ Expected values by hand (lab_helpers.py gives the specifications and the design)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
@@ -25,6 +27,7 @@ from tests.quality.release_helpers import user
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import (
+    Conflict,
     Forbidden,
     NotFound,
     Refused,
@@ -32,6 +35,7 @@ from nearfab.common.errors import (
     ValidationFailed,
 )
 from nearfab.identity import AuditEntry
+from nearfab.quality.labresults import LabResults
 from nearfab.quality.models import LabResult
 
 seeded = fh.seeded
@@ -352,3 +356,30 @@ def test_a_product_without_laboratory_results_refuses_them(seeded: App) -> None:
     with seeded.uow() as uow:
         n = uow.session.scalar(select(func.count()).select_from(LabResult))
     assert n == 0
+
+
+def test_two_entries_of_a_result_at_once_one_wins_and_the_other_is_on_record(
+    seeded: App, batch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = LabResults.in_force_rows
+    raced = {"done": False}
+
+    def read_before_the_other_lands(self: LabResults, uow: Any, batch_id: str) -> Any:
+        if not raced["done"]:  # the other analyst's whole entry lands after this read
+            raced["done"] = True
+            lab.enter(seeded, "qp", batch_id, {"endotoxin_eu_per_ml": 0.5})
+            return {}
+        return real(self, uow, batch_id)
+
+    monkeypatch.setattr(LabResults, "in_force_rows", read_before_the_other_lands)
+    with pytest.raises(Conflict) as caught:
+        lab.enter(seeded, "pharmacist", batch, {"endotoxin_eu_per_ml": 6})
+    assert caught.value.code == "concurrent_change"
+    monkeypatch.undo()
+    rows = _rows(seeded, batch)
+    assert [(r.version, r.value, r.entered_by_name) for r in rows] == [
+        (1, 0.5, "Quentin Parr (QP)")
+    ]
+    (row,) = [r for r in fh.refusals(seeded, "batch", batch) if r.actor_name == "Phil Harmon"]
+    assert row.new == {"code": "concurrent_change", "field": None}
+    assert lab.checks(seeded, batch)["endotoxin"][0] is True  # the winner's 0.5 EU/kg
