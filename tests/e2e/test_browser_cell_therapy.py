@@ -4,15 +4,17 @@ PostgreSQL: every step the web UI offers is done in the browser, none through th
 The web UI has no prescription form: the clinician's FHIR MedicationRequest (2e6 viable
 cells/kg for 70 kg, the demo's cell product at GSTT-PH) is submitted through the API in the
 test's setup, and the 7-day culture is the micro-factory twin's job (run as
-tests/e2e/test_cell_therapy_flow.py's `_made` runs it); the batch record's manual steps and its
-audit-trail review are signed by the setup too (fh.prepare_release: their pages have their own
-browser test, test_browser_batch_steps.py). Then, in the browser:
+tests/e2e/test_cell_therapy_flow.py's `_made` runs it, with the eligibility, consent and
+collection it records first: tests/families/cell_therapy/collect.py); the batch record's
+manual steps and its audit-trail review are signed by the setup too (fh.prepare_release: their
+pages have their own browser test, test_browser_batch_steps.py). Then, in the browser:
 
 - the clinician sees the order's collection appointment: 24 h to seeding + 7 culture days ×
   24 h + 48 h to infusion = 240 h from collection to administration (docs/cell-therapy.md);
 - the QP releases the batch in the release queue with sterility pending;
 - the pharmacist follows the bag's chain of identity: three hand-overs (collection →
-  micro_factory → cryostore → infusion) scanned on both sides, a cryostore reading of
+  micro_factory → cryostore → infusion), the bag and its DIN scanned on both sides and the
+  patient identified at the bedside (the last one), a cryostore reading of
   -180 °C (below the -150 °C limit: no excursion), the bag thawed (its in-use period: 180 min,
   the family's default), then dispensed to the patient;
 - the QP enters the failing sterility follow-up on the batch page;
@@ -36,6 +38,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests import flow_helpers as fh
 from tests.e2e.test_cell_therapy_flow import _made
+from tests.families.cell_therapy.collect import DIN_A
 
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
@@ -52,6 +55,7 @@ except ImportError:  # a user clone without the dev extras; CI must have it
         "Playwright for Python is not installed (pip install -e '.[dev]')", allow_module_level=True
     )
 
+DIN_TYPED = "G123417654321A"  # DIN_A typed: the DIN and its keyboard entry check character
 seeded = fh.seeded  # the live server serves this seeded copy (SQLite and PostgreSQL)
 pytestmark = [pytest.mark.browser]
 
@@ -147,8 +151,20 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
         expect(form.get_by_label("To step")).to_have_value(dst)
         form.get_by_label("Scan by the giving side").fill(scan)
         form.get_by_label("Scan by the receiving side").fill(scan)
+        # the collection's DIN as each side reads it off the bag (as scanned, and as typed
+        # with its keyboard check character A: ISBT 128 ST-001 Appendix A)
+        form.get_by_label("Chain identifier read by the giving side").fill(DIN_A)
+        form.get_by_label("Chain identifier read by the receiving side").fill(DIN_TYPED)
+        bedside = form.get_by_label("Patient, at the bedside")
+        if dst == "infusion":  # the last step: the patient is identified at the bedside
+            bedside.fill(patient_ref)
+        else:
+            expect(bedside).to_have_count(0)
         form.get_by_role("button", name="Record the hand-over").click()
-        expect(page.locator("#chain-flash")).to_have_text(f"Hand-over {src} → {dst}: accepted")
+        checked = "; patient checked" if dst == "infusion" else ""
+        expect(page.locator("#chain-flash")).to_have_text(
+            f"Hand-over {src} → {dst}: accepted{checked}"
+        )
     expect(page.locator('#hand-overs tr[data-outcome="accepted"]')).to_have_count(3)
     expect(page.locator("#hand-over-form")).to_have_count(0)  # the chain's last step reached
     _shot(page, tmp_path, "6-hand-overs")
@@ -173,8 +189,8 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     _shot(page, tmp_path, "7-chain-prepared")
 
     page.get_by_role("link", name="Dispense (administration hand-over)").click()
-    page.get_by_label("Scan").fill(scan)
-    page.get_by_label("Patient reference").fill(patient_ref)
+    page.get_by_label("Scan the pack").fill(scan)
+    page.get_by_label("Patient: NHS number").fill(patient_ref)
     page.get_by_role("button", name="Check and dispense").click()
     expect(page.locator("#result")).to_contain_text("the order is complete")
     _shot(page, tmp_path, "8-dispensed")

@@ -24,6 +24,7 @@ from tests import flow_helpers as fh
 
 # made as the API flow makes it (the machine twin runs the culture), whatever it needs first
 from tests.e2e.test_cell_therapy_flow import _made
+from tests.families.cell_therapy.collect import DIN_A
 
 from nearfab.bootstrap import App
 from nearfab.demo import cell_therapy_bundle
@@ -185,6 +186,12 @@ def _chain(client: TestClient, unit_id: str) -> str:
     return str(r.text)
 
 
+def _error(page: str) -> str:
+    found = re.search(r'id="chain-error">([^<]+)<', page)
+    assert found, page[:2000]
+    return found.group(1)
+
+
 def test_a_mismatched_hand_over_holds_the_unit_until_a_qp_judges_it(world: Any) -> None:
     app, ids = world.app, world.data
     unit, scan = ids["unit_id"], ids["scan"]
@@ -192,52 +199,38 @@ def test_a_mismatched_hand_over_holds_the_unit_until_a_qp_judges_it(world: Any) 
     page = _chain(pharmacist, unit)
     assert 'id="hand-over-form"' in page and 'id="prepare-form"' in page
     assert 'class="inline judge-form"' not in page  # judging is the QP's
-    # the first hand-over, accepted; the next step is offered
-    r = pharmacist.post(
-        f"/packs/{unit}/hand-overs",
-        data={
-            "from_step": "collection",
-            "to_step": "micro_factory",
+    token = _csrf(page)
+
+    def hand_over(src: str, dst: str, **changes: str) -> str:
+        form = {
+            "from_step": src,
+            "to_step": dst,
             "scan": scan,
             "received_scan": scan,
-            "csrf_token": _csrf(page),
-        },
-    )
-    assert r.status_code == 200 and r.url.path == f"/packs/{unit}/chain"
-    assert "Hand-over collection → micro_factory: accepted" in r.text
-    assert '<option value="cryostore" selected>' in r.text
+            "identifier": DIN_A,
+            "received_identifier": DIN_A,
+            "csrf_token": token,
+        }
+        r = pharmacist.post(f"/packs/{unit}/hand-overs", data=form | changes)
+        assert r.status_code == 200 and r.url.path == f"/packs/{unit}/chain", r.text[:500]
+        return str(r.text)
+
+    # the chain identifier is required on both sides: refused naming it, nothing held
+    page = hand_over("collection", "micro_factory", received_identifier="")
+    assert "— received_identifier:" in _error(page) and 'id="held"' not in page
+    # the first hand-over, accepted; the next step is offered, no patient asked yet
+    page = hand_over("collection", "micro_factory")
+    assert "Hand-over collection → micro_factory: accepted" in page
+    assert '<option value="cryostore" selected>' in page
+    assert 'id="bedside-patient"' not in page
     # the receiving side scans another serial: refused naming received_scan, unit held
     other = re.sub(r"\(21\)(\w+)", lambda m: "(21)" + m.group(1) + "9", scan)
     assert other != scan
-    r = pharmacist.post(
-        f"/packs/{unit}/hand-overs",
-        data={
-            "from_step": "micro_factory",
-            "to_step": "cryostore",
-            "scan": scan,
-            "received_scan": other,
-            "csrf_token": _csrf(r.text),
-        },
-    )
-    assert r.status_code == 200
-    error = re.search(r'id="chain-error">([^<]+)<', r.text)
-    assert error, r.text[:2000]
-    assert error.group(1).startswith("Hand-over: refused (") and "— received_scan:" in error.group(
-        1
-    )
-    assert 'id="held"' in r.text
+    page = hand_over("micro_factory", "cryostore", received_scan=other)
+    assert _error(page).startswith("Hand-over: refused (identity_mismatch) — received_scan:")
+    assert 'id="held"' in page
     # held: the next hand-over is refused as held
-    r = pharmacist.post(
-        f"/packs/{unit}/hand-overs",
-        data={
-            "from_step": "micro_factory",
-            "to_step": "cryostore",
-            "scan": scan,
-            "received_scan": scan,
-            "csrf_token": _csrf(r.text),
-        },
-    )
-    assert "refused (held)" in r.text
+    assert "refused (held)" in _error(hand_over("micro_factory", "cryostore"))
     # the QP judges the hold from the same page
     qp = fh.web_login(app, "qp")
     page = _chain(qp, unit)
@@ -258,6 +251,14 @@ def test_a_mismatched_hand_over_holds_the_unit_until_a_qp_judges_it(world: Any) 
     )
     assert f"Hold {hold.group(1)}: judged (resume)" in r.text
     assert 'id="held"' not in r.text
+    # on to the cryostore; the hand-over to infusion is the bedside check: the patient asked
+    page = hand_over("micro_factory", "cryostore")
+    assert "Hand-over micro_factory → cryostore: accepted" in page
+    assert 'id="bedside-patient"' in page
+    page = hand_over("cryostore", "infusion")
+    assert "— patient:" in _error(page)
+    page = hand_over("cryostore", "infusion", patient="PT-NOT-THIS-ONE")
+    assert "refused (wrong_patient) — patient:" in _error(page) and 'id="held"' in page
 
 
 def test_storage_readings_refusals_name_the_field_and_an_excursion_holds(world: Any) -> None:

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, ValidationFailed
-from nearfab.custody.kit import hand_over_steps
+from nearfab.custody.kit import declares_chain_identifier, hand_over_steps
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, User, can
 from nearfab.uow import UnitOfWork
@@ -64,7 +64,8 @@ def chain_view(application: App, uow: UnitOfWork, actor: Actor, unit_id: str) ->
     unit = found.unit
     batch = application.production.get(uow, unit.batch_id)
     master_file = application.master_files.get(uow, batch.master_file_id)
-    steps = hand_over_steps(application.families.get(master_file.product_family).labels)
+    kit = application.families.get(master_file.product_family).labels
+    steps = hand_over_steps(kit)
     people: list[str | None] = [h.handed_by for h in found.hand_overs]
     people += [h.held_by for h in found.holds] + [h.decided_by for h in found.holds]
     people += [found.in_use.prepared_by] if found.in_use is not None else []
@@ -86,6 +87,9 @@ def chain_view(application: App, uow: UnitOfWork, actor: Actor, unit_id: str) ->
         "at_step": at,
         "next_step": following,
         "open_hold": open_hold,
+        # the family checks its chain identifier on both sides, and the patient at the bedside
+        "identifier": declares_chain_identifier(kit),
+        "bedside": bool(steps) and following == steps[-1],
         "names": names,
         "now": uow.clock.now(),
         "may": {
@@ -196,7 +200,9 @@ async def hand_over(
     request: Request, unit_id: str, actor: Annotated[Actor, page(Permission.PACKS_MOVE)]
 ) -> Response:
     """A hand-over from one step of the chain to the next: the giving side's scan and the
-    receiving side's (a mismatch is refused and holds the unit until a QP judges it)."""
+    receiving side's, the chain identifier each side read off the unit (a family that has
+    one) and the patient at the bedside; a mismatch is refused and holds the unit until a QP
+    judges it."""
 
     def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> tuple[str, str]:
         row = app.custody.hand_over(
@@ -206,8 +212,12 @@ async def hand_over(
             from_step=form.get("from_step", ""),
             to_step=form.get("to_step", ""),
             received_scan=form.get("received_scan", ""),
+            identifier=form.get("identifier") or None,
+            received_identifier=form.get("received_identifier") or None,
+            patient=form.get("patient") or None,
         )
-        return row.unit_id, f"Hand-over {row.from_step} → {row.to_step}: {row.outcome}"
+        checked = "; patient checked" if row.patient_checked else ""
+        return row.unit_id, f"Hand-over {row.from_step} → {row.to_step}: {row.outcome}{checked}"
 
     return await _record(request, actor, unit_id, Permission.PACKS_MOVE, "Hand-over", step)
 
