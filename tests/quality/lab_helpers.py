@@ -79,8 +79,9 @@ def _collected(app: App, order_id: str) -> None:
         scheduling.record_collected(uow, clinician, order_id, identifier=DIN, patient=patient)
 
 
-def cell_batch(app: App, seed: int = 1) -> str:
-    """A made cell batch (2e6 viable cells/kg for 70 kg) waiting for the QP; its id."""
+def cell_batch(app: App, seed: int = 1, *, finish: bool = True) -> str:
+    """A made cell batch (2e6 viable cells/kg for 70 kg) waiting for the QP; its id.
+    `finish=False`: the run started, not yet finished."""
     bundle = cell_therapy_bundle(
         random.Random(seed),
         today=app.clock.now().date(),
@@ -98,7 +99,8 @@ def cell_batch(app: App, seed: int = 1) -> str:
     machine = fh.machine(app, fh.machine_id(app, CELL_MACHINE))
     app.fleet.clear_faults(machine)
     batch_id = fh.start(app, job_id)
-    fh.finish(app, batch_id)
+    if finish:
+        fh.finish(app, batch_id)
     return batch_id
 
 

@@ -117,6 +117,18 @@ def test_lab_results_turn_the_laboratory_tests_from_not_evaluated_to_pass(
     assert (updates[-1].old or {})["proposed_decision"] == "needs_qp_review"
 
 
+def test_results_entered_while_the_batch_is_made_are_evaluated_at_its_end(seeded: App) -> None:
+    lab.with_lab_tests(seeded)
+    batch = lab.cell_batch(seeded, finish=False)
+    assert fh.batch(seeded, batch).status == "in_progress"
+    lab.enter(seeded, "pharmacist", batch, {"mycoplasma": "negative"})
+    with seeded.uow() as uow:
+        assert seeded.quality.review_for(uow, batch) is None  # nothing evaluated yet
+    fh.finish(seeded, batch)
+    assert lab.checks(seeded, batch)["mycoplasma"] == (True, "mycoplasma: negative")
+    assert lab.checks(seeded, batch)["endotoxin"][0] is None  # not entered
+
+
 def test_results_out_of_specification_fail_their_tests(seeded: App, batch: str) -> None:
     lab.enter(
         seeded,
@@ -185,6 +197,7 @@ def test_a_correction_supersedes_with_its_reason_and_keeps_both(seeded: App, bat
         ({"markers": {"CD3+": 1.2}}, "lab_results.markers.CD3+"),
         ({"markers": []}, "lab_results.markers"),
         ({"markers": {"": 0.9}}, "lab_results.markers"),
+        ({"markers": {f"CD{n}+": 0.5 for n in range(41)}}, "lab_results.markers"),
     ],
 )
 def test_a_bad_key_or_value_is_refused_naming_the_field(

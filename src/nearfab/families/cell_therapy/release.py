@@ -80,6 +80,7 @@ LAB_RESULT_KEYS: dict[str, str] = {
     "mycoplasma": "mycoplasma (Ph. Eur. 2.6.7): negative or positive",
     "sterility": "sterility (Ph. Eur. 2.6.27): negative or positive",
 }
+MAX_MARKERS = 40  # markers in one flow cytometry panel
 _MARKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9+/._ -]{0,31}")
 
 # --- the material lots' attributes -------------------------------------------------------------
@@ -387,6 +388,11 @@ class CellTherapyRelease:
             raise ValidationFailed(
                 f'{field} must map each marker to its fraction of viable cells, e.g. {{"CD3+":'
                 " 0.92}",
+                field=field,
+            )
+        if len(value) > MAX_MARKERS:
+            raise ValidationFailed(
+                f"{field} names {len(value)} markers; a panel has at most {MAX_MARKERS}",
                 field=field,
             )
         markers: dict[str, float] = {}
