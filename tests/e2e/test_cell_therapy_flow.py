@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from fastapi.testclient import TestClient
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
-from nearfab.custody import decode_datamatrix
+from nearfab.custody import decode_datamatrix, make_identifier
 from nearfab.demo import CELL_MACHINE, cell_therapy_bundle
 from nearfab.production.machines import Fault
 from nearfab.web.server import create_web_app
@@ -85,15 +86,21 @@ def _submit(client: TestClient, bundle: dict[str, Any]) -> dict[str, Any]:
     return dict(order)
 
 
-def _made(app: App, order_id: str, fault: Fault | None = None) -> str:
-    """Schedule the order, ticket it, and run the micro-factory (with `fault` injected)."""
+def _made(
+    app: App,
+    order_id: str,
+    fault: Fault | None = None,
+    collect: Callable[[str], Any] | None = None,
+) -> str:
+    """Schedule the order, record its collection on the booked day (by `collect`, else through
+    the service), ticket it, and run the micro-factory (with `fault` injected)."""
     job_id = fh.schedule(app, order_id)
     with app.uow() as uow:  # on the booked day: the collection, then the run
         booked = app.scheduling.collections.open_for(uow, order_id)
         assert booked is not None
         wait = (booked.collection_at - app.clock.now()).total_seconds()
     app.clock.advance(max(wait, 0.0))  # type: ignore[attr-defined]
-    record_collection(app, order_id)
+    (collect or (lambda order: record_collection(app, order)))(order_id)
     fh.issue_ticket(app, job_id)
     machine = fh.machine(app, fh.machine_id(app, CELL_MACHINE))
     app.fleet.clear_faults(machine)
@@ -454,7 +461,11 @@ def test_a_contaminated_culture_is_not_released(client: TestClient, seeded: App)
 
 
 def test_the_cli_submits_shows_and_releases_a_cell_product(seeded: App, tmp_path: Path) -> None:
-    env = {"NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False)}
+    env = {
+        "NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False),
+        # the CLI runs on the real clock; the seeded world set its passwords on the test's clock
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "3650",
+    }
 
     def cli(*args: str) -> Any:
         done = cli_helpers.run([*args, "--json"], env=env, data_dir=seeded.settings.data_dir)
@@ -468,7 +479,32 @@ def test_the_cli_submits_shows_and_releases_a_cell_product(seeded: App, tmp_path
     assert (order["status"], order["dose_value"], order["dose_unit"]) == ("designed", 1.5e8, CELLS)
     assert order["units"] == 1
 
-    batch_id = _made(seeded, order["id"])
+    def collect(order_id: str) -> None:
+        # the clinician signs eligibility and consent; the collection with the patient's
+        # pseudonym and the bag's DIN as typed from its label (the order's DIN: bound)
+        for kind in ("eligibility", "consent"):
+            signed = cli(
+                "pre-collection", order_id, "--kind", kind, "--reference", "form v3.1",
+                "--statement", f"{kind} confirmed", "--user", "clinician",
+                "--password", TEST_PASSWORD,
+            )  # fmt: skip
+            assert signed["kind"] == kind and signed["signature_id"]
+        shown = cli("order", "show", order_id)
+        common = [
+            "collected", order_id, "--patient", shown["patient_ref"], "--user", "clinician",
+            "--password", TEST_PASSWORD, "--at", seeded.clock.now().isoformat(),
+        ]  # fmt: skip
+        refused = cli_helpers.run(
+            [*common, "--identifier", OTHER_DIN, "--json"],
+            env=env,
+            data_dir=seeded.settings.data_dir,
+        )
+        assert refused.returncode == 2, refused.stdout
+        assert json.loads(refused.stdout)["error"]["code"] == "identity_mismatch"
+        done = cli(*common, "--identifier", DIN_TYPED)
+        assert done["chain_identifier"] == DIN
+
+    batch_id = _made(seeded, order["id"], collect=collect)
     booked = cli("collection", order["id"])["current"]
     assert booked["collection_to_administration_h"] == pytest.approx(240.0)  # 24 + 7 × 24 + 48
     fh.prepare_release(seeded, batch_id)
@@ -483,6 +519,19 @@ def test_the_cli_submits_shows_and_releases_a_cell_product(seeded: App, tmp_path
     assert shown["status"] == "released"
     assert shown["design"]["din"] == DIN and shown["design"]["target_cells"] == 1.5e8
     assert [b["status"] for b in shown["batches"]] == ["released"]
+    # the first hand-over from the shell: the bag and its DIN scanned on both sides
+    with seeded.uow() as uow:
+        (bag,) = seeded.custody.units_of_batch(uow, batch_id)
+        scan = (
+            "]d2"
+            + make_identifier(bag.gtin, bag.serial, bag.batch_number, bag.expiry).datamatrix_data()
+        )
+    handed = cli(
+        "custody", "hand-over", "--scan", scan, "--received-scan", scan, "--from", "collection",
+        "--to", "micro_factory", "--identifier", DIN, "--received-identifier", DIN_TYPED,
+        "--user", "pharmacist", "--password", TEST_PASSWORD,
+    )  # fmt: skip
+    assert handed["outcome"] == "accepted" and handed["to_step"] == "micro_factory"
 
 
 def test_the_web_pages_show_a_cell_batch_with_its_pending_result(seeded: App) -> None:
