@@ -38,6 +38,7 @@ from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.users import app as users_app
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.common.quantity import Quantity
+from nearfab.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="nearfab: point-of-care manufacturing network.")
 order_app = typer.Typer(no_args_is_help=True, help="Prescriptions and orders.")
@@ -109,14 +110,46 @@ def demo(
     port: Annotated[int | None, typer.Option(help="Port (default 8000 or $PORT).")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     speed: SpeedOpt = 60.0,
+    cell_story: Annotated[
+        bool,
+        typer.Option(
+            "--cell-story/--no-cell-story",
+            help="On a new database, play the cell therapy story (two patients of the cell "
+            "product, on a clock started days back) before serving.",
+        ),
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Seed the demo network if needed and serve it with simulated machines and prescriptions."""
     from nearfab.web.server import serve_demo
 
     st = state(ctx, data_dir)
+    settings = st.settings()
+    if cell_story:
+        settings = _seed_with_cell_story(settings)
     port = port or int(os.environ.get("PORT", "8000"))
-    serve_demo(st.settings(), host=host, port=port, speed=speed)
+    serve_demo(settings, host=host, port=port, speed=speed)
+
+
+def _seed_with_cell_story(settings: Settings) -> Settings:
+    """Seed a new database with the demo network and its cell story (nearfab.demo_cell);
+    the settings to serve with (the generated password, when one was made)."""
+    from nearfab.demo_cell import seed_with_cell_story
+    from nearfab.identity import KeyMismatch
+
+    try:
+        result = seed_with_cell_story(settings, settings.demo_password)
+    except (KeyMismatch, RuntimeError) as exc:
+        err_console.print(f"[bold red]not seeded[/]: {exc}")
+        raise typer.Exit(code=2) from None
+    if result is None:  # seeded before: served as it is
+        return settings
+    console.print(f"demo network seeded in {settings.data_dir}, with the cell therapy story")
+    console.print(f"users: {', '.join(result.usernames)}")
+    if not result.generated:
+        return settings
+    console.print(f"generated password for every demo user: [bold]{result.password}[/]")
+    return settings.model_copy(update={"demo_password": result.password})
 
 
 @app.command()
