@@ -365,3 +365,12 @@ def test_dispense_from_the_command_line(world: fh.Built, monkeypatch: pytest.Mon
     code, out = nearfab(bob, "--prescription-id", BOB.prescription_id, "--birth-date", "2016-11-02")
     assert code == 0, out
     assert out["patient"]["checked"] == ["prescription_id", "birth_date"]
+
+
+def test_the_prescription_id_finds_the_order_over_http(world: fh.Built, client: TestClient) -> None:
+    ph = _auth(client, "pharmacist")
+    res = client.get("/api/v1/orders", params={"prescription_id": BOB.prescription_id}, headers=ph)
+    assert res.status_code == 200, res.text
+    assert [o["id"] for o in res.json()] == [world.data["bob"]["order"]]
+    none = client.get("/api/v1/orders", params={"prescription_id": " "}, headers=ph)
+    assert none.status_code == 422 and none.json()["error"]["field"] == "prescription_id"

@@ -189,3 +189,11 @@ def test_classify_refuses_a_mistyped_nhs_number_naming_the_field() -> None:
     with pytest.raises(ValidationFailed, match="not a valid NHS number") as caught:
         classify("943 476 5918")
     assert caught.value.field == "patient"
+
+
+@pytest.mark.parametrize("typed", ["Patient/pat-123", "urn:uuid:1f0c", "#p1"])
+def test_a_fhir_subject_reference_is_explained_not_taken_for_an_mrn(typed: str) -> None:
+    # issue 20: a pharmacist typed the prescription's subject reference
+    with pytest.raises(ValidationFailed, match="sender's FHIR reference") as caught:
+        classify(typed)
+    assert caught.value.field == "patient"

@@ -175,3 +175,32 @@ def test_a_patient_taken_in_before_the_hashes_is_matched_from_its_identity(seede
     assert _match(seeded, alice, nhs_number=BOB.nhs_number).failed == "nhs_number"
     with seeded.uow() as uow:  # read in memory, never written back
         assert uow.session.scalar(select(PatientIdentifierHash).limit(1)) is None
+
+
+def test_the_prescription_id_finds_the_order(seeded: App) -> None:
+    alice, _bob = submit_for(seeded, ALICE), submit_for(seeded, BOB)
+    fh.create_user(seeded, "pharm-man", ["pharmacist"], "MAN-PH")
+
+    def find(username: str, text: str) -> list[str]:
+        with seeded.uow() as uow:
+            return [
+                o.id
+                for o in seeded.orders.list_orders(
+                    uow, actor=fh.actor(seeded, username), prescription_id=text
+                )
+            ]
+
+    # as printed on the paper copy, in any case and with spaces around it
+    assert find("pharmacist", f" {ALICE.prescription_id.lower()} ") == [alice]
+    assert find("pharmacist", "NOT-A-PRESCRIPTION") == []
+    assert find("pharm-man", ALICE.prescription_id) == []  # another site's order: not found
+    with seeded.uow() as uow:
+        rows = list(
+            uow.session.scalars(select(AuditEntry).where(AuditEntry.action == "find_order"))
+        )
+        assert [(r.new or {})["found"] for r in rows] == [[alice], [], []]
+        assert ALICE.prescription_id not in repr([(r.new, r.entity_id) for r in rows])
+        # a prescription taken in before the hashes: found by its stored identifier
+        uow.session.execute(delete(PatientIdentifierHash))
+        uow.commit()
+    assert find("pharmacist", ALICE.prescription_id) == [alice]

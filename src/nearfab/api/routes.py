@@ -502,6 +502,14 @@ def list_orders(
     application: AppDep,
     uow: UowDep,
     status: str | None = None,
+    prescription_id: Annotated[
+        str | None,
+        Query(
+            max_length=255,
+            description="the prescription ID (MedicationRequest identifier, as on a paper "
+            "copy): the orders of that prescription (audited)",
+        ),
+    ] = None,
 ) -> list[dict[str, Any]]:
     return [
         _row(
@@ -516,7 +524,9 @@ def list_orders(
             "created_at",
             "need_by",
         )
-        for o in application.orders.list_orders(uow, status, actor=actor)
+        for o in application.orders.list_orders(
+            uow, status, actor=actor, prescription_id=prescription_id
+        )
     ]
 
 

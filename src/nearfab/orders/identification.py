@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.ids import new_id
@@ -292,6 +292,20 @@ class PatientIdentification:
                 except ValidationFailed:
                     pass
         return facts, prescriptions
+
+    def prescription_ids_filter(self, text: str) -> Any:
+        """A WHERE clause on Order: the orders whose prescription carries this identifier (the
+        prescription ID on a paper copy), by its keyed hash, or, for a prescription taken in
+        before the hashes, by its stored business identifier."""
+        value = normalise_prescription_id(text)
+        hashed = select(PatientIdentifierHash.prescription_id).where(
+            PatientIdentifierHash.kind == K.PRESCRIPTION.value,
+            PatientIdentifierHash.hash == self._hash(K.PRESCRIPTION, value),
+        )
+        stored = select(Prescription.id).where(
+            func.upper(func.trim(Prescription.identifier_value)) == value
+        )
+        return or_(Order.prescription_id.in_(hashed), Order.prescription_id.in_(stored))
 
     # --- the match ------------------------------------------------------------------------
     def match(

@@ -225,6 +225,13 @@ def classify(text: str, *, field: str = "patient") -> tuple[IdentifierKind, str]
         raise ValidationFailed(f"{field}: no patient identifier given", field=field)
     if value.upper().startswith("PT-"):
         return IdentifierKind.PSEUDONYM, value
+    if re.match(r"(?i)(Patient/|urn:uuid:|urn:oid:|https?://|#)", value):
+        raise ValidationFailed(
+            f"{field}: {value[:40]!r} is the sender's FHIR reference, which names the patient "
+            "only in the sending system; give the NHS number, the hospital number (MRN), the "
+            "wristband or nearfab's patient reference (PT-…)",
+            field=field,
+        )
     if value.startswith(("(8018)", "8018", _GS, *_GS1_MODES)) and len(value) >= 22:
         band = parse_wristband(value, field=field)
         return band.kind, band.value

@@ -702,8 +702,13 @@ class OrderService:
         limit: int = 200,
         *,
         actor: Actor | None = None,
+        prescription_id: str | None = None,
     ) -> list[Order]:
-        """Newest first; for an `actor`, only the orders of the sites they may see."""
+        """Newest first; for an `actor`, only the orders of the sites they may see.
+        `prescription_id`: only the orders of the prescription with this identifier (the
+        MedicationRequest identifier, as on a paper copy; docs/patient-identification.md);
+        such a look-up needs an actor and is audited (the number of orders found, never the
+        identifier)."""
         stmt = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
         if actor is not None:
             authorize(actor, Permission.ORDER_READ)
@@ -712,6 +717,25 @@ class OrderService:
                 stmt = stmt.where(Order.site_id.in_(sites))
         if status:
             stmt = stmt.where(Order.status == status)
+        if prescription_id is not None:
+            if actor is None:
+                raise ValidationFailed(
+                    "prescription_id: a look-up by prescription ID is made by a person",
+                    field="prescription_id",
+                )
+            stmt = stmt.where(self._identification.prescription_ids_filter(prescription_id))
+            found = list(uow.session.scalars(stmt))
+            audit(
+                uow,
+                actor,
+                "find_order",
+                "order",
+                "(by prescription ID)",
+                new={"by": "prescription_id", "found": [o.id for o in found]},
+                site_id=actor.site_id,
+            )
+            uow.commit()
+            return found
         return list(uow.session.scalars(stmt))
 
     def count_by_status(self, uow: UnitOfWork) -> dict[str, int]:
