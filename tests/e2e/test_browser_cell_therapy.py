@@ -3,14 +3,15 @@ PostgreSQL: every step the web UI offers is done in the browser, none through th
 
 The web UI has no prescription form: the clinician's FHIR MedicationRequest (2e6 viable
 cells/kg for 70 kg, the demo's cell product at GSTT-PH) is submitted through the API in the
-test's setup, and the 7-day culture is the micro-factory twin's job (run as
-tests/e2e/test_cell_therapy_flow.py's `_made` runs it, with the eligibility, consent and
-collection it records first: tests/families/cell_therapy/collect.py); the batch record's
-manual steps and its audit-trail review are signed by the setup too (fh.prepare_release: their
-pages have their own browser test, test_browser_batch_steps.py). Then, in the browser:
+test's setup, and the 7-day culture is the micro-factory twin's job (the test runs it on the
+collection's day); the batch record's manual steps and its audit-trail review are signed by the
+setup too (fh.prepare_release: their pages have their own browser test,
+test_browser_batch_steps.py). Then, in the browser:
 
 - the clinician sees the order's collection appointment: 24 h to seeding + 7 culture days ×
-  24 h + 48 h to infusion = 240 h from collection to administration (docs/cell-therapy.md);
+  24 h + 48 h to infusion = 240 h from collection to administration (docs/cell-therapy.md),
+  signs the patient's eligibility and consent and records the collection (the patient, and
+  the DIN typed with its check character);
 - the QP releases the batch in the release queue with sterility pending;
 - the pharmacist follows the bag's chain of identity: three hand-overs (collection →
   micro_factory → cryostore → infusion), the bag and its DIN scanned on both sides and the
@@ -21,7 +22,8 @@ pages have their own browser test, test_browser_batch_steps.py). Then, in the br
 - the clinician sees the notice on the Notices page and acknowledges it.
 
 And the exceptional route: a culture that grew at 40 % of its rate is out of specification;
-the clinician asks for its exceptional release (e-signed), the QP certifies it (e-signed).
+the clinician asks for its exceptional release (e-signed), the QP certifies it (e-signed);
+its eligibility, consent and collection are recorded by the setup (`_made`, as the API flow).
 Each page is screenshotted into the test's tmp_path.
 """
 
@@ -42,7 +44,7 @@ from tests.families.cell_therapy.collect import DIN_A
 
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
-from nearfab.demo import cell_therapy_bundle
+from nearfab.demo import CELL_MACHINE, cell_therapy_bundle
 from nearfab.production.machines import Fault
 from nearfab.web.server import create_web_app
 
@@ -75,6 +77,16 @@ def _prescribed(app: App, seed: int) -> str:
     return str(order["id"])
 
 
+def _run(app: App, job_id: str) -> str:
+    """The micro-factory twin runs the ticketed job (a run of days) to its batch."""
+    fh.issue_ticket(app, job_id)
+    machine = fh.machine(app, fh.machine_id(app, CELL_MACHINE))
+    app.fleet.clear_faults(machine)
+    batch_id = fh.start(app, job_id)
+    fh.finish(app, batch_id)
+    return batch_id
+
+
 def _login(page: Page, username: str) -> None:
     page.context.clear_cookies()
     page.goto("/login")
@@ -96,14 +108,17 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     page: Page, seeded: App, clock: ManualClock, tmp_path: Path
 ) -> None:
     order_id = _prescribed(seeded, 21)
-    batch_id = _made(seeded, order_id)
-    fh.prepare_release(seeded, batch_id)
-    number = fh.batch(seeded, batch_id).batch_number
+    job_id = fh.schedule(seeded, order_id)
+    with seeded.uow() as uow:  # the booked day of the collection
+        booked = seeded.scheduling.collections.open_for(uow, order_id)
+        assert booked is not None
+        clock.advance(max((booked.collection_at - clock.now()).total_seconds(), 0.0))
 
     # the clinician: the order's collection appointment; Notices in the menu, no chain pages
     _login(page, "clinician")
     expect(_nav(page).get_by_role("link", name="Notices")).to_be_visible()
     page.goto(f"/orders/{order_id}")
+    patient_ref = page.locator("#patient-ref").inner_text().strip()
     collection = page.locator("#order-collection")
     expect(collection).to_contain_text("(240 h from collection)")
     expect(page.locator("#chain-links")).to_have_count(0)  # trace.read is not the clinician's
@@ -111,7 +126,36 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     collection.get_by_role("link", name="Collection appointments").click()
     expect(page.locator("#collection-hours")).to_have_text("240 h")
     expect(page.locator("#collection-status")).to_have_text("booked")
-    _shot(page, tmp_path, "2-collection-page")
+    # eligibility and consent, each e-signed, then the collection: the patient identified and
+    # the DIN typed off the collection bag's label
+    for kind, document in (
+        ("eligibility", "apheresis eligibility assessment EA-2026-117"),
+        ("consent", "CAR-T consent form v3.1 (2026-09)"),
+    ):
+        form = page.locator("#pre-collection-form")
+        form.get_by_label("Record").select_option(kind)
+        form.get_by_label("Document").fill(document)
+        form.get_by_label("What you confirm").fill(f"{kind} confirmed with the patient")
+        form.get_by_label("User ID").fill("clinician")
+        form.get_by_label("Password").fill(fh.TEST_PASSWORD)
+        form.get_by_role("button", name="Sign the record").click()
+        expect(page.locator("#collection-flash")).to_have_text(
+            f"{kind.capitalize()}: recorded (signed)"
+        )
+    expect(page.locator("#pre-collection-form")).to_have_count(0)
+    _shot(page, tmp_path, "2-consent-signed")
+    form = page.locator("#collected-form")
+    form.get_by_label("Patient").fill(patient_ref)
+    form.get_by_label("Chain identifier").fill(DIN_TYPED)
+    form.get_by_role("button", name="Record the collection").click()
+    expect(page.locator("#collection-flash")).to_contain_text("Collection recorded at")
+    expect(page.locator("#collected")).to_contain_text(DIN_A)  # bound as the data structure
+    _shot(page, tmp_path, "3-collected")
+
+    # the micro-factory runs the ticket: 7 culture days, one bag
+    batch_id = _run(seeded, job_id)
+    fh.prepare_release(seeded, batch_id)
+    number = fh.batch(seeded, batch_id).batch_number
 
     # the QP releases it in the queue, sterility pending
     _login(page, "qp")
@@ -125,10 +169,10 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     dialog.get_by_label("Meaning").fill("QP release")
     dialog.get_by_label("User ID").fill("qp")
     dialog.get_by_label("Password").fill(fh.TEST_PASSWORD)
-    _shot(page, tmp_path, "3-release-dialog")
+    _shot(page, tmp_path, "4-release-dialog")
     dialog.get_by_role("button", name="Sign", exact=True).click()
     expect(page.locator("#message")).to_contain_text(f"Batch {number} released")
-    _shot(page, tmp_path, "4-released")
+    _shot(page, tmp_path, "5-released")
 
     # the pharmacist: the bag's chain of identity, from the order page
     _login(page, "pharmacist")
@@ -139,7 +183,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     page.locator("#chain-links").get_by_role("link", name="pack 1").click()
     expect(page.locator("h1")).to_contain_text("Chain of identity")
     expect(page.locator("#hand-overs")).to_contain_text("No hand-over yet")
-    _shot(page, tmp_path, "5-chain-empty")
+    _shot(page, tmp_path, "6-chain-empty")
     for src, dst in (
         ("collection", "micro_factory"),
         ("micro_factory", "cryostore"),
@@ -167,7 +211,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
         )
     expect(page.locator('#hand-overs tr[data-outcome="accepted"]')).to_have_count(3)
     expect(page.locator("#hand-over-form")).to_have_count(0)  # the chain's last step reached
-    _shot(page, tmp_path, "6-hand-overs")
+    _shot(page, tmp_path, "7-hand-overs")
 
     storage = page.locator("#storage-form")
     storage.get_by_label("Reading").fill("-180")
@@ -186,14 +230,14 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     in_use = page.locator("#in-use")
     expect(in_use).to_contain_text(f"Prepared at {now:%Y-%m-%d %H:%M}")
     expect(in_use).to_contain_text(f"use by {now + timedelta(minutes=180):%Y-%m-%d %H:%M}")
-    _shot(page, tmp_path, "7-chain-prepared")
+    _shot(page, tmp_path, "8-chain-prepared")
 
     page.get_by_role("link", name="Dispense (administration hand-over)").click()
     page.get_by_label("Scan the pack").fill(scan)
     page.get_by_label("Patient: NHS number").fill(patient_ref)
     page.get_by_role("button", name="Check and dispense").click()
     expect(page.locator("#result")).to_contain_text("the order is complete")
-    _shot(page, tmp_path, "8-dispensed")
+    _shot(page, tmp_path, "9-dispensed")
     page.goto(f"/orders/{order_id}")
     expect(page.locator("#order-status")).to_have_text("dispensed")
 
@@ -208,7 +252,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     followup.get_by_label("Password").fill(fh.TEST_PASSWORD)
     followup.get_by_role("button", name="Enter the result").click()
     expect(page.locator('[data-followup="sterility"]').first).to_contain_text("failed")
-    _shot(page, tmp_path, "9-sterility-failed")
+    _shot(page, tmp_path, "10-sterility-failed")
 
     # the clinician reads the notice and acknowledges it
     _login(page, "clinician")
@@ -218,11 +262,11 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     expect(notice).to_contain_text(number)
     expect(notice.locator("td.message")).to_contain_text("terility")
     expect(notice).to_have_class("unread")
-    _shot(page, tmp_path, "10-notice")
+    _shot(page, tmp_path, "11-notice")
     notice.get_by_role("button", name="Acknowledge").click()
     expect(page.locator("#notice-flash")).to_contain_text("acknowledged")
     expect(notice).to_have_class("acknowledged")
-    _shot(page, tmp_path, "11-notice-acknowledged")
+    _shot(page, tmp_path, "12-notice-acknowledged")
 
 
 def test_an_out_of_specification_batch_is_released_exceptionally_in_the_browser(

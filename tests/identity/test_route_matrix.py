@@ -533,6 +533,12 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/orders/{order_id}/collection"): Call(P.ORDER_READ, True),
     ("POST", "/orders/{order_id}/collection/date"): Call(P.ORDER_PRIORITY, True, body=_reason),
     ("POST", "/orders/{order_id}/collection/rebook"): Call(P.ORDER_REPLAN, True, body=_reason),
+    ("POST", "/orders/{order_id}/collection/pre-collection"): Call(
+        P.COLLECTION_PRE_RECORD, True, body=lambda w: {"kind": ""}
+    ),
+    ("POST", "/orders/{order_id}/collection/collected"): Call(
+        P.COLLECTION_RECORD, True, body=lambda w: {}
+    ),
     ("GET", "/batches/{batch_id}/exceptional-release"): Call(P.ORDER_READ, True),
     ("POST", "/batches/{batch_id}/exceptional-release/certify"): Call(
         P.RELEASE_DECIDE, True, body=lambda w: {"reason": "", "password": "m"}

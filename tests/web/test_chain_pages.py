@@ -53,6 +53,8 @@ def _build(app: App) -> dict[str, str]:
     order_id = _order(app, client, 11)
     batch_id = _made(app, order_id)
     fh.release(app, batch_id)  # sterility pending: released, its follow-up open
+    fresh = _order(app, client, 13)  # scheduled, waiting for its collection
+    fh.schedule(app, fresh)
     oos_order = _order(app, client, 12)
     oos_batch = _made(app, oos_order, Fault("slow_growth", 0.6))
     fh.prepare_release(app, oos_batch)
@@ -80,6 +82,7 @@ def _build(app: App) -> dict[str, str]:
         "unit_id": unit.id,
         "scan": label.identifier.element_string(),
         "oos_order": oos_order,
+        "fresh_order": fresh,
         "oos_batch": oos_batch,
     }
 
@@ -94,6 +97,8 @@ HOLD_DECIDE = {"qp"}
 EVERYONE = set(ROLES)
 ORDER_PRIORITY = {"planner", "pharmacist", "clinician", "admin"}
 ORDER_REPLAN = {"planner", "pharmacist"}
+PRE_RECORD = {"clinician"}  # eligibility and consent: the ordering site's clinician
+COLLECTION_RECORD = {"clinician", "pharmacist"}
 RELEASE_DECIDE = {"qp"}
 NOTICE_READ = {"clinician", "qp", "pharmacist", "auditor"}
 NOTICE_ACK = {"clinician"}
@@ -115,6 +120,8 @@ ROUTES: list[tuple[str, str, set[str], bool, dict[str, str]]] = [
     ("GET", "/orders/{order_id}/collection", EVERYONE, True, {}),
     ("POST", "/orders/{order_id}/collection/date", ORDER_PRIORITY, True, {"reason": "m"}),
     ("POST", "/orders/{order_id}/collection/rebook", ORDER_REPLAN, True, {"reason": "m"}),
+    ("POST", "/orders/{order_id}/collection/pre-collection", PRE_RECORD, True, {"kind": ""}),
+    ("POST", "/orders/{order_id}/collection/collected", COLLECTION_RECORD, True, {}),
     ("GET", "/batches/{oos_batch}/exceptional-release", EVERYONE, True, {}),
     (
         "POST",
@@ -400,3 +407,47 @@ def test_the_exceptional_release_page_takes_both_signatures(world: Any) -> None:
     )
     assert "Exceptional release: batch released" in r.text and 'id="qp-certified"' in r.text
     assert fh.batch(app, batch).status == "released"
+
+
+def test_eligibility_consent_and_the_collection_are_recorded_on_the_collection_page(
+    world: Any,
+) -> None:
+    app, ids = world.app, world.data
+    order = ids["fresh_order"]
+    clinician = fh.web_login(app, "clinician")
+    url = f"/orders/{order}/collection"
+    page = clinician.get(url).text
+    assert 'id="pre-collection-form"' in page and 'id="collected-form"' in page
+    assert re.search(r'data-kind="eligibility">eligibility: missing<', page)
+    assert re.search(r'data-kind="consent">consent: missing<', page)
+    with app.uow() as uow:
+        patient = app.orders.patient(uow, app.orders.get(uow, order).patient_id).ref
+
+    def post(path: str, **form: str) -> str:
+        r = clinician.post(f"{url}/{path}", data=form | {"csrf_token": _csrf(page)})
+        assert r.status_code == 200 and r.url.path == url, r.text[:300]
+        return str(r.text)
+
+    def refused(text: str) -> str:
+        found = re.search(r'id="collection-error">([^<]+)<', text)
+        assert found, text[:3000]
+        return found.group(1)
+
+    # the collection before eligibility and consent: refused, nothing kept
+    assert "Collection: refused" in refused(post("collected", patient=patient, identifier=DIN_A))
+    signed = {"reference": "consent form v3.1", "statement": "confirmed", "username": "clinician"}
+    assert "— password:" in refused(
+        post("pre-collection", kind="consent", password="wrong", **signed)
+    )
+    for kind in ("eligibility", "consent"):
+        text = post("pre-collection", kind=kind, password=fh.TEST_PASSWORD, **signed)
+        assert f"{kind.capitalize()}: recorded (signed)" in text
+    assert 'id="pre-collection-form"' not in text  # nothing missing any more
+    assert re.search(r'data-kind="consent">consent: recorded<', text)
+    # another patient, then a DIN that is not one (its check fails): refused naming each field
+    assert "— patient:" in refused(post("collected", patient="PT-NOT-THIS-ONE", identifier=DIN_A))
+    assert "— identifier:" in refused(post("collected", patient=patient, identifier="=G1234"))
+    text = post("collected", patient=patient, identifier=DIN_A)
+    assert "Collection recorded at" in text
+    assert f"chain identifier <code>{DIN_A}</code>" in text
+    assert 'id="collected-form"' not in text

@@ -1,9 +1,11 @@
 """The collection appointment of an order whose product starts from the patient's own material:
 the booked collection against its run's slot, the run, the target administration and the hours
-from collection to administration, with earlier appointments; the forms to record an agreed
-collection date and to re-book after a failed run. The same scheduling use cases as
-`/api/v1/plan/collections/{order_id}` (+ `/rebook`); the order page shows the current
-appointment (`order_collection`, a template function)."""
+from collection to administration, with earlier appointments; what the family requires before
+the collection (eligibility, consent: e-signed by the ordering site's clinician) and the
+collection itself (the patient and the chain identifier off its label); the forms to record an
+agreed collection date and to re-book after a failed run. The same scheduling use cases as
+`/api/v1/plan/collections/{order_id}` (+ `/rebook`, `/pre-collection`, `/collected`); the order
+page shows the current appointment (`order_collection`, a template function)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ def collection_page(
     application = _app(request)
     flash, error = request.session.pop(FLASH, None), request.session.pop(ERROR, None)
     view: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
     note: str | None = None
     try:
         with application.uow() as uow:
@@ -64,10 +67,11 @@ def collection_page(
             status, site = order.status, order.site_id
             try:
                 view = application.scheduling.collection_view(uow, actor, order_id)
+                before = application.scheduling.pre_collection_view(uow, actor, order_id)
             except DomainError as exc:
                 if exc.code != "no_collection":
                     raise
-                note = exc.message
+                note, before = exc.message, None
     except DomainError as exc:
         return _not_found(request, actor, exc, order_id)
     return render(
@@ -80,8 +84,11 @@ def collection_page(
         note=note,
         flash=flash,
         error=error,
+        before=before,
         may_record=can(actor, Permission.ORDER_PRIORITY, site_id=site),
         may_rebook=can(actor, Permission.ORDER_REPLAN, site_id=site),
+        may_pre_record=can(actor, Permission.COLLECTION_PRE_RECORD, site_id=site),
+        may_collect=can(actor, Permission.COLLECTION_RECORD, site_id=site),
     )
 
 
@@ -165,3 +172,55 @@ async def rebook_collection(
         return f"Re-booked: a new collection on {when(row.collection_at, _MINUTE)}"
 
     return await _post(request, actor, order_id, Permission.ORDER_REPLAN, "Re-booking", step)
+
+
+@router.post("/orders/{order_id}/collection/pre-collection")
+async def record_pre_collection(
+    request: Request,
+    order_id: str,
+    actor: Annotated[Actor, page(Permission.COLLECTION_PRE_RECORD)],
+) -> Response:
+    """A clinician of the ordering site records, e-signed, one of the records the order's
+    family requires before the collection (eligibility, consent) with its document."""
+
+    def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> str:
+        row = app.scheduling.record_pre_collection(
+            uow,
+            actor,
+            order_id,
+            kind=form.get("kind", ""),
+            reference=form.get("reference", ""),
+            statement=form.get("statement", ""),
+            password=form.get("password", ""),
+            username=form.get("username") or None,
+            totp=form.get("totp") or None,
+            meaning=form.get("meaning") or None,
+        )
+        return f"{row.kind.capitalize()}: recorded (signed)"
+
+    return await _post(
+        request, actor, order_id, Permission.COLLECTION_PRE_RECORD, "Before the collection", step
+    )
+
+
+@router.post("/orders/{order_id}/collection/collected")
+async def record_collected(
+    request: Request, order_id: str, actor: Annotated[Actor, page(Permission.COLLECTION_RECORD)]
+) -> Response:
+    """The collection happened: the patient's identifier as presented and the family's chain
+    identifier scanned off the collection's label (the time: now, unless given)."""
+
+    def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> str:
+        at = _when("collected_at", form.get("collected_at", ""), required=False)
+        row = app.scheduling.record_collected(
+            uow,
+            actor,
+            order_id,
+            identifier=form.get("identifier") or None,
+            patient=form.get("patient") or None,
+            collected_at=at,
+            reason=form.get("reason", "").strip() or "collected",
+        )
+        return f"Collection recorded at {when(row.collected_at, _MINUTE)}"
+
+    return await _post(request, actor, order_id, Permission.COLLECTION_RECORD, "Collection", step)
