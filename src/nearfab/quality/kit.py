@@ -9,7 +9,8 @@ decision rule and the records. A family's `release` part (a `ReleaseKit`) says w
 tests it has, validates its own settings of the master file's release rule, runs the tests on a
 batch's evidence (the batch record's measurement document and design, the material lot's
 attributes, the master file's CQA specifications) and owns the attribute schema of the material
-lots its products are made from.
+lots its products are made from. Optionally (`LabResultsKit`) it takes a laboratory's results of
+a batch: their keys, their validation and where they go in the evidence (quality/labresults.py).
 """
 
 from __future__ import annotations
