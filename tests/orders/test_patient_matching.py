@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, select, text
 from tests import flow_helpers as fh
-from tests.patient_helpers import ALICE, BOB, MRN_SYSTEM, require_birth_date, submit_for
+from tests.patient_helpers import (
+    ALICE,
+    BOB,
+    MRN_SYSTEM,
+    Person,
+    bundle_for,
+    require_birth_date,
+    submit_for,
+)
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Forbidden, Refused, ValidationFailed
@@ -117,12 +125,17 @@ def test_role_without_identity_sees_the_result_only_and_other_site_is_forbidden(
 
 
 def test_mrn_belongs_to_its_site_and_a_site_may_name_its_mrn_system(seeded: App) -> None:
-    # an MRN not typed MR: taken as one only where the site names its system
+    # an identifier not typed MR is taken as the ordering site's local number...
     untyped = submit_for(seeded, ALICE, typed_mrn=False)
-    assert _match(seeded, untyped, mrn=ALICE.mrn).failed == "mrn"
+    assert _match(seeded, untyped, mrn=ALICE.mrn).matched
+    # ...unless the site names its MRN system: then only identifiers in it (or typed MR)
+    require_birth_date(seeded, "GSTT-PH", required=False, mrn_system="https://other.example/mrn")
+    bob_untyped = submit_for(seeded, BOB, typed_mrn=False)
+    assert _match(seeded, bob_untyped, mrn=BOB.mrn).failed == "mrn"
     require_birth_date(seeded, "GSTT-PH", required=False, mrn_system=MRN_SYSTEM)
-    bob = submit_for(seeded, BOB, typed_mrn=False)
-    assert _match(seeded, bob, mrn=BOB.mrn).matched
+    carol = Person("4010232137", "K777", "123456789012345675", BOB.birth_date, "C-1", "Carol X")
+    carol_order = submit_for(seeded, carol, typed_mrn=False)
+    assert _match(seeded, carol_order, mrn="k777").matched
     # the same hospital number issued by another site is another patient's: hashed per site
     with seeded.uow() as uow:
         rows = list(
@@ -130,8 +143,23 @@ def test_mrn_belongs_to_its_site_and_a_site_may_name_its_mrn_system(seeded: App)
                 select(PatientIdentifierHash).where(PatientIdentifierHash.kind == "mrn")
             )
         )
-        sites = {r.site_id for r in rows}
-        assert sites == {seeded.orders.get(uow, bob).site_id}
+        assert {r.site_id for r in rows} == {seeded.orders.get(uow, untyped).site_id}
+
+
+def test_identifiers_recognised_by_their_value_and_the_nhs_number_oid(seeded: App) -> None:
+    """A GSRN in a system nearfab does not know (18 digits, good check digit), and the NHS
+    number under its HL7 OID, are recognised at intake."""
+    doc = bundle_for(seeded, ALICE)
+    doc["entry"][0]["resource"]["identifier"] = [
+        {"system": "urn:oid:2.16.840.1.113883.2.1.4.1", "value": ALICE.nhs_number},
+        {"system": "https://trust.example/wristband", "value": ALICE.gsrn},
+    ]
+    with seeded.uow() as uow:
+        [order] = seeded.orders.submit(uow, fh.actor(seeded, "clinician"), doc)
+    assert _match(seeded, order.id, nhs_number=ALICE.nhs_number).matched
+    assert _match(seeded, order.id, wristband=f"(8018){ALICE.gsrn}").matched
+    # the GSRN is not also taken as a hospital number
+    assert _match(seeded, order.id, mrn=ALICE.gsrn).failed == "mrn"
 
 
 def test_nothing_in_clear_and_every_look_up_audited(seeded: App) -> None:

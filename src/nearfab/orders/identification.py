@@ -27,7 +27,7 @@ from nearfab.network import Site
 from nearfab.orders.fhir import PrescriptionIn
 from nearfab.orders.identifiers import (
     GSRN_SYSTEMS,
-    NHS_NUMBER_SYSTEM,
+    NHS_NUMBER_SYSTEMS,
     IdentifierKind,
     Wristband,
     classify,
@@ -151,6 +151,23 @@ def _parse(presented: PresentedIdentifiers) -> list[tuple[IdentifierKind, Any]]:
     return out
 
 
+def _gsrn_in(system: str, value: str) -> str | None:
+    """The GSRN a FHIR Patient.identifier holds, if it holds one (see `_facts`)."""
+    text = value.strip()
+    named = system in GSRN_SYSTEMS or "gsrn" in system.lower()
+    try:
+        if text.startswith(("(8018)", "]d2", "]C1", "]Q3")) or (
+            text.startswith("8018") and len(text) == 22
+        ):
+            band = parse_wristband(text)
+            return band.value if band.kind == K.GSRN else None
+        if named or (len(text) == 18 and text.isascii() and text.isdigit()):
+            return normalise_gsrn(text)
+    except ValidationFailed:
+        return None
+    return None
+
+
 class PatientIdentification:
     """Keyed hashes of patient identifiers: stored at intake, matched at the hand-over."""
 
@@ -169,22 +186,27 @@ class PatientIdentification:
         mrns: tuple[str, ...],
         birth_date: date | None,
     ) -> set[tuple[str, str | None, str]]:
-        """(kind, site_id, hash) of a patient's identifiers, as FHIR gave them."""
+        """(kind, site_id, hash) of a patient's identifiers, as FHIR gave them: the NHS number
+        (in an NHS number system), the wristband GSRN (in a GSRN system, or a value that is
+        one: 18 digits with a good GS1 check digit, or an AI 8018 element string), and the
+        ordering site's hospital number: an identifier typed MR, and, unless the site names
+        its MRN system (then only identifiers in that system), any other identifier."""
         out: set[tuple[str, str | None, str]] = set()
         mrn_values: list[str] = [m.partition("|")[2] for m in mrns]
         for joined in identifiers:
             system, _, value = joined.partition("|")
-            try:
-                if system == NHS_NUMBER_SYSTEM:
-                    out.add(
-                        (K.NHS_NUMBER, None, self._hash(K.NHS_NUMBER, normalise_nhs_number(value)))
-                    )
-                elif system in GSRN_SYSTEMS:
-                    out.add((K.GSRN, None, self._hash(K.GSRN, normalise_gsrn(value))))
-                elif site is not None and site.mrn_system and system == site.mrn_system:
-                    mrn_values.append(value)
-            except ValidationFailed:
-                continue  # an identifier that is not valid can never be presented validly
+            if system in NHS_NUMBER_SYSTEMS:
+                try:
+                    number = normalise_nhs_number(value)
+                except ValidationFailed:
+                    continue  # an invalid NHS number can never be presented validly
+                out.add((K.NHS_NUMBER, None, self._hash(K.NHS_NUMBER, number)))
+                continue
+            gsrn = _gsrn_in(system, value)
+            if gsrn is not None:
+                out.add((K.GSRN, None, self._hash(K.GSRN, gsrn)))
+            elif site is not None and (not site.mrn_system or system == site.mrn_system):
+                mrn_values.append(value)
         if site is not None:
             for value in mrn_values:
                 try:

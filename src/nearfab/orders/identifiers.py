@@ -35,6 +35,7 @@ __all__ = [
     "GSRN_SYSTEMS",
     "MRN_TYPE",
     "NHS_NUMBER_SYSTEM",
+    "NHS_NUMBER_SYSTEMS",
     "IdentifierKind",
     "Wristband",
     "classify",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+# the FHIR identifier systems of the NHS number: UK Core's, and the HL7 OID of the NHS number
+NHS_NUMBER_SYSTEMS = frozenset({NHS_NUMBER_SYSTEM, "urn:oid:2.16.840.1.113883.2.1.4.1"})
 # a FHIR Patient.identifier in one of these systems holds the patient's wristband GSRN
 GSRN_SYSTEMS = frozenset({"https://www.gs1.org/gsrn", "https://gs1.org/voc/gsrn"})
 # HL7 v2 table 0203 "MR" (medical record number): how a FHIR Patient.identifier says "MRN"
