@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 
+from sqlalchemy import select
+
 from nearfab.bootstrap import App
 from nearfab.demo import CAR_T, cell_therapy_bundle
 from nearfab.demo_loop import DemoLoop
+from nearfab.identity import Signature
 from nearfab.quality import ReleaseReview
 
 from . import flow_helpers as fh
@@ -32,6 +35,13 @@ def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -
                 faulty.append(review)
         auto = [r for r in reviews if r.status == "released"]
         sigs = [s for r in auto for s in seeded.signatures.signatures_for(uow, "batch", r.batch_id)]
+        # every signature of those batches (steps, verifications, audit-trail reviews) is by an
+        # account that says it is automated, never by a person's
+        signers = {
+            s.signer_name
+            for s in uow.session.scalars(select(Signature))
+            if s.record_type in ("batch_step", "audit_trail_review", "batch")
+        }
     assert len(reviews) == 6
     # the clog under-fills tablets from the fifth on: rejected by the rule, left for the QP
     assert len(faulty) == 1 and faulty[0].status == "pending"
@@ -41,6 +51,7 @@ def test_demo_loop_releases_good_batches_and_holds_the_faulty_one(seeded: App) -
     assert auto and all(r.proposed_decision == "release" for r in auto)
     assert all("autopilot" in s.meaning for s in sigs)
     assert {s.signer_name for s in sigs} == {"QP autopilot (demo only, not a person)"}
+    assert signers == {"QP autopilot (demo only, not a person)", "Demo operator (automated)"}
     assert all(r.status == "pending" for r in reviews if r.proposed_decision != "release")
 
 

@@ -187,6 +187,15 @@ MACHINES = [
 CELL_MACHINES = [(CELL_SITE, CELL_MACHINE, "CMF-DEMO-01")]
 
 
+# the demo's automated operators by site: the demo's software signs batch steps under them
+AUTOMATED_OPERATORS = {
+    "GSTT-PH": "operator-auto",
+    "MAN-PH": "operator-man-auto",
+    "MOB-1": "operator-mob-auto",
+}
+AUTOMATED_OPERATOR_NAME = "Demo operator (automated)"
+
+
 @dataclass(frozen=True)
 class DemoSeed:
     password: str
@@ -510,15 +519,25 @@ def car_t_master_file(site_ids: list[str]) -> dict[str, Any]:
 
 
 def complete_record(
-    app: App, batch_id: str, password: str, *, verifier: str | None = None
+    app: App,
+    batch_id: str,
+    password: str,
+    *,
+    verifier: str | None = None,
+    performer: str | None = None,
 ) -> list[str]:
-    """Sign the batch's pending manual steps in order as its operator on duty, with plausible
-    entries, and verify each critical entry as a second person (`verifier`, or the site's
-    pharmacist, or the QP autopilot). For the demo and tests only: in use, each person signs
-    for themselves. Returns the codes signed or verified; stops at the first refusal (raised)."""
+    """Sign the batch's pending manual steps in order as `performer` (a username; default: the
+    batch's operator on duty), with plausible entries, and verify each critical entry as a
+    second person (`verifier`, or the site's pharmacist, or the QP autopilot). For the demo
+    and tests only: in use, each person signs for themselves; the demo's automated signing
+    names accounts that say so (`automated_operator`). Returns the codes signed or verified;
+    stops at the first refusal (raised)."""
     with app.uow() as uow:
         batch = app.production.get(uow, batch_id)
-        operator = actor_of(app.users.get(uow, batch.operator_id), uow.session)
+        who = app.users.by_username(uow, performer) if performer else None
+        if performer and who is None:
+            raise RuntimeError(f"the demo network has no account {performer!r}")
+        operator = actor_of(who or app.users.get(uow, batch.operator_id), uow.session)
         second = _second_person(app, uow, batch.site_id, verifier)
         lot, used_g = batch.material_lot_number, batch.material_used_g
         din = (batch.design or {}).get("din")
@@ -544,6 +563,37 @@ def complete_record(
                 )
             done.append(f"{state.code}:verified")
     return done
+
+
+def automated_operator(app: App, site_id: str, master_file_code: str, password: str) -> str:
+    """The username of the site's automated operator ("Demo operator (automated)"), made by
+    the demo's seeding component and trained on `master_file_code` when missing: the demo's
+    software signs a batch's manual steps under it, never under a person's account. Named
+    after the site's person (AUTOMATED_OPERATORS), so that the runner, which puts the site's
+    first trained operator by username on duty, keeps the person on duty."""
+    boot = system_actor("demo-seed")
+    with app.uow() as uow:
+        code = app.network.get_site(uow, site_id).code
+        username = AUTOMATED_OPERATORS.get(code, f"operator-{code.lower()}-auto")
+        user = app.users.by_username(uow, username)
+        user_id = user.id if user is not None else None
+        trained = user_id is not None and app.network.is_trained(uow, user_id, master_file_code)
+    if user_id is None:
+        with app.uow() as uow:
+            user_id = app.users.create_user(
+                uow,
+                boot,
+                username=username,
+                full_name=AUTOMATED_OPERATOR_NAME,
+                roles=[Role.OPERATOR],
+                password=password,
+                home_site_id=site_id,
+                temporary=False,
+            ).id
+    if not trained:
+        with app.uow() as uow:
+            app.network.record_training(uow, boot, user_id, master_file_code)
+    return username
 
 
 def _second_person(app: App, uow: Any, site_id: str, username: str | None) -> Any:

@@ -36,11 +36,14 @@ from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
 from nearfab.db import make_engine
 from nearfab.demo import (
+    AUTOMATED_OPERATOR_NAME,
+    AUTOMATED_OPERATORS,
     AUTOPILOT,
     CAR_T,
     CELL_MACHINE,
     CELL_SITE,
     DemoSeed,
+    automated_operator,
     cell_therapy_bundle,
     complete_record,
     is_seeded,
@@ -58,11 +61,11 @@ STORY_DAYS = 25
 DAY_SPEED = 60.0 / 86400.0
 
 CLINICIAN_AUTO = "clinician-auto"
-OPERATOR_AUTO = "operator-auto"
+OPERATOR_AUTO = AUTOMATED_OPERATORS[CELL_SITE]  # made by nearfab.demo.automated_operator
 PHARMACIST_AUTO = "pharmacist-auto"
 AUTOMATED_USERS = [  # (username, name, role): at the cell site, never a person's account
     (CLINICIAN_AUTO, "Demo clinician (automated)", Role.CLINICIAN),
-    (OPERATOR_AUTO, "Demo operator (automated)", Role.OPERATOR),
+    (OPERATOR_AUTO, AUTOMATED_OPERATOR_NAME, Role.OPERATOR),
     (PHARMACIST_AUTO, "Demo pharmacist (automated)", Role.PHARMACIST),
 ]
 # what the clinician records before each collection (the family's pre-collection records)
@@ -200,6 +203,9 @@ class _Story:
         with app.uow() as uow:
             site_id = app.network.get_site(uow, CELL_SITE).id
         for username, full_name, role in AUTOMATED_USERS:
+            if username == OPERATOR_AUTO:
+                automated_operator(app, site_id, CAR_T, self.password)  # trained on it
+                continue
             with app.uow() as uow:
                 app.users.create_user(
                     uow,
@@ -211,9 +217,6 @@ class _Story:
                     home_site_id=site_id,
                     temporary=False,
                 )
-        operator = self.actor(OPERATOR_AUTO)
-        with app.uow() as uow:
-            app.network.record_training(uow, self.actor("qp"), operator.user_id, CAR_T)
         autopilot = self.actor(AUTOPILOT)
         with app.uow() as uow:
             request = app.master_files.assign_qp(

@@ -14,6 +14,7 @@ from nearfab.demo import (
     AUTOPILOT,
     HYDROCORTISONE,
     PROPRANOLOL,
+    automated_operator,
     complete_record,
     prescription_bundle,
 )
@@ -124,13 +125,13 @@ class DemoLoop:
 
     def qualify_monitoring(self) -> None:
         """Once a product has three released runs on a machine type, fit its SPC and MSPC models
-        (as the demo admin) and approve them (as the demo QP): from then on its telemetry is
-        scored live. A real site does this from its performance-qualification runs."""
+        (as the demo admin) and approve them (signed by the QP autopilot): from then on its
+        telemetry is scored live. A real site does this from its performance-qualification runs."""
         if self._password is None or self._qualified:
             return
         with self.app.uow() as uow:
             admin_user = self.app.users.by_username(uow, "admin")
-            qp_user = self.app.users.by_username(uow, "qp")
+            qp_user = self.app.users.by_username(uow, AUTOPILOT)  # signs, not a person
             in_force = {
                 (m.kind, m.master_file_code, m.machine_type)
                 for m in self.app.monitoring.active_models(uow)
@@ -169,7 +170,7 @@ class DemoLoop:
                             qp,
                             model.id,
                             password=self._password,
-                            meaning="QP approval of monitoring model (demo set-up)",
+                            meaning="QP approval of monitoring model (demo autopilot set-up)",
                         )
                 except DomainError as exc:
                     log.warning("demo could not qualify %s %s: %s", kind, code, exc.message)
@@ -177,8 +178,9 @@ class DemoLoop:
 
     def autopilot(self) -> None:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.
-        Before that, the batch's manual steps are signed as its operator on duty (the critical
-        entry verified by a second person) and the autopilot signs its audit-trail review.
+        Before that, the batch's manual steps are signed under the site's automated operator
+        (the critical entry verified by the autopilot) and the autopilot signs its audit-trail
+        review.
         Off when the demo users' password is not known (an existing demo database)."""
         if self._password is None:
             return
@@ -199,7 +201,15 @@ class DemoLoop:
             qp = actor_of(qp_user, uow.session)
         for batch_id in batch_ids:
             try:
-                complete_record(self.app, batch_id, self._password)
+                # the steps under the site's "Demo operator (automated)", each critical entry
+                # verified by the autopilot: no person's account signs for the software
+                with self.app.uow() as uow:
+                    batch = self.app.production.get(uow, batch_id)
+                    site_id, code = batch.site_id, batch.master_file_code
+                performer = automated_operator(self.app, site_id, code, self._password)
+                complete_record(
+                    self.app, batch_id, self._password, verifier=AUTOPILOT, performer=performer
+                )
                 with self.app.uow() as uow:
                     self.app.quality.records.review_audit_trail(
                         uow,
