@@ -451,3 +451,32 @@ def test_eligibility_consent_and_the_collection_are_recorded_on_the_collection_p
     assert "Collection recorded at" in text
     assert f"chain identifier <code>{DIN_A}</code>" in text
     assert 'id="collected-form"' not in text
+
+
+def test_a_form_without_its_token_or_for_an_unknown_unit_changes_nothing(world: Any) -> None:
+    """Another site's form (no CSRF token) is refused naming csrf_token, nothing recorded; an
+    unknown unit is answered exactly as another site's (404, the same words)."""
+    app, ids = world.app, world.data
+    unit = ids["unit_id"]
+    pharmacist = fh.web_login(app, "pharmacist")
+    r = pharmacist.post(
+        f"/packs/{unit}/storage-log", data={"read_at": "2030-01-01T10:00", "value": "-180"}
+    )
+    assert "Storage reading: refused (forbidden) — csrf_token:" in r.text
+    assert "No reading yet." in r.text
+    with app.uow() as uow:
+        assert app.custody.unit_chain(uow, fh.actor(app, "pharmacist"), unit).storage_log == []
+    token = _csrf(r.text)
+    unknown = pharmacist.post("/packs/no-such-unit/prepare", data={"scan": "", "csrf_token": token})
+    other = fh.web_login(app, "pharmacist-b")
+    elsewhere = other.post(
+        f"/packs/{unit}/prepare",
+        data={"scan": ids["scan"], "csrf_token": _csrf(other.get("/account").text)},
+    )
+    assert unknown.status_code == elsewhere.status_code == 404
+    said = [re.search(r'id="error">([^<]+)<', r.text) for r in (unknown, elsewhere)]
+    assert (
+        all(said)
+        and [m.group(1).split(":", 1)[1] for m in said if m]
+        == [" no such record, or it belongs to a site you do not see"] * 2
+    )
