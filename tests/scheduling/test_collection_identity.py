@@ -217,6 +217,34 @@ def test_no_run_before_the_collection(seeded: App) -> None:
     assert closed.value.code == "collection_closed"
 
 
+def test_a_new_collection_after_a_failed_run_binds_its_own_din(seeded: App) -> None:
+    order = _order(seeded)  # the prescription names G1234 17 654321
+    job_id = fh.schedule(seeded, order)
+    sign_pre_collection(seeded, order)
+    _collect(seeded, order)
+    fh.issue_ticket(seeded, job_id)
+    batch_id = fh.start(seeded, job_id)
+    seeded.clock.advance(2 * 86_400)  # type: ignore[attr-defined]
+    fh.record(seeded, batch_id, DomainError("equipment fault on day 2", code="machine_fault"))
+    with seeded.uow() as uow:
+        seeded.scheduling.rebook_after_failure(
+            uow, fh.actor(seeded, "planner"), order, reason="run failed"
+        )
+    with seeded.uow() as uow:  # the new run waits for the new collection
+        [job] = [j for j in seeded.scheduling.jobs(uow) if j.order_id == order and j.id != job_id]
+        new_job = job.id
+    fh.issue_ticket(seeded, new_job)
+    with pytest.raises(Refused) as waiting:
+        fh.start(seeded, new_job)
+    assert waiting.value.code == "collection_not_recorded"
+    # the new donation has its own DIN (A9998 18 123456): bound, and the chain's from now on
+    row = _collect(seeded, order, identifier=A9998_TYPED)
+    assert row.chain_identifier == A9998_SCANNED
+    with seeded.uow() as uow:
+        assert seeded.scheduling.chain_identifier(uow, order) == A9998_SCANNED
+    assert fh.batch(seeded, fh.start(seeded, new_job)).status == "in_progress"
+
+
 def test_a_product_without_a_collection_runs_as_before(seeded: App) -> None:
     # solid_dose needs no collection: nothing to record, and its run starts
     batch_id = fh.make_batch(seeded)

@@ -24,10 +24,13 @@ class CollectionKit(Protocol):
         before its collection may be recorded; () when none."""
         ...
 
-    def collection_identifier(self, design: Mapping[str, Any], presented: str) -> str:
+    def collection_identifier(
+        self, design: Mapping[str, Any], presented: str, *, first: bool
+    ) -> str:
         """The chain identifier scanned at collection, as the chain keeps it from then on.
         ValidationFailed when it is not one; Refused (code identity_mismatch) when the design
-        already names another."""
+        names another and this is the order's `first` collection (a new collection after a
+        failed run is a new donation: it binds its own)."""
         ...
 
 
@@ -42,7 +45,10 @@ def declares_collection_identifier(family: Any) -> bool:
     return callable(getattr(family, "collection_identifier", None))
 
 
-def collection_identifier(family: Any, design: Mapping[str, Any], presented: str) -> str | None:
-    """The family's check of the identifier scanned at collection (None: the family has none)."""
+def collection_identifier(
+    family: Any, design: Mapping[str, Any], presented: str, *, first: bool = True
+) -> str | None:
+    """The family's check of the identifier scanned at collection (None: the family has none);
+    `first`: the order's first collection (not one after a failed run)."""
     ask = getattr(family, "collection_identifier", None)
-    return str(ask(design, presented)) if callable(ask) else None
+    return str(ask(design, presented, first=first)) if callable(ask) else None

@@ -97,6 +97,15 @@ def test_custody_and_scheduling_reach_the_rules_through_their_kits() -> None:
         scheduling_kit.collection_identifier(family, {"din": G1234_SCANNED}, G1234_TYPED)
         == G1234_SCANNED
     )
+    with pytest.raises(Refused):  # the first collection answers to the prescription's DIN
+        scheduling_kit.collection_identifier(family, {"din": G1234_SCANNED}, A9998_TYPED)
+    # a new collection after a failed run is a new donation: its own DIN is bound
+    assert (
+        scheduling_kit.collection_identifier(
+            family, {"din": G1234_SCANNED}, A9998_TYPED, first=False
+        )
+        == A9998_SCANNED
+    )
 
 
 def test_a_family_without_the_hooks_has_no_chain_identifier_and_no_pre_collection_records() -> None:

@@ -414,10 +414,12 @@ class HandOvers:
     def _expected_identifier(
         self, uow: UnitOfWork, kit: LabelKit, design: Mapping[str, Any], unit: SerialUnit
     ) -> str | None:
-        named = chain_identifier(kit, design)
-        if named is None and self._scheduling is not None:
-            named = self._scheduling.chain_identifier(uow, unit.order_id)
-        return named
+        """The chain's identifier: the one bound at the order's latest collection (checked
+        against the design's at the first), else the one the design names."""
+        bound = None
+        if self._scheduling is not None:
+            bound = self._scheduling.chain_identifier(uow, unit.order_id)
+        return bound if bound is not None else chain_identifier(kit, design)
 
     def _identity_mismatch(
         self,

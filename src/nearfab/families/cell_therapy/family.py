@@ -106,7 +106,12 @@ class CellTherapyFamily:
         eligibility and informed consent."""
         return PRE_COLLECTION_RECORDS
 
-    def collection_identifier(self, design: Mapping[str, Any], presented: str) -> str:
-        """The DIN of the collection bag (scanned, or typed with its check character): the
-        prescription's DIN when it named one (another is refused), else the DIN bound now."""
-        return collection_din(self.labels.chain_identifier(design), presented, field="identifier")
+    def collection_identifier(
+        self, design: Mapping[str, Any], presented: str, *, first: bool
+    ) -> str:
+        """The DIN of the collection bag (scanned, or typed with its check character): at the
+        order's first collection the prescription's DIN when it named one (another is
+        refused); a new collection after a failed run is a new donation with a DIN of its own,
+        bound now, as is any DIN when the prescription named none."""
+        named = self.labels.chain_identifier(design) if first else None
+        return collection_din(named, presented, field="identifier")

@@ -272,8 +272,11 @@ class Collections:
         )
 
     def collected_for(self, uow: UnitOfWork, order_id: str) -> CollectionAppointment | None:
-        """The order's latest collection that happened (a failed run's included: its product
-        may exist), newest first."""
+        """The order's latest collection that happened: the open appointment's when it is
+        recorded, else the newest closed one (a failed run's: its product may exist)."""
+        current = self.open_for(uow, order_id)
+        if current is not None and current.collected_at is not None:
+            return current
         return uow.session.scalar(
             select(CollectionAppointment)
             .where(

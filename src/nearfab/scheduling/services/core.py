@@ -132,6 +132,9 @@ class SchedulingService:
             return f"site {site.code} is not listed in master file {mf.code}"
         if site.status != SiteStatus.ACTIVE.value:
             return f"site {site.code} is {site.status}"
+        held = self._network.site_hold(uow, site.id, mf.code)
+        if held is not None:
+            return held
         if machine.status in (MachineStatus.MAINTENANCE.value, MachineStatus.RETIRED.value):
             return f"machine is {machine.status}"
         if not self._network.is_qualified(uow, machine.id, mf.code):
@@ -474,7 +477,11 @@ class SchedulingService:
                 raise ValidationFailed(
                     "scan the chain identifier on the collection's label", field="identifier"
                 )
-            bound = collection_identifier(family, order.design or {}, identifier.strip())
+            # the first collection answers to the design; one after a failed run binds its own
+            first = self.collections.collected_for(uow, order.id) is None
+            bound = collection_identifier(
+                family, order.design or {}, identifier.strip(), first=first
+            )
         open_row = self.collections.open_for(uow, order.id)
         if open_row is not None and open_row.collected_at is not None:
             raise Refused(
@@ -528,7 +535,11 @@ class SchedulingService:
         order = self._orders.get(uow, order_id)
         authorize(actor, Permission.ORDER_READ, site_id=order.site_id)
         required = self.required_before_collection(uow, order)
-        rows = self.pre_collection.of_order(uow, order.id)
+        rank = {kind: i for i, kind in enumerate(required)}
+        rows = sorted(
+            self.pre_collection.of_order(uow, order.id),
+            key=lambda r: (rank.get(r.kind, len(rank)), r.recorded_at),
+        )
         return {
             "order_id": order.id,
             "required": list(required),
