@@ -374,3 +374,27 @@ def test_the_prescription_id_finds_the_order_over_http(world: fh.Built, client: 
     assert [o["id"] for o in res.json()] == [world.data["bob"]["order"]]
     none = client.get("/api/v1/orders", params={"prescription_id": " "}, headers=ph)
     assert none.status_code == 422 and none.json()["error"]["field"] == "prescription_id"
+
+
+def test_the_issue_flow_through_the_old_patient_ref_field(
+    world: fh.Built, client: TestClient
+) -> None:
+    """Issue 20 as reported: the pharmacist typed the NHS number, then the prescription's
+    subject reference, where the pseudonym used to go."""
+    alice, bob = _pack(world, "alice"), _pack(world, "bob")
+    ph = _auth(client, "pharmacist")
+
+    def post(unit: SerialUnit, patient_ref: str) -> Any:
+        body = {"scan": ch.scan(unit), "patient_ref": patient_ref}
+        return client.post("/api/v1/dispense", json=body, headers=ph)
+
+    subject = post(alice, "Patient/pat-123")
+    assert subject.status_code == 422 and "sender's FHIR reference" in subject.text
+    wrong = post(bob, "9434765919")
+    assert wrong.status_code == 409 and wrong.json()["error"]["field"] == "nhs_number"
+    checked = client.post(
+        "/api/v1/verify", json={"scan": ch.scan(alice), "patient_ref": "9434765919"}, headers=ph
+    )
+    assert checked.json()["status"] == "ok"
+    done = post(alice, "9434765919")
+    assert done.status_code == 200 and done.json()["patient"]["checked"] == ["nhs_number"]

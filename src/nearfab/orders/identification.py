@@ -67,6 +67,8 @@ class PresentedIdentifiers:
 
     `patient`: one typed or scanned identifier told apart by its form (identifiers.classify:
     "PT-…" pseudonym, a wristband barcode, a 10-digit NHS number, else the site's MRN).
+    `patient_ref`: nearfab's pseudonym; anything else given there is read as `patient` is
+    (callers that only knew the pseudonym field keep working with an NHS number).
     `wristband`: a scanned wristband (GS1 AI 8018 GSRN, or a plain NHS-number barcode).
     `birth_date`: a date or "YYYY-MM-DD"; the second identifier a site may require."""
 
@@ -134,8 +136,12 @@ def _parse(presented: PresentedIdentifiers) -> list[tuple[IdentifierKind, Any]]:
     if presented.patient and presented.patient.strip():
         kind, value = classify(presented.patient, field="patient")
         out.append((kind, Wristband(kind, value) if kind == K.GSRN else value))
-    if presented.patient_ref and presented.patient_ref.strip():
-        out.append((K.PSEUDONYM, presented.patient_ref.strip()))
+    ref = (presented.patient_ref or "").strip()
+    if ref.upper().startswith("PT-"):
+        out.append((K.PSEUDONYM, ref))
+    elif ref:  # what was typed where the pseudonym used to go: read by its form, as `patient`
+        kind, value = classify(ref, field="patient_ref")
+        out.append((kind, Wristband(kind, value) if kind == K.GSRN else value))
     if presented.nhs_number and presented.nhs_number.strip():
         out.append((K.NHS_NUMBER, normalise_nhs_number(presented.nhs_number)))
     if presented.mrn and presented.mrn.strip():

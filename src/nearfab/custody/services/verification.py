@@ -116,6 +116,9 @@ class Verifier:
         the orders service (its look-up audited, and committed with the answer); a mismatch
         answers `wrong_patient` naming the identifier."""
         authorize(actor, Permission.PACK_VERIFY)
+        if patient is None and patient_ref and not patient_ref.strip().upper().startswith("PT-"):
+            # not nearfab's pseudonym: an identifier the hospital knows, read by its form
+            patient = PresentedIdentifiers(patient_ref=patient_ref)
         if patient is not None and patient.given():
             if patient_ref and not patient.patient_ref:
                 patient = replace(patient, patient_ref=patient_ref)
