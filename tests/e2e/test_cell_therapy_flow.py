@@ -302,6 +302,15 @@ def test_a_cell_product_from_prescription_to_infusion_and_a_late_sterility_failu
              ["resultsBody"]["eventList"]]  # fmt: skip
     handed = [s for s in steps if s in ("receiving", "storing", "picking", "holding")]
     assert handed == ["holding", "receiving", "holding", "storing", "holding", "picking"]
+    # and the pack's trace shows them
+    r = client.get(f"/api/v1/trace/units/{pack['id']}", headers=qp)
+    assert r.status_code == 200, r.text
+    traced = [str(e["bizStep"]).rsplit("/", 1)[-1] for e in r.json()["events"]]
+    assert [s for s in traced if s in ("receiving", "storing", "picking")] == [
+        "receiving",
+        "storing",
+        "picking",
+    ]
     reading = {"read_at": seeded.clock.now().isoformat(), "value": -180.0}
     r = client.post(
         f"/api/v1/packs/{pack['id']}/storage-log", json={"readings": [reading]}, headers=pharmacist
@@ -507,6 +516,11 @@ def test_the_cli_submits_shows_and_releases_a_cell_product(seeded: App, tmp_path
     batch_id = _made(seeded, order["id"], collect=collect)
     booked = cli("collection", order["id"])["current"]
     assert booked["collection_to_administration_h"] == pytest.approx(240.0)  # 24 + 7 × 24 + 48
+    assert booked["chain_identifier"] == DIN and booked["collected_by"]
+    text = cli_helpers.run(
+        ["collection", order["id"]], env=env, data_dir=seeded.settings.data_dir
+    ).stdout
+    assert "collected" in text and f"chain identifier {DIN}" in text
     fh.prepare_release(seeded, batch_id)
     (pending,) = cli("release", "pending")
     assert pending["batch_id"] == batch_id and pending["pending_results"] == ["sterility"]

@@ -148,6 +148,14 @@ def collection(
             f" collection to administration {'-' if hours is None else f'{hours:g} h'}",
             soft_wrap=True,
         )
+        if current.get("collected_at"):
+            bound = current.get("chain_identifier")
+            console.print(
+                f"  collected {_when(current['collected_at'])} UTC by"
+                f" {escape(str(current['collected_by']))}"
+                + (f"; chain identifier {escape(bound)}" if bound else ""),
+                soft_wrap=True,
+            )
     for row in data["appointments"]:
         if current is None or row["id"] != current["id"]:
             console.print(
