@@ -107,6 +107,8 @@ NOTICE_ACK = {"clinician"}
 # the role and the site (nothing changes), so each caller meets the same record
 ROUTES: list[tuple[str, str, set[str], bool, dict[str, str]]] = [
     ("GET", "/packs/{unit_id}/chain", TRACE_READ, True, {}),
+    ("GET", "/hand-overs", PACKS_MOVE, False, {}),
+    ("POST", "/hand-overs", PACKS_MOVE, True, {"scan": "{scan}"}),
     ("POST", "/packs/{unit_id}/hand-overs", PACKS_MOVE, True, {"scan": "{scan}"}),
     ("POST", "/packs/{unit_id}/storage-log", READINGS, True, {"read_at": "", "value": ""}),
     ("POST", "/packs/{unit_id}/prepare", PACKS_MOVE, True, {"scan": ""}),
@@ -480,3 +482,36 @@ def test_a_form_without_its_token_or_for_an_unknown_unit_changes_nothing(world: 
         and [m.group(1).split(":", 1)[1] for m in said if m]
         == [" no such record, or it belongs to a site you do not see"] * 2
     )
+
+
+def test_an_operator_hands_a_unit_over_at_the_station_by_scan_alone(world: Any) -> None:
+    app, ids = world.app, world.data
+    operator = fh.web_login(app, "operator")  # GSTT-PH, where the micro-factory is
+    home = operator.get("/").text
+    assert '<a href="/hand-overs"' in home and '<a href="/notices"' not in home
+    page = operator.get("/hand-overs").text
+    assert '<option value="micro_factory">' in page  # the families' steps, suggested
+    form = {
+        "from_step": "collection",
+        "to_step": "micro_factory",
+        "scan": ids["scan"],
+        "received_scan": ids["scan"],
+        "identifier": DIN_A,
+        "received_identifier": "",
+        "csrf_token": _csrf(page),
+    }
+    r = operator.post("/hand-overs", data=form)
+    assert r.status_code == 422 and "refused (validation_failed) — received_identifier:" in r.text
+    assert 'value="micro_factory"' in r.text  # the steps typed are kept
+    r = operator.post("/hand-overs", data=form | {"received_identifier": DIN_A})
+    assert r.status_code == 200
+    assert "Hand-over collection → micro_factory: accepted" in r.text
+    assert "/chain" not in r.text  # the operator does not read the chain: no link to it
+    # the pharmacist reads it on the unit's chain; pharmacists are offered the link
+    chain = _chain(fh.web_login(app, "pharmacist"), ids["unit_id"])
+    assert chain.count('<tr data-outcome="accepted">') == 1 and "Operator" in chain
+    # a unit of another site is answered as an unknown one
+    other = fh.web_login(app, "operator-b")
+    r = other.post("/hand-overs", data=form | {"csrf_token": _csrf(other.get("/hand-overs").text)})
+    assert r.status_code == 404 and "belongs to a site you do not see" in r.text
+    assert "micro_factory" not in r.text.split('id="chain-error"')[1].split("</p>")[0]

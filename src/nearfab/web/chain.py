@@ -7,7 +7,8 @@ runs (`POST /api/v1/hand-overs`, `/packs/{unit_id}/storage-log`, `/packs/{unit_i
 A unit of a site the person does not see is answered as an unknown one (404). A refusal is
 shown on the unit's page in words, naming the field at fault; someone who records a step
 without reading the chain (an operator: `pack.move` without `trace.read`) gets a page saying
-what was recorded or refused."""
+what was recorded or refused, and hands units over by scan alone at the hand-over station
+(`/hand-overs`, as `POST /api/v1/hand-overs`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, ValidationFailed
+from nearfab.custody import HandOver
 from nearfab.custody.kit import declares_chain_identifier, hand_over_steps
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, User, can
@@ -286,3 +288,70 @@ async def judge_hold(
         return row.unit_id, f"Hold {row.id}: judged ({row.decision})"
 
     return await _record(request, actor, unit_id, Permission.HOLD_DECIDE, "Judgement", step)
+
+
+# --- the hand-over station: by scan, for those who move units without reading the chain ------
+def _station(request: Request, actor: Actor, *, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    application = _app(request)
+    steps: list[str] = []
+    for family in application.families:  # every family's steps, offered as suggestions
+        steps += [s for s in hand_over_steps(family.labels) if s not in steps]
+    ctx.setdefault("flash", None)
+    ctx.setdefault("error", None)
+    ctx.setdefault("unit_id", None)
+    ctx.setdefault("form", {})
+    return render(request, "chain/station.html", actor, steps=steps, status_code=status_code, **ctx)
+
+
+@router.get("/hand-overs", response_class=HTMLResponse)
+def station_page(
+    request: Request, actor: Annotated[Actor, page(Permission.PACKS_MOVE)]
+) -> Response:
+    """A hand-over by scan alone (`POST /api/v1/hand-overs`): for the micro-factory's or the
+    store's staff, who hand units on without reading their chain."""
+    return _station(request, actor)
+
+
+@router.post("/hand-overs", response_class=HTMLResponse)
+async def station_hand_over(
+    request: Request, actor: Annotated[Actor, page(Permission.PACKS_MOVE)]
+) -> Response:
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    application = _app(request)
+
+    def run() -> HandOver:
+        _check_csrf(request, form.get("csrf_token", ""))
+        with application.uow() as uow:
+            return application.custody.hand_over(
+                uow,
+                actor,
+                scan=form.get("scan", ""),
+                from_step=form.get("from_step", ""),
+                to_step=form.get("to_step", ""),
+                received_scan=form.get("received_scan", ""),
+                identifier=form.get("identifier") or None,
+                received_identifier=form.get("received_identifier") or None,
+                patient=form.get("patient") or None,
+            )
+
+    kept = {k: form.get(k, "") for k in ("from_step", "to_step")}
+    try:
+        row = await run_in_threadpool(run)
+    except DomainError as exc:
+        # a scan naming another site's unit is answered as an unknown unit
+        shown = hidden(exc) if exc.code == "other_site" else exc
+        return _station(
+            request,
+            actor,
+            error=refusal_words("Hand-over", shown),
+            form=kept,
+            status_code=shown.http_status,
+        )
+    reader = await run_in_threadpool(_may_read, application, actor, row.unit_id)
+    checked = "; patient checked" if row.patient_checked else ""
+    return _station(
+        request,
+        actor,
+        flash=f"Hand-over {row.from_step} → {row.to_step}: {row.outcome}{checked}",
+        unit_id=row.unit_id if reader else None,
+    )
