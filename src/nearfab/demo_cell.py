@@ -52,10 +52,11 @@ from nearfab.demo import (
 from nearfab.identity import Actor, AuditEntry, Role, actor_of, system_actor
 from nearfab.production import Fault
 
-# how far back the seed starts: from the first prescription to patient A's infusion the story
-# takes 22.5 days of platform time (runs of 7 and 12 days on the one micro-factory, after the
-# collections' notice and lead); its last events are then played just before the real time
-STORY_DAYS = 25
+# how far back the seed starts (at 07:00 UTC): from there to patient A's infusion the story
+# takes 21.6 days of platform time whatever the weekday (runs of 7 and 12 days on the one
+# micro-factory, after the collections' notice and lead), leaving 2 to 3 days before the real
+# time, where its last events are played (the sterility result 15-16 days after harvest)
+STORY_DAYS = 24
 # one culture day of the micro-factory's twin is one day of the platform's clock (the fleet's
 # 60 s of machine work per unit, scaled)
 DAY_SPEED = 60.0 / 86400.0
