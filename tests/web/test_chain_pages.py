@@ -285,6 +285,7 @@ def test_storage_readings_refusals_name_the_field_and_an_excursion_holds(world: 
         return str(r.text)
 
     assert "Storage reading: refused (validation_failed) — value:" in reading("cold")
+    assert "— value:" in reading("nan") and "— value:" in reading("-inf")  # not readings
     assert "— read_at:" in reading("-180", read_at="yesterday")
     assert "— unit:" in reading("-180", unit_text="[degF]")  # the family reads Cel only
     assert "Storage reading -180 Cel: within the storage rule" in reading("-180")

@@ -10,7 +10,7 @@ page shows the current appointment (`order_collection`, a template function)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -23,7 +23,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.uow import UnitOfWork
-from nearfab.web.chain import refusal_words
+from nearfab.web.chain import form_time, refusal_words
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render, templates, when
 
 router = APIRouter(include_in_schema=False)
@@ -93,19 +93,12 @@ def collection_page(
 
 
 def _when(name: str, text: str, *, required: bool) -> datetime | None:
-    """A time from the form (`datetime-local` gives no zone: UTC); None when empty and not
-    required."""
+    """A time from the form (UTC when it names no zone); None when empty and not required."""
     if not text.strip():
         if required:
             raise ValidationFailed(f"{name}: give the date and time", field=name)
         return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(
-            f"{name}: {text!r} is not a date and time (YYYY-MM-DDTHH:MM)", field=name
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return form_time(name, text)
 
 
 async def _post(

@@ -12,6 +12,7 @@ what was recorded or refused, and hands units over by scan alone at the hand-ove
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -121,8 +122,8 @@ def chain_page(
     return render(request, "chain/unit.html", actor, chain=view, flash=flash, error=error)
 
 
-def _aware(name: str, text: str) -> datetime:
-    """A time from the form (`datetime-local` gives no zone: UTC)."""
+def form_time(name: str, text: str) -> datetime:
+    """A time from a form (`datetime-local` gives no zone: UTC)."""
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -134,9 +135,12 @@ def _aware(name: str, text: str) -> datetime:
 
 def _number(name: str, text: str) -> float:
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError:
-        raise ValidationFailed(f"{name}: {text!r} is not a number", field=name) from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValidationFailed(f"{name}: {text!r} is not a number", field=name)
+    return value
 
 
 async def _record(
@@ -235,7 +239,7 @@ async def storage_reading(
             raise ValidationFailed("read_at: give the time of the reading", field="read_at")
         if not form.get("value", "").strip():
             raise ValidationFailed("value: give the reading", field="value")
-        read_at = _aware("read_at", form["read_at"])
+        read_at = form_time("read_at", form["read_at"])
         value = _number("value", form["value"])
         result = app.custody.log_storage(
             uow,
