@@ -451,6 +451,7 @@ class _Story:
         unit_a, scan_a = self.unit_and_scan(batch_a)
         self.wait(1)
         self.hand_over(scan_a, "collection", "micro_factory", DIN_A)
+        self.wait(0.5)
         self.hand_over(scan_a, "micro_factory", "cryostore", DIN_A)
         stored_at = self.clock.now()
 
