@@ -2,19 +2,23 @@
 micro-factory at GSTT-PH), played on the platform's clock through the services a person uses.
 
 - Patient A: prescribed (dose per kg and body weight, the collection's DIN), scheduled (the
-  collection booked against the run's slot), a 7-day culture, released by the QP autopilot with
-  sterility pending, handed over micro-factory -> cryostore (its storage log at -180 °C),
-  cryostore -> infusion, thawed and infused; the next day the 14-day sterility culture reads
-  positive: a deviation on the batch and a notice to the prescribing site's clinicians.
+  collection booked against the run's slot), eligibility and consent e-signed, collected (the
+  patient and the DIN checked), a 7-day culture, the QC laboratory's endotoxin and mycoplasma
+  results, released by the QP autopilot with sterility pending, handed over collection ->
+  micro-factory -> cryostore (its storage log at -180 °C) -> infusion (the DIN on both sides,
+  the patient at the bedside), thawed and infused; two or three days later the sterility
+  culture reads positive: a deviation on the batch and a notice to the prescribing site.
 - Patient B: the first run grows slowly (a `slow_growth` fault on the micro-factory's twin): at
   the longest validated culture it is harvested short of the dose, RTRT proposes rejection and
-  the autopilot rejects it; the prescriber sends a new prescription for a new collection (a new
-  DIN), which is booked against a new slot and made; that batch waits for a person (the QP).
+  the autopilot rejects it. A rejected order is final, so the prescriber sends a new
+  prescription for a new collection (a new DIN), booked against the micro-factory's next slot
+  and left for the people of the demo (eligibility, consent, the collection, then the QP).
 
-Automated actions sign under accounts that say so: "Demo operator (automated)" performs the
-batch steps, "Demo pharmacist (automated)" verifies critical entries and moves, logs, thaws and
-hands over the bag, and the QP autopilot ("QP autopilot (demo only, not a person)") reviews
-audit trails, certifies and enters the laboratory's result. Prescriptions come from the demo
+Automated actions sign under accounts that say so: "Demo clinician (automated)" records
+eligibility, consent and the collection, "Demo operator (automated)" performs the batch steps,
+"Demo pharmacist (automated)" verifies critical entries and moves, logs, thaws and hands over
+the bag, and the QP autopilot ("QP autopilot (demo only, not a person)") enters the
+laboratory's results, reviews the audit trail and certifies. Prescriptions come from the demo
 prescriber and plans and tickets from the platform's own components (system actors), as in the
 demo loop. `nearfab demo` plays it when it seeds a new database, on a manual clock started
 STORY_DAYS before now (seed_with_cell_story): the culture's days are platform days, and the story
