@@ -21,7 +21,9 @@ from nearfab.uow import UnitOfWork
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_app(request: Request) -> App:
+async def get_app(request: Request) -> App:
+    """The App (async: FastAPI runs a plain `def` dependency on a worker thread, a hop that
+    costs more than this attribute read)."""
     application: App = request.app.state.nearfab
     return application
 
@@ -58,7 +60,7 @@ def allowed(permission: Permission, *, gate: bool = True) -> Any:
     `gate=False` leaves the refusal to the service, for use cases whose refused attempts are
     themselves records (a QP decision: 21 CFR 11.300)."""
 
-    def dependency(actor: ActorDep) -> Actor:
+    async def dependency(actor: ActorDep) -> Actor:  # no I/O: no worker-thread hop
         if gate:
             authorize_declared(actor, permission)
         return actor

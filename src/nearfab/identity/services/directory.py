@@ -18,13 +18,35 @@ from nearfab.uow import UnitOfWork
 def actor_of(user: User, session: Session, session_id: str | None = None) -> Actor:
     """The actor a user acts as. A user with no home site, or based at the control site,
     sees the network; anyone else sees their own site (identity/permissions.py)."""
-    return Actor(
+    return actor_from(
         user_id=user.id,
         username=user.username,
         full_name=user.full_name,
-        roles=tuple(user.roles),
-        site_id=user.home_site_id,
-        network=_is_control_site(session, user.home_site_id),
+        roles=user.roles,
+        home_site_id=user.home_site_id,
+        session=session,
+        session_id=session_id,
+    )
+
+
+def actor_from(
+    *,
+    user_id: str,
+    username: str,
+    full_name: str,
+    roles: Iterable[str],
+    home_site_id: str | None,
+    session: Session,
+    session_id: str | None = None,
+) -> Actor:
+    """`actor_of` from a user's columns (the token look-up reads them without the row)."""
+    return Actor(
+        user_id=user_id,
+        username=username,
+        full_name=full_name,
+        roles=tuple(roles),
+        site_id=home_site_id,
+        network=_is_control_site(session, home_site_id),
         session_id=session_id,
     )
 
