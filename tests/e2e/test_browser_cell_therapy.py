@@ -117,6 +117,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     # the clinician: the order's collection appointment; Notices in the menu, no chain pages
     _login(page, "clinician")
     expect(_nav(page).get_by_role("link", name="Notices")).to_be_visible()
+    expect(_nav(page).get_by_role("link", name="Hand-over")).to_have_count(0)
     page.goto(f"/orders/{order_id}")
     patient_ref = page.locator("#patient-ref").inner_text().strip()
     collection = page.locator("#order-collection")
@@ -177,6 +178,7 @@ def test_a_cell_product_from_release_to_infusion_and_its_late_sterility_failure(
     # the pharmacist: the bag's chain of identity, from the order page
     _login(page, "pharmacist")
     expect(_nav(page).get_by_role("link", name="Notices")).to_be_visible()
+    expect(_nav(page).get_by_role("link", name="Hand-over")).to_be_visible()
     page.goto(f"/orders/{order_id}")
     scan = page.locator("code.scan").first.inner_text().strip()
     patient_ref = page.locator("#patient-ref").inner_text().strip()
