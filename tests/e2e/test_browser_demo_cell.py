@@ -36,11 +36,8 @@ world = fh.world_fixture(_build_story)
 
 
 @pytest.fixture
-def seeded(world: fh.Built, request: pytest.FixtureRequest) -> App:
-    """What the live server serves: the story's world (SQLite; the story's services are tested
-    on both backends in tests/test_demo_cell.py)."""
-    if "postgresql" in request.node.callspec.id:
-        pytest.skip("the browser reads the story on SQLite; PostgreSQL in test_demo_cell.py")
+def seeded(world: fh.Built) -> App:
+    """What the live server serves: the story's world."""
     return world.app
 
 
@@ -57,6 +54,8 @@ def _shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+# SQLite only: the story's services are read on both backends in tests/test_demo_cell.py
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_the_demo_opens_on_the_cell_story(
     page: Page, world: fh.Built, seeded: App, tmp_path: Path
 ) -> None:
