@@ -270,8 +270,14 @@ def test_dispense_over_http_attacked(world: fh.Built, client: TestClient) -> Non
     # not an NHS number at all (check digit 8; modulus 11 gives 9)
     res = post(alice, ph, nhs_number="943 476 5918")
     assert res.status_code == 422 and res.json()["error"]["field"] == "nhs_number"
-    # the wrong birth date where the site requires it, then none
-    require_birth_date(app, "GSTT-PH")
+    # the wrong birth date where the site requires it (set by the network's admin), then none
+    site_id = fh.site_id(app, "GSTT-PH")
+    rule = {"birth_date_required": True, "reason": "trust policy: positive patient ID"}
+    path = f"/api/v1/sites/{site_id}/patient-identification"
+    assert client.post(path, json=rule, headers=ph).status_code == 403
+    res = client.post(path, json=rule, headers=_auth(client, "admin"))
+    assert res.status_code == 200, res.text
+    assert res.json()["birth_date_required"] is True
     res = post(alice, ph, nhs_number=ALICE.nhs_number, birth_date=BOB.birth_date.isoformat())
     assert res.status_code == 409 and res.json()["error"]["field"] == "birth_date"
     res = post(alice, ph, nhs_number=ALICE.nhs_number)

@@ -173,6 +173,12 @@ ROUTES: dict[tuple[str, str], Call] = {
         body=lambda w: {"totp_for_signing": False, "reason": "matrix"},
         network_only=True,
     ),
+    ("POST", "/api/v1/sites/{site_id}/patient-identification"): Call(
+        P.SITE_CREATE,
+        True,
+        body=lambda w: {"birth_date_required": False, "reason": "matrix"},
+        network_only=True,
+    ),
     ("POST", "/api/v1/master-files/{mf_id}/signing-policy"): Call(
         P.SIGNING_POLICY,
         body=lambda w: {"totp_for_signing": False, "reason": "matrix"},

@@ -17,6 +17,7 @@ from nearfab.api.schemas import (
     LotStatusIn,
     MachineIn,
     MachineStatusIn,
+    PatientIdentificationPolicyIn,
     QualificationIn,
     ReasonIn,
     RunIn,
@@ -47,6 +48,7 @@ from nearfab.network.schemas import (
     QualificationOut,
     QualificationRevokedOut,
     SiteOut,
+    SitePatientIdentificationOut,
     SiteSigningPolicyOut,
     SiteStatusOut,
     TrainingOut,
@@ -164,6 +166,31 @@ def site_signing_policy(
         uow, actor, site_id, totp_for_signing=body.totp_for_signing, reason=body.reason
     )
     return _row(site, "id", "code", "totp_for_signing")
+
+
+@router.post(
+    "/sites/{site_id}/patient-identification",
+    tags=["network"],
+    response_model=SitePatientIdentificationOut,
+)
+def site_patient_identification(
+    site_id: str,
+    body: PatientIdentificationPolicyIn,
+    actor: Annotated[Actor, allowed(Permission.SITE_CREATE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Whether this site's hand-overs need the date of birth as a second identifier, and the
+    FHIR system of its hospital numbers (network admin; audited)."""
+    site = application.network.set_patient_identification(
+        uow,
+        actor,
+        site_id,
+        birth_date_required=body.birth_date_required,
+        mrn_system=body.mrn_system,
+        reason=body.reason,
+    )
+    return _row(site, "id", "code", "birth_date_required", "mrn_system")
 
 
 @router.post("/machines", status_code=201, tags=["network"], response_model=MachineOut)

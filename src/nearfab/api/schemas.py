@@ -167,6 +167,16 @@ class SigningPolicyIn(BaseModel):
     reason: str
 
 
+class PatientIdentificationPolicyIn(BaseModel):
+    """A site's positive patient identification rule (docs/patient-identification.md)."""
+
+    birth_date_required: bool
+    mrn_system: str | None = Field(
+        default=None, max_length=255, description="FHIR identifier system of its MRNs"
+    )
+    reason: str
+
+
 class ReasonIn(BaseModel):
     reason: str
 

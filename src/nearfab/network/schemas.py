@@ -41,6 +41,15 @@ class SiteSigningPolicyOut(Out):
     totp_for_signing: bool
 
 
+class SitePatientIdentificationOut(Out):
+    """How a site identifies patients at a hand-over (docs/patient-identification.md)."""
+
+    id: str
+    code: str
+    birth_date_required: bool
+    mrn_system: str | None
+
+
 class MachineOut(Out):
     id: str
     site_id: str
