@@ -32,6 +32,7 @@ NOT_FORBIDDING = {"TokenOut"}
 def _api_routes() -> list[APIRoute]:
     from nearfab.api.accounts import router as accounts
     from nearfab.api.audit import router as audit
+    from nearfab.api.comparability import router as comparability
     from nearfab.api.custody import router as custody
     from nearfab.api.monitoring import router as monitoring
     from nearfab.api.planning import router as planning
@@ -40,6 +41,7 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.routes import router as core
 
     routers = (core, accounts, audit, monitoring, custody, planning, records, release)
+    routers += (comparability,)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 

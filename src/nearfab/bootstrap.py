@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from nearfab.bus import EventBus
 from nearfab.common.clock import Clock, SystemClock
+from nearfab.comparability import ComparabilityService
 from nearfab.config import Settings
 from nearfab.custody import CustodyChain, CustodyService, KeyRing
 from nearfab.custody.kit import LabelKit
@@ -94,6 +95,7 @@ class App:
     monitor: Monitor
     monitoring: MonitoringService
     charts: RunCharts
+    comparability: ComparabilityService
     subscriber: MqttSubscriber | None = None
 
     def uow(self) -> UnitOfWork:
@@ -299,6 +301,9 @@ def build_app(
     audit_keys.on_checkpoint = custody_chain.ledger.record_audit_checkpoint
     audit_keys.ledger_checkpoints = custody_chain.ledger.audit_checkpoints
     custody_ref.append(custody)
+    # a site suspended by a proficiency round makes nothing of that master file (issue 19)
+    comparability = ComparabilityService(network, master_files, families, signatures)
+    network.site_holds.append(comparability.suspension_reason)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
     planner = system_actor("planner")
@@ -384,6 +389,7 @@ def build_app(
         monitor=monitor,
         monitoring=monitoring,
         charts=RunCharts(telemetry, network),
+        comparability=comparability,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def load_all() -> None:
+    import nearfab.comparability.models
     import nearfab.custody.models
     import nearfab.identity.models
     import nearfab.masterfiles.models

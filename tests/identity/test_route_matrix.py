@@ -425,6 +425,26 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/monitoring/runs/{run}/contributions"): Call(
         P.MONITORING_READ, True, query=lambda w: {"index": 0}
     ),
+    # comparability between sites and proficiency testing (api/comparability.py); the round
+    # is sent to site A, a third site and the control site, not to site B
+    ("GET", "/api/v1/comparability/{code}"): Call(P.COMPARABILITY_READ),
+    ("GET", "/api/v1/proficiency/rounds"): Call(P.COMPARABILITY_READ),
+    ("POST", "/api/v1/proficiency/rounds"): Call(
+        P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
+    ),
+    ("GET", "/api/v1/proficiency/rounds/{round_id}"): Call(P.COMPARABILITY_READ, True),
+    ("POST", "/api/v1/proficiency/rounds/{round_id}/results"): Call(
+        P.PROFICIENCY_RESULT_ENTER, True, body=lambda w: {"site_id": w.ids["site_id"], "value": 1}
+    ),
+    ("POST", "/api/v1/proficiency/rounds/{round_id}/score"): Call(
+        P.PROFICIENCY_ROUND, network_only=True
+    ),
+    ("GET", "/api/v1/proficiency/suspensions"): Call(P.COMPARABILITY_READ),
+    ("POST", "/api/v1/proficiency/suspensions/{suspension_id}/close"): Call(
+        P.PROFICIENCY_CAPA_CLOSE,
+        body=lambda w: {"capa_reference": "", "summary": "", "password": ""},
+        network_only=True,
+    ),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
@@ -589,6 +609,20 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/alarms/{alarm_id}/close"): Call(
         P.ALARM_CLOSE, True, body=lambda w: {"disposition": "false_alarm", "note": ""}
+    ),
+    ("GET", "/comparability"): Call(P.COMPARABILITY_READ),
+    ("POST", "/proficiency/rounds"): Call(
+        P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
+    ),
+    ("GET", "/proficiency/rounds/{round_id}"): Call(P.COMPARABILITY_READ, True),
+    ("POST", "/proficiency/rounds/{round_id}/results"): Call(
+        P.PROFICIENCY_RESULT_ENTER, True, body=lambda w: {"site_id": w.ids["site_id"], "value": "1"}
+    ),
+    ("POST", "/proficiency/rounds/{round_id}/score"): Call(
+        P.PROFICIENCY_ROUND, body=lambda w: {}, network_only=True
+    ),
+    ("POST", "/proficiency/suspensions/{suspension_id}/close"): Call(
+        P.PROFICIENCY_CAPA_CLOSE, body=lambda w: {"capa_reference": ""}, network_only=True
     ),
     ("GET", "/trace"): Call(P.TRACE_READ, True, query=lambda w: {"q": w.ids["unit_id"]}),
     ("GET", "/recalls"): Call(P.RECALL_REPORT_READ),
@@ -776,6 +810,19 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
             uow, fh.actor(app, "qp"), lot=lot.lot_number, reason="route matrix"
         )
         ids["recall_id"] = recall.id
+    with app.uow() as uow:
+        ids["round_id"] = app.comparability.open_round(
+            uow,
+            fh.actor(app, "qp"),
+            {
+                "master_file_code": mf.code,
+                "attribute": "route matrix",
+                "unit": "%",
+                "reference": "blind sample",
+                "site_ids": [SITE_A, "MOB-1", CONTROL],
+            },
+        ).id
+    ids["suspension_id"] = "no-such-suspension"
     with app.uow() as uow:
         ids["event_a"] = next(
             e.event_hash
@@ -998,6 +1045,10 @@ NOT_SITE_LISTS = {
     "/api/v1/master-files": "master files are network records (made at the sites they list)",
     "/api/v1/monitoring/models": "models are per product and machine type, network-wide",
     "/api/v1/monitoring/capability": "per product and machine type; runs named are checked",
+    "/api/v1/proficiency/rounds": "rounds go to several sites; each site sees its own result "
+    "(tests/comparability/test_api.py)",
+    "/api/v1/proficiency/suspensions": "scoped by the comparability service; none in this world "
+    "(tests/comparability/test_api.py lists them from each site)",
     "/api/v1/plan": "the network plan (planners place orders across sites)",
     "/api/v1/plan/history": "the network plan's versions",
     "/api/v1/telemetry/dead-letters": "messages no site could be read from (control site only)",

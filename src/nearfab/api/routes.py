@@ -320,6 +320,7 @@ MF_FIELDS = (
     "gtin",
     "units_per_pack",
     "allowed_site_ids",
+    "comparability",
     "approved_at",
     "approval_signature_id",
     "effective_from",

@@ -16,6 +16,7 @@ from nearfab.cli.audit import audit_app
 from nearfab.cli.batches import app as batches_app
 from nearfab.cli.collections import collected as collected_command
 from nearfab.cli.collections import pre_collection as pre_collection_command
+from nearfab.cli.comparability import app as comparability_app
 from nearfab.cli.context import (
     CliState,
     DataDir,
@@ -64,6 +65,7 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(recall_app, name="recall")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(comparability_app, name="comparability")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")

@@ -110,6 +110,13 @@ class Permission(StrEnum):
     MODEL_RETIRE = "model.retire"
     ALARM_ACKNOWLEDGE = "alarm.acknowledge"
     ALARM_CLOSE = "alarm.close"
+    # comparability between sites: statistics of each site against the network, proficiency
+    # rounds (the control site opens and scores them), results entered by the site, suspensions
+    # lifted when the site's CAPA is closed by an e-signature
+    COMPARABILITY_READ = "comparability.read"
+    PROFICIENCY_ROUND = "proficiency.round"
+    PROFICIENCY_RESULT_ENTER = "proficiency.result_enter"
+    PROFICIENCY_CAPA_CLOSE = "proficiency.capa_close"
     # custody
     EPCIS_QUERY = "epcis.query"
     EPCIS_CAPTURE = "epcis.capture"
@@ -198,6 +205,10 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.MODEL_RETIRE: frozenset({Q}),
     Permission.ALARM_ACKNOWLEDGE: frozenset({OP, PH, Q, A}),
     Permission.ALARM_CLOSE: frozenset({Q, PH}),
+    Permission.COMPARABILITY_READ: frozenset({Q, A, AU, PH}),
+    Permission.PROFICIENCY_ROUND: frozenset({Q}),
+    Permission.PROFICIENCY_RESULT_ENTER: frozenset({Q, PH}),
+    Permission.PROFICIENCY_CAPA_CLOSE: frozenset({Q}),
     Permission.EPCIS_QUERY: frozenset({Q, A, AU, PH}),
     Permission.EPCIS_CAPTURE: frozenset({Q, A, PH}),
     Permission.TRACE_READ: frozenset({Q, A, AU, PH}),
@@ -238,6 +249,9 @@ NETWORK_LEVEL: frozenset[Permission] = frozenset(
         # captured events belong to no site (the network's store, ledgered by the control
         # site), and a captured errorDeclaration rewrites an event already held, of any site
         Permission.EPCIS_CAPTURE,
+        # proficiency rounds go to every site; a suspension is lifted by the control site's QP
+        Permission.PROFICIENCY_ROUND,
+        Permission.PROFICIENCY_CAPA_CLOSE,
         Permission.MODEL_TRAIN,
         Permission.MODEL_APPROVE,
         Permission.MODEL_RETIRE,

@@ -44,6 +44,8 @@ class MasterFile(Base):
     totp_for_signing: Mapped[bool] = mapped_column(default=False, server_default=false())
     # the ordered batch-record steps (manual ones are signed by a person; see production.md)
     record_steps: Mapped[list[Any] | None]
+    # equivalence margins and capability the sites are held to (docs/comparability.md)
+    comparability: Mapped[dict[str, Any] | None]
 
     def content(self) -> dict[str, Any]:
         """The approved content: what a QP's signature is bound to."""
@@ -65,6 +67,7 @@ class MasterFile(Base):
             "allowed_site_ids": self.allowed_site_ids,
             # only when listed: versions approved before steps existed keep their hash
             **({"record_steps": self.record_steps} if self.record_steps else {}),
+            **({"comparability": self.comparability} if self.comparability else {}),
         }
 
     def accepts(self, system: str, code: str) -> bool:

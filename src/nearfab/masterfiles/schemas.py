@@ -79,6 +79,30 @@ class RecordStepIn(BaseModel):
         return self
 
 
+# what a master file's comparability section may name: the family's per-unit measurement as a
+# percentage of its target, or a critical process parameter (docs/comparability.md)
+MEASUREMENT_PCT = "measurement_pct"
+
+
+class ComparabilityIn(BaseModel):
+    """How the network's sites are held to one another for this product: the equivalence
+    margin of each attribute (TOST), the confidence level, and the Cpk a site must show."""
+
+    model_config = {"extra": "forbid"}
+
+    margins: dict[str, float] = Field(min_length=1)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_cpk: float = Field(default=1.33, gt=0, le=10)
+
+    @field_validator("margins")
+    @classmethod
+    def _positive(cls, margins: dict[str, float]) -> dict[str, float]:
+        for name, margin in margins.items():
+            if not margin > 0:
+                raise ValueError(f"the margin of {name!r} must be above 0, got {margin!r}")
+        return margins
+
+
 class MasterFileIn(BaseModel):
     code: str = Field(min_length=1, max_length=64)
     title: str = Field(min_length=1, max_length=200)
@@ -95,6 +119,20 @@ class MasterFileIn(BaseModel):
     units_per_pack: int = Field(gt=0, le=1000)
     allowed_site_ids: list[str] = Field(min_length=1)
     record_steps: list[RecordStepIn] = Field(default_factory=list, max_length=50)
+    comparability: ComparabilityIn | None = None
+
+    @field_validator("comparability")
+    @classmethod
+    def _comparability_names(cls, section: ComparabilityIn | None, info: Any) -> Any:
+        if section is not None:
+            known = {MEASUREMENT_PCT, *(info.data.get("process_parameters") or {})}
+            for name in section.margins:
+                if name not in known:
+                    raise ValueError(
+                        f"margins.{name} is neither {MEASUREMENT_PCT} nor a process "
+                        f"parameter ({', '.join(sorted(known))})"
+                    )
+        return section
 
     @field_validator("record_steps")
     @classmethod
@@ -131,6 +169,7 @@ class MasterFileOut(Out):
     gtin: str
     units_per_pack: int
     allowed_site_ids: list[str]
+    comparability: dict[str, Any] | None = None
     approved_at: Timestamp | None
     approval_signature_id: str | None
     effective_from: Timestamp | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -37,6 +38,19 @@ def _valid(valid_until: datetime | None, now: datetime) -> bool:
 
 class NetworkService:
     """Sites, machines, qualification and training. Every change is audited in its transaction."""
+
+    def __init__(self) -> None:
+        # holds on making a master file at a site, registered in bootstrap by domains above
+        # (comparability's proficiency suspensions): each says why not, or None
+        self.site_holds: list[Callable[[UnitOfWork, str, str], str | None]] = []
+
+    def site_hold(self, uow: UnitOfWork, site_id: str, master_file_code: str) -> str | None:
+        """Why `master_file_code` may not be made at the site now (a registered hold), or None."""
+        for hold in self.site_holds:
+            why = hold(uow, site_id, master_file_code)
+            if why is not None:
+                return why
+        return None
 
     # --- sites -------------------------------------------------------------------------------
     def create_site(

@@ -15,6 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from nearfab import __version__
 from nearfab.api.accounts import router as accounts_api
 from nearfab.api.audit import router as audit_api
+from nearfab.api.comparability import router as comparability_api
 from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, overflow_handler
 from nearfab.api.errors import install_error_handlers
@@ -33,6 +34,7 @@ from nearfab.web.accounts import router as account_pages
 from nearfab.web.appointments import router as appointment_pages
 from nearfab.web.audit import router as audit_pages
 from nearfab.web.chain import router as chain_pages
+from nearfab.web.comparability import router as comparability_pages
 from nearfab.web.custody import router as custody_pages
 from nearfab.web.exceptional import router as exceptional_pages
 from nearfab.web.monitoring import router as monitoring_pages
@@ -99,6 +101,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(planning_api)
     web.include_router(records_api)
     web.include_router(release_api)
+    web.include_router(comparability_api)
     web.include_router(pages_router)
     web.include_router(records_pages)
     web.include_router(account_pages)
@@ -106,6 +109,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(monitoring_pages)
     web.include_router(custody_pages)
     web.include_router(audit_pages)
+    web.include_router(comparability_pages)
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -54,6 +54,9 @@ class ProductionGate:
                 field="site",
                 code="site_not_active",
             )
+        held = self._network.site_hold(uow, site.id, mf.code)
+        if held is not None:
+            raise Refused(held, field="site", code="site_suspended")
         if machine.site_id != site.id:
             raise Refused(
                 f"machine {machine.name} is not at site {site.code}",

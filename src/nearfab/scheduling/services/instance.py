@@ -437,6 +437,9 @@ class InstanceBuilder:
             )
         if site_status != SiteStatus.ACTIVE.value:
             return "site_unavailable", f"site {site_code} is {site_status}"
+        held = self._network.site_hold(uow, machine.site_id, mf.code)
+        if held is not None:
+            return "site_unavailable", held
         if machine.status in (MachineStatus.MAINTENANCE.value, MachineStatus.RETIRED.value):
             return "machine_unavailable", f"machine is {machine.status}"
         if not self._network.is_qualified(uow, machine.id, mf.code):
