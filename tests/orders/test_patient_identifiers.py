@@ -197,3 +197,23 @@ def test_a_fhir_subject_reference_is_explained_not_taken_for_an_mrn(typed: str) 
     with pytest.raises(ValidationFailed, match="sender's FHIR reference") as caught:
         classify(typed)
     assert caught.value.field == "patient"
+
+
+# --- an NHS wristband's GSRN carries the NHS number (DCB1077) ----------------------------------
+#
+# DCB1077 (AIDC for Patient Identification) builds the wristband's GSRN as the NHS GS1 company
+# prefix (7 digits), the NHS number (10) and the check digit. With a made-up prefix 1234567
+# and NHS number 943 476 5919, the body is 1234567 9434765919:
+#   odd positions (x3):  1 + 3 + 5 + 7 + 4 + 4 + 6 + 9 + 9 = 48 -> 144
+#   even positions (x1): 2 + 4 + 6 + 9 + 3 + 7 + 5 + 1 = 37
+#   144 + 37 = 181; (10 - 1) mod 10 = 9: GSRN 123456794347659199
+NHS_GSRN = "123456794347659199"
+
+
+def test_the_nhs_number_inside_a_wristband_gsrn() -> None:
+    assert gsrn_check_digit(NHS_GSRN[:17]) == "9"
+    band = parse_wristband(f"(8018){NHS_GSRN}")
+    assert (band.kind, band.value, band.nhs_number) == (IdentifierKind.GSRN, NHS_GSRN, "9434765919")
+    # a GSRN whose ten digits before the check digit are no NHS number carries none
+    assert parse_wristband(f"(8018){GSRN}").nhs_number is None  # 0153000000: check digit fails
+    assert parse_wristband("9434765919").nhs_number == "9434765919"

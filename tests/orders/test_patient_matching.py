@@ -51,6 +51,9 @@ def test_each_identifier_finds_its_patient_and_not_another(seeded: App) -> None:
         {"wristband": f"]d28018{ALICE.gsrn}"},
         {"wristband": "(8018)" + ALICE.gsrn},
         {"wristband": "9434765919"},  # a plain NHS-number barcode
+        # an NHS wristband's GSRN (DCB1077): company prefix, NHS number, check digit (worked
+        # in tests/orders/test_patient_identifiers.py); not stored, read for its NHS number
+        {"wristband": "(8018)123456794347659199"},
         {"prescription_id": ALICE.prescription_id.lower()},
         {"patient_ref": ref},
         {"patient": "9434765919"},
@@ -71,6 +74,8 @@ def test_each_identifier_finds_its_patient_and_not_another(seeded: App) -> None:
         ({"nhs_number": BOB.nhs_number}, "nhs_number"),
         ({"mrn": BOB.mrn}, "mrn"),
         ({"wristband": f"(8018){BOB.gsrn}"}, "wristband"),
+        # Bob's NHS number inside: odd 38 x 3 = 114, even 43; 157 -> check digit 3
+        ({"wristband": "(8018)123456794347658703"}, "wristband"),
         ({"prescription_id": BOB.prescription_id}, "prescription_id"),
         ({"nhs_number": ALICE.nhs_number, "birth_date": BOB.birth_date.isoformat()}, "birth_date"),
         ({"mrn": ALICE.mrn, "nhs_number": BOB.nhs_number}, "nhs_number"),

@@ -430,8 +430,19 @@ class PatientIdentification:
         if kind == K.PSEUDONYM:
             return patient is not None and patient.ref.upper() == str(value).upper()
         if kind == K.GSRN:  # a Wristband: a GSRN, or a plain NHS-number barcode
-            band_kind = K.NHS_NUMBER if value.kind == K.NHS_NUMBER else K.GSRN
-            return (band_kind, None, self._hash(band_kind, value.value)) in facts
+            if value.kind == K.GSRN and (K.GSRN, None, self._hash(K.GSRN, value.value)) in facts:
+                return True
+            # an NHS wristband's GSRN carries the NHS number (DCB1077), as a plain barcode does
+            number = value.nhs_number
+            return (
+                number is not None
+                and (
+                    K.NHS_NUMBER,
+                    None,
+                    self._hash(K.NHS_NUMBER, number),
+                )
+                in facts
+            )
         if kind == K.NHS_NUMBER:
             return (K.NHS_NUMBER, None, self._hash(K.NHS_NUMBER, value)) in facts
         if kind == K.MRN:

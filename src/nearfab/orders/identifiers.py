@@ -186,6 +186,17 @@ class Wristband:
     kind: IdentifierKind  # GSRN or NHS_NUMBER
     value: str
 
+    @property
+    def nhs_number(self) -> str | None:
+        """The NHS number an NHS wristband's GSRN carries: DCB1077 (AIDC for Patient
+        Identification) builds it as the NHS GS1 company prefix (7 digits), the NHS number
+        (10) and the GSRN check digit; None when those ten digits are not a valid NHS number.
+        For a plain NHS-number barcode, the number itself."""
+        if self.kind == IdentifierKind.NHS_NUMBER:
+            return self.value
+        candidate = self.value[7:17]
+        return candidate if is_valid_nhs_number(candidate) else None
+
 
 def parse_wristband(text: str, *, field: str = "wristband") -> Wristband:
     """A scanned wristband: GS1 data with AI (8018), or a plain NHS-number barcode."""
