@@ -1,13 +1,9 @@
-"""Comparability use cases: the cross-site report, proficiency rounds, suspensions and CAPA.
-
-Every state change (a round opened, a result entered, a round scored, a site suspended, a
-suspension lifted) goes through this service with its audit row in the same transaction."""
+"""Proficiency testing: rounds of blind reference samples, ISO 13528 z-scores, suspensions and
+the CAPA that lifts them. Every change is audited in its transaction."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,13 +15,11 @@ from nearfab.comparability import logic
 from nearfab.comparability.enums import (
     ROUND_TRANSITIONS,
     SUSPENSION_TRANSITIONS,
-    GroupBy,
     RoundStatus,
     SuspensionStatus,
 )
 from nearfab.comparability.models import ProficiencyResult, ProficiencyRound, Suspension
 from nearfab.comparability.schemas import CapaCloseIn, ResultIn, RoundIn
-from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -38,44 +32,24 @@ from nearfab.identity import (
     is_network_wide,
     site_filter,
 )
-from nearfab.masterfiles import MasterFile, MasterFileService, pydantic_to_domain
-from nearfab.masterfiles.schemas import MEASUREMENT_PCT
+from nearfab.masterfiles import MasterFileService, pydantic_to_domain
 from nearfab.network import NetworkService
-from nearfab.production import BatchRecord
 from nearfab.uow import UnitOfWork
-
-MADE = ("completed", "released", "rejected")  # batches with a measurement document
-MSPC_ALPHA = 0.0027  # the false-alarm rate of 3σ limits
-DEFAULT_ALPHA, DEFAULT_MIN_CPK = 0.05, 1.33
-
-
-@dataclass
-class _Attribute:
-    name: str
-    label: str
-    unit: str
-    lsl: float | None
-    usl: float | None
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    # (group, batch number, finished at, batch mean) in time order
-    points: list[tuple[str, str, str, float]] = field(default_factory=list)
 
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
-class ComparabilityService:
+class Proficiency:
     def __init__(
         self,
         network: NetworkService,
         master_files: MasterFileService,
-        families: FamilyRegistry,
         signatures: SignatureService,
     ) -> None:
         self._network = network
         self._master_files = master_files
-        self._families = families
         self._signatures = signatures
 
     # --- the hold production and scheduling ask through the network (wired in bootstrap) -----
@@ -95,296 +69,6 @@ class ComparabilityService:
             f"site suspended from {master_file_code} by proficiency round {row.round_id} "
             f"(z = {row.z:.2f}) until its CAPA is closed"
         )
-
-    # --- the cross-site report ----------------------------------------------------------------
-    def report(
-        self, uow: UnitOfWork, actor: Actor, master_file_code: str, by: str = "site"
-    ) -> dict[str, Any]:
-        """Each group (site, machine, material lot or month) of the master file's made batches
-        against the rest of the network: chart of means, TOST, Cpk, run rule and Hotelling T².
-        Site staff see their own site's groups (the network's statistics are computed on every
-        site's batches, as the comparison needs)."""
-        authorize(actor, Permission.COMPARABILITY_READ)
-        try:
-            grouping = GroupBy(by)
-        except ValueError:
-            raise ValidationFailed(
-                f"by must be one of {', '.join(g.value for g in GroupBy)}", field="by"
-            ) from None
-        mf = self._master_files.effective_for_code(uow, master_file_code)
-        section: Mapping[str, Any] = mf.comparability or {}
-        margins: Mapping[str, float] = section.get("margins") or {}
-        alpha = float(section.get("alpha", DEFAULT_ALPHA))
-        min_cpk = float(section.get("min_cpk", DEFAULT_MIN_CPK))
-        own = None if is_network_wide(actor, Permission.COMPARABILITY_READ) else actor.site_id
-        batches = list(
-            uow.session.scalars(
-                select(BatchRecord)
-                .where(
-                    BatchRecord.master_file_code == mf.code,
-                    BatchRecord.status.in_(MADE),
-                    BatchRecord.finished_at.is_not(None),
-                )
-                .order_by(BatchRecord.finished_at, BatchRecord.batch_number)
-            )
-        )
-        if grouping is GroupBy.MONTH and own is not None:
-            batches = [b for b in batches if b.site_id == own]  # months of their own site
-        sites = {s.id: s.code for s in self._network.list_sites(uow)}
-        machines = {m.id: (m.name, m.site_id) for m in self._network.list_machines(uow)}
-        group_site: dict[str, str | None] = {}
-        labels: dict[str, str] = {}
-        attributes: dict[str, _Attribute] = {}
-        vectors: dict[str, list[list[float]]] = defaultdict(list)
-        versions: dict[str, MasterFile] = {}
-        for batch in batches:
-            version = versions.get(batch.master_file_id)
-            if version is None:
-                version = versions[batch.master_file_id] = self._master_files.get(
-                    uow, batch.master_file_id
-                )
-            key, label = self._group(grouping, batch, sites, machines)
-            labels[key] = label
-            site = batch.site_id if grouping is not GroupBy.MONTH else None
-            if key in group_site and group_site[key] != site:
-                site = None  # a lot (or month) shared by sites belongs to none of them
-            group_site[key] = site
-            vector = self._observe(version, batch, key, attributes)
-            if vector is not None:
-                vectors[key].append(vector)
-        visible = {k for k, s in group_site.items() if own is None or s == own}
-        out_attributes = [
-            self._attribute(a, margins.get(a.name), alpha, min_cpk, labels, group_site, visible)
-            for a in attributes.values()
-        ]
-        mspc = self._mspc(vectors, labels, visible)
-        flagged = [
-            f"{g['label']} · {a['label']}: {flag}"
-            for a in out_attributes
-            for g in a["groups"]
-            for flag in g["flags"]
-        ] + [f"{m['label']}: Hotelling T² p = {m['p_value']:.4f}" for m in mspc if m["flagged"]]
-        return {
-            "master_file_code": mf.code,
-            "by": grouping.value,
-            "alpha": alpha,
-            "min_cpk": min_cpk,
-            "margins_from": "master file" if margins else "none set",
-            "batches": len(batches) if own is None else sum(b.site_id == own for b in batches),
-            "attributes": out_attributes,
-            "mspc": mspc,
-            "flagged": flagged,
-            "suspensions": self.suspensions(uow, actor, master_file_code=mf.code),
-        }
-
-    @staticmethod
-    def _group(
-        grouping: GroupBy,
-        batch: BatchRecord,
-        sites: Mapping[str, str],
-        machines: Mapping[str, tuple[str, str]],
-    ) -> tuple[str, str]:
-        if grouping is GroupBy.SITE:
-            return batch.site_id, sites.get(batch.site_id, batch.site_id)
-        if grouping is GroupBy.MACHINE:
-            name = machines.get(batch.machine_id, (batch.machine_id, ""))[0]
-            return batch.machine_id, name
-        if grouping is GroupBy.MATERIAL_LOT:
-            return batch.material_lot_id, batch.material_lot_number
-        month = (batch.finished_at or batch.started_at).strftime("%Y-%m")
-        return month, month
-
-    def _observe(
-        self, mf: MasterFile, batch: BatchRecord, key: str, attributes: dict[str, _Attribute]
-    ) -> list[float] | None:
-        """Add the batch's values to each attribute; its summary vector (measurement mean and
-        each CPP's mean), or None when one is missing."""
-        vector: list[float] = []
-        complete = True
-        finished = _iso(batch.finished_at) or ""
-        kit = self._families.get(mf.product_family).machines
-        series = kit.measurement_series(batch.measurements, batch.design or {}, mf.cqa_specs or {})
-        if series is not None and series.target > 0 and series.values:
-            attribute = attributes.get(MEASUREMENT_PCT)
-            if attribute is None:
-                attribute = attributes[MEASUREMENT_PCT] = _Attribute(
-                    MEASUREMENT_PCT,
-                    f"{series.label} (% of target)",
-                    "%",
-                    100.0 - series.tolerance_pct if series.tolerance_pct else None,
-                    100.0 + series.tolerance_pct if series.tolerance_pct else None,
-                )
-            pct = [100.0 * v / series.target for v in series.values]
-            attribute.values[key].extend(pct)
-            mean = sum(pct) / len(pct)
-            attribute.points.append((key, batch.batch_number, finished, mean))
-            vector.append(mean)
-        else:
-            complete = False
-        summary = batch.telemetry_summary or {}
-        for name, limits in sorted((mf.process_parameters or {}).items()):
-            entry = summary.get(name)
-            if not isinstance(entry, Mapping) or "mean" not in entry:
-                complete = False
-                continue
-            attribute = attributes.get(name)
-            if attribute is None:
-                attribute = attributes[name] = _Attribute(
-                    name,
-                    name.replace("_", " "),
-                    str(limits.get("unit", "")),
-                    float(limits["low"]),
-                    float(limits["high"]),
-                )
-            mean = float(entry["mean"])
-            attribute.values[key].append(mean)
-            attribute.points.append((key, batch.batch_number, finished, mean))
-            vector.append(mean)
-        return vector if complete else None
-
-    @staticmethod
-    def _attribute(
-        attribute: _Attribute,
-        margin: float | None,
-        alpha: float,
-        min_cpk: float,
-        labels: Mapping[str, str],
-        group_site: Mapping[str, str | None],
-        visible: set[str],
-    ) -> dict[str, Any]:
-        groups = dict(attribute.values)
-        try:
-            chart = logic.means_chart(groups) if len(groups) >= 2 else None
-        except ValidationFailed:
-            chart = None
-        limits = {p.group: p for p in chart.points} if chart else {}
-        rows: list[dict[str, Any]] = []
-        for key, values in groups.items():
-            if key not in visible:
-                continue
-            flags: list[str] = []
-            point = limits.get(key)
-            if point is not None and point.outside:
-                flags.append(
-                    f"mean {point.mean:.3g} outside the network's limits "
-                    f"{point.lcl:.3g}–{point.ucl:.3g}"
-                )
-            series = [p for p in attribute.points if p[0] == key]
-            run_at = None
-            if chart is not None:
-                index = logic.run_rule([p[3] for p in series], chart.centre)
-                if index is not None:
-                    run_at = series[index][1]
-                    flags.append(
-                        f"{logic.RUN_LENGTH} batches in a row on one side of the network mean "
-                        f"(at batch {run_at})"
-                    )
-            rest = [v for k, vs in groups.items() if k != key for v in vs]
-            tost = None
-            if margin is not None and len(values) >= 2 and len(rest) >= 2:
-                try:
-                    found = logic.tost(values, rest, float(margin), alpha)
-                except ValidationFailed:
-                    found = None
-                if found is not None:
-                    tost = {
-                        "difference": found.difference,
-                        "margin": found.margin,
-                        "ci_low": found.ci_low,
-                        "ci_high": found.ci_high,
-                        "p_value": found.p_value,
-                        "equivalent": found.equivalent,
-                    }
-                    if not found.equivalent:
-                        flags.append(
-                            f"not shown equivalent to the rest within ±{found.margin:g} "
-                            f"(difference {found.difference:+.3g}, "
-                            f"{100 * (1 - 2 * alpha):g} % CI {found.ci_low:+.3g} to "
-                            f"{found.ci_high:+.3g})"
-                        )
-            capability = None
-            if (attribute.lsl is not None or attribute.usl is not None) and len(values) >= 3:
-                try:
-                    cap = logic.site_capability(values, lsl=attribute.lsl, usl=attribute.usl)
-                except ValidationFailed:
-                    cap = None
-                if cap is not None:
-                    capability = {
-                        "cpk": cap.cpk,
-                        "cpk_low": cap.interval.lower,
-                        "cpk_high": cap.interval.upper,
-                        "lsl": attribute.lsl,
-                        "usl": attribute.usl,
-                    }
-                    if cap.interval.lower < min_cpk:
-                        flags.append(
-                            f"Cpk {cap.cpk:.2f} (95 % CI {cap.interval.lower:.2f}–"
-                            f"{cap.interval.upper:.2f}) not shown above {min_cpk:g}"
-                        )
-            n = len(values)
-            mean = sum(values) / n
-            sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
-            rows.append(
-                {
-                    "group": key,
-                    "label": labels[key],
-                    "site_id": group_site.get(key),
-                    "n": n,
-                    "batches": len(series),
-                    "mean": mean,
-                    "sd": sd,
-                    "lcl": point.lcl if point else None,
-                    "ucl": point.ucl if point else None,
-                    "outside_limits": bool(point and point.outside),
-                    "run_of_eight_at": run_at,
-                    "tost": tost,
-                    "capability": capability,
-                    "flags": flags,
-                }
-            )
-        rows.sort(key=lambda r: str(r["label"]))
-        return {
-            "name": attribute.name,
-            "label": attribute.label,
-            "unit": attribute.unit,
-            "margin": None if margin is None else float(margin),
-            "centre": chart.centre if chart else None,
-            "sigma": chart.sigma if chart else None,
-            "groups": rows,
-            "points": [
-                {"batch_number": b, "group": labels[g], "finished_at": at, "mean": m}
-                for g, b, at, m in attribute.points
-                if g in visible
-            ],
-        }
-
-    @staticmethod
-    def _mspc(
-        vectors: Mapping[str, list[list[float]]], labels: Mapping[str, str], visible: set[str]
-    ) -> list[dict[str, Any]]:
-        out = []
-        for key, own in vectors.items():
-            if key not in visible:
-                continue
-            rest = [v for k, vs in vectors.items() if k != key for v in vs]
-            if not rest:
-                continue
-            found = logic.hotelling_two_sample(own, rest)
-            if found is None:
-                continue
-            out.append(
-                {
-                    "group": key,
-                    "label": labels[key],
-                    "t2": found.t2,
-                    "f": found.f,
-                    "df1": found.df1,
-                    "df2": found.df2,
-                    "p_value": found.p_value,
-                    "flagged": found.p_value < MSPC_ALPHA,
-                }
-            )
-        return sorted(out, key=lambda m: m["label"])
 
     # --- proficiency rounds --------------------------------------------------------------------
     def open_round(
