@@ -67,6 +67,12 @@ class DinLabels(SolidDoseLabels):
     def hand_over_biz_step(self, from_step: str, to_step: str) -> str:
         return self._cells.hand_over_biz_step(from_step, to_step)
 
+    def label_details(
+        self, design: Mapping[str, Any], chain_identifier: str | None = None
+    ) -> tuple[str, ...]:
+        named = {"din": self.named} if self.named else {}
+        return self._cells.label_details(named, chain_identifier)
+
 
 class DinFamily:
     def __init__(self, base: Any) -> None:
@@ -241,6 +247,31 @@ def test_the_din_bound_at_the_collection_is_the_chain_s(dinned: App) -> None:
         received_identifier="=A99981812345600",
     )  # fmt: skip
     assert row.outcome == "accepted"
+
+
+def _din_lines(app: App, unit: SerialUnit) -> list[str]:
+    with app.uow() as uow:
+        (label,) = app.custody.labels(uow, unit.id)
+    return [line for line in label.details if line.startswith("DIN ")]
+
+
+def test_the_label_prints_the_din_the_hand_overs_check(dinned: App) -> None:
+    # the prescription's DIN (ST-001 Appendix A: G1234 17 654321, K = A)
+    unit = _unit(dinned)
+    assert _din_lines(dinned, unit) == ["DIN G1234 17 654321 [A]"]
+    # a prescription without one: no DIN on the label until the collection binds one, then the
+    # bound DIN (ST-001 §7.5.1.1: A9998 18 123456, K = N), the one every hand-over checks
+    DinLabels.named = None
+    unit = _unit(dinned)
+    assert _din_lines(dinned, unit) == []
+    with dinned.uow() as uow:
+        order = dinned.orders.get(uow, unit.order_id)
+        dinned.scheduling.collections.collected(
+            uow, fh.actor(dinned, "clinician"), order, dinned.clock.now(), "=A99981812345600",
+            reason="collected",
+        )  # fmt: skip
+        uow.commit()
+    assert _din_lines(dinned, unit) == ["DIN A9998 18 123456 [N]"]
 
 
 def test_every_hand_over_is_an_epcis_object_event(dinned: App) -> None:

@@ -53,12 +53,26 @@ class LabelKit(Protocol):
         ...
 
 
-def label_details(kit: LabelKit, design: Mapping[str, Any]) -> tuple[str, ...]:
+def label_details(
+    kit: LabelKit, design: Mapping[str, Any], chain_identifier: str | None = None
+) -> tuple[str, ...]:
     """The label's lines after the dose line, from the batch's design document: the family's
     optional `label_details(design)` (e.g. a dose per kg of body weight, an identity under its
-    own scheme, storage and in-use rules); none when the family has no such method."""
+    own scheme, storage and in-use rules); none when the family has no such method.
+
+    `chain_identifier` is the one bound at the order's collection when the prescription named
+    none (a family that declares `check_chain_identifier` takes it as
+    `label_details(design, chain_identifier=...)`), so the label prints what the hand-overs
+    check."""
     details = getattr(kit, "label_details", None)
-    return tuple(str(line) for line in details(design)) if callable(details) else ()
+    if not callable(details):
+        return ()
+    lines = (
+        details(design)
+        if chain_identifier is None
+        else details(design, chain_identifier=chain_identifier)
+    )
+    return tuple(str(line) for line in lines)
 
 
 @runtime_checkable

@@ -411,7 +411,7 @@ class HandOvers:
             )
         return bedside
 
-    def _expected_identifier(
+    def expected_identifier(
         self, uow: UnitOfWork, kit: LabelKit, design: Mapping[str, Any], unit: SerialUnit
     ) -> str | None:
         """The chain's identifier: the one bound at the order's latest collection (checked
@@ -434,7 +434,7 @@ class HandOvers:
         """(field, code, reason) when a chain identifier or the patient is not the unit's."""
         if not declares_chain_identifier(kit):
             return None
-        expected = self._expected_identifier(uow, kit, design, unit)
+        expected = self.expected_identifier(uow, kit, design, unit)
         if expected is None:
             return (
                 "identifier",

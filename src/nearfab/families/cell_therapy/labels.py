@@ -129,16 +129,20 @@ class CellTherapyLabels:
             )
         return code
 
-    def label_details(self, design: Mapping[str, Any]) -> tuple[str, ...]:
+    def label_details(
+        self, design: Mapping[str, Any], chain_identifier: str | None = None
+    ) -> tuple[str, ...]:
         """The label's lines after the dose, from the batch's design: the dose per kg for the
-        patient's weight, the patient's DIN with its check character (when the design carries
-        it), the storage and the shelf life after thaw."""
+        patient's weight, the patient's DIN with its check character (the one bound at the
+        collection, `chain_identifier`, else the prescription's in the design), the storage and
+        the shelf life after thaw."""
         lines = []
         per_kg, weight = design.get("dose_per_kg"), design.get("body_weight_kg")
         if isinstance(per_kg, int | float) and isinstance(weight, int | float):
             lines.append(f"{cells_text(float(per_kg))} viable cells/kg for {weight:g} kg")
-        if design.get("din"):
-            lines.append(f"DIN {self.din(str(design['din'])).eye_readable()}")
+        din = chain_identifier or design.get("din")
+        if din:
+            lines.append(f"DIN {self.din(str(din)).eye_readable()}")
         if design.get("isbt_product_code"):
             code = self.isbt_product_code(str(design["isbt_product_code"]))
             lines.append(f"Product code {code.content}")
