@@ -7,7 +7,7 @@ blocked (quality-and-release.md, "Batch-record controls")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,7 @@ from nearfab.identity import (
     refuse,
 )
 from nearfab.masterfiles import MasterFileService
-from nearfab.production import BatchRecord, ProductionService, StepState, check_entry
+from nearfab.production import BatchRecord, ProductionService, StepSignoff, StepState, check_entry
 from nearfab.quality.enums import DeviationStatus, ReviewStatus
 from nearfab.quality.models import AuditTrailReview, Deviation, LabResult, ReleaseReview
 from nearfab.uow import UnitOfWork
@@ -566,8 +566,11 @@ class RecordControls:
             )
         return out
 
-    def signed_steps(self, uow: UnitOfWork, batch_id: str) -> list[dict[str, Any]]:
-        """The manual steps as a QP's release signature binds them."""
+    def signed_steps(
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[StepSignoff] | None = None
+    ) -> list[dict[str, Any]]:
+        """The manual steps as a QP's release signature binds them (`rows`: the batch's
+        sign-offs by position, when the caller read them already)."""
         return [
             {
                 "code": s.code,
@@ -578,5 +581,5 @@ class RecordControls:
                 "verified_by": s.verified_by,
                 "verify_signature_id": s.verify_signature_id,
             }
-            for s in self._production.signoffs(uow, batch_id)
+            for s in (self._production.signoffs(uow, batch_id) if rows is None else rows)
         ]

@@ -44,6 +44,7 @@ from nearfab.quality.records import (
     refused_on_batch,
     sign_for_batch,
 )
+from nearfab.quality.signedrows import SignedRows, signed_rows
 from nearfab.uow import UnitOfWork
 
 ReleaseCheck = Callable[[UnitOfWork, str], str | None]
@@ -540,18 +541,16 @@ class QualityService:
         if not review.signature_id:
             return None
         batch = self._production.get(uow, review.batch_id)
-        sig = next(
-            (
-                s
-                for s in self._signatures.signatures_for(uow, "batch", batch.id)
-                if s.id == review.signature_id
-            ),
-            None,
-        )
-        if sig is None:
+        # the review names its signature (verification has it loaded with the pack)
+        sig = uow.session.get(Signature, review.signature_id)
+        if sig is None or sig.record_type != "batch" or sig.record_id != batch.id:
             return False
+        rows = signed_rows(uow.session, batch.id)  # steps, deviations, request: one statement
+        request = rows.exceptional
+        if request is not None and request.qp_signature_id != review.signature_id:
+            request = None  # not the release this signature completed (as exceptional_for)
         content = self._signed_content(
-            uow, batch, review, review.decision, review.reason, self.exceptional_for(uow, review)
+            uow, batch, review, review.decision, review.reason, request, rows=rows
         )
         return self._signatures.is_valid(sig, content)
 
@@ -570,11 +569,15 @@ class QualityService:
         decision: str | None,
         reason: str | None,
         exceptional: ExceptionalRelease | None = None,
+        *,
+        rows: SignedRows | None = None,
     ) -> dict[str, Any]:
         """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
         raised on it (not the investigations a result failing after release opens), the
-        decision and its reason, and for an exceptional release the physician's request."""
-        steps = self.records.signed_steps(uow, batch.id)
+        decision and its reason, and for an exceptional release the physician's request.
+        `rows`: the batch's sign-offs and deviations when the caller read them already."""
+        rows = rows if rows is not None else signed_rows(uow.session, batch.id)
+        steps = self.records.signed_steps(uow, batch.id, rows.steps)
         lab = self.lab_results.signed_part(uow, batch.id)
         return {
             "batch": batch.content(),
@@ -590,7 +593,7 @@ class QualityService:
                     "description": d.description,
                     **({"step": d.step_code} if d.step_code else {}),
                 }
-                for d in self.deviations(uow, batch.id)
+                for d in rows.deviations
                 if d.kind != FAILED_KIND
             ],
             "decision": decision,
