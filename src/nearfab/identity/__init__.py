@@ -52,7 +52,9 @@ from nearfab.identity.services import (
 from nearfab.identity.services.approvals import MASTER_FILE_QP as APPROVAL_MASTER_FILE_QP
 from nearfab.identity.services.approvals import describe as approval_dict
 from nearfab.identity.services.approvals import file_request as request_approval
+from nearfab.identity.services.audit import audit_keys, read_checkpoint_file, stored_checkpoints
 from nearfab.identity.services.credentials import AccountPolicy, SecretBox
+from nearfab.identity.services.signatures import signature_hash
 
 __all__ = [
     "APPROVAL_MASTER_FILE_QP",
@@ -85,6 +87,7 @@ __all__ = [
     "approval_dict",
     "audit",
     "audit_entry_out",
+    "audit_keys",
     "audit_trail",
     "audited_transition",
     "authorize",
@@ -94,13 +97,16 @@ __all__ = [
     "can_network",
     "check_platform_keys",
     "is_network_wide",
+    "read_checkpoint_file",
     "record_hash",
     "refuse",
     "request_approval",
     "search_audit",
+    "signature_hash",
     "signature_out",
     "signatures_on",
     "site_filter",
+    "stored_checkpoints",
     "system_actor",
     "verify_audit_chain",
     "visible_sites",

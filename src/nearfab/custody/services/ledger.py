@@ -36,8 +36,14 @@ from nearfab.custody.logic.ledger import (
     verify_anchors,
 )
 from nearfab.custody.models import EpcisEvent, LedgerEntry, SiteKey
-from nearfab.identity import Actor, AuditAction, audit
-from nearfab.identity.services.audit import audit_keys, read_checkpoint_file, stored_checkpoints
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    audit,
+    audit_keys,
+    read_checkpoint_file,
+    stored_checkpoints,
+)
 from nearfab.network import Site, SiteKind
 from nearfab.uow import UnitOfWork
 

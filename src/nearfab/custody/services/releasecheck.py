@@ -18,8 +18,7 @@ from nearfab.custody.logic.verify import SignatureFacts
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.signedfacts import SignedFacts
-from nearfab.identity import Signature
-from nearfab.identity.services.signatures import signature_hash
+from nearfab.identity import Signature, signature_hash
 from nearfab.production import BatchRecord
 from nearfab.quality import ReleaseReview
 from nearfab.uow import UnitOfWork
