@@ -11,8 +11,10 @@ def load_all() -> None:
     import nearfab.materials.models
     import nearfab.monitoring.models
     import nearfab.network.models
+    import nearfab.orders.dose_models
     import nearfab.orders.models
     import nearfab.production.models
     import nearfab.quality.models
+    import nearfab.quality.qms_models
     import nearfab.scheduling.models
     import nearfab.telemetry.models  # noqa: F401

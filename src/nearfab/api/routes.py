@@ -321,6 +321,7 @@ MF_FIELDS = (
     "units_per_pack",
     "allowed_site_ids",
     "comparability",
+    "dose_rule",
     "approved_at",
     "approval_signature_id",
     "effective_from",

@@ -72,6 +72,10 @@ class Permission(StrEnum):
     ORDER_REPLAN = "order.replan"
     ORDER_PRIORITY = "order.priority"
     PATIENT_IDENTITY_READ = "patient_identity.read"
+    # dose adjusted from the patient's observations (docs/dose-adjustment.md): observations
+    # recorded by the ward or pharmacy, a proposal accepted or rejected by a clinician's signature
+    ORDER_OBSERVATION_RECORD = "order.observation_record"
+    DOSE_DECIDE = "dose.decide"
     # before a collection from the patient: eligibility and consent (e-signed), then the
     # collection itself with the patient's and the chain's identifiers
     COLLECTION_PRE_RECORD = "collection.pre_record"
@@ -169,6 +173,8 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.ORDER_REPLAN: frozenset({PL, PH}),
     Permission.ORDER_PRIORITY: frozenset({PL, PH, CL, A}),
     Permission.PATIENT_IDENTITY_READ: frozenset({PH, CL}),
+    Permission.ORDER_OBSERVATION_RECORD: frozenset({CL, PH}),
+    Permission.DOSE_DECIDE: frozenset({CL}),
     Permission.COLLECTION_PRE_RECORD: frozenset({CL}),
     Permission.COLLECTION_RECORD: frozenset({CL, PH}),
     Permission.PLAN_READ: frozenset({PL, PH, A, Q, AU, OP}),

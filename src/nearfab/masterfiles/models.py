@@ -46,6 +46,8 @@ class MasterFile(Base):
     record_steps: Mapped[list[Any] | None]
     # equivalence margins and capability the sites are held to (docs/comparability.md)
     comparability: Mapped[dict[str, Any] | None]
+    # the family's rule adjusting a dose from observations (docs/dose-adjustment.md)
+    dose_rule: Mapped[dict[str, Any] | None]
 
     def content(self) -> dict[str, Any]:
         """The approved content: what a QP's signature is bound to."""
@@ -68,6 +70,7 @@ class MasterFile(Base):
             # only when listed: versions approved before steps existed keep their hash
             **({"record_steps": self.record_steps} if self.record_steps else {}),
             **({"comparability": self.comparability} if self.comparability else {}),
+            **({"dose_rule": self.dose_rule} if self.dose_rule else {}),
         }
 
     def accepts(self, system: str, code: str) -> bool:

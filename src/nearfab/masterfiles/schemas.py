@@ -120,6 +120,8 @@ class MasterFileIn(BaseModel):
     allowed_site_ids: list[str] = Field(min_length=1)
     record_steps: list[RecordStepIn] = Field(default_factory=list, max_length=50)
     comparability: ComparabilityIn | None = None
+    # validated by the product family when drafted (orders.kit.DoseRuleKit)
+    dose_rule: dict[str, Any] | None = None
 
     @field_validator("comparability")
     @classmethod
@@ -170,6 +172,7 @@ class MasterFileOut(Out):
     units_per_pack: int
     allowed_site_ids: list[str]
     comparability: dict[str, Any] | None = None
+    dose_rule: dict[str, Any] | None = None
     approved_at: Timestamp | None
     approval_signature_id: str | None
     effective_from: Timestamp | None

@@ -1,5 +1,6 @@
 """Orders: FHIR prescriptions in, pseudonymised patients, orders and their lifecycle."""
 
+from nearfab.orders.doseadjust import DoseAdjustment, check_dose_rule
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
 from nearfab.orders.identification import PatientMatch, PresentedIdentifiers
@@ -18,6 +19,7 @@ from nearfab.orders.vault import IdentityVault
 __all__ = [
     "DesignRequest",
     "Designer",
+    "DoseAdjustment",
     "FhirInputError",
     "IdentifierKind",
     "IdentityVault",
@@ -32,5 +34,6 @@ __all__ = [
     "Prescription",
     "PrescriptionIn",
     "PresentedIdentifiers",
+    "check_dose_rule",
     "parse_prescriptions",
 ]

@@ -16,17 +16,31 @@ A prescription may name a product rather than an ingredient: a product code whos
 the strength of one unit of the product. Which codes those are, and what a strength means, is
 the family's knowledge (its own code data), asked through `product_codes`, `product_dose` and
 `check_product`; a family that knows no product codes inherits `NoProductCodes`.
+
+A family whose master files may adjust a dose from the patient's observations over time (body
+weight, height, a drug level) also implements `DoseRuleKit` (optional: intake never needs it;
+docs/dose-adjustment.md). The core stores the observations and asks; the family's rule answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from nearfab.common.quantity import Quantity
 
-__all__ = ["DoseIn", "MedicationCode", "NoProductCodes", "PrescriptionKit", "PrescriptionKits"]
+__all__ = [
+    "DoseIn",
+    "DoseRuleKit",
+    "MedicationCode",
+    "NoProductCodes",
+    "ObservationIn",
+    "PrescriptionKit",
+    "PrescriptionKits",
+    "ProposedDose",
+]
 
 
 @dataclass(frozen=True)
@@ -139,4 +153,55 @@ class PrescriptionKits(Protocol):
 
     def prescription(self, family: str) -> PrescriptionKit:
         """ValidationFailed naming `product_family` when no such family is registered."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObservationIn:
+    """One observation of the patient (a FHIR Observation's valueQuantity), as stored: the code
+    (system + code, LOINC for vital signs), the value and its unit (the UCUM code when the
+    sender gave one, else the written unit), when it was made, and its row id."""
+
+    id: str
+    system: str
+    code: str
+    value: float
+    unit: str
+    effective_at: datetime
+
+
+@dataclass(frozen=True)
+class ProposedDose:
+    """A family's answer to "what dose does the rule give now": the dose per unit (as the order
+    keeps it), the observations it used (their ids), and its working, shown to the clinician
+    and kept with the proposal (every number the rule computed, named)."""
+
+    dose: Quantity
+    used: tuple[str, ...]
+    working: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DoseRuleKit(Protocol):
+    """The optional dose-adjustment part of a family's prescription kit: a master file's
+    `dose_rule` section, and the dose it gives from the patient's observations."""
+
+    def check_dose_rule(self, rule: Mapping[str, Any]) -> None:
+        """ValidationFailed naming `dose_rule.<key>` and the reason when the section is wrong
+        (asked when a master file is drafted)."""
+        ...
+
+    def propose_dose(
+        self,
+        rule: Mapping[str, Any],
+        *,
+        current: Quantity,
+        doses_per_day: float | None,
+        observations: Sequence[ObservationIn],
+        on: datetime,
+    ) -> ProposedDose:
+        """The dose the rule gives from the latest usable observations (newest first in
+        `observations`); ValidationFailed naming `observations` and what is missing (or too
+        old) when it cannot, or naming `dose_rule` when no dose within the rule's range can be
+        made."""
         ...

@@ -108,6 +108,10 @@ class Order(Base):
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     # the cancelled order this one submits again (an explicit, audited resubmission)
     resubmit_of: Mapped[str | None] = mapped_column(String(32))
+    # a dose adjusted from the patient's observations, accepted by a clinician, is a new version
+    # of the order (0027): it supersedes this order for the batches still to come
+    supersedes: Mapped[str | None] = mapped_column(String(32))
+    prescription_version: Mapped[int] = mapped_column(default=1, server_default="1")
     master_file_id: Mapped[str] = mapped_column(ForeignKey("master_files.id"))
     master_file_code: Mapped[str] = mapped_column(String(64))
     master_file_version: Mapped[int]

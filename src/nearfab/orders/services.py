@@ -275,8 +275,12 @@ class OrderService:
             if latest is None:
                 out.append(plan)
                 continue
+            # the latest version of its order (a dose adjusted makes a new one: 0027)
             existing = uow.session.scalar(
-                select(Order).where(Order.prescription_id == latest.id).limit(1)
+                select(Order)
+                .where(Order.prescription_id == latest.id)
+                .order_by(Order.prescription_version.desc())
+                .limit(1)
             )
             existing_id = existing.id if existing is not None else "(none)"
             status = existing.status if existing is not None else "unknown"

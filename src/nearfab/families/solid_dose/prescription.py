@@ -14,13 +14,16 @@ strength (20 mg of a 10 mg tablet agrees, 25 mg does not).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.common.quantity import Quantity
+from nearfab.families.solid_dose import dosing
 from nearfab.families.solid_dose.codes import ProductCode, product_code
 from nearfab.orders import FhirInputError
-from nearfab.orders.kit import DoseIn, MedicationCode
+from nearfab.orders.kit import DoseIn, MedicationCode, ObservationIn, ProposedDose
 from nearfab.orders.services import dose_text
 
 MG = "mg"
@@ -142,3 +145,24 @@ class SolidDosePrescription:
                     "a whole number",
                     field=dose_field,
                 )
+
+    # --- dose adjustment (orders.kit.DoseRuleKit; families/solid_dose/dosing.py) --------------
+    def check_dose_rule(self, rule: Mapping[str, Any]) -> None:
+        dosing.check_rule(rule)
+
+    def propose_dose(
+        self,
+        rule: Mapping[str, Any],
+        *,
+        current: Quantity,
+        doses_per_day: float | None,
+        observations: Sequence[ObservationIn],
+        on: datetime,
+    ) -> ProposedDose:
+        return dosing.propose(
+            rule,
+            current=current,
+            doses_per_day=doses_per_day,
+            observations=observations,
+            on=on,
+        )
