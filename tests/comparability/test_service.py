@@ -248,6 +248,13 @@ def test_a_site_whose_means_shifted_is_flagged_before_a_batch_fails(seeded: App)
     assert c["tost"]["difference"] == pytest.approx(3 * step)
     assert c["tost"]["equivalent"] is False
     assert any("MOB-1" in f and "outside the network's limits" in f for f in report["flagged"])
+    # Cpk of C's batch means: s = 1 step, mean = target + 2 steps (NIST §6.1.6)
+    low, high = float(limits["low"]), float(limits["high"])
+    mean_c = target + 2 * step
+    cpk_c = min(high - mean_c, mean_c - low) / (3 * step)
+    assert c["capability"]["cpk"] == pytest.approx(cpk_c)
+    assert cpk_c < 1.33  # 3 steps to the nearer limit over 3 s = 1 for a centred target
+    assert any(f.startswith(f"Cpk {cpk_c:.2f}") and "below 1.33" in f for f in c["flags"])
     assert report["margins_from"] == "master file"
     # site staff see their own site's rows only
     with app.uow() as uow:

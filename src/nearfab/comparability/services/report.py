@@ -285,10 +285,12 @@ class Reports:
                         "lsl": attribute.lsl,
                         "usl": attribute.usl,
                     }
-                    if cap.interval.lower < min_cpk:
+                    # below the wanted Cpk (a wide interval from few batches alone is no flag:
+                    # the page shows it)
+                    if cap.cpk < min_cpk:
                         flags.append(
                             f"Cpk {cap.cpk:.2f} (95 % CI {cap.interval.lower:.2f}–"
-                            f"{cap.interval.upper:.2f}) not shown above {min_cpk:g}"
+                            f"{cap.interval.upper:.2f}) below {min_cpk:g}"
                         )
             n = len(values)
             mean = sum(values) / n
