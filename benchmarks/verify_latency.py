@@ -26,11 +26,16 @@ Two measurements per concurrency:
 And first, without HTTP (`in_process`, `--in-process N`): N verifications called directly on
 a freshly built app, each of a pack of a different batch (`cold`: the caches empty), then the
 same N again (`warm`), with their SQL statements counted, against the pack's bare look-up by
-GTIN and serial (`lookup_p50_ms`): where the time of a first scan of a batch goes.
+GTIN and serial (`lookup_p50_ms`): where the time of a first scan of a batch goes; and N
+look-ups of a bearer token (`token_p50_ms`, `token_statements`), which every API request
+makes before its route runs and the bare endpoint does not.
 
 The load generator is one asyncio process with pre-built request bytes (HTTP/1.1 keep-alive),
 so it takes little of the two cores from the server. The server is uvicorn (h11; httptools
-and uvloop when installed) with `--workers` processes sharing one socket.
+and uvloop when installed) with `--workers` processes sharing one socket. Each saturation run
+also reads the server processes' CPU time (`cpu_ms_per_verify`, `cpu_ms_per_bare`,
+`cpu_vs_baseline`): what a request costs the server, steadier than rps when other work shares
+the machine.
 
     python benchmarks/verify_latency.py --json [--units 1000000] [--batches 5000]
         [--clients 16 64] [--workers 1 2] [--seconds 5] [--load 0.5] [--in-process 300]
@@ -45,6 +50,7 @@ import atexit
 import importlib.util
 import json
 import multiprocessing
+import os
 import random
 import shutil
 import socket
@@ -283,9 +289,20 @@ def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
             )
         return time.perf_counter() - t
 
+    with app.uow() as uow:
+        token, _user = app.users.issue_token(uow, "pharmacist", fh.TEST_PASSWORD)
+
+    def resolve() -> tuple[float, int]:
+        """What every API request does before its route: the actor behind the bearer token."""
+        before, t = statements[0], time.perf_counter()
+        with app.uow() as uow:
+            app.users.actor_for_token(uow, token, kind="api")
+        return time.perf_counter() - t, statements[0] - before
+
     cold = [timed(s) for s in picked]
     warm = [timed(s) for s in picked]
     base = [lookup(s) for s in picked]
+    tokens = [resolve() for _ in picked]
     app.custody.flush_verification_log()
     app.engine.dispose()
 
@@ -299,6 +316,8 @@ def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = ms(times, 0.5), ms(times, 0.99)
         out[f"{name}_statements"] = round(sum(c for _, c in runs) / len(runs), 2)
     out["lookup_p50_ms"] = ms(base, 0.5)
+    out["token_p50_ms"] = ms([t for t, _ in tokens], 0.5)
+    out["token_statements"] = round(sum(c for _, c in tokens) / max(1, len(tokens)), 2)
     out["cold_vs_lookup"] = round(out["cold_p50_ms"] / max(out["lookup_p50_ms"], 1e-6), 1)
     return out
 
@@ -437,6 +456,33 @@ def _run_load(port: int, requests: list[bytes], plan: list[tuple[Any, ...]]) -> 
     return result
 
 
+def _cpu_seconds(procs: list[Any]) -> float | None:
+    """CPU time (user + system, every thread) the server processes used so far, from
+    /proc (Linux); None elsewhere. Per request, it is what a request costs the server
+    whatever else the machine runs: the load generator is a process of its own."""
+    total = 0.0
+    try:
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        for proc in procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def _measured(
+    procs: list[Any], port: int, requests: list[bytes], clients: int, seconds: float
+) -> tuple[Any, float | None]:
+    """A saturation run's answer and the server CPU milliseconds per answered request."""
+    before = _cpu_seconds(procs)
+    (result,) = _run_load(port, requests, [("closed", clients, seconds)])
+    after = _cpu_seconds(procs)
+    if before is None or after is None or not result["requests"]:
+        return result, None
+    return result, round((after - before) * 1000 / result["requests"], 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=100_000)
@@ -542,8 +588,8 @@ def main() -> None:
         assert not bad, bad[:3]
         prechecked += len(answers)
         for clients in args.clients:
-            (base_sat,) = _run_load(port, ping, [("closed", clients, args.seconds)])
-            (sat,) = _run_load(port, verify, [("closed", clients, args.seconds)])
+            base_sat, base_cpu = _measured(procs, port, ping, clients, args.seconds)
+            sat, cpu = _measured(procs, port, verify, clients, args.seconds)
             rate = max(1.0, sat["rps"] * args.load)
             (base_open,) = _run_load(port, ping, [("open", clients, args.seconds, rate)])
             (at_load,) = _run_load(port, verify, [("open", clients, args.seconds, rate)])
@@ -557,6 +603,12 @@ def main() -> None:
                     "baseline_rps": base_sat["rps"],
                     "baseline_saturated_p99_ms": base_sat["p99_ms"],
                     "rps_vs_baseline": round(sat["rps"] / base_sat["rps"], 3),
+                    # server CPU per request at saturation: on a machine shared with other
+                    # work the steadier comparison (bare / verify: the rps ratio a machine
+                    # given to the server alone would show while its CPU is the limit)
+                    "cpu_ms_per_verify": cpu,
+                    "cpu_ms_per_bare": base_cpu,
+                    "cpu_vs_baseline": round(base_cpu / cpu, 3) if cpu and base_cpu else None,
                     "open_loop_rps": at_load["offered_rps"],
                     "p50_ms": at_load["p50_ms"],
                     "p99_ms": at_load["p99_ms"],
