@@ -119,6 +119,9 @@ def test_right_pack_by_each_identifier_and_other_patients_pack_refused(
         ({"mrn": ALICE.mrn}, "mrn"),
         ({"wristband": f"]d28018{ALICE.gsrn}"}, "wristband"),
         ({"wristband": ALICE.nhs_number}, "wristband"),  # a plain NHS-number barcode
+        # an NHS wristband's GSRN: company prefix 1234567, Alice's NHS number, check digit 9
+        # (DCB1077; worked in tests/orders/test_patient_identifiers.py)
+        ({"wristband": "(8018)123456794347659199"}, "wristband"),
         ({"prescription_id": ALICE.prescription_id}, "prescription_id"),
         ({"patient": "943 476 5919"}, "nhs_number"),
     ]:
@@ -130,7 +133,15 @@ def test_right_pack_by_each_identifier_and_other_patients_pack_refused(
     refusals = [a for a in _audits(app, start) if a.entity_type == "dispense"]
     assert [(a.action, (a.new or {})["field"]) for a in refusals] == [
         ("refuse", f)
-        for f in ("nhs_number", "mrn", "wristband", "wristband", "prescription_id", "nhs_number")
+        for f in (
+            "nhs_number",
+            "mrn",
+            "wristband",
+            "wristband",
+            "wristband",
+            "prescription_id",
+            "nhs_number",
+        )
     ]
     # an NHS number that fails its check digit (9434765918: modulus 11 gives 9) is refused as
     # unreadable, before any look-up
@@ -143,6 +154,7 @@ def test_right_pack_by_each_identifier_and_other_patients_pack_refused(
         {"mrn": "k123456"},
         {"wristband": f"(8018){ALICE.gsrn}"},
         {"wristband": f"]C0{ALICE.nhs_number}"},
+        {"wristband": "]d28018123456794347659199"},
         {"prescription_id": ALICE.prescription_id},
         {"patient": f"]d28018{ALICE.gsrn}"},
     ]:
@@ -157,7 +169,7 @@ def test_right_pack_by_each_identifier_and_other_patients_pack_refused(
     looked_up = [a for a in _audits(app, start) if a.action == "identify_patient"]
     # the refusals' look-ups were rolled back with them (their refusal rows stand for them);
     # each dispense's look-up is committed with it
-    assert [(a.new or {})["matched"] for a in looked_up] == [True] * 6
+    assert [(a.new or {})["matched"] for a in looked_up] == [True] * 7
     assert {a.entity_id for a in looked_up} == {world.data["alice"]["order"]}
     _no_identifier_in(_audits(app, start), ALICE, BOB)
 
