@@ -380,6 +380,23 @@ def test_dispense_from_the_command_line(world: fh.Built, monkeypatch: pytest.Mon
     code, out = nearfab(alice, "--wristband", f"(8018){ALICE.gsrn}")
     assert code == 0, out
     assert out["status"] == "dispensed" and out["patient"]["identity"]["name"] == ALICE.name
+
+    # the network's admin makes the site require the birth date, from the command line
+    def rule(username: str) -> Any:
+        done = cli_helpers.run(
+            ["users", "patient-identification", "--site", "GSTT-PH", "--birth-date-required",
+             "--reason", "trust policy", "--user", username, "--password", fh.TEST_PASSWORD,
+             "--json"],
+            env=env,
+            data_dir=app.settings.data_dir,
+        )  # fmt: skip
+        return done.returncode, json.loads(done.stdout)
+
+    assert rule("pharmacist")[0] == 2
+    code, out = rule("admin")
+    assert code == 0 and out["birth_date_required"] is True, out
+    code, out = nearfab(bob, "--prescription-id", BOB.prescription_id)
+    assert code == 2 and out["error"]["code"] == "birth_date_required"
     code, out = nearfab(bob, "--prescription-id", BOB.prescription_id, "--birth-date", "2016-11-02")
     assert code == 0, out
     assert out["patient"]["checked"] == ["prescription_id", "birth_date"]

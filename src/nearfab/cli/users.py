@@ -298,6 +298,57 @@ def signing_policy(
         console.print(f"{result['code']}: TOTP for signing {'on' if totp else 'off'}")
 
 
+@app.command("patient-identification")
+def patient_identification(
+    ctx: typer.Context,
+    reason: ReasonOpt,
+    site: Annotated[str, typer.Option("--site", help="Site id or code.")],
+    birth_date: Annotated[
+        bool,
+        typer.Option(
+            "--birth-date-required/--no-birth-date-required",
+            help="Hand-overs at this site need the date of birth as a second identifier.",
+        ),
+    ],
+    mrn_system: Annotated[
+        str | None,
+        typer.Option("--mrn-system", help="The FHIR identifier system of its hospital numbers."),
+    ] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """How a site identifies patients at dispense and at the bedside
+    (docs/patient-identification.md); audited with the reason."""
+    application = state(ctx, data_dir).app()
+    actor = _actor(application, user, password, as_json)
+
+    def step(uow: Any) -> dict[str, Any]:
+        row = application.network.set_patient_identification(
+            uow,
+            actor,
+            application.network.get_site(uow, site).id,
+            birth_date_required=birth_date,
+            mrn_system=mrn_system,
+            reason=reason,
+        )
+        return {
+            "site_id": row.id,
+            "code": row.code,
+            "birth_date_required": row.birth_date_required,
+            "mrn_system": row.mrn_system,
+        }
+
+    result = use_case(application, as_json, step)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"{result['code']}: date of birth {'required' if birth_date else 'not required'}"
+        )
+
+
 # --- separation of duties: qp/admin grants and QP naming wait for a second administrator -----
 @app.command("request-grant")
 def request_grant(
