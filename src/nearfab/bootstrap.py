@@ -32,7 +32,7 @@ from nearfab.identity import (
 )
 from nearfab.identity.services.audit import AuditKeys, checkpoint_if_due, install_audit_keys
 from nearfab.identity.services.keys import AuditChainKey
-from nearfab.masterfiles import MasterFileService
+from nearfab.masterfiles import ChangeControlService, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
 from nearfab.network import Machine, NetworkService
@@ -48,6 +48,7 @@ from nearfab.production.kit import MachineKit
 from nearfab.production.runner import NetworkRunner
 from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
+from nearfab.quality import QmsService, work_in_progress
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -97,6 +98,8 @@ class App:
     monitoring: MonitoringService
     charts: RunCharts
     comparability: ComparabilityService
+    qms: QmsService  # the network's quality system (docs/central-qa.md)
+    change_controls: ChangeControlService
     subscriber: MqttSubscriber | None = None
 
     def uow(self) -> UnitOfWork:
@@ -308,6 +311,11 @@ def build_app(
     # a site suspended by a proficiency round makes nothing of that master file (issue 19)
     comparability = ComparabilityService(network, master_files, families, signatures)
     network.site_holds.append(comparability.suspension_reason)
+    # the network's quality system: CAPAs, complaints, change control (docs/central-qa.md)
+    qms = QmsService(network, signatures)
+    qms.look_up_packs_with(_pack_batch)
+    change_controls = ChangeControlService(master_files, network, signatures)
+    change_controls.count_work_with(work_in_progress)
 
     rtrt, serialiser = system_actor("rtrt"), system_actor("serialiser")
     planner = system_actor("planner")
@@ -395,7 +403,18 @@ def build_app(
         monitoring=monitoring,
         charts=RunCharts(telemetry, network),
         comparability=comparability,
+        qms=qms,
+        change_controls=change_controls,
     )
+
+
+def _pack_batch(uow: UnitOfWork, serial: str) -> str | None:
+    """A pack's serial -> its batch id (a complaint names the pack)."""
+    from sqlalchemy import select
+
+    from nearfab.custody import SerialUnit
+
+    return uow.session.scalar(select(SerialUnit.batch_id).where(SerialUnit.serial == serial))
 
 
 def _gateways(

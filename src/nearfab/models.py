@@ -15,5 +15,6 @@ def load_all() -> None:
     import nearfab.orders.models
     import nearfab.production.models
     import nearfab.quality.models
+    import nearfab.quality.qms_models
     import nearfab.scheduling.models
     import nearfab.telemetry.models  # noqa: F401

@@ -121,6 +121,15 @@ class Permission(StrEnum):
     PROFICIENCY_ROUND = "proficiency.round"
     PROFICIENCY_RESULT_ENTER = "proficiency.result_enter"
     PROFICIENCY_CAPA_CLOSE = "proficiency.capa_close"
+    # the network's quality system (docs/central-qa.md): deviations, CAPAs, complaints and
+    # change controls in one place; a QP closes a CAPA and decides a change control (e-signed);
+    # the annual report per master file goes to the control site's regulator
+    QA_READ = "qa.read"
+    QA_RECORD = "qa.record"
+    CAPA_CLOSE = "qa.capa_close"
+    CHANGE_CONTROL_RAISE = "change_control.raise"
+    CHANGE_CONTROL_APPROVE = "change_control.approve"
+    ANNUAL_REPORT_READ = "annual_report.read"
     # custody
     EPCIS_QUERY = "epcis.query"
     EPCIS_CAPTURE = "epcis.capture"
@@ -215,6 +224,12 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.PROFICIENCY_ROUND: frozenset({Q}),
     Permission.PROFICIENCY_RESULT_ENTER: frozenset({Q, PH}),
     Permission.PROFICIENCY_CAPA_CLOSE: frozenset({Q}),
+    Permission.QA_READ: frozenset({Q, A, AU, PH}),
+    Permission.QA_RECORD: frozenset({Q, PH}),
+    Permission.CAPA_CLOSE: frozenset({Q}),
+    Permission.CHANGE_CONTROL_RAISE: frozenset({Q, A}),
+    Permission.CHANGE_CONTROL_APPROVE: frozenset({Q}),
+    Permission.ANNUAL_REPORT_READ: frozenset({Q, A, AU}),
     Permission.EPCIS_QUERY: frozenset({Q, A, AU, PH}),
     Permission.EPCIS_CAPTURE: frozenset({Q, A, PH}),
     Permission.TRACE_READ: frozenset({Q, A, AU, PH}),
@@ -258,6 +273,10 @@ NETWORK_LEVEL: frozenset[Permission] = frozenset(
         # proficiency rounds go to every site; a suspension is lifted by the control site's QP
         Permission.PROFICIENCY_ROUND,
         Permission.PROFICIENCY_CAPA_CLOSE,
+        # a master file's change control and its annual report are the network's records
+        Permission.CHANGE_CONTROL_RAISE,
+        Permission.CHANGE_CONTROL_APPROVE,
+        Permission.ANNUAL_REPORT_READ,
         Permission.MODEL_TRAIN,
         Permission.MODEL_APPROVE,
         Permission.MODEL_RETIRE,

@@ -5,15 +5,21 @@ from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.kit import Check, FamilyLotRules, ReleaseEvidence, ReleaseKit, ReleaseResults
 from nearfab.quality.logic import validate_release_rule
 from nearfab.quality.models import Deviation, ReleaseReview
+from nearfab.quality.qms import QmsService, work_in_progress
+from nearfab.quality.qms_models import Capa, Complaint, QaAssignment
 from nearfab.quality.services import QualityService
 
 __all__ = [
     "BatchDispositioned",
+    "Capa",
     "Check",
+    "Complaint",
     "Decision",
     "Deviation",
     "DeviationStatus",
     "FamilyLotRules",
+    "QaAssignment",
+    "QmsService",
     "QualityService",
     "ReleaseEvidence",
     "ReleaseKit",
@@ -21,4 +27,5 @@ __all__ = [
     "ReleaseReview",
     "ReviewStatus",
     "validate_release_rule",
+    "work_in_progress",
 ]

@@ -1,0 +1,473 @@
+"""The network's quality system (issue 19 part 3, docs/central-qa.md): CAPAs, complaints and
+the owner and due date of every quality item (deviations included). One service; each change
+writes its audit row in its own transaction; a QP closes a CAPA with an e-signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import func, select
+
+from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    SignatureService,
+    User,
+    audit,
+    audited_transition,
+    authorize,
+)
+from nearfab.masterfiles import ChangeControl, pydantic_to_domain
+from nearfab.network import NetworkService
+from nearfab.orders import Order, OrderStatus
+from nearfab.production import BatchRecord, BatchStatus
+from nearfab.quality.models import Deviation
+from nearfab.quality.qms_models import (
+    CAPA_TRANSITIONS,
+    COMPLAINT_TRANSITIONS,
+    Capa,
+    CapaSource,
+    CapaStatus,
+    Complaint,
+    ComplaintStatus,
+    QaAssignment,
+)
+from nearfab.uow import UnitOfWork
+
+ITEM_KINDS = ("deviation", "complaint", "capa", "change_control")
+# orders not yet made (or made, not yet dispositioned) under a master-file version
+OPEN_ORDER_STATUSES = (
+    OrderStatus.RECEIVED,
+    OrderStatus.DESIGNED,
+    OrderStatus.STOPPED,
+    OrderStatus.SCHEDULED,
+    OrderStatus.IN_PRODUCTION,
+    OrderStatus.AWAITING_RELEASE,
+)
+BATCH_IN_PROGRESS = (BatchStatus.IN_PROGRESS, BatchStatus.COMPLETED)  # made, not dispositioned
+# a pack's serial -> its batch id (custody, wired in bootstrap)
+PackLookup = Callable[[UnitOfWork, str], str | None]
+
+
+def _text(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty")
+    return v
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = Field(min_length=1, max_length=64)
+    due_date: date
+
+
+class CapaIn(AssignIn):
+    site_id: str | None = None
+    master_file_code: str | None = Field(default=None, max_length=64)
+    title: str = Field(max_length=200)
+    description: str = Field(max_length=4000)
+    source_kind: CapaSource
+    source_id: str | None = Field(default=None, max_length=32)
+
+    _nonempty = field_validator("title", "description")(_text)
+
+
+class CapaCloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    effectiveness: str = Field(max_length=4000)
+    password: str
+    username: str | None = None
+    totp: str | None = None
+
+    _nonempty = field_validator("effectiveness")(_text)
+
+
+class ComplaintIn(AssignIn):
+    site_id: str = Field(min_length=1)
+    reporter: str = Field(max_length=200)
+    description: str = Field(max_length=4000)
+    pack_serial: str | None = Field(default=None, max_length=20)
+    batch_number: str | None = Field(default=None, max_length=20)
+
+    _nonempty = field_validator("reporter", "description")(_text)
+
+
+class InvestigateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    investigation: str = Field(max_length=4000)
+
+    _nonempty = field_validator("investigation")(_text)
+
+
+class ComplaintCloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conclusion: str = Field(max_length=4000)
+    capa_id: str | None = None
+
+    _nonempty = field_validator("conclusion")(_text)
+
+
+def _parse(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_to_domain(exc, prefix) from None
+
+
+def work_in_progress(uow: UnitOfWork, code: str, version: int) -> dict[str, dict[str, int]]:
+    """Per site: open orders and batches in progress under one master-file version (the
+    change control's impact, wired in bootstrap)."""
+    out: dict[str, dict[str, int]] = {}
+    orders = uow.session.execute(
+        select(Order.site_id, func.count())
+        .where(
+            Order.master_file_code == code,
+            Order.master_file_version == version,
+            Order.status.in_([s.value for s in OPEN_ORDER_STATUSES]),
+        )
+        .group_by(Order.site_id)
+    )
+    for site_id, n in orders:
+        out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})["open_orders"] = n
+    batches = uow.session.execute(
+        select(BatchRecord.site_id, func.count())
+        .where(
+            BatchRecord.master_file_code == code,
+            BatchRecord.master_file_version == version,
+            BatchRecord.status.in_([s.value for s in BATCH_IN_PROGRESS]),
+        )
+        .group_by(BatchRecord.site_id)
+    )
+    for site_id, n in batches:
+        row = out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})
+        row["batches_in_progress"] = n
+    return out
+
+
+class QmsService:
+    def __init__(self, network: NetworkService, signatures: SignatureService) -> None:
+        self._network = network
+        self._signatures = signatures
+        self._pack_lookup: PackLookup | None = None
+
+    def look_up_packs_with(self, lookup: PackLookup) -> None:
+        """Wired in bootstrap: a pack's serial -> its batch (custody)."""
+        self._pack_lookup = lookup
+
+    # --- owner and due date --------------------------------------------------------------------
+    def _check_assignment(self, uow: UnitOfWork, spec: AssignIn) -> None:
+        user = uow.session.scalar(select(User).where(User.username == spec.owner))
+        if user is None or not user.active:
+            raise ValidationFailed(f"owner: no active user {spec.owner!r}", field="owner")
+        if spec.due_date < uow.clock.now().date():
+            raise ValidationFailed("due_date: must not be in the past", field="due_date")
+
+    def _write_assignment(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        kind: str,
+        item_id: str,
+        spec: AssignIn,
+        site_id: str | None,
+        reason: str | None = None,
+    ) -> QaAssignment:
+        row = uow.session.scalar(
+            select(QaAssignment).where(
+                QaAssignment.item_kind == kind, QaAssignment.item_id == item_id
+            )
+        )
+        old = None
+        if row is None:
+            row = QaAssignment(item_kind=kind, item_id=item_id)
+            uow.session.add(row)
+        else:
+            old = {"owner": row.owner, "due_date": row.due_date.isoformat()}
+        row.owner, row.due_date = spec.owner, spec.due_date
+        row.assigned_at, row.assigned_by = uow.clock.now(), actor.user_id
+        uow.flush()
+        audit(
+            uow,
+            actor,
+            AuditAction.UPDATE if old else AuditAction.CREATE,
+            "qa_assignment",
+            f"{kind}:{item_id}"[:64],
+            old=old,
+            new={"owner": spec.owner, "due_date": spec.due_date.isoformat()},
+            reason=reason,
+            site_id=site_id,
+        )
+        return row
+
+    def item_site(self, uow: UnitOfWork, kind: str, item_id: str) -> str | None:
+        """The site a quality item belongs to (None: the network's)."""
+        if kind == "deviation":
+            dev = uow.session.get(Deviation, item_id)
+            if dev is None:
+                raise NotFound(f"no deviation {item_id!r}", field="item_id")
+            batch = uow.session.get(BatchRecord, dev.batch_id)
+            return batch.site_id if batch else None
+        if kind == "complaint":
+            return self._complaint(uow, item_id).site_id
+        if kind == "capa":
+            return self._capa(uow, item_id).site_id
+        if kind == "change_control":
+            if uow.session.get(ChangeControl, item_id) is None:
+                raise NotFound(f"no change control {item_id!r}", field="item_id")
+            return None
+        raise ValidationFailed(f"item_kind: one of {', '.join(ITEM_KINDS)}", field="item_kind")
+
+    def assign(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        kind: str,
+        item_id: str,
+        data: Mapping[str, Any],
+    ) -> QaAssignment:
+        """Name the owner and due date of a quality item (reassigning needs a reason)."""
+        authorize(actor, Permission.QA_RECORD)
+        spec = _parse(AssignIn, {k: v for k, v in data.items() if k != "reason"}, "assignment")
+        site_id = self.item_site(uow, kind, item_id)
+        authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        self._check_assignment(uow, spec)
+        reason = data.get("reason")
+        row = self._write_assignment(
+            uow, actor, kind, item_id, spec, site_id, str(reason) if reason else None
+        )
+        uow.commit()
+        return row
+
+    # --- CAPA ----------------------------------------------------------------------------------
+    def _capa(self, uow: UnitOfWork, capa_id: str) -> Capa:
+        row = uow.session.get(Capa, capa_id)
+        if row is None:
+            raise NotFound(f"no CAPA {capa_id!r}", field="capa_id")
+        return row
+
+    def open_capa(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> Capa:
+        """Open a CAPA at a site (or for the network: no site), with owner and due date."""
+        authorize(actor, Permission.QA_RECORD)
+        spec: CapaIn = _parse(CapaIn, data, "capa")
+        site_id = self._network.get_site(uow, spec.site_id).id if spec.site_id else None
+        authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        if spec.source_kind not in (CapaSource.AUDIT, CapaSource.OTHER) and not spec.source_id:
+            raise ValidationFailed(
+                f"source_id: a CAPA raised by a {spec.source_kind.value} names it",
+                field="source_id",
+            )
+        self._check_assignment(uow, spec)
+        row = Capa(
+            id=new_id("capa"),
+            site_id=site_id,
+            master_file_code=spec.master_file_code,
+            title=spec.title,
+            description=spec.description,
+            source_kind=spec.source_kind.value,
+            source_id=spec.source_id,
+            status=CapaStatus.OPEN.value,
+            opened_at=uow.clock.now(),
+            opened_by=actor.user_id,
+        )
+        uow.session.add(row)
+        uow.flush()
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "capa",
+            row.id,
+            new=self._capa_content(row),
+            site_id=site_id,
+        )
+        self._write_assignment(uow, actor, "capa", row.id, spec, site_id)
+        uow.commit()
+        return row
+
+    def close_capa(
+        self, uow: UnitOfWork, actor: Actor, capa_id: str, data: Mapping[str, Any]
+    ) -> Capa:
+        """A QP closes the CAPA once its effectiveness is checked: an e-signature."""
+        authorize(actor, Permission.CAPA_CLOSE)
+        spec: CapaCloseIn = _parse(CapaCloseIn, data, "capa")
+        row = self._capa(uow, capa_id)
+        authorize(actor, Permission.CAPA_CLOSE, site_id=row.site_id)
+        if row.status != CapaStatus.OPEN.value:
+            raise Refused(f"CAPA {row.id} is {row.status}", field="status", code="not_open")
+        signature = self._signatures.sign(
+            uow,
+            actor,
+            password=spec.password,
+            meaning="QP closure of CAPA (effectiveness checked)",
+            username=spec.username,
+            totp=spec.totp,
+            record_type="capa",
+            record_id=row.id,
+            content={**self._capa_content(row), "effectiveness": spec.effectiveness},
+            site_id=row.site_id,
+        )
+        audited_transition(
+            uow,
+            actor,
+            row,
+            CapaStatus.CLOSED,
+            CAPA_TRANSITIONS,
+            entity_type="capa",
+            label=f"CAPA {row.id}",
+            reason=spec.effectiveness,
+            site_id=row.site_id,
+            extra={"signature_id": signature.id},
+        )
+        row.closed_at, row.closed_by = uow.clock.now(), actor.user_id
+        row.effectiveness, row.signature_id = spec.effectiveness, signature.id
+        uow.commit()
+        return row
+
+    @staticmethod
+    def _capa_content(row: Capa) -> dict[str, Any]:
+        return {
+            "site_id": row.site_id,
+            "master_file_code": row.master_file_code,
+            "title": row.title,
+            "description": row.description,
+            "source_kind": row.source_kind,
+            "source_id": row.source_id,
+        }
+
+    # --- complaints ----------------------------------------------------------------------------
+    def _complaint(self, uow: UnitOfWork, complaint_id: str) -> Complaint:
+        row = uow.session.get(Complaint, complaint_id)
+        if row is None:
+            raise NotFound(f"no complaint {complaint_id!r}", field="complaint_id")
+        return row
+
+    def record_complaint(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> Complaint:
+        """Record a complaint: who reported what, about which pack (serial) or batch."""
+        authorize(actor, Permission.QA_RECORD)
+        spec: ComplaintIn = _parse(ComplaintIn, data, "complaint")
+        site_id = self._network.get_site(uow, spec.site_id).id
+        authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        if not spec.pack_serial and not spec.batch_number:
+            raise ValidationFailed(
+                "batch_number: name the pack's serial or the batch number", field="batch_number"
+            )
+        batch: BatchRecord | None = None
+        if spec.pack_serial:
+            batch_id = self._pack_lookup(uow, spec.pack_serial) if self._pack_lookup else None
+            if batch_id is None:
+                raise ValidationFailed(
+                    f"pack_serial: no pack with serial {spec.pack_serial!r}", field="pack_serial"
+                )
+            batch = uow.session.get(BatchRecord, batch_id)
+        if spec.batch_number:
+            by_number = uow.session.scalar(
+                select(BatchRecord).where(BatchRecord.batch_number == spec.batch_number)
+            )
+            if by_number is None:
+                raise ValidationFailed(
+                    f"batch_number: no batch {spec.batch_number!r}", field="batch_number"
+                )
+            if batch is not None and batch.id != by_number.id:
+                raise ValidationFailed(
+                    "batch_number: the pack belongs to batch " + batch.batch_number,
+                    field="batch_number",
+                )
+            batch = by_number
+        assert batch is not None
+        self._check_assignment(uow, spec)
+        row = Complaint(
+            id=new_id("cmp"),
+            site_id=site_id,
+            master_file_code=batch.master_file_code,
+            batch_id=batch.id,
+            batch_number=batch.batch_number,
+            pack_serial=spec.pack_serial,
+            reporter=spec.reporter,
+            description=spec.description,
+            status=ComplaintStatus.RECEIVED.value,
+            received_at=uow.clock.now(),
+            recorded_by=actor.user_id,
+        )
+        uow.session.add(row)
+        uow.flush()
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "complaint",
+            row.id,
+            new={
+                "site_id": site_id,
+                "batch_number": row.batch_number,
+                "pack_serial": row.pack_serial,
+                "reporter": row.reporter,
+                "description": row.description,
+            },
+            site_id=site_id,
+        )
+        self._write_assignment(uow, actor, "complaint", row.id, spec, site_id)
+        uow.commit()
+        return row
+
+    def investigate_complaint(
+        self, uow: UnitOfWork, actor: Actor, complaint_id: str, data: Mapping[str, Any]
+    ) -> Complaint:
+        authorize(actor, Permission.QA_RECORD)
+        spec: InvestigateIn = _parse(InvestigateIn, data, "complaint")
+        row = self._complaint(uow, complaint_id)
+        authorize(actor, Permission.QA_RECORD, site_id=row.site_id)
+        audited_transition(
+            uow,
+            actor,
+            row,
+            ComplaintStatus.INVESTIGATING,
+            COMPLAINT_TRANSITIONS,
+            entity_type="complaint",
+            label=f"complaint {row.id}",
+            reason=spec.investigation,
+            site_id=row.site_id,
+        )
+        row.investigation = spec.investigation
+        uow.commit()
+        return row
+
+    def close_complaint(
+        self, uow: UnitOfWork, actor: Actor, complaint_id: str, data: Mapping[str, Any]
+    ) -> Complaint:
+        authorize(actor, Permission.QA_RECORD)
+        spec: ComplaintCloseIn = _parse(ComplaintCloseIn, data, "complaint")
+        row = self._complaint(uow, complaint_id)
+        authorize(actor, Permission.QA_RECORD, site_id=row.site_id)
+        if spec.capa_id is not None:
+            capa = uow.session.get(Capa, spec.capa_id)
+            if capa is None or capa.site_id not in (row.site_id, None):
+                raise ValidationFailed(
+                    f"capa_id: no CAPA {spec.capa_id!r} at the complaint's site", field="capa_id"
+                )
+        audited_transition(
+            uow,
+            actor,
+            row,
+            ComplaintStatus.CLOSED,
+            COMPLAINT_TRANSITIONS,
+            entity_type="complaint",
+            label=f"complaint {row.id}",
+            reason=spec.conclusion,
+            site_id=row.site_id,
+            extra={"capa_id": spec.capa_id},
+        )
+        row.conclusion, row.capa_id = spec.conclusion, spec.capa_id
+        row.closed_at, row.closed_by = uow.clock.now(), actor.user_id
+        uow.commit()
+        return row
