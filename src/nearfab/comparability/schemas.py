@@ -6,6 +6,8 @@ from pydantic import BaseModel, Field
 
 from nearfab.common.schemas import Out, Timestamp
 
+LIMIT = 1e12  # a measured value's magnitude: sums and squares stay finite
+
 
 class RoundIn(BaseModel):
     master_file_code: str = Field(min_length=1, max_length=64)
@@ -14,18 +16,23 @@ class RoundIn(BaseModel):
     reference: str = Field(
         min_length=1, max_length=500, description="the blind reference sample or print sent"
     )
-    site_ids: list[str] = Field(min_length=3, description="sites (ids or codes) taking part")
+    site_ids: list[str] = Field(
+        min_length=3, max_length=200, description="sites (ids or codes) taking part"
+    )
     assigned_value: float | None = Field(
-        default=None, description="a known reference value; else Algorithm A's robust mean"
+        default=None,
+        ge=-LIMIT,
+        le=LIMIT,
+        description="a known reference value; else Algorithm A's robust mean",
     )
     sd_pt: float | None = Field(
-        default=None, gt=0, description="σ for proficiency; else Algorithm A's robust sd"
+        default=None, gt=0, le=LIMIT, description="σ for proficiency; else Algorithm A's robust sd"
     )
 
 
 class ResultIn(BaseModel):
-    site_id: str = Field(min_length=1, description="the site (id or code) reporting")
-    value: float
+    site_id: str = Field(min_length=1, max_length=64, description="the site (id or code) reporting")
+    value: float = Field(ge=-LIMIT, le=LIMIT)
 
 
 class CapaCloseIn(BaseModel):
