@@ -502,6 +502,11 @@ def _step(_w: World) -> dict[str, str]:
 WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/"): Call(P.NETWORK_READ),
     ("GET", "/orders"): Call(P.ORDER_READ),
+    # the prescription form (web/orders.py): the intake refuses a document that is no FHIR
+    ("GET", "/orders/new"): Call(P.ORDER_SUBMIT),
+    ("POST", "/orders/new"): Call(
+        P.ORDER_SUBMIT, body=lambda w: {"mode": "paste", "fhir_json": '{"resourceType": "x"}'}
+    ),
     ("GET", "/orders/{order_id}"): Call(P.ORDER_READ, True),
     ("GET", "/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/release"): Call(P.RELEASE_QUEUE_READ),

@@ -343,16 +343,7 @@ def overview(request: Request, actor: Annotated[Actor, page(Permission.NETWORK_R
     )
 
 
-@router.get("/orders", response_class=HTMLResponse)
-def orders_page(
-    request: Request,
-    actor: Annotated[Actor, page(Permission.ORDER_READ)],
-    status: str | None = None,
-) -> Response:
-    application = _app(request)
-    with application.uow() as uow:
-        orders = application.orders.list_orders(uow, status=status or None, actor=actor)
-    return render(request, "orders.html", actor, orders=orders, status=status, refresh=5)
+# the orders list and the prescription form: web/orders.py
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse)

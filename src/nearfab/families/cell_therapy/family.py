@@ -23,6 +23,7 @@ from nearfab.families.cell_therapy.prescription import CELLS, KG, CellTherapyPre
 from nearfab.families.cell_therapy.release import CellTherapyRelease
 from nearfab.families.cell_therapy.simulation import CellTherapySimulation
 from nearfab.orders import DesignRequest
+from nearfab.orders.form import PrescriptionForm
 
 SECONDS_PER_DAY = 86_400.0
 APHERESIS_TO_SEEDING_H = 24.0  # fresh apheresis product, shipped cold, seeded within 24 h
@@ -45,6 +46,16 @@ class CellTherapyFamily:
         self.release = CellTherapyRelease()
         self.labels = CellTherapyLabels()
         self.simulation = CellTherapySimulation()
+        # what the web prescription form offers (orders/form.py): viable cells per kg of body
+        # weight with the weight, one infusion
+        self.prescription_form = PrescriptionForm(
+            dose_units=(
+                ("10*6{cells}/kg", "10⁶ viable cells/kg"),
+                ("{cells}/kg", "viable cells/kg"),
+            ),
+            body_weight=True,
+            course=False,
+        )
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         Envelope.from_dict(envelope)

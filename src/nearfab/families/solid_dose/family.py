@@ -14,6 +14,7 @@ from nearfab.families.solid_dose.prescription import MG, SolidDosePrescription
 from nearfab.families.solid_dose.release import SolidDoseRelease
 from nearfab.families.solid_dose.simulation import SolidDoseSimulation
 from nearfab.orders import DesignRequest
+from nearfab.orders.form import PrescriptionForm
 
 # material drawn per tablet beyond its own mass: purge line, skirt and first-layer waste
 WASTE_FACTOR = 1.15
@@ -31,6 +32,10 @@ class SolidDoseFamily:
         self.release = SolidDoseRelease()
         self.labels = SolidDoseLabels()
         self.simulation = SolidDoseSimulation()
+        # what the web prescription form offers (orders/form.py): a mass per dose, a course
+        self.prescription_form = PrescriptionForm(
+            dose_units=((MG, "mg"), ("ug", "µg"), ("g", "g")), body_weight=False, course=True
+        )
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         Envelope.from_dict(envelope)

@@ -1,0 +1,81 @@
+"""The main menu: only the pages the person's role may open.
+
+Each entry is shown when the page's declared permission (`web.pages.page`, read from the
+routes as the route-matrix test reads them: `api.deps.declared_pages`) passes the same check
+the page makes before it runs (`authorize_declared`); the record's site is checked when it is
+opened. A page that declares no permission (the API reference) is shown to everyone logged in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+from nearfab.api.deps import declared_pages
+from nearfab.common.errors import Forbidden
+from nearfab.identity import Actor, Permission, authorize_declared
+from nearfab.web.pages import templates
+
+# (path, label, the paths it is current for) in menu order
+MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/", "Network", ()),
+    ("/orders", "Orders", ("/orders",)),
+    ("/release", "Release queue", ("/release",)),
+    ("/dispense", "Dispense", ("/dispense",)),
+    ("/hand-overs", "Hand-over", ("/hand-overs",)),
+    ("/notices", "Notices", ("/notices",)),
+    ("/trace", "Trace", ("/trace",)),
+    ("/recalls", "Recalls", ("/recalls",)),
+    ("/epcis", "EPCIS", ("/epcis",)),
+    ("/ledger", "Ledger", ("/ledger",)),
+    ("/monitoring", "Monitoring", ("/monitoring",)),
+    ("/plan", "Plan", ("/plan",)),
+    ("/comparability", "Comparability", ("/comparability",)),
+    ("/audit", "Audit", ("/audit",)),
+    ("/api/docs", "API", ("/api/docs",)),
+    ("/users", "Users", ("/users", "/security")),
+)
+
+
+def _permissions(app: Any) -> dict[str, Permission | None]:
+    cached: dict[str, Permission | None] | None = getattr(app.state, "menu_permissions", None)
+    if cached is None:
+        cached = {path: perm for method, path, perm in declared_pages(app) if method == "GET"}
+        cached.setdefault("/api/docs", None)
+        app.state.menu_permissions = cached
+    return cached
+
+
+def may_see(actor: Actor, permission: Permission | None) -> bool:
+    if permission is None:
+        return True
+    try:
+        authorize_declared(actor, permission)
+    except Forbidden:
+        return False
+    return True
+
+
+def menu_for(app: Any, actor: Actor, path: str) -> list[dict[str, Any]]:
+    """The entries `actor` may open, each with whether it is the current page."""
+    declared = _permissions(app)
+    out = []
+    for href, label, prefixes in MENU:
+        if href not in declared or not may_see(actor, declared[href]):
+            continue
+        current = path == "/" if href == "/" else any(path.startswith(p) for p in prefixes)
+        out.append({"href": href, "label": label, "current": current})
+    return out
+
+
+@pass_context
+def menu(context: Context) -> list[dict[str, Any]]:
+    request, actor = context.get("request"), context.get("actor")
+    if request is None or actor is None:
+        return []
+    return menu_for(request.app, actor, request.url.path)
+
+
+templates.env.globals["menu"] = menu
