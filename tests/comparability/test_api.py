@@ -174,6 +174,24 @@ def test_cli_json_and_the_pages(seeded: App) -> None:
     report = cli_helpers.run(["comparability", "report", code, *common], env=env, data_dir=data)
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["master_file_code"] == code
+    # three close results: scored by Algorithm A, every |z| small, nobody suspended
+    for site, value in (("GSTT-PH", 10.0), ("MAN-PH", 10.2), ("CTRL", 9.9)):
+        entered = cli_helpers.run(
+            ["comparability", "enter-result", round_id, *common, "--site", site,
+             "--value", str(value)],
+            env=env, data_dir=data,
+        )  # fmt: skip
+        assert entered.returncode == 0, entered.stdout
+    scored = cli_helpers.run(["comparability", "score", round_id, *common], env=env, data_dir=data)
+    assert scored.returncode == 0, scored.stdout
+    assert {r["verdict"] for r in json.loads(scored.stdout)["results"]} == {"satisfactory"}
+    listed = cli_helpers.run(["comparability", "suspensions", *common], env=env, data_dir=data)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    missing = cli_helpers.run(
+        ["comparability", "close-capa", "no-such", *common, "--capa", "C-1", "--summary", "x"],
+        env=env, data_dir=data,
+    )  # fmt: skip
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
     # the pages: the control site's QP sees the report and the round; another site's staff
     # get the round answered as not found
     qp = fh.web_login(app, "qp")
