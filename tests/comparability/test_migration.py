@@ -1,5 +1,6 @@
 """Migration 0026 (issue 19): the proficiency tables and the master file's comparability column
-come and go; master files made before keep their content. SQLite and PostgreSQL."""
+come and go; master files made before keep their content, with a made batch referencing them
+(SQLite refuses to rebuild a referenced table under foreign_keys=ON). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ def _master_files(url: str) -> list[tuple[str, int, str]]:
 
 
 def test_0026_downgrade_and_upgrade(seeded: App) -> None:
+    batch = fh.make_batch(seeded)  # an order and a batch record reference the master file
     with seeded.uow() as uow:
-        code = seeded.master_files.list_all(uow)[0].code
+        code = seeded.orders.get(uow, fh.batch(seeded, batch).order_id).master_file_code
         seeded.comparability.open_round(
             uow,
             fh.actor(seeded, "qp"),

@@ -4,7 +4,10 @@ cause, and the master file's comparability section
 Issue 19 (one quality system across the network): the control site sends blind reference
 samples to sites; results are scored with ISO 13528 z-scores and a site with |z| > 3 is
 suspended from the master file until its CAPA closes. The master file gains a nullable
-`comparability` section (equivalence margins per attribute).
+`comparability` section (equivalence margins per attribute), added and dropped in place
+(ALTER TABLE ... ADD / DROP COLUMN: PostgreSQL, and SQLite since 3.35), not by a batch table
+rebuild: SQLite with foreign_keys=ON (as nearfab connects) refuses to drop `master_files`, which
+orders and batch records reference.
 
 Revision ID: 0026
 Revises: 0025
@@ -91,13 +94,11 @@ def upgrade() -> None:
         "proficiency_suspensions",
         ["master_file_code"],
     )
-    with op.batch_alter_table("master_files") as batch:
-        batch.add_column(sa.Column("comparability", sa.JSON(), nullable=True))
+    op.add_column("master_files", sa.Column("comparability", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("master_files") as batch:
-        batch.drop_column("comparability")
+    op.execute(sa.text("ALTER TABLE master_files DROP COLUMN comparability"))
     op.drop_index("ix_proficiency_suspensions_master_file_code", "proficiency_suspensions")
     op.drop_index("ix_proficiency_suspensions_site_id", "proficiency_suspensions")
     op.drop_table("proficiency_suspensions")
