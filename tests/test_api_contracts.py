@@ -34,6 +34,7 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.audit import router as audit
     from nearfab.api.comparability import router as comparability
     from nearfab.api.custody import router as custody
+    from nearfab.api.doses import router as doses
     from nearfab.api.monitoring import router as monitoring
     from nearfab.api.planning import router as planning
     from nearfab.api.records import router as records
@@ -42,6 +43,7 @@ def _api_routes() -> list[APIRoute]:
 
     routers = (core, accounts, audit, monitoring, custody, planning, records, release)
     routers += (comparability,)
+    routers += (doses,)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 

@@ -445,6 +445,16 @@ ROUTES: dict[tuple[str, str], Call] = {
         body=lambda w: {"capa_reference": "", "summary": "", "password": ""},
         network_only=True,
     ),
+    # a dose adjusted from the patient's observations (api/doses.py): an empty Observation is
+    # refused (422) after the site; the order's master file has no dose rule (422); no proposal
+    ("POST", "/api/v1/orders/{order_id}/observations"): Call(
+        P.ORDER_OBSERVATION_RECORD, True, body=lambda w: {}
+    ),
+    ("GET", "/api/v1/orders/{order_id}/observations"): Call(P.ORDER_READ, True),
+    ("POST", "/api/v1/orders/{order_id}/dose-proposals"): Call(P.ORDER_OBSERVATION_RECORD, True),
+    ("GET", "/api/v1/orders/{order_id}/dose-proposals"): Call(P.ORDER_READ, True),
+    ("POST", "/api/v1/dose-proposals/{proposal_id}/accept"): Call(P.DOSE_DECIDE, body=_sign),
+    ("POST", "/api/v1/dose-proposals/{proposal_id}/reject"): Call(P.DOSE_DECIDE, body=_sign),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
@@ -502,11 +512,6 @@ def _step(_w: World) -> dict[str, str]:
 WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/"): Call(P.NETWORK_READ),
     ("GET", "/orders"): Call(P.ORDER_READ),
-    # the prescription form (web/orders.py): the intake refuses a document that is no FHIR
-    ("GET", "/orders/new"): Call(P.ORDER_SUBMIT),
-    ("POST", "/orders/new"): Call(
-        P.ORDER_SUBMIT, body=lambda w: {"mode": "paste", "fhir_json": '{"resourceType": "x"}'}
-    ),
     ("GET", "/orders/{order_id}"): Call(P.ORDER_READ, True),
     ("GET", "/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/release"): Call(P.RELEASE_QUEUE_READ),
@@ -564,6 +569,16 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/packs/{unit_id}/prepare"): Call(P.PACKS_MOVE, True, body=lambda w: {"scan": ""}),
     ("POST", "/packs/{unit_id}/holds/{hold_id}/judge"): Call(
         P.HOLD_DECIDE, True, body=lambda w: {"decision": "resume", "reason": "m"}
+    ),
+    ("GET", "/orders/{order_id}/doses"): Call(P.ORDER_READ, True),
+    ("POST", "/orders/{order_id}/doses/observations"): Call(
+        P.ORDER_OBSERVATION_RECORD, True, body=lambda w: {"weight": ""}
+    ),
+    ("POST", "/dose-proposals/{proposal_id}/accept"): Call(
+        P.DOSE_DECIDE, True, body=_reason, path_ids=lambda w: {"proposal_id": "dp_route_matrix"}
+    ),
+    ("POST", "/dose-proposals/{proposal_id}/reject"): Call(
+        P.DOSE_DECIDE, True, body=_reason, path_ids=lambda w: {"proposal_id": "dp_route_matrix"}
     ),
     ("GET", "/orders/{order_id}/collection"): Call(P.ORDER_READ, True),
     ("POST", "/orders/{order_id}/collection/date"): Call(P.ORDER_PRIORITY, True, body=_reason),
@@ -828,6 +843,32 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
             },
         ).id
     ids["suspension_id"] = "no-such-suspension"
+    ids["proposal_id"] = "no-such-proposal"
+    # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
+    # forms carry no password, so nothing is signed or changed
+    with app.uow() as uow:
+        from nearfab.orders.dose_models import DoseProposal
+
+        uow.session.add(
+            DoseProposal(
+                id="dp_route_matrix",
+                order_id=order.id,
+                patient_id=order.patient_id,
+                site_id=order.site_id,
+                master_file_id=order.master_file_id,
+                status="proposed",
+                current_value=order.dose_value,
+                current_unit=order.dose_unit,
+                proposed_value=order.dose_value + 1,
+                proposed_unit=order.dose_unit,
+                rule={},
+                working={},
+                observation_ids=[],
+                created_at=app.clock.now(),
+                created_by="route-matrix",
+            )
+        )
+        uow.commit()
     with app.uow() as uow:
         ids["event_a"] = next(
             e.event_hash

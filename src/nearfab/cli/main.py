@@ -32,6 +32,7 @@ from nearfab.cli.context import (
     use_case,
 )
 from nearfab.cli.custody import custody_app, recall_app, trace_app
+from nearfab.cli.doses import register as register_dose_commands
 from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import collection as collection_command
@@ -47,6 +48,7 @@ network_app = typer.Typer(no_args_is_help=True, help="Sites, machines, and runni
 release_app = typer.Typer(no_args_is_help=True, help="QP release queue and decisions.")
 batch_app = typer.Typer(no_args_is_help=True, help="Electronic batch records.")
 app.add_typer(order_app, name="order")
+register_dose_commands(order_app)  # observations, propose, accept... (cli/doses.py)
 app.add_typer(network_app, name="network")
 app.add_typer(release_app, name="release")
 app.add_typer(batch_app, name="batch")

@@ -412,6 +412,11 @@ class DoseAdjustment:
             spec = DoseDecisionIn.model_validate(data)
         except ValidationError as exc:
             raise pydantic_to_domain(exc, "decision") from None
+        if not spec.password:
+            raise ValidationFailed(
+                "decision.password: a decision is signed: type your password",
+                field="decision.password",
+            )
         if row.status != ProposalStatus.PROPOSED.value:
             raise Refused(
                 f"dose proposal {row.id} is {row.status}; only a proposed dose is decided",

@@ -18,6 +18,7 @@ from nearfab.api.audit import router as audit_api
 from nearfab.api.comparability import router as comparability_api
 from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, overflow_handler
+from nearfab.api.doses import router as doses_api
 from nearfab.api.errors import install_error_handlers
 from nearfab.api.limits import BodyLimitMiddleware, body_limits
 from nearfab.api.monitoring import router as monitoring_api
@@ -36,15 +37,13 @@ from nearfab.web.audit import router as audit_pages
 from nearfab.web.chain import router as chain_pages
 from nearfab.web.comparability import router as comparability_pages
 from nearfab.web.custody import router as custody_pages
+from nearfab.web.doses import router as dose_pages
 from nearfab.web.exceptional import router as exceptional_pages
 from nearfab.web.monitoring import router as monitoring_pages
-from nearfab.web.nav import menu as _menu  # noqa: F401 - the main menu's template global
-from nearfab.web.orders import router as order_pages
 from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
 from nearfab.web.records import router as records_pages
-from nearfab.web.refusals import install_page_handlers
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -94,7 +93,6 @@ def create_web_app(application: App) -> FastAPI:
     install_error_handlers(web)
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(OverflowError, overflow_handler)
-    install_page_handlers(web)  # the same refusals as styled pages for browsers (not /api)
     web.add_exception_handler(LoginRequired, login_first)  # type: ignore[arg-type]
     web.add_exception_handler(PageRefused, refused_page)  # type: ignore[arg-type]
     web.include_router(api_router)
@@ -106,7 +104,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(records_api)
     web.include_router(release_api)
     web.include_router(comparability_api)
-    web.include_router(order_pages)  # /orders, /orders/new: before /orders/{order_id}
+    web.include_router(doses_api)
     web.include_router(pages_router)
     web.include_router(records_pages)
     web.include_router(account_pages)
@@ -115,6 +113,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(custody_pages)
     web.include_router(audit_pages)
     web.include_router(comparability_pages)
+    web.include_router(dose_pages)  # observations and dose proposals of an order
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
