@@ -40,10 +40,13 @@ from nearfab.web.custody import router as custody_pages
 from nearfab.web.doses import router as dose_pages
 from nearfab.web.exceptional import router as exceptional_pages
 from nearfab.web.monitoring import router as monitoring_pages
+from nearfab.web.nav import menu as _menu  # noqa: F401 - the main menu's template global
+from nearfab.web.orders import router as order_pages
 from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
 from nearfab.web.records import router as records_pages
+from nearfab.web.refusals import install_page_handlers
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ def create_web_app(application: App) -> FastAPI:
     install_error_handlers(web)
     web.add_exception_handler(DomainError, domain_error_handler)
     web.add_exception_handler(OverflowError, overflow_handler)
+    install_page_handlers(web)  # the same refusals as styled pages for browsers (not /api)
     web.add_exception_handler(LoginRequired, login_first)  # type: ignore[arg-type]
     web.add_exception_handler(PageRefused, refused_page)  # type: ignore[arg-type]
     web.include_router(api_router)
@@ -105,6 +109,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(release_api)
     web.include_router(comparability_api)
     web.include_router(doses_api)
+    web.include_router(order_pages)  # /orders, /orders/new: before /orders/{order_id}
     web.include_router(pages_router)
     web.include_router(records_pages)
     web.include_router(account_pages)
