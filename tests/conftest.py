@@ -24,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 # One BLAS thread per test process: xdist already runs a worker per core, and OpenBLAS threads
 # on top of that spin against each other (a 1 s parallel analysis took 10 s). Set before numpy
@@ -328,6 +329,64 @@ def cheap_argon2() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+        yield
+
+
+class _NoOverrides:
+    """The dependency-overrides provider of the shared route tables: none (no test overrides
+    a dependency; one that does gets its own tables, see `shared_route_tables`)."""
+
+    dependency_overrides: ClassVar[dict[Any, Any]] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_route_tables() -> Iterator[None]:
+    """Every web app a test makes (`create_web_app`, hundreds per worker) includes the same
+    module-level routers the same way. FastAPI builds an included router's routes (signatures,
+    dependencies, pydantic adapters) lazily, per app, on the app's first requests: 0.2-1 s of
+    CPU per app, a fifth of the web-heavy tests' time. Here the built routes are shared by every
+    app whose inclusion is the same (router, routes, prefix, dependencies, limits: the
+    inclusion's repr, without the app), built once per worker. What a route does at a request
+    reads the request's own app (`request.app.state.nearfab`), never the app it was built for;
+    an app with dependency overrides builds its own, as before. Only tests' speed differs
+    (FastAPI's private `_IncludedRouter`: if a FastAPI upgrade renames it, nothing is shared)."""
+    import dataclasses
+
+    from fastapi import routing
+
+    included = getattr(routing, "_IncludedRouter", None)
+    parts = ("effective_candidates", "effective_low_priority_routes")
+    if included is None or not all(hasattr(included, name) for name in parts):
+        yield
+        return
+    shared: dict[tuple[str, int, str, int], Any] = {}
+
+    def sharing(name: str) -> Any:
+        build = getattr(included, name)
+        version_field = f"_{name}_version"
+
+        def shared_build(self: Any) -> Any:
+            version = self.original_router._get_routes_version()
+            if version == getattr(self, version_field):
+                return getattr(self, f"_{name}")
+            context = self.include_context
+            if getattr(context.dependency_overrides_provider, "dependency_overrides", None):
+                return build(self)
+            neutral = dataclasses.replace(context, dependency_overrides_provider=_NoOverrides)
+            key = (name, id(self.original_router), repr(neutral), version)
+            if key not in shared:
+                shared[key] = build(
+                    included(original_router=self.original_router, include_context=neutral)
+                )
+            setattr(self, f"_{name}", shared[key])
+            setattr(self, version_field, version)
+            return shared[key]
+
+        return shared_build
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in parts:
+            patch.setattr(included, name, sharing(name))
         yield
 
 
