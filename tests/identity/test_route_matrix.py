@@ -455,42 +455,6 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/orders/{order_id}/dose-proposals"): Call(P.ORDER_READ, True),
     ("POST", "/api/v1/dose-proposals/{proposal_id}/accept"): Call(P.DOSE_DECIDE, body=_sign),
     ("POST", "/api/v1/dose-proposals/{proposal_id}/reject"): Call(P.DOSE_DECIDE, body=_sign),
-    # the network's quality system (api/qa.py, docs/central-qa.md): a complaint and a CAPA
-    # of site A; change controls and the annual report are the network's
-    ("GET", "/api/v1/qa"): Call(P.QA_READ),
-    ("POST", "/api/v1/qa/capas"): Call(P.QA_RECORD, True, body=lambda w: _qa_body(w)),
-    ("GET", "/api/v1/qa/capas/{capa_id}"): Call(P.QA_READ, True),
-    ("POST", "/api/v1/qa/capas/{capa_id}/close"): Call(
-        P.CAPA_CLOSE, True, body=lambda w: {"effectiveness": "e", "password": ""}
-    ),
-    ("POST", "/api/v1/qa/complaints"): Call(P.QA_RECORD, True, body=lambda w: _qa_body(w)),
-    ("GET", "/api/v1/qa/complaints/{complaint_id}"): Call(P.QA_READ, True),
-    ("POST", "/api/v1/qa/complaints/{complaint_id}/investigate"): Call(
-        P.QA_RECORD, True, body=lambda w: {"investigation": ""}
-    ),
-    ("POST", "/api/v1/qa/complaints/{complaint_id}/close"): Call(
-        P.QA_RECORD, True, body=lambda w: {"conclusion": ""}
-    ),
-    ("POST", "/api/v1/qa/assignments/{item_kind}/{item_id}"): Call(
-        P.QA_RECORD, True, body=lambda w: {"owner": "", "due_date": "2000-01-01"}
-    ),
-    ("GET", "/api/v1/change-controls"): Call(P.QA_READ),
-    ("POST", "/api/v1/change-controls"): Call(
-        P.CHANGE_CONTROL_RAISE, body=lambda w: {"proposed_master_file_id": ""}, network_only=True
-    ),
-    ("GET", "/api/v1/change-controls/{change_id}"): Call(P.QA_READ),
-    ("POST", "/api/v1/change-controls/{change_id}/decide"): Call(
-        P.CHANGE_CONTROL_APPROVE,
-        body=lambda w: {"approve": True, "reason": "r", "password": ""},
-        network_only=True,
-    ),
-    ("POST", "/api/v1/change-controls/{change_id}/implement"): Call(
-        P.MASTER_FILE_EFFECTIVE, network_only=True
-    ),
-    ("GET", "/api/v1/annual-reports/{code}/{year}"): Call(P.ANNUAL_REPORT_READ, network_only=True),
-    ("GET", "/api/v1/annual-reports/{code}/{year}/export"): Call(
-        P.ANNUAL_REPORT_READ, network_only=True
-    ),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
