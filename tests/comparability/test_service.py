@@ -263,3 +263,65 @@ def test_a_site_whose_means_shifted_is_flagged_before_a_batch_fails(seeded: App)
     assert [g["label"] for g in mine["groups"]] == ["GSTT-PH"]
     assert {p["group"] for p in mine["points"]} == {"GSTT-PH"}
     assert all("MOB-1" not in f for f in own["flagged"])
+
+
+def test_a_quality_capa_raised_by_the_suspension_must_close_first(seeded: App) -> None:
+    """Central QA's CAPA (quality.Capa, source proficiency_suspension) is the CAPA of record:
+    while it is open the suspension stays; once its QP closes it, the suspension is lifted
+    naming it; a CAPA of something else is refused as the reference."""
+    from datetime import timedelta
+
+    app = seeded
+    code = _code(app)
+    round_id = _round(app, code, assigned_value=100.0, sd_pt=2.0)
+    _enter(app, round_id, {"GSTT-PH": 100.0, "MAN-PH": 93.0, "MOB-1": 101.0, "CTRL": 99.0})
+    qp = fh.actor(app, "qp")
+    with app.uow() as uow:
+        app.comparability.score_round(uow, qp, round_id)
+    with app.uow() as uow:
+        [suspension] = app.comparability.suspensions(uow, qp)
+    assert suspension["site_code"] == "MAN-PH" and suspension["z"] == -3.5  # (93 - 100) / 2
+    due = (app.clock.now() + timedelta(days=30)).date().isoformat()
+
+    def capa(source_kind: str, source_id: str | None) -> str:
+        with app.uow() as uow:
+            return app.qms.open_capa(
+                uow,
+                qp,
+                {
+                    "owner": "qp",
+                    "due_date": due,
+                    "site_id": "MAN-PH",
+                    "master_file_code": code,
+                    "title": "proficiency failure",
+                    "description": "z = -3.5 on the blind sample",
+                    "source_kind": source_kind,
+                    "source_id": source_id,
+                },
+            ).id
+
+    raised = capa("proficiency_suspension", suspension["id"])
+    other = capa("other", None)
+    closing = {"summary": "method retrained", "password": fh.TEST_PASSWORD, "username": "qp"}
+    with app.uow() as uow, pytest.raises(Refused) as still_open:
+        app.comparability.close_capa(
+            uow, qp, suspension["id"], {**closing, "capa_reference": raised}
+        )
+    assert still_open.value.code == "capa_open" and still_open.value.field == "capa_reference"
+    with app.uow() as uow:
+        app.qms.close_capa(
+            uow,
+            qp,
+            raised,
+            {"effectiveness": "re-test passed", "password": fh.TEST_PASSWORD, "username": "qp"},
+        )
+    with app.uow() as uow, pytest.raises(Refused) as not_its:
+        app.comparability.close_capa(
+            uow, qp, suspension["id"], {**closing, "capa_reference": other}
+        )
+    assert not_its.value.code == "capa_not_of_suspension"
+    with app.uow() as uow:
+        lifted = app.comparability.close_capa(
+            uow, qp, suspension["id"], {**closing, "capa_reference": raised}
+        )
+    assert lifted.status == "lifted" and lifted.capa_reference == raised

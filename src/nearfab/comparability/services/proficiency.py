@@ -34,6 +34,7 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFileService, pydantic_to_domain
 from nearfab.network import NetworkService
+from nearfab.quality import Capa
 from nearfab.uow import UnitOfWork
 
 
@@ -273,6 +274,7 @@ class Proficiency:
             raise NotFound(f"no suspension {suspension_id}", field="suspension_id")
         if row.status != SuspensionStatus.ACTIVE.value:
             raise Refused("the suspension is already lifted", field="status", code="lifted")
+        self._check_quality_capa(uow, row, spec.capa_reference)
         signature = self._signatures.sign(
             uow,
             actor,
@@ -311,6 +313,40 @@ class Proficiency:
         )
         uow.commit()
         return row
+
+    @staticmethod
+    def _check_quality_capa(uow: UnitOfWork, row: Suspension, reference: str) -> None:
+        """When the quality system holds CAPAs raised by this suspension (quality.Capa,
+        source proficiency_suspension), each must be closed (its QP's effectiveness check) before
+        the suspension is lifted; a reference naming a quality CAPA must name one of them."""
+        raised = list(
+            uow.session.scalars(
+                select(Capa).where(
+                    Capa.source_kind == "proficiency_suspension", Capa.source_id == row.id
+                )
+            )
+        )
+        still_open = [c.id for c in raised if c.status == "open"]
+        if still_open:
+            raise Refused(
+                f"CAPA {', '.join(still_open)} raised by this suspension is still open: "
+                "close it in the quality system first",
+                field="capa_reference",
+                code="capa_open",
+            )
+        named = uow.session.get(Capa, reference)
+        if named is not None and named.id not in {c.id for c in raised}:
+            raise Refused(
+                f"CAPA {reference} was not raised by this suspension",
+                field="capa_reference",
+                code="capa_not_of_suspension",
+            )
+        if named is not None and named.status != "closed":
+            raise Refused(
+                f"CAPA {reference} is {named.status}, not closed",
+                field="capa_reference",
+                code="capa_open",
+            )
 
     # --- reads ---------------------------------------------------------------------------------
     def rounds(self, uow: UnitOfWork, actor: Actor) -> list[dict[str, Any]]:
