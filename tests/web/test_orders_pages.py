@@ -68,7 +68,7 @@ def _row(order_id: str) -> str:
 def _listed(client: TestClient, **params: str) -> str:
     r = client.get("/orders", params=params)
     assert r.status_code == 200, r.text
-    return r.text
+    return str(r.text)
 
 
 # --- the list: every role, own site / other site / control site --------------------------------
@@ -360,6 +360,12 @@ DEMO_ROLES = (
 )
 
 
+def _menu(page: str) -> list[str]:
+    nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', page, re.S)
+    assert nav, "no main menu"
+    return re.findall(r'href="([^"]+)"', nav.group(1))
+
+
 def test_every_demo_role_opens_every_menu_entry_without_a_refusal(seeded: App) -> None:
     """A crawl: log in as each demo role, follow every link of the main menu; each answers a
     page (200), none refuses (403) or shows raw JSON."""
@@ -379,12 +385,7 @@ def test_every_demo_role_opens_every_menu_entry_without_a_refusal(seeded: App) -
             assert r.headers["content-type"].startswith("text/html"), f"{username} {href}"
     # what a role may not open is not offered
     menus = {
-        u: re.findall(
-            r'<a href="([^"]+)"',
-            re.search(
-                r'<nav aria-label="Main">(.*?)</nav>', fh.web_login(seeded, u).get("/").text, re.S
-            ).group(1),
-        )  # type: ignore[union-attr]
+        u: _menu(fh.web_login(seeded, u).get("/").text)
         for u in ("clinician", "operator", "auditor")
     }
     assert "/release" not in menus["clinician"] and "/dispense" not in menus["clinician"]

@@ -8,6 +8,7 @@
   function show(selector, on) {
     document.querySelectorAll(selector).forEach(function (el) {
       el.hidden = !on;
+      el.style.display = on ? "" : "none";
       el.querySelectorAll("input").forEach(function (i) { i.disabled = !on; });
     });
   }
