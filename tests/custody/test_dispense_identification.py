@@ -433,3 +433,32 @@ def test_the_issue_flow_through_the_old_patient_ref_field(
     assert checked.json()["status"] == "ok"
     done = post(alice, "9434765919")
     assert done.status_code == 200 and done.json()["patient"]["checked"] == ["nhs_number"]
+
+
+def test_unreadable_identifiers_are_not_written_to_the_audit_trail(world: fh.Built) -> None:
+    """A misread identifier is refused as unreadable, and the refusal's audit row (its reason is
+    the refusal's message) keeps none of it: an NHS wristband whose GSRN check digit was misread
+    still carries the patient's valid NHS number, and an NHS number one digit off is a near
+    identifier. The person at the counter sees which identifier and why, not the digits."""
+    app = world.app
+    alice = _pack(world, "alice")
+    start = _last_seq(app)
+    # company prefix 1234567 + Alice's NHS number + check digit 9 (worked by hand in
+    # tests/orders/test_patient_identifiers.py); 0 is the misread check digit
+    misread = f"1234567{ALICE.nhs_number}0"
+    for kw in (
+        {"wristband": f"]d28018{misread}"},
+        {"patient": f"(8018){misread}"},
+        {"nhs_number": "943 476 5918"},
+        {"patient": "943-476-5918"},
+        {"patient_ref": "9434765918"},
+    ):
+        exc = _refused(app, alice, ValidationFailed, **kw)
+        assert exc.field in {"wristband", "nhs_number", "patient", "patient_ref"}
+        assert "check digit" in exc.message
+    rows = _audits(app, start)
+    assert len(rows) == 5 and {r.action for r in rows} == {"refuse"}
+    text = repr([(r.new, r.old, r.reason, r.entity_id) for r in rows]).replace(" ", "")
+    text = text.replace("-", "")
+    for secret in (ALICE.nhs_number, misread, "9434765918"):
+        assert secret not in text

@@ -98,7 +98,7 @@ def test_gsrn_check_digit_by_hand() -> None:
     assert gsrn_check_digit(GSRN[:17]) == "4"
     assert gsrn_check_digit(GSRN_2[:17]) == "5"
     assert normalise_gsrn(GSRN) == GSRN
-    with pytest.raises(ValidationFailed, match="check digit 3, GS1 mod-10 gives 4") as caught:
+    with pytest.raises(ValidationFailed, match="check digit is 3, GS1 mod-10 gives 4") as caught:
         normalise_gsrn(GSRN[:17] + "3")
     assert caught.value.field == "wristband"
 

@@ -105,9 +105,10 @@ def normalise_nhs_number(text: str, *, field: str = "nhs_number") -> str:
             if expected is None
             else (f"its check digit is {digits[9]}, the modulus-11 rule gives {expected}")
         )
+        # the digits are not echoed: a refusal's message is kept in the audit trail, and a
+        # number one digit off (or a valid one misread) identifies a patient all the same
         raise ValidationFailed(
-            f"{field}: {digits[:3]} {digits[3:6]} {digits[6:]} is not a valid NHS number "
-            f"({why}); check it was read correctly",
+            f"{field}: not a valid NHS number ({why}); check it was read correctly",
             field=field,
         )
     return digits
@@ -137,9 +138,9 @@ def normalise_gsrn(text: str, *, field: str = "wristband") -> str:
         )
     expected = gsrn_check_digit(digits[:17])
     if digits[17] != expected:
-        raise ValidationFailed(
-            f"{field}: GSRN {digits} has check digit {digits[17]}, GS1 mod-10 gives "
-            f"{expected}; scan the wristband again",
+        raise ValidationFailed(  # no digits echoed: an NHS wristband's GSRN holds the NHS number
+            f"{field}: the GSRN's check digit is {digits[17]}, GS1 mod-10 gives {expected}; "
+            "scan the wristband again",
             field=field,
         )
     return digits
@@ -215,9 +216,9 @@ def parse_wristband(text: str, *, field: str = "wristband") -> Wristband:
             if parsed.gs1_message is None:
                 raise ParseError(parsed.gs1_message_error or "not GS1 element data")
             message = parsed.gs1_message
-    except ParseError as exc:
+    except ParseError:  # biip's message quotes the data scanned: not repeated here
         raise ValidationFailed(
-            f"{field}: not a wristband barcode (a GS1 GSRN, AI 8018, or an NHS number): {exc}",
+            f"{field}: not a wristband barcode (a GS1 GSRN, AI 8018, or an NHS number)",
             field=field,
         ) from None
     gsrns = [e.value for e in message.element_strings if e.ai.ai == "8018"]
@@ -241,7 +242,7 @@ def classify(text: str, *, field: str = "patient") -> tuple[IdentifierKind, str]
         return IdentifierKind.PSEUDONYM, value
     if re.match(r"(?i)(Patient/|urn:uuid:|urn:oid:|https?://|#)", value):
         raise ValidationFailed(
-            f"{field}: {value[:40]!r} is the sender's FHIR reference, which names the patient "
+            f"{field}: this is the sender's FHIR reference, which names the patient "
             "only in the sending system; give the NHS number, the hospital number (MRN), the "
             "wristband or nearfab's patient reference (PT-…)",
             field=field,
