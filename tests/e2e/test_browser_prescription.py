@@ -129,3 +129,42 @@ def test_a_clinician_prescribes_in_the_form_and_another_site_does_not_see_it(
     page.goto("/orders/new")
     expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
     page.screenshot(path=str(tmp_path / "operator-not-allowed.png"), full_page=True)
+
+
+DEMO_ROLES = (
+    "admin",
+    "qp",
+    "planner",
+    "auditor",
+    "pharmacist",
+    "clinician",
+    "operator",
+    "operator-man",
+)
+
+
+@pytest.mark.parametrize("seeded", ["sqlite"], indirect=True)
+def test_every_demo_role_crawls_its_menu_without_a_refusal(
+    page: Page, seeded: App, tmp_path: Path
+) -> None:
+    """Log in as each demo role and open every entry of the main menu by clicking it: each is
+    a page (2xx), none says "Not allowed" and none shows raw JSON (SQLite: the crawl reads
+    pages; the PostgreSQL half is the test above and the TestClient crawl)."""
+    fh.submit(seeded)
+    for username in DEMO_ROLES:
+        _login(page, username)
+        menu = page.get_by_role("navigation", name="Main")
+        labels = menu.get_by_role("link").all_inner_texts()
+        assert "Orders" in labels, username
+        for label in labels:
+            with page.expect_navigation() as navigation:
+                page.get_by_role("navigation", name="Main").get_by_role(
+                    "link", name=label, exact=True
+                ).click()
+            answer = navigation.value
+            assert answer is not None and answer.ok, f"{username} {label}: {answer}"
+            expect(page.get_by_role("heading", level=1).first).not_to_have_text("Not allowed")
+            body = page.locator("body").inner_text()
+            assert not body.lstrip().startswith("{"), f"{username} {label}: raw JSON"
+        page.screenshot(path=str(tmp_path / f"menu-{username}.png"), full_page=True)
+        _logout(page)

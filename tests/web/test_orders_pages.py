@@ -230,6 +230,36 @@ def test_the_form_the_upload_and_the_paste_give_the_apis_order(seeded: App) -> N
     assert from_form.id in client.get("/orders").text
 
 
+def test_the_form_asks_each_family_for_its_dose(seeded: App) -> None:
+    """The cell product's form: a dose per kg with the body weight, one infusion (no course).
+    By hand: 2 × 10⁶ cells/kg × 70 kg = 1.4 × 10⁸ cells, one unit."""
+    client = fh.web_login(seeded, "clinician")
+    form = client.get("/orders/new").text
+    assert 'value="10*6{cells}/kg" data-medicine="MF-CART-CMF"' in form
+    assert re.search(r'value="MF-CART-CMF"[^>]*data-weight="1" data-course="0"', form)
+    assert re.search(r'value="MF-HC-PRINTLET"[^>]*data-weight="0" data-course="1"', form)
+    fields = TABLET | {
+        "medicine": "MF-CART-CMF",
+        "birth_date": "1985-01-01",
+        "dose_value": "2",
+        "dose_unit": "10*6{cells}/kg",
+        "body_weight": "70",
+        "frequency": "",
+        "duration_days": "",
+    }
+    r = client.post(
+        "/orders/new",
+        data=fields | {"mode": "form", "csrf_token": fh.csrf(form)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    order = _order(seeded, r.headers["location"].rsplit("/", 1)[1])
+    assert order.dose_value == pytest.approx(1.4e8) and order.units == 1
+    # without the weight the family cannot work the dose out: refused at the weight field
+    status, named, _text = _refused(client, **(fields | {"mode": "form", "body_weight": ""}))
+    assert status == 422 and named == "body_weight"
+
+
 def _refused(client: TestClient, **data: str) -> tuple[int, str | None, str]:
     token = fh.csrf(client.get("/orders/new").text)
     r = client.post("/orders/new", data={"csrf_token": token} | data)
