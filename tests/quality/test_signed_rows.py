@@ -1,7 +1,8 @@
 """What a QP's release signature binds besides the batch record (sign-offs, deviations, the
-exceptional-release request) is read in one statement (quality/signedrows.py) that gives the
-rows the three queries it replaced gave, in their order, so signatures made before still
-verify and a change to any of those rows still breaks the signature. Both databases."""
+exceptional-release request, laboratory results) is read in one statement
+(quality/signedrows.py) that gives the rows the four queries it replaced gave, in their
+order, so signatures made before still verify and a change to any of those rows still breaks
+the signature. Both databases."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from typing import Any
 
 from sqlalchemy import event, select, update
 from tests import flow_helpers as fh
+from tests.quality import lab_helpers as lab
 from tests.quality.release_helpers import user
 from tests.quality.test_exceptional_release import _ask, _certify, _oos_batch
 
 from nearfab.bootstrap import App
 from nearfab.production import StepSignoff
 from nearfab.quality.followup import FAILED_KIND
-from nearfab.quality.models import Deviation, ExceptionalRelease
+from nearfab.quality.models import Deviation, ExceptionalRelease, LabResult
 from nearfab.quality.records import add_deviation
 from nearfab.quality.signedrows import signed_rows
 
 seeded = fh.seeded
+GOOD = {"markers": {"CD3+": 0.92}, "endotoxin_eu_per_ml": 0.5, "mycoplasma": "negative"}
 
 
 def _valid(app: App, batch_id: str) -> bool | None:
@@ -83,3 +86,30 @@ def test_one_statement_gives_the_rows_of_the_three_reads_in_their_order(seeded: 
         with seeded.engine.begin() as conn:
             conn.execute(update(table).where(table.id == key).values({column: old}))
         assert _valid(seeded, batch_id) is True, table
+
+
+def test_the_laboratory_results_come_in_the_same_statement_in_their_order(seeded: App) -> None:
+    lab.with_lab_tests(seeded)
+    batch_id = lab.cell_batch(seeded)
+    lab.enter(seeded, "pharmacist", batch_id, GOOD)
+    corrected = {"endotoxin_eu_per_ml": 0.4}
+    lab.enter(seeded, "pharmacist", batch_id, corrected, reason="sample diluted 1:10 twice")
+    fh.release(seeded, batch_id)
+    with seeded.uow() as uow:
+        rows = signed_rows(uow.session, batch_id)
+        results = seeded.quality.lab_results.rows(uow, batch_id)  # the read it replaces
+        in_force = seeded.quality.lab_results.in_force_rows(uow, batch_id)
+        from_rows = seeded.quality.lab_results.in_force_rows(uow, batch_id, rows.results)
+    assert [r.id for r in rows.results] == [r.id for r in results]
+    # the correction is a new version of its key; the one in force is the corrected value
+    versions = [(r.key, r.version) for r in rows.results if r.key == "endotoxin_eu_per_ml"]
+    assert versions == [("endotoxin_eu_per_ml", 1), ("endotoxin_eu_per_ml", 2)]
+    assert {k: r.id for k, r in from_rows.items()} == {k: r.id for k, r in in_force.items()}
+    assert from_rows["endotoxin_eu_per_ml"].value == 0.4
+    assert _valid(seeded, batch_id) is True
+    # the superseded version is not bound, the one in force is
+    first = next(r for r in rows.results if r.version == 1 and r.key == "endotoxin_eu_per_ml")
+    fh.edit(seeded, LabResult, first.id, value=99)
+    assert _valid(seeded, batch_id) is True
+    fh.edit(seeded, LabResult, from_rows["endotoxin_eu_per_ml"].id, value=0.04)
+    assert _valid(seeded, batch_id) is False

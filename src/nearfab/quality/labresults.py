@@ -18,7 +18,7 @@ the one source of it. A result entered before release is not pending at release.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -259,10 +259,13 @@ class LabResults:
             )
         )
 
-    def in_force_rows(self, uow: UnitOfWork, batch_id: str) -> dict[str, LabResult]:
-        """Key -> the result in force (its latest version)."""
+    def in_force_rows(
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[LabResult] | None = None
+    ) -> dict[str, LabResult]:
+        """Key -> the result in force (its latest version). `rows`: every result of the batch
+        as `rows` orders them, when the caller read them already (quality/signedrows.py)."""
         latest: dict[str, LabResult] = {}
-        for row in self.rows(uow, batch_id):
+        for row in self.rows(uow, batch_id) if rows is None else rows:
             latest[row.key] = row  # ordered by version
         return latest
 
@@ -280,11 +283,13 @@ class LabResults:
         kit = self.kit(uow, batch)
         return kit.with_lab_results(measurements, results) if kit is not None else measurements
 
-    def signed_part(self, uow: UnitOfWork, batch_id: str) -> list[dict[str, Any]]:
+    def signed_part(
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[LabResult] | None = None
+    ) -> list[dict[str, Any]]:
         """The results in force as a QP's decision is bound to them (empty: none)."""
         return [
             {"id": row.id, "key": row.key, "value": row.value, "signature_id": row.signature_id}
-            for row in self.in_force_rows(uow, batch_id).values()
+            for row in self.in_force_rows(uow, batch_id, rows).values()
         ]
 
     def row_valid(self, uow: UnitOfWork, row: LabResult) -> bool:

@@ -545,7 +545,7 @@ class QualityService:
         sig = uow.session.get(Signature, review.signature_id)
         if sig is None or sig.record_type != "batch" or sig.record_id != batch.id:
             return False
-        rows = signed_rows(uow.session, batch.id)  # steps, deviations, request: one statement
+        rows = signed_rows(uow.session, batch.id)  # steps, deviations, request, results
         request = rows.exceptional
         if request is not None and request.qp_signature_id != review.signature_id:
             request = None  # not the release this signature completed (as exceptional_for)
@@ -575,10 +575,10 @@ class QualityService:
         """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
         raised on it (not the investigations a result failing after release opens), the
         decision and its reason, and for an exceptional release the physician's request.
-        `rows`: the batch's sign-offs and deviations when the caller read them already."""
+        `rows`: the batch's sign-offs, deviations and results when the caller read them."""
         rows = rows if rows is not None else signed_rows(uow.session, batch.id)
         steps = self.records.signed_steps(uow, batch.id, rows.steps)
-        lab = self.lab_results.signed_part(uow, batch.id)
+        lab = self.lab_results.signed_part(uow, batch.id, rows.results)
         return {
             "batch": batch.content(),
             # the manual steps and their signatures, for master files that list any
