@@ -4,11 +4,12 @@ by the QP autopilot, and the batch spoiled by the injected fault waits for a per
 from __future__ import annotations
 
 import random
+from datetime import date
 
 from sqlalchemy import select
 
 from nearfab.bootstrap import App
-from nearfab.demo import CAR_T, cell_therapy_bundle
+from nearfab.demo import CAR_T, cell_therapy_bundle, prescription_bundle
 from nearfab.demo_loop import DemoLoop
 from nearfab.identity import Signature
 from nearfab.quality import ReleaseReview
@@ -94,3 +95,26 @@ def test_the_autopilot_leaves_a_cell_product_to_the_qp(seeded: App) -> None:
         assert manual and all(s.signoff is None for s in manual)
         assert not seeded.quality.records.review_state(uow, batch).current
         assert seeded.signatures.signatures_for(uow, "batch", batch_id) == []
+
+
+def _nhs_check_digit_by_hand(nine: str) -> int | None:
+    # NHS Data Dictionary, "NHS number": weights 10..2 on the first nine digits, 11 minus the
+    # remainder mod 11; 11 gives 0, 10 means no valid number. 943 476 591: 9×10 + 4×9 + 3×8 +
+    # 4×7 + 7×6 + 6×5 + 5×4 + 9×3 + 1×2 = 299, 299 mod 11 = 2, 11 - 2 = 9 -> 9434765919
+    check = 11 - sum(int(d) * (10 - i) for i, d in enumerate(nine)) % 11
+    return 0 if check == 11 else None if check == 10 else check
+
+
+def test_demo_patients_carry_nhs_numbers_that_pass_the_check_digit() -> None:
+    assert _nhs_check_digit_by_hand("943476591") == 9
+    for seed in range(300):
+        bundle = prescription_bundle(random.Random(seed), today=date(2026, 12, 7))
+        (number,) = [
+            i["value"]
+            for e in bundle["entry"]
+            if e["resource"]["resourceType"] == "Patient"
+            for i in e["resource"]["identifier"]
+            if i["system"] == "https://fhir.nhs.uk/Id/nhs-number"
+        ]
+        assert len(number) == 10 and number.isascii() and number.isdigit(), number
+        assert _nhs_check_digit_by_hand(number[:9]) == int(number[9]), number

@@ -17,6 +17,7 @@ from nearfab.families.cell_therapy.machines import CELL_MICRO_FACTORY, DEFAULT_P
 from nearfab.families.solid_dose.codes import product_codings
 from nearfab.identity import AuditAction, AuditEntry, Role, User, actor_of, audit, system_actor
 from nearfab.network import SiteStatus
+from nearfab.orders.identifiers import nhs_check_digit
 
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -621,6 +622,16 @@ def _entry_value(name: str, kind: str, lot: str, used_g: float, din: str | None)
     return "checked" if kind == "text" else 0
 
 
+def demo_nhs_number(n: int) -> str:
+    """A synthetic NHS number that passes the modulus-11 check (NHS Data Dictionary): 9 then
+    eight digits of `n`, the next one up when those nine admit no check digit, then the check
+    digit. Numbers starting with 9 are outside the range issued to patients."""
+    nine = 900_000_000 + n % 10**8
+    while (check := nhs_check_digit(str(nine))) is None:
+        nine = 900_000_000 + (nine + 1) % 10**8
+    return f"{nine}{check}"
+
+
 def prescription_bundle(
     rng: random.Random,
     *,
@@ -659,7 +670,7 @@ def prescription_bundle(
                 "resource": {
                     "resourceType": "Patient",
                     "id": patient_id,
-                    "identifier": [{"system": NHS_NUMBER, "value": f"9{n}"}],
+                    "identifier": [{"system": NHS_NUMBER, "value": demo_nhs_number(n)}],
                     "name": [{"family": f"Testpatient{n % 1000}", "given": ["Demo"]}],
                     "birthDate": born.isoformat(),
                 },

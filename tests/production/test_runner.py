@@ -4,13 +4,16 @@ can, and stops where a person (the QP) must act or a rule says no."""
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.families.cell_therapy.collect import DIN_A, record_collection
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
+from nearfab.demo import cell_therapy_bundle
 from nearfab.network import Qualification
 from nearfab.scheduling import Job
 
@@ -251,3 +254,26 @@ def test_a_batch_is_handed_to_its_machine_once(seeded: App) -> None:
         "abandoned: site agent crashed mid-run"
     )
     assert fh.order_status(seeded, record.order_id) == "failed"
+
+
+def test_a_run_made_from_a_collection_waits_unticketed_for_the_collection(seeded: App) -> None:
+    bundle = cell_therapy_bundle(random.Random(3), today=seeded.clock.now().date(), din=DIN_A)
+    with seeded.uow() as uow:
+        [order] = seeded.orders.submit(uow, fh.actor(seeded, "clinician"), bundle)
+        order_id = order.id
+
+    waiting = fh.run(seeded)
+    (job_id,) = waiting.scheduled
+    # planned, no ticket (it would expire while the patient waits), no refused start recorded
+    assert waiting.tickets == [] and waiting.batches_completed == []
+    assert "collection has not been recorded" in waiting.blocked[job_id]
+    with seeded.uow() as uow:
+        (job,) = [j for j in seeded.scheduling.jobs(uow) if j.order_id == order_id]
+        assert job.status == "planned"
+    again = fh.run(seeded)
+    assert again.tickets == [] and job_id in again.blocked
+
+    record_collection(seeded, order_id)
+    made = fh.run(seeded)
+    assert made.tickets == [job_id]
+    assert len(made.batches_completed) == 1

@@ -165,9 +165,18 @@ class NetworkRunner:
 
     def _ticket(self, summary: RunSummary) -> None:
         with self._uow() as uow:
-            planned = [j.id for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
-        for job_id in planned:
+            planned = [(j.id, j.order_id) for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
+        for job_id, order_id in planned:
             if self._held(job_id, summary):
+                continue
+            # a product made from a collection from the patient waits, unticketed, until the
+            # collection is recorded: a ticket would expire meanwhile, and each refused start
+            # would write an audit row on every step
+            try:
+                with self._uow() as uow:
+                    self._scheduling.require_collected(uow, self._orders.get(uow, order_id))
+            except DomainError as exc:
+                summary.blocked[job_id] = exc.message
                 continue
             try:
                 with self._uow() as uow:
