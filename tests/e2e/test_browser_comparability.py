@@ -113,6 +113,7 @@ def test_qa_reads_the_comparability_charts_and_lifts_a_suspension(
     page.goto(f"/proficiency/rounds/{round_id}")
     page.wait_for_load_state("networkidle")
     expect(page.locator("#results")).to_contain_text("unsatisfactory")
+    expect(page.locator("#suspended")).to_contain_text("MAN-PH suspended from")
     expect(page.locator(".js-plotly-plot .barlayer .point path")).to_have_count(4)
     page.screenshot(path=str(tmp_path / "round.png"), full_page=True)
 

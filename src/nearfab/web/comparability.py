@@ -303,6 +303,11 @@ def _round_page(
         with application.uow() as uow:
             view = application.comparability.round(uow, actor, round_id)
             codes = {s.id: s.code for s in application.network.list_sites(uow)}
+            suspended = [
+                s
+                for s in application.comparability.suspensions(uow, actor)
+                if s["round_id"] == round_id
+            ]
     except (NotFound, Forbidden) as exc:
         return _not_found(request, actor, exc, round_id)
     enter_sites = [
@@ -317,6 +322,7 @@ def _round_page(
         round=view,
         figure=z_figure(view),
         codes=codes,
+        suspended=suspended,
         enter_sites=enter_sites,
         may_score=can_network(actor, Permission.PROFICIENCY_ROUND),
         error=error,
