@@ -52,6 +52,43 @@ def test_tost_equivalent_when_the_interval_lies_inside_the_margin() -> None:
     assert found.ci_low > -3 and found.ci_high < 3
 
 
+# Published answers of R's `equivalence::tost(x, y, epsilon = 0.6, var.equal = TRUE)` on the
+# "clinic" data (two groups of 15 patients), as recorded in statsmodels' own test suite
+# (statsmodels/stats/tests/test_tost.py: tost_clinic_indep_1_pooled, tost_clinic_indep_2_pooled).
+CLINIC_VAR1 = (
+    [2.84, 2.51, 2.41, 2.95, 3.14, 3.79, 4.14, 3.85, 3.02, 3.45, 5.37, 3.81, 4.19, 3.16, 3.84],
+    [2.60, 2.82, 2.18, 3.46, 4.01, 3.04, 3.47, 4.06, 2.91, 3.59, 4.51, 3.16, 3.86, 3.31, 3.02],
+)
+CLINIC_VAR2 = (
+    [4.00, 3.26, 4.14, 3.42, 3.25, 4.34, 4.97, 4.31, 3.11, 3.41, 5.02, 4.21, 4.59, 5.30, 4.32],
+    [3.76, 3.66, 3.65, 3.60, 3.48, 2.87, 3.24, 3.92, 3.99, 4.21, 4.21, 3.31, 3.61, 2.97, 2.73],
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "difference", "ci", "p_value", "equivalent"),
+    [
+        (CLINIC_VAR1, 0.1646666666666667, (-0.2659960620757337, 0.595329395409067),
+         0.04827315100761467, True),
+        (CLINIC_VAR2, 0.562666666666666, (0.1969453064978777, 0.928388026835454),
+         0.43169347692374, False),
+    ],
+)  # fmt: skip
+def test_tost_matches_r_equivalence_tost_on_the_clinic_data(
+    data: tuple[list[float], list[float]],
+    difference: float,
+    ci: tuple[float, float],
+    p_value: float,
+    equivalent: bool,
+) -> None:
+    found = tost(data[0], data[1], 0.6, 0.05)
+    assert found.df == 28
+    assert found.difference == pytest.approx(difference, abs=1e-12)
+    assert (found.ci_low, found.ci_high) == pytest.approx(ci, abs=1e-9)
+    assert found.p_value == pytest.approx(p_value, abs=1e-9)
+    assert found.equivalent is equivalent
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
