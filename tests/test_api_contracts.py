@@ -37,12 +37,13 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.doses import router as doses
     from nearfab.api.monitoring import router as monitoring
     from nearfab.api.planning import router as planning
+    from nearfab.api.qa import router as qa
     from nearfab.api.records import router as records
     from nearfab.api.release import router as release
     from nearfab.api.routes import router as core
 
     routers = (core, accounts, audit, monitoring, custody, planning, records, release)
-    routers += (comparability,)
+    routers += (comparability, qa)
     routers += (doses,)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 

@@ -229,7 +229,53 @@ def _events(n: Net) -> int:
     return _count(n.app, EpcisEvent)
 
 
+def _change_controls(n: Net) -> list[tuple[str, str]]:
+    from nearfab.masterfiles import ChangeControl
+
+    with n.app.uow() as uow:
+        rows = uow.session.scalars(select(ChangeControl).order_by(ChangeControl.raised_at))
+        return [(r.id, r.status) for r in rows]
+
+
+def _raised(n: Net) -> None:
+    """A change control of the drafted next version (docs/central-qa.md)."""
+    mf_id = _draft(n.app)
+    with n.app.uow() as uow:
+        n.app.change_controls.raise_change(
+            uow,
+            fh.actor(n.app, "qp"),
+            {"proposed_master_file_id": mf_id, "title": "t", "description": "d", "reason": "r"},
+        )
+
+
 ATTACKS: dict[str, Attack] = {
+    "raise a change control of a master file": Attack(
+        P.CHANGE_CONTROL_RAISE,
+        setup=_drafted,
+        url=lambda n: "/api/v1/change-controls",
+        body=lambda n, who: {
+            "proposed_master_file_id": _latest(n).id,
+            "title": "new version",
+            "description": "d",
+            "reason": "r",
+        },
+        state=lambda n: len(_change_controls(n)),
+        expected=lambda b, a: a == b + 1,
+        ok=201,
+    ),
+    "approve a change control (e-signed)": Attack(
+        P.CHANGE_CONTROL_APPROVE,
+        setup=_raised,
+        url=lambda n: f"/api/v1/change-controls/{_change_controls(n)[-1][0]}/decide",
+        body=lambda n, who: {
+            "approve": True,
+            "reason": "impact accepted",
+            "username": who,
+            "password": fh.TEST_PASSWORD,
+        },
+        state=lambda n: _change_controls(n)[-1][1],
+        expected=lambda b, a: (b, a) == ("raised", "approved"),
+    ),
     "create a site": Attack(
         P.SITE_CREATE,
         url=lambda n: "/api/v1/sites",
@@ -370,6 +416,9 @@ REPORTS = [
     ("POST", "/api/v1/audit/checkpoints/export", P.AUDIT_VERIFY),
     ("GET", "/api/v1/custody/ledger/verify", P.LEDGER_VERIFY),
     ("GET", "/api/v1/telemetry/dead-letters", P.DEAD_LETTERS_READ),
+    # the annual report to the control site's regulator (docs/central-qa.md)
+    ("GET", f"/api/v1/annual-reports/{HYDROCORTISONE}/2026", P.ANNUAL_REPORT_READ),
+    ("GET", f"/api/v1/annual-reports/{HYDROCORTISONE}/2026/export", P.ANNUAL_REPORT_READ),
 ]
 
 

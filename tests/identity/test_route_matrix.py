@@ -92,6 +92,12 @@ def _window(w: World) -> dict[str, str]:
     return {"start": (now - timedelta(days=30)).isoformat(), "end": now.isoformat()}
 
 
+def _qa_body(w: World, **fields: str) -> dict[str, Any]:
+    """A complaint or CAPA at site A (api/qa.py): refused before anything is written for site
+    B's staff; the allowed get 422 (a due date in the past)."""
+    return {"site_id": w.ids["site_id"], "owner": "qp", "due_date": "2000-01-01"} | fields
+
+
 ROUTES: dict[tuple[str, str], Call] = {
     # identity
     ("GET", "/api/v1/me"): Call(P.PROFILE_READ),
@@ -455,6 +461,48 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/orders/{order_id}/dose-proposals"): Call(P.ORDER_READ, True),
     ("POST", "/api/v1/dose-proposals/{proposal_id}/accept"): Call(P.DOSE_DECIDE, body=_sign),
     ("POST", "/api/v1/dose-proposals/{proposal_id}/reject"): Call(P.DOSE_DECIDE, body=_sign),
+    # the network's quality system (api/qa.py, docs/central-qa.md): a complaint and a CAPA
+    # of site A; change controls and the annual report are the network's
+    ("GET", "/api/v1/qa"): Call(P.QA_READ),
+    ("POST", "/api/v1/qa/capas"): Call(
+        P.QA_RECORD,
+        True,
+        body=lambda w: _qa_body(w, title="t", description="d", source_kind="other"),
+    ),
+    ("GET", "/api/v1/qa/capas/{capa_id}"): Call(P.QA_READ, True),
+    ("POST", "/api/v1/qa/capas/{capa_id}/close"): Call(
+        P.CAPA_CLOSE, True, body=lambda w: {"effectiveness": "", "password": ""}
+    ),
+    ("POST", "/api/v1/qa/complaints"): Call(
+        P.QA_RECORD, True, body=lambda w: _qa_body(w, reporter="r", description="d")
+    ),
+    ("GET", "/api/v1/qa/complaints/{complaint_id}"): Call(P.QA_READ, True),
+    ("POST", "/api/v1/qa/complaints/{complaint_id}/investigate"): Call(
+        P.QA_RECORD, True, body=lambda w: {"investigation": "i"}
+    ),
+    ("POST", "/api/v1/qa/complaints/{complaint_id}/close"): Call(
+        P.QA_RECORD, True, body=lambda w: {"conclusion": "c"}
+    ),
+    ("POST", "/api/v1/qa/assignments/{item_kind}/{item_id}"): Call(
+        P.QA_RECORD, True, body=lambda w: {"owner": "qp", "due_date": "2000-01-01"}
+    ),
+    ("GET", "/api/v1/change-controls"): Call(P.QA_READ),
+    ("POST", "/api/v1/change-controls"): Call(
+        P.CHANGE_CONTROL_RAISE, body=lambda w: {"proposed_master_file_id": ""}, network_only=True
+    ),
+    ("GET", "/api/v1/change-controls/{change_id}"): Call(P.QA_READ),
+    ("POST", "/api/v1/change-controls/{change_id}/decide"): Call(
+        P.CHANGE_CONTROL_APPROVE,
+        body=lambda w: {"approve": True, "reason": "r", "password": ""},
+        network_only=True,
+    ),
+    ("POST", "/api/v1/change-controls/{change_id}/implement"): Call(
+        P.MASTER_FILE_EFFECTIVE, network_only=True
+    ),
+    ("GET", "/api/v1/annual-reports/{code}/{year}"): Call(P.ANNUAL_REPORT_READ, network_only=True),
+    ("GET", "/api/v1/annual-reports/{code}/{year}/export"): Call(
+        P.ANNUAL_REPORT_READ, network_only=True
+    ),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
@@ -848,6 +896,24 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
             },
         ).id
     ids["suspension_id"] = "no-such-suspension"
+    # central QA (docs/central-qa.md): a complaint and a CAPA of site A
+    qa_due = {"owner": "qp", "due_date": (app.clock.now() + timedelta(days=30)).date()}
+    with app.uow() as uow:
+        ids["complaint_id"] = app.qms.record_complaint(
+            uow,
+            fh.actor(app, "qp"),
+            {"site_id": SITE_A, "reporter": "r", "description": "d", **qa_due}
+            | {"batch_number": fh.batch(app, alarmed).batch_number},
+        ).id
+    with app.uow() as uow:
+        ids["capa_id"] = app.qms.open_capa(
+            uow,
+            fh.actor(app, "qp"),
+            {"site_id": SITE_A, "title": "t", "description": "d", "source_kind": "other"} | qa_due,
+        ).id
+    ids.update(change_id="no-such-change", year="2026", item_kind="complaint")
+    ids["item_id"] = ids["complaint_id"]
+    ids["proposal_id"] = "no-such-proposal"
     ids["proposal_id"] = "no-such-proposal"
     # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
     # forms carry no password, so nothing is signed or changed
@@ -1087,6 +1153,7 @@ SITE_LISTS: dict[str, SiteList] = {
     "/api/v1/users": SiteList("admin", lambda w, r: r["home_site_id"]),
     "/api/v1/approvals": SiteList("admin", lambda w, r: r["site_id"]),
     "/api/v1/audit": SiteList("pharmacist", lambda w, r: r["site_id"], lambda b: b["items"]),
+    "/api/v1/qa": SiteList("pharmacist", lambda w, r: r["site_id"], lambda b: b["items"]),
 }
 # not a list of one site's rows, and why
 NOT_SITE_LISTS = {
@@ -1098,6 +1165,8 @@ NOT_SITE_LISTS = {
     "/api/v1/monitoring/capability": "per product and machine type; runs named are checked",
     "/api/v1/proficiency/rounds": "rounds go to several sites; each site sees its own result "
     "(tests/comparability/test_api.py)",
+    "/api/v1/change-controls": "change controls of master files are network records (each lists "
+    "its impact on every site)",
     "/api/v1/proficiency/suspensions": "scoped by the comparability service; none in this world "
     "(tests/comparability/test_api.py lists them from each site)",
     "/api/v1/plan": "the network plan (planners place orders across sites)",

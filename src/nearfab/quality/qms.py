@@ -165,6 +165,18 @@ class QmsService:
         """Wired in bootstrap: a pack's serial -> its batch (custody)."""
         self._pack_lookup = lookup
 
+    def _site(self, uow: UnitOfWork, site: Any) -> str | None:
+        """The site named (id or code) before anything else is read, so another site's staff
+        are refused first; None: no site named (the network's)."""
+        if site is None or site == "":
+            return None
+        if not isinstance(site, str):
+            raise ValidationFailed("site_id: a site's id or code", field="site_id")
+        try:
+            return self._network.get_site(uow, site).id
+        except NotFound:
+            raise ValidationFailed(f"site_id: no site {site!r}", field="site_id") from None
+
     # --- owner and due date --------------------------------------------------------------------
     def _check_assignment(self, uow: UnitOfWork, spec: AssignIn) -> None:
         user = uow.session.scalar(select(User).where(User.username == spec.owner))
@@ -238,9 +250,9 @@ class QmsService:
     ) -> QaAssignment:
         """Name the owner and due date of a quality item (reassigning needs a reason)."""
         authorize(actor, Permission.QA_RECORD)
-        spec = _parse(AssignIn, {k: v for k, v in data.items() if k != "reason"}, "assignment")
         site_id = self.item_site(uow, kind, item_id)
         authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        spec = _parse(AssignIn, {k: v for k, v in data.items() if k != "reason"}, "assignment")
         self._check_assignment(uow, spec)
         reason = data.get("reason")
         row = self._write_assignment(
@@ -259,9 +271,9 @@ class QmsService:
     def open_capa(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> Capa:
         """Open a CAPA at a site (or for the network: no site), with owner and due date."""
         authorize(actor, Permission.QA_RECORD)
-        spec: CapaIn = _parse(CapaIn, data, "capa")
-        site_id = self._network.get_site(uow, spec.site_id).id if spec.site_id else None
+        site_id = self._site(uow, data.get("site_id"))
         authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        spec: CapaIn = _parse(CapaIn, data, "capa")
         if spec.source_kind not in (CapaSource.AUDIT, CapaSource.OTHER) and not spec.source_id:
             raise ValidationFailed(
                 f"source_id: a CAPA raised by a {spec.source_kind.value} names it",
@@ -300,9 +312,9 @@ class QmsService:
     ) -> Capa:
         """A QP closes the CAPA once its effectiveness is checked: an e-signature."""
         authorize(actor, Permission.CAPA_CLOSE)
-        spec: CapaCloseIn = _parse(CapaCloseIn, data, "capa")
         row = self._capa(uow, capa_id)
         authorize(actor, Permission.CAPA_CLOSE, site_id=row.site_id)
+        spec: CapaCloseIn = _parse(CapaCloseIn, data, "capa")
         if row.status != CapaStatus.OPEN.value:
             raise Refused(f"CAPA {row.id} is {row.status}", field="status", code="not_open")
         signature = self._signatures.sign(
@@ -355,9 +367,11 @@ class QmsService:
     def record_complaint(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> Complaint:
         """Record a complaint: who reported what, about which pack (serial) or batch."""
         authorize(actor, Permission.QA_RECORD)
-        spec: ComplaintIn = _parse(ComplaintIn, data, "complaint")
-        site_id = self._network.get_site(uow, spec.site_id).id
+        site_id = self._site(uow, data.get("site_id"))
+        if site_id is None:
+            raise ValidationFailed("site_id: the site the complaint is about", field="site_id")
         authorize(actor, Permission.QA_RECORD, site_id=site_id)
+        spec: ComplaintIn = _parse(ComplaintIn, data, "complaint")
         if not spec.pack_serial and not spec.batch_number:
             raise ValidationFailed(
                 "batch_number: name the pack's serial or the batch number", field="batch_number"
@@ -424,9 +438,9 @@ class QmsService:
         self, uow: UnitOfWork, actor: Actor, complaint_id: str, data: Mapping[str, Any]
     ) -> Complaint:
         authorize(actor, Permission.QA_RECORD)
-        spec: InvestigateIn = _parse(InvestigateIn, data, "complaint")
         row = self._complaint(uow, complaint_id)
         authorize(actor, Permission.QA_RECORD, site_id=row.site_id)
+        spec: InvestigateIn = _parse(InvestigateIn, data, "complaint")
         audited_transition(
             uow,
             actor,
@@ -446,9 +460,9 @@ class QmsService:
         self, uow: UnitOfWork, actor: Actor, complaint_id: str, data: Mapping[str, Any]
     ) -> Complaint:
         authorize(actor, Permission.QA_RECORD)
-        spec: ComplaintCloseIn = _parse(ComplaintCloseIn, data, "complaint")
         row = self._complaint(uow, complaint_id)
         authorize(actor, Permission.QA_RECORD, site_id=row.site_id)
+        spec: ComplaintCloseIn = _parse(ComplaintCloseIn, data, "complaint")
         if spec.capa_id is not None:
             capa = uow.session.get(Capa, spec.capa_id)
             if capa is None or capa.site_id not in (row.site_id, None):
@@ -470,4 +484,16 @@ class QmsService:
         row.conclusion, row.capa_id = spec.conclusion, spec.capa_id
         row.closed_at, row.closed_by = uow.clock.now(), actor.user_id
         uow.commit()
+        return row
+
+    # --- reads ---------------------------------------------------------------------------------
+    def capa(self, uow: UnitOfWork, actor: Actor, capa_id: str) -> Capa:
+        """A CAPA, for staff of its site (a network CAPA: the network's staff)."""
+        row = self._capa(uow, capa_id)
+        authorize(actor, Permission.QA_READ, site_id=row.site_id)
+        return row
+
+    def complaint(self, uow: UnitOfWork, actor: Actor, complaint_id: str) -> Complaint:
+        row = self._complaint(uow, complaint_id)
+        authorize(actor, Permission.QA_READ, site_id=row.site_id)
         return row

@@ -16,6 +16,7 @@ from nearfab import __version__
 from nearfab.api.accounts import router as accounts_api
 from nearfab.api.audit import router as audit_api
 from nearfab.api.comparability import router as comparability_api
+from nearfab.api.qa import router as qa_api
 from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, overflow_handler
 from nearfab.api.doses import router as doses_api
@@ -109,6 +110,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(release_api)
     web.include_router(comparability_api)
     web.include_router(doses_api)
+    web.include_router(qa_api)
     web.include_router(order_pages)  # /orders, /orders/new: before /orders/{order_id}
     web.include_router(pages_router)
     web.include_router(records_pages)
