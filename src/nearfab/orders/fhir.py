@@ -49,6 +49,7 @@ from pydantic import ValidationError
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.common.quantity import Quantity
+from nearfab.orders.identifiers import check_patient_identifiers
 from nearfab.orders.kit import DoseIn, MedicationCode
 
 __all__ = [
@@ -538,6 +539,15 @@ class _Context:
     by_type_id: dict[tuple[str, str], dict[str, Any]]
     # the Observations it can see (its Bundle's entries, its contained ones), with their paths
     observations: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # the Bundle's resources' FHIR paths, by id() of the resource
+    entry_paths: Mapping[int, str] | None = None
+
+    def path_of(self, resource: dict[str, Any], mr: dict[str, Any]) -> str:
+        """The FHIR path of a resolved resource: a Bundle entry's or one of `mr`'s contained."""
+        for i, item in enumerate(mr.get("contained") or []):
+            if item is resource:
+                return f"{self.path}.contained[{i}]"
+        return (self.entry_paths or {}).get(id(resource), self.path)
 
     def resolve(self, reference: str) -> _Found | None:
         if reference.startswith("#"):
@@ -886,6 +896,8 @@ def _map(mr: dict[str, Any], raw: dict[str, Any], ctx: _Context) -> Prescription
         )
     else:
         patient_reference = f"Patient/{match['id']}"
+    if patient is not None:  # a check digit that fails: refused at its identifier's path
+        check_patient_identifiers(patient.get("identifier"), ctx.path_of(patient, mr))
 
     # --- dose
     dosage = mr.get("dosageInstruction")
@@ -1237,6 +1249,11 @@ def parse_prescriptions(
         and entry["resource"].get("resourceType") == "Observation"
     )
 
+    entry_paths = {
+        id(e["resource"]): f"Bundle.entry[{i}].resource"
+        for i, e in enumerate(entries)
+        if isinstance(e.get("resource"), dict)
+    }
     out: list[PrescriptionIn] = []
     for i, (entry, raw_entry) in enumerate(zip(entries, raw_entries, strict=True)):
         resource = entry.get("resource")
@@ -1249,6 +1266,7 @@ def parse_prescriptions(
             by_url,
             by_type_id,
             observations + _contained_observations(resource, path),
+            entry_paths,
         )
         out.append(_map(resource, raw_entry["resource"], ctx))
     if not out:

@@ -38,6 +38,7 @@ __all__ = [
     "NHS_NUMBER_SYSTEMS",
     "IdentifierKind",
     "Wristband",
+    "check_patient_identifiers",
     "classify",
     "gsrn_check_digit",
     "is_valid_nhs_number",
@@ -253,3 +254,23 @@ def classify(text: str, *, field: str = "patient") -> tuple[IdentifierKind, str]
     if re.fullmatch(r"\d{3}[ -]?\d{3}[ -]?\d{4}", value):
         return IdentifierKind.NHS_NUMBER, normalise_nhs_number(value, field=field)
     return IdentifierKind.MRN, normalise_mrn(value, field=field)
+
+
+def check_patient_identifiers(identifiers: object, path: str) -> None:
+    """At intake: a FHIR Patient's `identifier` list (at FHIR path `path`) holds no NHS number
+    (in an NHS number system) and no GSRN (in a GSRN system) that fails its check digit.
+    Such a number can never be presented validly at the bedside, so the prescription is
+    refused (ValidationFailed naming `<path>.identifier[i].value` and the check digit) instead
+    of taken with the identifier silently dropped."""
+    for i, ident in enumerate(identifiers if isinstance(identifiers, list) else []):
+        if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+            continue
+        field = f"{path}.identifier[{i}].value"
+        if ident.get("system") in NHS_NUMBER_SYSTEMS:
+            normalise_nhs_number(ident["value"], field=field)
+        elif ident.get("system") in GSRN_SYSTEMS:
+            value = ident["value"].strip()
+            if value.startswith(("(8018)", *_GS1_MODES)):
+                parse_wristband(value, field=field)
+            else:
+                normalise_gsrn(value, field=field)
