@@ -41,10 +41,11 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.records import router as records
     from nearfab.api.release import router as release
     from nearfab.api.routes import router as core
+    from nearfab.api.vigilance import router as vigilance
 
     routers = (core, accounts, audit, monitoring, custody, planning, records, release)
     routers += (comparability, qa)
-    routers += (doses,)
+    routers += (doses, vigilance)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 

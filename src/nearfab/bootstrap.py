@@ -62,6 +62,7 @@ from nearfab.telemetry import (
     TelemetryService,
 )
 from nearfab.uow import UnitOfWork
+from nearfab.vigilance import VigilanceService
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class App:
     quality: QualityService
     custody: CustodyService
     custody_chain: CustodyChain
+    vigilance: VigilanceService  # adverse events traced (docs/pharmacovigilance.md)
     runner: NetworkRunner
     telemetry: TelemetryService
     ingestor: TelemetryIngestor
@@ -396,6 +398,7 @@ def build_app(
         quality=quality,
         custody=custody,
         custody_chain=custody_chain,
+        vigilance=VigilanceService(custody_chain.trace),
         runner=runner,
         telemetry=telemetry,
         ingestor=ingestor,

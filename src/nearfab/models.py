@@ -17,4 +17,5 @@ def load_all() -> None:
     import nearfab.quality.models
     import nearfab.quality.qms_models
     import nearfab.scheduling.models
-    import nearfab.telemetry.models  # noqa: F401
+    import nearfab.telemetry.models
+    import nearfab.vigilance.models  # noqa: F401

@@ -503,6 +503,10 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/annual-reports/{code}/{year}/export"): Call(
         P.ANNUAL_REPORT_READ, network_only=True
     ),
+    # pharmacovigilance (api/vigilance.py): an empty report is refused (422); no event
+    ("POST", "/api/v1/adverse-events"): Call(P.ADVERSE_EVENT_REPORT, body=lambda w: {}),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace"): Call(P.TRACE_READ),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace.csv"): Call(P.TRACE_READ),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
@@ -914,6 +918,7 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
     ids.update(change_id="no-such-change", year="2026", item_kind="complaint")
     ids["item_id"] = ids["complaint_id"]
     ids["proposal_id"] = "no-such-proposal"
+    ids["event_id"] = "no-such-adverse-event"
     ids["proposal_id"] = "no-such-proposal"
     # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
     # forms carry no password, so nothing is signed or changed

@@ -76,6 +76,8 @@ class Permission(StrEnum):
     # recorded by the ward or pharmacy, a proposal accepted or rejected by a clinician's signature
     ORDER_OBSERVATION_RECORD = "order.observation_record"
     DOSE_DECIDE = "dose.decide"
+    # pharmacovigilance (docs/pharmacovigilance.md): an adverse event reported against a pack
+    ADVERSE_EVENT_REPORT = "adverse_event.report"
     # before a collection from the patient: eligibility and consent (e-signed), then the
     # collection itself with the patient's and the chain's identifiers
     COLLECTION_PRE_RECORD = "collection.pre_record"
@@ -184,6 +186,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.PATIENT_IDENTITY_READ: frozenset({PH, CL}),
     Permission.ORDER_OBSERVATION_RECORD: frozenset({CL, PH}),
     Permission.DOSE_DECIDE: frozenset({CL}),
+    Permission.ADVERSE_EVENT_REPORT: frozenset({CL, PH, Q}),
     Permission.COLLECTION_PRE_RECORD: frozenset({CL}),
     Permission.COLLECTION_RECORD: frozenset({CL, PH}),
     Permission.PLAN_READ: frozenset({PL, PH, A, Q, AU, OP}),

@@ -28,6 +28,7 @@ from nearfab.api.records import router as records_api
 from nearfab.api.release import router as release_api
 from nearfab.api.routes import router as api_router
 from nearfab.api.security import LoginThrottle, SecurityHeaders
+from nearfab.api.vigilance import router as vigilance_api
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
@@ -110,6 +111,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(release_api)
     web.include_router(comparability_api)
     web.include_router(doses_api)
+    web.include_router(vigilance_api)
     web.include_router(qa_api)
     web.include_router(order_pages)  # /orders, /orders/new: before /orders/{order_id}
     web.include_router(pages_router)

@@ -1,0 +1,293 @@
+"""Adverse events: reported (FHIR R4 AdverseEvent, or a form naming the pack), audited, and
+traced with custody's trace service to the pack, batch, machine, site, material lots and every
+other patient exposed: the other packs of the same batch and of batches made from the same
+material lots (docs/pharmacovigilance.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from nearfab.common.canonical import canonical_json, sha256_hex
+from nearfab.common.errors import NotFound, ValidationFailed
+from nearfab.common.ids import new_id
+from nearfab.custody import SerialUnit, TraceService, parse_scan
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
+from nearfab.orders import Order
+from nearfab.production import BatchRecord
+from nearfab.uow import UnitOfWork
+from nearfab.vigilance.models import AdverseEvent
+
+ACTUALITY = ("actual", "potential")
+TEXT_MAX = 4000
+CSV_COLUMNS = (
+    "relation",
+    "serial",
+    "batch_number",
+    "made_at_site",
+    "material_lot",
+    "patient_ref",
+    "status",
+    "dispensed_at",
+    "exposed",
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def event_dict(row: AdverseEvent) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "unit_id": row.unit_id,
+        "order_id": row.order_id,
+        "site_id": row.site_id,
+        "batch_id": row.batch_id,
+        "description": row.description,
+        "seriousness": row.seriousness,
+        "actuality": row.actuality,
+        "onset_at": _iso(row.onset_at),
+        "source": row.source,
+        "source_id": row.source_id,
+        "reported_at": _iso(row.reported_at),
+        "reported_by": row.reported_by,
+    }
+
+
+def _when(text: Any, field: str) -> datetime | None:
+    if text in (None, ""):
+        return None
+    if not isinstance(text, str):
+        raise ValidationFailed(f"{field}: {text!r} is not a date and time", field=field)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{field}: {text!r} is not a date and time", field=field) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _read(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the report says: the pack (scan or id), what happened, seriousness, actuality,
+    onset; FHIR R4 AdverseEvent or the form's fields. Refusals name the field."""
+    if data.get("resourceType") == "AdverseEvent":
+        f = "AdverseEvent"
+        actuality = data.get("actuality")
+        if actuality not in ACTUALITY:
+            raise ValidationFailed(
+                f"{f}.actuality: {actuality!r}; actual or potential", field=f"{f}.actuality"
+            )
+        pack = None
+        for i, entity in enumerate(data.get("suspectEntity") or []):
+            instance = entity.get("instance") if isinstance(entity, Mapping) else None
+            ident = instance.get("identifier") if isinstance(instance, Mapping) else None
+            value = ident.get("value") if isinstance(ident, Mapping) else None
+            if isinstance(value, str) and value.strip():
+                pack, where = value.strip(), f"{f}.suspectEntity[{i}].instance.identifier.value"
+                break
+        if pack is None:
+            raise ValidationFailed(
+                f"{f}.suspectEntity: name the pack (instance.identifier.value: its GS1 "
+                "element string or Digital Link)",
+                field=f"{f}.suspectEntity",
+            )
+        event = data.get("event")
+        event = event if isinstance(event, Mapping) else {}
+        codings = event.get("coding")
+        first = codings[0] if isinstance(codings, list) and codings else {}
+        what = event.get("text") or (first.get("display") if isinstance(first, Mapping) else "")
+        serious = data.get("seriousness")
+        serious = serious if isinstance(serious, Mapping) else {}
+        codes = serious.get("coding")
+        code = codes[0] if isinstance(codes, list) and codes else {}
+        seriousness = code.get("code") if isinstance(code, Mapping) else None
+        return {
+            "pack": pack,
+            "pack_field": where,
+            "description": what,
+            "description_field": f"{f}.event.text",
+            "seriousness": seriousness,
+            "actuality": actuality,
+            "onset_at": _when(data.get("detected") or data.get("date"), f"{f}.date"),
+            "source": "fhir",
+            "source_id": data.get("id") if isinstance(data.get("id"), str) else None,
+        }
+    pack = data.get("scan") or data.get("unit_id")
+    if not isinstance(pack, str) or not pack.strip():
+        raise ValidationFailed("scan: name the pack (scan it or give its id)", field="scan")
+    actuality = data.get("actuality") or "actual"
+    if actuality not in ACTUALITY:
+        raise ValidationFailed(f"actuality: {actuality!r}; actual or potential", field="actuality")
+    return {
+        "pack": pack.strip(),
+        "pack_field": "scan",
+        "description": data.get("description"),
+        "description_field": "description",
+        "seriousness": data.get("seriousness") or None,
+        "actuality": actuality,
+        "onset_at": _when(data.get("onset_at"), "onset_at"),
+        "source": "form",
+        "source_id": None,
+    }
+
+
+class VigilanceService:
+    def __init__(self, trace: TraceService) -> None:
+        self._trace = trace
+
+    def _unit(self, uow: UnitOfWork, ref: str, field: str) -> SerialUnit:
+        unit = uow.session.get(SerialUnit, ref)
+        if unit is None:
+            try:
+                ident = parse_scan(ref)
+            except ValueError:
+                ident = None
+            if ident is not None:
+                unit = uow.session.scalar(
+                    select(SerialUnit).where(
+                        SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
+                    )
+                )
+        if unit is None:
+            raise NotFound(f"{field}: no pack {ref!r}", field=field)
+        return unit
+
+    def report(self, uow: UnitOfWork, actor: Actor, data: Any) -> AdverseEvent:
+        """Record an adverse event against the pack it names; audited. The reporter is staff
+        of the site that ordered the pack or made it."""
+        authorize(actor, Permission.ADVERSE_EVENT_REPORT)
+        if not isinstance(data, Mapping):
+            raise ValidationFailed("a FHIR AdverseEvent or the form (JSON object)", field="body")
+        said = _read(data)
+        unit = self._unit(uow, said["pack"], said["pack_field"])
+        order = uow.session.get(Order, unit.order_id)
+        batch = uow.session.get(BatchRecord, unit.batch_id)
+        if order is None or batch is None:
+            raise NotFound(f"no order or batch for pack {unit.id}", field=said["pack_field"])
+        authorize(actor, Permission.ADVERSE_EVENT_REPORT, one_of=[order.site_id, batch.site_id])
+        what = said["description"]
+        if not isinstance(what, str) or not what.strip():
+            raise ValidationFailed(
+                f"{said['description_field']}: say what happened",
+                field=said["description_field"],
+            )
+        if len(what) > TEXT_MAX:
+            field = said["description_field"]
+            raise ValidationFailed(f"{field}: at most {TEXT_MAX} characters", field=field)
+        serious = said["seriousness"]
+        row = AdverseEvent(
+            id=new_id("ae"),
+            unit_id=unit.id,
+            order_id=order.id,
+            patient_id=unit.patient_id,
+            site_id=order.site_id,
+            batch_id=batch.id,
+            description=what.strip(),
+            seriousness=str(serious)[:32] if serious else None,
+            actuality=said["actuality"],
+            onset_at=said["onset_at"],
+            source=said["source"],
+            source_id=(said["source_id"] or None) and str(said["source_id"])[:128],
+            raw_sha256=sha256_hex(canonical_json(dict(data))),
+            reported_at=uow.clock.now(),
+            reported_by=actor.user_id,
+        )
+        uow.session.add(row)
+        uow.flush()
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "adverse_event",
+            row.id,
+            new={
+                "unit_id": unit.id,
+                "batch_id": batch.id,
+                "seriousness": row.seriousness,
+                "actuality": row.actuality,
+                "source": row.source,
+                "raw_sha256": row.raw_sha256,
+            },
+            site_id=order.site_id,
+        )
+        uow.commit()
+        return row
+
+    def get(self, uow: UnitOfWork, actor: Actor, event_id: str) -> AdverseEvent:
+        authorize(actor, Permission.TRACE_READ)
+        row = uow.session.get(AdverseEvent, event_id)
+        if row is None:
+            raise NotFound(f"no adverse event {event_id!r}", field="event_id")
+        batch = uow.session.get(BatchRecord, row.batch_id)
+        sites = [row.site_id, *([batch.site_id] if batch else [])]
+        authorize(actor, Permission.TRACE_READ, one_of=sites)
+        return row
+
+    def trace(self, uow: UnitOfWork, actor: Actor, event_id: str) -> dict[str, Any]:
+        """The pack backward (batch, machine, site, material lots, master file, release) and
+        forward from each material lot: every pack made from it, each marked as the reported
+        pack, the same batch, or a batch sharing the lot; a pack is an exposure once dispensed.
+        Site staff see their own site's packs only (custody's rule)."""
+        row = self.get(uow, actor, event_id)
+        back = self._trace.unit(uow, actor, row.unit_id)
+        batch_id = back["batch_record"]["id"]
+        packs: dict[str, dict[str, Any]] = {}
+        for lot in back["material_lots"]:
+            forward = self._trace.lot(uow, actor, lot["lot_number"])
+            for u in forward["units"]:
+                if u["unit_id"] in packs:
+                    continue
+                relation = (
+                    "reported pack"
+                    if u["unit_id"] == row.unit_id
+                    else "same batch"
+                    if u["batch_id"] == batch_id
+                    else "shared material lot"
+                )
+                packs[u["unit_id"]] = {
+                    "relation": relation,
+                    "unit_id": u["unit_id"],
+                    "serial": u["serial"],
+                    "batch_number": u["batch_number"],
+                    "made_at_site": u["made_at_site"],
+                    "material_lot": lot["lot_number"],
+                    "patient_ref": u["patient_ref"],
+                    "status": u["status"],
+                    "dispensed_at": u["dispensed_at"],
+                    "exposed": u["dispensed_at"] is not None,
+                }
+        order = {"reported pack": 0, "same batch": 1, "shared material lot": 2}
+        rows = sorted(
+            packs.values(), key=lambda p: (order[p["relation"]], p["batch_number"], p["serial"])
+        )
+        me = back["patient_ref"]
+        others = [p for p in rows if p["patient_ref"] != me]
+        return {
+            "event": event_dict(row),
+            "pack": back["unit"],
+            "patient_ref": me,
+            "batch_record": back["batch_record"],
+            "machine": back["machine"],
+            "site": back["site"],
+            "material_lots": back["material_lots"],
+            "master_file": back["master_file"],
+            "release": back["release"],
+            "packs": rows,
+            "other_patients_exposed": sorted({p["patient_ref"] for p in others if p["exposed"]}),
+            "other_patients_with_packs": sorted({p["patient_ref"] for p in others}),
+        }
+
+    def trace_csv(self, uow: UnitOfWork, actor: Actor, event_id: str) -> str:
+        """The trace's packs, one row each (relation, serial, batch, site, lot, patient...)."""
+        found = self.trace(uow, actor, event_id)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["adverse_event", *CSV_COLUMNS])
+        for p in found["packs"]:
+            writer.writerow([event_id, *(p[c] for c in CSV_COLUMNS)])
+        return out.getvalue()
