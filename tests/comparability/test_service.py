@@ -263,6 +263,17 @@ def test_a_site_whose_means_shifted_is_flagged_before_a_batch_fails(seeded: App)
     assert [g["label"] for g in mine["groups"]] == ["GSTT-PH"]
     assert {p["group"] for p in mine["points"]} == {"GSTT-PH"}
     assert all("MOB-1" not in f for f in own["flagged"])
+    # by month: the network's months for the QP, the site's own batches' months for its staff
+    with app.uow() as uow:
+        months = app.comparability.report(uow, fh.actor(app, "qp"), mf.code, "month")
+        own_months = app.comparability.report(uow, fh.actor(app, "pharmacist"), mf.code, "month")
+    [net] = [a for a in months["attributes"] if a["name"] == cpp]
+    [site] = [a for a in own_months["attributes"] if a["name"] == cpp]
+    assert sum(g["batches"] for g in net["groups"]) == 9
+    assert sum(g["batches"] for g in site["groups"]) == 3  # GSTT-PH's three
+    with app.uow() as uow, pytest.raises(ValidationFailed) as bad:
+        app.comparability.report(uow, fh.actor(app, "qp"), mf.code, "weekday")
+    assert bad.value.field == "by"
 
 
 def test_a_quality_capa_raised_by_the_suspension_must_close_first(seeded: App) -> None:

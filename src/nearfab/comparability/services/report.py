@@ -114,7 +114,8 @@ class Reports:
                 )
             key, label = self._group(grouping, batch, sites, machines)
             labels[key] = label
-            site = batch.site_id if grouping is not GroupBy.MONTH else None
+            # months of a site's own batches are its own; the network's months belong to none
+            site = batch.site_id if grouping is not GroupBy.MONTH else own
             if key in group_site and group_site[key] != site:
                 site = None  # a lot (or month) shared by sites belongs to none of them
             group_site[key] = site
