@@ -323,6 +323,24 @@ def test_the_paste_refusal_is_the_apis_refusal(seeded: App) -> None:
     assert status == 422 and "<html" in text
 
 
+def test_an_upload_or_paste_larger_than_the_apis_limit_is_refused(seeded: App) -> None:
+    """The API takes at most 256 KiB of prescription (Settings.prescription_max_body_bytes,
+    262144 bytes); the page takes no more by upload or paste, naming the field."""
+    client = fh.web_login(seeded, "clinician")
+    before = fh.count(seeded, Order)
+    big = '{"resourceType": "Bundle", "type": "collection", "pad": "' + "x" * 262_144 + '"}'
+    token = fh.csrf(client.get("/orders/new").text)
+    r = client.post(
+        "/orders/new",
+        data={"mode": "upload", "csrf_token": token},
+        files={"fhir_file": ("big.json", big.encode(), "application/json")},
+    )
+    assert r.status_code == 422 and 'data-field="fhir_file"' in r.text
+    status, named, _text = _refused(client, mode="paste", fhir_json=big)
+    assert status == 422 and named == "fhir_json"
+    assert fh.count(seeded, Order) == before
+
+
 def test_form_paths_map_to_form_fields() -> None:
     """The FHIR paths intake refusals name (orders/fhir.py, the families' kits) -> fields."""
     root = "Bundle.entry[1].resource"

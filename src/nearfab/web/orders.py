@@ -39,7 +39,6 @@ UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
 BODY_WEIGHT = "29463-7"  # LOINC body weight (FHIR vital signs profile)
 PRESCRIPTION_SYSTEM = "https://nearfab.org/fhir/sid/prescription"
-MAX_UPLOAD = 1_000_000  # bytes of a FHIR file (the API's body limit for orders is of that size)
 
 # a FHIR path of a refusal -> the form field it is shown at (first match wins)
 _FIELD_OF_PATH: tuple[tuple[str, str], ...] = (
@@ -369,16 +368,18 @@ async def prescription_submit(
     data = await request.form()
     fields = {k: str(data.get(k, "") or "") for k in FORM_FIELDS}
     mode = mode if mode in ("form", "upload", "paste") else "form"
+    # the API's limit for a prescription (POST /api/v1/orders; the page's body may be larger)
+    limit = application.settings.prescription_max_body_bytes
     try:
         _check_csrf(request, csrf_token)
         document: Any
         if mode == "upload":
             if fhir_file is None or not fhir_file.filename:
                 raise ValidationFailed("file: choose a FHIR JSON file", field="fhir_file")
-            raw = await fhir_file.read(MAX_UPLOAD + 1)
-            if len(raw) > MAX_UPLOAD:
+            raw = await fhir_file.read(limit + 1)
+            if len(raw) > limit:
                 raise ValidationFailed(
-                    f"file: larger than {MAX_UPLOAD} bytes; a prescription is smaller",
+                    f"file: a prescription may hold at most {limit} bytes; this one is larger",
                     field="fhir_file",
                 )
             document = raw
@@ -386,6 +387,11 @@ async def prescription_submit(
             if not fields["fhir_json"].strip():
                 raise ValidationFailed(
                     "FHIR JSON: paste a Bundle or MedicationRequest", field="fhir_json"
+                )
+            if len(fields["fhir_json"].encode()) > limit:
+                raise ValidationFailed(
+                    f"FHIR JSON: a prescription may hold at most {limit} bytes; this is larger",
+                    field="fhir_json",
                 )
             document = fields["fhir_json"]
         else:
