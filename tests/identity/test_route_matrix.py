@@ -507,6 +507,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/adverse-events"): Call(P.ADVERSE_EVENT_REPORT, body=lambda w: {}),
     ("GET", "/api/v1/adverse-events/{event_id}/trace"): Call(P.TRACE_READ),
     ("GET", "/api/v1/adverse-events/{event_id}/trace.csv"): Call(P.TRACE_READ),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace.pdf"): Call(P.TRACE_READ),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from tests import cli_helpers
 from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 
@@ -71,6 +73,7 @@ def test_an_adverse_event_is_traced_to_every_patient_exposed(seeded: App) -> Non
     ch.dispense(app, packs2[0])  # the other patient has taken a pack of the second batch
     lot = fh.batch(app, first).material_lot_number
     same_lot = fh.batch(app, second).material_lot_number == lot
+    assert same_lot, "the seed makes both batches from one lot: the shared-lot path is tested"
     clinician, qp = fh.actor(app, "clinician"), fh.actor(app, "qp")
     with app.uow() as uow:
         row = app.vigilance.report(uow, clinician, adverse_event(ch.scan(packs1[0])))
@@ -170,3 +173,45 @@ def test_api_report_trace_and_csv(seeded: App) -> None:
     exported = client.get(f"/api/v1/adverse-events/{event_id}/trace.csv", headers=qp)
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
     assert exported.text.splitlines()[0].startswith("adverse_event,relation,serial")
+    pdf = client.get(f"/api/v1/adverse-events/{event_id}/trace.pdf", headers=qp)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+
+
+def test_pdf_and_the_cli(seeded: App, tmp_path: Any) -> None:
+    app = seeded
+    _batch, packs = ch.released_batch(app)
+    with app.uow() as uow:
+        event_id = app.vigilance.report(
+            uow, fh.actor(app, "pharmacist"), {"scan": ch.scan(packs[0]), "description": "rash"}
+        ).id
+    with app.uow() as uow:
+        pdf = app.vigilance.trace_pdf(uow, fh.actor(app, "qp"), event_id)
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
+    env = {
+        "NEARFAB_DATABASE_URL": app.engine.url.render_as_string(hide_password=False),
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "36500",
+    }
+    data = app.settings.data_dir
+    qp = ["--user", "qp", "--password", fh.TEST_PASSWORD, "--json"]
+    out_csv, out_pdf = tmp_path / "trace.csv", tmp_path / "trace.pdf"
+    traced = cli_helpers.run(
+        ["vigilance", "trace", event_id, *qp, "--csv", str(out_csv), "--pdf", str(out_pdf)],
+        env=env,
+        data_dir=data,
+    )
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    found = json.loads(traced.stdout)
+    assert found["event"]["id"] == event_id and found["packs"][0]["relation"] == "reported pack"
+    assert len(out_csv.read_text().splitlines()) == len(found["packs"]) + 1
+    assert out_pdf.read_bytes().startswith(b"%PDF-")
+    clin = ["--user", "clinician", "--password", fh.TEST_PASSWORD, "--json"]
+    reported = cli_helpers.run(
+        ["vigilance", "report", *clin, "--scan", packs[0].id, "--description", "dizziness"],
+        env=env,
+        data_dir=data,
+    )
+    assert reported.returncode == 0, reported.stdout + reported.stderr
+    assert json.loads(reported.stdout)["unit_id"] == packs[0].id
+    refused = cli_helpers.run(["vigilance", "trace", event_id, *clin], env=env, data_dir=data)
+    assert refused.returncode != 0 and json.loads(refused.stdout)["error"]["code"] == "forbidden"

@@ -56,3 +56,18 @@ def adverse_event_trace_csv(
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="adverse-event-{event_id}.csv"'},
     )
+
+
+@router.get("/adverse-events/{event_id}/trace.pdf", tags=TAGS, response_class=Response)
+def adverse_event_trace_pdf(
+    event_id: str,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> Response:
+    pdf = application.vigilance.trace_pdf(uow, actor, event_id)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="adverse-event-{event_id}.pdf"'},
+    )

@@ -38,6 +38,7 @@ from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.users import app as users_app
+from nearfab.cli.vigilance import app as vigilance_app
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.config import Settings
@@ -68,6 +69,7 @@ app.add_typer(recall_app, name="recall")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(comparability_app, name="comparability")
+app.add_typer(vigilance_app, name="vigilance")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")

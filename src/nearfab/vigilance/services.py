@@ -291,3 +291,74 @@ class VigilanceService:
         for p in found["packs"]:
             writer.writerow([event_id, *(p[c] for c in CSV_COLUMNS)])
         return out.getvalue()
+
+    def trace_pdf(self, uow: UnitOfWork, actor: Actor, event_id: str) -> bytes:
+        return trace_pdf(self.trace(uow, actor, event_id))
+
+
+def _esc(text: Any) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def trace_pdf(found: Mapping[str, Any]) -> bytes:
+    """The trace (`VigilanceService.trace`) as a PDF: the event, where the pack came from, and
+    every pack of the same material lots with its patient (pseudonymised)."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    event, styles = found["event"], getSampleStyleSheet()
+    lots = ", ".join(_esc(lot["lot_number"]) for lot in found["material_lots"])
+    story: list[Any] = [
+        Paragraph(f"Adverse event {_esc(event['id'])}", styles["Title"]),
+        Paragraph(
+            f"{_esc(event['description'])} ({_esc(event['actuality'])}"
+            f"{', ' + _esc(event['seriousness']) if event['seriousness'] else ''}); reported "
+            f"{_esc(event['reported_at'][:16].replace('T', ' '))} UTC by "
+            f"{_esc(event['reported_by'])}",
+            styles["Normal"],
+        ),
+        Paragraph(
+            f"Pack {_esc(found['pack']['serial'])} of patient {_esc(found['patient_ref'])}; "
+            f"batch {_esc(found['batch_record']['batch_number'])} on machine "
+            f"{_esc(found['machine']['name'])} (firmware {_esc(found['machine']['firmware'])}) "
+            f"at site {_esc(found['site']['code'])}; material lot(s) {lots}; master file "
+            f"{_esc(found['master_file']['code'])} v{found['master_file']['version']}",
+            styles["Normal"],
+        ),
+        Paragraph(
+            f"Other patients exposed (dispensed): "
+            f"{_esc(', '.join(found['other_patients_exposed']) or 'none')}",
+            styles["Normal"],
+        ),
+        Spacer(1, 8),
+    ]
+    table = [["Relation", "Serial", "Batch", "Site", "Lot", "Patient", "Status", "Dispensed"]]
+    table += [
+        [
+            p["relation"],
+            p["serial"],
+            p["batch_number"],
+            p["made_at_site"],
+            p["material_lot"],
+            p["patient_ref"],
+            p["status"],
+            (p["dispensed_at"] or "no")[:16].replace("T", " "),
+        ]
+        for p in found["packs"]
+    ]
+    grid = Table(table, repeatRows=1)
+    grid.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 7),
+                ("FONT", (0, 1), (-1, -1), "Helvetica", 7),
+                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+            ]
+        )
+    )
+    story.append(grid)
+    buffer = io.BytesIO()
+    SimpleDocTemplate(buffer, pagesize=A4, title=f"Adverse event {event['id']}").build(story)
+    return buffer.getvalue()
