@@ -689,6 +689,12 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
         P.ALARM_CLOSE, True, body=lambda w: {"disposition": "false_alarm", "note": ""}
     ),
     ("GET", "/comparability"): Call(P.COMPARABILITY_READ),
+    ("GET", "/qa"): Call(P.QA_READ),
+    ("GET", "/qa/annual-report"): Call(
+        P.ANNUAL_REPORT_READ,
+        network_only=True,
+        query=lambda w: {"code": w.ids["code"], "year": w.ids["year"], "format": "csv"},
+    ),
     ("POST", "/proficiency/rounds"): Call(
         P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
     ),

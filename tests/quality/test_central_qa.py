@@ -411,3 +411,79 @@ def test_api_attacks_per_role_and_site(seeded: App) -> None:
     r = client.get(f"{url}/export", params={"format": "pdf"}, headers=who["qp"])
     assert r.status_code == 200 and r.content.startswith(b"%PDF-")
     assert client.get(f"{url}/export", headers=who["pharmacist"]).status_code == 403
+
+
+def test_the_page_shows_items_charts_and_the_report(seeded: App) -> None:
+    app = seeded
+    batch = fh.batch(app, fh.make_batch(app))
+    complaint = _complaint(app, "pharmacist", batch_number=batch.batch_number)
+    _capa(app, "pharmacist", due_date=_due(app, 1))
+    app.clock.advance(3 * 86400)  # type: ignore[attr-defined]
+    qp = fh.web_login(app, "qp")
+    page = qp.get("/qa")
+    assert page.status_code == 200
+    assert f'data-id="{complaint.id}"' in page.text
+    assert page.text.count('class="chart" data-figure=') == 2  # open per site, monthly trend
+    assert "overdue" in page.text and 'id="annual-report"' in page.text
+    assert "/static/vendor/plotly.min.js" in page.text and "cdn" not in page.text.lower()
+    pdf = qp.get("/qa/annual-report", params={"code": HYDROCORTISONE, "year": app.clock.now().year})
+    assert pdf.status_code == 200 and batch.batch_number in pdf_text(pdf.content)
+    pharmacist = fh.web_login(app, "pharmacist")
+    own = pharmacist.get("/qa")
+    assert own.status_code == 200 and f'data-id="{complaint.id}"' in own.text
+    assert 'id="annual-report"' not in own.text
+    assert (
+        pharmacist.get(
+            "/qa/annual-report", params={"code": HYDROCORTISONE, "year": 2026}
+        ).status_code
+        == 403
+    )
+    assert fh.web_login(app, "operator").get("/qa").status_code == 403
+
+
+def test_cli_json(seeded: App, tmp_path: Any) -> None:
+    import json
+
+    from tests import cli_helpers
+
+    app = seeded
+    batch = fh.batch(app, fh.make_batch(app))
+    env = {
+        "NEARFAB_DATABASE_URL": app.engine.url.render_as_string(hide_password=False),
+        # the CLI runs on the wall clock, years after the seeded accounts' passwords were set
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "36500",
+    }
+    data = app.settings.data_dir
+    common = ["--user", "pharmacist", "--password", fh.TEST_PASSWORD, "--json"]
+    recorded = cli_helpers.run(
+        ["qa", "complaint", *common, "--site", "GSTT-PH", "--reporter", "nurse",
+         "--description", "cracked", "--owner", "pharmacist", "--due", "2099-01-01",
+         "--batch", batch.batch_number],
+        env=env, data_dir=data,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    complaint_id = json.loads(recorded.stdout)["id"]
+    refused = cli_helpers.run(
+        ["qa", "complaint", *common, "--site", "GSTT-PH", "--reporter", "nurse",
+         "--description", "cracked", "--owner", "pharmacist", "--due", "2099-01-01"],
+        env=env, data_dir=data,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"]["field"] == "batch_number"
+    shown = cli_helpers.run(["qa", "view", *common], env=env, data_dir=data)
+    assert complaint_id in {i["id"] for i in json.loads(shown.stdout)["items"]}
+    qp = ["--user", "qp", "--password", fh.TEST_PASSWORD, "--json"]
+    out = tmp_path / "report.csv"
+    year = str(app.clock.now().year)
+    report = cli_helpers.run(
+        ["qa", "annual-report", HYDROCORTISONE, year, *qp, "--out", str(out)],
+        env=env, data_dir=data,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert json.loads(report.stdout)["totals"]["batches_made"] == 1
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [r["key"] for r in rows if r["section"] == "complaint"] == [complaint_id]
+    denied = cli_helpers.run(
+        ["qa", "annual-report", HYDROCORTISONE, year, *common], env=env, data_dir=data
+    )
+    assert denied.returncode == 2

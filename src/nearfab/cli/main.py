@@ -17,6 +17,7 @@ from nearfab.cli.batches import app as batches_app
 from nearfab.cli.collections import collected as collected_command
 from nearfab.cli.collections import pre_collection as pre_collection_command
 from nearfab.cli.comparability import app as comparability_app
+from nearfab.cli.qa import app as qa_app
 from nearfab.cli.context import (
     CliState,
     DataDir,
@@ -70,6 +71,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(comparability_app, name="comparability")
 app.add_typer(vigilance_app, name="vigilance")
+app.add_typer(qa_app, name="qa")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")

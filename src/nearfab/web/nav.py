@@ -33,6 +33,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/monitoring", "Monitoring", ("/monitoring",)),
     ("/plan", "Plan", ("/plan",)),
     ("/comparability", "Comparability", ("/comparability",)),
+    ("/qa", "Quality", ("/qa",)),
     ("/audit", "Audit", ("/audit",)),
     ("/api/docs", "API", ("/api/docs",)),
     ("/users", "Users", ("/users", "/security")),

@@ -16,7 +16,6 @@ from nearfab import __version__
 from nearfab.api.accounts import router as accounts_api
 from nearfab.api.audit import router as audit_api
 from nearfab.api.comparability import router as comparability_api
-from nearfab.api.qa import router as qa_api
 from nearfab.api.custody import router as custody_api
 from nearfab.api.deps import domain_error_handler, overflow_handler
 from nearfab.api.doses import router as doses_api
@@ -24,6 +23,7 @@ from nearfab.api.errors import install_error_handlers
 from nearfab.api.limits import BodyLimitMiddleware, body_limits
 from nearfab.api.monitoring import router as monitoring_api
 from nearfab.api.planning import router as planning_api
+from nearfab.api.qa import router as qa_api
 from nearfab.api.records import router as records_api
 from nearfab.api.release import router as release_api
 from nearfab.api.routes import router as api_router
@@ -47,6 +47,7 @@ from nearfab.web.orders import router as order_pages
 from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
 from nearfab.web.planning import router as planning_pages
+from nearfab.web.qa import router as qa_pages
 from nearfab.web.records import router as records_pages
 from nearfab.web.refusals import install_page_handlers
 
@@ -122,6 +123,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(custody_pages)
     web.include_router(audit_pages)
     web.include_router(comparability_pages)
+    web.include_router(qa_pages)
     web.include_router(dose_pages)  # observations and dose proposals of an order
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps

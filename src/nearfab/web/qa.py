@@ -1,0 +1,116 @@
+"""Central QA pages (docs/central-qa.md): every site's open deviations, complaints, CAPAs and
+change controls with owner, due date and overdue; counts by site and owner; a chart of items
+opened per month per site and one of open / overdue items per site (Plotly, drawn by the
+locally served plotly.js; nothing from a CDN); the annual report per master file as CSV and
+PDF for the control site."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import plotly.graph_objects as go
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from nearfab.identity import Actor, Permission, can_network
+from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
+from nearfab.web.comparability import AMBER, BRAND, GREY, RED, _layout
+from nearfab.web.pages import _app, page, render
+
+router = APIRouter(include_in_schema=False)
+Reader = Annotated[Actor, page(Permission.QA_READ)]
+KIND_COLOURS = {"deviations": RED, "complaints": AMBER, "capas": BRAND}
+
+
+def trend_figure(view: dict[str, Any]) -> str | None:
+    """Items opened per month, stacked by kind, one group of bars per site."""
+    if not view["trend"]:
+        return None
+    fig = go.Figure()
+    x = [[t["month"] for t in view["trend"]], [t["site_code"] for t in view["trend"]]]
+    for kind, colour in KIND_COLOURS.items():
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=[t[kind] for t in view["trend"]],
+                name=kind,
+                marker={"color": colour},
+                hovertemplate=f"%{{x}}: %{{y}} {kind}<extra></extra>",
+            )
+        )
+    return _layout(
+        fig,
+        "Quality items opened per month and site",
+        barmode="stack",
+        yaxis={"title": "items opened", "rangemode": "tozero", "dtick": 1},
+    )
+
+
+def open_figure(view: dict[str, Any]) -> str | None:
+    """Open items per site, the overdue ones apart."""
+    if not view["by_site"]:
+        return None
+    sites = [s["site_code"] for s in view["by_site"]]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=sites,
+            y=[s["open"] - s["overdue"] for s in view["by_site"]],
+            name="open, not overdue",
+            marker={"color": GREY},
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=sites,
+            y=[s["overdue"] for s in view["by_site"]],
+            name="overdue",
+            marker={"color": RED},
+        )
+    )
+    return _layout(
+        fig,
+        "Open quality items per site",
+        height=280,
+        barmode="stack",
+        yaxis={"title": "open items", "rangemode": "tozero", "dtick": 1},
+    )
+
+
+@router.get("/qa", response_class=HTMLResponse)
+def qa_page(request: Request, actor: Reader) -> Response:
+    application = _app(request)
+    with application.uow() as uow:
+        view = central_qa(application, uow, actor)
+        codes = sorted({mf.code for mf in application.master_files.list_all(uow)})
+        year = uow.clock.now().year
+    return render(
+        request,
+        "qa.html",
+        actor,
+        view=view,
+        trend=trend_figure(view),
+        per_site=open_figure(view),
+        codes=codes,
+        year=year,
+        may_report=can_network(actor, Permission.ANNUAL_REPORT_READ),
+    )
+
+
+@router.get("/qa/annual-report")
+def annual_report_file(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.ANNUAL_REPORT_READ, file=True)],
+    code: Annotated[str, Query()],
+    year: Annotated[int, Query()],
+    format: Annotated[Literal["csv", "pdf"], Query()] = "pdf",
+) -> Response:
+    """The annual report for the regulator, as a file."""
+    application = _app(request)
+    with application.uow() as uow:
+        report = annual_report(application, uow, actor, code, year)
+    name = f"annual-report-{code}-{year}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "pdf":
+        return Response(annual_report_pdf(report), media_type="application/pdf", headers=headers)
+    return Response(annual_report_csv(report), media_type="text/csv", headers=headers)
