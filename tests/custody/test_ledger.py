@@ -20,14 +20,20 @@ from nearfab.custody.logic.ledger import entry_hash
 seeded = fh.seeded
 
 
-@pytest.fixture
-def made(seeded: App) -> tuple[App, CustodyChain]:
+def _made(app: App) -> None:
     """Two batches made, released and one pack dispensed, with the control site anchoring."""
-    chain = ch.chain(seeded)
-    _, first = ch.released_batch(seeded)
-    ch.released_batch(seeded)
-    ch.dispense(seeded, first[0])
-    return seeded, chain
+    ch.chain(app)
+    _, first = ch.released_batch(app)
+    ch.released_batch(app)
+    ch.dispense(app, first[0])
+
+
+made_world = fh.world_fixture(_made)  # made once per backend and worker, copied per test
+
+
+@pytest.fixture
+def made(made_world: fh.Built) -> tuple[App, CustodyChain]:
+    return made_world.app, ch.chain(made_world.app)
 
 
 def _entries(app: App, site_id: str | None = None) -> list[LedgerEntry]:

@@ -75,8 +75,7 @@ def token(client: TestClient, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-@pytest.fixture
-def world(seeded: App) -> dict[str, Any]:
+def _build_world(seeded: App) -> dict[str, str]:
     batch_id = fh.make_batch(seeded)
     fh.release(seeded, batch_id, reason="all checks passed")
     qp = fh.actor(seeded, "qp")
@@ -105,7 +104,16 @@ def world(seeded: App) -> dict[str, Any]:
             "material_lot": lot_id,
             "master_file": batch.master_file_id,
         }
-    return {"app": seeded, "client": TestClient(create_web_app(seeded)), "ids": ids}
+    return ids
+
+
+built_world = fh.world_fixture(_build_world)  # built once per backend and worker, copied
+
+
+@pytest.fixture
+def world(built_world: fh.Built) -> dict[str, Any]:
+    app = built_world.app
+    return {"app": app, "client": TestClient(create_web_app(app)), "ids": built_world.data}
 
 
 def export(w: dict[str, Any], kind: str, fmt: str, user: str = "auditor") -> Any:

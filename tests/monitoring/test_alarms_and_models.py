@@ -41,12 +41,18 @@ def train_and_approve(app: App, kind: str) -> str:
     return model.id
 
 
+def _monitored(app: App) -> None:
+    released_runs(app, 3)
+    train_and_approve(app, "spc")
+    train_and_approve(app, "mspc")
+
+
+monitored_world = fh.world_fixture(_monitored)  # built once per backend and worker, copied
+
+
 @pytest.fixture
-def monitored(seeded: App) -> App:
-    released_runs(seeded, 3)
-    train_and_approve(seeded, "spc")
-    train_and_approve(seeded, "mspc")
-    return seeded
+def monitored(monitored_world: fh.Built) -> App:
+    return monitored_world.app
 
 
 def test_mf_code_and_machine_type_key_the_models(monitored: App) -> None:
