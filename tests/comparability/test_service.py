@@ -336,3 +336,34 @@ def test_a_quality_capa_raised_by_the_suspension_must_close_first(seeded: App) -
             uow, qp, suspension["id"], {**closing, "capa_reference": raised}
         )
     assert lifted.status == "lifted" and lifted.capa_reference == raised
+
+
+def test_the_planner_leaves_a_suspended_site_out(seeded: App) -> None:
+    """The network plan (CP-SAT instance) places nothing at a suspended site: with every other
+    machine out of service, an order is placed at MAN-PH before the suspension and the next
+    one is left unplaced after it."""
+    app = seeded
+    code = _code(app)
+    man = fh.site_id(app, "MAN-PH")
+    with app.uow() as uow:
+        others = [m.id for m in app.network.list_machines(uow) if m.site_id != man]
+    for machine_id in others:
+        with app.uow() as uow:
+            app.network.set_machine_status(
+                uow, fh.actor(app, "admin"), machine_id, "maintenance", reason="only MAN-PH left"
+            )
+    before = fh.submit(app)
+    with app.uow() as uow:
+        version = app.scheduling.plan(uow, fh.actor(app, "planner"), time_limit_s=2)
+        placed = {a["order_id"]: a for a in version.assignments}
+    assert before in placed and placed[before]["site_id"] == man  # the control: MAN-PH makes it
+    round_id = _round(app, code, assigned_value=100.0, sd_pt=2.0)
+    _enter(app, round_id, {"GSTT-PH": 100.0, "MAN-PH": 93.0, "MOB-1": 101.0, "CTRL": 99.0})
+    with app.uow() as uow:
+        app.comparability.score_round(uow, fh.actor(app, "qp"), round_id)
+    after = fh.submit(app)
+    with app.uow() as uow:
+        version = app.scheduling.plan(uow, fh.actor(app, "planner"), time_limit_s=2)
+        placed = {a["order_id"]: a for a in version.assignments}
+        unplaced = {e["order_id"] for e in version.explanations if e["status"] == "unplaced"}
+    assert after not in placed and after in unplaced
