@@ -316,7 +316,7 @@ def test_the_paste_refusal_is_the_apis_refusal(seeded: App) -> None:
     status, named, text = _refused(
         fh.web_login(seeded, "clinician"), mode="paste", fhir_json=json.dumps(bad)
     )
-    assert status == 422 and named == "dose_unit"
+    assert status == 422 and named == "fhir_json"  # the pasted text is the field at fault
     assert error["field"] in text and error["message"].replace("'", "&#39;") in text
     # not JSON and not FHIR: refused naming the pasted field's content, as a page
     status, _named, text = _refused(fh.web_login(seeded, "clinician"), mode="paste", fhir_json="{")
@@ -351,7 +351,16 @@ def test_form_paths_map_to_form_fields() -> None:
     assert form_field(f"{root}.medicationCodeableConcept") == "medicine"
     assert form_field(f"{root}.dispenseRequest") == "duration_days"
     assert form_field("Bundle.entry[0].resource.identifier[0].value") == "nhs_number"
-    assert form_field("site") == "site"
+    assert form_field("Bundle.entry[0].resource.birthDate") == "birth_date"
+    assert form_field("Bundle.entry[2].resource.valueQuantity") == "body_weight"
+    assert form_field(f"{root}.identifier[0].value") == "prescription_id"
+    assert form_field(f"{root}.subject.reference") == "nhs_number"
+    assert form_field(f"{root}.requester") == "prescriber"
+    assert form_field(f"{root}.dosageInstruction[0].timing.repeat") == "frequency"
+    # an uploaded or pasted document: the file or the text is the field
+    assert form_field(f"{root}.medicationCodeableConcept", "paste") == "fhir_json"
+    assert form_field(f"{root}.medicationCodeableConcept", "upload") == "fhir_file"
+    assert form_field("site", "paste") == "site" and form_field("site_id") == "site"
     assert form_field(None) is None and form_field("$") is None
 
 

@@ -40,7 +40,9 @@ LOINC = "http://loinc.org"
 BODY_WEIGHT = "29463-7"  # LOINC body weight (FHIR vital signs profile)
 PRESCRIPTION_SYSTEM = "https://nearfab.org/fhir/sid/prescription"
 
-# a FHIR path of a refusal -> the form field it is shown at (first match wins)
+# a FHIR path of a refusal about the form's own Bundle -> the form field it is shown at (first
+# match wins); the Bundle the form builds holds the Patient at entry[0], the MedicationRequest
+# at entry[1] and the body-weight Observation at entry[2] (`prescription_bundle`)
 _FIELD_OF_PATH: tuple[tuple[str, str], ...] = (
     ("doseQuantity.unit", "dose_unit"),
     ("doseQuantity.code", "dose_unit"),
@@ -50,24 +52,30 @@ _FIELD_OF_PATH: tuple[tuple[str, str], ...] = (
     ("expectedSupplyDuration", "duration_days"),
     ("dispenseRequest", "duration_days"),
     ("timing", "frequency"),
-    ("Observation", "body_weight"),
     ("birthDate", "birth_date"),
-    ("Patient", "nhs_number"),
+    ("entry[0]", "nhs_number"),
     ("subject", "nhs_number"),
+    ("entry[2]", "body_weight"),
+    ("Observation", "body_weight"),
     ("requester", "prescriber"),
-    ("MedicationRequest.identifier", "prescription_id"),
-    ("].identifier", "prescription_id"),
+    ("entry[1].resource.identifier", "prescription_id"),
     ("resubmit_of", "prescription_id"),
-    ("site", "site"),
 )
 
 
-def form_field(fhir_field: str | None) -> str | None:
-    """The form field a refusal's FHIR path (or plain field) belongs to, None when none."""
+def form_field(fhir_field: str | None, mode: str = "form") -> str | None:
+    """The page's field a refusal's FHIR path (or plain field) belongs to, None when none.
+    An uploaded or pasted document is one field: the file or the text."""
     if not fhir_field:
         return None
     if fhir_field in FORM_FIELDS or fhir_field == "fhir_file":
         return fhir_field
+    if fhir_field in ("site_id", "site"):  # the ordering site (refused for site staff)
+        return "site"
+    if mode == "upload":
+        return "fhir_file"
+    if mode == "paste":
+        return "fhir_json"
     for fragment, name in _FIELD_OF_PATH:
         if fragment in fhir_field:
             return name
@@ -315,7 +323,7 @@ def _form_page(
     with application.uow() as uow:
         meds = medicines(application, uow, actor)
         sites = _sites_to_order_for(uow, actor)
-    shown = form_field(error.field) if error is not None else None
+    shown = form_field(error.field, mode) if error is not None else None
     return render(
         request,
         "orders/new.html",
