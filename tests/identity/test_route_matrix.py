@@ -503,11 +503,12 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/annual-reports/{code}/{year}/export"): Call(
         P.ANNUAL_REPORT_READ, network_only=True
     ),
-    # pharmacovigilance (api/vigilance.py): an empty report is refused (422); no event
+    # pharmacovigilance (api/vigilance.py): an empty report is refused (422); the world's
+    # adverse event is on a pack of site A
     ("POST", "/api/v1/adverse-events"): Call(P.ADVERSE_EVENT_REPORT, body=lambda w: {}),
-    ("GET", "/api/v1/adverse-events/{event_id}/trace"): Call(P.TRACE_READ),
-    ("GET", "/api/v1/adverse-events/{event_id}/trace.csv"): Call(P.TRACE_READ),
-    ("GET", "/api/v1/adverse-events/{event_id}/trace.pdf"): Call(P.TRACE_READ),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace"): Call(P.TRACE_READ, True),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace.csv"): Call(P.TRACE_READ, True),
+    ("GET", "/api/v1/adverse-events/{event_id}/trace.pdf"): Call(P.TRACE_READ, True),
     ("GET", "/api/v1/alarms"): Call(P.MONITORING_READ),
     ("GET", "/api/v1/alarms/{alarm_id}"): Call(P.MONITORING_READ, True),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): Call(
@@ -628,6 +629,11 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/packs/{unit_id}/holds/{hold_id}/judge"): Call(
         P.HOLD_DECIDE, True, body=lambda w: {"decision": "resume", "reason": "m"}
     ),
+    ("GET", "/adverse-events/new"): Call(P.ADVERSE_EVENT_REPORT),
+    ("POST", "/adverse-events/new"): Call(P.ADVERSE_EVENT_REPORT, body=lambda w: {"scan": ""}),
+    ("GET", "/adverse-events/{event_id}"): Call(P.TRACE_READ, True),
+    ("GET", "/adverse-events/{event_id}/trace.csv"): Call(P.TRACE_READ, True),
+    ("GET", "/adverse-events/{event_id}/trace.pdf"): Call(P.TRACE_READ, True),
     ("GET", "/orders/{order_id}/doses"): Call(P.ORDER_READ, True),
     ("POST", "/orders/{order_id}/doses/observations"): Call(
         P.ORDER_OBSERVATION_RECORD, True, body=lambda w: {"weight": ""}
@@ -925,7 +931,10 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
     ids.update(change_id="no-such-change", year="2026", item_kind="complaint")
     ids["item_id"] = ids["complaint_id"]
     ids["proposal_id"] = "no-such-proposal"
-    ids["event_id"] = "no-such-adverse-event"
+    with app.uow() as uow:
+        ids["event_id"] = app.vigilance.report(
+            uow, fh.actor(app, "pharmacist"), {"scan": ids["unit_id"], "description": "m"}
+        ).id
     ids["proposal_id"] = "no-such-proposal"
     # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
     # forms carry no password, so nothing is signed or changed

@@ -215,3 +215,49 @@ def test_pdf_and_the_cli(seeded: App, tmp_path: Any) -> None:
     assert json.loads(reported.stdout)["unit_id"] == packs[0].id
     refused = cli_helpers.run(["vigilance", "trace", event_id, *clin], env=env, data_dir=data)
     assert refused.returncode != 0 and json.loads(refused.stdout)["error"]["code"] == "forbidden"
+
+
+def test_the_pages(seeded: App) -> None:
+    app = seeded
+    _batch, packs = ch.released_batch(app)
+    pharmacist = fh.web_login(app, "pharmacist")
+    form = pharmacist.get("/adverse-events/new", params={"scan": packs[0].id})
+    assert form.status_code == 200 and 'id="adverse-event-form"' in form.text
+    empty = pharmacist.post(
+        "/adverse-events/new",
+        data={"csrf_token": fh.csrf(form.text), "scan": packs[0].id, "description": ""},
+        follow_redirects=True,
+    )
+    assert 'id="vigilance-error"' in empty.text and "description" in empty.text
+    posted = pharmacist.post(
+        "/adverse-events/new",
+        data={
+            "csrf_token": fh.csrf(form.text),
+            "scan": ch.scan(packs[0]),
+            "description": "rash on the arms",
+            "seriousness": "non-serious",
+        },
+        follow_redirects=True,
+    )
+    assert posted.status_code == 200 and 'id="adverse-event-exposed"' in posted.text
+    assert "reported pack" in posted.text and packs[0].serial in posted.text
+    event_id = str(posted.url).rsplit("/", 1)[-1]
+    exported = pharmacist.get(f"/adverse-events/{event_id}/trace.csv")
+    assert exported.status_code == 200 and exported.text.startswith("adverse_event,relation")
+    clinician = fh.web_login(app, "clinician")
+    assert clinician.get(f"/adverse-events/{event_id}").status_code == 403
+    # a form without its token records nothing
+    with app.uow() as uow:
+        before = len(
+            uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.entity_type == "adverse_event")
+            ).all()
+        )
+    clinician.post("/adverse-events/new", data={"scan": packs[0].id, "description": "x"})
+    with app.uow() as uow:
+        after = len(
+            uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.entity_type == "adverse_event")
+            ).all()
+        )
+    assert after == before

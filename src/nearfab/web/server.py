@@ -50,6 +50,7 @@ from nearfab.web.planning import router as planning_pages
 from nearfab.web.qa import router as qa_pages
 from nearfab.web.records import router as records_pages
 from nearfab.web.refusals import install_page_handlers
+from nearfab.web.vigilance import router as vigilance_pages
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(comparability_pages)
     web.include_router(qa_pages)
     web.include_router(dose_pages)  # observations and dose proposals of an order
+    web.include_router(vigilance_pages)  # adverse events reported and traced
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
