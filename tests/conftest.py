@@ -320,16 +320,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         _pg_drop(name)
 
 
+_PRODUCT_HASHER = pytest.StashKey[PasswordHasher]()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def cheap_argon2() -> Iterator[None]:
+def cheap_argon2(request: pytest.FixtureRequest) -> Iterator[None]:
     """argon2id at its lowest cost in tests: hundreds of logins and signatures, and the demo
-    users of every seeded template. The production parameters are checked on their own
-    (tests/identity/test_identity_services.py uses PRODUCTION_HASHER)."""
+    users of every seeded template. The product's own hasher is kept for
+    `product_password_hasher` (tests/identity/test_password_hash_cost.py checks its cost)."""
     import nearfab.identity.services.users as users
 
+    request.config.stash[_PRODUCT_HASHER] = users._hasher
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
         yield
+
+
+@pytest.fixture
+def product_password_hasher(cheap_argon2: None, request: pytest.FixtureRequest) -> PasswordHasher:
+    """The password hasher the product uses outside the tests (before `cheap_argon2`)."""
+    return request.config.stash[_PRODUCT_HASHER]
 
 
 class _NoOverrides:
