@@ -122,6 +122,10 @@ class LabResults:
                 raise ValidationFailed(
                     f"method has more than {METHOD_MAX} characters", field="method"
                 )
+            if not text.isprintable():  # NUL, line breaks, controls: not in a signed record
+                raise ValidationFailed(
+                    "method holds a control character (NUL, line break...)", field="method"
+                )
             why = (reason or "").strip() or None
             current = self.in_force_rows(uow, batch.id)
             corrected = [k for k in checked if k in current]

@@ -94,13 +94,23 @@ _CERTIFICATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ./_-]{0,63}")
 # --- reading the documents ---------------------------------------------------------------------
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite, False for an integer too large for a float (it raises OverflowError)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(document: Mapping[str, Any], key: str, field: str) -> float | None:
     """A finite number ≥ 0 at `key`, None when absent; ValidationFailed naming `field`."""
     value = document.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationFailed(f"{field} must be a finite number, got {value!r}", field=field)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        raise ValidationFailed(
+            f"{field} must be a finite number, got {repr(value)[:40]}", field=field
+        )
     if value < 0:
         raise ValidationFailed(f"{field} cannot be negative, got {value!r}", field=field)
     return float(value)
