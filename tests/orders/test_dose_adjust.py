@@ -369,3 +369,43 @@ def test_a_master_file_draft_with_a_wrong_rule_is_refused_naming_the_key(seeded:
     with pytest.raises(ValidationFailed) as exc:
         fh.new_version(app, HYDROCORTISONE, dose_rule={**RULE, "mg_per_m2_per_day": "eight"})
     assert exc.value.field == "dose_rule.mg_per_m2_per_day"
+
+
+def test_an_order_with_a_batch_keeps_it_and_a_scheduled_one_is_refused(seeded: App) -> None:
+    app = seeded
+    fh.new_version(app, HYDROCORTISONE, dose_rule=RULE)
+    batch_id = fh.make_batch(app)
+    made = fh.batch(app, batch_id).order_id
+    status_before = fh.order_status(app, made)
+    assert status_before not in ("received", "designed", "failed", "scheduled")
+    clinician = fh.actor(app, "clinician")
+    with app.uow() as uow:
+        done = app.dose_adjustment.record_observations(uow, clinician, made, vitals(app))
+        assert done.proposal is not None, done.note
+        proposal_id = done.proposal.id
+    with app.uow() as uow:
+        accepted = app.dose_adjustment.accept(uow, clinician, proposal_id, sign("clinician"))
+        new_id = accepted.new_order_id
+    assert fh.order_status(app, made) == status_before  # its batch goes on
+    assert fh.order_status(app, new_id or "") == "designed"
+    with app.uow() as uow:
+        marks = uow.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity_id == made, AuditEntry.action == "superseded"
+            )
+        ).all()
+        assert len(marks) == 1 and marks[0].new == {
+            "superseded_by": new_id,
+            "dose_proposal": proposal_id,
+        }
+    # a scheduled order: its job would make the old dose, so the acceptance waits
+    planned = fh.submit(app, dose_mg=2.0)
+    fh.schedule(app, planned)
+    with app.uow() as uow:
+        done = app.dose_adjustment.record_observations(uow, clinician, planned, vitals(app))
+        assert done.proposal is not None
+        pid = done.proposal.id
+    with app.uow() as uow, pytest.raises(Refused) as exc:
+        app.dose_adjustment.accept(uow, clinician, pid, sign("clinician"))
+    assert exc.value.code == "scheduled"
+    assert fh.order_status(app, planned) == "scheduled"
