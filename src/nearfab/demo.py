@@ -101,6 +101,13 @@ CELL_ENVELOPE: dict[str, Any] = {
     "bag_volume_ml": {"min": 10, "max": 100},
     "medium_ml_per_day": 100,
 }
+# how the sites are held to one another (docs/comparability.md): a site's units within ±3 % of
+# target of the rest of the network's (TOST at α 0.05), and a Cpk of at least 1.33
+COMPARABILITY: dict[str, Any] = {
+    "margins": {"measurement_pct": 3.0},
+    "alpha": 0.05,
+    "min_cpk": 1.33,
+}
 # release from the micro-factory's in-process counts (dose per kg, viability) with sterility
 # pending at release (followed up). The demo keeps the rule short so that a cell batch made
 # live reaches the QP without a laboratory; a master file that also lists identity_purity,
@@ -454,6 +461,7 @@ def hydrocortisone_master_file(site_ids: list[str]) -> dict[str, Any]:
         },
         "process_parameters": PROCESS_PARAMETERS,
         "cqa_specs": CQA_SPECS,
+        "comparability": COMPARABILITY,
         "release_rule": RELEASE_RULE,
         "material_code": "HC-FIL-2.5",
         "shelf_life_days": 90,
@@ -490,6 +498,7 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
         },
         "process_parameters": PROCESS_PARAMETERS,
         "cqa_specs": CQA_SPECS,
+        "comparability": COMPARABILITY,
         "release_rule": RELEASE_RULE,
         "material_code": "PROP-FIL-10",
         "shelf_life_days": 60,
