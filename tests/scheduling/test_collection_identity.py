@@ -258,3 +258,29 @@ def test_a_product_without_a_collection_runs_as_before(seeded: App) -> None:
             patient="PT-X",
         )
     assert caught.value.code == "no_collection"
+
+
+def test_another_sites_attempts_are_on_record(seeded: App) -> None:
+    """A clinician or pharmacist of another site who tries to sign consent or record the
+    collection (with the patient's identifier) is refused by the site scope, and the attempt
+    is kept in the trail against the order at its own site (it was refused before the audited
+    part, and left no trace); the refusal names no patient."""
+    order = _order(seeded)
+    fh.create_user(seeded, "clinician-man", ["clinician"], "MAN-PH")
+    fh.create_user(seeded, "pharmacist-man", ["pharmacist"], "MAN-PH")
+    with pytest.raises(Forbidden) as pre:
+        _pre(seeded, order, "consent", username="clinician-man")
+    assert pre.value.code == "other_site"
+    fh.assert_refusal_audited(seeded, pre.value, "pre_collection", order)
+    for who in ("clinician-man", "pharmacist-man"):
+        with pytest.raises(Forbidden) as other:
+            _collect(seeded, order, username=who, patient=OTHER_NHS_NUMBER)
+        assert other.value.code == "other_site"
+        assert "5919" not in other.value.message
+        fh.assert_refusal_audited(seeded, other.value, "collection", order)
+    with seeded.uow() as uow:
+        assert uow.session.scalars(select(PreCollectionRecord)).all() == []
+        rows = uow.session.scalars(
+            select(CollectionAppointment).where(CollectionAppointment.order_id == order)
+        )
+        assert all(r.collected_at is None for r in rows)

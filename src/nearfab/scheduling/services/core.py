@@ -378,7 +378,10 @@ class SchedulingService:
         order's family requires before the collection, e.g. eligibility or consent, with the
         reference of its document (the consent form and version). Audited; commits."""
         order = self._orders.get(uow, order_id)
-        authorize(actor, Permission.COLLECTION_PRE_RECORD, site_id=order.site_id)
+        try:  # another site's attempt is refused on record too
+            authorize(actor, Permission.COLLECTION_PRE_RECORD, site_id=order.site_id)
+        except DomainError as exc:
+            refuse(uow, actor, exc, "pre_collection", order.id, site_id=order.site_id)
         required = self.required_before_collection(uow, order)
         if order.status not in (OrderStatus.DESIGNED.value, OrderStatus.SCHEDULED.value):
             refuse(
@@ -418,8 +421,8 @@ class SchedulingService:
         the one the prescription named: `identity_mismatch`), twice (`already_collected`) or
         after the run started (`collection_closed`). Commits."""
         order = self._orders.get(uow, order_id)
-        authorize(actor, Permission.COLLECTION_RECORD, site_id=order.site_id)
-        try:
+        try:  # another site's attempt is refused on record too
+            authorize(actor, Permission.COLLECTION_RECORD, site_id=order.site_id)
             row = self._collected(uow, actor, order, identifier, patient, collected_at, reason)
         except DomainError as exc:
             refuse(uow, actor, exc, "collection", order.id, site_id=order.site_id)
