@@ -28,6 +28,7 @@ class QaCountsOut(Out):
     complaint: int
     capa: int
     change_control: int
+    suspension: int
     open: int
     overdue: int
 

@@ -27,7 +27,7 @@ from nearfab.quality import Capa, Complaint, Deviation, QaAssignment
 from nearfab.uow import UnitOfWork
 
 OPEN_CC = (ChangeControlStatus.RAISED.value, ChangeControlStatus.APPROVED.value)
-KINDS = ("deviation", "complaint", "capa", "change_control")
+KINDS = ("deviation", "complaint", "capa", "change_control", "suspension")
 
 
 def _iso(v: Any) -> str | None:
@@ -107,6 +107,30 @@ def _all_items(app: App, uow: UnitOfWork) -> list[dict[str, Any]]:
                 + (f" (suspension {linked.status})" if linked else ""),
             }
         )
+    # a site suspended from a master file by a proficiency round (comparability/) until the QP
+    # lifts it; the central CAPA that tracks it names the suspension (source_id)
+    tracked = {
+        p.source_id: p.id
+        for p in uow.session.scalars(
+            select(Capa).where(Capa.source_kind == "proficiency_suspension")
+        )
+    }
+    for sus in suspensions.values():
+        items.append(
+            {
+                "kind": "suspension",
+                "id": sus.id,
+                "site_id": sus.site_id,
+                "master_file_code": sus.master_file_code,
+                "title": f"suspended from {sus.master_file_code}: proficiency z = {sus.z:.2f}",
+                "status": sus.status,
+                "open": sus.status == "active",
+                "opened_at": sus.opened_at,
+                "reference": f"CAPA {tracked[sus.id]}"
+                if sus.id in tracked
+                else (sus.capa_reference or "no CAPA yet"),
+            }
+        )
     for cc in uow.session.scalars(select(ChangeControl)):
         items.append(
             {
@@ -176,7 +200,7 @@ def central_qa(app: App, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
             bucket["overdue"] += int(r["overdue"])
     trend: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for i in rows:
-        if i["kind"] == "change_control":
+        if i["kind"] in ("change_control", "suspension"):
             continue
         trend[(_month(i["opened_at"]), codes.get(i["site_id"] or "", "network"))][i["kind"]] += 1
     return {

@@ -487,3 +487,71 @@ def test_cli_json(seeded: App, tmp_path: Any) -> None:
         ["qa", "annual-report", HYDROCORTISONE, year, *common], env=env, data_dir=data
     )
     assert denied.returncode == 2
+
+
+def test_a_proficiency_suspension_is_an_open_item_tracked_by_its_capa(seeded: App) -> None:
+    """comparability/ suspends a site with |z| > 3; the central view lists the suspension at
+    its site until the QP lifts it, with the central CAPA that names it."""
+    app = seeded
+    qp = fh.actor(app, "qp")
+    with app.uow() as uow:
+        round_id = app.comparability.open_round(
+            uow,
+            qp,
+            {
+                "master_file_code": HYDROCORTISONE,
+                "attribute": "assay",
+                "unit": "%",
+                "reference": "PT-QA",
+                "site_ids": ["GSTT-PH", "MAN-PH", "MOB-1", "CTRL"],
+                "assigned_value": 100.0,
+                "sd_pt": 2.0,
+            },
+        ).id
+    # hand: x_pt = 100, σ_pt = 2: z(MAN-PH) = (107 - 100) / 2 = 3.5 > 3, the others |z| <= 0.5
+    for site, value in (("GSTT-PH", 101.0), ("MAN-PH", 107.0), ("MOB-1", 99.0), ("CTRL", 100.0)):
+        with app.uow() as uow:
+            app.comparability.enter_result(uow, qp, round_id, {"site_id": site, "value": value})
+    with app.uow() as uow:
+        app.comparability.score_round(uow, qp, round_id)
+    with app.uow() as uow:
+        [suspension] = app.comparability.suspensions(uow, qp)
+    capa = _capa(
+        app,
+        "qp",
+        site_id="MAN-PH",
+        source_kind="proficiency_suspension",
+        source_id=suspension["id"],
+        title="assay bias at MAN-PH",
+    )
+    with app.uow() as uow:
+        view = central_qa(app, uow, qp)
+    items = {i["id"]: i for i in view["items"]}
+    row = items[suspension["id"]]
+    assert (row["kind"], row["site_code"], row["status"]) == ("suspension", "MAN-PH", "active")
+    assert row["reference"] == f"CAPA {capa.id}" and "z = 3.50" in row["title"]
+    assert items[capa.id]["reference"] == f"proficiency_suspension {suspension['id']} " + (
+        "(suspension active)"
+    )
+    assert {r["site_code"]: r["suspension"] for r in view["by_site"]} == {"MAN-PH": 1}
+    # the suspension is lifted once its CAPA is closed (comparability checks it)
+    with app.uow() as uow:
+        app.qms.close_capa(
+            uow,
+            qp,
+            capa.id,
+            {"effectiveness": "z within 1 next round", "password": fh.TEST_PASSWORD},
+        )
+    with app.uow() as uow:
+        app.comparability.close_capa(
+            uow,
+            qp,
+            suspension["id"],
+            {"capa_reference": capa.id, "summary": "recalibrated", "password": fh.TEST_PASSWORD},
+        )
+    with app.uow() as uow:
+        after = {i["id"]: i for i in central_qa(app, uow, qp)["items"]}
+    assert suspension["id"] not in after and capa.id not in after  # both closed
+    with app.uow() as uow:
+        lifted = next(s for s in app.comparability.suspensions(uow, qp) if s["id"] == row["id"])
+    assert lifted["status"] == "lifted" and lifted["capa_reference"] == capa.id
