@@ -935,7 +935,6 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
         ids["event_id"] = app.vigilance.report(
             uow, fh.actor(app, "pharmacist"), {"scan": ids["unit_id"], "description": "m"}
         ).id
-    ids["proposal_id"] = "no-such-proposal"
     # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
     # forms carry no password, so nothing is signed or changed
     with app.uow() as uow:
