@@ -271,6 +271,7 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
                 {**approval_dict(r), "subject": names.get(r.subject_user_id, r.subject_user_id)}
                 for r in application.users.requests(uow, actor, "pending")
             ]
+            sites = application.network.list_sites(uow)
     except DomainError as exc:
         return _forbidden(request, actor, exc)
     return _admin_page(
@@ -281,6 +282,10 @@ def users_page(request: Request, actor: ActorOpt) -> Response:
         can_approve=is_network_admin(actor),
         users=users,
         requests=requests,
+        site_names={s.id: f"{s.name} ({s.code})" for s in sites},
+        # the new-account form offers only the sites this administrator may give an account to
+        assignable=[s for s in sites if can(actor, Permission.USERS_MANAGE, site_id=s.id)],
+        can_make_network=can(actor, Permission.USERS_MANAGE, site_id=None),
     )
 
 
@@ -354,6 +359,9 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
                 {**approval_dict(r), "subject": user.username}
                 for r in application.users.pending_for(uow, user.id)
             ]
+            home = (
+                application.network.get_site(uow, user.home_site_id) if user.home_site_id else None
+            )
     except (NotFound, DomainError) as exc:
         return _forbidden(request, actor, exc)
     return _admin_page(
@@ -363,6 +371,7 @@ def user_page(request: Request, user_id: str, actor: ActorOpt) -> Response:
         can_manage=can(actor, Permission.USERS_MANAGE, site_id=account["home_site_id"]),
         can_approve=is_network_admin(actor),
         account=account,
+        home_site_name=f"{home.name} ({home.code})" if home else None,
         sessions=sessions,
         requests=requests,
     )
