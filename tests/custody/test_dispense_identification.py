@@ -462,3 +462,50 @@ def test_unreadable_identifiers_are_not_written_to_the_audit_trail(world: fh.Bui
     text = text.replace("-", "")
     for secret in (ALICE.nhs_number, misread, "9434765918"):
         assert secret not in text
+
+
+def test_the_making_site_cannot_check_another_sites_patient(world: fh.Built) -> None:
+    """A pack made at GSTT-PH for an order of MAN-PH: GSTT-PH's pharmacist may check the pack
+    (its own batch) but not whether an NHS number is its patient's, which would make the
+    making site an oracle of another site's patients (identifier in, yes/no out). Refused
+    before any look-up, naming the patient field and nobody; MAN-PH's pharmacist matches."""
+    from nearfab.orders import Order
+
+    app = world.app
+    alice = _pack(world, "alice")
+    order_id = world.data["alice"]["order"]
+    with app.uow() as uow:
+        order = uow.session.get(Order, order_id)
+        assert order is not None
+        own_site = order.site_id
+        order.site_id = app.network.get_site(uow, "MAN-PH").id
+        uow.commit()
+    fh.create_user(app, "pharmacist-ordering", ["pharmacist"], "MAN-PH")
+    try:
+        start = _last_seq(app)
+
+        def verify(username: str) -> Any:
+            with app.uow() as uow:
+                return app.custody.verify(
+                    uow,
+                    fh.actor(app, username),
+                    scan=ch.scan(alice),
+                    patient=PresentedIdentifiers(nhs_number=ALICE.nhs_number),
+                )
+
+        with pytest.raises(Forbidden) as caught:
+            verify("pharmacist")  # GSTT-PH: the making site
+        assert caught.value.field == "patient" and caught.value.code == "other_site"
+        assert ALICE.name not in caught.value.message
+        assert [a for a in _audits(app, start) if a.action == "identify_patient"] == []
+        plain = None
+        with app.uow() as uow:  # the pack itself it may still check
+            plain = app.custody.verify(uow, fh.actor(app, "pharmacist"), scan=ch.scan(alice))
+        assert plain.status == VerifyStatus.OK
+        assert verify("pharmacist-ordering").patient["matched"] is True
+    finally:
+        with app.uow() as uow:
+            order = uow.session.get(Order, order_id)
+            assert order is not None
+            order.site_id = own_site
+            uow.commit()

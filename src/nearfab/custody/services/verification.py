@@ -172,6 +172,15 @@ class Verifier:
         status = decide(facts, uow.clock.now().date(), patient_ref)
         match = None
         if status == VerifyStatus.OK and unit is not None and patient is not None:
+            # the patient is identified for the site that ordered (its patient), never for the
+            # making site: it would answer yes/no to another site's patient identifiers
+            if not self._serves(actor, ordering_site):
+                raise Forbidden(
+                    "the patient is identified by the site that ordered the pack; check the"
+                    " pack here without the patient's identifiers",
+                    field="patient",
+                    code="other_site",
+                )
             match = self._packs.orders.match_patient(
                 uow,
                 actor,
@@ -179,7 +188,7 @@ class Verifier:
                 patient,
                 purpose="verify",
                 permission=Permission.PACK_VERIFY,
-                one_of=[batch.site_id, ordering_site],
+                one_of=[ordering_site],
             )
             if not match.matched:
                 status = VerifyStatus.WRONG_PATIENT
