@@ -201,6 +201,21 @@ def _may_read(application: App, actor: Actor, unit_id: str) -> bool:
     return True
 
 
+def _hand_over_form(app: App, uow: UnitOfWork, actor: Actor, form: dict[str, str]) -> HandOver:
+    """The hand-over a form asks for (the chain page's and the hand-over station's)."""
+    return app.custody.hand_over(
+        uow,
+        actor,
+        scan=form.get("scan", ""),
+        from_step=form.get("from_step", ""),
+        to_step=form.get("to_step", ""),
+        received_scan=form.get("received_scan", ""),
+        identifier=form.get("identifier") or None,
+        received_identifier=form.get("received_identifier") or None,
+        patient=form.get("patient") or None,
+    )
+
+
 @router.post("/packs/{unit_id}/hand-overs")
 async def hand_over(
     request: Request, unit_id: str, actor: Annotated[Actor, page(Permission.PACKS_MOVE)]
@@ -211,17 +226,7 @@ async def hand_over(
     judges it."""
 
     def step(app: App, uow: UnitOfWork, form: dict[str, str]) -> tuple[str, str]:
-        row = app.custody.hand_over(
-            uow,
-            actor,
-            scan=form.get("scan", ""),
-            from_step=form.get("from_step", ""),
-            to_step=form.get("to_step", ""),
-            received_scan=form.get("received_scan", ""),
-            identifier=form.get("identifier") or None,
-            received_identifier=form.get("received_identifier") or None,
-            patient=form.get("patient") or None,
-        )
+        row = _hand_over_form(app, uow, actor, form)
         checked = "; patient checked" if row.patient_checked else ""
         return row.unit_id, f"Hand-over {row.from_step} → {row.to_step}: {row.outcome}{checked}"
 
@@ -326,17 +331,7 @@ async def station_hand_over(
     def run() -> HandOver:
         _check_csrf(request, form.get("csrf_token", ""))
         with application.uow() as uow:
-            return application.custody.hand_over(
-                uow,
-                actor,
-                scan=form.get("scan", ""),
-                from_step=form.get("from_step", ""),
-                to_step=form.get("to_step", ""),
-                received_scan=form.get("received_scan", ""),
-                identifier=form.get("identifier") or None,
-                received_identifier=form.get("received_identifier") or None,
-                patient=form.get("patient") or None,
-            )
+            return _hand_over_form(application, uow, actor, form)
 
     kept = {k: form.get(k, "") for k in ("from_step", "to_step")}
     try:
