@@ -701,6 +701,14 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
         network_only=True,
         query=lambda w: {"code": w.ids["code"], "year": w.ids["year"], "format": "csv"},
     ),
+    ("POST", "/qa/complaints"): Call(
+        P.QA_RECORD,
+        True,
+        body=lambda w: _qa_body(w, reporter="r", description="d", batch_number="X"),
+    ),
+    ("POST", "/qa/capas/{capa_id}/close"): Call(
+        P.CAPA_CLOSE, True, body=lambda w: {"effectiveness": ""}
+    ),
     ("POST", "/proficiency/rounds"): Call(
         P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
     ),

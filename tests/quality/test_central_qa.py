@@ -555,3 +555,45 @@ def test_a_proficiency_suspension_is_an_open_item_tracked_by_its_capa(seeded: Ap
     with app.uow() as uow:
         lifted = next(s for s in app.comparability.suspensions(uow, qp) if s["id"] == row["id"])
     assert lifted["status"] == "lifted" and lifted["capa_reference"] == capa.id
+
+
+def test_the_page_records_a_complaint_and_a_qp_closes_a_capa(seeded: App) -> None:
+    app = seeded
+    _user(app, "pharm-man", "pharmacist", "MAN-PH")
+    batch = fh.batch(app, fh.make_batch(app))
+    capa = _capa(app, "pharmacist")
+    pharmacist = fh.web_login(app, "pharmacist")
+    form = {
+        "csrf_token": fh.csrf(pharmacist.get("/qa").text),
+        "site_id": "GSTT-PH",
+        "reporter": "ward nurse",
+        "description": "label unreadable",
+        "batch_number": batch.batch_number,
+        "owner": "pharmacist",
+        "due_date": _due(app),
+    }
+    r = pharmacist.post("/qa/complaints", data=form)
+    assert r.status_code == 200 and f"on batch {batch.batch_number} recorded" in r.text
+    r = pharmacist.post("/qa/complaints", data=form | {"owner": "ghost"})
+    assert "Refused: owner: no active user" in r.text
+    # another site's QA: answered as a record that does not exist; nothing written
+    other = fh.web_login(app, "pharm-man")
+    r = other.post("/qa/complaints", data=form | {"csrf_token": fh.csrf(other.get("/qa").text)})
+    assert r.status_code == 404
+    with app.uow() as uow:
+        assert len(central_qa(app, uow, fh.actor(app, "qp"))["by_site"]) == 1  # GSTT-PH only
+    # the pharmacist sees no close form; the QP closes the CAPA with an e-signature
+    assert f'action="/qa/capas/{capa.id}/close"' not in pharmacist.get("/qa").text
+    qp = fh.web_login(app, "qp")
+    page = qp.get("/qa").text
+    assert f'action="/qa/capas/{capa.id}/close"' in page
+    close = {"csrf_token": fh.csrf(page), "effectiveness": "checked 10 packs"}
+    r = qp.post(f"/qa/capas/{capa.id}/close", data=close | {"password": "nope"})
+    assert "Refused:" in r.text
+    r = qp.post(
+        f"/qa/capas/{capa.id}/close",
+        data=close | {"username": "qp", "password": fh.TEST_PASSWORD},
+    )
+    assert f"CAPA {capa.id} closed (e-signed)." in r.text
+    with app.uow() as uow:
+        assert uow.session.get_one(Capa, capa.id).status == "closed"

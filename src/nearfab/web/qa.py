@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import plotly.graph_objects as go
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nearfab.identity import Actor, Permission, can_network
+from nearfab.common.errors import DomainError, Forbidden, NotFound
+from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
 from nearfab.web.comparability import AMBER, BRAND, GREY, RED, _layout
-from nearfab.web.pages import _app, page, render
+from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Actor, page(Permission.QA_READ)]
@@ -84,6 +85,7 @@ def qa_page(request: Request, actor: Reader) -> Response:
         view = central_qa(application, uow, actor)
         codes = sorted({mf.code for mf in application.master_files.list_all(uow)})
         year = uow.clock.now().year
+        sites = [x.code for x in application.network.list_sites(uow)]
     return render(
         request,
         "qa.html",
@@ -93,7 +95,15 @@ def qa_page(request: Request, actor: Reader) -> Response:
         per_site=open_figure(view),
         codes=codes,
         year=year,
+        sites=sites,
         may_report=can_network(actor, Permission.ANNUAL_REPORT_READ),
+        may_record=can(actor, Permission.QA_RECORD),
+        closable={
+            i["id"]
+            for i in view["items"]
+            if i["kind"] == "capa" and can(actor, Permission.CAPA_CLOSE, site_id=i["site_id"])
+        },
+        flash=request.session.pop("qa_flash", None),
     )
 
 
@@ -114,3 +124,82 @@ def annual_report_file(
     if format == "pdf":
         return Response(annual_report_pdf(report), media_type="application/pdf", headers=headers)
     return Response(annual_report_csv(report), media_type="text/csv", headers=headers)
+
+
+def _refused(request: Request, actor: Actor, exc: DomainError, ref: str) -> Response:
+    """Another site's record is answered as one that does not exist; anything else is said on
+    the page the form goes back to."""
+    if isinstance(exc, NotFound) or (isinstance(exc, Forbidden) and exc.code == "other_site"):
+        return _not_found(request, actor, exc, ref)
+    request.session["qa_flash"] = f"Refused: {exc.message}"
+    return RedirectResponse("/qa", status_code=303)
+
+
+@router.post("/qa/complaints")
+def record_complaint_form(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.QA_RECORD)],
+    site_id: Annotated[str, Form()] = "",
+    reporter: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    pack_serial: Annotated[str, Form()] = "",
+    batch_number: Annotated[str, Form()] = "",
+    owner: Annotated[str, Form()] = "",
+    due_date: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            row = application.qms.record_complaint(
+                uow,
+                actor,
+                {
+                    "site_id": site_id,
+                    "reporter": reporter,
+                    "description": description,
+                    "pack_serial": pack_serial or None,
+                    "batch_number": batch_number or None,
+                    "owner": owner,
+                    "due_date": due_date,
+                },
+            )
+            ref = f"{row.id} on batch {row.batch_number}"
+    except DomainError as exc:
+        return _refused(request, actor, exc, site_id)
+    request.session["qa_flash"] = f"Complaint {ref} recorded."
+    return RedirectResponse("/qa", status_code=303)
+
+
+@router.post("/qa/capas/{capa_id}/close")
+def close_capa_form(
+    request: Request,
+    capa_id: str,
+    actor: Annotated[Actor, page(Permission.CAPA_CLOSE)],
+    effectiveness: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    totp: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """A QP closes a CAPA (e-signature)."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            application.qms.close_capa(
+                uow,
+                actor,
+                capa_id,
+                {
+                    "effectiveness": effectiveness,
+                    "password": password,
+                    "username": username or None,
+                    "totp": totp or None,
+                },
+            )
+    except DomainError as exc:
+        return _refused(request, actor, exc, capa_id)
+    request.session["qa_flash"] = f"CAPA {capa_id} closed (e-signed)."
+    return RedirectResponse("/qa", status_code=303)
