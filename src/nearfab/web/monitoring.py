@@ -253,6 +253,62 @@ def control_chart_figure(chart: dict[str, Any]) -> str:
     return str(fig.to_json())
 
 
+CPP_COLOUR = "#5b2a86"  # the master file's CPP range: not a control limit, its own colour
+
+
+def with_cpp_limits(chart: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """Add the master file's CPP range for the chart's metric (`process_parameters`
+    {name: {low, high, unit}}): `cpp_low`, `cpp_high`, `cpp_unit` and `cpp_beyond`, the
+    readings (or buckets whose min or max) outside it. Drawn whether or not an SPC model
+    exists: a spike past the master file's limit is visible from the first run."""
+    spec = parameters.get(chart["metric"]) or {}
+    low, high = spec.get("low"), spec.get("high")
+    if low is None and high is None:
+        return chart
+    lows, highs = chart.get("low") or chart["values"], chart.get("high") or chart["values"]
+    beyond = [
+        i
+        for i in range(len(chart["values"]))
+        if (high is not None and highs[i] is not None and highs[i] > high)
+        or (low is not None and lows[i] is not None and lows[i] < low)
+    ]
+    return {
+        **chart,
+        "cpp_low": low,
+        "cpp_high": high,
+        "cpp_unit": spec.get("unit") or chart.get("unit"),
+        "cpp_beyond": beyond,
+    }
+
+
+def _cpp_lines(fig: go.Figure, chart: dict[str, Any]) -> None:
+    x, values, unit = chart["times"], chart["values"], chart.get("cpp_unit") or ""
+    if not x:
+        return
+    for key, words in (("cpp_high", "CPP high limit"), ("cpp_low", "CPP low limit")):
+        if chart.get(key) is not None:
+            _level(
+                fig,
+                x,
+                chart[key],
+                f"{words} {chart[key]:g} {unit}".strip(),
+                color=CPP_COLOUR,
+                width=1.5,
+            )
+    beyond = chart.get("cpp_beyond") or []
+    if beyond:
+        fig.add_trace(
+            go.Scatter(
+                x=[x[i] for i in beyond],
+                y=[values[i] for i in beyond],
+                mode="markers",
+                name="outside the CPP range",
+                marker={"color": CPP_COLOUR, "size": 9, "symbol": "diamond"},
+                hovertemplate="%{x} UTC<br>%{y:.4g}<extra>outside the CPP range</extra>",
+            )
+        )
+
+
 def machine_chart_figure(chart: dict[str, Any]) -> str:
     """A machine's recent readings of one metric: the line (with a min–max band when bucketed),
     the limits of the model in force, and readings beyond them in red."""
@@ -296,6 +352,7 @@ def machine_chart_figure(chart: dict[str, Any]) -> str:
                     hovertemplate="%{x} UTC<br>%{y:.4g}<extra>beyond a limit</extra>",
                 )
             )
+    _cpp_lines(fig, chart)
     _layout(
         fig, title=metric_label(chart["metric"], chart.get("unit")), y_title=chart.get("unit") or ""
     )
@@ -548,6 +605,17 @@ def run_page(
     )
 
 
+def _process_parameters(application: App, uow: UnitOfWork, code: str | None) -> dict[str, Any]:
+    """The CPP ranges of the effective master file of the product the machine made last ({}
+    when it has made none, or the product has no effective version)."""
+    if not code:
+        return {}
+    try:
+        return dict(application.master_files.effective_for_code(uow, code).process_parameters)
+    except DomainError:
+        return {}
+
+
 @router.get("/monitoring/machines/{machine_id}", response_class=HTMLResponse)
 def machine_page(
     request: Request,
@@ -566,8 +634,11 @@ def machine_page(
                 None,
             )
             runs = application.telemetry.runs(uow, machine_id=machine_id)[:10]
+            parameters = _process_parameters(application, uow, data.get("product"))
     except (NotFound, Forbidden) as exc:
         return _refused(request, actor, exc, machine_id)
+    data["charts"] = [with_cpp_limits(c, parameters) for c in data["charts"]]
+    data["has_cpp"] = any(c.get("cpp_beyond") is not None for c in data["charts"])
     for chart in data["charts"]:
         chart["figure"] = machine_chart_figure(chart)
     return render(
