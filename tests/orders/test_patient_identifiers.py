@@ -217,3 +217,35 @@ def test_the_nhs_number_inside_a_wristband_gsrn() -> None:
     # a GSRN whose ten digits before the check digit are no NHS number carries none
     assert parse_wristband(f"(8018){GSRN}").nhs_number is None  # 0153000000: check digit fails
     assert parse_wristband("9434765919").nhs_number == "9434765919"
+
+
+# --- other scripts' digits and unbounded text --------------------------------------------------
+# str.isdigit() is True for Arabic-Indic digits ('٩' is U+0669): each reader takes 0-9 only, and
+# says so, instead of refusing confusingly ("10 digits; 10 characters given") or hashing an MRN
+# that can never match
+
+
+def test_non_ascii_digits_are_refused_naming_the_field() -> None:
+    arabic_indic = "٩٤٣٤٧٦٥٩١٩"  # 943 476 5919 in Arabic-Indic digits
+    assert arabic_indic.isdigit()
+    with pytest.raises(ValidationFailed, match="not all of them 0-9") as nhs:
+        classify(arabic_indic)
+    assert nhs.value.field == "patient"
+    with pytest.raises(ValidationFailed, match="digits are 0-9") as mrn:
+        classify("K١٢٣٤٥٦")
+    assert mrn.value.field == "patient"
+    with pytest.raises(ValidationFailed) as band:
+        parse_wristband("(8018)٩٥٠١١٠١٥٣٠٠٠٠٠٠٠١٤")
+    assert band.value.field == "wristband"
+    with pytest.raises(ValidationFailed) as born:
+        normalise_birth_date("٢٠١٧-٠٣-١٤")
+    assert born.value.field == "birth_date"
+
+
+def test_a_refused_birth_date_is_not_repeated_and_only_yyyy_mm_dd_is_read() -> None:
+    for text in ("1917-13-40", "20170314", "x" * 100_000, "2017-03-14T00:00"):
+        with pytest.raises(ValidationFailed) as caught:
+            normalise_birth_date(text)
+        assert caught.value.field == "birth_date"
+        assert text[:8] not in caught.value.message and len(caught.value.message) < 80
+    assert normalise_birth_date(" 2017-03-14 ") == date(2017, 3, 14)

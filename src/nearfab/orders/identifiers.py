@@ -96,8 +96,11 @@ def normalise_nhs_number(text: str, *, field: str = "nhs_number") -> str:
     if not digits:
         raise ValidationFailed(f"{field}: no NHS number given", field=field)
     if not digits.isascii() or not digits.isdigit() or len(digits) != 10:
+        # str.isdigit also takes other scripts' digits (Arabic-Indic '٩٤٣…'): 0-9 only
         raise ValidationFailed(
-            f"{field}: an NHS number is 10 digits; {len(digits)} characters given", field=field
+            f"{field}: an NHS number is 10 digits 0-9; {len(digits)} characters given"
+            + ("" if digits.isascii() else ", not all of them 0-9"),
+            field=field,
         )
     expected = nhs_check_digit(digits[:9])
     if expected is None or int(digits[9]) != expected:
@@ -155,6 +158,9 @@ def normalise_mrn(text: str, *, field: str = "mrn") -> str:
         raise ValidationFailed(
             f"{field}: a hospital number is at most {MRN_MAX} printable characters", field=field
         )
+    if any(c.isdigit() and not c.isascii() for c in value):
+        # typed with another script's digits it could never match the hospital's number
+        raise ValidationFailed(f"{field}: a hospital number's digits are 0-9", field=field)
     return value
 
 
@@ -174,11 +180,11 @@ def normalise_birth_date(value: date | str, *, field: str = "birth_date") -> dat
         return value
     text = (value or "").strip()
     try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError(text)
         return date.fromisoformat(text)
-    except ValueError:
-        raise ValidationFailed(
-            f"{field}: {text!r} is not a date (YYYY-MM-DD)", field=field
-        ) from None
+    except ValueError:  # not echoed: a birth date is personal data, and refusals are audited
+        raise ValidationFailed(f"{field}: not a date (YYYY-MM-DD)", field=field) from None
 
 
 @dataclass(frozen=True)
