@@ -90,11 +90,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("master_files") as batch:
-        batch.drop_column("dose_rule")
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("prescription_version")
-        batch.drop_column("supersedes")
+    # dropped in place (SQLite >= 3.35 and PostgreSQL): a batch rebuild of master_files or
+    # orders drops the table that other tables' foreign keys name, which SQLite refuses
+    for table, column in (
+        ("master_files", "dose_rule"),
+        ("orders", "prescription_version"),
+        ("orders", "supersedes"),
+    ):
+        op.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     op.drop_index("ix_dose_proposals_status", table_name="dose_proposals")
     op.drop_index("ix_dose_proposals_site_id", table_name="dose_proposals")
     op.drop_index("ix_dose_proposals_order_id", table_name="dose_proposals")
