@@ -37,7 +37,8 @@ def figures(page: str) -> dict[str, dict[str, Any]]:
 def trace(fig: dict[str, Any], name: str) -> dict[str, Any]:
     found = [t for t in fig["data"] if t.get("name", "").startswith(name)]
     assert found, f"no trace {name!r}: {[t.get('name') for t in fig['data']]}"
-    return found[0]
+    first: dict[str, Any] = found[0]
+    return first
 
 
 def test_cpp_range_added_from_the_master_file_hand_example() -> None:

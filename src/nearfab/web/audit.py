@@ -3,6 +3,7 @@ signatures and exports, and the hash-chain check."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,6 +16,7 @@ from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.identity import (
     Actor,
+    AuditAction,
     Permission,
     can,
     can_network,
@@ -24,10 +26,87 @@ from nearfab.identity import (
 )
 from nearfab.network import Site
 from nearfab.recordexport import entry_dict, export_record, record_view
-from nearfab.web.pages import _app, hidden, page, render
+from nearfab.web.pages import _app, hidden, human, page, render
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
+
+# --- an audit row for people: its action in words, its before/after as a compact diff ------
+# every AuditAction in words, in one place (the filter's list and the table's column)
+ACTION_WORDS: dict[str, str] = {
+    AuditAction.CREATE: "created",
+    AuditAction.UPDATE: "updated",
+    AuditAction.TRANSITION: "status changed",
+    AuditAction.REFUSE: "refused",
+    AuditAction.SIGN: "signed",
+    AuditAction.LOGIN: "logged in",
+    AuditAction.LOGIN_FAILED: "log-in failed",
+    AuditAction.LOGOUT: "logged out",
+    AuditAction.SESSION_EXPIRED: "session expired",
+    AuditAction.DEACTIVATE: "account deactivated",
+    AuditAction.REACTIVATE: "account reactivated",
+    AuditAction.LOCK: "account locked",
+    AuditAction.UNLOCK: "account unlocked",
+    AuditAction.ROLES_CHANGE: "roles changed",
+    AuditAction.PASSWORD_CHANGE: "password changed",
+    AuditAction.PASSWORD_RESET: "password reset",
+    AuditAction.TOTP_ENROL: "authenticator set up",
+    AuditAction.TOTP_ENABLE: "authenticator enabled",
+    AuditAction.TOTP_RESET: "authenticator reset",
+    AuditAction.SIGN_FAILED: "signature failed",
+}
+ABSENT = "—"  # a key the row did not have before (or no longer has after)
+LONGEST = 120  # a value longer than this is cut (the record page and exports keep it whole)
+
+
+def action_words(action: str, entity_type: str, new: dict[str, Any] | None) -> str:
+    """`transition` of a batch to `released` -> "Batch released"; `create` of a master file
+    -> "Master file created"; an action nobody named is shown as words."""
+    thing = human(entity_type).strip() or "Record"
+    thing = thing[:1].upper() + thing[1:]
+    status = (new or {}).get("status")
+    if action == AuditAction.TRANSITION and isinstance(status, str) and status:
+        return f"{thing} {human(status)}"
+    return f"{thing} {ACTION_WORDS.get(action, human(action))}"
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= LONGEST else text[: LONGEST - 1] + "…"
+
+
+def field_diff(
+    old: dict[str, Any] | None, new: dict[str, Any] | None, prefix: str = ""
+) -> list[tuple[str, str, str]]:
+    """The changed keys only, as (key, before, after) strings: nested objects are followed
+    (`lab_results.ph`), lists and values compared whole; a key missing on one side is
+    `ABSENT`. Keys in the order the row gives them (before's, then the new ones)."""
+    old, new = old or {}, new or {}
+    out: list[tuple[str, str, str]] = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        name = f"{prefix}{key}"
+        before, after = old.get(key, ABSENT), new.get(key, ABSENT)
+        if key in old and key in new and before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
+            out.extend(field_diff(before, after, f"{name}."))
+            continue
+        out.append(
+            (
+                name,
+                ABSENT if key not in old else _shown(before),
+                ABSENT if key not in new else _shown(after),
+            )
+        )
+    return out
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "action_words": action_words(row["action"], row["entity_type"], row.get("new")),
+        "changes": field_diff(row.get("old"), row.get("new")),
+    }
 
 
 def _moment(value: str, field: str) -> datetime | None:
@@ -78,7 +157,7 @@ def audit_page(
                 limit=PAGE,
                 offset=(page - 1) * PAGE,
             )
-            rows = [entry_dict(r) for r in found]
+            rows = [_readable(entry_dict(r)) for r in found]
     except DomainError as exc:
         error, status = exc.message, exc.http_status
     query = {
@@ -107,6 +186,7 @@ def audit_page(
         next_url=f"/audit?{urlencode({**query, 'page': page + 1})}" if page < pages else None,
         f=query,
         sites=sites,
+        actions=ACTION_WORDS,
         site_names={s.id: s.code for s in sites},
         can_verify=can_network(actor, Permission.AUDIT_VERIFY),
         error=error,
@@ -146,6 +226,7 @@ def audit_record_page(
         return render(
             request, "not_found.html", actor, error=shown.message, status_code=shown.http_status
         )
+    view = {**view, "audit_trail": [_readable(r) for r in view["audit_trail"]]}
     return render(
         request,
         "audit_record.html",
