@@ -20,7 +20,7 @@ SRC = Path(nearfab.__file__).parent
 DOMAINS = (
     *("identity", "network", "masterfiles", "materials", "orders", "designs", "scheduling"),
     *("production", "telemetry", "monitoring", "quality", "custody", "comparability"),
-    "simulation",
+    *("vigilance", "simulation"),
 )
 SHARED = {"common", "config", "uow", "bus", "db", "models"}
 CONTRACT_MODULES = {"kit", "registry", "enums", "schemas", "logic"}
