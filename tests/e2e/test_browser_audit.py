@@ -79,6 +79,9 @@ def test_annex11_s9_auditor_reviews_a_record_and_exports_it(
     rows = page.locator("#audit-rows tbody tr")
     expect(rows.first).to_contain_text("supplier complaint 42")  # newest first
     expect(rows.first).to_contain_text("Quentin Parr (QP)")
+    # the action in words and the change as one compact line, not one value per line
+    expect(rows.first.locator("td.action")).to_have_text("Material lot on hold")
+    expect(rows.first.locator("ul.diff li")).to_have_text(["status: approved → on hold"])
     page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
 
     rows.first.get_by_role("link").click()
@@ -89,7 +92,8 @@ def test_annex11_s9_auditor_reviews_a_record_and_exports_it(
     expect(changed).to_contain_text("supplier complaint 42")
     last = page.locator("#trail tbody tr").last
     expect(last).to_contain_text("approved")  # before
-    expect(last).to_contain_text("on_hold")  # after, side by side
+    expect(last).to_contain_text("on hold")  # after, as words, in a compact diff
+    expect(last).to_contain_text("Material lot on hold")  # the action in words
     expect(last).to_contain_text("UTC")
     page.screenshot(path=str(tmp_path / "record.png"), full_page=True)
 

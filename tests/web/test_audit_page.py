@@ -124,7 +124,7 @@ def test_filters_by_record_user_action_and_time(seeded: App, clock: ManualClock)
     assert _count(every) == 3 and len(_rows(every)) == 3
     newest = _rows(every)[0]  # newest first: lot 1 approved again
     assert "Material lot approved" in newest and "transition" not in newest
-    assert "status: on_hold → approved" in re.sub(r"<[^>]+>", "", newest)
+    assert "status: on hold → approved" in re.sub(r"<[^>]+>", "", newest)
     assert "complaint 1 closed" in newest
 
     by_record = get(entity_id=lot1)

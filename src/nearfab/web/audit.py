@@ -105,8 +105,16 @@ def _readable(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
         "action_words": action_words(row["action"], row["entity_type"], row.get("new")),
-        "changes": field_diff(row.get("old"), row.get("new")),
+        "changes": [
+            (k, _status_words(k, before), _status_words(k, after))
+            for k, before, after in field_diff(row.get("old"), row.get("new"))
+        ],
     }
+
+
+def _status_words(key: str, value: str) -> str:
+    """A status is shown as words (`on_hold` -> `on hold`); other values as recorded."""
+    return human(value) if key.split(".")[-1].endswith("status") and value != ABSENT else value
 
 
 def _moment(value: str, field: str) -> datetime | None:
