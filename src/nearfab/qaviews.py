@@ -18,7 +18,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.schemas import shaped
 from nearfab.comparability import Suspension
-from nearfab.custody import Recall, RecallUnit, SerialUnit
+from nearfab.custody import Dispense, Recall, RecallUnit, SerialUnit
 from nearfab.identity import Actor, Permission, authorize, authorize_network, visible_sites
 from nearfab.masterfiles import ChangeControl, ChangeControlStatus, MasterFile
 from nearfab.production import BatchRecord
@@ -264,17 +264,21 @@ def annual_report(
         )
         if in_year(b.started_at)
     ]
-    batch_ids = {b.id for b in batches}
+    # packs dispensed in the year (a dispense record each, whatever happened to the pack
+    # later: a recall), of any batch of the master file, counted at the site that made it
     dispensed: Counter[str] = Counter()
     site_of = {b.id: b.site_id for b in batches}
-    if batch_ids:
-        for u in uow.session.scalars(
-            select(SerialUnit).where(
-                SerialUnit.batch_id.in_(batch_ids), SerialUnit.status == "dispensed"
-            )
-        ):
-            dispensed[site_of[u.batch_id]] += 1
-    site_ids = {s for v in versions for s in v.allowed_site_ids} | set(site_of.values())
+    for dispensed_at, maker in uow.session.execute(
+        select(Dispense.dispensed_at, BatchRecord.site_id)
+        .join(SerialUnit, SerialUnit.id == Dispense.unit_id)
+        .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+        .where(BatchRecord.master_file_code == master_file_code)
+    ):
+        if in_year(dispensed_at):
+            dispensed[maker] += 1
+    site_ids = (
+        {s for v in versions for s in v.allowed_site_ids} | set(site_of.values()) | set(dispensed)
+    )
     volumes = []
     for sid in sorted(site_ids, key=lambda s: codes.get(s, s)):
         mine = [b for b in batches if b.site_id == sid]

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
 from tests.identity.test_record_export import pdf_text
 
 from nearfab.bootstrap import App
@@ -33,6 +34,7 @@ from nearfab.quality import Capa
 from nearfab.web.server import create_web_app
 
 seeded = fh.seeded
+flushed_verification_log = ch.flushed_verification_log
 
 
 def _user(app: App, username: str, role: str, site_code: str) -> None:
@@ -252,6 +254,10 @@ def test_annual_report_against_the_batches_made_here(seeded: App) -> None:
         )
     made = {b: fh.batch(app, b) for b in (released, rejected, waiting)}
     complaint = _complaint(app, "pharmacist", batch_number=made[released].batch_number)
+    # one pack of the released batch dispensed before the recall reaches its lot: it counts as
+    # dispensed in the year although the recall then marks it recalled
+    [first, *_] = ch.units(app, released)
+    ch.dispense(app, first)
     with app.uow() as uow:
         recall = app.custody_chain.recalls.create(
             uow,
@@ -291,7 +297,9 @@ def test_annual_report_against_the_batches_made_here(seeded: App) -> None:
     assert report["totals"]["batches_released"] == 1
     assert report["totals"]["batches_rejected"] == 1
     assert report["totals"]["batches_awaiting_disposition"] == 1
-    assert report["totals"]["packs_dispensed"] == 0  # none dispensed in this test
+    assert ch.units(app, released)[0].status == "recalled"  # dispensed, then recalled
+    assert report["totals"]["packs_dispensed"] == 1  # the one pack dispensed above
+    assert sites[codes[made[released].site_id]]["packs_dispensed"] == 1
     assert [d["batch_number"] for d in report["deviations"]] == [made[waiting].batch_number]
     assert [c["id"] for c in report["complaints"]] == [complaint.id]
     [recalled] = report["recalls"]
