@@ -304,3 +304,37 @@ def test_a_family_without_a_chain_identifier_hands_over_as_before(seeded: App) -
     for src, dst in itertools.pairwise(CHAIN):
         row = _hand_over(seeded, unit, src, dst, identifier=None, received_identifier=None)
         assert row.outcome == "accepted" and row.patient_checked is False
+
+
+def test_two_hand_overs_from_the_same_step_at_once_one_wins(
+    dinned: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two people hand the same bag on from the collection at once: each read the chain before
+    the other's hand-over landed (check-then-insert), so both were accepted and the chain
+    forked. The hand-over now bumps the unit's row version, so the second is a lost race:
+    refused (concurrent_change) on record, nothing of it kept, one accepted hand-over."""
+    from nearfab.common.errors import Conflict
+    from nearfab.custody.services.handovers import HandOvers
+
+    app = dinned
+    unit = _unit(app)
+    real = HandOvers.hand_overs
+    raced = {"done": False}
+
+    def read_before_the_other_lands(self: HandOvers, uow: Any, unit_id: str) -> Any:
+        if not raced["done"]:  # the other side's whole hand-over lands after this read
+            raced["done"] = True
+            _hand_over(app, unit, CHAIN[0], CHAIN[1])
+            return []
+        return real(self, uow, unit_id)
+
+    monkeypatch.setattr(HandOvers, "hand_overs", read_before_the_other_lands)
+    with pytest.raises(Conflict) as caught:
+        _hand_over(app, unit, CHAIN[0], CHAIN[1])
+    monkeypatch.undo()
+    assert caught.value.code == "concurrent_change"
+    fh.assert_refusal_audited(app, caught.value, "hand_over", ch.scan(unit)[:64])
+    with app.uow() as uow:
+        rows = list(uow.session.scalars(select(HandOver).where(HandOver.unit_id == unit.id)))
+    assert [(r.from_step, r.to_step, r.outcome) for r in rows] == [(CHAIN[0], CHAIN[1], "accepted")]
+    assert _biz_steps(app, unit).count("receiving") == 1

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
@@ -383,6 +384,11 @@ class HandOvers:
             site_id=actor.site_id,
         )
         self._event(uow, actor, unit, hand_over_biz_step(kit, src, dst), Disposition.IN_PROGRESS)
+        # the chain was read before this insert: bump the unit's row version, so a hand-over of
+        # the same unit that landed meanwhile makes this one a lost race (Conflict, refused on
+        # record) instead of a second accepted step
+        flag_modified(unit, "status")
+        uow.flush()
         uow.commit()
         return record
 
