@@ -126,7 +126,10 @@ def test_api_attacks_on_rounds_results_and_suspensions(seeded: App) -> None:
     close = f"{sus}/{own['id']}/close"
     capa = {"capa_reference": "CAPA-7", "summary": "retrained", "password": fh.TEST_PASSWORD}
     assert client.post(close, json=capa, headers=who["pharm-man"]).status_code == 403
-    assert client.post(close, json=capa, headers=who["qp-gstt"]).status_code == 403
+    # a QP of a point-of-care site holds the role but not a network-level grant
+    refused = client.post(close, json=capa, headers=who["qp-gstt"])
+    assert refused.status_code == 403 and _error(refused) == "other_site"
+    assert client.get(sus, headers=who["qp"]).json()[0]["status"] == "active"
     wrong = client.post(close, json={**capa, "password": "wrong"}, headers=who["qp"])
     assert wrong.status_code in (401, 422) and "password" in json.dumps(wrong.json())
     assert client.get(sus, headers=who["qp"]).json()[0]["status"] == "active"
