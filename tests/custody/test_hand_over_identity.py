@@ -338,3 +338,52 @@ def test_two_hand_overs_from_the_same_step_at_once_one_wins(
         rows = list(uow.session.scalars(select(HandOver).where(HandOver.unit_id == unit.id)))
     assert [(r.from_step, r.to_step, r.outcome) for r in rows] == [(CHAIN[0], CHAIN[1], "accepted")]
     assert _biz_steps(app, unit).count("receiving") == 1
+
+
+def test_the_making_site_cannot_check_the_patient_at_the_bedside(dinned: App) -> None:
+    """A bag made at GSTT-PH for an order of MAN-PH: the bedside check of MAN-PH's patient is
+    MAN-PH's. The making site's staff may hand the bag along the chain, but trying the bedside
+    hand-over with a patient identifier is refused before any look-up (403 other_site, field
+    patient; it would answer yes/no to another site's patients), on record, nothing held."""
+    from nearfab.common.errors import Forbidden
+    from nearfab.identity import AuditEntry
+    from nearfab.orders import Order
+
+    app = dinned
+    unit = _unit(app)
+    _to(app, unit, 2)
+    with app.uow() as uow:
+        order = uow.session.get(Order, unit.order_id)
+        assert order is not None
+        order.site_id = app.network.get_site(uow, "MAN-PH").id
+        uow.commit()
+    fh.create_user(app, "pharmacist-ordering", ["pharmacist"], "MAN-PH")
+    with app.uow() as uow:
+        start = uow.session.scalar(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()))
+
+    def bedside(username: str) -> HandOver:
+        with app.uow() as uow:
+            row = app.custody.hand_over(
+                uow,
+                fh.actor(app, username),
+                scan=ch.scan(unit),
+                from_step="cryostore",
+                to_step="infusion",
+                received_scan=ch.scan(unit),
+                identifier=DIN,
+                received_identifier=DIN_TYPED,
+                patient=ch.patient_ref(app, unit),
+            )
+            uow.session.expunge(row)
+            return row
+
+    with pytest.raises(Forbidden) as caught:
+        bedside("pharmacist")  # GSTT-PH: made the bag
+    assert (caught.value.code, caught.value.field) == ("other_site", "patient")
+    fh.assert_refusal_audited(app, caught.value, "hand_over", ch.scan(unit)[:64])
+    assert _holds(app, unit) == []
+    with app.uow() as uow:
+        actions = uow.session.scalars(select(AuditEntry.action).where(AuditEntry.seq > start))
+        assert "identify_patient" not in list(actions)
+    row = bedside("pharmacist-ordering")
+    assert row.outcome == "accepted" and row.patient_checked is True

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm.attributes import flag_modified
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.quantity import Quantity
 from nearfab.custody.enums import Disposition, UnitStatus
@@ -457,6 +457,17 @@ class HandOvers:
                 return (field, "identity_mismatch", f"the {side} side's {field}: {why}")
         if bedside:
             order = self._packs.orders.get(uow, unit.order_id)
+            # the patient is the ordering site's: its staff check them at the bedside, never
+            # the making site's (it would answer yes/no to another site's patient identifiers)
+            try:
+                authorize(actor, Permission.PACKS_MOVE, one_of=[order.site_id])
+            except Forbidden as exc:
+                raise Forbidden(
+                    "patient: the bedside check is the ordering site's; hand the unit to its"
+                    " staff for it",
+                    field="patient",
+                    code=exc.code,
+                ) from exc
             try:
                 require_patient(
                     self._packs.orders,
@@ -466,7 +477,7 @@ class HandOvers:
                     shown.patient,
                     purpose="the bedside check",
                     permission=Permission.PACKS_MOVE,
-                    one_of=list(pack_sites(uow, unit)),
+                    one_of=[order.site_id],
                 )
             except Refused as exc:
                 return ("patient", exc.code, exc.message)
