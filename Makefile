@@ -16,11 +16,16 @@ WORKERS ?= auto
 
 # Versions come from constraints.txt (every package pinned, so two installs are the same);
 # `make constraints` refreshes it from a working .venv (docs/testing.md).
+# pip is not quiet: a first install takes minutes, and its lines show what it is doing
 $(STAMP): pyproject.toml constraints.txt
+	@echo "==> 1/3 creating the Python environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "==> 2/3 updating pip"
+	$(BIN)/python -m pip install --progress-bar off -c constraints.txt --upgrade pip
+	@echo "==> 3/3 installing nearfab and its pinned dependencies (constraints.txt); a few minutes the first time"
+	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+	@echo "==> installed; next: make demo (serves the demo network) or make test"
 
 install: $(STAMP)
 
