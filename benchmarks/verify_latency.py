@@ -413,7 +413,7 @@ async def _open(port: int, requests: list[bytes], clients: int, seconds: float, 
         latencies.append(time.perf_counter() - due)
 
     start = time.perf_counter()
-    total = int(rate * seconds)
+    total = max(1, int(rate * seconds))  # a tiny run on a busy machine still sends one
     tasks = []
     for i in range(total):
         due = start + i / rate
@@ -556,76 +556,78 @@ def main() -> None:
         procs = [ctx.Process(target=_serve, args=(data_dir, sock, ready)) for _ in range(workers)]
         for proc in procs:
             proc.start()
-        for _ in procs:
-            ready.get(timeout=120)
-        import httpx
+        try:
+            for _ in procs:
+                ready.get(timeout=120)
+            import httpx
 
-        for _ in range(100):
-            try:
-                token = httpx.post(
-                    f"http://127.0.0.1:{port}/api/v1/auth/token",
-                    json={"username": "pharmacist", "password": fh.TEST_PASSWORD},
-                ).json()["access_token"]
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        verify = [
-            _request("POST", "/api/v1/verify", token, json.dumps({"scan": s}).encode())
-            for s in scans
-        ]
-        ping = [_request("GET", "/bench/ping", token, None)]
-        # the packs verify as good ones (status ok), so the load measures the path that
-        # matters: signature and signed-facts checks that pass (answered 200 either way)
-        answers = [
-            httpx.post(
-                f"http://127.0.0.1:{port}/api/v1/verify",
-                json={"scan": s},
-                headers={"Authorization": f"Bearer {token}"},
-            ).json()
-            for s in scans[:: max(1, len(scans) // 20)]
-        ]
-        bad = [a for a in answers if a.get("status") != "ok"]
-        assert not bad, bad[:3]
-        prechecked += len(answers)
-        for clients in args.clients:
-            base_sat, base_cpu = _measured(procs, port, ping, clients, args.seconds)
-            sat, cpu = _measured(procs, port, verify, clients, args.seconds)
-            rate = max(1.0, sat["rps"] * args.load)
-            (base_open,) = _run_load(port, ping, [("open", clients, args.seconds, rate)])
-            (at_load,) = _run_load(port, verify, [("open", clients, args.seconds, rate)])
-            results["runs"].append(
-                {
-                    "workers": workers,
-                    "clients": clients,
-                    "rps": sat["rps"],
-                    "saturated_p50_ms": sat["p50_ms"],
-                    "saturated_p99_ms": sat["p99_ms"],
-                    "baseline_rps": base_sat["rps"],
-                    "baseline_saturated_p99_ms": base_sat["p99_ms"],
-                    "rps_vs_baseline": round(sat["rps"] / base_sat["rps"], 3),
-                    # server CPU per request at saturation: on a machine shared with other
-                    # work the steadier comparison (bare / verify: the rps ratio a machine
-                    # given to the server alone would show while its CPU is the limit)
-                    "cpu_ms_per_verify": cpu,
-                    "cpu_ms_per_bare": base_cpu,
-                    "cpu_vs_baseline": round(base_cpu / cpu, 3) if cpu and base_cpu else None,
-                    "open_loop_rps": at_load["offered_rps"],
-                    "p50_ms": at_load["p50_ms"],
-                    "p99_ms": at_load["p99_ms"],
-                    "baseline_open_loop_p99_ms": base_open["p99_ms"],
-                    "requests": sat["requests"] + at_load["requests"],
-                    "errors": sat["errors"],
-                    "errors_open_loop": at_load["errors"],
-                    "baseline_errors": {**base_sat["errors"], **base_open["errors"]},
-                    "batches_scanned": sat["distinct"],
-                    "batches_scanned_open_loop": at_load["distinct"],
-                }
-            )
-        for proc in procs:
-            proc.terminate()  # SIGTERM: uvicorn shuts down, the worker flushes its log
-        for proc in procs:
-            proc.join(timeout=30)
-        sock.close()
+            for _ in range(100):
+                try:
+                    token = httpx.post(
+                        f"http://127.0.0.1:{port}/api/v1/auth/token",
+                        json={"username": "pharmacist", "password": fh.TEST_PASSWORD},
+                    ).json()["access_token"]
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            verify = [
+                _request("POST", "/api/v1/verify", token, json.dumps({"scan": s}).encode())
+                for s in scans
+            ]
+            ping = [_request("GET", "/bench/ping", token, None)]
+            # the packs verify as good ones (status ok), so the load measures the path that
+            # matters: signature and signed-facts checks that pass (answered 200 either way)
+            answers = [
+                httpx.post(
+                    f"http://127.0.0.1:{port}/api/v1/verify",
+                    json={"scan": s},
+                    headers={"Authorization": f"Bearer {token}"},
+                ).json()
+                for s in scans[:: max(1, len(scans) // 20)]
+            ]
+            bad = [a for a in answers if a.get("status") != "ok"]
+            assert not bad, bad[:3]
+            prechecked += len(answers)
+            for clients in args.clients:
+                base_sat, base_cpu = _measured(procs, port, ping, clients, args.seconds)
+                sat, cpu = _measured(procs, port, verify, clients, args.seconds)
+                rate = max(1.0, sat["rps"] * args.load)
+                (base_open,) = _run_load(port, ping, [("open", clients, args.seconds, rate)])
+                (at_load,) = _run_load(port, verify, [("open", clients, args.seconds, rate)])
+                results["runs"].append(
+                    {
+                        "workers": workers,
+                        "clients": clients,
+                        "rps": sat["rps"],
+                        "saturated_p50_ms": sat["p50_ms"],
+                        "saturated_p99_ms": sat["p99_ms"],
+                        "baseline_rps": base_sat["rps"],
+                        "baseline_saturated_p99_ms": base_sat["p99_ms"],
+                        "rps_vs_baseline": round(sat["rps"] / base_sat["rps"], 3),
+                        # server CPU per request at saturation: on a machine shared with other
+                        # work the steadier comparison (bare / verify: the rps ratio a machine
+                        # given to the server alone would show while its CPU is the limit)
+                        "cpu_ms_per_verify": cpu,
+                        "cpu_ms_per_bare": base_cpu,
+                        "cpu_vs_baseline": round(base_cpu / cpu, 3) if cpu and base_cpu else None,
+                        "open_loop_rps": at_load["offered_rps"],
+                        "p50_ms": at_load["p50_ms"],
+                        "p99_ms": at_load["p99_ms"],
+                        "baseline_open_loop_p99_ms": base_open["p99_ms"],
+                        "requests": sat["requests"] + at_load["requests"],
+                        "errors": sat["errors"],
+                        "errors_open_loop": at_load["errors"],
+                        "baseline_errors": {**base_sat["errors"], **base_open["errors"]},
+                        "batches_scanned": sat["distinct"],
+                        "batches_scanned_open_loop": at_load["distinct"],
+                    }
+                )
+        finally:  # a failed run leaves no server behind (nor a caller waiting on its pipes)
+            for proc in procs:
+                proc.terminate()  # SIGTERM: uvicorn shuts down, the worker flushes its log
+            for proc in procs:
+                proc.join(timeout=30)
+            sock.close()
     # every verification is logged: the group-commit writers lose nothing once flushed
     with app.uow() as uow:
         logged = uow.session.scalar(
