@@ -46,9 +46,14 @@ from nearfab.production import (
 )
 from nearfab.production.kit import MachineKit
 from nearfab.production.runner import NetworkRunner
-from nearfab.quality import BatchDispositioned, QualityService, validate_release_rule
+from nearfab.quality import (
+    BatchDispositioned,
+    QmsService,
+    QualityService,
+    validate_release_rule,
+    work_in_progress,
+)
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
-from nearfab.quality import QmsService, work_in_progress
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (

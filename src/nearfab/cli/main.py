@@ -17,7 +17,6 @@ from nearfab.cli.batches import app as batches_app
 from nearfab.cli.collections import collected as collected_command
 from nearfab.cli.collections import pre_collection as pre_collection_command
 from nearfab.cli.comparability import app as comparability_app
-from nearfab.cli.qa import app as qa_app
 from nearfab.cli.context import (
     CliState,
     DataDir,
@@ -38,6 +37,7 @@ from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
+from nearfab.cli.qa import app as qa_app
 from nearfab.cli.users import app as users_app
 from nearfab.cli.vigilance import app as vigilance_app
 from nearfab.common.errors import DomainError, ValidationFailed
