@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from nearfab.common.errors import NotFound, Refused
 from nearfab.common.ids import new_id
+from nearfab.common.inputs import nonempty_text
 from nearfab.db import Base
 from nearfab.identity import (
     Actor,
@@ -81,13 +82,6 @@ class ChangeControl(Base):
     implemented_by: Mapped[str | None] = mapped_column(String(64))
 
 
-def _text(v: str) -> str:
-    v = v.strip()
-    if not v:
-        raise ValueError("must not be empty")
-    return v
-
-
 class ChangeControlIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,7 +90,7 @@ class ChangeControlIn(BaseModel):
     description: str = Field(max_length=4000)
     reason: str = Field(max_length=4000)
 
-    _nonempty = field_validator("title", "description", "reason")(_text)
+    _nonempty = field_validator("title", "description", "reason")(nonempty_text)
 
 
 class ChangeDecisionIn(BaseModel):
@@ -108,7 +102,7 @@ class ChangeDecisionIn(BaseModel):
     username: str | None = None
     totp: str | None = None
 
-    _nonempty = field_validator("reason")(_text)
+    _nonempty = field_validator("reason")(nonempty_text)
 
 
 class ChangeControlService:

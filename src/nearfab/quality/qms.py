@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
+from nearfab.common.inputs import nonempty_text
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -55,13 +56,6 @@ BATCH_IN_PROGRESS = (BatchStatus.IN_PROGRESS, BatchStatus.COMPLETED)  # made, no
 PackLookup = Callable[[UnitOfWork, str], str | None]
 
 
-def _text(v: str) -> str:
-    v = v.strip()
-    if not v:
-        raise ValueError("must not be empty")
-    return v
-
-
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +71,7 @@ class CapaIn(AssignIn):
     source_kind: CapaSource
     source_id: str | None = Field(default=None, max_length=32)
 
-    _nonempty = field_validator("title", "description")(_text)
+    _nonempty = field_validator("title", "description")(nonempty_text)
 
 
 class CapaCloseIn(BaseModel):
@@ -88,7 +82,7 @@ class CapaCloseIn(BaseModel):
     username: str | None = None
     totp: str | None = None
 
-    _nonempty = field_validator("effectiveness")(_text)
+    _nonempty = field_validator("effectiveness")(nonempty_text)
 
 
 class ComplaintIn(AssignIn):
@@ -98,7 +92,7 @@ class ComplaintIn(AssignIn):
     pack_serial: str | None = Field(default=None, max_length=20)
     batch_number: str | None = Field(default=None, max_length=20)
 
-    _nonempty = field_validator("reporter", "description")(_text)
+    _nonempty = field_validator("reporter", "description")(nonempty_text)
 
 
 class InvestigateIn(BaseModel):
@@ -106,7 +100,7 @@ class InvestigateIn(BaseModel):
 
     investigation: str = Field(max_length=4000)
 
-    _nonempty = field_validator("investigation")(_text)
+    _nonempty = field_validator("investigation")(nonempty_text)
 
 
 class ComplaintCloseIn(BaseModel):
@@ -115,7 +109,7 @@ class ComplaintCloseIn(BaseModel):
     conclusion: str = Field(max_length=4000)
     capa_id: str | None = None
 
-    _nonempty = field_validator("conclusion")(_text)
+    _nonempty = field_validator("conclusion")(nonempty_text)
 
 
 def _parse(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> Any:
