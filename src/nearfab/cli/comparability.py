@@ -10,6 +10,8 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    PasswordOpt,
+    UserOpt,
     console,
     done,
     emit_json,
@@ -24,10 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Sites held to one another (TOST, Cpk, charts of means) and proficiency testing.",
 )
-UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
-PasswordOpt = Annotated[
-    str, typer.Option("--password", prompt=True, hide_input=True, help="Their password.")
-]
 
 
 @app.command("report")

@@ -29,6 +29,11 @@ DataDir = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# who does it: --user, and a --password asked for (hidden) when not given
+UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
+PasswordOpt = Annotated[
+    str, typer.Option("--password", prompt=True, hide_input=True, help="Their password.")
+]
 
 console = Console()
 err_console = Console(stderr=True)

@@ -12,6 +12,8 @@ import typer
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    PasswordOpt,
+    UserOpt,
     console,
     done,
     emit_json,
@@ -24,11 +26,6 @@ from nearfab.cli.context import (
 from nearfab.common.errors import ValidationFailed
 from nearfab.orders.dose_schemas import DoseProposalOut, ObservationsRecordedOut
 from nearfab.orders.doseadjust import observation_dict, proposal_dict
-
-UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
-PasswordOpt = Annotated[
-    str, typer.Option("--password", prompt=True, hide_input=True, help="Their password.")
-]
 
 
 def _proposal_text(p: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    PasswordOpt,
+    UserOpt,
     console,
     done,
     emit_json,
@@ -27,10 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Deviations, complaints, CAPAs and change controls of every site; the annual report.",
 )
-UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
-PasswordOpt = Annotated[
-    str, typer.Option("--password", prompt=True, hide_input=True, help="Their password.")
-]
 OwnerOpt = Annotated[str, typer.Option(help="Who owns it (username).")]
 DueOpt = Annotated[str, typer.Option(help="Due date, YYYY-MM-DD.")]
 

@@ -11,6 +11,8 @@ import typer
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    PasswordOpt,
+    UserOpt,
     console,
     done,
     emit_json,
@@ -24,10 +26,6 @@ from nearfab.vigilance.schemas import AdverseEventOut, AdverseEventTraceOut
 from nearfab.vigilance.services import event_dict
 
 app = typer.Typer(no_args_is_help=True, help="Adverse events traced to every patient exposed.")
-UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
-PasswordOpt = Annotated[
-    str, typer.Option("--password", prompt=True, hide_input=True, help="Their password.")
-]
 
 
 @app.command("report")
