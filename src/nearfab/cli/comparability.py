@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from nearfab.bootstrap import App
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
@@ -21,6 +23,7 @@ from nearfab.cli.context import (
     use_case,
 )
 from nearfab.comparability.schemas import ReportOut, RoundOut, SuspensionOut
+from nearfab.identity import Actor
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -85,6 +88,19 @@ def _round_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _answer_round(
+    application: App, actor: Actor, as_json: bool, change: Callable[[Any], str]
+) -> None:
+    """Run `change` (it returns the round's id) and answer the round as it then stands, in the
+    same unit of work."""
+
+    def step(uow: Any) -> dict[str, Any]:
+        return application.comparability.round(uow, actor, change(uow))
+
+    out = RoundOut.model_validate(use_case(application, as_json, step)).model_dump()
+    done(out, as_json, _round_text(out))
+
+
 @app.command("open-round")
 def open_round(
     ctx: typer.Context,
@@ -112,13 +128,12 @@ def open_round(
         "assigned_value": assigned_value,
         "sd_pt": sd_pt,
     }
-
-    def step(uow: Any) -> dict[str, Any]:
-        row = application.comparability.open_round(uow, actor, data)
-        return application.comparability.round(uow, actor, row.id)
-
-    out = RoundOut.model_validate(use_case(application, as_json, step)).model_dump()
-    done(out, as_json, _round_text(out))
+    _answer_round(
+        application,
+        actor,
+        as_json,
+        lambda uow: application.comparability.open_round(uow, actor, data).id,
+    )
 
 
 @app.command("enter-result")
@@ -136,14 +151,13 @@ def enter_result(
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
 
-    def step(uow: Any) -> dict[str, Any]:
+    def change(uow: Any) -> str:
         application.comparability.enter_result(
             uow, actor, round_id, {"site_id": site, "value": value}
         )
-        return application.comparability.round(uow, actor, round_id)
+        return round_id
 
-    out = RoundOut.model_validate(use_case(application, as_json, step)).model_dump()
-    done(out, as_json, _round_text(out))
+    _answer_round(application, actor, as_json, change)
 
 
 @app.command("score")
@@ -159,12 +173,11 @@ def score(
     application = state(ctx, data_dir).app()
     actor = signed_in(application, user, password, as_json)
 
-    def step(uow: Any) -> dict[str, Any]:
+    def change(uow: Any) -> str:
         application.comparability.score_round(uow, actor, round_id)
-        return application.comparability.round(uow, actor, round_id)
+        return round_id
 
-    out = RoundOut.model_validate(use_case(application, as_json, step)).model_dump()
-    done(out, as_json, _round_text(out))
+    _answer_round(application, actor, as_json, change)
 
 
 @app.command("suspensions")
