@@ -49,11 +49,11 @@ from nearfab.orders.kit import DoseRuleKit, ObservationIn, PrescriptionKits
 from nearfab.orders.models import Order, PatientIdentity
 from nearfab.orders.observations import read_observations
 from nearfab.orders.services import (
-    DEFAULT_LEAD_TIME,
     UNIT_MAX,
     Designer,
     DesignRequest,
     OrderService,
+    add_order,
     dose_text,
 )
 from nearfab.orders.vault import IdentityVault
@@ -493,33 +493,20 @@ class DoseAdjustment:
             )
         except DomainError as exc:  # a failed signing attempt is on record too
             refuse(uow, actor, exc, "dose_proposal", row.id, site_id=row.site_id)
-        new = Order(
-            id=new_id("ord"),
+        new = add_order(
+            uow,
+            mf,
             prescription_id=order.prescription_id,
             patient_id=order.patient_id,
             site_id=order.site_id,
-            resubmit_of=None,
-            supersedes=order.id,
-            prescription_version=order.prescription_version + 1,
-            master_file_id=mf.id,
-            master_file_code=mf.code,
-            master_file_version=mf.version,
-            product_family=mf.product_family,
-            status=OrderStatus.RECEIVED.value,
             medication=order.medication,
-            dose_value=dose.value,
-            dose_unit=dose.unit,
+            dose=dose,
             doses_per_day=order.doses_per_day,
             units=order.units,
-            patient_group=None,
-            design=None,
-            stop_reason=None,
-            need_by=now + DEFAULT_LEAD_TIME,
-            created_at=now,
-            updated_at=now,
+            now=now,
+            supersedes=order.id,
+            prescription_version=order.prescription_version + 1,
         )
-        uow.session.add(new)
-        uow.flush()
         audit(
             uow,
             actor,

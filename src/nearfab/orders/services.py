@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -52,6 +52,54 @@ from nearfab.uow import UnitOfWork
 DEFAULT_LEAD_TIME = timedelta(days=3)
 IDENTIFIER_MAX = 255  # identifier system and value columns
 UNIT_MAX = 32  # the order's dose_unit column
+
+
+def add_order(
+    uow: UnitOfWork,
+    mf: MasterFile,
+    *,
+    prescription_id: str,
+    patient_id: str,
+    site_id: str,
+    medication: str,
+    dose: Quantity,
+    doses_per_day: float | None,
+    units: int,
+    now: datetime,
+    resubmit_of: str | None = None,
+    supersedes: str | None = None,
+    prescription_version: int = 1,
+) -> Order:
+    """A new order, RECEIVED under master file `mf` (its code, version and family), due
+    DEFAULT_LEAD_TIME after `now`, added and flushed; its audit row is the caller's to write."""
+    order = Order(
+        id=new_id("ord"),
+        prescription_id=prescription_id,
+        patient_id=patient_id,
+        site_id=site_id,
+        resubmit_of=resubmit_of,
+        supersedes=supersedes,
+        prescription_version=prescription_version,
+        master_file_id=mf.id,
+        master_file_code=mf.code,
+        master_file_version=mf.version,
+        product_family=mf.product_family,
+        status=OrderStatus.RECEIVED.value,
+        medication=medication,
+        dose_value=dose.value,
+        dose_unit=dose.unit,
+        doses_per_day=doses_per_day,
+        units=units,
+        patient_group=None,
+        design=None,
+        stop_reason=None,
+        need_by=now + DEFAULT_LEAD_TIME,
+        created_at=now,
+        updated_at=now,
+    )
+    uow.session.add(order)
+    uow.flush()
+    return order
 
 
 @dataclass(frozen=True)
@@ -512,31 +560,19 @@ class OrderService:
         )
         medication = (medication or rx.medication_text or mf.title).strip()
         medication = medication[:1].upper() + medication[1:]
-        order = Order(
-            id=new_id("ord"),
+        order = add_order(
+            uow,
+            mf,
             prescription_id=prescription.id,
             patient_id=patient.id,
             site_id=site_id,
-            resubmit_of=plan.replaces.id if plan.replaces is not None else None,
-            master_file_id=mf.id,
-            master_file_code=mf.code,
-            master_file_version=mf.version,
-            product_family=mf.product_family,
-            status=OrderStatus.RECEIVED.value,
             medication=medication,
-            dose_value=plan.dose.value,
-            dose_unit=plan.dose.unit,
+            dose=plan.dose,
             doses_per_day=rx.doses_per_day,
             units=plan.units,
-            patient_group=None,
-            design=None,
-            stop_reason=None,
-            need_by=now + DEFAULT_LEAD_TIME,
-            created_at=now,
-            updated_at=now,
+            now=now,
+            resubmit_of=plan.replaces.id if plan.replaces is not None else None,
         )
-        uow.session.add(order)
-        uow.flush()
         audit(
             uow,
             actor,
