@@ -216,6 +216,24 @@ class QmsService:
         )
         return row
 
+    def _open_item(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        kind: str,
+        row: Capa | Complaint,
+        content: dict[str, Any],
+        spec: AssignIn,
+        site_id: str | None,
+    ) -> None:
+        """Store a new quality item with its creation audit row (`content`) and its owner and
+        due date, in one transaction (committed)."""
+        uow.session.add(row)
+        uow.flush()
+        audit(uow, actor, AuditAction.CREATE, kind, row.id, new=content, site_id=site_id)
+        self._write_assignment(uow, actor, kind, row.id, spec, site_id)
+        uow.commit()
+
     def item_site(self, uow: UnitOfWork, kind: str, item_id: str) -> str | None:
         """The site a quality item belongs to (None: the network's)."""
         if kind == "deviation":
@@ -286,19 +304,7 @@ class QmsService:
             opened_at=uow.clock.now(),
             opened_by=actor.user_id,
         )
-        uow.session.add(row)
-        uow.flush()
-        audit(
-            uow,
-            actor,
-            AuditAction.CREATE,
-            "capa",
-            row.id,
-            new=self._capa_content(row),
-            site_id=site_id,
-        )
-        self._write_assignment(uow, actor, "capa", row.id, spec, site_id)
-        uow.commit()
+        self._open_item(uow, actor, "capa", row, self._capa_content(row), spec, site_id)
         return row
 
     def close_capa(
@@ -407,25 +413,14 @@ class QmsService:
             received_at=uow.clock.now(),
             recorded_by=actor.user_id,
         )
-        uow.session.add(row)
-        uow.flush()
-        audit(
-            uow,
-            actor,
-            AuditAction.CREATE,
-            "complaint",
-            row.id,
-            new={
-                "site_id": site_id,
-                "batch_number": row.batch_number,
-                "pack_serial": row.pack_serial,
-                "reporter": row.reporter,
-                "description": row.description,
-            },
-            site_id=site_id,
-        )
-        self._write_assignment(uow, actor, "complaint", row.id, spec, site_id)
-        uow.commit()
+        content = {
+            "site_id": site_id,
+            "batch_number": row.batch_number,
+            "pack_serial": row.pack_serial,
+            "reporter": row.reporter,
+            "description": row.description,
+        }
+        self._open_item(uow, actor, "complaint", row, content, spec, site_id)
         return row
 
     def investigate_complaint(
