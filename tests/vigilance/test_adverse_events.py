@@ -244,6 +244,19 @@ def test_the_pages(seeded: App) -> None:
     event_id = str(posted.url).rsplit("/", 1)[-1]
     exported = pharmacist.get(f"/adverse-events/{event_id}/trace.csv")
     assert exported.status_code == 200 and exported.text.startswith("adverse_event,relation")
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["content-disposition"] == (
+        f'attachment; filename="adverse-event-{event_id}.csv"'
+    )
+    pdf = pharmacist.get(f"/adverse-events/{event_id}/trace.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"] == (
+        f'attachment; filename="adverse-event-{event_id}.pdf"'
+    )
+    # an event that does not exist is answered as such, for both files
+    for kind in ("csv", "pdf"):
+        assert pharmacist.get(f"/adverse-events/ae_NOSUCH/trace.{kind}").status_code == 404
     clinician = fh.web_login(app, "clinician")
     assert clinician.get(f"/adverse-events/{event_id}").status_code == 403
     # a form without its token records nothing

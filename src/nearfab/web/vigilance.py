@@ -5,12 +5,13 @@ with its patient; CSV and PDF downloads)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can
 from nearfab.web.chain import refusal_words
@@ -80,31 +81,30 @@ def adverse_event_page(
 def adverse_event_csv(
     request: Request, event_id: str, actor: Annotated[Actor, page(Permission.TRACE_READ)]
 ) -> Response:
-    application = _app(request)
-    try:
-        with application.uow() as uow:
-            text = application.vigilance.trace_csv(uow, actor, event_id)
-    except DomainError as exc:
-        return _not_found(request, actor, exc, event_id)
-    return Response(
-        text,
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="adverse-event-{event_id}.csv"'},
-    )
+    return _trace_file(request, actor, event_id, "csv")
 
 
 @router.get("/adverse-events/{event_id}/trace.pdf")
 def adverse_event_pdf(
     request: Request, event_id: str, actor: Annotated[Actor, page(Permission.TRACE_READ)]
 ) -> Response:
+    return _trace_file(request, actor, event_id, "pdf")
+
+
+def _trace_file(
+    request: Request, actor: Actor, event_id: str, kind: Literal["csv", "pdf"]
+) -> Response:
+    """The trace as a download; an event the reader may not see is answered as not found."""
     application = _app(request)
     try:
         with application.uow() as uow:
-            pdf = application.vigilance.trace_pdf(uow, actor, event_id)
+            if kind == "csv":
+                body: str | bytes = application.vigilance.trace_csv(uow, actor, event_id)
+            else:
+                body = application.vigilance.trace_pdf(uow, actor, event_id)
     except DomainError as exc:
         return _not_found(request, actor, exc, event_id)
+    media_type = "text/csv" if kind == "csv" else "application/pdf"
     return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="adverse-event-{event_id}.pdf"'},
+        body, media_type=media_type, headers=attachment(f"adverse-event-{event_id}.{kind}")
     )
