@@ -14,13 +14,13 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    app_as,
     console,
     done,
     emit_json,
     fail,
     local_actor,
     signed_in,
-    signer,
     state,
     use_case,
 )
@@ -126,8 +126,7 @@ def sign_step(
     """Perform a manual step: its entry values and your e-signature ("performed by")."""
     from nearfab.api.records import signoff_dict
 
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     try:
         values = _entries(entry or [])
     except ValidationFailed as exc:
@@ -158,8 +157,7 @@ def verify_step(
     """Verify a critical entry as a second person ("verified by")."""
     from nearfab.api.records import signoff_dict
 
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     signoff = use_case(
         application,
         as_json,
@@ -185,8 +183,7 @@ def open_deviation(
     data_dir: DataDir = None,
 ) -> None:
     """Open a deviation on a batch (naming a step lets later steps be signed before it)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     dev = use_case(
         application,
         as_json,
@@ -212,8 +209,7 @@ def review_audit_trail(
     data_dir: DataDir = None,
 ) -> None:
     """As a QP, sign that the batch's audit trail was reviewed (bound to its rows now)."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     review = use_case(
         application,
         as_json,
@@ -257,8 +253,7 @@ def followup_result(
 ) -> None:
     """As QA or a QP, enter (e-signed) a result that was pending at release; a fail opens an
     investigation and notifies the treating prescriber. A second entry needs --reason."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     fu = use_case(
         application,
         as_json,
@@ -300,8 +295,7 @@ def request_exceptional_release(
 ) -> None:
     """As the treating physician, ask (e-signed) for the exceptional release of an
     out-of-specification batch; the QP then certifies it with `certify-exceptional`."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     row = use_case(
         application,
         as_json,
@@ -344,8 +338,7 @@ def certify_exceptional(
     physician's signed request (refused without it)."""
     from nearfab.readmodels import review_dict
 
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     review = use_case(
         application,
         as_json,
@@ -509,8 +502,7 @@ def lab_result(
     """As the analyst (QA or a QP), enter e-signed laboratory results of a batch before the
     QP's decision; the release proposal is evaluated again with them. A result already entered
     needs --reason (a correction)."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     try:
         results = _results(result)
     except ValidationFailed as exc:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nearfab.cli.context import done, signed_in, signer, state, use_case
+from nearfab.cli.context import app_as, done, use_case
 from nearfab.common.errors import ValidationFailed
 from nearfab.scheduling.services.collections import appointment_dict
 from nearfab.scheduling.services.consent import record_dict
@@ -41,8 +41,7 @@ def pre_collection(
 ) -> None:
     """Record (e-signed) one of the records the order's family requires before the
     collection: a clinician of the ordering site."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
         row = application.scheduling.record_pre_collection(
@@ -74,8 +73,7 @@ def collected(
     """Record that the collection happened, with the patient's identifier and the family's
     chain identifier; refused (exit 2, audited) on a mismatch or before the pre-collection
     records."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
         when = None

@@ -14,12 +14,10 @@ from nearfab.cli.context import (
     JsonOpt,
     PasswordOpt,
     UserOpt,
+    app_as,
     console,
     done,
     emit_json,
-    signed_in,
-    signer,
-    state,
     use_case,
 )
 from nearfab.comparability.schemas import ReportOut, RoundOut, SuspensionOut
@@ -42,8 +40,7 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Each site (machine, lot, month) against the network; what drifts is flagged."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = ReportOut.model_validate(
         use_case(
             application, as_json, lambda uow: application.comparability.report(uow, actor, code, by)
@@ -117,8 +114,7 @@ def open_round(
     data_dir: DataDir = None,
 ) -> None:
     """The control site sends blind reference samples to the sites."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     data = {
         "master_file_code": code,
         "attribute": attribute,
@@ -148,8 +144,7 @@ def enter_result(
     data_dir: DataDir = None,
 ) -> None:
     """A site's result on the blind sample."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def change(uow: Any) -> str:
         application.comparability.enter_result(
@@ -170,8 +165,7 @@ def score(
     data_dir: DataDir = None,
 ) -> None:
     """ISO 13528 z-scores; sites with |z| > 3 are suspended from the master file."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def change(uow: Any) -> str:
         application.comparability.score_round(uow, actor, round_id)
@@ -189,8 +183,7 @@ def suspensions(
     data_dir: DataDir = None,
 ) -> None:
     """Suspensions, active and lifted."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     rows = use_case(
         application, as_json, lambda uow: application.comparability.suspensions(uow, actor)
     )
@@ -214,8 +207,7 @@ def close_capa(
     data_dir: DataDir = None,
 ) -> None:
     """Close the site's CAPA with your e-signature; the suspension is lifted."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     data = {"capa_reference": capa, "summary": summary, "password": password, "username": user}
     row = use_case(
         application,

@@ -136,3 +136,19 @@ def signer(application: App, username: str, password: str, as_json: bool) -> Act
     if actor is None:
         return signed_in(application, username, password, as_json)  # refused, audited
     return actor
+
+
+def app_as(
+    ctx: typer.Context,
+    data_dir: Path | None,
+    username: str,
+    password: str,
+    as_json: bool,
+    *,
+    signing: bool = False,
+) -> tuple[App, Actor]:
+    """The invocation's app and the person behind --user/--password: `signed_in`, or `signer`
+    when the command's use case signs with that password (`signing=True`)."""
+    application = state(ctx, data_dir).app()
+    who = signer if signing else signed_in
+    return application, who(application, username, password, as_json)

@@ -10,12 +10,12 @@ import typer
 
 from nearfab.bootstrap import App
 from nearfab.cli.context import (
+    app_as,
     console,
     done,
     emit_json,
     err_console,
     local_actor,
-    signed_in,
     state,
     use_case,
 )
@@ -131,8 +131,7 @@ def pack(
 ) -> None:
     """Pack released packs into a new shipping container (SSCC) for a site (EPCIS
     AggregationEvent ADD, packing)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
@@ -156,8 +155,7 @@ def unpack(
     data_dir: DataDir = None,
 ) -> None:
     """On receipt: take the packs out of a container (EPCIS AggregationEvent DELETE)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
@@ -182,8 +180,7 @@ def destroy(
     data_dir: DataDir = None,
 ) -> None:
     """Destroy rejected, recalled or expired packs (QP or pharmacist)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     chain = application.custody_chain
 
     def step(uow: UnitOfWork) -> str:
@@ -319,8 +316,7 @@ def hand_over(
     """Hand a unit to the next step of its chain, scanned on both sides (with the family's
     chain identifier, and the patient at the bedside, when the family has one). A mismatch is
     refused (exit 2) and holds the unit until a QP judges it."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
         row = application.custody.hand_over(
@@ -367,8 +363,7 @@ def storage_log(
     from nearfab.cli.context import fail
     from nearfab.common.errors import ValidationFailed
 
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     readings = []
     for text in reading:
         when, _, value = text.rpartition("=")
@@ -409,8 +404,7 @@ def prepare(
     data_dir: DataDir = None,
 ) -> None:
     """Record that a unit was prepared for use: its in-use period starts."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
         row = application.custody.prepare(uow, actor, scan=scan)
@@ -436,8 +430,7 @@ def judge_hold(
     data_dir: DataDir = None,
 ) -> None:
     """A QP judges a held unit: resume its chain, or reject it for good."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
         row = application.custody.judge_hold(

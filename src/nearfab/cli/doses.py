@@ -14,13 +14,11 @@ from nearfab.cli.context import (
     JsonOpt,
     PasswordOpt,
     UserOpt,
+    app_as,
     console,
     done,
     emit_json,
     fail,
-    signed_in,
-    signer,
-    state,
     use_case,
 )
 from nearfab.common.errors import ValidationFailed
@@ -53,8 +51,7 @@ def observations(
 ) -> None:
     """Record the patient's observations (weight, height, a drug level) from a FHIR file, or
     list them; a dose rule's proposal, if any, is shown (it changes no dose by itself)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     adjust = application.dose_adjustment
     if file is None:
         rows = use_case(application, as_json, lambda uow: adjust.observations(uow, actor, order_id))
@@ -95,8 +92,7 @@ def propose(
     data_dir: DataDir = None,
 ) -> None:
     """The dose the master file's rule gives now from the latest observations."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     row = use_case(
         application, as_json, lambda uow: application.dose_adjustment.propose(uow, actor, order_id)
     )
@@ -113,8 +109,7 @@ def proposals(
     data_dir: DataDir = None,
 ) -> None:
     """The order's dose proposals, newest first."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     rows = use_case(
         application,
         as_json,
@@ -137,8 +132,7 @@ def _decide(
     as_json: bool,
     data_dir: Path | None,
 ) -> None:
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     data = {
         "username": user,
         "password": password,

@@ -21,13 +21,12 @@ from nearfab.cli.context import (
     CliState,
     DataDir,
     JsonOpt,
+    app_as,
     console,
     emit_json,
     err_console,
     fail,
     local_actor,
-    signed_in,
-    signer,
     state,
     use_case,
 )
@@ -478,8 +477,7 @@ def release_sign(
     TOTP code where the site or master file demands it)."""
     from nearfab.readmodels import review_dict
 
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     review = use_case(
         application,
         as_json,
@@ -580,8 +578,7 @@ def dispense(
     as the hospital knows them (docs/patient-identification.md)."""
     from nearfab.orders import PresentedIdentifiers
 
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     presented = PresentedIdentifiers(
         patient=patient,
         nhs_number=nhs_number,

@@ -12,10 +12,9 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    app_as,
     console,
     emit_json,
-    signed_in,
-    signer,
     state,
     use_case,
 )
@@ -60,8 +59,7 @@ def telemetry_retention(
     data_dir: DataDir = None,
 ) -> None:
     """Replace old raw readings by per-bucket mean, min and max (audited)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     result = use_case(
         application,
         as_json,
@@ -152,8 +150,7 @@ def models_train(
     data_dir: DataDir = None,
 ) -> None:
     """Fit a draft model from qualified runs (released batches); a QP must approve it."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     model = use_case(
         application,
         as_json,
@@ -226,8 +223,7 @@ def models_approve(
     data_dir: DataDir = None,
 ) -> None:
     """QP approval by e-signature; the previous version is retired."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     model = use_case(
         application,
         as_json,
@@ -284,8 +280,7 @@ def alarms_close(
     data_dir: DataDir = None,
 ) -> None:
     """Close an alarm with a documented disposition."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     alarm = use_case(
         application,
         as_json,

@@ -14,12 +14,10 @@ from nearfab.cli.context import (
     JsonOpt,
     PasswordOpt,
     UserOpt,
+    app_as,
     console,
     done,
     emit_json,
-    signed_in,
-    signer,
-    state,
     use_case,
 )
 from nearfab.qaschemas import CapaOut, ChangeControlOut, ComplaintOut, row_dict
@@ -42,8 +40,7 @@ def view(
     data_dir: DataDir = None,
 ) -> None:
     """Open items by due date (overdue marked), counts by site and owner, monthly trend."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = use_case(application, as_json, lambda uow: central_qa(application, uow, actor))
     if as_json:
         emit_json(out)
@@ -75,8 +72,7 @@ def complaint(
     data_dir: DataDir = None,
 ) -> None:
     """Record a complaint about a pack or a batch."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     data: dict[str, Any] = {
         "site_id": site,
         "reporter": reporter,
@@ -105,8 +101,7 @@ def close_capa(
     data_dir: DataDir = None,
 ) -> None:
     """A QP closes the CAPA (e-signature: the password signs)."""
-    application = state(ctx, data_dir).app()
-    actor = signer(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     data = {"effectiveness": effectiveness, "password": password, "username": user}
     out = use_case(
         application,
@@ -129,8 +124,7 @@ def change(
     data_dir: DataDir = None,
 ) -> None:
     """Raise a change control of a master file; prints its impact on every site."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     data = {
         "proposed_master_file_id": proposed,
         "title": title,
@@ -175,8 +169,7 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """The annual report a control site owes its regulator for one master file."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = use_case(
         application, as_json, lambda uow: annual_report(application, uow, actor, code, year)
     )

@@ -13,12 +13,11 @@ from nearfab.cli.context import (
     JsonOpt,
     PasswordOpt,
     UserOpt,
+    app_as,
     console,
     done,
     emit_json,
     fail,
-    signed_in,
-    state,
     use_case,
 )
 from nearfab.common.errors import ValidationFailed
@@ -43,8 +42,7 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Report an adverse event against a pack (a FHIR AdverseEvent file, or the form's fields)."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     if file is not None:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -69,8 +67,7 @@ def trace(
     data_dir: DataDir = None,
 ) -> None:
     """The pack's batch, machine, site and lots, and every pack of those lots and its patient."""
-    application = state(ctx, data_dir).app()
-    actor = signed_in(application, user, password, as_json)
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
     vigilance = application.vigilance
     found = AdverseEventTraceOut.model_validate(
         use_case(application, as_json, lambda uow: vigilance.trace(uow, actor, event_id))
