@@ -35,6 +35,7 @@ from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
+    Signature,
     SignatureService,
     audit,
     audited_transition,
@@ -425,6 +426,29 @@ class DoseAdjustment:
             )
         return row, spec
 
+    def _sign(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        row: DoseProposal,
+        spec: DoseDecisionIn,
+        decision: str,
+    ) -> Signature:
+        """The clinician's e-signature of `decision` on the proposal; a failed signing attempt
+        is on record too (refused, rolled back, raised)."""
+        try:
+            return self._signatures.sign(
+                uow,
+                actor,
+                **spec.signing(),
+                record_type="dose_proposal",
+                record_id=row.id,
+                content=self._signed(row, decision, spec.reason),
+                site_id=row.site_id,
+            )
+        except DomainError as exc:
+            refuse(uow, actor, exc, "dose_proposal", row.id, site_id=row.site_id)
+
     def _signed(self, row: DoseProposal, decision: str, reason: str | None) -> dict[str, Any]:
         """What the clinician's signature is bound to."""
         return {
@@ -481,18 +505,7 @@ class DoseAdjustment:
                 field="dose",
                 code="outside_envelope",
             ) from None
-        try:
-            signature = self._signatures.sign(
-                uow,
-                actor,
-                **spec.signing(),
-                record_type="dose_proposal",
-                record_id=row.id,
-                content=self._signed(row, "accepted", spec.reason),
-                site_id=row.site_id,
-            )
-        except DomainError as exc:  # a failed signing attempt is on record too
-            refuse(uow, actor, exc, "dose_proposal", row.id, site_id=row.site_id)
+        signature = self._sign(uow, actor, row, spec, "accepted")
         new = add_order(
             uow,
             mf,
@@ -583,18 +596,7 @@ class DoseAdjustment:
         is unchanged."""
         row, spec = self._decision(uow, actor, proposal_id, data)
         require_reason(spec.reason, "rejecting a dose proposal")
-        try:
-            signature = self._signatures.sign(
-                uow,
-                actor,
-                **spec.signing(),
-                record_type="dose_proposal",
-                record_id=row.id,
-                content=self._signed(row, "rejected", spec.reason),
-                site_id=row.site_id,
-            )
-        except DomainError as exc:
-            refuse(uow, actor, exc, "dose_proposal", row.id, site_id=row.site_id)
+        signature = self._sign(uow, actor, row, spec, "rejected")
         audited_transition(
             uow,
             actor,
