@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from nearfab.bootstrap import App, build_app
-from nearfab.common.errors import DomainError
+from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.config import Settings
 from nearfab.identity import Actor, KeyMismatch, actor_of
 
@@ -105,6 +105,15 @@ def fail(exc: DomainError, as_json: bool = False) -> NoReturn:
             f"[bold red]refused[/] ({exc.code}){escape(where)}: {escape(exc.message)}"
         )
     raise typer.Exit(code=2)
+
+
+def read_json_file(path: Path, as_json: bool, field: str = "file") -> Any:
+    """The JSON document in the file given with --`field`; unreadable or not JSON: a refusal
+    naming the field, exit code 2."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(ValidationFailed(f"{field}: {exc}", field=field), as_json)
 
 
 T = TypeVar("T")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +17,9 @@ from nearfab.cli.context import (
     console,
     done,
     emit_json,
-    fail,
+    read_json_file,
     use_case,
 )
-from nearfab.common.errors import ValidationFailed
 from nearfab.orders.dose_schemas import DoseProposalOut, ObservationsRecordedOut
 from nearfab.orders.doseadjust import observation_dict, proposal_dict
 
@@ -61,10 +59,7 @@ def observations(
         for r in rows:
             console.print(f"{r['effective_at']}  {r['code']}  {r['value']:g} {r['unit']}")
         return
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(ValidationFailed(f"file: {exc}", field="file"), as_json)
+    document = read_json_file(file, as_json)
     recorded = use_case(
         application,
         as_json,

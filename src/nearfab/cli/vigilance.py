@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +16,9 @@ from nearfab.cli.context import (
     console,
     done,
     emit_json,
-    fail,
+    read_json_file,
     use_case,
 )
-from nearfab.common.errors import ValidationFailed
 from nearfab.vigilance.schemas import AdverseEventOut, AdverseEventTraceOut
 from nearfab.vigilance.services import event_dict
 
@@ -44,10 +42,7 @@ def report(
     """Report an adverse event against a pack (a FHIR AdverseEvent file, or the form's fields)."""
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     if file is not None:
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            fail(ValidationFailed(f"file: {exc}", field="file"), as_json)
+        data = read_json_file(file, as_json)
     else:
         data = {"scan": scan, "description": description, "seriousness": seriousness}
     row = use_case(application, as_json, lambda uow: application.vigilance.report(uow, actor, data))
