@@ -116,6 +116,15 @@ def read_json_file(path: Path, as_json: bool, field: str = "file") -> Any:
         fail(ValidationFailed(f"{field}: {exc}", field=field), as_json)
 
 
+def write_report(path: Path, pdf: Callable[[], bytes], csv: Callable[[], str]) -> None:
+    """Write a report to `path`: PDF when it ends in .pdf (any case), else CSV (UTF-8); only
+    the chosen one is made."""
+    if path.suffix.lower() == ".pdf":
+        path.write_bytes(pdf())
+    else:
+        path.write_text(csv(), encoding="utf-8")
+
+
 T = TypeVar("T")
 
 

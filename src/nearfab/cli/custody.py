@@ -18,6 +18,7 @@ from nearfab.cli.context import (
     local_actor,
     state,
     use_case,
+    write_report,
 )
 from nearfab.custody import Container
 from nearfab.uow import UnitOfWork
@@ -270,20 +271,19 @@ def recall_create(
         application, as_json, lambda uow: chain.recalls.report_rows(uow, local_actor(), recall.id)
     )
     if report is not None:
-        if report.suffix.lower() == ".pdf":
-            data = use_case(
+        write_report(
+            report,
+            lambda: use_case(
                 application,
                 as_json,
                 lambda uow: chain.recalls.report_pdf(uow, local_actor(), recall.id),
-            )
-            report.write_bytes(data)
-        else:
-            text = use_case(
+            ),
+            lambda: use_case(
                 application,
                 as_json,
                 lambda uow: chain.recalls.report_csv(uow, local_actor(), recall.id),
-            )
-            report.write_text(text, encoding="utf-8")
+            ),
+        )
     done(
         {"recall_id": recall.id, "lot": lot, "units": len(rows), "rows": rows},
         as_json,

@@ -19,6 +19,7 @@ from nearfab.cli.context import (
     done,
     emit_json,
     use_case,
+    write_report,
 )
 from nearfab.qaschemas import CapaOut, ChangeControlOut, ComplaintOut, row_dict
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
@@ -174,10 +175,7 @@ def report(
         application, as_json, lambda uow: annual_report(application, uow, actor, code, year)
     )
     if out_file is not None:
-        if out_file.suffix.lower() == ".pdf":
-            out_file.write_bytes(annual_report_pdf(out))
-        else:
-            out_file.write_text(annual_report_csv(out), encoding="utf-8")
+        write_report(out_file, lambda: annual_report_pdf(out), lambda: annual_report_csv(out))
     if as_json:
         emit_json(out)
         return
