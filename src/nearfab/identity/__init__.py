@@ -54,6 +54,7 @@ from nearfab.identity.services.approvals import describe as approval_dict
 from nearfab.identity.services.approvals import file_request as request_approval
 from nearfab.identity.services.audit import audit_keys, read_checkpoint_file, stored_checkpoints
 from nearfab.identity.services.credentials import AccountPolicy, SecretBox
+from nearfab.identity.services.decisions import record_signed_decision
 from nearfab.identity.services.signatures import signature_hash
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "is_network_wide",
     "read_checkpoint_file",
     "record_hash",
+    "record_signed_decision",
     "refuse",
     "request_approval",
     "search_audit",

@@ -31,6 +31,7 @@ from nearfab.identity import (
     audited_transition,
     authorize,
     authorize_network,
+    record_signed_decision,
 )
 from nearfab.masterfiles.enums import MasterFileStatus
 from nearfab.masterfiles.models import MasterFile
@@ -267,7 +268,7 @@ class ChangeControlService:
             record_id=row.id,
             content={**self._content(row), "decision": target.value, "reason": spec.reason},
         )
-        audited_transition(
+        record_signed_decision(
             uow,
             actor,
             row,
@@ -276,10 +277,8 @@ class ChangeControlService:
             entity_type="change_control",
             label=f"change control {row.id}",
             reason=spec.reason,
-            extra={"signature_id": signature.id},
+            signature_id=signature.id,
         )
-        row.decided_at, row.decided_by = uow.clock.now(), actor.user_id
-        row.decision_reason, row.signature_id = spec.reason, signature.id
         uow.commit()
         return row
 

@@ -40,6 +40,7 @@ from nearfab.identity import (
     audit,
     audited_transition,
     authorize,
+    record_signed_decision,
     refuse,
 )
 from nearfab.masterfiles import MasterFileService, pydantic_to_domain
@@ -597,7 +598,7 @@ class DoseAdjustment:
         row, spec = self._decision(uow, actor, proposal_id, data)
         require_reason(spec.reason, "rejecting a dose proposal")
         signature = self._sign(uow, actor, row, spec, "rejected")
-        audited_transition(
+        record_signed_decision(
             uow,
             actor,
             row,
@@ -606,10 +607,8 @@ class DoseAdjustment:
             entity_type="dose_proposal",
             label=f"dose proposal {row.id}",
             reason=spec.reason,
+            signature_id=signature.id,
             site_id=row.site_id,
-            extra={"signature_id": signature.id},
         )
-        row.decided_at, row.decided_by = uow.clock.now(), actor.user_id
-        row.decision_reason, row.signature_id = spec.reason, signature.id
         uow.commit()
         return row
