@@ -133,6 +133,19 @@ def test_api_attacks_on_rounds_results_and_suspensions(seeded: App) -> None:
     wrong = client.post(close, json={**capa, "password": "wrong"}, headers=who["qp"])
     assert wrong.status_code in (401, 422) and "password" in json.dumps(wrong.json())
     assert client.get(sus, headers=who["qp"]).json()[0]["status"] == "active"
+    # the web form: a wrong password is refused on the page and changes nothing (without the
+    # username the refusal would be the first-signature rule instead)
+    qp_web = fh.web_login(app, "qp")
+    form = {
+        **capa,
+        "username": "qp",
+        "password": "wrong",
+        "csrf_token": fh.csrf(qp_web.get("/comparability").text),
+    }
+    page = qp_web.post(f"/proficiency/suspensions/{own['id']}/close", data=form)
+    assert page.status_code == 200
+    assert "Refused: signature refused: the user ID or password does not match" in page.text
+    assert client.get(sus, headers=who["qp"]).json()[0]["status"] == "active"
     done = client.post(close, json={**capa, "username": "qp"}, headers=who["qp"])
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "lifted" and done.json()["signature_id"]

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.identity import Actor, Permission, can, can_network
+from nearfab.web.forms import signature
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
 
 router = APIRouter(include_in_schema=False)
@@ -419,9 +420,7 @@ def close_capa_form(
                 {
                     "capa_reference": capa_reference,
                     "summary": summary,
-                    "password": password,
-                    "username": username or None,
-                    "totp": totp or None,
+                    **signature(password, username, totp),
                 },
             )
     except DomainError as exc:

@@ -18,6 +18,7 @@ from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can
 from nearfab.readmodels import order_view
 from nearfab.web.chain import refusal_words
+from nearfab.web.forms import signature
 from nearfab.web.pages import (
     _app,
     _check_csrf,
@@ -95,11 +96,9 @@ def certify(
                 batch_id,
                 decision="release",
                 exceptional=True,
-                password=password,
                 meaning=meaning or "QP exceptional release",
                 reason=reason or None,
-                username=username or None,
-                totp=totp or None,
+                **signature(password, username, totp),
             )
     except DomainError as exc:
         shown = hidden(exc, batch_id)

@@ -32,6 +32,7 @@ from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
 from nearfab.web.charts import measurement_chart_svg
+from nearfab.web.forms import signature
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -506,12 +507,10 @@ def release_sign(
                 actor,
                 batch_id,
                 decision=decision,
-                password=password,
                 meaning=meaning,
                 reason=reason or None,
                 record_hash=record_hash or None,
-                username=username or None,
-                totp=totp or None,
+                **signature(password, username, totp),
                 # the release of an out-of-specification batch at the physician's request
                 exceptional=bool(exceptional),
             )

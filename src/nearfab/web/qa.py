@@ -16,6 +16,7 @@ from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
 from nearfab.web.comparability import AMBER, BRAND, GREY, RED, _layout
+from nearfab.web.forms import signature
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
 
 router = APIRouter(include_in_schema=False)
@@ -194,9 +195,7 @@ def close_capa_form(
                 capa_id,
                 {
                     "effectiveness": effectiveness,
-                    "password": password,
-                    "username": username or None,
-                    "totp": totp or None,
+                    **signature(password, username, totp),
                 },
             )
     except DomainError as exc:
