@@ -123,29 +123,22 @@ def work_in_progress(uow: UnitOfWork, code: str, version: int) -> dict[str, dict
     """Per site: open orders and batches in progress under one master-file version (the
     change control's impact, wired in bootstrap)."""
     out: dict[str, dict[str, int]] = {}
-    orders = uow.session.execute(
-        select(Order.site_id, func.count())
-        .where(
-            Order.master_file_code == code,
-            Order.master_file_version == version,
-            Order.status.in_([s.value for s in OPEN_ORDER_STATUSES]),
-        )
-        .group_by(Order.site_id)
+    counted = (
+        (Order, OPEN_ORDER_STATUSES, "open_orders"),
+        (BatchRecord, BATCH_IN_PROGRESS, "batches_in_progress"),
     )
-    for site_id, n in orders:
-        out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})["open_orders"] = n
-    batches = uow.session.execute(
-        select(BatchRecord.site_id, func.count())
-        .where(
-            BatchRecord.master_file_code == code,
-            BatchRecord.master_file_version == version,
-            BatchRecord.status.in_([s.value for s in BATCH_IN_PROGRESS]),
+    for model, statuses, key in counted:
+        per_site = uow.session.execute(
+            select(model.site_id, func.count())
+            .where(
+                model.master_file_code == code,
+                model.master_file_version == version,
+                model.status.in_([s.value for s in statuses]),
+            )
+            .group_by(model.site_id)
         )
-        .group_by(BatchRecord.site_id)
-    )
-    for site_id, n in batches:
-        row = out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})
-        row["batches_in_progress"] = n
+        for site_id, n in per_site:
+            out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})[key] = n
     return out
 
 
