@@ -29,6 +29,7 @@ from nearfab.custody.kit import declares_chain_identifier, hand_over_steps
 from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, User, can
 from nearfab.uow import UnitOfWork
+from nearfab.web.forms import form_text
 from nearfab.web.pages import _app, _check_csrf, _not_found, hidden, page, render, templates, when
 
 router = APIRouter(include_in_schema=False)
@@ -154,7 +155,7 @@ async def _record(
     """Read the form, check the unit's sites (another site's unit: 404, before the form is
     read further) and the CSRF token, run the custody use case; back to the unit's page with
     what happened, or, for someone who may not read the chain, a page saying it."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     application = _app(request)
 
     def scope() -> None:
@@ -325,7 +326,7 @@ def station_page(
 async def station_hand_over(
     request: Request, actor: Annotated[Actor, page(Permission.PACKS_MOVE)]
 ) -> Response:
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     application = _app(request)
 
     def run() -> HandOver:

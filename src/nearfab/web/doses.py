@@ -21,6 +21,7 @@ from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.uow import UnitOfWork
 from nearfab.web.chain import form_time, refusal_words
+from nearfab.web.forms import form_text
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -99,7 +100,7 @@ async def _post(
 ) -> Response:
     """The record's site first (another site's: 404), then the CSRF token and the use case;
     back to the order's doses page with what happened or the refusal in words."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     application = _app(request)
 
     def scope() -> str:

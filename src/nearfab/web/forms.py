@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from fastapi import Request
+
 
 class Signature(TypedDict):
     """The e-signature fields of a signed form, as the services take them: the password as
@@ -17,3 +19,8 @@ class Signature(TypedDict):
 
 def signature(password: str, username: str, totp: str) -> Signature:
     return {"password": password, "username": username or None, "totp": totp or None}
+
+
+async def form_text(request: Request) -> dict[str, str]:
+    """The posted form's text fields (an uploaded file, never expected here, is left out)."""
+    return {k: v for k, v in (await request.form()).items() if isinstance(v, str)}

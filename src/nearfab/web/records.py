@@ -17,6 +17,7 @@ from nearfab.identity import Actor, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.labresults import ENTERED_BY, typed_value
 from nearfab.uow import UnitOfWork
+from nearfab.web.forms import form_text
 from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +33,7 @@ async def _post(
 ) -> Response:
     """Read the form, check its CSRF token, run the use case in a worker thread, and go back to
     the batch page with a message (or the refusal)."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     actor = await run_in_threadpool(web_actor, request)
     if actor is None:
         return _need_login(request)
@@ -191,7 +192,7 @@ async def lab_results(request: Request, batch_id: str) -> Response:
 async def request_exceptional_release(request: Request, batch_id: str) -> Response:
     """The treating physician asks (e-signed) for the exceptional release of an
     out-of-specification batch; back to the order page with what happened."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     actor = await run_in_threadpool(web_actor, request)
     if actor is None:
         return _need_login(request)

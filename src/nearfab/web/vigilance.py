@@ -15,6 +15,7 @@ from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can
 from nearfab.web.chain import refusal_words
+from nearfab.web.forms import form_text
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
 
 router = APIRouter(include_in_schema=False)
@@ -39,7 +40,7 @@ def new_adverse_event(
 async def report_adverse_event(
     request: Request, actor: Annotated[Actor, page(Permission.ADVERSE_EVENT_REPORT)]
 ) -> Response:
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form = await form_text(request)
     application = _app(request)
 
     def run() -> str:
