@@ -288,6 +288,13 @@ def test_storage_readings_refusals_name_the_field_and_an_excursion_holds(world: 
     assert "— value:" in reading("nan") and "— value:" in reading("-inf")  # not readings
     assert "— read_at:" in reading("-180", read_at="yesterday")
     assert "— unit:" in reading("-180", unit_text="[degF]")  # the family reads Cel only
+    # a forged form token: refused naming it, the excursion it carried is not recorded
+    forged = pharmacist.post(
+        f"/packs/{unit}/storage-log",
+        data={"read_at": "2030-01-01T10:00", "value": "-140", "unit": "Cel", "csrf_token": "x"},
+    )
+    assert "Storage reading: refused (forbidden) — csrf_token:" in forged.text
+    assert 'id="held"' not in forged.text
     assert "Storage reading -180 Cel: within the storage rule" in reading("-180")
     # -140 °C is above the -150 °C limit (docs/cell-therapy.md): an excursion, the unit held
     page = reading("-140")

@@ -25,7 +25,15 @@ from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.uow import UnitOfWork
 from nearfab.web.chain import form_time, refusal_words
 from nearfab.web.forms import form_text
-from nearfab.web.pages import _app, _check_csrf, _not_found, page, render, templates, when
+from nearfab.web.pages import (
+    _app,
+    _not_found,
+    checked_step,
+    page,
+    render,
+    templates,
+    when,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -119,17 +127,14 @@ async def _post(
         with application.uow() as uow:
             authorize(actor, permission, site_id=application.orders.get(uow, order_id).site_id)
 
-    def run() -> str:
-        _check_csrf(request, form.get("csrf_token", ""))
-        with application.uow() as uow:
-            return step(application, uow, form)
-
     try:
         await run_in_threadpool(scope)
     except DomainError as exc:
         return _not_found(request, actor, exc, order_id)
     try:
-        request.session[FLASH] = await run_in_threadpool(run)
+        request.session[FLASH] = await run_in_threadpool(
+            checked_step, request, application, form, step
+        )
     except DomainError as exc:
         request.session[ERROR] = refusal_words(what, exc)
     return RedirectResponse(f"/orders/{order_id}/collection", status_code=303)

@@ -30,7 +30,17 @@ from nearfab.custody.services.scope import authorize_pack
 from nearfab.identity import Actor, Permission, User, can
 from nearfab.uow import UnitOfWork
 from nearfab.web.forms import form_text
-from nearfab.web.pages import _app, _check_csrf, _not_found, hidden, page, render, templates, when
+from nearfab.web.pages import (
+    _app,
+    _check_csrf,
+    _not_found,
+    checked_step,
+    hidden,
+    page,
+    render,
+    templates,
+    when,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -162,17 +172,12 @@ async def _record(
         with application.uow() as uow:
             authorize_pack(uow, actor, unit_id, permission)
 
-    def run() -> tuple[str, str]:
-        _check_csrf(request, form.get("csrf_token", ""))
-        with application.uow() as uow:
-            return step(application, uow, form)
-
     try:
         await run_in_threadpool(scope)
     except DomainError as exc:
         return _not_found(request, actor, exc, unit_id)
     try:
-        target, message = await run_in_threadpool(run)
+        target, message = await run_in_threadpool(checked_step, request, application, form, step)
         status, ok = 200, True
     except DomainError as exc:
         # a scan naming another site's unit is answered as an unknown unit

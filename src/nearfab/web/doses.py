@@ -22,7 +22,7 @@ from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.uow import UnitOfWork
 from nearfab.web.chain import form_time, refusal_words
 from nearfab.web.forms import form_text
-from nearfab.web.pages import _app, _check_csrf, _not_found, page, render, templates
+from nearfab.web.pages import _app, _not_found, checked_step, page, render, templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -109,17 +109,14 @@ async def _post(
             authorize(actor, permission, site_id=site_id)
             return order_id
 
-    def run() -> str:
-        _check_csrf(request, form.get("csrf_token", ""))
-        with application.uow() as uow:
-            return step(application, uow, form)
-
     try:
         order_id = await run_in_threadpool(scope)
     except DomainError as exc:
         return _not_found(request, actor, exc, "the record")
     try:
-        request.session[FLASH] = await run_in_threadpool(run)
+        request.session[FLASH] = await run_in_threadpool(
+            checked_step, request, application, form, step
+        )
     except DomainError as exc:
         request.session[ERROR] = refusal_words(what, exc)
     return RedirectResponse(f"/orders/{order_id}/doses", status_code=303)

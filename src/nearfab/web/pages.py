@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -31,9 +32,11 @@ from nearfab.identity import (
 from nearfab.orders import OrderStatus
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
+from nearfab.uow import UnitOfWork
 from nearfab.web.charts import measurement_chart_svg
 from nearfab.web.forms import signature
 
+T = TypeVar("T")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
 
@@ -138,6 +141,19 @@ def _check_csrf(request: Request, token: str) -> None:
         raise Forbidden(
             "the form expired or came from elsewhere; reload the page", field="csrf_token"
         )
+
+
+def checked_step(
+    request: Request,
+    application: App,
+    form: dict[str, str],
+    step: Callable[[App, UnitOfWork, dict[str, str]], T],
+) -> T:
+    """The form's CSRF token, then the use case in a unit of work of its own (blocking: the
+    async routes call it in a worker thread)."""
+    _check_csrf(request, form.get("csrf_token", ""))
+    with application.uow() as uow:
+        return step(application, uow, form)
 
 
 def render(
