@@ -436,6 +436,17 @@ def test_the_page_shows_items_charts_and_the_report(seeded: App) -> None:
     assert "/static/vendor/plotly.min.js" in page.text and "cdn" not in page.text.lower()
     pdf = qp.get("/qa/annual-report", params={"code": HYDROCORTISONE, "year": app.clock.now().year})
     assert pdf.status_code == 200 and batch.batch_number in pdf_text(pdf.content)
+    year = app.clock.now().year
+    assert pdf.headers["content-disposition"] == (
+        f'attachment; filename="annual-report-{HYDROCORTISONE}-{year}.pdf"'
+    )
+    csv = qp.get(
+        "/qa/annual-report", params={"code": HYDROCORTISONE, "year": year, "format": "csv"}
+    )
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert csv.headers["content-disposition"] == (
+        f'attachment; filename="annual-report-{HYDROCORTISONE}-{year}.csv"'
+    )
     pharmacist = fh.web_login(app, "pharmacist")
     own = pharmacist.get("/qa")
     assert own.status_code == 200 and f'data-id="{complaint.id}"' in own.text

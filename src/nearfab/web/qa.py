@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
@@ -120,8 +121,7 @@ def annual_report_file(
     application = _app(request)
     with application.uow() as uow:
         report = annual_report(application, uow, actor, code, year)
-    name = f"annual-report-{code}-{year}.{format}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    headers = attachment(f"annual-report-{code}-{year}.{format}")
     if format == "pdf":
         return Response(annual_report_pdf(report), media_type="application/pdf", headers=headers)
     return Response(annual_report_csv(report), media_type="text/csv", headers=headers)

@@ -17,7 +17,7 @@ from nearfab.identity import Actor, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.labresults import ENTERED_BY, typed_value
 from nearfab.uow import UnitOfWork
-from nearfab.web.forms import form_text
+from nearfab.web.forms import form_text, signature
 from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
 router = APIRouter(include_in_schema=False)
@@ -208,10 +208,10 @@ async def request_exceptional_release(request: Request, batch_id: str) -> Respon
                 actor,
                 batch_id,
                 circumstances=form.get("circumstances", ""),
-                password=form.get("password", ""),
                 meaning=form.get("meaning") or REQUESTED_BY,
-                username=form.get("username") or None,
-                totp=form.get("totp") or None,
+                **signature(
+                    form.get("password", ""), form.get("username", ""), form.get("totp", "")
+                ),
             )
         return order_id
 
