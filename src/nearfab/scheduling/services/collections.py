@@ -71,15 +71,6 @@ class Collections:
         )
         return list(uow.session.scalars(stmt))
 
-    def open_dates(self, uow: UnitOfWork) -> dict[str, datetime]:
-        """Order id -> collection date of every open appointment (the plan respects them)."""
-        rows = uow.session.execute(
-            select(CollectionAppointment.order_id, CollectionAppointment.collection_at).where(
-                CollectionAppointment.status.in_([s.value for s in OPEN_COLLECTION_STATUSES])
-            )
-        )
-        return {str(o): at for o, at in rows}
-
     def _create(
         self,
         uow: UnitOfWork,
