@@ -11,6 +11,7 @@ from tests import flow_helpers as fh
 
 from nearfab.bootstrap import App
 from nearfab.custody import CustodyChain, SerialUnit, make_identifier
+from nearfab.designs import FamilyRegistry
 
 
 def chain(app: App) -> CustodyChain:
@@ -41,6 +42,26 @@ def released_batch(app: App, **order: Any) -> tuple[str, list[SerialUnit]]:
     batch_id = fh.make_batch(app, **order)
     fh.release(app, batch_id)
     return batch_id, units(app, batch_id)
+
+
+class _Relabelled:
+    """A family as it is in every part but its labels."""
+
+    def __init__(self, base: Any, labels: Any) -> None:
+        self._base = base
+        self.labels = labels
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
+def relabel_solid_dose(app: App, labels: Any) -> App:
+    """Swap a test-only labels object into solid_dose on the app's custody pack families."""
+    registry = FamilyRegistry()
+    for family in app.custody.packs.families:
+        registry.register(_Relabelled(family, labels) if family.name == "solid_dose" else family)
+    app.custody.packs.families = registry
+    return app
 
 
 def dispense(app: App, unit: SerialUnit, username: str = "pharmacist") -> Any:

@@ -25,7 +25,6 @@ from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Forbidden, Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.custody import HandOver, SerialUnit, StorageReading, UnitHold
-from nearfab.designs import FamilyRegistry
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 from nearfab.identity import AuditEntry
@@ -52,24 +51,10 @@ class ChainLabels(SolidDoseLabels):
         return self._cells.in_use_period(design)
 
 
-class ChainFamily:
-    """A test-only family: solid_dose in every part but its labels."""
-
-    def __init__(self, base: Any) -> None:
-        self._base = base
-        self.labels = ChainLabels()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._base, name)
-
-
 @pytest.fixture
 def chained(seeded: App) -> App:
-    registry = FamilyRegistry()
-    for family in seeded.custody.packs.families:
-        registry.register(ChainFamily(family) if family.name == "solid_dose" else family)
-    seeded.custody.packs.families = registry
-    return seeded
+    """solid_dose in every part but its labels."""
+    return ch.relabel_solid_dose(seeded, ChainLabels())
 
 
 def _packs(app: App) -> list[SerialUnit]:

@@ -28,7 +28,6 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.custody import HandOver, SerialUnit, UnitHold
-from nearfab.designs import FamilyRegistry
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 
@@ -74,23 +73,10 @@ class DinLabels(SolidDoseLabels):
         return self._cells.label_details(named, chain_identifier)
 
 
-class DinFamily:
-    def __init__(self, base: Any) -> None:
-        self._base = base
-        self.labels = DinLabels()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._base, name)
-
-
 @pytest.fixture
 def dinned(seeded: App) -> App:
-    registry = FamilyRegistry()
-    for family in seeded.custody.packs.families:
-        registry.register(DinFamily(family) if family.name == "solid_dose" else family)
-    seeded.custody.packs.families = registry
     DinLabels.named = DIN
-    return seeded
+    return ch.relabel_solid_dose(seeded, DinLabels())
 
 
 def _unit(app: App) -> SerialUnit:
