@@ -11,12 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.custody import SerialUnit, TraceService, parse_scan
+from nearfab.custody import SerialUnit, TraceService
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
 from nearfab.orders import Order
 from nearfab.production import BatchRecord
@@ -141,18 +139,7 @@ class VigilanceService:
         self._trace = trace
 
     def _unit(self, uow: UnitOfWork, ref: str, field: str) -> SerialUnit:
-        unit = uow.session.get(SerialUnit, ref)
-        if unit is None:
-            try:
-                ident = parse_scan(ref)
-            except ValueError:
-                ident = None
-            if ident is not None:
-                unit = uow.session.scalar(
-                    select(SerialUnit).where(
-                        SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
-                    )
-                )
+        unit = self._trace.find_unit(uow, ref)
         if unit is None:
             raise NotFound(f"{field}: no pack {ref!r}", field=field)
         return unit

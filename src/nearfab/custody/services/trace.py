@@ -73,10 +73,9 @@ class TraceService:
         self._quality = quality
 
     # --- backward ----------------------------------------------------------------------------
-    def unit(self, uow: UnitOfWork, actor: Actor, unit_or_scan: str) -> dict[str, Any]:
-        """Everything one pack came from: material lot, machine and firmware, job ticket, batch
-        record, operator, site, master-file version, release, dispense and its EPCIS events."""
-        authorize(actor, Permission.TRACE_READ)
+    @staticmethod
+    def find_unit(uow: UnitOfWork, unit_or_scan: str) -> SerialUnit | None:
+        """The pack named by its id or by a scan of its code (None: no such pack)."""
         unit = uow.session.get(SerialUnit, unit_or_scan)
         if unit is None and unit_or_scan.strip():
             try:
@@ -89,6 +88,13 @@ class TraceService:
                         SerialUnit.gtin == ident.gtin, SerialUnit.serial == ident.serial
                     )
                 )
+        return unit
+
+    def unit(self, uow: UnitOfWork, actor: Actor, unit_or_scan: str) -> dict[str, Any]:
+        """Everything one pack came from: material lot, machine and firmware, job ticket, batch
+        record, operator, site, master-file version, release, dispense and its EPCIS events."""
+        authorize(actor, Permission.TRACE_READ)
+        unit = self.find_unit(uow, unit_or_scan)
         if unit is None:
             raise NotFound(f"no pack {unit_or_scan!r}", field="unit")
         # the making site and the ordering site both see the pack's history (the API's check)
