@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tests.families.cell_therapy.test_design import ENVELOPE  # the hand-calculated design
 
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Refused, ValidationFailed
@@ -33,22 +34,6 @@ from nearfab.production.tickets import SignedTicket, TicketRejected
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 SIGNER = TicketSigner(Ed25519PrivateKey.from_private_bytes(bytes.fromhex("33" * 32)))
 KIT = CellTherapyMachines()
-ENVELOPE: dict[str, Any] = {
-    "dose_per_kg": {"min": 1.0e6, "max": 5.0e6},
-    "body_weight_kg": {"min": 10, "max": 150},
-    "max_total_cells": 5.0e8,
-    "seed_cells": 1.0e7,
-    "culture_volume_ml": 200,
-    "max_density_cells_per_ml": 1.0e7,
-    "doubling_time_h": 36,
-    "doubling_time_cv": 0.25,
-    "process_yield": 0.8,
-    "expansion_days": {"min": 5, "max": 12},
-    "viability_min": 0.7,
-    "cells_per_ml_max": 2.0e6,
-    "bag_volume_ml": {"min": 10, "max": 100},
-    "medium_ml_per_day": 100,
-}
 
 
 def a_design(**envelope: Any) -> dict[str, Any]:
