@@ -566,11 +566,10 @@ class RecordControls:
             )
         return out
 
-    def signed_steps(
-        self, uow: UnitOfWork, batch_id: str, rows: Iterable[StepSignoff] | None = None
-    ) -> list[dict[str, Any]]:
+    @staticmethod
+    def signed_steps(rows: Iterable[StepSignoff]) -> list[dict[str, Any]]:
         """The manual steps as a QP's release signature binds them (`rows`: the batch's
-        sign-offs by position, when the caller read them already)."""
+        sign-offs by position, as quality/signedrows.py reads them)."""
         return [
             {
                 "code": s.code,
@@ -581,5 +580,5 @@ class RecordControls:
                 "verified_by": s.verified_by,
                 "verify_signature_id": s.verify_signature_id,
             }
-            for s in (self._production.signoffs(uow, batch_id) if rows is None else rows)
+            for s in rows
         ]

@@ -577,7 +577,7 @@ class QualityService:
         decision and its reason, and for an exceptional release the physician's request.
         `rows`: the batch's sign-offs, deviations and results when the caller read them."""
         rows = rows if rows is not None else signed_rows(uow.session, batch.id)
-        steps = self.records.signed_steps(uow, batch.id, rows.steps)
+        steps = self.records.signed_steps(rows.steps)
         lab = self.lab_results.signed_part(uow, batch.id, rows.results)
         return {
             "batch": batch.content(),
