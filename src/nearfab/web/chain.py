@@ -144,7 +144,8 @@ def form_time(name: str, text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _number(name: str, text: str) -> float:
+def form_number(name: str, text: str) -> float:
+    """A form field's finite number, or a refusal naming the field."""
     try:
         value = float(text.strip())
     except ValueError:
@@ -251,7 +252,7 @@ async def storage_reading(
         if not form.get("value", "").strip():
             raise ValidationFailed("value: give the reading", field="value")
         read_at = form_time("read_at", form["read_at"])
-        value = _number("value", form["value"])
+        value = form_number("value", form["value"])
         result = app.custody.log_storage(
             uow,
             actor,

@@ -6,7 +6,6 @@ accept or reject a proposal with an e-signature (clinicians of the order's site)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.uow import UnitOfWork
-from nearfab.web.chain import form_time, refusal_words
+from nearfab.web.chain import form_number, form_time, refusal_words
 from nearfab.web.forms import form_text
 from nearfab.web.pages import _app, _not_found, checked_step, page, render, templates
 
@@ -123,15 +122,7 @@ async def _post(
 
 
 def _number(name: str, text: str) -> float | None:
-    if not text.strip():
-        return None
-    try:
-        value = float(text.strip())
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValidationFailed(f"{name}: {text!r} is not a number", field=name)
-    return value
+    return form_number(name, text) if text.strip() else None
 
 
 @router.post("/orders/{order_id}/doses/observations")
