@@ -280,8 +280,7 @@ class SchedulingService:
     # --- collections (starting material from the patient: services/collections.py) ---------
     def collection_need(self, uow: UnitOfWork, order: Order) -> Collection | None:
         """What the order's family needs collected from the patient (None: nothing)."""
-        mf = self._master_files.get(uow, order.master_file_id)
-        return collection_of(self._families.get(mf.product_family), order.design or {})
+        return collection_of(self._family_of(uow, order), order.design or {})
 
     def book_collection(
         self, uow: UnitOfWork, actor: Actor, order: Order, job: Job, *, reason: str
