@@ -163,3 +163,20 @@ def test_the_pages(seeded: App) -> None:
     with app.uow() as uow:
         after = len(app.dose_adjustment.observations(uow, fh.actor(app, "clinician"), order_id))
     assert after == before
+
+
+def test_a_weight_that_is_not_a_finite_number_is_refused_naming_the_field(seeded: App) -> None:
+    app = seeded
+    order_id = with_rule(app)
+    pharmacist = fh.web_login(app, "pharmacist")
+    token = fh.csrf(pharmacist.get(f"/orders/{order_id}/doses").text)
+    for typed in ("abc", "nan", "inf"):  # float() reads the last two: neither is a weight
+        posted = pharmacist.post(
+            f"/orders/{order_id}/doses/observations",
+            data={"csrf_token": token, "weight": typed, "height": "140"},
+            follow_redirects=True,
+        )
+        assert 'id="dose-error"' in posted.text, typed
+        assert f"weight: {typed!r} is not a number" in posted.text.replace("&#39;", "'"), typed
+    with app.uow() as uow:  # nothing recorded, not even the valid height
+        assert app.dose_adjustment.observations(uow, fh.actor(app, "clinician"), order_id) == []
