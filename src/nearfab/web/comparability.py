@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nearfab.common.errors import DomainError, Forbidden, NotFound
+from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.web.forms import signature
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
@@ -253,8 +253,6 @@ def _number(value: str, field: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        from nearfab.common.errors import ValidationFailed
-
         raise ValidationFailed(f"{field} must be a number", field=field) from None
 
 
