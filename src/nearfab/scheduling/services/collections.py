@@ -71,6 +71,16 @@ class Collections:
         )
         return list(uow.session.scalars(stmt))
 
+    def open_dates(self, uow: UnitOfWork) -> dict[str, datetime]:
+        """Order id -> collection date of its open appointment (the newest, as `open_for`),
+        read in one statement for the whole plan."""
+        rows = uow.session.execute(
+            select(CollectionAppointment.order_id, CollectionAppointment.collection_at)
+            .where(CollectionAppointment.status.in_([s.value for s in OPEN_COLLECTION_STATUSES]))
+            .order_by(CollectionAppointment.created_at, CollectionAppointment.id)
+        )
+        return {str(o): at for o, at in rows}  # the newest last, so it wins
+
     def _create(
         self,
         uow: UnitOfWork,

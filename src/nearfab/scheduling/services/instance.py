@@ -213,6 +213,7 @@ class InstanceBuilder:
         now = uow.clock.now()
         ctx = Context(origin=now)
         in_scope, ctx.jobs, ctx.running = scope(uow, self._orders)
+        ctx.collection_at = Collections().open_dates(uow)
         prepared = [self._prepare(uow, ctx, settings, order) for order in in_scope]
         horizon = max(
             [int(settings.horizon_h * 60)]
@@ -381,11 +382,9 @@ class InstanceBuilder:
         need = collection_of(family, design)
         if need is not None:
             ctx.collections[order.id] = need
-            booked = Collections().open_for(uow, order.id)
-            if booked is not None:
-                ctx.collection_at[order.id] = booked.collection_at
+            booked = ctx.collection_at.get(order.id)
             at = (
-                booked.collection_at
+                booked
                 if booked is not None
                 else ctx.origin + timedelta(hours=settings.collection_notice_h)
             )
