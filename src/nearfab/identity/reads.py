@@ -1,0 +1,33 @@
+"""What other domains may read of identity's tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from nearfab.identity.models import AuditEntry, Signature
+
+
+def signature(session: Session, signature_id: str) -> Signature | None:
+    """The signature with this id, or None (from the session's identity map when loaded)."""
+    return session.get(Signature, signature_id)
+
+
+def audit_entries_on(session: Session, targets: Mapping[str, Iterable[str]]) -> list[AuditEntry]:
+    """Every audit row about these entities (entity type -> ids), in one statement, by id."""
+    conds = []
+    for entity_type, ids in targets.items():
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) == 1:
+            conds.append(
+                and_(AuditEntry.entity_type == entity_type, AuditEntry.entity_id == wanted[0])
+            )
+        elif wanted:
+            conds.append(
+                and_(AuditEntry.entity_type == entity_type, AuditEntry.entity_id.in_(wanted))
+            )
+    if not conds:
+        return []
+    return list(session.scalars(select(AuditEntry).where(or_(*conds)).order_by(AuditEntry.id)))
