@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.families.cell_therapy.logic.isbt128 import (
+from nearfab.families.isbt128.structures import (
     COLLECTION_TYPES,
     DonationIdentificationNumber,
     FlagType,

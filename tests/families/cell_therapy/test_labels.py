@@ -18,7 +18,7 @@ from nearfab.families.cell_therapy.logic.cryo import (
     check_storage_temperature,
     thaw_shelf_life,
 )
-from nearfab.families.cell_therapy.logic.isbt128 import Isbt128Invalid
+from nearfab.families.isbt128.structures import Isbt128Invalid
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 
 GTIN = "09506000134352"  # GS1's example GTIN-14 (General Specifications)

@@ -1,11 +1,11 @@
 """cell_therapy: autologous cell therapy made in a closed micro-factory (issue 15 part 2).
 
 Registered by bootstrap.product_families(); its parts are one module each (docs/cell-therapy.md),
-its ISBT 128 chain-of-identity logic in logic/isbt128.py.
+its ISBT 128 structures and DIN rules in the shared families/isbt128/.
 """
 
 from nearfab.families.cell_therapy.family import CellTherapyFamily
-from nearfab.families.cell_therapy.logic.isbt128 import (
+from nearfab.families.isbt128.structures import (
     DonationIdentificationNumber,
     FlagCharacters,
     FlagType,

@@ -34,7 +34,7 @@ from nearfab.families.cell_therapy.logic.cryo import (
     check_storage_temperature,
     thaw_shelf_life,
 )
-from nearfab.families.cell_therapy.logic.isbt128 import (
+from nearfab.families.isbt128.structures import (
     DonationIdentificationNumber,
     Isbt128Invalid,
     ProductCode,
