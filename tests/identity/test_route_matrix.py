@@ -709,6 +709,35 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/qa/capas/{capa_id}/close"): Call(
         P.CAPA_CLOSE, True, body=lambda w: {"effectiveness": ""}
     ),
+    # the central QA page's other forms (web/qa.py): empty or past values, so nothing changes
+    ("POST", "/qa/capas"): Call(
+        P.QA_RECORD,
+        True,
+        body=lambda w: _qa_body(w, title="t", description="d", source_kind="other"),
+    ),
+    ("POST", "/qa/assignments/{item_kind}/{item_id}"): Call(
+        P.QA_RECORD, True, body=lambda w: {"owner": "qp", "due_date": "2000-01-01"}
+    ),
+    ("POST", "/qa/complaints/{complaint_id}/investigate"): Call(
+        P.QA_RECORD, True, body=lambda w: {"investigation": ""}
+    ),
+    ("POST", "/qa/complaints/{complaint_id}/close"): Call(
+        P.QA_RECORD, True, body=lambda w: {"conclusion": ""}
+    ),
+    # change control pages (web/changecontrol.py): an unknown change control is said on the list
+    ("GET", "/qa/change-controls"): Call(P.QA_READ),
+    ("GET", "/qa/change-controls/{change_id}"): Call(P.QA_READ),
+    ("POST", "/qa/change-controls"): Call(
+        P.CHANGE_CONTROL_RAISE, body=lambda w: {"proposed_master_file_id": ""}, network_only=True
+    ),
+    ("POST", "/qa/change-controls/{change_id}/decide"): Call(
+        P.CHANGE_CONTROL_APPROVE,
+        body=lambda w: {"decision": "approve", "reason": "r", "password": ""},
+        network_only=True,
+    ),
+    ("POST", "/qa/change-controls/{change_id}/implement"): Call(
+        P.MASTER_FILE_EFFECTIVE, body=lambda w: {}, network_only=True
+    ),
     ("POST", "/proficiency/rounds"): Call(
         P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
     ),

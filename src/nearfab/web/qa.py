@@ -16,6 +16,8 @@ from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
+from nearfab.quality.qms import ITEM_KINDS
+from nearfab.quality.qms_models import CapaSource
 from nearfab.web.comparability import AMBER, BRAND, GREY, RED, _layout
 from nearfab.web.forms import signature
 from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
@@ -87,7 +89,8 @@ def qa_page(request: Request, actor: Reader) -> Response:
         view = central_qa(application, uow, actor)
         codes = sorted({mf.code for mf in application.master_files.list_all(uow)})
         year = uow.clock.now().year
-        sites = [x.code for x in application.network.list_sites(uow)]
+        all_sites = application.network.list_sites(uow)
+        sites = [x.code for x in all_sites]
     return render(
         request,
         "qa.html",
@@ -105,6 +108,17 @@ def qa_page(request: Request, actor: Reader) -> Response:
             for i in view["items"]
             if i["kind"] == "capa" and can(actor, Permission.CAPA_CLOSE, site_id=i["site_id"])
         },
+        # the items whose owner, due date or complaint steps this person may record (the
+        # service checks the same, and the item's state, again)
+        recordable={
+            i["id"]
+            for i in view["items"]
+            if i["kind"] in ITEM_KINDS and can(actor, Permission.QA_RECORD, site_id=i["site_id"])
+        },
+        # where this person may open a CAPA: their sites, and the network for network staff
+        capa_sites=[s for s in all_sites if can(actor, Permission.QA_RECORD, site_id=s.id)],
+        capa_network=can_network(actor, Permission.QA_RECORD),
+        capa_sources=[s.value for s in CapaSource],
         flash=request.session.pop("qa_flash", None),
     )
 
@@ -202,3 +216,122 @@ def close_capa_form(
         return _refused(request, actor, exc, capa_id)
     request.session["qa_flash"] = f"CAPA {capa_id} closed (e-signed)."
     return RedirectResponse("/qa", status_code=303)
+
+
+def _done(request: Request, message: str) -> Response:
+    request.session["qa_flash"] = message
+    return RedirectResponse("/qa", status_code=303)
+
+
+@router.post("/qa/capas")
+def open_capa_form(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.QA_RECORD)],
+    site_id: Annotated[str, Form()] = "",
+    master_file_code: Annotated[str, Form()] = "",
+    title: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    source_kind: Annotated[str, Form()] = "",
+    source_id: Annotated[str, Form()] = "",
+    owner: Annotated[str, Form()] = "",
+    due_date: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Open a CAPA at a site (an empty site: the network's), with its owner and due date
+    (QmsService.open_capa, as POST /api/v1/qa/capas)."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            row = application.qms.open_capa(
+                uow,
+                actor,
+                {
+                    "site_id": site_id or None,
+                    "master_file_code": master_file_code or None,
+                    "title": title,
+                    "description": description,
+                    "source_kind": source_kind,
+                    "source_id": source_id or None,
+                    "owner": owner,
+                    "due_date": due_date,
+                },
+            )
+            ref = row.id
+    except DomainError as exc:
+        return _refused(request, actor, exc, site_id)
+    return _done(request, f"CAPA {ref} opened, owner {owner}, due {due_date}.")
+
+
+@router.post("/qa/assignments/{item_kind}/{item_id}")
+def assign_form(
+    request: Request,
+    item_kind: Literal["deviation", "complaint", "capa", "change_control"],
+    item_id: str,
+    actor: Annotated[Actor, page(Permission.QA_RECORD)],
+    owner: Annotated[str, Form()] = "",
+    due_date: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Name (or change, with a reason) the owner and due date of a quality item
+    (QmsService.assign, as POST /api/v1/qa/assignments/{kind}/{id})."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            application.qms.assign(
+                uow,
+                actor,
+                item_kind,
+                item_id,
+                {"owner": owner, "due_date": due_date, "reason": reason or None},
+            )
+    except DomainError as exc:
+        return _refused(request, actor, exc, item_id)
+    words = item_kind.replace("_", " ")
+    return _done(request, f"The {words} {item_id} is now {owner}'s, due {due_date}.")
+
+
+@router.post("/qa/complaints/{complaint_id}/investigate")
+def investigate_complaint_form(
+    request: Request,
+    complaint_id: str,
+    actor: Annotated[Actor, page(Permission.QA_RECORD)],
+    investigation: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Start the complaint's investigation (QmsService.investigate_complaint)."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            application.qms.investigate_complaint(
+                uow, actor, complaint_id, {"investigation": investigation}
+            )
+    except DomainError as exc:
+        return _refused(request, actor, exc, complaint_id)
+    return _done(request, f"Complaint {complaint_id} under investigation.")
+
+
+@router.post("/qa/complaints/{complaint_id}/close")
+def close_complaint_form(
+    request: Request,
+    complaint_id: str,
+    actor: Annotated[Actor, page(Permission.QA_RECORD)],
+    conclusion: Annotated[str, Form()] = "",
+    capa_id: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Close an investigated complaint with its conclusion, and the CAPA it led to if any
+    (QmsService.close_complaint)."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            application.qms.close_complaint(
+                uow, actor, complaint_id, {"conclusion": conclusion, "capa_id": capa_id or None}
+            )
+    except DomainError as exc:
+        return _refused(request, actor, exc, complaint_id)
+    return _done(request, f"Complaint {complaint_id} closed.")

@@ -37,6 +37,7 @@ from nearfab.web.accounts import router as account_pages
 from nearfab.web.appointments import router as appointment_pages
 from nearfab.web.audit import router as audit_pages
 from nearfab.web.chain import router as chain_pages
+from nearfab.web.changecontrol import router as change_control_pages
 from nearfab.web.comparability import router as comparability_pages
 from nearfab.web.custody import router as custody_pages
 from nearfab.web.doses import router as dose_pages
@@ -125,6 +126,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(audit_pages)
     web.include_router(comparability_pages)
     web.include_router(qa_pages)
+    web.include_router(change_control_pages)  # master-file change control, under /qa
     web.include_router(dose_pages)  # observations and dose proposals of an order
     web.include_router(vigilance_pages)  # adverse events reported and traced
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):

@@ -1,0 +1,172 @@
+"""Change control of a master file on the web (docs/central-qa.md): the list of change
+controls with the form that raises one (`/qa/change-controls`), and one change control with its
+impact on every site, the QP's e-signed decision and its implementation
+(`/qa/change-controls/{id}`). The same use cases as `/api/v1/change-controls`
+(ChangeControlService); a change control is the network's record, so raising, deciding and
+implementing are network-level (the control site's staff)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from nearfab.common.errors import DomainError, NotFound, ValidationFailed
+from nearfab.identity import Actor, Permission, can_network
+from nearfab.masterfiles import ChangeControlStatus, MasterFileStatus
+from nearfab.web.forms import signature
+from nearfab.web.pages import _app, _check_csrf, page, render
+
+router = APIRouter(include_in_schema=False)
+FLASH = "change_flash"
+LIST = "/qa/change-controls"
+# the versions a change control may propose (ChangeControlService.raise_change checks it too)
+PROPOSABLE = (MasterFileStatus.DRAFT.value, MasterFileStatus.APPROVED.value)
+
+
+def _refused(request: Request, exc: DomainError, change_id: str | None = None) -> Response:
+    """Said on the page the form came from; a change control that does not exist sends the
+    person back to the list (every QA reader sees every change control: nothing to hide)."""
+    request.session[FLASH] = f"Refused: {exc.message}"
+    if change_id is None or isinstance(exc, NotFound):
+        return RedirectResponse(LIST, status_code=303)
+    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+
+
+@router.get("/qa/change-controls", response_class=HTMLResponse)
+def change_controls_page(
+    request: Request, actor: Annotated[Actor, page(Permission.QA_READ)]
+) -> Response:
+    application = _app(request)
+    with application.uow() as uow:
+        rows = application.change_controls.list(uow, actor)
+        proposable = [
+            {"id": mf.id, "code": mf.code, "version": mf.version, "status": mf.status}
+            for mf in application.master_files.list_all(uow)
+            if mf.status in PROPOSABLE
+        ]
+    return render(
+        request,
+        "qa/change_controls.html",
+        actor,
+        rows=list(reversed(rows)),  # newest first
+        proposable=proposable,
+        may_raise=can_network(actor, Permission.CHANGE_CONTROL_RAISE),
+        flash=request.session.pop(FLASH, None),
+    )
+
+
+@router.post("/qa/change-controls")
+def raise_change_form(
+    request: Request,
+    actor: Annotated[Actor, page(Permission.CHANGE_CONTROL_RAISE)],
+    proposed_master_file_id: Annotated[str, Form()] = "",
+    title: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Propose a new master-file version; the service assesses and keeps its impact."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            row = application.change_controls.raise_change(
+                uow,
+                actor,
+                {
+                    "proposed_master_file_id": proposed_master_file_id,
+                    "title": title,
+                    "description": description,
+                    "reason": reason,
+                },
+            )
+            change_id = row.id
+    except DomainError as exc:
+        return _refused(request, exc)
+    request.session[FLASH] = f"Change control {change_id} raised; the QP decides it."
+    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+
+
+@router.get("/qa/change-controls/{change_id}", response_class=HTMLResponse)
+def change_control_page(
+    request: Request, change_id: str, actor: Annotated[Actor, page(Permission.QA_READ)]
+) -> Response:
+    application = _app(request)
+    try:
+        with application.uow() as uow:
+            row = application.change_controls.get(uow, change_id)
+            proposed = application.master_files.get(uow, row.proposed_master_file_id)
+            version_status = proposed.status
+    except NotFound as exc:  # back to the list, which says so (a network record: none hidden)
+        request.session[FLASH] = f"Not found: {exc.message}"
+        return RedirectResponse(LIST, status_code=303)
+    return render(
+        request,
+        "qa/change_control.html",
+        actor,
+        cc=row,
+        version_status=version_status,
+        may_decide=row.status == ChangeControlStatus.RAISED
+        and can_network(actor, Permission.CHANGE_CONTROL_APPROVE),
+        may_implement=row.status == ChangeControlStatus.APPROVED
+        and can_network(actor, Permission.MASTER_FILE_EFFECTIVE),
+        flash=request.session.pop(FLASH, None),
+    )
+
+
+@router.post("/qa/change-controls/{change_id}/decide")
+def decide_change_form(
+    request: Request,
+    change_id: str,
+    actor: Annotated[Actor, page(Permission.CHANGE_CONTROL_APPROVE)],
+    decision: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    totp: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """The QP approves or rejects the change with an e-signature."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        if decision not in ("approve", "reject"):
+            raise ValidationFailed("decision: approve or reject", field="decision")
+        with application.uow() as uow:
+            row = application.change_controls.decide(
+                uow,
+                actor,
+                change_id,
+                {
+                    "approve": decision == "approve",
+                    "reason": reason,
+                    **signature(password, username, totp),
+                },
+            )
+            status, signed = row.status, row.signature_id
+    except DomainError as exc:
+        return _refused(request, exc, change_id)
+    request.session[FLASH] = f"Change control {change_id} {status} (signature {signed})."
+    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+
+
+@router.post("/qa/change-controls/{change_id}/implement")
+def implement_change_form(
+    request: Request,
+    change_id: str,
+    actor: Annotated[Actor, page(Permission.MASTER_FILE_EFFECTIVE)],
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """The approved change's version is made effective (the previous one superseded)."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            row = application.change_controls.implement(uow, actor, change_id)
+            words = f"{row.master_file_code} v{row.to_version}"
+    except DomainError as exc:
+        return _refused(request, exc, change_id)
+    request.session[FLASH] = f"Change control {change_id} implemented: {words} is effective."
+    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
