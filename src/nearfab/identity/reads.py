@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from nearfab.identity.models import AuditEntry, Signature
 
@@ -31,3 +31,10 @@ def audit_entries_on(session: Session, targets: Mapping[str, Iterable[str]]) -> 
     if not conds:
         return []
     return list(session.scalars(select(AuditEntry).where(or_(*conds)).order_by(AuditEntry.id)))
+
+
+def signature_entity_view() -> type[Signature]:
+    """The e-signature as a joinable entity view, for a one-statement hot path that hands the
+    loaded signature on (verification: the QP signature check finds it in the session). The
+    caller reads it, never writes it."""
+    return aliased(Signature, name="signature_view")

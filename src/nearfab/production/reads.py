@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Subquery, select
+from sqlalchemy.orm import Session, aliased
 
 from nearfab.common.errors import NotFound
-from nearfab.production.models import BatchRecord
+from nearfab.production.models import BatchRecord, StepSignoff
 
 
 def batch_record(session: Session, batch_id: str) -> BatchRecord:
@@ -28,3 +28,50 @@ def batch_records_by_id(session: Session, ids: Iterable[str]) -> dict[str, Batch
         return {}
     rows = session.scalars(select(BatchRecord).where(BatchRecord.id.in_(wanted)))
     return {batch.id: batch for batch in rows}
+
+
+def step_signoff_view() -> Subquery:
+    """The manual-step sign-offs as a read view to join on (one row per step and batch)."""
+    return select(
+        StepSignoff.id,
+        StepSignoff.batch_id,
+        StepSignoff.code,
+        StepSignoff.position,
+        StepSignoff.title,
+        StepSignoff.critical,
+        StepSignoff.entry,
+        StepSignoff.performed_by,
+        StepSignoff.performed_at,
+        StepSignoff.signature_id,
+        StepSignoff.deviation_id,
+        StepSignoff.verified_by,
+        StepSignoff.verified_at,
+        StepSignoff.verify_signature_id,
+    ).subquery("step_signoff_view")
+
+
+def batch_view() -> Subquery:
+    """The batch records as a read view to join on: `id`, `batch_number`, `status`, `site_id`
+    (the making site), `order_id`, `machine_id`, `material_lot_id`, `material_lot_number`,
+    `master_file_code`, `master_file_version`, `started_at`, `row_version`."""
+    return select(
+        BatchRecord.id,
+        BatchRecord.batch_number,
+        BatchRecord.status,
+        BatchRecord.site_id,
+        BatchRecord.order_id,
+        BatchRecord.machine_id,
+        BatchRecord.material_lot_id,
+        BatchRecord.material_lot_number,
+        BatchRecord.master_file_code,
+        BatchRecord.master_file_version,
+        BatchRecord.started_at,
+        BatchRecord.row_version,
+    ).subquery("batch_view")
+
+
+def batch_entity_view() -> type[BatchRecord]:
+    """The batch record as a joinable entity view, for a one-statement hot path that hands the
+    loaded record on to quality (verification: the QP signature check finds it in the session
+    instead of reading it again). The caller reads it, never writes it."""
+    return aliased(BatchRecord, name="batch_view")

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -18,12 +18,22 @@ from nearfab.custody.logic.verify import SignatureFacts
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.signedfacts import SignedFacts
-from nearfab.identity import Signature, signature_hash
-from nearfab.production import BatchRecord
-from nearfab.quality import ReleaseReview
+from nearfab.identity import signature_hash
+from nearfab.identity.reads import signature_entity_view
+from nearfab.production.reads import batch_view
+from nearfab.quality.reads import review_view
 from nearfab.uow import UnitOfWork
 
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
+    from nearfab.production import BatchRecord
+    from nearfab.quality import ReleaseReview
+
 SIGNATURE_CACHE_SIZE = 10_000
+# the owners' read views the checks join (built once)
+_BATCH = batch_view()
+_REVIEW = review_view()
+_SIGNATURE = signature_entity_view()
 
 
 class ReleaseCheck:
@@ -53,9 +63,7 @@ class ReleaseCheck:
         review = self._packs.quality.review_for(uow, batch_id)
         if review is None or not review.signature_id:
             return False
-        version = uow.session.scalar(
-            select(BatchRecord.row_version).where(BatchRecord.id == batch_id)
-        )
+        version = uow.session.scalar(select(_BATCH.c.row_version).where(_BATCH.c.id == batch_id))
         if version is None:
             return False
         return self._signature_valid(uow, review, review.signature_id, version)
@@ -88,9 +96,9 @@ class ReleaseCheck:
         """None when the pack's row (patient, GTIN, lot, serial, expiry, order) and the QP's
         decision match what the release signed into the custody ledger; else what differs."""
         row = uow.session.execute(
-            select(ReleaseReview.decision, ReleaseReview.signature_id, Signature)
-            .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
-            .where(ReleaseReview.batch_id == unit.batch_id)
+            select(_REVIEW.c.decision, _REVIEW.c.signature_id, _SIGNATURE)
+            .outerjoin(_SIGNATURE, _SIGNATURE.id == _REVIEW.c.signature_id)
+            .where(_REVIEW.c.batch_id == unit.batch_id)
         ).first()
         decision, signature_id, sig = row if row is not None else (None, None, None)
         return self.signed_facts.check(

@@ -19,10 +19,12 @@ from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.releasecheck import ReleaseCheck, signature_facts
 from nearfab.custody.services.signedfacts import ENTRY_COLUMNS, release_entries_of
 from nearfab.custody.services.verifylog import VerificationLog
-from nearfab.identity import Actor, Permission, Signature, audit, authorize
-from nearfab.orders import Order, Patient, PresentedIdentifiers
-from nearfab.production import BatchRecord
-from nearfab.quality import ReleaseReview
+from nearfab.identity import Actor, Permission, audit, authorize
+from nearfab.identity.reads import signature_entity_view
+from nearfab.orders import PresentedIdentifiers
+from nearfab.orders.reads import order_view, patient_view
+from nearfab.production.reads import batch_entity_view
+from nearfab.quality.reads import review_entity_view
 from nearfab.uow import UnitOfWork
 
 
@@ -60,22 +62,29 @@ class Verification:
         }
 
 
-# what verification reads of a scanned pack, built once (the statement is immutable)
+# what verification reads of a scanned pack, built once (the statement is immutable), through
+# the owners' read views: the review, batch record and signature are loaded as entities (read
+# only) so that the first QP signature check of a batch finds them in the session
+_PATIENT = patient_view()
+_ORDER = order_view()
+_BATCH = batch_entity_view()
+_REVIEW = review_entity_view()
+_SIGNATURE = signature_entity_view()
 _PACK_QUERY = (
     select(
         SerialUnit,
-        Patient.ref,
-        ReleaseReview,
-        BatchRecord,
-        Order.site_id,
-        Signature,
+        _PATIENT.c.ref,
+        _REVIEW,
+        _BATCH,
+        _ORDER.c.site_id,
+        _SIGNATURE,
         *ENTRY_COLUMNS,
     )
-    .join(Patient, Patient.id == SerialUnit.patient_id)
-    .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
-    .join(Order, Order.id == SerialUnit.order_id)
-    .outerjoin(ReleaseReview, ReleaseReview.batch_id == SerialUnit.batch_id)
-    .outerjoin(Signature, Signature.id == ReleaseReview.signature_id)
+    .join(_PATIENT, _PATIENT.c.id == SerialUnit.patient_id)
+    .join(_BATCH, _BATCH.id == SerialUnit.batch_id)
+    .join(_ORDER, _ORDER.c.id == SerialUnit.order_id)
+    .outerjoin(_REVIEW, _REVIEW.batch_id == SerialUnit.batch_id)
+    .outerjoin(_SIGNATURE, _SIGNATURE.id == _REVIEW.signature_id)
     .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
     .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
     .where(SerialUnit.gtin == bindparam("gtin"), SerialUnit.serial == bindparam("serial"))

@@ -1,0 +1,47 @@
+"""What other domains may read of orders' tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Subquery, select
+from sqlalchemy.orm import Session
+
+from nearfab.common.errors import NotFound
+from nearfab.orders.models import Order, Patient
+
+
+def order(session: Session, order_id: str) -> Order:
+    """The order by id (from the session's identity map when loaded); NotFound naming
+    `order_id`, as the orders service's own look-up."""
+    found = session.get(Order, order_id)
+    if found is None:
+        raise NotFound(f"no order {order_id!r}", field="order_id")
+    return found
+
+
+def orders_by_id(session: Session, ids: Iterable[str]) -> dict[str, Order]:
+    """The orders with these ids, in one statement; an unknown id is simply absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(wanted)))}
+
+
+def patients_by_id(session: Session, ids: Iterable[str]) -> dict[str, Patient]:
+    """The pseudonymous patients with these ids, in one statement; unknown ids are absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(wanted)))}
+
+
+def patient_view() -> Subquery:
+    """The pseudonymous patients as a read view to join on: `id`, `ref` (never identity)."""
+    return select(Patient.id, Patient.ref).subquery("patient_view")
+
+
+def order_view() -> Subquery:
+    """The orders as a read view to join on: `id`, `site_id` (the ordering site),
+    `patient_id`, `status`."""
+    return select(Order.id, Order.site_id, Order.patient_id, Order.status).subquery("order_view")
