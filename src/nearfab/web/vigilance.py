@@ -16,7 +16,7 @@ from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can
 from nearfab.web.chain import refusal_words
 from nearfab.web.forms import form_text
-from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
+from nearfab.web.pages import _app, _check_csrf, _not_found, hidden, page, render
 
 router = APIRouter(include_in_schema=False)
 FLASH, ERROR = "vigilance_flash", "vigilance_error"
@@ -57,7 +57,10 @@ async def report_adverse_event(
     try:
         event_id = await run_in_threadpool(run)
     except DomainError as exc:
-        request.session[ERROR] = refusal_words("Adverse event", exc)
+        # a pack of a site the reporter is not staff of is answered as an unknown one: the
+        # form never confirms that a pack exists elsewhere
+        shown = hidden(exc, form.get("scan", "").strip() or None)
+        request.session[ERROR] = refusal_words("Adverse event", shown)
         return RedirectResponse("/adverse-events/new", status_code=303)
     if can(actor, Permission.TRACE_READ):
         return RedirectResponse(f"/adverse-events/{event_id}", status_code=303)
