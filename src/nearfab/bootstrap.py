@@ -20,7 +20,9 @@ from nearfab.custody import CustodyChain, CustodyService, KeyRing
 from nearfab.custody.kit import LabelKit
 from nearfab.db import make_engine, make_session_factory
 from nearfab.designs import DesignService, FamilyRegistry, ProductFamily
+from nearfab.families.bioprint import BioprintFamily
 from nearfab.families.cell_therapy import CellTherapyFamily
+from nearfab.families.device import DeviceFamily
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import (
     AccountPolicy,
@@ -171,6 +173,8 @@ def product_families() -> FamilyRegistry:
     families = FamilyRegistry(check=check_family_parts)
     families.register(SolidDoseFamily())
     families.register(CellTherapyFamily())
+    families.register(BioprintFamily())
+    families.register(DeviceFamily())
     return families
 
 

@@ -123,6 +123,18 @@ class MachineKit(Protocol):
         ...
 
 
+def build_approver(kit: MachineKit, site_kind: str) -> str | None:
+    """The role that must issue a job ticket for a machine at a site of `site_kind`: issuing it
+    is the control site's approval of that build, and the ticket names who approved it
+    (`build_approval`), so the machine can refuse a build nobody approved. The family's
+    optional `build_approver(site_kind)`; None (whoever may issue tickets) without it."""
+    ask = getattr(kit, "build_approver", None)
+    if not callable(ask):
+        return None
+    answer = ask(site_kind)
+    return None if answer is None else str(answer)
+
+
 def metric_specs(
     parameters: Mapping[str, Mapping[str, Any]], *, cpp: bool = True
 ) -> dict[str, MetricSpec]:

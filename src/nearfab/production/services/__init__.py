@@ -67,7 +67,7 @@ class ProductionService:
         fleet: MachineFleet,
     ) -> None:
         self.gate = ProductionGate(network, master_files, orders)
-        self.tickets = TicketDesk(self.gate, orders, scheduling, signer)
+        self.tickets = TicketDesk(self.gate, orders, scheduling, signer, families)
         self.runs = Runs(
             self.gate,
             network,

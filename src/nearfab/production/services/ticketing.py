@@ -6,8 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 from nearfab.common.errors import Forbidden, Refused
+from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, Permission, authorize, refuse
 from nearfab.orders import OrderService
+from nearfab.production.kit import build_approver
 from nearfab.production.services.gate import ProductionGate
 from nearfab.production.tickets import SignedTicket, TicketSigner
 from nearfab.scheduling import SchedulingService
@@ -23,7 +25,9 @@ class TicketDesk:
         orders: OrderService,
         scheduling: SchedulingService,
         signer: TicketSigner,
+        families: FamilyRegistry | None = None,
     ) -> None:
+        self._families = families
         self._gate = gate
         self._orders = orders
         self._scheduling = scheduling
@@ -34,8 +38,22 @@ class TicketDesk:
         job = self._scheduling.get(uow, job_id)
         authorize(actor, Permission.TICKET_ISSUE, site_id=job.site_id)
         mf, site, machine = self._gate.context(uow, job)
+        # a family may require a build at some kinds of site to be approved by a given role
+        # of the control site: issuing the ticket is that approval (production.kit)
+        approver = (
+            build_approver(self._families.get(mf.product_family).machines, site.kind)
+            if self._families is not None
+            else None
+        )
         try:
             self._gate.check(uow, mf, site, machine)
+            if approver is not None and approver not in actor.roles:
+                raise Refused(
+                    f"a build at a {site.kind} site is approved by the control site's "
+                    f"{approver}: {actor.username} may not issue its ticket",
+                    field="approver",
+                    code="build_approval_required",
+                )
         except (Refused, Forbidden) as exc:
             refuse(uow, actor, exc, "job", job.id, site_id=site.id)
         order = self._orders.get(uow, job.order_id)
@@ -53,6 +71,13 @@ class TicketDesk:
             "issued_at": now.isoformat(),
             "expires_at": (now + TICKET_LIFETIME).isoformat(),
         }
+        if approver is not None:
+            payload["build_approval"] = {
+                "site_kind": site.kind,
+                "role": approver,
+                "by": actor.user_id,
+                "at": now.isoformat(),
+            }
         ticket = self._signer.sign(payload)
         self._scheduling.attach_ticket(uow, actor, job, ticket.to_dict(), ticket.ticket_hash)
         uow.commit()
