@@ -10,7 +10,7 @@ record show the release as exceptional, with both signatures.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -26,11 +26,14 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService
-from nearfab.production import BatchRecord, ProductionService
+from nearfab.production import ProductionService
 from nearfab.quality.logic import STATUS_CHECKS
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import pending_review, refused_on_batch, sign_for_batch
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 REQUESTED, RELEASED, CLOSED = "requested", "released", "closed"
 REQUESTED_BY = "requested by the treating physician (exceptional release)"

@@ -11,7 +11,7 @@ a second entry is refused unless it is a signed correction with its reason (a ne
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -29,7 +29,7 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFileService
 from nearfab.orders import OrderService
-from nearfab.production import BatchRecord, ProductionService
+from nearfab.production import ProductionService
 from nearfab.quality.models import (
     FollowUpResult,
     PrescriberNotice,
@@ -38,6 +38,9 @@ from nearfab.quality.models import (
 )
 from nearfab.quality.records import add_deviation, refused_on_batch, sign_for_batch
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 PENDING, PASSED, FAILED = "pending", "passed", "failed"
 OUTCOMES = {"pass": PASSED, "fail": FAILED}

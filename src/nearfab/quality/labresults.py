@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -35,11 +35,14 @@ from nearfab.identity import (
     authorize,
 )
 from nearfab.masterfiles import MasterFileService
-from nearfab.production import BatchRecord, BatchStatus, ProductionService
+from nearfab.production import BatchStatus, ProductionService
 from nearfab.quality.kit import LabResultsKit, lab_results_kit, release_kit
 from nearfab.quality.models import LabResult
 from nearfab.quality.records import refused_on_batch, sign_for_batch
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 RECORD_TYPE = "lab_results"  # what the analyst's signature is on: one entry
 ENTERED_BY = "results entered by"
@@ -47,7 +50,7 @@ METHOD_MAX = 500
 MAX_RESULTS = 50  # results in one entry
 OPEN = frozenset({BatchStatus.IN_PROGRESS.value, BatchStatus.COMPLETED.value})
 # the proposal evaluated again with the results in force (QualityService.reevaluate)
-Reevaluate = Callable[[UnitOfWork, Actor, BatchRecord, str], object]
+Reevaluate = Callable[[UnitOfWork, Actor, "BatchRecord", str], object]
 
 
 class LabResults:

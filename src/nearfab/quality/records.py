@@ -10,29 +10,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.identity import (
     Actor,
     AuditAction,
-    AuditEntry,
     Permission,
-    Signature,
     SignatureService,
     audit,
     authorize,
     record_hash,
     refuse,
 )
+from nearfab.identity.reads import audit_entries_on
 from nearfab.masterfiles import MasterFileService
-from nearfab.production import BatchRecord, ProductionService, StepSignoff, StepState, check_entry
+from nearfab.production import ProductionService, StepState, check_entry
 from nearfab.quality.enums import DeviationStatus, ReviewStatus
 from nearfab.quality.models import AuditTrailReview, Deviation, LabResult, ReleaseReview
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import AuditEntry, Signature
+    from nearfab.production import BatchRecord
+    from nearfab.quality.signedrows import SignedStep
 
 PERFORMED = "performed by"
 VERIFIED = "verified by"
@@ -350,36 +354,24 @@ class RecordControls:
     def trail(self, uow: UnitOfWork, batch: BatchRecord) -> list[AuditEntry]:
         """Every audit row about the batch: the batch, its job and order, its release review,
         its manual steps, its deviations and its laboratory results; in order."""
-        conds = [
-            and_(AuditEntry.entity_type == "batch", AuditEntry.entity_id == batch.id),
-            and_(AuditEntry.entity_type == "job", AuditEntry.entity_id == batch.job_id),
-            and_(AuditEntry.entity_type == "order", AuditEntry.entity_id == batch.order_id),
-        ]
+        targets: dict[str, list[str]] = {
+            "batch": [batch.id],
+            "job": [batch.job_id],
+            "order": [batch.order_id],
+        }
         review = uow.session.scalar(
             select(ReleaseReview.id).where(ReleaseReview.batch_id == batch.id)
         )
         if review:
-            conds.append(
-                and_(AuditEntry.entity_type == "release_review", AuditEntry.entity_id == review)
-            )
-        steps = [s.id for s in self._production.signoffs(uow, batch.id)]
-        if steps:
-            conds.append(
-                and_(AuditEntry.entity_type == "batch_step", AuditEntry.entity_id.in_(steps))
-            )
-        devs = list(uow.session.scalars(select(Deviation.id).where(Deviation.batch_id == batch.id)))
-        if devs:
-            conds.append(
-                and_(AuditEntry.entity_type == "deviation", AuditEntry.entity_id.in_(devs))
-            )
-        labs = list(uow.session.scalars(select(LabResult.id).where(LabResult.batch_id == batch.id)))
-        if labs:
-            conds.append(
-                and_(AuditEntry.entity_type == "lab_result", AuditEntry.entity_id.in_(labs))
-            )
-        return list(
-            uow.session.scalars(select(AuditEntry).where(or_(*conds)).order_by(AuditEntry.id))
+            targets["release_review"] = [review]
+        targets["batch_step"] = [s.id for s in self._production.signoffs(uow, batch.id)]
+        targets["deviation"] = list(
+            uow.session.scalars(select(Deviation.id).where(Deviation.batch_id == batch.id))
         )
+        targets["lab_result"] = list(
+            uow.session.scalars(select(LabResult.id).where(LabResult.batch_id == batch.id))
+        )
+        return audit_entries_on(uow.session, targets)
 
     @staticmethod
     def trail_hash(batch_id: str, rows: list[AuditEntry]) -> str:
@@ -567,7 +559,7 @@ class RecordControls:
         return out
 
     @staticmethod
-    def signed_steps(rows: Iterable[StepSignoff]) -> list[dict[str, Any]]:
+    def signed_steps(rows: Iterable[SignedStep]) -> list[dict[str, Any]]:
         """The manual steps as a QP's release signature binds them (`rows`: the batch's
         sign-offs by position, as quality/signedrows.py reads them)."""
         return [

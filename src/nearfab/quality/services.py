@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import (
-    Actor,
-    AuditAction,
-    Permission,
-    Signature,
-    SignatureService,
-    audit,
-    authorize,
-)
+from nearfab.identity import Actor, AuditAction, Permission, SignatureService, audit, authorize
 from nearfab.identity import record_hash as hash_of_record
+from nearfab.identity.reads import signature
 from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.orders import OrderService, OrderStatus
-from nearfab.production import BatchRecord, BatchStatus, ProductionService
+from nearfab.production import BatchStatus, ProductionService
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.exceptional import (
@@ -46,6 +39,10 @@ from nearfab.quality.records import (
 )
 from nearfab.quality.signedrows import SignedRows, signed_rows
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
+    from nearfab.production import BatchRecord
 
 ReleaseCheck = Callable[[UnitOfWork, str], str | None]
 # the batch's alarms not yet dispositioned (monitoring, wired in bootstrap)
@@ -542,7 +539,7 @@ class QualityService:
             return None
         batch = self._production.get(uow, review.batch_id)
         # the review names its signature (verification has it loaded with the pack)
-        sig = uow.session.get(Signature, review.signature_id)
+        sig = signature(uow.session, review.signature_id)
         if sig is None or sig.record_type != "batch" or sig.record_id != batch.id:
             return False
         rows = signed_rows(uow.session, batch.id)  # steps, deviations, request, results

@@ -10,16 +10,19 @@ server process checks the QP's signature, and each round trip costs more than it
 (docs/performance.md, "Fifth pass"). The three tables are read side by side, not joined to
 each other: a driving list of parts (1 sign-offs, 2 deviations, 3 the request, 4 results) is
 outer-joined to each table on its own part only, so a row carries one of them (or none: a
-part with no rows still gives one row of NULLs), never a product of their counts."""
+part with no rows still gives one row of NULLs), never a product of their counts. The
+sign-offs are production's: they come through its read view (`step_signoff_view`) as the
+columns the signature binds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import BindParameter, and_, bindparam, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
-from nearfab.production import StepSignoff
+from nearfab.production.reads import step_signoff_view
 from nearfab.quality.models import Deviation, ExceptionalRelease, LabResult
 
 _STEPS, _DEVIATIONS, _REQUEST, _RESULTS = 1, 2, 3, 4
@@ -30,11 +33,36 @@ _PARTS = union_all(
     )
 ).subquery("signed_part")
 _BATCH: BindParameter[str] = bindparam("batch_id")
+
+
+@dataclass(frozen=True)
+class SignedStep:
+    """A manual-step sign-off as the release signature binds it (production's read view)."""
+
+    id: str
+    code: str
+    position: int
+    entry: dict[str, Any] | None
+    performed_by: str
+    signature_id: str
+    deviation_id: str | None
+    verified_by: str | None
+    verify_signature_id: str | None
+
+
+_STEP_FIELDS = tuple(SignedStep.__dataclass_fields__)
+_SIGNOFFS = step_signoff_view()
 # built once (the statement is immutable)
 _SIGNED_ROWS = (
-    select(_PARTS.c.part, StepSignoff, Deviation, ExceptionalRelease, LabResult)
+    select(
+        _PARTS.c.part,
+        Deviation,
+        ExceptionalRelease,
+        LabResult,
+        *(_SIGNOFFS.c[name].label(f"step_{name}") for name in _STEP_FIELDS),
+    )
     .select_from(_PARTS)
-    .outerjoin(StepSignoff, and_(_PARTS.c.part == _STEPS, StepSignoff.batch_id == _BATCH))
+    .outerjoin(_SIGNOFFS, and_(_PARTS.c.part == _STEPS, _SIGNOFFS.c.batch_id == _BATCH))
     .outerjoin(Deviation, and_(_PARTS.c.part == _DEVIATIONS, Deviation.batch_id == _BATCH))
     .outerjoin(
         ExceptionalRelease,
@@ -43,7 +71,7 @@ _SIGNED_ROWS = (
     .outerjoin(LabResult, and_(_PARTS.c.part == _RESULTS, LabResult.batch_id == _BATCH))
     .order_by(
         _PARTS.c.part,
-        StepSignoff.position,
+        _SIGNOFFS.c.position,
         Deviation.opened_at,
         Deviation.id,
         LabResult.key,
@@ -59,22 +87,22 @@ class SignedRows:
     laboratory results (every version, by key then version: `LabResults.in_force_rows`
     picks the ones in force)."""
 
-    steps: list[StepSignoff]
+    steps: list[SignedStep]
     deviations: list[Deviation]
     exceptional: ExceptionalRelease | None
     results: list[LabResult]
 
 
 def signed_rows(session: Session, batch_id: str) -> SignedRows:
-    steps: list[StepSignoff] = []
+    steps: list[SignedStep] = []
     deviations: list[Deviation] = []
     exceptional: ExceptionalRelease | None = None
     results: list[LabResult] = []
-    for _part, step, deviation, request, result in session.execute(
+    for _part, deviation, request, result, *step in session.execute(
         _SIGNED_ROWS, {"batch_id": batch_id}
     ):
-        if step is not None:
-            steps.append(step)
+        if step[0] is not None:  # the sign-off's id
+            steps.append(SignedStep(*step))
         elif deviation is not None:
             deviations.append(deviation)
         elif request is not None:
