@@ -1,0 +1,19 @@
+"""What other domains may read of masterfiles' tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nearfab.masterfiles.changecontrol import ChangeControl
+
+
+def change_controls_by_id(session: Session, ids: Iterable[str]) -> dict[str, ChangeControl]:
+    """The change controls with these ids, in one statement; an unknown id is simply absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(ChangeControl).where(ChangeControl.id.in_(wanted)))
+    return {cc.id: cc for cc in rows}
