@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from nearfab.identity.models import AuditEntry, Signature
+from nearfab.identity.models import AuditEntry, Signature, User
 
 
 def signature(session: Session, signature_id: str) -> Signature | None:
@@ -38,3 +38,16 @@ def signature_entity_view() -> type[Signature]:
     loaded signature on (verification: the QP signature check finds it in the session). The
     caller reads it, never writes it."""
     return aliased(Signature, name="signature_view")
+
+
+def users_by_id(session: Session, ids: Iterable[str]) -> dict[str, User]:
+    """The accounts with these ids, in one statement; an unknown id is simply absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
+
+
+def user_by_username(session: Session, username: str) -> User | None:
+    """The account with this username, or None."""
+    return session.scalar(select(User).where(User.username == username))

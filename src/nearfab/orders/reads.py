@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Subquery, select
+from sqlalchemy import Subquery, func, select
 from sqlalchemy.orm import Session
 
 from nearfab.common.errors import NotFound
@@ -45,3 +45,20 @@ def order_view() -> Subquery:
     """The orders as a read view to join on: `id`, `site_id` (the ordering site),
     `patient_id`, `status`."""
     return select(Order.id, Order.site_id, Order.patient_id, Order.status).subquery("order_view")
+
+
+def orders_per_site(
+    session: Session, *, master_file_code: str, master_file_version: int, statuses: Iterable[str]
+) -> dict[str, int]:
+    """How many orders each site placed under one master-file version in these statuses (one
+    statement; a site with none is absent)."""
+    rows = session.execute(
+        select(Order.site_id, func.count())
+        .where(
+            Order.master_file_code == master_file_code,
+            Order.master_file_version == master_file_version,
+            Order.status.in_(list(statuses)),
+        )
+        .group_by(Order.site_id)
+    )
+    return {site_id: n for site_id, n in rows}

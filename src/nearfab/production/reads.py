@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Subquery, select
+from sqlalchemy import Subquery, func, select
 from sqlalchemy.orm import Session, aliased
 
 from nearfab.common.errors import NotFound
@@ -75,3 +75,29 @@ def batch_entity_view() -> type[BatchRecord]:
     loaded record on to quality (verification: the QP signature check finds it in the session
     instead of reading it again). The caller reads it, never writes it."""
     return aliased(BatchRecord, name="batch_view")
+
+
+def batch_records_by_number(session: Session, numbers: Iterable[str]) -> dict[str, BatchRecord]:
+    """The batches with these batch numbers, in one statement, by number; unknown are absent."""
+    wanted = set(numbers)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(BatchRecord).where(BatchRecord.batch_number.in_(wanted)))
+    return {batch.batch_number: batch for batch in rows}
+
+
+def batches_per_site(
+    session: Session, *, master_file_code: str, master_file_version: int, statuses: Iterable[str]
+) -> dict[str, int]:
+    """How many batches each site made under one master-file version in these statuses (one
+    statement; a site with none is absent)."""
+    rows = session.execute(
+        select(BatchRecord.site_id, func.count())
+        .where(
+            BatchRecord.master_file_code == master_file_code,
+            BatchRecord.master_file_version == master_file_version,
+            BatchRecord.status.in_(list(statuses)),
+        )
+        .group_by(BatchRecord.site_id)
+    )
+    return {site_id: n for site_id, n in rows}
