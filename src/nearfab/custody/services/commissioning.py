@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from nearfab.common.ids import new_id
 from nearfab.custody.enums import BizStep, Disposition, UnitStatus
@@ -13,8 +14,10 @@ from nearfab.custody.logic import epcis as ev
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.identity import Actor, AuditAction, audit
-from nearfab.production import BatchRecord
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 
 class Commissioning:

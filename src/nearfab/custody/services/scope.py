@@ -8,17 +8,18 @@ from sqlalchemy import select
 from nearfab.common.errors import NotFound
 from nearfab.custody.models import SerialUnit
 from nearfab.identity import Actor, Permission, authorize
-from nearfab.orders import Order
-from nearfab.production import BatchRecord
+from nearfab.orders.reads import order
+from nearfab.production.reads import batch_record
 from nearfab.uow import UnitOfWork
 
 
 def pack_sites(uow: UnitOfWork, unit: SerialUnit) -> set[str]:
     """The sites a pack belongs to: the site that made it and the site that ordered it (an
     order without a site adds none: it never opens the pack to everyone)."""
-    batch = uow.session.get(BatchRecord, unit.batch_id)
-    order = uow.session.get(Order, unit.order_id)
-    return {s for s in (batch.site_id if batch else None, order.site_id if order else None) if s}
+    # both rows exist (the pack's foreign keys); read from the session when already loaded
+    made = batch_record(uow.session, unit.batch_id).site_id
+    ordered = order(uow.session, unit.order_id).site_id
+    return {s for s in (made, ordered) if s}
 
 
 def authorize_pack(
