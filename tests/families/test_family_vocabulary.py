@@ -22,6 +22,11 @@ FAMILY_WORDS = {
         r"isbt|\bDIN\b|donation.identification|cells?[ _/]kg|apheresis|cryo|viable.cell",
         re.IGNORECASE,
     ),
+    "device": re.compile(
+        r"flowmeter|uroflow|orifice|coupon|octoprint|moonraker|\bstl\b|\bfdm\b|"
+        r"device.history.record",
+        re.IGNORECASE,
+    ),
 }
 
 # family words that may stay in the core: the demo seeds real products by name
@@ -68,3 +73,5 @@ def test_the_words_are_caught() -> None:
     assert FAMILY_WORDS["cell_therapy"].search("dose in cells/kg")
     assert not FAMILY_WORDS["solid_dose"].search("batch record units made")
     assert not FAMILY_WORDS["cell_therapy"].search("a DINNER at the site")
+    assert FAMILY_WORDS["device"].search("the test coupon of an FDM build")
+    assert not FAMILY_WORDS["device"].search("the build's approver signs the ticket")
