@@ -109,6 +109,14 @@ def exceptional_only(kit: ReleaseKit) -> bool:
     return bool(getattr(kit, "exceptional_release_only", False))
 
 
+def release_signatory(kit: ReleaseKit) -> str:
+    """Who signs a batch's release or rejection, as the records name them: the family's
+    optional `release_signatory` (e.g. a medical device's "responsible person"); "QP" without
+    it. The permission to decide stays the core's release role (`release.decide`): the family
+    names the signatory, it grants nothing."""
+    return str(getattr(kit, "release_signatory", None) or "QP")
+
+
 class LabResultsKit(Protocol):
     """The optional part of a `ReleaseKit` for a family whose release tests read results a
     laboratory reports after the batch is made (quality.labresults): the keys it takes, their

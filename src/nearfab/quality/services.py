@@ -26,7 +26,12 @@ from nearfab.quality.exceptional import (
     require_out_of_specification,
 )
 from nearfab.quality.followup import FAILED_KIND, FollowUps, followup_dict
-from nearfab.quality.kit import ReleaseEvidence, exceptional_only, release_kit
+from nearfab.quality.kit import (
+    ReleaseEvidence,
+    exceptional_only,
+    release_kit,
+    release_signatory,
+)
 from nearfab.quality.labresults import LabResults
 from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, propose_release
 from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
@@ -298,8 +303,14 @@ class QualityService:
         sig: Signature,
     ) -> None:
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
+        # the records name the signatory as the product's family does (quality.kit)
+        who = release_signatory(
+            release_kit(
+                self._families, self._master_files.get(uow, batch.master_file_id).product_family
+            )
+        )
         self._production.transition(
-            uow, actor, batch, target, reason=reason or f"QP {decision.value}"
+            uow, actor, batch, target, reason=reason or f"{who} {decision.value}"
         )
         order = self._orders.get(uow, batch.order_id)
         self._orders.transition(
@@ -307,7 +318,7 @@ class QualityService:
             actor,
             order,
             OrderStatus.RELEASED if decision is Decision.RELEASE else OrderStatus.REJECTED,
-            reason=reason or f"QP {decision.value}",
+            reason=reason or f"{who} {decision.value}",
             extra={"signature_id": sig.id},
         )
         old = {"status": review.status}
@@ -324,7 +335,7 @@ class QualityService:
             review.id,
             old=old,
             new={"status": review.status, "signature_id": sig.id},
-            reason=reason or f"QP {decision.value}",
+            reason=reason or f"{who} {decision.value}",
             site_id=review.site_id,
         )
         for dev in self.deviations(uow, batch.id):

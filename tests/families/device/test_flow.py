@@ -14,12 +14,14 @@ import hashlib
 import math
 
 import pytest
+from sqlalchemy import select
 from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 from tests.families.device import network as net
 
 from nearfab.common.errors import Forbidden, Refused
 from nearfab.families.device.geometry import design_file
+from nearfab.identity import AuditEntry
 from nearfab.production.machines import Fault
 
 world = fh.world_fixture(net.build)
@@ -79,6 +81,16 @@ def test_a_flowmeter_from_prescription_to_the_patient_at_the_pharmacy(world) -> 
     assert record.measurements["layers"] == 660
     fh.release(app, batch_id)
     assert fh.batch(app, batch_id).status == "released"
+    # the records name the family's signatory (quality.kit.release_signatory), not a QP
+    with app.uow() as uow:
+        reasons = uow.session.scalars(
+            select(AuditEntry.reason).where(
+                AuditEntry.entity_type == "batch",
+                AuditEntry.entity_id == batch_id,
+                AuditEntry.action == "transition",
+            )
+        ).all()
+    assert "responsible person release" in reasons
     [pack] = ch.units(app, batch_id)
     assert pack.quantity == 1 and pack.gtin == net.GTIN
     with app.uow() as uow:
