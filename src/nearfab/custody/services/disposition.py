@@ -12,8 +12,9 @@ from nearfab.custody.logic import epcis as ev
 from nearfab.custody.models import SerialUnit
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.signedfacts import pack_facts, release_ref
-from nearfab.identity import Actor, Signature
-from nearfab.production import BatchRecord
+from nearfab.identity import Actor
+from nearfab.identity.reads import signature
+from nearfab.production.reads import batch_view
 from nearfab.uow import UnitOfWork
 
 
@@ -63,12 +64,13 @@ class Dispositions:
     def lagging_dispositions(self, uow: UnitOfWork) -> list[tuple[str, str]]:
         """(batch id, QP decision) of dispositioned batches whose packs are still quarantined,
         e.g. because the reaction to the decision failed; the runner's sweep completes them."""
+        batch = batch_view()
         rows = uow.session.execute(
-            select(BatchRecord.id, BatchRecord.status)
-            .join(SerialUnit, SerialUnit.batch_id == BatchRecord.id)
+            select(batch.c.id, batch.c.status)
+            .join(SerialUnit, SerialUnit.batch_id == batch.c.id)
             .where(
                 SerialUnit.status == UnitStatus.QUARANTINE.value,
-                BatchRecord.status.in_(("released", "rejected")),
+                batch.c.status.in_(("released", "rejected")),
             )
             .distinct()
         )
@@ -129,7 +131,7 @@ class Dispositions:
         self._packs.epcis.record(uow, event, site_id=batch.site_id)
         if self._packs.ledger is not None:
             sig = (
-                uow.session.get(Signature, review.signature_id)
+                signature(uow.session, review.signature_id)
                 if review is not None and review.signature_id
                 else None
             )
