@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
@@ -19,15 +19,22 @@ from nearfab.identity import (
     AuditAction,
     Permission,
     SignatureService,
-    User,
     audit,
     audited_transition,
     authorize,
 )
-from nearfab.masterfiles import ChangeControl, pydantic_to_domain
+from nearfab.identity.reads import user_by_username
+from nearfab.masterfiles import pydantic_to_domain
+from nearfab.masterfiles.reads import change_controls_by_id
 from nearfab.network import NetworkService
-from nearfab.orders import Order, OrderStatus
-from nearfab.production import BatchRecord, BatchStatus
+from nearfab.orders import OrderStatus
+from nearfab.orders.reads import orders_per_site
+from nearfab.production import BatchStatus
+from nearfab.production.reads import (
+    batch_records_by_id,
+    batch_records_by_number,
+    batches_per_site,
+)
 from nearfab.quality.models import Deviation
 from nearfab.quality.qms_models import (
     CAPA_TRANSITIONS,
@@ -40,6 +47,9 @@ from nearfab.quality.qms_models import (
     QaAssignment,
 )
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 ITEM_KINDS = ("deviation", "complaint", "capa", "change_control")
 # orders not yet made (or made, not yet dispositioned) under a master-file version
@@ -124,20 +134,17 @@ def work_in_progress(uow: UnitOfWork, code: str, version: int) -> dict[str, dict
     change control's impact, wired in bootstrap)."""
     out: dict[str, dict[str, int]] = {}
     counted = (
-        (Order, OPEN_ORDER_STATUSES, "open_orders"),
-        (BatchRecord, BATCH_IN_PROGRESS, "batches_in_progress"),
+        (orders_per_site, OPEN_ORDER_STATUSES, "open_orders"),
+        (batches_per_site, BATCH_IN_PROGRESS, "batches_in_progress"),
     )
-    for model, statuses, key in counted:
-        per_site = uow.session.execute(
-            select(model.site_id, func.count())
-            .where(
-                model.master_file_code == code,
-                model.master_file_version == version,
-                model.status.in_([s.value for s in statuses]),
-            )
-            .group_by(model.site_id)
+    for per_site_of, statuses, key in counted:
+        per_site = per_site_of(
+            uow.session,
+            master_file_code=code,
+            master_file_version=version,
+            statuses=[s.value for s in statuses],
         )
-        for site_id, n in per_site:
+        for site_id, n in per_site.items():
             out.setdefault(site_id, {"open_orders": 0, "batches_in_progress": 0})[key] = n
     return out
 
@@ -166,7 +173,7 @@ class QmsService:
 
     # --- owner and due date --------------------------------------------------------------------
     def _check_assignment(self, uow: UnitOfWork, spec: AssignIn) -> None:
-        user = uow.session.scalar(select(User).where(User.username == spec.owner))
+        user = user_by_username(uow.session, spec.owner)
         if user is None or not user.active:
             raise ValidationFailed(f"owner: no active user {spec.owner!r}", field="owner")
         if spec.due_date < uow.clock.now().date():
@@ -233,14 +240,14 @@ class QmsService:
             dev = uow.session.get(Deviation, item_id)
             if dev is None:
                 raise NotFound(f"no deviation {item_id!r}", field="item_id")
-            batch = uow.session.get(BatchRecord, dev.batch_id)
+            batch = batch_records_by_id(uow.session, [dev.batch_id]).get(dev.batch_id)
             return batch.site_id if batch else None
         if kind == "complaint":
             return self._complaint(uow, item_id).site_id
         if kind == "capa":
             return self._capa(uow, item_id).site_id
         if kind == "change_control":
-            if uow.session.get(ChangeControl, item_id) is None:
+            if item_id not in change_controls_by_id(uow.session, [item_id]):
                 raise NotFound(f"no change control {item_id!r}", field="item_id")
             return None
         raise ValidationFailed(f"item_kind: one of {', '.join(ITEM_KINDS)}", field="item_kind")
@@ -376,10 +383,10 @@ class QmsService:
                 raise ValidationFailed(
                     f"pack_serial: no pack with serial {spec.pack_serial!r}", field="pack_serial"
                 )
-            batch = uow.session.get(BatchRecord, batch_id)
+            batch = batch_records_by_id(uow.session, [batch_id]).get(batch_id)
         if spec.batch_number:
-            by_number = uow.session.scalar(
-                select(BatchRecord).where(BatchRecord.batch_number == spec.batch_number)
+            by_number = batch_records_by_number(uow.session, [spec.batch_number]).get(
+                spec.batch_number
             )
             if by_number is None:
                 raise ValidationFailed(
