@@ -101,3 +101,40 @@ def batches_per_site(
         .group_by(BatchRecord.site_id)
     )
     return {site_id: n for site_id, n in rows}
+
+
+def batch_records_by_job(session: Session, job_ids: Iterable[str]) -> dict[str, BatchRecord]:
+    """The batches made by these jobs (runs), in one statement, by job id; unknown are absent."""
+    wanted = set(job_ids)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(BatchRecord).where(BatchRecord.job_id.in_(wanted)))
+    return {batch.job_id: batch for batch in rows}
+
+
+def latest_batch_on_machine(session: Session, machine_id: str) -> BatchRecord | None:
+    """The batch the machine started last, or None."""
+    return session.scalar(
+        select(BatchRecord)
+        .where(BatchRecord.machine_id == machine_id)
+        .order_by(BatchRecord.started_at.desc())
+        .limit(1)
+    )
+
+
+def batch_records_of_product(
+    session: Session, master_file_code: str, statuses: Iterable[str], *, finished_only: bool = False
+) -> list[BatchRecord]:
+    """The batches of a master file (any version) in these statuses, in one statement, by
+    start; with `finished_only`, only the finished ones, by finish time then batch number."""
+    stmt = select(BatchRecord).where(
+        BatchRecord.master_file_code == master_file_code,
+        BatchRecord.status.in_(list(statuses)),
+    )
+    if finished_only:
+        stmt = stmt.where(BatchRecord.finished_at.is_not(None)).order_by(
+            BatchRecord.finished_at, BatchRecord.batch_number
+        )
+    else:
+        stmt = stmt.order_by(BatchRecord.started_at)
+    return list(session.scalars(stmt))
