@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from nearfab.bootstrap import App
 from nearfab.cli.context import (
     console,
     emit_json,
@@ -23,9 +22,10 @@ from nearfab.cli.context import (
     use_case,
 )
 from nearfab.common.errors import ValidationFailed
-from nearfab.identity import Actor, search_audit, verify_audit_chain
-from nearfab.identity.services.audit import create_checkpoint, export_checkpoint
-from nearfab.recordexport import FORMATS, entry_dict, export_record, record_view
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.identity import Actor
 
 
 class _ShowByDefault(TyperGroup):
@@ -79,6 +79,8 @@ def show(
     data_dir: DataDir = None,
 ) -> None:
     """The audit trail of one record, oldest first, and its signatures."""
+    from nearfab.recordexport import record_view
+
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
     view = use_case(
@@ -127,6 +129,9 @@ def list_rows(
 ) -> None:
     """Audit rows, newest first, filtered (times are UTC)."""
     from datetime import UTC
+
+    from nearfab.identity import search_audit
+    from nearfab.recordexport import entry_dict
 
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
@@ -200,6 +205,8 @@ def verify(
     checkpoint (and the file given with --against). Exit 0 with a summary, or 1 naming what
     changed (edited, deleted, inserted, reordered); rows after the last checkpoint are
     reported as unanchored."""
+    from nearfab.identity import verify_audit_chain
+
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
     file = read_against(against, as_json)
@@ -242,6 +249,8 @@ def checkpoint(
     data_dir: DataDir = None,
 ) -> None:
     """Take a signed checkpoint now (also written to the control site's ledger chain)."""
+    from nearfab.identity.services.audit import create_checkpoint
+
     if ctx.invoked_subcommand is not None:
         return
     application = state(ctx, data_dir).app()
@@ -269,6 +278,8 @@ def checkpoint_export(
     """Take a checkpoint and write it, with every earlier checkpoint's head, signed, to a file:
     `audit verify --against FILE` and `custody verify-ledger --against FILE` later prove what
     existed then."""
+    from nearfab.identity.services.audit import export_checkpoint
+
     application = state(ctx, data_dir).app()
     who = _who(application, user, password, as_json)
     doc = use_case(application, as_json, lambda uow: export_checkpoint(uow, who))
@@ -297,6 +308,8 @@ def export(
     data_dir: DataDir = None,
 ) -> None:
     """Export one record with its audit trail and signatures."""
+    from nearfab.recordexport import FORMATS, export_record
+
     if fmt not in FORMATS:
         raise typer.BadParameter(f"one of {', '.join(FORMATS)}", param_hint="--format")
     application = state(ctx, data_dir).app()

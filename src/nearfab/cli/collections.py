@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nearfab.cli.context import app_as, done, use_case
 from nearfab.common.errors import ValidationFailed
-from nearfab.scheduling.services.collections import appointment_dict
-from nearfab.scheduling.services.consent import record_dict
-from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.uow import UnitOfWork
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data folder (default: NEARFAB_DATA_DIR).")
@@ -41,6 +41,8 @@ def pre_collection(
 ) -> None:
     """Record (e-signed) one of the records the order's family requires before the
     collection: a clinician of the ordering site."""
+    from nearfab.scheduling.services.consent import record_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:
@@ -73,6 +75,8 @@ def collected(
     """Record that the collection happened, with the patient's identifier and the family's
     chain identifier; refused (exit 2, audited) on a mismatch or before the pre-collection
     records."""
+    from nearfab.scheduling.services.collections import appointment_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
 
     def step(uow: UnitOfWork) -> dict[str, Any]:

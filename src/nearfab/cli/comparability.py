@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from nearfab.bootstrap import App
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
@@ -20,8 +19,10 @@ from nearfab.cli.context import (
     emit_json,
     use_case,
 )
-from nearfab.comparability.schemas import ReportOut, RoundOut, SuspensionOut
-from nearfab.identity import Actor
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.identity import Actor
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -40,6 +41,8 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Each site (machine, lot, month) against the network; what drifts is flagged."""
+    from nearfab.comparability.schemas import ReportOut
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = ReportOut.model_validate(
         use_case(
@@ -90,6 +93,7 @@ def _answer_round(
 ) -> None:
     """Run `change` (it returns the round's id) and answer the round as it then stands, in the
     same unit of work."""
+    from nearfab.comparability.schemas import RoundOut
 
     def step(uow: Any) -> dict[str, Any]:
         return application.comparability.round(uow, actor, change(uow))
@@ -183,6 +187,8 @@ def suspensions(
     data_dir: DataDir = None,
 ) -> None:
     """Suspensions, active and lifted."""
+    from nearfab.comparability.schemas import SuspensionOut
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     rows = use_case(
         application, as_json, lambda uow: application.comparability.suspensions(uow, actor)

@@ -8,16 +8,20 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.config import Settings
-from nearfab.identity import Actor, KeyMismatch, actor_of
+
+# the platform is imported when a command runs, not when the CLI starts: `nearfab --help`
+# must answer at once (tests/cli/test_cli_startup.py)
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.identity import Actor
 
 # options every command takes
 DataDir = Annotated[
@@ -39,6 +43,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def build_app(settings: Settings, **kwargs: Any) -> App:
+    """The platform, wired when a command first needs it (bootstrap.build_app)."""
+    from nearfab.bootstrap import build_app as wire
+
+    return wire(settings, **kwargs)
+
+
 @dataclass
 class CliState:
     data_dir: Path | None = None
@@ -48,6 +59,8 @@ class CliState:
         return Settings(data_dir=self.data_dir) if self.data_dir else Settings()
 
     def app(self, **kwargs: Any) -> App:
+        from nearfab.identity import KeyMismatch
+
         if self._app is None:
             try:
                 self._app = build_app(self.settings(), **kwargs)
@@ -69,6 +82,8 @@ def state(ctx: typer.Context, data_dir: Path | None = None) -> CliState:
 def local_actor() -> Actor:
     """Who runs a CLI command without credentials: the operating-system user holding the data
     folder, recorded as such in the audit trail (like a database owner's console)."""
+    from nearfab.identity import Actor
+
     who = getpass.getuser()
     return Actor(
         user_id=f"system:cli:{who}",
@@ -79,6 +94,8 @@ def local_actor() -> Actor:
 
 
 def login(app: App, username: str, password: str) -> Actor:
+    from nearfab.identity import actor_of
+
     with app.uow() as uow:
         return actor_of(app.users.authenticate(uow, username, password), uow.session)
 
@@ -148,6 +165,8 @@ def signed_in(application: App, username: str, password: str, as_json: bool) -> 
 def signer(application: App, username: str, password: str, as_json: bool) -> Actor:
     """Who means to sign: the password is checked by the signature itself, inside the use case,
     so a wrong one is refused and audited on the record being signed, not only as a login."""
+    from nearfab.identity import actor_of
+
     with application.uow() as uow:
         user = application.users.by_username(uow, username)
         actor = actor_of(user, uow.session) if user is not None and user.active else None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nearfab.bootstrap import App
 from nearfab.cli.context import (
     app_as,
     console,
@@ -20,8 +19,10 @@ from nearfab.cli.context import (
     use_case,
     write_report,
 )
-from nearfab.custody import Container
-from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.uow import UnitOfWork
 
 custody_app = typer.Typer(no_args_is_help=True, help="Chain of custody: ledger and EPCIS.")
 trace_app = typer.Typer(no_args_is_help=True, help="Trace packs backward and forward.")
@@ -105,6 +106,8 @@ def export_epcis(
 
 
 def _container_out(application: App, sscc: str) -> dict[str, Any]:
+    from nearfab.custody import Container
+
     chain = application.custody_chain
     with application.uow() as uow:
         units = chain.custody.units_in_container(uow, sscc)

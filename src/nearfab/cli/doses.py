@@ -20,8 +20,6 @@ from nearfab.cli.context import (
     read_json_file,
     use_case,
 )
-from nearfab.orders.dose_schemas import DoseProposalOut, ObservationsRecordedOut
-from nearfab.orders.doseadjust import observation_dict, proposal_dict
 
 
 def _proposal_text(p: dict[str, Any]) -> str:
@@ -49,6 +47,9 @@ def observations(
 ) -> None:
     """Record the patient's observations (weight, height, a drug level) from a FHIR file, or
     list them; a dose rule's proposal, if any, is shown (it changes no dose by itself)."""
+    from nearfab.orders.dose_schemas import ObservationsRecordedOut
+    from nearfab.orders.doseadjust import observation_dict, proposal_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     adjust = application.dose_adjustment
     if file is None:
@@ -87,6 +88,9 @@ def propose(
     data_dir: DataDir = None,
 ) -> None:
     """The dose the master file's rule gives now from the latest observations."""
+    from nearfab.orders.dose_schemas import DoseProposalOut
+    from nearfab.orders.doseadjust import proposal_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     row = use_case(
         application, as_json, lambda uow: application.dose_adjustment.propose(uow, actor, order_id)
@@ -127,6 +131,9 @@ def _decide(
     as_json: bool,
     data_dir: Path | None,
 ) -> None:
+    from nearfab.orders.dose_schemas import DoseProposalOut
+    from nearfab.orders.doseadjust import proposal_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     data = {
         "username": user,

@@ -18,7 +18,6 @@ from nearfab.cli.context import (
     state,
     use_case,
 )
-from nearfab.monitoring import alarm_dict, model_dict
 
 telemetry_app = typer.Typer(no_args_is_help=True, help="Machine telemetry: export and upkeep.")
 models_app = typer.Typer(no_args_is_help=True, help="SPC / MSPC models: train, approve, retire.")
@@ -111,6 +110,8 @@ def telemetry_status(
 
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    from nearfab.monitoring import model_dict
+
     application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = [model_dict(m) for m in application.monitoring.models(uow)]
@@ -150,6 +151,8 @@ def models_train(
     data_dir: DataDir = None,
 ) -> None:
     """Fit a draft model from qualified runs (released batches); a QP must approve it."""
+    from nearfab.monitoring import model_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     model = use_case(
         application,
@@ -223,6 +226,8 @@ def models_approve(
     data_dir: DataDir = None,
 ) -> None:
     """QP approval by e-signature; the previous version is retired."""
+    from nearfab.monitoring import model_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     model = use_case(
         application,
@@ -243,6 +248,8 @@ def alarms_list(
     data_dir: DataDir = None,
 ) -> None:
     """Alarms not yet dispositioned (with --all, every alarm)."""
+    from nearfab.monitoring import alarm_dict
+
     application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = [
@@ -280,6 +287,8 @@ def alarms_close(
     data_dir: DataDir = None,
 ) -> None:
     """Close an alarm with a documented disposition."""
+    from nearfab.monitoring import alarm_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     alarm = use_case(
         application,

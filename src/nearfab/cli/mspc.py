@@ -12,17 +12,19 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from nearfab.cli.context import console, emit_json, err_console, fail
 from nearfab.common.errors import ValidationFailed
-from nearfab.monitoring.logic.matrix import read_table
-from nearfab.monitoring.logic.mspc import PcaModel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nearfab.monitoring.logic.mspc import PcaModel
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -58,6 +60,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _load_model(path: Path) -> PcaModel:
+    from nearfab.monitoring.logic.mspc import PcaModel
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -120,6 +124,9 @@ def fit(
     as_json: JsonOpt = False,
 ) -> None:
     """Fit a PCA model on in-control data and write it as JSON."""
+    from nearfab.monitoring.logic.matrix import read_table
+    from nearfab.monitoring.logic.mspc import PcaModel
+
     try:
         if components is None and cumulative_variance is None:
             raise ValidationFailed(
@@ -209,6 +216,8 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score samples: T², SPE and the alarm per sample, with contributions for every alarm."""
+    from nearfab.monitoring.logic.matrix import read_table
+
     try:
         model = _load_model(model_path)
         table = read_table(data, transpose=transpose, field="--data")
@@ -231,6 +240,8 @@ def score(
             raise ValidationFailed(f"{data}: {exc.message}", field="--data") from None
     except ValidationFailed as exc:
         fail(exc, as_json)
+    import numpy as np
+
     lags = model.lags
     alarms = [int(i) for i in np.flatnonzero(result.alarm)]
     contributions = []
@@ -275,6 +286,8 @@ def score(
 def _print_summary(
     out: dict[str, Any], t2: np.ndarray[Any, Any], spe: np.ndarray[Any, Any]
 ) -> None:
+    import numpy as np
+
     limits = out["limits"]
     table = Table("figure", "value", title=f"mspc score ({out['alarm_basis']})")
     table.add_row("samples", str(out["samples"]))

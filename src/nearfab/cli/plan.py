@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from nearfab.cli.context import console, emit_json, local_actor, state, use_case
 from nearfab.common.errors import ValidationFailed
-from nearfab.scheduling.models import PlanVersion
-from nearfab.scheduling.schemas import plan_dict
+
+if TYPE_CHECKING:
+    from nearfab.scheduling.models import PlanVersion
 
 # the service names its fields; a person at the shell typed these options
 OPTIONS = {"horizon": "--horizon", "time_limit": "--time-limit"}
@@ -33,6 +34,8 @@ def plan(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder.")] = None,
 ) -> None:
     """Plan every designed order and every job not started yet across the network."""
+    from nearfab.scheduling.schemas import plan_dict
+
     application = state(ctx, data_dir).app()
 
     def make(uow: Any) -> PlanVersion:

@@ -21,8 +21,6 @@ from nearfab.cli.context import (
     use_case,
     write_report,
 )
-from nearfab.qaschemas import CapaOut, ChangeControlOut, ComplaintOut, row_dict
-from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,6 +39,8 @@ def view(
     data_dir: DataDir = None,
 ) -> None:
     """Open items by due date (overdue marked), counts by site and owner, monthly trend."""
+    from nearfab.qaviews import central_qa
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = use_case(application, as_json, lambda uow: central_qa(application, uow, actor))
     if as_json:
@@ -73,6 +73,8 @@ def complaint(
     data_dir: DataDir = None,
 ) -> None:
     """Record a complaint about a pack or a batch."""
+    from nearfab.qaschemas import ComplaintOut, row_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     data: dict[str, Any] = {
         "site_id": site,
@@ -102,6 +104,8 @@ def close_capa(
     data_dir: DataDir = None,
 ) -> None:
     """A QP closes the CAPA (e-signature: the password signs)."""
+    from nearfab.qaschemas import CapaOut, row_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
     data = {"effectiveness": effectiveness, "password": password, "username": user}
     out = use_case(
@@ -125,6 +129,8 @@ def change(
     data_dir: DataDir = None,
 ) -> None:
     """Raise a change control of a master file; prints its impact on every site."""
+    from nearfab.qaschemas import ChangeControlOut, row_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     data = {
         "proposed_master_file_id": proposed,
@@ -170,6 +176,8 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """The annual report a control site owes its regulator for one master file."""
+    from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     out = use_case(
         application, as_json, lambda uow: annual_report(application, uow, actor, code, year)

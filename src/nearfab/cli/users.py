@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nearfab.bootstrap import App
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
@@ -27,7 +26,10 @@ from nearfab.cli.context import (
     use_case,
 )
 from nearfab.common.canonical import to_jsonable
-from nearfab.identity import Actor, approval_dict
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.identity import Actor
 
 app = typer.Typer(no_args_is_help=True, help="User accounts: never deleted, only deactivated.")
 
@@ -372,6 +374,8 @@ def request_grant(
 
 
 def _show_request(application: App, request_id: str, as_json: bool, done: str) -> None:
+    from nearfab.identity import approval_dict
+
     with application.uow() as uow:
         data = to_jsonable(approval_dict(application.users.requests_get(uow, request_id)))
     if as_json:
@@ -393,6 +397,8 @@ def requests(
     data_dir: DataDir = None,
 ) -> None:
     """Approval requests (qp/admin grants, QPs named to master files), newest first."""
+    from nearfab.identity import approval_dict
+
     application = state(ctx, data_dir).app()
     actor = _actor(application, user, password, as_json)
     wanted = None if status == "all" else status

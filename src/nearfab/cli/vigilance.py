@@ -19,8 +19,6 @@ from nearfab.cli.context import (
     read_json_file,
     use_case,
 )
-from nearfab.vigilance.schemas import AdverseEventOut, AdverseEventTraceOut
-from nearfab.vigilance.services import event_dict
 
 app = typer.Typer(no_args_is_help=True, help="Adverse events traced to every patient exposed.")
 
@@ -40,6 +38,9 @@ def report(
     data_dir: DataDir = None,
 ) -> None:
     """Report an adverse event against a pack (a FHIR AdverseEvent file, or the form's fields)."""
+    from nearfab.vigilance.schemas import AdverseEventOut
+    from nearfab.vigilance.services import event_dict
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     if file is not None:
         data = read_json_file(file, as_json)
@@ -62,6 +63,8 @@ def trace(
     data_dir: DataDir = None,
 ) -> None:
     """The pack's batch, machine, site and lots, and every pack of those lots and its patient."""
+    from nearfab.vigilance.schemas import AdverseEventTraceOut
+
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     vigilance = application.vigilance
     found = AdverseEventTraceOut.model_validate(
