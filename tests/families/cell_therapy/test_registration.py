@@ -108,7 +108,8 @@ def test_bootstraps_registry_takes_the_family() -> None:
     families = product_families()
     if "cell_therapy" not in families.names():  # bootstrap does not register it yet (docs)
         families.register(CellTherapyFamily())
-    assert families.names() == ["cell_therapy", "solid_dose"]
+    # every family bootstrap registers (bioprint, device, ... beside these two)
+    assert {"cell_therapy", "solid_dose"} <= set(families.names())
     assert isinstance(families.get("cell_therapy"), CellTherapyFamily)
 
 
