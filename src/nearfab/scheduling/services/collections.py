@@ -13,17 +13,19 @@ appointment is the time from collection to administration.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from nearfab.common.ids import new_id
 from nearfab.designs.registry import Collection
 from nearfab.identity import Actor, AuditAction, audit
-from nearfab.orders import Order
 from nearfab.scheduling.enums import OPEN_COLLECTION_STATUSES, CollectionStatus
 from nearfab.scheduling.models import CollectionAppointment, Job
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.orders import Order
 
 
 def _snapshot(row: CollectionAppointment) -> dict[str, Any]:

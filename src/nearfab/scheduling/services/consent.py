@@ -11,16 +11,18 @@ audited (`pre_collection` entity). The collection is refused until every kind is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.identity import Actor, AuditAction, Role, SignatureService, audit, refuse
-from nearfab.orders import Order
 from nearfab.scheduling.models import PreCollectionRecord
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.orders import Order
 
 REFERENCE_MAX = 200
 STATEMENT_MAX = 2000

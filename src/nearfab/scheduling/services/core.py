@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed, require_reason
+from nearfab.common.errors import DomainError, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
 from nearfab.designs.registry import Collection, collection_of
@@ -24,10 +24,11 @@ from nearfab.identity import (
     can,
     refuse,
 )
-from nearfab.masterfiles import MasterFile, MasterFileService
+from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
-from nearfab.network import Machine, MachineStatus, NetworkService, SiteStatus
-from nearfab.orders import Order, OrderService, OrderStatus
+from nearfab.network import MachineStatus, NetworkService, SiteStatus
+from nearfab.orders import OrderService, OrderStatus
+from nearfab.scheduling import reads
 from nearfab.scheduling.enums import (
     JOB_TRANSITIONS,
     OPEN_COLLECTION_STATUSES,
@@ -50,6 +51,11 @@ from nearfab.scheduling.services.patients import require_patient
 from nearfab.scheduling.services.planning import NetworkPlanning, infer_trigger
 from nearfab.scheduling.services.views import PlanScope
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.network import Machine
+    from nearfab.orders import Order
 
 OPEN_STATUSES = {s.value for s in OPEN_COLLECTION_STATUSES}
 
@@ -753,10 +759,7 @@ class SchedulingService:
         )
 
     def get(self, uow: UnitOfWork, job_id: str) -> Job:
-        job = uow.session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r}", field="job_id")
-        return job
+        return reads.job(uow.session, job_id)
 
     def jobs(self, uow: UnitOfWork, *statuses: JobStatus, order_id: str | None = None) -> list[Job]:
         stmt = select(Job).order_by(Job.planned_start, Job.id)

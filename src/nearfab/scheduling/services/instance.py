@@ -7,24 +7,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from nearfab.designs import FamilyRegistry
 from nearfab.designs.registry import Collection, collection_of
-from nearfab.masterfiles import MasterFile, MasterFileService
-from nearfab.materials import LotStatus, MaterialLot, MaterialService
-from nearfab.network import (
-    Machine,
-    MachineStatus,
-    NetworkService,
-    Qualification,
-    Site,
-    SiteStatus,
-    Training,
-)
-from nearfab.orders import Order, OrderService, OrderStatus
+from nearfab.masterfiles import MasterFileService
+from nearfab.materials import LotStatus, MaterialService
+from nearfab.materials import reads as materials_reads
+from nearfab.network import MachineStatus, NetworkService, SiteStatus
+from nearfab.network import reads as network_reads
+from nearfab.orders import OrderService, OrderStatus
 from nearfab.scheduling.enums import OPEN_COLLECTION_STATUSES, JobStatus, Priority
 from nearfab.scheduling.logic import (
     ROUTINE_WEIGHT,
@@ -48,6 +42,12 @@ from nearfab.scheduling.models import (
 )
 from nearfab.scheduling.services.collections import Collections
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.materials import MaterialLot
+    from nearfab.network import Machine
+    from nearfab.orders import Order
 
 
 @dataclass(frozen=True)
@@ -120,15 +120,21 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
     def rows(stmt: Any) -> list[list[str]]:
         return [[str(v) for v in r] for r in s.execute(stmt)]
 
+    # the owners' read views: one statement each, as before
+    machine = network_reads.machine_view()
+    site = network_reads.site_view()
+    lot = materials_reads.lot_view()
+    qual = network_reads.qualification_view()
+    trained = network_reads.training_view()
     machines = {
         r[0]: ("down" if r[1] in ("maintenance", "retired") else "up")
-        for r in rows(select(Machine.id, Machine.status))
+        for r in rows(select(machine.c.id, machine.c.status))
     }
     recorded = Collections().fingerprint_rows(uow)
     inputs = {
         "machines": machines,
-        "sites": {r[0]: r[1] for r in rows(select(Site.id, Site.status))},
-        "lots": {r[0]: r[1] for r in rows(select(MaterialLot.id, MaterialLot.status))},
+        "sites": {r[0]: r[1] for r in rows(select(site.c.id, site.c.status))},
+        "lots": {r[0]: r[1] for r in rows(select(lot.c.id, lot.c.status))},
         "priorities": {
             r[0]: r[1] for r in rows(select(OrderPlanning.order_id, OrderPlanning.priority))
         },
@@ -138,18 +144,15 @@ def fingerprint(uow: UnitOfWork, orders: OrderService) -> tuple[str, dict[str, A
     }
     spoilers = {
         **{k: v for k, v in inputs.items() if k != "orders"},
-        "expiry": rows(select(MaterialLot.id, MaterialLot.expiry).order_by(MaterialLot.id)),
+        "expiry": rows(select(lot.c.id, lot.c.expiry).order_by(lot.c.id)),
         "qualifications": rows(
             select(
-                Qualification.machine_id,
-                Qualification.master_file_code,
-                Qualification.revoked,
-                Qualification.valid_until,
-            ).order_by(Qualification.id)
+                qual.c.machine_id, qual.c.master_file_code, qual.c.revoked, qual.c.valid_until
+            ).order_by(qual.c.id)
         ),
         "training": rows(
-            select(Training.user_id, Training.master_file_code, Training.valid_until).order_by(
-                Training.id
+            select(trained.c.user_id, trained.c.master_file_code, trained.c.valid_until).order_by(
+                trained.c.id
             )
         ),
         "downtime": rows(

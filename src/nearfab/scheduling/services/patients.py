@@ -12,10 +12,15 @@ outcome, never the values) in the caller's transaction.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.identity import Actor, Permission
-from nearfab.orders import Order, OrderService, PresentedIdentifiers
+from nearfab.orders import OrderService, PresentedIdentifiers
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.orders import Order
 
 
 def require_patient(

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from nearfab.common.errors import NotFound, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
-from nearfab.network import Machine
+from nearfab.network import reads as network_reads
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.scheduling.enums import JobStatus, PlanTrigger, Priority
 from nearfab.scheduling.events import PlanChanged
@@ -322,9 +322,7 @@ class NetworkPlanning:
         reason: str,
     ) -> MachineDowntime:
         authorize(actor, Permission.DOWNTIME_BOOK)  # the role first: no hints to others
-        machine = uow.session.get(Machine, machine_id)
-        if machine is None:
-            raise NotFound(f"no machine {machine_id!r}", field="machine_id")
+        machine = network_reads.machine(uow.session, machine_id)
         authorize(actor, Permission.DOWNTIME_BOOK, site_id=machine.site_id)  # the machine's site
         require_reason(reason, "machine downtime")
         if ends_at <= starts_at:

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 
 from nearfab.identity import Actor, Permission, authorize, visible_sites
-from nearfab.network import Machine
-from nearfab.orders import Order
+from nearfab.network import reads as network_reads
+from nearfab.orders import reads as orders_reads
 from nearfab.scheduling.models import PlanVersion
 from nearfab.scheduling.schemas import plan_dict, plan_summary
 from nearfab.uow import UnitOfWork
@@ -35,7 +35,10 @@ class PlanScope:
         self._hidden_names: list[str] = []  # other sites' machine names, longest first
         self._order_sites: dict[str, str] = {}  # order id -> ordering site, read once each
         if self.sites is not None:
-            rows = list(uow.session.execute(select(Machine.id, Machine.name, Machine.site_id)))
+            machine = network_reads.machine_view()
+            rows = list(
+                uow.session.execute(select(machine.c.id, machine.c.name, machine.c.site_id))
+            )
             self.machines = frozenset(str(i) for i, _, site in rows if site in self.sites)
             self._hidden_names = sorted(
                 {str(n) for _, n, site in rows if site not in self.sites}, key=len, reverse=True
@@ -47,9 +50,10 @@ class PlanScope:
 
     def machine_names(self) -> dict[str, str]:
         """Names of the machines the reader may see (to show a change's machines)."""
-        stmt = select(Machine.id, Machine.name)
+        machine = network_reads.machine_view()
+        stmt = select(machine.c.id, machine.c.name)
         if self.sites is not None:
-            stmt = stmt.where(Machine.site_id.in_(self.sites))
+            stmt = stmt.where(machine.c.site_id.in_(self.sites))
         return {str(i): str(n) for i, n in self._uow.session.execute(stmt)}
 
     def _ordering_sites(self, order_ids: Iterable[str]) -> dict[str, str]:
@@ -57,8 +61,9 @@ class PlanScope:
         of plan versions names the same orders again and again)."""
         ids = sorted({str(i) for i in order_ids if i} - set(self._order_sites))
         if ids:
+            order = orders_reads.order_view()
             rows = self._uow.session.execute(
-                select(Order.id, Order.site_id).where(Order.id.in_(ids))
+                select(order.c.id, order.c.site_id).where(order.c.id.in_(ids))
             )
             self._order_sites.update({str(i): str(s) for i, s in rows})
         return self._order_sites
