@@ -30,6 +30,7 @@ HOME = "HOME-0001"
 PHARMACY = "GSTT-PH"
 PHARMACY_PRINTER, HOME_PRINTER = "FDM 1", "Home FDM 1"
 HOME_OPERATOR = "home-maker"
+HOME_PASSWORD = "carer-chosen-password-17"
 
 ENVELOPE: dict[str, Any] = {
     "qmax_ml_s": {"min": 10, "max": 50},
@@ -121,6 +122,8 @@ def build(app: App) -> dict[str, Any]:
         with app.uow() as uow:
             app.network.qualify_machine(uow, qp, machine.id, PRODUCT)
     operator = fh.create_user(app, HOME_OPERATOR, ["operator"], HOME)
+    with app.uow() as uow:  # the patient's carer chooses their own password at first login
+        app.users.change_password(uow, HOME_OPERATOR, fh.TEST_PASSWORD, HOME_PASSWORD)
     for user in (fh.actor(app, "operator").user_id, operator.user_id):
         with app.uow() as uow:
             app.network.record_training(uow, qp, user, PRODUCT)

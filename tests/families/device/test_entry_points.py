@@ -1,0 +1,232 @@
+"""The flowmeter from prescription to the patient through the REST API, the command line and
+the web pages (issue 16), on the device network of `network.py`: the pharmacy's build through
+the API with the wrong role refused at release, the home build's approval through the API (the
+planner refused, the control site's responsible person accepted), the CLI submitting,
+releasing and dispensing, and the pages taking a pasted FHIR prescription, releasing and
+dispensing. The printer's run is the machine's own step (the twin, through the fleet)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests import cli_helpers
+from tests import flow_helpers as fh
+from tests.custody import chain_helpers as ch
+from tests.families.device import network as net
+
+from nearfab.custody import decode_datamatrix, parse_scan
+from nearfab.web.server import create_web_app
+
+world = fh.world_fixture(net.build)
+
+
+def _login(client: TestClient, username: str) -> dict[str, str]:
+    password = net.HOME_PASSWORD if username == net.HOME_OPERATOR else fh.TEST_PASSWORD
+    r = client.post("/api/v1/auth/token", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _sign(username: str, **extra: Any) -> dict[str, Any]:
+    return {"password": fh.TEST_PASSWORD, "username": username, **extra}
+
+
+def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
+    app = world.app
+    client = TestClient(create_web_app(app))
+    clinician, planner = _login(client, "clinician"), _login(client, "planner")
+    r = client.post("/api/v1/orders", json=net.bundle(30, "M", rx="rx-api"), headers=clinician)
+    assert r.status_code == 201, r.text
+    (order,) = r.json()["orders"]
+    assert order["status"] == "designed" and order["design"]["size"] == "M"
+    # outside the envelope through the API: stored, stopped, the reason named
+    r = client.post("/api/v1/orders", json=net.bundle(80, "M", rx="rx-api-80"), headers=clinician)
+    assert r.status_code == 201 and r.json()["orders"][0]["status"] == "stopped"
+    assert "outside the validated envelope" in r.json()["orders"][0]["stop_reason"]
+
+    r = client.post(f"/api/v1/orders/{order['id']}/schedule", headers=planner)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=planner)
+    assert r.status_code == 200, r.text
+    signed = r.json()["payload"]["design"]["design_file"]["sha256"]
+    assert signed == order["design"]["design_file"]["sha256"]
+    r = client.post(f"/api/v1/jobs/{job_id}/start", headers=_login(client, "operator"))
+    assert r.status_code == 200, r.text
+    batch_id = r.json()["id"]
+    fh.finish(app, batch_id)
+    qp = _login(client, "qp")
+    record = client.get(f"/api/v1/batches/{batch_id}", headers=qp).json()
+    assert record["status"] == "completed" and record["units_made"] == 1
+    assert {"nozzle_temperature_c", "bed_temperature_c", "extrusion_rate_mm3_s", "layer"} == set(
+        record["telemetry_summary"]
+    )
+    fh.prepare_release(app, batch_id)
+    ok = _sign("qp", decision="release", meaning="Responsible person: device released")
+    # the wrong role: a pharmacist may not release the device
+    r = client.post(
+        f"/api/v1/batches/{batch_id}/decision",
+        json=_sign("pharmacist", decision="release", meaning="release"),
+        headers=_login(client, "pharmacist"),
+    )
+    assert r.status_code == 403, r.text
+    r = client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=qp)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "released"
+
+    # the pack's UDI: a GS1 DataMatrix with the GTIN, expiry, lot and serial
+    pharmacist = _login(client, "pharmacist")
+    [pack] = ch.units(app, batch_id)
+    r = client.get(f"/api/v1/packs/{pack.id}/label", params={"format": "png"}, headers=pharmacist)
+    assert r.status_code == 200
+    scanned = decode_datamatrix(r.content)
+    udi = parse_scan(scanned)
+    assert (udi.gtin, udi.serial) == (net.GTIN, pack.serial)
+    view = client.get(f"/api/v1/orders/{order['id']}", headers=clinician).json()
+    r = client.post(
+        "/api/v1/dispense",
+        json={"scan": scanned, "patient_ref": view["patient_ref"]},
+        headers=pharmacist,
+    )
+    assert r.status_code == 200, r.text
+    assert client.get(f"/api/v1/orders/{order['id']}", headers=clinician).json()["status"] == (
+        "dispensed"
+    )
+
+
+def test_the_api_approves_a_home_build_only_by_the_responsible_person(world: fh.Built) -> None:
+    app = world.app
+    client = TestClient(create_web_app(app))
+    with app.uow() as uow:  # the pharmacy's printer is down: the home printer gets the build
+        app.network.set_machine_status(
+            uow,
+            fh.actor(app, "admin"),
+            fh.machine_id(app, net.PHARMACY_PRINTER),
+            "maintenance",
+            reason="nozzle swap",
+        )
+    order = net.submit(app, net.bundle(20, "S", rx="rx-api-home"))
+    job_id = fh.schedule(app, order.id)
+    r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=_login(client, "planner"))
+    assert r.status_code == 409, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (
+        "build_approval_required",
+        "approver",
+    )
+    r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=_login(client, "qp"))
+    assert r.status_code == 200, r.text
+    assert r.json()["payload"]["build_approval"]["role"] == "qp"
+    # the home operator, trained on the product, starts the approved build at home
+    r = client.post(f"/api/v1/jobs/{job_id}/start", headers=_login(client, net.HOME_OPERATOR))
+    assert r.status_code == 200, r.text
+
+
+def test_the_cli_submits_releases_and_dispenses_a_flowmeter(
+    world: fh.Built, tmp_path: Path
+) -> None:
+    app = world.app
+    env = {
+        "NEARFAB_DATABASE_URL": app.engine.url.render_as_string(hide_password=False),
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "3650",
+    }
+
+    def cli(*args: str, code: int = 0) -> Any:
+        done = cli_helpers.run([*args, "--json"], env=env, data_dir=app.settings.data_dir)
+        assert done.returncode == code, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    rx = tmp_path / "rx.json"
+    rx.write_text(json.dumps(net.bundle(15, "S", rx="rx-cli")))
+    (order,) = cli("order", "submit", str(rx), "--site", "GSTT-PH")["orders"]
+    assert order["status"] == "designed"
+    batch_id = fh.start(app, fh.ticketed_job(app, order["id"]))
+    fh.finish(app, batch_id)
+    fh.prepare_release(app, batch_id)
+    refused = cli(
+        "release", "sign", batch_id, "--decision", "release", "--user", "pharmacist",
+        "--password", fh.TEST_PASSWORD, "--meaning", "release", code=2,
+    )  # fmt: skip
+    assert refused["error"]["code"] == "forbidden"
+    released = cli(
+        "release", "sign", batch_id, "--decision", "release", "--user", "qp",
+        "--password", fh.TEST_PASSWORD, "--meaning", "Responsible person: device released",
+    )  # fmt: skip
+    assert released["status"] == "released"
+    [pack] = ch.units(app, batch_id)
+    done = cli(
+        "dispense", "--scan", ch.scan(pack), "--patient", ch.patient_ref(app, pack),
+        "--user", "pharmacist", "--password", fh.TEST_PASSWORD,
+    )  # fmt: skip
+    assert done["order_complete"] is True
+    assert cli("order", "show", order["id"])["status"] == "dispensed"
+
+
+def test_the_pages_take_a_pasted_prescription_release_and_dispense(world: fh.Built) -> None:
+    app = world.app
+    clinician = fh.web_login(app, "clinician")
+    form = clinician.get("/orders/new").text
+    r = clinician.post(
+        "/orders/new",
+        data={
+            "csrf_token": fh.csrf(form),
+            "mode": "paste",
+            "fhir_json": json.dumps(net.bundle(40, "M", rx="rx-web")),
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text[:2000]
+    order_id = r.headers["location"].rsplit("/", 1)[1]
+    assert fh.order_status(app, order_id) == "designed"
+    batch_id = fh.start(app, fh.ticketed_job(app, order_id))
+    fh.finish(app, batch_id)
+    fh.prepare_release(app, batch_id)
+    qp = fh.web_login(app, "qp")
+    page = qp.get(f"/batches/{batch_id}").text
+    assert "Test coupon: critical dimensions" in page and "Flow check of every device" in page
+    queue = qp.get("/release").text
+    done = qp.post(
+        f"/release/{batch_id}",
+        data={
+            "csrf_token": fh.csrf(queue),
+            "decision": "release",
+            "meaning": "Responsible person: device released",
+            "username": "qp",
+            "password": fh.TEST_PASSWORD,
+        },
+    )
+    assert done.status_code in (200, 303), done.text[:2000]
+    assert fh.batch(app, batch_id).status == "released"
+    [pack] = ch.units(app, batch_id)
+    pharmacist = fh.web_login(app, "pharmacist")
+    form = {
+        "scan": ch.scan(pack),
+        "patient_ref": ch.patient_ref(app, pack),
+        "csrf_token": fh.csrf(pharmacist.get("/dispense").text),
+        "action": "dispense",
+    }
+    r = pharmacist.post("/dispense", data=form)
+    assert r.status_code == 200 and 'id="result"' in r.text, r.text[:2000]
+    assert fh.order_status(app, order_id) == "dispensed"
+
+
+@pytest.mark.parametrize("size", ["XL"])
+def test_the_pages_show_why_an_order_outside_the_envelope_stopped(
+    world: fh.Built, size: str
+) -> None:
+    app = world.app
+    clinician = fh.web_login(app, "clinician")
+    form = clinician.get("/orders/new").text
+    r = clinician.post(
+        "/orders/new",
+        data={
+            "csrf_token": fh.csrf(form),
+            "mode": "paste",
+            "fhir_json": json.dumps(net.bundle(25, size, rx="rx-web-xl")),
+        },
+    )
+    assert r.status_code == 200
+    assert "outside the validated envelope" in r.text
