@@ -17,7 +17,7 @@ from nearfab.monitoring.logic.mspc import PcaModel
 from nearfab.monitoring.logic.online import OnlineMonitor, Signal
 from nearfab.monitoring.models import MonitoringModel
 from nearfab.network import NetworkService
-from nearfab.production import BatchRecord
+from nearfab.production.reads import batch_records_by_job, latest_batch_on_machine
 from nearfab.telemetry import TelemetryService, complete_samples, from_us
 from nearfab.uow import UnitOfWork
 
@@ -41,7 +41,7 @@ class RunCharts:
         tel = self._telemetry.run(uow, run)
         if tel is None:
             raise NotFound(f"no telemetry for run {run!r}", field="run")
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         machine = self._network.get_machine(uow, tel.machine_id)
         return RunContext(
             run=run,
@@ -262,12 +262,7 @@ def _machine_model(
     uow: UnitOfWork, machine_id: str, machine_type: str
 ) -> tuple[MonitoringModel | None, str | None]:
     """The SPC model in force for the product the machine made last (and that product)."""
-    last = uow.session.scalar(
-        select(BatchRecord)
-        .where(BatchRecord.machine_id == machine_id)
-        .order_by(BatchRecord.started_at.desc())
-        .limit(1)
-    )
+    last = latest_batch_on_machine(uow.session, machine_id)
     if last is None:
         return None, None
     model = uow.session.scalar(

@@ -28,7 +28,7 @@ from nearfab.monitoring.logic.mspc import PcaModel
 from nearfab.monitoring.logic.online import OnlineMonitor, Signal
 from nearfab.monitoring.models import Alarm, MonitoringModel
 from nearfab.network import NetworkService
-from nearfab.production import BatchRecord
+from nearfab.production.reads import batch_records_by_job
 from nearfab.telemetry import PointRow, TelemetryService
 from nearfab.uow import UnitOfWork
 
@@ -144,7 +144,7 @@ class Monitor:
         if key in self._runs:
             return self._runs[key]
         state = None
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         if batch is not None:
             machine = self._network.get_machine(uow, machine_id)
             models = self._approved(uow)

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -48,9 +48,13 @@ from nearfab.monitoring.logic.capability import capability
 from nearfab.monitoring.models import Alarm, MonitoringModel
 from nearfab.monitoring.training import TrainingData, fit_mspc, fit_spc
 from nearfab.network import NetworkService
-from nearfab.production import BatchRecord, ProductionService
+from nearfab.production import ProductionService
+from nearfab.production.reads import batch_records_by_job, batch_records_of_product
 from nearfab.telemetry import PointRow, TelemetryService, complete_samples
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.production import BatchRecord
 
 OPEN_STATUSES = (AlarmStatus.OPEN.value, AlarmStatus.ACKNOWLEDGED.value)
 MIN_TRAINING_RUNS = 3
@@ -83,14 +87,7 @@ class MonitoringService:
     ) -> list[str]:
         """Runs that may train a model: released batches of the product on that machine type,
         whose telemetry ended complete."""
-        released = uow.session.scalars(
-            select(BatchRecord)
-            .where(
-                BatchRecord.status == "released",
-                BatchRecord.master_file_code == master_file_code,
-            )
-            .order_by(BatchRecord.started_at)
-        )
+        released = batch_records_of_product(uow.session, master_file_code, ["released"])
         runs = []
         for batch in released:
             machine = self._network.get_machine(uow, batch.machine_id)
@@ -104,7 +101,7 @@ class MonitoringService:
     def _check_training_run(
         self, uow: UnitOfWork, run: str, master_file_code: str, machine_type: str
     ) -> None:
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         if batch is None:
             raise ValidationFailed(f"run {run!r} has no batch record", field="runs")
         if batch.status != "released":
@@ -472,7 +469,7 @@ class MonitoringService:
         return params, used
 
     def _batch_model_for(self, uow: UnitOfWork, run: str) -> MonitoringModel | None:
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         if batch is None:
             return None
         machine = self._network.get_machine(uow, batch.machine_id)
@@ -528,7 +525,7 @@ class MonitoringService:
         """The run's alarms, and the time (µs) its telemetry must reach for the next grid
         point (2**62 when the grid is complete). `cached`: the run's model as the telemetry
         observer holds it (else it is looked up)."""
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         if batch is None:
             raise NotFound(f"run {run!r} has no batch record", field="run")
         if cached is None:
@@ -745,7 +742,7 @@ class MonitoringService:
 
     def run_site(self, uow: UnitOfWork, run: str) -> str:
         """The site a run (job id) was made at: its batch record's, else its telemetry's."""
-        batch = uow.session.scalar(select(BatchRecord).where(BatchRecord.job_id == run))
+        batch = batch_records_by_job(uow.session, [run]).get(run)
         if batch is not None:
             return batch.site_id
         found = self._telemetry.run(uow, run)
