@@ -72,6 +72,11 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     (item,) = pending
     assert item["proposed_decision"] == "release"
     batch_id = item["batch_id"]
+    # for people, the same queue prints the id whole on one line, ready to copy into `release
+    # sign` (an 80-column terminal used to cut it to "bat_01…")
+    text = nearfab(data, "release", "pending").stdout
+    assert any(batch_id in line for line in text.splitlines()), text
+    assert item["batch_number"] in text
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
     assert record["status"] == "completed" and len(record["measurements"]["unit_masses_mg"]) == 84
     assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]

@@ -445,15 +445,24 @@ def release_pending(ctx: typer.Context, as_json: JsonOpt = False, data_dir: Data
     if as_json:
         emit_json(rows)
         return
-    table = Table("batch", "number", "site", "medication", "proposal", "reasons")
+    # ids and numbers are never cut or wrapped, so they can be copied into `release sign`;
+    # what describes the batch wraps beside them at any terminal width
+    table = Table(title=f"{len(rows)} batch(es) waiting for a QP decision")
+    table.add_column(
+        "batch", no_wrap=True, min_width=max((len(r["batch_id"]) for r in rows), default=5)
+    )
+    table.add_column(
+        "number", no_wrap=True, min_width=max((len(r["batch_number"]) for r in rows), default=6)
+    )
+    table.add_column("proposal", no_wrap=True)
+    table.add_column("site · medication · reasons", overflow="fold")
     for r in rows:
+        what = f"{r['site']}\n{r['medication']} {_dose(r)}"
         table.add_row(
             r["batch_id"],
             r["batch_number"],
-            r["site"],
-            f"{r['medication']} {_dose(r)}",
             r["proposed_decision"],
-            "; ".join(r["reasons"]),
+            "\n".join([what, *r["reasons"]]),
         )
     console.print(table)
 
