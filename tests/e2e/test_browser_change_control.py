@@ -88,6 +88,7 @@ def test_the_qp_raises_approves_and_implements_a_change(
     form.get_by_label("Why").fill("the mobile unit's route ends")
     form.get_by_role("button", name="Raise and assess the impact").click()
     expect(page.locator("#change-status")).to_have_text("raised")
+    expect(page.locator("#change-what")).to_contain_text("by Quentin Parr (QP)")  # the seed's QP
     with app.uow() as uow:
         [cc] = uow.session.scalars(select(ChangeControl))
         change_id = cc.id

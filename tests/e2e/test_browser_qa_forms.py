@@ -83,6 +83,8 @@ def test_site_qa_opens_a_capa_assigns_it_and_closes_a_complaint(
     form = page.locator("#capa-form")
     # the pharmacist acts for GSTT-PH only: no other site, and no network CAPA, is offered
     assert form.locator("select[name=site_id] option").all_inner_texts() == ["GSTT-PH"]
+    complaints = page.locator("#complaint-form select[name=site_id]")
+    assert complaints.locator("option").all_inner_texts() == ["GSTT-PH"]
 
     # refused: a CAPA raised by a complaint names it (source_id); nothing is written
     before = _counts(app)

@@ -99,6 +99,11 @@ def change_control_page(
             row = application.change_controls.get(uow, change_id)
             proposed = application.master_files.get(uow, row.proposed_master_file_id)
             version_status = proposed.status
+            people = {  # who raised, decided and implemented it, by name
+                uid: application.users.get(uow, uid).full_name
+                for uid in (row.raised_by, row.decided_by, row.implemented_by)
+                if uid
+            }
     except NotFound as exc:  # back to the list, which says so (a network record: none hidden)
         request.session[FLASH] = f"Not found: {exc.message}"
         return RedirectResponse(LIST, status_code=303)
@@ -108,6 +113,7 @@ def change_control_page(
         actor,
         cc=row,
         version_status=version_status,
+        people=people,
         may_decide=row.status == ChangeControlStatus.RAISED
         and can_network(actor, Permission.CHANGE_CONTROL_APPROVE),
         may_implement=row.status == ChangeControlStatus.APPROVED

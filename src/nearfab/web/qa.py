@@ -90,7 +90,6 @@ def qa_page(request: Request, actor: Reader) -> Response:
         codes = sorted({mf.code for mf in application.master_files.list_all(uow)})
         year = uow.clock.now().year
         all_sites = application.network.list_sites(uow)
-        sites = [x.code for x in all_sites]
     return render(
         request,
         "qa.html",
@@ -100,7 +99,6 @@ def qa_page(request: Request, actor: Reader) -> Response:
         per_site=open_figure(view),
         codes=codes,
         year=year,
-        sites=sites,
         may_report=can_network(actor, Permission.ANNUAL_REPORT_READ),
         may_record=can(actor, Permission.QA_RECORD),
         closable={
@@ -115,8 +113,9 @@ def qa_page(request: Request, actor: Reader) -> Response:
             for i in view["items"]
             if i["kind"] in ITEM_KINDS and can(actor, Permission.QA_RECORD, site_id=i["site_id"])
         },
-        # where this person may open a CAPA: their sites, and the network for network staff
-        capa_sites=[s for s in all_sites if can(actor, Permission.QA_RECORD, site_id=s.id)],
+        # where this person may record a complaint or open a CAPA: the sites they act for (and,
+        # for a CAPA, the network, for network staff)
+        record_sites=[s for s in all_sites if can(actor, Permission.QA_RECORD, site_id=s.id)],
         capa_network=can_network(actor, Permission.QA_RECORD),
         capa_sources=[s.value for s in CapaSource],
         flash=request.session.pop("qa_flash", None),
