@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import Subquery, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from nearfab.quality.models import ReleaseReview
+from nearfab.quality.qms_models import Capa
 
 
 def review_view() -> Subquery:
@@ -27,3 +30,20 @@ def review_entity_view() -> type[ReleaseReview]:
     the loaded review on to quality (verification: the QP signature check then needs no
     statement of its own to find it). The caller reads it, never writes it."""
     return aliased(ReleaseReview, name="review_view")
+
+
+def capas_by_id(session: Session, ids: Iterable[str]) -> dict[str, Capa]:
+    """The CAPAs with these ids, in one statement; an unknown id is simply absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {c.id: c for c in session.scalars(select(Capa).where(Capa.id.in_(wanted)))}
+
+
+def capas_raised_by(session: Session, source_kind: str, source_id: str) -> list[Capa]:
+    """The CAPAs raised by one source (e.g. a proficiency suspension), in one statement."""
+    return list(
+        session.scalars(
+            select(Capa).where(Capa.source_kind == source_kind, Capa.source_id == source_id)
+        )
+    )

@@ -34,7 +34,7 @@ from nearfab.identity import (
 )
 from nearfab.masterfiles import MasterFileService, pydantic_to_domain
 from nearfab.network import NetworkService
-from nearfab.quality import Capa
+from nearfab.quality.reads import capas_by_id, capas_raised_by
 from nearfab.uow import UnitOfWork
 
 
@@ -319,13 +319,7 @@ class Proficiency:
         """When the quality system holds CAPAs raised by this suspension (quality.Capa,
         source proficiency_suspension), each must be closed (its QP's effectiveness check) before
         the suspension is lifted; a reference naming a quality CAPA must name one of them."""
-        raised = list(
-            uow.session.scalars(
-                select(Capa).where(
-                    Capa.source_kind == "proficiency_suspension", Capa.source_id == row.id
-                )
-            )
-        )
+        raised = capas_raised_by(uow.session, "proficiency_suspension", row.id)
         still_open = [c.id for c in raised if c.status == "open"]
         if still_open:
             raise Refused(
@@ -334,7 +328,7 @@ class Proficiency:
                 field="capa_reference",
                 code="capa_open",
             )
-        named = uow.session.get(Capa, reference)
+        named = capas_by_id(uow.session, [reference]).get(reference)
         if named is not None and named.id not in {c.id for c in raised}:
             raise Refused(
                 f"CAPA {reference} was not raised by this suspension",

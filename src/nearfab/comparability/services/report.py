@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.comparability import logic
@@ -22,11 +20,15 @@ from nearfab.identity import (
     authorize,
     is_network_wide,
 )
-from nearfab.masterfiles import MasterFile, MasterFileService
+from nearfab.masterfiles import MasterFileService
 from nearfab.masterfiles.schemas import MEASUREMENT_PCT
 from nearfab.network import NetworkService
-from nearfab.production import BatchRecord
+from nearfab.production.reads import batch_records_of_product
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.production import BatchRecord
 
 MADE = ("completed", "released", "rejected")  # batches with a measurement document
 MSPC_ALPHA = 0.0027  # the false-alarm rate of 3σ limits
@@ -86,17 +88,7 @@ class Reports:
         alpha = float(section.get("alpha", DEFAULT_ALPHA))
         min_cpk = float(section.get("min_cpk", DEFAULT_MIN_CPK))
         own = None if is_network_wide(actor, Permission.COMPARABILITY_READ) else actor.site_id
-        batches = list(
-            uow.session.scalars(
-                select(BatchRecord)
-                .where(
-                    BatchRecord.master_file_code == mf.code,
-                    BatchRecord.status.in_(MADE),
-                    BatchRecord.finished_at.is_not(None),
-                )
-                .order_by(BatchRecord.finished_at, BatchRecord.batch_number)
-            )
-        )
+        batches = batch_records_of_product(uow.session, mf.code, MADE, finished_only=True)
         if grouping is GroupBy.MONTH and own is not None:
             batches = [b for b in batches if b.site_id == own]  # months of their own site
         sites = {s.id: s.code for s in self._network.list_sites(uow)}
