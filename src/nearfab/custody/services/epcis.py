@@ -37,7 +37,10 @@ from nearfab.identity import (
     authorize_network,
     can,
 )
-from nearfab.network import Site, SiteKind
+from nearfab.network import SiteKind
+from nearfab.network.reads import control_site
+from nearfab.network.reads import site as network_site
+from nearfab.network.reads import sites as network_sites
 from nearfab.uow import UnitOfWork
 
 DEFAULT_COMPANY_PREFIX = "9506000"
@@ -112,8 +115,7 @@ class EpcisStore:
         loc = uow.session.get(SiteLocation, site_id)
         if loc is not None:
             return loc
-        if uow.session.get(Site, site_id) is None:
-            raise NotFound(f"no site {site_id!r}", field="site_id")
+        network_site(uow.session, site_id)  # NotFound naming site_id
         taken = uow.session.scalar(select(func.count()).select_from(SiteLocation)) or 0
         glns = set(uow.session.scalars(select(SiteLocation.gln)))
         ref = int(taken) + 1
@@ -275,7 +277,7 @@ class EpcisStore:
             )
         context = doc.get("@context")
         prefixes = context_prefixes(context)
-        control = uow.session.scalar(select(Site).where(Site.kind == SiteKind.CONTROL.value))
+        control = control_site(uow.session)
         result = CaptureResult()
         seen: set[str] = set()
         for event in document_events(doc):
@@ -316,9 +318,9 @@ class EpcisStore:
         EPCIS; events captured from partners (no site) only for those who may query at the
         control site (its staff, auditors). Nothing is visible because it has no site."""
         authorize(actor, Permission.EPCIS_QUERY)
-        sites = list(uow.session.scalars(select(Site)))
-        seen = [s.id for s in sites if can(actor, Permission.EPCIS_QUERY, site_id=s.id)]
-        control = any(s.kind == SiteKind.CONTROL.value and s.id in seen for s in sites)
+        every = network_sites(uow.session)
+        seen = [s.id for s in every if can(actor, Permission.EPCIS_QUERY, site_id=s.id)]
+        control = any(s.kind == SiteKind.CONTROL.value and s.id in seen for s in every)
         own = EpcisEvent.site_id.in_(seen) if seen else false()
         return or_(own, EpcisEvent.site_id.is_(None)) if control else own
 

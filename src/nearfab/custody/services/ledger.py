@@ -44,7 +44,8 @@ from nearfab.identity import (
     read_checkpoint_file,
     stored_checkpoints,
 )
-from nearfab.network import Site, SiteKind
+from nearfab.network.reads import control_site
+from nearfab.network.reads import site as network_site
 from nearfab.uow import UnitOfWork
 
 
@@ -270,8 +271,7 @@ class CustodyLedger:
     def rotate(self, uow: UnitOfWork, actor: Actor, site_id: str, *, reason: str) -> SiteKey:
         """A new signing key for the site; the old one is retired but kept for verification.
         The change is itself a ledger entry signed with the old key."""
-        if uow.session.get(Site, site_id) is None:
-            raise NotFound(f"no site {site_id!r}", field="site_id")
+        network_site(uow.session, site_id)  # NotFound naming site_id
         if not reason.strip():
             raise ValidationFailed("give the reason for rotating the key", field="reason")
         old = self._current_key(uow, site_id)
@@ -405,7 +405,7 @@ class CustodyLedger:
     def anchor(self, uow: UnitOfWork, actor: Actor) -> list[LedgerEntry]:
         """The control site records every other site's current head in its own chain (only heads
         that moved since the last anchor). Run periodically (the runner's sweep)."""
-        control = uow.session.scalar(select(Site).where(Site.kind == SiteKind.CONTROL.value))
+        control = control_site(uow.session)
         if control is None:
             raise NotFound("the network has no control site", field="site_id")
         anchored: dict[str, int] = {}
@@ -484,9 +484,10 @@ class CustodyLedger:
         self, uow: UnitOfWork, body: dict[str, Any], signature: str
     ) -> None:
         """The checkpoint as an entry of the control site's chain (no control site yet: none)."""
-        control = uow.session.scalar(select(Site.id).where(Site.kind == SiteKind.CONTROL.value))
-        if control is None:
+        found = control_site(uow.session)
+        if found is None:
             return
+        control = found.id
         self.append(
             uow,
             control,

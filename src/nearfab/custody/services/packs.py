@@ -4,7 +4,7 @@ the event store) and the alerts a pharmacist or QA must look at."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -19,12 +19,16 @@ from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, audit, audited_transition
-from nearfab.masterfiles import MasterFile, MasterFileService
-from nearfab.network import Site
+from nearfab.masterfiles import MasterFileService
+from nearfab.network.reads import site as network_site
 from nearfab.orders import OrderService
 from nearfab.production import ProductionService
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.network import Site
 
 
 class Packs:
@@ -89,10 +93,7 @@ class Packs:
         )
 
     def site(self, uow: UnitOfWork, site_id: str, field: str) -> Site:
-        site = uow.session.get(Site, site_id) if site_id else None
-        if site is None:
-            raise NotFound(f"no site {site_id!r}", field=field)
-        return site
+        return network_site(uow.session, site_id, field)
 
     # --- steps of a pack's life ---------------------------------------------------------------
     def transition(
