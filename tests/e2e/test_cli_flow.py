@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from tests import cli_helpers
 
+import nearfab.cli.context as cli_context
 from nearfab.custody import decode_datamatrix
 
 PASSWORD = "cli-demo-password-1"
@@ -40,7 +41,7 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout)
 
 
-def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
+def test_cli_prescription_to_dispense(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "site"
     out = nearfab(data, "init", "--demo").stdout
     assert "demo network seeded" in out
@@ -73,8 +74,10 @@ def test_cli_prescription_to_dispense(tmp_path: Path) -> None:
     assert item["proposed_decision"] == "release"
     batch_id = item["batch_id"]
     # for people, the same queue prints the id whole on one line, ready to copy into `release
-    # sign` (an 80-column terminal used to cut it to "bat_01…")
+    # sign`, even in a narrow terminal (60 columns used to cut it to "bat_2…")
+    monkeypatch.setattr(cli_context.console, "width", 60)
     text = nearfab(data, "release", "pending").stdout
+    monkeypatch.undo()
     assert any(batch_id in line for line in text.splitlines()), text
     assert item["batch_number"] in text
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
