@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
 from nearfab.custody import decode_datamatrix, make_identifier
+from nearfab.production.machines import Fault
 from nearfab.web.server import create_web_app
 
 from ... import cli_helpers
@@ -93,8 +94,9 @@ def _receive_isolation(client: TestClient, app: App, order_id: str, din: str) ->
     )
 
 
-def _printed(client: TestClient, app: App, order_id: str) -> str:
-    """Scheduled, the isolation received on its booked date (the donor's DIN), printed."""
+def _printed(client: TestClient, app: App, order_id: str, fault: Fault | None = None) -> str:
+    """Scheduled, the isolation received on its booked date (the donor's DIN), printed (with
+    `fault` injected into the bioprinter's twin)."""
     job_id = fh.schedule(app, order_id)
     with app.uow() as uow:
         booked = app.scheduling.collections.open_for(uow, order_id)
@@ -104,8 +106,13 @@ def _printed(client: TestClient, app: App, order_id: str) -> str:
     r = _receive_isolation(client, app, order_id, world.DIN_TYPED)
     assert r.status_code == 200, r.text
     fh.issue_ticket(app, job_id)
+    machine = fh.machine(app, fh.machine_id(app, world.MACHINE))
+    app.fleet.clear_faults(machine)
+    if fault is not None:
+        app.fleet.inject_fault(machine, fault)
     batch_id = fh.start(app, job_id)
     fh.finish(app, batch_id)
+    app.fleet.clear_faults(machine)
     return batch_id
 
 
@@ -440,3 +447,17 @@ def test_the_web_pages_show_an_islet_batch_with_its_pending_result(
     fh.prepare_release(seeded, batch_id)
     queue = qp.get("/release").text
     assert number in queue
+
+
+def test_a_clogging_nozzle_is_a_cpp_excursion_on_the_batch_record(
+    client: TestClient, seeded: App
+) -> None:
+    # 42 constructs; from construct 10 the pressure climbs 1 kPa a construct: 30 + (k − 9) kPa
+    # is above the 45 kPa limit from construct 25 on (test_machines.py works it through)
+    order = _submit(client, world.bundle(seeded, 8))
+    batch_id = _printed(client, seeded, order["id"], Fault("nozzle_clog", 1.0, from_unit=10))
+    _lab(client, batch_id, GOOD_GSIS)
+    record = client.get(f"/api/v1/batches/{batch_id}", headers=_login(client, "qp")).json()
+    checks = {c["name"]: (c["passed"], c["detail"]) for c in record["review"]["checks"]}
+    assert checks["cpp"][0] is False and "pressure_kpa" in checks["cpp"][1], checks["cpp"]
+    assert record["review"]["proposed_decision"] != "release"
