@@ -284,3 +284,57 @@ def test_another_sites_qa_and_roles_without_the_permission_are_refused(
     with app.uow() as uow:
         assert uow.session.get_one(Complaint, complaint).status == "received"
     assert _counts(app)[:2] == before[:2]
+
+
+def test_the_networks_qa_opens_a_network_capa_that_site_staff_cannot(
+    page: Page, seeded: App, tmp_path: Path
+) -> None:
+    app = seeded
+    login(page, "qp")  # the control site's QP: every site, and the network itself
+    page.goto("/qa")
+    form = page.locator("#capa-form")
+    offered = form.locator("select[name=site_id] option").all_inner_texts()
+    assert "the network (no site)" in offered and {"GSTT-PH", "MAN-PH", "MOB-1"} <= set(offered)
+    form.get_by_label("Site").select_option(label="the network (no site)")
+    form.get_by_label("Title").fill("one supplier audit for every site")
+    form.get_by_label("What is to be done").fill("audit the excipient supplier")
+    form.get_by_label("Raised by").select_option("audit")
+    form.get_by_label("Owner (username)").fill("qp")
+    form.get_by_label("Due", exact=True).fill(_day(app, 60))
+    form.get_by_role("button", name="Open CAPA").click()
+    expect(page.locator("main p.flash")).to_contain_text("opened, owner qp")
+    with app.uow() as uow:
+        [capa] = uow.session.scalars(select(Capa))
+        assert capa.site_id is None
+        capa_id = capa.id
+    expect(page.locator(f'#qa-items tr[data-id="{capa_id}"]')).to_contain_text("network")
+    page.screenshot(path=str(tmp_path / "network-capa.png"), full_page=True)
+
+    # a site's QA neither sees it nor may open one for the network (answered as not found)
+    before = _counts(app)
+    page.context.clear_cookies()
+    login(page, "pharmacist")
+    page.goto("/qa")
+    expect(page.locator(f'tr[data-id="{capa_id}"]')).to_have_count(0)
+    assert (
+        "the network (no site)" not in page.locator("#capa-form select[name=site_id]").inner_text()
+    )
+    answer = forge(
+        page,
+        "/qa/capas",
+        {
+            "site_id": "",
+            "title": "t",
+            "description": "d",
+            "source_kind": "other",
+            "owner": "pharmacist",
+            "due_date": _day(app, 5),
+        },
+    )
+    assert_refusal_page(page, answer, 404, "Not found")
+    page.goto("/qa")
+    answer = forge(
+        page, f"/qa/assignments/capa/{capa_id}", {"owner": "pharmacist", "due_date": _day(app, 5)}
+    )
+    assert_refusal_page(page, answer, 404, "Not found")
+    assert _counts(app)[:2] == before[:2]
