@@ -269,6 +269,7 @@ def order_show(
 
 @order_app.command("list")
 def order_list(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    """Every order with its status, medication, dose and units."""
     application = state(ctx, data_dir).app()
     with application.uow() as uow:
         rows = [
