@@ -51,3 +51,14 @@ def users_by_id(session: Session, ids: Iterable[str]) -> dict[str, User]:
 def user_by_username(session: Session, username: str) -> User | None:
     """The account with this username, or None."""
     return session.scalar(select(User).where(User.username == username))
+
+
+def active_users_at(session: Session, site_id: str) -> list[User]:
+    """The active accounts whose home is this site, in one statement, by username."""
+    return list(
+        session.scalars(
+            select(User)
+            .where(User.home_site_id == site_id, User.active.is_(True))
+            .order_by(User.username)
+        )
+    )

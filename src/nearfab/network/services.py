@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -15,12 +16,12 @@ from nearfab.identity import (
     AuditAction,
     Permission,
     Role,
-    User,
     audit,
     audited_transition,
     authorize,
     authorize_network,
 )
+from nearfab.identity.reads import active_users_at, users_by_id
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
     SITE_TRANSITIONS,
@@ -30,6 +31,9 @@ from nearfab.network.enums import (
 )
 from nearfab.network.models import Machine, Qualification, Site, Training
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import User
 
 
 def _valid(valid_until: datetime | None, now: datetime) -> bool:
@@ -433,7 +437,7 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Training:
-        user = uow.session.get(User, user_id)
+        user = users_by_id(uow.session, [user_id]).get(user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")
         authorize(actor, Permission.TRAINING_RECORD, site_id=user.home_site_id)
@@ -474,13 +478,9 @@ class NetworkService:
         return row is not None and _valid(row.valid_until, uow.clock.now())
 
     def home_site_of(self, uow: UnitOfWork, user_id: str) -> str | None:
-        user = uow.session.get(User, user_id)
+        user = users_by_id(uow.session, [user_id]).get(user_id)
         return user.home_site_id if user else None
 
     def operators_at(self, uow: UnitOfWork, site_id: str) -> list[User]:
-        users = uow.session.scalars(
-            select(User)
-            .where(User.home_site_id == site_id, User.active.is_(True))
-            .order_by(User.username)
-        )
+        users = active_users_at(uow.session, site_id)
         return [u for u in users if Role.OPERATOR.value in u.roles]
