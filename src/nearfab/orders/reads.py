@@ -62,3 +62,17 @@ def orders_per_site(
         .group_by(Order.site_id)
     )
     return {site_id: n for site_id, n in rows}
+
+
+def all_orders(session: Session) -> list[Order]:
+    """Every order, oldest first, in one statement (the network simulator's export)."""
+    return list(session.scalars(select(Order).order_by(Order.created_at, Order.id)))
+
+
+def patient(session: Session, patient_id: str) -> Patient:
+    """The pseudonymous patient by id (from the session's identity map when loaded); NotFound
+    naming `patient_id`, as the orders service's own look-up."""
+    found = session.get(Patient, patient_id)
+    if found is None:
+        raise NotFound(f"no patient {patient_id!r}", field="patient_id")
+    return found

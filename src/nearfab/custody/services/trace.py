@@ -40,13 +40,25 @@ from nearfab.identity import (
     system_actor,
     visible_sites,
 )
-from nearfab.materials import LotStatus, MaterialLot, MaterialService
+from nearfab.identity.reads import users_by_id
+from nearfab.materials import LotStatus, MaterialService
 from nearfab.materials.enums import LOT_TRANSITIONS
-from nearfab.network import Machine, NetworkService, Site
-from nearfab.orders import Order, Patient
-from nearfab.production import BatchRecord
+from nearfab.materials.reads import lot as material_lot
+from nearfab.materials.reads import lot_by_number
+from nearfab.network import NetworkService
+from nearfab.network.reads import machine as network_machine
+from nearfab.network.reads import site as network_site
+from nearfab.network.reads import site_view, sites
+from nearfab.orders.reads import order_view, patient, patient_view
+from nearfab.production.reads import batch_record, batch_view
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
+
+# the owners' read views the forward trace and the recall report join (built once)
+_BATCH = batch_view()
+_PATIENT = patient_view()
+_ORDER = order_view()
+_SITE = site_view()
 
 
 @dataclass(frozen=True)
@@ -99,17 +111,15 @@ class TraceService:
             raise NotFound(f"no pack {unit_or_scan!r}", field="unit")
         # the making site and the ordering site both see the pack's history (the API's check)
         authorize(actor, Permission.TRACE_READ, one_of=pack_sites(uow, unit))
-        batch = uow.session.get(BatchRecord, unit.batch_id)
-        assert batch is not None
-        lot = uow.session.get(MaterialLot, batch.material_lot_id)
-        machine = uow.session.get(Machine, batch.machine_id)
-        site = uow.session.get(Site, batch.site_id)
-        patient = uow.session.get(Patient, unit.patient_id)
+        # each row exists (foreign keys of the pack and its batch record); read by the owners
+        batch = batch_record(uow.session, unit.batch_id)
+        lot = material_lot(uow.session, batch.material_lot_id)
+        machine = network_machine(uow.session, batch.machine_id)
+        site = network_site(uow.session, batch.site_id)
+        pseudonym = patient(uow.session, unit.patient_id)
         review = self._quality.review_for(uow, batch.id)
         dispense = uow.session.scalar(select(Dispense).where(Dispense.unit_id == unit.id))
-        from nearfab.identity import User
-
-        operator = uow.session.get(User, batch.operator_id)
+        operator = users_by_id(uow.session, [batch.operator_id]).get(batch.operator_id)
         location = self._epcis.site_location(uow, batch.site_id)
         events = self._epcis.query(uow, epc=ev.sgtin_dl(unit.gtin, unit.serial))
         return {
@@ -124,7 +134,7 @@ class TraceService:
                 "quantity": unit.quantity,
                 "epc": ev.sgtin_dl(unit.gtin, unit.serial),
             },
-            "patient_ref": patient.ref if patient else None,
+            "patient_ref": pseudonym.ref,
             "order_id": unit.order_id,
             "batch_record": {
                 "id": batch.id,
@@ -195,17 +205,17 @@ class TraceService:
         return self._rows(uow, SerialUnit.batch_id.in_(list(batch_ids)))
 
     def _rows(self, uow: UnitOfWork, condition: Any) -> list[TracedUnit]:
-        made = select(Site.code).where(Site.id == BatchRecord.site_id).scalar_subquery()
+        made = select(_SITE.c.code).where(_SITE.c.id == _BATCH.c.site_id).scalar_subquery()
         stmt = (
             select(
                 SerialUnit,
-                Patient.ref,
+                _PATIENT.c.ref,
                 made,
                 Dispense.dispensed_at,
                 Dispense.site_id,
             )
-            .join(Patient, Patient.id == SerialUnit.patient_id)
-            .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+            .join(_PATIENT, _PATIENT.c.id == SerialUnit.patient_id)
+            .join(_BATCH, _BATCH.c.id == SerialUnit.batch_id)
             .outerjoin(Dispense, Dispense.unit_id == SerialUnit.id)
             .where(condition)
             .order_by(SerialUnit.batch_number, SerialUnit.pack_index)
@@ -237,9 +247,7 @@ class TraceService:
         ids = {u.batch_id for u in units}
         made_here = set(
             uow.session.scalars(
-                select(BatchRecord.id).where(
-                    BatchRecord.id.in_(ids), BatchRecord.site_id == actor.site_id
-                )
+                select(_BATCH.c.id).where(_BATCH.c.id.in_(ids), _BATCH.c.site_id == actor.site_id)
             )
         )
         return [u for u in units if u.batch_id in made_here or u.dispensed_at_site == actor.site_id]
@@ -270,7 +278,7 @@ class TraceService:
             [
                 b
                 for b in uow.session.scalars(
-                    select(BatchRecord.id).where(BatchRecord.material_lot_number == lot_number)
+                    select(_BATCH.c.id).where(_BATCH.c.material_lot_number == lot_number)
                 )
                 if b not in known
             ]
@@ -290,13 +298,12 @@ class TraceService:
         authorize(actor, Permission.TRACE_READ)
         if end <= start:
             raise ValidationFailed("the window's end must be after its start", field="end")
-        if uow.session.get(Machine, machine_id) is None:
-            raise NotFound(f"no machine {machine_id!r}", field="machine_id")
+        network_machine(uow.session, machine_id)  # NotFound naming machine_id
         batches = uow.session.scalars(
-            select(BatchRecord.id).where(
-                BatchRecord.machine_id == machine_id,
-                BatchRecord.started_at >= start,
-                BatchRecord.started_at < end,
+            select(_BATCH.c.id).where(
+                _BATCH.c.machine_id == machine_id,
+                _BATCH.c.started_at >= start,
+                _BATCH.c.started_at < end,
             )
         ).all()
         units = self._visible(uow, actor, self._units_of_batches(uow, batches))
@@ -305,8 +312,8 @@ class TraceService:
     def master_file(self, uow: UnitOfWork, actor: Actor, code: str, version: int) -> dict[str, Any]:
         authorize(actor, Permission.TRACE_READ)
         batches = uow.session.scalars(
-            select(BatchRecord.id).where(
-                BatchRecord.master_file_code == code, BatchRecord.master_file_version == version
+            select(_BATCH.c.id).where(
+                _BATCH.c.master_file_code == code, _BATCH.c.master_file_version == version
             )
         ).all()
         units = self._visible(uow, actor, self._units_of_batches(uow, batches))
@@ -363,7 +370,7 @@ class RecallService:
         if not lot.strip():
             raise ValidationFailed("give the material lot number", field="lot")
         traced = self._trace.lot_units(uow, lot)
-        material = uow.session.scalar(select(MaterialLot).where(MaterialLot.lot_number == lot))
+        material = lot_by_number(uow.session, lot)
         if material is None and not traced:
             raise NotFound(f"no material lot {lot!r}", field="lot")
         # the lot moves to recalled when its state allows (approved, on hold); a lot already
@@ -399,8 +406,7 @@ class RecallService:
                     label=f"pack {unit.serial}",
                     reason=f"recall {recall.id}: {reason}",
                 )
-                batch = uow.session.get(BatchRecord, unit.batch_id)
-                assert batch is not None
+                batch = batch_record(uow.session, unit.batch_id)
                 by_site.setdefault(batch.site_id, []).append(unit)
         for site_id, units in sorted(by_site.items()):
             where = self._epcis.sgln(uow, site_id)
@@ -477,16 +483,21 @@ class RecallService:
         dispensed = 0
         stmt = (
             select(
-                RecallUnit, SerialUnit, Patient.ref, Dispense, BatchRecord.site_id, Order.site_id
+                RecallUnit,
+                SerialUnit,
+                _PATIENT.c.ref,
+                Dispense,
+                _BATCH.c.site_id,
+                _ORDER.c.site_id,
             )
             .join(SerialUnit, SerialUnit.id == RecallUnit.unit_id)
-            .join(Patient, Patient.id == SerialUnit.patient_id)
-            .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
-            .outerjoin(Order, Order.id == SerialUnit.order_id)
+            .join(_PATIENT, _PATIENT.c.id == SerialUnit.patient_id)
+            .join(_BATCH, _BATCH.c.id == SerialUnit.batch_id)
+            .outerjoin(_ORDER, _ORDER.c.id == SerialUnit.order_id)
             .outerjoin(Dispense, Dispense.unit_id == SerialUnit.id)
             .where(RecallUnit.recall_id == recall_id)
         )
-        sites = {s.id: s for s in uow.session.scalars(select(Site))}
+        by_id = {s.id: s for s in sites(uow.session)}
         total = 0
         for ru, unit, ref, dispense, made_site, ordering_site in uow.session.execute(stmt):
             site_id = dispense.site_id if dispense and dispense.site_id else made_site
@@ -497,7 +508,7 @@ class RecallService:
             served = {made_site, ordering_site, dispense.site_id if dispense else None}
             if sites_seen is not None and not (served - {None}) & sites_seen:
                 continue  # another site's pack: counted above, never named
-            site = sites.get(site_id)
+            site = by_id.get(site_id)
             rows.append(
                 {
                     "site": site.code if site else site_id,
