@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nearfab.common.clock import Clock
 from nearfab.common.errors import Refused
 from nearfab.designs import FamilyRegistry
-from nearfab.network import Machine
 from nearfab.production.kit import MachineKit, TwinSetup
 from nearfab.production.machines import (
     Fault,
@@ -18,9 +18,12 @@ from nearfab.production.machines import (
     TelemetrySink,
 )
 
+if TYPE_CHECKING:
+    from nearfab.network import Machine
+
 # builds the telemetry connection of a simulated machine (wired in bootstrap: production cannot
 # see the telemetry domain, which sits above it)
-SinkFactory = Callable[[Machine], TelemetrySink | None]
+SinkFactory = Callable[["Machine"], TelemetrySink | None]
 
 
 class MachineFleet:

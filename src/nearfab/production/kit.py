@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nearfab.common.clock import Clock
 from nearfab.common.errors import Refused, ValidationFailed
-from nearfab.network import Machine
 from nearfab.production.machines import (
     Fault,
     MachineAdapter,
@@ -27,6 +26,9 @@ from nearfab.production.machines import (
     SimulatedMachine,
     TelemetrySink,
 )
+
+if TYPE_CHECKING:
+    from nearfab.network import Machine
 
 
 @dataclass(frozen=True)

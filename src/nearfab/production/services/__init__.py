@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nearfab.common.errors import DomainError
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, Signature
-from nearfab.masterfiles import MasterFile, MasterFileService
+from nearfab.identity import Actor
+from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
-from nearfab.network import Machine, NetworkService, Site
+from nearfab.network import NetworkService
 from nearfab.orders import OrderService
 from nearfab.production.enums import BatchStatus
 from nearfab.production.fleet import MachineFleet
@@ -37,6 +37,11 @@ from nearfab.production.services.ticketing import TICKET_LIFETIME, TicketDesk
 from nearfab.production.tickets import SignedTicket, TicketSigner
 from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
+    from nearfab.masterfiles import MasterFile
+    from nearfab.network import Machine, Site
 
 __all__ = [
     "DEFAULT_LEASE",

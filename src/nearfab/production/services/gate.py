@@ -4,12 +4,18 @@ operator at the site). Checked when a ticket is issued and again when a batch st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nearfab.common.errors import Refused
-from nearfab.masterfiles import MasterFile, MasterFileService, MasterFileStatus
-from nearfab.network import Machine, NetworkService, Site, SiteStatus
+from nearfab.masterfiles import MasterFileService, MasterFileStatus
+from nearfab.network import NetworkService, SiteStatus
 from nearfab.orders import OrderService
-from nearfab.scheduling import Job
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.network import Machine, Site
+    from nearfab.scheduling import Job
 
 
 class ProductionGate:

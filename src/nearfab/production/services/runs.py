@@ -5,12 +5,12 @@ drawn, the record opened), the signed ticket handed to the machine, and the mach
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nearfab.common.errors import DomainError, Forbidden, Refused, ValidationFailed
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize, refuse, system_actor
-from nearfab.masterfiles import MasterFile, MasterFileService
+from nearfab.masterfiles import MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.network import MachineStatus, NetworkService
 from nearfab.orders import OrderService, OrderStatus
@@ -26,6 +26,9 @@ from nearfab.production.services.gate import ProductionGate
 from nearfab.production.tickets import SignedTicket, TicketSigner, verify_ticket
 from nearfab.scheduling import JobStatus, SchedulingService
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
 
 
 class Runs:

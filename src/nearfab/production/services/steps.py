@@ -7,18 +7,21 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.identity import Actor, AuditAction, Signature, audit
+from nearfab.identity import Actor, AuditAction, audit
 from nearfab.masterfiles import MasterFileService
 from nearfab.production.enums import BatchStatus
 from nearfab.production.models import BatchRecord, StepSignoff
 from nearfab.production.services import records
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
 
 # batches whose manual steps may still be signed: being made, or made and awaiting the QP
 SIGNABLE = frozenset({BatchStatus.IN_PROGRESS.value, BatchStatus.COMPLETED.value})
