@@ -9,17 +9,20 @@ import csv
 import io
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
-from nearfab.custody import SerialUnit, TraceService
+from nearfab.custody import TraceService
 from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
-from nearfab.orders import Order
-from nearfab.production import BatchRecord
+from nearfab.orders.reads import orders_by_id
+from nearfab.production.reads import batch_records_by_id
 from nearfab.uow import UnitOfWork
 from nearfab.vigilance.models import AdverseEvent
+
+if TYPE_CHECKING:
+    from nearfab.custody import SerialUnit
 
 ACTUALITY = ("actual", "potential")
 TEXT_MAX = 4000
@@ -152,8 +155,8 @@ class VigilanceService:
             raise ValidationFailed("a FHIR AdverseEvent or the form (JSON object)", field="body")
         said = _read(data)
         unit = self._unit(uow, said["pack"], said["pack_field"])
-        order = uow.session.get(Order, unit.order_id)
-        batch = uow.session.get(BatchRecord, unit.batch_id)
+        order = orders_by_id(uow.session, [unit.order_id]).get(unit.order_id)
+        batch = batch_records_by_id(uow.session, [unit.batch_id]).get(unit.batch_id)
         if order is None or batch is None:
             raise NotFound(f"no order or batch for pack {unit.id}", field=said["pack_field"])
         authorize(actor, Permission.ADVERSE_EVENT_REPORT, one_of=[order.site_id, batch.site_id])
@@ -210,7 +213,7 @@ class VigilanceService:
         row = uow.session.get(AdverseEvent, event_id)
         if row is None:
             raise NotFound(f"no adverse event {event_id!r}", field="event_id")
-        batch = uow.session.get(BatchRecord, row.batch_id)
+        batch = batch_records_by_id(uow.session, [row.batch_id]).get(row.batch_id)
         sites = [row.site_id, *([batch.site_id] if batch else [])]
         authorize(actor, Permission.TRACE_READ, one_of=sites)
         return row
