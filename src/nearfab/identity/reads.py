@@ -62,3 +62,8 @@ def active_users_at(session: Session, site_id: str) -> list[User]:
             .order_by(User.username)
         )
     )
+
+
+def user(session: Session, user_id: str) -> User | None:
+    """The account with this id, or None (from the session's identity map when loaded)."""
+    return session.get(User, user_id)

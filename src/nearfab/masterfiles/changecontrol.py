@@ -36,7 +36,8 @@ from nearfab.identity import (
 from nearfab.masterfiles.enums import MasterFileStatus
 from nearfab.masterfiles.models import MasterFile
 from nearfab.masterfiles.services import MasterFileService, pydantic_to_domain
-from nearfab.network import NetworkService, Qualification
+from nearfab.network import NetworkService
+from nearfab.network.reads import qualification_view
 from nearfab.uow import UnitOfWork
 
 # (uow, master file code, version) -> {site_id: {"open_orders": n, "batches_in_progress": n}}
@@ -132,15 +133,14 @@ class ChangeControlService:
         before = set(current.allowed_site_ids) if current else set()
         after = set(proposed.allowed_site_ids)
         work = self._work(uow, proposed.code, current.version) if self._work and current else {}
-        qualified = {
-            q.machine_id
-            for q in uow.session.scalars(
-                select(Qualification).where(
-                    Qualification.master_file_code == proposed.code,
-                    Qualification.revoked.is_(False),
+        quals = qualification_view()
+        qualified = set(
+            uow.session.scalars(
+                select(quals.c.machine_id).where(
+                    quals.c.master_file_code == proposed.code, quals.c.revoked.is_(False)
                 )
             )
-        }
+        )
         rows = []
         for site_id in sorted(before | after):
             site = self._network.get_site(uow, site_id)

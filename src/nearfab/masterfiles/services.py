@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -21,23 +21,26 @@ from nearfab.common.states import check_transition
 from nearfab.identity import (
     APPROVAL_MASTER_FILE_QP,
     Actor,
-    ApprovalRequest,
     AuditAction,
     Permission,
     Role,
     SignatureService,
-    User,
     audit,
     audited_transition,
     authorize_network,
     refuse,
     request_approval,
 )
+from nearfab.identity.reads import user as user_record
+from nearfab.identity.reads import user_by_username
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
 from nearfab.masterfiles.models import MasterFile, MasterFileQP
 from nearfab.masterfiles.schemas import MasterFileIn
 from nearfab.network import NetworkService
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import ApprovalRequest, User
 
 # Checks owned by other parts (the family's design envelope, quality's release rule), wired in
 # bootstrap so a bad draft is refused when it is written, not when a batch needs it.
@@ -384,7 +387,7 @@ class MasterFileService:
     def is_assigned_qp(self, uow: UnitOfWork, code: str, user_id: str) -> bool:
         """True when the user is active, holds the QP role and is assigned to `code` now."""
         row = self._assignment(uow, code, user_id)
-        person = uow.session.get(User, user_id)
+        person = user_record(uow.session, user_id)
         return (
             row is not None
             and row.active
@@ -408,9 +411,7 @@ class MasterFileService:
             raise NotFound(f"no master file {code!r}", field="master_file_code")
 
     def _user(self, uow: UnitOfWork, user: str) -> User:
-        person = uow.session.get(User, user) or uow.session.scalar(
-            select(User).where(User.username == user)
-        )
+        person = user_record(uow.session, user) or user_by_username(uow.session, user)
         if person is None:
             raise NotFound(f"no user {user!r}", field="user")
         return person

@@ -21,7 +21,8 @@ from nearfab.identity import (
     authorize,
     authorize_network,
 )
-from nearfab.identity.reads import active_users_at, users_by_id
+from nearfab.identity.reads import active_users_at
+from nearfab.identity.reads import user as user_record
 from nearfab.network.enums import (
     MACHINE_TRANSITIONS,
     SITE_TRANSITIONS,
@@ -437,7 +438,7 @@ class NetworkService:
         *,
         valid_until: datetime | None = None,
     ) -> Training:
-        user = users_by_id(uow.session, [user_id]).get(user_id)
+        user = user_record(uow.session, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")
         authorize(actor, Permission.TRAINING_RECORD, site_id=user.home_site_id)
@@ -478,7 +479,7 @@ class NetworkService:
         return row is not None and _valid(row.valid_until, uow.clock.now())
 
     def home_site_of(self, uow: UnitOfWork, user_id: str) -> str | None:
-        user = users_by_id(uow.session, [user_id]).get(user_id)
+        user = user_record(uow.session, user_id)
         return user.home_site_id if user else None
 
     def operators_at(self, uow: UnitOfWork, site_id: str) -> list[User]:
