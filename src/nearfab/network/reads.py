@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import Subquery, select
 from sqlalchemy.orm import Session
 
@@ -66,3 +68,19 @@ def sites(session: Session) -> list[Site]:
 def control_site(session: Session) -> Site | None:
     """The network's control site (None before one is set up)."""
     return session.scalar(select(Site).where(Site.kind == SiteKind.CONTROL.value))
+
+
+def sites_by_id(session: Session, ids: Iterable[str]) -> dict[str, Site]:
+    """The sites with these ids, in one statement; an unknown id is simply absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(wanted)))}
+
+
+def sites_by_code(session: Session, codes: Iterable[str]) -> dict[str, Site]:
+    """The sites with these codes, in one statement, by code; an unknown code is absent."""
+    wanted = set(codes)
+    if not wanted:
+        return {}
+    return {s.code: s for s in session.scalars(select(Site).where(Site.code.in_(wanted)))}
