@@ -177,3 +177,27 @@ def submit(app: App, body: dict[str, Any]) -> Any:
         [order] = app.orders.submit(uow, fh.actor(app, "clinician"), body)
         uow.session.expunge(order)
         return order
+
+
+def sign_home_record(app: App, batch_id: str) -> None:
+    """The home build's manual steps signed by the home operator (their own password), each
+    critical entry verified remotely by the control site's responsible person."""
+    operator, verifier = fh.actor(app, HOME_OPERATOR), fh.actor(app, "qp")
+    with app.uow() as uow:
+        batch = app.production.get(uow, batch_id)
+        lot = batch.material_lot_number
+        states = app.production.step_states(uow, batch)
+    entries = {"filament_loaded": {"filament_lot": lot}, "visual_inspection": {"units_rejected": 0}}
+    for state in states:
+        if not state.manual:
+            continue
+        with app.uow() as uow:
+            app.quality.records.sign_step(
+                uow, operator, batch_id, state.code, entry=entries.get(state.code, {}),
+                password=HOME_PASSWORD,
+            )  # fmt: skip
+        if state.critical:
+            with app.uow() as uow:
+                app.quality.records.verify_step(
+                    uow, verifier, batch_id, state.code, password=fh.TEST_PASSWORD
+                )
