@@ -12,7 +12,7 @@ which product codes are valid). The core keeps the pack's quantity as a plain co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from nearfab.common.quantity import Quantity
@@ -97,6 +97,12 @@ class CustodyRuleKit(Protocol):
         when the family sets no limit."""
         ...
 
+    def shelf_life(self, design: Mapping[str, Any]) -> timedelta | None:
+        """How long a unit may be used after its batch was made, when that is shorter than the
+        master file's shelf life in days can say (hours); None (and for a family without it):
+        only the in-use period from the preparation applies."""
+        ...
+
     def chain_identifier(self, design: Mapping[str, Any]) -> str | None:
         """The family's chain identifier the order's design carries (the prescription named
         it); None when it carries none (then the one bound at the collection is the chain's)."""
@@ -146,6 +152,24 @@ def in_use_period(kit: LabelKit, design: Mapping[str, Any]) -> timedelta | None:
         return None
     answer = period(design)
     return answer if isinstance(answer, timedelta) else None
+
+
+def use_by(
+    kit: LabelKit, design: Mapping[str, Any], prepared_at: datetime, made_at: datetime | None
+) -> datetime | None:
+    """When a unit prepared at `prepared_at` must have been used: the end of its in-use period
+    (`in_use_period`), and no later than the end of the family's optional `shelf_life(design)`
+    counted from `made_at` (its batch's end); None when neither applies. A family without
+    `shelf_life` gets what `in_use_period` alone gives."""
+    ends = []
+    period = in_use_period(kit, design)
+    if period is not None:
+        ends.append(prepared_at + period)
+    ask = getattr(kit, "shelf_life", None)
+    shelf = ask(design) if callable(ask) and made_at is not None else None
+    if isinstance(shelf, timedelta) and made_at is not None:
+        ends.append(made_at + shelf)
+    return min(ends) if ends else None
 
 
 def declares_chain_identifier(kit: LabelKit) -> bool:

@@ -16,7 +16,7 @@ Expected values, worked by hand from the envelope in world.py (not from the code
   × 420,000 = 0.742201 mL (≈ g) drawn from the isolation lot;
 - print: 42 × 90 s = 3,780 s = 1.05 h;
 - transplant slot: release testing 3 h + transport 2 h = 5 h after the print ends, within the
-  12 h shelf life; in-use after preparation: 12 h − 3 h = 9 h;
+  12 h shelf life; a prepared product must be used by the print's end + 12 h;
 - potency: insulin 12.5 µIU/mL at 2.8 mM glucose, 31.25 µIU/mL at 16.7 mM:
   stimulation index 31.25 ÷ 12.5 = 2.5 > 1 (CIT-07: "stimulation index >1") → pass;
   20 then 18 µIU/mL: 18 ÷ 20 = 0.9 ≤ 1 → fail.
@@ -263,11 +263,10 @@ def test_donor_isolation_to_print_to_release_with_sterility_pending_to_transplan
         headers=_login(client, "pharmacist"),
     )
     assert r.status_code == 201, r.text
-    prepared = r.json()
-    in_use = datetime.fromisoformat(prepared["use_by"]) - datetime.fromisoformat(
-        prepared["prepared_at"]
-    )
-    assert in_use == timedelta(hours=9)  # 12 h shelf life − 3 h release testing
+    # the shelf life runs 12 h from the end of the print, whenever the product is prepared
+    printed = fh.batch(seeded, batch_id).finished_at
+    use_by = datetime.fromisoformat(r.json()["use_by"])
+    assert use_by == printed.replace(tzinfo=use_by.tzinfo) + timedelta(hours=12)
     r = _hand_over(client, scan, "transport", "transplant", patient)
     assert r.status_code == 201, r.text
     assert r.json()["patient_checked"] is True
@@ -338,7 +337,7 @@ def test_the_shelf_life_ends_before_the_transplant(client: TestClient, seeded: A
         "shelf_life_expired",
         "design_envelope.shelf_life_h",
     )
-    # a product prepared for transport and not transplanted within 9 h is refused
+    # a product not transplanted within 12 h of the end of its print is refused
     order = _submit(client, world.bundle(seeded, 4))
     batch_id = _printed(client, seeded, order["id"])
     _lab(client, batch_id, GOOD_GSIS)
@@ -347,7 +346,9 @@ def test_the_shelf_life_ends_before_the_transplant(client: TestClient, seeded: A
     pharmacist = _login(client, "pharmacist")
     r = client.post(f"/api/v1/packs/{pack['id']}/prepare", json={"scan": scan}, headers=pharmacist)
     assert r.status_code == 201, r.text
-    seeded.clock.advance(9 * 3600 + 60)  # type: ignore[attr-defined]
+    printed = fh.batch(seeded, batch_id).finished_at
+    ends = printed.replace(tzinfo=seeded.clock.now().tzinfo) + timedelta(hours=12)
+    seeded.clock.advance((ends - seeded.clock.now()).total_seconds() + 60)  # type: ignore[attr-defined]
     patient = client.get(f"/api/v1/orders/{order['id']}", headers=pharmacist).json()["patient_ref"]
     r = client.post(
         "/api/v1/dispense",

@@ -3,7 +3,7 @@ the custody rules (chain, storage, in-use period)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.families.bioprint.world import DIN, DIN_TYPED, OTHER_DIN
@@ -19,8 +19,10 @@ from nearfab.custody.kit import (
     in_use_period,
     judge_storage,
     label_details,
+    use_by,
 )
 from nearfab.families.bioprint.labels import BioprintLabels
+from nearfab.families.cell_therapy.labels import CellTherapyLabels
 
 KIT = BioprintLabels()
 DESIGN = {
@@ -70,8 +72,15 @@ def test_storage_and_the_in_use_period() -> None:
     assert judge_storage(KIT, Quantity(22, "Cel")) is None
     assert "outside the storage range 15-25" in (judge_storage(KIT, Quantity(4, "Cel")) or "")
     assert judge_storage(KIT, Quantity(26, "Cel")) is not None
-    # 12 h of shelf life from the print, 3 h of it spent on release testing
-    assert in_use_period(KIT, DESIGN) == timedelta(hours=9)
+    # 12 h of shelf life from the end of the print: a unit prepared 4 h after the print must be
+    # used 8 h later; prepared 13 h after, it is already past
+    made = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    assert in_use_period(KIT, DESIGN) == timedelta(hours=12)
+    assert use_by(KIT, DESIGN, made + timedelta(hours=4), made) == made + timedelta(hours=12)
+    assert use_by(KIT, DESIGN, made + timedelta(hours=13), made) == made + timedelta(hours=12)
+    # a family without shelf_life (cell_therapy: 180 min after thaw) is unchanged
+    thawed = made + timedelta(days=3)
+    assert use_by(CellTherapyLabels(), {}, thawed, made) == thawed + timedelta(minutes=180)
     with pytest.raises(ValidationFailed) as caught:
         KIT.in_use_period({})
     assert caught.value.field == "shelf_life_h"

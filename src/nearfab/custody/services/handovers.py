@@ -13,7 +13,8 @@ the unit's family, holds a QP judges, and the in-use period of a prepared unit.
   step when accepted, `holding` when refused), chained in the site's ledger.
 - A storage log reading is judged by the family (`custody.kit.judge_storage`); an excursion is
   recorded with its reason and holds the unit until a QP judges it.
-- A unit prepared for use starts its in-use period (`custody.kit.in_use_period`); administration
+- A unit prepared for use starts its in-use period (`custody.kit.use_by`: `in_use_period`, capped by
+  the family's optional `shelf_life` from the batch's end); administration
   after it ends is refused (`check_usable`, called by dispensing).
 """
 
@@ -39,8 +40,8 @@ from nearfab.custody.kit import (
     declares_chain_identifier,
     hand_over_biz_step,
     hand_over_steps,
-    in_use_period,
     judge_storage,
+    use_by,
 )
 from nearfab.custody.logic import epcis as ev
 from nearfab.custody.models import HandOver, InUsePeriod, SerialUnit, StorageReading, UnitHold
@@ -754,13 +755,15 @@ class HandOvers:
                 code="already_prepared",
             )
         kit, design = self._rules(uow, unit)
-        period = in_use_period(kit, design)
         now = uow.clock.now()
+        # the in-use period, capped by a shelf life of hours from the batch's end if the
+        # family has one (custody.kit.use_by)
+        made_at = self._packs.production.get(uow, unit.batch_id).finished_at
         row = InUsePeriod(
             unit_id=unit.id,
             prepared_at=now,
             prepared_by=actor.user_id,
-            use_by=None if period is None else now + period,
+            use_by=use_by(kit, design, now, made_at),
         )
         uow.session.add(row)
         audit(

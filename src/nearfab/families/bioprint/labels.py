@@ -15,10 +15,11 @@ serialised under the master file's GTIN, and the ISBT 128 identity is printed be
 
 Custody rules: the chain isolation -> bioprinter -> transport -> transplant; a storage reading
 outside 15-25 °C is an excursion (the family's default transport range, an assumption of this
-model that a master file's validation replaces); the in-use period runs from the preparation
-for transport (custody's "prepare", done when the QP has released) and is what is left of the
-shelf life after release testing: shelf_life_h - release_h. A transplant after it is refused
-(custody: in_use_expired).
+model that a master file's validation replaces); the shelf life is hours from the end of the
+print (`shelf_life`, the custody kit's optional member: custody caps a prepared unit's use-by
+there, custody.kit.use_by), so a product prepared for transport (custody's "prepare", after the
+QP's release) must be transplanted by print end + shelf_life_h; after it the transplant is
+refused (custody: in_use_expired).
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ class BioprintLabels:
             return f"{reading.value:g} °C is outside the storage range {low:g}-{high:g} °C"
         return None
 
+    def shelf_life(self, design: Mapping[str, Any]) -> timedelta | None:
+        """The shelf life from the end of the print (custody.kit.CustodyRuleKit.shelf_life)."""
+        shelf, _ = shelf_hours(design)
+        return timedelta(hours=shelf)
+
     def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
-        """What is left of the shelf life after release testing (module docstring)."""
-        shelf, release = shelf_hours(design)
-        return timedelta(hours=shelf - release)
+        """From the preparation for transport: never more than the whole shelf life (custody
+        caps it at the print's end + the shelf life)."""
+        return self.shelf_life(design)
