@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _zone_name(value: str, field: str) -> str:
+    """`value` if it names an IANA time zone (e.g. Europe/London), else an error naming `field`."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{field}: {value!r} is not a time zone (e.g. Europe/London)") from None
+    return value
 
 
 def default_data_dir() -> Path:
@@ -44,6 +54,20 @@ class Settings(BaseSettings):
     bulk_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # one FHIR Bundle may hold at most this many entries (all of them, any resource type)
     bundle_max_entries: int = Field(default=50, ge=1)
+    # times are stored in UTC; pages show them in the site's local time (IANA zone names):
+    # `time_zone` for every site, `site_time_zones` per site code ('{"MOB": "Europe/Dublin"}')
+    time_zone: str = "Europe/London"
+    site_time_zones: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone_name(value, "time_zone")
+
+    @field_validator("site_time_zones")
+    @classmethod
+    def _known_zones(cls, value: dict[str, str]) -> dict[str, str]:
+        return {code: _zone_name(z, f"site_time_zones.{code}") for code, z in value.items()}
 
     def resolved_database_url(self) -> str:
         if self.database_url:
