@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nearfab.masterfiles.changecontrol import ChangeControl
+from nearfab.masterfiles.models import MasterFile
 
 
 def change_controls_by_id(session: Session, ids: Iterable[str]) -> dict[str, ChangeControl]:
@@ -17,3 +18,8 @@ def change_controls_by_id(session: Session, ids: Iterable[str]) -> dict[str, Cha
         return {}
     rows = session.scalars(select(ChangeControl).where(ChangeControl.id.in_(wanted)))
     return {cc.id: cc for cc in rows}
+
+
+def master_files(session: Session) -> list[MasterFile]:
+    """Every master file version, by code and version, in one statement."""
+    return list(session.scalars(select(MasterFile).order_by(MasterFile.code, MasterFile.version)))

@@ -138,3 +138,9 @@ def batch_records_of_product(
     else:
         stmt = stmt.order_by(BatchRecord.started_at)
     return list(session.scalars(stmt))
+
+
+def all_batch_records(session: Session) -> list[BatchRecord]:
+    """Every batch record, in one statement, in the order the database returns them (no
+    sort: the network simulator's export keeps the measured cycle times in this order)."""
+    return list(session.scalars(select(BatchRecord)))

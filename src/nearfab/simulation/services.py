@@ -283,30 +283,30 @@ def export_scenario(
     used for it)."""
     from sqlalchemy import select
 
-    from nearfab.masterfiles import MasterFile, MasterFileStatus
-    from nearfab.network import Machine, Qualification, Site
-    from nearfab.orders import Order
-    from nearfab.production import BatchRecord, BatchStatus
+    from nearfab.masterfiles import MasterFileStatus
+    from nearfab.masterfiles import reads as masterfiles_reads
+    from nearfab.network import reads as network_reads
+    from nearfab.orders import reads as orders_reads
+    from nearfab.production import BatchStatus
+    from nearfab.production import reads as production_reads
 
     c = {**DEFAULT_COSTS, **(costs or {})}
     session = uow.session
     sites = [
-        s
-        for s in session.scalars(select(Site).order_by(Site.code))
-        if s.kind != "control" and s.status == "active"
+        s for s in network_reads.sites(session) if s.kind != "control" and s.status == "active"
     ]
     if not sites:
         raise ScenarioInvalid("the network has no active manufacturing site", field="sites")
     masters = [
-        m
-        for m in session.scalars(select(MasterFile).order_by(MasterFile.code))
-        if m.status == MasterFileStatus.EFFECTIVE
+        m for m in masterfiles_reads.master_files(session) if m.status == MasterFileStatus.EFFECTIVE
     ]
     products_by_code = {m.code: m for m in masters}
-    machines = list(session.scalars(select(Machine)))
-    quals = list(session.scalars(select(Qualification).where(Qualification.revoked.is_(False))))
-    batches = list(session.scalars(select(BatchRecord)))
-    orders = list(session.scalars(select(Order)))
+    # machines and qualifications are read as the owner's view rows (id, site, status, code)
+    machine, qual = network_reads.machine_view(), network_reads.qualification_view()
+    machines = list(session.execute(select(machine)))
+    quals = list(session.execute(select(qual).where(qual.c.revoked.is_(False))))
+    batches = production_reads.all_batch_records(session)
+    orders = orders_reads.all_orders(session)
 
     cycle: dict[tuple[str, str], list[float]] = defaultdict(list)
     outcomes: dict[str, list[bool]] = defaultdict(list)
