@@ -18,6 +18,7 @@ from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFa
 from nearfab.custody import EpcisInvalid, Recall
 from nearfab.identity import Actor, Permission, can_network
 from nearfab.network import Site, SiteKind
+from nearfab.web import traceview
 from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -33,6 +34,7 @@ def trace_page(
     """Search a pack (id, or its scanned GS1 data) backward, or a material lot forward."""
     application = _app(request)
     result: dict[str, Any] | None = None
+    shown: dict[str, Any] | None = None  # names, local times, timeline (traceview.py)
     error: str | None = None
     status = 200
     if q.strip():
@@ -40,11 +42,13 @@ def trace_page(
             with application.uow() as uow:
                 if kind == "lot":
                     result = application.custody_chain.trace.lot(uow, actor, q.strip())
+                    shown = traceview.forward(application, uow, result)
                 else:
                     result = application.custody_chain.trace.unit(uow, actor, q.strip())
+                    shown = traceview.backward(application, uow, result)
         except DomainError as exc:
-            shown = hidden(exc)  # another site's pack is answered as an unknown one
-            error, status = shown.message, shown.http_status
+            refused = hidden(exc)  # another site's pack is answered as an unknown one
+            error, status = refused.message, refused.http_status
     return render(
         request,
         "trace.html",
@@ -52,6 +56,7 @@ def trace_page(
         q=q,
         kind=kind,
         result=result,
+        view=shown,
         error=error,
         status_code=status,
     )
