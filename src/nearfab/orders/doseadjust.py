@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -35,7 +35,6 @@ from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
-    Signature,
     SignatureService,
     audit,
     audited_transition,
@@ -60,6 +59,9 @@ from nearfab.orders.services import (
 )
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
 
 __all__ = ["DoseAdjustment", "ProposalStatus", "check_dose_rule"]
 

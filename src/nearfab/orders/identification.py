@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.identity import Actor, Permission, audit, authorize, can
-from nearfab.network import Site
+from nearfab.network.reads import sites_by_id
 from nearfab.orders.fhir import PrescriptionIn
 from nearfab.orders.identifiers import (
     GSRN_SYSTEMS,
@@ -47,6 +47,9 @@ from nearfab.orders.models import (
 )
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.network import Site
 
 K = IdentifierKind
 # what a refusal calls each identifier (it names the identifier, never the patient)
@@ -236,7 +239,7 @@ class PatientIdentification:
     ) -> None:
         """At intake, in the caller's transaction: the hashes of the identifiers this
         prescription carries that the patient has not got yet."""
-        site = uow.session.get(Site, site_id)
+        site = sites_by_id(uow.session, [site_id]).get(site_id)
         wanted = self._facts(
             patient.id, site, rx.patient_identifiers, rx.patient_mrns, rx.patient_birth_date
         )
@@ -355,7 +358,7 @@ class PatientIdentification:
                 "scan, prescription ID or nearfab patient reference (PT-…)",
                 field="patient",
             )
-        site = uow.session.get(Site, order.site_id)
+        site = sites_by_id(uow.session, [order.site_id]).get(order.site_id)
         patient = uow.session.get(Patient, order.patient_id)
         facts, prescriptions = self._known(uow, order, site)
         checked: list[str] = []

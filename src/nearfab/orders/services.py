@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm.attributes import flag_modified
@@ -30,8 +30,9 @@ from nearfab.identity import (
     authorize,
     visible_sites,
 )
-from nearfab.masterfiles import MasterFile, MasterFileService
-from nearfab.network import Site, SiteKind
+from nearfab.masterfiles import MasterFileService
+from nearfab.network import SiteKind
+from nearfab.network.reads import sites_by_code, sites_by_id
 from nearfab.orders.enums import ORDER_TRANSITIONS, OrderStatus
 from nearfab.orders.fhir import (
     DEFAULT_MAX_ENTRIES,
@@ -48,6 +49,10 @@ from nearfab.orders.kit import PrescriptionKit, PrescriptionKits
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.masterfiles import MasterFile
+    from nearfab.network import Site
 
 DEFAULT_LEAD_TIME = timedelta(days=3)
 IDENTIFIER_MAX = 255  # identifier system and value columns
@@ -228,8 +233,8 @@ class OrderService:
     @staticmethod
     def _named_site(uow: UnitOfWork, ref: str) -> Site:
         """The site named at intake, by id or by code; a point-of-care site."""
-        site = uow.session.get(Site, ref)
-        site = site or uow.session.scalar(select(Site).where(Site.code == ref))
+        site = sites_by_id(uow.session, [ref]).get(ref)
+        site = site or sites_by_code(uow.session, [ref]).get(ref)
         if site is None:
             raise ValidationFailed(f"site: no site {ref!r} (give a site id or code)", field="site")
         if site.kind == SiteKind.CONTROL.value:
@@ -253,7 +258,7 @@ class OrderService:
             )
         if rx.prescriber_site_codes:
             code = rx.prescriber_site_codes[0]
-            from_org = uow.session.scalar(select(Site).where(Site.code == code))
+            from_org = sites_by_code(uow.session, [code]).get(code)
             if from_org is None or from_org.kind == SiteKind.CONTROL.value:
                 raise ValidationFailed(
                     f"{where}: the prescriber's organisation names site {code!r} "
@@ -270,7 +275,9 @@ class OrderService:
             return named.id
         if from_org is not None:
             return from_org.id
-        home = uow.session.get(Site, actor.site_id) if actor.site_id else None
+        home = (
+            sites_by_id(uow.session, [actor.site_id]).get(actor.site_id) if actor.site_id else None
+        )
         if home is not None and home.kind != SiteKind.CONTROL.value:
             return home.id
         raise ValidationFailed(
