@@ -273,11 +273,16 @@ def check_document(document: Any) -> dict[str, Any]:
     devices = document.get("devices")
     if not isinstance(devices, list):
         raise ValidationFailed("measurements.devices must be a list", field="measurements.devices")
-    clean_devices = []
+    clean_devices: list[dict[str, float]] = []
     for i, device in enumerate(devices):
         where = f"measurements.devices[{i}]"
-        if not isinstance(device, Mapping) or set(device) != {LEAK, FLOW_ERROR}:
-            raise ValidationFailed(f"{where} must be {{{LEAK}, {FLOW_ERROR}}}", field=where)
+        if not isinstance(device, Mapping) or set(device) not in ({LEAK, FLOW_ERROR}, set()):
+            raise ValidationFailed(
+                f"{where} must be {{{LEAK}, {FLOW_ERROR}}}, or {{}} when not tested", field=where
+            )
+        if not device:
+            clean_devices.append({})
+            continue
         leak = _number(device[LEAK], f"{where}.{LEAK}")
         if leak < 0:
             raise ValidationFailed(f"{where}.{LEAK} cannot be negative", field=f"{where}.{LEAK}")
@@ -363,10 +368,11 @@ class DeviceMachines:
         )
 
     def measurement_document(self, outcome: RunResult) -> dict[str, Any]:
+        # a device without in-line results (a real printer reports none) is kept, untested
         devices = [
-            {LEAK: float(u.values[LEAK]), FLOW_ERROR: float(u.values[FLOW_ERROR])}
+            {k: float(v) for k, v in u.values.items()}
             for u in outcome.units
-            if LEAK in u.values
+            if "orifice_diameter_mm" not in u.values
         ]
         coupons = [dict(u.values) for u in outcome.units if "orifice_diameter_mm" in u.values]
         layers = [r.value for r in outcome.telemetry if r.metric == LAYER]
@@ -390,7 +396,7 @@ class DeviceMachines:
         design: Mapping[str, Any],
         cqa_specs: Mapping[str, Any],
     ) -> MeasurementSeries | None:
-        devices = (document or {}).get("devices") or []
+        devices = [d for d in (document or {}).get("devices") or [] if FLOW_ERROR in d]
         if not devices:
             return None
         accuracy = float(design.get("flow_accuracy_pct", 5.0))

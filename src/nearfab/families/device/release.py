@@ -66,8 +66,9 @@ def coupon_check(coupon: Mapping[str, Any] | None, design: Mapping[str, Any]) ->
 
 
 def leak_check(devices: Sequence[Mapping[str, Any]], max_leak: float) -> Check:
-    if not devices:
-        return Check("leak_check", None, "leak check: no device tested")
+    if not devices or any(LEAK not in d for d in devices):
+        untested = sum(1 for d in devices if LEAK not in d)
+        return Check("leak_check", None, f"leak check: {untested or 'no'} device(s) not tested")
     leaking = [i for i, d in enumerate(devices) if float(d[LEAK]) > max_leak + _EPS]
     return Check(
         "leak_check",
@@ -78,8 +79,9 @@ def leak_check(devices: Sequence[Mapping[str, Any]], max_leak: float) -> Check:
 
 
 def flow_check(devices: Sequence[Mapping[str, Any]], max_error: float) -> Check:
-    if not devices:
-        return Check("flow_check", None, "flow check: no device tested")
+    if not devices or any(FLOW_ERROR not in d for d in devices):
+        untested = sum(1 for d in devices if FLOW_ERROR not in d)
+        return Check("flow_check", None, f"flow check: {untested or 'no'} device(s) not tested")
     errors = [float(d[FLOW_ERROR]) for d in devices]
     outside = [e for e in errors if abs(e) > max_error + _EPS]
     worst = max(errors, key=abs)

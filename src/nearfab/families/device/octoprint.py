@@ -1,0 +1,203 @@
+"""A real FDM printer behind OctoPrint's REST API (docs.octoprint.org, "REST API": File
+operations, Job operations, Printer operations), as a `MachineAdapter`.
+
+It checks the ticket as the twin does (the control site's signature, this machine, unexpired, not
+replayed; the build approved where the printer is supervised), regenerates the design file from
+the ticket's design and refuses it unless its SHA-256 is the one the ticket signs, then:
+
+1. `POST /api/files/local` (multipart, field `file`): uploads the STL;
+2. `POST /api/files/local/{name}` `{"command": "slice", "slicer": ..., "gcode": ..., "print":
+   true}`: OctoPrint slices it with its configured slicer and starts the print (202);
+3. polls `GET /api/printer` (tool0 and bed temperatures) and `GET /api/job` (state, progress)
+   on the platform's clock until the job is done, recording the temperatures and the progress
+   as telemetry.
+
+Every request carries the instance's API key (`X-Api-Key`). OctoPrint reports neither the layer
+nor the extrusion rate, and the printer cannot gauge the coupon or run the leak and flow checks:
+the devices come back without in-line results (the release's tests then say "not tested").
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from nearfab.common.clock import Clock
+from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.families.device.geometry import check_design_file, design_file
+from nearfab.families.device.machines import BED, NOZZLE, check_approval, ticket_design
+from nearfab.production.machines import (
+    RunResult,
+    TelemetryReading,
+    UnitMeasurement,
+    admit_ticket,
+)
+from nearfab.production.tickets import SignedTicket, TicketRejected
+
+PROGRESS = "progress_pct"  # OctoPrint's job completion, as telemetry
+
+
+class PrinterError(Refused):
+    """The printer (or OctoPrint) refused or failed the job."""
+
+    code = "printer_error"
+
+
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "nearfab" + secrets.token_hex(12)
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+class OctoPrintPrinter:
+    """An FDM printer driven through OctoPrint."""
+
+    def __init__(
+        self,
+        machine_id: str,
+        *,
+        base_url: str,
+        api_key: str,
+        control_public_key_pem: str,
+        clock: Clock,
+        supervised: bool = False,
+        slicer: str = "curalegacy",
+        poll_s: float = 30.0,
+        timeout_s: float = 6 * 3600.0,
+        firmware: str = "OctoPrint",
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValidationFailed("base_url must be an http(s) URL", field="base_url")
+        self.machine_id = machine_id
+        self.firmware = firmware
+        self._base = base_url.rstrip("/")
+        self._key = api_key
+        self._public_key_pem = control_public_key_pem
+        self._clock = clock
+        self.supervised = supervised
+        self._slicer = slicer
+        self._poll_s = poll_s
+        self._timeout_s = timeout_s
+        self._executed: set[str] = set()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        expect: tuple[int, ...] = (200,),
+    ) -> Any:
+        request = urllib.request.Request(self._base + path, data=body, method=method)
+        request.add_header("X-Api-Key", self._key)
+        if body is not None:
+            request.add_header("Content-Type", content_type)
+        try:
+            # base_url is checked to be http(s) in __init__
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                status, text = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:200]
+            raise PrinterError(
+                f"OctoPrint answered {method} {path} with {exc.code}: {detail}", field="printer"
+            ) from None
+        except OSError as exc:
+            raise PrinterError(
+                f"OctoPrint at {self._base} unreachable: {exc}", field="printer"
+            ) from None
+        if status not in expect:
+            raise PrinterError(f"OctoPrint answered {method} {path} with {status}", field="printer")
+        return json.loads(text) if text else {}
+
+    def version(self) -> str:
+        """The OctoPrint version (`GET /api/version`), as the batch record's firmware."""
+        answer = self._request("GET", "/api/version")
+        return f"OctoPrint {answer.get('server', '?')}"
+
+    def execute(self, ticket: SignedTicket) -> RunResult:
+        clock = self._clock
+        admit_ticket(
+            ticket,
+            self._public_key_pem,
+            machine_id=self.machine_id,
+            now=clock.now(),
+            executed=self._executed,
+        )
+        check_approval(ticket.payload, self.supervised)
+        design = ticket_design(ticket.payload)
+        data = design_file(design)
+        try:
+            check_design_file(design, data)
+        except ValidationFailed as exc:
+            raise TicketRejected(
+                exc.message, field=exc.field, code="design_file_mismatch"
+            ) from None
+        self._executed.add(ticket.ticket_hash)
+        self.firmware = self.version()
+        name = str(design["design_file"]["name"])
+        gcode = name.rsplit(".", 1)[0] + ".gcode"
+        started = clock.now()
+        body, boundary = _multipart("file", name, data)
+        uploaded = self._request(
+            "POST", "/api/files/local", body=body,
+            content_type=f"multipart/form-data; boundary={boundary}", expect=(200, 201),
+        )  # fmt: skip
+        stored = ((uploaded.get("files") or {}).get("local") or {}).get("name", name)
+        command = {"command": "slice", "slicer": self._slicer, "gcode": gcode, "print": True}
+        self._request(
+            "POST", f"/api/files/local/{stored}", body=json.dumps(command).encode(),
+            expect=(200, 202),
+        )  # fmt: skip
+        events = [
+            "ticket verified",
+            f"design file sha256 {design['design_file']['sha256']} verified",
+            f"uploaded {stored} to OctoPrint; slicing with {self._slicer} and printing {gcode}",
+        ]
+        telemetry: list[TelemetryReading] = []
+        waited = 0.0
+        while True:
+            clock.sleep(self._poll_s)
+            waited += self._poll_s
+            printer = self._request("GET", "/api/printer")
+            job = self._request("GET", "/api/job")
+            at = clock.now()
+            temperature: Mapping[str, Any] = printer.get("temperature") or {}
+            for metric, tool in ((NOZZLE, "tool0"), (BED, "bed")):
+                actual = (temperature.get(tool) or {}).get("actual")
+                if isinstance(actual, int | float):
+                    telemetry.append(TelemetryReading(at, metric, float(actual), "°C"))
+            completion = (job.get("progress") or {}).get("completion")
+            if isinstance(completion, int | float):
+                telemetry.append(TelemetryReading(at, PROGRESS, float(completion), "%"))
+            state = str(job.get("state") or "")
+            if state.startswith(("Error", "Offline")):
+                raise PrinterError(f"the printer reports {state!r}", field="printer")
+            if state == "Cancelled" or state.startswith("Cancelling"):
+                raise PrinterError("the print was cancelled at the printer", field="printer")
+            if state == "Operational" and completion == 100:
+                break
+            if waited >= self._timeout_s:
+                raise PrinterError(
+                    f"no finished print after {self._timeout_s:g} s (state {state!r})",
+                    field="printer",
+                )
+        events.append(f"print finished ({gcode})")
+        units = tuple(UnitMeasurement(i, clock.now(), {}) for i in range(int(design["units"])))
+        return RunResult(
+            machine_id=self.machine_id,
+            firmware=self.firmware,
+            ticket_hash=ticket.ticket_hash,
+            started_at=started,
+            finished_at=clock.now(),
+            units=units,
+            telemetry=tuple(telemetry),
+            events=tuple(events),
+        )
