@@ -278,6 +278,24 @@ def test_donor_isolation_to_print_to_release_with_sterility_pending_to_transplan
     assert r.status_code == 200, r.text
     assert r.json()["order_complete"] is True
 
+    # 9. days later the sterility culture reads positive: quality's follow-up (as for cell
+    # therapy) opens a deviation and tells the transplant centre's clinicians
+    r = client.post(
+        f"/api/v1/batches/{batch_id}/followups/sterility/result",
+        json={
+            "outcome": "fail",
+            "detail": "21 CFR 610.12: growth in the aerobic bottle on day 5",
+            **_signed("qp"),
+        },
+        headers=qp,
+    )
+    assert r.status_code == 200, r.text
+    failed = r.json()
+    assert failed["status"] == "failed" and failed["deviation_id"]
+    notices = client.get("/api/v1/notices", headers=_login(client, "clinician")).json()
+    (notice,) = [n for n in notices if n["order_id"] == order_id]
+    assert notice["deviation_id"] == failed["deviation_id"]
+
 
 def test_a_dose_below_the_clinical_minimum_is_refused_naming_the_field(
     client: TestClient, seeded: App
