@@ -125,6 +125,13 @@ class MachineKit(Protocol):
         ...
 
 
+def record_title(kit: MachineKit) -> str:
+    """What the family calls the record of one run, for pages and exports: its optional
+    `record_title` (e.g. a medical device's "Device history record", ISO 13485 §4.2.5); "Batch
+    record" without it. The record itself is the core's batch record either way."""
+    return str(getattr(kit, "record_title", None) or "Batch record")
+
+
 def build_approver(kit: MachineKit, site_kind: str) -> str | None:
     """The role that must issue a job ticket for a machine at a site of `site_kind`: issuing it
     is the control site's approval of that build, and the ticket names who approved it

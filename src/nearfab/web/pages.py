@@ -30,6 +30,7 @@ from nearfab.identity import (
     is_network_wide,
 )
 from nearfab.orders import OrderStatus
+from nearfab.production.kit import record_title
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
 from nearfab.uow import UnitOfWork
@@ -401,6 +402,7 @@ def batch_page(
                 view["measurements"], view["design"] or {}, dict(master_file.cqa_specs or {})
             )
             design = kit.design_summary(view["design"] or {})
+            title = record_title(kit)  # the family's name for the record (production.kit)
             parameters = dict(master_file.process_parameters or {})
             # the master-file steps, the audit-trail review and what blocks release
             controls, trail, may = _record_controls(application, uow, actor, view)
@@ -424,6 +426,7 @@ def batch_page(
         "batch.html",
         actor,
         batch=view,
+        record_title=title,
         chart=chart,
         series=series,
         design=design,

@@ -96,6 +96,16 @@ def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
     assert client.get(f"/api/v1/orders/{order['id']}", headers=clinician).json()["status"] == (
         "dispensed"
     )
+    # EPCIS events as for medicines: the pack commissioned, then dispensed
+    r = client.get("/api/v1/epcis/events", headers=qp)
+    assert r.status_code == 200, r.text
+    events = r.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    steps = [
+        str(e.get("bizStep", "")).rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        for e in events
+        if any(pack.serial in str(epc) for epc in e.get("epcList", []))
+    ]
+    assert "commissioning" in steps and "dispensing" in steps, steps
 
 
 def test_the_api_approves_a_home_build_only_by_the_responsible_person(world: fh.Built) -> None:
@@ -186,6 +196,8 @@ def test_the_pages_take_a_pasted_prescription_release_and_dispense(world: fh.Bui
     fh.prepare_release(app, batch_id)
     qp = fh.web_login(app, "qp")
     page = qp.get(f"/batches/{batch_id}").text
+    # the core's batch record, in the family's words (ISO 13485)
+    assert f"Device history record {fh.batch(app, batch_id).batch_number}" in page
     assert "Test coupon: critical dimensions" in page and "Flow check of every device" in page
     queue = qp.get("/release").text
     done = qp.post(

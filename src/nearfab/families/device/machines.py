@@ -328,6 +328,8 @@ class DeviceMachines:
 
     machine_types: tuple[str, ...] = (FDM_PRINTER, SUPERVISED_PRINTER)
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    # production.kit.record_title: the core's batch record, in ISO 13485's words
+    record_title = "Device history record"
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
