@@ -252,7 +252,8 @@ def test_a_tampered_pack_is_refused_on_the_web_dispense_page(
     csrf = _web_login(client)
     form = {"scan": _scan(unit), "patient_ref": tampered.patient_ref, "csrf_token": csrf}
     checked = client.post("/dispense", data=form | {"action": "verify"})
-    assert '<b id="status">integrity_failure</b>' in checked.text
+    assert '<span id="status" class="status">integrity_failure</span>' in checked.text
+    assert '<b id="verdict">Do NOT hand over: its release record does not match' in checked.text
     done = client.post("/dispense", data=form | {"action": "dispense"})
     assert done.status_code == 409
     assert '<span id="status" class="status">integrity_failure</span>' in done.text

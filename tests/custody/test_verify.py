@@ -452,7 +452,7 @@ def test_a_pharmacist_of_another_site_learns_nothing_about_the_patient(
         for ref in (right, wrong)
     ]
     for text in pages:
-        assert '<b id="status">unknown</b>' in text
+        assert '<span id="status" class="status">unknown</span>' in text
     # every probe is audited, marked as out of scope
     seeded.custody.flush_verification_log()
     with seeded.uow() as uow:

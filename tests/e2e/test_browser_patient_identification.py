@@ -67,6 +67,7 @@ def test_dispense_by_nhs_number_and_refuse_another_patients_pack(
     page.get_by_label("NHS number").fill("943 476 5919")
     page.get_by_role("button", name="Check and dispense").click()
     error = page.get_by_role("alert")
+    expect(error).to_contain_text("Do NOT hand over: wrong patient")
     expect(error).to_contain_text("wrong_patient")
     expect(error).to_contain_text("the NHS number does not match")
     expect(error).not_to_contain_text(BOB.name)
@@ -85,9 +86,13 @@ def test_dispense_by_nhs_number_and_refuse_another_patients_pack(
     page.get_by_label("NHS number").fill(f"(8018){ALICE.gsrn}")
     page.get_by_role("button", name="Check only").click()
     expect(page.locator("#verification")).to_contain_text("ok")
+    expect(page.locator("#verdict")).to_have_text("Safe to hand over")
+    expect(page.locator("#pack-lot")).not_to_be_empty()
+    expect(page.locator("#pack-expiry")).not_to_be_empty()
     expect(page.locator("#patient-match")).to_contain_text("wristband")
 
-    page.get_by_label("Scan").fill(alice_pack)
+    # the scan is kept after "Check only": dispensing needs no second scan
+    expect(page.get_by_label("Scan")).to_have_value(alice_pack)
     page.get_by_label("NHS number").fill("9434765919")
     page.get_by_role("button", name="Check and dispense").click()
     expect(page.get_by_role("status")).to_contain_text("Dispensed pack")

@@ -35,6 +35,7 @@ from nearfab.readmodels import batch_view, network_view, order_view, pending_vie
 from nearfab.scheduling import JobStatus
 from nearfab.uow import UnitOfWork
 from nearfab.web.charts import measurement_chart_svg
+from nearfab.web.dispense import pack_card, verdict
 from nearfab.web.forms import signature
 
 T = TypeVar("T")
@@ -587,6 +588,12 @@ def dispense_submit(
         birth_date=birth_date or None,
         prescription_id=prescription_id or None,
     )
+    entered = {
+        "scan": scan,
+        "patient": patient or patient_ref,
+        "birth_date": birth_date,
+        "prescription_id": prescription_id,
+    }
     # refusal codes of a dispense -> the verification status the pharmacist sees
     status_of = {
         "unknown_unit": "unknown",
@@ -598,6 +605,8 @@ def dispense_submit(
         if action == "verify":
             with application.uow() as uow:
                 checked = application.custody.verify(uow, actor, scan=scan, patient=presented)
+                pack = pack_card(application, uow, checked.unit_id) if checked.unit_id else None
+            # the scan and the patient stay in the form: "Check and dispense" needs no rescan
             return render(
                 request,
                 "dispense.html",
@@ -605,17 +614,24 @@ def dispense_submit(
                 result=None,
                 error=None,
                 verification=checked.to_dict(),
+                verdict=verdict(checked.status.value),
+                pack=pack,
+                form=entered,
             )
         with application.uow() as uow:
             result = application.custody.dispense(uow, actor, scan=scan, patient=presented)
+            pack = pack_card(application, uow, result.unit.id)
     except DomainError as exc:
+        status = status_of.get(exc.code or "", exc.code)
         return render(
             request,
             "dispense.html",
             actor,
             result=None,
             error=exc.message,
-            status=status_of.get(exc.code or "", exc.code),
+            status=status,
+            verdict=verdict(status),
+            form=entered,
             status_code=exc.http_status,
         )
     return render(
@@ -623,6 +639,8 @@ def dispense_submit(
         "dispense.html",
         actor,
         error=None,
+        verdict="Handed over",
+        pack=pack,
         result={
             "serial": result.unit.serial,
             "order_id": result.unit.order_id,
