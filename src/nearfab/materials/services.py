@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any, Protocol
 
@@ -213,9 +213,17 @@ class MaterialService:
         return list(uow.session.scalars(stmt))
 
     def usable_lot(
-        self, uow: UnitOfWork, *, site_id: str, material_code: str, needed_g: float
+        self,
+        uow: UnitOfWork,
+        *,
+        site_id: str,
+        material_code: str,
+        needed_g: float,
+        accept: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> MaterialLot | None:
-        """The approved, unexpired lot at a site with enough material, earliest expiry first."""
+        """The approved, unexpired lot at a site with enough material, earliest expiry first;
+        with `accept` (a product family's lot choice, on the lot's attributes), the first such
+        lot it accepts."""
         today = uow.clock.now().date()
         stmt = (
             select(MaterialLot)
@@ -228,7 +236,11 @@ class MaterialService:
             )
             .order_by(MaterialLot.expiry, MaterialLot.lot_number)
         )
-        return uow.session.scalars(stmt).first()
+        if accept is None:
+            return uow.session.scalars(stmt).first()
+        return next(
+            (lot for lot in uow.session.scalars(stmt) if accept(lot.attributes or {})), None
+        )
 
     def consume(
         self, uow: UnitOfWork, actor: Actor, lot_id: str, grams: float, *, batch_id: str

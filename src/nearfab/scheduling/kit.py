@@ -34,6 +34,27 @@ class CollectionKit(Protocol):
         ...
 
 
+@runtime_checkable
+class LotChoiceKit(Protocol):
+    """Optional member of a ProductFamily whose material lots are not interchangeable (e.g.
+    each lot is one donor's, and an order is for one donor): which lots may make this design.
+    A family without it takes any usable lot of the master file's material (earliest expiry
+    first)."""
+
+    def accepts_lot(self, design: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+        """Whether a lot with these (family-validated) attributes may make `design`."""
+        ...
+
+
+def lot_filter(family: Any, design: Mapping[str, Any]) -> Any:
+    """The family's lot choice for `design` as a predicate on a lot's attributes, or None when
+    the family has none (any usable lot)."""
+    ask = getattr(family, "accepts_lot", None)
+    if not callable(ask):
+        return None
+    return lambda attributes: bool(ask(design, attributes or {}))
+
+
 def pre_collection_records(family: Any, design: Mapping[str, Any]) -> tuple[str, ...]:
     """The records the family requires before the collection; () for a family without any."""
     ask = getattr(family, "pre_collection_records", None)

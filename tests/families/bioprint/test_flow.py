@@ -480,3 +480,24 @@ def test_a_clogging_nozzle_is_a_cpp_excursion_on_the_batch_record(
     checks = {c["name"]: (c["passed"], c["detail"]) for c in record["review"]["checks"]}
     assert checks["cpp"][0] is False and "pressure_kpa" in checks["cpp"][1], checks["cpp"]
     assert record["review"]["proposed_decision"] != "release"
+
+
+def test_only_the_orders_donor_isolation_is_drawn(client: TestClient, seeded: App) -> None:
+    # another donor's isolation, expiring first: the earliest-expiry rule alone would draw it
+    other = {**world.ISOLATION, "din": world.OTHER_DIN}
+    world.receive_lot(seeded, world.ISLETS, "Another donor's isolation", other, 2.0, days=1,
+                      number="002")  # fmt: skip
+    order = _submit(client, world.bundle(seeded, 9))
+    job_id = fh.schedule(seeded, order["id"])
+    with seeded.uow() as uow:
+        lot = seeded.materials.get(uow, fh.job(seeded, job_id).material_lot_id)
+        assert (lot.lot_number, world.din13(lot.attributes["din"])) == (
+            "ISLET-ISO-001",
+            "G123417654321",
+        )
+    # a prescription for a donor whose isolation is not at the site cannot be scheduled
+    third = _submit(client, world.bundle(seeded, 10, din="W0000 09 123456 G"))
+    with pytest.raises(Refused) as caught:
+        fh.schedule(seeded, third["id"])
+    assert caught.value.code == "no_eligible_machine"
+    assert "GSTT bioprinter 1: no approved lot of ISLET-ISO" in caught.value.message

@@ -80,6 +80,45 @@ def master_file(site_ids: list[str], **changes: Any) -> dict[str, Any]:
 
 def add_bioprint(app: App, isolation: dict[str, Any] | None = None) -> None:
     """The bioprint product at GSTT-PH (module docstring)."""
+    _product(app)
+    receive_lot(app, ISLETS, "Donor islet isolation", isolation or ISOLATION, 2.0, days=3)
+    receive_lot(app, BIOINK, "GelMA-alginate bioink", BIOINK_LOT, 500.0, days=3)
+
+
+def receive_lot(
+    app: App,
+    material: str,
+    description: str,
+    attributes: dict[str, Any],
+    grams: float,
+    *,
+    days: int,
+    number: str = "001",
+) -> str:
+    """A lot received at GSTT-PH (expiring in `days`) and approved by the QP; its id."""
+    site = fh.site_id(app, SITE)
+    with app.uow() as uow:
+        lot = app.materials.receive_lot(
+            uow,
+            fh.actor(app, "pharmacist"),
+            lot_number=f"{material}-{number}",
+            material_code=material,
+            description=description,
+            site_id=site,
+            supplier="Islet Isolation Unit",
+            expiry=app.clock.now().date() + timedelta(days=days),
+            quantity_g=grams,
+            attributes=attributes,
+            product_family="bioprint",
+        )
+    with app.uow() as uow:
+        app.materials.set_status(
+            uow, fh.actor(app, "qp"), lot.id, "approved", reason="isolation QC reviewed"
+        )
+    return str(lot.id)
+
+
+def _product(app: App) -> None:
     qp, admin = fh.actor(app, "qp"), fh.actor(app, "admin")
     site = fh.site_id(app, SITE)
     with app.uow() as uow:
@@ -108,29 +147,6 @@ def add_bioprint(app: App, isolation: dict[str, Any] | None = None) -> None:
         app.network.qualify_machine(uow, qp, machine.id, CODE)
     with app.uow() as uow:
         app.network.record_training(uow, qp, fh.actor(app, "operator").user_id, CODE)
-    receiver = fh.actor(app, "pharmacist")
-    today = app.clock.now().date()
-    lots = (
-        (ISLETS, "Donor islet isolation", isolation or ISOLATION, 2.0),
-        (BIOINK, "GelMA-alginate bioink", BIOINK_LOT, 500.0),
-    )
-    for material, description, attributes, grams in lots:
-        with app.uow() as uow:
-            lot = app.materials.receive_lot(
-                uow,
-                receiver,
-                lot_number=f"{material}-001",
-                material_code=material,
-                description=description,
-                site_id=site,
-                supplier="Islet Isolation Unit",
-                expiry=today + timedelta(days=3),
-                quantity_g=grams,
-                attributes=attributes,
-                product_family="bioprint",
-            )
-        with app.uow() as uow:
-            app.materials.set_status(uow, qp, lot.id, "approved", reason="isolation QC reviewed")
 
 
 def bundle(

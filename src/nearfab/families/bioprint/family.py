@@ -13,6 +13,7 @@ Built only through the family kit (docs/families.md, docs/bioprint.md):
   must be the prescription's: identity_mismatch otherwise), and no print starts before. The
   transplant slot is booked `release_h + transport_h` after the print ends, within the shelf
   life (design.check_shelf_life): this is how scheduling binds the print to the slot;
+- lot choice (scheduling.kit.LotChoiceKit): only the order's donor's isolation is drawn;
 - machines, release, labels, simulation: one module each.
 """
 
@@ -29,7 +30,7 @@ from nearfab.families.bioprint.machines import EXTRUSION_BIOPRINTER, BioprintMac
 from nearfab.families.bioprint.prescription import IEQ, KG, BioprintPrescription
 from nearfab.families.bioprint.release import BioprintRelease
 from nearfab.families.bioprint.simulation import BioprintSimulation
-from nearfab.families.isbt128 import Isbt128Invalid, collection_din
+from nearfab.families.isbt128 import Isbt128Invalid, collection_din, parse_din
 from nearfab.orders import DesignRequest
 from nearfab.orders.form import PrescriptionForm
 
@@ -132,3 +133,16 @@ class BioprintFamily:
         """The DIN on the isolation's container: the prescription's donor (always: a new
         isolation for this order is a new allocation, and a new prescription)."""
         return collection_din(self.labels.chain_identifier(design), presented, field="identifier")
+
+    # --- scheduling.kit.LotChoiceKit ---
+
+    def accepts_lot(self, design: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+        """Only the order's donor's islet isolation makes its micro-tissues: a lot of another
+        donor (another DIN) is never drawn, whatever its expiry."""
+        want = design.get("din")
+        if attributes.get("kind") != "islet_isolation" or not want or not attributes.get("din"):
+            return False
+        try:
+            return parse_din(str(attributes["din"])).din == parse_din(str(want)).din
+        except Isbt128Invalid:
+            return False

@@ -40,6 +40,7 @@ from nearfab.scheduling.enums import (
 from nearfab.scheduling.kit import (
     collection_identifier,
     declares_collection_identifier,
+    lot_filter,
     pre_collection_records,
 )
 from nearfab.scheduling.logic import Candidate, earliest_finish
@@ -109,7 +110,11 @@ class SchedulingService:
             lot = None
             if why is None:
                 lot = self._materials.usable_lot(
-                    uow, site_id=machine.site_id, material_code=mf.material_code, needed_g=needed_g
+                    uow,
+                    site_id=machine.site_id,
+                    material_code=mf.material_code,
+                    needed_g=needed_g,
+                    accept=lot_filter(family, design),
                 )
                 if lot is None:
                     why = f"no approved lot of {mf.material_code} with {needed_g:.2f} g at its site"

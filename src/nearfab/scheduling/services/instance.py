@@ -20,6 +20,7 @@ from nearfab.network import MachineStatus, NetworkService, SiteStatus
 from nearfab.network import reads as network_reads
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.scheduling.enums import OPEN_COLLECTION_STATUSES, JobStatus, Priority
+from nearfab.scheduling.kit import lot_filter
 from nearfab.scheduling.logic import (
     ROUTINE_WEIGHT,
     URGENT_WEIGHT,
@@ -286,7 +287,11 @@ class InstanceBuilder:
                         )
                 if why is None:
                     lot = self._materials.usable_lot(
-                        uow, site_id=site.id, material_code=mf.material_code, needed_g=grams
+                        uow,
+                        site_id=site.id,
+                        material_code=mf.material_code,
+                        needed_g=grams,
+                        accept=lot_filter(family, order.design or {}),
                     )
                     if lot is None:
                         code = "material_missing"
