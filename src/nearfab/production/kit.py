@@ -127,7 +127,7 @@ class MachineKit(Protocol):
 
 def record_title(kit: MachineKit) -> str:
     """What the family calls the record of one run, for pages and exports: its optional
-    `record_title` (e.g. a medical device's "Device history record", ISO 13485 §4.2.5); "Batch
+    `record_title` (e.g. the name ISO 13485 §4.2.5 gives a medical device's record); "Batch
     record" without it. The record itself is the core's batch record either way."""
     return str(getattr(kit, "record_title", None) or "Batch record")
 
