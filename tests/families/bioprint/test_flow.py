@@ -448,24 +448,112 @@ def test_the_cli_submits_shows_and_releases_islet_micro_tissues(
     assert handed["outcome"] == "accepted" and handed["to_step"] == "bioprinter"
 
 
-def test_the_web_pages_show_an_islet_batch_with_its_pending_result(
+def test_the_web_pages_submit_enter_results_and_release_islet_micro_tissues(
     client: TestClient, seeded: App
 ) -> None:
-    order = _submit(client, world.bundle(seeded, 7))
-    batch_id = _printed(client, seeded, order["id"])
-    _lab(client, batch_id, GOOD_GSIS)
+    doctor = fh.web_login(seeded, "clinician")
+    # the transplant centre's FHIR pasted into the prescription page: the API's intake
+    token = fh.csrf(doctor.get("/orders/new").text)
+    low = world.bundle(seeded, 11, dose_per_kg=4000.0)  # below 5,000 IEQ/kg: refused
+    r = doctor.post(
+        "/orders/new", data={"mode": "paste", "csrf_token": token, "fhir_json": json.dumps(low)}
+    )
+    assert r.status_code == 422 and "below the clinical minimum" in r.text
+    with seeded.uow() as uow:
+        assert seeded.orders.list_orders(uow) == []
+    r = doctor.post(
+        "/orders/new",
+        data={
+            "mode": "paste",
+            "csrf_token": token,
+            "fhir_json": json.dumps(world.bundle(seeded, 7)),
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    order_id = r.headers["location"].rsplit("/", 1)[1]
+    assert fh.order_status(seeded, order_id) == "designed"
+    batch_id = _printed(client, seeded, order_id)
     number = fh.batch(seeded, batch_id).batch_number
+
+    # the laboratory's static GSIS entered on the batch page, e-signed
+    lab = fh.web_login(seeded, "pharmacist")
+    page = lab.get(f"/batches/{batch_id}").text
+    assert 'name="result.insulin_high_glucose"' in page
+    r = lab.post(
+        f"/batches/{batch_id}/lab-results",
+        data={
+            "csrf_token": fh.csrf(page),
+            "result.insulin_low_glucose": "12.5",
+            "result.insulin_high_glucose": "31.25",
+            "method": METHOD,
+            "meaning": "results entered by",
+            "username": "pharmacist",
+            "password": TEST_PASSWORD,
+        },
+    )
+    assert r.status_code == 200 and "Laboratory results: entered (signed)" in r.text
     qp = fh.web_login(seeded, "qp")
-    for path in ("/", "/release", f"/batches/{batch_id}", f"/orders/{order['id']}"):
-        page = qp.get(path)
-        assert page.status_code == 200, (path, page.text[:500])
+    for path in ("/", "/release", f"/batches/{batch_id}", f"/orders/{order_id}"):
+        shown = qp.get(path)
+        assert shown.status_code == 200, (path, shown.text[:500])
     batch_page = qp.get(f"/batches/{batch_id}").text
     assert "Potency (glucose-stimulated insulin secretion)" in batch_page
     assert "31.25 ÷ 12.5 = 2.50" in batch_page
     assert "sterility" in batch_page.lower()
+
+    # the QP signs the release on the release page, sterility still pending
     fh.prepare_release(seeded, batch_id)
     queue = qp.get("/release").text
     assert number in queue
+    r = qp.post(
+        f"/release/{batch_id}",
+        data={
+            "csrf_token": fh.csrf(queue),
+            "decision": "release",
+            "meaning": "QP release",
+            "username": "qp",
+            "password": TEST_PASSWORD,
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert fh.batch(seeded, batch_id).status == "released"
+    r = client.get(f"/api/v1/batches/{batch_id}/followups", headers=_login(client, "qp"))
+    assert [(f["test"], f["status"]) for f in r.json()] == [("sterility", "pending")]
+
+    # the chain page: the donor's DIN on both sides of each hand-over, the recipient at the
+    # transplant; another donor's DIN there is refused and holds the product
+    with seeded.uow() as uow:
+        (unit,) = seeded.custody.units_of_batch(uow, batch_id)
+        unit_id = unit.id
+        scan = make_identifier(unit.gtin, unit.serial, unit.batch_number, unit.expiry)
+    pharmacist = fh.web_login(seeded, "pharmacist")
+    token = fh.csrf(pharmacist.get(f"/packs/{unit_id}/chain").text)
+    patient = client.get(f"/api/v1/orders/{order_id}", headers=_login(client, "clinician")).json()[
+        "patient_ref"
+    ]
+
+    def hand_over(src: str, dst: str, **changes: str) -> str:
+        form = {
+            "from_step": src,
+            "to_step": dst,
+            "scan": scan.element_string(),
+            "received_scan": scan.element_string(),
+            "identifier": world.DIN,
+            "received_identifier": world.DIN_TYPED,
+            "csrf_token": token,
+        }
+        r = pharmacist.post(f"/packs/{unit_id}/hand-overs", data=form | changes)
+        assert r.status_code == 200, r.text[:500]
+        return str(r.text)
+
+    assert "Hand-over isolation → bioprinter: accepted" in hand_over("isolation", "bioprinter")
+    assert "Hand-over bioprinter → transport: accepted" in hand_over("bioprinter", "transport")
+    page = hand_over(
+        "transport", "transplant", patient=patient, received_identifier=world.OTHER_DIN
+    )
+    assert "refused (identity_mismatch) — received_identifier:" in page and 'id="held"' in page
 
 
 def test_a_clogging_nozzle_is_a_cpp_excursion_on_the_batch_record(
