@@ -20,7 +20,7 @@ from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 from tests.families.device import network as net
 
-from nearfab.common.errors import Forbidden, Refused
+from nearfab.common.errors import Forbidden, Refused, ValidationFailed
 from nearfab.families.device.geometry import design_file
 from nearfab.identity import AuditEntry
 from nearfab.production.machines import Fault
@@ -167,3 +167,49 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
     fh.release(app, batch_id)
     [pack] = ch.units(app, batch_id)
     assert ch.dispense(app, pack).unit.status == "dispensed"
+
+
+def test_the_control_site_s_metrology_overrides_the_printer_s_coupon(world) -> None:
+    app = world.app
+    order = net.submit(app, net.bundle(25, "M", rx="rx-cmm"))
+    batch_id = _made(app, order.id)
+    with app.uow() as uow:
+        assert app.quality.review_for(uow, batch_id).proposed_decision == "release"
+    design = order.design["critical_dimensions"]
+    measured = {
+        "orifice_diameter_mm": 6.0,  # 5.8321 + 0.1458 = 5.9779 at most: out
+        "inner_diameter_mm": design["inner_diameter_mm"]["nominal"],
+        "wall_mm": design["wall_mm"]["nominal"],
+    }
+    qp = fh.actor(app, "qp")
+    with app.uow() as uow, pytest.raises(ValidationFailed) as bad:
+        app.quality.lab_results.enter(
+            uow, qp, batch_id, results={"coupon": {**measured, "wall_mm": -1}},
+            method="CMM, control site", password=fh.TEST_PASSWORD,
+        )  # fmt: skip
+    assert bad.value.field == "lab_results.coupon.wall_mm"
+    with app.uow() as uow:
+        app.quality.lab_results.enter(
+            uow, qp, batch_id, results={"coupon": measured},
+            method="CMM, control site", password=fh.TEST_PASSWORD,
+        )  # fmt: skip
+    with app.uow() as uow:
+        review = app.quality.review_for(uow, batch_id)
+    checks = {c["name"]: c for c in review.proposal["checks"]}
+    assert checks["coupon_metrology"]["passed"] is False
+    assert "orifice_diameter_mm 6.000 (5.832 ± 0.146) OUT" in checks["coupon_metrology"]["detail"]
+    assert review.proposed_decision == "reject"
+
+
+def test_the_network_runner_never_approves_a_home_build(world) -> None:
+    app = world.app
+    with app.uow() as uow:
+        app.network.set_machine_status(
+            uow, fh.actor(app, "admin"), fh.machine_id(app, net.PHARMACY_PRINTER),
+            "maintenance", reason="nozzle swap",
+        )  # fmt: skip
+    order = net.submit(app, net.bundle(20, "S", rx="rx-runner"))
+    summary = fh.run(app)
+    [job_id] = [j for j in summary.blocked if fh.job(app, j).order_id == order.id]
+    assert "approved by the control site's qp" in summary.blocked[job_id]
+    assert fh.job(app, job_id).ticket is None

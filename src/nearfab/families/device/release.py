@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.families.device.machines import COUPON_KEYS, FLOW_ERROR, LEAK
+from nearfab.families.device.machines import COUPON_KEYS, FLOW_ERROR, LEAK, check_document
 from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseResults
 
 TESTS: dict[str, str] = {
@@ -124,6 +124,76 @@ class DeviceRelease:
             limit = _spec_number(evidence.specs, "flow_check", "max_error_pct", accuracy)
             checks.append(flow_check(devices, limit))
         return ReleaseResults(checks=tuple(checks))
+
+    # --- quality.kit.LabResultsKit: the site's gauge and leak/flow rig, or the control site's
+    # metrology, report what a real printer cannot (or measure again what the twin reported)
+
+    @property
+    def lab_result_keys(self) -> Mapping[str, str]:
+        return {
+            "coupon": "the test coupon gauged, mm: {orifice_diameter_mm, inner_diameter_mm,"
+            " wall_mm}",
+            "devices": "each device in build order: [{leak_ml_min, flow_error_pct}] (leak at"
+            " the full-scale head in mL/min; reading error at the reference flow in %)",
+        }
+
+    def check_lab_results(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(results, Mapping) or not results:
+            raise ValidationFailed("give coupon and/or devices", field="lab_results")
+        for key in results:
+            if key not in ("coupon", "devices"):
+                raise ValidationFailed(
+                    f"lab_results.{key}: the device family takes coupon and devices",
+                    field=f"lab_results.{key}",
+                )
+        clean: dict[str, Any] = {}
+        if "coupon" in results:
+            coupon = results["coupon"]
+            if not isinstance(coupon, Mapping) or set(coupon) != set(COUPON_KEYS):
+                raise ValidationFailed(
+                    f"lab_results.coupon must give {', '.join(COUPON_KEYS)}",
+                    field="lab_results.coupon",
+                )
+            try:
+                clean["coupon"] = check_document({"devices": [], "coupon": coupon})["coupon"]
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    exc.message.replace("measurements.", "lab_results."),
+                    field=str(exc.field).replace("measurements.", "lab_results."),
+                ) from None
+        if "devices" in results:
+            devices = results["devices"]
+            if not isinstance(devices, list) or not devices or any(not d for d in devices):
+                raise ValidationFailed(
+                    "lab_results.devices: one {leak_ml_min, flow_error_pct} per device",
+                    field="lab_results.devices",
+                )
+            try:
+                clean["devices"] = check_document({"devices": devices})["devices"]
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    exc.message.replace("measurements.", "lab_results."),
+                    field=str(exc.field).replace("measurements.", "lab_results."),
+                ) from None
+        return clean
+
+    def with_lab_results(
+        self, measurements: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The laboratory's coupon and device results replace the printer's."""
+        merged = dict(measurements)
+        if "coupon" in results:
+            merged["coupon"] = dict(results["coupon"])
+        if "devices" in results:
+            made = len(measurements.get("devices") or [])
+            if made and len(results["devices"]) != made:
+                raise ValidationFailed(
+                    f"lab_results.devices gives {len(results['devices'])} results for {made}"
+                    " devices made",
+                    field="lab_results.devices",
+                )
+            merged["devices"] = [dict(d) for d in results["devices"]]
+        return merged
 
     def lot_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """{"polymer": "PETG" | "PLA", "filament_diameter_mm": 1.75 or 2.85 (±0.05),
