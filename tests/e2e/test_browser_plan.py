@@ -80,7 +80,15 @@ def test_planner_sees_the_gantt_offline(
     for i in range(bars.count()):
         box = bars.nth(i).bounding_box()
         assert box is not None and box["width"] > 1 and box["height"] > 1
-    expect(gantt.locator(".ytick text")).to_have_text(["MOB-1 · Mobile printer"])
+    # every machine of the network has its row, the idle ones too (the demo's five)
+    ticks = sorted(gantt.locator(".ytick text").all_text_contents())
+    assert ticks == [
+        "GSTT-PH · GSTT micro-factory 1",
+        "GSTT-PH · GSTT printer A",
+        "GSTT-PH · GSTT printer B",
+        "MAN-PH · MAN printer A",
+        "MOB-1 · Mobile printer",
+    ]
     expect(gantt.locator(".legendtext")).to_have_text(["on time", "late"])
 
     unplaced = page.locator(f'#explanations tr[data-order="{orders["unplaced"]}"]')
