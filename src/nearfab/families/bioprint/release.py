@@ -195,7 +195,7 @@ class BioprintRelease:
     ) -> Check:
         if qc.get("ieq") is None and "ieq_dose" in allowed:
             total, source = (
-                _number(evidence.measurements, "ieq_printed", "measurements"),
+                _number(evidence.measurements, "ieq_printed", "measurements.ieq_printed"),
                 " (in-process data)",
             )
         else:
