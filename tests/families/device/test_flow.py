@@ -153,6 +153,11 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
         app.production.issue_ticket(uow, fh.actor(app, "qp"), job_id)
     approval = fh.job(app, job_id).ticket["payload"]["build_approval"]
     assert approval["site_kind"] == "home" and approval["by"] == fh.actor(app, "qp").user_id
+    # training is per person: another member of the household, not trained, may not start it
+    untrained = fh.create_user(app, "home-other", ["operator"], net.HOME)
+    with pytest.raises(Refused) as refused:
+        fh.start(app, job_id, untrained)
+    assert refused.value.code == "operator_not_trained"
     home_operator = fh.actor(app, net.HOME_OPERATOR)
     batch_id = fh.start(app, job_id, home_operator)
     fh.finish(app, batch_id)
