@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.families.bioprint.prescription import MIN_IEQ_PER_KG  # the clinical floor
 
 IEQ_DIAMETER_CM = 0.015  # 150 µm: the definition of one islet equivalent
 IEQ_VOLUME_ML = math.pi / 6 * IEQ_DIAMETER_CM**3  # 1.767e-6 mL
 TISSUE_G_PER_ML = 1.0
-MIN_IEQ_PER_KG = 5_000.0  # the clinical floor (prescription.py gives the source)
 
 ENVELOPE_KEYS = (
     "dose_per_kg",

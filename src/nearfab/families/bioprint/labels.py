@@ -53,14 +53,12 @@ def _ieq(dose: Quantity) -> float:
     return dose.value
 
 
-def shelf_hours(design: Mapping[str, Any]) -> tuple[float, float]:
-    """(shelf life from the end of the print, release testing time), hours, from the design."""
+def shelf_hours(design: Mapping[str, Any]) -> float:
+    """The shelf life from the end of the print, hours, from the design."""
     try:
-        return float(design["shelf_life_h"]), float(design["release_h"])
+        return float(design["shelf_life_h"])
     except (KeyError, TypeError, ValueError):
-        raise ValidationFailed(
-            "the design gives no shelf_life_h and release_h", field="shelf_life_h"
-        ) from None
+        raise ValidationFailed("the design gives no shelf_life_h", field="shelf_life_h") from None
 
 
 class BioprintLabels:
@@ -134,8 +132,7 @@ class BioprintLabels:
 
     def shelf_life(self, design: Mapping[str, Any]) -> timedelta | None:
         """The shelf life from the end of the print (custody.kit.CustodyRuleKit.shelf_life)."""
-        shelf, _ = shelf_hours(design)
-        return timedelta(hours=shelf)
+        return timedelta(hours=shelf_hours(design))
 
     def in_use_period(self, design: Mapping[str, Any]) -> timedelta | None:
         """From the preparation for transport: never more than the whole shelf life (custody

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.bioprint.prescription import MIN_IEQ_PER_KG
 from nearfab.families.isbt128 import Isbt128Invalid, parse_din
 from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseResults
 
@@ -44,7 +45,6 @@ TESTS: dict[str, str] = {
 PENDING_AT_RELEASE: frozenset[str] = frozenset({"sterility"})
 IN_PROCESS_ALLOWED: tuple[str, ...] = ("ieq_dose", "viability")
 
-MIN_IEQ_PER_KG = 5_000.0
 DEFAULT_DOSE_BAND_PCT = (80.0, 120.0)
 DEFAULT_MIN_VIABILITY = 0.70
 DEFAULT_MIN_PURITY = 0.30
