@@ -218,3 +218,16 @@ def test_the_network_runner_never_approves_a_home_build(world) -> None:
     [job_id] = [j for j in summary.blocked if fh.job(app, j).order_id == order.id]
     assert "approved by the control site's qp" in summary.blocked[job_id]
     assert fh.job(app, job_id).ticket is None
+
+
+def test_a_drifting_nozzle_is_a_cpp_excursion_on_the_record(world) -> None:
+    app = world.app
+    order = net.submit(app, net.bundle(25, "M", rx="rx-drift"))
+    # the nozzle gains 12 °C over the run: past the PETG window's 245 °C (240 + 5) from about
+    # 5/12 of the way through
+    batch_id = _made(app, order.id, Fault("temperature_drift", 12.0))
+    record = fh.batch(app, batch_id)
+    assert any(e.startswith("nozzle_temperature_c:") for e in record.cpp_excursions or [])
+    assert record.telemetry_summary["nozzle_temperature_c"]["max"] > 245.0
+    with app.uow() as uow:
+        assert app.quality.review_for(uow, batch_id).proposed_decision != "release"

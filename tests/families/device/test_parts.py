@@ -283,3 +283,12 @@ def test_the_simulation_model() -> None:
         model.design(ENVELOPE, {"qmax_ml_s": 25})
     assert caught.value.field == "size"
     assert math.isclose(FAMILY.duration_s(d), 5962.9)
+
+
+def test_a_live_order_in_the_family_s_words() -> None:
+    from nearfab.orders import Order
+
+    d = _design(units=2)
+    order = Order(dose_value=1.0, dose_unit="{device}", units=2, design=d)
+    assert FAMILY.simulation.prescription_of(order) == {"qmax_ml_s": 25.0, "size": "M", "units": 2}
+    assert FAMILY.simulation.prescription_of(Order(dose_value=5, dose_unit="mg", units=1)) is None
