@@ -142,6 +142,8 @@ def test_trace_shows_names_local_times_a_timeline_and_a_table_that_fits(
     expect(steps.last).to_contain_text("Handed over for patient")
     expect(steps.last).to_contain_text("by Phil Harmon")
     expect(page.locator("#timeline")).to_contain_text("QP decision: released (signed)")
+    for shown in page.locator("#timeline time").all_text_contents():
+        assert shown.endswith(" CET"), shown  # every step at St Thomas' clock, none in UTC
     for words in ("Made from its material lot", "Serial number assigned", "Dispensed"):
         expect(page.locator("#timeline")).to_contain_text(words)
 

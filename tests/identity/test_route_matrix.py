@@ -681,6 +681,14 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/security/alerts"): Call(P.USERS_READ),
     ("GET", "/plan"): Call(P.PLAN_READ),
+    # the planner's actions on the Gantt (web/planning.py); an empty reason: refused, 422
+    ("POST", "/plan/replan"): Call(P.PLAN_RUN, body=lambda w: {"reason": ""}),
+    ("POST", "/plan/orders/{order_id}/unschedule"): Call(
+        P.ORDER_SCHEDULE, True, body=lambda w: {"reason": ""}
+    ),
+    ("POST", "/plan/orders/{order_id}/urgent"): Call(
+        P.PLAN_RUN, True, body=lambda w: {"reason": ""}
+    ),
     ("GET", "/monitoring"): Call(P.MONITORING_READ),
     ("GET", "/monitoring/runs/{run}"): Call(P.MONITORING_READ, True),
     ("GET", "/monitoring/machines/{machine_id}"): Call(P.MONITORING_READ, True),

@@ -154,9 +154,12 @@ def gantt(data: dict[str, Any]) -> str:
                 y=[f"{j['site']} · {j['machine']}" for j in jobs],
                 marker_color=COLOURS[kind],
                 text=[_label(j) for j in jobs],
-                textposition="inside",
+                # inside a long bar, after a short one (a 20-minute job in a day's window)
+                textposition="auto",
                 insidetextanchor="start",
-                textfont={"color": "#fff"},
+                insidetextfont={"color": "#fff"},
+                outsidetextfont={"color": "#1d2733"},
+                cliponaxis=False,
                 customdata=[
                     [j["order_id"], j["start_local"], j["end_local"], j["due_local"]] for j in jobs
                 ],

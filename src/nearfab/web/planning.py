@@ -151,12 +151,12 @@ def unschedule(
 
 
 def _forward(app: Any, uow: Any, actor: Actor, order_id: str, reason: str) -> None:
-    require_reason(reason, "moving an order forward")  # nothing marked urgent without one
     planning = app.scheduling.planning
-    if planning is not None:
+    if planning is not None:  # refuses another site's order (and a role that may not) first
         planning.set_priority(uow, actor, order_id, "urgent")
+    require_reason(reason, "moving an order forward")
     # one transaction: the priority's audit row and the new plan version (reason, trigger);
-    # with network planning off, replan refuses and the priority is not kept either
+    # a refusal (no reason, network planning off) keeps neither
     app.scheduling.replan(uow, actor, reason, PlanTrigger.URGENT_ORDER)
 
 

@@ -119,6 +119,8 @@ def ident(value: str, places: Places | None = None) -> Ident:
     site = places.at_location(value) if places else None
     if site is not None:
         return Ident(site.name, value)
+    if value.startswith("urn:epc:id:sgln:"):
+        return Ident("location " + value.removeprefix("urn:epc:id:sgln:"), value)
     if value.startswith("ni:///sha-256;"):
         return Ident("event " + value.removeprefix("ni:///sha-256;")[:12] + "…", value)
     if len(value) > LONG:
@@ -202,7 +204,9 @@ def backward(app: App, uow: UnitOfWork, result: dict[str, Any]) -> dict[str, Any
     # (time, order within the same time, entry): the fixed steps of making come first
     steps: list[tuple[datetime | None, int, dict[str, Any]]] = []
 
-    def add(at: Any, rank: int, what: str, who: str | None, site_id: str | None) -> None:
+    def add(
+        at: Any, rank: int, what: str, who: str | None, site_id: str, *, where: bool = True
+    ) -> None:
         steps.append(
             (
                 moment(at),
@@ -211,7 +215,7 @@ def backward(app: App, uow: UnitOfWork, result: dict[str, Any]) -> dict[str, Any
                     "when": local(at, places.zone(site_id)),
                     "what": what,
                     "who": who,
-                    "where": places.name(site_id),
+                    "where": places.name(site_id) if where else None,
                 },
             )
         )
@@ -233,7 +237,8 @@ def backward(app: App, uow: UnitOfWork, result: dict[str, Any]) -> dict[str, Any
             2,
             f"QP decision: {str(decided).replace('_', ' ')} (signed)",
             person(release.get("decided_by")),
-            None,
+            made["id"],  # the making site's clock; the QP signs for the network
+            where=False,
         )
     for i, e in enumerate(events):
         steps.append(
@@ -249,7 +254,7 @@ def backward(app: App, uow: UnitOfWork, result: dict[str, Any]) -> dict[str, Any
             100,
             f"Handed over for patient {result['patient_ref']}",
             person(dispense.get("by")),
-            dispense.get("site_id"),
+            dispense.get("site_id") or made["id"],
         )
     timeline = [s for _, _, s in sorted(steps, key=lambda s: (s[0] or first, s[1]))]
     return {
