@@ -231,12 +231,14 @@ def design_flowmeter(
 
 
 def generator() -> str:
+    """The CAD libraries that made the file (their versions are part of what the hash binds)."""
     from importlib.metadata import version
 
     return f"trimesh {version('trimesh')}, manifold3d {version('manifold3d')}"
 
 
 def _tube(inner_r: float, outer_r: float, z0: float, z1: float) -> Any:
+    # trimesh is imported when a design is made, not when the platform starts
     import trimesh
 
     ring = trimesh.creation.annulus(r_min=inner_r, r_max=outer_r, height=z1 - z0, sections=SECTIONS)
@@ -258,10 +260,12 @@ def _body(design: Mapping[str, Any], column_mm: float) -> Any:
 
 
 def device_mesh(design: Mapping[str, Any]) -> Any:
+    """One flowmeter as a watertight mesh (mm)."""
     return _body(design, float(design["column_height_mm"]))
 
 
 def coupon_mesh(design: Mapping[str, Any]) -> Any:
+    """The test coupon: the base with its orifice and the first 10 mm of the column."""
     return _body(design, COUPON_HEIGHT_MM)
 
 
@@ -294,16 +298,20 @@ def check_design_file(design: Mapping[str, Any], data: bytes) -> None:
         )
 
 
+def _printed_mm3(design: Mapping[str, Any]) -> float:
+    """The build's printed volume: every device and the coupon."""
+    devices = float(design.get("device_volume_mm3", 0)) * int(design.get("units", 0))
+    return devices + float(design.get("coupon_volume_mm3", 0))
+
+
 def material_g(design: Mapping[str, Any]) -> float:
-    volume = float(design.get("device_volume_mm3", 0)) * int(design.get("units", 0)) + float(
-        design.get("coupon_volume_mm3", 0)
-    )
+    """Filament drawn: the printed volume × the polymer's density, + 10 % purge and skirt."""
+    volume = _printed_mm3(design)
     density = POLYMERS.get(str(design.get("polymer")), 1.27) / 1000.0
     return round(volume * density * WASTE_FACTOR, 2)
 
 
 def print_time_s(design: Mapping[str, Any]) -> float:
-    volume = float(design.get("device_volume_mm3", 0)) * int(design.get("units", 0)) + float(
-        design.get("coupon_volume_mm3", 0)
-    )
+    """Heat-up and levelling, then the printed volume at the nozzle's volumetric rate."""
+    volume = _printed_mm3(design)
     return round(HEAT_UP_S + volume / PRINT_RATE_MM3_S, 1)
