@@ -161,10 +161,18 @@ def gantt(data: dict[str, Any]) -> str:
                 outsidetextfont={"color": "#1d2733"},
                 cliponaxis=False,
                 customdata=[
-                    [j["order_id"], j["start_local"], j["end_local"], j["due_local"]] for j in jobs
+                    [
+                        j["order_id"],
+                        j.get("medication") or "",
+                        j.get("late_min") or 0,
+                        j["due_local"],
+                        j["start_local"],
+                        j["end_local"],
+                    ]
+                    for j in jobs
                 ],
-                hovertemplate="%{text}<br>order %{customdata[0]}<br>%{customdata[1]} – "
-                "%{customdata[2]}<br>due %{customdata[3]}<extra></extra>",
+                hovertemplate="%{text}<br>order %{customdata[0]}<br>%{customdata[4]} – "
+                "%{customdata[5]}<br>due %{customdata[3]}<extra></extra>",
             )
         )
     now = _on_axis(data["now"], zone)
