@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -119,6 +120,32 @@ def ticket_design(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     return design
 
 
+def admit_build(
+    ticket: SignedTicket,
+    public_key_pem: str,
+    *,
+    machine_id: str,
+    now: datetime,
+    executed: set[str],
+    supervised: bool,
+) -> tuple[Mapping[str, Any], bytes]:
+    """What every printer of the family checks before it prints (twin and real adapters alike):
+    the ticket (signature, machine, expiry, replay), the control site's approval where the
+    printer is supervised, and the design file, regenerated from the ticket's design, against
+    the SHA-256 the ticket signs. Returns the design and the file's bytes; the ticket counts as
+    run from here on."""
+    admit_ticket(ticket, public_key_pem, machine_id=machine_id, now=now, executed=executed)
+    check_approval(ticket.payload, supervised)
+    design = ticket_design(ticket.payload)
+    data = design_file(design)
+    try:
+        check_design_file(design, data)
+    except ValidationFailed as exc:
+        raise TicketRejected(exc.message, field=exc.field, code="design_file_mismatch") from None
+    executed.add(ticket.ticket_hash)
+    return design, data
+
+
 class SimulatedFdmPrinter:
     """A digital twin of an FDM printer (and of its site's leak/flow rig and coupon gauge)."""
 
@@ -164,18 +191,10 @@ class SimulatedFdmPrinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        admit_ticket(
-            ticket, self._key, machine_id=self.machine_id, now=clock.now(), executed=self._executed
-        )
-        check_approval(ticket.payload, self.supervised)
-        design = ticket_design(ticket.payload)
-        try:  # the file it prints is the one whose hash the control site signed
-            check_design_file(design, design_file(design))
-        except ValidationFailed as exc:
-            raise TicketRejected(
-                exc.message, field=exc.field, code="design_file_mismatch"
-            ) from None
-        self._executed.add(ticket.ticket_hash)
+        design, _ = admit_build(
+            ticket, self._key, machine_id=self.machine_id, now=clock.now(),
+            executed=self._executed, supervised=self.supervised,
+        )  # fmt: skip
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
         units = int(design["units"])
         duration = print_time_s(design)

@@ -28,15 +28,9 @@ from typing import Any
 
 from nearfab.common.clock import Clock
 from nearfab.common.errors import Refused, ValidationFailed
-from nearfab.families.device.geometry import check_design_file, design_file
-from nearfab.families.device.machines import BED, NOZZLE, check_approval, ticket_design
-from nearfab.production.machines import (
-    RunResult,
-    TelemetryReading,
-    UnitMeasurement,
-    admit_ticket,
-)
-from nearfab.production.tickets import SignedTicket, TicketRejected
+from nearfab.families.device.machines import BED, NOZZLE, admit_build
+from nearfab.production.machines import RunResult, TelemetryReading, UnitMeasurement
+from nearfab.production.tickets import SignedTicket
 
 PROGRESS = "progress_pct"  # OctoPrint's job completion, as telemetry
 
@@ -47,7 +41,8 @@ class PrinterError(Refused):
     code = "printer_error"
 
 
-def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file part, and its boundary."""
     boundary = "nearfab" + secrets.token_hex(12)
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
@@ -124,28 +119,15 @@ class OctoPrintPrinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        admit_ticket(
-            ticket,
-            self._public_key_pem,
-            machine_id=self.machine_id,
-            now=clock.now(),
-            executed=self._executed,
-        )
-        check_approval(ticket.payload, self.supervised)
-        design = ticket_design(ticket.payload)
-        data = design_file(design)
-        try:
-            check_design_file(design, data)
-        except ValidationFailed as exc:
-            raise TicketRejected(
-                exc.message, field=exc.field, code="design_file_mismatch"
-            ) from None
-        self._executed.add(ticket.ticket_hash)
+        design, data = admit_build(
+            ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now(),
+            executed=self._executed, supervised=self.supervised,
+        )  # fmt: skip
         self.firmware = self.version()
         name = str(design["design_file"]["name"])
         gcode = name.rsplit(".", 1)[0] + ".gcode"
         started = clock.now()
-        body, boundary = _multipart("file", name, data)
+        body, boundary = multipart("file", name, data)
         uploaded = self._request(
             "POST", "/api/files/local", body=body,
             content_type=f"multipart/form-data; boundary={boundary}", expect=(200, 201),
