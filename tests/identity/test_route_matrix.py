@@ -276,6 +276,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/release/pending"): Call(P.RELEASE_QUEUE_READ),
     # batch-record controls (api/records.py); {code} is the master file's, no step of it: 404
     ("GET", "/api/v1/batches/{batch_id}/steps"): Call(P.BATCH_READ, True),
+    # the caller's own worklist (nearfab/worklist.py): who signs or verifies batch-record entries
+    ("GET", "/api/v1/worklist"): Call(P.BATCH_ENTRY_VERIFY),
     ("POST", "/api/v1/batches/{batch_id}/steps/{code}/sign"): Call(
         P.BATCH_STEP_SIGN, True, body=_sign
     ),
@@ -574,6 +576,7 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/orders/{order_id}"): Call(P.ORDER_READ, True),
     ("GET", "/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/release"): Call(P.RELEASE_QUEUE_READ),
+    ("GET", "/worklist"): Call(P.BATCH_ENTRY_VERIFY),
     # as the API's decision: a rejection without its required reason, refused by the service
     # after the role and the site (the batch stays in the queue for the list test)
     ("POST", "/release/{batch_id}"): Call(
@@ -1223,6 +1226,8 @@ SITE_LISTS: dict[str, SiteList] = {
 # not a list of one site's rows, and why
 NOT_SITE_LISTS = {
     "/api/v1/me": "the caller's own account",
+    "/api/v1/worklist": "the caller's own work, of their own sites only "
+    "(tests/production/test_worklist.py: another site's user sees none of it)",
     "/api/v1/me/account": "the caller's own account",
     "/api/v1/network": "the network map: sites and machines every member works with",
     "/api/v1/master-files": "master files are network records (made at the sites they list)",

@@ -21,6 +21,7 @@ from nearfab.web.pages import templates
 # (path, label, the paths it is current for) in menu order
 MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/", "Network", ()),
+    ("/worklist", "Worklist", ("/worklist",)),
     ("/orders", "Orders", ("/orders",)),
     ("/release", "Release queue", ("/release",)),
     ("/dispense", "Dispense", ("/dispense",)),

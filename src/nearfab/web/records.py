@@ -17,6 +17,7 @@ from nearfab.identity import Actor, Permission
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.labresults import ENTERED_BY, typed_value
 from nearfab.uow import UnitOfWork
+from nearfab.web import worklist
 from nearfab.web.forms import form_text, signature
 from nearfab.web.pages import _app, _check_csrf, _need_login, page, web_actor
 
@@ -44,12 +45,21 @@ async def _post(
         with application.uow() as uow:
             step(application, uow, actor, form)
 
+    # a form of the worklist page: back there, a refusal shown in it (web/worklist.py)
+    back = form.get("return_to") == worklist.RETURN_TO
     try:
         await run_in_threadpool(run)
     except DomainError as exc:
         what = done.split(":")[0]
+        if back:
+            return await run_in_threadpool(
+                worklist.refused_here, request, actor, what, exc, batch_id
+            )
         request.session["batch_error"] = f"{what}: refused ({exc.code}): {exc.message}"
     else:
+        if back:
+            request.session[worklist.FLASH] = done
+            return RedirectResponse("/worklist", status_code=303)
         request.session["batch_flash"] = done
     return RedirectResponse(f"/batches/{batch_id}#record-steps", status_code=303)
 

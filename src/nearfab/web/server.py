@@ -29,6 +29,7 @@ from nearfab.api.release import router as release_api
 from nearfab.api.routes import router as api_router
 from nearfab.api.security import LoginThrottle, SecurityHeaders
 from nearfab.api.vigilance import router as vigilance_api
+from nearfab.api.worklist import router as worklist_api
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import DomainError
 from nearfab.config import Settings
@@ -52,6 +53,7 @@ from nearfab.web.qa import router as qa_pages
 from nearfab.web.records import router as records_pages
 from nearfab.web.refusals import install_page_handlers
 from nearfab.web.vigilance import router as vigilance_pages
+from nearfab.web.worklist import router as worklist_pages
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -116,9 +118,11 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(doses_api)
     web.include_router(vigilance_api)
     web.include_router(qa_api)
+    web.include_router(worklist_api)  # the caller's steps, verifications and QP work due now
     web.include_router(order_pages)  # /orders, /orders/new: before /orders/{order_id}
     web.include_router(pages_router)
     web.include_router(records_pages)
+    web.include_router(worklist_pages)  # its forms post to records_pages' routes
     web.include_router(account_pages)
     web.include_router(planning_pages)  # before the /static mount: it serves vendor plotly.js
     web.include_router(monitoring_pages)
