@@ -332,6 +332,17 @@ def test_planner_reads_the_gantt_and_acts_with_reasons(
     _shot(page, shots, "plan-planner-replanned")
     assert errors == []
 
+    # the auditor reads the reasons in the audit trail page, by the planner's printed name
+    _login(page, "auditor")
+    page.goto("/audit?entity_type=plan_version")
+    trail = page.locator("main")
+    for reason in ("ward needs it today", "after Leeds call"):
+        expect(trail).to_contain_text(reason)
+    expect(trail).to_contain_text("Priya Planner")
+    page.goto(f"/audit?entity_type=order&entity_id={orders['late']}")
+    expect(page.locator("main")).to_contain_text("patient moved to Leeds")
+    _shot(page, shots, "plan-audit-trail-auditor")
+
 
 def test_site_pharmacist_and_auditor_see_their_part_and_forged_posts_are_refused(
     page: Page, seeded: App, live_server: str, shots: Path
