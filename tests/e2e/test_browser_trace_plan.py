@@ -164,6 +164,11 @@ def test_trace_shows_names_local_times_a_timeline_and_a_table_that_fits(
     expect(ident.locator("code.full")).to_have_text(full)
     _fits(page, "#trace-events")
     _shot(page, shots, "trace-pack-full-identifier")
+    # the EPCIS query page's table fits as well
+    page.goto(f"/epcis?epc={full}&run=1")
+    expect(page.locator("#events tbody tr")).to_have_count(4)
+    _fits(page, "#events")
+    _shot(page, shots, "epcis-pack-pharmacist")
 
     # forward from the lot: sites by name, the dispensing time in that site's zone
     page.goto("/trace")
