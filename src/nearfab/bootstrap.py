@@ -56,6 +56,7 @@ from nearfab.quality import (
     work_in_progress,
 )
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
+from nearfab.replication import ReplicationService, install_capture, node_capture
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -110,6 +111,8 @@ class App:
     qms: QmsService  # the network's quality system (docs/central-qa.md)
     change_controls: ChangeControlService
     subscriber: MqttSubscriber | None = None
+    # sites as nodes: this node's outbox and inbox (docs/replication.md); None: one database
+    replication: ReplicationService | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.clock, self.bus)
@@ -385,6 +388,8 @@ def build_app(
     bus.subscribe(BatchDispositioned, on_dispositioned)
     bus.subscribe(MonitoringModelsChanged, monitor.models_changed)
 
+    replication = _replication(settings, engine, session_factory, clock)
+
     return App(
         settings=settings,
         engine=engine,
@@ -417,6 +422,7 @@ def build_app(
         comparability=comparability,
         qms=qms,
         change_controls=change_controls,
+        replication=replication,
     )
 
 
@@ -451,3 +457,26 @@ def _gateways(
         )
 
     return gateway
+
+
+def _replication(
+    settings: Settings, engine: Engine, session_factory: sessionmaker[Any], clock: Clock
+) -> ReplicationService | None:
+    """A node (NEARFAB_NODE_SITE set): every transaction appends the records the node owns to
+    its outbox (replication/capture.py). Unset: the network is one database, nothing to do."""
+    if not settings.node_site:
+        return None
+    from sqlalchemy import select
+
+    from nearfab.network import Site
+
+    with session_factory() as session:
+        found = session.scalar(
+            select(Site).where((Site.code == settings.node_site) | (Site.id == settings.node_site))
+        )
+        if found is None:
+            raise ValueError(f"node_site: no site {settings.node_site!r} (give its code or id)")
+        site_id, control = found.id, found.kind == "control"
+    config = node_capture(site_id, clock, control=control)
+    install_capture(engine, config)
+    return ReplicationService(config)

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # networked mode: machines publish telemetry to this broker (mqtt://host:1883); unset, the
     # embedded default carries the same messages in-process
     mqtt_url: str | None = None
+    # sites as nodes (docs/replication.md): the site this node owns (code or id; unset: one
+    # database for the whole network, no replication) and the broker the nodes replicate
+    # through (mqtt://host:1883; unset: `mqtt_url`)
+    node_site: str | None = None
+    replication_url: str | None = None
     # accounts and sessions (docs/accounts-and-signatures.md)
     password_min_length: int = Field(default=12, ge=8)
     password_max_age_days: int = Field(default=90, ge=1)

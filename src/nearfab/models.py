@@ -16,6 +16,7 @@ def load_all() -> None:
     import nearfab.production.models
     import nearfab.quality.models
     import nearfab.quality.qms_models
+    import nearfab.replication.models
     import nearfab.scheduling.models
     import nearfab.telemetry.models
     import nearfab.vigilance.models  # noqa: F401

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from nearfab.identity.models import AuditEntry, Signature, User
+from nearfab.identity.services.auditchain import entry_content, read_head
 
 
 def signature(session: Session, signature_id: str) -> Signature | None:
@@ -67,3 +69,21 @@ def active_users_at(session: Session, site_id: str) -> list[User]:
 def user(session: Session, user_id: str) -> User | None:
     """The account with this id, or None (from the session's identity map when loaded)."""
     return session.get(User, user_id)
+
+
+def audit_head_seq(connection: Connection) -> int:
+    """The audit chain's last `seq` (0 before the first row), from its one-row head."""
+    head = read_head(connection)
+    return head[0] if head is not None else 0
+
+
+def audit_rows_after(connection: Connection, after_seq: int) -> list[dict[str, Any]]:
+    """The audit rows after `after_seq`, in chain order, each as the content its hash covers
+    plus `prev_hash` and `row_hash` (docs/audit-trail.md): what a node replicates."""
+    rows = connection.execute(
+        select(AuditEntry.__table__).where(AuditEntry.seq > after_seq).order_by(AuditEntry.seq)
+    ).mappings()
+    return [
+        {**entry_content(dict(row)), "prev_hash": row["prev_hash"], "row_hash": row["row_hash"]}
+        for row in rows
+    ]

@@ -1,0 +1,164 @@
+"""Filling a node's outbox in the same transaction that writes its records.
+
+The domains write audit rows and ledger entries as they always have; nothing in them knows
+about replication. A `before_commit` hook on every ORM session whose engine has a capture
+installed (bootstrap, for a node: `install_capture`) flushes, reads the source chains past the
+outbox's watermarks (the audit chain's `seq`; the owning site's ledger `seq`) and appends one
+outbox record per new row, numbered and hash-chained, before the transaction commits. Both
+source chains are numbered under a lock held to commit, so they commit in `seq` order and a
+watermark misses nothing; rows written on a bare connection (bulk Core inserts committed
+outside an ORM session) are caught by the next commit, or by `capture_now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Connection, Engine, Table, event, insert, select, text
+from sqlalchemy.orm import Session
+
+from nearfab.common.canonical import canonical_json
+from nearfab.common.clock import Clock
+from nearfab.custody.reads import ledger_head_seq, ledger_rows_after
+from nearfab.identity.reads import audit_head_seq, audit_rows_after
+from nearfab.replication.enums import RecordKind
+from nearfab.replication.logic import GENESIS, record_hash, record_id
+from nearfab.replication.models import OutboxHead, OutboxRecord
+
+HEAD = cast(Table, OutboxHead.__table__)
+OUTBOX = cast(Table, OutboxRecord.__table__)
+
+AuditFilter = Callable[[dict[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What one node owns and publishes: the audit rows `audit` accepts (None: none) and, when
+    `ledger`, every entry of the owning site's ledger chain."""
+
+    site_id: str
+    clock: Clock
+    audit: AuditFilter | None = None
+    ledger: bool = True
+
+
+_CAPTURE: WeakKeyDictionary[Engine, CaptureConfig] = WeakKeyDictionary()
+
+
+def install_capture(engine: Engine, config: CaptureConfig) -> None:
+    """Every transaction on `engine` appends what it wrote to the node's outbox (bootstrap)."""
+    _CAPTURE[engine] = config
+
+
+def capture_config(engine: Engine) -> CaptureConfig | None:
+    return _CAPTURE.get(engine)
+
+
+def _read_head(conn: Connection, site_id: str, *, lock: bool) -> tuple[int, str, int, int] | None:
+    if lock and conn.dialect.name != "postgresql":
+        # SQLite: a no-op UPDATE takes the database's write lock before the head is read
+        row = conn.execute(
+            text(
+                "UPDATE replication_outbox_head SET seq = seq WHERE site_id = :site "
+                "RETURNING seq, hash, audit_seq, ledger_seq"
+            ),
+            {"site": site_id},
+        ).first()
+    else:
+        query = select(HEAD.c.seq, HEAD.c.hash, HEAD.c.audit_seq, HEAD.c.ledger_seq).where(
+            HEAD.c.site_id == site_id
+        )
+        row = conn.execute(query.with_for_update() if lock else query).first()
+    return None if row is None else (int(row[0]), str(row[1]), int(row[2]), int(row[3]))
+
+
+def capture(conn: Connection, config: CaptureConfig) -> int:
+    """Append the node's new audit rows and ledger entries to its outbox, in the connection's
+    transaction. Returns how many records were added."""
+    site = config.site_id
+    seen = _read_head(conn, site, lock=False) or (0, GENESIS, 0, 0)
+    audit_top = audit_head_seq(conn) if config.audit is not None else seen[2]
+    ledger_top = ledger_head_seq(conn, site) if config.ledger else seen[3]
+    if audit_top <= seen[2] and ledger_top <= seen[3]:
+        return 0  # the common case: one head read and one index seek per chain
+    head = _read_head(conn, site, lock=True)
+    if head is None:
+        conn.execute(
+            insert(HEAD).values(site_id=site, seq=0, hash=GENESIS, audit_seq=0, ledger_seq=0)
+        )
+        head = (0, GENESIS, 0, 0)
+    seq, prev, audit_seq, ledger_seq = head
+    sources: list[tuple[str, str, str, dict[str, Any]]] = []
+    if config.audit is not None:
+        for row in audit_rows_after(conn, audit_seq):
+            audit_seq = int(row["seq"])
+            if config.audit(row):
+                sources.append(
+                    (RecordKind.AUDIT.value, f"audit:{row['seq']}", str(row["row_hash"]), row)
+                )
+    if config.ledger:
+        for row in ledger_rows_after(conn, site, ledger_seq):
+            ledger_seq = int(row["seq"])
+            ref = f"ledger:{row['site_id']}:{row['seq']}"
+            sources.append((RecordKind.LEDGER.value, ref, str(row["entry_hash"]), row))
+    now = config.clock.now()
+    rows = []
+    for kind, ref, chain_hash, row in sources:
+        seq += 1
+        ident = record_id(site, ref)
+        payload = canonical_json(row).decode("utf-8")
+        digest = record_hash(
+            id=ident,
+            origin_site=site,
+            seq=seq,
+            kind=kind,
+            source_ref=ref,
+            chain_hash=chain_hash,
+            prev_hash=prev,
+            payload=payload,
+        )
+        rows.append(
+            {
+                "id": ident,
+                "origin_site": site,
+                "seq": seq,
+                "kind": kind,
+                "source_ref": ref,
+                "chain_hash": chain_hash,
+                "prev_hash": prev,
+                "record_hash": digest,
+                "payload": payload,
+                "created_at": now,
+                "published_at": None,
+                "attempts": 0,
+            }
+        )
+        prev = digest
+    if rows:
+        conn.execute(insert(OUTBOX), rows)
+    conn.execute(
+        HEAD.update()
+        .where(HEAD.c.site_id == site)
+        .values(seq=seq, hash=prev, audit_seq=audit_seq, ledger_seq=ledger_seq)
+    )
+    return len(rows)
+
+
+def _engine_of(session: Session) -> Engine | None:
+    bind = session.get_bind()
+    if isinstance(bind, Engine):
+        return bind
+    return getattr(bind, "engine", None)
+
+
+@event.listens_for(Session, "before_commit")
+def _capture_before_commit(session: Session) -> None:
+    engine = _engine_of(session)
+    config = _CAPTURE.get(engine) if engine is not None else None
+    if config is None:
+        return
+    session.flush()  # the audit rows get their seq and hash at flush (auditchain.py)
+    capture(session.connection(), config)

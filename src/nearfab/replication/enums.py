@@ -1,0 +1,18 @@
+"""What a replicated record is, and what can be wrong with what arrives."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RecordKind(StrEnum):
+    AUDIT = "audit"  # a row of the node's audit trail (its own hash chain)
+    LEDGER = "ledger"  # an entry of the owning site's custody ledger (EPCIS events, releases...)
+
+
+class ProblemKind(StrEnum):
+    GAP = "gap"  # a sequence number never arrived (yet)
+    DUPLICATE = "duplicate"  # the same record again: dropped, counted
+    FORK = "fork"  # the same sequence (or id) with another hash: two histories
+    BAD_HASH = "bad_hash"  # the record's hash does not match its content: altered
+    MALFORMED = "malformed"  # not a replication record at all

@@ -1,0 +1,433 @@
+"""Use cases of a node: its outbox (what waits, what the broker acknowledged), sending it, and
+applying what other nodes sent into its inbox (once, with gaps, duplicates and forks named)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Protocol
+
+from sqlalchemy import func, select, update
+
+from nearfab.replication.capture import CaptureConfig, capture
+from nearfab.replication.enums import ProblemKind
+from nearfab.replication.logic import (
+    MalformedRecord,
+    Record,
+    describe_range,
+    missing_ranges,
+    parse_message,
+    topic,
+    verify_chain,
+)
+from nearfab.replication.models import InboxProblem, InboxRecord, OutboxHead, OutboxRecord
+from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    """A broker connection that publishes (topic, payload, key) and says which keys the broker
+    acknowledged (transport.OutboxPublisher)."""
+
+    def send(self, messages: Sequence[tuple[str, bytes, str]], timeout_s: float) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    site_id: str
+    records: int
+    pending: int
+    published: int
+    head_seq: int
+    head_hash: str
+    oldest_pending_seq: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    attempted: int
+    acknowledged: int
+    pending: int
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Applied:
+    """What one batch of messages did to the inbox."""
+
+    applied: int = 0
+    ignored_own: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OriginStatus:
+    """One origin node's records as this node holds them."""
+
+    origin_site: str
+    records: int
+    head_seq: int
+    gaps: list[str]
+    duplicates: int
+    forks: list[str]
+    altered: list[str]
+    chain_problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.gaps or self.forks or self.altered or self.chain_problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "ok": self.ok}
+
+
+def _to_record(row: OutboxRecord | InboxRecord) -> Record:
+    created = row.created_at.astimezone(UTC).isoformat()
+    return Record(
+        id=row.id,
+        origin_site=row.origin_site,
+        seq=row.seq,
+        kind=row.kind,
+        source_ref=row.source_ref,
+        chain_hash=row.chain_hash,
+        prev_hash=row.prev_hash,
+        record_hash=row.record_hash,
+        payload=row.payload,
+        created_at=created,
+    )
+
+
+class ReplicationService:
+    """A node's replication: `site_id` is the site it owns (its records' origin)."""
+
+    def __init__(self, config: CaptureConfig) -> None:
+        self.config = config
+        self.site_id = config.site_id
+
+    # --- outbox ------------------------------------------------------------------------------
+    def capture_now(self, uow: UnitOfWork) -> int:
+        """Catch up rows written outside an ORM session's commit (bulk Core inserts)."""
+        added = capture(uow.session.connection(), self.config)
+        uow.commit()
+        return added
+
+    def outbox(self, uow: UnitOfWork) -> OutboxStatus:
+        """How much of the outbox waits for the broker and where the outbox chain ends."""
+        s = uow.session
+        total, published, oldest = s.execute(
+            select(
+                func.count(),
+                func.count(OutboxRecord.published_at),
+                func.min(OutboxRecord.seq).filter(OutboxRecord.published_at.is_(None)),
+            ).where(OutboxRecord.origin_site == self.site_id)
+        ).one()
+        head = s.get(OutboxHead, self.site_id)
+        return OutboxStatus(
+            site_id=self.site_id,
+            records=int(total),
+            pending=int(total) - int(published),
+            published=int(published),
+            head_seq=head.seq if head else 0,
+            head_hash=head.hash if head else "",
+            oldest_pending_seq=None if oldest is None else int(oldest),
+        )
+
+    def pending(self, uow: UnitOfWork, limit: int = 1000) -> list[Record]:
+        """The records the broker has not acknowledged yet, oldest first."""
+        rows = uow.session.scalars(
+            select(OutboxRecord)
+            .where(OutboxRecord.origin_site == self.site_id, OutboxRecord.published_at.is_(None))
+            .order_by(OutboxRecord.seq)
+            .limit(limit)
+        )
+        return [_to_record(r) for r in rows]
+
+    def mark_published(
+        self, uow: UnitOfWork, acknowledged: Iterable[str], tried: Iterable[str]
+    ) -> None:
+        """The broker acknowledged these records (QoS 1 PUBACK): they are not sent again. Every
+        record tried counts an attempt."""
+        now = uow.clock.now()
+        acked = list(acknowledged)
+        tried_ids = list(tried)
+        for start in range(0, len(tried_ids), 500):
+            part = tried_ids[start : start + 500]
+            uow.session.execute(
+                update(OutboxRecord)
+                .where(OutboxRecord.id.in_(part))
+                .values(attempts=OutboxRecord.attempts + 1)
+            )
+        for start in range(0, len(acked), 500):
+            part = acked[start : start + 500]
+            uow.session.execute(
+                update(OutboxRecord)
+                .where(OutboxRecord.id.in_(part), OutboxRecord.published_at.is_(None))
+                .values(published_at=now)
+            )
+        uow.commit()
+
+    def replicate_once(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        sender: Sender,
+        *,
+        batch: int = 500,
+        timeout_s: float = 10.0,
+        max_batches: int | None = None,
+    ) -> SendResult:
+        """Send everything pending, `batch` records at a time, each batch's acknowledged records
+        marked in one transaction. A batch the broker did not fully acknowledge stops the run:
+        its unacknowledged records stay pending and are sent again next time (the receiver
+        drops the ones it already has)."""
+        with uow_factory() as uow:
+            self.capture_now(uow)
+        attempted = acknowledged = 0
+        error: str | None = None
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            with uow_factory() as uow:
+                records = self.pending(uow, batch)
+            if not records:
+                break
+            messages = [(topic(r.origin_site, r.kind), r.to_message(), r.id) for r in records]
+            try:
+                acked = sender.send(messages, timeout_s)
+            except ConnectionError as exc:
+                error = str(exc)
+                break
+            attempted += len(records)
+            acknowledged += len(acked)
+            with uow_factory() as uow:
+                self.mark_published(uow, acked, [r.id for r in records])
+            if len(acked) < len(records):
+                error = f"the broker acknowledged {len(acked)} of {len(records)} records"
+                break
+        with uow_factory() as uow:
+            left = self.outbox(uow).pending
+        return SendResult(attempted, acknowledged, left, error)
+
+    # --- inbox -------------------------------------------------------------------------------
+    def apply(self, uow: UnitOfWork, messages: Sequence[bytes]) -> Applied:
+        """Apply messages from other nodes in one transaction: a new record is stored once (its
+        id is the key); the same record again is a duplicate (counted, dropped); another record
+        at a sequence already held, or another content under an id already held, is a fork;
+        a record whose hash does not match its content is altered; a sequence jump opens a
+        gap. Each problem is kept, named, in the inbox's problem list."""
+        now = uow.clock.now()
+        result = Applied()
+        s = uow.session
+        parsed: list[Record] = []
+        for data in messages:
+            try:
+                parsed.append(parse_message(data))
+            except MalformedRecord as exc:
+                self._problem(uow, result, "?", None, ProblemKind.MALFORMED, None, None, str(exc))
+        parsed = [r for r in parsed if not self._own(r, result)]
+        ids = [r.id for r in parsed]
+        held: dict[str, InboxRecord] = {}
+        for start in range(0, len(ids), 500):
+            for row in s.scalars(
+                select(InboxRecord).where(InboxRecord.id.in_(ids[start : start + 500]))
+            ):
+                held[row.id] = row
+        tops: dict[str, int] = {}
+        for record in parsed:
+            where = f"{record.origin_site} seq {record.seq} ({record.source_ref})"
+            if record.record_hash != record.expected_hash():
+                self._problem(
+                    uow,
+                    result,
+                    record.origin_site,
+                    record.seq,
+                    ProblemKind.BAD_HASH,
+                    record.id,
+                    record.record_hash,
+                    f"{where}: the record's hash does not match its content: altered, not applied",
+                )
+                continue
+            same = held.get(record.id)
+            if same is not None:
+                if same.record_hash == record.record_hash:
+                    self._problem(
+                        uow,
+                        result,
+                        record.origin_site,
+                        record.seq,
+                        ProblemKind.DUPLICATE,
+                        record.id,
+                        record.record_hash,
+                        f"{where}: received again (same hash): dropped",
+                    )
+                else:
+                    self._problem(
+                        uow,
+                        result,
+                        record.origin_site,
+                        record.seq,
+                        ProblemKind.FORK,
+                        record.id,
+                        record.record_hash,
+                        f"{where}: fork: record {record.id} held with hash "
+                        f"{same.record_hash[:12]}…, received with {record.record_hash[:12]}…",
+                    )
+                continue
+            other = s.scalar(
+                select(InboxRecord).where(
+                    InboxRecord.origin_site == record.origin_site, InboxRecord.seq == record.seq
+                )
+            )
+            if other is not None:
+                self._problem(
+                    uow,
+                    result,
+                    record.origin_site,
+                    record.seq,
+                    ProblemKind.FORK,
+                    record.id,
+                    record.record_hash,
+                    f"{where}: fork: seq {record.seq} held as {other.source_ref} (hash "
+                    f"{other.record_hash[:12]}…), received as {record.source_ref} (hash "
+                    f"{record.record_hash[:12]}…)",
+                )
+                continue
+            top = tops.get(record.origin_site)
+            if top is None:
+                top = int(
+                    s.scalar(
+                        select(func.coalesce(func.max(InboxRecord.seq), 0)).where(
+                            InboxRecord.origin_site == record.origin_site
+                        )
+                    )
+                    or 0
+                )
+            if record.seq > top + 1:
+                self._problem(
+                    uow,
+                    result,
+                    record.origin_site,
+                    top + 1,
+                    ProblemKind.GAP,
+                    record.id,
+                    None,
+                    f"{record.origin_site}: gap: {describe_range(top + 1, record.seq - 1)} "
+                    f"missing before seq {record.seq}",
+                )
+            tops[record.origin_site] = max(top, record.seq)
+            row = InboxRecord(
+                id=record.id,
+                origin_site=record.origin_site,
+                seq=record.seq,
+                kind=record.kind,
+                source_ref=record.source_ref,
+                chain_hash=record.chain_hash,
+                prev_hash=record.prev_hash,
+                record_hash=record.record_hash,
+                payload=record.payload,
+                created_at=_parse_time(record.created_at, now),
+                received_at=now,
+            )
+            s.add(row)
+            held[row.id] = row
+            result.applied += 1
+        uow.commit()
+        return result
+
+    def _own(self, record: Record, result: Applied) -> bool:
+        # a node hears its own records on a shared topic tree: they are its outbox's, not news
+        if record.origin_site == self.site_id:
+            result.ignored_own += 1
+            return True
+        return False
+
+    @staticmethod
+    def _problem(
+        uow: UnitOfWork,
+        result: Applied,
+        origin: str,
+        seq: int | None,
+        kind: ProblemKind,
+        record_id: str | None,
+        digest: str | None,
+        detail: str,
+    ) -> None:
+        if kind != ProblemKind.DUPLICATE:
+            log.warning("replication: %s", detail)
+        result.problems.append(detail)
+        uow.session.add(
+            InboxProblem(
+                origin_site=origin[:32],
+                seq=seq,
+                kind=kind.value,
+                record_id=None if record_id is None else record_id[:160],
+                record_hash=None if digest is None else digest[:64],
+                detail=detail,
+                detected_at=uow.clock.now(),
+            )
+        )
+
+    def received(self, uow: UnitOfWork, origin_site: str) -> list[Record]:
+        """One origin's records as held here, in seq order."""
+        rows = uow.session.scalars(
+            select(InboxRecord)
+            .where(InboxRecord.origin_site == origin_site)
+            .order_by(InboxRecord.seq)
+        )
+        return [_to_record(r) for r in rows]
+
+    def inbox_status(self, uow: UnitOfWork) -> list[OriginStatus]:
+        """Per origin node: records held, gaps still open, duplicates dropped, forks and altered
+        records named, and the chains verified over what is held."""
+        s = uow.session
+        origins = set(s.scalars(select(InboxRecord.origin_site).distinct()))
+        origins |= set(s.scalars(select(InboxProblem.origin_site).distinct()))
+        out = []
+        for origin in sorted(origins):
+            records = self.received(uow, origin)
+            problems = list(
+                s.scalars(
+                    select(InboxProblem)
+                    .where(InboxProblem.origin_site == origin)
+                    .order_by(InboxProblem.id)
+                )
+            )
+            gaps = [
+                f"{origin}: gap: {describe_range(a, b)} missing"
+                for a, b in missing_ranges(r.seq for r in records)
+            ]
+            out.append(
+                OriginStatus(
+                    origin_site=origin,
+                    records=len(records),
+                    head_seq=records[-1].seq if records else 0,
+                    gaps=gaps,
+                    duplicates=sum(p.kind == ProblemKind.DUPLICATE.value for p in problems),
+                    forks=[p.detail for p in problems if p.kind == ProblemKind.FORK.value],
+                    altered=[
+                        p.detail
+                        for p in problems
+                        if p.kind in (ProblemKind.BAD_HASH.value, ProblemKind.MALFORMED.value)
+                    ],
+                    chain_problems=verify_chain(records),
+                )
+            )
+        return out
+
+
+def _parse_time(text: str, default: Any) -> Any:
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return default
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

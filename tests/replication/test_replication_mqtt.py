@@ -1,0 +1,400 @@
+"""Issue 17, first slice: a site node and a control node, each a nearfab App on its own SQLite
+database, replicating through a real Mosquitto (QoS 1, persistent sessions).
+
+The site's outbox is filled in the transactions that write its audit rows and ledger entries;
+the replicator publishes it and marks what the broker acknowledged; the control node's inbox
+applies each record once and names a gap, a duplicate and a fork. The expected counts come
+from the site's own database (its audit chain and ledger, read directly), never from the
+replication code's answers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from tests import flow_helpers as fh
+from tests.conftest import CLOCK_JUMPS
+from tests.telemetry.test_mqtt import Broker
+
+from nearfab.bootstrap import App, build_app
+from nearfab.common.clock import ManualClock
+from nearfab.config import Settings
+from nearfab.custody import LedgerEntry
+from nearfab.custody.enums import LedgerKind
+from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
+from nearfab.materials import MaterialLot
+from nearfab.replication import (
+    OutboxPublisher,
+    ReplicationService,
+    SendResult,
+    parse_message,
+    replicate_once,
+    start_inbox,
+    topic,
+)
+from nearfab.replication.logic import GENESIS, Record, record_hash
+from nearfab.replication.models import InboxRecord, OutboxRecord
+from nearfab.telemetry import BrokerAddress
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    folder = Path(tempfile.mkdtemp(prefix="nearfab-repl-"))
+    folder.chmod(0o777)  # mosquitto started as root drops to its own user
+    b = Broker(folder)
+    b.start()
+    yield b
+    b.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def nodes(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[tuple[App, App]]:
+    """(site node GSTT-PH, control node CTRL): two copies of the seeded demo network, each
+    its own database and data folder, each a node of its own site."""
+    fh._seeded_sqlite(request, tmp_path)  # the seeded template, copied to tmp_path
+    template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
+    apps = []
+    for name, code in (("site", "GSTT-PH"), ("control", "CTRL")):
+        folder = tmp_path / name
+        (folder / "data").mkdir(parents=True)
+        shutil.copyfile(tmp_path / "nearfab.db", folder / "nearfab.db")
+        shutil.copytree(fh._KEYS[template], folder / "data" / "keys")
+        settings = Settings(
+            data_dir=folder / "data",
+            database_url=f"sqlite:///{folder / 'nearfab.db'}",
+            node_site=code,
+            **CLOCK_JUMPS,
+        )
+        apps.append(build_app(settings, clock=clock, migrate=False))
+    yield apps[0], apps[1]
+    for app in apps:
+        app.engine.dispose()
+
+
+def repl(app: App) -> ReplicationService:
+    assert app.replication is not None
+    return app.replication
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def owned_rows(site: App) -> set[str]:
+    """What the site node owns, read from its own tables: every audit row and every entry of
+    its ledger chain, as `audit:<seq>` / `ledger:<site>:<seq>`."""
+    site_id = repl(site).site_id
+    with site.uow() as uow:
+        audit = uow.session.scalars(select(AuditEntry.seq)).all()
+        ledger = uow.session.scalars(
+            select(LedgerEntry.seq).where(LedgerEntry.site_id == site_id)
+        ).all()
+    return {f"audit:{s}" for s in audit} | {f"ledger:{site_id}:{s}" for s in ledger}
+
+
+def inbox_refs(control: App, origin: str) -> list[str]:
+    with control.uow() as uow:
+        return list(
+            uow.session.scalars(
+                select(InboxRecord.source_ref)
+                .where(InboxRecord.origin_site == origin)
+                .order_by(InboxRecord.seq)
+            )
+        )
+
+
+def inbox_count(control: App) -> int:
+    with control.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(InboxRecord)) or 0)
+
+
+def some_work(site: App, n: int) -> None:
+    """Site-local work while cut off, `n` transactions: each adds one custody fact to the
+    site's ledger chain and one audit row (one minute of the site's time apart)."""
+    site_id = repl(site).site_id
+    for i in range(n):
+        with site.uow() as uow:
+            site.custody_chain.ledger.append(
+                uow, site_id, LedgerKind.EPCIS, f"offline-{i}", {"step": i}
+            )
+            audit(
+                uow,
+                system_actor("operator"),
+                AuditAction.CREATE,
+                "offline_note",
+                f"note-{i}",
+                new={"i": i},
+                site_id=site_id,
+            )
+            uow.commit()
+        site.clock.sleep(60)  # type: ignore[attr-defined]
+
+
+def send(site: App, broker: Broker, timeout_s: float = 10.0) -> SendResult:
+    address = BrokerAddress("127.0.0.1", broker.port)
+    return replicate_once(repl(site), site.uow, address, timeout_s=timeout_s)
+
+
+def test_the_outbox_is_written_with_the_records_and_rolled_back_with_them(
+    nodes: tuple[App, App],
+) -> None:
+    site, _control = nodes
+    before = owned_rows(site)
+    some_work(site, 3)
+    # a transaction that fails writes neither its audit row nor its outbox record
+    with pytest.raises(RuntimeError), site.uow() as uow:
+        audit(uow, system_actor("x"), AuditAction.CREATE, "note", "n1", new={})
+        uow.flush()
+        raise RuntimeError("the use case fails after writing")
+    with site.uow() as uow:
+        rows = list(uow.session.scalars(select(OutboxRecord).order_by(OutboxRecord.seq)))
+    owned = owned_rows(site)
+    assert len(owned - before) == 6  # 3 audit rows + 3 ledger entries, by hand
+    assert {r.source_ref for r in rows} == owned  # every owned row once, nothing else
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))  # gapless per site
+    assert rows[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(rows))
+    assert {r.origin_site for r in rows} == {repl(site).site_id}
+
+
+def test_records_written_while_the_broker_is_down_arrive_once_after_it_is_back(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, control = nodes
+    address = BrokerAddress("127.0.0.1", broker.port)
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    try:
+        first = send(site, broker)
+        assert first.error is None and first.pending == 0
+        broker.stop()  # the link is down
+        some_work(site, 40)
+        down = send(site, broker, timeout_s=1)
+        assert down.error and down.acknowledged == 0
+        with site.uow() as uow:
+            assert repl(site).outbox(uow).pending == 80  # 40 audit rows + 40 ledger entries
+        broker.start()
+        # the control node's persistent session reconnects by itself
+        assert wait_for(lambda: inbox.connected.is_set(), 10)
+        back = send(site, broker)
+        assert back.error is None and back.pending == 0
+        expected = owned_rows(site)
+        origin = repl(site).site_id
+        assert wait_for(lambda: len(inbox_refs(control, origin)) >= len(expected))
+        time.sleep(0.3)  # any late redelivery arrives and is judged
+    finally:
+        inbox.stop()
+    refs = inbox_refs(control, origin)
+    assert sorted(refs) == sorted(expected) and len(refs) == len(set(refs))  # none lost, none twice
+    with control.uow() as uow:
+        (status,) = [s for s in repl(control).inbox_status(uow) if s.origin_site == origin]
+    assert status.ok, status.to_dict()
+    assert status.gaps == [] and status.forks == [] and status.chain_problems == []
+    assert status.head_seq == len(expected)
+
+
+def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, control = nodes
+    address = BrokerAddress("127.0.0.1", broker.port)
+    some_work(site, 150)
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    origin = repl(site).site_id
+    try:
+        publisher = OutboxPublisher(address, "nearfab-node-site")
+        first = repl(site).replicate_once(site.uow, publisher, batch=50, max_batches=2)
+        assert first.acknowledged == 100 and first.pending > 0
+        # the broker restarts in the middle of the stream, the publisher's and the control
+        # node's sessions open; the publisher goes on as soon as it is back
+        broker.stop()
+        stopped = repl(site).replicate_once(site.uow, publisher, batch=50, timeout_s=0.5)
+        assert stopped.error is not None and stopped.acknowledged == 0
+        broker.start()
+        assert wait_for(lambda: inbox.connected.is_set(), 10)
+        rounds = 0
+        while True:
+            result = repl(site).replicate_once(site.uow, publisher, batch=50, timeout_s=3)
+            rounds += 1
+            if result.pending == 0 and result.error is None:
+                break
+            assert rounds < 10, result
+            time.sleep(0.5)
+        publisher.close()
+        expected = owned_rows(site)
+        assert wait_for(lambda: len(inbox_refs(control, origin)) >= len(expected), 20)
+        time.sleep(0.3)
+    finally:
+        inbox.stop()
+    refs = inbox_refs(control, origin)
+    assert sorted(refs) == sorted(expected) and len(refs) == len(set(refs))
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.ok and status.head_seq == len(expected), status.to_dict()
+
+
+def _forged(record: Record, **changes: object) -> Record:
+    forged = replace(record, **changes)  # type: ignore[arg-type]
+    return replace(
+        forged,
+        record_hash=record_hash(
+            id=forged.id,
+            origin_site=forged.origin_site,
+            seq=forged.seq,
+            kind=forged.kind,
+            source_ref=forged.source_ref,
+            chain_hash=forged.chain_hash,
+            prev_hash=forged.prev_hash,
+            payload=forged.payload,
+        ),
+    )
+
+
+def test_a_gap_a_duplicate_and_a_fork_are_detected_and_named(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, control = nodes
+    some_work(site, 2)
+    with site.uow() as uow:
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+    origin = repl(site).site_id
+    n = len(records)
+    missing = records[n - 3]  # held back: a gap
+    fork = _forged(
+        records[n - 2],
+        id=f"{origin}/audit:999999",
+        source_ref="audit:999999",
+        payload=json.dumps({"forged": True}),
+    )
+    messages = [r for r in records if r is not missing] + [records[n - 1], fork]
+    address = BrokerAddress("127.0.0.1", broker.port)
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    try:
+        publisher = OutboxPublisher(address, "nearfab-node-injector")
+        acked = publisher.send(
+            [
+                (topic(r.origin_site, r.kind), r.to_message(), f"{i}")
+                for i, r in enumerate(messages)
+            ],
+            10,
+        )
+        publisher.close()
+        assert len(acked) == len(messages)
+        assert wait_for(lambda: inbox_count(control) >= n - 1 and inbox.idle_for(0.3))
+    finally:
+        inbox.stop()
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    seq_gap = missing.seq
+    assert status.gaps == [f"{origin}: gap: seq {seq_gap} missing"]
+    assert status.duplicates == 1
+    assert len(status.forks) == 1
+    assert f"seq {records[n - 2].seq}" in status.forks[0] and "fork" in status.forks[0]
+    assert not status.ok
+    # the held records still verify; the hole is named, nothing else is wrong
+    assert status.chain_problems == []
+
+    # the missing record arrives late: the gap closes
+    with control.uow() as uow:
+        repl(control).apply(uow, [missing.to_message()])
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.gaps == [] and status.head_seq == n and status.chain_problems == []
+
+
+def test_an_altered_record_and_a_broken_chain_are_named(nodes: tuple[App, App]) -> None:
+    """Without the broker: the inbox's checks on what arrives (the transport is the tests
+    above)."""
+    site, control = nodes
+    some_work(site, 2)
+    with site.uow() as uow:
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+    last = next(r for r in reversed(records) if r.kind == "audit")
+    records = [r for r in records if r.seq <= last.seq]
+    # altered in transit: the payload changed, the hash kept
+    altered = replace(last, payload=last.payload.replace('"i":1', '"i":7'))
+    assert altered.payload != last.payload
+    with control.uow() as uow:
+        result = repl(control).apply(uow, [r.to_message() for r in records[:-1]])
+    assert result.applied == len(records) - 1
+    with control.uow() as uow:
+        result = repl(control).apply(uow, [altered.to_message(), b"{not json"])
+    assert result.applied == 0
+    assert any("altered" in p for p in result.problems)
+    assert any("message: not JSON" in p for p in result.problems)
+    # a record whose own hash is right but whose source row was rewritten: the audit row's
+    # hash no longer matches its content, which the chain check names
+    rewritten_payload = json.loads(last.payload)
+    rewritten_payload["reason"] = "rewritten"
+    rewritten = _forged(last, payload=json.dumps(rewritten_payload))
+    with control.uow() as uow:
+        repl(control).apply(uow, [rewritten.to_message()])
+    with control.uow() as uow:
+        by_origin = {s.origin_site: s for s in repl(control).inbox_status(uow)}
+    assert by_origin["?"].altered == ["message: not JSON"]  # no origin to name: "?"
+    status = by_origin[last.origin_site]
+    assert len(status.altered) == 1 and "altered" in status.altered[0]
+    assert status.chain_problems and "hash does not match its content" in status.chain_problems[0]
+
+
+def test_a_recall_at_the_control_site_reaches_the_site_node(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    """The other direction: the control node's decisions (here a recall) go out through the
+    same outbox and arrive in the site node's inbox once, the site's own records untouched."""
+    site, control = nodes
+    with control.uow() as uow:
+        lot = uow.session.scalars(
+            select(MaterialLot.lot_number).where(MaterialLot.status == "approved").limit(1)
+        ).one()
+    with control.uow() as uow:
+        recall = control.custody_chain.recalls.create(
+            uow, fh.actor(control, "qp"), lot=lot, reason="supplier assay out of specification"
+        )
+    address = BrokerAddress("127.0.0.1", broker.port)
+    inbox = start_inbox(repl(site), site.uow, address, control_site_id=repl(control).site_id)
+    try:
+        publisher = OutboxPublisher(address, "nearfab-node-control")
+        result = repl(control).replicate_once(control.uow, publisher)
+        publisher.close()
+        assert result.error is None and result.pending == 0
+        control_id = repl(control).site_id
+        assert wait_for(lambda: any(s.startswith("audit:") for s in inbox_refs(site, control_id)))
+        time.sleep(0.2)
+    finally:
+        inbox.stop()
+    with site.uow() as uow:
+        held = repl(site).received(uow, control_id)
+        (status,) = repl(site).inbox_status(uow)
+    kinds = {json.loads(r.payload).get("entity_type") for r in held if r.kind == "audit"}
+    assert "recall" in kinds
+    assert kinds <= {"recall", "master_file", "release_review"}  # only the decisions
+    recall_rows = [
+        json.loads(r.payload) for r in held if json.loads(r.payload).get("entity_type") == "recall"
+    ]
+    assert [r["entity_id"] for r in recall_rows] == [recall.id]
+    assert status.ok, status.to_dict()
+    # parse_message reads what travelled: the same record the control holds
+    with control.uow() as uow:
+        sent = {r.id for r in uow.session.scalars(select(OutboxRecord))}
+    assert {r.id for r in held} <= sent
+    assert parse_message(held[0].to_message()) == held[0]
