@@ -288,6 +288,11 @@ def test_planner_reads_the_gantt_and_acts_with_reasons(
         "now " + (now + CET).strftime("%H:%M") + " CET"
     )
     expect(gantt.locator(".xtitle")).to_have_text("Europe/Paris (CET)")
+    # the rows in words too: the two printers in maintenance have no job
+    page.locator("#machines summary").click()
+    idle = page.locator("#machines tbody tr", has_text="maintenance")
+    expect(idle).to_have_count(2)
+    expect(idle.first).to_contain_text("none")
     late_row = page.locator(f'#jobs tr.late[data-order="{orders["late"]}"]')
     expect(late_row).to_contain_text(re.compile(r"late \d+ d \d+ h"))
     _fits(page, "#jobs")

@@ -105,6 +105,8 @@ def board(
             }
         )
     jobs.sort(key=lambda j: (j["start"], j["order_id"]))
+    for m in machines:  # the chart's rows in words too (the chart is an image to a reader)
+        m["jobs"] = sum(1 for j in jobs if j["machine_id"] == m["id"])
     return {
         "zone": zone,
         "zone_name": str(zone.key),
