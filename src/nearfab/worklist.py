@@ -137,9 +137,9 @@ def _why_waiting(states: list[StepState], pending: StepState, excused: dict[str,
 @shaped(WorklistOut)
 def worklist_view(app: App, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
     """The actor's worklist (module docstring). Only batches of the sites the actor works for
-    are read into it; a role that may neither sign nor verify a batch-record entry is refused
-    (Forbidden), as the page and the route are."""
-    authorize(actor, Permission.BATCH_ENTRY_VERIFY)
+    are read into it. A role that reads batch records but signs nothing in them (auditor,
+    planner, administrator) gets an empty list; one that does not read them is refused."""
+    authorize(actor, Permission.BATCH_READ)
     records = app.quality.records
     sites: dict[str, Any] = {}
 

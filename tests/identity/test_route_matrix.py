@@ -276,8 +276,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/release/pending"): Call(P.RELEASE_QUEUE_READ),
     # batch-record controls (api/records.py); {code} is the master file's, no step of it: 404
     ("GET", "/api/v1/batches/{batch_id}/steps"): Call(P.BATCH_READ, True),
-    # the caller's own worklist (nearfab/worklist.py): who signs or verifies batch-record entries
-    ("GET", "/api/v1/worklist"): Call(P.BATCH_ENTRY_VERIFY),
+    # the caller's own worklist (nearfab/worklist.py): empty for who signs nothing in a batch
+    ("GET", "/api/v1/worklist"): Call(P.BATCH_READ),
     ("POST", "/api/v1/batches/{batch_id}/steps/{code}/sign"): Call(
         P.BATCH_STEP_SIGN, True, body=_sign
     ),

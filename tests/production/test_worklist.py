@@ -160,7 +160,16 @@ def test_another_sites_operator_never_sees_the_batch(seeded: App) -> None:
     assert batch_id not in seen
 
 
-@pytest.mark.parametrize("username", ["auditor", "clinician", "planner"])
-def test_roles_that_sign_nothing_have_no_worklist(seeded: App, username: str) -> None:
+@pytest.mark.parametrize("username", ["auditor", "planner", "admin"])
+def test_roles_that_sign_nothing_have_nothing_on_it(seeded: App, username: str) -> None:
+    batch_id = _at_gstt(seeded, run=True)
+    fh.complete_record(seeded, batch_id)  # awaiting the QP's review of its audit trail
+    work = _work(seeded, username)
+    assert not (work["may_sign"] or work["may_verify"] or work["may_review"])
+    lists = ("steps", "waiting", "verifications", "reviews", "certify")
+    assert {k: work[k] for k in lists} == {k: [] for k in lists}
+
+
+def test_a_prescriber_reads_no_worklist(seeded: App) -> None:
     with pytest.raises(Forbidden):
-        _work(seeded, username)
+        _work(seeded, "clinician")

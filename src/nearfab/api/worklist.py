@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1")
 
 @router.get("/worklist", tags=["production"], response_model=WorklistOut)
 def worklist(
-    actor: Annotated[Actor, allowed(Permission.BATCH_ENTRY_VERIFY)],
+    actor: Annotated[Actor, allowed(Permission.BATCH_READ)],
     application: AppDep,
     uow: UowDep,
 ) -> dict[str, Any]:
@@ -24,5 +24,6 @@ def worklist(
     (before the machine starts or after the run) with its entry fields, open batches waiting
     and why, critical entries waiting for them as a second person (never their own), and for
     a QP the audit trails to review and the batches ready to certify. Read-only: sign with
-    POST /api/v1/batches/{batch_id}/steps/{code}/sign and .../verify."""
+    POST /api/v1/batches/{batch_id}/steps/{code}/sign and .../verify. Empty for a role that
+    reads batch records but signs nothing in them (auditor, planner, administrator)."""
     return worklist_view(application, uow, actor)
