@@ -469,6 +469,7 @@ def _replication(
     from sqlalchemy import select
 
     from nearfab.network import Site
+    from nearfab.network.reads import control_site
 
     with session_factory() as session:
         found = session.scalar(
@@ -476,7 +477,8 @@ def _replication(
         )
         if found is None:
             raise ValueError(f"node_site: no site {settings.node_site!r} (give its code or id)")
-        site_id, control = found.id, found.kind == "control"
+        hub = control_site(session)
+        site_id, control = found.id, hub is not None and hub.id == found.id
     config = node_capture(site_id, clock, control=control)
     install_capture(engine, config)
     return ReplicationService(config)

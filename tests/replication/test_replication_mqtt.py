@@ -66,16 +66,11 @@ def nodes(
     template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
     apps = []
     for name, code in (("site", "GSTT-PH"), ("control", "CTRL")):
-        folder = tmp_path / name
-        (folder / "data").mkdir(parents=True)
-        shutil.copyfile(tmp_path / "nearfab.db", folder / "nearfab.db")
-        shutil.copytree(fh._KEYS[template], folder / "data" / "keys")
-        settings = Settings(
-            data_dir=folder / "data",
-            database_url=f"sqlite:///{folder / 'nearfab.db'}",
-            node_site=code,
-            **CLOCK_JUMPS,
-        )
+        data = tmp_path / name  # the node's data folder: its database and its keys
+        data.mkdir()
+        shutil.copyfile(tmp_path / "nearfab.db", data / "nearfab.db")
+        shutil.copytree(fh._KEYS[template], data / "keys")
+        settings = Settings(data_dir=data, node_site=code, **CLOCK_JUMPS)
         apps.append(build_app(settings, clock=clock, migrate=False))
     yield apps[0], apps[1]
     for app in apps:

@@ -34,6 +34,7 @@ from nearfab.cli.custody import custody_app, recall_app, trace_app
 from nearfab.cli.doses import register as register_dose_commands
 from nearfab.cli.monitoring import alarms_app, models_app, telemetry_app
 from nearfab.cli.mspc import app as mspc_app
+from nearfab.cli.node import app as node_app
 from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.qa import app as qa_app
@@ -71,6 +72,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(comparability_app, name="comparability")
 app.add_typer(vigilance_app, name="vigilance")
 app.add_typer(qa_app, name="qa")
+app.add_typer(node_app, name="node")
 
 SpeedOpt = Annotated[
     float, typer.Option(help="How many times faster than a real printer the simulated ones work.")

@@ -1,0 +1,174 @@
+"""CLI: a site as a node of its own (`nearfab node outbox|replicate|receive|inbox status`;
+docs/replication.md). The data folder is a node when NEARFAB_NODE_SITE names its site."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from nearfab.cli.context import DataDir, JsonOpt, console, done, emit_json, err_console, state
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.replication import ReplicationService
+    from nearfab.telemetry import BrokerAddress
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="This node's outbox, replication through the broker, and what it received.",
+)
+inbox_app = typer.Typer(no_args_is_help=True, help="What this node received from the others.")
+app.add_typer(inbox_app, name="inbox")
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="mqtt://host:1883 (default: NEARFAB_REPLICATION_URL, else NEARFAB_MQTT_URL).",
+    ),
+]
+
+
+def _node(ctx: typer.Context, data_dir: object) -> tuple[App, ReplicationService]:
+    application = state(ctx, data_dir).app()  # type: ignore[arg-type]
+    if application.replication is None:
+        err_console.print(
+            "[bold red]not a node[/]: set NEARFAB_NODE_SITE to this node's site (code or id)"
+        )
+        raise typer.Exit(code=2)
+    return application, application.replication
+
+
+def _broker(application: App, url: str | None) -> BrokerAddress:
+    from nearfab.telemetry import BrokerAddress
+
+    given = url or application.settings.replication_url or application.settings.mqtt_url
+    if not given:
+        err_console.print(
+            "[bold red]no broker[/]: give --broker mqtt://host:1883 or set "
+            "NEARFAB_REPLICATION_URL"
+        )
+        raise typer.Exit(code=2)
+    try:
+        return BrokerAddress.parse(given)
+    except ValueError as exc:
+        err_console.print(f"[bold red]--broker[/]: {exc}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command("outbox")
+def outbox(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    """How many of this node's records wait for the broker, and where its outbox chain ends."""
+    application, service = _node(ctx, data_dir)
+    with application.uow() as uow:
+        service.capture_now(uow)
+    with application.uow() as uow:
+        status = service.outbox(uow)
+    done(
+        status.to_dict(),
+        as_json,
+        f"outbox of {status.site_id}: {status.records} records, {status.pending} waiting for "
+        f"the broker, {status.published} acknowledged; head seq {status.head_seq}",
+    )
+
+
+@app.command("replicate")
+def replicate(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between passes (without --once).")] = 5.0,
+    broker: BrokerOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Send this node's pending records to the broker (QoS 1, persistent session) and mark what
+    it acknowledged. Exit code 3 when the broker could not take them all (they wait)."""
+    from nearfab.replication import replicate_once
+
+    application, service = _node(ctx, data_dir)
+    address = _broker(application, broker)
+    while True:
+        result = replicate_once(service, application.uow, address)
+        if as_json:
+            emit_json(result.to_dict())
+        elif result.error:
+            console.print(
+                f"sent {result.acknowledged} of {result.attempted}; {result.pending} records "
+                f"wait in the outbox: {result.error}"
+            )
+        else:
+            console.print(f"sent {result.acknowledged} records; {result.pending} waiting")
+        if once:
+            if result.error:
+                raise typer.Exit(code=3)
+            return
+        time.sleep(every)
+
+
+@app.command("receive")
+def receive(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="Stop after this long at most.")] = 30.0,
+    idle: Annotated[float, typer.Option(help="Stop after this long without a message.")] = 2.0,
+    broker: BrokerOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply what the other nodes sent (the control node: every site's records; a site node:
+    the control site's), until nothing arrives for `--idle` seconds."""
+    from nearfab.network.reads import control_site
+    from nearfab.replication import start_inbox
+
+    application, service = _node(ctx, data_dir)
+    address = _broker(application, broker)
+    with application.uow() as uow:
+        found = control_site(uow.session)
+        control = found.id if found is not None else None
+    try:
+        inbox = start_inbox(service, application.uow, address, control_site_id=control)
+    except ConnectionError as exc:
+        err_console.print(f"[bold red]broker out of reach[/]: {exc}")
+        raise typer.Exit(code=3) from None
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and not inbox.idle_for(idle):
+            time.sleep(0.1)
+    finally:
+        inbox.stop()
+    done(
+        {"received": inbox.received, "errors": inbox.errors},
+        as_json,
+        f"received {inbox.received} messages ({inbox.errors} batches failed, to come again)",
+    )
+
+
+@inbox_app.command("status")
+def inbox_status(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    """Per origin node: records held, gaps, duplicates dropped, forks and altered records, and
+    whether the chains verify. Exit code 1 when anything is wrong."""
+    application, service = _node(ctx, data_dir)
+    with application.uow() as uow:
+        statuses = service.inbox_status(uow)
+    if as_json:
+        emit_json([s.to_dict() for s in statuses])
+    else:
+        table = Table("origin", "records", "head seq", "gaps", "duplicates", "forks", "chain")
+        for s in statuses:
+            table.add_row(
+                s.origin_site,
+                str(s.records),
+                str(s.head_seq),
+                str(len(s.gaps)),
+                str(s.duplicates),
+                str(len(s.forks)),
+                "verified" if not (s.chain_problems or s.altered) else "PROBLEMS",
+            )
+        console.print(table)
+        for s in statuses:
+            for line in [*s.gaps, *s.forks, *s.altered, *s.chain_problems]:
+                console.print(f"  {line}", markup=False)
+    if any(not s.ok for s in statuses):
+        raise typer.Exit(code=1)
