@@ -227,6 +227,6 @@ def gantt(data: dict[str, Any]) -> str:
         },
         height=180 + 44 * len(rows),
         margin={"l": 20, "r": 20, "t": 30, "b": 50},
-        legend={"orientation": "h", "y": -0.12},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
     )
     return str(fig.to_json())
