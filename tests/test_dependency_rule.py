@@ -21,7 +21,7 @@ SRC = Path(nearfab.__file__).parent
 DOMAINS = (
     *("identity", "network", "masterfiles", "materials", "orders", "designs", "scheduling"),
     *("production", "telemetry", "monitoring", "quality", "custody", "comparability"),
-    *("vigilance", "simulation"),
+    *("vigilance", "simulation", "replication"),
 )
 SHARED = {"common", "config", "uow", "bus", "db", "models"}
 CONTRACT_MODULES = {"kit", "registry", "enums", "schemas", "logic", "reads"}

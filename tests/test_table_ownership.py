@@ -25,7 +25,7 @@ SRC = Path(nearfab.__file__).parent
 DOMAINS = (
     *("identity", "network", "masterfiles", "materials", "orders", "designs", "scheduling"),
     *("production", "telemetry", "monitoring", "quality", "custody", "comparability"),
-    *("vigilance", "simulation"),
+    *("vigilance", "simulation", "replication"),
 )
 
 

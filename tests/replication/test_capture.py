@@ -1,0 +1,79 @@
+"""The outbox capture on both databases (SQLite and PostgreSQL): every row the node owns once,
+in order, chained; the control node captures only its decisions for the sites."""
+
+from __future__ import annotations
+
+import itertools
+
+from sqlalchemy import select
+from tests import flow_helpers as fh
+
+from nearfab.bootstrap import App
+from nearfab.custody import LedgerEntry
+from nearfab.custody.enums import LedgerKind
+from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
+from nearfab.replication import ReplicationService, install_capture, node_capture
+from nearfab.replication.logic import GENESIS
+from nearfab.replication.models import OutboxRecord
+
+seeded = fh.seeded
+
+
+def _note(app: App, site_id: str, entity_type: str, i: int, ledger: bool) -> None:
+    with app.uow() as uow:
+        if ledger:
+            app.custody_chain.ledger.append(uow, site_id, LedgerKind.EPCIS, f"n{i}", {"i": i})
+        audit(
+            uow,
+            system_actor("test"),
+            AuditAction.CREATE,
+            entity_type,
+            f"e{i}",
+            new={"i": i},
+            site_id=site_id,
+        )
+        uow.commit()
+
+
+def test_a_site_node_captures_its_audit_rows_and_its_ledger_chain(seeded: App) -> None:
+    site_id = fh.site_id(seeded, "GSTT-PH")
+    other = fh.site_id(seeded, "MAN-PH")
+    install_capture(seeded.engine, node_capture(site_id, seeded.clock, control=False))
+    for i in range(3):
+        _note(seeded, site_id, "note", i, ledger=True)
+    # another site's chain written in this database is not this node's to send
+    with seeded.uow() as uow:
+        seeded.custody_chain.ledger.append(uow, other, LedgerKind.EPCIS, "elsewhere", {})
+        uow.commit()
+    with seeded.uow() as uow:
+        audit_seqs = uow.session.scalars(select(AuditEntry.seq)).all()
+        ledger_seqs = uow.session.scalars(
+            select(LedgerEntry.seq).where(LedgerEntry.site_id == site_id)
+        ).all()
+        rows = list(uow.session.scalars(select(OutboxRecord).order_by(OutboxRecord.seq)))
+    owned = {f"audit:{s}" for s in audit_seqs} | {f"ledger:{site_id}:{s}" for s in ledger_seqs}
+    assert len(ledger_seqs) >= 3
+    assert sorted(r.source_ref for r in rows) == sorted(owned)
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(rows))
+
+
+def test_the_control_node_sends_the_sites_only_its_decisions(seeded: App) -> None:
+    control_id = fh.site_id(seeded, "CTRL")
+    config = node_capture(control_id, seeded.clock, control=True)
+    install_capture(seeded.engine, config)
+    _note(seeded, control_id, "note", 1, ledger=False)  # the control site's own business
+    _note(seeded, control_id, "recall", 2, ledger=False)  # a decision the sites need
+    service = ReplicationService(config)
+    decisions = ("recall", "master_file", "release_review")
+    with seeded.uow() as uow:
+        sent = {r.source_ref for r in service.pending(uow, 100_000) if r.kind == "audit"}
+        wanted = uow.session.scalars(
+            select(AuditEntry.seq).where(AuditEntry.entity_type.in_(decisions))
+        ).all()
+        note = uow.session.scalars(
+            select(AuditEntry.seq).where(AuditEntry.entity_type == "note")
+        ).one()
+    assert sent == {f"audit:{s}" for s in wanted}  # the seed's approvals and the recall
+    assert f"audit:{note}" not in sent
