@@ -42,10 +42,12 @@ def _api_routes() -> list[APIRoute]:
     from nearfab.api.release import router as release
     from nearfab.api.routes import router as core
     from nearfab.api.vigilance import router as vigilance
+    from nearfab.api.worklist import router as worklist
 
     routers = (core, accounts, audit, monitoring, custody, planning, records, release)
     routers += (comparability, qa)
     routers += (doses, vigilance)
+    routers += (worklist,)
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
