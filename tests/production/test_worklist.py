@@ -9,6 +9,7 @@ pharmacist and the network's QP do; an operator of another site sees none of it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -173,3 +174,28 @@ def test_roles_that_sign_nothing_have_nothing_on_it(seeded: App, username: str) 
 def test_a_prescriber_reads_no_worklist(seeded: App) -> None:
     with pytest.raises(Forbidden):
         _work(seeded, "clinician")
+
+
+def test_the_command_line_prints_the_same_worklist(seeded: App) -> None:
+    from tests import cli_helpers
+
+    batch_id = _at_gstt(seeded, run=True)
+    env = {
+        "NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False),
+        # the CLI runs on the wall clock, years after the seeded accounts' passwords were set
+        "NEARFAB_PASSWORD_MAX_AGE_DAYS": "36500",
+    }
+    who = ["--user", "operator", "--password", fh.TEST_PASSWORD]
+    data = seeded.settings.data_dir
+    shown = cli_helpers.run(["worklist", *who, "--json"], env=env, data_dir=data)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert _mine(json.loads(shown.stdout)["steps"], batch_id) == [("line_clearance", BEFORE)]
+    text = cli_helpers.run(["worklist", *who], env=env, data_dir=data).stdout
+    number = fh.batch(seeded, batch_id).batch_number
+    assert f"sign  {number} line_clearance (before the machine starts)" in text
+    refused = cli_helpers.run(
+        ["worklist", "--user", "clinician", "--password", fh.TEST_PASSWORD, "--json"],
+        env=env,
+        data_dir=data,
+    )
+    assert refused.returncode == 2 and json.loads(refused.stdout)["error"]["code"] == "forbidden"

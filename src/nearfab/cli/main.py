@@ -40,6 +40,7 @@ from nearfab.cli.plan import plan as plan_command
 from nearfab.cli.qa import app as qa_app
 from nearfab.cli.users import app as users_app
 from nearfab.cli.vigilance import app as vigilance_app
+from nearfab.cli.worklist import worklist as worklist_command
 from nearfab.common.errors import DomainError, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.config import Settings
@@ -60,6 +61,7 @@ app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(models_app, name="models")
 app.add_typer(alarms_app, name="alarms")
 app.command("plan")(plan_command)
+app.command("worklist")(worklist_command)  # the person's steps and verifications due now
 app.command("collection")(collection_command)
 app.command("pre-collection")(pre_collection_command)
 app.command("collected")(collected_command)
