@@ -40,6 +40,11 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
         ["--smoke", "--json"],
         ["samples_per_s", "raw_samples_per_s", "ratio", "p99_us", "dynamic_online_p99_us"],
     ),
+    # needs the mosquitto binary (as the telemetry tests; CI installs it)
+    "replication.py": (
+        ["--smoke", "--json"],
+        ["records", "applied", "replicate_records_per_s", "raw_publish_per_s", "verify_per_s"],
+    ),
     "scheduling.py": (["--smoke", "--json"], []),  # nested: checked below
     "simulation.py": (
         ["--smoke", "--json"],

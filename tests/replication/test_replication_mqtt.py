@@ -393,3 +393,47 @@ def test_a_recall_at_the_control_site_reaches_the_site_node(
         sent = {r.id for r in uow.session.scalars(select(OutboxRecord))}
     assert {r.id for r in held} <= sent
     assert parse_message(held[0].to_message()) == held[0]
+
+
+def test_a_broker_killed_before_saving_loses_records_the_gap_names_them_and_a_resend_fills_it(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    """kill -9 of the broker after it acknowledged records it had not saved yet (Mosquitto saves
+    at shutdown and every autosave): the site counts them sent, the broker no longer has them.
+    The control node names the gap when later records arrive; the site sends again from the
+    gap's first seq; the control keeps each record once."""
+    site, control = nodes
+    address = BrokerAddress("127.0.0.1", broker.port)
+    origin = repl(site).site_id
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    inbox.stop()  # the control node is away; its persistent session queues for it
+    broker.stop()
+    broker.start()  # saved with the control node's session in it
+    assert send(site, broker).error is None  # acknowledged by the broker, held for the control
+    assert broker.proc is not None
+    broker.proc.kill()  # SIGKILL: nothing saved since the restart
+    broker.proc.wait()
+    broker.proc = None
+    broker.start()
+    lost = owned_rows(site)
+    some_work(site, 3)
+    assert send(site, broker).error is None
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    try:
+        assert wait_for(lambda: inbox_count(control) >= 6 and inbox.idle_for(0.3))
+        with control.uow() as uow:
+            (status,) = repl(control).inbox_status(uow)
+        assert status.gaps == [f"{origin}: gap: seq 1..{len(lost)} missing"]
+        with site.uow() as uow:
+            assert repl(site).resend_from(uow, 1) == len(lost) + 6
+        assert send(site, broker).error is None
+        expected = owned_rows(site)
+        assert wait_for(lambda: len(inbox_refs(control, origin)) >= len(expected))
+        assert wait_for(lambda: inbox.idle_for(0.3))
+    finally:
+        inbox.stop()
+    refs = inbox_refs(control, origin)
+    assert sorted(refs) == sorted(expected) and len(refs) == len(set(refs))
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.ok and status.duplicates == 6, status.to_dict()

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from nearfab.cli.context import DataDir, JsonOpt, console, done, emit_json, err_console, state
+from nearfab.cli.context import (
+    DataDir,
+    JsonOpt,
+    console,
+    done,
+    emit_json,
+    err_console,
+    fail,
+    state,
+)
 
 if TYPE_CHECKING:
     from nearfab.bootstrap import App
@@ -48,8 +57,7 @@ def _broker(application: App, url: str | None) -> BrokerAddress:
     given = url or application.settings.replication_url or application.settings.mqtt_url
     if not given:
         err_console.print(
-            "[bold red]no broker[/]: give --broker mqtt://host:1883 or set "
-            "NEARFAB_REPLICATION_URL"
+            "[bold red]no broker[/]: give --broker mqtt://host:1883 or set NEARFAB_REPLICATION_URL"
         )
         raise typer.Exit(code=2)
     try:
@@ -79,6 +87,10 @@ def outbox(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = Non
 def replicate(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    resend_from: Annotated[
+        int | None,
+        typer.Option(help="First send again every record from this seq on (a gap was named)."),
+    ] = None,
     every: Annotated[float, typer.Option(help="Seconds between passes (without --once).")] = 5.0,
     broker: BrokerOpt = None,
     as_json: JsonOpt = False,
@@ -90,6 +102,16 @@ def replicate(
 
     application, service = _node(ctx, data_dir)
     address = _broker(application, broker)
+    if resend_from is not None:
+        from nearfab.common.errors import DomainError
+
+        try:
+            with application.uow() as uow:
+                again = service.resend_from(uow, resend_from)
+        except DomainError as exc:
+            fail(exc, as_json)
+        if not as_json:
+            console.print(f"{again} records from seq {resend_from} on will be sent again")
     while True:
         result = replicate_once(service, application.uow, address)
         if as_json:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, ScalarSelect, func, select
 
 from nearfab.custody.models import LedgerEntry
 
 
-def ledger_head_seq(connection: Connection, site_id: str) -> int:
-    """The last `seq` of one site's ledger chain (0 before its first entry)."""
-    found = connection.execute(
-        select(func.max(LedgerEntry.seq)).where(LedgerEntry.site_id == site_id)
-    ).scalar()
-    return int(found or 0)
+def ledger_head_view(site_id: str) -> ScalarSelect[int | None]:
+    """The last `seq` of one site's chain as a scalar subquery (NULL before its first entry),
+    for a one-statement check."""
+    return select(func.max(LedgerEntry.seq)).where(LedgerEntry.site_id == site_id).scalar_subquery()
 
 
 def ledger_rows_after(connection: Connection, site_id: str, after_seq: int) -> list[dict[str, Any]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, ScalarSelect, and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from nearfab.identity.models import AuditEntry, Signature, User
-from nearfab.identity.services.auditchain import entry_content, read_head
+from nearfab.identity.models import AuditChainHead, AuditEntry, Signature, User
+from nearfab.identity.services.auditchain import entry_content
 
 
 def signature(session: Session, signature_id: str) -> Signature | None:
@@ -71,10 +71,9 @@ def user(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-def audit_head_seq(connection: Connection) -> int:
-    """The audit chain's last `seq` (0 before the first row), from its one-row head."""
-    head = read_head(connection)
-    return head[0] if head is not None else 0
+def audit_head_view() -> ScalarSelect[int]:
+    """The audit chain's last `seq` as a scalar subquery, for a one-statement check."""
+    return select(AuditChainHead.seq).where(AuditChainHead.id == 1).scalar_subquery()
 
 
 def audit_rows_after(connection: Connection, after_seq: int) -> list[dict[str, Any]]:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Table, event, insert, select, text
+from sqlalchemy import Connection, Engine, Table, event, insert, literal, select, text
 from sqlalchemy.orm import Session
 
 from nearfab.common.canonical import canonical_json
 from nearfab.common.clock import Clock
-from nearfab.custody.reads import ledger_head_seq, ledger_rows_after
-from nearfab.identity.reads import audit_head_seq, audit_rows_after
+from nearfab.custody.reads import ledger_head_view, ledger_rows_after
+from nearfab.identity.reads import audit_head_view, audit_rows_after
 from nearfab.replication.enums import RecordKind
 from nearfab.replication.logic import GENESIS, record_hash, record_id
 from nearfab.replication.models import OutboxHead, OutboxRecord
@@ -75,15 +75,29 @@ def _read_head(conn: Connection, site_id: str, *, lock: bool) -> tuple[int, str,
     return None if row is None else (int(row[0]), str(row[1]), int(row[2]), int(row[3]))
 
 
+def _watermarks(conn: Connection, config: CaptureConfig) -> tuple[int, int, int, int]:
+    """In one statement: the outbox's audit and ledger watermarks, and where the audit chain
+    and the owning site's ledger chain end now (each 0 when there is none)."""
+    site = config.site_id
+    head = select(HEAD.c.audit_seq, HEAD.c.ledger_seq).where(HEAD.c.site_id == site)
+    row = conn.execute(
+        select(
+            head.with_only_columns(HEAD.c.audit_seq).scalar_subquery(),
+            head.with_only_columns(HEAD.c.ledger_seq).scalar_subquery(),
+            audit_head_view() if config.audit is not None else literal(0),
+            ledger_head_view(site) if config.ledger else literal(0),
+        )
+    ).one()
+    return tuple(int(v or 0) for v in row)  # type: ignore[return-value]
+
+
 def capture(conn: Connection, config: CaptureConfig) -> int:
     """Append the node's new audit rows and ledger entries to its outbox, in the connection's
     transaction. Returns how many records were added."""
     site = config.site_id
-    seen = _read_head(conn, site, lock=False) or (0, GENESIS, 0, 0)
-    audit_top = audit_head_seq(conn) if config.audit is not None else seen[2]
-    ledger_top = ledger_head_seq(conn, site) if config.ledger else seen[3]
-    if audit_top <= seen[2] and ledger_top <= seen[3]:
-        return 0  # the common case: one head read and one index seek per chain
+    seen_audit, seen_ledger, audit_top, ledger_top = _watermarks(conn, config)
+    if audit_top <= seen_audit and ledger_top <= seen_ledger:
+        return 0  # the common case: one statement of three index look-ups
     head = _read_head(conn, site, lock=True)
     if head is None:
         conn.execute(
@@ -92,14 +106,14 @@ def capture(conn: Connection, config: CaptureConfig) -> int:
         head = (0, GENESIS, 0, 0)
     seq, prev, audit_seq, ledger_seq = head
     sources: list[tuple[str, str, str, dict[str, Any]]] = []
-    if config.audit is not None:
+    if config.audit is not None and audit_top > audit_seq:
         for row in audit_rows_after(conn, audit_seq):
             audit_seq = int(row["seq"])
             if config.audit(row):
                 sources.append(
                     (RecordKind.AUDIT.value, f"audit:{row['seq']}", str(row["row_hash"]), row)
                 )
-    if config.ledger:
+    if config.ledger and ledger_top > ledger_seq:
         for row in ledger_rows_after(conn, site, ledger_seq):
             ledger_seq = int(row["seq"])
             ref = f"ledger:{row['site_id']}:{row['seq']}"
