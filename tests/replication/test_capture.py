@@ -77,3 +77,56 @@ def test_the_control_node_sends_the_sites_only_its_decisions(seeded: App) -> Non
         ).one()
     assert sent == {f"audit:{s}" for s in wanted}  # the seed's approvals and the recall
     assert f"audit:{note}" not in sent
+
+
+def test_concurrent_writers_get_one_gapless_chained_outbox(seeded: App) -> None:
+    """Four threads writing at once (audit rows only, ledger entries only, both): every owned
+    row is in the outbox once, numbered without a gap, each record chained to the one before
+    (the outbox head is locked by each capturing transaction). A writer that loses a race is
+    refused whole (`concurrent_change`) and retried, as a person would."""
+    import threading
+
+    from nearfab.common.errors import Conflict
+
+    site_id = fh.site_id(seeded, "GSTT-PH")
+    install_capture(seeded.engine, node_capture(site_id, seeded.clock, control=False))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(15):
+                for _attempt in range(20):
+                    try:
+                        if n % 3 == 0:
+                            _note(seeded, site_id, "note", n * 100 + i, ledger=True)
+                        elif n % 3 == 1:
+                            _note(seeded, site_id, "note", n * 100 + i, ledger=False)
+                        else:
+                            with seeded.uow() as uow:
+                                seeded.custody_chain.ledger.append(
+                                    uow, site_id, LedgerKind.EPCIS, f"w{n}-{i}", {}
+                                )
+                                uow.commit()
+                        break
+                    except Conflict:
+                        continue
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with seeded.uow() as uow:
+        audit_seqs = uow.session.scalars(select(AuditEntry.seq)).all()
+        ledger_seqs = uow.session.scalars(
+            select(LedgerEntry.seq).where(LedgerEntry.site_id == site_id)
+        ).all()
+        rows = list(uow.session.scalars(select(OutboxRecord).order_by(OutboxRecord.seq)))
+    owned = {f"audit:{s}" for s in audit_seqs} | {f"ledger:{site_id}:{s}" for s in ledger_seqs}
+    assert len(ledger_seqs) >= 45  # 15 + 30 entries written by the threads, at least
+    assert sorted(r.source_ref for r in rows) == sorted(owned)
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(rows))
