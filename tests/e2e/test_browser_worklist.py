@@ -3,7 +3,8 @@ a real browser (Debian Chromium through Playwright), on SQLite and PostgreSQL:
 
 1. the clinician enters a prescription in the web form (2 mg, 3 a day for 7 days: 21 units);
 2. the simulated machine makes the batch (the network runner, as the other browser tests: the
-   machine is simulated, nobody clicks it);
+   machine is simulated, nobody clicks it); another site's operator does not see it on his
+   worklist, and a signature he forges from there is refused on a styled page;
 3. the operator signs the batch's steps from the worklist, in the master file's order: line
    clearance and the filament loaded "before the machine starts"; the filament's entry is not
    offered to him to verify; the visual inspection "after the run" waits for its verification;
@@ -37,6 +38,8 @@ except ImportError:  # a user clone without the dev extras; CI must have it
     pytest.skip(
         "Playwright for Python is not installed (pip install -e '.[dev]')", allow_module_level=True
     )
+
+from tests.e2e.browser_forms import assert_refusal_page, forge
 
 seeded = fh.seeded  # the live server serves this seeded copy (SQLite and PostgreSQL)
 pytestmark = [pytest.mark.browser]
@@ -105,6 +108,22 @@ def test_prescription_to_dispense_through_the_worklist(
         (batch,) = seeded.production.batches(uow, order_id=order_id)
         batch_id, number, site = batch.id, batch.batch_number, batch.site_id
     assert site == fh.site_id(seeded, "GSTT-PH"), "made elsewhere than the ordering site"
+
+    # another site's operator: not on his worklist; a signature forged from it (his session,
+    # his page's CSRF token) is refused on a styled page, as for an unknown batch
+    _login(page, "operator-man")
+    _worklist(page)
+    expect(page.locator(f'[data-batch="{batch_id}"]')).to_have_count(0)
+    answer = forge(
+        page,
+        f"/batches/{batch_id}/steps/line_clearance/sign",
+        {"return_to": "worklist", "username": "operator-man", "password": fh.TEST_PASSWORD},
+    )
+    assert_refusal_page(page, answer, 404, "Worklist")
+    expect(page.locator("#error")).to_contain_text("belongs to a site you do not see")
+    _shot(page, tmp_path, "other-site-operator-refused")
+    with seeded.uow() as uow:
+        assert seeded.production.signoffs(uow, batch_id) == []
 
     # 3. the operator signs from the worklist, in the master file's order
     _login(page, "operator")
