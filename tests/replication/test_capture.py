@@ -12,7 +12,7 @@ from nearfab.bootstrap import App
 from nearfab.custody import LedgerEntry
 from nearfab.custody.enums import LedgerKind
 from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
-from nearfab.replication import ReplicationService, install_capture, node_capture
+from nearfab.replication import ReplicationService, install_capture, node_capture, verify_chain
 from nearfab.replication.logic import GENESIS
 from nearfab.replication.models import OutboxRecord
 
@@ -57,6 +57,11 @@ def test_a_site_node_captures_its_audit_rows_and_its_ledger_chain(seeded: App) -
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert rows[0].prev_hash == GENESIS
     assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(rows))
+    # what a receiving node checks holds on this database's rows (audit row hashes over their
+    # content as stored, ledger entry hashes, the links): nothing to name
+    service = ReplicationService(node_capture(site_id, seeded.clock, control=False))
+    with seeded.uow() as uow:
+        assert verify_chain(service.pending(uow, 100_000)) == []
 
 
 def test_the_control_node_sends_the_sites_only_its_decisions(seeded: App) -> None:
