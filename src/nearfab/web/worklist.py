@@ -20,7 +20,7 @@ from nearfab.worklist import worklist_view
 router = APIRouter(include_in_schema=False)
 
 RETURN_TO = "worklist"  # the forms' `return_to` value that brings the signer back here
-FLASH, ERROR = "worklist_flash", "worklist_error"
+FLASH = "worklist_flash"  # what the last signature posted from here did
 
 
 def worklist_response(
@@ -40,7 +40,7 @@ def worklist_response(
         actor,
         work=work,
         message=request.session.pop(FLASH, None),
-        error=error or request.session.pop(ERROR, None),
+        error=error,
         status_code=status_code,
     )
 
