@@ -69,6 +69,10 @@ def test_outbox_replicate_receive_and_inbox_status(nodes: tuple[App, App], broke
     (origin,) = json.loads(shown.stdout)
     assert origin["ok"] and origin["records"] == len(expected) and origin["gaps"] == []
 
+    anchored = run(["node", "inbox", "anchor", "--json"], env=CONTROL, data_dir=folder(control))
+    assert anchored.returncode == 0, anchored.stdout
+    assert json.loads(anchored.stdout)["anchored"][origin["origin_site"]]["seq"] == len(expected)
+
 
 def test_a_data_folder_that_is_not_a_node_is_told_so(nodes: tuple[App, App]) -> None:
     site, _ = nodes

@@ -202,6 +202,31 @@ def test_records_written_while_the_broker_is_down_arrive_once_after_it_is_back(
     assert status.gaps == [] and status.forks == [] and status.chain_problems == []
     assert status.head_seq == len(expected)
 
+    # the control site anchors what it verified in its own audit trail: the site's chain heads
+    # as the site itself holds them (read from the site's database)
+    with site.uow() as uow:
+        ledger_head = uow.session.scalars(
+            select(LedgerEntry.entry_hash)
+            .where(LedgerEntry.site_id == origin)
+            .order_by(LedgerEntry.seq.desc())
+            .limit(1)
+        ).one()
+        audit_head = uow.session.scalars(
+            select(AuditEntry.row_hash).order_by(AuditEntry.seq.desc()).limit(1)
+        ).one()
+    with control.uow() as uow:
+        result = repl(control).anchor(uow, system_actor("replication"))
+    body = result["anchored"][origin]
+    assert body["seq"] == len(expected)
+    assert body["chains"][f"ledger:{origin}"]["hash"] == ledger_head
+    assert body["chains"]["audit"]["hash"] == audit_head
+    with control.uow() as uow:
+        assert repl(control).anchor(uow, system_actor("replication"))["anchored"] == {}
+        rows = uow.session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "replication_origin")
+        ).all()
+    assert [r.entity_id for r in rows] == [origin]
+
 
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(
     nodes: tuple[App, App], broker: Broker
@@ -305,6 +330,9 @@ def test_a_gap_a_duplicate_and_a_fork_are_detected_and_named(
     assert not status.ok
     # the held records still verify; the hole is named, nothing else is wrong
     assert status.chain_problems == []
+    with control.uow() as uow:
+        refused = repl(control).anchor(uow, system_actor("replication"))
+    assert refused == {"anchored": {}, "refused": {origin: status.gaps[0]}}
 
     # the missing record arrives late: the gap closes
     with control.uow() as uow:

@@ -194,3 +194,23 @@ def inbox_status(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir
                 console.print(f"  {line}", markup=False)
     if any(not s.ok for s in statuses):
         raise typer.Exit(code=1)
+
+
+@inbox_app.command("anchor")
+def inbox_anchor(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+    """Record in this node's audit trail where each origin's verified chains end (an origin
+    with a gap, a fork or a broken chain is not anchored: it is named, exit code 1)."""
+    from nearfab.identity import system_actor
+
+    application, service = _node(ctx, data_dir)
+    with application.uow() as uow:
+        result = service.anchor(uow, system_actor("replication"))
+    if as_json:
+        emit_json(result)
+    else:
+        for origin, body in result["anchored"].items():
+            console.print(f"anchored {origin} at seq {body['seq']}")
+        for origin, why in result["refused"].items():
+            console.print(f"not anchored {origin}: {why}", markup=False)
+    if result["refused"]:
+        raise typer.Exit(code=1)

@@ -3,6 +3,7 @@ applying what other nodes sent into its inbox (once, with gaps, duplicates and f
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.identity import Actor, AuditAction, audit
+from nearfab.identity.reads import audit_entries_on
 from nearfab.replication.capture import CaptureConfig, capture
 from nearfab.replication.enums import ProblemKind
 from nearfab.replication.logic import (
@@ -27,6 +30,8 @@ from nearfab.replication.models import InboxProblem, InboxRecord, OutboxHead, Ou
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+ANCHOR_ENTITY = "replication_origin"  # the audit rows that anchor an origin's chains
 
 
 class Sender(Protocol):
@@ -460,6 +465,55 @@ class ReplicationService:
                 )
             )
         return out
+
+    def anchor(self, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
+        """Record, in this node's own audit trail (hash-chained, keyed, checkpointed and signed:
+        docs/audit-trail.md), where each origin's replicated chains end once they verify: the
+        last record's seq and hash, and the heads of the origin's audit and ledger chains it
+        carries. An origin with a gap, a fork, an altered record or a broken chain is not
+        anchored; it is named. An origin whose head has not moved since its last anchor is
+        left alone. Returns {"anchored": {...}, "refused": {origin: reason}}."""
+        statuses = {st.origin_site: st for st in self.inbox_status(uow)}
+        origins = [o for o in statuses if o != "?"]
+        last: dict[str, int] = {}
+        for row in audit_entries_on(uow.session, {ANCHOR_ENTITY: origins}):
+            seq = (row.new or {}).get("seq")
+            if isinstance(seq, int):
+                last[row.entity_id] = max(last.get(row.entity_id, 0), seq)
+        anchored: dict[str, Any] = {}
+        refused: dict[str, str] = {}
+        for origin in sorted(origins):
+            st = statuses[origin]
+            if not st.ok:
+                first = [*st.gaps, *st.forks, *st.altered, *st.chain_problems][0]
+                refused[origin] = first
+                continue
+            if st.head_seq <= last.get(origin, 0):
+                continue
+            records = self.received(uow, origin)
+            heads: dict[str, Any] = {}
+            for record in records:
+                row = json.loads(record.payload)
+                chain = "audit" if record.kind == "audit" else f"ledger:{row.get('site_id')}"
+                heads[chain] = {"seq": row.get("seq"), "hash": record.chain_hash}
+            body = {
+                "seq": records[-1].seq,
+                "record_hash": records[-1].record_hash,
+                "chains": heads,
+            }
+            audit(
+                uow,
+                actor,
+                AuditAction.CREATE,
+                ANCHOR_ENTITY,
+                origin,
+                new=body,
+                reason="replicated chains verified",
+                site_id=self.site_id,
+            )
+            anchored[origin] = body
+        uow.commit()
+        return {"anchored": anchored, "refused": refused}
 
 
 def _parse_time(text: str, default: Any) -> Any:
