@@ -48,12 +48,8 @@ class OutboxPublisher:
         self._broker = broker
         self._client = _client(client_id)
         self._connected = threading.Event()
-        self._lock = threading.Lock()
-        self._keys: dict[int, str] = {}  # mid -> record id, until acknowledged
-        self._acked_mids: set[int] = set()
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
         try:
             self._client.connect(
                 broker.host,
@@ -78,32 +74,24 @@ class OutboxPublisher:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connected.clear()
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        with self._lock:
-            self._acked_mids.add(mid)
-
     def send(self, messages: Sequence[tuple[str, bytes, str]], timeout_s: float) -> set[str]:
-        """Publish (topic, payload, key) at QoS 1; the keys the broker acknowledged in time."""
+        """Publish (topic, payload, key) at QoS 1; the keys the broker acknowledged in time.
+        Each message's own `MQTTMessageInfo` says whether its PUBACK came (message ids wrap
+        and are reused, so they are not the key)."""
         if not self._connected.is_set():
             raise ConnectionError(
                 f"the MQTT broker at {self._broker.host}:{self._broker.port} is not connected"
             )
-        sent: dict[int, str] = {}
+        sent: list[tuple[mqtt.MQTTMessageInfo, str]] = []
         for topic_name, payload, key in messages:
             info = self._client.publish(topic_name, payload, qos=1)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                break
-            sent[info.mid] = key
+                break  # refused by the client (queue full): the rest waits in the outbox
+            sent.append((info, key))
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if all(mid in self._acked_mids for mid in sent):
-                    break
+        while time.monotonic() < deadline and not all(i.is_published() for i, _ in sent):
             time.sleep(0.005)
-        with self._lock:
-            acked = {key for mid, key in sent.items() if mid in self._acked_mids}
-            self._acked_mids.difference_update(sent)
-        return acked
+        return {key for info, key in sent if info.is_published()}
 
     def close(self) -> None:
         try:
