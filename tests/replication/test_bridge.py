@@ -47,7 +47,7 @@ def brokers(nodes: tuple[App, App]) -> Iterator[tuple[Broker, Broker]]:
             f"topic {TOPIC_ROOT}/{repl(control).site_id}/# in 1\n"
             f"remote_clientid nearfab-bridge-{repl(site).site_id}\n"
             "cleansession false\n"
-            "restart_timeout 1\n"
+            "restart_timeout 1 1\n"  # retry every second (a deployment: 5 30, backing off)
             "keepalive_interval 5\n"
             "try_private true\n"
         )
