@@ -39,6 +39,7 @@ from nearfab.replication import (
     replicate_once,
     start_inbox,
     topic,
+    verify_chain,
 )
 from nearfab.replication.logic import GENESIS, Record, record_hash
 from nearfab.replication.models import InboxRecord, OutboxRecord
@@ -465,3 +466,47 @@ def test_a_broker_killed_before_saving_loses_records_the_gap_names_them_and_a_re
     with control.uow() as uow:
         (status,) = repl(control).inbox_status(uow)
     assert status.ok and status.duplicates == 6, status.to_dict()
+
+
+def test_a_batch_made_at_the_site_node_travels_as_audit_rows_ledger_entries_and_summaries(
+    nodes: tuple[App, App],
+) -> None:
+    """A batch made, serialised and evaluated at the site node: each audited change of its
+    batch record is followed in the outbox by the record's summary as that transaction left it,
+    carrying the audit row's hash; the control node holds them and the chains verify."""
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    batch = fh.batch(site, batch_id)
+    with site.uow() as uow:
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+        batch_audit = uow.session.scalars(
+            select(AuditEntry.seq).where(
+                AuditEntry.entity_type == "batch", AuditEntry.entity_id == batch_id
+            )
+        ).all()
+    summaries = [r for r in records if r.kind == "batch"]
+    assert batch_audit  # the batch record's changes were audited at the site
+    # one summary per audited change, right after it, carrying its hash
+    assert [json.loads(r.payload)["audit_seq"] for r in summaries] == sorted(batch_audit)
+    by_seq = {r.seq: r for r in records}
+    for summary in summaries:
+        before = by_seq[summary.seq - 1]
+        assert before.kind == "audit" and before.chain_hash == summary.chain_hash
+    last = json.loads(summaries[-1].payload)
+    assert (last["id"], last["batch_number"], last["status"]) == (
+        batch_id,
+        batch.batch_number,
+        batch.status,
+    )
+    with control.uow() as uow:
+        applied = repl(control).apply(uow, [r.to_message() for r in records])
+    assert applied.applied == len(records) and applied.problems == []
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.ok, status.to_dict()
+    # a summary that claims another audit row's hash is named
+    forged = _forged(summaries[0], chain_hash="f" * 64)
+    named = verify_chain([*[r for r in records if r.seq < forged.seq], forged])
+    assert any(f"audit seq {last_seq}" in p for p in named for last_seq in batch_audit[:1])

@@ -24,6 +24,7 @@ from nearfab.common.canonical import canonical_json
 from nearfab.common.clock import Clock
 from nearfab.custody.reads import ledger_head_view, ledger_rows_after
 from nearfab.identity.reads import audit_head_view, audit_rows_after
+from nearfab.production.reads import batch_view
 from nearfab.replication.enums import RecordKind
 from nearfab.replication.logic import GENESIS, record_hash, record_id
 from nearfab.replication.models import OutboxHead, OutboxRecord
@@ -113,6 +114,7 @@ def capture(conn: Connection, config: CaptureConfig) -> int:
                 sources.append(
                     (RecordKind.AUDIT.value, f"audit:{row['seq']}", str(row["row_hash"]), row)
                 )
+    sources = _with_batch_summaries(conn, site, sources)
     if config.ledger and ledger_top > ledger_seq:
         for row in ledger_rows_after(conn, site, ledger_seq):
             ledger_seq = int(row["seq"])
@@ -159,6 +161,41 @@ def capture(conn: Connection, config: CaptureConfig) -> int:
         .values(seq=seq, hash=prev, audit_seq=audit_seq, ledger_seq=ledger_seq)
     )
     return len(rows)
+
+
+def _with_batch_summaries(
+    conn: Connection, site: str, sources: list[tuple[str, str, str, dict[str, Any]]]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """After each audit row about one of the site's batch records, that record's summary as the
+    transaction leaves it (production's read view), carrying the audit row's hash."""
+    batch_ids = {
+        str(row["entity_id"])
+        for kind, _ref, _hash, row in sources
+        if kind == RecordKind.AUDIT.value and row.get("entity_type") == "batch"
+    }
+    if not batch_ids:
+        return sources
+    view = batch_view()
+    found = {
+        str(r["id"]): dict(r)
+        for r in conn.execute(
+            select(view).where(view.c.id.in_(sorted(batch_ids)), view.c.site_id == site)
+        ).mappings()
+    }
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    for kind, ref, chain_hash, row in sources:
+        out.append((kind, ref, chain_hash, row))
+        summary = found.get(str(row.get("entity_id")))
+        if kind == RecordKind.AUDIT.value and row.get("entity_type") == "batch" and summary:
+            out.append(
+                (
+                    RecordKind.BATCH.value,
+                    f"batch:{summary['id']}@{ref}",
+                    chain_hash,
+                    {**summary, "audit_seq": row["seq"]},
+                )
+            )
+    return out
 
 
 def _engine_of(session: Session) -> Engine | None:

@@ -8,6 +8,9 @@ from enum import StrEnum
 class RecordKind(StrEnum):
     AUDIT = "audit"  # a row of the node's audit trail (its own hash chain)
     LEDGER = "ledger"  # an entry of the owning site's custody ledger (EPCIS events, releases...)
+    # a batch record's summary as its audited change left it (status, number, product, lot),
+    # carrying the hash of the audit row that changed it
+    BATCH = "batch"
 
 
 class ProblemKind(StrEnum):

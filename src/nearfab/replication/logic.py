@@ -169,6 +169,7 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
     problems: list[str] = []
     prev_record: Record | None = None
     last_source: dict[str, tuple[int, str]] = {}  # chain -> (seq, hash) of the last row seen
+    audit_hashes: dict[Any, str] = {}  # audit seq -> row hash, for the batch summaries
     for record in records:
         where = f"{record.origin_site} seq {record.seq} ({record.source_ref})"
         if record.record_hash != record.expected_hash():
@@ -190,6 +191,12 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
         if not isinstance(row, dict):
             problems.append(f"{where}: payload is not a JSON object")
             continue
+        if record.kind == RecordKind.BATCH.value:
+            # a summary carries the hash of the audit row that changed the batch record
+            carried = audit_hashes.get(row.get("audit_seq"))
+            if carried is not None and carried != record.chain_hash:
+                problems.append(f"{where}: carries another hash than audit seq {row['audit_seq']}")
+            continue
         if record.kind == RecordKind.AUDIT.value:
             chain, seq, prev, own = (
                 "audit",
@@ -198,6 +205,7 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
                 row.get("row_hash"),
             )
             ok = own == record.chain_hash and _audit_row_hash(row) == own
+            audit_hashes[seq] = record.chain_hash
         else:
             chain = f"ledger:{row.get('site_id')}"
             seq, prev, own = row.get("seq"), row.get("prev_hash"), row.get("entry_hash")
