@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
@@ -516,9 +516,8 @@ class ReplicationService:
         return {"anchored": anchored, "refused": refused}
 
 
-def _parse_time(text: str, default: Any) -> Any:
-    from datetime import datetime
-
+def _parse_time(text: str, default: datetime) -> datetime:
+    """The record's creation time as sent (ISO 8601); `default` if it is not one."""
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
