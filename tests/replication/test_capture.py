@@ -135,3 +135,28 @@ def test_concurrent_writers_get_one_gapless_chained_outbox(seeded: App) -> None:
     assert sorted(r.source_ref for r in rows) == sorted(owned)
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(rows))
+
+
+def test_the_inbox_applies_once_verifies_and_anchors_on_each_database(seeded: App) -> None:
+    """The receiving side on SQLite and PostgreSQL (no broker: the messages as they travel):
+    applied once, a second delivery dropped as duplicates, the chains verified, anchored."""
+    site_id = fh.site_id(seeded, "GSTT-PH")
+    control_id = fh.site_id(seeded, "CTRL")
+    install_capture(seeded.engine, node_capture(site_id, seeded.clock, control=False))
+    for i in range(3):
+        _note(seeded, site_id, "note", i, ledger=True)
+    sender = ReplicationService(node_capture(site_id, seeded.clock, control=False))
+    receiver = ReplicationService(node_capture(control_id, seeded.clock, control=True))
+    with seeded.uow() as uow:
+        messages = [r.to_message() for r in sender.pending(uow, 100_000)]
+    with seeded.uow() as uow:
+        assert receiver.apply(uow, messages).applied == len(messages)
+    with seeded.uow() as uow:
+        again = receiver.apply(uow, messages)
+    assert again.applied == 0 and len(again.problems) == len(messages)
+    with seeded.uow() as uow:
+        (status,) = receiver.inbox_status(uow)
+    assert status.ok and status.records == len(messages) and status.duplicates == len(messages)
+    with seeded.uow() as uow:
+        anchored = receiver.anchor(uow, system_actor("replication"))
+    assert anchored["anchored"][site_id]["seq"] == len(messages)
