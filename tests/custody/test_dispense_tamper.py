@@ -467,3 +467,110 @@ def test_a_forged_entry_of_a_block_another_scan_walked_is_still_caught(
         u=victim.id,
     )
     assert status(victim) == "integrity_failure"
+
+
+def _one_block(app: App, first: str, second: str) -> tuple[str, int, int]:
+    """The release entries of `first` and `second` and every entry between them made one
+    unsigned block, covered by the next signed entry of their chain (as `append_many` signs):
+    (site, seq of first, seq of second)."""
+    from nearfab.custody import LedgerEntry
+    from nearfab.custody.enums import LedgerKind
+
+    with app.uow() as uow:
+        (site_a, seq_a), (site_b, seq_b) = (
+            uow.session.execute(
+                select(LedgerEntry.site_id, LedgerEntry.seq).where(
+                    LedgerEntry.ref == f"release:{b}"
+                )
+            ).one()
+            for b in (first, second)
+        )
+    assert site_a == site_b and seq_a < seq_b  # one chain: `first` released before `second`
+    _sql(
+        app,
+        "UPDATE custody_ledger SET signature = '' WHERE site_id = :s AND seq BETWEEN :a AND :b",
+        s=site_a,
+        a=seq_a,
+        b=seq_b,
+    )
+    with app.uow() as uow:
+        app.custody_chain.ledger.append(uow, site_a, LedgerKind.EPCIS, "next", {"n": 1})
+        uow.commit()
+    return site_a, seq_a, seq_b
+
+
+def _walks(app: App, unit: SerialUnit) -> tuple[str, int]:
+    """A verification's status and how many pages of a chain it read to find a covering
+    signature (the walk's statement names a range of seq; no other statement does)."""
+    from sqlalchemy import event
+
+    pages: list[str] = []
+
+    def count(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        if "custody_ledger.seq >=" in " ".join(sql.split()):
+            pages.append(sql)
+
+    event.listen(app.engine, "before_cursor_execute", count)
+    try:
+        with app.uow() as uow:
+            answer = app.custody.verify(uow, fh.actor(app, "pharmacist"), scan=ch.scan(unit))
+    finally:
+        event.remove(app.engine, "before_cursor_execute", count)
+    return answer.status.value, len(pages)
+
+
+def test_one_walk_vouches_for_the_block_before_the_scanned_entry_too(
+    seeded: App, batches: dict[str, str]
+) -> None:
+    """The walk to a covering signature starts at the first entry of the scanned entry's
+    block (sixth pass, docs/performance.md): a scan of the later release walks once, and a
+    pack of the earlier release of the same block then verifies without a walk of its own."""
+    first, second = batches["first"], batches["second"]
+    _one_block(seeded, first, second)
+    assert _walks(seeded, ch.units(seeded, second)[0]) == ("ok", 1)
+    assert _walks(seeded, ch.units(seeded, first)[0]) == ("ok", 0)
+
+
+def test_a_forged_entry_before_the_walked_one_in_its_block_is_still_caught(
+    seeded: App, batches: dict[str, str]
+) -> None:
+    """A walk that starts before the scanned entry vouches only for entries linked unbroken
+    to it: a release entry earlier in the block rewritten (its own hash recomputed, the pack
+    row it describes changed to match) before another scan walks past it is left out (the
+    next link still names its old hash), and its pack is refused as an integrity failure."""
+    import json
+
+    from nearfab.custody import LedgerEntry
+    from nearfab.custody.logic.ledger import entry_hash
+
+    first, second = batches["first"], batches["second"]
+    _one_block(seeded, first, second)
+    victim = ch.units(seeded, first)[0]
+    other_patient = ch.units(seeded, second)[0].patient_id
+    assert other_patient != victim.patient_id
+    with seeded.uow() as uow:
+        entry = uow.session.scalar(select(LedgerEntry).where(LedgerEntry.ref == f"release:{first}"))
+        assert entry is not None
+        whole = json.loads(entry.payload)
+        for pack in whole["body"]["packs"]:
+            if pack["serial"] == victim.serial:
+                pack["patient_id"] = other_patient
+        payload = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        forged = entry_hash(entry.prev_hash, payload)
+    _sql(
+        seeded,
+        "UPDATE custody_ledger SET payload = :p, entry_hash = :h WHERE ref = :r",
+        p=payload,
+        h=forged,
+        r=f"release:{first}",
+    )
+    _sql(
+        seeded,
+        "UPDATE serial_units SET patient_id = :p WHERE id = :u",
+        p=other_patient,
+        u=victim.id,
+    )
+    # the later release verifies: its walk starts before the forged entry and passes it
+    assert _walks(seeded, ch.units(seeded, second)[0]) == ("ok", 1)
+    status, _pages = _walks(seeded, _unit(seeded, victim.id))
+    assert status == "integrity_failure"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -69,21 +70,37 @@ class ReleaseCheck:
         return self._signature_valid(uow, review, review.signature_id, version)
 
     def loaded_signature_ok(
-        self, uow: UnitOfWork, review: ReleaseReview, batch: BatchRecord
+        self,
+        uow: UnitOfWork,
+        review: ReleaseReview,
+        batch: BatchRecord,
+        *,
+        load_record: Callable[[], None] | None = None,
     ) -> bool:
         """`release_signature_ok` for a caller that loaded the batch's review and record in
         its own query (verification reads them with the pack); the QP signature check finds
-        the record in the session."""
+        the record in the session. `load_record`: completes the record (verification defers
+        its JSON documents), called only when the signature is checked, not when a check of
+        the same versions is remembered."""
         if not review.signature_id or review.batch_id != batch.id:
             return False
-        return self._signature_valid(uow, review, review.signature_id, batch.row_version)
+        return self._signature_valid(
+            uow, review, review.signature_id, batch.row_version, load_record
+        )
 
     def _signature_valid(
-        self, uow: UnitOfWork, review: ReleaseReview, signature_id: str, batch_version: int
+        self,
+        uow: UnitOfWork,
+        review: ReleaseReview,
+        signature_id: str,
+        batch_version: int,
+        load_record: Callable[[], None] | None = None,
     ) -> bool:
         key = (review.id, signature_id, review.row_version, review.batch_id, batch_version)
         if self.signature_known(key):
             return True
+        if load_record is not None:
+            load_record()
         if self._packs.quality.signature_valid(uow, review) is not True:
             return False
         with self._signatures_lock:

@@ -41,7 +41,7 @@ from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.ledger import entry_hash
 from nearfab.custody.logic.verify import FACT_FIELDS, SignatureFacts, SignedRelease, mismatch
 from nearfab.custody.models import LedgerEntry, SerialUnit, SiteKey
-from nearfab.custody.services.ledger import CustodyLedger
+from nearfab.custody.services.ledger import BLOCK, CustodyLedger
 from nearfab.uow import UnitOfWork
 
 _CACHE_SIZE = 20_000
@@ -270,11 +270,20 @@ class SignedFacts:
         self, uow: UnitOfWork, site_id: str, seq: int, digest: str
     ) -> tuple[Cover | None, list[tuple[str, int, str]]]:
         """The signed entry that covers an unsigned one (seq, digest) of a site's chain: the
-        next signed entry, every link in between checked (seq, previous hash, own hash),
-        read a page at a time until it is found. ((key_id, signature, its hash, its key row),
-        the (site, seq, hash) of the unsigned entries passed), or (None, [])."""
-        prev, expected = digest, seq + 1
-        walked = [(site_id, seq, digest)]
+        next signed entry, every link from it to the cover checked (seq, previous hash, own
+        hash), read a page at a time until it is found. The read starts at the first entry of
+        the entry's block (`BLOCK`: the entries after the last seq that `append_many` signs
+        for certain), so that one walk vouches for the whole block, not only for the entries
+        after the one scanned: every earlier entry whose links to this one hold unbroken is
+        covered by the same signature (a broken link, a gap or a signed entry starts the run
+        again from there). ((key_id, signature, its hash, its key row), the (site, seq, hash)
+        of the unsigned entries covered), or (None, [])."""
+        expected = seq - (seq - 1) % BLOCK if seq >= 1 else seq
+        # the last entry read and accepted as a link (seq, hash), and the unsigned entries
+        # linked unbroken from there: those the cover vouches for, once it is found
+        tail: tuple[int, str] | None = None
+        run: list[tuple[str, int, str]] = []
+        found = False
         while expected <= seq + _COVER_WALK:
             rows = uow.session.execute(
                 select(
@@ -300,17 +309,38 @@ class SignedFacts:
             if not rows:
                 return None, []
             for r in rows:
-                if r[0] != expected or r[1] != prev:
-                    return None, []
+                at = int(r[0])
                 try:
-                    if entry_hash(str(r[1]), str(r[2])) != r[3]:
-                        return None, []
+                    own = entry_hash(str(r[1]), str(r[2])) == r[3]
                 except (UnicodeError, AttributeError):
-                    return None, []
+                    own = False
+                linked = tail is not None and at == tail[0] + 1 and r[1] == tail[1]
+                if at < seq:  # before the scanned entry: a run that may reach it
+                    if not own:
+                        tail, run = None, []
+                    elif r[5]:  # signed: the entries before it are its own to cover
+                        tail, run = (at, str(r[3])), []
+                    else:
+                        if not linked:
+                            run = []
+                        run.append((site_id, at, str(r[3])))
+                        tail = (at, str(r[3]))
+                    continue
+                if at == seq:  # the scanned entry, as the caller read and hashed it
+                    if r[3] != digest or not own:
+                        return None, []
+                    if not linked:
+                        run = []
+                    run.append((site_id, at, digest))
+                    tail, found = (at, digest), True
+                    continue
+                if not found or not linked or not own:
+                    return None, []  # after it, every link must hold (or a gap: refused)
                 if r[5]:
-                    return (str(r[4]), str(r[5]), str(r[3]), (r[6], r[7], r[8])), walked
-                prev, expected = str(r[3]), expected + 1
-                walked.append((site_id, int(r[0]), prev))
+                    return (str(r[4]), str(r[5]), str(r[3]), (r[6], r[7], r[8])), run
+                run.append((site_id, at, str(r[3])))
+                tail = (at, str(r[3]))
+            expected = int(rows[-1][0]) + 1
         return None, []
 
     # --- the check at verification and dispense --------------------------------------------------

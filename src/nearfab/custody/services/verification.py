@@ -3,12 +3,15 @@ apart from the alert a suspected falsification raises; every answer is logged.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Text, bindparam, cast, inspect, select
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from nearfab.common.errors import DomainError, Forbidden
 from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
@@ -70,6 +73,20 @@ _ORDER = order_view()
 _BATCH = batch_entity_view()
 _REVIEW = review_entity_view()
 _SIGNATURE = signature_entity_view()
+# the batch record's JSON documents (the design, the machine's measurements, telemetry and its
+# summary, excursions, events: tens of KB): only the QP signature check reads them, once per
+# batch and process. They come with the pack as text, undecoded, and are decoded into the
+# record only when that check is due (`_load_record`), so a scan of a batch whose signature
+# this process already checked decodes none of them, and the first scan still needs no
+# statement of its own.
+_RECORD_DOCUMENTS = (
+    "design",
+    "measurements",
+    "telemetry_summary",
+    "telemetry",
+    "cpp_excursions",
+    "machine_events",
+)
 _PACK_QUERY = (
     select(
         SerialUnit,
@@ -79,6 +96,7 @@ _PACK_QUERY = (
         _ORDER.c.site_id,
         _SIGNATURE,
         *ENTRY_COLUMNS,
+        *(cast(getattr(_BATCH, name), Text) for name in _RECORD_DOCUMENTS),
     )
     .join(_PATIENT, _PATIENT.c.id == SerialUnit.patient_id)
     .join(_BATCH, _BATCH.id == SerialUnit.batch_id)
@@ -88,7 +106,19 @@ _PACK_QUERY = (
     .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
     .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
     .where(SerialUnit.gtin == bindparam("gtin"), SerialUnit.serial == bindparam("serial"))
+    .options(*(defer(getattr(_BATCH, name)) for name in _RECORD_DOCUMENTS))
 )
+_ENTRY_END = 6 + len(ENTRY_COLUMNS)  # where the record's documents start in a row
+
+
+def _load_record(batch: Any, documents: Sequence[str | None]) -> None:
+    """The record's JSON documents, read as text with the pack, decoded into the loaded
+    record as its JSON columns would have been (committed state: nothing to write back), for
+    the ones not loaded yet (a record the session already held keeps what it has)."""
+    unloaded = inspect(batch).unloaded
+    for name, text in zip(_RECORD_DOCUMENTS, documents, strict=True):
+        if name in unloaded:
+            set_committed_value(batch, name, None if text is None else json.loads(text))
 
 
 class Verifier:
@@ -148,7 +178,7 @@ class Verifier:
         in_scope = True
         if row is not None:
             unit, ref, review, batch, ordering_site, sig = row[:6]
-            entries = [r[6:] for r in rows if r[6] is not None]
+            entries = [r[6:_ENTRY_END] for r in rows if r[6] is not None]
             # a verifier answers only for packs of the sites they serve (making or ordering
             # site): for any other pack the answer is the one for an unknown pack, so nobody
             # learns from it whether a pack is for some patient of another site
@@ -166,8 +196,9 @@ class Verifier:
                     ),
                     rows=entries,
                 )
+                documents = row[_ENTRY_END:]
                 record_ok = review is not None and self._release.loaded_signature_ok(
-                    uow, review, batch
+                    uow, review, batch, load_record=lambda: _load_record(batch, documents)
                 )
             facts = PackFacts(
                 status=unit.status,
