@@ -11,6 +11,9 @@ class Role(StrEnum):
     PLANNER = "planner"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    # the manufacturer's person responsible for regulatory compliance (UK MDR 2002 / EU MDR
+    # Art. 15): releases a medical device family's batches where a QP releases a medicine's
+    RESPONSIBLE_PERSON = "responsible_person"
 
 
 class AuditAction(StrEnum):

@@ -18,7 +18,7 @@ from nearfab.common.errors import Forbidden
 from nearfab.identity.enums import Role
 from nearfab.identity.logic import Actor
 
-Q, A, AU, PH, OP, PL, CL = (
+Q, A, AU, PH, OP, PL, CL, RP = (
     Role.QP,
     Role.ADMIN,
     Role.AUDITOR,
@@ -26,6 +26,7 @@ Q, A, AU, PH, OP, PL, CL = (
     Role.OPERATOR,
     Role.PLANNER,
     Role.CLINICIAN,
+    Role.RESPONSIBLE_PERSON,
 )
 ALL_ROLES = frozenset(Role)
 STAFF = frozenset({Q, A, AU, PH, OP, PL})  # everyone but prescribers
@@ -196,7 +197,8 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.TRANSPORT_RECORD: frozenset({PL, A}),
     Permission.TICKET_ISSUE: frozenset({PL, Q, PH}),
     Permission.BATCH_START: frozenset({OP}),
-    Permission.BATCH_READ: STAFF,
+    # the responsible person reads the device history records it releases
+    Permission.BATCH_READ: STAFF | {RP},
     Permission.BATCH_ABANDON: frozenset({Q, A}),
     Permission.BATCH_STEP_SIGN: frozenset({OP, PH}),
     Permission.BATCH_ENTRY_VERIFY: frozenset({OP, PH, Q}),
@@ -204,9 +206,11 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.DEVIATION_OPEN: frozenset({OP, PH, Q}),
     # no laboratory role: QA (the site's pharmacist) or a QP enters the laboratory's results
     Permission.LAB_RESULT_ENTER: frozenset({Q, PH}),
-    Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH}),
-    Permission.RELEASE_DECIDE: frozenset({Q}),
-    Permission.RELEASE_FOLLOWUP_READ: frozenset({Q, A, AU, PH}),
+    Permission.RELEASE_QUEUE_READ: frozenset({Q, A, AU, PH, RP}),
+    # which of the two signs a batch is its product family's choice (quality.kit
+    # release_signatory): a QP a medicine's, the responsible person a medical device's
+    Permission.RELEASE_DECIDE: frozenset({Q, RP}),
+    Permission.RELEASE_FOLLOWUP_READ: frozenset({Q, A, AU, PH, RP}),
     # the result is entered by QA (the site's pharmacist) or a QP
     Permission.RELEASE_FOLLOWUP_ENTER: frozenset({Q, PH}),
     # the treating physician asks for it; the QP releases it (RELEASE_DECIDE)

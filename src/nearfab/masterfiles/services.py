@@ -296,9 +296,12 @@ class MasterFileService:
     def _check_assignable(self, uow: UnitOfWork, code: str, person: User) -> None:
         if not person.active:
             raise ValidationFailed(f"user {person.username} is not active", field="user")
-        if Role.QP.value not in person.roles:
+        # a certifier holds a release signatory's role: a QP, or the responsible person a
+        # device family names (quality.kit.release_signatory checks which signs which batch)
+        if not {Role.QP.value, Role.RESPONSIBLE_PERSON.value} & set(person.roles):
             raise ValidationFailed(
-                f"user {person.username} does not hold the QP role", field="user"
+                f"user {person.username} does not hold the QP (or responsible_person) role",
+                field="user",
             )
         row = self._assignment(uow, code, person.id)
         if row is not None and row.active:
@@ -384,8 +387,11 @@ class MasterFileService:
             )
         )
 
-    def is_assigned_qp(self, uow: UnitOfWork, code: str, user_id: str) -> bool:
-        """True when the user is active, holds the QP role and is assigned to `code` now."""
+    def is_assigned_qp(
+        self, uow: UnitOfWork, code: str, user_id: str, role: str = Role.QP.value
+    ) -> bool:
+        """True when the user is active, holds `role` (the QP role, or the release signatory
+        role the product's family names) and is assigned to `code` now."""
         row = self._assignment(uow, code, user_id)
         person = user_record(uow.session, user_id)
         return (
@@ -393,7 +399,7 @@ class MasterFileService:
             and row.active
             and person is not None
             and person.active
-            and Role.QP.value in person.roles
+            and role in person.roles
         )
 
     def _assignment(self, uow: UnitOfWork, code: str, user_id: str) -> MasterFileQP | None:

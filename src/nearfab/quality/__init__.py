@@ -2,7 +2,14 @@
 
 from nearfab.quality.enums import Decision, DeviationStatus, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
-from nearfab.quality.kit import Check, FamilyLotRules, ReleaseEvidence, ReleaseKit, ReleaseResults
+from nearfab.quality.kit import (
+    Check,
+    FamilyLotRules,
+    ReleaseEvidence,
+    ReleaseKit,
+    ReleaseResults,
+    signatory_title,
+)
 from nearfab.quality.logic import validate_release_rule
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.quality.qms import QmsService, work_in_progress
@@ -26,6 +33,7 @@ __all__ = [
     "ReleaseResults",
     "ReleaseReview",
     "ReviewStatus",
+    "signatory_title",
     "validate_release_rule",
     "work_in_progress",
 ]

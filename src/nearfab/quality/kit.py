@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from nearfab.designs import FamilyRegistry
+from nearfab.identity import Role
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,29 @@ def exceptional_only(kit: ReleaseKit) -> bool:
     return bool(getattr(kit, "exceptional_release_only", False))
 
 
+# the signatories a family may name: role -> title in the records and the signature's meaning
+SIGNATORY_TITLES: Mapping[str, str] = {
+    Role.QP.value: "QP",
+    Role.RESPONSIBLE_PERSON.value: "responsible person",
+}
+
+
 def release_signatory(kit: ReleaseKit) -> str:
-    """Who signs a batch's release or rejection, as the records name them: the family's
-    optional `release_signatory` (e.g. a medical device's "responsible person"); "QP" without
-    it. The permission to decide stays the core's release role (`release.decide`): the family
-    names the signatory, it grants nothing."""
-    return str(getattr(kit, "release_signatory", None) or "QP")
+    """The role that signs a batch's release or rejection: the family's optional
+    `release_signatory` (e.g. a medical device's "responsible_person", UK MDR / EU MDR
+    Art. 15); "qp" without it. Beyond the core's `release.decide` permission, only this role
+    decides the family's batches (quality.services `decide`): a QP does not release a device,
+    a responsible person does not release a medicine."""
+    role = str(getattr(kit, "release_signatory", None) or Role.QP.value)
+    if role not in SIGNATORY_TITLES:  # pragma: no cover - a family's programming error
+        raise ValueError(f"release_signatory {role!r} is not one of {sorted(SIGNATORY_TITLES)}")
+    return role
+
+
+def signatory_title(role: str) -> str:
+    """How the records and the signature's meaning name the signatory role ("QP",
+    "responsible person")."""
+    return SIGNATORY_TITLES.get(role, role.replace("_", " "))
 
 
 class LabResultsKit(Protocol):

@@ -20,6 +20,7 @@ from nearfab.identity import (
     Actor,
     AuditAction,
     Permission,
+    Role,
     SignatureService,
     audit,
     authorize,
@@ -30,6 +31,7 @@ from nearfab.identity.reads import audit_entries_on
 from nearfab.masterfiles import MasterFileService
 from nearfab.production import ProductionService, StepState, check_entry
 from nearfab.quality.enums import DeviationStatus, ReviewStatus
+from nearfab.quality.kit import signatory_title
 from nearfab.quality.models import AuditTrailReview, Deviation, LabResult, ReleaseReview
 from nearfab.uow import UnitOfWork
 
@@ -511,18 +513,24 @@ class RecordControls:
 
     # --- what blocks certification -------------------------------------------------------------
     def release_blockers(
-        self, uow: UnitOfWork, actor: Actor | None, batch: BatchRecord
+        self,
+        uow: UnitOfWork,
+        actor: Actor | None,
+        batch: BatchRecord,
+        signatory: str = Role.QP.value,
     ) -> list[DomainError]:
         """Every reason a release of `batch` by `actor` would be refused by these controls, in
-        the order `decide` checks them (empty: none)."""
+        the order `decide` checks them (empty: none). `signatory`: the role the product's
+        family names to sign (quality.kit.release_signatory)."""
         out: list[DomainError] = []
         if actor is not None and not self._master_files.is_assigned_qp(
-            uow, batch.master_file_code, actor.user_id
+            uow, batch.master_file_code, actor.user_id, signatory
         ):
+            title = signatory_title(signatory)
             out.append(
                 Refused(
-                    f"{actor.full_name} is not an active QP assigned to master file "
-                    f"{batch.master_file_code}; only an assigned QP certifies its batches",
+                    f"{actor.full_name} is not an active {title} assigned to master file "
+                    f"{batch.master_file_code}; only an assigned {title} certifies its batches",
                     field="signer",
                     code="not_qp_for_master_file",
                 )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from nearfab.common.errors import NotFound, Refused, ValidationFailed
+from nearfab.common.errors import Forbidden, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, Permission, SignatureService, audit, authorize
@@ -31,6 +31,7 @@ from nearfab.quality.kit import (
     exceptional_only,
     release_kit,
     release_signatory,
+    signatory_title,
 )
 from nearfab.quality.labresults import LabResults
 from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, propose_release
@@ -256,6 +257,8 @@ class QualityService:
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
             authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
+            signatory = self.signatory_for(uow, batch)
+            self.check_signatory(actor, batch, signatory)
             try:
                 decision = Decision(decision)
             except ValueError:
@@ -275,15 +278,19 @@ class QualityService:
                 username=username,
                 totp=totp,
                 exceptional=exceptional,
+                signatory=signatory,
             )
             assert review is not None
-            self._record_decision(uow, actor, batch, review, decision, reason, sig)
+            self._record_decision(uow, actor, batch, review, decision, reason, sig, signatory)
             request = self.exceptional.for_batch(uow, batch.id)
             if exceptional and request is not None:
                 self.exceptional.released(uow, actor, request, sig.id)
             elif request is not None and request.status == REQUESTED:
                 self.exceptional.closed(
-                    uow, actor, request, f"QP {decision.value} without exceptional release"
+                    uow,
+                    actor,
+                    request,
+                    f"{signatory_title(signatory)} {decision.value} without exceptional release",
                 )
             if decision is Decision.RELEASE:
                 self.followups.open_for_release(uow, actor, batch, review, self.check_titles())
@@ -291,6 +298,32 @@ class QualityService:
         uow.emit(BatchDispositioned(batch.id, decision.value))
         uow.commit()
         return review
+
+    def signatory_for(self, uow: UnitOfWork, batch: BatchRecord) -> str:
+        """The role that signs `batch`'s release or rejection: its product family's
+        `release_signatory` (quality.kit; "qp" by default, "responsible_person" for a medical
+        device)."""
+        family = self._master_files.get(uow, batch.master_file_id).product_family
+        return release_signatory(release_kit(self._families, family))
+
+    @staticmethod
+    def may_sign(actor: Actor, signatory: str) -> bool:
+        """Whether `actor` holds the role that signs (a system component never does: a release
+        is a person's signature)."""
+        return signatory in actor.roles
+
+    def check_signatory(self, actor: Actor, batch: BatchRecord, signatory: str) -> None:
+        """Forbidden (`wrong_signatory`, naming the role needed) unless the actor holds the
+        family's signatory role: a QP does not release a medical device's batch, nor the
+        device manufacturer's responsible person a medicine's. `release.decide` is held by both
+        roles; the family decides which one signs."""
+        if not self.may_sign(actor, signatory):
+            raise Forbidden(
+                f"batch {batch.batch_number} is released by the {signatory_title(signatory)} "
+                f"(role {signatory}); {actor.username} does not hold it",
+                field="signer",
+                code="wrong_signatory",
+            )
 
     def _record_decision(
         self,
@@ -301,14 +334,11 @@ class QualityService:
         decision: Decision,
         reason: str | None,
         sig: Signature,
+        signatory: str,
     ) -> None:
         target = BatchStatus.RELEASED if decision is Decision.RELEASE else BatchStatus.REJECTED
         # the records name the signatory as the product's family does (quality.kit)
-        who = release_signatory(
-            release_kit(
-                self._families, self._master_files.get(uow, batch.master_file_id).product_family
-            )
-        )
+        who = signatory_title(signatory)
         self._production.transition(
             uow, actor, batch, target, reason=reason or f"{who} {decision.value}"
         )
@@ -377,6 +407,7 @@ class QualityService:
         username: str | None = None,
         totp: str | None = None,
         exceptional: bool = False,
+        signatory: str = "qp",
     ) -> tuple[Signature, str | None]:
         review = check_pending_review(review, batch)
         current = hash_of_record(batch.content())
@@ -418,7 +449,7 @@ class QualityService:
                 raise Refused(why_not, field="batch_id", code="not_ready")
         if decision is Decision.RELEASE:
             # only an assigned QP certifies; a complete record; its audit trail reviewed
-            blockers = self.records.release_blockers(uow, actor, batch)
+            blockers = self.records.release_blockers(uow, actor, batch, signatory)
             if blockers:
                 raise blockers[0]
         request = self._exceptional_check(uow, batch, review, decision, exceptional)
@@ -440,7 +471,7 @@ class QualityService:
             actor,
             batch,
             password=password,
-            meaning=self._manifest_meaning(meaning, review, decision, request),
+            meaning=self._manifest_meaning(meaning, review, decision, request, signatory),
             record_type="batch",
             record_id=batch.id,
             content=content,
@@ -501,12 +532,25 @@ class QualityService:
         review: ReleaseReview,
         decision: Decision,
         request: ExceptionalRelease | None,
+        signatory: str = "qp",
     ) -> str:
-        """The meaning the signature's manifestation shows: the QP's words, and what the
-        certification is besides (released with results pending; exceptional)."""
+        """The meaning the signature's manifestation shows: the signatory's words, and what the
+        certification is besides (released with results pending; exceptional). A signatory
+        other than a QP is named in it (e.g. "responsible person release") unless the words
+        already do."""
         text = (meaning or "").strip()
+        title = signatory_title(signatory)
+        if text and signatory != "qp" and title.lower() not in text.lower():
+            text = f"{title} {decision.value}: {text}"
         if not text or decision is not Decision.RELEASE:
-            return meaning
+            if signatory == "qp" or not text:
+                return meaning
+            if len(text) > 200:
+                raise ValidationFailed(
+                    f"the meaning with its notes has {len(text)} characters; at most 200",
+                    field="meaning",
+                )
+            return text
         pending = list(review.proposal.get("pending") or [])
         if pending:
             text += f"; released with results pending: {', '.join(pending)}"

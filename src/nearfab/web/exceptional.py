@@ -16,6 +16,7 @@ from nearfab.api.deps import client_of, login_throttle
 from nearfab.api.security import throttled
 from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can
+from nearfab.quality import signatory_title
 from nearfab.readmodels import order_view
 from nearfab.web.chain import refusal_words
 from nearfab.web.forms import signature
@@ -49,6 +50,9 @@ def exceptional_page(
             order = order_view(application, uow, actor, batch.order_id)
             order_site = application.orders.get(uow, batch.order_id).site_id
             number, batch_site = batch.batch_number, batch.site_id
+            # the certification form only for the role the product's family names to sign
+            signatory = application.quality.signatory_for(uow, batch)
+            signs = application.quality.may_sign(actor, signatory)
     except DomainError as exc:
         return _not_found(request, actor, exc, batch_id)
     review: dict[str, Any] | None = next(
@@ -65,7 +69,9 @@ def exceptional_page(
         flash=flash,
         error=error,
         may_request=can(actor, Permission.RELEASE_EXCEPTIONAL_REQUEST, site_id=order_site),
-        may_certify=can(actor, Permission.RELEASE_DECIDE, one_of={batch_site, order_site}),
+        signatory_title=signatory_title(signatory),
+        may_certify=signs
+        and can(actor, Permission.RELEASE_DECIDE, one_of={batch_site, order_site}),
         session_signed=session_has_signed(application, actor),
     )
 

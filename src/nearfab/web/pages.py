@@ -31,6 +31,7 @@ from nearfab.identity import (
 )
 from nearfab.orders import OrderStatus
 from nearfab.production.kit import record_title
+from nearfab.quality import signatory_title
 from nearfab.readmodels import batch_view, network_view, order_view, pending_view
 from nearfab.scheduling import JobStatus
 from nearfab.uow import UnitOfWork
@@ -482,12 +483,20 @@ def _with_blockers(
     application: App, uow: Any, actor: Actor, queue: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Each queued batch with why its release is blocked now (steps, audit-trail review, and
-    for a QP whether they are assigned to its master file)."""
-    who = actor if "qp" in actor.roles else None
+    for its signatory whether they are assigned to its master file), who signs it (the
+    family's `release_signatory`: `signatory`, `signatory_title`) and whether this actor may
+    (`may_sign`: "Sign…" is offered to that role only)."""
+    quality = application.quality
     for row in queue:
         batch = application.production.get(uow, row["batch_id"])
+        signatory = quality.signatory_for(uow, batch)
+        row["signatory"], row["signatory_title"] = signatory, signatory_title(signatory)
+        row["may_sign"] = quality.may_sign(actor, signatory) and can(
+            actor, Permission.RELEASE_DECIDE, site_id=batch.site_id
+        )
+        who = actor if quality.may_sign(actor, signatory) else None
         row["blockers"] = [
-            b.to_dict() for b in application.quality.records.release_blockers(uow, who, batch)
+            b.to_dict() for b in quality.records.release_blockers(uow, who, batch, signatory)
         ]
     return queue
 

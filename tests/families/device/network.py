@@ -31,6 +31,18 @@ PHARMACY = "GSTT-PH"
 PHARMACY_PRINTER, HOME_PRINTER = "FDM 1", "Home FDM 1"
 HOME_OPERATOR = "home-maker"
 HOME_PASSWORD = "carer-chosen-password-17"
+# the manufacturer's responsible person (UK MDR / EU MDR Art. 15) signs the release: at the
+# control site (the network), and one at the pharmacy (that site only), both named on the
+# master file, so a refusal of the second is its scope alone
+RP, RP_PHARMACY = "resp-person", "resp-person-ph"
+RP_PASSWORD = "responsible-chosen-password-23"  # chosen at first login (admin-set expires)
+
+
+def password_of(username: str) -> str:
+    """The password each of the device network's own accounts chose; the demo's otherwise."""
+    return {HOME_OPERATOR: HOME_PASSWORD, RP: RP_PASSWORD, RP_PHARMACY: RP_PASSWORD}.get(
+        username, fh.TEST_PASSWORD
+    )
 
 ENVELOPE: dict[str, Any] = {
     "qmax_ml_s": {"min": 10, "max": 50},
@@ -100,14 +112,19 @@ def build(app: App) -> dict[str, Any]:
         app.master_files.approve(uow, qp, mf.id, password=fh.TEST_PASSWORD, meaning="QP approval")
     with app.uow() as uow:
         app.master_files.make_effective(uow, qp, mf.id)
-    with app.uow() as uow:
-        request = app.master_files.assign_qp(
-            uow, admin, PRODUCT, qp.user_id, reason="the manufacturer's responsible person"
-        )
-    with app.uow() as uow:
-        app.users.decide_request(
-            uow, fh.actor(app, "admin-two"), request.id, approve=True, reason="named"
-        )
+    # the role granted by one control-site administrator, approved by the other (create_user)
+    for username, site in ((RP, "CTRL"), (RP_PHARMACY, PHARMACY)):
+        person = fh.create_user(app, username, ["responsible_person"], site)
+        with app.uow() as uow:
+            app.users.change_password(uow, username, fh.TEST_PASSWORD, RP_PASSWORD)
+        with app.uow() as uow:
+            request = app.master_files.assign_qp(
+                uow, admin, PRODUCT, person.user_id, reason="the manufacturer's responsible person"
+            )
+        with app.uow() as uow:
+            app.users.decide_request(
+                uow, fh.actor(app, "admin-two"), request.id, approve=True, reason="named"
+            )
     machines = {}
     for site, name, kind, serial in (
         (pharmacy, PHARMACY_PRINTER, FDM_PRINTER, "FDM-0001"),
@@ -177,6 +194,37 @@ def submit(app: App, body: dict[str, Any]) -> Any:
         [order] = app.orders.submit(uow, fh.actor(app, "clinician"), body)
         uow.session.expunge(order)
         return order
+
+
+def web_login(app: App, username: str) -> Any:
+    """A browser logged in as one of the device network's accounts (its own password)."""
+    from fastapi.testclient import TestClient
+
+    from nearfab.web.server import create_web_app
+
+    browser = TestClient(create_web_app(app))
+    answer = browser.post(
+        "/login",
+        data={
+            "username": username,
+            "password": password_of(username),
+            "csrf_token": fh.csrf(browser.get("/login").text),
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and "/login" not in answer.headers["location"], answer.text
+    return browser
+
+
+def release(app: App, batch_id: str, *, reason: str | None = None, signer: str = RP) -> None:
+    """The device build's release, signed by the responsible person (fh.release signs as the
+    QP, the medicines' signatory)."""
+    fh.prepare_release(app, batch_id)
+    with app.uow() as uow:
+        app.quality.decide(
+            uow, fh.actor(app, signer), batch_id, decision="release",
+            password=password_of(signer), meaning="responsible person release", reason=reason,
+        )  # fmt: skip
 
 
 def sign_home_record(app: App, batch_id: str) -> None:

@@ -25,14 +25,14 @@ world = fh.world_fixture(net.build)
 
 
 def _login(client: TestClient, username: str) -> dict[str, str]:
-    password = net.HOME_PASSWORD if username == net.HOME_OPERATOR else fh.TEST_PASSWORD
+    password = net.password_of(username)
     r = client.post("/api/v1/auth/token", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def _sign(username: str, **extra: Any) -> dict[str, Any]:
-    return {"password": fh.TEST_PASSWORD, "username": username, **extra}
+    return {"password": net.password_of(username), "username": username, **extra}
 
 
 def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
@@ -66,7 +66,7 @@ def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
         record["telemetry_summary"]
     )
     fh.prepare_release(app, batch_id)
-    ok = _sign("qp", decision="release", meaning="Responsible person: device released")
+    ok = _sign(net.RP, decision="release", meaning="Responsible person: device released")
     # the wrong role: a pharmacist may not release the device
     r = client.post(
         f"/api/v1/batches/{batch_id}/decision",
@@ -74,7 +74,7 @@ def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
         headers=_login(client, "pharmacist"),
     )
     assert r.status_code == 403, r.text
-    r = client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=qp)
+    r = client.post(f"/api/v1/batches/{batch_id}/decision", json=ok, headers=_login(client, net.RP))
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "released"
 
@@ -162,8 +162,8 @@ def test_the_cli_submits_releases_and_dispenses_a_flowmeter(
     )  # fmt: skip
     assert refused["error"]["code"] == "forbidden"
     released = cli(
-        "release", "sign", batch_id, "--decision", "release", "--user", "qp",
-        "--password", fh.TEST_PASSWORD, "--meaning", "Responsible person: device released",
+        "release", "sign", batch_id, "--decision", "release", "--user", net.RP,
+        "--password", net.RP_PASSWORD, "--meaning", "Responsible person: device released",
     )  # fmt: skip
     assert released["status"] == "released"
     [pack] = ch.units(app, batch_id)
@@ -199,15 +199,16 @@ def test_the_pages_take_a_pasted_prescription_release_and_dispense(world: fh.Bui
     # the core's batch record, in the family's words (ISO 13485)
     assert f"Device history record {fh.batch(app, batch_id).batch_number}" in page
     assert "Test coupon: critical dimensions" in page and "Flow check of every device" in page
-    queue = qp.get("/release").text
-    done = qp.post(
+    rp = net.web_login(app, net.RP)
+    queue = rp.get("/release").text
+    done = rp.post(
         f"/release/{batch_id}",
         data={
             "csrf_token": fh.csrf(queue),
             "decision": "release",
             "meaning": "Responsible person: device released",
-            "username": "qp",
-            "password": fh.TEST_PASSWORD,
+            "username": net.RP,
+            "password": net.RP_PASSWORD,
         },
     )
     assert done.status_code in (200, 303), done.text[:2000]

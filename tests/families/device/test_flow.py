@@ -80,7 +80,7 @@ def test_a_flowmeter_from_prescription_to_the_patient_at_the_pharmacy(world) -> 
     }
     # 132 mm of column and base at 0.2 mm layers: 660 layers
     assert record.measurements["layers"] == 660
-    fh.release(app, batch_id)
+    net.release(app, batch_id)
     assert fh.batch(app, batch_id).status == "released"
     # the records name the family's signatory (quality.kit.release_signatory), not a QP
     with app.uow() as uow:
@@ -127,7 +127,7 @@ def test_a_coupon_out_of_tolerance_is_not_released(world) -> None:
     assert "orifice_diameter_mm" in checks["coupon_metrology"]["detail"]
     fh.prepare_release(app, batch_id)
     with pytest.raises(Refused) as refused:  # not even with a reason: only by concession
-        fh.release(app, batch_id, reason="the coupon is only a little out")
+        net.release(app, batch_id, reason="the coupon is only a little out")
     assert refused.value.field == "exceptional"
     assert fh.batch(app, batch_id).status != "released"
 
@@ -148,7 +148,7 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
     assert refused.value.code == "build_approval_required"
     fh.assert_refusal_audited(app, refused.value, "job", job_id)
     assert fh.job(app, job_id).ticket is None
-    # the control site's responsible person approves it by issuing the ticket
+    # the control site's QP approves it by issuing the ticket
     with app.uow() as uow:
         app.production.issue_ticket(uow, fh.actor(app, "qp"), job_id)
     approval = fh.job(app, job_id).ticket["payload"]["build_approval"]
@@ -169,7 +169,7 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
             uow, fh.actor(app, "pharmacist"), batch_id, decision="release",
             password=fh.TEST_PASSWORD, meaning="release",
         )  # fmt: skip
-    fh.release(app, batch_id)
+    net.release(app, batch_id)
     [pack] = ch.units(app, batch_id)
     assert ch.dispense(app, pack).unit.status == "dispensed"
 

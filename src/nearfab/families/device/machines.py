@@ -53,7 +53,7 @@ FDM_PRINTER = "fdm_printer"
 SUPERVISED_PRINTER = "fdm_printer_supervised"
 # the site kinds whose builds the control site approves one by one, and by whom
 SUPERVISED_SITE_KINDS = frozenset({"home"})
-APPROVER_ROLE = "qp"  # the manufacturer's responsible person holds the release role (docs)
+APPROVER_ROLE = "qp"  # the control site's QP approves home builds (docs/device.md)
 
 FaultKind = Literal["under_extrusion", "temperature_drift", "layer_shift"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
@@ -359,7 +359,7 @@ class DeviceMachines:
 
     def build_approver(self, site_kind: str) -> str | None:
         """production.kit.build_approver: a build at a patient's home is approved, one by one,
-        by the control site's responsible person (the release role)."""
+        by the control site's QP (the responsible person signs the release, not the build)."""
         return APPROVER_ROLE if site_kind in SUPERVISED_SITE_KINDS else None
 
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedFdmPrinter:

@@ -5,7 +5,7 @@ core's batch record): the test coupon printed with it, gauged at its critical di
 the design's tolerances; each device's leak check and flow check on the site's rig; the visual
 inspection is a critical master-file step the operator signs and a second person verifies
 (the record is complete before release). The signatory is the manufacturer's responsible
-person (`release_signatory`; the core's release role, docs/device.md).
+person (`release_signatory` = the `responsible_person` role, docs/device.md).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class DeviceRelease:
 
     tests: Mapping[str, str] = TESTS
     # who signs the release (quality.kit.release_signatory): not a QP for a medical device
-    release_signatory = "responsible person"
+    release_signatory = "responsible_person"
     # a build that failed a test is nonconforming (ISO 13485 §8.3): released only by concession,
     # the exceptional route (the treating clinician's signed request and the signatory's)
     exceptional_release_only = True

@@ -29,7 +29,8 @@ from nearfab.identity.services.audit import audit
 from nearfab.uow import UnitOfWork
 
 # roles whose grant needs a second person's approval
-APPROVED_ROLES = frozenset({Role.QP.value, Role.ADMIN.value})
+# (the responsible person releases a device's batches as a QP a medicine's: granted alike)
+APPROVED_ROLES = frozenset({Role.QP.value, Role.ADMIN.value, Role.RESPONSIBLE_PERSON.value})
 # roles that act (change something); none may be held together with `auditor`
 ACTING_ROLES = frozenset(r.value for r in Role) - {Role.AUDITOR.value}
 ROLE_GRANT = "role_grant"

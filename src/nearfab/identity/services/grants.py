@@ -1,6 +1,7 @@
-"""Role grants and revocations, with separation of duties: `qp` and `admin` are requested by
-one administrator and approved by another (approvals.py keeps the requests), `auditor` holds
-no acting role and only a network administrator gives it."""
+"""Role grants and revocations, with separation of duties: `qp`, `admin` and
+`responsible_person` are requested by one administrator and approved by another (approvals.py
+keeps the requests), `auditor` holds no acting role and only a network administrator gives it
+(so does `responsible_person`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,17 @@ from nearfab.uow import UnitOfWork
 
 
 def check_reach(actor: Actor, roles: list[str], *, field: str) -> None:
-    """The auditor grant reads the whole network: only a network administrator gives it."""
+    """The auditor grant reads the whole network, and the responsible person signs for the
+    manufacturer: only a network administrator gives either."""
+    if Role.RESPONSIBLE_PERSON.value in roles and not is_network_wide(
+        actor, Permission.USERS_MANAGE
+    ):
+        raise Forbidden(
+            "the responsible person signs for the manufacturer: only an administrator of the "
+            "control site grants it",
+            field=field,
+            code="other_site",
+        )
     if Role.AUDITOR.value in roles and not is_network_wide(actor, Permission.USERS_MANAGE):
         raise Forbidden(
             "the auditor role reads every site: only an administrator of the control site "
@@ -99,7 +110,8 @@ class Grants:
         (role,) = known_roles([role])
         if role not in approvals.APPROVED_ROLES:
             raise ValidationFailed(
-                f"{role} is granted directly (only qp and admin need approval)", field="role"
+                f"{role} is granted directly (only qp, admin and responsible_person need approval)",
+                field="role",
             )
         if user.id == actor.user_id:
             raise Refused("you cannot ask for roles for yourself", field="user_id", code="self")
