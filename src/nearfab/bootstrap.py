@@ -389,6 +389,20 @@ def build_app(
     bus.subscribe(MonitoringModelsChanged, monitor.models_changed)
 
     replication = _replication(settings, engine, session_factory, clock)
+    if replication is not None:  # a site node: the control's decisions, its use cases refused
+        from nearfab.network.reads import control_site
+        from nearfab.replication.decisions import wire_site_node
+
+        with session_factory() as session:
+            hub = control_site(session)
+        wire_site_node(
+            replication,
+            hub.id if hub is not None else None,
+            recalls=custody_chain.recalls,
+            alerts=custody.packs,
+            quality=quality,
+            master_files=master_files,
+        )
 
     return App(
         settings=settings,

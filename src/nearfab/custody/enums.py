@@ -64,6 +64,9 @@ class AlertKind(StrEnum):
     SUSPECTED_FALSIFIED = "suspected_falsified"
     # a pack's record differs from what was signed at release: the database was tampered with
     INTEGRITY_FAILURE = "integrity_failure"
+    # a pack dispensed at a site node on what it last received, found recalled or rejected once
+    # the control site's records arrived: the patient must be contacted (docs/replication.md)
+    DISPENSED_THEN_RECALLED = "dispensed_then_recalled"
 
 
 class ContainerStatus(StrEnum):

@@ -35,3 +35,35 @@ def ledger_rows_after(connection: Connection, site_id: str, after_seq: int) -> l
         .order_by(table.c.seq)
     ).mappings()
     return [dict(row) for row in rows]
+
+
+def dispensed_since(session: Any, site_id: str, since: Any) -> list[dict[str, Any]]:
+    """Packs dispensed at `site_id` after `since`, each with what re-verifying it needs now:
+    the pack's and its batch's status and the patient to contact (replication's deferred
+    verification, docs/replication.md)."""
+    from nearfab.custody.models import Dispense, SerialUnit
+    from nearfab.orders.models import Patient
+    from nearfab.production.models import BatchRecord
+
+    rows = session.execute(
+        select(
+            SerialUnit.id,
+            SerialUnit.gtin,
+            SerialUnit.serial,
+            SerialUnit.batch_number,
+            SerialUnit.status,
+            BatchRecord.status,
+            Patient.ref,
+            Dispense.dispensed_at,
+        )
+        .join(Dispense, Dispense.unit_id == SerialUnit.id)
+        .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
+        .join(Patient, Patient.id == Dispense.patient_id)
+        .where(Dispense.site_id == site_id, Dispense.dispensed_at > since)
+        .order_by(Dispense.dispensed_at, SerialUnit.id)
+    )
+    keys = ("unit_id", "gtin", "serial", "batch_number", "status", "batch_status")
+    return [
+        {**dict(zip(keys, r[:6], strict=True)), "patient_ref": r[6], "dispensed_at": r[7]}
+        for r in rows
+    ]

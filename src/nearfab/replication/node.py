@@ -47,7 +47,12 @@ def start_inbox(
 
     def apply(messages: list[bytes]) -> object:
         with uow_factory() as uow:
-            return service.apply(uow, messages)
+            applied = service.apply(uow, messages)
+        if service.decisions is not None and applied.applied:
+            # a site node acts on what it now holds; a failure leaves the batch unacknowledged,
+            # so it comes again and the pass is retried (what was done is known by its audit row)
+            service.decisions.apply_pending(uow_factory)
+        return applied
 
     subscriber = InboxSubscriber(
         broker, apply, subscriptions, client_id=f"nearfab-inbox-{service.site_id}"

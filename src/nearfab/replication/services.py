@@ -118,6 +118,9 @@ class ReplicationService:
     def __init__(self, config: CaptureConfig) -> None:
         self.config = config
         self.site_id = config.site_id
+        # a site node: acts on the control's decisions after each batch received
+        # (decisions.ControlDecisions, set by bootstrap through decisions.wire_site_node)
+        self.decisions: Any = None
 
     # --- outbox ------------------------------------------------------------------------------
     def capture_now(self, uow: UnitOfWork) -> int:

@@ -1,0 +1,354 @@
+"""A site node acting on what the control site sent (docs/replication.md, "Applying the
+control's decisions"): a recall marks the site's packs through custody's recall service; packs
+the site dispensed on what it last received are re-verified once the control's records arrive
+(deferred verification), with an alert naming the patient to contact; and the use cases only
+the control site may run (QP release, master-file changes) are refused at a site node.
+
+Everything here is done by the system actor `system:replication`, each act with an audit row
+naming the control's record it applies (id and hash), in the transaction that acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+
+from nearfab.common.errors import DomainError, NotFound, Refused
+from nearfab.custody import CustodyAlert, SerialUnit
+from nearfab.custody.enums import AlertKind, UnitStatus
+from nearfab.custody.reads import dispensed_since
+from nearfab.identity import Actor, AuditAction, audit, system_actor
+from nearfab.identity.reads import audit_entries_on
+from nearfab.replication.logic import Record
+from nearfab.replication.models import OutboxRecord
+from nearfab.replication.services import OriginStatus, ReplicationService
+from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
+REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
+REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs re-verified through
+CONTROL_ONLY = "needs the control site: this node is a site node"
+# a pack in one of these states, or of a rejected batch, must not be with a patient
+NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
+
+
+class Recalls(Protocol):  # the part of custody's RecallService used here
+    def create(self, uow: UnitOfWork, actor: Actor, *, lot: str, reason: str) -> Any: ...
+
+
+class Alerts(Protocol):  # the part of custody's Packs used here
+    def raise_alert(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        kind: AlertKind,
+        scan: str,
+        message: str,
+        *,
+        unit: SerialUnit | None = None,
+    ) -> CustodyAlert: ...
+
+
+@dataclass
+class DecisionsResult:
+    """What one pass did: control records acted on, refused (id -> why), alerts raised."""
+
+    applied: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _problems(status: OriginStatus | None) -> list[str]:
+    if status is None:
+        return []
+    return [*status.forks, *status.altered, *status.chain_problems]
+
+
+def _contiguous(records: list[Record]) -> list[Record]:
+    """The records from seq 1 with no hole: what may be acted on (a decision after a gap
+    waits for the missing records, which may change it)."""
+    out = []
+    for expected, record in enumerate(records, start=1):
+        if record.seq != expected:
+            break
+        out.append(record)
+    return out
+
+
+def _time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class ControlDecisions:
+    """A site node's side of the control's decisions (`apply_pending`)."""
+
+    def __init__(
+        self,
+        service: ReplicationService,
+        control_site_id: str,
+        recalls: Recalls,
+        alerts: Alerts,
+    ) -> None:
+        self.service = service
+        self.control_site_id = control_site_id
+        self._recalls = recalls
+        self._alerts = alerts
+        # the system actor acting at this site on the control's signed decisions
+        self.actor = replace(system_actor("replication"), site_id=service.site_id)
+
+    def apply_pending(self, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult:
+        """Act once on every control record held and not yet acted on, in seq order, each in
+        its own transaction with its audit row; then re-verify the packs dispensed here since
+        the last pass. Records of an origin whose chain does not verify (fork, altered record,
+        broken link) are refused and named, once; a record after a gap waits for the gap to
+        fill. Safe to run again: what was acted on is known by its audit row."""
+        result = DecisionsResult()
+        origin = self.control_site_id
+        with uow_factory() as uow:
+            statuses = {s.origin_site: s for s in self.service.inbox_status(uow)}
+            records = self.service.received(uow, origin)
+            ids = [r.id for r in records]
+            done = {
+                (row.entity_type, row.entity_id)
+                for row in audit_entries_on(uow.session, {APPLIED_ENTITY: ids, REFUSED_ENTITY: ids})
+            }
+        problems = _problems(statuses.get(origin))
+        usable = _contiguous(records)
+        for record in usable:
+            if (APPLIED_ENTITY, record.id) in done:
+                continue
+            row = json.loads(record.payload) if record.kind == "audit" else {}
+            if not (row.get("entity_type") == "recall" and row.get("action") == "create"):
+                continue  # not a decision a site acts on in this slice (docs: "Not yet")
+            if problems:
+                if (REFUSED_ENTITY, record.id) not in done:
+                    self._refuse(uow_factory, record, row, problems[0])
+                result.refused[record.id] = problems[0]
+                continue
+            self._apply_recall(uow_factory, record, row)
+            result.applied.append(record.id)
+        horizon = _time(usable[-1].created_at) if usable and not problems else None
+        if horizon is not None:
+            result.alerts = self.reverify(uow_factory, horizon)
+        return result
+
+    # --- recalls -----------------------------------------------------------------------------
+    def _about(self, record: Record, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "origin_site": record.origin_site,
+            "record_id": record.id,
+            "record_hash": record.record_hash,
+            "audit_row_hash": record.chain_hash,
+            "entity_type": row.get("entity_type"),
+            "entity_id": row.get("entity_id"),
+            "decided_by": row.get("actor_name"),
+            "decided_at": row.get("at"),
+        }
+
+    def _refuse(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any], why: str
+    ) -> None:
+        log.warning("replication: %s not applied: %s", record.id, why)
+        with uow_factory() as uow:
+            audit(
+                uow,
+                self.actor,
+                AuditAction.REFUSE,
+                REFUSED_ENTITY,
+                record.id,
+                new=self._about(record, row),
+                reason=f"the control site's records do not verify: {why}",
+                site_id=self.service.site_id,
+            )
+            uow.commit()
+
+    def _apply_recall(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
+    ) -> None:
+        new = row.get("new") or {}
+        lot = str(new.get("lot") or "")
+        about = {**self._about(record, row), "lot": lot}
+        reason = (
+            f"control recall {row.get('entity_id')} (record {record.id}): "
+            f"{row.get('reason') or 'no reason given'}"
+        )
+        with uow_factory() as uow:
+            # the applied row goes first: the recall service commits, and so commits both
+            audit(
+                uow,
+                self.actor,
+                AuditAction.CREATE,
+                APPLIED_ENTITY,
+                record.id,
+                new={**about, "outcome": "recalled here"},
+                reason=reason,
+                site_id=self.service.site_id,
+            )
+            try:
+                self._recalls.create(uow, self.actor, lot=lot, reason=reason)
+                return
+            except NotFound:
+                outcome = "no lot or pack of it here"
+            except DomainError as exc:  # on record, not retried for ever
+                outcome = f"not applied here: {exc.message}"
+            uow.session.rollback()
+        # this site holds neither the lot nor a pack of it: nothing to mark, and on record
+        with uow_factory() as uow:
+            audit(
+                uow,
+                self.actor,
+                AuditAction.CREATE,
+                APPLIED_ENTITY,
+                record.id,
+                new={**about, "outcome": outcome},
+                reason=reason,
+                site_id=self.service.site_id,
+            )
+            uow.commit()
+
+    # --- deferred verification ---------------------------------------------------------------
+    def reverify(self, uow_factory: Callable[[], UnitOfWork], horizon: datetime) -> list[str]:
+        """Re-verify the packs dispensed here after the last pass's horizon and up to
+        `horizon` (the creation time of the newest control record held without a gap): each
+        was verified at dispense against what the site had then. A pack now recalled or
+        rejected, or of a rejected batch, raises an alert to the site's pharmacists naming
+        the patient to contact (once per pack). Packs dispensed after `horizon` wait for the
+        control's later records. Returns the alerts' ids."""
+        site = self.service.site_id
+        raised: list[str] = []
+        with uow_factory() as uow:
+            s = uow.session
+            since = self._reverified_through(uow)
+            if horizon <= since:
+                return raised
+            packs = [p for p in dispensed_since(s, site, since) if p["dispensed_at"] <= horizon]
+            if not packs:
+                return raised
+            alerted = set(
+                s.scalars(
+                    select(CustodyAlert.unit_id).where(
+                        CustodyAlert.kind == AlertKind.DISPENSED_THEN_RECALLED.value,
+                        CustodyAlert.unit_id.in_([p["unit_id"] for p in packs]),
+                    )
+                )
+            )
+            for pack in packs:
+                bad = pack["status"] in NOT_DISPENSABLE or pack["batch_status"] == "rejected"
+                if not bad or pack["unit_id"] in alerted:
+                    continue
+                now = pack["status"] if pack["status"] in NOT_DISPENSABLE else "of a rejected batch"
+                message = (
+                    f"pack {pack['serial']} (batch {pack['batch_number']}), dispensed "
+                    f"{pack['dispensed_at']:%Y-%m-%d %H:%M} UTC on this site's last received "
+                    f"records, is {now} by the control site: contact patient "
+                    f"{pack['patient_ref']}"
+                )
+                alert = self._alerts.raise_alert(
+                    uow,
+                    self.actor,
+                    AlertKind.DISPENSED_THEN_RECALLED,
+                    pack["serial"],
+                    message,
+                    unit=s.get(SerialUnit, pack["unit_id"]),
+                )
+                alert.detail = {**alert.detail, "patient_ref": pack["patient_ref"]}
+                raised.append(alert.id)
+            audit(
+                uow,
+                self.actor,
+                AuditAction.CREATE,
+                REVERIFIED_ENTITY,
+                site,
+                new={
+                    "since": since.isoformat(),
+                    "through": horizon.isoformat(),
+                    "packs": len(packs),
+                    "alerts": raised,
+                },
+                reason="packs dispensed on the site's last received records, re-verified",
+                site_id=site,
+            )
+            uow.commit()
+        return raised
+
+    def _reverified_through(self, uow: UnitOfWork) -> datetime:
+        """Where the last pass ended; before any pass, when this node began (its outbox's
+        first record): packs dispensed before it was a node are not its to re-verify."""
+        rows = audit_entries_on(uow.session, {REVERIFIED_ENTITY: [self.service.site_id]})
+        through = [_time(r.new["through"]) for r in rows if r.new and r.new.get("through")]
+        if through:
+            return max(through)
+        first = uow.session.scalar(
+            select(func.min(OutboxRecord.created_at)).where(
+                OutboxRecord.origin_site == self.service.site_id
+            )
+        )
+        if first is None:
+            return uow.clock.now()
+        return first if first.tzinfo is not None else first.replace(tzinfo=UTC)
+
+
+def alerts_for_site(uow: UnitOfWork, site_id: str) -> list[CustodyAlert]:
+    """The deferred-verification alerts raised at a site, newest first."""
+    return list(
+        uow.session.scalars(
+            select(CustodyAlert)
+            .where(
+                CustodyAlert.site_id == site_id,
+                CustodyAlert.kind == AlertKind.DISPENSED_THEN_RECALLED.value,
+            )
+            .order_by(CustodyAlert.raised_at.desc())
+        )
+    )
+
+
+# --- control-only use cases ------------------------------------------------------------------
+def refuse_control_only(target: Any, methods: Iterable[str], what: str) -> None:
+    """Replace `methods` of the service instance `target` with a refusal naming why: at a site
+    node these use cases wait for the control site (QP release, master-file changes). The
+    API, the CLI and the screens all call the same service, so all refuse the same way."""
+    for name in methods:
+        original = getattr(target, name)
+
+        @wraps(original)
+        def refused(*_args: Any, _what: str = what, **_kwargs: Any) -> Any:
+            raise Refused(f"{_what} {CONTROL_ONLY}", field="node", code="control_site_only")
+
+        setattr(target, name, refused)
+
+
+def wire_site_node(
+    service: ReplicationService,
+    control_site_id: str | None,
+    *,
+    recalls: Recalls,
+    alerts: Alerts,
+    quality: Any,
+    master_files: Any,
+) -> ControlDecisions | None:
+    """Bootstrap, for a site node: act on the control's decisions as they arrive
+    (`service.decisions`), and refuse the control site's use cases here."""
+    if control_site_id is None or control_site_id == service.site_id:
+        return None
+    decisions = ControlDecisions(service, control_site_id, recalls, alerts)
+    service.decisions = decisions
+    refuse_control_only(quality, ("decide",), "a QP release or rejection")
+    refuse_control_only(
+        master_files,
+        ("draft", "approve", "make_effective", "withdraw"),
+        "a master-file change",
+    )
+    return decisions
