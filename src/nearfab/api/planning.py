@@ -84,6 +84,25 @@ def make_plan(
         return application.scheduling.plan_scope(uow, actor).plan(version)
 
 
+class ForwardIn(BaseModel):
+    reason: str = Field(max_length=500)
+
+
+@router.post("/orders/{order_id}/move-forward", status_code=201, response_model=PlanOut)
+def move_forward(
+    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: ForwardIn,
+    actor: Annotated[Actor, allowed(Permission.PLAN_RUN)],
+    application: AppDep,
+) -> dict[str, Any]:
+    """Move an order forward: urgent, and the network replanned around it (urgent-order
+    trigger) in one transaction, with the reason on both audit rows. The new plan is shown
+    as the caller may read it."""
+    with application.uow() as uow:
+        version = application.scheduling.move_forward(uow, actor, order_id, reason=body.reason)
+        return application.scheduling.plan_scope(uow, actor).plan(version)
+
+
 # --- collections: starting material from the patient for a run (docs/scheduling.md) ---------
 
 OrderId = Annotated[str, Path(min_length=1, max_length=64)]

@@ -320,6 +320,11 @@ _ORDER_CHANGES: list[tuple[str, str, Callable[[Any, Any, str, str], Any]]] = [
         lambda app, uow, oid, why: app.scheduling.unschedule(uow, local_actor(), oid, reason=why),
     ),
     (
+        "move-forward",
+        "Make the order urgent and replan the network around it.",
+        lambda app, uow, oid, why: app.scheduling.move_forward(uow, local_actor(), oid, reason=why),
+    ),
+    (
         "replan",
         "Send a failed order back to planning.",
         lambda app, uow, oid, why: app.orders.replan(uow, local_actor(), oid, reason=why),

@@ -2,7 +2,7 @@
 line at the current time: planboard.py) and the planner's actions on it, each with a reason and
 through the services the API and CLI use: replan the network (`SchedulingService.replan`),
 take an order off its machine (`SchedulingService.unschedule`), and move an order forward
-(`NetworkPlanning.set_priority` urgent, then `replan` with the urgent-order trigger, in one
+(`SchedulingService.move_forward`: urgent, then replanned with the urgent-order trigger, in one
 transaction). plotly.js is served locally from the installed plotly package (never a CDN)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nearfab.common.errors import DomainError, require_reason
+from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission
 from nearfab.scheduling import PlanTrigger
 from nearfab.web import planboard
@@ -150,16 +150,6 @@ def unschedule(
     )
 
 
-def _forward(app: Any, uow: Any, actor: Actor, order_id: str, reason: str) -> None:
-    planning = app.scheduling.planning
-    if planning is not None:  # refuses another site's order (and a role that may not) first
-        planning.set_priority(uow, actor, order_id, "urgent")
-    require_reason(reason, "moving an order forward")
-    # one transaction: the priority's audit row and the new plan version (reason, trigger);
-    # a refusal (no reason, network planning off) keeps neither
-    app.scheduling.replan(uow, actor, reason, PlanTrigger.URGENT_ORDER)
-
-
 @router.post("/plan/orders/{order_id}/urgent")
 def move_forward(
     request: Request,
@@ -173,6 +163,6 @@ def move_forward(
         request,
         actor,
         csrf_token,
-        lambda app, uow: _forward(app, uow, actor, order_id, reason),
+        lambda app, uow: app.scheduling.move_forward(uow, actor, order_id, reason=reason),
         order_id,
     )

@@ -649,6 +649,24 @@ class SchedulingService:
         require_reason(reason, "replanning")
         return self.plan(uow, actor, trigger=trigger, reason=reason)
 
+    def move_forward(
+        self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str
+    ) -> PlanVersion:
+        """Move an order forward: it becomes urgent (the reason on its priority's audit row)
+        and the network is replanned with the urgent-order trigger, in one transaction. Refused
+        whole when planning is off, the order is another site's or the reason is missing."""
+        authorize(actor, Permission.PLAN_RUN)  # replanning the network is the planner's
+        if self.planning is None:
+            raise Refused(
+                "moving an order forward needs the network plan, which is off in this deployment",
+                field="order_id",
+                code="planning_off",
+            )
+        # the priority's permission and the order's site are checked before the reason
+        self.planning.set_priority(uow, actor, order_id, "urgent", reason=reason or None)
+        require_reason(reason, "moving an order forward")
+        return self.replan(uow, actor, reason, PlanTrigger.URGENT_ORDER)
+
     def refresh(
         self, uow: UnitOfWork, actor: Actor, *, reason: str | None = None
     ) -> PlanVersion | None:

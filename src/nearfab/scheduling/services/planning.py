@@ -280,7 +280,11 @@ class NetworkPlanning:
         order_id: str,
         priority: str,
         deliver_to: str | None = None,
+        *,
+        reason: str | None = None,
     ) -> OrderPlanning:
+        """An order's planning priority (routine or urgent) and where it is delivered; the
+        reason, when given, is kept on the audit row."""
         if priority not in {p.value for p in Priority}:
             raise ValidationFailed(
                 f"priority must be routine or urgent, not {priority!r}", field="priority"
@@ -308,6 +312,7 @@ class NetworkPlanning:
             order.id,
             old=old,
             new={"priority": row.priority, "deliver_to": row.deliver_to},
+            reason=reason,
         )
         return row
 
