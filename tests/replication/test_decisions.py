@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
+from tests.cli_helpers import run
+from tests.quality.release_helpers import token
 from tests.replication import test_replication_mqtt as base
 from tests.replication.test_replication_mqtt import _forged, repl, wait_for
 from tests.telemetry.test_mqtt import Broker
@@ -34,6 +38,7 @@ from nearfab.replication.decisions import (
     alerts_for_site,
 )
 from nearfab.telemetry import BrokerAddress
+from nearfab.web.server import create_web_app
 
 broker, nodes = base.broker, base.nodes  # the fixtures: a private Mosquitto, two nodes
 
@@ -274,3 +279,37 @@ def test_control_only_use_cases_are_refused_at_a_site_node(nodes: tuple[App, App
         site.master_files.approve(uow, fh.actor(site, "qp"), mf_id, password=fh.TEST_PASSWORD)
     # the control node is not refused (its decide is the service's own)
     assert type(control.quality).decide is control.quality.decide.__func__  # type: ignore[attr-defined]
+
+
+def test_the_api_and_the_cli_of_a_site_node_refuse_the_release_naming_why(
+    nodes: tuple[App, App],
+) -> None:
+    """The same refusal through the entry points a QP uses: the API answers 409 with the
+    reason, the CLI exits non-zero saying it; the batch stays awaiting its decision."""
+    site, _control = nodes
+    batch_id = fh.make_batch(site)
+    api = TestClient(create_web_app(site))
+    body = {
+        "decision": "release",
+        "password": fh.TEST_PASSWORD,
+        "meaning": "QP certification: batch released",
+        "username": "qp",
+    }
+    answer = api.post(f"/api/v1/batches/{batch_id}/decision", json=body, headers=token(site, "qp"))
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == {
+        "code": "control_site_only",
+        "field": "node",
+        "message": "a QP release or rejection needs the control site: this node is a site node",
+    }
+    out = run(
+        [
+            "release", "sign", batch_id, "--decision", "release", "--user", "qp",
+            "--password", fh.TEST_PASSWORD, "--meaning", "QP certification: batch released",
+        ],
+        env={"NEARFAB_NODE_SITE": "GSTT-PH"},
+        data_dir=Path(site.settings.data_dir),
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "needs the control site: this node is a site node" in out.stdout + out.stderr
+    assert fh.batch(site, batch_id).status == "completed"
