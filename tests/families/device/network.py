@@ -44,6 +44,7 @@ def password_of(username: str) -> str:
         username, fh.TEST_PASSWORD
     )
 
+
 ENVELOPE: dict[str, Any] = {
     "qmax_ml_s": {"min": 10, "max": 50},
     "sizes": {
