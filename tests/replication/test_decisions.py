@@ -9,6 +9,7 @@ tables read directly (its packs, its dispenses), never from the replication code
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -281,11 +282,12 @@ def test_control_only_use_cases_are_refused_at_a_site_node(nodes: tuple[App, App
     assert type(control.quality).decide is control.quality.decide.__func__  # type: ignore[attr-defined]
 
 
-def test_the_api_and_the_cli_of_a_site_node_refuse_the_release_naming_why(
+def test_the_api_the_cli_and_the_screen_of_a_site_node_refuse_the_release_naming_why(
     nodes: tuple[App, App],
 ) -> None:
     """The same refusal through the entry points a QP uses: the API answers 409 with the
-    reason, the CLI exits non-zero saying it; the batch stays awaiting its decision."""
+    reason, the CLI exits non-zero saying it, the release screen shows it; the batch stays
+    awaiting its decision."""
     site, _control = nodes
     batch_id = fh.make_batch(site)
     api = TestClient(create_web_app(site))
@@ -312,4 +314,15 @@ def test_the_api_and_the_cli_of_a_site_node_refuse_the_release_naming_why(
     )  # fmt: skip
     assert out.returncode != 0
     assert "needs the control site: this node is a site node" in out.stdout + out.stderr
+    # the release screen: the QP's signing form answers with the reason, nothing signed
+    qp = fh.web_login(site, "qp")
+    queue = qp.get("/release").text
+    form = {"csrf_token": fh.csrf(queue), **body}
+    page = qp.post(f"/release/{batch_id}", data=form)
+    assert page.status_code == 409
+    number = fh.batch(site, batch_id).batch_number
+    assert (
+        f"Batch {number} not signed: a QP release or rejection needs the control site: "
+        "this node is a site node"
+    ) in html.unescape(page.text)
     assert fh.batch(site, batch_id).status == "completed"
