@@ -218,11 +218,11 @@ def test_a_pack_dispensed_offline_and_recalled_meanwhile_raises_an_alert_naming_
     inbox = start_inbox(repl(site), site.uow, address, control_site_id=repl(control).site_id)
     try:
         broker.stop()  # the site is cut off
-        site.clock.sleep(60)  # type: ignore[attr-defined]
+        site.clock.sleep(60)
         to_recall, stays_good = units(site, recalled_batch)[0], units(site, good_batch)[0]
         patient = dispense(site, to_recall)
         other_patient = dispense(site, stays_good)
-        site.clock.sleep(60)  # type: ignore[attr-defined]
+        site.clock.sleep(60)
         recall_at_control(control, HC_LOT)  # meanwhile, at the control site
         with site.uow() as uow:
             assert not alerts_for_site(uow, repl(site).site_id)  # the site cannot know yet
@@ -326,3 +326,14 @@ def test_the_api_the_cli_and_the_screen_of_a_site_node_refuse_the_release_naming
         "this node is a site node"
     ) in html.unescape(page.text)
     assert fh.batch(site, batch_id).status == "completed"
+    # the master file's screen: the approval form answers with the same reason
+    mf_id = fh.master_file_id(site, HYDROCORTISONE)
+    version = qp.get(f"/master-files/{mf_id}").text
+    answer_page = qp.post(
+        f"/master-files/{mf_id}/approve",
+        data={"csrf_token": fh.csrf(version), "password": fh.TEST_PASSWORD, "username": "qp"},
+    )
+    assert (
+        "Refused: a master-file change needs the control site: this node is a site node"
+        in html.unescape(answer_page.text)
+    )
