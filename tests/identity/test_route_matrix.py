@@ -753,6 +753,12 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/qa/change-controls/{change_id}/implement"): Call(
         P.MASTER_FILE_EFFECTIVE, body=lambda w: {}, network_only=True
     ),
+    # master-file pages (web/masterfiles.py): every role reads; only a control-site QP approves
+    ("GET", "/master-files"): Call(P.MASTER_FILE_READ),
+    ("GET", "/master-files/{mf_id}"): Call(P.MASTER_FILE_READ),
+    ("POST", "/master-files/{mf_id}/approve"): Call(
+        P.MASTER_FILE_APPROVE, body=lambda w: {"password": ""}, network_only=True
+    ),
     ("POST", "/proficiency/rounds"): Call(
         P.PROFICIENCY_ROUND, body=lambda w: {"master_file_code": ""}, network_only=True
     ),

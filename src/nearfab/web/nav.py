@@ -35,6 +35,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/plan", "Plan", ("/plan",)),
     ("/comparability", "Comparability", ("/comparability",)),
     ("/qa", "Quality", ("/qa",)),
+    ("/master-files", "Master files", ("/master-files",)),
     ("/audit", "Audit", ("/audit",)),
     ("/api/docs", "API", ("/api/docs",)),
     ("/users", "Users", ("/users", "/security")),

@@ -43,6 +43,7 @@ from nearfab.web.comparability import router as comparability_pages
 from nearfab.web.custody import router as custody_pages
 from nearfab.web.doses import router as dose_pages
 from nearfab.web.exceptional import router as exceptional_pages
+from nearfab.web.masterfiles import router as master_file_pages
 from nearfab.web.monitoring import router as monitoring_pages
 from nearfab.web.nav import menu as _menu  # noqa: F401 - the main menu's template global
 from nearfab.web.orders import router as order_pages
@@ -131,6 +132,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(comparability_pages)
     web.include_router(qa_pages)
     web.include_router(change_control_pages)  # master-file change control, under /qa
+    web.include_router(master_file_pages)  # versions and their QP approval
     web.include_router(dose_pages)  # observations and dose proposals of an order
     web.include_router(vigilance_pages)  # adverse events reported and traced
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
