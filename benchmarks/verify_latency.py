@@ -26,9 +26,11 @@ Two measurements per concurrency:
 And first, without HTTP (`in_process`, `--in-process N`): N verifications called directly on
 a freshly built app, each of a pack of a different batch (`cold`: the caches empty), then the
 same N again (`warm`), with their SQL statements counted, against the pack's bare look-up by
-GTIN and serial (`lookup_p50_ms`): where the time of a first scan of a batch goes; and N
-look-ups of a bearer token (`token_p50_ms`, `token_statements`), which every API request
-makes before its route runs and the bare endpoint does not.
+GTIN and serial (`lookup_p50_ms`): where the time of a first scan of a batch goes; their CPU
+time per verification (`cold_cpu_ms`, `warm_cpu_ms`: this thread's, steadier than the wall
+clock on a shared machine); and N look-ups of a bearer token (`token_p50_ms`,
+`token_statements`), which every API request makes before its route runs and the bare
+endpoint does not.
 
 The load generator is one asyncio process with pre-built request bytes (HTTP/1.1 keep-alive),
 so it takes little of the two cores from the server. The server is uvicorn (h11; httptools
@@ -39,7 +41,7 @@ the machine.
 
     python benchmarks/verify_latency.py --json [--units 1000000] [--batches 5000]
         [--clients 16 64] [--workers 1 2] [--seconds 5] [--load 0.5] [--in-process 300]
-        [--smoke]
+        [--smoke] [--no-http]
 """
 
 from __future__ import annotations
@@ -278,6 +280,14 @@ def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
         assert answer.status.value == "ok", answer
         return elapsed, statements[0] - before
 
+    def cpu_ms(run: Any) -> float:
+        """CPU milliseconds of this thread per verification over the whole run: what the
+        wall-clock p50 says on an idle machine, steadier on a shared one (the group-commit
+        log writer's thread is not counted)."""
+        t = time.thread_time()
+        run()
+        return round((time.thread_time() - t) * 1000 / max(1, len(picked)), 3)
+
     def lookup(scan: str) -> float:
         ident = parse_scan(scan)
         t = time.perf_counter()
@@ -299,8 +309,10 @@ def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
             app.users.actor_for_token(uow, token, kind="api")
         return time.perf_counter() - t, statements[0] - before
 
-    cold = [timed(s) for s in picked]
-    warm = [timed(s) for s in picked]
+    cold: list[tuple[float, int]] = []
+    warm: list[tuple[float, int]] = []
+    cold_cpu = cpu_ms(lambda: cold.extend(timed(s) for s in picked))
+    warm_cpu = cpu_ms(lambda: warm.extend(timed(s) for s in picked))
     base = [lookup(s) for s in picked]
     tokens = [resolve() for _ in picked]
     app.custody.flush_verification_log()
@@ -315,6 +327,7 @@ def in_process(data_dir: Path, scans: list[str], n: int) -> dict[str, Any]:
         times = [t for t, _ in runs]
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = ms(times, 0.5), ms(times, 0.99)
         out[f"{name}_statements"] = round(sum(c for _, c in runs) / len(runs), 2)
+    out["cold_cpu_ms"], out["warm_cpu_ms"] = cold_cpu, warm_cpu
     out["lookup_p50_ms"] = ms(base, 0.5)
     out["token_p50_ms"] = ms([t for t, _ in tokens], 0.5)
     out["token_statements"] = round(sum(c for _, c in tokens) / max(1, len(tokens)), 2)
@@ -498,6 +511,9 @@ def main() -> None:
         "--in-process", type=int, default=300, help="verifications timed without HTTP (0: none)"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run (tests)")
+    parser.add_argument(
+        "--no-http", action="store_true", help="only the in-process figures (no server, no load)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.units, args.batches, args.clients, args.workers = 60, 6, [2], [1]
@@ -546,7 +562,7 @@ def main() -> None:
     }
     ctx = multiprocessing.get_context("spawn")
     prechecked = 0  # verifications made before the load, to check the packs verify
-    for workers in args.workers:
+    for workers in [] if args.no_http else args.workers:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
