@@ -75,6 +75,10 @@ class Call:
     fresh_token: bool = False  # the call ends the session it runs in (logout)
     victim: bool = False  # {user_id} is a bystander at site A, not one of the callers
     network_only: bool = False  # only control-site holders of the role may (network-level)
+    # a release decision on the world's batch, a medicine: of the roles holding release.decide
+    # only its family's signatory (the QP) signs; the responsible person (a device's) is
+    # refused 403 wrong_signatory once the site is checked (quality.services decide)
+    signatory: bool = False
     path_ids: Callable[[World], dict[str, str]] | None = None  # path values besides w.ids
 
 
@@ -304,6 +308,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/batches/{batch_id}/decision"): Call(
         P.RELEASE_DECIDE,
         True,
+        signatory=True,
         body=lambda w: {
             "decision": "reject",
             "username": ME,
@@ -329,7 +334,7 @@ ROUTES: dict[tuple[str, str], Call] = {
         P.LAB_RESULT_ENTER, True, body=lambda w: {"results": {"x": 1}, "method": "m"} | _sign(w)
     ),
     ("POST", "/api/v1/batches/{batch_id}/exceptional-release/certify"): Call(
-        P.RELEASE_DECIDE, True, body=lambda w: {"reason": ""} | _sign(w)
+        P.RELEASE_DECIDE, True, body=lambda w: {"reason": ""} | _sign(w), signatory=True
     ),
     ("GET", "/api/v1/notices"): Call(P.NOTICE_READ),
     ("POST", "/api/v1/notices/{notice_id}/acknowledge"): Call(P.NOTICE_ACKNOWLEDGE),
@@ -586,6 +591,7 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/release/{batch_id}"): Call(
         P.RELEASE_DECIDE,
         True,
+        signatory=True,
         body=lambda w: {
             "decision": "reject",
             "meaning": "m",
@@ -662,7 +668,7 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/batches/{batch_id}/exceptional-release"): Call(P.ORDER_READ, True),
     ("POST", "/batches/{batch_id}/exceptional-release/certify"): Call(
-        P.RELEASE_DECIDE, True, body=lambda w: {"reason": "", "password": "m"}
+        P.RELEASE_DECIDE, True, body=lambda w: {"reason": "", "password": "m"}, signatory=True
     ),
     ("GET", "/notices"): Call(P.NOTICE_READ),
     ("POST", "/notices/{notice_id}/acknowledge"): Call(P.NOTICE_ACKNOWLEDGE, body=lambda w: {}),
@@ -1042,8 +1048,8 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
     for role in Role:
         for where, code in WHERE.items():
             username = f"{role.value}-{where}"
-            # qp and admin: requested by the demo admin, approved by a second one
-            privileged = role.value in ("qp", "admin")
+            # qp, admin, responsible_person: requested by the demo admin, approved by a second
+            privileged = role.value in ("qp", "admin", "responsible_person")
             with app.uow() as uow:
                 made = app.users.create_user(
                     uow,
@@ -1078,6 +1084,8 @@ def _expect(call: Call, role: str, where: str) -> str:
         return "refused"  # the auditor grant reads the network (network-level reports)
     if call.scoped and where == "b" and role != Role.AUDITOR.value:
         return "other_site"
+    if call.signatory and role == Role.RESPONSIBLE_PERSON.value:
+        return "wrong_signatory"
     return "allowed"
 
 
@@ -1195,6 +1203,9 @@ def test_11_10_g_every_page_allows_and_denies_as_the_matrix_says(
             )
         elif expected == "other_site":
             ok = r.status_code == 404
+        elif expected == "wrong_signatory":
+            # the refusal names the role needed (the world's batch is a medicine: the QP)
+            ok = r.status_code == 403 and "(role qp)" in r.text
         else:
             ok = r.status_code not in (401, 403, 404)
         if not ok:
