@@ -108,12 +108,14 @@ def certify(
             )
     except DomainError as exc:
         shown = hidden(exc, batch_id)
-        if shown is not exc or exc.code == "forbidden":
+        # the wrong role (a QP for a device's batch): not allowed, as the release queue says
+        not_allowed = exc.code in ("forbidden", "wrong_signatory")
+        if shown is not exc or not_allowed:
             return render(
                 request,
                 "not_found.html",
                 actor,
-                title="Not allowed" if exc.code == "forbidden" else None,
+                title="Not allowed" if not_allowed else None,
                 error=shown.message,
                 status_code=shown.http_status,
             )
