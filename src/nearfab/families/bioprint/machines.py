@@ -26,13 +26,11 @@ seconds per unit).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-
-from nearfab.common.clock import Clock
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
@@ -40,21 +38,22 @@ from nearfab.production.kit import (
     TwinSetup,
     check_document_keys,
     check_fault_kind,
-    check_machine_type,
     metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
-    MachineAdapter,
     RunResult,
     TelemetryReading,
-    TelemetrySink,
     UnitMeasurement,
-    admit_ticket,
     ticket_number,
     ticket_setpoints,
 )
 from nearfab.production.tickets import SignedTicket, TicketRejected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.twin import TwinArguments
 
 FAMILY = "bioprint"
 EXTRUSION_BIOPRINTER = "extrusion_bioprinter"
@@ -136,45 +135,22 @@ def _design(payload: Mapping[str, Any]) -> tuple[int, float]:
     return constructs, ieq
 
 
-class SimulatedExtrusionBioprinter:
+class SimulatedExtrusionBioprinter(Twin):
     """A digital twin of a pneumatic extrusion bioprinter (module docstring)."""
+
+    fault_check = staticmethod(check_fault)
 
     def __init__(
         self,
         machine_id: str,
         *,
-        firmware: str,
-        control_public_key_pem: str,
-        clock: Clock,
-        seed: int | None = None,
-        faults: Sequence[Fault] = (),
         seconds_per_construct: float = 60.0,
-        telemetry: TelemetrySink | None = None,
         noise: bool = True,
+        **twin: Unpack[TwinArguments],
     ) -> None:
-        for fault in faults:
-            check_fault(fault)
-        self.machine_id = machine_id
-        self.firmware = firmware
-        self._public_key_pem = control_public_key_pem
-        self.clock = clock
-        self._rng = np.random.default_rng(seed)
-        self._faults: list[Fault] = list(faults)
-        self._executed: set[str] = set()
+        super().__init__(machine_id, **twin)
         self.seconds_per_construct = float(seconds_per_construct)
-        self.telemetry = telemetry
         self.noise = noise
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        return tuple(self._faults)
-
-    def inject_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-        self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
 
     def _normal(self) -> float:
         return float(self._rng.standard_normal()) if self.noise else 0.0
@@ -197,23 +173,15 @@ class SimulatedExtrusionBioprinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self.clock
-        admit_ticket(
-            ticket,
-            self._public_key_pem,
-            machine_id=self.machine_id,
-            now=clock.now(),
-            executed=self._executed,
-        )
+        self.admit(ticket)
         constructs, target_ieq = _design(ticket.payload)
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
-        self._executed.add(ticket.ticket_hash)
-        run_id = str(ticket.payload.get("job_id") or ticket.ticket_hash[:32])
-        sink = self.telemetry
-        started_at = clock.now()
-        events = ["ticket verified", f"print started: {constructs} constructs, {target_ieq:g} IEQ"]
-        events.extend(f"fault injected: {fault.describe()}" for fault in self._faults)
-        if sink is not None:
-            sink.run_started(run_id)
+        self.mark_run(ticket)
+        log = TwinRun(
+            self,
+            ticket,
+            ["ticket verified", f"print started: {constructs} constructs, {target_ieq:g} IEQ"],
+        )
         readings: list[TelemetryReading] = []
         units: list[UnitMeasurement] = []
         per_construct = target_ieq / constructs
@@ -247,21 +215,8 @@ class SimulatedExtrusionBioprinter:
             read(CONSTRUCT_VIABILITY, viability * 100.0)
             ieq = max(0.0, per_construct * (1.0 + IEQ_CV * self._normal()))
             units.append(UnitMeasurement(index, clock.now(), {"ieq": ieq, VIABILITY: viability}))
-            if sink is not None:
-                sink.readings(run_id, readings[first:])
-        events.append(f"print finished: {constructs} constructs crosslinked")
-        if sink is not None:
-            sink.run_ended(run_id, True)
-        return RunResult(
-            machine_id=self.machine_id,
-            firmware=self.firmware,
-            ticket_hash=ticket.ticket_hash,
-            started_at=started_at,
-            finished_at=clock.now(),
-            units=tuple(units),
-            telemetry=tuple(readings),
-            events=tuple(events),
-        )
+            log.stream(readings[first:])
+        return log.finish(units, readings, f"print finished: {constructs} constructs crosslinked")
 
 
 def _number_at(value: Any, where: str, *, high: float | None = None) -> float:
@@ -277,11 +232,13 @@ def _number_at(value: Any, where: str, *, high: float | None = None) -> float:
     return float(value)
 
 
-class BioprintMachines:
+class BioprintMachines(FamilyMachines):
     """Extrusion bioprinters: their twin, metrics, faults and the batch record's print."""
 
+    family = FAMILY
     machine_types: tuple[str, ...] = (EXTRUSION_BIOPRINTER,)
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_check = staticmethod(check_fault)
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
@@ -290,23 +247,12 @@ class BioprintMachines:
             **metric_specs(IN_PROCESS, cpp=False),
         }
 
-    def check_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedExtrusionBioprinter:
-        check_machine_type(FAMILY, self.machine_types, machine)
         return SimulatedExtrusionBioprinter(
             machine.id,
-            firmware=machine.firmware,
-            control_public_key_pem=setup.control_public_key_pem,
-            clock=setup.clock,
-            seed=setup.seed,
+            **self.twin_arguments(machine, setup),
             seconds_per_construct=setup.seconds_per_unit,
-            telemetry=setup.telemetry,
         )
-
-    def connect(self, machine: Machine) -> MachineAdapter | None:
-        return None  # a real bioprinter is registered by its site's gateway
 
     def design_summary(self, design: Mapping[str, Any]) -> str:
         if not design:

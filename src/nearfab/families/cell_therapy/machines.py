@@ -40,12 +40,9 @@ follow the model exactly (no donor or measurement variation).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-
-from nearfab.common.clock import Clock
 from nearfab.common.errors import ValidationFailed
 from nearfab.families.cell_therapy.logic.design import sci
 from nearfab.families.cell_therapy.logic.growth import (
@@ -55,6 +52,7 @@ from nearfab.families.cell_therapy.logic.growth import (
     logistic_fraction,
     step,
 )
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
@@ -62,21 +60,22 @@ from nearfab.production.kit import (
     TwinSetup,
     check_document_keys,
     check_fault_kind,
-    check_machine_type,
     metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
-    MachineAdapter,
     RunResult,
     TelemetryReading,
-    TelemetrySink,
     UnitMeasurement,
-    admit_ticket,
     ticket_number,
     ticket_setpoints,
 )
 from nearfab.production.tickets import SignedTicket, TicketRejected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.twin import TwinArguments
 
 FAMILY = "cell_therapy"
 CELL_MICRO_FACTORY = "cell_micro_factory"
@@ -267,53 +266,28 @@ def _design(payload: Mapping[str, Any]) -> _Culture:
     return _Culture(design)
 
 
-class SimulatedCellMicroFactory:
+class SimulatedCellMicroFactory(Twin):
     """A digital twin of a closed automated cell micro-factory (module docstring)."""
+
+    fault_check = staticmethod(check_fault)
 
     def __init__(
         self,
         machine_id: str,
         *,
-        firmware: str,
-        control_public_key_pem: str,
-        clock: Clock,
-        seed: int | None = None,
-        faults: Sequence[Fault] = (),
         seconds_per_day: float = 60.0,
         sample_every_s: float = 10.0,
-        telemetry: TelemetrySink | None = None,
         noise: bool = True,
+        **twin: Unpack[TwinArguments],
     ) -> None:
         if not seconds_per_day > 0:
             raise ValidationFailed("seconds_per_day must be positive", field="seconds_per_day")
         if not sample_every_s > 0:
             raise ValidationFailed("sample_every_s must be positive", field="sample_every_s")
-        for fault in faults:
-            check_fault(fault)
-        self.machine_id = machine_id
-        self.firmware = firmware
-        self._public_key_pem = control_public_key_pem
-        self.clock = clock
-        self._rng = np.random.default_rng(seed)
-        self._faults: list[Fault] = list(faults)
-        self._executed: set[str] = set()  # a ticket authorises one run, never a replay
+        super().__init__(machine_id, **twin)
         self.seconds_per_day = float(seconds_per_day)
         self.sample_every_s = float(sample_every_s)
-        self.telemetry = telemetry
         self.noise = noise
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        return tuple(self._faults)
-
-    def inject_fault(self, fault: Fault) -> None:
-        """Make every following run suffer `fault` (like a real fault, it persists)."""
-        check_fault(fault)
-        self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        """Maintenance: the machine is healthy again."""
-        self._faults.clear()
 
     @property
     def samples_per_day(self) -> int:
@@ -346,17 +320,10 @@ class SimulatedCellMicroFactory:
     # -- the run ----------------------------------------------------------------------------
 
     def execute(self, ticket: SignedTicket) -> RunResult:
-        clock = self.clock
-        admit_ticket(
-            ticket,
-            self._public_key_pem,
-            machine_id=self.machine_id,
-            now=clock.now(),
-            executed=self._executed,
-        )
+        self.admit(ticket)
         culture = _design(ticket.payload)
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
-        self._executed.add(ticket.ticket_hash)
+        self.mark_run(ticket)
         return _Run(self, culture, setpoints, ticket).run()
 
 
@@ -376,7 +343,6 @@ class _Run:
         self.oxygen_set = float(setpoints[DISSOLVED_OXYGEN].target)
         self.units = {metric: str(setpoints[metric].unit) for metric in setpoints}
         self.ticket = ticket
-        self.run_id = str(ticket.payload.get("job_id") or ticket.ticket_hash[:32])
         self.viable = culture.seed_cells
         self.dead = culture.seed_cells * (1.0 - SEED_VIABILITY) / SEED_VIABILITY
         self.glucose = GLUCOSE_FEED_MMOL_L
@@ -478,19 +444,17 @@ class _Run:
         rate = growth_rate_per_day(doubling_h)
         per_day = twin.samples_per_day
         hours = 24.0 / per_day
-        sink = twin.telemetry
-        self.events.extend(
+        log = TwinRun(
+            twin,
+            self.ticket,
             [
                 "ticket verified",
                 f"run started: {sci(culture.seed_cells)} viable cells seeded in "
                 f"{culture.volume_ml:g} mL; harvest at {sci(culture.harvest_cells)} viable "
                 f"cells, day {culture.days_min}–{culture.days_max}",
-            ]
+            ],
         )
-        self.events.extend(f"fault injected: {fault.describe()}" for fault in twin.faults)
-        started_at = clock.now()
-        if sink is not None:
-            sink.run_started(self.run_id)
+        self.events = log.events
         counted, viability = self._daily_count()  # at seeding
         harvest: tuple[float, float] | None = None
         stop: str | None = None
@@ -516,8 +480,7 @@ class _Run:
                     break
             day += 1
             counted, viability = self._daily_count()
-            if sink is not None:  # live, a day's worth at a time
-                sink.readings(self.run_id, self.telemetry[first:])
+            log.stream(self.telemetry[first:])  # live, a day's worth at a time
             grown = counted >= culture.harvest_cells * (1 - 1e-9)
             if stop is None and day >= culture.days_min and grown:
                 harvest = counted, viability
@@ -533,20 +496,12 @@ class _Run:
                     f"{sci(culture.harvest_cells)}"
                 )
             units = self._fill(day, *harvest)
-        finished_at = clock.now()
         filled = f"{len(units)} bag{'' if len(units) == 1 else 's'} filled"
-        self.events.append(f"run finished: {day} days of culture, {filled}")
-        if sink is not None:
-            sink.run_ended(self.run_id, stop is None)
-        return RunResult(
-            machine_id=twin.machine_id,
-            firmware=twin.firmware,
-            ticket_hash=self.ticket.ticket_hash,
-            started_at=started_at,
-            finished_at=finished_at,
-            units=tuple(units),
-            telemetry=tuple(self.telemetry),
-            events=tuple(self.events),
+        return log.finish(
+            units,
+            self.telemetry,
+            f"run finished: {day} days of culture, {filled}",
+            ok=stop is None,
         )
 
     def _fill(self, day: int, counted: float, viability: float) -> list[UnitMeasurement]:
@@ -613,11 +568,13 @@ def expected_density_per_day(design: Mapping[str, Any], days: int) -> list[float
     return [logistic_cells(seed, capacity, rate, day) / volume for day in range(days + 1)]
 
 
-class CellTherapyMachines:
+class CellTherapyMachines(FamilyMachines):
     """Cell micro-factories: their twin, metrics, faults and the batch record's culture."""
 
+    family = FAMILY
     machine_types: tuple[str, ...] = (CELL_MICRO_FACTORY,)
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_check = staticmethod(check_fault)
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
@@ -626,26 +583,14 @@ class CellTherapyMachines:
             **metric_specs(IN_PROCESS, cpp=False),
         }
 
-    def check_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedCellMicroFactory:
-        check_machine_type(FAMILY, self.machine_types, machine)
         return SimulatedCellMicroFactory(
             machine.id,
-            firmware=machine.firmware,
-            control_public_key_pem=setup.control_public_key_pem,
-            clock=setup.clock,
-            seed=setup.seed,
+            **self.twin_arguments(machine, setup),
             # a culture day is the twin's unit of machine work (module docstring)
             seconds_per_day=setup.seconds_per_unit,
             sample_every_s=setup.sample_every_s,
-            telemetry=setup.telemetry,
         )
-
-    def connect(self, machine: Machine) -> MachineAdapter | None:
-        # a real micro-factory is reached through its site's gateway, which registers it
-        return None
 
     def design_summary(self, design: Mapping[str, Any]) -> str:
         if not design:

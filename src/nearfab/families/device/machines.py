@@ -12,13 +12,10 @@ the in-line checks: each device's leak and flow check, the coupon's critical dim
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-
-from nearfab.common.clock import Clock
 from nearfab.common.errors import ValidationFailed
 from nearfab.families.device.geometry import (
     LAYER_MM,
@@ -26,6 +23,7 @@ from nearfab.families.device.geometry import (
     design_file,
     print_time_s,
 )
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
@@ -33,20 +31,22 @@ from nearfab.production.kit import (
     TwinSetup,
     check_document_keys,
     check_fault_kind,
-    check_machine_type,
     metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
-    MachineAdapter,
     RunResult,
     TelemetryReading,
-    TelemetrySink,
     UnitMeasurement,
     admit_ticket,
     ticket_setpoints,
 )
 from nearfab.production.tickets import SignedTicket, TicketRejected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.twin import TwinArguments
 
 FAMILY = "device"
 FDM_PRINTER = "fdm_printer"
@@ -146,53 +146,30 @@ def admit_build(
     return design, data
 
 
-class SimulatedFdmPrinter:
+class SimulatedFdmPrinter(Twin):
     """A digital twin of an FDM printer (and of its site's leak/flow rig and coupon gauge)."""
+
+    fault_check = staticmethod(check_fault)
 
     def __init__(
         self,
         machine_id: str,
         *,
-        firmware: str,
-        control_public_key_pem: str,
-        clock: Clock,
         supervised: bool = False,
-        seed: int | None = None,
-        faults: Sequence[Fault] = (),
         sample_every_s: float = 10.0,
-        telemetry: TelemetrySink | None = None,
+        **twin: Unpack[TwinArguments],
     ) -> None:
-        for fault in faults:
-            check_fault(fault)
-        self.machine_id = machine_id
-        self.firmware = firmware
+        super().__init__(machine_id, **twin)
         self.supervised = supervised
-        self._key = control_public_key_pem
-        self._clock = clock
-        self._rng = np.random.default_rng(seed)
-        self._faults: list[Fault] = list(faults)
-        self._executed: set[str] = set()
         self.sample_every_s = float(sample_every_s)
-        self.telemetry = telemetry
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        return tuple(self._faults)
-
-    def inject_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-        self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
 
     def _severity(self, kind: str) -> float:
         return sum(f.severity for f in self._faults if f.kind == kind)
 
     def execute(self, ticket: SignedTicket) -> RunResult:
-        clock = self._clock
+        clock = self.clock
         design, _ = admit_build(
-            ticket, self._key, machine_id=self.machine_id, now=clock.now(),
+            ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now(),
             executed=self._executed, supervised=self.supervised,
         )  # fmt: skip
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
@@ -206,21 +183,11 @@ class SimulatedFdmPrinter:
         events = ["ticket verified", f"{FILE_EVENT} {design['design_file']['sha256']} verified"]
         if ticket.payload.get("build_approval"):
             events.append(f"build approved by {ticket.payload['build_approval'].get('by')}")
-        events.extend(f"fault injected: {f.describe()}" for f in self._faults)
-        started = clock.now()
-        run = str(ticket.payload.get("job_id") or ticket.ticket_hash[:32])
-        sink = self.telemetry
-        if sink is not None:
-            sink.run_started(run)
+        log = TwinRun(self, ticket, events)
         rng = self._rng
         step = max(self.sample_every_s, duration / MAX_SAMPLES)
-        samples = max(1, math.ceil(duration / step - 1e-9))
         telemetry: list[TelemetryReading] = []
-        elapsed = 0.0
-        for k in range(1, samples + 1):
-            mark = min(k * step, duration)
-            clock.sleep(mark - elapsed)
-            elapsed = mark
+        for elapsed in self.ticks(step, duration):
             at, progress = clock.now(), elapsed / duration
             offsets = {
                 NOZZLE: drift * progress,
@@ -240,8 +207,7 @@ class SimulatedFdmPrinter:
             ]
             batch.append(TelemetryReading(at, LAYER, float(math.ceil(progress * layers)), "layer"))
             telemetry.extend(batch)
-            if sink is not None:
-                sink.readings(run, batch)
+            log.stream(batch)
         # the coupon, printed with the devices, gauged at the site
         nominal = {k: float(design["critical_dimensions"][k]["nominal"]) for k in COUPON_KEYS}
         widen = under * 0.9 + 0.02 * drift  # a starved or over-hot line leaves holes wider
@@ -264,18 +230,10 @@ class SimulatedFdmPrinter:
                 UnitMeasurement(index, clock.now(), {LEAK: leak, FLOW_ERROR: round(error, 2)})
             )
         made.append(UnitMeasurement(units, clock.now(), coupon))
-        events.append(f"print finished: {units} flowmeter(s) and the test coupon, {layers} layers")
-        if sink is not None:
-            sink.run_ended(run, True)
-        return RunResult(
-            machine_id=self.machine_id,
-            firmware=self.firmware,
-            ticket_hash=ticket.ticket_hash,
-            started_at=started,
-            finished_at=clock.now(),
-            units=tuple(made),
-            telemetry=tuple(telemetry),
-            events=tuple(events),
+        return log.finish(
+            made,
+            telemetry,
+            f"print finished: {units} flowmeter(s) and the test coupon, {layers} layers",
         )
 
 
@@ -342,11 +300,13 @@ def check_document(document: Any) -> dict[str, Any]:
     }
 
 
-class DeviceMachines:
+class DeviceMachines(FamilyMachines):
     """FDM printers: twins, metrics, faults, and the build's measurement document."""
 
+    family = FAMILY
     machine_types: tuple[str, ...] = (FDM_PRINTER, SUPERVISED_PRINTER)
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_check = staticmethod(check_fault)
     # production.kit.record_title: the core's batch record, in ISO 13485's words
     record_title = "Device history record"
 
@@ -354,30 +314,21 @@ class DeviceMachines:
     def metrics(self) -> Mapping[str, MetricSpec]:
         return {**metric_specs(DEFAULT_PROCESS_PARAMETERS), LAYER: LAYER_SPEC}
 
-    def check_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-
     def build_approver(self, site_kind: str) -> str | None:
         """production.kit.build_approver: a build at a patient's home is approved, one by one,
         by the control site's QP (the responsible person signs the release, not the build)."""
         return APPROVER_ROLE if site_kind in SUPERVISED_SITE_KINDS else None
 
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedFdmPrinter:
-        check_machine_type(FAMILY, self.machine_types, machine)
         return SimulatedFdmPrinter(
             machine.id,
-            firmware=machine.firmware,
-            control_public_key_pem=setup.control_public_key_pem,
-            clock=setup.clock,
+            **self.twin_arguments(machine, setup),
             supervised=machine.machine_type == SUPERVISED_PRINTER,
-            seed=setup.seed,
             sample_every_s=setup.sample_every_s,
-            telemetry=setup.telemetry,
         )
 
-    def connect(self, machine: Machine) -> MachineAdapter | None:
-        # a real printer (OctoPrint, octoprint.py) is registered by its site's gateway
-        return None
+    # connect: a real printer (OctoPrint, octoprint.py; Moonraker, moonraker.py) is registered
+    # by its site's gateway
 
     def design_summary(self, design: Mapping[str, Any]) -> str:
         if not design:

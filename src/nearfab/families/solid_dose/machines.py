@@ -11,13 +11,11 @@ given seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-
-from nearfab.common.clock import Clock
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
@@ -25,22 +23,23 @@ from nearfab.production.kit import (
     TwinSetup,
     check_document_keys,
     check_fault_kind,
-    check_machine_type,
     metric_specs,
 )
 from nearfab.production.machines import (
     Fault,
-    MachineAdapter,
     RunResult,
     Setpoint,
     TelemetryReading,
-    TelemetrySink,
     UnitMeasurement,
-    admit_ticket,
     ticket_number,
     ticket_setpoints,
 )
 from nearfab.production.tickets import SignedTicket, TicketRejected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.twin import TwinArguments
 
 FAMILY = "solid_dose"
 TABLET_PRINTER = "tablet_printer"
@@ -102,52 +101,26 @@ def _design(payload: Mapping[str, Any]) -> tuple[float, int]:
     return target, units
 
 
-class SimulatedTabletPrinter:
+class SimulatedTabletPrinter(Twin):
     """A digital twin of a semi-solid extrusion tablet printer."""
+
+    fault_check = staticmethod(check_fault)
 
     def __init__(
         self,
         machine_id: str,
         *,
-        firmware: str,
-        control_public_key_pem: str,
-        clock: Clock,
-        seed: int | None = None,
-        faults: Sequence[Fault] = (),
         seconds_per_unit: float = 60.0,
         sample_every_s: float = 10.0,
-        telemetry: TelemetrySink | None = None,
+        **twin: Unpack[TwinArguments],
     ) -> None:
         if not seconds_per_unit > 0:
             raise ValidationFailed("seconds_per_unit must be positive", field="seconds_per_unit")
         if not sample_every_s > 0:
             raise ValidationFailed("sample_every_s must be positive", field="sample_every_s")
-        for fault in faults:
-            check_fault(fault)
-        self.machine_id = machine_id
-        self.firmware = firmware
-        self._public_key_pem = control_public_key_pem
-        self._clock = clock
-        self._rng = np.random.default_rng(seed)
-        self._faults: list[Fault] = list(faults)
-        # tickets this machine has run: a ticket authorises one run, never a replay
-        self._executed: set[str] = set()
+        super().__init__(machine_id, **twin)
         self.seconds_per_unit = float(seconds_per_unit)
         self.sample_every_s = float(sample_every_s)
-        self.telemetry = telemetry
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        return tuple(self._faults)
-
-    def inject_fault(self, fault: Fault) -> None:
-        """Make every following run suffer `fault` (like a real fault, it persists)."""
-        check_fault(fault)
-        self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        """Maintenance: the machine is healthy again."""
-        self._faults.clear()
 
     # -- fault effects --------------------------------------------------------------------
 
@@ -186,46 +159,29 @@ class SimulatedTabletPrinter:
     # -- the run --------------------------------------------------------------------------
 
     def execute(self, ticket: SignedTicket) -> RunResult:
-        clock = self._clock
-        admit_ticket(
-            ticket,
-            self._public_key_pem,
-            machine_id=self.machine_id,
-            now=clock.now(),
-            executed=self._executed,
-        )
+        clock = self.clock
+        self.admit(ticket)
         target_mass, n_units = _design(ticket.payload)
-        self._executed.add(ticket.ticket_hash)
+        self.mark_run(ticket)
         setpoints = ticket_setpoints(ticket.payload, DEFAULT_PROCESS_PARAMETERS)
 
-        events: list[str] = [
-            "ticket verified",
-            f"run started: {n_units} units, target mass {target_mass:.3f} mg",
-        ]
-        events.extend(f"fault injected: {fault.describe()}" for fault in self._faults)
-        started_at = clock.now()
-        run = str(ticket.payload.get("job_id") or ticket.ticket_hash[:32])
-        sink = self.telemetry
-        if sink is not None:
-            sink.run_started(run)
-
+        log = TwinRun(
+            self,
+            ticket,
+            ["ticket verified", f"run started: {n_units} units, target mass {target_mass:.3f} mg"],
+        )
         rng = self._rng
         ar_state = dict.fromkeys(setpoints, 0.0)
         innovation_scale = math.sqrt(1.0 - AR1_PHI**2)
-        n_samples = max(1, math.ceil(self.seconds_per_unit / self.sample_every_s - 1e-9))
         telemetry: list[TelemetryReading] = []
         units: list[UnitMeasurement] = []
 
         for index in range(n_units):
             for fault in self._faults:
                 if fault.from_unit == index:
-                    events.append(f"unit {index}: {fault.kind} takes effect")
-            elapsed = 0.0
+                    log.events.append(f"unit {index}: {fault.kind} takes effect")
             first_reading = len(telemetry)
-            for k in range(1, n_samples + 1):
-                mark = min(k * self.sample_every_s, self.seconds_per_unit)
-                clock.sleep(mark - elapsed)
-                elapsed = mark
+            for elapsed in self.ticks(self.sample_every_s, self.seconds_per_unit):
                 at = clock.now()
                 progress = index + elapsed / self.seconds_per_unit
                 for metric, setpoint in setpoints.items():
@@ -237,61 +193,38 @@ class SimulatedTabletPrinter:
                     telemetry.append(
                         TelemetryReading(at, metric, round(value + noise, 3), setpoint.unit)
                     )
-            if sink is not None:  # live, a unit's worth at a time, as a real printer streams
-                sink.readings(run, telemetry[first_reading:])
+            # live, a unit's worth at a time, as a real printer streams
+            log.stream(telemetry[first_reading:])
             factor, sd = self._mass_factor(index)
             mass = target_mass * factor * (1.0 + float(rng.normal(0.0, sd)))
             units.append(UnitMeasurement(index, clock.now(), {MASS: round(max(mass, 0.0), 4)}))
 
-        finished_at = clock.now()
-        events.append(f"run finished: {n_units} units")
-        if sink is not None:
-            sink.run_ended(run, True)
-        return RunResult(
-            machine_id=self.machine_id,
-            firmware=self.firmware,
-            ticket_hash=ticket.ticket_hash,
-            started_at=started_at,
-            finished_at=finished_at,
-            units=tuple(units),
-            telemetry=tuple(telemetry),
-            events=tuple(events),
-        )
+        return log.finish(units, telemetry, f"run finished: {n_units} units")
 
 
 def _masses(document: Mapping[str, Any]) -> list[float]:
     return list(document.get(DOCUMENT_KEY) or [])
 
 
-class SolidDoseMachines:
+class SolidDoseMachines(FamilyMachines):
     """Tablet printers: their twin, metrics, faults and the batch record's unit masses."""
 
+    family = FAMILY
     machine_types: tuple[str, ...] = (TABLET_PRINTER,)
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_check = staticmethod(check_fault)
 
     @property
     def metrics(self) -> Mapping[str, MetricSpec]:
         return metric_specs(DEFAULT_PROCESS_PARAMETERS)
 
-    def check_fault(self, fault: Fault) -> None:
-        check_fault(fault)
-
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedTabletPrinter:
-        check_machine_type(FAMILY, self.machine_types, machine)
         return SimulatedTabletPrinter(
             machine.id,
-            firmware=machine.firmware,
-            control_public_key_pem=setup.control_public_key_pem,
-            clock=setup.clock,
-            seed=setup.seed,
+            **self.twin_arguments(machine, setup),
             seconds_per_unit=setup.seconds_per_unit,
             sample_every_s=setup.sample_every_s,
-            telemetry=setup.telemetry,
         )
-
-    def connect(self, machine: Machine) -> MachineAdapter | None:
-        # a real printer is reached through its site's gateway, which registers the adapter
-        return None
 
     def design_summary(self, design: Mapping[str, Any]) -> str:
         if not design:
