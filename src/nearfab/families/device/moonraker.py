@@ -23,25 +23,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from nearfab.common.clock import Clock
-from nearfab.common.errors import ValidationFailed
-from nearfab.families.device.machines import BED, EXTRUSION, LAYER, NOZZLE, admit_build
-from nearfab.families.device.octoprint import PrinterError, multipart
-from nearfab.production.machines import RunResult, TelemetryReading, UnitMeasurement
+from nearfab.families.device.http_printer import HttpPrinter, PrinterError, multipart
+from nearfab.families.device.machines import BED, EXTRUSION, LAYER, NOZZLE
+from nearfab.production.machines import RunResult, TelemetryReading
 from nearfab.production.tickets import SignedTicket
 
 QUERY = "/printer/objects/query?extruder&heater_bed&print_stats&motion_report"
 Slicer = Callable[[bytes, str], bytes]
 
 
-class MoonrakerPrinter:
+class MoonrakerPrinter(HttpPrinter):
     """An FDM printer driven through Moonraker (Klipper)."""
+
+    server = "Moonraker"
 
     def __init__(
         self,
@@ -58,50 +57,30 @@ class MoonrakerPrinter:
         timeout_s: float = 6 * 3600.0,
         firmware: str = "Klipper",
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValidationFailed("base_url must be an http(s) URL", field="base_url")
-        self.machine_id = machine_id
-        self.firmware = firmware
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._public_key_pem = control_public_key_pem
-        self._clock = clock
+        super().__init__(
+            machine_id,
+            base_url=base_url,
+            api_key=api_key,
+            control_public_key_pem=control_public_key_pem,
+            clock=clock,
+            supervised=supervised,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            firmware=firmware,
+        )
         self._slice = slicer
-        self.supervised = supervised
         self._area = math.pi * (filament_diameter_mm / 2) ** 2  # mm² of filament
-        self._poll_s = poll_s
-        self._timeout_s = timeout_s
-        self._executed: set[str] = set()
 
     def _request(
         self, method: str, path: str, *, body: bytes | None = None, content_type: str = ""
     ) -> Any:
-        request = urllib.request.Request(self._base + path, data=body, method=method)
-        request.add_header("X-Api-Key", self._key)
-        if content_type:
-            request.add_header("Content-Type", content_type)
-        try:
-            # base_url is checked to be http(s) in __init__
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                text = answer.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:200]
-            raise PrinterError(
-                f"Moonraker answered {method} {path} with {exc.code}: {detail}", field="printer"
-            ) from None
-        except OSError as exc:
-            raise PrinterError(
-                f"Moonraker at {self._base} unreachable: {exc}", field="printer"
-            ) from None
+        _, text = self._send(method, path, body=body, content_type=content_type)
         answer_json = json.loads(text) if text else {}
         return answer_json.get("result", {}) if isinstance(answer_json, Mapping) else {}
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        design, data = admit_build(
-            ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now(),
-            executed=self._executed, supervised=self.supervised,
-        )  # fmt: skip
+        design, data = self._admit(ticket)
         name = str(design["design_file"]["name"]).rsplit(".", 1)[0] + ".gcode"
         gcode = self._slice(data, name)
         started = clock.now()
@@ -120,10 +99,8 @@ class MoonrakerPrinter:
             f"uploaded to Moonraker and started {path}",
         ]
         telemetry: list[TelemetryReading] = []
-        waited = 0.0
-        while True:
-            clock.sleep(self._poll_s)
-            waited += self._poll_s
+
+        def poll() -> tuple[bool, str]:
             status: Mapping[str, Any] = self._request("GET", QUERY).get("status") or {}
             at = clock.now()
             for metric, heater in ((NOZZLE, "extruder"), (BED, "heater_bed")):
@@ -142,22 +119,8 @@ class MoonrakerPrinter:
             if state in ("error", "cancelled"):
                 why = stats.get("message") or state
                 raise PrinterError(f"the printer reports {state}: {why}", field="printer")
-            if state == "complete":
-                break
-            if waited >= self._timeout_s:
-                raise PrinterError(
-                    f"no finished print after {self._timeout_s:g} s (state {state!r})",
-                    field="printer",
-                )
+            return state == "complete", state
+
+        self._wait(poll)
         events.append(f"print finished ({path})")
-        units = tuple(UnitMeasurement(i, clock.now(), {}) for i in range(int(design["units"])))
-        return RunResult(
-            machine_id=self.machine_id,
-            firmware=self.firmware,
-            ticket_hash=ticket.ticket_hash,
-            started_at=started,
-            finished_at=clock.now(),
-            units=units,
-            telemetry=tuple(telemetry),
-            events=tuple(events),
-        )
+        return self._result(ticket, design, started, telemetry, events)

@@ -20,39 +20,24 @@ the devices come back without in-line results (the release's tests then say "not
 from __future__ import annotations
 
 import json
-import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 from nearfab.common.clock import Clock
-from nearfab.common.errors import Refused, ValidationFailed
-from nearfab.families.device.machines import BED, NOZZLE, admit_build
-from nearfab.production.machines import RunResult, TelemetryReading, UnitMeasurement
+from nearfab.families.device.http_printer import HttpPrinter, PrinterError, multipart
+from nearfab.families.device.machines import BED, NOZZLE
+from nearfab.production.machines import RunResult, TelemetryReading
 from nearfab.production.tickets import SignedTicket
 
 PROGRESS = "progress_pct"  # OctoPrint's job completion, as telemetry
 
-
-class PrinterError(Refused):
-    """The printer (or OctoPrint) refused or failed the job."""
-
-    code = "printer_error"
+__all__ = ["PROGRESS", "OctoPrintPrinter", "PrinterError", "multipart"]
 
 
-def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body with one file part, and its boundary."""
-    boundary = "nearfab" + secrets.token_hex(12)
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
-
-
-class OctoPrintPrinter:
+class OctoPrintPrinter(HttpPrinter):
     """An FDM printer driven through OctoPrint."""
+
+    server = "OctoPrint"
 
     def __init__(
         self,
@@ -68,19 +53,18 @@ class OctoPrintPrinter:
         timeout_s: float = 6 * 3600.0,
         firmware: str = "OctoPrint",
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValidationFailed("base_url must be an http(s) URL", field="base_url")
-        self.machine_id = machine_id
-        self.firmware = firmware
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._public_key_pem = control_public_key_pem
-        self._clock = clock
-        self.supervised = supervised
+        super().__init__(
+            machine_id,
+            base_url=base_url,
+            api_key=api_key,
+            control_public_key_pem=control_public_key_pem,
+            clock=clock,
+            supervised=supervised,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            firmware=firmware,
+        )
         self._slicer = slicer
-        self._poll_s = poll_s
-        self._timeout_s = timeout_s
-        self._executed: set[str] = set()
 
     def _request(
         self,
@@ -91,23 +75,7 @@ class OctoPrintPrinter:
         content_type: str = "application/json",
         expect: tuple[int, ...] = (200,),
     ) -> Any:
-        request = urllib.request.Request(self._base + path, data=body, method=method)
-        request.add_header("X-Api-Key", self._key)
-        if body is not None:
-            request.add_header("Content-Type", content_type)
-        try:
-            # base_url is checked to be http(s) in __init__
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                status, text = answer.status, answer.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:200]
-            raise PrinterError(
-                f"OctoPrint answered {method} {path} with {exc.code}: {detail}", field="printer"
-            ) from None
-        except OSError as exc:
-            raise PrinterError(
-                f"OctoPrint at {self._base} unreachable: {exc}", field="printer"
-            ) from None
+        status, text = self._send(method, path, body=body, content_type=content_type)
         if status not in expect:
             raise PrinterError(f"OctoPrint answered {method} {path} with {status}", field="printer")
         return json.loads(text) if text else {}
@@ -119,10 +87,7 @@ class OctoPrintPrinter:
 
     def execute(self, ticket: SignedTicket) -> RunResult:
         clock = self._clock
-        design, data = admit_build(
-            ticket, self._public_key_pem, machine_id=self.machine_id, now=clock.now(),
-            executed=self._executed, supervised=self.supervised,
-        )  # fmt: skip
+        design, data = self._admit(ticket)
         self.firmware = self.version()
         name = str(design["design_file"]["name"])
         gcode = name.rsplit(".", 1)[0] + ".gcode"
@@ -144,10 +109,8 @@ class OctoPrintPrinter:
             f"uploaded {stored} to OctoPrint; slicing with {self._slicer} and printing {gcode}",
         ]
         telemetry: list[TelemetryReading] = []
-        waited = 0.0
-        while True:
-            clock.sleep(self._poll_s)
-            waited += self._poll_s
+
+        def poll() -> tuple[bool, str]:
             printer = self._request("GET", "/api/printer")
             job = self._request("GET", "/api/job")
             at = clock.now()
@@ -164,22 +127,8 @@ class OctoPrintPrinter:
                 raise PrinterError(f"the printer reports {state!r}", field="printer")
             if state == "Cancelled" or state.startswith("Cancelling"):
                 raise PrinterError("the print was cancelled at the printer", field="printer")
-            if state == "Operational" and completion == 100:
-                break
-            if waited >= self._timeout_s:
-                raise PrinterError(
-                    f"no finished print after {self._timeout_s:g} s (state {state!r})",
-                    field="printer",
-                )
+            return state == "Operational" and completion == 100, state
+
+        self._wait(poll)
         events.append(f"print finished ({gcode})")
-        units = tuple(UnitMeasurement(i, clock.now(), {}) for i in range(int(design["units"])))
-        return RunResult(
-            machine_id=self.machine_id,
-            firmware=self.firmware,
-            ticket_hash=ticket.ticket_hash,
-            started_at=started,
-            finished_at=clock.now(),
-            units=units,
-            telemetry=tuple(telemetry),
-            events=tuple(events),
-        )
+        return self._result(ticket, design, started, telemetry, events)
