@@ -12,11 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.identity import Actor, Permission, can_network
 from nearfab.masterfiles import ChangeControlStatus, MasterFileStatus
+from nearfab.uow import UnitOfWork
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, _check_csrf, page, render
+from nearfab.web.pages import _app, form_action, page, render
 
 router = APIRouter(include_in_schema=False)
 FLASH = "change_flash"
@@ -68,25 +70,23 @@ def raise_change_form(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """Propose a new master-file version; the service assesses and keeps its impact."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            row = application.change_controls.raise_change(
-                uow,
-                actor,
-                {
-                    "proposed_master_file_id": proposed_master_file_id,
-                    "title": title,
-                    "description": description,
-                    "reason": reason,
-                },
-            )
-            change_id = row.id
-    except DomainError as exc:
-        return _refused(request, exc)
-    request.session[FLASH] = f"Change control {change_id} raised; the QP decides it."
-    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str, str]:
+        row = application.change_controls.raise_change(
+            uow,
+            actor,
+            {
+                "proposed_master_file_id": proposed_master_file_id,
+                "title": title,
+                "description": description,
+                "reason": reason,
+            },
+        )
+        return f"Change control {row.id} raised; the QP decides it.", f"{LIST}/{row.id}"
+
+    return form_action(
+        request, csrf_token, act, flash_key=FLASH, refused=lambda exc: _refused(request, exc)
+    )
 
 
 @router.get("/qa/change-controls/{change_id}", response_class=HTMLResponse)
@@ -135,27 +135,30 @@ def decide_change_form(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """The QP approves or rejects the change with an e-signature."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str, str]:
         if decision not in ("approve", "reject"):
             raise ValidationFailed("decision: approve or reject", field="decision")
-        with application.uow() as uow:
-            row = application.change_controls.decide(
-                uow,
-                actor,
-                change_id,
-                {
-                    "approve": decision == "approve",
-                    "reason": reason,
-                    **signature(password, username, totp),
-                },
-            )
-            status, signed = row.status, row.signature_id
-    except DomainError as exc:
-        return _refused(request, exc, change_id)
-    request.session[FLASH] = f"Change control {change_id} {status} (signature {signed})."
-    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+        row = application.change_controls.decide(
+            uow,
+            actor,
+            change_id,
+            {
+                "approve": decision == "approve",
+                "reason": reason,
+                **signature(password, username, totp),
+            },
+        )
+        message = f"Change control {change_id} {row.status} (signature {row.signature_id})."
+        return message, f"{LIST}/{change_id}"
+
+    return form_action(
+        request,
+        csrf_token,
+        act,
+        flash_key=FLASH,
+        refused=lambda exc: _refused(request, exc, change_id),
+    )
 
 
 @router.post("/qa/change-controls/{change_id}/implement")
@@ -166,13 +169,18 @@ def implement_change_form(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """The approved change's version is made effective (the previous one superseded)."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            row = application.change_controls.implement(uow, actor, change_id)
-            words = f"{row.master_file_code} v{row.to_version}"
-    except DomainError as exc:
-        return _refused(request, exc, change_id)
-    request.session[FLASH] = f"Change control {change_id} implemented: {words} is effective."
-    return RedirectResponse(f"{LIST}/{change_id}", status_code=303)
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str, str]:
+        row = application.change_controls.implement(uow, actor, change_id)
+        words = f"{row.master_file_code} v{row.to_version}"
+        return f"Change control {change_id} implemented: {words} is effective.", (
+            f"{LIST}/{change_id}"
+        )
+
+    return form_action(
+        request,
+        csrf_token,
+        act,
+        flash_key=FLASH,
+        refused=lambda exc: _refused(request, exc, change_id),
+    )

@@ -12,10 +12,12 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.identity import Actor, Permission, can, can_network
+from nearfab.uow import UnitOfWork
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
+from nearfab.web.pages import _app, _check_csrf, _not_found, form_action, page, render
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Actor, page(Permission.COMPARABILITY_READ)]
@@ -247,6 +249,15 @@ def comparability_page(
     )
 
 
+FLASH = "comparability_flash"
+
+
+def _refused(request: Request, exc: DomainError) -> Response:
+    """A refused form on the comparability page: said there."""
+    request.session[FLASH] = f"Refused: {exc.message}"
+    return RedirectResponse("/comparability", status_code=303)
+
+
 def _number(value: str, field: str) -> float | None:
     if not value.strip():
         return None
@@ -269,9 +280,8 @@ def open_round_form(
     sd_pt: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
+
+    def act(application: App, uow: UnitOfWork) -> tuple[None, str]:
         data = {
             "master_file_code": master_file_code,
             "attribute": attribute,
@@ -281,12 +291,12 @@ def open_round_form(
             "assigned_value": _number(assigned_value, "assigned_value"),
             "sd_pt": _number(sd_pt, "sd_pt"),
         }
-        with application.uow() as uow:
-            row = application.comparability.open_round(uow, actor, data)
-    except DomainError as exc:
-        request.session["comparability_flash"] = f"Refused: {exc.message}"
-        return RedirectResponse("/comparability", status_code=303)
-    return RedirectResponse(f"/proficiency/rounds/{row.id}", status_code=303)
+        row = application.comparability.open_round(uow, actor, data)
+        return None, f"/proficiency/rounds/{row.id}"
+
+    return form_action(
+        request, csrf_token, act, flash_key=FLASH, refused=lambda exc: _refused(request, exc)
+    )
 
 
 def _round_page(
@@ -380,19 +390,20 @@ def score_round_form(
     actor: Annotated[Actor, page(Permission.PROFICIENCY_ROUND)],
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.comparability.score_round(uow, actor, round_id)
-    except DomainError as exc:
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str, str]:
+        application.comparability.score_round(uow, actor, round_id)
+        message = "Scored. Sites with |z| > 3 are suspended from the product."
+        return message, f"/proficiency/rounds/{round_id}"
+
+    def refused(exc: DomainError) -> Response:
         if isinstance(exc, NotFound):
             return _not_found(request, actor, exc, round_id)
         return _round_page(
             request, actor, round_id, error=f"Refused: {exc.message}", status_code=200
         )
-    request.session["round_flash"] = "Scored. Sites with |z| > 3 are suspended from the product."
-    return RedirectResponse(f"/proficiency/rounds/{round_id}", status_code=303)
+
+    return form_action(request, csrf_token, act, flash_key="round_flash", refused=refused)
 
 
 @router.post("/proficiency/suspensions/{suspension_id}/close")
@@ -407,22 +418,20 @@ def close_capa_form(
     totp: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.comparability.close_capa(
-                uow,
-                actor,
-                suspension_id,
-                {
-                    "capa_reference": capa_reference,
-                    "summary": summary,
-                    **signature(password, username, totp),
-                },
-            )
-    except DomainError as exc:
-        request.session["comparability_flash"] = f"Refused: {exc.message}"
-        return RedirectResponse("/comparability", status_code=303)
-    request.session["comparability_flash"] = "CAPA closed: the suspension is lifted."
-    return RedirectResponse("/comparability", status_code=303)
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str, str]:
+        application.comparability.close_capa(
+            uow,
+            actor,
+            suspension_id,
+            {
+                "capa_reference": capa_reference,
+                "summary": summary,
+                **signature(password, username, totp),
+            },
+        )
+        return "CAPA closed: the suspension is lifted.", "/comparability"
+
+    return form_action(
+        request, csrf_token, act, flash_key=FLASH, refused=lambda exc: _refused(request, exc)
+    )

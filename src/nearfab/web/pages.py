@@ -159,6 +159,30 @@ def checked_step(
         return step(application, uow, form)
 
 
+def form_action(
+    request: Request,
+    csrf_token: str,
+    act: Callable[[App, UnitOfWork], tuple[str | None, str]],
+    *,
+    flash_key: str,
+    refused: Callable[[DomainError], Response],
+) -> Response:
+    """A page form's post: its CSRF token, then `act` (the use case) in a unit of work of its
+    own, returning the message to flash under `flash_key` (None: none) and where to go (303);
+    read what the message needs inside `act`, while the unit of work is open. A refusal
+    (DomainError, of the token or the use case) is answered by `refused`, the page's own."""
+    application = _app(request)
+    try:
+        _check_csrf(request, csrf_token)
+        with application.uow() as uow:
+            message, to = act(application, uow)
+    except DomainError as exc:
+        return refused(exc)
+    if message is not None:
+        request.session[flash_key] = message
+    return RedirectResponse(to, status_code=303)
+
+
 def render(
     request: Request, name: str, actor: Actor | None, *, status_code: int = 200, **ctx: Any
 ) -> HTMLResponse:

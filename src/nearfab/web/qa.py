@@ -6,6 +6,7 @@ PDF for the control site."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import plotly.graph_objects as go
@@ -13,14 +14,16 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nearfab.api.deps import attachment
+from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound
 from nearfab.identity import Actor, Permission, can, can_network
 from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf, central_qa
 from nearfab.quality.qms import ITEM_KINDS
 from nearfab.quality.qms_models import CapaSource
+from nearfab.uow import UnitOfWork
 from nearfab.web.comparability import AMBER, BRAND, GREY, RED, _layout
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, _check_csrf, _not_found, page, render
+from nearfab.web.pages import _app, _not_found, form_action, page, render
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Actor, page(Permission.QA_READ)]
@@ -149,6 +152,24 @@ def _refused(request: Request, actor: Actor, exc: DomainError, ref: str) -> Resp
     return RedirectResponse("/qa", status_code=303)
 
 
+def _act(
+    request: Request,
+    actor: Actor,
+    csrf_token: str,
+    ref: str,
+    act: Callable[[App, UnitOfWork], str],
+) -> Response:
+    """A QA form's post (pages.form_action): `act` returns the message said on /qa; a refusal
+    is said there too, or answered as not found for `ref` (_refused)."""
+    return form_action(
+        request,
+        csrf_token,
+        lambda application, uow: (act(application, uow), "/qa"),
+        flash_key="qa_flash",
+        refused=lambda exc: _refused(request, actor, exc, ref),
+    )
+
+
 @router.post("/qa/complaints")
 def record_complaint_form(
     request: Request,
@@ -162,28 +183,24 @@ def record_complaint_form(
     due_date: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            row = application.qms.record_complaint(
-                uow,
-                actor,
-                {
-                    "site_id": site_id,
-                    "reporter": reporter,
-                    "description": description,
-                    "pack_serial": pack_serial or None,
-                    "batch_number": batch_number or None,
-                    "owner": owner,
-                    "due_date": due_date,
-                },
-            )
-            ref = f"{row.id} on batch {row.batch_number}"
-    except DomainError as exc:
-        return _refused(request, actor, exc, site_id)
-    request.session["qa_flash"] = f"Complaint {ref} recorded."
-    return RedirectResponse("/qa", status_code=303)
+
+    def act(application: App, uow: UnitOfWork) -> str:
+        row = application.qms.record_complaint(
+            uow,
+            actor,
+            {
+                "site_id": site_id,
+                "reporter": reporter,
+                "description": description,
+                "pack_serial": pack_serial or None,
+                "batch_number": batch_number or None,
+                "owner": owner,
+                "due_date": due_date,
+            },
+        )
+        return f"Complaint {row.id} on batch {row.batch_number} recorded."
+
+    return _act(request, actor, csrf_token, site_id, act)
 
 
 @router.post("/qa/capas/{capa_id}/close")
@@ -198,28 +215,20 @@ def close_capa_form(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """A QP closes a CAPA (e-signature)."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.qms.close_capa(
-                uow,
-                actor,
-                capa_id,
-                {
-                    "effectiveness": effectiveness,
-                    **signature(password, username, totp),
-                },
-            )
-    except DomainError as exc:
-        return _refused(request, actor, exc, capa_id)
-    request.session["qa_flash"] = f"CAPA {capa_id} closed (e-signed)."
-    return RedirectResponse("/qa", status_code=303)
 
+    def act(application: App, uow: UnitOfWork) -> str:
+        application.qms.close_capa(
+            uow,
+            actor,
+            capa_id,
+            {
+                "effectiveness": effectiveness,
+                **signature(password, username, totp),
+            },
+        )
+        return f"CAPA {capa_id} closed (e-signed)."
 
-def _done(request: Request, message: str) -> Response:
-    request.session["qa_flash"] = message
-    return RedirectResponse("/qa", status_code=303)
+    return _act(request, actor, csrf_token, capa_id, act)
 
 
 @router.post("/qa/capas")
@@ -238,28 +247,25 @@ def open_capa_form(
 ) -> Response:
     """Open a CAPA at a site (an empty site: the network's), with its owner and due date
     (QmsService.open_capa, as POST /api/v1/qa/capas)."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            row = application.qms.open_capa(
-                uow,
-                actor,
-                {
-                    "site_id": site_id or None,
-                    "master_file_code": master_file_code or None,
-                    "title": title,
-                    "description": description,
-                    "source_kind": source_kind,
-                    "source_id": source_id or None,
-                    "owner": owner,
-                    "due_date": due_date,
-                },
-            )
-            ref = row.id
-    except DomainError as exc:
-        return _refused(request, actor, exc, site_id)
-    return _done(request, f"CAPA {ref} opened, owner {owner}, due {due_date}.")
+
+    def act(application: App, uow: UnitOfWork) -> str:
+        row = application.qms.open_capa(
+            uow,
+            actor,
+            {
+                "site_id": site_id or None,
+                "master_file_code": master_file_code or None,
+                "title": title,
+                "description": description,
+                "source_kind": source_kind,
+                "source_id": source_id or None,
+                "owner": owner,
+                "due_date": due_date,
+            },
+        )
+        return f"CAPA {row.id} opened, owner {owner}, due {due_date}."
+
+    return _act(request, actor, csrf_token, site_id, act)
 
 
 @router.post("/qa/assignments/{item_kind}/{item_id}")
@@ -275,21 +281,19 @@ def assign_form(
 ) -> Response:
     """Name (or change, with a reason) the owner and due date of a quality item
     (QmsService.assign, as POST /api/v1/qa/assignments/{kind}/{id})."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.qms.assign(
-                uow,
-                actor,
-                item_kind,
-                item_id,
-                {"owner": owner, "due_date": due_date, "reason": reason or None},
-            )
-    except DomainError as exc:
-        return _refused(request, actor, exc, item_id)
-    words = item_kind.replace("_", " ")
-    return _done(request, f"The {words} {item_id} is now {owner}'s, due {due_date}.")
+
+    def act(application: App, uow: UnitOfWork) -> str:
+        application.qms.assign(
+            uow,
+            actor,
+            item_kind,
+            item_id,
+            {"owner": owner, "due_date": due_date, "reason": reason or None},
+        )
+        words = item_kind.replace("_", " ")
+        return f"The {words} {item_id} is now {owner}'s, due {due_date}."
+
+    return _act(request, actor, csrf_token, item_id, act)
 
 
 @router.post("/qa/complaints/{complaint_id}/investigate")
@@ -301,16 +305,14 @@ def investigate_complaint_form(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     """Start the complaint's investigation (QmsService.investigate_complaint)."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.qms.investigate_complaint(
-                uow, actor, complaint_id, {"investigation": investigation}
-            )
-    except DomainError as exc:
-        return _refused(request, actor, exc, complaint_id)
-    return _done(request, f"Complaint {complaint_id} under investigation.")
+
+    def act(application: App, uow: UnitOfWork) -> str:
+        application.qms.investigate_complaint(
+            uow, actor, complaint_id, {"investigation": investigation}
+        )
+        return f"Complaint {complaint_id} under investigation."
+
+    return _act(request, actor, csrf_token, complaint_id, act)
 
 
 @router.post("/qa/complaints/{complaint_id}/close")
@@ -324,13 +326,11 @@ def close_complaint_form(
 ) -> Response:
     """Close an investigated complaint with its conclusion, and the CAPA it led to if any
     (QmsService.close_complaint)."""
-    application = _app(request)
-    try:
-        _check_csrf(request, csrf_token)
-        with application.uow() as uow:
-            application.qms.close_complaint(
-                uow, actor, complaint_id, {"conclusion": conclusion, "capa_id": capa_id or None}
-            )
-    except DomainError as exc:
-        return _refused(request, actor, exc, complaint_id)
-    return _done(request, f"Complaint {complaint_id} closed.")
+
+    def act(application: App, uow: UnitOfWork) -> str:
+        application.qms.close_complaint(
+            uow, actor, complaint_id, {"conclusion": conclusion, "capa_id": capa_id or None}
+        )
+        return f"Complaint {complaint_id} closed."
+
+    return _act(request, actor, csrf_token, complaint_id, act)
