@@ -12,13 +12,30 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nearfab.common.clock import Clock
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.families.device.machines import admit_build
 from nearfab.production.machines import RunResult, TelemetryReading, UnitMeasurement
 from nearfab.production.tickets import SignedTicket
+
+if TYPE_CHECKING:  # typing.Unpack and NotRequired for **kwargs are 3.12's; only mypy reads them
+    from typing import NotRequired
+
+    from typing_extensions import TypedDict
+
+    class PrinterArguments(TypedDict):
+        """The keyword arguments every HTTP printer takes (HttpPrinter.__init__)."""
+
+        base_url: str
+        api_key: str
+        control_public_key_pem: str
+        clock: Clock
+        supervised: NotRequired[bool]
+        poll_s: NotRequired[float]
+        timeout_s: NotRequired[float]
+        firmware: NotRequired[str]
 
 
 class PrinterError(Refused):
@@ -38,9 +55,12 @@ def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
 
 
 class HttpPrinter:
-    """Base of an FDM printer driven through an HTTP server; `server` names it in errors."""
+    """Base of an FDM printer driven through an HTTP server; `server` names it in errors,
+    `default_firmware` is the record's firmware unless `firmware` says otherwise. A subclass
+    takes its own keyword arguments besides `**printer: Unpack[PrinterArguments]`."""
 
     server = "printer"
+    default_firmware = "printer"
 
     def __init__(
         self,
@@ -50,15 +70,15 @@ class HttpPrinter:
         api_key: str,
         control_public_key_pem: str,
         clock: Clock,
-        supervised: bool,
-        poll_s: float,
-        timeout_s: float,
-        firmware: str,
+        supervised: bool = False,
+        poll_s: float = 30.0,
+        timeout_s: float = 6 * 3600.0,
+        firmware: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValidationFailed("base_url must be an http(s) URL", field="base_url")
         self.machine_id = machine_id
-        self.firmware = firmware
+        self.firmware = firmware if firmware is not None else self.default_firmware
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._public_key_pem = control_public_key_pem

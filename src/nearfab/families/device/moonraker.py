@@ -25,13 +25,17 @@ import json
 import math
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nearfab.common.clock import Clock
 from nearfab.families.device.http_printer import HttpPrinter, PrinterError, multipart
 from nearfab.families.device.machines import BED, EXTRUSION, LAYER, NOZZLE
 from nearfab.production.machines import RunResult, TelemetryReading
 from nearfab.production.tickets import SignedTicket
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.device.http_printer import PrinterArguments
 
 QUERY = "/printer/objects/query?extruder&heater_bed&print_stats&motion_report"
 Slicer = Callable[[bytes, str], bytes]
@@ -41,33 +45,17 @@ class MoonrakerPrinter(HttpPrinter):
     """An FDM printer driven through Moonraker (Klipper)."""
 
     server = "Moonraker"
+    default_firmware = "Klipper"
 
     def __init__(
         self,
         machine_id: str,
         *,
-        base_url: str,
-        api_key: str,
-        control_public_key_pem: str,
-        clock: Clock,
         slicer: Slicer,
-        supervised: bool = False,
         filament_diameter_mm: float = 1.75,
-        poll_s: float = 30.0,
-        timeout_s: float = 6 * 3600.0,
-        firmware: str = "Klipper",
+        **printer: Unpack[PrinterArguments],
     ) -> None:
-        super().__init__(
-            machine_id,
-            base_url=base_url,
-            api_key=api_key,
-            control_public_key_pem=control_public_key_pem,
-            clock=clock,
-            supervised=supervised,
-            poll_s=poll_s,
-            timeout_s=timeout_s,
-            firmware=firmware,
-        )
+        super().__init__(machine_id, **printer)
         self._slice = slicer
         self._area = math.pi * (filament_diameter_mm / 2) ** 2  # mm² of filament
 

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nearfab.common.clock import Clock
 from nearfab.families.device.http_printer import HttpPrinter, PrinterError, multipart
 from nearfab.families.device.machines import BED, NOZZLE
 from nearfab.production.machines import RunResult, TelemetryReading
 from nearfab.production.tickets import SignedTicket
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from nearfab.families.device.http_printer import PrinterArguments
 
 PROGRESS = "progress_pct"  # OctoPrint's job completion, as telemetry
 
@@ -38,32 +42,16 @@ class OctoPrintPrinter(HttpPrinter):
     """An FDM printer driven through OctoPrint."""
 
     server = "OctoPrint"
+    default_firmware = "OctoPrint"
 
     def __init__(
         self,
         machine_id: str,
         *,
-        base_url: str,
-        api_key: str,
-        control_public_key_pem: str,
-        clock: Clock,
-        supervised: bool = False,
         slicer: str = "curalegacy",
-        poll_s: float = 30.0,
-        timeout_s: float = 6 * 3600.0,
-        firmware: str = "OctoPrint",
+        **printer: Unpack[PrinterArguments],
     ) -> None:
-        super().__init__(
-            machine_id,
-            base_url=base_url,
-            api_key=api_key,
-            control_public_key_pem=control_public_key_pem,
-            clock=clock,
-            supervised=supervised,
-            poll_s=poll_s,
-            timeout_s=timeout_s,
-            firmware=firmware,
-        )
+        super().__init__(machine_id, **printer)
         self._slicer = slicer
 
     def _request(
