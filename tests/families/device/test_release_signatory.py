@@ -21,6 +21,7 @@ from tests.families.device import network as net
 
 from nearfab.common.errors import Forbidden
 from nearfab.identity import Signature
+from nearfab.production.machines import Fault
 from nearfab.web.server import create_web_app
 
 world = fh.world_fixture(net.build)
@@ -242,3 +243,41 @@ def test_the_release_page_offers_sign_to_the_row_s_signatory_only(world: fh.Buil
     )
     assert r.status_code == 303, r.text[:2000]
     assert fh.batch(app, device).status == "released"
+
+
+def test_the_exceptional_route_is_signed_by_the_responsible_person_too(world: fh.Built) -> None:
+    app = world.app
+    order = net.submit(app, net.bundle(25, "M", rx="rx-concession"))
+    job_id = fh.ticketed_job(app, order.id)
+    printer = fh.machine(app, fh.machine_id(app, net.PHARMACY_PRINTER))
+    # 30 % under-extrusion: the coupon out of tolerance (test_flow.py works the figures)
+    app.fleet.inject_fault(printer, Fault("under_extrusion", 0.3))
+    batch_id = fh.start(app, job_id)
+    fh.finish(app, batch_id)
+    app.fleet.clear_faults(printer)
+    fh.prepare_release(app, batch_id)
+    with app.uow() as uow:
+        app.quality.exceptional.request(
+            uow, fh.actor(app, "clinician"), batch_id, circumstances="no other flowmeter in time",
+            password=fh.TEST_PASSWORD,
+        )  # fmt: skip
+
+    def concede(username: str) -> Any:
+        with app.uow() as uow:
+            return app.quality.decide(
+                uow, fh.actor(app, username), batch_id, decision="release", exceptional=True,
+                password=net.password_of(username), meaning="concession",
+                reason="the patient's only option this week",
+            )  # fmt: skip
+
+    with pytest.raises(Forbidden) as refused:
+        concede("qp")
+    assert refused.value.code == "wrong_signatory"
+    fh.assert_refusal_audited(app, refused.value, "batch", batch_id)
+    review = concede(net.RP)
+    assert fh.batch(app, batch_id).status == "released"
+    with app.uow() as uow:
+        sig = uow.session.scalar(select(Signature).where(Signature.id == review.signature_id))
+        assert sig is not None
+    assert sig.meaning.startswith("responsible person release: concession")
+    assert "exceptional release at the treating physician's request" in sig.meaning
