@@ -4,20 +4,22 @@ Every family's twin verifies a signed ticket as a real machine must, keeps the f
 into it until maintenance clears them, refuses a replayed ticket, streams its telemetry to the
 fleet's sink while it runs and returns a RunResult; only its physics, metrics and faults are its
 own. `Twin` holds the common state, `TwinRun` one run's bookkeeping (run id, events, sink,
-result) and `FamilyMachines` the kit's common parts.
+result) and `FamilyMachines` the kit's common parts, with checks of the measurement document
+(`check_all_keys`, `number_at`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nearfab.common.clock import Clock
+from nearfab.common.errors import ValidationFailed
 from nearfab.network import Machine
-from nearfab.production.kit import TwinSetup, check_machine_type
+from nearfab.production.kit import TwinSetup, check_document_keys, check_machine_type
 from nearfab.production.machines import (
     Fault,
     MachineAdapter,
@@ -191,3 +193,35 @@ class FamilyMachines:
 
     def connect(self, machine: Machine) -> MachineAdapter | None:
         return None
+
+
+def check_all_keys(
+    document: Any, keys: tuple[str, ...], *, optional: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    """A measurement document holding every one of `keys` and nothing but them and `optional`
+    (ValidationFailed naming `measurements.<key>`)."""
+    checked = check_document_keys(document, (*keys, *optional))
+    missing = [key for key in keys if key not in checked]
+    if missing:
+        raise ValidationFailed(
+            f"measurements.{missing[0]} is missing", field=f"measurements.{missing[0]}"
+        )
+    return checked
+
+
+def number_at(
+    value: Any, where: str, what: str | None = None, *, high: float | None = None
+) -> float:
+    """`value` as a finite number >= 0 (and at most `high`), else ValidationFailed naming
+    `where` (and saying `what` it must be)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (high is not None and value > high)
+    ):
+        limit = f" and at most {high:g}" if high is not None else ""
+        rule = f"{what} (a number >= 0{limit})" if what else f"a number >= 0{limit}"
+        raise ValidationFailed(f"{where} must be {rule}, not {value!r}", field=where)
+    return float(value)

@@ -25,18 +25,16 @@ seconds per unit).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from nearfab.common.errors import ValidationFailed
-from nearfab.families.twin import FamilyMachines, Twin, TwinRun
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun, check_all_keys, number_at
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
     MetricSpec,
     TwinSetup,
-    check_document_keys,
     check_fault_kind,
     metric_specs,
 )
@@ -219,19 +217,6 @@ class SimulatedExtrusionBioprinter(Twin):
         return log.finish(units, readings, f"print finished: {constructs} constructs crosslinked")
 
 
-def _number_at(value: Any, where: str, *, high: float | None = None) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (high is not None and value > high)
-    ):
-        limit = f" and at most {high:g}" if high is not None else ""
-        raise ValidationFailed(f"{where} must be a number >= 0{limit}, not {value!r}", field=where)
-    return float(value)
-
-
 class BioprintMachines(FamilyMachines):
     """Extrusion bioprinters: their twin, metrics, faults and the batch record's print."""
 
@@ -279,12 +264,7 @@ class BioprintMachines(FamilyMachines):
         }
 
     def check_measurements(self, document: Any) -> dict[str, Any]:
-        document = check_document_keys(document, (*DOCUMENT_KEYS, QC))
-        missing = [key for key in DOCUMENT_KEYS if key not in document]
-        if missing:
-            raise ValidationFailed(
-                f"measurements.{missing[0]} is missing", field=f"measurements.{missing[0]}"
-            )
+        document = check_all_keys(document, DOCUMENT_KEYS, optional=(QC,))
         constructs = document[CONSTRUCTS]
         if isinstance(constructs, bool) or not isinstance(constructs, int) or constructs < 0:
             raise ValidationFailed(
@@ -299,14 +279,14 @@ class BioprintMachines(FamilyMachines):
             )
         checked: dict[str, Any] = {
             CONSTRUCTS: constructs,
-            IEQ_PRINTED: _number_at(document[IEQ_PRINTED], f"measurements.{IEQ_PRINTED}"),
-            VIABILITY: _number_at(document[VIABILITY], f"measurements.{VIABILITY}", high=1.0),
+            IEQ_PRINTED: number_at(document[IEQ_PRINTED], f"measurements.{IEQ_PRINTED}"),
+            VIABILITY: number_at(document[VIABILITY], f"measurements.{VIABILITY}", high=1.0),
             VIABILITY_PER_CONSTRUCT: [
-                _number_at(v, f"measurements.{VIABILITY_PER_CONSTRUCT}[{i}]", high=1.0)
+                number_at(v, f"measurements.{VIABILITY_PER_CONSTRUCT}[{i}]", high=1.0)
                 for i, v in enumerate(per)
             ],
-            UV_DOSE_MEAN: _number_at(document[UV_DOSE_MEAN], f"measurements.{UV_DOSE_MEAN}"),
-            PRESSURE_MAX: _number_at(document[PRESSURE_MAX], f"measurements.{PRESSURE_MAX}"),
+            UV_DOSE_MEAN: number_at(document[UV_DOSE_MEAN], f"measurements.{UV_DOSE_MEAN}"),
+            PRESSURE_MAX: number_at(document[PRESSURE_MAX], f"measurements.{PRESSURE_MAX}"),
         }
         if QC in document:
             if not isinstance(document[QC], Mapping):

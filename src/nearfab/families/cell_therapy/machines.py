@@ -52,13 +52,12 @@ from nearfab.families.cell_therapy.logic.growth import (
     logistic_fraction,
     step,
 )
-from nearfab.families.twin import FamilyMachines, Twin, TwinRun
+from nearfab.families.twin import FamilyMachines, Twin, TwinRun, check_all_keys, number_at
 from nearfab.network import Machine
 from nearfab.production.kit import (
     MeasurementSeries,
     MetricSpec,
     TwinSetup,
-    check_document_keys,
     check_fault_kind,
     metric_specs,
 )
@@ -530,21 +529,6 @@ def _series(outcome: RunResult, metric: str) -> list[float]:
     return [r.value for r in outcome.telemetry if r.metric == metric]
 
 
-def _number_at(value: Any, where: str, what: str, *, high: float | None = None) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (high is not None and value > high)
-    ):
-        limit = f" and at most {high:g}" if high is not None else ""
-        raise ValidationFailed(
-            f"{where} must be {what} (a number >= 0{limit}), not {value!r}", field=where
-        )
-    return float(value)
-
-
 def _count_at(value: Any, where: str, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationFailed(
@@ -556,7 +540,7 @@ def _count_at(value: Any, where: str, what: str) -> int:
 def _list_at(value: Any, where: str, what: str, *, high: float | None = None) -> list[float]:
     if not isinstance(value, list) or not value:
         raise ValidationFailed(f"{where} must be a non-empty list of {what}", field=where)
-    return [_number_at(v, f"{where}[{i}]", what, high=high) for i, v in enumerate(value)]
+    return [number_at(v, f"{where}[{i}]", what, high=high) for i, v in enumerate(value)]
 
 
 def expected_density_per_day(design: Mapping[str, Any], days: int) -> list[float]:
@@ -632,12 +616,7 @@ class CellTherapyMachines(FamilyMachines):
         }
 
     def check_measurements(self, document: Any) -> dict[str, Any]:
-        document = check_document_keys(document, (*DOCUMENT_KEYS, QC))
-        missing = [key for key in DOCUMENT_KEYS if key not in document]
-        if missing:
-            raise ValidationFailed(
-                f"measurements.{missing[0]} is missing", field=f"measurements.{missing[0]}"
-            )
+        document = check_all_keys(document, DOCUMENT_KEYS, optional=(QC,))
 
         def at(key: str) -> str:
             return f"measurements.{key}"
@@ -681,9 +660,9 @@ class CellTherapyMachines(FamilyMachines):
             checked[QC] = dict(document[QC])
         return {
             **checked,
-            VIABLE_CELLS: _number_at(document[VIABLE_CELLS], at(VIABLE_CELLS), "a count of cells"),
-            VIABILITY: _number_at(document[VIABILITY], at(VIABILITY), "a fraction", high=1.0),
-            FOLD_EXPANSION: _number_at(
+            VIABLE_CELLS: number_at(document[VIABLE_CELLS], at(VIABLE_CELLS), "a count of cells"),
+            VIABILITY: number_at(document[VIABILITY], at(VIABILITY), "a fraction", high=1.0),
+            FOLD_EXPANSION: number_at(
                 document[FOLD_EXPANSION], at(FOLD_EXPANSION), "a fold expansion"
             ),
             CULTURE_DAYS: days,
