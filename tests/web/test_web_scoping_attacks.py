@@ -152,7 +152,8 @@ def _build_world(app: App) -> dict[str, Any]:
     for role in Role:
         for where, code in WHERE.items():
             username = f"{role.value}-{where}"
-            privileged = role.value in ("qp", "admin")  # need a second admin's approval
+            # qp, admin and responsible_person: requested by one admin, approved by a second
+            privileged = role.value in ("qp", "admin", "responsible_person")
             with app.uow() as uow:
                 made = app.users.create_user(
                     uow,
