@@ -197,7 +197,7 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.TRANSPORT_RECORD: frozenset({PL, A}),
     Permission.TICKET_ISSUE: frozenset({PL, Q, PH}),
     Permission.BATCH_START: frozenset({OP}),
-    # the responsible person reads the device history records it releases
+    # the responsible person reads the records of the batches it releases
     Permission.BATCH_READ: STAFF | {RP},
     Permission.BATCH_ABANDON: frozenset({Q, A}),
     Permission.BATCH_STEP_SIGN: frozenset({OP, PH}),
