@@ -42,9 +42,11 @@ def dispensed_since(session: Any, site_id: str, since: Any) -> list[dict[str, An
     the pack's and its batch's status and the patient to contact (replication's deferred
     verification, docs/replication.md)."""
     from nearfab.custody.models import Dispense, SerialUnit
-    from nearfab.orders.models import Patient
-    from nearfab.production.models import BatchRecord
+    from nearfab.orders.reads import patient_view
+    from nearfab.production.reads import batch_view
 
+    # the owners' read views: custody names no other domain's table (test_table_ownership)
+    batch, patient = batch_view(), patient_view()
     rows = session.execute(
         select(
             SerialUnit.id,
@@ -52,13 +54,13 @@ def dispensed_since(session: Any, site_id: str, since: Any) -> list[dict[str, An
             SerialUnit.serial,
             SerialUnit.batch_number,
             SerialUnit.status,
-            BatchRecord.status,
-            Patient.ref,
+            batch.c.status,
+            patient.c.ref,
             Dispense.dispensed_at,
         )
         .join(Dispense, Dispense.unit_id == SerialUnit.id)
-        .join(BatchRecord, BatchRecord.id == SerialUnit.batch_id)
-        .join(Patient, Patient.id == Dispense.patient_id)
+        .join(batch, batch.c.id == SerialUnit.batch_id)
+        .join(patient, patient.c.id == Dispense.patient_id)
         .where(Dispense.site_id == site_id, Dispense.dispensed_at > since)
         .order_by(Dispense.dispensed_at, SerialUnit.id)
     )
@@ -67,3 +69,38 @@ def dispensed_since(session: Any, site_id: str, since: Any) -> list[dict[str, An
         {**dict(zip(keys, r[:6], strict=True)), "patient_ref": r[6], "dispensed_at": r[7]}
         for r in rows
     ]
+
+
+def units_with_alert(session: Any, kind: str, unit_ids: list[str]) -> set[str]:
+    """Which of these packs already carry an alert of `kind` (one statement)."""
+    from nearfab.custody.models import CustodyAlert
+
+    if not unit_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(CustodyAlert.unit_id).where(
+                CustodyAlert.kind == kind, CustodyAlert.unit_id.in_(unit_ids)
+            )
+        )
+    )
+
+
+def unit(session: Any, unit_id: str) -> Any:
+    """One pack (SerialUnit) by id, or None."""
+    from nearfab.custody.models import SerialUnit
+
+    return session.get(SerialUnit, unit_id)
+
+
+def alerts_at(session: Any, site_id: str, kind: str) -> list[Any]:
+    """The custody alerts (CustodyAlert) of one kind raised at a site, newest first."""
+    from nearfab.custody.models import CustodyAlert
+
+    return list(
+        session.scalars(
+            select(CustodyAlert)
+            .where(CustodyAlert.site_id == site_id, CustodyAlert.kind == kind)
+            .order_by(CustodyAlert.raised_at.desc())
+        )
+    )

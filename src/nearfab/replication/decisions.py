@@ -16,20 +16,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 
 from nearfab.common.errors import DomainError, NotFound, Refused
-from nearfab.custody import CustodyAlert, SerialUnit
 from nearfab.custody.enums import AlertKind, UnitStatus
-from nearfab.custody.reads import dispensed_since
+from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
 from nearfab.identity.reads import audit_entries_on
 from nearfab.replication.logic import Record
 from nearfab.replication.models import OutboxRecord
 from nearfab.replication.services import OriginStatus, ReplicationService
 from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.custody import CustodyAlert, SerialUnit
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +239,8 @@ class ControlDecisions:
             packs = [p for p in dispensed_since(s, site, since) if p["dispensed_at"] <= horizon]
             if not packs:
                 return raised
-            alerted = set(
-                s.scalars(
-                    select(CustodyAlert.unit_id).where(
-                        CustodyAlert.kind == AlertKind.DISPENSED_THEN_RECALLED.value,
-                        CustodyAlert.unit_id.in_([p["unit_id"] for p in packs]),
-                    )
-                )
+            alerted = units_with_alert(
+                s, AlertKind.DISPENSED_THEN_RECALLED.value, [p["unit_id"] for p in packs]
             )
             for pack in packs:
                 bad = pack["status"] in NOT_DISPENSABLE or pack["batch_status"] == "rejected"
@@ -262,7 +259,7 @@ class ControlDecisions:
                     AlertKind.DISPENSED_THEN_RECALLED,
                     pack["serial"],
                     message,
-                    unit=s.get(SerialUnit, pack["unit_id"]),
+                    unit=unit(s, pack["unit_id"]),
                 )
                 alert.detail = {**alert.detail, "patient_ref": pack["patient_ref"]}
                 raised.append(alert.id)
@@ -303,16 +300,7 @@ class ControlDecisions:
 
 def alerts_for_site(uow: UnitOfWork, site_id: str) -> list[CustodyAlert]:
     """The deferred-verification alerts raised at a site, newest first."""
-    return list(
-        uow.session.scalars(
-            select(CustodyAlert)
-            .where(
-                CustodyAlert.site_id == site_id,
-                CustodyAlert.kind == AlertKind.DISPENSED_THEN_RECALLED.value,
-            )
-            .order_by(CustodyAlert.raised_at.desc())
-        )
-    )
+    return alerts_at(uow.session, site_id, AlertKind.DISPENSED_THEN_RECALLED.value)
 
 
 # --- control-only use cases ------------------------------------------------------------------
