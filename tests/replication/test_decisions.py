@@ -218,6 +218,8 @@ def test_a_pack_dispensed_offline_and_recalled_meanwhile_raises_an_alert_naming_
     inbox = start_inbox(repl(site), site.uow, address, control_site_id=repl(control).site_id)
     try:
         broker.stop()  # the site is cut off
+        # the inbox has seen the cut (else its `connected` would still be the old session's)
+        assert wait_for(lambda: not inbox.connected.is_set(), 30)
         site.clock.sleep(60)
         to_recall, stays_good = units(site, recalled_batch)[0], units(site, good_batch)[0]
         patient = dispense(site, to_recall)
@@ -227,14 +229,14 @@ def test_a_pack_dispensed_offline_and_recalled_meanwhile_raises_an_alert_naming_
         with site.uow() as uow:
             assert not alerts_for_site(uow, repl(site).site_id)  # the site cannot know yet
         broker.start()
-        assert wait_for(lambda: inbox.connected.is_set(), 10)
+        assert wait_for(lambda: inbox.connected.is_set(), 30)  # subscribed again (SUBACK)
         control_sends(control, broker)
 
         def alerted() -> bool:
             with site.uow() as uow:
                 return bool(alerts_for_site(uow, repl(site).site_id))
 
-        assert wait_for(alerted)
+        assert wait_for(alerted, 60)
         time.sleep(0.3)  # any redelivery arrives and is judged
     finally:
         inbox.stop()

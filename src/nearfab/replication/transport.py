@@ -127,7 +127,9 @@ class InboxSubscriber:
         self._busy = False
         self._client = _client(client_id)
         self._client.manual_ack_set(True)
+        self._pending_subs: set[int] = set()
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._worker = threading.Thread(target=self._work, name="replication-inbox", daemon=True)
@@ -151,9 +153,17 @@ class InboxSubscriber:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
             return
-        for sub in self._subscriptions:
-            client.subscribe(sub, qos=1)
-        self.connected.set()
+        # `connected` means subscribed: it is set when the broker has acknowledged every
+        # subscription (SUBACK), so a record published after it is never missed, even by a
+        # broker that restarted without the session
+        self._pending_subs = {client.subscribe(sub, qos=1)[1] for sub in self._subscriptions}
+        if not self._pending_subs:
+            self.connected.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connected.clear()
