@@ -31,6 +31,7 @@ from typing import Any
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.families.bioprint.prescription import MIN_IEQ_PER_KG
+from nearfab.families.inprocess import check_in_process
 from nearfab.families.isbt128 import Isbt128Invalid, parse_din
 from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseResults
 
@@ -129,19 +130,7 @@ class BioprintRelease:
     def check_rule(self, rule: Mapping[str, Any]) -> None:
         """`release_rule.in_process`: ieq_dose and viability only (from the bioprinter's
         in-process counts when the laboratory has not reported)."""
-        listed = rule.get("in_process", [])
-        if isinstance(listed, str) or not isinstance(listed, Sequence):
-            raise ValidationFailed(
-                "release_rule.in_process must be a list of test names",
-                field="release_rule.in_process",
-            )
-        refused = [t for t in listed if t not in IN_PROCESS_ALLOWED]
-        if refused:
-            raise ValidationFailed(
-                f"release_rule.in_process lists {', '.join(map(repr, refused))}; only"
-                f" {', '.join(IN_PROCESS_ALLOWED)} may be evaluated from in-process data",
-                field="release_rule.in_process",
-            )
+        check_in_process(rule, IN_PROCESS_ALLOWED)
 
     def evaluate(
         self, tests: Sequence[str], evidence: ReleaseEvidence, rule: Mapping[str, Any]

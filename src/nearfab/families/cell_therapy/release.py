@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.families.inprocess import check_in_process
 from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseResults
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -180,19 +181,7 @@ class CellTherapyRelease:
         """`release_rule.in_process`: tests the family may evaluate from the micro-factory's
         in-process data when the laboratory result is absent (only viable_cell_dose and
         viability)."""
-        listed = rule.get("in_process", [])
-        if isinstance(listed, str) or not isinstance(listed, Sequence):
-            raise ValidationFailed(
-                "release_rule.in_process must be a list of test names",
-                field="release_rule.in_process",
-            )
-        refused = [t for t in listed if t not in IN_PROCESS_ALLOWED]
-        if refused:
-            raise ValidationFailed(
-                f"release_rule.in_process lists {', '.join(repr(t) for t in refused)}; only"
-                f" {', '.join(IN_PROCESS_ALLOWED)} may be evaluated from in-process data",
-                field="release_rule.in_process",
-            )
+        check_in_process(rule, IN_PROCESS_ALLOWED)
 
     def evaluate(
         self, tests: Sequence[str], evidence: ReleaseEvidence, rule: Mapping[str, Any]
