@@ -443,9 +443,40 @@ def make_batch(app: App, *, ready: bool = True, **order: Any) -> str:
     return batch_id
 
 
-def run(app: App) -> RunSummary:
-    """Let the network runner move everything it can."""
-    return app.runner.run_until_idle()
+def run(app: App, *, sign: bool = True) -> RunSummary:
+    """Let the network runner move everything it can. `sign`: between passes, the steps each
+    opened batch's machine waits for (line clearance, material loading) are signed by its
+    operator, critical entries verified by a second person (sign_before_start), as the site
+    staff would; without it, started batches wait at their machine."""
+    summary = app.runner.run_until_idle()
+    while sign and sign_before_start(app):
+        more = app.runner.run_until_idle()
+        rounds = summary.rounds + more.rounds
+        summary.merge(more)  # what the passes did, and what still waits after the last
+        summary.rounds = rounds
+    return summary
+
+
+def sign_before_start(app: App, batch_id: str | None = None) -> list[str]:
+    """Sign the steps the machine waits for (those before the master file's first machine
+    step) of `batch_id`, or of every started batch not yet handed to its machine, as the
+    batch's operator with the site's pharmacist verifying critical entries
+    (nearfab.demo.complete_record). Returns the batches signed for."""
+    from nearfab.demo import complete_record as sign_steps
+
+    with app.uow() as uow:
+        if batch_id is not None:
+            batches = [app.production.get(uow, batch_id)]
+        else:
+            batches = [
+                b
+                for b in app.production.batches(uow, status="in_progress")
+                if b.handed_over_at is None
+            ]
+        waiting = [b.id for b in batches if app.production.steps_before_start(uow, b)]
+    for waiting_id in waiting:
+        sign_steps(app, waiting_id, TEST_PASSWORD, before_start=True)
+    return waiting
 
 
 def complete_record(app: App, batch_id: str) -> None:

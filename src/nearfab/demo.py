@@ -538,13 +538,15 @@ def complete_record(
     *,
     verifier: str | None = None,
     performer: str | None = None,
+    before_start: bool = False,
 ) -> list[str]:
     """Sign the batch's pending manual steps in order as `performer` (a username; default: the
     batch's operator on duty), with plausible entries, and verify each critical entry as a
-    second person (`verifier`, or the site's pharmacist, or the QP autopilot). For the demo
-    and tests only: in use, each person signs for themselves; the demo's automated signing
-    names accounts that say so (`automated_operator`). Returns the codes signed or verified;
-    stops at the first refusal (raised)."""
+    second person (`verifier`, or the site's pharmacist, or the QP autopilot). `before_start`:
+    only the steps before the master file's first machine step (the machine waits for them).
+    For the demo and tests only: in use, each person signs for themselves; the demo's
+    automated signing names accounts that say so (`automated_operator`). Returns the codes
+    signed or verified; stops at the first refusal (raised)."""
     with app.uow() as uow:
         batch = app.production.get(uow, batch_id)
         who = app.users.by_username(uow, performer) if performer else None
@@ -558,6 +560,8 @@ def complete_record(
     done: list[str] = []
     for state in states:
         if not state.manual:
+            if before_start:
+                break
             continue
         if state.signoff is None:
             values = {

@@ -294,6 +294,11 @@ class _Story:
             app.production.issue_ticket(uow, self.control, job_id)
         with app.uow() as uow:
             batch_id = app.production.start_batch(uow, self.actor(OPERATOR_AUTO), job_id).id
+        # the steps the machine waits for (line clearance, the collection received) signed,
+        # then the ticket handed to the micro-factory
+        complete_record(app, batch_id, self.password, verifier=PHARMACIST_AUTO, before_start=True)
+        with app.uow() as uow:
+            app.production.hand_over(uow, self.agent, batch_id)
         with app.uow() as uow:
             machine = next(m for m in app.network.list_machines(uow) if m.name == CELL_MACHINE)
             uow.session.expunge(machine)

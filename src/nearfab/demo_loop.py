@@ -86,6 +86,7 @@ class DemoLoop:
         if submit:
             self.submit_one()
         self.app.runner.step()
+        self.sign_before_start()
         self._clear_fault_after_first_hit()
         self.autopilot()
         self.qualify_monitoring()
@@ -175,6 +176,38 @@ class DemoLoop:
                 except DomainError as exc:
                     log.warning("demo could not qualify %s %s: %s", kind, code, exc.message)
         self._qualified = done
+
+    def sign_before_start(self) -> None:
+        """The steps the machine waits for (line clearance, filament loaded) of the printlet
+        batches the runner opened, signed under the site's "Demo operator (automated)" and
+        the critical entry verified by the autopilot: the next runner step hands the batch to
+        its machine. A cell product's steps wait for a person, as its release does. Off when
+        the demo users' password is not known."""
+        if self._password is None:
+            return
+        with self.app.uow() as uow:
+            waiting = [
+                (b.id, b.site_id, b.master_file_code)
+                for b in self.app.production.batches(uow, status="in_progress")
+                if b.handed_over_at is None
+                and b.id not in self._not_signed
+                and b.master_file_code in (HYDROCORTISONE, PROPRANOLOL)
+                and self.app.production.steps_before_start(uow, b)
+            ]
+        for batch_id, site_id, code in waiting:
+            try:
+                performer = automated_operator(self.app, site_id, code, self._password)
+                complete_record(
+                    self.app,
+                    batch_id,
+                    self._password,
+                    verifier=AUTOPILOT,
+                    performer=performer,
+                    before_start=True,
+                )
+            except DomainError as exc:
+                self._not_signed.add(batch_id)
+                log.warning("demo could not sign the steps before %s starts: %s", batch_id, exc)
 
     def autopilot(self) -> None:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.

@@ -28,6 +28,7 @@ def _crashed_mid_run(app: App) -> str:
     """A batch started and handed to its machine by a worker that was then killed: no result
     will ever be recorded, and nothing in this process remembers it."""
     batch_id = fh.start(app, fh.ticketed_job(app))
+    fh.sign_before_start(app, batch_id)  # the steps its machine waited for
     with app.uow() as uow:
         app.production.hand_over(uow, system_actor("site-agent"), batch_id)
     return batch_id

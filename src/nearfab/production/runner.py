@@ -16,6 +16,7 @@ from nearfab.network import MachineStatus, NetworkService
 from nearfab.orders import OrderService, OrderStatus
 from nearfab.production.machines import RunResult
 from nearfab.production.services import ProductionService
+from nearfab.production.services.steps import waiting_for
 from nearfab.scheduling import JobStatus, SchedulingService
 from nearfab.uow import UnitOfWork
 
@@ -194,6 +195,22 @@ class NetworkRunner:
                 return user.id
         return None
 
+    def _waits_for_steps(self, batch_id: str, summary: RunSummary) -> bool:
+        """Whether the started batch waits for the master file's steps before the machine
+        start (signed, critical entries verified). Asked, not tried: a waiting batch is neither
+        failed nor refused (no audit row on every pass); the hand-over itself refuses, audited,
+        if they are still missing then."""
+        with self._uow() as uow:
+            batch = self._production.get(uow, batch_id)
+            missing = self._production.steps_before_start(uow, batch)
+            if not missing:
+                return False
+            summary.blocked[batch_id] = (
+                f"batch {batch.batch_number} waits for the steps before the machine starts: "
+                f"{waiting_for(missing)}"
+            )
+        return True
+
     def _run(self, summary: RunSummary) -> None:
         # batches already open: an operator pressed start (not yet handed to the machine), or
         # this runner holds a result it could not record yet, or another process handed it over
@@ -204,7 +221,8 @@ class NetworkRunner:
             if b.id in self._outcomes:
                 continue  # recorded again below
             if b.handed_over_at is None:
-                to_hand_over.append(b.id)
+                if not self._waits_for_steps(b.id, summary):
+                    to_hand_over.append(b.id)
             else:
                 summary.blocked[b.id] = (
                     f"waiting for the machine's report (handed over {b.handed_over_at:%H:%M} UTC)"
@@ -243,7 +261,10 @@ class NetworkRunner:
                 summary.blocked[job_id] = exc.message
                 continue
             busy.add(machine_id)
-            to_hand_over.append(batch.id)
+            # the record is open: its steps before the machine start can be signed now, and
+            # the machine waits for them (a later pass hands the batch over)
+            if not self._waits_for_steps(batch.id, summary):
+                to_hand_over.append(batch.id)
         # claim each batch in the database before its machine gets the ticket: two processes
         # never hand the same batch over twice
         claimed: list[str] = []

@@ -84,8 +84,9 @@ class ProductionService:
             signer,
             fleet,
         )
-        self.leases = Leases(self.runs.record)
         self.record_steps = BatchSteps(master_files)
+        # the machine starts its job only once the steps before it are signed (and verified)
+        self.leases = Leases(self.runs.record, ready_to_run=self.record_steps.check_ready_to_run)
 
     @property
     def fleet(self) -> MachineFleet:
@@ -139,8 +140,14 @@ class ProductionService:
         self.leases.on_abandon(hook)
 
     def hand_over(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> BatchRecord:
-        """Claim a started batch for its machine (one worker wins)."""
+        """Claim a started batch for its machine (one worker wins); refused, audited, while a
+        step before the machine start is not signed (and verified) (Leases.hand_over)."""
         return self.leases.hand_over(uow, actor, batch_id)
+
+    def steps_before_start(self, uow: UnitOfWork, batch: BatchRecord) -> list[StepState]:
+        """The steps before the machine start still to sign or verify (read only, no audit:
+        the runner asks this before it hands a batch over, and leaves the batch waiting)."""
+        return self.record_steps.before_start(uow, batch)
 
     def lease_end(self, batch: BatchRecord) -> datetime | None:
         return self.leases.lease_end(batch)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from nearfab.common.errors import DomainError, Refused, require_reason
-from nearfab.identity import Actor, Permission, authorize
+from nearfab.identity import Actor, Permission, authorize, refuse
 from nearfab.production.enums import BatchStatus
 from nearfab.production.machines import RunResult
 from nearfab.production.models import BatchRecord
@@ -27,11 +27,21 @@ DEFAULT_LEASE = timedelta(minutes=30)
 AbandonHook = Callable[[UnitOfWork, Actor, BatchRecord, str, str], None]
 # writes a machine's outcome (here: the reason it never reported) into the record and closes it
 RecordRun = Callable[[UnitOfWork, Actor, str, RunResult | DomainError], BatchRecord]
+# raises Refused unless the batch's machine may start: the master file's steps before the
+# machine start signed (and verified where critical) (steps.BatchSteps.check_ready_to_run)
+ReadyToRun = Callable[[UnitOfWork, BatchRecord], None]
 
 
 class Leases:
-    def __init__(self, record_run: RecordRun, lease: timedelta = DEFAULT_LEASE) -> None:
+    def __init__(
+        self,
+        record_run: RecordRun,
+        lease: timedelta = DEFAULT_LEASE,
+        *,
+        ready_to_run: ReadyToRun | None = None,
+    ) -> None:
         self._record_run = record_run
+        self._ready_to_run = ready_to_run
         self.lease = lease
         self._abandon_hooks: list[AbandonHook] = []
 
@@ -40,8 +50,10 @@ class Leases:
         self._abandon_hooks.append(hook)
 
     def hand_over(self, uow: UnitOfWork, actor: Actor, batch_id: str) -> BatchRecord:
-        """Claim a started batch for its machine. Only one worker wins (row version); the
-        others get a Conflict, or a refusal once it has been handed over."""
+        """Claim a started batch for its machine: the machine starts its job. Only one worker
+        wins (row version); the others get a Conflict, or a refusal once it has been handed
+        over. Refused (`steps_before_start_unsigned`, audited) while a step the master file
+        puts before the machine start is not signed, or its critical entry not verified."""
         batch = records.get(uow, batch_id)
         if batch.status != BatchStatus.IN_PROGRESS.value or batch.handed_over_at is not None:
             raise Refused(
@@ -49,6 +61,11 @@ class Leases:
                 field="batch_id",
                 code="already_handed_over",
             )
+        if self._ready_to_run is not None:
+            try:
+                self._ready_to_run(uow, batch)
+            except Refused as exc:
+                refuse(uow, actor, exc, "batch", batch.id, site_id=batch.site_id)
         batch.handed_over_at = uow.clock.now()
         batch.lease_expires_at = batch.handed_over_at + self.lease
         records.add_step(uow, actor, batch, "handed_to_machine", {"machine_id": batch.machine_id})

@@ -100,6 +100,20 @@ def check_entry(fields: Mapping[str, str], values: Mapping[str, Any]) -> dict[st
     return clean
 
 
+def waiting_for(missing: list[StepState]) -> str:
+    """The steps before the machine start still to do, in words: 'line_clearance (Line
+    clearance) not signed; filament_loaded (Filament loaded) not verified by a second person'."""
+    return "; ".join(
+        f"{s.code} ({s.title}) "
+        + (
+            "not verified by a second person"
+            if s.status == "awaiting_verification"
+            else "not signed"
+        )
+        for s in missing
+    )
+
+
 class BatchSteps:
     def __init__(self, master_files: MasterFileService) -> None:
         self._master_files = master_files
@@ -338,6 +352,36 @@ class BatchSteps:
             verified_meaning=None,
             verify_signature_id=None,
         )
+
+    def before_start(self, uow: UnitOfWork, batch: BatchRecord) -> list[StepState]:
+        """The manual steps due before the machine starts (those before the master file's first
+        machine step, the worklist's "before the machine starts") not yet done: not signed, or
+        a critical entry not yet verified by a second person. Empty when the machine may
+        start, and always for a master file without a machine step. A deviation does not stand
+        in for them: it lets later steps be signed out of order, never the machine run without
+        its line clearance or verified material loading."""
+        states = self.step_states(uow, batch)
+        machine = [s.position for s in states if not s.manual]
+        if not machine:
+            return []
+        first = min(machine)
+        return [
+            s
+            for s in states
+            if s.manual and s.position < first and s.status in ("pending", "awaiting_verification")
+        ]
+
+    def check_ready_to_run(self, uow: UnitOfWork, batch: BatchRecord) -> None:
+        """Raise Refused (`steps_before_start_unsigned`, field `steps.<first step's code>`)
+        naming every step before the machine start still to sign or verify."""
+        missing = self.before_start(uow, batch)
+        if missing:
+            raise Refused(
+                f"batch {batch.batch_number}: the machine does not start until the steps before "
+                f"it are signed: {waiting_for(missing)}",
+                field=f"steps.{missing[0].code}",
+                code="steps_before_start_unsigned",
+            )
 
     def record_gaps(
         self, uow: UnitOfWork, batch: BatchRecord, excused: Collection[str] = ()
