@@ -281,7 +281,7 @@ def build_app(
         network, master_files, materials, orders, families, signatures=signatures
     )
     production = ProductionService(
-        network, master_files, materials, orders, scheduling, families, signer, fleet
+        network, master_files, materials, orders, scheduling, families, signer, fleet, signatures
     )
     custody_ref: list[CustodyService] = []
 

@@ -274,6 +274,13 @@ ROUTES: dict[tuple[str, str], Call] = {
         P.ORDER_REPLAN, True, body=lambda w: {"reason": ""}
     ),
     ("POST", "/api/v1/jobs/{job_id}/ticket"): Call(P.TICKET_ISSUE, True),
+    # the control site's approval of a build (api/routes.py): the world's job is a medicine's
+    # at a hospital pharmacy, which needs none (409 after the role and the network reach;
+    # tests/families/device/test_entry_points.py approves a home build and attacks it)
+    ("GET", "/api/v1/builds/awaiting-approval"): Call(P.RELEASE_QUEUE_READ),
+    ("POST", "/api/v1/jobs/{job_id}/build-approval"): Call(
+        P.BUILD_APPROVE, body=_sign, network_only=True
+    ),
     ("POST", "/api/v1/jobs/{job_id}/start"): Call(P.BATCH_START, True),
     ("POST", "/api/v1/batches/{batch_id}/abandon"): Call(P.BATCH_ABANDON, True, body=_reason),
     ("GET", "/api/v1/batches/{batch_id}"): Call(P.BATCH_READ, True),
@@ -585,6 +592,11 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/orders/{order_id}"): Call(P.ORDER_READ, True),
     ("GET", "/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/release"): Call(P.RELEASE_QUEUE_READ),
+    # builds awaiting the control site's approval (web/builds.py), as the API's
+    ("GET", "/builds/approvals"): Call(P.RELEASE_QUEUE_READ),
+    ("POST", "/builds/{job_id}/approve"): Call(
+        P.BUILD_APPROVE, body=lambda w: {"password": "", "meaning": "m"}, network_only=True
+    ),
     ("GET", "/worklist"): Call(P.BATCH_ENTRY_VERIFY),
     # as the API's decision: a rejection without its required reason, refused by the service
     # after the role and the site (the batch stays in the queue for the list test)
@@ -1260,6 +1272,8 @@ NOT_SITE_LISTS = {
     "its impact on every site)",
     "/api/v1/proficiency/suspensions": "scoped by the comparability service; none in this world "
     "(tests/comparability/test_api.py lists them from each site)",
+    "/api/v1/builds/awaiting-approval": "scoped by production (visible_sites); none in this "
+    "world (tests/families/device/test_entry_points.py lists them from each site)",
     "/api/v1/plan": "the network plan (planners place orders across sites)",
     "/api/v1/plan/history": "the network plan's versions",
     "/api/v1/telemetry/dead-letters": "messages no site could be read from (control site only)",

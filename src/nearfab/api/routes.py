@@ -35,7 +35,7 @@ from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import NotFound
 from nearfab.custody.schemas import DispenseOut
 from nearfab.custody.services.scope import authorize_pack
-from nearfab.identity import Actor, Permission, authorize_network, site_filter
+from nearfab.identity import Actor, ESignatureIn, Permission, authorize_network, site_filter
 from nearfab.identity.account_schemas import MeOut
 from nearfab.identity.schemas import PatientIdentityOut
 from nearfab.masterfiles.schemas import MasterFileOut, MasterFileSigningPolicyOut
@@ -58,6 +58,7 @@ from nearfab.production import Fault
 from nearfab.production.schemas import (
     BatchAbandonedOut,
     BatchStartedOut,
+    BuildAwaitingOut,
     RunSummaryOut,
     SignedTicketOut,
 )
@@ -630,6 +631,47 @@ def ticket(
 ) -> dict[str, Any]:
     """The control site signs the job ticket (Ed25519)."""
     return application.production.issue_ticket(uow, actor, job_id).to_dict()
+
+
+class BuildApprovalIn(ESignatureIn):
+    """The control site's approval of one build, e-signed; without a meaning the signature
+    states "<site kind> build approval"."""
+
+    meaning: str = ""
+
+
+@router.get("/builds/awaiting-approval", tags=["production"], response_model=list[BuildAwaitingOut])
+def builds_awaiting_approval(
+    actor: Annotated[Actor, allowed(Permission.RELEASE_QUEUE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> list[Any]:
+    """Planned builds whose product's family wants the control site's approval at their site."""
+    return [row.to_dict() for row in application.production.builds_awaiting_approval(uow, actor)]
+
+
+@router.post("/jobs/{job_id}/build-approval", tags=["production"], response_model=SignedTicketOut)
+def approve_build(
+    job_id: str,
+    body: BuildApprovalIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.BUILD_APPROVE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The control site's e-signed approval of a build, which signs its job ticket (the
+    ticket's `build_approval` names the signature); throttled like a login."""
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        ticket = application.production.approve_build(
+            uow,
+            actor,
+            job_id,
+            password=body.password,
+            meaning=body.meaning,
+            username=body.username,
+            totp=body.totp,
+        )
+    return ticket.to_dict()
 
 
 @router.post("/jobs/{job_id}/start", tags=["production"], response_model=BatchStartedOut)

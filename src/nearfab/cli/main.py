@@ -37,6 +37,7 @@ from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.node import app as node_app
 from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
+from nearfab.cli.builds import app as builds_app
 from nearfab.cli.qa import app as qa_app
 from nearfab.cli.users import app as users_app
 from nearfab.cli.vigilance import app as vigilance_app
@@ -74,6 +75,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(comparability_app, name="comparability")
 app.add_typer(vigilance_app, name="vigilance")
 app.add_typer(qa_app, name="qa")
+app.add_typer(builds_app, name="builds")
 app.add_typer(node_app, name="node")
 
 SpeedOpt = Annotated[

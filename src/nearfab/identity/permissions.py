@@ -90,6 +90,9 @@ class Permission(StrEnum):
     TRANSPORT_RECORD = "plan.transport"
     # production and quality
     TICKET_ISSUE = "job.ticket"
+    # a build the product's family wants approved at some kinds of site (production.kit
+    # build_approver): the control site's e-signed approval issues its ticket
+    BUILD_APPROVE = "job.build_approve"
     BATCH_START = "batch.start"
     BATCH_READ = "batch.read"
     BATCH_ABANDON = "batch.abandon"
@@ -196,6 +199,9 @@ MATRIX: Mapping[Permission, frozenset[Role]] = {
     Permission.SHIFT_RECORD: frozenset({PL, A}),
     Permission.TRANSPORT_RECORD: frozenset({PL, A}),
     Permission.TICKET_ISSUE: frozenset({PL, Q, PH}),
+    # which of the two approves is the family's choice (production.kit build_approver): the
+    # device manufacturer's responsible person a home build of a device
+    Permission.BUILD_APPROVE: frozenset({Q, RP}),
     Permission.BATCH_START: frozenset({OP}),
     # the responsible person reads the records of the batches it releases
     Permission.BATCH_READ: STAFF | {RP},
@@ -288,6 +294,8 @@ NETWORK_LEVEL: frozenset[Permission] = frozenset(
         Permission.MODEL_APPROVE,
         Permission.MODEL_RETIRE,
         Permission.TELEMETRY_RETENTION,
+        # a build at a supervised site is approved by the control site (the manufacturer)
+        Permission.BUILD_APPROVE,
         # reports on the whole network (the auditor grant reaches them too): the audit chain
         # and its checkpoints signed with the control site's key, every site's ledger, and
         # telemetry no site could be read from

@@ -15,7 +15,12 @@ from nearfab.production.machines import (
     UnitMeasurement,
 )
 from nearfab.production.models import BatchRecord, BatchStep, StepSignoff
-from nearfab.production.services import ProductionService, StepState, check_entry
+from nearfab.production.services import (
+    ProductionService,
+    StepState,
+    approval_meaning,
+    check_entry,
+)
 from nearfab.production.tickets import SignedTicket, TicketRejected, TicketSigner, verify_ticket
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "TicketSigner",
     "TwinSetup",
     "UnitMeasurement",
+    "approval_meaning",
     "check_entry",
     "verify_ticket",
 ]

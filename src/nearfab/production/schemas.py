@@ -69,6 +69,22 @@ class SignedTicketOut(Out):
     key_id: str
 
 
+class BuildAwaitingOut(Out):
+    """A planned build waiting for the control site's approval (production.services
+    ticketing): what will be made where, and the role that approves it."""
+
+    job_id: str
+    order_id: str
+    site_code: str
+    site_kind: str
+    machine_name: str
+    master_file: str
+    design: str
+    approver: str
+    planned_start: Timestamp | None
+    may_approve: bool
+
+
 class RunSummaryOut(Out):
     """What one run of the simulated network moved on, and what waits for people (and why)."""
 

@@ -24,6 +24,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/worklist", "Worklist", ("/worklist",)),
     ("/orders", "Orders", ("/orders",)),
     ("/release", "Release queue", ("/release",)),
+    ("/builds/approvals", "Home builds", ("/builds",)),
     ("/dispense", "Dispense", ("/dispense",)),
     ("/hand-overs", "Hand-over", ("/hand-overs",)),
     ("/notices", "Notices", ("/notices",)),

@@ -37,6 +37,7 @@ from nearfab.identity import KeyMismatch
 from nearfab.web.accounts import router as account_pages
 from nearfab.web.appointments import router as appointment_pages
 from nearfab.web.audit import router as audit_pages
+from nearfab.web.builds import router as build_pages
 from nearfab.web.chain import router as chain_pages
 from nearfab.web.changecontrol import router as change_control_pages
 from nearfab.web.comparability import router as comparability_pages
@@ -132,6 +133,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(comparability_pages)
     web.include_router(qa_pages)
     web.include_router(change_control_pages)  # master-file change control, under /qa
+    web.include_router(build_pages)  # the control site's approval of supervised builds
     web.include_router(master_file_pages)  # versions and their QP approval
     web.include_router(dose_pages)  # observations and dose proposals of an order
     web.include_router(vigilance_pages)  # adverse events reported and traced

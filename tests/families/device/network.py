@@ -228,6 +228,25 @@ def release(app: App, batch_id: str, *, reason: str | None = None, signer: str =
         )  # fmt: skip
 
 
+def home_job(app: App, rx: str) -> str:
+    """A flowmeter's job planned at the patient's home (the pharmacy's printer down)."""
+    with app.uow() as uow:
+        app.network.set_machine_status(
+            uow, fh.actor(app, "admin"), fh.machine_id(app, PHARMACY_PRINTER),
+            "maintenance", reason="nozzle swap",
+        )  # fmt: skip
+    return fh.schedule(app, submit(app, bundle(20, "S", rx=rx)).id)
+
+
+def approve_home_build(app: App, job_id: str, signer: str = RP) -> Any:
+    """The home build's approval, e-signed by the control site's responsible person: its
+    signed ticket."""
+    with app.uow() as uow:
+        return app.production.approve_build(
+            uow, fh.actor(app, signer), job_id, password=password_of(signer), username=signer
+        )
+
+
 def sign_home_record(app: App, batch_id: str) -> None:
     """The home build's manual steps signed by the home operator (their own password), each
     critical entry verified remotely by the control site's responsible person."""

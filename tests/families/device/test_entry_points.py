@@ -111,28 +111,118 @@ def test_the_api_takes_a_flowmeter_to_the_patient(world: fh.Built) -> None:
 def test_the_api_approves_a_home_build_only_by_the_responsible_person(world: fh.Built) -> None:
     app = world.app
     client = TestClient(create_web_app(app))
-    with app.uow() as uow:  # the pharmacy's printer is down: the home printer gets the build
-        app.network.set_machine_status(
-            uow,
-            fh.actor(app, "admin"),
-            fh.machine_id(app, net.PHARMACY_PRINTER),
-            "maintenance",
-            reason="nozzle swap",
+    job_id = net.home_job(app, "rx-api-home")
+    # nobody issues its ticket by hand: the planner, nor the QP (who could before)
+    for who in ("planner", "qp"):
+        r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=_login(client, who))
+        assert r.status_code == 409, r.text
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (
+            "build_approval_required",
+            "approver",
         )
-    order = net.submit(app, net.bundle(20, "S", rx="rx-api-home"))
-    job_id = fh.schedule(app, order.id)
-    r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=_login(client, "planner"))
-    assert r.status_code == 409, r.text
-    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (
-        "build_approval_required",
-        "approver",
-    )
-    r = client.post(f"/api/v1/jobs/{job_id}/ticket", headers=_login(client, "qp"))
+    # the approval, attacked: a role without job.build_approve (planner, pharmacist, the home
+    # site's own operator), a responsible person of another site (the pharmacy's), the
+    # control site's QP (not the family's approver), a wrong password
+    approve = f"/api/v1/jobs/{job_id}/build-approval"
+    for who, code in (
+        ("planner", "forbidden"),
+        ("pharmacist", "forbidden"),
+        (net.HOME_OPERATOR, "forbidden"),
+        (net.RP_PHARMACY, "other_site"),
+        ("qp", "wrong_signatory"),
+    ):
+        r = client.post(approve, json=_sign(who), headers=_login(client, who))
+        assert (r.status_code, r.json()["error"]["code"]) == (403, code), (who, r.text)
+    # the queue is read like the release queue: not by the planner nor the home operator; a
+    # site's staff see their own site's builds only (none of the patient's home)
+    for who in ("planner", net.HOME_OPERATOR):
+        r = client.get("/api/v1/builds/awaiting-approval", headers=_login(client, who))
+        assert r.status_code == 403, (who, r.text)
+    for who in ("pharmacist", net.RP_PHARMACY):
+        r = client.get("/api/v1/builds/awaiting-approval", headers=_login(client, who))
+        assert r.status_code == 200 and job_id not in r.text, (who, r.text)
+    rp = _login(client, net.RP)
+    r = client.post(approve, json=_sign(net.RP, password="not-the-password"), headers=rp)
+    assert r.status_code == 401, r.text
+    assert fh.job(app, job_id).ticket is None
+    r = client.get("/api/v1/builds/awaiting-approval", headers=rp)
     assert r.status_code == 200, r.text
-    assert r.json()["payload"]["build_approval"]["role"] == "qp"
+    [row] = [b for b in r.json() if b["job_id"] == job_id]
+    assert (row["site_code"], row["approver"], row["may_approve"]) == (
+        net.HOME,
+        "responsible_person",
+        True,
+    )
+    r = client.post(approve, json=_sign(net.RP), headers=rp)
+    assert r.status_code == 200, r.text
+    approval = r.json()["payload"]["build_approval"]
+    assert (approval["role"], approval["site_kind"], approval["meaning"]) == (
+        "responsible_person",
+        "home",
+        "home build approval",
+    )
+    assert approval["signature_id"].startswith("sig") and approval["at"]
+    # approved once: a second approval finds no planned build
+    r = client.post(approve, json=_sign(net.RP), headers=rp)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "not_awaiting_approval")
+    assert all(b["job_id"] != job_id for b in client.get(
+        "/api/v1/builds/awaiting-approval", headers=rp).json())  # fmt: skip
     # the home operator, trained on the product, starts the approved build at home
     r = client.post(f"/api/v1/jobs/{job_id}/start", headers=_login(client, net.HOME_OPERATOR))
     assert r.status_code == 200, r.text
+
+
+def test_the_pages_approve_a_home_build_only_by_the_responsible_person(world: fh.Built) -> None:
+    app = world.app
+    job_id = net.home_job(app, "rx-web-home")
+    form = {"meaning": "home build approval", "password": fh.TEST_PASSWORD}
+    # the menu entry only for the roles that may open the page (those reading the release
+    # queue); a site's staff see no build of the patient's home, and none may approve
+    for who in ("planner", "pharmacist", net.HOME_OPERATOR, net.RP_PHARMACY):
+        browser = net.web_login(app, who)
+        reads = who in ("pharmacist", net.RP_PHARMACY)
+        assert ('href="/builds/approvals"' in browser.get("/").text) is reads, who
+        r = browser.get("/builds/approvals")
+        assert r.status_code == (200 if reads else 403) and job_id not in r.text, who
+        token = fh.csrf(browser.get("/account").text)
+        r = browser.post(
+            f"/builds/{job_id}/approve",
+            data={**form, "password": net.password_of(who), "csrf_token": token},
+        )
+        assert r.status_code == 403, who
+    qp = net.web_login(app, "qp")
+    page = qp.get("/builds/approvals").text
+    assert f'data-job="{job_id}"' in page and "you do not hold it" in page
+    assert 'class="narrow build-approve"' not in page  # no form for the QP
+    r = qp.post(
+        f"/builds/{job_id}/approve", data={**form, "csrf_token": fh.csrf(page)}
+    )  # the QP posting anyway: refused by the service, said on the page
+    assert r.status_code == 200 and "Refused:" in r.text and "responsible_person" in r.text
+    rp = net.web_login(app, net.RP)
+    home = rp.get("/").text
+    assert 'href="/builds/approvals"' in home
+    page = rp.get("/builds/approvals").text
+    assert f'action="/builds/{job_id}/approve"' in page
+    # no CSRF token, a stale one: refused, nothing signed
+    for token in ("", "forged-token"):
+        r = rp.post(
+            f"/builds/{job_id}/approve",
+            data={**form, "username": net.RP, "password": net.RP_PASSWORD, "csrf_token": token},
+        )
+        assert "Refused:" in r.text, r.text[:500]
+    assert fh.job(app, job_id).ticket is None
+    r = rp.post(
+        f"/builds/{job_id}/approve",
+        data={**form, "username": net.RP, "password": "wrong", "csrf_token": fh.csrf(page)},
+    )
+    assert "Refused:" in r.text and fh.job(app, job_id).ticket is None
+    r = rp.post(
+        f"/builds/{job_id}/approve",
+        data={**form, "username": net.RP, "password": net.RP_PASSWORD, "csrf_token": fh.csrf(page)},
+    )
+    assert r.status_code == 200 and f"Build {job_id} approved" in r.text, r.text[:2000]
+    approval = fh.job(app, job_id).ticket["payload"]["build_approval"]
+    assert approval["by"] == fh.actor(app, net.RP).user_id and approval["signature_id"]
 
 
 def test_the_cli_submits_releases_and_dispenses_a_flowmeter(
@@ -173,6 +263,17 @@ def test_the_cli_submits_releases_and_dispenses_a_flowmeter(
     )  # fmt: skip
     assert done["order_complete"] is True
     assert cli("order", "show", order["id"])["status"] == "dispensed"
+
+    # a home build, approved from the command line by the responsible person (not the QP)
+    job_id = net.home_job(app, "rx-cli-home")
+    assert job_id in [b["job_id"] for b in cli("builds", "awaiting")]
+    refused = cli(
+        "builds", "approve", job_id, "--user", "qp", "--password", fh.TEST_PASSWORD, code=2
+    )
+    assert refused["error"]["code"] == "wrong_signatory"
+    ticket = cli("builds", "approve", job_id, "--user", net.RP, "--password", net.RP_PASSWORD)
+    assert ticket["payload"]["build_approval"]["role"] == "responsible_person"
+    assert fh.job(app, job_id).status == "ticket_issued"
 
 
 def test_the_pages_take_a_pasted_prescription_release_and_dispense(world: fh.Built) -> None:

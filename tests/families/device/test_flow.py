@@ -20,9 +20,9 @@ from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 from tests.families.device import network as net
 
-from nearfab.common.errors import Forbidden, Refused, ValidationFailed
+from nearfab.common.errors import Forbidden, Refused, Unauthenticated, ValidationFailed
 from nearfab.families.device.geometry import design_file
-from nearfab.identity import AuditEntry
+from nearfab.identity import AuditEntry, Signature, audit_trail
 from nearfab.production.machines import Fault
 
 world = fh.world_fixture(net.build)
@@ -142,17 +142,43 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
     order = net.submit(app, net.bundle(20, "S", rx="rx-home"))
     job_id = fh.schedule(app, order.id)
     assert fh.job(app, job_id).site_id == world.data["home"]
-    # the planner may not approve a home build: refused, audited, no ticket
-    with pytest.raises(Refused) as refused:
-        fh.issue_ticket(app, job_id)
-    assert refused.value.code == "build_approval_required"
-    fh.assert_refusal_audited(app, refused.value, "job", job_id)
+    # nobody issues a home build's ticket by hand, the planner nor the QP: refused, audited
+    for who in ("planner", "qp"):
+        with app.uow() as uow, pytest.raises(Refused) as refused:
+            app.production.issue_ticket(uow, fh.actor(app, who), job_id)
+        assert (refused.value.code, refused.value.field) == ("build_approval_required", "approver")
+        fh.assert_refusal_audited(app, refused.value, "job", job_id)
+    # the approval is the responsible person's e-signature, not a QP's (audited refusal)
+    with pytest.raises(Forbidden) as wrong:
+        net.approve_home_build(app, job_id, signer="qp")
+    assert wrong.value.code == "wrong_signatory" and "responsible_person" in wrong.value.message
+    fh.assert_refusal_audited(app, wrong.value, "job", job_id)
+    # a wrong password: no signature, no ticket
+    with app.uow() as uow, pytest.raises(Unauthenticated):
+        app.production.approve_build(uow, fh.actor(app, net.RP), job_id, password="not-it")
     assert fh.job(app, job_id).ticket is None
-    # the control site's QP approves it by issuing the ticket
-    with app.uow() as uow:
-        app.production.issue_ticket(uow, fh.actor(app, "qp"), job_id)
+    ticket = net.approve_home_build(app, job_id)
     approval = fh.job(app, job_id).ticket["payload"]["build_approval"]
-    assert approval["site_kind"] == "home" and approval["by"] == fh.actor(app, "qp").user_id
+    assert approval == ticket.payload["build_approval"]
+    rp = fh.actor(app, net.RP)
+    assert (approval["site_kind"], approval["role"], approval["by"]) == (
+        "home", "responsible_person", rp.user_id,
+    )  # fmt: skip
+    assert approval["meaning"] == "home build approval"
+    # the signature (21 CFR 11.50/11.70): the responsible person's printed name and meaning,
+    # bound to the ticket as approved (its payload before build_approval), its time the ticket's
+    with app.uow() as uow:
+        sig = uow.session.get(Signature, approval["signature_id"])
+        assert sig is not None
+        approved = {k: v for k, v in ticket.payload.items() if k != "build_approval"}
+        assert app.signatures.is_valid(sig, approved)
+        assert (sig.record_type, sig.record_id, sig.signer_id) == ("job", job_id, rp.user_id)
+        assert sig.meaning == "home build approval" and "password" in sig.components
+        assert sig.signed_at.isoformat() == approval["at"]
+        # audited in the same transaction as the ticket: the sign row, then the job's ticketing
+        trail = [(r.action, r.seq, r.at) for r in audit_trail(uow, "job", job_id)][-2:]
+    assert [a for a, _, _ in trail] == ["sign", "transition"]
+    assert trail[1][1] == trail[0][1] + 1 and trail[0][2] == trail[1][2]
     # training is per person: another member of the household, not trained, may not start it
     untrained = fh.create_user(app, "home-other", ["operator"], net.HOME)
     with pytest.raises(Refused) as refused:
@@ -216,8 +242,13 @@ def test_the_network_runner_never_approves_a_home_build(world) -> None:
     order = net.submit(app, net.bundle(20, "S", rx="rx-runner"))
     summary = fh.run(app)
     [job_id] = [j for j in summary.blocked if fh.job(app, j).order_id == order.id]
-    assert "approved by the control site's qp" in summary.blocked[job_id]
+    assert "approved by the control site's responsible_person" in summary.blocked[job_id]
     assert fh.job(app, job_id).ticket is None
+    # it waits on the approver's list instead
+    with app.uow() as uow:
+        waiting = app.production.builds_awaiting_approval(uow, fh.actor(app, net.RP))
+    [row] = [r for r in waiting if r.job_id == job_id]
+    assert (row.site_code, row.approver, row.may_approve) == (net.HOME, "responsible_person", True)
 
 
 def test_a_drifting_nozzle_is_a_cpp_excursion_on_the_record(world) -> None:

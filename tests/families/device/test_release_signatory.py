@@ -38,15 +38,8 @@ def _device_batch(app: Any, rx: str) -> str:
 
 def _home_batch(app: Any) -> str:
     """A flowmeter made at the patient's home (the pharmacy's printer down), ready to release."""
-    with app.uow() as uow:
-        app.network.set_machine_status(
-            uow, fh.actor(app, "admin"), fh.machine_id(app, net.PHARMACY_PRINTER),
-            "maintenance", reason="nozzle swap",
-        )  # fmt: skip
-    order = net.submit(app, net.bundle(20, "S", rx="rx-home-rp"))
-    job_id = fh.schedule(app, order.id)
-    with app.uow() as uow:
-        app.production.issue_ticket(uow, fh.actor(app, "qp"), job_id)
+    job_id = net.home_job(app, "rx-home-rp")
+    net.approve_home_build(app, job_id)
     batch_id = fh.start(app, job_id, fh.actor(app, net.HOME_OPERATOR))
     fh.finish(app, batch_id)
     net.sign_home_record(app, batch_id)

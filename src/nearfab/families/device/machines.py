@@ -53,7 +53,9 @@ FDM_PRINTER = "fdm_printer"
 SUPERVISED_PRINTER = "fdm_printer_supervised"
 # the site kinds whose builds the control site approves one by one, and by whom
 SUPERVISED_SITE_KINDS = frozenset({"home"})
-APPROVER_ROLE = "qp"  # the control site's QP approves home builds (docs/device.md)
+# the manufacturer's responsible person (UK MDR / EU MDR Art. 15) at the control site approves
+# each home build with an e-signature, as it signs the release (docs/device.md)
+APPROVER_ROLE = "responsible_person"
 
 FaultKind = Literal["under_extrusion", "temperature_drift", "layer_shift"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
@@ -316,7 +318,8 @@ class DeviceMachines(FamilyMachines):
 
     def build_approver(self, site_kind: str) -> str | None:
         """production.kit.build_approver: a build at a patient's home is approved, one by one,
-        by the control site's QP (the responsible person signs the release, not the build)."""
+        by the manufacturer's responsible person at the control site (an e-signature that signs
+        its ticket), who also signs the device's release."""
         return APPROVER_ROLE if site_kind in SUPERVISED_SITE_KINDS else None
 
     def twin(self, machine: Machine, setup: TwinSetup) -> SimulatedFdmPrinter:

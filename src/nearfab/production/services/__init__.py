@@ -33,13 +33,18 @@ from nearfab.production.services.gate import ProductionGate
 from nearfab.production.services.leases import DEFAULT_LEASE, AbandonHook, Leases
 from nearfab.production.services.runs import Runs
 from nearfab.production.services.steps import SIGNABLE, BatchSteps, StepState, check_entry
-from nearfab.production.services.ticketing import TICKET_LIFETIME, TicketDesk
+from nearfab.production.services.ticketing import (
+    TICKET_LIFETIME,
+    BuildAwaiting,
+    TicketDesk,
+    approval_meaning,
+)
 from nearfab.production.tickets import SignedTicket, TicketSigner
 from nearfab.scheduling import SchedulingService
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
-    from nearfab.identity import Signature
+    from nearfab.identity import Signature, SignatureService
     from nearfab.masterfiles import MasterFile
     from nearfab.network import Machine, Site
 
@@ -49,12 +54,14 @@ __all__ = [
     "TICKET_LIFETIME",
     "AbandonHook",
     "BatchSteps",
+    "BuildAwaiting",
     "Leases",
     "ProductionGate",
     "ProductionService",
     "Runs",
     "StepState",
     "TicketDesk",
+    "approval_meaning",
     "check_entry",
 ]
 
@@ -70,9 +77,10 @@ class ProductionService:
         families: FamilyRegistry,
         signer: TicketSigner,
         fleet: MachineFleet,
+        signatures: SignatureService | None = None,
     ) -> None:
         self.gate = ProductionGate(network, master_files, orders)
-        self.tickets = TicketDesk(self.gate, orders, scheduling, signer, families)
+        self.tickets = TicketDesk(self.gate, orders, scheduling, signer, families, signatures)
         self.runs = Runs(
             self.gate,
             network,
@@ -116,6 +124,26 @@ class ProductionService:
     def issue_ticket(self, uow: UnitOfWork, actor: Actor, job_id: str) -> SignedTicket:
         """The control site signs what the machine is authorised to make."""
         return self.tickets.issue(uow, actor, job_id)
+
+    def builds_awaiting_approval(self, uow: UnitOfWork, actor: Actor) -> list[BuildAwaiting]:
+        """The planned builds the control site must approve (ticketing.TicketDesk)."""
+        return self.tickets.awaiting_approval(uow, actor)
+
+    def approve_build(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        job_id: str,
+        *,
+        password: str,
+        meaning: str | None = None,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> SignedTicket:
+        """The control site's e-signed approval of a build, which issues its ticket."""
+        return self.tickets.approve(
+            uow, actor, job_id, password=password, meaning=meaning, username=username, totp=totp
+        )
 
     # --- runs ----------------------------------------------------------------------------------
     def start_batch(
