@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, ScalarSelect, func, select
+from sqlalchemy.orm import Session
 
 from nearfab.custody.models import LedgerEntry
+
+if TYPE_CHECKING:
+    from nearfab.custody.models import CustodyAlert, SerialUnit
 
 
 def ledger_head_view(site_id: str) -> ScalarSelect[int | None]:
@@ -86,14 +90,14 @@ def units_with_alert(session: Any, kind: str, unit_ids: list[str]) -> set[str]:
     )
 
 
-def unit(session: Any, unit_id: str) -> Any:
+def unit(session: Session, unit_id: str) -> SerialUnit | None:
     """One pack (SerialUnit) by id, or None."""
     from nearfab.custody.models import SerialUnit
 
     return session.get(SerialUnit, unit_id)
 
 
-def alerts_at(session: Any, site_id: str, kind: str) -> list[Any]:
+def alerts_at(session: Session, site_id: str, kind: str) -> list[CustodyAlert]:
     """The custody alerts (CustodyAlert) of one kind raised at a site, newest first."""
     from nearfab.custody.models import CustodyAlert
 
