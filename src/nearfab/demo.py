@@ -481,10 +481,10 @@ def propranolol_master_file(site_ids: list[str]) -> dict[str, Any]:
         "accepted_codes": [
             {"system": SNOMED, "code": "372772003", "display": "Propranolol"},
             {"system": RXNORM, "code": "8787", "display": "propranolol"},
-            # the products it makes, by product code (RxNorm SCD), from the shipped code data
-            # (families/solid_dose/codes; no dm+d or SNOMED CT product source was found: see
-            # its README)
+            # the products it makes, by product code (RxNorm SCD; dm+d VMP and AMP), from the
+            # shipped code data (families/solid_dose/codes and its README)
             *product_codings("propranolol hydrochloride"),
+            *product_codings("propranolol"),
         ],
         "design_envelope": {
             "dose_mg": {"min": 1.0, "max": 40.0},

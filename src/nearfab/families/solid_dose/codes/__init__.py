@@ -1,6 +1,8 @@
 """Product-level medication codes (RxNorm SCD/SBD, dm+d VMP/AMP, SNOMED CT clinical drugs) and the
-strength of one unit of each, as shipped in `products.py` (extracted from a maintained public
-source by scripts/extract_product_codes.py; see README.md here). Nothing here is typed by hand.
+strength of one unit of each, as shipped in `products.py` (RxNorm, extracted by
+scripts/extract_product_codes.py) and `dmd.py` (NHS dm+d VMPs and AMPs, extracted by
+scripts/extract_dmd_product_codes.py), each from a maintained public source (see README.md here).
+Nothing here is typed by hand.
 
 A master file declares the products it makes by listing their codes among its accepted codes;
 solid_dose's prescription part (families/solid_dose/prescription.py), which order intake asks
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nearfab.families.solid_dose.codes import dmd
 from nearfab.families.solid_dose.codes.products import PRODUCTS, SOURCE
 
-__all__ = ["SOURCE", "ProductCode", "product_code", "product_codings"]
+DMD_SOURCE = dmd.SOURCE
+
+__all__ = ["DMD_SOURCE", "SOURCE", "ProductCode", "product_code", "product_codings"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class ProductCode:
     strength_value: float
     strength_unit: str
     per: str
+    vmp: str | None = None  # a dm+d AMP's VMP (same strength and form)
 
     @property
     def strength_text(self) -> str:
@@ -47,8 +53,9 @@ _BY_CODE: dict[tuple[str, str], ProductCode] = {
         strength_value=float(p["strength_value"]),
         strength_unit=p["strength_unit"],
         per=p["per"],
+        vmp=p.get("vmp"),
     )
-    for p in PRODUCTS
+    for p in [*PRODUCTS, *dmd.PRODUCTS]
 }
 
 
@@ -58,9 +65,9 @@ def product_code(system: str, code: str) -> ProductCode | None:
 
 
 def product_codings(ingredient: str) -> list[dict[str, str]]:
-    """The shipped product codes of one ingredient (as the source names it, e.g. "propranolol
-    hydrochloride"), as master-file accepted codes: how a master file declares, from the data
-    and not by hand, the products it makes."""
+    """The shipped product codes of one ingredient (as the source names it: "propranolol
+    hydrochloride" in RxNorm, "propranolol" in dm+d), as master-file accepted codes: how a
+    master file declares, from the data and not by hand, the products it makes."""
     return [
         {"system": p.system, "code": p.code, "display": p.display}
         for p in _BY_CODE.values()
