@@ -60,16 +60,51 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
     assert trail[1]["old"] == {"status": "received"} and trail[1]["new"]["status"] == "designed"
     assert trail[0]["at"].endswith("+00:00")
 
-    # 2. the planner runs the network: scheduled, ticket signed, printed, evaluated
+    # 2. the planner runs the network: scheduled, ticket signed, the batch record opened; the
+    # machine waits for the master file's steps before it (issue 13 item 3)
     plan = _login(client, "planner")
     r = client.post("/api/v1/network/run", json={"until_idle": True}, headers=plan)
     assert r.status_code == 200, r.text
-    assert len(r.json()["batches_completed"]) == 1
+    assert r.json()["batches_completed"] == []
+    (batch_id, why) = next(iter(r.json()["blocked"].items()))
+    assert batch_id.startswith("bat_")
+    assert "line_clearance (" in why and "filament_loaded (" in why and "not signed" in why
+    op = _login(client, "operator")
+    signer = {"username": "operator", "password": TEST_PASSWORD}
+    r = client.post(
+        f"/api/v1/batches/{batch_id}/steps/line_clearance/sign", json=signer, headers=op
+    )
+    assert r.status_code == 200, r.text
+    loaded = {**signer, "entry": {"filament_lot": "HC-FIL-2.5-GSTT-PH-001", "mass_loaded_g": 30}}
+    r = client.post(
+        f"/api/v1/batches/{batch_id}/steps/filament_loaded/sign", json=loaded, headers=op
+    )
+    assert r.status_code == 200, r.text
+    # signed but not verified by a second person: the machine still waits
+    r = client.post("/api/v1/network/run", json={"until_idle": True}, headers=plan)
+    assert r.json()["batches_completed"] == []
+    assert r.json()["blocked"][batch_id].endswith(
+        "filament_loaded (Filament lot and mass loaded on the printer) not verified by a second "
+        "person"
+    )
+    verifier = {"username": "pharmacist", "password": TEST_PASSWORD}
+    r = client.post(
+        f"/api/v1/batches/{batch_id}/steps/filament_loaded/verify",
+        json=verifier,
+        headers=_login(client, "pharmacist"),
+    )
+    assert r.status_code == 200, r.text
+    # the runner asked, and waited: no refusal of the batch on record
+    assert not [e for e in _audit(client, plan, "batch", batch_id) if e["action"] == "refuse"]
+    # signed and verified: printed, evaluated (the inspection after the run does not hold it)
+    r = client.post("/api/v1/network/run", json={"until_idle": True}, headers=plan)
+    assert r.status_code == 200, r.text
+    assert r.json()["batches_completed"] == [batch_id]
     view = client.get(f"/api/v1/orders/{order_id}", headers=clin).json()
     assert view.get("status") == "awaiting_release", view
     (job,) = view["jobs"]
     (batch_ref,) = view["batches"]
-    batch_id = batch_ref["id"]
+    assert batch_ref["id"] == batch_id
 
     # the job ticket the machine ran is the one the control site signed
     with seeded.uow() as uow:
@@ -93,7 +128,15 @@ def test_prescription_to_dispense_through_the_api(client: TestClient, seeded: Ap
         "print_speed_mm_s",
     }
     steps = [s["name"] for s in record["steps"]]
-    assert steps[:4] == ["material_dispensed", "run_started", "handed_to_machine", "run_finished"]
+    assert steps[:7] == [
+        "material_dispensed",
+        "run_started",
+        "line_clearance",
+        "filament_loaded",
+        "filament_loaded_verified",
+        "handed_to_machine",
+        "run_finished",
+    ]
     assert {"serialised", "rtrt_evaluated"} <= set(steps)
     # the operator on duty answers for the batch; the steps say the site agent pressed start
     assert record["operator"]["name"] == "Olu Operator"

@@ -66,33 +66,19 @@ def test_cli_prescription_to_dispense(tmp_path: Path, monkeypatch: pytest.Monkey
     ]
     assert trail[0]["actor_id"].startswith("system:cli:")
 
-    run = as_json(nearfab(data, "network", "run", "--until-idle", "--json"))
-    assert len(run["batches_completed"]) == 1
-
-    pending = as_json(nearfab(data, "release", "pending", "--json"))
-    (item,) = pending
-    assert item["proposed_decision"] == "release"
-    batch_id = item["batch_id"]
-    # for people, the same queue prints the id whole on one line, ready to copy into `release
-    # sign`, even in a narrow terminal (60 columns used to cut it to "bat_2…")
-    monkeypatch.setattr(cli_context.console, "width", 60)
-    text = nearfab(data, "release", "pending").stdout
-    monkeypatch.undo()
-    assert any(batch_id in line for line in text.splitlines()), text
-    assert item["batch_number"] in text
+    # the runner opens the batch record; its machine waits for the steps before it (the
+    # line clearance, the filament loaded and verified), and says so by the batch's id
+    text = nearfab(data, "network", "run", "--until-idle").stdout
+    waiting = [line for line in text.splitlines() if "waits for the steps" in line]
+    assert len(waiting) == 1, text
+    batch_id = waiting[0].split("waiting: ", 1)[1].split(":", 1)[0]
+    assert batch_id.startswith("bat_")
+    assert "line_clearance (" in waiting[0] and "filament_loaded (" in waiting[0]
     record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
-    assert record["status"] == "completed" and len(record["measurements"]["unit_masses_mg"]) == 84
-    assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]
-    assert [s["name"] for s in record["steps"]][:4] == [
-        "material_dispensed",
-        "run_started",
-        "handed_to_machine",
-        "run_finished",
-    ]
-    assert record["signatures"] == []
+    assert record["status"] == "in_progress" and record["measurements"] is None
 
-    # the manual steps, signed in order by the operator on duty, the critical entry verified
-    # by a second person, and the QP's audit-trail review (quality-and-release.md)
+    # the steps before the machine starts, signed in order by the operator on duty, the
+    # critical entry verified by a second person (quality-and-release.md)
     operator = {"Olu Operator": "operator", "Mani Operator": "operator-man"}.get(
         record["operator"]["name"], "operator-mob"
     )
@@ -116,6 +102,35 @@ def test_cli_prescription_to_dispense(tmp_path: Path, monkeypatch: pytest.Monkey
         PASSWORD,
         "--json",
     )
+    run = as_json(nearfab(data, "network", "run", "--until-idle", "--json"))
+    assert run["batches_completed"] == [batch_id]
+
+    pending = as_json(nearfab(data, "release", "pending", "--json"))
+    (item,) = pending
+    assert item["proposed_decision"] == "release"
+    assert item["batch_id"] == batch_id
+    # for people, the same queue prints the id whole on one line, ready to copy into `release
+    # sign`, even in a narrow terminal (60 columns used to cut it to "bat_2…")
+    monkeypatch.setattr(cli_context.console, "width", 60)
+    text = nearfab(data, "release", "pending").stdout
+    monkeypatch.undo()
+    assert any(batch_id in line for line in text.splitlines()), text
+    assert item["batch_number"] in text
+    record = as_json(nearfab(data, "batch", "show", batch_id, "--json"))
+    assert record["status"] == "completed" and len(record["measurements"]["unit_masses_mg"]) == 84
+    assert len(record["ticket_hash"]) == 64 and record["material_lot"]["lot_number"]
+    assert [s["name"] for s in record["steps"]][:7] == [
+        "material_dispensed",
+        "run_started",
+        "line_clearance",
+        "filament_loaded",
+        "filament_loaded_verified",
+        "handed_to_machine",
+        "run_finished",
+    ]
+    assert record["signatures"] == []
+
+    # after the run: the inspection, then the QP's audit-trail review
     nearfab(
         data,
         "batches",
