@@ -9,14 +9,17 @@ and `quality.records` (`sign_step`, `verify_step`, `review_audit_trail`) and the
 
 - steps: per open batch, the next manual step due now, in the master file's order, with its
   entry fields; a step before the master file's machine step is done "before the machine
-  starts", the others "after the run";
+  starts", the others "after the run"; while the batch is not yet handed to its machine, a
+  step before it is marked "due now: the machine waits for this" (`machine_waits`): the
+  machine does not start until those steps are signed and their critical entries verified
+  (production.services.steps.BatchSteps.check_ready_to_run);
 - waiting: open batches with a manual step still to do but none due now, and why;
 - verifications: critical entries waiting for a second person, for everyone who may verify them
   except the one who performed them;
 - reviews and certify (a QP): batches whose record is complete and whose audit trail waits for
   a (fresh) review, and batches nothing keeps this QP from certifying (the release queue).
 
-The worklist does not change when a machine may start (production gating is out of scope)."""
+The worklist does not decide when a machine may start: the hand-over to the machine does."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from nearfab.uow import UnitOfWork
 BEFORE_RUN = "before the machine starts"
 AFTER_RUN = "after the run"
 NO_MACHINE = "manual"  # a master file without a machine step
+MACHINE_WAITS = "due now: the machine waits for this"
 # the release-blocker codes that mean the audit trail needs a (new) review
 REVIEW_CODES = frozenset({"audit_trail_not_reviewed", "audit_trail_changed"})
 OPEN = (BatchStatus.IN_PROGRESS.value, BatchStatus.COMPLETED.value)
@@ -64,6 +68,10 @@ class StepDueOut(WorkBatchOut):
     deviation_id: str | None = Field(
         description="The open deviation that lets it be signed before an earlier step"
     )
+    machine_waits: bool = Field(
+        description="A step before the machine start of a batch not yet handed to its machine: "
+        "the machine does not start until it is signed (and verified)"
+    )
 
 
 class WaitingOut(WorkBatchOut):
@@ -86,6 +94,9 @@ class VerificationOut(WorkBatchOut):
     performed_by: str
     performed_by_id: str
     performed_at: Timestamp
+    machine_waits: bool = Field(
+        description="The batch's machine does not start until this entry is verified"
+    )
 
 
 class QpItemOut(WorkBatchOut):
@@ -116,6 +127,16 @@ def _phase(states: list[StepState], state: StepState) -> str:
     if not machine:
         return NO_MACHINE
     return BEFORE_RUN if state.position < min(machine) else AFTER_RUN
+
+
+def _machine_waits(batch: BatchRecord, states: list[StepState], state: StepState) -> bool:
+    """Whether `state` is a step the batch's machine waits for: before the machine step, and
+    the batch started but not yet handed to its machine."""
+    return (
+        batch.status == BatchStatus.IN_PROGRESS.value
+        and batch.handed_over_at is None
+        and _phase(states, state) == BEFORE_RUN
+    )
 
 
 def _why_waiting(states: list[StepState], pending: StepState, excused: dict[str, str]) -> str:
@@ -197,6 +218,7 @@ def worklist_view(app: App, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
                         "critical": state.critical,
                         "entry_fields": state.entry_fields,
                         "deviation_id": deviation,
+                        "machine_waits": _machine_waits(batch, states, state),
                     }
                 )
             elif unsigned:
@@ -230,6 +252,7 @@ def worklist_view(app: App, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
                         "performed_by": signoff.performed_by_name,
                         "performed_by_id": signoff.performed_by,
                         "performed_at": signoff.performed_at,
+                        "machine_waits": _machine_waits(batch, states, state),
                     }
                 )
 

@@ -99,7 +99,18 @@ def _fill_scan(arg: str, filled: dict[str, str]) -> str:
 def _learn(args: list[str], stdout: str, filled: dict[str, str], env: dict[str, Any]) -> None:
     """What a user would copy from a command's output into the next README line."""
     data = ["--data-dir", env["NEARFAB_DATA_DIR"]]
-    if args[:2] == ["order", "submit"]:
+    if args[:2] == ["network", "run"] and "BATCH_ID" not in filled:
+        # the batch record opened, its machine waiting for the steps before it: the line
+        # names the batch by its id, whole, and the steps the person signs next
+        (line,) = [x for x in stdout.splitlines() if "waits for the steps before" in x]
+        filled["BATCH_ID"] = line.split("waiting: ", 1)[1].split(":", 1)[0]
+        assert filled["BATCH_ID"].startswith("bat_"), line
+        assert "line_clearance (" in line and "filament_loaded (" in line, line
+    elif args[:2] == ["worklist", "--user"]:
+        # the operator's worklist offers the first step its machine waits for, saying so
+        assert stdout.count("due now: the machine waits for this") == 1, stdout
+        assert "line_clearance" in stdout, stdout
+    elif args[:2] == ["order", "submit"]:
         orders = json.loads(cli_helpers.run([*data, "order", "list", "--json"], env=env).stdout)
         filled["ORDER_ID"] = (
             orders[0]["id"] if isinstance(orders, list) else orders["items"][0]["id"]
@@ -109,9 +120,9 @@ def _learn(args: list[str], stdout: str, filled: dict[str, str], env: dict[str, 
             cli_helpers.run([*data, "release", "pending", "--json"], env=env).stdout
         )
         (batch,) = pending
-        # what the person copies must be on the screen, whole
+        # what the person copies must be on the screen, whole; the batch the machine made
         assert batch["batch_id"] in stdout, stdout
-        filled["BATCH_ID"] = batch["batch_id"]
+        assert batch["batch_id"] == filled["BATCH_ID"]
     elif args[:2] == ["order", "show"]:
         shown = json.loads(stdout)
         filled["PACK_ID"] = shown["packs"][0]["id"]

@@ -28,7 +28,7 @@ def worklist(
 ) -> None:
     """Steps due now (before the machine starts / after the run), entries to verify as a
     second person, and for a QP the audit trails to review and the batches ready to certify."""
-    from nearfab.worklist import worklist_view
+    from nearfab.worklist import MACHINE_WAITS, worklist_view
 
     application, actor = app_as(ctx, data_dir, user, password, as_json)
     out: dict[str, Any] = use_case(
@@ -39,15 +39,17 @@ def worklist(
         return
     for s in out["steps"]:
         fields = ", ".join(f"{k} ({v})" for k, v in s["entry_fields"].items()) or "no entry"
+        when = f"{s['phase']}; {MACHINE_WAITS}" if s["machine_waits"] else s["phase"]
         console.print(
-            f"sign  {s['batch_number']} {s['code']} ({s['phase']}): {s['title']} [{fields}]",
+            f"sign  {s['batch_number']} {s['code']} ({when}): {s['title']} [{fields}]",
             markup=False,
         )
     for w in out["waiting"]:
         console.print(f"wait  {w['batch_number']} {w['code']}: {w['reason']}", markup=False)
     for v in out["verifications"]:
+        waits = f" ({MACHINE_WAITS})" if v["machine_waits"] else ""
         console.print(
-            f"verify {v['batch_number']} {v['code']}: {v['entry']} by {v['performed_by']}",
+            f"verify {v['batch_number']} {v['code']}: {v['entry']} by {v['performed_by']}{waits}",
             markup=False,
         )
     for r in out["reviews"]:
