@@ -12,7 +12,9 @@ The expected counts follow from the code's design (docs/custody.md), counted by 
 - a forward trace by lot: the lot's EPCIS outputs, then their packs with patient, making site
   and dispense in one statement;
 - a backward trace of one pack reads each thing it names once (13 statements today): a
-  ceiling, not a target.
+  ceiling, not a target;
+- the dispense page's pack card: one statement, the pack joined with its order, batch and
+  master file through their owners' read views (it was four service reads).
 Only statements from the calling thread are counted (the verification log's group-commit
 writer runs on its own thread)."""
 
@@ -30,6 +32,7 @@ from tests.custody import chain_helpers as ch
 
 from nearfab.bootstrap import App
 from nearfab.custody import CustodyChain, SerialUnit, VerifyStatus
+from nearfab.web.dispense import pack_card
 
 
 def _one_released_batch(app: App) -> str:
@@ -119,3 +122,22 @@ def test_trace_statements(seeded: App, world: fh.Built, chain: CustodyChain) -> 
     assert len(forward) == 2, forward
     with seeded.uow() as uow:  # the count is of a real answer: the pack found by its lot
         assert [u["unit_id"] for u in chain.trace.lot(uow, qp, lot)["units"]] == [unit.id]
+
+
+def test_pack_card_statements(seeded: App, world: fh.Built) -> None:
+    unit = _pack(world)
+    card: dict[str, Any] = {}
+    statements = _statements(seeded, lambda uow: card.update(pack_card(seeded, uow, unit.id)))
+    assert len(statements) == 1, statements
+    assert "serial_units" in statements[0], statements
+    # the words a pharmacist checks against the label (flow_helpers' default order:
+    # hydrocortisone, dose_mg=2.0, written "2 mg"; the solid-dose kit names a printlet and
+    # counts a pack in tablets)
+    assert card == {
+        "product": "Hydrocortisone 2 mg printlet",
+        "strength": "2 mg",
+        "quantity": f"{unit.quantity} tablets",
+        "lot": unit.batch_number,
+        "expiry": unit.expiry.isoformat(),
+        "serial": unit.serial,
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import date
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
+from nearfab.common.errors import NotFound
 from nearfab.custody.models import LedgerEntry
 
 if TYPE_CHECKING:
@@ -108,3 +110,48 @@ def alerts_at(session: Session, site_id: str, kind: str) -> list[CustodyAlert]:
             .order_by(CustodyAlert.raised_at.desc())
         )
     )
+
+
+class PackLabel(NamedTuple):
+    """What a pack's label states, for the pharmacist to check by eye: the pack's own fields,
+    its order's medication and dose, and the product family of the master file its batch was
+    made under (whose label kit words the product and the count)."""
+
+    serial: str
+    quantity: int
+    batch_number: str
+    expiry: date
+    medication: str
+    dose_value: float
+    dose_unit: str
+    product_family: str
+
+
+def pack_label(session: Session, unit_id: str) -> PackLabel:
+    """The pack's label facts in one statement: the pack joined with the owners' read views of
+    its order, its batch and the batch's master file; NotFound naming `unit_id`."""
+    from nearfab.custody.models import SerialUnit
+    from nearfab.masterfiles.reads import master_file_view
+    from nearfab.orders.reads import order_label_view
+    from nearfab.production.reads import batch_view
+
+    order, batch, master_file = order_label_view(), batch_view(), master_file_view()
+    row = session.execute(
+        select(
+            SerialUnit.serial,
+            SerialUnit.quantity,
+            SerialUnit.batch_number,
+            SerialUnit.expiry,
+            order.c.medication,
+            order.c.dose_value,
+            order.c.dose_unit,
+            master_file.c.product_family,
+        )
+        .join(order, order.c.id == SerialUnit.order_id)
+        .join(batch, batch.c.id == SerialUnit.batch_id)
+        .join(master_file, master_file.c.id == batch.c.master_file_id)
+        .where(SerialUnit.id == unit_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no pack {unit_id!r}", field="unit_id")
+    return PackLabel(*row)

@@ -47,6 +47,14 @@ def order_view() -> Subquery:
     return select(Order.id, Order.site_id, Order.patient_id, Order.status).subquery("order_view")
 
 
+def order_label_view() -> Subquery:
+    """The orders as a read view to join on for what a pack's label states: `id`,
+    `medication`, `dose_value`, `dose_unit`."""
+    return select(Order.id, Order.medication, Order.dose_value, Order.dose_unit).subquery(
+        "order_label_view"
+    )
+
+
 def orders_per_site(
     session: Session, *, master_file_code: str, master_file_version: int, statuses: Iterable[str]
 ) -> dict[str, int]:

@@ -53,7 +53,8 @@ def step_signoff_view() -> Subquery:
 def batch_view() -> Subquery:
     """The batch records as a read view to join on: `id`, `batch_number`, `status`, `site_id`
     (the making site), `order_id`, `machine_id`, `material_lot_id`, `material_lot_number`,
-    `master_file_code`, `master_file_version`, `started_at`, `row_version`."""
+    `master_file_id` (the version the batch was made under), `master_file_code`,
+    `master_file_version`, `started_at`, `row_version`."""
     return select(
         BatchRecord.id,
         BatchRecord.batch_number,
@@ -63,6 +64,7 @@ def batch_view() -> Subquery:
         BatchRecord.machine_id,
         BatchRecord.material_lot_id,
         BatchRecord.material_lot_number,
+        BatchRecord.master_file_id,
         BatchRecord.master_file_code,
         BatchRecord.master_file_version,
         BatchRecord.started_at,

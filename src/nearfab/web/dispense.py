@@ -7,6 +7,7 @@ from typing import Any
 
 from nearfab.bootstrap import App
 from nearfab.common.quantity import Quantity
+from nearfab.custody.reads import pack_label
 from nearfab.uow import UnitOfWork
 
 # VerifyStatus and dispense refusal codes -> the reason after "Do NOT hand over: "
@@ -34,18 +35,16 @@ def verdict(status: str | None) -> str:
 
 def pack_card(application: App, uow: UnitOfWork, unit_id: str) -> dict[str, Any]:
     """The scanned pack as its label states it, in the family's words. Called only after the
-    verification has found the pack and checked the reader's scope."""
-    unit = application.custody.get_unit(uow, unit_id)
-    order = application.orders.get(uow, unit.order_id)
-    batch = application.production.get(uow, unit.batch_id)
-    master_file = application.master_files.get(uow, batch.master_file_id)
-    kit = application.families.get(master_file.product_family).labels
-    dose = Quantity(float(order.dose_value), str(order.dose_unit))
+    verification has found the pack and checked the reader's scope. One statement: the pack
+    joined with its order, batch and master file through their owners' read views."""
+    label = pack_label(uow.session, unit_id)
+    kit = application.families.get(label.product_family).labels
+    dose = Quantity(float(label.dose_value), str(label.dose_unit))
     return {
-        "product": kit.product_name(order.medication, dose),
+        "product": kit.product_name(label.medication, dose),
         "strength": str(dose),
-        "quantity": kit.pack_contents(unit.quantity),
-        "lot": unit.batch_number,
-        "expiry": unit.expiry.isoformat(),
-        "serial": unit.serial,
+        "quantity": kit.pack_contents(label.quantity),
+        "lot": label.batch_number,
+        "expiry": label.expiry.isoformat(),
+        "serial": label.serial,
     }
