@@ -18,7 +18,6 @@ from nearfab.identity import (
     AuditEntryOut,
     ESignatureIn,
     Permission,
-    Role,
     approval_dict,
     audit_entry_out,
     authorize,
@@ -205,8 +204,9 @@ def record_controls_view(
     application: App, uow: UnitOfWork, actor: Actor, batch_id: str
 ) -> dict[str, Any]:
     """The batch's master-file steps with their status and signatures, the open deviations
-    naming a step, the latest audit-trail review, and why a release is blocked now (for a QP:
-    also whether they may certify this master file)."""
+    naming a step, the latest audit-trail review, and why a release is blocked now (for the
+    batch's signatory, the role its family names: also whether they are assigned to its master
+    file, `may_certify`)."""
     records = application.quality.records
     batch = application.production.get(uow, batch_id)
     authorize(actor, Permission.BATCH_READ, site_id=batch.site_id)
@@ -252,8 +252,11 @@ def record_controls_view(
         )
     state = records.review_state(uow, batch)
     review = state.review
-    is_qp = Role.QP.value in actor.roles
-    blockers = records.release_blockers(uow, actor if is_qp else None, batch)
+    # the "not assigned" blocker is for whoever signs this batch: its family's signatory (a QP
+    # for a medicine, the responsible person for a device), as QualityService.decide checks it
+    signatory = application.quality.signatory_for(uow, batch)
+    signs = application.quality.may_sign(actor, signatory)
+    blockers = records.release_blockers(uow, actor if signs else None, batch, signatory)
     out: dict[str, Any] = to_jsonable(
         {
             "batch_id": batch.id,
@@ -288,8 +291,10 @@ def record_controls_view(
                 "rows_since": state.rows_since,
             },
             "release_blockers": [b.to_dict() for b in blockers],
-            "may_certify": is_qp
-            and application.master_files.is_assigned_qp(uow, batch.master_file_code, actor.user_id),
+            "may_certify": signs
+            and application.master_files.is_assigned_qp(
+                uow, batch.master_file_code, actor.user_id, signatory
+            ),
         }
     )
     return out

@@ -11,6 +11,8 @@ hand, not read from the code."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -274,3 +276,85 @@ def test_the_exceptional_route_is_signed_by_the_responsible_person_too(world: fh
         assert sig is not None
     assert sig.meaning.startswith("responsible person release: concession")
     assert "exceptional release at the treating physician's request" in sig.meaning
+
+
+CHOSEN = "unnamed-chosen-password-31"  # chosen at first login (the admin-set one expires)
+
+
+def _unnamed(app: Any, username: str, role: str) -> None:
+    """An account holding the signatory `role`, named on no master file."""
+    fh.create_user(app, username, [role], "CTRL")
+    with app.uow() as uow:
+        app.users.change_password(uow, username, fh.TEST_PASSWORD, CHOSEN)
+
+
+def _row_blockers(page: str, batch_id: str) -> dict[str, str]:
+    row = page.split(f'<tr data-batch="{batch_id}"', 1)[1].split("</tr>", 1)[0]
+    found = re.findall(r'<li data-code="([a-z_]+)">([^<]*)</li>', row)
+    return {code: html.unescape(message) for code, message in found}
+
+
+def test_the_not_assigned_blocker_is_shown_to_the_row_s_signatory(world: fh.Built) -> None:
+    """`GET /api/v1/batches/{id}/steps` (and the batch page built on it) names the blocker
+    `decide` would refuse with to whoever signs the batch: a QP not named on a medicine's
+    master file, a responsible person not named on a device's; the release queue says the
+    same. A QP reading a device build is not its signatory: no such blocker, no certifying."""
+    app = world.app
+    device = _device_batch(app, "rx-blocker-rp")
+    medicine = fh.make_batch(app)
+    _unnamed(app, "qp-unnamed", "qp")
+    _unnamed(app, "rp-unnamed-api", "responsible_person")
+    client = TestClient(create_web_app(app))
+
+    def controls(username: str, password: str, batch_id: str) -> dict[str, Any]:
+        token = client.post("/api/v1/auth/token", json={"username": username, "password": password})
+        assert token.status_code == 200, token.text
+        r = client.get(
+            f"/api/v1/batches/{batch_id}/steps",
+            headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        )
+        assert r.status_code == 200, r.text
+        view: dict[str, Any] = r.json()
+        return view
+
+    def blockers(view: dict[str, Any]) -> dict[str, str]:
+        return {b["code"]: b["message"] for b in view["release_blockers"]}
+
+    # a QP named on no master file, on a medicine (the demo's hydrocortisone, MF-HC-PRINTLET)
+    view = controls("qp-unnamed", CHOSEN, medicine)
+    assert blockers(view) == {
+        "not_qp_for_master_file": "Qp-Unnamed is not an active QP assigned to master file "
+        "MF-HC-PRINTLET; only an assigned QP certifies its batches"
+    }
+    assert view["may_certify"] is False
+    # a responsible person named on no master file, on a device build: the same blocker, in
+    # the device's signatory's words (it was not shown: the API asked only of a QP)
+    view = controls("rp-unnamed-api", CHOSEN, device)
+    assert blockers(view) == {
+        "not_qp_for_master_file": "Rp-Unnamed-Api is not an active responsible person "
+        f"assigned to master file {net.PRODUCT}; only an assigned responsible person "
+        "certifies its batches"
+    }
+    assert view["may_certify"] is False
+    # the named signatories: nothing blocks, each may certify their own
+    view = controls(net.RP, net.RP_PASSWORD, device)
+    assert (blockers(view), view["may_certify"]) == ({}, True)
+    view = controls("qp", fh.TEST_PASSWORD, medicine)
+    assert (blockers(view), view["may_certify"]) == ({}, True)
+    # a QP does not sign a device build: no blocker in a QP's words, nothing to certify
+    view = controls("qp", fh.TEST_PASSWORD, device)
+    assert (blockers(view), view["may_certify"]) == ({}, False)
+    # the release queue says the same to the unnamed responsible person
+    browser = TestClient(create_web_app(app))
+    login = browser.post(
+        "/login",
+        data={"username": "rp-unnamed-api", "password": CHOSEN,
+              "csrf_token": fh.csrf(browser.get("/login").text)},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert login.status_code == 303 and "/login" not in login.headers["location"]
+    queue = browser.get("/release").text
+    assert _row_blockers(queue, device) == blockers(controls("rp-unnamed-api", CHOSEN, device))
+    page = browser.get(f"/batches/{device}").text
+    assert 'data-code="not_qp_for_master_file"' in page
+    assert "not an active responsible person assigned to master file" in html.unescape(page)
