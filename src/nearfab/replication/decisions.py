@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
-REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs re-verified through
+REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 CONTROL_ONLY = "needs the control site: this node is a site node"
 # a pack in one of these states, or of a rejected batch, must not be with a patient
 NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
@@ -87,6 +87,16 @@ def _contiguous(records: list[Record]) -> list[Record]:
             break
         out.append(record)
     return out
+
+
+def _complete_before(records: list[Record], horizon: datetime) -> datetime | None:
+    """The newest creation time before `horizon` among contiguous records (seq order, so
+    creation times never decrease): every record created up to it is held."""
+    for record in reversed(records):
+        created = _time(record.created_at)
+        if created < horizon:
+            return created
+    return None
 
 
 def _time(text: str) -> datetime:
@@ -142,9 +152,9 @@ class ControlDecisions:
                 continue
             self._apply_recall(uow_factory, record, row)
             result.applied.append(record.id)
-        horizon = _time(usable[-1].created_at) if usable and not problems else None
-        if horizon is not None:
-            result.alerts = self.reverify(uow_factory, horizon)
+        if usable and not problems:
+            horizon = _time(usable[-1].created_at)
+            result.alerts = self.reverify(uow_factory, horizon, _complete_before(usable, horizon))
         return result
 
     # --- recalls -----------------------------------------------------------------------------
@@ -222,13 +232,25 @@ class ControlDecisions:
             uow.commit()
 
     # --- deferred verification ---------------------------------------------------------------
-    def reverify(self, uow_factory: Callable[[], UnitOfWork], horizon: datetime) -> list[str]:
-        """Re-verify the packs dispensed here after the last pass's horizon and up to
-        `horizon` (the creation time of the newest control record held without a gap): each
-        was verified at dispense against what the site had then. A pack now recalled or
-        rejected, or of a rejected batch, raises an alert to the site's pharmacists naming
-        the patient to contact (once per pack). Packs dispensed after `horizon` wait for the
-        control's later records. Returns the alerts' ids."""
+    def reverify(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        horizon: datetime,
+        complete: datetime | None = None,
+    ) -> list[str]:
+        """Re-verify the packs dispensed here after the settled point (the last pass's
+        `through`) and up to `horizon` (the creation time of the newest control record held
+        without a gap): each was verified at dispense against what the site had then. A pack
+        now recalled or rejected, or of a rejected batch, raises an alert to the site's
+        pharmacists naming the patient to contact (once per pack). Packs dispensed after
+        `horizon` wait for the control's later records.
+
+        The control stamps every record of one transaction with the same time, and the broker
+        may hand them over in several batches: a record created at `horizon` may still be on
+        its way. Only `complete` (the newest creation time held strictly before `horizon`:
+        every record up to it is held, since a later one is and they are contiguous) settles
+        packs; those dispensed after it are checked again at the next pass. A pass is on
+        record when it settles packs or raises an alert. Returns the alerts' ids."""
         site = self.service.site_id
         raised: list[str] = []
         with uow_factory() as uow:
@@ -263,6 +285,9 @@ class ControlDecisions:
                 )
                 alert.detail = {**alert.detail, "patient_ref": pack["patient_ref"]}
                 raised.append(alert.id)
+            settled = max(since, complete) if complete is not None else since
+            if not raised and settled == since:
+                return raised  # nothing settled, nothing found: the next pass checks again
             audit(
                 uow,
                 self.actor,
@@ -271,7 +296,8 @@ class ControlDecisions:
                 site,
                 new={
                     "since": since.isoformat(),
-                    "through": horizon.isoformat(),
+                    "through": settled.isoformat(),
+                    "checked_through": horizon.isoformat(),
                     "packs": len(packs),
                     "alerts": raised,
                 },
