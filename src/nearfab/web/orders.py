@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -25,7 +26,7 @@ from nearfab.identity import Actor, Permission, can, is_network_wide, visible_si
 from nearfab.masterfiles import MasterFile
 from nearfab.network import Site, SiteKind
 from nearfab.orders import Order, OrderStatus, Patient
-from nearfab.orders.form import PrescriptionForm, form_of
+from nearfab.orders.form import ExtraField, PrescriptionForm, form_of
 from nearfab.orders.identifiers import NHS_NUMBER_SYSTEM, is_valid_nhs_number
 from nearfab.orders.kit import MedicationCode
 from nearfab.production.models import BatchRecord
@@ -63,12 +64,15 @@ _FIELD_OF_PATH: tuple[tuple[str, str], ...] = (
 )
 
 
-def form_field(fhir_field: str | None, mode: str = "form") -> str | None:
+def form_field(
+    fhir_field: str | None, mode: str = "form", extra: Collection[str] = ()
+) -> str | None:
     """The page's field a refusal's FHIR path (or plain field) belongs to, None when none.
-    An uploaded or pasted document is one field: the file or the text."""
+    An uploaded or pasted document is one field: the file or the text. `extra`: the names of
+    the families' own fields on the page (orders.form.ExtraField)."""
     if not fhir_field:
         return None
-    if fhir_field in FORM_FIELDS or fhir_field == "fhir_file":
+    if fhir_field in FORM_FIELDS or fhir_field == "fhir_file" or fhir_field in extra:
         return fhir_field
     if fhir_field in ("site_id", "site"):  # the ordering site (refused for site staff)
         return "site"
@@ -191,6 +195,7 @@ def medicines(application: Any, uow: UnitOfWork, actor: Actor) -> list[dict[str,
                 "version": mf.version,
                 "coding": coding,
                 "form": form_of(family),
+                "envelope": mf.design_envelope or {},
             }
         )
     return sorted(out, key=lambda m: m["title"])
@@ -278,9 +283,17 @@ def prescription_bundle(
         request["dispenseRequest"] = {
             "expectedSupplyDuration": {"value": days, "unit": "days", "system": UCUM, "code": "d"}
         }
+    identifiers: list[dict[str, str]] = []
     ident = fields.get("prescription_id", "").strip()
     if ident:
-        request["identifier"] = [{"system": PRESCRIPTION_SYSTEM, "value": ident}]
+        identifiers.append({"system": PRESCRIPTION_SYSTEM, "value": ident})
+    # the family's own values, as identifiers in its systems (as the API's FHIR sends them)
+    for extra in form.extra:
+        identifiers.append(
+            {"system": extra.system, "value": extra_value(extra, fields, medicine["envelope"])}
+        )
+    if identifiers:
+        request["identifier"] = identifiers
     entries: list[dict[str, Any]] = [
         {"fullUrl": "urn:uuid:patient", "resource": patient},
         {"fullUrl": "urn:uuid:rx", "resource": request},
@@ -303,6 +316,43 @@ def prescription_bundle(
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
+def extra_value(extra: ExtraField, fields: Mapping[str, str], envelope: Mapping[str, Any]) -> str:
+    """What was typed (or chosen) for a family's field, checked by the family against the
+    master file's envelope; a refusal names the form field."""
+    value = fields.get(extra.name, "").strip()
+    if not value:
+        raise ValidationFailed(f"{extra.label}: required", field=extra.name)
+    options = extra.options(envelope)
+    if options and value not in options:
+        raise ValidationFailed(
+            f"{extra.label}: {value!r} is not one of {', '.join(options)}", field=extra.name
+        )
+    if extra.check is not None:
+        try:
+            value = extra.check(value, envelope)
+        except DomainError as exc:
+            raise ValidationFailed(f"{extra.label}: {exc.message}", field=extra.name) from exc
+    return value
+
+
+def extra_fields(meds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The families' own fields of the medicines offered, once each by name: the field, the
+    medicines asking for it and the choices each one's envelope offers."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in meds:
+        form: PrescriptionForm = m["form"]
+        for extra in form.extra:
+            row = out.setdefault(extra.name, {"field": extra, "medicines": [], "options": []})
+            row["medicines"].append(m["code"])
+            row["options"].extend((m["code"], o) for o in extra.options(m["envelope"]))
+    return list(out.values())
+
+
+def _extra_names(application: Any) -> list[str]:
+    """Every family's own form fields (their values are kept when the form is shown again)."""
+    return sorted({x.name for family in application.families for x in form_of(family).extra})
+
+
 def _sites_to_order_for(uow: UnitOfWork, actor: Actor) -> list[Site]:
     """The point-of-care sites network staff may name (site staff order for their own)."""
     if not is_network_wide(actor, Permission.ORDER_SUBMIT):
@@ -323,12 +373,15 @@ def _form_page(
     with application.uow() as uow:
         meds = medicines(application, uow, actor)
         sites = _sites_to_order_for(uow, actor)
-    shown = form_field(error.field, mode) if error is not None else None
+    extras = extra_fields(meds)
+    names = [x["field"].name for x in extras]
+    shown = form_field(error.field, mode, names) if error is not None else None
     return render(
         request,
         "orders/new.html",
         actor,
         medicines=meds,
+        extras=extras,
         sites=sites,
         fields=fields or {},
         error=error,
@@ -374,7 +427,7 @@ async def prescription_submit(
     (`mode=upload`) or pasted FHIR JSON (`mode=paste`); the same intake as the API."""
     application = _app(request)
     data = await request.form()
-    fields = {k: str(data.get(k, "") or "") for k in FORM_FIELDS}
+    fields = {k: str(data.get(k, "") or "") for k in (*FORM_FIELDS, *_extra_names(application))}
     mode = mode if mode in ("form", "upload", "paste") else "form"
     # the API's limit for a prescription (POST /api/v1/orders; the page's body may be larger)
     limit = application.settings.prescription_max_body_bytes

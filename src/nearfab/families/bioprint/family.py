@@ -32,10 +32,17 @@ from nearfab.families.bioprint.release import BioprintRelease
 from nearfab.families.bioprint.simulation import BioprintSimulation
 from nearfab.families.isbt128 import Isbt128Invalid, collection_din, parse_din
 from nearfab.orders import DesignRequest
-from nearfab.orders.form import PrescriptionForm
+from nearfab.orders.form import ExtraField, PrescriptionForm
 
 # the FHIR identifier system of an ISBT 128 DIN (HL7 NamingSystem iccbba-din), as cell_therapy
 DIN_SYSTEM = "http://hl7.org/fhir/NamingSystem/iccbba-din"
+
+
+def din_field(value: str, _envelope: Mapping[str, Any]) -> str:
+    """The form's donor DIN: one that parses with its check character (Isbt128Invalid names
+    what is wrong), sent as typed, as a transplant centre's FHIR would."""
+    parse_din(value)
+    return value.strip()
 
 
 class BioprintFamily:
@@ -52,6 +59,17 @@ class BioprintFamily:
             dose_units=(("{IEQ}/kg", "IEQ/kg of recipient body weight"),),
             body_weight=True,
             course=False,
+            # the donor's DIN as a MedicationRequest identifier, as the API's FHIR sends it,
+            # its keyboard entry check character checked on the form (ISBT 128 ST-001 A.1)
+            extra=(
+                ExtraField(
+                    "donor_din",
+                    "Donor DIN (ISBT 128, with its check character)",
+                    DIN_SYSTEM,
+                    placeholder="G1234 17 654321 [A]",
+                    check=din_field,
+                ),
+            ),
         )
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from nearfab.families.device.geometry import (
 )
 from nearfab.families.device.labels import DeviceLabels
 from nearfab.families.device.machines import FDM_PRINTER, SUPERVISED_PRINTER, DeviceMachines
-from nearfab.families.device.prescription import DevicePrescription, fit_of
+from nearfab.families.device.prescription import FORM, DevicePrescription, fit_of
 from nearfab.families.device.release import DeviceRelease
 from nearfab.families.device.simulation import DeviceSimulation
 from nearfab.orders import DesignRequest
@@ -32,6 +32,7 @@ class DeviceFamily:
         self.release = DeviceRelease()
         self.labels = DeviceLabels()
         self.simulation = DeviceSimulation()
+        self.prescription_form = FORM
 
     def check_envelope(self, envelope: Mapping[str, Any]) -> None:
         Envelope.from_dict(envelope)

@@ -144,10 +144,8 @@ def orifice_diameter_mm(qmax_ml_s: float, scale_height_mm: float, cd: float) -> 
     return math.sqrt(4 * area / math.pi) * 1000.0
 
 
-def design_flowmeter(
-    *, qmax_ml_s: Any, size: Any, units: Any, envelope: Envelope
-) -> dict[str, Any]:
-    """The flowmeter for one patient, or Refused (code outside_envelope) naming the field."""
+def check_qmax(qmax_ml_s: Any, envelope: Envelope) -> float:
+    """The patient's maximum flow within the envelope, or Refused (outside_envelope)."""
     qmax = _number(qmax_ml_s, "qmax_ml_s")
     if not envelope.qmax[0] <= qmax <= envelope.qmax[1]:
         raise Refused(
@@ -156,12 +154,26 @@ def design_flowmeter(
             field="qmax_ml_s",
             code="outside_envelope",
         )
+    return qmax
+
+
+def check_size(size: Any, envelope: Envelope) -> str:
+    """One of the envelope's size options, or Refused (outside_envelope)."""
     if size not in envelope.sizes:
         raise Refused(
             f"size {size!r} is outside the validated envelope (sizes: {', '.join(envelope.sizes)})",
             field="size",
             code="outside_envelope",
         )
+    return str(size)
+
+
+def design_flowmeter(
+    *, qmax_ml_s: Any, size: Any, units: Any, envelope: Envelope
+) -> dict[str, Any]:
+    """The flowmeter for one patient, or Refused (code outside_envelope) naming the field."""
+    qmax = check_qmax(qmax_ml_s, envelope)
+    check_size(size, envelope)
     if (
         isinstance(units, bool)
         or not isinstance(units, int)

@@ -8,15 +8,20 @@ only; DeviceRequest.parameter would be FHIR's own place for them):
     https://nearfab.org/fhir/device/uroflow-qmax-ml-s | 25     the patient's maximum flow, mL/s
     https://nearfab.org/fhir/device/uroflow-size      | M      the size option
 
-`fit_of` reads them for the design; the envelope check is the design's.
+`fit_of` reads them for the design; the envelope check is the design's. The web form asks for
+them too (`FORM`: orders.form.ExtraField), checked against the chosen master file's envelope
+with the design's own words before anything is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
+from nearfab.families.device.geometry import Envelope, check_qmax, check_size
+from nearfab.orders.form import ExtraField, PrescriptionForm
 from nearfab.orders.kit import DoseIn, NoProductCodes
 
 DEVICE = "{device}"
@@ -72,3 +77,38 @@ def fit_of(identifiers: Sequence[str]) -> tuple[float, str]:
             code="fit_missing",
         ) from None
     return qmax, found[SIZE_SYSTEM]
+
+
+def qmax_field(value: str, envelope: Mapping[str, Any]) -> str:
+    """The form's maximum flow: a number of mL/s within the master file's envelope (the
+    design's own check and words)."""
+    try:
+        qmax = float(value.strip().replace(",", "."))
+    except ValueError:
+        raise Refused(
+            f"maximum flow {value!r} is not a number of mL/s", field="qmax_ml_s", code="fit_missing"
+        ) from None
+    check_qmax(qmax, Envelope.from_dict(envelope))
+    return f"{qmax:g}"
+
+
+def size_field(value: str, envelope: Mapping[str, Any]) -> str:
+    return check_size(value.strip(), Envelope.from_dict(envelope))
+
+
+# the prescription form (orders.form): one device a dose, no course, no body weight; the fit
+FORM = PrescriptionForm(
+    dose_units=(("1", "one device"),),
+    body_weight=False,
+    course=False,
+    extra=(
+        ExtraField(
+            "qmax_ml_s",
+            "Maximum flow Qmax (mL/s)",
+            QMAX_SYSTEM,
+            placeholder="25",
+            check=qmax_field,
+        ),
+        ExtraField("size", "Size option", SIZE_SYSTEM, choices="sizes", check=size_field),
+    ),
+)
