@@ -158,7 +158,9 @@ def test_patient_b_run_fails_its_growth_and_a_new_collection_is_booked(world: fh
 
 def test_patient_b_is_then_left_to_the_people_of_the_demo(world: fh.Built) -> None:
     """What the README asks of a person: the clinician records eligibility, consent and the
-    collection (its DIN); the demo loop makes the batch and leaves its release to the QP."""
+    collection (its DIN); the demo loop opens the batch record, its machine waits for the site's
+    people to sign the steps before it (software does not sign them for a cell product); then
+    the loop makes the batch and leaves its release to the QP."""
     app, story = world.app, world.data
     order_id = story["order_b_again"]
     clinician = fh.actor(app, "clinician")
@@ -179,7 +181,17 @@ def test_patient_b_is_then_left_to_the_people_of_the_demo(world: fh.Built) -> No
         app.scheduling.record_collected(
             uow, clinician, order_id, identifier=DIN_B_AGAIN, patient=patient
         )
-    DemoLoop(app, qp_password=TEST_PASSWORD, seed=3).tick(submit=False)
+    loop = DemoLoop(app, qp_password=TEST_PASSWORD, seed=3)
+    loop.tick(submit=False)
+    with app.uow() as uow:
+        [batch] = app.production.batches(uow, order_id=order_id)
+        assert batch.status == "in_progress" and batch.handed_over_at is None
+        waits = [s.code for s in app.production.steps_before_start(uow, batch)]
+        assert waits == ["line_clearance", "collection_received"]
+        batch_id = batch.id
+    # the site's operator and a second person (its pharmacist), not the demo's software
+    assert fh.sign_before_start(app) == [batch_id]
+    loop.tick(submit=False)
     with app.uow() as uow:
         [review] = [
             r
