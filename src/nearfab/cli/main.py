@@ -14,6 +14,7 @@ from rich.table import Table
 from nearfab.cli import simulate
 from nearfab.cli.audit import audit_app
 from nearfab.cli.batches import app as batches_app
+from nearfab.cli.builds import app as builds_app
 from nearfab.cli.collections import collected as collected_command
 from nearfab.cli.collections import pre_collection as pre_collection_command
 from nearfab.cli.comparability import app as comparability_app
@@ -37,7 +38,6 @@ from nearfab.cli.mspc import app as mspc_app
 from nearfab.cli.node import app as node_app
 from nearfab.cli.plan import collection as collection_command
 from nearfab.cli.plan import plan as plan_command
-from nearfab.cli.builds import app as builds_app
 from nearfab.cli.qa import app as qa_app
 from nearfab.cli.users import app as users_app
 from nearfab.cli.vigilance import app as vigilance_app
