@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from nearfab.bus import EventBus
 from nearfab.common.clock import Clock, SystemClock
+from nearfab.common.node import NodeRole
 from nearfab.comparability import ComparabilityService
 from nearfab.config import Settings
 from nearfab.custody import CustodyChain, CustodyService, KeyRing
@@ -256,9 +257,11 @@ def build_app(
     ingestor = TelemetryIngestor(uow, network)
     fleet.telemetry = _gateways(settings, clock, ingestor)
     designs = DesignService(families)
+    node = NodeRole()  # a site node refuses the control site's use cases (common/node.py)
     master_files = MasterFileService(
         signatures,
         network,
+        node=node,
         checks=(
             lambda spec: designs.check_envelope(spec.product_family, spec.design_envelope),
             lambda spec: validate_release_rule(
@@ -312,6 +315,7 @@ def build_app(
         families,
         release_check=packs_ready,
         open_alarms=monitoring.release_blockers,
+        node=node,
     )
     custody = CustodyService(
         production, master_files, orders, quality, families=families, scheduling=scheduling
@@ -400,8 +404,7 @@ def build_app(
             hub.id if hub is not None else None,
             recalls=custody_chain.recalls,
             alerts=custody.packs,
-            quality=quality,
-            master_files=master_files,
+            node=node,
         )
 
     return App(

@@ -27,17 +27,12 @@ from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
+from nearfab.common.node import CONTROL_ONLY
 from nearfab.custody import CustodyAlert, Recall, SerialUnit, make_identifier
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry
-from nearfab.quality.services import QualityService
 from nearfab.replication import OutboxPublisher, start_inbox
-from nearfab.replication.decisions import (
-    APPLIED_ENTITY,
-    CONTROL_ONLY,
-    REFUSED_ENTITY,
-    alerts_for_site,
-)
+from nearfab.replication.decisions import APPLIED_ENTITY, REFUSED_ENTITY, alerts_for_site
 from nearfab.telemetry import BrokerAddress
 from nearfab.web.server import create_web_app
 
@@ -49,21 +44,26 @@ HC_LOT = "HC-FIL-2.5-GSTT-PH-001"  # the seeded hydrocortisone lot at GSTT-PH (d
 def released_batch(site: App, medication: str = "hydrocortisone") -> str:
     """A batch made at the site node and certified. The certification is the control site's
     (refused at a site node, test_control_only_use_cases_…); applying a release sent by the
-    control is not in this slice, so the test certifies through the service's class, past the
-    site node's refusal, to have released packs here."""
+    control is not in this slice, so for this one step the test lets the node act as a
+    control node (its services' shared `NodeRole`), to have released packs here."""
     batch_id = fh.make_batch(site, medication=medication)
     fh.prepare_release(site, batch_id)
-    with site.uow() as uow:
-        QualityService.decide(
-            site.quality,
-            uow,
-            fh.actor(site, "qp"),
-            batch_id,
-            decision="release",
-            password=fh.TEST_PASSWORD,
-            meaning="QP certification: batch released",
-            reason="record reviewed by the QP",  # the rule may ask for the QP's review
-        )
+    node = site.quality.node
+    control_site_id, node.control_site_id = node.control_site_id, None
+    try:
+        with site.uow() as uow:
+            site.quality.decide(
+                uow,
+                fh.actor(site, "qp"),
+                batch_id,
+                decision="release",
+                password=fh.TEST_PASSWORD,
+                meaning="QP certification: batch released",
+                reason="record reviewed by the QP",  # the rule may ask for the QP's review
+            )
+    finally:
+        node.control_site_id = control_site_id
+    assert site.quality.node.site_node
     return batch_id
 
 
@@ -318,8 +318,9 @@ def test_control_only_use_cases_are_refused_at_a_site_node(nodes: tuple[App, App
         site.uow() as uow,
     ):
         site.master_files.approve(uow, fh.actor(site, "qp"), mf_id, password=fh.TEST_PASSWORD)
-    # the control node is not refused (its decide is the service's own)
-    assert type(control.quality).decide is control.quality.decide.__func__  # type: ignore[attr-defined]
+    # the control node is not a site node: its services run these use cases
+    assert site.quality.node.site_node and not control.quality.node.site_node
+    assert site.master_files.node is site.quality.node  # one role per process
 
 
 def test_the_api_the_cli_and_the_screen_of_a_site_node_refuse_the_release_naming_why(

@@ -285,6 +285,7 @@ class ChangeControlService:
     def implement(self, uow: UnitOfWork, actor: Actor, change_id: str) -> ChangeControl:
         """Make the proposed version effective through its approved change control (the
         version's own QP approval must still match its content); one transaction."""
+        self._master_files.require_control(uow, actor, change_id, "change_control")
         authorize_network(actor, Permission.MASTER_FILE_EFFECTIVE)
         row = self.get(uow, change_id)
         if row.status != ChangeControlStatus.APPROVED.value:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from nearfab.common.errors import (
     require_reason,
 )
 from nearfab.common.ids import new_id
+from nearfab.common.node import MASTER_FILE_CHANGE, NodeRole
 from nearfab.common.states import check_transition
 from nearfab.identity import (
     APPROVAL_MASTER_FILE_QP,
@@ -60,8 +61,10 @@ class MasterFileService:
         signatures: SignatureService,
         network: NetworkService,
         checks: Sequence[DraftCheck] = (),
+        node: NodeRole | None = None,
     ) -> None:
         self._signatures = signatures
+        self.node = node or NodeRole()  # a site node refuses master-file changes
         self._network = network
         self._checks = tuple(checks)
         # naming a QP takes effect when a second administrator approves (separation of duties)
@@ -69,6 +72,7 @@ class MasterFileService:
 
     def draft(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> MasterFile:
         """Create the next version of a master file as a draft."""
+        self.require_control(uow, actor, str(data.get("code") or "draft"))
         authorize_network(actor, Permission.MASTER_FILE_DRAFT)  # master files: network records
         try:
             spec = MasterFileIn.model_validate(data)
@@ -112,6 +116,7 @@ class MasterFileService:
         totp: str | None = None,
     ) -> MasterFile:
         """QP approval: an e-signature bound to the hash of the master file's content."""
+        self.require_control(uow, actor, master_file_id)
         authorize_network(actor, Permission.MASTER_FILE_APPROVE)
         mf = self.get(uow, master_file_id)
         try:
@@ -137,6 +142,7 @@ class MasterFileService:
 
     def make_effective(self, uow: UnitOfWork, actor: Actor, master_file_id: str) -> MasterFile:
         """Make an approved version effective; the previous effective version is superseded."""
+        self.require_control(uow, actor, master_file_id)
         authorize_network(actor, Permission.MASTER_FILE_EFFECTIVE)
         mf = self.get(uow, master_file_id)
         check_transition(
@@ -201,12 +207,22 @@ class MasterFileService:
     def withdraw(
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> MasterFile:
+        self.require_control(uow, actor, master_file_id)
         authorize_network(actor, Permission.MASTER_FILE_WITHDRAW)
         require_reason(reason, "withdrawing a master file")
         mf = self.get(uow, master_file_id)
         self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
         uow.commit()
         return mf
+
+    def require_control(
+        self, uow: UnitOfWork, actor: Actor, entity_id: str, entity_type: str = "master_file"
+    ) -> None:
+        """A master-file change waits for the control site at a site node: refused, audited."""
+        try:
+            self.node.require_control(MASTER_FILE_CHANGE)
+        except Refused as exc:
+            refuse(uow, actor, exc, entity_type, entity_id)
 
     def _transition(
         self,
@@ -392,15 +408,33 @@ class MasterFileService:
     ) -> bool:
         """True when the user is active, holds `role` (the QP role, or the release signatory
         role the product's family names) and is assigned to `code` now."""
-        row = self._assignment(uow, code, user_id)
-        person = user_record(uow.session, user_id)
-        return (
-            row is not None
-            and row.active
-            and person is not None
+        return (code, user_id, role) in self.assigned_signers(uow, [(code, user_id, role)])
+
+    def assigned_signers(
+        self, uow: UnitOfWork, wanted: Iterable[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """Which of these (master file code, user id, role) `is_assigned_qp` holds for: one
+        statement for the assignments, whatever their number (a release queue asks for each
+        waiting batch), and each person read once."""
+        asked = set(wanted)
+        if not asked:
+            return set()
+        rows = uow.session.scalars(
+            select(MasterFileQP).where(
+                MasterFileQP.master_file_code.in_({code for code, _, _ in asked}),
+                MasterFileQP.user_id.in_({user for _, user, _ in asked}),
+            )
+        )
+        active = {(row.master_file_code, row.user_id) for row in rows if row.active}
+        people = {user: user_record(uow.session, user) for _, user, _ in asked}
+        return {
+            (code, user, role)
+            for code, user, role in asked
+            if (code, user) in active
+            and (person := people[user]) is not None
             and person.active
             and role in person.roles
-        )
+        }
 
     def _assignment(self, uow: UnitOfWork, code: str, user_id: str) -> MasterFileQP | None:
         return uow.session.scalar(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import Forbidden, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
+from nearfab.common.node import RELEASE_DECISION, NodeRole
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import Actor, AuditAction, Permission, SignatureService, audit, authorize
 from nearfab.identity import record_hash as hash_of_record
@@ -66,6 +67,7 @@ class QualityService:
         families: FamilyRegistry,
         release_check: ReleaseCheck | None = None,
         open_alarms: OpenAlarms | None = None,
+        node: NodeRole | None = None,
     ) -> None:
         """`families` (wired in bootstrap): each product family's release tests, run through
         its `release` part (quality.kit.ReleaseKit). `release_check` says why a batch cannot be
@@ -73,6 +75,7 @@ class QualityService:
         the batch's process alarms that nobody has dispositioned: they block an automatic
         proposal and release."""
         self._families = families
+        self.node = node or NodeRole()  # a site node refuses the QP decision (common/node.py)
         self._release_check = release_check
         self._open_alarms = open_alarms
         self._production = production
@@ -256,6 +259,7 @@ class QualityService:
         with refused_on_batch(uow, actor, batch_key, site_id):
             # every failed attempt at a QP decision is itself a record (Part 11 §11.300),
             # whoever made it and whatever was wrong
+            self.node.require_control(RELEASE_DECISION)  # the control site's decision
             authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
             signatory = self.signatory_for(uow, batch)
             self.check_signatory(actor, batch, signatory)

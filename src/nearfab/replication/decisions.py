@@ -1,8 +1,9 @@
 """A site node acting on what the control site sent (docs/replication.md, "Applying the
 control's decisions"): a recall marks the site's packs through custody's recall service; packs
 the site dispensed on what it last received are re-verified once the control's records arrive
-(deferred verification), with an alert naming the patient to contact; and the use cases only
-the control site may run (QP release, master-file changes) are refused at a site node.
+(deferred verification), with an alert naming the patient to contact; and the node is marked a
+site node, so the use cases only the control site may run (QP release, master-file changes)
+refuse here (each asks `common.node.NodeRole` beside its permission check).
 
 Everything here is done by the system actor `system:replication`, each act with an audit row
 naming the control's record it applies (id and hash), in the transaction that acts on it.
@@ -12,15 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import wraps
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 
-from nearfab.common.errors import DomainError, NotFound, Refused
+from nearfab.common.errors import DomainError, NotFound
+from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
-CONTROL_ONLY = "needs the control site: this node is a site node"
 # a pack in one of these states, or of a rejected batch, must not be with a patient
 NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
 
@@ -329,40 +329,20 @@ def alerts_for_site(uow: UnitOfWork, site_id: str) -> list[CustodyAlert]:
     return alerts_at(uow.session, site_id, AlertKind.DISPENSED_THEN_RECALLED.value)
 
 
-# --- control-only use cases ------------------------------------------------------------------
-def refuse_control_only(target: Any, methods: Iterable[str], what: str) -> None:
-    """Replace `methods` of the service instance `target` with a refusal naming why: at a site
-    node these use cases wait for the control site (QP release, master-file changes). The
-    API, the CLI and the screens all call the same service, so all refuse the same way."""
-    for name in methods:
-        original = getattr(target, name)
-
-        @wraps(original)
-        def refused(*_args: Any, _what: str = what, **_kwargs: Any) -> Any:
-            raise Refused(f"{_what} {CONTROL_ONLY}", field="node", code="control_site_only")
-
-        setattr(target, name, refused)
-
-
 def wire_site_node(
     service: ReplicationService,
     control_site_id: str | None,
     *,
     recalls: Recalls,
     alerts: Alerts,
-    quality: Any,
-    master_files: Any,
+    node: NodeRole,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
-    (`service.decisions`), and refuse the control site's use cases here."""
+    (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
+    control site's use cases (QP release, master-file changes) refuse here (common/node.py)."""
     if control_site_id is None or control_site_id == service.site_id:
         return None
     decisions = ControlDecisions(service, control_site_id, recalls, alerts)
     service.decisions = decisions
-    refuse_control_only(quality, ("decide",), "a QP release or rejection")
-    refuse_control_only(
-        master_files,
-        ("draft", "approve", "make_effective", "withdraw"),
-        "a master-file change",
-    )
+    node.control_site_id = control_site_id
     return decisions
