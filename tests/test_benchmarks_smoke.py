@@ -54,6 +54,10 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
         ["--smoke", "--json"],
         ["points", "points_per_s", "raw_points_per_s", "ratio"],
     ),
+    "release_queue.py": (
+        ["--smoke", "--json"],
+        ["waiting", "worklist_statements", "release_page_statements", "baseline_ms"],
+    ),
     "tep_table.py": (["--smoke", "--json"], []),  # nested: checked below
     "trace.py": (["--smoke", "--json"], ["events", "p50_ms", "p99_ms", "baseline_p99_ms"]),
     "verify_latency.py": (["--smoke", "--json"], ["units", "batches", "sites"]),

@@ -31,7 +31,7 @@ from nearfab.bootstrap import App
 from nearfab.common.canonical import to_jsonable
 from nearfab.common.errors import DomainError
 from nearfab.common.schemas import Out, Timestamp, shaped
-from nearfab.identity import Actor, Permission, authorize, can, is_network_wide
+from nearfab.identity import Actor, Permission, Role, authorize, can, is_network_wide
 from nearfab.production import BatchRecord, BatchStatus, StepState
 from nearfab.uow import UnitOfWork
 
@@ -259,13 +259,19 @@ def worklist_view(app: App, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
     reviews: list[dict[str, Any]] = []
     certify: list[dict[str, Any]] = []
     if can(actor, Permission.AUDIT_TRAIL_REVIEW) or can(actor, Permission.RELEASE_DECIDE):
+        queue = []
         for review in app.quality.pending(uow):
             batch = app.production.get(uow, review.batch_id)
             may_review = can(actor, Permission.AUDIT_TRAIL_REVIEW, site_id=batch.site_id)
             may_decide = can(actor, Permission.RELEASE_DECIDE, site_id=batch.site_id)
-            if not (may_review or may_decide):
-                continue
-            blockers = records.release_blockers(uow, actor, batch)
+            if may_review or may_decide:
+                queue.append((review, batch, may_review, may_decide))
+        # the release checks of every batch in the queue, read together (one set of statements)
+        checks = records.release_blockers_of(
+            uow, [(b, actor, Role.QP.value) for _, b, _, _ in queue]
+        )
+        for review, batch, may_review, may_decide in queue:
+            blockers = checks[batch.id]
             codes = {b.code for b in blockers}
             if "not_ready" in codes:
                 continue  # its steps are on the site staff's worklists first

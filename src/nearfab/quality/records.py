@@ -7,7 +7,7 @@ blocked (quality-and-release.md, "Batch-record controls")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -337,43 +337,75 @@ class RecordControls:
 
     def excused_steps(self, uow: UnitOfWork, batch_id: str) -> dict[str, str]:
         """Steps named by an open deviation of the batch: step code -> deviation id."""
+        return self.excused_steps_of(uow, [batch_id])[batch_id]
+
+    def excused_steps_of(
+        self, uow: UnitOfWork, batch_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """`excused_steps` of each batch (by id), in one statement."""
+        out: dict[str, dict[str, str]] = {batch_id: {} for batch_id in batch_ids}
+        if not out:
+            return out
         rows = uow.session.scalars(
             select(Deviation)
             .where(
-                Deviation.batch_id == batch_id,
+                Deviation.batch_id.in_(list(out)),
                 Deviation.status == DeviationStatus.OPEN.value,
                 Deviation.step_code.is_not(None),
             )
             .order_by(Deviation.opened_at, Deviation.id)
         )
-        out: dict[str, str] = {}
         for dev in rows:
             assert dev.step_code is not None
-            out.setdefault(dev.step_code, dev.id)
+            out[dev.batch_id].setdefault(dev.step_code, dev.id)
         return out
 
     # --- audit-trail review --------------------------------------------------------------------
     def trail(self, uow: UnitOfWork, batch: BatchRecord) -> list[AuditEntry]:
         """Every audit row about the batch: the batch, its job and order, its release review,
         its manual steps, its deviations and its laboratory results; in order."""
-        targets: dict[str, list[str]] = {
-            "batch": [batch.id],
-            "job": [batch.job_id],
-            "order": [batch.order_id],
-        }
-        review = uow.session.scalar(
-            select(ReleaseReview.id).where(ReleaseReview.batch_id == batch.id)
+        return self.trails_of(uow, [batch])[batch.id]
+
+    def trails_of(
+        self, uow: UnitOfWork, batches: Sequence[BatchRecord]
+    ) -> dict[str, list[AuditEntry]]:
+        """`trail` of each batch (by id), in five statements whatever the number of batches:
+        the release reviews, sign-offs, deviations and results naming them, then the audit
+        rows about all of these, each given to every batch it is about."""
+        ids = [b.id for b in batches]
+        out: dict[str, list[AuditEntry]] = {batch_id: [] for batch_id in ids}
+        if not out:
+            return out
+        about: dict[tuple[str, str], list[str]] = {}  # (entity type, id) -> batch ids
+
+        def name(entity_type: str, entity_id: str, batch_id: str) -> None:
+            about.setdefault((entity_type, entity_id), []).append(batch_id)
+
+        for b in batches:
+            name("batch", b.id, b.id)
+            name("job", b.job_id, b.id)
+            name("order", b.order_id, b.id)
+        reviews = uow.session.execute(
+            select(ReleaseReview.id, ReleaseReview.batch_id).where(ReleaseReview.batch_id.in_(ids))
         )
-        if review:
-            targets["release_review"] = [review]
-        targets["batch_step"] = [s.id for s in self._production.signoffs(uow, batch.id)]
-        targets["deviation"] = list(
-            uow.session.scalars(select(Deviation.id).where(Deviation.batch_id == batch.id))
-        )
-        targets["lab_result"] = list(
-            uow.session.scalars(select(LabResult.id).where(LabResult.batch_id == batch.id))
-        )
-        return audit_entries_on(uow.session, targets)
+        for review_id, batch_id in reviews:
+            name("release_review", review_id, batch_id)
+        for batch_id, signoffs in self._production.signoffs_of(uow, ids).items():
+            for signoff in signoffs:
+                name("batch_step", signoff.id, batch_id)
+        for model, entity_type in ((Deviation, "deviation"), (LabResult, "lab_result")):
+            rows = uow.session.execute(
+                select(model.id, model.batch_id).where(model.batch_id.in_(ids))
+            )
+            for entity_id, batch_id in rows:
+                name(entity_type, entity_id, batch_id)
+        targets: dict[str, list[str]] = {}
+        for entity_type, entity_id in about:
+            targets.setdefault(entity_type, []).append(entity_id)
+        for row in audit_entries_on(uow.session, targets):  # by id: each trail in order
+            for batch_id in dict.fromkeys(about.get((row.entity_type, row.entity_id), ())):
+                out[batch_id].append(row)
+        return out
 
     @staticmethod
     def trail_hash(batch_id: str, rows: list[AuditEntry]) -> str:
@@ -487,20 +519,29 @@ class RecordControls:
         """The latest review and how many rows about the batch came after it. A refused or
         failed attempt (ATTEMPTS) changes nothing in the record, so it does not make a review
         stale (it is in the trail the next review covers)."""
-        review = uow.session.scalar(
+        return self.review_states_of(uow, [batch])[batch.id]
+
+    def review_states_of(
+        self, uow: UnitOfWork, batches: Sequence[BatchRecord]
+    ) -> dict[str, ReviewState]:
+        """`review_state` of each batch (by id): the reviews in one statement, the trails of
+        the reviewed batches with `trails_of`."""
+        out = {b.id: ReviewState(None, 0) for b in batches}
+        if not out:
+            return out
+        latest: dict[str, AuditTrailReview] = {}
+        for review in uow.session.scalars(
             select(AuditTrailReview)
-            .where(AuditTrailReview.batch_id == batch.id)
+            .where(AuditTrailReview.batch_id.in_(list(out)))
             .order_by(AuditTrailReview.reviewed_at.desc(), AuditTrailReview.last_audit_id.desc())
-            .limit(1)
-        )
-        if review is None:
-            return ReviewState(None, 0)
-        since = [
-            r
-            for r in self.trail(uow, batch)
-            if r.id > review.last_audit_id and r.action not in ATTEMPTS
-        ]
-        return ReviewState(review, len(since))
+        ):
+            latest.setdefault(review.batch_id, review)
+        reviewed = [b for b in batches if b.id in latest]
+        for batch_id, trail in self.trails_of(uow, reviewed).items():
+            review = latest[batch_id]
+            since = [r for r in trail if r.id > review.last_audit_id and r.action not in ATTEMPTS]
+            out[batch_id] = ReviewState(review, len(since))
+        return out
 
     def reviews(self, uow: UnitOfWork, batch_id: str) -> list[AuditTrailReview]:
         return list(
@@ -522,48 +563,74 @@ class RecordControls:
         """Every reason a release of `batch` by `actor` would be refused by these controls, in
         the order `decide` checks them (empty: none). `signatory`: the role the product's
         family names to sign (quality.kit.release_signatory)."""
-        out: list[DomainError] = []
-        if actor is not None and not self._master_files.is_assigned_qp(
-            uow, batch.master_file_code, actor.user_id, signatory
-        ):
-            title = signatory_title(signatory)
-            out.append(
-                Refused(
-                    f"{actor.full_name} is not an active {title} assigned to master file "
-                    f"{batch.master_file_code}; only an assigned {title} certifies its batches",
-                    field="signer",
-                    code="not_qp_for_master_file",
+        return self.release_blockers_of(uow, [(batch, actor, signatory)])[batch.id]
+
+    def release_blockers_of(
+        self,
+        uow: UnitOfWork,
+        asked: Sequence[tuple[BatchRecord, Actor | None, str]],
+    ) -> dict[str, list[DomainError]]:
+        """`release_blockers` of each (batch, actor, signatory) asked, by batch id, with a
+        constant number of statements whatever the number of batches (a release queue, a QP's
+        worklist): the assignments, sign-offs, machine steps, deviations, reviews and audit
+        rows of all of them are read together."""
+        batches = [batch for batch, _, _ in asked]
+        ids = [batch.id for batch in batches]
+        assigned = self._master_files.assigned_signers(
+            uow,
+            [
+                (batch.master_file_code, actor.user_id, signatory)
+                for batch, actor, signatory in asked
+                if actor is not None
+            ],
+        )
+        excused = self.excused_steps_of(uow, ids)
+        gaps = self._production.record_gaps_of(uow, batches, excused)
+        states = self.review_states_of(uow, batches)
+        out: dict[str, list[DomainError]] = {}
+        for batch, actor, signatory in asked:
+            found: list[DomainError] = []
+            key = (batch.master_file_code, actor.user_id, signatory) if actor else None
+            if actor is not None and key not in assigned:
+                title = signatory_title(signatory)
+                found.append(
+                    Refused(
+                        f"{actor.full_name} is not an active {title} assigned to master file "
+                        f"{batch.master_file_code}; only an assigned {title} certifies its batches",
+                        field="signer",
+                        code="not_qp_for_master_file",
+                    )
                 )
-            )
-        gaps = self._production.record_gaps(uow, batch, self.excused_steps(uow, batch.id))
-        if gaps:
-            out.append(
-                Refused(
-                    f"the batch record of {batch.batch_number} is not complete: {'; '.join(gaps)}",
-                    field="record_steps",
-                    code="not_ready",
+            if gaps[batch.id]:
+                found.append(
+                    Refused(
+                        f"the batch record of {batch.batch_number} is not complete: "
+                        f"{'; '.join(gaps[batch.id])}",
+                        field="record_steps",
+                        code="not_ready",
+                    )
                 )
-            )
-        state = self.review_state(uow, batch)
-        if state.review is None:
-            out.append(
-                Refused(
-                    f"nobody has signed that the audit trail of batch {batch.batch_number} was "
-                    "reviewed; a QP reviews it before certifying",
-                    field="audit_trail",
-                    code="audit_trail_not_reviewed",
+            state = states[batch.id]
+            if state.review is None:
+                found.append(
+                    Refused(
+                        f"nobody has signed that the audit trail of batch {batch.batch_number} "
+                        "was reviewed; a QP reviews it before certifying",
+                        field="audit_trail",
+                        code="audit_trail_not_reviewed",
+                    )
                 )
-            )
-        elif not state.current:
-            out.append(
-                Refused(
-                    f"{state.rows_since} audit row(s) about batch {batch.batch_number} were added "
-                    f"after the audit-trail review of {state.review.reviewed_at:%Y-%m-%d %H:%M} "
-                    "UTC; review it again",
-                    field="audit_trail",
-                    code="audit_trail_changed",
+            elif not state.current:
+                found.append(
+                    Refused(
+                        f"{state.rows_since} audit row(s) about batch {batch.batch_number} were "
+                        f"added after the audit-trail review of "
+                        f"{state.review.reviewed_at:%Y-%m-%d %H:%M} UTC; review it again",
+                        field="audit_trail",
+                        code="audit_trail_changed",
+                    )
                 )
-            )
+            out[batch.id] = found
         return out
 
     @staticmethod

@@ -511,6 +511,7 @@ def _with_blockers(
     family's `release_signatory`: `signatory`, `signatory_title`) and whether this actor may
     (`may_sign`: "Sign…" is offered to that role only)."""
     quality = application.quality
+    asked = []
     for row in queue:
         batch = application.production.get(uow, row["batch_id"])
         signatory = quality.signatory_for(uow, batch)
@@ -518,10 +519,10 @@ def _with_blockers(
         row["may_sign"] = quality.may_sign(actor, signatory) and can(
             actor, Permission.RELEASE_DECIDE, site_id=batch.site_id
         )
-        who = actor if quality.may_sign(actor, signatory) else None
-        row["blockers"] = [
-            b.to_dict() for b in quality.records.release_blockers(uow, who, batch, signatory)
-        ]
+        asked.append((batch, actor if quality.may_sign(actor, signatory) else None, signatory))
+    blockers = quality.records.release_blockers_of(uow, asked)  # every row's, read together
+    for row in queue:
+        row["blockers"] = [b.to_dict() for b in blockers[row["batch_id"]]]
     return queue
 
 

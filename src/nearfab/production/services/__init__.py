@@ -13,7 +13,7 @@ and forwards each use case to its own.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -234,6 +234,11 @@ class ProductionService:
     def signoffs(self, uow: UnitOfWork, batch_id: str) -> list[StepSignoff]:
         return self.record_steps.signoffs(uow, batch_id)
 
+    def signoffs_of(
+        self, uow: UnitOfWork, batch_ids: Sequence[str]
+    ) -> dict[str, list[StepSignoff]]:
+        return self.record_steps.signoffs_of(uow, batch_ids)
+
     def check_step_signable(
         self, uow: UnitOfWork, batch: BatchRecord, code: str, excused: Mapping[str, str]
     ) -> tuple[StepState, str | None]:
@@ -281,3 +286,11 @@ class ProductionService:
         self, uow: UnitOfWork, batch: BatchRecord, excused: Collection[str] = ()
     ) -> list[str]:
         return self.record_steps.record_gaps(uow, batch, excused)
+
+    def record_gaps_of(
+        self,
+        uow: UnitOfWork,
+        batches: Sequence[BatchRecord],
+        excused: Mapping[str, Collection[str]],
+    ) -> dict[str, list[str]]:
+        return self.record_steps.record_gaps_of(uow, batches, excused)

@@ -79,6 +79,19 @@ def steps(uow: UnitOfWork, batch_id: str) -> list[BatchStep]:
     )
 
 
+def steps_of(uow: UnitOfWork, batch_ids: list[str]) -> list[BatchStep]:
+    """The machine steps of these batches, in one statement, each batch's in order."""
+    if not batch_ids:
+        return []
+    return list(
+        uow.session.scalars(
+            select(BatchStep)
+            .where(BatchStep.batch_id.in_(batch_ids))
+            .order_by(BatchStep.batch_id, BatchStep.seq)
+        )
+    )
+
+
 def batches(
     uow: UnitOfWork, *, order_id: str | None = None, status: str | None = None
 ) -> list[BatchRecord]:

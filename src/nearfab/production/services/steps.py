@@ -4,7 +4,7 @@ cases (signatures, deviations) are quality's (quality.records); these are the ru
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -102,7 +102,7 @@ def check_entry(fields: Mapping[str, str], values: Mapping[str, Any]) -> dict[st
 
 def waiting_for(missing: list[StepState]) -> str:
     """The steps before the machine start still to do, in words: 'line_clearance (Line
-    clearance) not signed; filament_loaded (Filament loaded) not verified by a second person'."""
+    clearance) not signed; material_loaded (Material loaded) not verified by a second person'."""
     return "; ".join(
         f"{s.code} ({s.title}) "
         + (
@@ -120,36 +120,57 @@ class BatchSteps:
 
     def step_states(self, uow: UnitOfWork, batch: BatchRecord) -> list[StepState]:
         """The batch's master-file steps in order, each with what has happened to it."""
-        mf = self._master_files.get(uow, batch.master_file_id)  # the version the batch started
-        signoffs = {s.code: s for s in self.signoffs(uow, batch.id)}
-        recorded: dict[str, datetime] = {}
-        for step in records.steps(uow, batch.id):
-            recorded.setdefault(step.name, step.at)
-        states = []
-        for i, spec in enumerate(mf.record_steps or [], start=1):
-            manual = bool(spec.get("manual", True))
-            states.append(
-                StepState(
-                    position=i,
-                    code=spec["code"],
-                    title=spec["title"],
-                    manual=manual,
-                    critical=bool(spec.get("critical", False)),
-                    entry_fields=dict(spec.get("entry") or {}),
-                    recorded_at=None if manual else recorded.get(spec["code"]),
-                    signoff=signoffs.get(spec["code"]) if manual else None,
+        return self.step_states_of(uow, [batch])[batch.id]
+
+    def step_states_of(
+        self, uow: UnitOfWork, batches: Sequence[BatchRecord]
+    ) -> dict[str, list[StepState]]:
+        """`step_states` of each batch (by id), their sign-offs and machine steps read in one
+        statement each, whatever the number of batches (a release queue asks for all)."""
+        signoffs = self.signoffs_of(uow, [b.id for b in batches])
+        recorded: dict[str, dict[str, datetime]] = {b.id: {} for b in batches}
+        for step in records.steps_of(uow, list(recorded)):
+            recorded[step.batch_id].setdefault(step.name, step.at)
+        out: dict[str, list[StepState]] = {}
+        for batch in batches:
+            mf = self._master_files.get(uow, batch.master_file_id)  # the version it started
+            signed = {s.code: s for s in signoffs[batch.id]}
+            states = []
+            for i, spec in enumerate(mf.record_steps or [], start=1):
+                manual = bool(spec.get("manual", True))
+                states.append(
+                    StepState(
+                        position=i,
+                        code=spec["code"],
+                        title=spec["title"],
+                        manual=manual,
+                        critical=bool(spec.get("critical", False)),
+                        entry_fields=dict(spec.get("entry") or {}),
+                        recorded_at=None if manual else recorded[batch.id].get(spec["code"]),
+                        signoff=signed.get(spec["code"]) if manual else None,
+                    )
                 )
-            )
-        return states
+            out[batch.id] = states
+        return out
 
     def signoffs(self, uow: UnitOfWork, batch_id: str) -> list[StepSignoff]:
-        return list(
-            uow.session.scalars(
-                select(StepSignoff)
-                .where(StepSignoff.batch_id == batch_id)
-                .order_by(StepSignoff.position)
-            )
+        return self.signoffs_of(uow, [batch_id])[batch_id]
+
+    def signoffs_of(
+        self, uow: UnitOfWork, batch_ids: Sequence[str]
+    ) -> dict[str, list[StepSignoff]]:
+        """The sign-offs of each batch (by id, each list by position), in one statement."""
+        out: dict[str, list[StepSignoff]] = {batch_id: [] for batch_id in batch_ids}
+        if not out:
+            return out
+        rows = uow.session.scalars(
+            select(StepSignoff)
+            .where(StepSignoff.batch_id.in_(list(out)))
+            .order_by(StepSignoff.batch_id, StepSignoff.position)
         )
+        for row in rows:
+            out[row.batch_id].append(row)
+        return out
 
     def check_step_signable(
         self,
@@ -389,10 +410,24 @@ class BatchSteps:
         """Why the batch record is not complete: manual steps not performed (unless a deviation
         names them, `excused`), critical entries not verified; empty when complete. Release is
         refused while any is left."""
-        gaps = []
-        for state in self.step_states(uow, batch):
-            if state.manual and state.signoff is None and state.code not in excused:
-                gaps.append(f"step {state.code} ({state.title}) not performed")
-            elif state.status == "awaiting_verification":
-                gaps.append(f"step {state.code} ({state.title}): entry not verified")
-        return gaps
+        return self.record_gaps_of(uow, [batch], {batch.id: excused})[batch.id]
+
+    def record_gaps_of(
+        self,
+        uow: UnitOfWork,
+        batches: Sequence[BatchRecord],
+        excused: Mapping[str, Collection[str]],
+    ) -> dict[str, list[str]]:
+        """`record_gaps` of each batch (by id; `excused`: batch id -> its excused step codes),
+        with the reads of `step_states_of`."""
+        out: dict[str, list[str]] = {}
+        for batch_id, states in self.step_states_of(uow, batches).items():
+            skip = excused.get(batch_id, ())
+            gaps = []
+            for state in states:
+                if state.manual and state.signoff is None and state.code not in skip:
+                    gaps.append(f"step {state.code} ({state.title}) not performed")
+                elif state.status == "awaiting_verification":
+                    gaps.append(f"step {state.code} ({state.title}): entry not verified")
+            out[batch_id] = gaps
+        return out
