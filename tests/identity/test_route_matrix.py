@@ -792,6 +792,9 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/trace"): Call(P.TRACE_READ, True, query=lambda w: {"q": w.ids["unit_id"]}),
     ("GET", "/recalls"): Call(P.RECALL_REPORT_READ),
+    # the custody alerts of the reader's site (web/custody.py; scoped by CustodyService.alerts,
+    # tests/custody/test_alerts_page.py reads them from each site)
+    ("GET", "/custody/alerts"): Call(P.TRACE_READ),
     ("POST", "/recalls"): Call(
         P.RECALL_CREATE, body=lambda w: {"lot": "", "reason": ""}, network_only=True
     ),

@@ -1,6 +1,7 @@
 """Custody pages: backward trace of a pack, forward trace of a material lot, recalls with their
-report of affected patients by site (CSV and PDF), EPCIS capture and query, and the check of
-the signed custody ledger."""
+report of affected patients by site (CSV and PDF), the custody alerts of the reader's site
+(the patients to contact), EPCIS capture and query, and the check of the signed custody
+ledger."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from sqlalchemy import select
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.identity import Actor, Permission, can_network
+from nearfab.custody.enums import AlertKind
+from nearfab.identity import Actor, Permission, can_network, is_network_wide
 from nearfab.network import Site, SiteKind
 from nearfab.web import traceview
+from nearfab.web.localtime import local, zone_of
 from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -163,6 +166,51 @@ def recall_report(
     media = "application/pdf" if fmt == "pdf" else "text/csv"
     name = f"recall-{recall_id}.{fmt}"
     return Response(body, media_type=media, headers=attachment(name))
+
+
+# --- custody alerts: the packs a pharmacist must act on ------------------------------------------
+# an alert's kind in the words of the page
+ALERT_KINDS = {
+    AlertKind.DISPENSED_THEN_RECALLED.value: "Dispensed while offline, then found recalled or "
+    "rejected: contact the patient",
+    AlertKind.SECOND_DISPENSE.value: "Second dispense of one pack",
+    AlertKind.SUSPECTED_FALSIFIED.value: "Suspected falsified pack",
+    AlertKind.INTEGRITY_FAILURE.value: "Pack record differs from its signed release",
+}
+
+
+@router.get("/custody/alerts", response_class=HTMLResponse)
+def custody_alerts_page(
+    request: Request, actor: Annotated[Actor, page(Permission.TRACE_READ)]
+) -> Response:
+    """The custody alerts of the reader's site, newest first (every site's, with a site
+    column, for a grant that reaches the network): a pack dispensed while the site was offline
+    and later found recalled or rejected names the patient to contact. The list is the custody
+    service's (`CustodyService.alerts`): no query parameter widens it."""
+    application = _app(request)
+    with application.uow() as uow:
+        alerts = application.custody.alerts(uow, actor)
+        by_id = {s.id: s for s in uow.session.scalars(select(Site))}
+    rows = []
+    for a in alerts:
+        site = by_id.get(a.site_id) if a.site_id else None
+        zone = zone_of(application.settings, site.code if site else None)
+        rows.append(
+            {
+                **a.to_dict(),
+                "when": local(a.raised_at, zone),
+                "kind_words": ALERT_KINDS.get(a.kind, a.kind.replace("_", " ")),
+                "site_name": site.name if site else "the network (no site)",
+            }
+        )
+    return render(
+        request,
+        "custody_alerts.html",
+        actor,
+        alerts=rows,
+        network=is_network_wide(actor, Permission.TRACE_READ),
+        site_name=by_id[actor.site_id].name if actor.site_id in by_id else None,
+    )
 
 
 # --- EPCIS: capture a partner's document, query events ---------------------------------------

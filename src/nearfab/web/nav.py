@@ -30,6 +30,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/notices", "Notices", ("/notices",)),
     ("/trace", "Trace", ("/trace",)),
     ("/recalls", "Recalls", ("/recalls",)),
+    ("/custody/alerts", "Custody alerts", ("/custody/alerts",)),
     ("/epcis", "EPCIS", ("/epcis",)),
     ("/ledger", "Ledger", ("/ledger",)),
     ("/monitoring", "Monitoring", ("/monitoring",)),

@@ -4,31 +4,85 @@ the event store) and the alerts a pharmacist or QA must look at."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.common.ids import new_id
+from nearfab.common.quantity import Quantity
 from nearfab.custody.enums import UNIT_TRANSITIONS, AlertKind, BizStep, Disposition, UnitStatus
 from nearfab.custody.gs1 import parse_scan
 from nearfab.custody.kit import LabelKit
 from nearfab.custody.logic import epcis as ev
-from nearfab.custody.models import CustodyAlert, EpcisEvent, SerialUnit
+from nearfab.custody.models import (
+    CustodyAlert,
+    Dispense,
+    EpcisEvent,
+    Recall,
+    RecallUnit,
+    SerialUnit,
+)
 from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.designs import FamilyRegistry
-from nearfab.identity import Actor, AuditAction, audit, audited_transition
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    audited_transition,
+    authorize,
+    visible_sites,
+)
 from nearfab.masterfiles import MasterFileService
+from nearfab.masterfiles.reads import master_file_view
 from nearfab.network.reads import site as network_site
 from nearfab.orders import OrderService
+from nearfab.orders.reads import order_label_view, patient_view
 from nearfab.production import ProductionService
+from nearfab.production.reads import batch_view
 from nearfab.quality import QualityService
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from nearfab.masterfiles import MasterFile
     from nearfab.network import Site
+
+# the owners' read views an alert's pack is joined with (custody names no other domain's table)
+_BATCH = batch_view()
+_ORDER_LABEL = order_label_view()
+_PATIENT = patient_view()
+_MASTER_FILE = master_file_view()
+ALERTS_SHOWN = 500  # the newest alerts a list holds
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One custody alert as the people of its site read it: when and where it was raised, the
+    pack it names (serial, product in its family's words, lot), the patient to contact, why the
+    pack must not be with the patient (`reason`, naming the recall) and the pack's status now.
+    The pack's fields are None for an alert on a scan that matched no pack."""
+
+    id: str
+    kind: str
+    raised_at: datetime
+    site_id: str | None
+    unit_id: str | None
+    serial: str | None
+    product: str | None
+    lot: str | None
+    patient_ref: str | None
+    reason: str
+    recall_id: str | None
+    unit_status: str | None
+    scan: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 class Packs:
@@ -171,3 +225,101 @@ class Packs:
             site_id=actor.site_id,
         )
         return alert
+
+    def alerts(self, uow: UnitOfWork, actor: Actor, limit: int = ALERTS_SHOWN) -> list[AlertRow]:
+        """The custody alerts `actor` may read, newest first (at most `limit`): the alerts
+        raised at the actor's own site; a grant that reaches the network (control-site staff,
+        the auditor grant) reads every site's. An alert raised at no site belongs to the
+        network: site staff never see it. Needs `trace.read` (the role of trace and dispense
+        readers); two statements whatever the number of alerts (the alerts joined with their
+        packs, orders, batches, master files and patients; the recalls naming those packs)."""
+        authorize(actor, Permission.TRACE_READ)
+        seen = visible_sites(actor, Permission.TRACE_READ)
+        # the patient to contact: the one the pack was handed to, else the one it was made for
+        patient_id = func.coalesce(Dispense.patient_id, SerialUnit.patient_id)
+        stmt = (
+            select(
+                CustodyAlert,
+                SerialUnit,
+                _PATIENT.c.ref,
+                _BATCH.c.status,
+                _ORDER_LABEL.c.medication,
+                _ORDER_LABEL.c.dose_value,
+                _ORDER_LABEL.c.dose_unit,
+                _MASTER_FILE.c.product_family,
+            )
+            .outerjoin(SerialUnit, SerialUnit.id == CustodyAlert.unit_id)
+            .outerjoin(Dispense, Dispense.unit_id == SerialUnit.id)
+            .outerjoin(_PATIENT, _PATIENT.c.id == patient_id)
+            .outerjoin(_BATCH, _BATCH.c.id == SerialUnit.batch_id)
+            .outerjoin(_ORDER_LABEL, _ORDER_LABEL.c.id == SerialUnit.order_id)
+            .outerjoin(_MASTER_FILE, _MASTER_FILE.c.id == _BATCH.c.master_file_id)
+            .order_by(CustodyAlert.raised_at.desc(), CustodyAlert.id.desc())
+            .limit(max(1, limit))
+        )
+        if seen is not None:  # never "everywhere": an empty set reads nothing
+            stmt = stmt.where(CustodyAlert.site_id.in_(sorted(seen)))
+        rows = list(uow.session.execute(stmt))
+        unit_ids = sorted({r[1].id for r in rows if r[1] is not None})
+        recalls: dict[str, Recall] = {}
+        if unit_ids:
+            found = uow.session.execute(
+                select(RecallUnit.unit_id, Recall)
+                .join(Recall, Recall.id == RecallUnit.recall_id)
+                .where(RecallUnit.unit_id.in_(unit_ids))
+                .order_by(Recall.created_at, Recall.id)
+            )
+            recalls = {u: r for u, r in found}  # the newest recall of each pack
+        out = []
+        for alert, unit, ref, batch_status, medication, dose_value, dose_unit, family in rows:
+            detail = alert.detail or {}
+            message = str(detail.get("message") or "")
+            recall = recalls.get(unit.id) if unit is not None else None
+            product = None
+            if unit is not None and medication is not None and family is not None:
+                kit = self.families.get(family).labels
+                product = kit.product_name(medication, Quantity(float(dose_value), str(dose_unit)))
+            out.append(
+                AlertRow(
+                    id=alert.id,
+                    kind=alert.kind,
+                    raised_at=alert.raised_at,
+                    site_id=alert.site_id,
+                    unit_id=alert.unit_id,
+                    serial=unit.serial if unit is not None else None,
+                    product=product,
+                    lot=unit.batch_number if unit is not None else None,
+                    patient_ref=str(detail.get("patient_ref") or ref or "") or None,
+                    reason=_alert_reason(alert, unit, batch_status, recall, message),
+                    recall_id=recall.id if recall is not None else None,
+                    unit_status=unit.status if unit is not None else None,
+                    scan=alert.scan,
+                    message=message,
+                )
+            )
+        return out
+
+
+def _alert_reason(
+    alert: CustodyAlert,
+    unit: SerialUnit | None,
+    batch_status: str | None,
+    recall: Recall | None,
+    message: str,
+) -> str:
+    """Why a deferred-verification alert's pack must not be with its patient, in words:
+    recalled (naming the recall, what it recalled and why), rejected by a QP, or of a rejected
+    batch; any other alert says what it said when it was raised."""
+    if alert.kind != AlertKind.DISPENSED_THEN_RECALLED.value or unit is None:
+        return message or "—"
+    if recall is not None:
+        return (
+            f"recalled by recall {recall.id} ({recall.scope} {recall.scope_ref}): {recall.reason}"
+        )
+    if unit.status == UnitStatus.RECALLED.value:
+        return "recalled"
+    if unit.status == UnitStatus.REJECTED.value:
+        return "rejected by a QP"
+    if batch_status == "rejected":
+        return "of a batch rejected by a QP"
+    return message or "—"

@@ -41,7 +41,7 @@ from nearfab.custody.services.handovers import HandOvers, StorageLogResult, Unit
 from nearfab.custody.services.labelling import Labelling
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.custody.services.movements import Movements
-from nearfab.custody.services.packs import Packs
+from nearfab.custody.services.packs import AlertRow, Packs
 from nearfab.custody.services.releasecheck import SIGNATURE_CACHE_SIZE, ReleaseCheck
 from nearfab.custody.services.verification import Verification, Verifier
 from nearfab.designs import FamilyRegistry
@@ -56,6 +56,7 @@ from nearfab.uow import UnitOfWork
 __all__ = [
     "SIGNATURE_CACHE_SIZE",
     "UNDO_WINDOW",
+    "AlertRow",
     "CustodyService",
     "DispenseResult",
     "Verification",
@@ -282,3 +283,8 @@ class CustodyService:
 
     def get_unit(self, uow: UnitOfWork, unit_id: str) -> SerialUnit:
         return self.packs.get_unit(uow, unit_id)
+
+    def alerts(self, uow: UnitOfWork, actor: Actor) -> list[AlertRow]:
+        """The custody alerts `actor` may read, newest first: their own site's; every site's
+        for a grant that reaches the network (`Packs.alerts`)."""
+        return self.packs.alerts(uow, actor)
