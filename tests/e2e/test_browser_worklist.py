@@ -101,12 +101,14 @@ def test_prescription_to_dispense_through_the_worklist(
     expect(page).to_have_url(re.compile(r"/orders/ord_"))
     order_id = page.url.rsplit("/", 1)[1]
 
-    # 2. the simulated machine makes it
+    # 2. the network plans it and opens its batch; the machine waits for the steps before it
     summary = seeded.runner.run_until_idle()
-    assert len(summary.batches_completed) == 1, summary.to_dict()
+    assert summary.batches_completed == [], summary.to_dict()
     with seeded.uow() as uow:
         (batch,) = seeded.production.batches(uow, order_id=order_id)
         batch_id, number, site = batch.id, batch.batch_number, batch.site_id
+        assert batch.handed_over_at is None  # not handed to the machine
+    assert "line_clearance" in summary.blocked.get(batch_id, ""), summary.blocked
     assert site == fh.site_id(seeded, "GSTT-PH"), "made elsewhere than the ordering site"
 
     # another site's operator: not on his worklist; a signature forged from it (his session,
@@ -164,6 +166,10 @@ def test_prescription_to_dispense_through_the_worklist(
     entry.get_by_role("button", name="Verify entry").click()
     expect(page.get_by_role("status")).to_contain_text("entry verified")
     expect(page.locator(f'#to-verify tr[data-batch="{batch_id}"]')).to_have_count(0)
+
+    # the steps before the start signed and verified: the simulated machine makes the batch
+    summary = seeded.runner.run_until_idle()
+    assert summary.batches_completed == [batch_id], summary.to_dict()
 
     _login(page, "operator")
     _worklist(page)
