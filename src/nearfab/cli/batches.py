@@ -14,6 +14,9 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    Password,
+    Totp,
+    User,
     app_as,
     console,
     done,
@@ -31,12 +34,6 @@ if TYPE_CHECKING:
     from nearfab.api.records import Signing
 
 app = typer.Typer(no_args_is_help=True, help="Batch-record steps, verification, audit review.")
-
-User = Annotated[str, typer.Option("--user", help="Your username (typed as the user ID).")]
-Password = Annotated[str, typer.Option("--password", help="Your password (signature component).")]
-Totp = Annotated[
-    str | None, typer.Option("--totp", help="Authenticator code, where signing demands it.")
-]
 
 
 def _when(value: Any) -> str:

@@ -14,6 +14,9 @@ from rich.table import Table
 from nearfab.cli.context import (
     DataDir,
     JsonOpt,
+    Password,
+    Totp,
+    User,
     app_as,
     console,
     done,
@@ -59,15 +62,13 @@ def awaiting(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = N
 def approve(
     ctx: typer.Context,
     job_id: str,
-    user: Annotated[str, typer.Option("--user", help="The approver's username (user ID).")],
-    password: Annotated[str, typer.Option("--password", help="Their password (signature).")],
+    user: User,
+    password: Password,
     meaning: Annotated[
         str | None,
         typer.Option(help='What the signature means (default "<site kind> build approval").'),
     ] = None,
-    totp: Annotated[
-        str | None, typer.Option("--totp", help="Authenticator code, where signing demands it.")
-    ] = None,
+    totp: Totp = None,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:

@@ -33,6 +33,12 @@ DataDir = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# an e-signature's components on a signing command (the same options on every one)
+User = Annotated[str, typer.Option("--user", help="Your username (typed as the user ID).")]
+Password = Annotated[str, typer.Option("--password", help="Your password (signature component).")]
+Totp = Annotated[
+    str | None, typer.Option("--totp", help="Authenticator code, where signing demands it.")
+]
 # who does it: --user, and a --password asked for (hidden) when not given
 UserOpt = Annotated[str, typer.Option("--user", help="Who does it (username).")]
 PasswordOpt = Annotated[
