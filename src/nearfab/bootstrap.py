@@ -252,12 +252,12 @@ def build_app(
 
     users = UserService(account_policy(settings), totp_box)
     signatures = SignatureService(users)
-    network = NetworkService()
+    node = NodeRole()  # a site node refuses the control site's use cases (common/node.py)
+    network = NetworkService(node)
     telemetry = TelemetryService()
     ingestor = TelemetryIngestor(uow, network)
     fleet.telemetry = _gateways(settings, clock, ingestor)
     designs = DesignService(families)
-    node = NodeRole()  # a site node refuses the control site's use cases (common/node.py)
     master_files = MasterFileService(
         signatures,
         network,

@@ -258,10 +258,9 @@ def test_the_server_does_not_let_uvicorn_trust_forwarded_headers(
     assert seen["proxy_headers"] is False
 
 
-def test_throttle_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_throttle_memory_is_bounded() -> None:
     now = [1000.0]
-    monkeypatch.setattr(security.time, "monotonic", lambda: now[0])
-    throttle = LoginThrottle(limit=3, window_s=60, max_keys=100)
+    throttle = LoginThrottle(limit=3, window_s=60, max_keys=100, clock=lambda: now[0])
     for n in range(5000):  # a spray of usernames and addresses
         throttle.failed(f"user{n}", f"198.51.100.{n % 250}")
     assert len(throttle) <= 100

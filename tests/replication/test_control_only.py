@@ -34,9 +34,18 @@ CONTROL_PERMISSIONS = {
     "MASTER_FILE_APPROVE",
     "MASTER_FILE_EFFECTIVE",
     "MASTER_FILE_WITHDRAW",
+    # and what governs them: who signs a product's batches, how signatures are made, the
+    # change controls of master files, and the approval of a build at a supervised site
+    "MASTER_FILE_QP_ASSIGN",
+    "SIGNING_POLICY",
+    "CHANGE_CONTROL_RAISE",
+    "CHANGE_CONTROL_APPROVE",
+    "BUILD_APPROVE",
 }
 RELEASE = "a QP release or rejection needs the control site: this node is a site node"
 MASTER_FILE = "a master-file change needs the control site: this node is a site node"
+SITE_POLICY = "a change of a site's signing policy needs the control site: this node is a site node"
+BUILD = "a home build's approval needs the control site: this node is a site node"
 
 # every control-only use case: where it is, and how a site node's QP would call it
 UseCase = Callable[[App, Any, dict[str, str]], object]
@@ -79,6 +88,50 @@ USE_CASES: dict[str, tuple[str, UseCase]] = {
     "masterfiles/changecontrol.py:ChangeControlService.implement": (
         MASTER_FILE,
         lambda app, uow, ids: app.change_controls.implement(uow, fh.actor(app, "qp"), "cc_x"),
+    ),
+    "masterfiles/changecontrol.py:ChangeControlService.raise_change": (
+        MASTER_FILE,
+        lambda app, uow, ids: app.change_controls.raise_change(
+            uow,
+            fh.actor(app, "qp"),
+            {"proposed_master_file_id": ids["master_file"], "reason": "new die"},
+        ),
+    ),
+    "masterfiles/changecontrol.py:ChangeControlService.decide": (
+        MASTER_FILE,
+        lambda app, uow, ids: app.change_controls.decide(
+            uow, fh.actor(app, "qp"), "cc_x", {"decision": "approve"}
+        ),
+    ),
+    "masterfiles/services.py:MasterFileService.set_signing_policy": (
+        MASTER_FILE,
+        lambda app, uow, ids: app.master_files.set_signing_policy(
+            uow, fh.actor(app, "admin"), ids["master_file"], totp_for_signing=True, reason="x"
+        ),
+    ),
+    "masterfiles/services.py:MasterFileService.assign_qp": (
+        MASTER_FILE,
+        lambda app, uow, ids: app.master_files.assign_qp(
+            uow, fh.actor(app, "admin"), HYDROCORTISONE, "pharmacist", reason="cover"
+        ),
+    ),
+    "masterfiles/services.py:MasterFileService.unassign_qp": (
+        MASTER_FILE,
+        lambda app, uow, ids: app.master_files.unassign_qp(
+            uow, fh.actor(app, "admin"), HYDROCORTISONE, "qp", reason="left"
+        ),
+    ),
+    "network/services.py:NetworkService.set_signing_policy": (
+        SITE_POLICY,
+        lambda app, uow, ids: app.network.set_signing_policy(
+            uow, fh.actor(app, "admin"), ids["site"], totp_for_signing=False, reason="x"
+        ),
+    ),
+    "production/services/ticketing.py:TicketDesk.approve": (
+        BUILD,
+        lambda app, uow, ids: app.production.approve_build(
+            uow, fh.actor(app, "qp"), ids["job"], password=fh.TEST_PASSWORD
+        ),
     ),
 }
 
@@ -158,9 +211,20 @@ def test_no_control_only_use_case_is_reachable_at_a_site_node(nodes: tuple[App, 
     site, control = nodes
     batch_id = fh.make_batch(site)
     mf_id = fh.master_file_id(site, HYDROCORTISONE)
-    ids = {"batch": batch_id, "master_file": mf_id}
+    site_id = fh.site_id(site, "GSTT-PH")
+    ids = {
+        "batch": batch_id,
+        "master_file": mf_id,
+        "site": site_id,
+        "job": fh.batch(site, batch_id).job_id,
+    }
     with site.uow() as uow:
         mf_before = site.master_files.get(uow, mf_id).status
+        policy = site.master_files.get(uow, mf_id).totp_for_signing
+        site_policy = site.network.get_site(uow, site_id).totp_for_signing
+        qp_assigned = site.master_files.is_assigned_qp(
+            uow, HYDROCORTISONE, fh.actor(site, "qp").user_id, "qp"
+        )
         drafts = len(site.master_files.list_all(uow))
     for name, (message, call) in USE_CASES.items():
         on_record = refusals(site)
@@ -178,5 +242,10 @@ def test_no_control_only_use_case_is_reachable_at_a_site_node(nodes: tuple[App, 
     with site.uow() as uow:
         assert site.master_files.get(uow, mf_id).status == mf_before == "effective"
         assert len(site.master_files.list_all(uow)) == drafts  # no draft written
+        assert site.master_files.get(uow, mf_id).totp_for_signing == policy
+        assert site.network.get_site(uow, site_id).totp_for_signing == site_policy
+        assert qp_assigned and site.master_files.is_assigned_qp(
+            uow, HYDROCORTISONE, fh.actor(site, "qp").user_id, "qp"
+        )
     # the control node is not a site node: the same services, not refused
     assert not control.quality.node.site_node and not control.master_files.node.site_node

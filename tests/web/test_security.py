@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 from fastapi.testclient import TestClient
 from tests import flow_helpers as fh
@@ -58,13 +57,15 @@ def login(client: TestClient, password: str) -> int:
 
 def test_repeated_failed_logins_are_held_back_then_allowed_again(seeded: App) -> None:
     web = create_web_app(seeded)
-    web.state.login_throttle = LoginThrottle(limit=3, window_s=0.5)
+    now = [1000.0]  # the throttle's clock, moved by hand: the test does not race the machine
+    web.state.login_throttle = LoginThrottle(limit=3, window_s=300, clock=lambda: now[0])
     client = TestClient(web)
     assert [login(client, "wrong") for _ in range(3)] == [401, 401, 401]
+    now[0] += 299  # still inside the 300 s window
     assert login(client, fh.TEST_PASSWORD) == 429  # even the right password waits
     page = client.get("/login")  # the page says why (rendered on the refused post)
     assert page.status_code == 200
-    time.sleep(0.6)
+    now[0] += 2  # the first failure is now 301 s old, the window has passed
     assert login(client, fh.TEST_PASSWORD) == 303
 
 

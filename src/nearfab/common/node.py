@@ -11,6 +11,8 @@ from nearfab.common.errors import Refused
 CONTROL_ONLY = "needs the control site: this node is a site node"
 RELEASE_DECISION = "a QP release or rejection"
 MASTER_FILE_CHANGE = "a master-file change"
+SIGNING_POLICY_CHANGE = "a change of a site's signing policy"
+BUILD_APPROVAL = "a home build's approval"
 
 
 class NodeRole:

@@ -166,6 +166,8 @@ class ChangeControlService:
     def raise_change(self, uow: UnitOfWork, actor: Actor, data: Mapping[str, Any]) -> ChangeControl:
         """Propose a new version (a draft or approved version of the master file) with its
         reason; the impact on every site is assessed and kept with the change control."""
+        proposed_id = str(data.get("proposed_master_file_id") or "change_control")
+        self._master_files.require_control(uow, actor, proposed_id, "change_control")
         authorize_network(actor, Permission.CHANGE_CONTROL_RAISE)
         try:
             spec = ChangeControlIn.model_validate(data)
@@ -243,6 +245,7 @@ class ChangeControlService:
     ) -> ChangeControl:
         """The QP approves or rejects the change with an e-signature bound to the change and
         its impact."""
+        self._master_files.require_control(uow, actor, change_id, "change_control")
         authorize_network(actor, Permission.CHANGE_CONTROL_APPROVE)
         try:
             spec = ChangeDecisionIn.model_validate(data)

@@ -186,6 +186,7 @@ class MasterFileService:
         """Whether signatures on this product's records (approval, steps, review, release)
         need a TOTP code as a third component; audited with the reason. The setting is not
         part of the approved content, so it can change without a new version."""
+        self.require_control(uow, actor, master_file_id)
         authorize_network(actor, Permission.SIGNING_POLICY)
         require_reason(reason, "changing a master file's signing policy")
         mf = self.get(uow, master_file_id)
@@ -297,6 +298,7 @@ class MasterFileService:
         """Ask for a QP (user id or username) to certify the batches of master file `code`.
         Separation of duties: the assignment takes effect only when another administrator of
         the control site approves the request (`UserService.decide_request`)."""
+        self.require_control(uow, actor, code)
         # master files belong to the network: only a network administrator names their QPs
         authorize_network(actor, Permission.MASTER_FILE_QP_ASSIGN)
         why = require_reason(reason, "assigning a QP to a master file")
@@ -373,6 +375,7 @@ class MasterFileService:
         self, uow: UnitOfWork, actor: Actor, code: str, user: str, *, reason: str
     ) -> MasterFileQP:
         """End a QP's assignment to a master file; they can no longer certify its batches."""
+        self.require_control(uow, actor, code)
         authorize_network(actor, Permission.MASTER_FILE_QP_ASSIGN)  # a network record
         require_reason(reason, "unassigning a QP from a master file")
         person = self._user(uow, user)

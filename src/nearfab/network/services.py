@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed, require_reason
 from nearfab.common.ids import new_id
+from nearfab.common.node import SIGNING_POLICY_CHANGE, NodeRole
 from nearfab.common.states import check_transition, parse_state
 from nearfab.identity import (
     Actor,
@@ -20,6 +21,7 @@ from nearfab.identity import (
     audited_transition,
     authorize,
     authorize_network,
+    refuse,
 )
 from nearfab.identity.reads import active_users_at
 from nearfab.identity.reads import user as user_record
@@ -44,7 +46,8 @@ def _valid(valid_until: datetime | None, now: datetime) -> bool:
 class NetworkService:
     """Sites, machines, qualification and training. Every change is audited in its transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: NodeRole | None = None) -> None:
+        self.node = node or NodeRole()  # a site node refuses the control site's use cases
         # holds on making a master file at a site, registered in bootstrap by domains above
         # (comparability's proficiency suspensions): each says why not, or None
         self.site_holds: list[Callable[[UnitOfWork, str, str], str | None]] = []
@@ -109,6 +112,10 @@ class NetworkService:
         """Whether signatures on this site's records need a TOTP code as a third component
         (21 CFR 11.200); audited with the old and new setting and the reason."""
         site = self.get_site(uow, site_id)
+        try:  # the control site's act: refused, on record, at a site node
+            self.node.require_control(SIGNING_POLICY_CHANGE)
+        except Refused as exc:
+            refuse(uow, actor, exc, "site", site.id, site_id=site.id)
         # a site never relaxes its own signing rules: the network sets them
         authorize_network(actor, Permission.SIGNING_POLICY)
         require_reason(reason, "changing a site's signing policy")

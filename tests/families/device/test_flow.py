@@ -153,6 +153,12 @@ def test_a_home_build_needs_the_control_site_s_approval(world) -> None:
         net.approve_home_build(app, job_id, signer="qp")
     assert wrong.value.code == "wrong_signatory" and "responsible_person" in wrong.value.message
     fh.assert_refusal_audited(app, wrong.value, "job", job_id)
+    # the pharmacy's responsible person holds the role at one site only: the approval is the
+    # control site's, so refused, and on record too (the CLI has no route gate before it)
+    with pytest.raises(Forbidden) as scoped:
+        net.approve_home_build(app, job_id, signer=net.RP_PHARMACY)
+    assert scoped.value.code == "other_site"
+    fh.assert_refusal_audited(app, scoped.value, "job", job_id)
     # a wrong password: no signature, no ticket
     with app.uow() as uow, pytest.raises(Unauthenticated):
         app.production.approve_build(uow, fh.actor(app, net.RP), job_id, password="not-it")

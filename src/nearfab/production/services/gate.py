@@ -23,6 +23,7 @@ class ProductionGate:
         self, network: NetworkService, master_files: MasterFileService, orders: OrderService
     ) -> None:
         self._network = network
+        self.node = network.node  # the process's node role: site node or control (common/node.py)
         self._master_files = master_files
         self._orders = orders
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from nearfab.common.errors import Forbidden, Refused
+from nearfab.common.node import BUILD_APPROVAL
 from nearfab.designs import FamilyRegistry
 from nearfab.identity import (
     Actor,
@@ -160,11 +161,12 @@ class TicketDesk:
         """The control site's approval of one build, e-signed by a holder of the role the
         family names, in the transaction that signs its ticket: the signature binds the ticket
         as approved (its payload before `build_approval`), and `build_approval` names it."""
-        authorize_network(actor, Permission.BUILD_APPROVE)
         job = self._scheduling.get(uow, job_id)
         mf, site, machine = self._gate.context(uow, job)
         approver = self._approver(mf, site)
-        try:
+        try:  # every refused approval is on record, whatever was wrong
+            self._gate.node.require_control(BUILD_APPROVAL)  # the control site approves
+            authorize_network(actor, Permission.BUILD_APPROVE)
             if approver is None:
                 raise Refused(
                     f"a build at a {site.kind} site needs no approval: its ticket is issued "
