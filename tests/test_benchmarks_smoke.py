@@ -167,3 +167,49 @@ def test_benchmark_runs_at_a_tiny_size_and_prints_its_figures(
         assert run["errors"] == {} and run["errors_open_loop"] == {}
         # every verification answered is logged once the writers are flushed
         assert figures["verifications"] == figures["verifications_logged"] > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("site_db", "control_db"),
+    [("postgresql", "postgresql"), ("sqlite", "postgresql")],
+    ids=["both-postgresql", "site-sqlite-control-postgresql"],
+)
+def test_replication_benchmark_on_postgresql_with_a_measured_day(
+    site_db: str,
+    control_db: str,
+    pg_server: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """replication.py with the control node on PostgreSQL and the site node on either
+    (throwaway databases on the test cluster; a SQLite site's rows copied into the control's)
+    and the backlog sized from a measured order: the demo's order, prescription to dispense."""
+    orders = 3
+    args = ["--smoke", "--json", "--db", site_db, "--control-db", control_db]
+    args += ["--pg-admin", pg_server, "--day", "--orders-per-day", str(orders)]
+    figures = json.loads(_run_in_process("replication.py", args, capsys, monkeypatch))
+    for key in ("replicate_records_per_s", "raw_publish_per_s", "verify_per_s"):
+        _positive(figures, key, "replication.py")
+    assert (figures["db"], figures["control_db"]) == (site_db, control_db)
+    assert figures["control_database"].startswith("PostgreSQL ")
+    # a site node captures its audit rows, its ledger chain and its batch summaries
+    # (docs/replication.md); one order makes, releases and dispenses a batch: its batch record
+    # changes, and the custody ledger takes at least the commissioning and the dispense
+    by_kind = figures["records_per_order_by_kind"]
+    assert set(by_kind) == {"audit", "batch", "ledger"}, by_kind
+    assert by_kind["batch"] >= 1 and by_kind["ledger"] >= 2, by_kind
+    assert figures["records_per_order"] == pytest.approx(sum(by_kind.values()), abs=0.02)
+    # the day: `orders` orders of that many records each
+    assert figures["day_records"] == round(orders * figures["records_per_order"])
+    # everything sent arrived once, and its chain verifies
+    assert figures["records"] == figures["acknowledged"] == figures["applied"]
+    assert figures["chain_ok"] is True
+    # every database the run made is gone
+    import psycopg
+
+    with psycopg.connect(pg_server.replace("+psycopg", ""), autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'nearfab_bench_repl%'"
+        ).fetchall()
+    assert left == []
