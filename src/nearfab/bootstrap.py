@@ -58,6 +58,7 @@ from nearfab.quality import (
 )
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.replication import ReplicationService, install_capture, node_capture
+from nearfab.replication.link import NodeLink
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -114,6 +115,7 @@ class App:
     subscriber: MqttSubscriber | None = None
     # sites as nodes: this node's outbox and inbox (docs/replication.md); None: one database
     replication: ReplicationService | None = None
+    link: NodeLink | None = None  # the serving node's replicator and inbox (start_replication)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.clock, self.bus)
@@ -132,8 +134,35 @@ class App:
             self.subscriber = None
         self.ingestor.flush()
 
+    def start_replication(self) -> None:
+        """A serving node with a replication broker (NEARFAB_REPLICATION_URL): replicate its
+        outbox and apply what it receives in the background. A no-op otherwise (not a node,
+        or no broker named: `nearfab node replicate|receive` do it by hand)."""
+        url = self.settings.replication_url
+        if self.replication is None or not url or self.link is not None:
+            return
+        from nearfab.network.reads import control_site
+
+        with self.uow() as uow:
+            hub = control_site(uow.session)
+            control = hub.id if hub is not None else None
+        self.link = NodeLink(
+            self.replication,
+            self.uow,
+            BrokerAddress.parse(url),
+            self.clock,
+            control_site_id=control,
+        )
+        self.link.start()
+
+    def stop_replication(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+
     def shutdown(self) -> None:
         """Write what is still buffered (telemetry, the verification log) before exit."""
+        self.stop_replication()
         self.stop_telemetry()
         self.custody.flush_verification_log()
 

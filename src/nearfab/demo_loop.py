@@ -50,6 +50,13 @@ class DemoLoop:
         self._fault_pending = True
         self._not_signed: set[str] = set()  # refused once: left for a person, not retried
         self._qualified = False
+        # a node of a replicated network (`nearfab demo --nodes`) works for its own site only:
+        # a site node takes its own site's prescriptions and leaves release to the control
+        # site; the control node takes none (its sites do)
+        self._node_site = app.replication.site_id if app.replication is not None else None
+        self._site_node = app.network.node.site_node
+        if self._node_site is not None and not self._site_node:
+            self._max_orders = 0
 
     def start(self) -> None:
         self.inject_fault()
@@ -102,7 +109,9 @@ class DemoLoop:
                 sites = sorted(
                     s.code
                     for s in self.app.network.list_sites(uow)
-                    if s.kind != SiteKind.CONTROL.value and s.status == SiteStatus.ACTIVE.value
+                    if s.kind != SiteKind.CONTROL.value
+                    and s.status == SiteStatus.ACTIVE.value
+                    and self._node_site in (None, s.id)
                 )
                 if not sites:
                     log.warning("demo prescription not sent: no active point-of-care site")
@@ -243,6 +252,9 @@ class DemoLoop:
                 complete_record(
                     self.app, batch_id, self._password, verifier=AUTOPILOT, performer=performer
                 )
+                if self._site_node:  # the release waits for the control site (a person there)
+                    self._not_signed.add(batch_id)
+                    continue
                 with self.app.uow() as uow:
                     self.app.quality.records.review_audit_trail(
                         uow,

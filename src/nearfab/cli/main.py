@@ -131,6 +131,22 @@ def demo(
             "product, on a clock started days back) before serving.",
         ),
     ] = True,
+    nodes: Annotated[
+        bool,
+        typer.Option(
+            "--nodes",
+            help="Run the network as four nodes on this machine (the control site and three "
+            "sites, each its own database and web server on the next ports), replicating "
+            "through --broker (docs/replication.md).",
+        ),
+    ] = False,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="With --nodes: the MQTT broker the nodes replicate through "
+            "(default: NEARFAB_REPLICATION_URL, else mqtt://127.0.0.1:1883)."
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Seed the demo network if needed and serve it with simulated machines and prescriptions."""
@@ -138,10 +154,69 @@ def demo(
 
     st = state(ctx, data_dir)
     settings = st.settings()
+    port = port or int(os.environ.get("PORT", "8000"))
+    if nodes:
+        _demo_nodes(settings, host=host, port=port, speed=speed, broker=broker)
+        return
     if cell_story:
         settings = _seed_with_cell_story(settings)
-    port = port or int(os.environ.get("PORT", "8000"))
     serve_demo(settings, host=host, port=port, speed=speed)
+
+
+def _demo_nodes(
+    settings: Settings, *, host: str, port: int, speed: float, broker: str | None
+) -> None:
+    """`demo --nodes`: seed once, start the four node processes, show where they answer, and
+    stop them all on Ctrl-C (or when one of them exits)."""
+    import time
+
+    from nearfab.demo_nodes import DEFAULT_BROKER, NodeProcesses, plan, prepare, provision
+    from nearfab.telemetry import BrokerAddress
+
+    url = broker or settings.replication_url or DEFAULT_BROKER
+    try:
+        BrokerAddress.parse(url)
+    except ValueError as exc:
+        err_console.print(f"[bold red]--broker[/]: {exc}")
+        raise typer.Exit(code=2) from None
+    nodes = plan(settings, port)
+    try:
+        generated = prepare(settings, nodes, console.print)
+    except RuntimeError as exc:
+        err_console.print(f"[bold red]not started[/]: {exc}")
+        raise typer.Exit(code=2) from None
+    if generated:
+        console.print(f"generated password for every demo user: [bold]{generated}[/]")
+    try:
+        provision(nodes, url)
+    except ConnectionError as exc:  # the nodes would work, but none would reach another
+        err_console.print(f"[bold red]not started[/]: {exc} (start Mosquitto, or give --broker)")
+        raise typer.Exit(code=2) from None
+    running = NodeProcesses(nodes, host=host, speed=speed, broker=url)
+    console.print(f"starting {len(nodes)} nodes, replicating through {url} ...")
+    running.start(generated or settings.demo_password)
+    try:
+        ready = running.wait_ready()
+        table = Table(title="nearfab demo: one control node and three site nodes")
+        for column in ("node", "site", "web", "log"):
+            table.add_column(column)
+        for node in nodes:
+            kind = "control" if node is nodes[0] else "site"
+            shown = node.url if node.site_code in ready else "[red]not answering[/]"
+            table.add_row(kind, node.site_code, shown, str(node.folder / "node.log"))
+        console.print(table)
+        if len(ready) < len(nodes):
+            err_console.print("[bold red]not every node started[/]: read its log")
+            raise typer.Exit(code=1)
+        console.print("each node: `nearfab node inbox status --data-dir <folder>`; Ctrl-C stops")
+        while not running.exited():
+            time.sleep(1)
+        err_console.print(f"[bold red]a node stopped[/]: {running.exited()}; stopping the rest")
+        raise typer.Exit(code=1)
+    except KeyboardInterrupt:
+        console.print("stopping the nodes")
+    finally:
+        running.stop()
 
 
 def _seed_with_cell_story(settings: Settings) -> Settings:

@@ -31,6 +31,11 @@ def node_capture(site_id: str, clock: Clock, *, control: bool) -> CaptureConfig:
     return CaptureConfig(site_id=site_id, clock=clock, audit=lambda row: True, ledger=True)
 
 
+def inbox_client_id(site_id: str) -> str:
+    """The MQTT client id of a node's inbox: its persistent session at the broker."""
+    return f"nearfab-inbox-{site_id}"
+
+
 def start_inbox(
     service: ReplicationService,
     uow_factory: Callable[[], UnitOfWork],
@@ -55,7 +60,7 @@ def start_inbox(
         return applied
 
     subscriber = InboxSubscriber(
-        broker, apply, subscriptions, client_id=f"nearfab-inbox-{service.site_id}"
+        broker, apply, subscriptions, client_id=inbox_client_id(service.site_id)
     )
     subscriber.start()
     return subscriber

@@ -152,6 +152,10 @@ def _start(settings: Settings, **kwargs: Any) -> App:
         application.start_telemetry()  # networked mode only (NEARFAB_MQTT_URL)
     except ConnectionError as exc:
         raise SystemExit(f"nearfab: cannot start: {exc}") from None
+    try:
+        application.start_replication()  # a node with NEARFAB_REPLICATION_URL only
+    except ValueError as exc:  # a malformed broker address
+        raise SystemExit(f"nearfab: cannot start: {exc}") from None
     return application
 
 

@@ -1,0 +1,117 @@
+"""A serving node's link to the others: the replicator (a pass every few seconds) and the
+inbox, in the background of `nearfab serve` / `nearfab demo` when the data folder is a node and
+a replication broker is named (NEARFAB_REPLICATION_URL). The same passes as `nearfab node
+replicate` and `nearfab node receive`; a broker out of reach is waited for, never fatal: the
+node works on and its outbox grows (docs/replication.md)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from nearfab.common.clock import Clock
+from nearfab.replication.logic import origin_filter
+from nearfab.replication.node import inbox_client_id, replicate_once, start_inbox
+from nearfab.replication.services import ReplicationService, SendResult
+from nearfab.replication.transport import InboxSubscriber
+from nearfab.telemetry import BrokerAddress
+from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the page shows of the link: the broker, whether the inbox is subscribed, and the
+    last replicator pass (when, what it sent, what waits, the error if the broker refused)."""
+
+    broker: str
+    inbox_connected: bool
+    last_pass_at: datetime | None
+    last: SendResult | None
+
+
+class NodeLink:
+    """Runs a node's replicator and inbox until `stop`. One per serving process."""
+
+    def __init__(
+        self,
+        service: ReplicationService,
+        uow_factory: Callable[[], UnitOfWork],
+        broker: BrokerAddress,
+        clock: Clock,
+        *,
+        control_site_id: str | None,
+        every_s: float = 2.0,
+    ) -> None:
+        self.service = service
+        self._uow = uow_factory
+        self._broker = broker
+        self._clock = clock
+        self._control = control_site_id
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nearfab-link", daemon=True)
+        self._inbox: InboxSubscriber | None = None
+        self._last: SendResult | None = None
+        self._last_at: datetime | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self._inbox is not None:
+            self._inbox.stop()
+            self._inbox = None
+
+    def state(self) -> LinkState:
+        return LinkState(
+            broker=f"{self._broker.host}:{self._broker.port}",
+            inbox_connected=self._inbox is not None and self._inbox.connected.is_set(),
+            last_pass_at=self._last_at,
+            last=self._last,
+        )
+
+    def _subscribe(self) -> None:
+        if self._inbox is not None:
+            return
+        try:
+            self._inbox = start_inbox(
+                self.service, self._uow, self._broker, control_site_id=self._control
+            )
+        except ConnectionError as exc:  # the broker is away: the next pass tries again
+            log.info("inbox not subscribed yet: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._subscribe()
+                self._last = replicate_once(
+                    self.service, self._uow, self._broker, connect_timeout_s=2.0
+                )
+                self._last_at = self._clock.now()
+            except Exception:  # keep the link alive; the records wait in the outbox
+                log.exception("replication pass failed")
+            self._stop.wait(self._every)
+
+
+def provision_inbox(broker: BrokerAddress, site_id: str, control_site_id: str) -> None:
+    """Create a node's persistent session at the broker before the node first runs, as a
+    deployment does when it adds a node: MQTT keeps messages only for a session that exists, so
+    records sent to a node before its first subscription would otherwise never reach it. The
+    session is the one `start_inbox` resumes (same client id, same subscriptions); nothing is
+    taken from it here (a message that arrives is left unacknowledged, and comes again)."""
+
+    def keep(messages: list[bytes]) -> object:
+        raise RuntimeError("provisioning only: left for the node")
+
+    control = site_id == control_site_id
+    subscriptions = [origin_filter()] if control else [origin_filter(control_site_id)]
+    subscriber = InboxSubscriber(broker, keep, subscriptions, client_id=inbox_client_id(site_id))
+    subscriber.start()
+    subscriber.stop()
