@@ -16,7 +16,7 @@ from nearfab.common.errors import ValidationFailed
 from nearfab.identity import Actor, AuditAction, audit
 from nearfab.identity.reads import audit_entries_on
 from nearfab.replication.capture import CaptureConfig, capture
-from nearfab.replication.enums import ProblemKind
+from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import (
     MalformedRecord,
     Record,
@@ -496,6 +496,8 @@ class ReplicationService:
             records = self.received(uow, origin)
             heads: dict[str, Any] = {}
             for record in records:
+                if record.kind not in (RecordKind.AUDIT.value, RecordKind.LEDGER.value):
+                    continue  # a batch summary carries its audit row's hash, not a chain's
                 row = json.loads(record.payload)
                 chain = "audit" if record.kind == "audit" else f"ledger:{row.get('site_id')}"
                 heads[chain] = {"seq": row.get("seq"), "hash": record.chain_hash}

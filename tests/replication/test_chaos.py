@@ -1,0 +1,602 @@
+"""Issue 17, "proof by chaos": site nodes cut off from the control site for hours of simulated
+time, brokers restarted, a node killed with SIGKILL in the middle of a write, then reconnected.
+Nothing may be lost or doubled on either side: each origin's records as the receiving node
+holds them are exactly the origin's outbox (same ids, sequence numbers and hashes, nothing
+more), every committed source row has exactly one outbox record, the chains verify and the
+control anchors them; the control's view is the union of the sites'.
+
+The deployment's shape (docs/replication.md): each site node publishes to a Mosquitto of its
+own, bridged (QoS 1, persistent bridge session) to the control site's Mosquitto. The expected
+records are read from each node's own tables (its audit trail, its ledger chain, its outbox),
+never from the replication code's answers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select
+from tests import flow_helpers as fh
+from tests.conftest import CLOCK_JUMPS
+from tests.replication.test_replication_mqtt import owned_rows, repl, wait_for
+from tests.telemetry.test_mqtt import Broker
+
+from nearfab.bootstrap import App, build_app
+from nearfab.common.clock import ManualClock
+from nearfab.config import Settings
+from nearfab.custody import LedgerEntry
+from nearfab.identity import AuditEntry, system_actor, verify_audit_chain
+from nearfab.replication import replicate_once, start_inbox
+from nearfab.replication.decisions import APPLIED_ENTITY
+from nearfab.replication.logic import GENESIS, TOPIC_ROOT
+from nearfab.replication.models import InboxProblem, InboxRecord, OutboxRecord
+from nearfab.telemetry import BrokerAddress
+
+REPO = Path(__file__).resolve().parents[2]
+WRITER = Path(__file__).with_name("chaos_writer.py")
+HC_LOT = "HC-FIL-2.5-GSTT-PH-001"  # the seeded hydrocortisone lot at GSTT-PH (demo seed)
+SITES = ("GSTT-PH", "MAN-PH")
+
+
+# --- three nodes, each its own database --------------------------------------------------------
+
+
+@pytest.fixture
+def network(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[dict[str, App]]:
+    """{code: App} for the site nodes GSTT-PH and MAN-PH and the control node CTRL: copies of
+    the seeded demo network, each its own database and data folder, one simulated clock."""
+    apps = {}
+    for code in (*SITES, "CTRL"):
+        apps[code] = build_app(
+            Settings(data_dir=node_folder(request, tmp_path, code), node_site=code, **CLOCK_JUMPS),
+            clock=clock,
+            migrate=False,
+        )
+    yield apps
+    for app in apps.values():
+        app.engine.dispose()
+
+
+def node_folder(request: pytest.FixtureRequest, tmp_path: Path, code: str) -> Path:
+    """A node's data folder (its database and keys), copied from the seeded template."""
+    fh._seeded_sqlite(request, tmp_path)  # the seeded template, copied to tmp_path/nearfab.db
+    template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
+    data = tmp_path / code
+    data.mkdir()
+    shutil.copyfile(tmp_path / "nearfab.db", data / "nearfab.db")
+    shutil.copytree(fh._KEYS[template], data / "keys")
+    return data
+
+
+def _broker_folder(name: str) -> Path:
+    # not under tmp_path: mosquitto started as root drops to its own user (test_mqtt.Broker)
+    folder = Path(tempfile.mkdtemp(prefix=f"nearfab-chaos-{name}-"))
+    folder.chmod(0o777)
+    return folder
+
+
+def bridge(local: Broker, hub: Broker, site_id: str, control_id: str) -> None:
+    """The site broker's bridge to the control broker, as docs/replication.md gives it (retry
+    every second instead of 5 s backing off to 30 s)."""
+    with local.conf.open("a") as conf:
+        conf.write(
+            "connection to-control\n"
+            f"address 127.0.0.1:{hub.port}\n"
+            f"topic {TOPIC_ROOT}/{site_id}/# out 1\n"
+            f"topic {TOPIC_ROOT}/{control_id}/# in 1\n"
+            f"remote_clientid nearfab-bridge-{site_id}\n"
+            "cleansession false\n"
+            "restart_timeout 1 1\n"
+            "keepalive_interval 5\n"
+            "try_private true\n"
+        )
+
+
+@pytest.fixture
+def brokers(network: dict[str, App]) -> Iterator[dict[str, Broker]]:
+    """{"CTRL": the control broker, <site code>: that site's broker bridged to it}."""
+    folders = {code: _broker_folder(code) for code in network}
+    found = {code: Broker(folder) for code, folder in folders.items()}
+    control_id = repl(network["CTRL"]).site_id
+    for code in SITES:
+        bridge(found[code], found["CTRL"], repl(network[code]).site_id, control_id)
+    found["CTRL"].start()
+    for code in SITES:
+        found[code].start()
+    # the bridges' sessions at the control broker exist before anyone publishes (a record the
+    # control publishes before a site's bridge first subscribed is not kept for it)
+    hub_log = folders["CTRL"] / "broker.log"
+    for code in SITES:
+        client = f"nearfab-bridge-{repl(network[code]).site_id}"
+        assert wait_for(lambda c=client: c in hub_log.read_text(errors="replace"), 20), client
+    yield found
+    for b in found.values():
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop()
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def at(b: Broker) -> BrokerAddress:
+    return BrokerAddress("127.0.0.1", b.port)
+
+
+# --- what each node holds, read from its tables -------------------------------------------------
+
+
+def outbox_rows(app: App) -> list[tuple[str, int, str]]:
+    """(id, seq, record_hash) of the node's own outbox, in seq order."""
+    with app.uow() as uow:
+        rows = uow.session.execute(
+            select(OutboxRecord.id, OutboxRecord.seq, OutboxRecord.record_hash)
+            .where(OutboxRecord.origin_site == repl(app).site_id)
+            .order_by(OutboxRecord.seq)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def inbox_rows(app: App, origin: str | None = None) -> list[tuple[str, int, str]]:
+    """(id, seq, record_hash) of what the node holds from `origin` (None: from every origin),
+    by origin and seq."""
+    query = select(InboxRecord.id, InboxRecord.seq, InboxRecord.record_hash).order_by(
+        InboxRecord.origin_site, InboxRecord.seq
+    )
+    if origin is not None:
+        query = query.where(InboxRecord.origin_site == origin)
+    with app.uow() as uow:
+        return [tuple(r) for r in uow.session.execute(query).all()]  # type: ignore[misc]
+
+
+def pending(app: App) -> int:
+    with app.uow() as uow:
+        return repl(app).outbox(uow).pending
+
+
+def problems(app: App) -> list[tuple[str, str]]:
+    """(kind, detail) of every problem the node's inbox named, duplicates left out."""
+    with app.uow() as uow:
+        return [
+            (k, d)
+            for k, d in uow.session.execute(select(InboxProblem.kind, InboxProblem.detail))
+            if k != "duplicate"
+        ]
+
+
+def source_refs_in_outbox(app: App) -> list[str]:
+    """The source row of every audit and ledger record of the outbox (batch summaries are
+    derived records, not source rows)."""
+    with app.uow() as uow:
+        return list(
+            uow.session.scalars(
+                select(OutboxRecord.source_ref).where(OutboxRecord.kind.in_(("audit", "ledger")))
+            )
+        )
+
+
+def assert_outbox_matches_source_rows(app: App) -> None:
+    """Every committed audit row and ledger entry the node owns has exactly one outbox record,
+    and no outbox record is without its row; the outbox is gapless and chained."""
+    refs = source_refs_in_outbox(app)
+    assert len(refs) == len(set(refs)), "a source row has two outbox records"
+    assert set(refs) == owned_rows(app)
+    rows = outbox_rows(app)
+    assert [seq for _, seq, _ in rows] == list(range(1, len(rows) + 1))
+    with app.uow() as uow:
+        full = list(
+            uow.session.scalars(
+                select(OutboxRecord)
+                .where(OutboxRecord.origin_site == repl(app).site_id)
+                .order_by(OutboxRecord.seq)
+            )
+        )
+    assert full[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(full))
+
+
+def assert_own_chains_verify(app: App) -> None:
+    """The node's own audit trail and custody ledger verify (their own checks,
+    docs/audit-trail.md and docs/custody.md)."""
+    with app.uow() as uow:
+        report = verify_audit_chain(uow, fh.actor(app, "auditor"))
+    assert report.ok, report.to_dict()
+    with app.uow() as uow:
+        ledger = app.custody_chain.ledger.verify(uow)
+    assert ledger.ok, ledger.problems[:3]
+
+
+# --- real work at a site -----------------------------------------------------------------------
+
+
+def site_work(app: App, code: str, step: int) -> None:
+    """One stretch of a site's work through its services. GSTT-PH makes a batch (prescription,
+    planning, ticket, start, run, manual steps signed, audit trail reviewed); MAN-PH's own
+    clinician prescribes and the order is planned and ticketed. Each site rotates its ledger
+    signing key (an entry of its ledger chain signed with the old key, and its audit row)."""
+    if code == "GSTT-PH":
+        fh.make_batch(app)
+    else:
+        clinician = fh.actor(app, "clinician-man")
+        with app.uow() as uow:
+            (order,) = app.orders.submit(uow, clinician, fh.bundle(app))
+        fh.ticketed_job(app, order.id)
+    with app.uow() as uow:
+        app.custody_chain.ledger.rotate(
+            uow, fh.actor(app, "admin"), repl(app).site_id, reason=f"rotation {step}"
+        )  # commits
+
+
+def send(app: App, b: Broker) -> Any:
+    return replicate_once(repl(app), app.uow, at(b), timeout_s=3, connect_timeout_s=1)
+
+
+def test_sites_cut_off_for_hours_with_brokers_restarted_converge_exactly(
+    network: dict[str, App], brokers: dict[str, Broker], clock: ManualClock
+) -> None:
+    control = network["CTRL"]
+    hub = brokers["CTRL"]
+    control_id = repl(control).site_id
+    ids = {code: repl(network[code]).site_id for code in SITES}
+    fh.create_user(network["MAN-PH"], "clinician-man", ["clinician"], "MAN-PH")
+    inboxes = [start_inbox(repl(control), control.uow, at(hub), control_site_id=control_id)]
+    for code in SITES:
+        app = network[code]
+        inboxes.append(
+            start_inbox(repl(app), app.uow, at(brokers[code]), control_site_id=control_id)
+        )
+    try:
+        # linked: an hour's work at each site reaches the control through the bridges
+        for code in SITES:
+            site_work(network[code], code, 0)
+            assert send(network[code], brokers[code]).error is None
+        assert send(control, hub).error is None
+        for code in SITES:
+            want = outbox_rows(network[code])
+            assert wait_for(lambda w=want, c=code: inbox_rows(control, ids[c]) == w, 30)
+
+        # the link goes: the control broker is down; the sites work on for twelve hours of
+        # their time, replicating to their own brokers, which take everything (the bridges
+        # queue it). GSTT-PH's broker restarts meanwhile; the control recalls a lot.
+        hub.stop()
+        started = clock.now()
+        for hour in range(1, 13):
+            for code in SITES:
+                site_work(network[code], code, hour)
+            clock.sleep(3600)
+            if hour % 4 == 0:
+                for code in SITES:
+                    cut = send(network[code], brokers[code])
+                    assert cut.error is None and cut.pending == 0, (code, cut)
+            if hour == 6:
+                brokers["GSTT-PH"].stop()  # SIGTERM: an orderly restart saves the bridge queue
+                brokers["GSTT-PH"].start()
+            if hour == 7:
+                with control.uow() as uow:
+                    control.custody_chain.recalls.create(
+                        uow, fh.actor(control, "qp"), lot=HC_LOT, reason="assay out of spec"
+                    )
+                waiting = send(control, hub)
+                assert waiting.error is not None and waiting.pending > 0  # they wait at home
+        assert (clock.now() - started).total_seconds() >= 12 * 3600  # the runs take time too
+        held_before = len(inbox_rows(control))
+
+        # the control broker comes back, and restarts again while the backlog flows in
+        hub.start()
+        assert wait_for(lambda: len(inbox_rows(control)) > held_before, 30)
+        hub.stop()
+        hub.start()
+
+        # every node sends what waits until nothing waits and every inbox holds its origins'
+        # outboxes (a site's records about the recall it applied travel too)
+        def converged() -> bool:
+            for code in SITES:
+                send(network[code], brokers[code])
+            send(control, hub)
+            return (
+                all(pending(a) == 0 for a in network.values())
+                and all(inbox_rows(control, ids[c]) == outbox_rows(network[c]) for c in SITES)
+                and all(inbox_rows(network[c], control_id) == outbox_rows(control) for c in SITES)
+                and all(i.idle_for(0.5) for i in inboxes)
+            )
+
+        assert wait_for(converged, 60), {
+            code: (len(inbox_rows(control, ids[code])), len(outbox_rows(network[code])))
+            for code in SITES
+        }
+    finally:
+        for inbox in inboxes:
+            inbox.stop()
+
+    # none lost, none doubled: each origin's records at the control are exactly its outbox
+    union: set[tuple[str, int, str]] = set()
+    for code in SITES:
+        site = network[code]
+        mine = outbox_rows(site)
+        held = inbox_rows(control, ids[code])
+        assert held == mine and len({i for i, _, _ in held}) == len(held)
+        assert [s for _, s, _ in held] == list(range(1, len(mine) + 1))  # no gap
+        union |= set(mine)
+        assert_outbox_matches_source_rows(site)
+        assert_own_chains_verify(site)
+        # the other way: the control's records at the site, the recall acted on once
+        assert inbox_rows(site, control_id) == outbox_rows(control)
+        assert problems(site) == []
+        with site.uow() as uow:
+            applied = uow.session.scalars(
+                select(AuditEntry.new).where(AuditEntry.entity_type == APPLIED_ENTITY)
+            ).all()
+        recalls = [a for a in applied if (a or {}).get("lot") == HC_LOT]
+        assert len(recalls) == 1, applied
+    assert set(inbox_rows(control)) == union  # the control's view is the union of the sites'
+    assert problems(control) == []
+    with control.uow() as uow:
+        statuses = {s.origin_site: s for s in repl(control).inbox_status(uow)}
+    assert set(statuses) == set(ids.values())
+    for code in SITES:
+        status = statuses[ids[code]]
+        assert status.ok and status.head_seq == len(outbox_rows(network[code])), status.to_dict()
+
+    # the control anchors each site's chains where the site's own tables end
+    with control.uow() as uow:
+        anchored = repl(control).anchor(uow, system_actor("replication"))
+    assert anchored["refused"] == {}
+    for code in SITES:
+        site, origin = network[code], ids[code]
+        with site.uow() as uow:
+            audit_head = uow.session.scalars(
+                select(AuditEntry.row_hash).order_by(AuditEntry.seq.desc()).limit(1)
+            ).one()
+            ledger_head = uow.session.scalars(
+                select(LedgerEntry.entry_hash)
+                .where(LedgerEntry.site_id == origin)
+                .order_by(LedgerEntry.seq.desc())
+                .limit(1)
+            ).one()
+        body = anchored["anchored"][origin]
+        assert body["seq"] == len(outbox_rows(site))
+        assert body["chains"]["audit"]["hash"] == audit_head
+        assert body["chains"][f"ledger:{origin}"]["hash"] == ledger_head
+
+
+def test_an_anchor_names_the_ledger_head_even_when_a_batch_summary_comes_after_it(
+    network: dict[str, App],
+) -> None:
+    """A batch started after the last ledger entry: its summary record (kind `batch`, carrying
+    its audit row's hash) comes after the last ledger record. The anchor's ledger head is still
+    the site's last ledger entry (it was the summary's audit hash, with no seq: a bug this test
+    found)."""
+    site, control = network["GSTT-PH"], network["CTRL"]
+    fh.make_batch(site)  # its run writes two EPCIS entries to the site's ledger chain
+    fh.start(site, fh.ticketed_job(site))  # a batch record changed, no ledger entry
+    with site.uow() as uow:
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+    last = {r.kind: r.seq for r in records}  # each kind's last record
+    assert last["batch"] > last["ledger"]  # the premise: a summary after the last ledger record
+    origin = repl(site).site_id
+    with site.uow() as uow:
+        ledger_seq, ledger_hash = uow.session.execute(
+            select(LedgerEntry.seq, LedgerEntry.entry_hash)
+            .where(LedgerEntry.site_id == origin)
+            .order_by(LedgerEntry.seq.desc())
+            .limit(1)
+        ).one()
+        audit_seq, audit_hash = uow.session.execute(
+            select(AuditEntry.seq, AuditEntry.row_hash).order_by(AuditEntry.seq.desc()).limit(1)
+        ).one()
+    with control.uow() as uow:
+        assert repl(control).apply(uow, [r.to_message() for r in records]).problems == []
+    with control.uow() as uow:
+        body = repl(control).anchor(uow, system_actor("replication"))["anchored"][origin]
+    assert body["chains"] == {
+        "audit": {"seq": audit_seq, "hash": audit_hash},
+        f"ledger:{origin}": {"seq": ledger_seq, "hash": ledger_hash},
+    }
+
+
+# --- kill -9 of a node in the middle of its work -----------------------------------------------
+
+
+def committed(db: Path, site_id: str) -> tuple[set[str], list[str]]:
+    """Straight from a node's database file, opened without the app (no capture can run):
+    (its committed audit rows and ledger entries as `audit:<seq>` / `ledger:<site>:<seq>`, the
+    source refs of its outbox's audit and ledger records)."""
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            audit_seqs = conn.scalars(select(AuditEntry.seq)).all()
+            ledger_seqs = conn.scalars(
+                select(LedgerEntry.seq).where(LedgerEntry.site_id == site_id)
+            ).all()
+            refs = conn.scalars(
+                select(OutboxRecord.source_ref).where(OutboxRecord.kind.in_(("audit", "ledger")))
+            ).all()
+    finally:
+        engine.dispose()
+    rows = {f"audit:{s}" for s in audit_seqs} | {f"ledger:{site_id}:{s}" for s in ledger_seqs}
+    return rows, list(refs)
+
+
+def inbox_count(db: Path) -> int:
+    engine = create_engine(f"sqlite:///{db}", connect_args={"timeout": 10})
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(InboxRecord)) or 0)
+    finally:
+        engine.dispose()
+
+
+def _env(code: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NEARFAB_NODE_SITE": code,
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "250",
+    }
+
+
+def writer(folder: Path, port: int, steps: int, start: datetime, progress: Path) -> Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(WRITER),
+            str(folder),
+            str(steps),
+            str(port),
+            start.isoformat(),
+            str(progress),
+        ],
+        env=_env("GSTT-PH"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=(progress.parent / f"{progress.name}.err").open("ab"),
+    )
+
+
+def receiver(folder: Path, port: int, idle: float) -> Popen:
+    """`nearfab node receive` of the control node, as a process of its own."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nearfab",
+            "--data-dir",
+            str(folder),
+            "node",
+            "receive",
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--seconds",
+            "90",
+            "--idle",
+            str(idle),
+            "--json",
+        ],
+        env=_env("CTRL"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def kill9(proc: Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> None:
+    """A site node works and replicates in its own process; it is killed with SIGKILL at a
+    random moment, restarted, and finishes. The control node's receiver (`nearfab node
+    receive`, its own process) is killed with SIGKILL while it is applying, and restarted.
+    After each kill, read straight from the database file before anything opens it again:
+    every committed audit row and ledger entry has exactly one outbox record, and no outbox
+    record is without its row. At the end the control holds the site's outbox exactly."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    site_dir, control_dir = (node_folder(request, tmp_path, c) for c in ("GSTT-PH", "CTRL"))
+    folder = _broker_folder("kill")
+    b = Broker(folder)
+    b.start()
+    # the control node's persistent session exists before the site publishes (as deployed)
+    control = build_app(
+        Settings(data_dir=control_dir, node_site="CTRL", **CLOCK_JUMPS), clock=clock, migrate=False
+    )
+    control_id = repl(control).site_id
+    start_inbox(repl(control), control.uow, at(b), control_site_id=control_id).stop()
+    progress = tmp_path / "progress.log"
+    steps_done = lambda: progress.read_text().count("step ") if progress.exists() else 0  # noqa: E731
+    procs: list[Popen] = []
+    try:
+        site_id = None
+        first = writer(site_dir, b.port, 40, clock.now(), progress)
+        receiving = receiver(control_dir, b.port, idle=30)
+        procs += [first, receiving]
+        # the writer is past its first replication pass; it dies at a random moment after
+        assert wait_for(lambda: steps_done() >= 1 or first.poll() is not None, 60), "no step"
+        assert first.poll() is None, (tmp_path / "progress.log.err").read_text()[-2000:]
+        time.sleep(rng.uniform(0.0, 1.5))
+        kill9(first)
+        killed_after = steps_done()
+        with control.uow() as uow:
+            site_id = fh.site_id(control, "GSTT-PH")
+        rows, refs = committed(site_dir / "nearfab.db", site_id)
+        assert len(refs) == len(set(refs)), f"a row has two outbox records (seed {seed})"
+        assert set(refs) == rows, f"seed {seed}: {sorted(set(refs) ^ rows)[:5]}"
+
+        # the receiver is killed while records arrive and are applied
+        assert wait_for(lambda: inbox_count(control_dir / "nearfab.db") > 0, 60)
+        kill9(receiving)
+        held_at_kill = inbox_count(control_dir / "nearfab.db")
+
+        # the site node restarts (later in its time) and finishes; the receiver restarts
+        second = writer(site_dir, b.port, 3, clock.now() + timedelta(days=2), progress)
+        procs.append(second)
+        assert second.wait(timeout=90) == 0, (tmp_path / "progress.log.err").read_text()[-2000:]
+        rows, refs = committed(site_dir / "nearfab.db", site_id)
+        assert len(refs) == len(set(refs)) and set(refs) == rows
+        # the control node's receiver back (here in the test process: the same node, the same
+        # persistent session), until it holds the site's whole outbox and nothing more comes
+        with site_app(site_dir, clock) as site:
+            mine = outbox_rows(site)
+        inbox = start_inbox(repl(control), control.uow, at(b), control_site_id=control_id)
+        try:
+            assert wait_for(lambda: len(inbox_rows(control, site_id)) >= len(mine), 30)
+            assert wait_for(lambda: inbox.idle_for(0.5), 10)
+        finally:
+            inbox.stop()
+        assert inbox.errors == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        b.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    with site_app(site_dir, clock) as site:
+        assert pending(site) == 0
+        held = inbox_rows(control, site_id)
+        assert held == outbox_rows(site) == mine, (
+            f"seed {seed}: killed after {killed_after} steps; control holds {len(held)} of "
+            f"{len(mine)}, {held_at_kill} at the receiver's kill"
+        )
+        assert problems(control) == []
+        with control.uow() as uow:
+            (status,) = repl(control).inbox_status(uow)
+        assert status.ok and status.head_seq == len(mine), status.to_dict()
+        assert_outbox_matches_source_rows(site)
+        assert_own_chains_verify(site)
+    with control.uow() as uow:
+        anchored = repl(control).anchor(uow, system_actor("replication"))
+    assert anchored["anchored"][site_id]["seq"] == len(mine)
+    control.engine.dispose()
+
+
+@contextmanager
+def site_app(folder: Path, clock: ManualClock) -> Iterator[App]:
+    app = build_app(
+        Settings(data_dir=folder, node_site="GSTT-PH", **CLOCK_JUMPS), clock=clock, migrate=False
+    )
+    try:
+        yield app
+    finally:
+        app.engine.dispose()
