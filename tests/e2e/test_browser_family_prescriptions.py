@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from tests import flow_helpers as fh
-from tests.e2e.conftest import running
+from tests.e2e.conftest import BROWSER_WAIT_MS, running
 from tests.families import form_world
 from tests.families.bioprint import world as bp
 from tests.families.device import network as net
@@ -60,7 +60,7 @@ def test_a_bioprint_and_a_device_prescription_in_the_form(
         context = browser.new_context(
             base_url=url, viewport={"width": 1280, "height": 1000}, locale="en-GB"
         )
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(BROWSER_WAIT_MS)
         page = context.new_page()
         try:
             page.goto("/login")
