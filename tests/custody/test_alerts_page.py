@@ -137,8 +137,9 @@ def other_site_pharmacist(app: App) -> None:
 
 
 def rows(page: str) -> dict[str, str]:
-    """The alert rows of the page by alert id (each row's HTML)."""
-    return dict(re.findall(r'<tr class="custody-alert" data-alert="([^"]+)"[^>]*>(.*?)</tr>', page))
+    """The alert rows of the page by alert id (each row's HTML, over several lines)."""
+    row = r'<tr class="custody-alert" data-alert="([^"]+)"[^>]*>(.*?)</tr>'
+    return dict(re.findall(row, page, re.S))
 
 
 def get(client: TestClient, **params: str) -> str:

@@ -41,7 +41,7 @@ from nearfab.api.deps import declared_pages, declared_permissions
 from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
-from nearfab.custody import EpcisEvent, parse_scan
+from nearfab.custody import AlertKind, EpcisEvent, parse_scan
 from nearfab.identity import MATRIX, NETWORK_LEVEL, Permission, Role, system_actor
 from nearfab.production import Fault
 from nearfab.web.server import create_web_app
@@ -386,6 +386,14 @@ ROUTES: dict[tuple[str, str], Call] = {
         body=lambda w: {"decision": "resume", "reason": "m"},
     ),
     ("GET", "/api/v1/packs/{unit_id}/chain"): Call(P.TRACE_READ, True),
+    # custody alerts of site A and their follow-up (docs/custody.md; tests/custody/
+    # test_alert_follow_up.py walks each step): an empty status is refused (422) after the
+    # role and the alert's site, so nothing changes here
+    ("GET", "/api/v1/custody/alerts"): Call(P.TRACE_READ),
+    ("GET", "/api/v1/custody/alerts/{alert_id}"): Call(P.TRACE_READ, True),
+    ("POST", "/api/v1/custody/alerts/{alert_id}/status"): Call(
+        P.DISPENSE, True, body=lambda w: {"status": ""}
+    ),
     ("POST", "/api/v1/epcis/capture"): Call(P.EPCIS_CAPTURE, body=lambda w: {}, network_only=True),
     ("GET", "/api/v1/epcis/events"): Call(P.EPCIS_QUERY),
     ("GET", "/api/v1/trace/units/{unit_id}"): Call(P.TRACE_READ, True),
@@ -795,6 +803,8 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     # the custody alerts of the reader's site (web/custody.py; scoped by CustodyService.alerts,
     # tests/custody/test_alerts_page.py reads them from each site)
     ("GET", "/custody/alerts"): Call(P.TRACE_READ),
+    # a step of an alert's follow-up (another site's alert is answered as unknown: 404)
+    ("POST", "/custody/alerts/{alert_id}"): Call(P.DISPENSE, True, body=lambda w: {"status": ""}),
     ("POST", "/recalls"): Call(
         P.RECALL_CREATE, body=lambda w: {"lot": "", "reason": ""}, network_only=True
     ),
@@ -809,6 +819,9 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/epcis/event"): Call(P.EPCIS_QUERY, True, query=lambda w: {"id": w.ids["event_a"]}),
     ("GET", "/ledger"): Call(P.LEDGER_VERIFY, network_only=True),
     ("GET", "/audit"): Call(P.AUDIT_READ),
+    # this node's replication (web/node.py; a site reader sees its own origin and the
+    # control's: tests/replication/test_node_page.py)
+    ("GET", "/node"): Call(P.AUDIT_READ),
     ("GET", "/audit/verify"): Call(P.AUDIT_VERIFY, network_only=True),
     ("GET", "/audit/records/{entity_type}/{entity_id}"): Call(P.AUDIT_READ, True),
     ("GET", "/audit/records/{entity_type}/{entity_id}/export"): Call(
@@ -1014,6 +1027,12 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
         ids["event_id"] = app.vigilance.report(
             uow, fh.actor(app, "pharmacist"), {"scan": ids["unit_id"], "description": "m"}
         ).id
+    # a custody alert raised at site A (its follow-up routes)
+    with app.uow() as uow:
+        ids["alert_id"] = app.custody.packs.raise_alert(
+            uow, fh.actor(app, "pharmacist"), AlertKind.SECOND_DISPENSE, ids["scan"], "matrix"
+        ).id
+        uow.commit()
     # a dose proposal for the order of site A, for the pages (docs/dose-adjustment.md); the
     # forms carry no password, so nothing is signed or changed
     with app.uow() as uow:
@@ -1257,6 +1276,7 @@ SITE_LISTS: dict[str, SiteList] = {
     "/api/v1/users": SiteList("admin", lambda w, r: r["home_site_id"]),
     "/api/v1/approvals": SiteList("admin", lambda w, r: r["site_id"]),
     "/api/v1/audit": SiteList("pharmacist", lambda w, r: r["site_id"], lambda b: b["items"]),
+    "/api/v1/custody/alerts": SiteList("pharmacist", lambda w, r: r["site_id"]),
     "/api/v1/qa": SiteList("pharmacist", lambda w, r: r["site_id"], lambda b: b["items"]),
 }
 # not a list of one site's rows, and why

@@ -1,5 +1,5 @@
 """/api/v1 routes for the chain of custody: EPCIS capture and query, verification at dispense,
-undo of a dispense, trace, recall, and the ledger check."""
+undo of a dispense, trace, recall, the ledger check, and the follow-up of custody alerts."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from nearfab.custody import (
 from nearfab.custody.schemas import (
     BackwardTraceOut,
     ContainerOut,
+    CustodyAlertOut,
     DestroyOut,
     EpcisCaptureOut,
     EpcisQueryDocumentOut,
@@ -38,6 +39,7 @@ from nearfab.custody.schemas import (
     UnitHoldOut,
     VerifyOut,
 )
+from nearfab.custody.services.alerts import alert_dict
 from nearfab.identity import Actor, Permission
 from nearfab.uow import UnitOfWork
 
@@ -502,3 +504,76 @@ def unit_chain(
         "storage_log": [_reading(r) for r in found.storage_log],
         "in_use": _in_use(found.in_use) if found.in_use is not None else None,
     }
+
+
+# --- custody alerts: their follow-up (docs/custody.md, "Following up an alert") -------------
+class AlertStatusIn(BaseModel):
+    status: str = Field(
+        max_length=64,
+        description="acknowledged, patient_contacted, pack_recovered, pack_not_recoverable, "
+        "closed; acknowledged on a closed alert reopens it",
+    )
+    note: str = Field(
+        default="",
+        max_length=20_000,
+        description="what was done (required but for the first acknowledgement; at most "
+        "2,000 characters)",
+    )
+    outcome: str | None = Field(
+        default=None,
+        max_length=64,
+        description="when closing: pack_recovered, pack_not_recoverable, no_action_needed",
+    )
+    expected_status: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the status the caller saw: refused (409 alert_changed) if it has moved",
+    )
+
+
+@router.get("/custody/alerts", tags=["custody"], response_model=list[CustodyAlertOut])
+def custody_alerts(
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+    status: Annotated[str, Query(max_length=16, description="all, open or closed")] = "all",
+) -> list[dict[str, Any]]:
+    """The custody alerts of the caller's site (every site's for a grant that reaches the
+    network), open ones first, then newest first, each with its follow-up and history."""
+    return [alert_dict(a, actor) for a in application.custody.alerts(uow, actor, status=status)]
+
+
+@router.get("/custody/alerts/{alert_id}", tags=["custody"], response_model=CustodyAlertOut)
+def custody_alert(
+    alert_id: str,
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """One custody alert of the caller's site, with its follow-up and history."""
+    return alert_dict(application.custody.alert(uow, actor, alert_id), actor)
+
+
+@router.post("/custody/alerts/{alert_id}/status", tags=["custody"], response_model=CustodyAlertOut)
+def custody_alert_status(
+    alert_id: str,
+    body: AlertStatusIn,
+    actor: Annotated[Actor, allowed(Permission.DISPENSE)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """Record a step of an alert's follow-up (a pharmacist of the alert's site): acknowledge,
+    patient contacted, pack recovered or not recoverable, close with its outcome, or reopen a
+    closed alert (status acknowledged, the note giving the reason). Audited in the same
+    transaction; a refusal names the field."""
+    application.custody.update_alert(
+        uow,
+        actor,
+        alert_id,
+        status=body.status,
+        note=body.note,
+        outcome=body.outcome,
+        expected_status=body.expected_status,
+    )
+    with application.uow() as fresh:
+        return alert_dict(application.custody.alert(fresh, actor, alert_id), actor)

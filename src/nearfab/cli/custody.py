@@ -443,3 +443,76 @@ def judge_hold(
 
     out = use_case(application, as_json, step)
     done(out, as_json, f"hold {out['hold_id']}: {out['decision']}")
+
+
+# --- custody alerts: the follow-up a pharmacist records (docs/custody.md) ------------------
+@custody_app.command("alerts")
+def alerts(
+    ctx: typer.Context,
+    status: Annotated[str, typer.Option(help="all, open (not closed) or closed.")] = "all",
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The custody alerts, open ones first, then newest first, with their follow-up status
+    (run by the data folder's owner: every site's)."""
+    from nearfab.custody.services.alerts import alert_dict
+
+    application = state(ctx, data_dir).app()
+    actor = local_actor()
+    rows = use_case(
+        application, as_json, lambda uow: application.custody.alerts(uow, actor, status=status)
+    )
+    if as_json:
+        emit_json([alert_dict(a, actor) for a in rows])
+        return
+    if not rows:
+        console.print(f"no custody alerts ({status})")
+    for a in rows:
+        who = f" by {a.history[-1].acted_by_name}" if a.history else ""
+        console.print(
+            f"{a.id}  {a.raised_at.isoformat()}  {a.kind}  {a.serial or a.scan}  "
+            f"patient {a.patient_ref or '-'}  [{a.status}{who}]"
+        )
+
+
+@custody_app.command("alert")
+def alert_step(
+    ctx: typer.Context,
+    alert_id: Annotated[str, typer.Argument(help="The alert's id.")],
+    status: Annotated[
+        str,
+        typer.Option(
+            help="acknowledged, patient_contacted, pack_recovered, pack_not_recoverable, "
+            "closed (acknowledged on a closed alert reopens it)."
+        ),
+    ],
+    user: UserOpt,
+    password: PasswordOpt,
+    note: Annotated[str, typer.Option(help="What was done (the reason, to reopen).")] = "",
+    outcome: Annotated[
+        str | None,
+        typer.Option(help="When closing: pack_recovered, pack_not_recoverable, no_action_needed."),
+    ] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Record a step of a custody alert's follow-up (a pharmacist of the alert's site); a
+    refusal names the field (exit 2)."""
+    from nearfab.custody.services.alerts import STATUS_WORDS, alert_dict
+
+    application, actor = app_as(ctx, data_dir, user, password, as_json)
+    use_case(
+        application,
+        as_json,
+        lambda uow: application.custody.update_alert(
+            uow, actor, alert_id, status=status, note=note, outcome=outcome
+        ),
+    )
+    row = use_case(
+        application, as_json, lambda uow: application.custody.alert(uow, actor, alert_id)
+    )
+    done(
+        alert_dict(row, actor),
+        as_json,
+        f"alert {row.id}: {STATUS_WORDS.get(row.status, row.status)}",
+    )

@@ -3,6 +3,8 @@ dispense, trace and recall."""
 
 from nearfab.custody.enums import (
     AlertKind,
+    AlertOutcome,
+    AlertStatus,
     ContainerStatus,
     LedgerKind,
     UnitStatus,
@@ -20,6 +22,7 @@ from nearfab.custody.models import (
     Container,
     ContainerUnit,
     CustodyAlert,
+    CustodyAlertAction,
     Dispense,
     EpcisEvent,
     HandOver,
@@ -54,11 +57,14 @@ from nearfab.custody.services import (
 __all__ = [
     "UNDO_WINDOW",
     "AlertKind",
+    "AlertOutcome",
+    "AlertStatus",
     "CaptureResult",
     "Container",
     "ContainerStatus",
     "ContainerUnit",
     "CustodyAlert",
+    "CustodyAlertAction",
     "CustodyChain",
     "CustodyLedger",
     "CustodyService",

@@ -69,6 +69,55 @@ class AlertKind(StrEnum):
     DISPENSED_THEN_RECALLED = "dispensed_then_recalled"
 
 
+class AlertStatus(StrEnum):
+    """Where the follow-up of a custody alert stands (docs/custody.md, "Following up an
+    alert"). Every change is made by `custody.services.alerts.AlertActions.update`, with a
+    note, who and when, and its audit row in the same transaction."""
+
+    OPEN = "open"  # raised; nobody has taken it on yet
+    ACKNOWLEDGED = "acknowledged"  # a pharmacist of its site has taken it on
+    PATIENT_CONTACTED = "patient_contacted"
+    PACK_RECOVERED = "pack_recovered"
+    PACK_NOT_RECOVERABLE = "pack_not_recoverable"
+    CLOSED = "closed"  # with an outcome (AlertOutcome) and a note saying what was done
+
+
+ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
+    # someone takes it on first: the site sees who owns the follow-up
+    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED}),
+    # a pack may come back without a call (the patient brings it in), or the alert may be
+    # closed at once (a scan that was a mistake): the outcome then says so
+    AlertStatus.ACKNOWLEDGED: frozenset(
+        {
+            AlertStatus.PATIENT_CONTACTED,
+            AlertStatus.PACK_RECOVERED,
+            AlertStatus.PACK_NOT_RECOVERABLE,
+            AlertStatus.CLOSED,
+        }
+    ),
+    AlertStatus.PATIENT_CONTACTED: frozenset(
+        {AlertStatus.PACK_RECOVERED, AlertStatus.PACK_NOT_RECOVERABLE, AlertStatus.CLOSED}
+    ),
+    AlertStatus.PACK_RECOVERED: frozenset({AlertStatus.CLOSED}),
+    AlertStatus.PACK_NOT_RECOVERABLE: frozenset({AlertStatus.CLOSED}),
+    # reopening is its own explicit step (back to acknowledged, a note giving the reason,
+    # audited as a reopening): never a side effect of another change. Not final, because the
+    # deferred verification raises one alert per pack only (replication.decisions): a closed
+    # alert is the only place where more work on that pack can be recorded
+    AlertStatus.CLOSED: frozenset({AlertStatus.ACKNOWLEDGED}),
+}
+
+
+class AlertOutcome(StrEnum):
+    """What closing an alert says happened to the pack."""
+
+    PACK_RECOVERED = "pack_recovered"
+    PACK_NOT_RECOVERABLE = "pack_not_recoverable"
+    # nothing to recover: the scan was a mistake, the pack never left the pharmacy, ...
+    # (never for a pack dispensed then recalled: that pack is with its patient)
+    NO_ACTION_NEEDED = "no_action_needed"
+
+
 class ContainerStatus(StrEnum):
     PACKED = "packed"
     UNPACKED = "unpacked"

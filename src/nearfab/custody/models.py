@@ -157,11 +157,15 @@ class RecallUnit(Base):
 
 class CustodyAlert(Base):
     """Something a pharmacist or QA must look at: a second dispense, a suspected falsified
-    pack."""
+    pack, a pack dispensed then recalled. Its follow-up status (`AlertStatus`) with who moved
+    it last and when; each step is a `CustodyAlertAction` (migration 0031)."""
 
     __tablename__ = "custody_alerts"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # optimistic locking: two people acting on one alert at once cannot both succeed
+    row_version: Mapped[int] = mapped_column(server_default="1")
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
     kind: Mapped[str] = mapped_column(String(32))
     unit_id: Mapped[str | None] = mapped_column(String(32))
     scan: Mapped[str] = mapped_column(String(200))
@@ -169,6 +173,27 @@ class CustodyAlert(Base):
     raised_by: Mapped[str] = mapped_column(String(64))
     site_id: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(32), server_default="open", default="open")
+    status_changed_at: Mapped[datetime | None]
+    status_changed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class CustodyAlertAction(Base):
+    """One step of an alert's follow-up: the status it left and reached, the note (and, on
+    closing, the outcome), who and when. Kept for good: the alert's history."""
+
+    __tablename__ = "custody_alert_actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("custody_alerts.id"), index=True)
+    from_status: Mapped[str] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    acted_at: Mapped[datetime]
+    acted_by: Mapped[str] = mapped_column(String(64))  # user id
+    acted_by_name: Mapped[str] = mapped_column(String(200))  # their name when they acted
+    site_id: Mapped[str | None] = mapped_column(String(32))  # the actor's home site
 
 
 class Container(Base):

@@ -365,3 +365,45 @@ class UnitChainOut(Out):
     holds: list[UnitHoldOut]
     storage_log: list[StorageReadingOut]
     in_use: InUseOut | None
+
+
+class AlertStepOut(Out):
+    """One step of a custody alert's follow-up: from which status to which, the note (and the
+    outcome when it closed the alert), who and when."""
+
+    from_status: str
+    to_status: str
+    outcome: str | None
+    note: str
+    acted_at: Timestamp
+    acted_by: str  # user id
+    acted_by_name: str
+    reopened: bool
+
+
+class CustodyAlertOut(Out):
+    """A custody alert as its site's readers see it (docs/custody.md, the alerts page): the
+    pack, the patient to contact, why, and its follow-up (status in words, the next steps the
+    caller may take, the history)."""
+
+    id: str
+    kind: str
+    raised_at: Timestamp
+    site_id: str | None
+    unit_id: str | None
+    serial: str | None
+    product: str | None
+    lot: str | None
+    patient_ref: str | None
+    reason: str
+    recall_id: str | None
+    unit_status: str | None
+    scan: str
+    message: str
+    status: str
+    status_words: str
+    status_changed_at: Timestamp | None
+    status_changed_by: str | None
+    outcome: str | None
+    next_statuses: list[str]  # the steps the caller may take now (empty: none, or read only)
+    history: list[AlertStepOut]

@@ -1,13 +1,13 @@
 """Custody pages: backward trace of a pack, forward trace of a material lot, recalls with their
 report of affected patients by site (CSV and PDF), the custody alerts of the reader's site
-(the patients to contact), EPCIS capture and query, and the check of the signed custody
-ledger."""
+(the patients to contact, and the follow-up a pharmacist records), EPCIS capture and query,
+and the check of the signed custody ledger."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -17,12 +17,24 @@ from sqlalchemy import select
 from nearfab.api.deps import attachment
 from nearfab.common.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from nearfab.custody import EpcisInvalid, Recall
-from nearfab.custody.enums import AlertKind
+from nearfab.custody.enums import AlertKind, AlertOutcome, AlertStatus
+from nearfab.custody.services.alerts import (
+    ACTION_WORDS,
+    FILTERS,
+    OUTCOME_WORDS,
+    STATUS_WORDS,
+    may_act,
+    next_statuses,
+)
 from nearfab.identity import Actor, Permission, can_network, is_network_wide
 from nearfab.network import Site, SiteKind
 from nearfab.web import traceview
 from nearfab.web.localtime import local, zone_of
-from nearfab.web.pages import _app, _check_csrf, hidden, page, render, templates
+from nearfab.web.pages import _app, _check_csrf, form_action, hidden, page, render, templates
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
+    from nearfab.uow import UnitOfWork
 
 router = APIRouter(include_in_schema=False)
 
@@ -177,30 +189,125 @@ ALERT_KINDS = {
     AlertKind.SUSPECTED_FALSIFIED.value: "Suspected falsified pack",
     AlertKind.INTEGRITY_FAILURE.value: "Pack record differs from its signed release",
 }
+ALERT_FLASH = "custody_alert_flash"
 
 
 @router.get("/custody/alerts", response_class=HTMLResponse)
 def custody_alerts_page(
-    request: Request, actor: Annotated[Actor, page(Permission.TRACE_READ)]
+    request: Request,
+    actor: Annotated[Actor, page(Permission.TRACE_READ)],
+    status: str = "all",
 ) -> Response:
-    """The custody alerts of the reader's site, newest first (every site's, with a site
-    column, for a grant that reaches the network): a pack dispensed while the site was offline
-    and later found recalled or rejected names the patient to contact. The list is the custody
-    service's (`CustodyService.alerts`): no query parameter widens it."""
+    """The custody alerts of the reader's site, open ones first, then newest first (every
+    site's, with a site column, for a grant that reaches the network): a pack dispensed while
+    the site was offline and later found recalled or rejected names the patient to contact.
+    Each alert shows its follow-up status in words and its history; a pharmacist of its site
+    gets a small form for the next step. The list is the custody service's
+    (`CustodyService.alerts`): no query parameter widens it; `status` (all, open, closed)
+    narrows it."""
+    return _alerts_page(request, actor, status)
+
+
+@router.post("/custody/alerts/{alert_id}")
+def custody_alert_step(
+    request: Request,
+    alert_id: str,
+    actor: Annotated[Actor, page(Permission.DISPENSE)],
+    status: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    outcome: Annotated[str, Form()] = "",
+    expected_status: Annotated[str, Form()] = "",
+    show: Annotated[str, Form()] = "all",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Record a step of an alert's follow-up from the page's form (`CustodyService.update_alert`,
+    the same use case as the API): CSRF token first; a refusal shows the page again with the
+    reason, the field and what was typed; another site's alert is answered as unknown (404)."""
+    shown = show if show in FILTERS else "all"
+
+    def act(application: App, uow: UnitOfWork) -> tuple[str | None, str]:
+        done = application.custody.update_alert(
+            uow,
+            actor,
+            alert_id,
+            status=status,
+            note=note,
+            outcome=outcome or None,
+            expected_status=expected_status or None,
+        )
+        words = STATUS_WORDS.get(done.status, done.status)
+        return f"Alert {done.id}: {words}.", f"/custody/alerts?status={shown}#alert-{done.id}"
+
+    def refused(exc: DomainError) -> Response:
+        shown_exc = hidden(exc, alert_id)
+        failed = {
+            "alert_id": alert_id,
+            "status": status,
+            "note": note,
+            "outcome": outcome,
+            "field": shown_exc.field,
+        }
+        return _alerts_page(
+            request,
+            actor,
+            shown,
+            error=shown_exc.message,
+            failed=failed,
+            status_code=shown_exc.http_status,
+        )
+
+    return form_action(request, csrf_token, act, flash_key=ALERT_FLASH, refused=refused)
+
+
+def _alerts_page(
+    request: Request,
+    actor: Actor,
+    status: str,
+    *,
+    error: str | None = None,
+    failed: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
     application = _app(request)
+    wanted = status if status in FILTERS else "all"
     with application.uow() as uow:
-        alerts = application.custody.alerts(uow, actor)
+        alerts = application.custody.alerts(uow, actor, status=wanted)
         by_id = {s.id: s for s in uow.session.scalars(select(Site))}
     rows = []
     for a in alerts:
         site = by_id.get(a.site_id) if a.site_id else None
         zone = zone_of(application.settings, site.code if site else None)
+        acting = may_act(actor, a.site_id)
+        history = [
+            {
+                **h.to_dict(),
+                "when": local(h.acted_at, zone),
+                "to_words": STATUS_WORDS.get(h.to_status, h.to_status),
+                "outcome_words": OUTCOME_WORDS.get(h.outcome or "", h.outcome),
+            }
+            for h in a.history
+        ]
+        steps = next_statuses(a.status) if acting else []
         rows.append(
             {
                 **a.to_dict(),
                 "when": local(a.raised_at, zone),
                 "kind_words": ALERT_KINDS.get(a.kind, a.kind.replace("_", " ")),
                 "site_name": site.name if site else "the network (no site)",
+                "status_words": STATUS_WORDS.get(a.status, a.status),
+                "outcome_words": OUTCOME_WORDS.get(a.outcome or "", a.outcome),
+                "history": history,
+                "last": history[-1] if history else None,
+                "closed": a.status == AlertStatus.CLOSED.value,
+                "steps": [
+                    {
+                        "status": s,
+                        "words": "Reopen (give the reason)"
+                        if a.status == AlertStatus.CLOSED.value
+                        else ACTION_WORDS.get(s, s),
+                    }
+                    for s in steps
+                ],
             }
         )
     return render(
@@ -208,8 +315,15 @@ def custody_alerts_page(
         "custody_alerts.html",
         actor,
         alerts=rows,
+        show=wanted,
+        filters=FILTERS,
+        outcomes=[(o.value, OUTCOME_WORDS[o.value]) for o in AlertOutcome],
         network=is_network_wide(actor, Permission.TRACE_READ),
         site_name=by_id[actor.site_id].name if actor.site_id in by_id else None,
+        flash=request.session.pop(ALERT_FLASH, None),
+        error=error,
+        failed=failed or {},
+        status_code=status_code,
     )
 
 

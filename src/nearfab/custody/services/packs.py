@@ -4,16 +4,23 @@ the event store) and the alerts a pharmacist or QA must look at."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from nearfab.common.errors import DomainError, NotFound, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.quantity import Quantity
-from nearfab.custody.enums import UNIT_TRANSITIONS, AlertKind, BizStep, Disposition, UnitStatus
+from nearfab.custody.enums import (
+    UNIT_TRANSITIONS,
+    AlertKind,
+    AlertStatus,
+    BizStep,
+    Disposition,
+    UnitStatus,
+)
 from nearfab.custody.gs1 import parse_scan
 from nearfab.custody.kit import LabelKit
 from nearfab.custody.logic import epcis as ev
@@ -25,6 +32,7 @@ from nearfab.custody.models import (
     RecallUnit,
     SerialUnit,
 )
+from nearfab.custody.services.alerts import FILTERS, AlertStep, history_of, outcome_of
 from nearfab.custody.services.epcis import EpcisStore
 from nearfab.custody.services.ledger import CustodyLedger
 from nearfab.designs import FamilyRegistry
@@ -64,7 +72,9 @@ class AlertRow:
     """One custody alert as the people of its site read it: when and where it was raised, the
     pack it names (serial, product in its family's words, lot), the patient to contact, why the
     pack must not be with the patient (`reason`, naming the recall) and the pack's status now.
-    The pack's fields are None for an alert on a scan that matched no pack."""
+    The pack's fields are None for an alert on a scan that matched no pack. Its follow-up:
+    `status` (`AlertStatus`), who moved it last and when, the closing `outcome`, and every
+    step (`history`, oldest first)."""
 
     id: str
     kind: str
@@ -80,9 +90,14 @@ class AlertRow:
     unit_status: str | None
     scan: str
     message: str
+    status: str = AlertStatus.OPEN.value
+    status_changed_at: datetime | None = None
+    status_changed_by: str | None = None
+    outcome: str | None = None
+    history: list[AlertStep] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "history": [h.to_dict() for h in self.history]}
 
 
 class Packs:
@@ -226,15 +241,33 @@ class Packs:
         )
         return alert
 
-    def alerts(self, uow: UnitOfWork, actor: Actor, limit: int = ALERTS_SHOWN) -> list[AlertRow]:
-        """The custody alerts `actor` may read, newest first (at most `limit`): the alerts
+    def alerts(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        limit: int = ALERTS_SHOWN,
+        *,
+        status: str = "all",
+        alert_id: str | None = None,
+    ) -> list[AlertRow]:
+        """The custody alerts `actor` may read, those not closed first, then newest first (at
+        most `limit`, so closed alerts never push an open one off the list): the alerts
         raised at the actor's own site; a grant that reaches the network (control-site staff,
         the auditor grant) reads every site's. An alert raised at no site belongs to the
-        network: site staff never see it. Needs `trace.read` (the role of trace and dispense
-        readers); two statements whatever the number of alerts (the alerts joined with their
-        packs, orders, batches, master files and patients; the recalls naming those packs)."""
+        network: site staff never see it. `status`: `all`, `open` (every status but closed)
+        or `closed`; `alert_id`: that alert only. Needs `trace.read` (the role of trace and
+        dispense readers); three statements whatever the number of alerts (the alerts joined
+        with their packs, orders, batches, master files and patients; the recalls naming those
+        packs; their history)."""
         authorize(actor, Permission.TRACE_READ)
+        wanted = (status or "all").strip().lower()
+        if wanted not in FILTERS:
+            raise ValidationFailed(
+                f"unknown status filter {status!r}; use one of: {', '.join(FILTERS)}",
+                field="status",
+            )
         seen = visible_sites(actor, Permission.TRACE_READ)
+        closed = CustodyAlert.status == AlertStatus.CLOSED.value
         # the patient to contact: the one the pack was handed to, else the one it was made for
         patient_id = func.coalesce(Dispense.patient_id, SerialUnit.patient_id)
         stmt = (
@@ -254,9 +287,17 @@ class Packs:
             .outerjoin(_BATCH, _BATCH.c.id == SerialUnit.batch_id)
             .outerjoin(_ORDER_LABEL, _ORDER_LABEL.c.id == SerialUnit.order_id)
             .outerjoin(_MASTER_FILE, _MASTER_FILE.c.id == _BATCH.c.master_file_id)
-            .order_by(CustodyAlert.raised_at.desc(), CustodyAlert.id.desc())
+            .order_by(
+                case((closed, 1), else_=0), CustodyAlert.raised_at.desc(), CustodyAlert.id.desc()
+            )
             .limit(max(1, limit))
         )
+        if alert_id is not None:
+            stmt = stmt.where(CustodyAlert.id == alert_id)
+        if wanted == "open":
+            stmt = stmt.where(~closed)
+        elif wanted == "closed":
+            stmt = stmt.where(closed)
         if seen is not None:  # never "everywhere": an empty set reads nothing
             stmt = stmt.where(CustodyAlert.site_id.in_(sorted(seen)))
         rows = list(uow.session.execute(stmt))
@@ -270,6 +311,7 @@ class Packs:
                 .order_by(Recall.created_at, Recall.id)
             )
             recalls = {u: r for u, r in found}  # the newest recall of each pack
+        steps = history_of(uow, [r[0].id for r in rows])
         out = []
         for alert, unit, ref, batch_status, medication, dose_value, dose_unit, family in rows:
             detail = alert.detail or {}
@@ -295,6 +337,11 @@ class Packs:
                     unit_status=unit.status if unit is not None else None,
                     scan=alert.scan,
                     message=message,
+                    status=alert.status,
+                    status_changed_at=alert.status_changed_at,
+                    status_changed_by=alert.status_changed_by,
+                    outcome=outcome_of(steps[alert.id]),
+                    history=steps[alert.id],
                 )
             )
         return out

@@ -26,12 +26,14 @@ from datetime import datetime
 from nearfab.custody.labels import LabelContent
 from nearfab.custody.models import (
     Container,
+    CustodyAlert,
     EpcisEvent,
     HandOver,
     InUsePeriod,
     SerialUnit,
     UnitHold,
 )
+from nearfab.custody.services.alerts import AlertActions
 from nearfab.custody.services.commissioning import Commissioning
 from nearfab.custody.services.containers import Containers
 from nearfab.custody.services.dispensing import UNDO_WINDOW, DispenseResult, Dispensing
@@ -86,6 +88,7 @@ class CustodyService:
         self.verifier = Verifier(self.packs, self.release, self.hand_overs.check_usable)
         self.dispensing = Dispensing(self.packs, self.release, self.hand_overs.check_usable)
         self.movements = Movements(self.packs)
+        self.alert_actions = AlertActions()
         self.containers = Containers(self.packs, self.release)
         # the packs' facts as the QP's release ledgered them (signed, verified, cached)
         self.signed_facts = self.release.signed_facts
@@ -284,7 +287,38 @@ class CustodyService:
     def get_unit(self, uow: UnitOfWork, unit_id: str) -> SerialUnit:
         return self.packs.get_unit(uow, unit_id)
 
-    def alerts(self, uow: UnitOfWork, actor: Actor) -> list[AlertRow]:
-        """The custody alerts `actor` may read, newest first: their own site's; every site's
-        for a grant that reaches the network (`Packs.alerts`)."""
-        return self.packs.alerts(uow, actor)
+    def alerts(self, uow: UnitOfWork, actor: Actor, *, status: str = "all") -> list[AlertRow]:
+        """The custody alerts `actor` may read, open ones first, then newest first: their own
+        site's; every site's for a grant that reaches the network (`Packs.alerts`); `status`
+        all, open or closed."""
+        return self.packs.alerts(uow, actor, status=status)
+
+    def alert(self, uow: UnitOfWork, actor: Actor, alert_id: str) -> AlertRow:
+        """One alert as the list shows it, for a reader at its site (`NotFound` for an unknown
+        id, `Forbidden` other_site for another site's)."""
+        found = self.alert_actions.get(uow, actor, alert_id)
+        (row,) = self.packs.alerts(uow, actor, alert_id=found.id)
+        return row
+
+    def update_alert(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        alert_id: str,
+        *,
+        status: str,
+        note: str | None = None,
+        outcome: str | None = None,
+        expected_status: str | None = None,
+    ) -> CustodyAlert:
+        """Record a step of an alert's follow-up (`AlertActions.update`): a pharmacist of its
+        site, a note, the outcome when closing; audited in the same transaction."""
+        return self.alert_actions.update(
+            uow,
+            actor,
+            alert_id,
+            status=status,
+            note=note,
+            outcome=outcome,
+            expected_status=expected_status,
+        )
