@@ -13,25 +13,24 @@ never from the replication code's answers."""
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from subprocess import Popen
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from tests import flow_helpers as fh
 from tests.conftest import CLOCK_JUMPS
+from tests.replication import chaos_writer
 from tests.replication.test_replication_mqtt import owned_rows, repl, wait_for
 from tests.telemetry.test_mqtt import Broker
 
@@ -46,8 +45,6 @@ from nearfab.replication.logic import GENESIS, TOPIC_ROOT
 from nearfab.replication.models import InboxProblem, InboxRecord, OutboxRecord
 from nearfab.telemetry import BrokerAddress
 
-REPO = Path(__file__).resolve().parents[2]
-WRITER = Path(__file__).with_name("chaos_writer.py")
 HC_LOT = "HC-FIL-2.5-GSTT-PH-001"  # the seeded hydrocortisone lot at GSTT-PH (demo seed)
 SITES = ("GSTT-PH", "MAN-PH")
 
@@ -442,77 +439,62 @@ def inbox_count(db: Path) -> int:
         engine.dispose()
 
 
-def _env(code: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NEARFAB_NODE_SITE": code,
-        "PYTHONPATH": str(REPO),
-        "COLUMNS": "250",
-    }
+ROUNDS = 5  # the site node is killed this many times
+FORK = multiprocessing.get_context("fork")  # a child starts with the test's imports: no 4 s
 
 
-def writer(folder: Path, port: int, steps: int, start: datetime, progress: Path) -> Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(WRITER),
-            str(folder),
-            str(steps),
-            str(port),
-            start.isoformat(),
-            str(progress),
-        ],
-        env=_env("GSTT-PH"),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=(progress.parent / f"{progress.name}.err").open("ab"),
-    )
+def writer(folder: Path, port: int, steps: int, start: datetime, progress: Path) -> Any:
+    """The site node GSTT-PH as a process of its own, working and replicating
+    (`chaos_writer.main`, also a script)."""
+    os.environ["NEARFAB_NODE_SITE"] = "GSTT-PH"  # read by the child, as by `nearfab node`
+    try:
+        proc = FORK.Process(
+            target=chaos_writer.main,
+            args=(str(folder), steps, port, start.isoformat(), str(progress)),
+            daemon=True,
+        )
+        proc.start()
+    finally:
+        del os.environ["NEARFAB_NODE_SITE"]
+    return proc
 
 
-def receiver(folder: Path, port: int, idle: float) -> Popen:
-    """`nearfab node receive` of the control node, as a process of its own."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nearfab",
-            "--data-dir",
-            str(folder),
-            "node",
-            "receive",
-            "--broker",
-            f"mqtt://127.0.0.1:{port}",
-            "--seconds",
-            "90",
-            "--idle",
-            str(idle),
-            "--json",
-        ],
-        env=_env("CTRL"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _receive_forever(folder: str, port: int) -> None:
+    """The control node's receiving side, as `nearfab node receive` runs it, until killed."""
+    app = build_app(Settings(data_dir=Path(folder), node_site="CTRL", **CLOCK_JUMPS), migrate=False)
+    service = repl(app)
+    start_inbox(service, app.uow, BrokerAddress("127.0.0.1", port), control_site_id=service.site_id)
+    while True:
+        time.sleep(1)
 
 
-def kill9(proc: Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+def receiver(folder: Path, port: int) -> Any:
+    proc = FORK.Process(target=_receive_forever, args=(str(folder), port), daemon=True)
+    proc.start()
+    return proc
+
+
+def kill9(proc: Any) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert proc.exitcode == -signal.SIGKILL, proc.exitcode
 
 
 def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> None:
-    """A site node works and replicates in its own process; it is killed with SIGKILL at a
-    random moment, restarted, and finishes. The control node's receiver (`nearfab node
-    receive`, its own process) is killed with SIGKILL while it is applying, and restarted.
-    After each kill, read straight from the database file before anything opens it again:
-    every committed audit row and ledger entry has exactly one outbox record, and no outbox
-    record is without its row. At the end the control holds the site's outbox exactly."""
+    """A site node works and replicates in a process of its own; it is killed with SIGKILL at
+    a random moment, five times, restarted each time later in its time, and finishes. The control
+    node's receiver, a process of its own, is killed with SIGKILL at a random moment while the
+    site's records stream in and are applied, and restarted. After each kill of the site node,
+    its database file is read before anything opens it again (no capture can run): every
+    committed audit row and ledger entry has exactly one outbox record, and no outbox record
+    is without its row. At the end the control holds the site's outbox exactly, and both
+    sides verify."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     site_dir, control_dir = (node_folder(request, tmp_path, c) for c in ("GSTT-PH", "CTRL"))
+    site_db, control_db = site_dir / "nearfab.db", control_dir / "nearfab.db"
     folder = _broker_folder("kill")
     b = Broker(folder)
     b.start()
@@ -521,64 +503,69 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
         Settings(data_dir=control_dir, node_site="CTRL", **CLOCK_JUMPS), clock=clock, migrate=False
     )
     control_id = repl(control).site_id
+    site_id = fh.site_id(control, "GSTT-PH")
     start_inbox(repl(control), control.uow, at(b), control_site_id=control_id).stop()
+    control.engine.dispose()  # no connection of the test's is carried into a child
     progress = tmp_path / "progress.log"
-    steps_done = lambda: progress.read_text().count("step ") if progress.exists() else 0  # noqa: E731
-    procs: list[Popen] = []
+
+    def steps_done() -> int:
+        return progress.read_text().count("step ") if progress.exists() else 0
+
+    def outbox_matches_committed_rows(when: str) -> None:
+        rows, refs = committed(site_db, site_id)
+        assert len(refs) == len(set(refs)), f"seed {seed}, {when}: a row has two outbox records"
+        assert set(refs) == rows, f"seed {seed}, {when}: {sorted(set(refs) ^ rows)[:5]}"
+
+    procs: list[Any] = []
+    kills: list[int] = []
     try:
-        site_id = None
-        first = writer(site_dir, b.port, 40, clock.now(), progress)
-        receiving = receiver(control_dir, b.port, idle=30)
-        procs += [first, receiving]
-        # the writer is past its first replication pass; it dies at a random moment after
-        assert wait_for(lambda: steps_done() >= 1 or first.poll() is not None, 60), "no step"
-        assert first.poll() is None, (tmp_path / "progress.log.err").read_text()[-2000:]
-        time.sleep(rng.uniform(0.0, 1.5))
-        kill9(first)
-        killed_after = steps_done()
-        with control.uow() as uow:
-            site_id = fh.site_id(control, "GSTT-PH")
-        rows, refs = committed(site_dir / "nearfab.db", site_id)
-        assert len(refs) == len(set(refs)), f"a row has two outbox records (seed {seed})"
-        assert set(refs) == rows, f"seed {seed}: {sorted(set(refs) ^ rows)[:5]}"
+        receiving = receiver(control_dir, b.port)
+        procs.append(receiving)
+        for round_ in range(ROUNDS):
+            # the site node works; a random moment after its next step it dies
+            before = steps_done()
+            working = writer(site_dir, b.port, 40, clock.now() + timedelta(days=round_), progress)
+            procs.append(working)
+            assert wait_for(lambda w=working, n=before: steps_done() > n or not w.is_alive(), 60)
+            assert working.is_alive(), f"the site node stopped: exit code {working.exitcode}"
+            if round_ == 0:
+                # the control's receiver dies while the site's records stream in and apply
+                assert wait_for(lambda: inbox_count(control_db) > 0, 60)
+                time.sleep(rng.uniform(0.0, 0.5))
+                kill9(receiving)
+                receiving = receiver(control_dir, b.port)
+                procs.append(receiving)
+            time.sleep(rng.uniform(0.0, 0.6))
+            kill9(working)
+            kills.append(steps_done())
+            outbox_matches_committed_rows(f"after kill {round_ + 1}")
 
-        # the receiver is killed while records arrive and are applied
-        assert wait_for(lambda: inbox_count(control_dir / "nearfab.db") > 0, 60)
-        kill9(receiving)
-        held_at_kill = inbox_count(control_dir / "nearfab.db")
-
-        # the site node restarts (later in its time) and finishes; the receiver restarts
-        second = writer(site_dir, b.port, 3, clock.now() + timedelta(days=2), progress)
-        procs.append(second)
-        assert second.wait(timeout=90) == 0, (tmp_path / "progress.log.err").read_text()[-2000:]
-        rows, refs = committed(site_dir / "nearfab.db", site_id)
-        assert len(refs) == len(set(refs)) and set(refs) == rows
-        # the control node's receiver back (here in the test process: the same node, the same
-        # persistent session), until it holds the site's whole outbox and nothing more comes
+        # the site node restarts once more and finishes: nothing waits in its outbox
+        last = writer(site_dir, b.port, 2, clock.now() + timedelta(days=ROUNDS), progress)
+        procs.append(last)
+        last.join(90)
+        assert last.exitcode == 0 and progress.read_text().endswith("done\n"), progress.read_text()[
+            -1000:
+        ]
+        outbox_matches_committed_rows("at the end")
         with site_app(site_dir, clock) as site:
             mine = outbox_rows(site)
-        inbox = start_inbox(repl(control), control.uow, at(b), control_site_id=control_id)
-        try:
-            assert wait_for(lambda: len(inbox_rows(control, site_id)) >= len(mine), 30)
-            assert wait_for(lambda: inbox.idle_for(0.5), 10)
-        finally:
-            inbox.stop()
-        assert inbox.errors == 0
+        # the restarted receiver takes in what the broker kept for the control's session
+        assert wait_for(lambda: inbox_rows(control, site_id) == mine, 30), (
+            f"seed {seed}: control holds {len(inbox_rows(control, site_id))} of {len(mine)}"
+        )
+        control.engine.dispose()
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if proc.is_alive():
+                kill9(proc)
         b.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
     with site_app(site_dir, clock) as site:
         assert pending(site) == 0
         held = inbox_rows(control, site_id)
-        assert held == outbox_rows(site) == mine, (
-            f"seed {seed}: killed after {killed_after} steps; control holds {len(held)} of "
-            f"{len(mine)}, {held_at_kill} at the receiver's kill"
-        )
+        assert held == outbox_rows(site) == mine, f"seed {seed}, killed after steps {kills}"
         assert problems(control) == []
         with control.uow() as uow:
             (status,) = repl(control).inbox_status(uow)
