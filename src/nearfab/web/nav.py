@@ -39,6 +39,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/qa", "Quality", ("/qa",)),
     ("/master-files", "Master files", ("/master-files",)),
     ("/audit", "Audit", ("/audit",)),
+    ("/node", "Node", ("/node",)),  # a node of a replicated network only (_shown)
     ("/api/docs", "API", ("/api/docs",)),
     ("/users", "Users", ("/users", "/security")),
 )
@@ -63,12 +64,20 @@ def may_see(actor: Actor, permission: Permission | None) -> bool:
     return True
 
 
+def _shown(app: Any, href: str) -> bool:
+    """The node page is in the menu of a node only (in one database it has nothing to show)."""
+    if href != "/node":
+        return True
+    application = getattr(app.state, "nearfab", None)
+    return getattr(application, "replication", None) is not None
+
+
 def menu_for(app: Any, actor: Actor, path: str) -> list[dict[str, Any]]:
     """The entries `actor` may open, each with whether it is the current page."""
     declared = _permissions(app)
     out = []
     for href, label, prefixes in MENU:
-        if href not in declared or not may_see(actor, declared[href]):
+        if href not in declared or not may_see(actor, declared[href]) or not _shown(app, href):
             continue
         current = path == "/" if href == "/" else any(path.startswith(p) for p in prefixes)
         out.append({"href": href, "label": label, "current": current})

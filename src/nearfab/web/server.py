@@ -47,6 +47,7 @@ from nearfab.web.exceptional import router as exceptional_pages
 from nearfab.web.masterfiles import router as master_file_pages
 from nearfab.web.monitoring import router as monitoring_pages
 from nearfab.web.nav import menu as _menu  # noqa: F401 - the main menu's template global
+from nearfab.web.node import router as node_pages
 from nearfab.web.orders import router as order_pages
 from nearfab.web.pages import LoginRequired, PageRefused, login_first, refused_page
 from nearfab.web.pages import router as pages_router
@@ -137,6 +138,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(master_file_pages)  # versions and their QP approval
     web.include_router(dose_pages)  # observations and dose proposals of an order
     web.include_router(vigilance_pages)  # adverse events reported and traced
+    web.include_router(node_pages)  # this node's replication (docs/replication.md)
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,0 +1,123 @@
+"""What the node page (`/node`) shows: which node this is, its link to the broker, its outbox,
+and per origin what it received. A summary read in a few aggregate statements, so it stays
+quick on a control site holding millions of records; the full re-hash of every chain is
+`nearfab node inbox status` (docs/replication.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from nearfab.identity import Actor, Permission, authorize, can
+from nearfab.identity.reads import audit_entries_on
+from nearfab.network.reads import control_site, sites_by_id
+from nearfab.replication.enums import ProblemKind
+from nearfab.replication.link import LinkState
+from nearfab.replication.models import InboxProblem, InboxRecord
+from nearfab.replication.services import ANCHOR_ENTITY, OutboxStatus, ReplicationService
+from nearfab.uow import UnitOfWork
+
+# a duplicate is dropped and counted; a gap is what `missing` says while it is open
+_COUNTED_APART = frozenset({ProblemKind.DUPLICATE.value, ProblemKind.GAP.value})
+
+
+@dataclass(frozen=True)
+class OriginSummary:
+    """One origin node as this node holds it."""
+
+    origin_site: str
+    site_code: str
+    site_name: str
+    records: int
+    head_seq: int
+    missing: int  # sequence numbers below the head not held (a gap still open)
+    last_created_at: datetime | None
+    duplicates: int
+    problems: int  # forks, altered and malformed records named
+    anchored_seq: int  # where this node last anchored the origin's chains (0: never)
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.problems == 0
+
+
+@dataclass(frozen=True)
+class NodeOverview:
+    site_id: str
+    site_code: str
+    control: bool  # this node is the control site's
+    outbox: OutboxStatus
+    link: LinkState | None  # None: not serving its link (no NEARFAB_REPLICATION_URL)
+    origins: list[OriginSummary]
+
+
+def node_overview(
+    uow: UnitOfWork, actor: Actor, service: ReplicationService, link: LinkState | None
+) -> NodeOverview:
+    """This node's replication at a glance, for a reader of the audit trail (AUDIT_READ). A
+    reader bound to a site sees its own site's origin and the control site's, not the other
+    sites' (the control node holds every site's records)."""
+    authorize(actor, Permission.AUDIT_READ)
+    s = uow.session
+    hub = control_site(s)
+    hub_id = hub.id if hub is not None else None
+    counts = s.execute(
+        select(
+            InboxRecord.origin_site,
+            func.count(),
+            func.max(InboxRecord.seq),
+            func.max(InboxRecord.created_at),
+        ).group_by(InboxRecord.origin_site)
+    ).all()
+    problems: dict[tuple[str, str], int] = {
+        (origin, kind): int(n)
+        for origin, kind, n in s.execute(
+            select(InboxProblem.origin_site, InboxProblem.kind, func.count()).group_by(
+                InboxProblem.origin_site, InboxProblem.kind
+            )
+        )
+    }
+    origins = {origin for origin, *_ in counts} | {origin for origin, _ in problems}
+    visible = sorted(
+        o for o in origins if o == hub_id or can(actor, Permission.AUDIT_READ, site_id=o)
+    )
+    anchored: dict[str, int] = {}
+    for row in audit_entries_on(s, {ANCHOR_ENTITY: visible}):
+        seq = (row.new or {}).get("seq")
+        if isinstance(seq, int):
+            anchored[row.entity_id] = max(anchored.get(row.entity_id, 0), seq)
+    sites = sites_by_id(s, [*visible, service.site_id])
+    held = {origin: (int(n), int(head or 0), at) for origin, n, head, at in counts}
+    summaries = []
+    for origin in visible:
+        n, head, at = held.get(origin, (0, 0, None))
+        site = sites.get(origin)
+        summaries.append(
+            OriginSummary(
+                origin_site=origin,
+                site_code=site.code if site is not None else origin,
+                site_name=site.name if site is not None else "(not a site of this network)",
+                records=n,
+                head_seq=head,
+                missing=head - n,
+                last_created_at=at,
+                duplicates=problems.get((origin, ProblemKind.DUPLICATE.value), 0),
+                problems=sum(
+                    v
+                    for (o, kind), v in problems.items()
+                    if o == origin and kind not in _COUNTED_APART
+                ),
+                anchored_seq=anchored.get(origin, 0),
+            )
+        )
+    own = sites.get(service.site_id)
+    return NodeOverview(
+        site_id=service.site_id,
+        site_code=own.code if own is not None else service.site_id,
+        control=service.site_id == hub_id,
+        outbox=service.outbox(uow),
+        link=link,
+        origins=summaries,
+    )

@@ -1,0 +1,110 @@
+"""The node page (`/node`): at the control node it shows what each site sent, counted from the
+site's own tables; a site-bound reader sees their own site's origin and not another's; at a
+site node it says what waits for the control site; in one database it says there are no nodes.
+Real Mosquitto, two nodes (tests/replication/test_replication_mqtt.py's fixtures)."""
+
+from __future__ import annotations
+
+import re
+
+from tests import flow_helpers as fh
+from tests.replication.test_replication_mqtt import (
+    broker,
+    inbox_count,
+    nodes,
+    owned_rows,
+    repl,
+    send,
+    some_work,
+    wait_for,
+)
+from tests.telemetry.test_mqtt import Broker
+
+from nearfab.bootstrap import App
+from nearfab.replication import start_inbox
+from nearfab.telemetry import BrokerAddress
+
+__all__ = ["broker", "nodes"]
+
+
+def reader(app: App, username: str, role: str, site_code: str) -> None:
+    """An account of `role` at `site_code` that logs in straight to the pages."""
+    with app.uow() as uow:
+        app.users.create_user(
+            uow,
+            fh.actor(app, "admin"),
+            username=username,
+            full_name=username.title(),
+            roles=[role],
+            password=fh.TEST_PASSWORD,
+            home_site_id=app.network.get_site(uow, site_code).id,
+            temporary=False,
+        )
+
+
+def row_of(page: str, code: str) -> list[str]:
+    """The cells of the origin's row in the Received table, as text."""
+    found = re.search(rf'<tr id="origin-{re.escape(code)}">(.*?)</tr>', page, re.S)
+    assert found, f"no row for {code}"
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", found[1])]
+
+
+def test_the_control_shows_each_site_as_the_site_holds_it(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, control = nodes
+    address = BrokerAddress("127.0.0.1", broker.port)
+    inbox = start_inbox(repl(control), control.uow, address, control_site_id=repl(control).site_id)
+    try:
+        some_work(site, 4)
+        sent = send(site, broker)
+        assert sent.error is None
+        expected = len(owned_rows(site))  # every audit row and ledger entry of the site's
+        assert wait_for(lambda: inbox_count(control) == expected)
+    finally:
+        inbox.stop()
+
+    qa = fh.web_login(control, "auditor")  # a control-site reader: the whole network
+    page = qa.get("/node")
+    assert page.status_code == 200
+    assert "Control node" in page.text
+    records, head, missing, _duplicates, problems = row_of(page.text, "GSTT-PH")[1:6]
+    assert (int(records), int(head), int(missing), int(problems)) == (expected, expected, 0, 0)
+    assert "Complete" in row_of(page.text, "GSTT-PH")[-1]
+    assert 'href="/node"' in page.text  # in the menu of a node
+
+    # the site's pharmacist, at the control node: their own site's origin
+    gstt = fh.web_login(control, "pharmacist")
+    assert "origin-GSTT-PH" in gstt.get("/node").text
+    # another site's pharmacist does not see St Thomas' records
+    reader(control, "pharm-man", "pharmacist", "MAN-PH")
+    man = fh.web_login(control, "pharm-man").get("/node")
+    assert man.status_code == 200 and "origin-GSTT-PH" not in man.text
+    assert "Nothing received yet" in man.text
+    # a role without audit.read is refused, as a page
+    refused = fh.web_login(control, "operator").get("/node")
+    assert refused.status_code == 403 and "text/html" in refused.headers["content-type"]
+
+
+def test_a_site_node_says_what_waits_for_the_control_and_what_it_sent(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, _control = nodes
+    some_work(site, 2)
+    browser = fh.web_login(site, "pharmacist")  # the log-in is an audit row of the site's too
+    expected = len(owned_rows(site))
+    page = browser.get("/node").text
+    assert "Site node" in page
+    assert "QP release and rejection of batches" in page  # the waits section
+    # nothing sent yet: every record waits (the site's own count, from its tables)
+    assert f"{expected} records, {expected} waiting for the broker" in page
+    assert send(site, broker).error is None
+    # everything sent and acknowledged: none waits
+    assert f"{expected} records, 0 waiting for the broker" in browser.get("/node").text
+
+
+def test_in_one_database_the_page_says_there_are_no_nodes(seeded: App) -> None:
+    browser = fh.web_login(seeded, "auditor")
+    page = browser.get("/node")
+    assert page.status_code == 200 and "runs in one database" in page.text
+    assert 'href="/node"' not in browser.get("/").text  # not in the menu
