@@ -54,7 +54,8 @@ def batch_view() -> Subquery:
     """The batch records as a read view to join on: `id`, `batch_number`, `status`, `site_id`
     (the making site), `order_id`, `machine_id`, `material_lot_id`, `material_lot_number`,
     `master_file_id` (the version the batch was made under), `master_file_code`,
-    `master_file_version`, `started_at`, `row_version`."""
+    `master_file_version`, `started_at`, `job_id` (also the machine's telemetry run),
+    `row_version`."""
     return select(
         BatchRecord.id,
         BatchRecord.batch_number,
@@ -68,6 +69,7 @@ def batch_view() -> Subquery:
         BatchRecord.master_file_code,
         BatchRecord.master_file_version,
         BatchRecord.started_at,
+        BatchRecord.job_id,
         BatchRecord.row_version,
     ).subquery("batch_view")
 

@@ -28,6 +28,7 @@ from nearfab.production.reads import batch_view
 from nearfab.replication.enums import RecordKind
 from nearfab.replication.logic import GENESIS, record_hash, record_id
 from nearfab.replication.models import OutboxHead, OutboxRecord
+from nearfab.telemetry import reads as telemetry_reads
 
 HEAD = cast(Table, OutboxHead.__table__)
 OUTBOX = cast(Table, OutboxRecord.__table__)
@@ -182,6 +183,7 @@ def _with_batch_summaries(
             select(view).where(view.c.id.in_(sorted(batch_ids)), view.c.site_id == site)
         ).mappings()
     }
+    runs = _finished_runs(conn, site, [str(b["job_id"]) for b in found.values()])
     out: list[tuple[str, str, str, dict[str, Any]]] = []
     for kind, ref, chain_hash, row in sources:
         out.append((kind, ref, chain_hash, row))
@@ -195,7 +197,33 @@ def _with_batch_summaries(
                     {**summary, "audit_seq": row["seq"]},
                 )
             )
+            run = runs.pop(str(summary["job_id"]), None)  # once: the first change after it ended
+            if run is not None:
+                out.append(
+                    (
+                        RecordKind.TELEMETRY.value,
+                        f"telemetry:{summary['job_id']}",
+                        chain_hash,
+                        {**run, "batch_id": summary["id"], "audit_seq": row["seq"]},
+                    )
+                )
     return out
+
+
+def _finished_runs(conn: Connection, site: str, runs: list[str]) -> dict[str, dict[str, Any]]:
+    """The telemetry summaries of these runs that ended and are not in the outbox yet."""
+    done = telemetry_reads.finished_run_summaries(conn, runs)
+    if not done:
+        return {}
+    sent = set(
+        conn.execute(
+            select(OUTBOX.c.source_ref).where(
+                OUTBOX.c.origin_site == site,
+                OUTBOX.c.source_ref.in_([f"telemetry:{run}" for run in done]),
+            )
+        ).scalars()
+    )
+    return {run: summary for run, summary in done.items() if f"telemetry:{run}" not in sent}
 
 
 def _engine_of(session: Session) -> Engine | None:

@@ -11,6 +11,9 @@ class RecordKind(StrEnum):
     # a batch record's summary as its audited change left it (status, number, product, lot),
     # carrying the hash of the audit row that changed it
     BATCH = "batch"
+    # a batch's machine run summarised once it ended (per metric: readings, min, max, mean,
+    # sd), carrying the hash of the audit row it follows, like a batch summary
+    TELEMETRY = "telemetry"
 
 
 class ProblemKind(StrEnum):
