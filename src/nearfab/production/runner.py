@@ -131,7 +131,11 @@ class NetworkRunner:
         transaction) and its machine freed. A result this runner still holds is recorded
         instead (never abandoned)."""
         with self._uow() as uow:
-            orphans = [b.id for b in self._production.orphans(uow) if b.id not in self._outcomes]
+            orphans = [
+                b.id
+                for b in self._production.orphans(uow)
+                if b.id not in self._outcomes and self._ours(b.site_id)
+            ]
         for batch_id in orphans:
             try:
                 with self._uow() as uow:
@@ -141,6 +145,10 @@ class NetworkRunner:
                 continue
             log.warning("batch %s was orphaned (no machine report in its lease); closed", batch_id)
             summary.batches_orphaned.append(batch_id)
+
+    def _ours(self, site_id: str | None) -> bool:
+        """A site node's runner moves its own site's work only (common/node.py)."""
+        return self._network.node.works_for(site_id)
 
     def _held(self, job_id: str, summary: RunSummary) -> bool:
         held = self._refused.get(job_id)
@@ -155,7 +163,11 @@ class NetworkRunner:
 
     def _schedule(self, summary: RunSummary) -> None:
         with self._uow() as uow:
-            designed = [o.id for o in self._orders.by_status(uow, OrderStatus.DESIGNED)]
+            designed = [
+                o.id
+                for o in self._orders.by_status(uow, OrderStatus.DESIGNED)
+                if self._ours(o.site_id)
+            ]
         for order_id in designed:
             try:
                 with self._uow() as uow:
@@ -166,7 +178,11 @@ class NetworkRunner:
 
     def _ticket(self, summary: RunSummary) -> None:
         with self._uow() as uow:
-            planned = [(j.id, j.order_id) for j in self._scheduling.jobs(uow, JobStatus.PLANNED)]
+            planned = [
+                (j.id, j.order_id)
+                for j in self._scheduling.jobs(uow, JobStatus.PLANNED)
+                if self._ours(j.site_id)
+            ]
         for job_id, order_id in planned:
             if self._held(job_id, summary):
                 continue
@@ -215,7 +231,11 @@ class NetworkRunner:
         # batches already open: an operator pressed start (not yet handed to the machine), or
         # this runner holds a result it could not record yet, or another process handed it over
         with self._uow() as uow:
-            open_batches = self._production.batches(uow, status="in_progress")
+            open_batches = [
+                b
+                for b in self._production.batches(uow, status="in_progress")
+                if self._ours(b.site_id)
+            ]
         to_hand_over: list[str] = []
         for b in open_batches:
             if b.id in self._outcomes:
@@ -232,6 +252,7 @@ class NetworkRunner:
             ready = [
                 (j.id, j.machine_id, j.site_id, j.order_id)
                 for j in self._scheduling.jobs(uow, JobStatus.TICKET_ISSUED)
+                if self._ours(j.site_id)
             ]
         for job_id, machine_id, site_id, order_id in ready:
             if self._held(job_id, summary):

@@ -345,4 +345,5 @@ def wire_site_node(
     decisions = ControlDecisions(service, control_site_id, recalls, alerts)
     service.decisions = decisions
     node.control_site_id = control_site_id
+    node.site_id = service.site_id
     return decisions

@@ -106,6 +106,10 @@ class SchedulingService:
         candidates: list[Candidate] = []
         excluded: dict[str, str] = {}
         for machine in self._network.list_machines(uow):
+            if not self._network.node.works_for(machine.site_id):
+                # a site node makes on its own machines only (docs/replication.md)
+                excluded[machine.name] = "another site's machine: this node is a site node"
+                continue
             why = self._why_not(uow, machine, mf, family.machine_types)
             lot = None
             if why is None:

@@ -1,0 +1,60 @@
+"""A site node works for its own site only. Its database starts as a copy of the network's, so
+it holds the other sites' orders and machines too; planning, starting and running them there
+would make another site's batches on a node that does not own them (found running `nearfab
+demo --nodes`: the Manchester node made St Thomas' seeded orders, writing St Thomas' ledger
+chain with a key the St Thomas' node never had)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.replication.test_replication_mqtt import nodes
+
+from nearfab.bootstrap import App
+from nearfab.identity import system_actor
+from nearfab.orders.models import Order
+from nearfab.production import BatchRecord
+from nearfab.scheduling.models import Job
+
+__all__ = ["nodes"]
+
+
+def order_for(app: App, site_code: str) -> str:
+    with app.uow() as uow:
+        (order,) = app.orders.submit(
+            uow, system_actor("prescriber"), fh.bundle(app), site_id=site_code
+        )
+    assert order.status == "designed", order.stop_reason
+    return order.id
+
+
+def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes  # the site node is St Thomas' (GSTT-PH)
+    gstt, man = fh.site_id(site, "GSTT-PH"), fh.site_id(site, "MAN-PH")
+    ours = order_for(site, "GSTT-PH")
+    theirs = order_for(site, "MAN-PH")
+
+    # the planner's view: Manchester's machines are not candidates here, and say why
+    with site.uow() as uow:
+        eligible = site.scheduling.eligibility(uow, site.orders.get(uow, ours))
+    assert eligible.candidates and {c.site_id for c in eligible.candidates} == {gstt}
+    assert eligible.excluded["MAN printer A"] == "another site's machine: this node is a site node"
+
+    fh.run(site)
+    with site.uow() as uow:
+        jobs = {j.order_id: j for j in uow.session.scalars(select(Job))}
+        statuses = dict(uow.session.execute(select(Order.id, Order.status)).all())
+        made_at = set(uow.session.scalars(select(BatchRecord.site_id)))
+    assert jobs[ours].site_id == gstt  # planned on one of St Thomas' printers
+    assert theirs not in jobs and statuses[theirs] == "designed"  # left for Manchester's node
+    assert made_at <= {gstt}  # nothing made here for another site
+    assert man not in made_at
+
+    # the control node is not a site node: its planner still sees every site's machines
+    with control.uow() as uow:
+        seen = control.scheduling.eligibility(
+            uow, control.orders.get(uow, order_for(control, "MAN-PH"))
+        )
+    assert {c.site_id for c in seen.candidates} >= {man}
