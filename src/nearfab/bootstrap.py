@@ -349,7 +349,7 @@ def build_app(
     custody = CustodyService(
         production, master_files, orders, quality, families=families, scheduling=scheduling
     )
-    custody_chain = CustodyChain.build(custody, keys, materials)
+    custody_chain = CustodyChain.build(custody, keys, materials, node)
     # every checkpoint carries the ledger heads and is itself an entry of the control chain
     audit_keys.ledger_heads = custody_chain.ledger.heads
     audit_keys.on_checkpoint = custody_chain.ledger.record_audit_checkpoint
@@ -403,8 +403,9 @@ def build_app(
         except Exception:
             log.exception("replanning failed")
         try:  # the control site anchors every site's ledger head in its own chain
-            with uow() as u:
-                custody_chain.ledger.anchor(u, system_actor("ledger"))
+            if not node.site_node:  # a site node's chains are anchored as the control gets them
+                with uow() as u:
+                    custody_chain.ledger.anchor(u, system_actor("ledger"))
         except Exception:
             log.exception("anchoring the custody ledger failed")
         try:  # a signed checkpoint of the audit and ledger heads when due (docs/audit-trail.md)

@@ -6,12 +6,16 @@ chain with a key the St Thomas' node never had)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select
 from tests import flow_helpers as fh
 from tests.replication.test_replication_mqtt import nodes
 
 from nearfab.bootstrap import App
+from nearfab.common.errors import Refused
+from nearfab.custody import LedgerEntry
 from nearfab.identity import system_actor
+from nearfab.identity.services.audit import create_checkpoint
 from nearfab.orders.models import Order
 from nearfab.production import BatchRecord
 from nearfab.scheduling.models import Job
@@ -58,3 +62,40 @@ def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
             uow, control.orders.get(uow, order_for(control, "MAN-PH"))
         )
     assert {c.site_id for c in seen.candidates} >= {man}
+
+
+def chain_length(app: App, site_code: str) -> int:
+    with app.engine.connect() as c:
+        found = c.execute(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.site_id == fh.site_id(app, site_code))
+        ).scalar()
+    return int(found or 0)
+
+
+def test_a_site_node_never_writes_the_control_sites_chain(nodes: tuple[App, App]) -> None:
+    """The control's ledger chain is the control node's: a site node does not anchor the
+    sites' heads in it (refused, control_site_only), its runner's sweep leaves it alone, and
+    its audit checkpoints go into its own site's chain, which travels to the control."""
+    site, _control = nodes
+    before = chain_length(site, "CTRL")
+    with pytest.raises(Refused) as refused, site.uow() as uow:
+        site.custody_chain.ledger.anchor(uow, system_actor("ledger"))
+    assert refused.value.code == "control_site_only" and refused.value.field == "node"
+
+    fh.make_batch(site)  # St Thomas' chain moves: packs commissioned at the site
+    fh.run(site)  # the runner's sweep, where the control would anchor
+    own = chain_length(site, "GSTT-PH")
+    with site.uow() as uow:
+        create_checkpoint(uow, fh.actor(site, "auditor"))
+    assert chain_length(site, "CTRL") == before
+    assert chain_length(site, "GSTT-PH") == own + 1
+    with site.engine.connect() as c:
+        last = c.execute(
+            select(LedgerEntry.kind)
+            .where(LedgerEntry.site_id == fh.site_id(site, "GSTT-PH"))
+            .order_by(LedgerEntry.seq.desc())
+            .limit(1)
+        ).scalar()
+    assert last == "audit_checkpoint"

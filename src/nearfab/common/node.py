@@ -13,6 +13,7 @@ RELEASE_DECISION = "a QP release or rejection"
 MASTER_FILE_CHANGE = "a master-file change"
 SIGNING_POLICY_CHANGE = "a change of a site's signing policy"
 BUILD_APPROVAL = "a home build's approval"
+LEDGER_ANCHOR = "anchoring the sites' ledger heads in the control site's chain"
 
 
 class NodeRole:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nearfab.common.node import NodeRole
 from nearfab.custody.services.epcis import (
     CaptureResult,
     EpcisInvalid,
@@ -40,12 +41,17 @@ class CustodyChain:
 
     @classmethod
     def build(
-        cls, custody: CustodyService, keys_dir: Path, materials: MaterialService | None = None
+        cls,
+        custody: CustodyService,
+        keys_dir: Path,
+        materials: MaterialService | None = None,
+        node: NodeRole | None = None,
     ) -> CustodyChain:
         """Ledger keys sealed with `<keys_dir>/custody_ledger.key` (made on first use);
-        `materials` is the app's own service, which recalls mark lots through."""
+        `materials` is the app's own service, which recalls mark lots through; `node`, the
+        process's node role (a site node neither anchors for the control nor writes its chain)."""
         keyring = KeyRing.load_or_create(keys_dir / LEDGER_KEY_FILE)
-        ledger = CustodyLedger(keyring)
+        ledger = CustodyLedger(keyring, node)
         custody.use_ledger(ledger)
         trace = TraceService(custody.epcis, custody.quality)
         return cls(

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, select
 
 from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.common.ids import new_id
+from nearfab.common.node import LEDGER_ANCHOR, NodeRole
 from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.epcis import epcis_time
 from nearfab.custody.logic.ledger import (
@@ -224,8 +225,9 @@ def _bind_value(uow: UnitOfWork, column: Any, value: Any) -> Any:
 
 
 class CustodyLedger:
-    def __init__(self, keyring: KeyRing) -> None:
+    def __init__(self, keyring: KeyRing, node: NodeRole | None = None) -> None:
         self._keyring = keyring
+        self._node = node or NodeRole()
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._public: dict[str, tuple[str, Ed25519PublicKey]] = {}
 
@@ -404,7 +406,10 @@ class CustodyLedger:
 
     def anchor(self, uow: UnitOfWork, actor: Actor) -> list[LedgerEntry]:
         """The control site records every other site's current head in its own chain (only heads
-        that moved since the last anchor). Run periodically (the runner's sweep)."""
+        that moved since the last anchor). Run periodically (the runner's sweep). Refused at a
+        site node (`control_site_only`): the control's chain is the control node's to write;
+        it anchors a site node's chains as they arrive (replication's `inbox anchor`)."""
+        self._node.require_control(LEDGER_ANCHOR)
         control = control_site(uow.session)
         if control is None:
             raise NotFound("the network has no control site", field="site_id")
@@ -483,14 +488,19 @@ class CustodyLedger:
     def record_audit_checkpoint(
         self, uow: UnitOfWork, body: dict[str, Any], signature: str
     ) -> None:
-        """The checkpoint as an entry of the control site's chain (no control site yet: none)."""
-        found = control_site(uow.session)
-        if found is None:
-            return
-        control = found.id
+        """The checkpoint as an entry of the control site's chain (no control site yet: none); at
+        a site node, of the node's own site's chain, which travels to the control with the rest
+        of its ledger (the control's chain is not the site node's to write)."""
+        if self._node.site_node and self._node.site_id is not None:
+            chain = self._node.site_id
+        else:
+            found = control_site(uow.session)
+            if found is None:
+                return
+            chain = found.id
         self.append(
             uow,
-            control,
+            chain,
             LedgerKind.AUDIT_CHECKPOINT,
             f"audit:{body['seq']}",
             {"checkpoint": body, "signature": signature},
