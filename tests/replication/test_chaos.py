@@ -357,12 +357,7 @@ def test_sites_cut_off_for_hours_with_brokers_restarted_converge_exactly(
         assert problems(site) == []
         with site.uow() as uow:
             assert all(st.ok for st in repl(site).inbox_status(uow))
-        with site.uow() as uow:
-            applied = uow.session.scalars(
-                select(AuditEntry.new).where(AuditEntry.entity_type == APPLIED_ENTITY)
-            ).all()
-        recalls = [a for a in applied if (a or {}).get("lot") == HC_LOT]
-        assert len(recalls) == 1, applied
+        assert applied_recalls(site) == 1
     assert batch_summaries(network["GSTT-PH"]) > summaries_before  # batches made while cut off
     assert set(inbox_rows(control)) == union  # the control's view is the union of the sites'
     assert problems(control) == []
@@ -771,3 +766,66 @@ def test_a_site_whose_link_is_cut_in_the_network_converges_exactly(
     assert status.ok and status.head_seq == len(mine), status.to_dict()
     with control.uow() as uow:
         assert repl(control).anchor(uow, system_actor("replication"))["refused"] == {}
+
+
+def test_a_bridge_joining_after_the_control_sent_names_the_gap_and_a_resend_fills_it(
+    network: dict[str, App],
+) -> None:
+    """MQTT keeps nothing for a subscriber that never subscribed: what the control sends before
+    a new site's bridge first connected to the control broker never reaches that site. The
+    site names the gap when later records arrive, and does not act on a recall after it; the
+    control sends again from seq 1 (`replicate --resend-from 1`), the site drops the copies it
+    holds, fills the gap and applies the recall once."""
+    site, control = network["GSTT-PH"], network["CTRL"]
+    control_id = repl(control).site_id
+    folders = [_broker_folder(n) for n in ("late-ctrl", "late-site")]
+    hub, local = Broker(folders[0]), Broker(folders[1])
+    bridge(local, hub, repl(site).site_id, control_id)
+    hub.start()
+    inbox = None
+    try:
+        first = send(control, at(hub))  # nobody subscribed to the control's records yet
+        assert first.error is None and first.pending == 0 and first.acknowledged > 0
+        local.start()
+        hub_log = folders[0] / "broker.log"
+        assert wait_for(lambda: "nearfab-bridge-" in hub_log.read_text(errors="replace"), 20)
+        inbox = start_inbox(repl(site), site.uow, at(local), control_site_id=control_id)
+        with control.uow() as uow:
+            control.custody_chain.recalls.create(
+                uow, fh.actor(control, "qp"), lot=HC_LOT, reason="assay out of spec"
+            )
+        assert send(control, at(hub)).error is None
+        everything = outbox_rows(control)
+        late = [r for r in everything if r[1] > first.acknowledged]
+        assert wait_for(lambda: inbox_rows(site, control_id) == late and inbox.idle_for(0.3), 30)
+        with site.uow() as uow:
+            (status,) = repl(site).inbox_status(uow)
+        assert status.gaps == [f"{control_id}: gap: seq 1..{first.acknowledged} missing"]
+        assert applied_recalls(site) == 0  # a record after a gap waits
+
+        with control.uow() as uow:
+            assert repl(control).resend_from(uow, 1) == len(everything)
+        assert send(control, at(hub)).error is None
+        assert wait_for(
+            lambda: inbox_rows(site, control_id) == everything and inbox.idle_for(0.5), 30
+        )
+    finally:
+        if inbox is not None:
+            inbox.stop()
+        local.stop()
+        hub.stop()
+        for f in folders:
+            shutil.rmtree(f, ignore_errors=True)
+    with site.uow() as uow:
+        (status,) = repl(site).inbox_status(uow)
+    assert status.ok and status.duplicates == len(late), status.to_dict()
+    assert applied_recalls(site) == 1
+
+
+def applied_recalls(site: App) -> int:
+    """The site's `replication_applied` audit rows about a recall of the seeded lot."""
+    with site.uow() as uow:
+        rows = uow.session.scalars(
+            select(AuditEntry.new).where(AuditEntry.entity_type == APPLIED_ENTITY)
+        ).all()
+    return sum(1 for r in rows if (r or {}).get("lot") == HC_LOT)
