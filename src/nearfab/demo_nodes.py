@@ -22,8 +22,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nearfab.config import Settings
+
+if TYPE_CHECKING:
+    from nearfab.bootstrap import App
 
 CONTROL = "CTRL"
 SITES = ("GSTT-PH", "MAN-PH", "MOB-1")  # the demo's point-of-care sites (nearfab.demo.SITES)
@@ -71,6 +75,7 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
         if is_seeded(app):  # pragma: no cover - the folder was new
             return None
         result = seed(app, settings.demo_password)
+        provision_keys(app)
     finally:
         app.engine.dispose()
     say(f"demo network seeded in {control.folder}; users: {', '.join(result.usernames)}")
@@ -100,6 +105,24 @@ def provision(nodes: list[Node], broker: str) -> None:
     address = BrokerAddress.parse(broker)
     for node in nodes:
         provision_inbox(address, ids[node.site_code], ids[CONTROL])
+
+
+def provision_keys(app: App) -> None:
+    """Each site's ledger key made at the control before the copies, as provisioning a node
+    does: the control then holds every site's public key and checks what the sites sign
+    (replication/signatures.py); the site node opens the private half with the keys folder it
+    was given."""
+    from nearfab.identity import system_actor
+    from nearfab.network import SiteKind
+
+    actor = system_actor("node-provisioning")
+    with app.uow() as uow:
+        sites = [s.id for s in app.network.list_sites(uow) if s.kind != SiteKind.CONTROL.value]
+    for site_id in sites:
+        with app.uow() as uow:
+            app.custody_chain.ledger.rotate(
+                uow, actor, site_id, reason="the site node's ledger key, made when provisioned"
+            )
 
 
 def node_command(node: Node, *, host: str, speed: float) -> list[str]:

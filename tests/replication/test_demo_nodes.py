@@ -24,6 +24,8 @@ from sqlalchemy.engine import Engine
 from tests.replication.test_replication_mqtt import broker
 from tests.telemetry.test_mqtt import Broker
 
+from nearfab.bootstrap import build_app
+from nearfab.config import Settings
 from nearfab.network import Site
 from nearfab.orders.models import Order
 from nearfab.replication.models import InboxRecord, OutboxRecord
@@ -152,6 +154,19 @@ def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
     for i in range(4):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port + i)) != 0, f"node {CODES[i]} still serves"
+
+    # the control checked every signature the sites made: it held their keys (provisioned)
+    control_app = build_app(Settings(data_dir=nodes / "CTRL", node_site="CTRL"), migrate=False)
+    try:
+        with control_app.uow() as uow:
+            assert control_app.replication is not None
+            statuses = {s.origin_site: s for s in control_app.replication.inbox_status(uow)}
+    finally:
+        control_app.engine.dispose()
+    for code in CODES[1:]:
+        st = statuses[ids[code]]
+        assert st.ok and st.unverified_keys == [], st.to_dict()
+        assert st.signatures_verified > 0, code
 
     seeded = orders(nodes / "CTRL")  # the control takes none: what it has is the seed's
     for code in CODES[1:]:

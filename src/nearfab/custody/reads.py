@@ -155,3 +155,16 @@ def pack_label(session: Session, unit_id: str) -> PackLabel:
     if row is None:
         raise NotFound(f"no pack {unit_id!r}", field="unit_id")
     return PackLabel(*row)
+
+
+def site_public_keys(session: Session) -> dict[str, tuple[str, bytes]]:
+    """Every site ledger key this database holds, retired ones too: key id -> (site id, raw
+    Ed25519 public key), for checking signatures of entries received from a node."""
+    from nearfab.custody.models import SiteKey
+
+    return {
+        key_id: (site_id, bytes(public))
+        for key_id, site_id, public in session.execute(
+            select(SiteKey.key_id, SiteKey.site_id, SiteKey.public_key)
+        )
+    }

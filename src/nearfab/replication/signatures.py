@@ -1,0 +1,138 @@
+"""The Ed25519 signatures of the ledger entries a node received, checked where they arrive
+(docs/replication.md, "Signatures"). Pure: the keys come in a `KeyBook`.
+
+The rules are those of the custody ledger (docs/custody.md), re-implemented from the documented
+formulas: a signature is Ed25519 over the bytes of the entry's `entry_hash` with the site key
+named by `key_id`; an entry written in a block may carry no signature of its own, covered by
+the next signed entry of the same key (whose hash covers it through the chain); a key rotation
+(`kind` "key") introduces the new key, and it is trusted because the key before signed it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from nearfab.replication.enums import RecordKind
+from nearfab.replication.logic import Record
+
+ROTATION = "key"  # the ledger kind of a key rotation entry (custody's LedgerKind.KEY)
+
+
+class KeyBook:
+    """The ledger keys a receiving node checks with: key id -> (site, raw public key). It starts
+    from the node's own database (custody's read view `site_public_keys`) and learns the keys a
+    known key introduced in a chain it received."""
+
+    def __init__(self, known: Mapping[str, tuple[str, bytes]]) -> None:
+        self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        for key_id, (site_id, raw) in known.items():
+            self._add(key_id, site_id, raw)
+
+    def _add(self, key_id: str, site_id: str, raw: bytes) -> bool:
+        try:
+            self._keys[key_id] = (site_id, Ed25519PublicKey.from_public_bytes(raw))
+        except ValueError:
+            return False
+        return True
+
+    def knows(self, key_id: str) -> bool:
+        return key_id in self._keys
+
+    def check(self, key_id: str, site_id: str, digest: str, signature: str) -> bool | None:
+        """True: valid; False: not valid (or another site's key); None: key not known here."""
+        found = self._keys.get(key_id)
+        if found is None:
+            return None
+        if found[0] != site_id:
+            return False
+        try:
+            found[1].verify(bytes.fromhex(signature), bytes.fromhex(digest))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def introduce(self, key_id: str, site_id: str, public_hex: str) -> bool:
+        try:
+            return self._add(key_id, site_id, bytes.fromhex(public_hex))
+        except ValueError:
+            return False
+
+
+@dataclass
+class SignatureReport:
+    """One origin's ledger signatures as checked: how many verified, the problems in words,
+    and the keys this node does not know (their signatures could not be checked)."""
+
+    verified: int = 0
+    problems: list[str] = field(default_factory=list)
+    unknown_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    key_id: str | None = None
+    last_seq: int = 0
+    uncovered: int | None = None  # first entry of the run not covered by a signature yet
+
+
+def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureReport:
+    """Check the signatures of the ledger entries among one origin's records (seq order)."""
+    report = SignatureReport()
+    runs: dict[str, _Run] = {}
+    for record in records:
+        if record.kind != RecordKind.LEDGER.value:
+            continue
+        try:
+            row: dict[str, Any] = json.loads(record.payload)
+        except ValueError:
+            continue  # named by verify_chain
+        site, seq = str(row.get("site_id")), row.get("seq")
+        key_id, signature = str(row.get("key_id") or ""), str(row.get("signature") or "")
+        digest = str(row.get("entry_hash") or "")
+        where = f"{record.origin_site} seq {record.seq} (ledger {site} seq {seq})"
+        run = runs.setdefault(site, _Run())
+        if not isinstance(seq, int) or seq != run.last_seq + 1:
+            run.uncovered = None  # entries between are not here: nothing to say about them
+        elif key_id != run.key_id and run.uncovered is not None:
+            report.problems.append(
+                f"{record.origin_site}: ledger {site} seq {run.uncovered} is covered by no "
+                f"signature of key {run.key_id} (the signed entry ending its block is missing)"
+            )
+            run.uncovered = None
+        run.key_id, run.last_seq = key_id, seq if isinstance(seq, int) else 0
+        if not signature:
+            if run.uncovered is None:
+                run.uncovered = run.last_seq
+            continue
+        run.uncovered = None
+        valid = book.check(key_id, site, digest, signature)
+        if valid is None:
+            if key_id not in report.unknown_keys:
+                report.unknown_keys.append(key_id)
+            continue
+        if not valid:
+            report.problems.append(f"{where}: signature is not valid for key {key_id}")
+            continue
+        report.verified += 1
+        if row.get("kind") == ROTATION:
+            _introduce(book, site, row, where, report)
+    return report
+
+
+def _introduce(
+    book: KeyBook, site: str, row: Mapping[str, Any], where: str, report: SignatureReport
+) -> None:
+    """A rotation signed by a known key of the site: its new key is trusted from here on."""
+    try:
+        body = json.loads(str(row.get("payload")))["body"]
+        new_key, public = str(body["new_key_id"]), str(body["public_key"])
+    except (ValueError, KeyError, TypeError):
+        report.problems.append(f"{where}: a key rotation that names no new key")
+        return
+    if not book.introduce(new_key, site, public):
+        report.problems.append(f"{where}: the new key {new_key} is not an Ed25519 public key")

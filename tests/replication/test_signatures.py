@@ -1,0 +1,189 @@
+"""Ledger signatures checked where the records arrive (replication/signatures.py).
+
+The entries are built here the way docs/custody.md defines them, with `cryptography` directly:
+entry_hash = SHA-256(prev_hash + "\\n" + payload), signature = Ed25519 over the hash's bytes;
+the node's own signing code is not used to make them. Then two real nodes: what a site signed
+with a key the control does not hold is named, not trusted; once the control holds the key
+(provisioned), every signature verifies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from tests.replication.test_replication_mqtt import nodes, repl, some_work
+
+from nearfab.bootstrap import App
+from nearfab.custody import LedgerEntry
+from nearfab.custody.models import SiteKey
+from nearfab.replication.logic import Record
+from nearfab.replication.signatures import KeyBook, verify_signatures
+
+__all__ = ["nodes"]
+
+SITE = "site_A"
+GENESIS = "0" * 64
+
+
+def raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class Chain:
+    """A site's ledger as records of one origin, signed as the test says."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.prev = GENESIS
+
+    def add(
+        self, key_id: str, key: Ed25519PrivateKey | None, kind: str = "epcis", body: object = None
+    ) -> None:
+        seq = len(self.records) + 1
+        payload = json.dumps({"body": body or {"n": seq}, "kind": kind, "seq": seq})
+        digest = hashlib.sha256(f"{self.prev}\n{payload}".encode()).hexdigest()
+        signature = key.sign(bytes.fromhex(digest)).hex() if key is not None else ""
+        row = {
+            "site_id": SITE,
+            "seq": seq,
+            "kind": kind,
+            "ref": f"r{seq}",
+            "payload": payload,
+            "prev_hash": self.prev,
+            "entry_hash": digest,
+            "key_id": key_id,
+            "signature": signature,
+        }
+        self.records.append(
+            Record(
+                id=f"{SITE}/ledger:{SITE}:{seq}",
+                origin_site=SITE,
+                seq=seq,
+                kind="ledger",
+                source_ref=f"ledger:{SITE}:{seq}",
+                chain_hash=digest,
+                prev_hash="",
+                record_hash="",
+                payload=json.dumps(row),
+                created_at="2026-12-07T00:00:00+00:00",
+            )
+        )
+        self.prev = digest
+
+
+def test_valid_forged_unknown_and_rotated_keys() -> None:
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    book = KeyBook({"k1": (SITE, raw(k1))})
+    chain = Chain()
+    chain.add("k1", k1)
+    chain.add("k1", k1)
+    report = verify_signatures(chain.records, book)
+    assert (report.verified, report.problems, report.unknown_keys) == (2, [], [])
+
+    # an entry signed by another key than the one it names is not valid
+    chain.add("k1", k2)
+    assert verify_signatures(chain.records, KeyBook({"k1": (SITE, raw(k1))})).problems == [
+        f"{SITE} seq 3 (ledger {SITE} seq 3): signature is not valid for key k1"
+    ]
+
+    # a key this node does not hold is named, its signatures unchecked (not trusted)
+    chain = Chain()
+    chain.add("k9", Ed25519PrivateKey.generate())
+    report = verify_signatures(chain.records, KeyBook({}))
+    assert (report.verified, report.problems, report.unknown_keys) == (0, [], ["k9"])
+
+    # a rotation signed by k1 introduces k2: what k2 signs then verifies
+    chain = Chain()
+    chain.add("k1", k1)
+    chain.add("k1", k1, "key", {"new_key_id": "k2", "public_key": raw(k2).hex()})
+    chain.add("k2", k2)
+    report = verify_signatures(chain.records, KeyBook({"k1": (SITE, raw(k1))}))
+    assert (report.verified, report.problems, report.unknown_keys) == (3, [], [])
+
+    # a rotation by a key nobody knows introduces nothing
+    chain = Chain()
+    chain.add(
+        "k0", Ed25519PrivateKey.generate(), "key", {"new_key_id": "k2", "public_key": raw(k2).hex()}
+    )
+    chain.add("k2", k2)
+    report = verify_signatures(chain.records, KeyBook({}))
+    assert report.unknown_keys == ["k0", "k2"] and report.verified == 0
+
+    # another site's key does not sign this site's entries
+    chain = Chain()
+    chain.add("k1", k1)
+    assert verify_signatures(chain.records, KeyBook({"k1": ("site_B", raw(k1))})).problems
+
+
+def test_a_block_is_covered_by_its_last_signed_entry_and_a_gap_in_coverage_is_named() -> None:
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    book = {"k1": (SITE, raw(k1)), "k2": (SITE, raw(k2))}
+    chain = Chain()
+    chain.add("k1", None)  # a block of three, signed at its end
+    chain.add("k1", None)
+    chain.add("k1", k1)
+    report = verify_signatures(chain.records, KeyBook(book))
+    assert (report.verified, report.problems) == (1, [])
+    chain.add("k1", None)  # the head of a block still open: not a problem yet
+    assert verify_signatures(chain.records, KeyBook(book)).problems == []
+    chain.add("k2", k2)  # k1's run ended unsigned: entry 4 is covered by nothing
+    assert verify_signatures(chain.records, KeyBook(book)).problems == [
+        f"{SITE}: ledger {SITE} seq 4 is covered by no signature of key k1 (the signed entry "
+        "ending its block is missing)"
+    ]
+
+
+def test_the_control_names_a_site_key_it_lacks_and_verifies_once_it_holds_it(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    some_work(site, 3)  # ledger entries signed with the key the site made after the copy
+    with site.uow() as uow:
+        site_id = repl(site).site_id
+        keys = list(uow.session.scalars(select(SiteKey).where(SiteKey.site_id == site_id)))
+        signed = len(
+            uow.session.scalars(
+                select(LedgerEntry.id).where(
+                    LedgerEntry.site_id == site_id, LedgerEntry.signature != ""
+                )
+            ).all()
+        )
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+    with control.uow() as uow:
+        repl(control).apply(uow, [r.to_message() for r in records])
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.unverified_keys == [k.key_id for k in keys] and status.signatures_verified == 0
+
+    # provisioned: the control holds the site's public key (as demo --nodes makes it)
+    with control.uow() as uow:
+        for key in keys:
+            uow.session.add(
+                SiteKey(
+                    key_id=key.key_id,
+                    site_id=key.site_id,
+                    public_key=key.public_key,
+                    private_key_encrypted=b"",
+                    created_at=key.created_at,
+                    retired_at=None,
+                )
+            )
+        uow.commit()
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.ok and status.unverified_keys == [] and status.signatures_verified == signed
+
+    # a record re-hashed after its signature was changed passes the record check, not this one
+    ledger = [r for r in records if r.kind == "ledger"]
+    row = json.loads(ledger[0].payload)
+    row["signature"] = "00" * 64
+    forged = replace(ledger[0], payload=json.dumps(row))
+    book = KeyBook({k.key_id: (k.site_id, bytes(k.public_key)) for k in keys})
+    named = verify_signatures([forged], book).problems
+    assert named and "signature is not valid" in named[0]
