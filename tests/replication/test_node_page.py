@@ -108,3 +108,19 @@ def test_in_one_database_the_page_says_there_are_no_nodes(seeded: App) -> None:
     page = browser.get("/node")
     assert page.status_code == 200 and "runs in one database" in page.text
     assert 'href="/node"' not in browser.get("/").text  # not in the menu
+
+
+def test_a_site_node_offers_no_signing_form_for_what_the_control_decides(
+    nodes: tuple[App, App],
+) -> None:
+    """The QP at a site node finds the batch in the release queue with its blockers, but no
+    "Sign…": the release is decided at the control site, and every page says so in one line."""
+    site, control = nodes
+    batch_id = fh.make_batch(site)  # made, steps signed, audit trail reviewed: ready to sign
+    number = fh.batch(site, batch_id).batch_number
+    page = fh.web_login(site, "qp").get("/release").text
+    assert number in page
+    assert 'class="sign' not in page  # neither "Sign…" nor "Reject…"
+    assert 'id="node-note"' in page and "decided at the control site" in page
+    # the control node takes those decisions: no such note there
+    assert 'id="node-note"' not in fh.web_login(control, "qp").get("/release").text

@@ -16,7 +16,7 @@ from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission
 from nearfab.production import approval_meaning
 from nearfab.uow import UnitOfWork
-from nearfab.web.pages import _app, form_action, page, render
+from nearfab.web.pages import _app, decided_here, form_action, page, render
 
 router = APIRouter(include_in_schema=False)
 FLASH = "build_flash"
@@ -41,6 +41,7 @@ def builds_page(
         actor,
         rows=rows,
         meanings={row.job_id: approval_meaning(row.site_kind) for row in rows},
+        decides_here=decided_here(application),
         flash=request.session.pop(FLASH, None),
     )
 

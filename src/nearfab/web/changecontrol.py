@@ -18,7 +18,7 @@ from nearfab.identity import Actor, Permission, can_network
 from nearfab.masterfiles import ChangeControlStatus, MasterFileStatus
 from nearfab.uow import UnitOfWork
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, form_action, page, render
+from nearfab.web.pages import _app, decided_here, form_action, page, render
 
 router = APIRouter(include_in_schema=False)
 FLASH = "change_flash"
@@ -115,9 +115,11 @@ def change_control_page(
         version_status=version_status,
         people=people,
         may_decide=row.status == ChangeControlStatus.RAISED
-        and can_network(actor, Permission.CHANGE_CONTROL_APPROVE),
+        and can_network(actor, Permission.CHANGE_CONTROL_APPROVE)
+        and decided_here(_app(request)),
         may_implement=row.status == ChangeControlStatus.APPROVED
-        and can_network(actor, Permission.MASTER_FILE_EFFECTIVE),
+        and can_network(actor, Permission.MASTER_FILE_EFFECTIVE)
+        and decided_here(_app(request)),
         flash=request.session.pop(FLASH, None),
     )
 

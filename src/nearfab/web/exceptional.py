@@ -24,6 +24,7 @@ from nearfab.web.pages import (
     _app,
     _check_csrf,
     _not_found,
+    decided_here,
     hidden,
     page,
     render,
@@ -71,7 +72,8 @@ def exceptional_page(
         may_request=can(actor, Permission.RELEASE_EXCEPTIONAL_REQUEST, site_id=order_site),
         signatory_title=signatory_title(signatory),
         may_certify=signs
-        and can(actor, Permission.RELEASE_DECIDE, one_of={batch_site, order_site}),
+        and can(actor, Permission.RELEASE_DECIDE, one_of={batch_site, order_site})
+        and decided_here(application),
         session_signed=session_has_signed(application, actor),
     )
 

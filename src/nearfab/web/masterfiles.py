@@ -15,7 +15,7 @@ from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can_network
 from nearfab.masterfiles import MasterFileStatus
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, _check_csrf, page, render
+from nearfab.web.pages import _app, _check_csrf, decided_here, page, render
 
 router = APIRouter(include_in_schema=False)
 FLASH = "master_file_flash"
@@ -61,7 +61,8 @@ def master_file_page(
         sites=sites,
         approval_valid=approval_valid,
         may_approve=mf.status == MasterFileStatus.DRAFT.value
-        and can_network(actor, Permission.MASTER_FILE_APPROVE),
+        and can_network(actor, Permission.MASTER_FILE_APPROVE)
+        and decided_here(_app(request)),
         flash=request.session.pop(FLASH, None),
     )
 

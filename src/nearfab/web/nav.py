@@ -93,3 +93,21 @@ def menu(context: Context) -> list[dict[str, Any]]:
 
 
 templates.env.globals["menu"] = menu
+
+
+@pass_context
+def site_node_note(context: Context) -> str | None:
+    """At a site node, one line on every page: which decisions wait for the control site."""
+    request = context.get("request")
+    application = getattr(getattr(request, "app", None), "state", None)
+    application = getattr(application, "nearfab", None)
+    if application is None or not application.network.node.site_node:
+        return None
+    return (
+        "This is a site node: QP release and rejection, master-file changes, change controls "
+        "and home-build approval are decided at the control site, and reach this node "
+        "through its link."
+    )
+
+
+templates.env.globals["site_node_note"] = site_node_note

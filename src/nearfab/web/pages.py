@@ -96,6 +96,13 @@ def _app(request: Request) -> App:
     return application
 
 
+def decided_here(application: App) -> bool:
+    """Whether this process takes the control site's decisions (QP release, master-file
+    changes, change controls, home-build approval): not at a site node, where their forms are
+    not offered (the services refuse them there anyway: common/node.py)."""
+    return not application.network.node.site_node
+
+
 class LoginRequired(Exception):
     """Nobody is logged in: a page sends them to the login form, a file answers 401."""
 
@@ -516,8 +523,10 @@ def _with_blockers(
         batch = application.production.get(uow, row["batch_id"])
         signatory = quality.signatory_for(uow, batch)
         row["signatory"], row["signatory_title"] = signatory, signatory_title(signatory)
-        row["may_sign"] = quality.may_sign(actor, signatory) and can(
-            actor, Permission.RELEASE_DECIDE, site_id=batch.site_id
+        row["may_sign"] = (
+            quality.may_sign(actor, signatory)
+            and can(actor, Permission.RELEASE_DECIDE, site_id=batch.site_id)
+            and decided_here(application)
         )
         asked.append((batch, actor if quality.may_sign(actor, signatory) else None, signatory))
     blockers = quality.records.release_blockers_of(uow, asked)  # every row's, read together
