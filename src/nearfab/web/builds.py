@@ -77,5 +77,10 @@ def approve_build_form(
         )
 
     return form_action(
-        request, csrf_token, act, flash_key=FLASH, refused=lambda exc: _refused(request, exc)
+        request,
+        csrf_token,
+        act,
+        flash_key=FLASH,
+        refused=lambda exc: _refused(request, exc),
+        signer=actor,  # an e-signature: throttled like the login
     )

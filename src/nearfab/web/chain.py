@@ -178,7 +178,14 @@ async def _record(
     except DomainError as exc:
         return _not_found(request, actor, exc, unit_id)
     try:
-        target, message = await run_in_threadpool(checked_step, request, application, form, step)
+        target, message = await run_in_threadpool(
+            checked_step,
+            request,
+            application,
+            form,
+            step,
+            actor if "password" in form else None,  # an e-signature: throttled
+        )
         status, ok = 200, True
     except DomainError as exc:
         # a scan naming another site's unit is answered as an unknown unit

@@ -160,6 +160,7 @@ def decide_change_form(
         act,
         flash_key=FLASH,
         refused=lambda exc: _refused(request, exc, change_id),
+        signer=actor,  # an e-signature: throttled like the login
     )
 
 

@@ -433,5 +433,10 @@ def close_capa_form(
         return "CAPA closed: the suspension is lifted.", "/comparability"
 
     return form_action(
-        request, csrf_token, act, flash_key=FLASH, refused=lambda exc: _refused(request, exc)
+        request,
+        csrf_token,
+        act,
+        flash_key=FLASH,
+        refused=lambda exc: _refused(request, exc),
+        signer=actor,  # an e-signature: throttled like the login
     )

@@ -15,7 +15,7 @@ from nearfab.common.errors import DomainError
 from nearfab.identity import Actor, Permission, can_network
 from nearfab.masterfiles import MasterFileStatus
 from nearfab.web.forms import signature
-from nearfab.web.pages import _app, _check_csrf, decided_here, page, render
+from nearfab.web.pages import _app, _check_csrf, decided_here, page, render, signing
 
 router = APIRouter(include_in_schema=False)
 FLASH = "master_file_flash"
@@ -82,7 +82,7 @@ def approve_form(
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
-        with application.uow() as uow:
+        with signing(request, actor), application.uow() as uow:
             mf = application.master_files.approve(
                 uow,
                 actor,

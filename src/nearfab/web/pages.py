@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -96,6 +97,18 @@ def _app(request: Request) -> App:
     return application
 
 
+@contextmanager
+def signing(request: Request, signer: Actor | None) -> Iterator[None]:
+    """Around a use case that checks `signer`'s password: the login throttle (429 after too
+    many failures from this client, a failure counted, a success clearing them). None: no
+    password in the form, nothing to throttle."""
+    if signer is None:
+        yield
+        return
+    with throttled(login_throttle(request), signer.username, client_of(request)):
+        yield
+
+
 def decided_here(application: App) -> bool:
     """Whether this process takes the control site's decisions (QP release, master-file
     changes, change controls, home-build approval): not at a site node, where their forms are
@@ -158,11 +171,12 @@ def checked_step(
     application: App,
     form: dict[str, str],
     step: Callable[[App, UnitOfWork, dict[str, str]], T],
+    signer: Actor | None = None,
 ) -> T:
     """The form's CSRF token, then the use case in a unit of work of its own (blocking: the
-    async routes call it in a worker thread)."""
+    async routes call it in a worker thread); `signer`: an e-signature, throttled (`signing`)."""
     _check_csrf(request, form.get("csrf_token", ""))
-    with application.uow() as uow:
+    with signing(request, signer), application.uow() as uow:
         return step(application, uow, form)
 
 
@@ -173,15 +187,18 @@ def form_action(
     *,
     flash_key: str,
     refused: Callable[[DomainError], Response],
+    signer: Actor | None = None,
 ) -> Response:
     """A page form's post: its CSRF token, then `act` (the use case) in a unit of work of its
     own, returning the message to flash under `flash_key` (None: none) and where to go (303);
     read what the message needs inside `act`, while the unit of work is open. A refusal
-    (DomainError, of the token or the use case) is answered by `refused`, the page's own."""
+    (DomainError, of the token or the use case) is answered by `refused`, the page's own.
+    `signer`: the form carries an e-signature (a password): its checks are throttled per
+    person and client like the login (`signing`), so a page cannot be used to guess."""
     application = _app(request)
     try:
         _check_csrf(request, csrf_token)
-        with application.uow() as uow:
+        with signing(request, signer), application.uow() as uow:
             message, to = act(application, uow)
     except DomainError as exc:
         return refused(exc)

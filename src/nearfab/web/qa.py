@@ -158,6 +158,8 @@ def _act(
     csrf_token: str,
     ref: str,
     act: Callable[[App, UnitOfWork], str],
+    *,
+    signs: bool = False,
 ) -> Response:
     """A QA form's post (pages.form_action): `act` returns the message said on /qa; a refusal
     is said there too, or answered as not found for `ref` (_refused)."""
@@ -167,6 +169,7 @@ def _act(
         lambda application, uow: (act(application, uow), "/qa"),
         flash_key="qa_flash",
         refused=lambda exc: _refused(request, actor, exc, ref),
+        signer=actor if signs else None,
     )
 
 
@@ -228,7 +231,7 @@ def close_capa_form(
         )
         return f"CAPA {capa_id} closed (e-signed)."
 
-    return _act(request, actor, csrf_token, capa_id, act)
+    return _act(request, actor, csrf_token, capa_id, act, signs=True)
 
 
 @router.post("/qa/capas")
