@@ -193,12 +193,14 @@ def test_replication_benchmark_on_postgresql_with_a_measured_day(
         _positive(figures, key, "replication.py")
     assert (figures["db"], figures["control_db"]) == (site_db, control_db)
     assert figures["control_database"].startswith("PostgreSQL ")
-    # a site node captures its audit rows, its ledger chain and its batch summaries
-    # (docs/replication.md); one order makes, releases and dispenses a batch: its batch record
-    # changes, and the custody ledger takes at least the commissioning and the dispense
+    # a site node captures its audit rows, its ledger chain, its batch summaries and each
+    # finished run's telemetry summary (docs/replication.md); one order makes, releases and
+    # dispenses a batch: its batch record changes, the custody ledger takes at least the
+    # commissioning and the dispense, and its one machine run is summarised once
     by_kind = figures["records_per_order_by_kind"]
-    assert set(by_kind) == {"audit", "batch", "ledger"}, by_kind
+    assert set(by_kind) == {"audit", "batch", "ledger", "telemetry"}, by_kind
     assert by_kind["batch"] >= 1 and by_kind["ledger"] >= 2, by_kind
+    assert by_kind["telemetry"] == pytest.approx(1.0), by_kind
     assert figures["records_per_order"] == pytest.approx(sum(by_kind.values()), abs=0.02)
     # the day: `orders` orders of that many records each
     assert figures["day_records"] == round(orders * figures["records_per_order"])

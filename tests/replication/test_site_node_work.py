@@ -55,6 +55,14 @@ def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
     assert theirs not in jobs and statuses[theirs] == "designed"  # left for Manchester's node
     assert made_at <= {gstt}  # nothing made here for another site
     assert man not in made_at
+    # the network plan made at this node: its own orders on its own machines only
+    with site.uow() as uow:
+        assert site.scheduling.planning is not None
+        plan = site.scheduling.planning.current(uow)
+        machines_here = {m.id for m in site.network.list_machines(uow) if m.site_id == gstt}
+    assert plan is not None and plan.assignments
+    assert {a["machine_id"] for a in plan.assignments} <= machines_here
+    assert theirs not in {a["order_id"] for a in plan.assignments}
 
     # the control node is not a site node: its planner still sees every site's machines
     with control.uow() as uow:

@@ -217,6 +217,10 @@ class InstanceBuilder:
         now = uow.clock.now()
         ctx = Context(origin=now)
         in_scope, ctx.jobs, ctx.running = scope(uow, self._orders)
+        # a site node plans its own site's orders on its own machines (common/node.py)
+        node = self._network.node
+        in_scope = [o for o in in_scope if node.works_for(o.site_id)]
+        ctx.running = [j for j in ctx.running if node.works_for(j.site_id)]
         ctx.collection_at = Collections().open_dates(uow)
         prepared = [self._prepare(uow, ctx, settings, order) for order in in_scope]
         horizon = max(
@@ -226,7 +230,7 @@ class InstanceBuilder:
                 for p in prepared
             ]
         )
-        machines = self._network.list_machines(uow)
+        machines = [m for m in self._network.list_machines(uow) if node.works_for(m.site_id)]
         ctx.machines = {m.id: m for m in machines}
         sites = {s.id: s for s in self._network.list_sites(uow)}
         ctx.site_codes = {sid: s.code for sid, s in sites.items()}
