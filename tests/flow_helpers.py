@@ -307,6 +307,23 @@ def create_user(app: App, username: str, roles: list[str], site_code: str | None
         return actor_of(app.users.get(uow, user.id), uow.session)
 
 
+def site_user(app: App, username: str, role: str, site_code: str) -> None:
+    """A user of `role` at `site_code` with a password that is not temporary (they log in
+    straight to the pages; a qp grant is approved by the second administrator)."""
+    with app.uow() as uow:
+        made = app.users.create_user(
+            uow,
+            actor(app, "admin"),
+            username=username,
+            full_name=username.title(),
+            roles=[role],
+            password=TEST_PASSWORD,
+            home_site_id=app.network.get_site(uow, site_code).id,
+            temporary=False,
+        )
+    approve_pending(app, made.id)
+
+
 def approve_pending(app: App, user_id: str) -> None:
     """The demo's second network administrator approves the account's pending qp/admin
     grants (separation of duties: the demo admin requested them)."""

@@ -24,25 +24,9 @@ def _token(app: App, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _user(app: App, username: str, role: str, site_code: str) -> None:
-    """An account with a password of its own (not a temporary one), made by the demo admin."""
-    with app.uow() as uow:
-        made = app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=[role],
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-    fh.approve_pending(app, made.id)
-
-
 def _world(app: App) -> tuple[TestClient, dict[str, dict[str, str]], str]:
-    _user(app, "pharm-man", "pharmacist", "MAN-PH")
-    _user(app, "qp-gstt", "qp", "GSTT-PH")
+    fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(app, "qp-gstt", "qp", "GSTT-PH")
     batch = fh.make_batch(app)
     with app.uow() as uow:
         code = app.orders.get(uow, fh.batch(app, batch).order_id).master_file_code
@@ -217,7 +201,7 @@ def test_cli_json_and_the_pages(seeded: App) -> None:
     assert "cdn" not in page.text.lower()
     assert qp.get(f"/proficiency/rounds/{round_id}").status_code == 200
     # the round went to GSTT-PH, MAN-PH and the control site: MOB-1's staff are outsiders
-    _user(app, "pharm-mob", "pharmacist", "MOB-1")
+    fh.site_user(app, "pharm-mob", "pharmacist", "MOB-1")
     assert fh.web_login(app, "pharm-man").get(f"/proficiency/rounds/{round_id}").status_code == 200
     outsider = fh.web_login(app, "pharm-mob")
     assert outsider.get(f"/proficiency/rounds/{round_id}").status_code == 404

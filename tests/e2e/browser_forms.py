@@ -11,8 +11,6 @@ from typing import Any
 from playwright.sync_api import Page, expect
 from tests import flow_helpers as fh
 
-from nearfab.bootstrap import App
-
 _SUBMIT = """([action, fields]) => {
   const form = document.createElement("form");
   form.method = "post";
@@ -57,18 +55,5 @@ def assert_refusal_page(page: Page, response: Any, status: int, title: str) -> N
     assert not page.locator("body").inner_text().lstrip().startswith("{")
 
 
-def site_user(app: App, username: str, role: str, site_code: str) -> None:
-    """A user of `role` at `site_code` with a password that is not temporary (they log in
-    straight to the pages; a qp grant is approved by the second administrator)."""
-    with app.uow() as uow:
-        made = app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=[role],
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-    fh.approve_pending(app, made.id)
+# the browser tests' accounts: one helper for every test (flow_helpers)
+site_user = fh.site_user

@@ -37,21 +37,6 @@ seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 
 
-def _user(app: App, username: str, role: str, site_code: str) -> None:
-    with app.uow() as uow:
-        made = app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=[role],
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-    fh.approve_pending(app, made.id)
-
-
 def _due(app: App, days: int = 14) -> str:
     return (app.clock.now().date() + timedelta(days=days)).isoformat()
 
@@ -95,7 +80,7 @@ def _capa(app: App, username: str, **data: Any) -> Capa:
 
 def test_complaints_and_capas_refusals_name_the_field(seeded: App) -> None:
     app = seeded
-    _user(app, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
     batch = fh.batch(app, fh.make_batch(app))
     with pytest.raises(ValidationFailed) as neither:
         _complaint(app, "pharmacist")
@@ -191,7 +176,7 @@ def test_complaints_and_capas_refusals_name_the_field(seeded: App) -> None:
 
 def test_central_view_scopes_sites_and_marks_overdue(seeded: App) -> None:
     app = seeded
-    _user(app, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
     batch = fh.batch(app, fh.make_batch(app))
     with app.uow() as uow:
         dev = app.quality.records.open_deviation(
@@ -332,8 +317,8 @@ def _token(app: App, username: str) -> dict[str, str]:
 
 def test_api_attacks_per_role_and_site(seeded: App) -> None:
     app = seeded
-    _user(app, "pharm-man", "pharmacist", "MAN-PH")
-    _user(app, "qp-gstt", "qp", "GSTT-PH")
+    fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(app, "qp-gstt", "qp", "GSTT-PH")
     batch = fh.batch(app, fh.make_batch(app))
     client = TestClient(create_web_app(app))
     who = {
@@ -578,7 +563,7 @@ def test_a_proficiency_suspension_is_an_open_item_tracked_by_its_capa(seeded: Ap
 
 def test_the_page_records_a_complaint_and_a_qp_closes_a_capa(seeded: App) -> None:
     app = seeded
-    _user(app, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
     batch = fh.batch(app, fh.make_batch(app))
     capa = _capa(app, "pharmacist")
     pharmacist = fh.web_login(app, "pharmacist")

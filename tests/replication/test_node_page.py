@@ -27,21 +27,6 @@ from nearfab.telemetry import BrokerAddress
 __all__ = ["broker", "nodes"]
 
 
-def reader(app: App, username: str, role: str, site_code: str) -> None:
-    """An account of `role` at `site_code` that logs in straight to the pages."""
-    with app.uow() as uow:
-        app.users.create_user(
-            uow,
-            fh.actor(app, "admin"),
-            username=username,
-            full_name=username.title(),
-            roles=[role],
-            password=fh.TEST_PASSWORD,
-            home_site_id=app.network.get_site(uow, site_code).id,
-            temporary=False,
-        )
-
-
 def row_of(page: str, code: str) -> list[str]:
     """The cells of the origin's row in the Received table, as text."""
     found = re.search(rf'<tr id="origin-{re.escape(code)}">(.*?)</tr>', page, re.S)
@@ -77,7 +62,7 @@ def test_the_control_shows_each_site_as_the_site_holds_it(
     gstt = fh.web_login(control, "pharmacist")
     assert "origin-GSTT-PH" in gstt.get("/node").text
     # another site's pharmacist does not see St Thomas' records
-    reader(control, "pharm-man", "pharmacist", "MAN-PH")
+    fh.site_user(control, "pharm-man", "pharmacist", "MAN-PH")
     man = fh.web_login(control, "pharm-man").get("/node")
     assert man.status_code == 200 and "origin-GSTT-PH" not in man.text
     assert "Nothing received yet" in man.text

@@ -179,12 +179,7 @@ async def _record(
         return _not_found(request, actor, exc, unit_id)
     try:
         target, message = await run_in_threadpool(
-            checked_step,
-            request,
-            application,
-            form,
-            step,
-            actor if "password" in form else None,  # an e-signature: throttled
+            checked_step, request, application, form, step, actor
         )
         status, ok = 200, True
     except DomainError as exc:

@@ -114,12 +114,7 @@ async def _post(
         return _not_found(request, actor, exc, "the record")
     try:
         request.session[FLASH] = await run_in_threadpool(
-            checked_step,
-            request,
-            application,
-            form,
-            step,
-            actor if "password" in form else None,  # an e-signature: throttled
+            checked_step, request, application, form, step, actor
         )
     except DomainError as exc:
         request.session[ERROR] = refusal_words(what, exc)

@@ -171,11 +171,13 @@ def checked_step(
     application: App,
     form: dict[str, str],
     step: Callable[[App, UnitOfWork, dict[str, str]], T],
-    signer: Actor | None = None,
+    actor: Actor | None = None,
 ) -> T:
     """The form's CSRF token, then the use case in a unit of work of its own (blocking: the
-    async routes call it in a worker thread); `signer`: an e-signature, throttled (`signing`)."""
+    async routes call it in a worker thread). A form with a password is `actor`'s e-signature:
+    its check is throttled like the login (`signing`)."""
     _check_csrf(request, form.get("csrf_token", ""))
+    signer = actor if "password" in form else None
     with signing(request, signer), application.uow() as uow:
         return step(application, uow, form)
 
