@@ -382,11 +382,18 @@ def build_app(
     def sweep() -> None:
         """Retry what a failed reaction left undone for made batches (runs each runner step)."""
         with uow() as u:
-            made = production.batches(u, status="completed")
+            # a site node sweeps its own site's batches only (its copy holds the others')
+            made = [
+                b for b in production.batches(u, status="completed") if node.works_for(b.site_id)
+            ]
             unserialised = [b.id for b in made if not custody.units_of_batch(u, b.id)]
             unevaluated = [b.id for b in made if quality.review_for(u, b.id) is None]
         with uow() as u:
-            lagging = custody.lagging_dispositions(u)
+            lagging = [
+                (b, d)
+                for b, d in custody.lagging_dispositions(u)
+                if node.works_for(production.get(u, b).site_id)
+            ]
         retries: list[tuple[Callable[[Any], None], object]] = [
             *((serialise, BatchCompleted(b)) for b in unserialised),
             *((evaluate, BatchCompleted(b)) for b in unevaluated),

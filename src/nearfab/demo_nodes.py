@@ -83,8 +83,33 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
         node.folder.mkdir(parents=True)
         shutil.copyfile(control.folder / "nearfab.db", node.folder / "nearfab.db")
         shutil.copytree(control.folder / "keys", node.folder / "keys")
+        _keep_own_keys(settings, node)
         say(f"site node {node.site_code}: a copy of the seeded network in {node.folder}")
+    _keep_own_keys(settings, control)  # the control: its own key, the sites' public halves
     return result.password if result.generated else None
+
+
+def _keep_own_keys(settings: Settings, node: Node) -> None:
+    """A node's copy keeps the private half of its own site's ledger keys only: no node can
+    sign another site's chain (the control checks what each site signs)."""
+    from nearfab.bootstrap import build_app
+    from nearfab.identity import system_actor
+
+    app = build_app(
+        settings.model_copy(
+            update={"data_dir": node.folder, "database_url": None, "node_site": None}
+        ),
+        migrate=False,
+    )
+    try:
+        with app.uow() as uow:
+            own = app.network.get_site(uow, node.site_code).id
+        with app.uow() as uow:
+            app.custody_chain.ledger.keep_private_keys_of(
+                uow, system_actor("node-provisioning"), own
+            )
+    finally:
+        app.engine.dispose()
 
 
 def provision(nodes: list[Node], broker: str) -> None:

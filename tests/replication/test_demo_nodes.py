@@ -26,6 +26,7 @@ from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import build_app
 from nearfab.config import Settings
+from nearfab.custody.models import SiteKey
 from nearfab.network import Site
 from nearfab.orders.models import Order
 from nearfab.replication.models import InboxRecord, OutboxRecord
@@ -149,7 +150,7 @@ def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
     else:
         raise AssertionError(f"not replicated in time: {[len(r) for r in got.values()]}")
 
-    proc.send_signal(signal.SIGINT)  # Ctrl-C stops every node
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C: every node stops with it
     assert proc.wait(timeout=60) == 0
     for i in range(4):
         with socket.socket() as s:
@@ -167,6 +168,14 @@ def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
         st = statuses[ids[code]]
         assert st.ok and st.unverified_keys == [], st.to_dict()
         assert st.signatures_verified > 0, code
+
+    # no node can sign for another site: each holds the private half of its own keys only
+    for code in CODES:
+        with engine_of(nodes / code).connect() as c:
+            signers = set(
+                c.scalars(select(SiteKey.site_id).where(SiteKey.private_key_encrypted != b""))
+            )
+        assert signers <= {ids[code]}, code
 
     seeded = orders(nodes / "CTRL")  # the control takes none: what it has is the seed's
     for code in CODES[1:]:

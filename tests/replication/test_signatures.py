@@ -44,7 +44,16 @@ class Chain:
         self, key_id: str, key: Ed25519PrivateKey | None, kind: str = "epcis", body: object = None
     ) -> None:
         seq = len(self.records) + 1
-        payload = json.dumps({"body": body or {"n": seq}, "kind": kind, "seq": seq})
+        payload = json.dumps(  # the fields docs/custody.md lists for a ledger payload
+            {
+                "body": body or {"n": seq},
+                "kind": kind,
+                "recorded_at": "2026-12-07T00:00:00.000Z",
+                "ref": f"r{seq}",
+                "seq": seq,
+                "site_id": SITE,
+            }
+        )
         digest = hashlib.sha256(f"{self.prev}\n{payload}".encode()).hexdigest()
         signature = key.sign(bytes.fromhex(digest)).hex() if key is not None else ""
         row = {
@@ -128,8 +137,11 @@ def test_a_block_is_covered_by_its_last_signed_entry_and_a_gap_in_coverage_is_na
     chain.add("k1", k1)
     report = verify_signatures(chain.records, KeyBook(book))
     assert (report.verified, report.problems) == (1, [])
-    chain.add("k1", None)  # the head of a block still open: not a problem yet
-    assert verify_signatures(chain.records, KeyBook(book)).problems == []
+    chain.add("k1", None)  # every call of the writer ends signed: an unsigned head is named
+    assert verify_signatures(chain.records, KeyBook(book)).problems == [
+        f"{SITE}: ledger {SITE} seq 4 is covered by no signature of key k1 (the signed entry "
+        "ending its block is missing)"
+    ]
     chain.add("k2", k2)  # k1's run ended unsigned: entry 4 is covered by nothing
     assert verify_signatures(chain.records, KeyBook(book)).problems == [
         f"{SITE}: ledger {SITE} seq 4 is covered by no signature of key k1 (the signed entry "
@@ -187,3 +199,28 @@ def test_the_control_names_a_site_key_it_lacks_and_verifies_once_it_holds_it(
     book = KeyBook({k.key_id: (k.site_id, bytes(k.public_key)) for k in keys})
     named = verify_signatures([forged], book).problems
     assert named and "signature is not valid" in named[0]
+
+
+def test_a_node_cannot_send_another_sites_entries_nor_take_over_a_key() -> None:
+    """The review's attacks: origin A sends entries of B's chain; a rotation of A names B's key
+    id to take it over; columns changed outside what the hash covers."""
+    ka, kb = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    book = {"ka": (SITE, raw(ka)), "kb": ("site_B", raw(kb))}
+    chain = Chain()
+    chain.add("ka", ka)
+    sent_as_b = [replace(chain.records[0], origin_site="site_B")]
+    assert "another site's chain" in verify_signatures(sent_as_b, KeyBook(book)).problems[0]
+
+    chain = Chain()
+    chain.add("ka", ka, "key", {"new_key_id": "kb", "public_key": raw(ka).hex()})
+    report = verify_signatures(chain.records, KeyBook(book))
+    assert report.problems == [
+        f"{SITE} seq 1 (ledger {SITE} seq 1): the rotation names key kb, already known"
+    ]
+
+    chain = Chain()
+    chain.add("ka", ka)
+    row = json.loads(chain.records[0].payload)
+    row["kind"] = "release"  # the column, not the hashed payload
+    moved = [replace(chain.records[0], payload=json.dumps(row))]
+    assert "columns differ" in verify_signatures(moved, KeyBook(book)).problems[0]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
+from tests.web.test_chain_pages import world
 
 from nearfab.api.security import LoginThrottle
 from nearfab.bootstrap import App
@@ -21,6 +23,7 @@ from nearfab.identity import AuditEntry
 from nearfab.web.server import create_web_app
 
 WRONG = "not-the-password-1"
+__all__ = ["world"]
 
 
 def sign_failures(app: App, username: str) -> int:
@@ -88,3 +91,15 @@ def test_a_master_file_approval_is_throttled(seeded: App) -> None:
     check(seeded, "qp", lambda: guess(seeded, "qp", page, f"{page}/approve", {})[1])
     with seeded.uow() as uow:
         assert seeded.master_files.get(uow, draft).status == "draft"  # nothing approved
+
+
+def test_an_exceptional_release_request_is_throttled(world: Any) -> None:
+    """The treating physician's signed request (found by the review: checked outside the
+    throttle, four guesses reached the password check)."""
+    app, batch = world.app, world.data["oos_batch"]
+    page = f"/batches/{batch}/exceptional-release"
+    check(
+        app,
+        "clinician",
+        lambda: guess(app, "clinician", page, page, {"circumstances": "no alternative"})[1],
+    )

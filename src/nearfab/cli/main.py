@@ -168,9 +168,17 @@ def _demo_nodes(
 ) -> None:
     """`demo --nodes`: seed once, start the four node processes, show where they answer, and
     stop them all on Ctrl-C (or when one of them exits)."""
+    import signal
     import time
 
-    from nearfab.demo_nodes import DEFAULT_BROKER, NodeProcesses, plan, prepare, provision
+    from nearfab.demo_nodes import (
+        DEFAULT_BROKER,
+        NodeProcesses,
+        answers,
+        plan,
+        prepare,
+        provision,
+    )
     from nearfab.telemetry import BrokerAddress
 
     url = broker or settings.replication_url or DEFAULT_BROKER
@@ -192,10 +200,20 @@ def _demo_nodes(
     except ConnectionError as exc:  # the nodes would work, but none would reach another
         err_console.print(f"[bold red]not started[/]: {exc} (start Mosquitto, or give --broker)")
         raise typer.Exit(code=2) from None
+    taken = [str(n.port) for n in nodes if answers(n.url)]
+    if taken:  # another server there would be taken for a node that started
+        err_console.print(f"[bold red]not started[/]: ports {', '.join(taken)} already serve")
+        raise typer.Exit(code=2)
     running = NodeProcesses(nodes, host=host, speed=speed, broker=url)
     console.print(f"starting {len(nodes)} nodes, replicating through {url} ...")
-    running.start(generated or settings.demo_password)
+
+    def stop_on(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM, SIGHUP: stop the nodes as Ctrl-C does
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_on)
     try:
+        running.start(generated or settings.demo_password)
         ready = running.wait_ready()
         table = Table(title="nearfab demo: one control node and three site nodes")
         for column in ("node", "site", "web", "log"):

@@ -4,8 +4,11 @@
 The rules are those of the custody ledger (docs/custody.md), re-implemented from the documented
 formulas: a signature is Ed25519 over the bytes of the entry's `entry_hash` with the site key
 named by `key_id`; an entry written in a block may carry no signature of its own, covered by
-the next signed entry of the same key (whose hash covers it through the chain); a key rotation
-(`kind` "key") introduces the new key, and it is trusted because the key before signed it."""
+the next signed entry of the same key (whose hash covers it through the chain), and every
+call of the writer ends signed, so a committed chain never ends unsigned; a key rotation
+(`kind` "key") introduces the new key, and it is trusted because the key before signed it.
+A node sends its own site's chain only: an entry of another site is refused, as is one whose
+columns (site, seq, kind, ref) differ from the payload its hash covers."""
 
 from __future__ import annotations
 
@@ -57,6 +60,10 @@ class KeyBook:
         return True
 
     def introduce(self, key_id: str, site_id: str, public_hex: str) -> bool:
+        """Trust a new key of `site_id`; never replaces a key id already known (a rotation
+        naming another key's id would take that key over)."""
+        if key_id in self._keys:
+            return False
         try:
             return self._add(key_id, site_id, bytes.fromhex(public_hex))
         except ValueError:
@@ -95,15 +102,17 @@ def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureRepo
         key_id, signature = str(row.get("key_id") or ""), str(row.get("signature") or "")
         digest = str(row.get("entry_hash") or "")
         where = f"{record.origin_site} seq {record.seq} (ledger {site} seq {seq})"
-        run = runs.setdefault(site, _Run())
-        if not isinstance(seq, int) or seq != run.last_seq + 1:
-            run.uncovered = None  # entries between are not here: nothing to say about them
-        elif key_id != run.key_id and run.uncovered is not None:
+        if site != record.origin_site:
             report.problems.append(
-                f"{record.origin_site}: ledger {site} seq {run.uncovered} is covered by no "
-                f"signature of key {run.key_id} (the signed entry ending its block is missing)"
+                f"{where}: an entry of another site's chain (a node sends its own site's only)"
             )
-            run.uncovered = None
+            continue
+        if not _columns_match(row):
+            report.problems.append(f"{where}: its columns differ from the payload its hash covers")
+            continue
+        run = runs.setdefault(site, _Run())
+        if not isinstance(seq, int) or seq != run.last_seq + 1 or key_id != run.key_id:
+            _uncovered(report, record.origin_site, site, run)  # its covering entry is not here
         run.key_id, run.last_seq = key_id, seq if isinstance(seq, int) else 0
         if not signature:
             if run.uncovered is None:
@@ -121,7 +130,32 @@ def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureRepo
         report.verified += 1
         if row.get("kind") == ROTATION:
             _introduce(book, site, row, where, report)
+    for site, run in runs.items():  # a committed chain ends signed
+        _uncovered(report, records[-1].origin_site if records else "?", site, run)
     return report
+
+
+def _uncovered(report: SignatureReport, origin: str, site: str, run: _Run) -> None:
+    if run.uncovered is not None:
+        report.problems.append(
+            f"{origin}: ledger {site} seq {run.uncovered} is covered by no signature of key "
+            f"{run.key_id} (the signed entry ending its block is missing)"
+        )
+        run.uncovered = None
+
+
+def _columns_match(row: Mapping[str, Any]) -> bool:
+    """The entry's site, seq, kind and ref as its hashed payload states them."""
+    try:
+        entry = json.loads(str(row.get("payload")))
+    except ValueError:
+        return False
+    return (
+        isinstance(entry, dict)
+        and all(entry.get(name) == row.get(name) for name in ("site_id", "seq", "kind"))
+        # the ref column keeps the first 100 characters (custody's LedgerEntry.ref)
+        and str(entry.get("ref"))[:100] == row.get("ref")
+    )
 
 
 def _introduce(
@@ -134,5 +168,7 @@ def _introduce(
     except (ValueError, KeyError, TypeError):
         report.problems.append(f"{where}: a key rotation that names no new key")
         return
-    if not book.introduce(new_key, site, public):
+    if book.knows(new_key):
+        report.problems.append(f"{where}: the rotation names key {new_key}, already known")
+    elif not book.introduce(new_key, site, public):
         report.problems.append(f"{where}: the new key {new_key} is not an Ed25519 public key")

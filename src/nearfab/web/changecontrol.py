@@ -54,7 +54,8 @@ def change_controls_page(
         actor,
         rows=list(reversed(rows)),  # newest first
         proposable=proposable,
-        may_raise=can_network(actor, Permission.CHANGE_CONTROL_RAISE),
+        may_raise=can_network(actor, Permission.CHANGE_CONTROL_RAISE)
+        and decided_here(_app(request)),
         flash=request.session.pop(FLASH, None),
     )
 

@@ -213,7 +213,7 @@ async def request_exceptional_release(request: Request, batch_id: str) -> Respon
         with application.uow() as uow:
             order_id = application.production.get(uow, batch_id).order_id
         _check_csrf(request, form.get("csrf_token", ""))
-        with application.uow() as uow:
+        with signing(request, actor), application.uow() as uow:  # an e-signature: throttled
             application.quality.exceptional.request(
                 uow,
                 actor,

@@ -270,6 +270,35 @@ class CustodyLedger:
             self._private[key.key_id] = private
         return key, private
 
+    def keep_private_keys_of(self, uow: UnitOfWork, actor: Actor, site_id: str | None) -> int:
+        """Provisioning a node from the control's copy: erase the private half of every site
+        key but `site_id`'s (None: every one; the control keeps public halves only), so a node
+        can sign for no other site. Audited; returns how many were erased."""
+        others = list(
+            uow.session.scalars(
+                select(SiteKey).where(
+                    SiteKey.site_id != site_id if site_id is not None else SiteKey.key_id != "",
+                    SiteKey.private_key_encrypted != b"",
+                )
+            )
+        )
+        for key in others:
+            key.private_key_encrypted = b""
+            self._private.pop(key.key_id, None)
+        if others:
+            audit(
+                uow,
+                actor,
+                AuditAction.UPDATE,
+                "ledger_key",
+                site_id or "network",
+                new={"private_halves_erased": sorted(k.key_id for k in others)},
+                reason="a node keeps the private half of its own site's keys only",
+                site_id=site_id,
+            )
+        uow.commit()
+        return len(others)
+
     def rotate(self, uow: UnitOfWork, actor: Actor, site_id: str, *, reason: str) -> SiteKey:
         """A new signing key for the site; the old one is retired but kept for verification.
         The change is itself a ledger entry signed with the old key."""
