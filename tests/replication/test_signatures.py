@@ -224,3 +224,24 @@ def test_a_node_cannot_send_another_sites_entries_nor_take_over_a_key() -> None:
     row["kind"] = "release"  # the column, not the hashed payload
     moved = [replace(chain.records[0], payload=json.dumps(row))]
     assert "columns differ" in verify_signatures(moved, KeyBook(book)).problems[0]
+
+
+def test_a_replaced_key_signs_nothing_after_its_rotation() -> None:
+    """The review's nit: a leaked old key must not go on signing. And a rotation this node
+    already holds (made before its copy) is consistent, not a takeover."""
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    chain = Chain()
+    chain.add("k1", k1)
+    chain.add("k1", k1, "key", {"new_key_id": "k2", "public_key": raw(k2).hex()})
+    chain.add("k2", k2)
+    chain.add("k1", k1)  # the old key again, after the rotation
+    report = verify_signatures(chain.records, KeyBook({"k1": (SITE, raw(k1))}))
+    assert report.problems == [
+        f"{SITE} seq 4 (ledger {SITE} seq 4): key k1 was replaced at ledger seq 2 and signs "
+        "nothing after it"
+    ]
+    assert report.verified == 3
+
+    both = KeyBook({"k1": (SITE, raw(k1)), "k2": (SITE, raw(k2))})
+    report = verify_signatures(chain.records[:3], both)
+    assert (report.verified, report.problems) == (3, [])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from nearfab.replication.enums import RecordKind
@@ -45,6 +46,15 @@ class KeyBook:
 
     def knows(self, key_id: str) -> bool:
         return key_id in self._keys
+
+    def holds(self, key_id: str, site_id: str, public_hex: str) -> bool:
+        """Whether `key_id` is known as exactly this site's key (a rotation this node's own
+        database already holds, e.g. one made before the node's copy)."""
+        found = self._keys.get(key_id)
+        if found is None or found[0] != site_id:
+            return False
+        raw = found[1].public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return raw.hex() == public_hex.lower()
 
     def check(self, key_id: str, site_id: str, digest: str, signature: str) -> bool | None:
         """True: valid; False: not valid (or another site's key); None: key not known here."""
@@ -85,6 +95,9 @@ class _Run:
     key_id: str | None = None
     last_seq: int = 0
     uncovered: int | None = None  # first entry of the run not covered by a signature yet
+    # keys a verified rotation replaced in this chain -> the rotation's ledger seq: they sign
+    # nothing after it (a leaked old key cannot go on signing)
+    retired: dict[str, int] = field(default_factory=dict)
 
 
 def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureReport:
@@ -114,6 +127,13 @@ def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureRepo
         if not isinstance(seq, int) or seq != run.last_seq + 1 or key_id != run.key_id:
             _uncovered(report, record.origin_site, site, run)  # its covering entry is not here
         run.key_id, run.last_seq = key_id, seq if isinstance(seq, int) else 0
+        if key_id in run.retired:
+            report.problems.append(
+                f"{where}: key {key_id} was replaced at ledger seq {run.retired[key_id]} "
+                "and signs nothing after it"
+            )
+            run.uncovered = None
+            continue
         if not signature:
             if run.uncovered is None:
                 run.uncovered = run.last_seq
@@ -128,8 +148,8 @@ def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureRepo
             report.problems.append(f"{where}: signature is not valid for key {key_id}")
             continue
         report.verified += 1
-        if row.get("kind") == ROTATION:
-            _introduce(book, site, row, where, report)
+        if row.get("kind") == ROTATION and _introduce(book, site, row, where, report):
+            run.retired[key_id] = run.last_seq
     for site, run in runs.items():  # a committed chain ends signed
         _uncovered(report, records[-1].origin_site if records else "?", site, run)
     return report
@@ -160,15 +180,21 @@ def _columns_match(row: Mapping[str, Any]) -> bool:
 
 def _introduce(
     book: KeyBook, site: str, row: Mapping[str, Any], where: str, report: SignatureReport
-) -> None:
-    """A rotation signed by a known key of the site: its new key is trusted from here on."""
+) -> bool:
+    """A rotation signed by a known key of the site: its new key is trusted from here on (and
+    the key that signed it retired). False, with the problem named, when it introduces none."""
     try:
         body = json.loads(str(row.get("payload")))["body"]
         new_key, public = str(body["new_key_id"]), str(body["public_key"])
     except (ValueError, KeyError, TypeError):
         report.problems.append(f"{where}: a key rotation that names no new key")
-        return
+        return False
+    if book.holds(new_key, site, public):
+        return True  # known here already, as this very key of this site
     if book.knows(new_key):
         report.problems.append(f"{where}: the rotation names key {new_key}, already known")
-    elif not book.introduce(new_key, site, public):
+        return False
+    if not book.introduce(new_key, site, public):
         report.problems.append(f"{where}: the new key {new_key} is not an Ed25519 public key")
+        return False
+    return True
