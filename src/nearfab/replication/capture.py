@@ -211,19 +211,21 @@ def _with_batch_summaries(
 
 
 def _finished_runs(conn: Connection, site: str, runs: list[str]) -> dict[str, dict[str, Any]]:
-    """The telemetry summaries of these runs that ended and are not in the outbox yet."""
-    done = telemetry_reads.finished_run_summaries(conn, runs)
-    if not done:
+    """The telemetry summaries of these runs that ended and are not in the outbox yet. The
+    outbox is asked first: a run already sent is not summarised again (its readings are read
+    only once, whatever the batch record's later changes)."""
+    if not runs:
         return {}
     sent = set(
         conn.execute(
             select(OUTBOX.c.source_ref).where(
                 OUTBOX.c.origin_site == site,
-                OUTBOX.c.source_ref.in_([f"telemetry:{run}" for run in done]),
+                OUTBOX.c.source_ref.in_([f"telemetry:{run}" for run in runs]),
             )
         ).scalars()
     )
-    return {run: summary for run, summary in done.items() if f"telemetry:{run}" not in sent}
+    unsent = [run for run in runs if f"telemetry:{run}" not in sent]
+    return telemetry_reads.finished_run_summaries(conn, unsent)
 
 
 def _engine_of(session: Session) -> Engine | None:

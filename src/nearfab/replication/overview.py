@@ -11,12 +11,11 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from nearfab.identity import Actor, Permission, authorize, can
-from nearfab.identity.reads import audit_entries_on
 from nearfab.network.reads import control_site, sites_by_id
 from nearfab.replication.enums import ProblemKind
 from nearfab.replication.link import LinkState
 from nearfab.replication.models import InboxProblem, InboxRecord
-from nearfab.replication.services import ANCHOR_ENTITY, OutboxStatus, ReplicationService
+from nearfab.replication.services import OutboxStatus, ReplicationService, anchored_seqs
 from nearfab.uow import UnitOfWork
 
 # a duplicate is dropped and counted; a gap is what `missing` says while it is open
@@ -83,11 +82,7 @@ def node_overview(
     visible = sorted(
         o for o in origins if o == hub_id or can(actor, Permission.AUDIT_READ, site_id=o)
     )
-    anchored: dict[str, int] = {}
-    for row in audit_entries_on(s, {ANCHOR_ENTITY: visible}):
-        seq = (row.new or {}).get("seq")
-        if isinstance(seq, int):
-            anchored[row.entity_id] = max(anchored.get(row.entity_id, 0), seq)
+    anchored = anchored_seqs(s, visible)
     sites = sites_by_id(s, [*visible, service.site_id])
     held = {origin: (int(n), int(head or 0), at) for origin, n, head, at in counts}
     summaries = []

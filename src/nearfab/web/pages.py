@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +109,11 @@ def signing(request: Request, signer: Actor | None) -> Iterator[None]:
         yield
 
 
+def signer_of(actor: Actor | None, form: Mapping[str, Any]) -> Actor | None:
+    """The person a posted form e-signs for: `actor` when the form carries a password."""
+    return actor if "password" in form else None
+
+
 def decided_here(application: App) -> bool:
     """Whether this process takes the control site's decisions (QP release, master-file
     changes, change controls, home-build approval): not at a site node, where their forms are
@@ -177,8 +182,7 @@ def checked_step(
     async routes call it in a worker thread). A form with a password is `actor`'s e-signature:
     its check is throttled like the login (`signing`)."""
     _check_csrf(request, form.get("csrf_token", ""))
-    signer = actor if "password" in form else None
-    with signing(request, signer), application.uow() as uow:
+    with signing(request, signer_of(actor, form)), application.uow() as uow:
         return step(application, uow, form)
 
 

@@ -19,7 +19,15 @@ from nearfab.quality.labresults import ENTERED_BY, typed_value
 from nearfab.uow import UnitOfWork
 from nearfab.web import worklist
 from nearfab.web.forms import form_text, signature
-from nearfab.web.pages import _app, _check_csrf, _need_login, page, signing, web_actor
+from nearfab.web.pages import (
+    _app,
+    _check_csrf,
+    _need_login,
+    page,
+    signer_of,
+    signing,
+    web_actor,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,7 +51,7 @@ async def _post(
     def run() -> None:
         _check_csrf(request, form.get("csrf_token", ""))
         # an e-signature (a password in the form) is throttled like the login
-        with signing(request, actor if "password" in form else None), application.uow() as uow:
+        with signing(request, signer_of(actor, form)), application.uow() as uow:
             step(application, uow, actor, form)
 
     # a form of the worklist page: back there, a refusal shown in it (web/worklist.py)
