@@ -59,6 +59,7 @@ from nearfab.quality import (
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.replication import ReplicationService, install_capture, node_capture
 from nearfab.replication.link import NodeLink
+from nearfab.replication.releases import ControlReleases, SiteDossiers
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -116,6 +117,10 @@ class App:
     # sites as nodes: this node's outbox and inbox (docs/replication.md); None: one database
     replication: ReplicationService | None = None
     link: NodeLink | None = None  # the serving node's replicator and inbox (start_replication)
+    # release across the network (replication/releases.py): a site node sends its batches'
+    # dossiers; the control node's QP decides on them
+    dossiers: SiteDossiers | None = None
+    remote_releases: ControlReleases | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.clock, self.bus)
@@ -152,6 +157,7 @@ class App:
             BrokerAddress.parse(url),
             self.clock,
             control_site_id=control,
+            before_pass=self.dossiers.send_ready if self.dossiers is not None else None,
         )
         self.link.start()
 
@@ -430,6 +436,8 @@ def build_app(
     bus.subscribe(MonitoringModelsChanged, monitor.models_changed)
 
     replication = _replication(settings, engine, session_factory, clock)
+    dossiers: SiteDossiers | None = None
+    remote_releases: ControlReleases | None = None
     if replication is not None:  # a site node: the control's decisions, its use cases refused
         from nearfab.network.reads import control_site
         from nearfab.replication.decisions import wire_site_node
@@ -442,7 +450,12 @@ def build_app(
             recalls=custody_chain.recalls,
             alerts=custody.packs,
             node=node,
+            releases=quality.remote,
         )
+        if node.site_node:  # its batches' dossiers go to the control site's QP
+            dossiers = SiteDossiers(replication, quality.remote, quality.pending)
+        else:  # the control node: its QP decides on the sites' dossiers
+            remote_releases = ControlReleases(replication, quality.remote)
 
     return App(
         settings=settings,
@@ -468,6 +481,8 @@ def build_app(
         custody_chain=custody_chain,
         vigilance=VigilanceService(custody_chain.trace),
         runner=runner,
+        dossiers=dossiers,
+        remote_releases=remote_releases,
         telemetry=telemetry,
         ingestor=ingestor,
         monitor=monitor,

@@ -23,6 +23,7 @@ from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry
+from nearfab.replication.releases import ControlReleases
 
 nodes = base.nodes  # the fixture: a site node GSTT-PH and the control node, each its own db
 
@@ -56,6 +57,19 @@ USE_CASES: dict[str, tuple[str, UseCase]] = {
             uow,
             fh.actor(app, "qp"),
             ids["batch"],
+            decision="release",
+            password=fh.TEST_PASSWORD,
+            meaning="QP certification: batch released",
+        ),
+    ),
+    # a site node's batch released across the network (quality/remote.py): at a site node
+    # the control's entry point, replication's ControlReleases, refuses before anything
+    "quality/remote.py:RemoteRelease.sign": (
+        RELEASE,
+        lambda app, uow, ids: ControlReleases(base.repl(app), app.quality.remote).decide(
+            uow,
+            fh.actor(app, "qp"),
+            f"{ids['site']}/audit:1",
             decision="release",
             password=fh.TEST_PASSWORD,
             meaning="QP certification: batch released",

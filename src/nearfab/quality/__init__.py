@@ -14,6 +14,8 @@ from nearfab.quality.logic import validate_release_rule
 from nearfab.quality.models import Deviation, ReleaseReview
 from nearfab.quality.qms import QmsService, work_in_progress
 from nearfab.quality.qms_models import Capa, Complaint, QaAssignment
+from nearfab.quality.records import refused_on_batch
+from nearfab.quality.remote import RemoteRelease
 from nearfab.quality.services import QualityService
 
 __all__ = [
@@ -32,7 +34,9 @@ __all__ = [
     "ReleaseKit",
     "ReleaseResults",
     "ReleaseReview",
+    "RemoteRelease",
     "ReviewStatus",
+    "refused_on_batch",
     "signatory_title",
     "validate_release_rule",
     "work_in_progress",

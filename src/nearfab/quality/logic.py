@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Literal
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.quality import enums
 from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseKit, pending_tests
 
 __all__ = [
@@ -173,3 +174,20 @@ def propose_release(
         results=dict(outcome.results),
         pending=pending,
     )
+
+
+def decision_reason(
+    decision: enums.Decision, proposed: str, reason: str | None, exceptional: bool = False
+) -> str | None:
+    """The QP's reason, stripped; refused where one is needed: a rejection, an exceptional
+    release, and a release the release rule did not propose."""
+    reason = (reason or "").strip() or None
+    if exceptional and not reason:
+        raise ValidationFailed("an exceptional release needs the QP's reason", field="reason")
+    if decision is enums.Decision.REJECT and not reason:
+        raise ValidationFailed("a rejection needs a reason", field="reason")
+    if decision is enums.Decision.RELEASE and proposed != "release" and not reason:
+        raise ValidationFailed(
+            f"the release rule proposed {proposed}; releasing needs a reason", field="reason"
+        )
+    return reason

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from nearfab.common.errors import Forbidden, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused, ValidationFailed
 from nearfab.common.ids import new_id
 from nearfab.common.node import RELEASE_DECISION, NodeRole
 from nearfab.designs import FamilyRegistry
@@ -35,7 +35,7 @@ from nearfab.quality.kit import (
     signatory_title,
 )
 from nearfab.quality.labresults import LabResults
-from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, propose_release
+from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, decision_reason, propose_release
 from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
@@ -44,6 +44,7 @@ from nearfab.quality.records import (
     refused_on_batch,
     sign_for_batch,
 )
+from nearfab.quality.remote import RemoteRelease
 from nearfab.quality.signedrows import SignedRows, signed_rows
 from nearfab.uow import UnitOfWork
 
@@ -87,6 +88,8 @@ class QualityService:
         self.records = RecordControls(production, master_files, signatures)
         # results pending at release and their follow-up (quality/followup.py)
         self.followups = FollowUps(production, master_files, orders, signatures)
+        # a site node's batch released by the control site's QP (quality/remote.py)
+        self.remote = RemoteRelease(self)
         # the physician's request for an exceptional release (quality/exceptional.py)
         self.exceptional = ExceptionalReleases(production, master_files, orders, signatures)
         # the laboratory's results of a batch, merged into the evidence (quality/labresults.py)
@@ -430,43 +433,11 @@ class QualityService:
                 code="record_changed",
             )
         if decision is Decision.RELEASE:
-            lot = self._materials.get(uow, batch.material_lot_id)
-            if lot.status in ("recalled", "rejected", "on_hold"):
-                raise Refused(
-                    f"material lot {lot.lot_number} is {lot.status}; its batches cannot be "
-                    "released",
-                    field="material_lot",
-                    code="lot_not_releasable",
-                )
-        if decision is Decision.RELEASE and self._open_alarms is not None:
-            alarms = self._open_alarms(uow, batch.id)
-            if alarms:
-                raise Refused(
-                    f"batch {batch.batch_number} has {len(alarms)} alarm(s) without a documented "
-                    f"disposition: {'; '.join(alarms)}",
-                    field="alarms",
-                    code="open_alarms",
-                )
-        if decision is Decision.RELEASE and self._release_check is not None:
-            why_not = self._release_check(uow, batch.id)
-            if why_not:
-                raise Refused(why_not, field="batch_id", code="not_ready")
-        if decision is Decision.RELEASE:
-            # only an assigned QP certifies; a complete record; its audit trail reviewed
-            blockers = self.records.release_blockers(uow, actor, batch, signatory)
-            if blockers:
-                raise blockers[0]
+            refusals = self.release_refusals(uow, actor, batch, signatory)
+            if refusals:
+                raise refusals[0]
         request = self._exceptional_check(uow, batch, review, decision, exceptional)
-        reason = (reason or "").strip() or None
-        if request is not None and not reason:
-            raise ValidationFailed("an exceptional release needs the QP's reason", field="reason")
-        if decision is Decision.REJECT and not reason:
-            raise ValidationFailed("a rejection needs a reason", field="reason")
-        if decision is Decision.RELEASE and review.proposed_decision != "release" and not reason:
-            raise ValidationFailed(
-                f"the release rule proposed {review.proposed_decision}; releasing needs a reason",
-                field="reason",
-            )
+        reason = decision_reason(decision, review.proposed_decision, reason, request is not None)
         content = self._signed_content(uow, batch, review, decision.value, reason, request)
         sig = sign_for_batch(
             self._signatures,
@@ -475,7 +446,7 @@ class QualityService:
             actor,
             batch,
             password=password,
-            meaning=self._manifest_meaning(meaning, review, decision, request, signatory),
+            meaning=self.manifest_meaning(meaning, review.proposal, decision, request, signatory),
             record_type="batch",
             record_id=batch.id,
             content=content,
@@ -483,6 +454,43 @@ class QualityService:
             totp=totp,
         )
         return sig, reason
+
+    def release_refusals(
+        self, uow: UnitOfWork, actor: Actor | None, batch: BatchRecord, signatory: str = "qp"
+    ) -> list[DomainError]:
+        """Every reason a release of `batch` would be refused now, in the order `decide`
+        checks them: its material lot, alarms without a disposition, the release check (packs
+        serialised), and the record controls (a complete record, its audit trail reviewed;
+        with `actor`, that they are a signatory assigned to the master file). `actor` None
+        leaves the signer out: a site node's release dossier (quality/remote.py) names what is
+        the site's to settle; the control site checks its QP."""
+        found: list[DomainError] = []
+        lot = self._materials.get(uow, batch.material_lot_id)
+        if lot.status in ("recalled", "rejected", "on_hold"):
+            found.append(
+                Refused(
+                    f"material lot {lot.lot_number} is {lot.status}; its batches cannot be "
+                    "released",
+                    field="material_lot",
+                    code="lot_not_releasable",
+                )
+            )
+        alarms = self._open_alarms(uow, batch.id) if self._open_alarms is not None else []
+        if alarms:
+            found.append(
+                Refused(
+                    f"batch {batch.batch_number} has {len(alarms)} alarm(s) without a documented "
+                    f"disposition: {'; '.join(alarms)}",
+                    field="alarms",
+                    code="open_alarms",
+                )
+            )
+        why_not = self._release_check(uow, batch.id) if self._release_check is not None else None
+        if why_not:
+            found.append(Refused(why_not, field="batch_id", code="not_ready"))
+        # only an assigned QP certifies; a complete record; its audit trail reviewed
+        found.extend(self.records.release_blockers(uow, actor, batch, signatory))
+        return found
 
     def _exceptional_check(
         self,
@@ -531,9 +539,9 @@ class QualityService:
         return request
 
     @staticmethod
-    def _manifest_meaning(
+    def manifest_meaning(
         meaning: str,
-        review: ReleaseReview,
+        proposal: dict[str, Any],
         decision: Decision,
         request: ExceptionalRelease | None,
         signatory: str = "qp",
@@ -555,7 +563,7 @@ class QualityService:
                     field="meaning",
                 )
             return text
-        pending = list(review.proposal.get("pending") or [])
+        pending = list(proposal.get("pending") or [])
         if pending:
             text += f"; released with results pending: {', '.join(pending)}"
         if request is not None:

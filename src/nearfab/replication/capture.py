@@ -33,6 +33,8 @@ from nearfab.telemetry import reads as telemetry_reads
 HEAD = cast(Table, OutboxHead.__table__)
 OUTBOX = cast(Table, OutboxRecord.__table__)
 
+DOSSIER_ENTITY = "release_dossier"  # an audit row sending a release dossier (releases.py)
+
 AuditFilter = Callable[[dict[str, Any]], bool]
 
 
@@ -115,7 +117,7 @@ def capture(conn: Connection, config: CaptureConfig) -> int:
                 sources.append(
                     (RecordKind.AUDIT.value, f"audit:{row['seq']}", str(row["row_hash"]), row)
                 )
-    sources = _with_batch_summaries(conn, site, sources)
+    sources = _with_dossiers(_with_batch_summaries(conn, site, sources))
     if config.ledger and ledger_top > ledger_seq:
         for row in ledger_rows_after(conn, site, ledger_seq):
             ledger_seq = int(row["seq"])
@@ -207,6 +209,22 @@ def _with_batch_summaries(
                         {**run, "batch_id": summary["id"], "audit_seq": row["seq"]},
                     )
                 )
+    return out
+
+
+def _with_dossiers(
+    sources: list[tuple[str, str, str, dict[str, Any]]],
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """After each audit row that sends a release dossier (replication/releases.py), the dossier
+    as a record of its own, carrying the audit row's hash: the control site finds its QP's
+    queue by kind instead of reading every audit record it holds."""
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    for kind, ref, chain_hash, row in sources:
+        out.append((kind, ref, chain_hash, row))
+        if kind == RecordKind.AUDIT.value and row.get("entity_type") == DOSSIER_ENTITY:
+            dossier = {**(row.get("new") or {}), "audit_seq": row["seq"], "sent_at": row["at"]}
+            ref_of = f"dossier:{row['entity_id']}@{ref}"
+            out.append((RecordKind.DOSSIER.value, ref_of, chain_hash, dossier))
     return out
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
+REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 # a pack in one of these states, or of a rejected batch, must not be with a patient
 NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
@@ -45,6 +46,20 @@ NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.valu
 
 class Recalls(Protocol):  # the part of custody's RecallService used here
     def create(self, uow: UnitOfWork, actor: Actor, *, lot: str, reason: str) -> Any: ...
+
+
+class Releases(Protocol):  # the part of quality's RemoteRelease used here
+    def apply(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        batch_id: str,
+        review_id: str,
+        decision: str,
+        reason: str | None,
+        signature: dict[str, Any],
+    ) -> Any: ...
 
 
 class Alerts(Protocol):  # the part of custody's Packs used here
@@ -113,11 +128,13 @@ class ControlDecisions:
         control_site_id: str,
         recalls: Recalls,
         alerts: Alerts,
+        releases: Releases | None = None,
     ) -> None:
         self.service = service
         self.control_site_id = control_site_id
         self._recalls = recalls
         self._alerts = alerts
+        self._releases = releases
         # the system actor acting at this site on the control's signed decisions
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
 
@@ -143,14 +160,23 @@ class ControlDecisions:
             if (APPLIED_ENTITY, record.id) in done:
                 continue
             row = json.loads(record.payload) if record.kind == "audit" else {}
-            if not (row.get("entity_type") == "recall" and row.get("action") == "create"):
-                continue  # not a decision a site acts on in this slice (docs: "Not yet")
+            recall = row.get("entity_type") == "recall" and row.get("action") == "create"
+            release = (
+                row.get("entity_type") == REMOTE_RELEASE_ENTITY
+                and (row.get("new") or {}).get("site_id") == self.service.site_id
+                and self._releases is not None
+            )
+            if not (recall or release):
+                continue  # not a decision this site acts on (docs: "Not yet")
             if problems:
                 if (REFUSED_ENTITY, record.id) not in done:
                     self._refuse(uow_factory, record, row, problems[0])
                 result.refused[record.id] = problems[0]
                 continue
-            self._apply_recall(uow_factory, record, row)
+            if recall:
+                self._apply_recall(uow_factory, record, row)
+            else:
+                self._apply_release(uow_factory, record, row)
             result.applied.append(record.id)
         if usable and not problems:
             horizon = _time(usable[-1].created_at)
@@ -223,6 +249,70 @@ class ControlDecisions:
                 uow,
                 self.actor,
                 AuditAction.CREATE,
+                APPLIED_ENTITY,
+                record.id,
+                new={**about, "outcome": outcome},
+                reason=reason,
+                site_id=self.service.site_id,
+            )
+            uow.commit()
+
+    # --- a QP decision on one of this site's batches -------------------------------------------
+    def _apply_release(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
+    ) -> None:
+        """The control site's QP released or rejected one of this site's batches on its
+        dossier: recorded here through quality (`RemoteRelease.apply`) with the QP's signature
+        row, the applied row in the same transaction; a decision quality refuses (the record
+        changed since the dossier, a lot recalled meanwhile) is on record with the reason, and
+        the next dossier goes to the QP again."""
+        assert self._releases is not None
+        new = row.get("new") or {}
+        decision = str(new.get("decision"))
+        about = {
+            **self._about(record, row),
+            "batch_id": new.get("batch_id"),
+            "batch_number": new.get("batch_number"),
+            "decision": decision,
+            "dossier_record": new.get("dossier_record"),
+            "signature_id": (new.get("signature") or {}).get("id"),
+        }
+        reason = (
+            f"QP {decision} of batch {new.get('batch_number')} signed at the control site by "
+            f"{(new.get('signature') or {}).get('signer_name')} (record {record.id})"
+        )
+        with uow_factory() as uow:
+            try:
+                self._releases.apply(
+                    uow,
+                    self.actor,
+                    batch_id=str(new.get("batch_id")),
+                    review_id=str(new.get("review_id")),
+                    decision=decision,
+                    reason=new.get("reason"),
+                    signature=dict(new.get("signature") or {}),
+                )
+                outcome = "released here" if decision == "release" else "rejected here"
+                audit(
+                    uow,
+                    self.actor,
+                    AuditAction.CREATE,
+                    APPLIED_ENTITY,
+                    record.id,
+                    new={**about, "outcome": outcome},
+                    reason=reason,
+                    site_id=self.service.site_id,
+                )
+                uow.commit()
+                return
+            except DomainError as exc:  # on record, not retried for ever
+                outcome = f"not applied here: {exc.message}"
+                uow.session.rollback()
+        with uow_factory() as uow:
+            audit(
+                uow,
+                self.actor,
+                AuditAction.REFUSE,
                 APPLIED_ENTITY,
                 record.id,
                 new={**about, "outcome": outcome},
@@ -336,13 +426,14 @@ def wire_site_node(
     recalls: Recalls,
     alerts: Alerts,
     node: NodeRole,
+    releases: Releases | None = None,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
     (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
     control site's use cases (QP release, master-file changes) refuse here (common/node.py)."""
     if control_site_id is None or control_site_id == service.site_id:
         return None
-    decisions = ControlDecisions(service, control_site_id, recalls, alerts)
+    decisions = ControlDecisions(service, control_site_id, recalls, alerts, releases)
     service.decisions = decisions
     node.control_site_id = control_site_id
     node.site_id = service.site_id

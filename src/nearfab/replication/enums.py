@@ -14,6 +14,9 @@ class RecordKind(StrEnum):
     # a batch's machine run summarised once it ended (per metric: readings, min, max, mean,
     # sd), carrying the hash of the audit row it follows, like a batch summary
     TELEMETRY = "telemetry"
+    # a release dossier a site node sent its control site's QP (replication/releases.py),
+    # carrying the hash of the audit row that sent it
+    DOSSIER = "dossier"
 
 
 class ProblemKind(StrEnum):

@@ -46,13 +46,17 @@ class NodeLink:
         *,
         control_site_id: str | None,
         every_s: float = 2.0,
+        before_pass: Callable[[Callable[[], UnitOfWork]], object] | None = None,
     ) -> None:
+        """`before_pass`: run before each replicator pass with the unit-of-work factory (a
+        site node sends its release dossiers, replication/releases.py)."""
         self.service = service
         self._uow = uow_factory
         self._broker = broker
         self._clock = clock
         self._control = control_site_id
         self._every = every_s
+        self._before_pass = before_pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nearfab-link", daemon=True)
         self._inbox: InboxSubscriber | None = None
@@ -91,6 +95,8 @@ class NodeLink:
         while not self._stop.is_set():
             try:
                 self._subscribe()
+                if self._before_pass is not None:
+                    self._before_pass(self._uow)
                 self._last = replicate_once(
                     self.service, self._uow, self._broker, connect_timeout_s=2.0
                 )

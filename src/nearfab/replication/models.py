@@ -50,7 +50,11 @@ class InboxRecord(Base):
     """A record another node owns, as applied here (once: the id is the key)."""
 
     __tablename__ = "replication_inbox"
-    __table_args__ = (UniqueConstraint("origin_site", "seq", name="uq_replication_inbox_seq"),)
+    __table_args__ = (
+        UniqueConstraint("origin_site", "seq", name="uq_replication_inbox_seq"),
+        # the control site's release dossiers, found by kind (replication/releases.py)
+        Index("ix_replication_inbox_kind", "kind", "origin_site", "seq"),
+    )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
     origin_site: Mapped[str] = mapped_column(String(32))

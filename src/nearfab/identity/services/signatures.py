@@ -59,6 +59,21 @@ def signature_hash(
     )
 
 
+# a signature row's fields as another node receives them (SignatureService.carried)
+CARRIED = (
+    "id",
+    "signer_id",
+    "signer_name",
+    "meaning",
+    "signed_at",
+    "record_type",
+    "record_id",
+    "record_hash",
+    "signature_hash",
+    "components",
+)
+
+
 def hash_of(sig: Signature) -> str:
     return signature_hash(
         signer_id=sig.signer_id,
@@ -266,3 +281,51 @@ class SignatureService:
     @staticmethod
     def describe(sig: Signature) -> dict[str, Any]:
         return signature_dict(sig)
+
+    @staticmethod
+    def carried(sig: Signature) -> dict[str, Any]:
+        """A signature row as another node receives it (`carried_from`): every field its hash
+        covers, its hashes, and how it was given; the time as UTC ISO text."""
+        out = {name: getattr(sig, name) for name in CARRIED}
+        moment = sig.signed_at if sig.signed_at.tzinfo else sig.signed_at.replace(tzinfo=UTC)
+        out["signed_at"] = moment.astimezone(UTC).isoformat()
+        return out
+
+    def carried_from(
+        self, uow: UnitOfWork, fields: dict[str, Any], *, record_type: str, record_id: str
+    ) -> Signature:
+        """A signature made at another node (the control site's QP release of this site's
+        batch: replication/releases.py), to be stored here exactly as it was made (the same
+        id, time and hashes) so this node's records check against it; not added to the
+        session (the caller adds it with the change it certifies). Refused (field
+        `signature`) when a field is missing, when it is not about `record_type`/`record_id`,
+        when its hash does not cover its fields, or when its signer is not known here."""
+        missing = [n for n in CARRIED if n != "components" and not fields.get(n)]
+        if missing:
+            raise ValidationFailed(
+                f"the signature carried lacks {', '.join(missing)}", field="signature"
+            )
+        values = {n: fields.get(n) for n in CARRIED}
+        values["signed_at"] = datetime.fromisoformat(str(fields["signed_at"]))
+        sig = Signature(**values, session_id=None)
+        if (
+            sig.record_type != record_type
+            or sig.record_id != record_id
+            or sig.signature_hash != hash_of(sig)
+        ):
+            raise Refused(
+                f"the signature carried is not the one made for {record_type} {record_id}",
+                field="signature",
+                code="signature_invalid",
+            )
+        if uow.session.get(User, sig.signer_id) is None:
+            raise Refused(
+                f"the signer {sig.signer_name} ({sig.signer_id}) is not known at this node",
+                field="signature",
+                code="signer_unknown",
+            )
+        if uow.session.get(Signature, sig.id) is not None:
+            raise Refused(
+                f"signature {sig.id} is already stored here", field="signature", code="duplicate"
+            )
+        return sig

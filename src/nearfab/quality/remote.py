@@ -1,0 +1,239 @@
+"""A QP release across the network: a site node's batch, released at the control site.
+
+A site node makes and records its batches but may not release them (common/node.py); the
+control site's QP holds only what the site sends. So the decision travels in three steps
+(docs/replication.md, "Release across the network"):
+
+1. `dossier` (at the site node): what the QP would be shown at the site, frozen: the content
+   a QP decision signs (quality's `_signed_content`: batch record, manual steps and their
+   signatures, laboratory results, RTRT proposal, deviations) with its hash, and every reason
+   the site knows that a release would be refused now (`release_refusals` without a signer).
+2. `sign` (at the control site): the QP signs that content with the decision, by the same
+   rules as `QualityService.decide` for everything the control can know (the signatory's role,
+   their assignment to the master file, the reason rules, the site's refusals), with a Part 11
+   signature bound to the batch record's id and the content's hash.
+3. `apply` (at the site node, on the control's record): the signature is checked against the
+   site's own batch record as it is now (a record changed since the dossier is not released),
+   the site's refusals are asked again, and the decision is recorded exactly as a local one,
+   with the QP's signature row (the same id and hash) in the site's signature store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nearfab.common.errors import Forbidden, NotFound, Refused, ValidationFailed
+from nearfab.common.node import RELEASE_DECISION
+from nearfab.identity import Actor, Permission, authorize
+from nearfab.identity import record_hash as hash_of_record
+from nearfab.quality.enums import Decision, ReviewStatus
+from nearfab.quality.events import BatchDispositioned
+from nearfab.quality.exceptional import out_of_specification
+from nearfab.quality.kit import exceptional_only, release_kit, release_signatory, signatory_title
+from nearfab.quality.logic import decision_reason
+from nearfab.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from nearfab.identity import Signature
+    from nearfab.quality.models import ReleaseReview
+    from nearfab.quality.services import QualityService
+
+
+class RemoteRelease:
+    """The three steps of a release across the network (module docstring); one per
+    `QualityService` (`quality.remote`)."""
+
+    def __init__(self, quality: QualityService) -> None:
+        self._q = quality
+
+    def require_control(self) -> None:
+        """Refused (`control_site_only`) at a site node: a QP decision is the control's."""
+        self._q.node.require_control(RELEASE_DECISION)
+
+    # --- 1. at the site node -----------------------------------------------------------------
+    def dossier(self, uow: UnitOfWork, batch_id: str) -> dict[str, Any]:
+        """The release dossier of a batch waiting for the QP: what the control site's QP signs
+        (`content`, its hash `shown_hash`) and why a release would be refused now
+        (`blockers`, the site's to settle). NotFound when the batch waits for no QP."""
+        q = self._q
+        batch = q._production.get(uow, batch_id)
+        review = q.review_for(uow, batch.id)
+        if review is None or review.status != ReviewStatus.PENDING.value:
+            raise NotFound(
+                f"batch {batch.batch_number} does not wait for a QP decision", field="batch_id"
+            )
+        signatory = q.signatory_for(uow, batch)
+        blockers = [err.message for err in q.release_refusals(uow, None, batch, signatory)]
+        if review.record_hash and hash_of_record(batch.content()) != review.record_hash:
+            blockers.insert(0, f"the record of batch {batch.batch_number} changed after the RTRT")
+        content = q._signed_content(uow, batch, review, None, None)
+        return {
+            "batch_id": batch.id,
+            "batch_number": batch.batch_number,
+            "site_id": batch.site_id,
+            "order_id": batch.order_id,
+            "review_id": review.id,
+            "master_file_id": batch.master_file_id,
+            "master_file_code": batch.master_file_code,
+            "signatory": signatory,
+            "proposed_decision": review.proposed_decision,
+            "reasons": list(review.proposal.get("reasons") or []),
+            "pending_results": q.pending_results(review),
+            "out_of_specification": out_of_specification(review),
+            "blockers": blockers,
+            "shown_hash": hash_of_record(content),
+            "content": content,
+        }
+
+    # --- 2. at the control site --------------------------------------------------------------
+    def sign(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        dossier: dict[str, Any],
+        *,
+        decision: Decision | str,
+        password: str,
+        meaning: str,
+        reason: str | None = None,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> tuple[Signature, Decision, str | None]:
+        """The control site's QP signs a site node's dossier: their role and assignment, the
+        reason rules and the site's refusals checked as `decide` checks them; the signature is
+        added to the transaction (the caller records the decision and commits). Returns the
+        signature, the decision and the reason as signed."""
+        q = self._q
+        self.require_control()  # the control site's decision
+        site_id = str(dossier["site_id"])
+        authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
+        mf = q._master_files.get(uow, str(dossier["master_file_id"]))
+        kit = release_kit(q._families, mf.product_family)
+        signatory = release_signatory(kit)
+        number = dossier["batch_number"]
+        if not q.may_sign(actor, signatory):
+            raise Forbidden(
+                f"batch {number} is released by the {signatory_title(signatory)} "
+                f"(role {signatory}); {actor.username} does not hold it",
+                field="signer",
+                code="wrong_signatory",
+            )
+        try:
+            decided = Decision(decision)
+        except ValueError:
+            raise ValidationFailed(
+                f"decision must be release or reject, not {decision!r}", field="decision"
+            ) from None
+        if decided is Decision.RELEASE:
+            title = signatory_title(signatory)
+            if not q._master_files.assigned_signers(uow, [(mf.code, actor.user_id, signatory)]):
+                raise Refused(
+                    f"{actor.full_name} is not an active {title} assigned to master file "
+                    f"{mf.code}; only an assigned {title} certifies its batches",
+                    field="signer",
+                    code="not_qp_for_master_file",
+                )
+            blockers = list(dossier.get("blockers") or [])
+            if blockers:
+                raise Refused(
+                    f"the site node reports batch {number} not ready: {blockers[0]}",
+                    field="batch_id",
+                    code="not_ready",
+                )
+            failed = list(dossier.get("out_of_specification") or [])
+            if failed and exceptional_only(kit):
+                raise Refused(
+                    f"batch {number} is out of specification ({', '.join(failed)}); an "
+                    "exceptional release of a site node's batch is signed at that site's "
+                    "node with the physician's request, not across the network",
+                    field="exceptional",
+                    code="out_of_specification",
+                )
+        if hash_of_record(dossier["content"]) != dossier["shown_hash"]:
+            raise Refused(
+                f"the dossier of batch {number} does not hash to what the site sent; nothing "
+                "was signed",
+                field="shown_hash",
+                code="record_changed",
+            )
+        reason = decision_reason(decided, str(dossier["proposed_decision"]), reason)
+        content = {**dossier["content"], "decision": decided.value, "reason": reason}
+        sig = q._signatures.sign(
+            uow,
+            actor,
+            password=password,
+            meaning=q.manifest_meaning(
+                meaning, dossier["content"]["proposal"], decided, None, signatory
+            ),
+            record_type="batch",
+            record_id=str(dossier["batch_id"]),
+            content=content,
+            username=username,
+            totp=totp,
+            require_totp=mf.totp_for_signing,
+            site_id=site_id,
+        )
+        return sig, decided, reason
+
+    # --- 3. back at the site node ------------------------------------------------------------
+    def apply(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        batch_id: str,
+        review_id: str,
+        decision: str,
+        reason: str | None,
+        signature: dict[str, Any],
+    ) -> ReleaseReview:
+        """Record the control site's QP decision on this site's batch, in the caller's
+        transaction (the caller writes what it applied and commits). Refused, with nothing
+        written, when the review is not the one decided or no longer waits, when the signature
+        row is not the one the control made, when its signer is unknown here, when the batch
+        record differs from what the QP signed (changed since the dossier), or, for a release,
+        when the site would refuse it now (a recalled lot, an alarm, packs not serialised)."""
+        q = self._q
+        batch = q._production.get(uow, batch_id)
+        review = q.review_for(uow, batch.id)
+        if review is None or review.id != review_id:
+            raise Refused(
+                f"the QP decided review {review_id}, not batch {batch.batch_number}'s",
+                field="review_id",
+                code="not_this_review",
+            )
+        if review.status != ReviewStatus.PENDING.value:
+            raise Refused(
+                f"batch {batch.batch_number} is already {review.status} here",
+                field="batch_id",
+                code="already_decided",
+            )
+        try:
+            decided = Decision(decision)
+        except ValueError:
+            raise ValidationFailed(
+                f"decision must be release or reject, not {decision!r}", field="decision"
+            ) from None
+        sig = q._signatures.carried_from(uow, signature, record_type="batch", record_id=batch.id)
+        content = q._signed_content(uow, batch, review, decided.value, reason)
+        if not q._signatures.is_valid(sig, content):
+            raise Refused(
+                f"the record of batch {batch.batch_number} is not the one the QP signed (it "
+                "changed after the dossier was sent); nothing was recorded",
+                field="record_hash",
+                code="record_changed",
+            )
+        signatory = q.signatory_for(uow, batch)
+        if decided is Decision.RELEASE:
+            refusals = q.release_refusals(uow, None, batch, signatory)
+            if refusals:
+                raise refusals[0]
+        uow.session.add(sig)
+        uow.flush()
+        q._record_decision(uow, actor, batch, review, decided, reason, sig, signatory)
+        review.decided_by, review.decided_at = sig.signer_id, sig.signed_at
+        if decided is Decision.RELEASE:
+            q.followups.open_for_release(uow, actor, batch, review, q.check_titles())
+        uow.flush()
+        uow.emit(BatchDispositioned(batch.id, decided.value))
+        return review

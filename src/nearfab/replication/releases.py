@@ -1,0 +1,259 @@
+"""Release across the network (docs/replication.md, "Release across the network").
+
+A site node's batch is released by the control site's QP: the site sends a **release dossier**
+(`SiteDossiers.send_ready`: an audit row `release_dossier` carrying quality's dossier, which the
+capture turns into a `dossier` record as well); the control keeps the newest dossier of each
+batch in its inbox and its QP signs one (`ControlReleases.decide`: an audit row
+`remote_release` carrying the decision and the QP's signature row, which goes back to the
+sites); the site node applies it (`replication/decisions.py`, through quality's
+`RemoteRelease.apply`), or says on record why not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from nearfab.common.errors import NotFound, Refused
+from nearfab.identity import Actor, AuditAction, SignatureService, audit, system_actor
+from nearfab.identity.reads import audit_entries_on
+from nearfab.quality import RemoteRelease, refused_on_batch
+from nearfab.replication.capture import DOSSIER_ENTITY
+from nearfab.replication.decisions import REMOTE_RELEASE_ENTITY
+from nearfab.replication.enums import RecordKind
+from nearfab.replication.models import InboxRecord
+from nearfab.replication.services import ReplicationService
+from nearfab.uow import UnitOfWork
+
+
+class PendingReviews(Protocol):
+    def __call__(self, uow: UnitOfWork) -> list[Any]: ...
+
+
+class SiteDossiers:
+    """A site node's side: send a dossier for each of its batches waiting for the QP."""
+
+    def __init__(
+        self, service: ReplicationService, remote: RemoteRelease, pending: PendingReviews
+    ) -> None:
+        self.service = service
+        self._remote = remote
+        self._pending = pending
+        self.actor = replace(system_actor("replication"), site_id=service.site_id)
+
+    def send_ready(self, uow_factory: Callable[[], UnitOfWork]) -> list[str]:
+        """Write a dossier for every batch of this site waiting for a QP decision whose
+        dossier is not the one last sent (a new batch, a record signed or changed since, a
+        blocker settled), each with its audit row in its own transaction. Returns the batch ids
+        sent for. Safe to call at every replication pass: an unchanged dossier is not sent
+        again."""
+        site = self.service.site_id
+        with uow_factory() as uow:
+            waiting = [r.batch_id for r in self._pending(uow) if r.site_id == site]
+            last: dict[str, tuple[Any, Any]] = {}
+            for row in audit_entries_on(uow.session, {DOSSIER_ENTITY: waiting}):
+                new = row.new or {}
+                last[row.entity_id] = (new.get("shown_hash"), new.get("blockers"))
+        sent = []
+        for batch_id in waiting:
+            with uow_factory() as uow:
+                try:
+                    dossier = self._remote.dossier(uow, batch_id)
+                except NotFound:  # decided meanwhile
+                    continue
+                if last.get(batch_id) == (dossier["shown_hash"], dossier["blockers"]):
+                    continue
+                audit(
+                    uow,
+                    self.actor,
+                    AuditAction.CREATE,
+                    DOSSIER_ENTITY,
+                    batch_id,
+                    new=dossier,
+                    reason=(
+                        f"batch {dossier['batch_number']} sent to the control site's QP"
+                        + (f" (not ready: {dossier['blockers'][0]})" if dossier["blockers"] else "")
+                    ),
+                    site_id=site,
+                )
+                uow.commit()
+            sent.append(batch_id)
+        return sent
+
+
+@dataclass(frozen=True)
+class ReceivedDossier:
+    """A dossier as the control holds it: the record that carried it and the dossier."""
+
+    record_id: str
+    record_hash: str
+    origin_site: str
+    seq: int
+    received_at: str
+    dossier: dict[str, Any]
+    decision: dict[str, Any] | None = None  # the control's decision on it, once signed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.dossier
+        return {
+            "record_id": self.record_id,
+            "origin_site": self.origin_site,
+            "seq": self.seq,
+            "received_at": self.received_at,
+            "batch_id": d["batch_id"],
+            "batch_number": d["batch_number"],
+            "site_id": d["site_id"],
+            "master_file_code": d["master_file_code"],
+            "proposed_decision": d["proposed_decision"],
+            "reasons": d["reasons"],
+            "pending_results": d["pending_results"],
+            "blockers": d["blockers"],
+            "shown_hash": d["shown_hash"],
+            "decision": self.decision,
+        }
+
+
+class ControlReleases:
+    """The control site's side: the site nodes' dossiers waiting for a QP, and the decision."""
+
+    def __init__(self, service: ReplicationService, remote: RemoteRelease) -> None:
+        self.service = service
+        self._remote = remote
+
+    def dossiers(self, uow: UnitOfWork, *, waiting_only: bool = True) -> list[ReceivedDossier]:
+        """The newest dossier of each site batch received, oldest first, with the decision
+        signed on it (if any); `waiting_only`: those not decided yet. A dossier sent again
+        after a decision (the site refused it as changed, say) waits again."""
+        newest: dict[tuple[str, str], ReceivedDossier] = {}
+        rows = uow.session.execute(
+            select(InboxRecord)
+            .where(InboxRecord.kind == RecordKind.DOSSIER.value)
+            .order_by(InboxRecord.origin_site, InboxRecord.seq)
+        ).scalars()
+        for rec in rows:
+            dossier = json.loads(rec.payload)
+            newest[(rec.origin_site, str(dossier["batch_id"]))] = ReceivedDossier(
+                rec.id,
+                rec.record_hash,
+                rec.origin_site,
+                rec.seq,
+                rec.received_at.isoformat(),
+                dossier,
+            )
+        decided: dict[str, dict[str, Any]] = {}
+        batches = [batch for _, batch in newest]
+        for row in audit_entries_on(uow.session, {REMOTE_RELEASE_ENTITY: batches}):
+            new = row.new or {}
+            decided[str(new.get("dossier_record"))] = {
+                "decision": new.get("decision"),
+                "reason": new.get("reason"),
+                "signed_by": (new.get("signature") or {}).get("signer_name"),
+                "signed_at": (new.get("signature") or {}).get("signed_at"),
+            }
+        out = [replace(d, decision=decided.get(d.record_id)) for d in newest.values()]
+        if waiting_only:
+            out = [d for d in out if d.decision is None]
+        return sorted(out, key=lambda d: (d.received_at, d.record_id))
+
+    def get(self, uow: UnitOfWork, record_id: str) -> ReceivedDossier:
+        """The dossier a record carried, if it is the newest of its batch; NotFound for no
+        such dossier, Refused (`superseded`) for one the site has sent a newer dossier after."""
+        rec = uow.session.get(InboxRecord, record_id)
+        if rec is None or rec.kind != RecordKind.DOSSIER.value:
+            raise NotFound(f"no release dossier {record_id!r} received", field="record_id")
+        batch_id = str(json.loads(rec.payload)["batch_id"])
+        for d in self.dossiers(uow, waiting_only=False):
+            if d.dossier["batch_id"] == batch_id and d.origin_site == rec.origin_site:
+                if d.record_id != record_id:
+                    raise Refused(
+                        f"dossier {record_id} of batch {d.dossier['batch_number']} was superseded "
+                        f"by the site's newer dossier {d.record_id}; look again",
+                        field="record_id",
+                        code="superseded",
+                    )
+                return d
+        raise NotFound(f"no release dossier {record_id!r} received", field="record_id")
+
+    def decide(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        record_id: str,
+        *,
+        decision: str,
+        password: str,
+        meaning: str,
+        reason: str | None = None,
+        shown_hash: str | None = None,
+        username: str | None = None,
+        totp: str | None = None,
+    ) -> dict[str, Any]:
+        """The control site's QP releases or rejects a site node's batch on its newest dossier
+        (`shown_hash`: the dossier's hash the QP was shown; another is refused). Writes the
+        signature and the `remote_release` audit row (decision, reason, the dossier's record
+        and hash, the signature row) in one transaction; that row goes to the site node, which
+        applies it. Every refusal is on record against the batch (quality's rule for QP
+        decisions)."""
+        rec = uow.session.get(InboxRecord, record_id)
+        batch_key = str(json.loads(rec.payload).get("batch_id")) if rec is not None else record_id
+        site_key = str(json.loads(rec.payload).get("site_id")) if rec is not None else None
+        with refused_on_batch(uow, actor, batch_key, site_key):
+            self._remote.require_control()  # before anything: a site node decides nothing
+            received = self.get(uow, record_id)
+            dossier = received.dossier
+            if received.decision is not None:
+                done = "released" if received.decision["decision"] == "release" else "rejected"
+                raise Refused(
+                    f"batch {dossier['batch_number']} was already {done} on this dossier by "
+                    f"{received.decision['signed_by']}",
+                    field="record_id",
+                    code="already_decided",
+                )
+            if shown_hash and shown_hash != dossier["shown_hash"]:
+                raise Refused(
+                    f"the dossier of batch {dossier['batch_number']} is not the one you were "
+                    "shown; nothing was signed, look again",
+                    field="shown_hash",
+                    code="record_changed",
+                )
+            sig, decided, why = self._remote.sign(
+                uow,
+                actor,
+                dossier,
+                decision=decision,
+                password=password,
+                meaning=meaning,
+                reason=reason,
+                username=username,
+                totp=totp,
+            )
+            body = {
+                "dossier_record": received.record_id,
+                "dossier_record_hash": received.record_hash,
+                "origin_site": received.origin_site,
+                "site_id": dossier["site_id"],
+                "batch_id": dossier["batch_id"],
+                "batch_number": dossier["batch_number"],
+                "review_id": dossier["review_id"],
+                "shown_hash": dossier["shown_hash"],
+                "decision": decided.value,
+                "reason": why,
+                "signature": SignatureService.carried(sig),
+            }
+            audit(
+                uow,
+                actor,
+                AuditAction.SIGN,
+                REMOTE_RELEASE_ENTITY,
+                str(dossier["batch_id"]),
+                new=body,
+                reason=why or f"QP {decided.value} of site node batch {dossier['batch_number']}",
+                site_id=str(dossier["site_id"]),
+            )
+            uow.flush()
+        uow.commit()
+        return body

@@ -1,0 +1,299 @@
+"""Issue 17: a site node's batch is released by the control site's QP.
+
+The site node sends a release dossier; the control node's QP signs a decision on it with a
+Part 11 signature; the decision travels back and the site records it with the QP's signature
+row. What is checked comes from each node's own tables read directly (the batch, its review,
+its packs, the signature rows), and the signature is re-checked here from the documented
+formula (SHA-256 of the canonical JSON of the signed content; docs/accounts-and-signatures.md)
+with hashlib, not with the code that made it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.replication import test_replication_mqtt as base
+from tests.replication.test_replication_mqtt import repl, wait_for
+from tests.telemetry.test_mqtt import Broker
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import Forbidden, Refused, Unauthenticated, ValidationFailed
+from nearfab.custody import SerialUnit
+from nearfab.identity import AuditEntry, Signature
+from nearfab.quality import ReleaseReview
+from nearfab.replication import OutboxPublisher, start_inbox
+from nearfab.replication.decisions import APPLIED_ENTITY
+from nearfab.replication.releases import ControlReleases, SiteDossiers
+from nearfab.telemetry import BrokerAddress
+
+broker, nodes = base.broker, base.nodes  # the fixtures: a private Mosquitto, two nodes
+
+MEANING = "QP certification: batch released"
+
+
+def canonical_sha256(value: Any) -> str:
+    """docs/accounts-and-signatures.md: SHA-256 of the canonical JSON (sorted keys, no
+    spaces, UTF-8) of the record's content."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dossiers_of(site: App) -> SiteDossiers:
+    assert site.dossiers is not None
+    return site.dossiers
+
+
+def releases_of(control: App) -> ControlReleases:
+    assert control.remote_releases is not None
+    return control.remote_releases
+
+
+def deliver(src: App, dst: App) -> int:
+    """Everything `src` has not sent yet, applied at `dst` as its inbox does (then, at a site
+    node, the control's decisions acted on); the records are marked sent. In-process, no
+    broker: the broker path is the first test's."""
+    with src.uow() as uow:
+        repl(src).capture_now(uow)
+    with src.uow() as uow:
+        records = repl(src).pending(uow, 100_000)
+    with dst.uow() as uow:
+        repl(dst).apply(uow, [r.to_message() for r in records])
+    with src.uow() as uow:
+        ids = [r.id for r in records]
+        repl(src).mark_published(uow, ids, ids)  # commits
+    if repl(dst).decisions is not None:
+        repl(dst).decisions.apply_pending(dst.uow)
+    return len(records)
+
+
+def review_of(app: App, batch_id: str) -> ReleaseReview:
+    with app.uow() as uow:
+        row = uow.session.scalar(select(ReleaseReview).where(ReleaseReview.batch_id == batch_id))
+        assert row is not None
+        uow.session.expunge(row)
+        return row
+
+
+def signature_row(app: App, sig_id: str) -> Signature | None:
+    with app.uow() as uow:
+        row = uow.session.get(Signature, sig_id)
+        if row is not None:
+            uow.session.expunge(row)
+        return row
+
+
+def pack_statuses(app: App, batch_id: str) -> set[str]:
+    with app.uow() as uow:
+        return set(
+            uow.session.scalars(select(SerialUnit.status).where(SerialUnit.batch_id == batch_id))
+        )
+
+
+def applied_rows(app: App) -> list[AuditEntry]:
+    with app.uow() as uow:
+        rows = list(
+            uow.session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.entity_type == APPLIED_ENTITY)
+                .order_by(AuditEntry.seq)
+            )
+        )
+        for row in rows:
+            uow.session.expunge(row)
+        return rows
+
+
+def decide(control: App, record_id: str, **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "decision": "release",
+        "password": fh.TEST_PASSWORD,
+        "meaning": MEANING,
+        **kw,
+    }
+    who = args.pop("who", "qp")
+    with control.uow() as uow:
+        return releases_of(control).decide(uow, fh.actor(control, who), record_id, **args)
+
+
+def waiting(control: App) -> list[Any]:
+    with control.uow() as uow:
+        return releases_of(control).dossiers(uow)
+
+
+def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_through_mosquitto(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    site, control = nodes
+    assert site.dossiers is not None and site.remote_releases is None
+    assert control.remote_releases is not None and control.dossiers is None
+    batch_id = fh.make_batch(site)  # made here, steps signed, audit trail reviewed
+    made = fh.batch(site, batch_id)
+    assert made.status == "completed" and pack_statuses(site, batch_id) == {"quarantine"}
+
+    assert dossiers_of(site).send_ready(site.uow) == [batch_id]
+    assert dossiers_of(site).send_ready(site.uow) == []  # unchanged: not sent again
+
+    address = BrokerAddress("127.0.0.1", broker.port)
+    control_inbox = start_inbox(
+        repl(control), control.uow, address, control_site_id=repl(control).site_id
+    )
+    site_inbox = start_inbox(repl(site), site.uow, address, control_site_id=repl(control).site_id)
+    try:
+        base.send(site, broker)
+        assert wait_for(lambda: len(waiting(control)) == 1)
+        (dossier,) = waiting(control)
+        # what the control's QP is shown is the site's own record, as the site holds it
+        assert dossier.dossier["content"]["batch"] == json.loads(
+            json.dumps(made.content(), default=lambda v: v.isoformat())
+        )
+        assert dossier.dossier["blockers"] == []
+        assert dossier.dossier["shown_hash"] == canonical_sha256(dossier.dossier["content"])
+        assert dossier.origin_site == repl(site).site_id
+
+        body = decide(control, dossier.record_id, shown_hash=dossier.dossier["shown_hash"])
+        sig_at_control = signature_row(control, body["signature"]["id"])
+        assert sig_at_control is not None and sig_at_control.record_id == batch_id
+        # the signature binds the dossier's content with the decision (hand-computed hash)
+        signed = {**dossier.dossier["content"], "decision": "release", "reason": None}
+        assert sig_at_control.record_hash == canonical_sha256(signed)
+        assert waiting(control) == []
+
+        publisher = OutboxPublisher(address, "nearfab-node-control")
+        try:
+            result = repl(control).replicate_once(control.uow, publisher)
+        finally:
+            publisher.close()
+        assert result.error is None and result.pending == 0
+        assert wait_for(lambda: fh.batch(site, batch_id).status == "released")
+    finally:
+        control_inbox.stop()
+        site_inbox.stop()
+
+    review = review_of(site, batch_id)
+    qp = fh.actor(control, "qp")
+    assert review.status == "released" and review.decision == "release"
+    assert review.decided_by == qp.user_id  # the QP's decision, not the replicator's
+    sig_here = signature_row(site, review.signature_id or "")
+    assert sig_here is not None
+    # the same signature row as the control's: id, signer, time, hashes
+    for name in ("signer_id", "signer_name", "meaning", "record_hash", "signature_hash"):
+        assert getattr(sig_here, name) == getattr(sig_at_control, name), name
+    assert sig_here.signed_at.replace(tzinfo=None) == sig_at_control.signed_at.replace(tzinfo=None)
+    assert pack_statuses(site, batch_id) == {"released"}
+    assert fh.order_status(site, made.order_id) == "released"
+    with site.uow() as uow:
+        assert site.quality.signature_valid(uow, site.quality.get_review(uow, batch_id)) is True
+    (applied,) = applied_rows(site)
+    assert applied.new is not None and applied.new["outcome"] == "released here"
+    assert applied.new["batch_id"] == batch_id and applied.action == "create"
+
+
+def test_a_record_changed_after_the_dossier_is_not_released_and_the_new_dossier_waits(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    (first,) = waiting(control)
+    decide(control, first.record_id)
+    # meanwhile at the site: a deviation is reported on the batch (the record the QP signs)
+    with site.uow() as uow:
+        site.quality.records.open_deviation(
+            uow,
+            fh.actor(site, "pharmacist"),
+            batch_id,
+            description="tablet found chipped at inspection",
+        )  # commits
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "completed"  # not released
+    assert pack_statuses(site, batch_id) == {"quarantine"}
+    (applied,) = applied_rows(site)
+    assert applied.action == "refuse" and applied.new is not None
+    assert "not the one the QP signed" in applied.new["outcome"]
+    assert signature_row(site, applied.new["signature_id"]) is None  # nothing half-written
+    deliver(control, site)  # acted on once: a second pass records nothing more
+    assert len(applied_rows(site)) == 1
+
+    assert dossiers_of(site).send_ready(site.uow) == [batch_id]  # the changed record
+    deliver(site, control)
+    (second,) = waiting(control)
+    assert second.record_id != first.record_id
+    descriptions = [d["description"] for d in second.dossier["content"]["deviations"]]
+    assert "tablet found chipped at inspection" in descriptions
+    with pytest.raises(Refused) as superseded:
+        decide(control, first.record_id)
+    assert superseded.value.code in ("superseded", "already_decided")
+
+
+def test_a_rejection_at_the_control_rejects_the_batch_and_its_packs_at_the_site(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    (dossier,) = waiting(control)
+    with pytest.raises(ValidationFailed) as no_reason:
+        decide(control, dossier.record_id, decision="reject")
+    assert no_reason.value.field == "reason"
+    decide(control, dossier.record_id, decision="reject", reason="coating defect seen on photos")
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "rejected"
+    assert pack_statuses(site, batch_id) == {"rejected"}
+    review = review_of(site, batch_id)
+    assert review.status == "rejected" and review.reason == "coating defect seen on photos"
+
+
+def test_what_the_control_refuses_is_on_record_and_nothing_is_signed(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    not_ready = fh.make_batch(site, ready=False)  # steps unsigned, audit trail not reviewed
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    (dossier,) = waiting(control)
+    assert dossier.dossier["blockers"], "the site names why it is not ready"
+
+    def signatures_at_control() -> int:
+        with control.uow() as uow:
+            return len(uow.session.scalars(select(Signature.id)).all())
+
+    before = signatures_at_control()
+    with pytest.raises(Refused) as blocked:
+        decide(control, dossier.record_id)
+    assert blocked.value.code == "not_ready"
+    assert dossier.dossier["blockers"][0] in blocked.value.message
+    with pytest.raises(Unauthenticated):
+        decide(
+            control,
+            dossier.record_id,
+            decision="reject",
+            reason="record incomplete",
+            password="not the password",
+        )
+    with pytest.raises(Forbidden):
+        decide(control, dossier.record_id, who="pharmacist")
+    with pytest.raises(Refused) as shown:
+        decide(control, dossier.record_id, shown_hash="0" * 64)
+    assert shown.value.code == "record_changed"
+    assert signatures_at_control() == before
+    with control.uow() as uow:
+        refusals = uow.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "batch",
+                AuditEntry.entity_id == not_ready,
+                AuditEntry.action == "refuse",
+            )
+        ).all()
+    assert len(refusals) >= 3  # each failed attempt at a QP decision is a record
+
+    # a rejection needs no ready record: the QP may reject what is not ready
+    decide(control, dossier.record_id, decision="reject", reason="batch record incomplete")
+    with pytest.raises(Refused) as twice:
+        decide(control, dossier.record_id, decision="reject", reason="again")
+    assert twice.value.code == "already_decided"
