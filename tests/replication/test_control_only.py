@@ -69,7 +69,7 @@ USE_CASES: dict[str, tuple[str, UseCase]] = {
         lambda app, uow, ids: ControlReleases(base.repl(app), app.quality.remote).decide(
             uow,
             fh.actor(app, "qp"),
-            f"{ids['site']}/audit:1",
+            ids["batch"],
             decision="release",
             password=fh.TEST_PASSWORD,
             meaning="QP certification: batch released",

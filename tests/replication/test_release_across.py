@@ -107,7 +107,7 @@ def applied_rows(app: App) -> list[AuditEntry]:
         return rows
 
 
-def decide(control: App, record_id: str, **kw: Any) -> dict[str, Any]:
+def decide(control: App, batch_id: str, **kw: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "decision": "release",
         "password": fh.TEST_PASSWORD,
@@ -116,7 +116,11 @@ def decide(control: App, record_id: str, **kw: Any) -> dict[str, Any]:
     }
     who = args.pop("who", "qp")
     with control.uow() as uow:
-        return releases_of(control).decide(uow, fh.actor(control, who), record_id, **args)
+        return releases_of(control).decide(uow, fh.actor(control, who), batch_id, **args)
+
+
+def batch_id_of(dossier: Any) -> str:
+    return str(dossier.dossier["batch_id"])
 
 
 def waiting(control: App) -> list[Any]:
@@ -154,7 +158,7 @@ def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_thro
         assert dossier.dossier["shown_hash"] == canonical_sha256(dossier.dossier["content"])
         assert dossier.origin_site == repl(site).site_id
 
-        body = decide(control, dossier.record_id, shown_hash=dossier.dossier["shown_hash"])
+        body = decide(control, batch_id, shown_hash=dossier.dossier["shown_hash"])
         sig_at_control = signature_row(control, body["signature"]["id"])
         assert sig_at_control is not None and sig_at_control.record_id == batch_id
         # the signature binds the dossier's content with the decision (hand-computed hash)
@@ -200,7 +204,7 @@ def test_a_record_changed_after_the_dossier_is_not_released_and_the_new_dossier_
     dossiers_of(site).send_ready(site.uow)
     deliver(site, control)
     (first,) = waiting(control)
-    decide(control, first.record_id)
+    decide(control, batch_id, shown_hash=first.dossier["shown_hash"])
     # meanwhile at the site: a deviation is reported on the batch (the record the QP signs)
     with site.uow() as uow:
         site.quality.records.open_deviation(
@@ -225,9 +229,11 @@ def test_a_record_changed_after_the_dossier_is_not_released_and_the_new_dossier_
     assert second.record_id != first.record_id
     descriptions = [d["description"] for d in second.dossier["content"]["deviations"]]
     assert "tablet found chipped at inspection" in descriptions
-    with pytest.raises(Refused) as superseded:
-        decide(control, first.record_id)
-    assert superseded.value.code in ("superseded", "already_decided")
+    with pytest.raises(Refused) as superseded:  # signing what was shown before: refused
+        decide(control, batch_id, shown_hash=first.dossier["shown_hash"])
+    assert superseded.value.code == "record_changed"
+    assert "newer one" in superseded.value.message
+    decide(control, batch_id, decision="reject", reason="chipped tablet")  # the newest: decided
 
 
 def test_a_rejection_at_the_control_rejects_the_batch_and_its_packs_at_the_site(
@@ -239,9 +245,9 @@ def test_a_rejection_at_the_control_rejects_the_batch_and_its_packs_at_the_site(
     deliver(site, control)
     (dossier,) = waiting(control)
     with pytest.raises(ValidationFailed) as no_reason:
-        decide(control, dossier.record_id, decision="reject")
+        decide(control, batch_id_of(dossier), decision="reject")
     assert no_reason.value.field == "reason"
-    decide(control, dossier.record_id, decision="reject", reason="coating defect seen on photos")
+    decide(control, batch_id_of(dossier), decision="reject", reason="coating defect seen on photos")
     deliver(control, site)
     assert fh.batch(site, batch_id).status == "rejected"
     assert pack_statuses(site, batch_id) == {"rejected"}
@@ -265,21 +271,21 @@ def test_what_the_control_refuses_is_on_record_and_nothing_is_signed(
 
     before = signatures_at_control()
     with pytest.raises(Refused) as blocked:
-        decide(control, dossier.record_id)
+        decide(control, batch_id_of(dossier))
     assert blocked.value.code == "not_ready"
     assert dossier.dossier["blockers"][0] in blocked.value.message
     with pytest.raises(Unauthenticated):
         decide(
             control,
-            dossier.record_id,
+            batch_id_of(dossier),
             decision="reject",
             reason="record incomplete",
             password="not the password",
         )
     with pytest.raises(Forbidden):
-        decide(control, dossier.record_id, who="pharmacist")
+        decide(control, batch_id_of(dossier), who="pharmacist")
     with pytest.raises(Refused) as shown:
-        decide(control, dossier.record_id, shown_hash="0" * 64)
+        decide(control, batch_id_of(dossier), shown_hash="0" * 64)
     assert shown.value.code == "record_changed"
     assert signatures_at_control() == before
     with control.uow() as uow:
@@ -293,7 +299,7 @@ def test_what_the_control_refuses_is_on_record_and_nothing_is_signed(
     assert len(refusals) >= 3  # each failed attempt at a QP decision is a record
 
     # a rejection needs no ready record: the QP may reject what is not ready
-    decide(control, dossier.record_id, decision="reject", reason="batch record incomplete")
+    decide(control, batch_id_of(dossier), decision="reject", reason="batch record incomplete")
     with pytest.raises(Refused) as twice:
-        decide(control, dossier.record_id, decision="reject", reason="again")
+        decide(control, batch_id_of(dossier), decision="reject", reason="again")
     assert twice.value.code == "already_decided"

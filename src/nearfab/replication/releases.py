@@ -19,7 +19,16 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, Refused
-from nearfab.identity import Actor, AuditAction, SignatureService, audit, system_actor
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    SignatureService,
+    audit,
+    authorize,
+    system_actor,
+    visible_sites,
+)
 from nearfab.identity.reads import audit_entries_on
 from nearfab.quality import RemoteRelease, refused_on_batch
 from nearfab.replication.capture import DOSSIER_ENTITY
@@ -159,30 +168,44 @@ class ControlReleases:
             out = [d for d in out if d.decision is None]
         return sorted(out, key=lambda d: (d.received_at, d.record_id))
 
-    def get(self, uow: UnitOfWork, record_id: str) -> ReceivedDossier:
-        """The dossier a record carried, if it is the newest of its batch; NotFound for no
-        such dossier, Refused (`superseded`) for one the site has sent a newer dossier after."""
-        rec = uow.session.get(InboxRecord, record_id)
-        if rec is None or rec.kind != RecordKind.DOSSIER.value:
-            raise NotFound(f"no release dossier {record_id!r} received", field="record_id")
-        batch_id = str(json.loads(rec.payload)["batch_id"])
-        for d in self.dossiers(uow, waiting_only=False):
-            if d.dossier["batch_id"] == batch_id and d.origin_site == rec.origin_site:
-                if d.record_id != record_id:
-                    raise Refused(
-                        f"dossier {record_id} of batch {d.dossier['batch_number']} was superseded "
-                        f"by the site's newer dossier {d.record_id}; look again",
-                        field="record_id",
-                        code="superseded",
-                    )
-                return d
-        raise NotFound(f"no release dossier {record_id!r} received", field="record_id")
+    def read(
+        self, uow: UnitOfWork, actor: Actor, *, waiting_only: bool = True
+    ) -> list[ReceivedDossier]:
+        """`dossiers` of the sites `actor` sees for the release queue (`release.queue.read`)."""
+        authorize(actor, Permission.RELEASE_QUEUE_READ)
+        sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
+        return [
+            d
+            for d in self.dossiers(uow, waiting_only=waiting_only)
+            if sites is None or d.dossier["site_id"] in sites
+        ]
+
+    def newest(self, uow: UnitOfWork, batch_id: str, actor: Actor | None = None) -> ReceivedDossier:
+        """The newest dossier received for a batch (decided or not); NotFound for none, or
+        for one of a site `actor` does not see (a record elsewhere is never confirmed)."""
+        found = [
+            d for d in self.dossiers(uow, waiting_only=False) if d.dossier["batch_id"] == batch_id
+        ]
+        if actor is not None:
+            authorize(actor, Permission.RELEASE_QUEUE_READ)
+            sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
+            found = [d for d in found if sites is None or d.dossier["site_id"] in sites]
+        if not found:
+            raise NotFound(f"no release dossier received for batch {batch_id!r}", field="batch_id")
+        return max(found, key=lambda d: (d.received_at, d.seq))
+
+    def _site_of(self, uow: UnitOfWork, batch_id: str) -> str | None:
+        """The site of a batch's newest dossier, for the refusal's audit row (None: none)."""
+        try:
+            return str(self.newest(uow, batch_id).dossier["site_id"])
+        except NotFound:
+            return None
 
     def decide(
         self,
         uow: UnitOfWork,
         actor: Actor,
-        record_id: str,
+        batch_id: str,
         *,
         decision: str,
         password: str,
@@ -193,30 +216,27 @@ class ControlReleases:
         totp: str | None = None,
     ) -> dict[str, Any]:
         """The control site's QP releases or rejects a site node's batch on its newest dossier
-        (`shown_hash`: the dossier's hash the QP was shown; another is refused). Writes the
-        signature and the `remote_release` audit row (decision, reason, the dossier's record
-        and hash, the signature row) in one transaction; that row goes to the site node, which
-        applies it. Every refusal is on record against the batch (quality's rule for QP
-        decisions)."""
-        rec = uow.session.get(InboxRecord, record_id)
-        batch_key = str(json.loads(rec.payload).get("batch_id")) if rec is not None else record_id
-        site_key = str(json.loads(rec.payload).get("site_id")) if rec is not None else None
-        with refused_on_batch(uow, actor, batch_key, site_key):
+        (`shown_hash`: the hash of the dossier the QP was shown; a newer one is refused, look
+        again). Writes the signature and the `remote_release` audit row (decision, reason, the
+        dossier's record and hash, the signature row) in one transaction; that row goes to the
+        site node, which applies it. Every refusal is on record against the batch (quality's
+        rule for QP decisions)."""
+        with refused_on_batch(uow, actor, batch_id, self._site_of(uow, batch_id)):
             self._remote.require_control()  # before anything: a site node decides nothing
-            received = self.get(uow, record_id)
+            received = self.newest(uow, batch_id, actor)
             dossier = received.dossier
             if received.decision is not None:
                 done = "released" if received.decision["decision"] == "release" else "rejected"
                 raise Refused(
                     f"batch {dossier['batch_number']} was already {done} on this dossier by "
                     f"{received.decision['signed_by']}",
-                    field="record_id",
+                    field="batch_id",
                     code="already_decided",
                 )
             if shown_hash and shown_hash != dossier["shown_hash"]:
                 raise Refused(
                     f"the dossier of batch {dossier['batch_number']} is not the one you were "
-                    "shown; nothing was signed, look again",
+                    "shown (the site sent a newer one); nothing was signed, look again",
                     field="shown_hash",
                     code="record_changed",
                 )
