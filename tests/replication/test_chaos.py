@@ -8,10 +8,15 @@ control anchors them; the control's view is the union of the sites'.
 The deployment's shape (docs/replication.md): each site node publishes to a Mosquitto of its
 own, bridged (QoS 1, persistent bridge session) to the control site's Mosquitto. The expected
 records are read from each node's own tables (its audit trail, its ledger chain, its outbox),
-never from the replication code's answers."""
+never from the replication code's answers.
+
+The nodes run on SQLite; the hours-cut-off test also runs with the control on PostgreSQL and
+the kill -9 test with the site node on PostgreSQL (`on_postgresql`: the suite's private
+cluster, a database given every row of the node's seeded copy)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
@@ -29,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, inspect, select, text
 from tests import flow_helpers as fh
-from tests.conftest import CLOCK_JUMPS
+from tests.conftest import CLOCK_JUMPS, _pg_clone, _pg_drop
 from tests.replication import chaos_writer
 from tests.replication.test_replication_mqtt import owned_rows, repl, wait_for
 from tests.telemetry.test_mqtt import MOSQUITTO, Broker
@@ -41,6 +46,7 @@ from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Refused
 from nearfab.config import Settings
 from nearfab.custody import LedgerEntry
+from nearfab.db import Base
 from nearfab.identity import AuditEntry, system_actor, verify_audit_chain
 from nearfab.replication import replicate_once, start_inbox
 from nearfab.replication.decisions import APPLIED_ENTITY
@@ -60,14 +66,20 @@ def network(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> Iterator[dict[str, App]]:
     """{code: App} for the site nodes GSTT-PH and MAN-PH and the control node CTRL: copies of
-    the seeded demo network, each its own database and data folder, one simulated clock."""
+    the seeded demo network, each its own database and data folder, one simulated clock.
+    Each node on SQLite, but the one a test names by indirect parametrisation (`network`:
+    a node's code), which is on PostgreSQL (`on_postgresql`)."""
+    on_pg = getattr(request, "param", None)
     apps = {}
     for code in (*SITES, "CTRL"):
+        folder = node_folder(request, tmp_path, code)
+        url = on_postgresql(request, folder) if code == on_pg else None
         apps[code] = build_app(
-            Settings(data_dir=node_folder(request, tmp_path, code), node_site=code, **CLOCK_JUMPS),
+            Settings(data_dir=folder, database_url=url, node_site=code, **CLOCK_JUMPS),
             clock=clock,
             migrate=False,
         )
+        assert apps[code].engine.dialect.name == ("postgresql" if url else "sqlite")
     yield apps
     for app in apps.values():
         app.engine.dispose()
@@ -82,6 +94,59 @@ def node_folder(request: pytest.FixtureRequest, tmp_path: Path, code: str) -> Pa
     shutil.copyfile(tmp_path / "nearfab.db", data / "nearfab.db")
     shutil.copytree(fh._KEYS[template], data / "keys")
     return data
+
+
+def on_postgresql(request: pytest.FixtureRequest, folder: Path) -> str:
+    """Node `folder`'s database moved to PostgreSQL (the suite's private cluster): a migrated
+    database cloned from the suite's template, given every row of the node's SQLite copy of
+    the seeded network (so the same ids and keys as the other nodes), and the SQLite file
+    removed, so the node cannot fall back on it. Dropped at the end of the test. Its URL."""
+    name, url = _pg_clone(request.getfixturevalue("pg_template"))
+    request.addfinalizer(functools.partial(_pg_drop, name))
+    copy_rows(f"sqlite:///{folder / 'nearfab.db'}", url)
+    (folder / "nearfab.db").unlink()
+    return url
+
+
+def copy_rows(source: str, target: str) -> None:
+    """Every row of the migrated `source` into the migrated, seedless `target`, through the
+    models' tables, whose types convert between the backends; each table's count checked
+    (as `benchmarks/replication.py` moves a node to PostgreSQL). The triggers, foreign keys'
+    included, are off while copying (a superuser's `session_replication_role`: the rows are
+    the source's, consistent already); the sequences are moved past the copied ids."""
+    src, dst = create_engine(source), create_engine(target)
+    tables = Base.metadata.sorted_tables
+    missing = set(inspect(src).get_table_names()) - {t.name for t in tables} - {"alembic_version"}
+    assert not missing, f"tables outside the models, not copied: {sorted(missing)}"
+    try:
+        with src.connect() as s, dst.begin() as d:
+            d.execute(text("SET session_replication_role = replica"))
+            for table in reversed(tables):
+                d.execute(table.delete())
+            for table in tables:
+                rows = [dict(r._mapping) for r in s.execute(select(table))]
+                if rows:
+                    d.execute(table.insert(), rows)
+                copied = d.execute(select(func.count()).select_from(table)).scalar_one()
+                assert copied == len(rows), f"{table.name}: {copied} rows copied of {len(rows)}"
+                for column in table.primary_key.columns:
+                    sequence = d.execute(
+                        text("SELECT pg_get_serial_sequence(:t, :c)"),
+                        {"t": table.name, "c": column.name},
+                    ).scalar()
+                    if sequence:
+                        top = d.execute(select(func.max(column))).scalar() or 0
+                        d.execute(
+                            text("SELECT setval(:s, :v, false)"), {"s": sequence, "v": top + 1}
+                        )
+    finally:
+        src.dispose()
+        dst.dispose()
+
+
+#: the chaos tests that also run with one node on PostgreSQL: which one (a deployment's control
+#: is on PostgreSQL, its sites on SQLite or PostgreSQL)
+CONTROL_ON_PG = pytest.param("CTRL", id="control-on-postgresql", marks=pytest.mark.postgres)
 
 
 def _broker_folder(name: str) -> Path:
@@ -263,6 +328,7 @@ def send(app: App, address: BrokerAddress) -> Any:
     return replicate_once(repl(app), app.uow, address, timeout_s=3, connect_timeout_s=1)
 
 
+@pytest.mark.parametrize("network", [pytest.param(None, id="sqlite"), CONTROL_ON_PG], indirect=True)
 def test_sites_cut_off_for_hours_with_brokers_restarted_converge_exactly(
     network: dict[str, App], brokers: dict[str, Broker], clock: ManualClock
 ) -> None:
@@ -430,11 +496,11 @@ def test_an_anchor_names_the_ledger_head_even_when_a_batch_summary_comes_after_i
 # --- kill -9 of a node in the middle of its work -----------------------------------------------
 
 
-def committed(db: Path, site_id: str) -> tuple[set[str], list[str]]:
-    """Straight from a node's database file, opened without the app (no capture can run):
+def committed(db: str, site_id: str) -> tuple[set[str], list[str]]:
+    """Straight from a node's database (URL), opened without the app (no capture can run):
     (its committed audit rows and ledger entries as `audit:<seq>` / `ledger:<site>:<seq>`, the
     source refs of its outbox's audit and ledger records)."""
-    engine = create_engine(f"sqlite:///{db}")
+    engine = create_engine(db)
     try:
         with engine.connect() as conn:
             audit_seqs = conn.scalars(select(AuditEntry.seq)).all()
@@ -463,10 +529,14 @@ ROUNDS = 5  # the site node is killed this many times
 FORK = multiprocessing.get_context("fork")  # a child starts with the test's imports: no 4 s
 
 
-def writer(folder: Path, port: int, steps: int, start: datetime, progress: Path) -> Any:
+def writer(
+    folder: Path, port: int, steps: int, start: datetime, progress: Path, url: str | None = None
+) -> Any:
     """The site node GSTT-PH as a process of its own, working and replicating
-    (`chaos_writer.main`, also a script)."""
+    (`chaos_writer.main`, also a script); `url`: its database on PostgreSQL."""
     os.environ["NEARFAB_NODE_SITE"] = "GSTT-PH"  # read by the child, as by `nearfab node`
+    if url is not None:
+        os.environ["NEARFAB_DATABASE_URL"] = url
     try:
         proc = FORK.Process(
             target=chaos_writer.main,
@@ -476,6 +546,7 @@ def writer(folder: Path, port: int, steps: int, start: datetime, progress: Path)
         proc.start()
     finally:
         del os.environ["NEARFAB_NODE_SITE"]
+        os.environ.pop("NEARFAB_DATABASE_URL", None)
     return proc
 
 
@@ -500,8 +571,12 @@ def kill9(proc: Any) -> None:
     assert proc.exitcode == -signal.SIGKILL, proc.exitcode
 
 
+@pytest.mark.parametrize(
+    "site_on",
+    ["sqlite", pytest.param("postgresql", id="site-on-postgresql", marks=pytest.mark.postgres)],
+)
 def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock, site_on: str
 ) -> None:
     """A site node works and replicates in a process of its own; it is killed with SIGKILL at
     a random moment, five times, restarted each time later in its time, and finishes. The control
@@ -510,11 +585,14 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
     its database file is read before anything opens it again (no capture can run): every
     committed audit row and ledger entry has exactly one outbox record, and no outbox record
     is without its row. At the end the control holds the site's outbox exactly, and both
-    sides verify."""
+    sides verify. On PostgreSQL (`site_on`), the killed process's server session rolls back
+    what it had not committed."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     site_dir, control_dir = (node_folder(request, tmp_path, c) for c in ("GSTT-PH", "CTRL"))
-    site_db, control_db = site_dir / "nearfab.db", control_dir / "nearfab.db"
+    site_url = on_postgresql(request, site_dir) if site_on == "postgresql" else None
+    site_db = site_url or f"sqlite:///{site_dir / 'nearfab.db'}"
+    control_db = control_dir / "nearfab.db"
     folder = _broker_folder("kill")
     b = Broker(folder)
     b.start()
@@ -544,7 +622,9 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
         for round_ in range(ROUNDS):
             # the site node works; a random moment after its next step it dies
             before = steps_done()
-            working = writer(site_dir, b.port, 40, clock.now() + timedelta(days=round_), progress)
+            working = writer(
+                site_dir, b.port, 40, clock.now() + timedelta(days=round_), progress, site_url
+            )
             procs.append(working)
             assert wait_for(lambda w=working, n=before: steps_done() > n or not w.is_alive(), 60)
             assert working.is_alive(), f"the site node stopped: exit code {working.exitcode}"
@@ -561,14 +641,14 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
             outbox_matches_committed_rows(f"after kill {round_ + 1}")
 
         # the site node restarts once more and finishes: nothing waits in its outbox
-        last = writer(site_dir, b.port, 2, clock.now() + timedelta(days=ROUNDS), progress)
+        last = writer(site_dir, b.port, 2, clock.now() + timedelta(days=ROUNDS), progress, site_url)
         procs.append(last)
         last.join(90)
         assert last.exitcode == 0 and progress.read_text().endswith("done\n"), progress.read_text()[
             -1000:
         ]
         outbox_matches_committed_rows("at the end")
-        with site_app(site_dir, clock) as site:
+        with site_app(site_dir, clock, site_url) as site:
             mine = outbox_rows(site)
         # the restarted receiver takes in what the broker kept for the control's session
         assert wait_for(lambda: inbox_rows(control, site_id) == mine, 30), (
@@ -582,7 +662,7 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
         b.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
-    with site_app(site_dir, clock) as site:
+    with site_app(site_dir, clock, site_url) as site:
         assert pending(site) == 0
         held = inbox_rows(control, site_id)
         assert held == outbox_rows(site) == mine, f"seed {seed}, killed after steps {kills}"
@@ -599,10 +679,9 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
 
 
 @contextmanager
-def site_app(folder: Path, clock: ManualClock) -> Iterator[App]:
-    app = build_app(
-        Settings(data_dir=folder, node_site="GSTT-PH", **CLOCK_JUMPS), clock=clock, migrate=False
-    )
+def site_app(folder: Path, clock: ManualClock, url: str | None = None) -> Iterator[App]:
+    settings = Settings(data_dir=folder, database_url=url, node_site="GSTT-PH", **CLOCK_JUMPS)
+    app = build_app(settings, clock=clock, migrate=False)
     try:
         yield app
     finally:
