@@ -285,6 +285,21 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/batches/{batch_id}/abandon"): Call(P.BATCH_ABANDON, True, body=_reason),
     ("GET", "/api/v1/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/api/v1/release/pending"): Call(P.RELEASE_QUEUE_READ),
+    # release across the network (api/release.py): this world is one database, so the allowed
+    # are answered 409 not_control_node once their role is checked (tests/replication/
+    # test_release_across.py attacks them on a control node)
+    ("GET", "/api/v1/release/remote"): Call(P.RELEASE_QUEUE_READ),
+    ("GET", "/api/v1/release/remote/{batch_id}"): Call(P.RELEASE_QUEUE_READ),
+    ("POST", "/api/v1/release/remote/{batch_id}/decision"): Call(
+        P.RELEASE_DECIDE,
+        body=lambda w: {
+            "decision": "reject",
+            "meaning": "m",
+            "username": ME,
+            "password": fh.TEST_PASSWORD,
+            "shown_hash": "0" * 64,
+        },
+    ),
     # batch-record controls (api/records.py); {code} is the master file's, no step of it: 404
     ("GET", "/api/v1/batches/{batch_id}/steps"): Call(P.BATCH_READ, True),
     # the caller's own worklist (nearfab/worklist.py): empty for who signs nothing in a batch
@@ -1282,6 +1297,8 @@ SITE_LISTS: dict[str, SiteList] = {
 # not a list of one site's rows, and why
 NOT_SITE_LISTS = {
     "/api/v1/me": "the caller's own account",
+    "/api/v1/release/remote": "held only by a control node (409 here, one database); its site "
+    "filter is attacked on two nodes in tests/replication/test_release_across.py",
     "/api/v1/worklist": "the caller's own work, of their own sites only "
     "(tests/production/test_worklist.py: another site's user sees none of it)",
     "/api/v1/me/account": "the caller's own account",

@@ -14,8 +14,10 @@ import json
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.quality.release_helpers import token
 from tests.replication import test_replication_mqtt as base
 from tests.replication.test_replication_mqtt import repl, wait_for
 from tests.telemetry.test_mqtt import Broker
@@ -29,6 +31,7 @@ from nearfab.replication import OutboxPublisher, start_inbox
 from nearfab.replication.decisions import APPLIED_ENTITY
 from nearfab.replication.releases import ControlReleases, SiteDossiers
 from nearfab.telemetry import BrokerAddress
+from nearfab.web.server import create_web_app
 
 broker, nodes = base.broker, base.nodes  # the fixtures: a private Mosquitto, two nodes
 
@@ -303,3 +306,70 @@ def test_what_the_control_refuses_is_on_record_and_nothing_is_signed(
     with pytest.raises(Refused) as twice:
         decide(control, batch_id_of(dossier), decision="reject", reason="again")
     assert twice.value.code == "already_decided"
+
+
+def test_the_api_at_the_control_node_answers_each_role_from_each_site(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    fh.site_user(control, "qp-man", "qp", "MAN-PH")  # a QP of another site
+    fh.site_user(control, "pharm-gstt", "pharmacist", "GSTT-PH")  # the batch's site, no QP
+    api = TestClient(create_web_app(control))
+    url = f"/api/v1/release/remote/{batch_id}"
+
+    listed = api.get("/api/v1/release/remote", headers=token(control, "qp"))
+    assert listed.status_code == 200
+    assert [d["batch_id"] for d in listed.json()] == [batch_id]
+    detail = api.get(url, headers=token(control, "qp")).json()
+    assert detail["content"]["batch"]["batch_number"] == fh.batch(site, batch_id).batch_number
+    assert detail["shown_hash"] == canonical_sha256(detail["content"])
+
+    # another site's QP: the batch is not confirmed to exist, and nothing is signed
+    other = token(control, "qp-man")
+    assert api.get("/api/v1/release/remote", headers=other).json() == []
+    assert api.get(url, headers=other).status_code == 404
+    sign = {
+        "decision": "release",
+        "meaning": MEANING,
+        "password": fh.TEST_PASSWORD,
+        "shown_hash": detail["shown_hash"],
+    }
+    refused = api.post(f"{url}/decision", json={**sign, "username": "qp-man"}, headers=other)
+    assert refused.status_code == 404
+    # the batch's own site's pharmacist sees the queue but does not sign
+    pharm = token(control, "pharm-gstt")
+    assert api.get(url, headers=pharm).status_code == 200  # release.queue.read: pharmacists too
+    answer = api.post(f"{url}/decision", json={**sign, "username": "pharm-gstt"}, headers=pharm)
+    assert answer.status_code == 403
+    # the dossier shown must be named: a body without it names the field
+    missing = {k: v for k, v in sign.items() if k != "shown_hash"}
+    bad = api.post(
+        f"{url}/decision", json={**missing, "username": "qp"}, headers=token(control, "qp")
+    )
+    assert bad.status_code == 422 and "shown_hash" in bad.text
+    assert waiting(control) != []  # nothing decided by any of these
+
+    done = api.post(
+        f"{url}/decision", json={**sign, "username": "qp"}, headers=token(control, "qp")
+    )
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["decision"] == "release" and body["batch_id"] == batch_id
+    assert body["signature"]["signer_id"] == fh.actor(control, "qp").user_id
+    assert waiting(control) == []
+    again = api.post(
+        f"{url}/decision", json={**sign, "username": "qp"}, headers=token(control, "qp")
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_decided"
+
+    # a site node holds no dossiers: its queue is the control's business
+    at_site = TestClient(create_web_app(site)).get(
+        "/api/v1/release/remote", headers=token(site, "qp")
+    )
+    assert at_site.status_code == 409
+    assert at_site.json()["error"]["code"] == "not_control_node"
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "released"

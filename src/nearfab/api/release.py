@@ -15,7 +15,8 @@ from nearfab.api.deps import AppDep, UowDep, allowed, client_of, login_throttle
 from nearfab.api.schemas import DecisionIn
 from nearfab.api.security import throttled
 from nearfab.bootstrap import App
-from nearfab.identity import Actor, ESignatureIn, Permission
+from nearfab.common.errors import Refused
+from nearfab.identity import Actor, ESignatureIn, Permission, authorize_declared
 from nearfab.quality.exceptional import REQUESTED_BY
 from nearfab.quality.followup import followup_dict, notice_dict
 from nearfab.quality.labresults import ENTERED_BY, METHOD_MAX
@@ -27,6 +28,8 @@ from nearfab.quality.schemas import (
     ReviewOut,
 )
 from nearfab.readmodels import review_dict
+from nearfab.replication.releases import ControlReleases
+from nearfab.replication.schemas import RemoteDossierDetailOut, RemoteDossierOut, RemoteReleaseOut
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["quality"])
@@ -68,6 +71,30 @@ class ExceptionalCertifyIn(ESignatureIn):
 
     reason: str | None = Field(default=None, max_length=2000)
     record_hash: str | None = Field(default=None, max_length=64)
+
+
+class RemoteDecisionIn(ESignatureIn):
+    """The control site's QP decision on a site node's batch: the decision, the reason (a
+    rejection needs one) and the hash of the dossier shown (`shown_hash`, from GET
+    /release/remote/{batch_id}): a newer dossier from the site is refused, look again."""
+
+    decision: Literal["release", "reject"]
+    reason: str | None = Field(default=None, max_length=2000)
+    shown_hash: str = Field(min_length=64, max_length=64)
+
+
+def control_releases(application: App, actor: Actor, permission: Permission) -> ControlReleases:
+    """The control node's queue of the sites' dossiers; elsewhere 409 `not_control_node`, once
+    the caller's role is known to hold `permission` (a role without it is refused first)."""
+    if application.remote_releases is None:
+        authorize_declared(actor, permission)
+        raise Refused(
+            "this node receives no release dossiers: only the control node of a replicated "
+            "network does (docs/replication.md)",
+            field="node",
+            code="not_control_node",
+        )
+    return application.remote_releases
 
 
 def qp_decision(
@@ -272,3 +299,59 @@ def acknowledge_notice(
 ) -> dict[str, Any]:
     """A clinician of the ordering site has read the notice."""
     return notice_dict(application.quality.followups.acknowledge(uow, actor, notice_id))
+
+
+# --- release across the network (replication/releases.py) -------------------------------------
+@router.get("/release/remote", response_model=list[RemoteDossierOut])
+def remote_dossiers(
+    actor: Annotated[Actor, allowed(Permission.RELEASE_QUEUE_READ)],
+    application: AppDep,
+    uow: UowDep,
+    decided: Annotated[bool, Query(description="also those already decided")] = False,
+) -> list[dict[str, Any]]:
+    """At the control node: the site nodes' batches waiting for a QP decision, each on its
+    newest release dossier (what the site sent; blockers the site names), of the sites the
+    caller sees. 409 `not_control_node` on any other node."""
+    queue = control_releases(application, actor, Permission.RELEASE_QUEUE_READ)
+    return [d.to_dict() for d in queue.read(uow, actor, waiting_only=not decided)]
+
+
+@router.get("/release/remote/{batch_id}", response_model=RemoteDossierDetailOut)
+def remote_dossier(
+    batch_id: str,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_QUEUE_READ)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """A site node's newest dossier of the batch with what the QP signs (the batch record,
+    its signed steps and results, the proposal, the deviations) and its `shown_hash`."""
+    queue = control_releases(application, actor, Permission.RELEASE_QUEUE_READ)
+    return queue.newest(uow, batch_id, actor).detail()
+
+
+@router.post("/release/remote/{batch_id}/decision", response_model=RemoteReleaseOut)
+def remote_decision(
+    batch_id: str,
+    body: RemoteDecisionIn,
+    request: Request,
+    actor: Annotated[Actor, allowed(Permission.RELEASE_DECIDE, gate=False)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """The control site's QP releases or rejects a site node's batch, e-signed (throttled like
+    a login), on the dossier whose `shown_hash` they were shown. The decision goes to the site
+    node, which records it with the QP's signature or says on record why not."""
+    queue = control_releases(application, actor, Permission.RELEASE_DECIDE)
+    with throttled(login_throttle(request), actor.username, client_of(request)):
+        return queue.decide(
+            uow,
+            actor,
+            batch_id,
+            decision=body.decision,
+            password=body.password,
+            meaning=body.meaning,
+            reason=body.reason,
+            shown_hash=body.shown_hash,
+            username=body.username,
+            totp=body.totp,
+        )

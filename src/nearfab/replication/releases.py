@@ -125,6 +125,10 @@ class ReceivedDossier:
             "decision": self.decision,
         }
 
+    def detail(self) -> dict[str, Any]:
+        """`to_dict` with the content the QP signs."""
+        return {**self.to_dict(), "content": self.dossier["content"]}
+
 
 class ControlReleases:
     """The control site's side: the site nodes' dossiers waiting for a QP, and the decision."""

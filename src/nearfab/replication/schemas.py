@@ -1,0 +1,72 @@
+"""Response schemas of replication: the site nodes' release dossiers at the control site and
+the QP's decision on one (replication/releases.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nearfab.common.schemas import Out
+
+
+class RemoteDecisionOut(Out):
+    """The control site's QP decision on a site node's dossier, as the control recorded it."""
+
+    decision: str
+    reason: str | None
+    signed_by: str | None
+    signed_at: str | None
+
+
+class RemoteDossierOut(Out):
+    """A site node's newest release dossier of a batch, as the control site holds it."""
+
+    record_id: str
+    origin_site: str
+    seq: int
+    received_at: str
+    batch_id: str
+    batch_number: str
+    site_id: str
+    master_file_code: str
+    proposed_decision: str
+    reasons: list[str]
+    pending_results: list[str]
+    blockers: list[str]
+    shown_hash: str
+    decision: RemoteDecisionOut | None
+
+
+class RemoteDossierDetailOut(RemoteDossierOut):
+    """A dossier with what the QP signs: the batch record, its signed steps and laboratory
+    results, the RTRT proposal and the deviations, as the site sent them."""
+
+    content: dict[str, Any]
+
+
+class RemoteSignatureOut(Out):
+    id: str
+    signer_id: str
+    signer_name: str
+    meaning: str
+    signed_at: str
+    record_type: str
+    record_id: str
+    record_hash: str
+    signature_hash: str
+    components: str | None
+
+
+class RemoteReleaseOut(Out):
+    """The decision signed at the control site, as it travels to the site node."""
+
+    dossier_record: str
+    dossier_record_hash: str
+    origin_site: str
+    site_id: str
+    batch_id: str
+    batch_number: str
+    review_id: str
+    shown_hash: str
+    decision: str
+    reason: str | None
+    signature: RemoteSignatureOut
