@@ -38,7 +38,12 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from tests import flow_helpers as fh
 from tests.conftest import CLOCK_JUMPS, _pg_clone, _pg_drop
 from tests.replication import chaos_writer
-from tests.replication.test_replication_mqtt import owned_rows, repl, wait_for
+from tests.replication.test_replication_mqtt import (
+    owned_rows,
+    register_site_keys,
+    repl,
+    wait_for,
+)
 from tests.telemetry.test_mqtt import MOSQUITTO, Broker
 
 from nearfab.bootstrap import App, build_app
@@ -434,7 +439,10 @@ def test_sites_cut_off_for_hours_with_brokers_restarted_converge_exactly(
         status = statuses[ids[code]]
         assert status.ok and status.head_seq == len(outbox_rows(network[code])), status.to_dict()
 
-    # the control anchors each site's chains where the site's own tables end
+    # the control anchors each site's chains where the site's own tables end, once it holds
+    # the keys each site made after its copy (registered after the fact)
+    for code in SITES:
+        assert register_site_keys(network[code], control)
     with control.uow() as uow:
         anchored = repl(control).anchor(uow, system_actor("replication"))
     assert anchored["refused"] == {}
@@ -485,6 +493,7 @@ def test_an_anchor_names_the_ledger_head_even_when_a_batch_summary_comes_after_i
         ).one()
     with control.uow() as uow:
         assert repl(control).apply(uow, [r.to_message() for r in records]).problems == []
+    register_site_keys(site, control)
     with control.uow() as uow:
         body = repl(control).anchor(uow, system_actor("replication"))["anchored"][origin]
     assert body["chains"] == {
@@ -672,6 +681,7 @@ def test_kill_9_of_a_site_node_mid_write_and_of_the_control_receiver_mid_apply(
         assert status.ok and status.head_seq == len(mine), status.to_dict()
         assert_outbox_matches_source_rows(site)
         assert_own_chains_verify(site)
+        assert register_site_keys(site, control)
     with control.uow() as uow:
         anchored = repl(control).anchor(uow, system_actor("replication"))
     assert anchored["anchored"][site_id]["seq"] == len(mine)
@@ -843,6 +853,7 @@ def test_a_site_whose_link_is_cut_in_the_network_converges_exactly(
     with control.uow() as uow:
         (status,) = repl(control).inbox_status(uow)
     assert status.ok and status.head_seq == len(mine), status.to_dict()
+    assert register_site_keys(site, control)
     with control.uow() as uow:
         assert repl(control).anchor(uow, system_actor("replication"))["refused"] == {}
 

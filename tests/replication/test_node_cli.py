@@ -24,7 +24,9 @@ def folder(app: App) -> Path:
     return Path(app.settings.data_dir)
 
 
-def test_outbox_replicate_receive_and_inbox_status(nodes: tuple[App, App], broker: Broker) -> None:
+def test_outbox_replicate_receive_and_inbox_status(
+    nodes: tuple[App, App], broker: Broker, tmp_path: Path
+) -> None:
     site, control = nodes
     some_work(site, 5)
     url = f"mqtt://127.0.0.1:{broker.port}"
@@ -69,6 +71,16 @@ def test_outbox_replicate_receive_and_inbox_status(nodes: tuple[App, App], broke
     (origin,) = json.loads(shown.stdout)
     assert origin["ok"] and origin["records"] == len(expected) and origin["gaps"] == []
 
+    # the site signed with a key it made after its copy: registered at the control first
+    exported = run(["node", "keys", "export", "--out", str(tmp_path / "keys.json")], env=SITE,
+                   data_dir=folder(site))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    imported = run(
+        ["node", "keys", "import", str(tmp_path / "keys.json"), "--reason", "GSTT-PH's node"],
+        env=CONTROL,
+        data_dir=folder(control),
+    )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
     anchored = run(["node", "inbox", "anchor", "--json"], env=CONTROL, data_dir=folder(control))
     assert anchored.returncode == 0, anchored.stdout
     assert json.loads(anchored.stdout)["anchored"][origin["origin_site"]]["seq"] == len(expected)

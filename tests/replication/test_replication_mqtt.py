@@ -27,7 +27,7 @@ from tests.telemetry.test_mqtt import Broker
 from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.config import Settings
-from nearfab.custody import LedgerEntry
+from nearfab.custody import LedgerEntry, export_site_keys, import_site_keys, parse_site_keys
 from nearfab.custody.enums import LedgerKind
 from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.materials import MaterialLot
@@ -81,6 +81,24 @@ def nodes(
 def repl(app: App) -> ReplicationService:
     assert app.replication is not None
     return app.replication
+
+
+def register_site_keys(site: App, control: App) -> list[str]:
+    """The site node's ledger public keys registered at the control, as a deployment does after
+    the fact (`nearfab node keys export` at the site, `nearfab node keys import` at the control):
+    a key the site made after its copy is then checked there, and its origin may be anchored.
+    The key ids registered now."""
+    with site.uow() as uow:
+        document = export_site_keys(uow.session, repl(site).site_id)
+    with control.uow() as uow:
+        done = import_site_keys(
+            uow,
+            system_actor("provisioning"),
+            parse_site_keys(document),
+            own_site_id=repl(control).site_id,
+            reason="the site node's keys, exported there",
+        )
+    return done.registered
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -215,6 +233,11 @@ def test_records_written_while_the_broker_is_down_arrive_once_after_it_is_back(
         audit_head = uow.session.scalars(
             select(AuditEntry.row_hash).order_by(AuditEntry.seq.desc()).limit(1)
         ).one()
+    with control.uow() as uow:
+        result = repl(control).anchor(uow, system_actor("replication"))
+    # signed by a key the site made after its copy: not anchored until the control holds it
+    assert "signed by keys this node does not hold" in result["refused"][origin]
+    assert register_site_keys(site, control)
     with control.uow() as uow:
         result = repl(control).anchor(uow, system_actor("replication"))
     body = result["anchored"][origin]

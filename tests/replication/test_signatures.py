@@ -3,8 +3,8 @@
 The entries are built here the way docs/custody.md defines them, with `cryptography` directly:
 entry_hash = SHA-256(prev_hash + "\\n" + payload), signature = Ed25519 over the hash's bytes;
 the node's own signing code is not used to make them. Then two real nodes: what a site signed
-with a key the control does not hold is named, not trusted; once the control holds the key
-(provisioned), every signature verifies."""
+with a key the control does not hold is named, not trusted, and not anchored; once the control
+holds the key (registered after the fact: test_node_keys.py), every signature verifies."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from dataclasses import replace
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
-from tests.replication.test_replication_mqtt import nodes, repl, some_work
+from tests.replication.test_replication_mqtt import nodes, register_site_keys, repl, some_work
 
 from nearfab.bootstrap import App
 from nearfab.custody import LedgerEntry
 from nearfab.custody.models import SiteKey
+from nearfab.identity import system_actor
 from nearfab.replication.logic import Record
 from nearfab.replication.signatures import KeyBook, verify_signatures
 
@@ -173,20 +174,14 @@ def test_the_control_names_a_site_key_it_lacks_and_verifies_once_it_holds_it(
         (status,) = repl(control).inbox_status(uow)
     assert status.unverified_keys == [k.key_id for k in keys] and status.signatures_verified == 0
 
-    # provisioned: the control holds the site's public key (as demo --nodes makes it)
+    # not anchored while its signatures are unchecked
     with control.uow() as uow:
-        for key in keys:
-            uow.session.add(
-                SiteKey(
-                    key_id=key.key_id,
-                    site_id=key.site_id,
-                    public_key=key.public_key,
-                    private_key_encrypted=b"",
-                    created_at=key.created_at,
-                    retired_at=None,
-                )
-            )
-        uow.commit()
+        refused = repl(control).anchor(uow, system_actor("replication"))["refused"]
+    assert "signed by keys this node does not hold" in refused[site_id]
+
+    # registered after the fact (`nearfab node keys export` at the site, `import` at the
+    # control): the control holds the site's public keys and checks every signature
+    assert register_site_keys(site, control) == [k.key_id for k in keys]
     with control.uow() as uow:
         (status,) = repl(control).inbox_status(uow)
     assert status.ok and status.unverified_keys == [] and status.signatures_verified == signed

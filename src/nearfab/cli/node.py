@@ -1,9 +1,12 @@
-"""CLI: a site as a node of its own (`nearfab node outbox|replicate|receive|inbox status`;
-docs/replication.md). The data folder is a node when NEARFAB_NODE_SITE names its site."""
+"""CLI: a site as a node of its own (`nearfab node outbox|replicate|receive|inbox status|inbox
+anchor|keys export|keys import`; docs/replication.md). The data folder is a node when
+NEARFAB_NODE_SITE names its site."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,6 +20,8 @@ from nearfab.cli.context import (
     emit_json,
     err_console,
     fail,
+    local_actor,
+    read_json_file,
     state,
 )
 
@@ -31,6 +36,11 @@ app = typer.Typer(
 )
 inbox_app = typer.Typer(no_args_is_help=True, help="What this node received from the others.")
 app.add_typer(inbox_app, name="inbox")
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="The ledger public keys of this node's site, carried to the node that checks them.",
+)
+app.add_typer(keys_app, name="keys")
 
 BrokerOpt = Annotated[
     str | None,
@@ -197,20 +207,100 @@ def inbox_status(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir
 
 
 @inbox_app.command("anchor")
-def inbox_anchor(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
+def inbox_anchor(
+    ctx: typer.Context,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified",
+            help="Anchor an origin signed by keys this node does not hold (said in the anchor).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
     """Record in this node's audit trail where each origin's verified chains end (an origin
-    with a gap, a fork or a broken chain is not anchored: it is named, exit code 1)."""
+    with a gap, a fork or a broken chain, or signed by keys this node does not hold, is not
+    anchored: it is named, exit code 1)."""
     from nearfab.identity import system_actor
 
     application, service = _node(ctx, data_dir)
     with application.uow() as uow:
-        result = service.anchor(uow, system_actor("replication"))
+        result = service.anchor(uow, system_actor("replication"), allow_unverified=allow_unverified)
     if as_json:
         emit_json(result)
     else:
         for origin, body in result["anchored"].items():
-            console.print(f"anchored {origin} at seq {body['seq']}")
+            line = f"anchored {origin} at seq {body['seq']}"
+            if body.get("unverified_keys"):
+                line += (
+                    " with signatures by keys this node does not hold, unchecked "
+                    f"(--allow-unverified): {', '.join(body['unverified_keys'])}"
+                )
+            console.print(line, markup=False)
         for origin, why in result["refused"].items():
             console.print(f"not anchored {origin}: {why}", markup=False)
     if result["refused"]:
         raise typer.Exit(code=1)
+
+
+@keys_app.command("export")
+def keys_export(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON here (default: standard output).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print this node's site's ledger public keys as JSON (key id, site, public key, when made
+    and when rotated away), for `nearfab node keys import` at the control. No private half."""
+    import json
+
+    from nearfab.custody import export_site_keys
+
+    application, service = _node(ctx, data_dir)
+    with application.uow() as uow:
+        document = export_site_keys(uow.session, service.site_id)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"{len(document['keys'])} keys of {document['site_code']} in {out}")
+
+
+@keys_app.command("import")
+def keys_import(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="A file written by `nearfab node keys export` at the site.")
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why these keys are trusted (kept in the audit trail).")
+    ],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Register another site's ledger public keys here (at the control: a site node's keys made
+    after its copy), so the signatures they made are checked. Refused: this node's own site's
+    keys, a key id already held as another key; a key already held as the same is left."""
+    from nearfab.common.errors import DomainError
+    from nearfab.custody import import_site_keys, parse_site_keys
+
+    application, service = _node(ctx, data_dir)
+    document = read_json_file(file, as_json)
+    try:
+        keys = parse_site_keys(document)
+        with application.uow() as uow:
+            result = import_site_keys(
+                uow, local_actor(), keys, own_site_id=service.site_id, reason=reason
+            )
+    except DomainError as exc:
+        fail(exc, as_json)
+    done(
+        result.to_dict(),
+        as_json,
+        f"{len(result.registered)} keys registered"
+        + (f" ({', '.join(result.registered)})" if result.registered else "")
+        + f", {len(result.already_held)} already held",
+    )

@@ -479,12 +479,16 @@ class ReplicationService:
             )
         return out
 
-    def anchor(self, uow: UnitOfWork, actor: Actor) -> dict[str, Any]:
+    def anchor(
+        self, uow: UnitOfWork, actor: Actor, *, allow_unverified: bool = False
+    ) -> dict[str, Any]:
         """Record, in this node's own audit trail (hash-chained, keyed, checkpointed and signed:
         docs/audit-trail.md), where each origin's replicated chains end once they verify: the
         last record's seq and hash, and the heads of the origin's audit and ledger chains it
         carries. An origin with a gap, a fork, an altered record or a broken chain is not
-        anchored; it is named. An origin whose head has not moved since its last anchor is
+        anchored; it is named. Nor is one with ledger signatures by keys this node does not
+        hold (`unverified_keys`: unchecked, so not evidence) unless `allow_unverified`, which
+        the anchor then says. An origin whose head has not moved since its last anchor is
         left alone. Returns {"anchored": {...}, "refused": {origin: reason}}."""
         statuses = {st.origin_site: st for st in self.inbox_status(uow)}
         origins = [o for o in statuses if o != "?"]
@@ -498,6 +502,13 @@ class ReplicationService:
                 refused[origin] = first
                 continue
             if st.head_seq <= last.get(origin, 0):
+                continue
+            if st.unverified_keys and not allow_unverified:
+                refused[origin] = (
+                    f"{origin}: signed by keys this node does not hold: "
+                    f"{', '.join(st.unverified_keys)} (their signatures are unchecked; register "
+                    "the site's keys: nearfab node keys import, or anchor with --allow-unverified)"
+                )
                 continue
             records = self.received(uow, origin)
             heads: dict[str, Any] = {}
@@ -513,7 +524,14 @@ class ReplicationService:
                 "chains": heads,
                 # said in the anchor: signatures by these keys were not checked here
                 "unverified_keys": st.unverified_keys,
+                "allowed_unverified": bool(st.unverified_keys),
             }
+            why = "replicated chains verified"
+            if st.unverified_keys:
+                why += (
+                    "; anchored with signatures by keys this node does not hold, unchecked "
+                    "(--allow-unverified)"
+                )
             audit(
                 uow,
                 actor,
@@ -521,7 +539,7 @@ class ReplicationService:
                 ANCHOR_ENTITY,
                 origin,
                 new=body,
-                reason="replicated chains verified",
+                reason=why,
                 site_id=self.site_id,
             )
             anchored[origin] = body

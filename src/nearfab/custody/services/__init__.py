@@ -15,6 +15,13 @@ from nearfab.custody.services.epcis import (
     find_schema,
 )
 from nearfab.custody.services.ledger import CustodyLedger, KeyRing, LedgerReport
+from nearfab.custody.services.sitekeys import (
+    KeyImport,
+    PublicSiteKey,
+    export_site_keys,
+    import_site_keys,
+    parse_site_keys,
+)
 from nearfab.custody.services.trace import RecallService, TracedUnit, TraceService
 from nearfab.custody.services.units import (
     UNDO_WINDOW,
@@ -73,12 +80,17 @@ __all__ = [
     "DispenseResult",
     "EpcisInvalid",
     "EpcisStore",
+    "KeyImport",
     "KeyRing",
     "LedgerReport",
+    "PublicSiteKey",
     "RecallService",
     "SchemaMissing",
     "TraceService",
     "TracedUnit",
     "Verification",
+    "export_site_keys",
     "find_schema",
+    "import_site_keys",
+    "parse_site_keys",
 ]
