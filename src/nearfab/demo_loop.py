@@ -96,6 +96,7 @@ class DemoLoop:
         self.sign_before_start()
         self._clear_fault_after_first_hit()
         self.autopilot()
+        self.autopilot_remote()
         self.qualify_monitoring()
 
     def submit_one(self) -> None:
@@ -218,6 +219,43 @@ class DemoLoop:
                 self._not_signed.add(batch_id)
                 log.warning("demo could not sign the steps before %s starts: %s", batch_id, exc)
 
+    def autopilot_remote(self) -> None:
+        """At the control node of `demo --nodes`: sign, as the demo QP, the site nodes'
+        dossiers the RTRT rule proposed for release and the site reports ready
+        (replication/releases.py); the decision goes back to the site node, which records it.
+        Everything else waits for a person."""
+        queue = self.app.remote_releases
+        if self._password is None or queue is None:
+            return
+        with self.app.uow() as uow:
+            qp_user = self.app.users.by_username(uow, AUTOPILOT)
+            if qp_user is None:
+                return
+            qp = actor_of(qp_user, uow.session)
+            ready = [
+                (d.record_id, d.dossier["batch_id"], d.dossier["shown_hash"])
+                for d in queue.read(uow, qp)
+                if d.dossier["proposed_decision"] == "release"
+                and not d.dossier["blockers"]
+                and d.dossier["master_file_code"] in (HYDROCORTISONE, PROPRANOLOL)
+                and d.record_id not in self._not_signed
+            ]
+        for record_id, batch_id, shown in ready:
+            try:
+                with self.app.uow() as uow:
+                    queue.decide(
+                        uow,
+                        qp,
+                        batch_id,
+                        decision="release",
+                        password=self._password,
+                        meaning="QP release (demo autopilot: RTRT proposal accepted)",
+                        shown_hash=shown,
+                    )
+            except DomainError as exc:  # this dossier is left for a person; a newer one is tried
+                self._not_signed.add(record_id)
+                log.warning("autopilot could not sign %s: %s", batch_id, exc.message)
+
     def autopilot(self) -> None:
         """Sign RTRT 'release' proposals as the demo QP; leave everything else for a person.
         Before that, the batch's manual steps are signed under the site's automated operator
@@ -252,9 +290,6 @@ class DemoLoop:
                 complete_record(
                     self.app, batch_id, self._password, verifier=AUTOPILOT, performer=performer
                 )
-                if self._site_node:  # the release waits for the control site (a person there)
-                    self._not_signed.add(batch_id)
-                    continue
                 with self.app.uow() as uow:
                     self.app.quality.records.review_audit_trail(
                         uow,
@@ -263,6 +298,9 @@ class DemoLoop:
                         password=self._password,
                         meaning="audit trail reviewed (demo autopilot)",
                     )
+                if self._site_node:  # the release is the control site's: the dossier goes there
+                    self._not_signed.add(batch_id)
+                    continue
                 with self.app.uow() as uow:
                     self.app.quality.decide(
                         uow,

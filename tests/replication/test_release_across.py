@@ -25,6 +25,8 @@ from tests.telemetry.test_mqtt import Broker
 from nearfab.bootstrap import App
 from nearfab.common.errors import Forbidden, Refused, Unauthenticated, ValidationFailed
 from nearfab.custody import SerialUnit
+from nearfab.demo import AUTOPILOT
+from nearfab.demo_loop import DemoLoop
 from nearfab.identity import AuditEntry, Signature
 from nearfab.quality import ReleaseReview
 from nearfab.replication import OutboxPublisher, start_inbox
@@ -197,6 +199,12 @@ def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_thro
     (applied,) = applied_rows(site)
     assert applied.new is not None and applied.new["outcome"] == "released here"
     assert applied.new["batch_id"] == batch_id and applied.action == "create"
+    # what the site wrote in recording it (its audit rows, the release in its ledger chain)
+    # reaches the control and verifies there
+    deliver(site, control)
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.ok, status.to_dict()
 
 
 def test_a_record_changed_after_the_dossier_is_not_released_and_the_new_dossier_waits(
@@ -373,3 +381,29 @@ def test_the_api_at_the_control_node_answers_each_role_from_each_site(
     assert at_site.json()["error"]["code"] == "not_control_node"
     deliver(control, site)
     assert fh.batch(site, batch_id).status == "released"
+
+
+def test_the_demo_autopilot_reviews_at_the_site_and_releases_at_the_control(
+    nodes: tuple[App, App],
+) -> None:
+    """`nearfab demo --nodes`: the site's autopilot signs the steps and the audit-trail review
+    but no decision; the control's signs the dossier the RTRT rule proposed for release."""
+    site, control = nodes
+    batch_id = fh.make_batch(site, ready=False)
+    review = review_of(site, batch_id)
+    assert review.proposed_decision == "release"
+    DemoLoop(site, qp_password=fh.TEST_PASSWORD).autopilot()
+    assert fh.batch(site, batch_id).status == "completed"  # no decision at a site node
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    (dossier,) = waiting(control)
+    assert dossier.dossier["blockers"] == []  # steps signed and the audit trail reviewed
+    DemoLoop(site, qp_password=fh.TEST_PASSWORD).autopilot_remote()  # a site node: nothing
+    DemoLoop(control, qp_password=fh.TEST_PASSWORD).autopilot_remote()
+    assert waiting(control) == []
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "released"
+    assert pack_statuses(site, batch_id) == {"released"}
+    with site.uow() as uow:
+        sig = signature_row(site, site.quality.get_review(uow, batch_id).signature_id or "")
+    assert sig is not None and sig.signer_name == fh.actor(control, AUTOPILOT).full_name

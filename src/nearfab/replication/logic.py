@@ -170,6 +170,7 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
     prev_record: Record | None = None
     last_source: dict[str, tuple[int, str]] = {}  # chain -> (seq, hash) of the last row seen
     audit_hashes: dict[Any, str] = {}  # audit seq -> row hash, for the batch summaries
+    audit_news: dict[Any, Any] = {}  # audit seq -> the `new` of a row sending a dossier
     for record in records:
         where = f"{record.origin_site} seq {record.seq} ({record.source_ref})"
         if record.record_hash != record.expected_hash():
@@ -191,11 +192,23 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
         if not isinstance(row, dict):
             problems.append(f"{where}: payload is not a JSON object")
             continue
-        if record.kind in (RecordKind.BATCH.value, RecordKind.TELEMETRY.value):
-            # a summary carries the hash of the audit row that changed the batch record
+        if record.kind in (
+            RecordKind.BATCH.value,
+            RecordKind.TELEMETRY.value,
+            RecordKind.DOSSIER.value,
+        ):
+            # a summary carries the hash of the audit row that changed the batch record (a
+            # dossier: of the audit row that sent it, whose `new` it must be)
             carried = audit_hashes.get(row.get("audit_seq"))
             if carried is not None and carried != record.chain_hash:
                 problems.append(f"{where}: carries another hash than audit seq {row['audit_seq']}")
+            sent = audit_news.get(row.get("audit_seq"))
+            if record.kind == RecordKind.DOSSIER.value and sent is not None:
+                own_part = {k: v for k, v in row.items() if k not in ("audit_seq", "sent_at")}
+                if own_part != sent:
+                    problems.append(
+                        f"{where}: is not the dossier audit seq {row['audit_seq']} sent"
+                    )
             continue
         if record.kind == RecordKind.AUDIT.value:
             chain, seq, prev, own = (
@@ -206,6 +219,8 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
             )
             ok = own == record.chain_hash and _audit_row_hash(row) == own
             audit_hashes[seq] = record.chain_hash
+            if row.get("entity_type") == "release_dossier":
+                audit_news[seq] = row.get("new")
         else:
             chain = f"ledger:{row.get('site_id')}"
             seq, prev, own = row.get("seq"), row.get("prev_hash"), row.get("entry_hash")
