@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.cli_helpers import run
 from tests.quality.release_helpers import token
 from tests.replication import test_replication_mqtt as base
 from tests.replication.test_replication_mqtt import repl, wait_for
@@ -407,3 +409,34 @@ def test_the_demo_autopilot_reviews_at_the_site_and_releases_at_the_control(
     with site.uow() as uow:
         sig = signature_row(site, site.quality.get_review(uow, batch_id).signature_id or "")
     assert sig is not None and sig.signer_name == fh.actor(control, AUTOPILOT).full_name
+
+
+def test_the_cli_lists_and_signs_at_the_control_node(nodes: tuple[App, App]) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    at_control = {"NEARFAB_NODE_SITE": "CTRL"}
+    folder = Path(control.settings.data_dir)
+    listed = run(["release", "remote", "--json"], env=at_control, data_dir=folder)
+    assert listed.returncode == 0, listed.stdout
+    (row,) = json.loads(listed.stdout)
+    assert row["batch_id"] == batch_id and row["blockers"] == []
+    sign = [
+        "release", "sign-remote", batch_id, "--decision", "release", "--user", "qp",
+        "--password", fh.TEST_PASSWORD, "--meaning", MEANING, "--json",
+    ]  # fmt: skip
+    stale = run([*sign, "--shown-hash", "f" * 64], env=at_control, data_dir=folder)
+    assert stale.returncode == 2 and "record_changed" in stale.stdout
+    done = run([*sign, "--shown-hash", row["shown_hash"]], env=at_control, data_dir=folder)
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["decision"] == "release"
+    # at the site node the queue is not there: the command says why
+    at_site = run(
+        ["release", "remote"],
+        env={"NEARFAB_NODE_SITE": "GSTT-PH"},
+        data_dir=Path(site.settings.data_dir),
+    )
+    assert at_site.returncode == 2 and "only the control node" in at_site.stdout + at_site.stderr
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "released"

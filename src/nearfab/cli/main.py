@@ -614,6 +614,104 @@ def release_sign(
         console.print(f"batch {batch_id}: {out['status']} (signature {out['signature_id']})")
 
 
+@release_app.command("remote")
+def release_remote(
+    ctx: typer.Context,
+    decided: Annotated[bool, typer.Option(help="Also the dossiers already decided.")] = False,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """At the control node: the site nodes' batches waiting for a QP decision, each on its
+    newest release dossier, with the blockers the site names (docs/replication.md)."""
+    from nearfab.api.release import control_releases
+    from nearfab.identity import Permission
+
+    application = state(ctx, data_dir).app()
+    actor = local_actor()
+    queue = use_case(
+        application,
+        as_json,
+        lambda uow: control_releases(application, actor, Permission.RELEASE_QUEUE_READ),
+    )
+    with application.uow() as uow:
+        rows = [d.to_dict() for d in queue.read(uow, actor, waiting_only=not decided)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"{len(rows)} site node batch(es) on their release dossier")
+    table.add_column("batch", no_wrap=True)
+    table.add_column("number", no_wrap=True)
+    table.add_column("proposal", no_wrap=True)
+    table.add_column("shown hash", no_wrap=True)
+    table.add_column("blockers · decision", overflow="fold")
+    for r in rows:
+        decision = r["decision"]
+        said = f"{decision['decision']} by {decision['signed_by']}" if decision else ""
+        table.add_row(
+            r["batch_id"],
+            r["batch_number"],
+            r["proposed_decision"],
+            r["shown_hash"],
+            "\n".join([*r["blockers"], said]) or "ready",
+        )
+    console.print(table)
+
+
+@release_app.command("sign-remote")
+def release_sign_remote(
+    ctx: typer.Context,
+    batch_id: str,
+    shown_hash: Annotated[
+        str, typer.Option(help="The dossier's hash, from `release remote` (the one you read).")
+    ],
+    decision: Annotated[str, typer.Option(help="release or reject")],
+    user: Annotated[str, typer.Option(help="The QP's username.")],
+    password: Annotated[str, typer.Option(help="The QP's password (signature component).")],
+    meaning: Annotated[str, typer.Option(help='What the signature means, e.g. "QP release".')],
+    reason: Annotated[str | None, typer.Option(help="Required to reject.")] = None,
+    totp: Annotated[
+        str | None, typer.Option(help="Authenticator code, where the site or product asks.")
+    ] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """At the control node: release or reject a site node's batch on its newest dossier with
+    the QP's e-signature; the decision goes to the site node, which records it."""
+    from nearfab.api.release import control_releases
+    from nearfab.identity import Permission
+
+    application, actor = app_as(ctx, data_dir, user, password, as_json, signing=True)
+    queue = use_case(
+        application,
+        as_json,
+        lambda uow: control_releases(application, actor, Permission.RELEASE_DECIDE),
+    )
+    out = use_case(
+        application,
+        as_json,
+        lambda uow: queue.decide(
+            uow,
+            actor,
+            batch_id,
+            decision=decision,
+            password=password,
+            meaning=meaning,
+            reason=reason,
+            shown_hash=shown_hash,
+            username=user,
+            totp=totp,
+        ),
+    )
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(
+            f"batch {out['batch_number']}: {out['decision']} signed (signature "
+            f"{out['signature']['id']}); it reaches site node {out['site_id']} with the next "
+            "replication pass"
+        )
+
+
 # --- batch -----------------------------------------------------------------------------------
 @batch_app.command("show")
 def batch_show(
