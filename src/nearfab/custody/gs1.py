@@ -563,8 +563,75 @@ def scan_elements(payload: str, *, associations: bool = True) -> Elements:
     return elements
 
 
+# the fixed-length unit AIs and their widths (GS1 General Specifications, figure 3.2-1)
+_FIXED_WIDTH = {"01": 14, "17": 6}
+
+
+def _unit_data(payload: str) -> UnitIdentifier | None:
+    """The unit identifier of a scan that is exactly the four unit AIs as a label prints them:
+    GS1 element data (after a GS1 symbology identifier, or bare), AIs (01), (17), (10) and (21)
+    each once in any order, a GS after a variable-length value that is not last and nowhere
+    else; every value checked as the full reading checks it (`_explain`, the identifier's own
+    checks). None for anything else, which the full reading (`scan_elements`, through biip)
+    then reads or refuses with its reason. Where this answers, the full reading gives the same
+    identifier (tests/custody/test_gs1.py compares the two); it only spares the scan of a
+    label the full reading of every AI (a tenth of a millisecond and more at every scan)."""
+    if not isinstance(payload, str):
+        return None
+    text = payload.strip()
+    if text[:3] in _GS1_MODE:
+        data = text[3:]
+    elif text[:2].isascii() and text[:2].isdigit():
+        data = text
+    else:
+        return None
+    data = data.lstrip(GS)
+    values: dict[str, str] = {}
+    at, end = 0, len(data)
+    while at < end:
+        ai = data[at : at + 2]
+        if ai in values:
+            return None
+        width = _FIXED_WIDTH.get(ai)
+        if width is not None:
+            value = data[at + 2 : at + 2 + width]
+            at += 2 + width
+        elif ai in ("10", "21"):
+            stop = data.find(GS, at + 2)
+            if stop < 0:
+                stop = end
+            elif stop == end - 1:
+                return None  # a GS with nothing after it
+            value = data[at + 2 : stop]
+            at = stop + 1
+        else:
+            return None
+        if not value.isascii() or _explain(ai, value) is not None:
+            return None
+        values[ai] = value
+    if len(values) != len(_REQUIRED):
+        return None
+    try:
+        return UnitIdentifier(
+            gtin=values["01"],
+            serial=values["21"],
+            batch=values["10"],
+            expiry=decode_yymmdd(values["17"]),
+        )
+    except (ValidationFailed, ValueError):
+        return None
+
+
 def parse_scan(payload: str) -> UnitIdentifier:
     """The unit identifier in a scan; other valid AIs in it are ignored."""
+    plain = _unit_data(payload)
+    if plain is not None:
+        return plain
+    return _parse_elements(payload)
+
+
+def _parse_elements(payload: str) -> UnitIdentifier:
+    """`parse_scan` by the full reading of every AI of the scan (biip)."""
     elements = dict(scan_elements(payload))
     missing = [f"({ai}) {name}" for ai, name in _REQUIRED.items() if ai not in elements]
     if missing:
