@@ -429,3 +429,53 @@ def test_the_chain_from_the_command_line(seeded: App) -> None:
     prepared = nearfab("prepare", "--scan", ch.scan(other))
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     assert json.loads(prepared.stdout)["use_by"] is None  # solid_dose: no in-use limit
+
+
+def _holds_read(app: App, call: Any) -> tuple[Any, int]:
+    """`call()`'s answer and how many statements of this thread read a hold's row."""
+    import threading
+
+    from sqlalchemy import event
+
+    reads = [0]
+    caller = threading.get_ident()
+
+    def count(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        # the check's own statement selects the hold (the scan's only asks whether one exists)
+        if threading.get_ident() == caller and sql.lstrip().startswith(
+            "SELECT custody_unit_holds."
+        ):
+            reads[0] += 1
+
+    event.listen(app.engine, "before_cursor_execute", count)
+    try:
+        return call(), reads[0]
+    finally:
+        event.remove(app.engine, "before_cursor_execute", count)
+
+
+def test_verification_sees_a_hold_and_its_judgement_at_the_next_scan(chained: App) -> None:
+    """Verification reads with the pack whether it has an open hold or an in-use period, and
+    asks the chain-of-identity check (its own statement) only then: a pack with neither
+    answers ok without it; a hold placed after a verification is seen by the next one; a
+    resume lets it through again; a second hold judged reject keeps it held."""
+    unit, other = _packs(chained)
+    answer, reads = _holds_read(chained, lambda: _verify(chained, unit))
+    assert (answer.status, reads) == ("ok", 0)
+    _refused_hand_over(chained, unit, CHAIN[0], CHAIN[1], "identity_mismatch", other)
+    [hold] = _holds(chained, unit)
+    answer, reads = _holds_read(chained, lambda: _verify(chained, unit))
+    assert (answer.status, reads) == ("held", 1)
+    _judge(chained, hold, "resume")
+    answer, reads = _holds_read(chained, lambda: _verify(chained, unit))
+    assert (answer.status, reads) == ("ok", 0)  # a judged resume is no open hold
+    _refused_hand_over(chained, unit, CHAIN[0], CHAIN[1], "identity_mismatch", other)
+    second = next(h for h in _holds(chained, unit) if h.id != hold.id)
+    _judge(chained, second, "reject")
+    answer, reads = _holds_read(chained, lambda: _verify(chained, unit))
+    assert (answer.status, reads) == ("held", 1)  # rejected: stopped for good
+    # a prepared pack: its in-use period is read, and within it the pack is fine
+    with chained.uow() as uow:
+        chained.custody.prepare(uow, fh.actor(chained, "pharmacist"), scan=ch.scan(other))
+    answer, reads = _holds_read(chained, lambda: _verify(chained, other))
+    assert (answer.status, reads) == ("ok", 1)

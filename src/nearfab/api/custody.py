@@ -169,7 +169,6 @@ def verify(
     body: VerifyIn,
     actor: Annotated[Actor, allowed(Permission.PACK_VERIFY)],
     application: AppDep,
-    uow: UowDep,
 ) -> dict[str, Any]:
     """One status for a scanned pack: ok, wrong_patient, expired, recalled, not_released,
     rejected, already_dispensed, integrity_failure (its record differs from what the QP's
@@ -178,9 +177,13 @@ def verify(
     details. A pack of
     a site the verifier does not serve (neither its making nor its ordering site) answers
     unknown, whatever the patient; every verification is audited."""
-    result = application.custody_chain.custody.verify(
-        uow, actor, scan=body.scan, patient=body.presented()
-    )
+    # the unit of work is opened here, on the route's worker thread, not by the `UowDep`
+    # dependency: a generator dependency enters and leaves on worker threads of its own (two
+    # more thread hops a request on the busiest route)
+    with application.uow() as uow:
+        result = application.custody_chain.custody.verify(
+            uow, actor, scan=body.scan, patient=body.presented()
+        )
     return result.to_dict()
 
 

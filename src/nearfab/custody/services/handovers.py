@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
 from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused, ValidationFailed
@@ -116,23 +116,30 @@ def _refuse_held(unit: SerialUnit, hold: UnitHold | None, field: str) -> None:
         )
 
 
-# what `check_usable` reads of a unit, in one statement built once: its first open hold (one
-# not yet judged, or judged reject: as `open_hold`) and its in-use period (at most one a unit)
+# an open hold: one not yet judged, or judged reject (as `open_hold`)
+_OPEN_HOLD = or_(UnitHold.decision.is_(None), UnitHold.decision == REJECT)
+# what `check_usable` reads of a unit, in one statement built once: its first open hold and
+# its in-use period (at most one a unit)
 _USABLE_QUERY = (
     select(UnitHold, InUsePeriod)
     .select_from(SerialUnit)
-    .outerjoin(
-        UnitHold,
-        and_(
-            UnitHold.unit_id == SerialUnit.id,
-            or_(UnitHold.decision.is_(None), UnitHold.decision == REJECT),
-        ),
-    )
+    .outerjoin(UnitHold, and_(UnitHold.unit_id == SerialUnit.id, _OPEN_HOLD))
     .outerjoin(InUsePeriod, InUsePeriod.unit_id == SerialUnit.id)
     .where(SerialUnit.id == bindparam("unit_id"))
     .order_by(UnitHold.held_at)
     .limit(1)
 )
+
+
+def usable_rows_exist(unit_id: Any) -> ColumnElement[bool]:
+    """For a query that reads a pack (`unit_id`: its id column): whether the pack has any of
+    the rows `check_usable` refuses on, an open hold or an in-use period with an end. False
+    means `check_usable` would pass it (verification reads this with the pack and skips that
+    statement); True means it must be asked."""
+    return or_(
+        exists().where(UnitHold.unit_id == unit_id, _OPEN_HOLD),
+        exists().where(InUsePeriod.unit_id == unit_id, InUsePeriod.use_by.is_not(None)),
+    )
 
 
 @dataclass(frozen=True)

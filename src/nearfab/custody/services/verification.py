@@ -18,6 +18,7 @@ from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
 from nearfab.custody.gs1 import parse_scan
 from nearfab.custody.logic.verify import PackFacts, decide
 from nearfab.custody.models import Dispense, LedgerEntry, SerialUnit, SiteKey
+from nearfab.custody.services.handovers import usable_rows_exist
 from nearfab.custody.services.packs import Packs
 from nearfab.custody.services.releasecheck import ReleaseCheck, signature_facts
 from nearfab.custody.services.signedfacts import ENTRY_COLUMNS, release_entries_of
@@ -95,6 +96,9 @@ _PACK_QUERY = (
         _BATCH,
         _ORDER.c.site_id,
         _SIGNATURE,
+        # whether the pack has a row the chain-of-identity check refuses on (an open hold, an
+        # in-use period with an end): without one that check's own statement is not needed
+        usable_rows_exist(SerialUnit.id),
         *ENTRY_COLUMNS,
         *(cast(getattr(_BATCH, name), Text) for name in _RECORD_DOCUMENTS),
     )
@@ -108,7 +112,8 @@ _PACK_QUERY = (
     .where(SerialUnit.gtin == bindparam("gtin"), SerialUnit.serial == bindparam("serial"))
     .options(*(defer(getattr(_BATCH, name)) for name in _RECORD_DOCUMENTS))
 )
-_ENTRY_END = 6 + len(ENTRY_COLUMNS)  # where the record's documents start in a row
+_ENTRY_START = 7  # where a row's release entry starts
+_ENTRY_END = _ENTRY_START + len(ENTRY_COLUMNS)  # where the record's documents start
 
 
 def _load_record(batch: Any, documents: Sequence[str | None]) -> None:
@@ -173,12 +178,13 @@ class Verifier:
         rows = uow.session.execute(_PACK_QUERY, {"gtin": ident.gtin, "serial": ident.serial}).all()
         row = rows[0] if rows else None
         unit: SerialUnit | None = None
+        may_be_unusable = True
         facts = None
         problem: str | None = None
         in_scope = True
         if row is not None:
-            unit, ref, review, batch, ordering_site, sig = row[:6]
-            entries = [r[6:_ENTRY_END] for r in rows if r[6] is not None]
+            unit, ref, review, batch, ordering_site, sig, may_be_unusable = row[:_ENTRY_START]
+            entries = [r[_ENTRY_START:_ENTRY_END] for r in rows if r[_ENTRY_START] is not None]
             # a verifier answers only for packs of the sites they serve (making or ordering
             # site): for any other pack the answer is the one for an unknown pack, so nobody
             # learns from it whether a pack is for some patient of another site
@@ -232,7 +238,14 @@ class Verifier:
             )
             if not match.matched:
                 status = VerifyStatus.WRONG_PATIENT
-        if status == VerifyStatus.OK and unit is not None and self._usable is not None:
+        if (
+            status == VerifyStatus.OK
+            and unit is not None
+            and self._usable is not None
+            # read with the pack: no open hold and no in-use period with an end, nothing for
+            # the check to refuse on (it reads the same rows in the same transaction)
+            and may_be_unusable
+        ):
             try:
                 self._usable(uow, unit, "scan")
             except DomainError as exc:
