@@ -615,6 +615,19 @@ WEB_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/orders/{order_id}"): Call(P.ORDER_READ, True),
     ("GET", "/batches/{batch_id}"): Call(P.BATCH_READ, True),
     ("GET", "/release"): Call(P.RELEASE_QUEUE_READ),
+    # the site nodes' batches at the control node (web/remote.py): one database here, so the
+    # page says it holds none and the signing form answers 409 not_control_node after the role
+    ("GET", "/release/remote"): Call(P.RELEASE_QUEUE_READ),
+    ("POST", "/release/remote/{batch_id}"): Call(
+        P.RELEASE_DECIDE,
+        body=lambda w: {
+            "decision": "reject",
+            "meaning": "m",
+            "username": ME,
+            "password": fh.TEST_PASSWORD,
+            "shown_hash": "0" * 64,
+        },
+    ),
     # builds awaiting the control site's approval (web/builds.py), as the API's
     ("GET", "/builds/approvals"): Call(P.RELEASE_QUEUE_READ),
     ("POST", "/builds/{job_id}/approve"): Call(

@@ -10,6 +10,7 @@ with hashlib, not with the code that made it."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -438,5 +439,57 @@ def test_the_cli_lists_and_signs_at_the_control_node(nodes: tuple[App, App]) -> 
         data_dir=Path(site.settings.data_dir),
     )
     assert at_site.returncode == 2 and "only the control node" in at_site.stdout + at_site.stderr
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "released"
+
+
+def test_the_control_node_page_shows_the_dossier_and_signs_it_and_other_sites_see_nothing(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    number = fh.batch(site, batch_id).batch_number
+    fh.site_user(control, "qp-man", "qp", "MAN-PH")
+    other = fh.web_login(control, "qp-man")
+    page_other = other.get("/release/remote").text
+    assert number not in page_other  # another site's batch is not shown
+    refused = other.post(
+        f"/release/remote/{batch_id}",
+        data={
+            "csrf_token": fh.csrf(page_other),
+            "decision": "release",
+            "meaning": MEANING,
+            "password": fh.TEST_PASSWORD,
+            "username": "qp-man",
+            "shown_hash": "0" * 64,
+        },
+    )
+    assert refused.status_code == 404  # never confirmed to exist elsewhere
+
+    qp = fh.web_login(control, "qp")
+    queue = qp.get("/release/remote")
+    assert queue.status_code == 200 and number in queue.text
+    assert 'href="/release/remote"' in queue.text  # in the control node's menu
+    (row,) = waiting(control)
+    assert row.dossier["shown_hash"] in queue.text  # the hash the form signs on
+    form = {
+        "csrf_token": fh.csrf(queue.text),
+        "decision": "release",
+        "meaning": MEANING,
+        "password": fh.TEST_PASSWORD,
+        "username": "qp",
+        "shown_hash": row.dossier["shown_hash"],
+    }
+    wrong = qp.post(f"/release/remote/{batch_id}", data={**form, "password": "wrong"})
+    assert wrong.status_code == 401 and "not signed" in html.unescape(wrong.text)
+    signed = qp.post(f"/release/remote/{batch_id}", data=form, follow_redirects=True)
+    assert signed.status_code == 200 and f"Batch {number} release signed" in signed.text
+    assert waiting(control) == []
+    # a site node's menu has no such page, and the page says why
+    at_site = fh.web_login(site, "qp").get("/release/remote").text
+    assert 'id="not-control"' in at_site
+    assert 'href="/release/remote"' not in at_site
     deliver(control, site)
     assert fh.batch(site, batch_id).status == "released"

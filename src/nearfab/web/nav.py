@@ -23,6 +23,7 @@ MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/", "Network", ()),
     ("/worklist", "Worklist", ("/worklist",)),
     ("/orders", "Orders", ("/orders",)),
+    ("/release/remote", "Site releases", ("/release/remote",)),  # a control node only (_shown)
     ("/release", "Release queue", ("/release",)),
     ("/builds/approvals", "Home builds", ("/builds",)),
     ("/dispense", "Dispense", ("/dispense",)),
@@ -65,22 +66,31 @@ def may_see(actor: Actor, permission: Permission | None) -> bool:
 
 
 def _shown(app: Any, href: str) -> bool:
-    """The node page is in the menu of a node only (in one database it has nothing to show)."""
-    if href != "/node":
-        return True
+    """The node page is in the menu of a node only (in one database it has nothing to show);
+    the site nodes' releases in the control node's only."""
     application = getattr(app.state, "nearfab", None)
-    return getattr(application, "replication", None) is not None
+    if href == "/node":
+        return getattr(application, "replication", None) is not None
+    if href == "/release/remote":
+        return getattr(application, "remote_releases", None) is not None
+    return True
 
 
 def menu_for(app: Any, actor: Actor, path: str) -> list[dict[str, Any]]:
     """The entries `actor` may open, each with whether it is the current page."""
     declared = _permissions(app)
-    out = []
+    out: list[dict[str, Any]] = []
     for href, label, prefixes in MENU:
         if href not in declared or not may_see(actor, declared[href]) or not _shown(app, href):
             continue
-        current = path == "/" if href == "/" else any(path.startswith(p) for p in prefixes)
-        out.append({"href": href, "label": label, "current": current})
+        match = max((len(p) for p in prefixes if path.startswith(p)), default=0)
+        current = path == "/" if href == "/" else match > 0
+        out.append({"href": href, "label": label, "current": current, "match": match})
+    # one current entry: the longest prefix (/release/remote is not the release queue too)
+    best = max((int(e["match"]) for e in out if e["current"]), default=0)
+    for entry in out:
+        entry["current"] = entry["current"] and (entry["href"] == "/" or entry["match"] == best)
+        del entry["match"]
     return out
 
 

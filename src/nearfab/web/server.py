@@ -55,6 +55,7 @@ from nearfab.web.planning import router as planning_pages
 from nearfab.web.qa import router as qa_pages
 from nearfab.web.records import router as records_pages
 from nearfab.web.refusals import install_page_handlers
+from nearfab.web.remote import router as remote_pages
 from nearfab.web.vigilance import router as vigilance_pages
 from nearfab.web.worklist import router as worklist_pages
 
@@ -139,6 +140,7 @@ def create_web_app(application: App) -> FastAPI:
     web.include_router(dose_pages)  # observations and dose proposals of an order
     web.include_router(vigilance_pages)  # adverse events reported and traced
     web.include_router(node_pages)  # this node's replication (docs/replication.md)
+    web.include_router(remote_pages)  # the site nodes' batches released at the control node
     for chain_router in (chain_pages, appointment_pages, exceptional_pages):
         web.include_router(chain_router)  # the chain of identity and its release steps
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
