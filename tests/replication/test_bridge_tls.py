@@ -8,8 +8,9 @@ certificate and its host name (`bridge_insecure false`).
 Shown with two real Mosquitto brokers and the real replicator and inbox: the site's records
 cross the TLS bridge exactly once; a bridge with a certificate from another CA, or with none,
 is refused by the control broker and nothing crosses; a control broker whose certificate names
-another host is refused by the bridge and nothing crosses. What crosses is read from the
-control node's inbox, what the site owns from its own tables (test_replication_mqtt)."""
+another host is refused by the bridge and nothing crosses; the control broker's ACL keeps the
+site's identity to its own site's topics. What crosses is read from the control node's inbox,
+what the site owns from its own tables (test_replication_mqtt)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tests.replication.test_replication_mqtt import inbox_refs, nodes, owned_row
 from tests.telemetry.test_mqtt import Broker, free_port
 
 from nearfab.bootstrap import App
+from nearfab.network.reads import sites
 from nearfab.replication import replicate_once, start_inbox
 from nearfab.replication.logic import TOPIC_ROOT
 from nearfab.telemetry import BrokerAddress
@@ -211,9 +213,24 @@ def link_factory(nodes: tuple[App, App]) -> Iterator[Callable[..., Link]]:
         folders.extend((hub_folder, local_folder))
         hub, local = Broker(hub_folder), Broker(local_folder)
         tls_port = free_port()
-        # the control broker: the bridge listener requires a client certificate of the CA
+        # the control broker: the bridge listener requires a client certificate of the CA; the
+        # ACL lets the site's identity write its own site's topics and read the control's
+        # (before any `user` line: the anonymous clients, the control node on 127.0.0.1), and
+        # write its bridge's state notification: a bridge whose notification is denied loses
+        # its connection at once and carries nothing (found here, mosquitto 2.0.11)
+        acl = hub_folder / "acl"
+        bridge_id = f"nearfab-bridge-{repl(site).site_id}"
+        acl.write_text(
+            f"topic readwrite {TOPIC_ROOT}/#\n"
+            f"user {SITE_IDENTITY}\n"
+            f"topic write {TOPIC_ROOT}/{repl(site).site_id}/#\n"
+            f"topic read {TOPIC_ROOT}/{repl(control).site_id}/#\n"
+            f"topic write $SYS/broker/connection/{bridge_id}/state\n"
+        )
+        acl.chmod(0o644)
         with hub.conf.open("a") as conf:
             conf.write(
+                f"acl_file {acl}\n"
                 f"listener {tls_port} 127.0.0.1\n"
                 f"cafile {install(ca, hub_folder)}\n"
                 f"certfile {install(server[0], hub_folder)}\n"
@@ -227,7 +244,7 @@ def link_factory(nodes: tuple[App, App]) -> Iterator[Callable[..., Link]]:
             f"address 127.0.0.1:{tls_port}",
             f"topic {TOPIC_ROOT}/{repl(site).site_id}/# out 1",
             f"topic {TOPIC_ROOT}/{repl(control).site_id}/# in 1",
-            f"remote_clientid nearfab-bridge-{repl(site).site_id}",
+            f"remote_clientid {bridge_id}",
             "cleansession false",
             "restart_timeout 1 1",
             "keepalive_interval 5",
@@ -397,3 +414,43 @@ def test_a_control_broker_certificate_for_another_host_is_refused_by_the_bridge(
         inbox.stop()
     assert inbox_refs(control, origin) == []
     assert f"nearfab-bridge-{origin}" not in log(link.hub_log)
+
+
+def test_a_site_identity_publishes_under_its_own_site_only(
+    nodes: tuple[App, App], pki: Pki, link_factory: Callable[..., Link]
+) -> None:
+    """The control broker's ACL: a client holding the site's certificate (its identity
+    `bridge-GSTT-PH`) publishes under another site's topic: the broker drops it; under its own
+    site's topic it is delivered. Read at the control broker by a subscriber on its local
+    listener, after the allowed message (the broker handles one client's messages in order)."""
+    site, control = nodes
+    link = link_factory(server=pki.server, client=pki.client, ca=pki.ca)
+    with control.uow() as uow:
+        other = next(s.id for s in sites(uow.session) if s.code == "MAN-PH")
+    seen: list[str] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acl-watcher")
+    watcher.on_message = lambda _c, _u, message: seen.append(message.topic)
+    watcher.connect("127.0.0.1", link.hub.port)
+    watcher.subscribe(f"{TOPIC_ROOT}/#", qos=1)
+    watcher.loop_start()
+    # MQTT 5: the broker answers a denied publish with its reason code and keeps the session
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acl-probe", protocol=mqtt.MQTTv5)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client[0]), str(pki.client[1]))
+    sender.tls_set_context(context)
+    try:
+        sender.connect("127.0.0.1", link.tls_port)
+        sender.loop_start()
+        assert wait_for(sender.is_connected, 10)
+        forbidden = f"{TOPIC_ROOT}/{other}/audit"
+        allowed = f"{TOPIC_ROOT}/{repl(site).site_id}/audit"
+        sender.publish(forbidden, b"as another site", qos=1).wait_for_publish(10)
+        sender.publish(allowed, b"as itself", qos=1).wait_for_publish(10)
+        assert wait_for(lambda: allowed in seen, 10), seen
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert seen == [allowed]
+    assert "Denied PUBLISH from acl-probe" in log(link.hub_log) and forbidden in log(link.hub_log)
