@@ -145,9 +145,12 @@ def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_thro
     batch_id = fh.make_batch(site)  # made here, steps signed, audit trail reviewed
     made = fh.batch(site, batch_id)
     assert made.status == "completed" and pack_statuses(site, batch_id) == {"quarantine"}
+    at_site = fh.web_login(site, "qp")
+    assert "Not sent to the control site yet" in at_site.get("/release").text
 
     assert dossiers_of(site).send_ready(site.uow) == [batch_id]
     assert dossiers_of(site).send_ready(site.uow) == []  # unchanged: not sent again
+    assert "Dossier sent to the control site's QP" in html.unescape(at_site.get("/release").text)
 
     address = BrokerAddress("127.0.0.1", broker.port)
     control_inbox = start_inbox(

@@ -54,6 +54,19 @@ class SiteDossiers:
         self._pending = pending
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
 
+    def last_sent(self, uow: UnitOfWork, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per batch, the dossier this node last sent the control site's QP: when, its hash
+        and the blockers it named (none: never sent)."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in audit_entries_on(uow.session, {DOSSIER_ENTITY: batch_ids}):
+            new = row.new or {}
+            out[row.entity_id] = {
+                "sent_at": row.at,
+                "shown_hash": new.get("shown_hash"),
+                "blockers": list(new.get("blockers") or []),
+            }
+        return out
+
     def send_ready(self, uow_factory: Callable[[], UnitOfWork]) -> list[str]:
         """Write a dossier for every batch of this site waiting for a QP decision whose
         dossier is not the one last sent (a new batch, a record signed or changed since, a
@@ -63,10 +76,10 @@ class SiteDossiers:
         site = self.service.site_id
         with uow_factory() as uow:
             waiting = [r.batch_id for r in self._pending(uow) if r.site_id == site]
-            last: dict[str, tuple[Any, Any]] = {}
-            for row in audit_entries_on(uow.session, {DOSSIER_ENTITY: waiting}):
-                new = row.new or {}
-                last[row.entity_id] = (new.get("shown_hash"), new.get("blockers"))
+            last = {
+                batch: (sent["shown_hash"], sent["blockers"])
+                for batch, sent in self.last_sent(uow, waiting).items()
+            }
         sent = []
         for batch_id in waiting:
             with uow_factory() as uow:

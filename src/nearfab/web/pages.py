@@ -553,8 +553,16 @@ def _with_blockers(
         )
         asked.append((batch, actor if quality.may_sign(actor, signatory) else None, signatory))
     blockers = quality.records.release_blockers_of(uow, asked)  # every row's, read together
+    # at a site node: the release dossier last sent to the control site's QP (releases.py)
+    sent = (
+        application.dossiers.last_sent(uow, [row["batch_id"] for row in queue])
+        if application.dossiers is not None
+        else {}
+    )
     for row in queue:
         row["blockers"] = [b.to_dict() for b in blockers[row["batch_id"]]]
+        if application.dossiers is not None:  # a site node: sent, or not yet
+            row["dossier"] = sent.get(row["batch_id"]) or {"sent_at": None}
     return queue
 
 
