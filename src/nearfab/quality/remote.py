@@ -144,8 +144,8 @@ class RemoteRelease:
             if failed and exceptional_only(kit):
                 raise Refused(
                     f"batch {number} is out of specification ({', '.join(failed)}); an "
-                    "exceptional release of a site node's batch is signed at that site's "
-                    "node with the physician's request, not across the network",
+                    "exceptional release (at the physician's request) of a site node's batch "
+                    "is not available across the network yet; reject it, or make it again",
                     field="exceptional",
                     code="out_of_specification",
                 )
