@@ -400,6 +400,59 @@ def shared_route_tables() -> Iterator[None]:
         yield
 
 
+def _openapi_route_key(route: Any) -> tuple[Any, ...]:
+    """What of an app's route goes into its OpenAPI schema, without the app: an included
+    router by the router, its routes' version and the inclusion (as `shared_route_tables`
+    keys it), any other route by its class, path, methods, endpoint code and schema flag."""
+    import dataclasses
+
+    context = getattr(route, "include_context", None)
+    if context is not None and hasattr(route, "original_router"):
+        neutral = dataclasses.replace(context, dependency_overrides_provider=_NoOverrides)
+        original = route.original_router
+        return ("included", id(original), original._get_routes_version(), repr(neutral))
+    endpoint = getattr(route, "endpoint", None)
+    return (
+        type(route).__qualname__,
+        getattr(route, "path", None),
+        tuple(sorted(getattr(route, "methods", None) or ())),
+        id(getattr(endpoint, "__code__", endpoint)),
+        getattr(route, "include_in_schema", None),
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_openapi_schemas() -> Iterator[None]:
+    """The OpenAPI schema of a web app (the /api/docs page, /api/v1/openapi.json, the contract
+    and Schemathesis tests) costs about 1 s of CPU to build, and every app the tests make builds
+    its own: the menu crawls open /api/docs once per role, each on a new app. Here FastAPI's
+    `get_openapi` is built once per worker for each set of arguments (title, version, servers,
+    ... and the routes, keyed by `_openapi_route_key`), and each app gets its own deep copy, so
+    an app that adds to its schema (api/errors.py declares the error answers) changes no other
+    app's. Only tests' speed differs."""
+    import copy
+
+    from fastapi import applications
+
+    build = applications.get_openapi
+    built: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def shared_get_openapi(**kwargs: Any) -> dict[str, Any]:
+        key = tuple(
+            (name, tuple(_openapi_route_key(r) for r in value or ()))
+            if name in ("routes", "webhooks")
+            else (name, repr(value))
+            for name, value in sorted(kwargs.items())
+        )
+        if key not in built:
+            built[key] = build(**kwargs)
+        return copy.deepcopy(built[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(applications, "get_openapi", shared_get_openapi)
+        yield
+
+
 # Tests move their manual clock by hours and months between steps: with the product's session
 # idle timeout (15 min) and password age (90 days) every jump would log everyone out. The
 # policies themselves are tested with the product defaults (tests/identity/test_accounts.py
