@@ -21,6 +21,7 @@ import shutil
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -420,37 +421,57 @@ def test_a_site_identity_publishes_under_its_own_site_only(
     nodes: tuple[App, App], pki: Pki, link_factory: Callable[..., Link]
 ) -> None:
     """The control broker's ACL: a client holding the site's certificate (its identity
-    `bridge-GSTT-PH`) publishes under another site's topic: the broker drops it; under its own
-    site's topic it is delivered. Read at the control broker by a subscriber on its local
-    listener, after the allowed message (the broker handles one client's messages in order)."""
+    `bridge-GSTT-PH`) publishes under another site's topic: the broker denies it (and, Mosquitto
+    2.0.11, ends that connection); then, on a new connection, under its own site's topic: it
+    is delivered. A subscriber on the control broker's local listener, subscribed before
+    either, receives only the second: the first was judged before the second was sent."""
     site, control = nodes
     link = link_factory(server=pki.server, client=pki.client, ca=pki.ca)
     with control.uow() as uow:
         other = next(s.id for s in sites(uow.session) if s.code == "MAN-PH")
+    forbidden = f"{TOPIC_ROOT}/{other}/audit"
+    allowed = f"{TOPIC_ROOT}/{repl(site).site_id}/audit"
     seen: list[str] = []
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acl-watcher")
     watcher.on_message = lambda _c, _u, message: seen.append(message.topic)
+    watcher.on_subscribe = lambda _c, _u, _m, _r, _p: seen.append("subscribed")
     watcher.connect("127.0.0.1", link.hub.port)
     watcher.subscribe(f"{TOPIC_ROOT}/#", qos=1)
     watcher.loop_start()
-    # MQTT 5: the broker answers a denied publish with its reason code and keeps the session
-    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acl-probe", protocol=mqtt.MQTTv5)
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    context.load_cert_chain(str(pki.client[0]), str(pki.client[1]))
-    sender.tls_set_context(context)
     try:
-        sender.connect("127.0.0.1", link.tls_port)
-        sender.loop_start()
-        assert wait_for(sender.is_connected, 10)
-        forbidden = f"{TOPIC_ROOT}/{other}/audit"
-        allowed = f"{TOPIC_ROOT}/{repl(site).site_id}/audit"
-        sender.publish(forbidden, b"as another site", qos=1).wait_for_publish(10)
-        sender.publish(allowed, b"as itself", qos=1).wait_for_publish(10)
+        assert wait_for(lambda: "subscribed" in seen, 10)
+        with as_the_site(pki, link.tls_port, "acl-probe-1") as sender:
+            sender.publish(forbidden, b"as another site", qos=1)
+
+            def denied() -> bool:
+                return any(
+                    line.split(": ", 1)[-1].startswith("Denied PUBLISH from acl-probe-1 ")
+                    and f"'{forbidden}'" in line
+                    for line in log(link.hub_log).splitlines()
+                )
+
+            assert wait_for(denied, 10), log(link.hub_log)[-2000:]
+        with as_the_site(pki, link.tls_port, "acl-probe-2") as sender:
+            sender.publish(allowed, b"as itself", qos=1).wait_for_publish(10)
         assert wait_for(lambda: allowed in seen, 10), seen
     finally:
-        sender.loop_stop()
-        sender.disconnect()
         watcher.loop_stop()
         watcher.disconnect()
-    assert seen == [allowed]
-    assert "Denied PUBLISH from acl-probe" in log(link.hub_log) and forbidden in log(link.hub_log)
+    assert seen == ["subscribed", allowed]
+
+
+@contextmanager
+def as_the_site(pki: Pki, port: int, client_id: str) -> Iterator[mqtt.Client]:
+    """An MQTT client on the TLS listener presenting the site's certificate, connected."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client[0]), str(pki.client[1]))
+    client.tls_set_context(context)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert wait_for(client.is_connected, 10)
+        yield client
+    finally:
+        client.loop_stop()
+        client.disconnect()
