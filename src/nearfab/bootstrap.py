@@ -451,6 +451,7 @@ def build_app(
             alerts=custody.packs,
             node=node,
             releases=quality.remote,
+            master_files=master_files,
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
             dossiers = SiteDossiers(replication, quality.remote, quality.pending)

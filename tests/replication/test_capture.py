@@ -71,7 +71,13 @@ def test_the_control_node_sends_the_sites_only_its_decisions(seeded: App) -> Non
     _note(seeded, control_id, "note", 1, ledger=False)  # the control site's own business
     _note(seeded, control_id, "recall", 2, ledger=False)  # a decision the sites need
     service = ReplicationService(config)
-    decisions = ("recall", "master_file", "release_review")
+    decisions = (
+        "recall",
+        "master_file",
+        "master_file_published",
+        "release_review",
+        "remote_release",
+    )
     with seeded.uow() as uow:
         sent = {r.source_ref for r in service.pending(uow, 100_000) if r.kind == "audit"}
         wanted = uow.session.scalars(

@@ -122,6 +122,16 @@ def audit_rows(app: App, entity_type: str) -> list[AuditEntry]:
         return rows
 
 
+def recalls_applied(app: App) -> list[AuditEntry]:
+    """The site's applied rows about the control's recalls (the control's other records, such
+    as the seed's master-file publications, have theirs)."""
+    return [
+        r
+        for r in audit_rows(app, APPLIED_ENTITY)
+        if r.new is not None and r.new.get("entity_type") == "recall"
+    ]
+
+
 def count(app: App, model: type[Any]) -> int:
     with app.uow() as uow:
         return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
@@ -155,7 +165,7 @@ def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_
     assert count(site, Recall) == recalls_before + 1
     assert (here.scope_ref, here.created_by) == (HC_LOT, "system:replication")
     assert recall.id in here.reason and record.id in here.reason
-    (applied,) = audit_rows(site, APPLIED_ENTITY)
+    (applied,) = recalls_applied(site)
     assert applied.actor_id == "system:replication" and applied.entity_id == record.id
     assert applied.new is not None
     assert (applied.new["record_hash"], applied.new["entity_id"], applied.new["lot"]) == (
@@ -174,7 +184,7 @@ def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_
     assert again.applied == 0 and len(again.problems) == len(held)  # all duplicates
     assert repl(site).decisions.apply_pending(site.uow).applied == []
     assert count(site, Recall) == recalls_before + 1
-    assert len(audit_rows(site, APPLIED_ENTITY)) == 1
+    assert len(recalls_applied(site)) == 1
 
 
 def test_a_recall_in_a_chain_that_does_not_verify_is_refused_and_named(
@@ -197,14 +207,23 @@ def test_a_recall_in_a_chain_that_does_not_verify_is_refused_and_named(
     with site.uow() as uow:
         repl(site).apply(uow, [forged.to_message(), *[r.to_message() for r in records[1:]]])
     result = repl(site).decisions.apply_pending(site.uow)
-    assert result.applied == [] and len(result.refused) == 1
+    # every decision the site would act on is refused (the recall, and the seed's master-file
+    # publications, also in the control's chain): none is acted on
+    acted_on = [
+        r.id
+        for r in records
+        if json.loads(r.payload).get("entity_type") in ("recall", "master_file_published")
+    ]
+    assert result.applied == [] and sorted(result.refused) == sorted(acted_on)
     assert statuses(site, batch_id) == {"released"}  # nothing marked
-    (refused,) = audit_rows(site, REFUSED_ENTITY)
-    assert refused.actor_id == "system:replication" and refused.action == "refuse"
-    assert refused.reason and "do not verify" in refused.reason
+    refusals = audit_rows(site, REFUSED_ENTITY)
+    assert sorted(r.entity_id for r in refusals) == sorted(acted_on)
+    for refused in refusals:
+        assert refused.actor_id == "system:replication" and refused.action == "refuse"
+        assert refused.reason and "do not verify" in refused.reason
     # asked again: refused, but named once
     assert repl(site).decisions.apply_pending(site.uow).refused
-    assert len(audit_rows(site, REFUSED_ENTITY)) == 1
+    assert len(audit_rows(site, REFUSED_ENTITY)) == len(acted_on)
 
 
 def test_a_pack_dispensed_offline_and_recalled_meanwhile_raises_an_alert_naming_the_patient(

@@ -101,7 +101,8 @@ def pack_statuses(app: App, batch_id: str) -> set[str]:
         )
 
 
-def applied_rows(app: App) -> list[AuditEntry]:
+def applied_rows(app: App, about: str | None = "remote_release") -> list[AuditEntry]:
+    """The site's applied rows about the control's records of entity `about` (None: all)."""
     with app.uow() as uow:
         rows = list(
             uow.session.scalars(
@@ -112,7 +113,7 @@ def applied_rows(app: App) -> list[AuditEntry]:
         )
         for row in rows:
             uow.session.expunge(row)
-        return rows
+    return [r for r in rows if about is None or (r.new or {}).get("entity_type") == about]
 
 
 def decide(control: App, batch_id: str, **kw: Any) -> dict[str, Any]:

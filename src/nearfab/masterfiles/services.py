@@ -36,6 +36,7 @@ from nearfab.identity.reads import user as user_record
 from nearfab.identity.reads import user_by_username
 from nearfab.masterfiles.enums import MASTER_FILE_TRANSITIONS, MasterFileStatus
 from nearfab.masterfiles.models import MasterFile, MasterFileQP
+from nearfab.masterfiles.published import PUBLISHED_ENTITY, from_published, published_fields
 from nearfab.masterfiles.schemas import MasterFileIn
 from nearfab.network import NetworkService
 from nearfab.uow import UnitOfWork
@@ -169,9 +170,166 @@ class MasterFileService:
                 MasterFileStatus.SUPERSEDED,
                 reason=f"superseded by version {mf.version}",
             )
+        superseded = [
+            prev.id
+            for prev in uow.session.scalars(
+                select(MasterFile).where(
+                    MasterFile.code == mf.code,
+                    MasterFile.status == MasterFileStatus.SUPERSEDED.value,
+                    MasterFile.id != mf.id,
+                )
+            )
+        ]
         self._transition(uow, actor, mf, MasterFileStatus.EFFECTIVE, reason="made effective")
         mf.effective_from = uow.clock.now()
+        self._publish(uow, actor, mf, superseded)
         uow.commit()
+        return mf
+
+    def _publish(
+        self, uow: UnitOfWork, actor: Actor, mf: MasterFile, superseded: list[str]
+    ) -> None:
+        """The effective version as the site nodes install it (masterfiles/published.py): the
+        whole version and its approval signature row, in the transaction that made it
+        effective (in one database nobody installs it; the row is the record either way)."""
+        sig = next(
+            s
+            for s in self._signatures.signatures_for(uow, "master_file", mf.id)
+            if s.id == mf.approval_signature_id
+        )
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            PUBLISHED_ENTITY,
+            mf.id,
+            new={
+                "master_file": published_fields(mf),
+                "signature": SignatureService.carried(sig),
+                "supersedes": superseded,
+            },
+            reason=f"master file {mf.code} v{mf.version} effective: published to the sites",
+        )
+
+    def install_published(
+        self, uow: UnitOfWork, actor: Actor, published: dict[str, Any]
+    ) -> tuple[MasterFile, bool]:
+        """At a site node: install a version the control site made effective (its
+        `master_file_published` row), in the caller's transaction (the caller writes what it
+        applied and commits). The approval signature row is stored as it was made and must
+        match the version's content; the versions of its code effective here are superseded.
+        Refused (nothing written) at the control site or in one database, for a version whose
+        content is not what the QP approved, or whose signature is not the one made for it;
+        an already effective version is left as it is. Returns the version and whether it
+        was installed now."""
+        if not self.node.site_node:
+            raise Refused(
+                "a published master file is installed at a site node only",
+                field="node",
+                code="not_a_site_node",
+            )
+        try:
+            mf = from_published(dict(published["master_file"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed(
+                f"the published master file lacks or garbles {exc}", field="master_file"
+            ) from None
+        here = uow.session.get(MasterFile, mf.id)
+        if here is not None and here.status in (
+            MasterFileStatus.EFFECTIVE.value,
+            MasterFileStatus.SUPERSEDED.value,  # a later version came first (a copy of later)
+            MasterFileStatus.WITHDRAWN.value,
+        ):
+            return here, False
+        fields = dict(published.get("signature") or {})
+        sig = next(
+            (
+                s
+                for s in self._signatures.signatures_for(uow, "master_file", mf.id)
+                if s.id == fields.get("id")
+            ),
+            None,
+        )
+        if sig is None:
+            sig = self._signatures.carried_from(
+                uow, fields, record_type="master_file", record_id=mf.id
+            )
+            fresh_sig = True
+        else:
+            fresh_sig = False
+        if (
+            mf.status != MasterFileStatus.EFFECTIVE.value
+            or mf.approval_signature_id != sig.id
+            or not self._signatures.is_valid(sig, mf.content())
+            or sig.signature_hash != fields.get("signature_hash")
+        ):
+            raise Refused(
+                f"master file {mf.code} v{mf.version} does not match its QP approval signature; "
+                "nothing was installed",
+                field="master_file",
+                code="approval_invalid",
+            )
+        if fresh_sig:
+            uow.session.add(sig)
+        for prev in uow.session.scalars(
+            select(MasterFile).where(
+                MasterFile.code == mf.code,
+                MasterFile.status == MasterFileStatus.EFFECTIVE.value,
+                MasterFile.id != mf.id,
+            )
+        ):
+            self._transition(
+                uow,
+                actor,
+                prev,
+                MasterFileStatus.SUPERSEDED,
+                reason=f"superseded by version {mf.version} (installed from the control site)",
+            )
+        reason = f"master file {mf.code} v{mf.version} installed from the control site"
+        if here is None:
+            uow.session.add(mf)
+            uow.flush()
+            audit(uow, actor, AuditAction.CREATE, "master_file", mf.id, new=mf.content())
+            audit(
+                uow,
+                actor,
+                AuditAction.TRANSITION,
+                "master_file",
+                mf.id,
+                old=None,
+                new={"status": mf.status, "approval_signature_id": sig.id},
+                reason=reason,
+            )
+            return mf, True
+        if here.content() != mf.content():
+            raise Refused(
+                f"master file {mf.code} v{mf.version} here is not the version the control "
+                "site published; nothing was installed",
+                field="master_file",
+                code="approval_invalid",
+            )
+        here.approved_at, here.approval_signature_id = mf.approved_at, sig.id
+        here.effective_from = mf.effective_from
+        if here.status == MasterFileStatus.DRAFT.value:
+            self._transition(uow, actor, here, MasterFileStatus.APPROVED, reason=reason)
+        self._transition(uow, actor, here, MasterFileStatus.EFFECTIVE, reason=reason)
+        return here, True
+
+    def withdraw_published(
+        self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
+    ) -> MasterFile | None:
+        """At a site node: a version the control site withdrew is withdrawn here, in the
+        caller's transaction (None: this node never held it; an already withdrawn one is left)."""
+        if not self.node.site_node:
+            raise Refused(
+                "a control-site withdrawal is applied at a site node only",
+                field="node",
+                code="not_a_site_node",
+            )
+        mf = uow.session.get(MasterFile, master_file_id)
+        if mf is None or mf.status == MasterFileStatus.WITHDRAWN.value:
+            return mf
+        self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
         return mf
 
     def set_signing_policy(

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
 REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
+PUBLISHED_ENTITY = "master_file_published"  # control audit rows: a version sites install
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 # a pack in one of these states, or of a rejected batch, must not be with a patient
 NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
@@ -59,6 +60,16 @@ class Releases(Protocol):  # the part of quality's RemoteRelease used here
         decision: str,
         reason: str | None,
         signature: dict[str, Any],
+    ) -> Any: ...
+
+
+class MasterFiles(Protocol):  # the part of masterfiles' MasterFileService used here
+    def install_published(
+        self, uow: UnitOfWork, actor: Actor, published: dict[str, Any]
+    ) -> tuple[Any, bool]: ...
+
+    def withdraw_published(
+        self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> Any: ...
 
 
@@ -129,8 +140,10 @@ class ControlDecisions:
         recalls: Recalls,
         alerts: Alerts,
         releases: Releases | None = None,
+        master_files: MasterFiles | None = None,
     ) -> None:
         self.service = service
+        self._master_files = master_files
         self.control_site_id = control_site_id
         self._recalls = recalls
         self._alerts = alerts
@@ -166,7 +179,14 @@ class ControlDecisions:
                 and (row.get("new") or {}).get("site_id") == self.service.site_id
                 and self._releases is not None
             )
-            if not (recall or release):
+            published = row.get("entity_type") == PUBLISHED_ENTITY and row.get("action") == "create"
+            withdrawn = (
+                row.get("entity_type") == "master_file"
+                and row.get("action") == "transition"
+                and (row.get("new") or {}).get("status") == "withdrawn"
+            )
+            master_file = (published or withdrawn) and self._master_files is not None
+            if not (recall or release or master_file):
                 continue  # not a decision this site acts on (docs: "Not yet")
             if problems:
                 if (REFUSED_ENTITY, record.id) not in done:
@@ -175,8 +195,10 @@ class ControlDecisions:
                 continue
             if recall:
                 self._apply_recall(uow_factory, record, row)
-            else:
+            elif release:
                 self._apply_release(uow_factory, record, row)
+            else:
+                self._apply_master_file(uow_factory, record, row)
             result.applied.append(record.id)
         if usable and not problems:
             horizon = _time(usable[-1].created_at)
@@ -321,6 +343,57 @@ class ControlDecisions:
             )
             uow.commit()
 
+    # --- a master-file version made effective, or withdrawn, at the control ---------------------
+    def _apply_master_file(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
+    ) -> None:
+        """Install a version the control made effective, with its approval signature (masterfiles'
+        `install_published`), or withdraw one it withdrew; the applied row in the same
+        transaction; a refusal (content not what the QP approved) is on record."""
+        assert self._master_files is not None
+        new = row.get("new") or {}
+        mf_id = str(row.get("entity_id"))
+        about = {**self._about(record, row), "master_file_id": mf_id}
+        with uow_factory() as uow:
+            try:
+                if row.get("entity_type") == PUBLISHED_ENTITY:
+                    mf, now = self._master_files.install_published(uow, self.actor, new)
+                    outcome = "installed here" if now else f"already {mf.status} here"
+                    reason = f"master file {mf.code} v{mf.version} effective at the control site"
+                else:
+                    reason = f"withdrawn at the control site: {row.get('reason') or ''}".strip()
+                    found = self._master_files.withdraw_published(
+                        uow, self.actor, mf_id, reason=reason
+                    )
+                    outcome = "withdrawn here" if found is not None else "not held here"
+                audit(
+                    uow,
+                    self.actor,
+                    AuditAction.CREATE,
+                    APPLIED_ENTITY,
+                    record.id,
+                    new={**about, "outcome": outcome},
+                    reason=f"{reason} (record {record.id})",
+                    site_id=self.service.site_id,
+                )
+                uow.commit()
+                return
+            except DomainError as exc:  # on record, not retried for ever
+                outcome = f"not applied here: {exc.message}"
+                uow.session.rollback()
+        with uow_factory() as uow:
+            audit(
+                uow,
+                self.actor,
+                AuditAction.REFUSE,
+                APPLIED_ENTITY,
+                record.id,
+                new={**about, "outcome": outcome},
+                reason=f"master file {mf_id} from the control site (record {record.id})",
+                site_id=self.service.site_id,
+            )
+            uow.commit()
+
     # --- deferred verification ---------------------------------------------------------------
     def reverify(
         self,
@@ -427,13 +500,14 @@ def wire_site_node(
     alerts: Alerts,
     node: NodeRole,
     releases: Releases | None = None,
+    master_files: MasterFiles | None = None,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
     (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
     control site's use cases (QP release, master-file changes) refuse here (common/node.py)."""
     if control_site_id is None or control_site_id == service.site_id:
         return None
-    decisions = ControlDecisions(service, control_site_id, recalls, alerts, releases)
+    decisions = ControlDecisions(service, control_site_id, recalls, alerts, releases, master_files)
     service.decisions = decisions
     node.control_site_id = control_site_id
     node.site_id = service.site_id

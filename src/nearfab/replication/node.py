@@ -15,7 +15,9 @@ from nearfab.uow import UnitOfWork
 
 # what the control site decides for the sites and sends them: recalls, master files (released
 # versions), release decisions. The control site's other audit rows stay with it.
-CONTROL_TO_SITES = frozenset({"recall", "master_file", "release_review", "remote_release"})
+CONTROL_TO_SITES = frozenset(
+    {"recall", "master_file", "master_file_published", "release_review", "remote_release"}
+)
 
 
 def _to_sites(row: dict[str, Any]) -> bool:
