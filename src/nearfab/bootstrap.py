@@ -455,8 +455,10 @@ def build_app(
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
             dossiers = SiteDossiers(replication, quality.remote, quality.pending)
-        else:  # the control node: its QP decides on the sites' dossiers
+        else:  # the control node: its QP decides on the sites' dossiers, and it makes
+            # nothing for another site (its copy's orders and machines are theirs)
             remote_releases = ControlReleases(replication, quality.remote)
+            node.site_id = replication.site_id
 
     return App(
         settings=settings,

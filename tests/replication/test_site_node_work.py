@@ -35,7 +35,7 @@ def order_for(app: App, site_code: str) -> str:
 def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
     nodes: tuple[App, App],
 ) -> None:
-    site, control = nodes  # the site node is St Thomas' (GSTT-PH)
+    site, _control = nodes  # the site node is St Thomas' (GSTT-PH)
     gstt, man = fh.site_id(site, "GSTT-PH"), fh.site_id(site, "MAN-PH")
     ours = order_for(site, "GSTT-PH")
     theirs = order_for(site, "MAN-PH")
@@ -44,7 +44,10 @@ def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
     with site.uow() as uow:
         eligible = site.scheduling.eligibility(uow, site.orders.get(uow, ours))
     assert eligible.candidates and {c.site_id for c in eligible.candidates} == {gstt}
-    assert eligible.excluded["MAN printer A"] == "another site's machine: this node is a site node"
+    assert (
+        eligible.excluded["MAN printer A"]
+        == "another site's machine: this node makes its own site's work only"
+    )
 
     fh.run(site)
     with site.uow() as uow:
@@ -63,13 +66,7 @@ def test_a_site_node_plans_and_makes_its_own_sites_orders_on_its_own_machines(
     assert plan is not None and plan.assignments
     assert {a["machine_id"] for a in plan.assignments} <= machines_here
     assert theirs not in {a["order_id"] for a in plan.assignments}
-
-    # the control node is not a site node: its planner still sees every site's machines
-    with control.uow() as uow:
-        seen = control.scheduling.eligibility(
-            uow, control.orders.get(uow, order_for(control, "MAN-PH"))
-        )
-    assert {c.site_id for c in seen.candidates} >= {man}
+    # the control node makes nothing for a site either (the last test of this file)
 
 
 def chain_length(app: App, site_code: str) -> int:
@@ -107,3 +104,33 @@ def test_a_site_node_never_writes_the_control_sites_chain(nodes: tuple[App, App]
             .limit(1)
         ).scalar()
     assert last == "audit_checkpoint"
+
+
+def test_the_control_node_makes_nothing_for_a_site_an_order_taken_there_waits(
+    nodes: tuple[App, App],
+) -> None:
+    """The control node's copy holds every site's machines too: an order for a site entered
+    at the control node is not planned or made there (it would make that site's batch and
+    write that site's ledger chain at the control); it waits, and the planner says why."""
+    site, control = nodes
+    theirs = order_for(control, "GSTT-PH")
+    with control.uow() as uow:
+        eligible = control.scheduling.eligibility(uow, control.orders.get(uow, theirs))
+    assert eligible.candidates == []
+    assert (
+        eligible.excluded["GSTT printer A"]
+        == "another site's machine: this node makes its own site's work only"
+    )
+    fh.run(control)
+    with control.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(BatchRecord)) == 0
+        assert uow.session.scalar(select(func.count()).select_from(Job)) == 0
+        gstt = fh.site_id(control, "GSTT-PH")
+        written = uow.session.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.site_id == gstt)
+        )
+    with site.uow() as uow:  # the same copy: what the control holds of GSTT's chain is the seed's
+        seeded = uow.session.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.site_id == gstt)
+        )
+    assert written == seeded

@@ -23,17 +23,20 @@ class NodeRole:
 
     def __init__(self, control_site_id: str | None = None, site_id: str | None = None) -> None:
         self.control_site_id = control_site_id
-        self.site_id = site_id  # a site node's own site (set with control_site_id)
+        # a node's own site: a site node's (set with control_site_id) or the control node's
+        # (bootstrap); None in a network of one database
+        self.site_id = site_id
 
     @property
     def site_node(self) -> bool:
         return self.control_site_id is not None
 
     def works_for(self, site_id: str | None) -> bool:
-        """Whether this process plans, starts and runs work of `site_id`: a site node only its
-        own site's (its database is a copy of the network's, and another site's orders and
-        machines there are that site's node's business); anywhere else every site's."""
-        return not self.site_node or site_id == self.site_id
+        """Whether this process plans, starts and runs work of `site_id`: a node of a
+        replicated network (a site node, or the control node: `site_id` set) only its own
+        site's (its database is a copy of the network's, and another site's orders and
+        machines there are that site's node's business); in one database every site's."""
+        return self.site_id is None or site_id == self.site_id
 
     def require_control(self, what: str) -> None:
         """Refuse `what` (`control_site_only`, field `node`) at a site node."""

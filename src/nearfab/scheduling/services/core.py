@@ -107,8 +107,10 @@ class SchedulingService:
         excluded: dict[str, str] = {}
         for machine in self._network.list_machines(uow):
             if not self._network.node.works_for(machine.site_id):
-                # a site node makes on its own machines only (docs/replication.md)
-                excluded[machine.name] = "another site's machine: this node is a site node"
+                # a node makes on its own site's machines only (docs/replication.md)
+                excluded[machine.name] = (
+                    "another site's machine: this node makes its own site's work only"
+                )
                 continue
             why = self._why_not(uow, machine, mf, family.machine_types)
             lot = None
