@@ -28,14 +28,14 @@ from nearfab.identity import Actor, Permission, authorize
 from nearfab.identity import record_hash as hash_of_record
 from nearfab.quality.enums import Decision, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
-from nearfab.quality.exceptional import out_of_specification
+from nearfab.quality.exceptional import REQUESTED, out_of_specification
 from nearfab.quality.kit import exceptional_only, release_kit, release_signatory, signatory_title
 from nearfab.quality.logic import decision_reason
+from nearfab.quality.models import ReleaseReview
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from nearfab.identity import Signature
-    from nearfab.quality.models import ReleaseReview
     from nearfab.quality.services import QualityService
 
 
@@ -108,9 +108,10 @@ class RemoteRelease:
         site_id = str(dossier["site_id"])
         authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
         mf = q._master_files.get(uow, str(dossier["master_file_id"]))
+        number = dossier["batch_number"]
+        self._check_consistent(dossier, f"{mf.code} v{mf.version}")
         kit = release_kit(q._families, mf.product_family)
         signatory = release_signatory(kit)
-        number = dossier["batch_number"]
         if not q.may_sign(actor, signatory):
             raise Forbidden(
                 f"batch {number} is released by the {signatory_title(signatory)} "
@@ -140,7 +141,7 @@ class RemoteRelease:
                     field="batch_id",
                     code="not_ready",
                 )
-            failed = list(dossier.get("out_of_specification") or [])
+            failed = out_of_specification(_as_review(dossier["content"]))
             if failed and exceptional_only(kit):
                 raise Refused(
                     f"batch {number} is out of specification ({', '.join(failed)}); an "
@@ -174,6 +175,35 @@ class RemoteRelease:
             site_id=site_id,
         )
         return sig, decided, reason
+
+    @staticmethod
+    def _check_consistent(dossier: dict[str, Any], master_file: str) -> None:
+        """Refused (`dossier_inconsistent`, naming the field) when what the control checks the
+        QP against (the batch, its site, its master file, the proposal, the tests failed) is
+        not what the content the QP signs says: the signed content decides, never a label
+        beside it."""
+        content = dossier["content"]
+        record = content.get("batch") or {}
+        review = _as_review(content)
+        claimed = {
+            "batch_id": (dossier["batch_id"], record.get("id")),
+            "site_id": (dossier["site_id"], record.get("site_id")),
+            "batch_number": (dossier["batch_number"], record.get("batch_number")),
+            "master_file_id": (master_file, record.get("master_file")),
+            "proposed_decision": (dossier["proposed_decision"], review.proposal.get("decision")),
+            "out_of_specification": (
+                list(dossier.get("out_of_specification") or []),
+                out_of_specification(review),
+            ),
+        }
+        for name, (said, signed) in claimed.items():
+            if said != signed:
+                raise Refused(
+                    f"the dossier of batch {dossier['batch_number']} says {name} {said!r}, the "
+                    f"record it carries {signed!r}; nothing was signed",
+                    field=name,
+                    code="dossier_inconsistent",
+                )
 
     # --- 3. back at the site node ------------------------------------------------------------
     def apply(
@@ -225,6 +255,25 @@ class RemoteRelease:
             )
         signatory = q.signatory_for(uow, batch)
         if decided is Decision.RELEASE:
+            # as `decide`: a record changed after the RTRT, or out of specification where the
+            # family releases that only exceptionally, is not released (whatever the dossier
+            # said: its blockers are not what the QP signs)
+            if review.record_hash and hash_of_record(batch.content()) != review.record_hash:
+                raise Refused(
+                    f"the record of batch {batch.batch_number} changed after the RTRT "
+                    "evaluation; nothing was recorded",
+                    field="batch_id",
+                    code="record_changed",
+                )
+            failed = out_of_specification(review)
+            family = q._master_files.get(uow, batch.master_file_id).product_family
+            if failed and exceptional_only(release_kit(q._families, family)):
+                raise Refused(
+                    f"batch {batch.batch_number} is out of specification ({', '.join(failed)}); "
+                    "it is released only exceptionally, not across the network",
+                    field="exceptional",
+                    code="out_of_specification",
+                )
             refusals = q.release_refusals(uow, None, batch, signatory)
             if refusals:
                 raise refusals[0]
@@ -232,8 +281,20 @@ class RemoteRelease:
         uow.flush()
         q._record_decision(uow, actor, batch, review, decided, reason, sig, signatory)
         review.decided_by, review.decided_at = sig.signer_id, sig.signed_at
+        request = q.exceptional.for_batch(uow, batch.id)
+        if request is not None and request.status == REQUESTED:  # as `decide` closes it
+            title = signatory_title(signatory)
+            q.exceptional.closed(
+                uow, actor, request, f"{title} {decided.value} without exceptional release"
+            )
         if decided is Decision.RELEASE:
             q.followups.open_for_release(uow, actor, batch, review, q.check_titles())
         uow.flush()
         uow.emit(BatchDispositioned(batch.id, decided.value))
         return review
+
+
+def _as_review(content: dict[str, Any]) -> ReleaseReview:
+    """A transient review holding the signed content's proposal (never added to a session), to
+    read it with quality's own rules (`out_of_specification`)."""
+    return ReleaseReview(proposal=dict(content.get("proposal") or {}))

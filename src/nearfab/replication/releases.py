@@ -12,6 +12,7 @@ sites); the site node applies it (`replication/decisions.py`, through quality's
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -33,10 +34,13 @@ from nearfab.identity.reads import audit_entries_on
 from nearfab.quality import RemoteRelease, refused_on_batch
 from nearfab.replication.capture import DOSSIER_ENTITY
 from nearfab.replication.decisions import REMOTE_RELEASE_ENTITY
-from nearfab.replication.enums import RecordKind
-from nearfab.replication.models import InboxRecord
-from nearfab.replication.services import ReplicationService
+from nearfab.replication.enums import ProblemKind, RecordKind
+from nearfab.replication.logic import record_id, verify_chain
+from nearfab.replication.models import InboxProblem, InboxRecord
+from nearfab.replication.services import ReplicationService, _to_record
 from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 class PendingReviews(Protocol):
@@ -162,6 +166,11 @@ class ControlReleases:
         ).scalars()
         for rec in rows:
             dossier = json.loads(rec.payload)
+            if dossier.get("site_id") != rec.origin_site:
+                # a node sends its own site's batches only: a dossier about another site's
+                # batch is never decided on, nor may it hide that site's own dossier
+                log.warning("release dossier %s is about another site's batch", rec.id)
+                continue
             newest[(rec.origin_site, str(dossier["batch_id"]))] = ReceivedDossier(
                 rec.id,
                 rec.record_hash,
@@ -218,6 +227,41 @@ class ControlReleases:
         except NotFound:
             return None
 
+    def _check_as_sent(self, uow: UnitOfWork, received: ReceivedDossier) -> None:
+        """Refused (`dossier_not_verified`) unless the dossier is the one its origin sent: no
+        fork or altered record named for the origin, and the dossier record checks against the
+        audit row that sent it (`verify_chain` over the two: their hashes, their link, the
+        dossier equal to the row's `new`), which must be held."""
+        origin = received.origin_site
+        number = received.dossier.get("batch_number")
+        named = uow.session.scalar(
+            select(InboxProblem.detail)
+            .where(
+                InboxProblem.origin_site == origin,
+                InboxProblem.kind.in_([ProblemKind.FORK.value, ProblemKind.BAD_HASH.value]),
+            )
+            .limit(1)
+        )
+        sent_by = record_id(origin, f"audit:{received.dossier.get('audit_seq')}")
+        audit_row = uow.session.get(InboxRecord, sent_by)
+        own = uow.session.get(InboxRecord, received.record_id)
+        if named is None and (audit_row is None or own is None):
+            named = f"the audit row that sent it ({sent_by}) is not held here"
+        elif named is None and audit_row is not None and own is not None:
+            sent = json.loads(audit_row.payload)
+            if not isinstance(sent, dict) or sent.get("entity_type") != DOSSIER_ENTITY:
+                named = f"{sent_by} is not an audit row sending a dossier"
+            else:
+                problems = verify_chain([_to_record(audit_row), _to_record(own)])
+                named = problems[0] if problems else None
+        if named is not None:
+            raise Refused(
+                f"the dossier of batch {number} is not verified as the one {origin} sent: "
+                f"{named}; nothing was signed",
+                field="dossier",
+                code="dossier_not_verified",
+            )
+
     def decide(
         self,
         uow: UnitOfWork,
@@ -242,6 +286,7 @@ class ControlReleases:
             self._remote.require_control()  # before anything: a site node decides nothing
             received = self.newest(uow, batch_id, actor)
             dossier = received.dossier
+            self._check_as_sent(uow, received)
             if received.decision is not None:
                 done = "released" if received.decision["decision"] == "release" else "rejected"
                 raise Refused(
@@ -250,7 +295,9 @@ class ControlReleases:
                     field="batch_id",
                     code="already_decided",
                 )
-            if shown_hash and shown_hash != dossier["shown_hash"]:
+            # an empty hash is a hash that does not match (the CLI's `--shown-hash ""`); None
+            # is a direct call of the service without one
+            if shown_hash is not None and shown_hash != dossier["shown_hash"]:
                 raise Refused(
                     f"the dossier of batch {dossier['batch_number']} is not the one you were "
                     "shown (the site sent a newer one); nothing was signed, look again",
