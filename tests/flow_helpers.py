@@ -12,6 +12,7 @@ A test module opts in with `seeded = flow_helpers.seeded`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import random
@@ -115,10 +116,19 @@ _KEYS: dict[str, Path] = {}
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
     """A fresh App, with the test's manual clock, on a copy of the seeded demo network."""
+    with seeded_copy(request, request.param, tmp_path, clock) as application:
+        yield application
+
+
+@contextlib.contextmanager
+def seeded_copy(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, clock: ManualClock
+) -> Iterator[App]:
+    """What `seeded` gives, on `backend`, for a fixture that chooses the world itself."""
     from tests.conftest import _pg_drop
 
     clone = None
-    if request.param == "sqlite":
+    if backend == "sqlite":
         url = _seeded_sqlite(request, tmp_path)
         template = _TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
     else:
@@ -204,27 +214,42 @@ def world_fixture(builder: Callable[[App], Any]) -> Any:
     def fixture(
         request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
     ) -> Iterator[Built]:
-        from tests.conftest import _pg_clone, _pg_drop
-
-        template, data_dir, at, data = _world_template(request, request.param, builder)
-        clone = None
-        if request.param == "sqlite":
-            target = tmp_path / "nearfab.db"
-            shutil.copyfile(template, target)
-            url = f"sqlite:///{target}"
-        else:
-            clone, url = _pg_clone(template)
-        shutil.copytree(data_dir, tmp_path / "data")
-        clock.advance((at - clock.now()).total_seconds())  # back to where the builder stopped
-        application = _build(url, tmp_path / "data", clock)
-        try:
-            yield Built(application, copy.deepcopy(data))
-        finally:
-            application.engine.dispose()
-            if clone is not None:
-                _pg_drop(clone)
+        with world_copy(request, request.param, builder, tmp_path, clock) as built:
+            yield built
 
     return fixture
+
+
+@contextlib.contextmanager
+def world_copy(
+    request: pytest.FixtureRequest,
+    backend: str,
+    builder: Callable[[App], Any],
+    tmp_path: Path,
+    clock: ManualClock,
+) -> Iterator[Built]:
+    """The test's own copy of the world `builder` makes (what `world_fixture` gives), on
+    `backend`, for a fixture that chooses the world itself (tests/custody/test_hand_over_identity.py
+    gives its `seeded` a built world only for the tests that ask for the built unit)."""
+    from tests.conftest import _pg_clone, _pg_drop
+
+    template, data_dir, at, data = _world_template(request, backend, builder)
+    clone = None
+    if backend == "sqlite":
+        target = tmp_path / "nearfab.db"
+        shutil.copyfile(template, target)
+        url = f"sqlite:///{target}"
+    else:
+        clone, url = _pg_clone(template)
+    shutil.copytree(data_dir, tmp_path / "data")
+    clock.advance((at - clock.now()).total_seconds())  # back to where the builder stopped
+    application = _build(url, tmp_path / "data", clock)
+    try:
+        yield Built(application, copy.deepcopy(data))
+    finally:
+        application.engine.dispose()
+        if clone is not None:
+            _pg_drop(clone)
 
 
 def epcis_receiving_document(epc: str) -> dict[str, Any]:

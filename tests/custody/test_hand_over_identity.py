@@ -15,8 +15,9 @@ K = N (§7.5.1.1). CBV 2.0 business steps: receiving, storing, picking, holding.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +26,13 @@ from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 
 from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.common.quantity import Quantity
 from nearfab.custody import HandOver, SerialUnit, UnitHold
 from nearfab.families.cell_therapy.labels import CellTherapyLabels
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 
 CHAIN = ("collection", "micro_factory", "cryostore", "infusion")
@@ -82,6 +83,36 @@ def dinned(seeded: App) -> App:
 def _unit(app: App) -> SerialUnit:
     _, units = ch.released_batch(app, dose_mg=2.5, days=11)
     return units[0]
+
+
+def _dinned_batch(app: App) -> str:
+    """`dinned`, then `_unit`'s released batch: built once per backend and worker
+    (flow_helpers.world_copy) for the tests that ask for `din_unit`, each on its own copy."""
+    DinLabels.named = DIN
+    batch_id, _ = ch.released_batch(ch.relabel_solid_dose(app, DinLabels()), dose_mg=2.5, days=11)
+    return batch_id
+
+
+_DIN_BATCH = pytest.StashKey[str]()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
+    """flow_helpers.seeded; for a test that asks for `din_unit`, a copy of the seeded network
+    on which `_dinned_batch` has already run (the same database `_unit(dinned)` would leave)."""
+    if "din_unit" not in request.fixturenames:
+        with fh.seeded_copy(request, request.param, tmp_path, clock) as application:
+            yield application
+        return
+    with fh.world_copy(request, request.param, _dinned_batch, tmp_path, clock) as built:
+        request.node.stash[_DIN_BATCH] = built.data
+        yield built.app
+
+
+@pytest.fixture
+def din_unit(dinned: App, request: pytest.FixtureRequest) -> SerialUnit:
+    """`_unit(dinned)`: the first pack of the released batch of the DIN-labelled family."""
+    return ch.units(dinned, request.node.stash[_DIN_BATCH])[0]
 
 
 def _hand_over(
@@ -163,9 +194,9 @@ def _biz_steps(app: App, unit: SerialUnit) -> list[str]:
     ],
 )
 def test_a_wrong_din_or_check_character_at_any_hand_over_holds_the_unit(
-    dinned: App, at: int, wrong: dict[str, str], field: str
+    dinned: App, din_unit: SerialUnit, at: int, wrong: dict[str, str], field: str
 ) -> None:
-    unit = _unit(dinned)
+    unit = din_unit
     _to(dinned, unit, at)
     patient = ch.patient_ref(dinned, unit) if CHAIN[at + 1] == "infusion" else None
     exc = _refused(
@@ -183,8 +214,8 @@ def test_a_wrong_din_or_check_character_at_any_hand_over_holds_the_unit(
     assert row.receiver_identifier == DIN_TYPED
 
 
-def test_the_bedside_hand_over_checks_the_patient(dinned: App) -> None:
-    unit = _unit(dinned)
+def test_the_bedside_hand_over_checks_the_patient(dinned: App, din_unit: SerialUnit) -> None:
+    unit = din_unit
     _to(dinned, unit, 2)
     # no patient: bad input, nothing held
     with pytest.raises(ValidationFailed) as missing:
@@ -199,8 +230,8 @@ def test_the_bedside_hand_over_checks_the_patient(dinned: App) -> None:
     assert row.outcome == "accepted" and row.patient_checked is True
 
 
-def test_the_identifier_is_required_on_both_sides(dinned: App) -> None:
-    unit = _unit(dinned)
+def test_the_identifier_is_required_on_both_sides(dinned: App, din_unit: SerialUnit) -> None:
+    unit = din_unit
     for kw, field in (
         ({"identifier": None}, "identifier"),
         ({"received_identifier": ""}, "received_identifier"),
