@@ -3,16 +3,14 @@ group-commit writer so a verification at dispense never waits for a commit.
 
 A verification changes nothing, so its log row need not share a transaction with anything.
 `VerificationLog.submit` queues the row (its time taken by the caller, on the platform clock);
-one thread drains the queue, waits `interval_s` (25 ms) for more, and commits everything queued
+one thread drains the queue, waits a few milliseconds for more, and commits everything queued
 in one INSERT. On SQLite every commit is an fsync behind the one writer lock, so one commit per
-batch instead of one per scan is what keeps verification off that lock. Most of a commit's
-CPU is per commit, not per row (the chain head read and moved, the insert, the transaction),
-so the wait is what makes a batch hold several rows at the rates one server answers (at about
-a hundred verifications a second, a 4 ms wait gave about one row a commit). The price: a
-process killed outright loses the rows of the last `interval_s` and the commit under way (as
-it lost the last 4 ms before). `flush()` writes everything submitted before the call and
-returns once it is committed; it runs when the App closes and at interpreter exit too. Rows
-that could not be written stay queued and are retried (and `flush` raises)."""
+batch instead of one per scan is what keeps verification off that lock. (A 25 ms wait put two
+and a half times as many rows in a commit, whose CPU is mostly per commit, but one server
+worker's p99 at half its saturation rate was worse in most runs and the cause was not found,
+so the wait stays 4 ms: docs/performance.md, "Seventh pass".) `flush()` writes
+everything submitted before the call and returns once it is committed; it runs on interpreter
+exit too. Rows that could not be written stay queued and are retried (and `flush` raises)."""
 
 from __future__ import annotations
 
@@ -33,7 +31,7 @@ _LIVE: weakref.WeakSet[VerificationLog] = weakref.WeakSet()
 
 
 class VerificationLog:
-    def __init__(self, *, interval_s: float = 0.025, max_batch: int = 2000) -> None:
+    def __init__(self, *, interval_s: float = 0.004, max_batch: int = 2000) -> None:
         self.interval_s = interval_s
         self.max_batch = max_batch
         self._engine: Engine | None = None
