@@ -565,3 +565,41 @@ def test_the_remote_signing_form_and_api_refuse_forgery_and_throttle_guessing(
     right = api.post(url, json={**body, "password": fh.TEST_PASSWORD}, headers=headers)
     assert right.status_code in (401, 423, 429) and locked(control, "qp-b")
     assert remote_decisions(control, batch_id) == [] and len(waiting(control)) == 1
+
+
+def test_a_decision_the_site_refused_puts_the_batch_back_in_the_qps_queue(
+    nodes: tuple[App, App],
+) -> None:
+    """A decision the site refuses for a reason its dossier does not show (here: a QP
+    account made at the control after the site's copy, unknown at the site) sends the dossier
+    again, unchanged, so the batch waits for a QP again instead of for no one."""
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    fh.site_user(control, "qp-new", "qp", "GSTT-PH")  # made at the control after the copy
+    send(site)
+    deliver(site, control)
+    decide(
+        control,
+        batch_id,
+        decision="reject",
+        reason="coating defect",
+        who="qp-new",
+        shown_hash=shown(control, batch_id),
+    )
+    deliver(control, site)
+    ((action, outcome),) = outcomes(site, batch_id)
+    assert action == "refuse" and "not known at this node" in outcome
+    assert fh.batch(site, batch_id).status == "completed"
+    assert dossiers_of(site).send_ready(site.uow) == [batch_id]
+    assert dossiers_of(site).send_ready(site.uow) == []  # once
+    deliver(site, control)
+    assert [d.dossier["batch_id"] for d in waiting(control)] == [batch_id]
+    decide(
+        control,
+        batch_id,
+        decision="reject",
+        reason="coating defect",
+        shown_hash=shown(control, batch_id),
+    )
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "rejected"

@@ -33,7 +33,7 @@ from nearfab.identity import (
 from nearfab.identity.reads import audit_entries_on
 from nearfab.quality import RemoteRelease, refused_on_batch
 from nearfab.replication.capture import DOSSIER_ENTITY
-from nearfab.replication.decisions import REMOTE_RELEASE_ENTITY
+from nearfab.replication.decisions import APPLIED_ENTITY, REMOTE_RELEASE_ENTITY
 from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import record_id, verify_chain
 from nearfab.replication.models import InboxProblem, InboxRecord
@@ -48,7 +48,8 @@ class PendingReviews(Protocol):
 
 
 class SiteDossiers:
-    """A site node's side: send a dossier for each of its batches waiting for the QP."""
+    """A site node's side: send a dossier for each of its batches waiting for the QP (again
+    after this node refused the decision made on the last one)."""
 
     def __init__(
         self, service: ReplicationService, remote: RemoteRelease, pending: PendingReviews
@@ -68,8 +69,31 @@ class SiteDossiers:
                 "sent_at": row.at,
                 "shown_hash": new.get("shown_hash"),
                 "blockers": list(new.get("blockers") or []),
+                # the record the capture made of it (capture._with_dossiers' ref)
+                "record": record_id(
+                    self.service.site_id, f"dossier:{row.entity_id}@audit:{row.seq}"
+                ),
             }
         return out
+
+    def _refused_here(self, uow: UnitOfWork, records: set[str]) -> set[str]:
+        """Of these dossier records, those a control decision was made on and this node
+        refused to apply (its `replication_applied` row, action `refuse`): the batch waits for
+        a QP again, so its dossier goes again even unchanged."""
+        if not records:
+            return set()
+        decisions = uow.session.scalars(
+            select(InboxRecord.id).where(
+                InboxRecord.kind == RecordKind.AUDIT.value,
+                InboxRecord.payload.contains(f'"entity_type":"{REMOTE_RELEASE_ENTITY}"'),
+            )
+        ).all()
+        return {
+            str((row.new or {}).get("dossier_record"))
+            for row in audit_entries_on(uow.session, {APPLIED_ENTITY: decisions})
+            if row.action == AuditAction.REFUSE.value
+            and (row.new or {}).get("dossier_record") in records
+        }
 
     def send_ready(self, uow_factory: Callable[[], UnitOfWork]) -> list[str]:
         """Write a dossier for every batch of this site waiting for a QP decision whose
@@ -80,9 +104,12 @@ class SiteDossiers:
         site = self.service.site_id
         with uow_factory() as uow:
             waiting = [r.batch_id for r in self._pending(uow) if r.site_id == site]
+            sent_before = self.last_sent(uow, waiting)
+            refused = self._refused_here(uow, {s["record"] for s in sent_before.values()})
             last = {
                 batch: (sent["shown_hash"], sent["blockers"])
-                for batch, sent in self.last_sent(uow, waiting).items()
+                for batch, sent in sent_before.items()
+                if sent["record"] not in refused
             }
         sent = []
         for batch_id in waiting:
