@@ -73,6 +73,7 @@ USE_CASES: dict[str, tuple[str, UseCase]] = {
             decision="release",
             password=fh.TEST_PASSWORD,
             meaning="QP certification: batch released",
+            shown_hash="0" * 64,
         ),
     ),
     "masterfiles/services.py:MasterFileService.draft": (

@@ -124,6 +124,9 @@ def decide(control: App, batch_id: str, **kw: Any) -> dict[str, Any]:
         **kw,
     }
     who = args.pop("who", "qp")
+    if "shown_hash" not in args:  # the QP was shown the newest dossier
+        with control.uow() as uow:
+            args["shown_hash"] = releases_of(control).newest(uow, batch_id).dossier["shown_hash"]
     with control.uow() as uow:
         return releases_of(control).decide(uow, fh.actor(control, who), batch_id, **args)
 

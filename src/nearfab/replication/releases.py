@@ -298,20 +298,27 @@ class ControlReleases:
         decision: str,
         password: str,
         meaning: str,
+        shown_hash: str,
         reason: str | None = None,
-        shown_hash: str | None = None,
         username: str | None = None,
         totp: str | None = None,
     ) -> dict[str, Any]:
         """The control site's QP releases or rejects a site node's batch on its newest dossier
-        (`shown_hash`: the hash of the dossier the QP was shown; a newer one is refused, look
-        again). Writes the signature and the `remote_release` audit row (decision, reason, the
-        dossier's record and hash, the signature row) in one transaction; that row goes to the
-        site node, which applies it. Every refusal is on record against the batch (quality's
-        rule for QP decisions)."""
+        (`shown_hash`: the hash of the dossier the QP was shown, always named; a newer one is
+        refused, look again). Writes the signature and the `remote_release` audit row
+        (decision, reason, the dossier's record and hash, the signature row) in one
+        transaction; that row goes to the site node, which applies it. Every refusal is on
+        record against the batch (quality's rule for QP decisions). Two QPs at once: on
+        PostgreSQL the dossier's inbox record is locked first and read again, so the second
+        sees the first's decision; SQLite has one writer, and the second's stale read fails at
+        its write."""
         with refused_on_batch(uow, actor, batch_id, self._site_of(uow, batch_id)):
             self._remote.require_control()  # before anything: a site node decides nothing
-            received = self.newest(uow, batch_id, actor)
+            first = self.newest(uow, batch_id, actor)
+            uow.session.execute(
+                select(InboxRecord.id).where(InboxRecord.id == first.record_id).with_for_update()
+            )
+            received = self.newest(uow, batch_id, actor)  # read again under the lock
             dossier = received.dossier
             self._check_as_sent(uow, received)
             if received.decision is not None:
@@ -322,9 +329,8 @@ class ControlReleases:
                     field="batch_id",
                     code="already_decided",
                 )
-            # an empty hash is a hash that does not match (the CLI's `--shown-hash ""`); None
-            # is a direct call of the service without one
-            if shown_hash is not None and shown_hash != dossier["shown_hash"]:
+            # an empty hash is a hash that does not match (the CLI's `--shown-hash ""`)
+            if shown_hash != dossier["shown_hash"]:
                 raise Refused(
                     f"the dossier of batch {dossier['batch_number']} is not the one you were "
                     "shown (the site sent a newer one); nothing was signed, look again",
