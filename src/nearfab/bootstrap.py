@@ -457,7 +457,7 @@ def build_app(
             dossiers = SiteDossiers(replication, quality.remote, quality.pending)
         else:  # the control node: its QP decides on the sites' dossiers, and it makes
             # nothing for another site (its copy's orders and machines are theirs)
-            remote_releases = ControlReleases(replication, quality.remote)
+            remote_releases = ControlReleases(replication, quality.remote, custody_chain.ledger)
             node.site_id = replication.site_id
 
     return App(

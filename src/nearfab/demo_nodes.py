@@ -133,16 +133,19 @@ def provision(nodes: list[Node], broker: str) -> None:
 
 
 def provision_keys(app: App) -> None:
-    """Each site's ledger key made at the control before the copies, as provisioning a node
-    does: the control then holds every site's public key and checks what the sites sign
-    (replication/signatures.py); the site node opens the private half with the keys folder it
-    was given."""
+    """Each site's ledger key, and the control site's, made at the control before the copies,
+    as provisioning a node does: the control then holds every site's public key and checks
+    what the sites sign, and every site the control's (replication/signatures.py); each node
+    opens the private half of its own with the keys folder it was given."""
     from nearfab.identity import system_actor
     from nearfab.network import SiteKind
 
     actor = system_actor("node-provisioning")
     with app.uow() as uow:
         sites = [s.id for s in app.network.list_sites(uow) if s.kind != SiteKind.CONTROL.value]
+        # and the control's own: the sites check the decisions it signs (a QP's release of a
+        # site's batch is acted on only with the control's signed entry naming it)
+        sites += [s.id for s in app.network.list_sites(uow) if s.kind == SiteKind.CONTROL.value]
     for site_id in sites:
         with app.uow() as uow:
             app.custody_chain.ledger.rotate(

@@ -27,10 +27,10 @@ from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Forbidden, Refused, Unauthenticated, ValidationFailed
-from nearfab.custody import SerialUnit
+from nearfab.custody import SerialUnit, export_site_keys, import_site_keys, parse_site_keys
 from nearfab.demo import AUTOPILOT
 from nearfab.demo_loop import DemoLoop
-from nearfab.identity import AuditEntry, Signature
+from nearfab.identity import AuditEntry, Signature, system_actor
 from nearfab.quality import ReleaseReview
 from nearfab.replication import OutboxPublisher, start_inbox
 from nearfab.replication.decisions import APPLIED_ENTITY
@@ -60,10 +60,34 @@ def releases_of(control: App) -> ControlReleases:
     return control.remote_releases
 
 
+def control_key_known(control: App, site: App) -> None:
+    """Provisioning: the control site's ledger key (which signs its decisions) made at the
+    control and its public half registered at the site (`nearfab node keys export` there,
+    `keys import` here), as `demo --nodes` does before the copies. Idempotent."""
+    control_id = repl(control).site_id
+    with control.uow() as uow:
+        if not export_site_keys(uow.session, control_id)["keys"]:
+            control.custody_chain.ledger.rotate(
+                uow, system_actor("provisioning"), control_id, reason="the control's key"
+            )
+    with control.uow() as uow:
+        document = export_site_keys(uow.session, control_id)
+    with site.uow() as uow:
+        import_site_keys(
+            uow,
+            system_actor("provisioning"),
+            parse_site_keys(document),
+            own_site_id=repl(site).site_id,
+            reason="the control site's keys, exported there",
+        )
+
+
 def deliver(src: App, dst: App) -> int:
     """Everything `src` has not sent yet, applied at `dst` as its inbox does (then, at a site
     node, the control's decisions acted on); the records are marked sent. In-process, no
     broker: the broker path is the first test's."""
+    if repl(dst).decisions is not None:  # a site node: provisioned with the control's key
+        control_key_known(src, dst)
     with src.uow() as uow:
         repl(src).capture_now(uow)
     with src.uow() as uow:
@@ -146,6 +170,7 @@ def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_thro
     site, control = nodes
     assert site.dossiers is not None and site.remote_releases is None
     assert control.remote_releases is not None and control.dossiers is None
+    control_key_known(control, site)
     batch_id = fh.make_batch(site)  # made here, steps signed, audit trail reviewed
     made = fh.batch(site, batch_id)
     assert made.status == "completed" and pack_statuses(site, batch_id) == {"quarantine"}
@@ -500,3 +525,68 @@ def test_the_control_node_page_shows_the_dossier_and_signs_it_and_other_sites_se
     assert 'href="/release/remote"' not in at_site
     deliver(control, site)
     assert fh.batch(site, batch_id).status == "released"
+
+
+def test_a_decision_is_acted_on_only_with_the_controls_signed_entry_naming_it(
+    nodes: tuple[App, App],
+) -> None:
+    """Whoever could publish on the control's topic could re-hash a decision record (its
+    hashes are unkeyed SHA-256); the control's Ed25519-signed ledger entry naming the
+    decision's digest is what only the control can make. Held back, the decision waits; with
+    the control's key unknown here, it is refused on record."""
+    site, control = nodes
+    control_key_known(control, site)
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    decide(control, batch_id)
+    with control.uow() as uow:
+        repl(control).capture_now(uow)
+    with control.uow() as uow:
+        records = repl(control).pending(uow, 100_000)
+    entry = [
+        r for r in records if r.kind == "ledger" and json.loads(r.payload)["kind"] == "decision"
+    ]
+    assert len(entry) == 1
+    # the body the entry names is the decision's: SHA-256 of its canonical JSON, by hand
+    (decision_record,) = [
+        r
+        for r in records
+        if r.kind == "audit" and json.loads(r.payload)["entity_type"] == "remote_release"
+    ]
+    decision = json.loads(decision_record.payload)
+    named = json.loads(json.loads(entry[0].payload)["payload"])["body"]["sha256"]
+    assert named == canonical_sha256(decision["new"])
+    before = [r for r in records if r.seq < entry[0].seq]
+    with site.uow() as uow:
+        repl(site).apply(uow, [r.to_message() for r in before])
+    assert repl(site).decisions is not None
+    waited = repl(site).decisions.apply_pending(site.uow)
+    assert decision_record.id not in waited.applied and waited.refused == {}
+    assert fh.batch(site, batch_id).status == "completed" and applied_rows(site) == []
+    with site.uow() as uow:
+        repl(site).apply(uow, [r.to_message() for r in records if r.seq >= entry[0].seq])
+    repl(site).decisions.apply_pending(site.uow)
+    assert fh.batch(site, batch_id).status == "released"
+
+
+def test_a_decision_signed_by_a_control_key_unknown_here_is_refused_on_record(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    decide(control, batch_id)  # the control's first signed entry: a key the site never got
+    with control.uow() as uow:
+        repl(control).capture_now(uow)
+    with control.uow() as uow:
+        records = repl(control).pending(uow, 100_000)
+    with site.uow() as uow:
+        repl(site).apply(uow, [r.to_message() for r in records])
+    assert repl(site).decisions is not None
+    result = repl(site).decisions.apply_pending(site.uow)
+    (why,) = result.refused.values()
+    assert "signing key is not known here" in why
+    assert fh.batch(site, batch_id).status == "completed"
+    assert pack_statuses(site, batch_id) == {"quarantine"}

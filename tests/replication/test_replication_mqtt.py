@@ -434,7 +434,14 @@ def test_a_recall_at_the_control_site_reaches_the_site_node(
         (status,) = repl(site).inbox_status(uow)
     kinds = {json.loads(r.payload).get("entity_type") for r in held if r.kind == "audit"}
     assert "recall" in kinds
-    assert kinds <= {"recall", "master_file", "release_review"}  # only the decisions
+    # only the decisions (replication.node.CONTROL_TO_SITES)
+    assert kinds <= {
+        "recall",
+        "master_file",
+        "master_file_published",
+        "release_review",
+        "remote_release",
+    }
     recall_rows = [
         json.loads(r.payload) for r in held if json.loads(r.payload).get("entity_type") == "recall"
     ]

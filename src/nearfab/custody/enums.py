@@ -57,6 +57,9 @@ class LedgerKind(StrEnum):
     ANCHOR = "anchor"  # the control site recording a site's chain head
     KEY = "key"  # a site key introduced (rotation)
     AUDIT_CHECKPOINT = "audit_checkpoint"  # a signed checkpoint of the audit and ledger heads
+    # a control-site decision a site node acts on (replication: a QP's decision on a site
+    # node's batch), signed in the control's chain: its body names the decision's SHA-256
+    DECISION = "decision"
 
 
 class AlertKind(StrEnum):

@@ -11,6 +11,7 @@ naming the control's record it applies (id and hash), in the transaction that ac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 
+from nearfab.common.canonical import canonical_json
 from nearfab.common.errors import DomainError, NotFound
 from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
@@ -41,6 +43,7 @@ REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted
 REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
 PUBLISHED_ENTITY = "master_file_published"  # control audit rows: a version sites install
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
+DECISION_KIND = "decision"  # the control's signed ledger entry of a decision (LedgerKind)
 # a pack in one of these states, or of a rejected batch, must not be with a patient
 NOT_DISPENSABLE = frozenset({UnitStatus.RECALLED.value, UnitStatus.REJECTED.value})
 
@@ -125,6 +128,22 @@ def _complete_before(records: list[Record], horizon: datetime) -> datetime | Non
     return None
 
 
+def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
+    """The control's signed decision entries held (ledger kind `decision`): ref -> the
+    SHA-256 of each decision body they name. Their signatures are checked with the rest of
+    the control's chain (`inbox_status`: a bad one is a chain problem, refused above)."""
+    out: dict[str, set[str]] = {}
+    for record in records:
+        if record.kind != "ledger":
+            continue
+        row = json.loads(record.payload)
+        if row.get("kind") != DECISION_KIND:
+            continue
+        body = (json.loads(str(row.get("payload") or "{}")).get("body")) or {}
+        out.setdefault(str(row.get("ref")), set()).add(str(body.get("sha256")))
+    return out
+
+
 def _time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
@@ -169,6 +188,8 @@ class ControlDecisions:
             }
         problems = _problems(statuses.get(origin))
         usable = _contiguous(records)
+        signed = _signed_decisions(usable)
+        unchecked = list(getattr(statuses.get(origin), "unverified_keys", []) or [])
         for record in usable:
             if (APPLIED_ENTITY, record.id) in done:
                 continue
@@ -196,9 +217,25 @@ class ControlDecisions:
             if recall:
                 self._apply_recall(uow_factory, record, row)
             elif release:
+                # a QP decision is acted on only with the control's signed ledger entry naming
+                # it (a key only the control holds): a record without one waits for it
+                digest = hashlib.sha256(canonical_json(row.get("new") or {})).hexdigest()
+                ref = f"remote_release:{(row.get('new') or {}).get('batch_id')}"
+                if digest not in signed.get(ref, set()):
+                    log.info("replication: %s waits for the control's signed entry", record.id)
+                    continue
+                if unchecked:
+                    why = (
+                        "the control's signing key is not known here, so its decision's "
+                        f"signature cannot be checked ({', '.join(unchecked)})"
+                    )
+                    if (REFUSED_ENTITY, record.id) not in done:
+                        self._refuse(uow_factory, record, row, why)
+                    result.refused[record.id] = why
+                    continue
                 self._apply_release(uow_factory, record, row)
-            else:
-                self._apply_master_file(uow_factory, record, row)
+            elif not self._apply_master_file(uow_factory, record, row):
+                continue  # a version this node already holds as published: nothing to do
             result.applied.append(record.id)
         if usable and not problems:
             horizon = _time(usable[-1].created_at)
@@ -346,10 +383,12 @@ class ControlDecisions:
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
     def _apply_master_file(
         self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
-    ) -> None:
+    ) -> bool:
         """Install a version the control made effective, with its approval signature (masterfiles'
         `install_published`), or withdraw one it withdrew; the applied row in the same
-        transaction; a refusal (content not what the QP approved) is on record."""
+        transaction; a refusal (content not what the QP approved) is on record. A version this
+        node already holds effective, superseded or withdrawn (the seed's own publications,
+        which every copy holds) changes nothing and writes nothing: False."""
         assert self._master_files is not None
         new = row.get("new") or {}
         mf_id = str(row.get("entity_id"))
@@ -358,7 +397,9 @@ class ControlDecisions:
             try:
                 if row.get("entity_type") == PUBLISHED_ENTITY:
                     mf, now = self._master_files.install_published(uow, self.actor, new)
-                    outcome = "installed here" if now else f"already {mf.status} here"
+                    if not now:
+                        return False
+                    outcome = "installed here"
                     reason = f"master file {mf.code} v{mf.version} effective at the control site"
                 else:
                     reason = f"withdrawn at the control site: {row.get('reason') or ''}".strip()
@@ -377,7 +418,7 @@ class ControlDecisions:
                     site_id=self.service.site_id,
                 )
                 uow.commit()
-                return
+                return True
             except DomainError as exc:  # on record, not retried for ever
                 outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
@@ -393,6 +434,7 @@ class ControlDecisions:
                 site_id=self.service.site_id,
             )
             uow.commit()
+        return True
 
     # --- deferred verification ---------------------------------------------------------------
     def reverify(

@@ -19,7 +19,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import NotFound, Refused
+from nearfab.custody import LedgerKind
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -174,12 +176,34 @@ class ReceivedDossier:
         return {**self.to_dict(), "content": self.dossier["content"]}
 
 
+class Ledger(Protocol):  # the part of custody's CustodyLedger used here
+    def append(
+        self, uow: UnitOfWork, site_id: str, kind: LedgerKind, ref: str, body: dict[str, Any]
+    ) -> Any: ...
+
+
+def decision_ref(batch_id: str) -> str:
+    """The ref of the control's signed ledger entry for a QP decision on a site's batch."""
+    return f"remote_release:{batch_id}"
+
+
+def decision_digest(body: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
+    ledger entry names, and what the site node checks the decision it acts on against."""
+    return sha256_hex(canonical_json(body))
+
+
 class ControlReleases:
     """The control site's side: the site nodes' dossiers waiting for a QP, and the decision."""
 
-    def __init__(self, service: ReplicationService, remote: RemoteRelease) -> None:
+    def __init__(
+        self, service: ReplicationService, remote: RemoteRelease, ledger: Ledger | None = None
+    ) -> None:
+        """`ledger`: the control's custody ledger, where each decision is also an entry
+        signed with the control site's key, which only the control node holds."""
         self.service = service
         self._remote = remote
+        self._ledger = ledger
 
     def dossiers(self, uow: UnitOfWork, *, waiting_only: bool = True) -> list[ReceivedDossier]:
         """The newest dossier of each site batch received, oldest first, with the decision
@@ -371,6 +395,20 @@ class ControlReleases:
                 reason=why or f"QP {decided.value} of site node batch {dossier['batch_number']}",
                 site_id=str(dossier["site_id"]),
             )
+            if self._ledger is not None:  # signed with the key only the control holds
+                self._ledger.append(
+                    uow,
+                    self.service.site_id,
+                    LedgerKind.DECISION,
+                    decision_ref(str(dossier["batch_id"])),
+                    {
+                        "sha256": decision_digest(body),
+                        "batch_id": dossier["batch_id"],
+                        "site_id": dossier["site_id"],
+                        "decision": decided.value,
+                        "signature_id": sig.id,
+                    },
+                )
             uow.flush()
         uow.commit()
         return body
