@@ -59,7 +59,7 @@ from nearfab.quality import (
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.replication import ReplicationService, install_capture, node_capture
 from nearfab.replication.link import NodeLink
-from nearfab.replication.releases import ControlReleases, SiteDossiers
+from nearfab.replication.releases import ControlReleases, SiteDossiers, sign_publications
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -459,6 +459,7 @@ def build_app(
             # nothing for another site (its copy's orders and machines are theirs)
             remote_releases = ControlReleases(replication, quality.remote, custody_chain.ledger)
             node.site_id = replication.site_id
+            master_files.on_published(sign_publications(custody_chain.ledger, replication.site_id))
 
     return App(
         settings=settings,

@@ -8,13 +8,20 @@ status, the signature rows), and the approval is re-checked here from the docume
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
 from tests.replication import test_replication_mqtt as base
-from tests.replication.test_release_across import applied_rows, canonical_sha256, deliver
+from tests.replication.test_release_across import (
+    applied_rows,
+    canonical_sha256,
+    control_key_known,
+    deliver,
+)
+from tests.replication.test_replication_mqtt import repl
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused
@@ -148,3 +155,32 @@ def test_a_withdrawal_at_the_control_withdraws_the_version_at_the_site(
         assert site.master_files.effective(uow) == [] or all(
             m.code != HYDROCORTISONE for m in site.master_files.effective(uow)
         )
+
+
+def test_a_publication_is_installed_only_with_the_controls_signed_entry_naming_it(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    control_key_known(control, site)
+    new_id = fh.new_version(control, HYDROCORTISONE, storage=STORAGE)
+    with control.uow() as uow:
+        repl(control).capture_now(uow)
+    with control.uow() as uow:
+        records = repl(control).pending(uow, 100_000)
+    (entry,) = [
+        r
+        for r in records
+        if r.kind == "ledger" and json.loads(r.payload)["ref"] == f"master_file_published:{new_id}"
+    ]
+    body = json.loads(json.loads(entry.payload)["payload"])["body"]
+    assert body["sha256"] == canonical_sha256(published_row(control, new_id))  # by hand
+    with site.uow() as uow:  # everything but the signed entry
+        repl(site).apply(uow, [r.to_message() for r in records if r.seq < entry.seq])
+    assert repl(site).decisions is not None
+    repl(site).decisions.apply_pending(site.uow)
+    assert version(site, new_id) is None  # waits for the control's signature
+    with site.uow() as uow:
+        repl(site).apply(uow, [r.to_message() for r in records if r.seq >= entry.seq])
+    repl(site).decisions.apply_pending(site.uow)
+    installed = version(site, new_id)
+    assert installed is not None and installed.status == "effective"

@@ -68,6 +68,7 @@ class MasterFileService:
         self.node = node or NodeRole()  # a site node refuses master-file changes
         self._network = network
         self._checks = tuple(checks)
+        self._on_published: list[Callable[[UnitOfWork, str, dict[str, Any]], None]] = []
         # naming a QP takes effect when a second administrator approves (separation of duties)
         signatures.users.register_applier(APPROVAL_MASTER_FILE_QP, self._apply_qp_request)
 
@@ -197,19 +198,28 @@ class MasterFileService:
             for s in self._signatures.signatures_for(uow, "master_file", mf.id)
             if s.id == mf.approval_signature_id
         )
+        body = {
+            "master_file": published_fields(mf),
+            "signature": SignatureService.carried(sig),
+            "supersedes": superseded,
+        }
         audit(
             uow,
             actor,
             AuditAction.CREATE,
             PUBLISHED_ENTITY,
             mf.id,
-            new={
-                "master_file": published_fields(mf),
-                "signature": SignatureService.carried(sig),
-                "supersedes": superseded,
-            },
+            new=body,
             reason=f"master file {mf.code} v{mf.version} effective: published to the sites",
         )
+        for sign in self._on_published:  # the control node signs it in its chain (bootstrap)
+            sign(uow, mf.id, body)
+
+    def on_published(self, hook: Callable[[UnitOfWork, str, dict[str, Any]], None]) -> None:
+        """Called with (uow, version id, published body) in the transaction that publishes a
+        version: the control node of a replicated network signs the publication in its own
+        ledger chain, which the site nodes require before installing it (bootstrap)."""
+        self._on_published.append(hook)
 
     def install_published(
         self, uow: UnitOfWork, actor: Actor, published: dict[str, Any]

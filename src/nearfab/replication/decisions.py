@@ -128,6 +128,14 @@ def _complete_before(records: list[Record], horizon: datetime) -> datetime | Non
     return None
 
 
+def _signed_ref(row: dict[str, Any]) -> str:
+    """The ref of the control's signed entry a decision needs (releases.decision_ref and
+    releases.publication_ref)."""
+    if row.get("entity_type") == REMOTE_RELEASE_ENTITY:
+        return f"remote_release:{(row.get('new') or {}).get('batch_id')}"
+    return f"master_file_published:{row.get('entity_id')}"
+
+
 def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
     """The control's signed decision entries held (ledger kind `decision`): ref -> the
     SHA-256 of each decision body they name. Their signatures are checked with the rest of
@@ -216,26 +224,29 @@ class ControlDecisions:
                 continue
             if recall:
                 self._apply_recall(uow_factory, record, row)
-            elif release:
-                # a QP decision is acted on only with the control's signed ledger entry naming
-                # it (a key only the control holds): a record without one waits for it
-                digest = hashlib.sha256(canonical_json(row.get("new") or {})).hexdigest()
-                ref = f"remote_release:{(row.get('new') or {}).get('batch_id')}"
-                if digest not in signed.get(ref, set()):
-                    log.info("replication: %s waits for the control's signed entry", record.id)
-                    continue
-                if unchecked:
-                    why = (
-                        "the control's signing key is not known here, so its decision's "
-                        f"signature cannot be checked ({', '.join(unchecked)})"
-                    )
-                    if (REFUSED_ENTITY, record.id) not in done:
-                        self._refuse(uow_factory, record, row, why)
-                    result.refused[record.id] = why
-                    continue
-                self._apply_release(uow_factory, record, row)
-            elif not self._apply_master_file(uow_factory, record, row):
-                continue  # a version this node already holds as published: nothing to do
+            else:
+                # a QP decision, or a published master file, is acted on only with the
+                # control's signed ledger entry naming it (a key only the control holds)
+                ref = _signed_ref(row) if (release or published) else None
+                if ref is not None:
+                    digest = hashlib.sha256(canonical_json(row.get("new") or {})).hexdigest()
+                    if digest not in signed.get(ref, set()):
+                        # waits for it (the seed's own publications, made before any node
+                        # signed, wait for ever: every copy holds them already)
+                        continue
+                    if unchecked:
+                        why = (
+                            "the control's signing key is not known here, so the signature "
+                            f"of its decision cannot be checked ({', '.join(unchecked)})"
+                        )
+                        if (REFUSED_ENTITY, record.id) not in done:
+                            self._refuse(uow_factory, record, row, why)
+                        result.refused[record.id] = why
+                        continue
+                if release:
+                    self._apply_release(uow_factory, record, row)
+                elif not self._apply_master_file(uow_factory, record, row):
+                    continue  # a version this node already holds as published: nothing to do
             result.applied.append(record.id)
         if usable and not problems:
             horizon = _time(usable[-1].created_at)

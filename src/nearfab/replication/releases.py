@@ -187,6 +187,28 @@ def decision_ref(batch_id: str) -> str:
     return f"remote_release:{batch_id}"
 
 
+def publication_ref(master_file_id: str) -> str:
+    """The ref of the control's signed ledger entry for a master-file version it published."""
+    return f"master_file_published:{master_file_id}"
+
+
+def sign_publications(ledger: Ledger, control_site_id: str) -> Any:
+    """The hook the control node gives masterfiles (`on_published`): each published version
+    signed in the control's chain, naming the SHA-256 of the published body, in the same
+    transaction."""
+
+    def sign(uow: UnitOfWork, master_file_id: str, body: dict[str, Any]) -> None:
+        ledger.append(
+            uow,
+            control_site_id,
+            LedgerKind.DECISION,
+            publication_ref(master_file_id),
+            {"sha256": decision_digest(body), "master_file_id": master_file_id},
+        )
+
+    return sign
+
+
 def decision_digest(body: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
     ledger entry names, and what the site node checks the decision it acts on against."""
