@@ -253,6 +253,27 @@ class ControlDecisions:
             result.alerts = self.reverify(uow_factory, horizon, _complete_before(usable, horizon))
         return result
 
+    def _note(
+        self,
+        uow: UnitOfWork,
+        record: Record,
+        about: dict[str, Any],
+        outcome: str,
+        reason: str,
+        action: AuditAction = AuditAction.CREATE,
+    ) -> None:
+        """The applied row of a control record (its outcome), in `uow`'s transaction."""
+        audit(
+            uow,
+            self.actor,
+            action,
+            APPLIED_ENTITY,
+            record.id,
+            new={**about, "outcome": outcome},
+            reason=reason,
+            site_id=self.service.site_id,
+        )
+
     # --- recalls -----------------------------------------------------------------------------
     def _about(self, record: Record, row: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -295,16 +316,7 @@ class ControlDecisions:
         )
         with uow_factory() as uow:
             # the applied row goes first: the recall service commits, and so commits both
-            audit(
-                uow,
-                self.actor,
-                AuditAction.CREATE,
-                APPLIED_ENTITY,
-                record.id,
-                new={**about, "outcome": "recalled here"},
-                reason=reason,
-                site_id=self.service.site_id,
-            )
+            self._note(uow, record, about, "recalled here", reason)
             try:
                 self._recalls.create(uow, self.actor, lot=lot, reason=reason)
                 return
@@ -315,16 +327,7 @@ class ControlDecisions:
             uow.session.rollback()
         # this site holds neither the lot nor a pack of it: nothing to mark, and on record
         with uow_factory() as uow:
-            audit(
-                uow,
-                self.actor,
-                AuditAction.CREATE,
-                APPLIED_ENTITY,
-                record.id,
-                new={**about, "outcome": outcome},
-                reason=reason,
-                site_id=self.service.site_id,
-            )
+            self._note(uow, record, about, outcome, reason)
             uow.commit()
 
     # --- a QP decision on one of this site's batches -------------------------------------------
@@ -363,32 +366,14 @@ class ControlDecisions:
                     signature=dict(new.get("signature") or {}),
                 )
                 outcome = "released here" if decision == "release" else "rejected here"
-                audit(
-                    uow,
-                    self.actor,
-                    AuditAction.CREATE,
-                    APPLIED_ENTITY,
-                    record.id,
-                    new={**about, "outcome": outcome},
-                    reason=reason,
-                    site_id=self.service.site_id,
-                )
+                self._note(uow, record, about, outcome, reason)
                 uow.commit()
                 return
             except DomainError as exc:  # on record, not retried for ever
                 outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
         with uow_factory() as uow:
-            audit(
-                uow,
-                self.actor,
-                AuditAction.REFUSE,
-                APPLIED_ENTITY,
-                record.id,
-                new={**about, "outcome": outcome},
-                reason=reason,
-                site_id=self.service.site_id,
-            )
+            self._note(uow, record, about, outcome, reason, AuditAction.REFUSE)
             uow.commit()
 
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
@@ -418,31 +403,20 @@ class ControlDecisions:
                         uow, self.actor, mf_id, reason=reason
                     )
                     outcome = "withdrawn here" if found is not None else "not held here"
-                audit(
-                    uow,
-                    self.actor,
-                    AuditAction.CREATE,
-                    APPLIED_ENTITY,
-                    record.id,
-                    new={**about, "outcome": outcome},
-                    reason=f"{reason} (record {record.id})",
-                    site_id=self.service.site_id,
-                )
+                self._note(uow, record, about, outcome, f"{reason} (record {record.id})")
                 uow.commit()
                 return True
             except DomainError as exc:  # on record, not retried for ever
                 outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
         with uow_factory() as uow:
-            audit(
+            self._note(
                 uow,
-                self.actor,
+                record,
+                about,
+                outcome,
+                f"master file {mf_id} from the control site (record {record.id})",
                 AuditAction.REFUSE,
-                APPLIED_ENTITY,
-                record.id,
-                new={**about, "outcome": outcome},
-                reason=f"master file {mf_id} from the control site (record {record.id})",
-                site_id=self.service.site_id,
             )
             uow.commit()
         return True
