@@ -88,10 +88,7 @@ def deliver(src: App, dst: App) -> int:
     broker: the broker path is the first test's."""
     if repl(dst).decisions is not None:  # a site node: provisioned with the control's key
         control_key_known(src, dst)
-    with src.uow() as uow:
-        repl(src).capture_now(uow)
-    with src.uow() as uow:
-        records = repl(src).pending(uow, 100_000)
+    records = unsent(src)
     with dst.uow() as uow:
         repl(dst).apply(uow, [r.to_message() for r in records])
     with src.uow() as uow:
@@ -100,6 +97,22 @@ def deliver(src: App, dst: App) -> int:
     if repl(dst).decisions is not None:
         repl(dst).decisions.apply_pending(dst.uow)
     return len(records)
+
+
+def dossier_at_control(site: App, control: App, *, ready: bool = True) -> str:
+    """A batch made at the site node, its dossier sent and held at the control; its id."""
+    batch_id = fh.make_batch(site, ready=ready)
+    dossiers_of(site).send_ready(site.uow)
+    deliver(site, control)
+    return batch_id
+
+
+def unsent(app: App) -> list[Any]:
+    """Every record the node has not sent yet, captured first."""
+    with app.uow() as uow:
+        repl(app).capture_now(uow)
+    with app.uow() as uow:
+        return list(repl(app).pending(uow, 100_000))
 
 
 def review_of(app: App, batch_id: str) -> ReleaseReview:
@@ -246,9 +259,7 @@ def test_a_record_changed_after_the_dossier_is_not_released_and_the_new_dossier_
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     (first,) = waiting(control)
     decide(control, batch_id, shown_hash=first.dossier["shown_hash"])
     # meanwhile at the site: a deviation is reported on the batch (the record the QP signs)
@@ -286,9 +297,7 @@ def test_a_rejection_at_the_control_rejects_the_batch_and_its_packs_at_the_site(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     (dossier,) = waiting(control)
     with pytest.raises(ValidationFailed) as no_reason:
         decide(control, batch_id_of(dossier), decision="reject")
@@ -355,9 +364,7 @@ def test_the_api_at_the_control_node_answers_each_role_from_each_site(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     fh.site_user(control, "qp-man", "qp", "MAN-PH")  # a QP of another site
     fh.site_user(control, "pharm-gstt", "pharmacist", "GSTT-PH")  # the batch's site, no QP
     api = TestClient(create_web_app(control))
@@ -446,9 +453,7 @@ def test_the_demo_autopilot_reviews_at_the_site_and_releases_at_the_control(
 
 def test_the_cli_lists_and_signs_at_the_control_node(nodes: tuple[App, App]) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     at_control = {"NEARFAB_NODE_SITE": "CTRL"}
     folder = Path(control.settings.data_dir)
     listed = run(["release", "remote", "--json"], env=at_control, data_dir=folder)
@@ -479,9 +484,7 @@ def test_the_control_node_page_shows_the_dossier_and_signs_it_and_other_sites_se
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     number = fh.batch(site, batch_id).batch_number
     fh.site_user(control, "qp-man", "qp", "MAN-PH")
     other = fh.web_login(control, "qp-man")
@@ -536,14 +539,9 @@ def test_a_decision_is_acted_on_only_with_the_controls_signed_entry_naming_it(
     the control's key unknown here, it is refused on record."""
     site, control = nodes
     control_key_known(control, site)
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     decide(control, batch_id)
-    with control.uow() as uow:
-        repl(control).capture_now(uow)
-    with control.uow() as uow:
-        records = repl(control).pending(uow, 100_000)
+    records = unsent(control)
     entry = [
         r for r in records if r.kind == "ledger" and json.loads(r.payload)["kind"] == "decision"
     ]
@@ -574,14 +572,9 @@ def test_a_decision_signed_by_a_control_key_unknown_here_is_refused_on_record(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    dossiers_of(site).send_ready(site.uow)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     decide(control, batch_id)  # the control's first signed entry: a key the site never got
-    with control.uow() as uow:
-        repl(control).capture_now(uow)
-    with control.uow() as uow:
-        records = repl(control).pending(uow, 100_000)
+    records = unsent(control)
     with site.uow() as uow:
         repl(site).apply(uow, [r.to_message() for r in records])
     assert repl(site).decisions is not None
