@@ -215,6 +215,13 @@ def decision_digest(body: dict[str, Any]) -> str:
     return sha256_hex(canonical_json(body))
 
 
+def _visible(actor: Actor, dossiers: list[ReceivedDossier]) -> list[ReceivedDossier]:
+    """The dossiers of the sites `actor` sees in the release queue (`release.queue.read`)."""
+    authorize(actor, Permission.RELEASE_QUEUE_READ)
+    sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
+    return [d for d in dossiers if sites is None or d.dossier["site_id"] in sites]
+
+
 class ControlReleases:
     """The control site's side: the site nodes' dossiers waiting for a QP, and the decision."""
 
@@ -227,15 +234,22 @@ class ControlReleases:
         self._remote = remote
         self._ledger = ledger
 
-    def dossiers(self, uow: UnitOfWork, *, waiting_only: bool = True) -> list[ReceivedDossier]:
+    def dossiers(
+        self, uow: UnitOfWork, *, waiting_only: bool = True, batch_id: str | None = None
+    ) -> list[ReceivedDossier]:
         """The newest dossier of each site batch received, oldest first, with the decision
-        signed on it (if any); `waiting_only`: those not decided yet. A dossier sent again
-        after a decision (the site refused it as changed, say) waits again."""
+        signed on it (if any); `waiting_only`: those not decided yet; `batch_id`: that batch's
+        only (its records found by their ref, `dossier:<batch id>@…`, not by reading every
+        dossier). A dossier sent again after a decision (the site refused it as changed, say)
+        waits again."""
         newest: dict[tuple[str, str], ReceivedDossier] = {}
+        query = select(InboxRecord).where(InboxRecord.kind == RecordKind.DOSSIER.value)
+        if batch_id is not None:
+            query = query.where(
+                InboxRecord.source_ref.startswith(f"dossier:{batch_id}@", autoescape=True)
+            )
         rows = uow.session.execute(
-            select(InboxRecord)
-            .where(InboxRecord.kind == RecordKind.DOSSIER.value)
-            .order_by(InboxRecord.origin_site, InboxRecord.seq)
+            query.order_by(InboxRecord.origin_site, InboxRecord.seq)
         ).scalars()
         for rec in rows:
             dossier = json.loads(rec.payload)
@@ -271,24 +285,18 @@ class ControlReleases:
         self, uow: UnitOfWork, actor: Actor, *, waiting_only: bool = True
     ) -> list[ReceivedDossier]:
         """`dossiers` of the sites `actor` sees for the release queue (`release.queue.read`)."""
-        authorize(actor, Permission.RELEASE_QUEUE_READ)
-        sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
-        return [
-            d
-            for d in self.dossiers(uow, waiting_only=waiting_only)
-            if sites is None or d.dossier["site_id"] in sites
-        ]
+        return _visible(actor, self.dossiers(uow, waiting_only=waiting_only))
 
     def newest(self, uow: UnitOfWork, batch_id: str, actor: Actor | None = None) -> ReceivedDossier:
         """The newest dossier received for a batch (decided or not); NotFound for none, or
         for one of a site `actor` does not see (a record elsewhere is never confirmed)."""
         found = [
-            d for d in self.dossiers(uow, waiting_only=False) if d.dossier["batch_id"] == batch_id
+            d
+            for d in self.dossiers(uow, waiting_only=False, batch_id=batch_id)
+            if d.dossier["batch_id"] == batch_id
         ]
         if actor is not None:
-            authorize(actor, Permission.RELEASE_QUEUE_READ)
-            sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
-            found = [d for d in found if sites is None or d.dossier["site_id"] in sites]
+            found = _visible(actor, found)
         if not found:
             raise NotFound(f"no release dossier received for batch {batch_id!r}", field="batch_id")
         return max(found, key=lambda d: (d.received_at, d.seq))
