@@ -11,7 +11,6 @@ naming the control's record it applies (id and hash), in the transaction that ac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -21,14 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 
-from nearfab.common.canonical import canonical_json
 from nearfab.common.errors import DomainError, NotFound
 from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
 from nearfab.identity.reads import audit_entries_on
-from nearfab.replication.logic import Record
+from nearfab.replication.logic import Record, decision_digest, decision_ref, publication_ref
 from nearfab.replication.models import OutboxRecord
 from nearfab.replication.services import OriginStatus, ReplicationService
 from nearfab.uow import UnitOfWork
@@ -129,11 +127,10 @@ def _complete_before(records: list[Record], horizon: datetime) -> datetime | Non
 
 
 def _signed_ref(row: dict[str, Any]) -> str:
-    """The ref of the control's signed entry a decision needs (releases.decision_ref and
-    releases.publication_ref)."""
+    """The ref of the control's signed entry a decision needs."""
     if row.get("entity_type") == REMOTE_RELEASE_ENTITY:
-        return f"remote_release:{(row.get('new') or {}).get('batch_id')}"
-    return f"master_file_published:{row.get('entity_id')}"
+        return decision_ref(str((row.get("new") or {}).get("batch_id")))
+    return publication_ref(str(row.get("entity_id")))
 
 
 def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
@@ -229,7 +226,7 @@ class ControlDecisions:
                 # control's signed ledger entry naming it (a key only the control holds)
                 ref = _signed_ref(row) if (release or published) else None
                 if ref is not None:
-                    digest = hashlib.sha256(canonical_json(row.get("new") or {})).hexdigest()
+                    digest = decision_digest(row.get("new") or {})
                     if digest not in signed.get(ref, set()):
                         # waits for it (the seed's own publications, made before any node
                         # signed, wait for ever: every copy holds them already)

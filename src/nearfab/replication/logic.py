@@ -238,3 +238,20 @@ def verify_chain(records: Sequence[Record]) -> list[str]:
                 problems.append(f"{where}: {chain} seq {seq} does not follow seq {seq - 1}")
             last_source[chain] = (seq, str(own))
     return problems
+
+
+# --- the control's signed decisions (releases.py signs them, decisions.py requires them) ---
+def decision_ref(batch_id: str) -> str:
+    """The ref of the control's signed ledger entry for a QP decision on a site's batch."""
+    return f"remote_release:{batch_id}"
+
+
+def publication_ref(master_file_id: str) -> str:
+    """The ref of the control's signed ledger entry for a master-file version it published."""
+    return f"master_file_published:{master_file_id}"
+
+
+def decision_digest(body: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
+    ledger entry names, and what the site node checks the decision it acts on against."""
+    return sha256_hex(canonical_json(body))

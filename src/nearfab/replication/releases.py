@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.common.errors import NotFound, Refused
 from nearfab.custody import LedgerKind
 from nearfab.identity import (
@@ -37,7 +36,13 @@ from nearfab.quality import RemoteRelease, refused_on_batch
 from nearfab.replication.capture import DOSSIER_ENTITY
 from nearfab.replication.decisions import APPLIED_ENTITY, REMOTE_RELEASE_ENTITY
 from nearfab.replication.enums import ProblemKind, RecordKind
-from nearfab.replication.logic import record_id, verify_chain
+from nearfab.replication.logic import (
+    decision_digest,
+    decision_ref,
+    publication_ref,
+    record_id,
+    verify_chain,
+)
 from nearfab.replication.models import InboxProblem, InboxRecord
 from nearfab.replication.services import ReplicationService, _to_record
 from nearfab.uow import UnitOfWork
@@ -182,16 +187,6 @@ class Ledger(Protocol):  # the part of custody's CustodyLedger used here
     ) -> Any: ...
 
 
-def decision_ref(batch_id: str) -> str:
-    """The ref of the control's signed ledger entry for a QP decision on a site's batch."""
-    return f"remote_release:{batch_id}"
-
-
-def publication_ref(master_file_id: str) -> str:
-    """The ref of the control's signed ledger entry for a master-file version it published."""
-    return f"master_file_published:{master_file_id}"
-
-
 def sign_publications(ledger: Ledger, control_site_id: str) -> Any:
     """The hook the control node gives masterfiles (`on_published`): each published version
     signed in the control's chain, naming the SHA-256 of the published body, in the same
@@ -207,12 +202,6 @@ def sign_publications(ledger: Ledger, control_site_id: str) -> Any:
         )
 
     return sign
-
-
-def decision_digest(body: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
-    ledger entry names, and what the site node checks the decision it acts on against."""
-    return sha256_hex(canonical_json(body))
 
 
 def _visible(actor: Actor, dossiers: list[ReceivedDossier]) -> list[ReceivedDossier]:
