@@ -17,7 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
+from tests import flow_helpers as fh
 from tests.cli_helpers import run
+from tests.replication.test_node_page import row_of
 from tests.replication.test_replication_mqtt import nodes, repl, some_work
 
 from nearfab.bootstrap import App
@@ -89,6 +91,13 @@ def audit_rows(app: App, entity: str) -> list[AuditEntry]:
     return rows
 
 
+def node_page_status(control: App, code: str) -> str:
+    """The last cell of the origin's row on the control's node page, as a control QA reads it."""
+    page = fh.web_login(control, "auditor").get("/node")
+    assert page.status_code == 200
+    return " ".join(row_of(page.text, code)[-1].split())
+
+
 def raw(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -126,6 +135,10 @@ def test_a_site_key_the_control_lacks_blocks_the_anchor_until_it_is_registered(
     with control.uow() as uow:
         result = repl(control).anchor(uow, system_actor("replication"))
     assert result["anchored"] == {}
+    # the node page does not call the origin complete: it names both keys (first and newest)
+    status_cell = node_page_status(control, "GSTT-PH")
+    assert status_cell.startswith("Needs QA: signed by keys this node does not hold")
+    assert f"({mine[0][0]}, {mine[1][0]})" in status_cell
     assert result["refused"][origin].startswith(
         f"{origin}: signed by keys this node does not hold: {mine[0][0]}, {mine[1][0]}"
     )
@@ -170,6 +183,7 @@ def test_a_site_key_the_control_lacks_blocks_the_anchor_until_it_is_registered(
         (status,) = repl(control).inbox_status(uow)
     assert status.ok and status.unverified_keys == []
     assert status.signatures_verified == signed_entries(site)
+    assert node_page_status(control, "GSTT-PH") == "Complete"
     with control.uow() as uow:
         result = repl(control).anchor(uow, system_actor("replication"))
     assert result["refused"] == {}

@@ -21,6 +21,8 @@ from tests.replication.test_replication_mqtt import (
 from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
+from nearfab.custody import export_site_keys, import_site_keys, parse_site_keys
+from nearfab.identity import system_actor
 from nearfab.replication import start_inbox
 from nearfab.telemetry import BrokerAddress
 
@@ -55,7 +57,20 @@ def test_the_control_shows_each_site_as_the_site_holds_it(
     assert "Control node" in page.text
     records, head, missing, _duplicates, problems = row_of(page.text, "GSTT-PH")[1:6]
     assert (int(records), int(head), int(missing), int(problems)) == (expected, expected, 0, 0)
-    assert "Complete" in row_of(page.text, "GSTT-PH")[-1]
+    # the site signs with a key it made after its copy: not complete until the control holds it
+    assert "does not hold" in row_of(page.text, "GSTT-PH")[-1]
+    with site.uow() as uow:
+        exported = export_site_keys(uow.session, repl(site).site_id)
+    with control.uow() as uow:
+        import_site_keys(
+            uow,
+            system_actor("provisioning"),
+            parse_site_keys(exported),
+            own_site_id=repl(control).site_id,
+            reason="the site's keys, checked with the site",
+        )
+    page = qa.get("/node")
+    assert row_of(page.text, "GSTT-PH")[-1] == "Complete"
     assert 'href="/node"' in page.text  # in the menu of a node
 
     # the site's pharmacist, at the control node: their own site's origin

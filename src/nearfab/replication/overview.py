@@ -5,11 +5,13 @@ quick on a control site holding millions of records; the full re-hash of every c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
 
+from nearfab.custody.reads import site_public_keys
 from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.network.reads import control_site, sites_by_id
 from nearfab.replication.enums import ProblemKind
@@ -36,10 +38,13 @@ class OriginSummary:
     duplicates: int
     problems: int  # forks, altered and malformed records named
     anchored_seq: int  # where this node last anchored the origin's chains (0: never)
+    # the keys of the origin's first and newest ledger entries this node does not hold: their
+    # signatures cannot be checked here (`nearfab node keys import`)
+    unverified_keys: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.missing == 0 and self.problems == 0
+        return self.missing == 0 and self.problems == 0 and not self.unverified_keys
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ def node_overview(
         o for o in origins if o == hub_id or can(actor, Permission.AUDIT_READ, site_id=o)
     )
     anchored = anchored_seqs(s, visible)
+    unverified = _unverified_keys(uow, visible)
     sites = sites_by_id(s, [*visible, service.site_id])
     held = {origin: (int(n), int(head or 0), at) for origin, n, head, at in counts}
     summaries = []
@@ -105,6 +111,7 @@ def node_overview(
                     if o == origin and kind not in _COUNTED_APART
                 ),
                 anchored_seq=anchored.get(origin, 0),
+                unverified_keys=unverified.get(origin, []),
             )
         )
     own = sites.get(service.site_id)
@@ -116,3 +123,36 @@ def node_overview(
         link=link,
         origins=summaries,
     )
+
+
+def _unverified_keys(uow: UnitOfWork, origins: list[str]) -> dict[str, list[str]]:
+    """Per origin, the signing keys of its first and newest ledger entries that this node does
+    not hold (two look-ups on the inbox's kind index each, so the page stays quick). A site
+    signs with the key it made after its copy from its first entry on, and with its newest key
+    now, so these are the keys an import is missing in practice; `nearfab node inbox status`
+    checks every entry."""
+    s = uow.session
+    known = site_public_keys(s)
+    out: dict[str, list[str]] = {}
+    ledger = InboxRecord.kind == "ledger"
+    for origin in origins:
+        ends = s.execute(
+            select(func.min(InboxRecord.seq), func.max(InboxRecord.seq)).where(
+                ledger, InboxRecord.origin_site == origin
+            )
+        ).one()
+        if ends[0] is None:
+            continue
+        payloads = s.scalars(
+            select(InboxRecord.payload)
+            .where(ledger, InboxRecord.origin_site == origin, InboxRecord.seq.in_(set(ends)))
+            .order_by(InboxRecord.seq)
+        )
+        missing: list[str] = []
+        for payload in payloads:
+            key_id = str(json.loads(payload).get("key_id") or "")
+            if key_id and key_id not in known and key_id not in missing:
+                missing.append(key_id)
+        if missing:
+            out[origin] = missing
+    return out
