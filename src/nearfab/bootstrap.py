@@ -459,7 +459,9 @@ def build_app(
             # nothing for another site (its copy's orders and machines are theirs)
             remote_releases = ControlReleases(replication, quality.remote, custody_chain.ledger)
             node.site_id = replication.site_id
-            master_files.on_published(sign_publications(custody_chain.ledger, replication.site_id))
+            ledger, control_id = custody_chain.ledger, replication.site_id
+            master_files.on_published(sign_publications(ledger, control_id))
+            master_files.on_withdrawn(sign_publications(ledger, control_id, withdrawals=True))
 
     return App(
         settings=settings,

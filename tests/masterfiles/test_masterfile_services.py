@@ -303,7 +303,15 @@ def test_withdraw_needs_a_qp_and_a_reason(app: App, world: World) -> None:
     last = trail(app, mf)[-1]
     assert (last.old, last.new, last.reason) == (
         {"status": "effective"},
-        {"status": "withdrawn"},
+        # the withdrawal names the version and the reason (what the control signs for the
+        # site nodes: docs/replication.md)
+        {
+            "status": "withdrawn",
+            "master_file_id": mf.id,
+            "code": "MF-TEST",
+            "version": 1,
+            "reason": "stability failure CAPA-7",
+        },
         "stability failure CAPA-7",
     )
     error = refused(app, Refused, lambda uow: app.master_files.effective_for_code(uow, "MF-TEST"))

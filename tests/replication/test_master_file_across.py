@@ -157,30 +157,72 @@ def test_a_withdrawal_at_the_control_withdraws_the_version_at_the_site(
         )
 
 
+def signed_entry_held_back(control: App, site: App, ref: str) -> dict[str, Any]:
+    """The control's records applied at the site without the signed ledger entry `ref`, and
+    the site's decisions acted on; returns the entry's body and a function giving the site
+    the rest (the entry and after) and acting again."""
+    with control.uow() as uow:
+        repl(control).capture_now(uow)
+    with control.uow() as uow:
+        records = repl(control).pending(uow, 100_000)
+    (entry,) = [r for r in records if r.kind == "ledger" and json.loads(r.payload)["ref"] == ref]
+    with site.uow() as uow:  # everything but the signed entry
+        repl(site).apply(uow, [r.to_message() for r in records if r.seq < entry.seq])
+    assert repl(site).decisions is not None
+    repl(site).decisions.apply_pending(site.uow)
+    rest = [r.to_message() for r in records if r.seq >= entry.seq]
+
+    def give_the_rest() -> None:
+        with site.uow() as uow:
+            repl(site).apply(uow, rest)
+        assert repl(site).decisions is not None
+        repl(site).decisions.apply_pending(site.uow)
+
+    body = json.loads(json.loads(entry.payload)["payload"])["body"]
+    return {"body": body, "give_the_rest": give_the_rest}
+
+
 def test_a_publication_is_installed_only_with_the_controls_signed_entry_naming_it(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
     control_key_known(control, site)
     new_id = fh.new_version(control, HYDROCORTISONE, storage=STORAGE)
-    with control.uow() as uow:
-        repl(control).capture_now(uow)
-    with control.uow() as uow:
-        records = repl(control).pending(uow, 100_000)
-    (entry,) = [
-        r
-        for r in records
-        if r.kind == "ledger" and json.loads(r.payload)["ref"] == f"master_file_published:{new_id}"
-    ]
-    body = json.loads(json.loads(entry.payload)["payload"])["body"]
-    assert body["sha256"] == canonical_sha256(published_row(control, new_id))  # by hand
-    with site.uow() as uow:  # everything but the signed entry
-        repl(site).apply(uow, [r.to_message() for r in records if r.seq < entry.seq])
-    assert repl(site).decisions is not None
-    repl(site).decisions.apply_pending(site.uow)
+    held = signed_entry_held_back(control, site, f"master_file_published:{new_id}")
+    assert held["body"]["sha256"] == canonical_sha256(published_row(control, new_id))  # by hand
     assert version(site, new_id) is None  # waits for the control's signature
-    with site.uow() as uow:
-        repl(site).apply(uow, [r.to_message() for r in records if r.seq >= entry.seq])
-    repl(site).decisions.apply_pending(site.uow)
+    held["give_the_rest"]()
     installed = version(site, new_id)
     assert installed is not None and installed.status == "effective"
+
+
+def test_a_withdrawal_is_applied_only_with_the_controls_signed_entry_naming_it(
+    nodes: tuple[App, App],
+) -> None:
+    """A withdrawal is a control decision like a publication: the site withdraws the version
+    only once the control's signed ledger entry names this withdrawal (version, reason)."""
+    site, control = nodes
+    control_key_known(control, site)
+    mf_id = fh.master_file_id(control, HYDROCORTISONE)
+    reason = "assay method no longer validated"
+    with control.uow() as uow:
+        control.master_files.withdraw(uow, fh.actor(control, "qp"), mf_id, reason=reason)
+    held = signed_entry_held_back(control, site, f"master_file_withdrawn:{mf_id}")
+    # the signed body names the SHA-256 of the withdrawal's audit body, by hand
+    mf = version(control, mf_id)
+    assert mf is not None
+    expected = {
+        "status": "withdrawn",
+        "master_file_id": mf_id,
+        "code": HYDROCORTISONE,
+        "version": mf.version,
+        "reason": reason,
+    }
+    assert held["body"] == {"sha256": canonical_sha256(expected), "master_file_id": mf_id}
+    still = version(site, mf_id)
+    assert still is not None and still.status == "effective"  # waits for the signature
+    assert applied_to(site, mf_id) == []
+    held["give_the_rest"]()
+    withdrawn = version(site, mf_id)
+    assert withdrawn is not None and withdrawn.status == "withdrawn"
+    assert len(applied_to(site, mf_id, "withdrawn here")) == 1

@@ -69,6 +69,7 @@ class MasterFileService:
         self._network = network
         self._checks = tuple(checks)
         self._on_published: list[Callable[[UnitOfWork, str, dict[str, Any]], None]] = []
+        self._on_withdrawn: list[Callable[[UnitOfWork, str, dict[str, Any]], None]] = []
         # naming a QP takes effect when a second administrator approves (separation of duties)
         signatures.users.register_applier(APPROVAL_MASTER_FILE_QP, self._apply_qp_request)
 
@@ -220,6 +221,12 @@ class MasterFileService:
         version: the control node of a replicated network signs the publication in its own
         ledger chain, which the site nodes require before installing it (bootstrap)."""
         self._on_published.append(hook)
+
+    def on_withdrawn(self, hook: Callable[[UnitOfWork, str, dict[str, Any]], None]) -> None:
+        """Called with (uow, version id, the withdrawal's audit body) in the transaction that
+        withdraws a version: the control node signs the withdrawal in its ledger chain, which
+        the site nodes require before withdrawing it there (bootstrap)."""
+        self._on_withdrawn.append(hook)
 
     def install_published(
         self, uow: UnitOfWork, actor: Actor, published: dict[str, Any]
@@ -380,7 +387,18 @@ class MasterFileService:
         authorize_network(actor, Permission.MASTER_FILE_WITHDRAW)
         require_reason(reason, "withdrawing a master file")
         mf = self.get(uow, master_file_id)
-        self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason)
+        # the withdrawal names the version and the reason, so the control's signature of it
+        # (`on_withdrawn`) covers what a site node acts on, not just a status
+        body = {
+            "status": MasterFileStatus.WITHDRAWN.value,
+            "master_file_id": mf.id,
+            "code": mf.code,
+            "version": mf.version,
+            "reason": reason,
+        }
+        self._transition(uow, actor, mf, MasterFileStatus.WITHDRAWN, reason=reason, extra=body)
+        for sign in self._on_withdrawn:  # the control node signs it in its chain (bootstrap)
+            sign(uow, mf.id, body)
         uow.commit()
         return mf
 
@@ -401,6 +419,7 @@ class MasterFileService:
         target: MasterFileStatus,
         *,
         reason: str,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         audited_transition(
             uow,
@@ -411,6 +430,7 @@ class MasterFileService:
             entity_type="master_file",
             label=f"master file {mf.code} v{mf.version}",
             reason=reason,
+            extra={k: v for k, v in (extra or {}).items() if k != "status"},
         )
 
     def get(self, uow: UnitOfWork, master_file_id: str) -> MasterFile:

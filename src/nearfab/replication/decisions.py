@@ -26,7 +26,13 @@ from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
 from nearfab.identity.reads import audit_entries_on
-from nearfab.replication.logic import Record, decision_digest, decision_ref, publication_ref
+from nearfab.replication.logic import (
+    Record,
+    decision_digest,
+    decision_ref,
+    publication_ref,
+    withdrawal_ref,
+)
 from nearfab.replication.models import OutboxRecord
 from nearfab.replication.services import OriginStatus, ReplicationService
 from nearfab.uow import UnitOfWork
@@ -130,7 +136,9 @@ def _signed_ref(row: dict[str, Any]) -> str:
     """The ref of the control's signed entry a decision needs."""
     if row.get("entity_type") == REMOTE_RELEASE_ENTITY:
         return decision_ref(str((row.get("new") or {}).get("batch_id")))
-    return publication_ref(str(row.get("entity_id")))
+    if row.get("entity_type") == PUBLISHED_ENTITY:
+        return publication_ref(str(row.get("entity_id")))
+    return withdrawal_ref(str(row.get("entity_id")))
 
 
 def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
@@ -222,24 +230,23 @@ class ControlDecisions:
             if recall:
                 self._apply_recall(uow_factory, record, row)
             else:
-                # a QP decision, or a published master file, is acted on only with the
-                # control's signed ledger entry naming it (a key only the control holds)
-                ref = _signed_ref(row) if (release or published) else None
-                if ref is not None:
-                    digest = decision_digest(row.get("new") or {})
-                    if digest not in signed.get(ref, set()):
-                        # waits for it (the seed's own publications, made before any node
-                        # signed, wait for ever: every copy holds them already)
-                        continue
-                    if unchecked:
-                        why = (
-                            "the control's signing key is not known here, so the signature "
-                            f"of its decision cannot be checked ({', '.join(unchecked)})"
-                        )
-                        if (REFUSED_ENTITY, record.id) not in done:
-                            self._refuse(uow_factory, record, row, why)
-                        result.refused[record.id] = why
-                        continue
+                # a QP decision, or a master-file version published or withdrawn, is acted
+                # on only with the control's signed ledger entry naming it (a key only the
+                # control holds)
+                digest = decision_digest(row.get("new") or {})
+                if digest not in signed.get(_signed_ref(row), set()):
+                    # waits for it (the seed's own publications and withdrawals, made
+                    # before any node signed, wait for ever: every copy holds them already)
+                    continue
+                if unchecked:
+                    why = (
+                        "the control's signing key is not known here, so the signature "
+                        f"of its decision cannot be checked ({', '.join(unchecked)})"
+                    )
+                    if (REFUSED_ENTITY, record.id) not in done:
+                        self._refuse(uow_factory, record, row, why)
+                    result.refused[record.id] = why
+                    continue
                 if release:
                     self._apply_release(uow_factory, record, row)
                 elif not self._apply_master_file(uow_factory, record, row):

@@ -42,6 +42,7 @@ from nearfab.replication.logic import (
     publication_ref,
     record_id,
     verify_chain,
+    withdrawal_ref,
 )
 from nearfab.replication.models import InboxProblem, InboxRecord
 from nearfab.replication.services import ReplicationService, _to_record
@@ -187,17 +188,18 @@ class Ledger(Protocol):  # the part of custody's CustodyLedger used here
     ) -> Any: ...
 
 
-def sign_publications(ledger: Ledger, control_site_id: str) -> Any:
-    """The hook the control node gives masterfiles (`on_published`): each published version
-    signed in the control's chain, naming the SHA-256 of the published body, in the same
-    transaction."""
+def sign_publications(ledger: Ledger, control_site_id: str, *, withdrawals: bool = False) -> Any:
+    """The hook the control node gives masterfiles (`on_published`; `on_withdrawn` with
+    `withdrawals`): each published (withdrawn) version signed in the control's chain, naming the
+    SHA-256 of the published body (the withdrawal's audit body), in the same transaction."""
+    ref_of = withdrawal_ref if withdrawals else publication_ref
 
     def sign(uow: UnitOfWork, master_file_id: str, body: dict[str, Any]) -> None:
         ledger.append(
             uow,
             control_site_id,
             LedgerKind.DECISION,
-            publication_ref(master_file_id),
+            ref_of(master_file_id),
             {"sha256": decision_digest(body), "master_file_id": master_file_id},
         )
 
