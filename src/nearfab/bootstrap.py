@@ -27,6 +27,7 @@ from nearfab.families.device import DeviceFamily
 from nearfab.families.solid_dose import SolidDoseFamily
 from nearfab.identity import (
     AccountPolicy,
+    Actor,
     SecretBox,
     SignatureService,
     UserService,
@@ -34,7 +35,13 @@ from nearfab.identity import (
     system_actor,
 )
 from nearfab.identity.services.audit import AuditKeys, checkpoint_if_due, install_audit_keys
-from nearfab.identity.services.keys import AuditChainKey
+from nearfab.identity.services.keys import AuditChainKey, load_retired_keys
+from nearfab.identity.services.nodekeys import (
+    RekeyResult,
+    SigningKey,
+    rekey_node,
+    settle_pending_keys,
+)
 from nearfab.masterfiles import ChangeControlService, MasterFileService
 from nearfab.materials import MaterialService
 from nearfab.monitoring import Monitor, MonitoringModelsChanged, MonitoringService, RunCharts
@@ -173,6 +180,25 @@ class App:
         self.custody.flush_verification_log()
 
 
+def _new_signing_key(path: Path) -> SigningKey:
+    signer = TicketSigner.load_or_create(path)  # made: the path is new
+    return SigningKey(signer.key_id, signer.public_key_pem, lambda b: signer.sign(b).signature)
+
+
+def rekey(app: App, actor: Actor, reason: str) -> RekeyResult:
+    """`nearfab node rekey`: this data folder's own audit HMAC key and ticket/checkpoint
+    signing key (identity/services/nodekeys.py). The app's ticket signer and machines keep
+    the old key: build the app again (restart the node) before it signs tickets."""
+    with app.uow() as uow:
+        return rekey_node(
+            uow,
+            actor,
+            Path(app.settings.data_dir) / "keys",
+            reason=reason,
+            make_signing_key=_new_signing_key,
+        )
+
+
 # each part of a product family, and the Protocol of the domain that calls it (docs/families.md)
 FAMILY_PARTS: dict[str, type] = {
     "prescription": PrescriptionKit,
@@ -253,16 +279,21 @@ def build_app(
     bus = EventBus()
     keys = Path(settings.data_dir) / "keys"
     keys.mkdir(mode=0o700, exist_ok=True)
+    # a rekey a crash cut short between its commit and its key files (identity/nodekeys.py)
+    settle_pending_keys(keys, session_factory, lambda p: TicketSigner.load_or_create(p).key_id)
     signer = TicketSigner.load_or_create(keys / "control_site_ed25519.pem")
     vault = IdentityVault.load_or_create(keys / "patient_identity.key")
     totp_box = SecretBox.load_or_create(keys / "totp_secrets.key")
     # the audit rows' HMAC key and the control site's checkpoint signature (docs/audit-trail.md)
     audit_key = AuditChainKey.load_or_create(keys / "audit_chain.key")
+    retired_mac, retired_signing = load_retired_keys(keys)  # a rekeyed node's earlier keys
     audit_keys = AuditKeys(
         mac_key=audit_key.key,
         key_id=signer.key_id,
         public_key_pem=signer.public_key_pem,
         sign=lambda body: signer.sign(body).signature,
+        retired_mac=retired_mac,
+        retired_signing=retired_signing,
     )
     install_audit_keys(engine, audit_keys)
     check_platform_keys(

@@ -83,16 +83,21 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
         node.folder.mkdir(parents=True)
         shutil.copyfile(control.folder / "nearfab.db", node.folder / "nearfab.db")
         shutil.copytree(control.folder / "keys", node.folder / "keys")
-        _keep_own_keys(settings, node)
+        _keep_own_keys(settings, node, rekey=True)
         say(f"site node {node.site_code}: a copy of the seeded network in {node.folder}")
-    _keep_own_keys(settings, control)  # the control: its own key, the sites' public halves
+    # the control: its own ledger key, the sites' public halves, and its own platform keys
+    _keep_own_keys(settings, control, rekey=False)
     return result.password if result.generated else None
 
 
-def _keep_own_keys(settings: Settings, node: Node) -> None:
+def _keep_own_keys(settings: Settings, node: Node, *, rekey: bool) -> None:
     """A node's copy keeps the private half of its own site's ledger keys only: no node can
-    sign another site's chain (the control checks what each site signs)."""
+    sign another site's chain (the control checks what each site signs). A site node's copy
+    is then rekeyed (`rekey`): its own audit HMAC key and ticket/checkpoint signing key, so no
+    site holds the control's (identity/services/nodekeys.py); its machines get the new public
+    key when the node starts."""
     from nearfab.bootstrap import build_app
+    from nearfab.bootstrap import rekey as rekey_node
     from nearfab.identity import system_actor
 
     app = build_app(
@@ -107,6 +112,13 @@ def _keep_own_keys(settings: Settings, node: Node) -> None:
         with app.uow() as uow:
             app.custody_chain.ledger.keep_private_keys_of(
                 uow, system_actor("node-provisioning"), own
+            )
+        if rekey:
+            rekey_node(
+                app,
+                system_actor("node-provisioning"),
+                f"site node {node.site_code} provisioned: its own audit and signing keys, "
+                "not the control's",
             )
     finally:
         app.engine.dispose()

@@ -1,5 +1,5 @@
 """CLI: a site as a node of its own (`nearfab node outbox|replicate|receive|inbox status|inbox
-anchor|keys export|keys import`; docs/replication.md). The data folder is a node when
+anchor|keys export|keys import|rekey`; docs/replication.md). The data folder is a node when
 NEARFAB_NODE_SITE names its site."""
 
 from __future__ import annotations
@@ -303,4 +303,35 @@ def keys_import(
         f"{len(result.registered)} keys registered"
         + (f" ({', '.join(result.registered)})" if result.registered else "")
         + f", {len(result.already_held)} already held",
+    )
+
+
+@app.command("rekey")
+def rekey(
+    ctx: typer.Context,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the keys are replaced (kept in the audit trail).")
+    ],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Give this data folder its own audit HMAC key and ticket/checkpoint signing key (a node
+    made from a copy of the control's folder holds the control's until then). Recorded in the
+    audit trail with the old and new fingerprints; the rows before it still verify
+    (docs/audit-trail.md, key epochs). Run it with the node stopped, then start it."""
+    from nearfab.bootstrap import rekey as rekey_app
+    from nearfab.common.errors import DomainError
+
+    application = state(ctx, data_dir).app()
+    try:
+        result = rekey_app(application, local_actor(), reason)
+    except DomainError as exc:
+        fail(exc, as_json)
+    done(
+        result.to_dict(),
+        as_json,
+        f"rekeyed at audit seq {result.audit_seq}: audit key {result.old_audit_key} -> "
+        f"{result.new_audit_key}, signing key {result.old_signing_key} -> "
+        f"{result.new_signing_key}"
+        + ("" if result.old_audit_key_kept else " (the old audit key is not kept)"),
     )

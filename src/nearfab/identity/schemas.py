@@ -180,6 +180,11 @@ class AuditChainReportOut(Out):
     anchored_seq: int = Field(description="Rows up to here match a signed checkpoint")
     unanchored_rows: int = Field(description="Rows after it: no checkpoint covers them yet")
     against: AuditCheckpointFileOut | None
+    sealed_rows: int = Field(
+        0,
+        description="Rows of a key epoch whose audit key this node does not hold (before its "
+        "rekey): sealed by the rekey row, their MACs not checked",
+    )
 
 
 class PatientIdentityOut(Out):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 from weakref import WeakKeyDictionary
@@ -36,6 +36,16 @@ CHECKPOINTS = cast(Table, AuditCheckpoint.__table__)
 
 
 # --- keys: installed per database engine by the composition root (bootstrap) --------------------
+@dataclass(frozen=True)
+class RetiredSigningKey:
+    """A checkpoint key replaced by a rekey (its public half only): it signed this chain's
+    checkpoints up to `until_seq` (the last row before the rekey row), never after."""
+
+    key_id: str
+    public_key_pem: str
+    until_seq: int
+
+
 @dataclass
 class AuditKeys:
     """What the audit chain needs from the data folder's key store, never from the database:
@@ -48,6 +58,10 @@ class AuditKeys:
     key_id: str = ""
     public_key_pem: str = ""
     sign: Callable[[dict[str, Any]], str] | None = None  # base64 Ed25519 over canonical JSON
+    # a rekeyed node's earlier keys, kept for verification only (keys/retired/, nodekeys.py):
+    # its own earlier audit keys by fingerprint, and the earlier checkpoint keys' public halves
+    retired_mac: dict[str, bytes] = field(default_factory=dict)
+    retired_signing: list[RetiredSigningKey] = field(default_factory=list)
     # site -> [seq, entry_hash, kind] of each ledger chain's last entry
     ledger_heads: Callable[[Connection], dict[str, list[Any]]] | None = None
     # the checkpoints as recorded in the control site's ledger chain: (body, signature) pairs
@@ -69,6 +83,18 @@ def audit_keys(conn: Connection) -> AuditKeys | None:
 
 
 MAC_CONTEXT = b"nearfab-audit-row-mac-v1\n"
+
+# the row that starts a key epoch (`nearfab node rekey`, nodekeys.py): its `old` and `new` name
+# the keys' fingerprints, its `new` also the head it seals; it is MACed with the new key
+REKEY_ENTITY_TYPE = "platform_key"
+REKEY_ENTITY_ID = "node_keys"
+# a session that writes the rekey row MACs it with the new key (session.info)
+MAC_KEY_OVERRIDE = "nearfab.audit_mac_key"
+
+
+def audit_key_fingerprint(key: bytes) -> str:
+    """The fingerprint of an audit HMAC key, as recorded in platform_keys and rekey rows."""
+    return hashlib.sha256(b"nearfab-audit-chain" + key).hexdigest()[:16]
 
 
 def entry_mac(key: bytes, content: Mapping[str, Any]) -> str:
@@ -106,7 +132,7 @@ def entry_hash(content: Mapping[str, Any], prev_hash: str) -> str:
     return sha256_hex(canonical_json({**content, "prev_hash": prev_hash}))
 
 
-def _lock_head(conn: Connection) -> tuple[int, str]:
+def lock_head(conn: Connection) -> tuple[int, str]:
     """Take the chain's write lock and read where it ends. PostgreSQL: a row lock held to the
     end of the transaction. SQLite: a no-op UPDATE takes the database's one write lock now,
     before the head is read (a plain SELECT would read outside the transaction)."""
@@ -159,8 +185,9 @@ def _number_new_entries(session: Session, _ctx: Any, _instances: Any) -> None:
         return
     new.sort(key=lambda obj: orm_attributes.instance_state(obj).insert_order or 0)
     conn = session.connection()
-    seq, prev = _lock_head(conn)
-    session.info[_PENDING_HEAD] = _chain(new, seq, prev, setattr, _mac_key(conn))
+    seq, prev = lock_head(conn)
+    key = session.info.get(MAC_KEY_OVERRIDE) or _mac_key(conn)
+    session.info[_PENDING_HEAD] = _chain(new, seq, prev, setattr, key)
 
 
 @event.listens_for(Session, "after_flush")
@@ -176,7 +203,7 @@ def append_audit_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> in
     if not rows:
         return 0
     batch = [dict(r) for r in rows]
-    seq, prev = _lock_head(conn)
+    seq, prev = lock_head(conn)
     seq, prev = _chain(batch, seq, prev, lambda r, k, v: r.__setitem__(k, v), _mac_key(conn))
     conn.execute(insert(AuditEntry), batch)
     _move_head(conn, seq, prev)

@@ -16,8 +16,11 @@ from nearfab.identity.permissions import Permission, authorize_network
 from nearfab.identity.services.auditchain import (
     ENTRIES,
     GENESIS,
+    REKEY_ENTITY_ID,
+    REKEY_ENTITY_TYPE,
     AuditKeys,
     BadRow,
+    audit_key_fingerprint,
     audit_keys,
     entry_content,
     entry_hash,
@@ -46,6 +49,9 @@ class ChainReport:
     anchored_seq: int = 0  # rows up to here match a signed checkpoint (or the file)
     unanchored_rows: int = 0  # rows after it: no signed checkpoint covers them yet
     against: dict[str, Any] | None = None  # the exported checkpoint file compared with
+    # rows of a key epoch whose audit key this data folder does not hold (a node's copy of the
+    # control's rows, before its rekey): no MAC checked, their hashes sealed by the rekey row
+    sealed_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +66,7 @@ class ChainReport:
             "anchored_seq": self.anchored_seq,
             "unanchored_rows": self.unanchored_rows,
             "against": self.against,
+            "sealed_rows": self.sealed_rows,
         }
 
 
@@ -247,6 +254,79 @@ def _compare_checkpoints(
     return problems, anchored
 
 
+def _is_rekey(row: Mapping[str, Any]) -> bool:
+    return bool(row["entity_type"] == REKEY_ENTITY_TYPE and row["entity_id"] == REKEY_ENTITY_ID)
+
+
+def _named(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else None
+
+
+def _first_epoch(conn: Connection, held: Mapping[str, bytes], current: str) -> str | None:
+    """The fingerprint of the audit key the chain's first rows were MACed with: the one the
+    first rekey row replaced, else the data folder's own key."""
+    first = conn.execute(
+        select(ENTRIES.c.old)
+        .where(ENTRIES.c.entity_type == REKEY_ENTITY_TYPE, ENTRIES.c.entity_id == REKEY_ENTITY_ID)
+        .order_by(ENTRIES.c.seq, ENTRIES.c.id)
+        .limit(1)
+    ).first()
+    if first is None:
+        return current
+    named = _named(first[0], "audit_chain")
+    return str(named) if named is not None else None
+
+
+def _check_rekey(
+    row: Mapping[str, Any],
+    nxt: Mapping[str, Any] | None,
+    held: Mapping[str, bytes],
+    epoch: str | None,
+) -> tuple[BadRow | None, str | None]:
+    """A rekey row starts a key epoch (docs/audit-trail.md): it is MACed with the new key it
+    names, it names the key of the rows before it, and it seals them: its `new.sealed_head`
+    is the seq and hash of the row before it. Returns (problem or None, the new epoch's key
+    fingerprint)."""
+    new_fp = _named(row.get("new"), "audit_chain")
+    key = held.get(str(new_fp)) if new_fp is not None else None
+    if key is None:
+        return (
+            _bad(
+                row,
+                "edited",
+                f"it names audit key {new_fp}, which this data folder does not hold "
+                "(keys/audit_chain.key, keys/retired/): a rekey not made here, or its key lost",
+            ),
+            None,
+        )
+    bad, _valid = _check_mac(row, nxt, key, True)
+    if bad is not None:
+        return bad, None
+    old_fp = _named(row.get("old"), "audit_chain")
+    if old_fp != epoch:
+        return (
+            _bad(
+                row,
+                "edited",
+                f"it replaces audit key {old_fp}, but the rows before it are of key {epoch}",
+            ),
+            None,
+        )
+    sealed = _named(row.get("new"), "sealed_head")
+    want = [row["seq"] - 1, row["prev_hash"]]
+    if not isinstance(sealed, list) or [int(sealed[0]), str(sealed[1])] != want:
+        return (
+            _bad(
+                row,
+                "edited",
+                f"the rows before it were changed after the rekey sealed them: it sealed "
+                f"{sealed}, the chain before it now ends at seq {want[0]} hash {want[1][:16]}…",
+            ),
+            None,
+        )
+    return None, str(new_fp)
+
+
 class _Default:
     pass
 
@@ -267,6 +347,14 @@ def verify_chain(
     others append (the head is read after each chunk)."""
     key_set = audit_keys(conn) if isinstance(keys, _Default) else keys
     mac_key = key_set.mac_key if key_set is not None else None
+    # key epochs: the data folder's key and its own earlier ones (a rekeyed node's); a rekey
+    # row switches to the key it names for the rows from it on
+    held: dict[str, bytes] = {}
+    epoch: str | None = None
+    if key_set is not None:
+        held = {**key_set.retired_mac, audit_key_fingerprint(key_set.mac_key): key_set.mac_key}
+        epoch = _first_epoch(conn, held, audit_key_fingerprint(key_set.mac_key))
+    sealed = 0
     checkpoints, problems = stored_checkpoints(conn, key_set)
     marks: list[Checkpoint] = list(checkpoints)
     against_info: dict[str, Any] | None = None
@@ -316,6 +404,7 @@ def verify_chain(
             anchored_seq=anchored,
             unanchored_rows=max(0, head[0] - anchored),
             against=against_info,
+            sealed_rows=sealed,
         )
 
     nulls = conn.execute(
@@ -346,9 +435,16 @@ def verify_chain(
             nxt = rows[i + 1] if i + 1 < len(rows) else None
             found = _check_row(row, prev, nxt, head_after[0])
             if found is None and mac_key is not None:
-                required = keyed or (required_from is not None and row["seq"] >= required_from)
-                found, valid = _check_mac(row, nxt, mac_key, required)
-                keyed = keyed or valid
+                epoch_key = held.get(epoch) if epoch is not None else None
+                if _is_rekey(row):
+                    found, epoch = _check_rekey(row, nxt, held, epoch)
+                    keyed = keyed or found is None
+                elif epoch_key is None:  # a key this folder does not hold: sealed, unchecked
+                    sealed += 1
+                else:
+                    required = keyed or (required_from is not None and row["seq"] >= required_from)
+                    found, valid = _check_mac(row, nxt, epoch_key, required)
+                    keyed = keyed or valid
             if found is not None:
                 return report(found, head_after, False)
             if row["seq"] in wanted:

@@ -116,6 +116,24 @@ def signature_ok(public_key_pem: str, body: Mapping[str, Any], signature: str) -
     return True
 
 
+def signed_by_keys(keys: AuditKeys, body: Mapping[str, Any], signature: str) -> bool:
+    """Signed with the installation's checkpoint key, or with a key a rekey retired, for a
+    checkpoint of a row it was this chain's key for (up to its `until_seq`: the same key still
+    signs another node's chain after the rekey, which is not this one)."""
+    if signature_ok(keys.public_key_pem, body, signature):
+        return True
+    try:
+        seq = int(body["seq"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return any(
+        r.key_id == body.get("key_id")
+        and seq <= r.until_seq
+        and signature_ok(r.public_key_pem, body, signature)
+        for r in keys.retired_signing
+    )
+
+
 def _checkpoint_of(body: Mapping[str, Any], signature: str, **extra: Any) -> Checkpoint:
     ledger = body.get("ledger") or {}
     return Checkpoint(
@@ -149,7 +167,7 @@ def stored_checkpoints(
                 continue
             if (
                 body == copy.body()
-                and signature_ok(keys.public_key_pem, body, signature)
+                and signed_by_keys(keys, body, signature)
                 and not any(k[0] == copy.seq and k[1] == copy.head_hash for k in known)
             ):
                 good.append(copy)
@@ -157,9 +175,7 @@ def stored_checkpoints(
         try:
             body = json_loads(row["body"])
             checkpoint = _checkpoint_of(body, row["signature"], id=row["id"])
-            signed = keys is not None and signature_ok(
-                keys.public_key_pem, checkpoint.body(), row["signature"]
-            )
+            signed = keys is not None and signed_by_keys(keys, checkpoint.body(), row["signature"])
             consistent = (
                 body == checkpoint.body()
                 and checkpoint.seq == row["seq"]

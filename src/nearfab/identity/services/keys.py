@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from nearfab.common.clock import Clock
 from nearfab.identity.enums import AuditAction
 from nearfab.identity.models import AuditEntry, PlatformKey
+from nearfab.identity.services.auditchain import RetiredSigningKey, audit_key_fingerprint
 
 
 class KeyMismatch(RuntimeError):
@@ -71,7 +72,7 @@ class AuditChainKey:
         if len(key) < 32:
             raise ValueError("the audit chain key must be at least 32 bytes")
         self.key = key
-        self.fingerprint = hashlib.sha256(b"nearfab-audit-chain" + key).hexdigest()[:16]
+        self.fingerprint = audit_key_fingerprint(key)
 
     @classmethod
     def load_or_create(cls, path: Path) -> AuditChainKey:
@@ -84,3 +85,52 @@ class AuditChainKey:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(32))
         return cls(path.read_bytes())
+
+
+# --- retired keys (a rekeyed node, identity/services/nodekeys.py) ------------------------------
+RETIRED = "retired"  # keys/retired/: earlier keys, kept for verification only
+
+
+def retired_mac_path(keys_dir: Path, fingerprint: str) -> Path:
+    return keys_dir / RETIRED / f"audit_chain-{fingerprint}.key"
+
+
+def retired_signing_path(keys_dir: Path, key_id: str) -> Path:
+    return keys_dir / RETIRED / f"checkpoint_key-{key_id}.json"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (mode 0600, its folder 0700), replacing it atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_retired_keys(keys_dir: Path) -> tuple[dict[str, bytes], list[RetiredSigningKey]]:
+    """The earlier audit keys this node made itself (by fingerprint, computed from the bytes,
+    not the file name) and the public halves of the earlier checkpoint keys, with the last
+    audit row each may have signed a checkpoint of."""
+    folder = keys_dir / RETIRED
+    macs: dict[str, bytes] = {}
+    signing: list[RetiredSigningKey] = []
+    if not folder.is_dir():
+        return macs, signing
+    for path in sorted(folder.glob("audit_chain-*.key")):
+        key = path.read_bytes()
+        if len(key) >= 32:
+            macs[audit_key_fingerprint(key)] = key
+    for path in sorted(folder.glob("checkpoint_key-*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        signing.append(
+            RetiredSigningKey(
+                key_id=str(data["key_id"]),
+                public_key_pem=str(data["public_key_pem"]),
+                until_seq=int(data["until_seq"]),
+            )
+        )
+    return macs, signing
