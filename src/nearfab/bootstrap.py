@@ -66,7 +66,12 @@ from nearfab.quality import (
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.replication import ReplicationService, install_capture, node_capture
 from nearfab.replication.link import NodeLink
-from nearfab.replication.releases import ControlReleases, SiteDossiers, sign_publications
+from nearfab.replication.releases import (
+    ControlReleases,
+    SiteDossiers,
+    hand_over_orders,
+    sign_publications,
+)
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -483,6 +488,7 @@ def build_app(
             node=node,
             releases=quality.remote,
             master_files=master_files,
+            orders=orders,
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
             dossiers = SiteDossiers(replication, quality.remote, quality.pending)
@@ -493,6 +499,7 @@ def build_app(
             ledger, control_id = custody_chain.ledger, replication.site_id
             master_files.on_published(sign_publications(ledger, control_id))
             master_files.on_withdrawn(sign_publications(ledger, control_id, withdrawals=True))
+            orders.on_taken(hand_over_orders(ledger, control_id))
 
     return App(
         settings=settings,

@@ -3,6 +3,7 @@
 from nearfab.orders.doseadjust import DoseAdjustment, check_dose_rule
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
+from nearfab.orders.handover import handover_body
 from nearfab.orders.identification import PatientMatch, PresentedIdentifiers
 from nearfab.orders.identifiers import IdentifierKind
 from nearfab.orders.models import (
@@ -35,5 +36,6 @@ __all__ = [
     "PrescriptionIn",
     "PresentedIdentifiers",
     "check_dose_rule",
+    "handover_body",
     "parse_prescriptions",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +40,7 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
+from nearfab.orders.handover import install_handover
 from nearfab.orders.identification import (
     PatientIdentification,
     PatientMatch,
@@ -186,6 +187,28 @@ class OrderService:
         self._prescriptions = prescriptions
         self._max_entries = max_bundle_entries
         self._identification = PatientIdentification(vault)
+        # called with (uow, actor, order) for each order taken, in the intake's transaction:
+        # the control node hands a site's order over to that site's node (bootstrap)
+        self._on_taken: list[Callable[[UnitOfWork, Actor, Order], None]] = []
+
+    def on_taken(self, hook: Callable[[UnitOfWork, Actor, Order], None]) -> None:
+        """Call `hook` for every order taken, in the transaction that stores it."""
+        self._on_taken.append(hook)
+
+    def take_handed_over(
+        self, uow: UnitOfWork, actor: Actor, body: dict[str, Any], *, site_id: str, note: str
+    ) -> tuple[Order, bool]:
+        """At a site node: store an order the control node took for this site, with its ids
+        (orders/handover.py `install_handover`), in the caller's transaction."""
+        return install_handover(
+            uow,
+            actor,
+            body,
+            site_id=site_id,
+            vault=self._vault,
+            master_files=self._master_files,
+            note=note,
+        )
 
     # --- intake ------------------------------------------------------------------------------
     def submit(
@@ -221,6 +244,9 @@ class OrderService:
         plans = self._check_duplicates(uow, plans, resubmit_of)
         try:
             orders = [self._store(uow, actor, plan) for plan in plans]
+            for order in orders:
+                for hook in self._on_taken:
+                    hook(uow, actor, order)
             uow.commit()
         except Conflict:
             # a concurrent submission of the same prescription won the unique key: name it

@@ -30,6 +30,7 @@ from nearfab.replication.logic import (
     Record,
     decision_digest,
     decision_ref,
+    handover_ref,
     publication_ref,
     withdrawal_ref,
 )
@@ -46,6 +47,7 @@ APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on 
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
 REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
 PUBLISHED_ENTITY = "master_file_published"  # control audit rows: a version sites install
+HANDOVER_ENTITY = "order_handover"  # control audit rows: an order a site node makes
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 DECISION_KIND = "decision"  # the control's signed ledger entry of a decision (LedgerKind)
 # a pack in one of these states, or of a rejected batch, must not be with a patient
@@ -78,6 +80,12 @@ class MasterFiles(Protocol):  # the part of masterfiles' MasterFileService used 
     def withdraw_published(
         self, uow: UnitOfWork, actor: Actor, master_file_id: str, *, reason: str
     ) -> Any: ...
+
+
+class Orders(Protocol):  # the part of orders' OrderService used here
+    def take_handed_over(
+        self, uow: UnitOfWork, actor: Actor, body: dict[str, Any], *, site_id: str, note: str
+    ) -> tuple[Any, bool]: ...
 
 
 class Alerts(Protocol):  # the part of custody's Packs used here
@@ -138,6 +146,8 @@ def _signed_ref(row: dict[str, Any]) -> str:
         return decision_ref(str((row.get("new") or {}).get("batch_id")))
     if row.get("entity_type") == PUBLISHED_ENTITY:
         return publication_ref(str(row.get("entity_id")))
+    if row.get("entity_type") == HANDOVER_ENTITY:
+        return handover_ref(str(row.get("entity_id")))
     return withdrawal_ref(str(row.get("entity_id")))
 
 
@@ -173,8 +183,10 @@ class ControlDecisions:
         alerts: Alerts,
         releases: Releases | None = None,
         master_files: MasterFiles | None = None,
+        orders: Orders | None = None,
     ) -> None:
         self.service = service
+        self._orders = orders
         self._master_files = master_files
         self.control_site_id = control_site_id
         self._recalls = recalls
@@ -220,7 +232,12 @@ class ControlDecisions:
                 and (row.get("new") or {}).get("status") == "withdrawn"
             )
             master_file = (published or withdrawn) and self._master_files is not None
-            if not (recall or release or master_file):
+            handover = (
+                row.get("entity_type") == HANDOVER_ENTITY
+                and (row.get("new") or {}).get("site_id") == self.service.site_id
+                and self._orders is not None
+            )
+            if not (recall or release or master_file or handover):
                 continue  # not a decision this site acts on (docs: "Not yet")
             if problems:
                 if (REFUSED_ENTITY, record.id) not in done:
@@ -249,6 +266,9 @@ class ControlDecisions:
                     continue
                 if release:
                     self._apply_release(uow_factory, record, row)
+                elif handover:
+                    if not self._apply_handover(uow_factory, record, row):
+                        continue  # an order this node holds already: nothing to do
                 elif not self._apply_master_file(uow_factory, record, row):
                     continue  # a version this node already holds as published: nothing to do
             result.applied.append(record.id)
@@ -379,6 +399,41 @@ class ControlDecisions:
         with uow_factory() as uow:
             self._note(uow, record, about, outcome, reason, AuditAction.REFUSE)
             uow.commit()
+
+    # --- an order the control took for this site ------------------------------------------------
+    def _apply_handover(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
+    ) -> bool:
+        """Store the order the control took for this site, with its ids, through orders'
+        `take_handed_over`, the applied row in the same transaction; this node's runner then
+        plans and makes it as its own. A refusal (not designed, another master-file version
+        effective here, a prescription that does not open or match its hash) is on record. An
+        order held here already writes nothing: False."""
+        assert self._orders is not None
+        order_id = str(row.get("entity_id"))
+        about = {**self._about(record, row), "order_id": order_id}
+        note = f"order {order_id} taken at the control site, handed over (record {record.id})"
+        with uow_factory() as uow:
+            try:
+                _order, now = self._orders.take_handed_over(
+                    uow,
+                    self.actor,
+                    dict(row.get("new") or {}),
+                    site_id=self.service.site_id,
+                    note=note,
+                )
+                if not now:
+                    return False
+                self._note(uow, record, about, "taken here", note)
+                uow.commit()
+                return True
+            except DomainError as exc:  # on record, not retried for ever
+                outcome = f"not applied here: {exc.message}"
+                uow.session.rollback()
+        with uow_factory() as uow:
+            self._note(uow, record, about, outcome, note, AuditAction.REFUSE)
+            uow.commit()
+        return True
 
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
     def _apply_master_file(
@@ -532,13 +587,16 @@ def wire_site_node(
     node: NodeRole,
     releases: Releases | None = None,
     master_files: MasterFiles | None = None,
+    orders: Orders | None = None,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
     (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
     control site's use cases (QP release, master-file changes) refuse here (common/node.py)."""
     if control_site_id is None or control_site_id == service.site_id:
         return None
-    decisions = ControlDecisions(service, control_site_id, recalls, alerts, releases, master_files)
+    decisions = ControlDecisions(
+        service, control_site_id, recalls, alerts, releases, master_files, orders
+    )
     service.decisions = decisions
     node.control_site_id = control_site_id
     node.site_id = service.site_id

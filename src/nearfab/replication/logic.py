@@ -256,6 +256,11 @@ def withdrawal_ref(master_file_id: str) -> str:
     return f"master_file_withdrawn:{master_file_id}"
 
 
+def handover_ref(order_id: str) -> str:
+    """The ref of the control's signed ledger entry for an order it handed over to a site."""
+    return f"order_handover:{order_id}"
+
+
 def decision_digest(body: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
     ledger entry names, and what the site node checks the decision it acts on against."""

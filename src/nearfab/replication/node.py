@@ -14,9 +14,16 @@ from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
 
 # what the control site decides for the sites and sends them: recalls, master files (released
-# versions), release decisions. The control site's other audit rows stay with it.
+# versions), release decisions, orders it took for a site. Its other audit rows stay with it.
 CONTROL_TO_SITES = frozenset(
-    {"recall", "master_file", "master_file_published", "release_review", "remote_release"}
+    {
+        "recall",
+        "master_file",
+        "master_file_published",
+        "release_review",
+        "remote_release",
+        "order_handover",
+    }
 )
 
 

@@ -32,13 +32,15 @@ from nearfab.identity import (
     visible_sites,
 )
 from nearfab.identity.reads import audit_entries_on
+from nearfab.orders import OrderStatus, handover_body
 from nearfab.quality import RemoteRelease, refused_on_batch
 from nearfab.replication.capture import DOSSIER_ENTITY
-from nearfab.replication.decisions import APPLIED_ENTITY, REMOTE_RELEASE_ENTITY
+from nearfab.replication.decisions import APPLIED_ENTITY, HANDOVER_ENTITY, REMOTE_RELEASE_ENTITY
 from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import (
     decision_digest,
     decision_ref,
+    handover_ref,
     publication_ref,
     record_id,
     verify_chain,
@@ -204,6 +206,38 @@ def sign_publications(ledger: Ledger, control_site_id: str, *, withdrawals: bool
         )
 
     return sign
+
+
+def hand_over_orders(ledger: Ledger, control_site_id: str) -> Any:
+    """The hook the control node gives orders (`on_taken`): an order taken there for a site is
+    handed over to that site's node, which makes it (docs/replication.md, "Orders handed over
+    to the sites"): an audit row carrying the order as stored (orders' `handover_body`) and
+    the control's signed ledger entry naming its SHA-256, in the intake's transaction. An
+    order of the control's own site, or stopped at design, stays."""
+
+    def hand_over(uow: UnitOfWork, actor: Actor, order: Any) -> None:  # orders' Order
+        if order.site_id == control_site_id or order.status != OrderStatus.DESIGNED.value:
+            return
+        body = handover_body(uow, order)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            HANDOVER_ENTITY,
+            order.id,
+            new=body,
+            reason="taken at the control site for a site: handed over to that site's node",
+            site_id=order.site_id,
+        )
+        ledger.append(
+            uow,
+            control_site_id,
+            LedgerKind.DECISION,
+            handover_ref(order.id),
+            {"sha256": decision_digest(body), "order_id": order.id},
+        )
+
+    return hand_over
 
 
 def _visible(actor: Actor, dossiers: list[ReceivedDossier]) -> list[ReceivedDossier]:

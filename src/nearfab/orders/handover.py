@@ -1,0 +1,258 @@
+"""An order taken at the control node for a site, handed over to that site's node
+(docs/replication.md, "Orders handed over to the sites").
+
+In a replicated network each site node makes its own site's orders; the control node makes
+nothing for a site. An order the control takes for a site (a central intake, say) therefore
+travels to the site's node: `handover_body` is the order as the control stored it (its
+pseudonymous patient, the patient's encrypted identity and keyed identifier hashes, the
+prescription with its encrypted FHIR resource, and the designed order), every row column for
+column; `install_handover` stores it at the site with the same ids, so what the site then
+records about the order (its batch, its packs) names the order the control holds.
+
+Identifying data stays as it was stored: ciphertext under the network's patient-identity key
+and keyed hashes, never in clear, on the broker as in either database.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import inspect, select
+
+from nearfab.common.canonical import canonical_json, sha256_hex
+from nearfab.common.errors import Conflict, Refused, ValidationFailed
+from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
+from nearfab.masterfiles import MasterFileService
+from nearfab.orders.enums import OrderStatus
+from nearfab.orders.identifiers import IdentifierKind
+from nearfab.orders.models import (
+    Order,
+    Patient,
+    PatientIdentifierHash,
+    PatientIdentity,
+    Prescription,
+)
+from nearfab.orders.vault import IdentityVault
+from nearfab.uow import UnitOfWork
+
+HANDOVER_FORMAT = "nearfab-order-handover/1"
+
+
+def _dump(row: Any) -> dict[str, Any]:
+    """A row's columns as JSON values (times ISO 8601, bytes base64)."""
+    out: dict[str, Any] = {}
+    for attr in inspect(type(row)).column_attrs:
+        value = getattr(row, attr.key)
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, datetime | date):
+            value = value.isoformat()
+        out[attr.key] = value
+    return out
+
+
+def _python_type(column: Any) -> type | None:
+    """The Python type a column stores (a TypeDecorator's: its stored type's)."""
+    stored = getattr(column.type, "impl_instance", column.type)
+    try:
+        return stored.python_type  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return None
+
+
+def _load(model: type[Any], data: Any, where: str) -> Any:
+    """A row of `model` from `_dump`'s form; a missing or malformed column names its field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(f"{where}: expected an object", field=where)
+    values: dict[str, Any] = {}
+    for attr in inspect(model).column_attrs:
+        if attr.key == "row_version":
+            continue  # the site's own optimistic lock starts again
+        if attr.key not in data:
+            raise ValidationFailed(f"{where}.{attr.key}: missing", field=f"{where}.{attr.key}")
+        value = data[attr.key]
+        kind = _python_type(attr.columns[0]) if value is not None else None
+        try:
+            if kind is bytes:
+                value = base64.b64decode(str(value), validate=True)
+            elif kind is datetime:
+                value = datetime.fromisoformat(str(value))
+            elif kind is date:
+                value = date.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ValidationFailed(
+                f"{where}.{attr.key}: not a valid {kind.__name__ if kind else 'value'} ({exc})",
+                field=f"{where}.{attr.key}",
+            ) from exc
+        values[attr.key] = value
+    return model(**values)
+
+
+def handover_body(uow: UnitOfWork, order: Order) -> dict[str, Any]:
+    """The order as the control stored it, for its site's node (`install_handover`)."""
+    s = uow.session
+    prescription = s.get(Prescription, order.prescription_id)
+    patient = s.get(Patient, order.patient_id)
+    identity = s.get(PatientIdentity, order.patient_id)
+    if prescription is None or patient is None or identity is None:  # pragma: no cover
+        raise Conflict(f"order {order.id}: its prescription or patient is missing")
+    hashes = s.scalars(
+        select(PatientIdentifierHash)
+        .where(PatientIdentifierHash.patient_id == patient.id)
+        .order_by(PatientIdentifierHash.id)
+    )
+    return {
+        "format": HANDOVER_FORMAT,
+        "order_id": order.id,
+        "site_id": order.site_id,
+        "order": _dump(order),
+        "prescription": _dump(prescription),
+        "patient": _dump(patient),
+        "identity": _dump(identity),
+        "identifier_hashes": [
+            _dump(h)
+            for h in hashes
+            if h.prescription_id in (None, prescription.id)  # not the patient's other ones
+        ],
+    }
+
+
+def install_handover(
+    uow: UnitOfWork,
+    actor: Actor,
+    body: dict[str, Any],
+    *,
+    site_id: str,
+    vault: IdentityVault,
+    master_files: MasterFileService,
+    note: str,
+) -> tuple[Order, bool]:
+    """At the site node `site_id`: store an order the control handed over, with its ids, in
+    the caller's transaction, audited (`note` says from where). Checked first, nothing
+    written on a refusal: the order is this site's; it was designed; its master-file version
+    is the one effective here; its prescription's encrypted resource opens with this node's
+    patient-identity key and hashes to what the prescription says. A patient this node holds
+    already (the same keyed look-up hash) is used as it is. An order held here already
+    changes nothing: (order, False)."""
+    authorize(actor, Permission.ORDER_SUBMIT, site_id=site_id)
+    if body.get("format") != HANDOVER_FORMAT:
+        raise ValidationFailed(f"format: expected {HANDOVER_FORMAT!r}", field="format")
+    order = _load(Order, body.get("order"), "order")
+    if order.site_id != site_id or body.get("site_id") != site_id:
+        raise Refused(
+            f"order {order.id} is another site's: this node takes its own site's only",
+            field="site_id",
+            code="another_site",
+        )
+    held = uow.session.get(Order, order.id)
+    if held is not None:
+        return held, False
+    if order.status != OrderStatus.DESIGNED.value or not order.design:
+        raise Refused(
+            f"order {order.id} is {order.status}: only a designed order is handed over",
+            field="order.status",
+            code="not_designed",
+        )
+    mf = master_files.effective_for_code(uow, order.master_file_code)
+    if mf.id != order.master_file_id:
+        raise Refused(
+            f"order {order.id} is made to {order.master_file_code} v{order.master_file_version}"
+            f", but v{mf.version} is the version effective here",
+            field="order.master_file_id",
+            code="master_file_not_effective",
+        )
+    prescription = _load(Prescription, body.get("prescription"), "prescription")
+    if prescription.id != order.prescription_id:
+        raise ValidationFailed("prescription.id: not the order's", field="prescription.id")
+    try:
+        raw = vault.decrypt(prescription.raw_ciphertext)
+    except Exception as exc:  # the token does not open with this node's key
+        raise Refused(
+            "prescription.raw_ciphertext: does not open with this node's patient-identity key",
+            field="prescription.raw_ciphertext",
+            code="not_decryptable",
+        ) from exc
+    if sha256_hex(canonical_json(raw)) != prescription.raw_sha256:
+        raise Refused(
+            "prescription.raw_ciphertext: the resource does not match its raw_sha256",
+            field="prescription.raw_ciphertext",
+            code="prescription_altered",
+        )
+    patient = _load(Patient, body.get("patient"), "patient")
+    if patient.id != order.patient_id or prescription.patient_id != patient.id:
+        raise ValidationFailed("patient.id: not the order's patient", field="patient.id")
+    identity = _load(PatientIdentity, body.get("identity"), "identity")
+    hashes = [
+        _load(PatientIdentifierHash, h, f"identifier_hashes[{i}]")
+        for i, h in enumerate(body.get("identifier_hashes") or [])
+    ]
+    s = uow.session
+    here = s.scalar(select(Patient).where(Patient.lookup_hash == patient.lookup_hash))
+    if here is None:
+        s.add(patient)
+        s.flush()
+        s.add(identity)
+        audit(
+            uow,
+            actor,
+            AuditAction.CREATE,
+            "patient",
+            patient.id,
+            new={"ref": patient.ref, "identity": "encrypted"},
+            reason=note,
+        )
+    else:
+        patient = here
+    prescription.patient_id = order.patient_id = patient.id
+    s.add(prescription)
+    s.flush()
+    known = {
+        (h.kind, h.hash, h.site_id, h.prescription_id)
+        for h in s.scalars(
+            select(PatientIdentifierHash).where(PatientIdentifierHash.patient_id == patient.id)
+        )
+    }
+    for h in hashes:
+        # the birth date's hash is keyed with the patient's id: the one held here has its own
+        mapped = h.patient_id != patient.id
+        if (mapped and h.kind == IdentifierKind.BIRTH_DATE.value) or (
+            h.kind,
+            h.hash,
+            h.site_id,
+            h.prescription_id,
+        ) in known:
+            continue
+        h.patient_id = patient.id
+        s.add(h)
+    s.add(order)
+    s.flush()
+    audit(
+        uow,
+        actor,
+        AuditAction.CREATE,
+        "prescription",
+        prescription.id,
+        new={"patient_ref": patient.ref, "raw_sha256": prescription.raw_sha256},
+        reason=note,
+        site_id=site_id,
+    )
+    audit(
+        uow,
+        actor,
+        AuditAction.CREATE,
+        "order",
+        order.id,
+        new={
+            "status": order.status,
+            "master_file": f"{order.master_file_code} v{order.master_file_version}",
+            "units": order.units,
+            "patient_ref": patient.ref,
+            "site_id": site_id,
+            "design": order.design,
+        },
+        reason=note,
+        site_id=site_id,
+    )
+    return order, True
