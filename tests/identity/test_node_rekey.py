@@ -59,9 +59,13 @@ def keys_dir(app: App) -> Path:
 
 
 def key_files(app: App) -> dict[str, bytes]:
-    """Every file under keys/ (retired/ included), by its path there."""
+    """Every file under keys/ (retired/ included), by its path there; not the (empty) lock."""
     folder = keys_dir(app)
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".rekey.lock"
+    }
 
 
 def fingerprint(key: bytes) -> str:
@@ -340,3 +344,106 @@ def test_demo_nodes_give_each_site_node_its_own_keys(tmp_path: Path) -> None:
         finally:
             app.engine.dispose()
     assert len(signing_ids) == len(nodes)  # four nodes, four signing keys
+
+
+def _insert_checkpoint(app: App, pem: bytes, seq: int, head_hash: str, at: Any) -> None:
+    """A checkpoint signed with the private key `pem` (the control's), built from the documented
+    body and signed here with `cryptography`, as the control would sign one of its own chain."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = hashlib.sha256(raw).hexdigest()[:16]  # documented: tickets.key_id_of
+    body = {
+        "type": "nearfab.audit.checkpoint",
+        "version": 1,
+        "seq": seq,
+        "head_hash": head_hash,
+        "at": "2026-01-01T00:00:00+00:00",
+        "keyed_from": 1,
+        "ledger": {},
+        "key_id": key_id,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    signature = base64.b64encode(key.sign(canonical.encode())).decode()
+    with app.engine.begin() as conn:  # INSERT only: the triggers allow it
+        conn.execute(
+            text(
+                "INSERT INTO audit_checkpoints (seq, head_hash, at, body, key_id, signature) "
+                "VALUES (:seq, :h, :at, :body, :k, :sig)"
+            ),
+            {
+                "seq": seq,
+                "h": head_hash,
+                "at": at,
+                "body": canonical,
+                "k": key_id,
+                "sig": signature,
+            },
+        )
+
+
+def test_the_controls_key_vouches_here_only_for_the_checkpoints_it_had_signed_here(
+    seeded: App, clock: ManualClock, tmp_path: Path
+) -> None:
+    """After the rekey the control's key goes on signing the control's chain, whose seqs go on
+    from the copy's: a checkpoint it signs for a seq after the last it had signed here is not
+    this chain's (named, not compared); one up to it, and a file exported before the rekey,
+    still count."""
+    control_pem = key_files(seeded)["control_site_ed25519.pem"]
+    checkpoint(seeded)
+    code, exported = run(
+        seeded, "audit", "checkpoint", "export", "--out", str(tmp_path / "cp.json")
+    )
+    assert code == 0, exported
+    add_rows(seeded, 2)  # rows the old key signed no checkpoint of
+    before = rows(seeded)
+    with seeded.engine.connect() as conn:
+        last_signed = conn.execute(text("SELECT max(seq) FROM audit_checkpoints")).scalar_one()
+    assert last_signed < before[-1]["seq"]
+    rekey(seeded)
+    node = reopen(seeded, clock)
+    try:
+        at = before[-1]["at"]
+        inside = before[last_signed - 1]
+        _insert_checkpoint(node, control_pem, inside["seq"], inside["row_hash"], at)
+        report = verify(node)
+        assert report["ok"], report
+        code, against = run(node, "audit", "verify", "--against", str(tmp_path / "cp.json"))
+        assert code == 0 and against["against"]["same_key"] is True, against
+        beyond = before[-1]
+        _insert_checkpoint(node, control_pem, beyond["seq"], beyond["row_hash"], at)
+        report = verify(node)
+    finally:
+        node.engine.dispose()
+    assert not report["ok"]
+    bad = report["first_bad"]
+    assert bad["entity_type"] == "audit_checkpoint" and bad["seq"] == beyond["seq"], bad
+
+
+def test_a_start_during_a_rekey_is_refused_not_left_to_drop_its_keys(
+    seeded: App, clock: ManualClock
+) -> None:
+    """A rekey in progress holds keys/.rekey.lock with its keys in keys/pending/: a worker
+    starting then is refused, and the pending keys are left for the rekey to install."""
+    import fcntl
+    import os
+
+    folder = keys_dir(seeded)
+    pending = folder / "pending"
+    pending.mkdir()
+    (pending / "audit_chain.key").write_bytes(b"z" * 32)
+    fd = os.open(folder / ".rekey.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what the rekey's process holds
+        with pytest.raises(KeyMismatch, match="rekey is under way"):
+            reopen(seeded, clock)
+        assert (pending / "audit_chain.key").read_bytes() == b"z" * 32
+    finally:
+        os.close(fd)
+    reopen(seeded, clock).engine.dispose()  # the lock released: the stale keys are dropped
+    assert not pending.exists()

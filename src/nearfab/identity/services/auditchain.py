@@ -39,7 +39,7 @@ CHECKPOINTS = cast(Table, AuditCheckpoint.__table__)
 @dataclass(frozen=True)
 class RetiredSigningKey:
     """A checkpoint key replaced by a rekey (its public half only): it signed this chain's
-    checkpoints up to `until_seq` (the last row before the rekey row), never after."""
+    checkpoints up to `until_seq` (the last it had signed here when it was replaced)."""
 
     key_id: str
     public_key_pem: str

@@ -118,8 +118,8 @@ def signature_ok(public_key_pem: str, body: Mapping[str, Any], signature: str) -
 
 def signed_by_keys(keys: AuditKeys, body: Mapping[str, Any], signature: str) -> bool:
     """Signed with the installation's checkpoint key, or with a key a rekey retired, for a
-    checkpoint of a row it was this chain's key for (up to its `until_seq`: the same key still
-    signs another node's chain after the rekey, which is not this one)."""
+    checkpoint up to its `until_seq` (the last checkpoint it had signed here: the same key goes
+    on signing another node's chain after the rekey, which is not this one)."""
     if signature_ok(keys.public_key_pem, body, signature):
         return True
     try:
@@ -248,6 +248,15 @@ def read_checkpoint_file(data: Any, keys: AuditKeys | None) -> CheckpointFile:
         and (
             _public_key(keys.public_key_pem) is not None
             and _raw(_public_key(keys.public_key_pem)) == _raw(_public_key(pem))
+        )
+    ) or (
+        # a file exported before a rekey, signed by the key it retired (nodekeys.py)
+        keys is not None
+        and _public_key(pem) is not None
+        and any(
+            _raw(_public_key(r.public_key_pem)) == _raw(_public_key(pem))
+            and checkpoint.seq <= r.until_seq
+            for r in keys.retired_signing
         )
     )
     return CheckpointFile(checkpoint, marks, pem, str(doc.get("key_id", "")), same)

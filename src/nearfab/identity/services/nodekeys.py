@@ -11,21 +11,24 @@ under keys/retired/), and otherwise by the seal only: the chain's hashes up to t
 whose MAC with the new key pins that head. The control's key is never kept at a site: the first
 rekey of a copy drops it (`old_audit_key_kept` false); later rekeys keep the node's own old key
 under keys/retired/ for verification only. The old signing key's private half is deleted; its
-public half is kept (keys/retired/checkpoint_key-<id>.json) with the last row it may have
-signed a checkpoint of.
+public half is kept (keys/retired/checkpoint_key-<id>.json) with the seq of the last
+checkpoint it had signed here (`until_seq`): a checkpoint it signs later is another chain's.
 
 The new key files are written to keys/pending/ first and moved into place after the commit;
 `settle_pending_keys` (bootstrap, before the keys are read) finishes or drops a rekey a crash
-interrupted, by comparing them with what the database recorded. Rekey a stopped node: a
-process already running keeps the keys it was started with."""
+interrupted, by comparing them with what the database recorded; a start while a rekey holds
+keys/.rekey.lock is refused (KeyMismatch). Rekey a stopped node: a process already running
+keeps the keys it was started with."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,9 @@ from nearfab.identity.services.auditchain import (
 )
 from nearfab.identity.services.auditlog import audit
 from nearfab.identity.services.auditverify import verify_chain
+from nearfab.identity.services.checkpoints import stored_checkpoints
 from nearfab.identity.services.keys import (
+    KeyMismatch,
     load_retired_keys,
     retired_mac_path,
     retired_signing_path,
@@ -58,6 +63,7 @@ from nearfab.uow import UnitOfWork
 AUDIT_KEY_FILE = "audit_chain.key"
 SIGNING_KEY_FILE = "control_site_ed25519.pem"
 PENDING = "pending"  # keys/pending/: a rekey's new keys until its transaction commits
+LOCK = ".rekey.lock"  # held by a rekey from start to end; a start meanwhile is refused
 AUDIT_KEY_NAME = "audit_chain"  # platform_keys names
 SIGNING_KEY_NAME = "control_site_ed25519"
 
@@ -96,6 +102,22 @@ def _last_rekey(uow: UnitOfWork) -> dict[str, Any] | None:
     return dict(found[0]) if found is not None and isinstance(found[0], dict) else None
 
 
+@contextlib.contextmanager
+def _rekey_lock(keys_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """The data folder's rekey lock (flock on keys/.rekey.lock): yields whether it was taken
+    (always, when `wait`)."""
+    fd = os.open(keys_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def rekey_node(
     uow: UnitOfWork,
     actor: Actor,
@@ -111,6 +133,17 @@ def rekey_node(
     reason = (reason or "").strip()
     if not reason:
         raise ValidationFailed("a rekey needs a reason (kept in the audit trail)", field="reason")
+    with _rekey_lock(keys_dir, wait=True):
+        return _rekey(uow, actor, keys_dir, reason, make_signing_key)
+
+
+def _rekey(
+    uow: UnitOfWork,
+    actor: Actor,
+    keys_dir: Path,
+    reason: str,
+    make_signing_key: Callable[[Path], SigningKey],
+) -> RekeyResult:
     conn = uow.session.connection()
     keys = audit_keys(conn)
     if keys is None or keys.sign is None:
@@ -142,6 +175,11 @@ def rekey_node(
             field="audit_trail",
             code="chain_broken",
         )
+    # the old key vouches here for the checkpoints it had signed here, no later one (at a site,
+    # the control's key goes on signing the control's chain, whose seqs go on from the copy's)
+    signed_up_to = max(
+        (c.seq for c in stored_checkpoints(conn, keys)[0] if c.key_id == old_kid), default=0
+    )
     last = _last_rekey(uow)
     keep_old = last is not None and last.get("audit_chain") == old_fp  # this node's own key
     pending = keys_dir / PENDING
@@ -180,7 +218,7 @@ def rekey_node(
             uow.session.info.pop(MAC_KEY_OVERRIDE, None)
         if keep_old:
             write_private(retired_mac_path(keys_dir, old_fp), old_mac)
-        public = {"key_id": old_kid, "public_key_pem": old_pem, "until_seq": sealed_seq}
+        public = {"key_id": old_kid, "public_key_pem": old_pem, "until_seq": signed_up_to}
         write_private(retired_signing_path(keys_dir, old_kid), json.dumps(public).encode())
         uow.commit()
     except BaseException:
@@ -216,6 +254,21 @@ def settle_pending_keys(
     """A rekey interrupted between its commit and moving its keys into place: when the
     database recorded the pending keys' fingerprints, move them in ("installed"); otherwise
     the rekey did not commit, drop them ("dropped"). None: nothing pending."""
+    pending = keys_dir / PENDING
+    if not pending.is_dir():
+        return None
+    with _rekey_lock(keys_dir, wait=False) as taken:
+        if not taken:
+            raise KeyMismatch(
+                "a rekey is under way in this data folder (nearfab node rekey): start again "
+                "when it has finished"
+            )
+        return _settle(keys_dir, session_factory, signing_key_id)
+
+
+def _settle(
+    keys_dir: Path, session_factory: sessionmaker[Any], signing_key_id: Callable[[Path], str]
+) -> str | None:
     pending = keys_dir / PENDING
     if not pending.is_dir():
         return None
