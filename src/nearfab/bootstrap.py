@@ -190,7 +190,7 @@ def _new_signing_key(path: Path) -> SigningKey:
     return SigningKey(signer.key_id, signer.public_key_pem, lambda b: signer.sign(b).signature)
 
 
-def rekey(app: App, actor: Actor, reason: str) -> RekeyResult:
+def rekey(app: App, actor: Actor, reason: str, *, keep_old_audit_key: bool = False) -> RekeyResult:
     """`nearfab node rekey`: this data folder's own audit HMAC key and ticket/checkpoint
     signing key (identity/services/nodekeys.py). The app's ticket signer and machines keep
     the old key: build the app again (restart the node) before it signs tickets."""
@@ -201,6 +201,7 @@ def rekey(app: App, actor: Actor, reason: str) -> RekeyResult:
             Path(app.settings.data_dir) / "keys",
             reason=reason,
             make_signing_key=_new_signing_key,
+            keep_old_audit_key=keep_old_audit_key,
         )
 
 

@@ -447,3 +447,29 @@ def test_a_start_during_a_rekey_is_refused_not_left_to_drop_its_keys(
         os.close(fd)
     reopen(seeded, clock).engine.dispose()  # the lock released: the stale keys are dropped
     assert not pending.exists()
+
+
+def test_a_rotation_at_the_control_can_keep_its_own_old_key(
+    seeded: App, clock: ManualClock
+) -> None:
+    """At an installation whose key is its own (the control), `--keep-old-key` keeps it under
+    keys/retired/: every row, before the rekey too, is MAC-checked (none sealed)."""
+    original = key_files(seeded)["audit_chain.key"]
+    code, out = run(seeded, "node", "rekey", "--reason", "yearly rotation", "--keep-old-key")
+    assert code == 0 and out["old_audit_key_kept"] is True, out
+    assert key_files(seeded)[f"retired/audit_chain-{fingerprint(original)}.key"] == original
+    node = reopen(seeded, clock)
+    try:
+        add_rows(node, 1, entity_id="after-rotation")
+        report = verify(node)
+        assert report["ok"] and report["sealed_rows"] == 0, report
+        # a pre-rotation row's MAC spoiled: named, since its key is held
+        lift_triggers(node)
+        with node.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE audit_entries SET row_mac = :m WHERE seq = 2"), {"m": "0" * 64}
+            )
+        report = verify(node)
+        assert not report["ok"] and report["first_bad"]["seq"] == 2, report["first_bad"]
+    finally:
+        node.engine.dispose()

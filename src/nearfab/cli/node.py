@@ -312,6 +312,14 @@ def rekey(
     reason: Annotated[
         str, typer.Option("--reason", help="Why the keys are replaced (kept in the audit trail).")
     ],
+    keep_old_key: Annotated[
+        bool,
+        typer.Option(
+            "--keep-old-key",
+            help="The old audit key is this installation's own (a rotation at the control): "
+            "keep it under keys/retired/ to check the rows before. Never at a site's copy.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -324,7 +332,7 @@ def rekey(
 
     application = state(ctx, data_dir).app()
     try:
-        result = rekey_app(application, local_actor(), reason)
+        result = rekey_app(application, local_actor(), reason, keep_old_audit_key=keep_old_key)
     except DomainError as exc:
         fail(exc, as_json)
     done(

@@ -125,16 +125,19 @@ def rekey_node(
     *,
     reason: str,
     make_signing_key: Callable[[Path], SigningKey],
+    keep_old_audit_key: bool = False,
 ) -> RekeyResult:
-    """Give this data folder its own audit HMAC key and signing key (see the module). Refused:
-    an empty reason (`reason`), a folder whose key files are not the ones this database
-    recorded (`keys`), an audit trail that does not verify (`audit_trail`: a broken chain is
-    not sealed). Committed."""
+    """Give this data folder its own audit HMAC key and signing key (see the module). The old
+    audit key is kept under keys/retired/ when an earlier rekey here made it, or when
+    `keep_old_audit_key` says it is this installation's own (a rotation at the control; never
+    at a site node's copy, where it is the control's). Refused: an empty reason (`reason`), a
+    folder whose key files are not the ones this database recorded (`keys`), an audit trail
+    that does not verify (`audit_trail`: a broken chain is not sealed). Committed."""
     reason = (reason or "").strip()
     if not reason:
         raise ValidationFailed("a rekey needs a reason (kept in the audit trail)", field="reason")
     with _rekey_lock(keys_dir, wait=True):
-        return _rekey(uow, actor, keys_dir, reason, make_signing_key)
+        return _rekey(uow, actor, keys_dir, reason, make_signing_key, keep_old_audit_key)
 
 
 def _rekey(
@@ -143,6 +146,7 @@ def _rekey(
     keys_dir: Path,
     reason: str,
     make_signing_key: Callable[[Path], SigningKey],
+    keep_own: bool,
 ) -> RekeyResult:
     conn = uow.session.connection()
     keys = audit_keys(conn)
@@ -181,7 +185,8 @@ def _rekey(
         (c.seq for c in stored_checkpoints(conn, keys)[0] if c.key_id == old_kid), default=0
     )
     last = _last_rekey(uow)
-    keep_old = last is not None and last.get("audit_chain") == old_fp  # this node's own key
+    # the node's own key (an earlier rekey here made it, or the caller says so): kept
+    keep_old = keep_own or (last is not None and last.get("audit_chain") == old_fp)
     pending = keys_dir / PENDING
     shutil.rmtree(pending, ignore_errors=True)
     pending.mkdir(mode=0o700)
