@@ -10,6 +10,7 @@ the record's fields), with hashlib, so it is the broker's copy that lies, not it
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.replication import test_replication_mqtt as base
 from tests.replication.test_release_across import (
     MEANING,
     applied_rows,
+    canonical_sha256,
     decide,
     deliver,
     dossiers_of,
@@ -38,7 +40,7 @@ from tests.replication.test_release_across import (
 from tests.replication.test_replication_mqtt import repl
 
 from nearfab.bootstrap import App
-from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused
+from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused, ValidationFailed
 from nearfab.identity import AuditAction, AuditEntry, Signature, audit
 from nearfab.materials.models import MaterialLot
 from nearfab.network.models import Site
@@ -367,11 +369,11 @@ def request_status(site: App, batch_id: str) -> str:
         return row.status
 
 
-def test_an_out_of_specification_batch_is_not_released_across_the_network(
+def test_an_out_of_specification_batch_is_not_released_plainly_across_the_network(
     nodes: tuple[App, App],
 ) -> None:
     """The site's family releases an out-of-specification batch only exceptionally (the
-    physician's request and the QP's signature, at one node). A control whose family says
+    physician's request and the QP's signature). A control whose family says
     otherwise (another version of it, say) signs a plain release: the site refuses it, as its
     own `decide` would. The same family at the control refuses it there; a rejection signed
     there closes the physician's open request at the site, as a local rejection does."""
@@ -603,3 +605,99 @@ def test_a_decision_the_site_refused_puts_the_batch_back_in_the_qps_queue(
     )
     deliver(control, site)
     assert fh.batch(site, batch_id).status == "rejected"
+
+
+def test_an_exceptional_release_across_the_network_binds_the_physicians_request(
+    nodes: tuple[App, App],
+) -> None:
+    """The treating physician asks at the site node; the dossier carries the request as
+    signed there; the control's QP releases exceptionally (a reason required, a release
+    only); the QP's signature binds the request with the batch, and the site completes the
+    request with it and releases the batch, as a local exceptional release does."""
+    site, control = nodes
+    for app in (site, control):
+        register_release(app, OutOfSpecRelease())
+    batch_id = fh.make_batch(site)
+    physician_asks(site, batch_id)
+    send(site)
+    deliver(site, control)
+    with control.uow() as uow:
+        received = releases_of(control).newest(uow, batch_id)
+    shown_to_qp = received.to_dict()
+    assert shown_to_qp["out_of_specification"] == ["unit_mass"]
+    request = shown_to_qp["exceptional_request"]
+    assert request["status"] == "requested" and request["circumstances"] == WHY
+    content = received.dossier["content"]
+    assert content["exceptional"]["circumstances"] == WHY  # part of what the QP signs
+
+    # the local decision's rules: a reason, and only a release is exceptional
+    with pytest.raises(ValidationFailed) as no_reason:
+        decide(control, batch_id, exceptional=True)
+    assert no_reason.value.field == "reason"
+    with pytest.raises(ValidationFailed) as not_release:
+        decide(control, batch_id, decision="reject", reason="x", exceptional=True)
+    assert not_release.value.field == "exceptional"
+
+    # the QP's page shows the request and offers the exceptional release; signed there
+    qp = fh.web_login(control, "qp")
+    queue = qp.get("/release/remote").text
+    assert "Exceptional release requested" in queue and html.escape(WHY) in queue
+    assert 'name="exceptional" value="yes"' in queue
+    form = {
+        "csrf_token": fh.csrf(queue),
+        "decision": "release",
+        "meaning": MEANING,
+        "password": fh.TEST_PASSWORD,
+        "username": "qp",
+        "shown_hash": shown_to_qp["shown_hash"],
+        "reason": "physician's request: no time",
+        "exceptional": "yes",
+    }
+    signed = qp.post(f"/release/remote/{batch_id}", data=form, follow_redirects=True)
+    assert signed.status_code == 200 and "release signed" in signed.text
+    (row,) = remote_decisions(control, batch_id)
+    assert row.new is not None
+    body = row.new
+    assert body["exceptional"] is True
+    signature = body["signature"]
+    assert "exceptional release at the treating physician's request" in signature["meaning"]
+    # docs/accounts-and-signatures.md: the record hash is SHA-256 of the canonical JSON of the
+    # content signed: the dossier's content (the request included) with decision and reason
+    signed = {**content, "decision": "release", "reason": "physician's request: no time"}
+    assert signature["record_hash"] == canonical_sha256(signed)
+
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "released"
+    ((action, outcome),) = outcomes(site, batch_id)
+    assert (action, outcome) == (
+        "create",
+        "released here exceptionally, at the physician's request",
+    )
+    with site.uow() as uow:
+        row = uow.session.scalar(
+            select(ExceptionalRelease).where(ExceptionalRelease.batch_id == batch_id)
+        )
+        assert row is not None
+        assert (row.status, row.qp_signature_id) == ("released", signature["id"])
+    held = signature_row(site, signature["id"])
+    assert held is not None and held.record_hash == signature["record_hash"]
+
+
+def test_an_exceptional_release_without_the_physicians_request_is_refused_at_the_control(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    in_spec = fh.make_batch(site)  # the demo family: every release test passed
+    for app in (site, control):
+        register_release(app, OutOfSpecRelease())
+    nobody_asked = fh.make_batch(site)
+    send(site)
+    deliver(site, control)
+    before = signatures_at(control)
+    with pytest.raises(Refused) as passed:
+        decide(control, in_spec, exceptional=True, reason="not needed")
+    assert (passed.value.code, passed.value.field) == ("not_out_of_specification", "exceptional")
+    with pytest.raises(Refused) as refused:
+        decide(control, nobody_asked, exceptional=True, reason="no request")
+    assert (refused.value.code, refused.value.field) == ("physician_request_missing", "exceptional")
+    assert signatures_at(control) == before  # nothing signed

@@ -81,6 +81,9 @@ class RemoteDecisionIn(ESignatureIn):
     decision: Literal["release", "reject"]
     reason: str | None = Field(default=None, max_length=2000)
     shown_hash: str = Field(min_length=64, max_length=64)
+    # the release of an out-of-specification batch at the treating physician's request the
+    # dossier carries (`exceptional_request`); the reason is then required
+    exceptional: bool = False
 
 
 def control_releases(application: App, actor: Actor, permission: Permission) -> ControlReleases:
@@ -354,4 +357,5 @@ def remote_decision(
             shown_hash=body.shown_hash,
             username=body.username,
             totp=body.totp,
+            exceptional=body.exceptional,
         )

@@ -672,6 +672,14 @@ def release_sign_remote(
     totp: Annotated[
         str | None, typer.Option(help="Authenticator code, where the site or product asks.")
     ] = None,
+    exceptional: Annotated[
+        bool,
+        typer.Option(
+            "--exceptional",
+            help="Release an out-of-specification batch at the physician's request the dossier "
+            "carries (a reason is required).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -700,6 +708,7 @@ def release_sign_remote(
             shown_hash=shown_hash,
             username=user,
             totp=totp,
+            exceptional=exceptional,
         ),
     )
     if as_json:

@@ -31,7 +31,7 @@ from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.exceptional import REQUESTED, out_of_specification
 from nearfab.quality.kit import exceptional_only, release_kit, release_signatory, signatory_title
 from nearfab.quality.logic import decision_reason
-from nearfab.quality.models import ReleaseReview
+from nearfab.quality.models import ExceptionalRelease, ReleaseReview
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -66,7 +66,14 @@ class RemoteRelease:
         blockers = [err.message for err in q.release_refusals(uow, None, batch, signatory)]
         if review.record_hash and hash_of_record(batch.content()) != review.record_hash:
             blockers.insert(0, f"the record of batch {batch.batch_number} changed after the RTRT")
-        content = q._signed_content(uow, batch, review, None, None)
+        # the treating physician's request, signed at the site and still valid, is shown to
+        # the QP and part of the content, so an exceptional release signs it (`sign`)
+        request = q.exceptional.for_batch(uow, batch.id)
+        if request is not None and (
+            request.status != REQUESTED or not q.exceptional.request_valid(uow, request)
+        ):
+            request = None
+        content = q._signed_content(uow, batch, review, None, None, request)
         return {
             "batch_id": batch.id,
             "batch_number": batch.batch_number,
@@ -81,6 +88,7 @@ class RemoteRelease:
             "pending_results": q.pending_results(review),
             "out_of_specification": out_of_specification(review),
             "blockers": blockers,
+            "exceptional_request": q.exceptional.view(uow, request) if request else None,
             "shown_hash": hash_of_record(content),
             "content": content,
         }
@@ -98,11 +106,14 @@ class RemoteRelease:
         reason: str | None = None,
         username: str | None = None,
         totp: str | None = None,
+        exceptional: bool = False,
     ) -> tuple[Signature, Decision, str | None]:
         """The control site's QP signs a site node's dossier: their role and assignment, the
         reason rules and the site's refusals checked as `decide` checks them; the signature is
         added to the transaction (the caller records the decision and commits). Returns the
-        signature, the decision and the reason as signed."""
+        signature, the decision and the reason as signed. `exceptional`: the release of an
+        out-of-specification batch at the treating physician's request, which the dossier
+        carries as signed at the site (the QP's signature then binds it too)."""
         q = self._q
         self.require_control()  # the control site's decision
         site_id = str(dossier["site_id"])
@@ -119,12 +130,8 @@ class RemoteRelease:
                 field="signer",
                 code="wrong_signatory",
             )
-        try:
-            decided = Decision(decision)
-        except ValueError:
-            raise ValidationFailed(
-                f"decision must be release or reject, not {decision!r}", field="decision"
-            ) from None
+        decided = _decision(decision, exceptional)
+        request = dossier["content"].get("exceptional") if exceptional else None
         if decided is Decision.RELEASE:
             title = signatory_title(signatory)
             if not q._master_files.assigned_signers(uow, [(mf.code, actor.user_id, signatory)]):
@@ -142,11 +149,25 @@ class RemoteRelease:
                     code="not_ready",
                 )
             failed = out_of_specification(_as_review(dossier["content"]))
-            if failed and exceptional_only(kit):
+            if exceptional and not failed:
                 raise Refused(
-                    f"batch {number} is out of specification ({', '.join(failed)}); an "
-                    "exceptional release (at the physician's request) of a site node's batch "
-                    "is not available across the network yet; reject it, or make it again",
+                    f"batch {number} failed no release test; an exceptional release is for an "
+                    "out-of-specification batch",
+                    field="exceptional",
+                    code="not_out_of_specification",
+                )
+            if exceptional and not request:
+                raise Refused(
+                    f"no signed request from the treating physician for the exceptional release "
+                    f"of batch {number} in the site's dossier; without both signatures there is "
+                    "no release",
+                    field="exceptional",
+                    code="physician_request_missing",
+                )
+            if failed and not exceptional and exceptional_only(kit):
+                raise Refused(
+                    f"batch {number} is out of specification ({', '.join(failed)}); it is "
+                    "released only exceptionally, at the treating physician's signed request",
                     field="exceptional",
                     code="out_of_specification",
                 )
@@ -157,14 +178,20 @@ class RemoteRelease:
                 field="shown_hash",
                 code="record_changed",
             )
-        reason = decision_reason(decided, str(dossier["proposed_decision"]), reason)
-        content = {**dossier["content"], "decision": decided.value, "reason": reason}
+        reason = decision_reason(decided, str(dossier["proposed_decision"]), reason, exceptional)
+        # what a local decision signs: the physician's request only in an exceptional release
+        shown = {k: v for k, v in dossier["content"].items() if exceptional or k != "exceptional"}
+        content = {**shown, "decision": decided.value, "reason": reason}
         sig = q._signatures.sign(
             uow,
             actor,
             password=password,
             meaning=q.manifest_meaning(
-                meaning, dossier["content"]["proposal"], decided, None, signatory
+                meaning,
+                dossier["content"]["proposal"],
+                decided,
+                ExceptionalRelease() if exceptional else None,  # the words it adds
+                signatory,
             ),
             record_type="batch",
             record_id=str(dossier["batch_id"]),
@@ -216,13 +243,16 @@ class RemoteRelease:
         decision: str,
         reason: str | None,
         signature: dict[str, Any],
+        exceptional: bool = False,
     ) -> ReleaseReview:
         """Record the control site's QP decision on this site's batch, in the caller's
         transaction (the caller writes what it applied and commits). Refused, with nothing
         written, when the review is not the one decided or no longer waits, when the signature
         row is not the one the control made, when its signer is unknown here, when the batch
         record differs from what the QP signed (changed since the dossier), or, for a release,
-        when the site would refuse it now (a recalled lot, an alarm, packs not serialised)."""
+        when the site would refuse it now (a recalled lot, an alarm, packs not serialised).
+        `exceptional`: the physician's request held here must still be pending and valid,
+        and be the one the QP signed; it is then completed as by a local decision."""
         q = self._q
         batch = q._production.get(uow, batch_id)
         review = q.review_for(uow, batch.id)
@@ -238,14 +268,12 @@ class RemoteRelease:
                 field="batch_id",
                 code="already_decided",
             )
-        try:
-            decided = Decision(decision)
-        except ValueError:
-            raise ValidationFailed(
-                f"decision must be release or reject, not {decision!r}", field="decision"
-            ) from None
+        decided = _decision(decision, exceptional)
+        # as `decide`: an out-of-specification release only exceptionally, and an exceptional
+        # one only with the physician's request pending here and still valid
+        request = q._exceptional_check(uow, batch, review, decided, exceptional)
         sig = q._signatures.carried_from(uow, signature, record_type="batch", record_id=batch.id)
-        content = q._signed_content(uow, batch, review, decided.value, reason)
+        content = q._signed_content(uow, batch, review, decided.value, reason, request)
         if not q._signatures.is_valid(sig, content):
             raise Refused(
                 f"the record of batch {batch.batch_number} is not the one the QP signed (it "
@@ -255,24 +283,14 @@ class RemoteRelease:
             )
         signatory = q.signatory_for(uow, batch)
         if decided is Decision.RELEASE:
-            # as `decide`: a record changed after the RTRT, or out of specification where the
-            # family releases that only exceptionally, is not released (whatever the dossier
-            # said: its blockers are not what the QP signs)
+            # as `decide`: a record changed after the RTRT is not released (whatever the
+            # dossier said: its blockers are not what the QP signs)
             if review.record_hash and hash_of_record(batch.content()) != review.record_hash:
                 raise Refused(
                     f"the record of batch {batch.batch_number} changed after the RTRT "
                     "evaluation; nothing was recorded",
                     field="batch_id",
                     code="record_changed",
-                )
-            failed = out_of_specification(review)
-            family = q._master_files.get(uow, batch.master_file_id).product_family
-            if failed and exceptional_only(release_kit(q._families, family)):
-                raise Refused(
-                    f"batch {batch.batch_number} is out of specification ({', '.join(failed)}); "
-                    "it is released only exceptionally, not across the network",
-                    field="exceptional",
-                    code="out_of_specification",
                 )
             refusals = q.release_refusals(uow, None, batch, signatory)
             if refusals:
@@ -281,17 +299,33 @@ class RemoteRelease:
         uow.flush()
         q._record_decision(uow, actor, batch, review, decided, reason, sig, signatory)
         review.decided_by, review.decided_at = sig.signer_id, sig.signed_at
-        request = q.exceptional.for_batch(uow, batch.id)
-        if request is not None and request.status == REQUESTED:  # as `decide` closes it
-            title = signatory_title(signatory)
-            q.exceptional.closed(
-                uow, actor, request, f"{title} {decided.value} without exceptional release"
-            )
+        if request is not None:  # an exceptional release: the QP's signature completes it
+            q.exceptional.released(uow, actor, request, sig.id)
+        else:
+            pending = q.exceptional.for_batch(uow, batch.id)
+            if pending is not None and pending.status == REQUESTED:  # as `decide` closes it
+                title = signatory_title(signatory)
+                q.exceptional.closed(
+                    uow, actor, pending, f"{title} {decided.value} without exceptional release"
+                )
         if decided is Decision.RELEASE:
             q.followups.open_for_release(uow, actor, batch, review, q.check_titles())
         uow.flush()
         uow.emit(BatchDispositioned(batch.id, decided.value))
         return review
+
+
+def _decision(decision: Decision | str, exceptional: bool) -> Decision:
+    """The decision named; only a release is exceptional (the local decision's rules)."""
+    try:
+        decided = Decision(decision)
+    except ValueError:
+        raise ValidationFailed(
+            f"decision must be release or reject, not {decision!r}", field="decision"
+        ) from None
+    if exceptional and decided is not Decision.RELEASE:
+        raise ValidationFailed("only a release is exceptional", field="exceptional")
+    return decided
 
 
 def _as_review(content: dict[str, Any]) -> ReleaseReview:

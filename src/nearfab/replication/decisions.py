@@ -69,6 +69,7 @@ class Releases(Protocol):  # the part of quality's RemoteRelease used here
         decision: str,
         reason: str | None,
         signature: dict[str, Any],
+        exceptional: bool = False,
     ) -> Any: ...
 
 
@@ -388,8 +389,11 @@ class ControlDecisions:
                     decision=decision,
                     reason=new.get("reason"),
                     signature=dict(new.get("signature") or {}),
+                    exceptional=new.get("exceptional") is True,
                 )
                 outcome = "released here" if decision == "release" else "rejected here"
+                if new.get("exceptional") is True:
+                    outcome = "released here exceptionally, at the physician's request"
                 self._note(uow, record, about, outcome, reason)
                 uow.commit()
                 return

@@ -175,6 +175,8 @@ class ReceivedDossier:
             "reasons": d["reasons"],
             "pending_results": d["pending_results"],
             "blockers": d["blockers"],
+            "out_of_specification": list(d.get("out_of_specification") or []),
+            "exceptional_request": d.get("exceptional_request"),
             "shown_hash": d["shown_hash"],
             "decision": self.decision,
         }
@@ -381,6 +383,7 @@ class ControlReleases:
         reason: str | None = None,
         username: str | None = None,
         totp: str | None = None,
+        exceptional: bool = False,
     ) -> dict[str, Any]:
         """The control site's QP releases or rejects a site node's batch on its newest dossier
         (`shown_hash`: the hash of the dossier the QP was shown, always named; a newer one is
@@ -390,7 +393,8 @@ class ControlReleases:
         record against the batch (quality's rule for QP decisions). Two QPs at once: on
         PostgreSQL the dossier's inbox record is locked first and read again, so the second
         sees the first's decision; SQLite has one writer, and the second's stale read fails at
-        its write."""
+        its write. `exceptional`: the release of an out-of-specification batch at the treating
+        physician's request the dossier carries (quality's `RemoteRelease.sign`)."""
         with refused_on_batch(uow, actor, batch_id, self._site_of(uow, batch_id)):
             self._remote.require_control()  # before anything: a site node decides nothing
             first = self.newest(uow, batch_id, actor)
@@ -426,6 +430,7 @@ class ControlReleases:
                 reason=reason,
                 username=username,
                 totp=totp,
+                exceptional=exceptional,
             )
             body = {
                 "dossier_record": received.record_id,
@@ -437,6 +442,7 @@ class ControlReleases:
                 "review_id": dossier["review_id"],
                 "shown_hash": dossier["shown_hash"],
                 "decision": decided.value,
+                "exceptional": exceptional,
                 "reason": why,
                 "signature": SignatureService.carried(sig),
             }

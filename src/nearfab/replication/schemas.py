@@ -32,6 +32,10 @@ class RemoteDossierOut(Out):
     reasons: list[str]
     pending_results: list[str]
     blockers: list[str]
+    # the release tests the batch failed, and the treating physician's request for its
+    # exceptional release signed at the site (quality's `ExceptionalOut` shape), if any
+    out_of_specification: list[str]
+    exceptional_request: dict[str, Any] | None
     shown_hash: str
     decision: RemoteDecisionOut | None
 
@@ -68,5 +72,6 @@ class RemoteReleaseOut(Out):
     review_id: str
     shown_hash: str
     decision: str
+    exceptional: bool
     reason: str | None
     signature: RemoteSignatureOut

@@ -76,6 +76,7 @@ def remote_sign(
     csrf_token: Annotated[str, Form()] = "",
     username: Annotated[str, Form()] = "",
     totp: Annotated[str, Form()] = "",
+    exceptional: Annotated[str, Form()] = "",
 ) -> Response:
     """The QP's signature on a site node's dossier (the one shown: `shown_hash`); throttled
     like every signing form."""
@@ -94,6 +95,7 @@ def remote_sign(
                 meaning=meaning,
                 reason=reason or None,
                 shown_hash=shown_hash,
+                exceptional=exceptional == "yes",
                 **signature(password, username, totp),
             )
     except DomainError as exc:
