@@ -168,3 +168,81 @@ def site_public_keys(session: Session) -> dict[str, tuple[str, bytes]]:
             select(SiteKey.key_id, SiteKey.site_id, SiteKey.public_key)
         )
     }
+
+
+def alert_states(
+    connection: Connection, site_id: str, alert_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The follow-up state of a site's custody alerts as the connection's transaction sees
+    them (replication's `alert` records, docs/replication.md): the alert (kind, message,
+    raised when), its pack (serial, GTIN, batch number, status), its status, how many steps
+    were taken and the last one (to, outcome, note, by whom, when). JSON values."""
+    from nearfab.custody.models import CustodyAlert, CustodyAlertAction, SerialUnit
+
+    alerts, units = CustodyAlert.__table__, SerialUnit.__table__
+    found: dict[str, dict[str, Any]] = {}
+    rows = connection.execute(
+        select(
+            alerts.c.id,
+            alerts.c.kind,
+            alerts.c.scan,
+            alerts.c.raised_at,
+            alerts.c.detail,
+            alerts.c.status,
+            alerts.c.status_changed_at,
+            alerts.c.unit_id,
+            units.c.serial,
+            units.c.gtin,
+            units.c.batch_number,
+            units.c.status.label("unit_status"),
+        )
+        .select_from(alerts.outerjoin(units, units.c.id == alerts.c.unit_id))
+        .where(alerts.c.id.in_(sorted(set(alert_ids))), alerts.c.site_id == site_id)
+    ).mappings()
+    for r in rows:
+        found[str(r["id"])] = {
+            "alert_id": r["id"],
+            "site_id": site_id,
+            "kind": r["kind"],
+            "message": str((r["detail"] or {}).get("message") or ""),
+            "scan": r["scan"],
+            "raised_at": _iso(r["raised_at"]),
+            "status": r["status"],
+            "status_changed_at": _iso(r["status_changed_at"]),
+            "unit_id": r["unit_id"],
+            "serial": r["serial"],
+            "gtin": r["gtin"],
+            "batch_number": r["batch_number"],
+            "unit_status": r["unit_status"],
+            "steps": 0,
+            "last_step": None,
+        }
+    actions = CustodyAlertAction.__table__
+    for a in connection.execute(
+        select(actions)
+        .where(actions.c.alert_id.in_(sorted(found)))
+        .order_by(actions.c.alert_id, actions.c.id)
+    ).mappings():
+        state = found[str(a["alert_id"])]
+        state["steps"] += 1
+        state["last_step"] = {
+            "to_status": a["to_status"],
+            "outcome": a["outcome"],
+            "note": a["note"],
+            "acted_by_name": a["acted_by_name"],
+            "acted_at": _iso(a["acted_at"]),
+        }
+    return found
+
+
+def _iso(value: Any) -> str | None:
+    """A stored time as ISO 8601 in UTC (SQLite hands back naive UTC times)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return str(value.isoformat())

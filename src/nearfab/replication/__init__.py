@@ -1,6 +1,7 @@
 """Sites as nodes: each node's outbox, replicated over MQTT to the others' inboxes, with gaps,
 duplicates and forks named (docs/replication.md, issue 17)."""
 
+from nearfab.replication.alerts import site_alerts
 from nearfab.replication.capture import CaptureConfig, capture_config, install_capture
 from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import Record, origin_filter, parse_message, topic, verify_chain
@@ -33,6 +34,7 @@ __all__ = [
     "origin_filter",
     "parse_message",
     "replicate_once",
+    "site_alerts",
     "start_inbox",
     "topic",
     "verify_chain",

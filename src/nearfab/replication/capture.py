@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nearfab.common.canonical import canonical_json
 from nearfab.common.clock import Clock
-from nearfab.custody.reads import ledger_head_view, ledger_rows_after
+from nearfab.custody.reads import alert_states, ledger_head_view, ledger_rows_after
 from nearfab.identity.reads import audit_head_view, audit_rows_after
 from nearfab.production.reads import batch_view
 from nearfab.replication.enums import RecordKind
@@ -33,6 +33,7 @@ from nearfab.telemetry import reads as telemetry_reads
 HEAD = cast(Table, OutboxHead.__table__)
 OUTBOX = cast(Table, OutboxRecord.__table__)
 
+ALERT_ENTITY = "custody_alert"  # custody's audit rows of an alert and its follow-up steps
 DOSSIER_ENTITY = "release_dossier"  # an audit row sending a release dossier (releases.py)
 
 AuditFilter = Callable[[dict[str, Any]], bool]
@@ -117,7 +118,7 @@ def capture(conn: Connection, config: CaptureConfig) -> int:
                 sources.append(
                     (RecordKind.AUDIT.value, f"audit:{row['seq']}", str(row["row_hash"]), row)
                 )
-    sources = _with_dossiers(_with_batch_summaries(conn, site, sources))
+    sources = _with_alerts(conn, site, _with_dossiers(_with_batch_summaries(conn, site, sources)))
     if config.ledger and ledger_top > ledger_seq:
         for row in ledger_rows_after(conn, site, ledger_seq):
             ledger_seq = int(row["seq"])
@@ -225,6 +226,33 @@ def _with_dossiers(
             dossier = {**(row.get("new") or {}), "audit_seq": row["seq"], "sent_at": row["at"]}
             ref_of = f"dossier:{row['entity_id']}@{ref}"
             out.append((RecordKind.DOSSIER.value, ref_of, chain_hash, dossier))
+    return out
+
+
+def _with_alerts(
+    conn: Connection, site: str, sources: list[tuple[str, str, str, dict[str, Any]]]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """After each audit row about one of the site's custody alerts (raised, or a step of its
+    follow-up), the alert's state as the transaction leaves it (custody's read view
+    `alert_states`), carrying the audit row's hash: the control site sees where each alert
+    stands, and that the patient was contacted, without reading every audit record."""
+    ids = [
+        str(row["entity_id"])
+        for kind, _ref, _hash, row in sources
+        if kind == RecordKind.AUDIT.value and row.get("entity_type") == ALERT_ENTITY
+    ]
+    if not ids:
+        return sources
+    states = alert_states(conn, site, ids)
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    for kind, ref, chain_hash, row in sources:
+        out.append((kind, ref, chain_hash, row))
+        state = states.get(str(row.get("entity_id")))
+        if kind == RecordKind.AUDIT.value and row.get("entity_type") == ALERT_ENTITY and state:
+            ref_of = f"alert:{state['alert_id']}@{ref}"
+            out.append(
+                (RecordKind.ALERT.value, ref_of, chain_hash, {**state, "audit_seq": row["seq"]})
+            )
     return out
 
 

@@ -17,6 +17,9 @@ class RecordKind(StrEnum):
     # a release dossier a site node sent its control site's QP (replication/releases.py),
     # carrying the hash of the audit row that sent it
     DOSSIER = "dossier"
+    # a custody alert's follow-up state after each audited step (raised, acknowledged, patient
+    # contacted, pack recovered, closed), carrying the hash of the audit row of that step
+    ALERT = "alert"
 
 
 class ProblemKind(StrEnum):

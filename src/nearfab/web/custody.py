@@ -28,6 +28,7 @@ from nearfab.custody.services.alerts import (
 )
 from nearfab.identity import Actor, Permission, can_network, is_network_wide
 from nearfab.network import Site, SiteKind
+from nearfab.replication import site_alerts
 from nearfab.web import traceview
 from nearfab.web.localtime import local, zone_of
 from nearfab.web.pages import _app, _check_csrf, form_action, hidden, page, render, templates
@@ -310,11 +311,26 @@ def _alerts_page(
                 ],
             }
         )
+    nodes: list[dict[str, Any]] | None = None
+    if application.remote_releases is not None:  # the control node: the site nodes' alerts
+        with application.uow() as uow:
+            nodes = [
+                {
+                    **r,
+                    "kind_words": ALERT_KINDS.get(r["kind"], str(r["kind"]).replace("_", " ")),
+                    "status_words": STATUS_WORDS.get(r["status"], r["status"]),
+                    "outcome_words": OUTCOME_WORDS.get(
+                        (r["last_step"] or {}).get("outcome") or "", None
+                    ),
+                }
+                for r in site_alerts(uow, actor, status=wanted)
+            ]
     return render(
         request,
         "custody_alerts.html",
         actor,
         alerts=rows,
+        site_nodes=nodes,
         show=wanted,
         filters=FILTERS,
         outcomes=[(o.value, OUTCOME_WORDS[o.value]) for o in AlertOutcome],
