@@ -52,11 +52,13 @@ class DemoLoop:
         self._qualified = False
         # a node of a replicated network (`nearfab demo --nodes`) works for its own site only:
         # a site node takes its own site's prescriptions and leaves release to the control
-        # site; the control node takes none (its sites do)
+        # site; the control node takes one central prescription for a site, which it hands
+        # over to that site's node (docs/replication.md, "Orders handed over to the sites")
         self._node_site = app.replication.site_id if app.replication is not None else None
         self._site_node = app.network.node.site_node
-        if self._node_site is not None and not self._site_node:
-            self._max_orders = 0
+        self._central = self._node_site is not None and not self._site_node
+        if self._central:
+            self._max_orders = min(self._max_orders, 1)
 
     def start(self) -> None:
         self.inject_fault()
@@ -112,7 +114,7 @@ class DemoLoop:
                     for s in self.app.network.list_sites(uow)
                     if s.kind != SiteKind.CONTROL.value
                     and s.status == SiteStatus.ACTIVE.value
-                    and self._node_site in (None, s.id)
+                    and (self._central or self._node_site in (None, s.id))
                 )
                 if not sites:
                     log.warning("demo prescription not sent: no active point-of-care site")

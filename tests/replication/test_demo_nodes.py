@@ -2,7 +2,8 @@
 site nodes, each its own SQLite database and web server) replicating through a real Mosquitto.
 
 What each node holds is read from its own database file, not from the replication code's
-answers: a site node takes only its own site's prescriptions, the control node takes none, every
+answers: a site node takes only its own site's prescriptions, the control node takes one
+central prescription for a site and hands it over (the site's node holds it with the same id), every
 record the control received from a site is that site's own record (same id, same hash, a gapless
 prefix of its outbox), and the control's records reached every site the same way."""
 
@@ -27,6 +28,7 @@ from tests.telemetry.test_mqtt import Broker
 from nearfab.bootstrap import build_app
 from nearfab.config import Settings
 from nearfab.custody.models import SiteKey
+from nearfab.identity import AuditEntry
 from nearfab.network import Site
 from nearfab.orders.models import Order
 from nearfab.replication.models import InboxRecord, OutboxRecord
@@ -127,6 +129,17 @@ def holds_a_new_order(records: dict[int, tuple[str, str, str]]) -> bool:
     )
 
 
+def handed_over(folder: Path) -> dict[str, str]:
+    """The orders the control node took for a site and handed over: order id -> site id."""
+    with engine_of(folder).connect() as c:
+        rows = c.execute(
+            select(AuditEntry.entity_id, AuditEntry.site_id).where(
+                AuditEntry.entity_type == "order_handover"
+            )
+        )
+        return {str(oid): str(site) for oid, site in rows}
+
+
 def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
     demo: tuple[subprocess.Popen[str], Path, int],
 ) -> None:
@@ -144,7 +157,19 @@ def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
     while time.monotonic() < deadline:
         got = {code: inbox(nodes / "CTRL", ids[code]) for code in CODES[1:]}
         back = {code: inbox(nodes / code, control) for code in CODES[1:]}
-        if all(holds_a_new_order(r) for r in got.values()) and all(back.values()):
+        central = handed_over(nodes / "CTRL")
+        arrived = all(
+            oid in orders(nodes / code)
+            for oid, site in central.items()
+            for code in CODES[1:]
+            if ids[code] == site
+        )
+        if (
+            all(holds_a_new_order(r) for r in got.values())
+            and all(back.values())
+            and central
+            and arrived
+        ):
             break
         time.sleep(1)
     else:
@@ -177,12 +202,21 @@ def test_four_nodes_each_work_for_their_own_site_and_replicate_both_ways(
             )
         assert signers <= {ids[code]}, code
 
-    seeded = orders(nodes / "CTRL")  # the control takes none: what it has is the seed's
+    # the control took one central prescription for a site and handed it over: the rest of
+    # what it holds is the seed's
+    central = handed_over(nodes / "CTRL")
+    assert len(central) == 1
+    ((central_id, central_site),) = central.items()
+    at_control = orders(nodes / "CTRL")
+    assert at_control[central_id] == central_site
+    seeded = {oid: site for oid, site in at_control.items() if oid != central_id}
     for code in CODES[1:]:
         folder = nodes / code
-        # a site node took only its own site's prescriptions
+        # a site node took only its own site's prescriptions, and the order the control took
+        # for it arrived with the same id
         new = {oid: site for oid, site in orders(folder).items() if oid not in seeded}
         assert new and set(new.values()) == {ids[code]}, code
+        assert (central_id in new) == (central_site == ids[code]), code
         # what the control holds of this site: a gapless prefix of its outbox, record for record
         received = inbox(nodes / "CTRL", ids[code])
         sent = outbox(folder, ids[code])
