@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -207,9 +208,9 @@ def test_the_signature_check_is_remembered_per_record_version(
     calls: list[str] = []
     real = seeded.quality.signature_valid
 
-    def counting(uow: object, review: object) -> bool | None:
+    def counting(uow: object, review: object, **kw: Any) -> bool | None:
         calls.append("check")
-        return real(uow, review)  # type: ignore[arg-type]
+        return real(uow, review, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(seeded.quality, "signature_valid", counting)
     for _ in range(3):

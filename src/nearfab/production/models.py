@@ -5,11 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Dialect, ForeignKey, String, Text, UniqueConstraint, inspect
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import Null
+from sqlalchemy.types import TypeDecorator
 
 from nearfab.common.canonical import canonical_json, sha256_hex
 from nearfab.db import Base
+
+
+class CanonicalJSON(TypeDecorator[Any]):
+    """A JSON column whose stored text is the canonical JSON of its value (sorted keys, no
+    spaces, UTF-8 as is: `common.canonical.canonical_json`), read back as JSON is. Stored so,
+    the text is exactly the bytes a record's content hash covers, so a check can hash the
+    text as stored instead of decoding and re-encoding it (`BatchRecord.content`,
+    `stored_telemetry`). PostgreSQL's `json` keeps the text as given; SQLite stores it as
+    text. A Python None is stored as JSON `null`, as the plain JSON type stores it."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        def process(value: Any) -> str | None:
+            if value is JSON.NULL or isinstance(value, Null):
+                return None
+            return canonical_json(value).decode("utf-8")
+
+        return process
 
 
 class BatchRecord(Base):
@@ -49,16 +71,31 @@ class BatchRecord(Base):
     measurements: Mapped[dict[str, Any] | None]
     units_made: Mapped[int | None]
     telemetry_summary: Mapped[dict[str, Any] | None]
-    telemetry: Mapped[list[Any] | None]
+    # stored as canonical JSON: the text is what the record's `telemetry_sha256` hashes
+    telemetry: Mapped[list[Any] | None] = mapped_column(CanonicalJSON())
     cpp_excursions: Mapped[list[Any] | None]
     machine_events: Mapped[list[Any] | None]
     failure_reason: Mapped[str | None] = mapped_column(Text)
 
-    def content(self) -> dict[str, Any]:
+    def content(self, *, stored_telemetry: str | None = None) -> dict[str, Any]:
         """What a QP's release signature is bound to: the record's evidence. The measurement
         document's keys sit at the top level, as the per-unit evidence did before the document
         existed, so a signature made then still verifies (production refuses a document whose
-        keys would collide with the record's own)."""
+        keys would collide with the record's own).
+
+        `stored_telemetry`: the telemetry column's text as the database holds it, read with
+        the record and not decoded (`telemetry_unloaded`): its SHA-256 stands for
+        `telemetry_sha256` without decoding and re-encoding thousands of readings. That is the
+        hash of the canonical JSON only when the text was stored canonically (`CanonicalJSON`;
+        not a record written before it was, nor text changed behind the application's back),
+        so a check that finds this content does not match what was signed must check again
+        with `content()`: a match is sound (the text is then byte for byte the canonical JSON
+        of the signed readings), a mismatch says nothing."""
+        telemetry_sha256 = (
+            sha256_hex(stored_telemetry)
+            if stored_telemetry is not None
+            else sha256_hex(canonical_json(self.telemetry or []))
+        )
         return {
             **(self.measurements or {}),
             "id": self.id,
@@ -79,8 +116,19 @@ class BatchRecord(Base):
             "machine_events": self.machine_events,
             "material_used_g": self.material_used_g,
             # the raw readings are bound through their hash (thousands of points)
-            "telemetry_sha256": sha256_hex(canonical_json(self.telemetry or [])),
+            "telemetry_sha256": telemetry_sha256,
         }
+
+    def telemetry_unloaded(self) -> bool:
+        """Whether this object has not loaded its telemetry (a query deferred it): the text
+        the database holds is then the record's telemetry, no change of it pending here."""
+        return "telemetry" in inspect(self).unloaded
+
+    @staticmethod
+    def stored_telemetry(text: str | None) -> str | None:
+        """The telemetry column's stored text as `content(stored_telemetry=...)` takes it;
+        None for no readings (`content()` hashes those as an empty list, not `null`)."""
+        return None if text is None or text == "null" else text
 
 
 class BatchStep(Base):

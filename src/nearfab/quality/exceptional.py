@@ -30,6 +30,7 @@ from nearfab.production import ProductionService
 from nearfab.quality.logic import STATUS_CHECKS
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import pending_review, refused_on_batch, sign_for_batch
+from nearfab.quality.signedrows import SignedRequest
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class ExceptionalReleases:
         return sig is not None and self._signatures.is_valid(sig, row.request_content())
 
     @staticmethod
-    def signed_part(row: ExceptionalRelease) -> dict[str, Any]:
+    def signed_part(row: ExceptionalRelease | SignedRequest) -> dict[str, Any]:
         """What the QP's release signature binds of the request."""
         return {
             "id": row.id,

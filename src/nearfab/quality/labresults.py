@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from sqlalchemy import select
 
@@ -39,6 +39,7 @@ from nearfab.production import BatchStatus, ProductionService
 from nearfab.quality.kit import LabResultsKit, lab_results_kit, release_kit
 from nearfab.quality.models import LabResult
 from nearfab.quality.records import refused_on_batch, sign_for_batch
+from nearfab.quality.signedrows import SignedResult
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -266,13 +267,26 @@ class LabResults:
             )
         )
 
+    @overload
+    def in_force_rows(self, uow: UnitOfWork, batch_id: str) -> dict[str, LabResult]: ...
+
+    @overload
     def in_force_rows(
-        self, uow: UnitOfWork, batch_id: str, rows: Iterable[LabResult] | None = None
-    ) -> dict[str, LabResult]:
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[SignedResult]
+    ) -> dict[str, SignedResult]: ...
+
+    def in_force_rows(
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[SignedResult] | None = None
+    ) -> dict[str, LabResult] | dict[str, SignedResult]:
         """Key -> the result in force (its latest version). `rows`: every result of the batch
         as `rows` orders them, when the caller read them already (quality/signedrows.py)."""
+        if rows is not None:
+            given: dict[str, SignedResult] = {}
+            for result in rows:
+                given[result.key] = result  # ordered by version
+            return given
         latest: dict[str, LabResult] = {}
-        for row in self.rows(uow, batch_id) if rows is None else rows:
+        for row in self.rows(uow, batch_id):
             latest[row.key] = row  # ordered by version
         return latest
 
@@ -291,12 +305,17 @@ class LabResults:
         return kit.with_lab_results(measurements, results) if kit is not None else measurements
 
     def signed_part(
-        self, uow: UnitOfWork, batch_id: str, rows: Iterable[LabResult] | None = None
+        self, uow: UnitOfWork, batch_id: str, rows: Iterable[SignedResult] | None = None
     ) -> list[dict[str, Any]]:
         """The results in force as a QP's decision is bound to them (empty: none)."""
+        force = (
+            self.in_force_rows(uow, batch_id)
+            if rows is None
+            else self.in_force_rows(uow, batch_id, rows)
+        )
         return [
             {"id": row.id, "key": row.key, "value": row.value, "signature_id": row.signature_id}
-            for row in self.in_force_rows(uow, batch_id, rows).values()
+            for row in force.values()
         ]
 
     def row_valid(self, uow: UnitOfWork, row: LabResult) -> bool:

@@ -45,7 +45,7 @@ from nearfab.quality.records import (
     sign_for_batch,
 )
 from nearfab.quality.remote import RemoteRelease
-from nearfab.quality.signedrows import SignedRows, signed_rows
+from nearfab.quality.signedrows import SignedRequest, SignedRows, signed_rows
 from nearfab.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -600,8 +600,18 @@ class QualityService:
             "exceptional_release": self.exceptional.view(uow, request) if request else None,
         }
 
-    def signature_valid(self, uow: UnitOfWork, review: ReleaseReview) -> bool | None:
-        """Whether the QP's signature still matches the batch record (None before a decision)."""
+    def signature_valid(
+        self, uow: UnitOfWork, review: ReleaseReview, *, stored_telemetry: str | None = None
+    ) -> bool | None:
+        """Whether the QP's signature still matches the batch record (None before a decision).
+
+        `stored_telemetry`: the record's telemetry as the database stores it, read by the
+        caller with the record and left undecoded (verification): while the record has not
+        loaded its telemetry, the content is first hashed with that text's SHA-256 standing
+        for the readings' hash (`BatchRecord.content`). A match means the stored text is byte
+        for byte the canonical JSON of the readings the QP signed; anything else (a record
+        stored before its telemetry was stored canonically, a changed record) is checked
+        again the full way, so the answer is the full check's."""
         if not review.signature_id:
             return None
         batch = self._production.get(uow, review.batch_id)
@@ -613,6 +623,21 @@ class QualityService:
         request = rows.exceptional
         if request is not None and request.qp_signature_id != review.signature_id:
             request = None  # not the release this signature completed (as exceptional_for)
+        text = batch.stored_telemetry(stored_telemetry)
+        if text is not None and batch.telemetry_unloaded():
+            stored = batch.content(stored_telemetry=text)
+            content = self._signed_content(
+                uow,
+                batch,
+                review,
+                review.decision,
+                review.reason,
+                request,
+                rows=rows,
+                batch_content=stored,
+            )
+            if self._signatures.is_valid(sig, content):
+                return True
         content = self._signed_content(
             uow, batch, review, review.decision, review.reason, request, rows=rows
         )
@@ -632,19 +657,21 @@ class QualityService:
         review: ReleaseReview,
         decision: str | None,
         reason: str | None,
-        exceptional: ExceptionalRelease | None = None,
+        exceptional: ExceptionalRelease | SignedRequest | None = None,
         *,
         rows: SignedRows | None = None,
+        batch_content: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """What a QP decision is bound to: the batch record, the RTRT proposal, the deviations
         raised on it (not the investigations a result failing after release opens), the
         decision and its reason, and for an exceptional release the physician's request.
-        `rows`: the batch's sign-offs, deviations and results when the caller read them."""
+        `rows`: the batch's sign-offs, deviations and results when the caller read them;
+        `batch_content`: the record's content when the caller built it (`signature_valid`)."""
         rows = rows if rows is not None else signed_rows(uow.session, batch.id)
         steps = self.records.signed_steps(rows.steps)
         lab = self.lab_results.signed_part(uow, batch.id, rows.results)
         return {
-            "batch": batch.content(),
+            "batch": batch.content() if batch_content is None else batch_content,
             # the manual steps and their signatures, for master files that list any
             **({"record_steps": steps} if steps else {}),
             # the laboratory's results in force and the analysts' signatures, where entered

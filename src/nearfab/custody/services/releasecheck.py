@@ -76,16 +76,18 @@ class ReleaseCheck:
         batch: BatchRecord,
         *,
         load_record: Callable[[], None] | None = None,
+        stored_telemetry: str | None = None,
     ) -> bool:
         """`release_signature_ok` for a caller that loaded the batch's review and record in
         its own query (verification reads them with the pack); the QP signature check finds
         the record in the session. `load_record`: completes the record (verification defers
         its JSON documents), called only when the signature is checked, not when a check of
-        the same versions is remembered."""
+        the same versions is remembered. `stored_telemetry`: the record's telemetry column as
+        stored, read undecoded with the record (`QualityService.signature_valid`)."""
         if not review.signature_id or review.batch_id != batch.id:
             return False
         return self._signature_valid(
-            uow, review, review.signature_id, batch.row_version, load_record
+            uow, review, review.signature_id, batch.row_version, load_record, stored_telemetry
         )
 
     def _signature_valid(
@@ -95,13 +97,15 @@ class ReleaseCheck:
         signature_id: str,
         batch_version: int,
         load_record: Callable[[], None] | None = None,
+        stored_telemetry: str | None = None,
     ) -> bool:
         key = (review.id, signature_id, review.row_version, review.batch_id, batch_version)
         if self.signature_known(key):
             return True
         if load_record is not None:
             load_record()
-        if self._packs.quality.signature_valid(uow, review) is not True:
+        valid = self._packs.quality.signature_valid(uow, review, stored_telemetry=stored_telemetry)
+        if valid is not True:
             return False
         with self._signatures_lock:
             self._valid_signatures[key] = True

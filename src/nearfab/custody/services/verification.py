@@ -116,13 +116,18 @@ _ENTRY_START = 7  # where a row's release entry starts
 _ENTRY_END = _ENTRY_START + len(ENTRY_COLUMNS)  # where the record's documents start
 
 
+_TELEMETRY = _RECORD_DOCUMENTS.index("telemetry")
+
+
 def _load_record(batch: Any, documents: Sequence[str | None]) -> None:
     """The record's JSON documents, read as text with the pack, decoded into the loaded
     record as its JSON columns would have been (committed state: nothing to write back), for
-    the ones not loaded yet (a record the session already held keeps what it has)."""
+    the ones not loaded yet (a record the session already held keeps what it has). Not the
+    telemetry (thousands of readings): the QP signature check hashes its stored text as it is
+    (`QualityService.signature_valid`), and loads it only when that does not match."""
     unloaded = inspect(batch).unloaded
     for name, text in zip(_RECORD_DOCUMENTS, documents, strict=True):
-        if name in unloaded:
+        if name in unloaded and name != "telemetry":
             set_committed_value(batch, name, None if text is None else json.loads(text))
 
 
@@ -204,7 +209,11 @@ class Verifier:
                 )
                 documents = row[_ENTRY_END:]
                 record_ok = review is not None and self._release.loaded_signature_ok(
-                    uow, review, batch, load_record=lambda: _load_record(batch, documents)
+                    uow,
+                    review,
+                    batch,
+                    load_record=lambda: _load_record(batch, documents),
+                    stored_telemetry=documents[_TELEMETRY],
                 )
             facts = PackFacts(
                 status=unit.status,
