@@ -159,7 +159,8 @@ def signed_rows(session: Session, batch_id: str) -> SignedRows:
         # the session's pending changes first, as an ORM query's autoflush did (a statement of
         # plain columns does not flush): signing reads what its own transaction added
         session.flush()
-    for row in session.execute(_SIGNED_ROWS, {"batch_id": batch_id}):
+    # the session's own connection (its transaction), without the ORM's execution layer
+    for row in session.connection().execute(_SIGNED_ROWS, {"batch_id": batch_id}):
         if row[_S0] is not None:  # the sign-off's id
             steps.append(SignedStep(*row[_S0:_D0]))
         elif row[_D0] is not None:
