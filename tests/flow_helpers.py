@@ -252,6 +252,36 @@ def world_copy(
             _pg_drop(clone)
 
 
+_BUILT = pytest.StashKey[Any]()
+
+
+def seeded_or_world(worlds: dict[str, Callable[[App], Any]]) -> Any:
+    """A `seeded` fixture (SQLite and PostgreSQL) for a module whose costly start is a
+    fixture of its own: a test that asks for one of `worlds`' fixture names gets a copy of the
+    world that name's builder makes (`world_copy`: built once per backend and worker), every
+    other test a copy of the seeded demo network. The fixture named reads the builder's data
+    with `built_data(request)`. A module opts in with
+    `seeded = fh.seeded_or_world({"alerted": _alerted})`."""
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+    def seeded(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[App]:
+        builder = next((b for name, b in worlds.items() if name in request.fixturenames), None)
+        if builder is None:
+            with seeded_copy(request, request.param, tmp_path, clock) as application:
+                yield application
+            return
+        with world_copy(request, request.param, builder, tmp_path, clock) as built:
+            request.node.stash[_BUILT] = built.data
+            yield built.app
+
+    return seeded
+
+
+def built_data(request: pytest.FixtureRequest) -> Any:
+    """The data of the world `seeded_or_world`'s `seeded` gave this test (a deep copy)."""
+    return request.node.stash[_BUILT]
+
+
 def epcis_receiving_document(epc: str) -> dict[str, Any]:
     """A partner's EPCIS 2.0 document: one wholesaler's receiving event of the pack `epc`."""
     return {

@@ -27,6 +27,7 @@ from tests.custody.test_alerts_page import (
     alerted,
     get,
     rows,
+    seeded,
 )
 
 from nearfab.bootstrap import App
@@ -42,9 +43,8 @@ from nearfab.custody import AlertStatus, CustodyAlert, CustodyAlertAction
 from nearfab.identity import Actor, AuditEntry, User
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
-__all__ = ["alerted"]  # the fixture, imported for pytest
+__all__ = ["alerted", "seeded"]  # the fixtures, imported for pytest (`alerted`: a built world)
 
 NOTE_MAX = 2000  # docs/custody.md: a note is at most 2,000 characters
 

@@ -26,7 +26,6 @@ from nearfab.replication import ReplicationService
 from nearfab.replication.decisions import ControlDecisions, alerts_for_site
 from nearfab.replication.node import node_capture
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 
 GSTT = "GSTT-PH"  # the demo pharmacist's site, where the batch is ordered and dispensed
@@ -49,11 +48,12 @@ class Alerted:
     raised_at_london: str
 
 
-@pytest.fixture
-def alerted(seeded: App) -> Alerted:
+def _alerted(seeded: App) -> dict[str, str]:
     """GSTT-PH as a site node: its outbox begins, a pack is dispensed there, the control's QP
     recalls the lot it was made from, and the node's re-verification (ControlDecisions, the
-    code the broker's arrivals drive) raises the alert naming the patient."""
+    code the broker's arrivals drive) raises the alert naming the patient. Built once per
+    backend and worker (flow_helpers.seeded_or_world); each test that asks for `alerted` gets
+    its own copy of the database it leaves."""
     clock = seeded.clock
     assert isinstance(clock, ManualClock)
     gstt, man, control = (
@@ -115,11 +115,13 @@ def alerted(seeded: App) -> Alerted:
         uow.commit()
         network_id = network.id
         assert uow.session.get(CustodyAlert, network_id).site_id is None  # type: ignore[union-attr]
-    return Alerted(
+    # `Alerted` without the pack, which `alerted` reads from the test's own copy (a built
+    # world's data is plain data, no ORM rows)
+    return dict(
+        unit_id=unit.id,
         alert_id=alert_id,
         other_alert_id=other_id,
         network_alert_id=network_id,
-        unit=unit,
         patient_ref=patient_ref,
         recall_id=recall_id,
         recall_reason=reason,
@@ -128,6 +130,21 @@ def alerted(seeded: App) -> Alerted:
             "%Y-%m-%d %H:%M GMT"
         ),
     )
+
+
+# a copy of the seeded network; with `_alerted`'s world in it for a test that asks for `alerted`
+seeded = fh.seeded_or_world({"alerted": _alerted})
+
+
+@pytest.fixture
+def alerted(seeded: App, request: pytest.FixtureRequest) -> Alerted:
+    """The alerts `_alerted` raised, on the test's own copy of its world (`seeded`)."""
+    made = dict(fh.built_data(request))
+    with seeded.uow() as uow:
+        unit = uow.session.get(SerialUnit, made.pop("unit_id"))
+        assert unit is not None
+        uow.session.expunge(unit)
+    return Alerted(unit=unit, **made)
 
 
 def other_site_pharmacist(app: App) -> None:

@@ -6,6 +6,7 @@ Service level on SQLite and PostgreSQL, plus the HTTP routes and CLI commands.""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,9 +32,44 @@ from nearfab.custody import (
 from nearfab.identity import AuditEntry
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Made:
+    """The batches of the world every test starts from (`_made`), by id."""
+
+    waiting: str  # made, not yet released (its packs in quarantine)
+    released: str  # released: the packs a test packs, ships, dispenses or recalls
+    stock: str  # released after `released`: expires no later than it
+    rejected: str  # rejected by the QP
+
+
+def _made(app: App) -> Made:
+    """The batches the tests used to make in their own bodies, made once per backend and
+    worker (flow_helpers.world_fixture), in the order the tests made them: a batch awaiting
+    release, two released, one rejected. Each test gets its own copy of the database."""
+    waiting = fh.make_batch(app)
+    released, _ = ch.released_batch(app)
+    stock, _ = ch.released_batch(app)
+    rejected = fh.make_batch(app)
+    fh.reject(app, rejected)
+    return Made(waiting=waiting, released=released, stock=stock, rejected=rejected)
+
+
+world = fh.world_fixture(_made)
+
+
+@pytest.fixture
+def seeded(world: fh.Built) -> App:
+    """The test's own copy of the demo network with `_made`'s batches in it."""
+    return world.app
+
+
+@pytest.fixture
+def made(world: fh.Built) -> Made:
+    return world.data  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -97,9 +133,9 @@ def _ledger_refs(app: App) -> set[str]:
 
 # --- packing ---------------------------------------------------------------------------------
 def test_packing_makes_an_sscc_container_and_an_aggregation_event(
-    seeded: App, chain: CustodyChain
+    seeded: App, chain: CustodyChain, made: Made
 ) -> None:
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = made.released, ch.units(seeded, made.released)
     before = _ledger_refs(seeded)
     container = _pack(seeded, [u.id for u in packs])
     sscc = container.sscc
@@ -141,9 +177,11 @@ def test_packing_makes_an_sscc_container_and_an_aggregation_event(
     assert [(a.action, a.entity_id) for a in trail] == [("create", sscc)]
 
 
-def test_packing_refuses_what_may_not_be_shipped(seeded: App, chain: CustodyChain) -> None:
-    _, packs = ch.released_batch(seeded)
-    quarantined = ch.units(seeded, fh.make_batch(seeded))[0]
+def test_packing_refuses_what_may_not_be_shipped(
+    seeded: App, chain: CustodyChain, made: Made
+) -> None:
+    packs = ch.units(seeded, made.released)
+    quarantined = ch.units(seeded, made.waiting)[0]
     with pytest.raises(Refused) as exc:
         _pack(seeded, [quarantined.id])
     assert exc.value.code == "not_released"
@@ -163,8 +201,8 @@ def test_packing_refuses_what_may_not_be_shipped(seeded: App, chain: CustodyChai
     assert fh.count(seeded, Container) == 1
 
 
-def test_unpacking_on_receipt(seeded: App, chain: CustodyChain) -> None:
-    _, packs = ch.released_batch(seeded)
+def test_unpacking_on_receipt(seeded: App, chain: CustodyChain, made: Made) -> None:
+    packs = ch.units(seeded, made.released)
     sscc = _pack(seeded, [u.id for u in packs]).sscc
     with pytest.raises(Forbidden) as refused:  # another site's staff cannot receive it
         _unpack(seeded, sscc, who="pharmacist")
@@ -193,10 +231,10 @@ def test_unpacking_on_receipt(seeded: App, chain: CustodyChain) -> None:
 
 
 # --- destroying ------------------------------------------------------------------------------
-def test_rejected_and_recalled_packs_are_destroyed(seeded: App, chain: CustodyChain) -> None:
-    rejected_batch = fh.make_batch(seeded)
-    fh.reject(seeded, rejected_batch)
-    rejected = ch.units(seeded, rejected_batch)
+def test_rejected_and_recalled_packs_are_destroyed(
+    seeded: App, chain: CustodyChain, made: Made
+) -> None:
+    rejected = ch.units(seeded, made.rejected)
     with pytest.raises(ValidationFailed):
         _destroy(seeded, rejected, reason="  ")
     with pytest.raises(Forbidden):
@@ -224,7 +262,7 @@ def test_rejected_and_recalled_packs_are_destroyed(seeded: App, chain: CustodyCh
         _destroy(seeded, rejected[:1])
     assert exc.value.code == "destroyed"
     # recalled
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = made.released, ch.units(seeded, made.released)
     with seeded.uow() as uow:
         chain.recalls.create(
             uow, fh.actor(seeded, "qp"), lot=fh.batch(seeded, batch_id).material_lot_number,
@@ -235,10 +273,9 @@ def test_rejected_and_recalled_packs_are_destroyed(seeded: App, chain: CustodyCh
 
 
 def test_released_packs_in_date_and_dispensed_packs_are_not_destroyed(
-    seeded: App, chain: CustodyChain, clock: ManualClock
+    seeded: App, chain: CustodyChain, clock: ManualClock, made: Made
 ) -> None:
-    _, packs = ch.released_batch(seeded)
-    _, stock = ch.released_batch(seeded)
+    packs, stock = ch.units(seeded, made.released), ch.units(seeded, made.stock)
     with pytest.raises(Refused) as exc:
         _destroy(seeded, packs[:1])
     assert exc.value.code == "not_destroyable"
@@ -255,9 +292,10 @@ def test_released_packs_in_date_and_dispensed_packs_are_not_destroyed(
     assert _status(seeded, stock[0].id) == "destroyed"
 
 
-def test_verification_and_dispense_of_a_destroyed_pack(seeded: App, chain: CustodyChain) -> None:
-    rejected_batch = fh.make_batch(seeded)
-    fh.reject(seeded, rejected_batch)
+def test_verification_and_dispense_of_a_destroyed_pack(
+    seeded: App, chain: CustodyChain, made: Made
+) -> None:
+    rejected_batch = made.rejected
     unit = ch.units(seeded, rejected_batch)[0]
     _destroy(seeded, [unit])
     with seeded.uow() as uow:
@@ -291,9 +329,11 @@ def _lot(app: App, batch_id: str) -> Any:
         return lot
 
 
-def test_a_recall_marks_the_material_lot_recalled(seeded: App, chain: CustodyChain) -> None:
-    waiting = fh.make_batch(seeded)  # made, not yet released
-    batch_id, _ = ch.released_batch(seeded)
+def test_a_recall_marks_the_material_lot_recalled(
+    seeded: App, chain: CustodyChain, made: Made
+) -> None:
+    waiting = made.waiting  # made, not yet released
+    batch_id = made.released
     lot = _lot(seeded, batch_id)
     assert lot.status == "approved"
     with seeded.uow() as uow:
@@ -323,9 +363,9 @@ def test_a_recall_marks_the_material_lot_recalled(seeded: App, chain: CustodyCha
 
 
 def test_an_admins_recall_marks_the_lot_as_the_recall_component(
-    seeded: App, chain: CustodyChain
+    seeded: App, chain: CustodyChain, made: Made
 ) -> None:
-    batch_id, _ = ch.released_batch(seeded)
+    batch_id = made.released
     lot = _lot(seeded, batch_id)
     with seeded.uow() as uow:
         recall = chain.recalls.create(
@@ -351,20 +391,20 @@ def _auth(client: TestClient, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {res.json()['access_token']}"}
 
 
-def test_pack_unpack_and_destroy_over_http(seeded: App) -> None:
+def test_pack_unpack_and_destroy_over_http(seeded: App, made: Made) -> None:
     web = create_web_app(seeded)
     if not any(getattr(r, "path", "") == "/api/v1/containers" for r in web.routes):
         web.include_router(router)
     ch.chain(seeded)
     client = TestClient(web)
     ph, qp = _auth(client, "pharmacist"), _auth(client, "qp")
-    _, packs = ch.released_batch(seeded)
+    packs = ch.units(seeded, made.released)
     body = {"unit_ids": [u.id for u in packs], "to_site_id": "MAN-PH"}
-    made = client.post("/api/v1/containers", json=body, headers=ph)
-    assert made.status_code == 201, made.text
-    sscc = made.json()["sscc"]
-    assert made.json()["digital_link"] == f"https://id.gs1.org/00/{sscc}"
-    assert {u["unit_id"] for u in made.json()["units"]} == {u.id for u in packs}
+    packed = client.post("/api/v1/containers", json=body, headers=ph)
+    assert packed.status_code == 201, packed.text
+    sscc = packed.json()["sscc"]
+    assert packed.json()["digital_link"] == f"https://id.gs1.org/00/{sscc}"
+    assert {u["unit_id"] for u in packed.json()["units"]} == {u.id for u in packs}
     again = client.post("/api/v1/containers", json=body, headers=ph)
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_packed"
     done = client.post(
@@ -373,9 +413,7 @@ def test_pack_unpack_and_destroy_over_http(seeded: App) -> None:
         headers=_auth(client, "operator-man"),  # the receiving site's staff
     )
     assert done.status_code == 200 and done.json()["status"] == "unpacked"
-    rejected_batch = fh.make_batch(seeded)
-    fh.reject(seeded, rejected_batch)
-    rejected = ch.units(seeded, rejected_batch)
+    rejected = ch.units(seeded, made.rejected)
     kill = {"unit_ids": [rejected[0].id], "site_id": "GSTT-PH", "reason": "rejected"}
     assert (
         client.post(
@@ -391,7 +429,7 @@ def test_pack_unpack_and_destroy_over_http(seeded: App) -> None:
 
 
 def test_pack_unpack_destroy_and_recall_from_the_cli(
-    seeded: App, monkeypatch: pytest.MonkeyPatch
+    seeded: App, monkeypatch: pytest.MonkeyPatch, made: Made
 ) -> None:
     ch.chain(seeded)
     monkeypatch.setenv(
@@ -402,7 +440,7 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
     runner = CliRunner()
     base = ["--data-dir", str(seeded.settings.data_dir)]
     who = ["--user", "pharmacist", "--password", fh.TEST_PASSWORD]
-    batch_id, packs = ch.released_batch(seeded)
+    batch_id, packs = made.released, ch.units(seeded, made.released)
     res = runner.invoke(
         cli, [*base, "custody", "pack", *[u.id for u in packs], "--to", "MAN-PH", *who, "--json"]
     )
@@ -415,9 +453,7 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["status"] == "unpacked"
-    rejected_batch = fh.make_batch(seeded)
-    fh.reject(seeded, rejected_batch)
-    rejected = ch.units(seeded, rejected_batch)
+    rejected = ch.units(seeded, made.rejected)
     args = [*base, "custody", "destroy", rejected[0].id, "--site", "GSTT-PH", *who]
     refused = runner.invoke(cli, [*args, "--reason", " "])
     assert refused.exit_code == 2
@@ -431,9 +467,9 @@ def test_pack_unpack_destroy_and_recall_from_the_cli(
 
 
 def test_a_pack_still_in_a_container_is_not_dispensed_until_received(
-    seeded: App, chain: CustodyChain
+    seeded: App, chain: CustodyChain, made: Made
 ) -> None:
-    _, packs = ch.released_batch(seeded)
+    packs = ch.units(seeded, made.released)
     sscc = _pack(seeded, [u.id for u in packs]).sscc
     with pytest.raises(Refused) as exc:
         ch.dispense(seeded, packs[0])

@@ -16,7 +16,7 @@ import re
 import pytest
 from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
-from tests.custody.test_alerts_page import Alerted, alerted
+from tests.custody.test_alerts_page import Alerted, alerted, seeded
 
 from nearfab.bootstrap import App
 from nearfab.custody import CustodyAlert
@@ -30,9 +30,11 @@ except ImportError:  # a user clone without the dev extras; CI must have it
         "Playwright for Python is not installed (pip install -e '.[dev]')", allow_module_level=True
     )
 
-seeded = fh.seeded  # the live server serves this seeded copy
 flushed_verification_log = ch.flushed_verification_log
-__all__ = ["alerted"]  # the fixture, imported for pytest
+__all__ = [
+    "alerted",
+    "seeded",
+]  # the fixtures, imported for pytest (the live server serves `seeded`)
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.parametrize("seeded", ["sqlite"], indirect=True),
