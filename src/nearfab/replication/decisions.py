@@ -299,6 +299,21 @@ class ControlDecisions:
             site_id=self.service.site_id,
         )
 
+    def _not_applied(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        record: Record,
+        about: dict[str, Any],
+        failed: DomainError,
+        reason: str,
+    ) -> None:
+        """A control record this site refused to act on, on record (not retried for ever), in
+        a transaction of its own after the refused one rolled back."""
+        with uow_factory() as uow:
+            outcome = f"not applied here: {failed.message}"
+            self._note(uow, record, about, outcome, reason, AuditAction.REFUSE)
+            uow.commit()
+
     # --- recalls -----------------------------------------------------------------------------
     def _about(self, record: Record, row: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -398,11 +413,9 @@ class ControlDecisions:
                 uow.commit()
                 return
             except DomainError as exc:  # on record, not retried for ever
-                outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
-        with uow_factory() as uow:
-            self._note(uow, record, about, outcome, reason, AuditAction.REFUSE)
-            uow.commit()
+                failed = exc
+        self._not_applied(uow_factory, record, about, failed, reason)
 
     # --- an order the control took for this site ------------------------------------------------
     def _apply_handover(
@@ -432,11 +445,9 @@ class ControlDecisions:
                 uow.commit()
                 return True
             except DomainError as exc:  # on record, not retried for ever
-                outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
-        with uow_factory() as uow:
-            self._note(uow, record, about, outcome, note, AuditAction.REFUSE)
-            uow.commit()
+                failed = exc
+        self._not_applied(uow_factory, record, about, failed, note)
         return True
 
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
@@ -470,18 +481,15 @@ class ControlDecisions:
                 uow.commit()
                 return True
             except DomainError as exc:  # on record, not retried for ever
-                outcome = f"not applied here: {exc.message}"
                 uow.session.rollback()
-        with uow_factory() as uow:
-            self._note(
-                uow,
-                record,
-                about,
-                outcome,
-                f"master file {mf_id} from the control site (record {record.id})",
-                AuditAction.REFUSE,
-            )
-            uow.commit()
+                failed = exc
+        self._not_applied(
+            uow_factory,
+            record,
+            about,
+            failed,
+            f"master file {mf_id} from the control site (record {record.id})",
+        )
         return True
 
     # --- deferred verification ---------------------------------------------------------------
