@@ -29,7 +29,6 @@ from nearfab.families.cell_therapy.labels import CellTherapyLabels
 from nearfab.families.solid_dose.labels import SolidDoseLabels
 from nearfab.identity import AuditEntry
 
-seeded = fh.seeded
 flushed_verification_log = ch.flushed_verification_log
 
 # the cell family's chain, written out here (not read from the code): the issue's four steps
@@ -51,15 +50,32 @@ class ChainLabels(SolidDoseLabels):
         return self._cells.in_use_period(design)
 
 
+def _packed(app: App) -> str:
+    """The released batch the tests hand over: 11 days at 3 a day, 33 tablets, two packs of
+    one batch (two units of one patient). Its id."""
+    batch_id, units = ch.released_batch(app, dose_mg=2.5, days=11)
+    assert len(units) == 2
+    return batch_id
+
+
+# a test asking for `packs` gets a copy of a world where `_packed` already ran (built once per
+# backend and worker), any other a copy of the seeded network. One world for both kinds:
+# the labels' custody rules (steps, storage, in-use period) are read only by hand-overs, storage
+# logs and preparation (custody/services/handovers.py), never while the batch is made and
+# released, so `chained` relabels the copy as it relabelled the seeded network before
+seeded = fh.seeded_or_world({"packs": _packed})
+
+
 @pytest.fixture
 def chained(seeded: App) -> App:
     """solid_dose in every part but its labels."""
     return ch.relabel_solid_dose(seeded, ChainLabels())
 
 
-def _packs(app: App) -> list[SerialUnit]:
-    # 11 days at 3 a day: 33 tablets, two packs of one batch (two units of one patient)
-    _, units = ch.released_batch(app, dose_mg=2.5, days=11)
+@pytest.fixture
+def packs(seeded: App, request: pytest.FixtureRequest) -> list[SerialUnit]:
+    """The two packs of `_packed`'s batch, on the test's own copy."""
+    units = ch.units(seeded, fh.built_data(request))
     assert len(units) == 2
     return units
 
@@ -137,8 +153,8 @@ def test_the_cell_family_names_its_chain_and_solid_dose_has_no_rule() -> None:
     assert solid.in_use_period({}) is None
 
 
-def test_matching_hand_overs_pass_the_chain_in_order(chained: App) -> None:
-    unit, _ = _packs(chained)
+def test_matching_hand_overs_pass_the_chain_in_order(chained: App, packs: list[SerialUnit]) -> None:
+    unit, _ = packs
     for src, dst in itertools.pairwise(CHAIN):
         row = _hand_over(chained, unit, src, dst)
         assert (row.from_step, row.to_step, row.outcome) == (src, dst, "accepted")
@@ -160,9 +176,9 @@ def test_matching_hand_overs_pass_the_chain_in_order(chained: App) -> None:
 
 @pytest.mark.parametrize("at", [0, 1, 2])
 def test_a_mismatch_at_any_hand_over_holds_the_unit_and_stops_the_chain(
-    chained: App, at: int
+    chained: App, at: int, packs: list[SerialUnit]
 ) -> None:
-    unit, other = _packs(chained)
+    unit, other = packs
     for i in range(at):
         _hand_over(chained, unit, CHAIN[i], CHAIN[i + 1])
     # the receiving side scans the patient's other bag: refused, the unit held
@@ -191,8 +207,10 @@ def test_a_mismatch_at_any_hand_over_holds_the_unit_and_stops_the_chain(
     assert _hand_over(chained, unit, CHAIN[at], CHAIN[at + 1]).outcome == "accepted"
 
 
-def test_a_wrong_step_or_a_label_that_disagrees_is_a_mismatch(chained: App) -> None:
-    unit, other = _packs(chained)
+def test_a_wrong_step_or_a_label_that_disagrees_is_a_mismatch(
+    chained: App, packs: list[SerialUnit]
+) -> None:
+    unit, other = packs
     exc = _refused_hand_over(chained, unit, "micro_factory", "cryostore", "wrong_step")
     assert exc.field == "from_step" and "collection" in exc.message
     # a reject keeps the chain stopped for good
@@ -213,8 +231,8 @@ def test_a_wrong_step_or_a_label_that_disagrees_is_a_mismatch(chained: App) -> N
     assert len(_holds(chained, other)) == 1
 
 
-def test_only_a_qp_judges_a_hold(chained: App) -> None:
-    unit, other = _packs(chained)
+def test_only_a_qp_judges_a_hold(chained: App, packs: list[SerialUnit]) -> None:
+    unit, other = packs
     _refused_hand_over(chained, unit, "collection", "micro_factory", "identity_mismatch", other)
     [hold] = _holds(chained, unit)
     with pytest.raises(Forbidden):
@@ -230,9 +248,9 @@ def test_only_a_qp_judges_a_hold(chained: App) -> None:
 
 
 def test_a_storage_excursion_is_recorded_and_holds_the_unit(
-    chained: App, clock: ManualClock
+    chained: App, clock: ManualClock, packs: list[SerialUnit]
 ) -> None:
-    unit, other = _packs(chained)
+    unit, other = packs
     now = clock.now()
     with chained.uow() as uow:
         result = chained.custody.log_storage(
@@ -283,9 +301,9 @@ def test_a_storage_excursion_is_recorded_and_holds_the_unit(
 
 
 def test_administration_after_the_in_use_period_is_refused(
-    chained: App, clock: ManualClock
+    chained: App, clock: ManualClock, packs: list[SerialUnit]
 ) -> None:
-    unit, other = _packs(chained)
+    unit, other = packs
     for u in (unit, other):
         with chained.uow() as uow:
             period = chained.custody.prepare(uow, fh.actor(chained, "pharmacist"), scan=ch.scan(u))
@@ -314,8 +332,8 @@ def _verify(app: App, unit: SerialUnit) -> Any:
         )
 
 
-def test_a_family_without_rules_checks_identity_only(seeded: App) -> None:
-    unit, other = _packs(seeded)
+def test_a_family_without_rules_checks_identity_only(seeded: App, packs: list[SerialUnit]) -> None:
+    unit, other = packs
     # solid_dose: no chain of steps, no storage rule, no in-use period
     assert _hand_over(seeded, unit, "pharmacy", "ward").outcome == "accepted"
     _refused_hand_over(seeded, unit, "ward", "bedside", "identity_mismatch", other)
@@ -332,7 +350,7 @@ def test_a_family_without_rules_checks_identity_only(seeded: App) -> None:
         assert period.use_by is None
 
 
-def test_the_chain_over_http(chained: App) -> None:
+def test_the_chain_over_http(chained: App, packs: list[SerialUnit]) -> None:
     from fastapi.testclient import TestClient
 
     from nearfab.web.server import create_web_app
@@ -347,7 +365,7 @@ def test_the_chain_over_http(chained: App) -> None:
         return {"Authorization": f"Bearer {res.json()['access_token']}"}
 
     ph, qp = auth("pharmacist"), auth("qp")
-    unit, other = _packs(chained)
+    unit, other = packs
     body = {
         "scan": ch.scan(unit),
         "from_step": "collection",
@@ -390,12 +408,12 @@ def test_the_chain_over_http(chained: App) -> None:
     assert prepared.json()["use_by"] is not None
 
 
-def test_the_chain_from_the_command_line(seeded: App) -> None:
+def test_the_chain_from_the_command_line(seeded: App, packs: list[SerialUnit]) -> None:
     import json
 
     from tests import cli_helpers
 
-    unit, other = _packs(seeded)
+    unit, other = packs
     env = {
         "NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False),
         "NEARFAB_PASSWORD_MAX_AGE_DAYS": "3650",  # the CLI runs on the real clock
@@ -454,12 +472,14 @@ def _holds_read(app: App, call: Any) -> tuple[Any, int]:
         event.remove(app.engine, "before_cursor_execute", count)
 
 
-def test_verification_sees_a_hold_and_its_judgement_at_the_next_scan(chained: App) -> None:
+def test_verification_sees_a_hold_and_its_judgement_at_the_next_scan(
+    chained: App, packs: list[SerialUnit]
+) -> None:
     """Verification reads with the pack whether it has an open hold or an in-use period, and
     asks the chain-of-identity check (its own statement) only then: a pack with neither
     answers ok without it; a hold placed after a verification is seen by the next one; a
     resume lets it through again; a second hold judged reject keeps it held."""
-    unit, other = _packs(chained)
+    unit, other = packs
     answer, reads = _holds_read(chained, lambda: _verify(chained, unit))
     assert (answer.status, reads) == ("ok", 0)
     _refused_hand_over(chained, unit, CHAIN[0], CHAIN[1], "identity_mismatch", other)

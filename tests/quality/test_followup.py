@@ -31,7 +31,6 @@ from nearfab.quality.kit import Check, ReleaseEvidence, ReleaseResults
 from nearfab.quality.models import FollowUpResult, PrescriberNotice
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
 LATE = "ph_eur_2_9_40"  # the demo master file's test name the test family answers as pending
 PRESCRIBER = ("Practitioner/demo-prescriber", "Dr Clare Nice")  # the demo bundle's requester
 MEANING = "QP certification: batch released"
@@ -78,6 +77,20 @@ def _released_with_pending(app: App) -> str:
     return batch_id
 
 
+# a test asking for `pending` gets a copy of a world where `_released_with_pending` already ran
+# (built once per backend and worker); the test family is registered again on the copy (an
+# app's families live in memory)
+seeded = fh.seeded_or_world({"pending": _released_with_pending})
+
+
+@pytest.fixture
+def pending(seeded: App, request: pytest.FixtureRequest) -> str:
+    """The batch released with a result pending (`_released_with_pending`), on the test's copy."""
+    register_release(seeded, LateResultRelease())
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
 def _site_code(app: App, batch_id: str) -> str:
     with app.uow() as uow:
         return app.network.get_site(uow, fh.batch(app, batch_id).site_id).code
@@ -99,9 +112,9 @@ def _enter(app: App, username: str, batch_id: str, **kw: Any) -> Any:
 
 
 def test_a_result_pending_at_release_is_certified_as_such_and_a_pass_closes_it(
-    seeded: App,
+    seeded: App, pending: str
 ) -> None:
-    batch_id = _released_with_pending(seeded)
+    batch_id = pending
     site = _site_code(seeded, batch_id)
     user(seeded, "qa-here", ["pharmacist"], site)
     other = next(c for c in ("GSTT-PH", "MAN-PH") if c != site)
@@ -171,9 +184,9 @@ def test_a_result_pending_at_release_is_certified_as_such_and_a_pass_closes_it(
 
 
 def test_a_failed_result_opens_an_investigation_and_notifies_the_prescriber(
-    seeded: App,
+    seeded: App, pending: str
 ) -> None:
-    batch_id = _released_with_pending(seeded)
+    batch_id = pending
     batch = fh.batch(seeded, batch_id)
     with seeded.uow() as uow:
         order = seeded.orders.get(uow, batch.order_id)
@@ -249,8 +262,8 @@ def test_a_failed_result_opens_an_investigation_and_notifies_the_prescriber(
     assert dev.status == "open"
 
 
-def test_a_refused_result_changes_nothing_and_is_on_record(seeded: App) -> None:
-    batch_id = _released_with_pending(seeded)
+def test_a_refused_result_changes_nothing_and_is_on_record(seeded: App, pending: str) -> None:
+    batch_id = pending
     with pytest.raises(Unauthenticated):
         _enter(seeded, "qp", batch_id, outcome="fail", password="not-the-password")
     for field, kw in (
@@ -270,8 +283,8 @@ def test_a_refused_result_changes_nothing_and_is_on_record(seeded: App) -> None:
     assert len(fh.refusals(seeded, "batch", batch_id)) >= 3
 
 
-def test_who_may_enter_a_result_each_role_from_each_site(seeded: App) -> None:
-    batch_id = _released_with_pending(seeded)
+def test_who_may_enter_a_result_each_role_from_each_site(seeded: App, pending: str) -> None:
+    batch_id = pending
     site = _site_code(seeded, batch_id)
     other = next(c for c in ("GSTT-PH", "MAN-PH") if c != site)
     attackers = {
@@ -299,14 +312,14 @@ def test_who_may_enter_a_result_each_role_from_each_site(seeded: App) -> None:
 
 
 def test_the_cli_enters_a_result_and_its_correction(
-    seeded: App, monkeypatch: pytest.MonkeyPatch
+    seeded: App, monkeypatch: pytest.MonkeyPatch, pending: str
 ) -> None:
     monkeypatch.setenv(
         "NEARFAB_DATABASE_URL", str(seeded.engine.url.render_as_string(hide_password=False))
     )
     # the CLI runs on the real clock; the seeded world set its passwords on the test's clock
     monkeypatch.setenv("NEARFAB_PASSWORD_MAX_AGE_DAYS", "3650")
-    batch_id = _released_with_pending(seeded)
+    batch_id = pending
     runner = CliRunner()
     base = ["--data-dir", str(seeded.settings.data_dir), "batches", "followup-result"]
     qp = ["--user", "qp", "--password", fh.TEST_PASSWORD]
@@ -326,8 +339,8 @@ def test_the_cli_enters_a_result_and_its_correction(
     assert "passed" in fixed.stdout
 
 
-def test_the_batch_page_form_enters_a_result_and_shows_it(seeded: App) -> None:
-    batch_id = _released_with_pending(seeded)
+def test_the_batch_page_form_enters_a_result_and_shows_it(seeded: App, pending: str) -> None:
+    batch_id = pending
     browser = fh.web_login(seeded, "qp")
     page = browser.get(f"/batches/{batch_id}").text
     assert "Late culture (test family)" in page and "Enter the result" in page
