@@ -65,6 +65,7 @@ from nearfab.quality import (
 )
 from nearfab.quality.kit import FamilyLotRules, ReleaseKit, release_kit
 from nearfab.replication import ReplicationService, install_capture, node_capture
+from nearfab.replication.batches import received_batches
 from nearfab.replication.link import NodeLink
 from nearfab.replication.releases import (
     ControlReleases,
@@ -501,6 +502,7 @@ def build_app(
             master_files.on_published(sign_publications(ledger, control_id))
             master_files.on_withdrawn(sign_publications(ledger, control_id, withdrawals=True))
             orders.on_taken(hand_over_orders(ledger, control_id))
+            comparability.reports.received_batches = received_batches  # the sites' batches
 
     return App(
         settings=settings,

@@ -54,8 +54,10 @@ def batch_view() -> Subquery:
     """The batch records as a read view to join on: `id`, `batch_number`, `status`, `site_id`
     (the making site), `order_id`, `machine_id`, `material_lot_id`, `material_lot_number`,
     `master_file_id` (the version the batch was made under), `master_file_code`,
-    `master_file_version`, `started_at`, `job_id` (also the machine's telemetry run),
-    `row_version`."""
+    `master_file_version`, `started_at`, `finished_at`, `job_id` (also the machine's telemetry
+    run), `row_version`, and what the cross-site comparability report reads of a made batch:
+    `design`, `measurements`, `telemetry_summary` (JSON documents; the raw telemetry is not
+    in the view)."""
     return select(
         BatchRecord.id,
         BatchRecord.batch_number,
@@ -69,8 +71,12 @@ def batch_view() -> Subquery:
         BatchRecord.master_file_code,
         BatchRecord.master_file_version,
         BatchRecord.started_at,
+        BatchRecord.finished_at,
         BatchRecord.job_id,
         BatchRecord.row_version,
+        BatchRecord.design,
+        BatchRecord.measurements,
+        BatchRecord.telemetry_summary,
     ).subquery("batch_view")
 
 

@@ -3,12 +3,14 @@ batches against the rest of the network (docs/comparability.md)."""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nearfab.common.errors import ValidationFailed
+from nearfab.common.errors import NotFound, ValidationFailed
 from nearfab.comparability import logic
 from nearfab.comparability.enums import (
     GroupBy,
@@ -29,6 +31,8 @@ from nearfab.uow import UnitOfWork
 if TYPE_CHECKING:
     from nearfab.masterfiles import MasterFile
     from nearfab.production import BatchRecord
+
+log = logging.getLogger(__name__)
 
 MADE = ("completed", "released", "rejected")  # batches with a measurement document
 MSPC_ALPHA = 0.0027  # the false-alarm rate of 3σ limits
@@ -51,16 +55,85 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
+# (uow, master file code) -> the site nodes' batch summaries the control holds (dicts as the
+# sites sent them: docs/replication.md, "Comparability across the network")
+ReceivedBatches = Callable[[UnitOfWork, str], Iterable[Mapping[str, Any]]]
+
+
+def _moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReceivedBatch:
+    """A batch another node made, as its summary says (what `_group` and `_observe` read of a
+    batch record): the control node's view of a site node's batch."""
+
+    id: str
+    batch_number: str
+    status: str
+    site_id: str
+    machine_id: str
+    material_lot_id: str
+    material_lot_number: str
+    master_file_id: str
+    master_file_code: str
+    started_at: datetime
+    finished_at: datetime | None
+    design: dict[str, Any] | None
+    measurements: dict[str, Any] | None
+    telemetry_summary: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, summary: Mapping[str, Any]) -> ReceivedBatch | None:
+        """The batch a summary describes; None for one without what the report reads (a
+        summary sent before it carried the batch's documents)."""
+        try:
+            started = _moment(summary["started_at"])
+            if started is None:
+                return None
+            return cls(
+                id=str(summary["id"]),
+                batch_number=str(summary["batch_number"]),
+                status=str(summary["status"]),
+                site_id=str(summary["site_id"]),
+                machine_id=str(summary["machine_id"]),
+                material_lot_id=str(summary["material_lot_id"]),
+                material_lot_number=str(summary["material_lot_number"]),
+                master_file_id=str(summary["master_file_id"]),
+                master_file_code=str(summary["master_file_code"]),
+                started_at=started,
+                finished_at=_moment(summary["finished_at"]),
+                design=summary["design"],
+                measurements=summary["measurements"],
+                telemetry_summary=summary["telemetry_summary"],
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _made_order(batch: BatchRecord | ReceivedBatch) -> tuple[datetime, str]:
+    finished = batch.finished_at or batch.started_at
+    return (finished if finished.tzinfo else finished.replace(tzinfo=UTC), batch.batch_number)
+
+
 class Reports:
     def __init__(
         self,
         network: NetworkService,
         master_files: MasterFileService,
         families: FamilyRegistry,
+        *,
+        received_batches: ReceivedBatches | None = None,
     ) -> None:
         self._network = network
         self._master_files = master_files
         self._families = families
+        # at the control node only: the site nodes' batches it holds (bootstrap wires it)
+        self.received_batches = received_batches
 
     # --- the cross-site report ----------------------------------------------------------------
     def report(
@@ -88,7 +161,10 @@ class Reports:
         alpha = float(section.get("alpha", DEFAULT_ALPHA))
         min_cpk = float(section.get("min_cpk", DEFAULT_MIN_CPK))
         own = None if is_network_wide(actor, Permission.COMPARABILITY_READ) else actor.site_id
-        batches = batch_records_of_product(uow.session, mf.code, MADE, finished_only=True)
+        batches: list[BatchRecord | ReceivedBatch] = list(
+            batch_records_of_product(uow.session, mf.code, MADE, finished_only=True)
+        )
+        batches = self._with_received(uow, mf.code, batches)
         if grouping is GroupBy.MONTH and own is not None:
             batches = [b for b in batches if b.site_id == own]  # months of their own site
         sites = {s.id: s.code for s in self._network.list_sites(uow)}
@@ -139,10 +215,41 @@ class Reports:
             "suspensions": suspensions(uow, actor, master_file_code=mf.code),
         }
 
+    def _with_received(
+        self, uow: UnitOfWork, code: str, own: list[BatchRecord | ReceivedBatch]
+    ) -> list[BatchRecord | ReceivedBatch]:
+        """At the control node, the site nodes' made and finished batches of the master file
+        added to its own (a batch also in its own tables is counted once, from them), in the
+        report's order (finish time, then batch number). Elsewhere, its own."""
+        if self.received_batches is None:
+            return own
+        held = {b.id for b in own}
+        added: list[BatchRecord | ReceivedBatch] = []
+        for summary in self.received_batches(uow, code):
+            batch = ReceivedBatch.of(summary)
+            if batch is None:
+                log.warning("batch summary %s lacks what the report reads", summary.get("id"))
+                continue
+            if (
+                batch.id in held
+                or batch.master_file_code != code
+                or batch.status not in MADE
+                or batch.finished_at is None
+            ):
+                continue
+            try:
+                self._master_files.get(uow, batch.master_file_id)
+            except NotFound:  # made under a version this node does not hold
+                log.warning("batch %s: master file %s not held", batch.id, batch.master_file_id)
+                continue
+            held.add(batch.id)
+            added.append(batch)
+        return sorted([*own, *added], key=_made_order) if added else own
+
     @staticmethod
     def _group(
         grouping: GroupBy,
-        batch: BatchRecord,
+        batch: BatchRecord | ReceivedBatch,
         sites: Mapping[str, str],
         machines: Mapping[str, tuple[str, str]],
     ) -> tuple[str, str]:
@@ -157,7 +264,11 @@ class Reports:
         return month, month
 
     def _observe(
-        self, mf: MasterFile, batch: BatchRecord, key: str, attributes: dict[str, _Attribute]
+        self,
+        mf: MasterFile,
+        batch: BatchRecord | ReceivedBatch,
+        key: str,
+        attributes: dict[str, _Attribute],
     ) -> list[float] | None:
         """Add the batch's values to each attribute; its summary vector (measurement mean and
         each CPP's mean), or None when one is missing."""
