@@ -144,3 +144,11 @@ def review(app: App, batch_id: str) -> dict[str, Any]:
             "pending": list(row.proposal.get("pending") or []),
             "status": row.status,
         }
+
+
+def lab_batch(app: App) -> str:
+    """`with_lab_tests`, then a made cell batch waiting for the QP (`cell_batch`): the world
+    of the lab-result tests, built once per backend and worker (flow_helpers.seeded_or_world)
+    and shared by their modules; its id."""
+    with_lab_tests(app)
+    return cell_batch(app)

@@ -38,15 +38,17 @@ from nearfab.identity import AuditEntry
 from nearfab.quality.labresults import LabResults
 from nearfab.quality.models import LabResult
 
-seeded = fh.seeded
+# a test asking for `batch`: a copy of `lab.lab_batch`'s world (built once per backend and worker)
+seeded = fh.seeded_or_world({"batch": lab.lab_batch})
 
 GOOD = {"markers": {"CD3+": 0.92}, "endotoxin_eu_per_ml": 0.5, "mycoplasma": "negative"}
 
 
 @pytest.fixture
-def batch(seeded: App) -> str:
-    lab.with_lab_tests(seeded)
-    return lab.cell_batch(seeded)
+def batch(seeded: App, request: pytest.FixtureRequest) -> str:
+    """`lab.lab_batch`'s cell batch, on the test's own copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
 
 
 def _rows(app: App, batch_id: str) -> list[LabResult]:

@@ -24,16 +24,18 @@ from nearfab.bootstrap import App
 from nearfab.cli.main import app as cli
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
+# a test asking for `batch`: a copy of `lab.lab_batch`'s world (built once per backend and worker)
+seeded = fh.seeded_or_world({"batch": lab.lab_batch})
 
 GOOD = {"markers": {"CD3+": 0.92}, "endotoxin_eu_per_ml": 0.5, "mycoplasma": "negative"}
 ENDOTOXIN = "endotoxin: 0.5 EU/mL × 70 mL ÷ 70 kg = 0.500 EU/kg ≤ 5 EU/kg"
 
 
 @pytest.fixture
-def batch(seeded: App) -> str:
-    lab.with_lab_tests(seeded)
-    return lab.cell_batch(seeded)
+def batch(seeded: App, request: pytest.FixtureRequest) -> str:
+    """`lab.lab_batch`'s cell batch, on the test's own copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
 
 
 def _body(username: str, **changes: Any) -> dict[str, Any]:

@@ -19,13 +19,15 @@ from nearfab.identity import AuditEntry
 from nearfab.quality.models import LabResult
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
+# a test asking for `batch`: a copy of `lab.lab_batch`'s world (built once per backend and worker)
+seeded = fh.seeded_or_world({"batch": lab.lab_batch})
 
 
 @pytest.fixture
-def batch(seeded: App) -> str:
-    lab.with_lab_tests(seeded)
-    return lab.cell_batch(seeded)
+def batch(seeded: App, request: pytest.FixtureRequest) -> str:
+    """`lab.lab_batch`'s cell batch, on the test's own copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
 
 
 def _count(app: App, model: Any) -> int:
