@@ -71,7 +71,7 @@ from nearfab.replication.releases import (
     ControlReleases,
     SiteDossiers,
     hand_over_orders,
-    sign_publications,
+    sign_decisions,
 )
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
@@ -499,8 +499,9 @@ def build_app(
             remote_releases = ControlReleases(replication, quality.remote, custody_chain.ledger)
             node.site_id = replication.site_id
             ledger, control_id = custody_chain.ledger, replication.site_id
-            master_files.on_published(sign_publications(ledger, control_id))
-            master_files.on_withdrawn(sign_publications(ledger, control_id, withdrawals=True))
+            master_files.on_published(sign_decisions(ledger, control_id, "published"))
+            master_files.on_withdrawn(sign_decisions(ledger, control_id, "withdrawn"))
+            custody_chain.recalls.on_created(sign_decisions(ledger, control_id, "recall"))
             orders.on_taken(hand_over_orders(ledger, control_id))
             comparability.reports.received_batches = received_batches  # the sites' batches
 

@@ -38,6 +38,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from tests import flow_helpers as fh
 from tests.conftest import CLOCK_JUMPS, _pg_clone, _pg_drop
 from tests.replication import chaos_writer
+from tests.replication.test_release_across import control_key_known
 from tests.replication.test_replication_mqtt import (
     owned_rows,
     register_site_keys,
@@ -85,6 +86,8 @@ def network(
             migrate=False,
         )
         assert apps[code].engine.dialect.name == ("postgresql" if url else "sqlite")
+    for code in SITES:  # provisioning: the control's signing key known at each site
+        control_key_known(apps["CTRL"], apps[code])
     yield apps
     for app in apps.values():
         app.engine.dispose()

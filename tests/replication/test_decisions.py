@@ -22,6 +22,8 @@ from tests import flow_helpers as fh
 from tests.cli_helpers import run
 from tests.quality.release_helpers import token
 from tests.replication import test_replication_mqtt as base
+from tests.replication.test_master_file_across import signed_entry_held_back
+from tests.replication.test_release_across import canonical_sha256, control_key_known, deliver
 from tests.replication.test_replication_mqtt import _forged, repl, wait_for
 from tests.telemetry.test_mqtt import Broker
 
@@ -141,6 +143,7 @@ def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_
     nodes: tuple[App, App], broker: Broker
 ) -> None:
     site, control = nodes
+    control_key_known(control, site)  # provisioning: the control signs its recalls
     batch_id = released_batch(site)
     packs = units(site, batch_id)
     assert packs and statuses(site, batch_id) == {"released"}
@@ -187,6 +190,31 @@ def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_
     assert len(recalls_applied(site)) == 1
 
 
+def test_a_recall_is_applied_only_with_the_controls_signed_entry_naming_it(
+    nodes: tuple[App, App],
+) -> None:
+    """A recall is a control decision like a release: the site marks its packs only once the
+    control's Ed25519-signed ledger entry names the SHA-256 of the recall's audit body (a
+    record altered or forged on the broker has no such entry)."""
+    site, control = nodes
+    control_key_known(control, site)
+    batch_id = released_batch(site)
+    recall = recall_at_control(control, HC_LOT)
+    held = signed_entry_held_back(control, site, f"recall:{recall.id}")
+    with control.uow() as uow:
+        row = uow.session.scalar(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "recall", AuditEntry.entity_id == recall.id
+            )
+        )
+        assert row is not None and row.new is not None
+        body = dict(row.new)
+    assert held["body"] == {"sha256": canonical_sha256(body), "recall_id": recall.id}
+    assert statuses(site, batch_id) == {"released"} and recalls_applied(site) == []
+    held["give_the_rest"]()
+    assert statuses(site, batch_id) == {"recalled"} and len(recalls_applied(site)) == 1
+
+
 def test_a_recall_in_a_chain_that_does_not_verify_is_refused_and_named(
     nodes: tuple[App, App],
 ) -> None:
@@ -230,6 +258,7 @@ def test_a_pack_dispensed_offline_and_recalled_meanwhile_raises_an_alert_naming_
     nodes: tuple[App, App], broker: Broker
 ) -> None:
     site, control = nodes
+    control_key_known(control, site)  # provisioning: the control signs its recalls
     recalled_batch = released_batch(site)  # hydrocortisone: the lot the control recalls
     good_batch = released_batch(site, medication="propranolol")  # another lot, stays good
     assert fh.batch(site, good_batch).material_lot_number != HC_LOT
@@ -284,8 +313,11 @@ def test_a_recall_held_after_a_pass_at_its_own_time_still_raises_the_alert(
     """The control stamps every record of a transaction with one time, and the broker may hand
     them over in several batches (it did under load: one record, then the twelve others with
     the recall). A pass run on the first batch must not settle the packs up to that time: the
-    recall, created at the same time, arrives after it and must still raise the alert."""
+    recall, created at the same time, arrives after it and must still raise the alert. Here
+    the first batch ends with the recall's own row and the control's signed entry naming it
+    comes in the second: the recall is acted on only then."""
     site, control = nodes
+    deliver(control, site)  # provisioning (the control's signing key), and the control's past
     batch_id = released_batch(site)
     to_recall = units(site, batch_id)[0]
     site.clock.sleep(60)
@@ -296,15 +328,21 @@ def test_a_recall_held_after_a_pass_at_its_own_time_still_raises_the_alert(
         repl(control).capture_now(uow)
     with control.uow() as uow:
         records = repl(control).pending(uow, 10_000)
-    # what the test relies on: more than one record, all of one time, the recall last
-    assert len(records) >= 2 and len({r.created_at for r in records}) == 1
-    assert json.loads(records[-1].payload)["entity_type"] == "recall"
+    # what the test relies on: more than one record, all of one time: the recall's audit row,
+    # then the control's signed entry naming it (without which the recall waits)
+    (at,) = [
+        i
+        for i, r in enumerate(records)
+        if r.kind == "audit" and json.loads(r.payload)["entity_type"] == "recall"
+    ]
+    at += 1  # the first batch ends with the recall's row; its signed entry comes later
+    assert at < len(records) and len({r.created_at for r in records}) == 1
     with site.uow() as uow:
-        repl(site).apply(uow, [r.to_message() for r in records[:-1]])
+        repl(site).apply(uow, [r.to_message() for r in records[:at]])
     assert repl(site).decisions.apply_pending(site.uow).alerts == []  # nothing recalled yet
     with site.uow() as uow:
         assert not alerts_for_site(uow, repl(site).site_id)
-        repl(site).apply(uow, [records[-1].to_message()])
+        repl(site).apply(uow, [r.to_message() for r in records[at:]])
     result = repl(site).decisions.apply_pending(site.uow)
     with site.uow() as uow:
         alerts = alerts_for_site(uow, repl(site).site_id)

@@ -32,6 +32,7 @@ from nearfab.replication.logic import (
     decision_ref,
     handover_ref,
     publication_ref,
+    recall_ref,
     withdrawal_ref,
 )
 from nearfab.replication.models import OutboxRecord
@@ -149,6 +150,8 @@ def _signed_ref(row: dict[str, Any]) -> str:
         return publication_ref(str(row.get("entity_id")))
     if row.get("entity_type") == HANDOVER_ENTITY:
         return handover_ref(str(row.get("entity_id")))
+    if row.get("entity_type") == "recall":
+        return recall_ref(str(row.get("entity_id")))
     return withdrawal_ref(str(row.get("entity_id")))
 
 
@@ -245,33 +248,32 @@ class ControlDecisions:
                     self._refuse(uow_factory, record, row, problems[0])
                 result.refused[record.id] = problems[0]
                 continue
+            # a recall, a QP decision, a master-file version published or withdrawn, an order
+            # handed over: acted on only with the control's signed ledger entry naming it (a
+            # key only the control holds)
+            digest = decision_digest(row.get("new") or {})
+            if digest not in signed.get(_signed_ref(row), set()):
+                # waits for it (the seed's own decisions, made before any node signed, wait
+                # for ever: every copy holds them already)
+                continue
+            if unchecked:
+                why = (
+                    "the control's signing key is not known here, so the signature "
+                    f"of its decision cannot be checked ({', '.join(unchecked)})"
+                )
+                if (REFUSED_ENTITY, record.id) not in done:
+                    self._refuse(uow_factory, record, row, why)
+                result.refused[record.id] = why
+                continue
             if recall:
                 self._apply_recall(uow_factory, record, row)
-            else:
-                # a QP decision, or a master-file version published or withdrawn, is acted
-                # on only with the control's signed ledger entry naming it (a key only the
-                # control holds)
-                digest = decision_digest(row.get("new") or {})
-                if digest not in signed.get(_signed_ref(row), set()):
-                    # waits for it (the seed's own publications and withdrawals, made
-                    # before any node signed, wait for ever: every copy holds them already)
-                    continue
-                if unchecked:
-                    why = (
-                        "the control's signing key is not known here, so the signature "
-                        f"of its decision cannot be checked ({', '.join(unchecked)})"
-                    )
-                    if (REFUSED_ENTITY, record.id) not in done:
-                        self._refuse(uow_factory, record, row, why)
-                    result.refused[record.id] = why
-                    continue
-                if release:
-                    self._apply_release(uow_factory, record, row)
-                elif handover:
-                    if not self._apply_handover(uow_factory, record, row):
-                        continue  # an order this node holds already: nothing to do
-                elif not self._apply_master_file(uow_factory, record, row):
-                    continue  # a version this node already holds as published: nothing to do
+            elif release:
+                self._apply_release(uow_factory, record, row)
+            elif handover:
+                if not self._apply_handover(uow_factory, record, row):
+                    continue  # an order this node holds already: nothing to do
+            elif not self._apply_master_file(uow_factory, record, row):
+                continue  # a version this node already holds as published: nothing to do
             result.applied.append(record.id)
         if usable and not problems:
             horizon = _time(usable[-1].created_at)

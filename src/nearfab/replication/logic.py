@@ -256,6 +256,11 @@ def withdrawal_ref(master_file_id: str) -> str:
     return f"master_file_withdrawn:{master_file_id}"
 
 
+def recall_ref(recall_id: str) -> str:
+    """The ref of the control's signed ledger entry for a recall it made."""
+    return f"recall:{recall_id}"
+
+
 def handover_ref(order_id: str) -> str:
     """The ref of the control's signed ledger entry for an order it handed over to a site."""
     return f"order_handover:{order_id}"

@@ -42,6 +42,7 @@ from nearfab.replication.logic import (
     decision_ref,
     handover_ref,
     publication_ref,
+    recall_ref,
     record_id,
     verify_chain,
     withdrawal_ref,
@@ -192,19 +193,29 @@ class Ledger(Protocol):  # the part of custody's CustodyLedger used here
     ) -> Any: ...
 
 
-def sign_publications(ledger: Ledger, control_site_id: str, *, withdrawals: bool = False) -> Any:
-    """The hook the control node gives masterfiles (`on_published`; `on_withdrawn` with
-    `withdrawals`): each published (withdrawn) version signed in the control's chain, naming the
-    SHA-256 of the published body (the withdrawal's audit body), in the same transaction."""
-    ref_of = withdrawal_ref if withdrawals else publication_ref
+# what the control signs for the sites, by the hook a domain calls in the deciding transaction:
+# (the ref of its signed ledger entry, the body field naming the decided record)
+SIGNED_DECISIONS: dict[str, tuple[Callable[[str], str], str]] = {
+    "published": (publication_ref, "master_file_id"),  # masterfiles' on_published
+    "withdrawn": (withdrawal_ref, "master_file_id"),  # masterfiles' on_withdrawn
+    "recall": (recall_ref, "recall_id"),  # custody's RecallService.on_created
+}
 
-    def sign(uow: UnitOfWork, master_file_id: str, body: dict[str, Any]) -> None:
+
+def sign_decisions(ledger: Ledger, control_site_id: str, what: str) -> Any:
+    """The hook the control node gives a domain for one kind of decision (`SIGNED_DECISIONS`):
+    each decision signed in the control's chain (kind `decision`), naming the SHA-256 of the
+    decision's audit body, in the same transaction; a site node acts on it only with that
+    entry held and verified (decisions.py)."""
+    ref_of, field_name = SIGNED_DECISIONS[what]
+
+    def sign(uow: UnitOfWork, record_id: str, body: dict[str, Any]) -> None:
         ledger.append(
             uow,
             control_site_id,
             LedgerKind.DECISION,
-            ref_of(master_file_id),
-            {"sha256": decision_digest(body), "master_file_id": master_file_id},
+            ref_of(record_id),
+            {"sha256": decision_digest(body), field_name: record_id},
         )
 
     return sign

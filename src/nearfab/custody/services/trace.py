@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -355,6 +355,9 @@ class RecallService:
     ) -> None:
         self._trace = trace
         self._epcis = epcis
+        # called with (uow, recall id, the recall's audit body) in the recall's transaction:
+        # the control node of a replicated network signs it in its ledger chain (bootstrap)
+        self._on_created: list[Callable[[UnitOfWork, str, dict[str, Any]], None]] = []
         # marks the recalled lot itself (its status change is the materials domain's own)
         self._materials = materials or MaterialService(NetworkService())
 
@@ -421,24 +424,27 @@ class RecallService:
                 biz_transactions=[("rma", f"urn:nearfab:recall:{recall.id}")],
             )
             self._epcis.record(uow, event, site_id=site_id)
+        body = {
+            "scope": "lot",
+            "lot": lot,
+            "units": len(traced),
+            "recalled": sum(len(v) for v in by_site.values()),
+            "lot_status": LotStatus.RECALLED.value
+            if mark_lot
+            else (material.status if material is not None else None),
+        }
         audit(
             uow,
             actor,
             AuditAction.CREATE,
             "recall",
             recall.id,
-            new={
-                "scope": "lot",
-                "lot": lot,
-                "units": len(traced),
-                "recalled": sum(len(v) for v in by_site.values()),
-                "lot_status": LotStatus.RECALLED.value
-                if mark_lot
-                else (material.status if material is not None else None),
-            },
+            new=body,
             reason=reason,
             site_id=actor.site_id,
         )
+        for sign in self._on_created:
+            sign(uow, recall.id, body)
         if mark_lot:
             assert material is not None
             # MaterialService.set_status commits, and so commits the whole recall at once.
@@ -455,6 +461,11 @@ class RecallService:
         else:
             uow.commit()
         return recall
+
+    def on_created(self, hook: Callable[[UnitOfWork, str, dict[str, Any]], None]) -> None:
+        """Call `hook` with (uow, recall id, the recall's audit body) in the transaction of
+        every recall made here: the control node signs it for its site nodes (bootstrap)."""
+        self._on_created.append(hook)
 
     def get(self, uow: UnitOfWork, recall_id: str) -> Recall:
         recall = uow.session.get(Recall, recall_id)
