@@ -272,9 +272,9 @@ def _din_lines(app: App, unit: SerialUnit) -> list[str]:
     return [line for line in label.details if line.startswith("DIN ")]
 
 
-def test_the_label_prints_the_din_the_hand_overs_check(dinned: App) -> None:
+def test_the_label_prints_the_din_the_hand_overs_check(dinned: App, din_unit: SerialUnit) -> None:
     # the prescription's DIN (ST-001 Appendix A: G1234 17 654321, K = A)
-    unit = _unit(dinned)
+    unit = din_unit
     assert _din_lines(dinned, unit) == ["DIN G1234 17 654321 [A]"]
     # a prescription without one: no DIN on the label until the collection binds one, then the
     # bound DIN (ST-001 §7.5.1.1: A9998 18 123456, K = N), the one every hand-over checks
@@ -291,8 +291,8 @@ def test_the_label_prints_the_din_the_hand_overs_check(dinned: App) -> None:
     assert _din_lines(dinned, unit) == ["DIN A9998 18 123456 [N]"]
 
 
-def test_every_hand_over_is_an_epcis_object_event(dinned: App) -> None:
-    unit = _unit(dinned)
+def test_every_hand_over_is_an_epcis_object_event(dinned: App, din_unit: SerialUnit) -> None:
+    unit = din_unit
     before = _biz_steps(dinned, unit)
     _refused(
         dinned, unit, "collection", "micro_factory", "identity_mismatch", "identifier",
@@ -324,7 +324,7 @@ def test_a_family_without_a_chain_identifier_hands_over_as_before(seeded: App) -
 
 
 def test_two_hand_overs_from_the_same_step_at_once_one_wins(
-    dinned: App, monkeypatch: pytest.MonkeyPatch
+    dinned: App, din_unit: SerialUnit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two people hand the same bag on from the collection at once: each read the chain before
     the other's hand-over landed (check-then-insert), so both were accepted and the chain
@@ -334,7 +334,7 @@ def test_two_hand_overs_from_the_same_step_at_once_one_wins(
     from nearfab.custody.services.handovers import HandOvers
 
     app = dinned
-    unit = _unit(app)
+    unit = din_unit
     real = HandOvers.hand_overs
     raced = {"done": False}
 
@@ -357,7 +357,9 @@ def test_two_hand_overs_from_the_same_step_at_once_one_wins(
     assert _biz_steps(app, unit).count("receiving") == 1
 
 
-def test_the_making_site_cannot_check_the_patient_at_the_bedside(dinned: App) -> None:
+def test_the_making_site_cannot_check_the_patient_at_the_bedside(
+    dinned: App, din_unit: SerialUnit
+) -> None:
     """A bag made at GSTT-PH for an order of MAN-PH: the bedside check of MAN-PH's patient is
     MAN-PH's. The making site's staff may hand the bag along the chain, but trying the bedside
     hand-over with a patient identifier is refused before any look-up (403 other_site, field
@@ -367,7 +369,7 @@ def test_the_making_site_cannot_check_the_patient_at_the_bedside(dinned: App) ->
     from nearfab.orders import Order
 
     app = dinned
-    unit = _unit(app)
+    unit = din_unit
     _to(app, unit, 2)
     with app.uow() as uow:
         order = uow.session.get(Order, unit.order_id)
