@@ -25,9 +25,6 @@ from nearfab.identity import AuditEntry
 from nearfab.production import Fault
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
-pytestmark = pytest.mark.parametrize("seeded", ["sqlite"], indirect=True)
-
 HYDRO = "MF-HC-PRINTLET"
 PRINTER = "GSTT printer A"
 RED = "#b3261e"
@@ -75,9 +72,26 @@ def faulty_batch(app: App) -> Faulty:
     return Faulty(app, batch_id, row.batch_number, row.job_id, alarms)
 
 
+def _faulty(app: App) -> dict[str, Any]:
+    """`faulty_batch`'s world, built once per worker; what `Faulty` holds besides the app."""
+    made = faulty_batch(app)
+    return {
+        "batch_id": made.batch_id,
+        "batch_number": made.batch_number,
+        "run": made.run,
+        "alarms": made.alarms,
+    }
+
+
+# a test asking for `faulty` gets a copy of `_faulty`'s world; any other, the seeded network
+seeded = fh.seeded_or_world({"faulty": _faulty})
+pytestmark = pytest.mark.parametrize("seeded", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-def faulty(seeded: App) -> Faulty:
-    return faulty_batch(seeded)
+def faulty(seeded: App, request: pytest.FixtureRequest) -> Faulty:
+    """The faulty run's alarms, on the test's own copy of the world that raised them."""
+    return Faulty(seeded, **fh.built_data(request))
 
 
 def csrf_of(page: str) -> str:
