@@ -405,6 +405,10 @@ ROUTES: dict[tuple[str, str], Call] = {
     # test_alert_follow_up.py walks each step): an empty status is refused (422) after the
     # role and the alert's site, so nothing changes here
     ("GET", "/api/v1/custody/alerts"): Call(P.TRACE_READ),
+    # the site nodes' alerts (api/custody.py): held by a control node only, so in this one
+    # database the allowed are answered 409 not_control_node once their role is checked
+    # (tests/replication/test_alert_records.py attacks the site filter on two nodes)
+    ("GET", "/api/v1/custody/site-alerts"): Call(P.TRACE_READ),
     ("GET", "/api/v1/custody/alerts/{alert_id}"): Call(P.TRACE_READ, True),
     ("POST", "/api/v1/custody/alerts/{alert_id}/status"): Call(
         P.DISPENSE, True, body=lambda w: {"status": ""}
@@ -1312,6 +1316,8 @@ NOT_SITE_LISTS = {
     "/api/v1/me": "the caller's own account",
     "/api/v1/release/remote": "held only by a control node (409 here, one database); its site "
     "filter is attacked on two nodes in tests/replication/test_release_across.py",
+    "/api/v1/custody/site-alerts": "held only by a control node (409 here, one database); its "
+    "site filter is attacked on two nodes in tests/replication/test_alert_records.py",
     "/api/v1/worklist": "the caller's own work, of their own sites only "
     "(tests/production/test_worklist.py: another site's user sees none of it)",
     "/api/v1/me/account": "the caller's own account",

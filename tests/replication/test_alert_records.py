@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.quality.release_helpers import token
 from tests.replication.test_release_across import deliver, unsent
 from tests.replication.test_replication_mqtt import nodes
 
@@ -20,6 +22,7 @@ from nearfab.common.errors import ValidationFailed
 from nearfab.custody.enums import AlertKind
 from nearfab.custody.models import CustodyAlert, CustodyAlertAction
 from nearfab.replication import site_alerts
+from nearfab.web.server import create_web_app
 
 __all__ = ["nodes"]
 
@@ -131,3 +134,32 @@ def test_another_sites_reader_does_not_see_the_alert(
         with pytest.raises(ValidationFailed) as bad:
             site_alerts(uow, fh.actor(control, "qp"), status="everything")
     assert bad.value.field == "status"
+
+
+def test_the_api_lists_them_at_the_control_only_and_for_the_readers_sites(
+    nodes: tuple[App, App],
+) -> None:
+    site, control = nodes
+    alert_id = raise_and_follow(site)
+    deliver(site, control)
+    fh.site_user(control, "ph-man", "pharmacist", "MAN-PH")
+    api = TestClient(create_web_app(control))
+    listed = api.get("/api/v1/custody/site-alerts", headers=token(control, "qp"))
+    assert listed.status_code == 200
+    (row,) = [r for r in listed.json() if r["alert_id"] == alert_id]
+    expected = site_state(site, alert_id)
+    assert (row["status"], row["steps"], row["site_code"]) == (
+        expected["status"],
+        expected["steps"],
+        "GSTT-PH",
+    )
+    closed = api.get("/api/v1/custody/site-alerts?status=closed", headers=token(control, "qp"))
+    assert closed.status_code == 200 and closed.json() == []  # acknowledged, not closed
+    other = api.get("/api/v1/custody/site-alerts", headers=token(control, "ph-man"))
+    assert other.status_code == 200 and other.json() == []  # another site's reader
+    bad = api.get("/api/v1/custody/site-alerts?status=x", headers=token(control, "qp"))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "status"
+    at_site = TestClient(create_web_app(site)).get(
+        "/api/v1/custody/site-alerts", headers=token(site, "qp")
+    )
+    assert at_site.status_code == 409 and at_site.json()["error"]["code"] == "not_control_node"

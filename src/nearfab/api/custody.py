@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.api.schemas import PatientIdentifiersIn
 from nearfab.bootstrap import App
+from nearfab.common.errors import Refused
 from nearfab.custody import (
     Container,
     EpcisInvalid,
@@ -40,7 +41,9 @@ from nearfab.custody.schemas import (
     VerifyOut,
 )
 from nearfab.custody.services.alerts import alert_dict
-from nearfab.identity import Actor, Permission
+from nearfab.identity import Actor, Permission, authorize_declared
+from nearfab.replication import site_alerts
+from nearfab.replication.schemas import SiteAlertOut
 from nearfab.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1")
@@ -544,6 +547,27 @@ def custody_alerts(
     """The custody alerts of the caller's site (every site's for a grant that reaches the
     network), open ones first, then newest first, each with its follow-up and history."""
     return [alert_dict(a, actor) for a in application.custody.alerts(uow, actor, status=status)]
+
+
+@router.get("/custody/site-alerts", tags=["custody"], response_model=list[SiteAlertOut])
+def custody_site_alerts(
+    actor: Annotated[Actor, allowed(Permission.TRACE_READ)],
+    application: AppDep,
+    uow: UowDep,
+    status: Annotated[str, Query(max_length=16, description="all, open or closed")] = "all",
+) -> list[dict[str, Any]]:
+    """At the control node: the site nodes' custody alerts, each in the newest state its node
+    sent (docs/replication.md, "Custody alerts across the network"), of the sites the caller
+    reads, open ones first; elsewhere 409 `not_control_node` once the role is checked."""
+    if application.remote_releases is None:
+        authorize_declared(actor, Permission.TRACE_READ)
+        raise Refused(
+            "this node receives no site node alerts: only the control node of a replicated "
+            "network does (docs/replication.md)",
+            field="node",
+            code="not_control_node",
+        )
+    return site_alerts(uow, actor, status=status)
 
 
 @router.get("/custody/alerts/{alert_id}", tags=["custody"], response_model=CustodyAlertOut)

@@ -75,3 +75,36 @@ class RemoteReleaseOut(Out):
     exceptional: bool
     reason: str | None
     signature: RemoteSignatureOut
+
+
+class SiteAlertStepOut(Out):
+    to_status: str
+    outcome: str | None
+    note: str
+    acted_by_name: str
+    acted_at: str | None
+
+
+class SiteAlertOut(Out):
+    """A site node's custody alert, in the newest state the control received (replication/
+    alerts.py `site_alerts`)."""
+
+    alert_id: str
+    site_id: str
+    site_code: str
+    kind: str
+    message: str
+    scan: str
+    raised_at: str | None
+    status: str
+    status_changed_at: str | None
+    unit_id: str | None
+    serial: str | None
+    gtin: str | None
+    batch_number: str | None
+    unit_status: str | None
+    steps: int
+    last_step: SiteAlertStepOut | None
+    audit_seq: int
+    record_id: str
+    received_at: str
