@@ -202,6 +202,13 @@ def test_an_altered_handover_is_refused_and_nothing_is_written(
         take(site, garbage)
     assert closed.value.code == "not_decryptable"
 
+    # the patient's identity that does not open here either
+    sealed = copy.deepcopy(body)
+    sealed["identity"]["ciphertext"] = base64.b64encode(b"sealed elsewhere").decode()
+    with pytest.raises(Refused) as identity:
+        take(site, sealed)
+    assert (identity.value.code, identity.value.field) == ("not_decryptable", "identity.ciphertext")
+
     # a column missing: named
     missing = copy.deepcopy(body)
     del missing["order"]["units"]

@@ -19,6 +19,7 @@ import base64
 from datetime import date, datetime
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import inspect, select
 
 from nearfab.common.canonical import canonical_json, sha256_hex
@@ -168,7 +169,7 @@ def install_handover(
         raise ValidationFailed("prescription.id: not the order's", field="prescription.id")
     try:
         raw = vault.decrypt(prescription.raw_ciphertext)
-    except Exception as exc:  # the token does not open with this node's key
+    except (InvalidToken, ValueError) as exc:  # not a token of this node's key, or not JSON
         raise Refused(
             "prescription.raw_ciphertext: does not open with this node's patient-identity key",
             field="prescription.raw_ciphertext",
@@ -184,6 +185,14 @@ def install_handover(
     if patient.id != order.patient_id or prescription.patient_id != patient.id:
         raise ValidationFailed("patient.id: not the order's patient", field="patient.id")
     identity = _load(PatientIdentity, body.get("identity"), "identity")
+    try:
+        vault.decrypt(identity.ciphertext)  # the patient's identity must open here too
+    except (InvalidToken, ValueError) as exc:
+        raise Refused(
+            "identity.ciphertext: does not open with this node's patient-identity key",
+            field="identity.ciphertext",
+            code="not_decryptable",
+        ) from exc
     hashes = [
         _load(PatientIdentifierHash, h, f"identifier_hashes[{i}]")
         for i, h in enumerate(body.get("identifier_hashes") or [])
