@@ -91,6 +91,53 @@ def _load(model: type[Any], data: Any, where: str) -> Any:
     return model(**values)
 
 
+def _not_held_already(
+    uow: UnitOfWork, patient: Patient, prescription: Prescription, here: Patient | None
+) -> None:
+    """Refuse, before anything is written, what this node holds already under another row:
+    the prescription's id, the same prescription taken here too (a prescriber who sent it to
+    the site and to the control), the patient's id or pseudonym as another patient's."""
+    s = uow.session
+    if s.get(Prescription, prescription.id) is not None:
+        raise Refused(
+            f"prescription.id: {prescription.id} is held here already",
+            field="prescription.id",
+            code="prescription_held",
+        )
+    if here is None:
+        if s.get(Patient, patient.id) is not None:
+            raise Refused(
+                f"patient.id: {patient.id} is held here as another patient",
+                field="patient.id",
+                code="patient_id_taken",
+            )
+        if s.scalar(select(Patient.id).where(Patient.ref == patient.ref)) is not None:
+            raise Refused(
+                f"patient.ref: {patient.ref} is another patient's here",
+                field="patient.ref",
+                code="patient_ref_taken",
+            )
+    if prescription.identifier_system is None or prescription.identifier_value is None:
+        return  # no business identifier: nothing unique to collide with
+    same = s.scalar(
+        select(Prescription.id).where(
+            Prescription.patient_id == (here.id if here is not None else patient.id),
+            Prescription.identifier_system == prescription.identifier_system,
+            Prescription.identifier_value == prescription.identifier_value,
+            Prescription.resubmission == prescription.resubmission,
+        )
+    )
+    if same is not None:  # the unique prescription identifier (0013) would refuse it
+        taken = s.scalar(select(Order.id).where(Order.prescription_id == same).limit(1))
+        raise Refused(
+            f"prescription.identifier_value: prescription {prescription.identifier_system}|"
+            f"{prescription.identifier_value} for this patient was already received here: "
+            f"order {taken or '(none)'}",
+            field="prescription.identifier_value",
+            code="duplicate_prescription",
+        )
+
+
 def handover_body(uow: UnitOfWork, order: Order) -> dict[str, Any]:
     """The order as the control stored it, for its site's node (`install_handover`)."""
     s = uow.session
@@ -149,6 +196,13 @@ def install_handover(
         )
     held = uow.session.get(Order, order.id)
     if held is not None:
+        if held.site_id != site_id or held.prescription_id != order.prescription_id:
+            raise Refused(
+                f"order.id: {order.id} is held here as another order (of prescription "
+                f"{held.prescription_id}, site {held.site_id})",
+                field="order.id",
+                code="order_id_taken",
+            )
         return held, False
     if order.status != OrderStatus.DESIGNED.value or not order.design:
         raise Refused(
@@ -182,8 +236,12 @@ def install_handover(
             code="prescription_altered",
         )
     patient = _load(Patient, body.get("patient"), "patient")
-    if patient.id != order.patient_id or prescription.patient_id != patient.id:
+    if patient.id != order.patient_id:
         raise ValidationFailed("patient.id: not the order's patient", field="patient.id")
+    if prescription.patient_id != patient.id:
+        raise ValidationFailed(
+            "prescription.patient_id: not the order's patient", field="prescription.patient_id"
+        )
     identity = _load(PatientIdentity, body.get("identity"), "identity")
     try:
         vault.decrypt(identity.ciphertext)  # the patient's identity must open here too
@@ -197,8 +255,16 @@ def install_handover(
         _load(PatientIdentifierHash, h, f"identifier_hashes[{i}]")
         for i, h in enumerate(body.get("identifier_hashes") or [])
     ]
+    for i, h in enumerate(hashes):  # the order's patient's and prescription's only
+        if h.patient_id != patient.id:
+            where = f"identifier_hashes[{i}].patient_id"
+            raise ValidationFailed(f"{where}: not the order's patient", field=where)
+        if h.prescription_id not in (None, prescription.id):
+            where = f"identifier_hashes[{i}].prescription_id"
+            raise ValidationFailed(f"{where}: not the order's prescription", field=where)
     s = uow.session
     here = s.scalar(select(Patient).where(Patient.lookup_hash == patient.lookup_hash))
+    _not_held_already(uow, patient, prescription, here)
     if here is None:
         s.add(patient)
         s.flush()

@@ -9,6 +9,7 @@ import json
 import logging
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
 from nearfab.common.errors import ValidationFailed
@@ -16,6 +17,7 @@ from nearfab.identity import Actor, Permission, authorize, visible_sites
 from nearfab.network.reads import sites_by_id
 from nearfab.replication.enums import RecordKind
 from nearfab.replication.models import InboxRecord
+from nearfab.replication.schemas import SiteAlertOut
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -40,14 +42,16 @@ def site_alerts(uow: UnitOfWork, actor: Actor, *, status: str = "all") -> list[d
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in uow.session.scalars(query.order_by(InboxRecord.origin_site, InboxRecord.seq)):
         state = json.loads(rec.payload)
-        if state.get("site_id") != rec.origin_site:
+        if not isinstance(state, dict) or state.get("site_id") != rec.origin_site:
             log.warning("alert record %s is about another site's alert", rec.id)
             continue
-        newest[(rec.origin_site, str(state["alert_id"]))] = {
-            **state,
-            "record_id": rec.id,
-            "received_at": rec.received_at.isoformat(),
-        }
+        shown = {**state, "record_id": rec.id, "received_at": rec.received_at.isoformat()}
+        try:  # a record missing a field, or of another shape, is not shown (nor breaks the list)
+            SiteAlertOut.model_validate({**shown, "site_code": rec.origin_site})
+        except PydanticValidationError as exc:
+            log.warning("alert record %s is not an alert's state: %s", rec.id, exc)
+            continue
+        newest[(rec.origin_site, str(state["alert_id"]))] = shown
     names = sites_by_id(uow.session, sorted({site for site, _ in newest}))
     rows = []
     for (site, _), state in newest.items():

@@ -1,0 +1,327 @@
+"""Issue 17, attacked: orders handed over to the sites, site nodes' records claiming to be
+the control's decisions, and site alerts sent to the control (docs/replication.md, "Orders
+handed over to the sites", "Custody alerts across the network", "Every decision the control
+sends is signed").
+
+Each test is one attacker (or one accident an attacker would use): a hand-over body edited,
+replayed or colliding with what the site holds; a tampered site node writing records of its
+own making; a man in the middle re-hashing records on the broker. Two real nodes, each its
+own SQLite copy of the seeded network (test_replication_mqtt.nodes). Expected values are read
+from the site's and control's own tables, never from what the code under test returns."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from tests import flow_helpers as fh
+from tests.quality.release_helpers import token
+from tests.replication.test_alert_records import raise_and_follow, shown_at_control
+from tests.replication.test_order_handover import handover_row, order_columns, take
+from tests.replication.test_release_across import applied_rows, deliver, unsent
+from tests.replication.test_release_attacks import canonical, deliver_tampered
+from tests.replication.test_replication_mqtt import nodes, repl
+from tests.replication.test_site_node_work import order_for
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.identity import AuditAction, audit, system_actor
+from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
+from nearfab.replication.models import InboxRecord
+from nearfab.web.server import create_web_app
+
+__all__ = ["nodes"]
+
+
+def handover_outcomes(site: App, order_id: str) -> list[tuple[str, str]]:
+    """The site's applied rows about the hand-over of `order_id`: (action, outcome)."""
+    return [
+        (r.action, str((r.new or {}).get("outcome")))
+        for r in applied_rows(site, None)
+        if (r.new or {}).get("order_id") == order_id
+    ]
+
+
+def count(app: App, model: Any) -> int:
+    with app.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def patient_of(app: App, order_id: str) -> Patient:
+    with app.uow() as uow:
+        order = uow.session.get(Order, order_id)
+        assert order is not None
+        patient = uow.session.get(Patient, order.patient_id)
+        assert patient is not None
+        uow.session.expunge(patient)
+        return patient
+
+
+# --- the same prescription at both ends ---------------------------------------------------------
+
+
+def test_a_prescription_sent_to_the_site_and_to_the_control_is_refused_on_record_and_blocks_nothing(
+    nodes: tuple[App, App],
+) -> None:
+    """The prescriber sends one prescription to St Thomas' and to the central intake: the site
+    takes it (its own order), the control takes it for St Thomas' and hands it over. Stored as
+    it came, it would break the site's unique prescription identifier (patient, system, value,
+    resubmission: migration 0013) mid-write, and the pass would fail for ever, every later
+    control record (a recall) waiting behind it. It must be refused on record, naming the
+    field, and the next hand-over taken."""
+    site, control = nodes
+    bundle = fh.bundle(control)
+    (rx,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
+    rx["identifier"] = [{"system": "https://gstt.example/prescriptions", "value": "RX-4711"}]
+    with site.uow() as uow:
+        (at_site,) = site.orders.submit(uow, system_actor("prescriber"), bundle, site_id="GSTT-PH")
+    with control.uow() as uow:
+        (at_control,) = control.orders.submit(
+            uow, system_actor("prescriber"), bundle, site_id="GSTT-PH"
+        )
+    assert at_control.id != at_site.id
+    deliver(control, site)  # no exception: the pass completes
+    assert order_columns(site, at_control.id) is None
+    ((action, outcome),) = handover_outcomes(site, at_control.id)
+    assert action == "refuse"
+    assert outcome.startswith("not applied here: prescription.identifier_value: ")
+    assert at_site.id in outcome  # names the order the site holds for it
+    # and the pipeline is not stuck: the next order handed over is taken
+    following = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    assert order_columns(site, following) is not None
+    assert handover_outcomes(site, following) == [("create", "taken here")]
+
+
+# --- ids the site holds already -----------------------------------------------------------------
+
+
+def test_an_order_id_held_here_as_another_order_is_refused_not_silently_dropped(
+    nodes: tuple[App, App],
+) -> None:
+    """A hand-over whose order id is one the site holds for another prescription: before, the
+    site answered "held here already" and wrote nothing, so the control's order was never made
+    and nobody knew. Refused, naming `order.id`."""
+    site, control = nodes
+    mine = order_for(site, "GSTT-PH")
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    colliding = copy.deepcopy(body)
+    colliding["order"]["id"] = colliding["order_id"] = mine
+    with pytest.raises(Refused) as taken:
+        take(site, colliding)
+    assert (taken.value.code, taken.value.field) == ("order_id_taken", "order.id")
+    # the real order, taken; handed over again it is "held here already" (a redelivery)
+    with site.uow() as uow:
+        _, now = site.orders.take_handed_over(
+            uow, system_actor("replication"), body, site_id=repl(site).site_id, note="test"
+        )
+        uow.commit()
+    assert now
+    with site.uow() as uow:
+        _, again = site.orders.take_handed_over(
+            uow, system_actor("replication"), body, site_id=repl(site).site_id, note="test"
+        )
+    assert not again
+    assert order_columns(site, body["order_id"]) == order_columns(control, body["order_id"])
+
+
+def test_a_patient_or_prescription_id_held_here_as_another_is_refused_before_writing(
+    nodes: tuple[App, App],
+) -> None:
+    """Ids and the pseudonym colliding with rows the site holds (another patient's id, another
+    patient's `PT-` reference, a prescription id held): each would break a primary key or a
+    unique column mid-write (an IntegrityError, not a refusal: the pass fails for ever).
+    Refused first, naming the field; nothing written."""
+    site, control = nodes
+    theirs = patient_of(site, order_for(site, "GSTT-PH"))
+    with site.uow() as uow:
+        held_rx = uow.session.scalars(select(Prescription.id)).first()
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    before = (count(site, Patient), count(site, Prescription), count(site, Order))
+
+    same_id = copy.deepcopy(body)
+    same_id["patient"]["id"] = same_id["order"]["patient_id"] = theirs.id
+    same_id["prescription"]["patient_id"] = same_id["identity"]["patient_id"] = theirs.id
+    for h in same_id["identifier_hashes"]:
+        h["patient_id"] = theirs.id
+    with pytest.raises(Refused) as by_id:
+        take(site, same_id)
+    assert (by_id.value.code, by_id.value.field) == ("patient_id_taken", "patient.id")
+
+    same_ref = copy.deepcopy(body)
+    same_ref["patient"]["ref"] = theirs.ref
+    with pytest.raises(Refused) as by_ref:
+        take(site, same_ref)
+    assert (by_ref.value.code, by_ref.value.field) == ("patient_ref_taken", "patient.ref")
+
+    same_rx = copy.deepcopy(body)
+    same_rx["prescription"]["id"] = same_rx["order"]["prescription_id"] = held_rx
+    for h in same_rx["identifier_hashes"]:
+        if h["prescription_id"] is not None:
+            h["prescription_id"] = held_rx
+    with pytest.raises(Refused) as by_rx:
+        take(site, same_rx)
+    assert (by_rx.value.code, by_rx.value.field) == ("prescription_held", "prescription.id")
+    assert (count(site, Patient), count(site, Prescription), count(site, Order)) == before
+
+
+# --- rows of another patient --------------------------------------------------------------------
+
+
+def test_identifier_hashes_or_a_prescription_of_another_patient_are_refused(
+    nodes: tuple[App, App],
+) -> None:
+    """Identifier hashes carrying another patient's id were silently re-pointed at the order's
+    patient (so a wristband or NHS-number hash of patient B would identify patient A at the
+    bedside); a hash of another prescription likewise. A prescription naming another patient
+    than the order's was refused naming `patient.id`: now its own field."""
+    site, control = nodes
+    other = patient_of(site, order_for(site, "GSTT-PH"))
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    assert body["identifier_hashes"], "the seeded bundle carries identifiers"
+
+    hijack = copy.deepcopy(body)
+    hijack["identifier_hashes"][0]["patient_id"] = other.id
+    with pytest.raises(ValidationFailed) as by_patient:
+        take(site, hijack)
+    assert by_patient.value.field == "identifier_hashes[0].patient_id"
+
+    foreign_rx = copy.deepcopy(body)
+    foreign_rx["identifier_hashes"][0]["prescription_id"] = "rx_not_this_one"
+    with pytest.raises(ValidationFailed) as by_rx:
+        take(site, foreign_rx)
+    assert by_rx.value.field == "identifier_hashes[0].prescription_id"
+
+    rx_of_other = copy.deepcopy(body)
+    rx_of_other["prescription"]["patient_id"] = other.id
+    with pytest.raises(ValidationFailed) as named:
+        take(site, rx_of_other)
+    assert named.value.field == "prescription.patient_id"
+    assert order_columns(site, body["order_id"]) is None
+
+
+def test_a_patient_with_a_look_up_hash_held_here_gets_the_order_and_keeps_its_identity(
+    nodes: tuple[App, App],
+) -> None:
+    """By design: the keyed look-up hash (HMAC of the patient's business identifiers under the
+    network's key) is what makes two records one patient, at intake as at a hand-over. A body
+    naming the look-up hash of a patient held here attaches the order to that patient; it does
+    not replace their encrypted identity, pseudonym or birth-date hash, and makes no second
+    patient. (Only the control, whose signature the site needs, can send one.)"""
+    site, control = nodes
+    held = patient_of(site, order_for(site, "GSTT-PH"))
+    with site.uow() as uow:
+        identity = uow.session.get(PatientIdentity, held.id)
+        assert identity is not None
+        cipher_before = identity.ciphertext
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    same_person = copy.deepcopy(body)
+    same_person["patient"]["lookup_hash"] = held.lookup_hash
+    patients = count(site, Patient)
+    with site.uow() as uow:
+        site.orders.take_handed_over(
+            uow, system_actor("replication"), same_person, site_id=repl(site).site_id, note="t"
+        )
+        uow.commit()
+    assert count(site, Patient) == patients
+    with site.uow() as uow:
+        order = uow.session.get(Order, body["order_id"])
+        identity = uow.session.get(PatientIdentity, held.id)
+        assert order is not None and identity is not None
+        assert order.patient_id == held.id
+        assert identity.ciphertext == cipher_before
+        assert uow.session.get(Patient, body["patient"]["id"]) is None
+
+
+# --- whose order ----------------------------------------------------------------------------------
+
+
+def test_a_body_whose_two_site_ids_disagree_is_refused_either_way(nodes: tuple[App, App]) -> None:
+    """By design: the record's `site_id` (which node acts on it) and the order's own must both
+    be this site's. Either one naming Manchester is refused `another_site`."""
+    site, control = nodes
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    manchester = fh.site_id(site, "MAN-PH")
+    for where in ("top", "order"):
+        forged = copy.deepcopy(body)
+        if where == "top":
+            forged["site_id"] = manchester
+        else:
+            forged["order"]["site_id"] = manchester
+        with pytest.raises(Refused) as refused:
+            take(site, forged)
+        assert (refused.value.code, refused.value.field) == ("another_site", "site_id")
+    assert order_columns(site, body["order_id"]) is None
+
+
+# --- a tampered site node -------------------------------------------------------------------------
+
+
+def test_a_site_nodes_records_claiming_control_decisions_are_neither_acted_on_nor_relayed(
+    nodes: tuple[App, App],
+) -> None:
+    """St Thomas' node, tampered with, writes in its own outbox an `order_handover` (of a real
+    body the control made) and a recall, as the control would. The control acts on no site's
+    record (it is no site node) and sends none of them on: its outbox holds its own records
+    only, so no other site ever receives them as the control's."""
+    site, control = nodes
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    deliver(control, site)  # the control's own records gone; what follows is the site's
+    forged_order = copy.deepcopy(body)
+    forged_order["order"]["id"] = forged_order["order_id"] = "ord_forged_by_site"
+    with site.uow() as uow:
+        actor = system_actor("replication")
+        audit(uow, actor, AuditAction.CREATE, "order_handover", "ord_forged_by_site",
+              new=forged_order, reason="forged", site_id=repl(site).site_id)  # fmt: skip
+        audit(uow, actor, AuditAction.CREATE, "recall", "rcl_forged",
+              new={"lot": "ANY-LOT"}, reason="forged", site_id=repl(site).site_id)  # fmt: skip
+        uow.commit()
+    deliver(site, control)
+    with control.uow() as uow:
+        assert uow.session.get(Order, "ord_forged_by_site") is None
+    assert {r.origin_site for r in unsent(control)} <= {repl(control).site_id}
+
+
+# --- site alerts ----------------------------------------------------------------------------------
+
+
+def test_a_malformed_alert_record_does_not_break_the_controls_list(
+    nodes: tuple[App, App],
+) -> None:
+    """A site node (or the broker, re-hashing) sends an `alert` record with its fields stripped:
+    the control's list answered 500 (a KeyError) for every reader, hiding every site's alerts.
+    The record is not shown; the alert's newest well-formed state still is."""
+    site, control = nodes
+    alert_id = raise_and_follow(site)
+    deliver(site, control)  # the raised and acknowledged states, well-formed
+    with site.uow() as uow:
+        site.custody.update_alert(
+            uow,
+            fh.actor(site, "ph-gstt"),
+            alert_id,
+            status="closed",
+            note="pack recovered",
+            outcome="pack_recovered",
+        )
+
+    def strip(wire: dict[str, Any]) -> None:
+        if wire["kind"] == "alert":
+            wire["payload"] = canonical({"site_id": wire["origin_site"]}).decode()
+
+    deliver_tampered(site, control, strip)
+    with control.uow() as uow:
+        held = [
+            json.loads(r.payload)
+            for r in uow.session.scalars(select(InboxRecord).where(InboxRecord.kind == "alert"))
+        ]
+    assert {"site_id": repl(site).site_id} in held  # the stripped record was taken in
+    row = shown_at_control(control, alert_id)
+    assert row is not None and row["status"] == "acknowledged"  # the last well-formed state
+    api = TestClient(create_web_app(control))
+    listed = api.get("/api/v1/custody/site-alerts", headers=token(control, "qp"))
+    assert listed.status_code == 200
+    assert [r["status"] for r in listed.json() if r["alert_id"] == alert_id] == ["acknowledged"]
