@@ -12,6 +12,7 @@ from the site's and control's own tables, never from what the code under test re
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from typing import Any
 
@@ -19,18 +20,38 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
-from tests.quality.release_helpers import token
+from tests.quality.release_helpers import register_release, token
+from tests.quality.test_exceptional_release import OutOfSpecRelease
 from tests.replication.test_alert_records import raise_and_follow, shown_at_control
 from tests.replication.test_order_handover import handover_row, order_columns, take
-from tests.replication.test_release_across import applied_rows, deliver, unsent
-from tests.replication.test_release_attacks import canonical, deliver_tampered
+from tests.replication.test_release_across import (
+    applied_rows,
+    decide,
+    deliver,
+    pack_statuses,
+    signature_row,
+    unsent,
+)
+from tests.replication.test_release_attacks import (
+    canonical,
+    deliver_tampered,
+    outcomes,
+    physician_asks,
+    remote_decisions,
+    request_status,
+    send,
+    shown,
+    signatures_at,
+)
 from tests.replication.test_replication_mqtt import nodes, repl
 from tests.replication.test_site_node_work import order_for
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused, ValidationFailed
-from nearfab.identity import AuditAction, audit, system_actor
+from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
+from nearfab.quality.models import ExceptionalRelease
+from nearfab.replication.logic import Record, record_hash, record_id
 from nearfab.replication.models import InboxRecord
 from nearfab.web.server import create_web_app
 
@@ -325,3 +346,141 @@ def test_a_malformed_alert_record_does_not_break_the_controls_list(
     listed = api.get("/api/v1/custody/site-alerts", headers=token(control, "qp"))
     assert listed.status_code == 200
     assert [r["status"] for r in listed.json() if r["alert_id"] == alert_id] == ["acknowledged"]
+
+
+# --- the control's signed entry, reused ---------------------------------------------------------
+
+
+def forge_control_row(site: App, control: App, **row: Any) -> None:
+    """Whoever can publish on the control's topic appends an audit row of its making to the
+    control's chain as the site holds it: the audit row's own hash and link, the record's
+    hash and link, all recomputed (plain SHA-256, docs/replication.md "Signatures"), then
+    stored by the site's inbox and acted on as a pass does. What it cannot make is the
+    control's Ed25519 signature."""
+    origin = repl(control).site_id
+    with site.uow() as uow:
+        held = list(
+            uow.session.scalars(
+                select(InboxRecord)
+                .where(InboxRecord.origin_site == origin)
+                .order_by(InboxRecord.seq)
+            )
+        )
+    last = held[-1]
+    audits = [json.loads(r.payload) for r in held if r.kind == "audit"]
+    top = max(audits, key=lambda a: int(a["seq"]))
+    content = {
+        **{k: v for k, v in top.items() if k != "row_hash"},
+        **row,
+        "seq": int(top["seq"]) + 1,
+        "prev_hash": top["row_hash"],
+    }
+    audit_row = {**content, "row_hash": hashlib.sha256(canonical(content)).hexdigest()}
+    ref = f"audit:{content['seq']}"
+    fields: dict[str, Any] = {
+        "id": record_id(origin, ref),
+        "origin_site": origin,
+        "seq": last.seq + 1,
+        "kind": "audit",
+        "source_ref": ref,
+        "chain_hash": audit_row["row_hash"],
+        "prev_hash": last.record_hash,
+        "payload": canonical(audit_row).decode(),
+    }
+    forged = Record(
+        **fields, record_hash=record_hash(**fields), created_at=last.created_at.isoformat()
+    )
+    with site.uow() as uow:
+        repl(site).apply(uow, [forged.to_message()])
+    with site.uow() as uow:
+        statuses = {s.origin_site: s for s in repl(site).inbox_status(uow)}
+    st = statuses[origin]
+    assert not (st.forks or st.altered or st.chain_problems), st  # it passes as the control's
+    decisions = repl(site).decisions
+    assert decisions is not None
+    decisions.apply_pending(site.uow)
+
+
+def test_the_controls_signed_entry_for_one_order_does_not_carry_another_body_or_ref(
+    nodes: tuple[App, App],
+) -> None:
+    """Order X handed over and signed (ref `order_handover:X`, the SHA-256 of its body). On
+    the broker, a well-chained audit row carrying: X's ref with another body (more units, and
+    another order id); another ref (order Z) with X's very body; X's body and ref again (a
+    replay). None is acted on without the control's signature naming it: the first two wait
+    for ever, nothing written; the replay finds the order held and writes nothing."""
+    site, control = nodes
+    x = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    assert handover_outcomes(site, x) == [("create", "taken here")]
+    body = handover_row(control, x)
+    base = {"entity_type": "order_handover", "action": "create", "reason": "forged"}
+
+    more = copy.deepcopy(body)
+    more["order"]["units"] = int(more["order"]["units"]) * 10
+    more["order"]["id"] = more["order_id"] = "ord_FORGEDBODY01"
+    forge_control_row(site, control, **base, entity_id=x, new=more)
+    assert order_columns(site, "ord_FORGEDBODY01") is None
+
+    forge_control_row(site, control, **base, entity_id="ord_FORGEDREF001", new=body)
+    forge_control_row(site, control, **base, entity_id=x, new=body)  # the replay
+    assert handover_outcomes(site, x) == [("create", "taken here")]  # still the one row
+    assert handover_outcomes(site, "ord_FORGEDREF001") == []
+    assert order_columns(site, x) == order_columns(control, x)  # units as the control took
+    with site.uow() as uow:
+        refused = uow.session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "replication_refused")
+        ).all()
+    assert refused == []  # waiting, not refused: the chain verifies, the signature is missing
+
+
+# --- exceptional release across the network -------------------------------------------------------
+
+
+def test_an_exceptional_release_on_an_older_dossier_or_a_request_closed_since_is_not_applied(
+    nodes: tuple[App, App],
+) -> None:
+    """Two ways around the physician's request. (1) The QP signs an exceptional release on the
+    dossier sent before the request (its shown hash): refused `record_changed` at the control,
+    nothing signed. (2) The request is closed at the site after the QP signed the exceptional
+    release on the newest dossier: the site needs it still pending (as a local exceptional
+    release does), so nothing is released there and the refusal is on record, once. By
+    design: the request is checked at the site, at the moment the decision is recorded."""
+    site, control = nodes
+    for app in (site, control):
+        register_release(app, OutOfSpecRelease())
+    batch_id = fh.make_batch(site)
+    send(site)
+    deliver(site, control)
+    before_request = shown(control, batch_id)
+    physician_asks(site, batch_id)
+    send(site)
+    deliver(site, control)
+    newest = shown(control, batch_id)
+    assert newest != before_request  # the request is part of the content
+    signed_before = signatures_at(control)
+    with pytest.raises(Refused) as stale:
+        decide(control, batch_id, exceptional=True, reason="no time", shown_hash=before_request)
+    assert stale.value.code == "record_changed"
+    assert signatures_at(control) == signed_before
+
+    decide(control, batch_id, exceptional=True, reason="no time", shown_hash=newest)
+    with site.uow() as uow:  # meanwhile, at the site, the request is closed
+        row = uow.session.scalar(
+            select(ExceptionalRelease).where(ExceptionalRelease.batch_id == batch_id)
+        )
+        assert row is not None
+        site.quality.exceptional.closed(
+            uow, system_actor("physician"), row, "the physician withdrew the request"
+        )
+        uow.commit()
+    deliver(control, site)
+    deliver(control, site)
+    assert fh.batch(site, batch_id).status == "completed"
+    assert pack_statuses(site, batch_id) == {"quarantine"}
+    ((action, outcome),) = outcomes(site, batch_id)
+    assert action == "refuse" and outcome.startswith("not applied here: no signed request")
+    (decision,) = remote_decisions(control, batch_id)
+    assert decision.new is not None
+    assert signature_row(site, decision.new["signature"]["id"]) is None  # nothing half-written
+    assert request_status(site, batch_id) == "closed"
