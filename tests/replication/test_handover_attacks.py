@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from tests.replication.test_release_across import (
     decide,
     deliver,
     pack_statuses,
+    releases_of,
     signature_row,
     unsent,
 )
@@ -47,8 +49,10 @@ from tests.replication.test_replication_mqtt import nodes, repl
 from tests.replication.test_site_node_work import order_for
 
 from nearfab.bootstrap import App
+from nearfab.common.canonical import canonical_json
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
+from nearfab.identity import record_hash as hash_of_record
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.quality.models import ExceptionalRelease
 from nearfab.replication.logic import Record, record_hash, record_id
@@ -484,3 +488,109 @@ def test_an_exceptional_release_on_an_older_dossier_or_a_request_closed_since_is
     assert decision.new is not None
     assert signature_row(site, decision.new["signature"]["id"]) is None  # nothing half-written
     assert request_status(site, batch_id) == "closed"
+
+
+def deliver_rechained(src: App, dst: App, edit: Callable[[str, dict[str, Any]], None]) -> None:
+    """A man in the middle who rewrites `src`'s unsent records consistently: `edit` changes
+    a record's payload (kind, payload) in place; each audit row's own hash is recomputed and
+    the next row relinked to it, each summary's carried hash follows, and each record is
+    re-hashed and relinked (all plain SHA-256). Only ledger signatures stop such a rewrite."""
+    records = unsent(src)
+    remap: dict[str, str] = {}  # audit row hash as sent -> as rewritten
+    prev = records[0].prev_hash
+    messages = []
+    for r in records:
+        wire = json.loads(r.to_message())
+        payload = json.loads(wire["payload"])
+        if wire["kind"] == "audit":
+            payload["prev_hash"] = remap.get(payload["prev_hash"], payload["prev_hash"])
+            edit(wire["kind"], payload)
+            content = {k: v for k, v in payload.items() if k != "row_hash"}
+            new_hash = hashlib.sha256(canonical_json(content)).hexdigest()
+            remap[payload["row_hash"]] = new_hash
+            payload["row_hash"] = wire["chain_hash"] = new_hash
+        else:
+            wire["chain_hash"] = remap.get(wire["chain_hash"], wire["chain_hash"])
+            edit(wire["kind"], payload)
+        wire["payload"] = canonical_json(payload).decode()
+        wire["prev_hash"] = prev
+        fields = {k: v for k, v in wire.items() if k not in ("record_hash", "created_at")}
+        wire["record_hash"] = prev = hashlib.sha256(canonical(fields)).hexdigest()
+        messages.append(canonical(wire))
+    with dst.uow() as uow:
+        repl(dst).apply(uow, messages)
+    with src.uow() as uow:
+        ids = [r.id for r in records]
+        repl(src).mark_published(uow, ids, ids)
+
+
+def test_a_dossier_rewritten_consistently_on_the_broker_is_stopped_at_the_site(
+    nodes: tuple[App, App],
+) -> None:
+    """The hardest dossier forgery: an out-of-specification batch nobody asked to release;
+    on the broker, its dossier (the audit row that sends it and the dossier record) is given
+    a physician's request copied from another dossier, every hash after it recomputed and
+    relinked, so the control's checks pass (the chain verifies, the dossier is its row's
+    `new`, its content hashes to its shown hash). The control's QP, shown the request, signs
+    an exceptional release. What stops it is the site, which checks the QP's signature
+    against its own record and its own request: nothing released, the refusal on record. A
+    dossier carries no signature of the site (docs/replication.md: left open)."""
+    site, control = nodes
+    for app in (site, control):
+        register_release(app, OutOfSpecRelease())
+    asked = fh.make_batch(site)
+    physician_asks(site, asked)
+    send(site)
+    deliver(site, control)
+    with control.uow() as uow:
+        request = releases_of(control).newest(uow, asked).dossier["content"]["exceptional"]
+    nobody_asked = fh.make_batch(site)
+    send(site)
+
+    def inject(content: dict[str, Any]) -> str:
+        content["exceptional"] = {**request, "batch_id": nobody_asked}
+        return hash_of_record(content)
+
+    def add_request(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "audit" and payload.get("entity_type") == "release_dossier":
+            if payload["entity_id"] == nobody_asked:
+                payload["new"]["shown_hash"] = inject(payload["new"]["content"])
+        elif kind == "dossier" and payload.get("batch_id") == nobody_asked:
+            payload["shown_hash"] = inject(payload["content"])
+
+    deliver_rechained(site, control, add_request)
+    with control.uow() as uow:
+        status = {s.origin_site: s for s in repl(control).inbox_status(uow)}[repl(site).site_id]
+    assert not (status.forks or status.altered or status.chain_problems), status
+    decide(
+        control,
+        nobody_asked,
+        exceptional=True,
+        reason="asked",
+        shown_hash=shown(control, nobody_asked),
+    )
+    deliver(control, site)
+    assert fh.batch(site, nobody_asked).status == "completed"
+    assert pack_statuses(site, nobody_asked) == {"quarantine"}
+    ((action, outcome),) = outcomes(site, nobody_asked)
+    assert action == "refuse" and outcome.startswith("not applied here: no signed request")
+
+
+def test_an_order_to_another_version_of_the_code_than_the_one_effective_here_is_refused(
+    nodes: tuple[App, App],
+) -> None:
+    """By design: the site makes an order only to the version of its code effective there. A
+    body naming another version of the code (the superseded one, as the site holds the new)
+    is refused `master_file_not_effective`, naming `order.master_file_id`."""
+    site, control = nodes
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    older = copy.deepcopy(body)
+    older["order"]["master_file_id"] = "mf_superseded_version"
+    older["order"]["master_file_version"] = int(older["order"]["master_file_version"]) - 1
+    with pytest.raises(Refused) as refused:
+        take(site, older)
+    assert (refused.value.code, refused.value.field) == (
+        "master_file_not_effective",
+        "order.master_file_id",
+    )
+    assert order_columns(site, body["order_id"]) is None
