@@ -27,7 +27,24 @@ from nearfab.identity import AuditEntry
 from nearfab.production import BatchRecord
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
+
+def _released(app: App) -> str:
+    """A released batch (its packs the tests report against), built once per backend and
+    worker (flow_helpers.seeded_or_world); its id."""
+    batch_id, _ = ch.released_batch(app)
+    return batch_id
+
+
+# a test asking for `packs` gets a copy of `_released`'s world; any other, the seeded network
+seeded = fh.seeded_or_world({"packs": _released})
+
+
+@pytest.fixture
+def packs(seeded: App, request: pytest.FixtureRequest) -> list[SerialUnit]:
+    """The packs of `_released`'s batch, on the test's own copy."""
+    return ch.units(seeded, fh.built_data(request))
+
+
 flushed_verification_log = ch.flushed_verification_log
 
 
@@ -106,9 +123,8 @@ def test_an_adverse_event_is_traced_to_every_patient_exposed(seeded: App) -> Non
     assert rows[0]["relation"] == "reported pack" and rows[0]["adverse_event"] == event_id
 
 
-def test_who_may_report_and_read_and_what_is_refused(seeded: App) -> None:
+def test_who_may_report_and_read_and_what_is_refused(seeded: App, packs: list[SerialUnit]) -> None:
     app = seeded
-    _batch, packs = ch.released_batch(app)
     scan = ch.scan(packs[0])
     with app.uow() as uow, pytest.raises(Forbidden):
         app.vigilance.report(uow, fh.actor(app, "operator"), adverse_event(scan))
@@ -145,9 +161,8 @@ def test_who_may_report_and_read_and_what_is_refused(seeded: App) -> None:
         assert [a.action for a in audited] == ["create"]
 
 
-def test_api_report_trace_and_csv(seeded: App) -> None:
+def test_api_report_trace_and_csv(seeded: App, packs: list[SerialUnit]) -> None:
     app = seeded
-    _batch, packs = ch.released_batch(app)
     client = TestClient(create_web_app(app))
 
     def token(username: str) -> dict[str, str]:
@@ -178,9 +193,8 @@ def test_api_report_trace_and_csv(seeded: App) -> None:
     assert pdf.content.startswith(b"%PDF-")
 
 
-def test_pdf_and_the_cli(seeded: App, tmp_path: Any) -> None:
+def test_pdf_and_the_cli(seeded: App, tmp_path: Any, packs: list[SerialUnit]) -> None:
     app = seeded
-    _batch, packs = ch.released_batch(app)
     with app.uow() as uow:
         event_id = app.vigilance.report(
             uow, fh.actor(app, "pharmacist"), {"scan": ch.scan(packs[0]), "description": "rash"}
@@ -217,9 +231,8 @@ def test_pdf_and_the_cli(seeded: App, tmp_path: Any) -> None:
     assert refused.returncode != 0 and json.loads(refused.stdout)["error"]["code"] == "forbidden"
 
 
-def test_the_pages(seeded: App) -> None:
+def test_the_pages(seeded: App, packs: list[SerialUnit]) -> None:
     app = seeded
-    _batch, packs = ch.released_batch(app)
     pharmacist = fh.web_login(app, "pharmacist")
     form = pharmacist.get("/adverse-events/new", params={"scan": packs[0].id})
     assert form.status_code == 200 and 'id="adverse-event-form"' in form.text
