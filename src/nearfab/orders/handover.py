@@ -262,6 +262,9 @@ def install_handover(
         if h.prescription_id not in (None, prescription.id):
             where = f"identifier_hashes[{i}].prescription_id"
             raise ValidationFailed(f"{where}: not the order's prescription", field=where)
+        if uow.session.get(PatientIdentifierHash, h.id) is not None:
+            where = f"identifier_hashes[{i}].id"
+            raise Refused(f"{where}: {h.id} is held here already", field=where, code="hash_held")
     s = uow.session
     here = s.scalar(select(Patient).where(Patient.lookup_hash == patient.lookup_hash))
     _not_held_already(uow, patient, prescription, here)
