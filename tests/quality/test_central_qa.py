@@ -33,7 +33,24 @@ from nearfab.qaviews import annual_report, annual_report_csv, annual_report_pdf,
 from nearfab.quality import Capa
 from nearfab.web.server import create_web_app
 
-seeded = fh.seeded
+
+def _made(app: App) -> str:
+    """A made batch awaiting release (the complaints and CAPAs name it), built once per backend
+    and worker (flow_helpers.seeded_or_world); its id."""
+    return fh.make_batch(app)
+
+
+# a test asking for `made` gets a copy of `_made`'s world; any other, the seeded network
+seeded = fh.seeded_or_world({"made": _made})
+
+
+@pytest.fixture
+def made(seeded: App, request: pytest.FixtureRequest) -> str:
+    """`_made`'s batch id, on the test's own copy."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
 flushed_verification_log = ch.flushed_verification_log
 
 
@@ -78,10 +95,10 @@ def _capa(app: App, username: str, **data: Any) -> Capa:
         return row
 
 
-def test_complaints_and_capas_refusals_name_the_field(seeded: App) -> None:
+def test_complaints_and_capas_refusals_name_the_field(seeded: App, made: str) -> None:
     app = seeded
     fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     with pytest.raises(ValidationFailed) as neither:
         _complaint(app, "pharmacist")
     assert neither.value.field == "batch_number"
@@ -174,10 +191,10 @@ def test_complaints_and_capas_refusals_name_the_field(seeded: App) -> None:
     assert again.value.field == "status"
 
 
-def test_central_view_scopes_sites_and_marks_overdue(seeded: App) -> None:
+def test_central_view_scopes_sites_and_marks_overdue(seeded: App, made: str) -> None:
     app = seeded
     fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     with app.uow() as uow:
         dev = app.quality.records.open_deviation(
             uow, fh.actor(app, "qp"), batch.id, description="label smudged"
@@ -315,11 +332,11 @@ def _token(app: App, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_api_attacks_per_role_and_site(seeded: App) -> None:
+def test_api_attacks_per_role_and_site(seeded: App, made: str) -> None:
     app = seeded
     fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
     fh.site_user(app, "qp-gstt", "qp", "GSTT-PH")
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     client = TestClient(create_web_app(app))
     who = {
         u: _token(app, u)
@@ -406,9 +423,9 @@ def test_api_attacks_per_role_and_site(seeded: App) -> None:
     assert client.get(f"{url}/export", headers=who["pharmacist"]).status_code == 403
 
 
-def test_the_page_shows_items_charts_and_the_report(seeded: App) -> None:
+def test_the_page_shows_items_charts_and_the_report(seeded: App, made: str) -> None:
     app = seeded
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     complaint = _complaint(app, "pharmacist", batch_number=batch.batch_number)
     _capa(app, "pharmacist", due_date=_due(app, 1))
     app.clock.advance(3 * 86400)  # type: ignore[attr-defined]
@@ -445,13 +462,13 @@ def test_the_page_shows_items_charts_and_the_report(seeded: App) -> None:
     assert fh.web_login(app, "operator").get("/qa").status_code == 403
 
 
-def test_cli_json(seeded: App, tmp_path: Any) -> None:
+def test_cli_json(seeded: App, tmp_path: Any, made: str) -> None:
     import json
 
     from tests import cli_helpers
 
     app = seeded
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     env = {
         "NEARFAB_DATABASE_URL": app.engine.url.render_as_string(hide_password=False),
         # the CLI runs on the wall clock, years after the seeded accounts' passwords were set
@@ -561,10 +578,10 @@ def test_a_proficiency_suspension_is_an_open_item_tracked_by_its_capa(seeded: Ap
     assert lifted["status"] == "lifted" and lifted["capa_reference"] == capa.id
 
 
-def test_the_page_records_a_complaint_and_a_qp_closes_a_capa(seeded: App) -> None:
+def test_the_page_records_a_complaint_and_a_qp_closes_a_capa(seeded: App, made: str) -> None:
     app = seeded
     fh.site_user(app, "pharm-man", "pharmacist", "MAN-PH")
-    batch = fh.batch(app, fh.make_batch(app))
+    batch = fh.batch(app, made)
     capa = _capa(app, "pharmacist")
     pharmacist = fh.web_login(app, "pharmacist")
     form = {
