@@ -352,9 +352,9 @@ class ControlDecisions:
         new = row.get("new") or {}
         lot = str(new.get("lot") or "")
         about = {**self._about(record, row), "lot": lot}
-        reason = (
+        reason = (  # the signed body's reason (`new`), not the row's unsigned one
             f"control recall {row.get('entity_id')} (record {record.id}): "
-            f"{row.get('reason') or 'no reason given'}"
+            f"{new.get('reason') or 'no reason given'}"
         )
         with uow_factory() as uow:
             # the applied row goes first: the recall service commits, and so commits both
@@ -474,7 +474,8 @@ class ControlDecisions:
                     outcome = "installed here"
                     reason = f"master file {mf.code} v{mf.version} effective at the control site"
                 else:
-                    reason = f"withdrawn at the control site: {row.get('reason') or ''}".strip()
+                    why = new.get("reason") or ""  # signed with the withdrawal (`new`)
+                    reason = f"withdrawn at the control site: {why}".strip()
                     found = self._master_files.withdraw_published(
                         uow, self.actor, mf_id, reason=reason
                     )

@@ -424,9 +424,10 @@ class RecallService:
                 biz_transactions=[("rma", f"urn:nearfab:recall:{recall.id}")],
             )
             self._epcis.record(uow, event, site_id=site_id)
-        body = {
+        body = {  # what the control signs for its site nodes: the reason with the rest
             "scope": "lot",
             "lot": lot,
+            "reason": reason,
             "units": len(traced),
             "recalled": sum(len(v) for v in by_site.values()),
             "lot_status": LotStatus.RECALLED.value
