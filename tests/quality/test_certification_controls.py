@@ -26,7 +26,22 @@ from nearfab.common.errors import (
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry, User
 
-seeded = fh.seeded
+
+def _unready(app: App) -> str:
+    """A made batch, its record not yet signed nor its audit trail reviewed (make_batch
+    ready=False), built once per backend and worker (flow_helpers.seeded_or_world); its id."""
+    return fh.make_batch(app, ready=False)
+
+
+# a test asking for `unready` gets a copy of `_unready`'s world; any other, the seeded network
+seeded = fh.seeded_or_world({"unready": _unready})
+
+
+@pytest.fixture
+def unready(seeded: App, request: pytest.FixtureRequest) -> str:
+    """`_unready`'s batch id, on the test's own copy."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
 
 
 def _decide(app: App, batch_id: str, username: str = "qp", **kw: object) -> None:
@@ -141,8 +156,8 @@ def test_qp_assignment_is_for_admins_and_qps_only(seeded: App) -> None:
     assert assigned == {fh.actor(seeded, "qp").user_id, fh.actor(seeded, "qp-autopilot").user_id}
 
 
-def test_annex11_s9_release_needs_audit_trail_reviewed(seeded: App) -> None:
-    batch_id = fh.make_batch(seeded, ready=False)
+def test_annex11_s9_release_needs_audit_trail_reviewed(seeded: App, unready: str) -> None:
+    batch_id = unready
     fh.complete_record(seeded, batch_id)
     with pytest.raises(Refused) as caught:
         _decide(seeded, batch_id)
@@ -185,8 +200,8 @@ def test_annex11_s9_release_needs_audit_trail_reviewed(seeded: App) -> None:
     assert after.value.code == "not_pending"
 
 
-def test_rejection_does_not_need_the_review(seeded: App) -> None:
-    batch_id = fh.make_batch(seeded, ready=False)
+def test_rejection_does_not_need_the_review(seeded: App, unready: str) -> None:
+    batch_id = unready
     fh.reject(seeded, batch_id)
     assert fh.batch(seeded, batch_id).status == "rejected"
 
@@ -211,13 +226,13 @@ def test_audit_trail_review_goes_stale_after_new_rows(seeded: App) -> None:
     assert fh.batch(seeded, batch_id).status == "released"
 
 
-def test_certification_controls_through_the_http_api(seeded: App) -> None:
+def test_certification_controls_through_the_http_api(seeded: App, unready: str) -> None:
     from nearfab.web.server import create_web_app
 
     qp_two_id = fh.create_user(seeded, "qp-two", ["qp"], "CTRL").user_id
     # as if they had chosen their own password already (an admin sets a temporary one)
     fh.edit(seeded, User, qp_two_id, must_change_password=False)
-    batch_id = fh.make_batch(seeded, ready=False)
+    batch_id = unready
     fh.complete_record(seeded, batch_id)
     client = TestClient(create_web_app(seeded))
 
@@ -285,7 +300,7 @@ def test_certification_controls_through_the_http_api(seeded: App) -> None:
 
 
 def test_qp_assignment_and_review_from_the_cli(
-    seeded: App, monkeypatch: pytest.MonkeyPatch
+    seeded: App, monkeypatch: pytest.MonkeyPatch, unready: str
 ) -> None:
     import json
 
@@ -301,7 +316,7 @@ def test_qp_assignment_and_review_from_the_cli(
     runner = CliRunner()
     base = ["--data-dir", str(seeded.settings.data_dir)]
     fh.create_user(seeded, "qp-two", ["qp"], "CTRL")
-    batch_id = fh.make_batch(seeded, ready=False)
+    batch_id = unready
     fh.complete_record(seeded, batch_id)
 
     admin = ["--user", "admin", "--password", fh.TEST_PASSWORD]
