@@ -176,6 +176,20 @@ def propose_release(
     )
 
 
+def parse_decision(decision: enums.Decision | str, exceptional: bool = False) -> enums.Decision:
+    """The QP decision named (field `decision`); only a release is exceptional (field
+    `exceptional`): the rules of a local decision and of one across the network alike."""
+    try:
+        decided = enums.Decision(decision)
+    except ValueError:
+        raise ValidationFailed(
+            f"decision must be release or reject, not {decision!r}", field="decision"
+        ) from None
+    if exceptional and decided is not enums.Decision.RELEASE:
+        raise ValidationFailed("only a release is exceptional", field="exceptional")
+    return decided
+
+
 def decision_reason(
     decision: enums.Decision, proposed: str, reason: str | None, exceptional: bool = False
 ) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nearfab.common.errors import Forbidden, NotFound, Refused, ValidationFailed
+from nearfab.common.errors import Forbidden, NotFound, Refused
 from nearfab.common.node import RELEASE_DECISION
 from nearfab.identity import Actor, Permission, authorize
 from nearfab.identity import record_hash as hash_of_record
@@ -30,7 +30,7 @@ from nearfab.quality.enums import Decision, ReviewStatus
 from nearfab.quality.events import BatchDispositioned
 from nearfab.quality.exceptional import REQUESTED, out_of_specification
 from nearfab.quality.kit import exceptional_only, release_kit, release_signatory, signatory_title
-from nearfab.quality.logic import decision_reason
+from nearfab.quality.logic import decision_reason, parse_decision
 from nearfab.quality.models import ExceptionalRelease, ReleaseReview
 from nearfab.uow import UnitOfWork
 
@@ -130,7 +130,7 @@ class RemoteRelease:
                 field="signer",
                 code="wrong_signatory",
             )
-        decided = _decision(decision, exceptional)
+        decided = parse_decision(decision, exceptional)
         request = dossier["content"].get("exceptional") if exceptional else None
         if decided is Decision.RELEASE:
             title = signatory_title(signatory)
@@ -268,7 +268,7 @@ class RemoteRelease:
                 field="batch_id",
                 code="already_decided",
             )
-        decided = _decision(decision, exceptional)
+        decided = parse_decision(decision, exceptional)
         # as `decide`: an out-of-specification release only exceptionally, and an exceptional
         # one only with the physician's request pending here and still valid
         request = q._exceptional_check(uow, batch, review, decided, exceptional)
@@ -313,19 +313,6 @@ class RemoteRelease:
         uow.flush()
         uow.emit(BatchDispositioned(batch.id, decided.value))
         return review
-
-
-def _decision(decision: Decision | str, exceptional: bool) -> Decision:
-    """The decision named; only a release is exceptional (the local decision's rules)."""
-    try:
-        decided = Decision(decision)
-    except ValueError:
-        raise ValidationFailed(
-            f"decision must be release or reject, not {decision!r}", field="decision"
-        ) from None
-    if exceptional and decided is not Decision.RELEASE:
-        raise ValidationFailed("only a release is exceptional", field="exceptional")
-    return decided
 
 
 def _as_review(content: dict[str, Any]) -> ReleaseReview:

@@ -35,7 +35,13 @@ from nearfab.quality.kit import (
     signatory_title,
 )
 from nearfab.quality.labresults import LabResults
-from nearfab.quality.logic import STATUS_CHECKS, ReleaseProposal, decision_reason, propose_release
+from nearfab.quality.logic import (
+    STATUS_CHECKS,
+    ReleaseProposal,
+    decision_reason,
+    parse_decision,
+    propose_release,
+)
 from nearfab.quality.models import Deviation, ExceptionalRelease, ReleaseReview
 from nearfab.quality.records import (
     RecordControls,
@@ -266,12 +272,7 @@ class QualityService:
             authorize(actor, Permission.RELEASE_DECIDE, site_id=site_id)
             signatory = self.signatory_for(uow, batch)
             self.check_signatory(actor, batch, signatory)
-            try:
-                decision = Decision(decision)
-            except ValueError:
-                raise ValidationFailed(
-                    f"decision must be release or reject, not {decision!r}", field="decision"
-                ) from None
+            decision = parse_decision(decision)
             sig, reason = self._check_and_sign(
                 uow,
                 actor,
