@@ -25,6 +25,7 @@ from tests.replication import test_replication_mqtt as base
 from tests.replication.test_master_file_across import signed_entry_held_back
 from tests.replication.test_release_across import canonical_sha256, control_key_known, deliver
 from tests.replication.test_replication_mqtt import _forged, repl, wait_for
+from tests.replication.test_site_node_work import order_for
 from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
@@ -33,6 +34,7 @@ from nearfab.common.node import CONTROL_ONLY
 from nearfab.custody import CustodyAlert, Recall, SerialUnit, make_identifier
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry
+from nearfab.orders.models import Order
 from nearfab.replication import OutboxPublisher, start_inbox
 from nearfab.replication.decisions import APPLIED_ENTITY, REFUSED_ENTITY, alerts_for_site
 from nearfab.telemetry import BrokerAddress
@@ -213,6 +215,43 @@ def test_a_recall_is_applied_only_with_the_controls_signed_entry_naming_it(
     assert statuses(site, batch_id) == {"released"} and recalls_applied(site) == []
     held["give_the_rest"]()
     assert statuses(site, batch_id) == {"recalled"} and len(recalls_applied(site)) == 1
+
+
+def test_a_record_that_fails_unexpectedly_does_not_hold_up_a_recall_after_it(
+    nodes: tuple[App, App],
+) -> None:
+    """A control record whose use case fails with an unexpected error (a bug, the database)
+    is not a refusal: nothing is on record and the next pass tries it again; meanwhile the
+    records after it, here a recall, are acted on. Fault injected: the site's order intake
+    fails once for the hand-over, as an unforeseen error would."""
+    site, control = nodes
+    control_key_known(control, site)
+    batch_id = released_batch(site)
+    order_id = order_for(control, "GSTT-PH")  # handed over to the site: first in seq order
+    recall_at_control(control, HC_LOT)  # then the recall
+    decisions = repl(site).decisions
+    assert decisions is not None
+    real = decisions._orders
+
+    class Broken:
+        def take_handed_over(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("disk I/O error")
+
+    decisions._orders = Broken()
+    try:
+        deliver(control, site)  # applies, then acts on what it holds
+    finally:
+        decisions._orders = real
+    assert statuses(site, batch_id) == {"recalled"}  # the recall was not held up
+    with site.uow() as uow:
+        assert uow.session.get(Order, order_id) is None  # not taken, and not refused either
+    assert [
+        r for r in audit_rows(site, "replication_applied") if (r.new or {}).get("order_id")
+    ] == []
+    again = decisions.apply_pending(site.uow)  # the next pass: taken now
+    assert again.failed == {} and len(again.applied) == 1
+    with site.uow() as uow:
+        assert uow.session.get(Order, order_id) is not None
 
 
 def test_a_recall_in_a_chain_that_does_not_verify_is_refused_and_named(

@@ -105,10 +105,12 @@ class Alerts(Protocol):  # the part of custody's Packs used here
 
 @dataclass
 class DecisionsResult:
-    """What one pass did: control records acted on, refused (id -> why), alerts raised."""
+    """What one pass did: control records acted on, refused (id -> why), failed unexpectedly
+    (id -> the error: retried at the next pass), alerts raised."""
 
     applied: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,20 +267,43 @@ class ControlDecisions:
                     self._refuse(uow_factory, record, row, why)
                 result.refused[record.id] = why
                 continue
-            if recall:
-                self._apply_recall(uow_factory, record, row)
-            elif release:
-                self._apply_release(uow_factory, record, row)
-            elif handover:
-                if not self._apply_handover(uow_factory, record, row):
-                    continue  # an order this node holds already: nothing to do
-            elif not self._apply_master_file(uow_factory, record, row):
-                continue  # a version this node already holds as published: nothing to do
+            try:
+                if not self._act(uow_factory, record, row, recall, release, handover):
+                    continue  # held here already: nothing to do
+            except Exception as exc:  # one record must not hold up the rest
+                # an unexpected failure (a bug, the database) is not a refusal: nothing is on
+                # record, so the next pass tries again; the records after it (a recall, say)
+                # are acted on meanwhile, each on its own
+                log.exception("replication: %s failed; retried at the next pass", record.id)
+                result.failed[record.id] = f"{type(exc).__name__}: {exc}"
+                continue
             result.applied.append(record.id)
-        if usable and not problems:
+        # not while a record failed: settling the dispensed packs up to now could pass over a
+        # pack that record (a recall) would have found; the next pass re-verifies them
+        if usable and not problems and not result.failed:
             horizon = _time(usable[-1].created_at)
             result.alerts = self.reverify(uow_factory, horizon, _complete_before(usable, horizon))
         return result
+
+    def _act(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        record: Record,
+        row: dict[str, Any],
+        recall: bool,
+        release: bool,
+        handover: bool,
+    ) -> bool:
+        """Act on one signed control record; False: nothing to do (held here already)."""
+        if recall:
+            self._apply_recall(uow_factory, record, row)
+            return True
+        if release:
+            self._apply_release(uow_factory, record, row)
+            return True
+        if handover:
+            return self._apply_handover(uow_factory, record, row)
+        return self._apply_master_file(uow_factory, record, row)
 
     def _note(
         self,
