@@ -44,6 +44,14 @@ def raise_and_follow(site: App) -> str:
     return alert_id
 
 
+def close(site: App, alert_id: str, outcome: str, note: str) -> None:
+    """The site's pharmacist closes the alert (custody's own use case)."""
+    with site.uow() as uow:
+        site.custody.update_alert(
+            uow, fh.actor(site, "ph-gstt"), alert_id, status="closed", outcome=outcome, note=note
+        )
+
+
 def site_state(site: App, alert_id: str) -> dict[str, Any]:
     with site.uow() as uow:
         alert = uow.session.get(CustodyAlert, alert_id)
@@ -94,15 +102,9 @@ def test_an_alerts_follow_up_at_a_site_node_reaches_the_control_step_by_step(
     assert shown_at_control(control, alert_id, "closed") is None
 
     # the site closes it; the next pass carries the new state
-    with site.uow() as uow:
-        site.custody.update_alert(
-            uow,
-            fh.actor(site, "ph-gstt"),
-            alert_id,
-            status="closed",
-            outcome="no_action_needed",
-            note="a relabelled demonstration pack; no patient involved",
-        )
+    close(
+        site, alert_id, "no_action_needed", "a relabelled demonstration pack; no patient"
+    )
     deliver(site, control)
     expected = site_state(site, alert_id)
     shown = shown_at_control(control, alert_id, "closed")

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from tests import flow_helpers as fh
 from tests.quality.release_helpers import register_release, token
 from tests.quality.test_exceptional_release import OutOfSpecRelease
-from tests.replication.test_alert_records import raise_and_follow, shown_at_control
+from tests.replication.test_alert_records import close, raise_and_follow, shown_at_control
 from tests.replication.test_order_handover import handover_row, order_columns, take
 from tests.replication.test_release_across import (
     applied_rows,
@@ -338,15 +338,7 @@ def test_a_malformed_alert_record_does_not_break_the_controls_list(
     site, control = nodes
     alert_id = raise_and_follow(site)
     deliver(site, control)  # the raised and acknowledged states, well-formed
-    with site.uow() as uow:
-        site.custody.update_alert(
-            uow,
-            fh.actor(site, "ph-gstt"),
-            alert_id,
-            status="closed",
-            note="pack recovered",
-            outcome="pack_recovered",
-        )
+    close(site, alert_id, "pack_recovered", "pack recovered")
 
     def strip(wire: dict[str, Any]) -> None:
         if wire["kind"] == "alert":
