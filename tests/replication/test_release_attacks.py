@@ -30,6 +30,7 @@ from tests.replication.test_release_across import (
     canonical_sha256,
     decide,
     deliver,
+    dossier_at_control,
     dossiers_of,
     pack_statuses,
     releases_of,
@@ -151,9 +152,7 @@ def test_a_dossier_claiming_another_sites_batch_is_neither_shown_nor_decided_nor
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     genuine = shown(control, batch_id)
     man = fh.site_id(control, "MAN-PH")
     # then the GSTT node sends, about its batch, a dossier saying it is Manchester's
@@ -253,9 +252,7 @@ def test_a_dossier_content_changed_after_its_hash_is_not_signed(nodes: tuple[App
 
 def test_a_decision_needs_the_dossier_shown_by_every_entry_point(nodes: tuple[App, App]) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     with pytest.raises(Refused) as none:
         decide(control, batch_id, shown_hash="")
     assert none.value.field == "shown_hash" and none.value.code == "record_changed"
@@ -292,9 +289,7 @@ def test_only_an_assigned_qp_of_the_batchs_site_signs_with_the_sites_totp_rule(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     hash_ = shown(control, batch_id)
     fh.site_user(control, "rp-gstt", "responsible_person", "GSTT-PH")  # a device's signer
     fh.site_user(control, "qp-two", "qp", "GSTT-PH")  # a QP, not named on the master file
@@ -415,9 +410,7 @@ def test_a_lot_recalled_after_the_decision_stops_the_release_at_the_site(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     body = decide(control, batch_id, shown_hash=shown(control, batch_id))
     with site.uow() as uow:
         lot_id = site.production.get(uow, batch_id).material_lot_id
@@ -439,9 +432,7 @@ def test_a_decision_replayed_onto_another_batch_or_with_another_signature_is_ref
     its signature hash left: each refused, nothing written. Then each applied once."""
     site, control = nodes
     x = fh.make_batch(site)
-    y = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    y = dossier_at_control(site, control)
     on_x = decide(control, x, shown_hash=shown(control, x))
     on_y = decide(
         control, y, decision="reject", reason="photos show a chip", shown_hash=shown(control, y)
@@ -496,9 +487,7 @@ def test_a_decision_edited_on_the_broker_is_refused_by_the_site(nodes: tuple[App
     """The control's rejection of batch Y edited in transit into a release (the record
     re-hashed, not the audit row it carries): the site's chain check refuses it, on record."""
     site, control = nodes
-    y = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    y = dossier_at_control(site, control)
     decide(control, y, decision="reject", reason="coating defect", shown_hash=shown(control, y))
 
     def into_release(wire: dict[str, Any]) -> None:
@@ -523,9 +512,7 @@ def test_the_remote_signing_form_and_api_refuse_forgery_and_throttle_guessing(
     nodes: tuple[App, App],
 ) -> None:
     site, control = nodes
-    batch_id = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    batch_id = dossier_at_control(site, control)
     hash_ = shown(control, batch_id)
     web = fh.web_login(control, "qp")
     page = web.get("/release/remote").text
@@ -690,9 +677,7 @@ def test_an_exceptional_release_without_the_physicians_request_is_refused_at_the
     in_spec = fh.make_batch(site)  # the demo family: every release test passed
     for app in (site, control):
         register_release(app, OutOfSpecRelease())
-    nobody_asked = fh.make_batch(site)
-    send(site)
-    deliver(site, control)
+    nobody_asked = dossier_at_control(site, control)
     before = signatures_at(control)
     with pytest.raises(Refused) as passed:
         decide(control, in_spec, exceptional=True, reason="not needed")
