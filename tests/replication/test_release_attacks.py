@@ -685,4 +685,21 @@ def test_an_exceptional_release_without_the_physicians_request_is_refused_at_the
     with pytest.raises(Refused) as refused:
         decide(control, nobody_asked, exceptional=True, reason="no request")
     assert (refused.value.code, refused.value.field) == ("physician_request_missing", "exceptional")
+    # the API carries the flag to the same rules; another site's QP is not told the batch exists
+    api = TestClient(create_web_app(control))
+    body = {
+        "decision": "release",
+        "meaning": MEANING,
+        "password": fh.TEST_PASSWORD,
+        "shown_hash": shown(control, nobody_asked),
+        "reason": "no request",
+        "exceptional": True,
+    }
+    url = f"/api/v1/release/remote/{nobody_asked}/decision"
+    answer = api.post(url, json={**body, "username": "qp"}, headers=token(control, "qp"))
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "physician_request_missing"
+    fh.site_user(control, "qp-man", "qp", "MAN-PH")
+    other = api.post(url, json={**body, "username": "qp-man"}, headers=token(control, "qp-man"))
+    assert other.status_code == 404
     assert signatures_at(control) == before  # nothing signed
