@@ -102,9 +102,7 @@ def test_an_alerts_follow_up_at_a_site_node_reaches_the_control_step_by_step(
     assert shown_at_control(control, alert_id, "closed") is None
 
     # the site closes it; the next pass carries the new state
-    close(
-        site, alert_id, "no_action_needed", "a relabelled demonstration pack; no patient"
-    )
+    close(site, alert_id, "no_action_needed", "a relabelled demonstration pack; no patient")
     deliver(site, control)
     expected = site_state(site, alert_id)
     shown = shown_at_control(control, alert_id, "closed")
