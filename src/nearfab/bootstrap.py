@@ -493,7 +493,9 @@ def build_app(
             orders=orders,
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
-            dossiers = SiteDossiers(replication, quality.remote, quality.pending)
+            dossiers = SiteDossiers(
+                replication, quality.remote, quality.pending, custody_chain.ledger
+            )
         else:  # the control node: its QP decides on the sites' dossiers, and it makes
             # nothing for another site (its copy's orders and machines are theirs)
             remote_releases = ControlReleases(replication, quality.remote, custody_chain.ledger)

@@ -24,7 +24,14 @@ from tests import flow_helpers as fh
 from tests.quality.release_helpers import register_release, token
 from tests.quality.test_exceptional_release import OutOfSpecRelease
 from tests.replication.test_alert_records import close, raise_and_follow, shown_at_control
-from tests.replication.test_order_handover import handover_row, order_columns, take
+from tests.replication.test_order_handover import (
+    adjust_at_control,
+    handover_row,
+    order_columns,
+    take,
+    waiting_rows,
+    with_dose_rule,
+)
 from tests.replication.test_release_across import (
     applied_rows,
     decide,
@@ -42,6 +49,7 @@ from tests.replication.test_release_attacks import (
     remote_decisions,
     request_status,
     send,
+    send_forged,
     shown,
     signatures_at,
 )
@@ -531,18 +539,10 @@ def deliver_rechained(src: App, dst: App, edit: Callable[[str, dict[str, Any]], 
         repl(src).mark_published(uow, ids, ids)
 
 
-def test_a_dossier_rewritten_consistently_on_the_broker_is_stopped_at_the_site(
-    nodes: tuple[App, App],
-) -> None:
-    """The hardest dossier forgery: an out-of-specification batch nobody asked to release;
-    on the broker, its dossier (the audit row that sends it and the dossier record) is given
-    a physician's request copied from another dossier, every hash after it recomputed and
-    relinked, so the control's checks pass (the chain verifies, the dossier is its row's
-    `new`, its content hashes to its shown hash). The control's QP, shown the request, signs
-    an exceptional release. What stops it is the site, which checks the QP's signature
-    against its own record and its own request: nothing released, the refusal on record. A
-    dossier carries no signature of the site (docs/replication.md: left open)."""
-    site, control = nodes
+def out_of_spec_nobody_asked(site: App, control: App) -> tuple[str, dict[str, Any]]:
+    """Two out-of-specification batches at the site: one whose physician asked for its
+    release (its dossier held at the control), one nobody asked for (its dossier sent, not
+    delivered). The second's id and the first's request as the control holds it."""
     for app in (site, control):
         register_release(app, OutOfSpecRelease())
     asked = fh.make_batch(site)
@@ -553,6 +553,21 @@ def test_a_dossier_rewritten_consistently_on_the_broker_is_stopped_at_the_site(
         request = releases_of(control).newest(uow, asked).dossier["content"]["exceptional"]
     nobody_asked = fh.make_batch(site)
     send(site)
+    return nobody_asked, request
+
+
+def test_a_dossier_rewritten_consistently_on_the_broker_is_not_signed_at_the_control(
+    nodes: tuple[App, App],
+) -> None:
+    """The hardest dossier forgery: an out-of-specification batch nobody asked to release;
+    on the broker, its dossier (the audit row that sends it and the dossier record) is given
+    a physician's request copied from another dossier, every plain hash after it recomputed
+    and relinked, so the chain of records verifies, the dossier is its row's `new` and its
+    content hashes to its shown hash. The site signed the SHA-256 of the dossier it sent in
+    its ledger chain, with a key the man in the middle does not hold: the control's QP is
+    refused (`dossier_not_verified`), nothing is signed, and the refusal is on record."""
+    site, control = nodes
+    nobody_asked, request = out_of_spec_nobody_asked(site, control)
 
     def inject(content: dict[str, Any]) -> str:
         content["exceptional"] = {**request, "batch_id": nobody_asked}
@@ -569,6 +584,36 @@ def test_a_dossier_rewritten_consistently_on_the_broker_is_stopped_at_the_site(
     with control.uow() as uow:
         status = {s.origin_site: s for s in repl(control).inbox_status(uow)}[repl(site).site_id]
     assert not (status.forks or status.altered or status.chain_problems), status
+    before = signatures_at(control)
+    with pytest.raises(Refused) as refused:
+        decide(
+            control,
+            nobody_asked,
+            exceptional=True,
+            reason="asked",
+            shown_hash=shown(control, nobody_asked),
+        )
+    assert (refused.value.code, refused.value.field) == ("dossier_not_verified", "dossier")
+    assert "ledger chain signing this dossier is not held" in str(refused.value)
+    fh.assert_refusal_audited(control, refused.value, "batch", nobody_asked)
+    assert signatures_at(control) == before and remote_decisions(control, nobody_asked) == []
+
+
+def test_a_request_forged_by_a_tampered_site_node_is_stopped_at_the_site(
+    nodes: tuple[App, App],
+) -> None:
+    """The same request injected by the site node itself (tampered with: it holds its key, so
+    it signs the forged dossier and the control's QP, shown the request, signs an exceptional
+    release). What stops it is the site's own check of the QP's signature against its own
+    record and its own request: nothing released, the refusal on record."""
+    site, control = nodes
+    nobody_asked, request = out_of_spec_nobody_asked(site, control)
+    deliver(site, control)  # the real dossier, no request
+    with site.uow() as uow:
+        real = site.quality.remote.dossier(uow, nobody_asked)
+    content = {**real["content"], "exceptional": {**request, "batch_id": nobody_asked}}
+    send_forged(site, nobody_asked, content=content, shown_hash=hash_of_record(content))
+    deliver(site, control)
     decide(
         control,
         nobody_asked,
@@ -672,3 +717,103 @@ def test_extra_columns_in_a_handover_are_ignored_and_the_sites_lock_starts_again
         order = uow.session.get(Order, body["order_id"])
         assert order is not None and order.row_version != 999
         assert not hasattr(order, "qp_released")
+
+
+# --- a new version of an order handed over (a dose adjusted at the control) ---------------------
+
+
+def version_at_site(site: App, control: App) -> tuple[str, str, dict[str, Any]]:
+    """An order handed over to St Thomas', its dose adjusted at the control and the new version
+    taken at the site: (first id, second id, the second's hand-over body)."""
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    second = adjust_at_control(control, first)
+    deliver(control, site)
+    assert handover_outcomes(site, second) == [("create", "taken here")]
+    return first, second, handover_row(control, second)
+
+
+def test_a_replayed_or_older_version_of_an_order_changes_nothing(
+    nodes: tuple[App, App],
+) -> None:
+    """The control's signed version 2 replayed in a well-chained forged row finds it held and
+    writes nothing; a body of version 2 (or 1) under an order id the site does not hold,
+    while the site holds version 2, is refused `older_version`, nothing written: a replay
+    cannot bring the old dose back."""
+    site, control = nodes
+    first, second, body = version_at_site(site, control)
+    before = (order_columns(site, first), order_columns(site, second))
+    base = {"entity_type": "order_handover", "action": "create", "reason": "forged"}
+    forge_control_row(site, control, **base, entity_id=second, new=body)  # the replay
+    assert handover_outcomes(site, second) == [("create", "taken here")]  # still the one row
+    for version in (2, 1):
+        older = copy.deepcopy(body)
+        older["order"]["id"] = older["order_id"] = f"ord_OLDERVERSION{version}"
+        older["order"]["prescription_version"] = version
+        with pytest.raises(Refused) as refused:
+            take(site, older)
+        assert (refused.value.code, refused.value.field) == (
+            "older_version",
+            "order.prescription_version",
+        )
+        assert order_columns(site, older["order_id"]) is None
+    assert (order_columns(site, first), order_columns(site, second)) == before
+
+
+def test_a_version_for_another_site_or_of_another_sites_order_is_refused(
+    nodes: tuple[App, App],
+) -> None:
+    """A version naming Manchester is not St Thomas' to take; one naming St Thomas' but
+    replacing a Manchester order the site's copy holds is refused naming `order.supersedes`.
+    Nothing written, the Manchester order untouched."""
+    site, control = nodes
+    _first, second, body = version_at_site(site, control)
+    manchester = fh.site_id(site, "MAN-PH")
+    theirs = order_for(site, "MAN-PH")  # in the site's copy, never its to make
+    other = copy.deepcopy(body)
+    other["order"]["id"] = other["order_id"] = "ord_OTHERSITEVER1"
+    other["order"]["prescription_version"] = 3
+    other["order"]["supersedes"] = second
+    other["site_id"] = other["order"]["site_id"] = manchester
+    with pytest.raises(Refused) as refused:
+        take(site, other)
+    assert (refused.value.code, refused.value.field) == ("another_site", "site_id")
+
+    stolen = copy.deepcopy(body)
+    stolen["order"]["id"] = stolen["order_id"] = "ord_STOLENVERSN1"
+    stolen["order"]["supersedes"] = theirs
+    before = order_columns(site, theirs)
+    with pytest.raises(Refused) as replaces:
+        take(site, stolen)
+    assert (replaces.value.code, replaces.value.field) == ("another_site", "order.supersedes")
+    assert order_columns(site, "ord_OTHERSITEVER1") is None
+    assert order_columns(site, "ord_STOLENVERSN1") is None
+    assert order_columns(site, theirs) == before
+
+
+def test_a_forged_unsigned_version_of_an_order_is_never_acted_on(
+    nodes: tuple[App, App],
+) -> None:
+    """A well-chained forged row carrying a version 3 of the order (ten times the dose) that the
+    control never signed: it waits for a signature that never comes; nothing written, not
+    refused, not even tried (no waiting row), and the site's version 2 stays in force."""
+    site, control = nodes
+    _first, second, body = version_at_site(site, control)
+    before = order_columns(site, second)
+    forged = copy.deepcopy(body)
+    forged["order"]["id"] = forged["order_id"] = "ord_FORGEDVERSN3"
+    forged["order"]["supersedes"] = second
+    forged["order"]["prescription_version"] = 3
+    forged["order"]["dose_value"] = float(forged["order"]["dose_value"]) * 10
+    base = {"entity_type": "order_handover", "action": "create", "reason": "forged"}
+    forge_control_row(site, control, **base, entity_id="ord_FORGEDVERSN3", new=forged)
+    assert order_columns(site, "ord_FORGEDVERSN3") is None
+    assert order_columns(site, second) == before
+    assert handover_outcomes(site, "ord_FORGEDVERSN3") == []
+    assert waiting_rows(site, "ord_FORGEDVERSN3") == []
+    with site.uow() as uow:
+        refused = uow.session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "replication_refused")
+        ).all()
+    assert refused == []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from tests import flow_helpers as fh
+from tests.orders.test_dose_adjust import RULE, sign, vitals
 from tests.replication.test_master_file_across import signed_entry_held_back
 from tests.replication.test_release_across import (
     applied_rows,
@@ -28,12 +30,14 @@ from tests.replication.test_site_node_work import order_for
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused, ValidationFailed
+from nearfab.custody import LedgerEntry
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry, system_actor
 from nearfab.masterfiles import MasterFile
 from nearfab.orders import IdentityVault
 from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.production import BatchRecord
+from nearfab.replication.decisions import WAITING_ENTITY
 from nearfab.replication.models import InboxRecord
 
 __all__ = ["nodes"]
@@ -227,12 +231,12 @@ def test_an_altered_handover_is_refused_and_nothing_is_written(
         assert uow.session.get(Prescription, body["prescription"]["id"]) is None
 
 
-def test_an_order_to_a_version_not_effective_at_the_site_is_refused_on_record(
+def test_an_order_to_a_version_superseded_at_the_site_is_refused_on_record(
     nodes: tuple[App, App],
 ) -> None:
     """The site makes only the version effective there: an order whose master-file version
-    the site does not hold as effective is not taken, and the refusal is on record (the
-    control sees it in the site's audit trail)."""
+    the site holds as superseded will never be made there, so the refusal is final and on
+    record (the control sees it in the site's audit trail)."""
     site, control = nodes
     order_id = order_for(control, "GSTT-PH")
     mf_id = fh.master_file_id(site, HYDROCORTISONE)
@@ -246,3 +250,252 @@ def test_an_order_to_a_version_not_effective_at_the_site_is_refused_on_record(
     (refused,) = [r for r in applied_rows(site, None) if r.new and r.new.get("order_id")]
     assert refused.action == "refuse" and refused.new is not None
     assert refused.new["outcome"].startswith("not applied here: ")
+    assert "superseded here" in refused.new["outcome"]
+    assert waiting_rows(site) == []  # final: nothing waits
+
+
+def waiting_rows(site: App, order_id: str | None = None) -> list[AuditEntry]:
+    """The site's rows saying a control record waits (entity `replication_waiting`)."""
+    with site.uow() as uow:
+        rows = list(
+            uow.session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.entity_type == WAITING_ENTITY)
+                .order_by(AuditEntry.seq)
+            )
+        )
+        for row in rows:
+            uow.session.expunge(row)
+    return [r for r in rows if order_id is None or (r.new or {}).get("order_id") == order_id]
+
+
+def handover_outcomes(site: App, order_id: str) -> list[tuple[str, str]]:
+    """The site's applied rows about the hand-over of `order_id`: (action, outcome)."""
+    return [
+        (r.action, str((r.new or {}).get("outcome")))
+        for r in applied_rows(site, None)
+        if (r.new or {}).get("order_id") == order_id
+    ]
+
+
+def pass_again(site: App) -> Any:
+    """A pass of the site's decisions with nothing new received (as after the next batch)."""
+    decisions = repl(site).decisions
+    assert decisions is not None
+    return decisions.apply_pending(site.uow)
+
+
+def test_an_order_whose_version_is_not_effective_at_the_site_yet_waits_and_is_taken_once_it_is(
+    nodes: tuple[App, App],
+) -> None:
+    """The control publishes a new version of the code and takes an order on it. At the site
+    the publication fails unexpectedly in the first pass (fault injected: the site's
+    master-file install fails once, as a database error would), so the hand-over after it
+    finds the version not held here. Before, that refusal was final: the order was never
+    made. It waits, on record once, and is taken in the next pass, after the publication."""
+    site, control = nodes
+    control_key_known(control, site)
+    new_mf = fh.new_version(control, HYDROCORTISONE)
+    order_id = order_for(control, "GSTT-PH")
+    assert order_columns(control, order_id)["master_file_id"] == new_mf  # type: ignore[index]
+    decisions = repl(site).decisions
+    assert decisions is not None
+    real = decisions._master_files
+
+    class Broken:
+        def install_published(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("disk I/O error")
+
+    decisions._master_files = Broken()  # type: ignore[assignment]
+    try:
+        deliver(control, site)
+    finally:
+        decisions._master_files = real
+    assert order_columns(site, order_id) is None
+    assert handover_outcomes(site, order_id) == []  # not refused: nothing final on record
+    (waits,) = waiting_rows(site, order_id)
+    assert waits.reason is not None and "not yet effective here (not held here)" in waits.reason
+    with site.uow() as uow:
+        assert list(decisions.waiting(uow).values()) == [waits.reason]
+
+    result = pass_again(site)  # the publication installed, then the hand-over taken
+    assert result.waiting == {} and len(result.applied) == 2
+    with site.uow() as uow:
+        mf = uow.session.get(MasterFile, new_mf)
+        assert mf is not None and mf.status == "effective"
+        assert decisions.waiting(uow) == {}
+    assert order_columns(site, order_id) == order_columns(control, order_id)
+    assert handover_outcomes(site, order_id) == [("create", "taken here")]
+    assert len(waiting_rows(site, order_id)) == 1  # the wait stays as history
+    fh.run(site)
+    assert batches_of(site, order_id) == 1
+
+
+def test_a_waiting_order_whose_version_is_withdrawn_meanwhile_is_refused_on_record(
+    nodes: tuple[App, App],
+) -> None:
+    """Waiting is for what may come right by itself: the version the order is made to held
+    here but not yet effective waits; once withdrawn here it never will be, and the refusal
+    is final (on record, never tried again, even if the version came back)."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    mf_id = fh.master_file_id(site, HYDROCORTISONE)
+    fh.edit(site, MasterFile, mf_id, status="approved")  # held, not yet effective here
+    deliver(control, site)
+    assert order_columns(site, order_id) is None
+    assert handover_outcomes(site, order_id) == []
+    (waits,) = waiting_rows(site, order_id)
+    assert waits.reason is not None and "not yet effective here (approved here)" in waits.reason
+    # a pass that finds it waiting for the same thing writes nothing more
+    assert list(pass_again(site).waiting.values()) == [waits.reason]
+    assert len(waiting_rows(site, order_id)) == 1
+
+    fh.edit(site, MasterFile, mf_id, status="withdrawn")
+    pass_again(site)
+    ((action, outcome),) = handover_outcomes(site, order_id)
+    assert action == "refuse" and "withdrawn here" in outcome
+    fh.edit(site, MasterFile, mf_id, status="effective")
+    pass_again(site)  # final: not tried again
+    assert order_columns(site, order_id) is None
+    assert len(handover_outcomes(site, order_id)) == 1
+
+
+# --- a new version of an order handed over (a dose adjusted at the control) -------------------
+
+
+def with_dose_rule(site: App, control: App) -> None:
+    """The hydrocortisone master file with the dose rule, published at the control and
+    installed at the site (as the control's signed decision)."""
+    control_key_known(control, site)
+    mf_id = fh.new_version(control, HYDROCORTISONE, dose_rule=RULE)
+    deliver(control, site)
+    with site.uow() as uow:
+        mf = uow.session.get(MasterFile, mf_id)
+        assert mf is not None and mf.status == "effective"
+
+
+def adjust_at_control(control: App, order_id: str) -> str:
+    """A clinician at the control records the patient's weight and height (35 kg, 140 cm)
+    against the order and accepts the dose the rule proposes with an e-signature; the new
+    version's id. By hand (tests/orders/test_dose_adjust.py): 3.5 mg a tablet."""
+    clinician = fh.actor(control, "clinician")
+    with control.uow() as uow:
+        done = control.dose_adjustment.record_observations(
+            uow, clinician, order_id, vitals(control)
+        )
+    assert done.proposal is not None, done.note
+    with control.uow() as uow:
+        accepted = control.dose_adjustment.accept(
+            uow, clinician, done.proposal.id, sign("clinician")
+        )
+    assert accepted.new_order_id is not None
+    return accepted.new_order_id
+
+
+def test_a_dose_adjusted_at_the_control_reaches_the_site_as_a_new_version_of_the_order(
+    nodes: tuple[App, App],
+) -> None:
+    """An order handed over to St Thomas', not yet planned there; the control's clinician
+    adjusts its dose. The new version travels signed like the first hand-over: the site stores
+    it column for column (3.5 mg, version 2, superseding the first), cancels the first (no
+    batch started: the dose-adjustment rule), and makes the new one only."""
+    site, control = nodes
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    assert order_columns(site, first) is not None
+    second = adjust_at_control(control, first)
+    body = handover_row(control, second)
+    assert body["order"]["supersedes"] == first
+    # the control's signed entry names the SHA-256 of the new version's body, by hand
+    with control.uow() as uow:
+        entries = [
+            json.loads(e.payload)["body"]
+            for e in uow.session.scalars(
+                select(LedgerEntry).where(LedgerEntry.ref == f"order_handover:{second}")
+            )
+        ]
+    assert entries == [{"sha256": canonical_sha256(body), "order_id": second}]
+
+    deliver(control, site)
+    there, here = order_columns(control, second), order_columns(site, second)
+    assert here is not None and here == there
+    assert (here["dose_value"], here["dose_unit"]) == (3.5, "mg")
+    assert (here["supersedes"], here["prescription_version"]) == (first, 2)
+    assert fh.order_status(site, first) == "cancelled"
+    assert handover_outcomes(site, second) == [("create", "taken here")]
+    fh.run(site)
+    assert (batches_of(site, first), batches_of(site, second)) == (0, 1)
+    deliver(control, site)  # acted on once
+    assert handover_outcomes(site, second) == [("create", "taken here")]
+
+
+def test_a_new_version_for_an_order_made_at_the_site_keeps_its_batch_and_is_made_too(
+    nodes: tuple[App, App],
+) -> None:
+    """The first version already made at the site (its batch awaiting release): as when the
+    dose is adjusted there, it keeps its batch, unchanged but marked superseded on record, and
+    the new version is made for the batches to come."""
+    site, control = nodes
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    fh.run(site)
+    made = fh.order_status(site, first)
+    assert made not in ("received", "designed", "failed", "scheduled")
+    second = adjust_at_control(control, first)
+    deliver(control, site)
+    assert order_columns(site, second) == order_columns(control, second)
+    assert fh.order_status(site, first) == made  # not silently changed
+    with site.uow() as uow:
+        marks = uow.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity_id == first, AuditEntry.action == "superseded"
+            )
+        ).all()
+        assert [m.new for m in marks] == [{"superseded_by": second}]
+    fh.run(site)
+    assert (batches_of(site, first), batches_of(site, second)) == (1, 1)
+
+
+def test_a_new_version_for_an_order_scheduled_at_the_site_waits_until_it_is_made(
+    nodes: tuple[App, App],
+) -> None:
+    """Adjusting a scheduled order is refused where it is scheduled (its job would make the
+    old dose). At the site the new version waits, the first version's job untouched, and is
+    taken once that order has left the plan (here: made, so it keeps its batch)."""
+    site, control = nodes
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    fh.schedule(site, first)
+    second = adjust_at_control(control, first)
+    deliver(control, site)
+    assert order_columns(site, second) is None
+    assert fh.order_status(site, first) == "scheduled"
+    assert handover_outcomes(site, second) == []
+    (waits,) = waiting_rows(site, second)
+    assert waits.reason is not None and "scheduled here" in waits.reason
+    fh.run(site)  # the first version is made
+    pass_again(site)
+    assert order_columns(site, second) == order_columns(control, second)
+    assert handover_outcomes(site, second) == [("create", "taken here")]
+
+
+def test_a_new_version_for_an_order_cancelled_at_the_site_is_refused_on_record(
+    nodes: tuple[App, App],
+) -> None:
+    """An order cancelled at the site takes no new version (as a dose is not adjusted there
+    for an ended order): refused, final, on record."""
+    site, control = nodes
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    with site.uow() as uow:
+        site.orders.cancel(uow, fh.actor(site, "pharmacist"), first, reason="patient moved")
+    second = adjust_at_control(control, first)
+    deliver(control, site)
+    assert order_columns(site, second) is None
+    ((action, outcome),) = handover_outcomes(site, second)
+    assert action == "refuse" and "cancelled here: no batch will follow it" in outcome
+    assert fh.order_status(site, first) == "cancelled"

@@ -82,12 +82,30 @@ def control_key_known(control: App, site: App) -> None:
         )
 
 
+def site_keys_known(site: App, control: App) -> None:
+    """Provisioning: the site node's ledger keys (which sign its dossiers) registered at the
+    control (`nearfab node keys export` at the site, `keys import` at the control). Keys
+    already held are skipped; idempotent."""
+    with site.uow() as uow:
+        document = export_site_keys(uow.session, repl(site).site_id)
+    with control.uow() as uow:
+        import_site_keys(
+            uow,
+            system_actor("provisioning"),
+            parse_site_keys(document),
+            own_site_id=repl(control).site_id,
+            reason="the site node's keys, exported there",
+        )
+
+
 def deliver(src: App, dst: App) -> int:
     """Everything `src` has not sent yet, applied at `dst` as its inbox does (then, at a site
     node, the control's decisions acted on); the records are marked sent. In-process, no
     broker: the broker path is the first test's."""
     if repl(dst).decisions is not None:  # a site node: provisioned with the control's key
         control_key_known(src, dst)
+    else:  # the control: provisioned with the site's keys
+        site_keys_known(src, dst)
     records = unsent(src)
     with dst.uow() as uow:
         repl(dst).apply(uow, [r.to_message() for r in records])
@@ -185,6 +203,7 @@ def test_a_site_batch_is_released_by_the_control_qp_and_the_site_records_it_thro
     assert control.remote_releases is not None and control.dossiers is None
     control_key_known(control, site)
     batch_id = fh.make_batch(site)  # made here, steps signed, audit trail reviewed
+    site_keys_known(site, control)  # the key that signs its dossiers, registered there
     made = fh.batch(site, batch_id)
     assert made.status == "completed" and pack_statuses(site, batch_id) == {"quarantine"}
     at_site = fh.web_login(site, "qp")

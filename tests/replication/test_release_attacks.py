@@ -36,12 +36,15 @@ from tests.replication.test_release_across import (
     releases_of,
     review_of,
     signature_row,
+    site_keys_known,
+    unsent,
     waiting,
 )
 from tests.replication.test_replication_mqtt import repl
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import DomainError, Forbidden, NotFound, Refused, ValidationFailed
+from nearfab.custody import LedgerKind
 from nearfab.identity import AuditAction, AuditEntry, Signature, audit
 from nearfab.materials.models import MaterialLot
 from nearfab.network.models import Site
@@ -92,12 +95,16 @@ def send(site: App) -> None:
 
 def send_forged(site: App, batch_id: str, **changes: Any) -> dict[str, Any]:
     """The site node (tampered with) sends a dossier of its own making: the real one with
-    `changes`, through the same audit row and capture as `send_ready`."""
+    `changes`, through the same audit row and capture as `send_ready`, signed in its ledger
+    chain with its own key as `send_ready` signs (docs/replication.md: an entry `dossier`,
+    ref `release_dossier:<batch id>`, body the SHA-256 of the dossier's canonical JSON): the
+    node holds its key, so the control's signature check passes and its other checks are
+    what is attacked."""
     with site.uow() as uow:
         dossier = site.quality.remote.dossier(uow, batch_id)
     forged = {**dossier, **changes}
     with site.uow() as uow:
-        audit(
+        row = audit(
             uow,
             dossiers_of(site).actor,
             AuditAction.CREATE,
@@ -106,6 +113,14 @@ def send_forged(site: App, batch_id: str, **changes: Any) -> dict[str, Any]:
             new=forged,
             reason="sent to the control site's QP",
             site_id=repl(site).site_id,
+        )
+        sent = hashlib.sha256(canonical(row.new)).hexdigest()  # the dossier as its row holds it
+        site.custody_chain.ledger.append(
+            uow,
+            repl(site).site_id,
+            LedgerKind.DOSSIER,
+            f"release_dossier:{batch_id}",
+            {"sha256": sent, "batch_id": batch_id},
         )
         uow.commit()
     return forged
@@ -228,6 +243,65 @@ def test_a_dossier_altered_on_the_broker_is_not_signed(nodes: tuple[App, App]) -
         decide(control, batch_id, shown_hash=row.dossier["shown_hash"])
     assert refused.value.code == "dossier_not_verified"
     assert signatures_at(control) == before and remote_decisions(control, batch_id) == []
+
+
+def test_a_dossier_is_signed_only_once_the_sites_signed_entry_naming_it_is_held_and_checked(
+    nodes: tuple[App, App],
+) -> None:
+    """docs/replication.md: the site signs each dossier it sends in its ledger chain (an entry
+    `dossier`, ref `release_dossier:<batch id>`, naming the SHA-256 of the canonical JSON of
+    the dossier as the audit row sending it holds it). The control's QP signs nothing while
+    that entry is not held, nor while the key that signed it is not known there; each refusal
+    is on record; with both, the decision is signed."""
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    send(site)
+    records = unsent(site)
+    (entry,) = [
+        r
+        for r in records
+        if r.kind == "ledger" and json.loads(r.payload)["ref"] == f"release_dossier:{batch_id}"
+    ]
+    (sent_by,) = [
+        r
+        for r in records
+        if r.kind == "audit" and json.loads(r.payload).get("entity_type") == DOSSIER_ENTITY
+    ]
+    body = json.loads(json.loads(entry.payload)["payload"])["body"]
+    # the digest by hand, from the row's `new` as it travels
+    assert body == {
+        "sha256": hashlib.sha256(canonical(json.loads(sent_by.payload)["new"])).hexdigest(),
+        "batch_id": batch_id,
+    }
+    with control.uow() as uow:  # everything before the signed entry
+        repl(control).apply(uow, [r.to_message() for r in records if r.seq < entry.seq])
+    (row,) = waiting(control)
+    before = signatures_at(control)
+    with pytest.raises(Refused) as held_back:
+        decide(control, batch_id, shown_hash=row.dossier["shown_hash"])
+    assert held_back.value.code == "dossier_not_verified"
+    assert "ledger chain signing this dossier is not held here" in str(held_back.value)
+    fh.assert_refusal_audited(control, held_back.value, "batch", batch_id)
+
+    with control.uow() as uow:  # the rest, with the site's key not registered at the control
+        repl(control).apply(uow, [r.to_message() for r in records if r.seq >= entry.seq])
+    with site.uow() as uow:
+        ids = [r.id for r in records]
+        repl(site).mark_published(uow, ids, ids)
+    key_id = json.loads(entry.payload)["key_id"]
+    with control.uow() as uow:
+        assert key_id in {k for s in repl(control).inbox_status(uow) for k in s.unverified_keys}
+    with pytest.raises(Refused) as unknown:
+        decide(control, batch_id, shown_hash=row.dossier["shown_hash"])
+    assert unknown.value.code == "dossier_not_verified"
+    assert key_id in str(unknown.value) and "nearfab node keys import" in str(unknown.value)
+    fh.assert_refusal_audited(control, unknown.value, "batch", batch_id)
+    assert signatures_at(control) == before and remote_decisions(control, batch_id) == []
+
+    site_keys_known(site, control)
+    decide(control, batch_id, shown_hash=row.dossier["shown_hash"])
+    assert signatures_at(control) == before + 1
+    assert len(remote_decisions(control, batch_id)) == 1
 
 
 def test_a_dossier_content_changed_after_its_hash_is_not_signed(nodes: tuple[App, App]) -> None:

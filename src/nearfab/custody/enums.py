@@ -60,6 +60,9 @@ class LedgerKind(StrEnum):
     # a control-site decision a site node acts on (replication: a QP's decision on a site
     # node's batch), signed in the control's chain: its body names the decision's SHA-256
     DECISION = "decision"
+    # a site node's release dossier sent to the control's QP, signed in the site's chain: its
+    # body names the dossier's SHA-256 (replication: the control signs nothing else)
+    DOSSIER = "dossier"
 
 
 class AlertKind(StrEnum):

@@ -3,7 +3,7 @@
 from nearfab.orders.doseadjust import DoseAdjustment, check_dose_rule
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
-from nearfab.orders.handover import handover_body
+from nearfab.orders.handover import HANDOVER_WAITS, handover_body
 from nearfab.orders.identification import PatientMatch, PresentedIdentifiers
 from nearfab.orders.identifiers import IdentifierKind
 from nearfab.orders.models import (
@@ -18,6 +18,7 @@ from nearfab.orders.services import Designer, DesignRequest, OrderService
 from nearfab.orders.vault import IdentityVault
 
 __all__ = [
+    "HANDOVER_WAITS",
     "DesignRequest",
     "Designer",
     "DoseAdjustment",

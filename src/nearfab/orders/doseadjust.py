@@ -45,7 +45,7 @@ from nearfab.identity import (
 from nearfab.masterfiles import MasterFileService, pydantic_to_domain
 from nearfab.orders.dose_models import DoseProposal, PatientObservation
 from nearfab.orders.dose_schemas import DoseDecisionIn
-from nearfab.orders.enums import OrderStatus
+from nearfab.orders.enums import ENDED_STATES, NOT_STARTED_STATES, OrderStatus
 from nearfab.orders.kit import DoseRuleKit, ObservationIn, PrescriptionKits
 from nearfab.orders.models import Order, PatientIdentity
 from nearfab.orders.observations import read_observations
@@ -82,13 +82,9 @@ PROPOSAL_TRANSITIONS: dict[ProposalStatus, frozenset[ProposalStatus]] = {
     ProposalStatus.SUPERSEDED: frozenset(),
 }
 # an order no batch will come from any more: nothing to propose for it
-ENDED = {OrderStatus.CANCELLED.value, OrderStatus.STOPPED.value, OrderStatus.REJECTED.value}
+ENDED = ENDED_STATES
 # an order that has not started a batch: its new version takes its place (it is cancelled)
-NOT_STARTED = {
-    OrderStatus.RECEIVED.value,
-    OrderStatus.DESIGNED.value,
-    OrderStatus.FAILED.value,
-}
+NOT_STARTED = NOT_STARTED_STATES
 
 
 def check_dose_rule(kits: PrescriptionKits, family: str, rule: Mapping[str, Any] | None) -> None:
@@ -589,6 +585,9 @@ class DoseAdjustment:
             signature.id,
             new.id,
         )
+        # a new version taken: at the control node, an order of a site is handed over to that
+        # site's node again (docs/replication.md, "Orders handed over to the sites")
+        self._orders.taken(uow, actor, new)
         uow.commit()
         return row
 

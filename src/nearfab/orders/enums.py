@@ -37,3 +37,12 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.DISPENSED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }
+
+# an order no batch will come from any more: its dose is not adjusted (docs/dose-adjustment.md)
+ENDED_STATES = frozenset(
+    {OrderStatus.CANCELLED.value, OrderStatus.STOPPED.value, OrderStatus.REJECTED.value}
+)
+# an order that has not started a batch: a new version of it takes its place (it is cancelled)
+NOT_STARTED_STATES = frozenset(
+    {OrderStatus.RECEIVED.value, OrderStatus.DESIGNED.value, OrderStatus.FAILED.value}
+)

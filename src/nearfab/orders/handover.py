@@ -21,12 +21,25 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy import inspect, select
+from sqlalchemy.orm.attributes import flag_modified
 
 from nearfab.common.canonical import canonical_json, sha256_hex
-from nearfab.common.errors import Conflict, Refused, ValidationFailed
-from nearfab.identity import Actor, AuditAction, Permission, audit, authorize
-from nearfab.masterfiles import MasterFileService
-from nearfab.orders.enums import OrderStatus
+from nearfab.common.errors import Conflict, NotFound, Refused, ValidationFailed
+from nearfab.identity import (
+    Actor,
+    AuditAction,
+    Permission,
+    audit,
+    audited_transition,
+    authorize,
+)
+from nearfab.masterfiles import MasterFileService, MasterFileStatus
+from nearfab.orders.enums import (
+    ENDED_STATES,
+    NOT_STARTED_STATES,
+    ORDER_TRANSITIONS,
+    OrderStatus,
+)
 from nearfab.orders.identifiers import IdentifierKind
 from nearfab.orders.models import (
     Order,
@@ -39,6 +52,14 @@ from nearfab.orders.vault import IdentityVault
 from nearfab.uow import UnitOfWork
 
 HANDOVER_FORMAT = "nearfab-order-handover/1"
+# refusals that may come right by themselves at the site, without the control doing anything:
+# the order's master-file version not effective here yet (its publication not arrived, or not
+# acted on yet), the order a new version replaces not held here yet (its own hand-over waits),
+# that order scheduled here (the new version waits until it is taken off the plan or made).
+# The site tries such a hand-over again at each pass (replication/decisions.py); every other
+# refusal (a version withdrawn or superseded here, another site's, a collision, an older
+# version, an ended order, ...) is final and on record.
+HANDOVER_WAITS = frozenset({"master_file_not_effective", "superseded_not_held", "scheduled"})
 
 
 def _dump(row: Any) -> dict[str, Any]:
@@ -210,14 +231,7 @@ def install_handover(
             field="order.status",
             code="not_designed",
         )
-    mf = master_files.effective_for_code(uow, order.master_file_code)
-    if mf.id != order.master_file_id:
-        raise Refused(
-            f"order {order.id} is made to {order.master_file_code} v{order.master_file_version}"
-            f", but v{mf.version} is the version effective here",
-            field="order.master_file_id",
-            code="master_file_not_effective",
-        )
+    _effective_here(uow, order, master_files)
     prescription = _load(Prescription, body.get("prescription"), "prescription")
     if prescription.id != order.prescription_id:
         raise ValidationFailed("prescription.id: not the order's", field="prescription.id")
@@ -242,6 +256,8 @@ def install_handover(
         raise ValidationFailed(
             "prescription.patient_id: not the order's patient", field="prescription.patient_id"
         )
+    if order.supersedes is not None:  # a new version of an order handed over before
+        return _install_version(uow, actor, order, prescription, site_id=site_id, note=note)
     identity = _load(PatientIdentity, body.get("identity"), "identity")
     try:
         vault.decrypt(identity.ciphertext)  # the patient's identity must open here too
@@ -333,4 +349,187 @@ def install_handover(
         reason=note,
         site_id=site_id,
     )
+    return order, True
+
+
+def _effective_here(uow: UnitOfWork, order: Order, master_files: MasterFileService) -> None:
+    """The order's master-file version must be the one effective here. Not held here yet, or
+    held but not effective yet (its publication not arrived, or waiting for the control's
+    signature): `master_file_not_effective`, which waits (`HANDOVER_WAITS`). Withdrawn or
+    superseded here: final (it will never be effective here again)."""
+    try:
+        mf = master_files.get(uow, order.master_file_id)
+    except NotFound:
+        mf = None
+    label = f"{order.master_file_code} v{order.master_file_version}"
+    if mf is not None and (mf.code, mf.version) != (
+        order.master_file_code,
+        order.master_file_version,
+    ):
+        raise ValidationFailed(
+            f"order.master_file_id: {order.master_file_id} is {mf.code} v{mf.version} here, "
+            f"not the order's {label}",
+            field="order.master_file_id",
+        )
+    if mf is not None and mf.status == MasterFileStatus.WITHDRAWN.value:
+        raise Refused(
+            f"order {order.id} is made to {label}, which is withdrawn here",
+            field="order.master_file_id",
+            code="master_file_withdrawn",
+        )
+    if mf is not None and mf.status == MasterFileStatus.SUPERSEDED.value:
+        raise Refused(
+            f"order {order.id} is made to {label}, which a newer version superseded here",
+            field="order.master_file_id",
+            code="master_file_superseded",
+        )
+    if mf is None or mf.status != MasterFileStatus.EFFECTIVE.value:
+        held = "not held here" if mf is None else f"{mf.status} here"
+        raise Refused(
+            f"order {order.id} is made to {label}, not yet effective here ({held}): it waits "
+            "for the version's publication",
+            field="order.master_file_id",
+            code="master_file_not_effective",
+        )
+
+
+def _in_force(uow: UnitOfWork, order: Order) -> Order:
+    """The newest version held here of the order `order` starts (each version `supersedes`
+    the one before)."""
+    seen = {order.id}
+    while True:
+        newer = uow.session.scalar(select(Order).where(Order.supersedes == order.id).limit(1))
+        if newer is None or newer.id in seen:
+            return order
+        seen.add(newer.id)
+        order = newer
+
+
+def _install_version(
+    uow: UnitOfWork,
+    actor: Actor,
+    order: Order,
+    prescription: Prescription,
+    *,
+    site_id: str,
+    note: str,
+) -> tuple[Order, bool]:
+    """A new version of an order the site holds (a dose adjusted at the control), stored with
+    the control's id, by the rules of a dose adjusted here (orders/doseadjust.py `accept`):
+    it must replace the version in force here and be newer than it; an ended order (cancelled,
+    stopped, rejected) takes no new version; a scheduled one waits (its job would make the old
+    dose: `HANDOVER_WAITS`); one that has started no batch (received, designed, failed) is
+    cancelled, superseded by the new version; one in production or made keeps its batch and
+    is marked superseded (an audit row), never changed. Checked first, nothing written on a
+    refusal. The prescription and patient are the old version's, held here already."""
+    s = uow.session
+    old = s.get(Order, order.supersedes)
+    if old is None:
+        raise Refused(
+            f"order.supersedes: order {order.supersedes}, which order {order.id} replaces, is "
+            "not held here yet",
+            field="order.supersedes",
+            code="superseded_not_held",
+        )
+    if old.site_id != site_id:
+        raise Refused(
+            f"order.supersedes: order {old.id} is another site's: this node takes its own "
+            "site's only",
+            field="order.supersedes",
+            code="another_site",
+        )
+    if old.prescription_id != order.prescription_id:
+        raise ValidationFailed(
+            f"order.prescription_id: not the prescription of order {old.id}, which it replaces",
+            field="order.prescription_id",
+        )
+    held_rx = s.get(Prescription, prescription.id)
+    if held_rx is None or held_rx.raw_sha256 != prescription.raw_sha256:
+        raise Refused(
+            f"prescription.raw_sha256: not the prescription held here for order {old.id}",
+            field="prescription.raw_sha256",
+            code="prescription_altered",
+        )
+    if not isinstance(order.prescription_version, int):
+        raise ValidationFailed(
+            "order.prescription_version: expected a whole number",
+            field="order.prescription_version",
+        )
+    current = _in_force(uow, old)
+    if order.prescription_version <= current.prescription_version:
+        raise Refused(
+            f"order.prescription_version: order {order.id} is version "
+            f"{order.prescription_version}, but version {current.prescription_version} "
+            f"(order {current.id}) is held here already",
+            field="order.prescription_version",
+            code="older_version",
+        )
+    if current.id != old.id:
+        raise Refused(
+            f"order.supersedes: order {old.id} is no longer the version in force here "
+            f"(order {current.id} is)",
+            field="order.supersedes",
+            code="order_not_in_force",
+        )
+    if old.status in ENDED_STATES:
+        raise Refused(
+            f"order.supersedes: order {old.id} is {old.status} here: no batch will follow it",
+            field="order.supersedes",
+            code="order_not_in_force",
+        )
+    if old.status == OrderStatus.SCHEDULED.value:
+        raise Refused(
+            f"order.supersedes: order {old.id} is scheduled here (its job would make the old "
+            "dose): the new version waits until it is taken off the plan or made",
+            field="order.supersedes",
+            code="scheduled",
+        )
+    order.patient_id = old.patient_id  # the patient as held here (maybe by look-up hash)
+    s.add(order)
+    s.flush()
+    audit(
+        uow,
+        actor,
+        AuditAction.CREATE,
+        "order",
+        order.id,
+        new={
+            "status": order.status,
+            "master_file": f"{order.master_file_code} v{order.master_file_version}",
+            "dose": f"{order.dose_value!r} {order.dose_unit}",
+            "units": order.units,
+            "supersedes": old.id,
+            "prescription_version": order.prescription_version,
+            "site_id": site_id,
+            "design": order.design,
+        },
+        reason=note,
+        site_id=site_id,
+    )
+    if old.status in NOT_STARTED_STATES:
+        audited_transition(
+            uow,
+            actor,
+            old,
+            OrderStatus.CANCELLED,
+            ORDER_TRANSITIONS,
+            entity_type="order",
+            label=f"order {old.id}",
+            reason=f"superseded by order {order.id} (dose adjusted at the control site; {note})",
+            site_id=site_id,
+        )
+    else:  # its batch goes on: the batches to come follow the new version
+        audit(
+            uow,
+            actor,
+            "superseded",
+            "order",
+            old.id,
+            new={"superseded_by": order.id},
+            reason=f"dose adjusted at the control site: the batches to come follow the new "
+            f"version ({note})",
+            site_id=site_id,
+        )
+    old.updated_at = uow.clock.now()
+    flag_modified(old, "updated_at")
     return order, True

@@ -192,14 +192,25 @@ class OrderService:
         self._on_taken: list[Callable[[UnitOfWork, Actor, Order], None]] = []
 
     def on_taken(self, hook: Callable[[UnitOfWork, Actor, Order], None]) -> None:
-        """Call `hook` for every order taken, in the transaction that stores it."""
+        """Call `hook` for every order taken (a new version of an order too: a dose adjusted),
+        in the transaction that stores it."""
         self._on_taken.append(hook)
+
+    def taken(self, uow: UnitOfWork, actor: Actor, order: Order) -> None:
+        """Tell the `on_taken` hooks of an order just stored, in the caller's transaction: at
+        the control node, an order for a site (or its new version) is handed over to that
+        site's node (docs/replication.md, "Orders handed over to the sites")."""
+        for hook in self._on_taken:
+            hook(uow, actor, order)
 
     def take_handed_over(
         self, uow: UnitOfWork, actor: Actor, body: dict[str, Any], *, site_id: str, note: str
     ) -> tuple[Order, bool]:
-        """At a site node: store an order the control node took for this site, with its ids
-        (orders/handover.py `install_handover`), in the caller's transaction."""
+        """At a site node: store an order the control node took for this site, or a new
+        version of one it handed over (a dose adjusted there), with its ids (orders/handover.py
+        `install_handover`), in the caller's transaction. A refusal whose code is in
+        `HANDOVER_WAITS` may come right by itself here (the version not yet effective): the
+        caller tries again later; any other refusal is final."""
         return install_handover(
             uow,
             actor,
@@ -245,8 +256,7 @@ class OrderService:
         try:
             orders = [self._store(uow, actor, plan) for plan in plans]
             for order in orders:
-                for hook in self._on_taken:
-                    hook(uow, actor, order)
+                self.taken(uow, actor, order)
             uow.commit()
         except Conflict:
             # a concurrent submission of the same prescription won the unique key: name it

@@ -26,6 +26,7 @@ from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
 from nearfab.identity.reads import audit_entries_on
+from nearfab.orders import HANDOVER_WAITS
 from nearfab.replication.logic import (
     Record,
     decision_digest,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 APPLIED_ENTITY = "replication_applied"  # audit rows: a control record acted on (its id)
 REFUSED_ENTITY = "replication_refused"  # audit rows: a control record not acted on, and why
+# audit rows: a control record not acted on yet, and why (an order handed over whose
+# master-file version is not effective here yet, say); tried again at each pass
+WAITING_ENTITY = "replication_waiting"
 REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
 PUBLISHED_ENTITY = "master_file_published"  # control audit rows: a version sites install
 HANDOVER_ENTITY = "order_handover"  # control audit rows: an order a site node makes
@@ -105,13 +109,24 @@ class Alerts(Protocol):  # the part of custody's Packs used here
 
 @dataclass
 class DecisionsResult:
-    """What one pass did: control records acted on, refused (id -> why), failed unexpectedly
-    (id -> the error: retried at the next pass), alerts raised."""
+    """What one pass did: control records acted on, refused (id -> why), waiting for
+    something that may come right here by itself (id -> why: tried again at the next pass),
+    failed unexpectedly (id -> the error: retried at the next pass), alerts raised."""
 
     applied: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+
+
+class _Waits(Exception):
+    """A control record not acted on yet: what it needs may come right here by itself (the
+    version it is made to becoming effective). Nothing acted on; tried again at each pass."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -213,10 +228,15 @@ class ControlDecisions:
             statuses = {s.origin_site: s for s in self.service.inbox_status(uow)}
             records = self.service.received(uow, origin)
             ids = [r.id for r in records]
-            done = {
-                (row.entity_type, row.entity_id)
-                for row in audit_entries_on(uow.session, {APPLIED_ENTITY: ids, REFUSED_ENTITY: ids})
-            }
+            done: set[tuple[str, str]] = set()
+            waited: dict[str, str] = {}  # record id -> why it last waited (its newest row)
+            for row in audit_entries_on(
+                uow.session, {APPLIED_ENTITY: ids, REFUSED_ENTITY: ids, WAITING_ENTITY: ids}
+            ):
+                if row.entity_type == WAITING_ENTITY:
+                    waited[row.entity_id] = str(row.reason)
+                else:
+                    done.add((row.entity_type, row.entity_id))
         problems = _problems(statuses.get(origin))
         usable = _contiguous(records)
         signed = _signed_decisions(usable)
@@ -270,6 +290,11 @@ class ControlDecisions:
             try:
                 if not self._act(uow_factory, record, row, recall, release, handover):
                     continue  # held here already: nothing to do
+            except _Waits as waits:  # may come right by itself: on record once, tried again
+                if waited.get(record.id) != waits.why:
+                    self._wait(uow_factory, record, row, waits.why)
+                result.waiting[record.id] = waits.why
+                continue
             except Exception as exc:  # one record must not hold up the rest
                 # an unexpected failure (a bug, the database) is not a refusal: nothing is on
                 # record, so the next pass tries again; the records after it (a recall, say)
@@ -339,6 +364,26 @@ class ControlDecisions:
         with uow_factory() as uow:
             outcome = f"not applied here: {failed.message}"
             self._note(uow, record, about, outcome, reason, AuditAction.REFUSE)
+            uow.commit()
+
+    def _wait(
+        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any], why: str
+    ) -> None:
+        """A control record not acted on yet, and why, on record (once per reason: a pass that
+        finds it waiting for the same thing writes nothing), in a transaction of its own after
+        the attempt rolled back. Not an applied row: the next pass tries it again."""
+        log.info("replication: %s waits: %s", record.id, why)
+        with uow_factory() as uow:
+            audit(
+                uow,
+                self.actor,
+                AuditAction.CREATE,
+                WAITING_ENTITY,
+                record.id,
+                new={**self._about(record, row), "order_id": row.get("entity_id")},
+                reason=why,
+                site_id=self.service.site_id,
+            )
             uow.commit()
 
     # --- recalls -----------------------------------------------------------------------------
@@ -448,15 +493,24 @@ class ControlDecisions:
     def _apply_handover(
         self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
     ) -> bool:
-        """Store the order the control took for this site, with its ids, through orders'
-        `take_handed_over`, the applied row in the same transaction; this node's runner then
-        plans and makes it as its own. A refusal (not designed, another master-file version
-        effective here, a prescription that does not open or match its hash) is on record. An
-        order held here already writes nothing: False."""
+        """Store the order the control took for this site, or a new version of one (a dose
+        adjusted there), with its ids, through orders' `take_handed_over`, the applied row in
+        the same transaction; this node's runner then plans and makes it as its own. A refusal
+        that may come right here by itself (orders' `HANDOVER_WAITS`: its master-file version
+        not effective here yet, the order it replaces not held yet or scheduled here) raises
+        `_Waits`: nothing on record as applied, tried again at the next pass. Any other
+        refusal (a version withdrawn or superseded here, not designed, a prescription that
+        does not open or match its hash, a collision, an older version) is final, on record.
+        An order held here already writes nothing: False."""
         assert self._orders is not None
         order_id = str(row.get("entity_id"))
         about = {**self._about(record, row), "order_id": order_id}
-        note = f"order {order_id} taken at the control site, handed over (record {record.id})"
+        supersedes = ((row.get("new") or {}).get("order") or {}).get("supersedes")
+        taken = "taken at the control site"
+        if supersedes:
+            about["supersedes"] = supersedes
+            taken = f"a new version of order {supersedes} made at the control site"
+        note = f"order {order_id} {taken}, handed over (record {record.id})"
         with uow_factory() as uow:
             try:
                 _order, now = self._orders.take_handed_over(
@@ -471,9 +525,11 @@ class ControlDecisions:
                 self._note(uow, record, about, "taken here", note)
                 uow.commit()
                 return True
-            except DomainError as exc:  # on record, not retried for ever
+            except DomainError as exc:
                 uow.session.rollback()
-                failed = exc
+                if exc.code in HANDOVER_WAITS:  # may come right here: tried again
+                    raise _Waits(exc.message) from exc
+                failed = exc  # on record, not retried for ever
         self._not_applied(uow_factory, record, about, failed, note)
         return True
 
@@ -519,6 +575,22 @@ class ControlDecisions:
             f"master file {mf_id} from the control site (record {record.id})",
         )
         return True
+
+    def waiting(self, uow: UnitOfWork) -> dict[str, str]:
+        """The control records not acted on yet because what they need may come right here by
+        itself (record id -> why it last waited): each has a waiting row and no applied or
+        refused row yet. Read for `nearfab node receive` and the tests."""
+        ids = [r.id for r in self.service.received(uow, self.control_site_id)]
+        waited: dict[str, str] = {}
+        settled: set[str] = set()
+        for row in audit_entries_on(
+            uow.session, {APPLIED_ENTITY: ids, REFUSED_ENTITY: ids, WAITING_ENTITY: ids}
+        ):
+            if row.entity_type == WAITING_ENTITY:
+                waited[row.entity_id] = str(row.reason)
+            else:
+                settled.add(row.entity_id)
+        return {k: v for k, v in waited.items() if k not in settled}
 
     # --- deferred verification ---------------------------------------------------------------
     def reverify(

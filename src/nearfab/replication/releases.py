@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from nearfab.common.errors import NotFound, Refused
 from nearfab.custody import LedgerKind
+from nearfab.custody.reads import site_public_keys
 from nearfab.identity import (
     Actor,
     AuditAction,
@@ -40,7 +41,9 @@ from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import (
     decision_digest,
     decision_ref,
+    dossier_ref,
     handover_ref,
+    held_from_start,
     publication_ref,
     recall_ref,
     record_id,
@@ -49,6 +52,7 @@ from nearfab.replication.logic import (
 )
 from nearfab.replication.models import InboxProblem, InboxRecord
 from nearfab.replication.services import ReplicationService, _to_record
+from nearfab.replication.signatures import KeyBook, verify_signatures
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -58,16 +62,30 @@ class PendingReviews(Protocol):
     def __call__(self, uow: UnitOfWork) -> list[Any]: ...
 
 
+class Ledger(Protocol):  # the part of custody's CustodyLedger used here
+    def append(
+        self, uow: UnitOfWork, site_id: str, kind: LedgerKind, ref: str, body: dict[str, Any]
+    ) -> Any: ...
+
+
 class SiteDossiers:
     """A site node's side: send a dossier for each of its batches waiting for the QP (again
-    after this node refused the decision made on the last one)."""
+    after this node refused the decision made on the last one), each signed in the site's
+    ledger chain."""
 
     def __init__(
-        self, service: ReplicationService, remote: RemoteRelease, pending: PendingReviews
+        self,
+        service: ReplicationService,
+        remote: RemoteRelease,
+        pending: PendingReviews,
+        ledger: Ledger,
     ) -> None:
+        """`ledger`: the site's custody ledger, whose chain (signed with this site's key)
+        names each dossier's SHA-256, so the control's QP signs only what this node sent."""
         self.service = service
         self._remote = remote
         self._pending = pending
+        self._ledger = ledger
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
 
     def last_sent(self, uow: UnitOfWork, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -144,6 +162,15 @@ class SiteDossiers:
                     ),
                     site_id=site,
                 )
+                # the dossier signed with this site's key: a dossier rewritten on the way
+                # (every plain hash after it redone) is then refused at the control
+                self._ledger.append(
+                    uow,
+                    site,
+                    LedgerKind.DOSSIER,
+                    dossier_ref(batch_id),
+                    {"sha256": decision_digest(dossier), "batch_id": batch_id},
+                )
                 uow.commit()
             sent.append(batch_id)
         return sent
@@ -187,12 +214,6 @@ class ReceivedDossier:
         return {**self.to_dict(), "content": self.dossier["content"]}
 
 
-class Ledger(Protocol):  # the part of custody's CustodyLedger used here
-    def append(
-        self, uow: UnitOfWork, site_id: str, kind: LedgerKind, ref: str, body: dict[str, Any]
-    ) -> Any: ...
-
-
 # what the control signs for the sites, by the hook a domain calls in the deciding transaction:
 # (the ref of its signed ledger entry, the body field naming the decided record)
 SIGNED_DECISIONS: dict[str, tuple[Callable[[str], str], str]] = {
@@ -225,13 +246,21 @@ def hand_over_orders(ledger: Ledger, control_site_id: str) -> Any:
     """The hook the control node gives orders (`on_taken`): an order taken there for a site is
     handed over to that site's node, which makes it (docs/replication.md, "Orders handed over
     to the sites"): an audit row carrying the order as stored (orders' `handover_body`) and
-    the control's signed ledger entry naming its SHA-256, in the intake's transaction. An
-    order of the control's own site, or stopped at design, stays."""
+    the control's signed ledger entry naming its SHA-256, in the intake's transaction. A new
+    version of an order (a dose adjusted at the control: `supersedes` names the order it
+    replaces) is handed over the same way, in the transaction that makes it. An order of the
+    control's own site, or stopped at design, stays."""
 
     def hand_over(uow: UnitOfWork, actor: Actor, order: Any) -> None:  # orders' Order
         if order.site_id == control_site_id or order.status != OrderStatus.DESIGNED.value:
             return
         body = handover_body(uow, order)
+        reason = "taken at the control site for a site: handed over to that site's node"
+        if order.supersedes is not None:
+            reason = (
+                f"a new version of order {order.supersedes} made at the control site (dose "
+                "adjusted): handed over to that site's node"
+            )
         audit(
             uow,
             actor,
@@ -239,7 +268,7 @@ def hand_over_orders(ledger: Ledger, control_site_id: str) -> Any:
             HANDOVER_ENTITY,
             order.id,
             new=body,
-            reason="taken at the control site for a site: handed over to that site's node",
+            reason=reason,
             site_id=order.site_id,
         )
         ledger.append(
@@ -348,9 +377,10 @@ class ControlReleases:
 
     def _check_as_sent(self, uow: UnitOfWork, received: ReceivedDossier) -> None:
         """Refused (`dossier_not_verified`) unless the dossier is the one its origin sent: no
-        fork or altered record named for the origin, and the dossier record checks against the
+        fork or altered record named for the origin; the dossier record checks against the
         audit row that sent it (`verify_chain` over the two: their hashes, their link, the
-        dossier equal to the row's `new`), which must be held."""
+        dossier equal to the row's `new`), which must be held; and the site signed it
+        (`_site_signed`)."""
         origin = received.origin_site
         number = received.dossier.get("batch_number")
         named = uow.session.scalar(
@@ -372,7 +402,7 @@ class ControlReleases:
                 named = f"{sent_by} is not an audit row sending a dossier"
             else:
                 problems = verify_chain([_to_record(audit_row), _to_record(own)])
-                named = problems[0] if problems else None
+                named = problems[0] if problems else self._site_signed(uow, received, sent)
         if named is not None:
             raise Refused(
                 f"the dossier of batch {number} is not verified as the one {origin} sent: "
@@ -380,6 +410,48 @@ class ControlReleases:
                 field="dossier",
                 code="dossier_not_verified",
             )
+
+    def _site_signed(
+        self, uow: UnitOfWork, received: ReceivedDossier, sent: dict[str, Any]
+    ) -> str | None:
+        """Why the site's signature on the dossier does not hold (None: it does). The site
+        names the SHA-256 of the dossier it sent (the audit row's `new`) in an entry of its
+        ledger chain signed with its key (`SiteDossiers.send_ready`): that entry must be held
+        with every record before it, the chain up to it must verify (hashes, links and
+        signatures), and its key must be known here, so a dossier rewritten on the broker with
+        every plain hash redone is not signed."""
+        origin = received.origin_site
+        batch_id = str(received.dossier.get("batch_id"))
+        digest = decision_digest(sent.get("new") or {})
+        held = held_from_start(self.service.received(uow, origin))
+        through = None
+        for n, record in enumerate(held):
+            if record.kind != RecordKind.LEDGER.value:
+                continue
+            row = json.loads(record.payload)
+            if row.get("kind") != LedgerKind.DOSSIER.value:
+                continue
+            if row.get("ref") != dossier_ref(batch_id)[:100]:
+                continue
+            body = json.loads(str(row.get("payload") or "{}")).get("body") or {}
+            if body.get("sha256") == digest:
+                through = n
+        if through is None:
+            return (
+                f"the entry of {origin}'s ledger chain signing this dossier is not held here "
+                "(yet, with every record before it)"
+            )
+        chain = held[: through + 1]
+        report = verify_signatures(chain, KeyBook(site_public_keys(uow.session)))
+        problems = [*verify_chain(chain), *report.problems]
+        if problems:
+            return problems[0]
+        if report.unknown_keys:
+            return (
+                f"{origin}'s signing key is not known here ({', '.join(report.unknown_keys)}): "
+                "register it with `nearfab node keys import`"
+            )
+        return None
 
     def decide(
         self,
