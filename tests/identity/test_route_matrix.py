@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.asgi_client import AsgiClient, AsgiLoop
 from tests.conftest import CLOCK_JUMPS
 
 from nearfab.api.deps import declared_pages, declared_permissions
@@ -61,7 +62,7 @@ PUBLIC = {
 @dataclass
 class World:
     app: App
-    client: TestClient
+    client: AsgiClient  # on the world's one event loop (tests/asgi_client.py): `client.loop`
     ids: dict[str, str] = field(default_factory=dict)
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # (role, where) -> token
 
@@ -1110,7 +1111,7 @@ def _world(tmp: Path, request: pytest.FixtureRequest) -> World:
         app.users.change_roles(
             uow, fh.actor(app, "admin"), waiting.user_id, grant=["qp"], revoke=[], reason="matrix"
         )
-    world = World(app, TestClient(create_web_app(app)), ids)
+    world = World(app, AsgiLoop().client(create_web_app(app)), ids)
     for role in Role:
         for where, code in WHERE.items():
             username = f"{role.value}-{where}"
@@ -1140,6 +1141,7 @@ def world(
 ) -> Iterator[World]:
     w = _world(tmp_path_factory.mktemp("matrix"), request)
     yield w
+    w.client.loop.close()
     w.app.engine.dispose()
 
 
@@ -1155,14 +1157,16 @@ def _expect(call: Call, role: str, where: str) -> str:
     return "allowed"
 
 
-def _request(w: World, method: str, path: str, call: Call, token: str, username: str) -> Any:
+def _request(
+    w: World, method: str, path: str, call: Call, token: str, username: str
+) -> Awaitable[httpx.Response]:
     url = path.format(**(w.ids | ({"user_id": w.ids["victim_id"]} if call.victim else {})))
     headers = {"Authorization": f"Bearer {token}"}
     params = call.query(w) if call.query else None
     body = call.body(w) if call.body else None
     if isinstance(body, dict):
         body = {k: username if v == ME else v for k, v in body.items()}
-    return w.client.request(method, url, headers=headers, params=params, json=body)
+    return w.client.arequest(method, url, headers=headers, params=params, json=body)
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
@@ -1171,14 +1175,24 @@ def test_11_10_g_every_route_allows_and_denies_as_the_matrix_says(
 ) -> None:
     method, path = route
     call = ROUTES[route]
+    callers = sorted(world.tokens.items())
+
+    def caller(role: str, where: str, token: str) -> Callable[[], Awaitable[httpx.Response]]:
+        async def ask() -> httpx.Response:
+            username = f"{role}-{where}"
+            fresh = token
+            if call.fresh_token:
+                with world.app.uow() as uow:
+                    fresh, _ = world.app.users.issue_token(uow, username, fh.TEST_PASSWORD)
+            return await _request(world, method, path, call, fresh, username)
+
+        return ask
+
+    # every caller in turn, in one run of the world's event loop (tests/asgi_client.py)
+    answers = world.client.loop.run(caller(role, where, tok) for (role, where), tok in callers)
     wrong, checked = [], 0
-    for (role, where), token in sorted(world.tokens.items()):
+    for ((role, where), _), r in zip(callers, answers, strict=True):
         expected = _expect(call, role, where)
-        username = f"{role}-{where}"
-        if call.fresh_token:
-            with world.app.uow() as uow:
-                token, _ = world.app.users.issue_token(uow, username, fh.TEST_PASSWORD)
-        r = _request(world, method, path, call, token, username)
         code = (
             (r.json().get("error") or {}).get("code")
             if r.headers.get("content-type", "").startswith("application/json")
@@ -1207,26 +1221,26 @@ def _csrf(text: str) -> str:
     return found.group(1)
 
 
-def _web_login(w: World, username: str) -> tuple[TestClient, str]:
+async def _web_login(w: World, username: str) -> tuple[AsgiClient, str]:
     """A browser session of `username` and its form token: its own cookies, on the world's one
-    web application (building one per login costs more than the requests)."""
-    client = TestClient(w.client.app)
-    answer = client.post(
+    web application (building one per login costs more than the requests) and event loop."""
+    client = w.client.loop.client(w.client.app)
+    form = (await client.arequest("GET", "/login")).text
+    answer = await client.arequest(
+        "POST",
         "/login",
-        data={
-            "username": username,
-            "password": fh.TEST_PASSWORD,
-            "csrf_token": _csrf(client.get("/login").text),
-        },
+        data={"username": username, "password": fh.TEST_PASSWORD, "csrf_token": _csrf(form)},
         follow_redirects=False,
     )
     assert answer.status_code == 303 and "/login" not in answer.headers["location"], answer.text
-    return client, _csrf(client.get("/account").text)
+    return client, _csrf((await client.arequest("GET", "/account")).text)
 
 
 @pytest.fixture(scope="module")
-def sessions(world: World) -> dict[tuple[str, str], tuple[TestClient, str]]:
-    return {key: _web_login(world, f"{key[0]}-{key[1]}") for key in sorted(world.tokens)}
+def sessions(world: World) -> dict[tuple[str, str], tuple[AsgiClient, str]]:
+    keys = sorted(world.tokens)
+    logins = [lambda key=key: _web_login(world, f"{key[0]}-{key[1]}") for key in keys]
+    return dict(zip(keys, world.client.loop.run(logins), strict=True))
 
 
 def _expect_page(call: Call, role: str, where: str) -> str:
@@ -1235,28 +1249,42 @@ def _expect_page(call: Call, role: str, where: str) -> str:
 
 @pytest.mark.parametrize("route", sorted(WEB_ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
 def test_11_10_g_every_page_allows_and_denies_as_the_matrix_says(
-    world: World, sessions: dict[tuple[str, str], tuple[TestClient, str]], route: tuple[str, str]
+    world: World, sessions: dict[tuple[str, str], tuple[AsgiClient, str]], route: tuple[str, str]
 ) -> None:
     """403 for a role the matrix refuses; for another site's record the very answer an unknown
     record gets (404); for everyone else an answer that is neither a refusal nor a server
     error, and never a trip back to the login form."""
     method, path = route
     call = WEB_ROUTES[route]
+    callers = sorted(sessions.items())
+
+    def caller(
+        role: str, where: str, client: AsgiClient, token: str
+    ) -> Callable[[], Awaitable[httpx.Response]]:
+        async def ask() -> httpx.Response:
+            browser, form_token = client, token
+            if call.fresh_token:
+                browser, form_token = await _web_login(world, f"{role}-{where}")
+            values = world.ids | ({"user_id": world.ids["victim_id"]} if call.victim else {})
+            url = path.format(**(values | (call.path_ids(world) if call.path_ids else {})))
+            params = call.query(world) if call.query else None
+            form = (
+                {"csrf_token": form_token}
+                | {k: f"{role}-{where}" if v == ME else v for k, v in call.body(world).items()}
+                if call.body
+                else None
+            )
+            return await browser.arequest(
+                method, url, params=params, data=form, follow_redirects=True
+            )
+
+        return ask
+
+    # every caller in turn, in one run of the world's event loop (tests/asgi_client.py)
+    answers = world.client.loop.run(caller(role, where, *s) for (role, where), s in callers)
     wrong, checked = [], 0
-    for (role, where), (client, token) in sorted(sessions.items()):
+    for ((role, where), _), r in zip(callers, answers, strict=True):
         expected = _expect_page(call, role, where)
-        if call.fresh_token:
-            client, token = _web_login(world, f"{role}-{where}")
-        values = world.ids | ({"user_id": world.ids["victim_id"]} if call.victim else {})
-        url = path.format(**(values | (call.path_ids(world) if call.path_ids else {})))
-        params = call.query(world) if call.query else None
-        form = (
-            {"csrf_token": token}
-            | {k: f"{role}-{where}" if v == ME else v for k, v in call.body(world).items()}
-            if call.body
-            else None
-        )
-        r = client.request(method, url, params=params, data=form, follow_redirects=True)
         checked += 1
         if r.status_code >= 500 or r.url.path == "/login":
             ok = False  # a server error, or a session lost: never an answer
