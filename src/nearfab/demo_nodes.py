@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nearfab.config import Settings
 
@@ -79,14 +79,21 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
     finally:
         app.engine.dispose()
     say(f"demo network seeded in {control.folder}; users: {', '.join(result.usernames)}")
+    ca = make_network_ca(control.folder.parent / PKI_FOLDER)
+    issue_node_certificate(ca, control)
+    statements = []
     for node in nodes[1:]:
         node.folder.mkdir(parents=True)
         shutil.copyfile(control.folder / "nearfab.db", node.folder / "nearfab.db")
         shutil.copytree(control.folder / "keys", node.folder / "keys")
         _keep_own_keys(settings, node, rekey=True)
+        issue_node_certificate(ca, node)
+        statements.append(_site_key_statement(settings, node))
         say(f"site node {node.site_code}: a copy of the seeded network in {node.folder}")
-    # the control: its own ledger key, the sites' public halves, and its own platform keys
+    # the control: its own ledger key, its own platform keys, and the sites' public keys
+    # registered from their certified statements (checked against the network CA)
     _keep_own_keys(settings, control, rekey=False)
+    _register_site_keys(settings, control, statements)
     return result.password if result.generated else None
 
 
@@ -145,24 +152,178 @@ def provision(nodes: list[Node], broker: str) -> None:
 
 
 def provision_keys(app: App) -> None:
-    """Each site's ledger key, and the control site's, made at the control before the copies,
-    as provisioning a node does: the control then holds every site's public key and checks
-    what the sites sign, and every site the control's (replication/signatures.py); each node
-    opens the private half of its own with the keys folder it was given."""
+    """The control site's ledger key, made at the control before the copies: every site node
+    then holds its public key and checks the decisions it signs (a QP's release of a site's
+    batch is acted on only with the control's signed entry naming it). Each site node makes
+    its own key after its copy (`_site_key_statement`): its private half never leaves the
+    node, and the control registers the public half from the statement the site's certificate
+    signs (custody/services/keycerts.py)."""
     from nearfab.identity import system_actor
     from nearfab.network import SiteKind
 
     actor = system_actor("node-provisioning")
     with app.uow() as uow:
-        sites = [s.id for s in app.network.list_sites(uow) if s.kind != SiteKind.CONTROL.value]
-        # and the control's own: the sites check the decisions it signs (a QP's release of a
-        # site's batch is acted on only with the control's signed entry naming it)
-        sites += [s.id for s in app.network.list_sites(uow) if s.kind == SiteKind.CONTROL.value]
+        sites = [s.id for s in app.network.list_sites(uow) if s.kind == SiteKind.CONTROL.value]
     for site_id in sites:
         with app.uow() as uow:
             app.custody_chain.ledger.rotate(
                 uow, actor, site_id, reason="the site node's ledger key, made when provisioned"
             )
+
+
+# --- the demo network's certificate authority ---------------------------------------------------
+
+PKI_FOLDER = "pki"  # under <data dir>/nodes/: the CA's key, outside every node's folder
+CERTS = "certs"  # in each node's folder: its certificate and key, and the CA's certificate
+CERT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class NetworkCa:
+    certificate: Any  # cryptography.x509.Certificate
+    key: Any  # its EC private key
+
+
+def make_network_ca(folder: Path) -> NetworkCa:
+    """The demo network's CA (EC P-256, a year), as a deployment's: it would also issue the
+    bridges' TLS certificates (docs/deployment.md, "Certificates between nodes")."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nearfab demo network CA")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_pem(folder, "network-ca", certificate, key)
+    return NetworkCa(certificate, key)
+
+
+def issue_node_certificate(ca: NetworkCa, node: Node) -> None:
+    """A node's certificate from the network CA, its common name the node's site code, in
+    `<node folder>/certs/` (node.crt, node.key) with the CA's certificate (network-ca.crt)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node.site_code)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+    folder = node.folder / CERTS
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_pem(folder, "node", certificate, key)
+    _write_pem(folder, "network-ca", ca.certificate, None)
+
+
+def _write_pem(folder: Path, stem: str, certificate: Any, key: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    (folder / f"{stem}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        path = folder / f"{stem}.key"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+
+
+def _site_key_statement(settings: Settings, node: Node) -> dict[str, Any]:
+    """The site node's own ledger key, made in its folder, and its keys exported as a
+    statement signed with its certificate key (`nearfab node keys export --certificate`)."""
+    from nearfab.bootstrap import build_app
+    from nearfab.custody import export_certified_site_keys
+    from nearfab.identity import system_actor
+
+    app = build_app(
+        settings.model_copy(
+            update={"data_dir": node.folder, "database_url": None, "node_site": None}
+        ),
+        migrate=False,
+    )
+    try:
+        with app.uow() as uow:
+            own = app.network.get_site(uow, node.site_code).id
+        with app.uow() as uow:
+            app.custody_chain.ledger.rotate(
+                uow,
+                system_actor("node-provisioning"),
+                own,
+                reason="the site node's ledger key, made at the node when provisioned",
+            )
+        with app.uow() as uow:
+            return export_certified_site_keys(
+                uow.session,
+                own,
+                (node.folder / CERTS / "node.crt").read_bytes(),
+                (node.folder / CERTS / "node.key").read_bytes(),
+                signed_at=app.clock.now(),
+            )
+    finally:
+        app.engine.dispose()
+
+
+def _register_site_keys(
+    settings: Settings, control: Node, statements: list[dict[str, Any]]
+) -> None:
+    """The sites' public keys registered at the control from their certified statements,
+    checked against the network CA (`nearfab node keys import --network-ca`)."""
+    from nearfab.bootstrap import build_app
+    from nearfab.custody import import_certified_site_keys
+    from nearfab.identity import system_actor
+
+    app = build_app(
+        settings.model_copy(
+            update={"data_dir": control.folder, "database_url": None, "node_site": None}
+        ),
+        migrate=False,
+    )
+    ca_pem = (control.folder / CERTS / "network-ca.crt").read_bytes()
+    try:
+        with app.uow() as uow:
+            own = app.network.get_site(uow, control.site_code).id
+        for statement in statements:
+            with app.uow() as uow:
+                import_certified_site_keys(
+                    uow,
+                    system_actor("node-provisioning"),
+                    statement,
+                    network_ca_pem=ca_pem,
+                    own_site_id=own,
+                    reason="a site node's ledger key, certified by the demo network's CA",
+                )
+    finally:
+        app.engine.dispose()
 
 
 def node_command(node: Node, *, host: str, speed: float) -> list[str]:

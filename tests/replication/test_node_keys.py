@@ -178,6 +178,8 @@ def test_a_site_key_the_control_lacks_blocks_the_anchor_until_it_is_registered(
     ]
     assert all(r.reason == "GSTT-PH's node keys, checked by phone with the site" for r in rows)
     assert all(r.new and r.new["imported"] and r.new["site_id"] == origin for r in rows)
+    # no certificate checked: the rows say the keys were taken on the word of who ran it
+    assert all(r.new and r.new["trust"] == {"basis": "on_word", "by": ADMIN.user_id} for r in rows)
 
     with control.uow() as uow:
         (status,) = repl(control).inbox_status(uow)
@@ -228,8 +230,17 @@ def test_the_cli_exports_imports_and_anchors_unverified_only_when_told(
     assert [(k["key_id"], k["public_key"]) for k in shown["keys"]] == [(key_id, public.hex())]
     path = tmp_path / "gstt-keys.json"
     path.write_text(exported.stdout)
+    # a plain export (no certificate binds it to the site): refused unless taken on word
+    # (certified exports: test_key_certificates.py)
+    plain = run(
+        ["node", "keys", "import", str(path), "--reason", "site key"],
+        env=CONTROL,
+        data_dir=folder(control),
+    )
+    assert plain.returncode == 2 and "certificate_missing" in plain.stderr
+    assert [r for r in audit_rows(control, "ledger_key") if r.entity_id == key_id] == []
     imported = run(
-        ["node", "keys", "import", str(path), "--reason", "site key", "--json"],
+        ["node", "keys", "import", str(path), "--reason", "site key", "--trust-on-word", "--json"],
         env=CONTROL,
         data_dir=folder(control),
     )
@@ -237,12 +248,15 @@ def test_the_cli_exports_imports_and_anchors_unverified_only_when_told(
     assert json.loads(imported.stdout) == {"registered": [key_id], "already_held": []}
     (row,) = [r for r in audit_rows(control, "ledger_key") if r.entity_id == key_id]
     assert row.actor_id.startswith("system:cli:")
+    assert row.new is not None and row.new["trust"] == {"basis": "on_word", "by": row.actor_id}
 
     # the control's own site's keys are made there, never taken from a file
     own = tmp_path / "own.json"
     own.write_text(json.dumps(document(key_row("lk_own", repl(control).site_id, public))))
     at_control = run(
-        ["node", "keys", "import", str(own), "--reason", "x"], env=CONTROL, data_dir=folder(control)
+        ["node", "keys", "import", str(own), "--reason", "x", "--trust-on-word"],
+        env=CONTROL,
+        data_dir=folder(control),
     )
     assert at_control.returncode == 2 and "own_site_key" in at_control.stderr
 

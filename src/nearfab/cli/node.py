@@ -250,23 +250,72 @@ def keys_export(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the JSON here (default: standard output).")
     ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            envvar="NEARFAB_NODE_CERTIFICATE",
+            help="This node's certificate (PEM) from the network CA, its common name the "
+            "site's code or id: the keys are exported as a statement signed with its key.",
+        ),
+    ] = None,
+    certificate_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate-key",
+            envvar="NEARFAB_NODE_CERTIFICATE_KEY",
+            help="The certificate's private key (PEM, unencrypted).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Print this node's site's ledger public keys as JSON (key id, site, public key, when made
-    and when rotated away), for `nearfab node keys import` at the control. No private half."""
+    and when rotated away), for `nearfab node keys import` at the control. No private half.
+    With --certificate and --certificate-key: a statement signed with the node's certificate
+    key, the certificate with it (what the import checks against the network CA); without,
+    a plain list the import takes only with --trust-on-word."""
     import json
 
-    from nearfab.custody import export_site_keys
+    from nearfab.common.errors import DomainError
+    from nearfab.custody import export_certified_site_keys, export_site_keys
 
+    if (certificate is None) != (certificate_key is None):
+        err_console.print("[bold red]give both[/] --certificate and --certificate-key (or neither)")
+        raise typer.Exit(code=2)
     application, service = _node(ctx, data_dir)
-    with application.uow() as uow:
-        document = export_site_keys(uow.session, service.site_id)
+    try:
+        with application.uow() as uow:
+            if certificate is not None and certificate_key is not None:
+                document = export_certified_site_keys(
+                    uow.session,
+                    service.site_id,
+                    _read_file(certificate, "--certificate"),
+                    _read_file(certificate_key, "--certificate-key"),
+                    signed_at=application.clock.now(),
+                )
+                shown = json.loads(document["statement"])
+            else:
+                document = shown = export_site_keys(uow.session, service.site_id)
+    except DomainError as exc:
+        fail(exc, False)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if out is None:
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
-        err_console.print(f"{len(document['keys'])} keys of {document['site_code']} in {out}")
+        err_console.print(f"{len(shown['keys'])} keys of {shown['site_code']} in {out}")
+    if certificate is None:
+        err_console.print(
+            "not certified (no --certificate): the import takes it only with --trust-on-word"
+        )
+
+
+def _read_file(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        err_console.print(f"[bold red]{option}[/]: cannot read {path}: {exc.strerror}")
+        raise typer.Exit(code=2) from None
 
 
 @keys_app.command("import")
@@ -278,22 +327,48 @@ def keys_import(
     reason: Annotated[
         str, typer.Option("--reason", help="Why these keys are trusted (kept in the audit trail).")
     ],
+    network_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--network-ca",
+            envvar="NEARFAB_NETWORK_CA",
+            help="The network CA's certificate (PEM), which issued the site's certificate "
+            "(the same CA as the bridge's TLS certificates).",
+        ),
+    ] = None,
+    trust_on_word: Annotated[
+        bool,
+        typer.Option(
+            "--trust-on-word",
+            help="Take a plain (uncertified) export on the word of whoever runs this, no "
+            "certificate checked; the audit trail records it (trust: on_word) and who ran it.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
 ) -> None:
     """Register another site's ledger public keys here (at the control: a site node's keys made
-    after its copy), so the signatures they made are checked. Refused: this node's own site's
-    keys, a key id already held as another key; a key already held as the same is left."""
+    after its copy), so the signatures they made are checked. A certified export is checked
+    against the network CA (--network-ca): the certificate issued by it, valid now, naming the
+    keys' site, its signature over the statement good; a plain one is refused unless
+    --trust-on-word. Refused too: this node's own site's keys, a key id already held as another
+    key; a key already held as the same is left."""
     from nearfab.common.errors import DomainError
-    from nearfab.custody import import_site_keys, parse_site_keys
+    from nearfab.custody import import_exported_site_keys
 
     application, service = _node(ctx, data_dir)
     document = read_json_file(file, as_json)
+    ca_pem = _read_file(network_ca, "--network-ca") if network_ca is not None else None
     try:
-        keys = parse_site_keys(document)
         with application.uow() as uow:
-            result = import_site_keys(
-                uow, local_actor(), keys, own_site_id=service.site_id, reason=reason
+            result = import_exported_site_keys(
+                uow,
+                local_actor(),
+                document,
+                network_ca_pem=ca_pem,
+                trust_on_word=trust_on_word,
+                own_site_id=service.site_id,
+                reason=reason,
             )
     except DomainError as exc:
         fail(exc, as_json)

@@ -18,7 +18,10 @@ from nearfab.custody.services.ledger import CustodyLedger, KeyRing, LedgerReport
 from nearfab.custody.services.sitekeys import (
     KeyImport,
     PublicSiteKey,
+    export_certified_site_keys,
     export_site_keys,
+    import_certified_site_keys,
+    import_exported_site_keys,
     import_site_keys,
     parse_site_keys,
 )
@@ -89,8 +92,11 @@ __all__ = [
     "TraceService",
     "TracedUnit",
     "Verification",
+    "export_certified_site_keys",
     "export_site_keys",
     "find_schema",
+    "import_certified_site_keys",
+    "import_exported_site_keys",
     "import_site_keys",
     "parse_site_keys",
 ]

@@ -7,7 +7,12 @@ holds introduces the next one. A key made at a site node after its copy was take
 introduced by such a rotation (the site's first key), is one the control never saw: its
 signatures are unchecked (`unverified_keys`) until the key is registered here. Registering a
 key is a statement of trust (this public key is that site's), on record: one audit row per
-key registered, in the transaction that adds it. The private half is never carried."""
+key registered, in the transaction that adds it. The private half is never carried.
+
+Two ways in: `import_certified_site_keys` takes a statement signed by the site's certificate
+and checks it against the network's CA (custody/services/keycerts.py: the certificate binds the
+keys to the site); `import_site_keys` takes the keys on the word of whoever runs it (the CLI's
+`--trust-on-word`). The audit row of each key says which (`trust`)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.custody.models import SiteKey
+from nearfab.custody.services import keycerts
 from nearfab.identity import Actor, AuditAction, audit
 from nearfab.network.reads import site as network_site
 from nearfab.uow import UnitOfWork
@@ -134,6 +140,111 @@ class KeyImport:
         return {"registered": self.registered, "already_held": self.already_held}
 
 
+def export_certified_site_keys(
+    session: Session,
+    site_id: str,
+    certificate_pem: bytes,
+    private_key_pem: bytes,
+    *,
+    signed_at: datetime,
+) -> dict[str, Any]:
+    """`export_site_keys`'s document as a statement signed with the site node's certificate
+    key (the bundle `import_certified_site_keys` reads; keycerts.sign_statement)."""
+    return keycerts.sign_statement(
+        export_site_keys(session, site_id), certificate_pem, private_key_pem, signed_at=signed_at
+    )
+
+
+def import_exported_site_keys(
+    uow: UnitOfWork,
+    actor: Actor,
+    document: Any,
+    *,
+    network_ca_pem: bytes | None,
+    trust_on_word: bool,
+    own_site_id: str | None,
+    reason: str,
+) -> KeyImport:
+    """What `nearfab node keys import` does with an exported file: a certified bundle is
+    checked against the network CA (`import_certified_site_keys`; without the CA:
+    ValidationFailed naming `network_ca`), a plain key list is registered only on the word of
+    `actor` when `trust_on_word` (`import_site_keys`), else Refused (`certificate_missing`)."""
+    if keycerts.is_certified(document):
+        if network_ca_pem is None:
+            raise ValidationFailed(
+                "a certified export is checked against the network CA this node was given: "
+                "none given",
+                field="network_ca",
+            )
+        return import_certified_site_keys(
+            uow,
+            actor,
+            document,
+            network_ca_pem=network_ca_pem,
+            own_site_id=own_site_id,
+            reason=reason,
+        )
+    keys = parse_site_keys(document)  # a malformed file is named as such first
+    if not trust_on_word:
+        raise Refused(
+            "not certified: no certificate binds these keys to their site (export them with "
+            "the site node's certificate, or take them on your word: --trust-on-word, recorded "
+            "in the audit trail)",
+            field="certificate",
+            code="certificate_missing",
+        )
+    return import_site_keys(uow, actor, keys, own_site_id=own_site_id, reason=reason)
+
+
+def import_certified_site_keys(
+    uow: UnitOfWork,
+    actor: Actor,
+    bundle: Mapping[str, Any],
+    *,
+    network_ca_pem: bytes,
+    own_site_id: str | None,
+    reason: str,
+) -> KeyImport:
+    """Register the keys of a certified statement (`export_certified_site_keys` at the site),
+    once its certificate chains to `network_ca_pem` (the network CA this node was given), is
+    within its validity at this node's clock, names the keys' site (common name: the site's id
+    or code), and its signature over the statement verifies (keycerts.verify_statement; each
+    refusal a `Refused` naming the reason: `certificate_not_trusted`, `certificate_expired`,
+    `certificate_not_yet_valid`, `certificate_for_other_site`, `statement_signature_invalid`,
+    `statement_signed_outside_validity`). Then as `import_site_keys`, each audit row naming the
+    certificate (subject, issuer, serial, SHA-256 fingerprint, validity) and `signed_at`."""
+    if not reason.strip():
+        raise ValidationFailed("give the reason for registering these keys", field="reason")
+    network_ca = keycerts.load_network_ca(network_ca_pem)
+    certified = keycerts.verify_statement(bundle, network_ca, now=uow.clock.now())
+    keys = parse_site_keys(certified.document)
+    site_id = certified.document.get("site_id")
+    if not isinstance(site_id, str) or not site_id:
+        raise ValidationFailed("missing", field="statement.site_id")
+    site = network_site(uow.session, site_id)  # NotFound naming site_id
+    if certified.common_name not in (site.id, site.code):
+        raise Refused(
+            f"the certificate names {certified.common_name!r}, not site {site.code} "
+            f"({site.id}) whose keys the statement carries",
+            field="certificate",
+            code=keycerts.OTHER_SITE,
+        )
+    for key in keys:
+        if key.site_id != site.id:
+            raise Refused(
+                f"key {key.key_id} is given as site {key.site_id}'s, in a statement certified "
+                f"for {site.code} ({site.id})",
+                field="site_id",
+                code=keycerts.OTHER_SITE,
+            )
+    trust = {
+        "basis": "certificate",
+        "certificate": certified.certificate,
+        "signed_at": certified.signed_at.isoformat(),
+    }
+    return _register(uow, actor, keys, own_site_id=own_site_id, reason=reason, trust=trust)
+
+
 def import_site_keys(
     uow: UnitOfWork,
     actor: Actor,
@@ -142,8 +253,10 @@ def import_site_keys(
     own_site_id: str | None,
     reason: str,
 ) -> KeyImport:
-    """Register other sites' ledger public keys in this database, so the signatures they made
-    are checked here. All or nothing: every key is checked before any is written. Refused: a
+    """Register other sites' ledger public keys in this database on the word of `actor` (no
+    certificate checked: each audit row says `trust: {"basis": "on_word"}`, the actor who ran
+    it in its actor column), so the signatures they made are checked here. All or nothing:
+    every key is checked before any is written. Refused: a
     key of this node's own site (`own_site_id`: its keys are made here, never taken from
     outside), a key id already held as another key or another site's (it would take that key
     over; also two different keys under one id in the import), a site this network does not
@@ -152,6 +265,25 @@ def import_site_keys(
     transaction; the private half is empty (this node cannot sign with it)."""
     if not reason.strip():
         raise ValidationFailed("give the reason for registering these keys", field="reason")
+    return _register(
+        uow,
+        actor,
+        keys,
+        own_site_id=own_site_id,
+        reason=reason,
+        trust={"basis": "on_word", "by": actor.user_id},
+    )
+
+
+def _register(
+    uow: UnitOfWork,
+    actor: Actor,
+    keys: Sequence[PublicSiteKey],
+    *,
+    own_site_id: str | None,
+    reason: str,
+    trust: dict[str, Any],
+) -> KeyImport:
     result = KeyImport()
     wanted: dict[str, PublicSiteKey] = {}
     for key in keys:
@@ -208,7 +340,7 @@ def import_site_keys(
             AuditAction.CREATE,
             KEY_ENTITY,
             key.key_id,
-            new={**key.to_dict(), "imported": True},
+            new={**key.to_dict(), "imported": True, "trust": trust},
             reason=reason,
             site_id=key.site_id,
         )
