@@ -474,6 +474,8 @@ def build_app(
     bus.subscribe(MonitoringModelsChanged, monitor.models_changed)
 
     replication = _replication(settings, engine, session_factory, clock)
+    if replication is not None:  # its anchors signed in this node's chain
+        replication.ledger = custody_chain.ledger
     dossiers: SiteDossiers | None = None
     remote_releases: ControlReleases | None = None
     if replication is not None:  # a site node: the control's decisions, its use cases refused

@@ -13,8 +13,8 @@ import json
 from dataclasses import replace
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import delete, select
 from tests.replication.test_replication_mqtt import nodes, register_site_keys, repl, some_work
 
 from nearfab.bootstrap import App
@@ -22,6 +22,7 @@ from nearfab.custody import LedgerEntry
 from nearfab.custody.models import SiteKey
 from nearfab.identity import system_actor
 from nearfab.replication.logic import Record
+from nearfab.replication.models import InboxRecord
 from nearfab.replication.signatures import KeyBook, verify_signatures
 
 __all__ = ["nodes"]
@@ -240,3 +241,64 @@ def test_a_replaced_key_signs_nothing_after_its_rotation() -> None:
     both = KeyBook({"k1": (SITE, raw(k1)), "k2": (SITE, raw(k2))})
     report = verify_signatures(chain.records[:3], both)
     assert (report.verified, report.problems) == (3, [])
+
+
+def test_an_anchor_is_a_signed_entry_of_the_anchoring_nodes_chain_and_a_cut_tail_is_named(
+    nodes: tuple[App, App],
+) -> None:
+    """docs/replication.md, "Anchoring": the control's anchor of an origin is also an entry
+    of the control's own ledger chain (kind `replica_anchor`, ref `replica:<origin>:<seq>`)
+    naming the last record's seq and hash, signed with the control's key; checked here with
+    the public key from the control's own table and the `cryptography` library (Ed25519 over
+    the entry hash's bytes, docs/custody.md). Records held before an anchor and removed after
+    it (a cut tail: no gap shows, the chain still links) are named by `inbox status`."""
+    site, control = nodes
+    some_work(site, 3)
+    with site.uow() as uow:
+        repl(site).capture_now(uow)
+    with site.uow() as uow:
+        records = repl(site).pending(uow, 100_000)
+    with control.uow() as uow:
+        repl(control).apply(uow, [r.to_message() for r in records])
+    register_site_keys(site, control)
+    origin, control_id = repl(site).site_id, repl(control).site_id
+    with control.uow() as uow:
+        body = repl(control).anchor(uow, system_actor("replication"))["anchored"][origin]
+    with control.uow() as uow:
+        (entry,) = uow.session.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.site_id == control_id, LedgerEntry.kind == "replica_anchor"
+            )
+        ).all()
+        key = uow.session.get(SiteKey, entry.key_id)
+        assert key is not None and key.site_id == control_id
+        Ed25519PublicKey.from_public_bytes(bytes(key.public_key)).verify(
+            bytes.fromhex(entry.signature), bytes.fromhex(entry.entry_hash)
+        )  # raises InvalidSignature if not
+        assert control.custody_chain.ledger.verify(uow).ok
+    signed = json.loads(entry.payload)
+    assert signed["ref"] == entry.ref == f"replica:{origin}:{len(records)}"
+    assert signed["body"]["origin_site"] == origin
+    assert (
+        (signed["body"]["seq"], signed["body"]["record_hash"])
+        == (
+            records[-1].seq,
+            records[-1].record_hash,
+        )
+        == (body["seq"], body["record_hash"])
+    )
+
+    with control.uow() as uow:  # the tail cut with SQL after the anchor
+        uow.session.execute(
+            delete(InboxRecord).where(
+                InboxRecord.origin_site == origin, InboxRecord.seq >= records[-2].seq
+            )
+        )
+        uow.commit()
+    with control.uow() as uow:
+        (status,) = [s for s in repl(control).inbox_status(uow) if s.origin_site == origin]
+    assert status.gaps == [] and not status.ok
+    assert any(
+        f"seq {records[-1].seq}: anchored here on" in p and "no longer held" in p
+        for p in status.chain_problems
+    ), status.chain_problems

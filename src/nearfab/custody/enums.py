@@ -63,6 +63,9 @@ class LedgerKind(StrEnum):
     # a site node's release dossier sent to the control's QP, signed in the site's chain: its
     # body names the dossier's SHA-256 (replication: the control signs nothing else)
     DOSSIER = "dossier"
+    # a node anchoring the replicated records it holds of another node (replication's
+    # `inbox anchor`): the origin, the last record's seq and hash, the chain heads it carries
+    REPLICA_ANCHOR = "replica_anchor"
 
 
 class AlertKind(StrEnum):

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 
 from nearfab.common.errors import ValidationFailed
+from nearfab.custody import LedgerKind
 from nearfab.custody.reads import site_public_keys
 from nearfab.identity import Actor, AuditAction, audit
 from nearfab.identity.reads import audit_entries_on
@@ -127,6 +128,9 @@ class ReplicationService:
         # a site node: acts on the control's decisions after each batch received
         # (decisions.ControlDecisions, set by bootstrap through decisions.wire_site_node)
         self.decisions: Any = None
+        # this node's custody ledger (custody's CustodyLedger, set by bootstrap): each anchor
+        # is also an entry of this node's site's chain, signed with its key
+        self.ledger: Any = None
 
     # --- outbox ------------------------------------------------------------------------------
     def capture_now(self, uow: UnitOfWork) -> int:
@@ -444,6 +448,7 @@ class ReplicationService:
         book = KeyBook(site_public_keys(s))
         origins = set(s.scalars(select(InboxRecord.origin_site).distinct()))
         origins |= set(s.scalars(select(InboxProblem.origin_site).distinct()))
+        anchors = _anchors(s, origins)
         out = []
         for origin in sorted(origins):
             records = self.received(uow, origin)
@@ -459,6 +464,7 @@ class ReplicationService:
                 for a, b in missing_ranges(r.seq for r in records)
             ]
             signed = verify_signatures(records, book)
+            unlike = _unlike_anchors(origin, records, anchors.get(origin, []))
             out.append(
                 OriginStatus(
                     origin_site=origin,
@@ -472,7 +478,7 @@ class ReplicationService:
                         for p in problems
                         if p.kind in (ProblemKind.BAD_HASH.value, ProblemKind.MALFORMED.value)
                     ],
-                    chain_problems=[*verify_chain(records), *signed.problems],
+                    chain_problems=[*verify_chain(records), *signed.problems, *unlike],
                     signatures_verified=signed.verified,
                     unverified_keys=signed.unknown_keys,
                 )
@@ -542,9 +548,48 @@ class ReplicationService:
                 reason=why,
                 site_id=self.site_id,
             )
+            if self.ledger is not None:  # the same anchor, signed in this node's chain
+                self.ledger.append(
+                    uow,
+                    self.site_id,
+                    LedgerKind.REPLICA_ANCHOR,
+                    f"replica:{origin}:{body['seq']}",
+                    {"origin_site": origin, **body},
+                )
             anchored[origin] = body
         uow.commit()
         return {"anchored": anchored, "refused": refused}
+
+
+def _anchors(session: Any, origins: Iterable[str]) -> dict[str, list[tuple[int, str, str]]]:
+    """Per origin, what this node anchored of it (its audit rows `replication_origin`): the
+    last record's seq and hash, and when, in one statement."""
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for row in audit_entries_on(session, {ANCHOR_ENTITY: origins}):
+        new = row.new or {}
+        if isinstance(new.get("seq"), int):
+            at = row.at.isoformat() if row.at is not None else "?"
+            out.setdefault(row.entity_id, []).append((new["seq"], str(new.get("record_hash")), at))
+    return out
+
+
+def _unlike_anchors(
+    origin: str, records: Sequence[Record], anchors: Sequence[tuple[int, str, str]]
+) -> list[str]:
+    """The anchors the records held now disagree with: an anchored record missing, or held
+    with another hash (changed after it was anchored here; its hash covers every record
+    before it through the chain's links)."""
+    held = {r.seq: r.record_hash for r in records}
+    problems = []
+    for seq, digest, at in anchors:
+        if seq not in held:
+            problems.append(f"{origin} seq {seq}: anchored here on {at}, no longer held")
+        elif held[seq] != digest:
+            problems.append(
+                f"{origin} seq {seq}: differs from the record anchored here on {at} (changed "
+                "after it was anchored)"
+            )
+    return problems
 
 
 def anchored_seqs(session: Any, origins: Iterable[str]) -> dict[str, int]:
