@@ -555,3 +555,44 @@ def test_the_demo_nodes_register_each_sites_key_from_its_certified_statement(
         assert row.new is not None and row.new["trust"]["basis"] == "certificate"
         fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
         assert row.new["trust"]["certificate"]["sha256"] == fingerprint
+
+
+def test_the_export_is_signed_only_with_the_sites_own_certificate_and_its_key(
+    world: World,
+) -> None:
+    """At the site: a certificate naming another site, or a key that is not the certificate's,
+    signs nothing; at the control, a CA file that is not a CA's certificate is named."""
+    w = world
+
+    def export(cert: Issued, key_pem: bytes) -> dict[str, Any]:
+        with w.site.uow() as uow:
+            return export_certified_site_keys(
+                uow.session, w.origin, cert.cert_pem(), key_pem, signed_at=w.site.clock.now()
+            )
+
+    man = issue(w.network, "MAN-PH")
+    with pytest.raises(Refused) as other:
+        export(man, man.key_pem())
+    assert (other.value.code, other.value.field) == ("certificate_for_other_site", "certificate")
+    stranger = issue(w.network, "GSTT-PH")
+    with pytest.raises(ValidationFailed) as mismatched:
+        export(w.site_cert, stranger.key_pem())
+    assert mismatched.value.field == "certificate_key"
+    with pytest.raises(ValidationFailed) as not_a_key:
+        export(w.site_cert, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    assert not_a_key.value.field == "certificate_key"
+
+    good = export(w.site_cert, w.site_cert.key_pem())
+    before = held_at_control(w.control)
+    for ca_pem in (w.site_cert.cert_pem(), b"not a certificate"):  # a node's, not a CA's
+        with pytest.raises(ValidationFailed) as bad_ca, w.control.uow() as uow:
+            import_certified_site_keys(
+                uow,
+                ADMIN,
+                good,
+                network_ca_pem=ca_pem,
+                own_site_id=repl(w.control).site_id,
+                reason=REASON,
+            )
+        assert bad_ca.value.field == "network_ca"
+    assert held_at_control(w.control) == before
