@@ -80,6 +80,7 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
         app.engine.dispose()
     say(f"demo network seeded in {control.folder}; users: {', '.join(result.usernames)}")
     ca = make_network_ca(control.folder.parent / PKI_FOLDER)
+    say(f"network CA in {control.folder.parent / PKI_FOLDER}; each node's certificate in certs/")
     issue_node_certificate(ca, control)
     statements = []
     for node in nodes[1:]:
@@ -174,7 +175,6 @@ def provision_keys(app: App) -> None:
 # --- the demo network's certificate authority ---------------------------------------------------
 
 PKI_FOLDER = "pki"  # under <data dir>/nodes/: the CA's key, outside every node's folder
-CERTS = "certs"  # in each node's folder: its certificate and key, and the CA's certificate
 CERT_DAYS = 365
 
 
@@ -209,7 +209,7 @@ def make_network_ca(folder: Path) -> NetworkCa:
         .sign(key, hashes.SHA256())
     )
     folder.mkdir(parents=True, exist_ok=True)
-    _write_pem(folder, "network-ca", certificate, key)
+    _write_pem(folder / "network-ca.crt", certificate, folder / "network-ca.key", key)
     return NetworkCa(certificate, key)
 
 
@@ -236,18 +236,19 @@ def issue_node_certificate(ca: NetworkCa, node: Node) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca.key, hashes.SHA256())
     )
-    folder = node.folder / CERTS
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_pem(folder, "node", certificate, key)
-    _write_pem(folder, "network-ca", ca.certificate, None)
+    from nearfab.custody import CertificateFiles
+
+    files = CertificateFiles.in_folder(node.folder)  # where `nearfab node keys` looks
+    files.certificate.parent.mkdir(parents=True, exist_ok=True)
+    _write_pem(files.certificate, certificate, files.key, key)
+    _write_pem(files.network_ca, ca.certificate, None, None)
 
 
-def _write_pem(folder: Path, stem: str, certificate: Any, key: Any) -> None:
+def _write_pem(cert_path: Path, certificate: Any, path: Path | None, key: Any) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    (folder / f"{stem}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path = folder / f"{stem}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    if path is not None:
         path.write_bytes(
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -262,7 +263,7 @@ def _site_key_statement(settings: Settings, node: Node) -> dict[str, Any]:
     """The site node's own ledger key, made in its folder, and its keys exported as a
     statement signed with its certificate key (`nearfab node keys export --certificate`)."""
     from nearfab.bootstrap import build_app
-    from nearfab.custody import export_certified_site_keys
+    from nearfab.custody import CertificateFiles, export_certified_site_keys
     from nearfab.identity import system_actor
 
     app = build_app(
@@ -285,8 +286,8 @@ def _site_key_statement(settings: Settings, node: Node) -> dict[str, Any]:
             return export_certified_site_keys(
                 uow.session,
                 own,
-                (node.folder / CERTS / "node.crt").read_bytes(),
-                (node.folder / CERTS / "node.key").read_bytes(),
+                CertificateFiles.in_folder(node.folder).certificate.read_bytes(),
+                CertificateFiles.in_folder(node.folder).key.read_bytes(),
                 signed_at=app.clock.now(),
             )
     finally:
@@ -299,7 +300,7 @@ def _register_site_keys(
     """The sites' public keys registered at the control from their certified statements,
     checked against the network CA (`nearfab node keys import --network-ca`)."""
     from nearfab.bootstrap import build_app
-    from nearfab.custody import import_certified_site_keys
+    from nearfab.custody import CertificateFiles, import_certified_site_keys
     from nearfab.identity import system_actor
 
     app = build_app(
@@ -308,7 +309,7 @@ def _register_site_keys(
         ),
         migrate=False,
     )
-    ca_pem = (control.folder / CERTS / "network-ca.crt").read_bytes()
+    ca_pem = CertificateFiles.in_folder(control.folder).network_ca.read_bytes()
     try:
         with app.uow() as uow:
             own = app.network.get_site(uow, control.site_code).id

@@ -556,6 +556,23 @@ def test_the_demo_nodes_register_each_sites_key_from_its_certified_statement(
         fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
         assert row.new["trust"]["certificate"]["sha256"] == fingerprint
 
+    # the CLI finds each node's files in its certs/ folder: a site's export is certified, the
+    # control's import checks it against the CA there (already held: nothing new)
+    site = nodes_[1]
+    exported = run(["node", "keys", "export"], env={"NEARFAB_NODE_SITE": site.site_code},
+                   data_dir=site.folder)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    shown = json.loads(exported.stdout)
+    carried = x509.load_pem_x509_certificate(shown["certificate"].encode())
+    assert carried.subject.rfc4514_string() == f"CN={site.site_code}"
+    path = tmp_path / "site.json"
+    path.write_text(exported.stdout)
+    imported = run(["node", "keys", "import", str(path), "--reason", "again", "--json"],
+                   env={"NEARFAB_NODE_SITE": "CTRL"}, data_dir=nodes_[0].folder)  # fmt: skip
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    stated = [k["key_id"] for k in json.loads(shown["statement"])["keys"]]
+    assert json.loads(imported.stdout) == {"registered": [], "already_held": stated}
+
 
 def test_the_export_is_signed_only_with_the_sites_own_certificate_and_its_key(
     world: World,

@@ -39,6 +39,7 @@ from nearfab.custody.models import (
 from nearfab.custody.services import (
     UNDO_WINDOW,
     CaptureResult,
+    CertificateFiles,
     CustodyChain,
     CustodyLedger,
     CustodyService,
@@ -68,6 +69,7 @@ __all__ = [
     "AlertOutcome",
     "AlertStatus",
     "CaptureResult",
+    "CertificateFiles",
     "Container",
     "ContainerStatus",
     "ContainerUnit",

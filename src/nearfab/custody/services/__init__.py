@@ -14,6 +14,7 @@ from nearfab.custody.services.epcis import (
     SchemaMissing,
     find_schema,
 )
+from nearfab.custody.services.keycerts import CertificateFiles
 from nearfab.custody.services.ledger import CustodyLedger, KeyRing, LedgerReport
 from nearfab.custody.services.sitekeys import (
     KeyImport,
@@ -77,6 +78,7 @@ class CustodyChain:
 __all__ = [
     "UNDO_WINDOW",
     "CaptureResult",
+    "CertificateFiles",
     "CustodyChain",
     "CustodyLedger",
     "CustodyService",

@@ -26,6 +26,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -45,6 +46,23 @@ NOT_YET_VALID = "certificate_not_yet_valid"
 OTHER_SITE = "certificate_for_other_site"
 SIGNATURE_INVALID = "statement_signature_invalid"
 SIGNED_OUTSIDE_VALIDITY = "statement_signed_outside_validity"
+
+
+@dataclass(frozen=True)
+class CertificateFiles:
+    """Where a node keeps its certificate files in its data folder, `certs/`: its certificate
+    and key from the network CA (`node.crt`, `node.key`: what `keys export` signs with) and the
+    CA's certificate (`network-ca.crt`: what `keys import` checks against). The CLI's defaults
+    when no option or environment variable names them; `nearfab demo --nodes` writes them."""
+
+    certificate: Path
+    key: Path
+    network_ca: Path
+
+    @classmethod
+    def in_folder(cls, data_dir: Path) -> CertificateFiles:
+        folder = Path(data_dir) / "certs"
+        return cls(folder / "node.crt", folder / "node.key", folder / "network-ca.crt")
 
 
 @dataclass(frozen=True)
