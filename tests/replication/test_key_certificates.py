@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
@@ -613,3 +613,43 @@ def test_the_export_is_signed_only_with_the_sites_own_certificate_and_its_key(
             )
         assert bad_ca.value.field == "network_ca"
     assert held_at_control(w.control) == before
+
+
+def test_ed25519_and_rsa_node_certificates_sign_too(world: World) -> None:
+    """The documented signatures for the other key types: Ed25519 (the signature over the
+    statement's text), RSA (PKCS #1 v1.5 with SHA-256), each checked here with `cryptography`."""
+    w = world
+    mine = [k for k, _, _ in site_keys(w.site)]
+    registered: list[list[str]] = []
+    for private in (Ed25519PrivateKey.generate(), rsa.generate_private_key(65537, 2048)):
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("GSTT-PH"))
+            .issuer_name(w.network.cert.subject)
+            .public_key(private.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(CERT_FROM)
+            .not_valid_after(CERT_UNTIL)
+            .sign(w.network.key, hashes.SHA256())
+        )
+        key_pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        with w.site.uow() as uow:
+            exported = export_certified_site_keys(
+                uow.session,
+                w.origin,
+                cert.public_bytes(serialization.Encoding.PEM),
+                key_pem,
+                signed_at=w.site.clock.now(),
+            )
+        signature = base64.b64decode(exported["signature"])
+        data = exported["statement"].encode("utf-8")
+        if isinstance(private, rsa.RSAPrivateKey):
+            private.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            private.public_key().verify(signature, data)
+        registered.append(import_at_control(w, exported))
+    assert registered == [mine, []]  # the second finds them held
