@@ -4,11 +4,22 @@ Mosquitto: the commands a deployment runs (docs/replication.md)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 from sqlalchemy import select
+from tests import flow_helpers as fh
 from tests.cli_helpers import run
-from tests.replication.test_replication_mqtt import broker, nodes, owned_rows, some_work
+from tests.replication.test_order_handover import (
+    adjust_at_control,
+    order_columns,
+    pass_again,
+    waiting_rows,
+    with_dose_rule,
+)
+from tests.replication.test_release_across import deliver
+from tests.replication.test_replication_mqtt import broker, nodes, owned_rows, repl, some_work
+from tests.replication.test_site_node_work import order_for
 from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
@@ -76,7 +87,16 @@ def test_outbox_replicate_receive_and_inbox_status(
                    data_dir=folder(site))  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     imported = run(
-        ["node", "keys", "import", str(tmp_path / "keys.json"), "--reason", "GSTT-PH's node"],
+        # a plain export, taken on the word of whoever runs it (no network CA in this test)
+        [
+            "node",
+            "keys",
+            "import",
+            str(tmp_path / "keys.json"),
+            "--trust-on-word",
+            "--reason",
+            "GSTT-PH's node",
+        ],
         env=CONTROL,
         data_dir=folder(control),
     )
@@ -91,3 +111,64 @@ def test_a_data_folder_that_is_not_a_node_is_told_so(nodes: tuple[App, App]) -> 
     out = run(["node", "outbox"], env={"NEARFAB_NODE_SITE": None}, data_dir=folder(site))
     assert out.returncode == 2
     assert "NEARFAB_NODE_SITE" in out.stderr
+
+
+def test_inbox_status_and_receive_name_the_controls_records_waiting_at_the_site(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    """A dose adjusted at the control for an order scheduled at St Thomas': the new version
+    waits there (its job would make the old dose). `inbox status` (text and --json, under the
+    control's origin) and `receive --json` name it: the control's record, what it is, since
+    when, why and the code, as the site's own `replication_waiting` row holds them (read here
+    directly). Once the first version leaves the plan it is taken, and nothing is listed."""
+    site, control = nodes
+    with_dose_rule(site, control)
+    first = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    fh.schedule(site, first)
+    second = adjust_at_control(control, first)
+    deliver(control, site)
+    (row,) = waiting_rows(site, second)  # the site's own audit row
+    assert row.new is not None and row.reason is not None
+    version = order_columns(control, second)
+    assert version is not None
+    expected = {
+        "record_id": row.entity_id,
+        "what": (
+            f"new version of order {first}: order {second} (prescription version 2, made to "
+            f"{version['master_file_code']} v{version['master_file_version']}), a dose "
+            "adjusted at the control site"
+        ),
+        "order_id": second,
+        "supersedes": first,
+        "since": row.at.replace(tzinfo=UTC).isoformat(),
+        "reason_since": row.at.replace(tzinfo=UTC).isoformat(),
+        "reason": row.reason,
+        "code": "scheduled",  # the documented code: the order it replaces is scheduled here
+    }
+    control_id = repl(control).site_id
+
+    shown = run(["node", "inbox", "status", "--json"], env=SITE, data_dir=folder(site))
+    origins = {o["origin_site"]: o for o in json.loads(shown.stdout)}
+    assert origins[control_id]["waiting"] == [expected]
+    text = run(["node", "inbox", "status"], env=SITE, data_dir=folder(site)).stdout
+    flat = " ".join(text.split())  # the console wraps long lines
+    assert f"1 of the control site's records wait here: {row.entity_id}:" in flat
+    assert " ".join(row.reason.split()) in flat and "(code scheduled)" in flat
+
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    got = run(
+        ["node", "receive", "--broker", url, "--idle", "0.3", "--json"],
+        env=SITE,
+        data_dir=folder(site),
+    )
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["waiting"] == [expected]
+
+    with site.uow() as uow:  # the first version taken off the plan at the site
+        site.scheduling.unschedule(uow, fh.actor(site, "planner"), first, reason="dose changed")
+    pass_again(site)
+    assert order_columns(site, second) == order_columns(control, second)
+    shown = run(["node", "inbox", "status", "--json"], env=SITE, data_dir=folder(site))
+    origins = {o["origin_site"]: o for o in json.loads(shown.stdout)}
+    assert origins[control_id]["waiting"] == []

@@ -5,9 +5,12 @@ Real Mosquitto, two nodes (tests/replication/test_replication_mqtt.py's fixtures
 
 from __future__ import annotations
 
+import html
 import re
 
 from tests import flow_helpers as fh
+from tests.replication.test_order_handover import order_columns, pass_again, waiting_rows
+from tests.replication.test_release_across import deliver
 from tests.replication.test_replication_mqtt import (
     broker,
     inbox_count,
@@ -18,11 +21,14 @@ from tests.replication.test_replication_mqtt import (
     some_work,
     wait_for,
 )
+from tests.replication.test_site_node_work import order_for
 from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
 from nearfab.custody import export_site_keys, import_site_keys, parse_site_keys
+from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import system_actor
+from nearfab.masterfiles import MasterFile
 from nearfab.replication import start_inbox
 from nearfab.telemetry import BrokerAddress
 
@@ -124,3 +130,66 @@ def test_a_site_node_offers_no_signing_form_for_what_the_control_decides(
     assert 'id="node-note"' in page and "decided at the control site" in page
     # the control node takes those decisions: no such note there
     assert 'id="node-note"' not in fh.web_login(control, "qp").get("/release").text
+
+
+def waiting_cells(page: str) -> list[list[str]]:
+    """The rows of the "Waiting here" table, each as its cells' text."""
+    found = re.search(r'<table id="waiting">(.*?)</table>', page, re.S)
+    if found is None:
+        return []
+    rows = re.findall(r'<tr id="waiting-\d+">(.*?)</tr>', found[1], re.S)
+    return [
+        [
+            html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+            for c in re.findall(r"<td>(.*?)</td>", r, re.S)
+        ]
+        for r in rows
+    ]
+
+
+def test_a_site_node_shows_the_controls_records_waiting_there_to_its_own_site_only(
+    nodes: tuple[App, App],
+) -> None:
+    """An order handed over to St Thomas' whose master-file version is held there but not yet
+    effective waits (docs/replication.md, "Orders handed over to the sites"). St Thomas'
+    pharmacist finds it on the node page under "Waiting here": the control's record, what it
+    is, since when, why and the code, as the site's own `replication_waiting` row holds them
+    (read here directly); a Manchester pharmacist on the same node sees none of it. Once the
+    version is effective the order is taken at the next pass and nothing waits."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    mf_id = fh.master_file_id(site, HYDROCORTISONE)
+    fh.edit(site, MasterFile, mf_id, status="approved")  # held here, not yet effective
+    deliver(control, site)
+    (row,) = waiting_rows(site, order_id)  # the site's own audit row
+    assert row.new is not None and row.reason is not None
+    made_to = order_columns(control, order_id)
+    assert made_to is not None
+
+    gstt = fh.web_login(site, "pharmacist")  # St Thomas' own
+    page = gstt.get("/node")
+    assert page.status_code == 200 and "Waiting here" in page.text
+    ((record, what, since, why, code),) = waiting_cells(page.text)
+    assert record == row.entity_id  # the control's record, as the site's row names it
+    assert what == (
+        f"order {order_id} handed over (made to {made_to['master_file_code']} "
+        f"v{made_to['master_file_version']})"
+    )
+    assert since == row.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert why == row.reason and "not yet effective here (approved here)" in why
+    # the documented code of a version not effective here (orders' HANDOVER_WAITS)
+    assert code == row.new["code"] == "master_file_not_effective"
+
+    fh.site_user(site, "pharm-man", "pharmacist", "MAN-PH")
+    man = fh.web_login(site, "pharm-man").get("/node")
+    assert man.status_code == 200 and "Waiting here" in man.text
+    assert waiting_cells(man.text) == []
+    assert order_id not in man.text and row.entity_id not in man.text
+    assert 'id="nothing-waiting"' in man.text
+
+    fh.edit(site, MasterFile, mf_id, status="effective")
+    pass_again(site)  # taken: the wait is settled, its row stays as history
+    assert order_columns(site, order_id) is not None
+    after = gstt.get("/node").text
+    assert waiting_cells(after) == [] and order_id not in after
+    assert len(waiting_rows(site, order_id)) == 1

@@ -28,7 +28,9 @@ from nearfab.cli.context import (
 if TYPE_CHECKING:
     from nearfab.bootstrap import App
     from nearfab.replication import ReplicationService
+    from nearfab.replication.decisions import Waiting
     from nearfab.telemetry import BrokerAddress
+    from nearfab.uow import UnitOfWork
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -170,22 +172,64 @@ def receive(
             time.sleep(0.1)
     finally:
         inbox.stop()
+    with application.uow() as uow:
+        waiting = _waiting(uow, service, control)
     done(
-        {"received": inbox.received, "errors": inbox.errors},
+        {
+            "received": inbox.received,
+            "errors": inbox.errors,
+            "waiting": [w.to_dict() for w in waiting],
+        },
         as_json,
-        f"received {inbox.received} messages ({inbox.errors} batches failed, to come again)",
+        f"received {inbox.received} messages ({inbox.errors} batches failed, to come again)"
+        + _waiting_text(waiting),
     )
+
+
+def _waiting(uow: UnitOfWork, service: ReplicationService, control: str | None) -> list[Waiting]:
+    """At a site node: the control's records waiting here and why (the site's own
+    `replication_waiting` rows; docs/replication.md); at the control node: none."""
+    from nearfab.replication.decisions import waiting_at
+
+    return waiting_at(uow, service.site_id, control)
+
+
+def _waiting_text(waiting: list[Waiting]) -> str:
+    if not waiting:
+        return ""
+    from rich.markup import escape
+
+    lines = [f"\n{len(waiting)} of the control site's records wait here:"]
+    for w in waiting:
+        lines.append(  # escaped: printed as rich markup by `done`
+            escape(
+                f"  {w.record_id}: {w.what}; waiting since {w.since:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{w.reason} (code {w.code or '-'})"
+            )
+        )
+    return "\n".join(lines)
 
 
 @inbox_app.command("status")
 def inbox_status(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir = None) -> None:
     """Per origin node: records held, gaps, duplicates dropped, forks and altered records, and
-    whether the chains verify. Exit code 1 when anything is wrong."""
+    whether the chains verify; at a site node, the control's records waiting here and why
+    (under the control's origin in --json: `waiting`). Exit code 1 when anything is wrong
+    (a record waiting is not: it is tried again at each pass)."""
+    from nearfab.network.reads import control_site
+
     application, service = _node(ctx, data_dir)
     with application.uow() as uow:
         statuses = service.inbox_status(uow)
+        found = control_site(uow.session)
+        control = found.id if found is not None else None
+        waiting = _waiting(uow, service, control)
     if as_json:
-        emit_json([s.to_dict() for s in statuses])
+        shown = [s.to_dict() for s in statuses]
+        for origin in shown:  # the control's records waiting here, under the control origin
+            if origin["origin_site"] == control and control != service.site_id:
+                origin["waiting"] = [w.to_dict() for w in waiting]
+        emit_json(shown)
     else:
         table = Table("origin", "records", "head seq", "gaps", "duplicates", "forks", "chain")
         for s in statuses:
@@ -202,6 +246,8 @@ def inbox_status(ctx: typer.Context, as_json: JsonOpt = False, data_dir: DataDir
         for s in statuses:
             for line in [*s.gaps, *s.forks, *s.altered, *s.chain_problems]:
                 console.print(f"  {line}", markup=False)
+        if waiting:
+            console.print(_waiting_text(waiting).lstrip("\n"))
     if any(not s.ok for s in statuses):
         raise typer.Exit(code=1)
 

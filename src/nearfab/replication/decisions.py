@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from nearfab.common.errors import DomainError, NotFound
 from nearfab.common.node import NodeRole
@@ -36,7 +36,7 @@ from nearfab.replication.logic import (
     recall_ref,
     withdrawal_ref,
 )
-from nearfab.replication.models import OutboxRecord
+from nearfab.replication.models import InboxRecord, OutboxRecord
 from nearfab.replication.services import OriginStatus, ReplicationService
 from nearfab.uow import UnitOfWork
 
@@ -53,6 +53,9 @@ WAITING_ENTITY = "replication_waiting"
 REMOTE_RELEASE_ENTITY = "remote_release"  # control audit rows: a QP decision (releases.py)
 PUBLISHED_ENTITY = "master_file_published"  # control audit rows: a version sites install
 HANDOVER_ENTITY = "order_handover"  # control audit rows: an order a site node makes
+# control audit rows: a handed-over order cancelled at the control (its site's node cancels it
+# by its own rules, or refuses naming the order's state)
+CANCELLATION_ENTITY = "order_cancellation"
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 DECISION_KIND = "decision"  # the control's signed ledger entry of a decision (LedgerKind)
 # a pack in one of these states, or of a rejected batch, must not be with a patient
@@ -122,11 +125,13 @@ class DecisionsResult:
 
 class _Waits(Exception):
     """A control record not acted on yet: what it needs may come right here by itself (the
-    version it is made to becoming effective). Nothing acted on; tried again at each pass."""
+    version it is made to becoming effective). Nothing acted on; tried again at each pass.
+    `code`: the refusal's code (orders' `HANDOVER_WAITS`), kept in the waiting row."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, code: str | None = None) -> None:
         super().__init__(why)
         self.why = why
+        self.code = code
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -292,7 +297,7 @@ class ControlDecisions:
                     continue  # held here already: nothing to do
             except _Waits as waits:  # may come right by itself: on record once, tried again
                 if waited.get(record.id) != waits.why:
-                    self._wait(uow_factory, record, row, waits.why)
+                    self._wait(uow_factory, record, row, waits)
                 result.waiting[record.id] = waits.why
                 continue
             except Exception as exc:  # one record must not hold up the rest
@@ -367,12 +372,19 @@ class ControlDecisions:
             uow.commit()
 
     def _wait(
-        self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any], why: str
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        record: Record,
+        row: dict[str, Any],
+        waits: _Waits,
     ) -> None:
         """A control record not acted on yet, and why, on record (once per reason: a pass that
         finds it waiting for the same thing writes nothing), in a transaction of its own after
-        the attempt rolled back. Not an applied row: the next pass tries it again."""
-        log.info("replication: %s waits: %s", record.id, why)
+        the attempt rolled back. Not an applied row: the next pass tries it again. Its `new`
+        names the record, the order, the order a new version replaces, and the refusal's code
+        (what the node page and `inbox status` show: `waiting_at`)."""
+        log.info("replication: %s waits: %s", record.id, waits.why)
+        supersedes = ((row.get("new") or {}).get("order") or {}).get("supersedes")
         with uow_factory() as uow:
             audit(
                 uow,
@@ -380,8 +392,13 @@ class ControlDecisions:
                 AuditAction.CREATE,
                 WAITING_ENTITY,
                 record.id,
-                new={**self._about(record, row), "order_id": row.get("entity_id")},
-                reason=why,
+                new={
+                    **self._about(record, row),
+                    "order_id": row.get("entity_id"),
+                    "supersedes": supersedes,
+                    "code": waits.code,
+                },
+                reason=waits.why,
                 site_id=self.service.site_id,
             )
             uow.commit()
@@ -528,7 +545,7 @@ class ControlDecisions:
             except DomainError as exc:
                 uow.session.rollback()
                 if exc.code in HANDOVER_WAITS:  # may come right here: tried again
-                    raise _Waits(exc.message) from exc
+                    raise _Waits(exc.message, exc.code) from exc
                 failed = exc  # on record, not retried for ever
         self._not_applied(uow_factory, record, about, failed, note)
         return True
@@ -579,18 +596,9 @@ class ControlDecisions:
     def waiting(self, uow: UnitOfWork) -> dict[str, str]:
         """The control records not acted on yet because what they need may come right here by
         itself (record id -> why it last waited): each has a waiting row and no applied or
-        refused row yet. Read for `nearfab node receive` and the tests."""
-        ids = [r.id for r in self.service.received(uow, self.control_site_id)]
-        waited: dict[str, str] = {}
-        settled: set[str] = set()
-        for row in audit_entries_on(
-            uow.session, {APPLIED_ENTITY: ids, REFUSED_ENTITY: ids, WAITING_ENTITY: ids}
-        ):
-            if row.entity_type == WAITING_ENTITY:
-                waited[row.entity_id] = str(row.reason)
-            else:
-                settled.add(row.entity_id)
-        return {k: v for k, v in waited.items() if k not in settled}
+        refused row yet. `waiting_at` says more (what each is, since when, the code)."""
+        found = waiting_at(uow, self.service.site_id, self.control_site_id)
+        return {w.record_id: w.reason for w in found}
 
     # --- deferred verification ---------------------------------------------------------------
     def reverify(
@@ -683,6 +691,114 @@ class ControlDecisions:
         if first is None:
             return uow.clock.now()
         return first if first.tzinfo is not None else first.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A control record waiting at this site node: what it is (in words, and the order it is
+    about), since when (its first waiting row), the reason it last waited (in words, and the
+    refusal's code), from the site's own `replication_waiting` rows."""
+
+    record_id: str
+    what: str
+    order_id: str | None
+    supersedes: str | None  # a new version of an order: the order it replaces
+    since: datetime  # the first waiting row
+    reason_since: datetime  # the newest waiting row (written again when the reason changed)
+    reason: str
+    code: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "what": self.what,
+            "order_id": self.order_id,
+            "supersedes": self.supersedes,
+            "since": self.since.isoformat(),
+            "reason_since": self.reason_since.isoformat(),
+            "reason": self.reason,
+            "code": self.code,
+        }
+
+
+def _what(row: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """A control record in words (what the node page says it is), its order, and the order a
+    new version replaces."""
+    order_id = str(row.get("entity_id") or "") or None
+    if row.get("entity_type") == CANCELLATION_ENTITY:
+        return f"cancellation of order {order_id} at the control site", order_id, None
+    order = (row.get("new") or {}).get("order") or {}
+    made_to = f"{order.get('master_file_code')} v{order.get('master_file_version')}"
+    supersedes = order.get("supersedes")
+    if supersedes:
+        what = (
+            f"new version of order {supersedes}: order {order_id} (prescription version "
+            f"{order.get('prescription_version')}, made to {made_to}), a dose adjusted at the "
+            "control site"
+        )
+        return what, order_id, str(supersedes)
+    return f"order {order_id} handed over (made to {made_to})", order_id, None
+
+
+def waiting_at(uow: UnitOfWork, site_id: str, control_site_id: str | None) -> list[Waiting]:
+    """The control's records waiting at this site node (oldest wait first): each with a
+    `replication_waiting` row of this site and no applied or refused row yet. Only orders
+    handed over and their cancellations wait (orders' `HANDOVER_WAITS`), so the candidates are
+    the control's audit records about them, found by their payload, then their rows (three
+    statements, the last two by id)."""
+    if control_site_id is None or control_site_id == site_id:
+        return []  # the control node acts on no one's decisions
+    s = uow.session
+    about_orders = or_(
+        *(
+            InboxRecord.payload.contains(f'"entity_type":"{entity}"')
+            for entity in (HANDOVER_ENTITY, CANCELLATION_ENTITY)
+        )
+    )
+    ids = list(
+        s.scalars(
+            select(InboxRecord.id).where(
+                InboxRecord.origin_site == control_site_id,
+                InboxRecord.kind == "audit",
+                about_orders,
+            )
+        )
+    )
+    rows = audit_entries_on(s, {WAITING_ENTITY: ids, APPLIED_ENTITY: ids, REFUSED_ENTITY: ids})
+    settled = {r.entity_id for r in rows if r.entity_type != WAITING_ENTITY}
+    waits: dict[str, list[Any]] = {}
+    for r in sorted(rows, key=lambda r: r.seq):
+        if r.entity_type == WAITING_ENTITY and r.site_id == site_id and r.entity_id not in settled:
+            waits.setdefault(r.entity_id, []).append(r)
+    if not waits:
+        return []
+    payloads = {
+        record_id: payload
+        for record_id, payload in s.execute(
+            select(InboxRecord.id, InboxRecord.payload).where(InboxRecord.id.in_(list(waits)))
+        )
+    }
+    out = []
+    for record_id, held in waits.items():
+        what, order_id, supersedes = _what(json.loads(payloads[record_id]))
+        first, newest = held[0], held[-1]
+        out.append(
+            Waiting(
+                record_id=record_id,
+                what=what,
+                order_id=order_id,
+                supersedes=supersedes,
+                since=_aware(first.at),
+                reason_since=_aware(newest.at),
+                reason=str(newest.reason),
+                code=(newest.new or {}).get("code"),
+            )
+        )
+    return sorted(out, key=lambda w: (w.since, w.record_id))
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def alerts_for_site(uow: UnitOfWork, site_id: str) -> list[CustodyAlert]:

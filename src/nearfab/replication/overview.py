@@ -1,7 +1,8 @@
 """What the node page (`/node`) shows: which node this is, its link to the broker, its outbox,
-and per origin what it received. A summary read in a few aggregate statements, so it stays
-quick on a control site holding millions of records; the full re-hash of every chain is
-`nearfab node inbox status` (docs/replication.md)."""
+per origin what it received, and at a site node the control's records waiting there. A
+summary read in a few aggregate statements, so it stays quick on a control site holding
+millions of records; the full re-hash of every chain is `nearfab node inbox status`
+(docs/replication.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from nearfab.custody.reads import site_public_keys
 from nearfab.identity import Actor, Permission, authorize, can
 from nearfab.network.reads import control_site, sites_by_id
+from nearfab.replication.decisions import Waiting, waiting_at
 from nearfab.replication.enums import ProblemKind
 from nearfab.replication.link import LinkState
 from nearfab.replication.models import InboxProblem, InboxRecord
@@ -55,6 +57,9 @@ class NodeOverview:
     outbox: OutboxStatus
     link: LinkState | None  # None: not serving its link (no NEARFAB_REPLICATION_URL)
     origins: list[OriginSummary]
+    # at a site node: the control's records waiting here and why (`decisions.waiting_at`),
+    # for a reader whose grant reaches this node's site (empty for another site's reader)
+    waiting: list[Waiting] = field(default_factory=list)
 
 
 def node_overview(
@@ -115,6 +120,10 @@ def node_overview(
             )
         )
     own = sites.get(service.site_id)
+    waiting: list[Waiting] = []
+    # this site's own rows: for a reader whose grant reaches this node's site
+    if service.site_id != hub_id and can(actor, Permission.AUDIT_READ, site_id=service.site_id):
+        waiting = waiting_at(uow, service.site_id, hub_id)
     return NodeOverview(
         site_id=service.site_id,
         site_code=own.code if own is not None else service.site_id,
@@ -122,6 +131,7 @@ def node_overview(
         outbox=service.outbox(uow),
         link=link,
         origins=summaries,
+        waiting=waiting,
     )
 
 
