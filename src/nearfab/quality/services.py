@@ -602,7 +602,13 @@ class QualityService:
         }
 
     def signature_valid(
-        self, uow: UnitOfWork, review: ReleaseReview, *, stored_telemetry: str | None = None
+        self,
+        uow: UnitOfWork,
+        review: ReleaseReview,
+        *,
+        stored_telemetry: str | None = None,
+        batch: BatchRecord | None = None,
+        sig: Signature | None = None,
     ) -> bool | None:
         """Whether the QP's signature still matches the batch record (None before a decision).
 
@@ -612,12 +618,20 @@ class QualityService:
         for the readings' hash (`BatchRecord.content`). A match means the stored text is byte
         for byte the canonical JSON of the readings the QP signed; anything else (a record
         stored before its telemetry was stored canonically, a changed record) is checked
-        again the full way, so the answer is the full check's."""
+        again the full way, so the answer is the full check's.
+
+        `batch`, `sig`: the review's batch record and signature as the caller read them in
+        this transaction, as plain values (verification reads them as columns with the pack,
+        not as ORM entities; the record without its telemetry): used for the comparison with
+        the stored telemetry's hash only; a mismatch is checked again the full way on the
+        record the session loads from the database."""
         if not review.signature_id:
             return None
-        batch = self._production.get(uow, review.batch_id)
-        # the review names its signature (verification has it loaded with the pack)
-        sig = signature(uow.session, review.signature_id)
+        given = batch if batch is not None and batch.id == review.batch_id else None
+        batch = given if given is not None else self._production.get(uow, review.batch_id)
+        # the review names its signature (verification has read it with the pack)
+        if sig is None or sig.id != review.signature_id:
+            sig = signature(uow.session, review.signature_id)
         if sig is None or sig.record_type != "batch" or sig.record_id != batch.id:
             return False
         rows = signed_rows(uow.session, batch.id)  # steps, deviations, request, results
@@ -639,6 +653,8 @@ class QualityService:
             )
             if self._signatures.is_valid(sig, content):
                 return True
+        if given is not None:  # the full check reads the record the database holds
+            batch = self._production.get(uow, review.batch_id)
         content = self._signed_content(
             uow, batch, review, review.decision, review.reason, request, rows=rows
         )

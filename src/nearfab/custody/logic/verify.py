@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from nearfab.custody.enums import UnitStatus, VerifyStatus
 
@@ -21,7 +22,9 @@ class SignedRelease:
     signature_id: str | None
     signature_hash: str | None
     signed_record_hash: str | None
-    packs: dict[str, dict[str, str]]  # serial -> facts (empty: an entry made before facts)
+    # serial -> facts as the entry's payload has them, compared as text (`mismatch`); empty:
+    # an entry made before facts
+    packs: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def mismatch(
     ):
         return f"pack {serial}: the QP's signature is not the one the release ledgered"
     facts = signed.packs[serial]
-    changed = [f for f in FACT_FIELDS if facts.get(f) != now[f]]
+    changed = [f for f in FACT_FIELDS if str(facts.get(f)) != now[f]]
     if changed:
         return f"pack {serial}: {', '.join(changed)} differ from what was signed at release"
     return None

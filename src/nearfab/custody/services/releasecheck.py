@@ -77,17 +77,26 @@ class ReleaseCheck:
         *,
         load_record: Callable[[], None] | None = None,
         stored_telemetry: str | None = None,
+        sig: Signature | None = None,
     ) -> bool:
-        """`release_signature_ok` for a caller that loaded the batch's review and record in
-        its own query (verification reads them with the pack); the QP signature check finds
-        the record in the session. `load_record`: completes the record (verification defers
-        its JSON documents), called only when the signature is checked, not when a check of
-        the same versions is remembered. `stored_telemetry`: the record's telemetry column as
-        stored, read undecoded with the record (`QualityService.signature_valid`)."""
+        """`release_signature_ok` for a caller that read the batch's review, record and
+        signature in its own query (verification reads them with the pack, as plain values):
+        the QP signature check is handed them. `load_record`: completes the record
+        (verification reads its JSON documents as text), called only when the signature is
+        checked, not when a check of the same versions is remembered. `stored_telemetry`: the
+        record's telemetry column as stored, read undecoded with the record
+        (`QualityService.signature_valid`)."""
         if not review.signature_id or review.batch_id != batch.id:
             return False
         return self._signature_valid(
-            uow, review, review.signature_id, batch.row_version, load_record, stored_telemetry
+            uow,
+            review,
+            review.signature_id,
+            batch.row_version,
+            load_record,
+            stored_telemetry,
+            batch=batch,
+            sig=sig,
         )
 
     def _signature_valid(
@@ -98,13 +107,18 @@ class ReleaseCheck:
         batch_version: int,
         load_record: Callable[[], None] | None = None,
         stored_telemetry: str | None = None,
+        *,
+        batch: BatchRecord | None = None,
+        sig: Signature | None = None,
     ) -> bool:
         key = (review.id, signature_id, review.row_version, review.batch_id, batch_version)
         if self.signature_known(key):
             return True
         if load_record is not None:
             load_record()
-        valid = self._packs.quality.signature_valid(uow, review, stored_telemetry=stored_telemetry)
+        valid = self._packs.quality.signature_valid(
+            uow, review, stored_telemetry=stored_telemetry, batch=batch, sig=sig
+        )
         if valid is not True:
             return False
         with self._signatures_lock:

@@ -39,7 +39,7 @@ from sqlalchemy import literal_column, select
 
 from nearfab.custody.enums import LedgerKind
 from nearfab.custody.logic.ledger import entry_hash
-from nearfab.custody.logic.verify import FACT_FIELDS, SignatureFacts, SignedRelease, mismatch
+from nearfab.custody.logic.verify import SignatureFacts, SignedRelease, mismatch
 from nearfab.custody.models import LedgerEntry, SerialUnit, SiteKey
 from nearfab.custody.services.ledger import BLOCK, CustodyLedger
 from nearfab.uow import UnitOfWork
@@ -251,10 +251,11 @@ class SignedFacts:
             or not isinstance(body, dict)
         ):
             return f"ledger entry {ref} is not a release record"
-        packs: dict[str, dict[str, str]] = {}
+        # the signed facts of each pack as parsed (`mismatch` compares them as text)
+        packs: dict[str, dict[str, Any]] = {}
         for item in body.get("packs") or []:
             if isinstance(item, dict) and isinstance(item.get("serial"), str):
-                packs[item["serial"]] = {k: str(item.get(k)) for k in FACT_FIELDS}
+                packs[item["serial"]] = item
         return SignedRelease(
             entry_hash=digest_of_entry,
             site_id=site_id,

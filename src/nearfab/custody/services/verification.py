@@ -10,8 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, inspect, select
-from sqlalchemy.orm import defer
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Mapper
 
 from nearfab.common.errors import DomainError, Forbidden
 from nearfab.custody.enums import AlertKind, UnitStatus, VerifyStatus
@@ -67,8 +66,10 @@ class Verification:
 
 
 # what verification reads of a scanned pack, built once (the statement is immutable), through
-# the owners' read views: the review, batch record and signature are loaded as entities (read
-# only) so that the first QP signature check of a batch finds them in the session
+# the owners' read views, as plain columns: the pack, its review, batch record and signature
+# are made into read-only values of their mapped classes (`_row_values`), not loaded as ORM
+# entities (building entities was most of the statement's cost, "Ninth pass" in
+# docs/performance.md); the first QP signature check of a batch is handed them
 _PATIENT = patient_view()
 _ORDER = order_view()
 _BATCH = batch_entity_view()
@@ -88,14 +89,34 @@ _RECORD_DOCUMENTS = (
     "cpp_excursions",
     "machine_events",
 )
+# the columns read of each (every column of the review and the signature, the record's
+# but its documents, the pack's that verification and its checks read)
+_UNIT_KEYS = (
+    "id",
+    "batch_id",
+    "order_id",
+    "patient_id",
+    "gtin",
+    "serial",
+    "batch_number",
+    "expiry",
+    "status",
+)
+_UNIT_MAPPER = inspect(SerialUnit)
+_REVIEW_MAPPER = inspect(_REVIEW).mapper
+_BATCH_MAPPER = inspect(_BATCH).mapper
+_SIGNATURE_MAPPER = inspect(_SIGNATURE).mapper
+_REVIEW_KEYS = tuple(a.key for a in _REVIEW_MAPPER.column_attrs)
+_BATCH_KEYS = tuple(a.key for a in _BATCH_MAPPER.column_attrs if a.key not in _RECORD_DOCUMENTS)
+_SIGNATURE_KEYS = tuple(a.key for a in _SIGNATURE_MAPPER.column_attrs)
 _PACK_QUERY = (
     select(
-        SerialUnit,
+        *(getattr(SerialUnit, key) for key in _UNIT_KEYS),
         _PATIENT.c.ref,
-        _REVIEW,
-        _BATCH,
+        *(getattr(_REVIEW, key) for key in _REVIEW_KEYS),
+        *(getattr(_BATCH, key) for key in _BATCH_KEYS),
         _ORDER.c.site_id,
-        _SIGNATURE,
+        *(getattr(_SIGNATURE, key) for key in _SIGNATURE_KEYS),
         # whether the pack has a row the chain-of-identity check refuses on (an open hold, an
         # in-use period with an end): without one that check's own statement is not needed
         usable_rows_exist(SerialUnit.id),
@@ -110,25 +131,40 @@ _PACK_QUERY = (
     .outerjoin(LedgerEntry, release_entries_of(SerialUnit.batch_id))
     .outerjoin(SiteKey, SiteKey.key_id == LedgerEntry.key_id)
     .where(SerialUnit.gtin == bindparam("gtin"), SerialUnit.serial == bindparam("serial"))
-    .options(*(defer(getattr(_BATCH, name)) for name in _RECORD_DOCUMENTS))
 )
-_ENTRY_START = 7  # where a row's release entry starts
+# where each part of a row starts
+_REF = len(_UNIT_KEYS)
+_REVIEW_AT = _REF + 1
+_BATCH_AT = _REVIEW_AT + len(_REVIEW_KEYS)
+_ORDER_SITE = _BATCH_AT + len(_BATCH_KEYS)
+_SIGNATURE_AT = _ORDER_SITE + 1
+_USABLE = _SIGNATURE_AT + len(_SIGNATURE_KEYS)
+_ENTRY_START = _USABLE + 1  # where a row's release entry starts
 _ENTRY_END = _ENTRY_START + len(ENTRY_COLUMNS)  # where the record's documents start
 
 
 _TELEMETRY = _RECORD_DOCUMENTS.index("telemetry")
 
 
+def _row_values(mapper: Mapper[Any], keys: Sequence[str], values: Sequence[Any]) -> Any:
+    """A row read as columns, as a read-only value of its mapped class: an instance in no
+    session (transient), its attributes the row's values, set without the ORM's attribute
+    events, so nothing about it is ever written or loaded. Attributes not read (the record's
+    telemetry) are absent: `BatchRecord.telemetry_unloaded` is true, and the QP signature
+    check's full way reads the record from the database (`QualityService.signature_valid`)."""
+    obj = mapper.class_manager.new_instance()
+    obj.__dict__.update(zip(keys, values, strict=True))
+    return obj
+
+
 def _load_record(batch: Any, documents: Sequence[str | None]) -> None:
-    """The record's JSON documents, read as text with the pack, decoded into the loaded
-    record as its JSON columns would have been (committed state: nothing to write back), for
-    the ones not loaded yet (a record the session already held keeps what it has). Not the
-    telemetry (thousands of readings): the QP signature check hashes its stored text as it is
-    (`QualityService.signature_valid`), and loads it only when that does not match."""
-    unloaded = inspect(batch).unloaded
+    """The record's JSON documents, read as text with the pack, decoded as its JSON columns
+    would have been. Not the telemetry (thousands of readings): the QP signature check
+    hashes its stored text as it is (`QualityService.signature_valid`), and reads the record
+    whole only when that does not match."""
     for name, text in zip(_RECORD_DOCUMENTS, documents, strict=True):
-        if name in unloaded and name != "telemetry":
-            set_committed_value(batch, name, None if text is None else json.loads(text))
+        if name != "telemetry":
+            batch.__dict__[name] = None if text is None else json.loads(text)
 
 
 class Verifier:
@@ -180,7 +216,15 @@ class Verifier:
         # versions key the signature check; a first check of the batch finds them loaded), and
         # the signed release entries of its batch with their keys (a verification answers
         # while others wait for the GIL); one row per release entry (usually one)
-        rows = uow.session.execute(_PACK_QUERY, {"gtin": ident.gtin, "serial": ident.serial}).all()
+        if uow.session.autoflush:
+            # the session's pending changes first, as an ORM query's autoflush would (a
+            # statement of plain columns on the session's connection does not flush)
+            uow.session.flush()
+        rows = (
+            uow.session.connection()
+            .execute(_PACK_QUERY, {"gtin": ident.gtin, "serial": ident.serial})
+            .all()
+        )
         row = rows[0] if rows else None
         unit: SerialUnit | None = None
         may_be_unusable = True
@@ -188,7 +232,21 @@ class Verifier:
         problem: str | None = None
         in_scope = True
         if row is not None:
-            unit, ref, review, batch, ordering_site, sig, may_be_unusable = row[:_ENTRY_START]
+            unit = _row_values(_UNIT_MAPPER, _UNIT_KEYS, row[:_REF])
+            ref = row[_REF]
+            review = (
+                _row_values(_REVIEW_MAPPER, _REVIEW_KEYS, row[_REVIEW_AT:_BATCH_AT])
+                if row[_REVIEW_AT] is not None
+                else None
+            )
+            batch = _row_values(_BATCH_MAPPER, _BATCH_KEYS, row[_BATCH_AT:_ORDER_SITE])
+            ordering_site = row[_ORDER_SITE]
+            sig = (
+                _row_values(_SIGNATURE_MAPPER, _SIGNATURE_KEYS, row[_SIGNATURE_AT:_USABLE])
+                if row[_SIGNATURE_AT] is not None
+                else None
+            )
+            may_be_unusable = row[_USABLE]
             entries = [r[_ENTRY_START:_ENTRY_END] for r in rows if r[_ENTRY_START] is not None]
             # a verifier answers only for packs of the sites they serve (making or ordering
             # site): for any other pack the answer is the one for an unknown pack, so nobody
@@ -214,6 +272,7 @@ class Verifier:
                     batch,
                     load_record=lambda: _load_record(batch, documents),
                     stored_telemetry=documents[_TELEMETRY],
+                    sig=sig,
                 )
             facts = PackFacts(
                 status=unit.status,
