@@ -3,20 +3,23 @@ group-commit writer so a verification at dispense never waits for a commit.
 
 A verification changes nothing, so its log row need not share a transaction with anything.
 `VerificationLog.submit` queues the row (its time taken by the caller, on the platform clock);
-one thread drains the queue, waits a few milliseconds for more, and commits everything queued
-in one INSERT. On SQLite every commit is an fsync behind the one writer lock, so one commit per
-batch instead of one per scan is what keeps verification off that lock. (A 25 ms wait put two
-and a half times as many rows in a commit, whose CPU is mostly per commit, but one server
-worker's p99 at half its saturation rate was worse in most runs and the cause was not found,
-so the wait stays 4 ms: docs/performance.md, "Seventh pass".) `flush()` writes
-everything submitted before the call and returns once it is committed; it runs on interpreter
-exit too. Rows that could not be written stay queued and are retried (and `flush` raises)."""
+one thread drains the queue, waits up to `interval_s` (20 ms) for more, or less once
+`early_rows` are queued, and commits everything queued in one INSERT. On SQLite every commit
+is an fsync behind the one writer lock, so one commit per batch instead of one per scan is
+what keeps verification off that lock; and a commit costs the process about 1.4 ms of CPU
+whether it holds one row or ten (the audit chain's head read and moved, the transaction), so
+at a server's rate of a few hundred scans a second the wait decides most of what the log
+costs a verification (docs/performance.md, "Seventh pass" and "Ninth pass": 4 ms gave about
+one row a commit). `flush()` writes everything submitted before the call and returns once it
+is committed; it runs on interpreter exit and on server shutdown. Rows that could not be
+written stay queued and are retried (and `flush` raises)."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -31,8 +34,12 @@ _LIVE: weakref.WeakSet[VerificationLog] = weakref.WeakSet()
 
 
 class VerificationLog:
-    def __init__(self, *, interval_s: float = 0.004, max_batch: int = 2000) -> None:
+    def __init__(
+        self, *, interval_s: float = 0.020, early_rows: int = 64, max_batch: int = 2000
+    ) -> None:
         self.interval_s = interval_s
+        # this many rows queued make a commit's worth: written without waiting longer
+        self.early_rows = early_rows
         self.max_batch = max_batch
         self._engine: Engine | None = None
         self._pending: deque[dict[str, Any]] = deque()
@@ -61,7 +68,11 @@ class VerificationLog:
                     target=self._run, name="nearfab-verification-log", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            queued = len(self._pending)
+            # the writer waits for a first row, then for a commit's worth or its time: wake it
+            # for those only (a wake-up per row would cost each verification a thread switch)
+            if queued == 1 or queued == self.early_rows:
+                self._cond.notify()
 
     @property
     def queued(self) -> int:
@@ -88,9 +99,17 @@ class VerificationLog:
                         self._thread = None
                         return
                     continue
-            idle_rounds = 0
-            # group commit: let the rows of concurrent verifications gather
-            threading.Event().wait(self.interval_s * (1 + min(self._failures, 50) * 25))
+                idle_rounds = 0
+                # group commit: let the rows of concurrent verifications gather, for at most
+                # `interval_s`, less once a commit's worth is queued; after a failure, the
+                # whole back-off (however many rows wait)
+                wait = self.interval_s * (1 + min(self._failures, 50) * 25)
+                deadline = time.monotonic() + wait
+                while self._failures or len(self._pending) < self.early_rows:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             try:
                 with self._write_lock:
                     if self._pending:
