@@ -272,17 +272,6 @@ def dossier_ref(batch_id: str) -> str:
     return f"release_dossier:{batch_id}"
 
 
-def held_from_start(records: Sequence[Record]) -> list[Record]:
-    """One origin's records (seq order) from seq 1 up to the first hole: what may be trusted
-    or acted on (a record after a gap waits for the missing ones, which may change it)."""
-    out = []
-    for expected, record in enumerate(records, start=1):
-        if record.seq != expected:
-            break
-        out.append(record)
-    return out
-
-
 def decision_digest(body: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a decision's audit body: what the control's signed
     ledger entry names, and what the site node checks the decision it acts on against."""

@@ -43,7 +43,6 @@ from nearfab.replication.logic import (
     decision_ref,
     dossier_ref,
     handover_ref,
-    held_from_start,
     publication_ref,
     recall_ref,
     record_id,
@@ -416,34 +415,44 @@ class ControlReleases:
     ) -> str | None:
         """Why the site's signature on the dossier does not hold (None: it does). The site
         names the SHA-256 of the dossier it sent (the audit row's `new`) in an entry of its
-        ledger chain signed with its key (`SiteDossiers.send_ready`): that entry must be held
-        with every record before it, the chain up to it must verify (hashes, links and
-        signatures), and its key must be known here, so a dossier rewritten on the broker with
-        every plain hash redone is not signed."""
+        ledger chain signed with its key (`SiteDossiers.send_ready`). That entry must be held,
+        its own hashes must check, and its Ed25519 signature must verify with a key of that
+        site known here (registered, or introduced by a rotation its key before signed) and
+        not retired by a rotation before it: so a dossier rewritten on the broker with every
+        plain hash redone is not signed. Only the batch's dossier entries and the origin's key
+        rotations are read and checked (`verify_signatures` over them, in seq order), not the
+        whole chain: the cost does not grow with the origin's backlog (the rest of the chain
+        is `inbox status`'s and the anchor's business)."""
         origin = received.origin_site
         batch_id = str(received.dossier.get("batch_id"))
         digest = decision_digest(sent.get("new") or {})
-        held = held_from_start(self.service.received(uow, origin))
-        through = None
-        for n, record in enumerate(held):
-            if record.kind != RecordKind.LEDGER.value:
-                continue
-            row = json.loads(record.payload)
-            if row.get("kind") != LedgerKind.DOSSIER.value:
-                continue
-            if row.get("ref") != dossier_ref(batch_id)[:100]:
-                continue
-            body = json.loads(str(row.get("payload") or "{}")).get("body") or {}
-            if body.get("sha256") == digest:
-                through = n
-        if through is None:
-            return (
-                f"the entry of {origin}'s ledger chain signing this dossier is not held here "
-                "(yet, with every record before it)"
+        ref = dossier_ref(batch_id)[:100]
+        candidates = uow.session.scalars(
+            select(InboxRecord)
+            .where(
+                InboxRecord.origin_site == origin,
+                InboxRecord.kind == RecordKind.LEDGER.value,
+                InboxRecord.payload.contains(f'"ref":"{ref}"')
+                | InboxRecord.payload.contains(f'"kind":"{LedgerKind.KEY.value}"'),
             )
-        chain = held[: through + 1]
-        report = verify_signatures(chain, KeyBook(site_public_keys(uow.session)))
-        problems = [*verify_chain(chain), *report.problems]
+            .order_by(InboxRecord.seq)
+        ).all()
+        rotations, entry = [], None
+        for rec in candidates:
+            row = json.loads(rec.payload)
+            if row.get("kind") == LedgerKind.KEY.value:
+                rotations.append(_to_record(rec))
+            elif row.get("kind") == LedgerKind.DOSSIER.value and row.get("ref") == ref:
+                body = json.loads(str(row.get("payload") or "{}")).get("body") or {}
+                if body.get("sha256") == digest and body.get("batch_id") == batch_id:
+                    entry = _to_record(rec)
+        if entry is None:
+            return f"the entry of {origin}'s ledger chain signing this dossier is not held here"
+        if not json.loads(entry.payload).get("signature"):
+            return f"{origin}'s entry naming this dossier ({entry.id}) carries no signature"
+        checked = [r for r in rotations if r.seq < entry.seq] + [entry]
+        report = verify_signatures(checked, KeyBook(site_public_keys(uow.session)))
+        problems = [*verify_chain([entry]), *report.problems]
         if problems:
             return problems[0]
         if report.unknown_keys:
