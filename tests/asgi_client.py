@@ -71,3 +71,25 @@ class AsgiClient:
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", url, **kwargs)
+
+
+async def web_login(client: AsgiClient, username: str) -> None:
+    """Log `client` in to its web app as `username` (the demo password), as
+    `flow_helpers.web_login` does."""
+    from tests import flow_helpers as fh
+
+    form = (await client.arequest("GET", "/login")).text
+    answer = await client.arequest(
+        "POST",
+        "/login",
+        data={"username": username, "password": fh.TEST_PASSWORD, "csrf_token": fh.csrf(form)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and "/login" not in answer.headers["location"], answer.text
+
+
+async def form_token(client: AsgiClient) -> str:
+    """The form token of the client's web session (from its account page)."""
+    from tests import flow_helpers as fh
+
+    return fh.csrf((await client.arequest("GET", "/account")).text)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 from tests import flow_helpers as fh
+from tests.asgi_client import AsgiLoop, form_token, web_login
 
 # made as the API flow makes it (the machine twin runs the culture), whatever it needs first
 from tests.e2e.test_cell_therapy_flow import _made
@@ -143,11 +146,6 @@ def _csrf(text: str) -> str:
     return found.group(1)
 
 
-def _session(app: Any, username: str) -> tuple[TestClient, str]:
-    client = fh.web_login(app, username)
-    return client, _csrf(client.get("/account").text)
-
-
 def _expected(who: set[str], scoped: bool, role: str, where: str) -> str:
     if role not in who:
         return "forbidden"
@@ -159,32 +157,50 @@ def _expected(who: set[str], scoped: bool, role: str, where: str) -> str:
 def test_every_new_page_answers_each_role_at_each_site_as_the_matrix_says(world: Any) -> None:
     app, ids = world.app, world.data
     web = create_web_app(app)
-    wrong: list[str] = []
-    checked = 0
-    for role in ROLES:
-        for where in SITES:
-            client, token = _session(web, f"{role}-{where}")
-            for method, path, who, scoped, form in ROUTES:
+    loop = AsgiLoop()  # the requests on this thread's own event loop (tests/asgi_client.py)
+
+    def session(role: str, where: str) -> Callable[[], Awaitable[list[httpx.Response]]]:
+        async def walk() -> list[httpx.Response]:
+            client = loop.client(web)
+            await web_login(client, f"{role}-{where}")
+            token = await form_token(client)
+            answers = []
+            for method, path, _, _, form in ROUTES:
                 url = path.format(**ids)
                 data = {k: v.format(**ids) for k, v in form.items()} | {"csrf_token": token}
-                r = client.request(method, url, data=data if method == "POST" else None)
-                checked += 1
-                expected = _expected(who, scoped, role, where)
-                if r.status_code >= 500 or r.url.path == "/login":
-                    ok = False
-                elif expected == "forbidden":
-                    ok = r.status_code == 403
-                elif expected == "hidden":
-                    ok = r.status_code == 404 and "belongs to a site you do not see" in r.text
-                else:
-                    ok = r.status_code not in (401, 403, 404)
-                if ok and r.status_code >= 400:
-                    # a refusal is a page in words, never the API's JSON
-                    ok = r.headers["content-type"].startswith("text/html")
-                if not ok:
-                    wrong.append(
-                        f"{method} {path} as {role}@{SITES[where]}: {expected}, got {r.status_code}"
-                    )
+                answers.append(
+                    await client.arequest(method, url, data=data if method == "POST" else None)
+                )
+            return answers
+
+        return walk
+
+    callers = [(role, where) for role in ROLES for where in SITES]
+    try:
+        walks = loop.run(session(role, where) for role, where in callers)
+    finally:
+        loop.close()
+    wrong: list[str] = []
+    checked = 0
+    for (role, where), answers in zip(callers, walks, strict=True):
+        for (method, path, who, scoped, _), r in zip(ROUTES, answers, strict=True):
+            checked += 1
+            expected = _expected(who, scoped, role, where)
+            if r.status_code >= 500 or r.url.path == "/login":
+                ok = False
+            elif expected == "forbidden":
+                ok = r.status_code == 403
+            elif expected == "hidden":
+                ok = r.status_code == 404 and "belongs to a site you do not see" in r.text
+            else:
+                ok = r.status_code not in (401, 403, 404)
+            if ok and r.status_code >= 400:
+                # a refusal is a page in words, never the API's JSON
+                ok = r.headers["content-type"].startswith("text/html")
+            if not ok:
+                wrong.append(
+                    f"{method} {path} as {role}@{SITES[where]}: {expected}, got {r.status_code}"
+                )
     assert checked == len(ROUTES) * len(ROLES) * len(SITES)
     assert not wrong, "\n".join(wrong)
 

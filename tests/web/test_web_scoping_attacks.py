@@ -20,14 +20,17 @@ site) are seen by the control site and auditors only. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.asgi_client import AsgiLoop, web_login
 
 from nearfab.bootstrap import App
 from nearfab.common.ids import new_id
@@ -213,12 +216,42 @@ def _pages(ids: dict[str, str]) -> list[tuple[str, str, Permission, str]]:
 
 
 def test_12_5_web_pages_refuse_another_sites_records_as_if_unknown(world: World) -> None:
+    # every browser session on this thread's own event loop (tests/asgi_client.py): the
+    # requests in the same order as one by one, page by page, caller by caller
+    loop = AsgiLoop()
+    web = world.web_app = create_web_app(world.app)  # the one web app of the test
+    callers = sorted(world.tokens)
+    browsers = {key: loop.client(web) for key in callers}
+
+    def login(key: tuple[str, str]) -> Callable[[], Awaitable[None]]:
+        return lambda: web_login(browsers[key], f"{key[0]}-{key[1]}")
+
+    def ask(
+        url: str, ref: str, permission: Permission, key: tuple[str, str]
+    ) -> Callable[[], Awaitable[tuple[httpx.Response, httpx.Response | None]]]:
+        async def answers() -> tuple[httpx.Response, httpx.Response | None]:
+            client = browsers[key]
+            got = await client.arequest("GET", url, follow_redirects=False)
+            if _expected(permission, *key) != "other_site":
+                return got, None
+            unknown = url.replace(ref, "zz_no_such_record")
+            return got, await client.arequest("GET", unknown, follow_redirects=False)
+
+        return answers
+
+    pages = _pages(world.ids)
+    try:
+        loop.run(login(key) for key in callers)
+        answered = iter(
+            loop.run(ask(url, ref, p, key) for url, ref, p, _ in pages for key in callers)
+        )
+    finally:
+        loop.close()
     wrong = []
-    for url, ref, permission, kind in _pages(world.ids):
-        unknown = url.replace(ref, "zz_no_such_record")
-        for (role, where), client in world.everyone():
+    for url, ref, permission, kind in pages:
+        for role, where in callers:
+            got, missing = next(answered)
             expected = _expected(permission, role, where)
-            got = client.get(url, follow_redirects=False)
             what = f"{role}@{WHERE[where]} GET {url}: expected {expected}, got {got.status_code}"
             if got.status_code >= 500:
                 wrong.append(what + " (server error)")
@@ -226,7 +259,7 @@ def test_12_5_web_pages_refuse_another_sites_records_as_if_unknown(world: World)
                 if got.status_code != 403 or ref in got.text:
                     wrong.append(what)
             elif expected == "other_site":
-                missing = client.get(unknown, follow_redirects=False)
+                assert missing is not None
                 same = got.status_code == missing.status_code == 404 and got.text.replace(
                     ref, "X"
                 ) == missing.text.replace("zz_no_such_record", "X")
