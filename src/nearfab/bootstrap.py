@@ -70,6 +70,7 @@ from nearfab.replication.link import NodeLink
 from nearfab.replication.releases import (
     ControlReleases,
     SiteDossiers,
+    hand_over_cancellations,
     hand_over_orders,
     sign_decisions,
 )
@@ -493,6 +494,7 @@ def build_app(
             releases=quality.remote,
             master_files=master_files,
             orders=orders,
+            plans=scheduling,
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
             dossiers = SiteDossiers(
@@ -507,6 +509,7 @@ def build_app(
             master_files.on_withdrawn(sign_decisions(ledger, control_id, "withdrawn"))
             custody_chain.recalls.on_created(sign_decisions(ledger, control_id, "recall"))
             orders.on_taken(hand_over_orders(ledger, control_id))
+            orders.on_cancelled(hand_over_cancellations(ledger, control_id))
             comparability.reports.received_batches = received_batches  # the sites' batches
 
     return App(

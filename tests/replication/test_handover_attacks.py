@@ -26,6 +26,9 @@ from tests.quality.test_exceptional_release import OutOfSpecRelease
 from tests.replication.test_alert_records import close, raise_and_follow, shown_at_control
 from tests.replication.test_order_handover import (
     adjust_at_control,
+    cancel_at_control,
+    cancellation_outcomes,
+    cancellation_row,
     handover_row,
     order_columns,
     take,
@@ -817,3 +820,111 @@ def test_a_forged_unsigned_version_of_an_order_is_never_acted_on(
             select(AuditEntry).where(AuditEntry.entity_type == "replication_refused")
         ).all()
     assert refused == []
+
+
+# --- a handed-over order cancelled at the control -------------------------------------------------
+
+
+def cancellation_body_for(site: App, order_id: str) -> dict[str, Any]:
+    """A cancellation body of the documented format (docs/replication.md), written by hand."""
+    return {
+        "format": "nearfab-order-cancellation/1",
+        "order_id": order_id,
+        "site_id": fh.site_id(site, "GSTT-PH"),
+        "prescription_version": 1,
+        "status": "cancelled",
+        "reason": "forged",
+        "cancelled_by": "nobody",
+        "cancelled_at": None,
+    }
+
+
+CANCEL = {"entity_type": "order_cancellation", "action": "create", "reason": "forged"}
+
+
+def refused_rows(site: App) -> list[AuditEntry]:
+    with site.uow() as uow:
+        return list(
+            uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.entity_type == "replication_refused")
+            ).all()
+        )
+
+
+def test_a_cancellation_the_control_did_not_sign_is_never_acted_on(
+    nodes: tuple[App, App],
+) -> None:
+    """Orders X and Y handed over to St Thomas'; the control cancels Y (signed), and the site
+    cancels Y. On the broker, well-chained rows carrying: a cancellation of X written by hand;
+    Y's signed body under X's id; Y's body edited to name X. None is signed for X: X stays as
+    it is, nothing written about it (no applied, waiting or refused row)."""
+    site, control = nodes
+    x, y = order_for(control, "GSTT-PH"), order_for(control, "GSTT-PH")
+    deliver(control, site)
+    cancel_at_control(control, y)
+    deliver(control, site)
+    assert fh.order_status(site, y) == "cancelled"
+    signed_y = dict(cancellation_row(control, y).new or {})
+
+    forge_control_row(site, control, **CANCEL, entity_id=x, new=cancellation_body_for(site, x))
+    forge_control_row(site, control, **CANCEL, entity_id=x, new=signed_y)
+    edited = {**signed_y, "order_id": x}
+    forge_control_row(site, control, **CANCEL, entity_id=x, new=edited)
+    assert fh.order_status(site, x) == "designed"
+    assert cancellation_outcomes(site, x) == []
+    assert waiting_rows(site, x) == [] and refused_rows(site) == []
+    assert cancellation_outcomes(site, y) == [("create", "cancelled here")]
+
+
+def test_a_cancellation_of_another_sites_order_is_not_acted_on_here(
+    nodes: tuple[App, App],
+) -> None:
+    """The control cancels a Manchester order it handed over, and a St Thomas' one: St
+    Thomas' node cancels its own and writes nothing about Manchester's. A body naming a
+    Manchester order its copy holds (as its own site's, or as Manchester's) is refused
+    before anything is written, naming the field."""
+    site, control = nodes
+    theirs, ours = order_for(control, "MAN-PH"), order_for(control, "GSTT-PH")
+    deliver(control, site)
+    cancel_at_control(control, theirs, by="admin")
+    cancel_at_control(control, ours)
+    deliver(control, site)
+    assert fh.order_status(site, ours) == "cancelled"
+    assert cancellation_outcomes(site, theirs) == [] and waiting_rows(site, theirs) == []
+
+    in_copy = order_for(site, "MAN-PH")  # in the site's copy, never its to make or cancel
+    body = {**dict(cancellation_row(control, ours).new or {}), "order_id": in_copy}
+    with site.uow() as uow, pytest.raises(Refused) as as_ours:
+        site.orders.check_handed_over_cancellation(uow, body, site_id=repl(site).site_id)
+    assert (as_ours.value.code, as_ours.value.field) == ("another_site", "order_id")
+    body["site_id"] = fh.site_id(site, "MAN-PH")
+    with site.uow() as uow, pytest.raises(Refused) as as_theirs:
+        site.orders.check_handed_over_cancellation(uow, body, site_id=repl(site).site_id)
+    assert (as_theirs.value.code, as_theirs.value.field) == ("another_site", "site_id")
+    assert fh.order_status(site, in_copy) == "designed"
+
+
+def test_a_replayed_cancellation_changes_nothing_even_once_the_order_could_be_cancelled(
+    nodes: tuple[App, App],
+) -> None:
+    """The control cancels an order the site has made: refused there, naming the state. Its
+    run later fails (an order the site's rules would cancel). The control's signed
+    cancellation replayed in a well-chained forged row is not acted on again: the order is
+    cancelled once, by the first record the control signed, so the refusal stands and the
+    failed order stays for the site to re-plan."""
+    site, control = nodes
+    x = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    fh.run(site)
+    made = fh.order_status(site, x)
+    cancel_at_control(control, x)
+    deliver(control, site)
+    ((action, outcome),) = cancellation_outcomes(site, x)
+    assert action == "refuse" and f"is {made} here" in outcome
+    fh.edit(site, Order, x, status="failed")  # its run failed: cancellable here now
+
+    body = dict(cancellation_row(control, x).new or {})
+    forge_control_row(site, control, **CANCEL, entity_id=x, new=body)  # the replay
+    assert fh.order_status(site, x) == "failed"
+    assert cancellation_outcomes(site, x) == [(action, outcome)]
+    assert waiting_rows(site, x) == []

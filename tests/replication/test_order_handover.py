@@ -39,6 +39,7 @@ from nearfab.orders.models import Order, Patient, PatientIdentity, Prescription
 from nearfab.production import BatchRecord
 from nearfab.replication.decisions import WAITING_ENTITY
 from nearfab.replication.models import InboxRecord
+from nearfab.scheduling import Job
 
 __all__ = ["nodes"]
 
@@ -273,7 +274,7 @@ def handover_outcomes(site: App, order_id: str) -> list[tuple[str, str]]:
     """The site's applied rows about the hand-over of `order_id`: (action, outcome)."""
     return [
         (r.action, str((r.new or {}).get("outcome")))
-        for r in applied_rows(site, None)
+        for r in applied_rows(site, "order_handover")
         if (r.new or {}).get("order_id") == order_id
     ]
 
@@ -499,3 +500,176 @@ def test_a_new_version_for_an_order_cancelled_at_the_site_is_refused_on_record(
     ((action, outcome),) = handover_outcomes(site, second)
     assert action == "refuse" and "cancelled here: no batch will follow it" in outcome
     assert fh.order_status(site, first) == "cancelled"
+
+
+# --- a handed-over order cancelled at the control ------------------------------------------------
+
+
+def cancel_at_control(
+    control: App, order_id: str, reason: str = "patient discharged", *, by: str = "clinician"
+) -> None:
+    """A user at the control cancels the order, as the API and the CLI do (scheduling's
+    `cancel_order`: the control's copy of a site's order is never scheduled there)."""
+    with control.uow() as uow:
+        control.scheduling.cancel_order(uow, fh.actor(control, by), order_id, reason=reason)
+    assert fh.order_status(control, order_id) == "cancelled"
+
+
+def cancellation_row(control: App, order_id: str) -> AuditEntry:
+    with control.uow() as uow:
+        row = uow.session.scalar(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "order_cancellation", AuditEntry.entity_id == order_id
+            )
+        )
+        assert row is not None and row.new is not None
+        uow.session.expunge(row)
+        return row
+
+
+def cancellation_outcomes(site: App, order_id: str) -> list[tuple[str, str]]:
+    """The site's applied rows about the control's cancellation of `order_id`."""
+    return [
+        (r.action, str((r.new or {}).get("outcome")))
+        for r in applied_rows(site, "order_cancellation")
+        if (r.new or {}).get("order_id") == order_id
+    ]
+
+
+def test_an_order_cancelled_at_the_control_is_cancelled_at_its_site_and_not_made(
+    nodes: tuple[App, App],
+) -> None:
+    """Before, the site went on making an order the control had cancelled. The cancellation
+    travels signed like the hand-over (ref `order_cancellation:<id>`, the SHA-256 of its audit
+    body, computed here by hand) and the site, where the order is designed (not started),
+    cancels it by its own rules: no batch is made there."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    assert fh.order_status(site, order_id) == "designed"
+    cancel_at_control(control, order_id, "patient discharged")
+    row = cancellation_row(control, order_id)
+    assert row.new is not None
+    assert {k: row.new[k] for k in ("format", "order_id", "site_id", "status", "reason")} == {
+        "format": "nearfab-order-cancellation/1",
+        "order_id": order_id,
+        "site_id": fh.site_id(control, "GSTT-PH"),
+        "status": "cancelled",
+        "reason": "patient discharged",
+    }
+    with control.uow() as uow:
+        entries = [
+            json.loads(e.payload)["body"]
+            for e in uow.session.scalars(
+                select(LedgerEntry).where(LedgerEntry.ref == f"order_cancellation:{order_id}")
+            )
+        ]
+    assert entries == [{"sha256": canonical_sha256(row.new), "order_id": order_id}]
+
+    deliver(control, site)
+    assert fh.order_status(site, order_id) == "cancelled"
+    assert cancellation_outcomes(site, order_id) == [("create", "cancelled here")]
+    with site.uow() as uow:  # the order's own transition names the control's decision
+        moved = uow.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity_type == "order",
+                AuditEntry.entity_id == order_id,
+                AuditEntry.action == "transition",
+            )
+        ).all()
+    assert [(m.new or {}).get("status") for m in moved] == ["cancelled"]
+    assert moved[0].reason is not None and "patient discharged" in moved[0].reason
+    fh.run(site)
+    assert batches_of(site, order_id) == 0
+    deliver(control, site)  # acted on once
+    assert cancellation_outcomes(site, order_id) == [("create", "cancelled here")]
+
+
+def test_an_order_scheduled_at_the_site_leaves_the_plan_when_the_control_cancels_it(
+    nodes: tuple[App, App],
+) -> None:
+    """Scheduled at the site: cancelled with its job (as a cancellation there does), so the
+    machine makes nothing for it."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    job_id = fh.schedule(site, order_id)
+    cancel_at_control(control, order_id)
+    deliver(control, site)
+    assert fh.order_status(site, order_id) == "cancelled"
+    with site.uow() as uow:
+        job = uow.session.get(Job, job_id)
+        assert job is not None and job.status == "cancelled"
+    assert cancellation_outcomes(site, order_id) == [
+        ("create", "cancelled here, taken off the plan with its job")
+    ]
+    fh.run(site)
+    assert batches_of(site, order_id) == 0
+
+
+def test_an_order_made_at_the_site_is_not_cancelled_and_the_refusal_reaches_the_control(
+    nodes: tuple[App, App],
+) -> None:
+    """A batch has started from the order at the site: its rules do not cancel it. Refused,
+    final, on record naming the state; the control's copy says cancelled, the site's does not,
+    and the site's refusal reaches the control with the site's other records."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    deliver(control, site)
+    fh.run(site)
+    made = fh.order_status(site, order_id)
+    assert made not in ("received", "designed", "scheduled", "failed", "cancelled")
+    cancel_at_control(control, order_id)
+    deliver(control, site)
+    assert fh.order_status(site, order_id) == made  # unchanged, its batch kept
+    ((action, outcome),) = cancellation_outcomes(site, order_id)
+    assert action == "refuse"
+    assert f"order {order_id} is {made} here: a batch has started from it" in outcome
+    assert waiting_rows(site, order_id) == []  # final
+    assert fh.order_status(control, order_id) == "cancelled"  # the two copies disagree
+
+    deliver(site, control)  # what the control's user sees: the site's refusal, as it sent it
+    with control.uow() as uow:
+        held = [
+            json.loads(r.payload)
+            for r in uow.session.scalars(
+                select(InboxRecord).where(
+                    InboxRecord.origin_site == repl(site).site_id, InboxRecord.kind == "audit"
+                )
+            )
+        ]
+    refusals = [
+        h
+        for h in held
+        if h.get("entity_type") == "replication_applied"
+        and (h.get("new") or {}).get("order_id") == order_id
+        and h.get("action") == "refuse"
+    ]
+    assert [r["new"]["outcome"] for r in refusals] == [outcome]
+
+
+def test_a_cancellation_of_an_order_not_taken_at_the_site_yet_waits_for_it(
+    nodes: tuple[App, App],
+) -> None:
+    """The hand-over waits (its master-file version not effective at the site yet) when the
+    control cancels the order: the cancellation waits too (`order_not_held`, on record once),
+    and in the pass that takes the order it is cancelled, before the runner could plan it."""
+    site, control = nodes
+    order_id = order_for(control, "GSTT-PH")
+    mf_id = fh.master_file_id(site, HYDROCORTISONE)
+    fh.edit(site, MasterFile, mf_id, status="approved")  # held, not yet effective here
+    deliver(control, site)
+    cancel_at_control(control, order_id)
+    deliver(control, site)
+    rows = waiting_rows(site, order_id)
+    assert [(r.new or {}).get("code") for r in rows] == [
+        "master_file_not_effective",
+        "order_not_held",
+    ]
+    assert rows[1].new is not None and rows[1].new["entity_type"] == "order_cancellation"
+    assert cancellation_outcomes(site, order_id) == []
+    fh.edit(site, MasterFile, mf_id, status="effective")
+    pass_again(site)
+    assert handover_outcomes(site, order_id) == [("create", "taken here")]
+    assert cancellation_outcomes(site, order_id) == [("create", "cancelled here")]
+    assert fh.order_status(site, order_id) == "cancelled"

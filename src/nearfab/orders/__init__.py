@@ -3,7 +3,7 @@
 from nearfab.orders.doseadjust import DoseAdjustment, check_dose_rule
 from nearfab.orders.enums import OrderStatus
 from nearfab.orders.fhir import FhirInputError, PrescriptionIn, parse_prescriptions
-from nearfab.orders.handover import HANDOVER_WAITS, handover_body
+from nearfab.orders.handover import HANDOVER_WAITS, cancellation_body, handover_body
 from nearfab.orders.identification import PatientMatch, PresentedIdentifiers
 from nearfab.orders.identifiers import IdentifierKind
 from nearfab.orders.models import (
@@ -36,6 +36,7 @@ __all__ = [
     "Prescription",
     "PrescriptionIn",
     "PresentedIdentifiers",
+    "cancellation_body",
     "check_dose_rule",
     "handover_body",
     "parse_prescriptions",

@@ -59,7 +59,22 @@ HANDOVER_FORMAT = "nearfab-order-handover/1"
 # The site tries such a hand-over again at each pass (replication/decisions.py); every other
 # refusal (a version withdrawn or superseded here, another site's, a collision, an older
 # version, an ended order, ...) is final and on record.
-HANDOVER_WAITS = frozenset({"master_file_not_effective", "superseded_not_held", "scheduled"})
+# A cancellation made at the control for an order whose hand-over is not taken here yet waits
+# too (`order_not_held`): it is acted on once the order is held.
+HANDOVER_WAITS = frozenset(
+    {"master_file_not_effective", "superseded_not_held", "scheduled", "order_not_held"}
+)
+CANCELLATION_FORMAT = "nearfab-order-cancellation/1"
+# the states an order is cancelled from (ORDER_TRANSITIONS): not started, or scheduled (its job
+# goes with it: scheduling's `cancel_order`); from any other a batch has started or it ended
+CANCELLABLE_STATES = frozenset(
+    {
+        OrderStatus.RECEIVED.value,
+        OrderStatus.DESIGNED.value,
+        OrderStatus.SCHEDULED.value,
+        OrderStatus.FAILED.value,
+    }
+)
 
 
 def _dump(row: Any) -> dict[str, Any]:
@@ -533,3 +548,72 @@ def _install_version(
     old.updated_at = uow.clock.now()
     flag_modified(old, "updated_at")
     return order, True
+
+
+def cancellation_body(order: Order, *, reason: str, cancelled_by: str) -> dict[str, Any]:
+    """A handed-over order cancelled at the control, for its site's node
+    (`check_handed_over_cancellation`): which order, whose, why, by whom and when (the order's
+    `updated_at`, set by the cancelling transition)."""
+    return {
+        "format": CANCELLATION_FORMAT,
+        "order_id": order.id,
+        "site_id": order.site_id,
+        "prescription_version": order.prescription_version,
+        "status": order.status,
+        "reason": reason,
+        "cancelled_by": cancelled_by,
+        "cancelled_at": order.updated_at.isoformat() if order.updated_at else None,
+    }
+
+
+def check_handed_over_cancellation(
+    uow: UnitOfWork, body: dict[str, Any], *, site_id: str
+) -> Order | None:
+    """At the site node `site_id`: the order a cancellation made at the control names, if the
+    site's own rules let it be cancelled (received, designed, failed; scheduled: with its job,
+    by scheduling's `cancel_order`); None if it is cancelled here already. Refused, nothing
+    written: a body not of this format (naming the field), another site's order
+    (`another_site`), an order not held here yet (`order_not_held`: its hand-over waits; in
+    `HANDOVER_WAITS`), an order a batch has started from or that ended otherwise here
+    (`not_cancellable`, naming its state: the control's copy says cancelled, the site's does
+    not)."""
+    if not isinstance(body, dict) or body.get("format") != CANCELLATION_FORMAT:
+        raise ValidationFailed(f"format: expected {CANCELLATION_FORMAT}", field="format")
+    order_id = body.get("order_id")
+    if not isinstance(order_id, str) or not order_id:
+        raise ValidationFailed("order_id: expected an order id", field="order_id")
+    if body.get("site_id") != site_id:
+        raise Refused(
+            f"site_id: order {order_id} is another site's: this node cancels its own site's "
+            "orders only",
+            field="site_id",
+            code="another_site",
+        )
+    order = uow.session.get(Order, order_id)
+    if order is None:
+        raise Refused(
+            f"order {order_id} is not held here yet (its hand-over not taken): the "
+            "cancellation waits for it",
+            field="order_id",
+            code="order_not_held",
+        )
+    if order.site_id != site_id:
+        raise Refused(
+            f"order_id: order {order_id} is another site's here: this node cancels its own "
+            "site's orders only",
+            field="order_id",
+            code="another_site",
+        )
+    if order.status == OrderStatus.CANCELLED.value:
+        return None
+    if order.status not in CANCELLABLE_STATES:
+        started = order.status not in ENDED_STATES
+        raise Refused(
+            f"order {order_id} is {order.status} here"
+            + (": a batch has started from it" if started else "")
+            + ", so it is not cancelled by this site's rules; the control's copy says "
+            "cancelled, this site's says " + order.status,
+            field="order.status",
+            code="not_cancellable",
+        )
+    return order

@@ -40,7 +40,7 @@ from nearfab.orders.fhir import (
     PrescriptionIn,
     parse_prescriptions,
 )
-from nearfab.orders.handover import install_handover
+from nearfab.orders.handover import check_handed_over_cancellation, install_handover
 from nearfab.orders.identification import (
     PatientIdentification,
     PatientMatch,
@@ -190,6 +190,21 @@ class OrderService:
         # called with (uow, actor, order) for each order taken, in the intake's transaction:
         # the control node hands a site's order over to that site's node (bootstrap)
         self._on_taken: list[Callable[[UnitOfWork, Actor, Order], None]] = []
+        # called with (uow, actor, order, reason) for each order cancelled, in its transaction
+        self._on_cancelled: list[Callable[[UnitOfWork, Actor, Order, str], None]] = []
+
+    def on_cancelled(self, hook: Callable[[UnitOfWork, Actor, Order, str], None]) -> None:
+        """Call `hook(uow, actor, order, reason)` for every order cancelled (`cancel`), in the
+        transaction that cancels it: at the control node, a handed-over order's cancellation
+        is handed over to its site's node (bootstrap)."""
+        self._on_cancelled.append(hook)
+
+    def check_handed_over_cancellation(
+        self, uow: UnitOfWork, body: dict[str, Any], *, site_id: str
+    ) -> Order | None:
+        """At a site node: the order a cancellation made at the control names, if this site's
+        rules let it be cancelled (orders/handover.py); None if cancelled here already."""
+        return check_handed_over_cancellation(uow, body, site_id=site_id)
 
     def on_taken(self, hook: Callable[[UnitOfWork, Actor, Order], None]) -> None:
         """Call `hook` for every order taken (a new version of an order too: a dose adjusted),
@@ -714,6 +729,8 @@ class OrderService:
                 code="scheduled",
             )
         self.transition(uow, actor, order, OrderStatus.CANCELLED, reason=reason)
+        for hook in self._on_cancelled:  # the control node hands it over to the order's site
+            hook(uow, actor, order, reason)
         uow.commit()
         return order
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, or_, select
 
-from nearfab.common.errors import DomainError, NotFound
+from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
@@ -29,6 +29,7 @@ from nearfab.identity.reads import audit_entries_on
 from nearfab.orders import HANDOVER_WAITS
 from nearfab.replication.logic import (
     Record,
+    cancellation_ref,
     decision_digest,
     decision_ref,
     handover_ref,
@@ -95,6 +96,14 @@ class Orders(Protocol):  # the part of orders' OrderService used here
     def take_handed_over(
         self, uow: UnitOfWork, actor: Actor, body: dict[str, Any], *, site_id: str, note: str
     ) -> tuple[Any, bool]: ...
+
+    def check_handed_over_cancellation(
+        self, uow: UnitOfWork, body: dict[str, Any], *, site_id: str
+    ) -> Any: ...
+
+
+class Plans(Protocol):  # the part of scheduling's SchedulingService used here
+    def cancel_order(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Any: ...
 
 
 class Alerts(Protocol):  # the part of custody's Packs used here
@@ -172,6 +181,8 @@ def _signed_ref(row: dict[str, Any]) -> str:
         return publication_ref(str(row.get("entity_id")))
     if row.get("entity_type") == HANDOVER_ENTITY:
         return handover_ref(str(row.get("entity_id")))
+    if row.get("entity_type") == CANCELLATION_ENTITY:
+        return cancellation_ref(str(row.get("entity_id")))
     if row.get("entity_type") == "recall":
         return recall_ref(str(row.get("entity_id")))
     return withdrawal_ref(str(row.get("entity_id")))
@@ -193,6 +204,30 @@ def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
     return out
 
 
+def _order_records(
+    records: list[Record], signed: dict[str, set[str]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Of the control's records held (seq order): per order, the first cancellation the
+    control signed (the one acted on: an order is cancelled once, so a later record carrying
+    it is a replay) and its hand-over record. The payload is looked into only for the
+    records about orders."""
+    first_cancel: dict[str, str] = {}
+    handover_of: dict[str, str] = {}
+    marks = (f'"entity_type":"{CANCELLATION_ENTITY}"', f'"entity_type":"{HANDOVER_ENTITY}"')
+    for record in records:
+        if record.kind != "audit" or not any(m in record.payload for m in marks):
+            continue
+        row = json.loads(record.payload)
+        order_id = str(row.get("entity_id"))
+        if decision_digest(row.get("new") or {}) not in signed.get(_signed_ref(row), set()):
+            continue  # not the control's decision
+        if row.get("entity_type") == CANCELLATION_ENTITY:
+            first_cancel.setdefault(order_id, record.id)
+        elif row.get("entity_type") == HANDOVER_ENTITY:
+            handover_of.setdefault(order_id, record.id)
+    return first_cancel, handover_of
+
+
 def _time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
@@ -210,9 +245,11 @@ class ControlDecisions:
         releases: Releases | None = None,
         master_files: MasterFiles | None = None,
         orders: Orders | None = None,
+        plans: Plans | None = None,
     ) -> None:
         self.service = service
         self._orders = orders
+        self._plans = plans  # a cancellation made at the control: a scheduled order's job too
         self._master_files = master_files
         self.control_site_id = control_site_id
         self._recalls = recalls
@@ -245,6 +282,7 @@ class ControlDecisions:
         problems = _problems(statuses.get(origin))
         usable = _contiguous(records)
         signed = _signed_decisions(usable)
+        first_cancel, handover_of = _order_records(usable, signed)
         unchecked = list(getattr(statuses.get(origin), "unverified_keys", []) or [])
         for record in usable:
             if (APPLIED_ENTITY, record.id) in done:
@@ -268,7 +306,14 @@ class ControlDecisions:
                 and (row.get("new") or {}).get("site_id") == self.service.site_id
                 and self._orders is not None
             )
-            if not (recall or release or master_file or handover):
+            cancellation = (
+                row.get("entity_type") == CANCELLATION_ENTITY
+                and row.get("action") == "create"
+                and (row.get("new") or {}).get("site_id") == self.service.site_id
+                and self._orders is not None
+                and self._plans is not None
+            )
+            if not (recall or release or master_file or handover or cancellation):
                 continue  # not a decision this site acts on (docs: "Not yet")
             if problems:
                 if (REFUSED_ENTITY, record.id) not in done:
@@ -283,6 +328,9 @@ class ControlDecisions:
                 # waits for it (the seed's own decisions, made before any node signed, wait
                 # for ever: every copy holds them already)
                 continue
+            order_id = str(row.get("entity_id"))
+            if cancellation and first_cancel.get(order_id) != record.id:
+                continue  # a replay: the order's one cancellation was acted on (or waits)
             if unchecked:
                 why = (
                     "the control's signing key is not known here, so the signature "
@@ -293,7 +341,13 @@ class ControlDecisions:
                 result.refused[record.id] = why
                 continue
             try:
-                if not self._act(uow_factory, record, row, recall, release, handover):
+                if cancellation:
+                    hid = handover_of.get(order_id)
+                    settled = hid is not None and (
+                        (APPLIED_ENTITY, hid) in done or hid in result.applied
+                    )
+                    self._apply_cancellation(uow_factory, record, row, settled)
+                elif not self._act(uow_factory, record, row, recall, release, handover):
                     continue  # held here already: nothing to do
             except _Waits as waits:  # may come right by itself: on record once, tried again
                 if waited.get(record.id) != waits.why:
@@ -549,6 +603,69 @@ class ControlDecisions:
                 failed = exc  # on record, not retried for ever
         self._not_applied(uow_factory, record, about, failed, note)
         return True
+
+    # --- a handed-over order cancelled at the control -------------------------------------------
+    def _apply_cancellation(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        record: Record,
+        row: dict[str, Any],
+        handover_settled: bool,
+    ) -> None:
+        """Cancel here an order the control handed over and then cancelled, by this site's own
+        rules (orders' `check_handed_over_cancellation`): one received, designed or failed is
+        cancelled; one scheduled is cancelled with its job (scheduling's `cancel_order`), so it
+        leaves the plan; one cancelled here already is noted as such. The applied row goes
+        first, in the cancelling transaction. Refused, final and on record naming the state:
+        an order a batch has started from (in production, awaiting release, released,
+        dispensed) or that ended otherwise here; the control's copy says cancelled and the
+        site's does not. An order not held here yet waits for its hand-over (`_Waits`); one
+        whose hand-over was settled without taking it is refused (nothing to cancel)."""
+        assert self._orders is not None and self._plans is not None
+        new = row.get("new") or {}
+        order_id = str(row.get("entity_id"))
+        about = {
+            **self._about(record, row),
+            "order_id": order_id,
+            "cancelled_at_control": new.get("cancelled_at"),
+        }
+        note = (
+            f"order {order_id} cancelled at the control site by {new.get('cancelled_by')}: "
+            f"{new.get('reason') or 'no reason given'} (record {record.id})"
+        )
+        with uow_factory() as uow:
+            try:
+                if new.get("order_id") != order_id:
+                    raise ValidationFailed(
+                        f"order_id: {new.get('order_id')} is not the record's order {order_id}",
+                        field="order_id",
+                    )
+                order = self._orders.check_handed_over_cancellation(
+                    uow, dict(new), site_id=self.service.site_id
+                )
+                if order is None:
+                    self._note(uow, record, about, "already cancelled here", note)
+                    uow.commit()
+                    return
+                outcome = "cancelled here"
+                if order.status == "scheduled":
+                    outcome = "cancelled here, taken off the plan with its job"
+                # the applied row first: scheduling's `cancel_order` commits, and so both
+                self._note(uow, record, about, outcome, note)
+                self._plans.cancel_order(uow, self.actor, order_id, reason=note)
+                return
+            except DomainError as exc:
+                uow.session.rollback()
+                failed = exc
+        if failed.code == "order_not_held":
+            if not handover_settled:  # its hand-over waits or has not arrived: so does this
+                raise _Waits(failed.message, failed.code) from failed
+            failed = Refused(
+                f"order {order_id} was never taken here (its hand-over was not): nothing to cancel",
+                field="order_id",
+                code="not_taken_here",
+            )
+        self._not_applied(uow_factory, record, about, failed, note)
 
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
     def _apply_master_file(
@@ -816,6 +933,7 @@ def wire_site_node(
     releases: Releases | None = None,
     master_files: MasterFiles | None = None,
     orders: Orders | None = None,
+    plans: Plans | None = None,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
     (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
@@ -823,7 +941,7 @@ def wire_site_node(
     if control_site_id is None or control_site_id == service.site_id:
         return None
     decisions = ControlDecisions(
-        service, control_site_id, recalls, alerts, releases, master_files, orders
+        service, control_site_id, recalls, alerts, releases, master_files, orders, plans
     )
     service.decisions = decisions
     node.control_site_id = control_site_id

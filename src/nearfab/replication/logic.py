@@ -266,6 +266,12 @@ def handover_ref(order_id: str) -> str:
     return f"order_handover:{order_id}"
 
 
+def cancellation_ref(order_id: str) -> str:
+    """The ref of the control's signed ledger entry for a handed-over order it cancelled (one
+    per order: a cancelled order is never cancelled again)."""
+    return f"order_cancellation:{order_id}"
+
+
 def dossier_ref(batch_id: str) -> str:
     """The ref of a site node's signed ledger entry for a release dossier it sent (one per
     dossier sent: its body names which by SHA-256)."""

@@ -14,7 +14,8 @@ from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
 
 # what the control site decides for the sites and sends them: recalls, master files (released
-# versions), release decisions, orders it took for a site. Its other audit rows stay with it.
+# versions), release decisions, orders it took for a site and their cancellations. Its other
+# audit rows stay with it.
 CONTROL_TO_SITES = frozenset(
     {
         "recall",
@@ -23,6 +24,7 @@ CONTROL_TO_SITES = frozenset(
         "release_review",
         "remote_release",
         "order_handover",
+        "order_cancellation",  # a handed-over order cancelled at the control (decisions.py)
     }
 )
 
