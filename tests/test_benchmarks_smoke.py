@@ -58,6 +58,10 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
         ["--smoke", "--json"],
         ["waiting", "worklist_statements", "release_page_statements", "baseline_ms"],
     ),
+    "remote_decision.py": (
+        ["--smoke", "--json"],
+        ["records_held", "check_ms", "whole_chain_ms", "baseline_ms"],
+    ),
     "tep_table.py": (["--smoke", "--json"], []),  # nested: checked below
     "trace.py": (["--smoke", "--json"], ["events", "p50_ms", "p99_ms", "baseline_p99_ms"]),
     "verify_latency.py": (["--smoke", "--json"], ["units", "batches", "sites"]),
