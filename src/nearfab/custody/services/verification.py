@@ -213,7 +213,7 @@ class Verifier:
         ident = parse_scan(scan)
         # one round trip: the pack, its patient reference, its batch record and ordering site
         # (the sites it belongs to), the QP's review and signature (the review's and record's
-        # versions key the signature check; a first check of the batch finds them loaded), and
+        # versions key the signature check; a first check of the batch is handed them), and
         # the signed release entries of its batch with their keys (a verification answers
         # while others wait for the GIL); one row per release entry (usually one)
         if uow.session.autoflush:
