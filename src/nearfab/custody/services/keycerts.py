@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nearfab.common.errors import Refused, ValidationFailed
 
@@ -195,6 +195,17 @@ def verify_statement(
             field="certificate",
             code=NOT_TRUSTED,
         )
+    # a node's certificate is its bridge's TLS client certificate (deployment.md); with an
+    # extended key usage the key serves those purposes only (RFC 5280 4.2.1.12), so a server
+    # certificate (the control broker's, say, whatever its common name) certifies no keys
+    purposes = _extension(certificate, x509.ExtendedKeyUsage)
+    if purposes is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in purposes:
+        raise Refused(
+            "the certificate is not a node's TLS client certificate (its extended key usage "
+            "does not include client authentication)",
+            field="certificate",
+            code=NOT_TRUSTED,
+        )
     # 2. both within their validity now (this node's clock)
     for which, cert in (("the certificate", certificate), ("the network CA", network_ca)):
         if now < cert.not_valid_before_utc:
@@ -280,9 +291,16 @@ def _spki(public: Any) -> bytes:
 
 def _load_certificate(pem: str, field: str) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii", "replace"))
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii", "replace"))
     except ValueError:
         raise ValidationFailed("not a PEM certificate", field=field) from None
+    try:  # parsed lazily by `cryptography`: a malformed one is named here, not a crash later
+        _ = certificate.extensions, certificate.subject, certificate.issuer
+    except ValueError:
+        raise ValidationFailed(
+            "the certificate's name or extensions are not valid DER", field=field
+        ) from None
+    return certificate
 
 
 def _common_name(certificate: x509.Certificate) -> str:

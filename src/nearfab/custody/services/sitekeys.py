@@ -30,6 +30,7 @@ from nearfab.custody.models import SiteKey
 from nearfab.custody.services import keycerts
 from nearfab.identity import Actor, AuditAction, audit
 from nearfab.network.reads import site as network_site
+from nearfab.network.reads import sites_by_code, sites_by_id
 from nearfab.uow import UnitOfWork
 
 FORMAT = "nearfab-site-keys/1"
@@ -226,6 +227,20 @@ def import_certified_site_keys(
         raise Refused(
             f"the certificate names {certified.common_name!r}, not site {site.code} "
             f"({site.id}) whose keys the statement carries",
+            field="certificate",
+            code=keycerts.OTHER_SITE,
+        )
+    # the common name must name this site alone: a site whose code is this site's id (codes
+    # are free text) would otherwise certify this site's keys with its own certificate
+    cn = certified.common_name
+    named = {
+        *sites_by_id(uow.session, [cn]),
+        *(s.id for s in sites_by_code(uow.session, [cn]).values()),
+    }
+    if named != {site.id}:
+        raise Refused(
+            f"the certificate's common name {cn!r} names more than one "
+            f"site ({', '.join(sorted(named))}): it certifies none of them",
             field="certificate",
             code=keycerts.OTHER_SITE,
         )
