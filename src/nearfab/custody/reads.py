@@ -43,6 +43,18 @@ def ledger_rows_after(connection: Connection, site_id: str, after_seq: int) -> l
     return [dict(row) for row in rows]
 
 
+def ledger_entries_of_kind(session: Session, site_id: str, kind: str) -> list[dict[str, Any]]:
+    """One site's ledger entries of one kind, in chain order: `seq`, `payload` (the JSON text
+    its hash covers) and `recorded_at`."""
+    table = LedgerEntry.__table__
+    rows = session.execute(
+        select(table.c.seq, table.c.payload, table.c.recorded_at)
+        .where(table.c.site_id == site_id, table.c.kind == kind)
+        .order_by(table.c.seq)
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
 def dispensed_since(session: Any, site_id: str, since: Any) -> list[dict[str, Any]]:
     """Packs dispensed at `site_id` after `since`, each with what re-verifying it needs now:
     the pack's and its batch's status and the patient to contact (replication's deferred

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 
 from nearfab.common.errors import ValidationFailed
 from nearfab.custody import LedgerKind
-from nearfab.custody.reads import site_public_keys
+from nearfab.custody.reads import ledger_entries_of_kind, site_public_keys
 from nearfab.identity import Actor, AuditAction, audit
 from nearfab.identity.reads import audit_entries_on
 from nearfab.replication.capture import CaptureConfig, capture
@@ -448,7 +448,7 @@ class ReplicationService:
         book = KeyBook(site_public_keys(s))
         origins = set(s.scalars(select(InboxRecord.origin_site).distinct()))
         origins |= set(s.scalars(select(InboxProblem.origin_site).distinct()))
-        anchors = _anchors(s, origins)
+        anchors = _anchors(s, origins, self.site_id)
         out = []
         for origin in sorted(origins):
             records = self.received(uow, origin)
@@ -561,16 +561,35 @@ class ReplicationService:
         return {"anchored": anchored, "refused": refused}
 
 
-def _anchors(session: Any, origins: Iterable[str]) -> dict[str, list[tuple[int, str, str]]]:
-    """Per origin, what this node anchored of it (its audit rows `replication_origin`): the
-    last record's seq and hash, and when, in one statement."""
-    out: dict[str, list[tuple[int, str, str]]] = {}
-    for row in audit_entries_on(session, {ANCHOR_ENTITY: origins}):
+def _anchors(
+    session: Any, origins: Iterable[str], node_site: str
+) -> dict[str, list[tuple[int, str, str]]]:
+    """Per origin, what this node anchored of it: the last record's seq and hash, and when,
+    from its audit rows `replication_origin` and from the `replica_anchor` entries of its own
+    ledger chain (signed with its key). Both, not one: an audit row edited in the database (its
+    seq lowered, or made no number) would otherwise hide a tail cut after it."""
+    wanted = set(origins)
+    found: dict[str, dict[tuple[int, str], str]] = {}
+    for row in audit_entries_on(session, {ANCHOR_ENTITY: wanted}):
         new = row.new or {}
         if isinstance(new.get("seq"), int):
             at = row.at.isoformat() if row.at is not None else "?"
-            out.setdefault(row.entity_id, []).append((new["seq"], str(new.get("record_hash")), at))
-    return out
+            found.setdefault(row.entity_id, {})[(new["seq"], str(new.get("record_hash")))] = at
+    for entry in ledger_entries_of_kind(session, node_site, LedgerKind.REPLICA_ANCHOR.value):
+        try:
+            body = json.loads(str(entry["payload"]))["body"]
+        except (ValueError, KeyError, TypeError):
+            continue  # custody's ledger verification names an entry that does not parse
+        origin = body.get("origin_site") if isinstance(body, dict) else None
+        if origin in wanted and isinstance(body.get("seq"), int):
+            at = entry["recorded_at"].isoformat() if entry["recorded_at"] is not None else "?"
+            found.setdefault(str(origin), {}).setdefault(
+                (body["seq"], str(body.get("record_hash"))), at
+            )
+    return {
+        origin: [(seq, digest, at) for (seq, digest), at in sorted(anchors.items())]
+        for origin, anchors in found.items()
+    }
 
 
 def _unlike_anchors(
