@@ -15,9 +15,10 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nearfab.common.errors import NotFound, Refused
 from nearfab.custody import LedgerKind
@@ -462,40 +463,84 @@ class ControlReleases:
         its own hashes must check, and its Ed25519 signature must verify with a key of that
         site known here (registered, or introduced by a rotation its key before signed) and
         not retired by a rotation before it: so a dossier rewritten on the broker with every
-        plain hash redone is not signed. Only the batch's dossier entries and the origin's key
-        rotations are read and checked (`verify_signatures` over them, in seq order), not the
-        whole chain: the cost does not grow with the origin's backlog (the rest of the chain
-        is `inbox status`'s and the anchor's business)."""
+        plain hash redone is not signed. It must follow the dossier's record (an older dossier
+        replayed as the newest has its entry before), be held with every record before it, and
+        the site's ledger chain up to it must hold together (hashes, links, no entry missing),
+        so the signed entry's hash covers every rotation before it. Only the ledger records
+        are read, and only the rotations' and the entry's signatures checked
+        (`verify_signatures`): the rest of the chain is `inbox status`'s and the anchor's
+        business."""
         origin = received.origin_site
         batch_id = str(received.dossier.get("batch_id"))
         digest = decision_digest(sent.get("new") or {})
         ref = dossier_ref(batch_id)[:100]
-        candidates = uow.session.scalars(
-            select(InboxRecord)
-            .where(
-                InboxRecord.origin_site == origin,
-                InboxRecord.kind == RecordKind.LEDGER.value,
-                InboxRecord.payload.contains(f'"ref":"{ref}"')
-                | InboxRecord.payload.contains(f'"kind":"{LedgerKind.KEY.value}"'),
+        ledger = [
+            _to_record(rec)
+            for rec in uow.session.scalars(
+                select(InboxRecord)
+                .where(
+                    InboxRecord.origin_site == origin,
+                    InboxRecord.kind == RecordKind.LEDGER.value,
+                )
+                .order_by(InboxRecord.seq)
             )
-            .order_by(InboxRecord.seq)
-        ).all()
-        rotations, entry = [], None
-        for rec in candidates:
-            row = json.loads(rec.payload)
-            if row.get("kind") == LedgerKind.KEY.value:
-                rotations.append(_to_record(rec))
-            elif row.get("kind") == LedgerKind.DOSSIER.value and row.get("ref") == ref:
+        ]
+        rows = [json.loads(r.payload) for r in ledger]
+        at, earlier = None, None  # this sending's entry; an entry naming it before its record
+        for n, row in enumerate(rows):
+            if row.get("kind") == LedgerKind.DOSSIER.value and row.get("ref") == ref:
                 body = json.loads(str(row.get("payload") or "{}")).get("body") or {}
-                if body.get("sha256") == digest and body.get("batch_id") == batch_id:
-                    entry = _to_record(rec)
-        if entry is None:
+                if body.get("sha256") != digest or body.get("batch_id") != batch_id:
+                    continue
+                # the site signs a dossier in the transaction that sends it, so its entry
+                # follows the dossier's record: one before it signed an earlier sending, and
+                # that dossier replayed as the newest (its audit row and record rewritten on
+                # the broker, the plain hashes redone) is not what the site sent last
+                if ledger[n].seq < received.seq:
+                    earlier = ledger[n].seq
+                elif at is None:
+                    at = n
+        if at is None and earlier is not None:
+            return (
+                f"{origin}'s entry naming this dossier (record seq {earlier}) comes before its "
+                f"record (seq {received.seq}): it signed an earlier sending; this one is "
+                "replayed, not the newest dossier the site sent"
+            )
+        if at is None:
             return f"the entry of {origin}'s ledger chain signing this dossier is not held here"
-        if not json.loads(entry.payload).get("signature"):
+        entry = ledger[at]
+        if not rows[at].get("signature"):
             return f"{origin}'s entry naming this dossier ({entry.id}) carries no signature"
+        # every record before the entry held (a rotation held back is a hole), and the site's
+        # ledger chain up to it intact (each entry's hash over its payload, each linked to the
+        # one before, no ledger seq skipped): the signed entry's hash then covers every entry
+        # before it, so a signed entry rewritten into a rotation, or a rotation into another
+        # kind, is seen; only the rotations' and the entry's signatures are checked
+        held = uow.session.scalar(
+            select(func.count())
+            .select_from(InboxRecord)
+            .where(InboxRecord.origin_site == origin, InboxRecord.seq <= entry.seq)
+        )
+        if held != entry.seq:
+            return (
+                f"the entry of {origin}'s ledger chain signing this dossier is not held here "
+                "with every record before it (yet)"
+            )
+        chain = ledger[: at + 1]
+        seqs = [row.get("seq") for row in rows[: at + 1]]
+        skipped = [
+            f"{origin}: ledger seq {b} does not follow seq {a} (an entry missing)"
+            for a, b in pairwise(seqs)
+            if not (isinstance(a, int) and b == a + 1)
+        ]
+        rotations = [  # by the kind its hash covers, not by its column (which it does not)
+            r
+            for r, row in zip(chain, rows, strict=False)
+            if json.loads(str(row.get("payload") or "{}")).get("kind") == LedgerKind.KEY.value
+        ]
         checked = [r for r in rotations if r.seq < entry.seq] + [entry]
         report = verify_signatures(checked, KeyBook(site_public_keys(uow.session)))
-        problems = [*verify_chain([entry]), *report.problems]
+        problems = [*verify_chain(chain), *skipped, *report.problems]
         if problems:
             return problems[0]
         if report.unknown_keys:
