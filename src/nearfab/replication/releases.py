@@ -11,11 +11,11 @@ sites); the site node applies it (`replication/decisions.py`, through quality's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -325,6 +325,43 @@ def hand_over_cancellations(ledger: Ledger, control_site_id: str) -> Any:
     return hand_over
 
 
+def _ledger_chain(
+    origin: str, ledger: Sequence[Any], rows: Sequence[dict[str, Any]]
+) -> tuple[str | None, list[str]]:
+    """Whether one origin's ledger records (id, seq, payload; their rows parsed) hold together
+    as its site's chain: each entry of that site, its hash over its payload (docs/custody.md:
+    SHA-256 over the previous entry's hash, a newline and the payload), linked to the entry
+    before, no ledger seq skipped. (The first problem or None, the ids of the key rotations by
+    the kind their hash covers, not by their column, which it does not.)"""
+    rotations: list[str] = []
+    before: tuple[Any, Any] | None = None
+    for rec, row in zip(ledger, rows, strict=True):
+        where = f"{origin} seq {rec.seq}"
+        prev, own, text = row.get("prev_hash"), row.get("entry_hash"), row.get("payload")
+        if row.get("site_id") != origin:
+            return f"{where}: an entry of another site's chain", rotations
+        if not (isinstance(prev, str) and isinstance(text, str) and isinstance(own, str)):
+            return f"{where}: a ledger entry without its hashes", rotations
+        digest = hashlib.sha256(prev.encode("ascii", "replace") + b"\n" + text.encode()).hexdigest()
+        if digest != own:
+            return f"{where}: the ledger entry's hash does not match its content", rotations
+        seq = row.get("seq")
+        if before is not None and (seq != before[0] + 1 or prev != before[1]):
+            return f"{where}: ledger seq {seq} does not follow seq {before[0]}", rotations
+        if not isinstance(seq, int):
+            return f"{where}: a ledger entry without its seq", rotations
+        before = (seq, own)
+        if '"key"' not in text:  # no rotation (a payload is parsed only when it may be one)
+            continue
+        try:
+            kind = json.loads(text).get("kind")
+        except (ValueError, AttributeError):
+            return f"{where}: a ledger entry's payload is not JSON", rotations
+        if kind == LedgerKind.KEY.value:
+            rotations.append(rec.id)
+    return None, rotations
+
+
 def _visible(actor: Actor, dossiers: list[ReceivedDossier]) -> list[ReceivedDossier]:
     """The dossiers of the sites `actor` sees in the release queue (`release.queue.read`)."""
     authorize(actor, Permission.RELEASE_QUEUE_READ)
@@ -474,17 +511,11 @@ class ControlReleases:
         batch_id = str(received.dossier.get("batch_id"))
         digest = decision_digest(sent.get("new") or {})
         ref = dossier_ref(batch_id)[:100]
-        ledger = [
-            _to_record(rec)
-            for rec in uow.session.scalars(
-                select(InboxRecord)
-                .where(
-                    InboxRecord.origin_site == origin,
-                    InboxRecord.kind == RecordKind.LEDGER.value,
-                )
-                .order_by(InboxRecord.seq)
-            )
-        ]
+        ledger = uow.session.execute(  # plain columns: no entity built per record
+            select(InboxRecord.id, InboxRecord.seq, InboxRecord.payload)
+            .where(InboxRecord.origin_site == origin, InboxRecord.kind == RecordKind.LEDGER.value)
+            .order_by(InboxRecord.seq)
+        ).all()
         rows = [json.loads(r.payload) for r in ledger]
         at, earlier = None, None  # this sending's entry; an entry naming it before its record
         for n, row in enumerate(rows):
@@ -508,9 +539,9 @@ class ControlReleases:
             )
         if at is None:
             return f"the entry of {origin}'s ledger chain signing this dossier is not held here"
-        entry = ledger[at]
+        entry_seq = ledger[at].seq
         if not rows[at].get("signature"):
-            return f"{origin}'s entry naming this dossier ({entry.id}) carries no signature"
+            return f"{origin}'s entry naming this dossier ({ledger[at].id}) carries no signature"
         # every record before the entry held (a rotation held back is a hole), and the site's
         # ledger chain up to it intact (each entry's hash over its payload, each linked to the
         # one before, no ledger seq skipped): the signed entry's hash then covers every entry
@@ -519,28 +550,26 @@ class ControlReleases:
         held = uow.session.scalar(
             select(func.count())
             .select_from(InboxRecord)
-            .where(InboxRecord.origin_site == origin, InboxRecord.seq <= entry.seq)
+            .where(InboxRecord.origin_site == origin, InboxRecord.seq <= entry_seq)
         )
-        if held != entry.seq:
+        if held != entry_seq:
             return (
                 f"the entry of {origin}'s ledger chain signing this dossier is not held here "
                 "with every record before it (yet)"
             )
-        chain = ledger[: at + 1]
-        seqs = [row.get("seq") for row in rows[: at + 1]]
-        skipped = [
-            f"{origin}: ledger seq {b} does not follow seq {a} (an entry missing)"
-            for a, b in pairwise(seqs)
-            if not (isinstance(a, int) and b == a + 1)
+        problem, rotations = _ledger_chain(origin, ledger[: at + 1], rows[: at + 1])
+        if problem is not None:
+            return problem
+        checked = [
+            _to_record(rec)
+            for rec in uow.session.scalars(
+                select(InboxRecord)
+                .where(InboxRecord.id.in_([*rotations, ledger[at].id]))
+                .order_by(InboxRecord.seq)
+            )
         ]
-        rotations = [  # by the kind its hash covers, not by its column (which it does not)
-            r
-            for r, row in zip(chain, rows, strict=False)
-            if json.loads(str(row.get("payload") or "{}")).get("kind") == LedgerKind.KEY.value
-        ]
-        checked = [r for r in rotations if r.seq < entry.seq] + [entry]
         report = verify_signatures(checked, KeyBook(site_public_keys(uow.session)))
-        problems = [*verify_chain(chain), *skipped, *report.problems]
+        problems = [*verify_chain(checked[-1:]), *report.problems]
         if problems:
             return problems[0]
         if report.unknown_keys:
