@@ -54,7 +54,13 @@ from tests.replication.test_release_attacks import (
     send,
     signatures_at,
 )
-from tests.replication.test_replication_mqtt import nodes, register_site_keys, repl, some_work
+from tests.replication.test_replication_mqtt import (
+    _forged,
+    nodes,
+    register_site_keys,
+    repl,
+    some_work,
+)
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Refused, ValidationFailed
@@ -377,6 +383,30 @@ def test_a_rotation_withheld_or_disguised_does_not_let_the_replaced_key_sign(
 def export_site_keys_of(site: App) -> list[dict[str, Any]]:
     with site.uow() as uow:
         return list(export_site_keys(uow.session, repl(site).site_id)["keys"])
+
+
+def test_a_fork_of_the_origin_after_the_signed_entry_stops_the_decision(
+    nodes: tuple[App, App],
+) -> None:
+    """The dossier and its signed entry are held; later, a second record arrives for a seq
+    already held (another payload, its plain hash redone): two versions of the site's history.
+    docs: a decision is refused while that origin has a fork named."""
+    site, control = nodes
+    batch_id = dossier_at_control(site, control)
+    some_work(site, 1)
+    later = unsent(site)
+    forked = _forged(later[0], id=f"{later[0].origin_site}/audit:999999", source_ref="audit:999999")
+    with control.uow() as uow:
+        repl(control).apply(uow, [r.to_message() for r in later])
+    with control.uow() as uow:
+        repl(control).apply(uow, [forked.to_message()])
+    with control.uow() as uow:
+        (status,) = repl(control).inbox_status(uow)
+    assert status.forks, status
+    with pytest.raises(Refused) as refused:
+        decide(control, batch_id)
+    assert refused.value.code == "dossier_not_verified" and "fork" in str(refused.value)
+    assert remote_decisions(control, batch_id) == []
 
 
 # --- 2. anchors ---------------------------------------------------------------------------
