@@ -31,7 +31,9 @@ from nearfab.production import BatchRecord
 from nearfab.replication.logic import Record, record_hash, record_id
 from nearfab.replication.models import InboxRecord
 
-nodes = base.nodes  # the fixture: two nodes, each its own database and data folder
+# the fixtures: two nodes, each its own database and data folder; the same after a batch made
+# at the site (copied per test)
+nodes, made_at_site = base.nodes, base.made_at_site
 
 MADE = ("completed", "released", "rejected")  # docs/comparability.md, "What is compared"
 
@@ -160,10 +162,9 @@ def test_the_control_report_holds_the_site_nodes_batches_as_the_site_computes_th
 
 
 def test_a_summary_claiming_another_site_or_unfinished_is_not_counted(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site  # `nodes`, then fh.make_batch(site)
     code = code_of(site, batch_id)
     deliver(site, control)
     origin = repl(site).site_id

@@ -40,7 +40,8 @@ from nearfab.replication.decisions import APPLIED_ENTITY, REFUSED_ENTITY, alerts
 from nearfab.telemetry import BrokerAddress
 from nearfab.web.server import create_web_app
 
-broker, nodes = base.broker, base.nodes  # the fixtures: a private Mosquitto, two nodes
+# the fixtures: a private Mosquitto, two nodes, the two nodes after a batch made at the site
+broker, nodes, made_at_site = base.broker, base.nodes, base.made_at_site
 
 HC_LOT = "HC-FIL-2.5-GSTT-PH-001"  # the seeded hydrocortisone lot at GSTT-PH (demo seed)
 
@@ -69,6 +70,18 @@ def released_batch(site: App, medication: str = "hydrocortisone") -> str:
         node.control_site_id = control_site_id
     assert site.quality.node.site_node
     return batch_id
+
+
+def _keyed_and_released(site: App, control: App) -> str:
+    """The first two steps of the recall tests: provisioning (the control signs its recalls:
+    `control_key_known`), then a batch made at the site node and certified
+    (`released_batch`); its id."""
+    control_key_known(control, site)
+    return released_batch(site)
+
+
+#: (site, control, batch id): `nodes` after `_keyed_and_released` (copied per test)
+released_at_site = base.nodes_world(_keyed_and_released)
 
 
 def units(app: App, batch_id: str) -> list[SerialUnit]:
@@ -142,11 +155,10 @@ def count(app: App, model: type[Any]) -> int:
 
 
 def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_record(
-    nodes: tuple[App, App], broker: Broker
+    released_at_site: tuple[App, App, str], broker: Broker
 ) -> None:
-    site, control = nodes
-    control_key_known(control, site)  # provisioning: the control signs its recalls
-    batch_id = released_batch(site)
+    # `nodes`, then control_key_known(control, site) and released_batch(site)
+    site, control, batch_id = released_at_site
     packs = units(site, batch_id)
     assert packs and statuses(site, batch_id) == {"released"}
     assert fh.batch(site, batch_id).material_lot_number == HC_LOT
@@ -193,14 +205,13 @@ def test_a_recall_from_the_control_marks_the_site_packs_once_naming_the_control_
 
 
 def test_a_recall_is_applied_only_with_the_controls_signed_entry_naming_it(
-    nodes: tuple[App, App],
+    released_at_site: tuple[App, App, str],
 ) -> None:
     """A recall is a control decision like a release: the site marks its packs only once the
     control's Ed25519-signed ledger entry names the SHA-256 of the recall's audit body (a
     record altered or forged on the broker has no such entry)."""
-    site, control = nodes
-    control_key_known(control, site)
-    batch_id = released_batch(site)
+    # `nodes`, then control_key_known(control, site) and released_batch(site)
+    site, control, batch_id = released_at_site
     recall = recall_at_control(control, HC_LOT)
     held = signed_entry_held_back(control, site, f"recall:{recall.id}")
     with control.uow() as uow:
@@ -218,15 +229,14 @@ def test_a_recall_is_applied_only_with_the_controls_signed_entry_naming_it(
 
 
 def test_a_record_that_fails_unexpectedly_does_not_hold_up_a_recall_after_it(
-    nodes: tuple[App, App],
+    released_at_site: tuple[App, App, str],
 ) -> None:
     """A control record whose use case fails with an unexpected error (a bug, the database)
     is not a refusal: nothing is on record and the next pass tries it again; meanwhile the
     records after it, here a recall, are acted on. Fault injected: the site's order intake
     fails once for the hand-over, as an unforeseen error would."""
-    site, control = nodes
-    control_key_known(control, site)
-    batch_id = released_batch(site)
+    # `nodes`, then control_key_known(control, site) and released_batch(site)
+    site, control, batch_id = released_at_site
     order_id = order_for(control, "GSTT-PH")  # handed over to the site: first in seq order
     recall_at_control(control, HC_LOT)  # then the recall
     decisions = repl(site).decisions
@@ -393,9 +403,10 @@ def test_a_recall_held_after_a_pass_at_its_own_time_still_raises_the_alert(
     assert statuses(site, batch_id) >= {"recalled"}
 
 
-def test_control_only_use_cases_are_refused_at_a_site_node(nodes: tuple[App, App]) -> None:
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+def test_control_only_use_cases_are_refused_at_a_site_node(
+    made_at_site: tuple[App, App, str],
+) -> None:
+    site, control, batch_id = made_at_site  # `nodes`, then fh.make_batch(site)
     with pytest.raises(Refused) as caught, site.uow() as uow:
         site.quality.decide(
             uow,
@@ -420,13 +431,12 @@ def test_control_only_use_cases_are_refused_at_a_site_node(nodes: tuple[App, App
 
 
 def test_the_api_the_cli_and_the_screen_of_a_site_node_refuse_the_release_naming_why(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """The same refusal through the entry points a QP uses: the API answers 409 with the
     reason, the CLI exits non-zero saying it, the release screen shows it; the batch stays
     awaiting its decision."""
-    site, _control = nodes
-    batch_id = fh.make_batch(site)
+    site, _control, batch_id = made_at_site  # `nodes`, then fh.make_batch(site)
     api = TestClient(create_web_app(site))
     body = {
         "decision": "release",

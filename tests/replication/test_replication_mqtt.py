@@ -9,14 +9,18 @@ replication code's answers."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -57,25 +61,112 @@ def broker() -> Iterator[Broker]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+NODES = (("site", "GSTT-PH"), ("control", "CTRL"))  # (data folder, node site) of `nodes`
+
+
+def _node_apps(folder: Path, clock: ManualClock) -> list[App]:
+    """The site node and the control node on the data folders `folder/site`, `folder/control`."""
+    apps = []
+    for name, code in NODES:
+        settings = Settings(data_dir=folder / name, node_site=code, **CLOCK_JUMPS)
+        apps.append(build_app(settings, clock=clock, migrate=False))
+    return apps
+
+
+def _seeded_node_folders(request: pytest.FixtureRequest, folder: Path) -> None:
+    """`folder/site` and `folder/control`: each a copy of the seeded demo network (its database
+    and its keys)."""
+    fh._seeded_sqlite(request, folder)  # the seeded template, copied to folder
+    template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
+    for name, _code in NODES:
+        data = folder / name  # the node's data folder: its database and its keys
+        data.mkdir()
+        shutil.copyfile(folder / "nearfab.db", data / "nearfab.db")
+        shutil.copytree(fh._KEYS[template], data / "keys")
+
+
 @pytest.fixture
 def nodes(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> Iterator[tuple[App, App]]:
     """(site node GSTT-PH, control node CTRL): two copies of the seeded demo network, each
     its own database and data folder, each a node of its own site."""
-    fh._seeded_sqlite(request, tmp_path)  # the seeded template, copied to tmp_path
-    template = fh._TEMPLATES[("sqlite", str(request.getfixturevalue("sqlite_template")))]
-    apps = []
-    for name, code in (("site", "GSTT-PH"), ("control", "CTRL")):
-        data = tmp_path / name  # the node's data folder: its database and its keys
-        data.mkdir()
-        shutil.copyfile(tmp_path / "nearfab.db", data / "nearfab.db")
-        shutil.copytree(fh._KEYS[template], data / "keys")
-        settings = Settings(data_dir=data, node_site=code, **CLOCK_JUMPS)
-        apps.append(build_app(settings, clock=clock, migrate=False))
+    _seeded_node_folders(request, tmp_path)
+    apps = _node_apps(tmp_path, clock)
     yield apps[0], apps[1]
     for app in apps:
         app.engine.dispose()
+
+
+# --- the two nodes after a costly start, built once -----------------------------------------
+#
+# `nodes_world(builder)`: `builder(site, control)` runs once per xdist worker on a `nodes` pair
+# (a ManualClock at the default start), through the product, and returns plain data (ids). Both
+# nodes' data folders (databases and keys) are then its template; each test gets its own copy
+# of both, its `clock` moved to where the builder stopped, and a deep copy of the data: what
+# the test would have had by running the builder itself first (ids are random, so every copy
+# holds the same ids; in-memory state of the builder's Apps, such as the simulated machines',
+# is not carried over, as with `flow_helpers.world_fixture`).
+
+_NODE_WORLDS: dict[tuple[str, str], tuple[Path, datetime, Any]] = {}
+
+
+def _node_world(
+    request: pytest.FixtureRequest, builder: Callable[[App, App], Any]
+) -> tuple[Path, datetime, Any]:
+    key = (
+        f"{builder.__module__}.{builder.__qualname__}",
+        str(request.getfixturevalue("sqlite_template")),
+    )
+    if key not in _NODE_WORLDS:
+        folder: Path = request.getfixturevalue("tmp_path_factory").mktemp("nodes-world")
+        _seeded_node_folders(request, folder)
+        clock = ManualClock()
+        apps = _node_apps(folder, clock)
+        try:
+            data = builder(apps[0], apps[1])
+            for app in apps:
+                app.shutdown()  # nothing buffered is left behind
+        finally:
+            for app in apps:
+                app.engine.dispose()
+        for name, _code in NODES:  # fold each WAL into its file before copying
+            with sqlite3.connect(folder / name / "nearfab.db") as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _NODE_WORLDS[key] = (folder, clock.now(), data)
+    return _NODE_WORLDS[key]
+
+
+def nodes_world(builder: Callable[[App, App], Any]) -> Any:
+    """A function-scoped fixture: (site node, control node, the builder's data), each test its
+    own copy of the two nodes as `builder` left them (built once per worker). A module opts in
+    with `made_at_site = nodes_world(_made)`."""
+
+    @pytest.fixture
+    def fixture(
+        request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+    ) -> Iterator[tuple[App, App, Any]]:
+        folder, at, data = _node_world(request, builder)
+        for name, _code in NODES:
+            shutil.copytree(folder / name, tmp_path / name)
+        clock.advance((at - clock.now()).total_seconds())  # where the builder stopped
+        apps = _node_apps(tmp_path, clock)
+        yield apps[0], apps[1], copy.deepcopy(data)
+        for app in apps:
+            app.engine.dispose()
+
+    return fixture
+
+
+def _made(site: App, control: App) -> str:
+    """A batch made at the site node (`fh.make_batch`: made, its steps signed, its audit
+    trail reviewed); its id."""
+    return fh.make_batch(site)
+
+
+#: (site, control, batch id): `nodes` after `fh.make_batch(site)`, the first step of the tests
+#: that ask for it (here, test_decisions.py, test_comparability_across.py)
+made_at_site = nodes_world(_made)
 
 
 def repl(app: App) -> ReplicationService:
@@ -101,12 +192,20 @@ def register_site_keys(site: App, control: App) -> list[str]:
     return done.registered
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, *, most: float = 0.2) -> bool:
+    """Whether `check` holds before `timeout` (checked once more at the end). Polled every
+    20 ms at first, then less and less often, up to every `most` seconds: many checks read
+    whole tables, open engines or send (test_chaos.py's `converged`), and on two cores a tight
+    poll takes the CPU (and the GIL of the in-process inboxes) from the work it waits for. A
+    test that must act within a moment of the condition (a restart or a kill while records
+    still flow in) passes `most=0.02`: polled every 20 ms throughout, as before."""
     deadline = time.monotonic() + timeout
+    pause = 0.02
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(0.02)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, most)
     return check()
 
 
@@ -499,13 +598,12 @@ def test_a_broker_killed_before_saving_loses_records_the_gap_names_them_and_a_re
 
 
 def test_a_batch_made_at_the_site_node_travels_as_audit_rows_ledger_entries_and_summaries(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """A batch made, serialised and evaluated at the site node: each audited change of its
     batch record is followed in the outbox by the record's summary as that transaction left it,
     carrying the audit row's hash; the control node holds them and the chains verify."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site  # `nodes`, then fh.make_batch(site)
     batch = fh.batch(site, batch_id)
     with site.uow() as uow:
         repl(site).capture_now(uow)
