@@ -8,9 +8,11 @@ from __future__ import annotations
 import html
 import re
 
+from sqlalchemy import select
 from tests import flow_helpers as fh
 from tests.replication.test_order_handover import order_columns, pass_again, waiting_rows
-from tests.replication.test_release_across import deliver
+from tests.replication.test_release_across import decide, deliver
+from tests.replication.test_release_attacks import outcomes, send_forged
 from tests.replication.test_replication_mqtt import (
     broker,
     inbox_count,
@@ -27,8 +29,9 @@ from tests.telemetry.test_mqtt import Broker
 from nearfab.bootstrap import App
 from nearfab.custody import export_site_keys, import_site_keys, parse_site_keys
 from nearfab.demo import HYDROCORTISONE
-from nearfab.identity import system_actor
+from nearfab.identity import AuditEntry, system_actor
 from nearfab.masterfiles import MasterFile
+from nearfab.production.models import BatchRecord
 from nearfab.replication import start_inbox
 from nearfab.telemetry import BrokerAddress
 
@@ -193,3 +196,54 @@ def test_a_site_node_shows_the_controls_records_waiting_there_to_its_own_site_on
     after = gstt.get("/node").text
     assert waiting_cells(after) == [] and order_id not in after
     assert len(waiting_rows(site, order_id)) == 1
+
+
+def test_the_control_shows_what_a_site_node_refused_to_its_readers_only(
+    nodes: tuple[App, App],
+) -> None:
+    """A QP release the site refuses (its record changed after the RTRT; a tampered site
+    dropped that blocker from the dossier it sent): the site's refusal row reaches the control
+    with the site's audit trail, and the control's node page lists it under "Refused or
+    waiting at the site nodes" with the site's reason, for readers who see that site; another
+    site's reader sees none. Before the refusal arrives the section says nothing is refused."""
+    site, control = nodes
+    batch_id = fh.make_batch(site)
+    with site.uow() as uow:
+        used = site.production.get(uow, batch_id).material_used_g or 0.0
+    fh.edit(site, BatchRecord, batch_id, material_used_g=used + 5.0)
+    with site.uow() as uow:
+        real = site.quality.remote.dossier(uow, batch_id)
+    send_forged(site, batch_id, blockers=[])
+    deliver(site, control)
+    decide(control, batch_id, shown_hash=real["shown_hash"])
+    qa = fh.web_login(control, "auditor")
+    assert "nothing-at-sites" in qa.get("/node").text
+    deliver(control, site)  # the site refuses it, on record
+    ((action, outcome),) = outcomes(site, batch_id)
+    assert action == "refuse"
+    with site.uow() as uow:  # the site's own refusal row, read from its table
+        (refusal,) = [
+            r
+            for r in uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.entity_type == "replication_applied")
+            )
+            if r.new is not None and r.new.get("batch_id") == batch_id
+        ]
+    deliver(site, control)
+
+    page = html.unescape(qa.get("/node").text)
+    section = page[page.index('id="at-sites"') : page.index('id="origins"')]
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", section)]
+    assert cells[:4] == [
+        "GSTT-PH",
+        refusal.entity_id,
+        f"remote_release {batch_id}",
+        "Refused",
+    ]
+    assert cells[4] == outcome and "changed after the RTRT" in cells[4]
+    assert len(re.findall(r'<tr id="at-site-', section)) == 1
+    # the site's pharmacist at the control sees it; another site's does not
+    assert refusal.entity_id in html.unescape(fh.web_login(control, "pharmacist").get("/node").text)
+    fh.site_user(control, "pharm-man", "pharmacist", "MAN-PH")
+    man = fh.web_login(control, "pharm-man").get("/node").text
+    assert "nothing-at-sites" in man and refusal.entity_id not in html.unescape(man)

@@ -7,7 +7,7 @@ millions of records; the full re-hash of every chain is `nearfab node inbox stat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from nearfab.replication.decisions import Waiting, waiting_at
 from nearfab.replication.enums import ProblemKind
 from nearfab.replication.link import LinkState
 from nearfab.replication.models import InboxProblem, InboxRecord
+from nearfab.replication.outcomes import SiteOutcome, site_outcomes
 from nearfab.replication.services import OutboxStatus, ReplicationService, anchored_seqs
 from nearfab.uow import UnitOfWork
 
@@ -60,6 +61,9 @@ class NodeOverview:
     # at a site node: the control's records waiting here and why (`decisions.waiting_at`),
     # for a reader whose grant reaches this node's site (empty for another site's reader)
     waiting: list[Waiting] = field(default_factory=list)
+    # at the control node: the control's records the site nodes the reader sees refused or
+    # still hold (`outcomes.site_outcomes`)
+    at_sites: list[SiteOutcome] = field(default_factory=list)
 
 
 def node_overview(
@@ -124,6 +128,12 @@ def node_overview(
     # this site's own rows: for a reader whose grant reaches this node's site
     if service.site_id != hub_id and can(actor, Permission.AUDIT_READ, site_id=service.site_id):
         waiting = waiting_at(uow, service.site_id, hub_id)
+    at_sites: list[SiteOutcome] = []
+    if service.site_id == hub_id:
+        at_sites = [
+            replace(o, site_code=sites[o.origin_site].code if o.origin_site in sites else "")
+            for o in site_outcomes(uow, [o for o in visible if o != hub_id])
+        ]
     return NodeOverview(
         site_id=service.site_id,
         site_code=own.code if own is not None else service.site_id,
@@ -132,6 +142,7 @@ def node_overview(
         link=link,
         origins=summaries,
         waiting=waiting,
+        at_sites=at_sites,
     )
 
 
