@@ -192,20 +192,12 @@ def register_site_keys(site: App, control: App) -> list[str]:
     return done.registered
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0, *, most: float = 0.2) -> bool:
-    """Whether `check` holds before `timeout` (checked once more at the end). Polled every
-    20 ms at first, then less and less often, up to every `most` seconds: many checks read
-    whole tables, open engines or send (test_chaos.py's `converged`), and on two cores a tight
-    poll takes the CPU (and the GIL of the in-process inboxes) from the work it waits for. A
-    test that must act within a moment of the condition (a restart or a kill while records
-    still flow in) passes `most=0.02`: polled every 20 ms throughout, as before."""
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
-    pause = 0.02
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, most)
+        time.sleep(0.02)
     return check()
 
 
