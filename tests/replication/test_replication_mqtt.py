@@ -630,3 +630,34 @@ def test_a_batch_made_at_the_site_node_travels_as_audit_rows_ledger_entries_and_
     forged = _forged(summaries[0], chain_hash="f" * 64)
     named = verify_chain([*[r for r in records if r.seq < forged.seq], forged])
     assert any(f"audit seq {last_seq}" in p for p in named for last_seq in batch_audit[:1])
+
+
+def test_a_link_lost_between_the_connected_check_and_the_publish_is_an_error_not_a_crash(
+    nodes: tuple[App, App], broker: Broker
+) -> None:
+    """Found under load (helper-98): the broker goes away after the publisher's connected check
+    and before its publishes, so paho refuses each message (`MQTT_ERR_NO_CONN`) and raises
+    when asked whether it was published. The window is forced here on a real broker and a real
+    client: the broker stopped, the client's disconnect seen, then its connected flag set again
+    as the race leaves it. The pass ends with an error naming what the broker acknowledged
+    (none), every record still pending, and a later pass sends them all."""
+    site, _control = nodes
+    address = BrokerAddress("127.0.0.1", broker.port)
+    some_work(site, 3)
+    publisher = OutboxPublisher(address, "nearfab-node-site-race")
+    try:
+        broker.stop()
+        assert wait_for(lambda: not publisher._connected.is_set(), 10)
+        publisher._connected.set()  # the race: checked connected, no longer connected
+        result = repl(site).replicate_once(site.uow, publisher, batch=50, timeout_s=0.5)
+        with site.uow() as uow:
+            waiting = repl(site).outbox(uow).pending
+        assert result.attempted == 50 and result.acknowledged == 0
+        assert result.error == "the broker acknowledged 0 of 50 records"
+        assert result.pending == waiting > 50  # nothing marked sent
+        broker.start()
+        assert wait_for(publisher._client.is_connected, 15)  # paho reconnects by itself
+        again = repl(site).replicate_once(site.uow, publisher, batch=500, timeout_s=5)
+        assert again.error is None and again.pending == 0 and again.acknowledged == waiting
+    finally:
+        publisher.close()

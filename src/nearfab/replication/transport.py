@@ -89,15 +89,27 @@ class OutboxPublisher:
                 break  # refused by the client (queue full): the rest waits in the outbox
             sent.append((info, key))
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not all(i.is_published() for i, _ in sent):
+        # a message the client could not send (the link went down mid-batch) gets no PUBACK
+        waited = [i for i, _ in sent if i.rc == mqtt.MQTT_ERR_SUCCESS]
+        while time.monotonic() < deadline and not all(_published(i) for i in waited):
             time.sleep(0.005)
-        return {key for info, key in sent if info.is_published()}
+        return {key for info, key in sent if _published(info)}
 
     def close(self) -> None:
         try:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
+
+
+def _published(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged the message. paho raises for one it never sent (the
+    link dropped between the connected check and the publish: `MQTT_ERR_NO_CONN`); that one
+    is simply not acknowledged and stays in the outbox for the next pass."""
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):
+        return False
 
 
 class InboxSubscriber:
