@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
@@ -25,11 +26,30 @@ import httpx
 T = TypeVar("T")
 
 
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class AsgiLoop:
-    """One event loop, kept open, on which every client made from it runs its app."""
+    """One event loop, kept open, on which every client made from it runs its app. Where the
+    test's thread already runs a loop (Playwright's sync API, started by a browser test earlier
+    in the same worker), the loop is run from one thread of its own instead, as `TestClient`
+    does for every request."""
 
     def __init__(self) -> None:
         self._runner = asyncio.Runner()
+        self._thread: ThreadPoolExecutor | None = None
+
+    def _run(self, work: Callable[[], Awaitable[T]]) -> T:
+        if not _loop_running_here():
+            return self._runner.run(work())
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgi-loop")
+        return self._thread.submit(lambda: self._runner.run(work())).result()
 
     def client(self, app: Any, *, follow_redirects: bool = True) -> AsgiClient:
         return AsgiClient(self, app, follow_redirects=follow_redirects)
@@ -41,10 +61,14 @@ class AsgiLoop:
         async def sequence() -> list[T]:
             return [await thunk() for thunk in thunks]
 
-        return self._runner.run(sequence())
+        return self._run(sequence)
 
     def close(self) -> None:
-        self._runner.close()
+        if self._thread is not None:
+            self._thread.submit(self._runner.close).result()
+            self._thread.shutdown()
+        else:
+            self._runner.close()
 
 
 class AsgiClient:
