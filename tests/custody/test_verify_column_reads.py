@@ -18,33 +18,20 @@ import pytest
 from sqlalchemy import text
 from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
+from tests.custody.test_verify_stored_telemetry import (
+    flushed_verification_log,
+    released,
+    seeded,
+    world,
+)
 
 from nearfab.bootstrap import App
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Refused
 from nearfab.custody import SerialUnit, Verification, VerifyStatus, make_identifier
 
-
-def _one_released_batch(app: App) -> str:
-    batch_id, _ = ch.released_batch(app)
-    return batch_id
-
-
-world = fh.world_fixture(_one_released_batch)
-
-
-@pytest.fixture
-def seeded(world: fh.Built) -> App:
-    app: App = world.app
-    return app
-
-
-@pytest.fixture
-def released(world: fh.Built) -> tuple[str, list[SerialUnit]]:
-    return world.data, ch.units(world.app, world.data)
-
-
-flushed_verification_log = ch.flushed_verification_log
+# the same built world as the stored-telemetry tests: one released batch, copied per test
+__all__ = ["flushed_verification_log", "released", "seeded", "world"]
 
 
 @pytest.fixture
