@@ -11,7 +11,6 @@ before: docs/custody.md). Both databases."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -19,8 +18,11 @@ from sqlalchemy import text
 from tests import flow_helpers as fh
 from tests.custody import chain_helpers as ch
 from tests.custody.test_verify_stored_telemetry import (
+    _fresh,
+    _sql,
     flushed_verification_log,
     released,
+    restarted,
     seeded,
     world,
 )
@@ -31,31 +33,7 @@ from nearfab.common.errors import Refused
 from nearfab.custody import SerialUnit, Verification, VerifyStatus, make_identifier
 
 # the same built world as the stored-telemetry tests: one released batch, copied per test
-__all__ = ["flushed_verification_log", "released", "seeded", "world"]
-
-
-@pytest.fixture
-def restarted(seeded: App) -> Iterator[list[App]]:
-    """Fresh Apps on the seeded database (`_fresh`), disposed at the end."""
-    made: list[App] = []
-    yield made
-    for app in made:
-        app.custody.flush_verification_log()
-        app.engine.dispose()
-
-
-def _fresh(seeded: App, clock: ManualClock, made: list[App]) -> App:
-    url = seeded.engine.url.render_as_string(hide_password=False)
-    app: App = fh._build(url, seeded.settings.data_dir, clock)
-    made.append(app)
-    return app
-
-
-def _sql(app: App, statement: str, **params: object) -> None:
-    """An edit behind the application's back: plain SQL, `row_version` kept."""
-    with app.engine.begin() as conn:
-        result = conn.execute(text(statement), params)
-        assert result.rowcount == 1, statement  # type: ignore[attr-defined]
+__all__ = ["flushed_verification_log", "released", "restarted", "seeded", "world"]
 
 
 def _sql_past_triggers(app: App, statement: str, **params: object) -> None:
