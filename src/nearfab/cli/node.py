@@ -43,6 +43,11 @@ keys_app = typer.Typer(
     help="The ledger public keys of this node's site, carried to the node that checks them.",
 )
 app.add_typer(keys_app, name="keys")
+ca_app = typer.Typer(
+    no_args_is_help=True,
+    help="For the network CA's holder: revoke a site's certificate, issue the CRL.",
+)
+app.add_typer(ca_app, name="ca")
 
 BrokerOpt = Annotated[
     str | None,
@@ -387,6 +392,16 @@ def keys_import(
             "the data folder, when there).",
         ),
     ] = None,
+    crl: Annotated[
+        Path | None,
+        typer.Option(
+            "--crl",
+            envvar="NEARFAB_NETWORK_CRL",
+            help="The network's CRLs (PEM; the network CA's, and each intermediate CA's): a "
+            "certificate they list is refused (default: certs/network-ca.crl in the data "
+            "folder, when there; none: revocation not checked, which the audit row says).",
+        ),
+    ] = None,
     trust_on_word: Annotated[
         bool,
         typer.Option(
@@ -413,6 +428,8 @@ def keys_import(
         default = CertificateFiles.in_folder(Path(application.settings.data_dir)).network_ca
         network_ca = default if default.is_file() else None  # the node's own, certs/
     ca_pem = _read_file(network_ca, "--network-ca") if network_ca is not None else None
+    crl = crl if crl is not None else _default_crl(application)
+    crl_pem = _read_file(crl, "--crl") if crl is not None else None
     try:
         with application.uow() as uow:
             result = import_exported_site_keys(
@@ -423,6 +440,7 @@ def keys_import(
                 trust_on_word=trust_on_word,
                 own_site_id=service.site_id,
                 reason=reason,
+                crl_pem=crl_pem,
             )
     except DomainError as exc:
         fail(exc, as_json)
@@ -431,7 +449,201 @@ def keys_import(
         as_json,
         f"{len(result.registered)} keys registered"
         + (f" ({', '.join(result.registered)})" if result.registered else "")
-        + f", {len(result.already_held)} already held",
+        + f", {len(result.already_held)} already held"
+        + (f", retired earlier than known: {', '.join(result.retired)}" if result.retired else "")
+        + ("" if crl_pem is not None else " (no CRL given: revocation not checked)"),
+    )
+
+
+def _default_crl(application: App) -> Path | None:
+    from nearfab.custody import CertificateFiles
+
+    default = CertificateFiles.in_folder(Path(application.settings.data_dir)).crl
+    return default if default.is_file() else None
+
+
+@keys_app.command("revoke-check")
+def keys_revoke_check(
+    ctx: typer.Context,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the keys are checked (kept in the audit trail).")
+    ],
+    crl: Annotated[
+        Path | None,
+        typer.Option(
+            "--crl",
+            envvar="NEARFAB_NETWORK_CRL",
+            help="The network's CRLs (PEM; default: certs/network-ca.crl in the data folder).",
+        ),
+    ] = None,
+    network_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--network-ca",
+            envvar="NEARFAB_NETWORK_CA",
+            help="The network CA's certificate (PEM; default: certs/network-ca.crt).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Read a newer CRL against the keys registered here: every key registered from a
+    statement whose certificate (or an intermediate CA of its path) the CRL lists is retired
+    from the time the CA gives (its signatures on entries dated after it are refused), one
+    audit row per key. A CRL signed by neither the network CA nor an intermediate of a
+    registered certificate is refused (crl_not_trusted). Run it whenever a CRL arrives."""
+    from nearfab.common.errors import DomainError
+    from nearfab.custody import CertificateFiles, apply_crl
+
+    application, _service = _node(ctx, data_dir)
+    files = CertificateFiles.in_folder(Path(application.settings.data_dir))
+    crl = crl if crl is not None else _default_crl(application)
+    network_ca = network_ca if network_ca is not None else files.network_ca
+    if crl is None:
+        err_console.print("[bold red]--crl[/]: give the CRL file (none in certs/)")
+        raise typer.Exit(code=2)
+    crl_pem, ca_pem = _read_file(crl, "--crl"), _read_file(network_ca, "--network-ca")
+    try:
+        with application.uow() as uow:
+            result = apply_crl(uow, local_actor(), crl_pem, network_ca_pem=ca_pem, reason=reason)
+    except DomainError as exc:
+        fail(exc, as_json)
+    retired = ", ".join(f"{r['key_id']} from {r['untrusted_from']}" for r in result.retired)
+    done(
+        result.to_dict(),
+        as_json,
+        f"{len(result.retired)} keys retired now"
+        + (f" ({retired})" if retired else "")
+        + f", {len(result.already_retired)} already retired",
+    )
+
+
+CaCertOpt = Annotated[Path, typer.Option("--ca-cert", help="The network CA's certificate (PEM).")]
+CaKeyOpt = Annotated[
+    Path, typer.Option("--ca-key", help="The network CA's private key (PEM, unencrypted).")
+]
+CrlFileOpt = Annotated[
+    Path,
+    typer.Option(
+        "--crl",
+        help="The CA's CRL file: read when it exists (its entries kept), written with the new one.",
+    ),
+]
+DaysOpt = Annotated[
+    int, typer.Option("--days", help="Days until the CRL's next update (when it goes stale).")
+]
+
+
+@ca_app.command("revoke")
+def ca_revoke(
+    ca_cert: CaCertOpt,
+    ca_key: CaKeyOpt,
+    certificate: Annotated[
+        Path, typer.Option("--certificate", help="The site's certificate to revoke (PEM).")
+    ],
+    crl: CrlFileOpt,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="RFC 5280 reason: key_compromise, superseded, cessation_of_operation, "
+            "affiliation_changed, ca_compromise, certificate_hold, privilege_withdrawn, "
+            "aa_compromise or unspecified.",
+        ),
+    ] = "unspecified",
+    invalid_since: Annotated[
+        str | None,
+        typer.Option(
+            "--invalid-since",
+            help="ISO 8601 time (with offset) from which the key is known or suspected "
+            "compromised (the CRL entry's invalidity date; default: the revocation, now).",
+        ),
+    ] = None,
+    days: DaysOpt = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a site's certificate: the CA's CRL written again with its serial (revoked now,
+    the reason, the invalidity date), signed with the CA's key. Carry the CRL file to every
+    node (certs/network-ca.crl) and run `nearfab node keys revoke-check` there. No database:
+    run it where the CA's key is kept."""
+    from datetime import UTC, datetime
+
+    from nearfab.common.errors import DomainError, ValidationFailed
+    from nearfab.custody import revoke_certificate
+
+    since = None
+    if invalid_since:
+        try:
+            since = datetime.fromisoformat(invalid_since)
+        except ValueError:
+            fail(ValidationFailed("not an ISO 8601 time", field="invalid_since"), as_json)
+        if since.tzinfo is None:
+            fail(ValidationFailed("a time with its offset", field="invalid_since"), as_json)
+    try:
+        pem = revoke_certificate(
+            _read_file(ca_cert, "--ca-cert"),
+            _read_file(ca_key, "--ca-key"),
+            _read_file(certificate, "--certificate"),
+            reason=reason,
+            now=datetime.now(UTC),
+            crl_pem=crl.read_bytes() if crl.is_file() else None,
+            days=days,
+            invalid_since=since,
+        )
+    except DomainError as exc:
+        fail(exc, as_json)
+    _write_crl(crl, pem, as_json)
+
+
+@ca_app.command("crl")
+def ca_crl(
+    ca_cert: CaCertOpt,
+    ca_key: CaKeyOpt,
+    crl: CrlFileOpt,
+    days: DaysOpt = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue the CA's CRL again (the same entries, a new number and next update; the first:
+    empty), before the current one's next update passes: nodes refuse imports against a CRL
+    past it (crl_expired)."""
+    from datetime import UTC, datetime
+
+    from nearfab.common.errors import DomainError
+    from nearfab.custody import refresh_crl
+
+    try:
+        pem = refresh_crl(
+            _read_file(ca_cert, "--ca-cert"),
+            _read_file(ca_key, "--ca-key"),
+            now=datetime.now(UTC),
+            crl_pem=crl.read_bytes() if crl.is_file() else None,
+            days=days,
+        )
+    except DomainError as exc:
+        fail(exc, as_json)
+    _write_crl(crl, pem, as_json)
+
+
+def _write_crl(path: Path, pem: bytes, as_json: bool) -> None:
+    from cryptography import x509
+
+    crl = x509.load_pem_x509_crl(pem)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(pem)
+    tmp.replace(path)  # the old file stays whole until the new one is complete
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    revoked = [format(r.serial_number, "x") for r in crl]
+    shown = {
+        "crl": str(path),
+        "number": number,
+        "revoked": revoked,
+        "next_update": crl.next_update_utc.isoformat() if crl.next_update_utc else None,
+    }
+    done(
+        shown,
+        as_json,
+        f"CRL {number} of {crl.issuer.rfc4514_string()} in {path}: {len(revoked)} "
+        f"revoked, next update {shown['next_update']}",
     )
 
 

@@ -51,9 +51,11 @@ from nearfab.custody.services import (
     LedgerReport,
     PublicSiteKey,
     RecallService,
+    RevocationCheck,
     SchemaMissing,
     TraceService,
     Verification,
+    apply_crl,
     export_certified_site_keys,
     export_site_keys,
     find_schema,
@@ -61,6 +63,8 @@ from nearfab.custody.services import (
     import_exported_site_keys,
     import_site_keys,
     parse_site_keys,
+    refresh_crl,
+    revoke_certificate,
 )
 
 __all__ = [
@@ -95,6 +99,7 @@ __all__ = [
     "Recall",
     "RecallService",
     "RecallUnit",
+    "RevocationCheck",
     "SchemaMissing",
     "SerialUnit",
     "SiteKey",
@@ -106,6 +111,7 @@ __all__ = [
     "UnitStatus",
     "Verification",
     "VerifyStatus",
+    "apply_crl",
     "datamatrix_image",
     "datamatrix_svg",
     "decode_datamatrix",
@@ -119,5 +125,7 @@ __all__ = [
     "new_serial",
     "parse_scan",
     "parse_site_keys",
+    "refresh_crl",
     "render_label",
+    "revoke_certificate",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, ScalarSelect, func, select
@@ -169,15 +169,17 @@ def pack_label(session: Session, unit_id: str) -> PackLabel:
     return PackLabel(*row)
 
 
-def site_public_keys(session: Session) -> dict[str, tuple[str, bytes]]:
+def site_public_keys(session: Session) -> dict[str, tuple[str, bytes, datetime | None]]:
     """Every site ledger key this database holds, retired ones too: key id -> (site id, raw
-    Ed25519 public key), for checking signatures of entries received from a node."""
+    Ed25519 public key, when it was retired: by a rotation, a certified statement or a
+    revoked certificate; None: not retired), for checking signatures of entries received
+    from a node (a retired key signs nothing dated after its retirement)."""
     from nearfab.custody.models import SiteKey
 
     return {
-        key_id: (site_id, bytes(public))
-        for key_id, site_id, public in session.execute(
-            select(SiteKey.key_id, SiteKey.site_id, SiteKey.public_key)
+        key_id: (site_id, bytes(public), retired)
+        for key_id, site_id, public, retired in session.execute(
+            select(SiteKey.key_id, SiteKey.site_id, SiteKey.public_key, SiteKey.retired_at)
         )
     }
 

@@ -7,6 +7,10 @@ named by `key_id`; an entry written in a block may carry no signature of its own
 the next signed entry of the same key (whose hash covers it through the chain), and every
 call of the writer ends signed, so a committed chain never ends unsigned; a key rotation
 (`kind` "key") introduces the new key, and it is trusted because the key before signed it.
+A key the node's database holds as retired at T (a rotation there, a certified statement
+saying so, or a revoked certificate: custody's `site_public_keys`) validates no entry whose
+hashed payload says it was recorded after T, even before the rotation entry arrives; that time
+is the signer's claim (see docs/replication.md, "Signatures").
 A node sends its own site's chain only: an entry of another site is refused, as is one whose
 columns (site, seq, kind, ref) differ from the payload its hash covers."""
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -32,10 +37,18 @@ class KeyBook:
     from the node's own database (custody's read view `site_public_keys`) and learns the keys a
     known key introduced in a chain it received."""
 
-    def __init__(self, known: Mapping[str, tuple[str, bytes]]) -> None:
+    def __init__(
+        self, known: Mapping[str, tuple[str, bytes] | tuple[str, bytes, datetime | None]]
+    ) -> None:
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
-        for key_id, (site_id, raw) in known.items():
-            self._add(key_id, site_id, raw)
+        # key id -> when it was retired here: it validates no entry recorded after that
+        self._retired: dict[str, datetime] = {}
+        for key_id, (site_id, raw, *rest) in known.items():
+            if self._add(key_id, site_id, raw) and rest and rest[0] is not None:
+                retired = rest[0]
+                self._retired[key_id] = (
+                    retired if retired.tzinfo is not None else retired.replace(tzinfo=UTC)
+                )
 
     def _add(self, key_id: str, site_id: str, raw: bytes) -> bool:
         try:
@@ -68,6 +81,27 @@ class KeyBook:
         except (InvalidSignature, ValueError):
             return False
         return True
+
+    def late(self, key_id: str, row: Mapping[str, Any]) -> str | None:
+        """Why an entry signed with `key_id` is past the key's retirement here (None: it is
+        not, or the key is not retired): its hashed payload's `recorded_at` after it."""
+        retired = self._retired.get(key_id)
+        if retired is None:
+            return None
+        try:
+            stated = json.loads(str(row.get("payload")))["recorded_at"]
+            recorded = datetime.fromisoformat(str(stated))
+        except (ValueError, KeyError, TypeError):
+            return f"key {key_id} is retired here and the entry states no time it was recorded"
+        if recorded.tzinfo is None:
+            recorded = recorded.replace(tzinfo=UTC)
+        if recorded <= retired:
+            return None
+        return (
+            f"key {key_id} is retired here since {retired.isoformat()} (a rotation, a "
+            f"certified statement or a revoked certificate) and the entry says it was recorded "
+            f"at {recorded.isoformat()}: signed after the key's retirement"
+        )
 
     def introduce(self, key_id: str, site_id: str, public_hex: str) -> bool:
         """Trust a new key of `site_id`; never replaces a key id already known (a rotation
@@ -146,6 +180,10 @@ def verify_signatures(records: Sequence[Record], book: KeyBook) -> SignatureRepo
             continue
         if not valid:
             report.problems.append(f"{where}: signature is not valid for key {key_id}")
+            continue
+        late = book.late(key_id, row)
+        if late is not None:
+            report.problems.append(f"{where}: {late}")
             continue
         report.verified += 1
         if row.get("kind") == ROTATION and _introduce(book, site, row, where, report):

@@ -16,6 +16,12 @@ from nearfab.custody.services.epcis import (
 )
 from nearfab.custody.services.keycerts import CertificateFiles
 from nearfab.custody.services.ledger import CustodyLedger, KeyRing, LedgerReport
+from nearfab.custody.services.revocation import (
+    RevocationCheck,
+    apply_crl,
+    refresh_crl,
+    revoke_certificate,
+)
 from nearfab.custody.services.sitekeys import (
     KeyImport,
     PublicSiteKey,
@@ -90,10 +96,12 @@ __all__ = [
     "LedgerReport",
     "PublicSiteKey",
     "RecallService",
+    "RevocationCheck",
     "SchemaMissing",
     "TraceService",
     "TracedUnit",
     "Verification",
+    "apply_crl",
     "export_certified_site_keys",
     "export_site_keys",
     "find_schema",
@@ -101,4 +109,6 @@ __all__ = [
     "import_exported_site_keys",
     "import_site_keys",
     "parse_site_keys",
+    "refresh_crl",
+    "revoke_certificate",
 ]

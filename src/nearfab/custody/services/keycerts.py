@@ -13,21 +13,27 @@ common name is the site's id or code, every key in the statement being that site
 refusal is a `Refused` naming its reason (`code`). X.509 and signatures are the `cryptography`
 library's; nothing here is hand-written cryptography.
 
-What is not bound: revocation (no CRL or OCSP: a certificate stays good until its end date),
-intermediate CAs (the node certificate must be issued by the network CA directly), and the
-keys' own dates (the statement says when they were made; the certificate vouches for the site
-that said it)."""
+The certificate may be issued by intermediate CAs below the network CA: the bundle then carries
+them (`intermediates`, the leaf's issuer first), and each link is checked by hand (its
+signature, the issuer a CA allowed to sign certificates, its path length, its validity), each
+refusal named. Revocation is read from X.509 CRLs (`verify_statement(crls=...)`): one per CA of
+the path (the network CA's for the certificate it issued, each intermediate's for the one
+below it), signed by that CA and not past its next update; a certificate any of them lists is
+refused (`certificate_revoked`). OCSP is not read (nodes work offline). Without CRLs the
+revocation is not checked, and the certified statement says so (`revocation.checked`).
+What is not bound: the keys' own dates (the statement says when they were made; the
+certificate vouches for the site that said it)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -46,6 +52,14 @@ NOT_YET_VALID = "certificate_not_yet_valid"
 OTHER_SITE = "certificate_for_other_site"
 SIGNATURE_INVALID = "statement_signature_invalid"
 SIGNED_OUTSIDE_VALIDITY = "statement_signed_outside_validity"
+CHAIN_BROKEN = "certificate_chain_broken"
+INTERMEDIATE_NOT_CA = "intermediate_not_ca"
+PATH_TOO_LONG = "path_length_exceeded"
+REVOKED = "certificate_revoked"
+CRL_NOT_TRUSTED = "crl_not_trusted"
+CRL_EXPIRED = "crl_expired"
+CRL_MISSING = "crl_missing"
+MAX_INTERMEDIATES = 4  # a chain longer than this is malformed, not followed
 
 
 @dataclass(frozen=True)
@@ -53,16 +67,24 @@ class CertificateFiles:
     """Where a node keeps its certificate files in its data folder, `certs/`: its certificate
     and key from the network CA (`node.crt`, `node.key`: what `keys export` signs with) and the
     CA's certificate (`network-ca.crt`: what `keys import` checks against). The CLI's defaults
-    when no option or environment variable names them; `nearfab demo --nodes` writes them."""
+    when no option or environment variable names them; `nearfab demo --nodes` writes them.
+    `network-ca.crl`: the network's certificate revocation lists (PEM, one or more), read by
+    `keys import` and `keys revoke-check` when there."""
 
     certificate: Path
     key: Path
     network_ca: Path
+    crl: Path
 
     @classmethod
     def in_folder(cls, data_dir: Path) -> CertificateFiles:
         folder = Path(data_dir) / "certs"
-        return cls(folder / "node.crt", folder / "node.key", folder / "network-ca.crt")
+        return cls(
+            folder / "node.crt",
+            folder / "node.key",
+            folder / "network-ca.crt",
+            folder / "network-ca.crl",
+        )
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,8 @@ class CertifiedStatement:
     document: dict[str, Any]
     common_name: str
     signed_at: datetime
-    certificate: dict[str, str]
+    certificate: dict[str, Any]
+    revocation: dict[str, Any]
 
 
 def is_certified(document: Any) -> bool:
@@ -99,6 +122,125 @@ def load_network_ca(pem: bytes) -> x509.Certificate:
     return ca
 
 
+def load_crls(pem: bytes) -> list[x509.CertificateRevocationList]:
+    """Every CRL of a PEM file (one or more `X509 CRL` blocks, as `ca crl` writes them);
+    ValidationFailed (field `crl`) when there is none or one does not parse."""
+    marker = b"-----BEGIN X509 CRL-----"
+    blocks = [marker + part for part in pem.split(marker)[1:]]
+    if not blocks:
+        raise ValidationFailed("no PEM certificate revocation list in it", field="crl")
+    crls = []
+    for block in blocks:
+        try:
+            crl = x509.load_pem_x509_crl(block)
+            _ = crl.issuer, crl.extensions, list(crl)
+        except ValueError:
+            raise ValidationFailed(
+                "not a valid PEM certificate revocation list", field="crl"
+            ) from None
+        crls.append(crl)
+    return crls
+
+
+def crl_summary(crl: x509.CertificateRevocationList) -> dict[str, Any]:
+    """What the audit trail keeps of a CRL: its issuer, number, this and next update."""
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = None
+    return {
+        "issuer": crl.issuer.rfc4514_string(),
+        "number": number,
+        "this_update": crl.last_update_utc.isoformat(),
+        "next_update": crl.next_update_utc.isoformat() if crl.next_update_utc else None,
+    }
+
+
+def issuer_crl(
+    crls: Sequence[x509.CertificateRevocationList],
+    issuer: x509.Certificate,
+    *,
+    now: datetime | None,
+    missing: str = CRL_MISSING,
+) -> x509.CertificateRevocationList:
+    """The newest of `crls` that `issuer` signed (its name as the CRL's issuer, its key's
+    signature). Refused: none names it (`missing`: `crl_missing`, or `crl_not_trusted` for
+    the network CA's, whose CRL file then holds another CA's), none of those naming it verifies with
+    its key (`crl_not_trusted`), or, when `now` is given, the newest is past its next update
+    (`crl_expired`) or issued after `now` (`crl_not_trusted`)."""
+    named = [c for c in crls if c.issuer == issuer.subject]
+    who = issuer.subject.rfc4514_string()
+    if not named:
+        others = sorted({c.issuer.rfc4514_string() for c in crls})
+        raise Refused(
+            f"no CRL of {who} is given (the CRLs given are issued by {', '.join(others)}): "
+            "whether its certificates are revoked is not known",
+            field="crl",
+            code=missing,
+        )
+    signed = [c for c in named if crl_signed_by(c, issuer)]
+    if not signed:
+        raise Refused(
+            f"the CRL naming {who} as its issuer is not signed by that CA's key",
+            field="crl",
+            code=CRL_NOT_TRUSTED,
+        )
+    newest = max(signed, key=lambda c: c.last_update_utc)
+    if now is not None:
+        if newest.next_update_utc is None:
+            raise ValidationFailed(f"the CRL of {who} has no next update", field="crl")
+        if now > newest.next_update_utc:
+            raise Refused(
+                f"the CRL of {who} was due to be replaced on "
+                f"{newest.next_update_utc.isoformat()} (its next update): fetch the newest "
+                "from the network CA's holder",
+                field="crl",
+                code=CRL_EXPIRED,
+            )
+        if newest.last_update_utc > now:
+            raise Refused(
+                f"the CRL of {who} says it was issued on {newest.last_update_utc.isoformat()}, "
+                "after this node's clock",
+                field="crl",
+                code=CRL_NOT_TRUSTED,
+            )
+    return newest
+
+
+def crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key made the CRL's signature."""
+    try:
+        return crl.is_signature_valid(cast(Any, issuer.public_key()))
+    except (TypeError, ValueError):  # a key type that signs no CRL
+        return False
+
+
+def revocation_of(crl: x509.CertificateRevocationList, serial: int) -> dict[str, Any] | None:
+    """The CRL's entry for `serial` (None: not listed): when revoked, from when the key is
+    not trusted (the invalidity date when the CA gave one, else the revocation date) and the
+    reason."""
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return None
+    revoked_at = entry.revocation_date_utc
+    from_ = revoked_at
+    reason = "unspecified"
+    for extension in entry.extensions:
+        value = extension.value
+        if isinstance(value, x509.InvalidityDate):
+            from_ = min(revoked_at, value.invalidity_date_utc)
+        elif isinstance(value, x509.CRLReason):
+            reason = value.reason.name
+    return {
+        "serial": format(serial, "x"),
+        "issuer": crl.issuer.rfc4514_string(),
+        "revoked_at": revoked_at.isoformat(),
+        "untrusted_from": from_.isoformat(),
+        "reason": reason,
+        "crl_number": crl_summary(crl)["number"],
+    }
+
+
 def sign_statement(
     document: Mapping[str, Any],
     certificate_pem: bytes,
@@ -110,8 +252,11 @@ def sign_statement(
     with the private key of the node's certificate. ValidationFailed naming `certificate` or
     `certificate_key` when they do not load or do not belong together, and Refused
     (`certificate_for_other_site`) when the certificate's common name is not the document's
-    site's id or code."""
-    certificate = _load_certificate(certificate_pem.decode("ascii", "replace"), "certificate")
+    site's id or code. `certificate_pem` may hold the intermediate CAs' certificates after the
+    node's (a chain file, the leaf first): the bundle carries them as `intermediates`."""
+    certificate, *intermediates = _load_certificates(
+        certificate_pem.decode("ascii", "replace"), "certificate"
+    )
     try:
         key = serialization.load_pem_private_key(private_key_pem, password=None)
     except (ValueError, TypeError):
@@ -139,22 +284,36 @@ def sign_statement(
         signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     else:
         signature = key.sign(data)
-    return {
+    bundle: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "statement": statement,
         "signature": base64.b64encode(signature).decode("ascii"),
-        "certificate": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        "certificate": _pem(certificate),
     }
+    if intermediates:
+        bundle["intermediates"] = [_pem(c) for c in intermediates]
+    return bundle
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 def verify_statement(
-    bundle: Mapping[str, Any], network_ca: x509.Certificate, *, now: datetime
+    bundle: Mapping[str, Any],
+    network_ca: x509.Certificate,
+    *,
+    now: datetime,
+    crls: Sequence[x509.CertificateRevocationList] | None = None,
 ) -> CertifiedStatement:
-    """The bundle's statement, once its certificate is the network CA's and valid at `now`,
-    and its signature verifies. ValidationFailed naming the field for a malformed bundle;
-    Refused with the reason's code otherwise (in this order: `certificate_not_trusted`,
-    `certificate_not_yet_valid` / `certificate_expired`, `statement_signature_invalid`,
-    `statement_signed_outside_validity`)."""
+    """The bundle's statement, once its certificate chains to the network CA (directly, or
+    through the bundle's `intermediates`), every certificate of the path is valid at `now`
+    and listed in no CRL of `crls` (when given), and its signature verifies. ValidationFailed
+    naming the field for a malformed bundle; Refused with the reason's code otherwise (in this
+    order: `certificate_not_trusted` / `certificate_chain_broken` / `intermediate_not_ca` /
+    `path_length_exceeded`, `certificate_not_yet_valid` / `certificate_expired`,
+    `crl_not_trusted` / `crl_missing` / `crl_expired` / `certificate_revoked`,
+    `statement_signature_invalid`, `statement_signed_outside_validity`)."""
     if not is_certified(bundle):
         raise ValidationFailed(
             f"not a certified export of site keys (format {BUNDLE_FORMAT!r})", field="format"
@@ -166,22 +325,22 @@ def verify_statement(
             raise ValidationFailed("missing", field=name)
         texts[name] = value
     certificate = _load_certificate(texts["certificate"], "certificate")
+    given = bundle.get("intermediates") or []
+    if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
+        raise ValidationFailed("a list of PEM certificates is expected", field="intermediates")
+    if len(given) > MAX_INTERMEDIATES:
+        raise ValidationFailed(
+            f"more than {MAX_INTERMEDIATES} intermediate CAs", field="intermediates"
+        )
+    intermediates = [_load_certificate(pem, f"intermediates[{i}]") for i, pem in enumerate(given)]
     try:
         signature = base64.b64decode(texts["signature"], validate=True)
     except (binascii.Error, ValueError):
         raise ValidationFailed("not base64", field="signature") from None
 
-    # 1. issued by the network's CA (its signature on the certificate), and not a CA itself
-    try:
-        certificate.verify_directly_issued_by(network_ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise Refused(
-            f"the certificate of {_common_name(certificate)!r} was not issued by this node's "
-            f"network CA ({network_ca.subject.rfc4514_string()}); issued by "
-            f"{certificate.issuer.rfc4514_string()}",
-            field="certificate",
-            code=NOT_TRUSTED,
-        ) from None
+    # 1. a path to the network's CA (each certificate signed by the next, the last by the
+    # network CA), the intermediates CAs within their path lengths; the leaf not a CA itself
+    path = _path(certificate, intermediates, network_ca)
     if _is_ca(certificate):
         raise Refused(
             "a CA's certificate, not a node's, signed the statement",
@@ -206,8 +365,13 @@ def verify_statement(
             field="certificate",
             code=NOT_TRUSTED,
         )
-    # 2. both within their validity now (this node's clock)
-    for which, cert in (("the certificate", certificate), ("the network CA", network_ca)):
+    # 2. every certificate of the path within its validity now (this node's clock)
+    named = [
+        ("the certificate", certificate),
+        *((f"the intermediate CA {c.subject.rfc4514_string()}", c) for c in path[1:]),
+        ("the network CA", network_ca),
+    ]
+    for which, cert in named:
         if now < cert.not_valid_before_utc:
             raise Refused(
                 f"{which} is valid from {cert.not_valid_before_utc.isoformat()} only",
@@ -220,7 +384,9 @@ def verify_statement(
                 field="certificate",
                 code=EXPIRED,
             )
-    # 3. the statement's exact text, signed with the certificate's key
+    # 3. revocation: each certificate of the path in no CRL of the CA that issued it
+    revocation = _check_revocation(path, network_ca, crls, now=now)
+    # 4. the statement's exact text, signed with the certificate's key
     data = texts["statement"].encode("utf-8")
     if not _verifies(certificate.public_key(), signature, data):
         raise Refused(
@@ -254,8 +420,133 @@ def verify_statement(
             "sha256": certificate.fingerprint(hashes.SHA256()).hex(),
             "not_valid_before": certificate.not_valid_before_utc.isoformat(),
             "not_valid_after": certificate.not_valid_after_utc.isoformat(),
+            **(
+                {"intermediates": [_summary(c) | {"pem": _pem(c)} for c in path[1:]]}
+                if len(path) > 1
+                else {}
+            ),
         },
+        revocation=revocation,
     )
+
+
+def _summary(certificate: x509.Certificate) -> dict[str, str]:
+    return {
+        "subject": certificate.subject.rfc4514_string(),
+        "issuer": certificate.issuer.rfc4514_string(),
+        "serial": format(certificate.serial_number, "x"),
+        "sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _path(
+    leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], root: x509.Certificate
+) -> list[x509.Certificate]:
+    """[leaf, *the intermediates used], each issued by the next and the last by `root`, the
+    intermediates CAs that may sign certificates, no CA's path length exceeded (RFC 5280
+    4.2.1.9: how many intermediate CAs may follow it). Refused naming the broken link."""
+    path = [leaf]
+    rest = list(intermediates)
+    while not _issued_by(path[-1], root):
+        current = path[-1]
+        if not rest:
+            whose = (
+                "" if current is leaf else f"the chain ends at {current.subject.rfc4514_string()}: "
+            )
+            raise Refused(
+                f"{whose}the certificate of {_common_name(current)!r} was not issued by this "
+                f"node's network CA ({root.subject.rfc4514_string()}); issued by "
+                f"{current.issuer.rfc4514_string()}",
+                field="certificate",
+                code=NOT_TRUSTED,
+            )
+        nxt = rest.pop(0)
+        where = f"intermediates[{len(path) - 1}]"
+        if not _issued_by(current, nxt):
+            raise Refused(
+                f"{current.subject.rfc4514_string()} was not issued by the next certificate of "
+                f"the chain ({nxt.subject.rfc4514_string()}, {where}): its issuer is "
+                f"{current.issuer.rfc4514_string()}",
+                field=where,
+                code=CHAIN_BROKEN,
+            )
+        usage = _extension(nxt, x509.KeyUsage)
+        if not _is_ca(nxt) or (usage is not None and not usage.key_cert_sign):
+            raise Refused(
+                f"{nxt.subject.rfc4514_string()} ({where}) signed a certificate but is not a CA "
+                "(no basic constraints saying so, or a key usage without certificate signing)",
+                field=where,
+                code=INTERMEDIATE_NOT_CA,
+            )
+        path.append(nxt)
+    if rest:
+        raise Refused(
+            f"{len(rest)} certificate(s) after the one the network CA issued are not part of "
+            "the path",
+            field="intermediates",
+            code=CHAIN_BROKEN,
+        )
+    # below the CA at path[i] (i >= 1) come i - 1 intermediates; below the root, all of them
+    cas = [
+        *((c, i - 1, f"intermediates[{i - 1}]") for i, c in enumerate(path) if i),
+        (
+            root,
+            len(path) - 1,
+            "network_ca",
+        ),
+    ]
+    for ca, below, where in cas:
+        constraints = _extension(ca, x509.BasicConstraints)
+        limit = constraints.path_length if constraints is not None else None
+        if limit is not None and below > limit:
+            raise Refused(
+                f"{ca.subject.rfc4514_string()} allows {limit} intermediate CA(s) below it "
+                f"(its path length), the chain has {below}",
+                field=where,
+                code=PATH_TOO_LONG,
+            )
+    return path
+
+
+def _check_revocation(
+    path: Sequence[x509.Certificate],
+    root: x509.Certificate,
+    crls: Sequence[x509.CertificateRevocationList] | None,
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """Each certificate of `path` against the CRL of the CA that issued it (the next in the
+    path, the last's the network CA's); what was checked, for the audit trail."""
+    if crls is None:
+        return {"checked": False}
+    used = []
+    issuers = [*path[1:], root]
+    for certificate, issuer in zip(path, issuers, strict=True):
+        crl = issuer_crl(
+            crls,
+            issuer,
+            now=now,
+            missing=CRL_NOT_TRUSTED if issuer is root else CRL_MISSING,
+        )
+        used.append(crl_summary(crl))
+        revoked = revocation_of(crl, certificate.serial_number)
+        if revoked is not None:
+            raise Refused(
+                f"the certificate {certificate.subject.rfc4514_string()} (serial "
+                f"{revoked['serial']}) was revoked by {revoked['issuer']} on "
+                f"{revoked['revoked_at']} ({revoked['reason']}): it certifies nothing",
+                field="certificate" if certificate is path[0] else "intermediates",
+                code=REVOKED,
+            )
+    return {"checked": True, "crls": used}
 
 
 _SIGNING_KEYS = (
@@ -287,6 +578,14 @@ def _spki(public: Any) -> bytes:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def _load_certificates(pem: str, field: str) -> list[x509.Certificate]:
+    marker = "-----BEGIN CERTIFICATE-----"
+    blocks = [marker + part for part in pem.split(marker)[1:]]
+    if not blocks:
+        raise ValidationFailed("not a PEM certificate", field=field)
+    return [_load_certificate(block, field) for block in blocks]
 
 
 def _load_certificate(pem: str, field: str) -> x509.Certificate:

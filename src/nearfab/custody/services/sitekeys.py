@@ -119,6 +119,10 @@ def _parse_key(row: Any, where: str) -> PublicSiteKey:
     )
 
 
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
 def _time(text: str, where: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
@@ -136,9 +140,15 @@ class KeyImport:
 
     registered: list[str] = field(default_factory=list)
     already_held: list[str] = field(default_factory=list)
+    # keys held here that a certified statement says were retired earlier than this node knew
+    # (their `retired_at` brought forward, audited)
+    retired: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"registered": self.registered, "already_held": self.already_held}
+        out: dict[str, Any] = {"registered": self.registered, "already_held": self.already_held}
+        if self.retired:
+            out["retired"] = self.retired
+        return out
 
 
 def export_certified_site_keys(
@@ -165,6 +175,7 @@ def import_exported_site_keys(
     trust_on_word: bool,
     own_site_id: str | None,
     reason: str,
+    crl_pem: bytes | None = None,
 ) -> KeyImport:
     """What `nearfab node keys import` does with an exported file: a certified bundle is
     checked against the network CA (`import_certified_site_keys`; without the CA:
@@ -184,6 +195,7 @@ def import_exported_site_keys(
             network_ca_pem=network_ca_pem,
             own_site_id=own_site_id,
             reason=reason,
+            crl_pem=crl_pem,
         )
     keys = parse_site_keys(document)  # a malformed file is named as such first
     if not trust_on_word:
@@ -205,6 +217,7 @@ def import_certified_site_keys(
     network_ca_pem: bytes,
     own_site_id: str | None,
     reason: str,
+    crl_pem: bytes | None = None,
 ) -> KeyImport:
     """Register the keys of a certified statement (`export_certified_site_keys` at the site),
     once its certificate chains to `network_ca_pem` (the network CA this node was given), is
@@ -212,12 +225,19 @@ def import_certified_site_keys(
     or code), and its signature over the statement verifies (keycerts.verify_statement; each
     refusal a `Refused` naming the reason: `certificate_not_trusted`, `certificate_expired`,
     `certificate_not_yet_valid`, `certificate_for_other_site`, `statement_signature_invalid`,
-    `statement_signed_outside_validity`). Then as `import_site_keys`, each audit row naming the
-    certificate (subject, issuer, serial, SHA-256 fingerprint, validity) and `signed_at`."""
+    `statement_signed_outside_validity`; through intermediate CAs: `certificate_chain_broken`,
+    `intermediate_not_ca`, `path_length_exceeded`; with `crl_pem`, the network's CRLs:
+    `crl_not_trusted`, `crl_missing`, `crl_expired`, `certificate_revoked`). Then as
+    `import_site_keys`, each audit row naming the certificate (subject, issuer, serial, SHA-256
+    fingerprint, validity, the intermediates), `signed_at` and the CRLs read (`revocation`). A
+    key already held whose retirement the statement dates earlier than this node knew (or
+    that this node held as not retired) has its `retired_at` brought forward to the
+    statement's, audited (`retired`): its signatures after that time are refused here."""
     if not reason.strip():
         raise ValidationFailed("give the reason for registering these keys", field="reason")
     network_ca = keycerts.load_network_ca(network_ca_pem)
-    certified = keycerts.verify_statement(bundle, network_ca, now=uow.clock.now())
+    crls = keycerts.load_crls(crl_pem) if crl_pem is not None else None
+    certified = keycerts.verify_statement(bundle, network_ca, now=uow.clock.now(), crls=crls)
     keys = parse_site_keys(certified.document)
     site_id = certified.document.get("site_id")
     if not isinstance(site_id, str) or not site_id:
@@ -256,6 +276,7 @@ def import_certified_site_keys(
         "basis": "certificate",
         "certificate": certified.certificate,
         "signed_at": certified.signed_at.isoformat(),
+        "revocation": certified.revocation,
     }
     return _register(uow, actor, keys, own_site_id=own_site_id, reason=reason, trust=trust)
 
@@ -338,6 +359,25 @@ def _register(
     for key in wanted.values():
         if key.key_id in held:
             result.already_held.append(key.key_id)
+            known = held[key.key_id]
+            if (
+                trust["basis"] == "certificate"
+                and key.retired_at is not None
+                and (known.retired_at is None or key.retired_at < known.retired_at)
+            ):
+                audit(
+                    uow,
+                    actor,
+                    AuditAction.UPDATE,
+                    KEY_ENTITY,
+                    key.key_id,
+                    old={"retired_at": _iso(known.retired_at)},
+                    new={"retired_at": key.retired_at.isoformat(), "trust": trust},
+                    reason=reason,
+                    site_id=key.site_id,
+                )
+                known.retired_at = key.retired_at
+                result.retired.append(key.key_id)
             continue
         uow.session.add(
             SiteKey(
