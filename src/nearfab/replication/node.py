@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from nearfab.replication.services import ReplicationService, SendResult
 from nearfab.replication.transport import InboxSubscriber, OutboxPublisher
 from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 # what the control site decides for the sites and sends them: recalls, master files (released
 # versions), release decisions, orders it took for a site and their cancellations. Its other
@@ -60,6 +63,13 @@ def start_inbox(
         subscriptions = [origin_filter()]
     else:
         subscriptions = [origin_filter(control_site_id)]
+    if service.decisions is not None:
+        # a site node tries again what waits here, whether or not anything arrives (`nearfab
+        # node receive` on a node cut off from the control; the link retries at each pass)
+        try:
+            service.decisions.retry_waiting(uow_factory)
+        except Exception:  # the next batch or pass tries again
+            log.exception("retrying the control's records waiting here failed")
 
     def apply(messages: list[bytes]) -> object:
         with uow_factory() as uow:
