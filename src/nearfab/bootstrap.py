@@ -74,6 +74,7 @@ from nearfab.replication.releases import (
     hand_over_orders,
     sign_decisions,
 )
+from nearfab.replication.transfers import ControlTransfers, SiteReleases
 from nearfab.scheduling import SchedulingService
 from nearfab.simulation.kit import SimulationKit
 from nearfab.telemetry import (
@@ -135,6 +136,8 @@ class App:
     # dossiers; the control node's QP decides on them
     dossiers: SiteDossiers | None = None
     remote_releases: ControlReleases | None = None
+    # orders moved between site nodes (replication/transfers.py): the control node's side
+    transfers: ControlTransfers | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.clock, self.bus)
@@ -165,13 +168,18 @@ class App:
         with self.uow() as uow:
             hub = control_site(uow.session)
             control = hub.id if hub is not None else None
+        before_pass = self.dossiers.send_ready if self.dossiers is not None else None
+        after_receive = None
+        if self.transfers is not None:  # the control: hand over orders given up for a transfer
+            before_pass = after_receive = self.transfers.hand_over_released
         self.link = NodeLink(
             self.replication,
             self.uow,
             BrokerAddress.parse(url),
             self.clock,
             control_site_id=control,
-            before_pass=self.dossiers.send_ready if self.dossiers is not None else None,
+            before_pass=before_pass,
+            after_receive=after_receive,
         )
         self.link.start()
 
@@ -479,6 +487,7 @@ def build_app(
         replication.ledger = custody_chain.ledger
     dossiers: SiteDossiers | None = None
     remote_releases: ControlReleases | None = None
+    transfers: ControlTransfers | None = None
     if replication is not None:  # a site node: the control's decisions, its use cases refused
         from nearfab.network.reads import control_site
         from nearfab.replication.decisions import wire_site_node
@@ -495,6 +504,7 @@ def build_app(
             master_files=master_files,
             orders=orders,
             plans=scheduling,
+            transfers=SiteReleases(replication, scheduling, custody_chain.ledger),
         )
         if node.site_node:  # its batches' dossiers go to the control site's QP
             dossiers = SiteDossiers(
@@ -510,6 +520,7 @@ def build_app(
             custody_chain.recalls.on_created(sign_decisions(ledger, control_id, "recall"))
             orders.on_taken(hand_over_orders(ledger, control_id))
             orders.on_cancelled(hand_over_cancellations(ledger, control_id))
+            transfers = ControlTransfers(replication, orders, ledger)  # orders between sites
             comparability.reports.received_batches = received_batches  # the sites' batches
 
     return App(
@@ -538,6 +549,7 @@ def build_app(
         runner=runner,
         dossiers=dossiers,
         remote_releases=remote_releases,
+        transfers=transfers,
         telemetry=telemetry,
         ingestor=ingestor,
         monitor=monitor,

@@ -274,6 +274,12 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/orders/{order_id}/replan"): Call(
         P.ORDER_REPLAN, True, body=lambda w: {"reason": ""}
     ),
+    # an order moved between site nodes (api/planning.py): this world is one database, so the
+    # allowed are answered 409 not_control_node once their role is checked (tests/replication/
+    # test_order_transfer.py moves orders on three nodes and attacks the site rule there)
+    ("POST", "/api/v1/orders/{order_id}/transfer"): Call(
+        P.PLAN_RUN, body=lambda w: {"to_site": SITE_B, "reason": "matrix"}
+    ),
     ("POST", "/api/v1/jobs/{job_id}/ticket"): Call(P.TICKET_ISSUE, True),
     # the control site's approval of a build (api/routes.py): the world's job is a medicine's
     # at a hospital pharmacy, which needs none (409 after the role and the network reach;

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from nearfab.api.deps import AppDep, allowed
-from nearfab.common.errors import NotFound
-from nearfab.identity import Actor, Permission
+from nearfab.api.deps import AppDep, UowDep, allowed
+from nearfab.common.errors import NotFound, Refused
+from nearfab.identity import Actor, Permission, authorize_declared
+from nearfab.replication.schemas import OrderTransferOut
 from nearfab.scheduling.schemas import (
     CollectionOut,
     CollectionsOut,
@@ -249,3 +250,39 @@ def record_collected(
             collected_at=body.collected_at, reason=body.reason,
         )  # fmt: skip
         return appointment_dict(row, None)
+
+
+class TransferIn(BaseModel):
+    to_site: str = Field(min_length=1, max_length=64)  # the receiving site's code or id
+    reason: str = Field(max_length=2000)
+
+
+@router.post(
+    "/orders/{order_id}/transfer",
+    status_code=201,
+    response_model=OrderTransferOut,
+    tags=["orders"],
+)
+def transfer_order(
+    order_id: str,
+    body: TransferIn,
+    actor: Annotated[Actor, allowed(Permission.PLAN_RUN)],
+    application: AppDep,
+    uow: UowDep,
+) -> dict[str, Any]:
+    """At the control node: move an order from the site node holding it to another site's
+    node (docs/replication.md, "Orders moved between sites"). The caller plans for both sites.
+    The giving site gives it up by its own rules (or refuses, naming the order's state), then
+    the control hands it to the receiving site. Elsewhere 409 `not_control_node`."""
+    if application.transfers is None:
+        authorize_declared(actor, Permission.PLAN_RUN)
+        raise Refused(
+            "orders are moved between site nodes only at the control node of a replicated "
+            "network (docs/replication.md)",
+            field="node",
+            code="not_control_node",
+        )
+    made = application.transfers.request(
+        uow, actor, order_id, to_site=body.to_site, reason=body.reason
+    )
+    return made.to_dict()

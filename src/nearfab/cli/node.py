@@ -1,6 +1,6 @@
 """CLI: a site as a node of its own (`nearfab node outbox|replicate|receive|inbox status|inbox
-anchor|keys export|keys import|rekey`; docs/replication.md). The data folder is a node when
-NEARFAB_NODE_SITE names its site."""
+anchor|keys export|keys import|rekey|transfer|transfers`; docs/replication.md). The data
+folder is a node when NEARFAB_NODE_SITE names its site."""
 
 from __future__ import annotations
 
@@ -166,8 +166,9 @@ def receive(
     with application.uow() as uow:
         found = control_site(uow.session)
         control = found.id if found is not None else None
+    after = application.transfers.hand_over_released if application.transfers else None
     try:
-        inbox = start_inbox(service, application.uow, address, control_site_id=control)
+        inbox = start_inbox(service, application.uow, address, control_site_id=control, after=after)
     except ConnectionError as exc:
         err_console.print(f"[bold red]broker out of reach[/]: {exc}")
         raise typer.Exit(code=3) from None
@@ -684,3 +685,64 @@ def rekey(
         f"{result.new_signing_key}"
         + ("" if result.old_audit_key_kept else " (the old audit key is not kept)"),
     )
+
+
+@app.command("transfer")
+def transfer(
+    ctx: typer.Context,
+    order_id: Annotated[str, typer.Argument(help="The order to move.")],
+    to_site: Annotated[str, typer.Option("--to", help="The receiving site (code or id).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")],
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """At the control node: move an order from the site node holding it to another site's node.
+    The giving site gives it up by its own rules, or refuses naming the order's state (a batch
+    started); once its signed release arrives here, the order is handed to the receiving site
+    (`nearfab node receive`, or a serving node's link). See `nearfab node transfers`."""
+    from nearfab.common.errors import DomainError
+
+    application, _service = _node(ctx, data_dir)
+    if application.transfers is None:
+        err_console.print("[bold red]not the control node[/]: orders are moved at the control")
+        raise typer.Exit(code=2)
+    try:
+        with application.uow() as uow:
+            made = application.transfers.request(
+                uow, local_actor(), order_id, to_site=to_site, reason=reason
+            )
+    except DomainError as exc:
+        fail(exc, as_json)
+    done(
+        made.to_dict(),
+        as_json,
+        f"transfer {made.transfer_id}: order {made.order_id} from {made.from_site_id} to "
+        f"{made.to_site_id}, asked of the giving site (record {made.record_id})",
+    )
+
+
+@app.command("transfers")
+def transfers(
+    ctx: typer.Context,
+    order_id: Annotated[str | None, typer.Option("--order", help="One order's only.")] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+) -> None:
+    """At the control node: the orders moved between site nodes, and where each transfer is
+    (requested, handed_over, ended and why). Acts first on what the giving sites answered."""
+    application, _service = _node(ctx, data_dir)
+    if application.transfers is None:
+        err_console.print("[bold red]not the control node[/]: orders are moved at the control")
+        raise typer.Exit(code=2)
+    application.transfers.hand_over_released(application.uow)
+    with application.uow() as uow:
+        found = application.transfers.read(uow, local_actor(), order_id)
+    if as_json:
+        emit_json([t.to_dict() for t in found])
+        return
+    table = Table("transfer", "order", "from", "to", "status", "outcome")
+    for t in found:
+        table.add_row(
+            t.transfer_id, t.order_id, t.from_site_id, t.to_site_id, t.status, t.outcome or ""
+        )
+    console.print(table)

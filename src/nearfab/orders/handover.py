@@ -617,3 +617,149 @@ def check_handed_over_cancellation(
             code="not_cancellable",
         )
     return order
+
+
+# --- an order moved from the site node that holds it to another (docs/replication.md, "Orders
+# moved between sites") -----------------------------------------------------------------------
+TRANSFER_FORMAT = "nearfab-order-transfer/1"
+RELEASE_FORMAT = "nearfab-order-release/1"
+# the states a site gives an order up from for a transfer: not started (designed), or scheduled
+# (its job goes with it, as in a cancellation: scheduling's `cancel_order`); from any other a
+# batch has started, or it ended, or it is not designed (nothing to make elsewhere)
+TRANSFERABLE_STATES = frozenset({OrderStatus.DESIGNED.value, OrderStatus.SCHEDULED.value})
+
+
+def transfer_body(
+    *,
+    transfer_id: str,
+    order_id: str,
+    from_site_id: str,
+    to_site_id: str,
+    reason: str,
+    requested_by: str,
+    requested_at: datetime,
+) -> dict[str, Any]:
+    """The control's decision to move an order from the site node holding it to another: which
+    transfer, which order, from where to where, why, by whom and when."""
+    return {
+        "format": TRANSFER_FORMAT,
+        "transfer_id": transfer_id,
+        "order_id": order_id,
+        "from_site_id": from_site_id,
+        "to_site_id": to_site_id,
+        "reason": reason,
+        "requested_by": requested_by,
+        "requested_at": requested_at.isoformat(),
+    }
+
+
+def check_transferable(uow: UnitOfWork, body: dict[str, Any], *, site_id: str) -> Order:
+    """At the site node `site_id`: the order a transfer decided at the control names, if this
+    site may give it up (designed, or scheduled: its job goes with it). Refused, nothing
+    written: a body not of this format (naming the field); a transfer from another site
+    (`another_site`) or to this same site (`same_site`); an order not held here yet
+    (`order_not_held`: its hand-over waits, in `HANDOVER_WAITS`) or held as another site's
+    (`another_site`); an order in any other state (`not_transferable`, naming it: a batch has
+    started from it, it ended, or it is not designed)."""
+    if not isinstance(body, dict) or body.get("format") != TRANSFER_FORMAT:
+        raise ValidationFailed(f"format: expected {TRANSFER_FORMAT}", field="format")
+    for name in ("transfer_id", "order_id", "from_site_id", "to_site_id"):
+        if not isinstance(body.get(name), str) or not body.get(name):
+            raise ValidationFailed(f"{name}: expected an id", field=name)
+    order_id = str(body["order_id"])
+    if body["from_site_id"] != site_id:
+        raise Refused(
+            f"from_site_id: order {order_id} is moved from another site: this node gives up "
+            "its own site's orders only",
+            field="from_site_id",
+            code="another_site",
+        )
+    if body["to_site_id"] == site_id:
+        raise Refused(
+            f"to_site_id: order {order_id} is moved to this same site",
+            field="to_site_id",
+            code="same_site",
+        )
+    order = uow.session.get(Order, order_id)
+    if order is None:
+        raise Refused(
+            f"order {order_id} is not held here yet (its hand-over not taken): the transfer "
+            "waits for it",
+            field="order_id",
+            code="order_not_held",
+        )
+    if order.site_id != site_id:
+        raise Refused(
+            f"order_id: order {order_id} is another site's here: this node gives up its own "
+            "site's orders only",
+            field="order_id",
+            code="another_site",
+        )
+    if order.status not in TRANSFERABLE_STATES:
+        started = order.status not in ENDED_STATES and order.status not in (
+            OrderStatus.RECEIVED.value,
+            OrderStatus.STOPPED.value,
+        )
+        raise Refused(
+            f"order {order_id} is {order.status} here"
+            + (": a batch has started from it" if started else "")
+            + ", so this site does not give it up; it stays here and is not made at the "
+            "other site",
+            field="order.status",
+            code="not_transferable",
+        )
+    return order
+
+
+def release_body(
+    uow: UnitOfWork, order: Order, transfer: dict[str, Any], *, transfer_record: str
+) -> dict[str, Any]:
+    """What the site giving an order up for a transfer sends the control: the transfer it
+    answers (its id and the control's record), the order's state when given up, and the order
+    as this site holds it (`handover_body`: the control hands it over to the receiving site
+    from it; identifying data still ciphertext)."""
+    return {
+        "format": RELEASE_FORMAT,
+        "transfer_id": transfer["transfer_id"],
+        "transfer_record": transfer_record,
+        "order_id": order.id,
+        "from_site_id": order.site_id,
+        "to_site_id": transfer["to_site_id"],
+        "status_before": order.status,
+        "handover": handover_body(uow, order),
+    }
+
+
+def transferred_handover(handover: dict[str, Any], *, to_site_id: str) -> dict[str, Any]:
+    """The hand-over body for the receiving site, from the one the giving site sent: the same
+    rows, the order now that site's and designed again (a scheduled order's plan stayed with
+    the site that gave it up, its job cancelled there)."""
+    order = dict(handover.get("order") or {})
+    order["site_id"] = to_site_id
+    order["status"] = OrderStatus.DESIGNED.value
+    return {**handover, "site_id": to_site_id, "order": order}
+
+
+def move_copy(
+    uow: UnitOfWork, actor: Actor, order_id: str, *, to_site_id: str, reason: str
+) -> Order | None:
+    """At the control node: its copy of an order moved to another site's node (the site it
+    now belongs to, so a cancellation made at the control goes there), audited in the
+    caller's transaction. None: the control holds no copy (the site took the order itself)."""
+    order = uow.session.get(Order, order_id)
+    if order is None:
+        return None
+    before = order.site_id
+    order.site_id = to_site_id
+    audit(
+        uow,
+        actor,
+        AuditAction.UPDATE,
+        "order",
+        order.id,
+        old={"site_id": before},
+        new={"site_id": to_site_id},
+        reason=reason,
+        site_id=to_site_id,
+    )
+    return order

@@ -11,23 +11,21 @@ naming the control's record it applies (id and hash), in the transaction that ac
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
-from nearfab.identity.reads import audit_entries_on, audit_head_view
+from nearfab.identity.reads import audit_entries_on
 from nearfab.orders import HANDOVER_WAITS
 from nearfab.replication.logic import (
     Record,
@@ -37,6 +35,7 @@ from nearfab.replication.logic import (
     handover_ref,
     publication_ref,
     recall_ref,
+    transfer_ref,
     withdrawal_ref,
 )
 from nearfab.replication.models import InboxRecord, OutboxRecord
@@ -59,6 +58,11 @@ HANDOVER_ENTITY = "order_handover"  # control audit rows: an order a site node m
 # control audit rows: a handed-over order cancelled at the control (its site's node cancels it
 # by its own rules, or refuses naming the order's state)
 CANCELLATION_ENTITY = "order_cancellation"
+# control audit rows: an order moved from the site node holding it to another (transfers.py);
+# the giving site gives it up by its own rules, or refuses naming the order's state
+TRANSFER_ENTITY = "order_transfer"
+# site audit rows: an order given up here for a transfer, carrying it for the receiving site
+RELEASE_ENTITY = "order_release"
 REVERIFIED_ENTITY = "replication_reverify"  # audit rows: dispensed packs settled through
 DECISION_KIND = "decision"  # the control's signed ledger entry of a decision (LedgerKind)
 # a pack in one of these states, or of a rejected batch, must not be with a patient
@@ -106,6 +110,19 @@ class Orders(Protocol):  # the part of orders' OrderService used here
 
 class Plans(Protocol):  # the part of scheduling's SchedulingService used here
     def cancel_order(self, uow: UnitOfWork, actor: Actor, order_id: str, *, reason: str) -> Any: ...
+
+
+class Transfers(Protocol):  # transfers.SiteReleases: an order given up for a transfer
+    def release(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        transfer: dict[str, Any],
+        *,
+        transfer_record: str,
+        note: str,
+        applied: Callable[[str], None],
+    ) -> str: ...
 
 
 class Alerts(Protocol):  # the part of custody's Packs used here
@@ -185,6 +202,8 @@ def _signed_ref(row: dict[str, Any]) -> str:
         return handover_ref(str(row.get("entity_id")))
     if row.get("entity_type") == CANCELLATION_ENTITY:
         return cancellation_ref(str(row.get("entity_id")))
+    if row.get("entity_type") == TRANSFER_ENTITY:
+        return transfer_ref(str(row.get("entity_id")))
     if row.get("entity_type") == "recall":
         return recall_ref(str(row.get("entity_id")))
     return withdrawal_ref(str(row.get("entity_id")))
@@ -230,24 +249,22 @@ def _order_records(
     return first_cancel, handover_of
 
 
-def _tracked(
-    method: Callable[[ControlDecisions, Callable[[], UnitOfWork]], DecisionsResult],
-) -> Callable[[ControlDecisions, Callable[[], UnitOfWork]], DecisionsResult]:
-    """A decisions pass, one at a time in a process (the inbox's batches and the link's
-    retries run in two threads), noting what it left open (records waiting or failed) and
-    the audit trail's head before it began: `retry_waiting` runs the next pass only when
-    something is open and something has been written here since (docs/replication.md)."""
-
-    @functools.wraps(method)
-    def run(self: ControlDecisions, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult:
-        with self._pass_lock:
-            head = self._audit_head(uow_factory)
-            result = method(self, uow_factory)
-            self._open = {*result.waiting, *result.failed}
-            self._open_at_head = head
-            return result
-
-    return run
+def _first_transfers(records: list[Record], signed: dict[str, set[str]]) -> dict[str, str]:
+    """Of the control's records held (seq order): per transfer it signed (`transfer_id`), the
+    first record carrying it, the one acted on: a later record carrying the same signed
+    transfer is a replay."""
+    first: dict[str, str] = {}
+    mark = f'"entity_type":"{TRANSFER_ENTITY}"'
+    for record in records:
+        if record.kind != "audit" or mark not in record.payload:
+            continue
+        row = json.loads(record.payload)
+        if row.get("entity_type") != TRANSFER_ENTITY or row.get("action") != "create":
+            continue
+        if decision_digest(row.get("new") or {}) not in signed.get(_signed_ref(row), set()):
+            continue  # not the control's decision
+        first.setdefault(str((row.get("new") or {}).get("transfer_id")), record.id)
+    return first
 
 
 def _time(text: str) -> datetime:
@@ -268,8 +285,10 @@ class ControlDecisions:
         master_files: MasterFiles | None = None,
         orders: Orders | None = None,
         plans: Plans | None = None,
+        transfers: Transfers | None = None,
     ) -> None:
         self.service = service
+        self._transfers = transfers  # an order the control moves to another site: given up
         self._orders = orders
         self._plans = plans  # a cancellation made at the control: a scheduled order's job too
         self._master_files = master_files
@@ -279,13 +298,7 @@ class ControlDecisions:
         self._releases = releases
         # the system actor acting at this site on the control's signed decisions
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
-        # the last pass (`_tracked`): the records it left waiting or failed (None: no pass yet
-        # in this process) and the audit trail's head when it began
-        self._pass_lock = threading.RLock()
-        self._open: set[str] | None = None
-        self._open_at_head: int | None = None
 
-    @_tracked
     def apply_pending(self, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult:
         """Act once on every control record held and not yet acted on, in seq order, each in
         its own transaction with its audit row; then re-verify the packs dispensed here since
@@ -311,6 +324,7 @@ class ControlDecisions:
         usable = _contiguous(records)
         signed = _signed_decisions(usable)
         first_cancel, handover_of = _order_records(usable, signed)
+        first_transfer = _first_transfers(usable, signed)
         unchecked = list(getattr(statuses.get(origin), "unverified_keys", []) or [])
         for record in usable:
             if (APPLIED_ENTITY, record.id) in done:
@@ -341,7 +355,14 @@ class ControlDecisions:
                 and self._orders is not None
                 and self._plans is not None
             )
-            if not (recall or release or master_file or handover or cancellation):
+            transfer = (
+                row.get("entity_type") == TRANSFER_ENTITY
+                and row.get("action") == "create"
+                and (row.get("new") or {}).get("from_site_id") == self.service.site_id
+                and self._transfers is not None
+                and self._orders is not None
+            )
+            if not (recall or release or master_file or handover or cancellation or transfer):
                 continue  # not a decision this site acts on (docs: "Not yet")
             if problems:
                 if (REFUSED_ENTITY, record.id) not in done:
@@ -359,6 +380,9 @@ class ControlDecisions:
             order_id = str(row.get("entity_id"))
             if cancellation and first_cancel.get(order_id) != record.id:
                 continue  # a replay: the order's one cancellation was acted on (or waits)
+            transfer_id = str((row.get("new") or {}).get("transfer_id"))
+            if transfer and first_transfer.get(transfer_id) != record.id:
+                continue  # a replay: the transfer was acted on (or waits)
             if unchecked:
                 why = (
                     "the control's signing key is not known here, so the signature "
@@ -369,12 +393,15 @@ class ControlDecisions:
                 result.refused[record.id] = why
                 continue
             try:
-                if cancellation:
+                if cancellation or transfer:
                     hid = handover_of.get(order_id)
                     settled = hid is not None and (
                         (APPLIED_ENTITY, hid) in done or hid in result.applied
                     )
-                    self._apply_cancellation(uow_factory, record, row, settled)
+                    if transfer:
+                        self._apply_transfer(uow_factory, record, row, settled)
+                    else:
+                        self._apply_cancellation(uow_factory, record, row, settled)
                 elif not self._act(uow_factory, record, row, recall, release, handover):
                     continue  # held here already: nothing to do
             except _Waits as waits:  # may come right by itself: on record once, tried again
@@ -695,6 +722,66 @@ class ControlDecisions:
             )
         self._not_applied(uow_factory, record, about, failed, note)
 
+    # --- an order the control moves from this site to another ----------------------------------
+    def _apply_transfer(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        record: Record,
+        row: dict[str, Any],
+        handover_settled: bool,
+    ) -> None:
+        """Give up an order the control moves from this site to another (transfers.py,
+        `SiteReleases.release`), by this site's rules: one designed or scheduled (its job
+        with it) is cancelled here, and the release, carrying the order, goes back signed with
+        this site's key; the applied row goes first, in the same transaction. Refused, final
+        and on record naming the state (`not_transferable`): an order a batch has started
+        from, or ended, or not designed here; the control then hands it to no one. An order
+        not held here yet waits for its hand-over (`_Waits`); one whose hand-over was settled
+        without taking it is refused (nothing to give up)."""
+        assert self._transfers is not None
+        new = row.get("new") or {}
+        order_id = str(row.get("entity_id"))
+        about = {
+            **self._about(record, row),
+            "order_id": order_id,
+            "transfer_id": new.get("transfer_id"),
+            "to_site_id": new.get("to_site_id"),
+        }
+        note = (
+            f"order {order_id} moved at the control site to site {new.get('to_site_id')} by "
+            f"{new.get('requested_by')}: {new.get('reason') or 'no reason given'} "
+            f"(record {record.id})"
+        )
+        with uow_factory() as uow:
+            try:
+                if new.get("order_id") != order_id:
+                    raise ValidationFailed(
+                        f"order_id: {new.get('order_id')} is not the record's order {order_id}",
+                        field="order_id",
+                    )
+                self._transfers.release(
+                    uow,
+                    self.actor,
+                    dict(new),
+                    transfer_record=record.id,
+                    note=note,
+                    applied=lambda outcome: self._note(uow, record, about, outcome, note),
+                )
+                return
+            except DomainError as exc:
+                uow.session.rollback()
+                failed = exc
+        if failed.code == "order_not_held":
+            if not handover_settled:  # its hand-over waits or has not arrived: so does this
+                raise _Waits(failed.message, failed.code) from failed
+            failed = Refused(
+                f"order {order_id} was never taken here (its hand-over was not): nothing to "
+                "give up",
+                field="order_id",
+                code="not_taken_here",
+            )
+        self._not_applied(uow_factory, record, about, failed, note)
+
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
     def _apply_master_file(
         self, uow_factory: Callable[[], UnitOfWork], record: Record, row: dict[str, Any]
@@ -737,34 +824,6 @@ class ControlDecisions:
             f"master file {mf_id} from the control site (record {record.id})",
         )
         return True
-
-    def retry_waiting(self, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult | None:
-        """Try again what waits here with nothing new received (each pass of the node's link,
-        and `start_inbox`): a record waits for something that may come right here by itself
-        (the version it is made to becoming effective, the order it replaces leaving the plan),
-        so it is not left for the control's next record, nor for ever at a site cut off from
-        the control. A whole pass (`apply_pending`: the same checks, records applied or refused
-        skipped by their rows, a waiting row written again only when its reason changed) when
-        the last pass left a record waiting or failed and this node's audit trail has moved
-        since that pass began: every change that can unblock one (a master-file version
-        installed, an order's transition, an order taken) writes its audit row in its
-        transaction. Otherwise nothing, and when nothing is open no statement at all. The
-        first call in a process always passes (what waits is not known yet). Returns the
-        pass's result, or None when it was not needed (the link spaces its retries on a busy
-        node: `link.RETRY_SHARE`)."""
-        with self._pass_lock:
-            if self._open is not None:
-                if not self._open:
-                    return None  # nothing waits here
-                if self._audit_head(uow_factory) == self._open_at_head:
-                    return None  # nothing written here since: nothing came right
-            return self.apply_pending(uow_factory)
-
-    @staticmethod
-    def _audit_head(uow_factory: Callable[[], UnitOfWork]) -> int:
-        """This node's audit trail's last seq (one row read)."""
-        with uow_factory() as uow:
-            return int(uow.session.scalar(select(audit_head_view())) or 0)
 
     def waiting(self, uow: UnitOfWork) -> dict[str, str]:
         """The control records not acted on yet because what they need may come right here by
@@ -917,24 +976,26 @@ def waiting_at(uow: UnitOfWork, site_id: str, control_site_id: str | None) -> li
     """The control's records waiting at this site node (oldest wait first): each with a
     `replication_waiting` row of this site and no applied or refused row yet. Only orders
     handed over and their cancellations wait (orders' `HANDOVER_WAITS`), so the candidates are
-    the control's audit records about them, found by what they are about (the inbox's indexed
-    column `about`, 0033, not a scan of the payloads' text), then their rows (three
+    the control's audit records about them, found by their payload, then their rows (three
     statements, the last two by id)."""
     if control_site_id is None or control_site_id == site_id:
         return []  # the control node acts on no one's decisions
     s = uow.session
-    # the kind checked here, not in SQL: a condition on it would lead SQLite to the kind's
-    # index, every audit record of the control
-    ids = [
-        record_id
-        for record_id, kind in s.execute(
-            select(InboxRecord.id, InboxRecord.kind).where(
-                InboxRecord.about.in_((HANDOVER_ENTITY, CANCELLATION_ENTITY)),
+    about_orders = or_(
+        *(
+            InboxRecord.payload.contains(f'"entity_type":"{entity}"')
+            for entity in (HANDOVER_ENTITY, CANCELLATION_ENTITY)
+        )
+    )
+    ids = list(
+        s.scalars(
+            select(InboxRecord.id).where(
                 InboxRecord.origin_site == control_site_id,
+                InboxRecord.kind == "audit",
+                about_orders,
             )
         )
-        if kind == "audit"
-    ]
+    )
     rows = audit_entries_on(s, {WAITING_ENTITY: ids, APPLIED_ENTITY: ids, REFUSED_ENTITY: ids})
     settled = {r.entity_id for r in rows if r.entity_type != WAITING_ENTITY}
     waits: dict[str, list[Any]] = {}
@@ -988,6 +1049,7 @@ def wire_site_node(
     master_files: MasterFiles | None = None,
     orders: Orders | None = None,
     plans: Plans | None = None,
+    transfers: Transfers | None = None,
 ) -> ControlDecisions | None:
     """Bootstrap, for a site node: act on the control's decisions as they arrive
     (`service.decisions`), and make the services' shared `NodeRole` a site node's, so the
@@ -995,7 +1057,7 @@ def wire_site_node(
     if control_site_id is None or control_site_id == service.site_id:
         return None
     decisions = ControlDecisions(
-        service, control_site_id, recalls, alerts, releases, master_files, orders, plans
+        service, control_site_id, recalls, alerts, releases, master_files, orders, plans, transfers
     )
     service.decisions = decisions
     node.control_site_id = control_site_id

@@ -272,6 +272,19 @@ def cancellation_ref(order_id: str) -> str:
     return f"order_cancellation:{order_id}"
 
 
+def transfer_ref(order_id: str) -> str:
+    """The ref of the control's signed ledger entry for an order it moves from the site that
+    holds it to another site (docs/replication.md, "Orders moved between sites"): each
+    transfer's body names which (`transfer_id`) by SHA-256."""
+    return f"order_transfer:{order_id}"
+
+
+def order_release_ref(order_id: str) -> str:
+    """The ref of a site node's signed ledger entry for an order it gave up for a transfer the
+    control decided (its body names the release's SHA-256)."""
+    return f"order_release:{order_id}"
+
+
 def dossier_ref(batch_id: str) -> str:
     """The ref of a site node's signed ledger entry for a release dossier it sent (one per
     dossier sent: its body names which by SHA-256)."""

@@ -28,6 +28,7 @@ CONTROL_TO_SITES = frozenset(
         "remote_release",
         "order_handover",
         "order_cancellation",  # a handed-over order cancelled at the control (decisions.py)
+        "order_transfer",  # an order moved from the site holding it to another (transfers.py)
     }
 )
 
@@ -56,20 +57,17 @@ def start_inbox(
     broker: BrokerAddress,
     *,
     control_site_id: str | None,
+    after: Callable[[Callable[[], UnitOfWork]], object] | None = None,
 ) -> InboxSubscriber:
     """Subscribe a node to what it receives: the control node to every origin, a site node to
-    the control site's records only. Started; stop it with `.stop()`."""
+    the control site's records only. Started; stop it with `.stop()`. `after`: run after each
+    batch stored (the control node hands over the orders the sites gave up for a transfer,
+    transfers.py); a failure there is logged, the batch stays stored, and the next batch or
+    replicator pass runs it again."""
     if control_site_id is None or control_site_id == service.site_id:
         subscriptions = [origin_filter()]
     else:
         subscriptions = [origin_filter(control_site_id)]
-    if service.decisions is not None:
-        # a site node tries again what waits here, whether or not anything arrives (`nearfab
-        # node receive` on a node cut off from the control; the link retries at each pass)
-        try:
-            service.decisions.retry_waiting(uow_factory)
-        except Exception:  # the next batch or pass tries again
-            log.exception("retrying the control's records waiting here failed")
 
     def apply(messages: list[bytes]) -> object:
         with uow_factory() as uow:
@@ -78,6 +76,11 @@ def start_inbox(
             # a site node acts on what it now holds; a failure leaves the batch unacknowledged,
             # so it comes again and the pass is retried (what was done is known by its audit row)
             service.decisions.apply_pending(uow_factory)
+        if after is not None and applied.applied:
+            try:
+                after(uow_factory)
+            except Exception:  # stored: acted on at the next batch or pass
+                log.exception("acting on the records received failed; tried again later")
         return applied
 
     subscriber = InboxSubscriber(

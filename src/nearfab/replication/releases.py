@@ -267,25 +267,42 @@ def hand_over_orders(ledger: Ledger, control_site_id: str) -> Any:
                 f"a new version of order {order.supersedes} made at the control site (dose "
                 "adjusted): handed over to that site's node"
             )
-        audit(
-            uow,
-            actor,
-            AuditAction.CREATE,
-            HANDOVER_ENTITY,
-            order.id,
-            new=body,
-            reason=reason,
-            site_id=order.site_id,
-        )
-        ledger.append(
-            uow,
-            control_site_id,
-            LedgerKind.DECISION,
-            handover_ref(order.id),
-            {"sha256": decision_digest(body), "order_id": order.id},
-        )
+        signed_handover(uow, actor, ledger, control_site_id, body, reason=reason)
 
     return hand_over
+
+
+def signed_handover(
+    uow: UnitOfWork,
+    actor: Actor,
+    ledger: Ledger,
+    control_site_id: str,
+    body: dict[str, Any],
+    *,
+    reason: str,
+) -> None:
+    """An order handed over to the site node its body names (`body`: orders' `handover_body`,
+    or `transferred_handover` for an order moved between sites): the audit row
+    `order_handover` carrying the body and the control's ledger entry of kind `decision`
+    naming its SHA-256, signed with the control site's key, in the caller's transaction."""
+    order_id = str(body["order_id"])
+    audit(
+        uow,
+        actor,
+        AuditAction.CREATE,
+        HANDOVER_ENTITY,
+        order_id,
+        new=body,
+        reason=reason,
+        site_id=str(body["site_id"]),
+    )
+    ledger.append(
+        uow,
+        control_site_id,
+        LedgerKind.DECISION,
+        handover_ref(order_id),
+        {"sha256": decision_digest(body), "order_id": order_id},
+    )
 
 
 def hand_over_cancellations(ledger: Ledger, control_site_id: str) -> Any:
@@ -367,6 +384,95 @@ def _visible(actor: Actor, dossiers: list[ReceivedDossier]) -> list[ReceivedDoss
     authorize(actor, Permission.RELEASE_QUEUE_READ)
     sites = visible_sites(actor, Permission.RELEASE_QUEUE_READ)
     return [d for d in dossiers if sites is None or d.dossier["site_id"] in sites]
+
+
+def site_signed(
+    uow: UnitOfWork,
+    origin: str,
+    *,
+    kind: LedgerKind,
+    ref: str,
+    body: dict[str, Any],
+    record_seq: int,
+    what: str,
+) -> str | None:
+    """Why a site node's signature on one of its records does not hold (None: it does): the
+    entry of the site's ledger chain of `kind` and `ref` whose body names the record
+    (`body`: its SHA-256 and what it is about, every field equal) must be held, follow the
+    record (`record_seq`: the site signs in the transaction that sends it, so an entry before
+    it signed an earlier sending), carry a signature that verifies with a key of that site
+    known here and not retired before it, be held with every record of the origin before it,
+    and the site's ledger chain up to it must hold together (`ControlReleases._site_signed`
+    for a dossier; `transfers.py` for an order given up for a transfer). `what` names the
+    record in the answer."""
+    ref = ref[:100]
+    ledger = uow.session.execute(  # plain columns: no entity built per record
+        select(InboxRecord.id, InboxRecord.seq, InboxRecord.payload)
+        .where(InboxRecord.origin_site == origin, InboxRecord.kind == RecordKind.LEDGER.value)
+        .order_by(InboxRecord.seq)
+    ).all()
+    rows = [json.loads(r.payload) for r in ledger]
+    at, earlier = None, None  # this sending's entry; an entry naming it before its record
+    for n, row in enumerate(rows):
+        if row.get("kind") == kind.value and row.get("ref") == ref:
+            named = json.loads(str(row.get("payload") or "{}")).get("body") or {}
+            if any(named.get(k) != v for k, v in body.items()):
+                continue
+            # the site signs a record in the transaction that sends it, so its entry
+            # follows the record: one before it signed an earlier sending, and that
+            # record replayed as the newest (its audit row and record rewritten on the
+            # broker, the plain hashes redone) is not what the site sent last
+            if ledger[n].seq < record_seq:
+                earlier = ledger[n].seq
+            elif at is None:
+                at = n
+    if at is None and earlier is not None:
+        return (
+            f"{origin}'s entry naming this {what} (record seq {earlier}) comes before its "
+            f"record (seq {record_seq}): it signed an earlier sending; this one is "
+            f"replayed, not the newest {what} the site sent"
+        )
+    if at is None:
+        return f"the entry of {origin}'s ledger chain signing this {what} is not held here"
+    entry_seq = ledger[at].seq
+    if not rows[at].get("signature"):
+        return f"{origin}'s entry naming this {what} ({ledger[at].id}) carries no signature"
+    # every record before the entry held (a rotation held back is a hole), and the site's
+    # ledger chain up to it intact (each entry's hash over its payload, each linked to the
+    # one before, no ledger seq skipped): the signed entry's hash then covers every entry
+    # before it, so a signed entry rewritten into a rotation, or a rotation into another
+    # kind, is seen; only the rotations' and the entry's signatures are checked
+    held = uow.session.scalar(
+        select(func.count())
+        .select_from(InboxRecord)
+        .where(InboxRecord.origin_site == origin, InboxRecord.seq <= entry_seq)
+    )
+    if held != entry_seq:
+        return (
+            f"the entry of {origin}'s ledger chain signing this {what} is not held here "
+            "with every record before it (yet)"
+        )
+    problem, rotations = _ledger_chain(origin, ledger[: at + 1], rows[: at + 1])
+    if problem is not None:
+        return problem
+    checked = [
+        _to_record(rec)
+        for rec in uow.session.scalars(
+            select(InboxRecord)
+            .where(InboxRecord.id.in_([*rotations, ledger[at].id]))
+            .order_by(InboxRecord.seq)
+        )
+    ]
+    report = verify_signatures(checked, KeyBook(site_public_keys(uow.session)))
+    problems = [*verify_chain(checked[-1:]), *report.problems]
+    if problems:
+        return problems[0]
+    if report.unknown_keys:
+        return (
+            f"{origin}'s signing key is not known here ({', '.join(report.unknown_keys)}): "
+            "register it with `nearfab node keys import`"
+        )
+    return None
 
 
 class ControlReleases:
@@ -507,77 +613,16 @@ class ControlReleases:
         are read, and only the rotations' and the entry's signatures checked
         (`verify_signatures`): the rest of the chain is `inbox status`'s and the anchor's
         business."""
-        origin = received.origin_site
         batch_id = str(received.dossier.get("batch_id"))
-        digest = decision_digest(sent.get("new") or {})
-        ref = dossier_ref(batch_id)[:100]
-        ledger = uow.session.execute(  # plain columns: no entity built per record
-            select(InboxRecord.id, InboxRecord.seq, InboxRecord.payload)
-            .where(InboxRecord.origin_site == origin, InboxRecord.kind == RecordKind.LEDGER.value)
-            .order_by(InboxRecord.seq)
-        ).all()
-        rows = [json.loads(r.payload) for r in ledger]
-        at, earlier = None, None  # this sending's entry; an entry naming it before its record
-        for n, row in enumerate(rows):
-            if row.get("kind") == LedgerKind.DOSSIER.value and row.get("ref") == ref:
-                body = json.loads(str(row.get("payload") or "{}")).get("body") or {}
-                if body.get("sha256") != digest or body.get("batch_id") != batch_id:
-                    continue
-                # the site signs a dossier in the transaction that sends it, so its entry
-                # follows the dossier's record: one before it signed an earlier sending, and
-                # that dossier replayed as the newest (its audit row and record rewritten on
-                # the broker, the plain hashes redone) is not what the site sent last
-                if ledger[n].seq < received.seq:
-                    earlier = ledger[n].seq
-                elif at is None:
-                    at = n
-        if at is None and earlier is not None:
-            return (
-                f"{origin}'s entry naming this dossier (record seq {earlier}) comes before its "
-                f"record (seq {received.seq}): it signed an earlier sending; this one is "
-                "replayed, not the newest dossier the site sent"
-            )
-        if at is None:
-            return f"the entry of {origin}'s ledger chain signing this dossier is not held here"
-        entry_seq = ledger[at].seq
-        if not rows[at].get("signature"):
-            return f"{origin}'s entry naming this dossier ({ledger[at].id}) carries no signature"
-        # every record before the entry held (a rotation held back is a hole), and the site's
-        # ledger chain up to it intact (each entry's hash over its payload, each linked to the
-        # one before, no ledger seq skipped): the signed entry's hash then covers every entry
-        # before it, so a signed entry rewritten into a rotation, or a rotation into another
-        # kind, is seen; only the rotations' and the entry's signatures are checked
-        held = uow.session.scalar(
-            select(func.count())
-            .select_from(InboxRecord)
-            .where(InboxRecord.origin_site == origin, InboxRecord.seq <= entry_seq)
+        return site_signed(
+            uow,
+            received.origin_site,
+            kind=LedgerKind.DOSSIER,
+            ref=dossier_ref(batch_id),
+            body={"sha256": decision_digest(sent.get("new") or {}), "batch_id": batch_id},
+            record_seq=received.seq,
+            what="dossier",
         )
-        if held != entry_seq:
-            return (
-                f"the entry of {origin}'s ledger chain signing this dossier is not held here "
-                "with every record before it (yet)"
-            )
-        problem, rotations = _ledger_chain(origin, ledger[: at + 1], rows[: at + 1])
-        if problem is not None:
-            return problem
-        checked = [
-            _to_record(rec)
-            for rec in uow.session.scalars(
-                select(InboxRecord)
-                .where(InboxRecord.id.in_([*rotations, ledger[at].id]))
-                .order_by(InboxRecord.seq)
-            )
-        ]
-        report = verify_signatures(checked, KeyBook(site_public_keys(uow.session)))
-        problems = [*verify_chain(checked[-1:]), *report.problems]
-        if problems:
-            return problems[0]
-        if report.unknown_keys:
-            return (
-                f"{origin}'s signing key is not known here ({', '.join(report.unknown_keys)}): "
-                "register it with `nearfab node keys import`"
-            )
-        return None
 
     def decide(
         self,

@@ -108,3 +108,20 @@ class SiteAlertOut(Out):
     audit_seq: int
     record_id: str
     received_at: str
+
+
+class OrderTransferOut(Out):
+    """An order moved from the site node holding it to another, as the control holds it
+    (replication/transfers.py): `status` requested (the giving site has not answered), handed
+    over (to the receiving site's node) or ended (`outcome` says why)."""
+
+    transfer_id: str
+    order_id: str
+    from_site_id: str
+    to_site_id: str
+    reason: str
+    requested_by: str
+    requested_at: str
+    record_id: str
+    status: str
+    outcome: str | None

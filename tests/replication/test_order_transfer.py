@@ -1,0 +1,457 @@
+"""Issue 17, the order travels to the site that makes it: the control node moves an order from
+the site node holding it (St Thomas', GSTT-PH) to another site's node (Manchester, MAN-PH). The
+giving site gives it up by its own rules and sends it back signed; only then does the control
+hand it to the receiving site, which makes it. Never made twice, never lost.
+
+Three real nodes, each its own copy of the seeded network (test_chaos.network), records carried
+as their inboxes take them (test_release_across.deliver). Expected values come from the nodes'
+own tables read directly (the order's columns at the giving site, its job, the batches made)
+and from the documented formula of the signed entries (SHA-256 of the canonical JSON of the
+audit body they sign, computed here with `json.dumps`, not with the code's own helper)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from tests import flow_helpers as fh
+from tests.quality.release_helpers import token
+from tests.replication.test_chaos import network
+from tests.replication.test_handover_attacks import deliver_rechained, forge_control_row
+from tests.replication.test_order_handover import batches_of, order_columns, pass_again
+from tests.replication.test_release_across import (
+    applied_rows,
+    canonical_sha256,
+    deliver,
+    unsent,
+)
+from tests.replication.test_replication_mqtt import repl
+from tests.replication.test_site_node_work import order_for
+
+from nearfab.bootstrap import App
+from nearfab.common.errors import Forbidden, NotFound, Refused
+from nearfab.custody import LedgerEntry
+from nearfab.demo import HYDROCORTISONE
+from nearfab.identity import AuditEntry
+from nearfab.orders.models import Order
+from nearfab.replication.outcomes import site_outcomes
+from nearfab.replication.transfers import ControlTransfers, Transfer
+from nearfab.scheduling import Job
+from nearfab.web.server import create_web_app
+
+__all__ = ["network"]
+
+GIVER, TAKER = "GSTT-PH", "MAN-PH"
+
+
+def transfers_of(control: App) -> ControlTransfers:
+    assert control.transfers is not None
+    return control.transfers
+
+
+def request(control: App, order_id: str, to: str = TAKER, who: str = "planner") -> Transfer:
+    with control.uow() as uow:
+        return transfers_of(control).request(
+            uow, fh.actor(control, who), order_id, to_site=to, reason="GSTT printers down"
+        )
+
+
+def send(control: App, *sites: App) -> None:
+    """The control's records not sent yet, to each of these site nodes (their inboxes store
+    them, then each acts on the control's decisions), then marked sent: the broker carries
+    the same records to every site, so a site not named now never gets them (a gap)."""
+    records = unsent(control)
+    for site in sites:
+        with site.uow() as uow:
+            repl(site).apply(uow, [r.to_message() for r in records])
+        decisions = repl(site).decisions
+        assert decisions is not None
+        decisions.apply_pending(site.uow)
+    with control.uow() as uow:
+        ids = [r.id for r in records]
+        repl(control).mark_published(uow, ids, ids)
+
+
+def to_control(site: App, control: App) -> list[str]:
+    """The site's records carried to the control, then the control's pass over the giving
+    sites' answers (what its inbox does after each batch)."""
+    deliver(site, control)
+    return transfers_of(control).hand_over_released(control.uow)
+
+
+def rows(app: App, entity: str, entity_id: str | None = None) -> list[AuditEntry]:
+    with app.uow() as uow:
+        found = list(
+            uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.entity_type == entity).order_by(AuditEntry.seq)
+            )
+        )
+        for row in found:
+            uow.session.expunge(row)
+    return [r for r in found if entity_id is None or r.entity_id == entity_id]
+
+
+def signed_body(app: App, ref: str) -> list[dict[str, Any]]:
+    """The bodies of `app`'s own ledger entries of kind `decision` with this ref."""
+    with app.uow() as uow:
+        entries = uow.session.scalars(
+            select(LedgerEntry).where(LedgerEntry.kind == "decision", LedgerEntry.ref == ref)
+        ).all()
+        return [json.loads(e.payload)["body"] for e in entries]
+
+
+def state(control: App, order_id: str) -> list[tuple[str, str | None]]:
+    with control.uow() as uow:
+        return [(t.status, t.outcome) for t in transfers_of(control).transfers(uow, order_id)]
+
+
+def taken_at_giver(net: dict[str, App]) -> str:
+    """An order taken at the control for St Thomas' and taken by St Thomas' node (Manchester's
+    node has the control's records too, and ignores it)."""
+    control = net["CTRL"]
+    order_id = order_for(control, GIVER)
+    send(control, net[GIVER], net[TAKER])
+    assert order_columns(net[GIVER], order_id) is not None
+    assert order_columns(net[TAKER], order_id) is None
+    return order_id
+
+
+def test_an_order_moved_is_given_up_signed_by_its_site_then_made_by_the_other_only(
+    network: dict[str, App],
+) -> None:
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    before = order_columns(giver, order_id)
+    assert before is not None
+    made = request(control, order_id)
+    assert (made.from_site_id, made.to_site_id) == (
+        fh.site_id(control, GIVER),
+        fh.site_id(control, TAKER),
+    )
+    # the control's decision signed: the entry names the SHA-256 of its audit body
+    (decided,) = rows(control, "order_transfer", order_id)
+    assert decided.new is not None and decided.new["transfer_id"] == made.transfer_id
+    assert signed_body(control, f"order_transfer:{order_id}") == [
+        {
+            "sha256": canonical_sha256(decided.new),
+            "order_id": order_id,
+            "transfer_id": made.transfer_id,
+        }
+    ]
+
+    send(control, giver, taker)
+    assert fh.order_status(giver, order_id) == "cancelled"  # given up there: never made there
+    # the receiving site gets nothing before the giving site's release reached the control
+    assert order_columns(taker, order_id) is None
+    (release,) = rows(giver, "order_release", order_id)
+    assert release.new is not None
+    # the order as the giving site held it, column for column (its own lock aside)
+    sent = dict(release.new["handover"]["order"])
+    assert {k: v for k, v in sent.items() if k != "row_version"} == {
+        k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in before.items()
+    }
+    assert release.new["status_before"] == "designed"
+    # signed with the giving site's key, in its own chain, naming the release's SHA-256
+    assert signed_body(giver, f"order_release:{order_id}") == [
+        {
+            "sha256": canonical_sha256(release.new),
+            "order_id": order_id,
+            "transfer_id": made.transfer_id,
+        }
+    ]
+    (applied,) = [r for r in applied_rows(giver, "order_transfer")]
+    assert applied.action == "create" and applied.new is not None
+    assert applied.new["outcome"] == f"given up here for site {made.to_site_id}"
+
+    # the control hands it to Manchester once St Thomas' release arrived and verified
+    assert to_control(giver, control) == [made.transfer_id]
+    (handover,) = [
+        r for r in rows(control, "order_handover", order_id) if (r.new or {}).get("transfer_id")
+    ]
+    assert handover.new is not None and handover.new["site_id"] == made.to_site_id
+    assert handover.new["order"]["status"] == "designed"
+    assert canonical_sha256(handover.new) in {
+        b["sha256"] for b in signed_body(control, f"order_handover:{order_id}")
+    }
+    assert order_columns(control, order_id)["site_id"] == made.to_site_id  # type: ignore[index]
+    assert state(control, order_id) == [("handed_over", f"handed over: {handover_record(control)}")]
+    # run again: handed over once
+    assert transfers_of(control).hand_over_released(control.uow) == []
+    # Manchester holds it now: moving it "there" again is moving it nowhere
+    with pytest.raises(Refused) as there:
+        request(control, order_id, to=TAKER)
+    assert there.value.code == "same_site"
+
+    send(control, giver, taker)
+    here = order_columns(taker, order_id)
+    assert here is not None
+    assert {**here, "site_id": None, "status": None} == {
+        **before,
+        "site_id": None,
+        "status": None,
+    }
+    assert (here["site_id"], here["status"]) == (made.to_site_id, "designed")
+    send(control, giver, taker)  # the hand-over to Manchester is not St Thomas'
+    assert fh.order_status(giver, order_id) == "cancelled"
+
+    fh.run(giver)
+    fh.run(taker)
+    fh.run(control)
+    assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)
+    assert batches_of(control, order_id) == 0
+
+
+def handover_record(control: App) -> str:
+    """The control's record carrying its newest `order_handover` row."""
+    (newest,) = rows(control, "order_handover")[-1:]
+    return f"{repl(control).site_id}/audit:{newest.seq}"
+
+
+def test_a_scheduled_order_leaves_the_giving_sites_plan_with_its_job(
+    network: dict[str, App],
+) -> None:
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    job_id = fh.schedule(giver, order_id)
+    request(control, order_id)
+    send(control, giver, taker)
+    assert fh.order_status(giver, order_id) == "cancelled"
+    with giver.uow() as uow:
+        job = uow.session.get(Job, job_id)
+        assert job is not None and job.status == "cancelled"  # its machine makes nothing of it
+    (release,) = rows(giver, "order_release", order_id)
+    assert release.new is not None and release.new["status_before"] == "scheduled"
+    (applied,) = applied_rows(giver, "order_transfer")
+    assert applied.new is not None
+    assert applied.new["outcome"].endswith("taken off the plan with its job")
+    to_control(giver, control)
+    send(control, giver, taker)
+    assert fh.order_status(taker, order_id) == "designed"  # planned again there, on its machines
+    fh.run(taker)
+    fh.run(giver)
+    assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)
+
+
+def test_an_order_a_batch_has_started_from_is_refused_at_its_site_and_never_reaches_the_other(
+    network: dict[str, App],
+) -> None:
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    fh.run(giver)  # made there
+    made_state = fh.order_status(giver, order_id)
+    assert made_state not in ("designed", "scheduled")
+    transfer = request(control, order_id)
+    send(control, giver, taker)
+    assert fh.order_status(giver, order_id) == made_state  # kept, with its batch
+    assert rows(giver, "order_release") == []
+    (refused,) = applied_rows(giver, "order_transfer")
+    assert refused.action == "refuse" and refused.new is not None
+    assert f"order {order_id} is {made_state} here" in refused.new["outcome"]
+    assert signed_body(giver, f"order_release:{order_id}") == []
+
+    assert to_control(giver, control) == []
+    ((status, outcome),) = state(control, order_id)
+    assert status == "ended" and outcome is not None
+    assert f"is {made_state} here" in outcome
+    # nothing handed to Manchester, whatever it receives
+    assert [r for r in rows(control, "order_handover") if (r.new or {}).get("transfer_id")] == []
+    send(control, giver, taker)
+    assert order_columns(taker, order_id) is None
+    # the control's node page lists the site's refusal
+    with control.uow() as uow:
+        listed = site_outcomes(uow, [fh.site_id(control, GIVER)])
+    (shown,) = [o for o in listed if o.entity_type == "order_transfer"]
+    assert shown.state == "refused" and shown.entity_id == order_id
+    assert shown.record_id == transfer.record_id
+    # the order may be asked again once that transfer ended (and is refused again there)
+    again = request(control, order_id)
+    assert again.transfer_id != transfer.transfer_id
+
+
+def test_a_replayed_transfer_is_not_acted_on_even_once_the_order_could_be_moved(
+    network: dict[str, App],
+) -> None:
+    """The transfer is refused at St Thomas' (a batch started); the run later fails and the
+    order is re-planned there (designed: its rules would give it up now). The control's signed
+    transfer replayed in a well-chained forged row is not acted on: one transfer, acted on
+    once, by the first record carrying it."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    fh.run(giver)
+    request(control, order_id)
+    send(control, giver, taker)
+    ((first,),) = [[r.action for r in applied_rows(giver, "order_transfer")]]
+    assert first == "refuse"
+    fh.edit(giver, Order, order_id, status="designed")  # as a failed run re-planned leaves it
+    (decided,) = rows(control, "order_transfer", order_id)
+    forge_control_row(
+        giver,
+        control,
+        entity_type="order_transfer",
+        action="create",
+        reason="replayed",
+        entity_id=order_id,
+        new=dict(decided.new or {}),
+    )
+    assert fh.order_status(giver, order_id) == "designed"
+    assert rows(giver, "order_release") == []
+    assert len(applied_rows(giver, "order_transfer")) == 1
+
+
+def test_a_transfer_the_control_did_not_sign_is_never_acted_on(network: dict[str, App]) -> None:
+    """A transfer written by hand on the control's topic, well chained: no signed entry names
+    it, so St Thomas' gives nothing up and writes nothing about it."""
+    control, giver = network["CTRL"], network[GIVER]
+    order_id = taken_at_giver(network)
+    body = {
+        "format": "nearfab-order-transfer/1",
+        "transfer_id": "TRF-forged",
+        "order_id": order_id,
+        "from_site_id": fh.site_id(control, GIVER),
+        "to_site_id": fh.site_id(control, TAKER),
+        "reason": "forged",
+        "requested_by": "nobody",
+        "requested_at": "2026-01-01T00:00:00+00:00",
+    }
+    forge_control_row(
+        giver,
+        control,
+        entity_type="order_transfer",
+        action="create",
+        reason="forged",
+        entity_id=order_id,
+        new=body,
+    )
+    assert fh.order_status(giver, order_id) == "designed"
+    assert applied_rows(giver, "order_transfer") == []
+    assert rows(giver, "order_release") == []
+
+
+def test_a_release_rewritten_on_the_way_is_not_handed_over(network: dict[str, App]) -> None:
+    """St Thomas' gives the order up; on the way to the control its release is rewritten
+    consistently (every plain hash and link redone): the units raised, and a release naming
+    another order the control also asked to move. Its signed entry names the release as sent,
+    so the control hands nothing over; the transfers stay asked, the order with no site's
+    plan, listed for the control's people."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    other = taken_at_giver(network)
+    t1, t2 = request(control, order_id), request(control, other)
+    send(control, giver, taker)
+    assert fh.order_status(giver, other) == "cancelled"
+
+    def edit(kind: str, payload: dict[str, Any]) -> None:
+        if kind != "audit" or payload.get("entity_type") != "order_release":
+            return
+        if payload["entity_id"] == order_id:
+            payload["new"]["handover"]["order"]["units"] = 99
+        else:  # the other order's release made to carry this order instead
+            forged = copy.deepcopy(payload["new"])
+            forged["transfer_id"], forged["order_id"] = t1.transfer_id, order_id
+            payload["new"] = forged
+
+    deliver_rechained(giver, control, edit)
+    assert transfers_of(control).hand_over_released(control.uow) == []
+    assert [s for s, _ in state(control, order_id)] == ["requested"]
+    assert [s for s, _ in state(control, other)] == ["requested"]
+    assert t2.status == "requested"
+    assert [r for r in rows(control, "order_handover") if (r.new or {}).get("transfer_id")] == []
+    send(control, giver, taker)
+    assert order_columns(taker, order_id) is None and order_columns(taker, other) is None
+
+
+def test_the_request_is_refused_with_nothing_written_for_the_wrong_site_or_caller(
+    network: dict[str, App],
+) -> None:
+    control = network["CTRL"]
+    order_id = taken_at_giver(network)
+    fh.site_user(control, "planner-gstt", "planner", GIVER)
+    fh.site_user(control, "planner-man", "planner", TAKER)
+    fh.site_user(control, "clin-ctrl", "clinician", "CTRL")
+
+    def refused(expected: type[Exception], **kw: Any) -> Any:
+        args: dict[str, Any] = {"to": TAKER, "who": "planner", **kw}
+        with pytest.raises(expected) as caught:
+            request(control, args.pop("order_id", order_id), **args)
+        return caught.value
+
+    assert refused(Refused, to=GIVER).code == "same_site"
+    assert refused(Refused, to="CTRL").code == "control_site"
+    assert refused(NotFound, to="NOWHERE").field == "to_site"
+    assert refused(NotFound, order_id="ORD-nothing").field == "order_id"
+    # a planner of one of the two sites only does not reach the other
+    assert refused(Forbidden, who="planner-gstt").code == "other_site"
+    assert refused(Forbidden, who="planner-man").code == "other_site"
+    assert refused(Forbidden, who="clin-ctrl").code == "forbidden"  # not a planner
+    assert rows(control, "order_transfer") == []
+
+    made = request(control, order_id)
+    assert refused(Refused).code == "transfer_open"  # one transfer at a time
+    assert len(rows(control, "order_transfer")) == 1
+    assert made.status == "requested"
+
+
+def test_the_api_moves_an_order_for_a_planner_of_both_sites_only(network: dict[str, App]) -> None:
+    control = network["CTRL"]
+    order_id = taken_at_giver(network)
+    fh.site_user(control, "planner-gstt", "planner", GIVER)
+    api = TestClient(create_web_app(control))
+    url = f"/api/v1/orders/{order_id}/transfer"
+    body = {"to_site": TAKER, "reason": "GSTT printers down"}
+    other = api.post(url, json=body, headers=token(control, "planner-gstt"))
+    assert other.status_code == 403 and other.json()["error"]["code"] == "other_site"
+    no_reason = api.post(url, json={**body, "reason": ""}, headers=token(control, "planner"))
+    assert no_reason.status_code in (400, 422)
+    assert rows(control, "order_transfer") == []
+    done = api.post(url, json=body, headers=token(control, "planner"))
+    assert done.status_code == 201, done.text
+    assert done.json()["status"] == "requested"
+    assert done.json()["to_site_id"] == fh.site_id(control, TAKER)
+    # at a site node: not the control node
+    site_api = TestClient(create_web_app(network[GIVER]))
+    there = site_api.post(url, json=body, headers=token(network[GIVER], "planner"))
+    assert there.status_code == 409 and there.json()["error"]["code"] == "not_control_node"
+
+
+def test_at_the_receiving_site_the_handover_waits_for_its_master_file_version(
+    network: dict[str, App],
+) -> None:
+    """The control publishes a new version and takes an order on it for St Thomas', which
+    installs it and takes the order; the order is moved to Manchester, whose install of the
+    publication fails once (a database error): the hand-over waits there, on record, and is
+    taken in the next pass, once the version is effective."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    decisions = repl(taker).decisions
+    assert decisions is not None
+    real = decisions._master_files
+
+    class Broken:
+        def install_published(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("disk I/O error")
+
+    decisions._master_files = Broken()  # type: ignore[assignment]
+    try:
+        new_mf = fh.new_version(control, HYDROCORTISONE)
+        order_id = order_for(control, GIVER)
+        assert order_columns(control, order_id)["master_file_id"] == new_mf  # type: ignore[index]
+        send(control, giver, taker)
+        assert fh.order_status(giver, order_id) == "designed"
+        request(control, order_id)
+        send(control, giver, taker)
+        assert to_control(giver, control) != []
+        send(control, giver, taker)
+    finally:
+        decisions._master_files = real
+    assert order_columns(taker, order_id) is None
+    with taker.uow() as uow:
+        waits = decisions.waiting(uow)
+    assert any("not yet effective here" in why for why in waits.values()), waits
+    pass_again(taker)  # the publication installed, then the hand-over taken
+    assert fh.order_status(taker, order_id) == "designed"
+    fh.run(taker)
+    fh.run(giver)
+    assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)
