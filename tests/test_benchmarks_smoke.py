@@ -32,6 +32,11 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
         ["--smoke", "--json"],
         ["prescriptions_per_s", "raw_prescriptions_per_s", "batches_per_s"],
     ),
+    # needs the mosquitto binary (the link's idle pass), as replication.py
+    "inbox_reads.py": (
+        ["--smoke", "--json"],
+        ["idle_pass_cpu_ms_0", "full_pass_ms_0", "site_outcomes_ms", "outcomes_text_scan_ms"],
+    ),
     "ledger.py": (
         ["--entries", "200", "--single", "20", "--json"],
         ["append_per_s", "baseline_sign_per_s", "verify_per_s", "baseline_read_per_s"],

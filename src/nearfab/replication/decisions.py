@@ -11,21 +11,23 @@ naming the control's record it applies (id and hash), in the transaction that ac
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from nearfab.common.errors import DomainError, NotFound, Refused, ValidationFailed
 from nearfab.common.node import NodeRole
 from nearfab.custody.enums import AlertKind, UnitStatus
 from nearfab.custody.reads import alerts_at, dispensed_since, unit, units_with_alert
 from nearfab.identity import Actor, AuditAction, audit, system_actor
-from nearfab.identity.reads import audit_entries_on
+from nearfab.identity.reads import audit_entries_on, audit_head_view
 from nearfab.orders import HANDOVER_WAITS
 from nearfab.replication.logic import (
     Record,
@@ -267,6 +269,26 @@ def _first_transfers(records: list[Record], signed: dict[str, set[str]]) -> dict
     return first
 
 
+def _tracked(
+    method: Callable[[ControlDecisions, Callable[[], UnitOfWork]], DecisionsResult],
+) -> Callable[[ControlDecisions, Callable[[], UnitOfWork]], DecisionsResult]:
+    """A decisions pass, one at a time in a process (the inbox's batches and the link's
+    retries run in two threads), noting what it left open (records waiting or failed) and
+    the audit trail's head before it began: `retry_waiting` runs the next pass only when
+    something is open and something has been written here since (docs/replication.md)."""
+
+    @functools.wraps(method)
+    def run(self: ControlDecisions, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult:
+        with self._pass_lock:
+            head = self._audit_head(uow_factory)
+            result = method(self, uow_factory)
+            self._open = {*result.waiting, *result.failed}
+            self._open_at_head = head
+            return result
+
+    return run
+
+
 def _time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
@@ -298,7 +320,13 @@ class ControlDecisions:
         self._releases = releases
         # the system actor acting at this site on the control's signed decisions
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
+        # the last pass (`_tracked`): the records it left waiting or failed (None: no pass yet
+        # in this process) and the audit trail's head when it began
+        self._pass_lock = threading.RLock()
+        self._open: set[str] | None = None
+        self._open_at_head: int | None = None
 
+    @_tracked
     def apply_pending(self, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult:
         """Act once on every control record held and not yet acted on, in seq order, each in
         its own transaction with its audit row; then re-verify the packs dispensed here since
@@ -825,6 +853,34 @@ class ControlDecisions:
         )
         return True
 
+    def retry_waiting(self, uow_factory: Callable[[], UnitOfWork]) -> DecisionsResult | None:
+        """Try again what waits here with nothing new received (each pass of the node's link,
+        and `start_inbox`): a record waits for something that may come right here by itself
+        (the version it is made to becoming effective, the order it replaces leaving the plan),
+        so it is not left for the control's next record, nor for ever at a site cut off from
+        the control. A whole pass (`apply_pending`: the same checks, records applied or refused
+        skipped by their rows, a waiting row written again only when its reason changed) when
+        the last pass left a record waiting or failed and this node's audit trail has moved
+        since that pass began: every change that can unblock one (a master-file version
+        installed, an order's transition, an order taken) writes its audit row in its
+        transaction. Otherwise nothing, and when nothing is open no statement at all. The
+        first call in a process always passes (what waits is not known yet). Returns the
+        pass's result, or None when it was not needed (the link spaces its retries on a busy
+        node: `link.RETRY_SHARE`)."""
+        with self._pass_lock:
+            if self._open is not None:
+                if not self._open:
+                    return None  # nothing waits here
+                if self._audit_head(uow_factory) == self._open_at_head:
+                    return None  # nothing written here since: nothing came right
+            return self.apply_pending(uow_factory)
+
+    @staticmethod
+    def _audit_head(uow_factory: Callable[[], UnitOfWork]) -> int:
+        """This node's audit trail's last seq (one row read)."""
+        with uow_factory() as uow:
+            return int(uow.session.scalar(select(audit_head_view())) or 0)
+
     def waiting(self, uow: UnitOfWork) -> dict[str, str]:
         """The control records not acted on yet because what they need may come right here by
         itself (record id -> why it last waited): each has a waiting row and no applied or
@@ -976,26 +1032,24 @@ def waiting_at(uow: UnitOfWork, site_id: str, control_site_id: str | None) -> li
     """The control's records waiting at this site node (oldest wait first): each with a
     `replication_waiting` row of this site and no applied or refused row yet. Only orders
     handed over and their cancellations wait (orders' `HANDOVER_WAITS`), so the candidates are
-    the control's audit records about them, found by their payload, then their rows (three
+    the control's audit records about them, found by what they are about (the inbox's indexed
+    column `about`, 0033, not a scan of the payloads' text), then their rows (three
     statements, the last two by id)."""
     if control_site_id is None or control_site_id == site_id:
         return []  # the control node acts on no one's decisions
     s = uow.session
-    about_orders = or_(
-        *(
-            InboxRecord.payload.contains(f'"entity_type":"{entity}"')
-            for entity in (HANDOVER_ENTITY, CANCELLATION_ENTITY)
-        )
-    )
-    ids = list(
-        s.scalars(
-            select(InboxRecord.id).where(
+    # the kind checked here, not in SQL: a condition on it would lead SQLite to the kind's
+    # index, every audit record of the control
+    ids = [
+        record_id
+        for record_id, kind in s.execute(
+            select(InboxRecord.id, InboxRecord.kind).where(
+                InboxRecord.about.in_((HANDOVER_ENTITY, CANCELLATION_ENTITY)),
                 InboxRecord.origin_site == control_site_id,
-                InboxRecord.kind == "audit",
-                about_orders,
             )
         )
-    )
+        if kind == "audit"
+    ]
     rows = audit_entries_on(s, {WAITING_ENTITY: ids, APPLIED_ENTITY: ids, REFUSED_ENTITY: ids})
     settled = {r.entity_id for r in rows if r.entity_type != WAITING_ENTITY}
     waits: dict[str, list[Any]] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,9 @@ from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+# the most of a node's time its link's retries of what waits may take (`_retry_waiting`)
+RETRY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,15 @@ class NodeLink:
         self._inbox: InboxSubscriber | None = None
         self._last: SendResult | None = None
         self._last_at: datetime | None = None
+        self._retry_after = 0.0  # monotonic: no retry of what waits before (`_retry_waiting`)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:  # started (a link may be run pass by pass)
+            self._thread.join(timeout=30)
         if self._inbox is not None:
             self._inbox.stop()
             self._inbox = None
@@ -99,16 +105,43 @@ class NodeLink:
         except ConnectionError as exc:  # the broker is away: the next pass tries again
             log.info("inbox not subscribed yet: %s", exc)
 
+    def pass_once(self) -> None:
+        """One pass of the link: the inbox subscribed if it is not yet; at a site node, the
+        control's records that wait here tried again (`ControlDecisions.retry_waiting`:
+        nothing, not a statement, while nothing waits; a decisions pass when something waits
+        and this node has written anything since the last one), whether or not anything
+        arrived and even with the broker away, before the replicator's pass, which so sends
+        what it did at once; then the replicator's pass."""
+        self._subscribe()
+        self._retry_waiting()
+        if self._before_pass is not None:
+            self._before_pass(self._uow)
+        self._last = replicate_once(self.service, self._uow, self._broker, connect_timeout_s=2.0)
+        self._last_at = self._clock.now()
+
+    def _retry_waiting(self) -> None:
+        """On a busy node (its audit trail moving at every pass) with a record waiting, each
+        retry is a decisions pass, whose cost grows with what the node holds (146 ms with
+        1,000 control records held: benchmarks/inbox_reads.py): the next retry waits until
+        the last one's length is `RETRY_SHARE` of the time since it began."""
+        decisions = self.service.decisions
+        if decisions is None:
+            return  # the control node acts on no one's decisions
+        if time.monotonic() < self._retry_after:
+            return  # the last retry was a moment ago, for what it cost
+        began = time.monotonic()
+        try:
+            done = decisions.retry_waiting(self._uow)
+        except Exception:  # the replicator's pass goes on; the next pass tries again
+            log.exception("retrying the control's records waiting here failed")
+            done = True
+        if done is not None:
+            self._retry_after = began + (time.monotonic() - began) / RETRY_SHARE
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._subscribe()
-                if self._before_pass is not None:
-                    self._before_pass(self._uow)
-                self._last = replicate_once(
-                    self.service, self._uow, self._broker, connect_timeout_s=2.0
-                )
-                self._last_at = self._clock.now()
+                self.pass_once()
             except Exception:  # keep the link alive; the records wait in the outbox
                 log.exception("replication pass failed")
             self._stop.wait(self._every)

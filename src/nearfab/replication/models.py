@@ -54,6 +54,9 @@ class InboxRecord(Base):
         UniqueConstraint("origin_site", "seq", name="uq_replication_inbox_seq"),
         # the control site's release dossiers, found by kind (replication/releases.py)
         Index("ix_replication_inbox_kind", "kind", "origin_site", "seq"),
+        # the records about one thing (the sites' rows about the control's records, the
+        # control's hand-overs and cancellations), found by `about` (0033)
+        Index("ix_replication_inbox_about", "about", "origin_site", "seq"),
     )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
@@ -67,6 +70,9 @@ class InboxRecord(Base):
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     received_at: Mapped[datetime]
+    # what the record is about, read from its payload as it is stored (`services.record_about`):
+    # an audit row's `entity_type`, a ledger entry's `kind`; None for the other kinds
+    about: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class InboxProblem(Base):

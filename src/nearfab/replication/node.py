@@ -68,6 +68,13 @@ def start_inbox(
         subscriptions = [origin_filter()]
     else:
         subscriptions = [origin_filter(control_site_id)]
+    if service.decisions is not None:
+        # a site node tries again what waits here, whether or not anything arrives (`nearfab
+        # node receive` on a node cut off from the control; the link retries at each pass)
+        try:
+            service.decisions.retry_waiting(uow_factory)
+        except Exception:  # the next batch or pass tries again
+            log.exception("retrying the control's records waiting here failed")
 
     def apply(messages: list[bytes]) -> object:
         with uow_factory() as uow:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from nearfab.replication.decisions import APPLIED_ENTITY, REFUSED_ENTITY, WAITING_ENTITY
 from nearfab.replication.enums import RecordKind
@@ -56,27 +56,24 @@ def site_outcomes(uow: UnitOfWork, origins: Iterable[str]) -> list[SiteOutcome]:
     """Per control record, each given site node's newest row about it, kept where the site
     refused it or holds it still (newest first). A row whose site is not its sender's is never
     shown (logged): a node writes its own site's rows only. One statement over the origins'
-    audit records, found by their payload's entity."""
+    audit records, found by what they are about (the inbox's indexed column `about`, their
+    `entity_type`), not by a scan of their payloads' text."""
     wanted = sorted(set(origins))
     if not wanted:
         return []
-    about = or_(
-        *(InboxRecord.payload.contains(f'"entity_type":"{entity}"') for entity in _ENTITIES)
-    )
     newest: dict[tuple[str, str], tuple[dict[str, object], InboxRecord]] = {}
-    query = (
-        select(InboxRecord)
-        .where(
-            InboxRecord.origin_site.in_(wanted),
-            InboxRecord.kind == RecordKind.AUDIT.value,
-            about,
-        )
-        .order_by(InboxRecord.origin_site, InboxRecord.seq)
+    # by the indexed column (0033), not the payload; the kind checked and the order made
+    # here, as either in SQL would lead SQLite to another index, over every record held
+    query = select(InboxRecord).where(
+        InboxRecord.about.in_(_ENTITIES), InboxRecord.origin_site.in_(wanted)
     )
-    for rec in uow.session.scalars(query):
+    found = sorted(uow.session.scalars(query), key=lambda r: (r.origin_site, r.seq))
+    for rec in found:
+        if rec.kind != RecordKind.AUDIT.value:
+            continue  # a ledger entry of a kind so named
         row = json.loads(rec.payload)
         if not isinstance(row, dict) or row.get("entity_type") not in _ENTITIES:
-            continue  # the entity's name elsewhere in the row
+            continue  # never, as the column is filled: the row itself has the last word
         if row.get("site_id") != rec.origin_site:
             log.warning("audit record %s is another site's row about a control record", rec.id)
             continue

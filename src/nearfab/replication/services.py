@@ -370,6 +370,7 @@ class ReplicationService:
                     "payload": record.payload,
                     "created_at": _parse_time(record.created_at, now),
                     "received_at": now,
+                    "about": record_about(record.kind, record.payload),
                 }
             )
         if rows:
@@ -620,6 +621,29 @@ def anchored_seqs(session: Any, origins: Iterable[str]) -> dict[str, int]:
         if isinstance(seq, int):
             last[row.entity_id] = max(last.get(row.entity_id, 0), seq)
     return last
+
+
+# the field of a record's payload that says what it is about, per record kind
+ABOUT_FIELDS = {RecordKind.AUDIT.value: "entity_type", RecordKind.LEDGER.value: "kind"}
+
+
+def record_about(kind: str, payload: str) -> str | None:
+    """What an inbox record is about, kept in its indexed column `about` as it is stored, so
+    the reads that look for one kind of row (`outcomes.site_outcomes`, `decisions.waiting_at`)
+    select by it instead of scanning the payloads' text: an audit row's `entity_type`, a
+    ledger entry's `kind`. None for the other record kinds, and for a payload that is not a
+    JSON object naming it as a string (the record is stored all the same: its hash is
+    checked, not its payload's shape). Migration 0033 fills the rows stored before it by
+    the same rule."""
+    name = ABOUT_FIELDS.get(kind)
+    if name is None:
+        return None
+    try:
+        row = json.loads(payload)
+    except ValueError:
+        return None
+    value = row.get(name) if isinstance(row, dict) else None
+    return value[:64] if isinstance(value, str) and value else None
 
 
 def _parse_time(text: str, default: datetime) -> datetime:
