@@ -210,12 +210,24 @@ def make_network_ca(folder: Path) -> NetworkCa:
     )
     folder.mkdir(parents=True, exist_ok=True)
     _write_pem(folder / "network-ca.crt", certificate, folder / "network-ca.key", key)
+    # its first CRL, empty (`nearfab node ca crl`), good as long as the certificates
+    from nearfab.custody import refresh_crl
+
+    (folder / "network-ca.crl").write_bytes(
+        refresh_crl(
+            (folder / "network-ca.crt").read_bytes(),
+            (folder / "network-ca.key").read_bytes(),
+            now=now,
+            days=CERT_DAYS,
+        )
+    )
     return NetworkCa(certificate, key)
 
 
 def issue_node_certificate(ca: NetworkCa, node: Node) -> None:
     """A node's certificate from the network CA, its common name the node's site code, in
-    `<node folder>/certs/` (node.crt, node.key) with the CA's certificate (network-ca.crt)."""
+    `<node folder>/certs/` (node.crt, node.key) with the CA's certificate (network-ca.crt) and
+    its CRL (network-ca.crl, copied from the CA's folder)."""
     import datetime as dt
 
     from cryptography import x509
@@ -242,6 +254,9 @@ def issue_node_certificate(ca: NetworkCa, node: Node) -> None:
     files.certificate.parent.mkdir(parents=True, exist_ok=True)
     _write_pem(files.certificate, certificate, files.key, key)
     _write_pem(files.network_ca, ca.certificate, None, None)
+    crl = node.folder.parent / PKI_FOLDER / "network-ca.crl"
+    if crl.is_file():
+        files.crl.write_bytes(crl.read_bytes())
 
 
 def _write_pem(cert_path: Path, certificate: Any, path: Path | None, key: Any) -> None:
@@ -298,7 +313,8 @@ def _register_site_keys(
     settings: Settings, control: Node, statements: list[dict[str, Any]]
 ) -> None:
     """The sites' public keys registered at the control from their certified statements,
-    checked against the network CA (`nearfab node keys import --network-ca`)."""
+    checked against the network CA and its CRL (`nearfab node keys import --network-ca
+    --crl`)."""
     from nearfab.bootstrap import build_app
     from nearfab.custody import CertificateFiles, import_certified_site_keys
     from nearfab.identity import system_actor
@@ -309,7 +325,9 @@ def _register_site_keys(
         ),
         migrate=False,
     )
-    ca_pem = CertificateFiles.in_folder(control.folder).network_ca.read_bytes()
+    files = CertificateFiles.in_folder(control.folder)
+    ca_pem = files.network_ca.read_bytes()
+    crl_pem = files.crl.read_bytes() if files.crl.is_file() else None
     try:
         with app.uow() as uow:
             own = app.network.get_site(uow, control.site_code).id
@@ -322,6 +340,7 @@ def _register_site_keys(
                     network_ca_pem=ca_pem,
                     own_site_id=own,
                     reason="a site node's ledger key, certified by the demo network's CA",
+                    crl_pem=crl_pem,
                 )
     finally:
         app.engine.dispose()

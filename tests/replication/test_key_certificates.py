@@ -555,6 +555,11 @@ def test_the_demo_nodes_register_each_sites_key_from_its_certified_statement(
         assert row.new is not None and row.new["trust"]["basis"] == "certificate"
         fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
         assert row.new["trust"]["certificate"]["sha256"] == fingerprint
+        # the demo CA's first CRL (empty), signed with its key, beside each node's certificate,
+        # read at the registration (deployment.md, "Revocation and intermediate CAs")
+        crl = x509.load_pem_x509_crl((node.folder / "certs" / "network-ca.crl").read_bytes())
+        assert crl.is_signature_valid(ca.public_key()) and list(crl) == []
+        assert row.new["trust"]["revocation"]["checked"] is True
 
     # the CLI finds each node's files in its certs/ folder: a site's export is certified, the
     # control's import checks it against the CA there (already held: nothing new)

@@ -47,14 +47,17 @@ from tests.replication.test_node_keys import (
     folder,
     site_keys,
 )
+from tests.replication.test_release_across import decide, dossier_at_control
 from tests.replication.test_replication_mqtt import nodes, repl, some_work
 
+from nearfab.bootstrap import App
 from nearfab.common.errors import Refused, ValidationFailed
 from nearfab.custody import (
     LedgerEntry,
     SiteKey,
     apply_crl,
     export_certified_site_keys,
+    export_site_keys,
     import_certified_site_keys,
     refresh_crl,
     revoke_certificate,
@@ -757,3 +760,44 @@ def test_the_cli_revokes_a_site_certificate_and_the_control_stops_trusting_its_k
     with w.control.uow() as uow:
         held = {k.key_id: k.retired_at for k in uow.session.scalars(select(SiteKey))}
     assert all(held[k] is not None for k in mine)
+
+
+def test_a_dossier_signed_after_its_key_was_retired_here_is_not_signed_by_the_site(
+    nodes: tuple[App, App],
+) -> None:
+    """The control's check of a dossier's signed entry (`ControlReleases._site_signed`) with a
+    key retired here before the entry's time: the site's certified statement dates the key's
+    retirement a minute before it signed the dossier, no rotation in its chain. The QP's
+    decision is refused (`dossier_not_verified`), naming the retirement; nothing signed."""
+    site, control = nodes
+    batch_id = dossier_at_control(site, control)  # the site's keys held at the control
+    origin = repl(site).site_id
+    with site.uow() as uow:
+        (key_id, signed_at) = uow.session.execute(
+            select(LedgerEntry.key_id, LedgerEntry.recorded_at).where(
+                LedgerEntry.site_id == origin,
+                LedgerEntry.kind == "dossier",
+                LedgerEntry.signature != "",
+            )
+        ).one()
+        document = export_site_keys(uow.session, origin)
+    retired = signed_at - timedelta(minutes=1)
+    for key in document["keys"]:
+        if key["key_id"] == key_id:
+            key["retired_at"] = retired.isoformat()
+    network = make_ca("nearfab network CA")
+    statement = json.dumps({**document, "signed_at": site.clock.now().isoformat()})
+    with control.uow() as uow:
+        done = import_certified_site_keys(
+            uow,
+            ADMIN,
+            bundle(statement, issue(network, "GSTT-PH")),
+            network_ca_pem=network.cert_pem(),
+            own_site_id=repl(control).site_id,
+            reason="GSTT-PH says its key was retired",
+        )
+    assert done.retired == [key_id]
+    with pytest.raises(Refused) as refused:
+        decide(control, batch_id)
+    assert refused.value.code == "dossier_not_verified"
+    assert "signed after the key's retirement" in refused.value.message
