@@ -801,3 +801,37 @@ def test_a_dossier_signed_after_its_key_was_retired_here_is_not_signed_by_the_si
         decide(control, batch_id)
     assert refused.value.code == "dossier_not_verified"
     assert "signed after the key's retirement" in refused.value.message
+
+
+def test_a_crl_of_an_intermediate_ca_or_revoking_it_retires_the_keys_below_it(
+    world: World,
+) -> None:
+    """Keys registered through root -> sites CA -> GSTT-PH. The sites CA's own CRL (verified
+    with the intermediate's certificate the registration recorded) listing the site's
+    certificate retires them; so does the root's CRL listing the intermediate, from its
+    earlier time; a CRL of a CA no registration names is refused."""
+    w = world
+    root = root_ca("nearfab network root", path_length=1)
+    sub = ca_below(root, "nearfab sites CA")
+    leaf = issue(sub, "GSTT-PH")
+    mine = [k for k, _, _ in site_keys(w.site)]
+    assert import_with(w, chained(w, leaf, sub), root, crl(root) + crl(sub)) == mine
+
+    def check(crls: bytes) -> Any:
+        with w.control.uow() as uow:
+            return apply_crl(uow, ADMIN, crls, network_ca_pem=root.cert_pem(), reason="CRLs")
+
+    with pytest.raises(Refused) as stranger:
+        check(crl(ca_below(root, "another sites CA")))
+    assert stranger.value.code == "crl_not_trusted"
+    leaf_revoked = NOW - timedelta(hours=2)
+    done = check(crl(root) + crl(sub, [(leaf.cert, leaf_revoked)]))
+    assert [(r["key_id"], r["issuer"]) for r in done.retired] == [
+        (k, "CN=nearfab sites CA") for k in mine
+    ]
+    sub_revoked = NOW - timedelta(days=3)  # earlier: the keys are retired from then
+    done = check(crl(root, [(sub.cert, sub_revoked)]) + crl(sub, [(leaf.cert, leaf_revoked)]))
+    assert [r["untrusted_from"] for r in done.retired] == [sub_revoked.isoformat()] * len(mine)
+    with w.control.uow() as uow:
+        held = {k.key_id: k.retired_at for k in uow.session.scalars(select(SiteKey))}
+    assert all(held[k] == sub_revoked for k in mine)
