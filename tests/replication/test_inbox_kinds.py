@@ -28,6 +28,7 @@ from alembic import command
 from sqlalchemy import create_engine, func, insert, inspect, select, text
 from tests import flow_helpers as fh
 from tests.orders.test_order_migration import two_databases
+from tests.replication.test_chaos import network
 from tests.replication.test_order_handover import (
     adjust_at_control,
     cancel_at_control,
@@ -46,6 +47,7 @@ from nearfab.bootstrap import App
 from nearfab.bus import EventBus
 from nearfab.common.clock import ManualClock
 from nearfab.db import make_engine, make_session_factory
+from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.migrations import alembic_config
 from nearfab.replication import ReplicationService
@@ -64,7 +66,7 @@ from nearfab.replication.outcomes import site_outcomes
 from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
 
-__all__ = ["broker", "nodes", "two_databases"]
+__all__ = ["broker", "network", "nodes", "two_databases"]
 
 
 def decisions_of(site: App) -> ControlDecisions:
@@ -491,3 +493,50 @@ def test_site_outcomes_reads_the_rows_by_the_column(nodes: tuple[App, App]) -> N
     assert about[outcome.site_row] == APPLIED_ENTITY
     assert WAITING_ENTITY not in about.values()  # the copied text is about "work"
     assert "work" in about.values()
+
+
+def test_a_transfer_waiting_for_its_orders_handover_is_listed_and_retried_with_it(
+    network: dict[str, App],
+) -> None:
+    """St Thomas' node fails to install the control's new master-file version (a database
+    error, twice): the order handed over on it waits there, and so does the control's transfer
+    of that order to Manchester (`order_not_held`). "Waiting here" lists both, the transfer in
+    words. The fault gone, one retry with nothing received installs the version (the record
+    that failed), takes the order and gives it up for the transfer, in seq order."""
+    control, giver = network["CTRL"], network["GSTT-PH"]
+    control_id, giver_id = repl(control).site_id, repl(giver).site_id
+    to_site = fh.site_id(control, "MAN-PH")
+    decisions = decisions_of(giver)
+    real = decisions._master_files
+
+    class Broken:
+        def install_published(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("disk I/O error")
+
+    decisions._master_files = Broken()  # type: ignore[assignment]
+    try:
+        fh.new_version(control, HYDROCORTISONE)
+        order_id = order_for(control, "GSTT-PH")
+        deliver(control, giver)
+        assert control.transfers is not None
+        with control.uow() as uow:
+            control.transfers.request(
+                uow, fh.actor(control, "planner"), order_id, to_site="MAN-PH", reason="printers"
+            )
+        deliver(control, giver)
+    finally:
+        decisions._master_files = real
+    with giver.uow() as uow:
+        listed = {w.what: w.code for w in waiting_at(uow, giver_id, control_id)}
+    assert listed[f"order {order_id} moved to site {to_site} at the control site"] == (
+        "order_not_held"
+    )
+    assert sum(what.startswith(f"order {order_id} handed over") for what in listed) == 1
+    transfer = record_of(giver, "order_transfer", order_id)
+
+    done = decisions.retry_waiting(giver.uow)
+    assert done is not None and done.waiting == {} and done.failed == {}
+    assert transfer in done.applied and len(done.applied) == 3
+    assert fh.order_status(giver, order_id) == "cancelled"  # given up here
+    with giver.uow() as uow:
+        assert waiting_at(uow, giver_id, control_id) == []

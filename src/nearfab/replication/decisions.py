@@ -1015,6 +1015,9 @@ def _what(row: dict[str, Any]) -> tuple[str, str | None, str | None]:
     order_id = str(row.get("entity_id") or "") or None
     if row.get("entity_type") == CANCELLATION_ENTITY:
         return f"cancellation of order {order_id} at the control site", order_id, None
+    if row.get("entity_type") == TRANSFER_ENTITY:
+        to_site = (row.get("new") or {}).get("to_site_id")
+        return f"order {order_id} moved to site {to_site} at the control site", order_id, None
     order = (row.get("new") or {}).get("order") or {}
     made_to = f"{order.get('master_file_code')} v{order.get('master_file_version')}"
     supersedes = order.get("supersedes")
@@ -1031,10 +1034,10 @@ def _what(row: dict[str, Any]) -> tuple[str, str | None, str | None]:
 def waiting_at(uow: UnitOfWork, site_id: str, control_site_id: str | None) -> list[Waiting]:
     """The control's records waiting at this site node (oldest wait first): each with a
     `replication_waiting` row of this site and no applied or refused row yet. Only orders
-    handed over and their cancellations wait (orders' `HANDOVER_WAITS`), so the candidates are
-    the control's audit records about them, found by what they are about (the inbox's indexed
-    column `about`, 0033, not a scan of the payloads' text), then their rows (three
-    statements, the last two by id)."""
+    handed over, their cancellations and their transfers wait (orders' `HANDOVER_WAITS`), so
+    the candidates are the control's audit records about them, found by what they are about
+    (the inbox's indexed column `about`, 0033, not a scan of the payloads' text), then their
+    rows (three statements, the last two by id)."""
     if control_site_id is None or control_site_id == site_id:
         return []  # the control node acts on no one's decisions
     s = uow.session
@@ -1044,7 +1047,7 @@ def waiting_at(uow: UnitOfWork, site_id: str, control_site_id: str | None) -> li
         record_id
         for record_id, kind in s.execute(
             select(InboxRecord.id, InboxRecord.kind).where(
-                InboxRecord.about.in_((HANDOVER_ENTITY, CANCELLATION_ENTITY)),
+                InboxRecord.about.in_((HANDOVER_ENTITY, CANCELLATION_ENTITY, TRANSFER_ENTITY)),
                 InboxRecord.origin_site == control_site_id,
             )
         )
