@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
+from tests.cli_helpers import run
 from tests.quality.release_helpers import token
 from tests.replication.test_chaos import network
 from tests.replication.test_handover_attacks import deliver_rechained, forge_control_row
@@ -27,23 +28,29 @@ from tests.replication.test_release_across import (
     applied_rows,
     canonical_sha256,
     deliver,
+    site_keys_known,
     unsent,
 )
-from tests.replication.test_replication_mqtt import repl
+from tests.replication.test_replication_mqtt import broker, repl
 from tests.replication.test_site_node_work import order_for
+from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
 from nearfab.common.errors import Forbidden, NotFound, Refused
 from nearfab.custody import LedgerEntry
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry
+from nearfab.masterfiles import MasterFile
+from nearfab.network.models import Site
 from nearfab.orders.models import Order
+from nearfab.replication.link import provision_inbox
 from nearfab.replication.outcomes import site_outcomes
 from nearfab.replication.transfers import ControlTransfers, Transfer
 from nearfab.scheduling import Job
+from nearfab.telemetry import BrokerAddress
 from nearfab.web.server import create_web_app
 
-__all__ = ["network"]
+__all__ = ["broker", "network"]
 
 GIVER, TAKER = "GSTT-PH", "MAN-PH"
 
@@ -185,6 +192,10 @@ def test_an_order_moved_is_given_up_signed_by_its_site_then_made_by_the_other_on
     with pytest.raises(Refused) as there:
         request(control, order_id, to=TAKER)
     assert there.value.code == "same_site"
+    # nor back to St Thomas', which holds it cancelled (a hand-over there would take nothing)
+    with pytest.raises(Refused) as back:
+        request(control, order_id, to=GIVER)
+    assert back.value.code == "given_up_there"
 
     send(control, giver, taker)
     here = order_columns(taker, order_id)
@@ -387,7 +398,20 @@ def test_the_request_is_refused_with_nothing_written_for_the_wrong_site_or_calle
     assert refused(Forbidden, who="planner-gstt").code == "other_site"
     assert refused(Forbidden, who="planner-man").code == "other_site"
     assert refused(Forbidden, who="clin-ctrl").code == "forbidden"  # not a planner
-    assert rows(control, "order_transfer") == []
+
+    # a receiving site that makes nothing now, or that the order's master file does not list
+    man = fh.site_id(control, TAKER)
+    fh.edit(control, Site, man, status="paused")
+    assert refused(Refused).code == "site_not_active"
+    fh.edit(control, Site, man, status="active")
+    mf_id = order_columns(control, order_id)["master_file_id"]  # type: ignore[index]
+    with control.uow() as uow:
+        listed = list(control.master_files.get(uow, mf_id).allowed_site_ids)
+    assert man in listed
+    fh.edit(control, MasterFile, mf_id, allowed_site_ids=[s for s in listed if s != man])
+    assert refused(Refused).code == "site_not_allowed"
+    fh.edit(control, MasterFile, mf_id, allowed_site_ids=listed)
+    assert rows(control, "order_transfer") == []  # nothing written by any refusal
 
     made = request(control, order_id)
     assert refused(Refused).code == "transfer_open"  # one transfer at a time
@@ -455,3 +479,53 @@ def test_at_the_receiving_site_the_handover_waits_for_its_master_file_version(
     fh.run(taker)
     fh.run(giver)
     assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)
+
+
+def test_the_commands_move_an_order_through_mosquitto(
+    network: dict[str, App], broker: Broker
+) -> None:
+    """As a deployment runs it, every hop through a real Mosquitto: `nearfab node transfer` at
+    the control, each node's `replicate --once` and `receive`; the control's `receive` hands
+    the order over as St Thomas' release arrives (its inbox's pass after each batch), and
+    `node transfers` lists it handed over. Without St Thomas' key registered at the control
+    (it made it after its copy), the release would be held and not acted on."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    control_id = repl(control).site_id
+    for app in (control, giver, taker):  # each inbox's session exists before anyone sends
+        provision_inbox(BrokerAddress.parse(url), repl(app).site_id, control_id)
+
+    def node(app: App, *args: str) -> Any:
+        code = next(c for c, a in network.items() if a is app)
+        done = run(["node", *args], env={"NEARFAB_NODE_SITE": code}, data_dir=app.settings.data_dir)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def hop(src: App, *dsts: App) -> None:
+        node(src, "replicate", "--once", "--broker", url)
+        for dst in dsts:
+            node(dst, "receive", "--broker", url, "--idle", "0.5", "--seconds", "20")
+
+    order_id = order_for(control, GIVER)
+    hop(control, giver, taker)
+    assert fh.order_status(giver, order_id) == "designed"
+    made = json.loads(
+        node(
+            control, "transfer", order_id, "--to", TAKER, "--reason", "GSTT printers down", "--json"
+        ).stdout
+    )
+    assert made["status"] == "requested" and made["to_site_id"] == fh.site_id(control, TAKER)
+    hop(control, giver, taker)
+    assert fh.order_status(giver, order_id) == "cancelled"
+    assert order_columns(taker, order_id) is None
+    # St Thomas' signed its release with a key it made after its copy: registered at the
+    # control as a deployment does (`node keys export` there, `keys import` here)
+    site_keys_known(giver, control)
+    hop(giver, control)  # the control's `receive` hands the order over as the release arrives
+    ((status, outcome),) = state(control, order_id)
+    assert status == "handed_over" and outcome is not None
+    (listed,) = json.loads(node(control, "transfers", "--order", order_id, "--json").stdout)
+    assert (listed["status"], listed["outcome"]) == (status, outcome)
+    hop(control, giver, taker)
+    assert fh.order_status(taker, order_id) == "designed"
+    assert order_columns(taker, order_id)["site_id"] == made["to_site_id"]  # type: ignore[index]

@@ -268,9 +268,9 @@ class ControlTransfers:
         giving site acts on it (decisions.py). The caller must plan (`plan.run`) for both
         sites. Refused, nothing written: no reason; an order not known here, or held by
         every copy (`in_every_copy`), or cancelled in the control's copy; a transfer of it
-        not ended yet (`transfer_open`); to the site holding it (`same_site`), to the control
-        site, to a site that is not active, or that its master file does not list
-        (`site_not_allowed`)."""
+        not ended yet (`transfer_open`); to the site holding it (`same_site`), to a site that
+        gave it up before (`given_up_there`: it holds it cancelled), to the control site, to a
+        site that is not active, or that its master file does not list (`site_not_allowed`)."""
         authorize(actor, Permission.PLAN_RUN)
         reason = require_reason(reason, "moving an order to another site")
         network = sites(uow.session)
@@ -310,7 +310,17 @@ class ControlTransfers:
                 field="to_site",
                 code="site_not_allowed",
             )
-        open_ = [t for t in self.transfers(uow, order_id) if t.status == REQUESTED]
+        history = self.transfers(uow, order_id)
+        if any(t.status == HANDED_OVER and t.from_site_id == target.id for t in history):
+            # that node holds the order cancelled (given up): a hand-over back would find it
+            # held there already and take nothing, and the order would be made nowhere
+            raise Refused(
+                f"to_site: {target.code} gave order {order_id} up before and holds it "
+                "cancelled: it is not moved back there",
+                field="to_site",
+                code="given_up_there",
+            )
+        open_ = [t for t in history if t.status == REQUESTED]
         if open_:
             raise Refused(
                 f"order {order_id} is being moved already (transfer {open_[0].transfer_id} "
