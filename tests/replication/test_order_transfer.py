@@ -529,3 +529,36 @@ def test_the_commands_move_an_order_through_mosquitto(
     hop(control, giver, taker)
     assert fh.order_status(taker, order_id) == "designed"
     assert order_columns(taker, order_id)["site_id"] == made["to_site_id"]  # type: ignore[index]
+
+
+def test_an_order_the_site_took_itself_is_known_from_its_records_and_moved(
+    network: dict[str, App],
+) -> None:
+    """An order St Thomas' node took itself (its own prescriber): the control holds no copy
+    and knows it only from St Thomas' records. Unknown there until they arrive; then moved,
+    and made at Manchester only, from the order as St Thomas' sent it."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = order_for(giver, GIVER)
+    with pytest.raises(NotFound):  # nothing of it has reached the control yet
+        request(control, order_id)
+    deliver(giver, control)
+    assert order_columns(control, order_id) is None  # no copy at the control
+    made = request(control, order_id)
+    assert made.from_site_id == fh.site_id(control, GIVER)
+    before = order_columns(giver, order_id)
+    assert before is not None
+    send(control, giver, taker)
+    assert fh.order_status(giver, order_id) == "cancelled"
+    assert to_control(giver, control) == [made.transfer_id]
+    assert order_columns(control, order_id) is None  # still none: nothing to move there
+    send(control, giver, taker)
+    here = order_columns(taker, order_id)
+    assert here is not None
+    assert {**here, "site_id": None, "status": None} == {
+        **before,
+        "site_id": None,
+        "status": None,
+    }
+    fh.run(giver)
+    fh.run(taker)
+    assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)

@@ -236,8 +236,8 @@ class ControlTransfers:
         taken = uow.session.execute(
             select(InboxRecord.origin_site, InboxRecord.payload)
             .where(
+                InboxRecord.about == "order",  # the sites' `order` rows (indexed, 0033)
                 InboxRecord.kind == RecordKind.AUDIT.value,
-                InboxRecord.payload.contains('"entity_type":"order"'),
                 InboxRecord.payload.contains(f'"entity_id":"{order_id}"'),
             )
             .order_by(InboxRecord.received_at, InboxRecord.seq)
@@ -428,6 +428,8 @@ class ControlTransfers:
         found = uow.session.scalars(
             select(InboxRecord)
             .where(
+                # the giving site's releases and applied rows (indexed, 0033)
+                InboxRecord.about.in_((RELEASE_ENTITY, APPLIED_ENTITY)),
                 InboxRecord.origin_site == t.from_site_id,
                 InboxRecord.kind == RecordKind.AUDIT.value,
                 InboxRecord.payload.contains(f'"transfer_id":"{t.transfer_id}"')
