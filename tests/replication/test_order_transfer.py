@@ -23,7 +23,12 @@ from tests.cli_helpers import run
 from tests.quality.release_helpers import token
 from tests.replication.test_chaos import network
 from tests.replication.test_handover_attacks import deliver_rechained, forge_control_row
-from tests.replication.test_order_handover import batches_of, order_columns, pass_again
+from tests.replication.test_order_handover import (
+    batches_of,
+    cancel_at_control,
+    order_columns,
+    pass_again,
+)
 from tests.replication.test_release_across import (
     applied_rows,
     canonical_sha256,
@@ -562,3 +567,31 @@ def test_an_order_the_site_took_itself_is_known_from_its_records_and_moved(
     fh.run(giver)
     fh.run(taker)
     assert (batches_of(giver, order_id), batches_of(taker, order_id)) == (0, 1)
+
+
+def test_a_cancellation_at_the_control_after_a_transfer_reaches_the_site_now_holding_it(
+    network: dict[str, App],
+) -> None:
+    """The control's copy follows the order to Manchester, so a cancellation made at the
+    control afterwards goes to Manchester's node, which cancels it before making it; St
+    Thomas', which gave it up, is not asked."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    made = request(control, order_id)
+    send(control, giver, taker)
+    to_control(giver, control)
+    send(control, giver, taker)
+    assert fh.order_status(taker, order_id) == "designed"
+    with pytest.raises(Forbidden):  # St Thomas' clinician reaches it no more: Manchester's
+        cancel_at_control(control, order_id)
+    cancel_at_control(control, order_id, by="admin")
+    (cancelled,) = rows(control, "order_cancellation", order_id)
+    assert cancelled.new is not None and cancelled.new["site_id"] == made.to_site_id
+    send(control, giver, taker)
+    assert fh.order_status(taker, order_id) == "cancelled"
+    assert [r.new["outcome"] for r in applied_rows(taker, "order_cancellation") if r.new] == [
+        "cancelled here"
+    ]
+    assert applied_rows(giver, "order_cancellation") == []
+    fh.run(taker)
+    assert batches_of(taker, order_id) == 0
