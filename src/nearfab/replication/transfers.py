@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -133,6 +134,9 @@ class ControlTransfers:
         self._orders = orders
         self._ledger = ledger
         self.actor = replace(system_actor("replication"), site_id=service.site_id)
+        # one pass at a time in a process (the inbox's batches and the link's passes run in
+        # two threads): a transfer is handed over once
+        self._pass_lock = threading.Lock()
 
     # --- reading the transfers ---------------------------------------------------------------
     def _own_rows(
@@ -483,12 +487,22 @@ class ControlTransfers:
         moved to that site first; a copy cancelled meanwhile ends the transfer instead:
         nothing handed over); its refusal ends the transfer, naming why. Each transfer in its
         own transaction; safe to run at every pass (run after each batch the inbox stores and
-        before each replicator pass). Returns the transfer ids handed over."""
+        before each replicator pass). Returns the transfer ids handed over. One pass at a time
+        in a process, and each transfer read again in its transaction: handed over once (two
+        processes at once, a serving control and `node transfers`, could both hand it over;
+        the receiving site takes the order once, by its id)."""
+        with self._pass_lock:
+            return self._hand_over_released(uow_factory)
+
+    def _hand_over_released(self, uow_factory: Callable[[], UnitOfWork]) -> list[str]:
         with uow_factory() as uow:
             asked = [t for t in self.transfers(uow) if t.status == REQUESTED]
         handed = []
         for t in asked:
             with uow_factory() as uow:
+                now = [n for n in self.transfers(uow, t.order_id) if n.transfer_id == t.transfer_id]
+                if not now or now[0].status != REQUESTED:
+                    continue  # handed over or ended meanwhile
                 answer = self._answer(uow, t)
                 if answer is None:
                     continue
