@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,26 +88,24 @@ def prepare(settings: Settings, nodes: list[Node], say: Callable[[str], None]) -
         node.folder.mkdir(parents=True)
         shutil.copyfile(control.folder / "nearfab.db", node.folder / "nearfab.db")
         shutil.copytree(control.folder / "keys", node.folder / "keys")
-        _keep_own_keys(settings, node, rekey=True)
-        issue_node_certificate(ca, node)
-        statements.append(_site_key_statement(settings, node))
+        with _node_app(settings, node) as (node_app, own):
+            _keep_own_keys(node_app, own, node, rekey=True)
+            issue_node_certificate(ca, node)
+            statements.append(_site_key_statement(node_app, own, node))
         say(f"site node {node.site_code}: a copy of the seeded network in {node.folder}")
     # the control: its own ledger key, its own platform keys, and the sites' public keys
     # registered from their certified statements (checked against the network CA)
-    _keep_own_keys(settings, control, rekey=False)
-    _register_site_keys(settings, control, statements)
+    with _node_app(settings, control) as (control_app, own):
+        _keep_own_keys(control_app, own, control, rekey=False)
+        _register_site_keys(control_app, own, control, statements)
     return result.password if result.generated else None
 
 
-def _keep_own_keys(settings: Settings, node: Node, *, rekey: bool) -> None:
-    """A node's copy keeps the private half of its own site's ledger keys only: no node can
-    sign another site's chain (the control checks what each site signs). A site node's copy
-    is then rekeyed (`rekey`): its own audit HMAC key and ticket/checkpoint signing key, so no
-    site holds the control's (identity/services/nodekeys.py); its machines get the new public
-    key when the node starts."""
+@contextmanager
+def _node_app(settings: Settings, node: Node) -> Iterator[tuple[App, str]]:
+    """The node's folder opened as an app (already migrated: a copy of the seeded control's
+    database) and its own site's id; one opening serves every provisioning step there."""
     from nearfab.bootstrap import build_app
-    from nearfab.bootstrap import rekey as rekey_node
-    from nearfab.identity import system_actor
 
     app = build_app(
         settings.model_copy(
@@ -117,19 +116,29 @@ def _keep_own_keys(settings: Settings, node: Node, *, rekey: bool) -> None:
     try:
         with app.uow() as uow:
             own = app.network.get_site(uow, node.site_code).id
-        with app.uow() as uow:
-            app.custody_chain.ledger.keep_private_keys_of(
-                uow, system_actor("node-provisioning"), own
-            )
-        if rekey:
-            rekey_node(
-                app,
-                system_actor("node-provisioning"),
-                f"site node {node.site_code} provisioned: its own audit and signing keys, "
-                "not the control's",
-            )
+        yield app, own
     finally:
         app.engine.dispose()
+
+
+def _keep_own_keys(app: App, own: str, node: Node, *, rekey: bool) -> None:
+    """A node's copy keeps the private half of its own site's ledger keys only: no node can
+    sign another site's chain (the control checks what each site signs). A site node's copy
+    is then rekeyed (`rekey`): its own audit HMAC key and ticket/checkpoint signing key, so no
+    site holds the control's (identity/services/nodekeys.py); its machines get the new public
+    key when the node starts."""
+    from nearfab.bootstrap import rekey as rekey_node
+    from nearfab.identity import system_actor
+
+    with app.uow() as uow:
+        app.custody_chain.ledger.keep_private_keys_of(uow, system_actor("node-provisioning"), own)
+    if rekey:
+        rekey_node(
+            app,
+            system_actor("node-provisioning"),
+            f"site node {node.site_code} provisioned: its own audit and signing keys, "
+            "not the control's",
+        )
 
 
 def provision(nodes: list[Node], broker: str) -> None:
@@ -274,76 +283,53 @@ def _write_pem(cert_path: Path, certificate: Any, path: Path | None, key: Any) -
         path.chmod(0o600)
 
 
-def _site_key_statement(settings: Settings, node: Node) -> dict[str, Any]:
+def _site_key_statement(app: App, own: str, node: Node) -> dict[str, Any]:
     """The site node's own ledger key, made in its folder, and its keys exported as a
     statement signed with its certificate key (`nearfab node keys export --certificate`)."""
-    from nearfab.bootstrap import build_app
     from nearfab.custody import CertificateFiles, export_certified_site_keys
     from nearfab.identity import system_actor
 
-    app = build_app(
-        settings.model_copy(
-            update={"data_dir": node.folder, "database_url": None, "node_site": None}
-        ),
-        migrate=False,
-    )
-    try:
-        with app.uow() as uow:
-            own = app.network.get_site(uow, node.site_code).id
-        with app.uow() as uow:
-            app.custody_chain.ledger.rotate(
-                uow,
-                system_actor("node-provisioning"),
-                own,
-                reason="the site node's ledger key, made at the node when provisioned",
-            )
-        with app.uow() as uow:
-            return export_certified_site_keys(
-                uow.session,
-                own,
-                CertificateFiles.in_folder(node.folder).certificate.read_bytes(),
-                CertificateFiles.in_folder(node.folder).key.read_bytes(),
-                signed_at=app.clock.now(),
-            )
-    finally:
-        app.engine.dispose()
+    with app.uow() as uow:
+        app.custody_chain.ledger.rotate(
+            uow,
+            system_actor("node-provisioning"),
+            own,
+            reason="the site node's ledger key, made at the node when provisioned",
+        )
+    files = CertificateFiles.in_folder(node.folder)
+    with app.uow() as uow:
+        return export_certified_site_keys(
+            uow.session,
+            own,
+            files.certificate.read_bytes(),
+            files.key.read_bytes(),
+            signed_at=app.clock.now(),
+        )
 
 
 def _register_site_keys(
-    settings: Settings, control: Node, statements: list[dict[str, Any]]
+    app: App, own: str, control: Node, statements: list[dict[str, Any]]
 ) -> None:
     """The sites' public keys registered at the control from their certified statements,
     checked against the network CA and its CRL (`nearfab node keys import --network-ca
     --crl`)."""
-    from nearfab.bootstrap import build_app
     from nearfab.custody import CertificateFiles, import_certified_site_keys
     from nearfab.identity import system_actor
 
-    app = build_app(
-        settings.model_copy(
-            update={"data_dir": control.folder, "database_url": None, "node_site": None}
-        ),
-        migrate=False,
-    )
     files = CertificateFiles.in_folder(control.folder)
     ca_pem = files.network_ca.read_bytes()
     crl_pem = files.crl.read_bytes() if files.crl.is_file() else None
-    try:
+    for statement in statements:
         with app.uow() as uow:
-            own = app.network.get_site(uow, control.site_code).id
-        for statement in statements:
-            with app.uow() as uow:
-                import_certified_site_keys(
-                    uow,
-                    system_actor("node-provisioning"),
-                    statement,
-                    network_ca_pem=ca_pem,
-                    own_site_id=own,
-                    reason="a site node's ledger key, certified by the demo network's CA",
-                    crl_pem=crl_pem,
-                )
-    finally:
-        app.engine.dispose()
+            import_certified_site_keys(
+                uow,
+                system_actor("node-provisioning"),
+                statement,
+                network_ca_pem=ca_pem,
+                own_site_id=own,
+                reason="a site node's ledger key, certified by the demo network's CA",
+                crl_pem=crl_pem,
+            )
 
 
 def node_command(node: Node, *, host: str, speed: float) -> list[str]:
