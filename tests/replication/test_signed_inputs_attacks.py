@@ -524,12 +524,13 @@ def refused_import(w: World, document: dict[str, Any]) -> Refused | ValidationFa
     return refused.value
 
 
-def test_a_certificate_issued_by_an_intermediate_the_ca_signed_is_not_followed(
+def test_a_certificate_below_an_intermediate_the_bundle_does_not_carry_is_refused(
     world: World,
 ) -> None:
-    """deployment.md: the node certificate must be issued by the network CA directly, no
-    intermediate followed. An intermediate CA the network CA signed issues a certificate
-    named GSTT-PH; neither it nor the intermediate itself (a CA's certificate) is taken."""
+    """deployment.md: a path to the network CA is followed only through the intermediates
+    the bundle carries (test_key_revocation.py tests a carried chain). An intermediate CA
+    the network CA signed issues a certificate named GSTT-PH, sent without the intermediate:
+    not taken; nor is the intermediate itself (a CA's certificate) as a site's."""
     w = world
     intermediate = leaf(w.network, "nearfab sub-CA", is_ca=True)
     below = leaf(intermediate, "GSTT-PH")
