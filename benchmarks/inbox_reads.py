@@ -27,16 +27,16 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._nodes import site_and_control
 
 
 def _median_ms(call: Callable[[], Any], repeat: int) -> float:
@@ -68,13 +68,8 @@ def main() -> None:
         args.held, args.scan, args.passes, args.repeat = 20, 60, 2, 1
 
     from sqlalchemy import or_, select
-    from tests import flow_helpers as fh
     from tests.telemetry.test_mqtt import Broker
 
-    from nearfab.bootstrap import build_app
-    from nearfab.common.clock import ManualClock
-    from nearfab.config import Settings
-    from nearfab.demo import seed
     from nearfab.identity import AuditAction, audit, system_actor
     from nearfab.replication.decisions import waiting_at
     from nearfab.replication.link import NodeLink
@@ -82,27 +77,8 @@ def main() -> None:
     from nearfab.replication.outcomes import site_outcomes
     from nearfab.telemetry import BrokerAddress
 
-    shm = Path("/dev/shm")
-    tmp = Path(tempfile.mkdtemp(prefix="nearfab-inbox-reads-", dir=shm if shm.is_dir() else None))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # no database left behind
-    clock = ManualClock()
-    seeded = build_app(Settings(data_dir=tmp / "seed"), clock=clock)
-    seed(seeded, fh.TEST_PASSWORD)
-    seeded.engine.dispose()
-    apps = []
-    for name, code in (("site", "GSTT-PH"), ("control", "CTRL")):
-        (tmp / name).mkdir()
-        shutil.copyfile(tmp / "seed" / "nearfab.db", tmp / name / "nearfab.db")
-        shutil.copytree(tmp / "seed" / "keys", tmp / name / "keys")
-        settings = Settings(
-            data_dir=tmp / name,
-            node_site=code,
-            session_idle_minutes=7 * 24 * 60,
-            session_lifetime_hours=24 * 365,
-            password_max_age_days=3650,
-        )
-        apps.append(build_app(settings, clock=clock, migrate=False))
-    site, control = apps
+    nodes = site_and_control("nearfab-inbox-reads-")
+    site, control, clock, tmp = nodes.site, nodes.control, nodes.clock, nodes.folder
     site_repl, control_repl = site.replication, control.replication
     assert site_repl is not None and control_repl is not None
     decisions = site_repl.decisions
@@ -238,7 +214,7 @@ def main() -> None:
         reads["waiting_column_ms"] = _median_ms(
             lambda: by_column(uow.session, control_id, orders), args.repeat
         )
-    for app in apps:
+    for app in (site, control):
         app.engine.dispose()
     out = {
         "idle": idle,

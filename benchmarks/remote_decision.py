@@ -18,18 +18,17 @@ through the product, its dossier sent, and everything applied at the control.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._nodes import site_and_control
 
 
 def _median_ms(call: Callable[[], Any], repeat: int) -> float:
@@ -82,39 +81,13 @@ def main() -> None:
     from sqlalchemy import select
     from tests import flow_helpers as fh
 
-    from nearfab.bootstrap import build_app
-    from nearfab.common.clock import ManualClock
-    from nearfab.config import Settings
     from nearfab.custody import export_site_keys, import_site_keys, parse_site_keys
     from nearfab.custody.enums import LedgerKind
-    from nearfab.demo import seed
     from nearfab.identity import AuditAction, audit, system_actor
     from nearfab.replication.models import InboxRecord
 
-    shm = Path("/dev/shm")
-    tmp = Path(
-        tempfile.mkdtemp(prefix="nearfab-remote-decision-", dir=shm if shm.is_dir() else None)
-    )
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # no database left behind
-    clock = ManualClock()
-    seeded = build_app(Settings(data_dir=tmp / "seed"), clock=clock)
-    seed(seeded, fh.TEST_PASSWORD)
-    seeded.engine.dispose()
-    apps = []
-    for name, code in (("site", "GSTT-PH"), ("control", "CTRL")):
-        (tmp / name).mkdir()
-        shutil.copyfile(tmp / "seed" / "nearfab.db", tmp / name / "nearfab.db")
-        shutil.copytree(tmp / "seed" / "keys", tmp / name / "keys")
-        # the test suite's settings for nodes whose clocks jump (nothing expires)
-        settings = Settings(
-            data_dir=tmp / name,
-            node_site=code,
-            session_idle_minutes=7 * 24 * 60,
-            session_lifetime_hours=24 * 365,
-            password_max_age_days=3650,
-        )
-        apps.append(build_app(settings, clock=clock, migrate=False))
-    site, control = apps
+    nodes = site_and_control("nearfab-remote-decision-")
+    site, control = nodes.site, nodes.control
     site_repl, control_repl = site.replication, control.replication
     assert site_repl is not None and control_repl is not None
     assert site.dossiers is not None and control.remote_releases is not None
@@ -166,7 +139,7 @@ def main() -> None:
             runs.append(
                 {"records_held": held, **_figures(control, uow, origin, received, args.repeat)}
             )
-    for app in apps:
+    for app in (site, control):
         app.engine.dispose()
     last = runs[-1]
     out = {"runs": runs, **last}
