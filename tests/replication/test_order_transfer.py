@@ -595,3 +595,49 @@ def test_a_cancellation_at_the_control_after_a_transfer_reaches_the_site_now_hol
     assert applied_rows(giver, "order_cancellation") == []
     fh.run(taker)
     assert batches_of(taker, order_id) == 0
+
+
+def test_a_cancellation_of_an_order_whose_transferred_handover_was_refused_is_refused(
+    network: dict[str, App],
+) -> None:
+    """Manchester refuses the transferred order's hand-over (the order's master-file version is
+    superseded there: final). A later cancellation at the control goes to Manchester (the
+    control's copy moved there) and is refused there `not_taken_here`, at once: the order's
+    first hand-over, to St Thomas', which Manchester's node also received and ignored, is not a
+    hand-over to Manchester that could still be taken (it did wait for it for ever)."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    mf_id = fh.master_file_id(taker, HYDROCORTISONE)
+    with taker.uow() as uow:  # no version of the code effective at Manchester any more
+        mf = uow.session.get(MasterFile, mf_id)
+        assert mf is not None
+        mf.status = "superseded"
+        uow.commit()
+    made = request(control, order_id)
+    send(control, giver, taker)
+    assert to_control(giver, control) == [made.transfer_id]
+    send(control, giver, taker)
+    assert order_columns(taker, order_id) is None
+    (refused,) = [
+        r
+        for r in applied_rows(taker, "order_handover")
+        if (r.new or {}).get("order_id") == order_id
+    ]
+    assert refused.action == "refuse" and "superseded here" in str((refused.new or {})["outcome"])
+
+    cancel_at_control(control, order_id, by="admin")
+    (cancelled,) = rows(control, "order_cancellation", order_id)
+    assert cancelled.new is not None and cancelled.new["site_id"] == made.to_site_id
+    send(control, giver, taker)
+    (answer,) = applied_rows(taker, "order_cancellation")
+    assert answer.action == "refuse" and answer.new is not None
+    # not_taken_here, in the words of the refusal (the applied row keeps the outcome)
+    assert answer.new["outcome"] == (
+        f"not applied here: order {order_id} was never taken here (its hand-over was not): "
+        "nothing to cancel"
+    ), answer.new
+    decisions = repl(taker).decisions
+    assert decisions is not None
+    with taker.uow() as uow:
+        assert decisions.waiting(uow) == {}  # nothing left waiting at Manchester
+    assert applied_rows(giver, "order_cancellation") == []  # St Thomas' ignores it

@@ -228,12 +228,15 @@ def _signed_decisions(records: list[Record]) -> dict[str, set[str]]:
 
 
 def _order_records(
-    records: list[Record], signed: dict[str, set[str]]
+    records: list[Record], signed: dict[str, set[str]], site_id: str
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Of the control's records held (seq order): per order, the first cancellation the
     control signed (the one acted on: an order is cancelled once, so a later record carrying
-    it is a replay) and its hand-over record. The payload is looked into only for the
-    records about orders."""
+    it is a replay) and its hand-over record **to this site** (`site_id`): an order moved
+    between sites was handed over to another site first, a record this site ignores, so
+    counting it would leave a cancellation or transfer of an order whose hand-over here was
+    refused waiting for ever instead of refused `not_taken_here`. The payload is looked into
+    only for the records about orders."""
     first_cancel: dict[str, str] = {}
     handover_of: dict[str, str] = {}
     marks = (f'"entity_type":"{CANCELLATION_ENTITY}"', f'"entity_type":"{HANDOVER_ENTITY}"')
@@ -246,7 +249,10 @@ def _order_records(
             continue  # not the control's decision
         if row.get("entity_type") == CANCELLATION_ENTITY:
             first_cancel.setdefault(order_id, record.id)
-        elif row.get("entity_type") == HANDOVER_ENTITY:
+        elif (
+            row.get("entity_type") == HANDOVER_ENTITY
+            and (row.get("new") or {}).get("site_id") == site_id
+        ):
             handover_of.setdefault(order_id, record.id)
     return first_cancel, handover_of
 
@@ -351,7 +357,7 @@ class ControlDecisions:
         problems = _problems(statuses.get(origin))
         usable = _contiguous(records)
         signed = _signed_decisions(usable)
-        first_cancel, handover_of = _order_records(usable, signed)
+        first_cancel, handover_of = _order_records(usable, signed, self.service.site_id)
         first_transfer = _first_transfers(usable, signed)
         unchecked = list(getattr(statuses.get(origin), "unverified_keys", []) or [])
         for record in usable:
