@@ -35,8 +35,6 @@ from nearfab.production import (
 from nearfab.quality import ReleaseReview
 from nearfab.scheduling import Job
 
-seeded = fh.seeded  # the demo network, seeded once and copied for each test
-
 HC = "MF-HC-PRINTLET"
 PROP = "MF-PROP-PRINTLET"
 
@@ -74,6 +72,26 @@ def _two_jobs(app: App) -> tuple[str, str]:
     return ticketed, planned
 
 
+# a test asking for `ticketed` (`two_jobs`) gets a copy of a world where `fh.ticketed_job`
+# (`_two_jobs`) has already run, built once per backend and worker (tests/flow_helpers.py);
+# every other test a copy of the seeded demo network
+seeded = fh.seeded_or_world({"ticketed": fh.ticketed_job, "two_jobs": _two_jobs})
+
+
+@pytest.fixture
+def ticketed(request: pytest.FixtureRequest, seeded: App) -> str:
+    """The id of `fh.ticketed_job`'s job (at GSTT-PH) in the test's copy of its world."""
+    job_id: str = fh.built_data(request)
+    return job_id
+
+
+@pytest.fixture
+def two_jobs(request: pytest.FixtureRequest, seeded: App) -> tuple[str, str]:
+    """`_two_jobs`' (ticketed, planned) jobs in the test's copy of its world."""
+    ticketed, planned = fh.built_data(request)
+    return ticketed, planned
+
+
 def _qualification(app: App, machine_name: str, code: str) -> int:
     with app.uow() as uow:
         row = uow.session.scalar(
@@ -89,8 +107,10 @@ def _qualification(app: App, machine_name: str, code: str) -> int:
 # --- point 5: the production gate --------------------------------------------------------------
 
 
-def test_superseded_master_file_refuses_ticket_and_start(seeded: App) -> None:
-    ticketed, planned = _two_jobs(seeded)
+def test_superseded_master_file_refuses_ticket_and_start(
+    seeded: App, two_jobs: tuple[str, str]
+) -> None:
+    ticketed, planned = two_jobs
     fh.new_version(seeded, HC, shelf_life_days=60)
 
     exc = _refused_ticket(seeded, planned)
@@ -163,8 +183,8 @@ def test_site_not_listed_in_master_file_refuses_ticket(seeded: App) -> None:
     _assert_nothing_made(seeded, job_id, "planned", "scheduled")
 
 
-def test_paused_site_refuses_ticket_and_start(seeded: App) -> None:
-    ticketed, planned = _two_jobs(seeded)
+def test_paused_site_refuses_ticket_and_start(seeded: App, two_jobs: tuple[str, str]) -> None:
+    ticketed, planned = two_jobs
     with seeded.uow() as uow:
         seeded.network.transition_site(
             uow,
@@ -198,8 +218,10 @@ def test_paused_site_refuses_ticket_and_start(seeded: App) -> None:
     assert fh.job(seeded, ticketed).status == "running"
 
 
-def test_unqualified_machine_refuses_ticket_and_start(seeded: App, clock: ManualClock) -> None:
-    ticketed, planned = _two_jobs(seeded)
+def test_unqualified_machine_refuses_ticket_and_start(
+    seeded: App, two_jobs: tuple[str, str], clock: ManualClock
+) -> None:
+    ticketed, planned = two_jobs
     assert fh.job(seeded, planned).machine_id == fh.machine_id(seeded, "GSTT printer B")
     # B's qualification is revoked; A's is renewed only for the next hour, which then passes
     fh.edit(seeded, Qualification, _qualification(seeded, "GSTT printer B", HC), revoked=True)
@@ -233,9 +255,9 @@ def test_unqualified_machine_refuses_ticket_and_start(seeded: App, clock: Manual
 
 
 def test_untrained_operator_refused_and_trained_one_may_start(
-    seeded: App, clock: ManualClock
+    seeded: App, ticketed: str, clock: ManualClock
 ) -> None:
-    job_id = fh.ticketed_job(seeded)
+    job_id = ticketed
     newcomer = fh.create_user(seeded, "operator-new", ["operator"], "GSTT-PH")
 
     exc = _refused_start(seeded, job_id, newcomer)
@@ -268,8 +290,10 @@ def test_untrained_operator_refused_and_trained_one_may_start(
     assert fh.batch(seeded, batch_id).operator_id == fh.actor(seeded, "operator").user_id
 
 
-def test_lot_put_on_hold_refuses_start_and_leaves_no_half_written_batch(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_lot_put_on_hold_refuses_start_and_leaves_no_half_written_batch(
+    seeded: App, ticketed: str
+) -> None:
+    job_id = ticketed
     lot_id = fh.job(seeded, job_id).material_lot_id
     with seeded.uow() as uow:
         seeded.materials.set_status(
@@ -291,9 +315,9 @@ def test_lot_put_on_hold_refuses_start_and_leaves_no_half_written_batch(seeded: 
         assert machine.status == "available"
 
 
-def test_batch_keeps_the_master_file_version_it_started_with(seeded: App) -> None:
+def test_batch_keeps_the_master_file_version_it_started_with(seeded: App, ticketed: str) -> None:
     v1 = fh.master_file_id(seeded, HC)
-    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+    batch_id = fh.start(seeded, ticketed)
     v2 = fh.new_version(
         seeded, HC, shelf_life_days=30, storage="Store below 8 °C in the original container."
     )
@@ -351,8 +375,8 @@ def test_ticket_is_signed_by_the_control_site(seeded: App, clock: ManualClock) -
 
 
 @pytest.mark.parametrize("tamper", ["altered", "unsigned"])
-def test_machine_refuses_a_ticket_not_as_signed(seeded: App, tamper: str) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_machine_refuses_a_ticket_not_as_signed(seeded: App, ticketed: str, tamper: str) -> None:
+    job_id = ticketed
     batch_id = fh.start(seeded, job_id)
     job = fh.job(seeded, job_id)
     ticket = copy.deepcopy(job.ticket or {})
@@ -386,8 +410,10 @@ def test_machine_refuses_a_ticket_not_as_signed(seeded: App, tamper: str) -> Non
     assert fh.count(seeded, ReleaseReview) == 0
 
 
-def test_altered_ticket_is_refused_at_start_and_keeps_the_material(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_altered_ticket_is_refused_at_start_and_keeps_the_material(
+    seeded: App, ticketed: str
+) -> None:
+    job_id = ticketed
     job = fh.job(seeded, job_id)
     ticket = copy.deepcopy(job.ticket or {})
     ticket["payload"]["design"]["target_mass_mg"] *= 2  # a double dose
@@ -407,8 +433,10 @@ def test_altered_ticket_is_refused_at_start_and_keeps_the_material(seeded: App) 
         assert seeded.materials.get(uow, job.material_lot_id).quantity_g == grams
 
 
-def test_batch_record_holds_the_evidence_of_the_run(seeded: App, clock: ManualClock) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_batch_record_holds_the_evidence_of_the_run(
+    seeded: App, ticketed: str, clock: ManualClock
+) -> None:
+    job_id = ticketed
     job = fh.job(seeded, job_id)
     with seeded.uow() as uow:
         lot = seeded.materials.get(uow, job.material_lot_id)
@@ -480,8 +508,8 @@ def test_batch_record_holds_the_evidence_of_the_run(seeded: App, clock: ManualCl
     assert fh.order_status(seeded, batch.order_id) == "awaiting_release"
 
 
-def test_nozzle_clog_underfills_units_and_rtrt_proposes_reject(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_nozzle_clog_underfills_units_and_rtrt_proposes_reject(seeded: App, ticketed: str) -> None:
+    job_id = ticketed
     printer = fh.machine(seeded, fh.job(seeded, job_id).machine_id)
     seeded.fleet.inject_fault(printer, Fault("nozzle_clog", 0.3, from_unit=4))
     batch_id = fh.start(seeded, job_id)
@@ -506,8 +534,10 @@ def test_nozzle_clog_underfills_units_and_rtrt_proposes_reject(seeded: App) -> N
         assert {u.status for u in uow.session.scalars(select(SerialUnit))} == {"quarantine"}
 
 
-def test_machine_put_into_maintenance_during_a_run_stays_in_maintenance(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_machine_put_into_maintenance_during_a_run_stays_in_maintenance(
+    seeded: App, ticketed: str
+) -> None:
+    job_id = ticketed
     batch_id = fh.start(seeded, job_id)
     printer = fh.job(seeded, job_id).machine_id
     with seeded.uow() as uow:
@@ -519,8 +549,8 @@ def test_machine_put_into_maintenance_during_a_run_stays_in_maintenance(seeded: 
     assert fh.machine(seeded, printer).status == "maintenance"
 
 
-def test_production_refuses_an_operator_from_another_site(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)  # at GSTT-PH
+def test_production_refuses_an_operator_from_another_site(seeded: App, ticketed: str) -> None:
+    job_id = ticketed  # at GSTT-PH
     other = fh.actor(seeded, "operator-man")  # trained, but works at MAN-PH
     with seeded.uow() as uow, pytest.raises(Forbidden) as caught:
         seeded.production.start_batch(uow, other, job_id)
@@ -529,8 +559,8 @@ def test_production_refuses_an_operator_from_another_site(seeded: App) -> None:
     assert fh.job(seeded, job_id).status == "ticket_issued"
 
 
-def test_production_refuses_a_machine_moved_to_another_site(seeded: App) -> None:
-    job_id = fh.ticketed_job(seeded)
+def test_production_refuses_a_machine_moved_to_another_site(seeded: App, ticketed: str) -> None:
+    job_id = ticketed
     machine_id = fh.job(seeded, job_id).machine_id
     fh.edit(seeded, Machine, machine_id, site_id=fh.site_id(seeded, "MAN-PH"))
     with seeded.uow() as uow, pytest.raises(Refused) as caught:

@@ -17,9 +17,44 @@ from nearfab.demo import cell_therapy_bundle
 from nearfab.network import Qualification
 from nearfab.scheduling import Job
 
-seeded = fh.seeded  # the demo network, seeded once and copied for each test
-
 PROP = "MF-PROP-PRINTLET"
+
+
+def _scheduled(app: App) -> str:
+    return fh.schedule(app, fh.submit(app))
+
+
+def _started(app: App) -> str:
+    return fh.start(app, fh.ticketed_job(app))
+
+
+# a test asking for `scheduled`, `ticketed` or `started` gets a copy of a world where that job
+# (batch) is already made, built once per backend and worker (tests/flow_helpers.py); every
+# other test a copy of the seeded demo network
+seeded = fh.seeded_or_world(
+    {"scheduled": _scheduled, "ticketed": fh.ticketed_job, "started": _started}
+)
+
+
+@pytest.fixture
+def scheduled(request: pytest.FixtureRequest, seeded: App) -> str:
+    """A prescription's job, planned (`fh.schedule`), in the test's copy of its world."""
+    job_id: str = fh.built_data(request)
+    return job_id
+
+
+@pytest.fixture
+def ticketed(request: pytest.FixtureRequest, seeded: App) -> str:
+    """A prescription's job with its ticket issued (`fh.ticketed_job`), in the test's copy."""
+    job_id: str = fh.built_data(request)
+    return job_id
+
+
+@pytest.fixture
+def started(request: pytest.FixtureRequest, seeded: App) -> str:
+    """A ticketed job's batch, started by the site's operator (`fh.start`), in the test's copy."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
 
 
 def test_run_until_idle_makes_two_orders_and_stops_for_the_qp(seeded: App) -> None:
@@ -101,8 +136,8 @@ def test_order_without_a_qualified_machine_stays_designed_and_says_why(seeded: A
     assert batch.operator_id == fh.actor(seeded, "operator-man").user_id
 
 
-def test_runner_does_not_start_an_altered_ticket_and_carries_on(seeded: App) -> None:
-    tampered = fh.ticketed_job(seeded)
+def test_runner_does_not_start_an_altered_ticket_and_carries_on(seeded: App, ticketed: str) -> None:
+    tampered = ticketed
     ticket = copy.deepcopy(fh.job(seeded, tampered).ticket or {})
     ticket["payload"]["design"]["target_mass_mg"] *= 2  # a double dose
     fh.edit(seeded, Job, tampered, ticket=ticket)
@@ -125,8 +160,8 @@ def test_runner_does_not_start_an_altered_ticket_and_carries_on(seeded: App) -> 
         assert [r.batch_id for r in seeded.quality.pending(uow)] == [made]
 
 
-def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
-    job_id = fh.schedule(seeded, fh.submit(seeded))
+def test_runner_reports_a_refused_gate_as_blocked(seeded: App, scheduled: str) -> None:
+    job_id = scheduled
     fh.new_version(seeded, "MF-HC-PRINTLET", shelf_life_days=60)
 
     summary = fh.run(seeded)
@@ -143,8 +178,8 @@ def test_runner_reports_a_refused_gate_as_blocked(seeded: App) -> None:
     assert len(fh.refusals(seeded, "job", job_id)) == 1
 
 
-def test_the_runner_runs_a_batch_an_operator_started_by_hand(seeded: App) -> None:
-    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+def test_the_runner_runs_a_batch_an_operator_started_by_hand(seeded: App, started: str) -> None:
+    batch_id = started
     assert fh.batch(seeded, batch_id).status == "in_progress"
 
     summary = fh.run(seeded)
@@ -178,8 +213,10 @@ def test_the_sweep_finishes_what_a_failed_reaction_left_undone(
     assert calls["n"] == 2
 
 
-def test_a_stuck_scheduled_order_can_be_taken_off_and_cancelled(seeded: App) -> None:
-    job_id = fh.schedule(seeded, fh.submit(seeded))
+def test_a_stuck_scheduled_order_can_be_taken_off_and_cancelled(
+    seeded: App, scheduled: str
+) -> None:
+    job_id = scheduled
     order_id = fh.job(seeded, job_id).order_id
     planner, clinician = fh.actor(seeded, "planner"), fh.actor(seeded, "clinician")
     with seeded.uow() as uow:
@@ -194,8 +231,10 @@ def test_a_stuck_scheduled_order_can_be_taken_off_and_cancelled(seeded: App) -> 
     assert fh.order_status(seeded, order_id) == "cancelled"
 
 
-def test_a_scheduled_order_is_cancelled_with_its_job_in_one_step(seeded: App) -> None:
-    job_id = fh.schedule(seeded, fh.submit(seeded))
+def test_a_scheduled_order_is_cancelled_with_its_job_in_one_step(
+    seeded: App, scheduled: str
+) -> None:
+    job_id = scheduled
     order_id = fh.job(seeded, job_id).order_id
     clinician = fh.actor(seeded, "clinician")
     with seeded.uow() as uow, pytest.raises(Refused) as caught:  # not behind the job's back
@@ -236,8 +275,8 @@ def test_a_result_that_could_not_be_recorded_is_recorded_later_not_rerun(
     assert fh.batch(seeded, batch_id).status == "completed"
 
 
-def test_a_batch_is_handed_to_its_machine_once(seeded: App) -> None:
-    batch_id = fh.start(seeded, fh.ticketed_job(seeded))
+def test_a_batch_is_handed_to_its_machine_once(seeded: App, started: str) -> None:
+    batch_id = started
     agent = fh.actor(seeded, "operator")
     fh.sign_before_start(seeded, batch_id)
     with seeded.uow() as uow:

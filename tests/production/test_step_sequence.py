@@ -29,8 +29,6 @@ from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry, Signature
 from nearfab.production import StepSignoff
 
-seeded = fh.seeded
-
 FILAMENT = {"filament_lot": "HC-FIL-2.5-GSTT-PH-001", "mass_loaded_g": 12.5}
 
 
@@ -92,8 +90,20 @@ def _batch_at_gstt(app: App) -> str:
     pytest.fail("the planner never chose St Thomas' for a batch")
 
 
-def test_11_10_f_steps_out_of_sequence_refused(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+# a test asking for `gstt_batch` gets a copy of a world where that batch is already made
+# (built once per backend and worker: tests/flow_helpers.py), every other test the seeded network
+seeded = fh.seeded_or_world({"gstt_batch": _batch_at_gstt})
+
+
+@pytest.fixture
+def gstt_batch(request: pytest.FixtureRequest, seeded: App) -> str:
+    """The id of `_batch_at_gstt`'s batch in the test's copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
+def test_11_10_f_steps_out_of_sequence_refused(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     assert _status(seeded, batch_id) == {
         "line_clearance": "pending",
         "filament_loaded": "pending",
@@ -127,8 +137,8 @@ def test_11_10_f_steps_out_of_sequence_refused(seeded: App) -> None:
     assert again.value.code == "already_performed"
 
 
-def test_11_10_f_out_of_sequence_allowed_with_open_deviation(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+def test_11_10_f_out_of_sequence_allowed_with_open_deviation(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     with seeded.uow() as uow, pytest.raises(ValidationFailed) as unknown:
         seeded.quality.records.open_deviation(
             uow, fh.actor(seeded, "operator"), batch_id, description="x", step="no_such_step"
@@ -177,8 +187,8 @@ def test_11_10_f_out_of_sequence_allowed_with_open_deviation(seeded: App) -> Non
         assert line.signoff is None  # skipped under the deviation, never back-filled
 
 
-def test_annex11_s6_critical_entry_needs_second_person(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+def test_annex11_s6_critical_entry_needs_second_person(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     _sign(seeded, batch_id, "line_clearance")
     _sign(seeded, batch_id, "filament_loaded", entry=FILAMENT)
     assert _status(seeded, batch_id)["filament_loaded"] == "awaiting_verification"
@@ -227,8 +237,8 @@ def test_annex11_s6_critical_entry_needs_second_person(seeded: App) -> None:
     assert fh.batch(seeded, batch_id).status == "released"
 
 
-def test_a_changed_entry_breaks_its_signatures(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+def test_a_changed_entry_breaks_its_signatures(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     _sign(seeded, batch_id, "line_clearance")
     signoff = _sign(seeded, batch_id, "filament_loaded", entry=FILAMENT)
     _verify(seeded, batch_id, "filament_loaded")
@@ -238,8 +248,8 @@ def test_a_changed_entry_breaks_its_signatures(seeded: App) -> None:
     assert list(checks.values()).count(False) == 2  # performer's and verifier's
 
 
-def test_entries_and_signers_are_checked(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+def test_entries_and_signers_are_checked(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     _sign(seeded, batch_id, "line_clearance")
     for entry, field in (
         ({"filament_lot": "L1"}, "entry.mass_loaded_g"),
@@ -275,8 +285,8 @@ def test_entries_and_signers_are_checked(seeded: App) -> None:
     assert [s.code for s in _signoffs(seeded, batch_id)] == ["line_clearance"]
 
 
-def test_steps_close_with_the_batch(seeded: App) -> None:
-    batch_id = _batch_at_gstt(seeded)
+def test_steps_close_with_the_batch(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     fh.reject(seeded, batch_id)
     with pytest.raises(Refused) as closed:
         _sign(seeded, batch_id, "line_clearance")
@@ -312,10 +322,10 @@ def test_master_file_steps_are_validated_and_old_approvals_stay_valid(seeded: Ap
         assert draft.record_steps is None
 
 
-def test_steps_through_the_http_api(seeded: App) -> None:
+def test_steps_through_the_http_api(seeded: App, gstt_batch: str) -> None:
     from nearfab.web.server import create_web_app
 
-    batch_id = _batch_at_gstt(seeded)
+    batch_id = gstt_batch
     client = TestClient(create_web_app(seeded))
 
     def auth(username: str) -> dict[str, str]:
@@ -394,9 +404,9 @@ def test_steps_through_the_http_api(seeded: App) -> None:
         assert {r.new["code"] for r in refused if r.new} == {"out_of_sequence", "same_person"}
 
 
-def test_refusals_are_domain_errors(seeded: App) -> None:
+def test_refusals_are_domain_errors(seeded: App, gstt_batch: str) -> None:
     """Every refusal above is a DomainError with a field (the API answers it as JSON)."""
-    batch_id = _batch_at_gstt(seeded)
+    batch_id = gstt_batch
     with pytest.raises(DomainError) as caught:
         _sign(seeded, batch_id, "filament_loaded", entry=FILAMENT)
     assert caught.value.to_dict()["field"] == "code"

@@ -37,6 +37,34 @@ def _at_gstt(app: App, *, run: bool) -> str:
     pytest.fail("the planner never chose St Thomas' for a batch")
 
 
+def _run_at_gstt(app: App) -> str:
+    return _at_gstt(app, run=True)
+
+
+def _started_at_gstt(app: App) -> str:
+    return _at_gstt(app, run=False)
+
+
+# a test asking for `run_at_gstt` (`started_at_gstt`) gets a copy of a world where that batch
+# is already made (started), built once per backend and worker (tests/flow_helpers.py); every
+# other test a copy of the seeded network
+seeded = fh.seeded_or_world({"run_at_gstt": _run_at_gstt, "started_at_gstt": _started_at_gstt})
+
+
+@pytest.fixture
+def run_at_gstt(request: pytest.FixtureRequest, seeded: App) -> str:
+    """The id of `_at_gstt(run=True)`'s batch in the test's copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
+@pytest.fixture
+def started_at_gstt(request: pytest.FixtureRequest, seeded: App) -> str:
+    """The id of `_at_gstt(run=False)`'s batch in the test's copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
 def _work(app: App, username: str) -> dict[str, Any]:
     with app.uow() as uow:
         return worklist_view(app, uow, fh.actor(app, username))
@@ -65,8 +93,10 @@ def _verify(app: App, username: str, batch_id: str, code: str) -> None:
         )
 
 
-def test_the_next_step_due_follows_each_signature_and_verification(seeded: App) -> None:
-    batch_id = _at_gstt(seeded, run=True)
+def test_the_next_step_due_follows_each_signature_and_verification(
+    seeded: App, run_at_gstt: str
+) -> None:
+    batch_id = run_at_gstt
 
     work = _work(seeded, "operator")
     assert work["may_sign"] and work["may_verify"] and not work["may_review"]
@@ -108,8 +138,8 @@ def test_the_next_step_due_follows_each_signature_and_verification(seeded: App) 
     assert _mine(work["steps"], batch_id) == [] and _mine(work["waiting"], batch_id) == []
 
 
-def test_a_step_after_the_run_waits_for_the_machine(seeded: App) -> None:
-    batch_id = _at_gstt(seeded, run=False)  # started: the machine has not recorded step 3
+def test_a_step_after_the_run_waits_for_the_machine(seeded: App, started_at_gstt: str) -> None:
+    batch_id = started_at_gstt  # started: the machine has not recorded step 3
     assert fh.batch(seeded, batch_id).status == "in_progress"
     assert _mine(_work(seeded, "operator")["steps"], batch_id) == [("line_clearance", BEFORE)]
     _sign(seeded, "operator", batch_id, "line_clearance")
@@ -124,8 +154,10 @@ def test_a_step_after_the_run_waits_for_the_machine(seeded: App) -> None:
     )
 
 
-def test_the_qp_reviews_then_certifies_and_another_site_sees_nothing(seeded: App) -> None:
-    batch_id = _at_gstt(seeded, run=True)
+def test_the_qp_reviews_then_certifies_and_another_site_sees_nothing(
+    seeded: App, run_at_gstt: str
+) -> None:
+    batch_id = run_at_gstt
     qp = _work(seeded, "qp")
     assert qp["network"] and qp["may_review"] and qp["steps"] == []  # a QP signs no step
     # the record is not complete: not the QP's work yet
@@ -150,8 +182,8 @@ def test_the_qp_reviews_then_certifies_and_another_site_sees_nothing(seeded: App
     assert other["reviews"] == [] and other["certify"] == []
 
 
-def test_another_sites_operator_never_sees_the_batch(seeded: App) -> None:
-    batch_id = _at_gstt(seeded, run=True)
+def test_another_sites_operator_never_sees_the_batch(seeded: App, run_at_gstt: str) -> None:
+    batch_id = run_at_gstt
     _sign(seeded, "operator", batch_id, "line_clearance")
     _sign(seeded, "operator", batch_id, "filament_loaded", filament_lot="L", mass_loaded_g=3)
     # awaiting verification, which an operator may give at their own site only
@@ -162,8 +194,10 @@ def test_another_sites_operator_never_sees_the_batch(seeded: App) -> None:
 
 
 @pytest.mark.parametrize("username", ["auditor", "planner", "admin"])
-def test_roles_that_sign_nothing_have_nothing_on_it(seeded: App, username: str) -> None:
-    batch_id = _at_gstt(seeded, run=True)
+def test_roles_that_sign_nothing_have_nothing_on_it(
+    seeded: App, run_at_gstt: str, username: str
+) -> None:
+    batch_id = run_at_gstt
     fh.complete_record(seeded, batch_id)  # awaiting the QP's review of its audit trail
     work = _work(seeded, username)
     assert not (work["may_sign"] or work["may_verify"] or work["may_review"])
@@ -176,10 +210,10 @@ def test_a_prescriber_reads_no_worklist(seeded: App) -> None:
         _work(seeded, "clinician")
 
 
-def test_the_command_line_prints_the_same_worklist(seeded: App) -> None:
+def test_the_command_line_prints_the_same_worklist(seeded: App, run_at_gstt: str) -> None:
     from tests import cli_helpers
 
-    batch_id = _at_gstt(seeded, run=True)
+    batch_id = run_at_gstt
     env = {
         "NEARFAB_DATABASE_URL": seeded.engine.url.render_as_string(hide_password=False),
         # the CLI runs on the wall clock, years after the seeded accounts' passwords were set

@@ -28,6 +28,18 @@ def _gstt_batch(app: App) -> str:
     pytest.fail("the planner never chose St Thomas' for a batch")
 
 
+# a test asking for `gstt_batch` gets a copy of a world where that batch is already made (built
+# once per backend and worker: tests/flow_helpers.py), every other test the seeded network
+seeded = fh.seeded_or_world({"gstt_batch": _gstt_batch})
+
+
+@pytest.fixture
+def gstt_batch(request: pytest.FixtureRequest, seeded: App) -> str:
+    """The id of `_gstt_batch`'s batch in the test's copy of its world."""
+    batch_id: str = fh.built_data(request)
+    return batch_id
+
+
 def _row(page: str, table: str, batch_id: str) -> str:
     """The worklist table's row about `batch_id` ('' when there is none)."""
     body = re.search(rf'<table id="{table}".*?</table>', page, re.S)
@@ -52,8 +64,8 @@ def _menu(client: TestClient) -> list[str]:
     return re.findall(r">([^<]+)</a>", nav.group(1))
 
 
-def test_signing_and_verifying_from_the_worklist(seeded: App) -> None:
-    batch_id = _gstt_batch(seeded)
+def test_signing_and_verifying_from_the_worklist(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     web = create_web_app(seeded)
     operator = fh.web_login(web, "operator")
 
@@ -107,8 +119,10 @@ def test_signing_and_verifying_from_the_worklist(seeded: App) -> None:
     assert 'data-step="visual_inspection"' in row and "after the run" in row
 
 
-def test_another_sites_operator_forging_a_signature_from_the_worklist(seeded: App) -> None:
-    batch_id = _gstt_batch(seeded)
+def test_another_sites_operator_forging_a_signature_from_the_worklist(
+    seeded: App, gstt_batch: str
+) -> None:
+    batch_id = gstt_batch
     web = create_web_app(seeded)
     other = fh.web_login(web, "operator-man")
     assert batch_id not in other.get("/worklist").text
@@ -138,8 +152,8 @@ def test_the_menu_and_the_page_by_role(seeded: App) -> None:
         assert "Sign this step" not in answer.text
 
 
-def test_the_api_gives_the_same_worklist(seeded: App) -> None:
-    batch_id = _gstt_batch(seeded)
+def test_the_api_gives_the_same_worklist(seeded: App, gstt_batch: str) -> None:
+    batch_id = gstt_batch
     client = TestClient(create_web_app(seeded))
     token = client.post(
         "/api/v1/auth/token", json={"username": "operator", "password": fh.TEST_PASSWORD}
