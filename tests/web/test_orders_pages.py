@@ -427,8 +427,11 @@ def test_every_demo_role_opens_every_menu_entry_without_a_refusal(seeded: App) -
     """A crawl: log in as each demo role, follow every link of the main menu; each answers a
     page (200), none refuses (403) or shows raw JSON."""
     ch.released_batch(seeded)
+    # one web app for every role's session (each its own cookies): a new app per login built
+    # (deep-copied) its own OpenAPI schema for its /api/docs page
+    web = create_web_app(seeded)
     for username in DEMO_ROLES:
-        client = fh.web_login(seeded, username)
+        client = fh.web_login(web, username)
         home = client.get("/", headers=HTML)
         assert home.status_code == 200
         nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', home.text, re.S)
@@ -442,8 +445,7 @@ def test_every_demo_role_opens_every_menu_entry_without_a_refusal(seeded: App) -
             assert r.headers["content-type"].startswith("text/html"), f"{username} {href}"
     # what a role may not open is not offered
     menus = {
-        u: _menu(fh.web_login(seeded, u).get("/").text)
-        for u in ("clinician", "operator", "auditor")
+        u: _menu(fh.web_login(web, u).get("/").text) for u in ("clinician", "operator", "auditor")
     }
     assert "/release" not in menus["clinician"] and "/dispense" not in menus["clinician"]
     assert "/users" not in menus["operator"] and "/release" not in menus["operator"]
