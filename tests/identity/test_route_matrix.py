@@ -280,6 +280,10 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/orders/{order_id}/transfer"): Call(
         P.PLAN_RUN, body=lambda w: {"to_site": SITE_B, "reason": "matrix"}
     ),
+    # the orders moved, as the control holds them: 409 not_control_node here once the role is
+    # checked (tests/replication/test_order_transfer.py reads them on three nodes, from each
+    # site and the control, and attacks the two-site rule there)
+    ("GET", "/api/v1/order-transfers"): Call(P.PLAN_READ),
     ("POST", "/api/v1/jobs/{job_id}/ticket"): Call(P.TICKET_ISSUE, True),
     # the control site's approval of a build (api/routes.py): the world's job is a medicine's
     # at a hospital pharmacy, which needs none (409 after the role and the network reach;
@@ -1352,6 +1356,8 @@ NOT_SITE_LISTS = {
     "filter is attacked on two nodes in tests/replication/test_release_across.py",
     "/api/v1/custody/site-alerts": "held only by a control node (409 here, one database); its "
     "site filter is attacked on two nodes in tests/replication/test_alert_records.py",
+    "/api/v1/order-transfers": "held only by a control node (409 here, one database); its "
+    "two-site filter is attacked on three nodes in tests/replication/test_order_transfer.py",
     "/api/v1/worklist": "the caller's own work, of their own sites only "
     "(tests/production/test_worklist.py: another site's user sees none of it)",
     "/api/v1/me/account": "the caller's own account",

@@ -12,7 +12,9 @@ audit body they sign, computed here with `json.dumps`, not with the code's own h
 from __future__ import annotations
 
 import copy
+import html
 import json
+import re
 from typing import Any
 
 import pytest
@@ -41,10 +43,11 @@ from tests.replication.test_site_node_work import order_for
 from tests.telemetry.test_mqtt import Broker
 
 from nearfab.bootstrap import App
+from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Forbidden, NotFound, Refused
 from nearfab.custody import LedgerEntry
 from nearfab.demo import HYDROCORTISONE
-from nearfab.identity import AuditEntry
+from nearfab.identity import AuditEntry, Permission
 from nearfab.masterfiles import MasterFile
 from nearfab.network.models import Site
 from nearfab.orders.models import Order
@@ -493,7 +496,9 @@ def test_the_commands_move_an_order_through_mosquitto(
     the control, each node's `replicate --once` and `receive`; the control's `receive` hands
     the order over as St Thomas' release arrives (its inbox's pass after each batch), and
     `node transfers` lists it handed over. Without St Thomas' key registered at the control
-    (it made it after its copy), the release would be held and not acted on."""
+    (it made it after its copy), the release is held and not acted on, and the node page
+    shows the transfer stuck, naming `nearfab node keys import`; once it is registered, the
+    control's `receive` hands the order over after St Thomas' next batch."""
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
     url = f"mqtt://127.0.0.1:{broker.port}"
     control_id = repl(control).site_id
@@ -523,10 +528,20 @@ def test_the_commands_move_an_order_through_mosquitto(
     hop(control, giver, taker)
     assert fh.order_status(giver, order_id) == "cancelled"
     assert order_columns(taker, order_id) is None
-    # St Thomas' signed its release with a key it made after its copy: registered at the
-    # control as a deployment does (`node keys export` there, `keys import` here)
+    # St Thomas' signed its release with a key it made after its copy, not registered at the
+    # control yet: the release is held and not acted on, and the transfer says so, and what
+    # to do, on the control's node page
+    hop(giver, control)
+    assert [s for s, _ in state(control, order_id)] == ["requested"]
+    stuck = moving(fh.web_login(control, "auditor").get("/node").text)[order_id]
+    assert f"given up at {GIVER}" in stuck
+    assert "Stuck" in stuck and "nearfab node keys import" in stuck
+    # registered as a deployment does (`node keys export` there, `keys import` here); the
+    # control's `receive` hands the order over after the next batch from St Thomas' (its
+    # anchor of what it received, say)
     site_keys_known(giver, control)
-    hop(giver, control)  # the control's `receive` hands the order over as the release arrives
+    node(giver, "inbox", "anchor")
+    hop(giver, control)
     ((status, outcome),) = state(control, order_id)
     assert status == "handed_over" and outcome is not None
     (listed,) = json.loads(node(control, "transfers", "--order", order_id, "--json").stdout)
@@ -641,3 +656,110 @@ def test_a_cancellation_of_an_order_whose_transferred_handover_was_refused_is_re
     with taker.uow() as uow:
         assert decisions.waiting(uow) == {}  # nothing left waiting at Manchester
     assert applied_rows(giver, "order_cancellation") == []  # St Thomas' ignores it
+
+
+def moving(page: str) -> dict[str, str]:
+    """The node page's section "Orders moving between sites": order id -> the row's text."""
+    section = re.search(r'<section id="transfers">(.*?)</section>', page, re.S)
+    assert section is not None, "no section Orders moving between sites"
+    out = {}
+    for row in re.findall(r"<tr id=\"transfer-[^\"]+\"(.*?)</tr>", section.group(1), re.S):
+        order = re.search(r"<code>([^<]+)</code>", row)
+        assert order is not None
+        out[order.group(1)] = html.unescape(re.sub(r"<[^>]+>", " ", row))
+    return out
+
+
+def test_the_transfers_are_read_by_each_role_from_its_site_another_site_and_the_control(
+    network: dict[str, App],
+) -> None:
+    """`GET /api/v1/order-transfers` and the control's node page list a transfer, with where it
+    is, to a reader whose grant reaches both its sites only: the control's planner and auditor
+    see it; a planner or pharmacist of St Thomas' or of Manchester alone (a transfer names
+    both sites' orders) sees none of it, through the API and the page; a role without the
+    permission is refused; a site node answers 409 and its page has no such section."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    made = request(control, order_id)
+    fh.site_user(control, "planner-gstt", "planner", GIVER)
+    fh.site_user(control, "planner-man", "planner", TAKER)
+    fh.site_user(control, "pharm-man", "pharmacist", TAKER)
+    fh.site_user(control, "clin-ctrl", "clinician", "CTRL")
+    api = TestClient(create_web_app(control))
+    url = "/api/v1/order-transfers"
+
+    def listed(who: str) -> list[dict[str, Any]]:
+        got = api.get(url, headers=token(control, who))
+        assert got.status_code == 200, got.text
+        return list(got.json())
+
+    (first,) = listed("planner")
+    assert (first["order_id"], first["transfer_id"]) == (order_id, made.transfer_id)
+    assert (first["from_site_code"], first["to_site_code"]) == (GIVER, TAKER)
+    assert (first["state"], first["stuck"]) == ("requested", None)  # just asked: not late
+    assert [t["transfer_id"] for t in listed("auditor")] == [made.transfer_id]
+    for who in ("planner-gstt", "planner-man", "pharm-man", "pharmacist"):
+        assert listed(who) == [], who  # one of the two sites only
+    refused = api.get(url, headers=token(control, "clin-ctrl"))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    site_api = TestClient(create_web_app(giver))
+    there = site_api.get(url, headers=token(giver, "planner"))
+    assert there.status_code == 409 and there.json()["error"]["code"] == "not_control_node"
+
+    # the giving site gives it up, the control hands it over, the receiving site takes it:
+    # each state as the control learns it from the sites' records
+    send(control, giver, taker)
+    deliver(giver, control)  # the release held, not acted on yet (the pass comes next)
+    (given,) = listed("planner")
+    assert given["state"] == "given_up" and given["stuck"] is None
+    assert transfers_of(control).hand_over_released(control.uow) == [made.transfer_id]
+    (handed,) = listed("planner")
+    assert handed["state"] == "handed_over"
+    assert handed["handover_record"] == handover_record(control)
+    send(control, giver, taker)
+    deliver(taker, control)  # Manchester's applied row about the hand-over
+    (taken,) = listed("planner")
+    assert taken["state"] == "taken" and taken["state_words"].startswith(f"taken at {TAKER}")
+
+    # the page: the control's reader of the whole network sees it, a site's reader does not
+    page = fh.web_login(control, "auditor").get("/node")
+    assert page.status_code == 200
+    assert f"taken at {TAKER}" in moving(page.text)[order_id]
+    fh.site_user(control, "pharm-gstt", "pharmacist", GIVER)
+    for who in ("pharm-gstt", "pharm-man"):
+        text = fh.web_login(control, who).get("/node").text
+        assert moving(text) == {} and 'id="no-transfers"' in text, who
+    assert fh.web_login(control, "operator").get("/node").status_code == 403
+    at_site = fh.web_login(giver, "auditor").get("/node")
+    assert at_site.status_code == 200 and 'id="transfers"' not in at_site.text
+
+
+def test_a_stuck_transfer_says_so_and_what_to_do(
+    network: dict[str, App], clock: ManualClock
+) -> None:
+    """A transfer whose giving site has not answered within `ANSWER_DUE` (an hour) is shown
+    stuck, naming the site's link; one whose release is held but does not verify (rewritten on
+    the way) is shown given up there and stuck, with the reason: nothing hands it on."""
+    control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
+    order_id = taken_at_giver(network)
+    request(control, order_id)
+    with control.uow() as uow:
+        (fresh,) = transfers_of(control).states(
+            uow, fh.actor(control, "planner"), permission=Permission.PLAN_READ, now=clock.now()
+        )
+    assert fresh.stuck is None
+    clock.sleep(3601)  # an hour and a second: late
+    late = moving(fh.web_login(control, "auditor").get("/node").text)[order_id]
+    assert "Stuck" in late and f"no answer from {GIVER}" in late
+
+    send(control, giver, taker)
+
+    def edit(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "audit" and payload.get("entity_type") == "order_release":
+            payload["new"]["handover"]["order"]["units"] = 99
+
+    deliver_rechained(giver, control, edit)
+    assert transfers_of(control).hand_over_released(control.uow) == []
+    row = moving(fh.web_login(control, "auditor").get("/node").text)[order_id]
+    assert f"given up at {GIVER}" in row
+    assert "Stuck" in row and "release is held here but not acted on" in row

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from nearfab.api.deps import AppDep, UowDep, allowed
 from nearfab.common.errors import NotFound, Refused
 from nearfab.identity import Actor, Permission, authorize_declared
-from nearfab.replication.schemas import OrderTransferOut
+from nearfab.replication.schemas import OrderTransferOut, OrderTransferStateOut
 from nearfab.scheduling.schemas import (
     CollectionOut,
     CollectionsOut,
@@ -286,3 +286,32 @@ def transfer_order(
         uow, actor, order_id, to_site=body.to_site, reason=body.reason
     )
     return made.to_dict()
+
+
+@router.get("/order-transfers", response_model=list[OrderTransferStateOut], tags=["orders"])
+def order_transfers(
+    actor: Annotated[Actor, allowed(Permission.PLAN_READ)],
+    application: AppDep,
+    uow: UowDep,
+    order_id: Annotated[str | None, Query(max_length=64, description="one order's")] = None,
+) -> list[dict[str, Any]]:
+    """At the control node: the orders moved between site nodes, newest first, each with
+    where it is (requested, given up at the giving site, refused there, handed over, taken,
+    waiting or refused at the receiving site), since when, and why it is stuck, if it is
+    (docs/replication.md, "Orders moved between sites"). Only the transfers whose giving
+    **and** receiving sites the caller's `plan.read` grant reaches. Not under `/orders/`:
+    `/orders/{order_id}` would take the path first. Elsewhere 409 `not_control_node`."""
+    if application.transfers is None:
+        authorize_declared(actor, Permission.PLAN_READ)
+        raise Refused(
+            "orders are moved between site nodes only at the control node of a replicated "
+            "network (docs/replication.md)",
+            field="node",
+            code="not_control_node",
+        )
+    return [
+        v.to_dict()
+        for v in application.transfers.states(
+            uow, actor, permission=Permission.PLAN_READ, now=uow.clock.now(), order_id=order_id
+        )
+    ]

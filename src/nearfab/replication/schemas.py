@@ -3,6 +3,7 @@ the QP's decision on one (replication/releases.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from nearfab.common.schemas import Out
@@ -125,3 +126,20 @@ class OrderTransferOut(Out):
     record_id: str
     status: str
     outcome: str | None
+
+
+class OrderTransferStateOut(OrderTransferOut):
+    """A transfer as the control's people see it (`GET /api/v1/order-transfers`, the node
+    page's "Orders moving between sites"): `state` requested, given_up (at the giving site,
+    its release not handed over yet), refused (by the giving site), ended, handed_over, taken
+    / waiting_there / refused_there (at the receiving site, from its records held here),
+    `state_words` in words, `since` when it came to that state, and `stuck` (null when it is
+    moving) saying why it does not move and what to do."""
+
+    from_site_code: str
+    to_site_code: str
+    state: str
+    state_words: str
+    since: datetime
+    stuck: str | None
+    handover_record: str | None

@@ -24,6 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -37,12 +38,13 @@ from nearfab.identity import (
     Permission,
     audit,
     authorize,
+    can,
+    search_audit,
     system_actor,
-    visible_sites,
 )
 from nearfab.identity.reads import audit_entries_on
 from nearfab.masterfiles.reads import master_files
-from nearfab.network.reads import control_site, sites
+from nearfab.network.reads import control_site, sites, sites_by_id
 from nearfab.orders import (
     RELEASE_FORMAT,
     OrderStatus,
@@ -55,17 +57,20 @@ from nearfab.orders import (
 from nearfab.replication.decisions import (
     APPLIED_ENTITY,
     HANDOVER_ENTITY,
+    REFUSED_ENTITY,
     RELEASE_ENTITY,
     TRANSFER_ENTITY,
+    WAITING_ENTITY,
 )
 from nearfab.replication.enums import ProblemKind, RecordKind
 from nearfab.replication.logic import (
     decision_digest,
     order_release_ref,
+    record_id,
     transfer_ref,
     verify_chain,
 )
-from nearfab.replication.models import InboxProblem, InboxRecord, OutboxRecord
+from nearfab.replication.models import InboxProblem, InboxRecord
 from nearfab.replication.releases import Ledger, signed_handover, site_signed
 from nearfab.replication.services import ReplicationService, _to_record
 from nearfab.uow import UnitOfWork
@@ -76,6 +81,11 @@ log = logging.getLogger(__name__)
 # site once the giving site's signed release arrived; ended without a hand-over (the giving
 # site refused, or the control's copy was cancelled meanwhile)
 REQUESTED, HANDED_OVER, ENDED = "requested", "handed_over", "ended"
+
+# a transfer the giving site has not answered for this long is shown as stuck (the node page,
+# `GET /api/v1/order-transfers`): its node may be cut off, or its answer held back on the way
+ANSWER_DUE = timedelta(hours=1)
+_PAGE = 500  # the audit search's largest page
 
 
 class Orders(Protocol):  # the part of orders' OrderService used here
@@ -101,6 +111,8 @@ class Transfer:
     status: str = REQUESTED
     outcome: str | None = None  # how it ended, or which record handed it over
     body: dict[str, Any] | None = None
+    handover_record: str | None = None  # the control's record handing it to the receiving site
+    changed_at: str | None = None  # when the control handed it over or ended it (ISO 8601)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +127,43 @@ class Transfer:
             "status": self.status,
             "outcome": self.outcome,
         }
+
+
+@dataclass(frozen=True)
+class TransferState:
+    """A transfer as the control's people see it (the node page's section "Orders moving
+    between sites", `GET /api/v1/order-transfers`): where it is, in words, since when, and
+    what is wrong when it is stuck."""
+
+    transfer: Transfer
+    from_code: str
+    to_code: str
+    # requested, given_up (at the giving site: its release not handed over yet), refused (by
+    # the giving site), ended (the control's copy cancelled meanwhile), handed_over, taken
+    # (at the receiving site, from its records), waiting_there, refused_there
+    state: str
+    words: str
+    since: datetime
+    stuck: str | None = None  # why it does not move, and what to do
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.transfer.to_dict(),
+            "from_site_code": self.from_code,
+            "to_site_code": self.to_code,
+            "state": self.state,
+            "state_words": self.words,
+            "since": self.since,
+            "stuck": self.stuck,
+            "handover_record": self.transfer.handover_record,
+        }
+
+
+def _utc(value: str | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _order_in_rows(row: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -139,36 +188,56 @@ class ControlTransfers:
         self._pass_lock = threading.Lock()
 
     # --- reading the transfers ---------------------------------------------------------------
-    def _own_rows(
-        self, uow: UnitOfWork, entity: str, mark: str
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """The control's own audit rows of `entity` as it sent them to the sites (its outbox,
-        where each is a record: (record id, row)), oldest first, found by their payload."""
-        found = uow.session.execute(
-            select(OutboxRecord.id, OutboxRecord.payload)
-            .where(
-                OutboxRecord.origin_site == self.service.site_id,
-                OutboxRecord.kind == RecordKind.AUDIT.value,
-                OutboxRecord.payload.contains(f'"entity_type":"{entity}"'),
-                OutboxRecord.payload.contains(mark),
+    def _own_rows(self, uow: UnitOfWork, order_id: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """The control's own audit rows of transfers and hand-overs (of one order, if named),
+        oldest first, each with the record id it is sent to the sites under (`record_id`:
+        origin and `audit:<seq>`, as the outbox captures it). Read from the audit table by its
+        index on (entity_type, entity_id) through identity's reads, not by a scan of the
+        outbox's text: the transfers' order ids first (`search_audit`, by entity type), then
+        those orders' transfer and hand-over rows by id (`audit_entries_on`)."""
+        if order_id is not None:
+            orders = [order_id]
+        else:
+            orders, offset = [], 0
+            while True:
+                page, total = search_audit(
+                    uow,
+                    self.actor,
+                    entity_type=TRANSFER_ENTITY,
+                    limit=_PAGE,
+                    offset=offset,
+                )
+                orders.extend(e.entity_id for e in page)
+                offset += len(page)
+                if not page or offset >= total:
+                    break
+        if not orders:
+            return []
+        found = audit_entries_on(uow.session, {TRANSFER_ENTITY: orders, HANDOVER_ENTITY: orders})
+        site = self.service.site_id
+        return [
+            (
+                record_id(site, f"audit:{e.seq}"),
+                {
+                    "entity_type": e.entity_type,
+                    "action": e.action,
+                    "new": e.new,
+                    "at": e.at.isoformat(),
+                },
             )
-            .order_by(OutboxRecord.seq)
-        ).all()
-        out = []
-        for rid, payload in found:
-            row = json.loads(payload)
-            if isinstance(row, dict) and row.get("entity_type") == entity:
-                out.append((rid, row))
-        return out
+            for e in sorted(found, key=lambda e: e.seq)
+        ]
 
     def transfers(self, uow: UnitOfWork, order_id: str | None = None) -> list[Transfer]:
         """Every transfer decided here (of one order, if named), oldest first, with its state:
         requested (the giving site has not answered yet, or its release does not verify),
         handed over (the record that handed the order to the receiving site), or ended (the
         giving site refused, naming why; or the control's copy was cancelled meanwhile)."""
-        mark = f'"order_id":"{order_id}"' if order_id is not None else '"transfer_id":"'
+        own = self._own_rows(uow, order_id)
         out: dict[str, Transfer] = {}
-        for rid, row in self._own_rows(uow, TRANSFER_ENTITY, mark):
+        for rid, row in own:
+            if row["entity_type"] != TRANSFER_ENTITY:
+                continue
             new = row.get("new") or {}
             tid = str(new.get("transfer_id"))
             if row.get("action") == AuditAction.CREATE.value:
@@ -184,22 +253,203 @@ class ControlTransfers:
                     body=dict(new),
                 )
             elif tid in out:  # its end, on record here
-                out[tid] = replace(out[tid], status=ENDED, outcome=str(new.get("outcome")))
-        for rid, row in self._own_rows(uow, HANDOVER_ENTITY, '"transfer_id":"'):
+                out[tid] = replace(
+                    out[tid],
+                    status=ENDED,
+                    outcome=str(new.get("outcome")),
+                    changed_at=str(row.get("at")),
+                )
+        for rid, row in own:
+            if row["entity_type"] != HANDOVER_ENTITY:
+                continue
             tid = str((row.get("new") or {}).get("transfer_id"))
             if tid in out and out[tid].status == REQUESTED:
-                out[tid] = replace(out[tid], status=HANDED_OVER, outcome=f"handed over: {rid}")
+                out[tid] = replace(
+                    out[tid],
+                    status=HANDED_OVER,
+                    outcome=f"handed over: {rid}",
+                    handover_record=rid,
+                    changed_at=str(row.get("at")),
+                )
         return list(out.values())
 
-    def read(self, uow: UnitOfWork, actor: Actor, order_id: str | None = None) -> list[Transfer]:
-        """`transfers` involving the sites `actor` plans for (`plan.run`)."""
-        authorize(actor, Permission.PLAN_RUN)
-        seen = visible_sites(actor, Permission.PLAN_RUN)
+    def read(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order_id: str | None = None,
+        *,
+        permission: Permission = Permission.PLAN_RUN,
+    ) -> list[Transfer]:
+        """`transfers` whose giving **and** receiving sites `actor`'s grant of `permission`
+        reaches (`plan.run` for `nearfab node transfers`; a planner of one of the two sites
+        does not see a transfer between it and another: it names the other site's order
+        book). Each site checked by the permission matrix itself (`can`), so no grant is taken
+        for network-wide by default."""
+        authorize(actor, permission)
         return [
             t
             for t in self.transfers(uow, order_id)
-            if seen is None or (t.from_site_id in seen and t.to_site_id in seen)
+            if can(actor, permission, site_id=t.from_site_id)
+            and can(actor, permission, site_id=t.to_site_id)
         ]
+
+    def states(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        *,
+        permission: Permission,
+        now: datetime,
+        order_id: str | None = None,
+    ) -> list[TransferState]:
+        """The transfers `actor` may see (`read`, under `permission`), newest first, each with
+        where it is as the control knows it: from its own records (requested, handed over,
+        ended) and the sites' records held here: the giving site's applied row (given up) or
+        refusal, its release held but not verifying (stuck: the reason, e.g. its key not
+        registered here: `nearfab node keys import`), no answer for longer than `ANSWER_DUE`
+        (stuck: the site's link), and the receiving site's rows about the hand-over record
+        (taken, waiting, refused there). Read only: nothing is acted on here."""
+        out = []
+        seen = self.read(uow, actor, order_id, permission=permission)
+        codes = {
+            s.id: s.code
+            for s in sites_by_id(
+                uow.session, sorted({x for t in seen for x in (t.from_site_id, t.to_site_id)})
+            ).values()
+        }
+        for t in seen:
+            out.append(self._state(uow, t, codes, now))
+        return sorted(out, key=lambda v: (v.transfer.requested_at, v.transfer.transfer_id))[::-1]
+
+    def _site_rows(
+        self, uow: UnitOfWork, origin: str, record_id: str
+    ) -> list[tuple[dict[str, Any], datetime]]:
+        """A site's applied, refused and waiting rows about one control record, as held here
+        (found by the inbox's indexed column `about`, 0033), oldest first."""
+        found = uow.session.execute(
+            select(InboxRecord.payload)
+            .where(
+                InboxRecord.about.in_((APPLIED_ENTITY, REFUSED_ENTITY, WAITING_ENTITY)),
+                InboxRecord.origin_site == origin,
+                InboxRecord.payload.contains(f'"entity_id":"{record_id}"'),
+            )
+            .order_by(InboxRecord.seq)
+        ).all()
+        out = []
+        for (payload,) in found:
+            row = json.loads(payload)
+            if (
+                isinstance(row, dict)
+                and row.get("entity_id") == record_id
+                and row.get("site_id") == origin
+                and row.get("entity_type") in (APPLIED_ENTITY, REFUSED_ENTITY, WAITING_ENTITY)
+            ):
+                at = _utc(str(row.get("at")))
+                assert at is not None
+                out.append((row, at))
+        return out
+
+    def _state(
+        self, uow: UnitOfWork, t: Transfer, codes: dict[str, str], now: datetime
+    ) -> TransferState:
+        frm, to = codes.get(t.from_site_id, t.from_site_id), codes.get(t.to_site_id, t.to_site_id)
+        asked = _utc(t.requested_at)
+        assert asked is not None
+        view = TransferState(t, frm, to, REQUESTED, f"requested of {frm}", asked)
+        if t.status == ENDED:
+            ended = _utc(t.changed_at) or asked
+            if "refused at the giving site" in (t.outcome or ""):
+                return replace(view, state="refused", words=f"{t.outcome}", since=ended)
+            return replace(view, state=ENDED, words=f"ended: {t.outcome}", since=ended)
+        if t.status == HANDED_OVER and t.handover_record is not None:
+            handed = _utc(t.changed_at) or asked
+            view = replace(
+                view,
+                state=HANDED_OVER,
+                words=f"handed over to {to} ({t.handover_record}); not taken there yet",
+                since=handed,
+            )
+            rows = self._site_rows(uow, t.to_site_id, t.handover_record)
+            if not rows:
+                return view
+            row, at = rows[-1]
+            new = row.get("new") if isinstance(row.get("new"), dict) else {}
+            assert isinstance(new, dict)
+            there = str(new.get("outcome") or row.get("reason") or "")
+            if row.get("entity_type") == WAITING_ENTITY:
+                return replace(
+                    view, state="waiting_there", words=f"waiting at {to}: {there}", since=at
+                )
+            if row.get("entity_type") == REFUSED_ENTITY or row.get("action") == "refuse":
+                return replace(
+                    view,
+                    state="refused_there",
+                    words=f"refused at {to}: {there}",
+                    since=at,
+                    stuck=f"the order is held for making by no site: {to} refused it; "
+                    "cancel it at the control or take it up with that site",
+                )
+            return replace(view, state="taken", words=f"taken at {to}: {there}", since=at)
+        # requested: what the giving site said, as held here
+        answers = self._site_rows(uow, t.from_site_id, t.record_id)
+        problems: list[str] = []
+        self._answer(uow, t, problems)
+        given = [
+            (row, at)
+            for row, at in answers
+            if row.get("entity_type") == APPLIED_ENTITY and row.get("action") != "refuse"
+        ]
+        if given:
+            row, at = given[-1]
+            view = replace(
+                view,
+                state="given_up",
+                words=f"given up at {frm}; its release not handed over yet",
+                since=at,
+            )
+            if problems:
+                return replace(
+                    view,
+                    stuck=f"{frm}'s release is held here but not acted on: {problems[-1]}"
+                    + ("" if "keys import" in problems[-1] else " (`nearfab node inbox status`)"),
+                )
+            return view
+        refused = [
+            (row, at)
+            for row, at in answers
+            if row.get("entity_type") == REFUSED_ENTITY
+            or (row.get("entity_type") == APPLIED_ENTITY and row.get("action") == "refuse")
+        ]
+        if refused:
+            row, at = refused[-1]
+            new = row.get("new") if isinstance(row.get("new"), dict) else {}
+            assert isinstance(new, dict)
+            why = str(new.get("outcome") or row.get("reason") or "")
+            if row.get("entity_type") == APPLIED_ENTITY:  # final: ends at the next pass here
+                return replace(view, state="refused", words=f"refused at {frm}: {why}", since=at)
+            return replace(view, stuck=f"not acted on at {frm}: {why}")
+        if problems:  # a release held whose applied row is not (yet)
+            return replace(
+                view,
+                stuck=f"{frm}'s release is held here but not acted on: {problems[-1]}",
+            )
+        waiting = [(row, at) for row, at in answers if row.get("entity_type") == WAITING_ENTITY]
+        if waiting:
+            row, at = waiting[-1]
+            new = row.get("new") if isinstance(row.get("new"), dict) else {}
+            assert isinstance(new, dict)
+            view = replace(
+                view,
+                words=f"requested; waiting at {frm}: {new.get('outcome') or row.get('reason')}",
+            )
+        if now - asked > ANSWER_DUE:
+            return replace(
+                view,
+                stuck=f"no answer from {frm} since {asked:%Y-%m-%d %H:%M} UTC: check its node's "
+                "link (`nearfab node inbox status` there, the page's Received table here)",
+            )
+        return view
 
     # --- where an order is, as the control knows it --------------------------------------------
     def _held_by(self, uow: UnitOfWork, order_id: str) -> tuple[str, str | None, str | None]:
@@ -425,10 +675,13 @@ class ControlTransfers:
             what="order release",
         )
 
-    def _answer(self, uow: UnitOfWork, t: Transfer) -> tuple[str, Any, dict[str, Any]] | None:
+    def _answer(
+        self, uow: UnitOfWork, t: Transfer, problems: list[str] | None = None
+    ) -> tuple[str, Any, dict[str, Any]] | None:
         """The giving site's answer to `t` as held here: ("released", record, row) for its
         release that verifies, ("refused", why, {}) for its refusal on record, None for none
-        yet (a release that does not verify is logged and never acted on)."""
+        yet (a release that does not verify is logged, and its reason added to `problems`,
+        and never acted on)."""
         found = uow.session.scalars(
             select(InboxRecord)
             .where(
@@ -458,6 +711,9 @@ class ControlTransfers:
             problem = self._release_problem(uow, t, rec, row)
             if problem is None:
                 return "released", rec, row
+            if problems is not None:
+                problems.append(problem)
+                continue
             log.warning(
                 "order release %s for transfer %s not acted on: %s", rec.id, t.transfer_id, problem
             )

@@ -32,9 +32,16 @@ def node_page(request: Request, actor: Annotated[Actor, page(Permission.AUDIT_RE
     if service is None:
         return render(request, "node.html", actor, overview=None, waits=WAITS_FOR_CONTROL)
     link = application.link.state() if application.link is not None else None
+    moving = None  # at the control node: the orders moving between sites the reader sees
     try:
         with application.uow() as uow:
             overview = node_overview(uow, actor, service, link)
+            if overview.control and application.transfers is not None:
+                moving = application.transfers.states(
+                    uow, actor, permission=Permission.AUDIT_READ, now=uow.clock.now()
+                )
     except DomainError as exc:  # the role passed the page's check; a refusal is still a page
         return render(request, "node.html", actor, status_code=403, error=exc.message)
-    return render(request, "node.html", actor, overview=overview, waits=WAITS_FOR_CONTROL)
+    return render(
+        request, "node.html", actor, overview=overview, waits=WAITS_FOR_CONTROL, moving=moving
+    )
