@@ -639,6 +639,15 @@ def test_a_cancellation_of_an_order_whose_transferred_handover_was_refused_is_re
         if (r.new or {}).get("order_id") == order_id
     ]
     assert refused.action == "refuse" and "superseded here" in str((refused.new or {})["outcome"])
+    # the control learns it from Manchester's records: refused there, the order held for
+    # making by no site, said on the transfer
+    deliver(taker, control)
+    with control.uow() as uow:
+        (seen,) = transfers_of(control).states(
+            uow, fh.actor(control, "planner"), permission=Permission.PLAN_READ, now=uow.clock.now()
+        )
+    assert seen.state == "refused_there" and "superseded here" in seen.words
+    assert seen.stuck is not None and f"{TAKER} refused it" in seen.stuck
 
     cancel_at_control(control, order_id, by="admin")
     (cancelled,) = rows(control, "order_cancellation", order_id)
