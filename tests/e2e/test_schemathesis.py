@@ -11,6 +11,7 @@ gives the longer run and its figures.
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -80,10 +81,11 @@ def test_annex11_s4_no_generated_request_gets_a_server_error(
     server: tuple[str, dict[str, str], dict[tuple[str, str], str]],
 ) -> None:
     url, tokens, declared = server
-    api = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
+    api = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", timeout=60)
     failures: list[str] = []
     statuses: list[int] = []
     operations = 0
+    session = _session()
     for result in api.get_all_operations():
         operation = result.ok()
         key = (operation.method.upper(), operation.path)
@@ -97,11 +99,12 @@ def test_annex11_s4_no_generated_request_gets_a_server_error(
             headers["Authorization"] = f"Bearer {tokens[role.value]}"
 
         try:
-            _exercise(operation, url, headers, statuses)()
+            _exercise(operation, url, headers, statuses, session)()
         # every operation runs; all failures are reported together (Schemathesis raises a
         # FailureGroup, a BaseExceptionGroup)
         except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{key[0]} {key[1]}: {str(exc)[:600]}")
+    session.close()
     assert operations > 80  # the schema really lists the API
     # the tokens work: generated requests reach the services, not only the 401/403 gates
     seen = Counter(statuses)
@@ -120,15 +123,21 @@ CHECKS = [
 ]
 
 
-def test_the_response_checks_catch_what_the_schema_does_not_declare(
-    server: tuple[str, dict[str, str], dict[tuple[str, str], str]],
-) -> None:
+@pytest.fixture
+def served(seeded: App) -> Iterator[str]:
+    """The seeded demo network served over HTTP, as it is (no batch made, no token issued):
+    all the test below asks of it is its schema and a refused sign-in."""
+    with running(seeded) as url:
+        yield url
+
+
+def test_the_response_checks_catch_what_the_schema_does_not_declare(served: str) -> None:
     """The checks above are live: a real answer passes them, and the same answer with an
     undeclared status, a wrong content type or a body off the declared error schema fails."""
     import requests
 
-    url, _, _ = server
-    api = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
+    url = served
+    api = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", timeout=60)
     operation = api["/api/v1/auth/token"]["POST"]
     case = operation.Case(body={"username": "nobody", "password": "wrong-password-1"})
     response = case.call(base_url=url, timeout=60)
@@ -151,7 +160,20 @@ def test_the_response_checks_catch_what_the_schema_does_not_declare(
             case.validate_response(forged(status, content_type, body), checks=CHECKS)
 
 
-def _exercise(operation: Any, url: str, headers: dict[str, str], statuses: list[int]) -> Any:
+def _session() -> Any:
+    """One HTTP connection kept open (keep-alive) for the generated requests, instead of a new
+    connection and session per request, and no cookie kept between them: each request carries
+    only what its case and the token give it, as with a session of its own."""
+    import requests
+
+    session = requests.Session()
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
+def _exercise(
+    operation: Any, url: str, headers: dict[str, str], statuses: list[int], session: Any
+) -> Any:
     """A Hypothesis test calling one operation with generated cases as the given user."""
 
     @given(case=operation.as_strategy())
@@ -163,7 +185,7 @@ def _exercise(operation: Any, url: str, headers: dict[str, str], statuses: list[
         database=None,
     )
     def exercise(case: Any) -> None:
-        response = case.call(base_url=url, headers=headers, timeout=60)
+        response = case.call(base_url=url, headers=headers, timeout=60, session=session)
         statuses.append(response.status_code)
         case.validate_response(response, checks=CHECKS)
 
