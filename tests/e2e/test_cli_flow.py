@@ -4,12 +4,15 @@ The commands run in the test process through Typer's runner (tests/cli_helpers.p
 entry point, arguments, environment and output, without importing the whole stack again for
 each command); two tests start real `nearfab` processes, as smoke tests of the entry point
 itself: `test_demo_serves_the_dashboard` and `test_cli_refuses_a_data_folder_with_other_keys`.
+The tests that start from `nearfab init --demo` get a copy of one data folder that command
+seeded once per module and worker (`demo_folder`, `demo_site`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,9 +44,27 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout)
 
 
-def test_cli_prescription_to_dispense(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tmp_path / "site"
-    out = nearfab(data, "init", "--demo").stdout
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A data folder `nearfab init --demo` seeded, once per module and worker, and what the
+    command printed."""
+    data = tmp_path_factory.mktemp("cli-demo") / "site"
+    return data, nearfab(data, "init", "--demo").stdout
+
+
+@pytest.fixture
+def demo_site(demo_folder: tuple[Path, str], tmp_path: Path) -> Path:
+    """The test's own copy of `demo_folder`'s data folder (database and keys): what
+    `nearfab init --demo` on a new folder gives, without seeding again for each test."""
+    shutil.copytree(demo_folder[0], tmp_path / "site")
+    return tmp_path / "site"
+
+
+def test_cli_prescription_to_dispense(
+    demo_folder: tuple[Path, str], demo_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = demo_site
+    out = demo_folder[1]  # what `nearfab init --demo` printed
     assert "demo network seeded" in out
 
     submitted = as_json(
@@ -287,9 +308,8 @@ def test_cli_prescription_to_dispense(tmp_path: Path, monkeypatch: pytest.Monkey
     assert final["status"] == "dispensed"
 
 
-def test_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
-    data = tmp_path / "site"
-    nearfab(data, "init", "--demo")
+def test_cli_refuses_bad_input_clearly(demo_site: Path, tmp_path: Path) -> None:
+    data = demo_site
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     proc = nearfab(data, "order", "submit", str(bad), "--json", ok=False)
@@ -352,9 +372,8 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
         pytest.fail(f"demo exited with {proc.returncode}")
 
 
-def test_cli_order_changes_need_a_reason_and_follow_the_lifecycle(tmp_path: Path) -> None:
-    data = tmp_path / "site"
-    nearfab(data, "init", "--demo")
+def test_cli_order_changes_need_a_reason_and_follow_the_lifecycle(demo_site: Path) -> None:
+    data = demo_site
     submitted = as_json(
         nearfab(
             data,
