@@ -59,9 +59,18 @@ def _signed(username: str) -> dict[str, str]:
     return {"username": username, "password": TEST_PASSWORD}
 
 
+def _bioprint(app: App) -> None:
+    """The bioprint product added to the demo network (world.py): the world every test starts
+    from, built once per backend and worker (flow_helpers.seeded_or_world), copied per test."""
+    world.add_bioprint(app)
+
+
+seeded = fh.seeded_or_world({"client": _bioprint})
+
+
 @pytest.fixture
 def client(seeded: App) -> TestClient:
-    world.add_bioprint(seeded)
+    """A client on the test's copy of the bioprint world (`seeded`, above)."""
     return TestClient(create_web_app(seeded))
 
 

@@ -49,6 +49,18 @@ def _home_batch(app: Any) -> str:
     return batch_id
 
 
+def _made(app: Any) -> dict[str, str]:
+    """The device network with a flowmeter made at the pharmacy (`_device_batch`) and the
+    demo's hydrocortisone batch (`fh.make_batch`), both awaiting release: the start of most
+    tests here, built once per backend and worker (flow_helpers.world_fixture); each test
+    signs, or is refused on, its own copy of them."""
+    net.build(app)
+    return {"device": _device_batch(app, "rx-made"), "medicine": fh.make_batch(app)}
+
+
+made = fh.world_fixture(_made)
+
+
 def _decide(app: Any, username: str, batch_id: str, meaning: str = "release") -> Any:
     with app.uow() as uow:
         return app.quality.decide(
@@ -57,9 +69,9 @@ def _decide(app: Any, username: str, batch_id: str, meaning: str = "release") ->
         )  # fmt: skip
 
 
-def test_the_responsible_person_releases_a_device_build(world: fh.Built) -> None:
-    app = world.app
-    batch_id = _device_batch(app, "rx-rp-ok")
+def test_the_responsible_person_releases_a_device_build(made: fh.Built) -> None:
+    app = made.app
+    batch_id = made.data["device"]
     review = _decide(app, net.RP, batch_id, meaning="device conforms")
     assert fh.batch(app, batch_id).status == "released"
     with app.uow() as uow:
@@ -71,9 +83,9 @@ def test_the_responsible_person_releases_a_device_build(world: fh.Built) -> None
         assert sig.signer_id == fh.actor(app, net.RP).user_id
 
 
-def test_a_qp_may_not_release_a_device_build_refused_and_audited(world: fh.Built) -> None:
-    app = world.app
-    batch_id = _device_batch(app, "rx-qp-no")
+def test_a_qp_may_not_release_a_device_build_refused_and_audited(made: fh.Built) -> None:
+    app = made.app
+    batch_id = made.data["device"]
     with pytest.raises(Forbidden) as refused:
         _decide(app, "qp", batch_id, meaning="QP release")
     assert (refused.value.code, refused.value.field) == ("wrong_signatory", "signer")
@@ -83,9 +95,9 @@ def test_a_qp_may_not_release_a_device_build_refused_and_audited(world: fh.Built
     assert fh.batch(app, batch_id).status == "completed"  # nothing released
 
 
-def test_a_responsible_person_may_not_release_a_medicine(world: fh.Built) -> None:
-    app = world.app
-    batch_id = fh.make_batch(app)  # the demo's hydrocortisone: its family's signatory is the QP
+def test_a_responsible_person_may_not_release_a_medicine(made: fh.Built) -> None:
+    app = made.app
+    batch_id = made.data["medicine"]  # the demo's hydrocortisone: its family's signatory is the QP
     with pytest.raises(Forbidden) as refused:
         _decide(app, net.RP, batch_id, meaning="responsible person release")
     assert refused.value.code == "wrong_signatory"
@@ -109,9 +121,9 @@ def test_a_responsible_person_of_another_site_is_refused(world: fh.Built) -> Non
     assert fh.batch(app, batch_id).status == "released"
 
 
-def test_a_responsible_person_not_named_on_the_master_file_is_refused(world: fh.Built) -> None:
-    app = world.app
-    batch_id = _device_batch(app, "rx-rp-unnamed")
+def test_a_responsible_person_not_named_on_the_master_file_is_refused(made: fh.Built) -> None:
+    app = made.app
+    batch_id = made.data["device"]
     fh.create_user(app, "rp-unnamed", ["responsible_person"], "CTRL")
     with app.uow() as uow, pytest.raises(Exception) as refused:
         app.quality.decide(
@@ -157,10 +169,9 @@ def _api(client: TestClient, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def test_the_api_lets_only_the_family_s_signatory_sign(world: fh.Built) -> None:
-    app = world.app
-    device = _device_batch(app, "rx-api-rp")
-    medicine = fh.make_batch(app)
+def test_the_api_lets_only_the_family_s_signatory_sign(made: fh.Built) -> None:
+    app = made.app
+    device, medicine = made.data["device"], made.data["medicine"]
     client = TestClient(create_web_app(app))
 
     def decide(username: str, batch_id: str) -> Any:
@@ -198,10 +209,9 @@ def _action_cell(page: str, batch_id: str) -> str:
     return row.split('<td class="action">', 1)[1]
 
 
-def test_the_release_page_offers_sign_to_the_row_s_signatory_only(world: fh.Built) -> None:
-    app = world.app
-    device = _device_batch(app, "rx-web-rp")
-    medicine = fh.make_batch(app)
+def test_the_release_page_offers_sign_to_the_row_s_signatory_only(made: fh.Built) -> None:
+    app = made.app
+    device, medicine = made.data["device"], made.data["medicine"]
     qp = fh.web_login(app, "qp")
     page = qp.get("/release").text
     assert "Sign…" in _action_cell(page, medicine)
@@ -294,14 +304,13 @@ def _row_blockers(page: str, batch_id: str) -> dict[str, str]:
     return {code: html.unescape(message) for code, message in found}
 
 
-def test_the_not_assigned_blocker_is_shown_to_the_row_s_signatory(world: fh.Built) -> None:
+def test_the_not_assigned_blocker_is_shown_to_the_row_s_signatory(made: fh.Built) -> None:
     """`GET /api/v1/batches/{id}/steps` (and the batch page built on it) names the blocker
     `decide` would refuse with to whoever signs the batch: a QP not named on a medicine's
     master file, a responsible person not named on a device's; the release queue says the
     same. A QP reading a device build is not its signatory: no such blocker, no certifying."""
-    app = world.app
-    device = _device_batch(app, "rx-blocker-rp")
-    medicine = fh.make_batch(app)
+    app = made.app
+    device, medicine = made.data["device"], made.data["medicine"]
     _unnamed(app, "qp-unnamed", "qp")
     _unnamed(app, "rp-unnamed-api", "responsible_person")
     client = TestClient(create_web_app(app))
