@@ -167,6 +167,32 @@ class _Waits(Exception):
         return dict(self.__dict__)
 
 
+def _same_order(new: dict[str, Any], order_id: str) -> None:
+    """The row's body names the order its id names (a body moved onto another row is not)."""
+    if new.get("order_id") != order_id:
+        raise ValidationFailed(
+            f"order_id: {new.get('order_id')} is not the record's order {order_id}",
+            field="order_id",
+        )
+
+
+def _not_held_yet(
+    failed: DomainError, order_id: str, handover_settled: bool, what: str
+) -> DomainError:
+    """An order not held here: the record waits while its hand-over waits or has not arrived
+    (`_Waits`), and is refused `not_taken_here` once that hand-over was settled without
+    taking it; any other refusal is kept as it is."""
+    if failed.code != "order_not_held":
+        return failed
+    if not handover_settled:
+        raise _Waits(failed.message, failed.code) from failed
+    return Refused(
+        f"order {order_id} was never taken here (its hand-over was not): {what}",
+        field="order_id",
+        code="not_taken_here",
+    )
+
+
 def _problems(status: OriginStatus | None) -> list[str]:
     if status is None:
         return []
@@ -724,11 +750,7 @@ class ControlDecisions:
         )
         with uow_factory() as uow:
             try:
-                if new.get("order_id") != order_id:
-                    raise ValidationFailed(
-                        f"order_id: {new.get('order_id')} is not the record's order {order_id}",
-                        field="order_id",
-                    )
+                _same_order(new, order_id)
                 order = self._orders.check_handed_over_cancellation(
                     uow, dict(new), site_id=self.service.site_id
                 )
@@ -746,14 +768,7 @@ class ControlDecisions:
             except DomainError as exc:
                 uow.session.rollback()
                 failed = exc
-        if failed.code == "order_not_held":
-            if not handover_settled:  # its hand-over waits or has not arrived: so does this
-                raise _Waits(failed.message, failed.code) from failed
-            failed = Refused(
-                f"order {order_id} was never taken here (its hand-over was not): nothing to cancel",
-                field="order_id",
-                code="not_taken_here",
-            )
+        failed = _not_held_yet(failed, order_id, handover_settled, "nothing to cancel")
         self._not_applied(uow_factory, record, about, failed, note)
 
     # --- an order the control moves from this site to another ----------------------------------
@@ -788,11 +803,7 @@ class ControlDecisions:
         )
         with uow_factory() as uow:
             try:
-                if new.get("order_id") != order_id:
-                    raise ValidationFailed(
-                        f"order_id: {new.get('order_id')} is not the record's order {order_id}",
-                        field="order_id",
-                    )
+                _same_order(new, order_id)
                 self._transfers.release(
                     uow,
                     self.actor,
@@ -805,15 +816,7 @@ class ControlDecisions:
             except DomainError as exc:
                 uow.session.rollback()
                 failed = exc
-        if failed.code == "order_not_held":
-            if not handover_settled:  # its hand-over waits or has not arrived: so does this
-                raise _Waits(failed.message, failed.code) from failed
-            failed = Refused(
-                f"order {order_id} was never taken here (its hand-over was not): nothing to "
-                "give up",
-                field="order_id",
-                code="not_taken_here",
-            )
+        failed = _not_held_yet(failed, order_id, handover_settled, "nothing to give up")
         self._not_applied(uow_factory, record, about, failed, note)
 
     # --- a master-file version made effective, or withdrawn, at the control ---------------------
