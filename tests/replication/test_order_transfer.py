@@ -15,6 +15,11 @@ import copy
 import html
 import json
 import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +27,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests import flow_helpers as fh
 from tests.cli_helpers import run
+from tests.conftest import CLOCK_JUMPS
 from tests.quality.release_helpers import token
-from tests.replication.test_chaos import network
+from tests.replication.test_chaos import SITES, network, node_folder
 from tests.replication.test_handover_attacks import deliver_rechained, forge_control_row
 from tests.replication.test_order_handover import (
     batches_of,
@@ -34,6 +40,7 @@ from tests.replication.test_order_handover import (
 from tests.replication.test_release_across import (
     applied_rows,
     canonical_sha256,
+    control_key_known,
     deliver,
     site_keys_known,
     unsent,
@@ -42,9 +49,10 @@ from tests.replication.test_replication_mqtt import broker, repl
 from tests.replication.test_site_node_work import order_for
 from tests.telemetry.test_mqtt import Broker
 
-from nearfab.bootstrap import App
+from nearfab.bootstrap import App, build_app
 from nearfab.common.clock import ManualClock
 from nearfab.common.errors import Forbidden, NotFound, Refused
+from nearfab.config import Settings
 from nearfab.custody import LedgerEntry
 from nearfab.demo import HYDROCORTISONE
 from nearfab.identity import AuditEntry, Permission
@@ -135,11 +143,75 @@ def taken_at_giver(net: dict[str, App]) -> str:
     return order_id
 
 
+# --- the three nodes with an order taken at St Thomas', built once ------------------------------
+#
+# Most tests begin where `taken_at_giver` leaves `network`: the control's key known at both
+# sites, an order taken at the control for St Thomas' and taken by St Thomas' node. That start
+# is built once per xdist worker (as `nodes_world` in test_replication_mqtt.py does for two
+# nodes): the three data folders (databases and keys) become a template, and each test gets its
+# own copy of all three, its `clock` moved to where the build stopped, and the order's id. No
+# test sees another's writes: every test works on its own files.
+
+_TAKEN: dict[str, tuple[Path, datetime, str]] = {}
+NETWORK = (*SITES, "CTRL")  # the node sites of `network`, each a data folder of that name
+
+
+def _network_apps(folder: Path, clock: ManualClock) -> dict[str, App]:
+    return {
+        code: build_app(
+            Settings(data_dir=folder / code, node_site=code, **CLOCK_JUMPS),
+            clock=clock,
+            migrate=False,
+        )
+        for code in NETWORK
+    }
+
+
+def _taken_world(request: pytest.FixtureRequest) -> tuple[Path, datetime, str]:
+    key = str(request.getfixturevalue("sqlite_template"))
+    if key not in _TAKEN:
+        folder: Path = request.getfixturevalue("tmp_path_factory").mktemp("taken-world")
+        for code in NETWORK:
+            node_folder(request, folder, code)  # a copy of the seeded network, as `network`
+        clock = ManualClock()
+        net = _network_apps(folder, clock)
+        try:
+            for code in SITES:  # provisioning, as `network` does
+                control_key_known(net["CTRL"], net[code])
+            order_id = taken_at_giver(net)
+            for app in net.values():
+                app.shutdown()  # nothing buffered is left behind
+        finally:
+            for app in net.values():
+                app.engine.dispose()
+        for code in NETWORK:  # fold each WAL into its file before copying
+            with sqlite3.connect(folder / code / "nearfab.db") as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _TAKEN[key] = (folder, clock.now(), order_id)
+    return _TAKEN[key]
+
+
+@pytest.fixture
+def taken(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[tuple[dict[str, App], str]]:
+    """(`network`, order id) as `taken_at_giver(network)` leaves them: the test's own copy of
+    the three nodes, on SQLite."""
+    folder, at, order_id = _taken_world(request)
+    for code in NETWORK:
+        shutil.copytree(folder / code, tmp_path / code)
+    clock.advance((at - clock.now()).total_seconds())  # where the build stopped
+    net = _network_apps(tmp_path, clock)
+    yield net, order_id
+    for app in net.values():
+        app.engine.dispose()
+
+
 def test_an_order_moved_is_given_up_signed_by_its_site_then_made_by_the_other_only(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     before = order_columns(giver, order_id)
     assert before is not None
     made = request(control, order_id)
@@ -231,10 +303,10 @@ def handover_record(control: App) -> str:
 
 
 def test_a_scheduled_order_leaves_the_giving_sites_plan_with_its_job(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     job_id = fh.schedule(giver, order_id)
     request(control, order_id)
     send(control, giver, taker)
@@ -256,10 +328,10 @@ def test_a_scheduled_order_leaves_the_giving_sites_plan_with_its_job(
 
 
 def test_an_order_a_batch_has_started_from_is_refused_at_its_site_and_never_reaches_the_other(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     fh.run(giver)  # made there
     made_state = fh.order_status(giver, order_id)
     assert made_state not in ("designed", "scheduled")
@@ -292,14 +364,14 @@ def test_an_order_a_batch_has_started_from_is_refused_at_its_site_and_never_reac
 
 
 def test_a_replayed_transfer_is_not_acted_on_even_once_the_order_could_be_moved(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
     """The transfer is refused at St Thomas' (a batch started); the run later fails and the
     order is re-planned there (designed: its rules would give it up now). The control's signed
     transfer replayed in a well-chained forged row is not acted on: one transfer, acted on
     once, by the first record carrying it."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     fh.run(giver)
     request(control, order_id)
     send(control, giver, taker)
@@ -321,11 +393,13 @@ def test_a_replayed_transfer_is_not_acted_on_even_once_the_order_could_be_moved(
     assert len(applied_rows(giver, "order_transfer")) == 1
 
 
-def test_a_transfer_the_control_did_not_sign_is_never_acted_on(network: dict[str, App]) -> None:
+def test_a_transfer_the_control_did_not_sign_is_never_acted_on(
+    taken: tuple[dict[str, App], str],
+) -> None:
     """A transfer written by hand on the control's topic, well chained: no signed entry names
     it, so St Thomas' gives nothing up and writes nothing about it."""
+    network, order_id = taken
     control, giver = network["CTRL"], network[GIVER]
-    order_id = taken_at_giver(network)
     body = {
         "format": "nearfab-order-transfer/1",
         "transfer_id": "TRF-forged",
@@ -350,14 +424,16 @@ def test_a_transfer_the_control_did_not_sign_is_never_acted_on(network: dict[str
     assert rows(giver, "order_release") == []
 
 
-def test_a_release_rewritten_on_the_way_is_not_handed_over(network: dict[str, App]) -> None:
+def test_a_release_rewritten_on_the_way_is_not_handed_over(
+    taken: tuple[dict[str, App], str],
+) -> None:
     """St Thomas' gives the order up; on the way to the control its release is rewritten
     consistently (every plain hash and link redone): the units raised, and a release naming
     another order the control also asked to move. Its signed entry names the release as sent,
     so the control hands nothing over; the transfers stay asked, the order with no site's
     plan, listed for the control's people."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     other = taken_at_giver(network)
     t1, t2 = request(control, order_id), request(control, other)
     send(control, giver, taker)
@@ -384,10 +460,10 @@ def test_a_release_rewritten_on_the_way_is_not_handed_over(network: dict[str, Ap
 
 
 def test_the_request_is_refused_with_nothing_written_for_the_wrong_site_or_caller(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
+    network, order_id = taken
     control = network["CTRL"]
-    order_id = taken_at_giver(network)
     fh.site_user(control, "planner-gstt", "planner", GIVER)
     fh.site_user(control, "planner-man", "planner", TAKER)
     fh.site_user(control, "clin-ctrl", "clinician", "CTRL")
@@ -427,9 +503,11 @@ def test_the_request_is_refused_with_nothing_written_for_the_wrong_site_or_calle
     assert made.status == "requested"
 
 
-def test_the_api_moves_an_order_for_a_planner_of_both_sites_only(network: dict[str, App]) -> None:
+def test_the_api_moves_an_order_for_a_planner_of_both_sites_only(
+    taken: tuple[dict[str, App], str],
+) -> None:
+    network, order_id = taken
     control = network["CTRL"]
-    order_id = taken_at_giver(network)
     fh.site_user(control, "planner-gstt", "planner", GIVER)
     api = TestClient(create_web_app(control))
     url = f"/api/v1/orders/{order_id}/transfer"
@@ -585,13 +663,13 @@ def test_an_order_the_site_took_itself_is_known_from_its_records_and_moved(
 
 
 def test_a_cancellation_at_the_control_after_a_transfer_reaches_the_site_now_holding_it(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
     """The control's copy follows the order to Manchester, so a cancellation made at the
     control afterwards goes to Manchester's node, which cancels it before making it; St
     Thomas', which gave it up, is not asked."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     made = request(control, order_id)
     send(control, giver, taker)
     to_control(giver, control)
@@ -613,15 +691,15 @@ def test_a_cancellation_at_the_control_after_a_transfer_reaches_the_site_now_hol
 
 
 def test_a_cancellation_of_an_order_whose_transferred_handover_was_refused_is_refused(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
     """Manchester refuses the transferred order's hand-over (the order's master-file version is
     superseded there: final). A later cancellation at the control goes to Manchester (the
     control's copy moved there) and is refused there `not_taken_here`, at once: the order's
     first hand-over, to St Thomas', which Manchester's node also received and ignored, is not a
     hand-over to Manchester that could still be taken (it did wait for it for ever)."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     mf_id = fh.master_file_id(taker, HYDROCORTISONE)
     with taker.uow() as uow:  # no version of the code effective at Manchester any more
         mf = uow.session.get(MasterFile, mf_id)
@@ -680,15 +758,15 @@ def moving(page: str) -> dict[str, str]:
 
 
 def test_the_transfers_are_read_by_each_role_from_its_site_another_site_and_the_control(
-    network: dict[str, App],
+    taken: tuple[dict[str, App], str],
 ) -> None:
     """`GET /api/v1/order-transfers` and the control's node page list a transfer, with where it
     is, to a reader whose grant reaches both its sites only: the control's planner and auditor
     see it; a planner or pharmacist of St Thomas' or of Manchester alone (a transfer names
     both sites' orders) sees none of it, through the API and the page; a role without the
     permission is refused; a site node answers 409 and its page has no such section."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     made = request(control, order_id)
     fh.site_user(control, "planner-gstt", "planner", GIVER)
     fh.site_user(control, "planner-man", "planner", TAKER)
@@ -744,13 +822,13 @@ def test_the_transfers_are_read_by_each_role_from_its_site_another_site_and_the_
 
 
 def test_a_stuck_transfer_says_so_and_what_to_do(
-    network: dict[str, App], clock: ManualClock
+    taken: tuple[dict[str, App], str], clock: ManualClock
 ) -> None:
     """A transfer whose giving site has not answered within `ANSWER_DUE` (an hour) is shown
     stuck, naming the site's link; one whose release is held but does not verify (rewritten on
     the way) is shown given up there and stuck, with the reason: nothing hands it on."""
+    network, order_id = taken
     control, giver, taker = network["CTRL"], network[GIVER], network[TAKER]
-    order_id = taken_at_giver(network)
     request(control, order_id)
     with control.uow() as uow:
         (fresh,) = transfers_of(control).states(
