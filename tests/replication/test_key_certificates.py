@@ -38,7 +38,7 @@ from tests.replication.test_node_keys import (
     received_at_control,
     site_keys,
 )
-from tests.replication.test_replication_mqtt import nodes, repl, some_work
+from tests.replication.test_replication_mqtt import nodes, nodes_world, repl, some_work
 
 from nearfab.bootstrap import App, build_app
 from nearfab.common.errors import Refused, ValidationFailed
@@ -53,7 +53,7 @@ from nearfab.custody import (
 from nearfab.demo_nodes import plan, prepare
 from nearfab.network.reads import sites
 
-__all__ = ["nodes"]
+__all__ = ["held_unchecked", "nodes"]
 
 NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # the ManualClock's start (common/clock.py)
 CA_FROM, CA_UNTIL = datetime(2025, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
@@ -144,13 +144,23 @@ class World:
         return json.dumps({**self.statement, **changes})
 
 
+def _held_unchecked(site: App, control: App) -> str:
+    """The site signs entries with a key made after its copy (`some_work`), one the control
+    never saw; its records are applied at the control. The site's id."""
+    some_work(site, 2)
+    return received_at_control(site, control)
+
+
+#: (site, control, the site's id) after `_held_unchecked`: built once per worker, each test its
+#: own copy of both nodes (`nodes_world`)
+held_unchecked = nodes_world(_held_unchecked)
+
+
 @pytest.fixture
-def world(nodes: tuple[App, App]) -> World:
+def world(held_unchecked: tuple[App, App, str]) -> World:
     """The site signed entries with a key made after its copy, one the control never saw; its
     records are held at the control, its signatures there unchecked until the key is held."""
-    site, control = nodes
-    some_work(site, 2)
-    origin = received_at_control(site, control)
+    site, control, origin = held_unchecked
     assert unverified(control) == [k for k, _, _ in site_keys(site)] != []
     network = make_ca("nearfab network CA")
     with site.uow() as uow:

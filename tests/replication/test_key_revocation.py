@@ -34,6 +34,7 @@ from tests.replication.test_key_certificates import (
     World,
     bundle,
     held_at_control,
+    held_unchecked,
     import_at_control,
     issue,
     make_ca,
@@ -68,7 +69,7 @@ from nearfab.replication.logic import Record
 from nearfab.replication.models import InboxRecord
 from nearfab.replication.signatures import KeyBook, verify_signatures
 
-__all__ = ["nodes", "world"]
+__all__ = ["held_unchecked", "nodes", "world"]
 
 CRL_FROM, CRL_UNTIL = NOW - timedelta(days=1), NOW + timedelta(days=30)
 

@@ -35,6 +35,7 @@ from tests.replication.test_key_certificates import (
     World,
     bundle,
     held_at_control,
+    held_unchecked,
     import_at_control,
     issue,
     world,
@@ -76,7 +77,7 @@ from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.replication.capture import DOSSIER_ENTITY
 from nearfab.replication.models import InboxRecord
 
-__all__ = ["nodes", "world"]
+__all__ = ["held_unchecked", "nodes", "world"]
 
 
 # --- 1. the site's signature on the dossier it sent ------------------------------------------
