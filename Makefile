@@ -9,6 +9,11 @@ PORT   ?= 8000
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
+# bytecode caches kept: a shell with PYTHONDONTWRITEBYTECODE set makes every test worker and
+# every node process the tests start compile nearfab again and redo pytest's assertion
+# rewriting of every test module (docs/testing.md)
+unexport PYTHONDONTWRITEBYTECODE
+
 # pytest-xdist workers for `make test` (auto: one per CPU); WORKERS=0 runs in one process
 WORKERS ?= auto
 
