@@ -56,7 +56,7 @@ from tests.replication.test_release_attacks import (
     shown,
     signatures_at,
 )
-from tests.replication.test_replication_mqtt import nodes, repl
+from tests.replication.test_replication_mqtt import nodes, nodes_world, repl
 from tests.replication.test_site_node_work import order_for
 
 from nearfab.bootstrap import App
@@ -737,15 +737,19 @@ def version_at_site(site: App, control: App) -> tuple[str, str, dict[str, Any]]:
     return first, second, handover_row(control, second)
 
 
+#: (site, control, `version_at_site`'s ids and body): built once per worker, each test its own
+#: copy of both nodes (`nodes_world`)
+versioned = nodes_world(version_at_site)
+
+
 def test_a_replayed_or_older_version_of_an_order_changes_nothing(
-    nodes: tuple[App, App],
+    versioned: tuple[App, App, tuple[str, str, dict[str, Any]]],
 ) -> None:
     """The control's signed version 2 replayed in a well-chained forged row finds it held and
     writes nothing; a body of version 2 (or 1) under an order id the site does not hold,
     while the site holds version 2, is refused `older_version`, nothing written: a replay
     cannot bring the old dose back."""
-    site, control = nodes
-    first, second, body = version_at_site(site, control)
+    site, control, (first, second, body) = versioned
     before = (order_columns(site, first), order_columns(site, second))
     base = {"entity_type": "order_handover", "action": "create", "reason": "forged"}
     forge_control_row(site, control, **base, entity_id=second, new=body)  # the replay
@@ -765,13 +769,12 @@ def test_a_replayed_or_older_version_of_an_order_changes_nothing(
 
 
 def test_a_version_for_another_site_or_of_another_sites_order_is_refused(
-    nodes: tuple[App, App],
+    versioned: tuple[App, App, tuple[str, str, dict[str, Any]]],
 ) -> None:
     """A version naming Manchester is not St Thomas' to take; one naming St Thomas' but
     replacing a Manchester order the site's copy holds is refused naming `order.supersedes`.
     Nothing written, the Manchester order untouched."""
-    site, control = nodes
-    _first, second, body = version_at_site(site, control)
+    site, _control, (_first, second, body) = versioned
     manchester = fh.site_id(site, "MAN-PH")
     theirs = order_for(site, "MAN-PH")  # in the site's copy, never its to make
     other = copy.deepcopy(body)
@@ -796,13 +799,12 @@ def test_a_version_for_another_site_or_of_another_sites_order_is_refused(
 
 
 def test_a_forged_unsigned_version_of_an_order_is_never_acted_on(
-    nodes: tuple[App, App],
+    versioned: tuple[App, App, tuple[str, str, dict[str, Any]]],
 ) -> None:
     """A well-chained forged row carrying a version 3 of the order (ten times the dose) that the
     control never signed: it waits for a signature that never comes; nothing written, not
     refused, not even tried (no waiting row), and the site's version 2 stays in force."""
-    site, control = nodes
-    _first, second, body = version_at_site(site, control)
+    site, control, (_first, second, body) = versioned
     before = order_columns(site, second)
     forged = copy.deepcopy(body)
     forged["order"]["id"] = forged["order_id"] = "ord_FORGEDVERSN3"

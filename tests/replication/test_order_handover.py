@@ -25,7 +25,7 @@ from tests.replication.test_release_across import (
     control_key_known,
     deliver,
 )
-from tests.replication.test_replication_mqtt import nodes, repl
+from tests.replication.test_replication_mqtt import nodes, nodes_world, repl
 from tests.replication.test_site_node_work import order_for
 
 from nearfab.bootstrap import App
@@ -375,6 +375,11 @@ def with_dose_rule(site: App, control: App) -> None:
         assert mf is not None and mf.status == "effective"
 
 
+#: (site, control, None) after `with_dose_rule`: built once per worker, each test its own copy
+#: of both nodes (`nodes_world`)
+dose_ruled = nodes_world(with_dose_rule)
+
+
 def adjust_at_control(control: App, order_id: str) -> str:
     """A clinician at the control records the patient's weight and height (35 kg, 140 cm)
     against the order and accepts the dose the rule proposes with an e-signature; the new
@@ -394,14 +399,13 @@ def adjust_at_control(control: App, order_id: str) -> str:
 
 
 def test_a_dose_adjusted_at_the_control_reaches_the_site_as_a_new_version_of_the_order(
-    nodes: tuple[App, App],
+    dose_ruled: tuple[App, App, None],
 ) -> None:
     """An order handed over to St Thomas', not yet planned there; the control's clinician
     adjusts its dose. The new version travels signed like the first hand-over: the site stores
     it column for column (3.5 mg, version 2, superseding the first), cancels the first (no
     batch started: the dose-adjustment rule), and makes the new one only."""
-    site, control = nodes
-    with_dose_rule(site, control)
+    site, control, _ = dose_ruled
     first = order_for(control, "GSTT-PH")
     deliver(control, site)
     assert order_columns(site, first) is not None
@@ -432,13 +436,12 @@ def test_a_dose_adjusted_at_the_control_reaches_the_site_as_a_new_version_of_the
 
 
 def test_a_new_version_for_an_order_made_at_the_site_keeps_its_batch_and_is_made_too(
-    nodes: tuple[App, App],
+    dose_ruled: tuple[App, App, None],
 ) -> None:
     """The first version already made at the site (its batch awaiting release): as when the
     dose is adjusted there, it keeps its batch, unchanged but marked superseded on record, and
     the new version is made for the batches to come."""
-    site, control = nodes
-    with_dose_rule(site, control)
+    site, control, _ = dose_ruled
     first = order_for(control, "GSTT-PH")
     deliver(control, site)
     fh.run(site)
@@ -460,13 +463,12 @@ def test_a_new_version_for_an_order_made_at_the_site_keeps_its_batch_and_is_made
 
 
 def test_a_new_version_for_an_order_scheduled_at_the_site_waits_until_it_is_made(
-    nodes: tuple[App, App],
+    dose_ruled: tuple[App, App, None],
 ) -> None:
     """Adjusting a scheduled order is refused where it is scheduled (its job would make the
     old dose). At the site the new version waits, the first version's job untouched, and is
     taken once that order has left the plan (here: made, so it keeps its batch)."""
-    site, control = nodes
-    with_dose_rule(site, control)
+    site, control, _ = dose_ruled
     first = order_for(control, "GSTT-PH")
     deliver(control, site)
     fh.schedule(site, first)
@@ -484,12 +486,11 @@ def test_a_new_version_for_an_order_scheduled_at_the_site_waits_until_it_is_made
 
 
 def test_a_new_version_for_an_order_cancelled_at_the_site_is_refused_on_record(
-    nodes: tuple[App, App],
+    dose_ruled: tuple[App, App, None],
 ) -> None:
     """An order cancelled at the site takes no new version (as a dose is not adjusted there
     for an ended order): refused, final, on record."""
-    site, control = nodes
-    with_dose_rule(site, control)
+    site, control, _ = dose_ruled
     first = order_for(control, "GSTT-PH")
     deliver(control, site)
     with site.uow() as uow:

@@ -54,6 +54,11 @@ from nearfab.replication.capture import DOSSIER_ENTITY
 from nearfab.web.server import create_web_app
 
 nodes = base.nodes  # the fixture: two nodes, each its own database
+#: (site, control, batch id) after `fh.make_batch(site)`; (site, control, batch id) after
+#: `dossier_at_control(site, control)`: each built once per worker, each test its own copy of
+#: both nodes (`base.nodes_world`)
+made_at_site = base.made_at_site
+dossier_held = base.nodes_world(dossier_at_control)
 
 
 def canonical(value: Any) -> bytes:
@@ -164,10 +169,9 @@ def remote_decisions(control: App, batch_id: str) -> list[AuditEntry]:
 
 # --- the dossier -------------------------------------------------------------------------------
 def test_a_dossier_claiming_another_sites_batch_is_neither_shown_nor_decided_nor_hides_the_real(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     genuine = shown(control, batch_id)
     man = fh.site_id(control, "MAN-PH")
     # then the GSTT node sends, about its batch, a dossier saying it is Manchester's
@@ -190,14 +194,13 @@ def test_a_dossier_claiming_another_sites_batch_is_neither_shown_nor_decided_nor
 
 
 def test_a_dossier_whose_labels_disagree_with_the_content_signed_is_refused(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """The control checks the signer against the master file, the proposal and the tests
     failed; the site names them beside the content the QP signs. A label that is not what the
     content says (another master file: another QP's, another TOTP rule; a proposal of release
     where the record proposes rejection, so no reason asked) is refused."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     other_mf = fh.master_file_id(site, "MF-PROP-PRINTLET")
     with site.uow() as uow:
         real = site.quality.remote.dossier(uow, batch_id)
@@ -246,15 +249,14 @@ def test_a_dossier_altered_on_the_broker_is_not_signed(nodes: tuple[App, App]) -
 
 
 def test_a_dossier_is_signed_only_once_the_sites_signed_entry_naming_it_is_held_and_checked(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """docs/replication.md: the site signs each dossier it sends in its ledger chain (an entry
     `dossier`, ref `release_dossier:<batch id>`, naming the SHA-256 of the canonical JSON of
     the dossier as the audit row sending it holds it). The control's QP signs nothing while
     that entry is not held, nor while the key that signed it is not known there; each refusal
     is on record; with both, the decision is signed."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     send(site)
     records = unsent(site)
     (entry,) = [
@@ -304,11 +306,12 @@ def test_a_dossier_is_signed_only_once_the_sites_signed_entry_naming_it_is_held_
     assert len(remote_decisions(control, batch_id)) == 1
 
 
-def test_a_dossier_content_changed_after_its_hash_is_not_signed(nodes: tuple[App, App]) -> None:
+def test_a_dossier_content_changed_after_its_hash_is_not_signed(
+    made_at_site: tuple[App, App, str],
+) -> None:
     """The site (tampered with) sends a content that is not what `shown_hash` covers: a
     deviation dropped from what the QP reads, the hash of the real one kept."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     with site.uow() as uow:
         site.quality.records.open_deviation(
             uow, fh.actor(site, "pharmacist"), batch_id, description="cracked tablet"
@@ -324,9 +327,10 @@ def test_a_dossier_content_changed_after_its_hash_is_not_signed(nodes: tuple[App
     assert remote_decisions(control, batch_id) == []
 
 
-def test_a_decision_needs_the_dossier_shown_by_every_entry_point(nodes: tuple[App, App]) -> None:
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+def test_a_decision_needs_the_dossier_shown_by_every_entry_point(
+    dossier_held: tuple[App, App, str],
+) -> None:
+    _site, control, batch_id = dossier_held
     with pytest.raises(Refused) as none:
         decide(control, batch_id, shown_hash="")
     assert none.value.field == "shown_hash" and none.value.code == "record_changed"
@@ -360,10 +364,9 @@ def test_a_decision_needs_the_dossier_shown_by_every_entry_point(nodes: tuple[Ap
 
 # --- the signer at the control --------------------------------------------------------------------
 def test_only_an_assigned_qp_of_the_batchs_site_signs_with_the_sites_totp_rule(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     hash_ = shown(control, batch_id)
     fh.site_user(control, "rp-gstt", "responsible_person", "GSTT-PH")  # a device's signer
     fh.site_user(control, "qp-two", "qp", "GSTT-PH")  # a QP, not named on the master file
@@ -386,13 +389,12 @@ def test_only_an_assigned_qp_of_the_batchs_site_signs_with_the_sites_totp_rule(
 
 # --- applying at the site ------------------------------------------------------------------------
 def test_a_record_changed_after_the_rtrt_is_not_released_whatever_the_dossier_said(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """The batch record is edited at the site after the RTRT evaluation (the dossier names it
     as a blocker); a tampered site node strips that blocker, the QP signs the record as it is
     now, and the release comes back: the site still refuses it, as `decide` would."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     with site.uow() as uow:
         used = site.production.get(uow, batch_id).material_used_g or 0.0
     fh.edit(site, BatchRecord, batch_id, material_used_g=used + 5.0)
@@ -481,10 +483,9 @@ def test_an_out_of_specification_batch_is_not_released_plainly_across_the_networ
 
 
 def test_a_lot_recalled_after_the_decision_stops_the_release_at_the_site(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     body = decide(control, batch_id, shown_hash=shown(control, batch_id))
     with site.uow() as uow:
         lot_id = site.production.get(uow, batch_id).material_lot_id
@@ -499,13 +500,12 @@ def test_a_lot_recalled_after_the_decision_stops_the_release_at_the_site(
 
 
 def test_a_decision_replayed_onto_another_batch_or_with_another_signature_is_refused(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """The control's decision on batch X, applied (through quality, as the site's replicator
     does) to batch Y, or Y's decision with X's signature row, or Y's with its meaning edited and
     its signature hash left: each refused, nothing written. Then each applied once."""
-    site, control = nodes
-    x = fh.make_batch(site)
+    site, control, x = made_at_site
     y = dossier_at_control(site, control)
     on_x = decide(control, x, shown_hash=shown(control, x))
     on_y = decide(
@@ -557,11 +557,12 @@ def test_a_decision_replayed_onto_another_batch_or_with_another_signature_is_ref
     assert twice.value.code == "already_decided"
 
 
-def test_a_decision_edited_on_the_broker_is_refused_by_the_site(nodes: tuple[App, App]) -> None:
+def test_a_decision_edited_on_the_broker_is_refused_by_the_site(
+    dossier_held: tuple[App, App, str],
+) -> None:
     """The control's rejection of batch Y edited in transit into a release (the record
     re-hashed, not the audit row it carries): the site's chain check refuses it, on record."""
-    site, control = nodes
-    y = dossier_at_control(site, control)
+    site, control, y = dossier_held
     decide(control, y, decision="reject", reason="coating defect", shown_hash=shown(control, y))
 
     def into_release(wire: dict[str, Any]) -> None:
@@ -583,10 +584,9 @@ def test_a_decision_edited_on_the_broker_is_refused_by_the_site(nodes: tuple[App
 
 # --- the forms ----------------------------------------------------------------------------------
 def test_the_remote_signing_form_and_api_refuse_forgery_and_throttle_guessing(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     hash_ = shown(control, batch_id)
     web = fh.web_login(control, "qp")
     page = web.get("/release/remote").text
@@ -631,13 +631,12 @@ def test_the_remote_signing_form_and_api_refuse_forgery_and_throttle_guessing(
 
 
 def test_a_decision_the_site_refused_puts_the_batch_back_in_the_qps_queue(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """A decision the site refuses for a reason its dossier does not show (here: a QP
     account made at the control after the site's copy, unknown at the site) sends the dossier
     again, unchanged, so the batch waits for a QP again instead of for no one."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     fh.site_user(control, "qp-new", "qp", "GSTT-PH")  # made at the control after the copy
     send(site)
     deliver(site, control)
@@ -745,10 +744,9 @@ def test_an_exceptional_release_across_the_network_binds_the_physicians_request(
 
 
 def test_an_exceptional_release_without_the_physicians_request_is_refused_at_the_control(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
-    site, control = nodes
-    in_spec = fh.make_batch(site)  # the demo family: every release test passed
+    site, control, in_spec = made_at_site  # the demo family: every release test passed
     for app in (site, control):
         register_release(app, OutOfSpecRelease())
     nobody_asked = dossier_at_control(site, control)
