@@ -61,6 +61,16 @@ made_at_site = base.made_at_site
 dossier_held = base.nodes_world(dossier_at_control)
 
 
+def _made_unready(site: App, control: App) -> str:
+    """A batch made at the site node, its dossier not sent (`fh.make_batch(site, ready=False)`);
+    its id."""
+    return fh.make_batch(site, ready=False)
+
+
+#: (site, control, batch id) after `_made_unready`, as `made_at_site`
+unready_at_site = base.nodes_world(_made_unready)
+
+
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -221,11 +231,12 @@ def test_a_dossier_whose_labels_disagree_with_the_content_signed_is_refused(
     assert remote_decisions(control, batch_id) == []
 
 
-def test_a_dossier_altered_on_the_broker_is_not_signed(nodes: tuple[App, App]) -> None:
+def test_a_dossier_altered_on_the_broker_is_not_signed(
+    unready_at_site: tuple[App, App, str],
+) -> None:
     """A man in the middle strips the blockers of a batch not ready (steps unsigned) and
     re-hashes the record: the record checks, but it is not what the site's audit row sent."""
-    site, control = nodes
-    batch_id = fh.make_batch(site, ready=False)
+    site, control, batch_id = unready_at_site
     send(site)
 
     def strip_blockers(wire: dict[str, Any]) -> None:

@@ -45,15 +45,17 @@ from tests.replication.test_release_across import (
     canonical_sha256,
     decide,
     deliver,
-    dossier_at_control,
     releases_of,
     site_keys_known,
     unsent,
 )
 from tests.replication.test_release_attacks import (
+    dossier_held,
+    made_at_site,
     remote_decisions,
     send,
     signatures_at,
+    unready_at_site,
 )
 from tests.replication.test_replication_mqtt import (
     _forged,
@@ -77,7 +79,14 @@ from nearfab.identity import AuditAction, AuditEntry, audit, system_actor
 from nearfab.replication.capture import DOSSIER_ENTITY
 from nearfab.replication.models import InboxRecord
 
-__all__ = ["held_unchecked", "nodes", "world"]
+__all__ = [
+    "dossier_held",
+    "held_unchecked",
+    "made_at_site",
+    "nodes",
+    "unready_at_site",
+    "world",
+]
 
 
 # --- 1. the site's signature on the dossier it sent ------------------------------------------
@@ -96,7 +105,7 @@ def dossier_rows(site: App, batch_id: str) -> list[dict[str, Any]]:
 
 
 def test_an_older_signed_dossier_replayed_as_the_newest_is_not_signed(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
     """The site sent a dossier, then a newer one (a deviation reported at the site since). A
     man in the middle rewrites the newer dossier's audit row and record on the broker into the
@@ -105,8 +114,7 @@ def test_an_older_signed_dossier_replayed_as_the_newest_is_not_signed(
     transaction that sends it, so its entry follows the dossier's record; the older one's comes
     before the replayed record (docs: the QP signs the newest dossier the site sent): not
     signed."""
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)  # the first dossier, held at the control
+    site, control, batch_id = dossier_held  # the first dossier, held at the control
     with site.uow() as uow:
         site.quality.records.open_deviation(
             uow, fh.actor(site, "pharmacist"), batch_id, description="cracked tablet"
@@ -142,14 +150,13 @@ def test_an_older_signed_dossier_replayed_as_the_newest_is_not_signed(
 
 
 def test_a_dossier_entry_signed_with_another_sites_key_is_not_the_sites_signature(
-    nodes: tuple[App, App],
+    unready_at_site: tuple[App, App, str],
 ) -> None:
     """Whoever holds Manchester's ledger key (known at the control as Manchester's) signs, in
     GSTT-PH's chain, an entry naming a dossier GSTT-PH never sent (its blockers dropped). The
     signature is valid Ed25519, but by another site's key (docs, "Signatures": a signature by
     another site's key is a chain problem): the control's QP is refused."""
-    site, control = nodes
-    batch_id = fh.make_batch(site, ready=False)
+    site, control, batch_id = unready_at_site
     man = fh.site_id(site, "MAN-PH")
     with site.uow() as uow:  # Manchester's key, its private half where the attacker is
         man_key = site.custody_chain.ledger.rotate(
@@ -201,13 +208,12 @@ def test_a_dossier_entry_signed_with_another_sites_key_is_not_the_sites_signatur
 
 
 def test_a_dossier_signed_by_an_unknown_key_stays_unsigned_after_an_unverified_anchor(
-    nodes: tuple[App, App],
+    made_at_site: tuple[App, App, str],
 ) -> None:
     """The control anchors the site's origin with `--allow-unverified` (its key not held:
     the anchor says its signatures were unchecked). That is not evidence: the QP is still
     refused while the key is unknown (docs: `dossier_not_verified`, naming the key)."""
-    site, control = nodes
-    batch_id = fh.make_batch(site)
+    site, control, batch_id = made_at_site
     send(site)
     records = unsent(site)
     with control.uow() as uow:  # delivered without registering the site's keys
@@ -226,14 +232,13 @@ def test_a_dossier_signed_by_an_unknown_key_stays_unsigned_after_an_unverified_a
 
 
 def test_a_dossier_signed_before_the_site_rotated_its_key_is_still_the_sites(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
     """Not an attack but its boundary: the site signs a dossier with its key, then rotates it
     (the rotation signed by the old key introduces the new one). The dossier was signed by a
     key that was the site's when it signed; the control's QP signs it. An entry the old key
     signs after the rotation would not be (docs, "Signatures")."""
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     with site.uow() as uow:
         site.custody_chain.ledger.rotate(
             uow, system_actor("site admin"), repl(site).site_id, reason="yearly rotation"
@@ -337,7 +342,7 @@ def test_a_signed_entry_rewritten_into_a_key_rotation_introduces_no_key(
 
 @pytest.mark.parametrize("how", ["withheld", "disguised", "relabelled"])
 def test_a_rotation_withheld_or_disguised_does_not_let_the_replaced_key_sign(
-    nodes: tuple[App, App], how: str
+    unready_at_site: tuple[App, App, str], how: str
 ) -> None:
     """The site rotated its key (the old one leaked: what rotations are for). The man in the
     middle holding the old key signs an entry naming a dossier whose blockers it dropped, after
@@ -346,8 +351,7 @@ def test_a_rotation_withheld_or_disguised_does_not_let_the_replaced_key_sign(
     every record hash redone), or only relabels its columns (kind and ref, which the entry
     hash does not cover). docs: the key a rotation replaced signs nothing after it, and
     the entry must be held with every record before it: nothing is signed."""
-    site, control = nodes
-    batch_id = fh.make_batch(site, ready=False)
+    site, control, batch_id = unready_at_site
     site_keys_known(site, control)
     (old_key,) = [k["key_id"] for k in export_site_keys_of(site)]
     with site.uow() as uow:
@@ -387,13 +391,12 @@ def export_site_keys_of(site: App) -> list[dict[str, Any]]:
 
 
 def test_a_fork_of_the_origin_after_the_signed_entry_stops_the_decision(
-    nodes: tuple[App, App],
+    dossier_held: tuple[App, App, str],
 ) -> None:
     """The dossier and its signed entry are held; later, a second record arrives for a seq
     already held (another payload, its plain hash redone): two versions of the site's history.
     docs: a decision is refused while that origin has a fork named."""
-    site, control = nodes
-    batch_id = dossier_at_control(site, control)
+    site, control, batch_id = dossier_held
     some_work(site, 1)
     later = unsent(site)
     forked = _forged(later[0], id=f"{later[0].origin_site}/audit:999999", source_ref="audit:999999")
