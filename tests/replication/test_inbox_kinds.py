@@ -33,10 +33,10 @@ from tests.replication.test_order_handover import (
     adjust_at_control,
     cancel_at_control,
     cancellation_outcomes,
+    dose_ruled,
     handover_outcomes,
     order_columns,
     waiting_rows,
-    with_dose_rule,
 )
 from tests.replication.test_release_across import deliver
 from tests.replication.test_replication_mqtt import broker, nodes, repl, wait_for
@@ -66,7 +66,7 @@ from nearfab.replication.outcomes import site_outcomes
 from nearfab.telemetry import BrokerAddress
 from nearfab.uow import UnitOfWork
 
-__all__ = ["broker", "network", "nodes", "two_databases"]
+__all__ = ["broker", "dose_ruled", "network", "nodes", "two_databases"]
 
 
 def decisions_of(site: App) -> ControlDecisions:
@@ -121,9 +121,9 @@ def something_written_here(site: App) -> None:
 
 
 def waiting_new_version(site: App, control: App) -> tuple[str, str]:
-    """An order handed over and scheduled at the site, then its dose adjusted at the control:
-    the new version waits at the site (`scheduled`). (first order, new version)."""
-    with_dose_rule(site, control)
+    """On `dose_ruled`'s nodes (`with_dose_rule` done): an order handed over and scheduled at
+    the site, then its dose adjusted at the control: the new version waits at the site
+    (`scheduled`). (first order, new version)."""
     first = order_for(control, "GSTT-PH")
     deliver(control, site)
     fh.schedule(site, first)
@@ -139,14 +139,14 @@ def waiting_new_version(site: App, control: App) -> tuple[str, str]:
 
 
 def test_a_version_waiting_for_a_scheduled_order_is_taken_by_the_link_once_the_order_is_made(
-    nodes: tuple[App, App], broker: Broker
+    dose_ruled: tuple[App, App, None], broker: Broker
 ) -> None:
     """The site's link runs its passes with nothing arriving from the control (the control
     publishes nothing here). While the order is scheduled, the passes leave the new version
     waiting and write nothing (the waiting row is not written again). Once the site's runner
     has made the order, the link's next pass takes the new version: before, it waited for
     the control's next record, which may never come."""
-    site, control = nodes
+    site, control, _ = dose_ruled
     first, second = waiting_new_version(site, control)
     link = NodeLink(
         repl(site),
@@ -178,7 +178,7 @@ def test_a_version_waiting_for_a_scheduled_order_is_taken_by_the_link_once_the_o
 
 
 def test_a_retry_leaves_records_applied_or_refused_alone_and_runs_only_when_needed(
-    nodes: tuple[App, App],
+    dose_ruled: tuple[App, App, None],
 ) -> None:
     """Three control records at the site: a cancellation refused (its order made here), a
     hand-over taken, and a new version waiting while that order is scheduled. A retry with
@@ -186,8 +186,7 @@ def test_a_retry_leaves_records_applied_or_refused_alone_and_runs_only_when_need
     again: the waiting version still waits (no new row), the other two are not touched. Once
     the order is made the retry takes the version, and from then on nothing waits: a retry
     does nothing, whatever is written here."""
-    site, control = nodes
-    with_dose_rule(site, control)
+    site, control, _ = dose_ruled
     made = order_for(control, "GSTT-PH")
     deliver(control, site)
     fh.run(site)
