@@ -435,18 +435,29 @@ def test_a_plain_export_is_taken_only_on_the_word_of_who_runs_the_import(world: 
     assert no_ca.value.field == "network_ca"
 
 
+def cli_pki(w: World, tmp_path: Path) -> Path:
+    """A folder for the CLI tests: the network CA (ca.crt, ca.key) and St Thomas' node
+    certificate and key (site.crt, site.key), valid 2025 to 2030 (the CLI runs on the system
+    clock, not the test's)."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    site_cert = issue(w.network, "GSTT-PH", CA_FROM, CA_UNTIL)
+    for name, data in {
+        "ca.crt": w.network.cert_pem(),
+        "ca.key": w.network.key_pem(),
+        "site.crt": site_cert.cert_pem(),
+        "site.key": site_cert.key_pem(),
+    }.items():
+        (pki / name).write_bytes(data)
+    return pki
+
+
 def test_the_cli_exports_certified_and_imports_against_the_network_ca(
     world: World, tmp_path: Path
 ) -> None:
     w = world
     mine = [k for k, _, _ in site_keys(w.site)]
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    (pki / "ca.crt").write_bytes(w.network.cert_pem())
-    # the CLI runs on the system clock, not the test's: a certificate valid 2025 to 2030
-    site_cert = issue(w.network, "GSTT-PH", CA_FROM, CA_UNTIL)
-    (pki / "site.crt").write_bytes(site_cert.cert_pem())
-    (pki / "site.key").write_bytes(site_cert.key_pem())
+    pki = cli_pki(w, tmp_path)
     (pki / "other.crt").write_bytes(make_ca("someone else's CA").cert_pem())
 
     plain = run(["node", "keys", "export", "--out", str(tmp_path / "plain.json")], env=SITE,

@@ -33,6 +33,7 @@ from tests.replication.test_key_certificates import (
     Issued,
     World,
     bundle,
+    cli_pki,
     held_at_control,
     held_unchecked,
     import_at_control,
@@ -702,16 +703,7 @@ def test_the_cli_revokes_a_site_certificate_and_the_control_stops_trusting_its_k
 ) -> None:
     w = world
     mine = [k for k, _, _ in site_keys(w.site)]
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    site_cert = issue(w.network, "GSTT-PH", CA_FROM, CA_UNTIL)  # the CLI runs on the system clock
-    for name, data in {
-        "ca.crt": w.network.cert_pem(),
-        "ca.key": w.network.key_pem(),
-        "site.crt": site_cert.cert_pem(),
-        "site.key": site_cert.key_pem(),
-    }.items():
-        (pki / name).write_bytes(data)
+    pki = cli_pki(w, tmp_path)
     exported = run(
         ["node", "keys", "export", "--out", str(tmp_path / "signed.json"),
          "--certificate", str(pki / "site.crt"), "--certificate-key", str(pki / "site.key")],
@@ -744,7 +736,8 @@ def test_the_cli_revokes_a_site_certificate_and_the_control_stops_trusting_its_k
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     listed = x509.load_pem_x509_crl(the_crl.read_bytes())
     assert listed.is_signature_valid(w.network.key.public_key())
-    assert listed.get_revoked_certificate_by_serial_number(site_cert.cert.serial_number)
+    site_cert = x509.load_pem_x509_certificate((pki / "site.crt").read_bytes())
+    assert listed.get_revoked_certificate_by_serial_number(site_cert.serial_number)
 
     refused = import_("--crl", str(the_crl))
     assert refused.returncode == 2
