@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 # site once the giving site's signed release arrived; ended without a hand-over (the giving
 # site refused, or the control's copy was cancelled meanwhile)
 REQUESTED, HANDED_OVER, ENDED = "requested", "handed_over", "ended"
+# why a transfer ended, kept in its end row (`ended_by`): the giving site refused to give the
+# order up; or the control's copy was no longer designed when the release arrived
+GIVER_REFUSED, COPY_CHANGED = "giving_site_refused", "control_copy_changed"
 
 # a transfer the giving site has not answered for this long is shown as stuck (the node page,
 # `GET /api/v1/order-transfers`): its node may be cut off, or its answer held back on the way
@@ -113,6 +116,7 @@ class Transfer:
     body: dict[str, Any] | None = None
     handover_record: str | None = None  # the control's record handing it to the receiving site
     changed_at: str | None = None  # when the control handed it over or ended it (ISO 8601)
+    ended_by: str | None = None  # why it ended: GIVER_REFUSED or COPY_CHANGED
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +262,7 @@ class ControlTransfers:
                     status=ENDED,
                     outcome=str(new.get("outcome")),
                     changed_at=str(row.get("at")),
+                    ended_by=new.get("ended_by"),
                 )
         for rid, row in own:
             if row["entity_type"] != HANDOVER_ENTITY:
@@ -359,7 +364,7 @@ class ControlTransfers:
         view = TransferState(t, frm, to, REQUESTED, f"requested of {frm}", asked)
         if t.status == ENDED:
             ended = _utc(t.changed_at) or asked
-            if "refused at the giving site" in (t.outcome or ""):
+            if t.ended_by == GIVER_REFUSED:
                 return replace(view, state="refused", words=f"{t.outcome}", since=ended)
             return replace(view, state=ENDED, words=f"ended: {t.outcome}", since=ended)
         if t.status == HANDED_OVER and t.handover_record is not None:
@@ -719,7 +724,7 @@ class ControlTransfers:
             )
         return None
 
-    def _end(self, uow: UnitOfWork, t: Transfer, outcome: str) -> None:
+    def _end(self, uow: UnitOfWork, t: Transfer, outcome: str, *, ended_by: str) -> None:
         audit(
             uow,
             self.actor,
@@ -731,6 +736,7 @@ class ControlTransfers:
                 "order_id": t.order_id,
                 "status": ENDED,
                 "outcome": outcome,
+                "ended_by": ended_by,
             },
             reason=f"transfer {t.transfer_id} of order {t.order_id} ended: {outcome}",
             site_id=t.from_site_id,
@@ -764,7 +770,7 @@ class ControlTransfers:
                     continue
                 what, rec, row = answer
                 if what == "refused":
-                    self._end(uow, t, f"refused at the giving site: {rec}")
+                    self._end(uow, t, f"refused at the giving site: {rec}", ended_by=GIVER_REFUSED)
                     uow.commit()
                     continue
                 try:
@@ -777,6 +783,7 @@ class ControlTransfers:
                         t,
                         f"given up by the site, but {copy.status} in the control's copy "
                         "meanwhile: not handed over",
+                        ended_by=COPY_CHANGED,
                     )
                     uow.commit()
                     continue
